@@ -1,0 +1,437 @@
+/*
+ * tlsock - TLS over TCP sockets, one small and safe API.
+ *
+ * This header is the whole core API: contexts, blocking connections, listeners, errors and
+ * development certificates. The asynchronous driver lives in <tlsock/uv.h>.
+ *
+ * Conventions used by every function below:
+ *   - Fallible functions return int: 0 on success or a negative TLSOCK_E* code. Byte counts and
+ *     objects come back through out-parameters, which are written only on success.
+ *   - Objects are opaque. `_new`/`_connect`/`_listen`/`_accept` return them through `**out`;
+ *     `_free`/`_close` release them and accept NULL.
+ *   - Setters copy their inputs: the caller may free or reuse a string or buffer as soon as the
+ *     call returns.
+ *   - Error detail (the TLS implementation's reason, the verify failure, errno) is on the object:
+ *     tlsock_ctx_errmsg() and tlsock_conn_errmsg(). Callers never need errno.
+ *   - Timeouts are in milliseconds; TLSOCK_NO_TIMEOUT (-1) means wait forever.
+ *   - No global initialisation call is needed, and SIGPIPE never kills the process: tlsock sends
+ *     with MSG_NOSIGNAL.
+ *
+ * Thread safety: a context is safe to share between threads once it is frozen (it freezes when it
+ * makes its first connection). One connection is used by one thread at a time. A child process
+ * after fork() must not use a connection created by its parent.
+ */
+#ifndef TLSOCK_H
+#define TLSOCK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tlsock/version.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(TLSOCK_BUILDING) && defined(__GNUC__)
+#define TLSOCK_API __attribute__((visibility("default")))
+#else
+#define TLSOCK_API
+#endif
+
+/* ---------------------------------------------------------------------------------------------
+ * Errors
+ * ------------------------------------------------------------------------------------------- */
+
+/*
+ * The one table of error codes: name, value, description. Append only; values never change.
+ * It generates enum tlsock_error, tlsock_strerror() and tlsock_err_name().
+ */
+#define TLSOCK_ERRNO_MAP(XX)                                                                       \
+    XX(EINVAL, -1, "invalid argument or call in the wrong state")                                  \
+    XX(ENOMEM, -2, "out of memory")                                                                \
+    XX(ESYS, -3, "system call failed")                                                             \
+    XX(ERESOLVE, -4, "host name resolution failed")                                                \
+    XX(ETIMEDOUT, -5, "operation timed out")                                                       \
+    XX(EHANDSHAKE_TIMEOUT, -6, "TLS handshake timed out")                                          \
+    XX(ECLOSED, -7, "peer closed the TLS session (close_notify)")                                  \
+    XX(ETRUNCATED, -8, "connection ended without close_notify (truncated)")                        \
+    XX(EPROTO, -9, "TLS protocol error or alert")                                                  \
+    XX(EVERIFY, -10, "certificate verification failed")                                            \
+    XX(ECONFIG, -11, "invalid TLS configuration")                                                  \
+    XX(EX509_LOOKUP, -12, "certificate or trust store could not be loaded")                        \
+    XX(EWANT_READ, -13, "operation needs more input (retry when readable)")                        \
+    XX(EWANT_WRITE, -14, "operation needs to send output (retry when writable)")                   \
+    XX(ECANCELED, -15, "operation canceled")
+
+/** Error codes returned by every fallible tlsock function (always negative). */
+enum tlsock_error {
+    TLSOCK_OK = 0,
+#define TLSOCK_XX_ENUM(name, value, text) TLSOCK_##name = (value),
+    TLSOCK_ERRNO_MAP(TLSOCK_XX_ENUM)
+#undef TLSOCK_XX_ENUM
+};
+
+/**
+ * A static English description of an error code ("unknown error" for unknown codes).
+ * The string is never freed and is safe to use from any thread.
+ */
+TLSOCK_API const char *tlsock_strerror(int err);
+
+/** The code's name without the prefix, e.g. "EVERIFY"; "UNKNOWN" for unknown codes. */
+TLSOCK_API const char *tlsock_err_name(int err);
+
+/**
+ * True when @p err comes from TLS itself (protocol, alert, verification, configuration,
+ * close_notify or truncation), false for socket, system, resolution, timeout and argument errors.
+ */
+TLSOCK_API bool tlsock_err_is_tls(int err);
+
+/**
+ * Detail of the last error any tlsock function reported in the calling thread, "" if none yet.
+ * Use it after functions that fail before an object exists to hold the detail (tlsock_connect(),
+ * tlsock_accept(), tlsock_listen(), tlsock_ctx_new()). Thread-local; valid until the thread's
+ * next failing tlsock call.
+ */
+TLSOCK_API const char *tlsock_errmsg(void);
+
+/* ---------------------------------------------------------------------------------------------
+ * Contexts
+ * ------------------------------------------------------------------------------------------- */
+
+/** The role of a context: every connection made from it plays this role. */
+enum tlsock_role {
+    TLSOCK_CLIENT = 1,
+    TLSOCK_SERVER = 2,
+};
+
+/** How a context verifies its peer's certificate. */
+enum tlsock_verify {
+    /**
+     * The peer must present a certificate chaining to the trust anchors. Clients also check that
+     * it names the host they connect to. The default for clients.
+     */
+    TLSOCK_VERIFY_REQUIRED = 1,
+    /** Servers only: ask for a client certificate and verify it if one is presented. */
+    TLSOCK_VERIFY_OPTIONAL = 2,
+    /**
+     * No verification. The default for servers (no client certificate is requested). On a client
+     * this is insecure: anyone on the path can impersonate the server. It must be asked for.
+     */
+    TLSOCK_VERIFY_NONE = 3,
+};
+
+/** Timeout value meaning "wait forever". */
+#define TLSOCK_NO_TIMEOUT (-1)
+
+struct tlsock_ctx;
+
+/**
+ * Creates a context for @p role (TLSOCK_CLIENT or TLSOCK_SERVER) with secure defaults:
+ * TLS 1.2 to 1.3, the "secure" cipher policy, security level 2, no compression, no peer-initiated
+ * renegotiation, and for clients verification of chain and host name against the system trust
+ * store (unless CAs are set explicitly).
+ *
+ * @param role  TLSOCK_CLIENT or TLSOCK_SERVER.
+ * @param out   receives the context, with one reference owned by the caller.
+ * @return 0, TLSOCK_EINVAL, TLSOCK_ENOMEM or TLSOCK_ECONFIG (implementation refused to start).
+ */
+TLSOCK_API int tlsock_ctx_new(int role, struct tlsock_ctx **out);
+
+/** Adds a reference to @p ctx and returns it. Thread-safe. */
+TLSOCK_API struct tlsock_ctx *tlsock_ctx_ref(struct tlsock_ctx *ctx);
+
+/**
+ * Drops the caller's reference. The context is freed when the last reference goes; every
+ * connection holds one, so a context outlives the caller's reference while connections use it.
+ * Accepts NULL. Thread-safe.
+ */
+TLSOCK_API void tlsock_ctx_free(struct tlsock_ctx *ctx);
+
+/**
+ * Human-readable detail about the last failed call on @p ctx, "" when there is none. The pointer
+ * stays valid until the context is freed; its contents change on the next call on @p ctx.
+ * Not thread-safe while another thread calls setters (which only happens before freezing).
+ */
+TLSOCK_API const char *tlsock_ctx_errmsg(const struct tlsock_ctx *ctx);
+
+/*
+ * Setters. Each one applies immediately and reports problems at once (TLSOCK_ECONFIG with the
+ * reason in tlsock_ctx_errmsg()). After the context has made its first connection it is frozen
+ * and every setter returns TLSOCK_EINVAL.
+ */
+
+/**
+ * Sets the protocol range from a string "MIN" or "MIN-MAX", each one of "1.0", "1.1", "1.2",
+ * "1.3" (also spelled "tls1.2" or "TLSv1.2"). "1.2" alone means 1.2 and newer.
+ * Default "1.2-1.3". Versions below 1.2 also need the "legacy" cipher policy to negotiate.
+ */
+TLSOCK_API int tlsock_ctx_set_protocols(struct tlsock_ctx *ctx, const char *range);
+
+/**
+ * Sets the cipher policy by name:
+ *   - "secure" (default): TLS 1.3 suites and, for TLS 1.2, only ECDHE with AES-GCM or
+ *     ChaCha20-Poly1305; security level 2.
+ *   - "compat": adds TLS 1.2 AES-CBC and non-ECDHE AEAD suites; security level 2.
+ *   - "legacy": anything the implementation still has at security level 0; needed for TLS 1.0/1.1.
+ * Any other string is passed to the implementation unchanged as its own cipher list (for OpenSSL
+ * a TLS 1.2 cipher string), and TLSOCK_ECONFIG is returned if it selects nothing.
+ */
+TLSOCK_API int tlsock_ctx_set_ciphers(struct tlsock_ctx *ctx, const char *policy);
+
+/**
+ * Adds trust anchors (CA certificates) from a PEM file. The file is read during the call.
+ * Setting any CA replaces the default system store for this context; call
+ * tlsock_ctx_set_ca_system() as well to keep both.
+ */
+TLSOCK_API int tlsock_ctx_set_ca_file(struct tlsock_ctx *ctx, const char *path);
+
+/** Adds a hashed CA directory (as made by `openssl rehash`); files are looked up when needed. */
+TLSOCK_API int tlsock_ctx_set_ca_dir(struct tlsock_ctx *ctx, const char *path);
+
+/** Adds trust anchors from PEM text in memory (one or more certificates). */
+TLSOCK_API int tlsock_ctx_set_ca_mem(struct tlsock_ctx *ctx, const char *pem, size_t len);
+
+/** Adds the system trust store (the default for clients when no other CA is set). */
+TLSOCK_API int tlsock_ctx_set_ca_system(struct tlsock_ctx *ctx);
+
+/**
+ * Sets this side's certificate chain (leaf first, then intermediates) and private key from PEM
+ * files, read during the call. Returns TLSOCK_ECONFIG when a file holds no certificate or key,
+ * or when the key does not match the certificate; TLSOCK_ESYS when a file cannot be read.
+ */
+TLSOCK_API int tlsock_ctx_set_cert_file(struct tlsock_ctx *ctx, const char *chain_path,
+                                        const char *key_path);
+
+/** Like tlsock_ctx_set_cert_file(), from PEM text in memory. */
+TLSOCK_API int tlsock_ctx_set_cert_mem(struct tlsock_ctx *ctx, const char *chain_pem,
+                                       size_t chain_len, const char *key_pem, size_t key_len);
+
+/** Sets the verification mode (enum tlsock_verify). */
+TLSOCK_API int tlsock_ctx_set_verify(struct tlsock_ctx *ctx, int mode);
+
+/**
+ * Sets the ALPN protocols as a comma-separated list in preference order, e.g. "h2,http/1.1".
+ * A client offers them; a server picks its most preferred one the client offers and, when the
+ * client offers ALPN but none matches, refuses the handshake with a no_application_protocol alert.
+ * NULL or "" clears the list.
+ */
+TLSOCK_API int tlsock_ctx_set_alpn(struct tlsock_ctx *ctx, const char *list);
+
+/**
+ * Sets the default handshake timeout for connections of this context, in milliseconds
+ * (TLSOCK_NO_TIMEOUT by default). A connection's options may override it.
+ */
+TLSOCK_API int tlsock_ctx_set_handshake_timeout(struct tlsock_ctx *ctx, int timeout_ms);
+
+/* ---------------------------------------------------------------------------------------------
+ * Connections
+ * ------------------------------------------------------------------------------------------- */
+
+struct tlsock_conn;
+struct tlsock_listener;
+
+/**
+ * Per-connection options. Initialise with TLSOCK_OPTS_INIT and set the fields you need; pass NULL
+ * to any function for all defaults. The @c size field lets the structure grow without breaking
+ * older callers. Strings are copied during the call.
+ */
+struct tlsock_opts {
+    size_t size;              /**< sizeof(struct tlsock_opts); set by TLSOCK_OPTS_INIT. */
+    const char *servername;   /**< Client: SNI to send. NULL: the host (unless it is an IP
+                                   address); "": send none. */
+    const char *verify_name;  /**< Client: name or IP the certificate must match.
+                                   NULL: the servername, or the host. */
+    int connect_timeout_ms;   /**< TCP connect (and accept wait). 0: none. */
+    int handshake_timeout_ms; /**< 0: the context's default. */
+    int timeout_ms;           /**< Each later read, write and close_notify. 0: none. */
+};
+
+/** Default options: no servername or verify-name override, timeouts from the context or none. */
+#define TLSOCK_OPTS_INIT {.size = sizeof(struct tlsock_opts)}
+
+/**
+ * Resolves @p host (name, IPv4 or IPv6 literal), connects over TCP trying each address in turn,
+ * and performs the TLS handshake. For clients the host is also the SNI and the name to verify,
+ * unless @p opts overrides them.
+ *
+ * @param ctx   a client context; it is frozen and referenced by the connection.
+ * @param host  host name or address.
+ * @param port  TCP port.
+ * @param opts  options or NULL.
+ * @param out   receives the connected, handshaken connection; free with tlsock_close().
+ * @return 0; TLSOCK_ERESOLVE, TLSOCK_ESYS (connection refused, unreachable...), TLSOCK_ETIMEDOUT
+ *         (connect), TLSOCK_EHANDSHAKE_TIMEOUT, TLSOCK_EVERIFY, TLSOCK_EPROTO, TLSOCK_ECONFIG, ...
+ *         On error nothing is returned; tlsock_errmsg() tells why (the context may be shared
+ *         between threads, so the detail is not stored on it).
+ */
+TLSOCK_API int tlsock_connect(struct tlsock_ctx *ctx, const char *host, uint16_t port,
+                              const struct tlsock_opts *opts, struct tlsock_conn **out);
+
+/**
+ * Starts TLS on an already connected socket @p fd (for example after a plaintext STARTTLS
+ * exchange). The handshake happens on the first tlsock_handshake(), read or write.
+ * The caller keeps ownership of @p fd: tlsock_close() never closes it. The socket is switched to
+ * non-blocking mode while tlsock uses it and restored by tlsock_close().
+ */
+TLSOCK_API int tlsock_attach_fd(struct tlsock_ctx *ctx, int fd, const struct tlsock_opts *opts,
+                                struct tlsock_conn **out);
+
+/**
+ * Runs the handshake to completion, or returns at once if it is already done. Read and write do
+ * it implicitly; call it to learn about verification failures before sending anything.
+ * @return 0, TLSOCK_EVERIFY, TLSOCK_EPROTO, TLSOCK_EHANDSHAKE_TIMEOUT, TLSOCK_ETRUNCATED, ...
+ */
+TLSOCK_API int tlsock_handshake(struct tlsock_conn *conn);
+
+/**
+ * Reads up to @p len bytes of application data, waiting until at least one byte is available.
+ * @param nread  receives the number of bytes read (at least 1 on success).
+ * @return 0; TLSOCK_ECLOSED when the peer sent close_notify (every later read returns it too);
+ *         TLSOCK_ETRUNCATED when the connection ended without close_notify; TLSOCK_ETIMEDOUT
+ *         (retryable: the connection stays usable); or another fatal error.
+ */
+TLSOCK_API int tlsock_read(struct tlsock_conn *conn, void *buf, size_t len, size_t *nread);
+
+/**
+ * Writes all @p len bytes or fails. A failure, including a timeout, is fatal: the connection may
+ * have sent part of the data, so every later call returns the same error. Writing 0 bytes is a
+ * successful no-op.
+ */
+TLSOCK_API int tlsock_write(struct tlsock_conn *conn, const void *buf, size_t len);
+
+/**
+ * Sends close_notify: this side will write no more. Reading may go on until the peer's
+ * close_notify (TLSOCK_ECLOSED). Calling it again is a no-op.
+ */
+TLSOCK_API int tlsock_shutdown(struct tlsock_conn *conn);
+
+/**
+ * Closes the connection and frees it. If the session is still healthy, sends close_notify first
+ * (bounded by the connection's timeout). If tlsock opened the socket it closes it gracefully:
+ * half-close, then a short bounded drain of unread input, so that a pending alert or close_notify
+ * reaches the peer instead of being destroyed by a TCP reset. A socket given to tlsock_attach_fd()
+ * is left open. Accepts NULL.
+ */
+TLSOCK_API void tlsock_close(struct tlsock_conn *conn);
+
+/**
+ * Detail of the last error on @p conn, "" if none. Valid until the connection is closed; for a
+ * sticky error it keeps saying why the connection died.
+ */
+TLSOCK_API const char *tlsock_conn_errmsg(const struct tlsock_conn *conn);
+
+/** The connection's socket descriptor (owned by tlsock unless it was attached). */
+TLSOCK_API int tlsock_conn_fd(const struct tlsock_conn *conn);
+
+/**
+ * Sets the timeout for each later blocking operation (read, write, close_notify), in
+ * milliseconds; TLSOCK_NO_TIMEOUT to wait forever.
+ */
+TLSOCK_API int tlsock_set_timeout(struct tlsock_conn *conn, int timeout_ms);
+
+/**
+ * Sets an absolute deadline on tlsock_now_ms()'s monotonic clock, or -1 for none. Every blocking
+ * operation fails with TLSOCK_ETIMEDOUT (TLSOCK_EHANDSHAKE_TIMEOUT in the handshake) once it
+ * passes, whichever comes first of the deadline and the per-operation timeout.
+ */
+TLSOCK_API int tlsock_set_deadline(struct tlsock_conn *conn, int64_t deadline_ms);
+
+/** The monotonic clock used for deadlines, in milliseconds. */
+TLSOCK_API int64_t tlsock_now_ms(void);
+
+/** What a connection negotiated and who the peer is. Strings are never NULL ("" if unknown). */
+struct tlsock_info {
+    const char *impl;               /**< "openssl" */
+    const char *version;            /**< "TLSv1.3" */
+    const char *cipher;             /**< e.g. "TLS_AES_256_GCM_SHA384" */
+    const char *alpn;               /**< agreed ALPN protocol, "" for none */
+    const char *servername;         /**< SNI sent (client) or received (server) */
+    const char *peer_subject;       /**< peer certificate subject, one line; "" without one */
+    const char *peer_sans;          /**< subject alternative names, comma-separated */
+    const char *peer_fingerprint;   /**< SHA-256 of the peer certificate, AB:CD:... */
+    int verify_result;              /**< 0 when the peer verified, else the implementation's code */
+    const char *verify_message;     /**< "ok" or why verification failed or was skipped */
+    bool resumed;                   /**< session resumed */
+};
+
+/**
+ * Returns what the connection negotiated, running the handshake first if needed. The structure
+ * and its strings belong to the connection and stay valid until tlsock_close().
+ */
+TLSOCK_API int tlsock_conn_info(struct tlsock_conn *conn, const struct tlsock_info **out);
+
+/* ---------------------------------------------------------------------------------------------
+ * Listeners
+ * ------------------------------------------------------------------------------------------- */
+
+/**
+ * Binds and listens on @p host ("127.0.0.1", "::1", "::" ...; NULL for all addresses) and
+ * @p port (0 picks a free port; see tlsock_listener_port()).
+ * @param ctx      a server context; the listener holds a reference.
+ * @param backlog  listen(2) backlog; 0 for a default.
+ */
+TLSOCK_API int tlsock_listen(struct tlsock_ctx *ctx, const char *host, uint16_t port, int backlog,
+                             struct tlsock_listener **out);
+
+/** The port the listener is bound to. */
+TLSOCK_API uint16_t tlsock_listener_port(const struct tlsock_listener *lis);
+
+/** The listening socket. */
+TLSOCK_API int tlsock_listener_fd(const struct tlsock_listener *lis);
+
+/** Detail of the last error on @p lis, "" if none. */
+TLSOCK_API const char *tlsock_listener_errmsg(const struct tlsock_listener *lis);
+
+/**
+ * Waits for a client (up to opts->connect_timeout_ms if set) and returns its connection. The
+ * TLS handshake is not run here, so a slow or silent client never blocks the accepting thread:
+ * it runs on the first tlsock_handshake(), read or write on the new connection, bounded by the
+ * handshake timeout. Options apply to the new connection.
+ * @return 0, TLSOCK_ETIMEDOUT, TLSOCK_ESYS.
+ */
+TLSOCK_API int tlsock_accept(struct tlsock_listener *lis, const struct tlsock_opts *opts,
+                             struct tlsock_conn **out);
+
+/** Closes the listening socket and frees the listener. Accepts NULL. */
+TLSOCK_API void tlsock_listener_close(struct tlsock_listener *lis);
+
+/* ---------------------------------------------------------------------------------------------
+ * Development certificates and helpers
+ * ------------------------------------------------------------------------------------------- */
+
+/**
+ * Makes a throw-away certificate authority and a server certificate it signs, for development
+ * and tests (like mkcert, but the CA key is discarded). The server certificate has an ECDSA P-256
+ * key, is valid from one hour ago for 30 days, and names every entry of @p hosts, a
+ * comma-separated list of DNS names and IP addresses (e.g. "localhost,127.0.0.1,::1").
+ *
+ * @param ca_pem    receives the CA certificate (PEM, NUL-terminated); free with tlsock_free().
+ * @param cert_pem  receives the server certificate chain (PEM).
+ * @param key_pem   receives the server private key (PEM, unencrypted PKCS#8).
+ */
+TLSOCK_API int tlsock_devcert_new(const char *hosts, char **ca_pem, char **cert_pem,
+                                  char **key_pem);
+
+/** Length of the string written by tlsock_cert_fingerprint(), including the NUL. */
+#define TLSOCK_FINGERPRINT_SIZE 96
+
+/**
+ * Writes the SHA-256 fingerprint of the first certificate in @p pem as "AB:CD:..." (95 characters
+ * and a NUL) into @p out.
+ */
+TLSOCK_API int tlsock_cert_fingerprint(const char *pem, size_t len,
+                                       char out[TLSOCK_FINGERPRINT_SIZE]);
+
+/** Frees memory returned by tlsock (e.g. by tlsock_devcert_new()). Accepts NULL. */
+TLSOCK_API void tlsock_free(void *ptr);
+
+/** The name of the TLS implementation and its version, e.g. "OpenSSL 3.0.19 ...". */
+TLSOCK_API const char *tlsock_impl_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TLSOCK_H */
