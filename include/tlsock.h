@@ -249,7 +249,10 @@ struct tlsock_opts {
 };
 
 /** Default options: no servername or verify-name override, timeouts from the context or none. */
-#define TLSOCK_OPTS_INIT {.size = sizeof(struct tlsock_opts)}
+#define TLSOCK_OPTS_INIT                                                                           \
+    {                                                                                              \
+        .size = sizeof(struct tlsock_opts)                                                         \
+    }
 
 /**
  * Resolves @p host (name, IPv4 or IPv6 literal), connects over TCP trying each address in turn,
@@ -343,17 +346,17 @@ TLSOCK_API int64_t tlsock_now_ms(void);
 
 /** What a connection negotiated and who the peer is. Strings are never NULL ("" if unknown). */
 struct tlsock_info {
-    const char *impl;               /**< "openssl" */
-    const char *version;            /**< "TLSv1.3" */
-    const char *cipher;             /**< e.g. "TLS_AES_256_GCM_SHA384" */
-    const char *alpn;               /**< agreed ALPN protocol, "" for none */
-    const char *servername;         /**< SNI sent (client) or received (server) */
-    const char *peer_subject;       /**< peer certificate subject, one line; "" without one */
-    const char *peer_sans;          /**< subject alternative names, comma-separated */
-    const char *peer_fingerprint;   /**< SHA-256 of the peer certificate, AB:CD:... */
-    int verify_result;              /**< 0 when the peer verified, else the implementation's code */
-    const char *verify_message;     /**< "ok" or why verification failed or was skipped */
-    bool resumed;                   /**< session resumed */
+    const char *impl;             /**< "openssl" */
+    const char *version;          /**< "TLSv1.3" */
+    const char *cipher;           /**< e.g. "TLS_AES_256_GCM_SHA384" */
+    const char *alpn;             /**< agreed ALPN protocol, "" for none */
+    const char *servername;       /**< SNI sent (client) or received (server) */
+    const char *peer_subject;     /**< peer certificate subject, one line; "" without one */
+    const char *peer_sans;        /**< subject alternative names, comma-separated */
+    const char *peer_fingerprint; /**< SHA-256 of the peer certificate, AB:CD:... */
+    int verify_result;            /**< 0 when the peer verified, else the implementation's code */
+    const char *verify_message;   /**< "ok" or why verification failed or was skipped */
+    bool resumed;                 /**< session resumed */
 };
 
 /**

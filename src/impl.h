@@ -84,8 +84,7 @@ struct tlsock__impl {
     /* Contexts. ctx_new applies the secure defaults (protocols 1.2-1.3, "secure" ciphers). */
     int (*ctx_new)(int role, void **out, struct tlsock__err *err);
     void (*ctx_free)(void *nctx);
-    int (*ctx_set_protocols)(void *nctx, int min_version, int max_version,
-                             struct tlsock__err *err);
+    int (*ctx_set_protocols)(void *nctx, int min_version, int max_version, struct tlsock__err *err);
     int (*ctx_set_ciphers)(void *nctx, const char *policy, struct tlsock__err *err);
     int (*ctx_add_ca_file)(void *nctx, const char *path, struct tlsock__err *err);
     int (*ctx_add_ca_dir)(void *nctx, const char *path, struct tlsock__err *err);
@@ -94,8 +93,7 @@ struct tlsock__impl {
     int (*ctx_set_cert)(void *nctx, const char *chain_pem, size_t chain_len, const char *key_pem,
                         size_t key_len, struct tlsock__err *err);
     /* Wire-format ALPN list (length-prefixed names); len 0 clears. */
-    int (*ctx_set_alpn)(void *nctx, const unsigned char *wire, size_t len,
-                        struct tlsock__err *err);
+    int (*ctx_set_alpn)(void *nctx, const unsigned char *wire, size_t len, struct tlsock__err *err);
 
     /* Sessions. */
     int (*conn_new)(void *nctx, const struct tlsock__conn_params *params, void **out,
@@ -105,8 +103,7 @@ struct tlsock__impl {
     /* Reads at least one byte; TLSOCK_ECLOSED on close_notify, TLSOCK_ETRUNCATED on bare EOF. */
     int (*read)(void *tls, void *buf, size_t len, size_t *nread, struct tlsock__err *err);
     /* Writes some bytes (at least one on success). */
-    int (*write)(void *tls, const void *buf, size_t len, size_t *nwritten,
-                 struct tlsock__err *err);
+    int (*write)(void *tls, const void *buf, size_t len, size_t *nwritten, struct tlsock__err *err);
     /* Sends close_notify; WANT codes until it is flushed. */
     int (*shutdown)(void *tls, struct tlsock__err *err);
     void (*get_info)(void *tls, struct tlsock__info_buf *out);
@@ -125,8 +122,8 @@ const struct tlsock__impl *tlsock__default_impl(void);
 extern const struct tlsock__impl tlsock__openssl_impl;
 int tlsock__openssl_cert_generate(const struct tlsock__cert_spec *spec,
                                   struct tlsock__pem_pair *out, struct tlsock__err *err);
-int tlsock__openssl_cert_fingerprint(const char *pem, size_t len,
-                                     char out[TLSOCK_FINGERPRINT_SIZE], struct tlsock__err *err);
+int tlsock__openssl_cert_fingerprint(const char *pem, size_t len, char out[TLSOCK_FINGERPRINT_SIZE],
+                                     struct tlsock__err *err);
 #endif
 
 #endif /* TLSOCK_IMPL_H */

@@ -12,7 +12,7 @@
 #include "impl.h"
 #include "tlsock.h"
 
-#define TLSOCK__MUST_CHECK __attribute__((warn_unused_result))
+#define TLSOCK__MUST_CHECK        __attribute__((warn_unused_result))
 #define TLSOCK__PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
 
 /* Error detail lives in a fixed buffer on each object so that reporting never allocates. */
@@ -68,13 +68,13 @@ struct tlsock_conn {
     const struct tlsock__impl *impl;
     void *tls; /* the implementation's session */
     int fd;
-    bool owns_fd;      /* opened by tlsock: closed by tlsock_close */
-    int saved_flags;   /* fcntl flags to restore on an attached fd */
+    bool owns_fd;    /* opened by tlsock: closed by tlsock_close */
+    int saved_flags; /* fcntl flags to restore on an attached fd */
     enum tlsock__state state;
-    int sticky;        /* fatal error code once state is FAILED */
-    bool sent_close;   /* our close_notify is out */
-    bool peer_closed;  /* the peer's close_notify arrived */
-    int timeout_ms;    /* per operation; TLSOCK_NO_TIMEOUT for none */
+    int sticky;       /* fatal error code once state is FAILED */
+    bool sent_close;  /* our close_notify is out */
+    bool peer_closed; /* the peer's close_notify arrived */
+    int timeout_ms;   /* per operation; TLSOCK_NO_TIMEOUT for none */
     int handshake_timeout_ms;
     int64_t deadline_ns; /* absolute, INT64_MAX for none */
     char servername[256];

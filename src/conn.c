@@ -1,0 +1,425 @@
+/*
+ * Connections: the state machine shared by every driver (handshake, read, write, close_notify),
+ * sticky fatal errors, timeouts and deadlines, and the blocking public API on top of it.
+ */
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+/* close() sends close_notify within the connection's timeout, or this long if it has none. */
+enum { CLOSE_NOTIFY_DEFAULT_MS = 5000 };
+
+/* Copies the caller's options, however old their struct tlsock_opts is, over zeroed defaults. */
+static struct tlsock_opts opts_copy(const struct tlsock_opts *opts)
+{
+    struct tlsock_opts o = TLSOCK_OPTS_INIT;
+
+    if (opts != NULL && opts->size > 0) {
+        memcpy(&o, opts, opts->size < sizeof(o) ? opts->size : sizeof(o));
+        o.size = sizeof(o);
+    }
+    return o;
+}
+
+static int64_t min_deadline(int64_t a, int64_t b)
+{
+    return a < b ? a : b;
+}
+
+/* The deadline for one blocking operation: the per-operation timeout or the absolute deadline. */
+static int64_t op_deadline(const struct tlsock_conn *conn)
+{
+    return min_deadline(conn->deadline_ns, tlsock__deadline_after(conn->timeout_ms));
+}
+
+/*
+ * Records the outcome of an operation. Fatal errors become sticky; ETIMEDOUT on a read and a
+ * peer's close_notify are the only failures a connection survives.
+ */
+static int settle(struct tlsock_conn *conn, int rc, bool timeout_retryable)
+{
+    if (rc == 0 || rc == TLSOCK_EWANT_READ || rc == TLSOCK_EWANT_WRITE) {
+        return rc;
+    }
+    if (rc == TLSOCK_ECLOSED) {
+        conn->peer_closed = true;
+    } else if (!(rc == TLSOCK_ETIMEDOUT && timeout_retryable)) {
+        conn->state = TLSOCK__FAILED;
+        conn->sticky = rc;
+    }
+    tlsock__publish(&conn->err);
+    return rc;
+}
+
+/*
+ * Starts a public call: clears the last message unless the connection is dead, in which case
+ * the sticky error and its message are returned again.
+ */
+static int call_begin(struct tlsock_conn *conn)
+{
+    if (conn == NULL) {
+        return tlsock__fail(NULL, TLSOCK_EINVAL, "connection is NULL");
+    }
+    if (conn->state == TLSOCK__FAILED) {
+        tlsock__publish(&conn->err);
+        return conn->sticky;
+    }
+    tlsock__err_clear(&conn->err);
+    return 0;
+}
+
+int tlsock__conn_new(struct tlsock_ctx *ctx, int fd, bool owns_fd, const char *host,
+                     const struct tlsock_opts *opts, struct tlsock_conn **out)
+{
+    struct tlsock_opts o = opts_copy(opts);
+    struct tlsock_conn *conn = NULL;
+    struct tlsock__err err = {{0}};
+    int rc;
+
+    rc = tlsock__ctx_freeze(ctx, &err);
+    if (rc != 0) {
+        tlsock__publish(&err);
+        return rc;
+    }
+    conn = calloc(1, sizeof(*conn));
+    if (conn == NULL) {
+        return tlsock__fail(NULL, TLSOCK_ENOMEM, "out of memory allocating a connection");
+    }
+    conn->fd = fd;
+    conn->owns_fd = owns_fd;
+    conn->impl = ctx->impl;
+    conn->state = TLSOCK__HANDSHAKING;
+    conn->timeout_ms = o.timeout_ms > 0 ? o.timeout_ms : TLSOCK_NO_TIMEOUT;
+    conn->handshake_timeout_ms =
+        o.handshake_timeout_ms > 0 ? o.handshake_timeout_ms : ctx->handshake_timeout;
+    conn->deadline_ns = INT64_MAX;
+    if (ctx->role == TLSOCK_CLIENT) {
+        /* RFC 6066 section 3: SNI carries host names only, never IP literals. */
+        const char *sni = o.servername;
+        if (sni == NULL && host != NULL && !tlsock__is_ip_literal(host)) {
+            sni = host;
+        }
+        const char *name = o.verify_name;
+        if (name == NULL) {
+            name = (o.servername != NULL && o.servername[0] != '\0') ? o.servername : host;
+        }
+        if ((sni != NULL && strlen(sni) >= sizeof(conn->servername)) ||
+            (name != NULL && strlen(name) >= sizeof(conn->verify_name))) {
+            rc = tlsock__fail(NULL, TLSOCK_EINVAL, "server name is too long");
+            goto free_conn;
+        }
+        strcpy(conn->servername, sni != NULL ? sni : "");
+        strcpy(conn->verify_name, name != NULL ? name : "");
+        if (ctx->verify_mode == TLSOCK_VERIFY_REQUIRED && conn->verify_name[0] == '\0') {
+            rc = tlsock__fail(NULL, TLSOCK_EINVAL,
+                              "verification needs a host name: set opts.verify_name or "
+                              "opts.servername");
+            goto free_conn;
+        }
+    }
+    rc = tlsock__set_nonblocking(fd, &conn->saved_flags, &err);
+    if (rc != 0) {
+        tlsock__publish(&err);
+        goto free_conn;
+    }
+    const struct tlsock__conn_params params = {
+        .role = ctx->role,
+        .fd = fd,
+        .servername = conn->servername[0] != '\0' ? conn->servername : NULL,
+        .verify_name = conn->verify_name[0] != '\0' ? conn->verify_name : NULL,
+        .verify_mode = ctx->verify_mode,
+    };
+    rc = ctx->impl->conn_new(ctx->native, &params, &conn->tls, &err);
+    if (rc != 0) {
+        tlsock__publish(&err);
+        goto restore_flags;
+    }
+    conn->ctx = tlsock_ctx_ref(ctx);
+    *out = conn;
+    return 0;
+restore_flags:
+    if (!owns_fd) {
+        fcntl(fd, F_SETFL, conn->saved_flags);
+    }
+free_conn:
+    free(conn);
+    return rc;
+}
+
+static int step_handshake(struct tlsock_conn *conn, void *arg)
+{
+    (void)arg;
+    return conn->impl->handshake(conn->tls, &conn->err);
+}
+
+/* Runs the handshake if it is not done yet; the caller has checked the sticky state. */
+static int ensure_handshake(struct tlsock_conn *conn)
+{
+    int rc;
+
+    if (conn->state == TLSOCK__OPEN) {
+        return 0;
+    }
+    int limit = conn->handshake_timeout_ms > 0 ? conn->handshake_timeout_ms : conn->timeout_ms;
+    int64_t deadline = min_deadline(conn->deadline_ns, tlsock__deadline_after(limit));
+    rc = tlsock__drive(conn, step_handshake, NULL, deadline, TLSOCK_EHANDSHAKE_TIMEOUT);
+    if (rc == 0) {
+        conn->state = TLSOCK__OPEN;
+    }
+    return settle(conn, rc, false);
+}
+
+int tlsock_handshake(struct tlsock_conn *conn)
+{
+    int rc = call_begin(conn);
+
+    return rc != 0 ? rc : ensure_handshake(conn);
+}
+
+int tlsock_connect(struct tlsock_ctx *ctx, const char *host, uint16_t port,
+                   const struct tlsock_opts *opts, struct tlsock_conn **out)
+{
+    struct tlsock_opts o = opts_copy(opts);
+    struct tlsock_conn *conn = NULL;
+    struct tlsock__err err = {{0}};
+    int fd = -1;
+    int rc;
+
+    if (ctx == NULL || host == NULL || out == NULL) {
+        return tlsock__fail(NULL, TLSOCK_EINVAL, "connect: ctx, host and out are required");
+    }
+    if (ctx->role != TLSOCK_CLIENT) {
+        return tlsock__fail(NULL, TLSOCK_EINVAL, "connect needs a client context");
+    }
+    rc = tlsock__tcp_connect(host, port, tlsock__deadline_after(o.connect_timeout_ms), &fd, &err);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = tlsock__conn_new(ctx, fd, true, host, &o, &conn);
+    if (rc != 0) {
+        close(fd);
+        return rc;
+    }
+    rc = ensure_handshake(conn);
+    if (rc != 0) {
+        /* Closing sends nothing more, but lets our alert reach the server (graceful close). */
+        tlsock_close(conn);
+        return rc;
+    }
+    *out = conn;
+    return 0;
+}
+
+int tlsock_attach_fd(struct tlsock_ctx *ctx, int fd, const struct tlsock_opts *opts,
+                     struct tlsock_conn **out)
+{
+    if (ctx == NULL || fd < 0 || out == NULL) {
+        return tlsock__fail(NULL, TLSOCK_EINVAL, "attach: ctx, a valid fd and out are required");
+    }
+    return tlsock__conn_new(ctx, fd, false, NULL, opts, out);
+}
+
+struct io_args {
+    void *buf;
+    size_t len;
+    size_t done;
+};
+
+static int step_read(struct tlsock_conn *conn, void *arg)
+{
+    struct io_args *io = arg;
+
+    return conn->impl->read(conn->tls, io->buf, io->len, &io->done, &conn->err);
+}
+
+int tlsock_read(struct tlsock_conn *conn, void *buf, size_t len, size_t *nread)
+{
+    struct io_args io = {.buf = buf, .len = len};
+    int rc = call_begin(conn);
+
+    if (rc != 0) {
+        return rc;
+    }
+    if (buf == NULL || len == 0 || nread == NULL) {
+        return tlsock__fail(&conn->err, TLSOCK_EINVAL,
+                            "read: a buffer of at least one byte and "
+                            "nread are required");
+    }
+    if (conn->peer_closed) {
+        return tlsock__fail(&conn->err, TLSOCK_ECLOSED, "the peer already sent close_notify");
+    }
+    rc = ensure_handshake(conn);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = settle(conn, tlsock__drive(conn, step_read, &io, op_deadline(conn), TLSOCK_ETIMEDOUT),
+                true);
+    if (rc == 0) {
+        *nread = io.done;
+    }
+    return rc;
+}
+
+static int step_write(struct tlsock_conn *conn, void *arg)
+{
+    struct io_args *io = arg;
+    size_t n = 0;
+
+    while (io->done < io->len) {
+        int rc = conn->impl->write(conn->tls, (const char *)io->buf + io->done, io->len - io->done,
+                                   &n, &conn->err);
+        if (rc != 0) {
+            return rc;
+        }
+        io->done += n;
+    }
+    return 0;
+}
+
+int tlsock_write(struct tlsock_conn *conn, const void *buf, size_t len)
+{
+    struct io_args io = {.buf = (void *)buf, .len = len};
+    int rc = call_begin(conn);
+
+    if (rc != 0) {
+        return rc;
+    }
+    if (buf == NULL && len > 0) {
+        return tlsock__fail(&conn->err, TLSOCK_EINVAL, "write: buffer is NULL");
+    }
+    if (conn->sent_close) {
+        return tlsock__fail(&conn->err, TLSOCK_EINVAL, "write after tlsock_shutdown");
+    }
+    rc = ensure_handshake(conn);
+    if (rc != 0 || len == 0) {
+        return rc;
+    }
+    /* A timed-out write may have sent part of the data: it is fatal, never retryable. */
+    return settle(conn, tlsock__drive(conn, step_write, &io, op_deadline(conn), TLSOCK_ETIMEDOUT),
+                  false);
+}
+
+static int step_shutdown(struct tlsock_conn *conn, void *arg)
+{
+    (void)arg;
+    return conn->impl->shutdown(conn->tls, &conn->err);
+}
+
+/* Sends close_notify once, until @p deadline_ns. */
+static int send_close_notify(struct tlsock_conn *conn, int64_t deadline_ns)
+{
+    int rc;
+
+    if (conn->sent_close) {
+        return 0;
+    }
+    rc = tlsock__drive(conn, step_shutdown, NULL, deadline_ns, TLSOCK_ETIMEDOUT);
+    if (rc == 0) {
+        conn->sent_close = true;
+    }
+    return settle(conn, rc, false);
+}
+
+int tlsock_shutdown(struct tlsock_conn *conn)
+{
+    int rc = call_begin(conn);
+
+    if (rc != 0) {
+        return rc;
+    }
+    rc = ensure_handshake(conn);
+    if (rc != 0) {
+        return rc;
+    }
+    return send_close_notify(conn, op_deadline(conn));
+}
+
+void tlsock_close(struct tlsock_conn *conn)
+{
+    if (conn == NULL) {
+        return;
+    }
+    if (conn->state == TLSOCK__OPEN && !conn->sent_close) {
+        int limit = conn->timeout_ms > 0 ? conn->timeout_ms : CLOSE_NOTIFY_DEFAULT_MS;
+        int64_t deadline = min_deadline(conn->deadline_ns, tlsock__deadline_after(limit));
+        /* Best effort: the caller is done with the connection whatever happens here. */
+        (void)send_close_notify(conn, deadline);
+    }
+    conn->impl->conn_free(conn->tls);
+    if (conn->owns_fd) {
+        tlsock__graceful_close(conn->fd);
+    } else {
+        fcntl(conn->fd, F_SETFL, conn->saved_flags);
+    }
+    tlsock_ctx_free(conn->ctx);
+    free(conn);
+}
+
+const char *tlsock_conn_errmsg(const struct tlsock_conn *conn)
+{
+    return conn != NULL ? conn->err.msg : "connection is NULL";
+}
+
+int tlsock_conn_fd(const struct tlsock_conn *conn)
+{
+    return conn != NULL ? conn->fd : -1;
+}
+
+int tlsock_set_timeout(struct tlsock_conn *conn, int timeout_ms)
+{
+    if (conn == NULL || (timeout_ms < 0 && timeout_ms != TLSOCK_NO_TIMEOUT)) {
+        return tlsock__fail(conn != NULL ? &conn->err : NULL, TLSOCK_EINVAL,
+                            "timeout must be >= 0 or TLSOCK_NO_TIMEOUT");
+    }
+    conn->timeout_ms = timeout_ms;
+    return 0;
+}
+
+int tlsock_set_deadline(struct tlsock_conn *conn, int64_t deadline_ms)
+{
+    if (conn == NULL || deadline_ms < -1) {
+        return tlsock__fail(conn != NULL ? &conn->err : NULL, TLSOCK_EINVAL,
+                            "deadline must be a tlsock_now_ms() time or -1");
+    }
+    conn->deadline_ns = deadline_ms == -1 ? INT64_MAX : deadline_ms * 1000000;
+    return 0;
+}
+
+int tlsock_conn_info(struct tlsock_conn *conn, const struct tlsock_info **out)
+{
+    int rc = call_begin(conn);
+
+    if (rc != 0) {
+        return rc;
+    }
+    if (out == NULL) {
+        return tlsock__fail(&conn->err, TLSOCK_EINVAL, "info: out is required");
+    }
+    rc = ensure_handshake(conn);
+    if (rc != 0) {
+        return rc;
+    }
+    if (!conn->info_valid) {
+        struct tlsock__info_buf *b = &conn->info_buf;
+        conn->impl->get_info(conn->tls, b);
+        conn->info = (struct tlsock_info){
+            .impl = conn->impl->name,
+            .version = b->version,
+            .cipher = b->cipher,
+            .alpn = b->alpn,
+            .servername = b->servername,
+            .peer_subject = b->peer_subject,
+            .peer_sans = b->peer_sans,
+            .peer_fingerprint = b->peer_fingerprint,
+            .verify_result = b->verify_result,
+            .verify_message = b->verify_message,
+            .resumed = b->resumed,
+        };
+        conn->info_valid = true;
+    }
+    *out = &conn->info;
+    return 0;
+}

@@ -1,0 +1,395 @@
+/*
+ * Contexts: configuration shared by many connections. Setters apply at once to the
+ * implementation's native context, so problems are reported where they are made.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "internal.h"
+
+/* Certificate and key files larger than this are surely not what the caller meant. */
+enum { PEM_FILE_MAX = 1 << 20 };
+
+/* Starts a public setter: clears the message and refuses once the context is frozen. */
+static int setter_begin(struct tlsock_ctx *ctx)
+{
+    if (ctx == NULL) {
+        return tlsock__fail(NULL, TLSOCK_EINVAL, "context is NULL");
+    }
+    tlsock__err_clear(&ctx->err);
+    if (atomic_load(&ctx->frozen)) {
+        return tlsock__fail(&ctx->err, TLSOCK_EINVAL,
+                            "context is frozen: it has made a connection and can no longer change");
+    }
+    return 0;
+}
+
+/* Publishes an implementation's failure detail to the thread's last message. */
+static int setter_end(struct tlsock_ctx *ctx, int rc)
+{
+    if (rc != 0) {
+        tlsock__publish(&ctx->err);
+    }
+    return rc;
+}
+
+int tlsock_ctx_new(int role, struct tlsock_ctx **out)
+{
+    struct tlsock_ctx *ctx = NULL;
+    int rc;
+
+    if (out == NULL || (role != TLSOCK_CLIENT && role != TLSOCK_SERVER)) {
+        return tlsock__fail(NULL, TLSOCK_EINVAL, "role must be TLSOCK_CLIENT or TLSOCK_SERVER");
+    }
+    ctx = calloc(1, sizeof(*ctx));
+    if (ctx == NULL) {
+        return tlsock__fail(NULL, TLSOCK_ENOMEM, "out of memory allocating a context");
+    }
+    atomic_init(&ctx->refs, 1);
+    atomic_init(&ctx->frozen, false);
+    pthread_mutex_init(&ctx->freeze_lock, NULL);
+    ctx->role = role;
+    ctx->verify_mode = role == TLSOCK_CLIENT ? TLSOCK_VERIFY_REQUIRED : TLSOCK_VERIFY_NONE;
+    ctx->handshake_timeout = TLSOCK_NO_TIMEOUT;
+    ctx->impl = tlsock__default_impl();
+    if (ctx->impl == NULL) {
+        rc = tlsock__fail(NULL, TLSOCK_ECONFIG, "tlsock was built without a TLS implementation");
+        goto fail;
+    }
+    rc = ctx->impl->ctx_new(role, &ctx->native, &ctx->err);
+    if (rc != 0) {
+        tlsock__publish(&ctx->err);
+        goto fail;
+    }
+    *out = ctx;
+    return 0;
+fail:
+    pthread_mutex_destroy(&ctx->freeze_lock);
+    free(ctx);
+    return rc;
+}
+
+struct tlsock_ctx *tlsock_ctx_ref(struct tlsock_ctx *ctx)
+{
+    if (ctx != NULL) {
+        atomic_fetch_add(&ctx->refs, 1);
+    }
+    return ctx;
+}
+
+void tlsock_ctx_free(struct tlsock_ctx *ctx)
+{
+    if (ctx == NULL || atomic_fetch_sub(&ctx->refs, 1) != 1) {
+        return;
+    }
+    ctx->impl->ctx_free(ctx->native);
+    pthread_mutex_destroy(&ctx->freeze_lock);
+    free(ctx);
+}
+
+const char *tlsock_ctx_errmsg(const struct tlsock_ctx *ctx)
+{
+    return ctx != NULL ? ctx->err.msg : "context is NULL";
+}
+
+/* Parses "1.2", "tls1.2" or "TLSv1.2" into 0x0303 and friends; 0 if unknown. */
+static int parse_version(const char *s, size_t len)
+{
+    static const struct {
+        const char *name;
+        int version;
+    } versions[] = {{"1.0", 0x0301}, {"1.1", 0x0302}, {"1.2", 0x0303}, {"1.3", 0x0304}};
+
+    if (len >= 4 && strncasecmp(s, "tlsv", 4) == 0) {
+        s += 4;
+        len -= 4;
+    } else if (len >= 3 && strncasecmp(s, "tls", 3) == 0) {
+        s += 3;
+        len -= 3;
+    }
+    for (size_t i = 0; i < sizeof(versions) / sizeof(versions[0]); i++) {
+        if (len == strlen(versions[i].name) && strncmp(s, versions[i].name, len) == 0) {
+            return versions[i].version;
+        }
+    }
+    return 0;
+}
+
+int tlsock_ctx_set_protocols(struct tlsock_ctx *ctx, const char *range)
+{
+    int rc = setter_begin(ctx);
+    int min;
+    int max = 0x0304;
+
+    if (rc != 0) {
+        return rc;
+    }
+    if (range == NULL) {
+        return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "protocol range is NULL");
+    }
+    const char *dash = strchr(range, '-');
+    min = parse_version(range, dash != NULL ? (size_t)(dash - range) : strlen(range));
+    if (dash != NULL) {
+        max = parse_version(dash + 1, strlen(dash + 1));
+    }
+    if (min == 0 || max == 0) {
+        return tlsock__fail(&ctx->err, TLSOCK_EINVAL,
+                            "bad protocol range \"%s\": expected MIN or MIN-MAX of 1.0, 1.1, 1.2, "
+                            "1.3",
+                            range);
+    }
+    if (min > max) {
+        return tlsock__fail(&ctx->err, TLSOCK_EINVAL,
+                            "bad protocol range \"%s\": minimum above maximum", range);
+    }
+    return setter_end(ctx, ctx->impl->ctx_set_protocols(ctx->native, min, max, &ctx->err));
+}
+
+int tlsock_ctx_set_ciphers(struct tlsock_ctx *ctx, const char *policy)
+{
+    int rc = setter_begin(ctx);
+
+    if (rc != 0) {
+        return rc;
+    }
+    if (policy == NULL || policy[0] == '\0') {
+        return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "cipher policy is empty");
+    }
+    return setter_end(ctx, ctx->impl->ctx_set_ciphers(ctx->native, policy, &ctx->err));
+}
+
+int tlsock_ctx_set_ca_file(struct tlsock_ctx *ctx, const char *path)
+{
+    int rc = setter_begin(ctx);
+
+    if (rc != 0) {
+        return rc;
+    }
+    if (path == NULL) {
+        return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "CA file path is NULL");
+    }
+    rc = setter_end(ctx, ctx->impl->ctx_add_ca_file(ctx->native, path, &ctx->err));
+    if (rc == 0) {
+        ctx->ca_set = true;
+    }
+    return rc;
+}
+
+int tlsock_ctx_set_ca_dir(struct tlsock_ctx *ctx, const char *path)
+{
+    int rc = setter_begin(ctx);
+
+    if (rc != 0) {
+        return rc;
+    }
+    if (path == NULL) {
+        return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "CA directory path is NULL");
+    }
+    rc = setter_end(ctx, ctx->impl->ctx_add_ca_dir(ctx->native, path, &ctx->err));
+    if (rc == 0) {
+        ctx->ca_set = true;
+    }
+    return rc;
+}
+
+int tlsock_ctx_set_ca_mem(struct tlsock_ctx *ctx, const char *pem, size_t len)
+{
+    int rc = setter_begin(ctx);
+
+    if (rc != 0) {
+        return rc;
+    }
+    if (pem == NULL || len == 0) {
+        return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "CA PEM is empty");
+    }
+    rc = setter_end(ctx, ctx->impl->ctx_add_ca_mem(ctx->native, pem, len, &ctx->err));
+    if (rc == 0) {
+        ctx->ca_set = true;
+    }
+    return rc;
+}
+
+int tlsock_ctx_set_ca_system(struct tlsock_ctx *ctx)
+{
+    int rc = setter_begin(ctx);
+
+    if (rc != 0) {
+        return rc;
+    }
+    rc = setter_end(ctx, ctx->impl->ctx_add_ca_system(ctx->native, &ctx->err));
+    if (rc == 0) {
+        ctx->ca_set = true;
+    }
+    return rc;
+}
+
+/* Reads a whole (small) file into a NUL-terminated buffer the caller frees. */
+static int read_file(const char *path, char **data, size_t *len, struct tlsock__err *err)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    size_t n;
+    int rc = 0;
+
+    if (f == NULL) {
+        return tlsock__fail(err, TLSOCK_ESYS, "cannot open %s: %s", path, strerror(errno));
+    }
+    buf = malloc(PEM_FILE_MAX + 1);
+    if (buf == NULL) {
+        rc = tlsock__fail(err, TLSOCK_ENOMEM, "out of memory reading %s", path);
+        goto close_file;
+    }
+    n = fread(buf, 1, PEM_FILE_MAX + 1, f);
+    if (ferror(f)) {
+        rc = tlsock__fail(err, TLSOCK_ESYS, "cannot read %s: %s", path, strerror(errno));
+        goto close_file;
+    }
+    if (n > PEM_FILE_MAX) {
+        rc = tlsock__fail(err, TLSOCK_ECONFIG, "%s is larger than %d bytes", path, PEM_FILE_MAX);
+        goto close_file;
+    }
+    buf[n] = '\0';
+    *data = buf;
+    *len = n;
+    buf = NULL;
+close_file:
+    free(buf);
+    fclose(f);
+    return rc;
+}
+
+int tlsock_ctx_set_cert_mem(struct tlsock_ctx *ctx, const char *chain_pem, size_t chain_len,
+                            const char *key_pem, size_t key_len)
+{
+    int rc = setter_begin(ctx);
+
+    if (rc != 0) {
+        return rc;
+    }
+    if (chain_pem == NULL || chain_len == 0 || key_pem == NULL || key_len == 0) {
+        return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "certificate chain and key are required");
+    }
+    return setter_end(ctx, ctx->impl->ctx_set_cert(ctx->native, chain_pem, chain_len, key_pem,
+                                                   key_len, &ctx->err));
+}
+
+int tlsock_ctx_set_cert_file(struct tlsock_ctx *ctx, const char *chain_path, const char *key_path)
+{
+    char *chain = NULL;
+    char *key = NULL;
+    size_t chain_len = 0;
+    size_t key_len = 0;
+    int rc = setter_begin(ctx);
+
+    if (rc != 0) {
+        return rc;
+    }
+    if (chain_path == NULL || key_path == NULL) {
+        return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "certificate and key paths are required");
+    }
+    rc = read_file(chain_path, &chain, &chain_len, &ctx->err);
+    if (rc != 0) {
+        goto out;
+    }
+    rc = read_file(key_path, &key, &key_len, &ctx->err);
+    if (rc != 0) {
+        goto out;
+    }
+    rc = tlsock_ctx_set_cert_mem(ctx, chain, chain_len, key, key_len);
+out:
+    free(chain);
+    if (key != NULL) {
+        /* Private key material should not linger in freed memory. */
+        explicit_bzero(key, key_len);
+        free(key);
+    }
+    return rc;
+}
+
+int tlsock_ctx_set_verify(struct tlsock_ctx *ctx, int mode)
+{
+    int rc = setter_begin(ctx);
+
+    if (rc != 0) {
+        return rc;
+    }
+    if (mode != TLSOCK_VERIFY_REQUIRED && mode != TLSOCK_VERIFY_OPTIONAL &&
+        mode != TLSOCK_VERIFY_NONE) {
+        return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "unknown verify mode %d", mode);
+    }
+    if (mode == TLSOCK_VERIFY_OPTIONAL && ctx->role == TLSOCK_CLIENT) {
+        return tlsock__fail(&ctx->err, TLSOCK_EINVAL,
+                            "TLSOCK_VERIFY_OPTIONAL is for servers; clients verify or do not");
+    }
+    ctx->verify_mode = mode;
+    return 0;
+}
+
+int tlsock_ctx_set_alpn(struct tlsock_ctx *ctx, const char *list)
+{
+    unsigned char wire[1024];
+    size_t len = 0;
+    int rc = setter_begin(ctx);
+
+    if (rc != 0) {
+        return rc;
+    }
+    /* RFC 7301 section 3.1: each name is 1..255 bytes, length-prefixed on the wire. */
+    for (const char *p = list != NULL ? list : ""; *p != '\0';) {
+        size_t n = strcspn(p, ",");
+        if (n == 0 || n > 255) {
+            return tlsock__fail(&ctx->err, TLSOCK_EINVAL,
+                                "bad ALPN list \"%s\": names must be 1 to 255 bytes", list);
+        }
+        if (len + 1 + n > sizeof(wire)) {
+            return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "ALPN list is too long");
+        }
+        wire[len++] = (unsigned char)n;
+        memcpy(wire + len, p, n);
+        len += n;
+        p += n;
+        if (*p == ',') {
+            p++;
+        }
+    }
+    return setter_end(ctx, ctx->impl->ctx_set_alpn(ctx->native, wire, len, &ctx->err));
+}
+
+int tlsock_ctx_set_handshake_timeout(struct tlsock_ctx *ctx, int timeout_ms)
+{
+    int rc = setter_begin(ctx);
+
+    if (rc != 0) {
+        return rc;
+    }
+    if (timeout_ms < 0 && timeout_ms != TLSOCK_NO_TIMEOUT) {
+        return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "timeout must be >= 0 or TLSOCK_NO_TIMEOUT");
+    }
+    ctx->handshake_timeout = timeout_ms;
+    return 0;
+}
+
+int tlsock__ctx_freeze(struct tlsock_ctx *ctx, struct tlsock__err *err)
+{
+    int rc = 0;
+
+    if (atomic_load(&ctx->frozen)) {
+        return 0;
+    }
+    pthread_mutex_lock(&ctx->freeze_lock);
+    if (!atomic_load(&ctx->frozen)) {
+        /* Clients trust the system store unless told otherwise; servers trust nothing. */
+        bool needs_store = ctx->role == TLSOCK_CLIENT && ctx->verify_mode != TLSOCK_VERIFY_NONE;
+        if (!ctx->ca_set && needs_store) {
+            rc = ctx->impl->ctx_add_ca_system(ctx->native, err);
+        }
+        if (rc == 0) {
+            atomic_store(&ctx->frozen, true);
+        }
+    }
+    pthread_mutex_unlock(&ctx->freeze_lock);
+    return rc;
+}

@@ -1,0 +1,29 @@
+/*
+ * The blocking driver: "step; on WANT, poll the fd for the time left until the deadline".
+ * The core and the implementations never wait; this is the only loop that does.
+ */
+#include <poll.h>
+
+#include "internal.h"
+
+int tlsock__drive(struct tlsock_conn *conn, tlsock__step_fn step, void *arg, int64_t deadline_ns,
+                  int timeout_code)
+{
+    for (;;) {
+        int rc = step(conn, arg);
+        if (rc != TLSOCK_EWANT_READ && rc != TLSOCK_EWANT_WRITE) {
+            return rc;
+        }
+        short events = rc == TLSOCK_EWANT_READ ? POLLIN : POLLOUT;
+        rc = tlsock__wait_fd(conn->fd, events, deadline_ns, &conn->err);
+        if (rc == TLSOCK_ETIMEDOUT) {
+            return tlsock__fail(&conn->err, timeout_code, "%s: no progress before the deadline",
+                                timeout_code == TLSOCK_EHANDSHAKE_TIMEOUT
+                                    ? "TLS handshake timed out"
+                                    : "timed out");
+        }
+        if (rc != 0) {
+            return rc;
+        }
+    }
+}

@@ -1,0 +1,781 @@
+/*
+ * The OpenSSL 3 implementation of the vtable in impl.h.
+ *
+ * Sessions move bytes through a small BIO of ours over the socket fd instead of BIO_s_socket:
+ * it sends with MSG_NOSIGNAL (so SIGPIPE never fires), restarts on EINTR, and remembers the real
+ * errno so that errors are reported exactly. Nothing here waits: a would-block becomes a WANT code.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "../internal.h"
+
+/* TLS 1.3 suites, strongest first; all AEAD, none weak. */
+#define TLS13_SUITES "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256"
+
+/* Named cipher policies: TLS 1.2 cipher list and security level. */
+static const struct cipher_policy {
+    const char *name;
+    const char *tls12_ciphers;
+    int security_level;
+} cipher_policies[] = {
+    {"secure", "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL", 2},
+    {"compat",
+     "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:ECDHE+AES:RSA+AESGCM:RSA+AES:"
+     "!aNULL:!eNULL:!MD5:!DSS:!3DES",
+     2},
+    {"legacy", "DEFAULT:@SECLEVEL=0", 0},
+};
+
+struct ossl_ctx {
+    SSL_CTX *ssl_ctx;
+    int role;
+    unsigned char *alpn; /* wire format; the server's preference list */
+    size_t alpn_len;
+};
+
+struct ossl_conn {
+    SSL *ssl;
+    int fd;
+    int verify_mode;
+    int sys_errno;      /* errno of the last failed recv/send, 0 if none */
+    bool eof;           /* recv returned 0 */
+    int alert_received; /* last alert description from the peer, -1 if none */
+    char servername[256];
+};
+
+/* ---------------------------------------------------------------------------------------------
+ * Error reporting
+ * ------------------------------------------------------------------------------------------- */
+
+/* Fails with @p code, appending OpenSSL's most recent error reason, and empties its queue. */
+static int fail_ossl(struct tlsock__err *err, int code, const char *what)
+{
+    char reason[256] = "";
+    unsigned long e = ERR_peek_last_error();
+
+    if (e != 0) {
+        ERR_error_string_n(e, reason, sizeof(reason));
+    }
+    ERR_clear_error();
+    return tlsock__fail(err, code, "%s%s%s", what, reason[0] != '\0' ? ": " : "", reason);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * The fd BIO
+ * ------------------------------------------------------------------------------------------- */
+
+static int fd_bio_read(BIO *bio, char *buf, size_t len, size_t *nread)
+{
+    struct ossl_conn *c = BIO_get_data(bio);
+
+    BIO_clear_retry_flags(bio);
+    for (;;) {
+        ssize_t n = recv(c->fd, buf, len, 0);
+        if (n > 0) {
+            *nread = (size_t)n;
+            return 1;
+        }
+        if (n == 0) {
+            c->eof = true;
+            return 0;
+        }
+        if (errno == EINTR) {
+            continue;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            BIO_set_retry_read(bio);
+        } else {
+            c->sys_errno = errno;
+        }
+        return 0;
+    }
+}
+
+static int fd_bio_write(BIO *bio, const char *buf, size_t len, size_t *nwritten)
+{
+    struct ossl_conn *c = BIO_get_data(bio);
+
+    BIO_clear_retry_flags(bio);
+    for (;;) {
+        ssize_t n = send(c->fd, buf, len, MSG_NOSIGNAL);
+        if (n >= 0) {
+            *nwritten = (size_t)n;
+            return 1;
+        }
+        if (errno == EINTR) {
+            continue;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            BIO_set_retry_write(bio);
+        } else {
+            c->sys_errno = errno;
+        }
+        return 0;
+    }
+}
+
+static long fd_bio_ctrl(BIO *bio, int cmd, long num, void *ptr)
+{
+    struct ossl_conn *c = BIO_get_data(bio);
+
+    (void)num;
+    (void)ptr;
+    switch (cmd) {
+    case BIO_CTRL_FLUSH:
+        return 1;
+    case BIO_CTRL_EOF:
+        /* OpenSSL asks this to tell a truncated stream from a would-block. */
+        return c != NULL && c->eof;
+    default:
+        return 0;
+    }
+}
+
+static int fd_bio_create(BIO *bio)
+{
+    BIO_set_init(bio, 1);
+    return 1;
+}
+
+static BIO_METHOD *fd_bio_method;
+static pthread_once_t fd_bio_once = PTHREAD_ONCE_INIT;
+
+static void fd_bio_init(void)
+{
+    BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "tlsock fd");
+
+    if (m != NULL) {
+        BIO_meth_set_read_ex(m, fd_bio_read);
+        BIO_meth_set_write_ex(m, fd_bio_write);
+        BIO_meth_set_ctrl(m, fd_bio_ctrl);
+        BIO_meth_set_create(m, fd_bio_create);
+    }
+    fd_bio_method = m;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Contexts
+ * ------------------------------------------------------------------------------------------- */
+
+static void info_callback(const SSL *ssl, int where, int ret)
+{
+    struct ossl_conn *c = SSL_get_app_data(ssl);
+
+    /* close_notify (0) is not an error; keep the last real alert for the error message. */
+    if (c != NULL && (where & SSL_CB_READ_ALERT) != 0 && (ret & 0xff) != 0) {
+        c->alert_received = ret & 0xff;
+    }
+}
+
+/* RFC 7301 section 3.2: the server picks; no overlap is a fatal no_application_protocol. */
+static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                       const unsigned char *in, unsigned int inlen, void *arg)
+{
+    struct ossl_ctx *oc = arg;
+    unsigned char *selected = NULL;
+
+    (void)ssl;
+    if (SSL_select_next_proto(&selected, outlen, oc->alpn, (unsigned int)oc->alpn_len, in, inlen) !=
+        OPENSSL_NPN_NEGOTIATED) {
+        return SSL_TLSEXT_ERR_ALERT_FATAL;
+    }
+    *out = selected;
+    return SSL_TLSEXT_ERR_OK;
+}
+
+/* Never prompt on a terminal for a key passphrase: encrypted keys need an explicit passphrase. */
+static int no_passphrase(char *buf, int size, int rwflag, void *userdata)
+{
+    (void)buf;
+    (void)size;
+    (void)rwflag;
+    (void)userdata;
+    return -1;
+}
+
+static int apply_policy(SSL_CTX *ctx, const struct cipher_policy *p, struct tlsock__err *err)
+{
+    SSL_CTX_set_security_level(ctx, p->security_level);
+    if (SSL_CTX_set_cipher_list(ctx, p->tls12_ciphers) != 1 ||
+        SSL_CTX_set_ciphersuites(ctx, TLS13_SUITES) != 1) {
+        return fail_ossl(err, TLSOCK_ECONFIG, "cannot set the cipher policy");
+    }
+    return 0;
+}
+
+static void ossl_ctx_free(void *nctx)
+{
+    struct ossl_ctx *oc = nctx;
+
+    if (oc == NULL) {
+        return;
+    }
+    SSL_CTX_free(oc->ssl_ctx);
+    free(oc->alpn);
+    free(oc);
+}
+
+static int ossl_ctx_new(int role, void **out, struct tlsock__err *err)
+{
+    struct ossl_ctx *oc = calloc(1, sizeof(*oc));
+    int rc = 0;
+
+    if (oc == NULL) {
+        return tlsock__fail(err, TLSOCK_ENOMEM, "out of memory allocating an OpenSSL context");
+    }
+    oc->role = role;
+    oc->ssl_ctx = SSL_CTX_new(role == TLSOCK_CLIENT ? TLS_client_method() : TLS_server_method());
+    if (oc->ssl_ctx == NULL) {
+        rc = fail_ossl(err, TLSOCK_ENOMEM, "SSL_CTX_new failed");
+        goto fail;
+    }
+    SSL_CTX *ctx = oc->ssl_ctx;
+    /*
+     * Every default is set here explicitly rather than inherited from the distribution's
+     * openssl.cnf, so tlsock behaves the same wherever it runs.
+     */
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
+                                 SSL_OP_CIPHER_SERVER_PREFERENCE);
+    SSL_CTX_clear_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_LEGACY_SERVER_CONNECT);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
+        SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) != 1) {
+        rc = fail_ossl(err, TLSOCK_ECONFIG, "cannot set the protocol range");
+        goto fail;
+    }
+    rc = apply_policy(ctx, &cipher_policies[0], err);
+    if (rc != 0) {
+        goto fail;
+    }
+    /* Clients verify server certificates for serverAuth, servers client ones for clientAuth. */
+    X509_VERIFY_PARAM_set_purpose(SSL_CTX_get0_param(ctx), role == TLSOCK_CLIENT
+                                                               ? X509_PURPOSE_SSL_SERVER
+                                                               : X509_PURPOSE_SSL_CLIENT);
+    SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
+    SSL_CTX_set_info_callback(ctx, info_callback);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    *out = oc;
+    return 0;
+fail:
+    ossl_ctx_free(oc);
+    return rc;
+}
+
+static int ossl_ctx_set_protocols(void *nctx, int min_version, int max_version,
+                                  struct tlsock__err *err)
+{
+    struct ossl_ctx *oc = nctx;
+
+    if (SSL_CTX_set_min_proto_version(oc->ssl_ctx, min_version) != 1 ||
+        SSL_CTX_set_max_proto_version(oc->ssl_ctx, max_version) != 1) {
+        return fail_ossl(err, TLSOCK_ECONFIG, "OpenSSL refused the protocol range");
+    }
+    return 0;
+}
+
+static int ossl_ctx_set_ciphers(void *nctx, const char *policy, struct tlsock__err *err)
+{
+    struct ossl_ctx *oc = nctx;
+
+    for (size_t i = 0; i < sizeof(cipher_policies) / sizeof(cipher_policies[0]); i++) {
+        if (strcmp(policy, cipher_policies[i].name) == 0) {
+            return apply_policy(oc->ssl_ctx, &cipher_policies[i], err);
+        }
+    }
+    if (SSL_CTX_set_cipher_list(oc->ssl_ctx, policy) != 1) {
+        ERR_clear_error();
+        return tlsock__fail(err, TLSOCK_ECONFIG,
+                            "cipher policy \"%s\" is neither secure, compat, legacy nor an OpenSSL "
+                            "cipher list that selects anything",
+                            policy);
+    }
+    return 0;
+}
+
+static int ossl_ctx_add_ca_file(void *nctx, const char *path, struct tlsock__err *err)
+{
+    struct ossl_ctx *oc = nctx;
+    char what[TLSOCK__ERRMSG_SIZE / 2];
+
+    if (SSL_CTX_load_verify_file(oc->ssl_ctx, path) != 1) {
+        snprintf(what, sizeof(what), "cannot load CA certificates from %.200s", path);
+        return fail_ossl(err, TLSOCK_EX509_LOOKUP, what);
+    }
+    return 0;
+}
+
+static int ossl_ctx_add_ca_dir(void *nctx, const char *path, struct tlsock__err *err)
+{
+    struct ossl_ctx *oc = nctx;
+    char what[TLSOCK__ERRMSG_SIZE / 2];
+
+    if (SSL_CTX_load_verify_dir(oc->ssl_ctx, path) != 1) {
+        snprintf(what, sizeof(what), "cannot use CA directory %.200s", path);
+        return fail_ossl(err, TLSOCK_EX509_LOOKUP, what);
+    }
+    return 0;
+}
+
+static int ossl_ctx_add_ca_mem(void *nctx, const char *pem, size_t len, struct tlsock__err *err)
+{
+    struct ossl_ctx *oc = nctx;
+    X509_STORE *store = SSL_CTX_get_cert_store(oc->ssl_ctx);
+    BIO *bio = BIO_new_mem_buf(pem, (int)len);
+    STACK_OF(X509_INFO) *infos = NULL;
+    int added = 0;
+    int rc = 0;
+
+    if (bio == NULL) {
+        return fail_ossl(err, TLSOCK_ENOMEM, "cannot read CA PEM");
+    }
+    infos = PEM_X509_INFO_read_bio(bio, NULL, no_passphrase, NULL);
+    if (infos == NULL) {
+        rc = fail_ossl(err, TLSOCK_EX509_LOOKUP, "CA PEM holds no readable certificate");
+        goto free_bio;
+    }
+    for (int i = 0; i < sk_X509_INFO_num(infos); i++) {
+        X509_INFO *info = sk_X509_INFO_value(infos, i);
+        if (info->x509 == NULL) {
+            continue;
+        }
+        if (X509_STORE_add_cert(store, info->x509) != 1) {
+            rc = fail_ossl(err, TLSOCK_EX509_LOOKUP, "cannot add a CA certificate");
+            goto free_infos;
+        }
+        added++;
+    }
+    if (added == 0) {
+        rc = tlsock__fail(err, TLSOCK_EX509_LOOKUP, "CA PEM holds no certificate");
+    }
+free_infos:
+    sk_X509_INFO_pop_free(infos, X509_INFO_free);
+free_bio:
+    BIO_free(bio);
+    ERR_clear_error();
+    return rc;
+}
+
+static int ossl_ctx_add_ca_system(void *nctx, struct tlsock__err *err)
+{
+    struct ossl_ctx *oc = nctx;
+
+    if (SSL_CTX_set_default_verify_paths(oc->ssl_ctx) != 1) {
+        return fail_ossl(err, TLSOCK_EX509_LOOKUP, "cannot load the system trust store");
+    }
+    return 0;
+}
+
+static int ossl_ctx_set_cert(void *nctx, const char *chain_pem, size_t chain_len,
+                             const char *key_pem, size_t key_len, struct tlsock__err *err)
+{
+    struct ossl_ctx *oc = nctx;
+    BIO *chain_bio = BIO_new_mem_buf(chain_pem, (int)chain_len);
+    BIO *key_bio = BIO_new_mem_buf(key_pem, (int)key_len);
+    X509 *leaf = NULL;
+    X509 *extra = NULL;
+    EVP_PKEY *key = NULL;
+    int rc = 0;
+
+    if (chain_bio == NULL || key_bio == NULL) {
+        rc = fail_ossl(err, TLSOCK_ENOMEM, "cannot read certificate PEM");
+        goto out;
+    }
+    leaf = PEM_read_bio_X509_AUX(chain_bio, NULL, no_passphrase, NULL);
+    if (leaf == NULL) {
+        rc = fail_ossl(err, TLSOCK_ECONFIG, "certificate PEM holds no certificate");
+        goto out;
+    }
+    /* Security level checks (e.g. RSA under 2048 bits) happen here. */
+    if (SSL_CTX_use_certificate(oc->ssl_ctx, leaf) != 1) {
+        rc = fail_ossl(err, TLSOCK_ECONFIG, "certificate refused");
+        goto out;
+    }
+    SSL_CTX_clear_chain_certs(oc->ssl_ctx);
+    for (;;) {
+        extra = PEM_read_bio_X509(chain_bio, NULL, no_passphrase, NULL);
+        if (extra == NULL) {
+            break;
+        }
+        if (SSL_CTX_add0_chain_cert(oc->ssl_ctx, extra) != 1) {
+            X509_free(extra);
+            rc = fail_ossl(err, TLSOCK_ECONFIG, "chain certificate refused");
+            goto out;
+        }
+    }
+    ERR_clear_error(); /* the loop ends on a harmless "no start line" */
+    key = PEM_read_bio_PrivateKey(key_bio, NULL, no_passphrase, NULL);
+    if (key == NULL) {
+        rc = fail_ossl(err, TLSOCK_ECONFIG,
+                       "key PEM holds no private key (or the key is encrypted)");
+        goto out;
+    }
+    if (SSL_CTX_use_PrivateKey(oc->ssl_ctx, key) != 1 ||
+        SSL_CTX_check_private_key(oc->ssl_ctx) != 1) {
+        rc = fail_ossl(err, TLSOCK_ECONFIG, "private key does not match the certificate");
+        goto out;
+    }
+out:
+    EVP_PKEY_free(key);
+    X509_free(leaf);
+    BIO_free(chain_bio);
+    BIO_free(key_bio);
+    return rc;
+}
+
+static int ossl_ctx_set_alpn(void *nctx, const unsigned char *wire, size_t len,
+                             struct tlsock__err *err)
+{
+    struct ossl_ctx *oc = nctx;
+    unsigned char *copy = NULL;
+
+    if (len > 0) {
+        copy = malloc(len);
+        if (copy == NULL) {
+            return tlsock__fail(err, TLSOCK_ENOMEM, "out of memory copying ALPN");
+        }
+        memcpy(copy, wire, len);
+    }
+    free(oc->alpn);
+    oc->alpn = copy;
+    oc->alpn_len = len;
+    if (oc->role == TLSOCK_CLIENT) {
+        /* Note the inverted convention: SSL_CTX_set_alpn_protos returns 0 on success. */
+        if (SSL_CTX_set_alpn_protos(oc->ssl_ctx, wire, (unsigned int)len) != 0) {
+            return fail_ossl(err, TLSOCK_ECONFIG, "OpenSSL refused the ALPN list");
+        }
+    } else {
+        SSL_CTX_set_alpn_select_cb(oc->ssl_ctx, len > 0 ? alpn_select : NULL, oc);
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Sessions
+ * ------------------------------------------------------------------------------------------- */
+
+static void ossl_conn_free(void *tls)
+{
+    struct ossl_conn *c = tls;
+
+    if (c == NULL) {
+        return;
+    }
+    SSL_free(c->ssl);
+    free(c);
+}
+
+static int setup_verification(struct ossl_conn *c, const struct tlsock__conn_params *p,
+                              struct tlsock__err *err)
+{
+    SSL *ssl = c->ssl;
+
+    if (p->role == TLSOCK_SERVER) {
+        int mode = SSL_VERIFY_NONE;
+        if (p->verify_mode == TLSOCK_VERIFY_REQUIRED) {
+            mode = SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
+        } else if (p->verify_mode == TLSOCK_VERIFY_OPTIONAL) {
+            mode = SSL_VERIFY_PEER;
+        }
+        SSL_set_verify(ssl, mode, NULL);
+        return 0;
+    }
+    if (p->servername != NULL && SSL_set_tlsext_host_name(ssl, p->servername) != 1) {
+        return fail_ossl(err, TLSOCK_EINVAL, "bad server name for SNI");
+    }
+    if (p->verify_mode != TLSOCK_VERIFY_REQUIRED) {
+        SSL_set_verify(ssl, SSL_VERIFY_NONE, NULL);
+        return 0;
+    }
+    SSL_set_verify(ssl, SSL_VERIFY_PEER, NULL);
+    X509_VERIFY_PARAM *param = SSL_get0_param(ssl);
+    /* "*.example.com" matches one label only: no partial wildcards like "w*.example.com". */
+    X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    int ok = tlsock__is_ip_literal(p->verify_name)
+                 ? X509_VERIFY_PARAM_set1_ip_asc(param, p->verify_name)
+                 : X509_VERIFY_PARAM_set1_host(param, p->verify_name, 0);
+    if (ok != 1) {
+        return fail_ossl(err, TLSOCK_EINVAL, "bad name to verify");
+    }
+    return 0;
+}
+
+static int ossl_conn_new(void *nctx, const struct tlsock__conn_params *p, void **out,
+                         struct tlsock__err *err)
+{
+    struct ossl_ctx *oc = nctx;
+    struct ossl_conn *c = NULL;
+    BIO *bio = NULL;
+    int rc = 0;
+
+    pthread_once(&fd_bio_once, fd_bio_init);
+    if (fd_bio_method == NULL) {
+        return tlsock__fail(err, TLSOCK_ENOMEM, "cannot create the OpenSSL fd BIO method");
+    }
+    c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        return tlsock__fail(err, TLSOCK_ENOMEM, "out of memory allocating a session");
+    }
+    c->fd = p->fd;
+    c->verify_mode = p->verify_mode;
+    c->alert_received = -1;
+    if (p->servername != NULL) {
+        snprintf(c->servername, sizeof(c->servername), "%s", p->servername);
+    }
+    c->ssl = SSL_new(oc->ssl_ctx);
+    bio = BIO_new(fd_bio_method);
+    if (c->ssl == NULL || bio == NULL) {
+        BIO_free(bio);
+        rc = fail_ossl(err, TLSOCK_ENOMEM, "cannot create an OpenSSL session");
+        goto fail;
+    }
+    BIO_set_data(bio, c);
+    SSL_set_bio(c->ssl, bio, bio);
+    SSL_set_app_data(c->ssl, c);
+    if (p->role == TLSOCK_CLIENT) {
+        SSL_set_connect_state(c->ssl);
+    } else {
+        SSL_set_accept_state(c->ssl);
+    }
+    rc = setup_verification(c, p, err);
+    if (rc != 0) {
+        goto fail;
+    }
+    *out = c;
+    return 0;
+fail:
+    ossl_conn_free(c);
+    return rc;
+}
+
+/* Explains a failed certificate verification: depth, subject and OpenSSL's reason. */
+static int fail_verify(struct ossl_conn *c, long result, struct tlsock__err *err)
+{
+    X509 *peer = SSL_get0_peer_certificate(c->ssl);
+    char subject[256] = "";
+
+    if (peer != NULL) {
+        X509_NAME_oneline(X509_get_subject_name(peer), subject, sizeof(subject));
+    }
+    ERR_clear_error();
+    return tlsock__fail(err, TLSOCK_EVERIFY, "certificate verify failed: %s (code %ld)%s%s",
+                        X509_verify_cert_error_string(result), result,
+                        subject[0] != '\0' ? "; peer " : "", subject);
+}
+
+/*
+ * Turns an OpenSSL failure into a tlsock code, in order of precision: would-block, the peer's
+ * close_notify, the socket's errno, bare EOF (truncation), our verification, the peer's alert,
+ * and finally OpenSSL's own reason.
+ */
+static int map_error(struct ossl_conn *c, int ret, struct tlsock__err *err)
+{
+    int e = SSL_get_error(c->ssl, ret);
+    unsigned long code = ERR_peek_error();
+    long verify = SSL_get_verify_result(c->ssl);
+
+    switch (e) {
+    case SSL_ERROR_WANT_READ:
+        return TLSOCK_EWANT_READ;
+    case SSL_ERROR_WANT_WRITE:
+        return TLSOCK_EWANT_WRITE;
+    case SSL_ERROR_ZERO_RETURN:
+        ERR_clear_error();
+        return tlsock__fail(err, TLSOCK_ECLOSED, "peer sent close_notify");
+    default:
+        break;
+    }
+    if (c->sys_errno != 0) {
+        int sys = c->sys_errno;
+        c->sys_errno = 0;
+        ERR_clear_error();
+        return tlsock__fail(err, TLSOCK_ESYS, "socket error: %s", strerror(sys));
+    }
+    if ((e == SSL_ERROR_SYSCALL && code == 0) ||
+        ERR_GET_REASON(code) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+        ERR_clear_error();
+        return tlsock__fail(err, TLSOCK_ETRUNCATED,
+                            "connection closed by peer without close_notify (truncated)");
+    }
+    if (ERR_GET_REASON(code) == SSL_R_CERTIFICATE_VERIFY_FAILED && verify != X509_V_OK) {
+        return fail_verify(c, verify, err);
+    }
+    if (c->alert_received >= 0) {
+        int alert = c->alert_received;
+        ERR_clear_error();
+        return tlsock__fail(err, TLSOCK_EPROTO, "peer sent alert: %s (%d)",
+                            SSL_alert_desc_string_long(alert), alert);
+    }
+    return fail_ossl(err, TLSOCK_EPROTO, "TLS error");
+}
+
+static int ossl_handshake(void *tls, struct tlsock__err *err)
+{
+    struct ossl_conn *c = tls;
+    int ret;
+
+    ERR_clear_error();
+    ret = SSL_do_handshake(c->ssl);
+    return ret == 1 ? 0 : map_error(c, ret, err);
+}
+
+static int ossl_read(void *tls, void *buf, size_t len, size_t *nread, struct tlsock__err *err)
+{
+    struct ossl_conn *c = tls;
+    int ret;
+
+    ERR_clear_error();
+    ret = SSL_read_ex(c->ssl, buf, len, nread);
+    return ret == 1 ? 0 : map_error(c, ret, err);
+}
+
+static int ossl_write(void *tls, const void *buf, size_t len, size_t *nwritten,
+                      struct tlsock__err *err)
+{
+    struct ossl_conn *c = tls;
+    int ret;
+
+    ERR_clear_error();
+    ret = SSL_write_ex(c->ssl, buf, len, nwritten);
+    return ret == 1 ? 0 : map_error(c, ret, err);
+}
+
+static int ossl_shutdown(void *tls, struct tlsock__err *err)
+{
+    struct ossl_conn *c = tls;
+    int ret;
+
+    ERR_clear_error();
+    /* 0: our close_notify is sent; 1: the peer's had arrived too. Either way we are done. */
+    ret = SSL_shutdown(c->ssl);
+    return ret >= 0 ? 0 : map_error(c, ret, err);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Session information
+ * ------------------------------------------------------------------------------------------- */
+
+static void format_sans(X509 *cert, char *out, size_t size)
+{
+    GENERAL_NAMES *names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+    size_t used = 0;
+
+    out[0] = '\0';
+    for (int i = 0; names != NULL && i < sk_GENERAL_NAME_num(names); i++) {
+        const GENERAL_NAME *gn = sk_GENERAL_NAME_value(names, i);
+        char item[300] = "";
+        if (gn->type == GEN_DNS) {
+            snprintf(item, sizeof(item), "DNS:%.*s", ASN1_STRING_length(gn->d.dNSName),
+                     (const char *)ASN1_STRING_get0_data(gn->d.dNSName));
+        } else if (gn->type == GEN_IPADD) {
+            char addr[INET6_ADDRSTRLEN] = "?";
+            int family = ASN1_STRING_length(gn->d.iPAddress) == 16 ? AF_INET6 : AF_INET;
+            inet_ntop(family, ASN1_STRING_get0_data(gn->d.iPAddress), addr, sizeof(addr));
+            snprintf(item, sizeof(item), "IP:%s", addr);
+        } else {
+            continue;
+        }
+        int n = snprintf(out + used, size - used, "%s%s", used > 0 ? "," : "", item);
+        if (n < 0 || (size_t)n >= size - used) {
+            break;
+        }
+        used += (size_t)n;
+    }
+    GENERAL_NAMES_free(names);
+}
+
+static void format_fingerprint(X509 *cert, char out[TLSOCK_FINGERPRINT_SIZE])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+
+    out[0] = '\0';
+    if (X509_digest(cert, EVP_sha256(), md, &len) != 1) {
+        return;
+    }
+    for (unsigned int i = 0; i < len && 3 * i + 3 <= TLSOCK_FINGERPRINT_SIZE; i++) {
+        snprintf(out + 3 * i, 4, i + 1 < len ? "%02X:" : "%02X", md[i]);
+    }
+}
+
+static void ossl_get_info(void *tls, struct tlsock__info_buf *out)
+{
+    struct ossl_conn *c = tls;
+    SSL *ssl = c->ssl;
+    const unsigned char *alpn = NULL;
+    unsigned int alpn_len = 0;
+    X509 *peer = SSL_get0_peer_certificate(ssl);
+    const SSL_CIPHER *cipher = SSL_get_current_cipher(ssl);
+
+    memset(out, 0, sizeof(*out));
+    snprintf(out->version, sizeof(out->version), "%s", SSL_get_version(ssl));
+    snprintf(out->cipher, sizeof(out->cipher), "%s",
+             cipher != NULL ? SSL_CIPHER_standard_name(cipher) : "");
+    SSL_get0_alpn_selected(ssl, &alpn, &alpn_len);
+    snprintf(out->alpn, sizeof(out->alpn), "%.*s", (int)alpn_len, alpn != NULL ? (char *)alpn : "");
+    const char *sni =
+        SSL_is_server(ssl) ? SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name) : c->servername;
+    snprintf(out->servername, sizeof(out->servername), "%s", sni != NULL ? sni : "");
+    out->verify_result = (int)SSL_get_verify_result(ssl);
+    if (peer != NULL) {
+        BIO *mem = BIO_new(BIO_s_mem());
+        if (mem != NULL &&
+            X509_NAME_print_ex(mem, X509_get_subject_name(peer), 0, XN_FLAG_RFC2253) >= 0) {
+            int n = BIO_read(mem, out->peer_subject, sizeof(out->peer_subject) - 1);
+            out->peer_subject[n > 0 ? n : 0] = '\0';
+        }
+        BIO_free(mem);
+        format_sans(peer, out->peer_sans, sizeof(out->peer_sans));
+        format_fingerprint(peer, out->peer_fingerprint);
+    }
+    if (c->verify_mode == TLSOCK_VERIFY_NONE) {
+        snprintf(out->verify_message, sizeof(out->verify_message), "not verified (disabled)");
+    } else if (peer == NULL) {
+        snprintf(out->verify_message, sizeof(out->verify_message), "no peer certificate");
+    } else {
+        snprintf(out->verify_message, sizeof(out->verify_message), "%s",
+                 X509_verify_cert_error_string(out->verify_result));
+    }
+    out->resumed = SSL_session_reused(ssl) == 1;
+    ERR_clear_error();
+}
+
+static const char *ossl_version(void)
+{
+    return OpenSSL_version(OPENSSL_VERSION);
+}
+
+const struct tlsock__impl tlsock__openssl_impl = {
+    .name = "openssl",
+    .caps = TLSOCK__CAP_FD | TLSOCK__CAP_ALPN | TLSOCK__CAP_CERTGEN,
+    .version = ossl_version,
+    .ctx_new = ossl_ctx_new,
+    .ctx_free = ossl_ctx_free,
+    .ctx_set_protocols = ossl_ctx_set_protocols,
+    .ctx_set_ciphers = ossl_ctx_set_ciphers,
+    .ctx_add_ca_file = ossl_ctx_add_ca_file,
+    .ctx_add_ca_dir = ossl_ctx_add_ca_dir,
+    .ctx_add_ca_mem = ossl_ctx_add_ca_mem,
+    .ctx_add_ca_system = ossl_ctx_add_ca_system,
+    .ctx_set_cert = ossl_ctx_set_cert,
+    .ctx_set_alpn = ossl_ctx_set_alpn,
+    .conn_new = ossl_conn_new,
+    .conn_free = ossl_conn_free,
+    .handshake = ossl_handshake,
+    .read = ossl_read,
+    .write = ossl_write,
+    .shutdown = ossl_shutdown,
+    .get_info = ossl_get_info,
+    .cert_generate = tlsock__openssl_cert_generate,
+    .cert_fingerprint = tlsock__openssl_cert_fingerprint,
+};

@@ -1,0 +1,741 @@
+/*
+ * Development certificates with OpenSSL: key generation, X.509 v3 certificates (self-signed or
+ * issued by a given CA) and SHA-256 fingerprints.
+ *
+ * Every extension is built from ASN.1 structures rather than from OpenSSL's configuration-string
+ * syntax, so a host name can never smuggle extra values (such as "IP:" or "email:") into the
+ * certificate, and a malformed entry is refused instead of being reinterpreted.
+ */
+#include <arpa/inet.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/asn1.h>
+#include <openssl/bio.h>
+#include <openssl/bn.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/objects.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include "internal.h"
+
+/* RFC 5280 4.1.2.2: positive, at most 20 octets; 16 random octets make collisions negligible. */
+#define SERIAL_BYTES 16
+
+/* RFC 1035 2.3.4: a full domain name is at most 253 characters in text form. */
+#define MAX_HOST_LEN 253
+
+/* keyUsage bit numbers, RFC 5280 4.2.1.3. */
+enum {
+    BIT_DIGITAL_SIGNATURE = 0,
+    BIT_KEY_ENCIPHERMENT = 2,
+    BIT_KEY_CERT_SIGN = 5,
+    BIT_CRL_SIGN = 6,
+};
+
+/*
+ * Records "@p what: <OpenSSL reason>" and returns @p code. The first queued error is the one
+ * closest to the cause; the queue is then cleared so that it never leaks into a later call's
+ * report.
+ */
+static int ossl_fail(struct tlsock__err *err, int code, const char *what)
+{
+    char reason[256];
+    unsigned long e = ERR_get_error();
+
+    if (e != 0) {
+        ERR_error_string_n(e, reason, sizeof(reason));
+    } else {
+        snprintf(reason, sizeof(reason), "no detail from OpenSSL");
+    }
+    ERR_clear_error();
+    return tlsock__fail(err, code, "%s: %s", what, reason);
+}
+
+/*
+ * A PEM password callback that refuses: without it OpenSSL would prompt on the terminal for an
+ * encrypted key, blocking a library call on user input.
+ */
+static int no_passphrase(char *buf, int size, int rwflag, void *userdata)
+{
+    (void)buf;
+    (void)size;
+    (void)rwflag;
+    (void)userdata;
+    return -1;
+}
+
+static int generate_key(const char *key_type, EVP_PKEY **out, bool *is_rsa, struct tlsock__err *err)
+{
+    int rc = 0;
+    EVP_PKEY *key = NULL;
+
+    if (key_type == NULL || strcmp(key_type, "ec-p256") == 0) {
+        *is_rsa = false;
+        key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    } else if (strcmp(key_type, "rsa-2048") == 0) {
+        *is_rsa = true;
+        key = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+    } else if (strcmp(key_type, "rsa-1024") == 0) {
+        *is_rsa = true;
+        key = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)1024);
+    } else {
+        rc = tlsock__fail(err, TLSOCK_ECONFIG,
+                          "unknown key type \"%.64s\" (expected ec-p256, rsa-2048 or rsa-1024)",
+                          key_type);
+        goto out;
+    }
+    if (key == NULL) {
+        rc = ossl_fail(err, TLSOCK_ECONFIG, "key generation failed");
+        goto out;
+    }
+    *out = key;
+
+out:
+    return rc;
+}
+
+/* Loads the issuing CA's certificate and key and checks that they belong together. */
+static int load_issuer(const struct tlsock__cert_spec *spec, X509 **cert_out, EVP_PKEY **key_out,
+                       struct tlsock__err *err)
+{
+    int rc = 0;
+    BIO *cbio = NULL;
+    BIO *kbio = NULL;
+    X509 *cert = NULL;
+    EVP_PKEY *key = NULL;
+
+    if (spec->issuer_cert_pem == NULL || spec->issuer_key_pem == NULL) {
+        rc = tlsock__fail(err, TLSOCK_ECONFIG,
+                          "issuer certificate and issuer key must be given together");
+        goto out;
+    }
+    cbio = BIO_new_mem_buf(spec->issuer_cert_pem, -1);
+    kbio = BIO_new_mem_buf(spec->issuer_key_pem, -1);
+    if (cbio == NULL || kbio == NULL) {
+        rc = ossl_fail(err, TLSOCK_ENOMEM, "out of memory reading the issuer");
+        goto free_bios;
+    }
+    cert = PEM_read_bio_X509(cbio, NULL, no_passphrase, NULL);
+    if (cert == NULL) {
+        rc = ossl_fail(err, TLSOCK_ECONFIG, "issuer certificate is not a PEM certificate");
+        goto free_bios;
+    }
+    key = PEM_read_bio_PrivateKey(kbio, NULL, no_passphrase, NULL);
+    if (key == NULL) {
+        rc = ossl_fail(err, TLSOCK_ECONFIG, "issuer key is not an unencrypted PEM private key");
+        goto free_objects;
+    }
+    if (X509_check_private_key(cert, key) != 1) {
+        rc = ossl_fail(err, TLSOCK_ECONFIG, "issuer key does not match the issuer certificate");
+        goto free_objects;
+    }
+    *cert_out = cert;
+    *key_out = key;
+    cert = NULL;
+    key = NULL;
+
+free_objects:
+    EVP_PKEY_free(key);
+    X509_free(cert);
+free_bios:
+    BIO_free(kbio);
+    BIO_free(cbio);
+out:
+    return rc;
+}
+
+static int set_serial(X509 *x, struct tlsock__err *err)
+{
+    int rc = 0;
+    unsigned char bytes[SERIAL_BYTES];
+    BIGNUM *bn = NULL;
+    ASN1_INTEGER *serial = NULL;
+
+    if (RAND_bytes(bytes, sizeof(bytes)) != 1) {
+        rc = ossl_fail(err, TLSOCK_ECONFIG, "random serial number");
+        goto out;
+    }
+    /* Clear the sign bit (serials must be positive) and set the next one, so the serial is
+     * always exactly SERIAL_BYTES long and never zero. */
+    bytes[0] = (unsigned char)((bytes[0] & 0x7f) | 0x40);
+    bn = BN_bin2bn(bytes, sizeof(bytes), NULL);
+    if (bn == NULL) {
+        rc = ossl_fail(err, TLSOCK_ENOMEM, "serial number");
+        goto out;
+    }
+    serial = BN_to_ASN1_INTEGER(bn, NULL);
+    if (serial == NULL || X509_set_serialNumber(x, serial) != 1) {
+        rc = ossl_fail(err, TLSOCK_ENOMEM, "serial number");
+        goto free_all;
+    }
+
+free_all:
+    ASN1_INTEGER_free(serial);
+    BN_free(bn);
+out:
+    return rc;
+}
+
+static int set_subject(X509 *x, const char *common_name, struct tlsock__err *err)
+{
+    int rc = 0;
+    X509_NAME *name = X509_get_subject_name(x);
+    const char *cn = common_name != NULL ? common_name : "tlsock development";
+
+    if (X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8, (const unsigned char *)"tlsock", -1,
+                                   -1, 0) != 1) {
+        rc = ossl_fail(err, TLSOCK_ENOMEM, "subject organization");
+        goto out;
+    }
+    /* OpenSSL enforces the X.520 length bound here (1 to 64 characters for a CN). */
+    if (X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1, -1,
+                                   0) != 1) {
+        rc = ossl_fail(err, TLSOCK_ECONFIG, "invalid common name (1 to 64 characters)");
+        goto out;
+    }
+
+out:
+    return rc;
+}
+
+/* Letters, digits, '-', '.', '_' (seen in real names) and '*' (wildcards). */
+static bool is_dns_name(const char *s)
+{
+    bool ok = s[0] != '\0';
+
+    for (const char *p = s; ok && *p != '\0'; p++) {
+        char c = *p;
+        ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+             c == '-' || c == '.' || c == '_' || c == '*';
+    }
+    return ok;
+}
+
+/* Appends one subjectAltName entry: IP when it parses as an address, otherwise DNS. */
+static int push_general_name(GENERAL_NAMES *names, const char *host, struct tlsock__err *err)
+{
+    int rc = 0;
+    unsigned char addr[16];
+    int addr_len = 0;
+    int type = GEN_DNS;
+    ASN1_STRING *value = NULL;
+    GENERAL_NAME *gn = NULL;
+
+    if (inet_pton(AF_INET, host, addr) == 1) {
+        type = GEN_IPADD;
+        addr_len = 4;
+    } else if (inet_pton(AF_INET6, host, addr) == 1) {
+        type = GEN_IPADD;
+        addr_len = 16;
+    } else if (!is_dns_name(host)) {
+        rc =
+            tlsock__fail(err, TLSOCK_ECONFIG,
+                         "\"%s\" is neither an IP address nor a DNS name for subjectAltName", host);
+        goto out;
+    }
+    if (type == GEN_IPADD) {
+        value = ASN1_OCTET_STRING_new();
+        if (value == NULL || ASN1_OCTET_STRING_set(value, addr, addr_len) != 1) {
+            rc = ossl_fail(err, TLSOCK_ENOMEM, "subjectAltName");
+            goto free_value;
+        }
+    } else {
+        value = ASN1_IA5STRING_new();
+        if (value == NULL || ASN1_STRING_set(value, host, -1) != 1) {
+            rc = ossl_fail(err, TLSOCK_ENOMEM, "subjectAltName");
+            goto free_value;
+        }
+    }
+    gn = GENERAL_NAME_new();
+    if (gn == NULL) {
+        rc = ossl_fail(err, TLSOCK_ENOMEM, "subjectAltName");
+        goto free_value;
+    }
+    GENERAL_NAME_set0_value(gn, type, value);
+    value = NULL;
+    if (sk_GENERAL_NAME_push(names, gn) <= 0) {
+        rc = ossl_fail(err, TLSOCK_ENOMEM, "subjectAltName");
+        goto free_name;
+    }
+    gn = NULL;
+
+free_name:
+    GENERAL_NAME_free(gn);
+free_value:
+    ASN1_STRING_free(value);
+out:
+    return rc;
+}
+
+/* Builds subjectAltName from a comma-separated list; blanks around entries are ignored. */
+static int add_subject_alt_name(X509 *x, const char *hosts, struct tlsock__err *err)
+{
+    int rc = 0;
+    GENERAL_NAMES *names = NULL;
+    const char *p = hosts;
+    char host[MAX_HOST_LEN + 1];
+
+    if (hosts == NULL || hosts[0] == '\0') {
+        goto out;
+    }
+    names = GENERAL_NAMES_new();
+    if (names == NULL) {
+        rc = ossl_fail(err, TLSOCK_ENOMEM, "subjectAltName");
+        goto out;
+    }
+    /* Each pass consumes one entry; the loop ends after the entry with no comma after it. */
+    while (rc == 0 && p != NULL) {
+        const char *comma = strchr(p, ',');
+        const char *end = comma != NULL ? comma : p + strlen(p);
+        size_t len;
+
+        while (p < end && (*p == ' ' || *p == '\t')) {
+            p++;
+        }
+        while (end > p && (end[-1] == ' ' || end[-1] == '\t')) {
+            end--;
+        }
+        len = (size_t)(end - p);
+        if (len == 0 || len > MAX_HOST_LEN) {
+            rc = tlsock__fail(err, TLSOCK_ECONFIG,
+                              "empty or over-long entry in host list \"%.200s\"", hosts);
+        } else {
+            memcpy(host, p, len);
+            host[len] = '\0';
+            rc = push_general_name(names, host, err);
+        }
+        p = comma != NULL ? comma + 1 : NULL;
+    }
+    if (rc != 0) {
+        goto free_names;
+    }
+    if (X509_add1_ext_i2d(x, NID_subject_alt_name, names, 0, X509V3_ADD_DEFAULT) != 1) {
+        rc = ossl_fail(err, TLSOCK_ENOMEM, "subjectAltName");
+        goto free_names;
+    }
+
+free_names:
+    GENERAL_NAMES_free(names);
+out:
+    return rc;
+}
+
+static int add_basic_constraints(X509 *x, bool is_ca, struct tlsock__err *err)
+{
+    int rc = 0;
+    BASIC_CONSTRAINTS *bc = BASIC_CONSTRAINTS_new();
+
+    if (bc == NULL) {
+        rc = ossl_fail(err, TLSOCK_ENOMEM, "basicConstraints");
+        goto out;
+    }
+    /* DER encodes CA:FALSE as the absent default, which is what RFC 5280 expects. */
+    bc->ca = is_ca ? 0xff : 0;
+    if (X509_add1_ext_i2d(x, NID_basic_constraints, bc, 1, X509V3_ADD_DEFAULT) != 1) {
+        rc = ossl_fail(err, TLSOCK_ENOMEM, "basicConstraints");
+        goto out;
+    }
+
+out:
+    BASIC_CONSTRAINTS_free(bc);
+    return rc;
+}
+
+static int add_key_usage(X509 *x, bool is_ca, bool is_rsa, struct tlsock__err *err)
+{
+    int rc = 0;
+    ASN1_BIT_STRING *ku = ASN1_BIT_STRING_new();
+    int ok;
+
+    if (ku == NULL) {
+        rc = ossl_fail(err, TLSOCK_ENOMEM, "keyUsage");
+        goto out;
+    }
+    if (is_ca) {
+        ok = ASN1_BIT_STRING_set_bit(ku, BIT_KEY_CERT_SIGN, 1) &&
+             ASN1_BIT_STRING_set_bit(ku, BIT_CRL_SIGN, 1);
+    } else {
+        ok = ASN1_BIT_STRING_set_bit(ku, BIT_DIGITAL_SIGNATURE, 1);
+        /* RSA key transport (TLS 1.2 RSA suites) encrypts with the certificate's key. */
+        if (ok && is_rsa) {
+            ok = ASN1_BIT_STRING_set_bit(ku, BIT_KEY_ENCIPHERMENT, 1);
+        }
+    }
+    if (!ok || X509_add1_ext_i2d(x, NID_key_usage, ku, 1, X509V3_ADD_DEFAULT) != 1) {
+        rc = ossl_fail(err, TLSOCK_ENOMEM, "keyUsage");
+        goto out;
+    }
+
+out:
+    ASN1_BIT_STRING_free(ku);
+    return rc;
+}
+
+static int add_ext_key_usage(X509 *x, int eku_bits, struct tlsock__err *err)
+{
+    int rc = 0;
+    EXTENDED_KEY_USAGE *eku = NULL;
+
+    if (eku_bits == 0) {
+        goto out;
+    }
+    if ((eku_bits & ~(TLSOCK__EKU_SERVER | TLSOCK__EKU_CLIENT)) != 0) {
+        rc = tlsock__fail(err, TLSOCK_ECONFIG, "unknown extended key usage bits 0x%x",
+                          (unsigned)eku_bits);
+        goto out;
+    }
+    eku = sk_ASN1_OBJECT_new_null();
+    if (eku == NULL) {
+        rc = ossl_fail(err, TLSOCK_ENOMEM, "extendedKeyUsage");
+        goto out;
+    }
+    /* OBJ_nid2obj returns OpenSSL's static objects, which ASN1_OBJECT_free leaves alone. */
+    if ((eku_bits & TLSOCK__EKU_SERVER) != 0 &&
+        sk_ASN1_OBJECT_push(eku, OBJ_nid2obj(NID_server_auth)) <= 0) {
+        rc = ossl_fail(err, TLSOCK_ENOMEM, "extendedKeyUsage");
+        goto free_eku;
+    }
+    if ((eku_bits & TLSOCK__EKU_CLIENT) != 0 &&
+        sk_ASN1_OBJECT_push(eku, OBJ_nid2obj(NID_client_auth)) <= 0) {
+        rc = ossl_fail(err, TLSOCK_ENOMEM, "extendedKeyUsage");
+        goto free_eku;
+    }
+    if (X509_add1_ext_i2d(x, NID_ext_key_usage, eku, 0, X509V3_ADD_DEFAULT) != 1) {
+        rc = ossl_fail(err, TLSOCK_ENOMEM, "extendedKeyUsage");
+        goto free_eku;
+    }
+
+free_eku:
+    sk_ASN1_OBJECT_pop_free(eku, ASN1_OBJECT_free);
+out:
+    return rc;
+}
+
+/* RFC 5280 4.2.1.2 method (1): SHA-1 of the subjectPublicKey bit string. */
+static int key_id_of(const X509 *cert, ASN1_OCTET_STRING **out, struct tlsock__err *err)
+{
+    int rc = 0;
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int md_len = 0;
+    ASN1_OCTET_STRING *id = NULL;
+
+    if (X509_pubkey_digest(cert, EVP_sha1(), md, &md_len) != 1) {
+        rc = ossl_fail(err, TLSOCK_ECONFIG, "key identifier");
+        goto out;
+    }
+    id = ASN1_OCTET_STRING_new();
+    if (id == NULL || ASN1_OCTET_STRING_set(id, md, (int)md_len) != 1) {
+        rc = ossl_fail(err, TLSOCK_ENOMEM, "key identifier");
+        goto out;
+    }
+    *out = id;
+    id = NULL;
+
+out:
+    ASN1_OCTET_STRING_free(id);
+    return rc;
+}
+
+static int add_subject_key_id(X509 *x, struct tlsock__err *err)
+{
+    int rc;
+    ASN1_OCTET_STRING *id = NULL;
+
+    rc = key_id_of(x, &id, err);
+    if (rc != 0) {
+        goto out;
+    }
+    if (X509_add1_ext_i2d(x, NID_subject_key_identifier, id, 0, X509V3_ADD_DEFAULT) != 1) {
+        rc = ossl_fail(err, TLSOCK_ENOMEM, "subjectKeyIdentifier");
+        goto out;
+    }
+
+out:
+    ASN1_OCTET_STRING_free(id);
+    return rc;
+}
+
+/*
+ * The authority key identifier must equal the issuer's subjectKeyIdentifier when it has one, so
+ * that path building matches them; an issuer without one gets the RFC 5280 method (1) value.
+ */
+static int add_authority_key_id(X509 *x, X509 *issuer, struct tlsock__err *err)
+{
+    int rc = 0;
+    AUTHORITY_KEYID *akid = AUTHORITY_KEYID_new();
+    const ASN1_OCTET_STRING *issuer_skid = X509_get0_subject_key_id(issuer);
+
+    if (akid == NULL) {
+        rc = ossl_fail(err, TLSOCK_ENOMEM, "authorityKeyIdentifier");
+        goto out;
+    }
+    if (issuer_skid != NULL) {
+        akid->keyid = ASN1_OCTET_STRING_dup(issuer_skid);
+        if (akid->keyid == NULL) {
+            rc = ossl_fail(err, TLSOCK_ENOMEM, "authorityKeyIdentifier");
+            goto out;
+        }
+    } else {
+        rc = key_id_of(issuer, &akid->keyid, err);
+        if (rc != 0) {
+            goto out;
+        }
+    }
+    if (X509_add1_ext_i2d(x, NID_authority_key_identifier, akid, 0, X509V3_ADD_DEFAULT) != 1) {
+        rc = ossl_fail(err, TLSOCK_ENOMEM, "authorityKeyIdentifier");
+        goto out;
+    }
+
+out:
+    AUTHORITY_KEYID_free(akid);
+    return rc;
+}
+
+static int add_extensions(X509 *x, const struct tlsock__cert_spec *spec, bool is_rsa, X509 *issuer,
+                          struct tlsock__err *err)
+{
+    int rc;
+
+    rc = add_basic_constraints(x, spec->is_ca, err);
+    if (rc == 0) {
+        rc = add_key_usage(x, spec->is_ca, is_rsa, err);
+    }
+    if (rc == 0) {
+        rc = add_ext_key_usage(x, spec->eku, err);
+    }
+    if (rc == 0) {
+        rc = add_subject_alt_name(x, spec->hosts, err);
+    }
+    if (rc == 0) {
+        rc = add_subject_key_id(x, err);
+    }
+    if (rc == 0 && issuer != NULL) {
+        rc = add_authority_key_id(x, issuer, err);
+    }
+    return rc;
+}
+
+/* Builds and signs the certificate for @p key; @p issuer NULL means self-signed. */
+static int build_cert(const struct tlsock__cert_spec *spec, EVP_PKEY *key, bool is_rsa,
+                      X509 *issuer, EVP_PKEY *issuer_key, X509 **out, struct tlsock__err *err)
+{
+    int rc = 0;
+    X509 *x = X509_new();
+    const X509_NAME *issuer_name = NULL;
+
+    if (x == NULL) {
+        rc = ossl_fail(err, TLSOCK_ENOMEM, "new certificate");
+        goto out;
+    }
+    /* Version 3 (value 2) is required for extensions. */
+    if (X509_set_version(x, 2) != 1 || X509_set_pubkey(x, key) != 1) {
+        rc = ossl_fail(err, TLSOCK_ENOMEM, "new certificate");
+        goto out;
+    }
+    rc = set_serial(x, err);
+    if (rc != 0) {
+        goto out;
+    }
+    rc = set_subject(x, spec->common_name, err);
+    if (rc != 0) {
+        goto out;
+    }
+    issuer_name = issuer != NULL ? X509_get_subject_name(issuer) : X509_get_subject_name(x);
+    if (X509_set_issuer_name(x, issuer_name) != 1) {
+        rc = ossl_fail(err, TLSOCK_ENOMEM, "issuer name");
+        goto out;
+    }
+    if (X509_gmtime_adj(X509_getm_notBefore(x), spec->not_before_s) == NULL ||
+        X509_gmtime_adj(X509_getm_notAfter(x), spec->not_after_s) == NULL) {
+        rc = ossl_fail(err, TLSOCK_ECONFIG, "validity period");
+        goto out;
+    }
+    rc = add_extensions(x, spec, is_rsa, issuer, err);
+    if (rc != 0) {
+        goto out;
+    }
+    if (X509_sign(x, issuer_key != NULL ? issuer_key : key, EVP_sha256()) <= 0) {
+        rc = ossl_fail(err, TLSOCK_ECONFIG, "signing the certificate");
+        goto out;
+    }
+    *out = x;
+    x = NULL;
+
+out:
+    X509_free(x);
+    return rc;
+}
+
+/* Copies a memory BIO's contents into a malloc'd NUL-terminated string. */
+static int bio_to_string(BIO *bio, char **out, struct tlsock__err *err)
+{
+    int rc = 0;
+    char *data = NULL;
+    long len = BIO_get_mem_data(bio, &data);
+    char *copy = NULL;
+
+    if (len <= 0 || data == NULL) {
+        rc = ossl_fail(err, TLSOCK_ENOMEM, "PEM output");
+        goto out;
+    }
+    copy = malloc((size_t)len + 1);
+    if (copy == NULL) {
+        rc = tlsock__fail(err, TLSOCK_ENOMEM, "out of memory for PEM output");
+        goto out;
+    }
+    memcpy(copy, data, (size_t)len);
+    copy[len] = '\0';
+    *out = copy;
+
+out:
+    return rc;
+}
+
+static int write_pem(X509 *cert, EVP_PKEY *key, struct tlsock__pem_pair *out,
+                     struct tlsock__err *err)
+{
+    int rc = 0;
+    BIO *cbio = BIO_new(BIO_s_mem());
+    BIO *kbio = BIO_new(BIO_s_mem());
+    char *cert_pem = NULL;
+    char *key_pem = NULL;
+
+    if (cbio == NULL || kbio == NULL) {
+        rc = ossl_fail(err, TLSOCK_ENOMEM, "PEM output");
+        goto out;
+    }
+    /* PEM_write_bio_PrivateKey writes PKCS#8 ("BEGIN PRIVATE KEY"), unencrypted with no cipher. */
+    if (PEM_write_bio_X509(cbio, cert) != 1 ||
+        PEM_write_bio_PrivateKey(kbio, key, NULL, NULL, 0, NULL, NULL) != 1) {
+        rc = ossl_fail(err, TLSOCK_ENOMEM, "PEM output");
+        goto out;
+    }
+    rc = bio_to_string(cbio, &cert_pem, err);
+    if (rc == 0) {
+        rc = bio_to_string(kbio, &key_pem, err);
+    }
+    if (rc != 0) {
+        goto out;
+    }
+    out->cert = cert_pem;
+    out->key = key_pem;
+    cert_pem = NULL;
+    key_pem = NULL;
+
+out:
+    free(key_pem);
+    free(cert_pem);
+    BIO_free(kbio);
+    BIO_free(cbio);
+    return rc;
+}
+
+int tlsock__openssl_cert_generate(const struct tlsock__cert_spec *spec,
+                                  struct tlsock__pem_pair *out, struct tlsock__err *err)
+{
+    int rc = 0;
+    X509 *issuer = NULL;
+    EVP_PKEY *issuer_key = NULL;
+    EVP_PKEY *key = NULL;
+    X509 *cert = NULL;
+    bool is_rsa = false;
+
+    /* Earlier unrelated failures in this thread must not be reported as ours. */
+    ERR_clear_error();
+    if (out != NULL) {
+        out->cert = NULL;
+        out->key = NULL;
+    }
+    if (spec == NULL || out == NULL) {
+        rc = tlsock__fail(err, TLSOCK_EINVAL, "certificate generation: NULL argument");
+        goto out;
+    }
+    if (spec->not_after_s < spec->not_before_s) {
+        rc = tlsock__fail(err, TLSOCK_ECONFIG,
+                          "certificate would expire (%+lds) before it is valid (%+lds)",
+                          spec->not_after_s, spec->not_before_s);
+        goto out;
+    }
+    if (spec->issuer_cert_pem != NULL || spec->issuer_key_pem != NULL) {
+        rc = load_issuer(spec, &issuer, &issuer_key, err);
+        if (rc != 0) {
+            goto out;
+        }
+    }
+    rc = generate_key(spec->key_type, &key, &is_rsa, err);
+    if (rc != 0) {
+        goto free_all;
+    }
+    rc = build_cert(spec, key, is_rsa, issuer, issuer_key, &cert, err);
+    if (rc != 0) {
+        goto free_all;
+    }
+    rc = write_pem(cert, key, out, err);
+
+free_all:
+    X509_free(cert);
+    EVP_PKEY_free(key);
+    EVP_PKEY_free(issuer_key);
+    X509_free(issuer);
+out:
+    ERR_clear_error();
+    return rc;
+}
+
+int tlsock__openssl_cert_fingerprint(const char *pem, size_t len, char out[TLSOCK_FINGERPRINT_SIZE],
+                                     struct tlsock__err *err)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    int rc = 0;
+    BIO *bio = NULL;
+    X509 *cert = NULL;
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int md_len = 0;
+
+    ERR_clear_error();
+    if (pem == NULL || out == NULL) {
+        rc = tlsock__fail(err, TLSOCK_EINVAL, "certificate fingerprint: NULL argument");
+        goto out;
+    }
+    /* BIO_new_mem_buf takes an int length. */
+    if (len == 0 || len > INT_MAX) {
+        rc = tlsock__fail(err, TLSOCK_ECONFIG, "certificate fingerprint: bad PEM length %zu", len);
+        goto out;
+    }
+    bio = BIO_new_mem_buf(pem, (int)len);
+    if (bio == NULL) {
+        rc = ossl_fail(err, TLSOCK_ENOMEM, "certificate fingerprint");
+        goto out;
+    }
+    cert = PEM_read_bio_X509(bio, NULL, no_passphrase, NULL);
+    if (cert == NULL) {
+        rc = ossl_fail(err, TLSOCK_ECONFIG, "certificate fingerprint: no PEM certificate");
+        goto free_all;
+    }
+    /* X509_digest hashes the DER exactly as it was read, not a re-encoding. */
+    if (X509_digest(cert, EVP_sha256(), md, &md_len) != 1 ||
+        md_len * 3 != TLSOCK_FINGERPRINT_SIZE) {
+        rc = ossl_fail(err, TLSOCK_ECONFIG, "certificate fingerprint: SHA-256");
+        goto free_all;
+    }
+    for (unsigned int i = 0; i < md_len; i++) {
+        out[3 * i] = hex[md[i] >> 4];
+        out[3 * i + 1] = hex[md[i] & 0x0f];
+        /* Separators between bytes; the last slot holds the terminating NUL. */
+        out[3 * i + 2] = i + 1 < md_len ? ':' : '\0';
+    }
+
+free_all:
+    X509_free(cert);
+    BIO_free(bio);
+out:
+    ERR_clear_error();
+    return rc;
+}

@@ -1,0 +1,183 @@
+/*
+ * Listeners: a bound TCP socket whose accepted clients become (not yet handshaken) connections.
+ */
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+enum { DEFAULT_BACKLOG = 128 };
+
+struct tlsock_listener {
+    struct tlsock_ctx *ctx; /* referenced */
+    int fd;
+    uint16_t port;
+    struct tlsock__err err;
+};
+
+/* Creates, binds and listens on one resolved address. */
+static int listen_one(const struct addrinfo *ai, int backlog, int *fd_out, struct tlsock__err *err)
+{
+    int one = 1;
+    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
+    int rc = 0;
+
+    if (fd < 0) {
+        return tlsock__fail(err, TLSOCK_ESYS, "socket: %s", strerror(errno));
+    }
+    /* Restarting a server must not wait for old connections in TIME_WAIT. */
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+        rc = tlsock__fail(err, TLSOCK_ESYS, "bind: %s", strerror(errno));
+        goto close_fd;
+    }
+    if (listen(fd, backlog) < 0) {
+        rc = tlsock__fail(err, TLSOCK_ESYS, "listen: %s", strerror(errno));
+        goto close_fd;
+    }
+    *fd_out = fd;
+    return 0;
+close_fd:
+    close(fd);
+    return rc;
+}
+
+/* The port a bound socket got (the kernel picks one for port 0). */
+static uint16_t bound_port(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0) {
+        return 0;
+    }
+    if (ss.ss_family == AF_INET6) {
+        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    }
+    return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+}
+
+int tlsock_listen(struct tlsock_ctx *ctx, const char *host, uint16_t port, int backlog,
+                  struct tlsock_listener **out)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *list = NULL;
+    struct tlsock_listener *lis = NULL;
+    struct tlsock__err err = {{0}};
+    char service[8];
+    int fd = -1;
+    int rc;
+
+    if (ctx == NULL || out == NULL) {
+        return tlsock__fail(NULL, TLSOCK_EINVAL, "listen: ctx and out are required");
+    }
+    if (ctx->role != TLSOCK_SERVER) {
+        return tlsock__fail(NULL, TLSOCK_EINVAL, "listen needs a server context");
+    }
+    snprintf(service, sizeof(service), "%u", (unsigned)port);
+    rc = getaddrinfo(host, service, &hints, &list);
+    if (rc != 0) {
+        return tlsock__fail(NULL, TLSOCK_ERESOLVE, "cannot resolve %s: %s",
+                            host != NULL ? host : "(any)", gai_strerror(rc));
+    }
+    rc = TLSOCK_ERESOLVE;
+    snprintf(err.msg, sizeof(err.msg), "no address to listen on");
+    for (const struct addrinfo *ai = list; ai != NULL && rc != 0; ai = ai->ai_next) {
+        rc = listen_one(ai, backlog > 0 ? backlog : DEFAULT_BACKLOG, &fd, &err);
+    }
+    freeaddrinfo(list);
+    if (rc != 0) {
+        return tlsock__fail(NULL, rc, "%s port %u: %.400s", host != NULL ? host : "(any)",
+                            (unsigned)port, err.msg);
+    }
+    lis = calloc(1, sizeof(*lis));
+    if (lis == NULL) {
+        close(fd);
+        return tlsock__fail(NULL, TLSOCK_ENOMEM, "out of memory allocating a listener");
+    }
+    lis->ctx = tlsock_ctx_ref(ctx);
+    lis->fd = fd;
+    lis->port = bound_port(fd);
+    *out = lis;
+    return 0;
+}
+
+uint16_t tlsock_listener_port(const struct tlsock_listener *lis)
+{
+    return lis != NULL ? lis->port : 0;
+}
+
+int tlsock_listener_fd(const struct tlsock_listener *lis)
+{
+    return lis != NULL ? lis->fd : -1;
+}
+
+const char *tlsock_listener_errmsg(const struct tlsock_listener *lis)
+{
+    return lis != NULL ? lis->err.msg : "listener is NULL";
+}
+
+/* Errors from accept(2) that concern one client, not the listener: try the next client. */
+static bool accept_error_is_transient(int err)
+{
+    return err == EINTR || err == ECONNABORTED || err == EPROTO || err == EAGAIN ||
+           err == EWOULDBLOCK;
+}
+
+int tlsock_accept(struct tlsock_listener *lis, const struct tlsock_opts *opts,
+                  struct tlsock_conn **out)
+{
+    int timeout_ms = 0;
+    int rc;
+
+    if (lis == NULL || out == NULL) {
+        return tlsock__fail(NULL, TLSOCK_EINVAL, "accept: listener and out are required");
+    }
+    tlsock__err_clear(&lis->err);
+    if (opts != NULL && opts->size >= offsetof(struct tlsock_opts, handshake_timeout_ms)) {
+        timeout_ms = opts->connect_timeout_ms;
+    }
+    int64_t deadline = tlsock__deadline_after(timeout_ms);
+    for (;;) {
+        int fd = accept4(lis->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd >= 0) {
+            int one = 1;
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+            rc = tlsock__conn_new(lis->ctx, fd, true, NULL, opts, out);
+            if (rc != 0) {
+                close(fd);
+            }
+            break;
+        }
+        if (!accept_error_is_transient(errno)) {
+            rc = tlsock__fail(&lis->err, TLSOCK_ESYS, "accept: %s", strerror(errno));
+            break;
+        }
+        rc = tlsock__wait_fd(lis->fd, POLLIN, deadline, &lis->err);
+        if (rc != 0) {
+            break;
+        }
+    }
+    if (rc != 0) {
+        memcpy(lis->err.msg, tlsock_errmsg(), sizeof(lis->err.msg));
+    }
+    return rc;
+}
+
+void tlsock_listener_close(struct tlsock_listener *lis)
+{
+    if (lis == NULL) {
+        return;
+    }
+    close(lis->fd);
+    tlsock_ctx_free(lis->ctx);
+    free(lis);
+}
