@@ -184,6 +184,8 @@ TLSOCK_API int tlsock_ctx_set_ciphers(struct tlsock_ctx *ctx, const char *policy
  * Adds trust anchors (CA certificates) from a PEM file. The file is read during the call.
  * Setting any CA replaces the default system store for this context; call
  * tlsock_ctx_set_ca_system() as well to keep both.
+ * @return 0, or TLSOCK_EX509_LOOKUP when the file cannot be read or holds no certificate
+ *         (as do the other CA setters).
  */
 TLSOCK_API int tlsock_ctx_set_ca_file(struct tlsock_ctx *ctx, const char *path);
 
