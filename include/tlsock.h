@@ -175,8 +175,10 @@ TLSOCK_API int tlsock_ctx_set_protocols(struct tlsock_ctx *ctx, const char *rang
  *     ChaCha20-Poly1305; security level 2.
  *   - "compat": adds TLS 1.2 AES-CBC and non-ECDHE AEAD suites; security level 2.
  *   - "legacy": anything the implementation still has at security level 0; needed for TLS 1.0/1.1.
- * Any other string is passed to the implementation unchanged as its own cipher list (for OpenSSL
- * a TLS 1.2 cipher string), and TLSOCK_ECONFIG is returned if it selects nothing.
+ * Any other string is the implementation's own colon-separated cipher list: names starting with
+ * "TLS_" select TLS 1.3 suites (e.g. "TLS_CHACHA20_POLY1305_SHA256"), the rest form the TLS 1.2
+ * cipher string (for OpenSSL, e.g. "ECDHE+AESGCM"); a part left out keeps its current setting.
+ * TLSOCK_ECONFIG is returned if a part selects nothing.
  */
 TLSOCK_API int tlsock_ctx_set_ciphers(struct tlsock_ctx *ctx, const char *policy);
 

@@ -284,6 +284,40 @@ static int ossl_ctx_set_protocols(void *nctx, int min_version, int max_version,
     return 0;
 }
 
+/*
+ * Splits a raw cipher string: OpenSSL keeps TLS 1.3 suites ("TLS_AES_128_GCM_SHA256") apart
+ * from TLS 1.2 cipher lists, so names starting with "TLS_" go to the first, the rest to the
+ * second. A part left empty keeps the policy's default.
+ */
+static int set_raw_ciphers(SSL_CTX *ctx, const char *raw, struct tlsock__err *err)
+{
+    char tls13[512] = "";
+    char tls12[512] = "";
+    const char *p = raw;
+
+    while (*p != '\0') {
+        size_t n = strcspn(p, ":");
+        char *dst = strncmp(p, "TLS_", 4) == 0 ? tls13 : tls12;
+        size_t used = strlen(dst);
+        if (n > 0 && used + n + 2 <= sizeof(tls13)) {
+            snprintf(dst + used, sizeof(tls13) - used, "%s%.*s", used > 0 ? ":" : "", (int)n, p);
+        }
+        p += n;
+        if (*p == ':') {
+            p++;
+        }
+    }
+    if ((tls13[0] != '\0' && SSL_CTX_set_ciphersuites(ctx, tls13) != 1) ||
+        (tls12[0] != '\0' && SSL_CTX_set_cipher_list(ctx, tls12) != 1)) {
+        ERR_clear_error();
+        return tlsock__fail(err, TLSOCK_ECONFIG,
+                            "cipher policy \"%s\" is neither secure, compat, legacy nor an "
+                            "OpenSSL cipher list that selects anything",
+                            raw);
+    }
+    return 0;
+}
+
 static int ossl_ctx_set_ciphers(void *nctx, const char *policy, struct tlsock__err *err)
 {
     struct ossl_ctx *oc = nctx;
@@ -293,14 +327,7 @@ static int ossl_ctx_set_ciphers(void *nctx, const char *policy, struct tlsock__e
             return apply_policy(oc->ssl_ctx, &cipher_policies[i], err);
         }
     }
-    if (SSL_CTX_set_cipher_list(oc->ssl_ctx, policy) != 1) {
-        ERR_clear_error();
-        return tlsock__fail(err, TLSOCK_ECONFIG,
-                            "cipher policy \"%s\" is neither secure, compat, legacy nor an OpenSSL "
-                            "cipher list that selects anything",
-                            policy);
-    }
-    return 0;
+    return set_raw_ciphers(oc->ssl_ctx, policy, err);
 }
 
 static int ossl_ctx_add_ca_file(void *nctx, const char *path, struct tlsock__err *err)
