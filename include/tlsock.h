@@ -329,12 +329,20 @@ TLSOCK_API void tlsock_close(struct tlsock_conn *conn);
  */
 TLSOCK_API const char *tlsock_conn_errmsg(const struct tlsock_conn *conn);
 
+/**
+ * Bytes of application data already decrypted and buffered, which the next tlsock_read()
+ * returns without waiting. Polling the socket says nothing about them: check this first.
+ */
+TLSOCK_API size_t tlsock_pending(const struct tlsock_conn *conn);
+
 /** The connection's socket descriptor (owned by tlsock unless it was attached). */
 TLSOCK_API int tlsock_conn_fd(const struct tlsock_conn *conn);
 
 /**
  * Sets the timeout for each later blocking operation (read, write, close_notify), in
- * milliseconds; TLSOCK_NO_TIMEOUT to wait forever.
+ * milliseconds; TLSOCK_NO_TIMEOUT to wait forever; 0 not to wait at all (a read then returns
+ * what is ready or TLSOCK_ETIMEDOUT at once, a useful non-blocking poll).
+ * (In struct tlsock_opts a 0 means "the default", which is no timeout.)
  */
 TLSOCK_API int tlsock_set_timeout(struct tlsock_conn *conn, int timeout_ms);
 

@@ -32,7 +32,10 @@ static int64_t min_deadline(int64_t a, int64_t b)
 /* The deadline for one blocking operation: the per-operation timeout or the absolute deadline. */
 static int64_t op_deadline(const struct tlsock_conn *conn)
 {
-    return min_deadline(conn->deadline_ns, tlsock__deadline_after(conn->timeout_ms));
+    /* A timeout of 0 means "do not wait": only what is ready now. */
+    int64_t op =
+        conn->timeout_ms == 0 ? tlsock__now_ns() : tlsock__deadline_after(conn->timeout_ms);
+    return min_deadline(conn->deadline_ns, op);
 }
 
 /*
@@ -376,6 +379,14 @@ int tlsock_set_timeout(struct tlsock_conn *conn, int timeout_ms)
     }
     conn->timeout_ms = timeout_ms;
     return 0;
+}
+
+size_t tlsock_pending(const struct tlsock_conn *conn)
+{
+    if (conn == NULL || conn->state != TLSOCK__OPEN) {
+        return 0;
+    }
+    return conn->impl->pending(conn->tls);
 }
 
 int tlsock_set_deadline(struct tlsock_conn *conn, int64_t deadline_ms)

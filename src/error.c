@@ -78,3 +78,49 @@ void tlsock__publish(const struct tlsock__err *err)
 {
     memcpy(last_errmsg, err->msg, sizeof(last_errmsg));
 }
+
+const char *tlsock__alert_name(int description)
+{
+    /* RFC 8446 section 6 and RFC 5246 section 7.2; some TLS 1.3 names are unknown to OpenSSL 3.0.
+     */
+    static const struct {
+        int description;
+        const char *name;
+    } alerts[] = {
+        {0, "close_notify"},
+        {10, "unexpected_message"},
+        {20, "bad_record_mac"},
+        {22, "record_overflow"},
+        {40, "handshake_failure"},
+        {42, "bad_certificate"},
+        {43, "unsupported_certificate"},
+        {44, "certificate_revoked"},
+        {45, "certificate_expired"},
+        {46, "certificate_unknown"},
+        {47, "illegal_parameter"},
+        {48, "unknown_ca"},
+        {49, "access_denied"},
+        {50, "decode_error"},
+        {51, "decrypt_error"},
+        {70, "protocol_version"},
+        {71, "insufficient_security"},
+        {80, "internal_error"},
+        {86, "inappropriate_fallback"},
+        {90, "user_canceled"},
+        {100, "no_renegotiation"},
+        {109, "missing_extension"},
+        {110, "unsupported_extension"},
+        {112, "unrecognized_name"},
+        {113, "bad_certificate_status_response"},
+        {115, "unknown_psk_identity"},
+        {116, "certificate_required"},
+        {120, "no_application_protocol"},
+    };
+
+    for (size_t i = 0; i < sizeof(alerts) / sizeof(alerts[0]); i++) {
+        if (alerts[i].description == description) {
+            return alerts[i].name;
+        }
+    }
+    return "unknown alert";
+}

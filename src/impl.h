@@ -107,6 +107,8 @@ struct tlsock__impl {
     /* Sends close_notify; WANT codes until it is flushed. */
     int (*shutdown)(void *tls, struct tlsock__err *err);
     void (*get_info)(void *tls, struct tlsock__info_buf *out);
+    /* Decrypted application data that a read returns without touching the transport. */
+    size_t (*pending)(void *tls);
 
     /* Development certificates (TLSOCK__CAP_CERTGEN). */
     int (*cert_generate)(const struct tlsock__cert_spec *spec, struct tlsock__pem_pair *out,

@@ -35,6 +35,9 @@ static inline void tlsock__err_clear(struct tlsock__err *err)
     err->msg[0] = '\0';
 }
 
+/* The RFC name of a TLS alert description ("unknown_ca"), "unknown alert" if unknown. */
+const char *tlsock__alert_name(int description);
+
 /* Monotonic nanoseconds. */
 int64_t tlsock__now_ns(void);
 

@@ -173,7 +173,8 @@ static void info_callback(const SSL *ssl, int where, int ret)
     struct ossl_conn *c = SSL_get_app_data(ssl);
 
     /* close_notify (0) is not an error; keep the last real alert for the error message. */
-    if (c != NULL && (where & SSL_CB_READ_ALERT) != 0 && (ret & 0xff) != 0) {
+    /* SSL_CB_READ_ALERT is two bits (alert | read); a written alert shares the alert bit. */
+    if (c != NULL && (where & SSL_CB_READ_ALERT) == SSL_CB_READ_ALERT && (ret & 0xff) != 0) {
         c->alert_received = ret & 0xff;
     }
 }
@@ -641,7 +642,7 @@ static int map_error(struct ossl_conn *c, int ret, struct tlsock__err *err)
         int alert = c->alert_received;
         ERR_clear_error();
         return tlsock__fail(err, TLSOCK_EPROTO, "peer sent alert: %s (%d)",
-                            SSL_alert_desc_string_long(alert), alert);
+                            tlsock__alert_name(alert), alert);
     }
     return fail_ossl(err, TLSOCK_EPROTO, "TLS error");
 }
@@ -777,6 +778,14 @@ static void ossl_get_info(void *tls, struct tlsock__info_buf *out)
     ERR_clear_error();
 }
 
+static size_t ossl_pending(void *tls)
+{
+    struct ossl_conn *c = tls;
+    int n = SSL_pending(c->ssl);
+
+    return n > 0 ? (size_t)n : 0;
+}
+
 static const char *ossl_version(void)
 {
     return OpenSSL_version(OPENSSL_VERSION);
@@ -803,6 +812,7 @@ const struct tlsock__impl tlsock__openssl_impl = {
     .write = ossl_write,
     .shutdown = ossl_shutdown,
     .get_info = ossl_get_info,
+    .pending = ossl_pending,
     .cert_generate = tlsock__openssl_cert_generate,
     .cert_fingerprint = tlsock__openssl_cert_fingerprint,
 };

@@ -1,0 +1,165 @@
+# Helpers shared by the interop scripts (sourced, not run).
+#
+# Every script gets the programs through the environment (set by CMakeLists.txt):
+#   TLSOCK_BIN  the tlsock tool      OPENSSL_BIN, CURL_BIN, GNUTLS_CLI_BIN, GNUTLS_SERV_BIN
+# Every process a script starts in the background goes through start_bg, is wrapped in
+# `timeout` (so it dies even if this shell is killed outright) and is killed by the EXIT trap.
+# Every wait is bounded. Exit status 77 means "skipped" (a peer program is missing).
+
+set -euo pipefail
+
+TIMEOUT_BIN=${TIMEOUT_BIN:-timeout}
+# Background programs outlive no test: the CTest TIMEOUT is 60 s.
+BG_LIMIT=90
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/tlsock-interop.XXXXXX")
+BG_PIDS=()
+
+# Peers must not pick up trust settings from the caller's environment.
+unset SSL_CERT_FILE SSL_CERT_DIR CURL_CA_BUNDLE
+
+cleanup() {
+    local rc=$?
+    local pid
+    # Cleanup runs to the end even if another signal comes.
+    trap - EXIT
+    trap "" INT TERM
+    for pid in "${BG_PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    # Give them a moment to stop cleanly, then insist.
+    for _ in $(seq 1 50); do
+        local alive=0
+        for pid in "${BG_PIDS[@]}"; do
+            if kill -0 "$pid" 2>/dev/null; then
+                alive=1
+            fi
+        done
+        if [ "$alive" = 0 ]; then
+            break
+        fi
+        sleep 0.1
+    done
+    for pid in "${BG_PIDS[@]}"; do
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    if [ "$rc" != 0 ] && [ "$rc" != 77 ]; then
+        echo "--- logs in $WORK ---" >&2
+        for f in "$WORK"/*.out "$WORK"/*.err; do
+            if [ -s "$f" ]; then
+                echo "=== $f" >&2
+                tail -n 40 "$f" >&2
+            fi
+        done
+    fi
+    rm -rf "$WORK"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+fail() {
+    echo "FAIL: $*" >&2
+    exit 1
+}
+
+pass() {
+    echo "ok: $*"
+}
+
+skip() {
+    echo "SKIP: $*"
+    exit 77
+}
+
+# need VAR...: skip unless each variable names an executable.
+need() {
+    local var
+    for var in "$@"; do
+        if [ -z "${!var:-}" ] || [ ! -x "${!var}" ]; then
+            skip "$var is not available"
+        fi
+    done
+}
+
+# start_bg NAME CMD...: runs CMD in the background with stdout in $WORK/NAME.out and stderr in
+# $WORK/NAME.err; sets BG_PID.
+start_bg() {
+    local name=$1
+    shift
+    "$TIMEOUT_BIN" -k 5 "$BG_LIMIT" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" </dev/null &
+    BG_PID=$!
+    BG_PIDS+=("$BG_PID")
+}
+
+# wait_for FILE REGEX SECONDS: waits until a line of FILE matches REGEX (grep -E) and prints
+# the first such line; fails after SECONDS.
+wait_for() {
+    local file=$1
+    local regex=$2
+    local limit=$3
+    local tries=$((limit * 20))
+    for _ in $(seq 1 "$tries"); do
+        if [ -f "$file" ] && grep -Eq -- "$regex" "$file"; then
+            grep -Em1 -- "$regex" "$file"
+            return 0
+        fi
+        sleep 0.05
+    done
+    fail "no line matching '$regex' in $file after ${limit}s"
+}
+
+# start_tlsock_serve NAME ARGS...: starts `tlsock serve ARGS` and sets PORT from its first line.
+start_tlsock_serve() {
+    local name=$1
+    shift
+    local line
+    start_bg "$name" "$TLSOCK_BIN" serve "$@"
+    line=$(wait_for "$WORK/$name.out" '^listening on ' 10)
+    PORT=${line##*:}
+    case "$PORT" in
+    '' | *[!0-9]*) fail "bad listening line: $line" ;;
+    esac
+}
+
+# start_s_server NAME ARGS...: starts `openssl s_server -accept 127.0.0.1:0 ARGS` and sets PORT
+# from the "ACCEPT 127.0.0.1:PORT" line it prints (OpenSSL 3 reports the chosen port there).
+start_s_server() {
+    local name=$1
+    shift
+    local line
+    start_bg "$name" "$OPENSSL_BIN" s_server -accept 127.0.0.1:0 "$@"
+    line=$(wait_for "$WORK/$name.out" '^ACCEPT ' 10)
+    PORT=${line##*:}
+    case "$PORT" in
+    '' | *[!0-9]*) fail "s_server did not report its port: $line" ;;
+    esac
+}
+
+# expect_status WANT DESCRIPTION CMD...: runs CMD (bounded by timeout) and checks its status.
+expect_status() {
+    local want=$1
+    local what=$2
+    shift 2
+    local got=0
+    "$TIMEOUT_BIN" -k 5 30 "$@" || got=$?
+    if [ "$got" != "$want" ]; then
+        fail "$what: exit status $got, expected $want"
+    fi
+    pass "$what (exit $got)"
+}
+
+# make_certs DIR HOSTS: a CA, certificate and key from `tlsock cert`.
+make_certs() {
+    "$TIMEOUT_BIN" 30 "$TLSOCK_BIN" cert --out "$1" --host "$2" >"$WORK/cert.out" ||
+        fail "tlsock cert failed"
+    local f
+    for f in ca.pem cert.pem key.pem; do
+        [ -s "$1/$f" ] || fail "tlsock cert did not write $1/$f"
+    done
+}
+
+# The tool under test must exist: a missing binary is a failure, never a skip.
+if [ -z "${TLSOCK_BIN:-}" ] || [ ! -x "$TLSOCK_BIN" ]; then
+    fail "TLSOCK_BIN '${TLSOCK_BIN:-}' is not an executable (build the tlsock_cli target)"
+fi

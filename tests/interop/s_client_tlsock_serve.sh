@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# (b) `openssl s_client` against `tlsock serve --echo`: the handshake is verified against the CA
+#     from `tlsock cert` (chain and host name, failures fatal) and the echo comes back, over
+#     TLS 1.3 and 1.2. Also: a silent TCP client and a plaintext client do not stop the server
+#     from serving others; s_client refuses a wrong host name; `serve --client-ca` requires a
+#     client certificate; `serve --once` exits with the outcome of its one connection.
+source "$(dirname "$0")/lib.sh"
+need OPENSSL_BIN
+
+# s_client_echo NAME ARGS...: runs `openssl s_client ARGS` with its stdin on a FIFO, sends a
+# token, waits for the echo, then ends the input (s_client sends close_notify and leaves) and
+# returns s_client's exit status. Its output is in $WORK/NAME.out, checked after it exits
+# because s_client buffers its session summary.
+s_client_echo() {
+    local name=$1
+    shift
+    local token="echo-$name-$$-$RANDOM"
+    local pid
+    local status=0
+    mkfifo "$WORK/$name.in"
+    "$TIMEOUT_BIN" -k 5 30 "$OPENSSL_BIN" s_client "$@" <"$WORK/$name.in" >"$WORK/$name.out" \
+        2>"$WORK/$name.err" &
+    pid=$!
+    BG_PIDS+=("$pid")
+    exec 3>"$WORK/$name.in"
+    echo "$token" >&3
+    # Not anchored: the echo may land in the middle of s_client's own session printout.
+    wait_for "$WORK/$name.out" "$token" 10 >/dev/null
+    exec 3>&-
+    wait "$pid" || status=$?
+    return "$status"
+}
+
+make_certs "$WORK/certs" localhost,127.0.0.1
+VERIFY=(-CAfile "$WORK/certs/ca.pem" -verify_hostname localhost -verify_return_error)
+
+start_tlsock_serve serve --echo --cert "$WORK/certs/cert.pem" --key "$WORK/certs/key.pem" \
+    --alpn echo/1 --verbose
+SERVE_PID=$BG_PID
+
+# A client that connects and never says anything holds one server thread until the handshake
+# timeout; everything below must work meanwhile.
+exec 4<>"/dev/tcp/127.0.0.1/$PORT"
+# A client that speaks plaintext gets a handshake error, logged, and nothing else happens.
+printf 'GET / HTTP/1.0\r\n\r\n' | "$TIMEOUT_BIN" 10 bash -c "cat >/dev/tcp/127.0.0.1/$PORT" ||
+    true
+
+status=0
+s_client_echo s_client13 -connect "127.0.0.1:$PORT" -servername localhost "${VERIFY[@]}" \
+    -alpn echo/1 || status=$?
+[ "$status" = 0 ] || fail "s_client exited $status"
+grep -q '^ALPN protocol: echo/1' "$WORK/s_client13.out" || fail "ALPN echo/1 not agreed"
+grep -q 'TLSv1.3' "$WORK/s_client13.out" || fail "TLS 1.3 not negotiated"
+grep -Eq '^ *Verify return code: 0 \(ok\)' "$WORK/s_client13.out" ||
+    fail "s_client did not verify the server"
+pass "openssl s_client -> tlsock serve --echo: TLS 1.3, verified (chain + host name), ALPN, echo"
+
+status=0
+s_client_echo s_client12 -connect "127.0.0.1:$PORT" -tls1_2 "${VERIFY[@]}" || status=$?
+[ "$status" = 0 ] || fail "s_client -tls1_2 exited $status"
+grep -q 'Protocol  *: TLSv1.2' "$WORK/s_client12.out" || fail "TLS 1.2 not negotiated"
+grep -Eq '^ *Verify return code: 0 \(ok\)' "$WORK/s_client12.out" || fail "TLS 1.2: not verified"
+pass "openssl s_client -tls1_2 -> tlsock serve --echo: verified, echo"
+
+# The server logged the plaintext client's failure and the s_client sessions, and goes on.
+wait_for "$WORK/serve.err" 'handshake: ' 10 >/dev/null
+wait_for "$WORK/serve.err" 'TLSv1\.3 .* alpn=echo/1' 10 >/dev/null
+kill -0 "$SERVE_PID" 2>/dev/null || fail "tlsock serve died"
+pass "a silent and a plaintext client did not disturb the server"
+exec 4>&-
+
+# A name the certificate does not have: s_client must refuse (exit non-zero, verify error).
+status=0
+"$TIMEOUT_BIN" -k 5 30 "$OPENSSL_BIN" s_client -connect "127.0.0.1:$PORT" \
+    -CAfile "$WORK/certs/ca.pem" -verify_hostname wrong.example -verify_return_error \
+    </dev/null >"$WORK/s_client_wrong.out" 2>&1 || status=$?
+[ "$status" != 0 ] || fail "s_client accepted a certificate for the wrong name"
+grep -q 'hostname mismatch' "$WORK/s_client_wrong.out" || fail "no hostname mismatch reported"
+pass "openssl s_client refuses the wrong host name (exit $status)"
+
+# --client-ca: a client certificate from that CA is required and shown in the log.
+make_certs "$WORK/client" client.example
+start_tlsock_serve mtls --echo --cert "$WORK/certs/cert.pem" --key "$WORK/certs/key.pem" \
+    --client-ca "$WORK/client/ca.pem" --verbose
+status=0
+s_client_echo s_client_mtls -connect "127.0.0.1:$PORT" "${VERIFY[@]}" \
+    -cert "$WORK/client/cert.pem" -key "$WORK/client/key.pem" || status=$?
+[ "$status" = 0 ] || fail "s_client with a client certificate exited $status"
+wait_for "$WORK/mtls.err" 'client=.*CN=tlsock development server' 10 >/dev/null
+"$TIMEOUT_BIN" -k 5 30 "$OPENSSL_BIN" s_client -connect "127.0.0.1:$PORT" "${VERIFY[@]}" \
+    </dev/null >"$WORK/s_client_nocert.out" 2>&1 || true
+wait_for "$WORK/mtls.err" 'handshake: ' 10 >/dev/null
+pass "serve --client-ca: a client certificate is required and verified"
+
+# serve --once: the exit status tells how the one connection went. A client that refuses the
+# server's certificate sends an alert, which the server reports as a protocol error: exit 6.
+make_certs "$WORK/other" localhost
+start_tlsock_serve once --once --echo --cert "$WORK/certs/cert.pem" --key "$WORK/certs/key.pem"
+ONCE_PID=$BG_PID
+status=0
+"$TIMEOUT_BIN" -k 5 30 "$OPENSSL_BIN" s_client -connect "127.0.0.1:$PORT" \
+    -CAfile "$WORK/other/ca.pem" -verify_return_error </dev/null >"$WORK/s_client_once.out" 2>&1 ||
+    status=$?
+[ "$status" != 0 ] || fail "s_client trusted a server signed by another CA"
+status=0
+wait "$ONCE_PID" || status=$?
+[ "$status" = 6 ] || fail "serve --once after a refused handshake exited $status, expected 6"
+pass "serve --once exits 6 when the client refuses the handshake"

@@ -1,0 +1,134 @@
+/*
+ * Option parsing shared by the subcommands: HOST:PORT, integers, and the context settings that
+ * several subcommands accept (--tls, --alpn, --cert/--key).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+int cli_bad_option(const char *cmd, int opt, char **argv)
+{
+    /* getopt_long() has moved optind past the offending word. */
+    const char *word = argv[optind - 1];
+    int status = CLI_EXIT_USAGE;
+
+    if (opt == ':') {
+        status = cli_usage_error(cmd, "option '%s' needs an argument", word);
+    } else if (optopt != 0) {
+        status = cli_usage_error(cmd, "unknown option '-%c'", optopt);
+    } else {
+        status = cli_usage_error(cmd, "unknown option '%s'", word);
+    }
+    return status;
+}
+
+bool cli_parse_int(const char *arg, int min, int max, int *out)
+{
+    bool ok = false;
+    char *end = NULL;
+    long value = 0;
+
+    if (arg == NULL || arg[0] == '\0') {
+        goto done;
+    }
+    errno = 0;
+    value = strtol(arg, &end, 10);
+    if (errno != 0 || *end != '\0' || value < min || value > max) {
+        goto done;
+    }
+    *out = (int)value;
+    ok = true;
+done:
+    return ok;
+}
+
+bool cli_parse_hostport(const char *arg, bool allow_zero, char host[CLI_HOST_MAX], uint16_t *port)
+{
+    bool ok = false;
+    const char *host_start = arg;
+    const char *host_end = NULL;
+    const char *port_str = NULL;
+    size_t host_len = 0;
+    int value = 0;
+
+    if (arg[0] == '[') {
+        /* RFC 3986 style "[v6]:port": the colons inside the brackets are the address's. */
+        host_start = arg + 1;
+        host_end = strchr(host_start, ']');
+        if (host_end == NULL || host_end[1] != ':') {
+            goto done;
+        }
+        port_str = host_end + 2;
+    } else {
+        host_end = strrchr(arg, ':');
+        if (host_end == NULL) {
+            goto done;
+        }
+        port_str = host_end + 1;
+        /* An unbracketed IPv6 literal would make the port ambiguous. */
+        if (memchr(arg, ':', (size_t)(host_end - arg)) != NULL) {
+            goto done;
+        }
+    }
+    host_len = (size_t)(host_end - host_start);
+    if (host_len == 0 || host_len >= CLI_HOST_MAX) {
+        goto done;
+    }
+    if (!cli_parse_int(port_str, allow_zero ? 0 : 1, 65535, &value)) {
+        goto done;
+    }
+    memcpy(host, host_start, host_len);
+    host[host_len] = '\0';
+    *port = (uint16_t)value;
+    ok = true;
+done:
+    return ok;
+}
+
+void cli_format_hostport(const char *host, uint16_t port, char *out, size_t outlen)
+{
+    if (strchr(host, ':') != NULL) {
+        snprintf(out, outlen, "[%s]:%u", host, (unsigned)port);
+    } else {
+        snprintf(out, outlen, "%s:%u", host, (unsigned)port);
+    }
+}
+
+int cli_ctx_configure(struct tlsock_ctx *ctx, const struct cli_ctx_options *opts)
+{
+    int err = 0;
+
+    if (opts->tls != NULL) {
+        err = tlsock_ctx_set_protocols(ctx, opts->tls);
+        if (err != 0) {
+            cli_error("--tls", err, tlsock_ctx_errmsg(ctx));
+            goto done;
+        }
+    }
+    if (opts->ciphers != NULL) {
+        err = tlsock_ctx_set_ciphers(ctx, opts->ciphers);
+        if (err != 0) {
+            cli_error("--ciphers", err, tlsock_ctx_errmsg(ctx));
+            goto done;
+        }
+    }
+    if (opts->alpn != NULL) {
+        err = tlsock_ctx_set_alpn(ctx, opts->alpn);
+        if (err != 0) {
+            cli_error("--alpn", err, tlsock_ctx_errmsg(ctx));
+            goto done;
+        }
+    }
+    if (opts->cert != NULL) {
+        err = tlsock_ctx_set_cert_file(ctx, opts->cert, opts->key != NULL ? opts->key : opts->cert);
+        if (err != 0) {
+            cli_error("--cert/--key", err, tlsock_ctx_errmsg(ctx));
+            goto done;
+        }
+    }
+done:
+    return err;
+}
