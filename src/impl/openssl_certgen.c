@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 #include <limits.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 

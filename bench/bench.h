@@ -1,0 +1,104 @@
+/*
+ * tlsock-bench: shared declarations.
+ *
+ * Every case runs the same workload twice per round, once through the public tlsock API and once
+ * through OpenSSL directly (the "raw" baseline). Both go through one small table of operations,
+ * struct bench_ops, so the workload code is literally the same for both and only the TLS layer
+ * under it differs.
+ */
+#ifndef TLSOCK_BENCH_H
+#define TLSOCK_BENCH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tlsock.h"
+
+/* Results of bench_ops operations. */
+enum {
+    BENCH_OK = 0,
+    BENCH_ERROR = -1,       /* a failure; the side printed why */
+    BENCH_AGAIN = -2,       /* accept: no client within the poll interval */
+    BENCH_CLOSED = -3,      /* read: the peer sent close_notify */
+    BENCH_UNSUPPORTED = -4, /* setup: the side cannot select the requested suite */
+};
+
+/* How long an accept waits before returning BENCH_AGAIN, so servers notice a stop request. */
+#define BENCH_ACCEPT_POLL_MS 100
+
+/* Bound on any single blocking operation, so that a broken run fails instead of hanging. */
+#define BENCH_IO_TIMEOUT_MS 10000
+
+/* The host name both sides use for SNI and verification; the certificate names it. */
+#define BENCH_SERVER_NAME "localhost"
+
+/* What one side (raw OpenSSL or tlsock) needs for a case: contexts made once per case. */
+struct bench_side_config {
+    const char *ca_pem;   /* trust anchor for the client */
+    const char *cert_pem; /* server certificate */
+    const char *key_pem;  /* server key */
+    const char *suite;    /* TLS 1.3 suite to select, NULL for the implementation's default */
+};
+
+/* The operations a workload uses. Connections and listeners are opaque to the workload. */
+struct bench_ops {
+    const char *name; /* "raw" or "tlsock" */
+    /* Creates the client and server contexts for a case; *out is passed to every call below. */
+    int (*setup)(const struct bench_side_config *config, void **out);
+    void (*teardown)(void *env);
+    /* Listens on 127.0.0.1 with an ephemeral port. */
+    int (*listen)(void *env, void **lis, uint16_t *port);
+    void (*listen_close)(void *lis);
+    /* Waits up to BENCH_ACCEPT_POLL_MS for a client; BENCH_AGAIN when none came. */
+    int (*accept)(void *env, void *lis, void **conn);
+    /* Server side: runs the handshake on an accepted connection. */
+    int (*handshake)(void *conn);
+    /* Client side: TCP connect to 127.0.0.1:@p port and a full handshake. */
+    int (*connect)(void *env, uint16_t port, void **conn);
+    /* Writes all @p len bytes. */
+    int (*write)(void *conn, const void *buf, size_t len);
+    /* Reads at least one byte; BENCH_CLOSED at close_notify. */
+    int (*read)(void *conn, void *buf, size_t len, size_t *nread);
+    /* Sends close_notify. */
+    int (*shutdown)(void *conn);
+    /* Sends close_notify if not done yet, closes the socket and frees the connection. */
+    void (*close)(void *conn);
+    /* The negotiated cipher suite, valid until close. */
+    const char *(*cipher)(void *conn);
+};
+
+extern const struct bench_ops bench_raw_ops;
+extern const struct bench_ops bench_tlsock_ops;
+
+/* Limits of one measured run: it ends at whichever comes first. */
+struct bench_limits {
+    double seconds;
+    uint64_t max_count; /* handshakes, or bytes for throughput */
+};
+
+/* What one measured run produced. */
+struct bench_sample {
+    double rate;          /* MiB/s or handshakes/s */
+    double client_cpu_us; /* thread CPU time per handshake, or per MiB transferred */
+    double server_cpu_us;
+    uint64_t count;  /* bytes or handshakes */
+    char cipher[64]; /* as negotiated (throughput cases) */
+};
+
+/* Bulk transfer client -> server in 16 KiB writes. */
+int bench_run_throughput(const struct bench_ops *ops, void *env, const struct bench_limits *limits,
+                         struct bench_sample *out);
+
+/* Full handshakes on new TCP connections, each closed right after the handshake. */
+int bench_run_handshakes(const struct bench_ops *ops, void *env, const struct bench_limits *limits,
+                         struct bench_sample *out);
+
+/* Monotonic and per-thread CPU clocks, in nanoseconds. */
+int64_t bench_now_ns(void);
+int64_t bench_thread_cpu_ns(void);
+
+/* Prints "what: <OpenSSL error queue>" to stderr and clears the queue. */
+void bench_ssl_error(const char *what);
+
+#endif /* TLSOCK_BENCH_H */
