@@ -382,10 +382,12 @@ TLSOCK_API int tlsock_conn_info(struct tlsock_conn *conn, const struct tlsock_in
  * ------------------------------------------------------------------------------------------- */
 
 /**
- * Binds and listens on @p host ("127.0.0.1", "::1", "::" ...; NULL for all addresses) and
- * @p port (0 picks a free port; see tlsock_listener_port()).
- * @param ctx      a server context; the listener holds a reference.
+ * Binds and listens on @p host ("127.0.0.1", "::1", "::" ...; NULL for every IPv4 and IPv6
+ * address) and @p port (0 picks a free port; see tlsock_listener_port()).
+ * @param ctx      a server context with a certificate; the listener holds a reference, and the
+ *                 context is frozen here.
  * @param backlog  listen(2) backlog; 0 for a default.
+ * @return 0; TLSOCK_ECONFIG (no certificate), TLSOCK_ERESOLVE, TLSOCK_ESYS (address in use...).
  */
 TLSOCK_API int tlsock_listen(struct tlsock_ctx *ctx, const char *host, uint16_t port, int backlog,
                              struct tlsock_listener **out);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #include "internal.h"
 
@@ -188,6 +189,17 @@ int tlsock_ctx_set_ca_dir(struct tlsock_ctx *ctx, const char *path)
     if (path == NULL) {
         return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "CA directory path is NULL");
     }
+    /* Implementations look files up lazily: check now that the directory is there at all. */
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        rc = tlsock__fail(&ctx->err, TLSOCK_EX509_LOOKUP, "CA directory %s: %s", path,
+                          strerror(errno));
+        return rc;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        return tlsock__fail(&ctx->err, TLSOCK_EX509_LOOKUP, "CA directory %s: not a directory",
+                            path);
+    }
     rc = setter_end(ctx, ctx->impl->ctx_add_ca_dir(ctx->native, path, &ctx->err));
     if (rc == 0) {
         ctx->ca_set = true;
@@ -272,8 +284,12 @@ int tlsock_ctx_set_cert_mem(struct tlsock_ctx *ctx, const char *chain_pem, size_
     if (chain_pem == NULL || chain_len == 0 || key_pem == NULL || key_len == 0) {
         return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "certificate chain and key are required");
     }
-    return setter_end(ctx, ctx->impl->ctx_set_cert(ctx->native, chain_pem, chain_len, key_pem,
-                                                   key_len, &ctx->err));
+    rc = setter_end(ctx, ctx->impl->ctx_set_cert(ctx->native, chain_pem, chain_len, key_pem,
+                                                 key_len, &ctx->err));
+    if (rc == 0) {
+        ctx->has_cert = true;
+    }
+    return rc;
 }
 
 int tlsock_ctx_set_cert_file(struct tlsock_ctx *ctx, const char *chain_path, const char *key_path)
@@ -378,6 +394,11 @@ int tlsock__ctx_freeze(struct tlsock_ctx *ctx, struct tlsock__err *err)
 
     if (atomic_load(&ctx->frozen)) {
         return 0;
+    }
+    if (ctx->role == TLSOCK_SERVER && !ctx->has_cert) {
+        return tlsock__fail(err, TLSOCK_ECONFIG,
+                            "server context has no certificate: call tlsock_ctx_set_cert_file or "
+                            "tlsock_ctx_set_cert_mem");
     }
     pthread_mutex_lock(&ctx->freeze_lock);
     if (!atomic_load(&ctx->frozen)) {

@@ -49,7 +49,6 @@ bool tlsock_err_is_tls(int err)
     case TLSOCK_EVERIFY:
     case TLSOCK_ECONFIG:
     case TLSOCK_EX509_LOOKUP:
-    case TLSOCK_EHANDSHAKE_TIMEOUT:
         return true;
     default:
         return false;

@@ -53,6 +53,7 @@ struct tlsock_ctx {
     void *native;
     int verify_mode;
     bool ca_set;           /* a CA was set explicitly: no default system store */
+    bool has_cert;         /* a certificate and key were set */
     int handshake_timeout; /* ms, TLSOCK_NO_TIMEOUT for none */
     struct tlsock__err err;
 };

@@ -35,6 +35,11 @@ static int listen_one(const struct addrinfo *ai, int backlog, int *fd_out, struc
     }
     /* Restarting a server must not wait for old connections in TIME_WAIT. */
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (ai->ai_family == AF_INET6) {
+        /* Dual stack when bound to "::"; harmless for specific IPv6 addresses. */
+        int zero = 0;
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
+    }
     if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
         rc = tlsock__fail(err, TLSOCK_ESYS, "bind: %s", strerror(errno));
         goto close_fd;
@@ -65,14 +70,34 @@ static uint16_t bound_port(int fd)
     return ntohs(((struct sockaddr_in *)&ss)->sin_port);
 }
 
-int tlsock_listen(struct tlsock_ctx *ctx, const char *host, uint16_t port, int backlog,
-                  struct tlsock_listener **out)
+/* Binds the first address of @p host that works; 0 with *fd_out set, or an error in @p err. */
+static int listen_host(const char *host, uint16_t port, int backlog, int *fd_out,
+                       struct tlsock__err *err)
 {
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *list = NULL;
+    char service[8];
+    int rc;
+
+    snprintf(service, sizeof(service), "%u", (unsigned)port);
+    rc = getaddrinfo(host, service, &hints, &list);
+    if (rc != 0) {
+        return tlsock__fail(err, TLSOCK_ERESOLVE, "cannot resolve %s: %s", host, gai_strerror(rc));
+    }
+    rc = TLSOCK_ERESOLVE;
+    snprintf(err->msg, sizeof(err->msg), "no address to listen on");
+    for (const struct addrinfo *ai = list; ai != NULL && rc != 0; ai = ai->ai_next) {
+        rc = listen_one(ai, backlog, fd_out, err);
+    }
+    freeaddrinfo(list);
+    return rc;
+}
+
+int tlsock_listen(struct tlsock_ctx *ctx, const char *host, uint16_t port, int backlog,
+                  struct tlsock_listener **out)
+{
     struct tlsock_listener *lis = NULL;
     struct tlsock__err err = {{0}};
-    char service[8];
     int fd = -1;
     int rc;
 
@@ -82,18 +107,24 @@ int tlsock_listen(struct tlsock_ctx *ctx, const char *host, uint16_t port, int b
     if (ctx->role != TLSOCK_SERVER) {
         return tlsock__fail(NULL, TLSOCK_EINVAL, "listen needs a server context");
     }
-    snprintf(service, sizeof(service), "%u", (unsigned)port);
-    rc = getaddrinfo(host, service, &hints, &list);
+    /* A server that cannot serve should fail here, not at its first client. */
+    rc = tlsock__ctx_freeze(ctx, &err);
     if (rc != 0) {
-        return tlsock__fail(NULL, TLSOCK_ERESOLVE, "cannot resolve %s: %s",
-                            host != NULL ? host : "(any)", gai_strerror(rc));
+        tlsock__publish(&err);
+        return rc;
     }
-    rc = TLSOCK_ERESOLVE;
-    snprintf(err.msg, sizeof(err.msg), "no address to listen on");
-    for (const struct addrinfo *ai = list; ai != NULL && rc != 0; ai = ai->ai_next) {
-        rc = listen_one(ai, backlog > 0 ? backlog : DEFAULT_BACKLOG, &fd, &err);
+    if (backlog <= 0) {
+        backlog = DEFAULT_BACKLOG;
     }
-    freeaddrinfo(list);
+    if (host != NULL) {
+        rc = listen_host(host, port, backlog, &fd, &err);
+    } else {
+        /* All addresses: one dual-stack IPv6 socket takes IPv4 too; IPv4 alone without IPv6. */
+        rc = listen_host("::", port, backlog, &fd, &err);
+        if (rc != 0) {
+            rc = listen_host("0.0.0.0", port, backlog, &fd, &err);
+        }
+    }
     if (rc != 0) {
         return tlsock__fail(NULL, rc, "%s port %u: %.400s", host != NULL ? host : "(any)",
                             (unsigned)port, err.msg);
