@@ -1,0 +1,248 @@
+/* Loopback TLS: client certificates, and the client's view of a server's refusal (peer alert). */
+#include "support.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* A client certificate the server does not trust, and one with the wrong purpose. */
+static struct tlsock__pem_pair untrusted_client;
+
+static int make_certs(void **state)
+{
+    int rc = ts_pki_setup(state);
+
+    if (rc == 0) {
+        rc = ts_leaf_make(&ts_pki.other_ca, "untrusted-client", NULL, TLSOCK__EKU_CLIENT,
+                          &untrusted_client);
+    }
+    return rc == 0 ? 0 : -1;
+}
+
+static int free_certs(void **state)
+{
+    tlsock__pem_pair_free(&untrusted_client);
+    return ts_pki_teardown(state);
+}
+
+struct server_view {
+    int handshake_rc;
+    char errmsg[TLSOCK__ERRMSG_SIZE];
+    char peer_subject[512];
+};
+
+static int serve_greeting(struct tlsock_conn *conn, void *arg)
+{
+    struct server_view *view = arg;
+    const struct tlsock_info *info = NULL;
+    int rc = tlsock_handshake(conn);
+
+    view->handshake_rc = rc;
+    snprintf(view->errmsg, sizeof(view->errmsg), "%s", tlsock_conn_errmsg(conn));
+    if (rc == 0) {
+        rc = tlsock_conn_info(conn, &info);
+    }
+    if (rc == 0) {
+        snprintf(view->peer_subject, sizeof(view->peer_subject), "%s", info->peer_subject);
+        rc = tlsock_write(conn, "hi", 2);
+    }
+    if (rc == 0) {
+        unsigned char byte;
+        size_t n = 0;
+
+        (void)tlsock_read(conn, &byte, 1, &n);
+    }
+    return rc;
+}
+
+enum client_cert {
+    CERT_NONE,
+    CERT_VALID,     /* ts_pki.client */
+    CERT_UNTRUSTED, /* untrusted_client */
+    CERT_SERVER,    /* ts_pki.server: serverAuth only */
+};
+
+struct auth_case {
+    const char *what;
+    int server_verify;
+    const char *protocols;
+    enum client_cert cert;
+    int connect_rc; /* tlsock_connect() */
+    int read_rc;    /* the first read, when the connect succeeded */
+    int server_rc;  /* the server's handshake */
+    /* The header does not say which code a server reports for a missing client certificate:
+     * any failure with a message naming the certificate passes. */
+    bool server_any_error;
+    const char *client_message;
+    const char *server_message;
+};
+
+static const struct auth_case cases[] = {
+    {.what = "required, valid certificate, TLS 1.3",
+     .server_verify = TLSOCK_VERIFY_REQUIRED,
+     .cert = CERT_VALID},
+    {.what = "required, valid certificate, TLS 1.2",
+     .server_verify = TLSOCK_VERIFY_REQUIRED,
+     .protocols = "1.2-1.2",
+     .cert = CERT_VALID},
+    {.what = "optional, no certificate",
+     .server_verify = TLSOCK_VERIFY_OPTIONAL,
+     .cert = CERT_NONE},
+    {.what = "optional, valid certificate",
+     .server_verify = TLSOCK_VERIFY_OPTIONAL,
+     .cert = CERT_VALID},
+    /* TLS 1.2: the server's alert arrives during the client's handshake. */
+    {.what = "required, no certificate, TLS 1.2",
+     .server_verify = TLSOCK_VERIFY_REQUIRED,
+     .protocols = "1.2-1.2",
+     .cert = CERT_NONE,
+     .connect_rc = TLSOCK_EPROTO,
+     .server_any_error = true,
+     .client_message = "alert",
+     .server_message = "certificate"},
+    /* TLS 1.3: the client finishes first; the alert ends its first read (RFC 8446 4.4.2.4). */
+    {.what = "required, no certificate, TLS 1.3",
+     .server_verify = TLSOCK_VERIFY_REQUIRED,
+     .cert = CERT_NONE,
+     .read_rc = TLSOCK_EPROTO,
+     .server_any_error = true,
+     .client_message = "certificate_required",
+     .server_message = "certificate"},
+    {.what = "required, untrusted certificate, TLS 1.2",
+     .server_verify = TLSOCK_VERIFY_REQUIRED,
+     .protocols = "1.2-1.2",
+     .cert = CERT_UNTRUSTED,
+     .connect_rc = TLSOCK_EPROTO,
+     .server_rc = TLSOCK_EVERIFY,
+     .client_message = "unknown_ca",
+     .server_message = "unable to get local issuer"},
+    {.what = "required, untrusted certificate, TLS 1.3",
+     .server_verify = TLSOCK_VERIFY_REQUIRED,
+     .cert = CERT_UNTRUSTED,
+     .read_rc = TLSOCK_EPROTO,
+     .server_rc = TLSOCK_EVERIFY,
+     .client_message = "unknown_ca",
+     .server_message = "unable to get local issuer"},
+    {.what = "optional, untrusted certificate is still checked",
+     .server_verify = TLSOCK_VERIFY_OPTIONAL,
+     .cert = CERT_UNTRUSTED,
+     .read_rc = TLSOCK_EPROTO,
+     .server_rc = TLSOCK_EVERIFY,
+     .client_message = "alert",
+     .server_message = "unable to get local issuer"},
+    {.what = "required, serverAuth-only certificate",
+     .server_verify = TLSOCK_VERIFY_REQUIRED,
+     .cert = CERT_SERVER,
+     .read_rc = TLSOCK_EPROTO,
+     .server_rc = TLSOCK_EVERIFY,
+     .client_message = "alert",
+     .server_message = "purpose"},
+};
+
+static const struct tlsock__pem_pair *client_pair(enum client_cert cert)
+{
+    const struct tlsock__pem_pair *pair = NULL;
+
+    switch (cert) {
+    case CERT_NONE:
+        break;
+    case CERT_VALID:
+        pair = &ts_pki.client;
+        break;
+    case CERT_UNTRUSTED:
+        pair = &untrusted_client;
+        break;
+    case CERT_SERVER:
+        pair = &ts_pki.server;
+        break;
+    }
+    return pair;
+}
+
+/* After a fatal error every call returns the same code and the message still says why. */
+static void check_sticky(struct tlsock_conn *conn, int code, const char *message)
+{
+    unsigned char buf[4];
+    size_t n = 0;
+
+    TS_ASSERT_RC(tlsock_read(conn, buf, sizeof(buf), &n), code);
+    TS_ASSERT_RC(tlsock_write(conn, "x", 1), code);
+    TS_ASSERT_RC(tlsock_handshake(conn), code);
+    TS_ASSERT_RC(tlsock_shutdown(conn), code);
+    TS_ASSERT_CONTAINS(tlsock_conn_errmsg(conn), message);
+}
+
+static void test_client_auth(void **state)
+{
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const struct auth_case *c = &cases[i];
+        const struct tlsock__pem_pair *pair = client_pair(c->cert);
+        struct server_view view = {.handshake_rc = TS_NOT_RUN};
+        struct tlsock_opts opts = ts_opts();
+        struct ts_env *env;
+        int rc;
+
+        print_message("%s\n", c->what);
+        ts_env_renew(state, i);
+        env = *state;
+        TS_ASSERT_RC(ts_server_ctx_new(&ts_pki.server, &env->sctx), 0);
+        TS_ASSERT_RC(tlsock_ctx_set_ca_mem(env->sctx, ts_pki.ca.cert, strlen(ts_pki.ca.cert)), 0);
+        TS_ASSERT_RC(tlsock_ctx_set_verify(env->sctx, c->server_verify), 0);
+        TS_ASSERT_RC(ts_client_ctx_new(ts_pki.ca.cert, &env->cctx), 0);
+        if (c->protocols != NULL) {
+            TS_ASSERT_RC(tlsock_ctx_set_protocols(env->cctx, c->protocols), 0);
+        }
+        if (pair != NULL) {
+            TS_ASSERT_RC_MSG(tlsock_ctx_set_cert_mem(env->cctx, pair->cert, strlen(pair->cert),
+                                                     pair->key, strlen(pair->key)),
+                             0, tlsock_ctx_errmsg(env->cctx));
+        }
+        TS_ASSERT_RC(ts_server_start(&env->srv, env->sctx, NULL, NULL, serve_greeting, &view), 0);
+
+        rc = tlsock_connect(env->cctx, "127.0.0.1", env->srv.port, &opts, &env->client);
+        TS_ASSERT_RC(rc, c->connect_rc);
+        if (rc == 0) {
+            char buf[2] = {0, 0};
+
+            rc = ts_read_full(env->client, buf, sizeof(buf));
+            TS_ASSERT_RC_MSG(rc, c->read_rc, tlsock_conn_errmsg(env->client));
+            if (rc == 0) {
+                assert_memory_equal(buf, "hi", 2);
+            } else {
+                TS_ASSERT_CONTAINS(tlsock_conn_errmsg(env->client), c->client_message);
+                check_sticky(env->client, rc, c->client_message);
+            }
+        } else {
+            assert_null(env->client);
+            TS_ASSERT_CONTAINS(tlsock_errmsg(), c->client_message);
+        }
+        tlsock_close(env->client);
+        env->client = NULL;
+        ts_server_stop(&env->srv);
+        if (view.handshake_rc != 0) {
+            print_message("  server: %s (%s)\n", ts_rc_name(view.handshake_rc), view.errmsg);
+        }
+        if (c->server_any_error) {
+            assert_true(view.handshake_rc < 0);
+        } else {
+            TS_ASSERT_RC_MSG(view.handshake_rc, c->server_rc, view.errmsg);
+        }
+        if (c->server_rc == 0 && !c->server_any_error) {
+            if (c->cert == CERT_NONE) {
+                assert_string_equal(view.peer_subject, "");
+            } else {
+                TS_ASSERT_CONTAINS(view.peer_subject, TS_CLIENT_CN);
+            }
+        } else {
+            TS_ASSERT_CONTAINS(view.errmsg, c->server_message);
+        }
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_client_auth, ts_env_setup, ts_env_teardown),
+    };
+
+    return cmocka_run_group_tests_name("client_auth", tests, make_certs, free_certs);
+}

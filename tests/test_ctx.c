@@ -1,0 +1,581 @@
+/* Unit tests: context creation, setters and their errors, freezing, reference counts, NULLs. */
+#include "support.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* A context pointer a failing _new must leave untouched ("out-parameters are written only on
+ * success"). */
+#define SENTINEL ((struct tlsock_ctx *)(uintptr_t)0x5e17)
+
+static int new_client(void **state)
+{
+    struct tlsock_ctx *ctx = NULL;
+    int rc = tlsock_ctx_new(TLSOCK_CLIENT, &ctx);
+
+    *state = ctx;
+    return rc == 0 ? 0 : -1;
+}
+
+static int new_server(void **state)
+{
+    struct tlsock_ctx *ctx = NULL;
+    int rc = tlsock_ctx_new(TLSOCK_SERVER, &ctx);
+
+    *state = ctx;
+    return rc == 0 ? 0 : -1;
+}
+
+static int free_ctx(void **state)
+{
+    tlsock_ctx_free(*state);
+    *state = NULL;
+    return 0;
+}
+
+static void test_ctx_new_roles(void **state)
+{
+    static const struct {
+        int role;
+        int rc;
+    } cases[] = {
+        {.role = TLSOCK_CLIENT, .rc = 0},  {.role = TLSOCK_SERVER, .rc = 0},
+        {.role = 0, .rc = TLSOCK_EINVAL},  {.role = 3, .rc = TLSOCK_EINVAL},
+        {.role = -1, .rc = TLSOCK_EINVAL},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct tlsock_ctx *ctx = SENTINEL;
+
+        TS_ASSERT_RC(tlsock_ctx_new(cases[i].role, &ctx), cases[i].rc);
+        if (cases[i].rc == 0) {
+            assert_true(ctx != NULL && ctx != SENTINEL);
+            assert_string_equal(tlsock_ctx_errmsg(ctx), "");
+            tlsock_ctx_free(ctx);
+        } else {
+            assert_ptr_equal(ctx, SENTINEL);
+            assert_true(strlen(tlsock_errmsg()) > 0);
+        }
+    }
+}
+
+struct string_case {
+    const char *in;
+    int rc;
+};
+
+static const struct string_case protocol_cases[] = {
+    {.in = "1.2", .rc = 0},
+    {.in = "1.3", .rc = 0},
+    {.in = "1.2-1.3", .rc = 0},
+    {.in = "1.2-1.2", .rc = 0},
+    {.in = "1.0-1.3", .rc = 0},
+    {.in = "tls1.2", .rc = 0},
+    {.in = "TLSv1.3", .rc = 0},
+    {.in = "TLSv1.2-TLSv1.3", .rc = 0},
+    {.in = "", .rc = TLSOCK_EINVAL},
+    {.in = "1.4", .rc = TLSOCK_EINVAL},
+    {.in = "2", .rc = TLSOCK_EINVAL},
+    {.in = "SSLv3", .rc = TLSOCK_EINVAL},
+    {.in = "1.2-", .rc = TLSOCK_EINVAL},
+    {.in = "-1.3", .rc = TLSOCK_EINVAL},
+    {.in = "1.2-1.3-1.3", .rc = TLSOCK_EINVAL},
+    {.in = "1.2 ", .rc = TLSOCK_EINVAL},
+    {.in = "tls", .rc = TLSOCK_EINVAL},
+    {.in = "banana", .rc = TLSOCK_EINVAL},
+    /* Minimum above maximum. */
+    {.in = "1.3-1.2", .rc = TLSOCK_EINVAL},
+    {.in = "TLSv1.2-1.0", .rc = TLSOCK_EINVAL},
+    {.in = NULL, .rc = TLSOCK_EINVAL},
+};
+
+static void test_set_protocols(void **state)
+{
+    struct tlsock_ctx *ctx = *state;
+
+    for (size_t i = 0; i < sizeof(protocol_cases) / sizeof(protocol_cases[0]); i++) {
+        const struct string_case *c = &protocol_cases[i];
+        int rc = tlsock_ctx_set_protocols(ctx, c->in);
+
+        if (rc != c->rc) {
+            fail_msg("set_protocols(\"%s\"): expected %s, got %s (%s)", c->in ? c->in : "NULL",
+                     ts_rc_name(c->rc), ts_rc_name(rc), tlsock_ctx_errmsg(ctx));
+        }
+        /* Failures explain themselves; successes clear the previous explanation. */
+        assert_int_equal(strlen(tlsock_ctx_errmsg(ctx)) > 0, rc != 0);
+    }
+}
+
+static const struct string_case cipher_cases[] = {
+    {.in = "secure", .rc = 0},
+    {.in = "compat", .rc = 0},
+    {.in = "legacy", .rc = 0},
+    /* Raw OpenSSL cipher strings pass through. */
+    {.in = "ECDHE-ECDSA-AES128-GCM-SHA256", .rc = 0},
+    /* Parts naming TLS 1.3 suites ("TLS_...") and TLS 1.2 ciphers, alone or together. */
+    {.in = "TLS_CHACHA20_POLY1305_SHA256", .rc = 0},
+    {.in = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384", .rc = 0},
+    {.in = "ECDHE+AESGCM:TLS_AES_128_GCM_SHA256", .rc = 0},
+    {.in = "TLS_NOT_A_SUITE", .rc = TLSOCK_ECONFIG},
+    {.in = "ECDHE+AESGCM:TLS_NOT_A_SUITE", .rc = TLSOCK_ECONFIG},
+    {.in = "NOT-A-CIPHER:TLS_AES_128_GCM_SHA256", .rc = TLSOCK_ECONFIG},
+    /* A raw string that selects nothing. */
+    {.in = "NOT-A-CIPHER", .rc = TLSOCK_ECONFIG},
+    {.in = "NULL-NOPE:ALSO-NOT", .rc = TLSOCK_ECONFIG},
+};
+
+static void test_set_ciphers(void **state)
+{
+    struct tlsock_ctx *ctx = *state;
+
+    for (size_t i = 0; i < sizeof(cipher_cases) / sizeof(cipher_cases[0]); i++) {
+        const struct string_case *c = &cipher_cases[i];
+        int rc = tlsock_ctx_set_ciphers(ctx, c->in);
+
+        if (rc != c->rc) {
+            fail_msg("set_ciphers(\"%s\"): expected %s, got %s (%s)", c->in, ts_rc_name(c->rc),
+                     ts_rc_name(rc), tlsock_ctx_errmsg(ctx));
+        }
+        assert_int_equal(strlen(tlsock_ctx_errmsg(ctx)) > 0, rc != 0);
+    }
+    TS_ASSERT_RC(tlsock_ctx_set_ciphers(ctx, NULL), TLSOCK_EINVAL);
+}
+
+static const char garbage_pem[] = "-----BEGIN CERTIFICATE-----\n"
+                                  "bm90IGEgY2VydGlmaWNhdGUgYXQgYWxs\n"
+                                  "-----END CERTIFICATE-----\n";
+static const char garbage_key[] = "-----BEGIN PRIVATE KEY-----\n"
+                                  "bm90IGEga2V5IGVpdGhlcg==\n"
+                                  "-----END PRIVATE KEY-----\n";
+static const char not_pem[] = "hello, world\n";
+
+enum pem_source {
+    PEM_SERVER_CERT,
+    PEM_SERVER_KEY,
+    PEM_CLIENT_KEY,
+    PEM_CA_CERT,
+    PEM_GARBAGE_CERT,
+    PEM_GARBAGE_KEY,
+    PEM_NOT_PEM,
+};
+
+static const char *pem_text(enum pem_source src)
+{
+    const char *text = NULL;
+
+    switch (src) {
+    case PEM_SERVER_CERT:
+        text = ts_pki.server.cert;
+        break;
+    case PEM_SERVER_KEY:
+        text = ts_pki.server.key;
+        break;
+    case PEM_CLIENT_KEY:
+        text = ts_pki.client.key;
+        break;
+    case PEM_CA_CERT:
+        text = ts_pki.ca.cert;
+        break;
+    case PEM_GARBAGE_CERT:
+        text = garbage_pem;
+        break;
+    case PEM_GARBAGE_KEY:
+        text = garbage_key;
+        break;
+    case PEM_NOT_PEM:
+        text = not_pem;
+        break;
+    }
+    return text;
+}
+
+struct cert_case {
+    const char *what;
+    enum pem_source cert;
+    enum pem_source key;
+    int rc;
+};
+
+static const struct cert_case cert_cases[] = {
+    {.what = "matching pair", .cert = PEM_SERVER_CERT, .key = PEM_SERVER_KEY, .rc = 0},
+    {.what = "garbage certificate",
+     .cert = PEM_GARBAGE_CERT,
+     .key = PEM_SERVER_KEY,
+     .rc = TLSOCK_ECONFIG},
+    {.what = "no PEM certificate",
+     .cert = PEM_NOT_PEM,
+     .key = PEM_SERVER_KEY,
+     .rc = TLSOCK_ECONFIG},
+    {.what = "garbage key", .cert = PEM_SERVER_CERT, .key = PEM_GARBAGE_KEY, .rc = TLSOCK_ECONFIG},
+    {.what = "no PEM key", .cert = PEM_SERVER_CERT, .key = PEM_NOT_PEM, .rc = TLSOCK_ECONFIG},
+    {.what = "certificate as key",
+     .cert = PEM_SERVER_CERT,
+     .key = PEM_SERVER_CERT,
+     .rc = TLSOCK_ECONFIG},
+    {.what = "key of another certificate",
+     .cert = PEM_SERVER_CERT,
+     .key = PEM_CLIENT_KEY,
+     .rc = TLSOCK_ECONFIG},
+    {.what = "CA certificate with server key",
+     .cert = PEM_CA_CERT,
+     .key = PEM_SERVER_KEY,
+     .rc = TLSOCK_ECONFIG},
+};
+
+static void test_set_cert_mem(void **state)
+{
+    struct tlsock_ctx *ctx = *state;
+
+    for (size_t i = 0; i < sizeof(cert_cases) / sizeof(cert_cases[0]); i++) {
+        const struct cert_case *c = &cert_cases[i];
+        const char *cert = pem_text(c->cert);
+        const char *key = pem_text(c->key);
+        int rc = tlsock_ctx_set_cert_mem(ctx, cert, strlen(cert), key, strlen(key));
+
+        if (rc != c->rc) {
+            fail_msg("set_cert_mem(%s): expected %s, got %s (%s)", c->what, ts_rc_name(c->rc),
+                     ts_rc_name(rc), tlsock_ctx_errmsg(ctx));
+        }
+        assert_int_equal(strlen(tlsock_ctx_errmsg(ctx)) > 0, rc != 0);
+    }
+}
+
+/* A scratch directory for file-based setters, removed by the teardown. */
+struct files {
+    struct tlsock_ctx *ctx;
+    char dir[64];
+    char cert[128];
+    char key[128];
+    char garbage[128];
+    char ca[128];
+    char missing[128];
+};
+
+static int write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    int rc = -1;
+
+    if (f != NULL) {
+        rc = fputs(text, f) >= 0 ? 0 : -1;
+        if (fclose(f) != 0) {
+            rc = -1;
+        }
+    }
+    return rc;
+}
+
+static int files_setup(void **state)
+{
+    struct files *f = calloc(1, sizeof(*f));
+    int rc = -1;
+
+    if (f == NULL) {
+        goto out;
+    }
+    *state = f;
+    snprintf(f->dir, sizeof(f->dir), "/tmp/tlsock-test-XXXXXX");
+    if (mkdtemp(f->dir) == NULL) {
+        goto out;
+    }
+    snprintf(f->cert, sizeof(f->cert), "%s/cert.pem", f->dir);
+    snprintf(f->key, sizeof(f->key), "%s/key.pem", f->dir);
+    snprintf(f->garbage, sizeof(f->garbage), "%s/garbage.pem", f->dir);
+    snprintf(f->ca, sizeof(f->ca), "%s/ca.pem", f->dir);
+    snprintf(f->missing, sizeof(f->missing), "%s/does-not-exist.pem", f->dir);
+    if (write_file(f->cert, ts_pki.server.cert) != 0 ||
+        write_file(f->key, ts_pki.server.key) != 0 || write_file(f->garbage, garbage_pem) != 0 ||
+        write_file(f->ca, ts_pki.ca.cert) != 0) {
+        goto out;
+    }
+    rc = tlsock_ctx_new(TLSOCK_SERVER, &f->ctx) == 0 ? 0 : -1;
+out:
+    return rc;
+}
+
+static int files_teardown(void **state)
+{
+    struct files *f = *state;
+
+    if (f != NULL) {
+        tlsock_ctx_free(f->ctx);
+        unlink(f->cert);
+        unlink(f->key);
+        unlink(f->garbage);
+        unlink(f->ca);
+        rmdir(f->dir);
+        free(f);
+    }
+    return 0;
+}
+
+static void test_set_cert_file(void **state)
+{
+    struct files *f = *state;
+
+    TS_ASSERT_RC_MSG(tlsock_ctx_set_cert_file(f->ctx, f->cert, f->key), 0,
+                     tlsock_ctx_errmsg(f->ctx));
+    /* The header: ESYS when a file cannot be read. */
+    TS_ASSERT_RC(tlsock_ctx_set_cert_file(f->ctx, f->missing, f->key), TLSOCK_ESYS);
+    TS_ASSERT_CONTAINS(tlsock_ctx_errmsg(f->ctx), "does-not-exist.pem");
+    TS_ASSERT_RC(tlsock_ctx_set_cert_file(f->ctx, f->cert, f->missing), TLSOCK_ESYS);
+    /* A directory cannot be read as a file either. */
+    TS_ASSERT_RC(tlsock_ctx_set_cert_file(f->ctx, f->dir, f->key), TLSOCK_ESYS);
+    /* ECONFIG when a file holds no certificate or key. */
+    TS_ASSERT_RC(tlsock_ctx_set_cert_file(f->ctx, f->garbage, f->key), TLSOCK_ECONFIG);
+    TS_ASSERT_RC(tlsock_ctx_set_cert_file(f->ctx, f->cert, f->garbage), TLSOCK_ECONFIG);
+    TS_ASSERT_RC(tlsock_ctx_set_cert_file(f->ctx, f->key, f->cert), TLSOCK_ECONFIG);
+    TS_ASSERT_RC(tlsock_ctx_set_cert_file(f->ctx, NULL, f->key), TLSOCK_EINVAL);
+}
+
+static void test_set_ca(void **state)
+{
+    struct files *f = *state;
+
+    TS_ASSERT_RC_MSG(tlsock_ctx_set_ca_file(f->ctx, f->ca), 0, tlsock_ctx_errmsg(f->ctx));
+    TS_ASSERT_RC_MSG(tlsock_ctx_set_ca_mem(f->ctx, ts_pki.ca.cert, strlen(ts_pki.ca.cert)), 0,
+                     tlsock_ctx_errmsg(f->ctx));
+    TS_ASSERT_RC_MSG(tlsock_ctx_set_ca_dir(f->ctx, f->dir), 0, tlsock_ctx_errmsg(f->ctx));
+    TS_ASSERT_RC(tlsock_ctx_set_ca_file(f->ctx, NULL), TLSOCK_EINVAL);
+    TS_ASSERT_RC(tlsock_ctx_set_ca_mem(f->ctx, NULL, 0), TLSOCK_EINVAL);
+    /* Failures to load trust anchors must fail, whatever their code, and explain why. */
+    assert_true(tlsock_ctx_set_ca_file(f->ctx, f->missing) < 0);
+    assert_true(strlen(tlsock_ctx_errmsg(f->ctx)) > 0);
+    assert_true(tlsock_ctx_set_ca_file(f->ctx, f->garbage) < 0);
+    assert_true(tlsock_ctx_set_ca_mem(f->ctx, garbage_pem, strlen(garbage_pem)) < 0);
+    assert_true(tlsock_ctx_set_ca_mem(f->ctx, not_pem, strlen(not_pem)) < 0);
+}
+
+/* The header: every CA setter returns EX509_LOOKUP when it cannot load a certificate. */
+static void test_set_ca_codes(void **state)
+{
+    struct files *f = *state;
+
+    TS_ASSERT_RC_MSG(tlsock_ctx_set_ca_file(f->ctx, f->missing), TLSOCK_EX509_LOOKUP,
+                     tlsock_ctx_errmsg(f->ctx));
+    TS_ASSERT_CONTAINS(tlsock_ctx_errmsg(f->ctx), "does-not-exist.pem");
+    TS_ASSERT_RC_MSG(tlsock_ctx_set_ca_file(f->ctx, f->garbage), TLSOCK_EX509_LOOKUP,
+                     tlsock_ctx_errmsg(f->ctx));
+    /* A private key is not a certificate. */
+    TS_ASSERT_RC_MSG(tlsock_ctx_set_ca_file(f->ctx, f->key), TLSOCK_EX509_LOOKUP,
+                     tlsock_ctx_errmsg(f->ctx));
+    TS_ASSERT_RC_MSG(tlsock_ctx_set_ca_mem(f->ctx, garbage_pem, strlen(garbage_pem)),
+                     TLSOCK_EX509_LOOKUP, tlsock_ctx_errmsg(f->ctx));
+    TS_ASSERT_RC_MSG(tlsock_ctx_set_ca_mem(f->ctx, not_pem, strlen(not_pem)), TLSOCK_EX509_LOOKUP,
+                     tlsock_ctx_errmsg(f->ctx));
+    TS_ASSERT_RC_MSG(tlsock_ctx_set_ca_dir(f->ctx, f->missing), TLSOCK_EX509_LOOKUP,
+                     tlsock_ctx_errmsg(f->ctx));
+}
+
+static void test_set_verify(void **state)
+{
+    static const struct {
+        int role;
+        int mode;
+        int rc;
+    } cases[] = {
+        {.role = TLSOCK_CLIENT, .mode = TLSOCK_VERIFY_REQUIRED, .rc = 0},
+        {.role = TLSOCK_CLIENT, .mode = TLSOCK_VERIFY_NONE, .rc = 0},
+        /* "Servers only". */
+        {.role = TLSOCK_CLIENT, .mode = TLSOCK_VERIFY_OPTIONAL, .rc = TLSOCK_EINVAL},
+        {.role = TLSOCK_SERVER, .mode = TLSOCK_VERIFY_REQUIRED, .rc = 0},
+        {.role = TLSOCK_SERVER, .mode = TLSOCK_VERIFY_OPTIONAL, .rc = 0},
+        {.role = TLSOCK_SERVER, .mode = TLSOCK_VERIFY_NONE, .rc = 0},
+        {.role = TLSOCK_SERVER, .mode = 0, .rc = TLSOCK_EINVAL},
+        {.role = TLSOCK_CLIENT, .mode = 4, .rc = TLSOCK_EINVAL},
+        {.role = TLSOCK_CLIENT, .mode = -1, .rc = TLSOCK_EINVAL},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct tlsock_ctx *ctx = NULL;
+
+        TS_ASSERT_RC(tlsock_ctx_new(cases[i].role, &ctx), 0);
+        if (tlsock_ctx_set_verify(ctx, cases[i].mode) != cases[i].rc) {
+            fail_msg("case %zu: set_verify(%d) on role %d should return %s", i, cases[i].mode,
+                     cases[i].role, ts_rc_name(cases[i].rc));
+        }
+        tlsock_ctx_free(ctx);
+    }
+}
+
+static void test_set_alpn(void **state)
+{
+    static char long_name[300];
+    const struct string_case cases[] = {
+        {.in = "h2,http/1.1", .rc = 0},
+        {.in = "a", .rc = 0},
+        {.in = "", .rc = 0},
+        {.in = NULL, .rc = 0},
+        {.in = "a,,b", .rc = TLSOCK_EINVAL},
+        {.in = ",a", .rc = TLSOCK_EINVAL},
+        {.in = ",", .rc = TLSOCK_EINVAL},
+        /* RFC 7301: a protocol name is at most 255 bytes. */
+        {.in = long_name, .rc = TLSOCK_EINVAL},
+    };
+    struct tlsock_ctx *ctx = *state;
+
+    memset(long_name, 'x', 256);
+    long_name[256] = '\0';
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int rc = tlsock_ctx_set_alpn(ctx, cases[i].in);
+
+        if (rc != cases[i].rc) {
+            fail_msg("set_alpn(case %zu): expected %s, got %s (%s)", i, ts_rc_name(cases[i].rc),
+                     ts_rc_name(rc), tlsock_ctx_errmsg(ctx));
+        }
+    }
+    /* 255 bytes is still a valid name. */
+    long_name[255] = '\0';
+    TS_ASSERT_RC_MSG(tlsock_ctx_set_alpn(ctx, long_name), 0, tlsock_ctx_errmsg(ctx));
+}
+
+static void test_set_handshake_timeout(void **state)
+{
+    struct tlsock_ctx *ctx = *state;
+
+    TS_ASSERT_RC(tlsock_ctx_set_handshake_timeout(ctx, TLSOCK_NO_TIMEOUT), 0);
+    TS_ASSERT_RC(tlsock_ctx_set_handshake_timeout(ctx, 0), 0);
+    TS_ASSERT_RC(tlsock_ctx_set_handshake_timeout(ctx, 1500), 0);
+    TS_ASSERT_RC(tlsock_ctx_set_handshake_timeout(ctx, -2), TLSOCK_EINVAL);
+}
+
+/* The message of a failed setter is replaced, not accumulated, and cleared by the next call. */
+static void test_errmsg_cleared(void **state)
+{
+    struct tlsock_ctx *ctx = *state;
+
+    TS_ASSERT_RC(tlsock_ctx_set_protocols(ctx, "9.9"), TLSOCK_EINVAL);
+    TS_ASSERT_CONTAINS(tlsock_ctx_errmsg(ctx), "9.9");
+    TS_ASSERT_RC(tlsock_ctx_set_alpn(ctx, "h2"), 0);
+    assert_string_equal(tlsock_ctx_errmsg(ctx), "");
+}
+
+/*
+ * A context freezes when it makes its first connection: attach one to a socketpair (no
+ * handshake runs, so no network is needed) and every setter must refuse.
+ */
+static void test_frozen_after_connection(void **state)
+{
+    struct tlsock_ctx *ctx = NULL;
+    struct tlsock_conn *conn = NULL;
+    int sv[2] = {-1, -1};
+    const char *cert = ts_pki.server.cert;
+    const char *key = ts_pki.server.key;
+
+    (void)state;
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    TS_ASSERT_RC(ts_server_ctx_new(&ts_pki.server, &ctx), 0);
+    /* Before freezing, setters work. */
+    TS_ASSERT_RC(tlsock_ctx_set_alpn(ctx, "a"), 0);
+    TS_ASSERT_RC_MSG(tlsock_attach_fd(ctx, sv[0], NULL, &conn), 0, tlsock_errmsg());
+
+    TS_ASSERT_RC(tlsock_ctx_set_protocols(ctx, "1.2-1.3"), TLSOCK_EINVAL);
+    TS_ASSERT_CONTAINS(tlsock_ctx_errmsg(ctx), "frozen");
+    TS_ASSERT_RC(tlsock_ctx_set_ciphers(ctx, "secure"), TLSOCK_EINVAL);
+    TS_ASSERT_RC(tlsock_ctx_set_ca_mem(ctx, ts_pki.ca.cert, strlen(ts_pki.ca.cert)), TLSOCK_EINVAL);
+    TS_ASSERT_RC(tlsock_ctx_set_ca_system(ctx), TLSOCK_EINVAL);
+    TS_ASSERT_RC(tlsock_ctx_set_cert_mem(ctx, cert, strlen(cert), key, strlen(key)), TLSOCK_EINVAL);
+    TS_ASSERT_RC(tlsock_ctx_set_verify(ctx, TLSOCK_VERIFY_NONE), TLSOCK_EINVAL);
+    TS_ASSERT_RC(tlsock_ctx_set_alpn(ctx, "b"), TLSOCK_EINVAL);
+    TS_ASSERT_RC(tlsock_ctx_set_handshake_timeout(ctx, 100), TLSOCK_EINVAL);
+    TS_ASSERT_CONTAINS(tlsock_ctx_errmsg(ctx), "frozen");
+
+    /* Still frozen after the connection is gone. */
+    tlsock_close(conn);
+    TS_ASSERT_RC(tlsock_ctx_set_alpn(ctx, "b"), TLSOCK_EINVAL);
+
+    /* An attached fd stays the caller's: it is still open after tlsock_close(). */
+    assert_int_equal(write(sv[0], "x", 1), 1);
+    close(sv[0]);
+    close(sv[1]);
+    tlsock_ctx_free(ctx);
+}
+
+static void test_role_mismatch(void **state)
+{
+    struct tlsock_ctx *client = NULL;
+    struct tlsock_ctx *server = NULL;
+    struct tlsock_listener *lis = NULL;
+    struct tlsock_conn *conn = NULL;
+
+    (void)state;
+    TS_ASSERT_RC(ts_client_ctx_new(ts_pki.ca.cert, &client), 0);
+    TS_ASSERT_RC(ts_server_ctx_new(&ts_pki.server, &server), 0);
+    /* A client context cannot listen; a server context cannot connect. The port is never
+     * contacted: the role is checked first (port 9 "discard" is not listening here anyway). */
+    TS_ASSERT_RC(tlsock_listen(client, "127.0.0.1", 0, 0, &lis), TLSOCK_EINVAL);
+    assert_null(lis);
+    TS_ASSERT_RC(tlsock_connect(server, "127.0.0.1", 9, NULL, &conn), TLSOCK_EINVAL);
+    assert_null(conn);
+    tlsock_ctx_free(client);
+    tlsock_ctx_free(server);
+}
+
+static void test_refcount(void **state)
+{
+    struct tlsock_ctx *ctx = NULL;
+
+    (void)state;
+    TS_ASSERT_RC(tlsock_ctx_new(TLSOCK_CLIENT, &ctx), 0);
+    assert_ptr_equal(tlsock_ctx_ref(ctx), ctx);
+    assert_ptr_equal(tlsock_ctx_ref(ctx), ctx);
+    tlsock_ctx_free(ctx);
+    tlsock_ctx_free(ctx);
+    /* One reference left: the context must still work (ASan/valgrind catch an early free). */
+    TS_ASSERT_RC(tlsock_ctx_set_alpn(ctx, "h2"), 0);
+    tlsock_ctx_free(ctx);
+    assert_null(tlsock_ctx_ref(NULL));
+}
+
+static void test_null_free_and_close(void **state)
+{
+    (void)state;
+    tlsock_ctx_free(NULL);
+    tlsock_close(NULL);
+    tlsock_listener_close(NULL);
+    tlsock_free(NULL);
+}
+
+static void test_misc(void **state)
+{
+    int64_t a;
+    int64_t b;
+    const char *version = tlsock_impl_version();
+
+    (void)state;
+    assert_non_null(version);
+    assert_true(strlen(version) > 0);
+    a = tlsock_now_ms();
+    b = tlsock_now_ms();
+    assert_true(a >= 0);
+    assert_true(b >= a);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_ctx_new_roles),
+        cmocka_unit_test_setup_teardown(test_set_protocols, new_client, free_ctx),
+        cmocka_unit_test_setup_teardown(test_set_ciphers, new_client, free_ctx),
+        cmocka_unit_test_setup_teardown(test_set_cert_mem, new_server, free_ctx),
+        cmocka_unit_test_setup_teardown(test_set_cert_file, files_setup, files_teardown),
+        cmocka_unit_test_setup_teardown(test_set_ca, files_setup, files_teardown),
+        cmocka_unit_test_setup_teardown(test_set_ca_codes, files_setup, files_teardown),
+        cmocka_unit_test(test_set_verify),
+        cmocka_unit_test_setup_teardown(test_set_alpn, new_client, free_ctx),
+        cmocka_unit_test_setup_teardown(test_set_handshake_timeout, new_server, free_ctx),
+        cmocka_unit_test_setup_teardown(test_errmsg_cleared, new_client, free_ctx),
+        cmocka_unit_test(test_frozen_after_connection),
+        cmocka_unit_test(test_role_mismatch),
+        cmocka_unit_test(test_refcount),
+        cmocka_unit_test(test_null_free_and_close),
+        cmocka_unit_test(test_misc),
+    };
+
+    return cmocka_run_group_tests_name("ctx", tests, ts_pki_setup, ts_pki_teardown);
+}

@@ -1,0 +1,205 @@
+/* Loopback TLS: protocol versions and ALPN, agreed and refused. */
+#include "support.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* What the server saw, copied out of its thread. */
+struct negotiated {
+    int handshake_rc;
+    char version[32];
+    char alpn[256];
+    char errmsg[TLSOCK__ERRMSG_SIZE];
+};
+
+static int serve_negotiation(struct tlsock_conn *conn, void *arg)
+{
+    struct negotiated *seen = arg;
+    const struct tlsock_info *info = NULL;
+    int rc = tlsock_handshake(conn);
+
+    seen->handshake_rc = rc;
+    snprintf(seen->errmsg, sizeof(seen->errmsg), "%s", tlsock_conn_errmsg(conn));
+    if (rc == 0) {
+        rc = tlsock_conn_info(conn, &info);
+    }
+    if (rc == 0) {
+        unsigned char byte;
+        size_t n = 0;
+
+        snprintf(seen->version, sizeof(seen->version), "%s", info->version);
+        snprintf(seen->alpn, sizeof(seen->alpn), "%s", info->alpn);
+        /* Wait for the client's close so that the client's checks run on a live session. */
+        (void)tlsock_read(conn, &byte, 1, &n);
+    }
+    return rc;
+}
+
+struct negotiate_case {
+    const char *what;
+    const char *client_protocols; /* NULL: default */
+    const char *server_protocols;
+    const char *client_ciphers; /* NULL: default */
+    const char *server_ciphers;
+    const char *client_alpn; /* NULL: none */
+    const char *server_alpn;
+    int client_rc;       /* of tlsock_connect() */
+    const char *version; /* agreed, when client_rc == 0 */
+    const char *alpn;
+    const char *cipher;  /* agreed, when set */
+    const char *message; /* substring of the client's error message when client_rc != 0 */
+};
+
+static const struct negotiate_case cases[] = {
+    {.what = "defaults agree on TLS 1.3", .client_rc = 0, .version = "TLSv1.3", .alpn = ""},
+    {.what = "client forces 1.2", .client_protocols = "1.2-1.2", .version = "TLSv1.2", .alpn = ""},
+    {.what = "server forces 1.2",
+     .server_protocols = "TLSv1.2-TLSv1.2",
+     .version = "TLSv1.2",
+     .alpn = ""},
+    {.what = "client forces 1.3", .client_protocols = "1.3", .version = "TLSv1.3", .alpn = ""},
+    {.what = "no common version",
+     .client_protocols = "1.3",
+     .server_protocols = "1.2-1.2",
+     .client_rc = TLSOCK_EPROTO,
+     .message = "protocol_version"},
+    /* The default floor is 1.2: a 1.1-only server is refused by a default client. */
+    {.what = "server only 1.1 (legacy) vs default client",
+     .server_protocols = "1.1-1.1",
+     .server_ciphers = "legacy",
+     .client_rc = TLSOCK_EPROTO,
+     .message = "protocol_version"},
+    {.what = "both 1.1 with legacy ciphers",
+     .client_protocols = "1.1-1.1",
+     .server_protocols = "1.1-1.1",
+     .client_ciphers = "legacy",
+     .server_ciphers = "legacy",
+     .version = "TLSv1.1",
+     .alpn = ""},
+    {.what = "TLS 1.3 suite chosen by the client",
+     .client_ciphers = "TLS_CHACHA20_POLY1305_SHA256",
+     .version = "TLSv1.3",
+     .alpn = "",
+     .cipher = "TLS_CHACHA20_POLY1305_SHA256"},
+    {.what = "TLS 1.2 cipher chosen by the client",
+     .client_protocols = "1.2-1.2",
+     .client_ciphers = "ECDHE-ECDSA-CHACHA20-POLY1305",
+     .version = "TLSv1.2",
+     .alpn = "",
+     /* Reported by its IANA name (RFC 7905), whatever the implementation calls it. */
+     .cipher = "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256"},
+    /* "secure" has no CBC suites; "compat" adds them. */
+    {.what = "CBC-only client vs secure server",
+     .client_protocols = "1.2-1.2",
+     .client_ciphers = "ECDHE-ECDSA-AES128-SHA256",
+     .client_rc = TLSOCK_EPROTO,
+     .message = "handshake_failure"},
+    {.what = "CBC-only client vs compat server",
+     .client_protocols = "1.2-1.2",
+     .client_ciphers = "ECDHE-ECDSA-AES128-SHA256",
+     .server_ciphers = "compat",
+     .version = "TLSv1.2",
+     .alpn = "",
+     .cipher = "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256"},
+    {.what = "ALPN agreed",
+     .client_alpn = "h2,http/1.1",
+     .server_alpn = "http/1.1",
+     .version = "TLSv1.3",
+     .alpn = "http/1.1"},
+    {.what = "ALPN: the server's preference wins",
+     .client_alpn = "a,b",
+     .server_alpn = "b,a",
+     .version = "TLSv1.3",
+     .alpn = "b"},
+    {.what = "ALPN agreed on TLS 1.2",
+     .client_protocols = "1.2-1.2",
+     .client_alpn = "x,y",
+     .server_alpn = "y",
+     .version = "TLSv1.2",
+     .alpn = "y"},
+    {.what = "ALPN offered, server has none",
+     .client_alpn = "h2",
+     .version = "TLSv1.3",
+     .alpn = ""},
+    {.what = "ALPN not offered", .server_alpn = "h2", .version = "TLSv1.3", .alpn = ""},
+    {.what = "ALPN refused",
+     .client_alpn = "a",
+     .server_alpn = "b",
+     .client_rc = TLSOCK_EPROTO,
+     .message = "no_application_protocol"},
+    {.what = "ALPN refused on TLS 1.2",
+     .client_protocols = "1.2-1.2",
+     .client_alpn = "a",
+     .server_alpn = "b",
+     .client_rc = TLSOCK_EPROTO,
+     .message = "no_application_protocol"},
+};
+
+static void setup_side(struct tlsock_ctx *ctx, const char *protocols, const char *ciphers,
+                       const char *alpn)
+{
+    /* Ciphers first: the legacy policy is what allows versions below 1.2. */
+    if (ciphers != NULL) {
+        TS_ASSERT_RC_MSG(tlsock_ctx_set_ciphers(ctx, ciphers), 0, tlsock_ctx_errmsg(ctx));
+    }
+    if (protocols != NULL) {
+        TS_ASSERT_RC_MSG(tlsock_ctx_set_protocols(ctx, protocols), 0, tlsock_ctx_errmsg(ctx));
+    }
+    if (alpn != NULL) {
+        TS_ASSERT_RC_MSG(tlsock_ctx_set_alpn(ctx, alpn), 0, tlsock_ctx_errmsg(ctx));
+    }
+}
+
+static void test_negotiation(void **state)
+{
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const struct negotiate_case *c = &cases[i];
+        struct negotiated seen = {.handshake_rc = TS_NOT_RUN};
+        struct tlsock_opts opts = ts_opts();
+        const struct tlsock_info *info = NULL;
+        struct ts_env *env;
+        int rc;
+
+        print_message("%s\n", c->what);
+        ts_env_renew(state, i);
+        env = *state;
+        TS_ASSERT_RC(ts_server_ctx_new(&ts_pki.server, &env->sctx), 0);
+        TS_ASSERT_RC(ts_client_ctx_new(ts_pki.ca.cert, &env->cctx), 0);
+        setup_side(env->sctx, c->server_protocols, c->server_ciphers, c->server_alpn);
+        setup_side(env->cctx, c->client_protocols, c->client_ciphers, c->client_alpn);
+        TS_ASSERT_RC(ts_server_start(&env->srv, env->sctx, NULL, NULL, serve_negotiation, &seen),
+                     0);
+        rc = tlsock_connect(env->cctx, "127.0.0.1", env->srv.port, &opts, &env->client);
+        TS_ASSERT_RC(rc, c->client_rc);
+        if (rc == 0) {
+            TS_ASSERT_RC(tlsock_conn_info(env->client, &info), 0);
+            assert_string_equal(info->version, c->version);
+            assert_string_equal(info->alpn, c->alpn);
+            if (c->cipher != NULL) {
+                assert_string_equal(info->cipher, c->cipher);
+            }
+            tlsock_close(env->client);
+            env->client = NULL;
+            ts_server_stop(&env->srv);
+            TS_ASSERT_RC_MSG(seen.handshake_rc, 0, seen.errmsg);
+            assert_string_equal(seen.version, c->version);
+            assert_string_equal(seen.alpn, c->alpn);
+        } else {
+            assert_null(env->client);
+            TS_ASSERT_CONTAINS(tlsock_errmsg(), c->message);
+            assert_true(tlsock_err_is_tls(rc));
+            ts_server_stop(&env->srv);
+            /* The server refused: its handshake failed too. */
+            assert_true(seen.handshake_rc < 0);
+        }
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_negotiation, ts_env_setup, ts_env_teardown),
+    };
+
+    return cmocka_run_group_tests_name("negotiate", tests, ts_pki_setup, ts_pki_teardown);
+}
