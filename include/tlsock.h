@@ -27,6 +27,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
 
 #include "tlsock/version.h"
 
@@ -250,6 +252,13 @@ struct tlsock_opts {
     int connect_timeout_ms;   /**< TCP connect (and accept wait). 0: none. */
     int handshake_timeout_ms; /**< 0: the context's default. */
     int timeout_ms;           /**< Each later read, write and close_notify. 0: none. */
+    const void *preread;      /**< tlsock_attach_fd(): bytes the application already read from
+                                   the socket (e.g. a buffered reader ran ahead); TLS consumes
+                                   them before reading the socket. Copied. */
+    size_t preread_len;       /**< Length of @c preread. */
+    bool fd_callbacks;        /**< Move the socket's bytes through the generic callback path
+                                   instead of the implementation's own fd I/O (slower; for
+                                   comparison and for implementations without fd I/O). */
 };
 
 /** Default options: no servername or verify-name override, timeouts from the context or none. */
@@ -284,6 +293,101 @@ TLSOCK_API int tlsock_connect(struct tlsock_ctx *ctx, const char *host, uint16_t
  */
 TLSOCK_API int tlsock_attach_fd(struct tlsock_ctx *ctx, int fd, const struct tlsock_opts *opts,
                                 struct tlsock_conn **out);
+
+/*
+ * Any transport. A callback moves bytes between TLS and whatever carries them: another TLS
+ * connection, a pipe, a proxy tunnel, a test ring buffer.
+ *
+ * A read callback returns the number of bytes it stored (1..len), 0 at the end of the stream,
+ * or a negative TLSOCK_E* code. A write callback returns the number of bytes it took (1..len) or
+ * a negative TLSOCK_E* code. TLSOCK_EWANT_READ / TLSOCK_EWANT_WRITE mean "nothing now" (a
+ * non-blocking transport): the tlsock call returns that code and must be repeated with the same
+ * arguments later. TLSOCK_ETIMEDOUT reaches the caller as TLSOCK_ETIMEDOUT and, from a read,
+ * leaves the connection usable. Any other code reaches the caller exactly and is fatal.
+ * Callbacks are called only from within tlsock calls on their connection, in that thread; they
+ * must not call tlsock functions on the same connection. tlsock_op_deadline_ms() tells a
+ * blocking callback how long it may wait.
+ */
+typedef ssize_t (*tlsock_read_fn)(void *user, void *buf, size_t len);
+typedef ssize_t (*tlsock_write_fn)(void *user, const void *buf, size_t len);
+
+/** A user transport; copied by tlsock_attach_io(). */
+struct tlsock_io {
+    tlsock_read_fn read;
+    tlsock_write_fn write;
+    void *user; /**< passed to both callbacks; owned by the caller */
+};
+
+/**
+ * Starts TLS over a user transport (see tlsock_read_fn). The handshake happens on the first
+ * tlsock_handshake(), read or write. @p io is copied; @c io->user must stay valid until
+ * tlsock_close(). Per-operation timeouts and deadlines cannot interrupt a blocking callback:
+ * callbacks honour them by returning TLSOCK_ETIMEDOUT (see tlsock_op_deadline_ms()).
+ */
+TLSOCK_API int tlsock_attach_io(struct tlsock_ctx *ctx, const struct tlsock_io *io,
+                                const struct tlsock_opts *opts, struct tlsock_conn **out);
+
+/**
+ * Sans-I/O memory mode: the connection neither reads nor writes anything itself. Give it the
+ * ciphertext that arrived with tlsock_feed() (and tlsock_feed_eof() at the end of the stream),
+ * and send what tlsock_drain() returns. Handshake, read and shutdown return TLSOCK_EWANT_READ
+ * when they need more input; writes never block (output is buffered until drained). After every
+ * call, drain the output (tlsock_pending_output() says how much there is).
+ */
+TLSOCK_API int tlsock_attach_mem(struct tlsock_ctx *ctx, const struct tlsock_opts *opts,
+                                 struct tlsock_conn **out);
+
+/** Memory mode: appends @p len bytes of received ciphertext (copied). */
+TLSOCK_API int tlsock_feed(struct tlsock_conn *conn, const void *data, size_t len);
+
+/** Memory mode: the stream of ciphertext has ended (no more tlsock_feed()). */
+TLSOCK_API int tlsock_feed_eof(struct tlsock_conn *conn);
+
+/**
+ * Memory mode: moves up to @p cap bytes of ciphertext to send into @p buf.
+ * @param n  receives the number of bytes moved (0 when there is nothing to send).
+ */
+TLSOCK_API int tlsock_drain(struct tlsock_conn *conn, void *buf, size_t cap, size_t *n);
+
+/** Memory mode: bytes of ciphertext waiting for tlsock_drain(); 0 for other transports. */
+TLSOCK_API size_t tlsock_pending_output(const struct tlsock_conn *conn);
+
+/**
+ * The absolute deadline (tlsock_now_ms() clock) of the blocking operation in progress on
+ * @p conn, -1 if it has none. For callbacks that wait: return TLSOCK_ETIMEDOUT once it passes.
+ */
+TLSOCK_API int64_t tlsock_op_deadline_ms(const struct tlsock_conn *conn);
+
+/**
+ * Ends TLS but keeps the transport: sends close_notify if not sent yet, waits for the peer's
+ * (within the connection's timeout and deadline), then frees the connection and hands back the
+ * socket, which goes on in plaintext (STARTTLS in reverse; tlsock_attach_fd() may start TLS on
+ * it again later).
+ *
+ * Nothing is lost: ciphertext bytes that TLS had received but not consumed (those that follow
+ * the peer's close_notify, or unused preread bytes) are copied to @p buf; bytes still in the
+ * socket stay there. If application data arrives before the peer's close_notify, detach stops
+ * with TLSOCK_EINVAL and that data is returned by the next tlsock_read(): read until
+ * TLSOCK_ECLOSED, then detach again.
+ *
+ * @param fd            receives the socket (-1 for callback and memory transports); the caller
+ *                      owns it from now on, in its original blocking mode.
+ * @param buf, cap      where to copy the leftover bytes.
+ * @param leftover_len  receives their number. If @p cap is too small, TLSOCK_EINVAL is returned,
+ *                      *leftover_len says how much room is needed, and the connection stays.
+ * @return 0 when the connection is freed and the outputs are set; otherwise the connection is
+ *         still there (call again after a WANT code, or tlsock_close()).
+ */
+TLSOCK_API int tlsock_detach(struct tlsock_conn *conn, int *fd, void *buf, size_t cap,
+                             size_t *leftover_len);
+
+/**
+ * Opens a stdio stream over @p conn (fopencookie), so fprintf, fgets, fread and fflush work.
+ * @p mode is as for fopen ("r", "w", "r+"...). On success the stream owns the connection:
+ * fclose() sends close_notify and closes it; a read returns EOF at the peer's close_notify; an
+ * error sets ferror() and tlsock_conn_errmsg() still says why until fclose().
+ */
+TLSOCK_API int tlsock_fopen(struct tlsock_conn *conn, const char *mode, FILE **out);
 
 /**
  * Runs the handshake to completion, or returns at once if it is already done. Read and write do

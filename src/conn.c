@@ -30,7 +30,7 @@ static int64_t min_deadline(int64_t a, int64_t b)
 }
 
 /* The deadline for one blocking operation: the per-operation timeout or the absolute deadline. */
-static int64_t op_deadline(const struct tlsock_conn *conn)
+int64_t tlsock__conn_op_deadline(const struct tlsock_conn *conn)
 {
     /* A timeout of 0 means "do not wait": only what is ready now. */
     int64_t op =
@@ -42,7 +42,7 @@ static int64_t op_deadline(const struct tlsock_conn *conn)
  * Records the outcome of an operation. Fatal errors become sticky; ETIMEDOUT on a read and a
  * peer's close_notify are the only failures a connection survives.
  */
-static int settle(struct tlsock_conn *conn, int rc, bool timeout_retryable)
+int tlsock__conn_settle(struct tlsock_conn *conn, int rc, bool timeout_retryable)
 {
     if (rc == 0 || rc == TLSOCK_EWANT_READ || rc == TLSOCK_EWANT_WRITE) {
         return rc;
@@ -61,7 +61,7 @@ static int settle(struct tlsock_conn *conn, int rc, bool timeout_retryable)
  * Starts a public call: clears the last message unless the connection is dead, in which case
  * the sticky error and its message are returned again.
  */
-static int call_begin(struct tlsock_conn *conn)
+int tlsock__conn_begin(struct tlsock_conn *conn)
 {
     if (conn == NULL) {
         return tlsock__fail(NULL, TLSOCK_EINVAL, "connection is NULL");
@@ -74,7 +74,58 @@ static int call_begin(struct tlsock_conn *conn)
     return 0;
 }
 
-int tlsock__conn_new(struct tlsock_ctx *ctx, int fd, bool owns_fd, const char *host,
+/* Fills in SNI and the name to verify for a client connection. */
+static int set_client_names(struct tlsock_conn *conn, const char *host, const struct tlsock_opts *o)
+{
+    /* RFC 6066 section 3: SNI carries host names only, never IP literals. */
+    const char *sni = o->servername;
+    if (sni == NULL && host != NULL && !tlsock__is_ip_literal(host)) {
+        sni = host;
+    }
+    const char *name = o->verify_name;
+    if (name == NULL) {
+        name = (o->servername != NULL && o->servername[0] != '\0') ? o->servername : host;
+    }
+    if ((sni != NULL && strlen(sni) >= sizeof(conn->servername)) ||
+        (name != NULL && strlen(name) >= sizeof(conn->verify_name))) {
+        return tlsock__fail(NULL, TLSOCK_EINVAL, "server name is too long");
+    }
+    strcpy(conn->servername, sni != NULL ? sni : "");
+    strcpy(conn->verify_name, name != NULL ? name : "");
+    if (conn->ctx->verify_mode == TLSOCK_VERIFY_REQUIRED && conn->verify_name[0] == '\0') {
+        return tlsock__fail(NULL, TLSOCK_EINVAL,
+                            "verification needs a host name: set opts.verify_name or "
+                            "opts.servername");
+    }
+    return 0;
+}
+
+/* Chooses the callbacks the implementation moves bytes with, if any. */
+static void set_transport(struct tlsock_conn *conn, const struct tlsock__conn_setup *setup,
+                          const struct tlsock_opts *o)
+{
+    conn->transport = setup->transport;
+    if (conn->transport == TLSOCK__TRANSPORT_FD && o->fd_callbacks) {
+        conn->transport = TLSOCK__TRANSPORT_FD_CALLBACKS;
+    }
+    switch (conn->transport) {
+    case TLSOCK__TRANSPORT_FD_CALLBACKS:
+        conn->io = tlsock__fd_io;
+        conn->io.user = conn;
+        break;
+    case TLSOCK__TRANSPORT_MEMORY:
+        conn->io = tlsock__mem_io;
+        conn->io.user = conn;
+        break;
+    case TLSOCK__TRANSPORT_USER:
+        conn->io = *setup->io;
+        break;
+    case TLSOCK__TRANSPORT_FD:
+        break;
+    }
+}
+
+int tlsock__conn_new(struct tlsock_ctx *ctx, const struct tlsock__conn_setup *setup,
                      const struct tlsock_opts *opts, struct tlsock_conn **out)
 {
     struct tlsock_opts o = opts_copy(opts);
@@ -91,46 +142,36 @@ int tlsock__conn_new(struct tlsock_ctx *ctx, int fd, bool owns_fd, const char *h
     if (conn == NULL) {
         return tlsock__fail(NULL, TLSOCK_ENOMEM, "out of memory allocating a connection");
     }
-    conn->fd = fd;
-    conn->owns_fd = owns_fd;
+    conn->ctx = tlsock_ctx_ref(ctx);
+    conn->fd = setup->fd;
+    conn->owns_fd = setup->owns_fd;
     conn->impl = ctx->impl;
     conn->state = TLSOCK__HANDSHAKING;
     conn->timeout_ms = o.timeout_ms > 0 ? o.timeout_ms : TLSOCK_NO_TIMEOUT;
     conn->handshake_timeout_ms =
         o.handshake_timeout_ms > 0 ? o.handshake_timeout_ms : ctx->handshake_timeout;
     conn->deadline_ns = INT64_MAX;
+    conn->op_deadline_ns = INT64_MAX;
+    set_transport(conn, setup, &o);
     if (ctx->role == TLSOCK_CLIENT) {
-        /* RFC 6066 section 3: SNI carries host names only, never IP literals. */
-        const char *sni = o.servername;
-        if (sni == NULL && host != NULL && !tlsock__is_ip_literal(host)) {
-            sni = host;
-        }
-        const char *name = o.verify_name;
-        if (name == NULL) {
-            name = (o.servername != NULL && o.servername[0] != '\0') ? o.servername : host;
-        }
-        if ((sni != NULL && strlen(sni) >= sizeof(conn->servername)) ||
-            (name != NULL && strlen(name) >= sizeof(conn->verify_name))) {
-            rc = tlsock__fail(NULL, TLSOCK_EINVAL, "server name is too long");
-            goto free_conn;
-        }
-        strcpy(conn->servername, sni != NULL ? sni : "");
-        strcpy(conn->verify_name, name != NULL ? name : "");
-        if (ctx->verify_mode == TLSOCK_VERIFY_REQUIRED && conn->verify_name[0] == '\0') {
-            rc = tlsock__fail(NULL, TLSOCK_EINVAL,
-                              "verification needs a host name: set opts.verify_name or "
-                              "opts.servername");
+        rc = set_client_names(conn, setup->host, &o);
+        if (rc != 0) {
             goto free_conn;
         }
     }
-    rc = tlsock__set_nonblocking(fd, &conn->saved_flags, &err);
-    if (rc != 0) {
-        tlsock__publish(&err);
-        goto free_conn;
+    if (conn->fd >= 0) {
+        rc = tlsock__set_nonblocking(conn->fd, &conn->saved_flags, &err);
+        if (rc != 0) {
+            tlsock__publish(&err);
+            goto free_conn;
+        }
     }
     const struct tlsock__conn_params params = {
         .role = ctx->role,
-        .fd = fd,
+        .io = conn->transport == TLSOCK__TRANSPORT_FD ? NULL : &conn->io,
+        .fd = conn->fd,
+        .preread = o.preread,
+        .preread_len = o.preread != NULL ? o.preread_len : 0,
         .servername = conn->servername[0] != '\0' ? conn->servername : NULL,
         .verify_name = conn->verify_name[0] != '\0' ? conn->verify_name : NULL,
         .verify_mode = ctx->verify_mode,
@@ -140,14 +181,14 @@ int tlsock__conn_new(struct tlsock_ctx *ctx, int fd, bool owns_fd, const char *h
         tlsock__publish(&err);
         goto restore_flags;
     }
-    conn->ctx = tlsock_ctx_ref(ctx);
     *out = conn;
     return 0;
 restore_flags:
-    if (!owns_fd) {
-        fcntl(fd, F_SETFL, conn->saved_flags);
+    if (conn->fd >= 0) {
+        fcntl(conn->fd, F_SETFL, conn->saved_flags);
     }
 free_conn:
+    tlsock_ctx_free(conn->ctx);
     free(conn);
     return rc;
 }
@@ -159,7 +200,7 @@ static int step_handshake(struct tlsock_conn *conn, void *arg)
 }
 
 /* Runs the handshake if it is not done yet; the caller has checked the sticky state. */
-static int ensure_handshake(struct tlsock_conn *conn)
+int tlsock__conn_handshake(struct tlsock_conn *conn)
 {
     int rc;
 
@@ -172,14 +213,14 @@ static int ensure_handshake(struct tlsock_conn *conn)
     if (rc == 0) {
         conn->state = TLSOCK__OPEN;
     }
-    return settle(conn, rc, false);
+    return tlsock__conn_settle(conn, rc, false);
 }
 
 int tlsock_handshake(struct tlsock_conn *conn)
 {
-    int rc = call_begin(conn);
+    int rc = tlsock__conn_begin(conn);
 
-    return rc != 0 ? rc : ensure_handshake(conn);
+    return rc != 0 ? rc : tlsock__conn_handshake(conn);
 }
 
 int tlsock_connect(struct tlsock_ctx *ctx, const char *host, uint16_t port,
@@ -201,12 +242,18 @@ int tlsock_connect(struct tlsock_ctx *ctx, const char *host, uint16_t port,
     if (rc != 0) {
         return rc;
     }
-    rc = tlsock__conn_new(ctx, fd, true, host, &o, &conn);
+    const struct tlsock__conn_setup setup = {
+        .transport = TLSOCK__TRANSPORT_FD,
+        .fd = fd,
+        .owns_fd = true,
+        .host = host,
+    };
+    rc = tlsock__conn_new(ctx, &setup, &o, &conn);
     if (rc != 0) {
         close(fd);
         return rc;
     }
-    rc = ensure_handshake(conn);
+    rc = tlsock__conn_handshake(conn);
     if (rc != 0) {
         /* Closing sends nothing more, but lets our alert reach the server (graceful close). */
         tlsock_close(conn);
@@ -222,7 +269,27 @@ int tlsock_attach_fd(struct tlsock_ctx *ctx, int fd, const struct tlsock_opts *o
     if (ctx == NULL || fd < 0 || out == NULL) {
         return tlsock__fail(NULL, TLSOCK_EINVAL, "attach: ctx, a valid fd and out are required");
     }
-    return tlsock__conn_new(ctx, fd, false, NULL, opts, out);
+    const struct tlsock__conn_setup setup = {
+        .transport = TLSOCK__TRANSPORT_FD,
+        .fd = fd,
+        .owns_fd = false,
+    };
+    return tlsock__conn_new(ctx, &setup, opts, out);
+}
+
+int tlsock_attach_io(struct tlsock_ctx *ctx, const struct tlsock_io *io,
+                     const struct tlsock_opts *opts, struct tlsock_conn **out)
+{
+    if (ctx == NULL || io == NULL || io->read == NULL || io->write == NULL || out == NULL) {
+        return tlsock__fail(NULL, TLSOCK_EINVAL,
+                            "attach_io: ctx, read and write callbacks and out are required");
+    }
+    const struct tlsock__conn_setup setup = {
+        .transport = TLSOCK__TRANSPORT_USER,
+        .fd = -1,
+        .io = io,
+    };
+    return tlsock__conn_new(ctx, &setup, opts, out);
 }
 
 struct io_args {
@@ -238,10 +305,21 @@ static int step_read(struct tlsock_conn *conn, void *arg)
     return conn->impl->read(conn->tls, io->buf, io->len, &io->done, &conn->err);
 }
 
-int tlsock_read(struct tlsock_conn *conn, void *buf, size_t len, size_t *nread)
+int tlsock__conn_read(struct tlsock_conn *conn, void *buf, size_t len, size_t *nread)
 {
     struct io_args io = {.buf = buf, .len = len};
-    int rc = call_begin(conn);
+    int rc = tlsock__drive(conn, step_read, &io, tlsock__conn_op_deadline(conn), TLSOCK_ETIMEDOUT);
+
+    rc = tlsock__conn_settle(conn, rc, true);
+    if (rc == 0) {
+        *nread = io.done;
+    }
+    return rc;
+}
+
+int tlsock_read(struct tlsock_conn *conn, void *buf, size_t len, size_t *nread)
+{
+    int rc = tlsock__conn_begin(conn);
 
     if (rc != 0) {
         return rc;
@@ -251,21 +329,22 @@ int tlsock_read(struct tlsock_conn *conn, void *buf, size_t len, size_t *nread)
                             "read: a buffer of at least one byte and "
                             "nread are required");
     }
+    /* Data that arrived while a detach waited for close_notify comes first. */
+    if (tlsock__buf_pending(&conn->stash) > 0) {
+        *nread = tlsock__buf_take(&conn->stash, buf, len);
+        return 0;
+    }
     if (conn->peer_closed) {
         return tlsock__fail(&conn->err, TLSOCK_ECLOSED, "the peer already sent close_notify");
     }
-    rc = ensure_handshake(conn);
+    rc = tlsock__conn_handshake(conn);
     if (rc != 0) {
         return rc;
     }
-    rc = settle(conn, tlsock__drive(conn, step_read, &io, op_deadline(conn), TLSOCK_ETIMEDOUT),
-                true);
-    if (rc == 0) {
-        *nread = io.done;
-    }
-    return rc;
+    return tlsock__conn_read(conn, buf, len, nread);
 }
 
+/* Writes the rest of the buffer, then hands any coalesced records to the transport. */
 static int step_write(struct tlsock_conn *conn, void *arg)
 {
     struct io_args *io = arg;
@@ -279,13 +358,16 @@ static int step_write(struct tlsock_conn *conn, void *arg)
         }
         io->done += n;
     }
-    return 0;
+    return conn->impl->flush(conn->tls, &conn->err);
 }
+
+/* Writes larger than one record are coalesced: several records per transport write. */
+enum { CORK_THRESHOLD = 16384 };
 
 int tlsock_write(struct tlsock_conn *conn, const void *buf, size_t len)
 {
     struct io_args io = {.buf = (void *)buf, .len = len};
-    int rc = call_begin(conn);
+    int rc = tlsock__conn_begin(conn);
 
     if (rc != 0) {
         return rc;
@@ -296,13 +378,26 @@ int tlsock_write(struct tlsock_conn *conn, const void *buf, size_t len)
     if (conn->sent_close) {
         return tlsock__fail(&conn->err, TLSOCK_EINVAL, "write after tlsock_shutdown");
     }
-    rc = ensure_handshake(conn);
+    if (conn->write_done > len) {
+        return tlsock__fail(&conn->err, TLSOCK_EINVAL,
+                            "write: repeat an interrupted write with the same arguments");
+    }
+    rc = tlsock__conn_handshake(conn);
     if (rc != 0 || len == 0) {
         return rc;
     }
+    io.done = conn->write_done;
+    conn->impl->set_cork(conn->tls, len > CORK_THRESHOLD);
+    rc = tlsock__drive(conn, step_write, &io, tlsock__conn_op_deadline(conn), TLSOCK_ETIMEDOUT);
+    if (rc == TLSOCK_EWANT_READ || rc == TLSOCK_EWANT_WRITE) {
+        /* Only transports without a socket get here: the caller repeats the call later. */
+        conn->write_done = io.done;
+        return rc;
+    }
+    conn->write_done = 0;
+    conn->impl->set_cork(conn->tls, false);
     /* A timed-out write may have sent part of the data: it is fatal, never retryable. */
-    return settle(conn, tlsock__drive(conn, step_write, &io, op_deadline(conn), TLSOCK_ETIMEDOUT),
-                  false);
+    return tlsock__conn_settle(conn, rc, false);
 }
 
 static int step_shutdown(struct tlsock_conn *conn, void *arg)
@@ -312,7 +407,7 @@ static int step_shutdown(struct tlsock_conn *conn, void *arg)
 }
 
 /* Sends close_notify once, until @p deadline_ns. */
-static int send_close_notify(struct tlsock_conn *conn, int64_t deadline_ns)
+int tlsock__conn_send_close(struct tlsock_conn *conn, int64_t deadline_ns)
 {
     int rc;
 
@@ -323,21 +418,21 @@ static int send_close_notify(struct tlsock_conn *conn, int64_t deadline_ns)
     if (rc == 0) {
         conn->sent_close = true;
     }
-    return settle(conn, rc, false);
+    return tlsock__conn_settle(conn, rc, false);
 }
 
 int tlsock_shutdown(struct tlsock_conn *conn)
 {
-    int rc = call_begin(conn);
+    int rc = tlsock__conn_begin(conn);
 
     if (rc != 0) {
         return rc;
     }
-    rc = ensure_handshake(conn);
+    rc = tlsock__conn_handshake(conn);
     if (rc != 0) {
         return rc;
     }
-    return send_close_notify(conn, op_deadline(conn));
+    return tlsock__conn_send_close(conn, tlsock__conn_op_deadline(conn));
 }
 
 void tlsock_close(struct tlsock_conn *conn)
@@ -349,16 +444,33 @@ void tlsock_close(struct tlsock_conn *conn)
         int limit = conn->timeout_ms > 0 ? conn->timeout_ms : CLOSE_NOTIFY_DEFAULT_MS;
         int64_t deadline = min_deadline(conn->deadline_ns, tlsock__deadline_after(limit));
         /* Best effort: the caller is done with the connection whatever happens here. */
-        (void)send_close_notify(conn, deadline);
+        int ignored = tlsock__conn_send_close(conn, deadline);
+        (void)ignored;
     }
-    conn->impl->conn_free(conn->tls);
     if (conn->owns_fd) {
         tlsock__graceful_close(conn->fd);
-    } else {
+    } else if (conn->fd >= 0) {
         fcntl(conn->fd, F_SETFL, conn->saved_flags);
     }
+    tlsock__conn_free(conn);
+}
+
+void tlsock__conn_free(struct tlsock_conn *conn)
+{
+    conn->impl->conn_free(conn->tls);
+    tlsock__buf_free(&conn->mem_in);
+    tlsock__buf_free(&conn->mem_out);
+    tlsock__buf_free(&conn->stash);
     tlsock_ctx_free(conn->ctx);
     free(conn);
+}
+
+int64_t tlsock_op_deadline_ms(const struct tlsock_conn *conn)
+{
+    if (conn == NULL || conn->op_deadline_ns == INT64_MAX) {
+        return -1;
+    }
+    return conn->op_deadline_ns / 1000000;
 }
 
 const char *tlsock_conn_errmsg(const struct tlsock_conn *conn)
@@ -401,7 +513,7 @@ int tlsock_set_deadline(struct tlsock_conn *conn, int64_t deadline_ms)
 
 int tlsock_conn_info(struct tlsock_conn *conn, const struct tlsock_info **out)
 {
-    int rc = call_begin(conn);
+    int rc = tlsock__conn_begin(conn);
 
     if (rc != 0) {
         return rc;
@@ -409,7 +521,7 @@ int tlsock_conn_info(struct tlsock_conn *conn, const struct tlsock_info **out)
     if (out == NULL) {
         return tlsock__fail(&conn->err, TLSOCK_EINVAL, "info: out is required");
     }
-    rc = ensure_handshake(conn);
+    rc = tlsock__conn_handshake(conn);
     if (rc != 0) {
         return rc;
     }

@@ -9,21 +9,26 @@
 int tlsock__drive(struct tlsock_conn *conn, tlsock__step_fn step, void *arg, int64_t deadline_ns,
                   int timeout_code)
 {
+    int rc;
+
+    /* Callbacks may ask for it (tlsock_op_deadline_ms) to bound their own waiting. */
+    conn->op_deadline_ns = deadline_ns;
     for (;;) {
-        int rc = step(conn, arg);
-        if (rc != TLSOCK_EWANT_READ && rc != TLSOCK_EWANT_WRITE) {
-            return rc;
+        rc = step(conn, arg);
+        if ((rc != TLSOCK_EWANT_READ && rc != TLSOCK_EWANT_WRITE) || conn->fd < 0) {
+            break;
         }
         short events = rc == TLSOCK_EWANT_READ ? POLLIN : POLLOUT;
         rc = tlsock__wait_fd(conn->fd, events, deadline_ns, &conn->err);
         if (rc == TLSOCK_ETIMEDOUT) {
-            return tlsock__fail(&conn->err, timeout_code, "%s: no progress before the deadline",
-                                timeout_code == TLSOCK_EHANDSHAKE_TIMEOUT
-                                    ? "TLS handshake timed out"
-                                    : "timed out");
+            rc = tlsock__fail(&conn->err, timeout_code, "%s: no progress before the deadline",
+                              timeout_code == TLSOCK_EHANDSHAKE_TIMEOUT ? "TLS handshake timed out"
+                                                                        : "timed out");
         }
         if (rc != 0) {
-            return rc;
+            break;
         }
     }
+    conn->op_deadline_ns = INT64_MAX;
+    return rc;
 }

@@ -19,10 +19,17 @@
 /* Error detail written by implementations; see struct tlsock__err in internal.h. */
 struct tlsock__err;
 
-/* What a new session needs to know; strings are only read during conn_new. */
+/* What a new session needs to know; strings and preread are only read during conn_new. */
 struct tlsock__conn_params {
-    int role;                /* TLSOCK_CLIENT or TLSOCK_SERVER */
-    int fd;                  /* connected, non-blocking socket the session reads and writes */
+    int role; /* TLSOCK_CLIENT or TLSOCK_SERVER */
+    /*
+     * The transport: callbacks when io is not NULL (user callbacks, or the core's memory and
+     * fd-callback transports), else the connected, non-blocking socket fd (the fast path).
+     */
+    const struct tlsock_io *io;
+    int fd;
+    const void *preread; /* bytes to consume before reading the transport */
+    size_t preread_len;
     const char *servername;  /* client SNI, NULL for none */
     const char *verify_name; /* client: DNS name or IP literal to verify, NULL for none */
     int verify_mode;         /* enum tlsock_verify */
@@ -106,6 +113,14 @@ struct tlsock__impl {
     int (*write)(void *tls, const void *buf, size_t len, size_t *nwritten, struct tlsock__err *err);
     /* Sends close_notify; WANT codes until it is flushed. */
     int (*shutdown)(void *tls, struct tlsock__err *err);
+    /*
+     * Coalescing: while corked, records are collected and handed to the transport together
+     * (several per system call); flush sends what is collected (WANT codes until done).
+     */
+    void (*set_cork)(void *tls, bool on);
+    int (*flush)(void *tls, struct tlsock__err *err);
+    /* Copies received bytes TLS has not consumed (for detach); returns how many there are. */
+    size_t (*take_unread)(void *tls, void *buf, size_t cap);
     void (*get_info)(void *tls, struct tlsock__info_buf *out);
     /* Decrypted application data that a read returns without touching the transport. */
     size_t (*pending)(void *tls);

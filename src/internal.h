@@ -61,6 +61,26 @@ struct tlsock_ctx {
 /* Freezes @p ctx (loading default trust anchors once) and returns 0 or an error in @p err. */
 int tlsock__ctx_freeze(struct tlsock_ctx *ctx, struct tlsock__err *err) TLSOCK__MUST_CHECK;
 
+/* A growable byte queue (buffer.c). */
+struct tlsock__buf {
+    unsigned char *data;
+    size_t len; /* bytes stored */
+    size_t off; /* bytes already taken from the front */
+    size_t cap;
+};
+int tlsock__buf_append(struct tlsock__buf *b, const void *data, size_t len) TLSOCK__MUST_CHECK;
+size_t tlsock__buf_take(struct tlsock__buf *b, void *out, size_t cap);
+size_t tlsock__buf_pending(const struct tlsock__buf *b);
+void tlsock__buf_free(struct tlsock__buf *b);
+
+/* How a connection's ciphertext moves. */
+enum tlsock__transport {
+    TLSOCK__TRANSPORT_FD,           /* the implementation's own socket I/O (fast path) */
+    TLSOCK__TRANSPORT_FD_CALLBACKS, /* the socket, through the generic callback path */
+    TLSOCK__TRANSPORT_USER,         /* the user's callbacks */
+    TLSOCK__TRANSPORT_MEMORY,       /* sans-I/O: tlsock_feed / tlsock_drain */
+};
+
 enum tlsock__state {
     TLSOCK__HANDSHAKING, /* handshake not finished yet */
     TLSOCK__OPEN,        /* handshake done, data may flow */
@@ -71,16 +91,25 @@ struct tlsock_conn {
     struct tlsock_ctx *ctx; /* referenced */
     const struct tlsock__impl *impl;
     void *tls; /* the implementation's session */
-    int fd;
-    bool owns_fd;    /* opened by tlsock: closed by tlsock_close */
-    int saved_flags; /* fcntl flags to restore on an attached fd */
+    enum tlsock__transport transport;
+    struct tlsock_io io; /* the callbacks the implementation uses, unless TRANSPORT_FD */
+    int fd;              /* the socket, -1 for user and memory transports */
+    bool owns_fd;        /* opened by tlsock: closed by tlsock_close */
+    int saved_flags;     /* fcntl flags to restore on the socket */
     enum tlsock__state state;
     int sticky;       /* fatal error code once state is FAILED */
     bool sent_close;  /* our close_notify is out */
     bool peer_closed; /* the peer's close_notify arrived */
     int timeout_ms;   /* per operation; TLSOCK_NO_TIMEOUT for none */
     int handshake_timeout_ms;
-    int64_t deadline_ns; /* absolute, INT64_MAX for none */
+    int64_t deadline_ns;        /* absolute, INT64_MAX for none */
+    int64_t op_deadline_ns;     /* of the blocking operation in progress, INT64_MAX for none */
+    size_t write_done;          /* progress of a tlsock_write interrupted by a WANT code */
+    struct tlsock__buf mem_in;  /* memory mode: fed ciphertext */
+    struct tlsock__buf mem_out; /* memory mode: ciphertext to drain */
+    bool mem_eof;               /* memory mode: tlsock_feed_eof was called */
+    int sys_errno;              /* fd-callback transport: errno behind its TLSOCK_ESYS */
+    struct tlsock__buf stash;   /* application data that arrived while detaching */
     char servername[256];
     char verify_name[256];
     bool info_valid;
@@ -89,13 +118,41 @@ struct tlsock_conn {
     struct tlsock__err err;
 };
 
-/* Creates a connection over connected socket @p fd (taking it over if @p owns_fd). */
-int tlsock__conn_new(struct tlsock_ctx *ctx, int fd, bool owns_fd, const char *host,
+/* What a new connection runs over. */
+struct tlsock__conn_setup {
+    enum tlsock__transport transport; /* FD may become FD_CALLBACKS through opts */
+    int fd;                           /* FD: a connected socket; else -1 */
+    bool owns_fd;                     /* close the socket in tlsock_close */
+    const char *host;                 /* client: name connected to, for SNI and verification */
+    const struct tlsock_io *io;       /* USER: the callbacks */
+};
+
+/* Creates a connection; on failure the caller still owns the socket. */
+int tlsock__conn_new(struct tlsock_ctx *ctx, const struct tlsock__conn_setup *setup,
                      const struct tlsock_opts *opts, struct tlsock_conn **out) TLSOCK__MUST_CHECK;
+/* Starts a public call: clears the message, or returns the sticky error of a dead connection. */
+int tlsock__conn_begin(struct tlsock_conn *conn) TLSOCK__MUST_CHECK;
+/* Records an operation's outcome (sticky errors) and returns it. */
+int tlsock__conn_settle(struct tlsock_conn *conn, int rc, bool timeout_retryable);
+/* Runs the handshake if it is not done yet. */
+int tlsock__conn_handshake(struct tlsock_conn *conn) TLSOCK__MUST_CHECK;
+/* Sends close_notify once, until @p deadline_ns. */
+int tlsock__conn_send_close(struct tlsock_conn *conn, int64_t deadline_ns) TLSOCK__MUST_CHECK;
+/* The deadline of the next blocking operation: its timeout or the absolute deadline. */
+int64_t tlsock__conn_op_deadline(const struct tlsock_conn *conn);
+/* Reads application data through the driver, bounded by the operation deadline. */
+int tlsock__conn_read(struct tlsock_conn *conn, void *buf, size_t len, size_t *nread);
+/* Frees the connection and everything it holds but the socket. */
+void tlsock__conn_free(struct tlsock_conn *conn);
+
+/* Transports the core implements as callbacks; their user pointer is the connection. */
+extern const struct tlsock_io tlsock__mem_io; /* transport_mem.c */
+extern const struct tlsock_io tlsock__fd_io;  /* transport_fd.c */
 
 /*
  * The blocking driver: calls @p step until it returns something other than a WANT code, waiting
  * on the connection's fd in between, until @p deadline_ns. On timeout returns @p timeout_code.
+ * Connections without a socket get the WANT code back: their transport decides when to retry.
  */
 typedef int (*tlsock__step_fn)(struct tlsock_conn *conn, void *arg);
 int tlsock__drive(struct tlsock_conn *conn, tlsock__step_fn step, void *arg, int64_t deadline_ns,
@@ -107,6 +164,13 @@ int tlsock__tcp_connect(const char *host, uint16_t port, int64_t deadline_ns, in
                         struct tlsock__err *err) TLSOCK__MUST_CHECK;
 /* Waits for @p events on @p fd until @p deadline_ns: 0, TLSOCK_ETIMEDOUT or TLSOCK_ESYS. */
 int tlsock__wait_fd(int fd, short events, int64_t deadline_ns, struct tlsock__err *err);
+/*
+ * One recv/send on a non-blocking socket: bytes moved, 0 at EOF (recv), TLSOCK_EWANT_READ /
+ * TLSOCK_EWANT_WRITE when it would block, or TLSOCK_ESYS with *sys_errno set. Restarts on EINTR;
+ * sends with MSG_NOSIGNAL.
+ */
+ssize_t tlsock__sock_recv(int fd, void *buf, size_t len, int *sys_errno);
+ssize_t tlsock__sock_send(int fd, const void *buf, size_t len, int *sys_errno);
 /* Half-closes, drains unread input for a short bounded time, then closes @p fd. */
 void tlsock__graceful_close(int fd);
 /* True when @p host is an IPv4 or IPv6 literal. */

@@ -182,7 +182,12 @@ int tlsock_accept(struct tlsock_listener *lis, const struct tlsock_opts *opts,
         if (fd >= 0) {
             int one = 1;
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-            rc = tlsock__conn_new(lis->ctx, fd, true, NULL, opts, out);
+            const struct tlsock__conn_setup setup = {
+                .transport = TLSOCK__TRANSPORT_FD,
+                .fd = fd,
+                .owns_fd = true,
+            };
+            rc = tlsock__conn_new(lis->ctx, &setup, opts, out);
             if (rc != 0) {
                 close(fd);
             }

@@ -182,6 +182,41 @@ int tlsock__tcp_connect(const char *host, uint16_t port, int64_t deadline_ns, in
     return rc;
 }
 
+ssize_t tlsock__sock_recv(int fd, void *buf, size_t len, int *sys_errno)
+{
+    for (;;) {
+        ssize_t n = recv(fd, buf, len, 0);
+        if (n >= 0) {
+            return n;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            return TLSOCK_EWANT_READ;
+        }
+        if (errno != EINTR) {
+            *sys_errno = errno;
+            return TLSOCK_ESYS;
+        }
+    }
+}
+
+ssize_t tlsock__sock_send(int fd, const void *buf, size_t len, int *sys_errno)
+{
+    for (;;) {
+        /* MSG_NOSIGNAL: a peer that went away gives EPIPE, never a SIGPIPE. */
+        ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
+        if (n >= 0) {
+            return n;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            return TLSOCK_EWANT_WRITE;
+        }
+        if (errno != EINTR) {
+            *sys_errno = errno;
+            return TLSOCK_ESYS;
+        }
+    }
+}
+
 void tlsock__graceful_close(int fd)
 {
     char buf[4096];

@@ -6,7 +6,6 @@
  * errno so that errors are reported exactly. Nothing here waits: a would-block becomes a WANT code.
  */
 #include <arpa/inet.h>
-#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,12 +43,29 @@ struct ossl_ctx {
     size_t alpn_len;
 };
 
+/*
+ * The coalescing buffer holds up to four full TLS records, so a corked bulk write reaches the
+ * transport in 64 KiB pieces instead of one system call per 16 KiB record.
+ */
+enum { CORK_CAP = 4 * (16384 + 256) };
+
 struct ossl_conn {
     SSL *ssl;
-    int fd;
+    int fd;      /* the fast path's socket, when io is unused */
+    bool use_io; /* move bytes through io instead of fd */
+    struct tlsock_io io;
+    unsigned char *pre; /* preread bytes, consumed before the transport */
+    size_t pre_len;
+    size_t pre_off;
+    bool corked;
+    unsigned char *wbuf; /* CORK_CAP bytes while corked, allocated on first use */
+    size_t wlen;         /* bytes collected */
+    size_t woff;         /* bytes of them already handed to the transport */
+    int transport_err;   /* TLSOCK_E* from the transport, 0 if none */
+    int sys_errno;       /* errno behind a TLSOCK_ESYS from the socket */
+    bool wrote_zero;     /* a write callback returned 0 */
+    bool eof;            /* the transport reported the end of the stream */
     int verify_mode;
-    int sys_errno;      /* errno of the last failed recv/send, 0 if none */
-    bool eof;           /* recv returned 0 */
     int alert_received; /* last alert description from the peer, -1 if none */
     char servername[256];
 };
@@ -72,60 +88,119 @@ static int fail_ossl(struct tlsock__err *err, int code, const char *what)
 }
 
 /* ---------------------------------------------------------------------------------------------
- * The fd BIO
+ * The BIO: the socket fd (fast path) or transport callbacks, with preread and coalescing
  * ------------------------------------------------------------------------------------------- */
 
-static int fd_bio_read(BIO *bio, char *buf, size_t len, size_t *nread)
+/*
+ * Reads from the transport into @p buf: >0 bytes, 0 at end of stream, or a negative TLSOCK_E*
+ * (WANT codes for "nothing now").
+ */
+static ssize_t transport_read(struct ossl_conn *c, void *buf, size_t len)
 {
-    struct ossl_conn *c = BIO_get_data(bio);
+    if (c->use_io) {
+        return c->io.read(c->io.user, buf, len);
+    }
+    return tlsock__sock_recv(c->fd, buf, len, &c->sys_errno);
+}
 
-    BIO_clear_retry_flags(bio);
-    for (;;) {
-        ssize_t n = recv(c->fd, buf, len, 0);
-        if (n > 0) {
-            *nread = (size_t)n;
-            return 1;
+static ssize_t transport_write(struct ossl_conn *c, const void *buf, size_t len)
+{
+    if (c->use_io) {
+        return c->io.write(c->io.user, buf, len);
+    }
+    return tlsock__sock_send(c->fd, buf, len, &c->sys_errno);
+}
+
+/*
+ * Tells OpenSSL how a transport call went. WANT codes and a timeout are retries for OpenSSL (so
+ * the session stays usable); a timeout is remembered so that it reaches the caller as such.
+ */
+static int bio_result(BIO *bio, struct ossl_conn *c, ssize_t n, size_t *done, bool reading)
+{
+    if (n > 0) {
+        *done = (size_t)n;
+        return 1;
+    }
+    if (n == 0 && !reading) {
+        c->wrote_zero = true; /* a write callback broke its contract */
+        c->transport_err = TLSOCK_EINVAL;
+        return 0;
+    }
+    if (n == 0) {
+        c->eof = true;
+        return 0;
+    }
+    if (n == TLSOCK_EWANT_READ || n == TLSOCK_EWANT_WRITE || n == TLSOCK_ETIMEDOUT) {
+        if (n == TLSOCK_ETIMEDOUT) {
+            c->transport_err = TLSOCK_ETIMEDOUT;
         }
-        if (n == 0) {
-            c->eof = true;
-            return 0;
-        }
-        if (errno == EINTR) {
-            continue;
-        }
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        if (reading) {
             BIO_set_retry_read(bio);
         } else {
-            c->sys_errno = errno;
+            BIO_set_retry_write(bio);
         }
         return 0;
     }
+    c->transport_err = (int)n;
+    return 0;
 }
 
-static int fd_bio_write(BIO *bio, const char *buf, size_t len, size_t *nwritten)
+static int bio_read(BIO *bio, char *buf, size_t len, size_t *nread)
 {
     struct ossl_conn *c = BIO_get_data(bio);
 
     BIO_clear_retry_flags(bio);
-    for (;;) {
-        ssize_t n = send(c->fd, buf, len, MSG_NOSIGNAL);
-        if (n >= 0) {
-            *nwritten = (size_t)n;
-            return 1;
-        }
-        if (errno == EINTR) {
-            continue;
-        }
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            BIO_set_retry_write(bio);
-        } else {
-            c->sys_errno = errno;
-        }
-        return 0;
+    if (c->pre_off < c->pre_len) {
+        size_t n = c->pre_len - c->pre_off < len ? c->pre_len - c->pre_off : len;
+        memcpy(buf, c->pre + c->pre_off, n);
+        c->pre_off += n;
+        *nread = n;
+        return 1;
     }
+    return bio_result(bio, c, transport_read(c, buf, len), nread, true);
 }
 
-static long fd_bio_ctrl(BIO *bio, int cmd, long num, void *ptr)
+/* Hands collected records to the transport: 1 when all are out, 0 with a retry or error set. */
+static int flush_collected(BIO *bio, struct ossl_conn *c)
+{
+    while (c->woff < c->wlen) {
+        size_t n = 0;
+        if (bio_result(bio, c, transport_write(c, c->wbuf + c->woff, c->wlen - c->woff), &n,
+                       false) != 1) {
+            return 0;
+        }
+        c->woff += n;
+    }
+    c->wlen = 0;
+    c->woff = 0;
+    return 1;
+}
+
+static int bio_write(BIO *bio, const char *buf, size_t len, size_t *nwritten)
+{
+    struct ossl_conn *c = BIO_get_data(bio);
+
+    BIO_clear_retry_flags(bio);
+    if (c->corked && c->wbuf == NULL) {
+        c->wbuf = malloc(CORK_CAP);
+        c->corked = c->wbuf != NULL; /* without memory, just do not coalesce */
+    }
+    if (!c->corked) {
+        return bio_result(bio, c, transport_write(c, buf, len), nwritten, false);
+    }
+    if (c->wlen + len > CORK_CAP && flush_collected(bio, c) != 1) {
+        return 0;
+    }
+    if (len > CORK_CAP) {
+        return bio_result(bio, c, transport_write(c, buf, len), nwritten, false);
+    }
+    memcpy(c->wbuf + c->wlen, buf, len);
+    c->wlen += len;
+    *nwritten = len;
+    return 1;
+}
+
+static long bio_ctrl(BIO *bio, int cmd, long num, void *ptr)
 {
     struct ossl_conn *c = BIO_get_data(bio);
 
@@ -142,26 +217,26 @@ static long fd_bio_ctrl(BIO *bio, int cmd, long num, void *ptr)
     }
 }
 
-static int fd_bio_create(BIO *bio)
+static int bio_create(BIO *bio)
 {
     BIO_set_init(bio, 1);
     return 1;
 }
 
-static BIO_METHOD *fd_bio_method;
-static pthread_once_t fd_bio_once = PTHREAD_ONCE_INIT;
+static BIO_METHOD *bio_method;
+static pthread_once_t bio_method_once = PTHREAD_ONCE_INIT;
 
-static void fd_bio_init(void)
+static void bio_method_init(void)
 {
-    BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "tlsock fd");
+    BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "tlsock transport");
 
     if (m != NULL) {
-        BIO_meth_set_read_ex(m, fd_bio_read);
-        BIO_meth_set_write_ex(m, fd_bio_write);
-        BIO_meth_set_ctrl(m, fd_bio_ctrl);
-        BIO_meth_set_create(m, fd_bio_create);
+        BIO_meth_set_read_ex(m, bio_read);
+        BIO_meth_set_write_ex(m, bio_write);
+        BIO_meth_set_ctrl(m, bio_ctrl);
+        BIO_meth_set_create(m, bio_create);
     }
-    fd_bio_method = m;
+    bio_method = m;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -500,6 +575,8 @@ static void ossl_conn_free(void *tls)
         return;
     }
     SSL_free(c->ssl);
+    free(c->pre);
+    free(c->wbuf);
     free(c);
 }
 
@@ -546,22 +623,35 @@ static int ossl_conn_new(void *nctx, const struct tlsock__conn_params *p, void *
     BIO *bio = NULL;
     int rc = 0;
 
-    pthread_once(&fd_bio_once, fd_bio_init);
-    if (fd_bio_method == NULL) {
-        return tlsock__fail(err, TLSOCK_ENOMEM, "cannot create the OpenSSL fd BIO method");
+    pthread_once(&bio_method_once, bio_method_init);
+    if (bio_method == NULL) {
+        return tlsock__fail(err, TLSOCK_ENOMEM, "cannot create the OpenSSL BIO method");
     }
     c = calloc(1, sizeof(*c));
     if (c == NULL) {
         return tlsock__fail(err, TLSOCK_ENOMEM, "out of memory allocating a session");
     }
     c->fd = p->fd;
+    c->use_io = p->io != NULL;
+    if (c->use_io) {
+        c->io = *p->io;
+    }
     c->verify_mode = p->verify_mode;
     c->alert_received = -1;
     if (p->servername != NULL) {
         snprintf(c->servername, sizeof(c->servername), "%s", p->servername);
     }
+    if (p->preread_len > 0) {
+        c->pre = malloc(p->preread_len);
+        if (c->pre == NULL) {
+            rc = tlsock__fail(err, TLSOCK_ENOMEM, "out of memory copying preread bytes");
+            goto fail;
+        }
+        memcpy(c->pre, p->preread, p->preread_len);
+        c->pre_len = p->preread_len;
+    }
     c->ssl = SSL_new(oc->ssl_ctx);
-    bio = BIO_new(fd_bio_method);
+    bio = BIO_new(bio_method);
     if (c->ssl == NULL || bio == NULL) {
         BIO_free(bio);
         rc = fail_ossl(err, TLSOCK_ENOMEM, "cannot create an OpenSSL session");
@@ -601,6 +691,29 @@ static int fail_verify(struct ossl_conn *c, long result, struct tlsock__err *err
                         subject[0] != '\0' ? "; peer " : "", subject);
 }
 
+/* Reports the transport's own error exactly: the socket's errno, or the callback's code. */
+static int fail_transport(struct ossl_conn *c, struct tlsock__err *err)
+{
+    int code = c->transport_err;
+    int sys = c->sys_errno;
+
+    c->transport_err = 0;
+    c->sys_errno = 0;
+    ERR_clear_error();
+    if (code == TLSOCK_ESYS && sys != 0) {
+        return tlsock__fail(err, code, "socket error: %s", strerror(sys));
+    }
+    if (c->wrote_zero) {
+        c->wrote_zero = false;
+        return tlsock__fail(err, code, "transport write callback took 0 bytes");
+    }
+    if (err != NULL && err->msg[0] != '\0') {
+        return code; /* the core's transport already explained itself */
+    }
+    return tlsock__fail(err, code, "transport returned %s: %s", tlsock_err_name(code),
+                        tlsock_strerror(code));
+}
+
 /*
  * Turns an OpenSSL failure into a tlsock code, in order of precision: would-block, the peer's
  * close_notify, the socket's errno, bare EOF (truncation), our verification, the peer's alert,
@@ -614,20 +727,20 @@ static int map_error(struct ossl_conn *c, int ret, struct tlsock__err *err)
 
     switch (e) {
     case SSL_ERROR_WANT_READ:
-        return TLSOCK_EWANT_READ;
     case SSL_ERROR_WANT_WRITE:
-        return TLSOCK_EWANT_WRITE;
+        /* A transport timeout is a retry for OpenSSL but a timeout for the caller. */
+        if (c->transport_err == TLSOCK_ETIMEDOUT) {
+            return fail_transport(c, err);
+        }
+        return e == SSL_ERROR_WANT_READ ? TLSOCK_EWANT_READ : TLSOCK_EWANT_WRITE;
     case SSL_ERROR_ZERO_RETURN:
         ERR_clear_error();
         return tlsock__fail(err, TLSOCK_ECLOSED, "peer sent close_notify");
     default:
         break;
     }
-    if (c->sys_errno != 0) {
-        int sys = c->sys_errno;
-        c->sys_errno = 0;
-        ERR_clear_error();
-        return tlsock__fail(err, TLSOCK_ESYS, "socket error: %s", strerror(sys));
+    if (c->transport_err != 0) {
+        return fail_transport(c, err);
     }
     if ((e == SSL_ERROR_SYSCALL && code == 0) ||
         ERR_GET_REASON(code) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
@@ -687,6 +800,43 @@ static int ossl_shutdown(void *tls, struct tlsock__err *err)
     /* 0: our close_notify is sent; 1: the peer's had arrived too. Either way we are done. */
     ret = SSL_shutdown(c->ssl);
     return ret >= 0 ? 0 : map_error(c, ret, err);
+}
+
+static void ossl_set_cork(void *tls, bool on)
+{
+    struct ossl_conn *c = tls;
+
+    c->corked = on;
+}
+
+static int ossl_flush(void *tls, struct tlsock__err *err)
+{
+    struct ossl_conn *c = tls;
+    BIO *bio = SSL_get_wbio(c->ssl);
+
+    BIO_clear_retry_flags(bio);
+    if (flush_collected(bio, c) == 1) {
+        return 0;
+    }
+    if (BIO_should_retry(bio)) {
+        return c->transport_err == TLSOCK_ETIMEDOUT ? fail_transport(c, err) : TLSOCK_EWANT_WRITE;
+    }
+    return fail_transport(c, err);
+}
+
+static size_t ossl_take_unread(void *tls, void *buf, size_t cap)
+{
+    struct ossl_conn *c = tls;
+    /*
+     * Without read-ahead (OpenSSL's default, kept here) the record layer reads exactly the
+     * records it needs, so the only received bytes TLS has not consumed are preread ones.
+     */
+    size_t n = c->pre_len - c->pre_off;
+
+    if (n > 0 && n <= cap) {
+        memcpy(buf, c->pre + c->pre_off, n);
+    }
+    return n;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -811,6 +961,9 @@ const struct tlsock__impl tlsock__openssl_impl = {
     .read = ossl_read,
     .write = ossl_write,
     .shutdown = ossl_shutdown,
+    .set_cork = ossl_set_cork,
+    .flush = ossl_flush,
+    .take_unread = ossl_take_unread,
     .get_info = ossl_get_info,
     .pending = ossl_pending,
     .cert_generate = tlsock__openssl_cert_generate,
