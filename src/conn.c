@@ -498,7 +498,7 @@ size_t tlsock_pending(const struct tlsock_conn *conn)
     if (conn == NULL || conn->state != TLSOCK__OPEN) {
         return 0;
     }
-    return conn->impl->pending(conn->tls);
+    return tlsock__buf_pending(&conn->stash) + conn->impl->pending(conn->tls);
 }
 
 int tlsock_set_deadline(struct tlsock_conn *conn, int64_t deadline_ms)
