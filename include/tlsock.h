@@ -302,10 +302,12 @@ TLSOCK_API int tlsock_attach_fd(struct tlsock_ctx *ctx, int fd, const struct tls
  * or a negative TLSOCK_E* code. A write callback returns the number of bytes it took (1..len) or
  * a negative TLSOCK_E* code. TLSOCK_EWANT_READ / TLSOCK_EWANT_WRITE mean "nothing now" (a
  * non-blocking transport): the tlsock call returns that code and must be repeated with the same
- * arguments later. TLSOCK_ETIMEDOUT reaches the caller as TLSOCK_ETIMEDOUT and, from a read,
- * leaves the connection usable. Any other code reaches the caller exactly and is fatal.
- * Callbacks are called only from within tlsock calls on their connection, in that thread; they
- * must not call tlsock functions on the same connection. tlsock_op_deadline_ms() tells a
+ * arguments later. TLSOCK_ETIMEDOUT reaches the caller as TLSOCK_ETIMEDOUT (as
+ * TLSOCK_EHANDSHAKE_TIMEOUT during the handshake, which it ends) and, from a read of application
+ * data, leaves the connection usable. A callback returning more than @c len, or a write callback
+ * returning 0, breaks the contract: TLSOCK_EINVAL. Any other code reaches the caller exactly and is
+ * fatal. Callbacks are called only from within tlsock calls on their connection, in that thread;
+ * they must not call tlsock functions on the same connection. tlsock_op_deadline_ms() tells a
  * blocking callback how long it may wait.
  */
 typedef ssize_t (*tlsock_read_fn)(void *user, void *buf, size_t len);

@@ -212,6 +212,9 @@ int tlsock__conn_handshake(struct tlsock_conn *conn)
     rc = tlsock__drive(conn, step_handshake, NULL, deadline, TLSOCK_EHANDSHAKE_TIMEOUT);
     if (rc == 0) {
         conn->state = TLSOCK__OPEN;
+    } else if (rc == TLSOCK_ETIMEDOUT) {
+        /* A transport callback timed out: in the handshake that is a handshake timeout. */
+        rc = TLSOCK_EHANDSHAKE_TIMEOUT;
     }
     return tlsock__conn_settle(conn, rc, false);
 }
@@ -382,8 +385,11 @@ int tlsock_write(struct tlsock_conn *conn, const void *buf, size_t len)
         return tlsock__fail(&conn->err, TLSOCK_EINVAL,
                             "write: repeat an interrupted write with the same arguments");
     }
+    if (len == 0) {
+        return 0; /* nothing to write, and no reason to start a handshake for it */
+    }
     rc = tlsock__conn_handshake(conn);
-    if (rc != 0 || len == 0) {
+    if (rc != 0) {
         return rc;
     }
     io.done = conn->write_done;

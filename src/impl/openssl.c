@@ -63,8 +63,9 @@ struct ossl_conn {
     size_t woff;         /* bytes of them already handed to the transport */
     int transport_err;   /* TLSOCK_E* from the transport, 0 if none */
     int sys_errno;       /* errno behind a TLSOCK_ESYS from the socket */
-    bool wrote_zero;     /* a write callback returned 0 */
-    bool eof;            /* the transport reported the end of the stream */
+    int transport_want;  /* the transport's own WANT code behind OpenSSL's retry, 0 if none */
+    const char *contract_broken; /* how a callback broke its contract, NULL if it did not */
+    bool eof;                    /* the transport reported the end of the stream */
     int verify_mode;
     int alert_received; /* last alert description from the peer, -1 if none */
     char servername[256];
@@ -115,14 +116,16 @@ static ssize_t transport_write(struct ossl_conn *c, const void *buf, size_t len)
  * Tells OpenSSL how a transport call went. WANT codes and a timeout are retries for OpenSSL (so
  * the session stays usable); a timeout is remembered so that it reaches the caller as such.
  */
-static int bio_result(BIO *bio, struct ossl_conn *c, ssize_t n, size_t *done, bool reading)
+static int bio_result(BIO *bio, struct ossl_conn *c, ssize_t n, size_t len, size_t *done,
+                      bool reading)
 {
-    if (n > 0) {
+    if (n > 0 && (size_t)n <= len) {
         *done = (size_t)n;
         return 1;
     }
-    if (n == 0 && !reading) {
-        c->wrote_zero = true; /* a write callback broke its contract */
+    if (n > 0 || (n == 0 && !reading)) {
+        c->contract_broken = n > 0 ? "transport callback returned more bytes than asked"
+                                   : "transport write callback took 0 bytes";
         c->transport_err = TLSOCK_EINVAL;
         return 0;
     }
@@ -131,8 +134,14 @@ static int bio_result(BIO *bio, struct ossl_conn *c, ssize_t n, size_t *done, bo
         return 0;
     }
     if (n == TLSOCK_EWANT_READ || n == TLSOCK_EWANT_WRITE || n == TLSOCK_ETIMEDOUT) {
+        /*
+         * Retries for OpenSSL, whatever their direction; the transport's own code is what the
+         * caller gets (a read callback over a non-blocking TLS transport may want to write).
+         */
         if (n == TLSOCK_ETIMEDOUT) {
             c->transport_err = TLSOCK_ETIMEDOUT;
+        } else {
+            c->transport_want = (int)n;
         }
         if (reading) {
             BIO_set_retry_read(bio);
@@ -157,7 +166,7 @@ static int bio_read(BIO *bio, char *buf, size_t len, size_t *nread)
         *nread = n;
         return 1;
     }
-    return bio_result(bio, c, transport_read(c, buf, len), nread, true);
+    return bio_result(bio, c, transport_read(c, buf, len), len, nread, true);
 }
 
 /* Hands collected records to the transport: 1 when all are out, 0 with a retry or error set. */
@@ -165,8 +174,8 @@ static int flush_collected(BIO *bio, struct ossl_conn *c)
 {
     while (c->woff < c->wlen) {
         size_t n = 0;
-        if (bio_result(bio, c, transport_write(c, c->wbuf + c->woff, c->wlen - c->woff), &n,
-                       false) != 1) {
+        size_t left = c->wlen - c->woff;
+        if (bio_result(bio, c, transport_write(c, c->wbuf + c->woff, left), left, &n, false) != 1) {
             return 0;
         }
         c->woff += n;
@@ -186,13 +195,13 @@ static int bio_write(BIO *bio, const char *buf, size_t len, size_t *nwritten)
         c->corked = c->wbuf != NULL; /* without memory, just do not coalesce */
     }
     if (!c->corked) {
-        return bio_result(bio, c, transport_write(c, buf, len), nwritten, false);
+        return bio_result(bio, c, transport_write(c, buf, len), len, nwritten, false);
     }
     if (c->wlen + len > CORK_CAP && flush_collected(bio, c) != 1) {
         return 0;
     }
     if (len > CORK_CAP) {
-        return bio_result(bio, c, transport_write(c, buf, len), nwritten, false);
+        return bio_result(bio, c, transport_write(c, buf, len), len, nwritten, false);
     }
     memcpy(c->wbuf + c->wlen, buf, len);
     c->wlen += len;
@@ -703,9 +712,10 @@ static int fail_transport(struct ossl_conn *c, struct tlsock__err *err)
     if (code == TLSOCK_ESYS && sys != 0) {
         return tlsock__fail(err, code, "socket error: %s", strerror(sys));
     }
-    if (c->wrote_zero) {
-        c->wrote_zero = false;
-        return tlsock__fail(err, code, "transport write callback took 0 bytes");
+    if (c->contract_broken != NULL) {
+        const char *why = c->contract_broken;
+        c->contract_broken = NULL;
+        return tlsock__fail(err, code, "%s", why);
     }
     if (err != NULL && err->msg[0] != '\0') {
         return code; /* the core's transport already explained itself */
@@ -731,6 +741,11 @@ static int map_error(struct ossl_conn *c, int ret, struct tlsock__err *err)
         /* A transport timeout is a retry for OpenSSL but a timeout for the caller. */
         if (c->transport_err == TLSOCK_ETIMEDOUT) {
             return fail_transport(c, err);
+        }
+        if (c->transport_want != 0) {
+            int want = c->transport_want;
+            c->transport_want = 0;
+            return want;
         }
         return e == SSL_ERROR_WANT_READ ? TLSOCK_EWANT_READ : TLSOCK_EWANT_WRITE;
     case SSL_ERROR_ZERO_RETURN:
@@ -819,7 +834,9 @@ static int ossl_flush(void *tls, struct tlsock__err *err)
         return 0;
     }
     if (BIO_should_retry(bio)) {
-        return c->transport_err == TLSOCK_ETIMEDOUT ? fail_transport(c, err) : TLSOCK_EWANT_WRITE;
+        int want = c->transport_want != 0 ? c->transport_want : TLSOCK_EWANT_WRITE;
+        c->transport_want = 0;
+        return c->transport_err == TLSOCK_ETIMEDOUT ? fail_transport(c, err) : want;
     }
     return fail_transport(c, err);
 }
