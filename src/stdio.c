@@ -3,6 +3,7 @@
  */
 #include <errno.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "internal.h"
 
@@ -54,7 +55,11 @@ int tlsock_fopen(struct tlsock_conn *conn, const char *mode, FILE **out)
     }
     FILE *f = fopencookie(conn, mode, functions);
     if (f == NULL) {
-        return tlsock__fail(&conn->err, TLSOCK_ENOMEM, "fopencookie failed");
+        /* glibc says EINVAL for a mode it does not understand; anything else is memory. */
+        if (errno == EINVAL) {
+            return tlsock__fail(&conn->err, TLSOCK_EINVAL, "fopen: bad mode \"%s\"", mode);
+        }
+        return tlsock__fail(&conn->err, TLSOCK_ENOMEM, "fopencookie failed: %s", strerror(errno));
     }
     *out = f;
     return 0;
