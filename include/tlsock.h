@@ -454,8 +454,9 @@ TLSOCK_API int tlsock_set_timeout(struct tlsock_conn *conn, int timeout_ms);
 
 /**
  * Sets an absolute deadline on tlsock_now_ms()'s monotonic clock, or -1 for none. Every blocking
- * operation fails with TLSOCK_ETIMEDOUT (TLSOCK_EHANDSHAKE_TIMEOUT in the handshake) once it
- * passes, whichever comes first of the deadline and the per-operation timeout.
+ * operation stops waiting at the deadline or at its per-operation timeout, whichever comes
+ * first, and fails with TLSOCK_ETIMEDOUT (TLSOCK_EHANDSHAKE_TIMEOUT in the handshake). Once the
+ * deadline has passed no call waits at all: a read still returns data that is already there.
  */
 TLSOCK_API int tlsock_set_deadline(struct tlsock_conn *conn, int64_t deadline_ms);
 

@@ -698,10 +698,18 @@ static void test_deadline_spans_reads(void **state)
         if (t == T_USER) {
             assert_int_equal(d->io.seen_deadline, deadline);
         }
-        /* After the deadline every blocking call fails at once. */
+        /*
+         * After the deadline no call waits: it fails at once, unless the next message had
+         * already arrived (a loaded machine may deliver it), which is then returned at once.
+         */
         start = tlsock_now_ms();
-        TS_ASSERT_RC(read_message(env->client, next), TLSOCK_ETIMEDOUT);
+        rc = read_message(env->client, next);
         assert_at_once(start);
+        if (rc == 0) {
+            next++;
+        } else {
+            TS_ASSERT_RC(rc, TLSOCK_ETIMEDOUT);
+        }
 
         /* A read timeout loses nothing: without the deadline the rest arrives in order. */
         TS_ASSERT_RC(tlsock_set_deadline(env->client, -1), 0);

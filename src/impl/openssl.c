@@ -18,6 +18,7 @@
 #include <openssl/x509v3.h>
 
 #include "../internal.h"
+#include "openssl_util.h"
 
 /* TLS 1.3 suites, strongest first; all AEAD, none weak. */
 #define TLS13_SUITES "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256"
@@ -74,19 +75,6 @@ struct ossl_conn {
 /* ---------------------------------------------------------------------------------------------
  * Error reporting
  * ------------------------------------------------------------------------------------------- */
-
-/* Fails with @p code, appending OpenSSL's most recent error reason, and empties its queue. */
-static int fail_ossl(struct tlsock__err *err, int code, const char *what)
-{
-    char reason[256] = "";
-    unsigned long e = ERR_peek_last_error();
-
-    if (e != 0) {
-        ERR_error_string_n(e, reason, sizeof(reason));
-    }
-    ERR_clear_error();
-    return tlsock__fail(err, code, "%s%s%s", what, reason[0] != '\0' ? ": " : "", reason);
-}
 
 /* ---------------------------------------------------------------------------------------------
  * The BIO: the socket fd (fast path) or transport callbacks, with preread and coalescing
@@ -279,22 +267,12 @@ static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outle
     return SSL_TLSEXT_ERR_OK;
 }
 
-/* Never prompt on a terminal for a key passphrase: encrypted keys need an explicit passphrase. */
-static int no_passphrase(char *buf, int size, int rwflag, void *userdata)
-{
-    (void)buf;
-    (void)size;
-    (void)rwflag;
-    (void)userdata;
-    return -1;
-}
-
 static int apply_policy(SSL_CTX *ctx, const struct cipher_policy *p, struct tlsock__err *err)
 {
     SSL_CTX_set_security_level(ctx, p->security_level);
     if (SSL_CTX_set_cipher_list(ctx, p->tls12_ciphers) != 1 ||
         SSL_CTX_set_ciphersuites(ctx, TLS13_SUITES) != 1) {
-        return fail_ossl(err, TLSOCK_ECONFIG, "cannot set the cipher policy");
+        return tlsock__ossl_fail(err, TLSOCK_ECONFIG, "cannot set the cipher policy");
     }
     return 0;
 }
@@ -322,7 +300,7 @@ static int ossl_ctx_new(int role, void **out, struct tlsock__err *err)
     oc->role = role;
     oc->ssl_ctx = SSL_CTX_new(role == TLSOCK_CLIENT ? TLS_client_method() : TLS_server_method());
     if (oc->ssl_ctx == NULL) {
-        rc = fail_ossl(err, TLSOCK_ENOMEM, "SSL_CTX_new failed");
+        rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "SSL_CTX_new failed");
         goto fail;
     }
     SSL_CTX *ctx = oc->ssl_ctx;
@@ -336,7 +314,7 @@ static int ossl_ctx_new(int role, void **out, struct tlsock__err *err)
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
         SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) != 1) {
-        rc = fail_ossl(err, TLSOCK_ECONFIG, "cannot set the protocol range");
+        rc = tlsock__ossl_fail(err, TLSOCK_ECONFIG, "cannot set the protocol range");
         goto fail;
     }
     rc = apply_policy(ctx, &cipher_policies[0], err);
@@ -347,7 +325,7 @@ static int ossl_ctx_new(int role, void **out, struct tlsock__err *err)
     X509_VERIFY_PARAM_set_purpose(SSL_CTX_get0_param(ctx), role == TLSOCK_CLIENT
                                                                ? X509_PURPOSE_SSL_SERVER
                                                                : X509_PURPOSE_SSL_CLIENT);
-    SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
+    SSL_CTX_set_default_passwd_cb(ctx, tlsock__ossl_no_passphrase);
     SSL_CTX_set_info_callback(ctx, info_callback);
     SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
     *out = oc;
@@ -364,7 +342,7 @@ static int ossl_ctx_set_protocols(void *nctx, int min_version, int max_version,
 
     if (SSL_CTX_set_min_proto_version(oc->ssl_ctx, min_version) != 1 ||
         SSL_CTX_set_max_proto_version(oc->ssl_ctx, max_version) != 1) {
-        return fail_ossl(err, TLSOCK_ECONFIG, "OpenSSL refused the protocol range");
+        return tlsock__ossl_fail(err, TLSOCK_ECONFIG, "OpenSSL refused the protocol range");
     }
     return 0;
 }
@@ -422,7 +400,7 @@ static int ossl_ctx_add_ca_file(void *nctx, const char *path, struct tlsock__err
 
     if (SSL_CTX_load_verify_file(oc->ssl_ctx, path) != 1) {
         snprintf(what, sizeof(what), "cannot load CA certificates from %.200s", path);
-        return fail_ossl(err, TLSOCK_EX509_LOOKUP, what);
+        return tlsock__ossl_fail(err, TLSOCK_EX509_LOOKUP, what);
     }
     return 0;
 }
@@ -434,7 +412,7 @@ static int ossl_ctx_add_ca_dir(void *nctx, const char *path, struct tlsock__err 
 
     if (SSL_CTX_load_verify_dir(oc->ssl_ctx, path) != 1) {
         snprintf(what, sizeof(what), "cannot use CA directory %.200s", path);
-        return fail_ossl(err, TLSOCK_EX509_LOOKUP, what);
+        return tlsock__ossl_fail(err, TLSOCK_EX509_LOOKUP, what);
     }
     return 0;
 }
@@ -449,11 +427,11 @@ static int ossl_ctx_add_ca_mem(void *nctx, const char *pem, size_t len, struct t
     int rc = 0;
 
     if (bio == NULL) {
-        return fail_ossl(err, TLSOCK_ENOMEM, "cannot read CA PEM");
+        return tlsock__ossl_fail(err, TLSOCK_ENOMEM, "cannot read CA PEM");
     }
-    infos = PEM_X509_INFO_read_bio(bio, NULL, no_passphrase, NULL);
+    infos = PEM_X509_INFO_read_bio(bio, NULL, tlsock__ossl_no_passphrase, NULL);
     if (infos == NULL) {
-        rc = fail_ossl(err, TLSOCK_EX509_LOOKUP, "CA PEM holds no readable certificate");
+        rc = tlsock__ossl_fail(err, TLSOCK_EX509_LOOKUP, "CA PEM holds no readable certificate");
         goto free_bio;
     }
     for (int i = 0; i < sk_X509_INFO_num(infos); i++) {
@@ -462,7 +440,7 @@ static int ossl_ctx_add_ca_mem(void *nctx, const char *pem, size_t len, struct t
             continue;
         }
         if (X509_STORE_add_cert(store, info->x509) != 1) {
-            rc = fail_ossl(err, TLSOCK_EX509_LOOKUP, "cannot add a CA certificate");
+            rc = tlsock__ossl_fail(err, TLSOCK_EX509_LOOKUP, "cannot add a CA certificate");
             goto free_infos;
         }
         added++;
@@ -483,7 +461,7 @@ static int ossl_ctx_add_ca_system(void *nctx, struct tlsock__err *err)
     struct ossl_ctx *oc = nctx;
 
     if (SSL_CTX_set_default_verify_paths(oc->ssl_ctx) != 1) {
-        return fail_ossl(err, TLSOCK_EX509_LOOKUP, "cannot load the system trust store");
+        return tlsock__ossl_fail(err, TLSOCK_EX509_LOOKUP, "cannot load the system trust store");
     }
     return 0;
 }
@@ -500,41 +478,41 @@ static int ossl_ctx_set_cert(void *nctx, const char *chain_pem, size_t chain_len
     int rc = 0;
 
     if (chain_bio == NULL || key_bio == NULL) {
-        rc = fail_ossl(err, TLSOCK_ENOMEM, "cannot read certificate PEM");
+        rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "cannot read certificate PEM");
         goto out;
     }
-    leaf = PEM_read_bio_X509_AUX(chain_bio, NULL, no_passphrase, NULL);
+    leaf = PEM_read_bio_X509_AUX(chain_bio, NULL, tlsock__ossl_no_passphrase, NULL);
     if (leaf == NULL) {
-        rc = fail_ossl(err, TLSOCK_ECONFIG, "certificate PEM holds no certificate");
+        rc = tlsock__ossl_fail(err, TLSOCK_ECONFIG, "certificate PEM holds no certificate");
         goto out;
     }
     /* Security level checks (e.g. RSA under 2048 bits) happen here. */
     if (SSL_CTX_use_certificate(oc->ssl_ctx, leaf) != 1) {
-        rc = fail_ossl(err, TLSOCK_ECONFIG, "certificate refused");
+        rc = tlsock__ossl_fail(err, TLSOCK_ECONFIG, "certificate refused");
         goto out;
     }
     SSL_CTX_clear_chain_certs(oc->ssl_ctx);
     for (;;) {
-        extra = PEM_read_bio_X509(chain_bio, NULL, no_passphrase, NULL);
+        extra = PEM_read_bio_X509(chain_bio, NULL, tlsock__ossl_no_passphrase, NULL);
         if (extra == NULL) {
             break;
         }
         if (SSL_CTX_add0_chain_cert(oc->ssl_ctx, extra) != 1) {
             X509_free(extra);
-            rc = fail_ossl(err, TLSOCK_ECONFIG, "chain certificate refused");
+            rc = tlsock__ossl_fail(err, TLSOCK_ECONFIG, "chain certificate refused");
             goto out;
         }
     }
     ERR_clear_error(); /* the loop ends on a harmless "no start line" */
-    key = PEM_read_bio_PrivateKey(key_bio, NULL, no_passphrase, NULL);
+    key = PEM_read_bio_PrivateKey(key_bio, NULL, tlsock__ossl_no_passphrase, NULL);
     if (key == NULL) {
-        rc = fail_ossl(err, TLSOCK_ECONFIG,
-                       "key PEM holds no private key (or the key is encrypted)");
+        rc = tlsock__ossl_fail(err, TLSOCK_ECONFIG,
+                               "key PEM holds no private key (or the key is encrypted)");
         goto out;
     }
     if (SSL_CTX_use_PrivateKey(oc->ssl_ctx, key) != 1 ||
         SSL_CTX_check_private_key(oc->ssl_ctx) != 1) {
-        rc = fail_ossl(err, TLSOCK_ECONFIG, "private key does not match the certificate");
+        rc = tlsock__ossl_fail(err, TLSOCK_ECONFIG, "private key does not match the certificate");
         goto out;
     }
 out:
@@ -564,7 +542,7 @@ static int ossl_ctx_set_alpn(void *nctx, const unsigned char *wire, size_t len,
     if (oc->role == TLSOCK_CLIENT) {
         /* Note the inverted convention: SSL_CTX_set_alpn_protos returns 0 on success. */
         if (SSL_CTX_set_alpn_protos(oc->ssl_ctx, wire, (unsigned int)len) != 0) {
-            return fail_ossl(err, TLSOCK_ECONFIG, "OpenSSL refused the ALPN list");
+            return tlsock__ossl_fail(err, TLSOCK_ECONFIG, "OpenSSL refused the ALPN list");
         }
     } else {
         SSL_CTX_set_alpn_select_cb(oc->ssl_ctx, len > 0 ? alpn_select : NULL, oc);
@@ -605,7 +583,7 @@ static int setup_verification(struct ossl_conn *c, const struct tlsock__conn_par
         return 0;
     }
     if (p->servername != NULL && SSL_set_tlsext_host_name(ssl, p->servername) != 1) {
-        return fail_ossl(err, TLSOCK_EINVAL, "bad server name for SNI");
+        return tlsock__ossl_fail(err, TLSOCK_EINVAL, "bad server name for SNI");
     }
     if (p->verify_mode != TLSOCK_VERIFY_REQUIRED) {
         SSL_set_verify(ssl, SSL_VERIFY_NONE, NULL);
@@ -619,7 +597,7 @@ static int setup_verification(struct ossl_conn *c, const struct tlsock__conn_par
                  ? X509_VERIFY_PARAM_set1_ip_asc(param, p->verify_name)
                  : X509_VERIFY_PARAM_set1_host(param, p->verify_name, 0);
     if (ok != 1) {
-        return fail_ossl(err, TLSOCK_EINVAL, "bad name to verify");
+        return tlsock__ossl_fail(err, TLSOCK_EINVAL, "bad name to verify");
     }
     return 0;
 }
@@ -663,7 +641,7 @@ static int ossl_conn_new(void *nctx, const struct tlsock__conn_params *p, void *
     bio = BIO_new(bio_method);
     if (c->ssl == NULL || bio == NULL) {
         BIO_free(bio);
-        rc = fail_ossl(err, TLSOCK_ENOMEM, "cannot create an OpenSSL session");
+        rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "cannot create an OpenSSL session");
         goto fail;
     }
     BIO_set_data(bio, c);
@@ -772,7 +750,7 @@ static int map_error(struct ossl_conn *c, int ret, struct tlsock__err *err)
         return tlsock__fail(err, TLSOCK_EPROTO, "peer sent alert: %s (%d)",
                             tlsock__alert_name(alert), alert);
     }
-    return fail_ossl(err, TLSOCK_EPROTO, "TLS error");
+    return tlsock__ossl_fail(err, TLSOCK_EPROTO, "TLS error");
 }
 
 static int ossl_handshake(void *tls, struct tlsock__err *err)
@@ -889,20 +867,6 @@ static void format_sans(X509 *cert, char *out, size_t size)
     GENERAL_NAMES_free(names);
 }
 
-static void format_fingerprint(X509 *cert, char out[TLSOCK_FINGERPRINT_SIZE])
-{
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-
-    out[0] = '\0';
-    if (X509_digest(cert, EVP_sha256(), md, &len) != 1) {
-        return;
-    }
-    for (unsigned int i = 0; i < len && 3 * i + 3 <= TLSOCK_FINGERPRINT_SIZE; i++) {
-        snprintf(out + 3 * i, 4, i + 1 < len ? "%02X:" : "%02X", md[i]);
-    }
-}
-
 static void ossl_get_info(void *tls, struct tlsock__info_buf *out)
 {
     struct ossl_conn *c = tls;
@@ -931,7 +895,7 @@ static void ossl_get_info(void *tls, struct tlsock__info_buf *out)
         }
         BIO_free(mem);
         format_sans(peer, out->peer_sans, sizeof(out->peer_sans));
-        format_fingerprint(peer, out->peer_fingerprint);
+        tlsock__ossl_fingerprint(peer, out->peer_fingerprint);
     }
     if (c->verify_mode == TLSOCK_VERIFY_NONE) {
         snprintf(out->verify_message, sizeof(out->verify_message), "not verified (disabled)");

@@ -25,6 +25,7 @@
 #include <openssl/x509v3.h>
 
 #include "internal.h"
+#include "openssl_util.h"
 
 /* RFC 5280 4.1.2.2: positive, at most 20 octets; 16 random octets make collisions negligible. */
 #define SERIAL_BYTES 16
@@ -39,38 +40,6 @@ enum {
     BIT_KEY_CERT_SIGN = 5,
     BIT_CRL_SIGN = 6,
 };
-
-/*
- * Records "@p what: <OpenSSL reason>" and returns @p code. The first queued error is the one
- * closest to the cause; the queue is then cleared so that it never leaks into a later call's
- * report.
- */
-static int ossl_fail(struct tlsock__err *err, int code, const char *what)
-{
-    char reason[256];
-    unsigned long e = ERR_get_error();
-
-    if (e != 0) {
-        ERR_error_string_n(e, reason, sizeof(reason));
-    } else {
-        snprintf(reason, sizeof(reason), "no detail from OpenSSL");
-    }
-    ERR_clear_error();
-    return tlsock__fail(err, code, "%s: %s", what, reason);
-}
-
-/*
- * A PEM password callback that refuses: without it OpenSSL would prompt on the terminal for an
- * encrypted key, blocking a library call on user input.
- */
-static int no_passphrase(char *buf, int size, int rwflag, void *userdata)
-{
-    (void)buf;
-    (void)size;
-    (void)rwflag;
-    (void)userdata;
-    return -1;
-}
 
 static int generate_key(const char *key_type, EVP_PKEY **out, bool *is_rsa, struct tlsock__err *err)
 {
@@ -93,7 +62,7 @@ static int generate_key(const char *key_type, EVP_PKEY **out, bool *is_rsa, stru
         goto out;
     }
     if (key == NULL) {
-        rc = ossl_fail(err, TLSOCK_ECONFIG, "key generation failed");
+        rc = tlsock__ossl_fail(err, TLSOCK_ECONFIG, "key generation failed");
         goto out;
     }
     *out = key;
@@ -120,21 +89,23 @@ static int load_issuer(const struct tlsock__cert_spec *spec, X509 **cert_out, EV
     cbio = BIO_new_mem_buf(spec->issuer_cert_pem, -1);
     kbio = BIO_new_mem_buf(spec->issuer_key_pem, -1);
     if (cbio == NULL || kbio == NULL) {
-        rc = ossl_fail(err, TLSOCK_ENOMEM, "out of memory reading the issuer");
+        rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "out of memory reading the issuer");
         goto free_bios;
     }
-    cert = PEM_read_bio_X509(cbio, NULL, no_passphrase, NULL);
+    cert = PEM_read_bio_X509(cbio, NULL, tlsock__ossl_no_passphrase, NULL);
     if (cert == NULL) {
-        rc = ossl_fail(err, TLSOCK_ECONFIG, "issuer certificate is not a PEM certificate");
+        rc = tlsock__ossl_fail(err, TLSOCK_ECONFIG, "issuer certificate is not a PEM certificate");
         goto free_bios;
     }
-    key = PEM_read_bio_PrivateKey(kbio, NULL, no_passphrase, NULL);
+    key = PEM_read_bio_PrivateKey(kbio, NULL, tlsock__ossl_no_passphrase, NULL);
     if (key == NULL) {
-        rc = ossl_fail(err, TLSOCK_ECONFIG, "issuer key is not an unencrypted PEM private key");
+        rc = tlsock__ossl_fail(err, TLSOCK_ECONFIG,
+                               "issuer key is not an unencrypted PEM private key");
         goto free_objects;
     }
     if (X509_check_private_key(cert, key) != 1) {
-        rc = ossl_fail(err, TLSOCK_ECONFIG, "issuer key does not match the issuer certificate");
+        rc = tlsock__ossl_fail(err, TLSOCK_ECONFIG,
+                               "issuer key does not match the issuer certificate");
         goto free_objects;
     }
     *cert_out = cert;
@@ -160,7 +131,7 @@ static int set_serial(X509 *x, struct tlsock__err *err)
     ASN1_INTEGER *serial = NULL;
 
     if (RAND_bytes(bytes, sizeof(bytes)) != 1) {
-        rc = ossl_fail(err, TLSOCK_ECONFIG, "random serial number");
+        rc = tlsock__ossl_fail(err, TLSOCK_ECONFIG, "random serial number");
         goto out;
     }
     /* Clear the sign bit (serials must be positive) and set the next one, so the serial is
@@ -168,12 +139,12 @@ static int set_serial(X509 *x, struct tlsock__err *err)
     bytes[0] = (unsigned char)((bytes[0] & 0x7f) | 0x40);
     bn = BN_bin2bn(bytes, sizeof(bytes), NULL);
     if (bn == NULL) {
-        rc = ossl_fail(err, TLSOCK_ENOMEM, "serial number");
+        rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "serial number");
         goto out;
     }
     serial = BN_to_ASN1_INTEGER(bn, NULL);
     if (serial == NULL || X509_set_serialNumber(x, serial) != 1) {
-        rc = ossl_fail(err, TLSOCK_ENOMEM, "serial number");
+        rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "serial number");
         goto free_all;
     }
 
@@ -192,13 +163,13 @@ static int set_subject(X509 *x, const char *common_name, struct tlsock__err *err
 
     if (X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8, (const unsigned char *)"tlsock", -1,
                                    -1, 0) != 1) {
-        rc = ossl_fail(err, TLSOCK_ENOMEM, "subject organization");
+        rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "subject organization");
         goto out;
     }
     /* OpenSSL enforces the X.520 length bound here (1 to 64 characters for a CN). */
     if (X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1, -1,
                                    0) != 1) {
-        rc = ossl_fail(err, TLSOCK_ECONFIG, "invalid common name (1 to 64 characters)");
+        rc = tlsock__ossl_fail(err, TLSOCK_ECONFIG, "invalid common name (1 to 64 characters)");
         goto out;
     }
 
@@ -244,25 +215,25 @@ static int push_general_name(GENERAL_NAMES *names, const char *host, struct tlso
     if (type == GEN_IPADD) {
         value = ASN1_OCTET_STRING_new();
         if (value == NULL || ASN1_OCTET_STRING_set(value, addr, addr_len) != 1) {
-            rc = ossl_fail(err, TLSOCK_ENOMEM, "subjectAltName");
+            rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "subjectAltName");
             goto free_value;
         }
     } else {
         value = ASN1_IA5STRING_new();
         if (value == NULL || ASN1_STRING_set(value, host, -1) != 1) {
-            rc = ossl_fail(err, TLSOCK_ENOMEM, "subjectAltName");
+            rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "subjectAltName");
             goto free_value;
         }
     }
     gn = GENERAL_NAME_new();
     if (gn == NULL) {
-        rc = ossl_fail(err, TLSOCK_ENOMEM, "subjectAltName");
+        rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "subjectAltName");
         goto free_value;
     }
     GENERAL_NAME_set0_value(gn, type, value);
     value = NULL;
     if (sk_GENERAL_NAME_push(names, gn) <= 0) {
-        rc = ossl_fail(err, TLSOCK_ENOMEM, "subjectAltName");
+        rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "subjectAltName");
         goto free_name;
     }
     gn = NULL;
@@ -288,7 +259,7 @@ static int add_subject_alt_name(X509 *x, const char *hosts, struct tlsock__err *
     }
     names = GENERAL_NAMES_new();
     if (names == NULL) {
-        rc = ossl_fail(err, TLSOCK_ENOMEM, "subjectAltName");
+        rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "subjectAltName");
         goto out;
     }
     /* Each pass consumes one entry; the loop ends after the entry with no comma after it. */
@@ -318,7 +289,7 @@ static int add_subject_alt_name(X509 *x, const char *hosts, struct tlsock__err *
         goto free_names;
     }
     if (X509_add1_ext_i2d(x, NID_subject_alt_name, names, 0, X509V3_ADD_DEFAULT) != 1) {
-        rc = ossl_fail(err, TLSOCK_ENOMEM, "subjectAltName");
+        rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "subjectAltName");
         goto free_names;
     }
 
@@ -334,13 +305,13 @@ static int add_basic_constraints(X509 *x, bool is_ca, struct tlsock__err *err)
     BASIC_CONSTRAINTS *bc = BASIC_CONSTRAINTS_new();
 
     if (bc == NULL) {
-        rc = ossl_fail(err, TLSOCK_ENOMEM, "basicConstraints");
+        rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "basicConstraints");
         goto out;
     }
     /* DER encodes CA:FALSE as the absent default, which is what RFC 5280 expects. */
     bc->ca = is_ca ? 0xff : 0;
     if (X509_add1_ext_i2d(x, NID_basic_constraints, bc, 1, X509V3_ADD_DEFAULT) != 1) {
-        rc = ossl_fail(err, TLSOCK_ENOMEM, "basicConstraints");
+        rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "basicConstraints");
         goto out;
     }
 
@@ -356,7 +327,7 @@ static int add_key_usage(X509 *x, bool is_ca, bool is_rsa, struct tlsock__err *e
     int ok;
 
     if (ku == NULL) {
-        rc = ossl_fail(err, TLSOCK_ENOMEM, "keyUsage");
+        rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "keyUsage");
         goto out;
     }
     if (is_ca) {
@@ -370,7 +341,7 @@ static int add_key_usage(X509 *x, bool is_ca, bool is_rsa, struct tlsock__err *e
         }
     }
     if (!ok || X509_add1_ext_i2d(x, NID_key_usage, ku, 1, X509V3_ADD_DEFAULT) != 1) {
-        rc = ossl_fail(err, TLSOCK_ENOMEM, "keyUsage");
+        rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "keyUsage");
         goto out;
     }
 
@@ -394,22 +365,22 @@ static int add_ext_key_usage(X509 *x, int eku_bits, struct tlsock__err *err)
     }
     eku = sk_ASN1_OBJECT_new_null();
     if (eku == NULL) {
-        rc = ossl_fail(err, TLSOCK_ENOMEM, "extendedKeyUsage");
+        rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "extendedKeyUsage");
         goto out;
     }
     /* OBJ_nid2obj returns OpenSSL's static objects, which ASN1_OBJECT_free leaves alone. */
     if ((eku_bits & TLSOCK__EKU_SERVER) != 0 &&
         sk_ASN1_OBJECT_push(eku, OBJ_nid2obj(NID_server_auth)) <= 0) {
-        rc = ossl_fail(err, TLSOCK_ENOMEM, "extendedKeyUsage");
+        rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "extendedKeyUsage");
         goto free_eku;
     }
     if ((eku_bits & TLSOCK__EKU_CLIENT) != 0 &&
         sk_ASN1_OBJECT_push(eku, OBJ_nid2obj(NID_client_auth)) <= 0) {
-        rc = ossl_fail(err, TLSOCK_ENOMEM, "extendedKeyUsage");
+        rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "extendedKeyUsage");
         goto free_eku;
     }
     if (X509_add1_ext_i2d(x, NID_ext_key_usage, eku, 0, X509V3_ADD_DEFAULT) != 1) {
-        rc = ossl_fail(err, TLSOCK_ENOMEM, "extendedKeyUsage");
+        rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "extendedKeyUsage");
         goto free_eku;
     }
 
@@ -428,12 +399,12 @@ static int key_id_of(const X509 *cert, ASN1_OCTET_STRING **out, struct tlsock__e
     ASN1_OCTET_STRING *id = NULL;
 
     if (X509_pubkey_digest(cert, EVP_sha1(), md, &md_len) != 1) {
-        rc = ossl_fail(err, TLSOCK_ECONFIG, "key identifier");
+        rc = tlsock__ossl_fail(err, TLSOCK_ECONFIG, "key identifier");
         goto out;
     }
     id = ASN1_OCTET_STRING_new();
     if (id == NULL || ASN1_OCTET_STRING_set(id, md, (int)md_len) != 1) {
-        rc = ossl_fail(err, TLSOCK_ENOMEM, "key identifier");
+        rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "key identifier");
         goto out;
     }
     *out = id;
@@ -454,7 +425,7 @@ static int add_subject_key_id(X509 *x, struct tlsock__err *err)
         goto out;
     }
     if (X509_add1_ext_i2d(x, NID_subject_key_identifier, id, 0, X509V3_ADD_DEFAULT) != 1) {
-        rc = ossl_fail(err, TLSOCK_ENOMEM, "subjectKeyIdentifier");
+        rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "subjectKeyIdentifier");
         goto out;
     }
 
@@ -474,13 +445,13 @@ static int add_authority_key_id(X509 *x, X509 *issuer, struct tlsock__err *err)
     const ASN1_OCTET_STRING *issuer_skid = X509_get0_subject_key_id(issuer);
 
     if (akid == NULL) {
-        rc = ossl_fail(err, TLSOCK_ENOMEM, "authorityKeyIdentifier");
+        rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "authorityKeyIdentifier");
         goto out;
     }
     if (issuer_skid != NULL) {
         akid->keyid = ASN1_OCTET_STRING_dup(issuer_skid);
         if (akid->keyid == NULL) {
-            rc = ossl_fail(err, TLSOCK_ENOMEM, "authorityKeyIdentifier");
+            rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "authorityKeyIdentifier");
             goto out;
         }
     } else {
@@ -490,7 +461,7 @@ static int add_authority_key_id(X509 *x, X509 *issuer, struct tlsock__err *err)
         }
     }
     if (X509_add1_ext_i2d(x, NID_authority_key_identifier, akid, 0, X509V3_ADD_DEFAULT) != 1) {
-        rc = ossl_fail(err, TLSOCK_ENOMEM, "authorityKeyIdentifier");
+        rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "authorityKeyIdentifier");
         goto out;
     }
 
@@ -532,12 +503,12 @@ static int build_cert(const struct tlsock__cert_spec *spec, EVP_PKEY *key, bool 
     const X509_NAME *issuer_name = NULL;
 
     if (x == NULL) {
-        rc = ossl_fail(err, TLSOCK_ENOMEM, "new certificate");
+        rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "new certificate");
         goto out;
     }
     /* Version 3 (value 2) is required for extensions. */
     if (X509_set_version(x, 2) != 1 || X509_set_pubkey(x, key) != 1) {
-        rc = ossl_fail(err, TLSOCK_ENOMEM, "new certificate");
+        rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "new certificate");
         goto out;
     }
     rc = set_serial(x, err);
@@ -550,12 +521,12 @@ static int build_cert(const struct tlsock__cert_spec *spec, EVP_PKEY *key, bool 
     }
     issuer_name = issuer != NULL ? X509_get_subject_name(issuer) : X509_get_subject_name(x);
     if (X509_set_issuer_name(x, issuer_name) != 1) {
-        rc = ossl_fail(err, TLSOCK_ENOMEM, "issuer name");
+        rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "issuer name");
         goto out;
     }
     if (X509_gmtime_adj(X509_getm_notBefore(x), spec->not_before_s) == NULL ||
         X509_gmtime_adj(X509_getm_notAfter(x), spec->not_after_s) == NULL) {
-        rc = ossl_fail(err, TLSOCK_ECONFIG, "validity period");
+        rc = tlsock__ossl_fail(err, TLSOCK_ECONFIG, "validity period");
         goto out;
     }
     rc = add_extensions(x, spec, is_rsa, issuer, err);
@@ -563,7 +534,7 @@ static int build_cert(const struct tlsock__cert_spec *spec, EVP_PKEY *key, bool 
         goto out;
     }
     if (X509_sign(x, issuer_key != NULL ? issuer_key : key, EVP_sha256()) <= 0) {
-        rc = ossl_fail(err, TLSOCK_ECONFIG, "signing the certificate");
+        rc = tlsock__ossl_fail(err, TLSOCK_ECONFIG, "signing the certificate");
         goto out;
     }
     *out = x;
@@ -583,7 +554,7 @@ static int bio_to_string(BIO *bio, char **out, struct tlsock__err *err)
     char *copy = NULL;
 
     if (len <= 0 || data == NULL) {
-        rc = ossl_fail(err, TLSOCK_ENOMEM, "PEM output");
+        rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "PEM output");
         goto out;
     }
     copy = malloc((size_t)len + 1);
@@ -609,13 +580,13 @@ static int write_pem(X509 *cert, EVP_PKEY *key, struct tlsock__pem_pair *out,
     char *key_pem = NULL;
 
     if (cbio == NULL || kbio == NULL) {
-        rc = ossl_fail(err, TLSOCK_ENOMEM, "PEM output");
+        rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "PEM output");
         goto out;
     }
     /* PEM_write_bio_PrivateKey writes PKCS#8 ("BEGIN PRIVATE KEY"), unencrypted with no cipher. */
     if (PEM_write_bio_X509(cbio, cert) != 1 ||
         PEM_write_bio_PrivateKey(kbio, key, NULL, NULL, 0, NULL, NULL) != 1) {
-        rc = ossl_fail(err, TLSOCK_ENOMEM, "PEM output");
+        rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "PEM output");
         goto out;
     }
     rc = bio_to_string(cbio, &cert_pem, err);
@@ -693,12 +664,9 @@ out:
 int tlsock__openssl_cert_fingerprint(const char *pem, size_t len, char out[TLSOCK_FINGERPRINT_SIZE],
                                      struct tlsock__err *err)
 {
-    static const char hex[] = "0123456789ABCDEF";
     int rc = 0;
     BIO *bio = NULL;
     X509 *cert = NULL;
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int md_len = 0;
 
     ERR_clear_error();
     if (pem == NULL || out == NULL) {
@@ -712,25 +680,17 @@ int tlsock__openssl_cert_fingerprint(const char *pem, size_t len, char out[TLSOC
     }
     bio = BIO_new_mem_buf(pem, (int)len);
     if (bio == NULL) {
-        rc = ossl_fail(err, TLSOCK_ENOMEM, "certificate fingerprint");
+        rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "certificate fingerprint");
         goto out;
     }
-    cert = PEM_read_bio_X509(bio, NULL, no_passphrase, NULL);
+    cert = PEM_read_bio_X509(bio, NULL, tlsock__ossl_no_passphrase, NULL);
     if (cert == NULL) {
-        rc = ossl_fail(err, TLSOCK_ECONFIG, "certificate fingerprint: no PEM certificate");
+        rc = tlsock__ossl_fail(err, TLSOCK_ECONFIG, "certificate fingerprint: no PEM certificate");
         goto free_all;
     }
-    /* X509_digest hashes the DER exactly as it was read, not a re-encoding. */
-    if (X509_digest(cert, EVP_sha256(), md, &md_len) != 1 ||
-        md_len * 3 != TLSOCK_FINGERPRINT_SIZE) {
-        rc = ossl_fail(err, TLSOCK_ECONFIG, "certificate fingerprint: SHA-256");
+    if (tlsock__ossl_fingerprint(cert, out) != 0) {
+        rc = tlsock__ossl_fail(err, TLSOCK_ECONFIG, "certificate fingerprint: SHA-256");
         goto free_all;
-    }
-    for (unsigned int i = 0; i < md_len; i++) {
-        out[3 * i] = hex[md[i] >> 4];
-        out[3 * i + 1] = hex[md[i] & 0x0f];
-        /* Separators between bytes; the last slot holds the terminating NUL. */
-        out[3 * i + 2] = i + 1 < md_len ? ':' : '\0';
     }
 
 free_all:
