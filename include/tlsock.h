@@ -205,7 +205,8 @@ TLSOCK_API int tlsock_ctx_set_ca_system(struct tlsock_ctx *ctx);
 /**
  * Sets this side's certificate chain (leaf first, then intermediates) and private key from PEM
  * files, read during the call. Returns TLSOCK_ECONFIG when a file holds no certificate or key,
- * or when the key does not match the certificate; TLSOCK_ESYS when a file cannot be read.
+ * when the key does not match the certificate, or when the key is weaker than the security level
+ * allows (RSA under 2048 bits with the default policies); TLSOCK_ESYS when a file cannot be read.
  */
 TLSOCK_API int tlsock_ctx_set_cert_file(struct tlsock_ctx *ctx, const char *chain_path,
                                         const char *key_path);
@@ -214,7 +215,13 @@ TLSOCK_API int tlsock_ctx_set_cert_file(struct tlsock_ctx *ctx, const char *chai
 TLSOCK_API int tlsock_ctx_set_cert_mem(struct tlsock_ctx *ctx, const char *chain_pem,
                                        size_t chain_len, const char *key_pem, size_t key_len);
 
-/** Sets the verification mode (enum tlsock_verify). */
+/**
+ * Sets the verification mode (enum tlsock_verify). A verifying client needs a name to check:
+ * tlsock_connect() takes it from the host; tlsock_attach_fd(), tlsock_attach_io() and
+ * tlsock_attach_mem() return TLSOCK_EINVAL unless opts.servername or opts.verify_name is set.
+ * A server requiring a client certificate fails the handshake with TLSOCK_EVERIFY when the client
+ * sends none.
+ */
 TLSOCK_API int tlsock_ctx_set_verify(struct tlsock_ctx *ctx, int mode);
 
 /**
@@ -279,8 +286,10 @@ struct tlsock_opts {
  * @param out   receives the connected, handshaken connection; free with tlsock_close().
  * @return 0; TLSOCK_ERESOLVE, TLSOCK_ESYS (connection refused, unreachable...), TLSOCK_ETIMEDOUT
  *         (connect), TLSOCK_EHANDSHAKE_TIMEOUT, TLSOCK_EVERIFY, TLSOCK_EPROTO, TLSOCK_ECONFIG, ...
- *         On error nothing is returned; tlsock_errmsg() tells why (the context may be shared
- *         between threads, so the detail is not stored on it).
+ *         With TLS 1.3 the client finishes its handshake before the server has checked the
+ *         client's certificate, so a server's refusal of it arrives with the first read
+ *         (TLSOCK_EPROTO naming the alert), not here. On error nothing is returned; tlsock_errmsg()
+ * tells why (the context may be shared between threads, so the detail is not stored on it).
  */
 TLSOCK_API int tlsock_connect(struct tlsock_ctx *ctx, const char *host, uint16_t port,
                               const struct tlsock_opts *opts, struct tlsock_conn **out);
@@ -400,6 +409,7 @@ TLSOCK_API int tlsock_handshake(struct tlsock_conn *conn);
 
 /**
  * Reads up to @p len bytes of application data, waiting until at least one byte is available.
+ * @p len must be at least 1 (TLSOCK_EINVAL otherwise).
  * @param nread  receives the number of bytes read (at least 1 on success).
  * @return 0; TLSOCK_ECLOSED when the peer sent close_notify (every later read returns it too);
  *         TLSOCK_ETRUNCATED when the connection ended without close_notify; TLSOCK_ETIMEDOUT
@@ -467,7 +477,8 @@ TLSOCK_API int64_t tlsock_now_ms(void);
 struct tlsock_info {
     const char *impl;             /**< "openssl" */
     const char *version;          /**< "TLSv1.3" */
-    const char *cipher;           /**< e.g. "TLS_AES_256_GCM_SHA384" */
+    const char *cipher;           /**< IANA name, e.g. "TLS_AES_256_GCM_SHA384" or
+                                       "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256" */
     const char *alpn;             /**< agreed ALPN protocol, "" for none */
     const char *servername;       /**< SNI sent (client) or received (server) */
     const char *peer_subject;     /**< peer certificate subject, one line; "" without one */

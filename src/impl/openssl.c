@@ -744,6 +744,12 @@ static int map_error(struct ossl_conn *c, int ret, struct tlsock__err *err)
     if (ERR_GET_REASON(code) == SSL_R_CERTIFICATE_VERIFY_FAILED && verify != X509_V_OK) {
         return fail_verify(c, verify, err);
     }
+    if (ERR_GET_REASON(code) == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE) {
+        /* A server requiring a client certificate got none: a verification failure. */
+        ERR_clear_error();
+        return tlsock__fail(err, TLSOCK_EVERIFY,
+                            "certificate verify failed: the client sent no certificate");
+    }
     if (c->alert_received >= 0) {
         int alert = c->alert_received;
         ERR_clear_error();
