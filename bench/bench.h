@@ -1,9 +1,10 @@
 /*
  * tlsock-bench: shared declarations.
  *
- * Every case runs the same workload twice per round, once through the public tlsock API and once
- * through OpenSSL directly (the "raw" baseline). Both go through one small table of operations,
- * struct bench_ops, so the workload code is literally the same for both and only the TLS layer
+ * Every case runs the same workload at least twice per round, once through the public tlsock API
+ * and once through OpenSSL directly (the "raw" baseline); some cases add a third run, tlsock in
+ * its default configuration, for reference. All go through one small table of operations,
+ * struct bench_ops, so the workload code is literally the same for all and only the TLS layer
  * under it differs.
  */
 #ifndef TLSOCK_BENCH_H
@@ -39,6 +40,7 @@ struct bench_side_config {
     const char *cert_pem; /* server certificate */
     const char *key_pem;  /* server key */
     const char *suite;    /* TLS 1.3 suite to select, NULL for the implementation's default */
+    bool fd_callbacks;    /* tlsock: move socket bytes through the generic callback path */
 };
 
 /* The operations a workload uses. Connections and listeners are opaque to the workload. */
@@ -66,6 +68,15 @@ struct bench_ops {
     void (*close)(void *conn);
     /* The negotiated cipher suite, valid until close. */
     const char *(*cipher)(void *conn);
+
+    /* Memory mode: a client and a server connection with no transport, handshaken in memory. */
+    int (*mem_pair)(void *env, void **pair);
+    /*
+     * Memory mode: the client writes @p len bytes, its ciphertext is moved to the server, and the
+     * server reads all the plaintext it can; *received is the plaintext it got.
+     */
+    int (*mem_transfer)(void *pair, const void *buf, size_t len, size_t *received);
+    void (*mem_close)(void *pair);
 };
 
 extern const struct bench_ops bench_raw_ops;
@@ -75,24 +86,43 @@ extern const struct bench_ops bench_tlsock_ops;
 struct bench_limits {
     double seconds;
     uint64_t max_count; /* handshakes, or bytes for throughput */
+    size_t write_size;  /* bytes per application write (throughput, memory) */
 };
+
+/* Largest write_size a case may use. */
+#define BENCH_MAX_WRITE (256 * 1024)
 
 /* What one measured run produced. */
 struct bench_sample {
     double rate;          /* MiB/s or handshakes/s */
     double client_cpu_us; /* thread CPU time per handshake, or per MiB transferred */
     double server_cpu_us;
-    uint64_t count;  /* bytes or handshakes */
-    char cipher[64]; /* as negotiated (throughput cases) */
+    double sends_per_mib; /* writer's send calls per MiB (throughput) */
+    uint64_t count;       /* bytes or handshakes */
+    char cipher[64];      /* as negotiated (throughput cases) */
 };
 
-/* Bulk transfer client -> server in 16 KiB writes. */
+/*
+ * Send calls made by the calling thread: tlsock's send() through a linker wrap (sendcount.c),
+ * the raw baseline's socket writes through a BIO callback. Thread-local, so the server thread's
+ * few writes (session tickets) do not count against the writer.
+ */
+extern _Thread_local uint64_t bench_send_calls;
+
+/* Bulk transfer client -> server over loopback TCP in writes of limits->write_size bytes. */
 int bench_run_throughput(const struct bench_ops *ops, void *env, const struct bench_limits *limits,
                          struct bench_sample *out);
+
+/* Both ends in memory mode in the calling thread: writes moved to the reader by copying. */
+int bench_run_memory(const struct bench_ops *ops, void *env, const struct bench_limits *limits,
+                     struct bench_sample *out);
 
 /* Full handshakes on new TCP connections, each closed right after the handshake. */
 int bench_run_handshakes(const struct bench_ops *ops, void *env, const struct bench_limits *limits,
                          struct bench_sample *out);
+
+/* BENCH_MAX_WRITE bytes of data to write; call from the main thread. */
+const unsigned char *bench_payload(void);
 
 /* Monotonic and per-thread CPU clocks, in nanoseconds. */
 int64_t bench_now_ns(void);

@@ -1,19 +1,13 @@
 /*
  * The measured side: the same workload through tlsock's public API only (blocking driver,
- * listener, tlsock_connect), as an application would use it.
+ * listener, tlsock_connect), as an application would use it; with opts.fd_callbacks on both ends
+ * when the case asks for the generic callback path.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "bench.h"
-
-struct tls_env {
-    struct tlsock_ctx *server;
-    struct tlsock_ctx *client;
-    struct tlsock_opts accept_opts;
-    struct tlsock_opts connect_opts;
-};
+#include "side_tlsock.h"
 
 static int check(int rc, const char *what, const struct tlsock_ctx *ctx)
 {
@@ -86,12 +80,14 @@ static int tls_setup(const struct bench_side_config *config, void **out)
     env->accept_opts.connect_timeout_ms = BENCH_ACCEPT_POLL_MS;
     env->accept_opts.handshake_timeout_ms = BENCH_IO_TIMEOUT_MS;
     env->accept_opts.timeout_ms = BENCH_IO_TIMEOUT_MS;
+    env->accept_opts.fd_callbacks = config->fd_callbacks;
     env->connect_opts = init;
     /* Connect to the address, verify the name: the same as the baseline's SNI and host check. */
     env->connect_opts.servername = BENCH_SERVER_NAME;
     env->connect_opts.connect_timeout_ms = BENCH_IO_TIMEOUT_MS;
     env->connect_opts.handshake_timeout_ms = BENCH_IO_TIMEOUT_MS;
     env->connect_opts.timeout_ms = BENCH_IO_TIMEOUT_MS;
+    env->connect_opts.fd_callbacks = config->fd_callbacks;
     *out = env;
     env = NULL;
     rc = BENCH_OK;
@@ -224,4 +220,7 @@ const struct bench_ops bench_tlsock_ops = {
     .shutdown = tls_shutdown,
     .close = tls_close,
     .cipher = tls_cipher,
+    .mem_pair = bench_tlsock_mem_pair,
+    .mem_transfer = bench_tlsock_mem_transfer,
+    .mem_close = bench_tlsock_mem_close,
 };

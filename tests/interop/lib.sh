@@ -1,7 +1,8 @@
 # Helpers shared by the interop scripts (sourced, not run).
 #
 # Every script gets the programs through the environment (set by CMakeLists.txt):
-#   TLSOCK_BIN  the tlsock tool      OPENSSL_BIN, CURL_BIN, GNUTLS_CLI_BIN, GNUTLS_SERV_BIN
+#   TLSOCK_BIN  the tlsock tool      OPENSSL_BIN, CURL_BIN, GNUTLS_CLI_BIN, GNUTLS_SERV_BIN,
+#                                    PYTHON3_BIN
 # Every process a script starts in the background goes through start_bg, is wrapped in
 # `timeout` (so it dies even if this shell is killed outright) and is killed by the EXIT trap.
 # Every wait is bounded. Exit status 77 means "skipped" (a peer program is missing).

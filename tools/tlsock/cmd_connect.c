@@ -1,13 +1,16 @@
 /*
- * `tlsock connect`: a readable openssl s_client. Connects, verifies, prints what was negotiated
- * on stderr, then relays stdin to the peer and the peer to stdout (connect_relay.c).
+ * `tlsock connect`: a readable openssl s_client. Connects (after a plaintext STARTTLS preamble
+ * with --starttls), verifies, prints what was negotiated on stderr, then relays stdin to the
+ * peer and the peer to stdout (connect_relay.c).
  */
+#include <arpa/inet.h>
 #include <getopt.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "cli.h"
 #include "connect_relay.h"
+#include "starttls.h"
 
 struct connect_args {
     char host[CLI_HOST_MAX];
@@ -16,7 +19,8 @@ struct connect_args {
     const char *ca;
     const char *servername;
     struct cli_ctx_options ctx_opts;
-    int timeout_ms; /* 0: not given */
+    const char *starttls; /* protocol of the plaintext preamble, NULL for none */
+    int timeout_ms;       /* 0: not given */
     bool insecure;
     bool quiet;
 };
@@ -42,8 +46,12 @@ static void print_help(void)
           "                           or the implementation's own cipher string\n"
           "  -c, --cert FILE          client certificate chain (PEM)\n"
           "  -K, --key FILE           client private key (PEM; default: the --cert file)\n"
-          "  -T, --timeout MS         connect and handshake timeout; also bounds each write\n"
-          "                           and the wait for the server's close_notify (default 5 s)\n"
+          "      --starttls smtp      speak SMTP in plaintext first (EHLO, STARTTLS), then TLS\n"
+          "  -T, --timeout MS         bound the connect (with the STARTTLS preamble) and the\n"
+          "                           handshake to MS each; give up (exit 4) when the server\n"
+          "                           sends nothing for MS; also bounds each write and the wait\n"
+          "                           for the server's close_notify (default: no bounds, and\n"
+          "                           5 s for the close_notify)\n"
           "  -q, --quiet              print no session summary\n"
           "  -h, --help               show this help\n",
           stdout);
@@ -52,6 +60,7 @@ static void print_help(void)
 /* Returns -1 to go on, or the exit status to leave with. */
 static int parse_args(int argc, char **argv, struct connect_args *args)
 {
+    enum { OPT_STARTTLS = 256 };
     static const struct option longopts[] = {
         {"ca", required_argument, NULL, 'C'},
         {"insecure", no_argument, NULL, 'k'},
@@ -62,6 +71,7 @@ static int parse_args(int argc, char **argv, struct connect_args *args)
         {"cert", required_argument, NULL, 'c'},
         {"key", required_argument, NULL, 'K'},
         {"timeout", required_argument, NULL, 'T'},
+        {"starttls", required_argument, NULL, OPT_STARTTLS},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -106,6 +116,14 @@ static int parse_args(int argc, char **argv, struct connect_args *args)
                     cli_usage_error("connect", "--timeout wants milliseconds, not '%s'", optarg);
                 goto done;
             }
+            break;
+        case OPT_STARTTLS:
+            if (strcmp(optarg, "smtp") != 0) {
+                status =
+                    cli_usage_error("connect", "--starttls knows only 'smtp', not '%s'", optarg);
+                goto done;
+            }
+            args->starttls = optarg;
             break;
         case 'q':
             args->quiet = true;
@@ -211,6 +229,89 @@ done:
     return;
 }
 
+/*
+ * Names to send and verify on an attached socket: unlike tlsock_connect(), tlsock_attach_fd()
+ * has no host to derive them from.
+ */
+static void set_names(const struct connect_args *args, struct tlsock_opts *opts)
+{
+    unsigned char addr[sizeof(struct in6_addr)];
+    bool is_ip =
+        inet_pton(AF_INET, args->host, addr) == 1 || inet_pton(AF_INET6, args->host, addr) == 1;
+
+    if (args->servername != NULL) {
+        opts->servername = args->servername;
+    } else {
+        /* RFC 6066 section 3: SNI carries names only; an address is still verified. */
+        opts->servername = is_ip ? "" : args->host;
+        opts->verify_name = args->host;
+    }
+}
+
+static void report_connect_error(const struct connect_args *args, int err, const char *detail)
+{
+    char what[CLI_HOST_MAX + 32];
+
+    snprintf(what, sizeof(what), "connect to %s", args->target);
+    cli_error(what, err, detail);
+}
+
+static int connect_direct(const struct connect_args *args, struct tlsock_ctx *ctx,
+                          const struct tlsock_opts *opts, struct tlsock_conn **conn)
+{
+    int err = tlsock_connect(ctx, args->host, args->port, opts, conn);
+
+    if (err != 0) {
+        report_connect_error(args, err, tlsock_errmsg());
+    }
+    return err;
+}
+
+/*
+ * --starttls: TCP connect and the plaintext preamble within one --timeout, then TLS on the same
+ * socket. On success *fd is the socket, which the caller closes after the connection.
+ */
+static int connect_starttls(const struct connect_args *args, struct tlsock_ctx *ctx,
+                            struct tlsock_opts *opts, struct tlsock_conn **conn, int *fd)
+{
+    struct cli_line_reader reader;
+    int64_t deadline = args->timeout_ms > 0 ? tlsock_now_ms() + args->timeout_ms : -1;
+    int sock = -1;
+    int err = cli_plain_connect(args->host, args->port, deadline, &sock);
+
+    if (err != 0) {
+        goto done;
+    }
+    cli_line_reader_init(&reader, sock, deadline);
+    err = cli_starttls_smtp(&reader, args->target);
+    if (err != 0) {
+        goto close_sock;
+    }
+    /* The line reader may have read past the 220: those bytes are TLS's (copied by attach). */
+    opts->preread = cli_line_reader_leftover(&reader, &opts->preread_len);
+    set_names(args, opts);
+    err = tlsock_attach_fd(ctx, sock, opts, conn);
+    if (err != 0) {
+        report_connect_error(args, err, tlsock_errmsg());
+        goto close_sock;
+    }
+    err = tlsock_handshake(*conn);
+    if (err != 0) {
+        report_connect_error(args, err, tlsock_conn_errmsg(*conn));
+        tlsock_close(*conn);
+        *conn = NULL;
+        goto close_sock;
+    }
+    *fd = sock;
+    sock = -1;
+close_sock:
+    if (sock >= 0) {
+        cli_plain_close(sock);
+    }
+done:
+    return err;
+}
+
 /* Returns the exit status. */
 static int run(const struct connect_args *args)
 {
@@ -220,9 +321,11 @@ static int run(const struct connect_args *args)
     struct tlsock_opts opts = TLSOCK_OPTS_INIT;
     struct cli_relay_params params = {
         .io_timeout_ms = TLSOCK_NO_TIMEOUT,
+        .idle_timeout_ms = TLSOCK_NO_TIMEOUT,
         .close_wait_ms = CLOSE_WAIT_DEFAULT_MS,
         .quiet = args->quiet,
     };
+    int fd = -1;
     int err = make_ctx(args, &ctx);
 
     if (err != 0) {
@@ -234,13 +337,15 @@ static int run(const struct connect_args *args)
         opts.connect_timeout_ms = args->timeout_ms;
         opts.handshake_timeout_ms = args->timeout_ms;
         params.io_timeout_ms = args->timeout_ms;
+        params.idle_timeout_ms = args->timeout_ms;
         params.close_wait_ms = args->timeout_ms;
     }
-    err = tlsock_connect(ctx, args->host, args->port, &opts, &conn);
+    if (args->starttls != NULL) {
+        err = connect_starttls(args, ctx, &opts, &conn, &fd);
+    } else {
+        err = connect_direct(args, ctx, &opts, &conn);
+    }
     if (err != 0) {
-        char what[CLI_HOST_MAX + 32];
-        snprintf(what, sizeof(what), "connect to %s", args->target);
-        cli_error(what, err, tlsock_errmsg());
         status = cli_exit_code(err);
         goto free_ctx;
     }
@@ -250,6 +355,9 @@ static int run(const struct connect_args *args)
     err = cli_relay(conn, &params);
     status = cli_exit_code(err);
     tlsock_close(conn);
+    if (fd >= 0) {
+        cli_plain_close(fd);
+    }
 free_ctx:
     tlsock_ctx_free(ctx);
 done:

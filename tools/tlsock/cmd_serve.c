@@ -11,7 +11,7 @@
 #include "cli.h"
 #include "serve.h"
 
-#define HANDSHAKE_TIMEOUT_MS 10000
+#define HANDSHAKE_TIMEOUT_MS 10000 /* default of --handshake-timeout */
 #define IDLE_TIMEOUT_MS      60000
 /* How often the accept loop looks at the stop flag. */
 #define ACCEPT_POLL_MS 500
@@ -23,6 +23,7 @@ struct serve_args {
     struct cli_ctx_options ctx_opts;
     const char *ca_out;
     const char *client_ca;
+    int handshake_timeout_ms;
     enum serve_mode mode;
     bool mode_set;
     bool once;
@@ -43,7 +44,8 @@ static void print_help(void)
           "Runs a TLS server. The first line on stdout is 'listening on HOST:PORT'. Without\n"
           "--cert it makes a throw-away certificate for localhost, 127.0.0.1 and ::1 and\n"
           "prints 'fingerprint SHA256 ...' on the second line. Connections are served\n"
-          "concurrently (up to 256), each with a 10 s handshake and a 60 s idle timeout.\n\n"
+          "concurrently (up to 256), each with a handshake timeout (10 s unless set) and a\n"
+          "60 s idle timeout.\n\n"
           "Options:\n"
           "  -l, --listen HOST:PORT   address to listen on (default 127.0.0.1:0, any port)\n"
           "  -c, --cert FILE          certificate chain (PEM)\n"
@@ -56,6 +58,9 @@ static void print_help(void)
           "  -t, --tls MIN[-MAX]      protocol range, e.g. 1.3 or 1.2-1.3 (default 1.2-1.3)\n"
           "  -P, --ciphers POLICY     secure (default), compat, legacy (needed for TLS 1.0/1.1)\n"
           "                           or the implementation's own cipher string\n"
+          "      --handshake-timeout MS\n"
+          "                           drop clients that have not finished the TLS handshake\n"
+          "                           MS milliseconds after they connected (default 10000)\n"
           "  -1, --once               serve one connection, then exit with its outcome\n"
           "  -v, --verbose            log every connection, not only failures\n"
           "  -h, --help               show this help\n",
@@ -77,13 +82,14 @@ static int set_mode(struct serve_args *args, enum serve_mode mode)
 /* Returns -1 to go on, or the exit status to leave with. */
 static int parse_args(int argc, char **argv, struct serve_args *args)
 {
-    enum { OPT_CA_OUT = 256, OPT_CLIENT_CA };
+    enum { OPT_CA_OUT = 256, OPT_CLIENT_CA, OPT_HANDSHAKE_TIMEOUT };
     static const struct option longopts[] = {
         {"listen", required_argument, NULL, 'l'},
         {"cert", required_argument, NULL, 'c'},
         {"key", required_argument, NULL, 'K'},
         {"ca-out", required_argument, NULL, OPT_CA_OUT},
         {"client-ca", required_argument, NULL, OPT_CLIENT_CA},
+        {"handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT},
         {"echo", no_argument, NULL, 'e'},
         {"http", no_argument, NULL, 'H'},
         {"alpn", required_argument, NULL, 'a'},
@@ -120,6 +126,13 @@ static int parse_args(int argc, char **argv, struct serve_args *args)
             break;
         case OPT_CLIENT_CA:
             args->client_ca = optarg;
+            break;
+        case OPT_HANDSHAKE_TIMEOUT:
+            if (!cli_parse_int(optarg, 1, 86400000, &args->handshake_timeout_ms)) {
+                status = cli_usage_error(
+                    "serve", "--handshake-timeout wants milliseconds (1 or more), not '%s'",
+                    optarg);
+            }
             break;
         case 'e':
             status = set_mode(args, SERVE_ECHO);
@@ -216,14 +229,16 @@ static void install_signals(void)
 }
 
 /* Accepts until stopped; each connection goes to its own thread. */
-static void accept_loop(struct tlsock_listener *lis, struct serve_pool *pool)
+static void accept_loop(struct tlsock_listener *lis, struct serve_pool *pool,
+                        int handshake_timeout_ms)
 {
     struct tlsock_opts opts = TLSOCK_OPTS_INIT;
     struct tlsock_conn *conn = NULL;
     int err = 0;
 
     opts.connect_timeout_ms = ACCEPT_POLL_MS;
-    opts.handshake_timeout_ms = HANDSHAKE_TIMEOUT_MS;
+    /* Counted from the first handshake step, which the connection's thread runs at once. */
+    opts.handshake_timeout_ms = handshake_timeout_ms;
     opts.timeout_ms = IDLE_TIMEOUT_MS;
     while (stop_requested == 0) {
         err = tlsock_accept(lis, &opts, &conn);
@@ -243,29 +258,29 @@ static void accept_loop(struct tlsock_listener *lis, struct serve_pool *pool)
 }
 
 /* --once: the first connection is served in this thread; its outcome is the result. */
-static int serve_once(struct tlsock_listener *lis, enum serve_mode mode, bool verbose)
+static int serve_once(struct tlsock_listener *lis, const struct serve_settings *settings)
 {
     struct tlsock_opts opts = TLSOCK_OPTS_INIT;
     struct tlsock_conn *conn = NULL;
     int err = 0;
 
-    opts.handshake_timeout_ms = HANDSHAKE_TIMEOUT_MS;
+    opts.handshake_timeout_ms = settings->handshake_timeout_ms;
     opts.timeout_ms = IDLE_TIMEOUT_MS;
     err = tlsock_accept(lis, &opts, &conn);
     if (err != 0) {
         cli_error("accept", err, tlsock_listener_errmsg(lis));
         goto done;
     }
-    err = cli_serve_conn(conn, mode, verbose);
+    err = cli_serve_conn(conn, settings);
     tlsock_close(conn);
 done:
     return err;
 }
 
-static int serve_until_stopped(struct tlsock_listener *lis, const struct serve_args *args)
+static int serve_until_stopped(struct tlsock_listener *lis, const struct serve_settings *settings)
 {
     int err = 0;
-    struct serve_pool *pool = serve_pool_new(args->mode, args->verbose);
+    struct serve_pool *pool = serve_pool_new(settings);
 
     if (pool == NULL) {
         cli_error("cannot start serving", TLSOCK_ENOMEM, NULL);
@@ -273,7 +288,7 @@ static int serve_until_stopped(struct tlsock_listener *lis, const struct serve_a
         goto done;
     }
     install_signals();
-    accept_loop(lis, pool);
+    accept_loop(lis, pool, settings->handshake_timeout_ms);
     serve_pool_stop(pool);
 done:
     return err;
@@ -335,6 +350,11 @@ static int run(const struct serve_args *args)
     struct tlsock_listener *lis = NULL;
     char where[CLI_HOST_MAX + 16];
     char fp[TLSOCK_FINGERPRINT_SIZE] = "";
+    const struct serve_settings settings = {
+        .mode = args->mode,
+        .verbose = args->verbose,
+        .handshake_timeout_ms = args->handshake_timeout_ms,
+    };
     int err = make_ctx(args, &ctx, fp);
 
     if (err != 0) {
@@ -356,9 +376,9 @@ static int run(const struct serve_args *args)
     }
     fflush(stdout);
     if (args->once) {
-        err = serve_once(lis, args->mode, args->verbose);
+        err = serve_once(lis, &settings);
     } else {
-        err = serve_until_stopped(lis, args);
+        err = serve_until_stopped(lis, &settings);
     }
     status = cli_exit_code(err);
     tlsock_listener_close(lis);
@@ -376,6 +396,7 @@ int cli_cmd_serve(int argc, char **argv)
     memset(&args, 0, sizeof(args));
     snprintf(args.host, sizeof(args.host), "127.0.0.1");
     args.mode = SERVE_ECHO;
+    args.handshake_timeout_ms = HANDSHAKE_TIMEOUT_MS;
     status = parse_args(argc, argv, &args);
     if (status < 0) {
         status = run(&args);

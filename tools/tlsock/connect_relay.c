@@ -2,9 +2,10 @@
  * Relaying between stdin/stdout and a TLS connection with poll().
  *
  * poll() on the socket cannot see plaintext that the TLS layer has already decrypted and
- * buffered, and the public API has no "pending" call. So whenever the socket polls readable we
- * read with a tiny timeout until TLSOCK_ETIMEDOUT, which the API defines as retryable ("nothing
- * more yet"): partial records stay buffered inside the connection for the next read.
+ * buffered, so the loop asks tlsock_pending() before it waits, and reads with a zero timeout
+ * (tlsock_set_timeout(conn, 0): "what is ready, or TLSOCK_ETIMEDOUT at once") whenever the
+ * socket polls readable. A partial record stays buffered in the connection for the next read,
+ * and the socket polls readable again when the rest arrives.
  */
 #include <errno.h>
 #include <poll.h>
@@ -15,14 +16,11 @@
 #include "connect_relay.h"
 
 #define RELAY_BUF_SIZE 16384
-/* The wait for "more plaintext right now?"; 0 would mean no timeout at all. */
-#define DRAIN_TIMEOUT_MS 1
 /* Reads per drain before stdin gets a turn, so a chatty peer cannot starve the user. */
 #define DRAIN_MAX_READS 64
 
 enum drain_result {
-    DRAIN_IDLE,   /* nothing more for now */
-    DRAIN_MORE,   /* stopped early: more may be buffered, poll without waiting */
+    DRAIN_IDLE,   /* read what was ready (maybe nothing); more may still be pending */
     DRAIN_CLOSED, /* the peer sent close_notify */
     DRAIN_FAILED, /* error, reported; *err says which */
 };
@@ -49,13 +47,14 @@ done:
     return ok;
 }
 
-static enum drain_result drain_peer(struct tlsock_conn *conn, int *err)
+/* Copies the plaintext that is ready to stdout without waiting; *got_data tells if there was. */
+static enum drain_result drain_peer(struct tlsock_conn *conn, bool *got_data, int *err)
 {
-    enum drain_result result = DRAIN_MORE;
+    enum drain_result result = DRAIN_IDLE;
     char buf[RELAY_BUF_SIZE];
     size_t nread = 0;
     int reads = 0;
-    int rc = tlsock_set_timeout(conn, DRAIN_TIMEOUT_MS);
+    int rc = tlsock_set_timeout(conn, 0);
 
     if (rc != 0) {
         cli_error("cannot set the read timeout", rc, tlsock_conn_errmsg(conn));
@@ -66,7 +65,7 @@ static enum drain_result drain_peer(struct tlsock_conn *conn, int *err)
     for (reads = 0; reads < DRAIN_MAX_READS; reads++) {
         rc = tlsock_read(conn, buf, sizeof(buf), &nread);
         if (rc == TLSOCK_ETIMEDOUT) {
-            result = DRAIN_IDLE;
+            /* Retryable by contract: nothing (more) is ready now. */
             goto done;
         }
         if (rc == TLSOCK_ECLOSED) {
@@ -79,6 +78,7 @@ static enum drain_result drain_peer(struct tlsock_conn *conn, int *err)
             result = DRAIN_FAILED;
             goto done;
         }
+        *got_data = true;
         if (!write_stdout(buf, nread)) {
             *err = TLSOCK_ESYS;
             result = DRAIN_FAILED;
@@ -152,21 +152,69 @@ done:
     return err;
 }
 
+/* How long poll() may wait: not at all with plaintext pending, else until the idle deadline. */
+static int poll_timeout(struct tlsock_conn *conn, int64_t idle_deadline_ms)
+{
+    int64_t left = 0;
+    int wait_ms = -1;
+
+    if (tlsock_pending(conn) > 0) {
+        wait_ms = 0;
+    } else if (idle_deadline_ms >= 0) {
+        left = idle_deadline_ms - tlsock_now_ms();
+        wait_ms = left <= 0 ? 0 : (int)left;
+    }
+    return wait_ms;
+}
+
+/* Reads stdin once and sends what came, or ends our side at its end; clears *running when done. */
+static int relay_stdin(struct tlsock_conn *conn, const struct cli_relay_params *params,
+                       bool *running)
+{
+    char buf[RELAY_BUF_SIZE];
+    ssize_t n = read(STDIN_FILENO, buf, sizeof(buf));
+    int err = 0;
+
+    if (n < 0 && errno == EINTR) {
+        goto done;
+    }
+    if (n < 0) {
+        cli_errorf("cannot read stdin: %s", strerror(errno));
+        err = TLSOCK_ESYS;
+        *running = false;
+        goto done;
+    }
+    if (n == 0) {
+        err = end_of_stdin(conn, params);
+        *running = false;
+        goto done;
+    }
+    err = send_to_peer(conn, buf, (size_t)n, params->io_timeout_ms);
+    if (err != 0) {
+        *running = false;
+    }
+done:
+    return err;
+}
+
 int cli_relay(struct tlsock_conn *conn, const struct cli_relay_params *params)
 {
     int err = 0;
-    char buf[RELAY_BUF_SIZE];
     struct pollfd fds[2];
     bool running = true;
-    bool maybe_pending = false;
+    bool got_data = false;
+    bool peer_ready = false;
     enum drain_result drained = DRAIN_IDLE;
-    ssize_t n = 0;
+    int64_t idle_deadline = -1;
     int ready = 0;
 
+    if (params->idle_timeout_ms >= 0) {
+        idle_deadline = tlsock_now_ms() + params->idle_timeout_ms;
+    }
     while (running) {
         fds[0] = (struct pollfd){.fd = STDIN_FILENO, .events = POLLIN};
         fds[1] = (struct pollfd){.fd = tlsock_conn_fd(conn), .events = POLLIN};
-        ready = poll(fds, 2, maybe_pending ? 0 : -1);
+        ready = poll(fds, 2, poll_timeout(conn, idle_deadline));
         if (ready < 0 && errno == EINTR) {
             continue;
         }
@@ -175,35 +223,29 @@ int cli_relay(struct tlsock_conn *conn, const struct cli_relay_params *params)
             err = TLSOCK_ESYS;
             goto done;
         }
-        if (maybe_pending || (fds[1].revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
-            drained = drain_peer(conn, &err);
-            maybe_pending = drained == DRAIN_MORE;
-            if (drained == DRAIN_CLOSED || drained == DRAIN_FAILED) {
+        peer_ready = (fds[1].revents & (POLLIN | POLLHUP | POLLERR)) != 0;
+        if (peer_ready || tlsock_pending(conn) > 0) {
+            got_data = false;
+            drained = drain_peer(conn, &got_data, &err);
+            if (drained != DRAIN_IDLE) {
                 /* After the peer's close_notify, tlsock_close() answers with ours. */
-                running = false;
-                continue;
+                goto done;
+            }
+            if (got_data && idle_deadline >= 0) {
+                idle_deadline = tlsock_now_ms() + params->idle_timeout_ms;
             }
         }
-        if ((fds[0].revents & (POLLIN | POLLHUP | POLLERR)) == 0) {
-            continue;
-        }
-        n = read(STDIN_FILENO, buf, sizeof(buf));
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n < 0) {
-            cli_errorf("cannot read stdin: %s", strerror(errno));
-            err = TLSOCK_ESYS;
+        /* Checked after the drain: data that was already there never counts as idleness. */
+        if (idle_deadline >= 0 && tlsock_now_ms() >= idle_deadline) {
+            char detail[96];
+            snprintf(detail, sizeof(detail), "no data from the peer for %d ms (--timeout)",
+                     params->idle_timeout_ms);
+            cli_error("read from the peer", TLSOCK_ETIMEDOUT, detail);
+            err = TLSOCK_ETIMEDOUT;
             goto done;
         }
-        if (n == 0) {
-            err = end_of_stdin(conn, params);
-            running = false;
-            continue;
-        }
-        err = send_to_peer(conn, buf, (size_t)n, params->io_timeout_ms);
-        if (err != 0) {
-            running = false;
+        if ((fds[0].revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
+            err = relay_stdin(conn, params, &running);
         }
     }
 done:

@@ -17,16 +17,23 @@ enum serve_mode {
 /* Longest "[address]:port" text for a peer, with room to spare. */
 #define SERVE_PEER_SIZE 64
 
+/* How every connection is served; fixed once the server runs. */
+struct serve_settings {
+    enum serve_mode mode;
+    bool verbose;
+    int handshake_timeout_ms; /* the bound given to accept, for log messages */
+};
+
 /*
  * Runs the handshake and the mode's protocol on @p conn and logs failures on stderr prefixed
  * with the peer's address. The caller closes @p conn. Returns 0 or the error that ended it.
  */
-int cli_serve_conn(struct tlsock_conn *conn, enum serve_mode mode, bool verbose);
+int cli_serve_conn(struct tlsock_conn *conn, const struct serve_settings *settings);
 
 struct serve_pool;
 
-/* Creates the pool of connection threads; NULL when out of memory. */
-struct serve_pool *serve_pool_new(enum serve_mode mode, bool verbose);
+/* Creates the pool of connection threads (copies @p settings); NULL when out of memory. */
+struct serve_pool *serve_pool_new(const struct serve_settings *settings);
 
 /* Serves @p conn in a new detached thread, or closes it when the pool is full. Takes @p conn. */
 void serve_pool_dispatch(struct serve_pool *pool, struct tlsock_conn *conn);

@@ -49,23 +49,43 @@ static void log_session(struct tlsock_conn *conn, const char *peer)
     }
 }
 
-int cli_serve_conn(struct tlsock_conn *conn, enum serve_mode mode, bool verbose)
+/* A failed handshake; a client that never finished in time is dropped and said so. */
+static void log_handshake_error(struct tlsock_conn *conn, const char *peer, int err,
+                                const struct serve_settings *settings)
+{
+    char what[SERVE_PEER_SIZE + 16];
+    char detail[128];
+
+    snprintf(what, sizeof(what), "%s: handshake", peer);
+    if (err == TLSOCK_EHANDSHAKE_TIMEOUT) {
+        snprintf(detail, sizeof(detail),
+                 "not finished within %d ms (--handshake-timeout); client dropped",
+                 settings->handshake_timeout_ms);
+        cli_error(what, err, detail);
+    } else {
+        cli_error(what, err, tlsock_conn_errmsg(conn));
+    }
+}
+
+int cli_serve_conn(struct tlsock_conn *conn, const struct serve_settings *settings)
 {
     char peer[SERVE_PEER_SIZE];
-    char what[SERVE_PEER_SIZE + 16];
+    bool verbose = settings->verbose;
     int err = 0;
 
     describe_peer(conn, peer);
+    if (verbose) {
+        fprintf(stderr, "tlsock: %s: connected\n", peer);
+    }
     err = tlsock_handshake(conn);
     if (err != 0) {
-        snprintf(what, sizeof(what), "%s: handshake", peer);
-        cli_error(what, err, tlsock_conn_errmsg(conn));
+        log_handshake_error(conn, peer, err, settings);
         goto done;
     }
     if (verbose) {
         log_session(conn, peer);
     }
-    if (mode == SERVE_HTTP) {
+    if (settings->mode == SERVE_HTTP) {
         err = cli_serve_http(conn, peer, verbose);
     } else {
         err = cli_serve_echo(conn, peer);

@@ -30,12 +30,11 @@ struct serve_pool {
     pthread_cond_t changed;
     int active;
     bool stopped; /* the last thread out frees a pool that stop had to leave behind */
-    enum serve_mode mode;
-    bool verbose;
+    struct serve_settings settings;
     struct serve_slot slots[SERVE_MAX_CONNS];
 };
 
-struct serve_pool *serve_pool_new(enum serve_mode mode, bool verbose)
+struct serve_pool *serve_pool_new(const struct serve_settings *settings)
 {
     struct serve_pool *pool = calloc(1, sizeof(*pool));
     int i = 0;
@@ -45,8 +44,7 @@ struct serve_pool *serve_pool_new(enum serve_mode mode, bool verbose)
     }
     pthread_mutex_init(&pool->lock, NULL);
     pthread_cond_init(&pool->changed, NULL);
-    pool->mode = mode;
-    pool->verbose = verbose;
+    pool->settings = *settings;
     for (i = 0; i < SERVE_MAX_CONNS; i++) {
         pool->slots[i] = (struct serve_slot){.pool = pool, .conn = NULL, .fd = -1};
     }
@@ -68,7 +66,7 @@ static void *conn_thread(void *arg)
     struct tlsock_conn *conn = slot->conn;
     bool last_of_stopped = false;
 
-    (void)cli_serve_conn(conn, pool->mode, pool->verbose);
+    (void)cli_serve_conn(conn, &pool->settings);
     /* Forget the socket before it is closed, so that a stop never shuts down a reused fd. */
     pthread_mutex_lock(&pool->lock);
     slot->fd = -1;

@@ -1,0 +1,146 @@
+/*
+ * The results table of tlsock-bench: one block of rows per case, the main rate with its target
+ * first, then the figures that explain it (CPU time per unit, send calls per MiB, the reference
+ * side), then the negotiated suites and notes.
+ */
+#include <stdio.h>
+
+#include "runner.h"
+
+#define NAME_WIDTH 26
+
+enum row_kind {
+    ROW_TARGET, /* tlsock / raw against the case's target, with the ratio's quartiles */
+    ROW_LOWER,  /* a cost: lower is better */
+    ROW_INFO,   /* for information, with the ratio's quartiles */
+};
+
+/* One line of the table. */
+struct row {
+    const char *name;
+    const char *unit;
+    double left; /* the raw baseline, or the reference side */
+    double right;
+    struct ratio ratio;
+    enum row_kind kind;
+    double target;
+};
+
+static void print_row(const struct row *row)
+{
+    char spread[32] = "";
+
+    if (row->kind != ROW_LOWER) {
+        snprintf(spread, sizeof(spread), "%.3f-%.3f", row->ratio.q1, row->ratio.q3);
+    }
+    printf("%-*s %10.1f %10.1f  %-6s %6.3f  %-12s ", NAME_WIDTH, row->name, row->left, row->right,
+           row->unit, row->ratio.median, spread);
+    if (row->kind == ROW_TARGET) {
+        printf(">= %.2f %s\n", row->target, row->ratio.median >= row->target ? "met" : "MISSED");
+    } else if (row->kind == ROW_INFO) {
+        printf("(information)\n");
+    } else {
+        printf("(lower is better)\n");
+    }
+}
+
+static struct ratio plain(double value)
+{
+    return (struct ratio){.median = value, .q1 = value, .q3 = value};
+}
+
+static void print_case(const struct bench_case *bc, const struct case_result *res)
+{
+    bool bulk = bc->kind != KIND_HANDSHAKE;
+    const struct row rate = {
+        .name = bc->name,
+        .unit = bulk ? "MiB/s" : "hs/s",
+        .left = res->rate[SIDE_RAW],
+        .right = res->rate[SIDE_TLSOCK],
+        .ratio = res->rate_ratio,
+        .kind = ROW_TARGET,
+        .target = bc->target,
+    };
+    const struct row reference = {
+        .name = "  vs tlsock fd fast path",
+        .unit = "MiB/s",
+        .left = res->rate[SIDE_REFERENCE],
+        .right = res->rate[SIDE_TLSOCK],
+        .ratio = res->reference_ratio,
+        .kind = ROW_INFO,
+    };
+    const struct row client = {
+        .name = bc->kind == KIND_MEMORY ? "  CPU per MiB (both ends)"
+                : bulk                  ? "  writer CPU per MiB"
+                                        : "  client CPU per hs",
+        .unit = "us",
+        .left = res->client_cpu_us[SIDE_RAW],
+        .right = res->client_cpu_us[SIDE_TLSOCK],
+        .ratio = plain(res->client_cpu_ratio),
+        .kind = ROW_LOWER,
+    };
+    const struct row server = {
+        .name = bulk ? "  reader CPU per MiB" : "  server CPU per hs",
+        .unit = "us",
+        .left = res->server_cpu_us[SIDE_RAW],
+        .right = res->server_cpu_us[SIDE_TLSOCK],
+        .ratio = plain(res->server_cpu_ratio),
+        .kind = ROW_LOWER,
+    };
+    const struct row sends = {
+        .name = "  writer sends per MiB",
+        .unit = "calls",
+        .left = res->sends_per_mib[SIDE_RAW],
+        .right = res->sends_per_mib[SIDE_TLSOCK],
+        .ratio = plain(res->sends_ratio),
+        .kind = ROW_LOWER,
+    };
+
+    print_row(&rate);
+    if (res->sides > SIDE_REFERENCE) {
+        print_row(&reference);
+    }
+    print_row(&client);
+    /* In memory mode one thread does both ends: the reader has no figure of its own. */
+    if (bc->kind != KIND_MEMORY) {
+        print_row(&server);
+    }
+    if (bc->kind == KIND_THROUGHPUT) {
+        print_row(&sends);
+    }
+}
+
+void print_table(const struct bench_case *cases, size_t ncases, const struct case_result *results)
+{
+    printf("\n%-*s %10s %10s  %-6s %6s  %-12s %s\n", NAME_WIDTH, "case", "raw", "tlsock", "unit",
+           "ratio", "ratio IQR", "target");
+    for (size_t i = 0; i < ncases; i++) {
+        if (results[i].ran && results[i].ok) {
+            print_case(&cases[i], &results[i]);
+        } else if (results[i].ran) {
+            printf("%-*s %10s\n", NAME_WIDTH, cases[i].name, "FAILED");
+        }
+    }
+    printf("\n");
+    for (size_t i = 0; i < ncases; i++) {
+        const struct case_result *res = &results[i];
+
+        if (res->ran && res->ok && cases[i].kind == KIND_THROUGHPUT) {
+            printf("%s: negotiated raw %s, tlsock %s", cases[i].name, res->cipher[SIDE_RAW],
+                   res->cipher[SIDE_TLSOCK]);
+            if (res->sides > SIDE_REFERENCE) {
+                printf(", reference %s", res->cipher[SIDE_REFERENCE]);
+            }
+            printf("\n");
+        }
+        if (res->ran && res->sides > SIDE_REFERENCE) {
+            printf(
+                "%s: the 'vs tlsock fd fast path' row has the reference (tlsock over its fd fast "
+                "path) in the raw column\n",
+                cases[i].name);
+        }
+        if (res->ran && res->note[0] != '\0') {
+            printf("%s: note: %s\n", cases[i].name, res->note);
+        }
+    }
+}
