@@ -48,8 +48,7 @@ static int handshake_both(struct tlsock_conn *client, struct tlsock_conn *server
 }
 
 /* Sends @p text from @p from, carries it, and reads it on @p to. */
-static int say(struct tlsock_conn *from, struct tlsock_conn *to, const char *who,
-               const char *text)
+static int say(struct tlsock_conn *from, struct tlsock_conn *to, const char *who, const char *text)
 {
     char got[256];
     size_t n = 0;
