@@ -216,7 +216,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     strftime(date, sizeof(date), "%Y-%m-%d %H:%M UTC", gmtime(&now));
     printf("tlsock-bench  %s\n", date);
-    printf("tlsock impl:  %s\n", tlsock_impl_version());
+    printf("tlsock impl:  %s\n", tlsock_impl_version(TLSOCK_IMPL_DEFAULT));
     printf("raw baseline: %s\n", OpenSSL_version(OPENSSL_VERSION));
     printf("cpus online:  %ld\n", sysconf(_SC_NPROCESSORS_ONLN));
     printf("method:       %d rounds of %.2f s per side and case, order rotating; values are\n"

@@ -99,6 +99,48 @@ TLSOCK_API bool tlsock_err_is_tls(int err);
 TLSOCK_API const char *tlsock_errmsg(void);
 
 /* ---------------------------------------------------------------------------------------------
+ * TLS implementations
+ * ------------------------------------------------------------------------------------------- */
+
+/** The TLS implementations tlsock can use; each context uses one. */
+enum tlsock_impl {
+    TLSOCK_IMPL_DEFAULT = 0, /**< the process default (see tlsock_default_impl()) */
+    TLSOCK_IMPL_OPENSSL = 1,
+    TLSOCK_IMPL_GNUTLS = 2,
+};
+
+/** Capability bits of an implementation (tlsock_impl_caps()). */
+enum tlsock_cap {
+    TLSOCK_CAP_FD = 1 << 0,      /**< reads and writes sockets itself (the fd fast path) */
+    TLSOCK_CAP_ALPN = 1 << 1,    /**< ALPN */
+    TLSOCK_CAP_CERTGEN = 1 << 2, /**< tlsock_devcert_new() and tlsock_cert_fingerprint() */
+};
+
+/** True when @p impl was compiled in. */
+TLSOCK_API bool tlsock_impl_available(int impl);
+
+/** "openssl" or "gnutls"; NULL for an unknown value. TLSOCK_IMPL_DEFAULT names the default. */
+TLSOCK_API const char *tlsock_impl_name(int impl);
+
+/** The implementation's library and version, e.g. "OpenSSL 3.0.19 ..."; NULL if unavailable. */
+TLSOCK_API const char *tlsock_impl_version(int impl);
+
+/** The TLSOCK_CAP_* bits of @p impl; 0 if unavailable. */
+TLSOCK_API unsigned tlsock_impl_caps(int impl);
+
+/**
+ * The implementation new contexts use: set by tlsock_set_default_impl(), else by the environment
+ * variable TLSOCK_IMPL ("openssl" or "gnutls") read once, else OpenSSL when compiled in.
+ */
+TLSOCK_API int tlsock_default_impl(void);
+
+/**
+ * Sets the process default for contexts created afterwards. Thread-safe.
+ * @return 0, TLSOCK_EINVAL for an unknown value, TLSOCK_ECONFIG when it was not compiled in.
+ */
+TLSOCK_API int tlsock_set_default_impl(int impl);
+
+/* ---------------------------------------------------------------------------------------------
  * Contexts
  * ------------------------------------------------------------------------------------------- */
 
@@ -140,6 +182,38 @@ struct tlsock_ctx;
  * @return 0, TLSOCK_EINVAL, TLSOCK_ENOMEM or TLSOCK_ECONFIG (implementation refused to start).
  */
 TLSOCK_API int tlsock_ctx_new(int role, struct tlsock_ctx **out);
+
+/**
+ * Chooses the context's implementation. Call it right after tlsock_ctx_new(), before any other
+ * setter (TLSOCK_EINVAL afterwards). @return 0, TLSOCK_EINVAL, or TLSOCK_ECONFIG when @p impl was
+ * not compiled in (the message names it).
+ */
+TLSOCK_API int tlsock_ctx_set_impl(struct tlsock_ctx *ctx, int impl);
+
+/** The context's implementation (TLSOCK_IMPL_OPENSSL or TLSOCK_IMPL_GNUTLS). */
+TLSOCK_API int tlsock_ctx_impl(const struct tlsock_ctx *ctx);
+
+/**
+ * The implementation's own context, for what tlsock does not wrap: an SSL_CTX * for OpenSSL, a
+ * gnutls_certificate_credentials_t for GnuTLS. Valid while the context lives. Changing it after
+ * the context froze is not thread-safe.
+ */
+TLSOCK_API void *tlsock_ctx_native(struct tlsock_ctx *ctx);
+
+/** Called with the native context (see tlsock_ctx_native()); returns 0 or a TLSOCK_E* code. */
+typedef int (*tlsock_ctx_configure_fn)(void *native_ctx, void *user);
+/** Called with a new connection's native session (SSL * or gnutls_session_t) before its
+ *  handshake; returns 0 or a TLSOCK_E* code, which fails the connection's creation. */
+typedef int (*tlsock_conn_configure_fn)(void *native_session, void *user);
+
+/**
+ * Registers configure callbacks (either may be NULL), like LispWorks' ctx/ssl configure
+ * callbacks: @p on_ctx runs once, when the context freezes, after tlsock applied its own
+ * settings; @p on_conn runs for every connection before its handshake. @p user is passed to both
+ * and must outlive the context.
+ */
+TLSOCK_API int tlsock_ctx_set_configure(struct tlsock_ctx *ctx, tlsock_ctx_configure_fn on_ctx,
+                                        tlsock_conn_configure_fn on_conn, void *user);
 
 /** Adds a reference to @p ctx and returns it. Thread-safe. */
 TLSOCK_API struct tlsock_ctx *tlsock_ctx_ref(struct tlsock_ctx *ctx);
@@ -451,6 +525,9 @@ TLSOCK_API const char *tlsock_conn_errmsg(const struct tlsock_conn *conn);
  */
 TLSOCK_API size_t tlsock_pending(const struct tlsock_conn *conn);
 
+/** The implementation's session (SSL * or gnutls_session_t); valid until tlsock_close(). */
+TLSOCK_API void *tlsock_conn_native(struct tlsock_conn *conn);
+
 /** The connection's socket descriptor (owned by tlsock unless it was attached). */
 TLSOCK_API int tlsock_conn_fd(const struct tlsock_conn *conn);
 
@@ -475,7 +552,7 @@ TLSOCK_API int64_t tlsock_now_ms(void);
 
 /** What a connection negotiated and who the peer is. Strings are never NULL ("" if unknown). */
 struct tlsock_info {
-    const char *impl;             /**< "openssl" */
+    const char *impl;             /**< "openssl" or "gnutls" */
     const char *version;          /**< "TLSv1.3" */
     const char *cipher;           /**< IANA name, e.g. "TLS_AES_256_GCM_SHA384" or
                                        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256" */
@@ -561,9 +638,6 @@ TLSOCK_API int tlsock_cert_fingerprint(const char *pem, size_t len,
 
 /** Frees memory returned by tlsock (e.g. by tlsock_devcert_new()). Accepts NULL. */
 TLSOCK_API void tlsock_free(void *ptr);
-
-/** The name of the TLS implementation and its version, e.g. "OpenSSL 3.0.19 ...". */
-TLSOCK_API const char *tlsock_impl_version(void);
 
 #ifdef __cplusplus
 }

@@ -181,6 +181,15 @@ int tlsock__conn_new(struct tlsock_ctx *ctx, const struct tlsock__conn_setup *se
         tlsock__publish(&err);
         goto restore_flags;
     }
+    if (ctx->on_conn != NULL) {
+        rc = ctx->on_conn(ctx->impl->conn_native(conn->tls), ctx->configure_user);
+        if (rc != 0) {
+            rc = tlsock__fail(NULL, rc < 0 ? rc : TLSOCK_ECONFIG,
+                              "the connection configure callback failed (%d)", rc);
+            ctx->impl->conn_free(conn->tls);
+            goto restore_flags;
+        }
+    }
     *out = conn;
     return 0;
 restore_flags:
@@ -482,6 +491,11 @@ int64_t tlsock_op_deadline_ms(const struct tlsock_conn *conn)
 const char *tlsock_conn_errmsg(const struct tlsock_conn *conn)
 {
     return conn != NULL ? conn->err.msg : "connection is NULL";
+}
+
+void *tlsock_conn_native(struct tlsock_conn *conn)
+{
+    return conn != NULL ? conn->impl->conn_native(conn->tls) : NULL;
 }
 
 int tlsock_conn_fd(const struct tlsock_conn *conn)

@@ -25,6 +25,7 @@ static int setter_begin(struct tlsock_ctx *ctx)
         return tlsock__fail(&ctx->err, TLSOCK_EINVAL,
                             "context is frozen: it has made a connection and can no longer change");
     }
+    ctx->touched = true;
     return 0;
 }
 
@@ -71,6 +72,65 @@ fail:
     pthread_mutex_destroy(&ctx->freeze_lock);
     free(ctx);
     return rc;
+}
+
+int tlsock_ctx_set_impl(struct tlsock_ctx *ctx, int impl)
+{
+    const struct tlsock__impl *chosen = NULL;
+    void *native = NULL;
+    int rc;
+
+    if (ctx == NULL) {
+        return tlsock__fail(NULL, TLSOCK_EINVAL, "context is NULL");
+    }
+    tlsock__err_clear(&ctx->err);
+    if (ctx->touched || atomic_load(&ctx->frozen)) {
+        return tlsock__fail(&ctx->err, TLSOCK_EINVAL,
+                            "tlsock_ctx_set_impl must come right after tlsock_ctx_new");
+    }
+    if (impl != TLSOCK_IMPL_DEFAULT && impl != TLSOCK_IMPL_OPENSSL && impl != TLSOCK_IMPL_GNUTLS) {
+        return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "unknown implementation %d", impl);
+    }
+    chosen = tlsock__impl_get(impl);
+    if (chosen == NULL) {
+        return tlsock__fail(&ctx->err, TLSOCK_ECONFIG, "%s was not compiled into this tlsock",
+                            tlsock_impl_name(impl));
+    }
+    if (chosen == ctx->impl) {
+        return 0;
+    }
+    rc = chosen->ctx_new(ctx->role, &native, &ctx->err);
+    if (rc != 0) {
+        return setter_end(ctx, rc);
+    }
+    ctx->impl->ctx_free(ctx->native);
+    ctx->impl = chosen;
+    ctx->native = native;
+    return 0;
+}
+
+int tlsock_ctx_impl(const struct tlsock_ctx *ctx)
+{
+    return ctx != NULL ? ctx->impl->id : TLSOCK_IMPL_DEFAULT;
+}
+
+void *tlsock_ctx_native(struct tlsock_ctx *ctx)
+{
+    return ctx != NULL ? ctx->impl->ctx_native(ctx->native) : NULL;
+}
+
+int tlsock_ctx_set_configure(struct tlsock_ctx *ctx, tlsock_ctx_configure_fn on_ctx,
+                             tlsock_conn_configure_fn on_conn, void *user)
+{
+    int rc = setter_begin(ctx);
+
+    if (rc != 0) {
+        return rc;
+    }
+    ctx->on_ctx = on_ctx;
+    ctx->on_conn = on_conn;
+    ctx->configure_user = user;
+    return 0;
 }
 
 struct tlsock_ctx *tlsock_ctx_ref(struct tlsock_ctx *ctx)
@@ -406,6 +466,14 @@ int tlsock__ctx_freeze(struct tlsock_ctx *ctx, struct tlsock__err *err)
         bool needs_store = ctx->role == TLSOCK_CLIENT && ctx->verify_mode != TLSOCK_VERIFY_NONE;
         if (!ctx->ca_set && needs_store) {
             rc = ctx->impl->ctx_add_ca_system(ctx->native, err);
+        }
+        if (rc == 0 && ctx->on_ctx != NULL) {
+            /* The user's callback sees the context exactly as tlsock configured it. */
+            rc = ctx->on_ctx(ctx->impl->ctx_native(ctx->native), ctx->configure_user);
+            if (rc != 0) {
+                rc = tlsock__fail(err, rc < 0 ? rc : TLSOCK_ECONFIG,
+                                  "the context configure callback failed (%d)", rc);
+            }
         }
         if (rc == 0) {
             atomic_store(&ctx->frozen, true);

@@ -9,10 +9,24 @@
 /* Generated certificates start an hour in the past so that small clock skews do not matter. */
 enum { DEVCERT_BACKDATE_S = 3600, DEVCERT_CA_DAYS = 3650, DEVCERT_LEAF_DAYS = 30 };
 
+/* The default implementation if it can make certificates, else any that can. */
+static const struct tlsock__impl *certgen_impl(void)
+{
+    static const int ids[] = {TLSOCK_IMPL_DEFAULT, TLSOCK_IMPL_OPENSSL, TLSOCK_IMPL_GNUTLS};
+
+    for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
+        const struct tlsock__impl *impl = tlsock__impl_get(ids[i]);
+        if (impl != NULL && impl->cert_generate != NULL) {
+            return impl;
+        }
+    }
+    return NULL;
+}
+
 int tlsock__cert_generate(const struct tlsock__cert_spec *spec, struct tlsock__pem_pair *out,
                           struct tlsock__err *err)
 {
-    const struct tlsock__impl *impl = tlsock__default_impl();
+    const struct tlsock__impl *impl = certgen_impl();
 
     if (impl == NULL || impl->cert_generate == NULL) {
         return tlsock__fail(err, TLSOCK_ECONFIG, "no TLS implementation can generate certificates");
@@ -75,7 +89,7 @@ out:
 
 int tlsock_cert_fingerprint(const char *pem, size_t len, char out[TLSOCK_FINGERPRINT_SIZE])
 {
-    const struct tlsock__impl *impl = tlsock__default_impl();
+    const struct tlsock__impl *impl = certgen_impl();
 
     if (pem == NULL || out == NULL) {
         return tlsock__fail(NULL, TLSOCK_EINVAL, "fingerprint: pem and out are required");

@@ -1,20 +1,110 @@
 /*
- * Which TLS implementations were compiled in. The only file with #if TLSOCK_HAVE_*.
+ * Which TLS implementations were compiled in, and which one new contexts use.
+ * The only file with #if TLSOCK_HAVE_*.
  */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "internal.h"
+
+static const struct tlsock__impl *const compiled_in[] = {
+#if TLSOCK_HAVE_OPENSSL
+    &tlsock__openssl_impl,
+#endif
+#if TLSOCK_HAVE_GNUTLS
+    &tlsock__gnutls_impl,
+#endif
+    NULL,
+};
+
+/* 0 until decided; then an enum tlsock_impl value. */
+static atomic_int default_id;
+static pthread_once_t default_once = PTHREAD_ONCE_INIT;
+
+static const struct tlsock__impl *find(int id)
+{
+    for (size_t i = 0; compiled_in[i] != NULL; i++) {
+        if (compiled_in[i]->id == id) {
+            return compiled_in[i];
+        }
+    }
+    return NULL;
+}
+
+/* The environment's choice (TLSOCK_IMPL), else the first compiled in, OpenSSL first. */
+static void choose_default(void)
+{
+    const char *env = getenv("TLSOCK_IMPL");
+    int id = compiled_in[0] != NULL ? compiled_in[0]->id : 0;
+
+    for (size_t i = 0; env != NULL && compiled_in[i] != NULL; i++) {
+        if (strcmp(env, compiled_in[i]->name) == 0) {
+            id = compiled_in[i]->id;
+        }
+    }
+    int expected = 0;
+    atomic_compare_exchange_strong(&default_id, &expected, id);
+}
+
+int tlsock_default_impl(void)
+{
+    pthread_once(&default_once, choose_default);
+    return atomic_load(&default_id);
+}
+
+const struct tlsock__impl *tlsock__impl_get(int impl)
+{
+    return find(impl == TLSOCK_IMPL_DEFAULT ? tlsock_default_impl() : impl);
+}
 
 const struct tlsock__impl *tlsock__default_impl(void)
 {
-#if TLSOCK_HAVE_OPENSSL
-    return &tlsock__openssl_impl;
-#else
-    return NULL;
-#endif
+    return tlsock__impl_get(TLSOCK_IMPL_DEFAULT);
 }
 
-const char *tlsock_impl_version(void)
+int tlsock_set_default_impl(int impl)
 {
-    const struct tlsock__impl *impl = tlsock__default_impl();
+    if (impl != TLSOCK_IMPL_OPENSSL && impl != TLSOCK_IMPL_GNUTLS) {
+        return tlsock__fail(NULL, TLSOCK_EINVAL, "unknown implementation %d", impl);
+    }
+    if (find(impl) == NULL) {
+        return tlsock__fail(NULL, TLSOCK_ECONFIG, "%s was not compiled into this tlsock",
+                            tlsock_impl_name(impl));
+    }
+    pthread_once(&default_once, choose_default);
+    atomic_store(&default_id, impl);
+    return 0;
+}
 
-    return impl != NULL ? impl->version() : "none";
+bool tlsock_impl_available(int impl)
+{
+    return tlsock__impl_get(impl) != NULL;
+}
+
+const char *tlsock_impl_name(int impl)
+{
+    switch (impl == TLSOCK_IMPL_DEFAULT ? tlsock_default_impl() : impl) {
+    case TLSOCK_IMPL_OPENSSL:
+        return "openssl";
+    case TLSOCK_IMPL_GNUTLS:
+        return "gnutls";
+    default:
+        return NULL;
+    }
+}
+
+const char *tlsock_impl_version(int impl)
+{
+    const struct tlsock__impl *found = tlsock__impl_get(impl);
+
+    return found != NULL ? found->version() : NULL;
+}
+
+unsigned tlsock_impl_caps(int impl)
+{
+    const struct tlsock__impl *found = tlsock__impl_get(impl);
+
+    return found != NULL ? found->caps : 0;
 }

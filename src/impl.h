@@ -77,16 +77,14 @@ struct tlsock__pem_pair {
     char *key;
 };
 
-enum {
-    TLSOCK__CAP_FD = 1u << 0,     /* sessions read and write a socket fd themselves */
-    TLSOCK__CAP_ALPN = 1u << 1,   /* ALPN negotiation */
-    TLSOCK__CAP_CERTGEN = 1u << 2 /* cert_generate / cert_fingerprint */
-};
-
 struct tlsock__impl {
     const char *name; /* "openssl" */
-    unsigned caps;    /* TLSOCK__CAP_* */
+    int id;           /* enum tlsock_impl */
+    unsigned caps;    /* TLSOCK_CAP_* */
     const char *(*version)(void);
+    /* The native handles behind tlsock_ctx_native() and tlsock_conn_native(). */
+    void *(*ctx_native)(void *nctx);
+    void *(*conn_native)(void *tls);
 
     /* Contexts. ctx_new applies the secure defaults (protocols 1.2-1.3, "secure" ciphers). */
     int (*ctx_new)(int role, void **out, struct tlsock__err *err);
@@ -125,7 +123,7 @@ struct tlsock__impl {
     /* Decrypted application data that a read returns without touching the transport. */
     size_t (*pending)(void *tls);
 
-    /* Development certificates (TLSOCK__CAP_CERTGEN). */
+    /* Development certificates (TLSOCK_CAP_CERTGEN); NULL when not supported. */
     int (*cert_generate)(const struct tlsock__cert_spec *spec, struct tlsock__pem_pair *out,
                          struct tlsock__err *err);
     int (*cert_fingerprint)(const char *pem, size_t len, char out[TLSOCK_FINGERPRINT_SIZE],
@@ -134,6 +132,12 @@ struct tlsock__impl {
 
 /* The implementation new contexts use. Only impl.c knows which ones were compiled in. */
 const struct tlsock__impl *tlsock__default_impl(void);
+/* The implementation for an enum tlsock_impl value (DEFAULT: the default); NULL if absent. */
+const struct tlsock__impl *tlsock__impl_get(int impl);
+
+#if TLSOCK_HAVE_GNUTLS
+extern const struct tlsock__impl tlsock__gnutls_impl;
+#endif
 
 #if TLSOCK_HAVE_OPENSSL
 extern const struct tlsock__impl tlsock__openssl_impl;

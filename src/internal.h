@@ -52,8 +52,12 @@ struct tlsock_ctx {
     const struct tlsock__impl *impl;
     void *native;
     int verify_mode;
-    bool ca_set;           /* a CA was set explicitly: no default system store */
-    bool has_cert;         /* a certificate and key were set */
+    bool ca_set;   /* a CA was set explicitly: no default system store */
+    bool has_cert; /* a certificate and key were set */
+    bool touched;  /* a setter was called: the implementation can no longer change */
+    tlsock_ctx_configure_fn on_ctx; /* configure callbacks, NULL if none */
+    tlsock_conn_configure_fn on_conn;
+    void *configure_user;
     int handshake_timeout; /* ms, TLSOCK_NO_TIMEOUT for none */
     struct tlsock__err err;
 };

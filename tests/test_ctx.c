@@ -545,7 +545,7 @@ static void test_misc(void **state)
 {
     int64_t a;
     int64_t b;
-    const char *version = tlsock_impl_version();
+    const char *version = tlsock_impl_version(TLSOCK_IMPL_DEFAULT);
 
     (void)state;
     assert_non_null(version);

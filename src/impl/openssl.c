@@ -923,6 +923,16 @@ static size_t ossl_pending(void *tls)
     return n > 0 ? (size_t)n : 0;
 }
 
+static void *ossl_ctx_native(void *nctx)
+{
+    return ((struct ossl_ctx *)nctx)->ssl_ctx;
+}
+
+static void *ossl_conn_native(void *tls)
+{
+    return ((struct ossl_conn *)tls)->ssl;
+}
+
 static const char *ossl_version(void)
 {
     return OpenSSL_version(OPENSSL_VERSION);
@@ -930,8 +940,11 @@ static const char *ossl_version(void)
 
 const struct tlsock__impl tlsock__openssl_impl = {
     .name = "openssl",
-    .caps = TLSOCK__CAP_FD | TLSOCK__CAP_ALPN | TLSOCK__CAP_CERTGEN,
+    .id = TLSOCK_IMPL_OPENSSL,
+    .caps = TLSOCK_CAP_FD | TLSOCK_CAP_ALPN | TLSOCK_CAP_CERTGEN,
     .version = ossl_version,
+    .ctx_native = ossl_ctx_native,
+    .conn_native = ossl_conn_native,
     .ctx_new = ossl_ctx_new,
     .ctx_free = ossl_ctx_free,
     .ctx_set_protocols = ossl_ctx_set_protocols,

@@ -292,7 +292,7 @@ int cli_cmd_demo(int argc, char **argv)
         status = cli_usage_error("demo", "demo takes no arguments");
         goto done;
     }
-    printf("tlsock demo (%s)\n", tlsock_impl_version());
+    printf("tlsock demo (%s)\n", tlsock_impl_version(TLSOCK_IMPL_DEFAULT));
     err = tlsock_devcert_new(DEMO_HOSTS, &pems.ca, &pems.cert, &pems.key);
     if (err != 0) {
         cli_error("cannot make certificates", err, tlsock_errmsg());

@@ -57,7 +57,7 @@ int main(int argc, char **argv)
         goto done;
     }
     if (strcmp(argv[1], "--version") == 0) {
-        printf("tlsock %s (%s)\n", TLSOCK_VERSION_STRING, tlsock_impl_version());
+        printf("tlsock %s (%s)\n", TLSOCK_VERSION_STRING, tlsock_impl_version(TLSOCK_IMPL_DEFAULT));
         status = CLI_EXIT_OK;
         goto done;
     }
