@@ -77,6 +77,12 @@ struct cli_ctx_options {
     const char *key;     /* --key FILE (defaults to the --cert file) */
 };
 
+/*
+ * --impl NAME: makes "openssl" or "gnutls" the process default for the contexts the command
+ * creates. Returns CLI_EXIT_OK, or the exit status after printing why not.
+ */
+int cli_use_impl(const char *cmd, const char *name);
+
 /* Applies @p opts to @p ctx. On failure prints the error and returns the tlsock code. */
 int cli_ctx_configure(struct tlsock_ctx *ctx, const struct cli_ctx_options *opts);
 
@@ -94,5 +100,6 @@ int cli_cmd_demo(int argc, char **argv);
 int cli_cmd_connect(int argc, char **argv);
 int cli_cmd_serve(int argc, char **argv);
 int cli_cmd_cert(int argc, char **argv);
+int cli_cmd_version(int argc, char **argv);
 
 #endif /* TLSOCK_CLI_H */

@@ -52,6 +52,8 @@ static void print_help(void)
           "                           sends nothing for MS; also bounds each write and the wait\n"
           "                           for the server's close_notify (default: no bounds, and\n"
           "                           5 s for the close_notify)\n"
+          "      --impl NAME          TLS implementation: openssl or gnutls (default: TLSOCK_IMPL\n"
+          "                           or openssl)\n"
           "  -q, --quiet              print no session summary\n"
           "  -h, --help               show this help\n",
           stdout);
@@ -60,7 +62,7 @@ static void print_help(void)
 /* Returns -1 to go on, or the exit status to leave with. */
 static int parse_args(int argc, char **argv, struct connect_args *args)
 {
-    enum { OPT_STARTTLS = 256 };
+    enum { OPT_STARTTLS = 256, OPT_IMPL };
     static const struct option longopts[] = {
         {"ca", required_argument, NULL, 'C'},
         {"insecure", no_argument, NULL, 'k'},
@@ -72,6 +74,7 @@ static int parse_args(int argc, char **argv, struct connect_args *args)
         {"key", required_argument, NULL, 'K'},
         {"timeout", required_argument, NULL, 'T'},
         {"starttls", required_argument, NULL, OPT_STARTTLS},
+        {"impl", required_argument, NULL, OPT_IMPL},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -116,6 +119,13 @@ static int parse_args(int argc, char **argv, struct connect_args *args)
                     cli_usage_error("connect", "--timeout wants milliseconds, not '%s'", optarg);
                 goto done;
             }
+            break;
+        case OPT_IMPL:
+            status = cli_use_impl("connect", optarg);
+            if (status != CLI_EXIT_OK) {
+                goto done;
+            }
+            status = -1;
             break;
         case OPT_STARTTLS:
             if (strcmp(optarg, "smtp") != 0) {

@@ -28,9 +28,13 @@ static void print_help(void)
           "     echoed and the negotiated parameters are printed;\n"
           "  2. a client trusting only the system store: it must refuse the server, and the\n"
           "     verification error is printed.\n"
-          "Exits 0 only when the first session worked and the second was refused.\n\n"
+          "Then every pair of compiled-in implementations (client x server) makes a session,\n"
+          "one line each. Exits 0 only when the first session worked, the second was refused\n"
+          "and every pair worked.\n\n"
           "Options:\n"
-          "  -h, --help     show this help\n",
+          "      --impl NAME  openssl or gnutls for the main part (default: TLSOCK_IMPL or\n"
+          "                   openssl)\n"
+          "  -h, --help       show this help\n",
           stdout);
 }
 
@@ -43,13 +47,31 @@ static void client_opts(struct tlsock_opts *opts)
     opts->timeout_ms = DEMO_TIMEOUT_MS;
 }
 
-static int make_client_ctx(const char *ca_pem, struct tlsock_ctx **out)
+/* A context of @p role on implementation @p impl (TLSOCK_IMPL_DEFAULT: the process default). */
+static int new_ctx(int role, int impl, struct tlsock_ctx **out)
 {
-    struct tlsock_ctx *ctx = NULL;
-    int err = tlsock_ctx_new(TLSOCK_CLIENT, &ctx);
+    int err = tlsock_ctx_new(role, out);
 
     if (err != 0) {
-        cli_error("cannot create a client context", err, tlsock_errmsg());
+        cli_error("cannot create a context", err, tlsock_errmsg());
+        goto done;
+    }
+    err = tlsock_ctx_set_impl(*out, impl);
+    if (err != 0) {
+        cli_error("cannot choose the implementation", err, tlsock_ctx_errmsg(*out));
+        tlsock_ctx_free(*out);
+        *out = NULL;
+    }
+done:
+    return err;
+}
+
+static int make_client_ctx(int impl, const char *ca_pem, struct tlsock_ctx **out)
+{
+    struct tlsock_ctx *ctx = NULL;
+    int err = new_ctx(TLSOCK_CLIENT, impl, &ctx);
+
+    if (err != 0) {
         goto done;
     }
     err = tlsock_ctx_set_alpn(ctx, DEMO_ALPN);
@@ -69,7 +91,7 @@ done:
 }
 
 /* Sends @p msg and reads until the same number of bytes came back, then compares. */
-static int echo_round(struct tlsock_conn *conn, const char *msg)
+static int echo_round(struct tlsock_conn *conn, const char *msg, bool quiet)
 {
     char buf[256];
     size_t len = strlen(msg);
@@ -90,13 +112,15 @@ static int echo_round(struct tlsock_conn *conn, const char *msg)
         err = TLSOCK_EPROTO;
         goto done;
     }
-    printf("  sent and got back: %.*s\n", (int)(len - 1), msg);
+    if (!quiet) {
+        printf("  sent and got back: %.*s\n", (int)(len - 1), msg);
+    }
 done:
     return err;
 }
 
 /* Our close_notify, then the server's: the session ends cleanly in both directions. */
-static int close_both_ways(struct tlsock_conn *conn)
+static int close_both_ways(struct tlsock_conn *conn, bool quiet)
 {
     char buf[64];
     size_t nread = 0;
@@ -106,7 +130,9 @@ static int close_both_ways(struct tlsock_conn *conn)
         err = tlsock_read(conn, buf, sizeof(buf), &nread);
     }
     if (err == TLSOCK_ECLOSED) {
-        printf("  closed: close_notify sent and received\n");
+        if (!quiet) {
+            printf("  closed: close_notify sent and received\n");
+        }
         err = 0;
     } else {
         cli_error("close", err, tlsock_conn_errmsg(conn));
@@ -120,7 +146,7 @@ static int trusted_client(const struct demo_pems *pems, uint16_t port)
     struct tlsock_conn *conn = NULL;
     struct tlsock_opts opts = TLSOCK_OPTS_INIT;
     const struct tlsock_info *info = NULL;
-    int err = make_client_ctx(pems->ca, &ctx);
+    int err = make_client_ctx(TLSOCK_IMPL_DEFAULT, pems->ca, &ctx);
 
     if (err != 0) {
         goto done;
@@ -132,9 +158,9 @@ static int trusted_client(const struct demo_pems *pems, uint16_t port)
         cli_error("client 1: connect", err, tlsock_errmsg());
         goto free_ctx;
     }
-    err = echo_round(conn, "hello over TLS\n");
+    err = echo_round(conn, "hello over TLS\n", false);
     if (err == 0) {
-        err = echo_round(conn, "second message\n");
+        err = echo_round(conn, "second message\n", false);
     }
     if (err == 0) {
         err = tlsock_conn_info(conn, &info);
@@ -144,7 +170,7 @@ static int trusted_client(const struct demo_pems *pems, uint16_t port)
     }
     printf("  session:\n");
     cli_print_info(stdout, info, "    ");
-    err = close_both_ways(conn);
+    err = close_both_ways(conn, false);
 close_conn:
     tlsock_close(conn);
 free_ctx:
@@ -159,7 +185,7 @@ static int untrusted_client(uint16_t port)
     struct tlsock_ctx *ctx = NULL;
     struct tlsock_conn *conn = NULL;
     struct tlsock_opts opts = TLSOCK_OPTS_INIT;
-    int err = make_client_ctx(NULL, &ctx);
+    int err = make_client_ctx(TLSOCK_IMPL_DEFAULT, NULL, &ctx);
 
     if (err != 0) {
         goto done;
@@ -197,14 +223,13 @@ done:
     return;
 }
 
-static int make_server(const struct demo_pems *pems, struct tlsock_ctx **ctx_out,
+static int make_server(int impl, const struct demo_pems *pems, struct tlsock_ctx **ctx_out,
                        struct tlsock_listener **lis_out)
 {
     struct tlsock_ctx *ctx = NULL;
-    int err = tlsock_ctx_new(TLSOCK_SERVER, &ctx);
+    int err = new_ctx(TLSOCK_SERVER, impl, &ctx);
 
     if (err != 0) {
-        cli_error("cannot create a server context", err, tlsock_errmsg());
         goto done;
     }
     err =
@@ -229,6 +254,67 @@ done:
     return err;
 }
 
+/* One session from a client on @p client_impl to the server on @p port; prints a table row. */
+static int pair_row(const struct demo_pems *pems, int client_impl, int server_impl, uint16_t port)
+{
+    struct tlsock_ctx *ctx = NULL;
+    struct tlsock_conn *conn = NULL;
+    struct tlsock_opts opts = TLSOCK_OPTS_INIT;
+    const struct tlsock_info *info = NULL;
+    int err = make_client_ctx(client_impl, pems->ca, &ctx);
+
+    client_opts(&opts);
+    if (err == 0) {
+        err = tlsock_connect(ctx, "127.0.0.1", port, &opts, &conn);
+    }
+    if (err == 0) {
+        err = tlsock_conn_info(conn, &info);
+    }
+    if (err == 0) {
+        err = echo_round(conn, "pair\n", true);
+    }
+    if (err == 0) {
+        err = close_both_ways(conn, true);
+    }
+    printf("  %-8s %-8s %-8s %-30s %s\n", tlsock_impl_name(client_impl),
+           tlsock_impl_name(server_impl), info != NULL ? info->version : "-",
+           info != NULL ? info->cipher : "-", err == 0 ? "ok" : tlsock_err_name(err));
+    tlsock_close(conn);
+    tlsock_ctx_free(ctx);
+    return err;
+}
+
+/* Every pair of compiled-in implementations, client and server, side by side. */
+static int run_pairs(const struct demo_pems *pems)
+{
+    static const int impls[] = {TLSOCK_IMPL_OPENSSL, TLSOCK_IMPL_GNUTLS};
+    int err = 0;
+
+    printf("\nimplementations, client x server:\n  %-8s %-8s %-8s %-30s %s\n", "client", "server",
+           "version", "cipher", "result");
+    for (size_t s = 0; s < 2 && err == 0; s++) {
+        struct tlsock_ctx *server_ctx = NULL;
+        struct tlsock_listener *lis = NULL;
+        struct demo_server srv;
+        if (!tlsock_impl_available(impls[s])) {
+            continue;
+        }
+        err = make_server(impls[s], pems, &server_ctx, &lis);
+        if (err == 0) {
+            err = demo_server_start(&srv, lis);
+            for (size_t c = 0; c < 2 && err == 0; c++) {
+                if (tlsock_impl_available(impls[c])) {
+                    err = pair_row(pems, impls[c], impls[s], tlsock_listener_port(lis));
+                }
+            }
+            demo_server_stop(&srv);
+        }
+        tlsock_listener_close(lis);
+        tlsock_ctx_free(server_ctx);
+    }
+    return err;
+}
+
 static int run_demo(const struct demo_pems *pems)
 {
     struct tlsock_ctx *server_ctx = NULL;
@@ -236,7 +322,7 @@ static int run_demo(const struct demo_pems *pems)
     struct demo_server srv;
     char fp[TLSOCK_FINGERPRINT_SIZE] = "?";
     uint16_t port = 0;
-    int err = make_server(pems, &server_ctx, &lis);
+    int err = make_server(TLSOCK_IMPL_DEFAULT, pems, &server_ctx, &lis);
 
     if (err != 0) {
         goto done;
@@ -257,11 +343,16 @@ static int run_demo(const struct demo_pems *pems)
     }
     if (err == 0) {
         report_server_view(&srv);
+    }
+    demo_server_stop(&srv);
+    if (err == 0) {
+        err = run_pairs(pems);
+    }
+    if (err == 0) {
         printf("\ndemo passed: the trusted session worked and the untrusted one was refused\n");
     } else {
         printf("\ndemo FAILED: %s\n", tlsock_strerror(err));
     }
-    demo_server_stop(&srv);
 close_listener:
     tlsock_listener_close(lis);
     tlsock_ctx_free(server_ctx);
@@ -272,14 +363,22 @@ done:
 int cli_cmd_demo(int argc, char **argv)
 {
     static const struct option longopts[] = {
+        {"impl", required_argument, NULL, 'I'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     struct demo_pems pems = {.ca = NULL, .cert = NULL, .key = NULL};
     int status = CLI_EXIT_OK;
-    int opt = getopt_long(argc, argv, ":h", longopts, NULL);
+    int opt = getopt_long(argc, argv, ":I:h", longopts, NULL);
     int err = 0;
 
+    while (opt == 'I' && status == CLI_EXIT_OK) {
+        status = cli_use_impl("demo", optarg);
+        opt = getopt_long(argc, argv, ":I:h", longopts, NULL);
+    }
+    if (status != CLI_EXIT_OK) {
+        goto done;
+    }
     if (opt == 'h') {
         print_help();
         goto done;

@@ -62,6 +62,8 @@ static void print_help(void)
           "                           drop clients that have not finished the TLS handshake\n"
           "                           MS milliseconds after they connected (default 10000)\n"
           "  -1, --once               serve one connection, then exit with its outcome\n"
+          "      --impl NAME          TLS implementation: openssl or gnutls (default: TLSOCK_IMPL\n"
+          "                           or openssl)\n"
           "  -v, --verbose            log every connection, not only failures\n"
           "  -h, --help               show this help\n",
           stdout);
@@ -82,7 +84,7 @@ static int set_mode(struct serve_args *args, enum serve_mode mode)
 /* Returns -1 to go on, or the exit status to leave with. */
 static int parse_args(int argc, char **argv, struct serve_args *args)
 {
-    enum { OPT_CA_OUT = 256, OPT_CLIENT_CA, OPT_HANDSHAKE_TIMEOUT };
+    enum { OPT_CA_OUT = 256, OPT_CLIENT_CA, OPT_HANDSHAKE_TIMEOUT, OPT_IMPL };
     static const struct option longopts[] = {
         {"listen", required_argument, NULL, 'l'},
         {"cert", required_argument, NULL, 'c'},
@@ -90,6 +92,7 @@ static int parse_args(int argc, char **argv, struct serve_args *args)
         {"ca-out", required_argument, NULL, OPT_CA_OUT},
         {"client-ca", required_argument, NULL, OPT_CLIENT_CA},
         {"handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT},
+        {"impl", required_argument, NULL, OPT_IMPL},
         {"echo", no_argument, NULL, 'e'},
         {"http", no_argument, NULL, 'H'},
         {"alpn", required_argument, NULL, 'a'},
@@ -123,6 +126,10 @@ static int parse_args(int argc, char **argv, struct serve_args *args)
             break;
         case OPT_CA_OUT:
             args->ca_out = optarg;
+            break;
+        case OPT_IMPL:
+            status = cli_use_impl("serve", optarg);
+            status = status == CLI_EXIT_OK ? -1 : status;
             break;
         case OPT_CLIENT_CA:
             args->client_ca = optarg;

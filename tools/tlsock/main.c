@@ -18,6 +18,7 @@ static const struct subcommand subcommands[] = {
     {.name = "connect", .run = cli_cmd_connect, .summary = "connect to a TLS server (s_client)"},
     {.name = "serve", .run = cli_cmd_serve, .summary = "run an echo or HTTP TLS server"},
     {.name = "cert", .run = cli_cmd_cert, .summary = "write a development CA, cert and key"},
+    {.name = "version", .run = cli_cmd_version, .summary = "list TLS implementations"},
 };
 
 #define SUBCOMMAND_COUNT (sizeof(subcommands) / sizeof(subcommands[0]))

@@ -132,3 +132,21 @@ int cli_ctx_configure(struct tlsock_ctx *ctx, const struct cli_ctx_options *opts
 done:
     return err;
 }
+
+int cli_use_impl(const char *cmd, const char *name)
+{
+    static const int impls[] = {TLSOCK_IMPL_OPENSSL, TLSOCK_IMPL_GNUTLS};
+    int status = CLI_EXIT_USAGE;
+
+    for (size_t i = 0; i < sizeof(impls) / sizeof(impls[0]); i++) {
+        if (strcmp(name, tlsock_impl_name(impls[i])) == 0) {
+            int err = tlsock_set_default_impl(impls[i]);
+            if (err != 0) {
+                cli_error("--impl", err, tlsock_errmsg());
+            }
+            return err == 0 ? CLI_EXIT_OK : cli_setup_exit_code(err);
+        }
+    }
+    status = cli_usage_error(cmd, "--impl wants openssl or gnutls, not '%s'", name);
+    return status;
+}
