@@ -39,8 +39,10 @@ struct negotiate_case {
     const char *what;
     const char *client_protocols; /* NULL: default */
     const char *server_protocols;
-    const char *client_ciphers; /* NULL: default */
+    const char *client_ciphers; /* NULL: default; a raw list is in OpenSSL's syntax */
     const char *server_ciphers;
+    /* The same raw list as client_ciphers in GnuTLS priority syntax, for a GnuTLS client. */
+    const char *gnutls_client_ciphers;
     const char *client_alpn; /* NULL: none */
     const char *server_alpn;
     int client_rc;       /* of tlsock_connect() */
@@ -81,26 +83,6 @@ static const struct negotiate_case cases[] = {
      .version = "TLSv1.3",
      .alpn = "",
      .cipher = "TLS_CHACHA20_POLY1305_SHA256"},
-    {.what = "TLS 1.2 cipher chosen by the client",
-     .client_protocols = "1.2-1.2",
-     .client_ciphers = "ECDHE-ECDSA-CHACHA20-POLY1305",
-     .version = "TLSv1.2",
-     .alpn = "",
-     /* Reported by its IANA name (RFC 7905), whatever the implementation calls it. */
-     .cipher = "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256"},
-    /* "secure" has no CBC suites; "compat" adds them. */
-    {.what = "CBC-only client vs secure server",
-     .client_protocols = "1.2-1.2",
-     .client_ciphers = "ECDHE-ECDSA-AES128-SHA256",
-     .client_rc = TLSOCK_EPROTO,
-     .message = "handshake_failure"},
-    {.what = "CBC-only client vs compat server",
-     .client_protocols = "1.2-1.2",
-     .client_ciphers = "ECDHE-ECDSA-AES128-SHA256",
-     .server_ciphers = "compat",
-     .version = "TLSv1.2",
-     .alpn = "",
-     .cipher = "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256"},
     {.what = "ALPN agreed",
      .client_alpn = "h2,http/1.1",
      .server_alpn = "http/1.1",
@@ -135,6 +117,38 @@ static const struct negotiate_case cases[] = {
      .message = "no_application_protocol"},
 };
 
+/*
+ * TLS 1.2 suites picked by a raw cipher list, which is each implementation's own syntax: an
+ * OpenSSL cipher list, or a GnuTLS priority string (tlsock adds the protocol range to it).
+ */
+static const struct negotiate_case raw_cipher_cases[] = {
+    {.what = "TLS 1.2 cipher chosen by the client",
+     .client_protocols = "1.2-1.2",
+     .client_ciphers = "ECDHE-ECDSA-CHACHA20-POLY1305",
+     .gnutls_client_ciphers = "NORMAL:-CIPHER-ALL:+CHACHA20-POLY1305:-KX-ALL:+ECDHE-ECDSA",
+     .version = "TLSv1.2",
+     .alpn = "",
+     /* Reported by its IANA name (RFC 7905), whatever the implementation calls it. */
+     .cipher = "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256"},
+    /* "secure" has no CBC suites; "compat" adds them. */
+    {.what = "CBC-only client vs secure server",
+     .client_protocols = "1.2-1.2",
+     .client_ciphers = "ECDHE-ECDSA-AES128-SHA256",
+     .gnutls_client_ciphers = "NORMAL:-CIPHER-ALL:+AES-128-CBC:-MAC-ALL:+SHA256:-KX-ALL:"
+                              "+ECDHE-ECDSA",
+     .client_rc = TLSOCK_EPROTO,
+     .message = "handshake_failure"},
+    {.what = "CBC-only client vs compat server",
+     .client_protocols = "1.2-1.2",
+     .client_ciphers = "ECDHE-ECDSA-AES128-SHA256",
+     .gnutls_client_ciphers = "NORMAL:-CIPHER-ALL:+AES-128-CBC:-MAC-ALL:+SHA256:-KX-ALL:"
+                              "+ECDHE-ECDSA",
+     .server_ciphers = "compat",
+     .version = "TLSv1.2",
+     .alpn = "",
+     .cipher = "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256"},
+};
+
 static void setup_side(struct tlsock_ctx *ctx, const char *protocols, const char *ciphers,
                        const char *alpn)
 {
@@ -150,10 +164,19 @@ static void setup_side(struct tlsock_ctx *ctx, const char *protocols, const char
     }
 }
 
-static void test_negotiation(void **state)
+/* The case's client cipher list in the syntax of the client's implementation. */
+static const char *client_ciphers(const struct tlsock_ctx *cctx, const struct negotiate_case *c)
 {
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        const struct negotiate_case *c = &cases[i];
+    bool gnutls = tlsock_ctx_impl(cctx) == TLSOCK_IMPL_GNUTLS;
+
+    return gnutls && c->gnutls_client_ciphers != NULL ? c->gnutls_client_ciphers
+                                                      : c->client_ciphers;
+}
+
+static void run_cases(void **state, const struct negotiate_case *table, size_t count)
+{
+    for (size_t i = 0; i < count; i++) {
+        const struct negotiate_case *c = &table[i];
         struct negotiated seen = {.handshake_rc = TS_NOT_RUN};
         struct tlsock_opts opts = ts_opts();
         const struct tlsock_info *info = NULL;
@@ -166,7 +189,7 @@ static void test_negotiation(void **state)
         TS_ASSERT_RC(ts_server_ctx_new(&ts_pki.server, &env->sctx), 0);
         TS_ASSERT_RC(ts_client_ctx_new(ts_pki.ca.cert, &env->cctx), 0);
         setup_side(env->sctx, c->server_protocols, c->server_ciphers, c->server_alpn);
-        setup_side(env->cctx, c->client_protocols, c->client_ciphers, c->client_alpn);
+        setup_side(env->cctx, c->client_protocols, client_ciphers(env->cctx, c), c->client_alpn);
         TS_ASSERT_RC(ts_server_start(&env->srv, env->sctx, NULL, NULL, serve_negotiation, &seen),
                      0);
         rc = tlsock_connect(env->cctx, "127.0.0.1", env->srv.port, &opts, &env->client);
@@ -195,10 +218,21 @@ static void test_negotiation(void **state)
     }
 }
 
+static void test_negotiation(void **state)
+{
+    run_cases(state, cases, sizeof(cases) / sizeof(cases[0]));
+}
+
+static void test_raw_cipher_strings(void **state)
+{
+    run_cases(state, raw_cipher_cases, sizeof(raw_cipher_cases) / sizeof(raw_cipher_cases[0]));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_negotiation, ts_env_setup, ts_env_teardown),
+        cmocka_unit_test_setup_teardown(test_raw_cipher_strings, ts_env_setup, ts_env_teardown),
     };
 
     return cmocka_run_group_tests_name("negotiate", tests, ts_pki_setup, ts_pki_teardown);

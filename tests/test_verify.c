@@ -253,7 +253,7 @@ static void test_verification(void **state)
         env = *state;
         opts.servername = c->servername;
         opts.verify_name = c->verify_name;
-        TS_ASSERT_RC(tlsock_ctx_new(TLSOCK_SERVER, &env->sctx), 0);
+        TS_ASSERT_RC(ts_ctx_new(TLSOCK_SERVER, &env->sctx), 0);
         if (c->server_ciphers != NULL) {
             TS_ASSERT_RC(tlsock_ctx_set_ciphers(env->sctx, c->server_ciphers), 0);
         }
@@ -312,7 +312,7 @@ static void test_rsa1024_refused_by_server_ctx(void **state)
     int rc;
 
     (void)state;
-    TS_ASSERT_RC(tlsock_ctx_new(TLSOCK_SERVER, &ctx), 0);
+    TS_ASSERT_RC(ts_ctx_new(TLSOCK_SERVER, &ctx), 0);
     rc = tlsock_ctx_set_cert_mem(ctx, leaf->cert, strlen(leaf->cert), leaf->key, strlen(leaf->key));
     if (rc != TLSOCK_ECONFIG) {
         tlsock_ctx_free(ctx);

@@ -128,10 +128,59 @@ int ts_pki_teardown(void **state)
 
 /* ---- contexts and options -------------------------------------------------------------------- */
 
+int ts_role_impl(int role)
+{
+    const char *name =
+        getenv(role == TLSOCK_SERVER ? "TLSOCK_TEST_SERVER_IMPL" : "TLSOCK_TEST_CLIENT_IMPL");
+    int impl = -1;
+
+    if (name == NULL || name[0] == '\0') {
+        impl = TLSOCK_IMPL_DEFAULT;
+    } else if (strcmp(name, "openssl") == 0) {
+        impl = TLSOCK_IMPL_OPENSSL;
+    } else if (strcmp(name, "gnutls") == 0) {
+        impl = TLSOCK_IMPL_GNUTLS;
+    }
+    return impl;
+}
+
+int ts_ctx_new(int role, struct tlsock_ctx **out)
+{
+    struct tlsock_ctx *ctx = NULL;
+    int impl = ts_role_impl(role);
+    int rc = tlsock_ctx_new(role, &ctx);
+
+    if (rc != 0) {
+        print_error("tlsock_ctx_new: %s (%s)\n", ts_rc_name(rc), tlsock_errmsg());
+    } else if (impl < 0) {
+        /* A typo in the matrix must not quietly test the default twice. */
+        print_error("TLSOCK_TEST_%s_IMPL names no implementation\n",
+                    role == TLSOCK_SERVER ? "SERVER" : "CLIENT");
+        rc = TS_ESETUP;
+    } else if (impl != TLSOCK_IMPL_DEFAULT) {
+        rc = tlsock_ctx_set_impl(ctx, impl);
+        if (rc != 0) {
+            print_error("tlsock_ctx_set_impl(%s): %s (%s)\n", tlsock_impl_name(impl),
+                        ts_rc_name(rc), tlsock_ctx_errmsg(ctx));
+        } else if (tlsock_ctx_impl(ctx) != impl) {
+            /* The matrix is only worth something if each context really uses its pair's side. */
+            print_error("tlsock_ctx_set_impl(%s) left the context on %s\n", tlsock_impl_name(impl),
+                        tlsock_impl_name(tlsock_ctx_impl(ctx)));
+            rc = TS_EMISMATCH;
+        }
+    }
+    if (rc == 0) {
+        *out = ctx;
+        ctx = NULL;
+    }
+    tlsock_ctx_free(ctx);
+    return rc;
+}
+
 int ts_server_ctx_new(const struct tlsock__pem_pair *leaf, struct tlsock_ctx **out)
 {
     struct tlsock_ctx *ctx = NULL;
-    int rc = tlsock_ctx_new(TLSOCK_SERVER, &ctx);
+    int rc = ts_ctx_new(TLSOCK_SERVER, &ctx);
 
     if (rc == 0 && leaf != NULL) {
         rc = tlsock_ctx_set_cert_mem(ctx, leaf->cert, strlen(leaf->cert), leaf->key,
@@ -151,7 +200,7 @@ int ts_server_ctx_new(const struct tlsock__pem_pair *leaf, struct tlsock_ctx **o
 int ts_client_ctx_new(const char *ca_pem, struct tlsock_ctx **out)
 {
     struct tlsock_ctx *ctx = NULL;
-    int rc = tlsock_ctx_new(TLSOCK_CLIENT, &ctx);
+    int rc = ts_ctx_new(TLSOCK_CLIENT, &ctx);
 
     if (rc == 0 && ca_pem != NULL) {
         rc = tlsock_ctx_set_ca_mem(ctx, ca_pem, strlen(ca_pem));

@@ -85,6 +85,20 @@ int ts_leaf_make(const struct tlsock__pem_pair *issuer, const char *cn, const ch
 
 /* ---- contexts and options -------------------------------------------------------------------- */
 
+/*
+ * The conformance matrix: CTest runs every `tls` executable once per (client, server)
+ * implementation pair, naming them in TLSOCK_TEST_CLIENT_IMPL and TLSOCK_TEST_SERVER_IMPL
+ * ("openssl" or "gnutls"; unset: the process default). Every TLS context a test makes comes from
+ * ts_ctx_new(), so each one uses the implementation of its role.
+ */
+
+/* The enum tlsock_impl value the matrix asks for @p role (TLSOCK_IMPL_DEFAULT when unset), or
+ * -1 when the variable names no implementation. */
+int ts_role_impl(int role);
+
+/* tlsock_ctx_new() followed by tlsock_ctx_set_impl() with the implementation of the role. */
+int ts_ctx_new(int role, struct tlsock_ctx **out);
+
 /* A server context presenting @p leaf (may be NULL for none). */
 int ts_server_ctx_new(const struct tlsock__pem_pair *leaf, struct tlsock_ctx **out);
 

@@ -1,0 +1,580 @@
+/*
+ * GnuTLS contexts: credentials, trust anchors, the certificate, ALPN and the priority string
+ * built from the cipher policy and the protocol range.
+ *
+ * GnuTLS has no separate TLS 1.3 suite list and no security level: both are expressed in one
+ * priority string, rebuilt by every setter so that a bad combination fails at the setter, as
+ * with OpenSSL, and connections only read the finished priority cache.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <gnutls/x509.h>
+
+#include "gnutls_int.h"
+
+/*
+ * The cipher parts of the named policies, each followed by the protocol versions. "secure":
+ * TLS 1.3 AEAD suites and TLS 1.2 ECDHE with AES-GCM or ChaCha20-Poly1305; %PROFILE_MEDIUM
+ * refuses peer keys under 112 bits (RSA under 2048), like OpenSSL's security level 2.
+ */
+#define SECURE_BASE                                                                                \
+    "NORMAL:-CIPHER-ALL:-MAC-ALL:-KX-ALL:+AES-256-GCM:+CHACHA20-POLY1305:+AES-128-GCM:+AEAD:"      \
+    "+ECDHE-ECDSA:+ECDHE-RSA"
+
+static const struct cipher_policy {
+    const char *name;
+    const char *priority;
+    bool old_versions; /* TLS 1.0 and 1.1 may be enabled by the protocol range */
+    int min_key_bits;  /* smallest RSA key accepted for our own certificate */
+} cipher_policies[] = {
+    {"secure", SECURE_BASE ":%PROFILE_MEDIUM", false, 2048},
+    {"compat",
+     "NORMAL:-CIPHER-ALL:-MAC-ALL:-KX-ALL:+AES-256-GCM:+CHACHA20-POLY1305:+AES-128-GCM:"
+     "+AES-256-CBC:+AES-128-CBC:+AEAD:+SHA384:+SHA256:+SHA1:+ECDHE-ECDSA:+ECDHE-RSA:+DHE-RSA:+RSA:"
+     "%PROFILE_MEDIUM",
+     false, 2048},
+    {"legacy",
+     "NORMAL:+AES-256-CBC:+AES-128-CBC:+3DES-CBC:+SHA1:+SHA256:+SHA384:+RSA:+DHE-RSA:+SIGN-ALL:"
+     "%PROFILE_VERY_WEAK",
+     true, 0},
+};
+
+/* TLS 1.3 suite names (RFC 8446 appendix B.4) and the GnuTLS cipher behind each. */
+static const struct {
+    const char *suite;
+    const char *cipher;
+} tls13_suites[] = {
+    {"TLS_AES_128_GCM_SHA256", "AES-128-GCM"},
+    {"TLS_AES_256_GCM_SHA384", "AES-256-GCM"},
+    {"TLS_CHACHA20_POLY1305_SHA256", "CHACHA20-POLY1305"},
+    {"TLS_AES_128_CCM_SHA256", "AES-128-CCM"},
+    {"TLS_AES_128_CCM_8_SHA256", "AES-128-CCM-8"},
+};
+
+/* OpenSSL's TLS 1.2 cipher names: key exchange prefix, then cipher and MAC. */
+static const struct {
+    const char *prefix;
+    const char *kx;
+} ossl_kx[] = {
+    {"ECDHE-ECDSA-", "ECDHE-ECDSA"},
+    {"ECDHE-RSA-", "ECDHE-RSA"},
+    {"DHE-RSA-", "DHE-RSA"},
+    {"", "RSA"},
+};
+
+static const struct {
+    const char *name;
+    const char *cipher;
+    const char *mac;
+} ossl_ciphers[] = {
+    {"AES128-GCM-SHA256", "AES-128-GCM", "AEAD"},
+    {"AES256-GCM-SHA384", "AES-256-GCM", "AEAD"},
+    {"CHACHA20-POLY1305", "CHACHA20-POLY1305", "AEAD"},
+    {"AES128-SHA256", "AES-128-CBC", "SHA256"},
+    {"AES256-SHA384", "AES-256-CBC", "SHA384"},
+    {"AES128-SHA", "AES-128-CBC", "SHA1"},
+    {"AES256-SHA", "AES-256-CBC", "SHA1"},
+};
+
+/* Priority keywords that start a GnuTLS priority string (gnutls_priority_init(3)). */
+static const char *const gnutls_keywords[] = {
+    "NORMAL", "NONE", "SECURE", "PERFORMANCE", "PFS", "LEGACY", "SUITEB", "SYSTEM", "@",
+};
+
+/* Appends "%s" to @p dst, ':'-separated; false when it does not fit. */
+static bool append(char *dst, size_t size, const char *item, size_t item_len)
+{
+    size_t used = strlen(dst);
+    int n = snprintf(dst + used, size - used, "%s%.*s", used > 0 ? ":" : "", (int)item_len, item);
+
+    return n >= 0 && (size_t)n < size - used;
+}
+
+/* Maps an OpenSSL TLS 1.2 cipher name to "+KX:+CIPHER:+MAC"; false if it is not one. */
+static bool map_openssl_name(const char *name, size_t len, char *out, size_t size)
+{
+    for (size_t k = 0; k < sizeof(ossl_kx) / sizeof(ossl_kx[0]); k++) {
+        size_t plen = strlen(ossl_kx[k].prefix);
+        if (len < plen || strncmp(name, ossl_kx[k].prefix, plen) != 0) {
+            continue;
+        }
+        for (size_t i = 0; i < sizeof(ossl_ciphers) / sizeof(ossl_ciphers[0]); i++) {
+            if (len - plen == strlen(ossl_ciphers[i].name) &&
+                strncmp(name + plen, ossl_ciphers[i].name, len - plen) == 0) {
+                int n = snprintf(out, size, "+%s:+%s:+%s", ossl_kx[k].kx, ossl_ciphers[i].cipher,
+                                 ossl_ciphers[i].mac);
+                return n > 0 && (size_t)n < size;
+            }
+        }
+    }
+    return false;
+}
+
+static bool starts_with_keyword(const char *raw)
+{
+    for (size_t i = 0; i < sizeof(gnutls_keywords) / sizeof(gnutls_keywords[0]); i++) {
+        if (strncmp(raw, gnutls_keywords[i], strlen(gnutls_keywords[i])) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * Turns a raw cipher string into the cipher part of a priority string: a GnuTLS priority string
+ * is used as it is; otherwise every name must be a TLS 1.3 suite name or an OpenSSL TLS 1.2
+ * cipher name, so that the same configuration works with either implementation. GnuTLS cannot
+ * restrict TLS 1.3 suites apart from TLS 1.2 ciphers: suite names restrict both.
+ */
+static int translate_raw(const char *raw, char *out, size_t size, struct tlsock__err *err)
+{
+    char items[1024] = "";
+    const char *p = raw;
+    int rc = 0;
+
+    if (starts_with_keyword(raw)) {
+        /* As OpenSSL keeps its security level under a raw cipher list, unless it names one. */
+        const char *profile = strstr(raw, "%PROFILE_") != NULL ? "" : ":%PROFILE_MEDIUM";
+        if ((size_t)snprintf(out, size, "%s%s", raw, profile) >= size) {
+            rc = tlsock__fail(err, TLSOCK_ECONFIG, "cipher policy \"%.200s\" is too long", raw);
+        }
+        return rc;
+    }
+    while (*p != '\0' && rc == 0) {
+        size_t n = strcspn(p, ":");
+        char mapped[128] = "";
+        if (n > 4 && strncmp(p, "TLS_", 4) == 0) {
+            for (size_t i = 0; i < sizeof(tls13_suites) / sizeof(tls13_suites[0]); i++) {
+                if (n == strlen(tls13_suites[i].suite) &&
+                    strncmp(p, tls13_suites[i].suite, n) == 0) {
+                    snprintf(mapped, sizeof(mapped), "+%s:+AEAD", tls13_suites[i].cipher);
+                }
+            }
+        } else if (n > 0) {
+            map_openssl_name(p, n, mapped, sizeof(mapped));
+        }
+        if (n > 0 && mapped[0] == '\0') {
+            rc = tlsock__fail(err, TLSOCK_ECONFIG,
+                              "gnutls: cipher policy \"%.200s\": \"%.*s\" is neither secure, "
+                              "compat, legacy, a TLS 1.3 suite, an OpenSSL cipher name GnuTLS "
+                              "knows, nor a GnuTLS priority string",
+                              raw, (int)(n > 64 ? 64 : n), p);
+        } else if (n > 0 && !append(items, sizeof(items), mapped, strlen(mapped))) {
+            rc = tlsock__fail(err, TLSOCK_ECONFIG, "cipher policy \"%.200s\" is too long", raw);
+        }
+        p += n;
+        if (*p == ':') {
+            p++;
+        }
+    }
+    if (rc == 0 && items[0] == '\0') {
+        rc = tlsock__fail(err, TLSOCK_ECONFIG, "cipher policy \"%.200s\" names no cipher", raw);
+    }
+    if (rc == 0) {
+        snprintf(out, size,
+                 "NORMAL:-CIPHER-ALL:-MAC-ALL:-KX-ALL:+ECDHE-ECDSA:+ECDHE-RSA:%s:"
+                 "%%PROFILE_MEDIUM",
+                 items);
+    }
+    return rc;
+}
+
+static const struct cipher_policy *find_policy(const char *name)
+{
+    for (size_t i = 0; i < sizeof(cipher_policies) / sizeof(cipher_policies[0]); i++) {
+        if (strcmp(name, cipher_policies[i].name) == 0) {
+            return &cipher_policies[i];
+        }
+    }
+    return NULL;
+}
+
+int tlsock__gtls_build_priority(struct gtls_ctx *gc, const char *ciphers, int min_version,
+                                int max_version, struct tlsock__err *err)
+{
+    static const char *const versions[] = {"VERS-TLS1.0", "VERS-TLS1.1", "VERS-TLS1.2",
+                                           "VERS-TLS1.3"};
+    const struct cipher_policy *policy = find_policy(ciphers);
+    char prio[2048] = "";
+    char vers[128] = "-VERS-ALL";
+    const char *errpos = NULL;
+    gnutls_priority_t cache = NULL;
+    int lowest = 0;
+    int highest = 0;
+    int rc = 0;
+
+    if (policy != NULL) {
+        snprintf(prio, sizeof(prio), "%s", policy->priority);
+    } else {
+        rc = translate_raw(ciphers, prio, sizeof(prio), err);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    /* Newest first: GnuTLS offers versions in the order given. */
+    for (int v = max_version; v >= min_version; v--) {
+        bool old = v < 0x0303;
+        if (v < 0x0301 || v > 0x0304 || (old && policy != NULL && !policy->old_versions)) {
+            continue;
+        }
+        size_t used = strlen(vers);
+        snprintf(vers + used, sizeof(vers) - used, ":+%s", versions[v - 0x0301]);
+        highest = highest == 0 ? v : highest;
+        lowest = v;
+    }
+    if (highest == 0) {
+        /*
+         * A range the policy leaves empty (1.0-1.1 without "legacy") is accepted like OpenSSL
+         * does and handshakes fail (gnutls.c); GnuTLS itself refuses priorities without versions.
+         */
+        snprintf(vers, sizeof(vers), "-VERS-ALL:+VERS-TLS1.2");
+    }
+    /*
+     * RFC 5746 renegotiation indication always; no compression (GnuTLS has none in NORMAL).
+     * Renegotiation itself is refused when GnuTLS reports it (see gnutls.c).
+     */
+    size_t used = strlen(prio);
+    if ((size_t)snprintf(prio + used, sizeof(prio) - used, ":%s:%%SAFE_RENEGOTIATION", vers) >=
+        sizeof(prio) - used) {
+        return tlsock__fail(err, TLSOCK_ECONFIG, "cipher policy \"%.200s\" is too long", ciphers);
+    }
+    int ret = gnutls_priority_init(&cache, prio, &errpos);
+    if (ret < 0) {
+        long at = errpos != NULL ? (long)(errpos - prio) : -1;
+        return tlsock__fail(err, TLSOCK_ECONFIG,
+                            "gnutls: cipher policy \"%.200s\" is not a valid GnuTLS priority "
+                            "string: %s at position %ld (\"%.40s\")",
+                            ciphers, gnutls_strerror(ret), at, errpos != NULL ? errpos : "");
+    }
+    if (gc->prio != NULL) {
+        gnutls_priority_deinit(gc->prio);
+    }
+    gc->prio = cache;
+    gc->prio_min = lowest;
+    gc->prio_max = highest;
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Credentials and trust anchors
+ * ------------------------------------------------------------------------------------------- */
+
+static int apply_trust(gnutls_certificate_credentials_t cred, const struct gtls_trust *t,
+                       struct tlsock__err *err)
+{
+    gnutls_datum_t mem = {.data = (unsigned char *)t->data, .size = (unsigned)t->len};
+    int ret = 0;
+
+    switch (t->kind) {
+    case GTLS_TRUST_FILE:
+        ret = gnutls_certificate_set_x509_trust_file(cred, t->data, GNUTLS_X509_FMT_PEM);
+        if (ret <= 0) {
+            return tlsock__fail(err, TLSOCK_EX509_LOOKUP,
+                                "cannot load CA certificates from %.200s: %s", t->data,
+                                ret < 0 ? gnutls_strerror(ret) : "no certificate in it");
+        }
+        break;
+    case GTLS_TRUST_DIR:
+        ret = gnutls_certificate_set_x509_trust_dir(cred, t->data, GNUTLS_X509_FMT_PEM);
+        if (ret < 0) {
+            return tlsock__fail(err, TLSOCK_EX509_LOOKUP, "cannot use CA directory %.200s: %s",
+                                t->data, gnutls_strerror(ret));
+        }
+        break;
+    case GTLS_TRUST_MEM:
+        ret = gnutls_certificate_set_x509_trust_mem(cred, &mem, GNUTLS_X509_FMT_PEM);
+        if (ret <= 0) {
+            return tlsock__fail(err, TLSOCK_EX509_LOOKUP,
+                                "CA PEM holds no readable certificate%s%s", ret < 0 ? ": " : "",
+                                ret < 0 ? gnutls_strerror(ret) : "");
+        }
+        break;
+    default:
+        ret = gnutls_certificate_set_x509_system_trust(cred);
+        if (ret < 0) {
+            return tlsock__fail(err, TLSOCK_EX509_LOOKUP, "cannot load the system trust store: %s",
+                                gnutls_strerror(ret));
+        }
+        break;
+    }
+    return 0;
+}
+
+static int new_cred(gnutls_certificate_credentials_t *out, struct tlsock__err *err)
+{
+    int ret = gnutls_certificate_allocate_credentials(out);
+
+    if (ret < 0) {
+        return tlsock__fail(err, TLSOCK_ENOMEM, "gnutls: cannot allocate credentials: %s",
+                            gnutls_strerror(ret));
+    }
+    /*
+     * Verification flags are left at GnuTLS's defaults (no MD5 or SHA-1 signatures, no X.509v1
+     * intermediate CAs); the priority's %PROFILE_* sets the minimum key sizes.
+     */
+    return 0;
+}
+
+void tlsock__gtls_ctx_free(void *nctx)
+{
+    struct gtls_ctx *gc = nctx;
+
+    if (gc == NULL) {
+        return;
+    }
+    if (gc->cred != NULL) {
+        gnutls_certificate_free_credentials(gc->cred);
+    }
+    if (gc->prio != NULL) {
+        gnutls_priority_deinit(gc->prio);
+    }
+    while (gc->trust != NULL) {
+        struct gtls_trust *next = gc->trust->next;
+        free(gc->trust->data);
+        free(gc->trust);
+        gc->trust = next;
+    }
+    free(gc->ciphers);
+    free(gc->alpn);
+    free(gc->alpn_wire);
+    free(gc);
+}
+
+int tlsock__gtls_ctx_new(int role, void **out, struct tlsock__err *err)
+{
+    struct gtls_ctx *gc = calloc(1, sizeof(*gc));
+    int rc = 0;
+
+    if (gc == NULL) {
+        return tlsock__fail(err, TLSOCK_ENOMEM, "out of memory allocating a GnuTLS context");
+    }
+    gc->role = role;
+    /* Every default is explicit, never GnuTLS's or the system's: TLS 1.2-1.3, "secure". */
+    gc->min_version = 0x0303;
+    gc->max_version = 0x0304;
+    gc->ciphers = strdup("secure");
+    if (gc->ciphers == NULL) {
+        rc = tlsock__fail(err, TLSOCK_ENOMEM, "out of memory allocating a GnuTLS context");
+        goto fail;
+    }
+    rc = new_cred(&gc->cred, err);
+    if (rc != 0) {
+        goto fail;
+    }
+    rc = tlsock__gtls_build_priority(gc, gc->ciphers, gc->min_version, gc->max_version, err);
+    if (rc != 0) {
+        goto fail;
+    }
+    *out = gc;
+    return 0;
+fail:
+    tlsock__gtls_ctx_free(gc);
+    return rc;
+}
+
+int tlsock__gtls_ctx_set_protocols(void *nctx, int min_version, int max_version,
+                                   struct tlsock__err *err)
+{
+    struct gtls_ctx *gc = nctx;
+    int rc = tlsock__gtls_build_priority(gc, gc->ciphers, min_version, max_version, err);
+
+    if (rc == 0) {
+        gc->min_version = min_version;
+        gc->max_version = max_version;
+    }
+    return rc;
+}
+
+int tlsock__gtls_ctx_set_ciphers(void *nctx, const char *policy, struct tlsock__err *err)
+{
+    struct gtls_ctx *gc = nctx;
+    char *copy = strdup(policy);
+    int rc = 0;
+
+    if (copy == NULL) {
+        return tlsock__fail(err, TLSOCK_ENOMEM, "out of memory copying the cipher policy");
+    }
+    rc = tlsock__gtls_build_priority(gc, copy, gc->min_version, gc->max_version, err);
+    if (rc != 0) {
+        free(copy);
+        return rc;
+    }
+    free(gc->ciphers);
+    gc->ciphers = copy;
+    return 0;
+}
+
+/* Applies a trust source now and remembers it for a credentials object made later. */
+static int add_trust(struct gtls_ctx *gc, int kind, const char *data, size_t len,
+                     struct tlsock__err *err)
+{
+    struct gtls_trust *t = calloc(1, sizeof(*t));
+    int rc = 0;
+
+    if (t == NULL) {
+        return tlsock__fail(err, TLSOCK_ENOMEM, "out of memory recording a CA");
+    }
+    t->kind = kind;
+    t->len = len;
+    if (data != NULL) {
+        /* NUL-terminated: paths are passed on as strings. */
+        t->data = malloc(len + 1);
+        if (t->data == NULL) {
+            rc = tlsock__fail(err, TLSOCK_ENOMEM, "out of memory recording a CA");
+            goto fail;
+        }
+        memcpy(t->data, data, len);
+        t->data[len] = '\0';
+    }
+    rc = apply_trust(gc->cred, t, err);
+    if (rc != 0) {
+        goto fail;
+    }
+    struct gtls_trust **tail = &gc->trust;
+    while (*tail != NULL) {
+        tail = &(*tail)->next;
+    }
+    *tail = t;
+    return 0;
+fail:
+    free(t->data);
+    free(t);
+    return rc;
+}
+
+int tlsock__gtls_ctx_add_ca_file(void *nctx, const char *path, struct tlsock__err *err)
+{
+    return add_trust(nctx, GTLS_TRUST_FILE, path, strlen(path), err);
+}
+
+int tlsock__gtls_ctx_add_ca_dir(void *nctx, const char *path, struct tlsock__err *err)
+{
+    return add_trust(nctx, GTLS_TRUST_DIR, path, strlen(path), err);
+}
+
+int tlsock__gtls_ctx_add_ca_mem(void *nctx, const char *pem, size_t len, struct tlsock__err *err)
+{
+    return add_trust(nctx, GTLS_TRUST_MEM, pem, len, err);
+}
+
+int tlsock__gtls_ctx_add_ca_system(void *nctx, struct tlsock__err *err)
+{
+    return add_trust(nctx, GTLS_TRUST_SYSTEM, NULL, 0, err);
+}
+
+/* Refuses a weak key of our own at once, as OpenSSL's security level does ("ee key too small"). */
+static int check_own_key(const struct gtls_ctx *gc, const char *chain_pem, size_t chain_len,
+                         struct tlsock__err *err)
+{
+    gnutls_datum_t pem = {.data = (unsigned char *)chain_pem, .size = (unsigned)chain_len};
+    const struct cipher_policy *policy = find_policy(gc->ciphers);
+    int min_bits = policy != NULL ? policy->min_key_bits : 2048;
+    gnutls_x509_crt_t leaf = NULL;
+    unsigned bits = 0;
+    int rc = 0;
+
+    int ret = gnutls_x509_crt_init(&leaf);
+    if (ret < 0) {
+        return tlsock__fail(err, TLSOCK_ENOMEM, "gnutls: %s", gnutls_strerror(ret));
+    }
+    /* Imports the first certificate of the chain: the leaf. */
+    ret = gnutls_x509_crt_import(leaf, &pem, GNUTLS_X509_FMT_PEM);
+    if (ret < 0) {
+        rc = tlsock__fail(err, TLSOCK_ECONFIG, "certificate PEM holds no certificate: %s",
+                          gnutls_strerror(ret));
+        goto out;
+    }
+    int algo = gnutls_x509_crt_get_pk_algorithm(leaf, &bits);
+    bool rsa_like = algo == GNUTLS_PK_RSA || algo == GNUTLS_PK_DSA || algo == GNUTLS_PK_RSA_PSS;
+    if (rsa_like && (int)bits < min_bits) {
+        rc = tlsock__fail(err, TLSOCK_ECONFIG,
+                          "certificate refused: ee key too small (%u bits, the cipher policy "
+                          "needs %d)",
+                          bits, min_bits);
+    }
+out:
+    gnutls_x509_crt_deinit(leaf);
+    return rc;
+}
+
+int tlsock__gtls_ctx_set_cert(void *nctx, const char *chain_pem, size_t chain_len,
+                              const char *key_pem, size_t key_len, struct tlsock__err *err)
+{
+    struct gtls_ctx *gc = nctx;
+    gnutls_certificate_credentials_t cred = NULL;
+    gnutls_datum_t chain = {.data = (unsigned char *)chain_pem, .size = (unsigned)chain_len};
+    gnutls_datum_t key = {.data = (unsigned char *)key_pem, .size = (unsigned)key_len};
+    int rc = check_own_key(gc, chain_pem, chain_len, err);
+
+    if (rc != 0) {
+        return rc;
+    }
+    /*
+     * GnuTLS keeps every key pair added to a credentials object and picks among them; tlsock has
+     * one certificate per context, so a new one goes into fresh credentials with the same trust.
+     */
+    rc = new_cred(&cred, err);
+    if (rc != 0) {
+        return rc;
+    }
+    for (const struct gtls_trust *t = gc->trust; t != NULL && rc == 0; t = t->next) {
+        rc = apply_trust(cred, t, err);
+    }
+    if (rc != 0) {
+        goto fail;
+    }
+    /* No password: an encrypted key fails here instead of prompting. */
+    int ret =
+        gnutls_certificate_set_x509_key_mem2(cred, &chain, &key, GNUTLS_X509_FMT_PEM, NULL, 0);
+    if (ret == GNUTLS_E_CERTIFICATE_KEY_MISMATCH) {
+        rc = tlsock__fail(err, TLSOCK_ECONFIG, "private key does not match the certificate");
+        goto fail;
+    }
+    if (ret < 0) {
+        rc = tlsock__fail(err, TLSOCK_ECONFIG,
+                          "key PEM holds no private key (or the key is encrypted): %s",
+                          gnutls_strerror(ret));
+        goto fail;
+    }
+    gnutls_certificate_free_credentials(gc->cred);
+    gc->cred = cred;
+    gc->has_cert = true;
+    return 0;
+fail:
+    gnutls_certificate_free_credentials(cred);
+    return rc;
+}
+
+int tlsock__gtls_ctx_set_alpn(void *nctx, const unsigned char *wire, size_t len,
+                              struct tlsock__err *err)
+{
+    struct gtls_ctx *gc = nctx;
+    unsigned char *copy = NULL;
+    gnutls_datum_t *list = NULL;
+    unsigned count = 0;
+
+    if (len > 0) {
+        copy = malloc(len);
+        list = calloc(len, sizeof(*list)); /* at most one name per byte */
+        if (copy == NULL || list == NULL) {
+            free(copy);
+            free(list);
+            return tlsock__fail(err, TLSOCK_ENOMEM, "out of memory copying ALPN");
+        }
+        memcpy(copy, wire, len);
+        /* The core validated the wire format: length-prefixed, non-empty names. */
+        for (size_t off = 0; off < len; off += 1 + (size_t)copy[off]) {
+            list[count].data = copy + off + 1;
+            list[count].size = copy[off];
+            count++;
+        }
+    }
+    free(gc->alpn);
+    free(gc->alpn_wire);
+    gc->alpn = list;
+    gc->alpn_wire = copy;
+    gc->alpn_count = count;
+    return 0;
+}

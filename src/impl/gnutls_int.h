@@ -1,0 +1,65 @@
+/*
+ * Private definitions shared by the GnuTLS implementation's files: the context it builds in
+ * gnutls_ctx.c and uses for sessions in gnutls.c.
+ */
+#ifndef TLSOCK_GNUTLS_INT_H
+#define TLSOCK_GNUTLS_INT_H
+
+#include <gnutls/gnutls.h>
+
+#include "../internal.h"
+
+/* A trust anchor source, kept so that a replaced credentials object can be given it again. */
+struct gtls_trust {
+    struct gtls_trust *next;
+    int kind;   /* enum gtls_trust_kind */
+    char *data; /* path, or PEM bytes */
+    size_t len;
+};
+
+enum gtls_trust_kind {
+    GTLS_TRUST_FILE,
+    GTLS_TRUST_DIR,
+    GTLS_TRUST_MEM,
+    GTLS_TRUST_SYSTEM,
+};
+
+struct gtls_ctx {
+    gnutls_certificate_credentials_t cred;
+    int role;
+    int min_version; /* 0x0301 .. 0x0304 */
+    int max_version;
+    char *ciphers;          /* the policy name or raw string last set */
+    gnutls_priority_t prio; /* built from ciphers and the protocol range by every setter */
+    int prio_min;           /* the versions prio enables, 0 for none */
+    int prio_max;
+    struct gtls_trust *trust; /* in the order added */
+    bool has_cert;
+    gnutls_datum_t *alpn; /* the protocols, preference order; data point into alpn_wire */
+    unsigned alpn_count;
+    unsigned char *alpn_wire;
+};
+
+/*
+ * Builds ctx->prio from ctx->ciphers and the protocol range; on failure leaves the previous
+ * priorities in place and returns TLSOCK_ECONFIG with the reason in @p err.
+ */
+int tlsock__gtls_build_priority(struct gtls_ctx *gc, const char *ciphers, int min_version,
+                                int max_version, struct tlsock__err *err) TLSOCK__MUST_CHECK;
+
+/* Context operations (gnutls_ctx.c). */
+int tlsock__gtls_ctx_new(int role, void **out, struct tlsock__err *err);
+void tlsock__gtls_ctx_free(void *nctx);
+int tlsock__gtls_ctx_set_protocols(void *nctx, int min_version, int max_version,
+                                   struct tlsock__err *err);
+int tlsock__gtls_ctx_set_ciphers(void *nctx, const char *policy, struct tlsock__err *err);
+int tlsock__gtls_ctx_add_ca_file(void *nctx, const char *path, struct tlsock__err *err);
+int tlsock__gtls_ctx_add_ca_dir(void *nctx, const char *path, struct tlsock__err *err);
+int tlsock__gtls_ctx_add_ca_mem(void *nctx, const char *pem, size_t len, struct tlsock__err *err);
+int tlsock__gtls_ctx_add_ca_system(void *nctx, struct tlsock__err *err);
+int tlsock__gtls_ctx_set_cert(void *nctx, const char *chain_pem, size_t chain_len,
+                              const char *key_pem, size_t key_len, struct tlsock__err *err);
+int tlsock__gtls_ctx_set_alpn(void *nctx, const unsigned char *wire, size_t len,
+                              struct tlsock__err *err);
+
+#endif /* TLSOCK_GNUTLS_INT_H */
