@@ -18,33 +18,17 @@
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
 
+#include "../xport.h"
 #include "gnutls_int.h"
-
-/* Four full records, as in openssl.c: corked bulk writes reach the transport in 64 KiB pieces. */
-enum { CORK_CAP = 4 * (16384 + 256) };
 
 struct gtls_conn {
     gnutls_session_t session;
     int role;
-    int fd;      /* the fast path's socket, when io is unused */
-    bool use_io; /* move bytes through io instead of fd */
-    struct tlsock_io io;
-    unsigned char *pre; /* preread bytes, consumed before the transport */
-    size_t pre_len;
-    size_t pre_off;
-    bool corked;
-    unsigned char *wbuf; /* CORK_CAP bytes while corked, allocated on first use */
-    size_t wlen;         /* bytes collected */
-    size_t woff;         /* bytes of them already handed to the transport */
-    int transport_err;   /* TLSOCK_E* from the transport, 0 if none */
-    int sys_errno;       /* errno behind a TLSOCK_ESYS from the socket */
-    int transport_want;  /* the transport's own WANT code behind a GnuTLS EAGAIN, 0 if none */
-    const char *contract_broken; /* how a callback broke its contract, NULL if it did not */
-    bool eof;                    /* the transport reported the end of the stream */
-    bool blocked;                /* the transport said "not now" during the current call */
-    bool offered_versions;       /* the ClientHello had supported_versions */
-    bool version_match;          /* and one of them is enabled here */
-    unsigned char tail[7];       /* the last bytes received: a whole record if it was an alert */
+    struct tlsock__xport x; /* the socket or callbacks pull/push move bytes with */
+    bool blocked;           /* the transport said "not now" during the current call */
+    bool offered_versions;  /* the ClientHello had supported_versions */
+    bool version_match;     /* and one of them is enabled here */
+    unsigned char tail[7];  /* the last bytes received: a whole record if it was an alert */
     size_t tail_len;
     int verify_mode;
     int min_version; /* the versions our priorities enable */
@@ -65,55 +49,20 @@ struct gtls_conn {
  * The transport: the socket fd (fast path) or transport callbacks, with preread and coalescing
  * ------------------------------------------------------------------------------------------- */
 
-static ssize_t transport_read(struct gtls_conn *c, void *buf, size_t len)
-{
-    if (c->use_io) {
-        return c->io.read(c->io.user, buf, len);
-    }
-    return tlsock__sock_recv(c->fd, buf, len, &c->sys_errno);
-}
-
-static ssize_t transport_write(struct gtls_conn *c, const void *buf, size_t len)
-{
-    if (c->use_io) {
-        return c->io.write(c->io.user, buf, len);
-    }
-    return tlsock__sock_send(c->fd, buf, len, &c->sys_errno);
-}
-
 /*
- * Tells GnuTLS how a transport call went: bytes moved, 0 at end of stream, or -1 with the
- * session's errno. WANT codes and a timeout are EAGAIN for GnuTLS (so the session stays usable);
- * the transport's own code is remembered so that the caller gets it, including its direction.
+ * Tells GnuTLS how the transport went: bytes moved, 0 at end of stream, or -1 with the session's
+ * errno. A retry is EAGAIN for GnuTLS (the session stays usable); the transport's own code is
+ * kept in x so that the caller gets it, including its direction.
  */
-static ssize_t transport_result(struct gtls_conn *c, ssize_t n, size_t len, bool reading)
+static ssize_t gnutls_outcome(struct gtls_conn *c, ssize_t n)
 {
-    if (n > 0 && (size_t)n <= len) {
+    if (n >= 0) {
         return n;
     }
-    if (n > 0 || (n == 0 && !reading)) {
-        c->contract_broken = n > 0 ? "transport callback returned more bytes than asked"
-                                   : "transport write callback took 0 bytes";
-        c->transport_err = TLSOCK_EINVAL;
-        gnutls_transport_set_errno(c->session, EIO);
-        return -1;
-    }
-    if (n == 0) {
-        c->eof = true;
-        return 0;
-    }
-    if (n == TLSOCK_EWANT_READ || n == TLSOCK_EWANT_WRITE || n == TLSOCK_ETIMEDOUT) {
-        if (n == TLSOCK_ETIMEDOUT) {
-            c->transport_err = TLSOCK_ETIMEDOUT;
-        } else {
-            c->transport_want = (int)n;
-        }
+    if (n == TLSOCK__XPORT_RETRY) {
         c->blocked = true;
-        gnutls_transport_set_errno(c->session, EAGAIN);
-        return -1;
     }
-    c->transport_err = (int)n;
-    gnutls_transport_set_errno(c->session, EIO);
+    gnutls_transport_set_errno(c->session, n == TLSOCK__XPORT_RETRY ? EAGAIN : EIO);
     return -1;
 }
 
@@ -136,16 +85,8 @@ static void remember_tail(struct gtls_conn *c, const unsigned char *buf, size_t 
 static ssize_t pull_func(gnutls_transport_ptr_t ptr, void *buf, size_t len)
 {
     struct gtls_conn *c = ptr;
-    ssize_t n;
+    ssize_t n = gnutls_outcome(c, tlsock__xport_read(&c->x, buf, len));
 
-    if (c->pre_off < c->pre_len) {
-        size_t take = c->pre_len - c->pre_off < len ? c->pre_len - c->pre_off : len;
-        memcpy(buf, c->pre + c->pre_off, take);
-        c->pre_off += take;
-        n = (ssize_t)take;
-    } else {
-        n = transport_result(c, transport_read(c, buf, len), len, true);
-    }
     if (n > 0) {
         remember_tail(c, buf, (size_t)n);
     }
@@ -169,68 +110,16 @@ static int plaintext_alert(const struct gtls_conn *c)
     return -1;
 }
 
-/* Hands collected records to the transport: 0 when all are out, -1 with a retry or error set. */
-static int flush_collected(struct gtls_conn *c)
-{
-    while (c->woff < c->wlen) {
-        size_t left = c->wlen - c->woff;
-        ssize_t n = transport_result(c, transport_write(c, c->wbuf + c->woff, left), left, false);
-        if (n < 0) {
-            return -1;
-        }
-        c->woff += (size_t)n;
-    }
-    c->wlen = 0;
-    c->woff = 0;
-    return 0;
-}
-
 static ssize_t push_func(gnutls_transport_ptr_t ptr, const void *buf, size_t len)
 {
     struct gtls_conn *c = ptr;
 
-    if (c->corked && c->wbuf == NULL) {
-        c->wbuf = malloc(CORK_CAP);
-        c->corked = c->wbuf != NULL; /* without memory, just do not coalesce */
-    }
-    /* Collected records go first, also when uncorked, so that bytes never overtake them. */
-    if ((!c->corked || c->wlen + len > CORK_CAP) && c->wlen > 0 && flush_collected(c) != 0) {
-        return -1;
-    }
-    if (!c->corked || len > CORK_CAP) {
-        return transport_result(c, transport_write(c, buf, len), len, false);
-    }
-    memcpy(c->wbuf + c->wlen, buf, len);
-    c->wlen += len;
-    return (ssize_t)len;
+    return gnutls_outcome(c, tlsock__xport_write(&c->x, buf, len));
 }
 
 /* ---------------------------------------------------------------------------------------------
  * Error reporting
  * ------------------------------------------------------------------------------------------- */
-
-/* Reports the transport's own error exactly: the socket's errno, or the callback's code. */
-static int fail_transport(struct gtls_conn *c, struct tlsock__err *err)
-{
-    int code = c->transport_err;
-    int sys = c->sys_errno;
-
-    c->transport_err = 0;
-    c->sys_errno = 0;
-    if (code == TLSOCK_ESYS && sys != 0) {
-        return tlsock__fail(err, code, "socket error: %s", strerror(sys));
-    }
-    if (c->contract_broken != NULL) {
-        const char *why = c->contract_broken;
-        c->contract_broken = NULL;
-        return tlsock__fail(err, code, "%s", why);
-    }
-    if (err != NULL && err->msg[0] != '\0') {
-        return code; /* the core's transport already explained itself */
-    }
-    return tlsock__fail(err, code, "transport returned %s: %s", tlsock_err_name(code),
-                        tlsock_strerror(code));
-}
 
 /* Imports the peer's leaf (or the last certificate it sent); NULL if there is none. */
 static gnutls_x509_crt_t import_peer(struct gtls_conn *c, bool last, unsigned *count)
@@ -380,20 +269,14 @@ static int map_error(struct gtls_conn *c, int ret, struct tlsock__err *err)
 {
     if (ret == GNUTLS_E_AGAIN || ret == GNUTLS_E_INTERRUPTED) {
         /* A transport timeout is a retry for GnuTLS but a timeout for the caller. */
-        if (c->transport_err == TLSOCK_ETIMEDOUT) {
-            return fail_transport(c, err);
-        }
-        if (c->transport_want != 0) {
-            int want = c->transport_want;
-            c->transport_want = 0;
-            return want;
-        }
-        return gnutls_record_get_direction(c->session) == 1 ? TLSOCK_EWANT_WRITE
-                                                            : TLSOCK_EWANT_READ;
+        return tlsock__xport_retry_code(
+            &c->x,
+            gnutls_record_get_direction(c->session) == 1 ? TLSOCK_EWANT_WRITE : TLSOCK_EWANT_READ,
+            err);
     }
-    c->transport_want = 0;
-    if (c->transport_err != 0) {
-        return fail_transport(c, err);
+    c->x.want = 0;
+    if (c->x.err != 0) {
+        return tlsock__xport_fail(&c->x, err);
     }
     if (c->verify_failed) {
         return fail_verify(c, err);
@@ -426,7 +309,7 @@ static int map_error(struct gtls_conn *c, int ret, struct tlsock__err *err)
     default:
         break;
     }
-    if (c->eof) {
+    if (c->x.eof) {
         /* The stream ended without close_notify (GnuTLS: premature termination, short packet). */
         return tlsock__fail(err, TLSOCK_ETRUNCATED,
                             "connection closed by peer without close_notify (truncated)");
@@ -451,8 +334,7 @@ static void gtls_conn_free(void *tls)
     if (c->session != NULL) {
         gnutls_deinit(c->session);
     }
-    free(c->pre);
-    free(c->wbuf);
+    tlsock__xport_free(&c->x);
     free(c);
 }
 
@@ -595,25 +477,15 @@ static int gtls_conn_new(void *nctx, const struct tlsock__conn_params *p, void *
         return tlsock__fail(err, TLSOCK_ENOMEM, "out of memory allocating a session");
     }
     c->role = p->role;
-    c->fd = p->fd;
-    c->use_io = p->io != NULL;
-    if (c->use_io) {
-        c->io = *p->io;
-    }
     c->verify_mode = p->verify_mode;
     c->min_version = gc->prio_min;
     c->max_version = gc->prio_max;
     if (p->servername != NULL) {
         snprintf(c->servername, sizeof(c->servername), "%s", p->servername);
     }
-    if (p->preread_len > 0) {
-        c->pre = malloc(p->preread_len);
-        if (c->pre == NULL) {
-            rc = tlsock__fail(err, TLSOCK_ENOMEM, "out of memory copying preread bytes");
-            goto fail;
-        }
-        memcpy(c->pre, p->preread, p->preread_len);
-        c->pre_len = p->preread_len;
+    rc = tlsock__xport_init(&c->x, p, err);
+    if (rc != 0) {
+        goto fail;
     }
     ret = gnutls_init(&c->session,
                       (p->role == TLSOCK_CLIENT ? GNUTLS_CLIENT : GNUTLS_SERVER) | GNUTLS_NONBLOCK);
@@ -670,7 +542,7 @@ enum { AGAIN_LIMIT = 64 };
 
 static bool should_repeat(struct gtls_conn *c, long ret, int *tries)
 {
-    return ret == GNUTLS_E_AGAIN && !c->blocked && c->transport_err == 0 && ++*tries < AGAIN_LIMIT;
+    return ret == GNUTLS_E_AGAIN && !c->blocked && c->x.err == 0 && ++*tries < AGAIN_LIMIT;
 }
 
 static int gtls_handshake(void *tls, struct tlsock__err *err)
@@ -760,46 +632,29 @@ static int gtls_shutdown(void *tls, struct tlsock__err *err)
         c->blocked = false;
         ret = gnutls_bye(c->session, GNUTLS_SHUT_WR);
     } while (should_repeat(c, ret, &tries));
-    if (ret == 0 && flush_collected(c) != 0) {
-        ret = c->transport_err != 0 && c->transport_err != TLSOCK_ETIMEDOUT ? GNUTLS_E_PUSH_ERROR
-                                                                            : GNUTLS_E_AGAIN;
-    }
-    return ret == 0 ? 0 : map_error(c, ret, err);
+    /* Our close_notify may sit among collected records: it is out only once they are. */
+    return ret == 0 ? tlsock__xport_flush(&c->x, err) : map_error(c, ret, err);
 }
 
 static void gtls_set_cork(void *tls, bool on)
 {
     struct gtls_conn *c = tls;
 
-    c->corked = on;
+    c->x.corked = on;
 }
 
 static int gtls_flush(void *tls, struct tlsock__err *err)
 {
     struct gtls_conn *c = tls;
 
-    if (flush_collected(c) == 0) {
-        return 0;
-    }
-    if (c->transport_err == 0 || c->transport_err == TLSOCK_ETIMEDOUT) {
-        return map_error(c, GNUTLS_E_AGAIN, err);
-    }
-    return fail_transport(c, err);
+    return tlsock__xport_flush(&c->x, err);
 }
 
 static size_t gtls_take_unread(void *tls, void *buf, size_t cap)
 {
     struct gtls_conn *c = tls;
-    /*
-     * GnuTLS reads a record header, then exactly the rest of that record, so the only received
-     * bytes TLS has not consumed are preread ones.
-     */
-    size_t n = c->pre_len - c->pre_off;
 
-    if (n > 0 && n <= cap) {
-        memcpy(buf, c->pre + c->pre_off, n);
-    }
-    return n;
+    return tlsock__xport_take_unread(&c->x, buf, cap);
 }
 
 /* ---------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@
 #include <openssl/x509v3.h>
 
 #include "../internal.h"
+#include "../xport.h"
 #include "openssl_util.h"
 
 /* TLS 1.3 suites, strongest first; all AEAD, none weak. */
@@ -44,29 +45,9 @@ struct ossl_ctx {
     size_t alpn_len;
 };
 
-/*
- * The coalescing buffer holds up to four full TLS records, so a corked bulk write reaches the
- * transport in 64 KiB pieces instead of one system call per 16 KiB record.
- */
-enum { CORK_CAP = 4 * (16384 + 256) };
-
 struct ossl_conn {
     SSL *ssl;
-    int fd;      /* the fast path's socket, when io is unused */
-    bool use_io; /* move bytes through io instead of fd */
-    struct tlsock_io io;
-    unsigned char *pre; /* preread bytes, consumed before the transport */
-    size_t pre_len;
-    size_t pre_off;
-    bool corked;
-    unsigned char *wbuf; /* CORK_CAP bytes while corked, allocated on first use */
-    size_t wlen;         /* bytes collected */
-    size_t woff;         /* bytes of them already handed to the transport */
-    int transport_err;   /* TLSOCK_E* from the transport, 0 if none */
-    int sys_errno;       /* errno behind a TLSOCK_ESYS from the socket */
-    int transport_want;  /* the transport's own WANT code behind OpenSSL's retry, 0 if none */
-    const char *contract_broken; /* how a callback broke its contract, NULL if it did not */
-    bool eof;                    /* the transport reported the end of the stream */
+    struct tlsock__xport x; /* the socket or callbacks the BIO moves bytes with */
     int verify_mode;
     int alert_received; /* last alert description from the peer, -1 if none */
     char servername[256];
@@ -84,61 +65,20 @@ struct ossl_conn {
  * Reads from the transport into @p buf: >0 bytes, 0 at end of stream, or a negative TLSOCK_E*
  * (WANT codes for "nothing now").
  */
-static ssize_t transport_read(struct ossl_conn *c, void *buf, size_t len)
+/* Sets OpenSSL's retry flag for a transport that said "not now". */
+static int bio_outcome(BIO *bio, ssize_t n, size_t *done, bool reading)
 {
-    if (c->use_io) {
-        return c->io.read(c->io.user, buf, len);
-    }
-    return tlsock__sock_recv(c->fd, buf, len, &c->sys_errno);
-}
-
-static ssize_t transport_write(struct ossl_conn *c, const void *buf, size_t len)
-{
-    if (c->use_io) {
-        return c->io.write(c->io.user, buf, len);
-    }
-    return tlsock__sock_send(c->fd, buf, len, &c->sys_errno);
-}
-
-/*
- * Tells OpenSSL how a transport call went. WANT codes and a timeout are retries for OpenSSL (so
- * the session stays usable); a timeout is remembered so that it reaches the caller as such.
- */
-static int bio_result(BIO *bio, struct ossl_conn *c, ssize_t n, size_t len, size_t *done,
-                      bool reading)
-{
-    if (n > 0 && (size_t)n <= len) {
+    if (n > 0) {
         *done = (size_t)n;
         return 1;
     }
-    if (n > 0 || (n == 0 && !reading)) {
-        c->contract_broken = n > 0 ? "transport callback returned more bytes than asked"
-                                   : "transport write callback took 0 bytes";
-        c->transport_err = TLSOCK_EINVAL;
-        return 0;
-    }
-    if (n == 0) {
-        c->eof = true;
-        return 0;
-    }
-    if (n == TLSOCK_EWANT_READ || n == TLSOCK_EWANT_WRITE || n == TLSOCK_ETIMEDOUT) {
-        /*
-         * Retries for OpenSSL, whatever their direction; the transport's own code is what the
-         * caller gets (a read callback over a non-blocking TLS transport may want to write).
-         */
-        if (n == TLSOCK_ETIMEDOUT) {
-            c->transport_err = TLSOCK_ETIMEDOUT;
-        } else {
-            c->transport_want = (int)n;
-        }
+    if (n == TLSOCK__XPORT_RETRY) {
         if (reading) {
             BIO_set_retry_read(bio);
         } else {
             BIO_set_retry_write(bio);
         }
-        return 0;
     }
-    c->transport_err = (int)n;
     return 0;
 }
 
@@ -147,30 +87,7 @@ static int bio_read(BIO *bio, char *buf, size_t len, size_t *nread)
     struct ossl_conn *c = BIO_get_data(bio);
 
     BIO_clear_retry_flags(bio);
-    if (c->pre_off < c->pre_len) {
-        size_t n = c->pre_len - c->pre_off < len ? c->pre_len - c->pre_off : len;
-        memcpy(buf, c->pre + c->pre_off, n);
-        c->pre_off += n;
-        *nread = n;
-        return 1;
-    }
-    return bio_result(bio, c, transport_read(c, buf, len), len, nread, true);
-}
-
-/* Hands collected records to the transport: 1 when all are out, 0 with a retry or error set. */
-static int flush_collected(BIO *bio, struct ossl_conn *c)
-{
-    while (c->woff < c->wlen) {
-        size_t n = 0;
-        size_t left = c->wlen - c->woff;
-        if (bio_result(bio, c, transport_write(c, c->wbuf + c->woff, left), left, &n, false) != 1) {
-            return 0;
-        }
-        c->woff += n;
-    }
-    c->wlen = 0;
-    c->woff = 0;
-    return 1;
+    return bio_outcome(bio, tlsock__xport_read(&c->x, buf, len), nread, true);
 }
 
 static int bio_write(BIO *bio, const char *buf, size_t len, size_t *nwritten)
@@ -178,23 +95,7 @@ static int bio_write(BIO *bio, const char *buf, size_t len, size_t *nwritten)
     struct ossl_conn *c = BIO_get_data(bio);
 
     BIO_clear_retry_flags(bio);
-    if (c->corked && c->wbuf == NULL) {
-        c->wbuf = malloc(CORK_CAP);
-        c->corked = c->wbuf != NULL; /* without memory, just do not coalesce */
-    }
-    if (!c->corked) {
-        return bio_result(bio, c, transport_write(c, buf, len), len, nwritten, false);
-    }
-    if (c->wlen + len > CORK_CAP && flush_collected(bio, c) != 1) {
-        return 0;
-    }
-    if (len > CORK_CAP) {
-        return bio_result(bio, c, transport_write(c, buf, len), len, nwritten, false);
-    }
-    memcpy(c->wbuf + c->wlen, buf, len);
-    c->wlen += len;
-    *nwritten = len;
-    return 1;
+    return bio_outcome(bio, tlsock__xport_write(&c->x, buf, len), nwritten, false);
 }
 
 static long bio_ctrl(BIO *bio, int cmd, long num, void *ptr)
@@ -208,7 +109,7 @@ static long bio_ctrl(BIO *bio, int cmd, long num, void *ptr)
         return 1;
     case BIO_CTRL_EOF:
         /* OpenSSL asks this to tell a truncated stream from a would-block. */
-        return c != NULL && c->eof;
+        return c != NULL && c->x.eof;
     default:
         return 0;
     }
@@ -562,8 +463,7 @@ static void ossl_conn_free(void *tls)
         return;
     }
     SSL_free(c->ssl);
-    free(c->pre);
-    free(c->wbuf);
+    tlsock__xport_free(&c->x);
     free(c);
 }
 
@@ -618,24 +518,14 @@ static int ossl_conn_new(void *nctx, const struct tlsock__conn_params *p, void *
     if (c == NULL) {
         return tlsock__fail(err, TLSOCK_ENOMEM, "out of memory allocating a session");
     }
-    c->fd = p->fd;
-    c->use_io = p->io != NULL;
-    if (c->use_io) {
-        c->io = *p->io;
-    }
     c->verify_mode = p->verify_mode;
     c->alert_received = -1;
     if (p->servername != NULL) {
         snprintf(c->servername, sizeof(c->servername), "%s", p->servername);
     }
-    if (p->preread_len > 0) {
-        c->pre = malloc(p->preread_len);
-        if (c->pre == NULL) {
-            rc = tlsock__fail(err, TLSOCK_ENOMEM, "out of memory copying preread bytes");
-            goto fail;
-        }
-        memcpy(c->pre, p->preread, p->preread_len);
-        c->pre_len = p->preread_len;
+    rc = tlsock__xport_init(&c->x, p, err);
+    if (rc != 0) {
+        goto fail;
     }
     c->ssl = SSL_new(oc->ssl_ctx);
     bio = BIO_new(bio_method);
@@ -678,30 +568,6 @@ static int fail_verify(struct ossl_conn *c, long result, struct tlsock__err *err
                         subject[0] != '\0' ? "; peer " : "", subject);
 }
 
-/* Reports the transport's own error exactly: the socket's errno, or the callback's code. */
-static int fail_transport(struct ossl_conn *c, struct tlsock__err *err)
-{
-    int code = c->transport_err;
-    int sys = c->sys_errno;
-
-    c->transport_err = 0;
-    c->sys_errno = 0;
-    ERR_clear_error();
-    if (code == TLSOCK_ESYS && sys != 0) {
-        return tlsock__fail(err, code, "socket error: %s", strerror(sys));
-    }
-    if (c->contract_broken != NULL) {
-        const char *why = c->contract_broken;
-        c->contract_broken = NULL;
-        return tlsock__fail(err, code, "%s", why);
-    }
-    if (err != NULL && err->msg[0] != '\0') {
-        return code; /* the core's transport already explained itself */
-    }
-    return tlsock__fail(err, code, "transport returned %s: %s", tlsock_err_name(code),
-                        tlsock_strerror(code));
-}
-
 /*
  * Turns an OpenSSL failure into a tlsock code, in order of precision: would-block, the peer's
  * close_notify, the socket's errno, bare EOF (truncation), our verification, the peer's alert,
@@ -717,23 +583,17 @@ static int map_error(struct ossl_conn *c, int ret, struct tlsock__err *err)
     case SSL_ERROR_WANT_READ:
     case SSL_ERROR_WANT_WRITE:
         /* A transport timeout is a retry for OpenSSL but a timeout for the caller. */
-        if (c->transport_err == TLSOCK_ETIMEDOUT) {
-            return fail_transport(c, err);
-        }
-        if (c->transport_want != 0) {
-            int want = c->transport_want;
-            c->transport_want = 0;
-            return want;
-        }
-        return e == SSL_ERROR_WANT_READ ? TLSOCK_EWANT_READ : TLSOCK_EWANT_WRITE;
+        return tlsock__xport_retry_code(
+            &c->x, e == SSL_ERROR_WANT_READ ? TLSOCK_EWANT_READ : TLSOCK_EWANT_WRITE, err);
     case SSL_ERROR_ZERO_RETURN:
         ERR_clear_error();
         return tlsock__fail(err, TLSOCK_ECLOSED, "peer sent close_notify");
     default:
         break;
     }
-    if (c->transport_err != 0) {
-        return fail_transport(c, err);
+    if (c->x.err != 0) {
+        ERR_clear_error();
+        return tlsock__xport_fail(&c->x, err);
     }
     if ((e == SSL_ERROR_SYSCALL && code == 0) ||
         ERR_GET_REASON(code) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
@@ -805,39 +665,21 @@ static void ossl_set_cork(void *tls, bool on)
 {
     struct ossl_conn *c = tls;
 
-    c->corked = on;
+    c->x.corked = on;
 }
 
 static int ossl_flush(void *tls, struct tlsock__err *err)
 {
     struct ossl_conn *c = tls;
-    BIO *bio = SSL_get_wbio(c->ssl);
 
-    BIO_clear_retry_flags(bio);
-    if (flush_collected(bio, c) == 1) {
-        return 0;
-    }
-    if (BIO_should_retry(bio)) {
-        int want = c->transport_want != 0 ? c->transport_want : TLSOCK_EWANT_WRITE;
-        c->transport_want = 0;
-        return c->transport_err == TLSOCK_ETIMEDOUT ? fail_transport(c, err) : want;
-    }
-    return fail_transport(c, err);
+    return tlsock__xport_flush(&c->x, err);
 }
 
 static size_t ossl_take_unread(void *tls, void *buf, size_t cap)
 {
     struct ossl_conn *c = tls;
-    /*
-     * Without read-ahead (OpenSSL's default, kept here) the record layer reads exactly the
-     * records it needs, so the only received bytes TLS has not consumed are preread ones.
-     */
-    size_t n = c->pre_len - c->pre_off;
 
-    if (n > 0 && n <= cap) {
-        memcpy(buf, c->pre + c->pre_off, n);
-    }
-    return n;
+    return tlsock__xport_take_unread(&c->x, buf, cap);
 }
 
 /* ---------------------------------------------------------------------------------------------
