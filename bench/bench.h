@@ -2,7 +2,8 @@
  * tlsock-bench: shared declarations.
  *
  * Every case runs the same workload at least twice per round, once through the public tlsock API
- * and once through OpenSSL directly (the "raw" baseline); some cases add a third run, tlsock in
+ * and once through the implementation under it used directly (the "raw" baseline: OpenSSL, or
+ * GnuTLS in the -gnutls cases); some cases add a third run, tlsock in
  * its default configuration, for reference. All go through one small table of operations,
  * struct bench_ops, so the workload code is literally the same for all and only the TLS layer
  * under it differs.
@@ -41,11 +42,12 @@ struct bench_side_config {
     const char *key_pem;  /* server key */
     const char *suite;    /* TLS 1.3 suite to select, NULL for the implementation's default */
     bool fd_callbacks;    /* tlsock: move socket bytes through the generic callback path */
+    int impl;             /* tlsock: TLSOCK_IMPL_OPENSSL or TLSOCK_IMPL_GNUTLS for both contexts */
 };
 
 /* The operations a workload uses. Connections and listeners are opaque to the workload. */
 struct bench_ops {
-    const char *name; /* "raw" or "tlsock" */
+    const char *name; /* "raw", "raw-gnutls" or "tlsock" */
     /* Creates the client and server contexts for a case; *out is passed to every call below. */
     int (*setup)(const struct bench_side_config *config, void **out);
     void (*teardown)(void *env);
@@ -68,6 +70,8 @@ struct bench_ops {
     void (*close)(void *conn);
     /* The negotiated cipher suite, valid until close. */
     const char *(*cipher)(void *conn);
+    /* The implementation that carried the connection, e.g. "gnutls"; valid until close. */
+    const char *(*impl)(void *conn);
 
     /* Memory mode: a client and a server connection with no transport, handshaken in memory. */
     int (*mem_pair)(void *env, void **pair);
@@ -81,6 +85,11 @@ struct bench_ops {
 
 extern const struct bench_ops bench_raw_ops;
 extern const struct bench_ops bench_tlsock_ops;
+/* Defined only when the bench is built with GnuTLS (BENCH_HAVE_GNUTLS, see CMakeLists.txt). */
+extern const struct bench_ops bench_raw_gnutls_ops;
+
+/* GnuTLS's version as the raw GnuTLS baseline sees it (side_raw_gnutls.c). */
+const char *bench_gnutls_version(void);
 
 /* Limits of one measured run: it ends at whichever comes first. */
 struct bench_limits {
@@ -99,7 +108,8 @@ struct bench_sample {
     double server_cpu_us;
     double sends_per_mib; /* writer's send calls per MiB (throughput) */
     uint64_t count;       /* bytes or handshakes */
-    char cipher[64];      /* as negotiated (throughput cases) */
+    char cipher[64];      /* as negotiated (socket cases; handshakes: the first connection) */
+    char impl[16];        /* the implementation that carried it (socket cases) */
 };
 
 /*
@@ -127,6 +137,18 @@ const unsigned char *bench_payload(void);
 /* Monotonic and per-thread CPU clocks, in nanoseconds. */
 int64_t bench_now_ns(void);
 int64_t bench_thread_cpu_ns(void);
+
+/*
+ * Plain loopback TCP for the raw baselines (tcp.c): blocking sockets with TCP_NODELAY and
+ * BENCH_IO_TIMEOUT_MS send and receive timeouts, as tlsock sets them. @p side names the caller
+ * in error messages. bench_tcp_accept waits up to BENCH_ACCEPT_POLL_MS (BENCH_AGAIN).
+ * bench_tcp_close is tlsock's graceful close: half-close, bounded drain, close.
+ */
+int bench_tcp_listen(const char *side, void **lis, uint16_t *port);
+void bench_tcp_listen_close(void *lis);
+int bench_tcp_accept(const char *side, void *lis, int *fd);
+int bench_tcp_connect(const char *side, uint16_t port, int *fd);
+void bench_tcp_close(int fd);
 
 /* Prints "what: <OpenSSL error queue>" to stderr and clears the queue. */
 void bench_ssl_error(const char *what);

@@ -1,5 +1,6 @@
 /*
- * tlsock-bench: tlsock against raw OpenSSL, same process, same workload, interleaved rounds.
+ * tlsock-bench: tlsock against raw OpenSSL (and, in the -gnutls cases, tlsock on GnuTLS against
+ * raw GnuTLS), same process, same workload, interleaved rounds.
  *
  *   tlsock-bench [--list] [--seconds S] [--rounds N] [--verbose] [CASE...]
  *
@@ -38,6 +39,12 @@
 #define TRANSPORT_TARGET  0.95
 #define COALESCE_TARGET   1.00
 #define HANDSHAKE_TARGET  0.97
+
+/*
+ * The -gnutls cases run fewer rounds by default so that a full run stays near three minutes;
+ * --rounds overrides it like every other case's.
+ */
+#define GNUTLS_ROUNDS 15
 
 static const struct bench_case cases[] = {
     {.name = "throughput-aes128gcm",
@@ -91,6 +98,40 @@ static const struct bench_case cases[] = {
      .suite = NULL,
      .target = HANDSHAKE_TARGET,
      .summary = "full TLS 1.3 handshakes on new connections, RSA-2048 certificates"},
+    {.name = "throughput-aes128gcm-gnutls",
+     .kind = KIND_THROUGHPUT,
+     .key_type = "ec-p256",
+     .suite = "TLS_AES_128_GCM_SHA256",
+     .write_size = RECORD_WRITE,
+     .target = THROUGHPUT_TARGET,
+     .impl = TLSOCK_IMPL_GNUTLS,
+     .rounds = GNUTLS_ROUNDS,
+     .summary = "as throughput-aes128gcm, tlsock on GnuTLS against raw GnuTLS"},
+    {.name = "throughput-chacha20-gnutls",
+     .kind = KIND_THROUGHPUT,
+     .key_type = "ec-p256",
+     .suite = "TLS_CHACHA20_POLY1305_SHA256",
+     .write_size = RECORD_WRITE,
+     .target = THROUGHPUT_TARGET,
+     .impl = TLSOCK_IMPL_GNUTLS,
+     .rounds = GNUTLS_ROUNDS,
+     .summary = "as throughput-chacha20, tlsock on GnuTLS against raw GnuTLS"},
+    {.name = "handshake-ecdsa-p256-gnutls",
+     .kind = KIND_HANDSHAKE,
+     .key_type = "ec-p256",
+     .suite = NULL,
+     .target = HANDSHAKE_TARGET,
+     .impl = TLSOCK_IMPL_GNUTLS,
+     .rounds = GNUTLS_ROUNDS,
+     .summary = "as handshake-ecdsa-p256, tlsock on GnuTLS against raw GnuTLS"},
+    {.name = "handshake-rsa2048-gnutls",
+     .kind = KIND_HANDSHAKE,
+     .key_type = "rsa-2048",
+     .suite = NULL,
+     .target = HANDSHAKE_TARGET,
+     .impl = TLSOCK_IMPL_GNUTLS,
+     .rounds = GNUTLS_ROUNDS,
+     .summary = "as handshake-rsa2048, tlsock on GnuTLS against raw GnuTLS"},
 };
 
 #define NCASES (sizeof(cases) / sizeof(cases[0]))
@@ -106,10 +147,11 @@ static void usage(FILE *out)
             "usage: tlsock-bench [--list] [--seconds S] [--rounds N] [--verbose] [CASE...]\n"
             "  --list       list the cases and exit\n"
             "  --seconds S  length of each measured run (default %.1f)\n"
-            "  --rounds N   raw/tlsock rounds per case, median reported (default %d)\n"
+            "  --rounds N   raw/tlsock rounds per case, median reported (default %d,\n"
+            "               %d for the -gnutls cases)\n"
             "  --verbose    print every round\n"
             "Without CASE, every case runs.\n",
-            DEFAULT_SECONDS, DEFAULT_ROUNDS);
+            DEFAULT_SECONDS, DEFAULT_ROUNDS, GNUTLS_ROUNDS);
 }
 
 static int find_case(const char *name)
@@ -147,7 +189,7 @@ static int parse_args(int argc, char **argv, struct options *opts)
         switch (c) {
         case 'l':
             for (size_t i = 0; i < NCASES; i++) {
-                printf("%-26s %s\n", cases[i].name, cases[i].summary);
+                printf("%-28s %s\n", cases[i].name, cases[i].summary);
             }
             rc = ARGS_DONE;
             break;
@@ -161,6 +203,7 @@ static int parse_args(int argc, char **argv, struct options *opts)
             break;
         case 'r':
             opts->run.rounds = (int)strtol(optarg, &end, 10);
+            opts->run.rounds_set = true;
             if (*end != '\0' || opts->run.rounds < 1 || opts->run.rounds > MAX_ROUNDS) {
                 fprintf(stderr, "tlsock-bench: --rounds wants 1 to %d\n", MAX_ROUNDS);
                 rc = ARGS_BAD;
@@ -216,19 +259,28 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     strftime(date, sizeof(date), "%Y-%m-%d %H:%M UTC", gmtime(&now));
     printf("tlsock-bench  %s\n", date);
-    printf("tlsock impl:  %s\n", tlsock_impl_version(TLSOCK_IMPL_DEFAULT));
+    for (int impl = TLSOCK_IMPL_OPENSSL; impl <= TLSOCK_IMPL_GNUTLS; impl++) {
+        if (tlsock_impl_available(impl)) {
+            printf("tlsock impl:  %s\n", tlsock_impl_version(impl));
+        }
+    }
     printf("raw baseline: %s\n", OpenSSL_version(OPENSSL_VERSION));
+#ifdef BENCH_HAVE_GNUTLS
+    printf("raw baseline: GnuTLS %s\n", bench_gnutls_version());
+#endif
     printf("cpus online:  %ld\n", sysconf(_SC_NPROCESSORS_ONLN));
-    printf("method:       %d rounds of %.2f s per side and case, order rotating; values are\n"
-           "              medians, ratio is the median of the per-round ratios tlsock/raw\n",
-           opts.run.rounds, opts.run.seconds);
+    printf("method:       %d rounds of %.2f s per side and case (%d in the -gnutls cases),\n"
+           "              order rotating; values are medians, ratio is the median of the\n"
+           "              per-round ratios tlsock/raw\n",
+           opts.run.rounds, opts.run.seconds,
+           opts.run.rounds_set ? opts.run.rounds : GNUTLS_ROUNDS);
     fflush(stdout);
     for (size_t i = 0; i < NCASES; i++) {
         if (opts.selected[i] && run_case(&cases[i], &opts.run, &results[i]) != BENCH_OK) {
             failures++;
         }
     }
-    print_table(cases, NCASES, results);
+    print_table(cases, NCASES, results, opts.run.rounds);
     status = failures == 0 ? 0 : 1;
 
 out:

@@ -7,7 +7,7 @@
 
 #include "runner.h"
 
-#define NAME_WIDTH 26
+#define NAME_WIDTH 28
 
 enum row_kind {
     ROW_TARGET, /* tlsock / raw against the case's target, with the ratio's quartiles */
@@ -110,12 +110,15 @@ static void print_case(const struct bench_case *bc, const struct case_result *re
     }
 }
 
-void print_table(const struct bench_case *cases, size_t ncases, const struct case_result *results)
+void print_table(const struct bench_case *cases, size_t ncases, const struct case_result *results,
+                 int default_rounds)
 {
     printf("\n%-*s %10s %10s  %-6s %6s  %-12s %s\n", NAME_WIDTH, "case", "raw", "tlsock", "unit",
            "ratio", "ratio IQR", "target");
     for (size_t i = 0; i < ncases; i++) {
-        if (results[i].ran && results[i].ok) {
+        if (results[i].ran && results[i].skipped) {
+            printf("%-*s %10s\n", NAME_WIDTH, cases[i].name, "SKIPPED");
+        } else if (results[i].ran && results[i].ok) {
             print_case(&cases[i], &results[i]);
         } else if (results[i].ran) {
             printf("%-*s %10s\n", NAME_WIDTH, cases[i].name, "FAILED");
@@ -125,13 +128,22 @@ void print_table(const struct bench_case *cases, size_t ncases, const struct cas
     for (size_t i = 0; i < ncases; i++) {
         const struct case_result *res = &results[i];
 
-        if (res->ran && res->ok && cases[i].kind == KIND_THROUGHPUT) {
-            printf("%s: negotiated raw %s, tlsock %s", cases[i].name, res->cipher[SIDE_RAW],
-                   res->cipher[SIDE_TLSOCK]);
+        /*
+         * The suite and implementation each side's connection reported, as evidence that the
+         * sides compare the same thing (tlsock's from tlsock_conn_info).
+         */
+        if (res->ran && res->ok && cases[i].kind != KIND_MEMORY) {
+            printf("%s: negotiated raw %s (%s), tlsock %s (%s)", cases[i].name,
+                   res->cipher[SIDE_RAW], res->impl[SIDE_RAW], res->cipher[SIDE_TLSOCK],
+                   res->impl[SIDE_TLSOCK]);
             if (res->sides > SIDE_REFERENCE) {
-                printf(", reference %s", res->cipher[SIDE_REFERENCE]);
+                printf(", reference %s (%s)", res->cipher[SIDE_REFERENCE],
+                       res->impl[SIDE_REFERENCE]);
             }
             printf("\n");
+        }
+        if (res->ran && res->ok && res->rounds != default_rounds) {
+            printf("%s: %d rounds\n", cases[i].name, res->rounds);
         }
         if (res->ran && res->sides > SIDE_REFERENCE) {
             printf(

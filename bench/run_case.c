@@ -32,11 +32,27 @@ struct rounds {
     double sends[MAX_SIDES][MAX_ROUNDS];
 };
 
-static const struct bench_ops *const side_ops[MAX_SIDES] = {
-    [SIDE_RAW] = &bench_raw_ops,
-    [SIDE_TLSOCK] = &bench_tlsock_ops,
-    [SIDE_REFERENCE] = &bench_tlsock_ops,
-};
+/* The raw GnuTLS baseline exists only when the bench was built with GnuTLS (CMakeLists.txt). */
+#ifdef BENCH_HAVE_GNUTLS
+static const struct bench_ops *const raw_gnutls_ops = &bench_raw_gnutls_ops;
+#else
+static const struct bench_ops *const raw_gnutls_ops = NULL;
+#endif
+
+/* The implementation a case measures; cases that name none are OpenSSL cases. */
+static int case_impl(const struct bench_case *bc)
+{
+    return bc->impl == TLSOCK_IMPL_GNUTLS ? TLSOCK_IMPL_GNUTLS : TLSOCK_IMPL_OPENSSL;
+}
+
+/* The operations of side @p s: tlsock, or the raw baseline of the case's implementation. */
+static const struct bench_ops *side_ops(const struct bench_case *bc, int s)
+{
+    if (s != SIDE_RAW) {
+        return &bench_tlsock_ops;
+    }
+    return case_impl(bc) == TLSOCK_IMPL_GNUTLS ? raw_gnutls_ops : &bench_raw_ops;
+}
 
 static const char *const side_names[MAX_SIDES] = {
     [SIDE_RAW] = "raw",
@@ -164,6 +180,7 @@ static int setup_sides(const struct bench_case *bc, const struct certs *certs,
         .key_pem = certs->leaf.key,
         .suite = bc->suite,
         .fd_callbacks = bc->fd_callbacks,
+        .impl = case_impl(bc),
     };
     struct bench_sample sample;
     int rc = bench_tlsock_ops.setup(&config, &envs[SIDE_TLSOCK]);
@@ -179,8 +196,11 @@ static int setup_sides(const struct bench_case *bc, const struct certs *certs,
     if (rc == BENCH_OK) {
         rc = warm_up(bc, &bench_tlsock_ops, envs[SIDE_TLSOCK], &sample);
     }
-    if (rc == BENCH_OK && bc->kind == KIND_THROUGHPUT) {
+    if (rc == BENCH_OK && bc->kind != KIND_MEMORY) {
         snprintf(res->cipher[SIDE_TLSOCK], sizeof(res->cipher[0]), "%s", sample.cipher);
+        snprintf(res->impl[SIDE_TLSOCK], sizeof(res->impl[0]), "%s", sample.impl);
+    }
+    if (rc == BENCH_OK && bc->kind == KIND_THROUGHPUT) {
         /* Pin the others to the suite actually measured on the tlsock side. */
         config.suite = res->cipher[SIDE_TLSOCK];
     }
@@ -189,12 +209,13 @@ static int setup_sides(const struct bench_case *bc, const struct certs *certs,
         if (s == SIDE_TLSOCK) {
             continue;
         }
-        rc = side_ops[s]->setup(&config, &envs[s]);
+        rc = side_ops(bc, s)->setup(&config, &envs[s]);
         if (rc == BENCH_OK) {
-            rc = warm_up(bc, side_ops[s], envs[s], &sample);
+            rc = warm_up(bc, side_ops(bc, s), envs[s], &sample);
         }
-        if (rc == BENCH_OK && bc->kind == KIND_THROUGHPUT) {
+        if (rc == BENCH_OK && bc->kind != KIND_MEMORY) {
             snprintf(res->cipher[s], sizeof(res->cipher[0]), "%s", sample.cipher);
+            snprintf(res->impl[s], sizeof(res->impl[0]), "%s", sample.impl);
         }
     }
     return rc;
@@ -238,22 +259,34 @@ int run_case(const struct bench_case *bc, const struct run_options *opts, struct
     struct certs certs = {0};
     void *envs[MAX_SIDES] = {NULL, NULL, NULL};
     struct rounds rd;
+    int rounds = opts->rounds_set || bc->rounds == 0 ? opts->rounds : bc->rounds;
     int rc;
 
     res->ran = true;
+    res->rounds = rounds;
     res->sides = bc->reference ? 3 : 2;
     fprintf(stderr, "%s: %s\n", bc->name, bc->summary);
+    if (case_impl(bc) == TLSOCK_IMPL_GNUTLS &&
+        (raw_gnutls_ops == NULL || !tlsock_impl_available(TLSOCK_IMPL_GNUTLS))) {
+        res->skipped = true;
+        snprintf(res->note, sizeof(res->note), "skipped: %s",
+                 raw_gnutls_ops == NULL ? "the bench was built without GnuTLS"
+                                        : "tlsock was built without its GnuTLS implementation");
+        fprintf(stderr, "%s: %s\n", bc->name, res->note);
+        rc = BENCH_OK;
+        goto skipped;
+    }
     rc = make_certs(bc->key_type, &certs);
     if (rc == BENCH_OK) {
         rc = setup_sides(bc, &certs, envs, res);
     }
-    for (int r = 0; rc == BENCH_OK && r < opts->rounds; r++) {
+    for (int r = 0; rc == BENCH_OK && r < rounds; r++) {
         /* Rotate the order so that no side always runs on a "warmer" machine. */
         for (int k = 0; rc == BENCH_OK && k < res->sides; k++) {
             int s = (r + k) % res->sides;
             struct bench_sample sample;
 
-            rc = run_once(bc, side_ops[s], envs[s], opts->seconds, max, &sample);
+            rc = run_once(bc, side_ops(bc, s), envs[s], opts->seconds, max, &sample);
             rd.rate[s][r] = sample.rate;
             rd.ccpu[s][r] = sample.client_cpu_us;
             rd.scpu[s][r] = sample.server_cpu_us;
@@ -264,15 +297,17 @@ int run_case(const struct bench_case *bc, const struct run_options *opts, struct
         }
     }
     if (rc == BENCH_OK) {
-        summarise(&rd, opts->rounds, res);
+        summarise(&rd, rounds, res);
         res->ok = true;
     } else {
         fprintf(stderr, "%s: FAILED\n", bc->name);
     }
     for (int s = 0; s < MAX_SIDES; s++) {
-        side_ops[s]->teardown(envs[s]);
+        side_ops(bc, s)->teardown(envs[s]);
     }
     tlsock__pem_pair_free(&certs.leaf);
     tlsock__pem_pair_free(&certs.ca);
+
+skipped:
     return rc;
 }

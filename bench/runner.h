@@ -22,6 +22,8 @@ struct bench_case {
     bool fd_callbacks;    /* the tlsock side moves socket bytes through the callback path */
     bool reference;       /* also run tlsock in its default configuration, for information */
     double target;        /* goal for the ratio tlsock / raw */
+    int impl;             /* TLSOCK_IMPL_GNUTLS for the -gnutls cases; otherwise OpenSSL */
+    int rounds;           /* rounds when --rounds is not given; 0: the global default */
     const char *summary;
 };
 
@@ -39,6 +41,8 @@ struct ratio {
 struct case_result {
     bool ran;
     bool ok;
+    bool skipped; /* its implementation is not built in; note says so */
+    int rounds;
     int sides; /* 2, or 3 with the reference */
     double rate[MAX_SIDES];
     double client_cpu_us[MAX_SIDES];
@@ -54,19 +58,28 @@ struct case_result {
     double server_cpu_ratio;
     double sends_ratio;
     char cipher[MAX_SIDES][64];
+    char impl[MAX_SIDES][16];
     char note[256];
 };
 
 struct run_options {
     double seconds;
     int rounds;
+    bool rounds_set; /* --rounds given: it overrides every case's own number */
     bool verbose;
 };
 
-/* Runs @p bc: certificates, contexts, warm-up, then the rounds. Returns BENCH_OK or an error. */
+/*
+ * Runs @p bc: certificates, contexts, warm-up, then the rounds. Returns BENCH_OK or an error;
+ * BENCH_OK with res->skipped when the case's implementation is not available.
+ */
 int run_case(const struct bench_case *bc, const struct run_options *opts, struct case_result *res);
 
-/* Prints the results table and the notes under it for the cases that ran. */
-void print_table(const struct bench_case *cases, size_t ncases, const struct case_result *results);
+/*
+ * Prints the results table and the notes under it for the cases that ran; a case that ran a
+ * number of rounds other than @p default_rounds says so.
+ */
+void print_table(const struct bench_case *cases, size_t ncases, const struct case_result *results,
+                 int default_rounds);
 
 #endif /* TLSOCK_BENCH_RUNNER_H */

@@ -1,20 +1,14 @@
 /*
  * The baseline: OpenSSL used directly, the way a careful program would with blocking sockets.
  * It is given the same certificates, protocol version and cipher suite as the tlsock side, and
- * the same TCP options tlsock sets (TCP_NODELAY on both ends), so that the ratio between
+ * the same TCP options tlsock sets (TCP_NODELAY on both ends; tcp.c), so that the ratio between
  * the two measures what tlsock adds on top of OpenSSL and nothing else.
  */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
@@ -24,16 +18,8 @@
 
 #include "side_raw.h"
 
-/* The same bounds as tlsock's graceful close (src/net.c). */
-#define DRAIN_MS        50
-#define DRAIN_MAX_BYTES (64 * 1024)
-
 struct raw_conn {
     SSL *ssl;
-    int fd;
-};
-
-struct raw_listener {
     int fd;
 };
 
@@ -160,101 +146,10 @@ out:
     return rc;
 }
 
-/*
- * tlsock sets TCP_NODELAY on both ends (a handshake flight is several writes that Nagle would
- * hold back), and bounds every blocking call with a timeout; the baseline does the same.
- */
-static void set_socket_options(int fd)
-{
-    struct timeval tv = {.tv_sec = BENCH_IO_TIMEOUT_MS / 1000,
-                         .tv_usec = (BENCH_IO_TIMEOUT_MS % 1000) * 1000};
-    int one = 1;
-
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-}
-
 static int raw_listen(void *envp, void **out, uint16_t *port)
 {
-    int rc = BENCH_ERROR;
-    struct raw_listener *lis = malloc(sizeof(*lis));
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = 0};
-    socklen_t len = sizeof(addr);
-    int one = 1;
-
     (void)envp;
-    if (lis == NULL) {
-        fprintf(stderr, "raw: out of memory\n");
-        goto out;
-    }
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    lis->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (lis->fd < 0) {
-        perror("raw: socket");
-        goto free_lis;
-    }
-    setsockopt(lis->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (bind(lis->fd, (struct sockaddr *)&addr, sizeof(addr)) != 0 || listen(lis->fd, 128) != 0 ||
-        getsockname(lis->fd, (struct sockaddr *)&addr, &len) != 0) {
-        perror("raw: bind/listen");
-        goto close_fd;
-    }
-    *port = ntohs(addr.sin_port);
-    *out = lis;
-    lis = NULL;
-    rc = BENCH_OK;
-
-close_fd:
-    if (lis != NULL) {
-        close(lis->fd);
-    }
-free_lis:
-    free(lis);
-out:
-    return rc;
-}
-
-static void raw_listen_close(void *lisp)
-{
-    struct raw_listener *lis = lisp;
-
-    if (lis != NULL) {
-        close(lis->fd);
-        free(lis);
-    }
-}
-
-/*
- * Closes @p fd the way tlsock does (tlsock__graceful_close): FIN first, then drop whatever the
- * peer still sends until its EOF, for a bounded time. A plain close() with unread input (the
- * server's session tickets, say) makes the kernel send a reset, which can destroy data the peer
- * has not read yet, such as our last records or close_notify; a correct raw program must avoid
- * that too, so the baseline pays the same cost.
- */
-static void lingering_close(int fd)
-{
-    char buf[4096];
-    size_t drained = 0;
-    int64_t deadline = bench_now_ns() + (int64_t)DRAIN_MS * 1000000;
-    bool done = shutdown(fd, SHUT_WR) != 0;
-
-    while (!done && drained < DRAIN_MAX_BYTES) {
-        ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
-        int64_t left_ms = (deadline - bench_now_ns() + 999999) / 1000000;
-
-        if (n > 0) {
-            drained += (size_t)n;
-        } else if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
-            done = true;
-        } else if (left_ms <= 0) {
-            done = true;
-        } else {
-            struct pollfd pfd = {.fd = fd, .events = POLLIN};
-            (void)poll(&pfd, 1, (int)left_ms);
-        }
-    }
-    close(fd);
+    return bench_tcp_listen("raw", out, port);
 }
 
 /*
@@ -304,33 +199,19 @@ out:
     return rc;
 }
 
-static int raw_accept(void *envp, void *lisp, void **out)
+static int raw_accept(void *envp, void *lis, void **out)
 {
     struct raw_env *env = envp;
-    struct raw_listener *lis = lisp;
-    struct pollfd pfd = {.fd = lis->fd, .events = POLLIN};
     struct raw_conn *conn = NULL;
-    int rc = BENCH_AGAIN;
-    int n = poll(&pfd, 1, BENCH_ACCEPT_POLL_MS);
-    int fd;
+    int fd = -1;
+    int rc = bench_tcp_accept("raw", lis, &fd);
 
-    if (n <= 0) {
-        /* A timeout, or EINTR: either way the caller checks its stop flag and comes back. */
-        goto out;
+    if (rc == BENCH_OK) {
+        rc = wrap_fd(env->server, fd, &conn);
     }
-    fd = accept4(lis->fd, NULL, NULL, SOCK_CLOEXEC);
-    if (fd < 0) {
-        perror("raw: accept");
-        rc = BENCH_ERROR;
-        goto out;
-    }
-    set_socket_options(fd);
-    rc = wrap_fd(env->server, fd, &conn);
     if (rc == BENCH_OK) {
         *out = conn;
     }
-
-out:
     return rc;
 }
 
@@ -357,7 +238,7 @@ static void raw_close(void *connp)
             (void)SSL_shutdown(conn->ssl);
         }
         SSL_free(conn->ssl);
-        lingering_close(conn->fd);
+        bench_tcp_close(conn->fd);
         free(conn);
         /* A peer that closed first can leave write errors queued; they are not this run's. */
         ERR_clear_error();
@@ -367,20 +248,11 @@ static void raw_close(void *connp)
 static int raw_connect(void *envp, uint16_t port, void **out)
 {
     struct raw_env *env = envp;
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(port)};
     struct raw_conn *conn = NULL;
     int rc = BENCH_ERROR;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = -1;
 
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd < 0) {
-        perror("raw: socket");
-        goto out;
-    }
-    set_socket_options(fd);
-    if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) != 0) {
-        perror("raw: connect");
-        close(fd);
+    if (bench_tcp_connect("raw", port, &fd) != BENCH_OK) {
         goto out;
     }
     if (wrap_fd(env->client, fd, &conn) != BENCH_OK) {
@@ -456,12 +328,18 @@ static const char *raw_cipher(void *connp)
     return SSL_get_cipher_name(conn->ssl);
 }
 
+static const char *raw_impl(void *connp)
+{
+    (void)connp;
+    return "openssl";
+}
+
 const struct bench_ops bench_raw_ops = {
     .name = "raw",
     .setup = raw_setup,
     .teardown = raw_teardown,
     .listen = raw_listen,
-    .listen_close = raw_listen_close,
+    .listen_close = bench_tcp_listen_close,
     .accept = raw_accept,
     .handshake = raw_handshake,
     .connect = raw_connect,
@@ -470,6 +348,7 @@ const struct bench_ops bench_raw_ops = {
     .shutdown = raw_shutdown,
     .close = raw_close,
     .cipher = raw_cipher,
+    .impl = raw_impl,
     .mem_pair = bench_raw_mem_pair,
     .mem_transfer = bench_raw_mem_transfer,
     .mem_close = bench_raw_mem_close,

@@ -1,7 +1,8 @@
 /*
  * The measured side: the same workload through tlsock's public API only (blocking driver,
  * listener, tlsock_connect), as an application would use it; with opts.fd_callbacks on both ends
- * when the case asks for the generic callback path.
+ * when the case asks for the generic callback path, and both contexts on the case's
+ * implementation (tlsock_ctx_set_impl).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,8 +20,9 @@ static int check(int rc, const char *what, const struct tlsock_ctx *ctx)
 }
 
 /*
- * tlsock_ctx_set_ciphers() passes a string that is not a policy name to OpenSSL, sending names
- * that start with "TLS_" to the TLS 1.3 suite list. Should an implementation refuse, the case
+ * tlsock_ctx_set_ciphers() passes a string that is not a policy name to the implementation: for
+ * OpenSSL, names that start with "TLS_" go to the TLS 1.3 suite list; GnuTLS maps them to its
+ * cipher names in the priority string. Should an implementation refuse, the case
  * falls back to the default suite on both sides and says so, rather than failing.
  */
 static int select_suite(struct tlsock_ctx *ctx, const char *suite)
@@ -58,6 +60,14 @@ static int tls_setup(const struct bench_side_config *config, void **out)
     }
     if (check(tlsock_ctx_new(TLSOCK_SERVER, &env->server), "server context", NULL) != BENCH_OK ||
         check(tlsock_ctx_new(TLSOCK_CLIENT, &env->client), "client context", NULL) != BENCH_OK) {
+        goto out;
+    }
+    /*
+     * Pinned, so that a TLSOCK_IMPL environment variable cannot pair tlsock on one implementation
+     * with the other's raw baseline; set_impl must precede every other setter.
+     */
+    if (check(tlsock_ctx_set_impl(env->server, config->impl), "implementation", env->server) != 0 ||
+        check(tlsock_ctx_set_impl(env->client, config->impl), "implementation", env->client) != 0) {
         goto out;
     }
     if (check(tlsock_ctx_set_protocols(env->server, "1.3"), "protocols", env->server) != 0 ||
@@ -206,6 +216,18 @@ static const char *tls_cipher(void *conn)
     return cipher;
 }
 
+/* From tlsock_conn_info(), so that the report proves which implementation carried the data. */
+static const char *tls_impl(void *conn)
+{
+    const struct tlsock_info *info = NULL;
+    const char *impl = "?";
+
+    if (tlsock_conn_info(conn, &info) == 0) {
+        impl = info->impl;
+    }
+    return impl;
+}
+
 const struct bench_ops bench_tlsock_ops = {
     .name = "tlsock",
     .setup = tls_setup,
@@ -220,6 +242,7 @@ const struct bench_ops bench_tlsock_ops = {
     .shutdown = tls_shutdown,
     .close = tls_close,
     .cipher = tls_cipher,
+    .impl = tls_impl,
     .mem_pair = bench_tlsock_mem_pair,
     .mem_transfer = bench_tlsock_mem_transfer,
     .mem_close = bench_tlsock_mem_close,

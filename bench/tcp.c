@@ -1,0 +1,170 @@
+/*
+ * Plain TCP over loopback for the raw baselines (side_raw.c, side_raw_gnutls.c): blocking
+ * sockets with the socket-level behaviour tlsock has on purpose, so that the ratios do not count
+ * it as tlsock's overhead.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "bench.h"
+
+/* The same bounds as tlsock's graceful close (src/net.c). */
+#define DRAIN_MS        50
+#define DRAIN_MAX_BYTES (64 * 1024)
+
+struct tcp_listener {
+    int fd;
+};
+
+/*
+ * tlsock sets TCP_NODELAY on both ends (a handshake flight is several writes that Nagle would
+ * hold back), and bounds every blocking call with a timeout; the baselines do the same.
+ */
+static void set_socket_options(int fd)
+{
+    struct timeval tv = {.tv_sec = BENCH_IO_TIMEOUT_MS / 1000,
+                         .tv_usec = (BENCH_IO_TIMEOUT_MS % 1000) * 1000};
+    int one = 1;
+
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
+int bench_tcp_listen(const char *side, void **out, uint16_t *port)
+{
+    int rc = BENCH_ERROR;
+    struct tcp_listener *lis = malloc(sizeof(*lis));
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = 0};
+    socklen_t len = sizeof(addr);
+    int one = 1;
+
+    if (lis == NULL) {
+        fprintf(stderr, "%s: out of memory\n", side);
+        goto out;
+    }
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    lis->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (lis->fd < 0) {
+        fprintf(stderr, "%s: socket: %s\n", side, strerror(errno));
+        goto free_lis;
+    }
+    setsockopt(lis->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(lis->fd, (struct sockaddr *)&addr, sizeof(addr)) != 0 || listen(lis->fd, 128) != 0 ||
+        getsockname(lis->fd, (struct sockaddr *)&addr, &len) != 0) {
+        fprintf(stderr, "%s: bind/listen: %s\n", side, strerror(errno));
+        goto close_fd;
+    }
+    *port = ntohs(addr.sin_port);
+    *out = lis;
+    lis = NULL;
+    rc = BENCH_OK;
+
+close_fd:
+    if (lis != NULL) {
+        close(lis->fd);
+    }
+free_lis:
+    free(lis);
+out:
+    return rc;
+}
+
+void bench_tcp_listen_close(void *lisp)
+{
+    struct tcp_listener *lis = lisp;
+
+    if (lis != NULL) {
+        close(lis->fd);
+        free(lis);
+    }
+}
+
+int bench_tcp_accept(const char *side, void *lisp, int *fd)
+{
+    struct tcp_listener *lis = lisp;
+    struct pollfd pfd = {.fd = lis->fd, .events = POLLIN};
+    int rc = BENCH_AGAIN;
+    int n = poll(&pfd, 1, BENCH_ACCEPT_POLL_MS);
+
+    if (n <= 0) {
+        /* A timeout, or EINTR: either way the caller checks its stop flag and comes back. */
+        goto out;
+    }
+    *fd = accept4(lis->fd, NULL, NULL, SOCK_CLOEXEC);
+    if (*fd < 0) {
+        fprintf(stderr, "%s: accept: %s\n", side, strerror(errno));
+        rc = BENCH_ERROR;
+        goto out;
+    }
+    set_socket_options(*fd);
+    rc = BENCH_OK;
+
+out:
+    return rc;
+}
+
+int bench_tcp_connect(const char *side, uint16_t port, int *out)
+{
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(port)};
+    int rc = BENCH_ERROR;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0) {
+        fprintf(stderr, "%s: socket: %s\n", side, strerror(errno));
+        goto out;
+    }
+    set_socket_options(fd);
+    if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) != 0) {
+        fprintf(stderr, "%s: connect: %s\n", side, strerror(errno));
+        close(fd);
+        goto out;
+    }
+    *out = fd;
+    rc = BENCH_OK;
+
+out:
+    return rc;
+}
+
+/*
+ * Closes @p fd the way tlsock does (tlsock__graceful_close): FIN first, then drop whatever the
+ * peer still sends until its EOF, for a bounded time. A plain close() with unread input (the
+ * server's session tickets, say) makes the kernel send a reset, which can destroy data the peer
+ * has not read yet, such as our last records or close_notify; a correct raw program must avoid
+ * that too, so the baselines pay the same cost.
+ */
+void bench_tcp_close(int fd)
+{
+    char buf[4096];
+    size_t drained = 0;
+    int64_t deadline = bench_now_ns() + (int64_t)DRAIN_MS * 1000000;
+    bool done = shutdown(fd, SHUT_WR) != 0;
+
+    while (!done && drained < DRAIN_MAX_BYTES) {
+        ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+        int64_t left_ms = (deadline - bench_now_ns() + 999999) / 1000000;
+
+        if (n > 0) {
+            drained += (size_t)n;
+        } else if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+            done = true;
+        } else if (left_ms <= 0) {
+            done = true;
+        } else {
+            struct pollfd pfd = {.fd = fd, .events = POLLIN};
+            (void)poll(&pfd, 1, (int)left_ms);
+        }
+    }
+    close(fd);
+}
