@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "xport.h"
 
 /* close() sends close_notify within the connection's timeout, or this long if it has none. */
 enum { CLOSE_NOTIFY_DEFAULT_MS = 5000 };
@@ -370,7 +371,7 @@ static int step_write(struct tlsock_conn *conn, void *arg)
         }
         io->done += n;
     }
-    return conn->impl->flush(conn->tls, &conn->err);
+    return tlsock__xport_flush(conn->impl->xport(conn->tls), &conn->err);
 }
 
 /* Writes larger than one record are coalesced: several records per transport write. */
@@ -402,7 +403,7 @@ int tlsock_write(struct tlsock_conn *conn, const void *buf, size_t len)
         return rc;
     }
     io.done = conn->write_done;
-    conn->impl->set_cork(conn->tls, len > CORK_THRESHOLD);
+    conn->impl->xport(conn->tls)->corked = len > CORK_THRESHOLD;
     rc = tlsock__drive(conn, step_write, &io, tlsock__conn_op_deadline(conn), TLSOCK_ETIMEDOUT);
     if (rc == TLSOCK_EWANT_READ || rc == TLSOCK_EWANT_WRITE) {
         /* Only transports without a socket get here: the caller repeats the call later. */
@@ -410,7 +411,7 @@ int tlsock_write(struct tlsock_conn *conn, const void *buf, size_t len)
         return rc;
     }
     conn->write_done = 0;
-    conn->impl->set_cork(conn->tls, false);
+    conn->impl->xport(conn->tls)->corked = false;
     /* A timed-out write may have sent part of the data: it is fatal, never retryable. */
     return tlsock__conn_settle(conn, rc, false);
 }

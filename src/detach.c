@@ -9,6 +9,7 @@
 #include <fcntl.h>
 
 #include "internal.h"
+#include "xport.h"
 
 /* Waits for the peer's close_notify; application data on the way is kept for tlsock_read. */
 static int await_peer_close(struct tlsock_conn *conn)
@@ -36,7 +37,7 @@ static int await_peer_close(struct tlsock_conn *conn)
 /* How many received bytes TLS has not consumed, and copies them if they fit in @p cap. */
 static size_t take_leftover(struct tlsock_conn *conn, unsigned char *buf, size_t cap)
 {
-    size_t from_tls = conn->impl->take_unread(conn->tls, buf, cap);
+    size_t from_tls = tlsock__xport_take_unread(conn->impl->xport(conn->tls), buf, cap);
     size_t total = from_tls + tlsock__buf_pending(&conn->mem_in);
 
     if (total > from_tls && total <= cap) {
@@ -78,8 +79,8 @@ int tlsock_detach(struct tlsock_conn *conn, int *fd, void *buf, size_t cap, size
                             "detach: drain the close_notify (tlsock_drain) first");
     }
     /* Peek at the size first so that a small buffer leaves the connection intact. */
-    size_t needed =
-        conn->impl->take_unread(conn->tls, NULL, 0) + tlsock__buf_pending(&conn->mem_in);
+    size_t needed = tlsock__xport_take_unread(conn->impl->xport(conn->tls), NULL, 0) +
+                    tlsock__buf_pending(&conn->mem_in);
     if (needed > cap) {
         *leftover_len = needed;
         return tlsock__fail(&conn->err, TLSOCK_EINVAL,

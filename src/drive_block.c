@@ -6,6 +6,13 @@
 
 #include "internal.h"
 
+/* Only socket transports are waited on; user and memory transports get the WANT code back. */
+static bool on_socket(const struct tlsock_conn *conn)
+{
+    return conn->transport == TLSOCK__TRANSPORT_FD ||
+           conn->transport == TLSOCK__TRANSPORT_FD_CALLBACKS;
+}
+
 int tlsock__drive(struct tlsock_conn *conn, tlsock__step_fn step, void *arg, int64_t deadline_ns,
                   int timeout_code)
 {
@@ -15,7 +22,7 @@ int tlsock__drive(struct tlsock_conn *conn, tlsock__step_fn step, void *arg, int
     conn->op_deadline_ns = deadline_ns;
     for (;;) {
         rc = step(conn, arg);
-        if ((rc != TLSOCK_EWANT_READ && rc != TLSOCK_EWANT_WRITE) || conn->fd < 0) {
+        if ((rc != TLSOCK_EWANT_READ && rc != TLSOCK_EWANT_WRITE) || !on_socket(conn)) {
             break;
         }
         short events = rc == TLSOCK_EWANT_READ ? POLLIN : POLLOUT;

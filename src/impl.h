@@ -18,6 +18,7 @@
 
 /* Error detail written by implementations; see struct tlsock__err in internal.h. */
 struct tlsock__err;
+struct tlsock__xport;
 
 /* What a new session needs to know; strings and preread are only read during conn_new. */
 struct tlsock__conn_params {
@@ -112,13 +113,10 @@ struct tlsock__impl {
     /* Sends close_notify; WANT codes until it is flushed. */
     int (*shutdown)(void *tls, struct tlsock__err *err);
     /*
-     * Coalescing: while corked, records are collected and handed to the transport together
-     * (several per system call); flush sends what is collected (WANT codes until done).
+     * The byte mover the session reads and writes through (xport.h). The core drives coalescing,
+     * flushing, leftover bytes and transport switches (detach, async hand-off) on it directly.
      */
-    void (*set_cork)(void *tls, bool on);
-    int (*flush)(void *tls, struct tlsock__err *err);
-    /* Copies received bytes TLS has not consumed (for detach); returns how many there are. */
-    size_t (*take_unread)(void *tls, void *buf, size_t cap);
+    struct tlsock__xport *(*xport)(void *tls);
     void (*get_info)(void *tls, struct tlsock__info_buf *out);
     /* Decrypted application data that a read returns without touching the transport. */
     size_t (*pending)(void *tls);

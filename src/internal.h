@@ -146,6 +146,14 @@ int tlsock__conn_send_close(struct tlsock_conn *conn, int64_t deadline_ns) TLSOC
 int64_t tlsock__conn_op_deadline(const struct tlsock_conn *conn);
 /* Reads application data through the driver, bounded by the operation deadline. */
 int tlsock__conn_read(struct tlsock_conn *conn, void *buf, size_t len, size_t *nread);
+/*
+ * Async hand-off (src/uv). to_memory: the connection's ciphertext now moves through the memory
+ * transport (mem_in / mem_out), which an event loop feeds and drains; conn->fd stays recorded
+ * but is no longer read or written by the core. to_socket: back to blocking use over @p fd;
+ * ciphertext fed but not consumed yet is read before the socket, and mem_out must be empty.
+ */
+int tlsock__conn_to_memory(struct tlsock_conn *conn) TLSOCK__MUST_CHECK;
+int tlsock__conn_to_socket(struct tlsock_conn *conn, int fd, bool owns_fd) TLSOCK__MUST_CHECK;
 /* Frees the connection and everything it holds but the socket. */
 void tlsock__conn_free(struct tlsock_conn *conn);
 

@@ -152,6 +152,39 @@ size_t tlsock__xport_take_unread(struct tlsock__xport *x, void *buf, size_t cap)
     return n;
 }
 
+void tlsock__xport_retarget(struct tlsock__xport *x, const struct tlsock_io *io, int fd)
+{
+    x->use_io = io != NULL;
+    if (x->use_io) {
+        x->io = *io;
+    }
+    x->fd = fd;
+    x->eof = false;
+}
+
+int tlsock__xport_unshift(struct tlsock__xport *x, const void *data, size_t len,
+                          struct tlsock__err *err)
+{
+    size_t kept = x->pre_len - x->pre_off;
+
+    if (len == 0) {
+        return 0;
+    }
+    unsigned char *pre = malloc(len + kept);
+    if (pre == NULL) {
+        return tlsock__fail(err, TLSOCK_ENOMEM, "out of memory keeping received bytes");
+    }
+    memcpy(pre, data, len);
+    if (kept > 0) {
+        memcpy(pre + len, x->pre + x->pre_off, kept);
+    }
+    free(x->pre);
+    x->pre = pre;
+    x->pre_len = len + kept;
+    x->pre_off = 0;
+    return 0;
+}
+
 int tlsock__xport_fail(struct tlsock__xport *x, struct tlsock__err *err)
 {
     int code = x->err;

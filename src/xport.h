@@ -52,6 +52,14 @@ ssize_t tlsock__xport_write(struct tlsock__xport *x, const void *buf, size_t len
 int tlsock__xport_flush(struct tlsock__xport *x, struct tlsock__err *err);
 /* Copies unconsumed preread bytes if they fit in @p cap; returns how many there are. */
 size_t tlsock__xport_take_unread(struct tlsock__xport *x, void *buf, size_t cap);
+/*
+ * Moves the session to another transport: callbacks when @p io is not NULL, else the socket
+ * @p fd. Collected records must have been flushed; unconsumed preread bytes stay first in line.
+ */
+void tlsock__xport_retarget(struct tlsock__xport *x, const struct tlsock_io *io, int fd);
+/* Puts @p len received bytes back in front of everything else; 0 or TLSOCK_ENOMEM. */
+int tlsock__xport_unshift(struct tlsock__xport *x, const void *data, size_t len,
+                          struct tlsock__err *err);
 /* Reports the transport's own failure exactly (errno, callback code, contract) and clears it. */
 int tlsock__xport_fail(struct tlsock__xport *x, struct tlsock__err *err);
 /* After a retry: the transport's own WANT code (or @p fallback), or its timeout reported. */

@@ -636,25 +636,11 @@ static int gtls_shutdown(void *tls, struct tlsock__err *err)
     return ret == 0 ? tlsock__xport_flush(&c->x, err) : map_error(c, ret, err);
 }
 
-static void gtls_set_cork(void *tls, bool on)
+static struct tlsock__xport *gtls_xport(void *tls)
 {
     struct gtls_conn *c = tls;
 
-    c->x.corked = on;
-}
-
-static int gtls_flush(void *tls, struct tlsock__err *err)
-{
-    struct gtls_conn *c = tls;
-
-    return tlsock__xport_flush(&c->x, err);
-}
-
-static size_t gtls_take_unread(void *tls, void *buf, size_t cap)
-{
-    struct gtls_conn *c = tls;
-
-    return tlsock__xport_take_unread(&c->x, buf, cap);
+    return &c->x;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -848,9 +834,7 @@ const struct tlsock__impl tlsock__gnutls_impl = {
     .read = gtls_read,
     .write = gtls_write,
     .shutdown = gtls_shutdown,
-    .set_cork = gtls_set_cork,
-    .flush = gtls_flush,
-    .take_unread = gtls_take_unread,
+    .xport = gtls_xport,
     .get_info = gtls_get_info,
     .pending = gtls_pending,
     .cert_generate = NULL,

@@ -661,25 +661,11 @@ static int ossl_shutdown(void *tls, struct tlsock__err *err)
     return ret >= 0 ? 0 : map_error(c, ret, err);
 }
 
-static void ossl_set_cork(void *tls, bool on)
+static struct tlsock__xport *ossl_xport(void *tls)
 {
     struct ossl_conn *c = tls;
 
-    c->x.corked = on;
-}
-
-static int ossl_flush(void *tls, struct tlsock__err *err)
-{
-    struct ossl_conn *c = tls;
-
-    return tlsock__xport_flush(&c->x, err);
-}
-
-static size_t ossl_take_unread(void *tls, void *buf, size_t cap)
-{
-    struct ossl_conn *c = tls;
-
-    return tlsock__xport_take_unread(&c->x, buf, cap);
+    return &c->x;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -803,9 +789,7 @@ const struct tlsock__impl tlsock__openssl_impl = {
     .read = ossl_read,
     .write = ossl_write,
     .shutdown = ossl_shutdown,
-    .set_cork = ossl_set_cork,
-    .flush = ossl_flush,
-    .take_unread = ossl_take_unread,
+    .xport = ossl_xport,
     .get_info = ossl_get_info,
     .pending = ossl_pending,
     .cert_generate = tlsock__openssl_cert_generate,

@@ -1,0 +1,253 @@
+/**
+ * @file tlsock/uv.h
+ * @brief Asynchronous TLS connections on a libuv loop: connect, serve, callbacks, timeouts,
+ * backpressure, and hand-off to and from blocking use.
+ *
+ * This is the only tlsock header that includes <uv.h>. Everything runs on the caller's
+ * uv_loop_t, in the loop's thread: every function here must be called from that thread (or
+ * before the loop runs), and every callback is called from the loop, never from within the call
+ * that caused it.
+ *
+ * libuv's rules apply:
+ *   - A function that returns an error calls no callback for that request.
+ *   - Every struct tlsock_uv_conn the library hands out, through an out parameter or through
+ *     on_connect, must be closed exactly once with tlsock_uv_close() (also after an error) or
+ *     given back with tlsock_uv_release(). on_close is then its last callback, and the place to
+ *     free the memory behind its user pointer. The handle itself is freed by tlsock after
+ *     on_close returns.
+ *   - A write's buffer stays the caller's, untouched, until its completion callback; writes
+ *     still pending when the connection closes complete with TLSOCK_ECANCELED.
+ *
+ * Every status and event code is a TLSOCK_E* value from <tlsock.h>; tlsock_uv_errmsg() tells
+ * why. Contexts are the same as for blocking use, and either implementation may be used.
+ */
+#ifndef TLSOCK_UV_H
+#define TLSOCK_UV_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include <tlsock.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** One TLS connection driven by a loop. Opaque. */
+struct tlsock_uv_conn;
+
+/** A TLS server on a loop. Opaque. */
+struct tlsock_uv_server;
+
+/**
+ * The connection is ready (handshake done and verified): @p status is 0. For tlsock_uv_connect()
+ * and tlsock_uv_adopt() a failure is reported here too (TLSOCK_ERESOLVE, TLSOCK_ESYS,
+ * TLSOCK_ETIMEDOUT, TLSOCK_EHANDSHAKE_TIMEOUT, TLSOCK_EVERIFY, TLSOCK_EPROTO, TLSOCK_ECANCELED
+ * if closed first...); the handle must still be closed. A server calls it only with 0, for each
+ * client whose handshake succeeded; the handle is then the application's.
+ */
+typedef void (*tlsock_uv_connect_cb)(struct tlsock_uv_conn *conn, int status);
+
+/** Application data as it arrives. @p data is valid only during the call. */
+typedef void (*tlsock_uv_read_cb)(struct tlsock_uv_conn *conn, const void *data, size_t len);
+
+/**
+ * The end of the incoming stream, or an error, after the connection was ready:
+ *   - TLSOCK_ECLOSED: the peer sent close_notify. Nothing more will be read; writing may go on.
+ *   - TLSOCK_ETRUNCATED: the stream ended without close_notify (it may have been cut short).
+ *   - TLSOCK_ETIMEDOUT: nothing arrived for read_idle_timeout_ms, or a write stayed pending for
+ *     write_timeout_ms.
+ *   - TLSOCK_EPROTO (an alert, named by tlsock_uv_errmsg()), TLSOCK_ESYS (reset...), ...
+ * After any code but TLSOCK_ECLOSED the connection is dead: reading has stopped, writes fail
+ * and pending ones complete with TLSOCK_ECANCELED when it is closed. Close it.
+ */
+typedef void (*tlsock_uv_event_cb)(struct tlsock_uv_conn *conn, int code);
+
+/**
+ * A write finished: @p status is 0 once all its bytes were handed to the kernel, or
+ * TLSOCK_ECANCELED, TLSOCK_ETIMEDOUT, TLSOCK_ESYS... @p write_arg is tlsock_uv_write()'s.
+ */
+typedef void (*tlsock_uv_write_cb)(struct tlsock_uv_conn *conn, void *write_arg, int status);
+
+/** The connection is closed: its last callback. The handle is freed after it returns. */
+typedef void (*tlsock_uv_close_cb)(struct tlsock_uv_conn *conn);
+
+/**
+ * A server's client failed before it was handed to the application (handshake or verification
+ * failure, handshake timeout, reset, accept(2) error). The server goes on; the client's
+ * connection is already closed. @p message is valid only during the call.
+ */
+typedef void (*tlsock_uv_accept_error_cb)(struct tlsock_uv_server *server, int code,
+                                          const char *message);
+
+/** The server is closed; it is freed after this returns. */
+typedef void (*tlsock_uv_server_close_cb)(struct tlsock_uv_server *server);
+
+/**
+ * tlsock_uv_release() finished. On success (@p status 0) @p blocking is the same TLS session,
+ * for blocking use, owned by the caller (tlsock_close()); the async handle @p conn is freed
+ * after this returns, with no on_close. On failure @p blocking is NULL and @p conn stays: close
+ * it.
+ */
+typedef void (*tlsock_uv_release_cb)(struct tlsock_uv_conn *conn, struct tlsock_conn *blocking,
+                                     int status);
+
+/** Options of an async connection or server; copied by the call that takes them. */
+struct tlsock_uv_opts {
+    size_t size;           /**< sizeof(struct tlsock_uv_opts); TLSOCK_UV_OPTS_INIT sets it. */
+    struct tlsock_opts tls; /**< servername, verify_name, connect_timeout_ms (TCP connect) and
+                                 handshake_timeout_ms (0: the context's) apply; timeout_ms and
+                                 preread do not (see the timeouts below). */
+    tlsock_uv_connect_cb on_connect;           /**< ready, or failed to get ready */
+    tlsock_uv_read_cb on_read;                 /**< data; NULL: discard it */
+    tlsock_uv_event_cb on_event;               /**< end of stream and errors */
+    tlsock_uv_write_cb on_write;               /**< write completions; may be NULL */
+    tlsock_uv_close_cb on_close;               /**< closed; may be NULL */
+    tlsock_uv_accept_error_cb on_accept_error; /**< servers: a client failed; may be NULL */
+    int read_idle_timeout_ms; /**< TLSOCK_ETIMEDOUT event when nothing arrives for this long
+                                   while reading (not while stopped by tlsock_uv_read_stop());
+                                   0: none. */
+    int write_timeout_ms;     /**< TLSOCK_ETIMEDOUT event when written data has waited this long
+                                   to reach the kernel (the peer does not read); also bounds the
+                                   flush in tlsock_uv_close() (5 s if 0). 0: none. */
+    const void *initial_data; /**< Sent right after the handshake, before on_connect; copied. */
+    size_t initial_len;       /**< Length of @c initial_data. */
+    bool reuseport;           /**< Servers: bind with SO_REUSEPORT, so that several servers (one
+                                   loop per thread) share the port and the kernel spreads the
+                                   clients among them. */
+    void *user;               /**< The user pointer of the connection (and of the server). */
+};
+
+/** Default options: no callbacks, no timeouts but the context's handshake timeout. */
+#define TLSOCK_UV_OPTS_INIT                                                                        \
+    {                                                                                              \
+        .size = sizeof(struct tlsock_uv_opts), .tls = TLSOCK_OPTS_INIT                             \
+    }
+
+/**
+ * Connects to @p host:@p port and runs the TLS handshake, without blocking the loop (the name is
+ * resolved on libuv's thread pool; each address is tried in turn). on_connect reports the
+ * outcome. The client verifies the server as tlsock_connect() does.
+ *
+ * @param ctx  a client context; referenced (and frozen) by the connection.
+ * @param out  receives the handle at once, so that the attempt can be cancelled with
+ *             tlsock_uv_close() (on_connect then gets TLSOCK_ECANCELED).
+ * @return 0; TLSOCK_EINVAL (bad arguments, no on_connect), TLSOCK_ENOMEM, TLSOCK_ECONFIG.
+ */
+TLSOCK_API int tlsock_uv_connect(uv_loop_t *loop, struct tlsock_ctx *ctx, const char *host,
+                                 uint16_t port, const struct tlsock_uv_opts *opts,
+                                 struct tlsock_uv_conn **out);
+
+/**
+ * Serves TLS on @p host:@p port (as tlsock_listen(): NULL for every address, port 0 for a free
+ * one, see tlsock_uv_server_port()). Each client's handshake runs on the loop, bounded by the
+ * handshake timeout; clients that fail go to on_accept_error and the others to on_connect, with
+ * the options' callbacks, timeouts and user pointer (tlsock_uv_set_user() may change it).
+ *
+ * @param ctx      a server context with a certificate; referenced and frozen.
+ * @param backlog  listen(2) backlog; 0 for a default.
+ * @return 0; TLSOCK_EINVAL (no on_connect), TLSOCK_ECONFIG (no certificate), TLSOCK_ERESOLVE,
+ *         TLSOCK_ESYS (address in use...), TLSOCK_ENOMEM.
+ */
+TLSOCK_API int tlsock_uv_serve(uv_loop_t *loop, struct tlsock_ctx *ctx, const char *host,
+                               uint16_t port, int backlog, const struct tlsock_uv_opts *opts,
+                               struct tlsock_uv_server **out);
+
+/** The port a server is bound to. */
+TLSOCK_API uint16_t tlsock_uv_server_port(const struct tlsock_uv_server *server);
+
+/** The server's user pointer (opts.user). */
+TLSOCK_API void *tlsock_uv_server_user(const struct tlsock_uv_server *server);
+
+/**
+ * Closes a server gracefully: it stops accepting at once; clients still in their handshake
+ * finish it (or time out) and go to on_connect or on_accept_error as usual; connections already
+ * handed to the application are not touched. @p cb (may be NULL) is called when nothing of the
+ * server is left. Calling it twice is a no-op.
+ */
+TLSOCK_API void tlsock_uv_server_close(struct tlsock_uv_server *server,
+                                       tlsock_uv_server_close_cb cb);
+
+/**
+ * Encrypts @p len bytes and queues them. on_write(conn, @p write_arg, status) is called once
+ * they reached the kernel (or failed). Writes are sent in order; before the handshake is done
+ * they wait for it. The buffer must stay valid and unchanged until on_write.
+ * @return 0; TLSOCK_EINVAL (closing, or after the connection died: see the event),
+ *         TLSOCK_ENOMEM. On error no callback is called.
+ */
+TLSOCK_API int tlsock_uv_write(struct tlsock_uv_conn *conn, const void *buf, size_t len,
+                               void *write_arg);
+
+/**
+ * Bytes written with tlsock_uv_write() that have not reached the kernel yet: a writer that
+ * produces faster than the peer reads stops when this grows (backpressure).
+ */
+TLSOCK_API size_t tlsock_uv_write_queue_size(const struct tlsock_uv_conn *conn);
+
+/**
+ * Stops reading from the peer (backpressure: the kernel's buffers fill and TCP slows the peer
+ * down). No on_read is called until tlsock_uv_read_start(); the idle timeout is suspended.
+ */
+TLSOCK_API int tlsock_uv_read_stop(struct tlsock_uv_conn *conn);
+
+/** Resumes reading; data TLS already holds is delivered first. Reading starts by itself. */
+TLSOCK_API int tlsock_uv_read_start(struct tlsock_uv_conn *conn);
+
+/**
+ * Closes the connection: stops reading, lets queued writes reach the peer (bounded by
+ * write_timeout_ms, 5 s if none), sends close_notify if the session is healthy, closes the
+ * socket, completes what is still pending with TLSOCK_ECANCELED, then calls on_close.
+ * Calling it again, or from within a callback, is safe. Accepts NULL.
+ */
+TLSOCK_API void tlsock_uv_close(struct tlsock_uv_conn *conn);
+
+/**
+ * Moves a blocking connection onto @p loop (blocking to async). @p conn must run over a socket
+ * (tlsock_connect(), tlsock_accept(), tlsock_attach_fd()) and no call may be in progress on it.
+ * Nothing is lost: data TLS already decrypted is delivered by the first on_read, and the rest
+ * is read from the socket. If the handshake is not done it runs on the loop. on_connect(conn, 0)
+ * (or an error) follows from the loop as for tlsock_uv_connect().
+ *
+ * On success the async handle owns @p conn: do not use or close it any more (tlsock_uv_close()
+ * closes both; tlsock_uv_release() gives it back). The socket stays the one @p conn had, and is
+ * closed only if @p conn owned it. On error @p conn is unchanged and still the caller's.
+ */
+TLSOCK_API int tlsock_uv_adopt(uv_loop_t *loop, struct tlsock_conn *conn,
+                               const struct tlsock_uv_opts *opts, struct tlsock_uv_conn **out);
+
+/**
+ * Gives the connection back for blocking use (async to blocking): stops reading, waits until
+ * the queued writes have reached the kernel, then calls @p cb with the blocking connection.
+ * Nothing is lost: bytes the loop read but TLS has not used are read first by the blocking
+ * connection, and decrypted data not yet delivered stays in it (tlsock_pending()).
+ * @return 0; TLSOCK_EINVAL (not ready, dead, closing, or @p cb NULL): no callback then.
+ */
+TLSOCK_API int tlsock_uv_release(struct tlsock_uv_conn *conn, tlsock_uv_release_cb cb);
+
+/** The connection's user pointer. */
+TLSOCK_API void *tlsock_uv_user(const struct tlsock_uv_conn *conn);
+
+/** Sets the connection's user pointer (a server's connections start with the server's). */
+TLSOCK_API void tlsock_uv_set_user(struct tlsock_uv_conn *conn, void *user);
+
+/** The loop the connection runs on. */
+TLSOCK_API uv_loop_t *tlsock_uv_loop(const struct tlsock_uv_conn *conn);
+
+/**
+ * The TLS session underneath, for tlsock_conn_info() and tlsock_conn_native() once on_connect
+ * reported 0. Never read, write or close it: the loop drives it. NULL before the TCP connection
+ * exists.
+ */
+TLSOCK_API struct tlsock_conn *tlsock_uv_tls(struct tlsock_uv_conn *conn);
+
+/** Detail of the connection's last error, "" if none. Valid until on_close returns. */
+TLSOCK_API const char *tlsock_uv_errmsg(const struct tlsock_uv_conn *conn);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TLSOCK_UV_H */
