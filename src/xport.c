@@ -1,8 +1,10 @@
 /*
  * The byte mover every implementation uses; see xport.h.
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "internal.h"
 #include "xport.h"
@@ -123,6 +125,84 @@ ssize_t tlsock__xport_write(struct tlsock__xport *x, const void *buf, size_t len
     memcpy(x->wbuf + x->wlen, buf, len);
     x->wlen += len;
     return (ssize_t)len;
+}
+
+/*
+ * One sendmsg on the non-blocking socket, with tlsock__sock_send's contract: bytes sent, a WANT
+ * code when it would block, or TLSOCK_ESYS with the errno kept. MSG_NOSIGNAL, EINTR restarted.
+ */
+static ssize_t sock_sendmsg(int fd, const struct iovec *iov, int n, int *sys_errno)
+{
+    /* sendmsg only reads the vectors; msghdr just has no const member for them. */
+    struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n};
+
+    for (;;) {
+        ssize_t sent = sendmsg(fd, &msg, MSG_NOSIGNAL);
+        if (sent >= 0) {
+            return sent;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            return TLSOCK_EWANT_WRITE;
+        }
+        if (errno != EINTR) {
+            *sys_errno = errno;
+            return TLSOCK_ESYS;
+        }
+    }
+}
+
+/*
+ * The buffers one at a time through tlsock__xport_write, which collects them while corked and
+ * keeps collected records first. Callbacks are asked again for the rest of a buffer they took
+ * part of, as GnuTLS's own loop over a plain push function asks: a short write from a callback
+ * is not a "not now", and GnuTLS would otherwise re-enter its state machine for every piece. A
+ * socket's short write is one (its buffer is full), so it ends the call there, like sendmsg.
+ */
+static ssize_t write_each(struct tlsock__xport *x, const struct iovec *iov, int n)
+{
+    size_t taken = 0;
+
+    for (int i = 0; i < n; i++) {
+        const unsigned char *p = iov[i].iov_base;
+        size_t off = 0;
+        while (off < iov[i].iov_len) {
+            ssize_t w = tlsock__xport_write(x, p + off, iov[i].iov_len - off);
+            if (w < 0) {
+                /* What was taken is reported; the retry or failure stays in want/err. */
+                return taken > 0 ? (ssize_t)taken : w;
+            }
+            off += (size_t)w;
+            taken += (size_t)w;
+            if (off < iov[i].iov_len && !x->use_io) {
+                return (ssize_t)taken;
+            }
+        }
+    }
+    return (ssize_t)taken;
+}
+
+ssize_t tlsock__xport_writev(struct tlsock__xport *x, const struct iovec *iov, int n)
+{
+    size_t total = 0;
+
+    for (int i = 0; i < n; i++) {
+        total += iov[i].iov_len;
+    }
+    if (total == 0) {
+        return 0;
+    }
+    /* One buffer goes out exactly as tlsock__xport_write sends it (send, not sendmsg). */
+    if (x->use_io || x->corked || n == 1) {
+        return write_each(x, iov, n);
+    }
+    /* Collected records go first, never overtaken (see tlsock__xport_write). */
+    if (x->wlen > 0) {
+        ssize_t r = flush_collected(x);
+        if (r < 0) {
+            return r;
+        }
+    }
+    return outcome(x, sock_sendmsg(x->fd, iov, n, &x->sys_errno), total, false);
 }
 
 int tlsock__xport_flush(struct tlsock__xport *x, struct tlsock__err *err)

@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include "impl.h"
 
@@ -48,6 +49,14 @@ void tlsock__xport_free(struct tlsock__xport *x);
 ssize_t tlsock__xport_read(struct tlsock__xport *x, void *buf, size_t len);
 /* >0 bytes taken, TLSOCK__XPORT_RETRY or TLSOCK__XPORT_FAILED. Collects them while corked. */
 ssize_t tlsock__xport_write(struct tlsock__xport *x, const void *buf, size_t len);
+/*
+ * The @p n buffers of @p iov in order, as one write: bytes taken from their start (fewer than
+ * their sum when the transport took part), 0 if they hold no bytes, TLSOCK__XPORT_RETRY or
+ * TLSOCK__XPORT_FAILED. On the socket, uncorked, several buffers leave in one sendmsg; callbacks
+ * and corked writes take them one by one as tlsock__xport_write does. When a retry or failure
+ * follows bytes already taken, the count is returned and the outcome stays in want/err.
+ */
+ssize_t tlsock__xport_writev(struct tlsock__xport *x, const struct iovec *iov, int n);
 /* Hands collected records to the transport: 0, a WANT code, or an error (reported in @p err). */
 int tlsock__xport_flush(struct tlsock__xport *x, struct tlsock__err *err);
 /* Copies unconsumed preread bytes if they fit in @p cap; returns how many there are. */

@@ -489,6 +489,7 @@ struct ring_end {
     bool in_eof; /* the peer ended the stream: reads return 0 once @c in is empty */
     struct fault read_fault;
     struct fault write_fault;
+    size_t max_write;   /* > 0: a write call takes at most this many bytes */
     size_t write_calls; /* write calls that took bytes */
     size_t write_bytes;
     size_t want_writes;       /* write calls answered with EWANT_WRITE */
@@ -553,6 +554,9 @@ static ssize_t ring_write(void *user, const void *buf, size_t len)
     ssize_t rc;
 
     note_deadline(e);
+    if (e->max_write > 0 && allow > e->max_write) {
+        allow = e->max_write;
+    }
     if (allow == 0) {
         rc = e->write_fault.code;
     } else if (e->out->len == e->out->cap) {
@@ -757,6 +761,47 @@ static void test_ring_buffer(void **state)
     TS_ASSERT_RC(tlsock_read(p->client, &byte, 1, &n), TLSOCK_ECLOSED);
     TS_ASSERT_RC(tlsock_shutdown(p->client), 0);
     TS_ASSERT_RC(tlsock_read(p->server, &byte, 1, &n), TLSOCK_ECLOSED);
+}
+
+/*
+ * Write callbacks that take a few bytes per call (short writes, never "not now"). GnuTLS hands a
+ * whole flight over as one vector; tlsock must ask the callback again for the rest rather than
+ * stop at the first short write, so the handshake takes no more rounds than with callbacks that
+ * take everything, no WANT code is made up, and every record arrives intact.
+ */
+static void test_short_callback_writes(void **state)
+{
+    static const size_t caps[] = {0, 5, 1};
+    int rounds[3] = {0};
+    size_t wants = 0;
+
+    for (size_t i = 0; i < sizeof(caps) / sizeof(caps[0]); i++) {
+        struct ring_pair *p;
+
+        ring_renew(state, i);
+        p = *state;
+        ring_open(p, 65536, NULL);
+        p->cli_end.max_write = p->srv_end.max_write = caps[i];
+        TS_ASSERT_RC_MSG(ring_handshake(p, 20, &rounds[i]), 0, tlsock_conn_errmsg(p->client));
+        print_message("at most %zu bytes per write (0: no limit): handshake in %d rounds, server "
+                      "%zu calls for %zu bytes, client %zu calls for %zu bytes\n",
+                      caps[i], rounds[i], p->srv_end.write_calls, p->srv_end.write_bytes,
+                      p->cli_end.write_calls, p->cli_end.write_bytes);
+        if (caps[i] > 0) {
+            /* The limit really applied: every flight took many calls. */
+            assert_true(p->srv_end.write_calls * caps[i] >= p->srv_end.write_bytes);
+            assert_true(p->cli_end.write_calls * caps[i] >= p->cli_end.write_bytes);
+            assert_int_equal(rounds[i], rounds[0]);
+        }
+        TS_ASSERT_RC_MSG(ring_transfer(p->server, p->client, 40000, 1, &wants), 0,
+                         tlsock_conn_errmsg(p->client));
+        assert_int_equal(wants, 0);
+        TS_ASSERT_RC_MSG(ring_transfer(p->client, p->server, 40000, 2, &wants), 0,
+                         tlsock_conn_errmsg(p->server));
+        assert_int_equal(wants, 0);
+        assert_int_equal(p->cli_end.want_writes, 0);
+        assert_int_equal(p->srv_end.want_writes, 0);
+    }
 }
 
 /* ---- TLS inside TLS -------------------------------------------------------------------------- */
@@ -1455,6 +1500,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stream_callbacks, stream_setup, stream_teardown),
         cmocka_unit_test_setup_teardown(test_stream_read_timeout, stream_setup, stream_teardown),
         cmocka_unit_test_setup_teardown(test_ring_buffer, ring_setup, ring_teardown),
+        cmocka_unit_test_setup_teardown(test_short_callback_writes, ring_setup, ring_teardown),
         cmocka_unit_test_setup_teardown(test_tls_in_tls, nested_setup, nested_teardown),
         cmocka_unit_test_setup_teardown(test_callback_errors, ring_setup, ring_teardown),
         cmocka_unit_test_setup_teardown(test_want_code_from_callback, ring_setup, ring_teardown),

@@ -110,11 +110,29 @@ static int plaintext_alert(const struct gtls_conn *c)
     return -1;
 }
 
-static ssize_t push_func(gnutls_transport_ptr_t ptr, const void *buf, size_t len)
+/*
+ * GnuTLS hands over everything it has queued (a whole handshake flight, ServerHello to Finished)
+ * as one vector, so that the flight leaves in one sendmsg as with its own socket I/O; a plain
+ * push function would be called once per record. A short count makes GnuTLS keep the rest and
+ * return EAGAIN.
+ */
+static ssize_t vec_push_func(gnutls_transport_ptr_t ptr, const giovec_t *iov, int iovcnt)
 {
     struct gtls_conn *c = ptr;
+    ssize_t n;
 
-    return gnutls_outcome(c, tlsock__xport_write(&c->x, buf, len));
+    /* Only this call's "not now" counts below (a want is consumed when reported anyway). */
+    c->x.want = 0;
+    n = tlsock__xport_writev(&c->x, iov, iovcnt);
+    if (n > 0 && c->x.want != 0) {
+        /*
+         * The transport took part, then said "not now": the EAGAIN GnuTLS returns for the rest
+         * is a real would-block, to be reported with the transport's own WANT code rather than
+         * the call repeated at once.
+         */
+        c->blocked = true;
+    }
+    return gnutls_outcome(c, n);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -516,7 +534,7 @@ static int gtls_conn_new(void *nctx, const struct tlsock__conn_params *p, void *
     gnutls_handshake_set_timeout(c->session, 0);
     gnutls_transport_set_ptr(c->session, c);
     gnutls_session_set_ptr(c->session, c);
-    gnutls_transport_set_push_function(c->session, push_func);
+    gnutls_transport_set_vec_push_function(c->session, vec_push_func);
     gnutls_transport_set_pull_function(c->session, pull_func);
     if (p->role == TLSOCK_SERVER) {
         gnutls_handshake_set_hook_function(c->session, GNUTLS_HANDSHAKE_CLIENT_HELLO,
