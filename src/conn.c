@@ -75,8 +75,15 @@ int tlsock__conn_begin(struct tlsock_conn *conn)
     return 0;
 }
 
-/* Fills in SNI and the name to verify for a client connection. */
-static int set_client_names(struct tlsock_conn *conn, const char *host, const struct tlsock_opts *o)
+/* A client's SNI and the name its certificate must match; "" for none. */
+struct client_names {
+    char sni[256];
+    char verify[256];
+};
+
+/* Works out SNI and the name to verify for a client connection. */
+static int client_names(const struct tlsock_ctx *ctx, const char *host, const struct tlsock_opts *o,
+                        struct client_names *out)
 {
     /* RFC 6066 section 3: SNI carries host names only, never IP literals. */
     const char *sni = o->servername;
@@ -87,13 +94,13 @@ static int set_client_names(struct tlsock_conn *conn, const char *host, const st
     if (name == NULL) {
         name = (o->servername != NULL && o->servername[0] != '\0') ? o->servername : host;
     }
-    if ((sni != NULL && strlen(sni) >= sizeof(conn->servername)) ||
-        (name != NULL && strlen(name) >= sizeof(conn->verify_name))) {
+    if ((sni != NULL && strlen(sni) >= sizeof(out->sni)) ||
+        (name != NULL && strlen(name) >= sizeof(out->verify))) {
         return tlsock__fail(NULL, TLSOCK_EINVAL, "server name is too long");
     }
-    strcpy(conn->servername, sni != NULL ? sni : "");
-    strcpy(conn->verify_name, name != NULL ? name : "");
-    if (conn->ctx->verify_mode == TLSOCK_VERIFY_REQUIRED && conn->verify_name[0] == '\0') {
+    strcpy(out->sni, sni != NULL ? sni : "");
+    strcpy(out->verify, name != NULL ? name : "");
+    if (ctx->verify_mode == TLSOCK_VERIFY_REQUIRED && out->verify[0] == '\0') {
         return tlsock__fail(NULL, TLSOCK_EINVAL,
                             "verification needs a host name: set opts.verify_name or "
                             "opts.servername");
@@ -154,8 +161,10 @@ int tlsock__conn_new(struct tlsock_ctx *ctx, const struct tlsock__conn_setup *se
     conn->deadline_ns = INT64_MAX;
     conn->op_deadline_ns = INT64_MAX;
     set_transport(conn, setup, &o);
+    /* The names are only needed here: the session keeps what it uses. */
+    struct client_names names = {"", ""};
     if (ctx->role == TLSOCK_CLIENT) {
-        rc = set_client_names(conn, setup->host, &o);
+        rc = client_names(ctx, setup->host, &o, &names);
         if (rc != 0) {
             goto free_conn;
         }
@@ -173,8 +182,8 @@ int tlsock__conn_new(struct tlsock_ctx *ctx, const struct tlsock__conn_setup *se
         .fd = conn->fd,
         .preread = o.preread,
         .preread_len = o.preread != NULL ? o.preread_len : 0,
-        .servername = conn->servername[0] != '\0' ? conn->servername : NULL,
-        .verify_name = conn->verify_name[0] != '\0' ? conn->verify_name : NULL,
+        .servername = names.sni[0] != '\0' ? names.sni : NULL,
+        .verify_name = names.verify[0] != '\0' ? names.verify : NULL,
         .verify_mode = ctx->verify_mode,
     };
     rc = ctx->impl->conn_new(ctx->native, &params, &conn->tls, &err);
@@ -477,6 +486,7 @@ void tlsock__conn_free(struct tlsock_conn *conn)
     tlsock__buf_free(&conn->mem_in);
     tlsock__buf_free(&conn->mem_out);
     tlsock__buf_free(&conn->stash);
+    free(conn->info);
     tlsock_ctx_free(conn->ctx);
     free(conn);
 }
@@ -546,10 +556,15 @@ int tlsock_conn_info(struct tlsock_conn *conn, const struct tlsock_info **out)
     if (rc != 0) {
         return rc;
     }
-    if (!conn->info_valid) {
-        struct tlsock__info_buf *b = &conn->info_buf;
+    if (conn->info == NULL) {
+        /* Made on demand: a connection nobody asks about does not carry it. */
+        struct tlsock__conn_info *info = calloc(1, sizeof(*info));
+        if (info == NULL) {
+            return tlsock__fail(&conn->err, TLSOCK_ENOMEM, "out of memory for connection info");
+        }
+        struct tlsock__info_buf *b = &info->buf;
         conn->impl->get_info(conn->tls, b);
-        conn->info = (struct tlsock_info){
+        info->pub = (struct tlsock_info){
             .impl = conn->impl->name,
             .version = b->version,
             .cipher = b->cipher,
@@ -562,8 +577,8 @@ int tlsock_conn_info(struct tlsock_conn *conn, const struct tlsock_info **out)
             .verify_message = b->verify_message,
             .resumed = b->resumed,
         };
-        conn->info_valid = true;
+        conn->info = info;
     }
-    *out = &conn->info;
+    *out = &conn->info->pub;
     return 0;
 }

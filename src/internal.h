@@ -106,20 +106,22 @@ struct tlsock_conn {
     bool peer_closed; /* the peer's close_notify arrived */
     int timeout_ms;   /* per operation; TLSOCK_NO_TIMEOUT for none */
     int handshake_timeout_ms;
-    int64_t deadline_ns;        /* absolute, INT64_MAX for none */
-    int64_t op_deadline_ns;     /* of the blocking operation in progress, INT64_MAX for none */
-    size_t write_done;          /* progress of a tlsock_write interrupted by a WANT code */
-    struct tlsock__buf mem_in;  /* memory mode: fed ciphertext */
-    struct tlsock__buf mem_out; /* memory mode: ciphertext to drain */
-    bool mem_eof;               /* memory mode: tlsock_feed_eof was called */
-    int sys_errno;              /* fd-callback transport: errno behind its TLSOCK_ESYS */
-    struct tlsock__buf stash;   /* application data that arrived while detaching */
-    char servername[256];
-    char verify_name[256];
-    bool info_valid;
-    struct tlsock__info_buf info_buf;
-    struct tlsock_info info;
+    int64_t deadline_ns;            /* absolute, INT64_MAX for none */
+    int64_t op_deadline_ns;         /* of the blocking operation in progress, INT64_MAX for none */
+    size_t write_done;              /* progress of a tlsock_write interrupted by a WANT code */
+    struct tlsock__buf mem_in;      /* memory mode: fed ciphertext */
+    struct tlsock__buf mem_out;     /* memory mode: ciphertext to drain */
+    bool mem_eof;                   /* memory mode: tlsock_feed_eof was called */
+    int sys_errno;                  /* fd-callback transport: errno behind its TLSOCK_ESYS */
+    struct tlsock__buf stash;       /* application data that arrived while detaching */
+    struct tlsock__conn_info *info; /* made by the first tlsock_conn_info(), NULL until then */
     struct tlsock__err err;
+};
+
+/* What tlsock_conn_info() returns, and the storage behind its strings. */
+struct tlsock__conn_info {
+    struct tlsock__info_buf buf;
+    struct tlsock_info pub;
 };
 
 /* What a new connection runs over. */
