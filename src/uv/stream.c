@@ -747,7 +747,10 @@ static void close_step(struct tlsock_uv_conn *c)
             }
         }
         c->notify_done = true;
-        if (healthy && c->deferred == 0 && !c->tls->sent_close) {
+        /* A timed-out reader still has a sound session: it says goodbye properly. */
+        bool tls_ok = c->phase == TLSOCK__UV_OPEN && !c->broken && c->deferred == 0 &&
+                      c->tls->state == TLSOCK__OPEN;
+        if (tls_ok && !c->tls->sent_close) {
             int rc = tlsock_shutdown(c->tls);
             (void)rc; /* best effort: the application is done with the connection */
             flush_output(c);
