@@ -798,6 +798,45 @@ static void test_server_close_waits(void **state)
     f->server = NULL; /* freed after its callback */
 }
 
+static int servers_closed;
+
+static void count_server_closed(struct tlsock_uv_server *server)
+{
+    (void)server;
+    servers_closed++;
+}
+
+static bool two_servers_closed(struct fx *f)
+{
+    (void)f;
+    return servers_closed == 2;
+}
+
+/* opts.reuseport: several servers share a port; without it the port is in use. */
+static void test_reuseport(void **state)
+{
+    struct fx *f = *state;
+    struct tlsock_uv_opts o = server_opts(f);
+    struct tlsock_uv_server *a = NULL;
+    struct tlsock_uv_server *b = NULL;
+    struct tlsock_uv_server *c = NULL;
+    uint16_t port;
+
+    o.reuseport = true;
+    TS_ASSERT_RC(tlsock_uv_serve(&f->loop, f->sctx, "127.0.0.1", 0, 0, &o, &a), 0);
+    port = tlsock_uv_server_port(a);
+    TS_ASSERT_RC(tlsock_uv_serve(&f->loop, f->sctx, "127.0.0.1", port, 0, &o, &b), 0);
+    assert_int_equal(tlsock_uv_server_port(b), port);
+    o.reuseport = false;
+    TS_ASSERT_RC(tlsock_uv_serve(&f->loop, f->sctx, "127.0.0.1", port, 0, &o, &c), TLSOCK_ESYS);
+    TS_ASSERT_CONTAINS(tlsock_errmsg(), "in use");
+    assert_null(c);
+    servers_closed = 0;
+    tlsock_uv_server_close(a, count_server_closed);
+    tlsock_uv_server_close(b, count_server_closed);
+    assert_true(run_until(f, two_servers_closed));
+}
+
 /* ---- timeouts and events on a ready connection ---------------------------------------------- */
 
 static bool client_event(struct fx *f)
@@ -1104,6 +1143,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_handshake_timeout_client, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_handshake_timeout_server, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_server_close_waits, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_reuseport, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_read_idle_timeout, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_write_timeout, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_peer_close_notify, fx_setup, fx_teardown),
