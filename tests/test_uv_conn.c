@@ -34,6 +34,7 @@ struct side {
     size_t rx_cap;
     int events;
     int event_codes[8];
+    char event_msg[256]; /* tlsock_uv_errmsg() at the first event */
     int writes_done;
     int writes_ok;
     int writes_canceled;
@@ -157,6 +158,9 @@ static void on_event(struct tlsock_uv_conn *conn, int code)
     s->late_callbacks += s->closes;
     if (s->events < 8) {
         s->event_codes[s->events] = code;
+    }
+    if (s->events == 0) {
+        snprintf(s->event_msg, sizeof(s->event_msg), "%s", tlsock_uv_errmsg(conn));
     }
     s->events++;
     if (s->close_on_event) {
@@ -993,6 +997,7 @@ static void test_close_flushes_pending(void **state)
     connect_client(f);
     assert_true(run_until(f, flushed_and_closed));
     /* The server got every byte, then the close_notify. */
+    TS_ASSERT_RC_MSG(f->srv.event_codes[0], TLSOCK_ECLOSED, f->srv.event_msg);
     assert_int_equal(f->srv.rx_len, MIB + 4);
     assert_true(same_pattern(f->srv.rx, MIB, 7));
     assert_memory_equal(f->srv.rx + MIB, "tail", 4);

@@ -11,11 +11,13 @@
  *     loop below re-checks the state after each callback, and the handle is freed only from
  *     the last close callback (tlsock__uv_maybe_finish), after on_close returned.
  */
+#include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "uv_int.h"
 
@@ -412,6 +414,11 @@ void tlsock__uv_settle(struct tlsock_uv_conn *c)
 /* Received ciphertext while closing is dropped; the peer's EOF lets the close finish. */
 static void closing_read(struct tlsock_uv_conn *c, ssize_t nread)
 {
+    if (nread > 0 && c->shut_done) {
+        /* The peer still talks: closing now would reset it, linger on (the close bound caps
+         * the total). */
+        c->linger_until = uv_now(c->loop) + LINGER_MS;
+    }
     if (nread == UV_EOF) {
         c->eof_seen = true;
         if (c->shut_done) {
@@ -847,6 +854,7 @@ static void shutdown_cb(uv_shutdown_t *req, int status)
         tlsock__uv_close_all(c);
         return;
     }
+    uv_update_time(c->loop); /* the loop's clock is cached: the linger starts now */
     c->linger_until = uv_now(c->loop) + LINGER_MS;
     arm_timer(c);
 }
@@ -874,12 +882,36 @@ void tlsock__uv_close_begin(struct tlsock_uv_conn *c)
     tlsock__uv_settle(c);
 }
 
+/*
+ * Reads and drops what already arrived, right before the socket closes: closing with unread
+ * input makes the kernel reset the connection, and the reset destroys what the peer has not
+ * read yet of ours. Bounded; never on a socket that is not ours to read (borrowed, or handed to
+ * the blocking side by a release).
+ */
+static void drain_socket(struct tlsock_uv_conn *c)
+{
+    char buf[16384];
+    uv_os_fd_t fd = -1;
+
+    if (c->phase < TLSOCK__UV_HANDSHAKING || c->borrowed_fd || c->released || c->eof_seen ||
+        uv_is_closing((uv_handle_t *)&c->tcp) || uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0) {
+        return;
+    }
+    for (int i = 0; i < 64; i++) {
+        ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+        if (n <= 0 && !(n < 0 && errno == EINTR)) {
+            break;
+        }
+    }
+}
+
 void tlsock__uv_close_all(struct tlsock_uv_conn *c)
 {
     if (c->handles_closing) {
         return;
     }
     c->handles_closing = true;
+    drain_socket(c);
     c->reading = false;
     if (c->gai_pending) {
         uv_cancel((uv_req_t *)&c->conn->gai);
