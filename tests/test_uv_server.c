@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -149,6 +150,19 @@ struct env {
 /* The environment of the running test; callbacks check the pointers they get against it. */
 static struct env *cur_env;
 
+/*
+ * <tlsock.h>: "SIGPIPE never kills the process". A test counts SIGPIPEs instead of dying of one,
+ * so that a breach fails the test that caused it (and the others still run).
+ */
+static volatile sig_atomic_t sigpipes;
+static struct sigaction sigpipe_saved;
+
+static void count_sigpipe(int sig)
+{
+    (void)sig;
+    sigpipes++;
+}
+
 __attribute__((format(printf, 2, 3))) static void anomaly(struct env *env, const char *fmt, ...)
 {
     va_list ap;
@@ -168,6 +182,10 @@ static void assert_no_anomaly(struct env *env)
                  env->anomaly);
     }
     assert_int_equal(env->stray, 0);
+    if (sigpipes != 0) {
+        fail_msg("SIGPIPE raised %d time(s): tlsock promises SIGPIPE never kills the process",
+                 (int)sigpipes);
+    }
 }
 
 static void guard_cb(uv_timer_t *timer)
@@ -224,6 +242,13 @@ static int env_setup(void **state)
     int rc = -1;
 
     if (env != NULL && uv_loop_init(&env->loop) == 0) {
+        struct sigaction sa;
+
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_handler = count_sigpipe;
+        sigemptyset(&sa.sa_mask);
+        sigpipes = 0;
+        sigaction(SIGPIPE, &sa, &sigpipe_saved);
         uv_timer_init(&env->loop, &env->guard);
         env->guard.data = env;
         uv_async_init(&env->loop, &env->wake, wake_cb);
@@ -353,6 +378,11 @@ static int env_teardown(void **state)
                     env->anomaly);
         rc = -1;
     }
+    if (sigpipes != 0) {
+        print_error("teardown: SIGPIPE raised %d time(s)\n", (int)sigpipes);
+        rc = -1;
+    }
+    sigaction(SIGPIPE, &sigpipe_saved, NULL);
     for (int i = 0; i < env->npeers; i++) {
         free(env->peers[i].tx);
         free(env->peers[i].rx);
