@@ -2435,9 +2435,6 @@ static void test_pending_writes_canceled(void **state)
 
 int main(void)
 {
-    if (getenv("TS_FILTER") != NULL) {
-        cmocka_set_test_filter(getenv("TS_FILTER"));
-    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_slow_handshake_clients, env_setup, env_teardown),
         cmocka_unit_test_setup_teardown(test_reset_mid_handshake, env_setup, env_teardown),
