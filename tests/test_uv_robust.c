@@ -1932,9 +1932,15 @@ static void close_twice_in_connect(struct peer *p, int status)
     tlsock_uv_close(p->conn);
 }
 
+static struct wbuf write_in_close;
+
 static void close_again_in_close(struct peer *p)
 {
     tlsock_uv_close(p->conn);
+    /* Closed: a write is refused, and calls nothing back. */
+    if (peer_write_buf(p, &write_in_close, "z", 1) != TLSOCK_EINVAL) {
+        anomaly(p->env, "peer %d: tlsock_uv_write() in on_close did not fail with EINVAL", p->id);
+    }
 }
 
 static void close_in_read(struct peer *p, const unsigned char *data, size_t len)
@@ -2087,6 +2093,7 @@ static void test_close_inside_callbacks(void **state)
             assert_int_equal(env_setup(state), 0);
         }
         env = *state;
+        memset(&write_in_close, 0, sizeof(write_in_close));
         make_contexts(env);
         s = serve_ok(env, 0, env->sctx, &c->server, NULL);
         port = s->port;
@@ -2124,6 +2131,7 @@ static void test_close_inside_callbacks(void **state)
             assert_int_equal(env->naerr, 0);
         }
         run_for(env, 20);
+        assert_int_equal(write_in_close.completions, 0);
         assert_no_anomaly(env);
     }
 }
@@ -2263,6 +2271,8 @@ static struct {
     int canceled_before_close;
     int dead_write_rc;
     struct wbuf dead_write;
+    struct wbuf during_close[PUMP_MAX_WRITES];
+    int writes_accepted_during_close;
 } pump;
 
 static unsigned char pump_chunk[PUMP_CHUNK];
@@ -2291,9 +2301,19 @@ static void pump_start(struct peer *p, int status)
 
 static void pump_written(struct peer *p, struct wbuf *w, int status)
 {
-    (void)w;
     if (status == TLSOCK_ECANCELED && !p->close_called) {
         pump.canceled_before_close++;
+    }
+    if (status == TLSOCK_ECANCELED) {
+        /* From within the close's own cancellations: closing again is safe, and a new write
+         * fails at once without a callback. */
+        int k = (int)(w - pump.w);
+
+        tlsock_uv_close(p->conn);
+        if (k >= 0 && k < PUMP_MAX_WRITES &&
+            peer_write_buf(p, &pump.during_close[k], "y", 1) != TLSOCK_EINVAL) {
+            pump.writes_accepted_during_close++;
+        }
     }
     if (status == 0) {
         pump_top_up(p);
@@ -2423,6 +2443,10 @@ static void test_pending_writes_canceled(void **state)
         print_message("  %d pending at the close, %d completed with ECANCELED\n", pending_at_close,
                       canceled);
         assert_int_equal(pump.dead_write.completions, 0);
+        assert_int_equal(pump.writes_accepted_during_close, 0);
+        for (int k = 0; k < PUMP_MAX_WRITES; k++) {
+            assert_int_equal(pump.during_close[k].completions, 0);
+        }
         assert_true(canceled >= pending_at_close - 1);
         assert_true(canceled > 0);
         if (c->reset) {

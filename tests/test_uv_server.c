@@ -62,6 +62,8 @@ struct srv {
     int connects;
     int accept_errors;
     int connects_at_close_cb;
+    int accept_errors_at_close_cb;
+    int64_t close_cb_ms;
     int open_peers_at_close_cb;
     void (*on_accept_error)(struct srv *s, int code);
     void (*on_server_close)(struct srv *s, struct tlsock_uv_server *server);
@@ -93,6 +95,8 @@ struct peer {
     int writes_done;
     int write_errors;
     int64_t echoed_ms;
+    int64_t connected_ms;
+    int64_t event_ms;
 };
 
 /* A write's write_arg. Heap ones are freed when they complete. */
@@ -145,6 +149,7 @@ struct env {
     atomic_int threads_running;
     int raw[MAX_RAW];
     struct ts_gate gate;
+    const char *host; /* where servers listen and clients connect: 127.0.0.1 unless a test says */
 };
 
 /* The environment of the running test; callbacks check the pointers they get against it. */
@@ -281,6 +286,7 @@ static int env_setup(void **state)
         uv_async_init(&env->loop, &env->wake, wake_cb);
         env->wake.data = env;
         ts_gate_init(&env->gate);
+        env->host = "127.0.0.1";
         atomic_init(&env->threads_running, 0);
         for (int i = 0; i < MAX_RAW; i++) {
             env->raw[i] = -1;
@@ -592,6 +598,7 @@ static void on_client_connect(struct tlsock_uv_conn *conn, int status)
     if (status != 0) {
         snprintf(p->connect_msg, sizeof(p->connect_msg), "%s", tlsock_uv_errmsg(conn));
     } else {
+        p->connected_ms = tlsock_now_ms();
         check_ready(p, conn, TLSOCK_CLIENT);
     }
     if (p->hooks.on_connect != NULL) {
@@ -637,6 +644,7 @@ static void on_server_connect(struct tlsock_uv_conn *conn, int status)
     p->hooks = s->hooks;
     p->connects = 1;
     p->connect_rc = status;
+    p->connected_ms = tlsock_now_ms();
     tlsock_uv_set_user(conn, p);
     if (tlsock_uv_user(conn) != p) {
         anomaly(env, "tlsock_uv_set_user() did not stick");
@@ -705,6 +713,7 @@ static void on_event(struct tlsock_uv_conn *conn, int code)
     }
     if (p->events == 1) {
         p->event_rc = code;
+        p->event_ms = tlsock_now_ms();
         snprintf(p->event_msg, sizeof(p->event_msg), "%s", tlsock_uv_errmsg(conn));
     }
     if (p->hooks.on_event != NULL) {
@@ -819,6 +828,8 @@ static void srv_close_cb(struct tlsock_uv_server *server)
         anomaly(env, "server close callback without tlsock_uv_server_close()");
     }
     s->connects_at_close_cb = s->connects;
+    s->accept_errors_at_close_cb = s->accept_errors;
+    s->close_cb_ms = tlsock_now_ms();
     for (int i = 0; i < env->npeers; i++) {
         if (env->peers[i].srv == s && env->peers[i].conn != NULL) {
             s->open_peers_at_close_cb++;
@@ -952,7 +963,7 @@ static bool echoed(const struct peer *p)
 
 /* ---- starting things ------------------------------------------------------------------------- */
 
-/* Serves @p ctx on 127.0.0.1 port @p port as env->srvs[@p index]; returns the call's result. */
+/* Serves @p ctx on env->host port @p port as env->srvs[@p index]; returns the call's result. */
 static int serve(struct env *env, int index, struct tlsock_ctx *ctx, uint16_t port,
                  const struct hooks *hooks, const struct tlsock_uv_opts *extra)
 {
@@ -971,7 +982,7 @@ static int serve(struct env *env, int index, struct tlsock_ctx *ctx, uint16_t po
     opts.on_close = on_close;
     opts.on_accept_error = on_accept_error;
     opts.user = s;
-    rc = tlsock_uv_serve(&env->loop, ctx, "127.0.0.1", port, 0, &opts, &server);
+    rc = tlsock_uv_serve(&env->loop, ctx, env->host, port, 0, &opts, &server);
     if (rc == 0) {
         s->server = server;
         s->port = tlsock_uv_server_port(server);
@@ -999,7 +1010,7 @@ static void server_close(struct srv *s)
     }
 }
 
-/* An async client of 127.0.0.1:@p port sending @p tx_len bytes of pattern @p seed. */
+/* An async client of env->host:@p port sending @p tx_len bytes of pattern @p seed. */
 static struct peer *client_start(struct env *env, struct tlsock_ctx *ctx, uint16_t port,
                                  const struct hooks *hooks, size_t tx_len, unsigned seed)
 {
@@ -1016,7 +1027,7 @@ static struct peer *client_start(struct env *env, struct tlsock_ctx *ctx, uint16
     }
     opts = base_opts(p);
     opts.on_connect = on_client_connect;
-    TS_ASSERT_RC(tlsock_uv_connect(&env->loop, ctx, "127.0.0.1", port, &opts, &p->conn), 0);
+    TS_ASSERT_RC(tlsock_uv_connect(&env->loop, ctx, env->host, port, &opts, &p->conn), 0);
     assert_non_null(p->conn);
     return p;
 }
@@ -1649,6 +1660,62 @@ static void test_graceful_close(void **state)
     free(lc);
 }
 
+/*
+ * Clients in their handshake when the server closes and that then fail: one resets, one stays
+ * silent until the handshake timeout. Both still go to on_accept_error, and the close callback
+ * waits for both (not before the silent one's timeout).
+ */
+static void test_close_waits_for_failing_handshakes(void **state)
+{
+    struct env *env = *state;
+    struct tlsock_uv_opts opts = base_opts(NULL);
+    static const char half[] = "\x16\x03\x01\x01\x00\x01\x00\x00\xfc\x03\x03";
+    bool seen_esys = false;
+    bool seen_timeout = false;
+    int64_t start;
+    struct srv *s;
+    int resetter = -1;
+    int silent = -1;
+
+    make_contexts(env);
+    opts.tls.handshake_timeout_ms = SILENT_TIMEOUT_MS;
+    s = serve_ok(env, 0, env->sctx, &echo_server, &opts);
+    start = tlsock_now_ms();
+    assert_int_equal(ts_raw_connect("127.0.0.1", s->port, 0, &resetter), 0);
+    raw_track(env, resetter);
+    assert_int_equal(send(resetter, half, sizeof(half) - 1, MSG_NOSIGNAL),
+                     (ssize_t)(sizeof(half) - 1));
+    assert_int_equal(ts_raw_connect("127.0.0.1", s->port, 0, &silent), 0);
+    raw_track(env, silent);
+    /* FIFO accept queue: once this later client is served, both are in their handshake. */
+    assert_serves_good_client(env, s, env->cctx);
+    assert_int_equal(env->naerr, 0);
+
+    server_close(s);
+    {
+        struct linger lg = {.l_onoff = 1, .l_linger = 0};
+
+        assert_int_equal(setsockopt(resetter, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)), 0);
+        raw_close(env, resetter);
+    }
+    RUN_UNTIL(env, s->close_cbs == 1, SILENT_TIMEOUT_MS + WAIT_MS);
+    assert_int_equal(s->accept_errors_at_close_cb, 2);
+    for (int i = 0; i < env->naerr; i++) {
+        seen_esys = seen_esys || env->aerr[i].code == TLSOCK_ESYS;
+        seen_timeout = seen_timeout || env->aerr[i].code == TLSOCK_EHANDSHAKE_TIMEOUT;
+        print_message("  accept error: %s (%s)\n", ts_rc_name(env->aerr[i].code), env->aerr[i].msg);
+    }
+    assert_true(seen_esys);
+    assert_true(seen_timeout);
+    if (s->close_cb_ms - start < SILENT_TIMEOUT_MS - 5) {
+        fail_msg("the close callback came after %lld ms, before the silent client's %d ms "
+                 "handshake timeout",
+                 (long long)(s->close_cb_ms - start), SILENT_TIMEOUT_MS);
+    }
+    assert_int_equal(s->connects, 1);
+    assert_no_anomaly(env);
+}
+
 /* ---- SO_REUSEPORT ---------------------------------------------------------------------------- */
 
 #define REUSEPORT_CLIENTS 32
@@ -1745,6 +1812,78 @@ static void test_port_in_use(void **state)
     assert_no_anomaly(env);
 }
 
+/* ---- the server's options reach its connections --------------------------------------------- */
+
+#define IDLE_MS 400
+
+static const char welcome[] = "welcome\n";
+
+/*
+ * What tlsock_uv_serve() is given applies to each connection it hands over: initial_data is sent
+ * right after each handshake, before anything else; read_idle_timeout_ms ends a connection that
+ * says nothing (ETIMEDOUT, not before its time); the user pointer starts as the server's (checked
+ * by on_server_connect for every test).
+ */
+static void test_options_reach_connections(void **state)
+{
+    static const struct hooks reader = {.on_event = close_on_event};
+    struct env *env = *state;
+    struct tlsock_uv_opts opts = base_opts(NULL);
+    struct peer *clients[3];
+    struct srv *s;
+
+    make_contexts(env);
+    opts.initial_data = welcome;
+    opts.initial_len = sizeof(welcome) - 1;
+    opts.read_idle_timeout_ms = IDLE_MS;
+    s = serve_ok(env, 0, env->sctx, &echo_server, &opts);
+    for (int i = 0; i < 3; i++) {
+        clients[i] = client_start(env, env->cctx, s->port, &reader, 0, 0);
+    }
+    RUN_UNTIL(env, conns_closed(env), WAIT_MS);
+    assert_int_equal(s->connects, 3);
+    for (int i = 0; i < 3; i++) {
+        struct peer *c = clients[i];
+
+        TS_ASSERT_RC_MSG(c->connect_rc, 0, c->connect_msg);
+        assert_int_equal(c->rx_len, sizeof(welcome) - 1);
+        assert_memory_equal(c->rx, welcome, sizeof(welcome) - 1);
+        /* The server ended it: the client saw the end of the stream. */
+        assert_int_equal(c->events, 1);
+    }
+    for (int i = 0; i < env->npeers; i++) {
+        struct peer *p = &env->peers[i];
+
+        if (p->srv == s) {
+            TS_ASSERT_RC_MSG(p->event_rc, TLSOCK_ETIMEDOUT, p->event_msg);
+            if (p->event_ms - p->connected_ms < IDLE_MS - 5) {
+                fail_msg("read idle timeout after %lld ms, before its %d ms",
+                         (long long)(p->event_ms - p->connected_ms), IDLE_MS);
+            }
+        }
+    }
+    assert_int_equal(env->naerr, 0);
+    assert_no_anomaly(env);
+}
+
+/* ---- IPv6 loopback --------------------------------------------------------------------------- */
+
+static void test_ipv6_loopback(void **state)
+{
+    struct env *env = *state;
+    struct srv *s;
+
+    if (!ts_ipv6_available()) {
+        print_message("SKIPPED: no IPv6 loopback (::1) on this machine\n");
+        skip();
+    }
+    env->host = "::1";
+    make_contexts(env);
+    s = serve_ok(env, 0, env->sctx, &echo_server, NULL);
+    assert_serves_good_client(env, s, env->cctx);
+    assert_no_anomaly(env);
+}
+
 /* ---- calls that fail call nothing back ------------------------------------------------------- */
 
 static void test_errors_call_no_callback(void **state)
@@ -1807,8 +1946,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_accept_error_garbage, env_setup, env_teardown),
         cmocka_unit_test_setup_teardown(test_accept_error_silent_client, env_setup, env_teardown),
         cmocka_unit_test_setup_teardown(test_graceful_close, env_setup, env_teardown),
+        cmocka_unit_test_setup_teardown(test_close_waits_for_failing_handshakes, env_setup,
+                                        env_teardown),
         cmocka_unit_test_setup_teardown(test_reuseport, env_setup, env_teardown),
         cmocka_unit_test_setup_teardown(test_port_in_use, env_setup, env_teardown),
+        cmocka_unit_test_setup_teardown(test_options_reach_connections, env_setup, env_teardown),
+        cmocka_unit_test_setup_teardown(test_ipv6_loopback, env_setup, env_teardown),
         cmocka_unit_test_setup_teardown(test_errors_call_no_callback, env_setup, env_teardown),
     };
 
