@@ -1,8 +1,9 @@
 /*
  * The libuv driver's server (tlsock/uv.h), written from the contract in the header: port 0 and
  * tlsock_uv_server_port(), many clients at once, clients that fail before they are handed over
- * (on_accept_error), graceful tlsock_uv_server_close(), SO_REUSEPORT, and calls that fail
- * without calling back.
+ * (on_accept_error), graceful tlsock_uv_server_close() (also with clients still in, or failing,
+ * their handshake), SO_REUSEPORT, the server's options reaching its connections, IPv6 loopback,
+ * and calls that fail without calling back.
  *
  * Every test runs one loop in the test thread. Callbacks only record what happened (a cmocka
  * failure would longjmp out of uv_run()); the test asserts between runs of the loop. Every wait
