@@ -131,9 +131,13 @@ static void on_signal(uv_signal_t *watcher, int signum)
 {
     (void)watcher;
     (void)signum;
-    tlsock_uv_server_close(server, NULL);
-    uv_close((uv_handle_t *)&sigint_watcher, NULL);
-    uv_close((uv_handle_t *)&sigterm_watcher, NULL);
+    tlsock_uv_server_close(server, NULL); /* a second call is a no-op */
+    /*
+     * The watchers stay (a second signal, as timeout(1) sends, must not kill us), but no
+     * longer keep the loop running.
+     */
+    uv_unref((uv_handle_t *)&sigint_watcher);
+    uv_unref((uv_handle_t *)&sigterm_watcher);
 }
 
 int main(int argc, char **argv)
@@ -180,7 +184,13 @@ int main(int argc, char **argv)
 
     uv_run(loop, UV_RUN_DEFAULT);
 
-    tlsock_ctx_free(ctx); /* the server held its own reference while it ran */
+    /* Closing the watchers restores the default action: we are leaving, ignore more signals. */
+    uv_close((uv_handle_t *)&sigint_watcher, NULL);
+    uv_close((uv_handle_t *)&sigterm_watcher, NULL);
+    signal(SIGINT, SIG_IGN);
+    signal(SIGTERM, SIG_IGN);
+    uv_run(loop, UV_RUN_DEFAULT); /* runs the close callbacks */
+    tlsock_ctx_free(ctx);         /* the server held its own reference while it ran */
     uv_loop_close(loop);
     return 0;
 }

@@ -4,11 +4,12 @@
 It writes TOTAL bytes as fast as the server takes them but reads nothing for the first two
 seconds, then reads the whole echo and compares it with what it sent. TOTAL is 16 MiB more than
 all the kernel's socket buffers on the way can hold (twice tcp_rmem and tcp_wmem at their
-maximum), so a server that stops reading while its echo waits makes the writer block: when the
-reading starts, not everything can have been sent. A server that kept reading (and buffering the
-echo in memory) would have taken all of it.
+maximum per TCP connection, HOPS connections: 2 through a tunnel), so a server (and a tunnel)
+that stops reading while its output waits makes the writer block: when the reading starts, not
+everything can have been sent. One that kept reading (and buffering in memory) would have taken
+all of it.
 
-    bulk_echo_client.py PORT CAFILE
+    bulk_echo_client.py PORT CAFILE [HOPS]
 
 Prints one line of figures and exits 0, or prints why not and exits 1. Bounded to 40 seconds.
 """
@@ -31,7 +32,8 @@ def tcp_max(name):
 
 def main():
     port, cafile = int(sys.argv[1]), sys.argv[2]
-    buffers = 2 * (tcp_max("tcp_rmem") + tcp_max("tcp_wmem"))
+    hops = int(sys.argv[3]) if len(sys.argv) > 3 else 1
+    buffers = hops * 2 * (tcp_max("tcp_rmem") + tcp_max("tcp_wmem"))
     total = buffers + (16 << 20)
     ctx = ssl.create_default_context(cafile=cafile)
     raw = socket.create_connection(("127.0.0.1", port), timeout=10)

@@ -5,6 +5,17 @@
 # (b) half-close: `tlsock connect` sends its input, then close_notify; the tunnel passes that on
 #     as a FIN to a plaintext server that answers only after the end of its input; the answer
 #     comes back, then the tunnel's close_notify (connect exits 0).
+# Backpressure both ways: a client that writes far more than the kernel can buffer before it
+# reads, through the tunnel to a plaintext echo server, gets all of it back intact, and the
+# tunnel stopped taking its data meanwhile.
+start_port echo 'listening on 127\.0\.0\.1:' "$PYTHON3_BIN" "$PLAIN_SERVER" echo
+start_tlsock bulk tunnel --accept 127.0.0.1:0 --connect "127.0.0.1:$PORT" "${CERT[@]}"
+status=0
+"$TIMEOUT_BIN" -k 5 50 "$PYTHON3_BIN" "$(dirname "$0")/bulk_echo_client.py" "$PORT" \
+    "$WORK/certs/ca.pem" 2 >"$WORK/bulk.out" 2>&1 || status=$?
+[ "$status" = 0 ] || fail "bulk echo through the tunnel: $(cat "$WORK/bulk.out")"
+pass "through the tunnel: $(cat "$WORK/bulk.out")"
+
 # (c) TLS origination: curl http://... through `tunnel --tls-connect --ca` to `tlsock serve
 #     --http` and to `openssl s_server -www`, verified.
 # (d) negative: with --tls-connect, a target whose certificate the tunnel does not trust (system
@@ -15,7 +26,7 @@
 source "$(dirname "$0")/lib.sh"
 need PYTHON3_BIN CURL_BIN
 
-HALFCLOSE_SERVER="$(dirname "$0")/halfclose_server.py"
+PLAIN_SERVER="$(dirname "$0")/plain_server.py"
 make_certs "$WORK/certs" localhost,127.0.0.1
 CERT=(--cert "$WORK/certs/cert.pem" --key "$WORK/certs/key.pem")
 CURL=("$TIMEOUT_BIN" -k 5 30 "$CURL_BIN" --silent --show-error --max-time 20)
@@ -54,7 +65,7 @@ wait_for "$WORK/term.err" 'closed \([0-9]+ bytes to' 10 >/dev/null
 pass "curl --cacert https -> tunnel (TLS termination) -> python3 http.server: 2 files intact"
 
 # (b) Half-close: the plaintext server answers only after the end of its input.
-start_port halfclose 'listening on 127\.0\.0\.1:' "$PYTHON3_BIN" "$HALFCLOSE_SERVER"
+start_port halfclose 'listening on 127\.0\.0\.1:' "$PYTHON3_BIN" "$PLAIN_SERVER" halfclose
 HALF_PORT=$PORT
 start_tlsock half tunnel --accept 127.0.0.1:0 --connect "127.0.0.1:$HALF_PORT" "${CERT[@]}"
 HALF_TUNNEL_PORT=$PORT
@@ -67,6 +78,17 @@ status=0
 [ "$status" = 0 ] || fail "tlsock connect through the tunnel exited $status"
 [ "$(cat "$WORK/half.out")" = "$want" ] || fail "half-close: got '$(cat "$WORK/half.out")'"
 pass "close_notify -> FIN through the tunnel; the answer sent after it came back (exit 0)"
+
+# Backpressure both ways: a client that writes far more than the kernel can buffer before it
+# reads, through the tunnel to a plaintext echo server, gets all of it back intact, and the
+# tunnel stopped taking its data meanwhile.
+start_port echo 'listening on 127\.0\.0\.1:' "$PYTHON3_BIN" "$PLAIN_SERVER" echo
+start_tlsock bulk tunnel --accept 127.0.0.1:0 --connect "127.0.0.1:$PORT" "${CERT[@]}"
+status=0
+"$TIMEOUT_BIN" -k 5 50 "$PYTHON3_BIN" "$(dirname "$0")/bulk_echo_client.py" "$PORT" \
+    "$WORK/certs/ca.pem" 2 >"$WORK/bulk.out" 2>&1 || status=$?
+[ "$status" = 0 ] || fail "bulk echo through the tunnel: $(cat "$WORK/bulk.out")"
+pass "through the tunnel: $(cat "$WORK/bulk.out")"
 
 # (c) TLS origination, verified, to `tlsock serve --http` (by name: localhost may be ::1 first,
 # where nothing listens, then 127.0.0.1) and to openssl s_server -www (by address).

@@ -119,8 +119,8 @@ struct sockaddr;
 /* Formats an IPv4 or IPv6 socket address as "ADDR:PORT" or "[ADDR]:PORT" for log lines. */
 void cli_format_sockaddr(const struct sockaddr *sa, char out[CLI_PEER_SIZE]);
 
-/* The peer of socket @p fd as cli_format_sockaddr() writes it, or "unknown peer". */
-void cli_describe_peer(int fd, char out[CLI_PEER_SIZE]);
+/* A name for a client whose address is not known: "client N", N counting from 1. */
+void cli_name_client(char out[CLI_PEER_SIZE]);
 
 /* Prints the negotiated parameters of a session, one "name value" line each, with @p indent. */
 void cli_print_info(FILE *out, const struct tlsock_info *info, const char *indent);

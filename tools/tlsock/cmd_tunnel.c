@@ -335,9 +335,9 @@ static void on_plain_client(uv_stream_t *listener, int status)
     }
     if (err != 0) {
         cli_error("accept", TLSOCK_ESYS, uv_strerror(err));
-        return;
+    } else {
+        tunnel_start_plain(tl, tcp);
     }
-    tunnel_start_plain(tl, tcp);
 }
 
 /* Listens for plaintext clients; *port is the port it got. Reports failures. */

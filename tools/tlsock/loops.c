@@ -54,7 +54,7 @@ static void on_stop_async(uv_async_t *async)
 
     close_handle((uv_handle_t *)async);
     if (loop->stopping) {
-        return;
+        goto done;
     }
     loop->stopping = true;
     loop->ops->stop_accepting(loop);
@@ -63,18 +63,30 @@ static void on_stop_async(uv_async_t *async)
     } else {
         uv_timer_start(&loop->stop_timer, on_grace_over, CLI_LOOP_GRACE_MS, 0);
     }
+done:
+    return;
+}
+
+static void unref_handle(uv_handle_t *handle)
+{
+    if (handle->loop != NULL) {
+        uv_unref(handle);
+    }
 }
 
 static void request_stop(struct cli_loops *loops)
 {
     /*
-     * Once both handles are closed libuv restores the default action, so a second signal
-     * ends the process at once if the graceful stop takes too long for the user.
+     * The handlers stay, so that more signals (timeout(1) and shells send one to the process
+     * and one to its group) change nothing, but no longer keep loop 0 running.
      */
-    close_handle((uv_handle_t *)&loops->sigint);
-    close_handle((uv_handle_t *)&loops->sigterm);
-    for (int i = 0; i < loops->count; i++) {
-        uv_async_send(&loops->loops[i].stop_async);
+    unref_handle((uv_handle_t *)&loops->sigint);
+    unref_handle((uv_handle_t *)&loops->sigterm);
+    if (!loops->stop_requested) {
+        loops->stop_requested = true;
+        for (int i = 0; i < loops->count; i++) {
+            uv_async_send(&loops->loops[i].stop_async);
+        }
     }
 }
 
@@ -172,6 +184,31 @@ int cli_loops_run(struct cli_loops *loops)
     return err;
 }
 
+/*
+ * Closing the handlers makes libuv restore the default action, which would let a late second
+ * signal kill a process that is only leaving: the signals are ignored instead, without a gap.
+ */
+static void close_signals(struct cli_loops *loops)
+{
+    sigset_t stop_signals;
+    sigset_t old_mask;
+    struct sigaction ignore;
+
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    memset(&ignore, 0, sizeof(ignore));
+    ignore.sa_handler = SIG_IGN;
+    pthread_sigmask(SIG_BLOCK, &stop_signals, &old_mask);
+    close_handle((uv_handle_t *)&loops->sigint);
+    close_handle((uv_handle_t *)&loops->sigterm);
+    if (loops->stop_requested) {
+        sigaction(SIGINT, &ignore, NULL);
+        sigaction(SIGTERM, &ignore, NULL);
+    }
+    pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
+}
+
 void cli_loops_free(struct cli_loops *loops)
 {
     for (int i = 0; i < loops->count; i++) {
@@ -183,8 +220,7 @@ void cli_loops_free(struct cli_loops *loops)
         close_handle((uv_handle_t *)&loop->stop_async);
         close_handle((uv_handle_t *)&loop->stop_timer);
         if (i == 0) {
-            close_handle((uv_handle_t *)&loops->sigint);
-            close_handle((uv_handle_t *)&loops->sigterm);
+            close_signals(loops);
         }
         /* Runs the close callbacks still due, the command's included. */
         uv_run(&loop->uv, UV_RUN_DEFAULT);

@@ -48,6 +48,7 @@ struct cli_loops {
     struct cli_loop *loops;
     uv_signal_t sigint;
     uv_signal_t sigterm;
+    bool stop_requested;
 };
 
 /*

@@ -76,17 +76,17 @@ static void on_connect(struct tlsock_uv_conn *conn, int status)
     if (status != 0 || owner->once_taken ||
         (owner->loop != NULL && cli_loop_stopping(owner->loop))) {
         refuse(conn);
-        return;
+        goto done;
     }
     sc = calloc(1, sizeof(*sc) + head_size);
     if (sc == NULL) {
         cli_error("refusing a connection", TLSOCK_ENOMEM, NULL);
         refuse(conn);
-        return;
+        goto done;
     }
     sc->owner = owner;
     sc->uv = conn;
-    cli_describe_peer(tlsock_conn_fd(tlsock_uv_tls(conn)), sc->peer);
+    cli_name_client(sc->peer);
     tlsock_uv_set_user(conn, sc);
     link_conn(owner, sc);
     if (settings->once) {
@@ -98,6 +98,8 @@ static void on_connect(struct tlsock_uv_conn *conn, int status)
         fprintf(stderr, "tlsock: %s: connected\n", sc->peer);
         log_session(sc);
     }
+done:
+    return;
 }
 
 static void on_read(struct tlsock_uv_conn *conn, const void *data, size_t len)
@@ -105,9 +107,8 @@ static void on_read(struct tlsock_uv_conn *conn, const void *data, size_t len)
     struct serve_conn *sc = tlsock_uv_user(conn);
 
     if (sc == NULL || sc->closing) {
-        return;
-    }
-    if (sc->owner->settings->mode == SERVE_HTTP) {
+        /* Refused, or ending: nothing more is done with its data. */
+    } else if (sc->owner->settings->mode == SERVE_HTTP) {
         serve_http_data(sc, data, len);
     } else {
         serve_echo_data(sc, data, len);
@@ -119,9 +120,8 @@ static void on_event(struct tlsock_uv_conn *conn, int code)
     struct serve_conn *sc = tlsock_uv_user(conn);
 
     if (sc == NULL || sc->closing) {
-        return;
-    }
-    if (sc->owner->settings->mode == SERVE_HTTP) {
+        /* Refused, or already ending. */
+    } else if (sc->owner->settings->mode == SERVE_HTTP) {
         serve_http_event(sc, code);
     } else {
         serve_echo_event(sc, code);
@@ -134,9 +134,8 @@ static void on_write(struct tlsock_uv_conn *conn, void *write_arg, int status)
 
     free(write_arg);
     if (sc == NULL || sc->closing) {
-        return;
-    }
-    if (status != 0) {
+        /* TLSOCK_ECANCELED for what was still queued: expected. */
+    } else if (status != 0) {
         serve_conn_log_error(sc, "write", status);
         serve_conn_end(sc, status);
     } else if (sc->paused && tlsock_uv_write_queue_size(conn) <= SERVE_QUEUE_LOW) {
@@ -151,7 +150,7 @@ static void on_close(struct tlsock_uv_conn *conn)
     struct serve_loop *owner = NULL;
 
     if (sc == NULL) {
-        return;
+        goto done;
     }
     owner = sc->owner;
     if (owner->settings->verbose && sc->err == 0) {
@@ -162,6 +161,8 @@ static void on_close(struct tlsock_uv_conn *conn)
     }
     unlink_conn(owner, sc);
     free(sc);
+done:
+    return;
 }
 
 /* A client that failed before it was ours: handshake error, timeout, reset, accept error. */

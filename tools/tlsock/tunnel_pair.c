@@ -93,7 +93,7 @@ static void pair_release(struct tunnel_pair *pair)
 
     pair->refs--;
     if (pair->refs > 0) {
-        return;
+        goto done;
     }
     if (owner->settings->verbose) {
         fprintf(stderr, "tlsock: %s: closed (%llu bytes to %s, %llu bytes back)\n", pair->peer,
@@ -111,6 +111,8 @@ static void pair_release(struct tunnel_pair *pair)
     uv_freeaddrinfo(pair->addrs);
     cli_loop_conn_closed(owner->loop);
     free(pair);
+done:
+    return;
 }
 
 static void on_tcp_closed(uv_handle_t *handle)
@@ -135,33 +137,32 @@ static void on_timer_closed(uv_handle_t *handle)
 /* Closes the side's handle; its close callback releases the pair. */
 static void side_close(struct tunnel_side *side)
 {
-    if (side->closing) {
-        return;
-    }
-    side->closing = true;
-    side->in_done = true;
-    if (side->tls && side->conn != NULL) {
-        /* Sends what is queued, then close_notify. */
-        tlsock_uv_close(side->conn);
-    } else if (!side->tls && side->tcp != NULL) {
-        uv_close((uv_handle_t *)side->tcp, on_tcp_closed);
+    if (!side->closing) {
+        side->closing = true;
+        side->in_done = true;
+        if (side->tls && side->conn != NULL) {
+            /* Sends what is queued, then close_notify. */
+            tlsock_uv_close(side->conn);
+        } else if (!side->tls && side->tcp != NULL) {
+            /* (NULL: the last connect attempt failed and its handle is closed already.) */
+            uv_close((uv_handle_t *)side->tcp, on_tcp_closed);
+        }
     }
 }
 
 /* Closes everything now; what is queued for a plaintext side is dropped. */
 static void pair_finish(struct tunnel_pair *pair)
 {
-    if (pair->finished) {
-        return;
+    if (!pair->finished) {
+        pair->finished = true;
+        if (pair->resolving) {
+            uv_cancel((uv_req_t *)&pair->resolve_req);
+        }
+        uv_timer_stop(&pair->timer);
+        uv_close((uv_handle_t *)&pair->timer, on_timer_closed);
+        side_close(&pair->client);
+        side_close(&pair->target);
     }
-    pair->finished = true;
-    if (pair->resolving) {
-        uv_cancel((uv_req_t *)&pair->resolve_req);
-    }
-    uv_timer_stop(&pair->timer);
-    uv_close((uv_handle_t *)&pair->timer, on_timer_closed);
-    side_close(&pair->client);
-    side_close(&pair->target);
 }
 
 /* A side is done when nothing more will go either way through it. */
@@ -197,9 +198,8 @@ static void side_read_start(struct tunnel_side *side)
     int err = 0;
 
     if (side->in_done || side->closing || side->paused) {
-        return;
-    }
-    if (side->tls) {
+        /* Not to be read (now). */
+    } else if (side->tls) {
         err = tlsock_uv_read_start(side->conn);
         if (err != 0) {
             side_failed(side, err, tlsock_uv_errmsg(side->conn));
@@ -215,9 +215,8 @@ static void side_read_start(struct tunnel_side *side)
 static void side_read_stop(struct tunnel_side *side)
 {
     if (side->closing) {
-        return;
-    }
-    if (side->tls) {
+        /* Closing stops reading. */
+    } else if (side->tls) {
         tlsock_uv_read_stop(side->conn);
     } else {
         uv_read_stop((uv_stream_t *)side->tcp);
@@ -243,9 +242,8 @@ static void on_plain_write(uv_write_t *req, int status)
     free(w->buf.base);
     free(w);
     if (status == UV_ECANCELED || side->closing) {
-        return;
-    }
-    if (status != 0) {
+        /* Dropped by a close. */
+    } else if (status != 0) {
         side_failed(side, TLSOCK_ESYS, uv_strerror(status));
     } else {
         side_written(side);
@@ -261,29 +259,27 @@ static void side_write(struct tunnel_side *to, char *data, size_t len)
 
     if (to->closing || to->out_ending) {
         free(data);
-        return;
+        goto done;
     }
     if (to->tls) {
         err = tlsock_uv_write(to->conn, data, len, data);
         if (err != 0) {
             free(data);
             side_failed(to, err, tlsock_uv_errmsg(to->conn));
-            return;
+            goto done;
         }
     } else {
         w = malloc(sizeof(*w));
-        if (w == NULL) {
-            free(data);
-            side_failed(to, TLSOCK_ENOMEM, NULL);
-            return;
+        err = w == NULL ? UV_ENOMEM : 0;
+        if (err == 0) {
+            w->buf = uv_buf_init(data, (unsigned)len);
+            err = uv_write(&w->req, (uv_stream_t *)to->tcp, &w->buf, 1, on_plain_write);
         }
-        w->buf = uv_buf_init(data, (unsigned)len);
-        err = uv_write(&w->req, (uv_stream_t *)to->tcp, &w->buf, 1, on_plain_write);
         if (err != 0) {
             free(data);
             free(w);
             side_failed(to, TLSOCK_ESYS, uv_strerror(err));
-            return;
+            goto done;
         }
     }
     if (!from->paused && side_queue(to) > TUNNEL_QUEUE_HIGH) {
@@ -291,6 +287,8 @@ static void side_write(struct tunnel_side *to, char *data, size_t len)
         from->paused = true;
         side_read_stop(from);
     }
+done:
+    return;
 }
 
 static void forward(struct tunnel_side *from, char *data, size_t len)
@@ -311,13 +309,13 @@ static void on_plain_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *bu
         /* The buffer travels on with the write; a small read should not pin 64 KiB. */
         data = realloc(buf->base, (size_t)nread);
         forward(side, data != NULL ? data : buf->base, (size_t)nread);
-        return;
-    }
-    free(buf->base);
-    if (nread == UV_EOF) {
-        side_input_ended(side);
-    } else if (nread < 0) {
-        side_failed(side, TLSOCK_ESYS, uv_strerror((int)nread));
+    } else {
+        free(buf->base);
+        if (nread == UV_EOF) {
+            side_input_ended(side);
+        } else if (nread < 0) {
+            side_failed(side, TLSOCK_ESYS, uv_strerror((int)nread));
+        }
     }
 }
 
@@ -325,33 +323,32 @@ static void on_shutdown(uv_shutdown_t *req, int status)
 {
     struct tunnel_side *side = req->data;
 
-    if (status == UV_ECANCELED) {
-        return;
+    if (status != UV_ECANCELED) {
+        side->out_done = true;
+        check_finished(side->pair);
     }
-    side->out_done = true;
-    check_finished(side->pair);
 }
 
 /* Nothing more will be sent to @p side: end its output once what is queued has gone. */
 static void side_end_output(struct tunnel_side *side)
 {
     if (side->out_ending || side->closing) {
-        return;
-    }
-    side->out_ending = true;
-    if (side->tls) {
+        /* Already ending. */
+    } else if (side->tls) {
+        side->out_ending = true;
         /*
          * tlsock/uv.h has no half-close: closing sends the queued data and close_notify, but
-         * also ends reading, so this direction ends here too.
+         * also ends reading, so the other direction ends here too.
          */
         side_close(side);
         side_end_output(other_side(side));
-        return;
-    }
-    side->shutdown_req.data = side;
-    if (uv_shutdown(&side->shutdown_req, (uv_stream_t *)side->tcp, on_shutdown) != 0) {
-        /* Not connected any more: there is nothing left to end. */
-        side->out_done = true;
+    } else {
+        side->out_ending = true;
+        side->shutdown_req.data = side;
+        if (uv_shutdown(&side->shutdown_req, (uv_stream_t *)side->tcp, on_shutdown) != 0) {
+            /* Not connected any more: there is nothing left to end. */
+            side->out_done = true;
+        }
     }
 }
 
@@ -388,14 +385,15 @@ static void on_idle_timer(uv_timer_t *timer)
     uint64_t since = uv_now(timer->loop) - pair->last_active;
 
     if (since < (uint64_t)idle_ms) {
+        /* Data moved since the timer was set: wait for the rest of the time. */
         uv_timer_start(timer, on_idle_timer, (uint64_t)idle_ms - since, 0);
-        return;
+    } else {
+        if (pair->owner->settings->verbose) {
+            fprintf(stderr, "tlsock: %s: nothing moved for %d ms (--idle-timeout); closing\n",
+                    pair->peer, idle_ms);
+        }
+        pair_finish(pair);
     }
-    if (pair->owner->settings->verbose) {
-        fprintf(stderr, "tlsock: %s: nothing moved for %d ms (--idle-timeout); closing\n",
-                pair->peer, idle_ms);
-    }
-    pair_finish(pair);
 }
 
 /* The target is connected (and verified): forward both ways. */
@@ -434,16 +432,18 @@ static void on_tls_read(struct tlsock_uv_conn *conn, const void *data, size_t le
     char *copy = NULL;
 
     if (side == NULL || side->closing) {
-        return;
+        goto done;
     }
     /* @p data is valid only during this call; the write needs it until it completes. */
     copy = malloc(len);
     if (copy == NULL) {
         side_failed(side, TLSOCK_ENOMEM, NULL);
-        return;
+        goto done;
     }
     memcpy(copy, data, len);
     forward(side, copy, len);
+done:
+    return;
 }
 
 static void on_tls_event(struct tlsock_uv_conn *conn, int code)
@@ -451,15 +451,16 @@ static void on_tls_event(struct tlsock_uv_conn *conn, int code)
     struct tunnel_side *side = tlsock_uv_user(conn);
 
     if (side == NULL || side->closing) {
-        return;
-    }
-    if (code == TLSOCK_ECLOSED) {
-        side_input_ended(side);
-    } else if (code == TLSOCK_ETRUNCATED) {
-        /* Common (many peers skip close_notify), but the data may have been cut short. */
-        log_pair_error(side->pair, side_name(side), code, tlsock_uv_errmsg(conn));
+        /* Refused, or closing. */
+    } else if (code == TLSOCK_ECLOSED) {
+        /* Nothing more comes from this side; writing to it goes on. */
         side_input_ended(side);
     } else {
+        /*
+         * The connection is dead, also after TLSOCK_ETRUNCATED (common: many peers skip
+         * close_notify, but the data may have been cut short): logged, and the other side
+         * gets what was queued for it, then a FIN or close_notify.
+         */
         side_failed(side, code, tlsock_uv_errmsg(conn));
     }
 }
@@ -470,9 +471,8 @@ static void on_tls_write(struct tlsock_uv_conn *conn, void *write_arg, int statu
 
     free(write_arg);
     if (side == NULL || status == TLSOCK_ECANCELED || side->closing) {
-        return;
-    }
-    if (status != 0) {
+        /* Dropped by a close. */
+    } else if (status != 0) {
         side_failed(side, status, tlsock_uv_errmsg(conn));
     } else {
         side_written(side);
@@ -494,9 +494,8 @@ static void on_target_tls_connect(struct tlsock_uv_conn *conn, int status)
     struct tunnel_pair *pair = side->pair;
 
     if (pair->finished) {
-        return;
-    }
-    if (status != 0) {
+        /* Closed while connecting: status is TLSOCK_ECANCELED. */
+    } else if (status != 0) {
         connect_failed(pair, status, tlsock_uv_errmsg(conn));
     } else {
         target_ready(pair);
@@ -521,16 +520,15 @@ static void on_plain_connect(uv_connect_t *req, int status)
     struct tunnel_pair *pair = side->pair;
 
     if (status == UV_ECANCELED || pair->finished) {
-        return;
-    }
-    if (status != 0) {
+        /* Closed while connecting. */
+    } else if (status != 0) {
         pair->connect_err = status;
         uv_close((uv_handle_t *)side->tcp, on_tcp_closed);
         side->tcp = NULL;
         try_next_address(pair);
-        return;
+    } else {
+        target_ready(pair);
     }
-    target_ready(pair);
 }
 
 static void try_next_address(struct tunnel_pair *pair)
@@ -538,28 +536,32 @@ static void try_next_address(struct tunnel_pair *pair)
     struct tunnel_side *side = &pair->target;
     uv_loop_t *uv = pair->timer.loop;
     struct addrinfo *ai = NULL;
+    bool connecting = false;
     int err = 0;
 
-    while (pair->next_addr != NULL) {
+    while (pair->next_addr != NULL && !connecting) {
         ai = pair->next_addr;
         pair->next_addr = ai->ai_next;
         side->tcp = malloc(sizeof(*side->tcp));
         if (side->tcp == NULL) {
-            connect_failed(pair, TLSOCK_ENOMEM, NULL);
-            return;
+            pair->connect_err = UV_ENOMEM;
+            break;
         }
         uv_tcp_init(uv, side->tcp);
         side->tcp->data = side;
         pair->refs++;
         err = uv_tcp_connect(&pair->connect_req, side->tcp, ai->ai_addr, on_plain_connect);
         if (err == 0) {
-            return;
+            connecting = true;
+        } else {
+            pair->connect_err = err;
+            uv_close((uv_handle_t *)side->tcp, on_tcp_closed);
+            side->tcp = NULL;
         }
-        pair->connect_err = err;
-        uv_close((uv_handle_t *)side->tcp, on_tcp_closed);
-        side->tcp = NULL;
     }
-    connect_failed(pair, TLSOCK_ESYS, uv_strerror(pair->connect_err));
+    if (!connecting) {
+        connect_failed(pair, TLSOCK_ESYS, uv_strerror(pair->connect_err));
+    }
 }
 
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
@@ -612,10 +614,10 @@ static void connect_target(struct tunnel_pair *pair)
         if (err != 0) {
             pair->target.conn = NULL;
             connect_failed(pair, err, tlsock_errmsg());
-            return;
+        } else {
+            pair->refs++;
         }
-        pair->refs++;
-        return;
+        goto done;
     }
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;
@@ -626,11 +628,13 @@ static void connect_target(struct tunnel_pair *pair)
     err = uv_getaddrinfo(uv, &pair->resolve_req, on_resolved, settings->connect_host, port, &hints);
     if (err != 0) {
         connect_failed(pair, TLSOCK_ERESOLVE, uv_strerror(err));
-        return;
+        goto done;
     }
     pair->refs++;
     pair->resolving = true;
     uv_timer_start(&pair->timer, on_connect_timeout, (uint64_t)settings->connect_timeout_ms, 0);
+done:
+    return;
 }
 
 /* A new pair for a client just accepted on @p tl; NULL when out of memory (reported). */
@@ -666,7 +670,7 @@ void tunnel_start_plain(struct tunnel_loop *tl, uv_tcp_t *tcp)
 
     if (pair == NULL) {
         uv_close((uv_handle_t *)tcp, tunnel_free_handle);
-        return;
+        goto done;
     }
     pair->client.tcp = tcp;
     tcp->data = &pair->client;
@@ -675,9 +679,11 @@ void tunnel_start_plain(struct tunnel_loop *tl, uv_tcp_t *tcp)
     if (uv_tcp_getpeername(tcp, (struct sockaddr *)&ss, &sslen) == 0) {
         cli_format_sockaddr((const struct sockaddr *)&ss, pair->peer);
     } else {
-        snprintf(pair->peer, sizeof(pair->peer), "unknown peer");
+        cli_name_client(pair->peer);
     }
     connect_target(pair);
+done:
+    return;
 }
 
 static void log_session(struct tunnel_pair *pair, struct tlsock_uv_conn *conn)
@@ -704,14 +710,12 @@ static void on_client_tls_connect(struct tlsock_uv_conn *conn, int status)
     struct tunnel_loop *tl = tlsock_uv_user(conn);
     struct tunnel_pair *pair = NULL;
 
-    if (status != 0 || cli_loop_stopping(tl->loop)) {
-        refuse(conn);
-        return;
+    if (status == 0 && !cli_loop_stopping(tl->loop)) {
+        pair = pair_new(tl);
     }
-    pair = pair_new(tl);
     if (pair == NULL) {
         refuse(conn);
-        return;
+        goto done;
     }
     /* Nothing is read from the client until the target is there to take it. */
     tlsock_uv_read_stop(conn);
@@ -719,11 +723,13 @@ static void on_client_tls_connect(struct tlsock_uv_conn *conn, int status)
     pair->client.conn = conn;
     tlsock_uv_set_user(conn, &pair->client);
     pair->refs++;
-    cli_describe_peer(tlsock_conn_fd(tlsock_uv_tls(conn)), pair->peer);
+    cli_name_client(pair->peer);
     if (tl->settings->verbose) {
         log_session(pair, conn);
     }
     connect_target(pair);
+done:
+    return;
 }
 
 static void on_client_tls_error(struct tlsock_uv_server *server, int code, const char *message)
