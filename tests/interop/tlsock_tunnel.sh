@@ -5,17 +5,8 @@
 # (b) half-close: `tlsock connect` sends its input, then close_notify; the tunnel passes that on
 #     as a FIN to a plaintext server that answers only after the end of its input; the answer
 #     comes back, then the tunnel's close_notify (connect exits 0).
-# Backpressure both ways: a client that writes far more than the kernel can buffer before it
-# reads, through the tunnel to a plaintext echo server, gets all of it back intact, and the
-# tunnel stopped taking its data meanwhile.
-start_port echo 'listening on 127\.0\.0\.1:' "$PYTHON3_BIN" "$PLAIN_SERVER" echo
-start_tlsock bulk tunnel --accept 127.0.0.1:0 --connect "127.0.0.1:$PORT" "${CERT[@]}"
-status=0
-"$TIMEOUT_BIN" -k 5 50 "$PYTHON3_BIN" "$(dirname "$0")/bulk_echo_client.py" "$PORT" \
-    "$WORK/certs/ca.pem" 2 >"$WORK/bulk.out" 2>&1 || status=$?
-[ "$status" = 0 ] || fail "bulk echo through the tunnel: $(cat "$WORK/bulk.out")"
-pass "through the tunnel: $(cat "$WORK/bulk.out")"
-
+# (b2) backpressure both ways: a client that writes far more than the kernel can buffer before
+#     it reads, through the tunnel to a plaintext echo server, gets all of it back intact.
 # (c) TLS origination: curl http://... through `tunnel --tls-connect --ca` to `tlsock serve
 #     --http` and to `openssl s_server -www`, verified.
 # (d) negative: with --tls-connect, a target whose certificate the tunnel does not trust (system
@@ -39,7 +30,7 @@ start_port() {
     shift 2
     local line
     start_bg "$name" "$@"
-    line=$(wait_for "$WORK/$name.out" "$regex[0-9]+" 10)
+    line=$(wait_for "$WORK/$name.out" "${regex}[0-9]+" 10)
     PORT=$(sed -E "s/.*$regex([0-9]+).*/\\1/" <<<"$line")
 }
 
@@ -79,7 +70,7 @@ status=0
 [ "$(cat "$WORK/half.out")" = "$want" ] || fail "half-close: got '$(cat "$WORK/half.out")'"
 pass "close_notify -> FIN through the tunnel; the answer sent after it came back (exit 0)"
 
-# Backpressure both ways: a client that writes far more than the kernel can buffer before it
+# (b2) Backpressure both ways: a client that writes far more than the kernel can buffer before it
 # reads, through the tunnel to a plaintext echo server, gets all of it back intact, and the
 # tunnel stopped taking its data meanwhile.
 start_port echo 'listening on 127\.0\.0\.1:' "$PYTHON3_BIN" "$PLAIN_SERVER" echo
@@ -151,7 +142,9 @@ status=0
 elapsed=$(($(date +%s%N) / 1000000 - start))
 exec 6>&-
 [ "$status" = 0 ] || fail "the idle client exited $status"
-[ "$elapsed" -ge 250 ] && [ "$elapsed" -lt 5000 ] || fail "idle connection ended after ${elapsed} ms"
+if [ "$elapsed" -lt 250 ] || [ "$elapsed" -ge 5000 ]; then
+    fail "idle connection ended after ${elapsed} ms"
+fi
 wait_for "$WORK/idle.err" 'nothing moved for 300 ms' 5 >/dev/null
 pass "--idle-timeout 300: the silent connection was closed (close_notify) after ${elapsed} ms"
 
