@@ -8,7 +8,8 @@
  *   written to the other side, and is read again once that is below TUNNEL_QUEUE_LOW.
  * - Half-close: the end of one side's stream (TCP FIN, or TLS close_notify) is passed on as the
  *   end of the other side's output (shutdown(SHUT_WR) after the queued data, or close_notify),
- *   and the other direction goes on until it ends too.
+ *   and the other direction goes on until it ends too. Except that tlsock/uv.h has no TLS
+ *   half-close: a TLS side's output ends only by closing it, which ends its input as well.
  * - An error on one side closes it at once; the other side gets what was queued for it, then
  *   its end of stream.
  */
@@ -51,7 +52,6 @@ struct tunnel_pair {
     uint64_t last_active;       /* uv_now() when data last moved */
     int refs;                   /* handles and requests whose callbacks are still due */
     bool resolving;
-    bool ready; /* the target is connected: forwarding */
     bool finished;
     char peer[CLI_PEER_SIZE];
 };
@@ -401,7 +401,6 @@ static void target_ready(struct tunnel_pair *pair)
 {
     const struct tunnel_settings *settings = pair->owner->settings;
 
-    pair->ready = true;
     uv_timer_stop(&pair->timer);
     pair->last_active = uv_now(pair->timer.loop);
     if (settings->idle_timeout_ms > 0) {
