@@ -110,17 +110,108 @@ wait_for() {
     fail "no line matching '$regex' in $file after ${limit}s"
 }
 
-# start_tlsock_serve NAME ARGS...: starts `tlsock serve ARGS` and sets PORT from its first line.
-start_tlsock_serve() {
+# start_tlsock NAME COMMAND ARGS...: starts `tlsock COMMAND ARGS` (serve, tunnel) and sets PORT
+# from its first line, "listening on HOST:PORT".
+start_tlsock() {
     local name=$1
     shift
     local line
-    start_bg "$name" "$TLSOCK_BIN" serve "$@"
+    start_bg "$name" "$TLSOCK_BIN" "$@"
     line=$(wait_for "$WORK/$name.out" '^listening on ' 10)
     PORT=${line##*:}
     case "$PORT" in
     '' | *[!0-9]*) fail "bad listening line: $line" ;;
     esac
+}
+
+# start_tlsock_serve NAME ARGS...: starts `tlsock serve ARGS` and sets PORT from its first line.
+start_tlsock_serve() {
+    local name=$1
+    shift
+    start_tlsock "$name" serve "$@"
+}
+
+# listeners_on PORT: how many TCP sockets listen on PORT (IPv4 and IPv6), from /proc/net.
+listeners_on() {
+    local hex
+    hex=$(printf '%04X' "$1")
+    # Field 2 is the local ADDR:PORT in hex, field 4 the state (0A: LISTEN).
+    cat /proc/net/tcp /proc/net/tcp6 2>/dev/null |
+        awk -v port=":$hex" 'substr($2, length($2) - 4) == port && $4 == "0A"' | wc -l
+}
+
+# s_client_echo NAME ARGS...: runs `openssl s_client ARGS` with its stdin on a FIFO, sends a
+# token, waits for the echo, then ends the input (s_client sends close_notify and leaves) and
+# returns s_client's exit status. Its output is in $WORK/NAME.out, checked after it exits
+# because s_client buffers its session summary.
+s_client_echo() {
+    local name=$1
+    shift
+    local token="echo-$name-$$-$RANDOM"
+    local pid
+    local status=0
+    mkfifo "$WORK/$name.in"
+    "$TIMEOUT_BIN" -k 5 30 "$OPENSSL_BIN" s_client "$@" <"$WORK/$name.in" >"$WORK/$name.out" \
+        2>"$WORK/$name.err" &
+    pid=$!
+    BG_PIDS+=("$pid")
+    exec 3>"$WORK/$name.in"
+    echo "$token" >&3
+    # Not anchored: the echo may land in the middle of s_client's own session printout.
+    wait_for "$WORK/$name.out" "$token" 10 >/dev/null
+    exec 3>&-
+    wait "$pid" || status=$?
+    return "$status"
+}
+
+# gnutls_cli_echo NAME PORT CAFILE: gnutls-cli verifies localhost:PORT against CAFILE (chain and
+# host name), sends a token and waits for its echo; returns gnutls-cli's exit status, with its
+# output in $WORK/NAME.out.
+gnutls_cli_echo() {
+    local name=$1
+    local port=$2
+    local ca=$3
+    local token="gnutls-echo-$name-$$-$RANDOM"
+    local pid
+    local status=0
+    mkfifo "$WORK/$name.in"
+    "$TIMEOUT_BIN" -k 5 30 "$GNUTLS_CLI_BIN" --x509cafile "$ca" -p "$port" localhost \
+        <"$WORK/$name.in" >"$WORK/$name.out" 2>"$WORK/$name.err" &
+    pid=$!
+    BG_PIDS+=("$pid")
+    exec 3>"$WORK/$name.in"
+    echo "$token" >&3
+    wait_for "$WORK/$name.out" "$token" 10 >/dev/null
+    exec 3>&-
+    wait "$pid" || status=$?
+    grep -q 'Status: The certificate is trusted' "$WORK/$name.out" ||
+        fail "$name: gnutls-cli did not verify the server"
+    return "$status"
+}
+
+# running PID: true while the process runs (kill -0 also succeeds on a zombie not yet waited for).
+running() {
+    local state
+    state=$(sed -E 's/.*\) (.).*/\1/' "/proc/$1/stat" 2>/dev/null) || return 1
+    [ -n "$state" ] && [ "$state" != Z ]
+}
+
+# stop_bg PID SECONDS: sends SIGTERM to a process started with start_bg (timeout passes it on)
+# and waits for it to exit; sets STOPPED_STATUS and STOPPED_MS. Fails after SECONDS.
+stop_bg() {
+    local pid=$1
+    local limit=$2
+    local start
+    start=$(($(date +%s%N) / 1000000))
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 $((limit * 20))); do
+        running "$pid" || break
+        sleep 0.05
+    done
+    running "$pid" && fail "process $pid still running ${limit}s after SIGTERM"
+    STOPPED_STATUS=0
+    wait "$pid" || STOPPED_STATUS=$?
+    STOPPED_MS=$(($(date +%s%N) / 1000000 - start))
 }
 
 # start_s_server NAME ARGS...: starts `openssl s_server -accept 127.0.0.1:0 ARGS` and sets PORT

@@ -7,30 +7,6 @@
 source "$(dirname "$0")/lib.sh"
 need OPENSSL_BIN
 
-# s_client_echo NAME ARGS...: runs `openssl s_client ARGS` with its stdin on a FIFO, sends a
-# token, waits for the echo, then ends the input (s_client sends close_notify and leaves) and
-# returns s_client's exit status. Its output is in $WORK/NAME.out, checked after it exits
-# because s_client buffers its session summary.
-s_client_echo() {
-    local name=$1
-    shift
-    local token="echo-$name-$$-$RANDOM"
-    local pid
-    local status=0
-    mkfifo "$WORK/$name.in"
-    "$TIMEOUT_BIN" -k 5 30 "$OPENSSL_BIN" s_client "$@" <"$WORK/$name.in" >"$WORK/$name.out" \
-        2>"$WORK/$name.err" &
-    pid=$!
-    BG_PIDS+=("$pid")
-    exec 3>"$WORK/$name.in"
-    echo "$token" >&3
-    # Not anchored: the echo may land in the middle of s_client's own session printout.
-    wait_for "$WORK/$name.out" "$token" 10 >/dev/null
-    exec 3>&-
-    wait "$pid" || status=$?
-    return "$status"
-}
-
 make_certs "$WORK/certs" localhost,127.0.0.1
 VERIFY=(-CAfile "$WORK/certs/ca.pem" -verify_hostname localhost -verify_return_error)
 

@@ -86,11 +86,41 @@ int cli_use_impl(const char *cmd, const char *name);
 /* Applies @p opts to @p ctx. On failure prints the error and returns the tlsock code. */
 int cli_ctx_configure(struct tlsock_ctx *ctx, const struct cli_ctx_options *opts);
 
+/*
+ * A client's trust: --ca FILE|DIR (NULL: the system store) and --insecure (no verification).
+ * On failure prints the error and returns the tlsock code.
+ */
+int cli_set_trust(struct tlsock_ctx *ctx, const char *ca, bool insecure);
+
+/* --client-ca FILE: clients must present a certificate that chains to these CAs. Reports. */
+int cli_require_client_certs(struct tlsock_ctx *ctx, const char *ca_file);
+
+/* The names of the servers' throw-away certificate. */
+#define CLI_DEVCERT_HOSTS "localhost,127.0.0.1,::1"
+
+/*
+ * Without --cert: gives @p ctx a throw-away certificate for CLI_DEVCERT_HOSTS, before it makes
+ * a connection (it freezes then); writes the CA that signed it to @p ca_out unless NULL, and
+ * its fingerprint to @p fp, for printing after "listening on", which must stay first. Reports.
+ */
+int cli_use_devcert(struct tlsock_ctx *ctx, const char *ca_out, char fp[TLSOCK_FINGERPRINT_SIZE]);
+
 /* Creates @p dir and its missing parents (mkdir -p); reports failures on stderr. */
 bool cli_make_dirs(const char *dir);
 
 /* Writes @p content to @p path with permissions @p mode, even if the file existed; reports. */
 bool cli_write_file(const char *path, const char *content, unsigned mode);
+
+/* Longest "[address]:port" text for a peer, with room to spare. */
+#define CLI_PEER_SIZE 64
+
+struct sockaddr;
+
+/* Formats an IPv4 or IPv6 socket address as "ADDR:PORT" or "[ADDR]:PORT" for log lines. */
+void cli_format_sockaddr(const struct sockaddr *sa, char out[CLI_PEER_SIZE]);
+
+/* A name for a client whose address is not known: "client N", N counting from 1. */
+void cli_name_client(char out[CLI_PEER_SIZE]);
 
 /* Prints the negotiated parameters of a session, one "name value" line each, with @p indent. */
 void cli_print_info(FILE *out, const struct tlsock_info *info, const char *indent);
@@ -99,6 +129,7 @@ void cli_print_info(FILE *out, const struct tlsock_info *info, const char *inden
 int cli_cmd_demo(int argc, char **argv);
 int cli_cmd_connect(int argc, char **argv);
 int cli_cmd_serve(int argc, char **argv);
+int cli_cmd_tunnel(int argc, char **argv);
 int cli_cmd_cert(int argc, char **argv);
 int cli_cmd_version(int argc, char **argv);
 

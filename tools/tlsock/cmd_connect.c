@@ -6,7 +6,6 @@
 #include <arpa/inet.h>
 #include <getopt.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "cli.h"
 #include "connect_relay.h"
@@ -167,34 +166,6 @@ done:
     return status;
 }
 
-static int set_trust(struct tlsock_ctx *ctx, const struct connect_args *args)
-{
-    int err = 0;
-    struct stat st;
-
-    if (args->insecure) {
-        err = tlsock_ctx_set_verify(ctx, TLSOCK_VERIFY_NONE);
-        if (err != 0) {
-            cli_error("--insecure", err, tlsock_ctx_errmsg(ctx));
-            goto done;
-        }
-    }
-    if (args->ca == NULL) {
-        goto done;
-    }
-    /* A hashed directory is looked up lazily; a file is read now. */
-    if (stat(args->ca, &st) == 0 && S_ISDIR(st.st_mode)) {
-        err = tlsock_ctx_set_ca_dir(ctx, args->ca);
-    } else {
-        err = tlsock_ctx_set_ca_file(ctx, args->ca);
-    }
-    if (err != 0) {
-        cli_error("--ca", err, tlsock_ctx_errmsg(ctx));
-    }
-done:
-    return err;
-}
-
 static int make_ctx(const struct connect_args *args, struct tlsock_ctx **out)
 {
     struct tlsock_ctx *ctx = NULL;
@@ -208,7 +179,7 @@ static int make_ctx(const struct connect_args *args, struct tlsock_ctx **out)
     if (err != 0) {
         goto free_ctx;
     }
-    err = set_trust(ctx, args);
+    err = cli_set_trust(ctx, args->ca, args->insecure);
     if (err != 0) {
         goto free_ctx;
     }

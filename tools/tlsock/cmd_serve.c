@@ -1,21 +1,19 @@
 /*
- * `tlsock serve`: a TLS echo or HTTP server. The main thread only accepts; each connection runs
- * in its own thread (serve_pool.c, serve_conn.c) with a handshake and an idle timeout, so a bad
- * or silent client never stops the server or holds up the others.
+ * `tlsock serve`: a TLS echo or HTTP server on the libuv driver. Each of --threads threads runs
+ * a loop with its own server on the same port (SO_REUSEPORT, the kernel spreads the clients);
+ * every connection has a handshake and an idle timeout, so a bad or silent client never stops
+ * the server or holds up the others.
  */
 #include <getopt.h>
-#include <signal.h>
+#include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "cli.h"
+#include "loops.h"
 #include "serve.h"
 
 #define HANDSHAKE_TIMEOUT_MS 10000 /* default of --handshake-timeout */
-#define IDLE_TIMEOUT_MS      60000
-/* How often the accept loop looks at the stop flag. */
-#define ACCEPT_POLL_MS 500
-#define DEVCERT_HOSTS  "localhost,127.0.0.1,::1"
+#define THREADS_MAX          256
 
 struct serve_args {
     char host[CLI_HOST_MAX];
@@ -24,19 +22,12 @@ struct serve_args {
     const char *ca_out;
     const char *client_ca;
     int handshake_timeout_ms;
+    int threads;
     enum serve_mode mode;
     bool mode_set;
     bool once;
     bool verbose;
 };
-
-static volatile sig_atomic_t stop_requested = 0;
-
-static void on_stop_signal(int signo)
-{
-    (void)signo;
-    stop_requested = 1;
-}
 
 static void print_help(void)
 {
@@ -44,8 +35,8 @@ static void print_help(void)
           "Runs a TLS server. The first line on stdout is 'listening on HOST:PORT'. Without\n"
           "--cert it makes a throw-away certificate for localhost, 127.0.0.1 and ::1 and\n"
           "prints 'fingerprint SHA256 ...' on the second line. Connections are served\n"
-          "concurrently (up to 256), each with a handshake timeout (10 s unless set) and a\n"
-          "60 s idle timeout.\n\n"
+          "concurrently on event loops, each with a handshake timeout (10 s unless set) and a\n"
+          "60 s idle timeout. SIGINT or SIGTERM stops it.\n\n"
           "Options:\n"
           "  -l, --listen HOST:PORT   address to listen on (default 127.0.0.1:0, any port)\n"
           "  -c, --cert FILE          certificate chain (PEM)\n"
@@ -61,6 +52,8 @@ static void print_help(void)
           "      --handshake-timeout MS\n"
           "                           drop clients that have not finished the TLS handshake\n"
           "                           MS milliseconds after they connected (default 10000)\n"
+          "      --threads N          N threads, each with its own event loop and listener on\n"
+          "                           the same port (SO_REUSEPORT); default 1\n"
           "  -1, --once               serve one connection, then exit with its outcome\n"
           "      --impl NAME          TLS implementation: openssl or gnutls (default: TLSOCK_IMPL\n"
           "                           or openssl)\n"
@@ -84,7 +77,7 @@ static int set_mode(struct serve_args *args, enum serve_mode mode)
 /* Returns -1 to go on, or the exit status to leave with. */
 static int parse_args(int argc, char **argv, struct serve_args *args)
 {
-    enum { OPT_CA_OUT = 256, OPT_CLIENT_CA, OPT_HANDSHAKE_TIMEOUT, OPT_IMPL };
+    enum { OPT_CA_OUT = 256, OPT_CLIENT_CA, OPT_HANDSHAKE_TIMEOUT, OPT_IMPL, OPT_THREADS };
     static const struct option longopts[] = {
         {"listen", required_argument, NULL, 'l'},
         {"cert", required_argument, NULL, 'c'},
@@ -98,6 +91,7 @@ static int parse_args(int argc, char **argv, struct serve_args *args)
         {"alpn", required_argument, NULL, 'a'},
         {"tls", required_argument, NULL, 't'},
         {"ciphers", required_argument, NULL, 'P'},
+        {"threads", required_argument, NULL, OPT_THREADS},
         {"once", no_argument, NULL, '1'},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
@@ -156,6 +150,12 @@ static int parse_args(int argc, char **argv, struct serve_args *args)
         case 'P':
             args->ctx_opts.ciphers = optarg;
             break;
+        case OPT_THREADS:
+            if (!cli_parse_int(optarg, 1, THREADS_MAX, &args->threads)) {
+                status = cli_usage_error("serve", "--threads wants a number from 1 to %d, not '%s'",
+                                         THREADS_MAX, optarg);
+            }
+            break;
         case '1':
             args->once = true;
             break;
@@ -180,139 +180,13 @@ static int parse_args(int argc, char **argv, struct serve_args *args)
     if (status < 0 && args->ca_out != NULL && args->ctx_opts.cert != NULL) {
         status = cli_usage_error("serve", "--ca-out only applies without --cert");
     }
+    if (status < 0 && args->once && args->threads > 1) {
+        status = cli_usage_error("serve", "--once serves one connection: it takes no --threads");
+    }
     if (args->ctx_opts.cert != NULL && args->ctx_opts.key == NULL) {
         args->ctx_opts.key = args->ctx_opts.cert;
     }
     return status;
-}
-
-/*
- * Without --cert: a throw-away certificate, set before listening (the context may freeze then);
- * its fingerprint goes to @p fp for printing after "listening on", which must stay first.
- */
-static int use_devcert(struct tlsock_ctx *ctx, const struct serve_args *args,
-                       char fp[TLSOCK_FINGERPRINT_SIZE])
-{
-    char *ca = NULL;
-    char *cert = NULL;
-    char *key = NULL;
-    int err = tlsock_devcert_new(DEVCERT_HOSTS, &ca, &cert, &key);
-
-    if (err != 0) {
-        cli_error("cannot make a certificate", err, tlsock_errmsg());
-        goto done;
-    }
-    err = tlsock_ctx_set_cert_mem(ctx, cert, strlen(cert), key, strlen(key));
-    if (err != 0) {
-        cli_error("cannot use the certificate", err, tlsock_ctx_errmsg(ctx));
-        goto free_pems;
-    }
-    err = tlsock_cert_fingerprint(cert, strlen(cert), fp);
-    if (err != 0) {
-        cli_error("cannot fingerprint the certificate", err, tlsock_errmsg());
-        goto free_pems;
-    }
-    if (args->ca_out != NULL && !cli_write_file(args->ca_out, ca, 0644)) {
-        err = TLSOCK_ESYS;
-    }
-free_pems:
-    tlsock_free(key);
-    tlsock_free(cert);
-    tlsock_free(ca);
-done:
-    return err;
-}
-
-static void install_signals(void)
-{
-    struct sigaction sa;
-
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_stop_signal;
-    sigemptyset(&sa.sa_mask);
-    /* No SA_RESTART: a signal should cut the accept wait short. */
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-}
-
-/* Accepts until stopped; each connection goes to its own thread. */
-static void accept_loop(struct tlsock_listener *lis, struct serve_pool *pool,
-                        int handshake_timeout_ms)
-{
-    struct tlsock_opts opts = TLSOCK_OPTS_INIT;
-    struct tlsock_conn *conn = NULL;
-    int err = 0;
-
-    opts.connect_timeout_ms = ACCEPT_POLL_MS;
-    /* Counted from the first handshake step, which the connection's thread runs at once. */
-    opts.handshake_timeout_ms = handshake_timeout_ms;
-    opts.timeout_ms = IDLE_TIMEOUT_MS;
-    while (stop_requested == 0) {
-        err = tlsock_accept(lis, &opts, &conn);
-        if (err == TLSOCK_ETIMEDOUT) {
-            continue;
-        }
-        if (err != 0) {
-            /* EMFILE and friends pass; pause so that they do not spin the loop. */
-            if (stop_requested == 0) {
-                cli_error("accept", err, tlsock_listener_errmsg(lis));
-                nanosleep(&(struct timespec){.tv_nsec = 100 * 1000 * 1000}, NULL);
-            }
-            continue;
-        }
-        serve_pool_dispatch(pool, conn);
-    }
-}
-
-/* --once: the first connection is served in this thread; its outcome is the result. */
-static int serve_once(struct tlsock_listener *lis, const struct serve_settings *settings)
-{
-    struct tlsock_opts opts = TLSOCK_OPTS_INIT;
-    struct tlsock_conn *conn = NULL;
-    int err = 0;
-
-    opts.handshake_timeout_ms = settings->handshake_timeout_ms;
-    opts.timeout_ms = IDLE_TIMEOUT_MS;
-    err = tlsock_accept(lis, &opts, &conn);
-    if (err != 0) {
-        cli_error("accept", err, tlsock_listener_errmsg(lis));
-        goto done;
-    }
-    err = cli_serve_conn(conn, settings);
-    tlsock_close(conn);
-done:
-    return err;
-}
-
-static int serve_until_stopped(struct tlsock_listener *lis, const struct serve_settings *settings)
-{
-    int err = 0;
-    struct serve_pool *pool = serve_pool_new(settings);
-
-    if (pool == NULL) {
-        cli_error("cannot start serving", TLSOCK_ENOMEM, NULL);
-        err = TLSOCK_ENOMEM;
-        goto done;
-    }
-    install_signals();
-    accept_loop(lis, pool, settings->handshake_timeout_ms);
-    serve_pool_stop(pool);
-done:
-    return err;
-}
-
-/* --client-ca: clients must present a certificate that chains to these CAs. */
-static int require_client_certs(struct tlsock_ctx *ctx, const char *ca_file)
-{
-    int err = tlsock_ctx_set_ca_file(ctx, ca_file);
-
-    if (err == 0) {
-        err = tlsock_ctx_set_verify(ctx, TLSOCK_VERIFY_REQUIRED);
-    }
-    if (err != 0) {
-        cli_error("--client-ca", err, tlsock_ctx_errmsg(ctx));
-    }
-    return err;
 }
 
 static int make_ctx(const struct serve_args *args, struct tlsock_ctx **out,
@@ -330,13 +204,13 @@ static int make_ctx(const struct serve_args *args, struct tlsock_ctx **out,
         goto free_ctx;
     }
     if (args->client_ca != NULL) {
-        err = require_client_certs(ctx, args->client_ca);
+        err = cli_require_client_certs(ctx, args->client_ca);
         if (err != 0) {
             goto free_ctx;
         }
     }
     if (args->ctx_opts.cert == NULL) {
-        err = use_devcert(ctx, args, fp);
+        err = cli_use_devcert(ctx, args->ca_out, fp);
         if (err != 0) {
             goto free_ctx;
         }
@@ -349,17 +223,130 @@ done:
     return err;
 }
 
+/* Serves on @p host:@p port on @p uv; on failure says why and returns the error. */
+static int start_server(struct serve_loop *sl, uv_loop_t *uv, struct tlsock_ctx *ctx,
+                        const char *host, uint16_t port, bool reuseport)
+{
+    struct tlsock_uv_opts opts = TLSOCK_UV_OPTS_INIT;
+    char where[CLI_HOST_MAX + 16];
+    int err = 0;
+
+    serve_conn_opts(sl, &opts);
+    opts.reuseport = reuseport;
+    err = tlsock_uv_serve(uv, ctx, host, port, 0, &opts, &sl->server);
+    if (err != 0) {
+        sl->server = NULL;
+        cli_format_hostport(host, port, where, sizeof(where));
+        cli_error(where, err, tlsock_errmsg());
+    }
+    return err;
+}
+
+/* Scripts wait for these lines to learn the port: "listening on" first, out at once. */
+static void print_listening(const char *host, uint16_t port, const char *fp)
+{
+    char where[CLI_HOST_MAX + 16];
+
+    cli_format_hostport(host, port, where, sizeof(where));
+    printf("listening on %s\n", where);
+    if (fp[0] != '\0') {
+        printf("fingerprint SHA256 %s\n", fp);
+    }
+    fflush(stdout);
+}
+
+/* --once: one loop in this thread, no signal handling; the one connection's outcome. */
+static int serve_once(const struct serve_args *args, const struct serve_settings *settings,
+                      struct tlsock_ctx *ctx, const char *fp)
+{
+    uv_loop_t uv;
+    struct serve_loop sl = {.settings = settings};
+    int err = uv_loop_init(&uv);
+
+    if (err != 0) {
+        cli_errorf("cannot make an event loop: %s", uv_strerror(err));
+        err = TLSOCK_ESYS;
+        goto done;
+    }
+    err = start_server(&sl, &uv, ctx, args->host, args->port, false);
+    if (err == 0) {
+        print_listening(args->host, tlsock_uv_server_port(sl.server), fp);
+        /* Ends once the server closed after its one client and that client is gone. */
+        uv_run(&uv, UV_RUN_DEFAULT);
+        err = sl.once_result;
+    }
+    uv_loop_close(&uv);
+done:
+    return err;
+}
+
+static void loop_stop_accepting(struct cli_loop *loop)
+{
+    struct serve_loop *sl = loop->user;
+
+    tlsock_uv_server_close(sl->server, NULL);
+}
+
+static void loop_close_all(struct cli_loop *loop)
+{
+    serve_close_all(loop->user);
+}
+
+static const struct cli_loop_ops serve_loop_ops = {
+    .stop_accepting = loop_stop_accepting,
+    .close_all = loop_close_all,
+};
+
+/* Until SIGINT or SIGTERM: one server per thread, all on the port the first one got. */
+static int serve_threads(const struct serve_args *args, const struct serve_settings *settings,
+                         struct tlsock_ctx *ctx, const char *fp)
+{
+    struct cli_loops loops;
+    struct serve_loop *sls = calloc((size_t)args->threads, sizeof(*sls));
+    uint16_t port = args->port;
+    int err = TLSOCK_ENOMEM;
+    int i = 0;
+
+    if (sls == NULL) {
+        cli_error("cannot start serving", err, NULL);
+        goto done;
+    }
+    err = cli_loops_init(&loops, args->threads, &serve_loop_ops) == 0 ? 0 : TLSOCK_ESYS;
+    for (i = 0; i < loops.count && err == 0; i++) {
+        sls[i].settings = settings;
+        sls[i].loop = &loops.loops[i];
+        loops.loops[i].user = &sls[i];
+        err = start_server(&sls[i], &loops.loops[i].uv, ctx, args->host, port, args->threads > 1);
+        if (err == 0) {
+            port = tlsock_uv_server_port(sls[i].server);
+        }
+    }
+    if (err == 0) {
+        print_listening(args->host, port, fp);
+        err = cli_loops_run(&loops) == 0 ? 0 : TLSOCK_ESYS;
+    } else {
+        for (i = 0; i < loops.count; i++) {
+            if (sls[i].server != NULL) {
+                tlsock_uv_server_close(sls[i].server, NULL);
+            }
+        }
+    }
+    cli_loops_free(&loops);
+    free(sls);
+done:
+    return err;
+}
+
 /* Returns the exit status. */
 static int run(const struct serve_args *args)
 {
     int status = CLI_EXIT_OK;
     struct tlsock_ctx *ctx = NULL;
-    struct tlsock_listener *lis = NULL;
-    char where[CLI_HOST_MAX + 16];
     char fp[TLSOCK_FINGERPRINT_SIZE] = "";
     const struct serve_settings settings = {
         .mode = args->mode,
         .verbose = args->verbose,
+        .once = args->once,
         .handshake_timeout_ms = args->handshake_timeout_ms,
     };
     int err = make_ctx(args, &ctx, fp);
@@ -368,28 +355,12 @@ static int run(const struct serve_args *args)
         status = cli_setup_exit_code(err);
         goto done;
     }
-    err = tlsock_listen(ctx, args->host, args->port, 0, &lis);
-    if (err != 0) {
-        cli_format_hostport(args->host, args->port, where, sizeof(where));
-        cli_error(where, err, tlsock_errmsg());
-        status = cli_exit_code(err);
-        goto free_ctx;
-    }
-    cli_format_hostport(args->host, tlsock_listener_port(lis), where, sizeof(where));
-    /* Scripts wait for these lines to learn the port: "listening on" first, out at once. */
-    printf("listening on %s\n", where);
-    if (fp[0] != '\0') {
-        printf("fingerprint SHA256 %s\n", fp);
-    }
-    fflush(stdout);
     if (args->once) {
-        err = serve_once(lis, &settings);
+        err = serve_once(args, &settings, ctx, fp);
     } else {
-        err = serve_until_stopped(lis, &settings);
+        err = serve_threads(args, &settings, ctx, fp);
     }
     status = cli_exit_code(err);
-    tlsock_listener_close(lis);
-free_ctx:
     tlsock_ctx_free(ctx);
 done:
     return status;
@@ -404,6 +375,7 @@ int cli_cmd_serve(int argc, char **argv)
     snprintf(args.host, sizeof(args.host), "127.0.0.1");
     args.mode = SERVE_ECHO;
     args.handshake_timeout_ms = HANDSHAKE_TIMEOUT_MS;
+    args.threads = 1;
     status = parse_args(argc, argv, &args);
     if (status < 0) {
         status = run(&args);

@@ -16,7 +16,10 @@ struct subcommand {
 static const struct subcommand subcommands[] = {
     {.name = "demo", .run = cli_cmd_demo, .summary = "run a verified and a rejected session"},
     {.name = "connect", .run = cli_cmd_connect, .summary = "connect to a TLS server (s_client)"},
+#ifdef TLSOCK_CLI_WITH_UV
     {.name = "serve", .run = cli_cmd_serve, .summary = "run an echo or HTTP TLS server"},
+    {.name = "tunnel", .run = cli_cmd_tunnel, .summary = "forward TCP, adding or removing TLS"},
+#endif
     {.name = "cert", .run = cli_cmd_cert, .summary = "write a development CA, cert and key"},
     {.name = "version", .run = cli_cmd_version, .summary = "list TLS implementations"},
 };

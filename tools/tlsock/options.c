@@ -1,11 +1,13 @@
 /*
  * Option parsing shared by the subcommands: HOST:PORT, integers, and the context settings that
- * several subcommands accept (--tls, --alpn, --cert/--key).
+ * several subcommands accept (--tls, --alpn, --cert/--key, --ca/--insecure, --client-ca, the
+ * throw-away certificate of the servers).
  */
 #include <errno.h>
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 
@@ -149,4 +151,77 @@ int cli_use_impl(const char *cmd, const char *name)
     }
     status = cli_usage_error(cmd, "--impl wants openssl or gnutls, not '%s'", name);
     return status;
+}
+
+int cli_set_trust(struct tlsock_ctx *ctx, const char *ca, bool insecure)
+{
+    int err = 0;
+    struct stat st;
+
+    if (insecure) {
+        err = tlsock_ctx_set_verify(ctx, TLSOCK_VERIFY_NONE);
+        if (err != 0) {
+            cli_error("--insecure", err, tlsock_ctx_errmsg(ctx));
+            goto done;
+        }
+    }
+    if (ca == NULL) {
+        goto done;
+    }
+    /* A hashed directory is looked up lazily; a file is read now. */
+    if (stat(ca, &st) == 0 && S_ISDIR(st.st_mode)) {
+        err = tlsock_ctx_set_ca_dir(ctx, ca);
+    } else {
+        err = tlsock_ctx_set_ca_file(ctx, ca);
+    }
+    if (err != 0) {
+        cli_error("--ca", err, tlsock_ctx_errmsg(ctx));
+    }
+done:
+    return err;
+}
+
+int cli_require_client_certs(struct tlsock_ctx *ctx, const char *ca_file)
+{
+    int err = tlsock_ctx_set_ca_file(ctx, ca_file);
+
+    if (err == 0) {
+        err = tlsock_ctx_set_verify(ctx, TLSOCK_VERIFY_REQUIRED);
+    }
+    if (err != 0) {
+        cli_error("--client-ca", err, tlsock_ctx_errmsg(ctx));
+    }
+    return err;
+}
+
+int cli_use_devcert(struct tlsock_ctx *ctx, const char *ca_out, char fp[TLSOCK_FINGERPRINT_SIZE])
+{
+    char *ca = NULL;
+    char *cert = NULL;
+    char *key = NULL;
+    int err = tlsock_devcert_new(CLI_DEVCERT_HOSTS, &ca, &cert, &key);
+
+    if (err != 0) {
+        cli_error("cannot make a certificate", err, tlsock_errmsg());
+        goto done;
+    }
+    err = tlsock_ctx_set_cert_mem(ctx, cert, strlen(cert), key, strlen(key));
+    if (err != 0) {
+        cli_error("cannot use the certificate", err, tlsock_ctx_errmsg(ctx));
+        goto free_pems;
+    }
+    err = tlsock_cert_fingerprint(cert, strlen(cert), fp);
+    if (err != 0) {
+        cli_error("cannot fingerprint the certificate", err, tlsock_errmsg());
+        goto free_pems;
+    }
+    if (ca_out != NULL && !cli_write_file(ca_out, ca, 0644)) {
+        err = TLSOCK_ESYS;
+    }
+free_pems:
+    tlsock_free(key);
+    tlsock_free(cert);
+    tlsock_free(ca);
+done:
+    return err;
 }

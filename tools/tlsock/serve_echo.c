@@ -1,38 +1,27 @@
 /*
- * Echo mode: every byte goes back as it arrives. Writing exactly what one read returned keeps
- * the echo prompt (no waiting for a line or a full buffer).
+ * Echo mode: every byte goes back as it arrives, in the pieces it arrived in (no waiting for a
+ * line or a full buffer). A client that sends faster than it reads is slowed down by
+ * serve_conn_send(), which stops reading while the echo waits to be sent.
  */
-#include <stdio.h>
-
-#include "cli.h"
 #include "serve.h"
 
-#define ECHO_BUF_SIZE 16384
-
-int cli_serve_echo(struct tlsock_conn *conn, const char *peer)
+void serve_echo_data(struct serve_conn *sc, const void *data, size_t len)
 {
-    char buf[ECHO_BUF_SIZE];
-    char what[SERVE_PEER_SIZE + 16];
-    size_t nread = 0;
-    int err = 0;
+    int err = serve_conn_send(sc, data, len);
 
-    for (;;) {
-        err = tlsock_read(conn, buf, sizeof(buf), &nread);
-        if (err != 0) {
-            snprintf(what, sizeof(what), "%s: read", peer);
-            break;
-        }
-        err = tlsock_write(conn, buf, nread);
-        if (err != 0) {
-            snprintf(what, sizeof(what), "%s: write", peer);
-            break;
-        }
+    if (err != 0) {
+        serve_conn_log_error(sc, "write", err);
+        serve_conn_end(sc, err);
     }
-    /* The peer's close_notify is the one clean end; tlsock_close() answers it with ours. */
-    if (err == TLSOCK_ECLOSED) {
-        err = 0;
+}
+
+void serve_echo_event(struct serve_conn *sc, int code)
+{
+    /* The client's close_notify is the one clean end; closing answers it with ours. */
+    if (code == TLSOCK_ECLOSED) {
+        serve_conn_end(sc, 0);
     } else {
-        cli_error(what, err, tlsock_conn_errmsg(conn));
+        serve_conn_log_error(sc, "read", code);
+        serve_conn_end(sc, code);
     }
-    return err;
 }

@@ -1,18 +1,16 @@
 /*
  * HTTP mode: a minimal HTTP/1.x responder for testing clients such as curl and browsers.
  * Each request head (up to its blank line, RFC 9112 section 2.1) gets one small text/plain
- * response written with a single tlsock_write(). HTTP/1.1 connections stay open for the next
+ * response written with a single tlsock_uv_write(). HTTP/1.1 connections stay open for the next
  * request unless the client sends "Connection: close"; HTTP/1.0 ones end after one response.
  */
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
-#include "cli.h"
 #include "serve.h"
 
-#define HTTP_HEAD_MAX 8192
-#define HTTP_BODY     "hello from tlsock\n"
+#define HTTP_BODY "hello from tlsock\n"
 
 struct http_request {
     bool keep_alive;
@@ -112,7 +110,7 @@ done:
     return;
 }
 
-static int respond(struct tlsock_conn *conn, const struct http_request *req)
+static int respond(struct serve_conn *sc, const struct http_request *req)
 {
     char response[512];
     const char *reason = "OK";
@@ -140,7 +138,7 @@ static int respond(struct tlsock_conn *conn, const struct http_request *req)
                    "%s",
                    req->status, reason, strlen(body), req->keep_alive ? "keep-alive" : "close",
                    req->head_only ? "" : body);
-    return tlsock_write(conn, response, (size_t)len);
+    return serve_conn_send(sc, response, (size_t)len);
 }
 
 /* Finds the end of the request head ("\r\n\r\n") in @p buf; returns its length or 0. */
@@ -157,62 +155,70 @@ static size_t head_length(const char *buf, size_t used)
     return len;
 }
 
-int cli_serve_http(struct tlsock_conn *conn, const char *peer, bool verbose)
+/* Answers every complete request head in the buffer, in order (pipelining). */
+static void answer_heads(struct serve_conn *sc)
 {
-    char buf[HTTP_HEAD_MAX];
-    char what[SERVE_PEER_SIZE + 16];
     struct http_request req;
-    size_t used = 0;
-    size_t nread = 0;
     size_t head_len = 0;
-    bool serving = true;
     int err = 0;
 
-    snprintf(what, sizeof(what), "%s: read", peer);
-    while (serving) {
-        head_len = head_length(buf, used);
-        if (head_len == 0 && used == sizeof(buf)) {
+    while (!sc->closing) {
+        head_len = head_length(sc->head, sc->used);
+        if (head_len == 0 && sc->used == SERVE_HTTP_HEAD_MAX) {
             req = (struct http_request){.status = 431, .keep_alive = false};
-            head_len = used;
+            head_len = sc->used;
         } else if (head_len == 0) {
-            err = tlsock_read(conn, buf + used, sizeof(buf) - used, &nread);
-            if (err != 0) {
-                break;
-            }
-            used += nread;
-            continue;
+            break;
         } else {
-            parse_request(buf, head_len, &req);
+            parse_request(sc->head, head_len, &req);
         }
-        snprintf(what, sizeof(what), "%s: write", peer);
-        err = respond(conn, &req);
+        err = respond(sc, &req);
         if (err != 0) {
+            serve_conn_log_error(sc, "write", err);
+            serve_conn_end(sc, err);
             break;
         }
-        if (verbose) {
-            fprintf(stderr, "tlsock: %s: %d\n", peer, req.status);
+        if (sc->owner->settings->verbose) {
+            fprintf(stderr, "tlsock: %s: %d\n", sc->peer, req.status);
         }
+        /* Keep what followed this head: the next pipelined request. */
+        memmove(sc->head, sc->head + head_len, sc->used - head_len);
+        sc->used -= head_len;
         if (!req.keep_alive) {
-            snprintf(what, sizeof(what), "%s: close_notify", peer);
-            err = tlsock_shutdown(conn);
-            serving = false;
-            continue;
+            /* The response goes out first, then close_notify. */
+            serve_conn_end(sc, 0);
         }
-        /* Pipelined requests: keep what followed this head. */
-        memmove(buf, buf + head_len, used - head_len);
-        used -= head_len;
-        snprintf(what, sizeof(what), "%s: read", peer);
     }
+}
+
+void serve_http_data(struct serve_conn *sc, const void *data, size_t len)
+{
+    const char *p = data;
+    size_t n = 0;
+
+    while (len > 0 && !sc->closing) {
+        n = SERVE_HTTP_HEAD_MAX - sc->used;
+        n = n < len ? n : len;
+        memcpy(sc->head + sc->used, p, n);
+        sc->used += n;
+        p += n;
+        len -= n;
+        answer_heads(sc);
+    }
+}
+
+void serve_http_event(struct serve_conn *sc, int code)
+{
     /*
      * Between requests a client may simply go away, with close_notify or (many do) without, or
      * stay silent until the idle timeout: with no request half read nothing was lost, so none
      * of these is an error.
      */
-    if (err == TLSOCK_ECLOSED ||
-        (used == 0 && (err == TLSOCK_ETRUNCATED || err == TLSOCK_ETIMEDOUT))) {
-        err = 0;
-    } else if (err != 0) {
-        cli_error(what, err, tlsock_conn_errmsg(conn));
+    if (code == TLSOCK_ECLOSED ||
+        (sc->used == 0 && (code == TLSOCK_ETRUNCATED || code == TLSOCK_ETIMEDOUT))) {
+        serve_conn_end(sc, 0);
+    } else {
+        serve_conn_log_error(sc, "read", code);
+        serve_conn_end(sc, code);
     }
-    return err;
 }

@@ -1,0 +1,569 @@
+/*
+ * `tlsock tunnel`: accepts TCP connections and forwards each to a target, adding or removing
+ * TLS on the way, like stunnel. TLS termination: clients speak TLS, the target plaintext.
+ * TLS origination (--tls-connect): clients speak plaintext, the target TLS, verified as
+ * `tlsock connect` verifies. Both at once re-encrypts. Each of --threads threads runs a loop
+ * with its own listener on the same port (SO_REUSEPORT); tunnel_pair.c moves the bytes.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "cli.h"
+#include "loops.h"
+#include "tunnel.h"
+
+#define HANDSHAKE_TIMEOUT_MS 10000  /* default of --handshake-timeout */
+#define CONNECT_TIMEOUT_MS   10000  /* default of --connect-timeout */
+#define IDLE_TIMEOUT_MS      300000 /* default of --idle-timeout */
+#define THREADS_MAX          256
+#define LISTEN_BACKLOG       511
+
+struct tunnel_args {
+    char accept_host[CLI_HOST_MAX];
+    uint16_t accept_port;
+    const char *accept_arg;
+    char connect_host[CLI_HOST_MAX];
+    uint16_t connect_port;
+    const char *connect_arg;
+    struct cli_ctx_options ctx_opts; /* --tls, --ciphers for every TLS side; --cert/--key */
+    const char *ca_out;
+    const char *client_ca;
+    const char *ca;
+    const char *servername;
+    int handshake_timeout_ms;
+    int connect_timeout_ms;
+    int idle_timeout_ms;
+    int threads;
+    bool tls_connect;
+    bool insecure;
+    bool verbose;
+};
+
+static void print_help(void)
+{
+    fputs("Usage: tlsock tunnel --accept HOST:PORT --connect HOST:PORT [OPTIONS]\n\n"
+          "Accepts TCP connections and forwards each to the --connect address, adding or\n"
+          "removing TLS on the way (like stunnel). Clients speak TLS unless --tls-connect is\n"
+          "given without --cert or --ca-out; the target speaks TLS with --tls-connect. Without\n"
+          "--cert, accepted TLS uses a throw-away certificate for localhost, 127.0.0.1 and ::1.\n"
+          "The first line on stdout is 'listening on HOST:PORT'. The end of the stream on one\n"
+          "side (FIN or close_notify) is passed on to the other. A failed connection is logged\n"
+          "on stderr and the tunnel goes on. SIGINT or SIGTERM stops it.\n\n"
+          "Options:\n"
+          "      --accept HOST:PORT   address to accept clients on (port 0: any free port)\n"
+          "      --connect HOST:PORT  the target each client is forwarded to\n"
+          "Clients speak TLS (TLS termination):\n"
+          "  -c, --cert FILE          certificate chain (PEM)\n"
+          "  -K, --key FILE           private key (PEM; default: the --cert file)\n"
+          "      --ca-out FILE        without --cert: write the throw-away CA to FILE\n"
+          "      --client-ca FILE     require client certificates issued by these CAs\n"
+          "      --handshake-timeout MS\n"
+          "                           drop clients that have not finished the TLS handshake\n"
+          "                           MS milliseconds after they connected (default 10000)\n"
+          "The target speaks TLS (TLS origination):\n"
+          "      --tls-connect        connect to the target with TLS and verify it\n"
+          "  -C, --ca FILE|DIR        trust these CA certificates instead of the system store\n"
+          "  -k, --insecure           do not verify the target (anyone can impersonate it)\n"
+          "  -s, --servername NAME    SNI to send and name the certificate must match\n"
+          "Both:\n"
+          "  -t, --tls MIN[-MAX]      protocol range, e.g. 1.3 or 1.2-1.3 (default 1.2-1.3)\n"
+          "  -P, --ciphers POLICY     secure (default), compat, legacy, or the implementation's\n"
+          "                           own cipher string\n"
+          "      --connect-timeout MS bound the TCP connect and the TLS handshake to the target\n"
+          "                           to MS each (default 10000)\n"
+          "      --idle-timeout MS    close a connection when no data moved either way for MS\n"
+          "                           milliseconds (default 300000; 0: never)\n"
+          "      --threads N          N threads, each with its own event loop and listener on\n"
+          "                           the same port (SO_REUSEPORT); default 1\n"
+          "      --impl NAME          TLS implementation: openssl or gnutls (default: TLSOCK_IMPL\n"
+          "                           or openssl)\n"
+          "  -v, --verbose            log every connection, not only failures\n"
+          "  -h, --help               show this help\n",
+          stdout);
+}
+
+static int parse_ms(const char *opt, const char *arg, int min, int *out)
+{
+    int status = -1;
+
+    if (!cli_parse_int(arg, min, 86400000, out)) {
+        status = cli_usage_error("tunnel", "%s wants milliseconds (%d or more), not '%s'", opt, min,
+                                 arg);
+    }
+    return status;
+}
+
+static int parse_hostport(const char *opt, const char *arg, bool allow_zero,
+                          char host[CLI_HOST_MAX], uint16_t *port)
+{
+    int status = -1;
+
+    if (!cli_parse_hostport(arg, allow_zero, host, port)) {
+        status = cli_usage_error("tunnel", "%s: '%s' is not HOST:PORT or [IPv6]:PORT", opt, arg);
+    }
+    return status;
+}
+
+/* What parse_args() could not check one option at a time. Returns -1 or the exit status. */
+static int check_args(struct tunnel_args *args)
+{
+    int status = -1;
+    bool accept_tls = args->ctx_opts.cert != NULL || args->ca_out != NULL || !args->tls_connect;
+
+    if (args->accept_arg == NULL || args->connect_arg == NULL) {
+        status = cli_usage_error("tunnel", "--accept and --connect are both required");
+    } else if (args->ctx_opts.key != NULL && args->ctx_opts.cert == NULL) {
+        status = cli_usage_error("tunnel", "--key needs --cert");
+    } else if (args->ca_out != NULL && args->ctx_opts.cert != NULL) {
+        status = cli_usage_error("tunnel", "--ca-out only applies without --cert");
+    } else if (args->client_ca != NULL && !accept_tls) {
+        status = cli_usage_error("tunnel", "--client-ca needs clients that speak TLS (--cert)");
+    } else if (!args->tls_connect &&
+               (args->ca != NULL || args->insecure || args->servername != NULL)) {
+        status = cli_usage_error("tunnel", "--ca, --insecure and --servername need --tls-connect");
+    }
+    if (args->ctx_opts.cert != NULL && args->ctx_opts.key == NULL) {
+        args->ctx_opts.key = args->ctx_opts.cert;
+    }
+    return status;
+}
+
+/* Returns -1 to go on, or the exit status to leave with. */
+static int parse_args(int argc, char **argv, struct tunnel_args *args)
+{
+    enum {
+        OPT_ACCEPT = 256,
+        OPT_CONNECT,
+        OPT_CA_OUT,
+        OPT_CLIENT_CA,
+        OPT_HANDSHAKE_TIMEOUT,
+        OPT_TLS_CONNECT,
+        OPT_CONNECT_TIMEOUT,
+        OPT_IDLE_TIMEOUT,
+        OPT_THREADS,
+        OPT_IMPL,
+    };
+    static const struct option longopts[] = {
+        {"accept", required_argument, NULL, OPT_ACCEPT},
+        {"connect", required_argument, NULL, OPT_CONNECT},
+        {"cert", required_argument, NULL, 'c'},
+        {"key", required_argument, NULL, 'K'},
+        {"ca-out", required_argument, NULL, OPT_CA_OUT},
+        {"client-ca", required_argument, NULL, OPT_CLIENT_CA},
+        {"handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT},
+        {"tls-connect", no_argument, NULL, OPT_TLS_CONNECT},
+        {"ca", required_argument, NULL, 'C'},
+        {"insecure", no_argument, NULL, 'k'},
+        {"servername", required_argument, NULL, 's'},
+        {"tls", required_argument, NULL, 't'},
+        {"ciphers", required_argument, NULL, 'P'},
+        {"connect-timeout", required_argument, NULL, OPT_CONNECT_TIMEOUT},
+        {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
+        {"threads", required_argument, NULL, OPT_THREADS},
+        {"impl", required_argument, NULL, OPT_IMPL},
+        {"verbose", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int status = -1;
+    int opt = 0;
+    bool parsing = true;
+
+    while (parsing && status < 0) {
+        opt = getopt_long(argc, argv, ":c:K:C:ks:t:P:vh", longopts, NULL);
+        switch (opt) {
+        case -1:
+            parsing = false;
+            break;
+        case OPT_ACCEPT:
+            args->accept_arg = optarg;
+            status =
+                parse_hostport("--accept", optarg, true, args->accept_host, &args->accept_port);
+            break;
+        case OPT_CONNECT:
+            args->connect_arg = optarg;
+            status =
+                parse_hostport("--connect", optarg, false, args->connect_host, &args->connect_port);
+            break;
+        case 'c':
+            args->ctx_opts.cert = optarg;
+            break;
+        case 'K':
+            args->ctx_opts.key = optarg;
+            break;
+        case OPT_CA_OUT:
+            args->ca_out = optarg;
+            break;
+        case OPT_CLIENT_CA:
+            args->client_ca = optarg;
+            break;
+        case OPT_HANDSHAKE_TIMEOUT:
+            status = parse_ms("--handshake-timeout", optarg, 1, &args->handshake_timeout_ms);
+            break;
+        case OPT_TLS_CONNECT:
+            args->tls_connect = true;
+            break;
+        case 'C':
+            args->ca = optarg;
+            break;
+        case 'k':
+            args->insecure = true;
+            break;
+        case 's':
+            args->servername = optarg;
+            break;
+        case 't':
+            args->ctx_opts.tls = optarg;
+            break;
+        case 'P':
+            args->ctx_opts.ciphers = optarg;
+            break;
+        case OPT_CONNECT_TIMEOUT:
+            status = parse_ms("--connect-timeout", optarg, 1, &args->connect_timeout_ms);
+            break;
+        case OPT_IDLE_TIMEOUT:
+            status = parse_ms("--idle-timeout", optarg, 0, &args->idle_timeout_ms);
+            break;
+        case OPT_THREADS:
+            if (!cli_parse_int(optarg, 1, THREADS_MAX, &args->threads)) {
+                status =
+                    cli_usage_error("tunnel", "--threads wants a number from 1 to %d, not '%s'",
+                                    THREADS_MAX, optarg);
+            }
+            break;
+        case OPT_IMPL:
+            status = cli_use_impl("tunnel", optarg);
+            status = status == CLI_EXIT_OK ? -1 : status;
+            break;
+        case 'v':
+            args->verbose = true;
+            break;
+        case 'h':
+            print_help();
+            status = CLI_EXIT_OK;
+            break;
+        default:
+            status = cli_bad_option("tunnel", opt, argv);
+            break;
+        }
+    }
+    if (status < 0 && optind < argc) {
+        status = cli_usage_error("tunnel", "unexpected argument '%s'", argv[optind]);
+    }
+    if (status < 0) {
+        status = check_args(args);
+    }
+    return status;
+}
+
+/* The context of the accepting side; @p fp gets the throw-away certificate's fingerprint. */
+static int make_server_ctx(const struct tunnel_args *args, struct tlsock_ctx **out,
+                           char fp[TLSOCK_FINGERPRINT_SIZE])
+{
+    struct tlsock_ctx *ctx = NULL;
+    int err = tlsock_ctx_new(TLSOCK_SERVER, &ctx);
+
+    if (err != 0) {
+        cli_error("cannot create a server context", err, tlsock_errmsg());
+        goto done;
+    }
+    err = cli_ctx_configure(ctx, &args->ctx_opts);
+    if (err == 0 && args->client_ca != NULL) {
+        err = cli_require_client_certs(ctx, args->client_ca);
+    }
+    if (err == 0 && args->ctx_opts.cert == NULL) {
+        err = cli_use_devcert(ctx, args->ca_out, fp);
+    }
+    if (err == 0) {
+        *out = ctx;
+        ctx = NULL;
+    }
+    tlsock_ctx_free(ctx);
+done:
+    return err;
+}
+
+/* The context of the connections to the target (--tls-connect). */
+static int make_client_ctx(const struct tunnel_args *args, struct tlsock_ctx **out)
+{
+    struct tlsock_ctx *ctx = NULL;
+    struct cli_ctx_options ctx_opts = args->ctx_opts;
+    int err = tlsock_ctx_new(TLSOCK_CLIENT, &ctx);
+
+    if (err != 0) {
+        cli_error("cannot create a client context", err, tlsock_errmsg());
+        goto done;
+    }
+    /* --cert is the accepting side's certificate, not a client certificate. */
+    ctx_opts.cert = NULL;
+    ctx_opts.key = NULL;
+    err = cli_ctx_configure(ctx, &ctx_opts);
+    if (err == 0) {
+        err = cli_set_trust(ctx, args->ca, args->insecure);
+    }
+    if (err == 0) {
+        *out = ctx;
+        ctx = NULL;
+    }
+    tlsock_ctx_free(ctx);
+done:
+    return err;
+}
+
+static void on_plain_client(uv_stream_t *listener, int status)
+{
+    struct tunnel_loop *tl = listener->data;
+    uv_tcp_t *tcp = NULL;
+    int err = status;
+
+    if (err == 0) {
+        tcp = malloc(sizeof(*tcp));
+        err = tcp == NULL ? UV_ENOMEM : uv_tcp_init(listener->loop, tcp);
+    }
+    if (err == 0) {
+        err = uv_accept(listener, (uv_stream_t *)tcp);
+        if (err != 0) {
+            uv_close((uv_handle_t *)tcp, tunnel_free_handle);
+        }
+    } else {
+        free(tcp);
+    }
+    if (err != 0) {
+        cli_error("accept", TLSOCK_ESYS, uv_strerror(err));
+    } else {
+        tunnel_start_plain(tl, tcp);
+    }
+}
+
+/* Listens for plaintext clients; *port is the port it got. Reports failures. */
+static int listen_plain(struct tunnel_loop *tl, const char *host, uint16_t *port, bool reuseport)
+{
+    struct addrinfo hints;
+    struct addrinfo *ai = NULL;
+    struct sockaddr_storage ss;
+    int sslen = sizeof(ss);
+    char where[CLI_HOST_MAX + 16];
+    uv_os_fd_t fd = -1;
+    int one = 1;
+    int err = 0;
+
+    cli_format_hostport(host, *port, where, sizeof(where));
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    err = getaddrinfo(host, NULL, &hints, &ai);
+    if (err != 0) {
+        cli_error(where, TLSOCK_ERESOLVE, gai_strerror(err));
+        err = TLSOCK_ERESOLVE;
+        goto done;
+    }
+    memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
+    if (ss.ss_family == AF_INET) {
+        ((struct sockaddr_in *)&ss)->sin_port = htons(*port);
+    } else {
+        ((struct sockaddr_in6 *)&ss)->sin6_port = htons(*port);
+    }
+    tl->listener = malloc(sizeof(*tl->listener));
+    err = tl->listener == NULL ? UV_ENOMEM
+                               : uv_tcp_init_ex(&tl->loop->uv, tl->listener, ss.ss_family);
+    if (err != 0) {
+        free(tl->listener);
+        tl->listener = NULL;
+        cli_error(where, TLSOCK_ESYS, uv_strerror(err));
+        err = TLSOCK_ESYS;
+        goto free_ai;
+    }
+    tl->listener->data = tl;
+    if (reuseport && uv_fileno((uv_handle_t *)tl->listener, &fd) == 0 &&
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
+        err = uv_translate_sys_error(errno);
+    }
+    if (err == 0) {
+        err = uv_tcp_bind(tl->listener, (const struct sockaddr *)&ss, 0);
+    }
+    if (err == 0) {
+        err = uv_listen((uv_stream_t *)tl->listener, LISTEN_BACKLOG, on_plain_client);
+    }
+    if (err == 0) {
+        err = uv_tcp_getsockname(tl->listener, (struct sockaddr *)&ss, &sslen);
+    }
+    if (err != 0) {
+        cli_error(where, TLSOCK_ESYS, uv_strerror(err));
+        uv_close((uv_handle_t *)tl->listener, tunnel_free_handle);
+        tl->listener = NULL;
+        err = TLSOCK_ESYS;
+        goto free_ai;
+    }
+    *port = ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
+                                          : ((struct sockaddr_in6 *)&ss)->sin6_port);
+free_ai:
+    freeaddrinfo(ai);
+done:
+    return err;
+}
+
+/* Listens for TLS clients; *port is the port it got. Reports failures. */
+static int listen_tls(struct tunnel_loop *tl, struct tlsock_ctx *ctx, const char *host,
+                      uint16_t *port, bool reuseport)
+{
+    struct tlsock_uv_opts opts = TLSOCK_UV_OPTS_INIT;
+    char where[CLI_HOST_MAX + 16];
+    int err = 0;
+
+    tunnel_accept_opts(tl, &opts);
+    opts.reuseport = reuseport;
+    err = tlsock_uv_serve(&tl->loop->uv, ctx, host, *port, 0, &opts, &tl->server);
+    if (err != 0) {
+        tl->server = NULL;
+        cli_format_hostport(host, *port, where, sizeof(where));
+        cli_error(where, err, tlsock_errmsg());
+    } else {
+        *port = tlsock_uv_server_port(tl->server);
+    }
+    return err;
+}
+
+static void stop_listening(struct tunnel_loop *tl)
+{
+    if (tl->server != NULL) {
+        tlsock_uv_server_close(tl->server, NULL);
+        tl->server = NULL;
+    }
+    if (tl->listener != NULL) {
+        uv_close((uv_handle_t *)tl->listener, tunnel_free_handle);
+        tl->listener = NULL;
+    }
+}
+
+static void loop_stop_accepting(struct cli_loop *loop)
+{
+    stop_listening(loop->user);
+}
+
+static void loop_close_all(struct cli_loop *loop)
+{
+    tunnel_close_all(loop->user);
+}
+
+static const struct cli_loop_ops tunnel_loop_ops = {
+    .stop_accepting = loop_stop_accepting,
+    .close_all = loop_close_all,
+};
+
+/* Until SIGINT or SIGTERM: one listener per thread, all on the port the first one got. */
+static int run_loops(const struct tunnel_args *args, const struct tunnel_settings *settings,
+                     struct tlsock_ctx *server_ctx, const char *fp)
+{
+    struct cli_loops loops;
+    struct tunnel_loop *tls = calloc((size_t)args->threads, sizeof(*tls));
+    char where[CLI_HOST_MAX + 16];
+    uint16_t port = args->accept_port;
+    bool reuseport = args->threads > 1;
+    int err = TLSOCK_ENOMEM;
+    int i = 0;
+
+    if (tls == NULL) {
+        cli_error("cannot start the tunnel", err, NULL);
+        goto done;
+    }
+    err = cli_loops_init(&loops, args->threads, &tunnel_loop_ops) == 0 ? 0 : TLSOCK_ESYS;
+    for (i = 0; i < loops.count && err == 0; i++) {
+        tls[i].settings = settings;
+        tls[i].loop = &loops.loops[i];
+        loops.loops[i].user = &tls[i];
+        if (server_ctx != NULL) {
+            err = listen_tls(&tls[i], server_ctx, args->accept_host, &port, reuseport);
+        } else {
+            err = listen_plain(&tls[i], args->accept_host, &port, reuseport);
+        }
+    }
+    if (err == 0) {
+        /* Scripts wait for these lines to learn the port: "listening on" first, out at once. */
+        cli_format_hostport(args->accept_host, port, where, sizeof(where));
+        printf("listening on %s\n", where);
+        if (fp[0] != '\0') {
+            printf("fingerprint SHA256 %s\n", fp);
+        }
+        fflush(stdout);
+        if (settings->verbose) {
+            fprintf(stderr, "tlsock: forwarding %s on %s to %s %s\n",
+                    settings->accept_tls ? "TLS" : "plaintext", where,
+                    settings->client_ctx != NULL ? "TLS" : "plaintext", settings->target);
+        }
+        err = cli_loops_run(&loops) == 0 ? 0 : TLSOCK_ESYS;
+    } else {
+        for (i = 0; i < loops.count; i++) {
+            stop_listening(&tls[i]);
+        }
+    }
+    cli_loops_free(&loops);
+    free(tls);
+done:
+    return err;
+}
+
+/* Returns the exit status. */
+static int run(const struct tunnel_args *args)
+{
+    struct tunnel_settings settings;
+    struct tlsock_ctx *server_ctx = NULL;
+    char fp[TLSOCK_FINGERPRINT_SIZE] = "";
+    struct sigaction sa;
+    int status = CLI_EXIT_OK;
+    int err = 0;
+
+    memset(&settings, 0, sizeof(settings));
+    memcpy(settings.connect_host, args->connect_host, sizeof(settings.connect_host));
+    settings.connect_port = args->connect_port;
+    cli_format_hostport(args->connect_host, args->connect_port, settings.target,
+                        sizeof(settings.target));
+    settings.servername = args->servername;
+    settings.accept_tls = args->ctx_opts.cert != NULL || args->ca_out != NULL || !args->tls_connect;
+    settings.handshake_timeout_ms = args->handshake_timeout_ms;
+    settings.connect_timeout_ms = args->connect_timeout_ms;
+    settings.idle_timeout_ms = args->idle_timeout_ms;
+    settings.verbose = args->verbose;
+    if (settings.accept_tls) {
+        err = make_server_ctx(args, &server_ctx, fp);
+    }
+    if (err == 0 && args->tls_connect) {
+        err = make_client_ctx(args, &settings.client_ctx);
+    }
+    if (err != 0) {
+        status = cli_setup_exit_code(err);
+        goto free_ctx;
+    }
+    /* A plaintext peer that goes away must fail a write, not kill the tunnel. */
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+    err = run_loops(args, &settings, server_ctx, fp);
+    status = cli_exit_code(err);
+free_ctx:
+    tlsock_ctx_free(settings.client_ctx);
+    tlsock_ctx_free(server_ctx);
+    return status;
+}
+
+int cli_cmd_tunnel(int argc, char **argv)
+{
+    struct tunnel_args args;
+    int status = 0;
+
+    memset(&args, 0, sizeof(args));
+    args.handshake_timeout_ms = HANDSHAKE_TIMEOUT_MS;
+    args.connect_timeout_ms = CONNECT_TIMEOUT_MS;
+    args.idle_timeout_ms = IDLE_TIMEOUT_MS;
+    args.threads = 1;
+    status = parse_args(argc, argv, &args);
+    if (status < 0) {
+        status = run(&args);
+    }
+    return status;
+}

@@ -1,0 +1,249 @@
+/*
+ * One libuv loop per thread for the serving commands, and their common stop. libuv handles
+ * belong to their loop's thread, so the signal handler on loop 0 only wakes every loop
+ * (uv_async_send() is the one thread-safe libuv call) and each loop stops itself.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "loops.h"
+
+/* Closes a handle once; one that was never initialised (still zeroed) is skipped. */
+static void close_handle(uv_handle_t *handle)
+{
+    if (handle->loop != NULL && !uv_is_closing(handle)) {
+        uv_close(handle, NULL);
+    }
+}
+
+/* Nothing is left to wait for: the loop ends when the command's last handle is closed. */
+static void finish_stop(struct cli_loop *loop)
+{
+    uv_timer_stop(&loop->stop_timer);
+    close_handle((uv_handle_t *)&loop->stop_timer);
+}
+
+static void on_close_wait_over(uv_timer_t *timer)
+{
+    struct cli_loop *loop = timer->data;
+
+    cli_errorf("stopping with %zu connections still open", loop->open);
+    loop->abandoned = true;
+    uv_stop(&loop->uv);
+}
+
+static void on_grace_over(uv_timer_t *timer)
+{
+    struct cli_loop *loop = timer->data;
+
+    loop->closing_all = true;
+    loop->ops->close_all(loop);
+    if (loop->open == 0) {
+        finish_stop(loop);
+    } else {
+        uv_timer_start(&loop->stop_timer, on_close_wait_over, CLI_LOOP_CLOSE_WAIT_MS, 0);
+    }
+}
+
+static void on_stop_async(uv_async_t *async)
+{
+    struct cli_loop *loop = async->data;
+
+    close_handle((uv_handle_t *)async);
+    if (loop->stopping) {
+        goto done;
+    }
+    loop->stopping = true;
+    loop->ops->stop_accepting(loop);
+    if (loop->open == 0) {
+        finish_stop(loop);
+    } else {
+        uv_timer_start(&loop->stop_timer, on_grace_over, CLI_LOOP_GRACE_MS, 0);
+    }
+done:
+    return;
+}
+
+static void unref_handle(uv_handle_t *handle)
+{
+    if (handle->loop != NULL) {
+        uv_unref(handle);
+    }
+}
+
+static void request_stop(struct cli_loops *loops)
+{
+    /*
+     * The handlers stay, so that more signals (timeout(1) and shells send one to the process
+     * and one to its group) change nothing, but no longer keep loop 0 running.
+     */
+    unref_handle((uv_handle_t *)&loops->sigint);
+    unref_handle((uv_handle_t *)&loops->sigterm);
+    if (!loops->stop_requested) {
+        loops->stop_requested = true;
+        for (int i = 0; i < loops->count; i++) {
+            uv_async_send(&loops->loops[i].stop_async);
+        }
+    }
+}
+
+static void on_signal(uv_signal_t *handle, int signum)
+{
+    (void)signum;
+    request_stop(handle->data);
+}
+
+int cli_loops_init(struct cli_loops *loops, int count, const struct cli_loop_ops *ops)
+{
+    int err = 0;
+    int i = 0;
+
+    memset(loops, 0, sizeof(*loops));
+    loops->loops = calloc((size_t)count, sizeof(*loops->loops));
+    if (loops->loops == NULL) {
+        err = UV_ENOMEM;
+        cli_errorf("cannot make %d event loops: %s", count, uv_strerror(err));
+        goto done;
+    }
+    for (i = 0; i < count && err == 0; i++) {
+        struct cli_loop *loop = &loops->loops[i];
+
+        loop->ops = ops;
+        err = uv_loop_init(&loop->uv);
+        if (err != 0) {
+            cli_errorf("cannot make an event loop: %s", uv_strerror(err));
+            break;
+        }
+        loops->count = i + 1;
+        /* Neither fails on an initialised loop (libuv 1.x). */
+        uv_async_init(&loop->uv, &loop->stop_async, on_stop_async);
+        loop->stop_async.data = loop;
+        uv_timer_init(&loop->uv, &loop->stop_timer);
+        loop->stop_timer.data = loop;
+    }
+done:
+    return err;
+}
+
+static void *run_thread(void *arg)
+{
+    struct cli_loop *loop = arg;
+
+    uv_run(&loop->uv, UV_RUN_DEFAULT);
+    return NULL;
+}
+
+static int start_signals(struct cli_loops *loops)
+{
+    uv_loop_t *main_loop = &loops->loops[0].uv;
+    int err = uv_signal_init(main_loop, &loops->sigint);
+
+    if (err == 0) {
+        loops->sigint.data = loops;
+        err = uv_signal_init(main_loop, &loops->sigterm);
+    }
+    if (err == 0) {
+        loops->sigterm.data = loops;
+        err = uv_signal_start(&loops->sigint, on_signal, SIGINT);
+    }
+    if (err == 0) {
+        err = uv_signal_start(&loops->sigterm, on_signal, SIGTERM);
+    }
+    return err;
+}
+
+int cli_loops_run(struct cli_loops *loops)
+{
+    int err = start_signals(loops);
+    int rc = 0;
+
+    if (err != 0) {
+        cli_errorf("cannot handle SIGINT and SIGTERM: %s", uv_strerror(err));
+        request_stop(loops);
+    }
+    for (int i = 1; i < loops->count && err == 0; i++) {
+        rc = pthread_create(&loops->loops[i].thread, NULL, run_thread, &loops->loops[i]);
+        if (rc != 0) {
+            err = uv_translate_sys_error(rc);
+            cli_errorf("cannot start thread %d: %s", i + 1, strerror(rc));
+            /* The loops already running stop as after a signal, and are joined below. */
+            request_stop(loops);
+            break;
+        }
+        loops->loops[i].thread_started = true;
+    }
+    uv_run(&loops->loops[0].uv, UV_RUN_DEFAULT);
+    for (int i = 1; i < loops->count; i++) {
+        if (loops->loops[i].thread_started) {
+            pthread_join(loops->loops[i].thread, NULL);
+        }
+    }
+    return err;
+}
+
+/*
+ * Closing the handlers makes libuv restore the default action, which would let a late second
+ * signal kill a process that is only leaving: the signals are ignored instead, without a gap.
+ */
+static void close_signals(struct cli_loops *loops)
+{
+    sigset_t stop_signals;
+    sigset_t old_mask;
+    struct sigaction ignore;
+
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    memset(&ignore, 0, sizeof(ignore));
+    ignore.sa_handler = SIG_IGN;
+    pthread_sigmask(SIG_BLOCK, &stop_signals, &old_mask);
+    close_handle((uv_handle_t *)&loops->sigint);
+    close_handle((uv_handle_t *)&loops->sigterm);
+    if (loops->stop_requested) {
+        sigaction(SIGINT, &ignore, NULL);
+        sigaction(SIGTERM, &ignore, NULL);
+    }
+    pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
+}
+
+void cli_loops_free(struct cli_loops *loops)
+{
+    for (int i = 0; i < loops->count; i++) {
+        struct cli_loop *loop = &loops->loops[i];
+
+        if (loop->abandoned) {
+            continue;
+        }
+        close_handle((uv_handle_t *)&loop->stop_async);
+        close_handle((uv_handle_t *)&loop->stop_timer);
+        if (i == 0) {
+            close_signals(loops);
+        }
+        /* Runs the close callbacks still due, the command's included. */
+        uv_run(&loop->uv, UV_RUN_DEFAULT);
+        uv_loop_close(&loop->uv);
+    }
+    free(loops->loops);
+    memset(loops, 0, sizeof(*loops));
+}
+
+void cli_loop_conn_opened(struct cli_loop *loop)
+{
+    loop->open++;
+}
+
+void cli_loop_conn_closed(struct cli_loop *loop)
+{
+    loop->open--;
+    if (loop->stopping && loop->open == 0) {
+        finish_stop(loop);
+    }
+}
+
+bool cli_loop_stopping(const struct cli_loop *loop)
+{
+    return loop->stopping;
+}

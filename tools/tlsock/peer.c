@@ -1,0 +1,38 @@
+/*
+ * Names of clients in the log lines of the serving commands: their address where the program
+ * has the socket, else a number. tlsock/uv.h gives no way to the socket of an async connection.
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "cli.h"
+
+void cli_format_sockaddr(const struct sockaddr *sa, char out[CLI_PEER_SIZE])
+{
+    char addr[INET6_ADDRSTRLEN] = "?";
+    uint16_t port = 0;
+
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &sin->sin_addr, addr, sizeof(addr));
+        port = ntohs(sin->sin_port);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &sin6->sin6_addr, addr, sizeof(addr));
+        port = ntohs(sin6->sin6_port);
+    }
+    cli_format_hostport(addr, port, out, CLI_PEER_SIZE);
+}
+
+void cli_name_client(char out[CLI_PEER_SIZE])
+{
+    /* Shared by the loops' threads. */
+    static atomic_ulong counter;
+    unsigned long n = atomic_fetch_add(&counter, 1) + 1;
+
+    snprintf(out, CLI_PEER_SIZE, "client %lu", n);
+}
