@@ -185,6 +185,15 @@ ssize_t tlsock__sock_recv(int fd, void *buf, size_t len, int *sys_errno);
 ssize_t tlsock__sock_send(int fd, const void *buf, size_t len, int *sys_errno);
 /* Half-closes, drains unread input for a short bounded time, then closes @p fd. */
 void tlsock__graceful_close(int fd);
+/*
+ * A listening socket (listener.c) on @p host (NULL: every address, dual stack when possible) and
+ * @p port, non-blocking and close-on-exec; @p reuseport sets SO_REUSEPORT before bind. On failure
+ * the thread's message says why.
+ */
+int tlsock__listen_socket(const char *host, uint16_t port, int backlog, bool reuseport,
+                          int *fd_out) TLSOCK__MUST_CHECK;
+/* The port a bound socket got (the kernel picks one for port 0); 0 if unknown. */
+uint16_t tlsock__bound_port(int fd);
 /* True when @p host is an IPv4 or IPv6 literal. */
 bool tlsock__is_ip_literal(const char *host);
 

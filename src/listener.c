@@ -24,7 +24,8 @@ struct tlsock_listener {
 };
 
 /* Creates, binds and listens on one resolved address. */
-static int listen_one(const struct addrinfo *ai, int backlog, int *fd_out, struct tlsock__err *err)
+static int listen_one(const struct addrinfo *ai, int backlog, bool reuseport, int *fd_out,
+                      struct tlsock__err *err)
 {
     int one = 1;
     int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
@@ -35,6 +36,11 @@ static int listen_one(const struct addrinfo *ai, int backlog, int *fd_out, struc
     }
     /* Restarting a server must not wait for old connections in TIME_WAIT. */
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    /* Several servers (one loop per thread) share the port; the kernel spreads the clients. */
+    if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) {
+        rc = tlsock__fail(err, TLSOCK_ESYS, "SO_REUSEPORT: %s", strerror(errno));
+        goto close_fd;
+    }
     if (ai->ai_family == AF_INET6) {
         /* Dual stack when bound to "::"; harmless for specific IPv6 addresses. */
         int zero = 0;
@@ -55,8 +61,7 @@ close_fd:
     return rc;
 }
 
-/* The port a bound socket got (the kernel picks one for port 0). */
-static uint16_t bound_port(int fd)
+uint16_t tlsock__bound_port(int fd)
 {
     struct sockaddr_storage ss;
     socklen_t len = sizeof(ss);
@@ -71,7 +76,7 @@ static uint16_t bound_port(int fd)
 }
 
 /* Binds the first address of @p host that works; 0 with *fd_out set, or an error in @p err. */
-static int listen_host(const char *host, uint16_t port, int backlog, int *fd_out,
+static int listen_host(const char *host, uint16_t port, int backlog, bool reuseport, int *fd_out,
                        struct tlsock__err *err)
 {
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
@@ -87,10 +92,34 @@ static int listen_host(const char *host, uint16_t port, int backlog, int *fd_out
     rc = TLSOCK_ERESOLVE;
     snprintf(err->msg, sizeof(err->msg), "no address to listen on");
     for (const struct addrinfo *ai = list; ai != NULL && rc != 0; ai = ai->ai_next) {
-        rc = listen_one(ai, backlog, fd_out, err);
+        rc = listen_one(ai, backlog, reuseport, fd_out, err);
     }
     freeaddrinfo(list);
     return rc;
+}
+
+int tlsock__listen_socket(const char *host, uint16_t port, int backlog, bool reuseport, int *fd_out)
+{
+    struct tlsock__err err = {{0}};
+    int rc;
+
+    if (backlog <= 0) {
+        backlog = DEFAULT_BACKLOG;
+    }
+    if (host != NULL) {
+        rc = listen_host(host, port, backlog, reuseport, fd_out, &err);
+    } else {
+        /* All addresses: one dual-stack IPv6 socket takes IPv4 too; IPv4 alone without IPv6. */
+        rc = listen_host("::", port, backlog, reuseport, fd_out, &err);
+        if (rc != 0) {
+            rc = listen_host("0.0.0.0", port, backlog, reuseport, fd_out, &err);
+        }
+    }
+    if (rc != 0) {
+        return tlsock__fail(NULL, rc, "%s port %u: %.400s", host != NULL ? host : "(any)",
+                            (unsigned)port, err.msg);
+    }
+    return 0;
 }
 
 int tlsock_listen(struct tlsock_ctx *ctx, const char *host, uint16_t port, int backlog,
@@ -113,21 +142,9 @@ int tlsock_listen(struct tlsock_ctx *ctx, const char *host, uint16_t port, int b
         tlsock__publish(&err);
         return rc;
     }
-    if (backlog <= 0) {
-        backlog = DEFAULT_BACKLOG;
-    }
-    if (host != NULL) {
-        rc = listen_host(host, port, backlog, &fd, &err);
-    } else {
-        /* All addresses: one dual-stack IPv6 socket takes IPv4 too; IPv4 alone without IPv6. */
-        rc = listen_host("::", port, backlog, &fd, &err);
-        if (rc != 0) {
-            rc = listen_host("0.0.0.0", port, backlog, &fd, &err);
-        }
-    }
+    rc = tlsock__listen_socket(host, port, backlog, false, &fd);
     if (rc != 0) {
-        return tlsock__fail(NULL, rc, "%s port %u: %.400s", host != NULL ? host : "(any)",
-                            (unsigned)port, err.msg);
+        return rc;
     }
     lis = calloc(1, sizeof(*lis));
     if (lis == NULL) {
@@ -136,7 +153,7 @@ int tlsock_listen(struct tlsock_ctx *ctx, const char *host, uint16_t port, int b
     }
     lis->ctx = tlsock_ctx_ref(ctx);
     lis->fd = fd;
-    lis->port = bound_port(fd);
+    lis->port = tlsock__bound_port(fd);
     *out = lis;
     return 0;
 }

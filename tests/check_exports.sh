@@ -1,12 +1,12 @@
 #!/bin/sh
 # Checks the shared library's exported symbols (house style rule 3):
 #   - every exported function or object is named tlsock_* and none is tlsock__* (internal);
-#   - every function the public header declares with TLSOCK_API is exported.
-# Usage: check_exports.sh LIBRARY [HEADER]
+#   - every function the public headers declare with TLSOCK_API is exported.
+# Usage: check_exports.sh LIBRARY [HEADER...]
 set -eu
 
 lib=$1
-header=${2:-}
+shift
 
 if [ ! -r "$lib" ]; then
     echo "check_exports: cannot read $lib" >&2
@@ -39,7 +39,11 @@ for sym in $exported; do
     esac
 done
 
-if [ -n "$header" ]; then
+for header in "$@"; do
+    if [ ! -r "$header" ]; then
+        echo "check_exports: cannot read $header" >&2
+        exit 1
+    fi
     # Declarations look like "TLSOCK_API <type> [*]tlsock_name(" possibly across lines; the
     # name is the first tlsock_ identifier followed by "(" after TLSOCK_API.
     declared=$(tr '\n' ' ' <"$header" | grep -o 'TLSOCK_API[^;(]*(' |
@@ -54,7 +58,7 @@ if [ -n "$header" ]; then
             status=1
         fi
     done
-fi
+done
 
 if [ "$status" -eq 0 ]; then
     echo "check_exports: $(printf '%s\n' "$exported" | wc -l) symbols, all public"
