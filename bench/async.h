@@ -55,6 +55,7 @@ enum bench_uv_mode {
 };
 
 struct srv_conn;
+struct echo_buf;
 
 /* A tlsock_uv server on a loop of its own, run by a thread of its own (side_uv.c). */
 struct bench_uv_server {
@@ -72,6 +73,8 @@ struct bench_uv_server {
     int64_t echo_cpu_ns;    /* from the echo connection's handshake to its close_notify */
     int64_t thread_cpu_ns;  /* the whole thread, once stopped */
     struct srv_conn *conns; /* connections handed to on_connect and not closed yet */
+    struct echo_buf *pool;  /* echo: free copy buffers */
+    int pooled;
 };
 
 #endif /* TLSOCK_BENCH_ASYNC_H */

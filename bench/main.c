@@ -59,7 +59,7 @@
 #define ASYNC_TARGET          0.90
 #define ASYNC_ROUNDS          11
 #define ECHO_WINDOW           (64 * 1024)
-#define HANDSHAKE_CONCURRENCY 8
+#define HANDSHAKE_CONCURRENCY 32
 #define IDLE_CONNECTIONS      10000
 #define IDLE_BUDGET           1024.0
 #define MAX_CONNECTIONS       19000 /* the fd limit is 20,000 per process on the bench machine */
@@ -217,8 +217,8 @@ static const struct bench_case cases[] = {
      .rounds = ASYNC_ROUNDS,
      .async = true,
      .sides = SIDES(bench_side_raw_handshakes, bench_side_uv_handshakes),
-     .summary = "full TLS 1.3 handshakes, ECDSA P-256, 8 in flight: a tlsock_uv server loop and "
-                "two client loops against 8 blocking client and 8 server threads (raw OpenSSL)"},
+     .summary = "full TLS 1.3 handshakes, ECDSA P-256, 32 in flight: a tlsock_uv server loop and "
+                "two client loops against 32 blocking client and 32 server threads (raw OpenSSL)"},
     {.name = "async-handshake-ecdsa-p256-gnutls",
      .kind = KIND_ASYNC_HANDSHAKE,
      .key_type = "ec-p256",
@@ -321,7 +321,7 @@ static int parse_args(int argc, char **argv, struct options *opts)
         switch (c) {
         case 'l':
             for (size_t i = 0; i < NCASES; i++) {
-                printf("%-28s %s\n", cases[i].name, cases[i].summary);
+                printf("%-34s %s\n", cases[i].name, cases[i].summary);
             }
             rc = ARGS_DONE;
             break;

@@ -7,7 +7,7 @@
 
 #include "runner.h"
 
-#define NAME_WIDTH 28
+#define NAME_WIDTH 34
 
 enum row_kind {
     ROW_TARGET, /* tlsock / raw against the case's target, with the ratio's quartiles */
@@ -203,7 +203,7 @@ void print_table(const struct bench_case *cases, size_t ncases, const struct cas
             }
             printf("\n");
         }
-        if (res->ran && res->ok && res->rounds != default_rounds) {
+        if (res->ran && res->ok && res->rounds != default_rounds && !cases[i].fixed_rounds) {
             printf("%s: %d rounds\n", cases[i].name, res->rounds);
         }
         if (res->ran && res->sides > SIDE_REFERENCE && !cases[i].async) {
