@@ -747,7 +747,10 @@ static void close_step(struct tlsock_uv_conn *c)
             }
         }
         c->notify_done = true;
-        if (healthy && c->deferred == 0 && !c->tls->sent_close) {
+        /* A timed-out reader still has a sound session: it says goodbye properly. */
+        bool tls_ok = c->phase == TLSOCK__UV_OPEN && !c->broken && c->deferred == 0 &&
+                      c->tls->state == TLSOCK__OPEN;
+        if (tls_ok && !c->tls->sent_close) {
             int rc = tlsock_shutdown(c->tls);
             (void)rc; /* best effort: the application is done with the connection */
             flush_output(c);
@@ -783,7 +786,8 @@ void tlsock__uv_pump(struct tlsock_uv_conn *c, bool read)
         handshake_step(c);
     }
     if (!c->closing && c->dead == 0 && c->phase == TLSOCK__UV_OPEN && !c->connect_reported) {
-        /* An adopted connection whose handshake was already done. */
+        /* An adopted connection whose handshake was already done: initial data goes first. */
+        send_writes(c);
         c->connect_reported = true;
         if (c->cfg.on_connect != NULL) {
             c->cfg.on_connect(c, 0);
@@ -916,18 +920,24 @@ static void finish(struct tlsock_uv_conn *c)
                 c->cfg.on_connect(c, TLSOCK_ECANCELED);
             }
         }
-        /* Pending writes complete with ECANCELED, in order. */
+        /* Pending writes complete in order: with 0 if libuv wrote all of it before the close
+         * (a healthy connection), else with ECANCELED. */
         while (c->wq_head != NULL) {
             struct tlsock__uv_write *w = c->wq_head;
             void *arg = w->arg;
             bool internal = w->internal;
+            bool written =
+                c->dead == 0 && w->done == w->len && w != c->wq_enc && w->end <= c->cipher_done;
             c->wq_head = w->next;
             if (w->owned) {
                 free((void *)w->buf);
             }
             free(w);
+            if (c->wq_enc == w) {
+                c->wq_enc = c->wq_head;
+            }
             if (!internal && c->cfg.on_write != NULL) {
-                c->cfg.on_write(c, arg, TLSOCK_ECANCELED);
+                c->cfg.on_write(c, arg, written ? 0 : TLSOCK_ECANCELED);
             }
         }
         c->wq_tail = NULL;
