@@ -60,7 +60,9 @@ struct echo_buf;
 /* A tlsock_uv server on a loop of its own, run by a thread of its own (side_uv.c). */
 struct bench_uv_server {
     uv_loop_t loop;
-    uv_async_t wake; /* the stop request */
+    uv_async_t wake;       /* the stop request */
+    uv_timer_t stop_guard; /* after the stop request: fails a close that never finishes */
+    bool guarded;
     struct tlsock_uv_server *server;
     pthread_t thread;
     enum bench_uv_mode mode;

@@ -21,6 +21,9 @@
 /* A run that has not ended this long after its time budget is stuck: it fails. */
 #define GUARD_EXTRA_MS 15000
 
+/* A server whose connections have not all closed this long after the stop request is stuck. */
+#define STOP_GUARD_MS 30000
+
 /* Echo server backpressure: stop reading above this many queued bytes, resume below LOW. */
 #define WRITE_QUEUE_HIGH (1024 * 1024)
 #define WRITE_QUEUE_LOW  (256 * 1024)
@@ -256,12 +259,29 @@ static void srv_on_accept_error(struct tlsock_uv_server *server, int code, const
     srv_fail(tlsock_uv_server_user(server), code, "accept", message);
 }
 
+/*
+ * The driver bounds every close with its own timers; should a close never finish anyway, the
+ * bench stops loudly instead of waiting in pthread_join forever.
+ */
+static void srv_on_stop_guard(uv_timer_t *timer)
+{
+    (void)timer;
+    fprintf(stderr, "tlsock-uv server: connections still open %d ms after the stop; aborting\n",
+            STOP_GUARD_MS);
+    abort();
+}
+
 /* The stop request (uv_async_send from another thread): close everything, the loop then ends. */
 static void srv_on_wake(uv_async_t *wake)
 {
     struct bench_uv_server *srv = wake->data;
 
     srv->stopping = true;
+    /* Unreferenced: it does not keep the loop running, srv_thread closes it at the end. */
+    (void)uv_timer_init(&srv->loop, &srv->stop_guard);
+    (void)uv_timer_start(&srv->stop_guard, srv_on_stop_guard, STOP_GUARD_MS, 0);
+    uv_unref((uv_handle_t *)&srv->stop_guard);
+    srv->guarded = true;
     if (srv->mode == BENCH_UV_ECHO && srv->echo_cpu_ns == 0 && srv->echo_cpu0_ns != 0) {
         srv->echo_cpu_ns = bench_thread_cpu_ns() - srv->echo_cpu0_ns;
     }
@@ -281,6 +301,10 @@ static void *srv_thread(void *arg)
 
     /* Ends when the server and every connection are closed, after the stop request. */
     (void)uv_run(&srv->loop, UV_RUN_DEFAULT);
+    if (srv->guarded) {
+        uv_close((uv_handle_t *)&srv->stop_guard, NULL);
+        (void)uv_run(&srv->loop, UV_RUN_DEFAULT);
+    }
     srv->thread_cpu_ns = bench_thread_cpu_ns() - cpu0;
     return NULL;
 }
@@ -789,7 +813,7 @@ static int uv_handshakes_run(void *envp, const struct bench_limits *limits,
     if (bench_uv_server_stop(&srv) != BENCH_OK && rc == BENCH_OK) {
         rc = BENCH_ERROR;
     }
-    if (rc == BENCH_OK && counted > 0 && srv.handshakes > 0) {
+    if (rc == BENCH_OK && all > 0 && srv.handshakes > 0) {
         out->count = counted;
         out->rate = (double)counted / limits->seconds;
         out->client_cpu_us = (double)cpu_ns / 1e3 / (double)all;

@@ -185,7 +185,7 @@ int bench_run_handshakes_parallel(const struct bench_ops *ops, void *env,
     }
     ops->listen_close(st.lis);
     rc = atomic_load(&st.rc);
-    if (rc == BENCH_OK && st.counted > 0 && st.server_hs > 0) {
+    if (rc == BENCH_OK && st.client_hs > 0 && st.server_hs > 0) {
         out->count = st.counted;
         out->rate = (double)st.counted / limits->seconds;
         out->client_cpu_us = (double)st.client_cpu_ns / 1e3 / (double)st.client_hs;
