@@ -2,13 +2,14 @@
  * tlsock-bench: tlsock against raw OpenSSL (and, in the -gnutls cases, tlsock on GnuTLS against
  * raw GnuTLS), same process, same workload, interleaved rounds.
  *
- *   tlsock-bench [--list] [--seconds S] [--rounds N] [--verbose] [CASE...]
+ *   tlsock-bench [--list] [--seconds S] [--rounds N] [--connections N] [--verbose] [CASE...]
  *
  * Each case makes its certificates and the sides' contexts once, warms every side up, then runs
  * N rounds of one raw and one tlsock measurement (plus a reference tlsock measurement in some
  * cases), rotating which goes first so that a slow drift of the machine (other load, CPU
  * frequency) favours no side. It reports the median of each side and the ratio tlsock / raw
- * (run_case.c, report.c).
+ * (run_case.c, report.c). The async-* cases measure the libuv driver (async.h); the idle ones
+ * run their servers and clients as child processes, this program executed again.
  */
 #include <fnmatch.h>
 #include <getopt.h>
