@@ -534,6 +534,14 @@ static int ossl_conn_new(void *nctx, const struct tlsock__conn_params *p, void *
         rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "cannot create an OpenSSL session");
         goto fail;
     }
+    /*
+     * Memory mode serves event loops holding many mostly idle sessions: their record buffers
+     * go back to the allocator whenever they are empty. Other transports keep them (bulk
+     * throughput on the fast path).
+     */
+    if (p->io != NULL && p->io->read == tlsock__mem_io.read) {
+        SSL_set_mode(c->ssl, SSL_MODE_RELEASE_BUFFERS);
+    }
     BIO_set_data(bio, c);
     SSL_set_bio(c->ssl, bio, bio);
     SSL_set_app_data(c->ssl, c);

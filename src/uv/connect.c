@@ -175,6 +175,7 @@ int tlsock_uv_connect(uv_loop_t *loop, struct tlsock_ctx *ctx, const char *host,
     tlsock__uv_timers_init(c);
     c->phase = TLSOCK__UV_RESOLVING;
     if (o.tls.connect_timeout_ms > 0) {
+        uv_update_time(loop); /* the loop's clock is cached: the deadline starts from now */
         c->phase_deadline = uv_now(loop) + (uint64_t)o.tls.connect_timeout_ms;
     }
     tlsock__uv_settle(c);

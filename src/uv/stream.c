@@ -250,8 +250,8 @@ static uint64_t next_deadline(const struct tlsock_uv_conn *c)
     uint64_t due = UINT64_MAX;
 
     if (c->closing) {
-        if (c->close_deadline != 0) {
-            due = c->close_deadline;
+        if (c->close_limit != 0) {
+            due = c->last_wprog + c->close_limit;
         }
         if (c->linger_until != 0) {
             due = earlier(due, c->linger_until);
@@ -310,7 +310,8 @@ static void timer_cb(uv_timer_t *timer)
         return;
     }
     if (c->closing) {
-        if (passed(c->close_deadline, now) || passed(c->linger_until, now)) {
+        if ((c->close_limit != 0 && now >= c->last_wprog + c->close_limit) ||
+            passed(c->linger_until, now)) {
             tlsock__uv_close_all(c);
             return;
         }
@@ -816,6 +817,7 @@ void tlsock__uv_start_tls(struct tlsock_uv_conn *c)
 {
     int ms = c->tls->handshake_timeout_ms;
 
+    uv_update_time(c->loop); /* the loop's clock is cached: deadlines start from now */
     c->phase = TLSOCK__UV_HANDSHAKING;
     c->phase_deadline = ms > 0 ? uv_now(c->loop) + (uint64_t)ms : 0;
     if (c->tls->state == TLSOCK__OPEN) {
@@ -861,8 +863,11 @@ void tlsock__uv_close_begin(struct tlsock_uv_conn *c)
         tlsock__uv_close_all(c);
         return;
     }
+    /* Like the write timeout: a flush that makes progress goes on, a stuck one is cut. */
     int limit = c->cfg.write_timeout_ms > 0 ? c->cfg.write_timeout_ms : CLOSE_DEFAULT_MS;
-    c->close_deadline = uv_now(c->loop) + (uint64_t)limit;
+    uv_update_time(c->loop);
+    c->close_limit = (uint64_t)limit;
+    c->last_wprog = uv_now(c->loop);
     c->armed = false;
     uv_timer_stop(&c->timer);
     tlsock__uv_kick(c);

@@ -96,7 +96,7 @@ struct tlsock_uv_conn {
     uint64_t phase_deadline; /* connect or handshake */
     uint64_t last_rx;        /* last received byte, for the idle timeout */
     uint64_t last_wprog;     /* last write progress, for the write timeout */
-    uint64_t close_deadline; /* graceful close gives up here */
+    uint64_t close_limit;    /* graceful close gives up after this long without progress */
     uint64_t linger_until;   /* after our FIN: wait this long for the peer's EOF */
     uint64_t armed_due;      /* what the timer is armed for, if armed */
 
