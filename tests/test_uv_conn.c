@@ -68,6 +68,9 @@ struct fx {
     int accept_error_code;
     char accept_error_msg[256];
     int extra_accepts;
+    int seq; /* server-level callbacks, to check their order */
+    int accept_error_seq;
+    int server_closed_seq;
     struct side cli;
     struct side srv;
     struct side extra;     /* clients accepted beyond the first (a failure) */
@@ -217,6 +220,7 @@ static void on_accept_error(struct tlsock_uv_server *server, int code, const cha
     struct fx *f = tlsock_uv_server_user(server);
 
     f->accept_errors++;
+    f->accept_error_seq = ++f->seq;
     f->accept_error_code = code;
     snprintf(f->accept_error_msg, sizeof(f->accept_error_msg), "%s", message);
 }
@@ -226,6 +230,7 @@ static void on_server_closed(struct tlsock_uv_server *server)
     struct fx *f = tlsock_uv_server_user(server);
 
     f->server_closed = true;
+    f->server_closed_seq = ++f->seq;
 }
 
 /* ---- loop helpers -------------------------------------------------------------------------- */
@@ -763,6 +768,75 @@ static void test_handshake_timeout_server(void **state)
     assert_int_equal(f->accept_errors, 1);
 }
 
+static bool server_closed(struct fx *f)
+{
+    return f->server_closed;
+}
+
+/* A closing server stops accepting at once, but waits for the clients in their handshake. */
+static void test_server_close_waits(void **state)
+{
+    struct fx *f = *state;
+    struct tlsock_uv_opts o = server_opts(f);
+    uint16_t port;
+    int fd = -1;
+
+    o.tls.handshake_timeout_ms = 300;
+    start_server_with(f, &o);
+    port = tlsock_uv_server_port(f->server);
+    assert_int_equal(ts_raw_connect("127.0.0.1", port, 0, &f->raw_fd), 0);
+    run_for(f, 100); /* accepted: its handshake waits for a ClientHello that never comes */
+    tlsock_uv_server_close(f->server, on_server_closed);
+    assert_false(f->server_closed); /* never from within the call */
+    /* Not accepting any more. */
+    assert_int_not_equal(ts_raw_connect("127.0.0.1", port, 0, &fd), 0);
+    assert_true(run_until(f, server_closed));
+    assert_int_equal(f->accept_errors, 1);
+    TS_ASSERT_RC_MSG(f->accept_error_code, TLSOCK_EHANDSHAKE_TIMEOUT, f->accept_error_msg);
+    assert_true(f->accept_error_seq < f->server_closed_seq);
+    assert_int_equal(f->srv.connects, 0);
+    f->server = NULL; /* freed after its callback */
+}
+
+static int servers_closed;
+
+static void count_server_closed(struct tlsock_uv_server *server)
+{
+    (void)server;
+    servers_closed++;
+}
+
+static bool two_servers_closed(struct fx *f)
+{
+    (void)f;
+    return servers_closed == 2;
+}
+
+/* opts.reuseport: several servers share a port; without it the port is in use. */
+static void test_reuseport(void **state)
+{
+    struct fx *f = *state;
+    struct tlsock_uv_opts o = server_opts(f);
+    struct tlsock_uv_server *a = NULL;
+    struct tlsock_uv_server *b = NULL;
+    struct tlsock_uv_server *c = NULL;
+    uint16_t port;
+
+    o.reuseport = true;
+    TS_ASSERT_RC(tlsock_uv_serve(&f->loop, f->sctx, "127.0.0.1", 0, 0, &o, &a), 0);
+    port = tlsock_uv_server_port(a);
+    TS_ASSERT_RC(tlsock_uv_serve(&f->loop, f->sctx, "127.0.0.1", port, 0, &o, &b), 0);
+    assert_int_equal(tlsock_uv_server_port(b), port);
+    o.reuseport = false;
+    TS_ASSERT_RC(tlsock_uv_serve(&f->loop, f->sctx, "127.0.0.1", port, 0, &o, &c), TLSOCK_ESYS);
+    TS_ASSERT_CONTAINS(tlsock_errmsg(), "in use");
+    assert_null(c);
+    servers_closed = 0;
+    tlsock_uv_server_close(a, count_server_closed);
+    tlsock_uv_server_close(b, count_server_closed);
+    assert_true(run_until(f, two_servers_closed));
+}
+
 /* ---- timeouts and events on a ready connection ---------------------------------------------- */
 
 static bool client_event(struct fx *f)
@@ -1068,6 +1142,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_arguments, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_handshake_timeout_client, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_handshake_timeout_server, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_server_close_waits, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_reuseport, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_read_idle_timeout, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_write_timeout, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_peer_close_notify, fx_setup, fx_teardown),

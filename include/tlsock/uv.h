@@ -182,8 +182,9 @@ TLSOCK_API int tlsock_uv_write(struct tlsock_uv_conn *conn, const void *buf, siz
                                void *write_arg);
 
 /**
- * Bytes written with tlsock_uv_write() that have not reached the kernel yet: a writer that
- * produces faster than the peer reads stops when this grows (backpressure).
+ * Bytes written with tlsock_uv_write() that have not reached the kernel yet (plaintext not
+ * encrypted yet plus ciphertext not written yet): a writer that produces faster than the peer
+ * reads stops when this grows (backpressure).
  */
 TLSOCK_API size_t tlsock_uv_write_queue_size(const struct tlsock_uv_conn *conn);
 
@@ -197,9 +198,10 @@ TLSOCK_API int tlsock_uv_read_stop(struct tlsock_uv_conn *conn);
 TLSOCK_API int tlsock_uv_read_start(struct tlsock_uv_conn *conn);
 
 /**
- * Closes the connection: stops reading, lets queued writes reach the peer (bounded by
- * write_timeout_ms, 5 s if none), sends close_notify if the session is healthy, closes the
- * socket, completes what is still pending with TLSOCK_ECANCELED, then calls on_close.
+ * Closes the connection: stops reading, lets queued writes reach the peer (given up after
+ * write_timeout_ms without progress, 5 s if none), sends close_notify if the session is healthy,
+ * closes the socket, completes what is still pending with TLSOCK_ECANCELED, then calls
+ * on_close.
  * Calling it again, or from within a callback, is safe. Accepts NULL.
  */
 TLSOCK_API void tlsock_uv_close(struct tlsock_uv_conn *conn);
