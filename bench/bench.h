@@ -95,7 +95,9 @@ const char *bench_gnutls_version(void);
 struct bench_limits {
     double seconds;
     uint64_t max_count; /* handshakes, or bytes for throughput */
-    size_t write_size;  /* bytes per application write (throughput, memory) */
+    size_t write_size;  /* bytes per application write (throughput, memory, echo) */
+    size_t window;      /* echo: bytes the client keeps in flight (written, not echoed yet) */
+    int concurrency;    /* async handshakes: connections in flight; idle: connections to hold */
 };
 
 /* Largest write_size a case may use. */
@@ -110,6 +112,10 @@ struct bench_sample {
     uint64_t count;       /* bytes or handshakes */
     char cipher[64];      /* as negotiated (socket cases; handshakes: the first connection) */
     char impl[16];        /* the implementation that carried it (socket cases) */
+    /* Idle connections (bench/idle.c): the server process's growth per connection held. */
+    double rss_per_conn;      /* resident set size, bytes */
+    double heap_per_conn;     /* malloc'ed bytes in use (mallinfo2), bytes */
+    double tls_heap_per_conn; /* of which the TLS library's (OpenSSL only; -1: not counted) */
 };
 
 /*
@@ -130,6 +136,41 @@ int bench_run_memory(const struct bench_ops *ops, void *env, const struct bench_
 /* Full handshakes on new TCP connections, each closed right after the handshake. */
 int bench_run_handshakes(const struct bench_ops *ops, void *env, const struct bench_limits *limits,
                          struct bench_sample *out);
+
+/*
+ * Echo over loopback TCP (the async cases' baseline): the client writes limits->write_size bytes
+ * at a time and keeps limits->window bytes in flight, the server writes back what it reads, both
+ * through @p ops on blocking sockets. The rate counts bytes that came back.
+ */
+int bench_run_echo(const struct bench_ops *ops, void *env, const struct bench_limits *limits,
+                   struct bench_sample *out);
+
+/*
+ * The client half of bench_run_echo, against any echo server listening on 127.0.0.1:@p port
+ * (tlsock_uv, stunnel); fills the rate and the client's CPU time, not the server's.
+ */
+int bench_echo_client(const struct bench_ops *ops, void *env, uint16_t port,
+                      const struct bench_limits *limits, struct bench_sample *out);
+
+/*
+ * Full handshakes with limits->concurrency in flight on blocking sockets: as many client threads,
+ * each connecting, handshaking and closing in a loop, and as many server threads accepting on one
+ * listener (a thread-per-connection server), so that both cores stay busy as they do in the
+ * async runs.
+ */
+int bench_run_handshakes_parallel(const struct bench_ops *ops, void *env,
+                                  const struct bench_limits *limits, struct bench_sample *out);
+
+/*
+ * A side that runs a whole workload itself (the async cases, whose tlsock side is a libuv loop
+ * and does not fit struct bench_ops): set up once per case, run once per round.
+ */
+struct bench_side {
+    const char *name;
+    int (*setup)(const struct bench_side_config *config, void **out);
+    void (*teardown)(void *env);
+    int (*run)(void *env, const struct bench_limits *limits, struct bench_sample *out);
+};
 
 /* BENCH_MAX_WRITE bytes of data to write; call from the main thread. */
 const unsigned char *bench_payload(void);

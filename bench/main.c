@@ -2,14 +2,16 @@
  * tlsock-bench: tlsock against raw OpenSSL (and, in the -gnutls cases, tlsock on GnuTLS against
  * raw GnuTLS), same process, same workload, interleaved rounds.
  *
- *   tlsock-bench [--list] [--seconds S] [--rounds N] [--verbose] [CASE...]
+ *   tlsock-bench [--list] [--seconds S] [--rounds N] [--connections N] [--verbose] [CASE...]
  *
  * Each case makes its certificates and the sides' contexts once, warms every side up, then runs
  * N rounds of one raw and one tlsock measurement (plus a reference tlsock measurement in some
  * cases), rotating which goes first so that a slow drift of the machine (other load, CPU
  * frequency) favours no side. It reports the median of each side and the ratio tlsock / raw
- * (run_case.c, report.c).
+ * (run_case.c, report.c). The async-* cases measure the libuv driver (async.h); the idle ones
+ * run their servers and clients as child processes, this program executed again.
  */
+#include <fnmatch.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -21,6 +23,9 @@
 #include <openssl/crypto.h>
 
 #include "runner.h"
+#ifdef BENCH_HAVE_UV
+#include "async.h"
+#endif
 
 #define DEFAULT_SECONDS 0.4
 #define DEFAULT_ROUNDS  21
@@ -45,6 +50,40 @@
  * --rounds overrides it like every other case's.
  */
 #define GNUTLS_ROUNDS 15
+
+/*
+ * The async cases (libuv driver). Targets from docs/DESIGN.md: the driver's throughput against
+ * raw blocking use, and memory per idle connection no more than raw OpenSSL's with released
+ * buffers plus 1 KiB. They run fewer rounds, for the same reason as the -gnutls cases; the idle
+ * cases run one round whatever --rounds says (each is 10,000 handshakes per side).
+ */
+#define ASYNC_TARGET          0.90
+#define ASYNC_ROUNDS          11
+#define ECHO_WINDOW           (64 * 1024)
+#define HANDSHAKE_CONCURRENCY 32
+#define IDLE_CONNECTIONS      10000
+#define IDLE_BUDGET           1024.0
+#define MAX_CONNECTIONS       19000 /* the fd limit is 20,000 per process on the bench machine */
+
+/* The sides of the async cases exist only when the bench is built with the libuv driver. */
+#ifdef BENCH_HAVE_UV
+#define SIDES(raw, tlsock)                                                                         \
+    {                                                                                              \
+        [SIDE_RAW] = &(raw), [SIDE_TLSOCK] = &(tlsock)                                             \
+    }
+#define SIDES3(raw, tlsock, reference)                                                             \
+    {                                                                                              \
+        [SIDE_RAW] = &(raw), [SIDE_TLSOCK] = &(tlsock), [SIDE_REFERENCE] = &(reference)            \
+    }
+#define STUNNEL_MISSING bench_stunnel_missing
+#else
+#define SIDES(raw, tlsock)                                                                         \
+    {                                                                                              \
+        NULL                                                                                       \
+    }
+#define SIDES3(raw, tlsock, reference) SIDES(raw, tlsock)
+#define STUNNEL_MISSING                NULL
+#endif
 
 static const struct bench_case cases[] = {
     {.name = "throughput-aes128gcm",
@@ -132,6 +171,89 @@ static const struct bench_case cases[] = {
      .impl = TLSOCK_IMPL_GNUTLS,
      .rounds = GNUTLS_ROUNDS,
      .summary = "as handshake-rsa2048, tlsock on GnuTLS against raw GnuTLS"},
+    {.name = "async-echo-aes128gcm",
+     .kind = KIND_ECHO,
+     .key_type = "ec-p256",
+     .suite = "TLS_AES_128_GCM_SHA256",
+     .write_size = RECORD_WRITE,
+     .window = ECHO_WINDOW,
+     .target = ASYNC_TARGET,
+     .rounds = ASYNC_ROUNDS,
+     .async = true,
+     .sides = SIDES(bench_side_raw_echo, bench_side_uv_echo),
+     .summary = "echo, TLS 1.3 AES-128-GCM, 16 KiB writes, 64 KiB in flight: tlsock_uv client "
+                "and server (a loop each) against raw OpenSSL on blocking sockets"},
+    {.name = "async-echo-aes128gcm-gnutls",
+     .kind = KIND_ECHO,
+     .key_type = "ec-p256",
+     .suite = "TLS_AES_128_GCM_SHA256",
+     .write_size = RECORD_WRITE,
+     .window = ECHO_WINDOW,
+     .target = ASYNC_TARGET,
+     .impl = TLSOCK_IMPL_GNUTLS,
+     .rounds = ASYNC_ROUNDS,
+     .async = true,
+     .sides = SIDES(bench_side_raw_echo, bench_side_uv_echo),
+     .summary = "as async-echo-aes128gcm, tlsock_uv on GnuTLS against raw GnuTLS"},
+    {.name = "async-echo-stunnel",
+     .kind = KIND_ECHO,
+     .key_type = "ec-p256",
+     .suite = "TLS_AES_128_GCM_SHA256",
+     .write_size = RECORD_WRITE,
+     .window = ECHO_WINDOW,
+     .rounds = ASYNC_ROUNDS,
+     .async = true,
+     .sides = SIDES3(bench_side_stunnel_echo, bench_side_uv_server_echo, bench_side_raw_echo),
+     .left_name = "stunnel, TLS terminator in front of a plaintext echo server; every side has "
+                  "the raw OpenSSL blocking client",
+     .reference_label = "  vs raw blocking server",
+     .missing = STUNNEL_MISSING,
+     .summary = "the echo of async-echo-aes128gcm from a raw OpenSSL blocking client: a "
+                "tlsock_uv server against stunnel (reference: raw blocking server)"},
+    {.name = "async-handshake-ecdsa-p256",
+     .kind = KIND_ASYNC_HANDSHAKE,
+     .key_type = "ec-p256",
+     .suite = NULL,
+     .concurrency = HANDSHAKE_CONCURRENCY,
+     .rounds = ASYNC_ROUNDS,
+     .async = true,
+     .sides = SIDES(bench_side_raw_handshakes, bench_side_uv_handshakes),
+     .summary = "full TLS 1.3 handshakes, ECDSA P-256, 32 in flight: a tlsock_uv server loop and "
+                "two client loops against 32 blocking client and 32 server threads (raw OpenSSL)"},
+    {.name = "async-handshake-ecdsa-p256-gnutls",
+     .kind = KIND_ASYNC_HANDSHAKE,
+     .key_type = "ec-p256",
+     .suite = NULL,
+     .concurrency = HANDSHAKE_CONCURRENCY,
+     .impl = TLSOCK_IMPL_GNUTLS,
+     .rounds = ASYNC_ROUNDS,
+     .async = true,
+     .sides = SIDES(bench_side_raw_handshakes, bench_side_uv_handshakes),
+     .summary = "as async-handshake-ecdsa-p256, tlsock_uv on GnuTLS against raw GnuTLS"},
+    {.name = "async-idle-10k",
+     .kind = KIND_IDLE,
+     .key_type = "ec-p256",
+     .suite = NULL,
+     .concurrency = IDLE_CONNECTIONS,
+     .budget = IDLE_BUDGET,
+     .rounds = 1,
+     .fixed_rounds = true,
+     .async = true,
+     .sides = SIDES(bench_side_raw_idle, bench_side_uv_idle),
+     .summary = "server memory per idle TLS connection, 10,000 of them on one tlsock_uv loop, "
+                "against raw OpenSSL with SSL_MODE_RELEASE_BUFFERS on epoll"},
+    {.name = "async-idle-10k-gnutls",
+     .kind = KIND_IDLE,
+     .key_type = "ec-p256",
+     .suite = NULL,
+     .concurrency = IDLE_CONNECTIONS,
+     .budget = -1,
+     .impl = TLSOCK_IMPL_GNUTLS,
+     .rounds = 1,
+     .fixed_rounds = true,
+     .async = true,
+     .sides = SIDES(bench_side_raw_idle, bench_side_uv_idle),
+     .summary = "as async-idle-10k on GnuTLS, against raw GnuTLS on epoll (information)"},
 };
 
 #define NCASES (sizeof(cases) / sizeof(cases[0]))
@@ -143,24 +265,31 @@ struct options {
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: tlsock-bench [--list] [--seconds S] [--rounds N] [--verbose] [CASE...]\n"
-            "  --list       list the cases and exit\n"
-            "  --seconds S  length of each measured run (default %.1f)\n"
-            "  --rounds N   raw/tlsock rounds per case, median reported (default %d,\n"
-            "               %d for the -gnutls cases)\n"
-            "  --verbose    print every round\n"
-            "Without CASE, every case runs.\n",
-            DEFAULT_SECONDS, DEFAULT_ROUNDS, GNUTLS_ROUNDS);
+    fprintf(
+        out,
+        "usage: tlsock-bench [--list] [--seconds S] [--rounds N] [--connections N] [--verbose]\n"
+        "                    [CASE...]\n"
+        "  --list           list the cases and exit\n"
+        "  --seconds S      length of each measured run (default %.1f)\n"
+        "  --rounds N       raw/tlsock rounds per case, median reported (default %d,\n"
+        "                   %d for the -gnutls cases, %d for the async cases; the idle\n"
+        "                   cases always run one)\n"
+        "  --connections N  connections the idle cases hold (default %d, at most %d)\n"
+        "  --verbose        print every round\n"
+        "CASE is a name or a shell pattern ('async-*'); without CASE, every case runs.\n",
+        DEFAULT_SECONDS, DEFAULT_ROUNDS, GNUTLS_ROUNDS, ASYNC_ROUNDS, IDLE_CONNECTIONS,
+        MAX_CONNECTIONS);
 }
 
-static int find_case(const char *name)
+/* Selects the cases that @p pattern names (fnmatch); returns how many. */
+static int select_cases(const char *pattern, bool *selected)
 {
-    int found = -1;
+    int found = 0;
 
-    for (size_t i = 0; i < NCASES && found < 0; i++) {
-        if (strcmp(cases[i].name, name) == 0) {
-            found = (int)i;
+    for (size_t i = 0; i < NCASES; i++) {
+        if (fnmatch(pattern, cases[i].name, 0) == 0) {
+            selected[i] = true;
+            found++;
         }
     }
     return found;
@@ -172,9 +301,13 @@ enum { ARGS_RUN = 0, ARGS_DONE = 1 /* --list, --help */, ARGS_BAD = 2 /* exit st
 static int parse_args(int argc, char **argv, struct options *opts)
 {
     static const struct option longopts[] = {
-        {"list", no_argument, NULL, 'l'},         {"seconds", required_argument, NULL, 's'},
-        {"rounds", required_argument, NULL, 'r'}, {"verbose", no_argument, NULL, 'v'},
-        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+        {"list", no_argument, NULL, 'l'},
+        {"seconds", required_argument, NULL, 's'},
+        {"rounds", required_argument, NULL, 'r'},
+        {"verbose", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},
+        {"connections", required_argument, NULL, 'c'},
+        {NULL, 0, NULL, 0},
     };
     int rc = ARGS_RUN;
     int c;
@@ -184,12 +317,12 @@ static int parse_args(int argc, char **argv, struct options *opts)
     opts->run.seconds = DEFAULT_SECONDS;
     opts->run.rounds = DEFAULT_ROUNDS;
     opts->run.verbose = false;
-    c = getopt_long(argc, argv, "ls:r:vh", longopts, NULL);
+    c = getopt_long(argc, argv, "ls:r:c:vh", longopts, NULL);
     while (rc == ARGS_RUN && c != -1) {
         switch (c) {
         case 'l':
             for (size_t i = 0; i < NCASES; i++) {
-                printf("%-28s %s\n", cases[i].name, cases[i].summary);
+                printf("%-34s %s\n", cases[i].name, cases[i].summary);
             }
             rc = ARGS_DONE;
             break;
@@ -209,6 +342,14 @@ static int parse_args(int argc, char **argv, struct options *opts)
                 rc = ARGS_BAD;
             }
             break;
+        case 'c':
+            opts->run.connections = (int)strtol(optarg, &end, 10);
+            if (*end != '\0' || opts->run.connections < 1 ||
+                opts->run.connections > MAX_CONNECTIONS) {
+                fprintf(stderr, "tlsock-bench: --connections wants 1 to %d\n", MAX_CONNECTIONS);
+                rc = ARGS_BAD;
+            }
+            break;
         case 'v':
             opts->run.verbose = true;
             break;
@@ -222,16 +363,14 @@ static int parse_args(int argc, char **argv, struct options *opts)
             break;
         }
         if (rc == ARGS_RUN) {
-            c = getopt_long(argc, argv, "ls:r:vh", longopts, NULL);
+            c = getopt_long(argc, argv, "ls:r:c:vh", longopts, NULL);
         }
     }
     for (int i = optind; rc == ARGS_RUN && i < argc; i++) {
-        int k = find_case(argv[i]);
-        if (k < 0) {
+        if (select_cases(argv[i], opts->selected) == 0) {
             fprintf(stderr, "tlsock-bench: unknown case \"%s\" (see --list)\n", argv[i]);
             rc = ARGS_BAD;
         } else {
-            opts->selected[k] = true;
             any = true;
         }
     }
@@ -243,15 +382,23 @@ static int parse_args(int argc, char **argv, struct options *opts)
 
 int main(int argc, char **argv)
 {
+    static struct case_result results[NCASES];
     struct options opts = {0};
-    struct case_result results[NCASES];
-    int args = parse_args(argc, argv, &opts);
-    int status = args == ARGS_BAD ? 2 : 0;
+    int args = ARGS_DONE;
+    int status = 0;
     int failures = 0;
     time_t now = time(NULL);
     char date[64];
 
-    memset(results, 0, sizeof(results));
+#ifdef BENCH_HAVE_UV
+    /* The idle cases' server and client processes are this program run again (idle.c). */
+    if (argc > 1 && strcmp(argv[1], BENCH_IDLE_CHILD_ARG) == 0) {
+        status = bench_idle_child(argc - 2, argv + 2);
+        goto out;
+    }
+#endif
+    args = parse_args(argc, argv, &opts);
+    status = args == ARGS_BAD ? 2 : 0;
     if (args != ARGS_RUN) {
         goto out;
     }
@@ -268,12 +415,23 @@ int main(int argc, char **argv)
 #ifdef BENCH_HAVE_GNUTLS
     printf("raw baseline: GnuTLS %s\n", bench_gnutls_version());
 #endif
+#ifdef BENCH_HAVE_UV
+    printf("libuv:        %s\n", uv_version_string());
+    for (size_t i = 0; i < NCASES; i++) {
+        if (opts.selected[i] && cases[i].missing == bench_stunnel_missing) {
+            const char *version = bench_stunnel_version();
+
+            printf("stunnel:      %s\n", version[0] != '\0' ? version : "not installed");
+            break;
+        }
+    }
+#endif
     printf("cpus online:  %ld\n", sysconf(_SC_NPROCESSORS_ONLN));
-    printf("method:       %d rounds of %.2f s per side and case (%d in the -gnutls cases),\n"
-           "              order rotating; values are medians, ratio is the median of the\n"
-           "              per-round ratios tlsock/raw\n",
-           opts.run.rounds, opts.run.seconds,
-           opts.run.rounds_set ? opts.run.rounds : GNUTLS_ROUNDS);
+    printf("method:       %d rounds of %.2f s per side and case (%d in the -gnutls cases,\n"
+           "              %d in the async cases, 1 in the idle cases), order rotating; values\n"
+           "              are medians, ratio is the median of the per-round ratios tlsock/raw\n",
+           opts.run.rounds, opts.run.seconds, opts.run.rounds_set ? opts.run.rounds : GNUTLS_ROUNDS,
+           opts.run.rounds_set ? opts.run.rounds : ASYNC_ROUNDS);
     fflush(stdout);
     for (size_t i = 0; i < NCASES; i++) {
         if (opts.selected[i] && run_case(&cases[i], &opts.run, &results[i]) != BENCH_OK) {

@@ -30,6 +30,8 @@ struct rounds {
     double ccpu[MAX_SIDES][MAX_ROUNDS];
     double scpu[MAX_SIDES][MAX_ROUNDS];
     double sends[MAX_SIDES][MAX_ROUNDS];
+    double heap[MAX_SIDES][MAX_ROUNDS]; /* idle cases */
+    double tls_heap[MAX_SIDES][MAX_ROUNDS];
 };
 
 /* The raw GnuTLS baseline exists only when the bench was built with GnuTLS (CMakeLists.txt). */
@@ -153,6 +155,11 @@ static int run_once(const struct bench_case *bc, const struct bench_ops *ops, vo
     case KIND_HANDSHAKE:
         rc = bench_run_handshakes(ops, env, &limits, sample);
         break;
+    case KIND_ECHO:
+    case KIND_ASYNC_HANDSHAKE:
+    case KIND_IDLE:
+        /* Async cases run through their struct bench_side, never here. */
+        break;
     }
     return rc;
 }
@@ -253,6 +260,153 @@ static void print_round(const struct rounds *rd, int r, int sides)
     fprintf(stderr, " (ratio %.3f)\n", rd->rate[SIDE_TLSOCK][r] / rd->rate[SIDE_RAW][r]);
 }
 
+/* ---- The async cases: sides that run whole workloads (struct bench_side) ---- */
+
+static int async_sides(const struct bench_case *bc)
+{
+    int n = 0;
+
+    while (n < MAX_SIDES && bc->sides[n] != NULL) {
+        n++;
+    }
+    return n;
+}
+
+static struct bench_limits async_limits(const struct bench_case *bc, const struct run_options *opts,
+                                        bool warm_up)
+{
+    bool bytes = bc->kind == KIND_ECHO;
+    struct bench_limits limits = {
+        .seconds = warm_up ? WARMUP_SECONDS : opts->seconds,
+        .max_count = bytes ? (warm_up ? WARMUP_BYTES : THROUGHPUT_MAX_BYTES)
+                           : (warm_up ? WARMUP_HANDSHAKES : HANDSHAKE_MAX_COUNT),
+        .write_size = bc->write_size,
+        .window = bc->window,
+        .concurrency = bc->concurrency,
+    };
+
+    if (bc->kind == KIND_IDLE && opts->connections > 0) {
+        limits.concurrency = opts->connections;
+    }
+    return limits;
+}
+
+/*
+ * As setup_sides(): tlsock first, falling back to its default suite if it cannot select the
+ * case's, and the other sides pinned to what it negotiated. The idle cases have no warm-up run:
+ * their child processes warm up on their own connections before measuring.
+ */
+static int setup_async_sides(const struct bench_case *bc, const struct run_options *opts,
+                             const struct certs *certs, void *envs[MAX_SIDES],
+                             struct case_result *res)
+{
+    struct bench_side_config config = {
+        .ca_pem = certs->ca.cert,
+        .cert_pem = certs->leaf.cert,
+        .key_pem = certs->leaf.key,
+        .suite = bc->suite,
+        .impl = case_impl(bc),
+    };
+    const struct bench_limits warm = async_limits(bc, opts, true);
+    bool warm_up = bc->kind != KIND_IDLE;
+    struct bench_sample sample;
+    int rc = bc->sides[SIDE_TLSOCK]->setup(&config, &envs[SIDE_TLSOCK]);
+
+    if (rc == BENCH_UNSUPPORTED) {
+        config.suite = NULL;
+        rc = bc->sides[SIDE_TLSOCK]->setup(&config, &envs[SIDE_TLSOCK]);
+        snprintf(res->note, sizeof(res->note),
+                 "%s not selectable through tlsock's public API; all sides measured with the "
+                 "suite tlsock negotiates by default",
+                 bc->suite);
+    }
+    if (rc == BENCH_OK && warm_up) {
+        rc = bc->sides[SIDE_TLSOCK]->run(envs[SIDE_TLSOCK], &warm, &sample);
+        snprintf(res->cipher[SIDE_TLSOCK], sizeof(res->cipher[0]), "%s", sample.cipher);
+        snprintf(res->impl[SIDE_TLSOCK], sizeof(res->impl[0]), "%s", sample.impl);
+    }
+    if (rc == BENCH_OK && bc->kind == KIND_ECHO) {
+        config.suite = res->cipher[SIDE_TLSOCK];
+    }
+    for (int s = 0; rc == BENCH_OK && s < res->sides; s++) {
+        if (s == SIDE_TLSOCK) {
+            continue;
+        }
+        rc = bc->sides[s]->setup(&config, &envs[s]);
+        if (rc == BENCH_OK && warm_up) {
+            rc = bc->sides[s]->run(envs[s], &warm, &sample);
+            snprintf(res->cipher[s], sizeof(res->cipher[0]), "%s", sample.cipher);
+            snprintf(res->impl[s], sizeof(res->impl[0]), "%s", sample.impl);
+        }
+    }
+    return rc;
+}
+
+static int run_async_case(const struct bench_case *bc, const struct run_options *opts,
+                          struct case_result *res)
+{
+    const struct bench_limits limits = async_limits(bc, opts, false);
+    struct certs certs = {0};
+    void *envs[MAX_SIDES] = {NULL, NULL, NULL};
+    struct rounds rd;
+    int rc = make_certs(bc->key_type, &certs);
+
+    res->connections = limits.concurrency;
+    if (rc == BENCH_OK) {
+        rc = setup_async_sides(bc, opts, &certs, envs, res);
+    }
+    for (int r = 0; rc == BENCH_OK && r < res->rounds; r++) {
+        for (int k = 0; rc == BENCH_OK && k < res->sides; k++) {
+            int s = (r + k) % res->sides;
+            struct bench_sample sample;
+
+            rc = bc->sides[s]->run(envs[s], &limits, &sample);
+            rd.rate[s][r] = sample.rate;
+            rd.ccpu[s][r] = sample.client_cpu_us;
+            rd.scpu[s][r] = sample.server_cpu_us;
+            rd.sends[s][r] = 0;
+            rd.heap[s][r] = sample.heap_per_conn;
+            rd.tls_heap[s][r] = sample.tls_heap_per_conn;
+            if (rc == BENCH_OK && bc->kind == KIND_IDLE) {
+                snprintf(res->cipher[s], sizeof(res->cipher[0]), "%s", sample.cipher);
+                snprintf(res->impl[s], sizeof(res->impl[0]), "%s", sample.impl);
+            }
+        }
+        if (rc == BENCH_OK && opts->verbose) {
+            print_round(&rd, r, res->sides);
+        }
+    }
+    if (rc == BENCH_OK) {
+        summarise(&rd, res->rounds, res);
+        for (int s = 0; s < res->sides; s++) {
+            res->heap_per_conn[s] = median(rd.heap[s], res->rounds);
+            res->tls_heap_per_conn[s] = median(rd.tls_heap[s], res->rounds);
+        }
+        res->ok = true;
+    } else {
+        fprintf(stderr, "%s: FAILED\n", bc->name);
+    }
+    for (int s = 0; s < res->sides; s++) {
+        bc->sides[s]->teardown(envs[s]);
+    }
+    tlsock__pem_pair_free(&certs.leaf);
+    tlsock__pem_pair_free(&certs.ca);
+    return rc;
+}
+
+/* Why an async case cannot run here, or NULL. */
+static const char *async_missing(const struct bench_case *bc)
+{
+    const char *why = NULL;
+
+    if (bc->sides[SIDE_RAW] == NULL) {
+        why = "the bench was built without the libuv driver";
+    } else if (bc->missing != NULL) {
+        why = bc->missing();
+    }
+    return why;
+}
+
 int run_case(const struct bench_case *bc, const struct run_options *opts, struct case_result *res)
 {
     uint64_t max = bc->kind == KIND_HANDSHAKE ? HANDSHAKE_MAX_COUNT : THROUGHPUT_MAX_BYTES;
@@ -260,12 +414,23 @@ int run_case(const struct bench_case *bc, const struct run_options *opts, struct
     void *envs[MAX_SIDES] = {NULL, NULL, NULL};
     struct rounds rd;
     int rounds = opts->rounds_set || bc->rounds == 0 ? opts->rounds : bc->rounds;
+    const char *missing = bc->async ? async_missing(bc) : NULL;
     int rc;
 
+    if (bc->fixed_rounds) {
+        rounds = bc->rounds;
+    }
     res->ran = true;
     res->rounds = rounds;
-    res->sides = bc->reference ? 3 : 2;
+    res->sides = bc->async ? async_sides(bc) : bc->reference ? 3 : 2;
     fprintf(stderr, "%s: %s\n", bc->name, bc->summary);
+    if (missing != NULL) {
+        res->skipped = true;
+        snprintf(res->note, sizeof(res->note), "skipped: %s", missing);
+        fprintf(stderr, "%s: %s\n", bc->name, res->note);
+        rc = BENCH_OK;
+        goto out;
+    }
     if (case_impl(bc) == TLSOCK_IMPL_GNUTLS &&
         (raw_gnutls_ops == NULL || !tlsock_impl_available(TLSOCK_IMPL_GNUTLS))) {
         res->skipped = true;
@@ -274,7 +439,11 @@ int run_case(const struct bench_case *bc, const struct run_options *opts, struct
                                         : "tlsock was built without its GnuTLS implementation");
         fprintf(stderr, "%s: %s\n", bc->name, res->note);
         rc = BENCH_OK;
-        goto skipped;
+        goto out;
+    }
+    if (bc->async) {
+        rc = run_async_case(bc, opts, res);
+        goto out;
     }
     rc = make_certs(bc->key_type, &certs);
     if (rc == BENCH_OK) {
@@ -308,6 +477,6 @@ int run_case(const struct bench_case *bc, const struct run_options *opts, struct
     tlsock__pem_pair_free(&certs.leaf);
     tlsock__pem_pair_free(&certs.ca);
 
-skipped:
+out:
     return rc;
 }

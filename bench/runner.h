@@ -11,7 +11,17 @@
 
 #define MAX_ROUNDS 101
 
-enum case_kind { KIND_THROUGHPUT, KIND_HANDSHAKE, KIND_MEMORY };
+enum case_kind {
+    KIND_THROUGHPUT,
+    KIND_HANDSHAKE,
+    KIND_MEMORY,
+    KIND_ECHO,            /* async: echo through a bounded window, MiB/s */
+    KIND_ASYNC_HANDSHAKE, /* async: handshakes with several in flight, hs/s */
+    KIND_IDLE,            /* async: server memory per idle connection, bytes */
+};
+
+/* The sides of a case, in the order of struct case_result's arrays. */
+enum { SIDE_RAW = 0, SIDE_TLSOCK = 1, SIDE_REFERENCE = 2, MAX_SIDES = 3 };
 
 struct bench_case {
     const char *name;
@@ -25,10 +35,22 @@ struct bench_case {
     int impl;             /* TLSOCK_IMPL_GNUTLS for the -gnutls cases; otherwise OpenSSL */
     int rounds;           /* rounds when --rounds is not given; 0: the global default */
     const char *summary;
+    /*
+     * The async cases run whole-workload sides (struct bench_side) instead of struct bench_ops;
+     * they are built only with the libuv driver (BENCH_HAVE_UV), otherwise sides[] is empty
+     * and the case is skipped.
+     */
+    bool async;
+    const struct bench_side *sides[MAX_SIDES];
+    size_t window;         /* echo: bytes in flight */
+    int concurrency;       /* async handshakes: in flight; idle: connections (--connections) */
+    bool fixed_rounds;     /* --rounds does not apply (the idle cases: one round) */
+    double budget;         /* idle: bytes per connection tlsock may use above raw; <0: none */
+    const char *left_name; /* the left column when it is not the raw implementation */
+    const char *reference_label; /* the reference side's row */
+    /* Why the case cannot run on this machine (a missing program), or NULL. */
+    const char *(*missing)(void);
 };
-
-/* The sides of a case, in the order of struct case_result's arrays. */
-enum { SIDE_RAW = 0, SIDE_TLSOCK = 1, SIDE_REFERENCE = 2, MAX_SIDES = 3 };
 
 /* A ratio's median over the rounds and its quartiles. */
 struct ratio {
@@ -59,7 +81,11 @@ struct case_result {
     double sends_ratio;
     char cipher[MAX_SIDES][64];
     char impl[MAX_SIDES][16];
-    char note[256];
+    /* Idle cases: medians of the per-connection growth (rate[] holds the RSS figure). */
+    double heap_per_conn[MAX_SIDES];
+    double tls_heap_per_conn[MAX_SIDES]; /* <0: not counted */
+    int connections;
+    char note[512];
 };
 
 struct run_options {
@@ -67,6 +93,7 @@ struct run_options {
     int rounds;
     bool rounds_set; /* --rounds given: it overrides every case's own number */
     bool verbose;
+    int connections; /* idle cases: connections held, 0 for each case's own */
 };
 
 /*

@@ -29,6 +29,7 @@ struct server_state {
     uint16_t port;
     atomic_bool stop;    /* set by the client when it is done */
     bool one_connection; /* throughput: serve one connection, read it to close_notify */
+    bool echo;           /* with one_connection: write back what is read */
     int rc;              /* first failure, BENCH_OK if none */
     uint64_t handshakes; /* completed server handshakes */
     uint64_t bytes;      /* application bytes read (throughput) */
@@ -72,6 +73,26 @@ static int drain_connection(struct server_state *st, void *conn)
     return rc == BENCH_CLOSED ? BENCH_OK : rc;
 }
 
+/* Writes back what it reads until close_notify: the async cases' blocking echo server. */
+static int echo_connection(struct server_state *st, void *conn)
+{
+    static _Thread_local unsigned char buf[CHUNK_SIZE];
+    int rc = BENCH_OK;
+    size_t n = 0;
+    int64_t cpu0 = bench_thread_cpu_ns();
+
+    while (rc == BENCH_OK) {
+        rc = st->ops->read(conn, buf, sizeof(buf), &n);
+        if (rc == BENCH_OK) {
+            st->bytes += n;
+            rc = st->ops->write(conn, buf, n);
+        }
+    }
+    st->end_ns = bench_now_ns();
+    st->read_cpu_ns = bench_thread_cpu_ns() - cpu0;
+    return rc == BENCH_CLOSED ? BENCH_OK : rc;
+}
+
 static void *server_main(void *arg)
 {
     struct server_state *st = arg;
@@ -97,7 +118,7 @@ static void *server_main(void *arg)
         if (rc == BENCH_OK) {
             st->handshakes++;
             if (st->one_connection) {
-                rc = drain_connection(st, conn);
+                rc = st->echo ? echo_connection(st, conn) : drain_connection(st, conn);
                 done = true;
             }
         }
@@ -114,7 +135,7 @@ static void *server_main(void *arg)
 }
 
 static int start_server(struct server_state *st, const struct bench_ops *ops, void *env,
-                        bool one_connection, uint16_t *port, pthread_t *thread)
+                        bool one_connection, bool echo, uint16_t *port, pthread_t *thread)
 {
     int rc;
 
@@ -122,6 +143,7 @@ static int start_server(struct server_state *st, const struct bench_ops *ops, vo
     st->ops = ops;
     st->env = env;
     st->one_connection = one_connection;
+    st->echo = echo;
     atomic_init(&st->stop, false);
     rc = ops->listen(env, &st->lis, port);
     if (rc != BENCH_OK) {
@@ -204,7 +226,7 @@ int bench_run_throughput(const struct bench_ops *ops, void *env, const struct be
         rc = BENCH_ERROR;
         goto out;
     }
-    rc = start_server(&st, ops, env, true, &port, &thread);
+    rc = start_server(&st, ops, env, true, false, &port, &thread);
     if (rc != BENCH_OK) {
         goto out;
     }
@@ -279,7 +301,7 @@ int bench_run_handshakes(const struct bench_ops *ops, void *env, const struct be
     uint64_t n = 0;
 
     memset(out, 0, sizeof(*out));
-    rc = start_server(&st, ops, env, false, &port, &thread);
+    rc = start_server(&st, ops, env, false, false, &port, &thread);
     if (rc != BENCH_OK) {
         goto out;
     }
@@ -313,6 +335,125 @@ int bench_run_handshakes(const struct bench_ops *ops, void *env, const struct be
     } else if (rc == BENCH_OK) {
         fprintf(stderr, "%s: no handshake completed\n", ops->name);
         rc = BENCH_ERROR;
+    }
+
+out:
+    return rc;
+}
+
+/*
+ * The echo client's loop: one write, then reads until fewer than limits->window bytes are in
+ * flight. Blocking sockets cannot deadlock on this as long as the window fits the kernel's
+ * loopback buffers in both directions, which 64 KiB does with a wide margin.
+ */
+static int echo_stream(const struct bench_ops *ops, void *conn, const struct bench_limits *limits,
+                       uint64_t *received)
+{
+    static unsigned char buf[CHUNK_SIZE];
+    const unsigned char *chunk = bench_payload();
+    int64_t start_ns = bench_now_ns();
+    int64_t budget_ns = (int64_t)(limits->seconds * 1e9);
+    uint64_t sent = 0;
+    uint64_t back = 0;
+    size_t n = 0;
+    int rc = BENCH_OK;
+
+    while (rc == BENCH_OK && sent < limits->max_count && bench_now_ns() - start_ns < budget_ns) {
+        rc = ops->write(conn, chunk, limits->write_size);
+        if (rc == BENCH_OK) {
+            sent += limits->write_size;
+        }
+        while (rc == BENCH_OK && sent - back >= limits->window) {
+            rc = ops->read(conn, buf, sizeof(buf), &n);
+            back += n;
+        }
+    }
+    while (rc == BENCH_OK && back < sent) {
+        rc = ops->read(conn, buf, sizeof(buf), &n);
+        back += n;
+    }
+    if (rc == BENCH_CLOSED) {
+        fprintf(stderr, "%s: echo server closed after %llu of %llu bytes\n", ops->name,
+                (unsigned long long)back, (unsigned long long)sent);
+        rc = BENCH_ERROR;
+    }
+    *received = back;
+    return rc;
+}
+
+int bench_echo_client(const struct bench_ops *ops, void *env, uint16_t port,
+                      const struct bench_limits *limits, struct bench_sample *out)
+{
+    void *conn = NULL;
+    uint64_t received = 0;
+    int64_t start_ns = 0;
+    int64_t end_ns = 0;
+    int64_t cpu0 = 0;
+    int64_t cpu_ns = 0;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    if (limits->write_size == 0 || limits->write_size > BENCH_MAX_WRITE || limits->window == 0) {
+        fprintf(stderr, "%s: bad echo write size %zu or window %zu\n", ops->name,
+                limits->write_size, limits->window);
+        rc = BENCH_ERROR;
+        goto out;
+    }
+    rc = ops->connect(env, port, &conn);
+    if (rc != BENCH_OK) {
+        goto out;
+    }
+    snprintf(out->cipher, sizeof(out->cipher), "%s", ops->cipher(conn));
+    snprintf(out->impl, sizeof(out->impl), "%s", ops->impl(conn));
+    /* As in the throughput case, the clock starts after the handshake. */
+    start_ns = bench_now_ns();
+    cpu0 = bench_thread_cpu_ns();
+    rc = echo_stream(ops, conn, limits, &received);
+    end_ns = bench_now_ns();
+    cpu_ns = bench_thread_cpu_ns() - cpu0;
+    if (rc == BENCH_OK) {
+        rc = ops->shutdown(conn);
+    }
+    ops->close(conn);
+    if (rc == BENCH_OK && received > 0) {
+        double mib = (double)received / (1024.0 * 1024.0);
+
+        out->count = received;
+        out->rate = mib / ((double)(end_ns - start_ns) / 1e9);
+        out->client_cpu_us = (double)cpu_ns / 1e3 / mib;
+    } else if (rc == BENCH_OK) {
+        fprintf(stderr, "%s: nothing was echoed\n", ops->name);
+        rc = BENCH_ERROR;
+    }
+
+out:
+    return rc;
+}
+
+int bench_run_echo(const struct bench_ops *ops, void *env, const struct bench_limits *limits,
+                   struct bench_sample *out)
+{
+    struct server_state st;
+    pthread_t thread;
+    uint16_t port = 0;
+    int rc = start_server(&st, ops, env, true, true, &port, &thread);
+
+    if (rc != BENCH_OK) {
+        memset(out, 0, sizeof(*out));
+        goto out;
+    }
+    rc = bench_echo_client(ops, env, port, limits, out);
+    stop_server(&st, thread);
+    if (rc == BENCH_OK && st.rc != BENCH_OK) {
+        rc = st.rc;
+    }
+    if (rc == BENCH_OK && st.bytes != out->count) {
+        fprintf(stderr, "%s: echo server read %llu bytes, client got %llu back\n", ops->name,
+                (unsigned long long)st.bytes, (unsigned long long)out->count);
+        rc = BENCH_ERROR;
+    }
+    if (rc == BENCH_OK) {
+        out->server_cpu_us = (double)st.read_cpu_ns / 1e3 / ((double)st.bytes / (1024.0 * 1024.0));
     }
 
 out:

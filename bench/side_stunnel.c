@@ -1,0 +1,496 @@
+/*
+ * stunnel as the TLS terminator in front of a plaintext echo server: the usual way to add TLS to
+ * a server that has none, and so the natural thing to compare a tlsock_uv server with. The client
+ * is the raw OpenSSL blocking echo client, the same as against the tlsock_uv server.
+ *
+ * stunnel (Debian package stunnel4) is optional: without it the case is skipped. It runs as a
+ * child process for the whole case, with a configuration written to a private temporary
+ * directory (certificate, key, stunnel.conf), and is stopped with SIGTERM and reaped at the end.
+ * Its CPU time comes from its process CPU clock (clock_getcpuclockid), the plaintext echo
+ * thread's from its thread CPU clock.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "async.h"
+
+extern char **environ;
+
+/* How long stunnel may take to listen, and to exit after SIGTERM. */
+#define START_TIMEOUT_MS 5000
+#define STOP_TIMEOUT_MS  2000
+
+static const char *const program_names[] = {"stunnel4", "stunnel"};
+
+struct stunnel_env {
+    void *raw; /* raw OpenSSL: the client */
+    char dir[64];
+    char path[512]; /* the stunnel program */
+    pid_t pid;
+    uint16_t port; /* stunnel's TLS port */
+    /* The plaintext echo server behind stunnel. */
+    int echo_fd;
+    uint16_t echo_port;
+    pthread_t echo_thread;
+    bool echo_running;
+    atomic_bool stop;
+};
+
+/* Finds @p name in PATH; @p out gets the full path. */
+static bool find_program(const char *name, char *out, size_t len)
+{
+    const char *path = getenv("PATH");
+    bool found = false;
+
+    while (path != NULL && *path != '\0' && !found) {
+        const char *end = strchr(path, ':');
+        size_t dirlen = end != NULL ? (size_t)(end - path) : strlen(path);
+
+        if (dirlen > 0) {
+            snprintf(out, len, "%.*s/%s", (int)dirlen, path, name);
+            found = access(out, X_OK) == 0;
+        }
+        path = end != NULL ? end + 1 : NULL;
+    }
+    return found;
+}
+
+static bool find_stunnel(char *out, size_t len)
+{
+    bool found = false;
+
+    for (size_t i = 0; i < sizeof(program_names) / sizeof(program_names[0]) && !found; i++) {
+        found = find_program(program_names[i], out, len);
+    }
+    return found;
+}
+
+const char *bench_stunnel_missing(void)
+{
+    char path[512];
+
+    return find_stunnel(path, sizeof(path)) ? NULL : "stunnel not installed";
+}
+
+const char *bench_stunnel_version(void)
+{
+    static char version[128];
+    char path[512];
+    char cmd[600];
+    FILE *p = NULL;
+
+    version[0] = '\0';
+    if (!find_stunnel(path, sizeof(path))) {
+        goto out;
+    }
+    /* "stunnel 5.68 on x86_64-pc-linux-gnu platform", among other lines on stderr. */
+    snprintf(cmd, sizeof(cmd), "'%s' -version 2>&1", path);
+    p = popen(cmd, "r");
+    while (p != NULL && fgets(version, sizeof(version), p) != NULL) {
+        if (strncmp(version, "stunnel ", 8) == 0) {
+            version[strcspn(version, "\n")] = '\0';
+            break;
+        }
+        version[0] = '\0';
+    }
+    if (p != NULL) {
+        (void)pclose(p);
+    }
+
+out:
+    return version;
+}
+
+static int write_file(const char *dir, const char *name, const char *text)
+{
+    char path[128];
+    int fd;
+    size_t len = strlen(text);
+    int rc = BENCH_ERROR;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd >= 0 && write(fd, text, len) == (ssize_t)len) {
+        rc = BENCH_OK;
+    } else {
+        fprintf(stderr, "stunnel: cannot write %s: %s\n", path, strerror(errno));
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    return rc;
+}
+
+static void remove_dir(const char *dir)
+{
+    static const char *const files[] = {"cert.pem", "key.pem", "stunnel.conf", "stunnel.log"};
+    char path[128];
+
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, files[i]);
+        (void)unlink(path);
+    }
+    (void)rmdir(dir);
+}
+
+/* A port nobody listens on right now, for stunnel's accept line. */
+static int free_port(uint16_t *port)
+{
+    struct sockaddr_in addr = {.sin_family = AF_INET};
+    socklen_t len = sizeof(addr);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int rc = BENCH_ERROR;
+
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0 &&
+        getsockname(fd, (struct sockaddr *)&addr, &len) == 0) {
+        *port = ntohs(addr.sin_port);
+        rc = BENCH_OK;
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    return rc;
+}
+
+/* ---- The plaintext echo server, one connection at a time, in a thread ---- */
+
+static void echo_plain(int fd)
+{
+    static unsigned char buf[64 * 1024];
+    bool done = false;
+
+    while (!done) {
+        ssize_t n = recv(fd, buf, sizeof(buf), 0);
+        ssize_t off = 0;
+
+        done = n <= 0;
+        while (!done && off < n) {
+            ssize_t w = send(fd, buf + off, (size_t)(n - off), MSG_NOSIGNAL);
+
+            done = w <= 0;
+            off += w > 0 ? w : 0;
+        }
+    }
+    close(fd);
+}
+
+static void *echo_thread(void *arg)
+{
+    struct stunnel_env *env = arg;
+    int one = 1;
+
+    /* Bounded by the stop flag, polled every BENCH_ACCEPT_POLL_MS. */
+    while (!atomic_load(&env->stop)) {
+        struct pollfd pfd = {.fd = env->echo_fd, .events = POLLIN};
+        int fd = -1;
+
+        if (poll(&pfd, 1, BENCH_ACCEPT_POLL_MS) > 0) {
+            fd = accept4(env->echo_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        }
+        if (fd >= 0) {
+            /* Blocking, with the raw baselines' options (tcp.c): no Nagle, bounded waits. */
+            struct timeval tv = {.tv_sec = BENCH_IO_TIMEOUT_MS / 1000};
+            int flags = fcntl(fd, F_GETFL);
+
+            (void)fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+            setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+            echo_plain(fd);
+        }
+    }
+    return NULL;
+}
+
+static int echo_start(struct stunnel_env *env)
+{
+    struct sockaddr_in addr = {.sin_family = AF_INET};
+    socklen_t len = sizeof(addr);
+    int rc = BENCH_ERROR;
+
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    env->echo_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (env->echo_fd < 0 || bind(env->echo_fd, (struct sockaddr *)&addr, sizeof(addr)) != 0 ||
+        listen(env->echo_fd, 16) != 0 ||
+        getsockname(env->echo_fd, (struct sockaddr *)&addr, &len) != 0) {
+        fprintf(stderr, "stunnel: plaintext echo server: %s\n", strerror(errno));
+        goto out;
+    }
+    env->echo_port = ntohs(addr.sin_port);
+    rc = BENCH_OK;
+
+out:
+    return rc;
+}
+
+/* ---- stunnel itself ---- */
+
+static int write_config(struct stunnel_env *env, const struct bench_side_config *config)
+{
+    char conf[2048];
+    int rc = write_file(env->dir, "cert.pem", config->cert_pem);
+
+    if (rc == BENCH_OK) {
+        rc = write_file(env->dir, "key.pem", config->key_pem);
+    }
+    /*
+     * TLS 1.3 only with the case's suite, TCP_NODELAY on both sockets as tlsock and the baselines
+     * set it, in the foreground so that the pid is stunnel's, logging warnings only.
+     */
+    snprintf(conf, sizeof(conf),
+             "foreground = yes\n"
+             "pid =\n"
+             "syslog = no\n"
+             "debug = 4\n"
+             "[tlsock-bench]\n"
+             "accept = 127.0.0.1:%u\n"
+             "connect = 127.0.0.1:%u\n"
+             "cert = %s/cert.pem\n"
+             "key = %s/key.pem\n"
+             "sslVersionMin = TLSv1.3\n"
+             "sslVersionMax = TLSv1.3\n"
+             "%s%s%s"
+             "socket = l:TCP_NODELAY=1\n"
+             "socket = r:TCP_NODELAY=1\n",
+             env->port, env->echo_port, env->dir, env->dir,
+             config->suite != NULL ? "ciphersuites = " : "",
+             config->suite != NULL ? config->suite : "", config->suite != NULL ? "\n" : "");
+    if (rc == BENCH_OK) {
+        rc = write_file(env->dir, "stunnel.conf", conf);
+    }
+    return rc;
+}
+
+static void print_log(const struct stunnel_env *env)
+{
+    char path[128];
+    char line[512];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/stunnel.log", env->dir);
+    f = fopen(path, "r");
+    while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+        fprintf(stderr, "stunnel: %s", line);
+    }
+    if (f != NULL) {
+        fclose(f);
+    }
+}
+
+/* Waits for stunnel to accept connections on its port; fails if it exits first. */
+static int wait_listening(struct stunnel_env *env)
+{
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(env->port)};
+    int64_t deadline = bench_now_ns() + (int64_t)START_TIMEOUT_MS * 1000000;
+    int rc = BENCH_ERROR;
+    int status = 0;
+
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    while (rc != BENCH_OK && bench_now_ns() < deadline) {
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+        if (fd >= 0 && connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0) {
+            rc = BENCH_OK;
+        }
+        if (fd >= 0) {
+            close(fd);
+        }
+        if (rc != BENCH_OK && waitpid(env->pid, &status, WNOHANG) == env->pid) {
+            fprintf(stderr, "stunnel: exited at start (status %d)\n", status);
+            env->pid = -1;
+            break;
+        }
+        if (rc != BENCH_OK) {
+            usleep(10000);
+        }
+    }
+    if (rc != BENCH_OK) {
+        fprintf(stderr, "stunnel: not listening on port %u\n", env->port);
+        print_log(env);
+    }
+    return rc;
+}
+
+static int spawn_stunnel(struct stunnel_env *env)
+{
+    posix_spawn_file_actions_t actions;
+    char conf[128];
+    char log[128];
+    char *argv[] = {env->path, conf, NULL};
+    int rc;
+
+    snprintf(conf, sizeof(conf), "%s/stunnel.conf", env->dir);
+    snprintf(log, sizeof(log), "%s/stunnel.log", env->dir);
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log, O_WRONLY | O_CREAT | O_TRUNC,
+                                     0600);
+    posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
+    rc = posix_spawn(&env->pid, env->path, &actions, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&actions);
+    if (rc != 0) {
+        fprintf(stderr, "stunnel: cannot run %s: %s\n", env->path, strerror(rc));
+        env->pid = -1;
+    }
+    return rc == 0 ? BENCH_OK : BENCH_ERROR;
+}
+
+/* SIGTERM, then SIGKILL if it has not exited after STOP_TIMEOUT_MS; always reaped. */
+static void stop_stunnel(struct stunnel_env *env)
+{
+    int64_t deadline = bench_now_ns() + (int64_t)STOP_TIMEOUT_MS * 1000000;
+    int status = 0;
+    pid_t done = 0;
+
+    if (env->pid <= 0) {
+        goto out;
+    }
+    (void)kill(env->pid, SIGTERM);
+    while (done == 0 && bench_now_ns() < deadline) {
+        done = waitpid(env->pid, &status, WNOHANG);
+        if (done == 0) {
+            usleep(5000);
+        }
+    }
+    if (done == 0) {
+        fprintf(stderr, "stunnel: did not exit on SIGTERM; killed\n");
+        (void)kill(env->pid, SIGKILL);
+        (void)waitpid(env->pid, &status, 0);
+    }
+    env->pid = -1;
+
+out:
+    return;
+}
+
+static void stunnel_teardown(void *envp)
+{
+    struct stunnel_env *env = envp;
+
+    if (env == NULL) {
+        goto out;
+    }
+    stop_stunnel(env);
+    if (env->echo_running) {
+        atomic_store(&env->stop, true);
+        pthread_join(env->echo_thread, NULL);
+    }
+    if (env->echo_fd >= 0) {
+        close(env->echo_fd);
+    }
+    if (env->dir[0] != '\0') {
+        remove_dir(env->dir);
+    }
+    bench_raw_ops.teardown(env->raw);
+    free(env);
+
+out:
+    return;
+}
+
+static int stunnel_setup(const struct bench_side_config *config, void **out)
+{
+    struct stunnel_env *env = calloc(1, sizeof(*env));
+    int rc = BENCH_ERROR;
+
+    if (env == NULL) {
+        goto out;
+    }
+    env->pid = -1;
+    env->echo_fd = -1;
+    atomic_init(&env->stop, false);
+    if (!find_stunnel(env->path, sizeof(env->path))) {
+        fprintf(stderr, "stunnel: not installed\n");
+        goto out;
+    }
+    snprintf(env->dir, sizeof(env->dir), "/tmp/tlsock-bench-XXXXXX");
+    if (mkdtemp(env->dir) == NULL) {
+        fprintf(stderr, "stunnel: mkdtemp: %s\n", strerror(errno));
+        env->dir[0] = '\0';
+        goto out;
+    }
+    rc = bench_raw_ops.setup(config, &env->raw);
+    if (rc == BENCH_OK) {
+        rc = echo_start(env);
+    }
+    if (rc == BENCH_OK) {
+        rc = free_port(&env->port);
+    }
+    if (rc == BENCH_OK) {
+        rc = write_config(env, config);
+    }
+    /* Spawned before the echo thread exists: nothing but this thread runs during the spawn. */
+    if (rc == BENCH_OK) {
+        rc = spawn_stunnel(env);
+    }
+    if (rc == BENCH_OK) {
+        env->echo_running = pthread_create(&env->echo_thread, NULL, echo_thread, env) == 0;
+        rc = env->echo_running ? BENCH_OK : BENCH_ERROR;
+    }
+    if (rc == BENCH_OK) {
+        rc = wait_listening(env);
+    }
+    if (rc == BENCH_OK) {
+        *out = env;
+        env = NULL;
+    }
+
+out:
+    stunnel_teardown(env);
+    return rc;
+}
+
+static int64_t clock_ns(clockid_t clock)
+{
+    struct timespec ts = {0, 0};
+
+    (void)clock_gettime(clock, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int stunnel_run(void *envp, const struct bench_limits *limits, struct bench_sample *out)
+{
+    struct stunnel_env *env = envp;
+    clockid_t proc_clock;
+    clockid_t echo_clock;
+    bool clocks = clock_getcpuclockid(env->pid, &proc_clock) == 0 &&
+                  pthread_getcpuclockid(env->echo_thread, &echo_clock) == 0;
+    int64_t cpu0 = clocks ? clock_ns(proc_clock) + clock_ns(echo_clock) : 0;
+    int rc = bench_echo_client(&bench_raw_ops, env->raw, env->port, limits, out);
+
+    if (rc == BENCH_OK && clocks) {
+        /* The plaintext server and stunnel finish with the client's last byte echoed. */
+        double mib = (double)out->count / (1024.0 * 1024.0);
+        int64_t cpu = clock_ns(proc_clock) + clock_ns(echo_clock) - cpu0;
+
+        out->server_cpu_us = (double)cpu / 1e3 / mib;
+    }
+    if (rc != BENCH_OK) {
+        print_log(env);
+    }
+    return rc;
+}
+
+const struct bench_side bench_side_stunnel_echo = {
+    .name = "stunnel",
+    .setup = stunnel_setup,
+    .teardown = stunnel_teardown,
+    .run = stunnel_run,
+};
