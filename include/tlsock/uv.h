@@ -97,7 +97,7 @@ typedef void (*tlsock_uv_release_cb)(struct tlsock_uv_conn *conn, struct tlsock_
 
 /** Options of an async connection or server; copied by the call that takes them. */
 struct tlsock_uv_opts {
-    size_t size;           /**< sizeof(struct tlsock_uv_opts); TLSOCK_UV_OPTS_INIT sets it. */
+    size_t size;            /**< sizeof(struct tlsock_uv_opts); TLSOCK_UV_OPTS_INIT sets it. */
     struct tlsock_opts tls; /**< servername, verify_name, connect_timeout_ms (TCP connect) and
                                  handshake_timeout_ms (0: the context's) apply; timeout_ms and
                                  preread do not (see the timeouts below). */
