@@ -32,7 +32,7 @@ asan: bootstrap
 
 # The TLS suite under valgrind's memcheck: any leak or error fails the test.
 valgrind: build
-	ctest --test-dir $(BUILD) --output-on-failure -L tls -T memcheck --overwrite MemoryCheckCommand=$$(command -v valgrind) \
+	ctest --test-dir $(BUILD) --output-on-failure -L '^tls$$' -T memcheck --overwrite MemoryCheckCommand=$$(command -v valgrind) \
 		--overwrite MemoryCheckCommandOptions="--leak-check=full --error-exitcode=99 --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect"
 
 bench: build
