@@ -18,6 +18,12 @@
  *   - A write's buffer stays the caller's, untouched, until its completion callback; writes
  *     still pending when the connection closes complete with TLSOCK_ECANCELED.
  *
+ * SIGPIPE: libuv writes with write(2), which raises SIGPIPE on a reset connection. The driver
+ * never writes to a socket after its first transport error, and the first call of
+ * tlsock_uv_connect(), tlsock_uv_serve() or tlsock_uv_adopt() in the process sets SIGPIPE's
+ * action to SIG_IGN if it is SIG_DFL (once, thread-safely; a handler the application installed,
+ * or SIG_IGN, is left alone).
+ *
  * Every status and event code is a TLSOCK_E* value from <tlsock.h>; tlsock_uv_errmsg() tells
  * why. Contexts are the same as for blocking use, and either implementation may be used.
  */
@@ -60,7 +66,8 @@ typedef void (*tlsock_uv_read_cb)(struct tlsock_uv_conn *conn, const void *data,
  *   - TLSOCK_ETRUNCATED: the stream ended without close_notify (it may have been cut short).
  *   - TLSOCK_ETIMEDOUT: nothing arrived for read_idle_timeout_ms, or a write stayed pending for
  *     write_timeout_ms.
- *   - TLSOCK_EPROTO (an alert, named by tlsock_uv_errmsg()), TLSOCK_ESYS (reset...), ...
+ *   - TLSOCK_EPROTO (an alert, named by tlsock_uv_errmsg()), TLSOCK_ESYS (reset, also when the
+ *     reset shows as an end of stream), ...
  * After any code but TLSOCK_ECLOSED the connection is dead: reading has stopped, writes fail
  * and pending ones complete with TLSOCK_ECANCELED when it is closed. Close it.
  */

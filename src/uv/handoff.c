@@ -47,6 +47,7 @@ int tlsock_uv_adopt(uv_loop_t *loop, struct tlsock_conn *conn, const struct tlso
     int fd = -1;
     int rc;
 
+    tlsock__uv_sigpipe_init();
     if (loop == NULL || conn == NULL || out == NULL || opts == NULL || o.on_connect == NULL) {
         return tlsock__fail(NULL, TLSOCK_EINVAL,
                             "tlsock_uv_adopt: loop, conn, opts with on_connect and out are "

@@ -17,6 +17,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
 #include <sys/socket.h>
 
 #include "uv_int.h"
@@ -67,6 +70,33 @@ int tlsock__uv_tls_fail(struct tlsock_uv_conn *c, int code)
     const char *msg = tlsock_conn_errmsg(c->tls);
 
     return tlsock__uv_fail(c, code, "%s", msg[0] != '\0' ? msg : tlsock_strerror(code));
+}
+
+/*
+ * libuv writes with write(2)/writev(2), never MSG_NOSIGNAL: a write after the peer's reset raises
+ * SIGPIPE. The driver never writes after a transport error (transport_failed), but the kernel can
+ * still answer the first write after a reset that a read consumed in the same loop iteration
+ * with it. So the first use of the driver ignores SIGPIPE if, and only if, nobody set a handler.
+ */
+static pthread_once_t sigpipe_once = PTHREAD_ONCE_INIT;
+
+static void sigpipe_ignore(void)
+{
+    struct sigaction old;
+
+    if (sigaction(SIGPIPE, NULL, &old) == 0 && !(old.sa_flags & SA_SIGINFO) &&
+        old.sa_handler == SIG_DFL) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_handler = SIG_IGN;
+        sigemptyset(&sa.sa_mask);
+        (void)sigaction(SIGPIPE, &sa, NULL);
+    }
+}
+
+void tlsock__uv_sigpipe_init(void)
+{
+    (void)pthread_once(&sigpipe_once, sigpipe_ignore);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -364,10 +394,72 @@ void tlsock__uv_kick(struct tlsock_uv_conn *c)
 
 static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 
+static bool tcp_closed(const struct tlsock_uv_conn *c)
+{
+    return uv_is_closing((const uv_handle_t *)&c->tcp) != 0;
+}
+
+/*
+ * The transport failed (a write or a read error): libuv must never write to this socket again,
+ * since libuv writes with write(2) and a write after a reset raises SIGPIPE. Closing the handle
+ * now stops reading and makes libuv cancel the queued writes without writing them; the
+ * connection itself lives on, dead, until the application closes it.
+ */
+static void transport_failed(struct tlsock_uv_conn *c)
+{
+    c->broken = true;
+    c->reading = false;
+    if (c->phase >= TLSOCK__UV_HANDSHAKING && !tcp_closed(c)) {
+        uv_close((uv_handle_t *)&c->tcp, tlsock__uv_handle_closed);
+    }
+}
+
+/*
+ * The errno of a reset behind an end of stream, 0 for a plain end: a write that met the reset
+ * first consumed the socket's error, and the read after it only sees EOF. The pending error
+ * says so if it is still there, else the TCP state does (a FIN leaves CLOSE_WAIT, a reset
+ * CLOSE: we have sent no FIN while the connection is not closing).
+ */
+static int eof_reset_errno(const struct tlsock_uv_conn *c)
+{
+    uv_os_fd_t fd = -1;
+    int err = 0;
+    socklen_t len = sizeof(err);
+
+    if (tcp_closed(c) || uv_fileno((const uv_handle_t *)&c->tcp, &fd) != 0) {
+        return 0;
+    }
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0) {
+        return err;
+    }
+#ifdef TCP_INFO
+    struct tcp_info ti;
+    len = sizeof(ti);
+    memset(&ti, 0, sizeof(ti));
+    if (!c->shut_started && getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 &&
+        ti.tcpi_state == TCP_CLOSE) {
+        return ECONNRESET;
+    }
+#endif
+    return 0;
+}
+
+/* A TLS error, or for a truncation after a reset the reset (TLSOCK_ESYS). */
+static int tls_or_reset_fail(struct tlsock_uv_conn *c, int rc)
+{
+    int err = rc == TLSOCK_ETRUNCATED && c->eof_seen ? eof_reset_errno(c) : 0;
+
+    if (err != 0) {
+        transport_failed(c);
+        return tlsock__uv_sys_fail(c, -err, "connection reset");
+    }
+    return tlsock__uv_tls_fail(c, rc);
+}
+
 /* Whether the socket should be read now. */
 static bool wants_reading(const struct tlsock_uv_conn *c)
 {
-    if (c->handles_closing || c->phase < TLSOCK__UV_HANDSHAKING || c->eof_seen) {
+    if (c->handles_closing || c->phase < TLSOCK__UV_HANDSHAKING || c->eof_seen || tcp_closed(c)) {
         return false;
     }
     if (c->closing) {
@@ -393,12 +485,16 @@ static void update_reading(struct tlsock_uv_conn *c)
         if (rc == 0) {
             c->reading = true;
         } else if (!c->closing && c->dead == 0 && c->deferred == 0) {
-            c->broken = true;
             c->deferred = tlsock__uv_sys_fail(c, rc, "read");
+            transport_failed(c);
             tlsock__uv_kick(c);
+        } else {
+            transport_failed(c);
         }
     } else if (!want && c->reading) {
-        uv_read_stop((uv_stream_t *)&c->tcp);
+        if (!tcp_closed(c)) {
+            uv_read_stop((uv_stream_t *)&c->tcp);
+        }
         c->reading = false;
     }
 }
@@ -461,7 +557,7 @@ static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     } else if (nread == UV_ENOBUFS) {
         tlsock__uv_report(c, tlsock__uv_fail(c, TLSOCK_ENOMEM, "out of memory for a read"));
     } else if (nread < 0) {
-        c->broken = true;
+        transport_failed(c);
         tlsock__uv_report(c, tlsock__uv_sys_fail(c, (int)nread, "connection reset"));
     }
     tlsock__uv_pump(c, true);
@@ -491,7 +587,7 @@ static void flush_output(struct tlsock_uv_conn *c)
     uv_buf_t ub;
     int rc;
 
-    if (n == 0 || c->handles_closing || c->shut_started) {
+    if (n == 0 || c->handles_closing || c->shut_started || tcp_closed(c)) {
         /* Nothing to send, or too late to send it: keep no storage. */
         tlsock__buf_free(out);
         return;
@@ -512,8 +608,8 @@ static void flush_output(struct tlsock_uv_conn *c)
     if (rc != 0) {
         free(b->data);
         free(b);
-        c->broken = true;
         defer_failure(c, tlsock__uv_sys_fail(c, rc, "write"));
+        transport_failed(c);
         return;
     }
     if (c->cipher_inflight == 0) {
@@ -614,12 +710,15 @@ static void write_cb(uv_write_t *req, int status)
         return; /* canceled by the close: what is pending completes in finish */
     }
     if (status < 0) {
-        c->broken = true;
+        /* The first transport error is the connection's: the cancellations that follow it
+         * (UV_ECANCELED, from closing the handle) change nothing. */
+        bool first = c->dead == 0 && c->deferred == 0 && !c->broken;
+        transport_failed(c);
         if (c->closing) {
             tlsock__uv_close_all(c);
             return;
         }
-        if (c->dead == 0) {
+        if (first) {
             tlsock__uv_report(c, tlsock__uv_sys_fail(c, status, "connection reset"));
         }
         tlsock__uv_pump(c, false);
@@ -692,7 +791,7 @@ static void handshake_step(struct tlsock_uv_conn *c)
     if (rc == 0) {
         become_open(c);
     } else if (rc != TLSOCK_EWANT_READ && rc != TLSOCK_EWANT_WRITE) {
-        tlsock__uv_report(c, tlsock__uv_tls_fail(c, rc));
+        tlsock__uv_report(c, tls_or_reset_fail(c, rc));
     }
 }
 
@@ -724,7 +823,7 @@ static void deliver_reads(struct tlsock_uv_conn *c)
             c->peer_closed = true;
             tlsock__uv_fail(c, rc, "peer sent close_notify");
         } else {
-            tlsock__uv_tls_fail(c, rc);
+            rc = tls_or_reset_fail(c, rc);
         }
         tlsock__uv_report(c, rc);
         break;

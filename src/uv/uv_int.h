@@ -145,6 +145,9 @@ struct tlsock_uv_server {
     tlsock_uv_server_close_cb close_cb;
 };
 
+/* First use of the driver: SIGPIPE's default action becomes "ignore" (once; a handler stays). */
+void tlsock__uv_sigpipe_init(void);
+
 /* Copies @p opts (any older size) over zeroed defaults. */
 struct tlsock_uv_opts tlsock__uv_opts_copy(const struct tlsock_uv_opts *opts);
 /* Fills a connection's callbacks and limits from options. */
