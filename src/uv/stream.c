@@ -26,6 +26,9 @@
 
 enum {
     READ_BUF_SIZE = 64 * 1024, /* one per loop thread, lent to libuv for each read */
+    READ_HEADROOM = 20 * 1024, /* in front of it: room for a partial record left by the last read
+                                  (TLS 1.2 allows 16 KiB + 2 KiB + 5) */
+    BATCH_POOL = 4,            /* output batch storage kept per loop thread */
     PLAIN_CHUNK = 16384,       /* one record per tlsock_write: no coalescing copy */
     BATCH_PLAIN = 64 * 1024,   /* plaintext encrypted into one uv_write */
     BATCH_CIPHER_CAP = BATCH_PLAIN + 4 * 256 + 512,
@@ -185,22 +188,37 @@ int tlsock__uv_queue_initial(struct tlsock_uv_conn *c, const void *data, size_t 
 }
 
 /* ---------------------------------------------------------------------------------------------
- * The read buffer: one per loop thread, lent to libuv for one read at a time. read_cb feeds it
- * to TLS at once, so connections hold no read buffer of their own.
+ * Per loop thread storage: one read buffer, lent to libuv for one read at a time, and a few
+ * output batches. read_cb lets TLS read the read buffer in place (the memory transport borrows
+ * it for the pump) and keeps only what TLS left of a record, so connections hold no read buffer
+ * of their own; output batches are reused instead of a malloc and free each, which made glibc
+ * trim and regrow the heap.
  * ------------------------------------------------------------------------------------------- */
 
 struct read_buf {
     bool busy;
-    char data[READ_BUF_SIZE];
+    unsigned npool;
+    unsigned char *pool[BATCH_POOL];
+    char data[READ_HEADROOM + READ_BUF_SIZE];
 };
 
 static pthread_key_t read_buf_key;
 static pthread_once_t read_buf_once = PTHREAD_ONCE_INIT;
 static bool read_buf_key_ok;
 
+static void read_buf_destroy(void *p)
+{
+    struct read_buf *rb = p;
+
+    for (unsigned i = 0; i < rb->npool; i++) {
+        free(rb->pool[i]);
+    }
+    free(rb);
+}
+
 static void read_buf_key_make(void)
 {
-    read_buf_key_ok = pthread_key_create(&read_buf_key, free) == 0;
+    read_buf_key_ok = pthread_key_create(&read_buf_key, read_buf_destroy) == 0;
 }
 
 static struct read_buf *thread_read_buf(void)
@@ -216,6 +234,7 @@ static struct read_buf *thread_read_buf(void)
         rb = malloc(sizeof(*rb));
         if (rb != NULL) {
             rb->busy = false;
+            rb->npool = 0;
             if (pthread_setspecific(read_buf_key, rb) != 0) {
                 free(rb);
                 rb = NULL;
@@ -234,7 +253,7 @@ static void alloc_cb(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
     (void)suggested;
     if (rb != NULL && !rb->busy) {
         rb->busy = true;
-        *buf = uv_buf_init(rb->data, sizeof(rb->data));
+        *buf = uv_buf_init(rb->data + READ_HEADROOM, READ_BUF_SIZE);
         return;
     }
     /* Only a loop run from within a read callback gets here (or a failed key). */
@@ -249,11 +268,65 @@ static void release_buf(const uv_buf_t *buf)
     if (buf->base == NULL) {
         return;
     }
-    if (rb != NULL && buf->base == rb->data) {
+    if (rb != NULL && buf->base == rb->data + READ_HEADROOM) {
         rb->busy = false;
     } else {
         free(buf->base);
     }
+}
+
+/*
+ * Hands @p n received bytes to TLS. In the thread's read buffer they are read in place: what
+ * is left of the previous record moves into the headroom in front of them, and the memory
+ * transport borrows the whole until tlsock__buf_own() after the pump. Elsewhere they are copied.
+ */
+static int feed_input(struct tlsock_uv_conn *c, const uv_buf_t *buf, size_t n, bool *borrowed)
+{
+    struct read_buf *rb = read_buf_key_ok ? pthread_getspecific(read_buf_key) : NULL;
+    struct tlsock__buf *in = &c->tls->mem_in;
+    size_t left = tlsock__buf_pending(in);
+
+    *borrowed = false;
+    if (rb == NULL || buf->base != rb->data + READ_HEADROOM || left > READ_HEADROOM ||
+        c->tls->mem_eof || c->tls->transport != TLSOCK__TRANSPORT_MEMORY) {
+        return tlsock_feed(c->tls, buf->base, n);
+    }
+    if (left > 0) {
+        memcpy(buf->base - left, in->data + in->off, left);
+    }
+    tlsock__buf_borrow(in, buf->base - left, left + n);
+    *borrowed = true;
+    return 0;
+}
+
+/* Takes storage for an output batch: a pooled one, else a new one. */
+static unsigned char *batch_alloc(void)
+{
+    struct read_buf *rb = thread_read_buf();
+
+    if (rb != NULL && rb->npool > 0) {
+        return rb->pool[--rb->npool];
+    }
+    return malloc(BATCH_CIPHER_CAP);
+}
+
+/* Gives back storage of @p cap bytes: batch-sized storage goes to the pool while it has room. */
+static void batch_free(unsigned char *data, size_t cap)
+{
+    struct read_buf *rb = read_buf_key_ok ? pthread_getspecific(read_buf_key) : NULL;
+
+    if (data != NULL && cap == BATCH_CIPHER_CAP && rb != NULL && rb->npool < BATCH_POOL) {
+        rb->pool[rb->npool++] = data;
+        return;
+    }
+    free(data);
+}
+
+/* Output storage is emptied: batch-sized storage goes back to the pool. */
+static void output_free(struct tlsock__buf *out)
+{
+    batch_free(out->data, out->cap);
+    memset(out, 0, sizeof(*out));
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -394,6 +467,8 @@ void tlsock__uv_kick(struct tlsock_uv_conn *c)
 
 static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 
+static void defer_failure(struct tlsock_uv_conn *c, int code);
+
 static bool tcp_closed(const struct tlsock_uv_conn *c)
 {
     return uv_is_closing((const uv_handle_t *)&c->tcp) != 0;
@@ -529,21 +604,34 @@ static void closing_read(struct tlsock_uv_conn *c, ssize_t nread)
     tlsock__uv_settle(c);
 }
 
+/* Borrowed input becomes owned (a partial record at most); none left keeps no storage. */
+static void keep_input(struct tlsock_uv_conn *c)
+{
+    if (c->tls == NULL || tlsock__buf_own(&c->tls->mem_in) == 0) {
+        return;
+    }
+    if (c->dead == 0 && c->deferred == 0 && !c->closing && !c->handles_closing) {
+        defer_failure(c, tlsock__uv_fail(c, TLSOCK_ENOMEM, "out of memory keeping input"));
+    } else {
+        tlsock__buf_free(&c->tls->mem_in);
+    }
+}
+
 static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
     struct tlsock_uv_conn *c = stream->data;
+    bool borrowed = false;
     int rc = 0;
 
-    if (nread > 0 && !c->closing) {
+    if (nread > 0 && !c->closing && !c->handles_closing) {
         c->last_rx = uv_now(c->loop);
-        rc = tlsock_feed(c->tls, buf->base, (size_t)nread);
+        rc = feed_input(c, buf, (size_t)nread, &borrowed);
     }
-    release_buf(buf);
-    if (nread == 0 || c->handles_closing) {
-        return;
-    }
-    if (c->closing) {
-        closing_read(c, nread);
+    if (nread == 0 || c->handles_closing || c->closing) {
+        release_buf(buf);
+        if (nread != 0 && !c->handles_closing) {
+            closing_read(c, nread);
+        }
         return;
     }
     if (rc != 0) {
@@ -561,6 +649,11 @@ static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         tlsock__uv_report(c, tlsock__uv_sys_fail(c, (int)nread, "connection reset"));
     }
     tlsock__uv_pump(c, true);
+    if (borrowed) {
+        /* The read buffer goes back to the thread: keep what TLS did not use yet. */
+        keep_input(c);
+    }
+    release_buf(buf);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -589,24 +682,25 @@ static void flush_output(struct tlsock_uv_conn *c)
 
     if (n == 0 || c->handles_closing || c->shut_started || tcp_closed(c)) {
         /* Nothing to send, or too late to send it: keep no storage. */
-        tlsock__buf_free(out);
+        output_free(out);
         return;
     }
     b = malloc(sizeof(*b));
     if (b == NULL) {
-        tlsock__buf_free(out);
+        output_free(out);
         defer_failure(c, tlsock__uv_fail(c, TLSOCK_ENOMEM, "out of memory sending"));
         return;
     }
     b->conn = c;
     b->data = out->data;
+    b->cap = out->cap;
     b->len = n;
     b->req.data = b;
     ub = uv_buf_init((char *)out->data + out->off, (unsigned)n);
     memset(out, 0, sizeof(*out));
     rc = uv_write(&b->req, (uv_stream_t *)&c->tcp, &ub, 1, write_cb);
     if (rc != 0) {
-        free(b->data);
+        batch_free(b->data, b->cap);
         free(b);
         defer_failure(c, tlsock__uv_sys_fail(c, rc, "write"));
         transport_failed(c);
@@ -625,7 +719,7 @@ static void reserve_output(struct tlsock_uv_conn *c)
     struct tlsock__buf *out = &c->tls->mem_out;
 
     if (out->data == NULL) {
-        out->data = malloc(BATCH_CIPHER_CAP);
+        out->data = batch_alloc();
         out->cap = out->data != NULL ? BATCH_CIPHER_CAP : 0;
         out->len = 0;
         out->off = 0;
@@ -704,7 +798,7 @@ static void write_cb(uv_write_t *req, int status)
 
     c->cipher_inflight -= b->len;
     c->cipher_done += b->len;
-    free(b->data);
+    batch_free(b->data, b->cap);
     free(b);
     if (c->handles_closing) {
         return; /* canceled by the close: what is pending completes in finish */
@@ -910,6 +1004,7 @@ void tlsock__uv_pump(struct tlsock_uv_conn *c, bool read)
     if (c->closing) {
         close_step(c);
     } else if (c->releasing) {
+        keep_input(c); /* the blocking side takes over what is left of the input */
         tlsock__uv_release_step(c);
     }
     if (c->tls != NULL && c->tls->mem_in.data != NULL &&

@@ -43,7 +43,8 @@ struct tlsock__uv_write {
 struct tlsock__uv_batch {
     uv_write_t req;
     struct tlsock_uv_conn *conn;
-    unsigned char *data; /* the drained storage, freed when uv is done with it */
+    unsigned char *data; /* the drained storage, freed (or pooled) when uv is done with it */
+    size_t cap;          /* its size: batch-sized storage goes back to the thread's pool */
     size_t len;
 };
 
