@@ -182,7 +182,7 @@ TLSOCK_API void tlsock_uv_server_close(struct tlsock_uv_server *server,
  * Encrypts @p len bytes and queues them. on_write(conn, @p write_arg, status) is called once
  * they reached the kernel (or failed). Writes are sent in order; before the handshake is done
  * they wait for it. The buffer must stay valid and unchanged until on_write.
- * @return 0; TLSOCK_EINVAL (closing, or after the connection died: see the event),
+ * @return 0; TLSOCK_EINVAL (closing, shut down, or after the connection died: see the event),
  *         TLSOCK_ENOMEM. On error no callback is called.
  */
 TLSOCK_API int tlsock_uv_write(struct tlsock_uv_conn *conn, const void *buf, size_t len,
@@ -214,6 +214,27 @@ TLSOCK_API int tlsock_uv_read_start(struct tlsock_uv_conn *conn);
 TLSOCK_API void tlsock_uv_close(struct tlsock_uv_conn *conn);
 
 /**
+ * Half-closes the connection: after the writes already queued, sends close_notify and then a
+ * TCP FIN (none on a socket given to tlsock_attach_fd() and adopted), and goes on reading until
+ * the peer ends too (on_event TLSOCK_ECLOSED, or another code, as usual). Later writes, and
+ * tlsock_uv_release(), fail with TLSOCK_EINVAL; the queued writes complete as usual. Called
+ * before the handshake is done, it takes effect once it is. tlsock_uv_close() is still
+ * required at the end.
+ * @return 0; TLSOCK_EINVAL (NULL, already shut down, closing, being released, or dead). No
+ *         callback is called for it: the peer's answer comes through on_read and on_event.
+ */
+TLSOCK_API int tlsock_uv_shutdown(struct tlsock_uv_conn *conn);
+
+/**
+ * The peer's address, the one the TCP connection was made with.
+ * @param addr  receives the address (AF_INET or AF_INET6).
+ * @return 0; TLSOCK_EINVAL (NULL arguments, before the TCP connection exists, or after the
+ *         socket was closed: by tlsock_uv_close(), a release, or a transport error).
+ */
+TLSOCK_API int tlsock_uv_getpeername(const struct tlsock_uv_conn *conn,
+                                     struct sockaddr_storage *addr);
+
+/**
  * Moves a blocking connection onto @p loop (blocking to async). @p conn must run over a socket
  * (tlsock_connect(), tlsock_accept(), tlsock_attach_fd()) and no call may be in progress on it.
  * Nothing is lost: data TLS already decrypted is delivered by the first on_read, and the rest
@@ -232,7 +253,8 @@ TLSOCK_API int tlsock_uv_adopt(uv_loop_t *loop, struct tlsock_conn *conn,
  * the queued writes have reached the kernel, then calls @p cb with the blocking connection.
  * Nothing is lost: bytes the loop read but TLS has not used are read first by the blocking
  * connection, and decrypted data not yet delivered stays in it (tlsock_pending()).
- * @return 0; TLSOCK_EINVAL (not ready, dead, closing, or @p cb NULL): no callback then.
+ * @return 0; TLSOCK_EINVAL (not ready, dead, closing, shut down, or @p cb NULL): no callback
+ *         then.
  */
 TLSOCK_API int tlsock_uv_release(struct tlsock_uv_conn *conn, tlsock_uv_release_cb cb);
 

@@ -927,6 +927,7 @@ static void deliver_reads(struct tlsock_uv_conn *c)
 }
 
 static void shutdown_cb(uv_shutdown_t *req, int status);
+static void after_fin(struct tlsock_uv_conn *c);
 
 /* Graceful close: queued writes, close_notify, FIN, then the peer's EOF or a short linger. */
 static void close_step(struct tlsock_uv_conn *c)
@@ -957,7 +958,13 @@ static void close_step(struct tlsock_uv_conn *c)
             flush_output(c);
         }
     }
-    if (!c->shut_started) {
+    if (c->shut_started) {
+        if (c->shut_done && c->linger_until == 0) {
+            after_fin(c); /* tlsock_uv_shutdown() sent it before the close */
+        }
+        return;
+    }
+    {
         if (c->borrowed_fd) {
             /* Not our socket: no FIN; close once libuv wrote everything. */
             if (c->cipher_inflight == 0) {
@@ -969,6 +976,38 @@ static void close_step(struct tlsock_uv_conn *c)
         int rc = uv_shutdown(&c->shut, (uv_stream_t *)&c->tcp, shutdown_cb);
         if (rc != 0) {
             tlsock__uv_close_all(c);
+        }
+    }
+}
+
+/* tlsock_uv_shutdown(): once every write is encrypted, close_notify, then our FIN. */
+static void half_close_step(struct tlsock_uv_conn *c)
+{
+    if (c->phase != TLSOCK__UV_OPEN || !c->connect_reported || c->dead != 0 || c->deferred != 0 ||
+        c->handles_closing || tcp_closed(c)) {
+        return;
+    }
+    if (!c->notify_done) {
+        if (c->wq_enc != NULL) {
+            return; /* more to encrypt once libuv took what waits */
+        }
+        c->notify_done = true;
+        if (c->tls->state == TLSOCK__OPEN && !c->tls->sent_close) {
+            int rc = tlsock_shutdown(c->tls);
+            flush_output(c);
+            if (rc != 0 && rc != TLSOCK_EWANT_READ && rc != TLSOCK_EWANT_WRITE) {
+                tlsock__uv_report(c, tlsock__uv_tls_fail(c, rc));
+                return;
+            }
+        }
+    }
+    if (!c->shut_started && !c->borrowed_fd) {
+        /* libuv sends the FIN after the writes queued before it. */
+        int rc = uv_shutdown(&c->shut, (uv_stream_t *)&c->tcp, shutdown_cb);
+        c->shut_started = true;
+        if (rc != 0) {
+            transport_failed(c);
+            tlsock__uv_report(c, tlsock__uv_sys_fail(c, rc, "shutdown"));
         }
     }
 }
@@ -999,6 +1038,9 @@ void tlsock__uv_pump(struct tlsock_uv_conn *c, bool read)
     }
     if (!c->closing) {
         send_writes(c);
+        if (c->wr_shut) {
+            half_close_step(c);
+        }
     }
     complete_writes(c);
     if (c->closing) {
@@ -1039,11 +1081,26 @@ static void shutdown_cb(uv_shutdown_t *req, int status)
         return;
     }
     if (status < 0) {
-        c->broken = true;
-        tlsock__uv_close_all(c);
+        bool first = c->dead == 0 && c->deferred == 0 && !c->broken;
+        transport_failed(c);
+        if (c->closing) {
+            tlsock__uv_close_all(c);
+        } else if (first && status != UV_ECANCELED) {
+            tlsock__uv_report(c, tlsock__uv_sys_fail(c, status, "shutdown"));
+            tlsock__uv_settle(c);
+        }
         return;
     }
     c->shut_done = true;
+    after_fin(c);
+}
+
+/* Our FIN is out. Closing: wait for the peer's EOF (or a short linger); else read on. */
+static void after_fin(struct tlsock_uv_conn *c)
+{
+    if (!c->closing) {
+        return;
+    }
     if (c->eof_seen || !c->reading) {
         tlsock__uv_close_all(c);
         return;
@@ -1220,9 +1277,11 @@ int tlsock_uv_write(struct tlsock_uv_conn *conn, const void *buf, size_t len, vo
     if (c == NULL || (buf == NULL && len > 0)) {
         return tlsock__fail(NULL, TLSOCK_EINVAL, "tlsock_uv_write: connection and buffer needed");
     }
-    if (c->closing || c->handles_closing || c->releasing) {
+    if (c->closing || c->handles_closing || c->releasing || c->wr_shut) {
         return tlsock__uv_fail(c, TLSOCK_EINVAL, "write on a connection that is %s",
-                               c->releasing ? "being released" : "closing");
+                               c->releasing ? "being released"
+                               : c->wr_shut ? "shut down for writing"
+                                            : "closing");
     }
     if (c->dead != 0 || c->deferred != 0) {
         return tlsock__fail(NULL, TLSOCK_EINVAL, "write on a dead connection (%s): %s",
@@ -1297,6 +1356,42 @@ void tlsock_uv_close(struct tlsock_uv_conn *conn)
         return;
     }
     tlsock__uv_close_begin(conn);
+}
+
+int tlsock_uv_shutdown(struct tlsock_uv_conn *conn)
+{
+    struct tlsock_uv_conn *c = conn;
+
+    if (c == NULL) {
+        return tlsock__fail(NULL, TLSOCK_EINVAL, "tlsock_uv_shutdown: connection is NULL");
+    }
+    if (c->closing || c->handles_closing || c->releasing || c->wr_shut) {
+        return tlsock__uv_fail(c, TLSOCK_EINVAL, "shutdown on a connection that is %s",
+                               c->wr_shut ? "already shut down" : "closing or being released");
+    }
+    if (c->dead != 0 || c->deferred != 0) {
+        return tlsock__fail(NULL, TLSOCK_EINVAL, "shutdown on a dead connection (%s): %s",
+                            tlsock_err_name(c->dead != 0 ? c->dead : c->deferred),
+                            tlsock_uv_errmsg(c));
+    }
+    c->wr_shut = true;
+    tlsock__uv_kick(c);
+    return 0;
+}
+
+int tlsock_uv_getpeername(const struct tlsock_uv_conn *conn, struct sockaddr_storage *addr)
+{
+    int len = (int)sizeof(*addr);
+
+    if (conn == NULL || addr == NULL) {
+        return tlsock__fail(NULL, TLSOCK_EINVAL,
+                            "tlsock_uv_getpeername: connection and addr needed");
+    }
+    if (conn->phase < TLSOCK__UV_HANDSHAKING || conn->handles_closing || tcp_closed(conn) ||
+        uv_tcp_getpeername(&conn->tcp, (struct sockaddr *)addr, &len) != 0) {
+        return tlsock__fail(NULL, TLSOCK_EINVAL, "tlsock_uv_getpeername: no TCP connection");
+    }
+    return 0;
 }
 
 void *tlsock_uv_user(const struct tlsock_uv_conn *conn)

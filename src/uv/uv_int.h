@@ -117,10 +117,11 @@ struct tlsock_uv_conn {
     bool eof_seen;         /* the socket reported EOF */
     bool broken;           /* the transport failed (reset, write timeout): no graceful close */
     bool closing;          /* tlsock_uv_close() or an internal close began */
+    bool wr_shut;          /* tlsock_uv_shutdown(): close_notify and FIN after the writes */
     bool graceful;         /* closing: flush, close_notify, FIN, linger */
-    bool notify_done;      /* closing: close_notify sent or skipped */
-    bool shut_started;     /* closing: uv_shutdown issued (or skipped for a borrowed socket) */
-    bool shut_done;        /* closing: our FIN is out */
+    bool notify_done;      /* closing or shut down: close_notify sent or skipped */
+    bool shut_started;     /* closing or shut down: uv_shutdown issued */
+    bool shut_done;        /* closing or shut down: our FIN is out */
     bool handles_closing;  /* uv_close issued on every handle: only the final callbacks remain */
     bool silent;           /* a server's client the application never saw: no callbacks */
     bool adopted;          /* tls came from tlsock_uv_adopt(): its own fd is conn->tls->fd */
