@@ -162,6 +162,8 @@ int tlsock__conn_to_memory(struct tlsock_conn *conn) TLSOCK__MUST_CHECK;
 int tlsock__conn_to_socket(struct tlsock_conn *conn, int fd, bool owns_fd) TLSOCK__MUST_CHECK;
 /* Frees the connection and everything it holds but the socket. */
 void tlsock__conn_free(struct tlsock_conn *conn);
+/* Tells the implementation the session is busy (@p hold) or idle: see impl.h hold_buffers. */
+void tlsock__conn_hold_buffers(struct tlsock_conn *conn, bool hold);
 
 /* Transports the core implements as callbacks; their user pointer is the connection. */
 extern const struct tlsock_io tlsock__mem_io; /* transport_mem.c */

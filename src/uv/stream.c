@@ -1012,11 +1012,31 @@ static void half_close_step(struct tlsock_uv_conn *c)
     }
 }
 
+/* The session is about to work: its implementation keeps its record buffers meanwhile. */
+static void hold_buffers(struct tlsock_uv_conn *c)
+{
+    if (!c->buffers_held && c->tls != NULL && c->phase >= TLSOCK__UV_HANDSHAKING) {
+        c->buffers_held = true;
+        tlsock__conn_hold_buffers(c->tls, true);
+    }
+}
+
+/* Nothing in flight either way any more: an idle connection holds no record buffers. */
+static void maybe_idle(struct tlsock_uv_conn *c)
+{
+    if (c->buffers_held && c->cipher_inflight == 0 && c->wq_head == NULL &&
+        tlsock__buf_pending(&c->tls->mem_in) == 0 && !c->released) {
+        c->buffers_held = false;
+        tlsock__conn_hold_buffers(c->tls, false);
+    }
+}
+
 void tlsock__uv_pump(struct tlsock_uv_conn *c, bool read)
 {
     if (c->handles_closing) {
         return;
     }
+    hold_buffers(c);
     if (c->deferred != 0) {
         int code = c->deferred;
         c->deferred = 0;
@@ -1052,6 +1072,9 @@ void tlsock__uv_pump(struct tlsock_uv_conn *c, bool read)
     if (c->tls != NULL && c->tls->mem_in.data != NULL &&
         tlsock__buf_pending(&c->tls->mem_in) == 0) {
         tlsock__buf_free(&c->tls->mem_in); /* idle connections keep no input storage */
+    }
+    if (c->tls != NULL && !c->handles_closing) {
+        maybe_idle(c);
     }
     tlsock__uv_settle(c);
 }
@@ -1306,6 +1329,7 @@ int tlsock_uv_write(struct tlsock_uv_conn *conn, const void *buf, size_t len, vo
     }
     c->plain_queued += len;
     if (c->phase == TLSOCK__UV_OPEN) {
+        hold_buffers(c);
         send_writes(c);
         arm_timer(c);
     }

@@ -128,6 +128,7 @@ struct tlsock_uv_conn {
     bool borrowed_fd;      /* adopted over a socket tlsock does not own: no FIN, no drain */
     bool releasing;        /* tlsock_uv_release() waits for the writes */
     bool released;         /* the session went back to blocking use: cb instead of on_close */
+    bool buffers_held;     /* the session keeps its record buffers: it is busy */
 };
 
 struct tlsock_uv_server {
