@@ -142,7 +142,6 @@ struct tlsock_uv_conn *tlsock__uv_conn_alloc(uv_loop_t *loop, const struct tlsoc
         c->tcp.data = c;
         c->timer.data = c;
         c->kick.data = c;
-        c->shut.data = c;
     }
     return c;
 }
@@ -929,6 +928,23 @@ static void deliver_reads(struct tlsock_uv_conn *c)
 static void shutdown_cb(uv_shutdown_t *req, int status);
 static void after_fin(struct tlsock_uv_conn *c);
 
+/* Our FIN after the queued writes. The request is allocated only now: idle connections stay
+ * small. Freed with the connection (its callback always runs before the handle's close). */
+static int send_fin(struct tlsock_uv_conn *c)
+{
+    int rc;
+
+    if (c->shut == NULL) {
+        c->shut = malloc(sizeof(*c->shut));
+        if (c->shut == NULL) {
+            return UV_ENOMEM;
+        }
+        c->shut->data = c;
+    }
+    rc = uv_shutdown(c->shut, (uv_stream_t *)&c->tcp, shutdown_cb);
+    return rc;
+}
+
 /* Graceful close: queued writes, close_notify, FIN, then the peer's EOF or a short linger. */
 static void close_step(struct tlsock_uv_conn *c)
 {
@@ -973,7 +989,7 @@ static void close_step(struct tlsock_uv_conn *c)
             return;
         }
         c->shut_started = true;
-        int rc = uv_shutdown(&c->shut, (uv_stream_t *)&c->tcp, shutdown_cb);
+        int rc = send_fin(c);
         if (rc != 0) {
             tlsock__uv_close_all(c);
         }
@@ -1003,9 +1019,11 @@ static void half_close_step(struct tlsock_uv_conn *c)
     }
     if (!c->shut_started && !c->borrowed_fd) {
         /* libuv sends the FIN after the writes queued before it. */
-        int rc = uv_shutdown(&c->shut, (uv_stream_t *)&c->tcp, shutdown_cb);
+        int rc = send_fin(c);
         c->shut_started = true;
-        if (rc != 0) {
+        if (rc == UV_ENOMEM) {
+            tlsock__uv_report(c, tlsock__uv_fail(c, TLSOCK_ENOMEM, "out of memory shutting down"));
+        } else if (rc != 0) {
             transport_failed(c);
             tlsock__uv_report(c, tlsock__uv_sys_fail(c, rc, "shutdown"));
         }
@@ -1274,6 +1292,7 @@ static void finish(struct tlsock_uv_conn *c)
         uv_freeaddrinfo(c->conn->addrs);
         free(c->conn);
     }
+    free(c->shut);
     free(c->err);
     free(c);
     if (server != NULL) {

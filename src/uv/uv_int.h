@@ -74,7 +74,6 @@ struct tlsock_uv_conn {
     uv_tcp_t tcp;
     uv_timer_t timer; /* the nearest deadline: connect, handshake, idle, write, close */
     uv_timer_t kick;  /* 0 ms: work that must run from the loop, not inside an API call */
-    uv_shutdown_t shut;
     uv_loop_t *loop;
     struct tlsock_conn *tls;            /* memory mode while the loop drives it */
     struct tlsock_uv_server *server;    /* accepted and still in its handshake, else NULL */
@@ -82,6 +81,7 @@ struct tlsock_uv_conn {
     struct tlsock__uv_config cfg;
     void *user;
     struct tlsock__err *err; /* allocated on the first error: idle connections stay small */
+    uv_shutdown_t *shut;     /* allocated for our FIN (close or tlsock_uv_shutdown()) */
     bool err_nomem;
 
     /* Writes: FIFO; wq_enc is the first request not fully encrypted (NULL: all are). */
