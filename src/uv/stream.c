@@ -488,6 +488,26 @@ static void transport_failed(struct tlsock_uv_conn *c)
     }
 }
 
+/* Whether the kernel has torn the TCP connection down (state CLOSE: a reset, or a failure). */
+static bool tcp_reset_seen(const struct tlsock_uv_conn *c)
+{
+    bool reset = false;
+#ifdef TCP_INFO
+    uv_os_fd_t fd = -1;
+    struct tcp_info ti;
+    socklen_t len = sizeof(ti);
+
+    memset(&ti, 0, sizeof(ti));
+    if (!tcp_closed(c) && uv_fileno((const uv_handle_t *)&c->tcp, &fd) == 0 &&
+        getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0) {
+        reset = ti.tcpi_state == TCP_CLOSE;
+    }
+#else
+    (void)c;
+#endif
+    return reset;
+}
+
 /*
  * The errno of a reset behind an end of stream, 0 for a plain end: a write that met the reset
  * first consumed the socket's error, and the read after it only sees EOF. The pending error
@@ -506,15 +526,9 @@ static int eof_reset_errno(const struct tlsock_uv_conn *c)
     if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0) {
         return err;
     }
-#ifdef TCP_INFO
-    struct tcp_info ti;
-    len = sizeof(ti);
-    memset(&ti, 0, sizeof(ti));
-    if (!c->shut_started && getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 &&
-        ti.tcpi_state == TCP_CLOSE) {
+    if (!c->shut_started && tcp_reset_seen(c)) {
         return ECONNRESET;
     }
-#endif
     return 0;
 }
 
@@ -677,6 +691,7 @@ static void flush_output(struct tlsock_uv_conn *c)
     size_t n = tlsock__buf_pending(out);
     struct tlsock__uv_batch *b = NULL;
     uv_buf_t ub;
+    bool sync_attempt;
     int rc;
 
     if (n == 0 || c->handles_closing || c->shut_started || tcp_closed(c)) {
@@ -697,6 +712,7 @@ static void flush_output(struct tlsock_uv_conn *c)
     b->req.data = b;
     ub = uv_buf_init((char *)out->data + out->off, (unsigned)n);
     memset(out, 0, sizeof(*out));
+    sync_attempt = c->tcp.write_queue_size == 0;
     rc = uv_write(&b->req, (uv_stream_t *)&c->tcp, &ub, 1, write_cb);
     if (rc != 0) {
         batch_free(b->data, b->cap);
@@ -710,6 +726,16 @@ static void flush_output(struct tlsock_uv_conn *c)
     }
     c->cipher_inflight += n;
     c->cipher_sent += n;
+    /*
+     * With its queue empty, libuv writes at once, and reports a failure only from the next loop
+     * iteration, where it first writes whatever was queued after it: a second write after a
+     * reset, which raises SIGPIPE. Bytes still queued after such a write mean a full socket
+     * buffer or a failure; the TCP state tells which (a reset leaves CLOSE).
+     */
+    if (sync_attempt && c->tcp.write_queue_size > 0 && tcp_reset_seen(c)) {
+        defer_failure(c, tlsock__uv_sys_fail(c, UV_ECONNRESET, "connection reset"));
+        transport_failed(c);
+    }
 }
 
 /* Storage for a batch of records, so that encrypting does not grow the queue step by step. */
@@ -1325,10 +1351,11 @@ int tlsock_uv_write(struct tlsock_uv_conn *conn, const void *buf, size_t len, vo
                                : c->wr_shut ? "shut down for writing"
                                             : "closing");
     }
-    if (c->dead != 0 || c->deferred != 0) {
+    /* A failure found but not reported yet (deferred) does not refuse writes: the application
+     * has not been told, so the write is queued and canceled at the close like the others. */
+    if (c->dead != 0) {
         return tlsock__fail(NULL, TLSOCK_EINVAL, "write on a dead connection (%s): %s",
-                            tlsock_err_name(c->dead != 0 ? c->dead : c->deferred),
-                            tlsock_uv_errmsg(c));
+                            tlsock_err_name(c->dead), tlsock_uv_errmsg(c));
     }
     w = calloc(1, sizeof(*w));
     if (w == NULL) {
