@@ -9,10 +9,47 @@
 
 enum { BUF_MIN_CAP = 4096 };
 
+/*
+ * Borrowed storage is marked by cap 0 with data set: it is the lender's, so it is never grown,
+ * moved into or freed; it becomes owned before anything is appended.
+ */
+static bool borrowed(const struct tlsock__buf *b)
+{
+    return b->cap == 0 && b->data != NULL;
+}
+
+void tlsock__buf_borrow(struct tlsock__buf *b, const void *data, size_t len)
+{
+    tlsock__buf_free(b);
+    b->data = (unsigned char *)data; /* only ever read while borrowed */
+    b->len = len;
+}
+
+int tlsock__buf_own(struct tlsock__buf *b)
+{
+    struct tlsock__buf lent = *b;
+    size_t n = tlsock__buf_pending(&lent);
+
+    if (!borrowed(b)) {
+        return 0;
+    }
+    memset(b, 0, sizeof(*b));
+    if (n == 0) {
+        return 0;
+    }
+    return tlsock__buf_append(b, lent.data + lent.off, n);
+}
+
 int tlsock__buf_append(struct tlsock__buf *b, const void *data, size_t len)
 {
     if (len == 0) {
         return 0;
+    }
+    if (borrowed(b)) {
+        int rc = tlsock__buf_own(b);
+        if (rc != 0) {
+            return rc;
+        }
     }
     if (b->off > 0 && b->len + len > b->cap) {
         /* Reuse the space already taken from the front before growing. */
@@ -63,6 +100,8 @@ size_t tlsock__buf_pending(const struct tlsock__buf *b)
 
 void tlsock__buf_free(struct tlsock__buf *b)
 {
-    free(b->data);
+    if (!borrowed(b)) {
+        free(b->data);
+    }
     memset(b, 0, sizeof(*b));
 }

@@ -524,6 +524,13 @@ int tlsock_set_timeout(struct tlsock_conn *conn, int timeout_ms)
     return 0;
 }
 
+void tlsock__conn_hold_buffers(struct tlsock_conn *conn, bool hold)
+{
+    if (conn->impl->hold_buffers != NULL) {
+        conn->impl->hold_buffers(conn->tls, hold);
+    }
+}
+
 size_t tlsock_pending(const struct tlsock_conn *conn)
 {
     if (conn == NULL || conn->state != TLSOCK__OPEN) {

@@ -120,6 +120,13 @@ struct tlsock__impl {
     void (*get_info)(void *tls, struct tlsock__info_buf *out);
     /* Decrypted application data that a read returns without touching the transport. */
     size_t (*pending)(void *tls);
+    /*
+     * A hint from an event loop driver: @p hold true while the session is busy (keep record
+     * buffers from one record to the next), false once it is idle (give them back, now and
+     * whenever they empty). NULL: the implementation keeps nothing worth giving back. Not a
+     * capability: nothing observable depends on it but memory use and speed.
+     */
+    void (*hold_buffers)(void *tls, bool hold);
 
     /* Development certificates (TLSOCK_CAP_CERTGEN); NULL when not supported. */
     int (*cert_generate)(const struct tlsock__cert_spec *spec, struct tlsock__pem_pair *out,

@@ -76,6 +76,10 @@ int tlsock__buf_append(struct tlsock__buf *b, const void *data, size_t len) TLSO
 size_t tlsock__buf_take(struct tlsock__buf *b, void *out, size_t cap);
 size_t tlsock__buf_pending(const struct tlsock__buf *b);
 void tlsock__buf_free(struct tlsock__buf *b);
+/* Makes @p b (its storage freed) read @p len bytes of the caller's, until tlsock__buf_own(). */
+void tlsock__buf_borrow(struct tlsock__buf *b, const void *data, size_t len);
+/* Copies what is left of borrowed bytes into owned storage (nothing: no storage); else no-op. */
+int tlsock__buf_own(struct tlsock__buf *b) TLSOCK__MUST_CHECK;
 
 /* How a connection's ciphertext moves. */
 enum tlsock__transport {
@@ -158,6 +162,8 @@ int tlsock__conn_to_memory(struct tlsock_conn *conn) TLSOCK__MUST_CHECK;
 int tlsock__conn_to_socket(struct tlsock_conn *conn, int fd, bool owns_fd) TLSOCK__MUST_CHECK;
 /* Frees the connection and everything it holds but the socket. */
 void tlsock__conn_free(struct tlsock_conn *conn);
+/* Tells the implementation the session is busy (@p hold) or idle: see impl.h hold_buffers. */
+void tlsock__conn_hold_buffers(struct tlsock_conn *conn, bool hold);
 
 /* Transports the core implements as callbacks; their user pointer is the connection. */
 extern const struct tlsock_io tlsock__mem_io; /* transport_mem.c */

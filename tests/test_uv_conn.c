@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -51,6 +53,9 @@ struct side {
     bool close_on_event;   /* tlsock_uv_close() inside on_event */
     bool stop_on_connect;  /* tlsock_uv_read_stop() inside on_connect */
     bool close_on_connect; /* tlsock_uv_close() inside on_connect */
+    bool reply_on_event;   /* on_event: write "world" (arg 1), then tlsock_uv_close() */
+    int write_in_event_rc; /* what that write returned */
+    int peername_at_close; /* tlsock_uv_getpeername() inside on_close */
     void (*connect_hook)(struct side *s);
 };
 
@@ -163,6 +168,10 @@ static void on_event(struct tlsock_uv_conn *conn, int code)
         snprintf(s->event_msg, sizeof(s->event_msg), "%s", tlsock_uv_errmsg(conn));
     }
     s->events++;
+    if (s->reply_on_event) {
+        s->write_in_event_rc = tlsock_uv_write(conn, "world", 5, (void *)1);
+        tlsock_uv_close(conn);
+    }
     if (s->close_on_event) {
         tlsock_uv_close(conn);
     }
@@ -194,7 +203,9 @@ static void on_write(struct tlsock_uv_conn *conn, void *arg, int status)
 static void on_close(struct tlsock_uv_conn *conn)
 {
     struct side *s = side_of(conn);
+    struct sockaddr_storage ss;
 
+    s->peername_at_close = tlsock_uv_getpeername(conn, &ss);
     s->late_callbacks += s->closes;
     s->closes++;
     s->close_seq = ++s->seq;
@@ -1134,6 +1145,145 @@ static void test_close_in_on_read(void **state)
     assert_int_equal(f->srv.closes, 1);
 }
 
+/* ---- half-close and the peer's address ------------------------------------------------------ */
+
+static void write_hello_and_shut(struct side *s)
+{
+    TS_ASSERT_RC(tlsock_uv_write(s->conn, "hello", 5, (void *)1), 0);
+    TS_ASSERT_RC(tlsock_uv_shutdown(s->conn), 0);
+    /* Shut down for writing: no more writes, no second shutdown, no release. */
+    TS_ASSERT_RC(tlsock_uv_write(s->conn, "x", 1, (void *)2), TLSOCK_EINVAL);
+    TS_ASSERT_RC(tlsock_uv_shutdown(s->conn), TLSOCK_EINVAL);
+}
+
+static bool reply_after_shutdown(struct fx *f)
+{
+    return f->cli.rx_len >= 5 && f->cli.events >= 1 && f->srv.closes == 1;
+}
+
+/*
+ * The client half-closes after a write: the server reads it, then ECLOSED, answers and closes;
+ * the client, shut down for writing, still receives the answer and the server's close_notify.
+ */
+static void test_shutdown_half_close(void **state)
+{
+    struct fx *f = *state;
+
+    f->cli.connect_hook = write_hello_and_shut;
+    f->srv.reply_on_event = true;
+    start_server(f);
+    connect_client(f);
+    assert_true(run_until(f, reply_after_shutdown));
+    TS_ASSERT_RC_MSG(f->cli.connect_status, 0, tlsock_uv_errmsg(f->cli.conn));
+    assert_int_equal(f->srv.rx_len, 5);
+    assert_memory_equal(f->srv.rx, "hello", 5);
+    assert_int_equal(f->srv.events, 1);
+    TS_ASSERT_RC_MSG(f->srv.event_codes[0], TLSOCK_ECLOSED, f->srv.event_msg);
+    TS_ASSERT_RC(f->srv.write_in_event_rc, 0);
+    assert_int_equal(f->srv.writes_ok, 1);
+    assert_int_equal(f->cli.rx_len, 5);
+    assert_memory_equal(f->cli.rx, "world", 5);
+    assert_int_equal(f->cli.events, 1);
+    TS_ASSERT_RC_MSG(f->cli.event_codes[0], TLSOCK_ECLOSED, f->cli.event_msg);
+    assert_int_equal(f->cli.writes_ok, 1);
+    assert_int_equal(f->cli.writes_done, 1);
+    assert_int_equal(f->cli.closes, 0); /* the application still has to close it */
+    tlsock_uv_close(f->cli.conn);
+    assert_true(run_until(f, echo_closed));
+    assert_int_equal(f->cli.writes_done, 1);
+    assert_false(f->cli.write_order_bad);
+    assert_int_equal(f->cli.late_callbacks, 0);
+}
+
+/* Shutting down a connection that is not connected yet waits for the handshake. */
+static void test_shutdown_before_handshake(void **state)
+{
+    struct fx *f = *state;
+
+    f->srv.reply_on_event = true;
+    start_server(f);
+    connect_client(f);
+    TS_ASSERT_RC(tlsock_uv_write(f->cli.conn, "hello", 5, (void *)1), 0);
+    TS_ASSERT_RC(tlsock_uv_shutdown(f->cli.conn), 0);
+    TS_ASSERT_RC(tlsock_uv_write(f->cli.conn, "x", 1, (void *)2), TLSOCK_EINVAL);
+    TS_ASSERT_RC(tlsock_uv_shutdown(NULL), TLSOCK_EINVAL);
+    assert_true(run_until(f, reply_after_shutdown));
+    assert_int_equal(f->srv.rx_len, 5);
+    TS_ASSERT_RC_MSG(f->srv.event_codes[0], TLSOCK_ECLOSED, f->srv.event_msg);
+    assert_int_equal(f->cli.rx_len, 5);
+    assert_memory_equal(f->cli.rx, "world", 5);
+    tlsock_uv_close(f->cli.conn);
+    assert_true(run_until(f, echo_closed));
+}
+
+static bool sockaddr_same(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    if (a->ss_family != b->ss_family) {
+        return false;
+    }
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const struct sockaddr_in *)a;
+        const struct sockaddr_in *y = (const struct sockaddr_in *)b;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    if (a->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *x = (const struct sockaddr_in6 *)a;
+        const struct sockaddr_in6 *y = (const struct sockaddr_in6 *)b;
+        return x->sin6_port == y->sin6_port &&
+               memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+    }
+    return false;
+}
+
+/*
+ * The server's view of its client is the client's local address (the client runs over a socket
+ * the test made, adopted, so that the test knows it); the client's view is the server's port.
+ * Before the TCP connection exists, and after the socket closed, there is none.
+ */
+static void test_getpeername(void **state)
+{
+    struct fx *f = *state;
+    struct tlsock_opts topts = TLSOCK_OPTS_INIT;
+    struct tlsock_uv_opts o = side_opts(&f->cli);
+    struct tlsock_uv_conn *early = NULL;
+    struct tlsock_conn *blocking = NULL;
+    struct sockaddr_storage local;
+    struct sockaddr_storage seen;
+    socklen_t len = sizeof(local);
+    int fd = -1;
+
+    start_server(f);
+    /* A client still resolving has no peer. */
+    o.user = &f->extra;
+    TS_ASSERT_RC(tlsock_uv_connect(&f->loop, f->cctx, "127.0.0.1", 1, &o, &early), 0);
+    o.user = &f->cli;
+    TS_ASSERT_RC(tlsock_uv_getpeername(early, &seen), TLSOCK_EINVAL);
+    tlsock_uv_close(early);
+    TS_ASSERT_RC(tlsock_uv_getpeername(NULL, &seen), TLSOCK_EINVAL);
+
+    TS_ASSERT_RC(ts_raw_connect("127.0.0.1", tlsock_uv_server_port(f->server), 0, &fd), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&local, &len), 0);
+    topts.servername = "localhost";
+    TS_ASSERT_RC(tlsock_attach_fd(f->cctx, fd, &topts, &blocking), 0);
+    TS_ASSERT_RC(tlsock_uv_adopt(&f->loop, blocking, &o, &f->cli.conn), 0);
+    assert_true(run_until(f, both_connected));
+    TS_ASSERT_RC_MSG(f->cli.connect_status, 0, tlsock_uv_errmsg(f->cli.conn));
+    TS_ASSERT_RC(tlsock_uv_getpeername(f->srv.conn, &seen), 0);
+    assert_true(sockaddr_same(&seen, &local));
+    TS_ASSERT_RC(tlsock_uv_getpeername(f->cli.conn, &seen), 0);
+    assert_int_equal(seen.ss_family, AF_INET);
+    assert_int_equal(ntohs(((struct sockaddr_in *)&seen)->sin_port),
+                     tlsock_uv_server_port(f->server));
+    assert_int_equal(ntohl(((struct sockaddr_in *)&seen)->sin_addr.s_addr), INADDR_LOOPBACK);
+    TS_ASSERT_RC(tlsock_uv_getpeername(f->cli.conn, NULL), TLSOCK_EINVAL);
+    tlsock_uv_close(f->cli.conn);
+    tlsock_uv_close(f->srv.conn);
+    assert_true(run_until(f, conns_closed));
+    TS_ASSERT_RC(f->cli.peername_at_close, TLSOCK_EINVAL);
+    TS_ASSERT_RC(f->srv.peername_at_close, TLSOCK_EINVAL);
+    close(fd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1159,6 +1309,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_write_after_close, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_read_stop_start, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_close_in_on_read, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_shutdown_half_close, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_shutdown_before_handshake, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_getpeername, fx_setup, fx_teardown),
     };
 
     return cmocka_run_group_tests(tests, ts_pki_setup, ts_pki_teardown);

@@ -18,6 +18,12 @@
  *   - A write's buffer stays the caller's, untouched, until its completion callback; writes
  *     still pending when the connection closes complete with TLSOCK_ECANCELED.
  *
+ * SIGPIPE: libuv writes with write(2), which raises SIGPIPE on a reset connection. The driver
+ * never writes to a socket after its first transport error, and the first call of
+ * tlsock_uv_connect(), tlsock_uv_serve() or tlsock_uv_adopt() in the process sets SIGPIPE's
+ * action to SIG_IGN if it is SIG_DFL (once, thread-safely; a handler the application installed,
+ * or SIG_IGN, is left alone).
+ *
  * Every status and event code is a TLSOCK_E* value from <tlsock.h>; tlsock_uv_errmsg() tells
  * why. Contexts are the same as for blocking use, and either implementation may be used.
  */
@@ -60,7 +66,8 @@ typedef void (*tlsock_uv_read_cb)(struct tlsock_uv_conn *conn, const void *data,
  *   - TLSOCK_ETRUNCATED: the stream ended without close_notify (it may have been cut short).
  *   - TLSOCK_ETIMEDOUT: nothing arrived for read_idle_timeout_ms, or a write stayed pending for
  *     write_timeout_ms.
- *   - TLSOCK_EPROTO (an alert, named by tlsock_uv_errmsg()), TLSOCK_ESYS (reset...), ...
+ *   - TLSOCK_EPROTO (an alert, named by tlsock_uv_errmsg()), TLSOCK_ESYS (reset, also when the
+ *     reset shows as an end of stream), ...
  * After any code but TLSOCK_ECLOSED the connection is dead: reading has stopped, writes fail
  * and pending ones complete with TLSOCK_ECANCELED when it is closed. Close it.
  */
@@ -175,7 +182,7 @@ TLSOCK_API void tlsock_uv_server_close(struct tlsock_uv_server *server,
  * Encrypts @p len bytes and queues them. on_write(conn, @p write_arg, status) is called once
  * they reached the kernel (or failed). Writes are sent in order; before the handshake is done
  * they wait for it. The buffer must stay valid and unchanged until on_write.
- * @return 0; TLSOCK_EINVAL (closing, or after the connection died: see the event),
+ * @return 0; TLSOCK_EINVAL (closing, shut down, or after the connection died: see the event),
  *         TLSOCK_ENOMEM. On error no callback is called.
  */
 TLSOCK_API int tlsock_uv_write(struct tlsock_uv_conn *conn, const void *buf, size_t len,
@@ -207,6 +214,27 @@ TLSOCK_API int tlsock_uv_read_start(struct tlsock_uv_conn *conn);
 TLSOCK_API void tlsock_uv_close(struct tlsock_uv_conn *conn);
 
 /**
+ * Half-closes the connection: after the writes already queued, sends close_notify and then a
+ * TCP FIN (none on a socket given to tlsock_attach_fd() and adopted), and goes on reading until
+ * the peer ends too (on_event TLSOCK_ECLOSED, or another code, as usual). Later writes, and
+ * tlsock_uv_release(), fail with TLSOCK_EINVAL; the queued writes complete as usual. Called
+ * before the handshake is done, it takes effect once it is. tlsock_uv_close() is still
+ * required at the end.
+ * @return 0; TLSOCK_EINVAL (NULL, already shut down, closing, being released, or dead). No
+ *         callback is called for it: the peer's answer comes through on_read and on_event.
+ */
+TLSOCK_API int tlsock_uv_shutdown(struct tlsock_uv_conn *conn);
+
+/**
+ * The peer's address, the one the TCP connection was made with.
+ * @param addr  receives the address (AF_INET or AF_INET6).
+ * @return 0; TLSOCK_EINVAL (NULL arguments, before the TCP connection exists, or after the
+ *         socket was closed: by tlsock_uv_close(), a release, or a transport error).
+ */
+TLSOCK_API int tlsock_uv_getpeername(const struct tlsock_uv_conn *conn,
+                                     struct sockaddr_storage *addr);
+
+/**
  * Moves a blocking connection onto @p loop (blocking to async). @p conn must run over a socket
  * (tlsock_connect(), tlsock_accept(), tlsock_attach_fd()) and no call may be in progress on it.
  * Nothing is lost: data TLS already decrypted is delivered by the first on_read, and the rest
@@ -225,7 +253,8 @@ TLSOCK_API int tlsock_uv_adopt(uv_loop_t *loop, struct tlsock_conn *conn,
  * the queued writes have reached the kernel, then calls @p cb with the blocking connection.
  * Nothing is lost: bytes the loop read but TLS has not used are read first by the blocking
  * connection, and decrypted data not yet delivered stays in it (tlsock_pending()).
- * @return 0; TLSOCK_EINVAL (not ready, dead, closing, or @p cb NULL): no callback then.
+ * @return 0; TLSOCK_EINVAL (not ready, dead, closing, shut down, or @p cb NULL): no callback
+ *         then.
  */
 TLSOCK_API int tlsock_uv_release(struct tlsock_uv_conn *conn, tlsock_uv_release_cb cb);
 

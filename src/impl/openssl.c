@@ -759,6 +759,23 @@ static size_t ossl_pending(void *tls)
     return n > 0 ? (size_t)n : 0;
 }
 
+/*
+ * SSL_MODE_RELEASE_BUFFERS frees the record buffers whenever they empty: an idle session holds
+ * none, but a busy one pays a malloc and a free per record (measured: 10 % of the async echo
+ * throughput). So it is off while the driver says the session is busy.
+ */
+static void ossl_hold_buffers(void *tls, bool hold)
+{
+    struct ossl_conn *c = tls;
+
+    if (hold) {
+        SSL_clear_mode(c->ssl, SSL_MODE_RELEASE_BUFFERS);
+    } else {
+        SSL_set_mode(c->ssl, SSL_MODE_RELEASE_BUFFERS);
+        (void)SSL_free_buffers(c->ssl); /* 0 while a buffer holds data: freed once it empties */
+    }
+}
+
 static void *ossl_ctx_native(void *nctx)
 {
     return ((struct ossl_ctx *)nctx)->ssl_ctx;
@@ -800,6 +817,7 @@ const struct tlsock__impl tlsock__openssl_impl = {
     .xport = ossl_xport,
     .get_info = ossl_get_info,
     .pending = ossl_pending,
+    .hold_buffers = ossl_hold_buffers,
     .cert_generate = tlsock__openssl_cert_generate,
     .cert_fingerprint = tlsock__openssl_cert_fingerprint,
 };

@@ -120,6 +120,7 @@ int tlsock_uv_connect(uv_loop_t *loop, struct tlsock_ctx *ctx, const char *host,
     char service[8];
     int rc;
 
+    tlsock__uv_sigpipe_init();
     if (loop == NULL || ctx == NULL || host == NULL || out == NULL || opts == NULL ||
         o.on_connect == NULL) {
         return tlsock__fail(NULL, TLSOCK_EINVAL,

@@ -47,6 +47,7 @@ int tlsock_uv_adopt(uv_loop_t *loop, struct tlsock_conn *conn, const struct tlso
     int fd = -1;
     int rc;
 
+    tlsock__uv_sigpipe_init();
     if (loop == NULL || conn == NULL || out == NULL || opts == NULL || o.on_connect == NULL) {
         return tlsock__fail(NULL, TLSOCK_EINVAL,
                             "tlsock_uv_adopt: loop, conn, opts with on_connect and out are "
@@ -177,9 +178,9 @@ int tlsock_uv_release(struct tlsock_uv_conn *conn, tlsock_uv_release_cb cb)
     if (c == NULL || cb == NULL) {
         return tlsock__fail(NULL, TLSOCK_EINVAL, "tlsock_uv_release: connection and cb needed");
     }
-    if (c->closing || c->handles_closing || c->releasing) {
+    if (c->closing || c->handles_closing || c->releasing || c->wr_shut) {
         return tlsock__fail(NULL, TLSOCK_EINVAL, "tlsock_uv_release: the connection is %s",
-                            c->releasing ? "already being released" : "closing");
+                            c->releasing ? "already being released" : "closing or shut down");
     }
     if (c->dead != 0 || c->deferred != 0) {
         return tlsock__fail(NULL, TLSOCK_EINVAL, "tlsock_uv_release: the connection is dead (%s)",

@@ -118,6 +118,7 @@ int tlsock_uv_serve(uv_loop_t *loop, struct tlsock_ctx *ctx, const char *host, u
     int fd = -1;
     int rc;
 
+    tlsock__uv_sigpipe_init();
     if (loop == NULL || ctx == NULL || out == NULL || opts == NULL || o.on_connect == NULL) {
         return tlsock__fail(NULL, TLSOCK_EINVAL,
                             "tlsock_uv_serve: loop, ctx, opts with on_connect and out are "

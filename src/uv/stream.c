@@ -17,12 +17,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
 #include <sys/socket.h>
 
 #include "uv_int.h"
 
 enum {
     READ_BUF_SIZE = 64 * 1024, /* one per loop thread, lent to libuv for each read */
+    READ_HEADROOM = 20 * 1024, /* in front of it: room for a partial record left by the last read
+                                  (TLS 1.2 allows 16 KiB + 2 KiB + 5) */
+    BATCH_POOL = 4,            /* output batch storage kept per loop thread */
     PLAIN_CHUNK = 16384,       /* one record per tlsock_write: no coalescing copy */
     BATCH_PLAIN = 64 * 1024,   /* plaintext encrypted into one uv_write */
     BATCH_CIPHER_CAP = BATCH_PLAIN + 4 * 256 + 512,
@@ -69,6 +75,33 @@ int tlsock__uv_tls_fail(struct tlsock_uv_conn *c, int code)
     return tlsock__uv_fail(c, code, "%s", msg[0] != '\0' ? msg : tlsock_strerror(code));
 }
 
+/*
+ * libuv writes with write(2)/writev(2), never MSG_NOSIGNAL: a write after the peer's reset raises
+ * SIGPIPE. The driver never writes after a transport error (transport_failed), but the kernel can
+ * still answer the first write after a reset that a read consumed in the same loop iteration
+ * with it. So the first use of the driver ignores SIGPIPE if, and only if, nobody set a handler.
+ */
+static pthread_once_t sigpipe_once = PTHREAD_ONCE_INIT;
+
+static void sigpipe_ignore(void)
+{
+    struct sigaction old;
+
+    if (sigaction(SIGPIPE, NULL, &old) == 0 && !(old.sa_flags & SA_SIGINFO) &&
+        old.sa_handler == SIG_DFL) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_handler = SIG_IGN;
+        sigemptyset(&sa.sa_mask);
+        (void)sigaction(SIGPIPE, &sa, NULL);
+    }
+}
+
+void tlsock__uv_sigpipe_init(void)
+{
+    (void)pthread_once(&sigpipe_once, sigpipe_ignore);
+}
+
 /* ---------------------------------------------------------------------------------------------
  * Creation
  * ------------------------------------------------------------------------------------------- */
@@ -109,7 +142,6 @@ struct tlsock_uv_conn *tlsock__uv_conn_alloc(uv_loop_t *loop, const struct tlsoc
         c->tcp.data = c;
         c->timer.data = c;
         c->kick.data = c;
-        c->shut.data = c;
     }
     return c;
 }
@@ -155,22 +187,37 @@ int tlsock__uv_queue_initial(struct tlsock_uv_conn *c, const void *data, size_t 
 }
 
 /* ---------------------------------------------------------------------------------------------
- * The read buffer: one per loop thread, lent to libuv for one read at a time. read_cb feeds it
- * to TLS at once, so connections hold no read buffer of their own.
+ * Per loop thread storage: one read buffer, lent to libuv for one read at a time, and a few
+ * output batches. read_cb lets TLS read the read buffer in place (the memory transport borrows
+ * it for the pump) and keeps only what TLS left of a record, so connections hold no read buffer
+ * of their own; output batches are reused instead of a malloc and free each, which made glibc
+ * trim and regrow the heap.
  * ------------------------------------------------------------------------------------------- */
 
 struct read_buf {
     bool busy;
-    char data[READ_BUF_SIZE];
+    unsigned npool;
+    unsigned char *pool[BATCH_POOL];
+    char data[READ_HEADROOM + READ_BUF_SIZE];
 };
 
 static pthread_key_t read_buf_key;
 static pthread_once_t read_buf_once = PTHREAD_ONCE_INIT;
 static bool read_buf_key_ok;
 
+static void read_buf_destroy(void *p)
+{
+    struct read_buf *rb = p;
+
+    for (unsigned i = 0; i < rb->npool; i++) {
+        free(rb->pool[i]);
+    }
+    free(rb);
+}
+
 static void read_buf_key_make(void)
 {
-    read_buf_key_ok = pthread_key_create(&read_buf_key, free) == 0;
+    read_buf_key_ok = pthread_key_create(&read_buf_key, read_buf_destroy) == 0;
 }
 
 static struct read_buf *thread_read_buf(void)
@@ -186,6 +233,7 @@ static struct read_buf *thread_read_buf(void)
         rb = malloc(sizeof(*rb));
         if (rb != NULL) {
             rb->busy = false;
+            rb->npool = 0;
             if (pthread_setspecific(read_buf_key, rb) != 0) {
                 free(rb);
                 rb = NULL;
@@ -204,7 +252,7 @@ static void alloc_cb(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
     (void)suggested;
     if (rb != NULL && !rb->busy) {
         rb->busy = true;
-        *buf = uv_buf_init(rb->data, sizeof(rb->data));
+        *buf = uv_buf_init(rb->data + READ_HEADROOM, READ_BUF_SIZE);
         return;
     }
     /* Only a loop run from within a read callback gets here (or a failed key). */
@@ -219,11 +267,65 @@ static void release_buf(const uv_buf_t *buf)
     if (buf->base == NULL) {
         return;
     }
-    if (rb != NULL && buf->base == rb->data) {
+    if (rb != NULL && buf->base == rb->data + READ_HEADROOM) {
         rb->busy = false;
     } else {
         free(buf->base);
     }
+}
+
+/*
+ * Hands @p n received bytes to TLS. In the thread's read buffer they are read in place: what
+ * is left of the previous record moves into the headroom in front of them, and the memory
+ * transport borrows the whole until tlsock__buf_own() after the pump. Elsewhere they are copied.
+ */
+static int feed_input(struct tlsock_uv_conn *c, const uv_buf_t *buf, size_t n, bool *borrowed)
+{
+    struct read_buf *rb = read_buf_key_ok ? pthread_getspecific(read_buf_key) : NULL;
+    struct tlsock__buf *in = &c->tls->mem_in;
+    size_t left = tlsock__buf_pending(in);
+
+    *borrowed = false;
+    if (rb == NULL || buf->base != rb->data + READ_HEADROOM || left > READ_HEADROOM ||
+        c->tls->mem_eof || c->tls->transport != TLSOCK__TRANSPORT_MEMORY) {
+        return tlsock_feed(c->tls, buf->base, n);
+    }
+    if (left > 0) {
+        memcpy(buf->base - left, in->data + in->off, left);
+    }
+    tlsock__buf_borrow(in, buf->base - left, left + n);
+    *borrowed = true;
+    return 0;
+}
+
+/* Takes storage for an output batch: a pooled one, else a new one. */
+static unsigned char *batch_alloc(void)
+{
+    struct read_buf *rb = thread_read_buf();
+
+    if (rb != NULL && rb->npool > 0) {
+        return rb->pool[--rb->npool];
+    }
+    return malloc(BATCH_CIPHER_CAP);
+}
+
+/* Gives back storage of @p cap bytes: batch-sized storage goes to the pool while it has room. */
+static void batch_free(unsigned char *data, size_t cap)
+{
+    struct read_buf *rb = read_buf_key_ok ? pthread_getspecific(read_buf_key) : NULL;
+
+    if (data != NULL && cap == BATCH_CIPHER_CAP && rb != NULL && rb->npool < BATCH_POOL) {
+        rb->pool[rb->npool++] = data;
+        return;
+    }
+    free(data);
+}
+
+/* Output storage is emptied: batch-sized storage goes back to the pool. */
+static void output_free(struct tlsock__buf *out)
+{
+    batch_free(out->data, out->cap);
+    memset(out, 0, sizeof(*out));
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -364,10 +466,88 @@ void tlsock__uv_kick(struct tlsock_uv_conn *c)
 
 static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 
+static void defer_failure(struct tlsock_uv_conn *c, int code);
+
+static bool tcp_closed(const struct tlsock_uv_conn *c)
+{
+    return uv_is_closing((const uv_handle_t *)&c->tcp) != 0;
+}
+
+/*
+ * The transport failed (a write or a read error): libuv must never write to this socket again,
+ * since libuv writes with write(2) and a write after a reset raises SIGPIPE. Closing the handle
+ * now stops reading and makes libuv cancel the queued writes without writing them; the
+ * connection itself lives on, dead, until the application closes it.
+ */
+static void transport_failed(struct tlsock_uv_conn *c)
+{
+    c->broken = true;
+    c->reading = false;
+    if (c->phase >= TLSOCK__UV_HANDSHAKING && !tcp_closed(c)) {
+        uv_close((uv_handle_t *)&c->tcp, tlsock__uv_handle_closed);
+    }
+}
+
+/* Whether the kernel has torn the TCP connection down (state CLOSE: a reset, or a failure). */
+static bool tcp_reset_seen(const struct tlsock_uv_conn *c)
+{
+    bool reset = false;
+#ifdef TCP_INFO
+    uv_os_fd_t fd = -1;
+    struct tcp_info ti;
+    socklen_t len = sizeof(ti);
+
+    memset(&ti, 0, sizeof(ti));
+    if (!tcp_closed(c) && uv_fileno((const uv_handle_t *)&c->tcp, &fd) == 0 &&
+        getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0) {
+        reset = ti.tcpi_state == TCP_CLOSE;
+    }
+#else
+    (void)c;
+#endif
+    return reset;
+}
+
+/*
+ * The errno of a reset behind an end of stream, 0 for a plain end: a write that met the reset
+ * first consumed the socket's error, and the read after it only sees EOF. The pending error
+ * says so if it is still there, else the TCP state does (a FIN leaves CLOSE_WAIT, a reset
+ * CLOSE: we have sent no FIN while the connection is not closing).
+ */
+static int eof_reset_errno(const struct tlsock_uv_conn *c)
+{
+    uv_os_fd_t fd = -1;
+    int err = 0;
+    socklen_t len = sizeof(err);
+
+    if (tcp_closed(c) || uv_fileno((const uv_handle_t *)&c->tcp, &fd) != 0) {
+        return 0;
+    }
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0) {
+        return err;
+    }
+    if (!c->shut_started && tcp_reset_seen(c)) {
+        return ECONNRESET;
+    }
+    return 0;
+}
+
+/* A TLS error, or for a truncation after a reset the reset (TLSOCK_ESYS). */
+static int tls_or_reset_fail(struct tlsock_uv_conn *c, int rc)
+{
+    int err = rc == TLSOCK_ETRUNCATED && c->eof_seen ? eof_reset_errno(c) : 0;
+
+    if (err != 0) {
+        transport_failed(c);
+        return tlsock__uv_sys_fail(c, -err, "connection reset");
+    }
+    return tlsock__uv_tls_fail(c, rc);
+}
+
 /* Whether the socket should be read now. */
 static bool wants_reading(const struct tlsock_uv_conn *c)
 {
-    if (c->handles_closing || c->phase < TLSOCK__UV_HANDSHAKING || c->eof_seen) {
+    if (c->handles_closing || c->phase < TLSOCK__UV_HANDSHAKING || c->eof_seen || tcp_closed(c)) {
         return false;
     }
     if (c->closing) {
@@ -393,12 +573,16 @@ static void update_reading(struct tlsock_uv_conn *c)
         if (rc == 0) {
             c->reading = true;
         } else if (!c->closing && c->dead == 0 && c->deferred == 0) {
-            c->broken = true;
             c->deferred = tlsock__uv_sys_fail(c, rc, "read");
+            transport_failed(c);
             tlsock__uv_kick(c);
+        } else {
+            transport_failed(c);
         }
     } else if (!want && c->reading) {
-        uv_read_stop((uv_stream_t *)&c->tcp);
+        if (!tcp_closed(c)) {
+            uv_read_stop((uv_stream_t *)&c->tcp);
+        }
         c->reading = false;
     }
 }
@@ -433,21 +617,34 @@ static void closing_read(struct tlsock_uv_conn *c, ssize_t nread)
     tlsock__uv_settle(c);
 }
 
+/* Borrowed input becomes owned (a partial record at most); none left keeps no storage. */
+static void keep_input(struct tlsock_uv_conn *c)
+{
+    if (c->tls == NULL || tlsock__buf_own(&c->tls->mem_in) == 0) {
+        return;
+    }
+    if (c->dead == 0 && c->deferred == 0 && !c->closing && !c->handles_closing) {
+        defer_failure(c, tlsock__uv_fail(c, TLSOCK_ENOMEM, "out of memory keeping input"));
+    } else {
+        tlsock__buf_free(&c->tls->mem_in);
+    }
+}
+
 static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
     struct tlsock_uv_conn *c = stream->data;
+    bool borrowed = false;
     int rc = 0;
 
-    if (nread > 0 && !c->closing) {
+    if (nread > 0 && !c->closing && !c->handles_closing) {
         c->last_rx = uv_now(c->loop);
-        rc = tlsock_feed(c->tls, buf->base, (size_t)nread);
+        rc = feed_input(c, buf, (size_t)nread, &borrowed);
     }
-    release_buf(buf);
-    if (nread == 0 || c->handles_closing) {
-        return;
-    }
-    if (c->closing) {
-        closing_read(c, nread);
+    if (nread == 0 || c->handles_closing || c->closing) {
+        release_buf(buf);
+        if (nread != 0 && !c->handles_closing) {
+            closing_read(c, nread);
+        }
         return;
     }
     if (rc != 0) {
@@ -461,10 +658,15 @@ static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     } else if (nread == UV_ENOBUFS) {
         tlsock__uv_report(c, tlsock__uv_fail(c, TLSOCK_ENOMEM, "out of memory for a read"));
     } else if (nread < 0) {
-        c->broken = true;
+        transport_failed(c);
         tlsock__uv_report(c, tlsock__uv_sys_fail(c, (int)nread, "connection reset"));
     }
     tlsock__uv_pump(c, true);
+    if (borrowed) {
+        /* The read buffer goes back to the thread: keep what TLS did not use yet. */
+        keep_input(c);
+    }
+    release_buf(buf);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -489,31 +691,34 @@ static void flush_output(struct tlsock_uv_conn *c)
     size_t n = tlsock__buf_pending(out);
     struct tlsock__uv_batch *b = NULL;
     uv_buf_t ub;
+    bool sync_attempt;
     int rc;
 
-    if (n == 0 || c->handles_closing || c->shut_started) {
+    if (n == 0 || c->handles_closing || c->shut_started || tcp_closed(c)) {
         /* Nothing to send, or too late to send it: keep no storage. */
-        tlsock__buf_free(out);
+        output_free(out);
         return;
     }
     b = malloc(sizeof(*b));
     if (b == NULL) {
-        tlsock__buf_free(out);
+        output_free(out);
         defer_failure(c, tlsock__uv_fail(c, TLSOCK_ENOMEM, "out of memory sending"));
         return;
     }
     b->conn = c;
     b->data = out->data;
+    b->cap = out->cap;
     b->len = n;
     b->req.data = b;
     ub = uv_buf_init((char *)out->data + out->off, (unsigned)n);
     memset(out, 0, sizeof(*out));
+    sync_attempt = c->tcp.write_queue_size == 0;
     rc = uv_write(&b->req, (uv_stream_t *)&c->tcp, &ub, 1, write_cb);
     if (rc != 0) {
-        free(b->data);
+        batch_free(b->data, b->cap);
         free(b);
-        c->broken = true;
         defer_failure(c, tlsock__uv_sys_fail(c, rc, "write"));
+        transport_failed(c);
         return;
     }
     if (c->cipher_inflight == 0) {
@@ -521,6 +726,16 @@ static void flush_output(struct tlsock_uv_conn *c)
     }
     c->cipher_inflight += n;
     c->cipher_sent += n;
+    /*
+     * With its queue empty, libuv writes at once, and reports a failure only from the next loop
+     * iteration, where it first writes whatever was queued after it: a second write after a
+     * reset, which raises SIGPIPE. Bytes still queued after such a write mean a full socket
+     * buffer or a failure; the TCP state tells which (a reset leaves CLOSE).
+     */
+    if (sync_attempt && c->tcp.write_queue_size > 0 && tcp_reset_seen(c)) {
+        defer_failure(c, tlsock__uv_sys_fail(c, UV_ECONNRESET, "connection reset"));
+        transport_failed(c);
+    }
 }
 
 /* Storage for a batch of records, so that encrypting does not grow the queue step by step. */
@@ -529,7 +744,7 @@ static void reserve_output(struct tlsock_uv_conn *c)
     struct tlsock__buf *out = &c->tls->mem_out;
 
     if (out->data == NULL) {
-        out->data = malloc(BATCH_CIPHER_CAP);
+        out->data = batch_alloc();
         out->cap = out->data != NULL ? BATCH_CIPHER_CAP : 0;
         out->len = 0;
         out->off = 0;
@@ -608,18 +823,21 @@ static void write_cb(uv_write_t *req, int status)
 
     c->cipher_inflight -= b->len;
     c->cipher_done += b->len;
-    free(b->data);
+    batch_free(b->data, b->cap);
     free(b);
     if (c->handles_closing) {
         return; /* canceled by the close: what is pending completes in finish */
     }
     if (status < 0) {
-        c->broken = true;
+        /* The first transport error is the connection's: the cancellations that follow it
+         * (UV_ECANCELED, from closing the handle) change nothing. */
+        bool first = c->dead == 0 && c->deferred == 0 && !c->broken;
+        transport_failed(c);
         if (c->closing) {
             tlsock__uv_close_all(c);
             return;
         }
-        if (c->dead == 0) {
+        if (first) {
             tlsock__uv_report(c, tlsock__uv_sys_fail(c, status, "connection reset"));
         }
         tlsock__uv_pump(c, false);
@@ -692,7 +910,7 @@ static void handshake_step(struct tlsock_uv_conn *c)
     if (rc == 0) {
         become_open(c);
     } else if (rc != TLSOCK_EWANT_READ && rc != TLSOCK_EWANT_WRITE) {
-        tlsock__uv_report(c, tlsock__uv_tls_fail(c, rc));
+        tlsock__uv_report(c, tls_or_reset_fail(c, rc));
     }
 }
 
@@ -724,7 +942,7 @@ static void deliver_reads(struct tlsock_uv_conn *c)
             c->peer_closed = true;
             tlsock__uv_fail(c, rc, "peer sent close_notify");
         } else {
-            tlsock__uv_tls_fail(c, rc);
+            rc = tls_or_reset_fail(c, rc);
         }
         tlsock__uv_report(c, rc);
         break;
@@ -734,6 +952,24 @@ static void deliver_reads(struct tlsock_uv_conn *c)
 }
 
 static void shutdown_cb(uv_shutdown_t *req, int status);
+static void after_fin(struct tlsock_uv_conn *c);
+
+/* Our FIN after the queued writes. The request is allocated only now: idle connections stay
+ * small. Freed with the connection (its callback always runs before the handle's close). */
+static int send_fin(struct tlsock_uv_conn *c)
+{
+    int rc;
+
+    if (c->shut == NULL) {
+        c->shut = malloc(sizeof(*c->shut));
+        if (c->shut == NULL) {
+            return UV_ENOMEM;
+        }
+        c->shut->data = c;
+    }
+    rc = uv_shutdown(c->shut, (uv_stream_t *)&c->tcp, shutdown_cb);
+    return rc;
+}
 
 /* Graceful close: queued writes, close_notify, FIN, then the peer's EOF or a short linger. */
 static void close_step(struct tlsock_uv_conn *c)
@@ -764,7 +1000,13 @@ static void close_step(struct tlsock_uv_conn *c)
             flush_output(c);
         }
     }
-    if (!c->shut_started) {
+    if (c->shut_started) {
+        if (c->shut_done && c->linger_until == 0) {
+            after_fin(c); /* tlsock_uv_shutdown() sent it before the close */
+        }
+        return;
+    }
+    {
         if (c->borrowed_fd) {
             /* Not our socket: no FIN; close once libuv wrote everything. */
             if (c->cipher_inflight == 0) {
@@ -773,10 +1015,63 @@ static void close_step(struct tlsock_uv_conn *c)
             return;
         }
         c->shut_started = true;
-        int rc = uv_shutdown(&c->shut, (uv_stream_t *)&c->tcp, shutdown_cb);
+        int rc = send_fin(c);
         if (rc != 0) {
             tlsock__uv_close_all(c);
         }
+    }
+}
+
+/* tlsock_uv_shutdown(): once every write is encrypted, close_notify, then our FIN. */
+static void half_close_step(struct tlsock_uv_conn *c)
+{
+    if (c->phase != TLSOCK__UV_OPEN || !c->connect_reported || c->dead != 0 || c->deferred != 0 ||
+        c->handles_closing || tcp_closed(c)) {
+        return;
+    }
+    if (!c->notify_done) {
+        if (c->wq_enc != NULL) {
+            return; /* more to encrypt once libuv took what waits */
+        }
+        c->notify_done = true;
+        if (c->tls->state == TLSOCK__OPEN && !c->tls->sent_close) {
+            int rc = tlsock_shutdown(c->tls);
+            flush_output(c);
+            if (rc != 0 && rc != TLSOCK_EWANT_READ && rc != TLSOCK_EWANT_WRITE) {
+                tlsock__uv_report(c, tlsock__uv_tls_fail(c, rc));
+                return;
+            }
+        }
+    }
+    if (!c->shut_started && !c->borrowed_fd) {
+        /* libuv sends the FIN after the writes queued before it. */
+        int rc = send_fin(c);
+        c->shut_started = true;
+        if (rc == UV_ENOMEM) {
+            tlsock__uv_report(c, tlsock__uv_fail(c, TLSOCK_ENOMEM, "out of memory shutting down"));
+        } else if (rc != 0) {
+            transport_failed(c);
+            tlsock__uv_report(c, tlsock__uv_sys_fail(c, rc, "shutdown"));
+        }
+    }
+}
+
+/* The session is about to work: its implementation keeps its record buffers meanwhile. */
+static void hold_buffers(struct tlsock_uv_conn *c)
+{
+    if (!c->buffers_held && c->tls != NULL && c->phase >= TLSOCK__UV_HANDSHAKING) {
+        c->buffers_held = true;
+        tlsock__conn_hold_buffers(c->tls, true);
+    }
+}
+
+/* Nothing in flight either way any more: an idle connection holds no record buffers. */
+static void maybe_idle(struct tlsock_uv_conn *c)
+{
+    if (c->buffers_held && c->cipher_inflight == 0 && c->wq_head == NULL &&
+        tlsock__buf_pending(&c->tls->mem_in) == 0 && !c->released) {
+        c->buffers_held = false;
+        tlsock__conn_hold_buffers(c->tls, false);
     }
 }
 
@@ -785,6 +1080,7 @@ void tlsock__uv_pump(struct tlsock_uv_conn *c, bool read)
     if (c->handles_closing) {
         return;
     }
+    hold_buffers(c);
     if (c->deferred != 0) {
         int code = c->deferred;
         c->deferred = 0;
@@ -806,16 +1102,23 @@ void tlsock__uv_pump(struct tlsock_uv_conn *c, bool read)
     }
     if (!c->closing) {
         send_writes(c);
+        if (c->wr_shut) {
+            half_close_step(c);
+        }
     }
     complete_writes(c);
     if (c->closing) {
         close_step(c);
     } else if (c->releasing) {
+        keep_input(c); /* the blocking side takes over what is left of the input */
         tlsock__uv_release_step(c);
     }
     if (c->tls != NULL && c->tls->mem_in.data != NULL &&
         tlsock__buf_pending(&c->tls->mem_in) == 0) {
         tlsock__buf_free(&c->tls->mem_in); /* idle connections keep no input storage */
+    }
+    if (c->tls != NULL && !c->handles_closing) {
+        maybe_idle(c);
     }
     tlsock__uv_settle(c);
 }
@@ -845,11 +1148,26 @@ static void shutdown_cb(uv_shutdown_t *req, int status)
         return;
     }
     if (status < 0) {
-        c->broken = true;
-        tlsock__uv_close_all(c);
+        bool first = c->dead == 0 && c->deferred == 0 && !c->broken;
+        transport_failed(c);
+        if (c->closing) {
+            tlsock__uv_close_all(c);
+        } else if (first && status != UV_ECANCELED) {
+            tlsock__uv_report(c, tlsock__uv_sys_fail(c, status, "shutdown"));
+            tlsock__uv_settle(c);
+        }
         return;
     }
     c->shut_done = true;
+    after_fin(c);
+}
+
+/* Our FIN is out. Closing: wait for the peer's EOF (or a short linger); else read on. */
+static void after_fin(struct tlsock_uv_conn *c)
+{
+    if (!c->closing) {
+        return;
+    }
     if (c->eof_seen || !c->reading) {
         tlsock__uv_close_all(c);
         return;
@@ -1000,6 +1318,7 @@ static void finish(struct tlsock_uv_conn *c)
         uv_freeaddrinfo(c->conn->addrs);
         free(c->conn);
     }
+    free(c->shut);
     free(c->err);
     free(c);
     if (server != NULL) {
@@ -1026,14 +1345,17 @@ int tlsock_uv_write(struct tlsock_uv_conn *conn, const void *buf, size_t len, vo
     if (c == NULL || (buf == NULL && len > 0)) {
         return tlsock__fail(NULL, TLSOCK_EINVAL, "tlsock_uv_write: connection and buffer needed");
     }
-    if (c->closing || c->handles_closing || c->releasing) {
+    if (c->closing || c->handles_closing || c->releasing || c->wr_shut) {
         return tlsock__uv_fail(c, TLSOCK_EINVAL, "write on a connection that is %s",
-                               c->releasing ? "being released" : "closing");
+                               c->releasing ? "being released"
+                               : c->wr_shut ? "shut down for writing"
+                                            : "closing");
     }
-    if (c->dead != 0 || c->deferred != 0) {
+    /* A failure found but not reported yet (deferred) does not refuse writes: the application
+     * has not been told, so the write is queued and canceled at the close like the others. */
+    if (c->dead != 0) {
         return tlsock__fail(NULL, TLSOCK_EINVAL, "write on a dead connection (%s): %s",
-                            tlsock_err_name(c->dead != 0 ? c->dead : c->deferred),
-                            tlsock_uv_errmsg(c));
+                            tlsock_err_name(c->dead), tlsock_uv_errmsg(c));
     }
     w = calloc(1, sizeof(*w));
     if (w == NULL) {
@@ -1053,6 +1375,7 @@ int tlsock_uv_write(struct tlsock_uv_conn *conn, const void *buf, size_t len, vo
     }
     c->plain_queued += len;
     if (c->phase == TLSOCK__UV_OPEN) {
+        hold_buffers(c);
         send_writes(c);
         arm_timer(c);
     }
@@ -1103,6 +1426,42 @@ void tlsock_uv_close(struct tlsock_uv_conn *conn)
         return;
     }
     tlsock__uv_close_begin(conn);
+}
+
+int tlsock_uv_shutdown(struct tlsock_uv_conn *conn)
+{
+    struct tlsock_uv_conn *c = conn;
+
+    if (c == NULL) {
+        return tlsock__fail(NULL, TLSOCK_EINVAL, "tlsock_uv_shutdown: connection is NULL");
+    }
+    if (c->closing || c->handles_closing || c->releasing || c->wr_shut) {
+        return tlsock__uv_fail(c, TLSOCK_EINVAL, "shutdown on a connection that is %s",
+                               c->wr_shut ? "already shut down" : "closing or being released");
+    }
+    if (c->dead != 0 || c->deferred != 0) {
+        return tlsock__fail(NULL, TLSOCK_EINVAL, "shutdown on a dead connection (%s): %s",
+                            tlsock_err_name(c->dead != 0 ? c->dead : c->deferred),
+                            tlsock_uv_errmsg(c));
+    }
+    c->wr_shut = true;
+    tlsock__uv_kick(c);
+    return 0;
+}
+
+int tlsock_uv_getpeername(const struct tlsock_uv_conn *conn, struct sockaddr_storage *addr)
+{
+    int len = (int)sizeof(*addr);
+
+    if (conn == NULL || addr == NULL) {
+        return tlsock__fail(NULL, TLSOCK_EINVAL,
+                            "tlsock_uv_getpeername: connection and addr needed");
+    }
+    if (conn->phase < TLSOCK__UV_HANDSHAKING || conn->handles_closing || tcp_closed(conn) ||
+        uv_tcp_getpeername(&conn->tcp, (struct sockaddr *)addr, &len) != 0) {
+        return tlsock__fail(NULL, TLSOCK_EINVAL, "tlsock_uv_getpeername: no TCP connection");
+    }
+    return 0;
 }
 
 void *tlsock_uv_user(const struct tlsock_uv_conn *conn)

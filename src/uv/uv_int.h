@@ -43,7 +43,8 @@ struct tlsock__uv_write {
 struct tlsock__uv_batch {
     uv_write_t req;
     struct tlsock_uv_conn *conn;
-    unsigned char *data; /* the drained storage, freed when uv is done with it */
+    unsigned char *data; /* the drained storage, freed (or pooled) when uv is done with it */
+    size_t cap;          /* its size: batch-sized storage goes back to the thread's pool */
     size_t len;
 };
 
@@ -73,7 +74,6 @@ struct tlsock_uv_conn {
     uv_tcp_t tcp;
     uv_timer_t timer; /* the nearest deadline: connect, handshake, idle, write, close */
     uv_timer_t kick;  /* 0 ms: work that must run from the loop, not inside an API call */
-    uv_shutdown_t shut;
     uv_loop_t *loop;
     struct tlsock_conn *tls;            /* memory mode while the loop drives it */
     struct tlsock_uv_server *server;    /* accepted and still in its handshake, else NULL */
@@ -81,6 +81,7 @@ struct tlsock_uv_conn {
     struct tlsock__uv_config cfg;
     void *user;
     struct tlsock__err *err; /* allocated on the first error: idle connections stay small */
+    uv_shutdown_t *shut;     /* allocated for our FIN (close or tlsock_uv_shutdown()) */
     bool err_nomem;
 
     /* Writes: FIFO; wq_enc is the first request not fully encrypted (NULL: all are). */
@@ -116,16 +117,18 @@ struct tlsock_uv_conn {
     bool eof_seen;         /* the socket reported EOF */
     bool broken;           /* the transport failed (reset, write timeout): no graceful close */
     bool closing;          /* tlsock_uv_close() or an internal close began */
+    bool wr_shut;          /* tlsock_uv_shutdown(): close_notify and FIN after the writes */
     bool graceful;         /* closing: flush, close_notify, FIN, linger */
-    bool notify_done;      /* closing: close_notify sent or skipped */
-    bool shut_started;     /* closing: uv_shutdown issued (or skipped for a borrowed socket) */
-    bool shut_done;        /* closing: our FIN is out */
+    bool notify_done;      /* closing or shut down: close_notify sent or skipped */
+    bool shut_started;     /* closing or shut down: uv_shutdown issued */
+    bool shut_done;        /* closing or shut down: our FIN is out */
     bool handles_closing;  /* uv_close issued on every handle: only the final callbacks remain */
     bool silent;           /* a server's client the application never saw: no callbacks */
     bool adopted;          /* tls came from tlsock_uv_adopt(): its own fd is conn->tls->fd */
     bool borrowed_fd;      /* adopted over a socket tlsock does not own: no FIN, no drain */
     bool releasing;        /* tlsock_uv_release() waits for the writes */
     bool released;         /* the session went back to blocking use: cb instead of on_close */
+    bool buffers_held;     /* the session keeps its record buffers: it is busy */
 };
 
 struct tlsock_uv_server {
@@ -144,6 +147,9 @@ struct tlsock_uv_server {
     bool listener_closed;
     tlsock_uv_server_close_cb close_cb;
 };
+
+/* First use of the driver: SIGPIPE's default action becomes "ignore" (once; a handler stays). */
+void tlsock__uv_sigpipe_init(void);
 
 /* Copies @p opts (any older size) over zeroed defaults. */
 struct tlsock_uv_opts tlsock__uv_opts_copy(const struct tlsock_uv_opts *opts);

@@ -5,6 +5,8 @@
 # (b) half-close: `tlsock connect` sends its input, then close_notify; the tunnel passes that on
 #     as a FIN to a plaintext server that answers only after the end of its input; the answer
 #     comes back, then the tunnel's close_notify (connect exits 0).
+# (b1) the other way: a plaintext client's FIN through `tunnel --tls-connect` is a TLS
+#     half-close towards the (b) tunnel, and the answer still comes back.
 # (b2) backpressure both ways: a client that writes far more than the kernel can buffer before
 #     it reads, through the tunnel to a plaintext echo server, gets all of it back intact.
 # (c) TLS origination: curl http://... through `tunnel --tls-connect --ca` to `tlsock serve
@@ -69,6 +71,31 @@ status=0
 [ "$status" = 0 ] || fail "tlsock connect through the tunnel exited $status"
 [ "$(cat "$WORK/half.out")" = "$want" ] || fail "half-close: got '$(cat "$WORK/half.out")'"
 pass "close_notify -> FIN through the tunnel; the answer sent after it came back (exit 0)"
+
+# (b1) The other way: a plaintext client's FIN becomes a TLS half-close (close_notify and a FIN)
+# towards a TLS target, here the half-close tunnel above, and the target's answer still comes
+# back through both tunnels.
+start_tlsock halforig tunnel --accept 127.0.0.1:0 \
+    --connect "localhost:$HALF_TUNNEL_PORT" --tls-connect --ca "$WORK/certs/ca.pem"
+HALF_ORIG_PORT=$PORT
+status=0
+"$TIMEOUT_BIN" -k 5 30 "$PYTHON3_BIN" -c '
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=20)
+s.sendall(open(sys.argv[2], "rb").read())
+s.shutdown(socket.SHUT_WR)
+got = b""
+while True:
+    d = s.recv(65536)
+    if not d:
+        break
+    got += d
+sys.stdout.write(got.decode())
+' "$HALF_ORIG_PORT" "$WORK/half.in" >"$WORK/halforig.out" 2>"$WORK/halforig.err" || status=$?
+[ "$status" = 0 ] || fail "plaintext client through two tunnels exited $status"
+[ "$(cat "$WORK/halforig.out")" = "$want" ] ||
+    fail "plain -> TLS half-close: got '$(cat "$WORK/halforig.out")'"
+pass "FIN -> TLS half-close (--tls-connect); the answer sent after it came back"
 
 # (b2) Backpressure both ways: a client that writes far more than the kernel can buffer before it
 # reads, through the tunnel to a plaintext echo server, gets all of it back intact, and the

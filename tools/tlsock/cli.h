@@ -122,6 +122,13 @@ void cli_format_sockaddr(const struct sockaddr *sa, char out[CLI_PEER_SIZE]);
 /* A name for a client whose address is not known: "client N", N counting from 1. */
 void cli_name_client(char out[CLI_PEER_SIZE]);
 
+#ifdef TLSOCK_CLI_WITH_UV
+struct tlsock_uv_conn;
+
+/* An async connection's peer as "ADDR:PORT" (tlsock_uv_getpeername()), else "client N". */
+void cli_peer_name(const struct tlsock_uv_conn *conn, char out[CLI_PEER_SIZE]);
+#endif
+
 /* Prints the negotiated parameters of a session, one "name value" line each, with @p indent. */
 void cli_print_info(FILE *out, const struct tlsock_info *info, const char *indent);
 

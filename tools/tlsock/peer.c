@@ -1,6 +1,6 @@
 /*
- * Names of clients in the log lines of the serving commands: their address where the program
- * has the socket, else a number. tlsock/uv.h gives no way to the socket of an async connection.
+ * Names of clients in the log lines of the serving commands: their address (from the socket, or
+ * tlsock_uv_getpeername() for an async connection), else a number.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -8,6 +8,10 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+
+#ifdef TLSOCK_CLI_WITH_UV
+#include <tlsock/uv.h>
+#endif
 
 #include "cli.h"
 
@@ -36,3 +40,17 @@ void cli_name_client(char out[CLI_PEER_SIZE])
 
     snprintf(out, CLI_PEER_SIZE, "client %lu", n);
 }
+
+#ifdef TLSOCK_CLI_WITH_UV
+void cli_peer_name(const struct tlsock_uv_conn *conn, char out[CLI_PEER_SIZE])
+{
+    struct sockaddr_storage ss;
+
+    memset(&ss, 0, sizeof(ss));
+    if (tlsock_uv_getpeername(conn, &ss) == 0) {
+        cli_format_sockaddr((const struct sockaddr *)&ss, out);
+    } else {
+        cli_name_client(out);
+    }
+}
+#endif

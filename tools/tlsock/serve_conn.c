@@ -86,7 +86,7 @@ static void on_connect(struct tlsock_uv_conn *conn, int status)
     }
     sc->owner = owner;
     sc->uv = conn;
-    cli_name_client(sc->peer);
+    cli_peer_name(conn, sc->peer);
     tlsock_uv_set_user(conn, sc);
     link_conn(owner, sc);
     if (settings->once) {

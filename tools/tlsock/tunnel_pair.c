@@ -7,9 +7,9 @@
  * - Backpressure: a side stops being read while more than TUNNEL_QUEUE_HIGH bytes wait to be
  *   written to the other side, and is read again once that is below TUNNEL_QUEUE_LOW.
  * - Half-close: the end of one side's stream (TCP FIN, or TLS close_notify) is passed on as the
- *   end of the other side's output (shutdown(SHUT_WR) after the queued data, or close_notify),
- *   and the other direction goes on until it ends too. Except that tlsock/uv.h has no TLS
- *   half-close: a TLS side's output ends only by closing it, which ends its input as well.
+ *   end of the other side's output (shutdown(SHUT_WR) after the queued data, or
+ *   tlsock_uv_shutdown(): close_notify and a FIN), and the other direction goes on until it
+ *   ends too.
  * - An error on one side closes it at once; the other side gets what was queued for it, then
  *   its end of stream.
  */
@@ -31,7 +31,7 @@ struct tunnel_side {
     uv_shutdown_t shutdown_req;
     bool paused;     /* not read: the other side's queue is full */
     bool in_done;    /* nothing more will be read from it */
-    bool out_ending; /* its output is being ended: shutdown(SHUT_WR) or close_notify */
+    bool out_ending; /* its output is being ended: shutdown(SHUT_WR) or tlsock_uv_shutdown() */
     bool out_done;   /* plaintext: the shutdown is done */
     bool closing;    /* its handle is being closed */
     uint64_t bytes;  /* read from this side */
@@ -165,10 +165,13 @@ static void pair_finish(struct tunnel_pair *pair)
     }
 }
 
-/* A side is done when nothing more will go either way through it. */
+/*
+ * A side is done when nothing more will go either way through it. A TLS side's output is done
+ * once its shutdown is asked for: closing it sends what is still queued.
+ */
 static bool side_done(const struct tunnel_side *side)
 {
-    return side->closing || (side->in_done && !side->tls && side->out_done);
+    return side->closing || (side->in_done && (side->tls ? side->out_ending : side->out_done));
 }
 
 static void check_finished(struct tunnel_pair *pair)
@@ -336,12 +339,12 @@ static void side_end_output(struct tunnel_side *side)
         /* Already ending. */
     } else if (side->tls) {
         side->out_ending = true;
-        /*
-         * tlsock/uv.h has no half-close: closing sends the queued data and close_notify, but
-         * also ends reading, so the other direction ends here too.
-         */
-        side_close(side);
-        side_end_output(other_side(side));
+        /* close_notify and a FIN after the queued data; its answer is still read. */
+        if (tlsock_uv_shutdown(side->conn) != 0) {
+            /* Dead or not connected: closing is all that is left, and ends both ways. */
+            side_close(side);
+            side_end_output(other_side(side));
+        }
     } else {
         side->out_ending = true;
         side->shutdown_req.data = side;
@@ -722,7 +725,7 @@ static void on_client_tls_connect(struct tlsock_uv_conn *conn, int status)
     pair->client.conn = conn;
     tlsock_uv_set_user(conn, &pair->client);
     pair->refs++;
-    cli_name_client(pair->peer);
+    cli_peer_name(conn, pair->peer);
     if (tl->settings->verbose) {
         log_session(pair, conn);
     }
