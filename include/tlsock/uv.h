@@ -24,6 +24,9 @@
  * action to SIG_IGN if it is SIG_DFL (once, thread-safely; a handler the application installed,
  * or SIG_IGN, is left alone).
  *
+ * <uv.h> needs POSIX types (pthread_rwlock_t): with a strict -std=c11, define _POSIX_C_SOURCE
+ * 200809L (or _GNU_SOURCE) before including this header, as the async examples do.
+ *
  * Every status and event code is a TLSOCK_E* value from <tlsock.h>; tlsock_uv_errmsg() tells
  * why. Contexts are the same as for blocking use, and either implementation may be used.
  */
