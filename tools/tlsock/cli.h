@@ -157,13 +157,14 @@ struct cli_command {
      * to the exit status. Returns false when @p opt is not one of them.
      */
     bool (*own_option)(void *args, int opt, const char *arg, int *status);
+    bool operands; /* takes operands; else the first one is an "unexpected argument" */
 };
 
 /*
  * Runs getopt_long() over @p argv: the command's own options go to @p cmd->own_option, the
  * shared ones to cli_shared_option() with @p shared, -h/--help prints the help; anything else
- * is reported. Stops at the first that ends the command. Returns -1 to go on (the operands
- * start at optind), or the exit status.
+ * is reported. Stops at the first that ends the command. Returns -1 to go on (the operands, if
+ * @p cmd takes any, start at optind), or the exit status.
  */
 int cli_parse_options(const struct cli_command *cmd, int argc, char **argv, void *args,
                       struct cli_shared_options *shared);

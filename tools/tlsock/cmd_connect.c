@@ -96,12 +96,7 @@ static int parse_args(int argc, char **argv, struct connect_args *args)
         CLI_LONGOPTS_END,
     };
     static const struct cli_command cmd = {
-        .name = "connect",
-        .optstring = ":C:ks:a:t:P:c:K:T:qh",
-        .longopts = longopts,
-        .print_help = print_help,
-        .own_option = own_option,
-    };
+        "connect", ":C:ks:a:t:P:c:K:T:qh", longopts, print_help, own_option, true};
     int status = cli_parse_options(&cmd, argc, argv, args, &args->shared);
 
     if (status >= 0) {

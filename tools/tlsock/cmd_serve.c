@@ -5,7 +5,6 @@
  * the server or holds up the others.
  */
 #include <getopt.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
@@ -90,23 +89,20 @@ static bool own_option(void *user, int opt, const char *arg, int *status)
 static int parse_args(int argc, char **argv, struct serve_args *args)
 {
     static const struct option longopts[] = {
-        {"listen", required_argument, NULL, 'l'}, CLI_LONGOPTS_SERVER,
-        {"echo", no_argument, NULL, 'e'},         {"http", no_argument, NULL, 'H'},
-        {"alpn", required_argument, NULL, 'a'},   CLI_LONGOPTS_TLS,
-        {"once", no_argument, NULL, '1'},         CLI_LONGOPTS_END,
+        {"listen", required_argument, NULL, 'l'},
+        CLI_LONGOPTS_SERVER,
+        /* The mode: echo (the default) or HTTP. */
+        {"echo", no_argument, NULL, 'e'},
+        {"http", no_argument, NULL, 'H'},
+        {"alpn", required_argument, NULL, 'a'},
+        CLI_LONGOPTS_TLS,
+        {"once", no_argument, NULL, '1'},
+        CLI_LONGOPTS_END,
     };
-    static const struct cli_command cmd = {
-        .name = "serve",
-        .optstring = ":l:c:K:eHa:t:P:1vh",
-        .longopts = longopts,
-        .print_help = print_help,
-        .own_option = own_option,
-    };
+    static const struct cli_command cmd = {"serve",    ":l:c:K:eHa:t:P:1vh", longopts,
+                                           print_help, own_option,           false};
     int status = cli_parse_options(&cmd, argc, argv, args, &args->shared);
 
-    if (status < 0 && optind < argc) {
-        status = cli_usage_error("serve", "unexpected argument '%s'", argv[optind]);
-    }
     if (status < 0) {
         status = cli_check_server_options("serve", &args->shared);
     }

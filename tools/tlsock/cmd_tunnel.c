@@ -116,7 +116,7 @@ static int check_args(struct tunnel_args *args)
         status = cli_usage_error("tunnel", "--client-ca needs clients that speak TLS (--cert)");
     }
     if (status < 0 && !args->tls_connect &&
-        (args->shared.ca != NULL || args->shared.insecure || args->shared.servername != NULL)) {
+        (shared->ca != NULL || shared->insecure || shared->servername != NULL)) {
         status = cli_usage_error("tunnel", "--ca, --insecure and --servername need --tls-connect");
     }
     return status;
@@ -168,18 +168,10 @@ static int parse_args(int argc, char **argv, struct tunnel_args *args)
         {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
         CLI_LONGOPTS_END,
     };
-    static const struct cli_command cmd = {
-        .name = "tunnel",
-        .optstring = ":c:K:C:ks:t:P:vh",
-        .longopts = longopts,
-        .print_help = print_help,
-        .own_option = own_option,
-    };
+    static const struct cli_command cmd = {"tunnel",   ":c:K:C:ks:t:P:vh", longopts,
+                                           print_help, own_option,         false};
     int status = cli_parse_options(&cmd, argc, argv, args, &args->shared);
 
-    if (status < 0 && optind < argc) {
-        status = cli_usage_error("tunnel", "unexpected argument '%s'", argv[optind]);
-    }
     if (status < 0) {
         status = check_args(args);
     }

@@ -315,6 +315,9 @@ int cli_parse_options(const struct cli_command *cmd, int argc, char **argv, void
             status = cli_bad_option(cmd->name, opt, argv);
         }
     }
+    if (status < 0 && !cmd->operands && optind < argc) {
+        status = cli_usage_error(cmd->name, "unexpected argument '%s'", argv[optind]);
+    }
     return status;
 }
 
