@@ -78,6 +78,119 @@ struct cli_ctx_options {
 };
 
 /*
+ * The options that several commands share, each command taking those in its getopt_long()
+ * tables; NULL or 0 fields were not given. The defaults are set by cli_shared_options_init().
+ */
+struct cli_shared_options {
+    struct cli_ctx_options ctx; /* -t, -P, -a; -c, -K: a server's certificate or a client's */
+    /* A client's trust (-C, -k) and the name it wants (-s), as `tlsock connect` verifies. */
+    const char *ca;         /* --ca FILE|DIR; NULL: the system store */
+    const char *servername; /* --servername NAME; NULL: from the host */
+    bool insecure;          /* --insecure */
+    /* The accepting side of the serving commands (serve, tunnel). */
+    const char *ca_out;       /* --ca-out FILE */
+    const char *client_ca;    /* --client-ca FILE */
+    int handshake_timeout_ms; /* --handshake-timeout MS */
+    int threads;              /* --threads N */
+    bool verbose;             /* -v, --verbose */
+};
+
+/* Long-option values of the shared options; a command's own start at CLI_OPT_SHARED_END. */
+enum {
+    CLI_OPT_CA_OUT = 256,
+    CLI_OPT_CLIENT_CA,
+    CLI_OPT_HANDSHAKE_TIMEOUT,
+    CLI_OPT_THREADS,
+    CLI_OPT_IMPL,
+    CLI_OPT_SHARED_END,
+};
+
+/* getopt_long() entries of the shared options, and the end of every table. */
+/* clang-format off */
+#define CLI_LONGOPTS_TLS \
+    {"tls", required_argument, NULL, 't'}, \
+    {"ciphers", required_argument, NULL, 'P'}
+#define CLI_LONGOPTS_CERT \
+    {"cert", required_argument, NULL, 'c'}, \
+    {"key", required_argument, NULL, 'K'}
+#define CLI_LONGOPTS_TRUST \
+    {"ca", required_argument, NULL, 'C'}, \
+    {"insecure", no_argument, NULL, 'k'}, \
+    {"servername", required_argument, NULL, 's'}
+#define CLI_LONGOPTS_SERVER \
+    CLI_LONGOPTS_CERT, \
+    {"ca-out", required_argument, NULL, CLI_OPT_CA_OUT}, \
+    {"client-ca", required_argument, NULL, CLI_OPT_CLIENT_CA}, \
+    {"handshake-timeout", required_argument, NULL, CLI_OPT_HANDSHAKE_TIMEOUT}, \
+    {"threads", required_argument, NULL, CLI_OPT_THREADS}, \
+    {"impl", required_argument, NULL, CLI_OPT_IMPL}, \
+    {"verbose", no_argument, NULL, 'v'}
+#define CLI_LONGOPTS_END \
+    {"help", no_argument, NULL, 'h'}, \
+    {NULL, 0, NULL, 0}
+/* clang-format on */
+
+#define CLI_HANDSHAKE_TIMEOUT_MS 10000    /* default of --handshake-timeout */
+#define CLI_THREADS_MAX          256      /* most --threads */
+#define CLI_MS_MAX               86400000 /* longest time option: a day */
+
+/* Zeroes @p opts, then the defaults: CLI_HANDSHAKE_TIMEOUT_MS, one thread. */
+void cli_shared_options_init(struct cli_shared_options *opts);
+
+/*
+ * Handles @p opt, as getopt_long() returned it with @p arg, if it is a shared option: sets
+ * @p *status to -1 to go on, or to the exit status. Returns false when it is not one.
+ */
+bool cli_shared_option(const char *cmd, struct cli_shared_options *opts, int opt, const char *arg,
+                       int *status);
+
+struct option;
+
+/* How a command's options are parsed (cli_parse_options()). */
+struct cli_command {
+    const char *name;              /* for messages: "tlsock NAME --help" */
+    const char *optstring;         /* getopt_long()'s, starting with ':' */
+    const struct option *longopts; /* ending with CLI_LONGOPTS_END */
+    void (*print_help)(void);      /* -h, --help */
+    /*
+     * Handles one of the command's own options in @p args: sets @p *status to -1 to go on, or
+     * to the exit status. Returns false when @p opt is not one of them.
+     */
+    bool (*own_option)(void *args, int opt, const char *arg, int *status);
+    bool operands; /* takes operands; else the first one is an "unexpected argument" */
+};
+
+/*
+ * Runs getopt_long() over @p argv: the command's own options go to @p cmd->own_option, the
+ * shared ones to cli_shared_option() with @p shared, -h/--help prints the help; anything else
+ * is reported. Stops at the first that ends the command. Returns -1 to go on (the operands, if
+ * @p cmd takes any, start at optind), or the exit status.
+ */
+int cli_parse_options(const struct cli_command *cmd, int argc, char **argv, void *args,
+                      struct cli_shared_options *shared);
+
+/*
+ * "--key needs --cert": returns -1 to go on, or the exit status. Then --key defaults to the
+ * --cert file.
+ */
+int cli_check_cert_key(const char *cmd, struct cli_ctx_options *opts);
+
+/* cli_check_cert_key(), then "--ca-out only applies without --cert". -1 or the exit status. */
+int cli_check_server_options(const char *cmd, struct cli_shared_options *opts);
+
+/*
+ * The context of a serving command's accepting side: the context options, client certificates
+ * with --client-ca, the throw-away certificate without --cert (its fingerprint in @p fp).
+ * Reports failures.
+ */
+int cli_server_ctx_new(const struct cli_shared_options *opts, struct tlsock_ctx **out,
+                       char fp[TLSOCK_FINGERPRINT_SIZE]);
+
+/* A client context: @p ctx_opts, then the trust of @p opts (cli_set_trust()). Reports failures. */
+int cli_client_ctx_new(const struct cli_ctx_options *ctx_opts,
+                       const struct cli_shared_options *opts, struct tlsock_ctx **out);
+
+/*
  * --impl NAME: makes "openssl" or "gnutls" the process default for the contexts the command
  * creates. Returns CLI_EXIT_OK, or the exit status after printing why not.
  */

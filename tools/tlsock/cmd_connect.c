@@ -14,13 +14,10 @@
 struct connect_args {
     char host[CLI_HOST_MAX];
     uint16_t port;
-    const char *target; /* HOST:PORT as given, for messages */
-    const char *ca;
-    const char *servername;
-    struct cli_ctx_options ctx_opts;
-    const char *starttls; /* protocol of the plaintext preamble, NULL for none */
-    int timeout_ms;       /* 0: not given */
-    bool insecure;
+    const char *target;               /* HOST:PORT as given, for messages */
+    struct cli_shared_options shared; /* the context options and the trust */
+    const char *starttls;             /* protocol of the plaintext preamble, NULL for none */
+    int timeout_ms;                   /* 0: not given */
     bool quiet;
 };
 
@@ -58,93 +55,52 @@ static void print_help(void)
           stdout);
 }
 
+enum { OPT_STARTTLS = CLI_OPT_SHARED_END };
+
+static bool own_option(void *user, int opt, const char *arg, int *status)
+{
+    struct connect_args *args = user;
+    bool mine = true;
+
+    *status = -1;
+    if (opt == 'T') {
+        if (!cli_parse_int(arg, 1, CLI_MS_MAX, &args->timeout_ms)) {
+            *status = cli_usage_error("connect", "--timeout wants milliseconds, not '%s'", arg);
+        }
+    } else if (opt == OPT_STARTTLS) {
+        if (strcmp(arg, "smtp") != 0) {
+            *status = cli_usage_error("connect", "--starttls knows only 'smtp', not '%s'", arg);
+        } else {
+            args->starttls = arg;
+        }
+    } else if (opt == 'q') {
+        args->quiet = true;
+    } else {
+        mine = false;
+    }
+    return mine;
+}
+
 /* Returns -1 to go on, or the exit status to leave with. */
 static int parse_args(int argc, char **argv, struct connect_args *args)
 {
-    enum { OPT_STARTTLS = 256, OPT_IMPL };
     static const struct option longopts[] = {
-        {"ca", required_argument, NULL, 'C'},
-        {"insecure", no_argument, NULL, 'k'},
-        {"servername", required_argument, NULL, 's'},
+        CLI_LONGOPTS_TRUST,
         {"alpn", required_argument, NULL, 'a'},
-        {"tls", required_argument, NULL, 't'},
-        {"ciphers", required_argument, NULL, 'P'},
-        {"cert", required_argument, NULL, 'c'},
-        {"key", required_argument, NULL, 'K'},
+        CLI_LONGOPTS_TLS,
+        CLI_LONGOPTS_CERT,
         {"timeout", required_argument, NULL, 'T'},
         {"starttls", required_argument, NULL, OPT_STARTTLS},
-        {"impl", required_argument, NULL, OPT_IMPL},
+        {"impl", required_argument, NULL, CLI_OPT_IMPL},
         {"quiet", no_argument, NULL, 'q'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+        CLI_LONGOPTS_END,
     };
-    int status = -1;
-    int opt = 0;
-    bool parsing = true;
+    static const struct cli_command cmd = {
+        "connect", ":C:ks:a:t:P:c:K:T:qh", longopts, print_help, own_option, true};
+    int status = cli_parse_options(&cmd, argc, argv, args, &args->shared);
 
-    while (parsing) {
-        opt = getopt_long(argc, argv, ":C:ks:a:t:P:c:K:T:qh", longopts, NULL);
-        switch (opt) {
-        case -1:
-            parsing = false;
-            break;
-        case 'C':
-            args->ca = optarg;
-            break;
-        case 'k':
-            args->insecure = true;
-            break;
-        case 's':
-            args->servername = optarg;
-            break;
-        case 'a':
-            args->ctx_opts.alpn = optarg;
-            break;
-        case 't':
-            args->ctx_opts.tls = optarg;
-            break;
-        case 'P':
-            args->ctx_opts.ciphers = optarg;
-            break;
-        case 'c':
-            args->ctx_opts.cert = optarg;
-            break;
-        case 'K':
-            args->ctx_opts.key = optarg;
-            break;
-        case 'T':
-            if (!cli_parse_int(optarg, 1, 86400000, &args->timeout_ms)) {
-                status =
-                    cli_usage_error("connect", "--timeout wants milliseconds, not '%s'", optarg);
-                goto done;
-            }
-            break;
-        case OPT_IMPL:
-            status = cli_use_impl("connect", optarg);
-            if (status != CLI_EXIT_OK) {
-                goto done;
-            }
-            status = -1;
-            break;
-        case OPT_STARTTLS:
-            if (strcmp(optarg, "smtp") != 0) {
-                status =
-                    cli_usage_error("connect", "--starttls knows only 'smtp', not '%s'", optarg);
-                goto done;
-            }
-            args->starttls = optarg;
-            break;
-        case 'q':
-            args->quiet = true;
-            break;
-        case 'h':
-            print_help();
-            status = CLI_EXIT_OK;
-            goto done;
-        default:
-            status = cli_bad_option("connect", opt, argv);
-            goto done;
-        }
+    if (status >= 0) {
+        goto done;
     }
     if (argc - optind != 1) {
         status = cli_usage_error("connect", "expected exactly one HOST:PORT");
@@ -155,40 +111,9 @@ static int parse_args(int argc, char **argv, struct connect_args *args)
         status = cli_usage_error("connect", "'%s' is not HOST:PORT or [IPv6]:PORT", args->target);
         goto done;
     }
-    if (args->ctx_opts.key != NULL && args->ctx_opts.cert == NULL) {
-        status = cli_usage_error("connect", "--key needs --cert");
-        goto done;
-    }
-    if (args->ctx_opts.cert != NULL && args->ctx_opts.key == NULL) {
-        args->ctx_opts.key = args->ctx_opts.cert;
-    }
+    status = cli_check_cert_key("connect", &args->shared.ctx);
 done:
     return status;
-}
-
-static int make_ctx(const struct connect_args *args, struct tlsock_ctx **out)
-{
-    struct tlsock_ctx *ctx = NULL;
-    int err = tlsock_ctx_new(TLSOCK_CLIENT, &ctx);
-
-    if (err != 0) {
-        cli_error("cannot create a client context", err, tlsock_errmsg());
-        goto done;
-    }
-    err = cli_ctx_configure(ctx, &args->ctx_opts);
-    if (err != 0) {
-        goto free_ctx;
-    }
-    err = cli_set_trust(ctx, args->ca, args->insecure);
-    if (err != 0) {
-        goto free_ctx;
-    }
-    *out = ctx;
-    ctx = NULL;
-free_ctx:
-    tlsock_ctx_free(ctx);
-done:
-    return err;
 }
 
 static void print_summary(struct tlsock_conn *conn, const struct connect_args *args)
@@ -202,7 +127,7 @@ static void print_summary(struct tlsock_conn *conn, const struct connect_args *a
     }
     fprintf(stderr, "connected to %s\n", args->target);
     cli_print_info(stderr, info, "  ");
-    if (args->insecure) {
+    if (args->shared.insecure) {
         fputs("  WARNING: --insecure: the server was not verified\n", stderr);
     }
     fputs("---\n", stderr);
@@ -220,8 +145,8 @@ static void set_names(const struct connect_args *args, struct tlsock_opts *opts)
     bool is_ip =
         inet_pton(AF_INET, args->host, addr) == 1 || inet_pton(AF_INET6, args->host, addr) == 1;
 
-    if (args->servername != NULL) {
-        opts->servername = args->servername;
+    if (args->shared.servername != NULL) {
+        opts->servername = args->shared.servername;
     } else {
         /* RFC 6066 section 3: SNI carries names only; an address is still verified. */
         opts->servername = is_ip ? "" : args->host;
@@ -307,13 +232,13 @@ static int run(const struct connect_args *args)
         .quiet = args->quiet,
     };
     int fd = -1;
-    int err = make_ctx(args, &ctx);
+    int err = cli_client_ctx_new(&args->shared.ctx, &args->shared, &ctx);
 
     if (err != 0) {
         status = cli_setup_exit_code(err);
         goto done;
     }
-    opts.servername = args->servername;
+    opts.servername = args->shared.servername;
     if (args->timeout_ms > 0) {
         opts.connect_timeout_ms = args->timeout_ms;
         opts.handshake_timeout_ms = args->timeout_ms;

@@ -5,28 +5,19 @@
  * the server or holds up the others.
  */
 #include <getopt.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
 #include "loops.h"
 #include "serve.h"
 
-#define HANDSHAKE_TIMEOUT_MS 10000 /* default of --handshake-timeout */
-#define THREADS_MAX          256
-
 struct serve_args {
     char host[CLI_HOST_MAX];
     uint16_t port;
-    struct cli_ctx_options ctx_opts;
-    const char *ca_out;
-    const char *client_ca;
-    int handshake_timeout_ms;
-    int threads;
+    struct cli_shared_options shared;
     enum serve_mode mode;
     bool mode_set;
     bool once;
-    bool verbose;
 };
 
 static void print_help(void)
@@ -74,153 +65,51 @@ static int set_mode(struct serve_args *args, enum serve_mode mode)
     return status;
 }
 
+static bool own_option(void *user, int opt, const char *arg, int *status)
+{
+    struct serve_args *args = user;
+    bool mine = true;
+
+    *status = -1;
+    if (opt == 'l') {
+        if (!cli_parse_hostport(arg, true, args->host, &args->port)) {
+            *status = cli_usage_error("serve", "'%s' is not HOST:PORT or [IPv6]:PORT", arg);
+        }
+    } else if (opt == 'e' || opt == 'H') {
+        *status = set_mode(args, opt == 'e' ? SERVE_ECHO : SERVE_HTTP);
+    } else if (opt == '1') {
+        args->once = true;
+    } else {
+        mine = false;
+    }
+    return mine;
+}
+
 /* Returns -1 to go on, or the exit status to leave with. */
 static int parse_args(int argc, char **argv, struct serve_args *args)
 {
-    enum { OPT_CA_OUT = 256, OPT_CLIENT_CA, OPT_HANDSHAKE_TIMEOUT, OPT_IMPL, OPT_THREADS };
     static const struct option longopts[] = {
         {"listen", required_argument, NULL, 'l'},
-        {"cert", required_argument, NULL, 'c'},
-        {"key", required_argument, NULL, 'K'},
-        {"ca-out", required_argument, NULL, OPT_CA_OUT},
-        {"client-ca", required_argument, NULL, OPT_CLIENT_CA},
-        {"handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT},
-        {"impl", required_argument, NULL, OPT_IMPL},
+        CLI_LONGOPTS_SERVER,
+        /* The mode: echo (the default) or HTTP. */
         {"echo", no_argument, NULL, 'e'},
         {"http", no_argument, NULL, 'H'},
         {"alpn", required_argument, NULL, 'a'},
-        {"tls", required_argument, NULL, 't'},
-        {"ciphers", required_argument, NULL, 'P'},
-        {"threads", required_argument, NULL, OPT_THREADS},
+        CLI_LONGOPTS_TLS,
         {"once", no_argument, NULL, '1'},
-        {"verbose", no_argument, NULL, 'v'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+        CLI_LONGOPTS_END,
     };
-    int status = -1;
-    int opt = 0;
-    bool parsing = true;
+    static const struct cli_command cmd = {"serve",    ":l:c:K:eHa:t:P:1vh", longopts,
+                                           print_help, own_option,           false};
+    int status = cli_parse_options(&cmd, argc, argv, args, &args->shared);
 
-    while (parsing && status < 0) {
-        opt = getopt_long(argc, argv, ":l:c:K:eHa:t:P:1vh", longopts, NULL);
-        switch (opt) {
-        case -1:
-            parsing = false;
-            break;
-        case 'l':
-            if (!cli_parse_hostport(optarg, true, args->host, &args->port)) {
-                status = cli_usage_error("serve", "'%s' is not HOST:PORT or [IPv6]:PORT", optarg);
-            }
-            break;
-        case 'c':
-            args->ctx_opts.cert = optarg;
-            break;
-        case 'K':
-            args->ctx_opts.key = optarg;
-            break;
-        case OPT_CA_OUT:
-            args->ca_out = optarg;
-            break;
-        case OPT_IMPL:
-            status = cli_use_impl("serve", optarg);
-            status = status == CLI_EXIT_OK ? -1 : status;
-            break;
-        case OPT_CLIENT_CA:
-            args->client_ca = optarg;
-            break;
-        case OPT_HANDSHAKE_TIMEOUT:
-            if (!cli_parse_int(optarg, 1, 86400000, &args->handshake_timeout_ms)) {
-                status = cli_usage_error(
-                    "serve", "--handshake-timeout wants milliseconds (1 or more), not '%s'",
-                    optarg);
-            }
-            break;
-        case 'e':
-            status = set_mode(args, SERVE_ECHO);
-            break;
-        case 'H':
-            status = set_mode(args, SERVE_HTTP);
-            break;
-        case 'a':
-            args->ctx_opts.alpn = optarg;
-            break;
-        case 't':
-            args->ctx_opts.tls = optarg;
-            break;
-        case 'P':
-            args->ctx_opts.ciphers = optarg;
-            break;
-        case OPT_THREADS:
-            if (!cli_parse_int(optarg, 1, THREADS_MAX, &args->threads)) {
-                status = cli_usage_error("serve", "--threads wants a number from 1 to %d, not '%s'",
-                                         THREADS_MAX, optarg);
-            }
-            break;
-        case '1':
-            args->once = true;
-            break;
-        case 'v':
-            args->verbose = true;
-            break;
-        case 'h':
-            print_help();
-            status = CLI_EXIT_OK;
-            break;
-        default:
-            status = cli_bad_option("serve", opt, argv);
-            break;
-        }
+    if (status < 0) {
+        status = cli_check_server_options("serve", &args->shared);
     }
-    if (status < 0 && optind < argc) {
-        status = cli_usage_error("serve", "unexpected argument '%s'", argv[optind]);
-    }
-    if (status < 0 && args->ctx_opts.key != NULL && args->ctx_opts.cert == NULL) {
-        status = cli_usage_error("serve", "--key needs --cert");
-    }
-    if (status < 0 && args->ca_out != NULL && args->ctx_opts.cert != NULL) {
-        status = cli_usage_error("serve", "--ca-out only applies without --cert");
-    }
-    if (status < 0 && args->once && args->threads > 1) {
+    if (status < 0 && args->once && args->shared.threads > 1) {
         status = cli_usage_error("serve", "--once serves one connection: it takes no --threads");
     }
-    if (args->ctx_opts.cert != NULL && args->ctx_opts.key == NULL) {
-        args->ctx_opts.key = args->ctx_opts.cert;
-    }
     return status;
-}
-
-static int make_ctx(const struct serve_args *args, struct tlsock_ctx **out,
-                    char fp[TLSOCK_FINGERPRINT_SIZE])
-{
-    struct tlsock_ctx *ctx = NULL;
-    int err = tlsock_ctx_new(TLSOCK_SERVER, &ctx);
-
-    if (err != 0) {
-        cli_error("cannot create a server context", err, tlsock_errmsg());
-        goto done;
-    }
-    err = cli_ctx_configure(ctx, &args->ctx_opts);
-    if (err != 0) {
-        goto free_ctx;
-    }
-    if (args->client_ca != NULL) {
-        err = cli_require_client_certs(ctx, args->client_ca);
-        if (err != 0) {
-            goto free_ctx;
-        }
-    }
-    if (args->ctx_opts.cert == NULL) {
-        err = cli_use_devcert(ctx, args->ca_out, fp);
-        if (err != 0) {
-            goto free_ctx;
-        }
-    }
-    *out = ctx;
-    ctx = NULL;
-free_ctx:
-    tlsock_ctx_free(ctx);
-done:
-    return err;
 }
 
 /* Serves on @p host:@p port on @p uv; on failure says why and returns the error. */
@@ -242,19 +131,6 @@ static int start_server(struct serve_loop *sl, uv_loop_t *uv, struct tlsock_ctx 
     return err;
 }
 
-/* Scripts wait for these lines to learn the port: "listening on" first, out at once. */
-static void print_listening(const char *host, uint16_t port, const char *fp)
-{
-    char where[CLI_HOST_MAX + 16];
-
-    cli_format_hostport(host, port, where, sizeof(where));
-    printf("listening on %s\n", where);
-    if (fp[0] != '\0') {
-        printf("fingerprint SHA256 %s\n", fp);
-    }
-    fflush(stdout);
-}
-
 /* --once: one loop in this thread, no signal handling; the one connection's outcome. */
 static int serve_once(const struct serve_args *args, const struct serve_settings *settings,
                       struct tlsock_ctx *ctx, const char *fp)
@@ -270,7 +146,7 @@ static int serve_once(const struct serve_args *args, const struct serve_settings
     }
     err = start_server(&sl, &uv, ctx, args->host, args->port, false);
     if (err == 0) {
-        print_listening(args->host, tlsock_uv_server_port(sl.server), fp);
+        cli_print_listening(args->host, tlsock_uv_server_port(sl.server), fp, NULL);
         /* Ends once the server closed after its one client and that client is gone. */
         uv_run(&uv, UV_RUN_DEFAULT);
         err = sl.once_result;
@@ -280,62 +156,37 @@ done:
     return err;
 }
 
+static int loop_start_accepting(struct cli_loop *loop, const void *settings, struct tlsock_ctx *ctx,
+                                const char *host, uint16_t *port, bool reuseport)
+{
+    struct serve_loop *sl = loop->user;
+    int err = 0;
+
+    sl->settings = settings;
+    sl->loop = loop;
+    err = start_server(sl, &loop->uv, ctx, host, *port, reuseport);
+    if (err == 0) {
+        *port = tlsock_uv_server_port(sl->server);
+    }
+    return err;
+}
+
 static void loop_stop_accepting(struct cli_loop *loop)
 {
     struct serve_loop *sl = loop->user;
 
-    tlsock_uv_server_close(sl->server, NULL);
-}
-
-static void loop_close_all(struct cli_loop *loop)
-{
-    serve_close_all(loop->user);
+    if (sl->server != NULL) {
+        tlsock_uv_server_close(sl->server, NULL);
+    }
 }
 
 static const struct cli_loop_ops serve_loop_ops = {
+    .user_size = sizeof(struct serve_loop),
+    .nomem_msg = "cannot start serving",
+    .start_accepting = loop_start_accepting,
     .stop_accepting = loop_stop_accepting,
-    .close_all = loop_close_all,
+    .close_all = serve_close_all,
 };
-
-/* Until SIGINT or SIGTERM: one server per thread, all on the port the first one got. */
-static int serve_threads(const struct serve_args *args, const struct serve_settings *settings,
-                         struct tlsock_ctx *ctx, const char *fp)
-{
-    struct cli_loops loops;
-    struct serve_loop *sls = calloc((size_t)args->threads, sizeof(*sls));
-    uint16_t port = args->port;
-    int err = TLSOCK_ENOMEM;
-    int i = 0;
-
-    if (sls == NULL) {
-        cli_error("cannot start serving", err, NULL);
-        goto done;
-    }
-    err = cli_loops_init(&loops, args->threads, &serve_loop_ops) == 0 ? 0 : TLSOCK_ESYS;
-    for (i = 0; i < loops.count && err == 0; i++) {
-        sls[i].settings = settings;
-        sls[i].loop = &loops.loops[i];
-        loops.loops[i].user = &sls[i];
-        err = start_server(&sls[i], &loops.loops[i].uv, ctx, args->host, port, args->threads > 1);
-        if (err == 0) {
-            port = tlsock_uv_server_port(sls[i].server);
-        }
-    }
-    if (err == 0) {
-        print_listening(args->host, port, fp);
-        err = cli_loops_run(&loops) == 0 ? 0 : TLSOCK_ESYS;
-    } else {
-        for (i = 0; i < loops.count; i++) {
-            if (sls[i].server != NULL) {
-                tlsock_uv_server_close(sls[i].server, NULL);
-            }
-        }
-    }
-    cli_loops_free(&loops);
-    free(sls);
-done:
-    return err;
-}
 
 /* Returns the exit status. */
 static int run(const struct serve_args *args)
@@ -345,11 +196,11 @@ static int run(const struct serve_args *args)
     char fp[TLSOCK_FINGERPRINT_SIZE] = "";
     const struct serve_settings settings = {
         .mode = args->mode,
-        .verbose = args->verbose,
+        .verbose = args->shared.verbose,
         .once = args->once,
-        .handshake_timeout_ms = args->handshake_timeout_ms,
+        .handshake_timeout_ms = args->shared.handshake_timeout_ms,
     };
-    int err = make_ctx(args, &ctx, fp);
+    int err = cli_server_ctx_new(&args->shared, &ctx, fp);
 
     if (err != 0) {
         status = cli_setup_exit_code(err);
@@ -358,7 +209,8 @@ static int run(const struct serve_args *args)
     if (args->once) {
         err = serve_once(args, &settings, ctx, fp);
     } else {
-        err = serve_threads(args, &settings, ctx, fp);
+        err = cli_loops_serve(&serve_loop_ops, args->shared.threads, &settings, ctx, args->host,
+                              args->port, fp);
     }
     status = cli_exit_code(err);
     tlsock_ctx_free(ctx);
@@ -373,9 +225,8 @@ int cli_cmd_serve(int argc, char **argv)
 
     memset(&args, 0, sizeof(args));
     snprintf(args.host, sizeof(args.host), "127.0.0.1");
+    cli_shared_options_init(&args.shared);
     args.mode = SERVE_ECHO;
-    args.handshake_timeout_ms = HANDSHAKE_TIMEOUT_MS;
-    args.threads = 1;
     status = parse_args(argc, argv, &args);
     if (status < 0) {
         status = run(&args);

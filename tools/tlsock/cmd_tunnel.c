@@ -17,11 +17,9 @@
 #include "loops.h"
 #include "tunnel.h"
 
-#define HANDSHAKE_TIMEOUT_MS 10000  /* default of --handshake-timeout */
-#define CONNECT_TIMEOUT_MS   10000  /* default of --connect-timeout */
-#define IDLE_TIMEOUT_MS      300000 /* default of --idle-timeout */
-#define THREADS_MAX          256
-#define LISTEN_BACKLOG       511
+#define CONNECT_TIMEOUT_MS 10000  /* default of --connect-timeout */
+#define IDLE_TIMEOUT_MS    300000 /* default of --idle-timeout */
+#define LISTEN_BACKLOG     511
 
 struct tunnel_args {
     char accept_host[CLI_HOST_MAX];
@@ -30,18 +28,11 @@ struct tunnel_args {
     char connect_host[CLI_HOST_MAX];
     uint16_t connect_port;
     const char *connect_arg;
-    struct cli_ctx_options ctx_opts; /* --tls, --ciphers for every TLS side; --cert/--key */
-    const char *ca_out;
-    const char *client_ca;
-    const char *ca;
-    const char *servername;
-    int handshake_timeout_ms;
+    struct cli_shared_options shared; /* --tls, --ciphers for every TLS side; --cert/--key;
+                                         the trust of --tls-connect */
     int connect_timeout_ms;
     int idle_timeout_ms;
-    int threads;
     bool tls_connect;
-    bool insecure;
-    bool verbose;
 };
 
 static void print_help(void)
@@ -91,7 +82,7 @@ static int parse_ms(const char *opt, const char *arg, int min, int *out)
 {
     int status = -1;
 
-    if (!cli_parse_int(arg, min, 86400000, out)) {
+    if (!cli_parse_int(arg, min, CLI_MS_MAX, out)) {
         status = cli_usage_error("tunnel", "%s wants milliseconds (%d or more), not '%s'", opt, min,
                                  arg);
     }
@@ -113,206 +104,89 @@ static int parse_hostport(const char *opt, const char *arg, bool allow_zero,
 static int check_args(struct tunnel_args *args)
 {
     int status = -1;
-    bool accept_tls = args->ctx_opts.cert != NULL || args->ca_out != NULL || !args->tls_connect;
+    const struct cli_shared_options *shared = &args->shared;
+    bool accept_tls = shared->ctx.cert != NULL || shared->ca_out != NULL || !args->tls_connect;
 
     if (args->accept_arg == NULL || args->connect_arg == NULL) {
         status = cli_usage_error("tunnel", "--accept and --connect are both required");
-    } else if (args->ctx_opts.key != NULL && args->ctx_opts.cert == NULL) {
-        status = cli_usage_error("tunnel", "--key needs --cert");
-    } else if (args->ca_out != NULL && args->ctx_opts.cert != NULL) {
-        status = cli_usage_error("tunnel", "--ca-out only applies without --cert");
-    } else if (args->client_ca != NULL && !accept_tls) {
+    } else {
+        status = cli_check_server_options("tunnel", &args->shared);
+    }
+    if (status < 0 && shared->client_ca != NULL && !accept_tls) {
         status = cli_usage_error("tunnel", "--client-ca needs clients that speak TLS (--cert)");
-    } else if (!args->tls_connect &&
-               (args->ca != NULL || args->insecure || args->servername != NULL)) {
+    }
+    if (status < 0 && !args->tls_connect &&
+        (shared->ca != NULL || shared->insecure || shared->servername != NULL)) {
         status = cli_usage_error("tunnel", "--ca, --insecure and --servername need --tls-connect");
     }
-    if (args->ctx_opts.cert != NULL && args->ctx_opts.key == NULL) {
-        args->ctx_opts.key = args->ctx_opts.cert;
-    }
     return status;
+}
+
+enum {
+    OPT_ACCEPT = CLI_OPT_SHARED_END,
+    OPT_CONNECT,
+    OPT_TLS_CONNECT,
+    OPT_CONNECT_TIMEOUT,
+    OPT_IDLE_TIMEOUT,
+};
+
+static bool own_option(void *user, int opt, const char *arg, int *status)
+{
+    struct tunnel_args *args = user;
+    bool mine = true;
+
+    *status = -1;
+    if (opt == OPT_ACCEPT) {
+        args->accept_arg = arg;
+        *status = parse_hostport("--accept", arg, true, args->accept_host, &args->accept_port);
+    } else if (opt == OPT_CONNECT) {
+        args->connect_arg = arg;
+        *status = parse_hostport("--connect", arg, false, args->connect_host, &args->connect_port);
+    } else if (opt == OPT_TLS_CONNECT) {
+        args->tls_connect = true;
+    } else if (opt == OPT_CONNECT_TIMEOUT) {
+        *status = parse_ms("--connect-timeout", arg, 1, &args->connect_timeout_ms);
+    } else if (opt == OPT_IDLE_TIMEOUT) {
+        *status = parse_ms("--idle-timeout", arg, 0, &args->idle_timeout_ms);
+    } else {
+        mine = false;
+    }
+    return mine;
 }
 
 /* Returns -1 to go on, or the exit status to leave with. */
 static int parse_args(int argc, char **argv, struct tunnel_args *args)
 {
-    enum {
-        OPT_ACCEPT = 256,
-        OPT_CONNECT,
-        OPT_CA_OUT,
-        OPT_CLIENT_CA,
-        OPT_HANDSHAKE_TIMEOUT,
-        OPT_TLS_CONNECT,
-        OPT_CONNECT_TIMEOUT,
-        OPT_IDLE_TIMEOUT,
-        OPT_THREADS,
-        OPT_IMPL,
-    };
     static const struct option longopts[] = {
         {"accept", required_argument, NULL, OPT_ACCEPT},
         {"connect", required_argument, NULL, OPT_CONNECT},
-        {"cert", required_argument, NULL, 'c'},
-        {"key", required_argument, NULL, 'K'},
-        {"ca-out", required_argument, NULL, OPT_CA_OUT},
-        {"client-ca", required_argument, NULL, OPT_CLIENT_CA},
-        {"handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT},
+        CLI_LONGOPTS_SERVER,
         {"tls-connect", no_argument, NULL, OPT_TLS_CONNECT},
-        {"ca", required_argument, NULL, 'C'},
-        {"insecure", no_argument, NULL, 'k'},
-        {"servername", required_argument, NULL, 's'},
-        {"tls", required_argument, NULL, 't'},
-        {"ciphers", required_argument, NULL, 'P'},
+        CLI_LONGOPTS_TRUST,
+        CLI_LONGOPTS_TLS,
         {"connect-timeout", required_argument, NULL, OPT_CONNECT_TIMEOUT},
         {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
-        {"threads", required_argument, NULL, OPT_THREADS},
-        {"impl", required_argument, NULL, OPT_IMPL},
-        {"verbose", no_argument, NULL, 'v'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+        CLI_LONGOPTS_END,
     };
-    int status = -1;
-    int opt = 0;
-    bool parsing = true;
+    static const struct cli_command cmd = {"tunnel",   ":c:K:C:ks:t:P:vh", longopts,
+                                           print_help, own_option,         false};
+    int status = cli_parse_options(&cmd, argc, argv, args, &args->shared);
 
-    while (parsing && status < 0) {
-        opt = getopt_long(argc, argv, ":c:K:C:ks:t:P:vh", longopts, NULL);
-        switch (opt) {
-        case -1:
-            parsing = false;
-            break;
-        case OPT_ACCEPT:
-            args->accept_arg = optarg;
-            status =
-                parse_hostport("--accept", optarg, true, args->accept_host, &args->accept_port);
-            break;
-        case OPT_CONNECT:
-            args->connect_arg = optarg;
-            status =
-                parse_hostport("--connect", optarg, false, args->connect_host, &args->connect_port);
-            break;
-        case 'c':
-            args->ctx_opts.cert = optarg;
-            break;
-        case 'K':
-            args->ctx_opts.key = optarg;
-            break;
-        case OPT_CA_OUT:
-            args->ca_out = optarg;
-            break;
-        case OPT_CLIENT_CA:
-            args->client_ca = optarg;
-            break;
-        case OPT_HANDSHAKE_TIMEOUT:
-            status = parse_ms("--handshake-timeout", optarg, 1, &args->handshake_timeout_ms);
-            break;
-        case OPT_TLS_CONNECT:
-            args->tls_connect = true;
-            break;
-        case 'C':
-            args->ca = optarg;
-            break;
-        case 'k':
-            args->insecure = true;
-            break;
-        case 's':
-            args->servername = optarg;
-            break;
-        case 't':
-            args->ctx_opts.tls = optarg;
-            break;
-        case 'P':
-            args->ctx_opts.ciphers = optarg;
-            break;
-        case OPT_CONNECT_TIMEOUT:
-            status = parse_ms("--connect-timeout", optarg, 1, &args->connect_timeout_ms);
-            break;
-        case OPT_IDLE_TIMEOUT:
-            status = parse_ms("--idle-timeout", optarg, 0, &args->idle_timeout_ms);
-            break;
-        case OPT_THREADS:
-            if (!cli_parse_int(optarg, 1, THREADS_MAX, &args->threads)) {
-                status =
-                    cli_usage_error("tunnel", "--threads wants a number from 1 to %d, not '%s'",
-                                    THREADS_MAX, optarg);
-            }
-            break;
-        case OPT_IMPL:
-            status = cli_use_impl("tunnel", optarg);
-            status = status == CLI_EXIT_OK ? -1 : status;
-            break;
-        case 'v':
-            args->verbose = true;
-            break;
-        case 'h':
-            print_help();
-            status = CLI_EXIT_OK;
-            break;
-        default:
-            status = cli_bad_option("tunnel", opt, argv);
-            break;
-        }
-    }
-    if (status < 0 && optind < argc) {
-        status = cli_usage_error("tunnel", "unexpected argument '%s'", argv[optind]);
-    }
     if (status < 0) {
         status = check_args(args);
     }
     return status;
 }
 
-/* The context of the accepting side; @p fp gets the throw-away certificate's fingerprint. */
-static int make_server_ctx(const struct tunnel_args *args, struct tlsock_ctx **out,
-                           char fp[TLSOCK_FINGERPRINT_SIZE])
-{
-    struct tlsock_ctx *ctx = NULL;
-    int err = tlsock_ctx_new(TLSOCK_SERVER, &ctx);
-
-    if (err != 0) {
-        cli_error("cannot create a server context", err, tlsock_errmsg());
-        goto done;
-    }
-    err = cli_ctx_configure(ctx, &args->ctx_opts);
-    if (err == 0 && args->client_ca != NULL) {
-        err = cli_require_client_certs(ctx, args->client_ca);
-    }
-    if (err == 0 && args->ctx_opts.cert == NULL) {
-        err = cli_use_devcert(ctx, args->ca_out, fp);
-    }
-    if (err == 0) {
-        *out = ctx;
-        ctx = NULL;
-    }
-    tlsock_ctx_free(ctx);
-done:
-    return err;
-}
-
 /* The context of the connections to the target (--tls-connect). */
 static int make_client_ctx(const struct tunnel_args *args, struct tlsock_ctx **out)
 {
-    struct tlsock_ctx *ctx = NULL;
-    struct cli_ctx_options ctx_opts = args->ctx_opts;
-    int err = tlsock_ctx_new(TLSOCK_CLIENT, &ctx);
+    struct cli_ctx_options ctx_opts = args->shared.ctx;
 
-    if (err != 0) {
-        cli_error("cannot create a client context", err, tlsock_errmsg());
-        goto done;
-    }
     /* --cert is the accepting side's certificate, not a client certificate. */
     ctx_opts.cert = NULL;
     ctx_opts.key = NULL;
-    err = cli_ctx_configure(ctx, &ctx_opts);
-    if (err == 0) {
-        err = cli_set_trust(ctx, args->ca, args->insecure);
-    }
-    if (err == 0) {
-        *out = ctx;
-        ctx = NULL;
-    }
-    tlsock_ctx_free(ctx);
-done:
-    return err;
+    return cli_client_ctx_new(&ctx_opts, &args->shared, out);
 }
 
 static void on_plain_client(uv_stream_t *listener, int status)
@@ -441,72 +315,46 @@ static void stop_listening(struct tunnel_loop *tl)
     }
 }
 
+static int loop_start_accepting(struct cli_loop *loop, const void *settings, struct tlsock_ctx *ctx,
+                                const char *host, uint16_t *port, bool reuseport)
+{
+    struct tunnel_loop *tl = loop->user;
+    int err = 0;
+
+    tl->settings = settings;
+    tl->loop = loop;
+    if (ctx != NULL) {
+        err = listen_tls(tl, ctx, host, port, reuseport);
+    } else {
+        err = listen_plain(tl, host, port, reuseport);
+    }
+    return err;
+}
+
+static void loop_listening(struct cli_loop *loop, const char *where)
+{
+    const struct tunnel_settings *settings = ((struct tunnel_loop *)loop->user)->settings;
+
+    if (settings->verbose) {
+        fprintf(stderr, "tlsock: forwarding %s on %s to %s %s\n",
+                settings->accept_tls ? "TLS" : "plaintext", where,
+                settings->client_ctx != NULL ? "TLS" : "plaintext", settings->target);
+    }
+}
+
 static void loop_stop_accepting(struct cli_loop *loop)
 {
     stop_listening(loop->user);
 }
 
-static void loop_close_all(struct cli_loop *loop)
-{
-    tunnel_close_all(loop->user);
-}
-
 static const struct cli_loop_ops tunnel_loop_ops = {
+    .user_size = sizeof(struct tunnel_loop),
+    .nomem_msg = "cannot start the tunnel",
+    .start_accepting = loop_start_accepting,
+    .listening = loop_listening,
     .stop_accepting = loop_stop_accepting,
-    .close_all = loop_close_all,
+    .close_all = tunnel_close_all,
 };
-
-/* Until SIGINT or SIGTERM: one listener per thread, all on the port the first one got. */
-static int run_loops(const struct tunnel_args *args, const struct tunnel_settings *settings,
-                     struct tlsock_ctx *server_ctx, const char *fp)
-{
-    struct cli_loops loops;
-    struct tunnel_loop *tls = calloc((size_t)args->threads, sizeof(*tls));
-    char where[CLI_HOST_MAX + 16];
-    uint16_t port = args->accept_port;
-    bool reuseport = args->threads > 1;
-    int err = TLSOCK_ENOMEM;
-    int i = 0;
-
-    if (tls == NULL) {
-        cli_error("cannot start the tunnel", err, NULL);
-        goto done;
-    }
-    err = cli_loops_init(&loops, args->threads, &tunnel_loop_ops) == 0 ? 0 : TLSOCK_ESYS;
-    for (i = 0; i < loops.count && err == 0; i++) {
-        tls[i].settings = settings;
-        tls[i].loop = &loops.loops[i];
-        loops.loops[i].user = &tls[i];
-        if (server_ctx != NULL) {
-            err = listen_tls(&tls[i], server_ctx, args->accept_host, &port, reuseport);
-        } else {
-            err = listen_plain(&tls[i], args->accept_host, &port, reuseport);
-        }
-    }
-    if (err == 0) {
-        /* Scripts wait for these lines to learn the port: "listening on" first, out at once. */
-        cli_format_hostport(args->accept_host, port, where, sizeof(where));
-        printf("listening on %s\n", where);
-        if (fp[0] != '\0') {
-            printf("fingerprint SHA256 %s\n", fp);
-        }
-        fflush(stdout);
-        if (settings->verbose) {
-            fprintf(stderr, "tlsock: forwarding %s on %s to %s %s\n",
-                    settings->accept_tls ? "TLS" : "plaintext", where,
-                    settings->client_ctx != NULL ? "TLS" : "plaintext", settings->target);
-        }
-        err = cli_loops_run(&loops) == 0 ? 0 : TLSOCK_ESYS;
-    } else {
-        for (i = 0; i < loops.count; i++) {
-            stop_listening(&tls[i]);
-        }
-    }
-    cli_loops_free(&loops);
-    free(tls);
-done:
-    return err;
-}
 
 /* Returns the exit status. */
 static int run(const struct tunnel_args *args)
@@ -523,14 +371,15 @@ static int run(const struct tunnel_args *args)
     settings.connect_port = args->connect_port;
     cli_format_hostport(args->connect_host, args->connect_port, settings.target,
                         sizeof(settings.target));
-    settings.servername = args->servername;
-    settings.accept_tls = args->ctx_opts.cert != NULL || args->ca_out != NULL || !args->tls_connect;
-    settings.handshake_timeout_ms = args->handshake_timeout_ms;
+    settings.servername = args->shared.servername;
+    settings.accept_tls =
+        args->shared.ctx.cert != NULL || args->shared.ca_out != NULL || !args->tls_connect;
+    settings.handshake_timeout_ms = args->shared.handshake_timeout_ms;
     settings.connect_timeout_ms = args->connect_timeout_ms;
     settings.idle_timeout_ms = args->idle_timeout_ms;
-    settings.verbose = args->verbose;
+    settings.verbose = args->shared.verbose;
     if (settings.accept_tls) {
-        err = make_server_ctx(args, &server_ctx, fp);
+        err = cli_server_ctx_new(&args->shared, &server_ctx, fp);
     }
     if (err == 0 && args->tls_connect) {
         err = make_client_ctx(args, &settings.client_ctx);
@@ -543,7 +392,8 @@ static int run(const struct tunnel_args *args)
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = SIG_IGN;
     sigaction(SIGPIPE, &sa, NULL);
-    err = run_loops(args, &settings, server_ctx, fp);
+    err = cli_loops_serve(&tunnel_loop_ops, args->shared.threads, &settings, server_ctx,
+                          args->accept_host, args->accept_port, fp);
     status = cli_exit_code(err);
 free_ctx:
     tlsock_ctx_free(settings.client_ctx);
@@ -557,10 +407,9 @@ int cli_cmd_tunnel(int argc, char **argv)
     int status = 0;
 
     memset(&args, 0, sizeof(args));
-    args.handshake_timeout_ms = HANDSHAKE_TIMEOUT_MS;
+    cli_shared_options_init(&args.shared);
     args.connect_timeout_ms = CONNECT_TIMEOUT_MS;
     args.idle_timeout_ms = IDLE_TIMEOUT_MS;
-    args.threads = 1;
     status = parse_args(argc, argv, &args);
     if (status < 0) {
         status = run(&args);

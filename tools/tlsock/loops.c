@@ -35,17 +35,23 @@ static void on_close_wait_over(uv_timer_t *timer)
     uv_stop(&loop->uv);
 }
 
+/* Ends the stop now if no connection is open, else calls @p next after @p ms. */
+static void finish_stop_or_wait(struct cli_loop *loop, uv_timer_cb next, uint64_t ms)
+{
+    if (loop->open == 0) {
+        finish_stop(loop);
+    } else {
+        uv_timer_start(&loop->stop_timer, next, ms, 0);
+    }
+}
+
 static void on_grace_over(uv_timer_t *timer)
 {
     struct cli_loop *loop = timer->data;
 
     loop->closing_all = true;
     loop->ops->close_all(loop);
-    if (loop->open == 0) {
-        finish_stop(loop);
-    } else {
-        uv_timer_start(&loop->stop_timer, on_close_wait_over, CLI_LOOP_CLOSE_WAIT_MS, 0);
-    }
+    finish_stop_or_wait(loop, on_close_wait_over, CLI_LOOP_CLOSE_WAIT_MS);
 }
 
 static void on_stop_async(uv_async_t *async)
@@ -58,11 +64,7 @@ static void on_stop_async(uv_async_t *async)
     }
     loop->stopping = true;
     loop->ops->stop_accepting(loop);
-    if (loop->open == 0) {
-        finish_stop(loop);
-    } else {
-        uv_timer_start(&loop->stop_timer, on_grace_over, CLI_LOOP_GRACE_MS, 0);
-    }
+    finish_stop_or_wait(loop, on_grace_over, CLI_LOOP_GRACE_MS);
 done:
     return;
 }
@@ -182,6 +184,72 @@ int cli_loops_run(struct cli_loops *loops)
         }
     }
     return err;
+}
+
+void cli_print_listening(const char *host, uint16_t port, const char *fp, char *where)
+{
+    char text[CLI_HOST_MAX + 16];
+
+    /* Scripts wait for these lines to learn the port: "listening on" first, out at once. */
+    cli_format_hostport(host, port, text, sizeof(text));
+    printf("listening on %s\n", text);
+    if (fp[0] != '\0') {
+        printf("fingerprint SHA256 %s\n", fp);
+    }
+    fflush(stdout);
+    if (where != NULL) {
+        memcpy(where, text, sizeof(text));
+    }
+}
+
+int cli_loops_serve(const struct cli_loop_ops *ops, int count, const void *settings,
+                    struct tlsock_ctx *ctx, const char *host, uint16_t port, const char *fp)
+{
+    struct cli_loops loops;
+    char *users = calloc((size_t)count, ops->user_size);
+    char where[CLI_HOST_MAX + 16];
+    int err = TLSOCK_ENOMEM;
+
+    if (users == NULL) {
+        cli_error(ops->nomem_msg, err, NULL);
+        goto done;
+    }
+    err = cli_loops_init(&loops, count, ops) == 0 ? 0 : TLSOCK_ESYS;
+    for (int i = 0; i < loops.count; i++) {
+        loops.loops[i].user = users + (size_t)i * ops->user_size;
+    }
+    for (int i = 0; i < loops.count && err == 0; i++) {
+        err = ops->start_accepting(&loops.loops[i], settings, ctx, host, &port, count > 1);
+    }
+    if (err == 0) {
+        cli_print_listening(host, port, fp, where);
+        if (ops->listening != NULL) {
+            ops->listening(&loops.loops[0], where);
+        }
+        err = cli_loops_run(&loops) == 0 ? 0 : TLSOCK_ESYS;
+    } else {
+        for (int i = 0; i < loops.count; i++) {
+            ops->stop_accepting(&loops.loops[i]);
+        }
+    }
+    cli_loops_free(&loops);
+    free(users);
+done:
+    return err;
+}
+
+void cli_report_accept_error(int code, const char *message, int handshake_timeout_ms)
+{
+    char detail[128];
+
+    if (code == TLSOCK_EHANDSHAKE_TIMEOUT) {
+        snprintf(detail, sizeof(detail),
+                 "not finished within %d ms (--handshake-timeout); client dropped",
+                 handshake_timeout_ms);
+        cli_error("handshake", code, detail);
+    } else {
+        cli_error("handshake", code, message);
+    }
 }
 
 /*

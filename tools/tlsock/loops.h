@@ -13,6 +13,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <uv.h>
 
@@ -21,11 +22,25 @@
 #define CLI_LOOP_CLOSE_WAIT_MS 6000
 
 struct cli_loop;
+struct tlsock_ctx;
 
-/* What a command does when a stop reaches one of its loops; called on that loop's thread. */
+/* What a command keeps and does on each of its loops. */
 struct cli_loop_ops {
-    void (*stop_accepting)(struct cli_loop *loop); /* close the listener */
-    void (*close_all)(struct cli_loop *loop);      /* close every open connection */
+    size_t user_size;      /* cli_loops_serve(): each loop's user is that many zeroed bytes */
+    const char *nomem_msg; /* cli_loops_serve(): the error when they cannot be allocated */
+    /*
+     * Sets up the loop's user for @p settings and listens on @p host, port *@p port (0: any),
+     * for TLS clients with @p ctx, for plaintext ones when it is NULL; sets *@p port to the port
+     * it got. Reports failures.
+     */
+    int (*start_accepting)(struct cli_loop *loop, const void *settings, struct tlsock_ctx *ctx,
+                           const char *host, uint16_t *port, bool reuseport);
+    /* Optional: more lines once every loop listens on @p where; called on loop 0. */
+    void (*listening)(struct cli_loop *loop, const char *where);
+    /* When a stop reaches the loop, on its thread (and after a failed start): close the
+     * listener; harmless when there is none. */
+    void (*stop_accepting)(struct cli_loop *loop);
+    void (*close_all)(struct cli_loop *loop); /* close every open connection */
 };
 
 struct cli_loop {
@@ -63,6 +78,27 @@ int cli_loops_init(struct cli_loops *loops, int count, const struct cli_loop_ops
  * own; returns once all have ended. Returns 0 or a libuv error (reported).
  */
 int cli_loops_run(struct cli_loops *loops);
+
+/*
+ * Until SIGINT or SIGTERM: makes @p count loops with @p ops, starts accepting on every one, all
+ * on the port the first one got (SO_REUSEPORT with more than one loop), prints the "listening
+ * on" lines (cli_print_listening()), then runs them (cli_loops_run()) and frees them. Returns 0
+ * or a TLSOCK_E* code, reported.
+ */
+int cli_loops_serve(const struct cli_loop_ops *ops, int count, const void *settings,
+                    struct tlsock_ctx *ctx, const char *host, uint16_t port, const char *fp);
+
+/*
+ * Prints "listening on HOST:PORT" and, unless @p fp is empty, the certificate's fingerprint on
+ * stdout, and flushes it; @p where, unless NULL, gets HOST:PORT (CLI_HOST_MAX + 16 bytes).
+ */
+void cli_print_listening(const char *host, uint16_t port, const char *fp, char *where);
+
+/*
+ * Reports a TLS client that failed before it was accepted; a handshake timeout names the
+ * --handshake-timeout of @p handshake_timeout_ms.
+ */
+void cli_report_accept_error(int code, const char *message, int handshake_timeout_ms);
 
 /* Frees what cli_loops_init() made; an abandoned loop is left as it is. */
 void cli_loops_free(struct cli_loops *loops);

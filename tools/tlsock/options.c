@@ -225,3 +225,168 @@ free_pems:
 done:
     return err;
 }
+
+void cli_shared_options_init(struct cli_shared_options *opts)
+{
+    memset(opts, 0, sizeof(*opts));
+    opts->handshake_timeout_ms = CLI_HANDSHAKE_TIMEOUT_MS;
+    opts->threads = 1;
+}
+
+bool cli_shared_option(const char *cmd, struct cli_shared_options *opts, int opt, const char *arg,
+                       int *status)
+{
+    bool mine = true;
+
+    *status = -1;
+    switch (opt) {
+    case 't':
+        opts->ctx.tls = arg;
+        break;
+    case 'P':
+        opts->ctx.ciphers = arg;
+        break;
+    case 'a':
+        opts->ctx.alpn = arg;
+        break;
+    case 'c':
+        opts->ctx.cert = arg;
+        break;
+    case 'K':
+        opts->ctx.key = arg;
+        break;
+    case 'C':
+        opts->ca = arg;
+        break;
+    case 'k':
+        opts->insecure = true;
+        break;
+    case 's':
+        opts->servername = arg;
+        break;
+    case CLI_OPT_CA_OUT:
+        opts->ca_out = arg;
+        break;
+    case CLI_OPT_CLIENT_CA:
+        opts->client_ca = arg;
+        break;
+    case CLI_OPT_HANDSHAKE_TIMEOUT:
+        if (!cli_parse_int(arg, 1, CLI_MS_MAX, &opts->handshake_timeout_ms)) {
+            *status = cli_usage_error(
+                cmd, "--handshake-timeout wants milliseconds (1 or more), not '%s'", arg);
+        }
+        break;
+    case CLI_OPT_THREADS:
+        if (!cli_parse_int(arg, 1, CLI_THREADS_MAX, &opts->threads)) {
+            *status = cli_usage_error(cmd, "--threads wants a number from 1 to %d, not '%s'",
+                                      CLI_THREADS_MAX, arg);
+        }
+        break;
+    case CLI_OPT_IMPL:
+        *status = cli_use_impl(cmd, arg);
+        *status = *status == CLI_EXIT_OK ? -1 : *status;
+        break;
+    case 'v':
+        opts->verbose = true;
+        break;
+    default:
+        mine = false;
+        break;
+    }
+    return mine;
+}
+
+int cli_parse_options(const struct cli_command *cmd, int argc, char **argv, void *args,
+                      struct cli_shared_options *shared)
+{
+    int status = -1;
+    int opt = 0;
+    bool parsing = true;
+
+    while (parsing && status < 0) {
+        opt = getopt_long(argc, argv, cmd->optstring, cmd->longopts, NULL);
+        if (opt == -1) {
+            parsing = false;
+        } else if (opt == 'h') {
+            cmd->print_help();
+            status = CLI_EXIT_OK;
+        } else if (!cmd->own_option(args, opt, optarg, &status) &&
+                   !cli_shared_option(cmd->name, shared, opt, optarg, &status)) {
+            status = cli_bad_option(cmd->name, opt, argv);
+        }
+    }
+    if (status < 0 && !cmd->operands && optind < argc) {
+        status = cli_usage_error(cmd->name, "unexpected argument '%s'", argv[optind]);
+    }
+    return status;
+}
+
+int cli_check_cert_key(const char *cmd, struct cli_ctx_options *opts)
+{
+    int status = -1;
+
+    if (opts->key != NULL && opts->cert == NULL) {
+        status = cli_usage_error(cmd, "--key needs --cert");
+    }
+    if (opts->cert != NULL && opts->key == NULL) {
+        opts->key = opts->cert;
+    }
+    return status;
+}
+
+int cli_check_server_options(const char *cmd, struct cli_shared_options *opts)
+{
+    int status = cli_check_cert_key(cmd, &opts->ctx);
+
+    if (status < 0 && opts->ca_out != NULL && opts->ctx.cert != NULL) {
+        status = cli_usage_error(cmd, "--ca-out only applies without --cert");
+    }
+    return status;
+}
+
+/*
+ * A context of @p role with @p ctx_opts applied, then a client's trust, or a server's client
+ * certificates and throw-away certificate, from @p opts.
+ */
+static int ctx_new(int role, const struct cli_ctx_options *ctx_opts,
+                   const struct cli_shared_options *opts, char *fp, struct tlsock_ctx **out)
+{
+    struct tlsock_ctx *ctx = NULL;
+    bool server = role == TLSOCK_SERVER;
+    int err = tlsock_ctx_new(role, &ctx);
+
+    if (err != 0) {
+        cli_error(server ? "cannot create a server context" : "cannot create a client context", err,
+                  tlsock_errmsg());
+        goto done;
+    }
+    err = cli_ctx_configure(ctx, ctx_opts);
+    if (err == 0 && !server) {
+        err = cli_set_trust(ctx, opts->ca, opts->insecure);
+    }
+    if (err == 0 && server && opts->client_ca != NULL) {
+        err = cli_require_client_certs(ctx, opts->client_ca);
+    }
+    if (err == 0 && server && ctx_opts->cert == NULL) {
+        err = cli_use_devcert(ctx, opts->ca_out, fp);
+    }
+    if (err == 0) {
+        *out = ctx;
+        ctx = NULL;
+    }
+    tlsock_ctx_free(ctx);
+done:
+    return err;
+}
+
+int cli_server_ctx_new(const struct cli_shared_options *opts, struct tlsock_ctx **out,
+                       char fp[TLSOCK_FINGERPRINT_SIZE])
+{
+    return ctx_new(TLSOCK_SERVER, &opts->ctx, opts, fp, out);
+}
+
+int cli_client_ctx_new(const struct cli_ctx_options *ctx_opts,
+                       const struct cli_shared_options *opts, struct tlsock_ctx **out)
+{
+    return ctx_new(TLSOCK_CLIENT, ctx_opts, opts, NULL, out);
+}

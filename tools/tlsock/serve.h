@@ -63,8 +63,8 @@ struct serve_conn {
 /* The options every served connection gets (callbacks, timeouts, user pointer). */
 void serve_conn_opts(struct serve_loop *owner, struct tlsock_uv_opts *opts);
 
-/* Closes every open connection of @p owner (a stop), with close_notify. */
-void serve_close_all(struct serve_loop *owner);
+/* Closes every open connection of @p loop's serve_loop (a stop), with close_notify. */
+void serve_close_all(struct cli_loop *loop);
 
 /* Sends a copy of @p len bytes; stops reading while the queue is long. Returns 0 or the error. */
 int serve_conn_send(struct serve_conn *sc, const void *data, size_t len);

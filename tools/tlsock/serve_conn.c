@@ -169,16 +169,8 @@ done:
 static void on_accept_error(struct tlsock_uv_server *server, int code, const char *message)
 {
     struct serve_loop *owner = tlsock_uv_server_user(server);
-    char detail[128];
 
-    if (code == TLSOCK_EHANDSHAKE_TIMEOUT) {
-        snprintf(detail, sizeof(detail),
-                 "not finished within %d ms (--handshake-timeout); client dropped",
-                 owner->settings->handshake_timeout_ms);
-        cli_error("handshake", code, detail);
-    } else {
-        cli_error("handshake", code, message);
-    }
+    cli_report_accept_error(code, message, owner->settings->handshake_timeout_ms);
     if (owner->settings->once && !owner->once_taken) {
         owner->once_taken = true;
         owner->once_result = code;
@@ -234,8 +226,10 @@ void serve_conn_end(struct serve_conn *sc, int err)
     }
 }
 
-void serve_close_all(struct serve_loop *owner)
+void serve_close_all(struct cli_loop *loop)
 {
+    struct serve_loop *owner = loop->user;
+
     /* tlsock_uv_close() calls on_close later, from the loop: the list stays as it is here. */
     for (struct serve_conn *sc = owner->conns; sc != NULL; sc = sc->next) {
         serve_conn_end(sc, 0);

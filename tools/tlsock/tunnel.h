@@ -47,7 +47,7 @@ void tunnel_start_plain(struct tunnel_loop *tl, uv_tcp_t *tcp);
 /* A close callback for handles allocated with malloc(). */
 void tunnel_free_handle(uv_handle_t *handle);
 
-/* Closes every pair of @p tl at once (a stop). */
-void tunnel_close_all(struct tunnel_loop *tl);
+/* Closes every pair of @p loop's tunnel_loop at once (a stop). */
+void tunnel_close_all(struct cli_loop *loop);
 
 #endif /* TLSOCK_CLI_TUNNEL_H */

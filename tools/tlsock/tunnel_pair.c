@@ -737,16 +737,8 @@ done:
 static void on_client_tls_error(struct tlsock_uv_server *server, int code, const char *message)
 {
     struct tunnel_loop *tl = tlsock_uv_server_user(server);
-    char detail[128];
 
-    if (code == TLSOCK_EHANDSHAKE_TIMEOUT) {
-        snprintf(detail, sizeof(detail),
-                 "not finished within %d ms (--handshake-timeout); client dropped",
-                 tl->settings->handshake_timeout_ms);
-        cli_error("handshake", code, detail);
-    } else {
-        cli_error("handshake", code, message);
-    }
+    cli_report_accept_error(code, message, tl->settings->handshake_timeout_ms);
 }
 
 void tunnel_accept_opts(struct tunnel_loop *tl, struct tlsock_uv_opts *opts)
@@ -758,8 +750,10 @@ void tunnel_accept_opts(struct tunnel_loop *tl, struct tlsock_uv_opts *opts)
     opts->user = tl;
 }
 
-void tunnel_close_all(struct tunnel_loop *tl)
+void tunnel_close_all(struct cli_loop *loop)
 {
+    struct tunnel_loop *tl = loop->user;
+
     /* Close callbacks come later, from the loop: the list stays as it is here. */
     for (struct tunnel_pair *pair = tl->pairs; pair != NULL; pair = pair->next) {
         pair_finish(pair);
