@@ -191,6 +191,9 @@ int tlsock__wait_fd(int fd, short events, int64_t deadline_ns, struct tlsock__er
  */
 ssize_t tlsock__sock_recv(int fd, void *buf, size_t len, int *sys_errno);
 ssize_t tlsock__sock_send(int fd, const void *buf, size_t len, int *sys_errno);
+/* The same for several buffers in one sendmsg (a TLS flight of several records). */
+struct iovec;
+ssize_t tlsock__sock_sendmsg(int fd, const struct iovec *iov, int iovcnt, int *sys_errno);
 /* Half-closes, drains unread input for a short bounded time, then closes @p fd. */
 void tlsock__graceful_close(int fd);
 /*

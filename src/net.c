@@ -199,20 +199,36 @@ ssize_t tlsock__sock_recv(int fd, void *buf, size_t len, int *sys_errno)
     }
 }
 
+/* What a failed send or sendmsg means, EINTR aside: a WANT code, or TLSOCK_ESYS with errno. */
+static ssize_t send_error(int *sys_errno)
+{
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        return TLSOCK_EWANT_WRITE;
+    }
+    *sys_errno = errno;
+    return TLSOCK_ESYS;
+}
+
 ssize_t tlsock__sock_send(int fd, const void *buf, size_t len, int *sys_errno)
 {
     for (;;) {
         /* MSG_NOSIGNAL: a peer that went away gives EPIPE, never a SIGPIPE. */
         ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
-        if (n >= 0) {
-            return n;
+        if (n >= 0 || errno != EINTR) {
+            return n >= 0 ? n : send_error(sys_errno);
         }
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            return TLSOCK_EWANT_WRITE;
-        }
-        if (errno != EINTR) {
-            *sys_errno = errno;
-            return TLSOCK_ESYS;
+    }
+}
+
+ssize_t tlsock__sock_sendmsg(int fd, const struct iovec *iov, int iovcnt, int *sys_errno)
+{
+    /* sendmsg only reads the vectors; msghdr just has no const member for them. */
+    struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
+
+    for (;;) {
+        ssize_t n = sendmsg(fd, &msg, MSG_NOSIGNAL);
+        if (n >= 0 || errno != EINTR) {
+            return n >= 0 ? n : send_error(sys_errno);
         }
     }
 }

@@ -1,7 +1,6 @@
 /*
  * The byte mover every implementation uses; see xport.h.
  */
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -128,30 +127,6 @@ ssize_t tlsock__xport_write(struct tlsock__xport *x, const void *buf, size_t len
 }
 
 /*
- * One sendmsg on the non-blocking socket, with tlsock__sock_send's contract: bytes sent, a WANT
- * code when it would block, or TLSOCK_ESYS with the errno kept. MSG_NOSIGNAL, EINTR restarted.
- */
-static ssize_t sock_sendmsg(int fd, const struct iovec *iov, int n, int *sys_errno)
-{
-    /* sendmsg only reads the vectors; msghdr just has no const member for them. */
-    struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n};
-
-    for (;;) {
-        ssize_t sent = sendmsg(fd, &msg, MSG_NOSIGNAL);
-        if (sent >= 0) {
-            return sent;
-        }
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            return TLSOCK_EWANT_WRITE;
-        }
-        if (errno != EINTR) {
-            *sys_errno = errno;
-            return TLSOCK_ESYS;
-        }
-    }
-}
-
-/*
  * The buffers one at a time through tlsock__xport_write, which collects them while corked and
  * keeps collected records first. Callbacks are asked again for the rest of a buffer they took
  * part of, as GnuTLS's own loop over a plain push function asks: a short write from a callback
@@ -202,7 +177,7 @@ ssize_t tlsock__xport_writev(struct tlsock__xport *x, const struct iovec *iov, i
             return r;
         }
     }
-    return outcome(x, sock_sendmsg(x->fd, iov, n, &x->sys_errno), total, false);
+    return outcome(x, tlsock__sock_sendmsg(x->fd, iov, n, &x->sys_errno), total, false);
 }
 
 int tlsock__xport_flush(struct tlsock__xport *x, struct tlsock__err *err)

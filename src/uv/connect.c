@@ -184,14 +184,7 @@ int tlsock_uv_connect(uv_loop_t *loop, struct tlsock_ctx *ctx, const char *host,
     return 0;
 fail:
     if (c != NULL) {
-        c->tls = NULL;
-        while (c->wq_head != NULL) {
-            struct tlsock__uv_write *w = c->wq_head;
-            c->wq_head = w->next;
-            free((void *)w->buf);
-            free(w);
-        }
-        free(c);
+        tlsock__uv_conn_discard(c);
     }
     free(cn);
     tlsock__conn_free(tls);

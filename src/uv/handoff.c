@@ -108,13 +108,7 @@ int tlsock_uv_adopt(uv_loop_t *loop, struct tlsock_conn *conn, const struct tlso
     *out = c;
     return 0;
 free_conn:
-    while (c->wq_head != NULL) {
-        struct tlsock__uv_write *w = c->wq_head;
-        c->wq_head = w->next;
-        free((void *)w->buf);
-        free(w);
-    }
-    free(c);
+    tlsock__uv_conn_discard(c);
     return rc;
 }
 

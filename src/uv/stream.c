@@ -1263,6 +1263,12 @@ static void free_queue(struct tlsock_uv_conn *c)
     c->wq_enc = NULL;
 }
 
+void tlsock__uv_conn_discard(struct tlsock_uv_conn *c)
+{
+    free_queue(c);
+    free(c);
+}
+
 /* Every handle is closed: the last callbacks, in order, then the memory. */
 static void finish(struct tlsock_uv_conn *c)
 {

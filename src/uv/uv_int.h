@@ -159,6 +159,8 @@ struct tlsock__uv_config tlsock__uv_config_of(const struct tlsock_uv_opts *o);
 /* A zeroed connection for @p loop with @p cfg; no handle initialised yet. NULL without memory. */
 struct tlsock_uv_conn *tlsock__uv_conn_alloc(uv_loop_t *loop, const struct tlsock__uv_config *cfg,
                                              void *user);
+/* Frees a connection none of whose handles was initialised yet, with its queued writes. */
+void tlsock__uv_conn_discard(struct tlsock_uv_conn *c);
 /* Initialises the two timers (the tcp handle is the caller's: connect, accept or open). */
 void tlsock__uv_timers_init(struct tlsock_uv_conn *c);
 /* Queues @p len bytes of initial data (owned or not) in front of everything. */
