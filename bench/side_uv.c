@@ -710,6 +710,27 @@ static void uv_teardown(void *env)
     bench_tlsock_ops.teardown(env);
 }
 
+/*
+ * Stops an echo server after its client ran (@p rc is the client's outcome), checks that it read
+ * what the client got back, and records its CPU per MiB.
+ */
+static int echo_server_finish(struct bench_uv_server *srv, int rc, struct bench_sample *out)
+{
+    if (bench_uv_server_stop(srv) != BENCH_OK && rc == BENCH_OK) {
+        rc = BENCH_ERROR;
+    }
+    if (rc == BENCH_OK && srv->bytes != out->count) {
+        fprintf(stderr, "tlsock-uv: echo server read %llu bytes, client got %llu back\n",
+                (unsigned long long)srv->bytes, (unsigned long long)out->count);
+        rc = BENCH_ERROR;
+    }
+    if (rc == BENCH_OK) {
+        out->server_cpu_us =
+            (double)srv->echo_cpu_ns / 1e3 / ((double)srv->bytes / (1024.0 * 1024.0));
+    }
+    return rc;
+}
+
 static int uv_echo_run(void *envp, const struct bench_limits *limits, struct bench_sample *out)
 {
     struct tls_env *env = envp;
@@ -722,18 +743,7 @@ static int uv_echo_run(void *envp, const struct bench_limits *limits, struct ben
         goto out;
     }
     rc = uv_echo_client(env->client, srv.port, limits, out);
-    if (bench_uv_server_stop(&srv) != BENCH_OK && rc == BENCH_OK) {
-        rc = BENCH_ERROR;
-    }
-    if (rc == BENCH_OK && srv.bytes != out->count) {
-        fprintf(stderr, "tlsock-uv: echo server read %llu bytes, client got %llu back\n",
-                (unsigned long long)srv.bytes, (unsigned long long)out->count);
-        rc = BENCH_ERROR;
-    }
-    if (rc == BENCH_OK) {
-        out->server_cpu_us =
-            (double)srv.echo_cpu_ns / 1e3 / ((double)srv.bytes / (1024.0 * 1024.0));
-    }
+    rc = echo_server_finish(&srv, rc, out);
 
 out:
     return rc;
@@ -891,18 +901,7 @@ static int uv_server_run(void *envp, const struct bench_limits *limits, struct b
         goto out;
     }
     rc = bench_echo_client(&bench_raw_ops, env->raw, srv.port, limits, out);
-    if (bench_uv_server_stop(&srv) != BENCH_OK && rc == BENCH_OK) {
-        rc = BENCH_ERROR;
-    }
-    if (rc == BENCH_OK && srv.bytes != out->count) {
-        fprintf(stderr, "tlsock-uv: echo server read %llu bytes, client got %llu back\n",
-                (unsigned long long)srv.bytes, (unsigned long long)out->count);
-        rc = BENCH_ERROR;
-    }
-    if (rc == BENCH_OK) {
-        out->server_cpu_us =
-            (double)srv.echo_cpu_ns / 1e3 / ((double)srv.bytes / (1024.0 * 1024.0));
-    }
+    rc = echo_server_finish(&srv, rc, out);
 
 out:
     return rc;
