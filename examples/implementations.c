@@ -32,7 +32,7 @@ static int try_impl(int impl)
 
     opts.servername = "example.com";
     if (rc == 0) {
-        rc = tlsock_ctx_set_impl(ctx, impl); /* first, before any other setter */
+        rc = tlsock_ctx_set_impl(ctx, impl); /* any time before the first connection */
     }
     if (rc == 0) {
         rc = tlsock_ctx_set_configure(ctx, on_ctx, on_conn, &calls);

@@ -13,7 +13,10 @@
  *     call returns.
  *   - Error detail (the TLS implementation's reason, the verify failure, errno) is on the object:
  *     tlsock_ctx_errmsg() and tlsock_conn_errmsg(). Callers never need errno.
- *   - Timeouts are in milliseconds; TLSOCK_NO_TIMEOUT (-1) means wait forever.
+ *   - Timeouts are in milliseconds; 0 (TLSOCK_NO_TIMEOUT) means no timeout, everywhere: in
+ *     struct tlsock_opts, in every setter and in <tlsock/uv.h>. Negative timeouts are refused.
+ *     To return at once with what is ready, set a deadline that has passed
+ *     (tlsock_conn_set_deadline(conn, 0)).
  *   - No global initialisation call is needed, and SIGPIPE never kills the process: tlsock sends
  *     with MSG_NOSIGNAL.
  *
@@ -166,8 +169,8 @@ enum tlsock_verify {
     TLSOCK_VERIFY_NONE = 3,
 };
 
-/** Timeout value meaning "wait forever". */
-#define TLSOCK_NO_TIMEOUT (-1)
+/** Timeout value meaning "no timeout: wait forever" (the default everywhere). */
+#define TLSOCK_NO_TIMEOUT 0
 
 struct tlsock_ctx;
 
@@ -184,9 +187,13 @@ struct tlsock_ctx;
 TLSOCK_API int tlsock_ctx_new(int role, struct tlsock_ctx **out);
 
 /**
- * Chooses the context's implementation. Call it right after tlsock_ctx_new(), before any other
- * setter (TLSOCK_EINVAL afterwards). @return 0, TLSOCK_EINVAL, or TLSOCK_ECONFIG when @p impl was
- * not compiled in (the message names it).
+ * Chooses the context's implementation, at any time before the context freezes: the settings
+ * made so far are applied again, in order, to a new native context of @p impl (files given to
+ * the file setters are read again). Changes made directly to the old native context
+ * (tlsock_ctx_native()) are not carried over.
+ * @return 0; TLSOCK_EINVAL (unknown value, frozen context); TLSOCK_ECONFIG when @p impl was not
+ *         compiled in, or refuses one of the settings (the message names it): the context then
+ *         stays as it was.
  */
 TLSOCK_API int tlsock_ctx_set_impl(struct tlsock_ctx *ctx, int impl);
 
@@ -307,8 +314,10 @@ TLSOCK_API int tlsock_ctx_set_verify(struct tlsock_ctx *ctx, int mode);
 TLSOCK_API int tlsock_ctx_set_alpn(struct tlsock_ctx *ctx, const char *list);
 
 /**
- * Sets the default handshake timeout for connections of this context, in milliseconds
- * (TLSOCK_NO_TIMEOUT by default). A connection's options may override it.
+ * Sets the default handshake timeout for connections of this context, in milliseconds; 0
+ * (TLSOCK_NO_TIMEOUT, the default) for none. A connection's options may override it. The
+ * handshake is bounded by this timeout and the connection's deadline only: the per-operation
+ * timeout (opts.timeout_ms) does not apply to it. Negative values are TLSOCK_EINVAL.
  */
 TLSOCK_API int tlsock_ctx_set_handshake_timeout(struct tlsock_ctx *ctx, int timeout_ms);
 
@@ -331,8 +340,9 @@ struct tlsock_opts {
     const char *verify_name;  /**< Client: name or IP the certificate must match.
                                    NULL: the servername, or the host. */
     int connect_timeout_ms;   /**< TCP connect (and accept wait). 0: none. */
-    int handshake_timeout_ms; /**< 0: the context's default. */
-    int timeout_ms;           /**< Each later read, write and close_notify. 0: none. */
+    int handshake_timeout_ms; /**< The handshake. 0: the context's (none unless set). */
+    int timeout_ms;           /**< Each later read, write and close_notify (not the
+                                   handshake). 0: none. */
     const void *preread;      /**< tlsock_attach_fd(): bytes the application already read from
                                    the socket (e.g. a buffered reader ran ahead); TLS consumes
                                    them before reading the socket. Copied. */
@@ -390,7 +400,7 @@ TLSOCK_API int tlsock_attach_fd(struct tlsock_ctx *ctx, int fd, const struct tls
  * data, leaves the connection usable. A callback returning more than @c len, or a write callback
  * returning 0, breaks the contract: TLSOCK_EINVAL. Any other code reaches the caller exactly and is
  * fatal. Callbacks are called only from within tlsock calls on their connection, in that thread;
- * they must not call tlsock functions on the same connection. tlsock_op_deadline_ms() tells a
+ * they must not call tlsock functions on the same connection. tlsock_conn_op_deadline_ms() tells a
  * blocking callback how long it may wait.
  */
 typedef ssize_t (*tlsock_read_fn)(void *user, void *buf, size_t len);
@@ -407,7 +417,7 @@ struct tlsock_io {
  * Starts TLS over a user transport (see tlsock_read_fn). The handshake happens on the first
  * tlsock_handshake(), read or write. @p io is copied; @c io->user must stay valid until
  * tlsock_close(). Per-operation timeouts and deadlines cannot interrupt a blocking callback:
- * callbacks honour them by returning TLSOCK_ETIMEDOUT (see tlsock_op_deadline_ms()).
+ * callbacks honour them by returning TLSOCK_ETIMEDOUT (see tlsock_conn_op_deadline_ms()).
  */
 TLSOCK_API int tlsock_attach_io(struct tlsock_ctx *ctx, const struct tlsock_io *io,
                                 const struct tlsock_opts *opts, struct tlsock_conn **out);
@@ -417,7 +427,7 @@ TLSOCK_API int tlsock_attach_io(struct tlsock_ctx *ctx, const struct tlsock_io *
  * ciphertext that arrived with tlsock_feed() (and tlsock_feed_eof() at the end of the stream),
  * and send what tlsock_drain() returns. Handshake, read and shutdown return TLSOCK_EWANT_READ
  * when they need more input; writes never block (output is buffered until drained). After every
- * call, drain the output (tlsock_pending_output() says how much there is).
+ * call, drain the output (tlsock_conn_pending_output() says how much there is).
  */
 TLSOCK_API int tlsock_attach_mem(struct tlsock_ctx *ctx, const struct tlsock_opts *opts,
                                  struct tlsock_conn **out);
@@ -435,13 +445,13 @@ TLSOCK_API int tlsock_feed_eof(struct tlsock_conn *conn);
 TLSOCK_API int tlsock_drain(struct tlsock_conn *conn, void *buf, size_t cap, size_t *n);
 
 /** Memory mode: bytes of ciphertext waiting for tlsock_drain(); 0 for other transports. */
-TLSOCK_API size_t tlsock_pending_output(const struct tlsock_conn *conn);
+TLSOCK_API size_t tlsock_conn_pending_output(const struct tlsock_conn *conn);
 
 /**
  * The absolute deadline (tlsock_now_ms() clock) of the blocking operation in progress on
  * @p conn, -1 if it has none. For callbacks that wait: return TLSOCK_ETIMEDOUT once it passes.
  */
-TLSOCK_API int64_t tlsock_op_deadline_ms(const struct tlsock_conn *conn);
+TLSOCK_API int64_t tlsock_conn_op_deadline_ms(const struct tlsock_conn *conn);
 
 /**
  * Ends TLS but keeps the transport: sends close_notify if not sent yet, waits for the peer's
@@ -523,7 +533,7 @@ TLSOCK_API const char *tlsock_conn_errmsg(const struct tlsock_conn *conn);
  * Bytes of application data already decrypted and buffered, which the next tlsock_read()
  * returns without waiting. Polling the socket says nothing about them: check this first.
  */
-TLSOCK_API size_t tlsock_pending(const struct tlsock_conn *conn);
+TLSOCK_API size_t tlsock_conn_pending(const struct tlsock_conn *conn);
 
 /** The implementation's session (SSL * or gnutls_session_t); valid until tlsock_close(). */
 TLSOCK_API void *tlsock_conn_native(struct tlsock_conn *conn);
@@ -533,19 +543,21 @@ TLSOCK_API int tlsock_conn_fd(const struct tlsock_conn *conn);
 
 /**
  * Sets the timeout for each later blocking operation (read, write, close_notify), in
- * milliseconds; TLSOCK_NO_TIMEOUT to wait forever; 0 not to wait at all (a read then returns
- * what is ready or TLSOCK_ETIMEDOUT at once, a useful non-blocking poll).
- * (In struct tlsock_opts a 0 means "the default", which is no timeout.)
+ * milliseconds; 0 (TLSOCK_NO_TIMEOUT) for none. Negative values are TLSOCK_EINVAL. The handshake
+ * has its own timeout (opts.handshake_timeout_ms, tlsock_ctx_set_handshake_timeout()). To read
+ * only what is ready now, set a deadline that has passed (tlsock_conn_set_deadline()).
  */
-TLSOCK_API int tlsock_set_timeout(struct tlsock_conn *conn, int timeout_ms);
+TLSOCK_API int tlsock_conn_set_timeout(struct tlsock_conn *conn, int timeout_ms);
 
 /**
  * Sets an absolute deadline on tlsock_now_ms()'s monotonic clock, or -1 for none. Every blocking
  * operation stops waiting at the deadline or at its per-operation timeout, whichever comes
  * first, and fails with TLSOCK_ETIMEDOUT (TLSOCK_EHANDSHAKE_TIMEOUT in the handshake). Once the
- * deadline has passed no call waits at all: a read still returns data that is already there.
+ * deadline has passed no call waits at all: a read still returns data that is already there, and
+ * TLSOCK_ETIMEDOUT (retryable) when there is none. A deadline of 0 is always in the past: it is
+ * the way to poll ("what is ready now"), and -1 restores waiting.
  */
-TLSOCK_API int tlsock_set_deadline(struct tlsock_conn *conn, int64_t deadline_ms);
+TLSOCK_API int tlsock_conn_set_deadline(struct tlsock_conn *conn, int64_t deadline_ms);
 
 /** The monotonic clock used for deadlines, in milliseconds. */
 TLSOCK_API int64_t tlsock_now_ms(void);

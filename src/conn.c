@@ -33,10 +33,7 @@ static int64_t min_deadline(int64_t a, int64_t b)
 /* The deadline for one blocking operation: the per-operation timeout or the absolute deadline. */
 int64_t tlsock__conn_op_deadline(const struct tlsock_conn *conn)
 {
-    /* A timeout of 0 means "do not wait": only what is ready now. */
-    int64_t op =
-        conn->timeout_ms == 0 ? tlsock__now_ns() : tlsock__deadline_after(conn->timeout_ms);
-    return min_deadline(conn->deadline_ns, op);
+    return min_deadline(conn->deadline_ns, tlsock__deadline_after(conn->timeout_ms));
 }
 
 /*
@@ -141,6 +138,9 @@ int tlsock__conn_new(struct tlsock_ctx *ctx, const struct tlsock__conn_setup *se
     struct tlsock__err err = {{0}};
     int rc;
 
+    if (o.connect_timeout_ms < 0 || o.handshake_timeout_ms < 0 || o.timeout_ms < 0) {
+        return tlsock__fail(NULL, TLSOCK_EINVAL, "a timeout in the options is negative (0: none)");
+    }
     rc = tlsock__ctx_freeze(ctx, &err);
     if (rc != 0) {
         tlsock__publish(&err);
@@ -155,7 +155,7 @@ int tlsock__conn_new(struct tlsock_ctx *ctx, const struct tlsock__conn_setup *se
     conn->owns_fd = setup->owns_fd;
     conn->impl = ctx->impl;
     conn->state = TLSOCK__HANDSHAKING;
-    conn->timeout_ms = o.timeout_ms > 0 ? o.timeout_ms : TLSOCK_NO_TIMEOUT;
+    conn->timeout_ms = o.timeout_ms;
     conn->handshake_timeout_ms =
         o.handshake_timeout_ms > 0 ? o.handshake_timeout_ms : ctx->handshake_timeout;
     conn->deadline_ns = INT64_MAX;
@@ -226,8 +226,9 @@ int tlsock__conn_handshake(struct tlsock_conn *conn)
     if (conn->state == TLSOCK__OPEN) {
         return 0;
     }
-    int limit = conn->handshake_timeout_ms > 0 ? conn->handshake_timeout_ms : conn->timeout_ms;
-    int64_t deadline = min_deadline(conn->deadline_ns, tlsock__deadline_after(limit));
+    /* Only the handshake timeout bounds the handshake: the operation timeout is per read/write. */
+    int64_t deadline =
+        min_deadline(conn->deadline_ns, tlsock__deadline_after(conn->handshake_timeout_ms));
     rc = tlsock__drive(conn, step_handshake, NULL, deadline, TLSOCK_EHANDSHAKE_TIMEOUT);
     if (rc == 0) {
         conn->state = TLSOCK__OPEN;
@@ -491,7 +492,7 @@ void tlsock__conn_free(struct tlsock_conn *conn)
     free(conn);
 }
 
-int64_t tlsock_op_deadline_ms(const struct tlsock_conn *conn)
+int64_t tlsock_conn_op_deadline_ms(const struct tlsock_conn *conn)
 {
     if (conn == NULL || conn->op_deadline_ns == INT64_MAX) {
         return -1;
@@ -514,11 +515,11 @@ int tlsock_conn_fd(const struct tlsock_conn *conn)
     return conn != NULL ? conn->fd : -1;
 }
 
-int tlsock_set_timeout(struct tlsock_conn *conn, int timeout_ms)
+int tlsock_conn_set_timeout(struct tlsock_conn *conn, int timeout_ms)
 {
-    if (conn == NULL || (timeout_ms < 0 && timeout_ms != TLSOCK_NO_TIMEOUT)) {
+    if (conn == NULL || timeout_ms < 0) {
         return tlsock__fail(conn != NULL ? &conn->err : NULL, TLSOCK_EINVAL,
-                            "timeout must be >= 0 or TLSOCK_NO_TIMEOUT");
+                            "timeout must be >= 0 (0: none)");
     }
     conn->timeout_ms = timeout_ms;
     return 0;
@@ -531,7 +532,7 @@ void tlsock__conn_hold_buffers(struct tlsock_conn *conn, bool hold)
     }
 }
 
-size_t tlsock_pending(const struct tlsock_conn *conn)
+size_t tlsock_conn_pending(const struct tlsock_conn *conn)
 {
     if (conn == NULL || conn->state != TLSOCK__OPEN) {
         return 0;
@@ -539,7 +540,7 @@ size_t tlsock_pending(const struct tlsock_conn *conn)
     return tlsock__buf_pending(&conn->stash) + conn->impl->pending(conn->tls);
 }
 
-int tlsock_set_deadline(struct tlsock_conn *conn, int64_t deadline_ms)
+int tlsock_conn_set_deadline(struct tlsock_conn *conn, int64_t deadline_ms)
 {
     if (conn == NULL || deadline_ms < -1) {
         return tlsock__fail(conn != NULL ? &conn->err : NULL, TLSOCK_EINVAL,

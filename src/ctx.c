@@ -1,6 +1,8 @@
 /*
  * Contexts: configuration shared by many connections. Setters apply at once to the
- * implementation's native context, so problems are reported where they are made.
+ * implementation's native context, so problems are reported where they are made, and each one is
+ * also kept as a setting, so that tlsock_ctx_set_impl() can rebuild the native context of another
+ * implementation at any time before the context freezes, whatever the order of the calls.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -25,7 +27,6 @@ static int setter_begin(struct tlsock_ctx *ctx)
         return tlsock__fail(&ctx->err, TLSOCK_EINVAL,
                             "context is frozen: it has made a connection and can no longer change");
     }
-    ctx->touched = true;
     return 0;
 }
 
@@ -36,6 +37,136 @@ static int setter_end(struct tlsock_ctx *ctx, int rc)
         tlsock__publish(&ctx->err);
     }
     return rc;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Settings: what each setter applied to the native context, in order, for a replay.
+ * ------------------------------------------------------------------------------------------- */
+
+/* Settings whose last call wins; the CA ones add up. */
+static bool replaces_earlier(enum tlsock__setting_kind kind)
+{
+    return kind == TLSOCK__SET_PROTOCOLS || kind == TLSOCK__SET_CIPHERS ||
+           kind == TLSOCK__SET_CERT || kind == TLSOCK__SET_ALPN;
+}
+
+static void setting_free(struct tlsock__setting *set)
+{
+    if (set == NULL) {
+        return;
+    }
+    if (set->key != NULL) {
+        /* Private key material should not linger in freed memory. */
+        explicit_bzero(set->key, set->key_len);
+        free(set->key);
+    }
+    free(set->text);
+    free(set);
+}
+
+static void settings_free(struct tlsock_ctx *ctx)
+{
+    while (ctx->settings != NULL) {
+        struct tlsock__setting *next = ctx->settings->next;
+        setting_free(ctx->settings);
+        ctx->settings = next;
+    }
+}
+
+/* Copies @p len bytes (NUL-terminated) into *@p out; false without memory. */
+static bool copy_bytes(const void *data, size_t len, char **out)
+{
+    char *copy = malloc(len + 1);
+
+    if (copy == NULL) {
+        return false;
+    }
+    memcpy(copy, data, len);
+    copy[len] = '\0';
+    *out = copy;
+    return true;
+}
+
+/* Applies one setting to @p native of @p impl. */
+static int setting_apply(const struct tlsock__impl *impl, void *native,
+                         const struct tlsock__setting *set, struct tlsock__err *err)
+{
+    switch (set->kind) {
+    case TLSOCK__SET_PROTOCOLS:
+        return impl->ctx_set_protocols(native, set->min_version, set->max_version, err);
+    case TLSOCK__SET_CIPHERS:
+        return impl->ctx_set_ciphers(native, set->text, err);
+    case TLSOCK__SET_CA_FILE:
+        return impl->ctx_add_ca_file(native, set->text, err);
+    case TLSOCK__SET_CA_DIR:
+        return impl->ctx_add_ca_dir(native, set->text, err);
+    case TLSOCK__SET_CA_MEM:
+        return impl->ctx_add_ca_mem(native, set->text, set->text_len, err);
+    case TLSOCK__SET_CA_SYSTEM:
+        return impl->ctx_add_ca_system(native, err);
+    case TLSOCK__SET_CERT:
+        return impl->ctx_set_cert(native, set->text, set->text_len, set->key, set->key_len, err);
+    case TLSOCK__SET_ALPN:
+        return impl->ctx_set_alpn(native, (const unsigned char *)set->text, set->text_len, err);
+    }
+    return tlsock__fail(err, TLSOCK_EINVAL, "unknown setting %d", (int)set->kind);
+}
+
+/*
+ * Applies @p set (owned by the caller until it succeeds) to the native context and keeps it;
+ * a setting that replaces earlier ones drops them. On failure nothing is kept.
+ */
+static int setting_add(struct tlsock_ctx *ctx, struct tlsock__setting *set)
+{
+    int rc = setting_apply(ctx->impl, ctx->native, set, &ctx->err);
+    struct tlsock__setting **link = &ctx->settings;
+
+    if (rc != 0) {
+        setting_free(set);
+        return setter_end(ctx, rc);
+    }
+    while (*link != NULL) {
+        struct tlsock__setting *cur = *link;
+        if (cur->kind == set->kind && replaces_earlier(set->kind)) {
+            *link = cur->next;
+            setting_free(cur);
+        } else {
+            link = &cur->next;
+        }
+    }
+    *link = set;
+    return 0;
+}
+
+/* A new setting of @p kind carrying a copy of @p text (may be NULL); NULL without memory. */
+static struct tlsock__setting *setting_new(enum tlsock__setting_kind kind, const void *text,
+                                           size_t text_len)
+{
+    struct tlsock__setting *set = calloc(1, sizeof(*set));
+
+    if (set == NULL) {
+        return NULL;
+    }
+    set->kind = kind;
+    set->text_len = text_len;
+    if (text != NULL && !copy_bytes(text, text_len, &set->text)) {
+        free(set);
+        return NULL;
+    }
+    return set;
+}
+
+/* setting_new() and setting_add(), with ENOMEM reported on the context. */
+static int add_text_setting(struct tlsock_ctx *ctx, enum tlsock__setting_kind kind,
+                            const void *text, size_t text_len)
+{
+    struct tlsock__setting *set = setting_new(kind, text, text_len);
+
+    if (set == NULL) {
+        return setter_end(ctx, tlsock__fail(&ctx->err, TLSOCK_ENOMEM, "out of memory keeping a "
+                                                                      "setting"));
+    }
+    return setting_add(ctx, set);
 }
 
 int tlsock_ctx_new(int role, struct tlsock_ctx **out)
@@ -84,9 +215,9 @@ int tlsock_ctx_set_impl(struct tlsock_ctx *ctx, int impl)
         return tlsock__fail(NULL, TLSOCK_EINVAL, "context is NULL");
     }
     tlsock__err_clear(&ctx->err);
-    if (ctx->touched || atomic_load(&ctx->frozen)) {
+    if (atomic_load(&ctx->frozen)) {
         return tlsock__fail(&ctx->err, TLSOCK_EINVAL,
-                            "tlsock_ctx_set_impl must come right after tlsock_ctx_new");
+                            "context is frozen: it has made a connection and can no longer change");
     }
     if (impl != TLSOCK_IMPL_DEFAULT && impl != TLSOCK_IMPL_OPENSSL && impl != TLSOCK_IMPL_GNUTLS) {
         return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "unknown implementation %d", impl);
@@ -100,7 +231,15 @@ int tlsock_ctx_set_impl(struct tlsock_ctx *ctx, int impl)
         return 0;
     }
     rc = chosen->ctx_new(ctx->role, &native, &ctx->err);
+    /* Every earlier setter again, in order, on the new implementation. */
+    for (const struct tlsock__setting *set = ctx->settings; rc == 0 && set != NULL;
+         set = set->next) {
+        rc = setting_apply(chosen, native, set, &ctx->err);
+    }
     if (rc != 0) {
+        if (native != NULL) {
+            chosen->ctx_free(native);
+        }
         return setter_end(ctx, rc);
     }
     ctx->impl->ctx_free(ctx->native);
@@ -147,6 +286,7 @@ void tlsock_ctx_free(struct tlsock_ctx *ctx)
         return;
     }
     ctx->impl->ctx_free(ctx->native);
+    settings_free(ctx);
     pthread_mutex_destroy(&ctx->freeze_lock);
     free(ctx);
 }
@@ -206,7 +346,13 @@ int tlsock_ctx_set_protocols(struct tlsock_ctx *ctx, const char *range)
         return tlsock__fail(&ctx->err, TLSOCK_EINVAL,
                             "bad protocol range \"%s\": minimum above maximum", range);
     }
-    return setter_end(ctx, ctx->impl->ctx_set_protocols(ctx->native, min, max, &ctx->err));
+    struct tlsock__setting *set = setting_new(TLSOCK__SET_PROTOCOLS, NULL, 0);
+    if (set == NULL) {
+        return setter_end(ctx, tlsock__fail(&ctx->err, TLSOCK_ENOMEM, "out of memory"));
+    }
+    set->min_version = min;
+    set->max_version = max;
+    return setting_add(ctx, set);
 }
 
 int tlsock_ctx_set_ciphers(struct tlsock_ctx *ctx, const char *policy)
@@ -219,7 +365,7 @@ int tlsock_ctx_set_ciphers(struct tlsock_ctx *ctx, const char *policy)
     if (policy == NULL || policy[0] == '\0') {
         return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "cipher policy is empty");
     }
-    return setter_end(ctx, ctx->impl->ctx_set_ciphers(ctx->native, policy, &ctx->err));
+    return add_text_setting(ctx, TLSOCK__SET_CIPHERS, policy, strlen(policy));
 }
 
 int tlsock_ctx_set_ca_file(struct tlsock_ctx *ctx, const char *path)
@@ -232,7 +378,7 @@ int tlsock_ctx_set_ca_file(struct tlsock_ctx *ctx, const char *path)
     if (path == NULL) {
         return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "CA file path is NULL");
     }
-    rc = setter_end(ctx, ctx->impl->ctx_add_ca_file(ctx->native, path, &ctx->err));
+    rc = add_text_setting(ctx, TLSOCK__SET_CA_FILE, path, strlen(path));
     if (rc == 0) {
         ctx->ca_set = true;
     }
@@ -260,7 +406,7 @@ int tlsock_ctx_set_ca_dir(struct tlsock_ctx *ctx, const char *path)
         return tlsock__fail(&ctx->err, TLSOCK_EX509_LOOKUP, "CA directory %s: not a directory",
                             path);
     }
-    rc = setter_end(ctx, ctx->impl->ctx_add_ca_dir(ctx->native, path, &ctx->err));
+    rc = add_text_setting(ctx, TLSOCK__SET_CA_DIR, path, strlen(path));
     if (rc == 0) {
         ctx->ca_set = true;
     }
@@ -277,7 +423,7 @@ int tlsock_ctx_set_ca_mem(struct tlsock_ctx *ctx, const char *pem, size_t len)
     if (pem == NULL || len == 0) {
         return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "CA PEM is empty");
     }
-    rc = setter_end(ctx, ctx->impl->ctx_add_ca_mem(ctx->native, pem, len, &ctx->err));
+    rc = add_text_setting(ctx, TLSOCK__SET_CA_MEM, pem, len);
     if (rc == 0) {
         ctx->ca_set = true;
     }
@@ -291,7 +437,7 @@ int tlsock_ctx_set_ca_system(struct tlsock_ctx *ctx)
     if (rc != 0) {
         return rc;
     }
-    rc = setter_end(ctx, ctx->impl->ctx_add_ca_system(ctx->native, &ctx->err));
+    rc = add_text_setting(ctx, TLSOCK__SET_CA_SYSTEM, NULL, 0);
     if (rc == 0) {
         ctx->ca_set = true;
     }
@@ -344,8 +490,16 @@ int tlsock_ctx_set_cert_mem(struct tlsock_ctx *ctx, const char *chain_pem, size_
     if (chain_pem == NULL || chain_len == 0 || key_pem == NULL || key_len == 0) {
         return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "certificate chain and key are required");
     }
-    rc = setter_end(ctx, ctx->impl->ctx_set_cert(ctx->native, chain_pem, chain_len, key_pem,
-                                                 key_len, &ctx->err));
+    struct tlsock__setting *set = setting_new(TLSOCK__SET_CERT, chain_pem, chain_len);
+    if (set != NULL && !copy_bytes(key_pem, key_len, &set->key)) {
+        setting_free(set);
+        set = NULL;
+    }
+    if (set == NULL) {
+        return setter_end(ctx, tlsock__fail(&ctx->err, TLSOCK_ENOMEM, "out of memory"));
+    }
+    set->key_len = key_len;
+    rc = setting_add(ctx, set);
     if (rc == 0) {
         ctx->has_cert = true;
     }
@@ -431,7 +585,7 @@ int tlsock_ctx_set_alpn(struct tlsock_ctx *ctx, const char *list)
             p++;
         }
     }
-    return setter_end(ctx, ctx->impl->ctx_set_alpn(ctx->native, wire, len, &ctx->err));
+    return add_text_setting(ctx, TLSOCK__SET_ALPN, wire, len);
 }
 
 int tlsock_ctx_set_handshake_timeout(struct tlsock_ctx *ctx, int timeout_ms)
@@ -441,8 +595,8 @@ int tlsock_ctx_set_handshake_timeout(struct tlsock_ctx *ctx, int timeout_ms)
     if (rc != 0) {
         return rc;
     }
-    if (timeout_ms < 0 && timeout_ms != TLSOCK_NO_TIMEOUT) {
-        return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "timeout must be >= 0 or TLSOCK_NO_TIMEOUT");
+    if (timeout_ms < 0) {
+        return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "timeout must be >= 0 (0: none)");
     }
     ctx->handshake_timeout = timeout_ms;
     return 0;

@@ -74,7 +74,7 @@ int tlsock_detach(struct tlsock_conn *conn, int *fd, void *buf, size_t cap, size
             return rc;
         }
     }
-    if (tlsock_pending_output(conn) > 0) {
+    if (tlsock_conn_pending_output(conn) > 0) {
         return tlsock__fail(&conn->err, TLSOCK_EWANT_WRITE,
                             "detach: drain the close_notify (tlsock_drain) first");
     }

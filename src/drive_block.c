@@ -18,7 +18,7 @@ int tlsock__drive(struct tlsock_conn *conn, tlsock__step_fn step, void *arg, int
 {
     int rc;
 
-    /* Callbacks may ask for it (tlsock_op_deadline_ms) to bound their own waiting. */
+    /* Callbacks may ask for it (tlsock_conn_op_deadline_ms) to bound their own waiting. */
     conn->op_deadline_ns = deadline_ns;
     for (;;) {
         rc = step(conn, arg);

@@ -38,7 +38,7 @@ int tlsock__conn_to_socket(struct tlsock_conn *conn, int fd, bool owns_fd)
     size_t fed = tlsock__buf_pending(&conn->mem_in);
     int rc;
 
-    if (conn->transport != TLSOCK__TRANSPORT_MEMORY || tlsock_pending_output(conn) > 0) {
+    if (conn->transport != TLSOCK__TRANSPORT_MEMORY || tlsock_conn_pending_output(conn) > 0) {
         return tlsock__fail(&conn->err, TLSOCK_EINVAL,
                             "only a memory-mode connection with no output left can move to a "
                             "socket");

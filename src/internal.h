@@ -44,6 +44,29 @@ int64_t tlsock__now_ns(void);
 /* Absolute deadline for a timeout in ms (<= 0 meaning none, per the API): INT64_MAX if none. */
 int64_t tlsock__deadline_after(int timeout_ms);
 
+/* What a context setter applied to the native context (ctx.c), kept for a change of impl. */
+enum tlsock__setting_kind {
+    TLSOCK__SET_PROTOCOLS,
+    TLSOCK__SET_CIPHERS,
+    TLSOCK__SET_CA_FILE,
+    TLSOCK__SET_CA_DIR,
+    TLSOCK__SET_CA_MEM,
+    TLSOCK__SET_CA_SYSTEM,
+    TLSOCK__SET_CERT,
+    TLSOCK__SET_ALPN,
+};
+
+struct tlsock__setting {
+    struct tlsock__setting *next;
+    enum tlsock__setting_kind kind;
+    int min_version; /* PROTOCOLS */
+    int max_version;
+    char *text; /* CIPHERS policy, CA path or PEM, CERT chain PEM, ALPN wire list */
+    size_t text_len;
+    char *key; /* CERT: the key PEM, wiped when freed */
+    size_t key_len;
+};
+
 struct tlsock_ctx {
     atomic_int refs;
     atomic_bool frozen;
@@ -54,11 +77,11 @@ struct tlsock_ctx {
     int verify_mode;
     bool ca_set;   /* a CA was set explicitly: no default system store */
     bool has_cert; /* a certificate and key were set */
-    bool touched;  /* a setter was called: the implementation can no longer change */
     tlsock_ctx_configure_fn on_ctx; /* configure callbacks, NULL if none */
     tlsock_conn_configure_fn on_conn;
     void *configure_user;
-    int handshake_timeout; /* ms, TLSOCK_NO_TIMEOUT for none */
+    int handshake_timeout;            /* ms, 0 (TLSOCK_NO_TIMEOUT) for none */
+    struct tlsock__setting *settings; /* every setter's effect, in order (replayed by set_impl) */
     struct tlsock__err err;
 };
 

@@ -93,7 +93,7 @@ int tlsock_drain(struct tlsock_conn *conn, void *buf, size_t cap, size_t *n)
     return 0;
 }
 
-size_t tlsock_pending_output(const struct tlsock_conn *conn)
+size_t tlsock_conn_pending_output(const struct tlsock_conn *conn)
 {
     if (conn == NULL || conn->transport != TLSOCK__TRANSPORT_MEMORY) {
         return 0;

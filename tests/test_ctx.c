@@ -459,6 +459,7 @@ static void test_set_handshake_timeout(void **state)
     TS_ASSERT_RC(tlsock_ctx_set_handshake_timeout(ctx, TLSOCK_NO_TIMEOUT), 0);
     TS_ASSERT_RC(tlsock_ctx_set_handshake_timeout(ctx, 0), 0);
     TS_ASSERT_RC(tlsock_ctx_set_handshake_timeout(ctx, 1500), 0);
+    TS_ASSERT_RC(tlsock_ctx_set_handshake_timeout(ctx, -1), TLSOCK_EINVAL);
     TS_ASSERT_RC(tlsock_ctx_set_handshake_timeout(ctx, -2), TLSOCK_EINVAL);
 }
 

@@ -171,11 +171,91 @@ static void test_ctx_set_impl_errors(void **state)
     TS_ASSERT_RC(tlsock_ctx_set_impl(ctx, TLSOCK_IMPL_OPENSSL), TLSOCK_ECONFIG);
     TS_ASSERT_CONTAINS(tlsock_ctx_errmsg(ctx), "openssl");
 #endif
-    /* After another setter the implementation is settled. */
-    TS_ASSERT_RC(tlsock_ctx_set_alpn(ctx, "h2"), 0);
-    TS_ASSERT_RC(tlsock_ctx_set_impl(ctx, compiled_in[N_COMPILED_IN - 1]), TLSOCK_EINVAL);
-    TS_ASSERT_CONTAINS(tlsock_ctx_errmsg(ctx), "tlsock_ctx_set_impl");
-    assert_int_equal(tlsock_ctx_impl(ctx), tlsock_default_impl());
+    tlsock_ctx_free(ctx);
+}
+
+/* ---- choosing after other setters ------------------------------------------------------------- */
+
+static int serve_info(struct tlsock_conn *conn, void *arg)
+{
+    const struct tlsock_info **seen = arg;
+    const struct tlsock_info *info = NULL;
+    int rc = tlsock_conn_info(conn, &info);
+
+    if (rc == 0) {
+        *seen = info;
+        rc = ts_serve_exchange(conn, &(struct ts_exchange){.size = 100});
+    }
+    return rc;
+}
+
+/*
+ * Every setting made before tlsock_ctx_set_impl() holds on the implementation chosen after it:
+ * certificate, CA, protocol range, cipher policy, ALPN. The contexts are set up on the process
+ * default and then moved to the pair's implementations, so the pairs where the default differs
+ * from the role's implementation rebuild the native context from the recorded settings.
+ */
+static void test_set_impl_after_setters(void **state)
+{
+    struct ts_env *env = *state;
+    struct tlsock_opts opts = ts_opts();
+    const struct tlsock_info *sinfo = NULL;
+    const struct tlsock_info *cinfo = NULL;
+    int server_impl = ts_role_impl(TLSOCK_SERVER);
+    int client_impl = ts_role_impl(TLSOCK_CLIENT);
+
+    TS_ASSERT_RC(tlsock_ctx_new(TLSOCK_SERVER, &env->sctx), 0);
+    TS_ASSERT_RC(tlsock_ctx_set_cert_mem(env->sctx, ts_pki.server.cert, strlen(ts_pki.server.cert),
+                                         ts_pki.server.key, strlen(ts_pki.server.key)),
+                 0);
+    TS_ASSERT_RC(tlsock_ctx_set_protocols(env->sctx, "1.2"), 0);
+    TS_ASSERT_RC(tlsock_ctx_set_ciphers(env->sctx, "secure"), 0);
+    TS_ASSERT_RC(tlsock_ctx_set_alpn(env->sctx, "h2,http/1.1"), 0);
+    TS_ASSERT_RC_MSG(tlsock_ctx_set_impl(env->sctx, server_impl), 0, tlsock_ctx_errmsg(env->sctx));
+
+    TS_ASSERT_RC(tlsock_ctx_new(TLSOCK_CLIENT, &env->cctx), 0);
+    TS_ASSERT_RC(tlsock_ctx_set_ca_mem(env->cctx, ts_pki.ca.cert, strlen(ts_pki.ca.cert)), 0);
+    /* The last protocol range wins, also after a replay. */
+    TS_ASSERT_RC(tlsock_ctx_set_protocols(env->cctx, "1.3"), 0);
+    TS_ASSERT_RC(tlsock_ctx_set_protocols(env->cctx, "1.2-1.2"), 0);
+    TS_ASSERT_RC(tlsock_ctx_set_alpn(env->cctx, "http/1.1"), 0);
+    TS_ASSERT_RC_MSG(tlsock_ctx_set_impl(env->cctx, client_impl), 0, tlsock_ctx_errmsg(env->cctx));
+    if (client_impl != TLSOCK_IMPL_DEFAULT) {
+        assert_int_equal(tlsock_ctx_impl(env->cctx), client_impl);
+    }
+
+    TS_ASSERT_RC(ts_server_start(&env->srv, env->sctx, NULL, NULL, serve_info, &sinfo), 0);
+    TS_ASSERT_RC(tlsock_connect(env->cctx, "localhost", env->srv.port, &opts, &env->client), 0);
+    TS_ASSERT_RC(tlsock_conn_info(env->client, &cinfo), 0);
+    assert_string_equal(cinfo->impl, tlsock_impl_name(tlsock_ctx_impl(env->cctx)));
+    assert_string_equal(cinfo->version, "TLSv1.2");
+    assert_string_equal(cinfo->alpn, "http/1.1");
+    TS_ASSERT_RC(ts_client_exchange(env->client, 100), 0);
+    ts_server_stop(&env->srv);
+    TS_ASSERT_RC(env->srv.result, 0);
+}
+
+/* A setting the other implementation refuses: the choice fails naming it and changes nothing. */
+static void test_set_impl_replay_refused(void **state)
+{
+    struct tlsock_ctx *ctx = NULL;
+    /* OpenSSL's own cipher-string syntax, which the GnuTLS implementation refuses. */
+    const char *openssl_only = "ECDHE+AESGCM";
+
+    (void)state;
+    if (N_COMPILED_IN < 2) {
+        skip();
+    }
+    TS_ASSERT_RC(tlsock_ctx_new(TLSOCK_CLIENT, &ctx), 0);
+    TS_ASSERT_RC(tlsock_ctx_set_impl(ctx, TLSOCK_IMPL_OPENSSL), 0);
+    TS_ASSERT_RC(tlsock_ctx_set_ciphers(ctx, openssl_only), 0);
+    TS_ASSERT_RC(tlsock_ctx_set_impl(ctx, TLSOCK_IMPL_GNUTLS), TLSOCK_ECONFIG);
+    TS_ASSERT_CONTAINS(tlsock_ctx_errmsg(ctx), openssl_only);
+    assert_int_equal(tlsock_ctx_impl(ctx), TLSOCK_IMPL_OPENSSL);
+    /* Still usable: another setter works, and replacing the list lets the choice through. */
+    TS_ASSERT_RC(tlsock_ctx_set_ciphers(ctx, "compat"), 0);
+    TS_ASSERT_RC(tlsock_ctx_set_impl(ctx, TLSOCK_IMPL_GNUTLS), 0);
+    assert_int_equal(tlsock_ctx_impl(ctx), TLSOCK_IMPL_GNUTLS);
     tlsock_ctx_free(ctx);
 }
 
@@ -667,6 +747,9 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_caps),
         cmocka_unit_test(test_ctx_set_impl),
         cmocka_unit_test(test_ctx_set_impl_errors),
+        cmocka_unit_test_setup_teardown(test_set_impl_after_setters, ts_env_setup,
+                                        ts_env_teardown),
+        cmocka_unit_test(test_set_impl_replay_refused),
         cmocka_unit_test(test_set_default_impl),
         cmocka_unit_test(test_env_variable),
         cmocka_unit_test_setup_teardown(test_configure_callbacks, ts_env_setup, ts_env_teardown),

@@ -1,6 +1,6 @@
 /*
  * tlsock_uv_connect(): the name is resolved on libuv's thread pool, each address is tried in
- * turn with uv_tcp_connect(), and the handshake then runs on the loop. opts.tls.connect_timeout_ms
+ * turn with uv_tcp_connect(), and the handshake then runs on the loop. opts.connect_timeout_ms
  * bounds the lookup and every attempt together, as tlsock_connect()'s deadline does.
  */
 #include <netdb.h>
@@ -135,7 +135,11 @@ int tlsock_uv_connect(uv_loop_t *loop, struct tlsock_ctx *ctx, const char *host,
         .fd = -1,
         .host = host,
     };
-    rc = tlsock__conn_new(ctx, &setup, &o.tls, &tls);
+    struct tlsock_opts tls_opts = TLSOCK_OPTS_INIT;
+    tls_opts.servername = o.servername;
+    tls_opts.verify_name = o.verify_name;
+    tls_opts.handshake_timeout_ms = o.handshake_timeout_ms;
+    rc = tlsock__conn_new(ctx, &setup, &tls_opts, &tls);
     if (rc != 0) {
         return rc;
     }
@@ -175,9 +179,9 @@ int tlsock_uv_connect(uv_loop_t *loop, struct tlsock_ctx *ctx, const char *host,
     c->handles = 1;
     tlsock__uv_timers_init(c);
     c->phase = TLSOCK__UV_RESOLVING;
-    if (o.tls.connect_timeout_ms > 0) {
+    if (o.connect_timeout_ms > 0) {
         uv_update_time(loop); /* the loop's clock is cached: the deadline starts from now */
-        c->phase_deadline = uv_now(loop) + (uint64_t)o.tls.connect_timeout_ms;
+        c->phase_deadline = uv_now(loop) + (uint64_t)o.connect_timeout_ms;
     }
     tlsock__uv_settle(c);
     *out = c;

@@ -97,8 +97,8 @@ int tlsock_uv_adopt(uv_loop_t *loop, struct tlsock_conn *conn, const struct tlso
     c->tls = conn;
     c->adopted = true;
     c->borrowed_fd = !conn->owns_fd;
-    if (o.tls.handshake_timeout_ms > 0) {
-        conn->handshake_timeout_ms = o.tls.handshake_timeout_ms;
+    if (o.handshake_timeout_ms > 0) {
+        conn->handshake_timeout_ms = o.handshake_timeout_ms;
     }
     tlsock__uv_start_tls(c);
     c->last_rx = uv_now(loop);
@@ -135,7 +135,7 @@ void tlsock__uv_release_step(struct tlsock_uv_conn *c)
         release_failed(c, c->dead);
         return;
     }
-    if (c->wq_head != NULL || c->cipher_inflight > 0 || tlsock_pending_output(c->tls) > 0) {
+    if (c->wq_head != NULL || c->cipher_inflight > 0 || tlsock_conn_pending_output(c->tls) > 0) {
         return; /* write callbacks bring us back */
     }
     if (c->adopted) {

@@ -171,12 +171,9 @@ int tlsock_uv_serve(uv_loop_t *loop, struct tlsock_ctx *ctx, const char *host, u
     }
     s->loop = loop;
     s->ctx = tlsock_ctx_ref(ctx);
-    s->tls_opts = o.tls;
-    /* What only clients or blocking connections use must not dangle into later accepts. */
-    s->tls_opts.servername = NULL;
-    s->tls_opts.verify_name = NULL;
-    s->tls_opts.preread = NULL;
-    s->tls_opts.preread_len = 0;
+    /* Only the handshake timeout applies to a server's clients. */
+    s->tls_opts = (struct tlsock_opts)TLSOCK_OPTS_INIT;
+    s->tls_opts.handshake_timeout_ms = o.handshake_timeout_ms;
     s->cfg = tlsock__uv_config_of(&o);
     s->on_accept_error = o.on_accept_error;
     s->user = o.user;

@@ -783,7 +783,7 @@ static void send_writes(struct tlsock_uv_conn *c)
             if (w->done < w->len) {
                 break;
             }
-            w->end = c->cipher_sent + tlsock_pending_output(c->tls);
+            w->end = c->cipher_sent + tlsock_conn_pending_output(c->tls);
             c->wq_enc = w->next;
         }
         flush_output(c);
@@ -1361,7 +1361,7 @@ int tlsock_uv_write(struct tlsock_uv_conn *conn, const void *buf, size_t len, vo
      * has not been told, so the write is queued and canceled at the close like the others. */
     if (c->dead != 0) {
         return tlsock__fail(NULL, TLSOCK_EINVAL, "write on a dead connection (%s): %s",
-                            tlsock_err_name(c->dead), tlsock_uv_errmsg(c));
+                            tlsock_err_name(c->dead), tlsock_uv_conn_errmsg(c));
     }
     w = calloc(1, sizeof(*w));
     if (w == NULL) {
@@ -1392,7 +1392,7 @@ int tlsock_uv_write(struct tlsock_uv_conn *conn, const void *buf, size_t len, vo
     return 0;
 }
 
-size_t tlsock_uv_write_queue_size(const struct tlsock_uv_conn *conn)
+size_t tlsock_uv_conn_write_queue_size(const struct tlsock_uv_conn *conn)
 {
     return conn != NULL ? conn->plain_queued + conn->cipher_inflight : 0;
 }
@@ -1448,46 +1448,46 @@ int tlsock_uv_shutdown(struct tlsock_uv_conn *conn)
     if (c->dead != 0 || c->deferred != 0) {
         return tlsock__fail(NULL, TLSOCK_EINVAL, "shutdown on a dead connection (%s): %s",
                             tlsock_err_name(c->dead != 0 ? c->dead : c->deferred),
-                            tlsock_uv_errmsg(c));
+                            tlsock_uv_conn_errmsg(c));
     }
     c->wr_shut = true;
     tlsock__uv_kick(c);
     return 0;
 }
 
-int tlsock_uv_getpeername(const struct tlsock_uv_conn *conn, struct sockaddr_storage *addr)
+int tlsock_uv_conn_peername(const struct tlsock_uv_conn *conn, struct sockaddr_storage *addr)
 {
     int len = (int)sizeof(*addr);
 
     if (conn == NULL || addr == NULL) {
         return tlsock__fail(NULL, TLSOCK_EINVAL,
-                            "tlsock_uv_getpeername: connection and addr needed");
+                            "tlsock_uv_conn_peername: connection and addr needed");
     }
     if (conn->phase < TLSOCK__UV_HANDSHAKING || conn->handles_closing || tcp_closed(conn) ||
         uv_tcp_getpeername(&conn->tcp, (struct sockaddr *)addr, &len) != 0) {
-        return tlsock__fail(NULL, TLSOCK_EINVAL, "tlsock_uv_getpeername: no TCP connection");
+        return tlsock__fail(NULL, TLSOCK_EINVAL, "tlsock_uv_conn_peername: no TCP connection");
     }
     return 0;
 }
 
-void *tlsock_uv_user(const struct tlsock_uv_conn *conn)
+void *tlsock_uv_conn_user(const struct tlsock_uv_conn *conn)
 {
     return conn != NULL ? conn->user : NULL;
 }
 
-void tlsock_uv_set_user(struct tlsock_uv_conn *conn, void *user)
+void tlsock_uv_conn_set_user(struct tlsock_uv_conn *conn, void *user)
 {
     if (conn != NULL) {
         conn->user = user;
     }
 }
 
-uv_loop_t *tlsock_uv_loop(const struct tlsock_uv_conn *conn)
+uv_loop_t *tlsock_uv_conn_loop(const struct tlsock_uv_conn *conn)
 {
     return conn != NULL ? conn->loop : NULL;
 }
 
-struct tlsock_conn *tlsock_uv_tls(struct tlsock_uv_conn *conn)
+struct tlsock_conn *tlsock_uv_conn_tls(struct tlsock_uv_conn *conn)
 {
     if (conn == NULL || conn->phase < TLSOCK__UV_HANDSHAKING) {
         return NULL;
@@ -1495,7 +1495,7 @@ struct tlsock_conn *tlsock_uv_tls(struct tlsock_uv_conn *conn)
     return conn->tls;
 }
 
-const char *tlsock_uv_errmsg(const struct tlsock_uv_conn *conn)
+const char *tlsock_uv_conn_errmsg(const struct tlsock_uv_conn *conn)
 {
     if (conn == NULL) {
         return "connection is NULL";

@@ -238,7 +238,7 @@ void cli_name_client(char out[CLI_PEER_SIZE]);
 #ifdef TLSOCK_CLI_WITH_UV
 struct tlsock_uv_conn;
 
-/* An async connection's peer as "ADDR:PORT" (tlsock_uv_getpeername()), else "client N". */
+/* An async connection's peer as "ADDR:PORT" (tlsock_uv_conn_peername()), else "client N". */
 void cli_peer_name(const struct tlsock_uv_conn *conn, char out[CLI_PEER_SIZE]);
 #endif
 

@@ -183,7 +183,7 @@ static void check_finished(struct tunnel_pair *pair)
 
 static size_t side_queue(const struct tunnel_side *side)
 {
-    return side->tls ? tlsock_uv_write_queue_size(side->conn) : side->tcp->write_queue_size;
+    return side->tls ? tlsock_uv_conn_write_queue_size(side->conn) : side->tcp->write_queue_size;
 }
 
 static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
@@ -205,7 +205,7 @@ static void side_read_start(struct tunnel_side *side)
     } else if (side->tls) {
         err = tlsock_uv_read_start(side->conn);
         if (err != 0) {
-            side_failed(side, err, tlsock_uv_errmsg(side->conn));
+            side_failed(side, err, tlsock_uv_conn_errmsg(side->conn));
         }
     } else {
         err = uv_read_start((uv_stream_t *)side->tcp, on_alloc, on_plain_read);
@@ -268,7 +268,7 @@ static void side_write(struct tunnel_side *to, char *data, size_t len)
         err = tlsock_uv_write(to->conn, data, len, data);
         if (err != 0) {
             free(data);
-            side_failed(to, err, tlsock_uv_errmsg(to->conn));
+            side_failed(to, err, tlsock_uv_conn_errmsg(to->conn));
             goto done;
         }
     } else {
@@ -430,7 +430,7 @@ static void connect_failed(struct tunnel_pair *pair, int code, const char *detai
 
 static void on_tls_read(struct tlsock_uv_conn *conn, const void *data, size_t len)
 {
-    struct tunnel_side *side = tlsock_uv_user(conn);
+    struct tunnel_side *side = tlsock_uv_conn_user(conn);
     char *copy = NULL;
 
     if (side == NULL || side->closing) {
@@ -450,7 +450,7 @@ done:
 
 static void on_tls_event(struct tlsock_uv_conn *conn, int code)
 {
-    struct tunnel_side *side = tlsock_uv_user(conn);
+    struct tunnel_side *side = tlsock_uv_conn_user(conn);
 
     if (side == NULL || side->closing) {
         /* Refused, or closing. */
@@ -463,19 +463,19 @@ static void on_tls_event(struct tlsock_uv_conn *conn, int code)
          * close_notify, but the data may have been cut short): logged, and the other side
          * gets what was queued for it, then a FIN or close_notify.
          */
-        side_failed(side, code, tlsock_uv_errmsg(conn));
+        side_failed(side, code, tlsock_uv_conn_errmsg(conn));
     }
 }
 
 static void on_tls_write(struct tlsock_uv_conn *conn, void *write_arg, int status)
 {
-    struct tunnel_side *side = tlsock_uv_user(conn);
+    struct tunnel_side *side = tlsock_uv_conn_user(conn);
 
     free(write_arg);
     if (side == NULL || status == TLSOCK_ECANCELED || side->closing) {
         /* Dropped by a close. */
     } else if (status != 0) {
-        side_failed(side, status, tlsock_uv_errmsg(conn));
+        side_failed(side, status, tlsock_uv_conn_errmsg(conn));
     } else {
         side_written(side);
     }
@@ -483,7 +483,7 @@ static void on_tls_write(struct tlsock_uv_conn *conn, void *write_arg, int statu
 
 static void on_tls_close(struct tlsock_uv_conn *conn)
 {
-    struct tunnel_side *side = tlsock_uv_user(conn);
+    struct tunnel_side *side = tlsock_uv_conn_user(conn);
 
     if (side != NULL) {
         pair_release(side->pair);
@@ -492,13 +492,13 @@ static void on_tls_close(struct tlsock_uv_conn *conn)
 
 static void on_target_tls_connect(struct tlsock_uv_conn *conn, int status)
 {
-    struct tunnel_side *side = tlsock_uv_user(conn);
+    struct tunnel_side *side = tlsock_uv_conn_user(conn);
     struct tunnel_pair *pair = side->pair;
 
     if (pair->finished) {
         /* Closed while connecting: status is TLSOCK_ECANCELED. */
     } else if (status != 0) {
-        connect_failed(pair, status, tlsock_uv_errmsg(conn));
+        connect_failed(pair, status, tlsock_uv_conn_errmsg(conn));
     } else {
         target_ready(pair);
     }
@@ -605,9 +605,9 @@ static void connect_target(struct tunnel_pair *pair)
 
     if (settings->client_ctx != NULL) {
         pair->target.tls = true;
-        opts.tls.servername = settings->servername;
-        opts.tls.connect_timeout_ms = settings->connect_timeout_ms;
-        opts.tls.handshake_timeout_ms = settings->connect_timeout_ms;
+        opts.servername = settings->servername;
+        opts.connect_timeout_ms = settings->connect_timeout_ms;
+        opts.handshake_timeout_ms = settings->connect_timeout_ms;
         opts.on_connect = on_target_tls_connect;
         set_tls_callbacks(&opts);
         opts.user = &pair->target;
@@ -692,7 +692,7 @@ static void log_session(struct tunnel_pair *pair, struct tlsock_uv_conn *conn)
 {
     const struct tlsock_info *info = NULL;
 
-    if (tlsock_conn_info(tlsock_uv_tls(conn), &info) == 0) {
+    if (tlsock_conn_info(tlsock_uv_conn_tls(conn), &info) == 0) {
         fprintf(stderr, "tlsock: %s: %s %s sni=%s client=%s\n", pair->peer, info->version,
                 info->cipher, info->servername[0] != '\0' ? info->servername : "-",
                 info->peer_subject[0] != '\0' ? info->peer_subject : "-");
@@ -702,14 +702,14 @@ static void log_session(struct tunnel_pair *pair, struct tlsock_uv_conn *conn)
 /* A client not taken (a stop, no memory): closed without a side, which the callbacks ignore. */
 static void refuse(struct tlsock_uv_conn *conn)
 {
-    tlsock_uv_set_user(conn, NULL);
+    tlsock_uv_conn_set_user(conn, NULL);
     tlsock_uv_close(conn);
 }
 
 /* A TLS client whose handshake succeeded (the server calls this only with 0). */
 static void on_client_tls_connect(struct tlsock_uv_conn *conn, int status)
 {
-    struct tunnel_loop *tl = tlsock_uv_user(conn);
+    struct tunnel_loop *tl = tlsock_uv_conn_user(conn);
     struct tunnel_pair *pair = NULL;
 
     if (status == 0 && !cli_loop_stopping(tl->loop)) {
@@ -723,7 +723,7 @@ static void on_client_tls_connect(struct tlsock_uv_conn *conn, int status)
     tlsock_uv_read_stop(conn);
     pair->client.tls = true;
     pair->client.conn = conn;
-    tlsock_uv_set_user(conn, &pair->client);
+    tlsock_uv_conn_set_user(conn, &pair->client);
     pair->refs++;
     cli_peer_name(conn, pair->peer);
     if (tl->settings->verbose) {
@@ -743,7 +743,7 @@ static void on_client_tls_error(struct tlsock_uv_server *server, int code, const
 
 void tunnel_accept_opts(struct tunnel_loop *tl, struct tlsock_uv_opts *opts)
 {
-    opts->tls.handshake_timeout_ms = tl->settings->handshake_timeout_ms;
+    opts->handshake_timeout_ms = tl->settings->handshake_timeout_ms;
     opts->on_connect = on_client_tls_connect;
     opts->on_accept_error = on_client_tls_error;
     set_tls_callbacks(opts);
