@@ -83,7 +83,7 @@ int main(int argc, char **argv)
     opts.user = &s;
     opts.connect_timeout_ms = 10000;   /* TCP connect */
     opts.handshake_timeout_ms = 10000; /* TLS handshake */
-    opts.read_idle_timeout_ms = 10000;     /* a server that stops answering */
+    opts.read_idle_timeout_ms = 10000; /* a server that stops answering */
 
     rc = tlsock_ctx_new(TLSOCK_CLIENT, &ctx); /* verifies chain and host name */
     if (rc == 0 && argc == 5) {

@@ -159,8 +159,8 @@ int main(int argc, char **argv)
     opts.on_close = on_close;
     opts.on_accept_error = on_accept_error;
     opts.handshake_timeout_ms = 10000; /* a silent client is dropped... */
-    opts.read_idle_timeout_ms = 60000;     /* ...and so is an idle one */
-    opts.write_timeout_ms = 60000;         /* ...and one that stops reading */
+    opts.read_idle_timeout_ms = 60000; /* ...and so is an idle one */
+    opts.write_timeout_ms = 60000;     /* ...and one that stops reading */
 
     rc = tlsock_ctx_new(TLSOCK_SERVER, &ctx);
     if (rc == 0) {

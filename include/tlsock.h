@@ -114,7 +114,6 @@ enum tlsock_impl {
 
 /** Capability bits of an implementation (tlsock_impl_caps()). */
 enum tlsock_cap {
-    TLSOCK_CAP_FD = 1 << 0,      /**< reads and writes sockets itself (the fd fast path) */
     TLSOCK_CAP_ALPN = 1 << 1,    /**< ALPN */
     TLSOCK_CAP_CERTGEN = 1 << 2, /**< tlsock_devcert_new() and tlsock_cert_fingerprint() */
 };
@@ -347,9 +346,6 @@ struct tlsock_opts {
                                    the socket (e.g. a buffered reader ran ahead); TLS consumes
                                    them before reading the socket. Copied. */
     size_t preread_len;       /**< Length of @c preread. */
-    bool fd_callbacks;        /**< Move the socket's bytes through the generic callback path
-                                   instead of the implementation's own fd I/O (slower; for
-                                   comparison and for implementations without fd I/O). */
 };
 
 /** Default options: no servername or verify-name override, timeouts from the context or none. */

@@ -1,11 +1,10 @@
-/* Timeouts and deadlines on every transport: the socket (the implementation's own I/O), the
- * socket through the generic callback path (opts.fd_callbacks), and user callbacks that honour
- * tlsock_conn_op_deadline_ms() by returning TLSOCK_ETIMEDOUT. test_timeout.c covers the socket path's
- * basics (connect, accept, client handshake options, timeout 0); this file adds the callback
- * paths, the server's handshake defaults, deadlines spanning several reads, sticky write
- * timeouts and expired deadlines. No test asserts how fast anything is: only which code comes
- * back, that it did not come back before its time, and that it came back within a generous bound
- * (scheduling noise, valgrind). */
+/* Timeouts and deadlines on every transport: the socket, and user callbacks that honour
+ * tlsock_conn_op_deadline_ms() by returning TLSOCK_ETIMEDOUT. test_timeout.c covers the socket
+ * path's basics (connect, accept, client handshake options, polling with a past deadline); this
+ * file adds the callback path, the server's handshake defaults, deadlines spanning several reads,
+ * sticky write timeouts and expired deadlines. No test asserts how fast anything is: only which
+ * code comes back, that it did not come back before its time, and that it came back within a
+ * generous bound (scheduling noise, valgrind). */
 #include "support.h"
 
 #include <errno.h>
@@ -51,14 +50,13 @@ static void sleep_ms(int ms)
 /* ---- transports ------------------------------------------------------------------------------ */
 
 enum transport {
-    T_FD,           /* tlsock_attach_fd(): the implementation's own socket I/O */
-    T_FD_CALLBACKS, /* tlsock_attach_fd() with opts.fd_callbacks */
-    T_USER,         /* tlsock_attach_io() with the blocking callbacks below */
+    T_FD,   /* tlsock_attach_fd(): the socket */
+    T_USER, /* tlsock_attach_io() with the blocking callbacks below */
 };
 
 static const char *transport_name(enum transport t)
 {
-    return t == T_FD ? "socket" : (t == T_FD_CALLBACKS ? "socket via callbacks" : "user callbacks");
+    return t == T_FD ? "socket" : "user callbacks";
 }
 
 /* If a callback is asked to wait with no deadline at all, it gives up after this long, so that a
@@ -239,7 +237,6 @@ static void open_client(struct dl_state *d, enum transport t, uint16_t port, int
         TS_ASSERT_RC(tlsock_attach_io(env->cctx, &io, opts, &env->client), 0);
         d->io.conn = env->client;
     } else {
-        opts->fd_callbacks = t == T_FD_CALLBACKS;
         TS_ASSERT_RC(tlsock_attach_fd(env->cctx, d->fd, opts, &env->client), 0);
     }
 }
@@ -258,10 +255,9 @@ struct client_hs_case {
 };
 
 static const struct client_hs_case client_hs_cases[] = {
-    {.what = "options", .t = T_FD_CALLBACKS, .opts_timeout = SHORT_MS, .timeout = SHORT_MS},
-    {.what = "context default", .t = T_FD_CALLBACKS, .ctx_timeout = SHORT_MS, .timeout = SHORT_MS},
+    {.what = "options", .t = T_FD, .opts_timeout = SHORT_MS, .timeout = SHORT_MS},
+    {.what = "context default", .t = T_FD, .ctx_timeout = SHORT_MS, .timeout = SHORT_MS},
     {.what = "deadline already past", .t = T_FD, .past_deadline = true},
-    {.what = "deadline already past", .t = T_FD_CALLBACKS, .past_deadline = true},
     /* The operation timeout is for reads and writes: only the deadline ends this handshake. */
     {.what = "operation timeout does not apply",
      .t = T_FD,
@@ -357,7 +353,6 @@ static const struct server_hs_case server_hs_cases[] = {
      .t = T_FD,
      .ctx_timeout = TS_IO_TIMEOUT_MS,
      .opts_timeout = SHORT_MS},
-    {.what = "context default", .t = T_FD_CALLBACKS, .ctx_timeout = SHORT_MS},
 };
 
 static const struct server_hs_case server_hs_user_cases[] = {
@@ -395,7 +390,6 @@ static void run_server_hs_cases(void **state, const struct server_hs_case *cases
             TS_ASSERT_RC(tlsock_attach_io(env->sctx, &io, &opts, &d->server), 0);
             d->io.conn = d->server;
         } else {
-            opts.fd_callbacks = c->t == T_FD_CALLBACKS;
             TS_ASSERT_RC(tlsock_listen(env->sctx, "127.0.0.1", 0, 0, &d->lis), 0);
             assert_int_equal(ts_raw_connect("127.0.0.1", tlsock_listener_port(d->lis), 0, &d->fd),
                              0);
@@ -450,7 +444,7 @@ static int serve_then_stall(int fd, void *arg)
 
 static void test_write_timeout_is_sticky(void **state)
 {
-    static const enum transport transports[] = {T_FD, T_FD_CALLBACKS, T_USER};
+    static const enum transport transports[] = {T_FD, T_USER};
 
     for (size_t i = 0; i < sizeof(transports) / sizeof(transports[0]); i++) {
         struct dl_state *d = dl_renew(state, i);
@@ -561,7 +555,7 @@ static void read_ready(struct dl_state *d, char *buf, size_t len)
 
 static void test_read_timeouts_keep_connection(void **state)
 {
-    static const enum transport transports[] = {T_FD, T_FD_CALLBACKS, T_USER};
+    static const enum transport transports[] = {T_FD, T_USER};
 
     for (size_t i = 0; i < sizeof(transports) / sizeof(transports[0]); i++) {
         enum transport t = transports[i];
@@ -674,7 +668,7 @@ static int read_message(struct tlsock_conn *conn, int i)
 
 static void test_deadline_spans_reads(void **state)
 {
-    static const enum transport transports[] = {T_FD, T_FD_CALLBACKS, T_USER};
+    static const enum transport transports[] = {T_FD, T_USER};
 
     for (size_t i = 0; i < sizeof(transports) / sizeof(transports[0]); i++) {
         enum transport t = transports[i];

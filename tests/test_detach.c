@@ -222,7 +222,6 @@ static int read_pattern(struct tlsock_conn *conn, size_t len, unsigned seed)
 
 struct mail_server {
     struct tlsock_ctx *ctx;
-    bool fd_callbacks;   /* both sides move the socket's bytes through the callback path */
     const char *step;    /* the last step begun, to say where a failure happened */
     size_t preread_2;    /* bytes read past "STARTTLS" and handed over as opts.preread */
     bool fd_returned;    /* both detaches returned the socket they were given */
@@ -267,7 +266,6 @@ static int serve_mail(int fd, void *arg)
     size_t n = 0;
     int rc = TS_EMISMATCH;
 
-    opts.fd_callbacks = s->fd_callbacks;
     lr_init(&lr, fd, NULL, 0);
     s->step = "EHLO";
     if (!lr_expect_line(&lr, EHLO) || !send_str(fd, OK_250)) {
@@ -373,15 +371,11 @@ static void client_detach(struct tlsock_conn **conn, int fd, struct line_reader 
 struct protocol_case {
     const char *what;
     const char *protocols;
-    bool fd_callbacks;
 };
 
 static const struct protocol_case protocol_cases[] = {
     {.what = "TLS 1.3", .protocols = "1.3"},
     {.what = "TLS 1.2", .protocols = "1.2-1.2"},
-    {.what = "TLS 1.3, socket bytes through the callback path",
-     .protocols = "1.3",
-     .fd_callbacks = true},
 };
 
 static void test_starttls_there_and_back_twice(void **state)
@@ -401,14 +395,12 @@ static void test_starttls_there_and_back_twice(void **state)
         env = *state;
         TS_ASSERT_RC(ts_server_ctx_new(&ts_pki.server, &env->sctx), 0);
         s.ctx = env->sctx;
-        s.fd_callbacks = protocol_cases[i].fd_callbacks;
         TS_ASSERT_RC(ts_client_ctx_new(ts_pki.ca.cert, &env->cctx), 0);
         TS_ASSERT_RC(tlsock_ctx_set_protocols(env->cctx, protocol_cases[i].protocols), 0);
         TS_ASSERT_RC(ts_server_start_raw(&env->srv, NULL, 0, serve_mail, &s), 0);
         assert_int_equal(ts_raw_connect("127.0.0.1", env->srv.port, 0, &fd), 0);
         assert_true(lr_init(&lr, fd, NULL, 0));
         opts.verify_name = "localhost";
-        opts.fd_callbacks = protocol_cases[i].fd_callbacks;
 
         /* Plaintext, then the classic upgrade. */
         assert_true(send_str(fd, EHLO));

@@ -665,7 +665,8 @@ static int side_recv(struct loop_side *s)
 
 static bool side_idle(const struct loop_side *s)
 {
-    return s->phase == PH_DONE && s->out_off == s->out_len && tlsock_conn_pending_output(s->conn) == 0;
+    return s->phase == PH_DONE && s->out_off == s->out_len &&
+           tlsock_conn_pending_output(s->conn) == 0;
 }
 
 static void test_poll_loop(void **state)
@@ -712,8 +713,8 @@ static void test_poll_loop(void **state)
             break;
         }
         for (int i = 0; i < 2; i++) {
-            bool unsent =
-                sides[i].out_off < sides[i].out_len || tlsock_conn_pending_output(sides[i].conn) > 0;
+            bool unsent = sides[i].out_off < sides[i].out_len ||
+                          tlsock_conn_pending_output(sides[i].conn) > 0;
 
             pfds[i] = (struct pollfd){
                 .fd = sides[i].fd,

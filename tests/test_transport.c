@@ -1,6 +1,6 @@
 /* TLS over any byte stream (tlsock_attach_io): blocking callbacks over a socketpair or pipes, a
- * non-blocking ring buffer, TLS inside TLS, error codes from callbacks, the socket through the
- * callback path (opts.fd_callbacks) and coalesced writes. */
+ * non-blocking ring buffer, TLS inside TLS, error codes from callbacks, the socket transport
+ * against a raw server (tiny buffers, truncation) and coalesced writes. */
 #include "support.h"
 
 #include <errno.h>
@@ -1301,26 +1301,19 @@ static void test_op_deadline_in_callbacks(void **state)
     assert_int_equal(tlsock_conn_op_deadline_ms(p->client), -1);
 }
 
-/* ---- the socket through the callback path ---------------------------------------------------- */
+/* ---- the socket transport, against a raw server ---------------------------------------------- */
 
 struct fdcb_case {
     const char *what;
-    bool fd_callbacks;
     int bufsize;   /* > 0: client SO_SNDBUF and server SO_RCVBUF, on raw sockets */
     size_t size;   /* exchanged both ways */
     bool truncate; /* the server ends with a FIN and no close_notify */
 };
 
 static const struct fdcb_case fdcb_cases[] = {
-    {.what = "callbacks, 100000 bytes", .fd_callbacks = true, .size = 100000},
-    {.what = "fast path, 100000 bytes", .size = 100000},
-    {.what = "callbacks, tiny socket buffers, 1 MiB",
-     .fd_callbacks = true,
-     .bufsize = 4096,
-     .size = MIB},
-    {.what = "fast path, tiny socket buffers, 1 MiB", .bufsize = 4096, .size = MIB},
-    {.what = "callbacks, FIN without close_notify", .fd_callbacks = true, .truncate = true},
-    {.what = "fast path, FIN without close_notify", .truncate = true},
+    {.what = "100000 bytes", .size = 100000},
+    {.what = "tiny socket buffers, 1 MiB", .bufsize = 4096, .size = MIB},
+    {.what = "FIN without close_notify", .truncate = true},
 };
 
 struct raw_server {
@@ -1389,7 +1382,6 @@ static void run_fdcb_case(struct ts_env *env, const struct fdcb_case *c)
     size_t n = 0;
 
     rs.final_rc = TS_NOT_RUN;
-    opts.fd_callbacks = c->fd_callbacks;
     opts.verify_name = "127.0.0.1";
     TS_ASSERT_RC(ts_server_ctx_new(&ts_pki.server, &env->sctx), 0);
     TS_ASSERT_RC(ts_client_ctx_new(ts_pki.ca.cert, &env->cctx), 0);
@@ -1434,7 +1426,7 @@ static void run_fdcb_case(struct ts_env *env, const struct fdcb_case *c)
     }
 }
 
-static void test_fd_callbacks(void **state)
+static void test_socket_transport(void **state)
 {
     for (size_t i = 0; i < sizeof(fdcb_cases) / sizeof(fdcb_cases[0]); i++) {
         print_message("%s\n", fdcb_cases[i].what);
@@ -1505,7 +1497,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_callback_errors, ring_setup, ring_teardown),
         cmocka_unit_test_setup_teardown(test_want_code_from_callback, ring_setup, ring_teardown),
         cmocka_unit_test_setup_teardown(test_op_deadline_in_callbacks, ring_setup, ring_teardown),
-        cmocka_unit_test_setup_teardown(test_fd_callbacks, ts_env_setup, fdcb_teardown),
+        cmocka_unit_test_setup_teardown(test_socket_transport, ts_env_setup, fdcb_teardown),
         cmocka_unit_test_setup_teardown(test_coalescing, ring_setup, ring_teardown),
     };
 

@@ -107,7 +107,7 @@ typedef void (*tlsock_uv_release_cb)(struct tlsock_uv_conn *conn, struct tlsock_
 
 /** Options of an async connection or server; copied by the call that takes them. */
 struct tlsock_uv_opts {
-    size_t size;            /**< sizeof(struct tlsock_uv_opts); TLSOCK_UV_OPTS_INIT sets it. */
+    size_t size;              /**< sizeof(struct tlsock_uv_opts); TLSOCK_UV_OPTS_INIT sets it. */
     const char *servername;   /**< Clients: SNI to send, as in struct tlsock_opts. */
     const char *verify_name;  /**< Clients: name the certificate must match, as in
                                    struct tlsock_opts. */
@@ -238,7 +238,7 @@ TLSOCK_API int tlsock_uv_shutdown(struct tlsock_uv_conn *conn);
  *         socket was closed: by tlsock_uv_close(), a release, or a transport error).
  */
 TLSOCK_API int tlsock_uv_conn_peername(const struct tlsock_uv_conn *conn,
-                                     struct sockaddr_storage *addr);
+                                       struct sockaddr_storage *addr);
 
 /**
  * Moves a blocking connection onto @p loop (blocking to async). @p conn must run over a socket

@@ -18,17 +18,17 @@
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
 
-#include "../xport.h"
+#include "impl.h"
 #include "gnutls_int.h"
 
 struct gtls_conn {
     gnutls_session_t session;
     int role;
-    struct tlsock__xport x; /* the socket or callbacks pull/push move bytes with */
-    bool blocked;           /* the transport said "not now" during the current call */
-    bool offered_versions;  /* the ClientHello had supported_versions */
-    bool version_match;     /* and one of them is enabled here */
-    unsigned char tail[7];  /* the last bytes received: a whole record if it was an alert */
+    struct tlsock__transport *t; /* the core's: every byte pull/push move goes through it */
+    bool blocked;                /* the transport said "not now" during the current call */
+    bool offered_versions;       /* the ClientHello had supported_versions */
+    bool version_match;          /* and one of them is enabled here */
+    unsigned char tail[7];       /* the last bytes received: a whole record if it was an alert */
     size_t tail_len;
     int verify_mode;
     int min_version; /* the versions our priorities enable */
@@ -46,23 +46,23 @@ struct gtls_conn {
 };
 
 /* ---------------------------------------------------------------------------------------------
- * The transport: the socket fd (fast path) or transport callbacks, with preread and coalescing
+ * Pull and push: GnuTLS's reads and writes go to the core's transport
  * ------------------------------------------------------------------------------------------- */
 
 /*
  * Tells GnuTLS how the transport went: bytes moved, 0 at end of stream, or -1 with the session's
  * errno. A retry is EAGAIN for GnuTLS (the session stays usable); the transport's own code is
- * kept in x so that the caller gets it, including its direction.
+ * kept in the transport so that the caller gets it, including its direction.
  */
 static ssize_t gnutls_outcome(struct gtls_conn *c, ssize_t n)
 {
     if (n >= 0) {
         return n;
     }
-    if (n == TLSOCK__XPORT_RETRY) {
+    if (n == TLSOCK__TRANSPORT_RETRY) {
         c->blocked = true;
     }
-    gnutls_transport_set_errno(c->session, n == TLSOCK__XPORT_RETRY ? EAGAIN : EIO);
+    gnutls_transport_set_errno(c->session, n == TLSOCK__TRANSPORT_RETRY ? EAGAIN : EIO);
     return -1;
 }
 
@@ -85,7 +85,7 @@ static void remember_tail(struct gtls_conn *c, const unsigned char *buf, size_t 
 static ssize_t pull_func(gnutls_transport_ptr_t ptr, void *buf, size_t len)
 {
     struct gtls_conn *c = ptr;
-    ssize_t n = gnutls_outcome(c, tlsock__xport_read(&c->x, buf, len));
+    ssize_t n = gnutls_outcome(c, tlsock__transport_read(c->t, buf, len));
 
     if (n > 0) {
         remember_tail(c, buf, (size_t)n);
@@ -122,9 +122,9 @@ static ssize_t vec_push_func(gnutls_transport_ptr_t ptr, const giovec_t *iov, in
     ssize_t n;
 
     /* Only this call's "not now" counts below (a want is consumed when reported anyway). */
-    c->x.want = 0;
-    n = tlsock__xport_writev(&c->x, iov, iovcnt);
-    if (n > 0 && c->x.want != 0) {
+    c->t->want = 0;
+    n = tlsock__transport_writev(c->t, iov, iovcnt);
+    if (n > 0 && c->t->want != 0) {
         /*
          * The transport took part, then said "not now": the EAGAIN GnuTLS returns for the rest
          * is a real would-block, to be reported with the transport's own WANT code rather than
@@ -287,14 +287,14 @@ static int map_error(struct gtls_conn *c, int ret, struct tlsock__err *err)
 {
     if (ret == GNUTLS_E_AGAIN || ret == GNUTLS_E_INTERRUPTED) {
         /* A transport timeout is a retry for GnuTLS but a timeout for the caller. */
-        return tlsock__xport_retry_code(
-            &c->x,
+        return tlsock__transport_retry_code(
+            c->t,
             gnutls_record_get_direction(c->session) == 1 ? TLSOCK_EWANT_WRITE : TLSOCK_EWANT_READ,
             err);
     }
-    c->x.want = 0;
-    if (c->x.err != 0) {
-        return tlsock__xport_fail(&c->x, err);
+    c->t->want = 0;
+    if (c->t->err != 0) {
+        return tlsock__transport_fail(c->t, err);
     }
     if (c->verify_failed) {
         return fail_verify(c, err);
@@ -327,7 +327,7 @@ static int map_error(struct gtls_conn *c, int ret, struct tlsock__err *err)
     default:
         break;
     }
-    if (c->x.eof) {
+    if (c->t->eof) {
         /* The stream ended without close_notify (GnuTLS: premature termination, short packet). */
         return tlsock__fail(err, TLSOCK_ETRUNCATED,
                             "connection closed by peer without close_notify (truncated)");
@@ -352,7 +352,6 @@ static void gtls_conn_free(void *tls)
     if (c->session != NULL) {
         gnutls_deinit(c->session);
     }
-    tlsock__xport_free(&c->x);
     free(c);
 }
 
@@ -501,10 +500,7 @@ static int gtls_conn_new(void *nctx, const struct tlsock__conn_params *p, void *
     if (p->servername != NULL) {
         snprintf(c->servername, sizeof(c->servername), "%s", p->servername);
     }
-    rc = tlsock__xport_init(&c->x, p, err);
-    if (rc != 0) {
-        goto fail;
-    }
+    c->t = p->transport;
     ret = gnutls_init(&c->session,
                       (p->role == TLSOCK_CLIENT ? GNUTLS_CLIENT : GNUTLS_SERVER) | GNUTLS_NONBLOCK);
     if (ret < 0) {
@@ -560,7 +556,7 @@ enum { AGAIN_LIMIT = 64 };
 
 static bool should_repeat(struct gtls_conn *c, long ret, int *tries)
 {
-    return ret == GNUTLS_E_AGAIN && !c->blocked && c->x.err == 0 && ++*tries < AGAIN_LIMIT;
+    return ret == GNUTLS_E_AGAIN && !c->blocked && c->t->err == 0 && ++*tries < AGAIN_LIMIT;
 }
 
 static int gtls_handshake(void *tls, struct tlsock__err *err)
@@ -651,14 +647,7 @@ static int gtls_shutdown(void *tls, struct tlsock__err *err)
         ret = gnutls_bye(c->session, GNUTLS_SHUT_WR);
     } while (should_repeat(c, ret, &tries));
     /* Our close_notify may sit among collected records: it is out only once they are. */
-    return ret == 0 ? tlsock__xport_flush(&c->x, err) : map_error(c, ret, err);
-}
-
-static struct tlsock__xport *gtls_xport(void *tls)
-{
-    struct gtls_conn *c = tls;
-
-    return &c->x;
+    return ret == 0 ? tlsock__transport_flush(c->t, err) : map_error(c, ret, err);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -832,7 +821,7 @@ static const char *gtls_version(void)
 const struct tlsock__impl tlsock__gnutls_impl = {
     .name = "gnutls",
     .id = TLSOCK_IMPL_GNUTLS,
-    .caps = TLSOCK_CAP_FD | TLSOCK_CAP_ALPN,
+    .caps = TLSOCK_CAP_ALPN,
     .version = gtls_version,
     .ctx_native = gtls_ctx_native,
     .conn_native = gtls_conn_native,
@@ -852,7 +841,6 @@ const struct tlsock__impl tlsock__gnutls_impl = {
     .read = gtls_read,
     .write = gtls_write,
     .shutdown = gtls_shutdown,
-    .xport = gtls_xport,
     .get_info = gtls_get_info,
     .pending = gtls_pending,
     .cert_generate = NULL,

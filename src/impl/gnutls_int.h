@@ -7,7 +7,7 @@
 
 #include <gnutls/gnutls.h>
 
-#include "../internal.h"
+#include "impl.h"
 
 /* A trust anchor source, kept so that a replaced credentials object can be given it again. */
 struct gtls_trust {

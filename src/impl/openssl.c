@@ -17,8 +17,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
-#include "../internal.h"
-#include "../xport.h"
+#include "impl.h"
 #include "openssl_util.h"
 
 /* TLS 1.3 suites, strongest first; all AEAD, none weak. */
@@ -47,7 +46,7 @@ struct ossl_ctx {
 
 struct ossl_conn {
     SSL *ssl;
-    struct tlsock__xport x; /* the socket or callbacks the BIO moves bytes with */
+    struct tlsock__transport *t; /* the core's: every byte the BIO moves goes through it */
     int verify_mode;
     int alert_received; /* last alert description from the peer, -1 if none */
     char servername[256];
@@ -58,7 +57,7 @@ struct ossl_conn {
  * ------------------------------------------------------------------------------------------- */
 
 /* ---------------------------------------------------------------------------------------------
- * The BIO: the socket fd (fast path) or transport callbacks, with preread and coalescing
+ * The BIO: OpenSSL's reads and writes go to the core's transport
  * ------------------------------------------------------------------------------------------- */
 
 /*
@@ -72,7 +71,7 @@ static int bio_outcome(BIO *bio, ssize_t n, size_t *done, bool reading)
         *done = (size_t)n;
         return 1;
     }
-    if (n == TLSOCK__XPORT_RETRY) {
+    if (n == TLSOCK__TRANSPORT_RETRY) {
         if (reading) {
             BIO_set_retry_read(bio);
         } else {
@@ -87,7 +86,7 @@ static int bio_read(BIO *bio, char *buf, size_t len, size_t *nread)
     struct ossl_conn *c = BIO_get_data(bio);
 
     BIO_clear_retry_flags(bio);
-    return bio_outcome(bio, tlsock__xport_read(&c->x, buf, len), nread, true);
+    return bio_outcome(bio, tlsock__transport_read(c->t, buf, len), nread, true);
 }
 
 static int bio_write(BIO *bio, const char *buf, size_t len, size_t *nwritten)
@@ -95,7 +94,7 @@ static int bio_write(BIO *bio, const char *buf, size_t len, size_t *nwritten)
     struct ossl_conn *c = BIO_get_data(bio);
 
     BIO_clear_retry_flags(bio);
-    return bio_outcome(bio, tlsock__xport_write(&c->x, buf, len), nwritten, false);
+    return bio_outcome(bio, tlsock__transport_write(c->t, buf, len), nwritten, false);
 }
 
 static long bio_ctrl(BIO *bio, int cmd, long num, void *ptr)
@@ -109,7 +108,7 @@ static long bio_ctrl(BIO *bio, int cmd, long num, void *ptr)
         return 1;
     case BIO_CTRL_EOF:
         /* OpenSSL asks this to tell a truncated stream from a would-block. */
-        return c != NULL && c->x.eof;
+        return c != NULL && c->t->eof;
     default:
         return 0;
     }
@@ -463,7 +462,6 @@ static void ossl_conn_free(void *tls)
         return;
     }
     SSL_free(c->ssl);
-    tlsock__xport_free(&c->x);
     free(c);
 }
 
@@ -523,10 +521,7 @@ static int ossl_conn_new(void *nctx, const struct tlsock__conn_params *p, void *
     if (p->servername != NULL) {
         snprintf(c->servername, sizeof(c->servername), "%s", p->servername);
     }
-    rc = tlsock__xport_init(&c->x, p, err);
-    if (rc != 0) {
-        goto fail;
-    }
+    c->t = p->transport;
     c->ssl = SSL_new(oc->ssl_ctx);
     bio = BIO_new(bio_method);
     if (c->ssl == NULL || bio == NULL) {
@@ -539,7 +534,7 @@ static int ossl_conn_new(void *nctx, const struct tlsock__conn_params *p, void *
      * go back to the allocator whenever they are empty. Other transports keep them (bulk
      * throughput on the fast path).
      */
-    if (p->io != NULL && p->io->read == tlsock__mem_io.read) {
+    if (p->transport->kind == TLSOCK__TRANSPORT_MEMORY) {
         SSL_set_mode(c->ssl, SSL_MODE_RELEASE_BUFFERS);
     }
     BIO_set_data(bio, c);
@@ -591,17 +586,17 @@ static int map_error(struct ossl_conn *c, int ret, struct tlsock__err *err)
     case SSL_ERROR_WANT_READ:
     case SSL_ERROR_WANT_WRITE:
         /* A transport timeout is a retry for OpenSSL but a timeout for the caller. */
-        return tlsock__xport_retry_code(
-            &c->x, e == SSL_ERROR_WANT_READ ? TLSOCK_EWANT_READ : TLSOCK_EWANT_WRITE, err);
+        return tlsock__transport_retry_code(
+            c->t, e == SSL_ERROR_WANT_READ ? TLSOCK_EWANT_READ : TLSOCK_EWANT_WRITE, err);
     case SSL_ERROR_ZERO_RETURN:
         ERR_clear_error();
         return tlsock__fail(err, TLSOCK_ECLOSED, "peer sent close_notify");
     default:
         break;
     }
-    if (c->x.err != 0) {
+    if (c->t->err != 0) {
         ERR_clear_error();
-        return tlsock__xport_fail(&c->x, err);
+        return tlsock__transport_fail(c->t, err);
     }
     if ((e == SSL_ERROR_SYSCALL && code == 0) ||
         ERR_GET_REASON(code) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
@@ -667,13 +662,6 @@ static int ossl_shutdown(void *tls, struct tlsock__err *err)
     /* 0: our close_notify is sent; 1: the peer's had arrived too. Either way we are done. */
     ret = SSL_shutdown(c->ssl);
     return ret >= 0 ? 0 : map_error(c, ret, err);
-}
-
-static struct tlsock__xport *ossl_xport(void *tls)
-{
-    struct ossl_conn *c = tls;
-
-    return &c->x;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -794,7 +782,7 @@ static const char *ossl_version(void)
 const struct tlsock__impl tlsock__openssl_impl = {
     .name = "openssl",
     .id = TLSOCK_IMPL_OPENSSL,
-    .caps = TLSOCK_CAP_FD | TLSOCK_CAP_ALPN | TLSOCK_CAP_CERTGEN,
+    .caps = TLSOCK_CAP_ALPN | TLSOCK_CAP_CERTGEN,
     .version = ossl_version,
     .ctx_native = ossl_ctx_native,
     .conn_native = ossl_conn_native,
@@ -814,7 +802,6 @@ const struct tlsock__impl tlsock__openssl_impl = {
     .read = ossl_read,
     .write = ossl_write,
     .shutdown = ossl_shutdown,
-    .xport = ossl_xport,
     .get_info = ossl_get_info,
     .pending = ossl_pending,
     .hold_buffers = ossl_hold_buffers,

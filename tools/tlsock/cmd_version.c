@@ -12,7 +12,6 @@ static void print_caps(unsigned caps)
         unsigned bit;
         const char *name;
     } names[] = {
-        {TLSOCK_CAP_FD, "fd"},
         {TLSOCK_CAP_ALPN, "alpn"},
         {TLSOCK_CAP_CERTGEN, "certgen"},
     };

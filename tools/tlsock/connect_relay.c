@@ -4,8 +4,8 @@
  * poll() on the socket cannot see plaintext that the TLS layer has already decrypted and
  * buffered, so the loop asks tlsock_conn_pending() before it waits, and reads with a deadline
  * that has passed (tlsock_conn_set_deadline(conn, 0): "what is ready, or TLSOCK_ETIMEDOUT at
- * once") whenever the socket polls readable. A partial record stays buffered in the connection for the next read,
- * and the socket polls readable again when the rest arrives.
+ * once") whenever the socket polls readable. A partial record stays buffered in the connection for
+ * the next read, and the socket polls readable again when the rest arrives.
  */
 #include <errno.h>
 #include <poll.h>

@@ -5,7 +5,8 @@
  * Rules for implementations:
  *   - Operations return 0, TLSOCK_EWANT_READ / TLSOCK_EWANT_WRITE (retry when the fd is
  *     readable / writable), or a negative TLSOCK_E* code with the reason written to @p err.
- *   - They never sleep, never poll and never read a clock; the core's drivers do the waiting.
+ *   - They never sleep, never poll, never touch a socket and never read a clock: bytes move
+ *     through the core's transport (conn params), and the drivers do the waiting.
  *   - An operation the implementation cannot do is NULL and its capability bit is clear.
  */
 #ifndef TLSOCK_IMPL_H
@@ -14,23 +15,18 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "tlsock.h"
+#include "base/base.h"
+#include "transport/transport.h"
 
-/* Error detail written by implementations; see struct tlsock__err in internal.h. */
-struct tlsock__err;
-struct tlsock__xport;
-
-/* What a new session needs to know; strings and preread are only read during conn_new. */
+/* What a new session needs to know; strings are only read during conn_new. */
 struct tlsock__conn_params {
     int role; /* TLSOCK_CLIENT or TLSOCK_SERVER */
     /*
-     * The transport: callbacks when io is not NULL (user callbacks, or the core's memory and
-     * fd-callback transports), else the connected, non-blocking socket fd (the fast path).
+     * The connection's transport, owned by the core and valid until conn_free: the session reads
+     * and writes every byte through it (tlsock__transport_read/write/writev), and maps a
+     * transport failure with tlsock__transport_fail/retry_code.
      */
-    const struct tlsock_io *io;
-    int fd;
-    const void *preread; /* bytes to consume before reading the transport */
-    size_t preread_len;
+    struct tlsock__transport *transport;
     const char *servername;  /* client SNI, NULL for none */
     const char *verify_name; /* client: DNS name or IP literal to verify, NULL for none */
     int verify_mode;         /* enum tlsock_verify */
@@ -112,11 +108,6 @@ struct tlsock__impl {
     int (*write)(void *tls, const void *buf, size_t len, size_t *nwritten, struct tlsock__err *err);
     /* Sends close_notify; WANT codes until it is flushed. */
     int (*shutdown)(void *tls, struct tlsock__err *err);
-    /*
-     * The byte mover the session reads and writes through (xport.h). The core drives coalescing,
-     * flushing, leftover bytes and transport switches (detach, async hand-off) on it directly.
-     */
-    struct tlsock__xport *(*xport)(void *tls);
     void (*get_info)(void *tls, struct tlsock__info_buf *out);
     /* Decrypted application data that a read returns without touching the transport. */
     size_t (*pending)(void *tls);

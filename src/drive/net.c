@@ -15,31 +15,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "net.h"
 
 /* How long tlsock__graceful_close may spend draining input so an alert reaches the peer. */
 enum { DRAIN_MS = 50, DRAIN_MAX_BYTES = 64 * 1024 };
-
-int64_t tlsock__now_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-int64_t tlsock_now_ms(void)
-{
-    return tlsock__now_ns() / 1000000;
-}
-
-int64_t tlsock__deadline_after(int timeout_ms)
-{
-    if (timeout_ms <= 0) {
-        return INT64_MAX;
-    }
-    return tlsock__now_ns() + (int64_t)timeout_ms * 1000000;
-}
 
 /* Milliseconds left until @p deadline_ns for poll(): -1 for none, rounded up so we never spin. */
 static int poll_timeout(int64_t deadline_ns)
@@ -75,29 +54,6 @@ int tlsock__wait_fd(int fd, short events, int64_t deadline_ns, struct tlsock__er
             return tlsock__fail(err, TLSOCK_ESYS, "poll: %s", strerror(errno));
         }
     }
-}
-
-int tlsock__set_nonblocking(int fd, int *saved_flags, struct tlsock__err *err)
-{
-    int flags = fcntl(fd, F_GETFL);
-
-    if (flags < 0) {
-        return tlsock__fail(err, TLSOCK_ESYS, "fcntl(F_GETFL) on fd %d: %s", fd, strerror(errno));
-    }
-    if (saved_flags != NULL) {
-        *saved_flags = flags;
-    }
-    if ((flags & O_NONBLOCK) == 0 && fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
-        return tlsock__fail(err, TLSOCK_ESYS, "fcntl(F_SETFL) on fd %d: %s", fd, strerror(errno));
-    }
-    return 0;
-}
-
-bool tlsock__is_ip_literal(const char *host)
-{
-    unsigned char addr[sizeof(struct in6_addr)];
-
-    return inet_pton(AF_INET, host, addr) == 1 || inet_pton(AF_INET6, host, addr) == 1;
 }
 
 /* Connects one address; 0 with *fd_out set, or an error with the reason in @p err. */
@@ -164,8 +120,7 @@ int tlsock__tcp_connect(const char *host, uint16_t port, int64_t deadline_ns, in
                             rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
     }
     /* Try each address in turn; the error reported is the last one's. */
-    rc = TLSOCK_ERESOLVE;
-    snprintf(err->msg, sizeof(err->msg), "no address");
+    rc = tlsock__fail(err, TLSOCK_ERESOLVE, "no address");
     for (const struct addrinfo *ai = list; ai != NULL; ai = ai->ai_next) {
         rc = connect_one(ai, deadline_ns, fd_out, err);
         if (rc == 0 || rc == TLSOCK_ETIMEDOUT) {
@@ -176,61 +131,10 @@ int tlsock__tcp_connect(const char *host, uint16_t port, int64_t deadline_ns, in
     if (rc != 0) {
         /* Prefix the host so the message says where we failed to connect. */
         char detail[TLSOCK__ERRMSG_SIZE];
-        memcpy(detail, err->msg, sizeof(detail));
+        snprintf(detail, sizeof(detail), "%s", tlsock__err_msg(err));
         tlsock__fail(err, rc, "%s port %u: %.400s", host, (unsigned)port, detail);
     }
     return rc;
-}
-
-ssize_t tlsock__sock_recv(int fd, void *buf, size_t len, int *sys_errno)
-{
-    for (;;) {
-        ssize_t n = recv(fd, buf, len, 0);
-        if (n >= 0) {
-            return n;
-        }
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            return TLSOCK_EWANT_READ;
-        }
-        if (errno != EINTR) {
-            *sys_errno = errno;
-            return TLSOCK_ESYS;
-        }
-    }
-}
-
-/* What a failed send or sendmsg means, EINTR aside: a WANT code, or TLSOCK_ESYS with errno. */
-static ssize_t send_error(int *sys_errno)
-{
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        return TLSOCK_EWANT_WRITE;
-    }
-    *sys_errno = errno;
-    return TLSOCK_ESYS;
-}
-
-ssize_t tlsock__sock_send(int fd, const void *buf, size_t len, int *sys_errno)
-{
-    for (;;) {
-        /* MSG_NOSIGNAL: a peer that went away gives EPIPE, never a SIGPIPE. */
-        ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
-        if (n >= 0 || errno != EINTR) {
-            return n >= 0 ? n : send_error(sys_errno);
-        }
-    }
-}
-
-ssize_t tlsock__sock_sendmsg(int fd, const struct iovec *iov, int iovcnt, int *sys_errno)
-{
-    /* sendmsg only reads the vectors; msghdr just has no const member for them. */
-    struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
-
-    for (;;) {
-        ssize_t n = sendmsg(fd, &msg, MSG_NOSIGNAL);
-        if (n >= 0 || errno != EINTR) {
-            return n >= 0 ? n : send_error(sys_errno);
-        }
-    }
 }
 
 void tlsock__graceful_close(int fd)

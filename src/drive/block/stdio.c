@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "internal.h"
+#include "block.h"
 
 static ssize_t cookie_read(void *cookie, char *buf, size_t size)
 {
@@ -50,16 +50,18 @@ int tlsock_fopen(struct tlsock_conn *conn, const char *mode, FILE **out)
     };
 
     if (conn == NULL || mode == NULL || out == NULL) {
-        return tlsock__fail(conn != NULL ? &conn->err : NULL, TLSOCK_EINVAL,
+        return tlsock__fail(conn != NULL ? tlsock__conn_err(conn) : NULL, TLSOCK_EINVAL,
                             "fopen: conn, mode and out are required");
     }
     FILE *f = fopencookie(conn, mode, functions);
     if (f == NULL) {
         /* glibc says EINVAL for a mode it does not understand; anything else is memory. */
         if (errno == EINVAL) {
-            return tlsock__fail(&conn->err, TLSOCK_EINVAL, "fopen: bad mode \"%s\"", mode);
+            return tlsock__fail(tlsock__conn_err(conn), TLSOCK_EINVAL, "fopen: bad mode \"%s\"",
+                                mode);
         }
-        return tlsock__fail(&conn->err, TLSOCK_ENOMEM, "fopencookie failed: %s", strerror(errno));
+        return tlsock__fail(tlsock__conn_err(conn), TLSOCK_ENOMEM, "fopencookie failed: %s",
+                            strerror(errno));
     }
     *out = f;
     return 0;

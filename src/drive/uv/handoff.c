@@ -19,11 +19,13 @@
 void tlsock__uv_tls_drop(struct tlsock_conn *tls)
 {
     /* No blocking close_notify here: the loop already said goodbye (or could not). */
-    if (tls->fd >= 0) {
-        if (tls->owns_fd) {
-            close(tls->fd);
+    int fd = tlsock__conn_fd(tls);
+
+    if (fd >= 0) {
+        if (tlsock__conn_owns_fd(tls)) {
+            close(fd);
         } else {
-            fcntl(tls->fd, F_SETFL, tls->saved_flags);
+            fcntl(fd, F_SETFL, tlsock__conn_saved_flags(tls));
         }
     }
     tlsock__conn_free(tls);
@@ -53,15 +55,13 @@ int tlsock_uv_adopt(uv_loop_t *loop, struct tlsock_conn *conn, const struct tlso
                             "tlsock_uv_adopt: loop, conn, opts with on_connect and out are "
                             "required");
     }
-    if ((conn->transport != TLSOCK__TRANSPORT_FD &&
-         conn->transport != TLSOCK__TRANSPORT_FD_CALLBACKS) ||
-        conn->fd < 0) {
+    if (tlsock__conn_socket(conn) < 0) {
         return tlsock__fail(NULL, TLSOCK_EINVAL,
                             "tlsock_uv_adopt: only a connection over a socket can move to a loop");
     }
-    if (conn->state == TLSOCK__FAILED) {
+    if (tlsock__conn_sticky(conn) != 0) {
         return tlsock__fail(NULL, TLSOCK_EINVAL, "tlsock_uv_adopt: the connection is dead (%s)",
-                            tlsock_err_name(conn->sticky));
+                            tlsock_err_name(tlsock__conn_sticky(conn)));
     }
     c = tlsock__uv_conn_alloc(loop, &cfg, o.user);
     if (c == NULL) {
@@ -72,7 +72,7 @@ int tlsock_uv_adopt(uv_loop_t *loop, struct tlsock_conn *conn, const struct tlso
         free(c);
         return tlsock__fail(NULL, TLSOCK_ENOMEM, "out of memory copying initial data");
     }
-    fd = fcntl(conn->fd, F_DUPFD_CLOEXEC, 0);
+    fd = fcntl(tlsock__conn_fd(conn), F_DUPFD_CLOEXEC, 0);
     if (fd < 0) {
         rc = tlsock__fail(NULL, TLSOCK_ESYS, "tlsock_uv_adopt: dup: %s", strerror(errno));
         goto free_conn;
@@ -89,16 +89,16 @@ int tlsock_uv_adopt(uv_loop_t *loop, struct tlsock_conn *conn, const struct tlso
     /* The last step that can fail, and it leaves the session as it was when it does. */
     rc = tlsock__conn_to_memory(conn);
     if (rc != 0) {
-        tlsock__publish(&conn->err);
+        tlsock__publish(tlsock__conn_err(conn));
         abandon(c);
         return rc;
     }
     tlsock__uv_timers_init(c);
     c->tls = conn;
     c->adopted = true;
-    c->borrowed_fd = !conn->owns_fd;
+    c->borrowed_fd = !tlsock__conn_owns_fd(conn);
     if (o.handshake_timeout_ms > 0) {
-        conn->handshake_timeout_ms = o.handshake_timeout_ms;
+        tlsock__conn_set_handshake_timeout(conn, o.handshake_timeout_ms);
     }
     tlsock__uv_start_tls(c);
     c->last_rx = uv_now(loop);
@@ -135,12 +135,12 @@ void tlsock__uv_release_step(struct tlsock_uv_conn *c)
         release_failed(c, c->dead);
         return;
     }
-    if (c->wq_head != NULL || c->cipher_inflight > 0 || tlsock_conn_pending_output(c->tls) > 0) {
+    if (c->wq_head != NULL || c->cipher_inflight > 0 || tlsock__conn_output_pending(c->tls) > 0) {
         return; /* write callbacks bring us back */
     }
     if (c->adopted) {
-        fd = c->tls->fd;
-        owns = c->tls->owns_fd;
+        fd = tlsock__conn_fd(c->tls);
+        owns = tlsock__conn_owns_fd(c->tls);
     } else {
         uv_os_fd_t ufd = -1;
         rc = uv_fileno((uv_handle_t *)&c->tcp, &ufd);

@@ -91,7 +91,7 @@ static void on_connection(uv_stream_t *listener, int status)
         drop_client(c, TLSOCK_ESYS, msg);
         return;
     }
-    const struct tlsock__conn_setup setup = {.transport = TLSOCK__TRANSPORT_MEMORY, .fd = -1};
+    const struct tlsock__conn_setup setup = {.kind = TLSOCK__TRANSPORT_MEMORY, .fd = -1};
     rc = tlsock__conn_new(s->ctx, &setup, &s->tls_opts, &c->tls);
     if (rc == 0 && s->initial != NULL) {
         /* The server outlives its clients' handshakes, and the data is encrypted by then. */
@@ -114,7 +114,7 @@ int tlsock_uv_serve(uv_loop_t *loop, struct tlsock_ctx *ctx, const char *host, u
 {
     struct tlsock_uv_opts o = tlsock__uv_opts_copy(opts);
     struct tlsock_uv_server *s = NULL;
-    struct tlsock__err err = {{0}};
+    struct tlsock__err err = {0};
     int fd = -1;
     int rc;
 
@@ -124,13 +124,13 @@ int tlsock_uv_serve(uv_loop_t *loop, struct tlsock_ctx *ctx, const char *host, u
                             "tlsock_uv_serve: loop, ctx, opts with on_connect and out are "
                             "required");
     }
-    if (ctx->role != TLSOCK_SERVER) {
+    if (tlsock__ctx_role(ctx) != TLSOCK_SERVER) {
         return tlsock__fail(NULL, TLSOCK_EINVAL, "tlsock_uv_serve needs a server context");
     }
     /* A server that cannot serve should fail here, not at its first client. */
     rc = tlsock__ctx_freeze(ctx, &err);
+    tlsock__err_free(&err); /* the thread's message has it */
     if (rc != 0) {
-        tlsock__publish(&err);
         return rc;
     }
     s = calloc(1, sizeof(*s));

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "core.h"
 
 /* Generated certificates start an hour in the past so that small clock skews do not matter. */
 enum { DEVCERT_BACKDATE_S = 3600, DEVCERT_CA_DAYS = 3650, DEVCERT_LEAF_DAYS = 30 };

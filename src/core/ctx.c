@@ -11,7 +11,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 
-#include "internal.h"
+#include "objects.h"
 
 /* Certificate and key files larger than this are surely not what the caller meant. */
 enum { PEM_FILE_MAX = 1 << 20 };
@@ -163,8 +163,9 @@ static int add_text_setting(struct tlsock_ctx *ctx, enum tlsock__setting_kind ki
     struct tlsock__setting *set = setting_new(kind, text, text_len);
 
     if (set == NULL) {
-        return setter_end(ctx, tlsock__fail(&ctx->err, TLSOCK_ENOMEM, "out of memory keeping a "
-                                                                      "setting"));
+        return setter_end(ctx, tlsock__fail(&ctx->err, TLSOCK_ENOMEM,
+                                            "out of memory keeping a "
+                                            "setting"));
     }
     return setting_add(ctx, set);
 }
@@ -200,6 +201,7 @@ int tlsock_ctx_new(int role, struct tlsock_ctx **out)
     *out = ctx;
     return 0;
 fail:
+    tlsock__err_free(&ctx->err);
     pthread_mutex_destroy(&ctx->freeze_lock);
     free(ctx);
     return rc;
@@ -287,13 +289,19 @@ void tlsock_ctx_free(struct tlsock_ctx *ctx)
     }
     ctx->impl->ctx_free(ctx->native);
     settings_free(ctx);
+    tlsock__err_free(&ctx->err);
     pthread_mutex_destroy(&ctx->freeze_lock);
     free(ctx);
 }
 
+int tlsock__ctx_role(const struct tlsock_ctx *ctx)
+{
+    return ctx->role;
+}
+
 const char *tlsock_ctx_errmsg(const struct tlsock_ctx *ctx)
 {
-    return ctx != NULL ? ctx->err.msg : "context is NULL";
+    return ctx != NULL ? tlsock__err_msg(&ctx->err) : "context is NULL";
 }
 
 /* Parses "1.2", "tls1.2" or "TLSv1.2" into 0x0303 and friends; 0 if unknown. */

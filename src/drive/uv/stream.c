@@ -50,15 +50,7 @@ int tlsock__uv_fail(struct tlsock_uv_conn *c, int code, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    if (c->err == NULL) {
-        c->err = malloc(sizeof(*c->err));
-    }
-    if (c->err != NULL) {
-        memcpy(c->err->msg, msg, sizeof(msg));
-    } else {
-        c->err_nomem = true;
-    }
-    return tlsock__fail(NULL, code, "%s", msg);
+    return tlsock__fail(&c->err, code, "%s", msg);
 }
 
 int tlsock__uv_sys_fail(struct tlsock_uv_conn *c, int uv_status, const char *what)
@@ -282,31 +274,16 @@ static void release_buf(const uv_buf_t *buf)
 static int feed_input(struct tlsock_uv_conn *c, const uv_buf_t *buf, size_t n, bool *borrowed)
 {
     struct read_buf *rb = read_buf_key_ok ? pthread_getspecific(read_buf_key) : NULL;
-    struct tlsock__buf *in = &c->tls->mem_in;
-    size_t left = tlsock__buf_pending(in);
+    size_t left = tlsock__conn_input_pending(c->tls);
 
     *borrowed = false;
-    if (rb == NULL || buf->base != rb->data + READ_HEADROOM || left > READ_HEADROOM ||
-        c->tls->mem_eof || c->tls->transport != TLSOCK__TRANSPORT_MEMORY) {
-        return tlsock_feed(c->tls, buf->base, n);
+    if (rb == NULL || buf->base != rb->data + READ_HEADROOM || left > READ_HEADROOM) {
+        return tlsock__conn_feed(c->tls, buf->base, n);
     }
-    if (left > 0) {
-        memcpy(buf->base - left, in->data + in->off, left);
-    }
-    tlsock__buf_borrow(in, buf->base - left, left + n);
+    (void)tlsock__conn_input_peek(c->tls, buf->base - left, left);
+    tlsock__conn_input_borrow(c->tls, buf->base - left, left + n);
     *borrowed = true;
     return 0;
-}
-
-/* Takes storage for an output batch: a pooled one, else a new one. */
-static unsigned char *batch_alloc(void)
-{
-    struct read_buf *rb = thread_read_buf();
-
-    if (rb != NULL && rb->npool > 0) {
-        return rb->pool[--rb->npool];
-    }
-    return malloc(BATCH_CIPHER_CAP);
 }
 
 /* Gives back storage of @p cap bytes: batch-sized storage goes to the pool while it has room. */
@@ -458,6 +435,54 @@ void tlsock__uv_kick(struct tlsock_uv_conn *c)
     if (!c->handles_closing) {
         uv_timer_start(&c->kick, kick_cb, 0, 0);
     }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * The TLS session's steps: memory mode never waits, so each runs once and settles
+ * ------------------------------------------------------------------------------------------- */
+
+static int tls_handshake(struct tlsock_uv_conn *c)
+{
+    int rc = tlsock__conn_begin(c->tls);
+
+    if (rc == 0) {
+        rc = tlsock__conn_settle(c->tls, tlsock__conn_handshake_step(c->tls), false);
+    }
+    return rc;
+}
+
+static int tls_read(struct tlsock_uv_conn *c, void *buf, size_t len, size_t *n)
+{
+    int rc = tlsock__conn_begin(c->tls);
+
+    if (rc == 0) {
+        rc = tlsock__conn_settle(c->tls, tlsock__conn_read_step(c->tls, buf, len, n), true);
+    }
+    return rc;
+}
+
+/* Encrypts all of @p buf: memory mode takes every record. */
+static int tls_write(struct tlsock_uv_conn *c, const void *buf, size_t len)
+{
+    size_t done = 0;
+    int rc = tlsock__conn_begin(c->tls);
+
+    while (rc == 0 && done < len) {
+        size_t n = 0;
+        rc = tlsock__conn_write_step(c->tls, (const unsigned char *)buf + done, len - done, &n);
+        done += n;
+    }
+    return tlsock__conn_settle(c->tls, rc, false);
+}
+
+static int tls_close_notify(struct tlsock_uv_conn *c)
+{
+    int rc = tlsock__conn_begin(c->tls);
+
+    if (rc == 0) {
+        rc = tlsock__conn_settle(c->tls, tlsock__conn_close_notify_step(c->tls), false);
+    }
+    return rc;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -620,13 +645,11 @@ static void closing_read(struct tlsock_uv_conn *c, ssize_t nread)
 /* Borrowed input becomes owned (a partial record at most); none left keeps no storage. */
 static void keep_input(struct tlsock_uv_conn *c)
 {
-    if (c->tls == NULL || tlsock__buf_own(&c->tls->mem_in) == 0) {
+    if (c->tls == NULL || tlsock__conn_input_own(c->tls) == 0) {
         return;
     }
     if (c->dead == 0 && c->deferred == 0 && !c->closing && !c->handles_closing) {
         defer_failure(c, tlsock__uv_fail(c, TLSOCK_ENOMEM, "out of memory keeping input"));
-    } else {
-        tlsock__buf_free(&c->tls->mem_in);
     }
 }
 
@@ -653,8 +676,7 @@ static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     } else if (nread == UV_EOF) {
         /* TLS tells close_notify (ECLOSED) from a bare end (ETRUNCATED) on the next read. */
         c->eof_seen = true;
-        rc = tlsock_feed_eof(c->tls);
-        (void)rc; /* memory mode: cannot fail */
+        tlsock__conn_feed_eof(c->tls);
     } else if (nread == UV_ENOBUFS) {
         tlsock__uv_report(c, tlsock__uv_fail(c, TLSOCK_ENOMEM, "out of memory for a read"));
     } else if (nread < 0) {
@@ -687,7 +709,8 @@ static void defer_failure(struct tlsock_uv_conn *c, int code)
 /* Sends whatever TLS produced, as one uv_write that takes over the drained storage. */
 static void flush_output(struct tlsock_uv_conn *c)
 {
-    struct tlsock__buf *out = &c->tls->mem_out;
+    struct tlsock__buf taken = tlsock__conn_output_take(c->tls);
+    struct tlsock__buf *out = &taken;
     size_t n = tlsock__buf_pending(out);
     struct tlsock__uv_batch *b = NULL;
     uv_buf_t ub;
@@ -741,13 +764,8 @@ static void flush_output(struct tlsock_uv_conn *c)
 /* Storage for a batch of records, so that encrypting does not grow the queue step by step. */
 static void reserve_output(struct tlsock_uv_conn *c)
 {
-    struct tlsock__buf *out = &c->tls->mem_out;
-
-    if (out->data == NULL) {
-        out->data = batch_alloc();
-        out->cap = out->data != NULL ? BATCH_CIPHER_CAP : 0;
-        out->len = 0;
-        out->off = 0;
+    if (tlsock__conn_output_reserve(c->tls, BATCH_CIPHER_CAP) != 0) {
+        return; /* without memory the output grows as records come; a failure shows there */
     }
 }
 
@@ -770,7 +788,7 @@ static void send_writes(struct tlsock_uv_conn *c)
                 size_t n = w->len - w->done;
                 n = n < PLAIN_CHUNK ? n : PLAIN_CHUNK;
                 n = n < budget ? n : budget;
-                int rc = tlsock_write(c->tls, w->buf + w->done, n);
+                int rc = tls_write(c, w->buf + w->done, n);
                 if (rc != 0) {
                     flush_output(c);
                     defer_failure(c, tlsock__uv_tls_fail(c, rc));
@@ -783,7 +801,7 @@ static void send_writes(struct tlsock_uv_conn *c)
             if (w->done < w->len) {
                 break;
             }
-            w->end = c->cipher_sent + tlsock_conn_pending_output(c->tls);
+            w->end = c->cipher_sent + tlsock__conn_output_pending(c->tls);
             c->wq_enc = w->next;
         }
         flush_output(c);
@@ -863,7 +881,8 @@ void tlsock__uv_report(struct tlsock_uv_conn *c, int code)
         c->connect_reported = true;
         if (c->server != NULL) {
             struct tlsock_uv_server *s = c->server;
-            const char *msg = c->err != NULL ? c->err->msg : tlsock_strerror(code);
+            const char *msg =
+                tlsock__err_set(&c->err) ? tlsock__err_msg(&c->err) : tlsock_strerror(code);
             /* The application never saw this client: the driver closes it itself. */
             c->silent = true;
             if (s->on_accept_error != NULL) {
@@ -904,7 +923,7 @@ static void become_open(struct tlsock_uv_conn *c)
 
 static void handshake_step(struct tlsock_uv_conn *c)
 {
-    int rc = tlsock_handshake(c->tls);
+    int rc = tls_handshake(c);
 
     flush_output(c);
     if (rc == 0) {
@@ -927,7 +946,7 @@ static void deliver_reads(struct tlsock_uv_conn *c)
 
     while (may_deliver(c)) {
         size_t n = 0;
-        int rc = tlsock_read(c->tls, buf, sizeof(buf), &n);
+        int rc = tls_read(c, buf, sizeof(buf), &n);
         if (rc == 0) {
             if (c->cfg.on_read != NULL) {
                 c->cfg.on_read(c, buf, n);
@@ -993,9 +1012,9 @@ static void close_step(struct tlsock_uv_conn *c)
         c->notify_done = true;
         /* A timed-out reader still has a sound session: it says goodbye properly. */
         bool tls_ok = c->phase == TLSOCK__UV_OPEN && !c->broken && c->deferred == 0 &&
-                      c->tls->state == TLSOCK__OPEN;
-        if (tls_ok && !c->tls->sent_close) {
-            int rc = tlsock_shutdown(c->tls);
+                      tlsock__conn_is_open(c->tls);
+        if (tls_ok && !tlsock__conn_sent_close(c->tls)) {
+            int rc = tls_close_notify(c);
             (void)rc; /* best effort: the application is done with the connection */
             flush_output(c);
         }
@@ -1034,8 +1053,8 @@ static void half_close_step(struct tlsock_uv_conn *c)
             return; /* more to encrypt once libuv took what waits */
         }
         c->notify_done = true;
-        if (c->tls->state == TLSOCK__OPEN && !c->tls->sent_close) {
-            int rc = tlsock_shutdown(c->tls);
+        if (tlsock__conn_is_open(c->tls) && !tlsock__conn_sent_close(c->tls)) {
+            int rc = tls_close_notify(c);
             flush_output(c);
             if (rc != 0 && rc != TLSOCK_EWANT_READ && rc != TLSOCK_EWANT_WRITE) {
                 tlsock__uv_report(c, tlsock__uv_tls_fail(c, rc));
@@ -1069,7 +1088,7 @@ static void hold_buffers(struct tlsock_uv_conn *c)
 static void maybe_idle(struct tlsock_uv_conn *c)
 {
     if (c->buffers_held && c->cipher_inflight == 0 && c->wq_head == NULL &&
-        tlsock__buf_pending(&c->tls->mem_in) == 0 && !c->released) {
+        tlsock__conn_input_pending(c->tls) == 0 && !c->released) {
         c->buffers_held = false;
         tlsock__conn_hold_buffers(c->tls, false);
     }
@@ -1113,9 +1132,8 @@ void tlsock__uv_pump(struct tlsock_uv_conn *c, bool read)
         keep_input(c); /* the blocking side takes over what is left of the input */
         tlsock__uv_release_step(c);
     }
-    if (c->tls != NULL && c->tls->mem_in.data != NULL &&
-        tlsock__buf_pending(&c->tls->mem_in) == 0) {
-        tlsock__buf_free(&c->tls->mem_in); /* idle connections keep no input storage */
+    if (c->tls != NULL) {
+        tlsock__conn_input_trim(c->tls); /* idle connections keep no input storage */
     }
     if (c->tls != NULL && !c->handles_closing) {
         maybe_idle(c);
@@ -1125,12 +1143,12 @@ void tlsock__uv_pump(struct tlsock_uv_conn *c, bool read)
 
 void tlsock__uv_start_tls(struct tlsock_uv_conn *c)
 {
-    int ms = c->tls->handshake_timeout_ms;
+    int ms = tlsock__conn_handshake_timeout(c->tls);
 
     uv_update_time(c->loop); /* the loop's clock is cached: deadlines start from now */
     c->phase = TLSOCK__UV_HANDSHAKING;
     c->phase_deadline = ms > 0 ? uv_now(c->loop) + (uint64_t)ms : 0;
-    if (c->tls->state == TLSOCK__OPEN) {
+    if (tlsock__conn_is_open(c->tls)) {
         c->phase = TLSOCK__UV_OPEN;
         c->phase_deadline = 0;
     }
@@ -1325,7 +1343,7 @@ static void finish(struct tlsock_uv_conn *c)
         free(c->conn);
     }
     free(c->shut);
-    free(c->err);
+    tlsock__err_free(&c->err);
     free(c);
     if (server != NULL) {
         tlsock__uv_server_client_done(server);
@@ -1500,8 +1518,5 @@ const char *tlsock_uv_conn_errmsg(const struct tlsock_uv_conn *conn)
     if (conn == NULL) {
         return "connection is NULL";
     }
-    if (conn->err != NULL) {
-        return conn->err->msg;
-    }
-    return conn->err_nomem ? "out of memory recording an error" : "";
+    return tlsock__err_msg(&conn->err);
 }

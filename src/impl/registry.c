@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "impl.h"
 
 static const struct tlsock__impl *const compiled_in[] = {
 #if TLSOCK_HAVE_OPENSSL

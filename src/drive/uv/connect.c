@@ -127,11 +127,11 @@ int tlsock_uv_connect(uv_loop_t *loop, struct tlsock_ctx *ctx, const char *host,
                             "tlsock_uv_connect: loop, ctx, host, opts with on_connect and out are "
                             "required");
     }
-    if (ctx->role != TLSOCK_CLIENT) {
+    if (tlsock__ctx_role(ctx) != TLSOCK_CLIENT) {
         return tlsock__fail(NULL, TLSOCK_EINVAL, "tlsock_uv_connect needs a client context");
     }
     const struct tlsock__conn_setup setup = {
-        .transport = TLSOCK__TRANSPORT_MEMORY,
+        .kind = TLSOCK__TRANSPORT_MEMORY,
         .fd = -1,
         .host = host,
     };

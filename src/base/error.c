@@ -1,11 +1,13 @@
 /*
- * Error codes and messages: the public table, the per-thread last message, and tlsock__fail.
+ * Error codes and messages: the public table, the per-thread last message, tlsock__fail and the
+ * objects' messages, allocated by their first failure.
  */
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "base.h"
 
 /* Detail of the last failure in this thread, for calls that fail before an object exists. */
 static _Thread_local char last_errmsg[TLSOCK__ERRMSG_SIZE];
@@ -60,6 +62,18 @@ const char *tlsock_errmsg(void)
     return last_errmsg;
 }
 
+/* Copies the thread's last message into @p err, allocating its storage the first time. */
+static void keep_message(struct tlsock__err *err)
+{
+    if (err->msg == NULL) {
+        err->msg = malloc(TLSOCK__ERRMSG_SIZE);
+    }
+    err->lost = err->msg == NULL;
+    if (err->msg != NULL) {
+        memcpy(err->msg, last_errmsg, TLSOCK__ERRMSG_SIZE);
+    }
+}
+
 int tlsock__fail(struct tlsock__err *err, int code, const char *fmt, ...)
 {
     va_list ap;
@@ -68,14 +82,42 @@ int tlsock__fail(struct tlsock__err *err, int code, const char *fmt, ...)
     vsnprintf(last_errmsg, sizeof(last_errmsg), fmt, ap);
     va_end(ap);
     if (err != NULL) {
-        memcpy(err->msg, last_errmsg, sizeof(err->msg));
+        keep_message(err);
     }
     return code;
 }
 
+const char *tlsock__err_msg(const struct tlsock__err *err)
+{
+    if (err->lost) {
+        return "out of memory recording an error";
+    }
+    return err->msg != NULL ? err->msg : "";
+}
+
+bool tlsock__err_set(const struct tlsock__err *err)
+{
+    return err->lost || (err->msg != NULL && err->msg[0] != '\0');
+}
+
 void tlsock__publish(const struct tlsock__err *err)
 {
-    memcpy(last_errmsg, err->msg, sizeof(last_errmsg));
+    snprintf(last_errmsg, sizeof(last_errmsg), "%s", tlsock__err_msg(err));
+}
+
+void tlsock__err_clear(struct tlsock__err *err)
+{
+    if (err->msg != NULL) {
+        err->msg[0] = '\0';
+    }
+    err->lost = false;
+}
+
+void tlsock__err_free(struct tlsock__err *err)
+{
+    free(err->msg);
+    err->msg = NULL;
+    err->lost = false;
 }
 
 const char *tlsock__alert_name(int description)

@@ -16,7 +16,8 @@
 
 #include <uv.h>
 
-#include "internal.h"
+#include "core/core.h"
+#include "drive/net.h"
 #include "tlsock/uv.h"
 
 /* Where a connection is in its life before it is ready. */
@@ -80,9 +81,9 @@ struct tlsock_uv_conn {
     struct tlsock__uv_connecting *conn; /* client while connecting, else NULL */
     struct tlsock__uv_config cfg;
     void *user;
-    struct tlsock__err *err; /* allocated on the first error: idle connections stay small */
-    uv_shutdown_t *shut;     /* allocated for our FIN (close or tlsock_uv_shutdown()) */
-    bool err_nomem;
+    struct tlsock__err
+        err;             /* its storage comes with the first error: idle connections stay small */
+    uv_shutdown_t *shut; /* allocated for our FIN (close or tlsock_uv_shutdown()) */
 
     /* Writes: FIFO; wq_enc is the first request not fully encrypted (NULL: all are). */
     struct tlsock__uv_write *wq_head;
