@@ -266,11 +266,12 @@ TLSOCK_API int tlsock_ctx_set_protocols(struct tlsock_ctx *ctx, const char *rang
 TLSOCK_API int tlsock_ctx_set_ciphers(struct tlsock_ctx *ctx, const char *policy);
 
 /**
- * Adds trust anchors (CA certificates) from a PEM file. The file is read during the call.
- * Setting any CA replaces the default system store for this context; call
+ * Adds trust anchors (CA certificates) from a PEM file. The file is read during the call; it
+ * must be a regular file of at most 16 MiB (a FIFO or a device is refused at once, without
+ * waiting for it). Setting any CA replaces the default system store for this context; call
  * tlsock_ctx_set_ca_system() as well to keep both.
- * @return 0, or TLSOCK_EX509_LOOKUP when the file cannot be read or holds no certificate
- *         (as do the other CA setters).
+ * @return 0, or TLSOCK_EX509_LOOKUP when the file cannot be read, is not a regular file, is
+ *         empty or holds no certificate (as do the other CA setters); the message names the file.
  */
 TLSOCK_API int tlsock_ctx_set_ca_file(struct tlsock_ctx *ctx, const char *path);
 
@@ -285,9 +286,12 @@ TLSOCK_API int tlsock_ctx_set_ca_system(struct tlsock_ctx *ctx);
 
 /**
  * Sets this side's certificate chain (leaf first, then intermediates) and private key from PEM
- * files, read during the call. Returns TLSOCK_ECONFIG when a file holds no certificate or key,
- * when the key does not match the certificate, or when the key is weaker than the security level
- * allows (RSA under 2048 bits with the default policies); TLSOCK_ESYS when a file cannot be read.
+ * files, read during the call (both may be the same file). Returns TLSOCK_ECONFIG when a file
+ * is not a regular file (a FIFO, a directory or a device: refused at once, without waiting for
+ * it), is empty or larger than 1 MiB, holds no certificate or key, when the key does not match
+ * the certificate, or when the key is weaker than the security level allows (RSA under 2048
+ * bits with the default policies); TLSOCK_ESYS when a file cannot be opened or read. The
+ * message names the file.
  */
 TLSOCK_API int tlsock_ctx_set_cert_file(struct tlsock_ctx *ctx, const char *chain_path,
                                         const char *key_path);
