@@ -133,12 +133,16 @@ TLSOCK_API unsigned tlsock_impl_caps(int impl);
 
 /**
  * The implementation new contexts use: set by tlsock_set_default_impl(), else by the environment
- * variable TLSOCK_IMPL ("openssl" or "gnutls") read once, else OpenSSL when compiled in.
+ * variable TLSOCK_IMPL ("openssl" or "gnutls", read once; empty counts as unset), else OpenSSL
+ * when compiled in. When TLSOCK_IMPL names no implementation compiled in (a typo, or one left
+ * out of the build) there is no default: this returns TLSOCK_IMPL_DEFAULT (0) and
+ * tlsock_ctx_new() fails with TLSOCK_ECONFIG, until tlsock_set_default_impl() chooses one.
  */
 TLSOCK_API int tlsock_default_impl(void);
 
 /**
- * Sets the process default for contexts created afterwards. Thread-safe.
+ * Sets the process default for contexts created afterwards, also after a TLSOCK_IMPL that named
+ * no implementation. Thread-safe.
  * @return 0, TLSOCK_EINVAL for an unknown value, TLSOCK_ECONFIG when it was not compiled in.
  */
 TLSOCK_API int tlsock_set_default_impl(int impl);
@@ -182,7 +186,9 @@ struct tlsock_ctx;
  *
  * @param role  TLSOCK_CLIENT or TLSOCK_SERVER.
  * @param out   receives the context, with one reference owned by the caller.
- * @return 0, TLSOCK_EINVAL, TLSOCK_ENOMEM or TLSOCK_ECONFIG (implementation refused to start).
+ * @return 0, TLSOCK_EINVAL, TLSOCK_ENOMEM or TLSOCK_ECONFIG (implementation refused to start, or
+ *         no default implementation: TLSOCK_IMPL names none compiled in; tlsock_errmsg() names
+ *         the value and the implementations there are).
  */
 TLSOCK_API int tlsock_ctx_new(int role, struct tlsock_ctx **out);
 

@@ -194,9 +194,8 @@ int tlsock_ctx_new(int role, struct tlsock_ctx **out)
     ctx->role = role;
     ctx->verify_mode = role == TLSOCK_CLIENT ? TLSOCK_VERIFY_REQUIRED : TLSOCK_VERIFY_NONE;
     ctx->handshake_timeout = TLSOCK_NO_TIMEOUT;
-    ctx->impl = tlsock__default_impl();
-    if (ctx->impl == NULL) {
-        rc = tlsock__fail(NULL, TLSOCK_ECONFIG, "tlsock was built without a TLS implementation");
+    rc = tlsock__default_impl(&ctx->impl);
+    if (rc != 0) {
         goto fail;
     }
     rc = ctx->impl->ctx_new(role, &ctx->native, &ctx->err);
