@@ -132,12 +132,16 @@ TLSOCK_API unsigned tlsock_impl_caps(int impl);
 
 /**
  * The implementation new contexts use: set by tlsock_set_default_impl(), else by the environment
- * variable TLSOCK_IMPL ("openssl" or "gnutls") read once, else OpenSSL when compiled in.
+ * variable TLSOCK_IMPL ("openssl" or "gnutls", read once; empty counts as unset), else OpenSSL
+ * when compiled in. When TLSOCK_IMPL names no implementation compiled in (a typo, or one left
+ * out of the build) there is no default: this returns TLSOCK_IMPL_DEFAULT (0) and
+ * tlsock_ctx_new() fails with TLSOCK_ECONFIG, until tlsock_set_default_impl() chooses one.
  */
 TLSOCK_API int tlsock_default_impl(void);
 
 /**
- * Sets the process default for contexts created afterwards. Thread-safe.
+ * Sets the process default for contexts created afterwards, also after a TLSOCK_IMPL that named
+ * no implementation. Thread-safe.
  * @return 0, TLSOCK_EINVAL for an unknown value, TLSOCK_ECONFIG when it was not compiled in.
  */
 TLSOCK_API int tlsock_set_default_impl(int impl);
@@ -181,7 +185,9 @@ struct tlsock_ctx;
  *
  * @param role  TLSOCK_CLIENT or TLSOCK_SERVER.
  * @param out   receives the context, with one reference owned by the caller.
- * @return 0, TLSOCK_EINVAL, TLSOCK_ENOMEM or TLSOCK_ECONFIG (implementation refused to start).
+ * @return 0, TLSOCK_EINVAL, TLSOCK_ENOMEM or TLSOCK_ECONFIG (implementation refused to start, or
+ *         no default implementation: TLSOCK_IMPL names none compiled in; tlsock_errmsg() names
+ *         the value and the implementations there are).
  */
 TLSOCK_API int tlsock_ctx_new(int role, struct tlsock_ctx **out);
 
@@ -265,11 +271,12 @@ TLSOCK_API int tlsock_ctx_set_protocols(struct tlsock_ctx *ctx, const char *rang
 TLSOCK_API int tlsock_ctx_set_ciphers(struct tlsock_ctx *ctx, const char *policy);
 
 /**
- * Adds trust anchors (CA certificates) from a PEM file. The file is read during the call.
- * Setting any CA replaces the default system store for this context; call
+ * Adds trust anchors (CA certificates) from a PEM file. The file is read during the call; it
+ * must be a regular file of at most 16 MiB (a FIFO or a device is refused at once, without
+ * waiting for it). Setting any CA replaces the default system store for this context; call
  * tlsock_ctx_set_ca_system() as well to keep both.
- * @return 0, or TLSOCK_EX509_LOOKUP when the file cannot be read or holds no certificate
- *         (as do the other CA setters).
+ * @return 0, or TLSOCK_EX509_LOOKUP when the file cannot be read, is not a regular file, is
+ *         empty or holds no certificate (as do the other CA setters); the message names the file.
  */
 TLSOCK_API int tlsock_ctx_set_ca_file(struct tlsock_ctx *ctx, const char *path);
 
@@ -284,9 +291,12 @@ TLSOCK_API int tlsock_ctx_set_ca_system(struct tlsock_ctx *ctx);
 
 /**
  * Sets this side's certificate chain (leaf first, then intermediates) and private key from PEM
- * files, read during the call. Returns TLSOCK_ECONFIG when a file holds no certificate or key,
- * when the key does not match the certificate, or when the key is weaker than the security level
- * allows (RSA under 2048 bits with the default policies); TLSOCK_ESYS when a file cannot be read.
+ * files, read during the call (both may be the same file). Returns TLSOCK_ECONFIG when a file
+ * is not a regular file (a FIFO, a directory or a device: refused at once, without waiting for
+ * it), is empty or larger than 1 MiB, holds no certificate or key, when the key does not match
+ * the certificate, or when the key is weaker than the security level allows (RSA under 2048
+ * bits with the default policies); TLSOCK_ESYS when a file cannot be opened or read. The
+ * message names the file.
  */
 TLSOCK_API int tlsock_ctx_set_cert_file(struct tlsock_ctx *ctx, const char *chain_path,
                                         const char *key_path);

@@ -5,16 +5,22 @@
  * implementation at any time before the context freezes, whatever the order of the calls.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "objects.h"
 
-/* Certificate and key files larger than this are surely not what the caller meant. */
-enum { PEM_FILE_MAX = 1 << 20 };
+/*
+ * Certificate and key files larger than this are surely not what the caller meant; CA files
+ * may be whole system bundles.
+ */
+enum { PEM_FILE_MAX = 1 << 20, CA_FILE_MAX = 16 << 20 };
 
 /* Starts a public setter: clears the message and refuses once the context is frozen. */
 static int setter_begin(struct tlsock_ctx *ctx)
@@ -188,9 +194,8 @@ int tlsock_ctx_new(int role, struct tlsock_ctx **out)
     ctx->role = role;
     ctx->verify_mode = role == TLSOCK_CLIENT ? TLSOCK_VERIFY_REQUIRED : TLSOCK_VERIFY_NONE;
     ctx->handshake_timeout = TLSOCK_NO_TIMEOUT;
-    ctx->impl = tlsock__default_impl();
-    if (ctx->impl == NULL) {
-        rc = tlsock__fail(NULL, TLSOCK_ECONFIG, "tlsock was built without a TLS implementation");
+    rc = tlsock__default_impl(&ctx->impl);
+    if (rc != 0) {
         goto fail;
     }
     rc = ctx->impl->ctx_new(role, &ctx->native, &ctx->err);
@@ -376,8 +381,119 @@ int tlsock_ctx_set_ciphers(struct tlsock_ctx *ctx, const char *policy)
     return add_text_setting(ctx, TLSOCK__SET_CIPHERS, policy, strlen(policy));
 }
 
+/*
+ * Puts a prefix (printf @p fmt: the files a setter read) before the message an implementation
+ * left in @p err, which only knew PEM text; returns @p rc.
+ */
+static int fail_naming_files(struct tlsock__err *err, int rc, const char *fmt, ...)
+    TLSOCK__PRINTF(3, 4);
+static int fail_naming_files(struct tlsock__err *err, int rc, const char *fmt, ...)
+{
+    char files[TLSOCK__ERRMSG_SIZE];
+    char detail[TLSOCK__ERRMSG_SIZE];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(files, sizeof(files), fmt, ap);
+    va_end(ap);
+    memcpy(detail, err->msg, sizeof(detail));
+    return tlsock__fail(err, rc, "%s: %s", files, detail);
+}
+
+/* What a file that is not a regular one is, for messages. */
+static const char *file_type(mode_t mode)
+{
+    if (S_ISDIR(mode)) {
+        return "a directory";
+    }
+    if (S_ISFIFO(mode)) {
+        return "a FIFO";
+    }
+    if (S_ISSOCK(mode)) {
+        return "a socket";
+    }
+    if (S_ISCHR(mode) || S_ISBLK(mode)) {
+        return "a device";
+    }
+    return "not a regular file";
+}
+
+/*
+ * Reads the whole regular file @p path, a @p what ("certificate file"...), into a NUL-terminated
+ * buffer the caller frees. It is opened without blocking and refused unless it is a regular
+ * file: opening a FIFO would wait for a writer, and a device may never end. Not regular, empty
+ * or over @p max bytes: TLSOCK_ECONFIG; cannot be opened or read: TLSOCK_ESYS. Messages name
+ * the file.
+ */
+static int read_file(const char *what, const char *path, size_t max, char **data, size_t *len,
+                     struct tlsock__err *err)
+{
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    struct stat st;
+    char *buf = NULL;
+    size_t size = 0;
+    size_t n = 0;
+    ssize_t got = 0;
+    int rc = 0;
+
+    if (fd < 0) {
+        return tlsock__fail(err, TLSOCK_ESYS, "cannot open %s %s: %s", what, path, strerror(errno));
+    }
+    if (fstat(fd, &st) != 0) {
+        rc = tlsock__fail(err, TLSOCK_ESYS, "cannot read %s %s: %s", what, path, strerror(errno));
+        goto close_fd;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        rc = tlsock__fail(err, TLSOCK_ECONFIG, "%s %s is %s, not a regular file", what, path,
+                          file_type(st.st_mode));
+        goto close_fd;
+    }
+    if ((unsigned long long)st.st_size > max) {
+        rc = tlsock__fail(err, TLSOCK_ECONFIG, "%s %s is larger than %zu bytes", what, path, max);
+        goto close_fd;
+    }
+    size = (size_t)st.st_size;
+    buf = malloc(size + 1);
+    if (buf == NULL) {
+        rc = tlsock__fail(err, TLSOCK_ENOMEM, "out of memory reading %s %s", what, path);
+        goto close_fd;
+    }
+    /* Bounded: every read makes progress or ends the loop; a file that grew is cut at size. */
+    while (n < size) {
+        got = read(fd, buf + n, size - n);
+        if (got > 0) {
+            n += (size_t)got;
+        } else if (got == 0) {
+            break;
+        } else if (errno != EINTR) {
+            rc = tlsock__fail(err, TLSOCK_ESYS, "cannot read %s %s: %s", what, path,
+                              strerror(errno));
+            goto free_buf;
+        }
+    }
+    if (n == 0) {
+        rc = tlsock__fail(err, TLSOCK_ECONFIG, "%s %s is empty", what, path);
+        goto free_buf;
+    }
+    buf[n] = '\0';
+    *data = buf;
+    *len = n;
+    buf = NULL;
+free_buf:
+    if (buf != NULL) {
+        /* It may be a private key. */
+        explicit_bzero(buf, n);
+        free(buf);
+    }
+close_fd:
+    close(fd);
+    return rc;
+}
+
 int tlsock_ctx_set_ca_file(struct tlsock_ctx *ctx, const char *path)
 {
+    char *pem = NULL;
+    size_t len = 0;
     int rc = setter_begin(ctx);
 
     if (rc != 0) {
@@ -386,10 +502,21 @@ int tlsock_ctx_set_ca_file(struct tlsock_ctx *ctx, const char *path)
     if (path == NULL) {
         return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "CA file path is NULL");
     }
-    rc = add_text_setting(ctx, TLSOCK__SET_CA_FILE, path, strlen(path));
-    if (rc == 0) {
-        ctx->ca_set = true;
+    rc = read_file("CA file", path, CA_FILE_MAX, &pem, &len, &ctx->err);
+    if (rc != 0) {
+        /* The header: a CA file that cannot be loaded, for whatever reason, is EX509_LOOKUP. */
+        rc = rc == TLSOCK_ENOMEM ? rc : TLSOCK_EX509_LOOKUP;
+        goto out;
     }
+    /* Kept as the PEM read now: a replay (tlsock_ctx_set_impl) never opens the file again. */
+    rc = add_text_setting(ctx, TLSOCK__SET_CA_MEM, pem, len);
+    if (rc != 0) {
+        rc = fail_naming_files(&ctx->err, rc, "cannot load CA certificates from %s", path);
+        goto out;
+    }
+    ctx->ca_set = true;
+out:
+    free(pem);
     return rc;
 }
 
@@ -452,41 +579,6 @@ int tlsock_ctx_set_ca_system(struct tlsock_ctx *ctx)
     return rc;
 }
 
-/* Reads a whole (small) file into a NUL-terminated buffer the caller frees. */
-static int read_file(const char *path, char **data, size_t *len, struct tlsock__err *err)
-{
-    FILE *f = fopen(path, "rb");
-    char *buf = NULL;
-    size_t n;
-    int rc = 0;
-
-    if (f == NULL) {
-        return tlsock__fail(err, TLSOCK_ESYS, "cannot open %s: %s", path, strerror(errno));
-    }
-    buf = malloc(PEM_FILE_MAX + 1);
-    if (buf == NULL) {
-        rc = tlsock__fail(err, TLSOCK_ENOMEM, "out of memory reading %s", path);
-        goto close_file;
-    }
-    n = fread(buf, 1, PEM_FILE_MAX + 1, f);
-    if (ferror(f)) {
-        rc = tlsock__fail(err, TLSOCK_ESYS, "cannot read %s: %s", path, strerror(errno));
-        goto close_file;
-    }
-    if (n > PEM_FILE_MAX) {
-        rc = tlsock__fail(err, TLSOCK_ECONFIG, "%s is larger than %d bytes", path, PEM_FILE_MAX);
-        goto close_file;
-    }
-    buf[n] = '\0';
-    *data = buf;
-    *len = n;
-    buf = NULL;
-close_file:
-    free(buf);
-    fclose(f);
-    return rc;
-}
-
 int tlsock_ctx_set_cert_mem(struct tlsock_ctx *ctx, const char *chain_pem, size_t chain_len,
                             const char *key_pem, size_t key_len)
 {
@@ -528,15 +620,19 @@ int tlsock_ctx_set_cert_file(struct tlsock_ctx *ctx, const char *chain_path, con
     if (chain_path == NULL || key_path == NULL) {
         return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "certificate and key paths are required");
     }
-    rc = read_file(chain_path, &chain, &chain_len, &ctx->err);
+    rc = read_file("certificate file", chain_path, PEM_FILE_MAX, &chain, &chain_len, &ctx->err);
     if (rc != 0) {
         goto out;
     }
-    rc = read_file(key_path, &key, &key_len, &ctx->err);
+    rc = read_file("key file", key_path, PEM_FILE_MAX, &key, &key_len, &ctx->err);
     if (rc != 0) {
         goto out;
     }
     rc = tlsock_ctx_set_cert_mem(ctx, chain, chain_len, key, key_len);
+    if (rc != 0) {
+        rc = fail_naming_files(&ctx->err, rc, "certificate file %s, key file %s", chain_path,
+                               key_path);
+    }
 out:
     free(chain);
     if (key != NULL) {

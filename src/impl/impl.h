@@ -126,8 +126,12 @@ struct tlsock__impl {
                             struct tlsock__err *err);
 };
 
-/* The implementation new contexts use. Only impl.c knows which ones were compiled in. */
-const struct tlsock__impl *tlsock__default_impl(void);
+/*
+ * The implementation new contexts use, in @p out. Only impl.c knows which ones were compiled
+ * in. Returns 0, or TLSOCK_ECONFIG with the thread's message saying why there is none (such as
+ * TLSOCK_IMPL naming none compiled in).
+ */
+int tlsock__default_impl(const struct tlsock__impl **out);
 /* The implementation for an enum tlsock_impl value (DEFAULT: the default); NULL if absent. */
 const struct tlsock__impl *tlsock__impl_get(int impl);
 

@@ -4,6 +4,7 @@
  */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,9 +20,14 @@ static const struct tlsock__impl *const compiled_in[] = {
     NULL,
 };
 
-/* 0 until decided; then an enum tlsock_impl value. */
+/*
+ * 0 until decided; then an enum tlsock_impl value, or still 0 when TLSOCK_IMPL names no
+ * implementation compiled in (until tlsock_set_default_impl()).
+ */
 static atomic_int default_id;
 static pthread_once_t default_once = PTHREAD_ONCE_INIT;
+/* That TLSOCK_IMPL value, for the message; written once under default_once. */
+static char bad_env[64];
 
 static const struct tlsock__impl *find(int id)
 {
@@ -33,15 +39,25 @@ static const struct tlsock__impl *find(int id)
     return NULL;
 }
 
-/* The environment's choice (TLSOCK_IMPL), else the first compiled in, OpenSSL first. */
+/*
+ * The environment's choice (TLSOCK_IMPL), else the first compiled in, OpenSSL first. A value
+ * that names none of them leaves no default: falling back would hide a typo or a build without
+ * the implementation asked for.
+ */
 static void choose_default(void)
 {
     const char *env = getenv("TLSOCK_IMPL");
     int id = compiled_in[0] != NULL ? compiled_in[0]->id : 0;
 
-    for (size_t i = 0; env != NULL && compiled_in[i] != NULL; i++) {
-        if (strcmp(env, compiled_in[i]->name) == 0) {
-            id = compiled_in[i]->id;
+    if (env != NULL && env[0] != '\0') {
+        id = 0;
+        for (size_t i = 0; compiled_in[i] != NULL; i++) {
+            if (strcmp(env, compiled_in[i]->name) == 0) {
+                id = compiled_in[i]->id;
+            }
+        }
+        if (id == 0) {
+            snprintf(bad_env, sizeof(bad_env), "%s", env);
         }
     }
     int expected = 0;
@@ -59,9 +75,26 @@ const struct tlsock__impl *tlsock__impl_get(int impl)
     return find(impl == TLSOCK_IMPL_DEFAULT ? tlsock_default_impl() : impl);
 }
 
-const struct tlsock__impl *tlsock__default_impl(void)
+int tlsock__default_impl(const struct tlsock__impl **out)
 {
-    return tlsock__impl_get(TLSOCK_IMPL_DEFAULT);
+    char names[64] = "";
+    size_t used = 0;
+
+    *out = tlsock__impl_get(TLSOCK_IMPL_DEFAULT);
+    if (*out != NULL) {
+        return 0;
+    }
+    if (compiled_in[0] == NULL) {
+        return tlsock__fail(NULL, TLSOCK_ECONFIG, "tlsock was built without a TLS implementation");
+    }
+    for (size_t i = 0; compiled_in[i] != NULL && used < sizeof(names); i++) {
+        used += (size_t)snprintf(names + used, sizeof(names) - used, "%s%s", i > 0 ? " or " : "",
+                                 compiled_in[i]->name);
+    }
+    return tlsock__fail(NULL, TLSOCK_ECONFIG,
+                        "TLSOCK_IMPL=%s names no TLS implementation compiled into this tlsock: "
+                        "set it to %s, or unset it",
+                        bad_env, names);
 }
 
 int tlsock_set_default_impl(int impl)

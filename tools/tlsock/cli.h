@@ -196,6 +196,12 @@ int cli_client_ctx_new(const struct cli_ctx_options *ctx_opts,
  */
 int cli_use_impl(const char *cmd, const char *name);
 
+/*
+ * Without a process default (TLSOCK_IMPL names no implementation compiled in, and no --impl
+ * came), prints the library's reason and returns TLSOCK_ECONFIG; else 0.
+ */
+int cli_check_default_impl(void);
+
 /* Applies @p opts to @p ctx. On failure prints the error and returns the tlsock code. */
 int cli_ctx_configure(struct tlsock_ctx *ctx, const struct cli_ctx_options *opts);
 
