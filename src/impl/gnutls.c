@@ -26,6 +26,7 @@ struct gtls_conn {
     int role;
     struct tlsock__xport x; /* the socket or callbacks pull/push move bytes with */
     bool blocked;           /* the transport said "not now" during the current call */
+    unsigned long moved;    /* bytes pull and push moved so far: progress (should_repeat) */
     bool offered_versions;  /* the ClientHello had supported_versions */
     bool version_match;     /* and one of them is enabled here */
     unsigned char tail[7];  /* the last bytes received: a whole record if it was an alert */
@@ -57,6 +58,7 @@ struct gtls_conn {
 static ssize_t gnutls_outcome(struct gtls_conn *c, ssize_t n)
 {
     if (n >= 0) {
+        c->moved += (unsigned long)n;
         return n;
     }
     if (n == TLSOCK__XPORT_RETRY) {
@@ -321,9 +323,6 @@ static int map_error(struct gtls_conn *c, int ret, struct tlsock__err *err)
                                 tlsock__alert_name(alert), alert);
         }
         break;
-    case GNUTLS_E_REHANDSHAKE:
-        /* Only when a peer kept asking: gtls_read answers a request with no_renegotiation. */
-        return tlsock__fail(err, TLSOCK_EPROTO, "peer asked for renegotiation, which is refused");
     default:
         break;
     }
@@ -552,21 +551,27 @@ fail:
 }
 
 /*
- * GnuTLS also answers EAGAIN after a record that carried no data for the caller (a TLS 1.3
- * NewSessionTicket or KeyUpdate), without reading on. Only the transport's own would-block is a
- * WANT code here, so such a call is repeated; the bound only guards against a GnuTLS surprise.
+ * GnuTLS answers EAGAIN without the transport having said "not now" whenever it wants another
+ * call: after each record of a handshake message split over several records (it takes one record
+ * per call), after a record that carried nothing for the caller (a TLS 1.3 NewSessionTicket or
+ * KeyUpdate). Only the transport's own would-block may become a WANT code: the bytes behind any
+ * other EAGAIN are already out of the socket or the memory transport, so a caller told to wait
+ * for input would wait for what has already arrived (issue 10: a ClientHello in 200 records).
+ * So a call is repeated as long as it moves bytes; a call that moves none and is not blocked
+ * either is GnuTLS's surprise, reported with the direction it gives, as before.
  */
-enum { AGAIN_LIMIT = 64 };
-
-static bool should_repeat(struct gtls_conn *c, long ret, int *tries)
+static bool should_repeat(struct gtls_conn *c, long ret, unsigned long *moved_before)
 {
-    return ret == GNUTLS_E_AGAIN && !c->blocked && c->x.err == 0 && ++*tries < AGAIN_LIMIT;
+    bool progress = c->moved != *moved_before;
+
+    *moved_before = c->moved;
+    return ret == GNUTLS_E_AGAIN && !c->blocked && c->x.err == 0 && progress;
 }
 
 static int gtls_handshake(void *tls, struct tlsock__err *err)
 {
     struct gtls_conn *c = tls;
-    int tries = 0;
+    unsigned long moved = c->moved;
     int ret;
 
     if (c->max_version == 0) {
@@ -577,40 +582,45 @@ static int gtls_handshake(void *tls, struct tlsock__err *err)
     do {
         c->blocked = false;
         ret = gnutls_handshake(c->session);
-    } while (should_repeat(c, ret, &tries));
+    } while (should_repeat(c, ret, &moved));
     return ret == 0 ? 0 : map_error(c, ret, err);
 }
+
+/* Warning alerts in a row before the peer is given up on, as OpenSSL does (five). */
+enum { WARNING_LIMIT = 5 };
 
 static int gtls_read(void *tls, void *buf, size_t len, size_t *nread, struct tlsock__err *err)
 {
     struct gtls_conn *c = tls;
+    unsigned long moved = c->moved;
     ssize_t ret;
+    int warnings = 0;
     int rc = 0;
-    int tries = 0;
 
     /* A warning alert (other than close_notify) carries no data either: read on. */
     for (;;) {
         c->blocked = false;
         ret = gnutls_record_recv(c->session, buf, len);
-        if (ret == GNUTLS_E_REHANDSHAKE && tries + 1 < AGAIN_LIMIT) {
+        if (ret == GNUTLS_E_REHANDSHAKE) {
             /*
              * Renegotiation is refused as OpenSSL's SSL_OP_NO_RENEGOTIATION does it: a
-             * no_renegotiation warning (RFC 5246 7.2.2), and the session goes on. Best effort:
-             * a peer that insists fails its own handshake.
+             * no_renegotiation warning (RFC 5246 7.2.2), and the session goes on.
              */
             gnutls_alert_send(c->session, GNUTLS_AL_WARNING, GNUTLS_A_NO_RENEGOTIATION);
-            tries++;
             continue;
         }
         bool warning = ret == GNUTLS_E_WARNING_ALERT_RECEIVED &&
                        gnutls_alert_get(c->session) != GNUTLS_A_CLOSE_NOTIFY;
-        if (!should_repeat(c, ret, &tries) && !(warning && ++tries < AGAIN_LIMIT)) {
+        if (warning && ++warnings < WARNING_LIMIT) {
+            continue;
+        }
+        if (!should_repeat(c, ret, &moved)) {
             break;
         }
     }
     if (ret > 0) {
         *nread = (size_t)ret;
-    } else if (ret == 0 || ret == GNUTLS_E_WARNING_ALERT_RECEIVED) {
+    } else if (ret == 0) {
         rc = tlsock__fail(err, TLSOCK_ECLOSED, "peer sent close_notify");
     } else {
         rc = map_error(c, (int)ret, err);
@@ -626,13 +636,13 @@ static int gtls_write(void *tls, const void *buf, size_t len, size_t *nwritten,
      * After EAGAIN GnuTLS must be called again with the same data; the core repeats a write
      * with the same remaining buffer, so that holds. It sends at most one record per call.
      */
+    unsigned long moved = c->moved;
     ssize_t ret;
-    int tries = 0;
 
     do {
         c->blocked = false;
         ret = gnutls_record_send(c->session, buf, len);
-    } while (should_repeat(c, ret, &tries));
+    } while (should_repeat(c, ret, &moved));
     if (ret > 0) {
         *nwritten = (size_t)ret;
         return 0;
@@ -643,13 +653,13 @@ static int gtls_write(void *tls, const void *buf, size_t len, size_t *nwritten,
 static int gtls_shutdown(void *tls, struct tlsock__err *err)
 {
     struct gtls_conn *c = tls;
-    int tries = 0;
+    unsigned long moved = c->moved;
     int ret;
 
     do {
         c->blocked = false;
         ret = gnutls_bye(c->session, GNUTLS_SHUT_WR);
-    } while (should_repeat(c, ret, &tries));
+    } while (should_repeat(c, ret, &moved));
     /* Our close_notify may sit among collected records: it is out only once they are. */
     return ret == 0 ? tlsock__xport_flush(&c->x, err) : map_error(c, ret, err);
 }

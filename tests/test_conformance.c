@@ -1,0 +1,332 @@
+/*
+ * Handshake conformance across the implementation matrix, found by outside testing: handshake
+ * messages fragmented into tiny records, DHE suites, ClientHellos with and without a
+ * renegotiation signal, the server's cipher order, no HelloRetryRequest when the client already
+ * sent a usable key share, renegotiation refused, and the words of the messages involved.
+ *
+ * Most cases run both peers in memory mode and move their ciphertext through a record "wire"
+ * (support/records.h) that re-frames and inspects plaintext handshake records; the blocking
+ * ones go through a re-framing proxy between two loopback sockets.
+ */
+#include "records.h"
+#include "support.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Every loop over both peers ends after this many rounds; a handshake needs fewer than ten. */
+#define MAX_ROUNDS 64
+/* A round in which neither peer moved a byte while both wait for input. */
+#define TS_ESTALL 1003
+
+static bool is_want(int rc)
+{
+    return rc == TLSOCK_EWANT_READ || rc == TLSOCK_EWANT_WRITE;
+}
+
+/* ---- two memory-mode peers and the wire between them ----------------------------------------- */
+
+struct peers {
+    struct tlsock_ctx *sctx;
+    struct tlsock_ctx *cctx;
+    struct tlsock_conn *client;
+    struct tlsock_conn *server;
+    struct ts_wire wire;
+    struct ts_proxy proxy;
+    struct ts_server srv;
+};
+
+static int peers_setup(void **state)
+{
+    struct peers *p = calloc(1, sizeof(*p));
+
+    if (p != NULL) {
+        p->srv.raw_fd = -1;
+        p->proxy.lfd = -1;
+        ts_wire_init(&p->wire, 0, 0);
+    }
+    *state = p;
+    return p != NULL ? 0 : -1;
+}
+
+static int peers_teardown(void **state)
+{
+    struct peers *p = *state;
+
+    if (p != NULL) {
+        tlsock_close(p->client);
+        tlsock_close(p->server);
+        ts_server_stop(&p->srv);
+        ts_proxy_stop(&p->proxy);
+        ts_wire_free(&p->proxy.wire);
+        ts_wire_free(&p->wire);
+        tlsock_ctx_free(p->cctx);
+        tlsock_ctx_free(p->sctx);
+        free(p);
+        *state = NULL;
+    }
+    return 0;
+}
+
+static struct peers *peers_renew(void **state, size_t index)
+{
+    if (index > 0) {
+        assert_int_equal(peers_teardown(state), 0);
+        assert_int_equal(peers_setup(state), 0);
+    }
+    return *state;
+}
+
+/* Contexts with the shared PKI; @p protocols applies to the client (NULL: default). */
+static void peers_contexts(struct peers *p, const char *protocols)
+{
+    TS_ASSERT_RC(ts_server_ctx_new(&ts_pki.server, &p->sctx), 0);
+    TS_ASSERT_RC(ts_client_ctx_new(ts_pki.ca.cert, &p->cctx), 0);
+    if (protocols != NULL) {
+        TS_ASSERT_RC_MSG(tlsock_ctx_set_protocols(p->cctx, protocols), 0,
+                         tlsock_ctx_errmsg(p->cctx));
+    }
+}
+
+static void peers_attach(struct peers *p)
+{
+    struct tlsock_opts copts = ts_opts();
+    struct tlsock_opts sopts = ts_opts();
+
+    copts.servername = "localhost";
+    TS_ASSERT_RC(tlsock_attach_mem(p->cctx, &copts, &p->client), 0);
+    TS_ASSERT_RC(tlsock_attach_mem(p->sctx, &sopts, &p->server), 0);
+}
+
+/*
+ * Moves everything @p from has to send through @p flow and feeds it to @p to in one piece, so
+ * that the receiver finds every re-framed record waiting at once. Adds the bytes drained to
+ * @p moved. 0, TS_EMISMATCH when the wire could not parse them, or a tlsock code.
+ */
+static int wire_move(struct ts_wire *w, struct ts_flow *flow, struct tlsock_conn *from,
+                     struct tlsock_conn *to, size_t *moved)
+{
+    unsigned char buf[16384];
+    struct ts_bytes out = {0};
+    size_t pieces = tlsock_pending_output(from) / sizeof(buf) + 1;
+    int rc = 0;
+
+    for (size_t i = 0; i < pieces && rc == 0; i++) {
+        size_t n = 0;
+        rc = tlsock_drain(from, buf, sizeof(buf), &n);
+        if (rc == 0 && n > 0) {
+            *moved += n;
+            rc = ts_wire_pass(w, flow, buf, n, &out) == 0 ? 0 : TS_EMISMATCH;
+        }
+    }
+    if (rc == 0 && out.len > 0) {
+        rc = tlsock_feed(to, out.data, out.len);
+    }
+    ts_bytes_free(&out);
+    return rc;
+}
+
+/*
+ * Runs both handshakes through the wire. Returns 0 when both finished; TS_ESTALL when both wait
+ * for input although nothing is in flight (a peer said "want read" with its input unread); else
+ * the first failure, with *crc and *src holding each peer's last result.
+ */
+static int wire_handshake(struct peers *p, int *crc, int *src)
+{
+    *crc = TLSOCK_EWANT_READ;
+    *src = TLSOCK_EWANT_READ;
+    for (int round = 0; round < MAX_ROUNDS; round++) {
+        size_t moved = 0;
+        int rc = 0;
+
+        if (is_want(*crc)) {
+            *crc = tlsock_handshake(p->client);
+        }
+        rc = wire_move(&p->wire, &p->wire.c2s, p->client, p->server, &moved);
+        if (rc == 0 && is_want(*src)) {
+            *src = tlsock_handshake(p->server);
+        }
+        if (rc == 0) {
+            rc = wire_move(&p->wire, &p->wire.s2c, p->server, p->client, &moved);
+        }
+        if (rc != 0) {
+            return rc;
+        }
+        if (*crc == 0 && *src == 0) {
+            return 0;
+        }
+        if (!is_want(*crc) || !is_want(*src)) {
+            /* One failed: let the other see its alert, then report. */
+            if (is_want(*crc)) {
+                *crc = tlsock_handshake(p->client);
+            }
+            if (is_want(*src)) {
+                *src = tlsock_handshake(p->server);
+            }
+            return !is_want(*crc) && *crc != 0 ? *crc : *src;
+        }
+        if (moved == 0) {
+            return TS_ESTALL;
+        }
+    }
+    return TS_ESTALL;
+}
+
+/* Application data both ways after the handshake, through the wire. */
+static void wire_exchange(struct peers *p)
+{
+    static const char ping[] = "ping";
+    static const char pong[] = "pong";
+    char buf[16];
+    size_t n = 0;
+    size_t moved = 0;
+
+    TS_ASSERT_RC_MSG(tlsock_write(p->client, ping, sizeof(ping)), 0, tlsock_conn_errmsg(p->client));
+    TS_ASSERT_RC(wire_move(&p->wire, &p->wire.c2s, p->client, p->server, &moved), 0);
+    TS_ASSERT_RC_MSG(tlsock_read(p->server, buf, sizeof(buf), &n), 0,
+                     tlsock_conn_errmsg(p->server));
+    assert_int_equal(n, sizeof(ping));
+    assert_memory_equal(buf, ping, sizeof(ping));
+    TS_ASSERT_RC_MSG(tlsock_write(p->server, pong, sizeof(pong)), 0, tlsock_conn_errmsg(p->server));
+    TS_ASSERT_RC(wire_move(&p->wire, &p->wire.s2c, p->server, p->client, &moved), 0);
+    /* A TLS 1.3 client reads the server's tickets first: bounded retries. */
+    int rc = TLSOCK_EWANT_READ;
+    for (int i = 0; i < 4 && rc == TLSOCK_EWANT_READ; i++) {
+        rc = tlsock_read(p->client, buf, sizeof(buf), &n);
+    }
+    TS_ASSERT_RC_MSG(rc, 0, tlsock_conn_errmsg(p->client));
+    assert_int_equal(n, sizeof(pong));
+    assert_memory_equal(buf, pong, sizeof(pong));
+}
+
+/* ---- fragmented handshake messages ----------------------------------------------------------- */
+
+static const struct fragment_case {
+    const char *what;
+    const char *protocols;
+    const char *version;
+    size_t c2s;
+    size_t s2c;
+} fragment_cases[] = {
+    {"TLS 1.3, client to server in 1-byte records", "1.3", "TLSv1.3", 1, 0},
+    {"TLS 1.3, client to server in 5-byte records", "1.3", "TLSv1.3", 5, 0},
+    {"TLS 1.3, client to server in 20-byte records", "1.3", "TLSv1.3", 20, 0},
+    {"TLS 1.3, server to client in 1-byte records", "1.3", "TLSv1.3", 0, 1},
+    {"TLS 1.3, server to client in 5-byte records", "1.3", "TLSv1.3", 0, 5},
+    {"TLS 1.3, server to client in 20-byte records", "1.3", "TLSv1.3", 0, 20},
+    {"TLS 1.3, both ways in 1-byte records", "1.3", "TLSv1.3", 1, 1},
+    {"TLS 1.2, client to server in 1-byte records", "1.2-1.2", "TLSv1.2", 1, 0},
+    {"TLS 1.2, client to server in 5-byte records", "1.2-1.2", "TLSv1.2", 5, 0},
+    {"TLS 1.2, client to server in 20-byte records", "1.2-1.2", "TLSv1.2", 20, 0},
+    {"TLS 1.2, server to client in 1-byte records", "1.2-1.2", "TLSv1.2", 0, 1},
+    {"TLS 1.2, server to client in 5-byte records", "1.2-1.2", "TLSv1.2", 0, 5},
+    {"TLS 1.2, server to client in 20-byte records", "1.2-1.2", "TLSv1.2", 0, 20},
+    {"TLS 1.2, both ways in 1-byte records", "1.2-1.2", "TLSv1.2", 1, 1},
+};
+
+/* The wire really split every plaintext handshake message of the re-framed directions. */
+static void assert_reframed(const struct ts_flow *flow, size_t frag)
+{
+    if (frag == 0) {
+        return;
+    }
+    /* Each plaintext handshake byte left in a record of at most frag bytes. */
+    assert_true(flow->hs.len > 0);
+    assert_true(flow->hs_records_out >= (flow->hs.len + frag - 1) / frag);
+}
+
+static void test_fragmented_memory(void **state)
+{
+    for (size_t i = 0; i < sizeof(fragment_cases) / sizeof(fragment_cases[0]); i++) {
+        const struct fragment_case *c = &fragment_cases[i];
+        struct peers *p = peers_renew(state, i);
+        const struct tlsock_info *info = NULL;
+        int crc = 0;
+        int src = 0;
+
+        print_message("%s\n", c->what);
+        ts_wire_init(&p->wire, c->c2s, c->s2c);
+        peers_contexts(p, c->protocols);
+        peers_attach(p);
+        int rc = wire_handshake(p, &crc, &src);
+        if (rc != 0) {
+            print_error("client %s (%s), server %s (%s)\n", ts_rc_name(crc),
+                        tlsock_conn_errmsg(p->client), ts_rc_name(src),
+                        tlsock_conn_errmsg(p->server));
+        }
+        TS_ASSERT_RC_MSG(rc, 0, "handshake through the re-framing wire");
+        assert_reframed(&p->wire.c2s, c->c2s);
+        assert_reframed(&p->wire.s2c, c->s2c);
+        TS_ASSERT_RC(tlsock_conn_info(p->client, &info), 0);
+        assert_string_equal(info->version, c->version);
+        wire_exchange(p);
+    }
+}
+
+/* The server thread of the blocking cases: handshake, then echo one message. */
+static int serve_echo(struct tlsock_conn *conn, void *arg)
+{
+    char buf[64];
+    size_t n = 0;
+    int rc = tlsock_handshake(conn);
+
+    (void)arg;
+    if (rc == 0) {
+        rc = tlsock_read(conn, buf, sizeof(buf), &n);
+    }
+    if (rc == 0) {
+        rc = tlsock_write(conn, buf, n);
+    }
+    if (rc == 0) {
+        /* The client's close_notify ends it. */
+        rc = tlsock_read(conn, buf, sizeof(buf), &n);
+        rc = rc == TLSOCK_ECLOSED ? 0 : rc;
+    }
+    return rc;
+}
+
+/*
+ * Blocking peers on real loopback sockets (tlsock_accept and tlsock_handshake in the server's
+ * thread, tlsock_connect here), every plaintext handshake record re-framed by the proxy.
+ */
+static void test_fragmented_blocking(void **state)
+{
+    for (size_t i = 0; i < sizeof(fragment_cases) / sizeof(fragment_cases[0]); i++) {
+        const struct fragment_case *c = &fragment_cases[i];
+        struct peers *p = peers_renew(state, i);
+        struct tlsock_opts opts = ts_opts();
+        struct tlsock_conn *conn = NULL;
+        char buf[16];
+
+        print_message("%s\n", c->what);
+        peers_contexts(p, c->protocols);
+        TS_ASSERT_RC(ts_server_start(&p->srv, p->sctx, NULL, NULL, serve_echo, NULL), 0);
+        TS_ASSERT_RC(ts_proxy_start(&p->proxy, p->srv.port, c->c2s, c->s2c), 0);
+        opts.servername = "localhost";
+        int rc = tlsock_connect(p->cctx, "127.0.0.1", p->proxy.port, &opts, &conn);
+        TS_ASSERT_RC(rc, 0);
+        p->client = conn;
+        TS_ASSERT_RC_MSG(tlsock_write(conn, "echo", 4), 0, tlsock_conn_errmsg(conn));
+        TS_ASSERT_RC_MSG(ts_read_full(conn, buf, 4), 0, tlsock_conn_errmsg(conn));
+        assert_memory_equal(buf, "echo", 4);
+        tlsock_close(conn);
+        p->client = NULL;
+        ts_server_stop(&p->srv);
+        TS_ASSERT_RC_MSG(p->srv.result, 0, p->srv.errmsg);
+        ts_proxy_stop(&p->proxy);
+        TS_ASSERT_RC(p->proxy.result, 0);
+        assert_reframed(&p->proxy.wire.c2s, c->c2s);
+        assert_reframed(&p->proxy.wire.s2c, c->s2c);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_fragmented_memory, peers_setup, peers_teardown),
+        cmocka_unit_test_setup_teardown(test_fragmented_blocking, peers_setup, peers_teardown),
+    };
+
+    return cmocka_run_group_tests_name("conformance", tests, ts_pki_setup, ts_pki_teardown);
+}
