@@ -15,6 +15,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if TLSOCK_TEST_HAVE_OPENSSL
+#include <openssl/core_names.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/ssl.h>
+#endif
+#if TLSOCK_TEST_HAVE_GNUTLS
+#include <gnutls/gnutls.h>
+#endif
+
 /* Every loop over both peers ends after this many rounds; a handshake needs fewer than ten. */
 #define MAX_ROUNDS 64
 /* A round in which neither peer moved a byte while both wait for input. */
@@ -321,12 +331,148 @@ static void test_fragmented_blocking(void **state)
     }
 }
 
+/* ---- DHE suites ------------------------------------------------------------------------------ */
+
+/* An RSA-2048 server certificate: DHE suites are DHE_RSA (there is no DHE_ECDSA). */
+static struct tlsock__pem_pair rsa_leaf;
+
+static int dhe_setup(void **state)
+{
+    const struct tlsock__cert_spec spec = {
+        .common_name = TS_SERVER_CN,
+        .hosts = TS_SERVER_HOSTS,
+        .key_type = "rsa-2048",
+        .not_before_s = -3600,
+        .not_after_s = 30L * 86400,
+        .eku = TLSOCK__EKU_SERVER,
+        .issuer_cert_pem = ts_pki.ca.cert,
+        .issuer_key_pem = ts_pki.ca.key,
+    };
+
+    if (rsa_leaf.cert == NULL && ts_cert_make(&spec, &rsa_leaf) != 0) {
+        return -1;
+    }
+    return peers_setup(state);
+}
+
+/* A TLS 1.2 client offering nothing but DHE_RSA with AES-128-GCM, in its own syntax. */
+static void dhe_only_client(struct peers *p)
+{
+    bool gnutls = tlsock_ctx_impl(p->cctx) == TLSOCK_IMPL_GNUTLS;
+
+    TS_ASSERT_RC_MSG(tlsock_ctx_set_ciphers(p->cctx, gnutls ? "NORMAL:-KX-ALL:+DHE-RSA:-CIPHER-ALL:"
+                                                              "+AES-128-GCM"
+                                                            : "DHE-RSA-AES128-GCM-SHA256"),
+                     0, tlsock_ctx_errmsg(p->cctx));
+    TS_ASSERT_RC_MSG(tlsock_ctx_set_protocols(p->cctx, "1.2-1.2"), 0, tlsock_ctx_errmsg(p->cctx));
+}
+
+/*
+ * The size of the finite-field group the server's key exchange used, as the client's own library
+ * reports it, and whether its prime is RFC 7919's ffdhe2048 (computed here by the library from
+ * the group's name, not taken from the handshake).
+ */
+static int peer_dh_bits(int impl, struct tlsock_conn *client, bool *ffdhe2048)
+{
+    void *native = tlsock_conn_native(client);
+    int bits = -1;
+
+    *ffdhe2048 = false;
+#if TLSOCK_TEST_HAVE_OPENSSL
+    if (impl == TLSOCK_IMPL_OPENSSL) {
+        EVP_PKEY *key = NULL;
+        if (SSL_get_peer_tmp_key(native, &key) == 1) {
+            char group[64] = "";
+            bits = EVP_PKEY_get_bits(key);
+            /* OpenSSL names a DH key's group when its prime is a known named group's. */
+            *ffdhe2048 = EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, group,
+                                                        sizeof(group), NULL) == 1 &&
+                         strcmp(group, "ffdhe2048") == 0;
+            EVP_PKEY_free(key);
+        }
+        ERR_clear_error();
+    }
+#endif
+#if TLSOCK_TEST_HAVE_GNUTLS
+    if (impl == TLSOCK_IMPL_GNUTLS) {
+        gnutls_datum_t gen = {NULL, 0};
+        gnutls_datum_t prime = {NULL, 0};
+        bits = gnutls_dh_get_prime_bits(native);
+        if (gnutls_dh_get_group(native, &gen, &prime) == 0) {
+            /* Leading zero bytes aside, the prime must be the RFC's. */
+            const gnutls_datum_t *want = &gnutls_ffdhe_2048_group_prime;
+            size_t skip = 0;
+            while (skip < prime.size && prime.data[skip] == 0) {
+                skip++;
+            }
+            *ffdhe2048 = prime.size - skip == want->size &&
+                         memcmp(prime.data + skip, want->data, want->size) == 0;
+        }
+        gnutls_free(gen.data);
+        gnutls_free(prime.data);
+    }
+#endif
+    return bits;
+}
+
+static const struct dhe_case {
+    const char *policy;
+    int rc; /* the client's */
+} dhe_cases[] = {
+    {"compat", 0},
+    {"legacy", 0},
+    {"secure", TLSOCK_EPROTO},
+};
+
+/*
+ * Issue 10.1: "compat" and "legacy" offer DHE suites, so a client that offers nothing else gets
+ * one, over an RFC 7919 group of at least 2048 bits; "secure" has none and refuses it with
+ * handshake_failure, on every implementation.
+ */
+static void test_dhe(void **state)
+{
+    for (size_t i = 0; i < sizeof(dhe_cases) / sizeof(dhe_cases[0]); i++) {
+        const struct dhe_case *c = &dhe_cases[i];
+        struct peers *p = peers_renew(state, i);
+        const struct tlsock_info *info = NULL;
+        bool ffdhe2048 = false;
+        int crc = 0;
+        int src = 0;
+
+        print_message("DHE-only client, server policy %s\n", c->policy);
+        TS_ASSERT_RC(ts_server_ctx_new(&rsa_leaf, &p->sctx), 0);
+        TS_ASSERT_RC_MSG(tlsock_ctx_set_ciphers(p->sctx, c->policy), 0, tlsock_ctx_errmsg(p->sctx));
+        TS_ASSERT_RC(ts_client_ctx_new(ts_pki.ca.cert, &p->cctx), 0);
+        dhe_only_client(p);
+        peers_attach(p);
+        int rc = wire_handshake(p, &crc, &src);
+        if (c->rc != 0) {
+            TS_ASSERT_RC_MSG(crc, c->rc, tlsock_conn_errmsg(p->client));
+            TS_ASSERT_CONTAINS(tlsock_conn_errmsg(p->client), "handshake_failure");
+            TS_ASSERT_RC_MSG(src, TLSOCK_EPROTO, tlsock_conn_errmsg(p->server));
+            continue;
+        }
+        TS_ASSERT_RC_MSG(rc, 0, tlsock_conn_errmsg(src != 0 ? p->server : p->client));
+        TS_ASSERT_RC(tlsock_conn_info(p->client, &info), 0);
+        assert_string_equal(info->cipher, "TLS_DHE_RSA_WITH_AES_128_GCM_SHA256");
+        TS_ASSERT_RC(tlsock_conn_info(p->server, &info), 0);
+        assert_string_equal(info->cipher, "TLS_DHE_RSA_WITH_AES_128_GCM_SHA256");
+        assert_int_equal(peer_dh_bits(tlsock_ctx_impl(p->cctx), p->client, &ffdhe2048), 2048);
+        assert_true(ffdhe2048);
+        wire_exchange(p);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_fragmented_memory, peers_setup, peers_teardown),
         cmocka_unit_test_setup_teardown(test_fragmented_blocking, peers_setup, peers_teardown),
+        cmocka_unit_test_setup_teardown(test_dhe, dhe_setup, peers_teardown),
     };
 
-    return cmocka_run_group_tests_name("conformance", tests, ts_pki_setup, ts_pki_teardown);
+    int failed = cmocka_run_group_tests_name("conformance", tests, ts_pki_setup, ts_pki_teardown);
+
+    tlsock__pem_pair_free(&rsa_leaf);
+    return failed;
 }

@@ -313,7 +313,18 @@ static int new_cred(gnutls_certificate_credentials_t *out, struct tlsock__err *e
     /*
      * Verification flags are left at GnuTLS's defaults (no MD5 or SHA-1 signatures, no X.509v1
      * intermediate CAs); the priority's %PROFILE_* sets the minimum key sizes.
+     *
+     * DHE suites need a group for clients that name none (RFC 7919 section 4): ffdhe2048, as
+     * the OpenSSL side uses; a client listing RFC 7919 groups gets one of those (2048 bits and
+     * up). Without it GnuTLS leaves DHE out (GNUTLS_E_NO_CIPHER_SUITES).
      */
+    ret = gnutls_certificate_set_known_dh_params(*out, GNUTLS_SEC_PARAM_MEDIUM);
+    if (ret < 0) {
+        gnutls_certificate_free_credentials(*out);
+        *out = NULL;
+        return tlsock__fail(err, TLSOCK_ECONFIG, "gnutls: cannot set the DHE group: %s",
+                            gnutls_strerror(ret));
+    }
     return 0;
 }
 

@@ -12,7 +12,9 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include <openssl/dh.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -178,6 +180,27 @@ static int apply_policy(SSL_CTX *ctx, const struct cipher_policy *p, struct tlso
     return 0;
 }
 
+/*
+ * DHE suites need the server to have a group: RFC 7919's ffdhe2048 (112-bit security, what
+ * security level 2 asks for), as the GnuTLS side uses. OpenSSL's SSL_CTX_set_dh_auto would pick
+ * RFC 3526 primes, and smaller ones under weak certificates.
+ */
+static int set_dh_group(SSL_CTX *ctx, struct tlsock__err *err)
+{
+    EVP_PKEY_CTX *pctx = EVP_PKEY_CTX_new_from_name(NULL, "DH", NULL);
+    EVP_PKEY *group = NULL;
+    int rc = 0;
+
+    if (pctx == NULL || EVP_PKEY_paramgen_init(pctx) != 1 ||
+        EVP_PKEY_CTX_set_dh_nid(pctx, NID_ffdhe2048) != 1 || EVP_PKEY_paramgen(pctx, &group) != 1 ||
+        SSL_CTX_set0_tmp_dh_pkey(ctx, group) != 1) {
+        EVP_PKEY_free(group);
+        rc = tlsock__ossl_fail(err, TLSOCK_ECONFIG, "cannot set the DHE group ffdhe2048");
+    }
+    EVP_PKEY_CTX_free(pctx);
+    return rc;
+}
+
 static void ossl_ctx_free(void *nctx)
 {
     struct ossl_ctx *oc = nctx;
@@ -219,6 +242,9 @@ static int ossl_ctx_new(int role, void **out, struct tlsock__err *err)
         goto fail;
     }
     rc = apply_policy(ctx, &cipher_policies[0], err);
+    if (rc == 0 && role == TLSOCK_SERVER) {
+        rc = set_dh_group(ctx, err);
+    }
     if (rc != 0) {
         goto fail;
     }
