@@ -463,12 +463,126 @@ static void test_dhe(void **state)
     }
 }
 
+/* ---- the renegotiation signal in a ClientHello ----------------------------------------------- */
+
+#if TLSOCK_TEST_HAVE_GNUTLS
+/* A GnuTLS client that sends neither the renegotiation_info extension nor the SCSV. */
+static int gnutls_no_signal(void *session, void *user)
+{
+    const char *versions = user;
+    char prio[128];
+
+    snprintf(prio, sizeof(prio), "NORMAL:-VERS-ALL:%s:%%DISABLE_SAFE_RENEGOTIATION", versions);
+    return gnutls_priority_set_direct(session, prio, NULL) == 0 ? 0 : TLSOCK_ECONFIG;
+}
+#endif
+
+static const struct signal_case {
+    const char *what;
+    const char *client_protocols;
+    const char *server_protocols; /* NULL: default */
+    bool strip;                   /* the wire takes the signal out of the ClientHello */
+    const char *version;          /* agreed; NULL: refused */
+} signal_cases[] = {
+    /* RFC 5746 section 4.3, as both servers apply it: TLS 1.2 needs the signal. */
+    {"TLS 1.2 hello without the signal is refused", "1.2-1.2", NULL, true, NULL},
+    {"TLS 1.2-1.3 hello without the signal, TLS 1.2 server: refused", "1.2-1.3", "1.2-1.2", true,
+     NULL},
+    {"TLS 1.2 hello with the signal is accepted", "1.2-1.2", NULL, false, "TLSv1.2"},
+};
+
+/* The first ClientHello the server saw, parsed. */
+static void client_hello(const struct peers *p, struct ts_hello *hello)
+{
+    size_t len = 0;
+    const unsigned char *body = ts_flow_msg(&p->wire.c2s, TS_HS_CLIENT_HELLO, 0, &len);
+
+    assert_non_null(body);
+    assert_int_equal(ts_hello_parse(body, len, hello), 0);
+}
+
+/*
+ * Issue 10.3: the renegotiation signal (renegotiation_info or the SCSV) is required where
+ * renegotiation exists, TLS 1.2 and below, by both servers the same way (code, alert, words).
+ */
+static void test_renegotiation_signal_tls12(void **state)
+{
+    for (size_t i = 0; i < sizeof(signal_cases) / sizeof(signal_cases[0]); i++) {
+        const struct signal_case *c = &signal_cases[i];
+        struct peers *p = peers_renew(state, i);
+        struct ts_hello hello;
+        int crc = 0;
+        int src = 0;
+
+        print_message("%s\n", c->what);
+        peers_contexts(p, c->client_protocols);
+        if (c->server_protocols != NULL) {
+            TS_ASSERT_RC(tlsock_ctx_set_protocols(p->sctx, c->server_protocols), 0);
+        }
+        p->wire.c2s.strip_renegotiation = c->strip;
+        peers_attach(p);
+        int rc = wire_handshake(p, &crc, &src);
+        client_hello(p, &hello);
+        assert_int_equal(hello.scsv || hello.renegotiation_info, !c->strip);
+        assert_int_equal(p->wire.c2s.stripped, c->strip ? 1 : 0);
+        if (c->version != NULL) {
+            const struct tlsock_info *info = NULL;
+            TS_ASSERT_RC_MSG(rc, 0, tlsock_conn_errmsg(src != 0 ? p->server : p->client));
+            TS_ASSERT_RC(tlsock_conn_info(p->server, &info), 0);
+            assert_string_equal(info->version, c->version);
+            wire_exchange(p);
+            continue;
+        }
+        TS_ASSERT_RC_MSG(src, TLSOCK_EPROTO, tlsock_conn_errmsg(p->server));
+        TS_ASSERT_CONTAINS(tlsock_conn_errmsg(p->server),
+                           "does not support secure renegotiation (RFC 5746)");
+        TS_ASSERT_RC_MSG(crc, TLSOCK_EPROTO, tlsock_conn_errmsg(p->client));
+        TS_ASSERT_CONTAINS(tlsock_conn_errmsg(p->client), "handshake_failure");
+    }
+}
+
+/* RFC 8446 has no renegotiation: a TLS 1.3 hello needs no signal, and both servers take it. */
+static void test_renegotiation_signal_tls13(void **state)
+{
+    struct peers *p = *state;
+    const struct tlsock_info *info = NULL;
+    struct ts_hello hello;
+    int crc = 0;
+    int src = 0;
+
+    peers_contexts(p, "1.3");
+    if (tlsock_ctx_impl(p->cctx) != TLSOCK_IMPL_GNUTLS) {
+        /* The hello cannot be rewritten (it is in the TLS 1.3 transcript). */
+        print_message("OpenSSL clients always send the SCSV; the GnuTLS client rows cover both "
+                      "servers\n");
+        skip();
+    }
+#if TLSOCK_TEST_HAVE_GNUTLS
+    TS_ASSERT_RC(tlsock_ctx_set_configure(p->cctx, NULL, gnutls_no_signal, (void *)"+VERS-TLS1.3"),
+                 0);
+#endif
+    peers_attach(p);
+    TS_ASSERT_RC_MSG(wire_handshake(p, &crc, &src), 0,
+                     tlsock_conn_errmsg(src != 0 ? p->server : p->client));
+    client_hello(p, &hello);
+    assert_true(hello.offers_tls13);
+    assert_false(hello.scsv);
+    assert_false(hello.renegotiation_info);
+    TS_ASSERT_RC(tlsock_conn_info(p->server, &info), 0);
+    assert_string_equal(info->version, "TLSv1.3");
+    wire_exchange(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_fragmented_memory, peers_setup, peers_teardown),
         cmocka_unit_test_setup_teardown(test_fragmented_blocking, peers_setup, peers_teardown),
         cmocka_unit_test_setup_teardown(test_dhe, dhe_setup, peers_teardown),
+        cmocka_unit_test_setup_teardown(test_renegotiation_signal_tls12, peers_setup,
+                                        peers_teardown),
+        cmocka_unit_test_setup_teardown(test_renegotiation_signal_tls13, peers_setup,
+                                        peers_teardown),
     };
 
     int failed = cmocka_run_group_tests_name("conformance", tests, ts_pki_setup, ts_pki_teardown);

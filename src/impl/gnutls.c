@@ -20,6 +20,7 @@
 
 #include "../xport.h"
 #include "gnutls_int.h"
+#include "hello.h"
 
 struct gtls_conn {
     gnutls_session_t session;
@@ -27,8 +28,7 @@ struct gtls_conn {
     struct tlsock__xport x; /* the socket or callbacks pull/push move bytes with */
     bool blocked;           /* the transport said "not now" during the current call */
     unsigned long moved;    /* bytes pull and push moved so far: progress (should_repeat) */
-    bool offered_versions;  /* the ClientHello had supported_versions */
-    bool version_match;     /* and one of them is enabled here */
+    const char *refusal;    /* why our ClientHello hook refused the client (hello.h) */
     unsigned char tail[7];  /* the last bytes received: a whole record if it was an alert */
     size_t tail_len;
     int verify_mode;
@@ -301,6 +301,10 @@ static int map_error(struct gtls_conn *c, int ret, struct tlsock__err *err)
     if (c->verify_failed) {
         return fail_verify(c, err);
     }
+    if (c->refusal != NULL) {
+        gnutls_alert_send(c->session, GNUTLS_AL_FATAL, GNUTLS_A_HANDSHAKE_FAILURE);
+        return tlsock__fail(err, TLSOCK_EPROTO, "%s", c->refusal);
+    }
     switch (ret) {
     case GNUTLS_E_NO_CERTIFICATE_FOUND:
     case GNUTLS_E_CERTIFICATE_REQUIRED:
@@ -355,25 +359,10 @@ static void gtls_conn_free(void *tls)
     free(c);
 }
 
-/* Notes whether a supported_versions extension (RFC 8446 4.2.1) names a version we enable. */
-static int scan_extension(void *ctx, unsigned tls_id, const unsigned char *data, unsigned size)
-{
-    struct gtls_conn *c = ctx;
-
-    if (tls_id != 43 || size < 1) {
-        return 0;
-    }
-    c->offered_versions = true;
-    for (unsigned i = 1; i + 1 < size && i + 1 <= data[0]; i += 2) {
-        int v = data[i] << 8 | data[i + 1];
-        if (v >= c->min_version && v <= c->max_version) {
-            c->version_match = true;
-        }
-    }
-    return 0;
-}
-
 /*
+ * The ClientHello, before GnuTLS reads it, against the rules both implementations share
+ * (hello.h): a refusal is kept for map_error(), which sends its alert.
+ *
  * RFC 8446 4.2.1: a server that supports none of the versions in the client's supported_versions
  * aborts with protocol_version. GnuTLS would ignore the extension when it has TLS 1.3 disabled
  * and fail later for want of cipher suites (handshake_failure); OpenSSL answers protocol_version.
@@ -382,19 +371,19 @@ static int client_hello_hook(gnutls_session_t session, unsigned htype, unsigned 
                              unsigned incoming, const gnutls_datum_t *msg)
 {
     struct gtls_conn *c = gnutls_session_get_ptr(session);
+    struct tlsock__hello h;
 
     (void)htype;
     (void)when;
     (void)incoming;
-    c->offered_versions = false;
-    c->version_match = false;
-    if (gnutls_ext_raw_parse(c, scan_extension, msg, GNUTLS_EXT_RAW_FLAG_TLS_CLIENT_HELLO) < 0) {
+    if (!tlsock__hello_parse(&h, msg->data, msg->size)) {
         return 0; /* GnuTLS reports a malformed hello itself */
     }
-    if (c->offered_versions && !c->version_match) {
+    if (h.has_versions && tlsock__hello_version(&h, c->min_version, c->max_version) == 0) {
         return GNUTLS_E_UNSUPPORTED_VERSION_PACKET;
     }
-    return 0;
+    c->refusal = tlsock__hello_refusal(&h, c->min_version, c->max_version);
+    return c->refusal != NULL ? GNUTLS_E_SAFE_RENEGOTIATION_FAILED : 0;
 }
 
 /*

@@ -232,11 +232,16 @@ int tlsock__gtls_build_priority(struct gtls_ctx *gc, const char *ciphers, int mi
         snprintf(vers, sizeof(vers), "-VERS-ALL:+VERS-TLS1.2");
     }
     /*
-     * RFC 5746 renegotiation indication always; no compression (GnuTLS has none in NORMAL).
+     * RFC 5746: a client requires the server's renegotiation_info (in TLS 1.2 and below, as
+     * OpenSSL's client does). A server's %SAFE_RENEGOTIATION would also refuse TLS 1.3 hellos
+     * without the signal, which RFC 8446 does not ask for: servers keep GnuTLS's default and
+     * refuse a TLS 1.2 client without the signal in gnutls.c's ClientHello hook, by the rule
+     * the OpenSSL side shares (hello.h). No compression (GnuTLS has none in NORMAL).
      * Renegotiation itself is refused when GnuTLS reports it (see gnutls.c).
      */
+    const char *renegotiation = gc->role == TLSOCK_CLIENT ? ":%SAFE_RENEGOTIATION" : "";
     size_t used = strlen(prio);
-    if ((size_t)snprintf(prio + used, sizeof(prio) - used, ":%s:%%SAFE_RENEGOTIATION", vers) >=
+    if ((size_t)snprintf(prio + used, sizeof(prio) - used, ":%s%s", vers, renegotiation) >=
         sizeof(prio) - used) {
         return tlsock__fail(err, TLSOCK_ECONFIG, "cipher policy \"%.200s\" is too long", ciphers);
     }

@@ -21,6 +21,7 @@
 
 #include "../internal.h"
 #include "../xport.h"
+#include "hello.h"
 #include "openssl_util.h"
 
 /* TLS 1.3 suites, strongest first; all AEAD, none weak. */
@@ -51,7 +52,8 @@ struct ossl_conn {
     SSL *ssl;
     struct tlsock__xport x; /* the socket or callbacks the BIO moves bytes with */
     int verify_mode;
-    int alert_received; /* last alert description from the peer, -1 if none */
+    int alert_received;  /* last alert description from the peer, -1 if none */
+    const char *refusal; /* why our ClientHello callback refused the client (hello.h) */
     char servername[256];
 };
 
@@ -154,6 +156,41 @@ static void info_callback(const SSL *ssl, int where, int ret)
     }
 }
 
+/*
+ * The ClientHello against the rules both implementations share (hello.h). OpenSSL's server
+ * would accept a TLS 1.2 client that does not signal secure renegotiation (it only refuses to
+ * renegotiate with it); GnuTLS's refuses it, and so does tlsock on both.
+ */
+static int client_hello_cb(SSL *ssl, int *alert, void *arg)
+{
+    struct ossl_conn *c = SSL_get_app_data(ssl);
+    struct tlsock__hello h;
+    const unsigned char *data = NULL;
+    size_t len = 0;
+
+    (void)arg;
+    tlsock__hello_init(&h, (int)SSL_client_hello_get0_legacy_version(ssl));
+    len = SSL_client_hello_get0_ciphers(ssl, &data);
+    tlsock__hello_suites(&h, data, len);
+    static const unsigned types[] = {TLSOCK__EXT_SUPPORTED_VERSIONS,
+                                     TLSOCK__EXT_RENEGOTIATION_INFO};
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        if (SSL_client_hello_get0_ext(ssl, types[i], &data, &len) == 1) {
+            tlsock__hello_extension(&h, types[i], data, len);
+        }
+    }
+    /* 0 is "no bound" (a configure callback may have cleared tlsock's range). */
+    int min = SSL_get_min_proto_version(ssl);
+    int max = SSL_get_max_proto_version(ssl);
+    c->refusal =
+        tlsock__hello_refusal(&h, min != 0 ? min : TLS1_VERSION, max != 0 ? max : TLS1_3_VERSION);
+    if (c->refusal != NULL) {
+        *alert = TLSOCK__ALERT_HANDSHAKE_FAILURE;
+        return SSL_CLIENT_HELLO_ERROR;
+    }
+    return SSL_CLIENT_HELLO_SUCCESS;
+}
+
 /* RFC 7301 section 3.2: the server picks; no overlap is a fatal no_application_protocol. */
 static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
                        const unsigned char *in, unsigned int inlen, void *arg)
@@ -254,6 +291,9 @@ static int ossl_ctx_new(int role, void **out, struct tlsock__err *err)
                                                                : X509_PURPOSE_SSL_CLIENT);
     SSL_CTX_set_default_passwd_cb(ctx, tlsock__ossl_no_passphrase);
     SSL_CTX_set_info_callback(ctx, info_callback);
+    if (role == TLSOCK_SERVER) {
+        SSL_CTX_set_client_hello_cb(ctx, client_hello_cb, NULL);
+    }
     SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
     *out = oc;
     return 0;
@@ -628,6 +668,10 @@ static int map_error(struct ossl_conn *c, int ret, struct tlsock__err *err)
     if (c->x.err != 0) {
         ERR_clear_error();
         return tlsock__xport_fail(&c->x, err);
+    }
+    if (c->refusal != NULL) {
+        ERR_clear_error();
+        return tlsock__fail(err, TLSOCK_EPROTO, "%s", c->refusal);
     }
     if ((e == SSL_ERROR_SYSCALL && code == 0) ||
         ERR_GET_REASON(code) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {

@@ -124,7 +124,7 @@ static void parse_messages(struct ts_wire *w, struct ts_flow *f)
 }
 
 /* Passes one whole record on, re-framed if it is a plaintext handshake record. */
-static int pass_record(struct ts_wire *w, struct ts_flow *f, const unsigned char *r, size_t len,
+static int pass_record(struct ts_wire *w, struct ts_flow *f, unsigned char *r, size_t len,
                        struct ts_bytes *out)
 {
     size_t body = len - REC_HEADER;
@@ -138,6 +138,9 @@ static int pass_record(struct ts_wire *w, struct ts_flow *f, const unsigned char
     if (!plaintext_hs) {
         f->records_out++;
         return ts_bytes_append(out, r, len);
+    }
+    if (f->strip_renegotiation && ts_hello_strip_renegotiation(r, len) == 1) {
+        f->stripped++;
     }
     if (ts_bytes_append(&f->hs, r + REC_HEADER, body) != 0) {
         return -1;
@@ -166,7 +169,7 @@ int ts_wire_pass(struct ts_wire *w, struct ts_flow *f, const void *in, size_t le
     }
     size_t off = 0;
     while (f->rec.len - off >= REC_HEADER) {
-        const unsigned char *r = f->rec.data + off;
+        unsigned char *r = f->rec.data + off;
         size_t body = get16(r + 3);
         if (r[0] < TS_CT_CCS || r[0] > TS_CT_APPDATA || r[1] != 3 || body > REC_MAX) {
             f->broken = true;

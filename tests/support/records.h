@@ -48,11 +48,13 @@ struct ts_hs_msg {
 
 /* One direction of the wire. */
 struct ts_flow {
-    size_t frag;         /* > 0: plaintext handshake records leave with this many bytes each */
-    struct ts_bytes rec; /* a record not complete yet */
-    bool after_ccs;      /* TLS 1.2 and below: handshake records after a CCS are encrypted */
-    struct ts_bytes hs;  /* the plaintext handshake stream, all records' payloads in order */
-    size_t hs_parsed;    /* bytes of hs split into messages */
+    size_t frag;              /* > 0: plaintext handshake records leave with this many bytes each */
+    bool strip_renegotiation; /* ClientHellos lose their renegotiation signal on the way */
+    int stripped;             /* how many ClientHello records lost one */
+    struct ts_bytes rec;      /* a record not complete yet */
+    bool after_ccs;           /* TLS 1.2 and below: handshake records after a CCS are encrypted */
+    struct ts_bytes hs;       /* the plaintext handshake stream, all records' payloads in order */
+    size_t hs_parsed;         /* bytes of hs split into messages */
     struct ts_hs_msg msgs[TS_FLOW_MAX_MSGS];
     size_t nmsgs;
     unsigned records_in;     /* records received from the sender */
