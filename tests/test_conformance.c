@@ -573,6 +573,207 @@ static void test_renegotiation_signal_tls13(void **state)
     wire_exchange(p);
 }
 
+/* ---- the server's cipher order --------------------------------------------------------------- */
+
+static const struct order_case {
+    const char *what;
+    const char *protocols;
+    const char *server; /* raw lists, accepted by both implementations */
+    const char *client;
+    unsigned client_first; /* the client's first suite on the wire (IANA) */
+    const char *agreed;
+} order_cases[] = {
+    {"TLS 1.3, server prefers AES-128-GCM", "1.3", "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384",
+     "TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256", 0x1302, "TLS_AES_128_GCM_SHA256"},
+    {"TLS 1.3, server prefers AES-256-GCM", "1.3", "TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256",
+     "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384", 0x1301, "TLS_AES_256_GCM_SHA384"},
+    {"TLS 1.2, server prefers AES-128-GCM", "1.2-1.2",
+     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305",
+     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-GCM-SHA256", 0xcca9,
+     "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"},
+    {"TLS 1.2, server prefers ChaCha20-Poly1305", "1.2-1.2",
+     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-GCM-SHA256",
+     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305", 0xc02b,
+     "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256"},
+};
+
+/* Issue 10.4: the server's order decides, not the client's, on both implementations. */
+static void test_server_cipher_order(void **state)
+{
+    for (size_t i = 0; i < sizeof(order_cases) / sizeof(order_cases[0]); i++) {
+        const struct order_case *c = &order_cases[i];
+        struct peers *p = peers_renew(state, i);
+        const struct tlsock_info *info = NULL;
+        struct ts_hello hello;
+        int crc = 0;
+        int src = 0;
+
+        print_message("%s\n", c->what);
+        peers_contexts(p, c->protocols);
+        TS_ASSERT_RC_MSG(tlsock_ctx_set_ciphers(p->sctx, c->server), 0, tlsock_ctx_errmsg(p->sctx));
+        TS_ASSERT_RC_MSG(tlsock_ctx_set_ciphers(p->cctx, c->client), 0, tlsock_ctx_errmsg(p->cctx));
+        peers_attach(p);
+        TS_ASSERT_RC_MSG(wire_handshake(p, &crc, &src), 0,
+                         tlsock_conn_errmsg(src != 0 ? p->server : p->client));
+        /* The client really asked for the other one first. */
+        client_hello(p, &hello);
+        assert_true(hello.nsuites > 0);
+        assert_int_equal(hello.suites[0], c->client_first);
+        TS_ASSERT_RC(tlsock_conn_info(p->server, &info), 0);
+        assert_string_equal(info->cipher, c->agreed);
+        TS_ASSERT_RC(tlsock_conn_info(p->client, &info), 0);
+        assert_string_equal(info->cipher, c->agreed);
+    }
+}
+
+/* ---- no HelloRetryRequest when the client sent a usable key share -----------------------------
+ */
+
+struct groups_config {
+    const char *openssl; /* SSL_set1_groups_list() */
+    const char *gnutls;  /* the groups part of a priority string */
+};
+
+/* A client with the case's groups, in its own library's words. */
+static int client_groups(void *session, void *user)
+{
+    const struct groups_config *g = user;
+    int rc = TLSOCK_ECONFIG;
+
+#if TLSOCK_TEST_HAVE_OPENSSL
+    if (g->openssl != NULL && SSL_set1_groups_list(session, g->openssl) == 1) {
+        rc = 0;
+    }
+#endif
+#if TLSOCK_TEST_HAVE_GNUTLS
+    if (g->gnutls != NULL) {
+        char prio[256];
+        snprintf(prio, sizeof(prio), "NORMAL:-VERS-ALL:+VERS-TLS1.3:-GROUP-ALL:%s", g->gnutls);
+        rc = gnutls_priority_set_direct(session, prio, NULL) == 0 ? 0 : TLSOCK_ECONFIG;
+    }
+#endif
+    return rc;
+}
+
+#if TLSOCK_TEST_HAVE_OPENSSL
+/* An OpenSSL server that accepts P-256 only. */
+static int server_p256_only(void *native_ctx, void *user)
+{
+    (void)user;
+    return SSL_CTX_set1_groups_list(native_ctx, "P-256") == 1 ? 0 : TLSOCK_ECONFIG;
+}
+#endif
+
+static const struct hrr_case {
+    const char *what;
+    struct groups_config groups; /* NULL: the implementation's defaults */
+    unsigned share;              /* a key share the first ClientHello carries (IANA group) */
+    bool server_p256_only;
+    size_t hellos; /* ClientHellos sent: 2 after a HelloRetryRequest */
+} hrr_cases[] = {
+    {"default groups", {NULL, NULL}, 0, false, 1},
+    {"X25519 first, P-256 next", {"X25519:P-256", "+GROUP-X25519:+GROUP-SECP256R1"}, 29, false, 1},
+    {"P-384 first, P-256 next", {"P-384:P-256", "+GROUP-SECP384R1:+GROUP-SECP256R1"}, 24, false, 1},
+    {"X448 first, then P-521, P-256",
+     {"X448:P-521:P-256", "+GROUP-X448:+GROUP-SECP521R1:+GROUP-SECP256R1"},
+     30,
+     false,
+     1},
+    {"ffdhe2048 first, P-256 next",
+     {"ffdhe2048:P-256", "+GROUP-FFDHE2048:+GROUP-SECP256R1"},
+     256,
+     false,
+     1},
+    /* The control: a share the server cannot use costs a round trip on both. */
+    {"P-384 share, server with P-256 only",
+     {"P-384:P-256", "+GROUP-SECP384R1:+GROUP-SECP256R1"},
+     24,
+     true,
+     2},
+};
+
+/*
+ * Issue 10.5: a TLS 1.3 server that can use a key share the client sent uses it, whatever the
+ * order of groups on either side, instead of asking for another (HelloRetryRequest: a second
+ * ClientHello on the wire).
+ */
+static void test_no_needless_hello_retry(void **state)
+{
+    for (size_t i = 0; i < sizeof(hrr_cases) / sizeof(hrr_cases[0]); i++) {
+        const struct hrr_case *c = &hrr_cases[i];
+        struct peers *p = peers_renew(state, i);
+        struct ts_hello hello;
+        int crc = 0;
+        int src = 0;
+
+        print_message("%s\n", c->what);
+        peers_contexts(p, "1.3");
+        bool gnutls_client = tlsock_ctx_impl(p->cctx) == TLSOCK_IMPL_GNUTLS;
+        if (c->groups.openssl != NULL) {
+            static struct groups_config one;
+            one = gnutls_client ? (struct groups_config){NULL, c->groups.gnutls}
+                                : (struct groups_config){c->groups.openssl, NULL};
+            TS_ASSERT_RC(tlsock_ctx_set_configure(p->cctx, NULL, client_groups, &one), 0);
+        }
+        if (c->server_p256_only && tlsock_ctx_impl(p->sctx) == TLSOCK_IMPL_GNUTLS) {
+            TS_ASSERT_RC_MSG(tlsock_ctx_set_ciphers(p->sctx, "NORMAL:-GROUP-ALL:+GROUP-SECP256R1"),
+                             0, tlsock_ctx_errmsg(p->sctx));
+        } else if (c->server_p256_only) {
+#if TLSOCK_TEST_HAVE_OPENSSL
+            TS_ASSERT_RC(tlsock_ctx_set_configure(p->sctx, server_p256_only, NULL, NULL), 0);
+#endif
+        }
+        peers_attach(p);
+        TS_ASSERT_RC_MSG(wire_handshake(p, &crc, &src), 0,
+                         tlsock_conn_errmsg(src != 0 ? p->server : p->client));
+        client_hello(p, &hello);
+        bool has_share = c->share == 0 && hello.nshares > 0;
+        for (size_t k = 0; k < hello.nshares; k++) {
+            has_share |= hello.shares[k] == c->share;
+        }
+        assert_true(has_share);
+        assert_int_equal(ts_flow_count(&p->wire.c2s, TS_HS_CLIENT_HELLO), c->hellos);
+        assert_int_equal(ts_flow_hello_retries(&p->wire.s2c), c->hellos - 1);
+        wire_exchange(p);
+    }
+}
+
+/*
+ * The case outside testing found: the client lists a group first and sends its only key share
+ * for the second (both libraries' clients always share their first group, so the wire swaps the
+ * two in supported_groups). The server must use the share rather than ask for its first group;
+ * the swap changes the transcript, so only the server's answer is looked at.
+ */
+static void test_share_for_second_group(void **state)
+{
+    static const struct groups_config groups = {"X25519:X448", "+GROUP-X25519:+GROUP-X448"};
+    struct peers *p = *state;
+    struct ts_hello hello;
+    int crc = 0;
+    int src = 0;
+
+    peers_contexts(p, "1.3");
+    bool gnutls_client = tlsock_ctx_impl(p->cctx) == TLSOCK_IMPL_GNUTLS;
+    static struct groups_config one;
+    one = gnutls_client ? (struct groups_config){NULL, groups.gnutls}
+                        : (struct groups_config){groups.openssl, NULL};
+    TS_ASSERT_RC(tlsock_ctx_set_configure(p->cctx, NULL, client_groups, &one), 0);
+    p->wire.c2s.swap_groups = true;
+    peers_attach(p);
+    (void)wire_handshake(p, &crc, &src);
+    client_hello(p, &hello);
+    /* The server saw X448 preferred, and one key share: X25519's. */
+    assert_true(hello.ngroups >= 2);
+    assert_int_equal(hello.groups[0], 30);
+    assert_int_equal(hello.groups[1], 29);
+    assert_int_equal(hello.nshares, 1);
+    assert_int_equal(hello.shares[0], 29);
+    /* It answered with a ServerHello, not a HelloRetryRequest for X448. */
+    assert_int_equal(ts_flow_count(&p->wire.s2c, TS_HS_SERVER_HELLO), 1);
+    assert_int_equal(ts_flow_hello_retries(&p->wire.s2c), 0);
+    assert_int_equal(ts_flow_count(&p->wire.c2s, TS_HS_CLIENT_HELLO), 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -583,6 +784,9 @@ int main(void)
                                         peers_teardown),
         cmocka_unit_test_setup_teardown(test_renegotiation_signal_tls13, peers_setup,
                                         peers_teardown),
+        cmocka_unit_test_setup_teardown(test_server_cipher_order, peers_setup, peers_teardown),
+        cmocka_unit_test_setup_teardown(test_no_needless_hello_retry, peers_setup, peers_teardown),
+        cmocka_unit_test_setup_teardown(test_share_for_second_group, peers_setup, peers_teardown),
     };
 
     int failed = cmocka_run_group_tests_name("conformance", tests, ts_pki_setup, ts_pki_teardown);

@@ -25,11 +25,12 @@
 struct gtls_conn {
     gnutls_session_t session;
     int role;
-    struct tlsock__xport x; /* the socket or callbacks pull/push move bytes with */
-    bool blocked;           /* the transport said "not now" during the current call */
-    unsigned long moved;    /* bytes pull and push moved so far: progress (should_repeat) */
-    const char *refusal;    /* why our ClientHello hook refused the client (hello.h) */
-    unsigned char tail[7];  /* the last bytes received: a whole record if it was an alert */
+    struct tlsock__xport x;    /* the socket or callbacks pull/push move bytes with */
+    bool blocked;              /* the transport said "not now" during the current call */
+    unsigned long moved;       /* bytes pull and push moved so far: progress (should_repeat) */
+    const char *refusal;       /* why our ClientHello hook refused the client (hello.h) */
+    const struct gtls_ctx *gc; /* the context (the core holds a reference for us) */
+    unsigned char tail[7];     /* the last bytes received: a whole record if it was an alert */
     size_t tail_len;
     int verify_mode;
     int min_version; /* the versions our priorities enable */
@@ -359,6 +360,11 @@ static void gtls_conn_free(void *tls)
     free(c);
 }
 
+static bool has_share_priority(unsigned group, const void *arg)
+{
+    return tlsock__gtls_share_priority(arg, group) != NULL;
+}
+
 /*
  * The ClientHello, before GnuTLS reads it, against the rules both implementations share
  * (hello.h): a refusal is kept for map_error(), which sends its alert.
@@ -383,7 +389,14 @@ static int client_hello_hook(gnutls_session_t session, unsigned htype, unsigned 
         return GNUTLS_E_UNSUPPORTED_VERSION_PACKET;
     }
     c->refusal = tlsock__hello_refusal(&h, c->min_version, c->max_version);
-    return c->refusal != NULL ? GNUTLS_E_SAFE_RENEGOTIATION_FAILED : 0;
+    if (c->refusal != NULL) {
+        return GNUTLS_E_SAFE_RENEGOTIATION_FAILED;
+    }
+    /* TLS 1.3: the priorities that make GnuTLS use the client's first usable key share. */
+    unsigned group = tlsock__hello_version(&h, c->min_version, c->max_version) == 0x0304
+                         ? tlsock__hello_share(&h, has_share_priority, c->gc)
+                         : 0;
+    return group != 0 ? gnutls_priority_set(session, tlsock__gtls_share_priority(c->gc, group)) : 0;
 }
 
 /*
@@ -483,6 +496,7 @@ static int gtls_conn_new(void *nctx, const struct tlsock__conn_params *p, void *
         return tlsock__fail(err, TLSOCK_ENOMEM, "out of memory allocating a session");
     }
     c->role = p->role;
+    c->gc = gc;
     c->verify_mode = p->verify_mode;
     c->min_version = gc->prio_min;
     c->max_version = gc->prio_max;

@@ -181,6 +181,82 @@ static int translate_raw(const char *raw, char *out, size_t size, struct tlsock_
     return rc;
 }
 
+/* Named groups GnuTLS offers and their code points (RFC 8446 section 4.2.7, RFC 7919). */
+static const struct {
+    unsigned code;
+    const char *name; /* gnutls_group_get_name() */
+} named_groups[] = {
+    {23, "SECP256R1"},  {24, "SECP384R1"},  {25, "SECP521R1"},  {29, "X25519"},
+    {30, "X448"},       {256, "FFDHE2048"}, {257, "FFDHE3072"}, {258, "FFDHE4096"},
+    {259, "FFDHE6144"}, {260, "FFDHE8192"},
+};
+
+static unsigned group_code(const char *name)
+{
+    for (size_t i = 0; name != NULL && i < sizeof(named_groups) / sizeof(named_groups[0]); i++) {
+        if (strcmp(name, named_groups[i].name) == 0) {
+            return named_groups[i].code;
+        }
+    }
+    return 0;
+}
+
+static void free_share_prios(struct gtls_share_prio *list, unsigned count)
+{
+    for (unsigned i = 0; i < count; i++) {
+        gnutls_priority_deinit(list[i].prio);
+    }
+}
+
+/*
+ * For every group @p base enables, the same priorities with that group alone, into @p out.
+ * GnuTLS picks the group by preference alone (and GnuTLS 3.7 prefers an elliptic curve to a
+ * finite field group whatever their order) and asks for its share with a HelloRetryRequest;
+ * gnutls.c hands a TLS 1.3 session the variant for the first share the client sent that we can
+ * use, which is the group OpenSSL's server takes.
+ */
+static int build_share_prios(const char *prio, gnutls_priority_t base,
+                             struct gtls_share_prio out[GTLS_MAX_SHARE_PRIOS], unsigned *count,
+                             struct tlsock__err *err)
+{
+    const unsigned *groups = NULL;
+    int n = gnutls_priority_group_list(base, &groups);
+
+    *count = 0;
+    for (int i = 0; i < n && *count < GTLS_MAX_SHARE_PRIOS; i++) {
+        const char *name = gnutls_group_get_name((gnutls_group_t)groups[i]);
+        unsigned code = group_code(name);
+        char variant[2560];
+        if (code == 0) {
+            continue; /* a group without a code point here: the base priorities serve it */
+        }
+        int used = snprintf(variant, sizeof(variant), "%s:-GROUP-ALL:+GROUP-%s", prio, name);
+        int ret = used > 0 && (size_t)used < sizeof(variant)
+                      ? gnutls_priority_init(&out[*count].prio, variant, NULL)
+                      : GNUTLS_E_SHORT_MEMORY_BUFFER;
+        if (ret < 0) {
+            free_share_prios(out, *count);
+            *count = 0;
+            return tlsock__fail(err, TLSOCK_ECONFIG,
+                                "gnutls: cannot make the priorities for key share %s: %s", name,
+                                gnutls_strerror(ret));
+        }
+        out[*count].group = code;
+        (*count)++;
+    }
+    return 0;
+}
+
+gnutls_priority_t tlsock__gtls_share_priority(const struct gtls_ctx *gc, unsigned group)
+{
+    for (unsigned i = 0; i < gc->share_prio_count; i++) {
+        if (gc->share_prio[i].group == group) {
+            return gc->share_prio[i].prio;
+        }
+    }
+    return NULL;
+}
+
 static const struct cipher_policy *find_policy(const char *name)
 {
     for (size_t i = 0; i < sizeof(cipher_policies) / sizeof(cipher_policies[0]); i++) {
@@ -239,9 +315,14 @@ int tlsock__gtls_build_priority(struct gtls_ctx *gc, const char *ciphers, int mi
      * the OpenSSL side shares (hello.h). No compression (GnuTLS has none in NORMAL).
      * Renegotiation itself is refused when GnuTLS reports it (see gnutls.c).
      */
-    const char *renegotiation = gc->role == TLSOCK_CLIENT ? ":%SAFE_RENEGOTIATION" : "";
+    /*
+     * Servers choose by their own order (%SERVER_PRECEDENCE), as OpenSSL's server does with
+     * SSL_OP_CIPHER_SERVER_PREFERENCE; GnuTLS would follow the client's.
+     */
+    const char *role_part =
+        gc->role == TLSOCK_CLIENT ? ":%SAFE_RENEGOTIATION" : ":%SERVER_PRECEDENCE";
     size_t used = strlen(prio);
-    if ((size_t)snprintf(prio + used, sizeof(prio) - used, ":%s%s", vers, renegotiation) >=
+    if ((size_t)snprintf(prio + used, sizeof(prio) - used, ":%s%s", vers, role_part) >=
         sizeof(prio) - used) {
         return tlsock__fail(err, TLSOCK_ECONFIG, "cipher policy \"%.200s\" is too long", ciphers);
     }
@@ -253,12 +334,24 @@ int tlsock__gtls_build_priority(struct gtls_ctx *gc, const char *ciphers, int mi
                             "string: %s at position %ld (\"%.40s\")",
                             ciphers, gnutls_strerror(ret), at, errpos != NULL ? errpos : "");
     }
+    struct gtls_share_prio shares[GTLS_MAX_SHARE_PRIOS];
+    unsigned share_count = 0;
+    if (gc->role == TLSOCK_SERVER) {
+        rc = build_share_prios(prio, cache, shares, &share_count, err);
+        if (rc != 0) {
+            gnutls_priority_deinit(cache);
+            return rc;
+        }
+    }
     if (gc->prio != NULL) {
         gnutls_priority_deinit(gc->prio);
     }
+    free_share_prios(gc->share_prio, gc->share_prio_count);
     gc->prio = cache;
     gc->prio_min = lowest;
     gc->prio_max = highest;
+    memcpy(gc->share_prio, shares, share_count * sizeof(shares[0]));
+    gc->share_prio_count = share_count;
     return rc;
 }
 
@@ -346,6 +439,7 @@ void tlsock__gtls_ctx_free(void *nctx)
     if (gc->prio != NULL) {
         gnutls_priority_deinit(gc->prio);
     }
+    free_share_prios(gc->share_prio, gc->share_prio_count);
     while (gc->trust != NULL) {
         struct gtls_trust *next = gc->trust->next;
         free(gc->trust->data);

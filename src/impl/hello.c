@@ -27,6 +27,18 @@ void tlsock__hello_extension(struct tlsock__hello *h, unsigned type, const unsig
 {
     if (type == TLSOCK__EXT_RENEGOTIATION_INFO) {
         h->renegotiation = true;
+    } else if (type == TLSOCK__EXT_SUPPORTED_GROUPS && len >= 2) {
+        /* A two-byte length, then two bytes a group. */
+        for (size_t i = 2; i + 1 < len && h->ngroups < sizeof(h->groups) / sizeof(h->groups[0]);
+             i += 2) {
+            h->groups[h->ngroups++] = get16(data + i);
+        }
+    } else if (type == TLSOCK__EXT_KEY_SHARE && len >= 2) {
+        /* A two-byte length, then entries: group, two-byte length, key. */
+        for (size_t i = 2; i + 4 <= len && h->nshares < sizeof(h->shares) / sizeof(h->shares[0]);
+             i += 4 + get16(data + i + 2)) {
+            h->shares[h->nshares++] = get16(data + i);
+        }
     } else if (type == TLSOCK__EXT_SUPPORTED_VERSIONS && len >= 1) {
         /* A one-byte length, then two bytes a version. */
         h->has_versions = true;
@@ -96,6 +108,20 @@ int tlsock__hello_version(const struct tlsock__hello *h, int min_version, int ma
         v = 0x0303;
     }
     return v >= min_version ? v : 0;
+}
+
+unsigned tlsock__hello_share(const struct tlsock__hello *h,
+                             bool (*usable)(unsigned group, const void *arg), const void *arg)
+{
+    /* RFC 8446 section 4.2.8: each share must be for a group the client lists. */
+    for (size_t i = 0; i < h->nshares; i++) {
+        for (size_t j = 0; j < h->ngroups; j++) {
+            if (h->groups[j] == h->shares[i] && usable(h->shares[i], arg)) {
+                return h->shares[i];
+            }
+        }
+    }
+    return 0;
 }
 
 const char *tlsock__hello_refusal(const struct tlsock__hello *h, int min_version, int max_version)

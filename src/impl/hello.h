@@ -11,6 +11,8 @@
 
 /* Extension and cipher suite code points used here (IANA TLS registries). */
 enum {
+    TLSOCK__EXT_SUPPORTED_GROUPS = 10,         /* RFC 8446 section 4.2.7 */
+    TLSOCK__EXT_KEY_SHARE = 51,                /* RFC 8446 section 4.2.8 */
     TLSOCK__EXT_SUPPORTED_VERSIONS = 43,       /* RFC 8446 section 4.2.1 */
     TLSOCK__EXT_RENEGOTIATION_INFO = 0xff01,   /* RFC 5746 section 3.2 */
     TLSOCK__SUITE_RENEGOTIATION_SCSV = 0x00ff, /* RFC 5746 section 3.3 */
@@ -18,10 +20,14 @@ enum {
 };
 
 struct tlsock__hello {
-    int legacy_version; /* ClientHello.legacy_version (client_version before TLS 1.3) */
-    bool has_versions;  /* a supported_versions extension was present */
-    unsigned versions;  /* its TLS 1.0 to 1.3 entries: bit (minor - 1) for 0x03<minor> */
-    bool renegotiation; /* renegotiation_info or the SCSV: RFC 5746's signal */
+    int legacy_version;  /* ClientHello.legacy_version (client_version before TLS 1.3) */
+    bool has_versions;   /* a supported_versions extension was present */
+    unsigned versions;   /* its TLS 1.0 to 1.3 entries: bit (minor - 1) for 0x03<minor> */
+    bool renegotiation;  /* renegotiation_info or the SCSV: RFC 5746's signal */
+    unsigned groups[32]; /* supported_groups (named group code points), the first ones */
+    size_t ngroups;
+    unsigned shares[8]; /* the groups of key_share's entries, in the client's order */
+    size_t nshares;
 };
 
 /* Starts @p h for a ClientHello whose legacy_version is @p legacy_version. */
@@ -40,6 +46,14 @@ bool tlsock__hello_parse(struct tlsock__hello *h, const unsigned char *body, siz
  * appendix E.1 without supported_versions); 0 when there is none.
  */
 int tlsock__hello_version(const struct tlsock__hello *h, int min_version, int max_version);
+
+/*
+ * The group of the first key share (in the client's order) that the client also lists in
+ * supported_groups and that @p usable (called with a named group's code point) accepts; 0 when
+ * there is none. Using it saves a HelloRetryRequest; OpenSSL's server picks the same one.
+ */
+unsigned tlsock__hello_share(const struct tlsock__hello *h,
+                             bool (*usable)(unsigned group, const void *arg), const void *arg);
 
 /*
  * Why a server refuses this hello, or NULL to go on. Its alert is handshake_failure.

@@ -142,6 +142,9 @@ static int pass_record(struct ts_wire *w, struct ts_flow *f, unsigned char *r, s
     if (f->strip_renegotiation && ts_hello_strip_renegotiation(r, len) == 1) {
         f->stripped++;
     }
+    if (f->swap_groups) {
+        (void)ts_hello_swap_groups(r, len);
+    }
     if (ts_bytes_append(&f->hs, r + REC_HEADER, body) != 0) {
         return -1;
     }
@@ -268,6 +271,9 @@ int ts_hello_parse(const unsigned char *b, size_t len, struct ts_hello *out)
     out->legacy_version = (int)get16(b);
     for (size_t i = suites + 2; i + 1 < suites + 2 + get16(b + suites); i += 2) {
         out->scsv |= get16(b + i) == SCSV;
+        if (out->nsuites < sizeof(out->suites) / sizeof(out->suites[0])) {
+            out->suites[out->nsuites++] = get16(b + i);
+        }
     }
     for (size_t off = ext + 2; off + 4 <= len; off += 4 + get16(b + off + 2)) {
         size_t n = get16(b + off + 2);
@@ -279,17 +285,72 @@ int ts_hello_parse(const unsigned char *b, size_t len, struct ts_hello *out)
     return 0;
 }
 
-int ts_hello_strip_renegotiation(unsigned char *rec, size_t len)
+/* The body of the ClientHello filling the record @p rec, or NULL. */
+static unsigned char *record_hello(unsigned char *rec, size_t len, size_t *blen, size_t *suites,
+                                   size_t *ext)
 {
-    unsigned char *b = rec + REC_HEADER + 4;
-    size_t blen = len - REC_HEADER - 4;
+    if (len < REC_HEADER + 4 || rec[0] != TS_CT_HANDSHAKE ||
+        rec[REC_HEADER] != TS_HS_CLIENT_HELLO ||
+        get24(rec + REC_HEADER + 1) != len - REC_HEADER - 4) {
+        return NULL;
+    }
+    *blen = len - REC_HEADER - 4;
+    return hello_layout(rec + REC_HEADER + 4, *blen, suites, ext) == 0 ? rec + REC_HEADER + 4
+                                                                       : NULL;
+}
+
+int ts_hello_swap_groups(unsigned char *rec, size_t len)
+{
+    size_t blen = 0;
     size_t suites = 0;
     size_t ext = 0;
+    unsigned char *b = record_hello(rec, len, &blen, &suites, &ext);
+
+    if (b == NULL) {
+        return -1;
+    }
+    for (size_t off = ext + 2; off + 4 <= blen; off += 4 + get16(b + off + 2)) {
+        /* The list's length (2 bytes), then two bytes a group. */
+        if (get16(b + off) == EXT_SUPPORTED_GROUPS && get16(b + off + 2) >= 6) {
+            unsigned char *g = b + off + 4 + 2;
+            unsigned char first[2] = {g[0], g[1]};
+            g[0] = g[2];
+            g[1] = g[3];
+            g[2] = first[0];
+            g[3] = first[1];
+            return 1;
+        }
+    }
+    return 0;
+}
+
+size_t ts_flow_hello_retries(const struct ts_flow *s2c)
+{
+    /* The HelloRetryRequest's random: SHA-256 of "HelloRetryRequest". */
+    static const unsigned char hrr[32] = {
+        0xcf, 0x21, 0xad, 0x74, 0xe5, 0x9a, 0x61, 0x11, 0xbe, 0x1d, 0x8c,
+        0x02, 0x1e, 0x65, 0xb8, 0x91, 0xc2, 0xa2, 0x11, 0x16, 0x7a, 0xbb,
+        0x8c, 0x5e, 0x07, 0x9e, 0x09, 0xe2, 0xc8, 0xa8, 0x33, 0x9c,
+    };
+    size_t n = 0;
+    size_t len = 0;
+    const unsigned char *body = NULL;
+
+    for (size_t i = 0; (body = ts_flow_msg(s2c, TS_HS_SERVER_HELLO, i, &len)) != NULL; i++) {
+        n += len >= 2 + sizeof(hrr) && memcmp(body + 2, hrr, sizeof(hrr)) == 0;
+    }
+    return n;
+}
+
+int ts_hello_strip_renegotiation(unsigned char *rec, size_t len)
+{
+    size_t blen = 0;
+    size_t suites = 0;
+    size_t ext = 0;
+    unsigned char *b = record_hello(rec, len, &blen, &suites, &ext);
     int changed = 0;
 
-    if (len < REC_HEADER + 4 || rec[0] != TS_CT_HANDSHAKE ||
-        rec[REC_HEADER] != TS_HS_CLIENT_HELLO || get24(rec + REC_HEADER + 1) != blen ||
-        hello_layout(b, blen, &suites, &ext) != 0) {
+    if (b == NULL) {
         return -1;
     }
     for (size_t i = suites + 2; i + 1 < suites + 2 + get16(b + suites); i += 2) {

@@ -50,6 +50,7 @@ struct ts_hs_msg {
 struct ts_flow {
     size_t frag;              /* > 0: plaintext handshake records leave with this many bytes each */
     bool strip_renegotiation; /* ClientHellos lose their renegotiation signal on the way */
+    bool swap_groups;         /* ClientHellos list their first two supported groups swapped */
     int stripped;             /* how many ClientHello records lost one */
     struct ts_bytes rec;      /* a record not complete yet */
     bool after_ccs;           /* TLS 1.2 and below: handshake records after a CCS are encrypted */
@@ -95,6 +96,8 @@ struct ts_hello {
     bool renegotiation_info; /* the renegotiation_info extension (0xff01) */
     bool supported_versions; /* the extension is present */
     bool offers_tls13;
+    unsigned suites[64]; /* cipher suites, in the client's order */
+    size_t nsuites;
     unsigned groups[32]; /* supported_groups, in the client's order */
     size_t ngroups;
     unsigned shares[8]; /* key_share groups, in order */
@@ -111,6 +114,17 @@ int ts_hello_parse(const unsigned char *body, size_t len, struct ts_hello *out);
  * rewritten, 0 if there was nothing to rewrite, -1 if it is not a ClientHello record.
  */
 int ts_hello_strip_renegotiation(unsigned char *rec, size_t len);
+
+/*
+ * Swaps the first two entries of the supported_groups extension of a ClientHello inside @p rec
+ * (one whole plaintext handshake record holding it), so that the client seems to prefer the
+ * group it sent no key share for. The transcripts then differ: the handshake fails after the
+ * server's answer, which is what a test looks at. 1 if swapped, 0 if not, -1 if no ClientHello.
+ */
+int ts_hello_swap_groups(unsigned char *rec, size_t len);
+
+/* How many of the ServerHellos on @p s2c are HelloRetryRequests (RFC 8446 section 4.1.3). */
+size_t ts_flow_hello_retries(const struct ts_flow *s2c);
 
 /* ---- a re-framing proxy between two sockets -------------------------------------------------- */
 
