@@ -774,6 +774,157 @@ static void test_share_for_second_group(void **state)
     assert_int_equal(ts_flow_count(&p->wire.c2s, TS_HS_CLIENT_HELLO), 1);
 }
 
+/* ---- renegotiation refused ------------------------------------------------------------------- */
+
+#if TLSOCK_TEST_HAVE_OPENSSL
+/* An OpenSSL peer that may ask for renegotiation (tlsock turns it off). */
+static int openssl_allow_renegotiation(void *session, void *user)
+{
+    (void)user;
+    SSL_clear_options(session, SSL_OP_NO_RENEGOTIATION);
+    return 0;
+}
+#endif
+
+/* Asks for renegotiation through the peer's own library; 0 once the request is sent. */
+static int request_renegotiation(int impl, int role, void *native)
+{
+    int rc = TS_ESETUP;
+
+#if TLSOCK_TEST_HAVE_OPENSSL
+    if (impl == TLSOCK_IMPL_OPENSSL && SSL_renegotiate(native) == 1) {
+        /* A client sends its ClientHello and waits; a server sends its HelloRequest and is done
+         * until the ClientHello comes. */
+        int ret = SSL_do_handshake(native);
+        bool sent = role == TLSOCK_SERVER
+                        ? ret == 1
+                        : ret <= 0 && SSL_get_error(native, ret) == SSL_ERROR_WANT_READ;
+        rc = sent ? 0 : TS_ESETUP;
+        ERR_clear_error();
+    }
+#endif
+#if TLSOCK_TEST_HAVE_GNUTLS
+    if (impl == TLSOCK_IMPL_GNUTLS) {
+        int ret = role == TLSOCK_SERVER ? gnutls_rehandshake(native) : 0;
+        if (ret == 0) {
+            ret = gnutls_handshake(native);
+        }
+        rc = ret == GNUTLS_E_AGAIN ? 0 : TS_ESETUP;
+    }
+#endif
+    return rc;
+}
+
+/*
+ * What the requester's library says after the refusal: 1 when it was told no_renegotiation and
+ * may go on (GnuTLS), 0 when it gave up on the session for that reason (OpenSSL sends a fatal
+ * handshake_failure), -1 for anything else.
+ */
+static int requester_outcome(int impl, void *native)
+{
+    int outcome = -1;
+
+#if TLSOCK_TEST_HAVE_OPENSSL
+    if (impl == TLSOCK_IMPL_OPENSSL) {
+        char byte;
+        size_t n = 0;
+        /* Reading continues a client's handshake and takes a server's answer alike. */
+        int ret = SSL_read_ex(native, &byte, 1, &n);
+        unsigned long e = ERR_peek_error();
+        outcome = ret == 0 && ERR_GET_REASON(e) == SSL_R_NO_RENEGOTIATION ? 0 : -1;
+        ERR_clear_error();
+    }
+#endif
+#if TLSOCK_TEST_HAVE_GNUTLS
+    if (impl == TLSOCK_IMPL_GNUTLS) {
+        int ret = gnutls_handshake(native);
+        outcome = ret == GNUTLS_E_WARNING_ALERT_RECEIVED &&
+                          gnutls_alert_get(native) == GNUTLS_A_NO_RENEGOTIATION
+                      ? 1
+                      : -1;
+    }
+#endif
+    return outcome;
+}
+
+/*
+ * Issue 10.6: renegotiation is refused the same way on both implementations, whichever side
+ * asks (TLS 1.2; a client sends a new ClientHello, a server a HelloRequest): the refusing side
+ * answers no_renegotiation (a warning, RFC 5246 section 7.2.2) and its session goes on. What
+ * happens next is the requester's choice: a GnuTLS peer goes on too and data flows both ways;
+ * an OpenSSL peer gives up with a fatal handshake_failure, which the refusing side reports.
+ */
+static void test_renegotiation_refused(void **state)
+{
+    static const int requesters[] = {TLSOCK_CLIENT, TLSOCK_SERVER};
+
+    for (size_t i = 0; i < sizeof(requesters) / sizeof(requesters[0]); i++) {
+        bool client_asks = requesters[i] == TLSOCK_CLIENT;
+        struct peers *p = peers_renew(state, i);
+        char buf[16];
+        size_t n = 0;
+        size_t moved = 0;
+        int crc = 0;
+        int src = 0;
+
+        print_message("the %s asks for renegotiation\n", client_asks ? "client" : "server");
+        peers_contexts(p, "1.2-1.2");
+        struct tlsock_ctx *rctx = client_asks ? p->cctx : p->sctx;
+        int impl = tlsock_ctx_impl(rctx);
+#if TLSOCK_TEST_HAVE_OPENSSL
+        if (impl == TLSOCK_IMPL_OPENSSL) {
+            TS_ASSERT_RC(tlsock_ctx_set_configure(rctx, NULL, openssl_allow_renegotiation, NULL),
+                         0);
+        }
+#endif
+        peers_attach(p);
+        TS_ASSERT_RC_MSG(wire_handshake(p, &crc, &src), 0,
+                         tlsock_conn_errmsg(src != 0 ? p->server : p->client));
+        struct tlsock_conn *requester = client_asks ? p->client : p->server;
+        struct tlsock_conn *refuser = client_asks ? p->server : p->client;
+        struct ts_flow *to_refuser = client_asks ? &p->wire.c2s : &p->wire.s2c;
+        struct ts_flow *to_requester = client_asks ? &p->wire.s2c : &p->wire.c2s;
+
+        TS_ASSERT_RC(request_renegotiation(impl, requesters[i], tlsock_conn_native(requester)), 0);
+        TS_ASSERT_RC(wire_move(&p->wire, to_refuser, requester, refuser, &moved), 0);
+        /* The refusing side reads the request, answers it and waits for data: no error. */
+        TS_ASSERT_RC_MSG(tlsock_read(refuser, buf, sizeof(buf), &n), TLSOCK_EWANT_READ,
+                         tlsock_conn_errmsg(refuser));
+        TS_ASSERT_RC(wire_move(&p->wire, to_requester, refuser, requester, &moved), 0);
+        int outcome = requester_outcome(impl, tlsock_conn_native(requester));
+        assert_int_equal(outcome, impl == TLSOCK_IMPL_GNUTLS ? 1 : 0);
+        TS_ASSERT_RC(wire_move(&p->wire, to_refuser, requester, refuser, &moved), 0);
+        if (outcome == 0) {
+            TS_ASSERT_RC_MSG(tlsock_read(refuser, buf, sizeof(buf), &n), TLSOCK_EPROTO,
+                             tlsock_conn_errmsg(refuser));
+            TS_ASSERT_CONTAINS(tlsock_conn_errmsg(refuser), "peer sent alert: handshake_failure");
+            continue;
+        }
+        /* Both go on: a message each way, then the refusing side still writes. */
+        TS_ASSERT_RC_MSG(tlsock_write(requester, "again", 5), 0, tlsock_conn_errmsg(requester));
+        TS_ASSERT_RC(wire_move(&p->wire, to_refuser, requester, refuser, &moved), 0);
+        TS_ASSERT_RC_MSG(tlsock_read(refuser, buf, sizeof(buf), &n), 0,
+                         tlsock_conn_errmsg(refuser));
+        assert_int_equal(n, 5);
+        assert_memory_equal(buf, "again", 5);
+        TS_ASSERT_RC_MSG(tlsock_write(refuser, "still", 5), 0, tlsock_conn_errmsg(refuser));
+        TS_ASSERT_RC(wire_move(&p->wire, to_requester, refuser, requester, &moved), 0);
+        TS_ASSERT_RC_MSG(tlsock_read(requester, buf, sizeof(buf), &n), 0,
+                         tlsock_conn_errmsg(requester));
+        assert_int_equal(n, 5);
+        assert_memory_equal(buf, "still", 5);
+        /* And it ends cleanly. */
+        TS_ASSERT_RC_MSG(tlsock_shutdown(refuser), 0, tlsock_conn_errmsg(refuser));
+        TS_ASSERT_RC(wire_move(&p->wire, to_requester, refuser, requester, &moved), 0);
+        TS_ASSERT_RC_MSG(tlsock_read(requester, buf, sizeof(buf), &n), TLSOCK_ECLOSED,
+                         tlsock_conn_errmsg(requester));
+        TS_ASSERT_RC_MSG(tlsock_shutdown(requester), 0, tlsock_conn_errmsg(requester));
+        TS_ASSERT_RC(wire_move(&p->wire, to_refuser, requester, refuser, &moved), 0);
+        TS_ASSERT_RC_MSG(tlsock_read(refuser, buf, sizeof(buf), &n), TLSOCK_ECLOSED,
+                         tlsock_conn_errmsg(refuser));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -787,6 +938,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_server_cipher_order, peers_setup, peers_teardown),
         cmocka_unit_test_setup_teardown(test_no_needless_hello_retry, peers_setup, peers_teardown),
         cmocka_unit_test_setup_teardown(test_share_for_second_group, peers_setup, peers_teardown),
+        cmocka_unit_test_setup_teardown(test_renegotiation_refused, peers_setup, peers_teardown),
     };
 
     int failed = cmocka_run_group_tests_name("conformance", tests, ts_pki_setup, ts_pki_teardown);

@@ -30,6 +30,7 @@ struct gtls_conn {
     unsigned long moved;       /* bytes pull and push moved so far: progress (should_repeat) */
     const char *refusal;       /* why our ClientHello hook refused the client (hello.h) */
     const struct gtls_ctx *gc; /* the context (the core holds a reference for us) */
+    bool drop_hello;           /* a refused renegotiation's ClientHello is queued in GnuTLS */
     unsigned char tail[7];     /* the last bytes received: a whole record if it was an alert */
     size_t tail_len;
     int verify_mode;
@@ -589,6 +590,20 @@ static int gtls_handshake(void *tls, struct tlsock__err *err)
     return ret == 0 ? 0 : map_error(c, ret, err);
 }
 
+/*
+ * Renegotiation is refused as OpenSSL's SSL_OP_NO_RENEGOTIATION refuses it: a no_renegotiation
+ * warning (RFC 5246 section 7.2.2), and the session goes on; a peer that insists fails its own
+ * handshake. A server's GnuTLS keeps the client's new ClientHello queued for gnutls_handshake():
+ * left there, it would fail the next read as an unexpected message, so the next read is the one
+ * that drops it (gnutls_record_recv discards a queued record of another type with
+ * GNUTLS_E_UNEXPECTED_PACKET).
+ */
+static void refuse_renegotiation(struct gtls_conn *c)
+{
+    gnutls_alert_send(c->session, GNUTLS_AL_WARNING, GNUTLS_A_NO_RENEGOTIATION);
+    c->drop_hello = c->role == TLSOCK_SERVER && gnutls_record_check_pending(c->session) > 0;
+}
+
 /* Warning alerts in a row before the peer is given up on, as OpenSSL does (five). */
 enum { WARNING_LIMIT = 5 };
 
@@ -602,15 +617,16 @@ static int gtls_read(void *tls, void *buf, size_t len, size_t *nread, struct tls
 
     /* A warning alert (other than close_notify) carries no data either: read on. */
     for (;;) {
+        bool dropping = c->drop_hello;
         c->blocked = false;
+        c->drop_hello = false;
         ret = gnutls_record_recv(c->session, buf, len);
         if (ret == GNUTLS_E_REHANDSHAKE) {
-            /*
-             * Renegotiation is refused as OpenSSL's SSL_OP_NO_RENEGOTIATION does it: a
-             * no_renegotiation warning (RFC 5246 7.2.2), and the session goes on.
-             */
-            gnutls_alert_send(c->session, GNUTLS_AL_WARNING, GNUTLS_A_NO_RENEGOTIATION);
+            refuse_renegotiation(c);
             continue;
+        }
+        if (ret == GNUTLS_E_UNEXPECTED_PACKET && dropping) {
+            continue; /* that was the refused ClientHello leaving */
         }
         bool warning = ret == GNUTLS_E_WARNING_ALERT_RECEIVED &&
                        gnutls_alert_get(c->session) != GNUTLS_A_CLOSE_NOTIFY;
