@@ -925,6 +925,183 @@ static void test_renegotiation_refused(void **state)
     }
 }
 
+/* ---- messages -------------------------------------------------------------------------------- */
+
+/* A message that says why, in the words the CLI prints after tlsock_strerror(). */
+static void assert_verify_message(const char *msg, const char *reason)
+{
+    char prefix[128];
+
+    /* The reason first: tlsock_strerror(TLSOCK_EVERIFY) already says what failed. */
+    snprintf(prefix, sizeof(prefix), "%s (", reason);
+    if (strncmp(msg, prefix, strlen(prefix)) != 0) {
+        print_error("\"%s\" does not start with \"%s\"\n", msg, prefix);
+        fail();
+    }
+    /* Once: no "certificate verify failed: " inside either. */
+    assert_null(strcasestr(msg, "verif"));
+    TS_ASSERT_CONTAINS(msg, "); peer CN=" TS_SERVER_CN);
+}
+
+/* Issue 10.9: the words of a failed verification, a truncated stream, and a too-old server. */
+static void test_message_verify(void **state)
+{
+    static const struct {
+        const char *verify_name;
+        bool untrusted;
+        const char *reason;
+    } cases[] = {
+        {"localhost", true, "unable to get local issuer certificate"},
+        {"wrong.example", false, "hostname mismatch"},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct peers *p = peers_renew(state, i);
+        struct tlsock_opts copts = ts_opts();
+        struct tlsock_opts sopts = ts_opts();
+        int crc = 0;
+        int src = 0;
+
+        print_message("%s\n", cases[i].reason);
+        TS_ASSERT_RC(ts_server_ctx_new(&ts_pki.server, &p->sctx), 0);
+        TS_ASSERT_RC(
+            ts_client_ctx_new(cases[i].untrusted ? ts_pki.other_ca.cert : ts_pki.ca.cert, &p->cctx),
+            0);
+        copts.verify_name = cases[i].verify_name;
+        TS_ASSERT_RC(tlsock_attach_mem(p->cctx, &copts, &p->client), 0);
+        TS_ASSERT_RC(tlsock_attach_mem(p->sctx, &sopts, &p->server), 0);
+        TS_ASSERT_RC(wire_handshake(p, &crc, &src), TLSOCK_EVERIFY);
+        TS_ASSERT_RC(crc, TLSOCK_EVERIFY);
+        assert_verify_message(tlsock_conn_errmsg(p->client), cases[i].reason);
+    }
+}
+
+/* A server that requires a client certificate and gets none says so in the same words. */
+static void test_message_no_client_cert(void **state)
+{
+    struct peers *p = *state;
+    int crc = 0;
+    int src = 0;
+
+    peers_contexts(p, NULL);
+    TS_ASSERT_RC(tlsock_ctx_set_verify(p->sctx, TLSOCK_VERIFY_REQUIRED), 0);
+    TS_ASSERT_RC(tlsock_ctx_set_ca_mem(p->sctx, ts_pki.ca.cert, strlen(ts_pki.ca.cert)), 0);
+    peers_attach(p);
+    (void)wire_handshake(p, &crc, &src);
+    TS_ASSERT_RC(src, TLSOCK_EVERIFY);
+    assert_string_equal(tlsock_conn_errmsg(p->server), "the client sent no certificate");
+}
+
+/* An end of stream without close_notify: the message adds to tlsock_strerror(), not repeats. */
+static void test_message_truncated(void **state)
+{
+    struct peers *p = *state;
+    char buf[16];
+    size_t n = 0;
+    int crc = 0;
+    int src = 0;
+
+    peers_contexts(p, NULL);
+    peers_attach(p);
+    TS_ASSERT_RC(wire_handshake(p, &crc, &src), 0);
+    TS_ASSERT_RC(tlsock_feed_eof(p->client), 0);
+    int rc = TLSOCK_EWANT_READ;
+    for (int i = 0; i < 4 && rc == TLSOCK_EWANT_READ; i++) {
+        rc = tlsock_read(p->client, buf, sizeof(buf), &n);
+    }
+    TS_ASSERT_RC_MSG(rc, TLSOCK_ETRUNCATED, tlsock_conn_errmsg(p->client));
+    TS_ASSERT_CONTAINS(tlsock_strerror(rc), "(truncated)");
+    assert_null(strstr(tlsock_conn_errmsg(p->client), "(truncated)"));
+    assert_string_equal(tlsock_conn_errmsg(p->client),
+                        "the peer closed the connection without close_notify, so the data may be "
+                        "truncated");
+}
+
+static const char old_server_hint[] = "; the server only speaks TLS 1.0/1.1: allow them with "
+                                      "tlsock_ctx_set_protocols and the legacy cipher policy";
+
+static void legacy_context(struct tlsock_ctx *ctx, const char *protocols)
+{
+    TS_ASSERT_RC_MSG(tlsock_ctx_set_ciphers(ctx, "legacy"), 0, tlsock_ctx_errmsg(ctx));
+    TS_ASSERT_RC_MSG(tlsock_ctx_set_protocols(ctx, protocols), 0, tlsock_ctx_errmsg(ctx));
+}
+
+/*
+ * A client refused by a TLS 1.0/1.1 server learns how to allow those versions; one refused for
+ * another reason (it asked for TLS 1.3 only) gets no such hint.
+ */
+static void test_message_old_server_refuses(void **state)
+{
+    static const struct {
+        const char *client;
+        const char *server;
+        bool hint;
+    } cases[] = {
+        {NULL, "1.0-1.1", true},
+        {"1.3", "1.2-1.2", false},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct peers *p = peers_renew(state, i);
+        char want[256];
+        int crc = 0;
+        int src = 0;
+
+        print_message("client %s, server %s\n",
+                      cases[i].client != NULL ? cases[i].client : "1.2-1.3", cases[i].server);
+        peers_contexts(p, cases[i].client);
+        legacy_context(p->sctx, cases[i].server);
+        peers_attach(p);
+        TS_ASSERT_RC(wire_handshake(p, &crc, &src), TLSOCK_EPROTO);
+        TS_ASSERT_RC(crc, TLSOCK_EPROTO);
+        snprintf(want, sizeof(want), "peer sent alert: protocol_version (70)%s",
+                 cases[i].hint ? old_server_hint : "");
+        assert_string_equal(tlsock_conn_errmsg(p->client), want);
+    }
+}
+
+/*
+ * A server that does not know supported_versions answers a TLS 1.2-1.3 ClientHello with TLS 1.1:
+ * here the ServerHello a TLS 1.1 client got, handed to a default client instead (the client
+ * checks the version before anything that would tell the two hellos apart).
+ */
+static void test_message_old_server_answers(void **state)
+{
+    struct peers *p = *state;
+    struct tlsock_ctx *lctx = NULL;
+    struct tlsock_conn *legacy = NULL;
+    struct tlsock_opts opts = ts_opts();
+    unsigned char buf[16384];
+    size_t n = 0;
+    size_t moved = 0;
+
+    peers_contexts(p, NULL);
+    legacy_context(p->sctx, "1.1-1.1");
+    TS_ASSERT_RC(ts_client_ctx_new(ts_pki.ca.cert, &lctx), 0);
+    legacy_context(lctx, "1.1-1.1");
+    opts.servername = "localhost";
+    int rc = tlsock_attach_mem(lctx, &opts, &legacy);
+    tlsock_ctx_free(lctx);
+    TS_ASSERT_RC(rc, 0);
+    peers_attach(p);
+    /* The default client's hello goes nowhere; the TLS 1.1 client's gets the server's answer. */
+    TS_ASSERT_RC(tlsock_handshake(p->client), TLSOCK_EWANT_READ);
+    TS_ASSERT_RC(tlsock_drain(p->client, buf, sizeof(buf), &n), 0);
+    TS_ASSERT_RC(tlsock_handshake(legacy), TLSOCK_EWANT_READ);
+    rc = wire_move(&p->wire, &p->wire.c2s, legacy, p->server, &moved);
+    tlsock_close(legacy);
+    TS_ASSERT_RC(rc, 0);
+    TS_ASSERT_RC(tlsock_handshake(p->server), TLSOCK_EWANT_READ);
+    TS_ASSERT_RC(wire_move(&p->wire, &p->wire.s2c, p->server, p->client, &moved), 0);
+    assert_int_equal(p->wire.version, 0x0302);
+    TS_ASSERT_RC(tlsock_handshake(p->client), TLSOCK_EPROTO);
+    char want[256];
+    snprintf(want, sizeof(want),
+             "the server chose an older protocol version than this client allows%s",
+             old_server_hint);
+    assert_string_equal(tlsock_conn_errmsg(p->client), want);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -939,6 +1116,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_no_needless_hello_retry, peers_setup, peers_teardown),
         cmocka_unit_test_setup_teardown(test_share_for_second_group, peers_setup, peers_teardown),
         cmocka_unit_test_setup_teardown(test_renegotiation_refused, peers_setup, peers_teardown),
+        cmocka_unit_test_setup_teardown(test_message_verify, peers_setup, peers_teardown),
+        cmocka_unit_test_setup_teardown(test_message_no_client_cert, peers_setup, peers_teardown),
+        cmocka_unit_test_setup_teardown(test_message_truncated, peers_setup, peers_teardown),
+        cmocka_unit_test_setup_teardown(test_message_old_server_refuses, peers_setup,
+                                        peers_teardown),
+        cmocka_unit_test_setup_teardown(test_message_old_server_answers, peers_setup,
+                                        peers_teardown),
     };
 
     int failed = cmocka_run_group_tests_name("conformance", tests, ts_pki_setup, ts_pki_teardown);

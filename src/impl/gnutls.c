@@ -18,6 +18,7 @@
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
 
+#include "../impl_text.h"
 #include "../xport.h"
 #include "gnutls_int.h"
 #include "hello.h"
@@ -278,8 +279,17 @@ static int fail_verify(struct gtls_conn *c, struct tlsock__err *err)
     peer_subject(c, subject, sizeof(subject));
     /* GnuTLS leaves the alert to us; OpenSSL's choice keeps the peer's view the same. */
     gnutls_alert_send(c->session, GNUTLS_AL_FATAL, verify_alert(status));
-    return tlsock__fail(err, TLSOCK_EVERIFY, "certificate verify failed: %s (status 0x%x)%s%s",
-                        reason, status, subject[0] != '\0' ? "; peer " : "", subject);
+    return tlsock__text_fail_verify(err, reason, TLSOCK__VERIFY_CODE_GNUTLS, status, subject);
+}
+
+/* The peer's fatal alert; a client refused for its versions learns how to allow older ones. */
+static int fail_alert(struct gtls_conn *c, int alert, struct tlsock__err *err)
+{
+    bool refused = c->role == TLSOCK_CLIENT && alert == GNUTLS_A_PROTOCOL_VERSION;
+
+    return tlsock__text_fail_alert(
+        err, alert,
+        refused ? tlsock__text_old_server_hint(c->min_version, c->max_version, true) : NULL);
 }
 
 /*
@@ -313,20 +323,21 @@ static int map_error(struct gtls_conn *c, int ret, struct tlsock__err *err)
         if (c->role == TLSOCK_SERVER) {
             /* A server requiring a client certificate got none: a verification failure. */
             gnutls_alert_send_appropriate(c->session, ret);
-            return tlsock__fail(err, TLSOCK_EVERIFY,
-                                "certificate verify failed: the client sent no certificate");
+            return tlsock__text_fail_no_client_cert(err);
         }
         break;
-    case GNUTLS_E_FATAL_ALERT_RECEIVED: {
-        int alert = (int)gnutls_alert_get(c->session);
-        return tlsock__fail(err, TLSOCK_EPROTO, "peer sent alert: %s (%d)",
-                            tlsock__alert_name(alert), alert);
-    }
+    case GNUTLS_E_FATAL_ALERT_RECEIVED:
+        return fail_alert(c, (int)gnutls_alert_get(c->session), err);
     case GNUTLS_E_DECRYPTION_FAILED:
         if (plaintext_alert(c) >= 0) {
-            int alert = plaintext_alert(c);
-            return tlsock__fail(err, TLSOCK_EPROTO, "peer sent alert: %s (%d)",
-                                tlsock__alert_name(alert), alert);
+            return fail_alert(c, plaintext_alert(c), err);
+        }
+        break;
+    case GNUTLS_E_UNSUPPORTED_VERSION_PACKET:
+        if (c->role == TLSOCK_CLIENT) {
+            /* The server chose a version we do not enable: tell it, as OpenSSL does. */
+            gnutls_alert_send(c->session, GNUTLS_AL_FATAL, GNUTLS_A_PROTOCOL_VERSION);
+            return tlsock__text_fail_old_server(err, c->min_version, c->max_version);
         }
         break;
     default:
@@ -334,8 +345,7 @@ static int map_error(struct gtls_conn *c, int ret, struct tlsock__err *err)
     }
     if (c->x.eof) {
         /* The stream ended without close_notify (GnuTLS: premature termination, short packet). */
-        return tlsock__fail(err, TLSOCK_ETRUNCATED,
-                            "connection closed by peer without close_notify (truncated)");
+        return tlsock__text_fail_truncated(err);
     }
     /* GnuTLS leaves telling the peer to the application: best effort, never waited for. */
     gnutls_alert_send_appropriate(c->session, ret);
@@ -696,53 +706,35 @@ static struct tlsock__xport *gtls_xport(void *tls)
 
 static void format_sans(gnutls_x509_crt_t crt, char *out, size_t size)
 {
-    size_t used = 0;
+    struct tlsock__san_text text;
 
-    out[0] = '\0';
+    tlsock__san_text_init(&text, out, size);
     for (unsigned i = 0;; i++) {
         unsigned char name[256];
-        size_t len = sizeof(name) - 1;
-        char item[300] = "";
+        size_t len = sizeof(name);
         int type = gnutls_x509_crt_get_subject_alt_name(crt, i, name, &len, NULL);
         if (type == GNUTLS_E_SHORT_MEMORY_BUFFER) {
-            continue;
+            continue; /* longer than a DNS name can be */
         }
         if (type < 0) {
             break;
         }
         if (type == GNUTLS_SAN_DNSNAME) {
-            snprintf(item, sizeof(item), "DNS:%.*s", (int)len, (const char *)name);
+            tlsock__san_text_dns(&text, (const char *)name, len);
         } else if (type == GNUTLS_SAN_IPADDRESS) {
-            char addr[INET6_ADDRSTRLEN] = "?";
-            inet_ntop(len == 16 ? AF_INET6 : AF_INET, name, addr, sizeof(addr));
-            snprintf(item, sizeof(item), "IP:%s", addr);
-        } else {
-            continue;
+            tlsock__san_text_ip(&text, name, len);
         }
-        int n = snprintf(out + used, size - used, "%s%s", used > 0 ? "," : "", item);
-        if (n < 0 || (size_t)n >= size - used) {
-            break;
-        }
-        used += (size_t)n;
     }
 }
 
 static void fingerprint(const gnutls_datum_t *der, char out[TLSOCK_FINGERPRINT_SIZE])
 {
-    static const char hex[] = "0123456789ABCDEF";
     unsigned char md[32];
     size_t len = sizeof(md);
 
     out[0] = '\0';
-    if (gnutls_fingerprint(GNUTLS_DIG_SHA256, der, md, &len) < 0 ||
-        len * 3 != TLSOCK_FINGERPRINT_SIZE) {
-        return;
-    }
-    for (size_t i = 0; i < len; i++) {
-        out[3 * i] = hex[md[i] >> 4];
-        out[3 * i + 1] = hex[md[i] & 0x0f];
-        /* Separators between bytes; the last slot holds the terminating NUL. */
-        out[3 * i + 2] = i + 1 < len ? ':' : '\0';
+    if (gnutls_fingerprint(GNUTLS_DIG_SHA256, der, md, &len) >= 0 && len == sizeof(md)) {
+        tlsock__text_fingerprint(md, out);
     }
 }
 
@@ -817,13 +809,10 @@ static void gtls_get_info(void *tls, struct tlsock__info_buf *out)
         }
     }
     out->verify_result = (int)status;
-    if (c->verify_mode == TLSOCK_VERIFY_NONE) {
-        snprintf(out->verify_message, sizeof(out->verify_message), "not verified (disabled)");
-    } else if (peers == NULL || npeers == 0) {
-        snprintf(out->verify_message, sizeof(out->verify_message), "no peer certificate");
-    } else {
-        verify_reason(c, status, out->verify_message, sizeof(out->verify_message));
-    }
+    char reason[sizeof(out->verify_message)];
+    verify_reason(c, status, reason, sizeof(reason));
+    tlsock__text_verify_message(out->verify_message, sizeof(out->verify_message), c->verify_mode,
+                                peers != NULL && npeers > 0, reason);
     out->resumed = gnutls_session_is_resumed(s) != 0;
 }
 

@@ -19,6 +19,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "../impl_text.h"
 #include "../internal.h"
 #include "../xport.h"
 #include "hello.h"
@@ -52,8 +53,9 @@ struct ossl_conn {
     SSL *ssl;
     struct tlsock__xport x; /* the socket or callbacks the BIO moves bytes with */
     int verify_mode;
-    int alert_received;  /* last alert description from the peer, -1 if none */
-    const char *refusal; /* why our ClientHello callback refused the client (hello.h) */
+    int alert_received;       /* last alert description from the peer, -1 if none */
+    const char *refusal;      /* why our ClientHello callback refused the client (hello.h) */
+    char failed_subject[256]; /* the subject of the peer certificate verification refused */
     char servername[256];
 };
 
@@ -533,6 +535,36 @@ static void ossl_conn_free(void *tls)
     free(c);
 }
 
+/* The certificate's subject in RFC 2253 order, as GnuTLS's side writes it (RFC 4514). */
+static void subject_text(X509 *cert, char *out, size_t size)
+{
+    BIO *mem = BIO_new(BIO_s_mem());
+
+    out[0] = '\0';
+    if (mem != NULL &&
+        X509_NAME_print_ex(mem, X509_get_subject_name(cert), 0, XN_FLAG_RFC2253) >= 0) {
+        int n = BIO_read(mem, out, (int)size - 1);
+        out[n > 0 ? n : 0] = '\0';
+    }
+    BIO_free(mem);
+}
+
+/*
+ * Keeps the subject of a certificate that fails verification for the message: OpenSSL does not
+ * keep a rejected peer certificate in the session (GnuTLS does), and the subject is part of it.
+ */
+static int verify_cb(int ok, X509_STORE_CTX *store)
+{
+    SSL *ssl = X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx());
+    struct ossl_conn *c = ssl != NULL ? SSL_get_app_data(ssl) : NULL;
+    X509 *leaf = X509_STORE_CTX_get0_cert(store);
+
+    if (!ok && c != NULL && leaf != NULL && c->failed_subject[0] == '\0') {
+        subject_text(leaf, c->failed_subject, sizeof(c->failed_subject));
+    }
+    return ok;
+}
+
 static int setup_verification(struct ossl_conn *c, const struct tlsock__conn_params *p,
                               struct tlsock__err *err)
 {
@@ -545,7 +577,7 @@ static int setup_verification(struct ossl_conn *c, const struct tlsock__conn_par
         } else if (p->verify_mode == TLSOCK_VERIFY_OPTIONAL) {
             mode = SSL_VERIFY_PEER;
         }
-        SSL_set_verify(ssl, mode, NULL);
+        SSL_set_verify(ssl, mode, mode != SSL_VERIFY_NONE ? verify_cb : NULL);
         return 0;
     }
     if (p->servername != NULL && SSL_set_tlsext_host_name(ssl, p->servername) != 1) {
@@ -555,7 +587,7 @@ static int setup_verification(struct ossl_conn *c, const struct tlsock__conn_par
         SSL_set_verify(ssl, SSL_VERIFY_NONE, NULL);
         return 0;
     }
-    SSL_set_verify(ssl, SSL_VERIFY_PEER, NULL);
+    SSL_set_verify(ssl, SSL_VERIFY_PEER, verify_cb);
     X509_VERIFY_PARAM *param = SSL_get0_param(ssl);
     /* "*.example.com" matches one label only: no partial wildcards like "w*.example.com". */
     X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
@@ -627,19 +659,13 @@ fail:
     return rc;
 }
 
-/* Explains a failed certificate verification: depth, subject and OpenSSL's reason. */
+/* Explains a failed certificate verification: OpenSSL's reason and code, the peer's subject. */
 static int fail_verify(struct ossl_conn *c, long result, struct tlsock__err *err)
 {
-    X509 *peer = SSL_get0_peer_certificate(c->ssl);
-    char subject[256] = "";
-
-    if (peer != NULL) {
-        X509_NAME_oneline(X509_get_subject_name(peer), subject, sizeof(subject));
-    }
     ERR_clear_error();
-    return tlsock__fail(err, TLSOCK_EVERIFY, "certificate verify failed: %s (code %ld)%s%s",
-                        X509_verify_cert_error_string(result), result,
-                        subject[0] != '\0' ? "; peer " : "", subject);
+    return tlsock__text_fail_verify(err, X509_verify_cert_error_string(result),
+                                    TLSOCK__VERIFY_CODE_OPENSSL, (unsigned long)result,
+                                    c->failed_subject);
 }
 
 /*
@@ -676,8 +702,7 @@ static int map_error(struct ossl_conn *c, int ret, struct tlsock__err *err)
     if ((e == SSL_ERROR_SYSCALL && code == 0) ||
         ERR_GET_REASON(code) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
         ERR_clear_error();
-        return tlsock__fail(err, TLSOCK_ETRUNCATED,
-                            "connection closed by peer without close_notify (truncated)");
+        return tlsock__text_fail_truncated(err);
     }
     if (ERR_GET_REASON(code) == SSL_R_CERTIFICATE_VERIFY_FAILED && verify != X509_V_OK) {
         return fail_verify(c, verify, err);
@@ -685,14 +710,21 @@ static int map_error(struct ossl_conn *c, int ret, struct tlsock__err *err)
     if (ERR_GET_REASON(code) == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE) {
         /* A server requiring a client certificate got none: a verification failure. */
         ERR_clear_error();
-        return tlsock__fail(err, TLSOCK_EVERIFY,
-                            "certificate verify failed: the client sent no certificate");
+        return tlsock__text_fail_no_client_cert(err);
+    }
+    /* A client's server too old for it: the message says how to allow older versions. */
+    bool client = !SSL_is_server(c->ssl);
+    int min = SSL_get_min_proto_version(c->ssl);
+    int max = SSL_get_max_proto_version(c->ssl);
+    if (client && ERR_GET_REASON(code) == SSL_R_UNSUPPORTED_PROTOCOL) {
+        ERR_clear_error();
+        return tlsock__text_fail_old_server(err, min, max);
     }
     if (c->alert_received >= 0) {
-        int alert = c->alert_received;
+        bool refused = client && c->alert_received == SSL_AD_PROTOCOL_VERSION;
         ERR_clear_error();
-        return tlsock__fail(err, TLSOCK_EPROTO, "peer sent alert: %s (%d)",
-                            tlsock__alert_name(alert), alert);
+        return tlsock__text_fail_alert(
+            err, c->alert_received, refused ? tlsock__text_old_server_hint(min, max, true) : NULL);
     }
     return tlsock__ossl_fail(err, TLSOCK_EPROTO, "TLS error");
 }
@@ -753,28 +785,18 @@ static struct tlsock__xport *ossl_xport(void *tls)
 static void format_sans(X509 *cert, char *out, size_t size)
 {
     GENERAL_NAMES *names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
-    size_t used = 0;
+    struct tlsock__san_text text;
 
-    out[0] = '\0';
+    tlsock__san_text_init(&text, out, size);
     for (int i = 0; names != NULL && i < sk_GENERAL_NAME_num(names); i++) {
         const GENERAL_NAME *gn = sk_GENERAL_NAME_value(names, i);
-        char item[300] = "";
         if (gn->type == GEN_DNS) {
-            snprintf(item, sizeof(item), "DNS:%.*s", ASN1_STRING_length(gn->d.dNSName),
-                     (const char *)ASN1_STRING_get0_data(gn->d.dNSName));
+            tlsock__san_text_dns(&text, (const char *)ASN1_STRING_get0_data(gn->d.dNSName),
+                                 (size_t)ASN1_STRING_length(gn->d.dNSName));
         } else if (gn->type == GEN_IPADD) {
-            char addr[INET6_ADDRSTRLEN] = "?";
-            int family = ASN1_STRING_length(gn->d.iPAddress) == 16 ? AF_INET6 : AF_INET;
-            inet_ntop(family, ASN1_STRING_get0_data(gn->d.iPAddress), addr, sizeof(addr));
-            snprintf(item, sizeof(item), "IP:%s", addr);
-        } else {
-            continue;
+            tlsock__san_text_ip(&text, ASN1_STRING_get0_data(gn->d.iPAddress),
+                                (size_t)ASN1_STRING_length(gn->d.iPAddress));
         }
-        int n = snprintf(out + used, size - used, "%s%s", used > 0 ? "," : "", item);
-        if (n < 0 || (size_t)n >= size - used) {
-            break;
-        }
-        used += (size_t)n;
     }
     GENERAL_NAMES_free(names);
 }
@@ -799,24 +821,12 @@ static void ossl_get_info(void *tls, struct tlsock__info_buf *out)
     snprintf(out->servername, sizeof(out->servername), "%s", sni != NULL ? sni : "");
     out->verify_result = (int)SSL_get_verify_result(ssl);
     if (peer != NULL) {
-        BIO *mem = BIO_new(BIO_s_mem());
-        if (mem != NULL &&
-            X509_NAME_print_ex(mem, X509_get_subject_name(peer), 0, XN_FLAG_RFC2253) >= 0) {
-            int n = BIO_read(mem, out->peer_subject, sizeof(out->peer_subject) - 1);
-            out->peer_subject[n > 0 ? n : 0] = '\0';
-        }
-        BIO_free(mem);
+        subject_text(peer, out->peer_subject, sizeof(out->peer_subject));
         format_sans(peer, out->peer_sans, sizeof(out->peer_sans));
         tlsock__ossl_fingerprint(peer, out->peer_fingerprint);
     }
-    if (c->verify_mode == TLSOCK_VERIFY_NONE) {
-        snprintf(out->verify_message, sizeof(out->verify_message), "not verified (disabled)");
-    } else if (peer == NULL) {
-        snprintf(out->verify_message, sizeof(out->verify_message), "no peer certificate");
-    } else {
-        snprintf(out->verify_message, sizeof(out->verify_message), "%s",
-                 X509_verify_cert_error_string(out->verify_result));
-    }
+    tlsock__text_verify_message(out->verify_message, sizeof(out->verify_message), c->verify_mode,
+                                peer != NULL, X509_verify_cert_error_string(out->verify_result));
     out->resumed = SSL_session_reused(ssl) == 1;
     ERR_clear_error();
 }
