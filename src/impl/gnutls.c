@@ -570,9 +570,9 @@ fail:
  * per call), after a record that carried nothing for the caller (a TLS 1.3 NewSessionTicket or
  * KeyUpdate). Only the transport's own would-block may become a WANT code: the bytes behind any
  * other EAGAIN are already out of the socket or the memory transport, so a caller told to wait
- * for input would wait for what has already arrived (issue 10: a ClientHello in 200 records).
- * So a call is repeated as long as it moves bytes; a call that moves none and is not blocked
- * either is GnuTLS's surprise, reported with the direction it gives, as before.
+ * for input would wait for what has already arrived (a fixed bound of 64 calls left a ClientHello
+ * in 200 records unanswered). So a call is repeated as long as it moves bytes; a call that moves
+ * none and is not blocked either is GnuTLS's surprise, reported with the direction it gives.
  */
 static bool should_repeat(struct gtls_conn *c, long ret, unsigned long *moved_before)
 {

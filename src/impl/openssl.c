@@ -171,6 +171,9 @@ static int client_hello_cb(SSL *ssl, int *alert, void *arg)
     size_t len = 0;
 
     (void)arg;
+    if (c == NULL) {
+        return SSL_CLIENT_HELLO_SUCCESS; /* not one of our sessions */
+    }
     tlsock__hello_init(&h, (int)SSL_client_hello_get0_legacy_version(ssl));
     len = SSL_client_hello_get0_ciphers(ssl, &data);
     tlsock__hello_suites(&h, data, len);
