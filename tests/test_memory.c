@@ -511,8 +511,11 @@ struct verify_case {
 };
 
 static const struct verify_case verify_cases[] = {
-    {.what = "untrusted CA", .untrusted = true, .verify_name = "localhost", .detail = "verify"},
-    {.what = "wrong name", .verify_name = "wrong.example", .detail = "verify"},
+    {.what = "untrusted CA",
+     .untrusted = true,
+     .verify_name = "localhost",
+     .detail = "unable to get local issuer certificate"},
+    {.what = "wrong name", .verify_name = "wrong.example", .detail = "hostname mismatch"},
 };
 
 static void test_verify_failure(void **state)

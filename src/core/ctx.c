@@ -102,8 +102,6 @@ static int setting_apply(const struct tlsock__impl *impl, void *native,
         return impl->ctx_set_protocols(native, set->min_version, set->max_version, err);
     case TLSOCK__SET_CIPHERS:
         return impl->ctx_set_ciphers(native, set->text, err);
-    case TLSOCK__SET_CA_FILE:
-        return impl->ctx_add_ca_file(native, set->text, err);
     case TLSOCK__SET_CA_DIR:
         return impl->ctx_add_ca_dir(native, set->text, err);
     case TLSOCK__SET_CA_MEM:
