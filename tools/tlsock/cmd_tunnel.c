@@ -3,7 +3,8 @@
  * TLS on the way, like stunnel. TLS termination: clients speak TLS, the target plaintext.
  * TLS origination (--tls-connect): clients speak plaintext, the target TLS, verified as
  * `tlsock connect` verifies. Both at once re-encrypts. Each of --threads threads runs a loop
- * with its own listener on the same port (SO_REUSEPORT); tunnel_pair.c moves the bytes.
+ * with its own listener on the same port (SO_REUSEPORT); tunnel_pair.h tells how each accepted
+ * client is forwarded.
  */
 #include <errno.h>
 #include <getopt.h>
