@@ -9,8 +9,9 @@
  *   as the end of the other side's output (shutdown(SHUT_WR) after the queued data, or
  *   tlsock_uv_shutdown(): close_notify and a FIN), and the other direction goes on until it
  *   ends too; tunnel_pair.c then closes the pair.
- * - Cut: once one side failed, the other is not read any more; it gets what is queued for it,
- *   then its end.
+ * - Draining: once one side's stream is cut short (TLS without close_notify), the other side
+ *   gets what is queued for it and then its end, and what it still sends is read and dropped:
+ *   its peer is never left blocked writing to a tunnel that no longer reads.
  */
 #include <stdlib.h>
 
@@ -27,6 +28,9 @@ static bool input_move_allowed(enum side_input from, enum side_input to)
     case INPUT_PAUSED:
         allowed = from == INPUT_READING;
         break;
+    case INPUT_DROPPING:
+        allowed = from != INPUT_DROPPING && from != INPUT_ENDED;
+        break;
     case INPUT_ENDED:
         allowed = from != INPUT_ENDED;
         break;
@@ -38,7 +42,7 @@ static bool input_move_allowed(enum side_input from, enum side_input to)
 
 static bool input_is_read(enum side_input input)
 {
-    return input == INPUT_READING;
+    return input == INPUT_READING || input == INPUT_DROPPING;
 }
 
 /*
@@ -67,8 +71,9 @@ void tunnel_forward_data(struct tunnel_side *from, char *data, size_t len)
 {
     struct tunnel_side *to = tunnel_other_side(from);
 
-    if (from->closing || to->closing || to->output != OUTPUT_OPEN) {
-        /* Nowhere to go. */
+    if (from->input == INPUT_DROPPING || from->closing || to->closing ||
+        to->output != OUTPUT_OPEN) {
+        /* Draining, or nowhere to go. */
         free(data);
     } else {
         from->bytes += len;
@@ -84,6 +89,7 @@ void tunnel_forward_written(struct tunnel_side *to)
 {
     struct tunnel_side *from = tunnel_other_side(to);
 
+    tunnel_pair_progress(to->pair);
     if (from->input == INPUT_PAUSED && tunnel_side_queue(to) <= TUNNEL_QUEUE_LOW) {
         set_input(from, INPUT_READING);
     }
@@ -98,11 +104,11 @@ void tunnel_forward_ended(struct tunnel_side *side)
     tunnel_pair_check_done(side->pair);
 }
 
-void tunnel_forward_cut(struct tunnel_side *gone)
+void tunnel_forward_drain(struct tunnel_side *gone)
 {
     struct tunnel_side *other = tunnel_other_side(gone);
 
     set_input(gone, INPUT_ENDED);
-    set_input(other, INPUT_ENDED);
+    set_input(other, INPUT_DROPPING);
     tunnel_side_end_output(other);
 }

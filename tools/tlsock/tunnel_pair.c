@@ -1,11 +1,18 @@
 /*
  * The life of a pair (see the diagram in tunnel_pair.h): its phases and its timer, and what
- * happens to both sides when one of them ends, fails, or nothing moves.
+ * happens to both sides when one of them ends, is cut short, fails, or nothing moves.
  *
  * - A clean end (FIN, close_notify) is passed on by tunnel_forward.c; the pair closes once
  *   nothing more can go either way.
- * - An error on one side closes it at once; the other side gets what was queued for it, then
- *   its end of stream.
+ * - A reset or another error on one side aborts the pair: both sides are closed at once, even
+ *   if the other one is paused, or has writes pending to a peer that does not read. What was
+ *   queued for a plaintext side is dropped and the side is reset, so that its peer sees the
+ *   abort (as it would have seen the reset) instead of a clean end. A TLS side is closed by
+ *   tlsock_uv_close(), which still sends what is queued, and close_notify, for up to 5 s.
+ * - A TLS stream that ends without close_notify (truncated) is logged and passed on as an end:
+ *   the other side gets what was queued for it, then its end (DRAINING); what it still sends is
+ *   dropped, and it is closed once it ends too, or when nothing could be written to it for
+ *   TUNNEL_DRAIN_MS.
  * - --idle-timeout and a stop close both sides (tunnel_pair_finish()).
  */
 #include <stdio.h>
@@ -13,6 +20,8 @@
 #include <string.h>
 
 #include "tunnel_pair.h"
+
+#define TUNNEL_DRAIN_MS 5000 /* as tlsock_uv_close() bounds its flush */
 
 struct tunnel_side *tunnel_other_side(struct tunnel_side *side)
 {
@@ -97,7 +106,14 @@ static void on_timer_closed(uv_handle_t *handle)
 /* The bound of the timer in the phase (the plaintext connect is tunnel_connect.c's); 0: none. */
 static int phase_limit_ms(const struct tunnel_pair *pair)
 {
-    return pair->phase == PAIR_FORWARDING ? pair->owner->settings->idle_timeout_ms : 0;
+    int limit = 0;
+
+    if (pair->phase == PAIR_FORWARDING) {
+        limit = pair->owner->settings->idle_timeout_ms;
+    } else if (pair->phase == PAIR_DRAINING) {
+        limit = TUNNEL_DRAIN_MS;
+    }
+    return limit;
 }
 
 static void on_timer(uv_timer_t *timer);
@@ -123,8 +139,12 @@ static void on_timer(uv_timer_t *timer)
         /* Data moved since the timer was set: wait for the rest of the time. */
         arm_timer(pair, since);
     } else {
-        if (pair->owner->settings->verbose) {
+        if (pair->owner->settings->verbose && pair->phase == PAIR_FORWARDING) {
             fprintf(stderr, "tlsock: %s: nothing moved for %d ms (--idle-timeout); closing\n",
+                    pair->peer, limit);
+        } else if (pair->owner->settings->verbose) {
+            fprintf(stderr,
+                    "tlsock: %s: nothing passed on for %d ms after the truncation; closing\n",
                     pair->peer, limit);
         }
         tunnel_pair_finish(pair);
@@ -143,6 +163,9 @@ static bool phase_move_allowed(enum pair_phase from, enum pair_phase to)
     switch (to) {
     case PAIR_FORWARDING:
         allowed = from == PAIR_CONNECTING;
+        break;
+    case PAIR_DRAINING:
+        allowed = from == PAIR_FORWARDING;
         break;
     case PAIR_CLOSED:
         allowed = from != PAIR_CLOSED;
@@ -177,12 +200,18 @@ static bool pair_enter(struct tunnel_pair *pair, enum pair_phase to)
     return allowed;
 }
 
-void tunnel_pair_finish(struct tunnel_pair *pair)
+/* Closes both sides; with @p reset, plaintext ones are reset (an abort). */
+static void pair_close(struct tunnel_pair *pair, bool reset)
 {
     if (pair_enter(pair, PAIR_CLOSED)) {
-        tunnel_side_close(&pair->client);
-        tunnel_side_close(&pair->target);
+        tunnel_side_close(&pair->client, reset);
+        tunnel_side_close(&pair->target, reset);
     }
+}
+
+void tunnel_pair_finish(struct tunnel_pair *pair)
+{
+    pair_close(pair, false);
 }
 
 void tunnel_pair_forward(struct tunnel_pair *pair)
@@ -203,20 +232,39 @@ void tunnel_pair_failed(struct tunnel_side *side, int code, const char *detail)
 
     if (pair->phase != PAIR_CLOSED) {
         tunnel_pair_log_error(pair, side_name(side), code, detail);
-        tunnel_forward_cut(side);
-        tunnel_side_close(side);
+        /* Not waiting for the other side to take its queue: its peer may never read it. */
+        pair_close(pair, true);
+    }
+}
+
+void tunnel_pair_truncated(struct tunnel_side *side, int code, const char *detail)
+{
+    struct tunnel_pair *pair = side->pair;
+
+    if (pair_enter(pair, PAIR_DRAINING)) {
+        tunnel_pair_log_error(pair, side_name(side), code, detail);
+        tunnel_forward_drain(side);
+        tunnel_side_close(side, false);
         tunnel_pair_check_done(pair);
+    } else {
+        /* Not forwarding (the other side is gone already): the end of the pair. */
+        tunnel_pair_failed(side, code, detail);
     }
 }
 
 /*
  * Nothing more will go either way through @p side: it is closing, or its output has ended and
- * so has its input. A TLS side's output has ended once its shutdown is asked for: closing it
- * sends what is still queued.
+ * so has its input. A TLS side whose input is only being dropped counts as done: closing it
+ * sends what is queued, and reads and drops what its peer still sends until that ends.
  */
 static bool side_done(const struct tunnel_side *side)
 {
-    return side->closing || (side->output == OUTPUT_ENDED && side->input == INPUT_ENDED);
+    bool done = side->closing;
+
+    if (!done && side->output == OUTPUT_ENDED) {
+        done = side->input == INPUT_ENDED || (side->tls && side->input == INPUT_DROPPING);
+    }
+    return done;
 }
 
 void tunnel_pair_check_done(struct tunnel_pair *pair)

@@ -12,16 +12,17 @@
  *
  * The pair's life (enum pair_phase; only pair_enter() in tunnel_pair.c moves it):
  *
- *                 target ready
- *   CONNECTING ----------------> FORWARDING
- *        \                           |
- *         \ connect failed,          | both streams ended, idle
- *          \ a stop                  | timeout, a stop
- *           \                        v
- *            `-----------------> CLOSED
+ *                 target ready                 a TLS side truncated
+ *   CONNECTING ----------------> FORWARDING ------------------------> DRAINING
+ *        \                           |                                   /
+ *         \ connect failed,          | both streams ended, idle         / the survivor done,
+ *          \ a stop                  | timeout, a stop                 / 5 s without progress,
+ *           \                        v                                 / a stop
+ *            `-----------------> CLOSED <------------------------------'
  *
- * CLOSED is the end: every handle is being closed, and the pair is freed after the last close
- * callback.
+ * and from any phase to CLOSED on a reset or an error on either side: an abort, which resets
+ * the plaintext sides. CLOSED is the end: every handle is being closed, and the pair is freed
+ * after the last close callback.
  */
 #ifndef TLSOCK_CLI_TUNNEL_PAIR_H
 #define TLSOCK_CLI_TUNNEL_PAIR_H
@@ -39,15 +40,18 @@
 enum pair_phase {
     PAIR_CONNECTING, /* the target is being connected; the client is not read */
     PAIR_FORWARDING, /* both ways, each until its end is passed on */
+    PAIR_DRAINING,   /* one side truncated and closed: the other gets what was queued for it,
+                        then its end (FIN), and what it still sends is dropped */
     PAIR_CLOSED,     /* every handle closing */
 };
 
 /* What becomes of what a side sends (moved by tunnel_forward.c). */
 enum side_input {
-    INPUT_WAITING, /* not read yet: the target is not connected */
-    INPUT_READING, /* read and written to the other side */
-    INPUT_PAUSED,  /* not read: too much waits to be written to the other side */
-    INPUT_ENDED,   /* nothing more will be read */
+    INPUT_WAITING,  /* not read yet: the target is not connected */
+    INPUT_READING,  /* read and written to the other side */
+    INPUT_PAUSED,   /* not read: too much waits to be written to the other side */
+    INPUT_DROPPING, /* read and dropped: the other side is gone (DRAINING) */
+    INPUT_ENDED,    /* nothing more will be read */
 };
 
 /* What is sent to a side (moved by tunnel_side.c). */
@@ -77,7 +81,7 @@ struct tunnel_pair {
     enum pair_phase phase;
     struct tunnel_side client;
     struct tunnel_side target;
-    uv_timer_t timer; /* bounds the plaintext connect, then the idle time */
+    uv_timer_t timer; /* bounds the plaintext connect, the idle time, the draining */
     uv_getaddrinfo_t resolve_req;
     uv_connect_t connect_req;
     struct addrinfo *addrs;     /* the target's addresses (plaintext) */
@@ -100,14 +104,17 @@ void tunnel_pair_release(struct tunnel_pair *pair);
 /* The target is connected (and verified): forward both ways. */
 void tunnel_pair_forward(struct tunnel_pair *pair);
 
-/* Data moved: the idle bound counts from now. */
+/* Data moved: the idle and draining bounds count from now. */
 void tunnel_pair_progress(struct tunnel_pair *pair);
 
 /* Closes both sides; what is queued for a TLS side is still sent, then close_notify. */
 void tunnel_pair_finish(struct tunnel_pair *pair);
 
-/* @p side failed: logged; it is closed, and the other side ends after its queued data. */
+/* @p side was reset or failed: logged, and both sides are closed at once (an abort). */
 void tunnel_pair_failed(struct tunnel_side *side, int code, const char *detail);
+
+/* @p side's TLS stream ended without close_notify: logged; the other side drains. */
+void tunnel_pair_truncated(struct tunnel_side *side, int code, const char *detail);
 
 /* Ends the pair if nothing more can go either way. */
 void tunnel_pair_check_done(struct tunnel_pair *pair);
@@ -132,8 +139,11 @@ void tunnel_forward_written(struct tunnel_side *to);
 /* @p side's stream ended cleanly (FIN, close_notify): the end is passed on. */
 void tunnel_forward_ended(struct tunnel_side *side);
 
-/* @p gone failed (it is being closed): the other side is not read any more, and ends. */
-void tunnel_forward_cut(struct tunnel_side *gone);
+/*
+ * @p gone's stream was cut short (it is being closed): nothing more is read from it; the other
+ * side gets what is queued for it, then its end, and what it sends is dropped.
+ */
+void tunnel_forward_drain(struct tunnel_side *gone);
 
 /* tunnel_side.c: one side's I/O; failures go to tunnel_pair_failed(). */
 
@@ -151,9 +161,9 @@ void tunnel_side_end_output(struct tunnel_side *side);
 
 /*
  * Closes @p side's handle; its close callback releases the pair. A plaintext side drops what is
- * queued for it; a TLS side is closed by tlsock_uv_close().
+ * queued for it, and with @p reset sends a TCP reset; a TLS side is closed by tlsock_uv_close().
  */
-void tunnel_side_close(struct tunnel_side *side);
+void tunnel_side_close(struct tunnel_side *side, bool reset);
 
 /* A plaintext connect attempt failed: its handle is closed and freed. */
 void tunnel_side_drop_tcp(struct tunnel_side *side);

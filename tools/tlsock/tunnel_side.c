@@ -118,7 +118,11 @@ static void on_shutdown(uv_shutdown_t *req, int status)
 {
     struct tunnel_side *side = req->data;
 
-    if (status != UV_ECANCELED && !side->closing) {
+    if (status == UV_ECANCELED || side->closing) {
+        /* Cut short by a close. */
+    } else if (status != 0) {
+        tunnel_pair_failed(side, TLSOCK_ESYS, uv_strerror(status));
+    } else {
         side->output = OUTPUT_ENDED;
         tunnel_pair_check_done(side->pair);
     }
@@ -141,8 +145,11 @@ void tunnel_side_end_output(struct tunnel_side *side)
     } else {
         side->shutdown_req.data = side;
         err = uv_shutdown(&side->shutdown_req, (uv_stream_t *)side->tcp, on_shutdown);
-        /* An error: not connected any more, there is nothing left to end. */
-        side->output = err != 0 ? OUTPUT_ENDED : OUTPUT_ENDING;
+        if (err != 0) {
+            tunnel_pair_failed(side, TLSOCK_ESYS, uv_strerror(err));
+        } else {
+            side->output = OUTPUT_ENDING;
+        }
     }
 }
 
@@ -157,7 +164,7 @@ static void on_tcp_closed(uv_handle_t *handle)
     tunnel_pair_release(side->pair);
 }
 
-void tunnel_side_close(struct tunnel_side *side)
+void tunnel_side_close(struct tunnel_side *side, bool reset)
 {
     if (side->closing) {
         /* Closing already. */
@@ -167,8 +174,9 @@ void tunnel_side_close(struct tunnel_side *side)
         tlsock_uv_close(side->conn);
     } else {
         side->closing = true;
-        /* NULL: the last connect attempt failed and its handle is closed already. */
-        if (side->tcp != NULL) {
+        /* NULL: the last connect attempt failed and its handle is closed already. A handle
+         * that cannot be reset (a shutdown is pending) is closed as usual. */
+        if (side->tcp != NULL && (!reset || uv_tcp_close_reset(side->tcp, on_tcp_closed) != 0)) {
             uv_close((uv_handle_t *)side->tcp, on_tcp_closed);
         }
     }
@@ -209,12 +217,10 @@ static void on_tls_event(struct tlsock_uv_conn *conn, int code)
     } else if (code == TLSOCK_ECLOSED) {
         /* Nothing more comes from this side; writing to it goes on. */
         tunnel_forward_ended(side);
+    } else if (code == TLSOCK_ETRUNCATED) {
+        /* Common (many peers skip close_notify), but the data may have been cut short. */
+        tunnel_pair_truncated(side, code, tlsock_uv_errmsg(conn));
     } else {
-        /*
-         * The connection is dead, also after TLSOCK_ETRUNCATED (common: many peers skip
-         * close_notify, but the data may have been cut short): logged, and the other side
-         * gets what was queued for it, then a FIN or close_notify.
-         */
         tunnel_pair_failed(side, code, tlsock_uv_errmsg(conn));
     }
 }
