@@ -214,15 +214,10 @@ int tlsock_ctx_set_impl(struct tlsock_ctx *ctx, int impl)
 {
     const struct tlsock__impl *chosen = NULL;
     void *native = NULL;
-    int rc;
+    int rc = setter_begin(ctx);
 
-    if (ctx == NULL) {
-        return tlsock__fail(NULL, TLSOCK_EINVAL, "context is NULL");
-    }
-    tlsock__err_clear(&ctx->err);
-    if (atomic_load(&ctx->frozen)) {
-        return tlsock__fail(&ctx->err, TLSOCK_EINVAL,
-                            "context is frozen: it has made a connection and can no longer change");
+    if (rc != 0) {
+        return rc;
     }
     if (impl != TLSOCK_IMPL_DEFAULT && impl != TLSOCK_IMPL_OPENSSL && impl != TLSOCK_IMPL_GNUTLS) {
         return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "unknown implementation %d", impl);
