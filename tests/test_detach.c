@@ -2,7 +2,7 @@
  * boundary (plaintext -> TLS -> plaintext -> TLS -> plaintext), including bytes pipelined behind a
  * STARTTLS line or behind a close_notify; the edge cases of tlsock_detach() (data before
  * close_notify, a small leftover buffer, a peer slow to close, descriptor flags, memory mode). */
-#include "support.h"
+#include "pair.h"
 
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -724,77 +724,6 @@ static void test_detach_timeout_is_retryable(void **state)
 
 /* ---- memory mode ----------------------------------------------------------------------------- */
 
-/* Moves everything @p from has to send into @p to. */
-static void pump(struct tlsock_conn *from, struct tlsock_conn *to)
-{
-    unsigned char buf[4096];
-
-    /* Each round empties up to 4 KiB; 1000 rounds are far more than any flight here. */
-    for (int i = 0; i < 1000 && tlsock_conn_pending_output(from) > 0; i++) {
-        size_t n = 0;
-
-        if (tlsock_drain(from, buf, sizeof(buf), &n) != 0 || tlsock_feed(to, buf, n) != 0) {
-            break;
-        }
-    }
-}
-
-/* Two memory-mode connections talking to each other, and their contexts. */
-struct mem_pair {
-    struct tlsock_ctx *cctx;
-    struct tlsock_ctx *sctx;
-    struct tlsock_conn *client;
-    struct tlsock_conn *server;
-};
-
-/* Handshakes the pair in setup, so that a failed assertion in a test still frees it all. */
-static int mem_pair_setup(void **state)
-{
-    struct tlsock_opts opts = ts_opts();
-    struct mem_pair *p = calloc(1, sizeof(*p));
-    int crc = TLSOCK_EWANT_READ;
-    int src = TLSOCK_EWANT_READ;
-
-    *state = p;
-    if (p == NULL || ts_server_ctx_new(&ts_pki.server, &p->sctx) != 0 ||
-        ts_client_ctx_new(ts_pki.ca.cert, &p->cctx) != 0) {
-        return -1;
-    }
-    opts.verify_name = "localhost";
-    if (tlsock_attach_mem(p->cctx, &opts, &p->client) != 0 ||
-        tlsock_attach_mem(p->sctx, &opts, &p->server) != 0) {
-        return -1;
-    }
-    /* A TLS 1.3 handshake takes two round trips at most; 20 is plenty. */
-    for (int i = 0; i < 20 && (crc == TLSOCK_EWANT_READ || src == TLSOCK_EWANT_READ); i++) {
-        crc = tlsock_handshake(p->client);
-        pump(p->client, p->server);
-        src = tlsock_handshake(p->server);
-        pump(p->server, p->client);
-    }
-    if (crc != 0 || src != 0) {
-        print_error("memory handshake: client %s (%s), server %s (%s)\n", ts_rc_name(crc),
-                    tlsock_conn_errmsg(p->client), ts_rc_name(src), tlsock_conn_errmsg(p->server));
-        return -1;
-    }
-    return 0;
-}
-
-static int mem_pair_teardown(void **state)
-{
-    struct mem_pair *p = *state;
-
-    if (p != NULL) {
-        tlsock_close(p->client);
-        tlsock_close(p->server);
-        tlsock_ctx_free(p->cctx);
-        tlsock_ctx_free(p->sctx);
-        free(p);
-        *state = NULL;
-    }
-    return 0;
-}
-
 #define TAIL "PLAIN tail\r\n"
 
 /*
@@ -804,17 +733,16 @@ static int mem_pair_teardown(void **state)
  */
 static void test_detach_memory_mode(void **state)
 {
-    struct mem_pair *p = *state;
-    unsigned char burst[4096];
+    struct ts_pair *p = *state;
     unsigned char leftover[64];
     char buf[8];
-    size_t burst_len = 0;
+    size_t feeds;
     size_t leftover_len = 0;
     size_t n = 0;
     int fd = -2;
 
     TS_ASSERT_RC(tlsock_write(p->client, "hello", 5), 0);
-    pump(p->client, p->server);
+    TS_ASSERT_RC(ts_pair_move(p, TS_C2S), 0);
     assert_int_equal(tlsock_conn_pending_output(p->client), 0);
     TS_ASSERT_RC(tlsock_read(p->server, buf, sizeof(buf), &n), 0);
     assert_int_equal(n, 5);
@@ -822,17 +750,17 @@ static void test_detach_memory_mode(void **state)
 
     /* The server's close_notify and plaintext after it arrive in one piece. */
     TS_ASSERT_RC(tlsock_shutdown(p->server), 0);
-    TS_ASSERT_RC(tlsock_drain(p->server, burst, sizeof(burst) - strlen(TAIL), &burst_len), 0);
+    feeds = p->path[TS_S2C].feeds;
+    TS_ASSERT_RC(ts_pair_move_tail(p, TS_S2C, TAIL, strlen(TAIL)), 0);
     assert_int_equal(tlsock_conn_pending_output(p->server), 0);
-    memcpy(burst + burst_len, TAIL, strlen(TAIL));
-    TS_ASSERT_RC(tlsock_feed(p->client, burst, burst_len + strlen(TAIL)), 0);
+    assert_int_equal(p->path[TS_S2C].feeds, feeds + 1);
 
     /* Our close_notify is queued but not drained yet: detach says so. */
     TS_ASSERT_RC(tlsock_detach(p->client, &fd, leftover, sizeof(leftover), &leftover_len),
                  TLSOCK_EWANT_WRITE);
     assert_int_equal(fd, -2);
     assert_true(tlsock_conn_pending_output(p->client) > 0);
-    pump(p->client, p->server);
+    TS_ASSERT_RC(ts_pair_move(p, TS_C2S), 0);
     assert_int_equal(tlsock_conn_pending_output(p->client), 0);
 
     /* Too small: refused, with the size needed, and nothing taken. */
@@ -861,7 +789,7 @@ static void test_detach_memory_mode(void **state)
 
 static void test_detach_arguments(void **state)
 {
-    struct mem_pair *p = *state;
+    struct ts_pair *p = *state;
     unsigned char leftover[16];
     size_t leftover_len = 7;
     int fd = -2;
@@ -891,8 +819,10 @@ int main(void)
                                         ts_env_teardown),
         cmocka_unit_test_setup_teardown(test_detach_timeout_is_retryable, ts_env_setup,
                                         ts_env_teardown),
-        cmocka_unit_test_setup_teardown(test_detach_memory_mode, mem_pair_setup, mem_pair_teardown),
-        cmocka_unit_test_setup_teardown(test_detach_arguments, mem_pair_setup, mem_pair_teardown),
+        cmocka_unit_test_setup_teardown(test_detach_memory_mode, ts_pair_setup_connected,
+                                        ts_pair_teardown),
+        cmocka_unit_test_setup_teardown(test_detach_arguments, ts_pair_setup_connected,
+                                        ts_pair_teardown),
     };
 
     return cmocka_run_group_tests_name("detach", tests, ts_pki_setup, ts_pki_teardown);
