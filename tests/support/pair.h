@@ -8,8 +8,9 @@
  * negotiation, client certificates, alerts, records, close_notify, detach) runs here, so a
  * failure is reported by the side that saw it, in the test's thread, and nothing waits.
  *
- * Every function returns 0 or a code (a tlsock code, or a TS_* code of support.h) and never
- * asserts: the test asserts what it gets. Every loop is bounded in count.
+ * The functions that make, move and read return 0 or a code (a tlsock code, or a TS_* code of
+ * support.h) and never assert, so that cmocka setups can use them: the test asserts what it gets.
+ * Every loop is bounded in count.
  */
 #ifndef TLSOCK_TEST_PAIR_H
 #define TLSOCK_TEST_PAIR_H
