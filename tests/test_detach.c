@@ -105,27 +105,37 @@ static bool lr_expect_eof(struct line_reader *lr)
            recv(lr->fd, &byte, 1, MSG_DONTWAIT) == 0;
 }
 
-/* Sends all of @p data on a blocking or non-blocking socket, within TS_IO_TIMEOUT_MS. */
-static bool send_all(int fd, const void *data, size_t len)
+/*
+ * Sends all of @p len bytes at @p buf (@p out), or receives exactly that many into it, on a
+ * blocking or non-blocking socket, within TS_IO_TIMEOUT_MS.
+ */
+static bool move_all(int fd, void *buf, size_t len, bool out)
 {
-    const unsigned char *p = data;
+    unsigned char *p = buf;
     size_t done = 0;
     int64_t deadline = tlsock_now_ms() + TS_IO_TIMEOUT_MS;
 
+    /* Each pass moves at least one byte or stops. */
     for (size_t i = 0; i <= len && done < len; i++) {
-        struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+        struct pollfd pfd = {.fd = fd, .events = out ? POLLOUT : POLLIN};
         ssize_t n;
 
         if (tlsock_now_ms() > deadline || poll(&pfd, 1, TS_IO_TIMEOUT_MS) != 1) {
             break;
         }
-        n = send(fd, p + done, len - done, MSG_NOSIGNAL | MSG_DONTWAIT);
+        n = out ? send(fd, p + done, len - done, MSG_NOSIGNAL | MSG_DONTWAIT)
+                : recv(fd, p + done, len - done, MSG_DONTWAIT);
         if (n <= 0) {
             break;
         }
         done += (size_t)n;
     }
     return done == len;
+}
+
+static bool send_all(int fd, const void *data, size_t len)
+{
+    return move_all(fd, (void *)data, len, true);
 }
 
 static bool send_str(int fd, const char *s)
@@ -956,29 +966,6 @@ struct tcp_side {
     char errmsg[TLSOCK__ERRMSG_SIZE];
 };
 
-/* Receives exactly @p len bytes on a blocking or non-blocking socket, within TS_IO_TIMEOUT_MS. */
-static bool recv_exact(int fd, unsigned char *buf, size_t len)
-{
-    size_t got = 0;
-    int64_t deadline = tlsock_now_ms() + TS_IO_TIMEOUT_MS;
-
-    /* Each pass receives at least one byte or stops. */
-    for (size_t i = 0; i <= len && got < len; i++) {
-        struct pollfd pfd = {.fd = fd, .events = POLLIN};
-        ssize_t n;
-
-        if (tlsock_now_ms() > deadline || poll(&pfd, 1, TS_IO_TIMEOUT_MS) != 1) {
-            break;
-        }
-        n = recv(fd, buf + got, len - got, MSG_DONTWAIT);
-        if (n <= 0) {
-            break;
-        }
-        got += (size_t)n;
-    }
-    return got == len;
-}
-
 /* TLS data of the round: the client sends first, then the server, so neither waits on the other
  * while both write. */
 static int tcp_data(struct tcp_side *s, struct tlsock_conn *conn, size_t round,
@@ -1059,7 +1046,7 @@ static int tcp_round(struct tcp_side *s, size_t round)
     set_cork(s->fd, 0);
     if (rc == 0) {
         s->step = "the peer's plaintext";
-        rc = recv_exact(s->fd, in + leftover_len, theirs - leftover_len) &&
+        rc = move_all(s->fd, in + leftover_len, theirs - leftover_len, false) &&
                      is_pattern(in, theirs, round_seed(round, first ? SEED_SECOND : SEED_FIRST))
                  ? 0
                  : TS_EMISMATCH;
