@@ -70,8 +70,10 @@ void bench_uv_opts(struct tlsock_uv_opts *opts, void *user);
 void bench_uv_name(struct tlsock_uv_conn *conn, char *cipher, size_t cipher_len, char *impl,
                    size_t impl_len);
 
-/* Echo: bytes the client keeps in flight. */
-#define BENCH_ECHO_WINDOW (64 * 1024)
+/* What every echo case has: TLS 1.3 AES-128-GCM, 16 KiB writes, 64 KiB in flight. */
+#define BENCH_ECHO_CASE                                                                            \
+    .measure = &bench_echo, .suite = "TLS_AES_128_GCM_SHA256", .write_size = BENCH_RECORD,         \
+    .window = 64 * 1024, .rounds = BENCH_ASYNC_ROUNDS
 
 /* Echo (case_echo.c): the raw baseline on blocking sockets, client and server threads. */
 int bench_echo_blocking(const struct bench_run *run, struct bench_sample *out);

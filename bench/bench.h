@@ -160,10 +160,7 @@ struct bench_side {
 /* A raw side and a tlsock side running the same workload: most cases. */
 #define BENCH_SIDES(run)                                                                           \
     {                                                                                              \
-        {"raw", BENCH_LAYER_RAW, (run)},                                                           \
-        {                                                                                          \
-            "tlsock", BENCH_LAYER_TLSOCK, (run)                                                    \
-        }                                                                                          \
+        {"raw", BENCH_LAYER_RAW, (run)}, {"tlsock", BENCH_LAYER_TLSOCK, (run)},                    \
     }
 
 /* The sides of a case, in the order of the result's arrays. */

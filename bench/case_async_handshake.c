@@ -332,23 +332,23 @@ static int uv_handshakes(const struct bench_run *run, struct bench_sample *out)
     return rc;
 }
 
+/* Both cases: ECDSA P-256 certificates, 32 in flight, for information (see the head comment). */
+#define ASYNC_HANDSHAKE_CASE                                                                       \
+    .measure = &bench_handshakes, .concurrency = CONCURRENCY, .rounds = BENCH_ASYNC_ROUNDS,        \
+    .sides = {                                                                                     \
+        {"raw", BENCH_LAYER_RAW, blocking_handshakes},                                             \
+        {"tlsock", BENCH_LAYER_TLSOCK, uv_handshakes},                                             \
+    }
+
 static const struct bench_case cases[] = {
     {.name = "async-handshake-ecdsa-p256",
      .summary = "full TLS 1.3 handshakes, ECDSA P-256, 32 in flight: a tlsock_uv server loop and "
                 "two client loops against 32 blocking client and 32 server threads (raw OpenSSL)",
-     .measure = &bench_handshakes,
-     .concurrency = CONCURRENCY,
-     .rounds = BENCH_ASYNC_ROUNDS,
-     .sides = {{"raw", BENCH_LAYER_RAW, blocking_handshakes},
-               {"tlsock", BENCH_LAYER_TLSOCK, uv_handshakes}}},
+     ASYNC_HANDSHAKE_CASE},
     {.name = "async-handshake-ecdsa-p256-gnutls",
      .summary = "as async-handshake-ecdsa-p256, tlsock_uv on GnuTLS against raw GnuTLS",
-     .measure = &bench_handshakes,
      .impl = TLSOCK_IMPL_GNUTLS,
-     .concurrency = CONCURRENCY,
-     .rounds = BENCH_ASYNC_ROUNDS,
-     .sides = {{"raw", BENCH_LAYER_RAW, blocking_handshakes},
-               {"tlsock", BENCH_LAYER_TLSOCK, uv_handshakes}}},
+     ASYNC_HANDSHAKE_CASE},
 };
 
 const struct bench_cases bench_async_handshake_cases = BENCH_CASES(cases);

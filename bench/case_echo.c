@@ -335,29 +335,23 @@ int bench_echo_uv_server(const struct bench_run *run, struct bench_sample *out)
     return against_uv_server(run, false, out);
 }
 
+/* Both cases: raw blocking echo against the tlsock_uv client and server. */
+#define ECHO_CASE                                                                                  \
+    .target = ASYNC_TARGET, BENCH_ECHO_CASE,                                                       \
+    .sides = {                                                                                     \
+        {"raw", BENCH_LAYER_RAW, bench_echo_blocking},                                             \
+        {"tlsock", BENCH_LAYER_TLSOCK, uv_echo},                                                   \
+    }
+
 static const struct bench_case cases[] = {
     {.name = "async-echo-aes128gcm",
      .summary = "echo, TLS 1.3 AES-128-GCM, 16 KiB writes, 64 KiB in flight: tlsock_uv client "
                 "and server (a loop each) against raw OpenSSL on blocking sockets",
-     .measure = &bench_echo,
-     .suite = "TLS_AES_128_GCM_SHA256",
-     .write_size = BENCH_RECORD,
-     .window = BENCH_ECHO_WINDOW,
-     .rounds = BENCH_ASYNC_ROUNDS,
-     .target = ASYNC_TARGET,
-     .sides = {{"raw", BENCH_LAYER_RAW, bench_echo_blocking},
-               {"tlsock", BENCH_LAYER_TLSOCK, uv_echo}}},
+     ECHO_CASE},
     {.name = "async-echo-aes128gcm-gnutls",
      .summary = "as async-echo-aes128gcm, tlsock_uv on GnuTLS against raw GnuTLS",
-     .measure = &bench_echo,
-     .suite = "TLS_AES_128_GCM_SHA256",
      .impl = TLSOCK_IMPL_GNUTLS,
-     .write_size = BENCH_RECORD,
-     .window = BENCH_ECHO_WINDOW,
-     .rounds = BENCH_ASYNC_ROUNDS,
-     .target = ASYNC_TARGET,
-     .sides = {{"raw", BENCH_LAYER_RAW, bench_echo_blocking},
-               {"tlsock", BENCH_LAYER_TLSOCK, uv_echo}}},
+     ECHO_CASE},
 };
 
 const struct bench_cases bench_echo_cases = BENCH_CASES(cases);

@@ -62,33 +62,29 @@ static int handshakes(const struct bench_run *run, struct bench_sample *out)
     return rc;
 }
 
+/* Every handshake case: the same target and sides. */
+#define HANDSHAKE_CASE                                                                             \
+    .measure = &bench_handshakes, .target = HANDSHAKE_TARGET, .sides = BENCH_SIDES(handshakes)
+
 static const struct bench_case cases[] = {
     {.name = "handshake-ecdsa-p256",
      .summary = "full TLS 1.3 handshakes on new connections, ECDSA P-256 certificates",
-     .measure = &bench_handshakes,
-     .target = HANDSHAKE_TARGET,
-     .sides = BENCH_SIDES(handshakes)},
+     HANDSHAKE_CASE},
     {.name = "handshake-rsa2048",
      .summary = "full TLS 1.3 handshakes on new connections, RSA-2048 certificates",
-     .measure = &bench_handshakes,
      .key_type = "rsa-2048",
-     .target = HANDSHAKE_TARGET,
-     .sides = BENCH_SIDES(handshakes)},
+     HANDSHAKE_CASE},
     {.name = "handshake-ecdsa-p256-gnutls",
      .summary = "as handshake-ecdsa-p256, tlsock on GnuTLS against raw GnuTLS",
-     .measure = &bench_handshakes,
      .impl = TLSOCK_IMPL_GNUTLS,
      .rounds = BENCH_GNUTLS_ROUNDS,
-     .target = HANDSHAKE_TARGET,
-     .sides = BENCH_SIDES(handshakes)},
+     HANDSHAKE_CASE},
     {.name = "handshake-rsa2048-gnutls",
      .summary = "as handshake-rsa2048, tlsock on GnuTLS against raw GnuTLS",
-     .measure = &bench_handshakes,
      .key_type = "rsa-2048",
      .impl = TLSOCK_IMPL_GNUTLS,
      .rounds = BENCH_GNUTLS_ROUNDS,
-     .target = HANDSHAKE_TARGET,
-     .sides = BENCH_SIDES(handshakes)},
+     HANDSHAKE_CASE},
 };
 
 const struct bench_cases bench_handshake_cases = BENCH_CASES(cases);

@@ -704,24 +704,24 @@ static int uv_idle(const struct bench_run *run, struct bench_sample *out)
     return idle(run, "tlsock", out);
 }
 
+/* Both cases: the same measure, connections, budget and sides, one run each. */
+#define IDLE_CASE                                                                                  \
+    .measure = &bench_idle, .concurrency = CONNECTIONS, .one_round = true, .budget = BUDGET,       \
+    .sides = {                                                                                     \
+        {"raw", BENCH_LAYER_RAW, raw_idle},                                                        \
+        {"tlsock", BENCH_LAYER_TLSOCK, uv_idle},                                                   \
+    }
+
 static const struct bench_case cases[] = {
     {.name = "async-idle-10k",
      .summary = "server memory per idle TLS connection, 10,000 of them on one tlsock_uv loop, "
                 "against raw OpenSSL with SSL_MODE_RELEASE_BUFFERS on epoll",
-     .measure = &bench_idle,
-     .concurrency = CONNECTIONS,
-     .one_round = true,
-     .budget = BUDGET,
-     .sides = {{"raw", BENCH_LAYER_RAW, raw_idle}, {"tlsock", BENCH_LAYER_TLSOCK, uv_idle}}},
+     IDLE_CASE},
     {.name = "async-idle-10k-gnutls",
      .summary = "as async-idle-10k with the tlsock_uv server on GnuTLS, against raw GnuTLS on "
                 "epoll",
-     .measure = &bench_idle,
      .impl = TLSOCK_IMPL_GNUTLS,
-     .concurrency = CONNECTIONS,
-     .one_round = true,
-     .budget = BUDGET,
-     .sides = {{"raw", BENCH_LAYER_RAW, raw_idle}, {"tlsock", BENCH_LAYER_TLSOCK, uv_idle}}},
+     IDLE_CASE},
 };
 
 const struct bench_cases bench_idle_cases = BENCH_CASES(cases);

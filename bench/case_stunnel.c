@@ -388,11 +388,6 @@ static const struct bench_case cases[] = {
     {.name = "async-echo-stunnel",
      .summary = "the echo of async-echo-aes128gcm from a raw OpenSSL blocking client: a "
                 "tlsock_uv server against stunnel (reference: raw blocking server)",
-     .measure = &bench_echo,
-     .suite = "TLS_AES_128_GCM_SHA256",
-     .write_size = BENCH_RECORD,
-     .window = BENCH_ECHO_WINDOW,
-     .rounds = BENCH_ASYNC_ROUNDS,
      .sides = {{"stunnel", BENCH_LAYER_RAW, stunnel_echo},
                {"tlsock", BENCH_LAYER_TLSOCK, bench_echo_uv_server},
                {"raw", BENCH_LAYER_RAW, bench_echo_blocking}},
@@ -402,7 +397,8 @@ static const struct bench_case cases[] = {
      .missing = stunnel_missing,
      .version = stunnel_version,
      .setup = stunnel_setup,
-     .teardown = stunnel_teardown},
+     .teardown = stunnel_teardown,
+     BENCH_ECHO_CASE},
 };
 
 const struct bench_cases bench_stunnel_cases = BENCH_CASES(cases);

@@ -88,21 +88,22 @@ out:
     return rc;
 }
 
+/* Every throughput case but throughput-callbacks: raw against tlsock's fd path. */
+#define FD_CASE .measure = &bench_bulk, .sides = BENCH_SIDES(throughput)
+
 static const struct bench_case cases[] = {
     {.name = "throughput-aes128gcm",
      .summary = "bulk transfer, TLS 1.3 AES-128-GCM, 16 KiB writes",
-     .measure = &bench_bulk,
      .suite = "TLS_AES_128_GCM_SHA256",
      .write_size = BENCH_RECORD,
      .target = FD_TARGET,
-     .sides = BENCH_SIDES(throughput)},
+     FD_CASE},
     {.name = "throughput-chacha20",
      .summary = "bulk transfer, TLS 1.3 ChaCha20-Poly1305, 16 KiB writes",
-     .measure = &bench_bulk,
      .suite = "TLS_CHACHA20_POLY1305_SHA256",
      .write_size = BENCH_RECORD,
      .target = FD_TARGET,
-     .sides = BENCH_SIDES(throughput)},
+     FD_CASE},
     /*
      * tlsock over tlsock_attach_io() with callbacks that recv() and send() on a blocking socket,
      * against raw OpenSSL; tlsock over its fd fast path runs in every round for reference.
@@ -119,29 +120,26 @@ static const struct bench_case cases[] = {
                {"tlsock-fd", BENCH_LAYER_TLSOCK, throughput}}},
     {.name = "throughput-coalesced-256k",
      .summary = "bulk transfer, TLS 1.3 AES-128-GCM, 256 KiB writes (tlsock coalesces records)",
-     .measure = &bench_bulk,
      .suite = "TLS_AES_128_GCM_SHA256",
      .write_size = 256 * 1024,
      .target = COALESCE_TARGET,
-     .sides = BENCH_SIDES(throughput)},
+     FD_CASE},
     {.name = "throughput-aes128gcm-gnutls",
      .summary = "as throughput-aes128gcm, tlsock on GnuTLS against raw GnuTLS",
-     .measure = &bench_bulk,
      .suite = "TLS_AES_128_GCM_SHA256",
      .impl = TLSOCK_IMPL_GNUTLS,
      .write_size = BENCH_RECORD,
      .rounds = BENCH_GNUTLS_ROUNDS,
      .target = FD_TARGET,
-     .sides = BENCH_SIDES(throughput)},
+     FD_CASE},
     {.name = "throughput-chacha20-gnutls",
      .summary = "as throughput-chacha20, tlsock on GnuTLS against raw GnuTLS",
-     .measure = &bench_bulk,
      .suite = "TLS_CHACHA20_POLY1305_SHA256",
      .impl = TLSOCK_IMPL_GNUTLS,
      .write_size = BENCH_RECORD,
      .rounds = BENCH_GNUTLS_ROUNDS,
      .target = FD_TARGET,
-     .sides = BENCH_SIDES(throughput)},
+     FD_CASE},
 };
 
 const struct bench_cases bench_throughput_cases = BENCH_CASES(cases);
