@@ -321,6 +321,14 @@ static int map_error(struct gtls_conn *c, int ret, struct tlsock__err *err)
                                 tlsock__alert_name(alert), alert);
         }
         break;
+    case GNUTLS_E_WARNING_ALERT_RECEIVED: {
+        /* gtls_read reads on past warnings, up to a bound: a peer that only sends warnings is
+         * refused as OpenSSL refuses it (too many warn alerts), never taken for close_notify. */
+        int alert = (int)gnutls_alert_get(c->session);
+        gnutls_alert_send(c->session, GNUTLS_AL_FATAL, GNUTLS_A_UNEXPECTED_MESSAGE);
+        return tlsock__fail(err, TLSOCK_EPROTO, "peer sent too many warning alerts (last: %s (%d))",
+                            tlsock__alert_name(alert), alert);
+    }
     case GNUTLS_E_REHANDSHAKE:
         /* Only when a peer kept asking: gtls_read answers a request with no_renegotiation. */
         return tlsock__fail(err, TLSOCK_EPROTO, "peer asked for renegotiation, which is refused");
@@ -608,9 +616,12 @@ static int gtls_read(void *tls, void *buf, size_t len, size_t *nread, struct tls
             break;
         }
     }
+    /* A warning here is close_notify, or the last of too many other warnings in a row. */
+    bool closed = ret == 0 || (ret == GNUTLS_E_WARNING_ALERT_RECEIVED &&
+                               gnutls_alert_get(c->session) == GNUTLS_A_CLOSE_NOTIFY);
     if (ret > 0) {
         *nread = (size_t)ret;
-    } else if (ret == 0 || ret == GNUTLS_E_WARNING_ALERT_RECEIVED) {
+    } else if (closed) {
         rc = tlsock__fail(err, TLSOCK_ECLOSED, "peer sent close_notify");
     } else {
         rc = map_error(c, (int)ret, err);
