@@ -17,7 +17,8 @@
  *   byte 1: the chunk size (1-255; 0 means 1), only with bit 7
  *   the rest: the peer's bytes.
  * After the bytes, the stream ends (tlsock_feed_eof) and the connection is used once more.
- * Invariant: a fatal error is sticky (the next call returns the same code).
+ * Invariants: a fatal error is sticky (the next call returns the same code); the handshake never
+ * ends in TLSOCK_ECLOSED (a close_notify is only a clean close from an authenticated peer).
  */
 #include "fuzz.h"
 
@@ -62,6 +63,10 @@ static void step(struct run *r)
     if (!r->handshake_done) {
         rc = settle(r, "handshake", tlsock_handshake(r->conn));
         r->handshake_done = rc == 0;
+        if (rc == TLSOCK_ECLOSED) {
+            fz_fail("the handshake returned TLSOCK_ECLOSED: a close_notify from an "
+                    "unauthenticated peer taken for a clean close");
+        }
     }
     for (int i = 0; rc == 0 && i < 16; i++) {
         rc = settle(r, "read", tlsock_read(r->conn, buf, sizeof(buf), &n));

@@ -34,7 +34,7 @@
  * Invariants checked (a broken one aborts: it is a finding, not noise):
  *   - bytes read are exactly the bytes the peer wrote, in order, never more than it wrote
  *     (whatever the damage: TLS records are authenticated);
- *   - after the handshake, TLSOCK_ECLOSED only comes when the peer sent close_notify, with
+ *   - TLSOCK_ECLOSED only comes after the handshake, when the peer sent close_notify, with
  *     every byte written before it delivered;
  *   - a fatal error is sticky: every later call on that connection returns the same code;
  *   - tlsock_pending() > 0 means the next read returns data at once (unless the side itself
@@ -280,6 +280,11 @@ static void step(struct session *ss, struct side *s)
     if (!s->handshake_done) {
         int rc = tlsock_handshake(s->conn);
         settle(s, "handshake", rc);
+        if (rc == TLSOCK_ECLOSED) {
+            fz_fail("%s: the handshake returned TLSOCK_ECLOSED: a close_notify from an "
+                    "unauthenticated peer taken for a clean close",
+                    s->name);
+        }
         if (rc != 0) {
             return;
         }

@@ -586,6 +586,10 @@ static int gtls_handshake(void *tls, struct tlsock__err *err)
         c->blocked = false;
         ret = gnutls_handshake(c->session);
     } while (should_repeat(c, ret, &tries));
+    if (ret == GNUTLS_E_SESSION_EOF && c->x.err == 0 && !c->x.eof) {
+        /* GnuTLS's word for a close_notify in the handshake; worded as openssl.c words it. */
+        return tlsock__fail(err, TLSOCK_EPROTO, "peer sent close_notify during the handshake");
+    }
     return ret == 0 ? 0 : map_error(c, ret, err);
 }
 

@@ -634,7 +634,16 @@ static int ossl_handshake(void *tls, struct tlsock__err *err)
 
     ERR_clear_error();
     ret = SSL_do_handshake(c->ssl);
-    return ret == 1 ? 0 : map_error(c, ret, err);
+    if (ret == 1) {
+        return 0;
+    }
+    int rc = map_error(c, ret, err);
+    if (rc == TLSOCK_ECLOSED) {
+        /* Before the peer is authenticated anyone on the path can send close_notify: it ends
+         * the handshake as a failure, never as the clean close TLSOCK_ECLOSED stands for. */
+        rc = tlsock__fail(err, TLSOCK_EPROTO, "peer sent close_notify during the handshake");
+    }
+    return rc;
 }
 
 static int ossl_read(void *tls, void *buf, size_t len, size_t *nread, struct tlsock__err *err)
