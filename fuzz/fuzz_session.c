@@ -87,6 +87,9 @@ struct bytes {
 
 static void bytes_add(struct bytes *b, const void *data, size_t len)
 {
+    if (len == 0) {
+        return; /* data may be NULL, and so may b->data */
+    }
     if (b->len + len > b->cap) {
         size_t cap = b->cap > 0 ? b->cap : 4096;
         while (cap < b->len + len) {
