@@ -601,7 +601,7 @@ static void uv_idle_check(struct uv_idle *st)
 
 static void uv_idle_on_close(struct tlsock_uv_conn *conn)
 {
-    struct uv_idle_conn *node = tlsock_uv_user(conn);
+    struct uv_idle_conn *node = tlsock_uv_conn_user(conn);
 
     if (node != NULL) {
         if (node->prev != NULL) {
@@ -619,10 +619,10 @@ static void uv_idle_on_close(struct tlsock_uv_conn *conn)
 
 static void uv_idle_on_connect(struct tlsock_uv_conn *conn, int status)
 {
-    struct uv_idle *st = tlsock_uv_user(conn);
+    struct uv_idle *st = tlsock_uv_conn_user(conn);
     struct uv_idle_conn *node = status == 0 && !st->quitting ? calloc(1, sizeof(*node)) : NULL;
 
-    tlsock_uv_set_user(conn, node);
+    tlsock_uv_conn_set_user(conn, node);
     if (node == NULL) {
         tlsock_uv_close(conn);
         goto out;
@@ -637,7 +637,7 @@ static void uv_idle_on_connect(struct tlsock_uv_conn *conn, int status)
     if (st->counts.established++ == 0) {
         const struct tlsock_info *info = NULL;
 
-        if (tlsock_conn_info(tlsock_uv_tls(conn), &info) == 0) {
+        if (tlsock_conn_info(tlsock_uv_conn_tls(conn), &info) == 0) {
             snprintf(st->counts.cipher, sizeof(st->counts.cipher), "%s", info->cipher);
             snprintf(st->counts.impl, sizeof(st->counts.impl), "%s", info->impl);
         }
@@ -650,12 +650,12 @@ out:
 
 static void uv_idle_on_event(struct tlsock_uv_conn *conn, int code)
 {
-    struct uv_idle_conn *node = tlsock_uv_user(conn);
+    struct uv_idle_conn *node = tlsock_uv_conn_user(conn);
 
     /* The clients' close_notify at the end is expected; anything else is worth a line. */
     if (node != NULL && code != TLSOCK_ECLOSED) {
         fprintf(stderr, "idle server: connection event %s: %s\n", tlsock_err_name(code),
-                tlsock_uv_errmsg(conn));
+                tlsock_uv_conn_errmsg(conn));
     }
     tlsock_uv_close(conn);
 }
@@ -735,7 +735,7 @@ static int uv_server(int impl, const char *dir)
     st.settle.data = &st;
     (void)uv_pipe_init(&st.loop, &st.in, 0);
     st.in.data = &st;
-    opts.tls.handshake_timeout_ms = BENCH_IO_TIMEOUT_MS;
+    opts.handshake_timeout_ms = BENCH_IO_TIMEOUT_MS;
     opts.on_connect = uv_idle_on_connect;
     opts.on_event = uv_idle_on_event;
     opts.on_close = uv_idle_on_close;
@@ -791,12 +791,12 @@ static void clients_more(struct idle_clients *cl);
 
 static void clients_on_connect(struct tlsock_uv_conn *conn, int status)
 {
-    struct idle_clients *cl = uv_loop_get_data(tlsock_uv_loop(conn));
+    struct idle_clients *cl = uv_loop_get_data(tlsock_uv_conn_loop(conn));
 
     cl->in_flight--;
     if (status != 0) {
         fprintf(stderr, "idle clients: connect: %s: %s\n", tlsock_err_name(status),
-                tlsock_uv_errmsg(conn));
+                tlsock_uv_conn_errmsg(conn));
         cl->rc = BENCH_ERROR;
         uv_stop(&cl->loop);
     } else {
@@ -807,10 +807,10 @@ static void clients_on_connect(struct tlsock_uv_conn *conn, int status)
 
 static void clients_on_event(struct tlsock_uv_conn *conn, int code)
 {
-    struct idle_clients *cl = uv_loop_get_data(tlsock_uv_loop(conn));
+    struct idle_clients *cl = uv_loop_get_data(tlsock_uv_conn_loop(conn));
 
     fprintf(stderr, "idle clients: connection event %s: %s\n", tlsock_err_name(code),
-            tlsock_uv_errmsg(conn));
+            tlsock_uv_conn_errmsg(conn));
     cl->rc = BENCH_ERROR;
     uv_stop(&cl->loop);
 }
@@ -821,9 +821,9 @@ static void clients_more(struct idle_clients *cl)
         struct tlsock_uv_opts opts = TLSOCK_UV_OPTS_INIT;
         int rc;
 
-        opts.tls.servername = BENCH_SERVER_NAME;
-        opts.tls.connect_timeout_ms = BENCH_IO_TIMEOUT_MS;
-        opts.tls.handshake_timeout_ms = 3 * BENCH_IO_TIMEOUT_MS;
+        opts.servername = BENCH_SERVER_NAME;
+        opts.connect_timeout_ms = BENCH_IO_TIMEOUT_MS;
+        opts.handshake_timeout_ms = 3 * BENCH_IO_TIMEOUT_MS;
         opts.on_connect = clients_on_connect;
         opts.on_event = clients_on_event;
         rc = tlsock_uv_connect(&cl->loop, cl->ctx, "127.0.0.1", cl->port, &opts,

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "core/core.h"
 #include "runner.h"
 
 /* Bounds on a run besides its time: far above what loopback reaches in the longest run. */
@@ -106,7 +106,7 @@ static struct ratio ratio_of(const double *num, const double *den, int n)
 /* A CA and a server certificate it signs, both with @p key_type keys, as a real server has. */
 static int make_certs(const char *key_type, struct certs *out)
 {
-    struct tlsock__err err = {{0}};
+    struct tlsock__err err = {0};
     const struct tlsock__cert_spec ca_spec = {
         .common_name = "tlsock-bench CA",
         .key_type = key_type,
@@ -130,7 +130,7 @@ static int make_certs(const char *key_type, struct certs *out)
         rc = tlsock__cert_generate(&leaf_spec, &out->leaf, &err);
     }
     if (rc != 0) {
-        fprintf(stderr, "tlsock-bench: certificates (%s): %s\n", key_type, err.msg);
+        fprintf(stderr, "tlsock-bench: certificates (%s): %s\n", key_type, tlsock__err_msg(&err));
     }
     return rc == 0 ? BENCH_OK : BENCH_ERROR;
 }

@@ -90,14 +90,12 @@ static int tls_setup(const struct bench_side_config *config, void **out)
     env->accept_opts.connect_timeout_ms = BENCH_ACCEPT_POLL_MS;
     env->accept_opts.handshake_timeout_ms = BENCH_IO_TIMEOUT_MS;
     env->accept_opts.timeout_ms = BENCH_IO_TIMEOUT_MS;
-    env->accept_opts.fd_callbacks = config->fd_callbacks;
     env->connect_opts = init;
     /* Connect to the address, verify the name: the same as the baseline's SNI and host check. */
     env->connect_opts.servername = BENCH_SERVER_NAME;
     env->connect_opts.connect_timeout_ms = BENCH_IO_TIMEOUT_MS;
     env->connect_opts.handshake_timeout_ms = BENCH_IO_TIMEOUT_MS;
     env->connect_opts.timeout_ms = BENCH_IO_TIMEOUT_MS;
-    env->connect_opts.fd_callbacks = config->fd_callbacks;
     *out = env;
     env = NULL;
     rc = BENCH_OK;

@@ -37,7 +37,7 @@ static int move(struct tls_mem_pair *pair, struct tlsock_conn *from, struct tlso
     int rc = BENCH_OK;
     size_t n = 0;
 
-    while (rc == BENCH_OK && tlsock_pending_output(from) > 0) {
+    while (rc == BENCH_OK && tlsock_conn_pending_output(from) > 0) {
         rc = report(tlsock_drain(from, pair->move, sizeof(pair->move), &n), "drain", from);
         if (rc == BENCH_OK) {
             rc = report(tlsock_feed(to, pair->move, n), "feed", to);

@@ -45,8 +45,8 @@ static void base_opts(struct tlsock_uv_opts *opts, void *user)
     const struct tlsock_uv_opts init = TLSOCK_UV_OPTS_INIT;
 
     *opts = init;
-    opts->tls.connect_timeout_ms = BENCH_IO_TIMEOUT_MS;
-    opts->tls.handshake_timeout_ms = BENCH_IO_TIMEOUT_MS;
+    opts->connect_timeout_ms = BENCH_IO_TIMEOUT_MS;
+    opts->handshake_timeout_ms = BENCH_IO_TIMEOUT_MS;
     opts->write_timeout_ms = BENCH_IO_TIMEOUT_MS;
     opts->user = user;
 }
@@ -55,7 +55,7 @@ static void name_conn(struct tlsock_uv_conn *conn, char *cipher, size_t cipher_l
                       size_t impl_len)
 {
     const struct tlsock_info *info = NULL;
-    struct tlsock_conn *tls = tlsock_uv_tls(conn);
+    struct tlsock_conn *tls = tlsock_uv_conn_tls(conn);
 
     if (tls != NULL && tlsock_conn_info(tls, &info) == 0) {
         snprintf(cipher, cipher_len, "%s", info->cipher);
@@ -100,7 +100,7 @@ static void srv_unlink(struct srv_conn *node)
 
 static void srv_on_close(struct tlsock_uv_conn *conn)
 {
-    struct srv_conn *node = tlsock_uv_user(conn);
+    struct srv_conn *node = tlsock_uv_conn_user(conn);
 
     /* Connections closed in on_connect never got a node (their user pointer is NULL). */
     if (node != NULL) {
@@ -111,12 +111,12 @@ static void srv_on_close(struct tlsock_uv_conn *conn)
 
 static void srv_on_connect(struct tlsock_uv_conn *conn, int status)
 {
-    struct bench_uv_server *srv = tlsock_uv_user(conn);
+    struct bench_uv_server *srv = tlsock_uv_conn_user(conn);
     struct srv_conn *node = NULL;
 
     srv->handshakes++;
     if (status != 0) {
-        srv_fail(srv, status, "connect", tlsock_uv_errmsg(conn));
+        srv_fail(srv, status, "connect", tlsock_uv_conn_errmsg(conn));
     }
     if (status == 0 && srv->mode != BENCH_UV_CLOSE && !srv->stopping) {
         node = calloc(1, sizeof(*node));
@@ -125,7 +125,7 @@ static void srv_on_connect(struct tlsock_uv_conn *conn, int status)
         }
     }
     if (node == NULL) {
-        tlsock_uv_set_user(conn, NULL);
+        tlsock_uv_conn_set_user(conn, NULL);
         tlsock_uv_close(conn);
         goto out;
     }
@@ -136,7 +136,7 @@ static void srv_on_connect(struct tlsock_uv_conn *conn, int status)
         srv->conns->prev = node;
     }
     srv->conns = node;
-    tlsock_uv_set_user(conn, node);
+    tlsock_uv_conn_set_user(conn, node);
     if (srv->mode == BENCH_UV_ECHO) {
         srv->echo_cpu0_ns = bench_thread_cpu_ns();
     }
@@ -188,7 +188,7 @@ static void echo_buf_put(struct bench_uv_server *srv, struct echo_buf *b)
  */
 static void srv_on_read(struct tlsock_uv_conn *conn, const void *data, size_t len)
 {
-    struct srv_conn *node = tlsock_uv_user(conn);
+    struct srv_conn *node = tlsock_uv_conn_user(conn);
     struct bench_uv_server *srv = NULL;
     struct echo_buf *copy = NULL;
     int rc;
@@ -205,12 +205,12 @@ static void srv_on_read(struct tlsock_uv_conn *conn, const void *data, size_t le
     }
     if (rc != 0) {
         echo_buf_put(srv, copy);
-        srv_fail(srv, rc, "write", tlsock_uv_errmsg(conn));
+        srv_fail(srv, rc, "write", tlsock_uv_conn_errmsg(conn));
         tlsock_uv_close(conn);
         goto out;
     }
     srv->bytes += len;
-    if (!node->paused && tlsock_uv_write_queue_size(conn) > WRITE_QUEUE_HIGH) {
+    if (!node->paused && tlsock_uv_conn_write_queue_size(conn) > WRITE_QUEUE_HIGH) {
         node->paused = true;
         (void)tlsock_uv_read_stop(conn);
     }
@@ -221,7 +221,7 @@ out:
 
 static void srv_on_write(struct tlsock_uv_conn *conn, void *write_arg, int status)
 {
-    struct srv_conn *node = tlsock_uv_user(conn);
+    struct srv_conn *node = tlsock_uv_conn_user(conn);
 
     if (node != NULL) {
         echo_buf_put(node->srv, write_arg);
@@ -229,9 +229,9 @@ static void srv_on_write(struct tlsock_uv_conn *conn, void *write_arg, int statu
         free(write_arg);
     }
     if (node != NULL && status != 0 && status != TLSOCK_ECANCELED) {
-        srv_fail(node->srv, status, "write completion", tlsock_uv_errmsg(conn));
+        srv_fail(node->srv, status, "write completion", tlsock_uv_conn_errmsg(conn));
     }
-    if (node != NULL && node->paused && tlsock_uv_write_queue_size(conn) < WRITE_QUEUE_LOW) {
+    if (node != NULL && node->paused && tlsock_uv_conn_write_queue_size(conn) < WRITE_QUEUE_LOW) {
         node->paused = false;
         (void)tlsock_uv_read_start(conn);
     }
@@ -239,7 +239,7 @@ static void srv_on_write(struct tlsock_uv_conn *conn, void *write_arg, int statu
 
 static void srv_on_event(struct tlsock_uv_conn *conn, int code)
 {
-    struct srv_conn *node = tlsock_uv_user(conn);
+    struct srv_conn *node = tlsock_uv_conn_user(conn);
     struct bench_uv_server *srv = node != NULL ? node->srv : NULL;
 
     if (srv == NULL) {
@@ -249,7 +249,7 @@ static void srv_on_event(struct tlsock_uv_conn *conn, int code)
             srv->echo_cpu_ns = bench_thread_cpu_ns() - srv->echo_cpu0_ns;
         }
     } else {
-        srv_fail(srv, code, "event", tlsock_uv_errmsg(conn));
+        srv_fail(srv, code, "event", tlsock_uv_conn_errmsg(conn));
     }
     tlsock_uv_close(conn);
 }
@@ -324,7 +324,7 @@ int bench_uv_server_start(struct bench_uv_server *srv, struct tlsock_ctx *ctx,
         goto out;
     }
     base_opts(&opts, srv);
-    opts.tls.connect_timeout_ms = 0;
+    opts.connect_timeout_ms = 0;
     opts.on_connect = srv_on_connect;
     opts.on_read = srv_on_read;
     opts.on_event = srv_on_event;
@@ -408,7 +408,7 @@ static void client_fail(struct echo_client *c, int code, const char *what)
 {
     if (c->rc == BENCH_OK) {
         fprintf(stderr, "tlsock-uv client: %s: %s: %s\n", what, tlsock_err_name(code),
-                c->conn != NULL ? tlsock_uv_errmsg(c->conn) : "");
+                c->conn != NULL ? tlsock_uv_conn_errmsg(c->conn) : "");
         c->rc = BENCH_ERROR;
     }
     tlsock_uv_close(c->conn);
@@ -433,7 +433,7 @@ static void client_fill(struct echo_client *c)
 
 static void client_on_connect(struct tlsock_uv_conn *conn, int status)
 {
-    struct echo_client *c = tlsock_uv_user(conn);
+    struct echo_client *c = tlsock_uv_conn_user(conn);
 
     if (status != 0) {
         client_fail(c, status, "connect");
@@ -451,7 +451,7 @@ out:
 
 static void client_on_read(struct tlsock_uv_conn *conn, const void *data, size_t len)
 {
-    struct echo_client *c = tlsock_uv_user(conn);
+    struct echo_client *c = tlsock_uv_conn_user(conn);
     int64_t now = bench_now_ns();
 
     (void)data;
@@ -471,7 +471,7 @@ static void client_on_read(struct tlsock_uv_conn *conn, const void *data, size_t
 
 static void client_on_write(struct tlsock_uv_conn *conn, void *write_arg, int status)
 {
-    struct echo_client *c = tlsock_uv_user(conn);
+    struct echo_client *c = tlsock_uv_conn_user(conn);
 
     (void)write_arg;
     if (status != 0 && c->end_ns == 0) {
@@ -481,7 +481,7 @@ static void client_on_write(struct tlsock_uv_conn *conn, void *write_arg, int st
 
 static void client_on_event(struct tlsock_uv_conn *conn, int code)
 {
-    struct echo_client *c = tlsock_uv_user(conn);
+    struct echo_client *c = tlsock_uv_conn_user(conn);
 
     if (c->end_ns == 0) {
         client_fail(c, code, "event");
@@ -492,7 +492,7 @@ static void client_on_event(struct tlsock_uv_conn *conn, int code)
 
 static void client_on_close(struct tlsock_uv_conn *conn)
 {
-    struct echo_client *c = tlsock_uv_user(conn);
+    struct echo_client *c = tlsock_uv_conn_user(conn);
 
     c->conn = NULL;
     uv_close((uv_handle_t *)&c->guard, NULL);
@@ -535,7 +535,7 @@ static int uv_echo_client(struct tlsock_ctx *ctx, uint16_t port, const struct be
     c.guard.data = &c;
     (void)uv_timer_start(&c.guard, client_on_guard, guard_ms, 0);
     base_opts(&opts, &c);
-    opts.tls.servername = BENCH_SERVER_NAME;
+    opts.servername = BENCH_SERVER_NAME;
     opts.on_connect = client_on_connect;
     opts.on_read = client_on_read;
     opts.on_event = client_on_event;
@@ -613,7 +613,7 @@ static void hs_fail(struct hs_client *c, int code, const char *what, const char 
 
 static void hs_on_connect(struct tlsock_uv_conn *conn, int status)
 {
-    struct hs_slot *slot = tlsock_uv_user(conn);
+    struct hs_slot *slot = tlsock_uv_conn_user(conn);
     struct hs_client *c = slot->client;
 
     if (status == 0) {
@@ -626,7 +626,7 @@ static void hs_on_connect(struct tlsock_uv_conn *conn, int status)
             c->named = true;
         }
     } else if (status != TLSOCK_ECANCELED) {
-        hs_fail(c, status, "connect", tlsock_uv_errmsg(conn));
+        hs_fail(c, status, "connect", tlsock_uv_conn_errmsg(conn));
     }
     tlsock_uv_close(conn);
 }
@@ -640,7 +640,7 @@ static void hs_on_event(struct tlsock_uv_conn *conn, int code)
 
 static void hs_on_close(struct tlsock_uv_conn *conn)
 {
-    struct hs_slot *slot = tlsock_uv_user(conn);
+    struct hs_slot *slot = tlsock_uv_conn_user(conn);
     struct hs_client *c = slot->client;
 
     slot->conn = NULL;
@@ -659,7 +659,7 @@ static void hs_start(struct hs_slot *slot)
     int rc;
 
     base_opts(&opts, slot);
-    opts.tls.servername = BENCH_SERVER_NAME;
+    opts.servername = BENCH_SERVER_NAME;
     opts.on_connect = hs_on_connect;
     opts.on_event = hs_on_event;
     opts.on_close = hs_on_close;

@@ -22,22 +22,22 @@ struct session {
 /* Connected and verified, or failed to. */
 static void on_connect(struct tlsock_uv_conn *conn, int status)
 {
-    struct session *s = tlsock_uv_user(conn);
+    struct session *s = tlsock_uv_conn_user(conn);
     const struct tlsock_info *info = NULL;
 
     if (status != 0) {
         fprintf(stderr, "async_client: connect: %s (%s)\n", tlsock_strerror(status),
-                tlsock_uv_errmsg(conn));
+                tlsock_uv_conn_errmsg(conn));
         s->status = status;
         tlsock_uv_close(conn); /* a failed attempt must be closed too */
         return;
     }
-    if (tlsock_conn_info(tlsock_uv_tls(conn), &info) == 0) {
+    if (tlsock_conn_info(tlsock_uv_conn_tls(conn), &info) == 0) {
         fprintf(stderr, "async_client: %s %s\n", info->version, info->cipher);
     }
     /* The message is a string from argv: it stays valid until on_write, as it must. */
     if (tlsock_uv_write(conn, s->message, s->len, NULL) != 0) {
-        fprintf(stderr, "async_client: write: %s\n", tlsock_uv_errmsg(conn));
+        fprintf(stderr, "async_client: write: %s\n", tlsock_uv_conn_errmsg(conn));
         tlsock_uv_close(conn);
     }
 }
@@ -45,7 +45,7 @@ static void on_connect(struct tlsock_uv_conn *conn, int status)
 /* Part of the echo: print it; close once all of it is here. */
 static void on_read(struct tlsock_uv_conn *conn, const void *data, size_t len)
 {
-    struct session *s = tlsock_uv_user(conn);
+    struct session *s = tlsock_uv_conn_user(conn);
 
     fwrite(data, 1, len, stdout);
     s->received += len;
@@ -59,7 +59,7 @@ static void on_read(struct tlsock_uv_conn *conn, const void *data, size_t len)
 static void on_event(struct tlsock_uv_conn *conn, int code)
 {
     fprintf(stderr, "async_client: %s (%s) after %zu bytes\n", tlsock_strerror(code),
-            tlsock_uv_errmsg(conn), ((struct session *)tlsock_uv_user(conn))->received);
+            tlsock_uv_conn_errmsg(conn), ((struct session *)tlsock_uv_conn_user(conn))->received);
     tlsock_uv_close(conn);
 }
 
@@ -81,9 +81,9 @@ int main(int argc, char **argv)
     opts.on_read = on_read;
     opts.on_event = on_event;
     opts.user = &s;
-    opts.tls.connect_timeout_ms = 10000;   /* TCP connect */
-    opts.tls.handshake_timeout_ms = 10000; /* TLS handshake */
-    opts.read_idle_timeout_ms = 10000;     /* a server that stops answering */
+    opts.connect_timeout_ms = 10000;   /* TCP connect */
+    opts.handshake_timeout_ms = 10000; /* TLS handshake */
+    opts.read_idle_timeout_ms = 10000; /* a server that stops answering */
 
     rc = tlsock_ctx_new(TLSOCK_CLIENT, &ctx); /* verifies chain and host name */
     if (rc == 0 && argc == 5) {

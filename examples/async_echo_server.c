@@ -60,7 +60,7 @@ static void on_connect(struct tlsock_uv_conn *conn, int status)
     struct client *client = calloc(1, sizeof(*client));
 
     (void)status; /* a server reports only successful handshakes here */
-    tlsock_uv_set_user(conn, client);
+    tlsock_uv_conn_set_user(conn, client);
     if (client == NULL) {
         tlsock_uv_close(conn);
     }
@@ -69,7 +69,7 @@ static void on_connect(struct tlsock_uv_conn *conn, int status)
 /* Data from a client: send it back. */
 static void on_read(struct tlsock_uv_conn *conn, const void *data, size_t len)
 {
-    struct client *client = tlsock_uv_user(conn);
+    struct client *client = tlsock_uv_conn_user(conn);
     /* data is only valid during this call; the write needs its bytes until on_write. */
     void *copy = malloc(len);
 
@@ -84,7 +84,7 @@ static void on_read(struct tlsock_uv_conn *conn, const void *data, size_t len)
         return;
     }
     /* The client sends faster than it reads: stop reading until it catches up. */
-    if (!client->paused && tlsock_uv_write_queue_size(conn) > QUEUE_MAX) {
+    if (!client->paused && tlsock_uv_conn_write_queue_size(conn) > QUEUE_MAX) {
         client->paused = true;
         tlsock_uv_read_stop(conn);
     }
@@ -93,10 +93,10 @@ static void on_read(struct tlsock_uv_conn *conn, const void *data, size_t len)
 /* Part of an echo reached the kernel (or the connection is closing: ECANCELED). */
 static void on_write(struct tlsock_uv_conn *conn, void *copy, int status)
 {
-    struct client *client = tlsock_uv_user(conn);
+    struct client *client = tlsock_uv_conn_user(conn);
 
     free(copy);
-    if (status == 0 && client->paused && tlsock_uv_write_queue_size(conn) < QUEUE_MAX / 4) {
+    if (status == 0 && client->paused && tlsock_uv_conn_write_queue_size(conn) < QUEUE_MAX / 4) {
         client->paused = false;
         tlsock_uv_read_start(conn);
     }
@@ -107,7 +107,7 @@ static void on_event(struct tlsock_uv_conn *conn, int code)
 {
     if (code != TLSOCK_ECLOSED) {
         fprintf(stderr, "async_echo_server: client: %s (%s)\n", tlsock_strerror(code),
-                tlsock_uv_errmsg(conn));
+                tlsock_uv_conn_errmsg(conn));
     }
     /* Sends what is still queued, then our close_notify. */
     tlsock_uv_close(conn);
@@ -116,7 +116,7 @@ static void on_event(struct tlsock_uv_conn *conn, int code)
 /* The connection's last callback: free what belongs to it. */
 static void on_close(struct tlsock_uv_conn *conn)
 {
-    free(tlsock_uv_user(conn));
+    free(tlsock_uv_conn_user(conn));
 }
 
 /* A client failed before it was handed to us (e.g. its handshake); the server goes on. */
@@ -158,9 +158,9 @@ int main(int argc, char **argv)
     opts.on_event = on_event;
     opts.on_close = on_close;
     opts.on_accept_error = on_accept_error;
-    opts.tls.handshake_timeout_ms = 10000; /* a silent client is dropped... */
-    opts.read_idle_timeout_ms = 60000;     /* ...and so is an idle one */
-    opts.write_timeout_ms = 60000;         /* ...and one that stops reading */
+    opts.handshake_timeout_ms = 10000; /* a silent client is dropped... */
+    opts.read_idle_timeout_ms = 60000; /* ...and so is an idle one */
+    opts.write_timeout_ms = 60000;     /* ...and one that stops reading */
 
     rc = tlsock_ctx_new(TLSOCK_SERVER, &ctx);
     if (rc == 0) {

@@ -32,7 +32,7 @@ static int try_impl(int impl)
 
     opts.servername = "example.com";
     if (rc == 0) {
-        rc = tlsock_ctx_set_impl(ctx, impl); /* first, before any other setter */
+        rc = tlsock_ctx_set_impl(ctx, impl); /* any time before the first connection */
     }
     if (rc == 0) {
         rc = tlsock_ctx_set_configure(ctx, on_ctx, on_conn, &calls);
@@ -56,7 +56,10 @@ int main(void)
     static const int impls[] = {TLSOCK_IMPL_OPENSSL, TLSOCK_IMPL_GNUTLS};
     int failures = 0;
 
-    printf("default: %s\n", tlsock_impl_name(tlsock_default_impl()));
+    const char *default_name = tlsock_impl_name(tlsock_default_impl());
+
+    /* NULL when TLSOCK_IMPL names no implementation compiled in: contexts cannot be made. */
+    printf("default: %s\n", default_name != NULL ? default_name : "none (see TLSOCK_IMPL)");
     for (size_t i = 0; i < sizeof(impls) / sizeof(impls[0]); i++) {
         if (!tlsock_impl_available(impls[i])) {
             printf("%s: not compiled in\n", tlsock_impl_name(impls[i]));

@@ -16,7 +16,7 @@ static int carry(struct tlsock_conn *from, struct tlsock_conn *to)
     size_t n = 0;
     int rc = 0;
 
-    while (rc == 0 && tlsock_pending_output(from) > 0) {
+    while (rc == 0 && tlsock_conn_pending_output(from) > 0) {
         rc = tlsock_drain(from, wire, sizeof(wire), &n);
         if (rc == 0) {
             rc = tlsock_feed(to, wire, n);

@@ -165,7 +165,8 @@ size_t fz_discard_output(struct tlsock_conn *conn)
     size_t total = 0;
     size_t n = 0;
 
-    while (tlsock_pending_output(conn) > 0 && tlsock_drain(conn, sink, sizeof(sink), &n) == 0) {
+    while (tlsock_conn_pending_output(conn) > 0 &&
+           tlsock_drain(conn, sink, sizeof(sink), &n) == 0) {
         total += n;
     }
     return total;

@@ -62,7 +62,7 @@ static size_t take_output(struct tlsock_conn *from, uint8_t *out, size_t cap)
     size_t total = 0;
     size_t n = 0;
 
-    while (tlsock_pending_output(from) > 0 && total < cap) {
+    while (tlsock_conn_pending_output(from) > 0 && total < cap) {
         die_rc("drain", tlsock_drain(from, out + total, cap - total, &n));
         total += n;
     }

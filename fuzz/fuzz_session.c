@@ -37,7 +37,7 @@
  *   - TLSOCK_ECLOSED only comes after the handshake, when the peer sent close_notify, with
  *     every byte written before it delivered;
  *   - a fatal error is sticky: every later call on that connection returns the same code;
- *   - tlsock_pending() > 0 means the next read returns data at once (unless the side itself
+ *   - tlsock_conn_pending() > 0 means the next read returns data at once (unless the side itself
  *     started a renegotiation through its native handle);
  *   - tlsock_conn_info() strings are never NULL;
  *   - with nothing damaged or interfered with and a configuration that can agree, the handshake
@@ -294,13 +294,13 @@ static void step(struct session *ss, struct side *s)
         s->handshake_done = true;
     }
     for (int i = 0; i < MAX_READS; i++) {
-        size_t pending = tlsock_pending(s->conn);
+        size_t pending = tlsock_conn_pending(s->conn);
         size_t n = 0;
         int rc = tlsock_read(s->conn, buf, s->read_size, &n);
         settle(s, "read", rc);
         if (pending > 0 && rc != 0 && !s->renegotiating) {
-            fz_fail("%s: tlsock_pending() said %zu bytes, then read returned %s", s->name, pending,
-                    tlsock_err_name(rc));
+            fz_fail("%s: tlsock_conn_pending() said %zu bytes, then read returned %s", s->name,
+                    pending, tlsock_err_name(rc));
         }
         if (rc == TLSOCK_ECLOSED) {
             check_closed(ss, s);
@@ -460,14 +460,14 @@ static size_t carry(struct session *ss, struct side *from, struct side *to)
     if (from->conn == NULL) {
         return 0;
     }
-    while (tlsock_pending_output(from->conn) > 0) {
+    while (tlsock_conn_pending_output(from->conn) > 0) {
         size_t n = 0;
         int rc = tlsock_drain(from->conn, buf, sizeof(buf), &n);
         if (rc != 0) {
             fz_fail("%s: tlsock_drain returned %s", from->name, tlsock_err_name(rc));
         }
         if (n == 0) {
-            fz_fail("%s: tlsock_pending_output() > 0 but drain moved nothing", from->name);
+            fz_fail("%s: tlsock_conn_pending_output() > 0 but drain moved nothing", from->name);
         }
         bytes_add(&w->partial, buf, n);
         drained += n;
@@ -494,8 +494,9 @@ static void pump(struct session *ss)
         moved += carry(ss, &ss->side[1], &ss->side[0]);
         step(ss, &ss->side[0]);
         step(ss, &ss->side[1]);
-        bool output = (ss->side[0].conn != NULL && tlsock_pending_output(ss->side[0].conn) > 0) ||
-                      (ss->side[1].conn != NULL && tlsock_pending_output(ss->side[1].conn) > 0);
+        bool output =
+            (ss->side[0].conn != NULL && tlsock_conn_pending_output(ss->side[0].conn) > 0) ||
+            (ss->side[1].conn != NULL && tlsock_conn_pending_output(ss->side[1].conn) > 0);
         if (moved == 0 && !output) {
             break;
         }

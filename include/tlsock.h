@@ -13,7 +13,10 @@
  *     call returns.
  *   - Error detail (the TLS implementation's reason, the verify failure, errno) is on the object:
  *     tlsock_ctx_errmsg() and tlsock_conn_errmsg(). Callers never need errno.
- *   - Timeouts are in milliseconds; TLSOCK_NO_TIMEOUT (-1) means wait forever.
+ *   - Timeouts are in milliseconds; 0 (TLSOCK_NO_TIMEOUT) means no timeout, everywhere: in
+ *     struct tlsock_opts, in every setter and in <tlsock/uv.h>. Negative timeouts are refused.
+ *     To return at once with what is ready, set a deadline that has passed
+ *     (tlsock_conn_set_deadline(conn, 0)).
  *   - No global initialisation call is needed, and SIGPIPE never kills the process: tlsock sends
  *     with MSG_NOSIGNAL.
  *
@@ -111,7 +114,6 @@ enum tlsock_impl {
 
 /** Capability bits of an implementation (tlsock_impl_caps()). */
 enum tlsock_cap {
-    TLSOCK_CAP_FD = 1 << 0,      /**< reads and writes sockets itself (the fd fast path) */
     TLSOCK_CAP_ALPN = 1 << 1,    /**< ALPN */
     TLSOCK_CAP_CERTGEN = 1 << 2, /**< tlsock_devcert_new() and tlsock_cert_fingerprint() */
 };
@@ -130,12 +132,16 @@ TLSOCK_API unsigned tlsock_impl_caps(int impl);
 
 /**
  * The implementation new contexts use: set by tlsock_set_default_impl(), else by the environment
- * variable TLSOCK_IMPL ("openssl" or "gnutls") read once, else OpenSSL when compiled in.
+ * variable TLSOCK_IMPL ("openssl" or "gnutls", read once; empty counts as unset), else OpenSSL
+ * when compiled in. When TLSOCK_IMPL names no implementation compiled in (a typo, or one left
+ * out of the build) there is no default: this returns TLSOCK_IMPL_DEFAULT (0) and
+ * tlsock_ctx_new() fails with TLSOCK_ECONFIG, until tlsock_set_default_impl() chooses one.
  */
 TLSOCK_API int tlsock_default_impl(void);
 
 /**
- * Sets the process default for contexts created afterwards. Thread-safe.
+ * Sets the process default for contexts created afterwards, also after a TLSOCK_IMPL that named
+ * no implementation. Thread-safe.
  * @return 0, TLSOCK_EINVAL for an unknown value, TLSOCK_ECONFIG when it was not compiled in.
  */
 TLSOCK_API int tlsock_set_default_impl(int impl);
@@ -166,8 +172,8 @@ enum tlsock_verify {
     TLSOCK_VERIFY_NONE = 3,
 };
 
-/** Timeout value meaning "wait forever". */
-#define TLSOCK_NO_TIMEOUT (-1)
+/** Timeout value meaning "no timeout: wait forever" (the default everywhere). */
+#define TLSOCK_NO_TIMEOUT 0
 
 struct tlsock_ctx;
 
@@ -179,14 +185,20 @@ struct tlsock_ctx;
  *
  * @param role  TLSOCK_CLIENT or TLSOCK_SERVER.
  * @param out   receives the context, with one reference owned by the caller.
- * @return 0, TLSOCK_EINVAL, TLSOCK_ENOMEM or TLSOCK_ECONFIG (implementation refused to start).
+ * @return 0, TLSOCK_EINVAL, TLSOCK_ENOMEM or TLSOCK_ECONFIG (implementation refused to start, or
+ *         no default implementation: TLSOCK_IMPL names none compiled in; tlsock_errmsg() names
+ *         the value and the implementations there are).
  */
 TLSOCK_API int tlsock_ctx_new(int role, struct tlsock_ctx **out);
 
 /**
- * Chooses the context's implementation. Call it right after tlsock_ctx_new(), before any other
- * setter (TLSOCK_EINVAL afterwards). @return 0, TLSOCK_EINVAL, or TLSOCK_ECONFIG when @p impl was
- * not compiled in (the message names it).
+ * Chooses the context's implementation, at any time before the context freezes: the settings
+ * made so far are applied again, in order, to a new native context of @p impl (files given to
+ * the file setters are read again). Changes made directly to the old native context
+ * (tlsock_ctx_native()) are not carried over.
+ * @return 0; TLSOCK_EINVAL (unknown value, frozen context); TLSOCK_ECONFIG when @p impl was not
+ *         compiled in, or refuses one of the settings (the message names it): the context then
+ *         stays as it was.
  */
 TLSOCK_API int tlsock_ctx_set_impl(struct tlsock_ctx *ctx, int impl);
 
@@ -259,11 +271,12 @@ TLSOCK_API int tlsock_ctx_set_protocols(struct tlsock_ctx *ctx, const char *rang
 TLSOCK_API int tlsock_ctx_set_ciphers(struct tlsock_ctx *ctx, const char *policy);
 
 /**
- * Adds trust anchors (CA certificates) from a PEM file. The file is read during the call.
- * Setting any CA replaces the default system store for this context; call
+ * Adds trust anchors (CA certificates) from a PEM file. The file is read during the call; it
+ * must be a regular file of at most 16 MiB (a FIFO or a device is refused at once, without
+ * waiting for it). Setting any CA replaces the default system store for this context; call
  * tlsock_ctx_set_ca_system() as well to keep both.
- * @return 0, or TLSOCK_EX509_LOOKUP when the file cannot be read or holds no certificate
- *         (as do the other CA setters).
+ * @return 0, or TLSOCK_EX509_LOOKUP when the file cannot be read, is not a regular file, is
+ *         empty or holds no certificate (as do the other CA setters); the message names the file.
  */
 TLSOCK_API int tlsock_ctx_set_ca_file(struct tlsock_ctx *ctx, const char *path);
 
@@ -278,9 +291,12 @@ TLSOCK_API int tlsock_ctx_set_ca_system(struct tlsock_ctx *ctx);
 
 /**
  * Sets this side's certificate chain (leaf first, then intermediates) and private key from PEM
- * files, read during the call. Returns TLSOCK_ECONFIG when a file holds no certificate or key,
- * when the key does not match the certificate, or when the key is weaker than the security level
- * allows (RSA under 2048 bits with the default policies); TLSOCK_ESYS when a file cannot be read.
+ * files, read during the call (both may be the same file). Returns TLSOCK_ECONFIG when a file
+ * is not a regular file (a FIFO, a directory or a device: refused at once, without waiting for
+ * it), is empty or larger than 1 MiB, holds no certificate or key, when the key does not match
+ * the certificate, or when the key is weaker than the security level allows (RSA under 2048
+ * bits with the default policies); TLSOCK_ESYS when a file cannot be opened or read. The
+ * message names the file.
  */
 TLSOCK_API int tlsock_ctx_set_cert_file(struct tlsock_ctx *ctx, const char *chain_path,
                                         const char *key_path);
@@ -307,8 +323,10 @@ TLSOCK_API int tlsock_ctx_set_verify(struct tlsock_ctx *ctx, int mode);
 TLSOCK_API int tlsock_ctx_set_alpn(struct tlsock_ctx *ctx, const char *list);
 
 /**
- * Sets the default handshake timeout for connections of this context, in milliseconds
- * (TLSOCK_NO_TIMEOUT by default). A connection's options may override it.
+ * Sets the default handshake timeout for connections of this context, in milliseconds; 0
+ * (TLSOCK_NO_TIMEOUT, the default) for none. A connection's options may override it. The
+ * handshake is bounded by this timeout and the connection's deadline only: the per-operation
+ * timeout (opts.timeout_ms) does not apply to it. Negative values are TLSOCK_EINVAL.
  */
 TLSOCK_API int tlsock_ctx_set_handshake_timeout(struct tlsock_ctx *ctx, int timeout_ms);
 
@@ -331,15 +349,13 @@ struct tlsock_opts {
     const char *verify_name;  /**< Client: name or IP the certificate must match.
                                    NULL: the servername, or the host. */
     int connect_timeout_ms;   /**< TCP connect (and accept wait). 0: none. */
-    int handshake_timeout_ms; /**< 0: the context's default. */
-    int timeout_ms;           /**< Each later read, write and close_notify. 0: none. */
+    int handshake_timeout_ms; /**< The handshake. 0: the context's (none unless set). */
+    int timeout_ms;           /**< Each later read, write and close_notify (not the
+                                   handshake). 0: none. */
     const void *preread;      /**< tlsock_attach_fd(): bytes the application already read from
                                    the socket (e.g. a buffered reader ran ahead); TLS consumes
                                    them before reading the socket. Copied. */
     size_t preread_len;       /**< Length of @c preread. */
-    bool fd_callbacks;        /**< Move the socket's bytes through the generic callback path
-                                   instead of the implementation's own fd I/O (slower; for
-                                   comparison and for implementations without fd I/O). */
 };
 
 /** Default options: no servername or verify-name override, timeouts from the context or none. */
@@ -390,7 +406,7 @@ TLSOCK_API int tlsock_attach_fd(struct tlsock_ctx *ctx, int fd, const struct tls
  * data, leaves the connection usable. A callback returning more than @c len, or a write callback
  * returning 0, breaks the contract: TLSOCK_EINVAL. Any other code reaches the caller exactly and is
  * fatal. Callbacks are called only from within tlsock calls on their connection, in that thread;
- * they must not call tlsock functions on the same connection. tlsock_op_deadline_ms() tells a
+ * they must not call tlsock functions on the same connection. tlsock_conn_op_deadline_ms() tells a
  * blocking callback how long it may wait.
  */
 typedef ssize_t (*tlsock_read_fn)(void *user, void *buf, size_t len);
@@ -407,7 +423,7 @@ struct tlsock_io {
  * Starts TLS over a user transport (see tlsock_read_fn). The handshake happens on the first
  * tlsock_handshake(), read or write. @p io is copied; @c io->user must stay valid until
  * tlsock_close(). Per-operation timeouts and deadlines cannot interrupt a blocking callback:
- * callbacks honour them by returning TLSOCK_ETIMEDOUT (see tlsock_op_deadline_ms()).
+ * callbacks honour them by returning TLSOCK_ETIMEDOUT (see tlsock_conn_op_deadline_ms()).
  */
 TLSOCK_API int tlsock_attach_io(struct tlsock_ctx *ctx, const struct tlsock_io *io,
                                 const struct tlsock_opts *opts, struct tlsock_conn **out);
@@ -417,7 +433,7 @@ TLSOCK_API int tlsock_attach_io(struct tlsock_ctx *ctx, const struct tlsock_io *
  * ciphertext that arrived with tlsock_feed() (and tlsock_feed_eof() at the end of the stream),
  * and send what tlsock_drain() returns. Handshake, read and shutdown return TLSOCK_EWANT_READ
  * when they need more input; writes never block (output is buffered until drained). After every
- * call, drain the output (tlsock_pending_output() says how much there is).
+ * call, drain the output (tlsock_conn_pending_output() says how much there is).
  */
 TLSOCK_API int tlsock_attach_mem(struct tlsock_ctx *ctx, const struct tlsock_opts *opts,
                                  struct tlsock_conn **out);
@@ -435,13 +451,13 @@ TLSOCK_API int tlsock_feed_eof(struct tlsock_conn *conn);
 TLSOCK_API int tlsock_drain(struct tlsock_conn *conn, void *buf, size_t cap, size_t *n);
 
 /** Memory mode: bytes of ciphertext waiting for tlsock_drain(); 0 for other transports. */
-TLSOCK_API size_t tlsock_pending_output(const struct tlsock_conn *conn);
+TLSOCK_API size_t tlsock_conn_pending_output(const struct tlsock_conn *conn);
 
 /**
  * The absolute deadline (tlsock_now_ms() clock) of the blocking operation in progress on
  * @p conn, -1 if it has none. For callbacks that wait: return TLSOCK_ETIMEDOUT once it passes.
  */
-TLSOCK_API int64_t tlsock_op_deadline_ms(const struct tlsock_conn *conn);
+TLSOCK_API int64_t tlsock_conn_op_deadline_ms(const struct tlsock_conn *conn);
 
 /**
  * Ends TLS but keeps the transport: sends close_notify if not sent yet, waits for the peer's
@@ -523,7 +539,7 @@ TLSOCK_API const char *tlsock_conn_errmsg(const struct tlsock_conn *conn);
  * Bytes of application data already decrypted and buffered, which the next tlsock_read()
  * returns without waiting. Polling the socket says nothing about them: check this first.
  */
-TLSOCK_API size_t tlsock_pending(const struct tlsock_conn *conn);
+TLSOCK_API size_t tlsock_conn_pending(const struct tlsock_conn *conn);
 
 /** The implementation's session (SSL * or gnutls_session_t); valid until tlsock_close(). */
 TLSOCK_API void *tlsock_conn_native(struct tlsock_conn *conn);
@@ -533,19 +549,21 @@ TLSOCK_API int tlsock_conn_fd(const struct tlsock_conn *conn);
 
 /**
  * Sets the timeout for each later blocking operation (read, write, close_notify), in
- * milliseconds; TLSOCK_NO_TIMEOUT to wait forever; 0 not to wait at all (a read then returns
- * what is ready or TLSOCK_ETIMEDOUT at once, a useful non-blocking poll).
- * (In struct tlsock_opts a 0 means "the default", which is no timeout.)
+ * milliseconds; 0 (TLSOCK_NO_TIMEOUT) for none. Negative values are TLSOCK_EINVAL. The handshake
+ * has its own timeout (opts.handshake_timeout_ms, tlsock_ctx_set_handshake_timeout()). To read
+ * only what is ready now, set a deadline that has passed (tlsock_conn_set_deadline()).
  */
-TLSOCK_API int tlsock_set_timeout(struct tlsock_conn *conn, int timeout_ms);
+TLSOCK_API int tlsock_conn_set_timeout(struct tlsock_conn *conn, int timeout_ms);
 
 /**
  * Sets an absolute deadline on tlsock_now_ms()'s monotonic clock, or -1 for none. Every blocking
  * operation stops waiting at the deadline or at its per-operation timeout, whichever comes
  * first, and fails with TLSOCK_ETIMEDOUT (TLSOCK_EHANDSHAKE_TIMEOUT in the handshake). Once the
- * deadline has passed no call waits at all: a read still returns data that is already there.
+ * deadline has passed no call waits at all: a read still returns data that is already there, and
+ * TLSOCK_ETIMEDOUT (retryable) when there is none. A deadline of 0 is always in the past: it is
+ * the way to poll ("what is ready now"), and -1 restores waiting.
  */
-TLSOCK_API int tlsock_set_deadline(struct tlsock_conn *conn, int64_t deadline_ms);
+TLSOCK_API int tlsock_conn_set_deadline(struct tlsock_conn *conn, int64_t deadline_ms);
 
 /** The monotonic clock used for deadlines, in milliseconds. */
 TLSOCK_API int64_t tlsock_now_ms(void);

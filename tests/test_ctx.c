@@ -1,10 +1,12 @@
 /* Unit tests: context creation, setters and their errors, freezing, reference counts, NULLs. */
 #include "support.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* A context pointer a failing _new must leave untouched ("out-parameters are written only on
@@ -272,6 +274,9 @@ struct files {
     char garbage[128];
     char ca[128];
     char missing[128];
+    char empty[128];
+    char fifo[128];
+    char big[128];
 };
 
 static int write_file(const char *path, const char *text)
@@ -281,6 +286,24 @@ static int write_file(const char *path, const char *text)
 
     if (f != NULL) {
         rc = fputs(text, f) >= 0 ? 0 : -1;
+        if (fclose(f) != 0) {
+            rc = -1;
+        }
+    }
+    return rc;
+}
+
+/* A file one byte over the header's 1 MiB limit for certificate and key files. */
+static int write_big_file(const char *path)
+{
+    FILE *f = fopen(path, "w");
+    int rc = -1;
+
+    if (f != NULL) {
+        rc = 0;
+        for (long i = 0; i < (1L << 20) + 1 && rc == 0; i++) {
+            rc = fputc('#', f) == '#' ? 0 : -1;
+        }
         if (fclose(f) != 0) {
             rc = -1;
         }
@@ -306,6 +329,9 @@ static int files_setup(void **state)
     snprintf(f->garbage, sizeof(f->garbage), "%s/garbage.pem", f->dir);
     snprintf(f->ca, sizeof(f->ca), "%s/ca.pem", f->dir);
     snprintf(f->missing, sizeof(f->missing), "%s/does-not-exist.pem", f->dir);
+    snprintf(f->empty, sizeof(f->empty), "%s/empty.pem", f->dir);
+    snprintf(f->fifo, sizeof(f->fifo), "%s/fifo.pem", f->dir);
+    snprintf(f->big, sizeof(f->big), "%s/big.pem", f->dir);
     if (ts_pki.ca.cert == NULL) {
         /* Nothing to write: the cases start with TS_NEED_PKI() and skip. */
         rc = 0;
@@ -313,7 +339,8 @@ static int files_setup(void **state)
     }
     if (write_file(f->cert, ts_pki.server.cert) != 0 ||
         write_file(f->key, ts_pki.server.key) != 0 || write_file(f->garbage, garbage_pem) != 0 ||
-        write_file(f->ca, ts_pki.ca.cert) != 0) {
+        write_file(f->ca, ts_pki.ca.cert) != 0 || write_file(f->empty, "") != 0 ||
+        mkfifo(f->fifo, 0600) != 0 || write_big_file(f->big) != 0) {
         goto out;
     }
     rc = tlsock_ctx_new(TLSOCK_SERVER, &f->ctx) == 0 ? 0 : -1;
@@ -331,6 +358,11 @@ static int files_teardown(void **state)
         unlink(f->key);
         unlink(f->garbage);
         unlink(f->ca);
+        /* test_cert_files_not_pem's alarm, if an assertion left it armed. */
+        alarm(0);
+        unlink(f->empty);
+        unlink(f->fifo);
+        unlink(f->big);
         rmdir(f->dir);
         free(f);
     }
@@ -348,13 +380,71 @@ static void test_set_cert_file(void **state)
     TS_ASSERT_RC(tlsock_ctx_set_cert_file(f->ctx, f->missing, f->key), TLSOCK_ESYS);
     TS_ASSERT_CONTAINS(tlsock_ctx_errmsg(f->ctx), "does-not-exist.pem");
     TS_ASSERT_RC(tlsock_ctx_set_cert_file(f->ctx, f->cert, f->missing), TLSOCK_ESYS);
-    /* A directory cannot be read as a file either. */
-    TS_ASSERT_RC(tlsock_ctx_set_cert_file(f->ctx, f->dir, f->key), TLSOCK_ESYS);
     /* ECONFIG when a file holds no certificate or key. */
     TS_ASSERT_RC(tlsock_ctx_set_cert_file(f->ctx, f->garbage, f->key), TLSOCK_ECONFIG);
     TS_ASSERT_RC(tlsock_ctx_set_cert_file(f->ctx, f->cert, f->garbage), TLSOCK_ECONFIG);
     TS_ASSERT_RC(tlsock_ctx_set_cert_file(f->ctx, f->key, f->cert), TLSOCK_ECONFIG);
     TS_ASSERT_RC(tlsock_ctx_set_cert_file(f->ctx, NULL, f->key), TLSOCK_EINVAL);
+}
+
+/*
+ * Files that are not certificates: empty, too large, or not regular files (a FIFO would block
+ * the opening until a writer came, /dev/null is a device): TLSOCK_ECONFIG for the certificate
+ * and key, TLSOCK_EX509_LOOKUP for a CA file (the header), each message naming the file and
+ * saying what is wrong with it.
+ */
+static void test_cert_files_not_pem(void **state)
+{
+    struct files *f = *state;
+    const struct {
+        const char *cert;
+        const char *key;
+        const char *named; /* the file the message names */
+        const char *why;
+    } cases[] = {
+        {.cert = f->empty, .key = f->key, .named = f->empty, .why = "certificate file"},
+        {.cert = f->empty, .key = f->key, .named = f->empty, .why = "is empty"},
+        {.cert = f->cert, .key = f->empty, .named = f->empty, .why = "key file"},
+        {.cert = f->cert, .key = f->empty, .named = f->empty, .why = "is empty"},
+        {.cert = f->fifo, .key = f->key, .named = f->fifo, .why = "is a FIFO, not a regular file"},
+        {.cert = f->cert, .key = f->fifo, .named = f->fifo, .why = "is a FIFO, not a regular file"},
+        {.cert = f->dir, .key = f->key, .named = f->dir, .why = "is a directory"},
+        {.cert = f->cert, .key = "/dev/null", .named = "/dev/null", .why = "is a device"},
+        {.cert = f->big, .key = f->key, .named = f->big, .why = "larger than 1048576 bytes"},
+        /* What the implementation refuses is named too. */
+        {.cert = f->garbage, .key = f->key, .named = f->garbage, .why = "certificate file"},
+    };
+
+    TS_NEED_PKI();
+    /* Without the non-blocking open a FIFO blocks forever: the alarm fails the test instead. */
+    alarm(20);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        TS_ASSERT_RC_MSG(tlsock_ctx_set_cert_file(f->ctx, cases[i].cert, cases[i].key),
+                         TLSOCK_ECONFIG, tlsock_ctx_errmsg(f->ctx));
+        TS_ASSERT_CONTAINS(tlsock_ctx_errmsg(f->ctx), cases[i].named);
+        TS_ASSERT_CONTAINS(tlsock_ctx_errmsg(f->ctx), cases[i].why);
+        TS_ASSERT_CONTAINS(tlsock_errmsg(), cases[i].named);
+    }
+    TS_ASSERT_RC_MSG(tlsock_ctx_set_ca_file(f->ctx, f->empty), TLSOCK_EX509_LOOKUP,
+                     tlsock_ctx_errmsg(f->ctx));
+    TS_ASSERT_CONTAINS(tlsock_ctx_errmsg(f->ctx), "CA file");
+    TS_ASSERT_CONTAINS(tlsock_ctx_errmsg(f->ctx), f->empty);
+    TS_ASSERT_CONTAINS(tlsock_ctx_errmsg(f->ctx), "is empty");
+    TS_ASSERT_RC_MSG(tlsock_ctx_set_ca_file(f->ctx, f->fifo), TLSOCK_EX509_LOOKUP,
+                     tlsock_ctx_errmsg(f->ctx));
+    TS_ASSERT_CONTAINS(tlsock_ctx_errmsg(f->ctx), f->fifo);
+    TS_ASSERT_CONTAINS(tlsock_ctx_errmsg(f->ctx), "is a FIFO, not a regular file");
+    TS_ASSERT_RC_MSG(tlsock_ctx_set_ca_file(f->ctx, "/dev/null"), TLSOCK_EX509_LOOKUP,
+                     tlsock_ctx_errmsg(f->ctx));
+    TS_ASSERT_CONTAINS(tlsock_ctx_errmsg(f->ctx), "is a device");
+    TS_ASSERT_RC_MSG(tlsock_ctx_set_ca_file(f->ctx, f->garbage), TLSOCK_EX509_LOOKUP,
+                     tlsock_ctx_errmsg(f->ctx));
+    TS_ASSERT_CONTAINS(tlsock_ctx_errmsg(f->ctx), f->garbage);
+    alarm(0);
+    /* None of that set anything: the context still has no certificate and takes a good one. */
+    TS_ASSERT_RC_MSG(tlsock_ctx_set_cert_file(f->ctx, f->cert, f->key), 0,
+                     tlsock_ctx_errmsg(f->ctx));
+    TS_ASSERT_RC_MSG(tlsock_ctx_set_ca_file(f->ctx, f->ca), 0, tlsock_ctx_errmsg(f->ctx));
 }
 
 static void test_set_ca(void **state)
@@ -468,6 +558,7 @@ static void test_set_handshake_timeout(void **state)
     TS_ASSERT_RC(tlsock_ctx_set_handshake_timeout(ctx, TLSOCK_NO_TIMEOUT), 0);
     TS_ASSERT_RC(tlsock_ctx_set_handshake_timeout(ctx, 0), 0);
     TS_ASSERT_RC(tlsock_ctx_set_handshake_timeout(ctx, 1500), 0);
+    TS_ASSERT_RC(tlsock_ctx_set_handshake_timeout(ctx, -1), TLSOCK_EINVAL);
     TS_ASSERT_RC(tlsock_ctx_set_handshake_timeout(ctx, -2), TLSOCK_EINVAL);
 }
 
@@ -593,6 +684,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_set_ciphers, new_client, free_ctx),
         cmocka_unit_test_setup_teardown(test_set_cert_mem, new_server, free_ctx),
         cmocka_unit_test_setup_teardown(test_set_cert_file, files_setup, files_teardown),
+        cmocka_unit_test_setup_teardown(test_cert_files_not_pem, files_setup, files_teardown),
         cmocka_unit_test_setup_teardown(test_set_ca, files_setup, files_teardown),
         cmocka_unit_test_setup_teardown(test_set_ca_codes, files_setup, files_teardown),
         cmocka_unit_test(test_set_verify),

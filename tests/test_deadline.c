@@ -1,11 +1,10 @@
-/* Timeouts and deadlines on every transport: the socket (the implementation's own I/O), the
- * socket through the generic callback path (opts.fd_callbacks), and user callbacks that honour
- * tlsock_op_deadline_ms() by returning TLSOCK_ETIMEDOUT. test_timeout.c covers the socket path's
- * basics (connect, accept, client handshake options, timeout 0); this file adds the callback
- * paths, the server's handshake defaults, deadlines spanning several reads, sticky write
- * timeouts and expired deadlines. No test asserts how fast anything is: only which code comes
- * back, that it did not come back before its time, and that it came back within a generous bound
- * (scheduling noise, valgrind). */
+/* Timeouts and deadlines on every transport: the socket, and user callbacks that honour
+ * tlsock_conn_op_deadline_ms() by returning TLSOCK_ETIMEDOUT. test_timeout.c covers the socket
+ * path's basics (connect, accept, client handshake options, polling with a past deadline); this
+ * file adds the callback path, the server's handshake defaults, deadlines spanning several reads,
+ * sticky write timeouts and expired deadlines. No test asserts how fast anything is: only which
+ * code comes back, that it did not come back before its time, and that it came back within a
+ * generous bound (scheduling noise, valgrind). */
 #include "support.h"
 
 #include <errno.h>
@@ -51,14 +50,13 @@ static void sleep_ms(int ms)
 /* ---- transports ------------------------------------------------------------------------------ */
 
 enum transport {
-    T_FD,           /* tlsock_attach_fd(): the implementation's own socket I/O */
-    T_FD_CALLBACKS, /* tlsock_attach_fd() with opts.fd_callbacks */
-    T_USER,         /* tlsock_attach_io() with the blocking callbacks below */
+    T_FD,   /* tlsock_attach_fd(): the socket */
+    T_USER, /* tlsock_attach_io() with the blocking callbacks below */
 };
 
 static const char *transport_name(enum transport t)
 {
-    return t == T_FD ? "socket" : (t == T_FD_CALLBACKS ? "socket via callbacks" : "user callbacks");
+    return t == T_FD ? "socket" : "user callbacks";
 }
 
 /* If a callback is asked to wait with no deadline at all, it gives up after this long, so that a
@@ -81,7 +79,7 @@ struct cb_io {
 static int cb_wait(struct cb_io *io, short events)
 {
     struct pollfd pfd = {.fd = io->fd, .events = events};
-    int64_t deadline = tlsock_op_deadline_ms(io->conn);
+    int64_t deadline = tlsock_conn_op_deadline_ms(io->conn);
 
     io->seen_deadline = deadline;
     /* Bounded: only EINTR repeats the wait. */
@@ -239,7 +237,6 @@ static void open_client(struct dl_state *d, enum transport t, uint16_t port, int
         TS_ASSERT_RC(tlsock_attach_io(env->cctx, &io, opts, &env->client), 0);
         d->io.conn = env->client;
     } else {
-        opts->fd_callbacks = t == T_FD_CALLBACKS;
         TS_ASSERT_RC(tlsock_attach_fd(env->cctx, d->fd, opts, &env->client), 0);
     }
 }
@@ -251,15 +248,22 @@ struct client_hs_case {
     enum transport t;
     int ctx_timeout;    /* tlsock_ctx_set_handshake_timeout(), 0: not called */
     int opts_timeout;   /* opts.handshake_timeout_ms (0: the context's default) */
-    bool past_deadline; /* tlsock_set_deadline() in the past before the handshake */
+    bool past_deadline; /* tlsock_conn_set_deadline() in the past before the handshake */
+    int op_timeout;     /* opts.timeout_ms (0: ts_opts()'s) */
+    int deadline;       /* tlsock_conn_set_deadline() this long ahead (0: none) */
     int timeout;        /* what applies; 0: at once */
 };
 
 static const struct client_hs_case client_hs_cases[] = {
-    {.what = "options", .t = T_FD_CALLBACKS, .opts_timeout = SHORT_MS, .timeout = SHORT_MS},
-    {.what = "context default", .t = T_FD_CALLBACKS, .ctx_timeout = SHORT_MS, .timeout = SHORT_MS},
+    {.what = "options", .t = T_FD, .opts_timeout = SHORT_MS, .timeout = SHORT_MS},
+    {.what = "context default", .t = T_FD, .ctx_timeout = SHORT_MS, .timeout = SHORT_MS},
     {.what = "deadline already past", .t = T_FD, .past_deadline = true},
-    {.what = "deadline already past", .t = T_FD_CALLBACKS, .past_deadline = true},
+    /* The operation timeout is for reads and writes: only the deadline ends this handshake. */
+    {.what = "operation timeout does not apply",
+     .t = T_FD,
+     .op_timeout = SHORT_MS,
+     .deadline = 3 * SHORT_MS,
+     .timeout = 3 * SHORT_MS},
 };
 
 /* Through callbacks that honour the deadline by returning TLSOCK_ETIMEDOUT: the handshake still
@@ -288,6 +292,9 @@ static void run_client_hs_cases(void **state, const struct client_hs_case *cases
 
         print_message("%s: %s\n", transport_name(c->t), c->what);
         opts.handshake_timeout_ms = c->opts_timeout;
+        if (c->op_timeout != 0) {
+            opts.timeout_ms = c->op_timeout;
+        }
         TS_ASSERT_RC(ts_client_ctx_new(ts_pki.ca.cert, &env->cctx), 0);
         if (c->ctx_timeout != 0) {
             TS_ASSERT_RC(tlsock_ctx_set_handshake_timeout(env->cctx, c->ctx_timeout), 0);
@@ -296,7 +303,10 @@ static void run_client_hs_cases(void **state, const struct client_hs_case *cases
         open_client(d, c->t, port, 0, &opts);
         start = tlsock_now_ms();
         if (c->past_deadline) {
-            TS_ASSERT_RC(tlsock_set_deadline(env->client, start - 1), 0);
+            TS_ASSERT_RC(tlsock_conn_set_deadline(env->client, start - 1), 0);
+        }
+        if (c->deadline != 0) {
+            TS_ASSERT_RC(tlsock_conn_set_deadline(env->client, start + c->deadline), 0);
         }
         TS_ASSERT_RC_MSG(tlsock_handshake(env->client), TLSOCK_EHANDSHAKE_TIMEOUT,
                          tlsock_conn_errmsg(env->client));
@@ -313,7 +323,7 @@ static void run_client_hs_cases(void **state, const struct client_hs_case *cases
         }
         assert_true(strlen(tlsock_conn_errmsg(env->client)) > 0);
         /* A handshake timeout is fatal: the same code again, even without a deadline. */
-        TS_ASSERT_RC(tlsock_set_deadline(env->client, -1), 0);
+        TS_ASSERT_RC(tlsock_conn_set_deadline(env->client, -1), 0);
         TS_ASSERT_RC(tlsock_handshake(env->client), TLSOCK_EHANDSHAKE_TIMEOUT);
     }
 }
@@ -343,7 +353,6 @@ static const struct server_hs_case server_hs_cases[] = {
      .t = T_FD,
      .ctx_timeout = TS_IO_TIMEOUT_MS,
      .opts_timeout = SHORT_MS},
-    {.what = "context default", .t = T_FD_CALLBACKS, .ctx_timeout = SHORT_MS},
 };
 
 static const struct server_hs_case server_hs_user_cases[] = {
@@ -381,7 +390,6 @@ static void run_server_hs_cases(void **state, const struct server_hs_case *cases
             TS_ASSERT_RC(tlsock_attach_io(env->sctx, &io, &opts, &d->server), 0);
             d->io.conn = d->server;
         } else {
-            opts.fd_callbacks = c->t == T_FD_CALLBACKS;
             TS_ASSERT_RC(tlsock_listen(env->sctx, "127.0.0.1", 0, 0, &d->lis), 0);
             assert_int_equal(ts_raw_connect("127.0.0.1", tlsock_listener_port(d->lis), 0, &d->fd),
                              0);
@@ -390,7 +398,7 @@ static void run_server_hs_cases(void **state, const struct server_hs_case *cases
         start = tlsock_now_ms();
         /* A safety net only: if the wrong timeout applied, the elapsed check fails instead of
          * the test hanging. */
-        TS_ASSERT_RC(tlsock_set_deadline(d->server, start + 2 * TS_IO_TIMEOUT_MS), 0);
+        TS_ASSERT_RC(tlsock_conn_set_deadline(d->server, start + 2 * TS_IO_TIMEOUT_MS), 0);
         TS_ASSERT_RC_MSG(tlsock_handshake(d->server), TLSOCK_EHANDSHAKE_TIMEOUT,
                          tlsock_conn_errmsg(d->server));
         assert_elapsed_about(start, SHORT_MS);
@@ -436,7 +444,7 @@ static int serve_then_stall(int fd, void *arg)
 
 static void test_write_timeout_is_sticky(void **state)
 {
-    static const enum transport transports[] = {T_FD, T_FD_CALLBACKS, T_USER};
+    static const enum transport transports[] = {T_FD, T_USER};
 
     for (size_t i = 0; i < sizeof(transports) / sizeof(transports[0]); i++) {
         struct dl_state *d = dl_renew(state, i);
@@ -460,7 +468,7 @@ static void test_write_timeout_is_sticky(void **state)
         open_client(d, transports[i], env->srv.port, 4096, &opts);
         TS_ASSERT_RC_MSG(tlsock_handshake(env->client), 0, tlsock_conn_errmsg(env->client));
         /* Set after the handshake, so that only the writes are bounded by it. */
-        TS_ASSERT_RC(tlsock_set_timeout(env->client, SHORT_MS), 0);
+        TS_ASSERT_RC(tlsock_conn_set_timeout(env->client, SHORT_MS), 0);
         for (int k = 0; k < MAX_CHUNKS && rc == 0; k++) {
             start = tlsock_now_ms();
             rc = tlsock_write(env->client, chunk, sizeof(chunk));
@@ -471,7 +479,7 @@ static void test_write_timeout_is_sticky(void **state)
         print_message("  %d writes of %d bytes went through first\n", writes, CHUNK);
         assert_true(strlen(tlsock_conn_errmsg(env->client)) > 0);
         /* Part of the last write may have gone: every later call says the same, at once. */
-        TS_ASSERT_RC(tlsock_set_timeout(env->client, TS_IO_TIMEOUT_MS), 0);
+        TS_ASSERT_RC(tlsock_conn_set_timeout(env->client, TS_IO_TIMEOUT_MS), 0);
         start = tlsock_now_ms();
         TS_ASSERT_RC(tlsock_write(env->client, chunk, 1), TLSOCK_ETIMEDOUT);
         TS_ASSERT_RC(tlsock_read(env->client, chunk, 1, &n), TLSOCK_ETIMEDOUT);
@@ -532,7 +540,7 @@ static void read_ready(struct dl_state *d, char *buf, size_t len)
         struct pollfd pfd = {.fd = d->fd, .events = POLLIN};
         size_t n = 0;
 
-        if (tlsock_pending(d->env->client) == 0) {
+        if (tlsock_conn_pending(d->env->client) == 0) {
             (void)poll(&pfd, 1, 10);
         }
         rc = tlsock_read(d->env->client, buf + got, len - got, &n);
@@ -547,7 +555,7 @@ static void read_ready(struct dl_state *d, char *buf, size_t len)
 
 static void test_read_timeouts_keep_connection(void **state)
 {
-    static const enum transport transports[] = {T_FD, T_FD_CALLBACKS, T_USER};
+    static const enum transport transports[] = {T_FD, T_USER};
 
     for (size_t i = 0; i < sizeof(transports) / sizeof(transports[0]); i++) {
         enum transport t = transports[i];
@@ -565,24 +573,25 @@ static void test_read_timeouts_keep_connection(void **state)
         open_client(d, t, env->srv.port, 0, &opts);
         TS_ASSERT_RC_MSG(tlsock_handshake(env->client), 0, tlsock_conn_errmsg(env->client));
         /* Outside any operation there is no operation deadline. */
-        assert_int_equal(tlsock_op_deadline_ms(env->client), -1);
+        assert_int_equal(tlsock_conn_op_deadline_ms(env->client), -1);
 
-        /* Timeout 0 with nothing ready: at once. */
-        TS_ASSERT_RC(tlsock_set_timeout(env->client, 0), 0);
+        /* A deadline of 0 has passed: nothing ready, so at once. */
+        TS_ASSERT_RC(tlsock_conn_set_deadline(env->client, 0), 0);
         start = tlsock_now_ms();
         TS_ASSERT_RC(tlsock_read(env->client, buf, sizeof(buf), &n), TLSOCK_ETIMEDOUT);
         assert_at_once(start);
+        TS_ASSERT_RC(tlsock_conn_set_deadline(env->client, -1), 0);
 
         /* A deadline already past, whatever the timeout: at once. */
-        TS_ASSERT_RC(tlsock_set_timeout(env->client, TS_IO_TIMEOUT_MS), 0);
+        TS_ASSERT_RC(tlsock_conn_set_timeout(env->client, TS_IO_TIMEOUT_MS), 0);
         start = tlsock_now_ms();
-        TS_ASSERT_RC(tlsock_set_deadline(env->client, start - 1), 0);
+        TS_ASSERT_RC(tlsock_conn_set_deadline(env->client, start - 1), 0);
         TS_ASSERT_RC(tlsock_read(env->client, buf, sizeof(buf), &n), TLSOCK_ETIMEDOUT);
         assert_at_once(start);
-        TS_ASSERT_RC(tlsock_set_deadline(env->client, -1), 0);
+        TS_ASSERT_RC(tlsock_conn_set_deadline(env->client, -1), 0);
 
         /* A short timeout: not before its time. */
-        TS_ASSERT_RC(tlsock_set_timeout(env->client, SHORT_MS), 0);
+        TS_ASSERT_RC(tlsock_conn_set_timeout(env->client, SHORT_MS), 0);
         start = tlsock_now_ms();
         TS_ASSERT_RC(tlsock_read(env->client, buf, sizeof(buf), &n), TLSOCK_ETIMEDOUT);
         assert_elapsed_about(start, SHORT_MS);
@@ -592,14 +601,15 @@ static void test_read_timeouts_keep_connection(void **state)
             assert_true(d->io.seen_deadline < start + SHORT_MS + SLACK_MS);
             assert_true(d->io.timeouts >= 3);
         }
-        assert_int_equal(tlsock_op_deadline_ms(env->client), -1);
+        assert_int_equal(tlsock_conn_op_deadline_ms(env->client), -1);
 
         /* The data comes later and is read; then the connection goes on both ways. */
         ts_gate_open(&env->gate);
-        TS_ASSERT_RC(tlsock_set_timeout(env->client, 0), 0);
+        TS_ASSERT_RC(tlsock_conn_set_deadline(env->client, 0), 0);
         read_ready(d, buf, 4);
+        TS_ASSERT_RC(tlsock_conn_set_deadline(env->client, -1), 0);
         assert_memory_equal(buf, "late", 4);
-        TS_ASSERT_RC(tlsock_set_timeout(env->client, TS_IO_TIMEOUT_MS), 0);
+        TS_ASSERT_RC(tlsock_conn_set_timeout(env->client, TS_IO_TIMEOUT_MS), 0);
         TS_ASSERT_RC(tlsock_write(env->client, "ping", 4), 0);
         TS_ASSERT_RC_MSG(ts_read_full(env->client, buf, 4), 0, tlsock_conn_errmsg(env->client));
         assert_memory_equal(buf, "pong", 4);
@@ -658,7 +668,7 @@ static int read_message(struct tlsock_conn *conn, int i)
 
 static void test_deadline_spans_reads(void **state)
 {
-    static const enum transport transports[] = {T_FD, T_FD_CALLBACKS, T_USER};
+    static const enum transport transports[] = {T_FD, T_USER};
 
     for (size_t i = 0; i < sizeof(transports) / sizeof(transports[0]); i++) {
         enum transport t = transports[i];
@@ -681,7 +691,7 @@ static void test_deadline_spans_reads(void **state)
 
         /* One deadline for everything that follows; the per-read timeout is much longer. */
         deadline = tlsock_now_ms() + DEADLINE_MS;
-        TS_ASSERT_RC(tlsock_set_deadline(env->client, deadline), 0);
+        TS_ASSERT_RC(tlsock_conn_set_deadline(env->client, deadline), 0);
         for (; next < MESSAGES && rc == 0; next++) {
             rc = read_message(env->client, next);
         }
@@ -712,7 +722,7 @@ static void test_deadline_spans_reads(void **state)
         }
 
         /* A read timeout loses nothing: without the deadline the rest arrives in order. */
-        TS_ASSERT_RC(tlsock_set_deadline(env->client, -1), 0);
+        TS_ASSERT_RC(tlsock_conn_set_deadline(env->client, -1), 0);
         for (; next < MESSAGES; next++) {
             TS_ASSERT_RC_MSG(read_message(env->client, next), 0, tlsock_conn_errmsg(env->client));
         }

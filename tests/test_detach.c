@@ -222,7 +222,6 @@ static int read_pattern(struct tlsock_conn *conn, size_t len, unsigned seed)
 
 struct mail_server {
     struct tlsock_ctx *ctx;
-    bool fd_callbacks;   /* both sides move the socket's bytes through the callback path */
     const char *step;    /* the last step begun, to say where a failure happened */
     size_t preread_2;    /* bytes read past "STARTTLS" and handed over as opts.preread */
     bool fd_returned;    /* both detaches returned the socket they were given */
@@ -267,7 +266,6 @@ static int serve_mail(int fd, void *arg)
     size_t n = 0;
     int rc = TS_EMISMATCH;
 
-    opts.fd_callbacks = s->fd_callbacks;
     lr_init(&lr, fd, NULL, 0);
     s->step = "EHLO";
     if (!lr_expect_line(&lr, EHLO) || !send_str(fd, OK_250)) {
@@ -373,15 +371,11 @@ static void client_detach(struct tlsock_conn **conn, int fd, struct line_reader 
 struct protocol_case {
     const char *what;
     const char *protocols;
-    bool fd_callbacks;
 };
 
 static const struct protocol_case protocol_cases[] = {
     {.what = "TLS 1.3", .protocols = "1.3"},
     {.what = "TLS 1.2", .protocols = "1.2-1.2"},
-    {.what = "TLS 1.3, socket bytes through the callback path",
-     .protocols = "1.3",
-     .fd_callbacks = true},
 };
 
 static void test_starttls_there_and_back_twice(void **state)
@@ -401,14 +395,12 @@ static void test_starttls_there_and_back_twice(void **state)
         env = *state;
         TS_ASSERT_RC(ts_server_ctx_new(&ts_pki.server, &env->sctx), 0);
         s.ctx = env->sctx;
-        s.fd_callbacks = protocol_cases[i].fd_callbacks;
         TS_ASSERT_RC(ts_client_ctx_new(ts_pki.ca.cert, &env->cctx), 0);
         TS_ASSERT_RC(tlsock_ctx_set_protocols(env->cctx, protocol_cases[i].protocols), 0);
         TS_ASSERT_RC(ts_server_start_raw(&env->srv, NULL, 0, serve_mail, &s), 0);
         assert_int_equal(ts_raw_connect("127.0.0.1", env->srv.port, 0, &fd), 0);
         assert_true(lr_init(&lr, fd, NULL, 0));
         opts.verify_name = "localhost";
-        opts.fd_callbacks = protocol_cases[i].fd_callbacks;
 
         /* Plaintext, then the classic upgrade. */
         assert_true(send_str(fd, EHLO));
@@ -509,7 +501,7 @@ static void test_data_before_close_notify(void **state)
     TS_ASSERT_CONTAINS(tlsock_conn_errmsg(env->client), "close_notify");
     assert_int_equal(fd, -2);
     assert_int_equal(leftover_len, 12345);
-    assert_true(tlsock_pending(env->client) > 0);
+    assert_true(tlsock_conn_pending(env->client) > 0);
     /* Detaching again at once refuses again: the data is still unread. */
     TS_ASSERT_RC(tlsock_detach(env->client, &fd, leftover, sizeof(leftover), &leftover_len),
                  TLSOCK_EINVAL);
@@ -708,7 +700,7 @@ static void test_detach_timeout_is_retryable(void **state)
     TS_ASSERT_RC(ts_server_start(&env->srv, env->sctx, NULL, NULL, serve_close_when_released, &s),
                  0);
     TS_ASSERT_RC(tlsock_connect(env->cctx, "127.0.0.1", env->srv.port, &opts, &env->client), 0);
-    TS_ASSERT_RC(tlsock_set_timeout(env->client, SHORT_MS), 0);
+    TS_ASSERT_RC(tlsock_conn_set_timeout(env->client, SHORT_MS), 0);
     start = tlsock_now_ms();
     TS_ASSERT_RC(tlsock_detach(env->client, &fd, leftover, sizeof(leftover), &leftover_len),
                  TLSOCK_ETIMEDOUT);
@@ -718,7 +710,7 @@ static void test_detach_timeout_is_retryable(void **state)
     assert_true(elapsed < SHORT_MS + 3000);
     assert_int_equal(fd, -1);
     ts_gate_open(&env->gate);
-    TS_ASSERT_RC(tlsock_set_timeout(env->client, TS_IO_TIMEOUT_MS), 0);
+    TS_ASSERT_RC(tlsock_conn_set_timeout(env->client, TS_IO_TIMEOUT_MS), 0);
     TS_ASSERT_RC_MSG(tlsock_detach(env->client, &fd, leftover, sizeof(leftover), &leftover_len), 0,
                      tlsock_conn_errmsg(env->client));
     env->client = NULL;
@@ -738,7 +730,7 @@ static void pump(struct tlsock_conn *from, struct tlsock_conn *to)
     unsigned char buf[4096];
 
     /* Each round empties up to 4 KiB; 1000 rounds are far more than any flight here. */
-    for (int i = 0; i < 1000 && tlsock_pending_output(from) > 0; i++) {
+    for (int i = 0; i < 1000 && tlsock_conn_pending_output(from) > 0; i++) {
         size_t n = 0;
 
         if (tlsock_drain(from, buf, sizeof(buf), &n) != 0 || tlsock_feed(to, buf, n) != 0) {
@@ -823,7 +815,7 @@ static void test_detach_memory_mode(void **state)
 
     TS_ASSERT_RC(tlsock_write(p->client, "hello", 5), 0);
     pump(p->client, p->server);
-    assert_int_equal(tlsock_pending_output(p->client), 0);
+    assert_int_equal(tlsock_conn_pending_output(p->client), 0);
     TS_ASSERT_RC(tlsock_read(p->server, buf, sizeof(buf), &n), 0);
     assert_int_equal(n, 5);
     assert_memory_equal(buf, "hello", 5);
@@ -831,7 +823,7 @@ static void test_detach_memory_mode(void **state)
     /* The server's close_notify and plaintext after it arrive in one piece. */
     TS_ASSERT_RC(tlsock_shutdown(p->server), 0);
     TS_ASSERT_RC(tlsock_drain(p->server, burst, sizeof(burst) - strlen(TAIL), &burst_len), 0);
-    assert_int_equal(tlsock_pending_output(p->server), 0);
+    assert_int_equal(tlsock_conn_pending_output(p->server), 0);
     memcpy(burst + burst_len, TAIL, strlen(TAIL));
     TS_ASSERT_RC(tlsock_feed(p->client, burst, burst_len + strlen(TAIL)), 0);
 
@@ -839,9 +831,9 @@ static void test_detach_memory_mode(void **state)
     TS_ASSERT_RC(tlsock_detach(p->client, &fd, leftover, sizeof(leftover), &leftover_len),
                  TLSOCK_EWANT_WRITE);
     assert_int_equal(fd, -2);
-    assert_true(tlsock_pending_output(p->client) > 0);
+    assert_true(tlsock_conn_pending_output(p->client) > 0);
     pump(p->client, p->server);
-    assert_int_equal(tlsock_pending_output(p->client), 0);
+    assert_int_equal(tlsock_conn_pending_output(p->client), 0);
 
     /* Too small: refused, with the size needed, and nothing taken. */
     TS_ASSERT_RC(tlsock_detach(p->client, &fd, leftover, 3, &leftover_len), TLSOCK_EINVAL);
@@ -885,7 +877,7 @@ static void test_detach_arguments(void **state)
     assert_int_equal(leftover_len, 7);
     /* The refusals left the connection as it was. */
     TS_ASSERT_RC(tlsock_write(p->client, "x", 1), 0);
-    assert_true(tlsock_pending_output(p->client) > 0);
+    assert_true(tlsock_conn_pending_output(p->client) > 0);
 }
 
 int main(void)

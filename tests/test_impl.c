@@ -112,8 +112,8 @@ static void test_caps(void **state)
     (void)state;
     caps = tlsock_impl_caps(TLSOCK_IMPL_OPENSSL);
 #if TLSOCK_TEST_HAVE_OPENSSL
-    /* OpenSSL reads sockets itself, has ALPN and generates certificates. */
-    assert_int_equal(caps, TLSOCK_CAP_FD | TLSOCK_CAP_ALPN | TLSOCK_CAP_CERTGEN);
+    /* OpenSSL has ALPN and generates certificates. */
+    assert_int_equal(caps, TLSOCK_CAP_ALPN | TLSOCK_CAP_CERTGEN);
 #else
     assert_int_equal(caps, 0);
 #endif
@@ -121,7 +121,7 @@ static void test_caps(void **state)
 #if TLSOCK_TEST_HAVE_GNUTLS
     /* GnuTLS has ALPN (gnutls_alpn_set_protocols); the other bits are the implementation's. */
     assert_true((caps & TLSOCK_CAP_ALPN) != 0);
-    assert_int_equal(caps & ~(unsigned)(TLSOCK_CAP_FD | TLSOCK_CAP_ALPN | TLSOCK_CAP_CERTGEN), 0);
+    assert_int_equal(caps & ~(unsigned)(TLSOCK_CAP_ALPN | TLSOCK_CAP_CERTGEN), 0);
 #else
     assert_int_equal(caps, 0);
 #endif
@@ -171,11 +171,94 @@ static void test_ctx_set_impl_errors(void **state)
     TS_ASSERT_RC(tlsock_ctx_set_impl(ctx, TLSOCK_IMPL_OPENSSL), TLSOCK_ECONFIG);
     TS_ASSERT_CONTAINS(tlsock_ctx_errmsg(ctx), "openssl");
 #endif
-    /* After another setter the implementation is settled. */
-    TS_ASSERT_RC(tlsock_ctx_set_alpn(ctx, "h2"), 0);
-    TS_ASSERT_RC(tlsock_ctx_set_impl(ctx, compiled_in[N_COMPILED_IN - 1]), TLSOCK_EINVAL);
-    TS_ASSERT_CONTAINS(tlsock_ctx_errmsg(ctx), "tlsock_ctx_set_impl");
-    assert_int_equal(tlsock_ctx_impl(ctx), tlsock_default_impl());
+    tlsock_ctx_free(ctx);
+}
+
+/* ---- choosing after other setters -------------------------------------------------------------
+ */
+
+static int serve_info(struct tlsock_conn *conn, void *arg)
+{
+    const struct tlsock_info **seen = arg;
+    const struct tlsock_info *info = NULL;
+    int rc = tlsock_conn_info(conn, &info);
+
+    if (rc == 0) {
+        *seen = info;
+        rc = ts_serve_exchange(conn, &(struct ts_exchange){.size = 100});
+    }
+    return rc;
+}
+
+/*
+ * Every setting made before tlsock_ctx_set_impl() holds on the implementation chosen after it:
+ * certificate, CA, protocol range, cipher policy, ALPN. The contexts are set up on the process
+ * default and then moved to the pair's implementations, so the pairs where the default differs
+ * from the role's implementation rebuild the native context from the recorded settings.
+ */
+static void test_set_impl_after_setters(void **state)
+{
+    struct ts_env *env = *state;
+    struct tlsock_opts opts = ts_opts();
+    const struct tlsock_info *sinfo = NULL;
+    const struct tlsock_info *cinfo = NULL;
+    int server_impl = ts_role_impl(TLSOCK_SERVER);
+    int client_impl = ts_role_impl(TLSOCK_CLIENT);
+
+    TS_ASSERT_RC(tlsock_ctx_new(TLSOCK_SERVER, &env->sctx), 0);
+    TS_ASSERT_RC(tlsock_ctx_set_cert_mem(env->sctx, ts_pki.server.cert, strlen(ts_pki.server.cert),
+                                         ts_pki.server.key, strlen(ts_pki.server.key)),
+                 0);
+    TS_ASSERT_RC(tlsock_ctx_set_protocols(env->sctx, "1.2"), 0);
+    TS_ASSERT_RC(tlsock_ctx_set_ciphers(env->sctx, "secure"), 0);
+    TS_ASSERT_RC(tlsock_ctx_set_alpn(env->sctx, "h2,http/1.1"), 0);
+    TS_ASSERT_RC_MSG(tlsock_ctx_set_impl(env->sctx, server_impl), 0, tlsock_ctx_errmsg(env->sctx));
+
+    TS_ASSERT_RC(tlsock_ctx_new(TLSOCK_CLIENT, &env->cctx), 0);
+    TS_ASSERT_RC(tlsock_ctx_set_ca_mem(env->cctx, ts_pki.ca.cert, strlen(ts_pki.ca.cert)), 0);
+    /* The last protocol range wins, also after a replay. */
+    TS_ASSERT_RC(tlsock_ctx_set_protocols(env->cctx, "1.3"), 0);
+    TS_ASSERT_RC(tlsock_ctx_set_protocols(env->cctx, "1.2-1.2"), 0);
+    TS_ASSERT_RC(tlsock_ctx_set_alpn(env->cctx, "http/1.1"), 0);
+    TS_ASSERT_RC_MSG(tlsock_ctx_set_impl(env->cctx, client_impl), 0, tlsock_ctx_errmsg(env->cctx));
+    if (client_impl != TLSOCK_IMPL_DEFAULT) {
+        assert_int_equal(tlsock_ctx_impl(env->cctx), client_impl);
+    }
+
+    TS_ASSERT_RC(ts_server_start(&env->srv, env->sctx, NULL, NULL, serve_info, &sinfo), 0);
+    TS_ASSERT_RC(tlsock_connect(env->cctx, "localhost", env->srv.port, &opts, &env->client), 0);
+    TS_ASSERT_RC(tlsock_conn_info(env->client, &cinfo), 0);
+    assert_string_equal(cinfo->impl, tlsock_impl_name(tlsock_ctx_impl(env->cctx)));
+    assert_string_equal(cinfo->version, "TLSv1.2");
+    assert_string_equal(cinfo->alpn, "http/1.1");
+    TS_ASSERT_RC(ts_client_exchange(env->client, 100), 0);
+    tlsock_close(env->client);
+    env->client = NULL;
+    ts_server_stop(&env->srv);
+    TS_ASSERT_RC(env->srv.result, 0);
+}
+
+/* A setting the other implementation refuses: the choice fails naming it and changes nothing. */
+static void test_set_impl_replay_refused(void **state)
+{
+    struct tlsock_ctx *ctx = NULL;
+    /* OpenSSL's own cipher-string syntax, which the GnuTLS implementation refuses. */
+    const char *openssl_only = "ECDHE+AESGCM";
+
+    (void)state;
+    if (N_COMPILED_IN < 2) {
+        skip();
+    }
+    TS_ASSERT_RC(tlsock_ctx_new(TLSOCK_CLIENT, &ctx), 0);
+    TS_ASSERT_RC(tlsock_ctx_set_impl(ctx, TLSOCK_IMPL_OPENSSL), 0);
+    TS_ASSERT_RC(tlsock_ctx_set_ciphers(ctx, openssl_only), 0);
+    TS_ASSERT_RC(tlsock_ctx_set_impl(ctx, TLSOCK_IMPL_GNUTLS), TLSOCK_ECONFIG);
+    TS_ASSERT_CONTAINS(tlsock_ctx_errmsg(ctx), openssl_only);
+    assert_int_equal(tlsock_ctx_impl(ctx), TLSOCK_IMPL_OPENSSL);
+    /* Still usable: another setter works, and replacing the list lets the choice through. */
+    TS_ASSERT_RC(tlsock_ctx_set_ciphers(ctx, "compat"), 0);
+    TS_ASSERT_RC(tlsock_ctx_set_impl(ctx, TLSOCK_IMPL_GNUTLS), 0);
+    assert_int_equal(tlsock_ctx_impl(ctx), TLSOCK_IMPL_GNUTLS);
     tlsock_ctx_free(ctx);
 }
 
@@ -211,22 +294,33 @@ static void test_set_default_impl(void **state)
     assert_int_equal(tlsock_default_impl(), saved);
 }
 
+/* What a child process reports (child_main): with TLSOCK_IMPL as given, then after a setting. */
+struct child_report {
+    int default_impl; /* tlsock_default_impl() */
+    int rc;           /* tlsock_ctx_new() */
+    int ctx_impl;     /* that context's implementation, 0 if it failed */
+    char msg[256];    /* tlsock_errmsg() when it failed, "-" if not */
+    int set_rc;       /* then tlsock_set_default_impl(FIRST_IMPL) */
+    int set_ctx_rc;   /* and tlsock_ctx_new() again */
+    int set_ctx_impl; /* that context's implementation, 0 if it failed */
+};
+
 /*
- * Runs this executable with CHILD_FLAG and TLSOCK_IMPL set to @p value (NULL: unset); returns the
- * default the child reports, or -1 if it did not report one.
+ * Runs this executable with CHILD_FLAG and TLSOCK_IMPL set to @p value (NULL: unset) and reads
+ * its report into @p out. Returns false if the child did not report.
  */
-static int child_default_impl(const char *value)
+static bool run_child(const char *value, struct child_report *out)
 {
-    char buf[64] = "";
+    char buf[512] = "";
     int fds[2] = {-1, -1};
     int status = 0;
-    int impl = -1;
     ssize_t got = 0;
     size_t len = 0;
+    bool ok = false;
     pid_t pid;
 
     if (pipe(fds) != 0) {
-        return -1;
+        return false;
     }
     pid = fork();
     if (pid == 0) {
@@ -244,7 +338,7 @@ static int child_default_impl(const char *value)
         _exit(127);
     }
     close(fds[1]);
-    /* Bounded: the child writes one short line and exits; EOF ends the loop. */
+    /* Bounded: the child writes three short lines and exits; EOF ends the loop. */
     for (int i = 0; i < 16 && pid > 0 && len < sizeof(buf) - 1; i++) {
         got = read(fds[0], buf + len, sizeof(buf) - 1 - len);
         if (got <= 0) {
@@ -256,53 +350,91 @@ static int child_default_impl(const char *value)
     buf[len] = '\0';
     if (pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) &&
         WEXITSTATUS(status) == 0) {
-        int from_ctx = -2;
-
-        if (sscanf(buf, "%d %d", &impl, &from_ctx) != 2 || from_ctx != impl) {
-            /* A context made with no choice must use the default the process reports. */
-            impl = -1;
-        }
+        ok = sscanf(buf, "%d %d %d\n%255[^\n]\n%d %d %d", &out->default_impl, &out->rc,
+                    &out->ctx_impl, out->msg, &out->set_rc, &out->set_ctx_rc,
+                    &out->set_ctx_impl) == 7;
     }
-    return impl;
+    return ok;
 }
 
-/* The child's side: prints the default and what a new context uses, then exits. */
+/* Prints "rc impl" for a new context: 0 and its implementation, or the code and 0. */
+static void child_print_ctx(int rc, struct tlsock_ctx *ctx)
+{
+    printf("%d %d\n", rc, rc == 0 ? tlsock_ctx_impl(ctx) : 0);
+}
+
+/* The child's side: the default and a new context, then the same after choosing a default. */
 static int child_main(void)
 {
     struct tlsock_ctx *ctx = NULL;
     int rc = tlsock_ctx_new(TLSOCK_CLIENT, &ctx);
 
-    if (rc == 0) {
-        printf("%d %d\n", tlsock_default_impl(), tlsock_ctx_impl(ctx));
-    }
+    printf("%d ", tlsock_default_impl());
+    child_print_ctx(rc, ctx);
+    printf("%s\n", rc == 0 ? "-" : tlsock_errmsg());
     tlsock_ctx_free(ctx);
-    return rc == 0 ? 0 : 1;
+    ctx = NULL;
+    /* A program's own choice works whatever the environment says. */
+    printf("%d ", tlsock_set_default_impl(FIRST_IMPL));
+    rc = tlsock_ctx_new(TLSOCK_CLIENT, &ctx);
+    child_print_ctx(rc, ctx);
+    tlsock_ctx_free(ctx);
+    return 0;
 }
 
 static void test_env_variable(void **state)
 {
     const struct {
         const char *value;
-        int want;
+        int want; /* the default, 0 for none */
     } cases[] = {
         {.value = NULL, .want = FIRST_IMPL},
-        {.value = "openssl", .want = TLSOCK_TEST_HAVE_OPENSSL ? TLSOCK_IMPL_OPENSSL : FIRST_IMPL},
-        {.value = "gnutls", .want = TLSOCK_TEST_HAVE_GNUTLS ? TLSOCK_IMPL_GNUTLS : FIRST_IMPL},
-        /* Unknown names fall back to the first compiled in (OpenSSL when present). */
-        {.value = "bogus", .want = FIRST_IMPL},
+        /* Empty is unset. */
         {.value = "", .want = FIRST_IMPL},
-        {.value = "GNUTLS-not-a-name", .want = FIRST_IMPL},
+        {.value = "openssl", .want = TLSOCK_TEST_HAVE_OPENSSL ? TLSOCK_IMPL_OPENSSL : 0},
+        {.value = "gnutls", .want = TLSOCK_TEST_HAVE_GNUTLS ? TLSOCK_IMPL_GNUTLS : 0},
+        /* A value naming nothing compiled in leaves no default: never a silent fallback. */
+        {.value = "nosuch", .want = 0},
+        {.value = "OpenSSL", .want = 0},
+        {.value = "GNUTLS-not-a-name", .want = 0},
     };
+    char expected[64];
+    char offered[64];
+    size_t used = 0;
 
     (void)state;
+    used = (size_t)snprintf(offered, sizeof(offered), "set it to");
+    for (size_t j = 0; j < N_COMPILED_IN && used < sizeof(offered); j++) {
+        used += (size_t)snprintf(offered + used, sizeof(offered) - used, "%s %s",
+                                 j > 0 ? " or" : "", tlsock_impl_name(compiled_in[j]));
+    }
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        int got = child_default_impl(cases[i].value);
+        const char *shown = cases[i].value != NULL ? cases[i].value : "(unset)";
+        struct child_report got;
 
-        if (got != cases[i].want) {
-            fail_msg("TLSOCK_IMPL=%s: expected default %d (%s), child reported %d",
-                     cases[i].value != NULL ? cases[i].value : "(unset)", cases[i].want,
-                     tlsock_impl_name(cases[i].want), got);
+        memset(&got, 0, sizeof(got));
+        if (!run_child(cases[i].value, &got)) {
+            fail_msg("TLSOCK_IMPL=%s: the child did not report", shown);
         }
+        if (got.default_impl != cases[i].want) {
+            fail_msg("TLSOCK_IMPL=%s: expected default %d, child reported %d", shown, cases[i].want,
+                     got.default_impl);
+        }
+        if (cases[i].want != 0) {
+            /* A context made with no choice uses the default. */
+            TS_ASSERT_RC_MSG(got.rc, 0, got.msg);
+            assert_int_equal(got.ctx_impl, cases[i].want);
+        } else {
+            /* The header: tlsock_ctx_new() fails, naming the value and what is compiled in. */
+            TS_ASSERT_RC_MSG(got.rc, TLSOCK_ECONFIG, got.msg);
+            snprintf(expected, sizeof(expected), "TLSOCK_IMPL=%s ", cases[i].value);
+            TS_ASSERT_CONTAINS(got.msg, expected);
+            /* What is compiled in, and only that, is offered. */
+            TS_ASSERT_CONTAINS(got.msg, offered);
+        }
+        TS_ASSERT_RC(got.set_rc, 0);
+        TS_ASSERT_RC(got.set_ctx_rc, 0);
+        assert_int_equal(got.set_ctx_impl, FIRST_IMPL);
     }
 }
 
@@ -669,6 +801,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_caps),
         cmocka_unit_test(test_ctx_set_impl),
         cmocka_unit_test(test_ctx_set_impl_errors),
+        cmocka_unit_test_setup_teardown(test_set_impl_after_setters, ts_env_setup, ts_env_teardown),
+        cmocka_unit_test(test_set_impl_replay_refused),
         cmocka_unit_test(test_set_default_impl),
         cmocka_unit_test(test_env_variable),
         cmocka_unit_test_setup_teardown(test_configure_callbacks, ts_env_setup, ts_env_teardown),

@@ -95,8 +95,8 @@ static void pair_open(struct mem_pair *p, const char *ca_pem, const char *verify
     TS_ASSERT_RC(tlsock_attach_mem(p->sctx, &sopts, &p->server), 0);
     /* Memory mode has no socket and nothing to send before the first step. */
     assert_int_equal(tlsock_conn_fd(p->client), -1);
-    assert_int_equal(tlsock_pending_output(p->client), 0);
-    assert_int_equal(tlsock_pending_output(p->server), 0);
+    assert_int_equal(tlsock_conn_pending_output(p->client), 0);
+    assert_int_equal(tlsock_conn_pending_output(p->server), 0);
 }
 
 /* Moves everything @p from has to send into @p to, in pieces of at most @p chunk bytes. */
@@ -107,7 +107,7 @@ static int mem_move(struct tlsock_conn *from, struct tlsock_conn *to, size_t chu
     int rc = 0;
 
     chunk = chunk < sizeof(buf) ? chunk : sizeof(buf);
-    pieces = tlsock_pending_output(from) / chunk + 1;
+    pieces = tlsock_conn_pending_output(from) / chunk + 1;
     /* Each piece but the last moves chunk bytes, so the count bounds the loop exactly. */
     for (size_t i = 0; i < pieces && rc == 0; i++) {
         size_t n = 0;
@@ -117,7 +117,7 @@ static int mem_move(struct tlsock_conn *from, struct tlsock_conn *to, size_t chu
             rc = tlsock_feed(to, buf, n);
         }
     }
-    if (rc == 0 && tlsock_pending_output(from) != 0) {
+    if (rc == 0 && tlsock_conn_pending_output(from) != 0) {
         rc = TS_EMISMATCH;
     }
     return rc;
@@ -179,12 +179,12 @@ static int mem_transfer(struct tlsock_conn *from, struct tlsock_conn *to, size_t
     }
     ts_fill(out, size, seed);
     rc = tlsock_write(from, out, size);
-    if (rc == 0 && tlsock_pending_output(from) <= size) {
+    if (rc == 0 && tlsock_conn_pending_output(from) <= size) {
         /* All of it is queued as ciphertext, with record overhead. */
         rc = TS_EMISMATCH;
     }
     chunk = chunk < sizeof(piece) ? chunk : sizeof(piece);
-    rounds = rc == 0 ? tlsock_pending_output(from) / chunk + 1 : 0;
+    rounds = rc == 0 ? tlsock_conn_pending_output(from) / chunk + 1 : 0;
     for (size_t i = 0; i < rounds && rc == 0 && got < size; i++) {
         size_t n = 0;
         int rrc = 0;
@@ -231,33 +231,33 @@ static void test_handshake(void **state)
     pair_open(p, ts_pki.ca.cert, "localhost");
     /* The first step writes the ClientHello into the queue, then needs the server's answer. */
     TS_ASSERT_RC(tlsock_handshake(p->client), TLSOCK_EWANT_READ);
-    pending = tlsock_pending_output(p->client);
+    pending = tlsock_conn_pending_output(p->client);
     assert_true(pending > 0);
     assert_true(pending <= sizeof(hello));
     /* Draining piecewise: two bytes, then the rest. */
     TS_ASSERT_RC(tlsock_drain(p->client, hello, 2, &n), 0);
     assert_int_equal(n, 2);
-    assert_int_equal(tlsock_pending_output(p->client), pending - 2);
+    assert_int_equal(tlsock_conn_pending_output(p->client), pending - 2);
     TS_ASSERT_RC(tlsock_drain(p->client, hello + 2, sizeof(hello) - 2, &n), 0);
     assert_int_equal(n, pending - 2);
-    assert_int_equal(tlsock_pending_output(p->client), 0);
+    assert_int_equal(tlsock_conn_pending_output(p->client), 0);
     TS_ASSERT_RC(tlsock_drain(p->client, hello, sizeof(hello), &n), 0);
     assert_int_equal(n, 0);
     assert_int_equal(hello[0], TLS_HANDSHAKE_RECORD);
     assert_int_equal(hello[1], 3);
     /* Repeating the step without new input changes nothing. */
     TS_ASSERT_RC(tlsock_handshake(p->client), TLSOCK_EWANT_READ);
-    assert_int_equal(tlsock_pending_output(p->client), 0);
+    assert_int_equal(tlsock_conn_pending_output(p->client), 0);
 
     TS_ASSERT_RC(tlsock_feed(p->server, hello, pending), 0);
     TS_ASSERT_RC(tlsock_handshake(p->server), TLSOCK_EWANT_READ);
-    assert_true(tlsock_pending_output(p->server) > 0);
+    assert_true(tlsock_conn_pending_output(p->server) > 0);
     TS_ASSERT_RC_MSG(mem_handshake(p, 16384, 10, &rounds), 0, tlsock_conn_errmsg(p->client));
     /* TLS 1.3 needs one round trip; a couple of rounds here. */
     print_message("handshake finished in %d more rounds\n", rounds);
     assert_true(rounds <= 3);
-    assert_int_equal(tlsock_pending_output(p->client), 0);
-    assert_int_equal(tlsock_pending_output(p->server), 0);
+    assert_int_equal(tlsock_conn_pending_output(p->client), 0);
+    assert_int_equal(tlsock_conn_pending_output(p->server), 0);
 
     TS_ASSERT_RC(tlsock_conn_info(p->client, &info), 0);
     assert_string_equal(info->version, "TLSv1.3");
@@ -316,13 +316,13 @@ static void test_data_both_ways(void **state)
             tlsock_conn_errmsg(p->client));
     }
     /* Nothing more is queued either way, and reading says so instead of blocking. */
-    assert_int_equal(tlsock_pending_output(p->client), 0);
-    assert_int_equal(tlsock_pending_output(p->server), 0);
+    assert_int_equal(tlsock_conn_pending_output(p->client), 0);
+    assert_int_equal(tlsock_conn_pending_output(p->server), 0);
     TS_ASSERT_RC(tlsock_read(p->server, &byte, 1, &n), TLSOCK_EWANT_READ);
     TS_ASSERT_RC(tlsock_read(p->client, &byte, 1, &n), TLSOCK_EWANT_READ);
     /* Writing nothing is a no-op that queues nothing. */
     TS_ASSERT_RC(tlsock_write(p->client, NULL, 0), 0);
-    assert_int_equal(tlsock_pending_output(p->client), 0);
+    assert_int_equal(tlsock_conn_pending_output(p->client), 0);
 }
 
 /* Short I/O: ciphertext fed one byte at a time, drained one byte at a time, read one byte at a
@@ -346,15 +346,15 @@ static void test_one_byte_at_a_time(void **state)
     print_message("%zu EWANT_READ while feeding %zu bytes of data one by one\n", wants, size);
     assert_true(wants >= size);
 
-    /* Records decrypted but not yet read wait in tlsock_pending(). */
+    /* Records decrypted but not yet read wait in tlsock_conn_pending(). */
     ts_fill(data, size, 10);
     TS_ASSERT_RC(tlsock_write(p->server, data, size), 0);
     TS_ASSERT_RC(mem_move(p->server, p->client, 1), 0);
-    assert_int_equal(tlsock_pending(p->client), 0);
+    assert_int_equal(tlsock_conn_pending(p->client), 0);
     TS_ASSERT_RC(tlsock_read(p->client, got, 1, &n), 0);
     assert_int_equal(n, 1);
     assert_int_equal(got[0], data[0]);
-    assert_int_equal(tlsock_pending(p->client), 16383);
+    assert_int_equal(tlsock_conn_pending(p->client), 16383);
     /* Bounded: one byte per read. */
     for (size_t i = 1; i < size; i++) {
         TS_ASSERT_RC(tlsock_read(p->client, got, 1, &n), 0);
@@ -363,7 +363,7 @@ static void test_one_byte_at_a_time(void **state)
             fail_msg("byte %zu differs", i);
         }
     }
-    assert_int_equal(tlsock_pending(p->client), 0);
+    assert_int_equal(tlsock_conn_pending(p->client), 0);
     TS_ASSERT_RC(tlsock_read(p->client, got, 1, &n), TLSOCK_EWANT_READ);
     free(data);
 }
@@ -452,7 +452,7 @@ static void test_close_notify(void **state)
     TS_ASSERT_RC(tlsock_write(p->server, "bye", 3), 0);
     TS_ASSERT_RC(tlsock_shutdown(p->server), 0);
     TS_ASSERT_RC(tlsock_shutdown(p->server), 0);
-    assert_true(tlsock_pending_output(p->server) > 0);
+    assert_true(tlsock_conn_pending_output(p->server) > 0);
     TS_ASSERT_RC(mem_move(p->server, p->client, 16384), 0);
     TS_ASSERT_RC(ts_read_full(p->client, buf, 3), 0);
     assert_memory_equal(buf, "bye", 3);
@@ -466,8 +466,8 @@ static void test_close_notify(void **state)
     assert_memory_equal(buf, "late", 4);
     TS_ASSERT_RC(tlsock_read(p->server, buf, sizeof(buf), &n), TLSOCK_ECLOSED);
     /* After both close_notify nothing is left to send. */
-    assert_int_equal(tlsock_pending_output(p->client), 0);
-    assert_int_equal(tlsock_pending_output(p->server), 0);
+    assert_int_equal(tlsock_conn_pending_output(p->client), 0);
+    assert_int_equal(tlsock_conn_pending_output(p->server), 0);
 }
 
 /* ---- wrong use and failures ------------------------------------------------------------------ */
@@ -511,7 +511,7 @@ static void test_not_memory_mode(void **state)
     TS_ASSERT_RC(tlsock_drain(conn, buf, sizeof(buf), &n), TLSOCK_EINVAL);
     TS_ASSERT_CONTAINS(tlsock_conn_errmsg(conn), "memory mode");
     assert_int_equal(n, 99);
-    assert_int_equal(tlsock_pending_output(conn), 0);
+    assert_int_equal(tlsock_conn_pending_output(conn), 0);
     /* A caller error, not the session's: the connection is still alive (and its transport
      * refuses to take the ClientHello). */
     TS_ASSERT_RC(tlsock_handshake(conn), TLSOCK_EWANT_WRITE);
@@ -519,7 +519,7 @@ static void test_not_memory_mode(void **state)
     TS_ASSERT_RC(tlsock_feed(NULL, "x", 1), TLSOCK_EINVAL);
     TS_ASSERT_RC(tlsock_feed_eof(NULL), TLSOCK_EINVAL);
     TS_ASSERT_RC(tlsock_drain(NULL, buf, sizeof(buf), &n), TLSOCK_EINVAL);
-    assert_int_equal(tlsock_pending_output(NULL), 0);
+    assert_int_equal(tlsock_conn_pending_output(NULL), 0);
     TS_ASSERT_RC(tlsock_attach_mem(NULL, NULL, &conn), TLSOCK_EINVAL);
     TS_ASSERT_RC(tlsock_attach_mem(p->cctx, NULL, NULL), TLSOCK_EINVAL);
 
@@ -541,8 +541,11 @@ struct verify_case {
 };
 
 static const struct verify_case verify_cases[] = {
-    {.what = "untrusted CA", .untrusted = true, .verify_name = "localhost", .detail = "verify"},
-    {.what = "wrong name", .verify_name = "wrong.example", .detail = "verify"},
+    {.what = "untrusted CA",
+     .untrusted = true,
+     .verify_name = "localhost",
+     .detail = "unable to get local issuer certificate"},
+    {.what = "wrong name", .verify_name = "wrong.example", .detail = "hostname mismatch"},
 };
 
 static void test_verify_failure(void **state)
@@ -695,7 +698,8 @@ static int side_recv(struct loop_side *s)
 
 static bool side_idle(const struct loop_side *s)
 {
-    return s->phase == PH_DONE && s->out_off == s->out_len && tlsock_pending_output(s->conn) == 0;
+    return s->phase == PH_DONE && s->out_off == s->out_len &&
+           tlsock_conn_pending_output(s->conn) == 0;
 }
 
 static void test_poll_loop(void **state)
@@ -742,8 +746,8 @@ static void test_poll_loop(void **state)
             break;
         }
         for (int i = 0; i < 2; i++) {
-            bool unsent =
-                sides[i].out_off < sides[i].out_len || tlsock_pending_output(sides[i].conn) > 0;
+            bool unsent = sides[i].out_off < sides[i].out_len ||
+                          tlsock_conn_pending_output(sides[i].conn) > 0;
 
             pfds[i] = (struct pollfd){
                 .fd = sides[i].fd,

@@ -338,7 +338,7 @@ static void test_read_timeout_through_stream(void **state)
     TS_ASSERT_RC(ts_client_ctx_new(ts_pki.ca.cert, &env->cctx), 0);
     TS_ASSERT_RC(ts_server_start(&env->srv, env->sctx, NULL, NULL, serve_late_line, &env->gate), 0);
     TS_ASSERT_RC(tlsock_connect(env->cctx, "127.0.0.1", env->srv.port, &opts, &conn), 0);
-    TS_ASSERT_RC(tlsock_set_timeout(conn, SHORT_MS), 0);
+    TS_ASSERT_RC(tlsock_conn_set_timeout(conn, SHORT_MS), 0);
     TS_ASSERT_RC(tlsock_fopen(conn, "r", &f), 0);
     start = tlsock_now_ms();
     assert_null(fgets(line, sizeof(line), f));
@@ -350,7 +350,7 @@ static void test_read_timeout_through_stream(void **state)
     assert_true(elapsed < SHORT_MS + 3000);
     clearerr(f);
     ts_gate_open(&env->gate);
-    TS_ASSERT_RC(tlsock_set_timeout(conn, TS_IO_TIMEOUT_MS), 0);
+    TS_ASSERT_RC(tlsock_conn_set_timeout(conn, TS_IO_TIMEOUT_MS), 0);
     expect_line(f, "late\n");
     fclose(f);
     ts_server_stop(&env->srv);

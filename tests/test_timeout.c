@@ -197,7 +197,7 @@ static void test_deadline_bounds_handshake(void **state)
     }
     start = tlsock_now_ms();
     if (rc == 0) {
-        rc = tlsock_set_deadline(env->client, start + SHORT_MS);
+        rc = tlsock_conn_set_deadline(env->client, start + SHORT_MS);
     }
     if (rc == 0) {
         rc = tlsock_handshake(env->client);
@@ -335,9 +335,11 @@ static int serve_one_record(struct tlsock_conn *conn, void *arg)
     return rc;
 }
 
-/* Timeout 0 polls: a read returns what is ready or ETIMEDOUT at once, and tlsock_pending()
+/* Timeout 0 polls: a read returns what is ready or ETIMEDOUT at once, and tlsock_conn_pending()
  * tells what is already decrypted. */
-static void test_zero_timeout_and_pending(void **state)
+/* A deadline that has passed polls: a read returns what is ready or ETIMEDOUT at once, and
+ * tlsock_conn_pending() tells what is already decrypted. */
+static void test_past_deadline_and_pending(void **state)
 {
     struct ts_env *env = *state;
     struct tlsock_opts opts = ts_opts();
@@ -351,23 +353,24 @@ static void test_zero_timeout_and_pending(void **state)
     TS_ASSERT_RC(ts_client_ctx_new(ts_pki.ca.cert, &env->cctx), 0);
     TS_ASSERT_RC(ts_server_start(&env->srv, env->sctx, NULL, NULL, serve_one_record, env), 0);
     TS_ASSERT_RC(tlsock_connect(env->cctx, "127.0.0.1", env->srv.port, &opts, &env->client), 0);
-    assert_int_equal(tlsock_pending(env->client), 0);
-    TS_ASSERT_RC(tlsock_set_timeout(env->client, 0), 0);
+    assert_int_equal(tlsock_conn_pending(env->client), 0);
+    /* A deadline of 0 has passed: "what is ready now", whatever the timeout. */
+    TS_ASSERT_RC(tlsock_conn_set_deadline(env->client, 0), 0);
     start = tlsock_now_ms();
     TS_ASSERT_RC(tlsock_read(env->client, got, sizeof(got), &n), TLSOCK_ETIMEDOUT);
     /* "At once": far less than any timeout in this suite, generous for valgrind. */
     assert_true(tlsock_now_ms() - start < 1000);
 
     ts_gate_open(&env->gate);
-    TS_ASSERT_RC(tlsock_set_timeout(env->client, TS_IO_TIMEOUT_MS), 0);
+    TS_ASSERT_RC(tlsock_conn_set_deadline(env->client, -1), 0);
     TS_ASSERT_RC(tlsock_read(env->client, got, 1, &n), 0);
     assert_int_equal(n, 1);
     /* The rest of the record is decrypted and waiting. */
-    assert_int_equal(tlsock_pending(env->client), sizeof(got) - 1);
-    TS_ASSERT_RC(tlsock_set_timeout(env->client, 0), 0);
+    assert_int_equal(tlsock_conn_pending(env->client), sizeof(got) - 1);
+    TS_ASSERT_RC(tlsock_conn_set_deadline(env->client, 0), 0);
     TS_ASSERT_RC(tlsock_read(env->client, got + 1, sizeof(got) - 1, &n), 0);
     assert_int_equal(n, sizeof(got) - 1);
-    assert_int_equal(tlsock_pending(env->client), 0);
+    assert_int_equal(tlsock_conn_pending(env->client), 0);
     assert_memory_equal(got, want, sizeof(got));
     TS_ASSERT_RC(tlsock_read(env->client, got, 1, &n), TLSOCK_ETIMEDOUT);
     tlsock_close(env->client);
@@ -385,15 +388,17 @@ static void test_read_timeout_is_retryable(void **state)
     int64_t start;
 
     connect_to_slow_server(env);
-    TS_ASSERT_RC(tlsock_set_timeout(env->client, SHORT_MS), 0);
+    TS_ASSERT_RC(tlsock_conn_set_timeout(env->client, SHORT_MS), 0);
     start = tlsock_now_ms();
     TS_ASSERT_RC(tlsock_read(env->client, &byte, 1, &n), TLSOCK_ETIMEDOUT);
     assert_waited(start, SHORT_MS);
     assert_false(tlsock_err_is_tls(TLSOCK_ETIMEDOUT));
     /* Again: still a timeout, not a sticky error of another kind. */
     TS_ASSERT_RC(tlsock_read(env->client, &byte, 1, &n), TLSOCK_ETIMEDOUT);
-    TS_ASSERT_RC(tlsock_set_timeout(env->client, TS_IO_TIMEOUT_MS), 0);
-    TS_ASSERT_RC(tlsock_set_timeout(env->client, -2), TLSOCK_EINVAL);
+    TS_ASSERT_RC(tlsock_conn_set_timeout(env->client, TS_IO_TIMEOUT_MS), 0);
+    /* 0 is "no timeout"; negative values mean nothing. */
+    TS_ASSERT_RC(tlsock_conn_set_timeout(env->client, -1), TLSOCK_EINVAL);
+    TS_ASSERT_RC(tlsock_conn_set_timeout(env->client, -2), TLSOCK_EINVAL);
     finish_with_ok(env);
 }
 
@@ -406,15 +411,15 @@ static void test_expired_deadline(void **state)
 
     connect_to_slow_server(env);
     /* A deadline already past fails at once, whatever the per-operation timeout. */
-    TS_ASSERT_RC(tlsock_set_deadline(env->client, tlsock_now_ms() - 1), 0);
+    TS_ASSERT_RC(tlsock_conn_set_deadline(env->client, tlsock_now_ms() - 1), 0);
     TS_ASSERT_RC(tlsock_read(env->client, &byte, 1, &n), TLSOCK_ETIMEDOUT);
     /* A near deadline wins over the (long) per-operation timeout. */
     start = tlsock_now_ms();
-    TS_ASSERT_RC(tlsock_set_deadline(env->client, start + SHORT_MS), 0);
+    TS_ASSERT_RC(tlsock_conn_set_deadline(env->client, start + SHORT_MS), 0);
     TS_ASSERT_RC(tlsock_read(env->client, &byte, 1, &n), TLSOCK_ETIMEDOUT);
     assert_waited(start, SHORT_MS);
-    TS_ASSERT_RC(tlsock_set_deadline(env->client, -5), TLSOCK_EINVAL);
-    TS_ASSERT_RC(tlsock_set_deadline(env->client, -1), 0);
+    TS_ASSERT_RC(tlsock_conn_set_deadline(env->client, -5), TLSOCK_EINVAL);
+    TS_ASSERT_RC(tlsock_conn_set_deadline(env->client, -1), 0);
     finish_with_ok(env);
 }
 
@@ -495,7 +500,7 @@ int main(void)
                                         ts_env_teardown),
         cmocka_unit_test_setup_teardown(test_expired_deadline, ts_env_setup, ts_env_teardown),
         cmocka_unit_test_setup_teardown(test_opts_size_respected, ts_env_setup, ts_env_teardown),
-        cmocka_unit_test_setup_teardown(test_zero_timeout_and_pending, ts_env_setup,
+        cmocka_unit_test_setup_teardown(test_past_deadline_and_pending, ts_env_setup,
                                         ts_env_teardown),
         cmocka_unit_test_setup_teardown(test_write_timeout_is_fatal, ts_env_setup, ts_env_teardown),
     };

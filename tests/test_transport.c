@@ -1,6 +1,6 @@
 /* TLS over any byte stream (tlsock_attach_io): blocking callbacks over a socketpair or pipes, a
- * non-blocking ring buffer, TLS inside TLS, error codes from callbacks, the socket through the
- * callback path (opts.fd_callbacks) and coalesced writes. */
+ * non-blocking ring buffer, TLS inside TLS, error codes from callbacks, the socket transport
+ * against a raw server (tiny buffers, truncation) and coalesced writes. */
 #include "support.h"
 
 #include <errno.h>
@@ -48,13 +48,13 @@ static bool same_pattern(const unsigned char *got, size_t len, unsigned seed)
 /*
  * A blocking transport over a socketpair end or a pair of pipes. The descriptors stay blocking;
  * each call first polls, so that it can honour the operation's deadline as the API asks
- * (tlsock_op_deadline_ms()) and never outlive the test's own bound.
+ * (tlsock_conn_op_deadline_ms()) and never outlive the test's own bound.
  */
 struct stream_io {
     int rfd;
     int wfd;                  /* the same descriptor as rfd for a socket */
     bool is_socket;           /* send with MSG_NOSIGNAL */
-    struct tlsock_conn *conn; /* set right after attaching, for tlsock_op_deadline_ms() */
+    struct tlsock_conn *conn; /* set right after attaching, for tlsock_conn_op_deadline_ms() */
 };
 
 static void stream_io_close(struct stream_io *s)
@@ -83,7 +83,7 @@ static void stream_io_end_writes(struct stream_io *s)
 /* Milliseconds a callback may wait: until the operation's deadline, at most the test bound. */
 static int stream_wait_ms(const struct stream_io *s)
 {
-    int64_t deadline = s->conn != NULL ? tlsock_op_deadline_ms(s->conn) : -1;
+    int64_t deadline = s->conn != NULL ? tlsock_conn_op_deadline_ms(s->conn) : -1;
     int64_t left = TS_IO_TIMEOUT_MS;
 
     if (deadline >= 0) {
@@ -342,7 +342,7 @@ static void run_stream_case(struct stream_env *env, const struct stream_case *c)
     env->cio.conn = env->client;
     /* A user transport has no socket and no memory-mode queue. */
     assert_int_equal(tlsock_conn_fd(env->client), -1);
-    assert_int_equal(tlsock_pending_output(env->client), 0);
+    assert_int_equal(tlsock_conn_pending_output(env->client), 0);
     if (c->truncate) {
         TS_ASSERT_RC(ts_read_full(env->client, buf, 4), 0);
         assert_memory_equal(buf, "data", 4);
@@ -382,7 +382,7 @@ static void test_stream_callbacks(void **state)
 }
 
 /*
- * A blocking callback honours the operation's deadline (tlsock_op_deadline_ms()) by returning
+ * A blocking callback honours the operation's deadline (tlsock_conn_op_deadline_ms()) by returning
  * ETIMEDOUT: the read reports it and, being a read, the connection stays usable.
  */
 static void test_stream_read_timeout(void **state)
@@ -407,16 +407,16 @@ static void test_stream_read_timeout(void **state)
     TS_ASSERT_RC(tlsock_handshake(env->client), 0);
 
     /* The server is silent: the callback waits until the deadline and says so. */
-    TS_ASSERT_RC(tlsock_set_timeout(env->client, 100), 0);
+    TS_ASSERT_RC(tlsock_conn_set_timeout(env->client, 100), 0);
     TS_ASSERT_RC_MSG(tlsock_read(env->client, buf, sizeof(buf), &n), TLSOCK_ETIMEDOUT,
                      tlsock_conn_errmsg(env->client));
     /* An absolute deadline already past: no waiting at all. */
-    TS_ASSERT_RC(tlsock_set_timeout(env->client, TLSOCK_NO_TIMEOUT), 0);
-    TS_ASSERT_RC(tlsock_set_deadline(env->client, tlsock_now_ms() - 1), 0);
+    TS_ASSERT_RC(tlsock_conn_set_timeout(env->client, TLSOCK_NO_TIMEOUT), 0);
+    TS_ASSERT_RC(tlsock_conn_set_deadline(env->client, tlsock_now_ms() - 1), 0);
     TS_ASSERT_RC(tlsock_read(env->client, buf, sizeof(buf), &n), TLSOCK_ETIMEDOUT);
 
-    TS_ASSERT_RC(tlsock_set_deadline(env->client, -1), 0);
-    TS_ASSERT_RC(tlsock_set_timeout(env->client, TS_IO_TIMEOUT_MS), 0);
+    TS_ASSERT_RC(tlsock_conn_set_deadline(env->client, -1), 0);
+    TS_ASSERT_RC(tlsock_conn_set_timeout(env->client, TS_IO_TIMEOUT_MS), 0);
     ts_gate_open(&env->peer.gate);
     TS_ASSERT_RC_MSG(ts_read_full(env->client, buf, 4), 0, tlsock_conn_errmsg(env->client));
     assert_memory_equal(buf, "late", 4);
@@ -493,7 +493,7 @@ struct ring_end {
     size_t write_calls; /* write calls that took bytes */
     size_t write_bytes;
     size_t want_writes;       /* write calls answered with EWANT_WRITE */
-    struct tlsock_conn *conn; /* to record tlsock_op_deadline_ms() in the callbacks */
+    struct tlsock_conn *conn; /* to record tlsock_conn_op_deadline_ms() in the callbacks */
     size_t deadline_calls;
     int64_t deadline_min;
     int64_t deadline_max;
@@ -502,7 +502,7 @@ struct ring_end {
 static void note_deadline(struct ring_end *e)
 {
     if (e->conn != NULL) {
-        int64_t d = tlsock_op_deadline_ms(e->conn);
+        int64_t d = tlsock_conn_op_deadline_ms(e->conn);
 
         if (e->deadline_calls == 0 || d < e->deadline_min) {
             e->deadline_min = d;
@@ -1245,7 +1245,7 @@ static void test_want_code_from_callback(void **state)
     }
 }
 
-/* Callbacks see the deadline of the operation they serve (tlsock_op_deadline_ms()). */
+/* Callbacks see the deadline of the operation they serve (tlsock_conn_op_deadline_ms()). */
 static void test_op_deadline_in_callbacks(void **state)
 {
     struct ring_pair *p = *state;
@@ -1259,17 +1259,17 @@ static void test_op_deadline_in_callbacks(void **state)
     ring_open(p, 65536, &opts);
     p->cli_end.conn = p->client;
     /* Outside any operation there is none. */
-    assert_int_equal(tlsock_op_deadline_ms(p->client), -1);
+    assert_int_equal(tlsock_conn_op_deadline_ms(p->client), -1);
 
     deadline = tlsock_now_ms() + 60000;
-    TS_ASSERT_RC(tlsock_set_deadline(p->client, deadline), 0);
+    TS_ASSERT_RC(tlsock_conn_set_deadline(p->client, deadline), 0);
     TS_ASSERT_RC(ring_handshake(p, 20, NULL), 0);
     assert_true(p->cli_end.deadline_calls > 0);
     assert_int_equal(p->cli_end.deadline_min, deadline);
     assert_int_equal(p->cli_end.deadline_max, deadline);
 
     /* Without a deadline or a timeout: -1. */
-    TS_ASSERT_RC(tlsock_set_deadline(p->client, -1), 0);
+    TS_ASSERT_RC(tlsock_conn_set_deadline(p->client, -1), 0);
     p->cli_end.deadline_calls = 0;
     TS_ASSERT_RC(tlsock_write(p->server, "abcd", 4), 0);
     TS_ASSERT_RC(ts_read_full(p->client, buf, 4), 0);
@@ -1278,7 +1278,7 @@ static void test_op_deadline_in_callbacks(void **state)
     assert_int_equal(p->cli_end.deadline_max, -1);
 
     /* A per-operation timeout alone: now + timeout, taken when the operation starts. */
-    TS_ASSERT_RC(tlsock_set_timeout(p->client, 30000), 0);
+    TS_ASSERT_RC(tlsock_conn_set_timeout(p->client, 30000), 0);
     p->cli_end.deadline_calls = 0;
     TS_ASSERT_RC(tlsock_write(p->server, "efgh", 4), 0);
     before = tlsock_now_ms();
@@ -1290,7 +1290,7 @@ static void test_op_deadline_in_callbacks(void **state)
 
     /* Both: whichever comes first. */
     deadline = tlsock_now_ms() + 20000;
-    TS_ASSERT_RC(tlsock_set_deadline(p->client, deadline), 0);
+    TS_ASSERT_RC(tlsock_conn_set_deadline(p->client, deadline), 0);
     p->cli_end.deadline_calls = 0;
     TS_ASSERT_RC(tlsock_write(p->client, "ijkl", 4), 0);
     assert_true(p->cli_end.deadline_calls > 0);
@@ -1298,29 +1298,22 @@ static void test_op_deadline_in_callbacks(void **state)
     assert_int_equal(p->cli_end.deadline_max, deadline);
     TS_ASSERT_RC(ts_read_full(p->server, buf, 4), 0);
     assert_memory_equal(buf, "ijkl", 4);
-    assert_int_equal(tlsock_op_deadline_ms(p->client), -1);
+    assert_int_equal(tlsock_conn_op_deadline_ms(p->client), -1);
 }
 
-/* ---- the socket through the callback path ---------------------------------------------------- */
+/* ---- the socket transport, against a raw server ---------------------------------------------- */
 
 struct fdcb_case {
     const char *what;
-    bool fd_callbacks;
     int bufsize;   /* > 0: client SO_SNDBUF and server SO_RCVBUF, on raw sockets */
     size_t size;   /* exchanged both ways */
     bool truncate; /* the server ends with a FIN and no close_notify */
 };
 
 static const struct fdcb_case fdcb_cases[] = {
-    {.what = "callbacks, 100000 bytes", .fd_callbacks = true, .size = 100000},
-    {.what = "fast path, 100000 bytes", .size = 100000},
-    {.what = "callbacks, tiny socket buffers, 1 MiB",
-     .fd_callbacks = true,
-     .bufsize = 4096,
-     .size = MIB},
-    {.what = "fast path, tiny socket buffers, 1 MiB", .bufsize = 4096, .size = MIB},
-    {.what = "callbacks, FIN without close_notify", .fd_callbacks = true, .truncate = true},
-    {.what = "fast path, FIN without close_notify", .truncate = true},
+    {.what = "100000 bytes", .size = 100000},
+    {.what = "tiny socket buffers, 1 MiB", .bufsize = 4096, .size = MIB},
+    {.what = "FIN without close_notify", .truncate = true},
 };
 
 struct raw_server {
@@ -1389,7 +1382,6 @@ static void run_fdcb_case(struct ts_env *env, const struct fdcb_case *c)
     size_t n = 0;
 
     rs.final_rc = TS_NOT_RUN;
-    opts.fd_callbacks = c->fd_callbacks;
     opts.verify_name = "127.0.0.1";
     TS_ASSERT_RC(ts_server_ctx_new(&ts_pki.server, &env->sctx), 0);
     TS_ASSERT_RC(ts_client_ctx_new(ts_pki.ca.cert, &env->cctx), 0);
@@ -1434,7 +1426,7 @@ static void run_fdcb_case(struct ts_env *env, const struct fdcb_case *c)
     }
 }
 
-static void test_fd_callbacks(void **state)
+static void test_socket_transport(void **state)
 {
     for (size_t i = 0; i < sizeof(fdcb_cases) / sizeof(fdcb_cases[0]); i++) {
         print_message("%s\n", fdcb_cases[i].what);
@@ -1505,7 +1497,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_callback_errors, ring_setup, ring_teardown),
         cmocka_unit_test_setup_teardown(test_want_code_from_callback, ring_setup, ring_teardown),
         cmocka_unit_test_setup_teardown(test_op_deadline_in_callbacks, ring_setup, ring_teardown),
-        cmocka_unit_test_setup_teardown(test_fd_callbacks, ts_env_setup, fdcb_teardown),
+        cmocka_unit_test_setup_teardown(test_socket_transport, ts_env_setup, fdcb_teardown),
         cmocka_unit_test_setup_teardown(test_coalescing, ring_setup, ring_teardown),
     };
 

@@ -36,7 +36,7 @@ struct side {
     size_t rx_cap;
     int events;
     int event_codes[8];
-    char event_msg[256]; /* tlsock_uv_errmsg() at the first event */
+    char event_msg[256]; /* tlsock_uv_conn_errmsg() at the first event */
     int writes_done;
     int writes_ok;
     int writes_canceled;
@@ -55,7 +55,7 @@ struct side {
     bool close_on_connect; /* tlsock_uv_close() inside on_connect */
     bool reply_on_event;   /* on_event: write "world" (arg 1), then tlsock_uv_close() */
     int write_in_event_rc; /* what that write returned */
-    int peername_at_close; /* tlsock_uv_getpeername() inside on_close */
+    int peername_at_close; /* tlsock_uv_conn_peername() inside on_close */
     void (*connect_hook)(struct side *s);
 };
 
@@ -91,7 +91,7 @@ struct fx {
 
 static struct side *side_of(struct tlsock_uv_conn *conn)
 {
-    return tlsock_uv_user(conn);
+    return tlsock_uv_conn_user(conn);
 }
 
 static void on_connect(struct tlsock_uv_conn *conn, int status)
@@ -165,7 +165,7 @@ static void on_event(struct tlsock_uv_conn *conn, int code)
         s->event_codes[s->events] = code;
     }
     if (s->events == 0) {
-        snprintf(s->event_msg, sizeof(s->event_msg), "%s", tlsock_uv_errmsg(conn));
+        snprintf(s->event_msg, sizeof(s->event_msg), "%s", tlsock_uv_conn_errmsg(conn));
     }
     s->events++;
     if (s->reply_on_event) {
@@ -205,7 +205,7 @@ static void on_close(struct tlsock_uv_conn *conn)
     struct side *s = side_of(conn);
     struct sockaddr_storage ss;
 
-    s->peername_at_close = tlsock_uv_getpeername(conn, &ss);
+    s->peername_at_close = tlsock_uv_conn_peername(conn, &ss);
     s->late_callbacks += s->closes;
     s->closes++;
     s->close_seq = ++s->seq;
@@ -216,17 +216,17 @@ static void on_close(struct tlsock_uv_conn *conn)
 /* The server's on_connect: the accepted connection becomes the test's server side. */
 static void srv_on_connect(struct tlsock_uv_conn *conn, int status)
 {
-    struct fx *f = tlsock_uv_user(conn);
+    struct fx *f = tlsock_uv_conn_user(conn);
 
     if (f->srv.conn != NULL || f->srv.closes > 0) {
         /* Only one client per test: another one is a failure, and is closed at once. */
         f->extra_accepts++;
-        tlsock_uv_set_user(conn, &f->extra);
+        tlsock_uv_conn_set_user(conn, &f->extra);
         tlsock_uv_close(conn);
         return;
     }
     f->srv.conn = conn;
-    tlsock_uv_set_user(conn, &f->srv);
+    tlsock_uv_conn_set_user(conn, &f->srv);
     on_connect(conn, status);
 }
 
@@ -294,8 +294,8 @@ static struct tlsock_uv_opts side_opts(struct side *s)
 {
     struct tlsock_uv_opts o = TLSOCK_UV_OPTS_INIT;
 
-    o.tls.handshake_timeout_ms = TS_IO_TIMEOUT_MS;
-    o.tls.connect_timeout_ms = TS_IO_TIMEOUT_MS;
+    o.handshake_timeout_ms = TS_IO_TIMEOUT_MS;
+    o.connect_timeout_ms = TS_IO_TIMEOUT_MS;
     o.on_connect = on_connect;
     o.on_read = on_read;
     o.on_event = on_event;
@@ -490,11 +490,11 @@ static void test_connect_echo(void **state)
     f->cli.connect_hook = write_hello;
     start_server(f);
     connect_client(f);
-    assert_ptr_equal(tlsock_uv_loop(f->cli.conn), &f->loop);
-    assert_ptr_equal(tlsock_uv_user(f->cli.conn), &f->cli);
+    assert_ptr_equal(tlsock_uv_conn_loop(f->cli.conn), &f->loop);
+    assert_ptr_equal(tlsock_uv_conn_user(f->cli.conn), &f->cli);
     assert_true(run_until(f, client_got_5));
     assert_int_equal(f->cli.connects, 1);
-    TS_ASSERT_RC_MSG(f->cli.connect_status, 0, tlsock_uv_errmsg(f->cli.conn));
+    TS_ASSERT_RC_MSG(f->cli.connect_status, 0, tlsock_uv_conn_errmsg(f->cli.conn));
     assert_int_equal(f->srv.connects, 1);
     assert_int_equal(f->srv.connect_status, 0);
     assert_int_equal(f->cli.rx_len, 5);
@@ -504,10 +504,10 @@ static void test_connect_echo(void **state)
     assert_false(f->cli.write_order_bad);
     assert_int_equal(f->accept_errors, 0);
     /* The session underneath answers questions (never reads or writes). */
-    assert_non_null(tlsock_uv_tls(f->cli.conn));
-    TS_ASSERT_RC(tlsock_conn_info(tlsock_uv_tls(f->cli.conn), &info), 0);
+    assert_non_null(tlsock_uv_conn_tls(f->cli.conn));
+    TS_ASSERT_RC(tlsock_conn_info(tlsock_uv_conn_tls(f->cli.conn), &info), 0);
     assert_true(strncmp(info->version, "TLSv1.", 6) == 0);
-    assert_string_equal(tlsock_uv_errmsg(f->cli.conn), "");
+    assert_string_equal(tlsock_uv_conn_errmsg(f->cli.conn), "");
     /* The client closes: close_notify reaches the server as ECLOSED, which closes too. */
     tlsock_uv_close(f->cli.conn);
     assert_true(run_until(f, echo_closed));
@@ -547,8 +547,8 @@ static void srv_write_mib(struct side *s)
 static bool mib_both_ways(struct fx *f)
 {
     return f->cli.rx_len >= MIB && f->srv.rx_len >= MIB && f->cli.last_arg > 0 &&
-           tlsock_uv_write_queue_size(f->cli.conn) == 0 &&
-           tlsock_uv_write_queue_size(f->srv.conn) == 0;
+           tlsock_uv_conn_write_queue_size(f->cli.conn) == 0 &&
+           tlsock_uv_conn_write_queue_size(f->srv.conn) == 0;
 }
 
 static void test_bulk_both_ways(void **state)
@@ -593,7 +593,7 @@ static void test_write_before_handshake(void **state)
     /* The handshake has not even started: both writes wait for it. */
     TS_ASSERT_RC(tlsock_uv_write(f->cli.conn, "early", 5, (void *)1), 0);
     TS_ASSERT_RC(tlsock_uv_write(f->cli.conn, "", 0, (void *)2), 0);
-    assert_int_equal(tlsock_uv_write_queue_size(f->cli.conn), 5);
+    assert_int_equal(tlsock_uv_conn_write_queue_size(f->cli.conn), 5);
     assert_int_equal(f->cli.writes_done, 0);
     assert_true(run_until(f, server_got_5_and_done));
     assert_int_equal(f->srv.rx_len, 5);
@@ -601,7 +601,7 @@ static void test_write_before_handshake(void **state)
     assert_int_equal(f->cli.writes_ok, 2);
     assert_false(f->cli.write_order_bad);
     assert_true(f->cli.connect_seq > 0);
-    assert_int_equal(tlsock_uv_write_queue_size(f->cli.conn), 0);
+    assert_int_equal(tlsock_uv_conn_write_queue_size(f->cli.conn), 0);
 }
 
 static void write_after(struct side *s)
@@ -659,8 +659,9 @@ static void test_verify_untrusted(void **state)
     start_server(f);
     connect_client(f);
     assert_true(run_until(f, client_failed_and_server_told));
-    TS_ASSERT_RC_MSG(f->cli.connect_status, TLSOCK_EVERIFY, tlsock_uv_errmsg(f->cli.conn));
-    TS_ASSERT_CONTAINS(tlsock_uv_errmsg(f->cli.conn), "certificate verify failed");
+    TS_ASSERT_RC_MSG(f->cli.connect_status, TLSOCK_EVERIFY, tlsock_uv_conn_errmsg(f->cli.conn));
+    TS_ASSERT_CONTAINS(tlsock_uv_conn_errmsg(f->cli.conn),
+                       "unable to get local issuer certificate");
     /* The client's alert reached the server, which never handed the client over. */
     TS_ASSERT_RC_MSG(f->accept_error_code, TLSOCK_EPROTO, f->accept_error_msg);
     TS_ASSERT_CONTAINS(f->accept_error_msg, "alert");
@@ -685,12 +686,12 @@ static void test_verify_wrong_name(void **state)
     struct fx *f = *state;
     struct tlsock_uv_opts o = side_opts(&f->cli);
 
-    o.tls.verify_name = "wrong.example.com";
+    o.verify_name = "wrong.example.com";
     start_server(f);
     connect_with(f, tlsock_uv_server_port(f->server), &o);
     assert_true(run_until(f, client_connect_reported));
-    TS_ASSERT_RC_MSG(f->cli.connect_status, TLSOCK_EVERIFY, tlsock_uv_errmsg(f->cli.conn));
-    TS_ASSERT_CONTAINS(tlsock_uv_errmsg(f->cli.conn), "hostname mismatch");
+    TS_ASSERT_RC_MSG(f->cli.connect_status, TLSOCK_EVERIFY, tlsock_uv_conn_errmsg(f->cli.conn));
+    TS_ASSERT_CONTAINS(tlsock_uv_conn_errmsg(f->cli.conn), "hostname mismatch");
 }
 
 static void test_connect_refused(void **state)
@@ -704,11 +705,11 @@ static void test_connect_refused(void **state)
     assert_int_equal(ts_raw_listen("127.0.0.1", 0, &fd, &port), 0);
     close(fd);
     connect_with(f, port, &o);
-    assert_null(tlsock_uv_tls(f->cli.conn)); /* no TCP connection yet */
+    assert_null(tlsock_uv_conn_tls(f->cli.conn)); /* no TCP connection yet */
     assert_true(run_until(f, client_connect_reported));
-    TS_ASSERT_RC_MSG(f->cli.connect_status, TLSOCK_ESYS, tlsock_uv_errmsg(f->cli.conn));
-    TS_ASSERT_CONTAINS(tlsock_uv_errmsg(f->cli.conn), "refused");
-    assert_null(tlsock_uv_tls(f->cli.conn));
+    TS_ASSERT_RC_MSG(f->cli.connect_status, TLSOCK_ESYS, tlsock_uv_conn_errmsg(f->cli.conn));
+    TS_ASSERT_CONTAINS(tlsock_uv_conn_errmsg(f->cli.conn), "refused");
+    assert_null(tlsock_uv_conn_tls(f->cli.conn));
 }
 
 static void test_bad_arguments(void **state)
@@ -736,8 +737,8 @@ static void test_bad_arguments(void **state)
     TS_ASSERT_RC(tlsock_uv_release(NULL, NULL), TLSOCK_EINVAL);
     tlsock_uv_close(NULL);
     tlsock_uv_server_close(NULL, NULL);
-    assert_null(tlsock_uv_tls(NULL));
-    assert_int_equal(tlsock_uv_write_queue_size(NULL), 0);
+    assert_null(tlsock_uv_conn_tls(NULL));
+    assert_int_equal(tlsock_uv_conn_write_queue_size(NULL), 0);
     /* Nothing was started, so the loop has nothing of the driver to run. */
     run_for(f, 10);
 }
@@ -750,12 +751,12 @@ static void test_handshake_timeout_client(void **state)
 
     /* The kernel completes the TCP handshake on a listener nobody accepts from: TLS waits. */
     assert_int_equal(ts_raw_listen("127.0.0.1", 0, &f->raw_fd, &port), 0);
-    o.tls.handshake_timeout_ms = 300;
+    o.handshake_timeout_ms = 300;
     connect_with(f, port, &o);
     assert_true(run_until(f, client_connect_reported));
     TS_ASSERT_RC_MSG(f->cli.connect_status, TLSOCK_EHANDSHAKE_TIMEOUT,
-                     tlsock_uv_errmsg(f->cli.conn));
-    assert_non_null(tlsock_uv_tls(f->cli.conn)); /* the TCP connection existed */
+                     tlsock_uv_conn_errmsg(f->cli.conn));
+    assert_non_null(tlsock_uv_conn_tls(f->cli.conn)); /* the TCP connection existed */
 }
 
 static bool accept_error_seen(struct fx *f)
@@ -769,7 +770,7 @@ static void test_handshake_timeout_server(void **state)
     struct tlsock_uv_opts o = server_opts(f);
     char byte = 0;
 
-    o.tls.handshake_timeout_ms = 300;
+    o.handshake_timeout_ms = 300;
     start_server_with(f, &o);
     /* A client that connects and says nothing. */
     assert_int_equal(ts_raw_connect("127.0.0.1", tlsock_uv_server_port(f->server), 0, &f->raw_fd),
@@ -796,7 +797,7 @@ static void test_server_close_waits(void **state)
     uint16_t port;
     int fd = -1;
 
-    o.tls.handshake_timeout_ms = 300;
+    o.handshake_timeout_ms = 300;
     start_server_with(f, &o);
     port = tlsock_uv_server_port(f->server);
     assert_int_equal(ts_raw_connect("127.0.0.1", port, 0, &f->raw_fd), 0);
@@ -868,8 +869,8 @@ static void test_read_idle_timeout(void **state)
     start_server(f);
     connect_with(f, tlsock_uv_server_port(f->server), &o);
     assert_true(run_until(f, client_event));
-    TS_ASSERT_RC_MSG(f->cli.event_codes[0], TLSOCK_ETIMEDOUT, tlsock_uv_errmsg(f->cli.conn));
-    TS_ASSERT_CONTAINS(tlsock_uv_errmsg(f->cli.conn), "timed out");
+    TS_ASSERT_RC_MSG(f->cli.event_codes[0], TLSOCK_ETIMEDOUT, tlsock_uv_conn_errmsg(f->cli.conn));
+    TS_ASSERT_CONTAINS(tlsock_uv_conn_errmsg(f->cli.conn), "timed out");
     assert_int_equal(f->cli.connect_status, 0);
     /* The connection is dead: writes are refused with no callback, and nothing else comes. */
     TS_ASSERT_RC(tlsock_uv_write(f->cli.conn, "x", 1, (void *)1), TLSOCK_EINVAL);
@@ -913,9 +914,9 @@ static void test_write_timeout(void **state)
     start_server(f);
     connect_with(f, tlsock_uv_server_port(f->server), &o);
     assert_true(run_until(f, client_event));
-    TS_ASSERT_RC_MSG(f->cli.event_codes[0], TLSOCK_ETIMEDOUT, tlsock_uv_errmsg(f->cli.conn));
-    TS_ASSERT_CONTAINS(tlsock_uv_errmsg(f->cli.conn), "write timed out");
-    assert_true(tlsock_uv_write_queue_size(f->cli.conn) > 0);
+    TS_ASSERT_RC_MSG(f->cli.event_codes[0], TLSOCK_ETIMEDOUT, tlsock_uv_conn_errmsg(f->cli.conn));
+    TS_ASSERT_CONTAINS(tlsock_uv_conn_errmsg(f->cli.conn), "write timed out");
+    assert_true(tlsock_uv_conn_write_queue_size(f->cli.conn) > 0);
     assert_true(f->cli.writes_done < STALL_WRITES);
     TS_ASSERT_RC(tlsock_uv_write(f->cli.conn, "x", 1, (void *)1000), TLSOCK_EINVAL);
     /* Closing completes what is still pending with ECANCELED, in order, before on_close. */
@@ -976,7 +977,7 @@ static void test_peer_truncated(void **state)
     ts_gate_destroy(&gate);
     assert_true(seen);
     assert_int_equal(f->cli.connect_status, 0);
-    TS_ASSERT_RC_MSG(f->cli.event_codes[0], TLSOCK_ETRUNCATED, tlsock_uv_errmsg(f->cli.conn));
+    TS_ASSERT_RC_MSG(f->cli.event_codes[0], TLSOCK_ETRUNCATED, tlsock_uv_conn_errmsg(f->cli.conn));
     TS_ASSERT_RC(tlsock_uv_write(f->cli.conn, "x", 1, (void *)1), TLSOCK_EINVAL);
     assert_int_equal(f->bsrv.result, 0);
 }
@@ -1050,7 +1051,7 @@ static void test_close_during_handshake(void **state)
     TS_ASSERT_RC(tlsock_uv_write(f->cli.conn, "x", 1, (void *)1), 0);
     run_for(f, 200);
     assert_int_equal(f->cli.connects, 0);
-    assert_non_null(tlsock_uv_tls(f->cli.conn));
+    assert_non_null(tlsock_uv_conn_tls(f->cli.conn));
     tlsock_uv_close(f->cli.conn);
     assert_true(run_until(f, conns_closed));
     TS_ASSERT_RC(f->cli.connect_status, TLSOCK_ECANCELED);
@@ -1174,7 +1175,7 @@ static void test_shutdown_half_close(void **state)
     start_server(f);
     connect_client(f);
     assert_true(run_until(f, reply_after_shutdown));
-    TS_ASSERT_RC_MSG(f->cli.connect_status, 0, tlsock_uv_errmsg(f->cli.conn));
+    TS_ASSERT_RC_MSG(f->cli.connect_status, 0, tlsock_uv_conn_errmsg(f->cli.conn));
     assert_int_equal(f->srv.rx_len, 5);
     assert_memory_equal(f->srv.rx, "hello", 5);
     assert_int_equal(f->srv.events, 1);
@@ -1257,9 +1258,9 @@ static void test_getpeername(void **state)
     o.user = &f->extra;
     TS_ASSERT_RC(tlsock_uv_connect(&f->loop, f->cctx, "127.0.0.1", 1, &o, &early), 0);
     o.user = &f->cli;
-    TS_ASSERT_RC(tlsock_uv_getpeername(early, &seen), TLSOCK_EINVAL);
+    TS_ASSERT_RC(tlsock_uv_conn_peername(early, &seen), TLSOCK_EINVAL);
     tlsock_uv_close(early);
-    TS_ASSERT_RC(tlsock_uv_getpeername(NULL, &seen), TLSOCK_EINVAL);
+    TS_ASSERT_RC(tlsock_uv_conn_peername(NULL, &seen), TLSOCK_EINVAL);
 
     TS_ASSERT_RC(ts_raw_connect("127.0.0.1", tlsock_uv_server_port(f->server), 0, &fd), 0);
     assert_int_equal(getsockname(fd, (struct sockaddr *)&local, &len), 0);
@@ -1267,15 +1268,15 @@ static void test_getpeername(void **state)
     TS_ASSERT_RC(tlsock_attach_fd(f->cctx, fd, &topts, &blocking), 0);
     TS_ASSERT_RC(tlsock_uv_adopt(&f->loop, blocking, &o, &f->cli.conn), 0);
     assert_true(run_until(f, both_connected));
-    TS_ASSERT_RC_MSG(f->cli.connect_status, 0, tlsock_uv_errmsg(f->cli.conn));
-    TS_ASSERT_RC(tlsock_uv_getpeername(f->srv.conn, &seen), 0);
+    TS_ASSERT_RC_MSG(f->cli.connect_status, 0, tlsock_uv_conn_errmsg(f->cli.conn));
+    TS_ASSERT_RC(tlsock_uv_conn_peername(f->srv.conn, &seen), 0);
     assert_true(sockaddr_same(&seen, &local));
-    TS_ASSERT_RC(tlsock_uv_getpeername(f->cli.conn, &seen), 0);
+    TS_ASSERT_RC(tlsock_uv_conn_peername(f->cli.conn, &seen), 0);
     assert_int_equal(seen.ss_family, AF_INET);
     assert_int_equal(ntohs(((struct sockaddr_in *)&seen)->sin_port),
                      tlsock_uv_server_port(f->server));
     assert_int_equal(ntohl(((struct sockaddr_in *)&seen)->sin_addr.s_addr), INADDR_LOOPBACK);
-    TS_ASSERT_RC(tlsock_uv_getpeername(f->cli.conn, NULL), TLSOCK_EINVAL);
+    TS_ASSERT_RC(tlsock_uv_conn_peername(f->cli.conn, NULL), TLSOCK_EINVAL);
     tlsock_uv_close(f->cli.conn);
     tlsock_uv_close(f->srv.conn);
     assert_true(run_until(f, conns_closed));

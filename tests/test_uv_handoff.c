@@ -64,7 +64,7 @@ static void peer_maybe_close(struct peer *p)
 
 static void peer_on_connect(struct tlsock_uv_conn *conn, int status)
 {
-    struct peer *p = tlsock_uv_user(conn);
+    struct peer *p = tlsock_uv_conn_user(conn);
     size_t off = 0;
 
     p->connects++;
@@ -87,7 +87,7 @@ static void peer_on_connect(struct tlsock_uv_conn *conn, int status)
 
 static void peer_on_read(struct tlsock_uv_conn *conn, const void *data, size_t len)
 {
-    struct peer *p = tlsock_uv_user(conn);
+    struct peer *p = tlsock_uv_conn_user(conn);
 
     if (p->rx_len + len > p->rx_cap) {
         size_t cap = p->rx_cap > 0 ? 2 * p->rx_cap : 64 * KIB;
@@ -108,7 +108,7 @@ static void peer_on_read(struct tlsock_uv_conn *conn, const void *data, size_t l
 
 static void peer_on_event(struct tlsock_uv_conn *conn, int code)
 {
-    struct peer *p = tlsock_uv_user(conn);
+    struct peer *p = tlsock_uv_conn_user(conn);
 
     if (p->events++ == 0) {
         p->first_event = code;
@@ -118,7 +118,7 @@ static void peer_on_event(struct tlsock_uv_conn *conn, int code)
 
 static void peer_on_write(struct tlsock_uv_conn *conn, void *arg, int status)
 {
-    struct peer *p = tlsock_uv_user(conn);
+    struct peer *p = tlsock_uv_conn_user(conn);
 
     (void)arg;
     if (status == 0) {
@@ -139,7 +139,7 @@ static void peer_server_closed(struct tlsock_uv_server *server)
 
 static void peer_on_close(struct tlsock_uv_conn *conn)
 {
-    struct peer *p = tlsock_uv_user(conn);
+    struct peer *p = tlsock_uv_conn_user(conn);
 
     if (conn != p->conn) {
         return;
@@ -173,7 +173,7 @@ static void *peer_main(void *arg)
     struct peer *p = arg;
     struct tlsock_uv_opts o = TLSOCK_UV_OPTS_INIT;
 
-    o.tls.handshake_timeout_ms = TS_IO_TIMEOUT_MS;
+    o.handshake_timeout_ms = TS_IO_TIMEOUT_MS;
     o.on_connect = peer_on_connect;
     o.on_read = peer_on_read;
     o.on_event = peer_on_event;
@@ -290,7 +290,7 @@ static void cli_append(struct client *c, const void *data, size_t len)
 
 static void cli_on_release(struct tlsock_uv_conn *conn, struct tlsock_conn *blocking, int status)
 {
-    struct client *c = tlsock_uv_user(conn);
+    struct client *c = tlsock_uv_conn_user(conn);
 
     c->released++;
     c->release_status = status;
@@ -299,17 +299,19 @@ static void cli_on_release(struct tlsock_uv_conn *conn, struct tlsock_conn *bloc
     c->writes_ok_at_release = c->writes_ok;
     if (status == 0) {
         c->conn = NULL; /* freed after this returns */
+        /* The blocking side bounds its own waits: the loop's options do not apply to it. */
+        TS_ASSERT_RC(tlsock_conn_set_timeout(blocking, TS_IO_TIMEOUT_MS), 0);
     }
 }
 
 static void cli_on_connect(struct tlsock_uv_conn *conn, int status)
 {
-    struct client *c = tlsock_uv_user(conn);
+    struct client *c = tlsock_uv_conn_user(conn);
     size_t off = 0;
 
     c->connects++;
     c->connect_status = status;
-    snprintf(c->connect_msg, sizeof(c->connect_msg), "%s", tlsock_uv_errmsg(conn));
+    snprintf(c->connect_msg, sizeof(c->connect_msg), "%s", tlsock_uv_conn_errmsg(conn));
     for (intptr_t i = 1; status == 0 && off < c->send_len; i++) {
         size_t n = c->send_len - off < 64 * KIB ? c->send_len - off : 64 * KIB;
         if (tlsock_uv_write(conn, c->send + off, n, (void *)i) == 0) {
@@ -321,7 +323,7 @@ static void cli_on_connect(struct tlsock_uv_conn *conn, int status)
 
 static void cli_on_read(struct tlsock_uv_conn *conn, const void *data, size_t len)
 {
-    struct client *c = tlsock_uv_user(conn);
+    struct client *c = tlsock_uv_conn_user(conn);
 
     c->reads++;
     cli_append(c, data, len);
@@ -333,7 +335,7 @@ static void cli_on_read(struct tlsock_uv_conn *conn, const void *data, size_t le
 
 static void cli_on_event(struct tlsock_uv_conn *conn, int code)
 {
-    struct client *c = tlsock_uv_user(conn);
+    struct client *c = tlsock_uv_conn_user(conn);
 
     if (c->events++ == 0) {
         c->first_event = code;
@@ -345,7 +347,7 @@ static void cli_on_event(struct tlsock_uv_conn *conn, int code)
 
 static void cli_on_write(struct tlsock_uv_conn *conn, void *arg, int status)
 {
-    struct client *c = tlsock_uv_user(conn);
+    struct client *c = tlsock_uv_conn_user(conn);
 
     (void)arg;
     if (status == 0) {
@@ -357,7 +359,7 @@ static void cli_on_write(struct tlsock_uv_conn *conn, void *arg, int status)
 
 static void cli_on_close(struct tlsock_uv_conn *conn)
 {
-    struct client *c = tlsock_uv_user(conn);
+    struct client *c = tlsock_uv_conn_user(conn);
 
     c->closes++;
     c->conn = NULL;
@@ -367,9 +369,8 @@ static struct tlsock_uv_opts cli_opts(struct client *c)
 {
     struct tlsock_uv_opts o = TLSOCK_UV_OPTS_INIT;
 
-    o.tls.handshake_timeout_ms = TS_IO_TIMEOUT_MS;
-    o.tls.connect_timeout_ms = TS_IO_TIMEOUT_MS;
-    o.tls.timeout_ms = TS_IO_TIMEOUT_MS; /* for the blocking side after a release */
+    o.handshake_timeout_ms = TS_IO_TIMEOUT_MS;
+    o.connect_timeout_ms = TS_IO_TIMEOUT_MS;
     o.on_connect = cli_on_connect;
     o.on_read = cli_on_read;
     o.on_event = cli_on_event;
@@ -535,7 +536,7 @@ static void test_adopt_then_release(void **state)
     /* Part of the first record: the rest is decrypted and waits in the session. */
     TS_ASSERT_RC(tlsock_read(conn, f->cli.rx, 1000, &n), 0);
     f->cli.rx_len = n;
-    assert_true(tlsock_pending(conn) > 0);
+    assert_true(tlsock_conn_pending(conn) > 0);
 
     /* Blocking to async while the peer keeps sending. */
     f->cli.release_at = f->down_len / 2;
@@ -738,8 +739,11 @@ static ssize_t pipe_write(void *user, const void *buf, size_t len)
     return tlsock_feed(server, buf, len) == 0 ? (ssize_t)len : TLSOCK_EPROTO;
 }
 
-/* Runs both handshakes and one message until done; 0 when the client is still fully usable. */
-static int handshake_in_memory(struct tlsock_conn *client, struct tlsock_conn *server)
+/* Runs both handshakes and one message until done; 0 when the client is still fully usable. The
+ * server is in memory mode; the client too, or over callbacks that feed the server directly
+ * (@p client_in_memory false). */
+static int handshake_in_memory(struct tlsock_conn *client, struct tlsock_conn *server,
+                               bool client_in_memory)
 {
     unsigned char buf[16384];
     int crc = TLSOCK_EWANT_READ;
@@ -748,7 +752,7 @@ static int handshake_in_memory(struct tlsock_conn *client, struct tlsock_conn *s
 
     for (int i = 0; i < 50 && (crc != 0 || src != 0); i++) {
         crc = tlsock_handshake(client);
-        if (client->transport == TLSOCK__TRANSPORT_MEMORY) {
+        if (client_in_memory) {
             while (tlsock_drain(client, buf, sizeof(buf), &n) == 0 && n > 0) {
                 if (tlsock_feed(server, buf, n) != 0) {
                     return TS_ESETUP;
@@ -756,7 +760,7 @@ static int handshake_in_memory(struct tlsock_conn *client, struct tlsock_conn *s
             }
         }
         src = tlsock_handshake(server);
-        if (client->transport == TLSOCK__TRANSPORT_MEMORY) {
+        if (client_in_memory) {
             while (tlsock_drain(server, buf, sizeof(buf), &n) == 0 && n > 0) {
                 if (tlsock_feed(client, buf, n) != 0) {
                     return TS_ESETUP;
@@ -773,7 +777,7 @@ static int handshake_in_memory(struct tlsock_conn *client, struct tlsock_conn *s
         return TLSOCK_ETIMEDOUT;
     }
     int rc = tlsock_write(client, "usable", 6);
-    if (rc == 0 && client->transport == TLSOCK__TRANSPORT_MEMORY) {
+    if (rc == 0 && client_in_memory) {
         while (tlsock_drain(client, buf, sizeof(buf), &n) == 0 && n > 0) {
             rc = tlsock_feed(server, buf, n);
         }
@@ -805,7 +809,7 @@ static void test_adopt_refused(void **state)
     assert_null(uvc);
     TS_ASSERT_RC(tlsock_attach_mem(f->sctx, &mo, &server), 0);
     f->mem_server = server;
-    TS_ASSERT_RC(handshake_in_memory(client, server), 0);
+    TS_ASSERT_RC(handshake_in_memory(client, server, true), 0);
     tlsock_close(client);
     tlsock_close(server);
     f->blocking = NULL;
@@ -819,7 +823,7 @@ static void test_adopt_refused(void **state)
     f->blocking = client;
     TS_ASSERT_RC(tlsock_uv_adopt(&f->cli.loop, client, &o, &uvc), TLSOCK_EINVAL);
     assert_null(uvc);
-    TS_ASSERT_RC(handshake_in_memory(client, server), 0);
+    TS_ASSERT_RC(handshake_in_memory(client, server, false), 0);
     /* Bad arguments. */
     TS_ASSERT_RC(tlsock_uv_adopt(&f->cli.loop, NULL, &o, &uvc), TLSOCK_EINVAL);
     TS_ASSERT_RC(tlsock_uv_adopt(NULL, client, &o, &uvc), TLSOCK_EINVAL);

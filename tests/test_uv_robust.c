@@ -265,7 +265,7 @@ static void test_slow_handshake_clients(void **state)
     int64_t start;
 
     make_contexts(env);
-    opts.tls.handshake_timeout_ms = SLOW_TIMEOUT_MS;
+    opts.handshake_timeout_ms = SLOW_TIMEOUT_MS;
     s = serve_ok(env, 0, env->sctx, &echo_server, &opts);
     hello_len = make_client_hello(env, hello, sizeof(hello));
 
@@ -1157,7 +1157,7 @@ static void test_write_errors_call_no_callback(void **state)
     p = client_start(env, env->cctx, s->port, &quiet_client, 0, 0);
     RUN_UNTIL(env, p->connect_rc != TS_NOT_RUN && s->connects == 1, WAIT_MS);
     TS_ASSERT_RC_MSG(p->connect_rc, 0, p->connect_msg);
-    assert_int_equal(tlsock_uv_write_queue_size(p->conn), 0);
+    assert_int_equal(tlsock_uv_conn_write_queue_size(p->conn), 0);
 
     TS_ASSERT_RC(peer_write_buf(p, &queued, data, FLUSH_LEN), 0);
     peer_close(p);
@@ -1206,7 +1206,7 @@ static unsigned char pump_chunk[PUMP_CHUNK];
 static void pump_top_up(struct peer *p)
 {
     while (!pump.dead && !p->close_called && pump.n < PUMP_MAX_WRITES &&
-           tlsock_uv_write_queue_size(p->conn) < PUMP_QUEUE) {
+           tlsock_uv_conn_write_queue_size(p->conn) < PUMP_QUEUE) {
         int rc = peer_write_buf(p, &pump.w[pump.n], pump_chunk, PUMP_CHUNK);
 
         if (rc != 0) {

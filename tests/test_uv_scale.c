@@ -224,8 +224,8 @@ static void child_connect_more(struct child *ch);
 
 static void child_on_connect(struct tlsock_uv_conn *conn, int status)
 {
-    struct cconn *cc = tlsock_uv_user(conn);
-    struct child *ch = child_of(tlsock_uv_loop(conn));
+    struct cconn *cc = tlsock_uv_conn_user(conn);
+    struct child *ch = child_of(tlsock_uv_conn_loop(conn));
 
     ch->in_flight--;
     if (status == 0) {
@@ -235,7 +235,7 @@ static void child_on_connect(struct tlsock_uv_conn *conn, int status)
         if (ch->failed++ == 0) {
             ch->first_failure = status;
             snprintf(ch->first_failure_msg, sizeof(ch->first_failure_msg), "client %d: %s", cc->id,
-                     tlsock_uv_errmsg(conn));
+                     tlsock_uv_conn_errmsg(conn));
         }
         cc->closing = true;
         tlsock_uv_close(conn);
@@ -250,8 +250,8 @@ static void child_on_connect(struct tlsock_uv_conn *conn, int status)
 
 static void child_on_read(struct tlsock_uv_conn *conn, const void *data, size_t len)
 {
-    struct cconn *cc = tlsock_uv_user(conn);
-    struct child *ch = child_of(tlsock_uv_loop(conn));
+    struct cconn *cc = tlsock_uv_conn_user(conn);
+    struct child *ch = child_of(tlsock_uv_conn_loop(conn));
 
     if (cc->rx_len + len > MSG_LEN) {
         ch->echo_bad++;
@@ -275,14 +275,14 @@ static void child_on_read(struct tlsock_uv_conn *conn, const void *data, size_t 
 
 static void child_on_event(struct tlsock_uv_conn *conn, int code)
 {
-    struct cconn *cc = tlsock_uv_user(conn);
-    struct child *ch = child_of(tlsock_uv_loop(conn));
+    struct cconn *cc = tlsock_uv_conn_user(conn);
+    struct child *ch = child_of(tlsock_uv_conn_loop(conn));
 
     if (!ch->quitting) {
         if (ch->events_early++ == 0) {
             ch->first_event = code;
             snprintf(ch->first_event_msg, sizeof(ch->first_event_msg), "client %d: %s (%s)", cc->id,
-                     tlsock_err_name(code), tlsock_uv_errmsg(conn));
+                     tlsock_err_name(code), tlsock_uv_conn_errmsg(conn));
         }
     } else if (code != TLSOCK_ECLOSED && ch->late_errors++ == 0) {
         ch->first_late_error = code;
@@ -295,7 +295,7 @@ static void child_on_event(struct tlsock_uv_conn *conn, int code)
 
 static void child_on_write(struct tlsock_uv_conn *conn, void *write_arg, int status)
 {
-    struct child *ch = child_of(tlsock_uv_loop(conn));
+    struct child *ch = child_of(tlsock_uv_conn_loop(conn));
 
     (void)write_arg;
     if (status != 0 && ch->late_errors++ == 0) {
@@ -305,8 +305,8 @@ static void child_on_write(struct tlsock_uv_conn *conn, void *write_arg, int sta
 
 static void child_on_close(struct tlsock_uv_conn *conn)
 {
-    struct cconn *cc = tlsock_uv_user(conn);
-    struct child *ch = child_of(tlsock_uv_loop(conn));
+    struct cconn *cc = tlsock_uv_conn_user(conn);
+    struct child *ch = child_of(tlsock_uv_conn_loop(conn));
 
     cc->conn = NULL;
     ch->closed++;
@@ -326,8 +326,8 @@ static void child_connect_more(struct child *ch)
         /* Each client's own bytes: its number, then a pattern seeded with it. */
         ts_fill((unsigned char *)cc->tx, MSG_LEN, (unsigned)cc->id);
         memcpy(cc->tx, &cc->id, sizeof(cc->id));
-        opts.tls.connect_timeout_ms = CONNECT_MS;
-        opts.tls.handshake_timeout_ms = CONNECT_MS;
+        opts.connect_timeout_ms = CONNECT_MS;
+        opts.handshake_timeout_ms = CONNECT_MS;
         opts.on_connect = child_on_connect;
         opts.on_read = child_on_read;
         opts.on_event = child_on_event;
@@ -501,13 +501,13 @@ static void server_on_connect(struct tlsock_uv_conn *conn, int status)
                      "server on_connect(%s), %d connections so far", tlsock_err_name(status),
                      pa->nconns);
         }
-        tlsock_uv_set_user(conn, NULL);
+        tlsock_uv_conn_set_user(conn, NULL);
         tlsock_uv_close(conn);
         return;
     }
     sc = &pa->conns[pa->nconns++];
     sc->conn = conn;
-    tlsock_uv_set_user(conn, sc);
+    tlsock_uv_conn_set_user(conn, sc);
     pa->live++;
 }
 
@@ -542,13 +542,13 @@ static void server_on_write(struct tlsock_uv_conn *conn, void *write_arg, int st
 static void server_on_event(struct tlsock_uv_conn *conn, int code)
 {
     struct parent *pa = cur;
-    struct sconn *sc = tlsock_uv_user(conn);
+    struct sconn *sc = tlsock_uv_conn_user(conn);
 
     if (code == TLSOCK_ECLOSED && pa->quitting) {
         pa->eclosed++;
     } else if (pa->bad_events++ == 0) {
         snprintf(pa->first_bad_event, sizeof(pa->first_bad_event), "server connection: %s (%s)",
-                 tlsock_err_name(code), tlsock_uv_errmsg(conn));
+                 tlsock_err_name(code), tlsock_uv_conn_errmsg(conn));
     }
     if (sc != NULL && !sc->closing) {
         sc->closing = true;
@@ -559,7 +559,7 @@ static void server_on_event(struct tlsock_uv_conn *conn, int code)
 static void server_on_close(struct tlsock_uv_conn *conn)
 {
     struct parent *pa = cur;
-    struct sconn *sc = tlsock_uv_user(conn);
+    struct sconn *sc = tlsock_uv_conn_user(conn);
 
     if (sc != NULL) {
         sc->conn = NULL;
@@ -789,7 +789,7 @@ static void test_ten_thousand_connections(void **state)
     pa->conns = calloc(CONNS + FD_MARGIN, sizeof(*pa->conns));
     assert_non_null(pa->conns);
     TS_ASSERT_RC(ts_server_ctx_new(&ts_pki.server, &pa->ctx), 0);
-    opts.tls.handshake_timeout_ms = CONNECT_MS;
+    opts.handshake_timeout_ms = CONNECT_MS;
     opts.on_connect = server_on_connect;
     opts.on_read = server_on_read;
     opts.on_event = server_on_event;

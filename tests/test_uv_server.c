@@ -255,7 +255,7 @@ static void test_accept_error_garbage(void **state)
 struct silent_case {
     const char *what;
     int ctx_timeout;  /* tlsock_ctx_set_handshake_timeout(), 0: not called */
-    int opts_timeout; /* opts.tls.handshake_timeout_ms */
+    int opts_timeout; /* opts.handshake_timeout_ms */
 };
 
 static const struct silent_case silent_cases[] = {
@@ -293,7 +293,7 @@ static void test_accept_error_silent_client(void **state)
             TS_ASSERT_RC(tlsock_ctx_set_handshake_timeout(env->sctx, c->ctx_timeout), 0);
         }
         opts = base_opts(NULL);
-        opts.tls.handshake_timeout_ms = c->opts_timeout;
+        opts.handshake_timeout_ms = c->opts_timeout;
         s = serve_ok(env, 0, env->sctx, &echo_server, &opts);
 
         start = tlsock_now_ms();
@@ -539,7 +539,7 @@ static void test_close_waits_for_failing_handshakes(void **state)
     int silent = -1;
 
     make_contexts(env);
-    opts.tls.handshake_timeout_ms = SILENT_TIMEOUT_MS;
+    opts.handshake_timeout_ms = SILENT_TIMEOUT_MS;
     s = serve_ok(env, 0, env->sctx, &echo_server, &opts);
     start = tlsock_now_ms();
     assert_int_equal(ts_raw_connect("127.0.0.1", s->port, 0, &resetter), 0);

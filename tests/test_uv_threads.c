@@ -42,14 +42,14 @@ struct loop_thread {
 
 static void on_close(struct tlsock_uv_conn *conn)
 {
-    struct loop_thread *t = tlsock_uv_user(conn);
+    struct loop_thread *t = tlsock_uv_conn_user(conn);
 
     atomic_fetch_sub(&t->open, 1);
 }
 
 static void on_connect(struct tlsock_uv_conn *conn, int status)
 {
-    struct loop_thread *t = tlsock_uv_user(conn);
+    struct loop_thread *t = tlsock_uv_conn_user(conn);
 
     atomic_fetch_add(&t->open, 1);
     if (status == 0) {
@@ -85,7 +85,7 @@ static void on_write(struct tlsock_uv_conn *conn, void *write_arg, int status)
 
 static void on_event(struct tlsock_uv_conn *conn, int code)
 {
-    struct loop_thread *t = tlsock_uv_user(conn);
+    struct loop_thread *t = tlsock_uv_conn_user(conn);
 
     if (code != TLSOCK_ECLOSED) {
         atomic_fetch_add(&t->errors, 1);
@@ -145,7 +145,7 @@ static void *run_loop(void *arg)
     opts.on_event = on_event;
     opts.on_close = on_close;
     opts.on_accept_error = on_accept_error;
-    opts.tls.handshake_timeout_ms = TS_IO_TIMEOUT_MS;
+    opts.handshake_timeout_ms = TS_IO_TIMEOUT_MS;
     opts.reuseport = true;
     opts.user = t;
     uv_loop_init(&t->loop);

@@ -27,7 +27,7 @@
  * <uv.h> needs POSIX types (pthread_rwlock_t): with a strict -std=c11, define _POSIX_C_SOURCE
  * 200809L (or _GNU_SOURCE) before including this header, as the async examples do.
  *
- * Every status and event code is a TLSOCK_E* value from <tlsock.h>; tlsock_uv_errmsg() tells
+ * Every status and event code is a TLSOCK_E* value from <tlsock.h>; tlsock_uv_conn_errmsg() tells
  * why. Contexts are the same as for blocking use, and either implementation may be used.
  */
 #ifndef TLSOCK_UV_H
@@ -69,7 +69,7 @@ typedef void (*tlsock_uv_read_cb)(struct tlsock_uv_conn *conn, const void *data,
  *   - TLSOCK_ETRUNCATED: the stream ended without close_notify (it may have been cut short).
  *   - TLSOCK_ETIMEDOUT: nothing arrived for read_idle_timeout_ms, or a write stayed pending for
  *     write_timeout_ms.
- *   - TLSOCK_EPROTO (an alert, named by tlsock_uv_errmsg()), TLSOCK_ESYS (reset, also when the
+ *   - TLSOCK_EPROTO (an alert, named by tlsock_uv_conn_errmsg()), TLSOCK_ESYS (reset, also when the
  *     reset shows as an end of stream), ...
  * After any code but TLSOCK_ECLOSED the connection is dead: reading has stopped, writes fail
  * and pending ones complete with TLSOCK_ECANCELED when it is closed. Close it.
@@ -107,10 +107,13 @@ typedef void (*tlsock_uv_release_cb)(struct tlsock_uv_conn *conn, struct tlsock_
 
 /** Options of an async connection or server; copied by the call that takes them. */
 struct tlsock_uv_opts {
-    size_t size;            /**< sizeof(struct tlsock_uv_opts); TLSOCK_UV_OPTS_INIT sets it. */
-    struct tlsock_opts tls; /**< servername, verify_name, connect_timeout_ms (TCP connect) and
-                                 handshake_timeout_ms (0: the context's) apply; timeout_ms and
-                                 preread do not (see the timeouts below). */
+    size_t size;              /**< sizeof(struct tlsock_uv_opts); TLSOCK_UV_OPTS_INIT sets it. */
+    const char *servername;   /**< Clients: SNI to send, as in struct tlsock_opts. */
+    const char *verify_name;  /**< Clients: name the certificate must match, as in
+                                   struct tlsock_opts. */
+    int connect_timeout_ms;   /**< Clients: name lookup and TCP connect, every address
+                                   together. 0: none. */
+    int handshake_timeout_ms; /**< The TLS handshake. 0: the context's handshake timeout. */
     tlsock_uv_connect_cb on_connect;           /**< ready, or failed to get ready */
     tlsock_uv_read_cb on_read;                 /**< data; NULL: discard it */
     tlsock_uv_event_cb on_event;               /**< end of stream and errors */
@@ -134,7 +137,7 @@ struct tlsock_uv_opts {
 /** Default options: no callbacks, no timeouts but the context's handshake timeout. */
 #define TLSOCK_UV_OPTS_INIT                                                                        \
     {                                                                                              \
-        .size = sizeof(struct tlsock_uv_opts), .tls = TLSOCK_OPTS_INIT                             \
+        .size = sizeof(struct tlsock_uv_opts)                                                      \
     }
 
 /**
@@ -155,7 +158,7 @@ TLSOCK_API int tlsock_uv_connect(uv_loop_t *loop, struct tlsock_ctx *ctx, const 
  * Serves TLS on @p host:@p port (as tlsock_listen(): NULL for every address, port 0 for a free
  * one, see tlsock_uv_server_port()). Each client's handshake runs on the loop, bounded by the
  * handshake timeout; clients that fail go to on_accept_error and the others to on_connect, with
- * the options' callbacks, timeouts and user pointer (tlsock_uv_set_user() may change it).
+ * the options' callbacks, timeouts and user pointer (tlsock_uv_conn_set_user() may change it).
  *
  * @param ctx      a server context with a certificate; referenced and frozen.
  * @param backlog  listen(2) backlog; 0 for a default.
@@ -196,7 +199,7 @@ TLSOCK_API int tlsock_uv_write(struct tlsock_uv_conn *conn, const void *buf, siz
  * encrypted yet plus ciphertext not written yet): a writer that produces faster than the peer
  * reads stops when this grows (backpressure).
  */
-TLSOCK_API size_t tlsock_uv_write_queue_size(const struct tlsock_uv_conn *conn);
+TLSOCK_API size_t tlsock_uv_conn_write_queue_size(const struct tlsock_uv_conn *conn);
 
 /**
  * Stops reading from the peer (backpressure: the kernel's buffers fill and TCP slows the peer
@@ -234,8 +237,8 @@ TLSOCK_API int tlsock_uv_shutdown(struct tlsock_uv_conn *conn);
  * @return 0; TLSOCK_EINVAL (NULL arguments, before the TCP connection exists, or after the
  *         socket was closed: by tlsock_uv_close(), a release, or a transport error).
  */
-TLSOCK_API int tlsock_uv_getpeername(const struct tlsock_uv_conn *conn,
-                                     struct sockaddr_storage *addr);
+TLSOCK_API int tlsock_uv_conn_peername(const struct tlsock_uv_conn *conn,
+                                       struct sockaddr_storage *addr);
 
 /**
  * Moves a blocking connection onto @p loop (blocking to async). @p conn must run over a socket
@@ -255,30 +258,30 @@ TLSOCK_API int tlsock_uv_adopt(uv_loop_t *loop, struct tlsock_conn *conn,
  * Gives the connection back for blocking use (async to blocking): stops reading, waits until
  * the queued writes have reached the kernel, then calls @p cb with the blocking connection.
  * Nothing is lost: bytes the loop read but TLS has not used are read first by the blocking
- * connection, and decrypted data not yet delivered stays in it (tlsock_pending()).
+ * connection, and decrypted data not yet delivered stays in it (tlsock_conn_pending()).
  * @return 0; TLSOCK_EINVAL (not ready, dead, closing, shut down, or @p cb NULL): no callback
  *         then.
  */
 TLSOCK_API int tlsock_uv_release(struct tlsock_uv_conn *conn, tlsock_uv_release_cb cb);
 
 /** The connection's user pointer. */
-TLSOCK_API void *tlsock_uv_user(const struct tlsock_uv_conn *conn);
+TLSOCK_API void *tlsock_uv_conn_user(const struct tlsock_uv_conn *conn);
 
 /** Sets the connection's user pointer (a server's connections start with the server's). */
-TLSOCK_API void tlsock_uv_set_user(struct tlsock_uv_conn *conn, void *user);
+TLSOCK_API void tlsock_uv_conn_set_user(struct tlsock_uv_conn *conn, void *user);
 
 /** The loop the connection runs on. */
-TLSOCK_API uv_loop_t *tlsock_uv_loop(const struct tlsock_uv_conn *conn);
+TLSOCK_API uv_loop_t *tlsock_uv_conn_loop(const struct tlsock_uv_conn *conn);
 
 /**
  * The TLS session underneath, for tlsock_conn_info() and tlsock_conn_native() once on_connect
  * reported 0. Never read, write or close it: the loop drives it. NULL before the TCP connection
  * exists.
  */
-TLSOCK_API struct tlsock_conn *tlsock_uv_tls(struct tlsock_uv_conn *conn);
+TLSOCK_API struct tlsock_conn *tlsock_uv_conn_tls(struct tlsock_uv_conn *conn);
 
 /** Detail of the connection's last error, "" if none. Valid until on_close returns. */
-TLSOCK_API const char *tlsock_uv_errmsg(const struct tlsock_uv_conn *conn);
+TLSOCK_API const char *tlsock_uv_conn_errmsg(const struct tlsock_uv_conn *conn);
 
 #ifdef __cplusplus
 }

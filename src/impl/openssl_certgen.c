@@ -24,7 +24,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
-#include "internal.h"
+#include "impl.h"
 #include "openssl_util.h"
 
 /* RFC 5280 4.1.2.2: positive, at most 20 octets; 16 random octets make collisions negligible. */

@@ -6,7 +6,7 @@
 
 #include <openssl/x509.h>
 
-#include "../internal.h"
+#include "impl.h"
 
 /* Fails with @p code and "what: OpenSSL's reason", then empties OpenSSL's error queue. */
 int tlsock__ossl_fail(struct tlsock__err *err, int code, const char *what);

@@ -56,14 +56,14 @@ void ts_assert_contains_at(const char *haystack, const char *needle, const char 
 
 int ts_cert_make(const struct tlsock__cert_spec *spec, struct tlsock__pem_pair *out)
 {
-    struct tlsock__err err;
-    int rc;
+    struct tlsock__err err = {0};
+    int rc = tlsock__cert_generate(spec, out, &err);
 
-    tlsock__err_clear(&err);
-    rc = tlsock__cert_generate(spec, out, &err);
     if (rc != 0) {
-        print_error("certificate generation failed: %s (%s)\n", ts_rc_name(rc), err.msg);
+        print_error("certificate generation failed: %s (%s)\n", ts_rc_name(rc),
+                    tlsock__err_msg(&err));
     }
+    tlsock__err_free(&err);
     return rc;
 }
 

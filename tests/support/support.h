@@ -19,7 +19,7 @@
 
 #include <cmocka.h>
 
-#include "internal.h"
+#include "core/core.h"
 #include "tlsock.h"
 
 /* Every blocking operation in a test is bounded, so a library hang fails a test instead of

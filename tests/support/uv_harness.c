@@ -416,14 +416,14 @@ int peer_write(struct peer *p, const void *data, size_t len, bool copy)
 
 static void check_ready(struct peer *p, struct tlsock_uv_conn *conn, int role)
 {
-    struct tlsock_conn *tls = tlsock_uv_tls(conn);
+    struct tlsock_conn *tls = tlsock_uv_conn_tls(conn);
     const struct tlsock_info *info = NULL;
 
-    if (tlsock_uv_loop(conn) != &p->env->loop) {
-        anomaly(p->env, "peer %d: tlsock_uv_loop() is not the loop", p->id);
+    if (tlsock_uv_conn_loop(conn) != &p->env->loop) {
+        anomaly(p->env, "peer %d: tlsock_uv_conn_loop() is not the loop", p->id);
     }
     if (tls == NULL) {
-        anomaly(p->env, "peer %d: tlsock_uv_tls() is NULL once ready", p->id);
+        anomaly(p->env, "peer %d: tlsock_uv_conn_tls() is NULL once ready", p->id);
     } else if (tlsock_conn_info(tls, &info) != 0) {
         anomaly(p->env, "peer %d: tlsock_conn_info failed once ready", p->id);
     } else {
@@ -437,7 +437,7 @@ static void check_ready(struct peer *p, struct tlsock_uv_conn *conn, int role)
 
 static void on_client_connect(struct tlsock_uv_conn *conn, int status)
 {
-    struct peer *p = tlsock_uv_user(conn);
+    struct peer *p = tlsock_uv_conn_user(conn);
 
     p->connects++;
     if (p->connects > 1) {
@@ -451,7 +451,7 @@ static void on_client_connect(struct tlsock_uv_conn *conn, int status)
     }
     p->connect_rc = status;
     if (status != 0) {
-        snprintf(p->connect_msg, sizeof(p->connect_msg), "%s", tlsock_uv_errmsg(conn));
+        snprintf(p->connect_msg, sizeof(p->connect_msg), "%s", tlsock_uv_conn_errmsg(conn));
     } else {
         p->connected_ms = tlsock_now_ms();
         check_ready(p, conn, TLSOCK_CLIENT);
@@ -476,7 +476,7 @@ static struct srv *srv_of(struct env *env, void *user)
 void on_server_connect(struct tlsock_uv_conn *conn, int status)
 {
     struct env *env = cur_env;
-    struct srv *s = srv_of(env, tlsock_uv_user(conn));
+    struct srv *s = srv_of(env, tlsock_uv_conn_user(conn));
     struct peer *p;
 
     if (s == NULL) {
@@ -490,7 +490,7 @@ void on_server_connect(struct tlsock_uv_conn *conn, int status)
     p = peer_new(env);
     if (p == NULL) {
         p = &env->overflow;
-        tlsock_uv_set_user(conn, p);
+        tlsock_uv_conn_set_user(conn, p);
         tlsock_uv_close(conn);
         return;
     }
@@ -500,9 +500,9 @@ void on_server_connect(struct tlsock_uv_conn *conn, int status)
     p->connects = 1;
     p->connect_rc = status;
     p->connected_ms = tlsock_now_ms();
-    tlsock_uv_set_user(conn, p);
-    if (tlsock_uv_user(conn) != p) {
-        anomaly(env, "tlsock_uv_set_user() did not stick");
+    tlsock_uv_conn_set_user(conn, p);
+    if (tlsock_uv_conn_user(conn) != p) {
+        anomaly(env, "tlsock_uv_conn_set_user() did not stick");
     }
     check_ready(p, conn, TLSOCK_SERVER);
     if (p->hooks.on_connect != NULL) {
@@ -512,7 +512,7 @@ void on_server_connect(struct tlsock_uv_conn *conn, int status)
 
 void on_read(struct tlsock_uv_conn *conn, const void *data, size_t len)
 {
-    struct peer *p = tlsock_uv_user(conn);
+    struct peer *p = tlsock_uv_conn_user(conn);
 
     if (p->closes > 0 || p->close_called) {
         anomaly(p->env, "peer %d: on_read after %s", p->id,
@@ -549,7 +549,7 @@ void on_read(struct tlsock_uv_conn *conn, const void *data, size_t len)
 
 void on_event(struct tlsock_uv_conn *conn, int code)
 {
-    struct peer *p = tlsock_uv_user(conn);
+    struct peer *p = tlsock_uv_conn_user(conn);
 
     p->events++;
     if (p->closes > 0) {
@@ -569,7 +569,7 @@ void on_event(struct tlsock_uv_conn *conn, int code)
     if (p->events == 1) {
         p->event_rc = code;
         p->event_ms = tlsock_now_ms();
-        snprintf(p->event_msg, sizeof(p->event_msg), "%s", tlsock_uv_errmsg(conn));
+        snprintf(p->event_msg, sizeof(p->event_msg), "%s", tlsock_uv_conn_errmsg(conn));
     }
     if (p->hooks.on_event != NULL) {
         p->hooks.on_event(p, code);
@@ -578,7 +578,7 @@ void on_event(struct tlsock_uv_conn *conn, int code)
 
 void on_write(struct tlsock_uv_conn *conn, void *write_arg, int status)
 {
-    struct peer *p = tlsock_uv_user(conn);
+    struct peer *p = tlsock_uv_conn_user(conn);
     struct wbuf *w = write_arg;
 
     if (w == NULL || w->magic != WBUF_MAGIC || w->p != p) {
@@ -612,7 +612,7 @@ void on_write(struct tlsock_uv_conn *conn, void *write_arg, int status)
 
 void on_close(struct tlsock_uv_conn *conn)
 {
-    struct peer *p = tlsock_uv_user(conn);
+    struct peer *p = tlsock_uv_conn_user(conn);
 
     p->closes++;
     if (p->closes > 1) {
@@ -735,7 +735,8 @@ struct tlsock_uv_opts base_opts(void *user)
 {
     struct tlsock_uv_opts opts = TLSOCK_UV_OPTS_INIT;
 
-    opts.tls = ts_opts();
+    opts.connect_timeout_ms = TS_IO_TIMEOUT_MS;
+    opts.handshake_timeout_ms = TS_IO_TIMEOUT_MS;
     opts.on_read = on_read;
     opts.on_event = on_event;
     opts.on_write = on_write;
@@ -749,7 +750,8 @@ struct tlsock_uv_opts stray_opts(struct env *env)
 {
     struct tlsock_uv_opts opts = TLSOCK_UV_OPTS_INIT;
 
-    opts.tls = ts_opts();
+    opts.connect_timeout_ms = TS_IO_TIMEOUT_MS;
+    opts.handshake_timeout_ms = TS_IO_TIMEOUT_MS;
     opts.on_connect = stray_connect;
     opts.on_event = stray_event;
     opts.on_close = stray_close;

@@ -40,7 +40,8 @@ int cli_setup_exit_code(int err);
 
 /*
  * Prints "tlsock: <what>: <tlsock_strerror(err)>: <detail>" on stderr; the detail part is left
- * out when @p detail is NULL or empty.
+ * out when @p detail is NULL or empty. A detail that names the API call which would help (a
+ * server that only speaks TLS 1.0/1.1) names this tool's flags instead.
  */
 void cli_error(const char *what, int err, const char *detail);
 
@@ -196,6 +197,12 @@ int cli_client_ctx_new(const struct cli_ctx_options *ctx_opts,
  */
 int cli_use_impl(const char *cmd, const char *name);
 
+/*
+ * Without a process default (TLSOCK_IMPL names no implementation compiled in, and no --impl
+ * came), prints the library's reason and returns TLSOCK_ECONFIG; else 0.
+ */
+int cli_check_default_impl(void);
+
 /* Applies @p opts to @p ctx. On failure prints the error and returns the tlsock code. */
 int cli_ctx_configure(struct tlsock_ctx *ctx, const struct cli_ctx_options *opts);
 
@@ -238,7 +245,7 @@ void cli_name_client(char out[CLI_PEER_SIZE]);
 #ifdef TLSOCK_CLI_WITH_UV
 struct tlsock_uv_conn;
 
-/* An async connection's peer as "ADDR:PORT" (tlsock_uv_getpeername()), else "client N". */
+/* An async connection's peer as "ADDR:PORT" (tlsock_uv_conn_peername()), else "client N". */
 void cli_peer_name(const struct tlsock_uv_conn *conn, char out[CLI_PEER_SIZE]);
 #endif
 

@@ -1,6 +1,6 @@
 /*
  * `tlsock version`: the tool's version and every TLS implementation with its library version,
- * capabilities and whether it is the default.
+ * capabilities and whether it is the default; a configuration error when there is no default.
  */
 #include <string.h>
 
@@ -12,7 +12,6 @@ static void print_caps(unsigned caps)
         unsigned bit;
         const char *name;
     } names[] = {
-        {TLSOCK_CAP_FD, "fd"},
         {TLSOCK_CAP_ALPN, "alpn"},
         {TLSOCK_CAP_CERTGEN, "certgen"},
     };
@@ -53,6 +52,9 @@ int cli_cmd_version(int argc, char **argv)
         printf("%s; caps ", tlsock_impl_version(impl));
         print_caps(tlsock_impl_caps(impl));
         printf("%s\n", tlsock_default_impl() == impl ? " (default)" : "");
+    }
+    if (cli_check_default_impl() != 0) {
+        status = CLI_EXIT_CONFIG;
     }
 done:
     return status;

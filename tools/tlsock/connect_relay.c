@@ -2,10 +2,10 @@
  * Relaying between stdin/stdout and a TLS connection with poll().
  *
  * poll() on the socket cannot see plaintext that the TLS layer has already decrypted and
- * buffered, so the loop asks tlsock_pending() before it waits, and reads with a zero timeout
- * (tlsock_set_timeout(conn, 0): "what is ready, or TLSOCK_ETIMEDOUT at once") whenever the
- * socket polls readable. A partial record stays buffered in the connection for the next read,
- * and the socket polls readable again when the rest arrives.
+ * buffered, so the loop asks tlsock_conn_pending() before it waits, and reads with a deadline
+ * that has passed (tlsock_conn_set_deadline(conn, 0): "what is ready, or TLSOCK_ETIMEDOUT at
+ * once") whenever the socket polls readable. A partial record stays buffered in the connection for
+ * the next read, and the socket polls readable again when the rest arrives.
  */
 #include <errno.h>
 #include <poll.h>
@@ -54,10 +54,10 @@ static enum drain_result drain_peer(struct tlsock_conn *conn, bool *got_data, in
     char buf[RELAY_BUF_SIZE];
     size_t nread = 0;
     int reads = 0;
-    int rc = tlsock_set_timeout(conn, 0);
+    int rc = tlsock_conn_set_deadline(conn, 0);
 
     if (rc != 0) {
-        cli_error("cannot set the read timeout", rc, tlsock_conn_errmsg(conn));
+        cli_error("cannot set the read deadline", rc, tlsock_conn_errmsg(conn));
         *err = rc;
         result = DRAIN_FAILED;
         goto done;
@@ -86,12 +86,14 @@ static enum drain_result drain_peer(struct tlsock_conn *conn, bool *got_data, in
         }
     }
 done:
+    /* Writes wait again; cannot fail for -1. */
+    (void)tlsock_conn_set_deadline(conn, -1);
     return result;
 }
 
 static int send_to_peer(struct tlsock_conn *conn, const char *buf, size_t len, int timeout_ms)
 {
-    int err = tlsock_set_timeout(conn, timeout_ms);
+    int err = tlsock_conn_set_timeout(conn, timeout_ms);
 
     if (err == 0) {
         err = tlsock_write(conn, buf, len);
@@ -108,11 +110,11 @@ static int await_close(struct tlsock_conn *conn, const struct cli_relay_params *
     char buf[RELAY_BUF_SIZE];
     size_t nread = 0;
     bool reading = true;
-    int err = tlsock_set_timeout(conn, params->close_wait_ms);
+    int err = tlsock_conn_set_timeout(conn, params->close_wait_ms);
 
     /* A deadline, not only a per-read timeout, so that a chatty peer cannot keep us forever. */
     if (err == 0) {
-        err = tlsock_set_deadline(conn, tlsock_now_ms() + params->close_wait_ms);
+        err = tlsock_conn_set_deadline(conn, tlsock_now_ms() + params->close_wait_ms);
     }
     while (err == 0 && reading) {
         err = tlsock_read(conn, buf, sizeof(buf), &nread);
@@ -138,7 +140,7 @@ static int await_close(struct tlsock_conn *conn, const struct cli_relay_params *
 
 static int end_of_stdin(struct tlsock_conn *conn, const struct cli_relay_params *params)
 {
-    int err = tlsock_set_timeout(conn, params->io_timeout_ms);
+    int err = tlsock_conn_set_timeout(conn, params->io_timeout_ms);
 
     if (err == 0) {
         err = tlsock_shutdown(conn);
@@ -158,7 +160,7 @@ static int poll_timeout(struct tlsock_conn *conn, int64_t idle_deadline_ms)
     int64_t left = 0;
     int wait_ms = -1;
 
-    if (tlsock_pending(conn) > 0) {
+    if (tlsock_conn_pending(conn) > 0) {
         wait_ms = 0;
     } else if (idle_deadline_ms >= 0) {
         left = idle_deadline_ms - tlsock_now_ms();
@@ -208,7 +210,7 @@ int cli_relay(struct tlsock_conn *conn, const struct cli_relay_params *params)
     int64_t idle_deadline = -1;
     int ready = 0;
 
-    if (params->idle_timeout_ms >= 0) {
+    if (params->idle_timeout_ms > 0) {
         idle_deadline = tlsock_now_ms() + params->idle_timeout_ms;
     }
     while (running) {
@@ -224,7 +226,7 @@ int cli_relay(struct tlsock_conn *conn, const struct cli_relay_params *params)
             goto done;
         }
         peer_ready = (fds[1].revents & (POLLIN | POLLHUP | POLLERR)) != 0;
-        if (peer_ready || tlsock_pending(conn) > 0) {
+        if (peer_ready || tlsock_conn_pending(conn) > 0) {
             got_data = false;
             drained = drain_peer(conn, &got_data, &err);
             if (drained != DRAIN_IDLE) {

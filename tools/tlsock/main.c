@@ -61,8 +61,13 @@ int main(int argc, char **argv)
         goto done;
     }
     if (strcmp(argv[1], "--version") == 0) {
-        printf("tlsock %s (%s)\n", TLSOCK_VERSION_STRING, tlsock_impl_version(TLSOCK_IMPL_DEFAULT));
-        status = CLI_EXIT_OK;
+        status = cli_check_default_impl() == 0 ? CLI_EXIT_OK : CLI_EXIT_CONFIG;
+        if (status == CLI_EXIT_OK) {
+            printf("tlsock %s (%s)\n", TLSOCK_VERSION_STRING,
+                   tlsock_impl_version(TLSOCK_IMPL_DEFAULT));
+        } else {
+            printf("tlsock %s\n", TLSOCK_VERSION_STRING);
+        }
         goto done;
     }
     for (i = 0; i < SUBCOMMAND_COUNT; i++) {

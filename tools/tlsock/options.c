@@ -153,6 +153,21 @@ int cli_use_impl(const char *cmd, const char *name)
     return status;
 }
 
+int cli_check_default_impl(void)
+{
+    struct tlsock_ctx *ctx = NULL;
+    int err = 0;
+
+    if (tlsock_default_impl() == TLSOCK_IMPL_DEFAULT) {
+        /* The library words why: the same message connect and serve would print. */
+        err = tlsock_ctx_new(TLSOCK_CLIENT, &ctx);
+        tlsock_ctx_free(ctx);
+        err = err != 0 ? err : TLSOCK_ECONFIG;
+        cli_error("no default TLS implementation", err, tlsock_errmsg());
+    }
+    return err;
+}
+
 int cli_set_trust(struct tlsock_ctx *ctx, const char *ca, bool insecure)
 {
     int err = 0;

@@ -1,6 +1,6 @@
 /*
  * Names of clients in the log lines of the serving commands: their address (from the socket, or
- * tlsock_uv_getpeername() for an async connection), else a number.
+ * tlsock_uv_conn_peername() for an async connection), else a number.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -47,7 +47,7 @@ void cli_peer_name(const struct tlsock_uv_conn *conn, char out[CLI_PEER_SIZE])
     struct sockaddr_storage ss;
 
     memset(&ss, 0, sizeof(ss));
-    if (tlsock_uv_getpeername(conn, &ss) == 0) {
+    if (tlsock_uv_conn_peername(conn, &ss) == 0) {
         cli_format_sockaddr((const struct sockaddr *)&ss, out);
     } else {
         cli_name_client(out);

@@ -15,7 +15,7 @@ static void log_session(struct serve_conn *sc)
 {
     const struct tlsock_info *info = NULL;
 
-    if (tlsock_conn_info(tlsock_uv_tls(sc->uv), &info) == 0) {
+    if (tlsock_conn_info(tlsock_uv_conn_tls(sc->uv), &info) == 0) {
         fprintf(stderr, "tlsock: %s: %s %s alpn=%s sni=%s client=%s\n", sc->peer, info->version,
                 info->cipher, info->alpn[0] != '\0' ? info->alpn : "-",
                 info->servername[0] != '\0' ? info->servername : "-",
@@ -28,13 +28,13 @@ void serve_conn_log_error(struct serve_conn *sc, const char *what, int err)
     char where[CLI_PEER_SIZE + 32];
 
     snprintf(where, sizeof(where), "%s: %s", sc->peer, what);
-    cli_error(where, err, tlsock_uv_errmsg(sc->uv));
+    cli_error(where, err, tlsock_uv_conn_errmsg(sc->uv));
 }
 
 /* A client we do not take (a stop, or --once already has its connection): closed at once. */
 static void refuse(struct tlsock_uv_conn *conn)
 {
-    tlsock_uv_set_user(conn, NULL);
+    tlsock_uv_conn_set_user(conn, NULL);
     tlsock_uv_close(conn);
 }
 
@@ -68,7 +68,7 @@ static void unlink_conn(struct serve_loop *owner, struct serve_conn *sc)
 /* The server calls this only for clients whose handshake succeeded (status 0). */
 static void on_connect(struct tlsock_uv_conn *conn, int status)
 {
-    struct serve_loop *owner = tlsock_uv_user(conn);
+    struct serve_loop *owner = tlsock_uv_conn_user(conn);
     const struct serve_settings *settings = owner->settings;
     struct serve_conn *sc = NULL;
     size_t head_size = settings->mode == SERVE_HTTP ? SERVE_HTTP_HEAD_MAX : 0;
@@ -87,7 +87,7 @@ static void on_connect(struct tlsock_uv_conn *conn, int status)
     sc->owner = owner;
     sc->uv = conn;
     cli_peer_name(conn, sc->peer);
-    tlsock_uv_set_user(conn, sc);
+    tlsock_uv_conn_set_user(conn, sc);
     link_conn(owner, sc);
     if (settings->once) {
         /* The outcome of this connection is the command's: accept no other. */
@@ -104,7 +104,7 @@ done:
 
 static void on_read(struct tlsock_uv_conn *conn, const void *data, size_t len)
 {
-    struct serve_conn *sc = tlsock_uv_user(conn);
+    struct serve_conn *sc = tlsock_uv_conn_user(conn);
 
     if (sc == NULL || sc->closing) {
         /* Refused, or ending: nothing more is done with its data. */
@@ -117,7 +117,7 @@ static void on_read(struct tlsock_uv_conn *conn, const void *data, size_t len)
 
 static void on_event(struct tlsock_uv_conn *conn, int code)
 {
-    struct serve_conn *sc = tlsock_uv_user(conn);
+    struct serve_conn *sc = tlsock_uv_conn_user(conn);
 
     if (sc == NULL || sc->closing) {
         /* Refused, or already ending. */
@@ -130,7 +130,7 @@ static void on_event(struct tlsock_uv_conn *conn, int code)
 
 static void on_write(struct tlsock_uv_conn *conn, void *write_arg, int status)
 {
-    struct serve_conn *sc = tlsock_uv_user(conn);
+    struct serve_conn *sc = tlsock_uv_conn_user(conn);
 
     free(write_arg);
     if (sc == NULL || sc->closing) {
@@ -138,7 +138,7 @@ static void on_write(struct tlsock_uv_conn *conn, void *write_arg, int status)
     } else if (status != 0) {
         serve_conn_log_error(sc, "write", status);
         serve_conn_end(sc, status);
-    } else if (sc->paused && tlsock_uv_write_queue_size(conn) <= SERVE_QUEUE_LOW) {
+    } else if (sc->paused && tlsock_uv_conn_write_queue_size(conn) <= SERVE_QUEUE_LOW) {
         sc->paused = false;
         tlsock_uv_read_start(conn);
     }
@@ -146,7 +146,7 @@ static void on_write(struct tlsock_uv_conn *conn, void *write_arg, int status)
 
 static void on_close(struct tlsock_uv_conn *conn)
 {
-    struct serve_conn *sc = tlsock_uv_user(conn);
+    struct serve_conn *sc = tlsock_uv_conn_user(conn);
     struct serve_loop *owner = NULL;
 
     if (sc == NULL) {
@@ -180,7 +180,7 @@ static void on_accept_error(struct tlsock_uv_server *server, int code, const cha
 
 void serve_conn_opts(struct serve_loop *owner, struct tlsock_uv_opts *opts)
 {
-    opts->tls.handshake_timeout_ms = owner->settings->handshake_timeout_ms;
+    opts->handshake_timeout_ms = owner->settings->handshake_timeout_ms;
     opts->on_connect = on_connect;
     opts->on_read = on_read;
     opts->on_event = on_event;
@@ -208,7 +208,7 @@ int serve_conn_send(struct serve_conn *sc, const void *data, size_t len)
         free(copy);
         goto done;
     }
-    if (!sc->paused && tlsock_uv_write_queue_size(sc->uv) > SERVE_QUEUE_HIGH) {
+    if (!sc->paused && tlsock_uv_conn_write_queue_size(sc->uv) > SERVE_QUEUE_HIGH) {
         /* The client does not read as fast as it sends: let TCP slow it down. */
         sc->paused = true;
         tlsock_uv_read_stop(sc->uv);

@@ -1,8 +1,11 @@
 /*
  * HTTP mode: a minimal HTTP/1.x responder for testing clients such as curl and browsers.
- * Each request head (up to its blank line, RFC 9112 section 2.1) gets one small text/plain
- * response written with a single tlsock_uv_write(). HTTP/1.1 connections stay open for the next
- * request unless the client sends "Connection: close"; HTTP/1.0 ones end after one response.
+ * Each request head (up to its blank line, RFC 9112 section 2.1; lines end with CRLF or a bare
+ * LF) gets one small text/plain response written with a single tlsock_uv_write(). HTTP/1.1
+ * connections stay open for the next request unless the client sends "Connection: close";
+ * HTTP/1.0 ones end after one response. A malformed head gets 400, one longer than
+ * SERVE_HTTP_HEAD_MAX 431, and both close the connection: nothing is left waiting but a head
+ * still incomplete, which the idle timeout bounds.
  */
 #include <stdio.h>
 #include <string.h>
@@ -43,62 +46,81 @@ static bool has_close_token(const char *value, size_t len)
     return found;
 }
 
-/* Looks at the header lines between @p p and @p end for "Connection: close". */
-static bool wants_close(const char *p, const char *end)
+/* A token character (RFC 9110 section 5.6.2): methods and field names are made of these. */
+static bool is_tchar(char c)
 {
-    bool close_asked = false;
-    const char *eol = NULL;
-    const char *colon = NULL;
-    const char *value_end = NULL;
-
-    while (p < end && !close_asked) {
-        eol = memchr(p, '\n', (size_t)(end - p));
-        if (eol == NULL) {
-            eol = end;
-        }
-        colon = memchr(p, ':', (size_t)(eol - p));
-        if (colon != NULL && colon - p == 10 && strncasecmp(p, "Connection", 10) == 0) {
-            value_end = eol;
-            if (value_end > colon + 1 && value_end[-1] == '\r') {
-                value_end--;
-            }
-            close_asked = has_close_token(colon + 1, (size_t)(value_end - colon - 1));
-        }
-        p = eol + 1;
-    }
-    return close_asked;
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
 }
 
-/* Parses the request head in @p head (@p len bytes, ending with the blank line). */
-static void parse_request(const char *head, size_t len, struct http_request *req)
+/* A control character other than HTAB: never valid in a request head (CR and LF end lines). */
+static bool is_ctl(char c)
 {
-    const char *end = head + len;
-    const char *line_end = memchr(head, '\n', len);
-    const char *sp1 = NULL;
-    const char *sp2 = NULL;
-    size_t method_len = 0;
-    size_t version_len = 0;
+    return ((unsigned char)c < 0x20 && c != '\t') || c == 0x7f;
+}
 
-    req->keep_alive = false;
-    req->head_only = false;
-    req->status = 400;
-    if (line_end == NULL || line_end == head || line_end[-1] != '\r') {
+/* The length of the token at the start of the @p len bytes at @p p. */
+static size_t token_length(const char *p, size_t len)
+{
+    size_t n = 0;
+
+    while (n < len && is_tchar(p[n])) {
+        n++;
+    }
+    return n;
+}
+
+/*
+ * Takes the line at *@p pos (before @p end), without its line end, and moves *@p pos past it.
+ * A line ends with CRLF or a bare LF (RFC 9112 section 2.2). Returns false when there is no
+ * line end or the line holds a control character, a bare CR among them (section 2.2 allows
+ * rejecting those).
+ */
+static bool next_line(const char **pos, const char *end, const char **line, size_t *len)
+{
+    const char *lf = memchr(*pos, '\n', (size_t)(end - *pos));
+    bool ok = lf != NULL;
+
+    if (ok) {
+        *line = *pos;
+        *len = (size_t)(lf - *pos);
+        if (*len > 0 && lf[-1] == '\r') {
+            (*len)--;
+        }
+        for (size_t i = 0; i < *len && ok; i++) {
+            ok = !is_ctl((*line)[i]);
+        }
+        *pos = lf + 1;
+    }
+    return ok;
+}
+
+/* "METHOD SP TARGET SP HTTP/1.x" (RFC 9112 section 3) into @p req; false when it is not. */
+static bool parse_request_line(const char *line, size_t len, struct http_request *req)
+{
+    const char *end = line + len;
+    size_t method_len = token_length(line, len);
+    const char *target = NULL;
+    const char *version = NULL;
+    bool ok = method_len > 0 && method_len < len && line[method_len] == ' ';
+
+    if (ok) {
+        target = line + method_len + 1;
+        version = memchr(target, ' ', (size_t)(end - target));
+        ok = version != NULL && version > target;
+    }
+    if (ok) {
+        version++;
+        ok = end - version == 8 && strncmp(version, "HTTP/1.", 7) == 0 && version[7] >= '0' &&
+             version[7] <= '9';
+    }
+    if (!ok) {
         goto done;
     }
-    sp1 = memchr(head, ' ', (size_t)(line_end - head));
-    sp2 = sp1 == NULL ? NULL : memchr(sp1 + 1, ' ', (size_t)(line_end - sp1 - 1));
-    if (sp1 == NULL || sp2 == NULL) {
-        goto done;
-    }
-    method_len = (size_t)(sp1 - head);
-    version_len = (size_t)(line_end - 1 - (sp2 + 1));
-    if (version_len != 8 || strncmp(sp2 + 1, "HTTP/1.", 7) != 0) {
-        goto done;
-    }
-    req->keep_alive = sp2[8] == '1' && !wants_close(line_end + 1, end);
-    if (method_len == 3 && strncmp(head, "GET", 3) == 0) {
+    req->keep_alive = version[7] != '0';
+    if (method_len == 3 && strncmp(line, "GET", 3) == 0) {
         req->status = 200;
-    } else if (method_len == 4 && strncmp(head, "HEAD", 4) == 0) {
+    } else if (method_len == 4 && strncmp(line, "HEAD", 4) == 0) {
         req->status = 200;
         req->head_only = true;
     } else {
@@ -107,7 +129,52 @@ static void parse_request(const char *head, size_t len, struct http_request *req
         req->keep_alive = false;
     }
 done:
-    return;
+    return ok;
+}
+
+/*
+ * "NAME: value" (RFC 9112 section 5); notes "Connection: close" in @p req. False for a line
+ * without a colon, with space before it (section 5.1 says reject) or folded onto the previous
+ * one (obs-fold, section 5.2 allows rejecting it).
+ */
+static bool parse_header(const char *line, size_t len, struct http_request *req)
+{
+    size_t name_len = token_length(line, len);
+    bool ok = name_len > 0 && name_len < len && line[name_len] == ':';
+
+    if (ok && name_len == 10 && strncasecmp(line, "Connection", 10) == 0 &&
+        has_close_token(line + 11, len - 11)) {
+        req->keep_alive = false;
+    }
+    return ok;
+}
+
+/*
+ * Parses the request head in @p head (@p len bytes, ending with its empty line). Anything that
+ * is not a request is 400 Bad Request, which closes the connection.
+ */
+static void parse_request(const char *head, size_t len, struct http_request *req)
+{
+    const char *pos = head;
+    const char *end = head + len;
+    const char *line = NULL;
+    size_t line_len = 0;
+    bool ok = next_line(&pos, end, &line, &line_len);
+
+    *req = (struct http_request){.status = 400};
+    if (ok && line_len == 0) {
+        /* RFC 9112 section 2.2: one empty line before the request line is ignored. */
+        ok = next_line(&pos, end, &line, &line_len);
+    }
+    ok = ok && parse_request_line(line, line_len, req);
+    while (ok && pos < end) {
+        ok = next_line(&pos, end, &line, &line_len);
+        /* The empty line that ends the head is the last one. */
+        ok = ok && (line_len == 0 || parse_header(line, line_len, req));
+    }
+    if (!ok) {
+        *req = (struct http_request){.status = 400};
+    }
 }
 
 static int respond(struct serve_conn *sc, const struct http_request *req)
@@ -141,18 +208,39 @@ static int respond(struct serve_conn *sc, const struct http_request *req)
     return serve_conn_send(sc, response, (size_t)len);
 }
 
-/* Finds the end of the request head ("\r\n\r\n") in @p buf; returns its length or 0. */
+/*
+ * Finds the end of the request head in @p buf: an empty line, after a CRLF or a bare LF
+ * (RFC 9112 section 2.2). Returns the head's length, or 0 while it is incomplete.
+ */
 static size_t head_length(const char *buf, size_t used)
 {
     size_t len = 0;
-    size_t i = 0;
+    size_t next = 0;
 
-    for (i = 0; i + 4 <= used && len == 0; i++) {
-        if (memcmp(buf + i, "\r\n\r\n", 4) == 0) {
-            len = i + 4;
+    for (size_t i = 0; i < used && len == 0; i++) {
+        if (buf[i] != '\n') {
+            continue;
+        }
+        next = i + 1;
+        if (next < used && buf[next] == '\r') {
+            next++;
+        }
+        if (next < used && buf[next] == '\n') {
+            len = next + 1;
         }
     }
     return len;
+}
+
+/* True when the incomplete head in @p buf already holds a byte no request head may hold. */
+static bool head_invalid(const char *buf, size_t used)
+{
+    bool bad = false;
+
+    for (size_t i = 0; i < used && !bad; i++) {
+        bad = is_ctl(buf[i]) && buf[i] != '\r' && buf[i] != '\n';
+    }
+    return bad;
 }
 
 /* Answers every complete request head in the buffer, in order (pipelining). */
@@ -166,6 +254,10 @@ static void answer_heads(struct serve_conn *sc)
         head_len = head_length(sc->head, sc->used);
         if (head_len == 0 && sc->used == SERVE_HTTP_HEAD_MAX) {
             req = (struct http_request){.status = 431, .keep_alive = false};
+            head_len = sc->used;
+        } else if (head_len == 0 && head_invalid(sc->head, sc->used)) {
+            /* Binary or garbled input: waiting for a line end would only hold the client. */
+            req = (struct http_request){.status = 400, .keep_alive = false};
             head_len = sc->used;
         } else if (head_len == 0) {
             break;

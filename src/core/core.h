@@ -1,0 +1,180 @@
+/*
+ * The core's interface to the drivers (src/drive/): connections as a non-blocking state
+ * machine. Every step returns 0, TLSOCK_EWANT_READ / TLSOCK_EWANT_WRITE (the transport cannot
+ * go on now: wait until it can, then call the step again), or a fatal TLSOCK_E* code with the
+ * reason in the connection's message. Nothing here waits, polls or reads a clock to decide;
+ * the blocking driver waits on the socket until a deadline, the libuv driver waits for the loop.
+ *
+ * Drivers see connections and contexts only through these functions; the structures are the
+ * core's own (objects.h).
+ */
+#ifndef TLSOCK_CORE_H
+#define TLSOCK_CORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/base.h"
+#include "impl/impl.h"
+#include "transport/transport.h"
+
+/* ---- contexts (ctx.c) ------------------------------------------------------------------------ */
+
+/* Freezes @p ctx (loading default trust anchors once) and returns 0 or an error in @p err. */
+int tlsock__ctx_freeze(struct tlsock_ctx *ctx, struct tlsock__err *err) TLSOCK__MUST_CHECK;
+
+/* TLSOCK_CLIENT or TLSOCK_SERVER. */
+int tlsock__ctx_role(const struct tlsock_ctx *ctx);
+
+/* ---- creating and freeing connections (conn.c) ----------------------------------------------- */
+
+/* What a new connection runs over. */
+struct tlsock__conn_setup {
+    enum tlsock__transport_kind kind;
+    int fd;                     /* SOCKET: a connected socket; else -1 */
+    bool owns_fd;               /* SOCKET: tlsock opened it, and closes it at the end */
+    const char *host;           /* client: name connected to, for SNI and verification */
+    const struct tlsock_io *io; /* CALLBACKS: the application's callbacks */
+};
+
+/*
+ * Creates a connection from @p ctx (freezing it) with @p opts (may be NULL); a socket is made
+ * non-blocking, its flags kept for the end. On failure nothing is created, the caller still owns
+ * the socket and the thread's message says why.
+ */
+int tlsock__conn_new(struct tlsock_ctx *ctx, const struct tlsock__conn_setup *setup,
+                     const struct tlsock_opts *opts, struct tlsock_conn **out) TLSOCK__MUST_CHECK;
+/* Frees the connection and everything it holds but the socket (see tlsock__conn_fd()). */
+void tlsock__conn_free(struct tlsock_conn *conn);
+
+/* ---- public calls and errors (conn.c) -------------------------------------------------------- */
+
+/* Starts a public call: clears the message, or returns the sticky error of a dead connection. */
+int tlsock__conn_begin(struct tlsock_conn *conn) TLSOCK__MUST_CHECK;
+/*
+ * Records a step's outcome and returns it: fatal errors become sticky; ETIMEDOUT when
+ * @p timeout_retryable (a read) and the peer's close_notify are the failures a connection
+ * survives.
+ */
+int tlsock__conn_settle(struct tlsock_conn *conn, int rc, bool timeout_retryable);
+/* The connection's message, where steps and drivers record why something failed. */
+struct tlsock__err *tlsock__conn_err(struct tlsock_conn *conn);
+
+/* ---- steps (conn.c) -------------------------------------------------------------------------- */
+
+/* One handshake step; 0 once the handshake is done (and every time after). */
+int tlsock__conn_handshake_step(struct tlsock_conn *conn);
+/*
+ * Reads application data (at least one byte) into @p buf: first what a detach kept, then what
+ * TLS decrypts. TLSOCK_ECLOSED once the peer's close_notify arrived.
+ */
+int tlsock__conn_read_step(struct tlsock_conn *conn, void *buf, size_t len, size_t *nread);
+/* Encrypts some of @p buf (at least one byte on success) into the transport. */
+int tlsock__conn_write_step(struct tlsock_conn *conn, const void *buf, size_t len,
+                            size_t *nwritten);
+/* Hands records collected while corked to the transport. */
+int tlsock__conn_flush_step(struct tlsock_conn *conn);
+/* Collects the records of the writes that follow until uncorked (bulk writes). */
+void tlsock__conn_cork(struct tlsock_conn *conn, bool corked);
+/* Sends close_notify once; 0 when it is out (and every time after). */
+int tlsock__conn_close_notify_step(struct tlsock_conn *conn);
+
+/* ---- state ----------------------------------------------------------------------------------- */
+
+/* The handshake is done and the connection has not failed. */
+bool tlsock__conn_is_open(const struct tlsock_conn *conn);
+/* The fatal code of a dead connection, 0 while it lives. */
+int tlsock__conn_sticky(const struct tlsock_conn *conn);
+/* Our close_notify is out. */
+bool tlsock__conn_sent_close(const struct tlsock_conn *conn);
+/* The peer's close_notify arrived. */
+bool tlsock__conn_peer_closed(const struct tlsock_conn *conn);
+
+/* ---- the socket ------------------------------------------------------------------------------ */
+
+/* The socket the transport reads and writes now; -1 for callbacks and memory. */
+int tlsock__conn_socket(const struct tlsock_conn *conn);
+/* The connection's socket even while memory mode carries its bytes (hand-off); -1 if none. */
+int tlsock__conn_fd(const struct tlsock_conn *conn);
+/* tlsock opened the socket, and closes it when the connection ends. */
+bool tlsock__conn_owns_fd(const struct tlsock_conn *conn);
+/* The socket's fcntl flags from before tlsock made it non-blocking. */
+int tlsock__conn_saved_flags(const struct tlsock_conn *conn);
+
+/* ---- limits: stored by the core, applied by the drivers -------------------------------------- */
+
+/* ms, 0 for none: each read, write and close_notify. */
+int tlsock__conn_timeout(const struct tlsock_conn *conn);
+/* ms, 0 for none. */
+int tlsock__conn_handshake_timeout(const struct tlsock_conn *conn);
+void tlsock__conn_set_handshake_timeout(struct tlsock_conn *conn, int timeout_ms);
+/* The deadline of the next blocking read, write or close_notify: its timeout or the deadline. */
+int64_t tlsock__conn_op_deadline(const struct tlsock_conn *conn);
+/* The deadline of a blocking handshake: the handshake timeout or the deadline. */
+int64_t tlsock__conn_handshake_deadline(const struct tlsock_conn *conn);
+/* While a blocking operation waits: its deadline, for tlsock_conn_op_deadline_ms(). */
+void tlsock__conn_set_op_deadline(struct tlsock_conn *conn, int64_t deadline_ns);
+/* A write interrupted by a WANT code: the bytes already written, kept for its repetition. */
+size_t tlsock__conn_write_done(const struct tlsock_conn *conn);
+void tlsock__conn_set_write_done(struct tlsock_conn *conn, size_t done);
+
+/* ---- memory mode, for drivers that feed and drain (memory.c) --------------------------------- */
+
+/* Received ciphertext, queued for TLS (copied); 0 or TLSOCK_ENOMEM. */
+int tlsock__conn_feed(struct tlsock_conn *conn, const void *data, size_t len) TLSOCK__MUST_CHECK;
+/* The end of the received stream. */
+void tlsock__conn_feed_eof(struct tlsock_conn *conn);
+/* Received bytes TLS has not consumed yet. */
+size_t tlsock__conn_input_pending(const struct tlsock_conn *conn);
+/* Copies up to @p cap of them without consuming them; returns how many. */
+size_t tlsock__conn_input_peek(const struct tlsock_conn *conn, void *buf, size_t cap);
+/*
+ * Makes the input queue read the caller's @p len bytes in place (they replace what was queued,
+ * which the caller copied in front of them) until tlsock__conn_input_own(), which copies what
+ * TLS left of them into storage of the connection's own (a partial record at most).
+ */
+void tlsock__conn_input_borrow(struct tlsock_conn *conn, const void *data, size_t len);
+int tlsock__conn_input_own(struct tlsock_conn *conn) TLSOCK__MUST_CHECK;
+/* Frees the input storage when nothing is queued: an idle connection holds none. */
+void tlsock__conn_input_trim(struct tlsock_conn *conn);
+/* Ciphertext waiting to be sent. */
+size_t tlsock__conn_output_pending(const struct tlsock_conn *conn);
+/* Makes room for @p cap bytes of output in all, at once; 0 or TLSOCK_ENOMEM. */
+int tlsock__conn_output_reserve(struct tlsock_conn *conn, size_t cap) TLSOCK__MUST_CHECK;
+/* Takes the output queue's storage (data, off, len, cap; free() it) and leaves it empty. */
+struct tlsock__buf tlsock__conn_output_take(struct tlsock_conn *conn);
+
+/* ---- moving a live connection between drivers (handoff.c) ------------------------------------ */
+
+/*
+ * To memory: the connection's ciphertext now moves through the memory transport, which an event
+ * loop feeds and drains; the socket stays recorded (tlsock__conn_fd) but is no longer read or
+ * written by the core. To a socket: back to blocking use over @p fd; ciphertext fed but not
+ * consumed yet is read before the socket, and the output must have been taken.
+ */
+int tlsock__conn_to_memory(struct tlsock_conn *conn) TLSOCK__MUST_CHECK;
+int tlsock__conn_to_socket(struct tlsock_conn *conn, int fd, bool owns_fd) TLSOCK__MUST_CHECK;
+/* Tells the implementation the session is busy (@p hold) or idle: see impl.h hold_buffers. */
+void tlsock__conn_hold_buffers(struct tlsock_conn *conn, bool hold);
+
+/* ---- detach (conn.c) ------------------------------------------------------------------------- */
+
+/* Keeps application data that arrived while detaching, for the next read; 0 or ENOMEM. */
+int tlsock__conn_stash(struct tlsock_conn *conn, const void *data, size_t len) TLSOCK__MUST_CHECK;
+/* Bytes of application data kept by a detach and not read yet. */
+size_t tlsock__conn_stashed(const struct tlsock_conn *conn);
+
+/* ---- connection facts (info.c) --------------------------------------------------------------- */
+
+/* What tlsock_conn_info() returns, made on first use once the handshake is done. */
+int tlsock__conn_info(struct tlsock_conn *conn, const struct tlsock_info **out) TLSOCK__MUST_CHECK;
+
+/* ---- certificates (devcert.c) ---------------------------------------------------------------- */
+
+/* Generates a certificate with the default implementation (tests use it directly). */
+int tlsock__cert_generate(const struct tlsock__cert_spec *spec, struct tlsock__pem_pair *out,
+                          struct tlsock__err *err) TLSOCK__MUST_CHECK;
+void tlsock__pem_pair_free(struct tlsock__pem_pair *pair);
+
+#endif /* TLSOCK_CORE_H */

@@ -1,0 +1,735 @@
+/*
+ * Contexts: configuration shared by many connections. Setters apply at once to the
+ * implementation's native context, so problems are reported where they are made, and each one is
+ * also kept as a setting, so that tlsock_ctx_set_impl() can rebuild the native context of another
+ * implementation at any time before the context freezes, whatever the order of the calls.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "objects.h"
+
+/*
+ * Certificate and key files larger than this are surely not what the caller meant; CA files
+ * may be whole system bundles.
+ */
+enum { PEM_FILE_MAX = 1 << 20, CA_FILE_MAX = 16 << 20 };
+
+/* Starts a public setter: clears the message and refuses once the context is frozen. */
+static int setter_begin(struct tlsock_ctx *ctx)
+{
+    if (ctx == NULL) {
+        return tlsock__fail(NULL, TLSOCK_EINVAL, "context is NULL");
+    }
+    tlsock__err_clear(&ctx->err);
+    if (atomic_load(&ctx->frozen)) {
+        return tlsock__fail(&ctx->err, TLSOCK_EINVAL,
+                            "context is frozen: it has made a connection and can no longer change");
+    }
+    return 0;
+}
+
+/* Publishes an implementation's failure detail to the thread's last message. */
+static int setter_end(struct tlsock_ctx *ctx, int rc)
+{
+    if (rc != 0) {
+        tlsock__publish(&ctx->err);
+    }
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Settings: what each setter applied to the native context, in order, for a replay.
+ * ------------------------------------------------------------------------------------------- */
+
+/* Settings whose last call wins; the CA ones add up. */
+static bool replaces_earlier(enum tlsock__setting_kind kind)
+{
+    return kind == TLSOCK__SET_PROTOCOLS || kind == TLSOCK__SET_CIPHERS ||
+           kind == TLSOCK__SET_CERT || kind == TLSOCK__SET_ALPN;
+}
+
+static void setting_free(struct tlsock__setting *set)
+{
+    if (set == NULL) {
+        return;
+    }
+    if (set->key != NULL) {
+        /* Private key material should not linger in freed memory. */
+        explicit_bzero(set->key, set->key_len);
+        free(set->key);
+    }
+    free(set->text);
+    free(set);
+}
+
+static void settings_free(struct tlsock_ctx *ctx)
+{
+    while (ctx->settings != NULL) {
+        struct tlsock__setting *next = ctx->settings->next;
+        setting_free(ctx->settings);
+        ctx->settings = next;
+    }
+}
+
+/* Copies @p len bytes (NUL-terminated) into *@p out; false without memory. */
+static bool copy_bytes(const void *data, size_t len, char **out)
+{
+    char *copy = malloc(len + 1);
+
+    if (copy == NULL) {
+        return false;
+    }
+    memcpy(copy, data, len);
+    copy[len] = '\0';
+    *out = copy;
+    return true;
+}
+
+/* Applies one setting to @p native of @p impl. */
+static int setting_apply(const struct tlsock__impl *impl, void *native,
+                         const struct tlsock__setting *set, struct tlsock__err *err)
+{
+    switch (set->kind) {
+    case TLSOCK__SET_PROTOCOLS:
+        return impl->ctx_set_protocols(native, set->min_version, set->max_version, err);
+    case TLSOCK__SET_CIPHERS:
+        return impl->ctx_set_ciphers(native, set->text, err);
+    case TLSOCK__SET_CA_DIR:
+        return impl->ctx_add_ca_dir(native, set->text, err);
+    case TLSOCK__SET_CA_MEM:
+        return impl->ctx_add_ca_mem(native, set->text, set->text_len, err);
+    case TLSOCK__SET_CA_SYSTEM:
+        return impl->ctx_add_ca_system(native, err);
+    case TLSOCK__SET_CERT:
+        return impl->ctx_set_cert(native, set->text, set->text_len, set->key, set->key_len, err);
+    case TLSOCK__SET_ALPN:
+        return impl->ctx_set_alpn(native, (const unsigned char *)set->text, set->text_len, err);
+    }
+    return tlsock__fail(err, TLSOCK_EINVAL, "unknown setting %d", (int)set->kind);
+}
+
+/*
+ * Applies @p set (owned by the caller until it succeeds) to the native context and keeps it;
+ * a setting that replaces earlier ones drops them. On failure nothing is kept.
+ */
+static int setting_add(struct tlsock_ctx *ctx, struct tlsock__setting *set)
+{
+    int rc = setting_apply(ctx->impl, ctx->native, set, &ctx->err);
+    struct tlsock__setting **link = &ctx->settings;
+
+    if (rc != 0) {
+        setting_free(set);
+        return setter_end(ctx, rc);
+    }
+    while (*link != NULL) {
+        struct tlsock__setting *cur = *link;
+        if (cur->kind == set->kind && replaces_earlier(set->kind)) {
+            *link = cur->next;
+            setting_free(cur);
+        } else {
+            link = &cur->next;
+        }
+    }
+    *link = set;
+    return 0;
+}
+
+/* A new setting of @p kind carrying a copy of @p text (may be NULL); NULL without memory. */
+static struct tlsock__setting *setting_new(enum tlsock__setting_kind kind, const void *text,
+                                           size_t text_len)
+{
+    struct tlsock__setting *set = calloc(1, sizeof(*set));
+
+    if (set == NULL) {
+        return NULL;
+    }
+    set->kind = kind;
+    set->text_len = text_len;
+    if (text != NULL && !copy_bytes(text, text_len, &set->text)) {
+        free(set);
+        return NULL;
+    }
+    return set;
+}
+
+/* setting_new() and setting_add(), with ENOMEM reported on the context. */
+static int add_text_setting(struct tlsock_ctx *ctx, enum tlsock__setting_kind kind,
+                            const void *text, size_t text_len)
+{
+    struct tlsock__setting *set = setting_new(kind, text, text_len);
+
+    if (set == NULL) {
+        return setter_end(ctx, tlsock__fail(&ctx->err, TLSOCK_ENOMEM,
+                                            "out of memory keeping a "
+                                            "setting"));
+    }
+    return setting_add(ctx, set);
+}
+
+int tlsock_ctx_new(int role, struct tlsock_ctx **out)
+{
+    struct tlsock_ctx *ctx = NULL;
+    int rc;
+
+    if (out == NULL || (role != TLSOCK_CLIENT && role != TLSOCK_SERVER)) {
+        return tlsock__fail(NULL, TLSOCK_EINVAL, "role must be TLSOCK_CLIENT or TLSOCK_SERVER");
+    }
+    ctx = calloc(1, sizeof(*ctx));
+    if (ctx == NULL) {
+        return tlsock__fail(NULL, TLSOCK_ENOMEM, "out of memory allocating a context");
+    }
+    atomic_init(&ctx->refs, 1);
+    atomic_init(&ctx->frozen, false);
+    pthread_mutex_init(&ctx->freeze_lock, NULL);
+    ctx->role = role;
+    ctx->verify_mode = role == TLSOCK_CLIENT ? TLSOCK_VERIFY_REQUIRED : TLSOCK_VERIFY_NONE;
+    ctx->handshake_timeout = TLSOCK_NO_TIMEOUT;
+    rc = tlsock__default_impl(&ctx->impl);
+    if (rc != 0) {
+        goto fail;
+    }
+    rc = ctx->impl->ctx_new(role, &ctx->native, &ctx->err);
+    if (rc != 0) {
+        tlsock__publish(&ctx->err);
+        goto fail;
+    }
+    *out = ctx;
+    return 0;
+fail:
+    tlsock__err_free(&ctx->err);
+    pthread_mutex_destroy(&ctx->freeze_lock);
+    free(ctx);
+    return rc;
+}
+
+int tlsock_ctx_set_impl(struct tlsock_ctx *ctx, int impl)
+{
+    const struct tlsock__impl *chosen = NULL;
+    void *native = NULL;
+    int rc = setter_begin(ctx);
+
+    if (rc != 0) {
+        return rc;
+    }
+    if (impl != TLSOCK_IMPL_DEFAULT && impl != TLSOCK_IMPL_OPENSSL && impl != TLSOCK_IMPL_GNUTLS) {
+        return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "unknown implementation %d", impl);
+    }
+    chosen = tlsock__impl_get(impl);
+    if (chosen == NULL) {
+        return tlsock__fail(&ctx->err, TLSOCK_ECONFIG, "%s was not compiled into this tlsock",
+                            tlsock_impl_name(impl));
+    }
+    if (chosen == ctx->impl) {
+        return 0;
+    }
+    rc = chosen->ctx_new(ctx->role, &native, &ctx->err);
+    /* Every earlier setter again, in order, on the new implementation. */
+    for (const struct tlsock__setting *set = ctx->settings; rc == 0 && set != NULL;
+         set = set->next) {
+        rc = setting_apply(chosen, native, set, &ctx->err);
+    }
+    if (rc != 0) {
+        if (native != NULL) {
+            chosen->ctx_free(native);
+        }
+        return setter_end(ctx, rc);
+    }
+    ctx->impl->ctx_free(ctx->native);
+    ctx->impl = chosen;
+    ctx->native = native;
+    return 0;
+}
+
+int tlsock_ctx_impl(const struct tlsock_ctx *ctx)
+{
+    return ctx != NULL ? ctx->impl->id : TLSOCK_IMPL_DEFAULT;
+}
+
+void *tlsock_ctx_native(struct tlsock_ctx *ctx)
+{
+    return ctx != NULL ? ctx->impl->ctx_native(ctx->native) : NULL;
+}
+
+int tlsock_ctx_set_configure(struct tlsock_ctx *ctx, tlsock_ctx_configure_fn on_ctx,
+                             tlsock_conn_configure_fn on_conn, void *user)
+{
+    int rc = setter_begin(ctx);
+
+    if (rc != 0) {
+        return rc;
+    }
+    ctx->on_ctx = on_ctx;
+    ctx->on_conn = on_conn;
+    ctx->configure_user = user;
+    return 0;
+}
+
+struct tlsock_ctx *tlsock_ctx_ref(struct tlsock_ctx *ctx)
+{
+    if (ctx != NULL) {
+        atomic_fetch_add(&ctx->refs, 1);
+    }
+    return ctx;
+}
+
+void tlsock_ctx_free(struct tlsock_ctx *ctx)
+{
+    if (ctx == NULL || atomic_fetch_sub(&ctx->refs, 1) != 1) {
+        return;
+    }
+    ctx->impl->ctx_free(ctx->native);
+    settings_free(ctx);
+    tlsock__err_free(&ctx->err);
+    pthread_mutex_destroy(&ctx->freeze_lock);
+    free(ctx);
+}
+
+int tlsock__ctx_role(const struct tlsock_ctx *ctx)
+{
+    return ctx->role;
+}
+
+const char *tlsock_ctx_errmsg(const struct tlsock_ctx *ctx)
+{
+    return ctx != NULL ? tlsock__err_msg(&ctx->err) : "context is NULL";
+}
+
+/* Parses "1.2", "tls1.2" or "TLSv1.2" into 0x0303 and friends; 0 if unknown. */
+static int parse_version(const char *s, size_t len)
+{
+    static const struct {
+        const char *name;
+        int version;
+    } versions[] = {{"1.0", 0x0301}, {"1.1", 0x0302}, {"1.2", 0x0303}, {"1.3", 0x0304}};
+
+    if (len >= 4 && strncasecmp(s, "tlsv", 4) == 0) {
+        s += 4;
+        len -= 4;
+    } else if (len >= 3 && strncasecmp(s, "tls", 3) == 0) {
+        s += 3;
+        len -= 3;
+    }
+    for (size_t i = 0; i < sizeof(versions) / sizeof(versions[0]); i++) {
+        if (len == strlen(versions[i].name) && strncmp(s, versions[i].name, len) == 0) {
+            return versions[i].version;
+        }
+    }
+    return 0;
+}
+
+int tlsock_ctx_set_protocols(struct tlsock_ctx *ctx, const char *range)
+{
+    int rc = setter_begin(ctx);
+    int min;
+    int max = 0x0304;
+
+    if (rc != 0) {
+        return rc;
+    }
+    if (range == NULL) {
+        return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "protocol range is NULL");
+    }
+    const char *dash = strchr(range, '-');
+    min = parse_version(range, dash != NULL ? (size_t)(dash - range) : strlen(range));
+    if (dash != NULL) {
+        max = parse_version(dash + 1, strlen(dash + 1));
+    }
+    if (min == 0 || max == 0) {
+        return tlsock__fail(&ctx->err, TLSOCK_EINVAL,
+                            "bad protocol range \"%s\": expected MIN or MIN-MAX of 1.0, 1.1, 1.2, "
+                            "1.3",
+                            range);
+    }
+    if (min > max) {
+        return tlsock__fail(&ctx->err, TLSOCK_EINVAL,
+                            "bad protocol range \"%s\": minimum above maximum", range);
+    }
+    struct tlsock__setting *set = setting_new(TLSOCK__SET_PROTOCOLS, NULL, 0);
+    if (set == NULL) {
+        return setter_end(ctx, tlsock__fail(&ctx->err, TLSOCK_ENOMEM, "out of memory"));
+    }
+    set->min_version = min;
+    set->max_version = max;
+    return setting_add(ctx, set);
+}
+
+int tlsock_ctx_set_ciphers(struct tlsock_ctx *ctx, const char *policy)
+{
+    int rc = setter_begin(ctx);
+
+    if (rc != 0) {
+        return rc;
+    }
+    if (policy == NULL || policy[0] == '\0') {
+        return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "cipher policy is empty");
+    }
+    return add_text_setting(ctx, TLSOCK__SET_CIPHERS, policy, strlen(policy));
+}
+
+/*
+ * Puts a prefix (printf @p fmt: the files a setter read) before the message an implementation
+ * left in @p err, which only knew PEM text; returns @p rc.
+ */
+static int fail_naming_files(struct tlsock__err *err, int rc, const char *fmt, ...)
+    TLSOCK__PRINTF(3, 4);
+static int fail_naming_files(struct tlsock__err *err, int rc, const char *fmt, ...)
+{
+    char files[TLSOCK__ERRMSG_SIZE];
+    char detail[TLSOCK__ERRMSG_SIZE];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(files, sizeof(files), fmt, ap);
+    va_end(ap);
+    memcpy(detail, err->msg, sizeof(detail));
+    return tlsock__fail(err, rc, "%s: %s", files, detail);
+}
+
+/* What a file that is not a regular one is, for messages. */
+static const char *file_type(mode_t mode)
+{
+    if (S_ISDIR(mode)) {
+        return "a directory";
+    }
+    if (S_ISFIFO(mode)) {
+        return "a FIFO";
+    }
+    if (S_ISSOCK(mode)) {
+        return "a socket";
+    }
+    if (S_ISCHR(mode) || S_ISBLK(mode)) {
+        return "a device";
+    }
+    return "not a regular file";
+}
+
+/*
+ * Reads the whole regular file @p path, a @p what ("certificate file"...), into a NUL-terminated
+ * buffer the caller frees. It is opened without blocking and refused unless it is a regular
+ * file: opening a FIFO would wait for a writer, and a device may never end. Not regular, empty
+ * or over @p max bytes: TLSOCK_ECONFIG; cannot be opened or read: TLSOCK_ESYS. Messages name
+ * the file.
+ */
+static int read_file(const char *what, const char *path, size_t max, char **data, size_t *len,
+                     struct tlsock__err *err)
+{
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    struct stat st;
+    char *buf = NULL;
+    size_t size = 0;
+    size_t n = 0;
+    ssize_t got = 0;
+    int rc = 0;
+
+    if (fd < 0) {
+        return tlsock__fail(err, TLSOCK_ESYS, "cannot open %s %s: %s", what, path, strerror(errno));
+    }
+    if (fstat(fd, &st) != 0) {
+        rc = tlsock__fail(err, TLSOCK_ESYS, "cannot read %s %s: %s", what, path, strerror(errno));
+        goto close_fd;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        rc = tlsock__fail(err, TLSOCK_ECONFIG, "%s %s is %s, not a regular file", what, path,
+                          file_type(st.st_mode));
+        goto close_fd;
+    }
+    if ((unsigned long long)st.st_size > max) {
+        rc = tlsock__fail(err, TLSOCK_ECONFIG, "%s %s is larger than %zu bytes", what, path, max);
+        goto close_fd;
+    }
+    size = (size_t)st.st_size;
+    buf = malloc(size + 1);
+    if (buf == NULL) {
+        rc = tlsock__fail(err, TLSOCK_ENOMEM, "out of memory reading %s %s", what, path);
+        goto close_fd;
+    }
+    /* Bounded: every read makes progress or ends the loop; a file that grew is cut at size. */
+    while (n < size) {
+        got = read(fd, buf + n, size - n);
+        if (got > 0) {
+            n += (size_t)got;
+        } else if (got == 0) {
+            break;
+        } else if (errno != EINTR) {
+            rc = tlsock__fail(err, TLSOCK_ESYS, "cannot read %s %s: %s", what, path,
+                              strerror(errno));
+            goto free_buf;
+        }
+    }
+    if (n == 0) {
+        rc = tlsock__fail(err, TLSOCK_ECONFIG, "%s %s is empty", what, path);
+        goto free_buf;
+    }
+    buf[n] = '\0';
+    *data = buf;
+    *len = n;
+    buf = NULL;
+free_buf:
+    if (buf != NULL) {
+        /* It may be a private key. */
+        explicit_bzero(buf, n);
+        free(buf);
+    }
+close_fd:
+    close(fd);
+    return rc;
+}
+
+int tlsock_ctx_set_ca_file(struct tlsock_ctx *ctx, const char *path)
+{
+    char *pem = NULL;
+    size_t len = 0;
+    int rc = setter_begin(ctx);
+
+    if (rc != 0) {
+        return rc;
+    }
+    if (path == NULL) {
+        return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "CA file path is NULL");
+    }
+    rc = read_file("CA file", path, CA_FILE_MAX, &pem, &len, &ctx->err);
+    if (rc != 0) {
+        /* The header: a CA file that cannot be loaded, for whatever reason, is EX509_LOOKUP. */
+        rc = rc == TLSOCK_ENOMEM ? rc : TLSOCK_EX509_LOOKUP;
+        goto out;
+    }
+    /* Kept as the PEM read now: a replay (tlsock_ctx_set_impl) never opens the file again. */
+    rc = add_text_setting(ctx, TLSOCK__SET_CA_MEM, pem, len);
+    if (rc != 0) {
+        rc = fail_naming_files(&ctx->err, rc, "cannot load CA certificates from %s", path);
+        goto out;
+    }
+    ctx->ca_set = true;
+out:
+    free(pem);
+    return rc;
+}
+
+int tlsock_ctx_set_ca_dir(struct tlsock_ctx *ctx, const char *path)
+{
+    int rc = setter_begin(ctx);
+
+    if (rc != 0) {
+        return rc;
+    }
+    if (path == NULL) {
+        return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "CA directory path is NULL");
+    }
+    /* Implementations look files up lazily: check now that the directory is there at all. */
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        rc = tlsock__fail(&ctx->err, TLSOCK_EX509_LOOKUP, "CA directory %s: %s", path,
+                          strerror(errno));
+        return rc;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        return tlsock__fail(&ctx->err, TLSOCK_EX509_LOOKUP, "CA directory %s: not a directory",
+                            path);
+    }
+    rc = add_text_setting(ctx, TLSOCK__SET_CA_DIR, path, strlen(path));
+    if (rc == 0) {
+        ctx->ca_set = true;
+    }
+    return rc;
+}
+
+int tlsock_ctx_set_ca_mem(struct tlsock_ctx *ctx, const char *pem, size_t len)
+{
+    int rc = setter_begin(ctx);
+
+    if (rc != 0) {
+        return rc;
+    }
+    if (pem == NULL || len == 0) {
+        return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "CA PEM is empty");
+    }
+    rc = add_text_setting(ctx, TLSOCK__SET_CA_MEM, pem, len);
+    if (rc == 0) {
+        ctx->ca_set = true;
+    }
+    return rc;
+}
+
+int tlsock_ctx_set_ca_system(struct tlsock_ctx *ctx)
+{
+    int rc = setter_begin(ctx);
+
+    if (rc != 0) {
+        return rc;
+    }
+    rc = add_text_setting(ctx, TLSOCK__SET_CA_SYSTEM, NULL, 0);
+    if (rc == 0) {
+        ctx->ca_set = true;
+    }
+    return rc;
+}
+
+int tlsock_ctx_set_cert_mem(struct tlsock_ctx *ctx, const char *chain_pem, size_t chain_len,
+                            const char *key_pem, size_t key_len)
+{
+    int rc = setter_begin(ctx);
+
+    if (rc != 0) {
+        return rc;
+    }
+    if (chain_pem == NULL || chain_len == 0 || key_pem == NULL || key_len == 0) {
+        return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "certificate chain and key are required");
+    }
+    struct tlsock__setting *set = setting_new(TLSOCK__SET_CERT, chain_pem, chain_len);
+    if (set != NULL && !copy_bytes(key_pem, key_len, &set->key)) {
+        setting_free(set);
+        set = NULL;
+    }
+    if (set == NULL) {
+        return setter_end(ctx, tlsock__fail(&ctx->err, TLSOCK_ENOMEM, "out of memory"));
+    }
+    set->key_len = key_len;
+    rc = setting_add(ctx, set);
+    if (rc == 0) {
+        ctx->has_cert = true;
+    }
+    return rc;
+}
+
+int tlsock_ctx_set_cert_file(struct tlsock_ctx *ctx, const char *chain_path, const char *key_path)
+{
+    char *chain = NULL;
+    char *key = NULL;
+    size_t chain_len = 0;
+    size_t key_len = 0;
+    int rc = setter_begin(ctx);
+
+    if (rc != 0) {
+        return rc;
+    }
+    if (chain_path == NULL || key_path == NULL) {
+        return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "certificate and key paths are required");
+    }
+    rc = read_file("certificate file", chain_path, PEM_FILE_MAX, &chain, &chain_len, &ctx->err);
+    if (rc != 0) {
+        goto out;
+    }
+    rc = read_file("key file", key_path, PEM_FILE_MAX, &key, &key_len, &ctx->err);
+    if (rc != 0) {
+        goto out;
+    }
+    rc = tlsock_ctx_set_cert_mem(ctx, chain, chain_len, key, key_len);
+    if (rc != 0) {
+        rc = fail_naming_files(&ctx->err, rc, "certificate file %s, key file %s", chain_path,
+                               key_path);
+    }
+out:
+    free(chain);
+    if (key != NULL) {
+        /* Private key material should not linger in freed memory. */
+        explicit_bzero(key, key_len);
+        free(key);
+    }
+    return rc;
+}
+
+int tlsock_ctx_set_verify(struct tlsock_ctx *ctx, int mode)
+{
+    int rc = setter_begin(ctx);
+
+    if (rc != 0) {
+        return rc;
+    }
+    if (mode != TLSOCK_VERIFY_REQUIRED && mode != TLSOCK_VERIFY_OPTIONAL &&
+        mode != TLSOCK_VERIFY_NONE) {
+        return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "unknown verify mode %d", mode);
+    }
+    if (mode == TLSOCK_VERIFY_OPTIONAL && ctx->role == TLSOCK_CLIENT) {
+        return tlsock__fail(&ctx->err, TLSOCK_EINVAL,
+                            "TLSOCK_VERIFY_OPTIONAL is for servers; clients verify or do not");
+    }
+    ctx->verify_mode = mode;
+    return 0;
+}
+
+int tlsock_ctx_set_alpn(struct tlsock_ctx *ctx, const char *list)
+{
+    unsigned char wire[1024];
+    size_t len = 0;
+    int rc = setter_begin(ctx);
+
+    if (rc != 0) {
+        return rc;
+    }
+    /* RFC 7301 section 3.1: each name is 1..255 bytes, length-prefixed on the wire. */
+    for (const char *p = list != NULL ? list : ""; *p != '\0';) {
+        size_t n = strcspn(p, ",");
+        if (n == 0 || n > 255) {
+            return tlsock__fail(&ctx->err, TLSOCK_EINVAL,
+                                "bad ALPN list \"%s\": names must be 1 to 255 bytes", list);
+        }
+        if (len + 1 + n > sizeof(wire)) {
+            return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "ALPN list is too long");
+        }
+        wire[len++] = (unsigned char)n;
+        memcpy(wire + len, p, n);
+        len += n;
+        p += n;
+        if (*p == ',') {
+            p++;
+        }
+    }
+    return add_text_setting(ctx, TLSOCK__SET_ALPN, wire, len);
+}
+
+int tlsock_ctx_set_handshake_timeout(struct tlsock_ctx *ctx, int timeout_ms)
+{
+    int rc = setter_begin(ctx);
+
+    if (rc != 0) {
+        return rc;
+    }
+    if (timeout_ms < 0) {
+        return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "timeout must be >= 0 (0: none)");
+    }
+    ctx->handshake_timeout = timeout_ms;
+    return 0;
+}
+
+int tlsock__ctx_freeze(struct tlsock_ctx *ctx, struct tlsock__err *err)
+{
+    int rc = 0;
+
+    if (atomic_load(&ctx->frozen)) {
+        return 0;
+    }
+    if (ctx->role == TLSOCK_SERVER && !ctx->has_cert) {
+        return tlsock__fail(err, TLSOCK_ECONFIG,
+                            "server context has no certificate: call tlsock_ctx_set_cert_file or "
+                            "tlsock_ctx_set_cert_mem");
+    }
+    pthread_mutex_lock(&ctx->freeze_lock);
+    if (!atomic_load(&ctx->frozen)) {
+        /* Clients trust the system store unless told otherwise; servers trust nothing. */
+        bool needs_store = ctx->role == TLSOCK_CLIENT && ctx->verify_mode != TLSOCK_VERIFY_NONE;
+        if (!ctx->ca_set && needs_store) {
+            rc = ctx->impl->ctx_add_ca_system(ctx->native, err);
+        }
+        if (rc == 0 && ctx->on_ctx != NULL) {
+            /* The user's callback sees the context exactly as tlsock configured it. */
+            rc = ctx->on_ctx(ctx->impl->ctx_native(ctx->native), ctx->configure_user);
+            if (rc != 0) {
+                rc = tlsock__fail(err, rc < 0 ? rc : TLSOCK_ECONFIG,
+                                  "the context configure callback failed (%d)", rc);
+            }
+        }
+        if (rc == 0) {
+            atomic_store(&ctx->frozen, true);
+        }
+    }
+    pthread_mutex_unlock(&ctx->freeze_lock);
+    return rc;
+}

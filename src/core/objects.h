@@ -1,0 +1,90 @@
+/*
+ * The core's objects: contexts and connections. Only the core's own files (src/core/) include
+ * this header; drivers and everything else use the functions of core.h.
+ */
+#ifndef TLSOCK_CORE_OBJECTS_H
+#define TLSOCK_CORE_OBJECTS_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core.h"
+
+/* What a context setter applied to the native context (ctx.c), kept for a change of impl. */
+enum tlsock__setting_kind {
+    TLSOCK__SET_PROTOCOLS,
+    TLSOCK__SET_CIPHERS,
+    TLSOCK__SET_CA_DIR,
+    TLSOCK__SET_CA_MEM,
+    TLSOCK__SET_CA_SYSTEM,
+    TLSOCK__SET_CERT,
+    TLSOCK__SET_ALPN,
+};
+
+struct tlsock__setting {
+    struct tlsock__setting *next;
+    enum tlsock__setting_kind kind;
+    int min_version; /* PROTOCOLS */
+    int max_version;
+    char *text; /* CIPHERS policy, CA_DIR path, CA_MEM PEM, CERT chain PEM, ALPN wire list */
+    size_t text_len;
+    char *key; /* CERT: the key PEM, wiped when freed */
+    size_t key_len;
+};
+
+struct tlsock_ctx {
+    atomic_int refs;
+    atomic_bool frozen;
+    pthread_mutex_t freeze_lock; /* the first connections may race to freeze */
+    int role;
+    const struct tlsock__impl *impl;
+    void *native;
+    int verify_mode;
+    bool ca_set;                    /* a CA was set explicitly: no default system store */
+    bool has_cert;                  /* a certificate and key were set */
+    tlsock_ctx_configure_fn on_ctx; /* configure callbacks, NULL if none */
+    tlsock_conn_configure_fn on_conn;
+    void *configure_user;
+    int handshake_timeout;            /* ms, 0 (TLSOCK_NO_TIMEOUT) for none */
+    struct tlsock__setting *settings; /* every setter's effect, in order (replayed by set_impl) */
+    struct tlsock__err err;
+};
+
+/* Where a connection's TLS session is. */
+enum tlsock__state {
+    TLSOCK__HANDSHAKING, /* handshake not finished yet */
+    TLSOCK__OPEN,        /* handshake done, data may flow */
+    TLSOCK__FAILED,      /* a fatal error happened; sticky says which */
+};
+
+struct tlsock_conn {
+    struct tlsock_ctx *ctx; /* referenced */
+    const struct tlsock__impl *impl;
+    void *tls;                          /* the implementation's session */
+    struct tlsock__transport transport; /* every byte of ciphertext moves through it */
+    int fd;                             /* the socket, also while a loop drives it; else -1 */
+    bool owns_fd;                       /* opened by tlsock: closed when the connection ends */
+    bool sent_close;                    /* our close_notify is out */
+    bool peer_closed;                   /* the peer's close_notify arrived */
+    enum tlsock__state state;
+    int sticky;                     /* fatal error code once state is FAILED */
+    int saved_flags;                /* the socket's fcntl flags when tlsock took it */
+    int timeout_ms;                 /* per read, write, close_notify; 0: none */
+    int handshake_timeout_ms;       /* 0: none */
+    int64_t deadline_ns;            /* absolute, INT64_MAX for none */
+    int64_t op_deadline_ns;         /* of the blocking operation in progress */
+    size_t write_done;              /* a write interrupted by a WANT code: bytes done */
+    struct tlsock__buf stash;       /* application data that arrived while detaching */
+    struct tlsock__conn_info *info; /* made by the first tlsock_conn_info(), else NULL */
+    struct tlsock__err err;
+};
+
+/* What tlsock_conn_info() returns, and the storage behind its strings. */
+struct tlsock__conn_info {
+    struct tlsock__info_buf buf;
+    struct tlsock_info pub;
+};
+
+#endif /* TLSOCK_CORE_OBJECTS_H */

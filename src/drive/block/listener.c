@@ -1,0 +1,140 @@
+/*
+ * Listeners: a bound TCP socket whose accepted clients become (not yet handshaken) connections.
+ */
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "block.h"
+#include "drive/net.h"
+
+struct tlsock_listener {
+    struct tlsock_ctx *ctx; /* referenced */
+    int fd;
+    uint16_t port;
+    struct tlsock__err err;
+};
+
+int tlsock_listen(struct tlsock_ctx *ctx, const char *host, uint16_t port, int backlog,
+                  struct tlsock_listener **out)
+{
+    struct tlsock_listener *lis = NULL;
+    struct tlsock__err err = {0};
+    int fd = -1;
+    int rc;
+
+    if (ctx == NULL || out == NULL) {
+        return tlsock__fail(NULL, TLSOCK_EINVAL, "listen: ctx and out are required");
+    }
+    if (tlsock__ctx_role(ctx) != TLSOCK_SERVER) {
+        return tlsock__fail(NULL, TLSOCK_EINVAL, "listen needs a server context");
+    }
+    /* A server that cannot serve should fail here, not at its first client. */
+    rc = tlsock__ctx_freeze(ctx, &err);
+    tlsock__err_free(&err); /* the thread's message has it */
+    if (rc != 0) {
+        return rc;
+    }
+    rc = tlsock__listen_socket(host, port, backlog, false, &fd);
+    if (rc != 0) {
+        return rc;
+    }
+    lis = calloc(1, sizeof(*lis));
+    if (lis == NULL) {
+        close(fd);
+        return tlsock__fail(NULL, TLSOCK_ENOMEM, "out of memory allocating a listener");
+    }
+    lis->ctx = tlsock_ctx_ref(ctx);
+    lis->fd = fd;
+    lis->port = tlsock__bound_port(fd);
+    *out = lis;
+    return 0;
+}
+
+uint16_t tlsock_listener_port(const struct tlsock_listener *lis)
+{
+    return lis != NULL ? lis->port : 0;
+}
+
+int tlsock_listener_fd(const struct tlsock_listener *lis)
+{
+    return lis != NULL ? lis->fd : -1;
+}
+
+const char *tlsock_listener_errmsg(const struct tlsock_listener *lis)
+{
+    return lis != NULL ? tlsock__err_msg(&lis->err) : "listener is NULL";
+}
+
+/* Errors from accept(2) that concern one client, not the listener: try the next client. */
+static bool accept_error_is_transient(int err)
+{
+    return err == EINTR || err == ECONNABORTED || err == EPROTO || err == EAGAIN ||
+           err == EWOULDBLOCK;
+}
+
+int tlsock_accept(struct tlsock_listener *lis, const struct tlsock_opts *opts,
+                  struct tlsock_conn **out)
+{
+    int timeout_ms = 0;
+    int rc;
+
+    if (lis == NULL || out == NULL) {
+        return tlsock__fail(NULL, TLSOCK_EINVAL, "accept: listener and out are required");
+    }
+    tlsock__err_clear(&lis->err);
+    if (opts != NULL && opts->size >= offsetof(struct tlsock_opts, handshake_timeout_ms)) {
+        timeout_ms = opts->connect_timeout_ms;
+    }
+    int64_t deadline = tlsock__deadline_after(timeout_ms);
+    for (;;) {
+        int fd = accept4(lis->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd >= 0) {
+            int one = 1;
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+            const struct tlsock__conn_setup setup = {
+                .kind = TLSOCK__TRANSPORT_SOCKET,
+                .fd = fd,
+                .owns_fd = true,
+            };
+            rc = tlsock__conn_new(lis->ctx, &setup, opts, out);
+            if (rc != 0) {
+                close(fd);
+            }
+            break;
+        }
+        if (!accept_error_is_transient(errno)) {
+            rc = tlsock__fail(&lis->err, TLSOCK_ESYS, "accept: %s", strerror(errno));
+            break;
+        }
+        rc = tlsock__wait_fd(lis->fd, POLLIN, deadline, &lis->err);
+        if (rc != 0) {
+            break;
+        }
+    }
+    if (rc != 0) {
+        /* The listener keeps the thread's message (a copy: tlsock__fail writes it again). */
+        char msg[TLSOCK__ERRMSG_SIZE];
+        snprintf(msg, sizeof(msg), "%s", tlsock_errmsg());
+        tlsock__fail(&lis->err, rc, "%s", msg);
+    }
+    return rc;
+}
+
+void tlsock_listener_close(struct tlsock_listener *lis)
+{
+    if (lis == NULL) {
+        return;
+    }
+    close(lis->fd);
+    tlsock_ctx_free(lis->ctx);
+    tlsock__err_free(&lis->err);
+    free(lis);
+}

@@ -1,0 +1,31 @@
+/*
+ * Plain TCP for the drivers: resolving and connecting with a deadline, waiting on a socket,
+ * closing gracefully, and listening sockets (the libuv driver uses the last two as well).
+ */
+#ifndef TLSOCK_DRIVE_NET_H
+#define TLSOCK_DRIVE_NET_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "base/base.h"
+
+/* Resolves @p host and connects to each address in turn until @p deadline_ns; non-blocking fd. */
+int tlsock__tcp_connect(const char *host, uint16_t port, int64_t deadline_ns, int *fd_out,
+                        struct tlsock__err *err) TLSOCK__MUST_CHECK;
+/* Waits for @p events on @p fd until @p deadline_ns: 0, TLSOCK_ETIMEDOUT or TLSOCK_ESYS. */
+int tlsock__wait_fd(int fd, short events, int64_t deadline_ns, struct tlsock__err *err);
+/* Half-closes, drains unread input for a short bounded time, then closes @p fd. */
+void tlsock__graceful_close(int fd);
+
+/*
+ * A listening socket (listen.c) on @p host (NULL: every address, dual stack when possible) and
+ * @p port, non-blocking and close-on-exec; @p reuseport sets SO_REUSEPORT before bind. On failure
+ * the thread's message says why.
+ */
+int tlsock__listen_socket(const char *host, uint16_t port, int backlog, bool reuseport,
+                          int *fd_out) TLSOCK__MUST_CHECK;
+/* The port a bound socket got (the kernel picks one for port 0); 0 if unknown. */
+uint16_t tlsock__bound_port(int fd);
+
+#endif /* TLSOCK_DRIVE_NET_H */

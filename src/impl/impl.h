@@ -1,0 +1,149 @@
+/*
+ * The private vtable every TLS implementation fills in. Nothing above this line knows an
+ * implementation's types: contexts and sessions are `void *` here.
+ *
+ * Rules for implementations:
+ *   - Operations return 0, TLSOCK_EWANT_READ / TLSOCK_EWANT_WRITE (retry when the fd is
+ *     readable / writable), or a negative TLSOCK_E* code with the reason written to @p err.
+ *   - They never sleep, never poll, never touch a socket and never read a clock: bytes move
+ *     through the core's transport (conn params), and the drivers do the waiting.
+ *   - An operation the implementation cannot do is NULL and its capability bit is clear.
+ */
+#ifndef TLSOCK_IMPL_H
+#define TLSOCK_IMPL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "base/base.h"
+#include "transport/transport.h"
+
+/* What a new session needs to know; strings are only read during conn_new. */
+struct tlsock__conn_params {
+    int role; /* TLSOCK_CLIENT or TLSOCK_SERVER */
+    /*
+     * The connection's transport, owned by the core and valid until conn_free: the session reads
+     * and writes every byte through it (tlsock__transport_read/write/writev), and maps a
+     * transport failure with tlsock__transport_fail/retry_code.
+     */
+    struct tlsock__transport *transport;
+    const char *servername;  /* client SNI, NULL for none */
+    const char *verify_name; /* client: DNS name or IP literal to verify, NULL for none */
+    int verify_mode;         /* enum tlsock_verify */
+};
+
+/* Storage behind struct tlsock_info, filled by get_info; pointers set by the core. */
+struct tlsock__info_buf {
+    char version[32];
+    char cipher[96];
+    char alpn[256];
+    char servername[256];
+    char peer_subject[512];
+    char peer_sans[1024];
+    char peer_fingerprint[TLSOCK_FINGERPRINT_SIZE];
+    char verify_message[160];
+    int verify_result;
+    bool resumed;
+};
+
+/* Extended key usage bits for generated certificates. */
+enum {
+    TLSOCK__EKU_SERVER = 1 << 0,
+    TLSOCK__EKU_CLIENT = 1 << 1,
+};
+
+/*
+ * A certificate to generate (development CA, server and test certificates). Validity is given
+ * as offsets in seconds from now, so tests can make expired or not-yet-valid certificates.
+ */
+struct tlsock__cert_spec {
+    const char *common_name;     /* subject CN; NULL: "tlsock development" */
+    const char *hosts;           /* comma-separated DNS names and IPs for subjectAltName, or NULL */
+    const char *key_type;        /* "ec-p256" (default when NULL), "rsa-2048", "rsa-1024" */
+    bool is_ca;                  /* basicConstraints CA:TRUE, keyCertSign */
+    long not_before_s;           /* offset from now, e.g. -3600 */
+    long not_after_s;            /* offset from now, e.g. 30 * 86400 */
+    int eku;                     /* TLSOCK__EKU_* bits; 0: no extendedKeyUsage extension */
+    const char *issuer_cert_pem; /* NULL: self-signed */
+    const char *issuer_key_pem;
+};
+
+/* A generated certificate and key, NUL-terminated PEM, owned by the caller (free()). */
+struct tlsock__pem_pair {
+    char *cert;
+    char *key;
+};
+
+struct tlsock__impl {
+    const char *name; /* "openssl" */
+    int id;           /* enum tlsock_impl */
+    unsigned caps;    /* TLSOCK_CAP_* */
+    const char *(*version)(void);
+    /* The native handles behind tlsock_ctx_native() and tlsock_conn_native(). */
+    void *(*ctx_native)(void *nctx);
+    void *(*conn_native)(void *tls);
+
+    /* Contexts. ctx_new applies the secure defaults (protocols 1.2-1.3, "secure" ciphers). */
+    int (*ctx_new)(int role, void **out, struct tlsock__err *err);
+    void (*ctx_free)(void *nctx);
+    int (*ctx_set_protocols)(void *nctx, int min_version, int max_version, struct tlsock__err *err);
+    int (*ctx_set_ciphers)(void *nctx, const char *policy, struct tlsock__err *err);
+    int (*ctx_add_ca_dir)(void *nctx, const char *path, struct tlsock__err *err);
+    int (*ctx_add_ca_mem)(void *nctx, const char *pem, size_t len, struct tlsock__err *err);
+    int (*ctx_add_ca_system)(void *nctx, struct tlsock__err *err);
+    int (*ctx_set_cert)(void *nctx, const char *chain_pem, size_t chain_len, const char *key_pem,
+                        size_t key_len, struct tlsock__err *err);
+    /* Wire-format ALPN list (length-prefixed names); len 0 clears. */
+    int (*ctx_set_alpn)(void *nctx, const unsigned char *wire, size_t len, struct tlsock__err *err);
+
+    /* Sessions. */
+    int (*conn_new)(void *nctx, const struct tlsock__conn_params *params, void **out,
+                    struct tlsock__err *err);
+    void (*conn_free)(void *tls);
+    int (*handshake)(void *tls, struct tlsock__err *err);
+    /* Reads at least one byte; TLSOCK_ECLOSED on close_notify, TLSOCK_ETRUNCATED on bare EOF. */
+    int (*read)(void *tls, void *buf, size_t len, size_t *nread, struct tlsock__err *err);
+    /* Writes some bytes (at least one on success). */
+    int (*write)(void *tls, const void *buf, size_t len, size_t *nwritten, struct tlsock__err *err);
+    /* Sends close_notify; WANT codes until it is flushed. */
+    int (*shutdown)(void *tls, struct tlsock__err *err);
+    void (*get_info)(void *tls, struct tlsock__info_buf *out);
+    /* Decrypted application data that a read returns without touching the transport. */
+    size_t (*pending)(void *tls);
+    /*
+     * A hint from an event loop driver: @p hold true while the session is busy (keep record
+     * buffers from one record to the next), false once it is idle (give them back, now and
+     * whenever they empty). NULL: the implementation keeps nothing worth giving back. Not a
+     * capability: nothing observable depends on it but memory use and speed.
+     */
+    void (*hold_buffers)(void *tls, bool hold);
+
+    /* Development certificates (TLSOCK_CAP_CERTGEN); NULL when not supported. */
+    int (*cert_generate)(const struct tlsock__cert_spec *spec, struct tlsock__pem_pair *out,
+                         struct tlsock__err *err);
+    int (*cert_fingerprint)(const char *pem, size_t len, char out[TLSOCK_FINGERPRINT_SIZE],
+                            struct tlsock__err *err);
+};
+
+/*
+ * The implementation new contexts use, in @p out. Only impl.c knows which ones were compiled
+ * in. Returns 0, or TLSOCK_ECONFIG with the thread's message saying why there is none (such as
+ * TLSOCK_IMPL naming none compiled in).
+ */
+int tlsock__default_impl(const struct tlsock__impl **out);
+/* The implementation for an enum tlsock_impl value (DEFAULT: the default); NULL if absent. */
+const struct tlsock__impl *tlsock__impl_get(int impl);
+
+#if TLSOCK_HAVE_GNUTLS
+extern const struct tlsock__impl tlsock__gnutls_impl;
+#endif
+
+#if TLSOCK_HAVE_OPENSSL
+extern const struct tlsock__impl tlsock__openssl_impl;
+int tlsock__openssl_cert_generate(const struct tlsock__cert_spec *spec,
+                                  struct tlsock__pem_pair *out, struct tlsock__err *err);
+int tlsock__openssl_cert_fingerprint(const char *pem, size_t len, char out[TLSOCK_FINGERPRINT_SIZE],
+                                     struct tlsock__err *err);
+#endif
+
+#endif /* TLSOCK_IMPL_H */
