@@ -205,6 +205,7 @@ static void test_set_impl_after_setters(void **state)
     int server_impl = ts_role_impl(TLSOCK_SERVER);
     int client_impl = ts_role_impl(TLSOCK_CLIENT);
 
+    TS_NEED_PKI();
     TS_ASSERT_RC(tlsock_ctx_new(TLSOCK_SERVER, &env->sctx), 0);
     TS_ASSERT_RC(tlsock_ctx_set_cert_mem(env->sctx, ts_pki.server.cert, strlen(ts_pki.server.cert),
                                          ts_pki.server.key, strlen(ts_pki.server.key)),
