@@ -719,6 +719,7 @@ static void test_refcount(void **state)
     size_t size;
 
     (void)state;
+    TS_NEED_PKI();
     /* The implementation's one-time allocations (providers, tables) happen here, not below. */
     loaded_ctx_new(&ctx);
     tlsock_ctx_free(ctx);
@@ -824,6 +825,7 @@ static void test_null_free_and_close(void **state)
     pid_t pid;
 
     (void)state;
+    TS_NEED_PKI();
     /* A message on every object, and the thread's last one. */
     TS_ASSERT_RC(ts_server_ctx_new(&ts_pki.server, &ctx), 0);
     TS_ASSERT_RC(tlsock_listen(ctx, "127.0.0.1", 0, 0, &lis), 0);
