@@ -1,15 +1,35 @@
 # A thin driver of CMake and CTest. Every target installs missing packages first.
 BUILD ?= build
 ASAN_BUILD ?= build-asan
+OPENSSL_ONLY_BUILD ?= build-openssl-only
+GNUTLS_ONLY_BUILD ?= build-gnutls-only
+FUZZ_BUILD ?= build-fuzz
+FUZZ_COV_BUILD ?= build-fuzz-cov
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
+# Fuzzing (docs/FUZZING.md): seconds per harness, and the compiler (clang, for libFuzzer).
+FUZZ_SECONDS ?= 60
+FUZZ_CI_SECONDS ?= 15
+FUZZ_CC ?= clang-14
+FUZZ_CMAKE_FLAGS = -DCMAKE_C_COMPILER=$(FUZZ_CC) -DTLSOCK_BUILD_FUZZ=ON -DTLSOCK_WERROR=ON \
+	-DTLSOCK_BUILD_TESTS=OFF -DTLSOCK_BUILD_BENCH=OFF -DTLSOCK_WITH_UV=OFF $(CMAKE_FLAGS)
+# The single-implementation builds run the unit tests, the fuzz corpus and these TLS tests;
+# SINGLE_IMPL_TESTS=all runs their whole suite.
+SINGLE_IMPL_TESTS ?= subset
+SUBSET_LABELS = ^(unit|fuzz)$$
+SUBSET_TLS = ^(data|verify|close|memory|detach|transport|uv_conn|example-memory-mode|interop-demo)$$
 
-.PHONY: all bootstrap build demo check asan valgrind bench install format format-check clean
+.PHONY: all bootstrap bootstrap-fuzz build demo check asan valgrind bench install format \
+	format-check clean check-openssl-only check-gnutls-only single-impl fuzz-build fuzz fuzz-ci \
+	fuzz-coverage
 
 all: build
 
 bootstrap:
 	@./scripts/bootstrap
+
+bootstrap-fuzz:
+	@./scripts/bootstrap fuzz
 
 $(BUILD)/build.ninja: | bootstrap
 	cmake -S . -B $(BUILD) -G Ninja -DTLSOCK_WERROR=ON $(CMAKE_FLAGS)
@@ -35,6 +55,43 @@ valgrind: build
 	ctest --test-dir $(BUILD) --output-on-failure -L '^tls$$' -T memcheck --overwrite MemoryCheckCommand=$$(command -v valgrind) \
 		--overwrite MemoryCheckCommandOptions="--leak-check=full --error-exitcode=99 --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect"
 
+# Builds with one TLS implementation each (-Werror), and runs their tests: a build without a
+# certificate generator (GnuTLS only, today) reports what needs certificates as skipped.
+check-openssl-only: bootstrap
+	$(MAKE) single-impl SINGLE_BUILD=$(OPENSSL_ONLY_BUILD) SINGLE_FLAGS=-DTLSOCK_WITH_GNUTLS=OFF
+
+check-gnutls-only: bootstrap
+	$(MAKE) single-impl SINGLE_BUILD=$(GNUTLS_ONLY_BUILD) SINGLE_FLAGS=-DTLSOCK_WITH_OPENSSL=OFF
+
+single-impl:
+	cmake -S . -B $(SINGLE_BUILD) -G Ninja -DTLSOCK_WERROR=ON -DTLSOCK_BUILD_BENCH=OFF \
+		$(SINGLE_FLAGS) $(CMAKE_FLAGS)
+	cmake --build $(SINGLE_BUILD) -j $(JOBS)
+ifeq ($(SINGLE_IMPL_TESTS),all)
+	ctest --test-dir $(SINGLE_BUILD) --output-on-failure -j $(JOBS)
+else
+	ctest --test-dir $(SINGLE_BUILD) --output-on-failure -j $(JOBS) -L '$(SUBSET_LABELS)'
+	ctest --test-dir $(SINGLE_BUILD) --output-on-failure -j $(JOBS) -R '$(SUBSET_TLS)'
+endif
+
+# libFuzzer harnesses (clang, ASan, UBSan) in their own build directory; `make fuzz` runs each
+# for FUZZ_SECONDS, `make fuzz-ci` for FUZZ_CI_SECONDS. See docs/FUZZING.md.
+fuzz-build: bootstrap-fuzz
+	cmake -S . -B $(FUZZ_BUILD) -G Ninja $(FUZZ_CMAKE_FLAGS)
+	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz
+
+fuzz: fuzz-build
+	./fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
+fuzz-ci: fuzz-build
+	./fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_CI_SECONDS)
+
+# Source-based coverage of src/ over the committed corpus and what `make fuzz` found.
+fuzz-coverage: bootstrap-fuzz
+	cmake -S . -B $(FUZZ_COV_BUILD) -G Ninja $(FUZZ_CMAKE_FLAGS) -DTLSOCK_FUZZ_COVERAGE=ON
+	cmake --build $(FUZZ_COV_BUILD) -j $(JOBS) --target fuzz
+	./fuzz/coverage.sh $(FUZZ_COV_BUILD) $(FUZZ_BUILD)/fuzz-work
+
 bench: build
 	./$(BUILD)/bench/tlsock-bench
 
@@ -48,4 +105,5 @@ format-check:
 	clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(OPENSSL_ONLY_BUILD) $(GNUTLS_ONLY_BUILD) $(FUZZ_BUILD) \
+		$(FUZZ_COV_BUILD)

@@ -70,6 +70,7 @@ static void test_fingerprint_format_and_value(void **state)
     char fp[TLSOCK_FINGERPRINT_SIZE];
 
     (void)state;
+    TS_NEED_PKI();
     for (size_t n = 0; n < sizeof(pems) / sizeof(pems[0]); n++) {
         memset(fp, 'z', sizeof(fp));
         TS_ASSERT_RC(tlsock_cert_fingerprint(pems[n], strlen(pems[n]), fp), 0);
@@ -100,6 +101,7 @@ static void test_fingerprint_of_first_certificate(void **state)
     char fp_ca[TLSOCK_FINGERPRINT_SIZE];
 
     (void)state;
+    TS_NEED_PKI();
     /* A chain file: the fingerprint is the first certificate's. */
     assert_true(strlen(ts_pki.server.cert) + strlen(ts_pki.ca.cert) < sizeof(chain));
     snprintf(chain, sizeof(chain), "%s%s", ts_pki.server.cert, ts_pki.ca.cert);
@@ -118,6 +120,7 @@ static void test_fingerprint_rejects_garbage(void **state)
     const char *pem = ts_pki.server.cert;
 
     (void)state;
+    TS_NEED_PKI();
     assert_true(tlsock_cert_fingerprint(garbage, strlen(garbage), fp) < 0);
     assert_true(tlsock_cert_fingerprint("", 0, fp) < 0);
     /* Only len bytes may be read: half a certificate is not a certificate. */
@@ -132,6 +135,7 @@ static void test_devcert(void **state)
     char *key = NULL;
 
     (void)state;
+    TS_NEED_PKI();
     TS_ASSERT_RC(tlsock_devcert_new("localhost,127.0.0.1,::1,example.test", &ca, &cert, &key), 0);
     assert_non_null(ca);
     assert_non_null(cert);
@@ -177,10 +181,36 @@ static void test_devcert_bad_hosts(void **state)
     assert_null(key);
 }
 
+/* A build that cannot generate certificates says so (ECONFIG with the reason), outputs untouched.
+ */
+static void test_no_generator(void **state)
+{
+    char *ca = NULL;
+    char *cert = NULL;
+    char *key = NULL;
+    char fp[TLSOCK_FINGERPRINT_SIZE] = "untouched";
+
+    (void)state;
+    if (ts_certgen_missing() == NULL) {
+        print_message("SKIP: this build can generate certificates; the case is for one that "
+                      "cannot\n");
+        skip();
+    }
+    TS_ASSERT_RC(tlsock_devcert_new("localhost", &ca, &cert, &key), TLSOCK_ECONFIG);
+    TS_ASSERT_CONTAINS(tlsock_errmsg(), "no TLS implementation can generate certificates");
+    assert_null(ca);
+    assert_null(cert);
+    assert_null(key);
+    TS_ASSERT_RC(tlsock_cert_fingerprint("x", 1, fp), TLSOCK_ECONFIG);
+    TS_ASSERT_CONTAINS(tlsock_errmsg(), "no TLS implementation can read certificates");
+    assert_string_equal(fp, "untouched");
+}
+
 /* The generator the other tests rely on: sanity of the shared fixtures themselves. */
 static void test_fixtures(void **state)
 {
     (void)state;
+    TS_NEED_PKI();
 #if TLSOCK_TEST_HAVE_OPENSSL
     assert_true(signed_by(ts_pki.server.cert, ts_pki.ca.cert));
     assert_true(signed_by(ts_pki.client.cert, ts_pki.ca.cert));
@@ -200,8 +230,10 @@ int main(void)
         cmocka_unit_test(test_fingerprint_rejects_garbage),
         cmocka_unit_test(test_devcert),
         cmocka_unit_test(test_devcert_bad_hosts),
+        cmocka_unit_test(test_no_generator),
         cmocka_unit_test(test_fixtures),
     };
 
-    return cmocka_run_group_tests_name("certs", tests, ts_pki_setup, ts_pki_teardown);
+    /* Without a generator only the argument checks and test_no_generator run. */
+    return cmocka_run_group_tests_name("certs", tests, ts_pki_setup_optional, ts_pki_teardown);
 }

@@ -244,6 +244,36 @@ static void test_truncation_in_handshake(void **state)
     TS_ASSERT_RC(tlsock_handshake(p->server), TLSOCK_ETRUNCATED);
 }
 
+/*
+ * A close_notify before the handshake has authenticated the peer proves nothing: anyone on the
+ * path can send one in plaintext. The handshake fails (EPROTO, sticky) on either side and in
+ * every implementation; it never reads as the peer's clean close (TLSOCK_ECLOSED), which would
+ * let the path turn a connection into an empty stream that looks complete.
+ */
+static void test_close_notify_in_handshake(void **state)
+{
+    /* An alert record (RFC 8446 section 5.1, 6): warning (1), close_notify (0). */
+    static const unsigned char close_notify[] = {0x15, 0x03, 0x03, 0x00, 0x02, 0x01, 0x00};
+    struct ts_pair *p = *state;
+    char buf[8];
+    size_t n = 0;
+
+    pair_open(p, ts_pki.ca.cert, "localhost");
+    /* The client has sent its ClientHello and gets the alert instead of the server's answer. */
+    TS_ASSERT_RC(tlsock_handshake(p->client), TLSOCK_EWANT_READ);
+    TS_ASSERT_RC(tlsock_feed(p->client, close_notify, sizeof(close_notify)), 0);
+    TS_ASSERT_RC_MSG(tlsock_handshake(p->client), TLSOCK_EPROTO, tlsock_conn_errmsg(p->client));
+    TS_ASSERT_CONTAINS(tlsock_conn_errmsg(p->client), "close_notify during the handshake");
+    TS_ASSERT_RC(tlsock_read(p->client, buf, sizeof(buf), &n), TLSOCK_EPROTO);
+    /* A server gets it after the ClientHello, instead of the client's second flight (OpenSSL
+     * takes the plaintext alert, GnuTLS fails to decrypt it: either way the handshake fails). */
+    TS_ASSERT_RC(ts_pair_move(p, TS_C2S), 0);
+    TS_ASSERT_RC(tlsock_handshake(p->server), TLSOCK_EWANT_READ);
+    TS_ASSERT_RC(tlsock_feed(p->server, close_notify, sizeof(close_notify)), 0);
+    TS_ASSERT_RC_MSG(tlsock_handshake(p->server), TLSOCK_EPROTO, tlsock_conn_errmsg(p->server));
+    TS_ASSERT_RC(tlsock_read(p->server, buf, sizeof(buf), &n), TLSOCK_EPROTO);
+}
+
 static void test_close_notify(void **state)
 {
     struct ts_pair *p = *state;
@@ -716,6 +746,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_one_byte_at_a_time, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_truncation, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_truncation_in_handshake, ts_pair_setup,
+                                        ts_pair_teardown),
+        cmocka_unit_test_setup_teardown(test_close_notify_in_handshake, ts_pair_setup,
                                         ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_close_notify, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_faulty_path, ts_pair_setup, ts_pair_teardown),

@@ -593,6 +593,10 @@ static int gtls_handshake(void *tls, struct tlsock__err *err)
         c->blocked = false;
         ret = gnutls_handshake(c->session);
     } while (should_repeat(c, ret, &moved));
+    if (ret == GNUTLS_E_SESSION_EOF && c->t->err == 0 && !c->t->eof) {
+        /* GnuTLS's word for a close_notify in the handshake. */
+        return tlsock__text_fail_closed_in_handshake(err);
+    }
     return ret == 0 ? 0 : map_error(c, ret, err);
 }
 

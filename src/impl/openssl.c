@@ -722,7 +722,12 @@ static int ossl_handshake(void *tls, struct tlsock__err *err)
 
     ERR_clear_error();
     ret = SSL_do_handshake(c->ssl);
-    return ret == 1 ? 0 : map_error(c, ret, err);
+    if (ret == 1) {
+        return 0;
+    }
+    int rc = map_error(c, ret, err);
+    /* map_error reads SSL_ERROR_ZERO_RETURN as the peer's clean close: not yet, it is not. */
+    return rc == TLSOCK_ECLOSED ? tlsock__text_fail_closed_in_handshake(err) : rc;
 }
 
 static int ossl_read(void *tls, void *buf, size_t len, size_t *nread, struct tlsock__err *err)

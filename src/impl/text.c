@@ -98,6 +98,11 @@ int tlsock__text_fail_truncated(struct tlsock__err *err)
                         "be truncated");
 }
 
+int tlsock__text_fail_closed_in_handshake(struct tlsock__err *err)
+{
+    return tlsock__fail(err, TLSOCK_EPROTO, "peer sent close_notify during the handshake");
+}
+
 const char *tlsock__text_old_server_hint(int min_version, int max_version, bool refused)
 {
     /*

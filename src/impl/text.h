@@ -59,6 +59,12 @@ void tlsock__text_verify_message(char *out, size_t size, int verify_mode, bool h
 /* The stream ended without close_notify: TLSOCK_ETRUNCATED. */
 int tlsock__text_fail_truncated(struct tlsock__err *err);
 
+/*
+ * A close_notify arrived before the handshake finished: TLSOCK_EPROTO. Never TLSOCK_ECLOSED, the
+ * clean close: nobody has authenticated the peer yet, and anyone on the path can send one.
+ */
+int tlsock__text_fail_closed_in_handshake(struct tlsock__err *err);
+
 /* The peer's fatal alert: TLSOCK_EPROTO, "peer sent alert: <RFC name> (<number>)<hint>". */
 int tlsock__text_fail_alert(struct tlsock__err *err, int alert, const char *hint);
 
