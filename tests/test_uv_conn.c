@@ -592,8 +592,12 @@ static void test_write_before_handshake(void **state)
     connect_client(f);
     /* The handshake has not even started: both writes wait for it. */
     TS_ASSERT_RC(tlsock_uv_write(f->cli.conn, "early", 5, (void *)1), 0);
+    size_t one = tlsock_uv_conn_write_queue_size(f->cli.conn);
     TS_ASSERT_RC(tlsock_uv_write(f->cli.conn, "", 0, (void *)2), 0);
-    assert_int_equal(tlsock_uv_conn_write_queue_size(f->cli.conn), 5);
+    size_t two = tlsock_uv_conn_write_queue_size(f->cli.conn);
+    /* The queue holds the 5 bytes plus a small record per request, the same for each. */
+    assert_true(one > 5 && one - 5 <= 128);
+    assert_int_equal(two - one, one - 5);
     assert_int_equal(f->cli.writes_done, 0);
     assert_true(run_until(f, server_got_5_and_done));
     assert_int_equal(f->srv.rx_len, 5);
