@@ -525,6 +525,13 @@ void on_read(struct tlsock_uv_conn *conn, const void *data, size_t len)
         anomaly(p->env, "peer %d: on_read with no data", p->id);
         return;
     }
+    if (p->hooks.discard_rx) {
+        p->rx_len += len;
+        if (p->hooks.on_read != NULL) {
+            p->hooks.on_read(p, data, len);
+        }
+        return;
+    }
     if (p->rx_len + len > p->rx_cap) {
         size_t cap = p->rx_cap > 0 ? p->rx_cap : 4096;
         unsigned char *rx;

@@ -42,6 +42,7 @@ struct hooks {
     void (*on_event)(struct peer *p, int code);
     void (*on_write)(struct peer *p, struct wbuf *w, int status);
     void (*on_close)(struct peer *p);
+    bool discard_rx; /* count received bytes in rx_len, store none (long streams, heap tests) */
 };
 
 /* A tlsock_uv_server and what its callbacks saw. opts.user points here. */
