@@ -119,7 +119,7 @@ void tlsock__uv_close_step(struct tlsock_uv_conn *c)
     if (c->tx == TLSOCK__UV_TX_NOTIFIED) {
         if (c->borrowed_fd) {
             /* Not our socket: no FIN; close once libuv wrote everything. */
-            if (c->cipher_inflight == 0) {
+            if (tlsock__uv_inflight(c) == 0) {
                 tlsock__uv_close_all(c, TLSOCK__UV_CLOSED);
             }
             return;
@@ -220,7 +220,7 @@ void tlsock__uv_handover_step(struct tlsock_uv_conn *c)
     bool owns = false;
     int rc = 0;
 
-    if (c->state != TLSOCK__UV_RELEASING || c->wq_head != NULL || c->cipher_inflight > 0 ||
+    if (c->state != TLSOCK__UV_RELEASING || !tlsock__uv_writes_idle(c) ||
         tlsock__conn_output_pending(c->tls) > 0) {
         return; /* write callbacks bring us back */
     }
@@ -320,6 +320,8 @@ void tlsock__uv_tls_drop(struct tlsock_conn *tls)
 void tlsock__uv_conn_discard(struct tlsock_uv_conn *c)
 {
     tlsock__uv_finish_writes(c, false);
+    tlsock__uv_writes_free(c);
+    tlsock__uv_config_unref(c->cfg);
     tlsock__uv_loop_unref(c->lp);
     free(c);
 }
@@ -335,8 +337,8 @@ static void finish(struct tlsock_uv_conn *c)
     if (server == NULL) {
         if (!c->outcome_told) {
             c->outcome_told = true;
-            if (c->cfg.on_connect != NULL) {
-                c->cfg.on_connect(c, TLSOCK_ECANCELED);
+            if (c->cfg->on_connect != NULL) {
+                c->cfg->on_connect(c, TLSOCK_ECANCELED);
             }
         }
         tlsock__uv_finish_writes(c, true);
@@ -348,12 +350,13 @@ static void finish(struct tlsock_uv_conn *c)
             if (release_cb != NULL) {
                 release_cb(c, NULL, TLSOCK_ECANCELED);
             }
-            if (c->cfg.on_close != NULL) {
-                c->cfg.on_close(c);
+            if (c->cfg->on_close != NULL) {
+                c->cfg->on_close(c);
             }
         }
     }
     tlsock__uv_finish_writes(c, false);
+    tlsock__uv_writes_free(c);
     if (c->tls != NULL) {
         tlsock__uv_tls_drop(c->tls);
     }
@@ -362,6 +365,7 @@ static void finish(struct tlsock_uv_conn *c)
         free(c->connecting);
     }
     tlsock__err_free(&c->err);
+    tlsock__uv_config_unref(c->cfg);
     tlsock__uv_loop_unref(c->lp);
     free(c);
     if (server != NULL) {
@@ -394,6 +398,7 @@ void tlsock__uv_server_maybe_finish(struct tlsock_uv_server *s)
         s->close_cb(s);
     }
     tlsock_ctx_free(s->ctx);
+    tlsock__uv_config_unref(s->cfg);
     free(s->initial);
     if (s->lp != NULL) {
         tlsock__uv_loop_unref(s->lp);

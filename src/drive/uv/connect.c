@@ -108,7 +108,7 @@ int tlsock_uv_connect(uv_loop_t *loop, struct tlsock_ctx *ctx, const char *host,
                       const struct tlsock_uv_opts *opts, struct tlsock_uv_conn **out)
 {
     struct tlsock_uv_opts o;
-    struct tlsock__uv_config cfg;
+    struct tlsock__uv_config *cfg = NULL;
     struct tlsock_conn *tls = NULL;
     struct tlsock_uv_conn *c = NULL;
     struct tlsock__uv_connecting *cn = NULL;
@@ -127,7 +127,6 @@ int tlsock_uv_connect(uv_loop_t *loop, struct tlsock_ctx *ctx, const char *host,
     if (rc != 0) {
         return rc;
     }
-    cfg = tlsock__uv_config_of(&o);
     if (tlsock__ctx_role(ctx) != TLSOCK_CLIENT) {
         return tlsock__fail(NULL, TLSOCK_EINVAL, "tlsock_uv_connect needs a client context");
     }
@@ -144,7 +143,9 @@ int tlsock_uv_connect(uv_loop_t *loop, struct tlsock_ctx *ctx, const char *host,
     if (rc != 0) {
         return rc;
     }
-    c = tlsock__uv_conn_alloc(loop, &cfg, o.user);
+    cfg = tlsock__uv_config_new(&o);
+    c = cfg != NULL ? tlsock__uv_conn_alloc(loop, cfg, o.user) : NULL;
+    tlsock__uv_config_unref(cfg); /* the connection holds it */
     cn = calloc(1, sizeof(*cn) + strlen(host) + 1);
     if (c == NULL || cn == NULL) {
         rc = tlsock__fail(NULL, TLSOCK_ENOMEM, "out of memory allocating a connection");

@@ -56,18 +56,31 @@ int tlsock__uv_opts_copy(const struct tlsock_uv_opts *opts, const char *caller,
     return 0;
 }
 
-struct tlsock__uv_config tlsock__uv_config_of(const struct tlsock_uv_opts *o)
+struct tlsock__uv_config *tlsock__uv_config_new(const struct tlsock_uv_opts *o)
 {
-    return (struct tlsock__uv_config){
-        .on_connect = o->on_connect,
-        .on_read = o->on_read,
-        .on_event = o->on_event,
-        .on_write = o->on_write,
-        .on_close = o->on_close,
-        .queue_limit = o->queue_limit > 0 ? o->queue_limit : TLSOCK__UV_QUEUE_LIMIT,
-        .read_idle_timeout_ms = o->read_idle_timeout_ms,
-        .write_timeout_ms = o->write_timeout_ms,
-    };
+    struct tlsock__uv_config *cfg = malloc(sizeof(*cfg));
+
+    if (cfg != NULL) {
+        *cfg = (struct tlsock__uv_config){
+            .refs = 1,
+            .on_connect = o->on_connect,
+            .on_read = o->on_read,
+            .on_event = o->on_event,
+            .on_write = o->on_write,
+            .on_close = o->on_close,
+            .queue_limit = o->queue_limit > 0 ? o->queue_limit : TLSOCK__UV_QUEUE_LIMIT,
+            .read_idle_timeout_ms = o->read_idle_timeout_ms,
+            .write_timeout_ms = o->write_timeout_ms,
+        };
+    }
+    return cfg;
+}
+
+void tlsock__uv_config_unref(struct tlsock__uv_config *cfg)
+{
+    if (cfg != NULL && --cfg->refs == 0) {
+        free(cfg);
+    }
 }
 
 struct tlsock__uv_loop *tlsock__uv_loop_use(uv_loop_t *loop)
@@ -75,7 +88,7 @@ struct tlsock__uv_loop *tlsock__uv_loop_use(uv_loop_t *loop)
     return tlsock__uv_loop_ref(loop, &hooks);
 }
 
-struct tlsock_uv_conn *tlsock__uv_conn_alloc(uv_loop_t *loop, const struct tlsock__uv_config *cfg,
+struct tlsock_uv_conn *tlsock__uv_conn_alloc(uv_loop_t *loop, struct tlsock__uv_config *cfg,
                                              void *user)
 {
     struct tlsock_uv_conn *c = calloc(1, sizeof(*c));
@@ -88,7 +101,8 @@ struct tlsock_uv_conn *tlsock__uv_conn_alloc(uv_loop_t *loop, const struct tlsoc
         free(c);
         return NULL;
     }
-    c->cfg = *cfg;
+    c->cfg = cfg;
+    cfg->refs++;
     c->user = user;
     c->tcp.data = c;
     c->heap_idx = UINT32_MAX;
@@ -158,15 +172,15 @@ void tlsock__uv_report(struct tlsock_uv_conn *c, int code)
             return;
         }
         tlsock__uv_enter(c, TLSOCK__UV_DEAD);
-        if (c->cfg.on_connect != NULL) {
-            c->cfg.on_connect(c, code);
+        if (c->cfg->on_connect != NULL) {
+            c->cfg->on_connect(c, code);
         }
         return;
     }
     bool releasing = c->state == TLSOCK__UV_RELEASING;
     tlsock__uv_enter(c, TLSOCK__UV_DEAD);
-    if (c->cfg.on_event != NULL) {
-        c->cfg.on_event(c, code);
+    if (c->cfg->on_event != NULL) {
+        c->cfg->on_event(c, code);
     }
     if (releasing && c->release_cb != NULL) {
         tlsock__uv_release_failed(c, code);
@@ -287,8 +301,8 @@ static void deliver_reads(struct tlsock_uv_conn *c)
         size_t n = 0;
         rc = tls_read(c, buf, sizeof(buf), &n);
         if (rc == 0) {
-            if (c->cfg.on_read != NULL) {
-                c->cfg.on_read(c, buf, n);
+            if (c->cfg->on_read != NULL) {
+                c->cfg->on_read(c, buf, n);
             }
             continue;
         }
@@ -300,8 +314,8 @@ static void deliver_reads(struct tlsock_uv_conn *c)
             tlsock__uv_rx_enter(c, c->rx == TLSOCK__UV_RX_LIVE ? TLSOCK__UV_RX_NOTIFIED
                                                                : TLSOCK__UV_RX_ENDED);
             tlsock__uv_fail(c, rc, "peer sent close_notify");
-            if (c->cfg.on_event != NULL) {
-                c->cfg.on_event(c, rc);
+            if (c->cfg->on_event != NULL) {
+                c->cfg->on_event(c, rc);
             }
         } else {
             tlsock__uv_report(c, tls_or_reset_fail(c, rc));
@@ -410,8 +424,8 @@ static void become_open(struct tlsock_uv_conn *c)
     rc = tlsock__uv_encrypt_writes(c);
     c->server = NULL; /* handed to the application: the server no longer waits for it */
     c->outcome_told = true;
-    if (c->cfg.on_connect != NULL) {
-        c->cfg.on_connect(c, 0);
+    if (c->cfg->on_connect != NULL) {
+        c->cfg->on_connect(c, 0);
     }
     if (s != NULL) {
         tlsock__uv_server_client_done(s);
@@ -450,8 +464,7 @@ static void hold_buffers(struct tlsock_uv_conn *c)
 /* Nothing in flight either way any more: an idle connection holds no record buffers. */
 static void maybe_idle(struct tlsock_uv_conn *c)
 {
-    if (c->buffers_held && c->cipher_inflight == 0 && c->wq_head == NULL &&
-        tlsock__conn_input_pending(c->tls) == 0) {
+    if (c->buffers_held && tlsock__uv_writes_idle(c) && tlsock__conn_input_pending(c->tls) == 0) {
         c->buffers_held = false;
         tlsock__conn_hold_buffers(c->tls, false);
     }
@@ -493,7 +506,9 @@ void tlsock__uv_pump(struct tlsock_uv_conn *c, bool read)
     if (tlsock__uv_ended(c)) {
         return;
     }
-    tlsock__conn_input_trim(c->tls); /* idle connections keep no input storage */
+    /* An idle connection keeps no input storage, no write side, no record buffers. */
+    tlsock__conn_input_trim(c->tls);
+    tlsock__uv_writes_trim(c);
     maybe_idle(c);
     tlsock__uv_settle(c);
 }
@@ -583,14 +598,14 @@ static void expire(struct tlsock_uv_conn *c)
         /* The peer does not read: our data may stay half sent, so the connection is dead. */
         rc = tlsock__uv_fail(c, TLSOCK_ETIMEDOUT,
                              "write timed out: %zu bytes waited %d ms for the peer to read",
-                             c->cipher_inflight, c->cfg.write_timeout_ms);
+                             tlsock__uv_inflight(c), c->cfg->write_timeout_ms);
         tlsock__uv_link_broke(c);
         tlsock__uv_report(c, rc);
         break;
     case TLSOCK__UV_EXP_IDLE:
         tlsock__uv_report(c, tlsock__uv_fail(c, TLSOCK_ETIMEDOUT,
                                              "read timed out: nothing arrived for %d ms",
-                                             c->cfg.read_idle_timeout_ms));
+                                             c->cfg->read_idle_timeout_ms));
         break;
     case TLSOCK__UV_EXP_NONE:
         break;

@@ -16,20 +16,22 @@
 
 #include "uv_int.h"
 
+static void abandoned(uv_handle_t *handle)
+{
+    tlsock__uv_conn_discard(handle->data);
+}
+
 /* Closes a handle that never became a connection; the caller keeps the session. */
 static void abandon(struct tlsock_uv_conn *c)
 {
-    c->tls = NULL;
-    c->outcome_told = true;
-    c->cfg = (struct tlsock__uv_config){0}; /* the application never had it: no callbacks */
-    tlsock__uv_close_all(c, TLSOCK__UV_CLOSED);
+    uv_close((uv_handle_t *)&c->tcp, abandoned);
 }
 
 int tlsock_uv_adopt(uv_loop_t *loop, struct tlsock_conn *conn, const struct tlsock_uv_opts *opts,
                     struct tlsock_uv_conn **out)
 {
     struct tlsock_uv_opts o;
-    struct tlsock__uv_config cfg;
+    struct tlsock__uv_config *cfg = NULL;
     struct tlsock_uv_conn *c = NULL;
     int fd = -1;
     int rc;
@@ -44,7 +46,6 @@ int tlsock_uv_adopt(uv_loop_t *loop, struct tlsock_conn *conn, const struct tlso
     if (rc != 0) {
         return rc;
     }
-    cfg = tlsock__uv_config_of(&o);
     if (tlsock__conn_socket(conn) < 0) {
         return tlsock__fail(NULL, TLSOCK_EINVAL,
                             "tlsock_uv_adopt: only a connection over a socket can move to a loop");
@@ -53,7 +54,9 @@ int tlsock_uv_adopt(uv_loop_t *loop, struct tlsock_conn *conn, const struct tlso
         return tlsock__fail(NULL, TLSOCK_EINVAL, "tlsock_uv_adopt: the connection is dead (%s)",
                             tlsock_err_name(tlsock__conn_sticky(conn)));
     }
-    c = tlsock__uv_conn_alloc(loop, &cfg, o.user);
+    cfg = tlsock__uv_config_new(&o);
+    c = cfg != NULL ? tlsock__uv_conn_alloc(loop, cfg, o.user) : NULL;
+    tlsock__uv_config_unref(cfg); /* the connection holds it */
     if (c == NULL) {
         return tlsock__fail(NULL, TLSOCK_ENOMEM, "out of memory allocating a connection");
     }

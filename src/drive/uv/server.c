@@ -50,7 +50,7 @@ static void on_connection(uv_stream_t *listener, int status)
         accept_error(s, TLSOCK_ESYS, msg);
         return;
     }
-    c = tlsock__uv_conn_alloc(s->loop, &s->cfg, s->user);
+    c = tlsock__uv_conn_alloc(s->loop, s->cfg, s->user);
     if (c == NULL) {
         /* libuv accepts again only after uv_accept(); without memory there is no handle. */
         accept_error(s, TLSOCK_ENOMEM, "out of memory accepting a client");
@@ -119,9 +119,10 @@ int tlsock_uv_serve(uv_loop_t *loop, struct tlsock_ctx *ctx, const char *host, u
     }
     /* The server keeps the loop's shared state while it lives: its clients come and go. */
     s->lp = tlsock__uv_loop_use(loop);
-    if (s->lp == NULL) {
-        free(s);
-        return tlsock__fail(NULL, TLSOCK_ENOMEM, "out of memory allocating a server");
+    s->cfg = tlsock__uv_config_new(&o);
+    if (s->lp == NULL || s->cfg == NULL) {
+        rc = tlsock__fail(NULL, TLSOCK_ENOMEM, "out of memory allocating a server");
+        goto free_server;
     }
     if (o.initial_data != NULL && o.initial_len > 0) {
         s->initial = malloc(o.initial_len);
@@ -160,14 +161,16 @@ int tlsock_uv_serve(uv_loop_t *loop, struct tlsock_ctx *ctx, const char *host, u
     /* Only the handshake timeout applies to a server's clients. */
     s->tls_opts = (struct tlsock_opts)TLSOCK_OPTS_INIT;
     s->tls_opts.handshake_timeout_ms = o.handshake_timeout_ms;
-    s->cfg = tlsock__uv_config_of(&o);
     s->on_accept_error = o.on_accept_error;
     s->user = o.user;
     s->port = tlsock__bound_port(fd);
     *out = s;
     return 0;
 free_server:
-    tlsock__uv_loop_unref(s->lp);
+    tlsock__uv_config_unref(s->cfg);
+    if (s->lp != NULL) {
+        tlsock__uv_loop_unref(s->lp);
+    }
     free(s->initial);
     free(s);
     return rc;

@@ -20,7 +20,7 @@ enum {
 
 uint64_t tlsock__uv_close_limit(const struct tlsock_uv_conn *c)
 {
-    return (uint64_t)(c->cfg.write_timeout_ms > 0 ? c->cfg.write_timeout_ms : CLOSE_DEFAULT_MS);
+    return (uint64_t)(c->cfg->write_timeout_ms > 0 ? c->cfg->write_timeout_ms : CLOSE_DEFAULT_MS);
 }
 
 /* Ciphertext waits in libuv: the peer must read it within write_timeout_ms of progress. */
@@ -29,24 +29,24 @@ static bool write_applies(const struct tlsock_uv_conn *c)
     bool live = c->state == TLSOCK__UV_HANDSHAKING || c->state == TLSOCK__UV_OPEN ||
                 c->state == TLSOCK__UV_RELEASING;
 
-    return live && c->cfg.write_timeout_ms > 0 && c->cipher_inflight > 0;
+    return live && c->cfg->write_timeout_ms > 0 && tlsock__uv_inflight(c) > 0;
 }
 
 /* Reading for the application, not paused by it or by backpressure, the peer not done. */
 static bool idle_applies(const struct tlsock_uv_conn *c)
 {
-    return c->state == TLSOCK__UV_OPEN && c->cfg.read_idle_timeout_ms > 0 && !c->user_stopped &&
+    return c->state == TLSOCK__UV_OPEN && c->cfg->read_idle_timeout_ms > 0 && !c->user_stopped &&
            !c->throttled && !tlsock__uv_peer_notified(c);
 }
 
 static uint64_t write_due(const struct tlsock_uv_conn *c)
 {
-    return c->last_wprog + (uint64_t)c->cfg.write_timeout_ms;
+    return c->last_wprog + (uint64_t)c->cfg->write_timeout_ms;
 }
 
 static uint64_t idle_due(const struct tlsock_uv_conn *c)
 {
-    return c->last_rx + (uint64_t)c->cfg.read_idle_timeout_ms;
+    return c->last_rx + (uint64_t)c->cfg->read_idle_timeout_ms;
 }
 
 static uint64_t earlier(uint64_t a, uint64_t b)

@@ -154,6 +154,23 @@ struct tlsock__uv_batch {
     size_t len;
 };
 
+/*
+ * The write side of a busy connection, allocated by the first write or flight and freed once
+ * nothing is queued or in flight: an idle connection carries one pointer for it.
+ */
+struct tlsock__uv_wq {
+    /* FIFO; enc is the first request not fully encrypted (NULL: all are). */
+    struct tlsock__uv_write *head;
+    struct tlsock__uv_write *tail;
+    struct tlsock__uv_write *enc;
+    size_t plain_queued;    /* plaintext bytes not encrypted yet */
+    size_t batch_bytes;     /* storage and headers of the batches libuv has not completed */
+    size_t cipher_inflight; /* ciphertext in those batches */
+    uint64_t cipher_sent;   /* ciphertext bytes handed to uv_write since the side was made */
+    uint64_t cipher_done;   /* of those, completed by libuv */
+    uint32_t nwrites;       /* requests in the queue */
+};
+
 /* What a client needs only while it connects (connect.c). */
 struct tlsock__uv_connecting {
     uv_getaddrinfo_t gai;
@@ -166,8 +183,10 @@ struct tlsock__uv_connecting {
     char host[]; /* for messages */
 };
 
-/* The callbacks and limits a connection runs with (copied from struct tlsock_uv_opts). */
+/* The callbacks and limits a connection runs with (copied from struct tlsock_uv_opts); a
+ * server's connections share the server's. */
 struct tlsock__uv_config {
+    size_t refs; /* the server and connections holding it (all on one loop) */
     tlsock_uv_connect_cb on_connect;
     tlsock_uv_read_cb on_read;
     tlsock_uv_event_cb on_event;
@@ -185,21 +204,12 @@ struct tlsock_uv_conn {
     struct tlsock_uv_server *server;          /* accepted and not handed over yet, else NULL */
     struct tlsock__uv_connecting *connecting; /* client while connecting, else NULL */
     tlsock_uv_release_cb release_cb;          /* RELEASING until the hand-over or its failure */
-    struct tlsock__uv_config cfg;
+    struct tlsock__uv_config *cfg;            /* referenced */
     void *user;
     struct tlsock__err
         err; /* its storage comes with the first error: idle connections stay small */
 
-    /* Writes: FIFO; wq_enc is the first request not fully encrypted (NULL: all are). */
-    struct tlsock__uv_write *wq_head;
-    struct tlsock__uv_write *wq_tail;
-    struct tlsock__uv_write *wq_enc;
-    size_t plain_queued;    /* plaintext bytes not encrypted yet */
-    size_t batch_bytes;     /* storage and headers of the batches libuv has not completed */
-    size_t cipher_inflight; /* ciphertext in those batches */
-    uint64_t cipher_sent;   /* ciphertext bytes handed to uv_write, ever */
-    uint64_t cipher_done;   /* of those, completed by libuv */
-    uint32_t nwrites;       /* requests in the queue */
+    struct tlsock__uv_wq *wq; /* while writes are queued or in flight, else NULL */
 
     /* Deadlines, on the loop's clock (uv_now) in ms. */
     uint32_t heap_idx;   /* place in the loop's deadline heap, UINT32_MAX when not in it */
@@ -236,7 +246,7 @@ struct tlsock_uv_server {
     struct tlsock__uv_loop *lp;
     struct tlsock_ctx *ctx; /* referenced */
     struct tlsock_opts tls_opts;
-    struct tlsock__uv_config cfg;
+    struct tlsock__uv_config *cfg; /* referenced; given to each client */
     tlsock_uv_accept_error_cb on_accept_error;
     void *user;
     unsigned char *initial; /* opts.initial_data, copied */
@@ -253,12 +263,14 @@ struct tlsock_uv_server {
 /* Copies @p opts (any older size) over zeroed defaults; TLSOCK_EINVAL for a negative timeout. */
 int tlsock__uv_opts_copy(const struct tlsock_uv_opts *opts, const char *caller,
                          struct tlsock_uv_opts *out) TLSOCK__MUST_CHECK;
-/* Fills a connection's callbacks and limits from options. */
-struct tlsock__uv_config tlsock__uv_config_of(const struct tlsock_uv_opts *o);
+/* A connection's callbacks and limits from options (one reference); NULL without memory. */
+struct tlsock__uv_config *tlsock__uv_config_new(const struct tlsock_uv_opts *o);
+void tlsock__uv_config_unref(struct tlsock__uv_config *cfg);
 /* The loop's shared state, referenced, with the engine's hooks; NULL without memory. */
 struct tlsock__uv_loop *tlsock__uv_loop_use(uv_loop_t *loop);
-/* A zeroed connection on @p loop with @p cfg; no handle initialised yet. NULL without memory. */
-struct tlsock_uv_conn *tlsock__uv_conn_alloc(uv_loop_t *loop, const struct tlsock__uv_config *cfg,
+/* A zeroed connection on @p loop with @p cfg (referenced); no handle initialised yet. NULL
+ * without memory. */
+struct tlsock_uv_conn *tlsock__uv_conn_alloc(uv_loop_t *loop, struct tlsock__uv_config *cfg,
                                              void *user);
 /* The TCP connection exists: the handshake runs from the loop. */
 void tlsock__uv_start_tls(struct tlsock_uv_conn *c);
@@ -319,6 +331,11 @@ void tlsock__uv_update_throttle(struct tlsock_uv_conn *c);
 int tlsock__uv_encrypt_writes(struct tlsock_uv_conn *c) TLSOCK__MUST_CHECK;
 /* Every queued write is encrypted. */
 bool tlsock__uv_all_encrypted(const struct tlsock_uv_conn *c);
+/* Ciphertext libuv has not written yet. */
+size_t tlsock__uv_inflight(const struct tlsock_uv_conn *c);
+/* Nothing queued, nothing in flight; tlsock__uv_writes_trim() then frees the write side. */
+bool tlsock__uv_writes_idle(const struct tlsock_uv_conn *c);
+void tlsock__uv_writes_trim(struct tlsock_uv_conn *c);
 /* Sends what TLS produced as one uv_write; 0 or a fatal code (the link broke for ESYS). */
 int tlsock__uv_flush(struct tlsock_uv_conn *c) TLSOCK__MUST_CHECK;
 /* A batch completed: the counters move; returns its connection. */
@@ -327,6 +344,8 @@ struct tlsock_uv_conn *tlsock__uv_batch_done(uv_write_t *req, int status);
 void tlsock__uv_complete_writes(struct tlsock_uv_conn *c);
 /* The connection ends: every request completes, 0 if written, else TLSOCK_ECANCELED. */
 void tlsock__uv_finish_writes(struct tlsock_uv_conn *c, bool callbacks);
+/* Frees the write side (the connection is freed; batches in flight are done). */
+void tlsock__uv_writes_free(struct tlsock_uv_conn *c);
 
 /* ---- timers.c -------------------------------------------------------------------------------- */
 

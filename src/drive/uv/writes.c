@@ -23,9 +23,19 @@ enum {
 
 /* ---- the queue ------------------------------------------------------------------------------- */
 
+/* The write side, made on first use; NULL without memory. */
+static struct tlsock__uv_wq *wq_of(struct tlsock_uv_conn *c)
+{
+    if (c->wq == NULL) {
+        c->wq = calloc(1, sizeof(*c->wq));
+    }
+    return c->wq;
+}
+
 int tlsock__uv_queue_write(struct tlsock_uv_conn *c, const void *buf, size_t len, void *arg)
 {
-    struct tlsock__uv_write *w = calloc(1, sizeof(*w));
+    struct tlsock__uv_wq *q = wq_of(c);
+    struct tlsock__uv_write *w = q != NULL ? calloc(1, sizeof(*w)) : NULL;
 
     if (w == NULL) {
         return TLSOCK_ENOMEM;
@@ -33,23 +43,24 @@ int tlsock__uv_queue_write(struct tlsock_uv_conn *c, const void *buf, size_t len
     w->buf = buf;
     w->len = len;
     w->arg = arg;
-    if (c->wq_tail != NULL) {
-        c->wq_tail->next = w;
+    if (q->tail != NULL) {
+        q->tail->next = w;
     } else {
-        c->wq_head = w;
+        q->head = w;
     }
-    c->wq_tail = w;
-    if (c->wq_enc == NULL) {
-        c->wq_enc = w;
+    q->tail = w;
+    if (q->enc == NULL) {
+        q->enc = w;
     }
-    c->plain_queued += len;
-    c->nwrites++;
+    q->plain_queued += len;
+    q->nwrites++;
     return 0;
 }
 
 int tlsock__uv_queue_initial(struct tlsock_uv_conn *c, const void *data, size_t len, bool copy)
 {
-    struct tlsock__uv_write *w = calloc(1, sizeof(*w));
+    struct tlsock__uv_wq *q = wq_of(c);
+    struct tlsock__uv_write *w = q != NULL ? calloc(1, sizeof(*w)) : NULL;
 
     if (w == NULL) {
         return TLSOCK_ENOMEM;
@@ -69,29 +80,34 @@ int tlsock__uv_queue_initial(struct tlsock_uv_conn *c, const void *data, size_t 
     w->len = len;
     w->internal = true;
     /* In front of everything: it goes out right after the handshake. */
-    w->next = c->wq_head;
-    c->wq_head = w;
-    if (c->wq_tail == NULL) {
-        c->wq_tail = w;
+    w->next = q->head;
+    q->head = w;
+    if (q->tail == NULL) {
+        q->tail = w;
     }
-    c->wq_enc = c->wq_head;
-    c->plain_queued += len;
-    c->nwrites++;
+    q->enc = q->head;
+    q->plain_queued += len;
+    q->nwrites++;
     return 0;
 }
 
 size_t tlsock__uv_queue_bytes(const struct tlsock_uv_conn *c)
 {
-    return c->plain_queued + c->batch_bytes + (size_t)c->nwrites * sizeof(struct tlsock__uv_write);
+    const struct tlsock__uv_wq *q = c->wq;
+
+    if (q == NULL) {
+        return 0;
+    }
+    return q->plain_queued + q->batch_bytes + (size_t)q->nwrites * sizeof(struct tlsock__uv_write);
 }
 
 void tlsock__uv_update_throttle(struct tlsock_uv_conn *c)
 {
     size_t held = tlsock__uv_queue_bytes(c);
 
-    if (!c->throttled && held > c->cfg.queue_limit) {
+    if (!c->throttled && held > c->cfg->queue_limit) {
         c->throttled = true;
-    } else if (c->throttled && held <= c->cfg.queue_limit / 2) {
+    } else if (c->throttled && held <= c->cfg->queue_limit / 2) {
         c->throttled = false;
         c->last_rx = uv_now(c->lp->loop); /* the idle timeout starts again with reading */
     }
@@ -99,7 +115,25 @@ void tlsock__uv_update_throttle(struct tlsock_uv_conn *c)
 
 bool tlsock__uv_all_encrypted(const struct tlsock_uv_conn *c)
 {
-    return c->wq_enc == NULL;
+    return c->wq == NULL || c->wq->enc == NULL;
+}
+
+size_t tlsock__uv_inflight(const struct tlsock_uv_conn *c)
+{
+    return c->wq != NULL ? c->wq->cipher_inflight : 0;
+}
+
+bool tlsock__uv_writes_idle(const struct tlsock_uv_conn *c)
+{
+    return c->wq == NULL || (c->wq->head == NULL && c->wq->cipher_inflight == 0);
+}
+
+void tlsock__uv_writes_trim(struct tlsock_uv_conn *c)
+{
+    if (c->wq != NULL && tlsock__uv_writes_idle(c)) {
+        free(c->wq);
+        c->wq = NULL;
+    }
 }
 
 /* ---- batches --------------------------------------------------------------------------------- */
@@ -108,6 +142,7 @@ int tlsock__uv_flush(struct tlsock_uv_conn *c)
 {
     struct tlsock__buf out = tlsock__conn_output_take(c->tls);
     size_t n = tlsock__buf_pending(&out);
+    struct tlsock__uv_wq *q = NULL;
     struct tlsock__uv_batch *b = NULL;
     uv_buf_t ub;
     bool sync_attempt = false;
@@ -118,7 +153,8 @@ int tlsock__uv_flush(struct tlsock_uv_conn *c)
         tlsock__buf_free(&out);
         return 0;
     }
-    b = malloc(sizeof(*b));
+    q = wq_of(c);
+    b = q != NULL ? malloc(sizeof(*b)) : NULL;
     if (b == NULL) {
         tlsock__buf_free(&out);
         return tlsock__uv_fail(c, TLSOCK_ENOMEM, "out of memory sending");
@@ -138,12 +174,12 @@ int tlsock__uv_flush(struct tlsock_uv_conn *c)
         tlsock__uv_link_broke(c);
         return rc;
     }
-    if (c->cipher_inflight == 0) {
+    if (q->cipher_inflight == 0) {
         c->last_wprog = uv_now(c->lp->loop);
     }
-    c->cipher_inflight += n;
-    c->cipher_sent += n;
-    c->batch_bytes += b->cap + sizeof(*b);
+    q->cipher_inflight += n;
+    q->cipher_sent += n;
+    q->batch_bytes += b->cap + sizeof(*b);
     /*
      * With its queue empty, libuv writes at once, and reports a failure only from the next loop
      * iteration, where it first writes whatever was queued after it: a second write after a
@@ -161,10 +197,11 @@ struct tlsock_uv_conn *tlsock__uv_batch_done(uv_write_t *req, int status)
 {
     struct tlsock__uv_batch *b = req->data;
     struct tlsock_uv_conn *c = b->conn;
+    struct tlsock__uv_wq *q = c->wq; /* a batch in flight keeps it */
 
-    c->cipher_inflight -= b->len;
-    c->cipher_done += b->len;
-    c->batch_bytes -= b->cap + sizeof(*b);
+    q->cipher_inflight -= b->len;
+    q->cipher_done += b->len;
+    q->batch_bytes -= b->cap + sizeof(*b);
     if (status == 0) {
         c->last_wprog = uv_now(c->lp->loop);
     }
@@ -190,10 +227,11 @@ static int tls_write(struct tlsock_uv_conn *c, const void *buf, size_t len)
 /* Room for the next batch's ciphertext, from the plaintext it will carry. */
 static void reserve_batch(struct tlsock_uv_conn *c)
 {
+    const struct tlsock__uv_wq *q = c->wq;
     size_t plain = 0;
     size_t records = 0;
 
-    for (const struct tlsock__uv_write *w = c->wq_enc; w != NULL && plain < TLSOCK__UV_BATCH_PLAIN;
+    for (const struct tlsock__uv_write *w = q->enc; w != NULL && plain < TLSOCK__UV_BATCH_PLAIN;
          w = w->next) {
         size_t n = w->len - w->done;
         n = n < TLSOCK__UV_BATCH_PLAIN - plain ? n : TLSOCK__UV_BATCH_PLAIN - plain;
@@ -209,11 +247,12 @@ static void reserve_batch(struct tlsock_uv_conn *c)
 /* Encrypts one batch (at most TLSOCK__UV_BATCH_PLAIN of plaintext) and sends it. */
 static int encrypt_batch(struct tlsock_uv_conn *c)
 {
+    struct tlsock__uv_wq *q = c->wq;
     size_t budget = TLSOCK__UV_BATCH_PLAIN;
 
     reserve_batch(c);
-    while (c->wq_enc != NULL && budget > 0) {
-        struct tlsock__uv_write *w = c->wq_enc;
+    while (q->enc != NULL && budget > 0) {
+        struct tlsock__uv_write *w = q->enc;
         while (w->done < w->len && budget > 0) {
             size_t n = w->len - w->done;
             n = n < PLAIN_CHUNK ? n : PLAIN_CHUNK;
@@ -229,24 +268,28 @@ static int encrypt_batch(struct tlsock_uv_conn *c)
             }
             w->done += n;
             budget -= n;
-            c->plain_queued -= n;
+            q->plain_queued -= n;
         }
         if (w->done < w->len) {
             break;
         }
-        w->end = c->cipher_sent + tlsock__conn_output_pending(c->tls);
-        c->wq_enc = w->next;
+        w->end = q->cipher_sent + tlsock__conn_output_pending(c->tls);
+        q->enc = w->next;
     }
     return tlsock__uv_flush(c);
 }
 
 int tlsock__uv_encrypt_writes(struct tlsock_uv_conn *c)
 {
-    size_t pace = c->cfg.queue_limit / 2 < PACE ? c->cfg.queue_limit / 2 : PACE;
+    struct tlsock__uv_wq *q = c->wq;
+    size_t pace = c->cfg->queue_limit / 2 < PACE ? c->cfg->queue_limit / 2 : PACE;
     int rc = 0;
 
+    if (q == NULL) {
+        return 0;
+    }
     /* Initial data always goes at once. */
-    while (rc == 0 && c->wq_enc != NULL && (c->batch_bytes < pace || c->wq_enc->internal)) {
+    while (rc == 0 && q->enc != NULL && (q->batch_bytes < pace || q->enc->internal)) {
         rc = encrypt_batch(c);
     }
     return rc;
@@ -254,9 +297,9 @@ int tlsock__uv_encrypt_writes(struct tlsock_uv_conn *c)
 
 /* ---- completions ----------------------------------------------------------------------------- */
 
-static void write_free(struct tlsock_uv_conn *c, struct tlsock__uv_write *w)
+static void write_free(struct tlsock__uv_wq *q, struct tlsock__uv_write *w)
 {
-    c->nwrites--;
+    q->nwrites--;
     if (w->owned) {
         free((void *)w->buf);
     }
@@ -265,44 +308,57 @@ static void write_free(struct tlsock_uv_conn *c, struct tlsock__uv_write *w)
 
 void tlsock__uv_complete_writes(struct tlsock_uv_conn *c)
 {
-    while (c->wq_head != NULL && c->wq_head != c->wq_enc && c->wq_head->end <= c->cipher_done &&
+    struct tlsock__uv_wq *q = c->wq;
+
+    while (q != NULL && q->head != NULL && q->head != q->enc && q->head->end <= q->cipher_done &&
            c->failure == 0 && !tlsock__uv_ended(c)) {
-        struct tlsock__uv_write *w = c->wq_head;
+        struct tlsock__uv_write *w = q->head;
         void *arg = w->arg;
         bool internal = w->internal;
 
-        c->wq_head = w->next;
-        if (c->wq_head == NULL) {
-            c->wq_tail = NULL;
+        q->head = w->next;
+        if (q->head == NULL) {
+            q->tail = NULL;
         }
-        write_free(c, w);
-        if (!internal && c->cfg.on_write != NULL) {
-            c->cfg.on_write(c, arg, 0);
+        write_free(q, w);
+        if (!internal && c->cfg->on_write != NULL) {
+            c->cfg->on_write(c, arg, 0);
         }
     }
 }
 
 void tlsock__uv_finish_writes(struct tlsock_uv_conn *c, bool callbacks)
 {
+    struct tlsock__uv_wq *q = c->wq;
+
+    if (q == NULL) {
+        return;
+    }
     /* In order: 0 if libuv wrote all of it before the end (a healthy connection), else
      * ECANCELED. */
-    while (c->wq_head != NULL) {
-        struct tlsock__uv_write *w = c->wq_head;
+    while (q->head != NULL) {
+        struct tlsock__uv_write *w = q->head;
         void *arg = w->arg;
         bool internal = w->internal;
         bool written =
-            c->failure == 0 && w->done == w->len && w != c->wq_enc && w->end <= c->cipher_done;
+            c->failure == 0 && w->done == w->len && w != q->enc && w->end <= q->cipher_done;
 
-        c->wq_head = w->next;
-        if (c->wq_enc == w) {
-            c->wq_enc = c->wq_head;
+        q->head = w->next;
+        if (q->enc == w) {
+            q->enc = q->head;
         }
-        c->plain_queued -= w->len - w->done;
-        write_free(c, w);
-        if (callbacks && !internal && c->cfg.on_write != NULL) {
-            c->cfg.on_write(c, arg, written ? 0 : TLSOCK_ECANCELED);
+        q->plain_queued -= w->len - w->done;
+        write_free(q, w);
+        if (callbacks && !internal && c->cfg->on_write != NULL) {
+            c->cfg->on_write(c, arg, written ? 0 : TLSOCK_ECANCELED);
         }
     }
-    c->wq_tail = NULL;
-    c->wq_enc = NULL;
+    q->tail = NULL;
+    q->enc = NULL;
+}
+
+void tlsock__uv_writes_free(struct tlsock_uv_conn *c)
+{
+    free(c->wq);
+    c->wq = NULL;
 }
