@@ -244,27 +244,10 @@ static void on_server_closed(struct tlsock_uv_server *server)
 
 /* ---- loop helpers -------------------------------------------------------------------------- */
 
-struct until {
-    struct fx *f;
-    bool (*pred)(struct fx *f);
-};
-
-static bool until_holds(void *arg)
-{
-    struct until *u = arg;
-
-    return u->pred(u->f);
-}
-
-/* Runs the loop until @p pred holds, bounded by the harness's guard; returns the predicate. */
+/* Runs the loop until @p pred holds, bounded by the harness's guard (a failure fails the test). */
 static bool run_until(struct fx *f, bool (*pred)(struct fx *f))
 {
-    struct until u = {f, pred};
-
-    if (!env_run_until(f->env, until_holds, &u, GUARD_MS)) {
-        print_error("run_until: condition not met before the %d ms guard\n", GUARD_MS);
-        return false;
-    }
+    RUN_UNTIL(f->env, pred(f), GUARD_MS);
     return true;
 }
 
@@ -955,16 +938,13 @@ static void test_peer_truncated(void **state)
 {
     struct fx *f = *state;
     struct tlsock_uv_opts o = side_opts(&f->cli);
-    struct ts_gate gate;
 
-    ts_gate_init(&gate);
-    TS_ASSERT_RC(ts_server_start(&f->bsrv, f->sctx, NULL, NULL, serve_truncate, &gate), 0);
+    /* The harness's gate: its teardown opens it, should the wait below fail. */
+    TS_ASSERT_RC(ts_server_start(&f->bsrv, f->sctx, NULL, NULL, serve_truncate, &f->env->gate), 0);
     connect_with(f, f->bsrv.port, &o);
-    bool seen = run_until(f, client_event);
-    ts_gate_open(&gate);
+    assert_true(run_until(f, client_event));
+    ts_gate_open(&f->env->gate);
     ts_server_stop(&f->bsrv);
-    ts_gate_destroy(&gate);
-    assert_true(seen);
     assert_int_equal(f->cli.connect_status, 0);
     TS_ASSERT_RC_MSG(f->cli.event_codes[0], TLSOCK_ETRUNCATED, tlsock_uv_conn_errmsg(f->cli.conn));
     TS_ASSERT_RC(tlsock_uv_write(f->cli.conn, "x", 1, (void *)1), TLSOCK_EINVAL);

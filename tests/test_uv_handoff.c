@@ -339,26 +339,10 @@ static struct tlsock_uv_opts cli_opts(struct client *c)
     return o;
 }
 
-struct until {
-    struct client *c;
-    bool (*pred)(struct client *c);
-};
-
-static bool until_holds(void *arg)
-{
-    struct until *u = arg;
-
-    return u->pred(u->c);
-}
-
+/* Runs the loop until @p pred holds, bounded by the harness's guard (a failure fails the test). */
 static bool cli_run_until(struct client *c, bool (*pred)(struct client *c))
 {
-    struct until u = {c, pred};
-
-    if (!env_run_until(c->env, until_holds, &u, GUARD_MS)) {
-        print_error("run_until: condition not met before the %d ms guard\n", GUARD_MS);
-        return false;
-    }
+    RUN_UNTIL(c->env, pred(c), GUARD_MS);
     return true;
 }
 
