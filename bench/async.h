@@ -1,7 +1,7 @@
 /*
- * tlsock-bench: the async cases (built only with the libuv driver, BENCH_HAVE_UV): the sides they
- * run (side_uv.c, side_blocking.c, side_stunnel.c), the idle-connection case (idle.c) and the
- * tlsock_uv server they share.
+ * tlsock-bench: what the async cases (libuv driver, built with BENCH_HAVE_UV) share: a tlsock_uv
+ * server on a loop of its own (uv_server.c), the echo sides that the stunnel case reuses
+ * (case_echo.c), child processes (proc.c) and the idle case's entry point in them.
  */
 #ifndef TLSOCK_BENCH_ASYNC_H
 #define TLSOCK_BENCH_ASYNC_H
@@ -9,55 +9,24 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <uv.h>
 
 #include "bench.h"
-
-/* Loops (threads) the async handshake clients run on; the server has one loop. */
-#define BENCH_UV_CLIENT_LOOPS 2
-
-/* Echo: the raw blocking echo on each side (OpenSSL or GnuTLS, from the config's impl). */
-extern const struct bench_side bench_side_raw_echo;
-/* Echo: a tlsock_uv client against a tlsock_uv server, each on a loop in a thread. */
-extern const struct bench_side bench_side_uv_echo;
-/* Echo with the raw OpenSSL blocking client against a tlsock_uv server. */
-extern const struct bench_side bench_side_uv_server_echo;
-/* Echo with the raw OpenSSL blocking client against stunnel in front of a plaintext echo. */
-extern const struct bench_side bench_side_stunnel_echo;
-/* Handshakes with limits->concurrency in flight: blocking threads, or tlsock_uv loops. */
-extern const struct bench_side bench_side_raw_handshakes;
-extern const struct bench_side bench_side_uv_handshakes;
-/*
- * Idle connections: a server process (raw OpenSSL or GnuTLS on epoll, or tlsock_uv) holds
- * limits->concurrency connections made by a client process; the sample has the per-connection
- * growth of the server's memory.
- */
-extern const struct bench_side bench_side_raw_idle;
-extern const struct bench_side bench_side_uv_idle;
-
-/* Why the stunnel case cannot run (no stunnel program), or NULL when it can. */
-const char *bench_stunnel_missing(void);
-/* The stunnel program's version line, "" if unknown; valid until the next call. */
-const char *bench_stunnel_version(void);
-
-/*
- * The entry point of the idle case's child processes (tlsock-bench re-executes itself with
- * BENCH_IDLE_CHILD_ARG as its first argument); returns the exit status.
- */
-#define BENCH_IDLE_CHILD_ARG "--idle-child"
-int bench_idle_child(int argc, char **argv);
+#include "tlsock/uv.h"
 
 /* What a tlsock_uv server does with the connections it accepts. */
 enum bench_uv_mode {
     BENCH_UV_ECHO,  /* writes back what it reads */
     BENCH_UV_CLOSE, /* closes each right after the handshake */
+    BENCH_UV_HOLD,  /* keeps each, idle, until the server is closed */
 };
 
 struct srv_conn;
 struct echo_buf;
 
-/* A tlsock_uv server on a loop of its own, run by a thread of its own (side_uv.c). */
+/* A tlsock_uv server on a loop of its own. */
 struct bench_uv_server {
     uv_loop_t loop;
     uv_async_t wake;       /* the stop request */
@@ -70,13 +39,81 @@ struct bench_uv_server {
     bool stopping;
     int rc;              /* first failure, BENCH_OK if none */
     uint64_t handshakes; /* clients handed to on_connect */
+    uint64_t held;       /* connections handed to on_connect and not closed yet */
     uint64_t bytes;      /* echoed */
     int64_t echo_cpu0_ns;
     int64_t echo_cpu_ns;    /* from the echo connection's handshake to its close_notify */
-    int64_t thread_cpu_ns;  /* the whole thread, once stopped */
-    struct srv_conn *conns; /* connections handed to on_connect and not closed yet */
+    int64_t thread_cpu_ns;  /* the whole loop, once stopped */
+    struct srv_conn *conns; /* the connections held */
     struct echo_buf *pool;  /* echo: free copy buffers */
     int pooled;
+    char cipher[64]; /* the first connection's */
+    char impl[16];
 };
+
+/* Sets the server up on its loop, listening on 127.0.0.1 (srv->port); nothing runs yet. */
+int bench_uv_server_init(struct bench_uv_server *srv, struct tlsock_ctx *ctx,
+                         enum bench_uv_mode mode);
+/* Runs the loop until the server is closed: in a thread of its own (start), or here (run). */
+int bench_uv_server_start(struct bench_uv_server *srv);
+void bench_uv_server_run(struct bench_uv_server *srv);
+/* From the loop's thread: closes the server and every connection; the loop then ends. */
+void bench_uv_server_close(struct bench_uv_server *srv);
+/* From another thread, after start: closes, joins, frees; returns the first failure. */
+int bench_uv_server_stop(struct bench_uv_server *srv);
+/* After run returned: frees and closes the loop; returns the first failure. */
+int bench_uv_server_finish(struct bench_uv_server *srv);
+
+/* The options every tlsock_uv connection of the bench has: timeouts, user pointer. */
+void bench_uv_opts(struct tlsock_uv_opts *opts, void *user);
+/* The suite and implementation a tlsock_uv connection negotiated, "?" if unknown. */
+void bench_uv_name(struct tlsock_uv_conn *conn, char *cipher, size_t cipher_len, char *impl,
+                   size_t impl_len);
+
+/* What every echo case has: TLS 1.3 AES-128-GCM, 16 KiB writes, 64 KiB in flight. */
+#define BENCH_ECHO_CASE                                                                            \
+    .measure = &bench_echo, .suite = "TLS_AES_128_GCM_SHA256", .write_size = BENCH_RECORD,         \
+    .window = 64 * 1024, .rounds = BENCH_ASYNC_ROUNDS
+
+/* Echo (case_echo.c): the raw baseline on blocking sockets, client and server threads. */
+int bench_echo_blocking(const struct bench_run *run, struct bench_sample *out);
+/* The raw blocking echo client against a tlsock_uv echo server. */
+int bench_echo_uv_server(const struct bench_run *run, struct bench_sample *out);
+/*
+ * The raw blocking echo client against any echo server on 127.0.0.1:@p port; fills the rate and
+ * the client's CPU time, not the server's.
+ */
+int bench_echo_client(const struct bench_run *run, uint16_t port, struct bench_sample *out);
+
+/* A child process (proc.c), spoken to through pipes or writing to a log file. */
+struct bench_child {
+    const char *name; /* in messages */
+    pid_t pid;
+    int to;   /* its stdin, -1 with a log file */
+    int from; /* its stdout, -1 with a log file */
+    char buf[512];
+    size_t len;
+};
+
+/*
+ * Starts @p argv[0] with @p argv; with @p log NULL, its stdin and stdout are pipes to us, else
+ * its stdin is /dev/null and its stdout and stderr go to the file @p log.
+ */
+int bench_child_spawn(struct bench_child *c, const char *name, char *const argv[], const char *log);
+/* One line from the child within @p timeout_ms, without its newline. */
+int bench_child_line(struct bench_child *c, int timeout_ms, char *line, size_t cap);
+int bench_child_send(struct bench_child *c, const char *text);
+/*
+ * Closes its stdin, sends @p sig (0: none), waits @p timeout_ms for it to exit, then kills it;
+ * always reaps it. BENCH_OK when it exited with status 0 (or from @p sig).
+ */
+int bench_child_stop(struct bench_child *c, int sig, int timeout_ms);
+
+/*
+ * The idle case's child processes: tlsock-bench executes itself with BENCH_IDLE_CHILD_ARG as its
+ * first argument (case_idle.c); returns the exit status.
+ */
+#define BENCH_IDLE_CHILD_ARG "--idle-child"
+int bench_idle_child(int argc, char **argv);
 
 #endif /* TLSOCK_BENCH_ASYNC_H */

@@ -1,5 +1,6 @@
 /*
- * The baseline: OpenSSL used directly, the way a careful program would with blocking sockets.
+ * The baseline: OpenSSL used directly, the way a careful program would with blocking sockets
+ * (or with memory BIOs in memory mode).
  * It is given the same certificates, protocol version and cipher suite as the tlsock side, and
  * the same TCP options tlsock sets (TCP_NODELAY on both ends; tcp.c), so that the ratio between
  * the two measures what tlsock adds on top of OpenSSL and nothing else.
@@ -16,11 +17,11 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
-#include "side_raw.h"
+#include "side.h"
 
 struct raw_conn {
     SSL *ssl;
-    int fd;
+    int fd; /* -1 in memory mode */
 };
 
 void bench_ssl_error(const char *what)
@@ -116,7 +117,7 @@ static void raw_teardown(void *envp)
     }
 }
 
-static int raw_setup(const struct bench_side_config *config, void **out)
+static int raw_setup(const struct bench_config *config, void **out)
 {
     int rc = BENCH_ERROR;
     struct raw_env *env = calloc(1, sizeof(*env));
@@ -171,60 +172,74 @@ static long count_writes(BIO *bio, int oper, const char *argp, size_t len, int a
     return ret;
 }
 
-/* Wraps connected socket @p fd in a new SSL object; takes the fd over, even on failure. */
-static int wrap_fd(SSL_CTX *ctx, int fd, struct raw_conn **out)
+/*
+ * A new SSL object on connected socket @p fd (taken over, even on failure), or on two memory BIOs
+ * with @p fd -1 (memory mode), in the client or the server state.
+ */
+static int new_conn(struct raw_env *env, bool client, int fd, void **out)
 {
-    int rc = BENCH_ERROR;
     struct raw_conn *conn = malloc(sizeof(*conn));
+    SSL *ssl = SSL_new(client ? env->client : env->server);
+    BIO *in = fd < 0 ? BIO_new(BIO_s_mem()) : NULL;
+    BIO *wbio = fd < 0 ? BIO_new(BIO_s_mem()) : NULL;
+    bool ok = conn != NULL && ssl != NULL && (fd >= 0 ? SSL_set_fd(ssl, fd) == 1 : in && wbio);
 
-    if (conn == NULL) {
-        fprintf(stderr, "raw: out of memory\n");
-        close(fd);
-        goto out;
+    if (ok && fd >= 0) {
+        BIO_set_callback_ex(SSL_get_wbio(ssl), count_writes);
+    } else if (ok) {
+        /* An empty input BIO means "no more yet" (WANT_READ), not the end of the stream. */
+        BIO_set_mem_eof_return(in, -1);
+        SSL_set_bio(ssl, in, wbio);
+        in = NULL;
+        wbio = NULL;
     }
-    conn->fd = fd;
-    conn->ssl = SSL_new(ctx);
-    if (conn->ssl == NULL || SSL_set_fd(conn->ssl, fd) != 1) {
-        bench_ssl_error("SSL_new");
-        SSL_free(conn->ssl);
-        close(fd);
+    if (ok && client) {
+        SSL_set_connect_state(ssl);
+        /* tlsock clients send SNI and verify the chain and the host name; so does the baseline. */
+        ok = SSL_set_tlsext_host_name(ssl, BENCH_SERVER_NAME) == 1 &&
+             SSL_set1_host(ssl, BENCH_SERVER_NAME) == 1;
+    } else if (ok) {
+        SSL_set_accept_state(ssl);
+    }
+    BIO_free(in);
+    BIO_free(wbio);
+    if (!ok) {
+        bench_ssl_error("new connection");
+        SSL_free(ssl);
         free(conn);
-        goto out;
+        if (fd >= 0) {
+            close(fd);
+        }
+        return BENCH_ERROR;
     }
-    BIO_set_callback_ex(SSL_get_wbio(conn->ssl), count_writes);
+    conn->ssl = ssl;
+    conn->fd = fd;
     *out = conn;
-    rc = BENCH_OK;
-
-out:
-    return rc;
+    return BENCH_OK;
 }
 
 static int raw_accept(void *envp, void *lis, void **out)
 {
-    struct raw_env *env = envp;
-    struct raw_conn *conn = NULL;
     int fd = -1;
     int rc = bench_tcp_accept("raw", lis, &fd);
 
-    if (rc == BENCH_OK) {
-        rc = wrap_fd(env->server, fd, &conn);
-    }
-    if (rc == BENCH_OK) {
-        *out = conn;
-    }
-    return rc;
+    return rc == BENCH_OK ? new_conn(envp, false, fd, out) : rc;
 }
 
+/* In memory mode, BENCH_AGAIN when it needs input. */
 static int raw_handshake(void *connp)
 {
     struct raw_conn *conn = connp;
-    int rc = BENCH_OK;
+    int n = SSL_do_handshake(conn->ssl);
 
-    if (SSL_accept(conn->ssl) != 1) {
-        bench_ssl_error("SSL_accept");
-        rc = BENCH_ERROR;
+    if (n == 1) {
+        return BENCH_OK;
     }
-    return rc;
+    if (conn->fd < 0 && SSL_get_error(conn->ssl, n) == SSL_ERROR_WANT_READ) {
+        return BENCH_AGAIN;
+    }
+    bench_ssl_error("SSL_do_handshake");
+    return BENCH_ERROR;
 }
 
 static void raw_close(void *connp)
@@ -238,7 +253,9 @@ static void raw_close(void *connp)
             (void)SSL_shutdown(conn->ssl);
         }
         SSL_free(conn->ssl);
-        bench_tcp_close(conn->fd);
+        if (conn->fd >= 0) {
+            bench_tcp_close(conn->fd);
+        }
         free(conn);
         /* A peer that closed first can leave write errors queued; they are not this run's. */
         ERR_clear_error();
@@ -247,33 +264,18 @@ static void raw_close(void *connp)
 
 static int raw_connect(void *envp, uint16_t port, void **out)
 {
-    struct raw_env *env = envp;
-    struct raw_conn *conn = NULL;
-    int rc = BENCH_ERROR;
     int fd = -1;
+    int rc = bench_tcp_connect("raw", port, &fd);
 
-    if (bench_tcp_connect("raw", port, &fd) != BENCH_OK) {
-        goto out;
+    if (rc == BENCH_OK) {
+        rc = new_conn(envp, true, fd, out);
     }
-    if (wrap_fd(env->client, fd, &conn) != BENCH_OK) {
-        goto out;
+    if (rc == BENCH_OK) {
+        rc = raw_handshake(*out);
+        if (rc != BENCH_OK) {
+            raw_close(*out);
+        }
     }
-    if (SSL_set_tlsext_host_name(conn->ssl, BENCH_SERVER_NAME) != 1 ||
-        SSL_set1_host(conn->ssl, BENCH_SERVER_NAME) != 1) {
-        bench_ssl_error("server name");
-        goto close_conn;
-    }
-    if (SSL_connect(conn->ssl) != 1) {
-        bench_ssl_error("SSL_connect");
-        goto close_conn;
-    }
-    *out = conn;
-    conn = NULL;
-    rc = BENCH_OK;
-
-close_conn:
-    raw_close(conn);
-out:
     return rc;
 }
 
@@ -282,7 +284,7 @@ static int raw_write(void *connp, const void *buf, size_t len)
     struct raw_conn *conn = connp;
     int rc = BENCH_OK;
 
-    /* Blocking socket without SSL_MODE_ENABLE_PARTIAL_WRITE: all or nothing. */
+    /* Blocking socket or memory BIO, without SSL_MODE_ENABLE_PARTIAL_WRITE: all or nothing. */
     if (len > INT_MAX || SSL_write(conn->ssl, buf, (int)len) != (int)len) {
         bench_ssl_error("SSL_write");
         rc = BENCH_ERROR;
@@ -290,19 +292,23 @@ static int raw_write(void *connp, const void *buf, size_t len)
     return rc;
 }
 
+/* In memory mode, BENCH_AGAIN when it needs input. */
 static int raw_read(void *connp, void *buf, size_t len, size_t *nread)
 {
     struct raw_conn *conn = connp;
     int rc = BENCH_OK;
     int n = SSL_read(conn->ssl, buf, len > INT_MAX ? INT_MAX : (int)len);
+    int err = n > 0 ? SSL_ERROR_NONE : SSL_get_error(conn->ssl, n);
 
     if (n > 0) {
         *nread = (size_t)n;
-    } else if (SSL_get_error(conn->ssl, n) == SSL_ERROR_ZERO_RETURN) {
+    } else if (err == SSL_ERROR_ZERO_RETURN) {
         rc = BENCH_CLOSED;
+    } else if (err == SSL_ERROR_WANT_READ && conn->fd < 0) {
+        rc = BENCH_AGAIN;
     } else {
-        fprintf(stderr, "raw: SSL_read: SSL_get_error %d, errno %d (%s)\n",
-                SSL_get_error(conn->ssl, n), errno, strerror(errno));
+        fprintf(stderr, "raw: SSL_read: SSL_get_error %d, errno %d (%s)\n", err, errno,
+                strerror(errno));
         bench_ssl_error("SSL_read");
         rc = BENCH_ERROR;
     }
@@ -334,6 +340,40 @@ static const char *raw_impl(void *connp)
     return "openssl";
 }
 
+/*
+ * Memory mode, as a program that moves ciphertext itself (an event loop, a tunnel) uses OpenSSL:
+ * BIO_read from the writer's output BIO, BIO_write into the reader's input BIO, the same two
+ * copies that tlsock_drain() and tlsock_feed() make.
+ */
+static int raw_mem_new(void *envp, bool client, void **out)
+{
+    return new_conn(envp, client, -1, out);
+}
+
+static int raw_mem_drain(void *connp, void *buf, size_t cap, size_t *n)
+{
+    struct raw_conn *conn = connp;
+    BIO *out = SSL_get_wbio(conn->ssl);
+    int r = BIO_ctrl_pending(out) > 0 ? BIO_read(out, buf, cap > INT_MAX ? INT_MAX : (int)cap) : 0;
+
+    *n = r > 0 ? (size_t)r : 0;
+    if (r < 0) {
+        bench_ssl_error("BIO_read");
+    }
+    return r < 0 ? BENCH_ERROR : BENCH_OK;
+}
+
+static int raw_mem_feed(void *connp, const void *buf, size_t len)
+{
+    struct raw_conn *conn = connp;
+
+    if (len > INT_MAX || BIO_write(SSL_get_rbio(conn->ssl), buf, (int)len) != (int)len) {
+        bench_ssl_error("BIO_write");
+        return BENCH_ERROR;
+    }
+    return BENCH_OK;
+}
+
 const struct bench_ops bench_raw_ops = {
     .name = "raw",
     .setup = raw_setup,
@@ -349,7 +389,7 @@ const struct bench_ops bench_raw_ops = {
     .close = raw_close,
     .cipher = raw_cipher,
     .impl = raw_impl,
-    .mem_pair = bench_raw_mem_pair,
-    .mem_transfer = bench_raw_mem_transfer,
-    .mem_close = bench_raw_mem_close,
+    .mem_new = raw_mem_new,
+    .mem_drain = raw_mem_drain,
+    .mem_feed = raw_mem_feed,
 };

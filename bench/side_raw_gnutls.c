@@ -10,9 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <gnutls/gnutls.h>
-
-#include "bench.h"
+#include "side.h"
 
 /*
  * GnuTLS asks to repeat a call after GNUTLS_E_AGAIN or GNUTLS_E_INTERRUPTED. On a blocking
@@ -29,12 +27,6 @@ static const struct {
     {"TLS_AES_128_GCM_SHA256", "AES-128-GCM"},
     {"TLS_AES_256_GCM_SHA384", "AES-256-GCM"},
     {"TLS_CHACHA20_POLY1305_SHA256", "CHACHA20-POLY1305"},
-};
-
-struct gtls_env {
-    gnutls_certificate_credentials_t server_cred;
-    gnutls_certificate_credentials_t client_cred;
-    gnutls_priority_t prio;
 };
 
 struct gtls_conn {
@@ -116,7 +108,7 @@ static void gtls_teardown(void *envp)
     }
 }
 
-static int gtls_setup(const struct bench_side_config *config, void **out)
+static int gtls_setup(const struct bench_config *config, void **out)
 {
     int rc = BENCH_ERROR;
     struct gtls_env *env = calloc(1, sizeof(*env));
@@ -388,8 +380,5 @@ const struct bench_ops bench_raw_gnutls_ops = {
     .close = gtls_close,
     .cipher = gtls_cipher,
     .impl = gtls_impl,
-    /* No memory-mode cases run on GnuTLS. */
-    .mem_pair = NULL,
-    .mem_transfer = NULL,
-    .mem_close = NULL,
+    /* No memory-mode case runs on GnuTLS. */
 };

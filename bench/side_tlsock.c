@@ -1,20 +1,37 @@
 /*
- * The measured side: the same workload through tlsock's public API only (blocking driver,
- * listener, tlsock_connect), as an application would use it; with opts.fd_callbacks on both ends
- * when the case asks for the generic callback path, and both contexts on the case's
- * implementation (tlsock_ctx_set_impl).
+ * The measured side: the same workload through tlsock's public API only, as an application would
+ * use it, with both contexts on the case's implementation (tlsock_ctx_set_impl).
+ *
+ * bench_tlsock_ops is the blocking driver over tlsock's fd fast path (tlsock_listen,
+ * tlsock_accept, tlsock_connect), and memory mode (tlsock_attach_mem, tlsock_drain,
+ * tlsock_feed). bench_tlsock_io_ops moves the socket's bytes through the generic callback path
+ * instead: plain blocking sockets (tcp.c, as the raw baselines have) and tlsock_attach_io() with
+ * callbacks that recv() and send() on them.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
-#include "side_tlsock.h"
+#include "side.h"
 
-static int check(int rc, const char *what, const struct tlsock_ctx *ctx)
+struct tls_conn {
+    struct tlsock_conn *tls;
+    int fd; /* the callback path's socket, ours to close; -1 on the fd path */
+};
+
+/*
+ * Prints a failure with tlsock's detail, from the connection, else the context, else the thread;
+ * returns BENCH_OK for 0, else BENCH_ERROR.
+ */
+static int check(int rc, const char *what, const struct tlsock_ctx *ctx, const struct tls_conn *c)
 {
     if (rc != 0) {
         fprintf(stderr, "tlsock: %s: %s: %s\n", what, tlsock_err_name(rc),
-                ctx != NULL ? tlsock_ctx_errmsg(ctx) : tlsock_errmsg());
+                c != NULL     ? tlsock_conn_errmsg(c->tls)
+                : ctx != NULL ? tlsock_ctx_errmsg(ctx)
+                              : tlsock_errmsg());
     }
     return rc == 0 ? BENCH_OK : BENCH_ERROR;
 }
@@ -22,8 +39,8 @@ static int check(int rc, const char *what, const struct tlsock_ctx *ctx)
 /*
  * tlsock_ctx_set_ciphers() passes a string that is not a policy name to the implementation: for
  * OpenSSL, names that start with "TLS_" go to the TLS 1.3 suite list; GnuTLS maps them to its
- * cipher names in the priority string. Should an implementation refuse, the case
- * falls back to the default suite on both sides and says so, rather than failing.
+ * cipher names in the priority string. Should an implementation refuse, run.c falls back to the
+ * default suite on every side and says so, rather than failing.
  */
 static int select_suite(struct tlsock_ctx *ctx, const char *suite)
 {
@@ -48,7 +65,7 @@ static void tls_teardown(void *envp)
     }
 }
 
-static int tls_setup(const struct bench_side_config *config, void **out)
+static int tls_setup(const struct bench_config *config, void **out)
 {
     int rc = BENCH_ERROR;
     struct tls_env *env = calloc(1, sizeof(*env));
@@ -58,25 +75,27 @@ static int tls_setup(const struct bench_side_config *config, void **out)
         fprintf(stderr, "tlsock: out of memory\n");
         goto out;
     }
-    if (check(tlsock_ctx_new(TLSOCK_SERVER, &env->server), "server context", NULL) != BENCH_OK ||
-        check(tlsock_ctx_new(TLSOCK_CLIENT, &env->client), "client context", NULL) != BENCH_OK) {
+    if (check(tlsock_ctx_new(TLSOCK_SERVER, &env->server), "server context", NULL, NULL) !=
+            BENCH_OK ||
+        check(tlsock_ctx_new(TLSOCK_CLIENT, &env->client), "client context", NULL, NULL) !=
+            BENCH_OK) {
         goto out;
     }
     /*
      * Pinned, so that a TLSOCK_IMPL environment variable cannot pair tlsock on one implementation
      * with the other's raw baseline; set_impl must precede every other setter.
      */
-    if (check(tlsock_ctx_set_impl(env->server, config->impl), "implementation", env->server) != 0 ||
-        check(tlsock_ctx_set_impl(env->client, config->impl), "implementation", env->client) != 0) {
-        goto out;
-    }
-    if (check(tlsock_ctx_set_protocols(env->server, "1.3"), "protocols", env->server) != 0 ||
-        check(tlsock_ctx_set_protocols(env->client, "1.3"), "protocols", env->client) != 0 ||
+    if (check(tlsock_ctx_set_impl(env->server, config->impl), "implementation", env->server,
+              NULL) != 0 ||
+        check(tlsock_ctx_set_impl(env->client, config->impl), "implementation", env->client,
+              NULL) != 0 ||
+        check(tlsock_ctx_set_protocols(env->server, "1.3"), "protocols", env->server, NULL) != 0 ||
+        check(tlsock_ctx_set_protocols(env->client, "1.3"), "protocols", env->client, NULL) != 0 ||
         check(tlsock_ctx_set_cert_mem(env->server, config->cert_pem, strlen(config->cert_pem),
                                       config->key_pem, strlen(config->key_pem)),
-              "server certificate", env->server) != 0 ||
+              "server certificate", env->server, NULL) != 0 ||
         check(tlsock_ctx_set_ca_mem(env->client, config->ca_pem, strlen(config->ca_pem)), "CA",
-              env->client) != 0) {
+              env->client, NULL) != 0) {
         goto out;
     }
     rc = select_suite(env->server, config->suite);
@@ -105,11 +124,30 @@ out:
     return rc;
 }
 
+/* Takes over @p tls (and @p fd, -1 for none) as a bench connection, even on failure. */
+static int wrap(struct tlsock_conn *tls, int fd, void **out)
+{
+    struct tls_conn *c = malloc(sizeof(*c));
+
+    if (c == NULL) {
+        fprintf(stderr, "tlsock: out of memory\n");
+        tlsock_close(tls);
+        if (fd >= 0) {
+            bench_tcp_close(fd);
+        }
+    } else {
+        c->tls = tls;
+        c->fd = fd;
+        *out = c;
+    }
+    return c != NULL ? BENCH_OK : BENCH_ERROR;
+}
+
 static int tls_listen(void *envp, void **out, uint16_t *port)
 {
     struct tls_env *env = envp;
     struct tlsock_listener *lis = NULL;
-    int rc = check(tlsock_listen(env->server, "127.0.0.1", 0, 128, &lis), "listen", NULL);
+    int rc = check(tlsock_listen(env->server, "127.0.0.1", 0, 128, &lis), "listen", NULL, NULL);
 
     if (rc == BENCH_OK) {
         *port = tlsock_listener_port(lis);
@@ -129,26 +167,20 @@ static int tls_accept(void *envp, void *lis, void **out)
     struct tlsock_conn *conn = NULL;
     int rc = tlsock_accept(lis, &env->accept_opts, &conn);
 
-    if (rc == 0) {
-        *out = conn;
-    }
     if (rc == TLSOCK_ETIMEDOUT) {
-        rc = BENCH_AGAIN;
-    } else {
-        rc = check(rc, "accept", NULL);
+        return BENCH_AGAIN;
     }
-    return rc;
+    rc = check(rc, "accept", NULL, NULL);
+    return rc == BENCH_OK ? wrap(conn, -1, out) : rc;
 }
 
-static int tls_handshake(void *conn)
+/* In memory mode, BENCH_AGAIN when it needs input. */
+static int tls_handshake(void *connp)
 {
-    int rc = tlsock_handshake(conn);
+    struct tls_conn *c = connp;
+    int rc = tlsock_handshake(c->tls);
 
-    if (rc != 0) {
-        fprintf(stderr, "tlsock: server handshake: %s: %s\n", tlsock_err_name(rc),
-                tlsock_conn_errmsg(conn));
-    }
-    return rc == 0 ? BENCH_OK : BENCH_ERROR;
+    return rc == TLSOCK_EWANT_READ ? BENCH_AGAIN : check(rc, "handshake", NULL, c);
 }
 
 static int tls_connect(void *envp, uint16_t port, void **out)
@@ -156,92 +188,194 @@ static int tls_connect(void *envp, uint16_t port, void **out)
     struct tls_env *env = envp;
     struct tlsock_conn *conn = NULL;
     int rc = check(tlsock_connect(env->client, "127.0.0.1", port, &env->connect_opts, &conn),
-                   "connect", NULL);
+                   "connect", NULL, NULL);
 
-    if (rc == BENCH_OK) {
-        *out = conn;
-    }
-    return rc;
+    return rc == BENCH_OK ? wrap(conn, -1, out) : rc;
 }
 
-static int tls_write(void *conn, const void *buf, size_t len)
+static int tls_write(void *connp, const void *buf, size_t len)
 {
-    int rc = tlsock_write(conn, buf, len);
+    struct tls_conn *c = connp;
 
-    if (rc != 0) {
-        fprintf(stderr, "tlsock: write: %s: %s\n", tlsock_err_name(rc), tlsock_conn_errmsg(conn));
-    }
-    return rc == 0 ? BENCH_OK : BENCH_ERROR;
+    return check(tlsock_write(c->tls, buf, len), "write", NULL, c);
 }
 
-static int tls_read(void *conn, void *buf, size_t len, size_t *nread)
+/* In memory mode, BENCH_AGAIN when it needs input. */
+static int tls_read(void *connp, void *buf, size_t len, size_t *nread)
 {
-    int rc = tlsock_read(conn, buf, len, nread);
+    struct tls_conn *c = connp;
+    int rc = tlsock_read(c->tls, buf, len, nread);
 
-    if (rc == TLSOCK_ECLOSED) {
-        rc = BENCH_CLOSED;
-    } else if (rc != 0) {
-        fprintf(stderr, "tlsock: read: %s: %s\n", tlsock_err_name(rc), tlsock_conn_errmsg(conn));
-        rc = BENCH_ERROR;
-    }
-    return rc;
+    return rc == TLSOCK_ECLOSED      ? BENCH_CLOSED
+           : rc == TLSOCK_EWANT_READ ? BENCH_AGAIN
+                                     : check(rc, "read", NULL, c);
 }
 
-static int tls_shutdown(void *conn)
+static int tls_shutdown(void *connp)
 {
-    int rc = tlsock_shutdown(conn);
+    struct tls_conn *c = connp;
 
-    if (rc != 0) {
-        fprintf(stderr, "tlsock: shutdown: %s: %s\n", tlsock_err_name(rc),
-                tlsock_conn_errmsg(conn));
-    }
-    return rc == 0 ? BENCH_OK : BENCH_ERROR;
+    return check(tlsock_shutdown(c->tls), "shutdown", NULL, c);
 }
 
-static void tls_close(void *conn)
+static void tls_close(void *connp)
 {
-    tlsock_close(conn);
-}
+    struct tls_conn *c = connp;
 
-static const char *tls_cipher(void *conn)
-{
-    const struct tlsock_info *info = NULL;
-    const char *cipher = "?";
-
-    if (tlsock_conn_info(conn, &info) == 0) {
-        cipher = info->cipher;
+    if (c != NULL) {
+        tlsock_close(c->tls);
+        if (c->fd >= 0) {
+            bench_tcp_close(c->fd);
+        }
+        free(c);
     }
-    return cipher;
 }
 
 /* From tlsock_conn_info(), so that the report proves which implementation carried the data. */
-static const char *tls_impl(void *conn)
+static const char *tls_cipher(void *connp)
 {
+    struct tls_conn *c = connp;
     const struct tlsock_info *info = NULL;
-    const char *impl = "?";
 
-    if (tlsock_conn_info(conn, &info) == 0) {
-        impl = info->impl;
-    }
-    return impl;
+    return tlsock_conn_info(c->tls, &info) == 0 ? info->cipher : "?";
 }
+
+static const char *tls_impl(void *connp)
+{
+    struct tls_conn *c = connp;
+    const struct tlsock_info *info = NULL;
+
+    return tlsock_conn_info(c->tls, &info) == 0 ? info->impl : "?";
+}
+
+/* Both ends in memory mode; the client options carry the name to send and verify. */
+static int tls_mem_new(void *envp, bool client, void **out)
+{
+    struct tls_env *env = envp;
+    struct tlsock_conn *conn = NULL;
+    int rc = check(tlsock_attach_mem(client ? env->client : env->server,
+                                     client ? &env->connect_opts : &env->accept_opts, &conn),
+                   "attach_mem", NULL, NULL);
+
+    return rc == BENCH_OK ? wrap(conn, -1, out) : rc;
+}
+
+static int tls_mem_drain(void *connp, void *buf, size_t cap, size_t *n)
+{
+    struct tls_conn *c = connp;
+
+    *n = 0;
+    return tlsock_conn_pending_output(c->tls) > 0
+               ? check(tlsock_drain(c->tls, buf, cap, n), "drain", NULL, c)
+               : BENCH_OK;
+}
+
+static int tls_mem_feed(void *connp, const void *buf, size_t len)
+{
+    struct tls_conn *c = connp;
+
+    return check(tlsock_feed(c->tls, buf, len), "feed", NULL, c);
+}
+
+/* What the fd path and the callback path do the same way, once connected. */
+#define TLS_CONN_OPS                                                                               \
+    .setup = tls_setup, .teardown = tls_teardown, .handshake = tls_handshake, .write = tls_write,  \
+    .read = tls_read, .shutdown = tls_shutdown, .close = tls_close, .cipher = tls_cipher,          \
+    .impl = tls_impl
 
 const struct bench_ops bench_tlsock_ops = {
     .name = "tlsock",
-    .setup = tls_setup,
-    .teardown = tls_teardown,
     .listen = tls_listen,
     .listen_close = tls_listen_close,
     .accept = tls_accept,
-    .handshake = tls_handshake,
     .connect = tls_connect,
-    .write = tls_write,
-    .read = tls_read,
-    .shutdown = tls_shutdown,
-    .close = tls_close,
-    .cipher = tls_cipher,
-    .impl = tls_impl,
-    .mem_pair = bench_tlsock_mem_pair,
-    .mem_transfer = bench_tlsock_mem_transfer,
-    .mem_close = bench_tlsock_mem_close,
+    .mem_new = tls_mem_new,
+    .mem_drain = tls_mem_drain,
+    .mem_feed = tls_mem_feed,
+    TLS_CONN_OPS,
+};
+
+/* ---- The generic callback path: user callbacks over a blocking socket ---- */
+
+/* The socket's receive timeout (tcp.c) bounds the wait; tlsock maps ETIMEDOUT for the caller. */
+static ssize_t sock_read(void *user, void *buf, size_t len)
+{
+    struct tls_conn *c = user;
+    ssize_t n = recv(c->fd, buf, len, 0);
+
+    if (n < 0) {
+        n = errno == EAGAIN || errno == EWOULDBLOCK ? TLSOCK_ETIMEDOUT : TLSOCK_ESYS;
+    }
+    return n;
+}
+
+static ssize_t sock_write(void *user, const void *buf, size_t len)
+{
+    struct tls_conn *c = user;
+    ssize_t n = send(c->fd, buf, len, MSG_NOSIGNAL);
+
+    if (n < 0) {
+        n = errno == EAGAIN || errno == EWOULDBLOCK ? TLSOCK_ETIMEDOUT : TLSOCK_ESYS;
+    }
+    return n;
+}
+
+/* TLS over connected socket @p fd through the callbacks; takes the fd over, even on failure. */
+static int io_attach(struct tlsock_ctx *ctx, const struct tlsock_opts *opts, int fd, void **out)
+{
+    struct tls_conn *c = NULL;
+    int rc = wrap(NULL, fd, (void **)&c);
+    struct tlsock_io io = {.read = sock_read, .write = sock_write, .user = c};
+
+    if (rc == BENCH_OK) {
+        rc = check(tlsock_attach_io(ctx, &io, opts, &c->tls), "attach_io", NULL, NULL);
+    }
+    if (rc == BENCH_OK) {
+        *out = c;
+    } else {
+        tls_close(c);
+    }
+    return rc;
+}
+
+static int io_listen(void *envp, void **out, uint16_t *port)
+{
+    (void)envp;
+    return bench_tcp_listen("tlsock", out, port);
+}
+
+static int io_accept(void *envp, void *lis, void **out)
+{
+    struct tls_env *env = envp;
+    int fd = -1;
+    int rc = bench_tcp_accept("tlsock", lis, &fd);
+
+    return rc == BENCH_OK ? io_attach(env->server, &env->accept_opts, fd, out) : rc;
+}
+
+static int io_connect(void *envp, uint16_t port, void **out)
+{
+    struct tls_env *env = envp;
+    int fd = -1;
+    int rc = bench_tcp_connect("tlsock", port, &fd);
+
+    if (rc == BENCH_OK) {
+        rc = io_attach(env->client, &env->connect_opts, fd, out);
+    }
+    if (rc == BENCH_OK) {
+        rc = tls_handshake(*out);
+        if (rc != BENCH_OK) {
+            tls_close(*out);
+        }
+    }
+    return rc;
+}
+
+const struct bench_ops bench_tlsock_io_ops = {
+    .name = "tlsock-io",
+    .listen = io_listen,
+    .listen_close = bench_tcp_listen_close,
+    .accept = io_accept,
+    .connect = io_connect,
+    TLS_CONN_OPS,
 };

@@ -1,7 +1,7 @@
 /*
- * Plain TCP over loopback for the raw baselines (side_raw.c, side_raw_gnutls.c): blocking
- * sockets with the socket-level behaviour tlsock has on purpose, so that the ratios do not count
- * it as tlsock's overhead.
+ * Plain TCP over loopback for the raw baselines (side_raw.c, side_raw_gnutls.c) and whatever
+ * else in the bench needs a socket: blocking sockets with the socket-level behaviour tlsock has
+ * on purpose, so that the ratios do not count it as tlsock's overhead.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -29,7 +29,7 @@ struct tcp_listener {
  * tlsock sets TCP_NODELAY on both ends (a handshake flight is several writes that Nagle would
  * hold back), and bounds every blocking call with a timeout; the baselines do the same.
  */
-static void set_socket_options(int fd)
+void bench_tcp_options(int fd)
 {
     struct timeval tv = {.tv_sec = BENCH_IO_TIMEOUT_MS / 1000,
                          .tv_usec = (BENCH_IO_TIMEOUT_MS % 1000) * 1000};
@@ -40,42 +40,53 @@ static void set_socket_options(int fd)
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 }
 
+static struct sockaddr_in loopback(uint16_t port)
+{
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(port)};
+
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    return addr;
+}
+
+int bench_tcp_listen_fd(const char *side, bool nonblocking, uint16_t *port)
+{
+    struct sockaddr_in addr = loopback(0);
+    socklen_t len = sizeof(addr);
+    int one = 1;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0), 0);
+
+    if (fd >= 0) {
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    }
+    if (fd < 0 || bind(fd, (struct sockaddr *)&addr, sizeof(addr)) != 0 || listen(fd, 1024) != 0 ||
+        getsockname(fd, (struct sockaddr *)&addr, &len) != 0) {
+        fprintf(stderr, "%s: listen: %s\n", side, strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+        }
+        fd = -1;
+    } else {
+        *port = ntohs(addr.sin_port);
+    }
+    return fd;
+}
+
 int bench_tcp_listen(const char *side, void **out, uint16_t *port)
 {
     int rc = BENCH_ERROR;
     struct tcp_listener *lis = malloc(sizeof(*lis));
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = 0};
-    socklen_t len = sizeof(addr);
-    int one = 1;
 
     if (lis == NULL) {
         fprintf(stderr, "%s: out of memory\n", side);
-        goto out;
+    } else {
+        lis->fd = bench_tcp_listen_fd(side, false, port);
+        rc = lis->fd >= 0 ? BENCH_OK : BENCH_ERROR;
     }
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    lis->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (lis->fd < 0) {
-        fprintf(stderr, "%s: socket: %s\n", side, strerror(errno));
-        goto free_lis;
+    if (rc == BENCH_OK) {
+        *out = lis;
+    } else {
+        free(lis);
     }
-    setsockopt(lis->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (bind(lis->fd, (struct sockaddr *)&addr, sizeof(addr)) != 0 || listen(lis->fd, 128) != 0 ||
-        getsockname(lis->fd, (struct sockaddr *)&addr, &len) != 0) {
-        fprintf(stderr, "%s: bind/listen: %s\n", side, strerror(errno));
-        goto close_fd;
-    }
-    *port = ntohs(addr.sin_port);
-    *out = lis;
-    lis = NULL;
-    rc = BENCH_OK;
-
-close_fd:
-    if (lis != NULL) {
-        close(lis->fd);
-    }
-free_lis:
-    free(lis);
-out:
     return rc;
 }
 
@@ -106,7 +117,7 @@ int bench_tcp_accept(const char *side, void *lisp, int *fd)
         rc = BENCH_ERROR;
         goto out;
     }
-    set_socket_options(*fd);
+    bench_tcp_options(*fd);
     rc = BENCH_OK;
 
 out:
@@ -115,16 +126,15 @@ out:
 
 int bench_tcp_connect(const char *side, uint16_t port, int *out)
 {
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(port)};
+    struct sockaddr_in addr = loopback(port);
     int rc = BENCH_ERROR;
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (fd < 0) {
         fprintf(stderr, "%s: socket: %s\n", side, strerror(errno));
         goto out;
     }
-    set_socket_options(fd);
+    bench_tcp_options(fd);
     if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) != 0) {
         fprintf(stderr, "%s: connect: %s\n", side, strerror(errno));
         close(fd);
@@ -167,4 +177,16 @@ void bench_tcp_close(int fd)
         }
     }
     close(fd);
+}
+
+bool bench_tcp_poke(uint16_t port)
+{
+    struct sockaddr_in addr = loopback(port);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    bool connected = fd >= 0 && connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0;
+
+    if (fd >= 0) {
+        close(fd);
+    }
+    return connected;
 }

@@ -1,5 +1,6 @@
-/* Loopback TLS: client certificates, and the client's view of a server's refusal (peer alert). */
-#include "support.h"
+/* Client certificates, and the client's view of a server's refusal (peer alert), over the
+ * in-memory pair (support/pair.h). */
+#include "pair.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -24,36 +25,6 @@ static int free_certs(void **state)
     return ts_pki_teardown(state);
 }
 
-struct server_view {
-    int handshake_rc;
-    char errmsg[TLSOCK__ERRMSG_SIZE];
-    char peer_subject[512];
-};
-
-static int serve_greeting(struct tlsock_conn *conn, void *arg)
-{
-    struct server_view *view = arg;
-    const struct tlsock_info *info = NULL;
-    int rc = tlsock_handshake(conn);
-
-    view->handshake_rc = rc;
-    snprintf(view->errmsg, sizeof(view->errmsg), "%s", tlsock_conn_errmsg(conn));
-    if (rc == 0) {
-        rc = tlsock_conn_info(conn, &info);
-    }
-    if (rc == 0) {
-        snprintf(view->peer_subject, sizeof(view->peer_subject), "%s", info->peer_subject);
-        rc = tlsock_write(conn, "hi", 2);
-    }
-    if (rc == 0) {
-        unsigned char byte;
-        size_t n = 0;
-
-        (void)tlsock_read(conn, &byte, 1, &n);
-    }
-    return rc;
-}
-
 enum client_cert {
     CERT_NONE,
     CERT_VALID,     /* ts_pki.client */
@@ -66,8 +37,8 @@ struct auth_case {
     int server_verify;
     const char *protocols;
     enum client_cert cert;
-    int connect_rc; /* tlsock_connect() */
-    int read_rc;    /* the first read, when the connect succeeded */
+    int connect_rc; /* the client's handshake */
+    int read_rc;    /* the first read, when the handshake succeeded */
     int server_rc;  /* the server's handshake */
     const char *client_message;
     const char *server_message;
@@ -173,60 +144,60 @@ static void test_client_auth(void **state)
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         const struct auth_case *c = &cases[i];
         const struct tlsock__pem_pair *pair = client_pair(c->cert);
-        struct server_view view = {.handshake_rc = TS_NOT_RUN};
-        struct tlsock_opts opts = ts_opts();
-        struct ts_env *env;
+        const struct tlsock_info *info = NULL;
+        struct ts_pair *p;
         int rc;
 
         print_message("%s\n", c->what);
-        ts_env_renew(state, i);
-        env = *state;
-        TS_ASSERT_RC(ts_server_ctx_new(&ts_pki.server, &env->sctx), 0);
-        TS_ASSERT_RC(tlsock_ctx_set_ca_mem(env->sctx, ts_pki.ca.cert, strlen(ts_pki.ca.cert)), 0);
-        TS_ASSERT_RC(tlsock_ctx_set_verify(env->sctx, c->server_verify), 0);
-        TS_ASSERT_RC(ts_client_ctx_new(ts_pki.ca.cert, &env->cctx), 0);
+        ts_pair_renew(state, i);
+        p = *state;
+        TS_ASSERT_RC(ts_server_ctx_new(&ts_pki.server, &p->sctx), 0);
+        TS_ASSERT_RC(tlsock_ctx_set_ca_mem(p->sctx, ts_pki.ca.cert, strlen(ts_pki.ca.cert)), 0);
+        TS_ASSERT_RC(tlsock_ctx_set_verify(p->sctx, c->server_verify), 0);
+        TS_ASSERT_RC(ts_client_ctx_new(ts_pki.ca.cert, &p->cctx), 0);
         if (c->protocols != NULL) {
-            TS_ASSERT_RC(tlsock_ctx_set_protocols(env->cctx, c->protocols), 0);
+            TS_ASSERT_RC(tlsock_ctx_set_protocols(p->cctx, c->protocols), 0);
         }
         if (pair != NULL) {
-            TS_ASSERT_RC_MSG(tlsock_ctx_set_cert_mem(env->cctx, pair->cert, strlen(pair->cert),
+            TS_ASSERT_RC_MSG(tlsock_ctx_set_cert_mem(p->cctx, pair->cert, strlen(pair->cert),
                                                      pair->key, strlen(pair->key)),
-                             0, tlsock_ctx_errmsg(env->cctx));
+                             0, tlsock_ctx_errmsg(p->cctx));
         }
-        TS_ASSERT_RC(ts_server_start(&env->srv, env->sctx, NULL, NULL, serve_greeting, &view), 0);
+        TS_ASSERT_RC(ts_pair_attach(p, NULL, NULL), 0);
 
-        rc = tlsock_connect(env->cctx, "127.0.0.1", env->srv.port, &opts, &env->client);
-        TS_ASSERT_RC(rc, c->connect_rc);
-        if (rc == 0) {
+        (void)ts_pair_handshake(p);
+        TS_ASSERT_RC_MSG(p->client_rc, c->connect_rc, p->client_msg);
+        if (p->client_rc == 0) {
             char buf[2] = {0, 0};
 
-            rc = ts_read_full(env->client, buf, sizeof(buf));
-            TS_ASSERT_RC_MSG(rc, c->read_rc, tlsock_conn_errmsg(env->client));
+            /* The server greets a client it accepted. */
+            if (p->server_rc == 0) {
+                TS_ASSERT_RC(ts_pair_write(p, TS_S2C, "hi", 2), 0);
+            }
+            rc = ts_pair_read(p, TS_S2C, buf, sizeof(buf));
+            TS_ASSERT_RC_MSG(rc, c->read_rc, tlsock_conn_errmsg(p->client));
             if (rc == 0) {
                 assert_memory_equal(buf, "hi", 2);
             } else {
-                TS_ASSERT_CONTAINS(tlsock_conn_errmsg(env->client), c->client_message);
-                check_sticky(env->client, rc, c->client_message);
+                TS_ASSERT_CONTAINS(tlsock_conn_errmsg(p->client), c->client_message);
+                check_sticky(p->client, rc, c->client_message);
             }
         } else {
-            assert_null(env->client);
-            TS_ASSERT_CONTAINS(tlsock_errmsg(), c->client_message);
+            TS_ASSERT_CONTAINS(p->client_msg, c->client_message);
         }
-        tlsock_close(env->client);
-        env->client = NULL;
-        ts_server_stop(&env->srv);
-        if (view.handshake_rc != 0) {
-            print_message("  server: %s (%s)\n", ts_rc_name(view.handshake_rc), view.errmsg);
+        if (p->server_rc != 0) {
+            print_message("  server: %s (%s)\n", ts_rc_name(p->server_rc), p->server_msg);
         }
-        TS_ASSERT_RC_MSG(view.handshake_rc, c->server_rc, view.errmsg);
+        TS_ASSERT_RC_MSG(p->server_rc, c->server_rc, p->server_msg);
         if (c->server_rc == 0) {
+            TS_ASSERT_RC(tlsock_conn_info(p->server, &info), 0);
             if (c->cert == CERT_NONE) {
-                assert_string_equal(view.peer_subject, "");
+                assert_string_equal(info->peer_subject, "");
             } else {
-                TS_ASSERT_CONTAINS(view.peer_subject, TS_CLIENT_CN);
+                TS_ASSERT_CONTAINS(info->peer_subject, TS_CLIENT_CN);
             }
         } else {
-            TS_ASSERT_CONTAINS(view.errmsg, c->server_message);
+            TS_ASSERT_CONTAINS(p->server_msg, c->server_message);
         }
     }
 }
@@ -234,7 +205,7 @@ static void test_client_auth(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_client_auth, ts_env_setup, ts_env_teardown),
+        cmocka_unit_test_setup_teardown(test_client_auth, ts_pair_setup, ts_pair_teardown),
     };
 
     return cmocka_run_group_tests_name("client_auth", tests, make_certs, free_certs);

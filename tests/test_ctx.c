@@ -1,13 +1,38 @@
 /* Unit tests: context creation, setters and their errors, freezing, reference counts, NULLs. */
 #include "support.h"
 
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
+
+#if TLSOCK_TEST_HAVE_UV
+#include "tlsock/uv.h"
+#endif
+
+/* Which allocator counts the heap in this build (heap_in_use()). */
+#if defined(__SANITIZE_ADDRESS__)
+#define TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TEST_ASAN 1
+#endif
+#endif
+#if defined(TEST_ASAN)
+/* From <sanitizer/allocator_interface.h>, which not every compiler ships. */
+size_t __sanitizer_get_current_allocated_bytes(void);
+#elif defined(__has_include)
+#if __has_include(<valgrind/memcheck.h>)
+#include <valgrind/memcheck.h>
+#define TEST_MEMCHECK 1
+#endif
+#endif
 
 /* A context pointer a failing _new must leave untouched ("out-parameters are written only on
  * success"). */
@@ -624,44 +649,265 @@ static void test_role_mismatch(void **state)
     tlsock_ctx_free(server);
 }
 
+/*
+ * Bytes of heap in use, as the allocator of this build counts them: ASan's, valgrind's (a quick
+ * leak check counts every live block) or glibc's. Whatever the build, a context's allocations
+ * show up here, so a free that comes too early or not at all is seen without a sanitizer.
+ */
+static size_t heap_in_use(void)
+{
+#if defined(TEST_ASAN)
+    return __sanitizer_get_current_allocated_bytes();
+#else
+#if defined(TEST_MEMCHECK)
+    if (RUNNING_ON_VALGRIND) {
+        unsigned long leaked = 0;
+        unsigned long dubious = 0;
+        unsigned long reachable = 0;
+        unsigned long suppressed = 0;
+
+        VALGRIND_DO_QUICK_LEAK_CHECK;
+        VALGRIND_COUNT_LEAKS(leaked, dubious, reachable, suppressed);
+        return leaked + dubious + reachable + suppressed;
+    }
+#endif
+    struct mallinfo2 mi = mallinfo2();
+
+    return mi.uordblks + mi.hblkhd;
+#endif
+}
+
+/* A server context with a certificate and a CA loaded: a few kilobytes of heap at least. */
+static void loaded_ctx_new(struct tlsock_ctx **ctx)
+{
+    TS_ASSERT_RC(tlsock_ctx_new(TLSOCK_SERVER, ctx), 0);
+    TS_ASSERT_RC(tlsock_ctx_set_cert_mem(*ctx, ts_pki.server.cert, strlen(ts_pki.server.cert),
+                                         ts_pki.server.key, strlen(ts_pki.server.key)),
+                 0);
+    TS_ASSERT_RC(tlsock_ctx_set_ca_mem(*ctx, ts_pki.ca.cert, strlen(ts_pki.ca.cert)), 0);
+}
+
+/* The heap is back near @p base: less than half of what the context took is still in use. */
+static bool freed(size_t base, size_t size)
+{
+    return heap_in_use() < base + size / 2;
+}
+
+/*
+ * The context lives while any reference does, and goes with the last: the heap it took stays in
+ * use after every free but the last, and the last gives it back. Run once per implementation
+ * (PER_IMPL).
+ */
 static void test_refcount(void **state)
 {
     struct tlsock_ctx *ctx = NULL;
+    struct tlsock_ctx *first = NULL;
+    struct tlsock_conn *conn = NULL;
+    size_t base;
+    size_t size;
 
     (void)state;
-    TS_ASSERT_RC(tlsock_ctx_new(TLSOCK_CLIENT, &ctx), 0);
+    /* The implementation's one-time allocations (providers, tables) happen here, not below. */
+    loaded_ctx_new(&ctx);
+    tlsock_ctx_free(ctx);
+    ctx = NULL;
+
+    base = heap_in_use();
+    loaded_ctx_new(&ctx);
+    assert_true(heap_in_use() > base);
+    size = heap_in_use() - base;
+    print_message("a %s context takes %zu bytes of heap\n", tlsock_impl_name(tlsock_ctx_impl(ctx)),
+                  size);
+    /* The meter works and sees the context. */
+    assert_true(size >= 2048);
+
     assert_ptr_equal(tlsock_ctx_ref(ctx), ctx);
     assert_ptr_equal(tlsock_ctx_ref(ctx), ctx);
     tlsock_ctx_free(ctx);
+    assert_false(freed(base, size));
     tlsock_ctx_free(ctx);
-    /* One reference left: the context must still work (ASan/valgrind catch an early free). */
+    assert_false(freed(base, size));
+    /* One reference left: the context still works. */
     TS_ASSERT_RC(tlsock_ctx_set_alpn(ctx, "h2"), 0);
     tlsock_ctx_free(ctx);
+    assert_true(freed(base, size));
     assert_null(tlsock_ctx_ref(NULL));
+
+    /* A connection holds a reference of its own. The first one makes one-time allocations; its
+     * context is freed last, so that nothing here depends on the count being right. */
+    loaded_ctx_new(&first);
+    TS_ASSERT_RC(tlsock_attach_mem(first, NULL, &conn), 0);
+    TS_ASSERT_RC(tlsock_handshake(conn), TLSOCK_EWANT_READ);
+    tlsock_close(conn);
+    base = heap_in_use();
+    loaded_ctx_new(&ctx);
+    TS_ASSERT_RC(tlsock_attach_mem(ctx, NULL, &conn), 0);
+    tlsock_ctx_free(ctx);
+    assert_false(freed(base, size));
+    TS_ASSERT_RC(tlsock_handshake(conn), TLSOCK_EWANT_READ);
+    tlsock_close(conn);
+    assert_true(freed(base, size));
+    tlsock_ctx_free(first);
 }
 
-static void test_null_free_and_close(void **state)
+/* Exit codes of the child of test_null_free_and_close: which message the NULL calls changed. */
+enum {
+    NULL_CALLS_OK = 0,
+    NULL_CHANGED_THREAD_MSG = 10,
+    NULL_CHANGED_CTX_MSG = 11,
+    NULL_CHANGED_CONN_MSG = 12,
+    NULL_CHANGED_LISTENER_MSG = 13,
+};
+
+/* The messages the NULL calls must leave alone. */
+struct messages {
+    char thread[TLSOCK__ERRMSG_SIZE];
+    char ctx[TLSOCK__ERRMSG_SIZE];
+    char conn[TLSOCK__ERRMSG_SIZE];
+    char lis[TLSOCK__ERRMSG_SIZE];
+};
+
+/* Every public _free and _close that accepts NULL, then the messages compared with @p m. */
+static int null_calls(struct tlsock_ctx *ctx, struct tlsock_conn *conn, struct tlsock_listener *lis,
+                      const struct messages *m)
 {
-    (void)state;
+    int code = NULL_CALLS_OK;
+
     tlsock_ctx_free(NULL);
     tlsock_close(NULL);
     tlsock_listener_close(NULL);
     tlsock_free(NULL);
+#if TLSOCK_TEST_HAVE_UV
+    tlsock_uv_close(NULL);
+#endif
+    if (strcmp(tlsock_errmsg(), m->thread) != 0) {
+        code = NULL_CHANGED_THREAD_MSG;
+    } else if (strcmp(tlsock_ctx_errmsg(ctx), m->ctx) != 0) {
+        code = NULL_CHANGED_CTX_MSG;
+    } else if (strcmp(tlsock_conn_errmsg(conn), m->conn) != 0) {
+        code = NULL_CHANGED_CONN_MSG;
+    } else if (strcmp(tlsock_listener_errmsg(lis), m->lis) != 0) {
+        code = NULL_CHANGED_LISTENER_MSG;
+    }
+    return code;
 }
 
+/*
+ * The NULL calls run in a child process, so that one that crashes fails this test with its
+ * signal instead of taking the executable down; the child exits 0 only if every message (the
+ * thread's and each object's) is what it was before.
+ */
+static void test_null_free_and_close(void **state)
+{
+    struct tlsock_ctx *ctx = NULL;
+    struct tlsock_ctx *bad = NULL;
+    struct tlsock_conn *conn = NULL;
+    struct tlsock_conn *none = NULL;
+    struct tlsock_listener *lis = NULL;
+    struct tlsock_opts opts = TLSOCK_OPTS_INIT;
+    struct messages m;
+    size_t n = 0;
+    int status = -1;
+    pid_t done = 0;
+    pid_t pid;
+
+    (void)state;
+    /* A message on every object, and the thread's last one. */
+    TS_ASSERT_RC(ts_server_ctx_new(&ts_pki.server, &ctx), 0);
+    TS_ASSERT_RC(tlsock_listen(ctx, "127.0.0.1", 0, 0, &lis), 0);
+    opts.connect_timeout_ms = 1;
+    TS_ASSERT_RC(tlsock_accept(lis, &opts, &none), TLSOCK_ETIMEDOUT);
+    TS_ASSERT_RC(tlsock_attach_mem(ctx, NULL, &conn), 0);
+    TS_ASSERT_RC(tlsock_drain(conn, NULL, 1, &n), TLSOCK_EINVAL);
+    TS_ASSERT_RC(tlsock_ctx_set_alpn(ctx, "h2"), TLSOCK_EINVAL);
+    TS_ASSERT_RC(tlsock_ctx_new(42, &bad), TLSOCK_EINVAL);
+    snprintf(m.thread, sizeof(m.thread), "%s", tlsock_errmsg());
+    snprintf(m.ctx, sizeof(m.ctx), "%s", tlsock_ctx_errmsg(ctx));
+    snprintf(m.conn, sizeof(m.conn), "%s", tlsock_conn_errmsg(conn));
+    snprintf(m.lis, sizeof(m.lis), "%s", tlsock_listener_errmsg(lis));
+    TS_ASSERT_CONTAINS(m.thread, "role");
+    TS_ASSERT_CONTAINS(m.ctx, "frozen");
+    assert_true(strlen(m.conn) > 0);
+    assert_true(strlen(m.lis) > 0);
+
+    pid = fork();
+    if (pid == 0) {
+        /* cmocka's handlers would catch a crash in the child and run the other tests there. */
+        static const int crashes[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT};
+
+        for (size_t i = 0; i < sizeof(crashes) / sizeof(crashes[0]); i++) {
+            signal(crashes[i], SIG_DFL);
+        }
+        _exit(null_calls(ctx, conn, lis, &m));
+    }
+    tlsock_close(conn);
+    tlsock_listener_close(lis);
+    tlsock_ctx_free(ctx);
+    assert_true(pid > 0);
+    /* Bounded: 1000 polls of 10 ms; a child still running then is killed and fails the test. */
+    for (int i = 0; i < 1000 && done == 0; i++) {
+        done = waitpid(pid, &status, WNOHANG);
+        if (done == 0) {
+            struct timespec ts = {.tv_sec = 0, .tv_nsec = 10000000L};
+
+            (void)nanosleep(&ts, NULL);
+        }
+    }
+    if (done == 0) {
+        kill(pid, SIGKILL);
+        (void)waitpid(pid, &status, 0);
+        fail_msg("the NULL calls did not return");
+    }
+    assert_int_equal(done, pid);
+    if (WIFSIGNALED(status)) {
+        fail_msg("the NULL calls died of signal %d", WTERMSIG(status));
+    }
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), NULL_CALLS_OK);
+}
+
+/* CLOCK_MONOTONIC in milliseconds, read by the test itself. */
+static int64_t monotonic_ms(void)
+{
+    struct timespec ts;
+
+    assert_int_equal(clock_gettime(CLOCK_MONOTONIC, &ts), 0);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+#define SLEEP_MS 50
+
+/* tlsock_now_ms() is CLOCK_MONOTONIC in milliseconds: bracketed by the test's own readings, and
+ * it advances across a sleep as much as they do. */
 static void test_misc(void **state)
 {
-    int64_t a;
-    int64_t b;
     const char *version = tlsock_impl_version(TLSOCK_IMPL_DEFAULT);
+    const struct timespec nap = {.tv_sec = 0, .tv_nsec = SLEEP_MS * 1000000L};
+    int64_t before[3];
+    int64_t after[3];
+    int rc = -1;
 
     (void)state;
     assert_non_null(version);
     assert_true(strlen(version) > 0);
-    a = tlsock_now_ms();
-    b = tlsock_now_ms();
-    assert_true(a >= 0);
-    assert_true(b >= a);
+
+    before[0] = monotonic_ms();
+    before[1] = tlsock_now_ms();
+    before[2] = monotonic_ms();
+    /* Bounded: a signal could cut the sleep short; it is never repeated more than 10 times. */
+    for (int i = 0; i < 10 && rc != 0; i++) {
+        rc = clock_nanosleep(CLOCK_MONOTONIC, 0, &nap, NULL);
+    }
+    assert_int_equal(rc, 0);
+    after[0] = monotonic_ms();
+    after[1] = tlsock_now_ms();
+    after[2] = monotonic_ms();
+    print_message("tlsock_now_ms %lld..%lld, CLOCK_MONOTONIC %lld..%lld ms\n", (long long)before[1],
+                  (long long)after[1], (long long)before[0], (long long)after[2]);
+    assert_true(before[0] <= before[1] && before[1] <= before[2]);
+    assert_true(after[0] <= after[1] && after[1] <= after[2]);
+    assert_true(after[1] - before[1] >= after[0] - before[2]);
+    assert_true(after[1] - before[1] >= SLEEP_MS - 1);
 }
 
 int main(void)

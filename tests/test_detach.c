@@ -1,8 +1,9 @@
 /* Detach: TLS ends, the socket goes on in plaintext, and no byte is lost or duplicated at any
  * boundary (plaintext -> TLS -> plaintext -> TLS -> plaintext), including bytes pipelined behind a
  * STARTTLS line or behind a close_notify; the edge cases of tlsock_detach() (data before
- * close_notify, a small leftover buffer, a peer slow to close, descriptor flags, memory mode). */
-#include "support.h"
+ * close_notify, a small leftover buffer, a peer slow to close, descriptor flags, memory mode);
+ * and many random rounds of TLS on and off on one stream, over TCP and in memory. */
+#include "pair.h"
 
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -104,27 +105,37 @@ static bool lr_expect_eof(struct line_reader *lr)
            recv(lr->fd, &byte, 1, MSG_DONTWAIT) == 0;
 }
 
-/* Sends all of @p data on a blocking or non-blocking socket, within TS_IO_TIMEOUT_MS. */
-static bool send_all(int fd, const void *data, size_t len)
+/*
+ * Sends all of @p len bytes at @p buf (@p out), or receives exactly that many into it, on a
+ * blocking or non-blocking socket, within TS_IO_TIMEOUT_MS.
+ */
+static bool move_all(int fd, void *buf, size_t len, bool out)
 {
-    const unsigned char *p = data;
+    unsigned char *p = buf;
     size_t done = 0;
     int64_t deadline = tlsock_now_ms() + TS_IO_TIMEOUT_MS;
 
+    /* Each pass moves at least one byte or stops. */
     for (size_t i = 0; i <= len && done < len; i++) {
-        struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+        struct pollfd pfd = {.fd = fd, .events = out ? POLLOUT : POLLIN};
         ssize_t n;
 
         if (tlsock_now_ms() > deadline || poll(&pfd, 1, TS_IO_TIMEOUT_MS) != 1) {
             break;
         }
-        n = send(fd, p + done, len - done, MSG_NOSIGNAL | MSG_DONTWAIT);
+        n = out ? send(fd, p + done, len - done, MSG_NOSIGNAL | MSG_DONTWAIT)
+                : recv(fd, p + done, len - done, MSG_DONTWAIT);
         if (n <= 0) {
             break;
         }
         done += (size_t)n;
     }
     return done == len;
+}
+
+static bool send_all(int fd, const void *data, size_t len)
+{
+    return move_all(fd, (void *)data, len, true);
 }
 
 static bool send_str(int fd, const char *s)
@@ -724,77 +735,6 @@ static void test_detach_timeout_is_retryable(void **state)
 
 /* ---- memory mode ----------------------------------------------------------------------------- */
 
-/* Moves everything @p from has to send into @p to. */
-static void pump(struct tlsock_conn *from, struct tlsock_conn *to)
-{
-    unsigned char buf[4096];
-
-    /* Each round empties up to 4 KiB; 1000 rounds are far more than any flight here. */
-    for (int i = 0; i < 1000 && tlsock_conn_pending_output(from) > 0; i++) {
-        size_t n = 0;
-
-        if (tlsock_drain(from, buf, sizeof(buf), &n) != 0 || tlsock_feed(to, buf, n) != 0) {
-            break;
-        }
-    }
-}
-
-/* Two memory-mode connections talking to each other, and their contexts. */
-struct mem_pair {
-    struct tlsock_ctx *cctx;
-    struct tlsock_ctx *sctx;
-    struct tlsock_conn *client;
-    struct tlsock_conn *server;
-};
-
-/* Handshakes the pair in setup, so that a failed assertion in a test still frees it all. */
-static int mem_pair_setup(void **state)
-{
-    struct tlsock_opts opts = ts_opts();
-    struct mem_pair *p = calloc(1, sizeof(*p));
-    int crc = TLSOCK_EWANT_READ;
-    int src = TLSOCK_EWANT_READ;
-
-    *state = p;
-    if (p == NULL || ts_server_ctx_new(&ts_pki.server, &p->sctx) != 0 ||
-        ts_client_ctx_new(ts_pki.ca.cert, &p->cctx) != 0) {
-        return -1;
-    }
-    opts.verify_name = "localhost";
-    if (tlsock_attach_mem(p->cctx, &opts, &p->client) != 0 ||
-        tlsock_attach_mem(p->sctx, &opts, &p->server) != 0) {
-        return -1;
-    }
-    /* A TLS 1.3 handshake takes two round trips at most; 20 is plenty. */
-    for (int i = 0; i < 20 && (crc == TLSOCK_EWANT_READ || src == TLSOCK_EWANT_READ); i++) {
-        crc = tlsock_handshake(p->client);
-        pump(p->client, p->server);
-        src = tlsock_handshake(p->server);
-        pump(p->server, p->client);
-    }
-    if (crc != 0 || src != 0) {
-        print_error("memory handshake: client %s (%s), server %s (%s)\n", ts_rc_name(crc),
-                    tlsock_conn_errmsg(p->client), ts_rc_name(src), tlsock_conn_errmsg(p->server));
-        return -1;
-    }
-    return 0;
-}
-
-static int mem_pair_teardown(void **state)
-{
-    struct mem_pair *p = *state;
-
-    if (p != NULL) {
-        tlsock_close(p->client);
-        tlsock_close(p->server);
-        tlsock_ctx_free(p->cctx);
-        tlsock_ctx_free(p->sctx);
-        free(p);
-        *state = NULL;
-    }
-    return 0;
-}
-
 #define TAIL "PLAIN tail\r\n"
 
 /*
@@ -804,17 +744,16 @@ static int mem_pair_teardown(void **state)
  */
 static void test_detach_memory_mode(void **state)
 {
-    struct mem_pair *p = *state;
-    unsigned char burst[4096];
+    struct ts_pair *p = *state;
     unsigned char leftover[64];
     char buf[8];
-    size_t burst_len = 0;
+    size_t feeds;
     size_t leftover_len = 0;
     size_t n = 0;
     int fd = -2;
 
     TS_ASSERT_RC(tlsock_write(p->client, "hello", 5), 0);
-    pump(p->client, p->server);
+    TS_ASSERT_RC(ts_pair_move(p, TS_C2S), 0);
     assert_int_equal(tlsock_conn_pending_output(p->client), 0);
     TS_ASSERT_RC(tlsock_read(p->server, buf, sizeof(buf), &n), 0);
     assert_int_equal(n, 5);
@@ -822,17 +761,17 @@ static void test_detach_memory_mode(void **state)
 
     /* The server's close_notify and plaintext after it arrive in one piece. */
     TS_ASSERT_RC(tlsock_shutdown(p->server), 0);
-    TS_ASSERT_RC(tlsock_drain(p->server, burst, sizeof(burst) - strlen(TAIL), &burst_len), 0);
+    feeds = p->path[TS_S2C].feeds;
+    TS_ASSERT_RC(ts_pair_move_tail(p, TS_S2C, TAIL, strlen(TAIL)), 0);
     assert_int_equal(tlsock_conn_pending_output(p->server), 0);
-    memcpy(burst + burst_len, TAIL, strlen(TAIL));
-    TS_ASSERT_RC(tlsock_feed(p->client, burst, burst_len + strlen(TAIL)), 0);
+    assert_int_equal(p->path[TS_S2C].feeds, feeds + 1);
 
     /* Our close_notify is queued but not drained yet: detach says so. */
     TS_ASSERT_RC(tlsock_detach(p->client, &fd, leftover, sizeof(leftover), &leftover_len),
                  TLSOCK_EWANT_WRITE);
     assert_int_equal(fd, -2);
     assert_true(tlsock_conn_pending_output(p->client) > 0);
-    pump(p->client, p->server);
+    TS_ASSERT_RC(ts_pair_move(p, TS_C2S), 0);
     assert_int_equal(tlsock_conn_pending_output(p->client), 0);
 
     /* Too small: refused, with the size needed, and nothing taken. */
@@ -861,7 +800,7 @@ static void test_detach_memory_mode(void **state)
 
 static void test_detach_arguments(void **state)
 {
-    struct mem_pair *p = *state;
+    struct ts_pair *p = *state;
     unsigned char leftover[16];
     size_t leftover_len = 7;
     int fd = -2;
@@ -880,6 +819,498 @@ static void test_detach_arguments(void **state)
     assert_true(tlsock_conn_pending_output(p->client) > 0);
 }
 
+/* ---- random rounds: TLS on and off again and again --------------------------------------------
+ *
+ * Each round starts TLS on the same stream, sends random amounts of TLS data both ways, ends TLS
+ * with one side's close_notify followed by plaintext in the same segment (TCP_CORK over TCP, the
+ * same feed in memory mode), then the other side's close_notify, also followed by plaintext; both
+ * detach, and each reads the other's plaintext: what detach handed back first, then the rest.
+ * Every byte must arrive exactly once, in order. Sizes, who ends first, how the second side ends
+ * and the TLS version are drawn from a seeded generator: the seed is printed, and
+ * TLSOCK_TEST_SEED=<seed> replays the same rounds.
+ */
+
+#define RANDOM_MAX_ROUNDS 250
+#define RANDOM_MIN_ROUNDS 6
+/* Per transport: rounds go on until this much time has passed, at least RANDOM_MIN_ROUNDS. */
+#define RANDOM_BUDGET_MS 500
+#define RANDOM_TLS_MAX   40000
+#define RANDOM_PLAIN_MAX 6000
+
+struct round_plan {
+    bool server_first;   /* the server ends TLS first (else the client) */
+    bool second_reads;   /* the second side reads the first's close_notify before detaching */
+    bool second_shuts;   /* the second side sends close_notify before detaching (else detach
+                          * sends it) */
+    bool tls12;          /* the client offers TLS 1.2 only */
+    size_t tls_up;       /* TLS data, client to server */
+    size_t tls_down;     /* TLS data, server to client */
+    size_t plain_first;  /* plaintext after the first side's close_notify */
+    size_t plain_second; /* plaintext after the second side's close_notify */
+    size_t burst_first;  /* memory mode: how much of plain_first is in the close_notify's feed */
+    size_t burst_second;
+    size_t chunk; /* memory mode: bytes per feed */
+};
+
+/* xorshift64*: small, and the same sequence everywhere for a seed. */
+static uint64_t rng_next(uint64_t *s)
+{
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    return *s * 2685821657736338717ull;
+}
+
+static size_t rng_below(uint64_t *s, size_t n)
+{
+    return n > 0 ? (size_t)(rng_next(s) % n) : 0;
+}
+
+/* A size up to @p max: often 0 or next to a record boundary (16384), otherwise anything. */
+static size_t random_size(uint64_t *s, size_t max)
+{
+    size_t kind = rng_below(s, 8);
+
+    if (kind == 0) {
+        return 0;
+    }
+    if (kind == 1 && max > 16390) {
+        return 16384 - 2 + rng_below(s, 5);
+    }
+    return 1 + rng_below(s, max);
+}
+
+static void plan_rounds(uint64_t seed, struct round_plan *plans, size_t count)
+{
+    static const size_t chunks[] = {TS_PAIR_CHUNK, 4096, 1000, 100, 7};
+    uint64_t s = seed != 0 ? seed : 1;
+
+    for (size_t i = 0; i < count; i++) {
+        struct round_plan *r = &plans[i];
+
+        r->server_first = rng_below(&s, 2) == 0;
+        r->second_reads = rng_below(&s, 2) == 0;
+        r->second_shuts = rng_below(&s, 2) == 0;
+        r->tls12 = rng_below(&s, 4) == 0;
+        r->tls_up = random_size(&s, RANDOM_TLS_MAX);
+        r->tls_down = random_size(&s, RANDOM_TLS_MAX);
+        r->plain_first = random_size(&s, RANDOM_PLAIN_MAX);
+        r->plain_second = random_size(&s, RANDOM_PLAIN_MAX);
+        r->burst_first = rng_below(&s, r->plain_first + 1);
+        r->burst_second = rng_below(&s, r->plain_second + 1);
+        r->chunk = chunks[rng_below(&s, sizeof(chunks) / sizeof(chunks[0]))];
+    }
+}
+
+static void print_plan(size_t round, const struct round_plan *r)
+{
+    print_error("round %zu: %s ends first (the other %s, %s), TLS %s, %zu bytes up, %zu down, "
+                "plaintext %zu (%zu in the close_notify's feed) then %zu (%zu), feeds of %zu\n",
+                round, r->server_first ? "the server" : "the client",
+                r->second_reads ? "reads its close_notify first" : "detaches at once",
+                r->second_shuts ? "shuts down before detaching" : "detach sends close_notify",
+                r->tls12 ? "1.2" : "1.3", r->tls_up, r->tls_down, r->plain_first, r->burst_first,
+                r->plain_second, r->burst_second, r->chunk);
+}
+
+/* The seed: TLSOCK_TEST_SEED if set, else the clock's; printed so a failure can be replayed. */
+static uint64_t random_seed(void)
+{
+    const char *env = getenv("TLSOCK_TEST_SEED");
+    uint64_t seed;
+
+    if (env != NULL && env[0] != '\0') {
+        seed = strtoull(env, NULL, 0);
+    } else {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        seed = (uint64_t)ts.tv_sec * 1000000007ull ^ (uint64_t)ts.tv_nsec ^ (uint64_t)getpid();
+    }
+    print_message("seed %llu (TLSOCK_TEST_SEED=%llu replays these rounds)\n",
+                  (unsigned long long)seed, (unsigned long long)seed);
+    return seed;
+}
+
+/* The four patterns of round @p round: TLS up, TLS down, the first's and the second's plaintext. */
+enum { SEED_UP, SEED_DOWN, SEED_FIRST, SEED_SECOND };
+
+static unsigned round_seed(size_t round, int which)
+{
+    return (unsigned)(round * 4 + (size_t)which + 1000);
+}
+
+/* True when @p got holds @p len bytes of pattern @p seed. */
+static bool is_pattern(const unsigned char *got, size_t len, unsigned seed)
+{
+    unsigned char want[RANDOM_PLAIN_MAX];
+
+    if (len > sizeof(want)) {
+        return false;
+    }
+    ts_fill(want, len, seed);
+    return memcmp(got, want, len) == 0;
+}
+
+/* ---- over TCP: one thread per side ---- */
+
+/* One side of the TCP rounds; the server's half runs in the server thread. */
+struct tcp_side {
+    bool is_server;
+    int fd;
+    struct tlsock_ctx *ctx[2]; /* [tls12]; the server's two are the same */
+    const struct round_plan *plans;
+    size_t rounds;   /* rounds done */
+    size_t leftover; /* bytes detach handed back, over all rounds */
+    const char *step;
+    char errmsg[TLSOCK__ERRMSG_SIZE];
+};
+
+/* TLS data of the round: the client sends first, then the server, so neither waits on the other
+ * while both write. */
+static int tcp_data(struct tcp_side *s, struct tlsock_conn *conn, size_t round,
+                    const struct round_plan *r)
+{
+    int rc = 0;
+
+    for (int turn = 0; turn < 2 && rc == 0; turn++) {
+        bool up = turn == 0;
+        size_t len = up ? r->tls_up : r->tls_down;
+        unsigned seed = round_seed(round, up ? SEED_UP : SEED_DOWN);
+
+        if (len == 0) {
+            continue;
+        }
+        rc = up != s->is_server ? write_pattern(conn, len, seed) : read_pattern(conn, len, seed);
+    }
+    return rc;
+}
+
+static int tcp_round(struct tcp_side *s, size_t round)
+{
+    const struct round_plan *r = &s->plans[round];
+    bool first = r->server_first == s->is_server;
+    size_t mine = first ? r->plain_first : r->plain_second;
+    size_t theirs = first ? r->plain_second : r->plain_first;
+    unsigned char out[RANDOM_PLAIN_MAX];
+    unsigned char in[RANDOM_PLAIN_MAX];
+    struct tlsock_opts opts = ts_opts();
+    struct tlsock_conn *conn = NULL;
+    unsigned char byte;
+    size_t leftover_len = 0;
+    size_t n = 0;
+    int dfd = -1;
+    int rc;
+
+    ts_fill(out, mine, round_seed(round, first ? SEED_FIRST : SEED_SECOND));
+    opts.verify_name = s->is_server ? NULL : "localhost";
+    s->step = "attach";
+    rc = tlsock_attach_fd(s->ctx[r->tls12], s->fd, &opts, &conn);
+    if (rc == 0) {
+        /* Before any cork: a corked handshake flight would wait for the cork's 200 ms. */
+        s->step = "handshake";
+        rc = tlsock_handshake(conn);
+    }
+    if (rc == 0) {
+        s->step = "TLS data";
+        rc = tcp_data(s, conn, round, r);
+    }
+    if (rc == 0 && !first && r->second_reads) {
+        s->step = "read the close_notify";
+        rc = tlsock_read(conn, &byte, 1, &n);
+        rc = rc == TLSOCK_ECLOSED ? 0 : (rc == 0 ? TS_EMISMATCH : rc);
+    }
+    /* close_notify and the plaintext after it leave in one segment. */
+    set_cork(s->fd, 1);
+    if (rc == 0 && (first || r->second_shuts)) {
+        s->step = "close_notify, then plaintext";
+        rc = tlsock_shutdown(conn);
+        if (rc == 0 && !send_all(s->fd, out, mine)) {
+            rc = TS_ESETUP;
+        }
+        set_cork(s->fd, 0);
+    }
+    if (rc == 0) {
+        s->step = "detach";
+        rc = tlsock_detach(conn, &dfd, in, sizeof(in), &leftover_len);
+    }
+    if (rc == 0) {
+        conn = NULL;
+        rc = dfd == s->fd && leftover_len <= theirs ? 0 : TS_EMISMATCH;
+        s->leftover += leftover_len;
+    }
+    if (rc == 0 && !first && !r->second_shuts) {
+        s->step = "plaintext after detach's close_notify";
+        rc = send_all(s->fd, out, mine) ? 0 : TS_ESETUP;
+    }
+    set_cork(s->fd, 0);
+    if (rc == 0) {
+        s->step = "the peer's plaintext";
+        rc = move_all(s->fd, in + leftover_len, theirs - leftover_len, false) &&
+                     is_pattern(in, theirs, round_seed(round, first ? SEED_SECOND : SEED_FIRST))
+                 ? 0
+                 : TS_EMISMATCH;
+    }
+    if (conn != NULL) {
+        snprintf(s->errmsg, sizeof(s->errmsg), "%s", tlsock_conn_errmsg(conn));
+    }
+    tlsock_close(conn);
+    return rc;
+}
+
+/* As tlsock_connect() and tlsock_accept() do: no Nagle delay between a round's small writes. */
+static void set_nodelay(int fd)
+{
+    int one = 1;
+
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+/* The server's rounds: until the client closes the stream at the start of one. */
+static int serve_random_rounds(int fd, void *arg)
+{
+    struct tcp_side *s = arg;
+    int rc = 0;
+
+    s->fd = fd;
+    set_nodelay(fd);
+    for (size_t i = 0; i < RANDOM_MAX_ROUNDS && rc == 0; i++) {
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        unsigned char byte;
+
+        s->step = "wait for the next round";
+        if (poll(&pfd, 1, TS_IO_TIMEOUT_MS) != 1) {
+            rc = TS_ESETUP;
+        } else if (recv(fd, &byte, 1, MSG_PEEK) == 0) {
+            break;
+        } else {
+            rc = tcp_round(s, i);
+        }
+        if (rc == 0) {
+            s->rounds = i + 1;
+        }
+    }
+    return rc;
+}
+
+/* What the random tests own beyond their fixture, released by their teardowns even after a
+ * failed assertion: the client's socket and the client contexts ([1] offers TLS 1.2 only). */
+static struct {
+    int fd;
+    struct tlsock_ctx *cctx[2];
+} rnd = {.fd = -1};
+
+static void random_release(void)
+{
+    if (rnd.fd >= 0) {
+        close(rnd.fd);
+        rnd.fd = -1;
+    }
+    for (int i = 0; i < 2; i++) {
+        tlsock_ctx_free(rnd.cctx[i]);
+        rnd.cctx[i] = NULL;
+    }
+}
+
+static void random_contexts(void)
+{
+    for (int i = 0; i < 2; i++) {
+        TS_ASSERT_RC(ts_client_ctx_new(ts_pki.ca.cert, &rnd.cctx[i]), 0);
+    }
+    TS_ASSERT_RC(tlsock_ctx_set_protocols(rnd.cctx[1], "1.2-1.2"), 0);
+}
+
+static int random_tcp_teardown(void **state)
+{
+    /* The socket first: a server thread still in a round then sees the end at once. */
+    random_release();
+    return ts_env_teardown(state);
+}
+
+static int random_memory_teardown(void **state)
+{
+    random_release();
+    return ts_pair_teardown(state);
+}
+
+/* Rounds go on while there is time, at least RANDOM_MIN_ROUNDS of them. */
+static bool another_round(size_t done, int64_t start)
+{
+    return done < RANDOM_MAX_ROUNDS &&
+           (done < RANDOM_MIN_ROUNDS || tlsock_now_ms() - start < RANDOM_BUDGET_MS);
+}
+
+static void test_random_rounds_tcp(void **state)
+{
+    struct ts_env *env = *state;
+    struct round_plan plans[RANDOM_MAX_ROUNDS];
+    struct tcp_side server = {.is_server = true, .plans = plans, .step = "not started"};
+    struct tcp_side client = {.plans = plans, .step = "not started"};
+    int64_t start = tlsock_now_ms();
+    int rc = 0;
+
+    plan_rounds(random_seed(), plans, RANDOM_MAX_ROUNDS);
+    random_contexts();
+    TS_ASSERT_RC(ts_server_ctx_new(&ts_pki.server, &env->sctx), 0);
+    server.ctx[0] = server.ctx[1] = env->sctx;
+    client.ctx[0] = rnd.cctx[0];
+    client.ctx[1] = rnd.cctx[1];
+    TS_ASSERT_RC(ts_server_start_raw(&env->srv, NULL, 0, serve_random_rounds, &server), 0);
+    assert_int_equal(ts_raw_connect("127.0.0.1", env->srv.port, 0, &rnd.fd), 0);
+    client.fd = rnd.fd;
+    set_nodelay(rnd.fd);
+    for (size_t i = 0; rc == 0 && another_round(i, start); i++) {
+        rc = tcp_round(&client, i);
+        if (rc == 0) {
+            client.rounds = i + 1;
+        } else {
+            print_plan(i, &plans[i]);
+            print_error("client: %s at \"%s\" (%s)\n", ts_rc_name(rc), client.step, client.errmsg);
+        }
+    }
+    /* The end of the stream tells the server there is no next round. */
+    close(rnd.fd);
+    rnd.fd = -1;
+    ts_server_stop(&env->srv);
+    print_message("%zu rounds over TCP in %lld ms; detach handed back %zu bytes (client) and %zu "
+                  "(server)\n",
+                  client.rounds, (long long)(tlsock_now_ms() - start), client.leftover,
+                  server.leftover);
+    TS_ASSERT_RC_MSG(rc, 0, client.errmsg);
+    if (env->srv.result != 0) {
+        print_plan(server.rounds, &plans[server.rounds]);
+        print_error("server: stopped at \"%s\"\n", server.step);
+    }
+    TS_ASSERT_RC_MSG(env->srv.result, 0, server.errmsg);
+    assert_int_equal(server.rounds, client.rounds);
+}
+
+/* ---- in memory: both sides in this thread, on the shared pair ---- */
+
+/* The connection of one side; NULL once it detached. */
+static struct tlsock_conn **side_conn(struct ts_pair *p, bool server)
+{
+    return server ? &p->server : &p->client;
+}
+
+/*
+ * Detaches the side of @p conn (moving its close_notify, and @p tail after it, to the other side
+ * when detach asks for that) and checks that the leftover is exactly @p want.
+ */
+static int memory_detach(struct ts_pair *p, struct tlsock_conn **conn, enum ts_dir out,
+                         const unsigned char *tail, size_t tail_len, const unsigned char *want,
+                         size_t want_len)
+{
+    unsigned char leftover[RANDOM_PLAIN_MAX];
+    size_t leftover_len = 0;
+    int fd = -2;
+    int rc = tlsock_detach(*conn, &fd, leftover, sizeof(leftover), &leftover_len);
+
+    if (rc == TLSOCK_EWANT_WRITE) {
+        rc = ts_pair_move_tail(p, out, tail, tail_len);
+        if (rc == 0) {
+            rc = tlsock_detach(*conn, &fd, leftover, sizeof(leftover), &leftover_len);
+        }
+    }
+    if (rc == 0) {
+        *conn = NULL;
+        rc = fd == -1 && leftover_len == want_len && memcmp(leftover, want, want_len) == 0
+                 ? 0
+                 : TS_EMISMATCH;
+    }
+    return rc;
+}
+
+static int memory_round(struct ts_pair *p, size_t round, const struct round_plan *r,
+                        const char **step)
+{
+    enum ts_dir forth = r->server_first ? TS_S2C : TS_C2S; /* from the first side */
+    enum ts_dir back = r->server_first ? TS_C2S : TS_S2C;
+    struct tlsock_conn **first = side_conn(p, r->server_first);
+    struct tlsock_conn **second = side_conn(p, !r->server_first);
+    unsigned char plain1[RANDOM_PLAIN_MAX];
+    unsigned char plain2[RANDOM_PLAIN_MAX];
+    unsigned char byte;
+    size_t n = 0;
+    int rc;
+
+    ts_fill(plain1, r->plain_first, round_seed(round, SEED_FIRST));
+    ts_fill(plain2, r->plain_second, round_seed(round, SEED_SECOND));
+    p->path[TS_C2S].chunk = p->path[TS_S2C].chunk = r->chunk;
+    *step = "attach";
+    rc = ts_pair_attach(p, NULL, NULL);
+    if (rc == 0) {
+        *step = "handshake";
+        rc = ts_pair_handshake(p);
+    }
+    if (rc == 0) {
+        *step = "TLS data";
+        rc = ts_pair_transfer(p, TS_C2S, r->tls_up, round_seed(round, SEED_UP));
+    }
+    if (rc == 0) {
+        rc = ts_pair_transfer(p, TS_S2C, r->tls_down, round_seed(round, SEED_DOWN));
+    }
+    if (rc == 0) {
+        /* The rest of the plaintext would come later, outside TLS: not detach's business. */
+        *step = "close_notify, then plaintext";
+        rc = tlsock_shutdown(*first);
+    }
+    if (rc == 0) {
+        rc = ts_pair_move_tail(p, forth, plain1, r->burst_first);
+    }
+    if (rc == 0 && r->second_reads) {
+        *step = "read the close_notify";
+        rc = tlsock_read(*second, &byte, 1, &n);
+        rc = rc == TLSOCK_ECLOSED ? 0 : (rc == 0 ? TS_EMISMATCH : rc);
+    }
+    if (rc == 0 && r->second_shuts) {
+        rc = tlsock_shutdown(*second);
+        if (rc == 0) {
+            rc = ts_pair_move_tail(p, back, plain2, r->burst_second);
+        }
+    }
+    if (rc == 0) {
+        *step = "detach (second)";
+        rc = memory_detach(p, second, back, plain2, r->burst_second, plain1, r->burst_first);
+    }
+    if (rc == 0) {
+        *step = "detach (first)";
+        rc = memory_detach(p, first, forth, NULL, 0, plain2, r->burst_second);
+    }
+    return rc;
+}
+
+static void test_random_rounds_memory(void **state)
+{
+    struct ts_pair *p = *state;
+    struct round_plan plans[RANDOM_MAX_ROUNDS];
+    const char *step = "not started";
+    int64_t start = tlsock_now_ms();
+    size_t rounds = 0;
+    int rc = 0;
+
+    plan_rounds(random_seed(), plans, RANDOM_MAX_ROUNDS);
+    random_contexts();
+    TS_ASSERT_RC(ts_server_ctx_new(&ts_pki.server, &p->sctx), 0);
+    for (size_t i = 0; rc == 0 && another_round(i, start); i++) {
+        /* The pair holds a reference on the round's client context. */
+        tlsock_ctx_free(p->cctx);
+        p->cctx = tlsock_ctx_ref(rnd.cctx[plans[i].tls12]);
+        rc = memory_round(p, i, &plans[i], &step);
+        if (rc == 0) {
+            rounds = i + 1;
+        } else {
+            print_plan(i, &plans[i]);
+            print_error("%s at \"%s\": client \"%s\", server \"%s\"\n", ts_rc_name(rc), step,
+                        tlsock_conn_errmsg(p->client), tlsock_conn_errmsg(p->server));
+        }
+    }
+    print_message("%zu rounds in memory in %lld ms\n", rounds,
+                  (long long)(tlsock_now_ms() - start));
+    TS_ASSERT_RC_MSG(rc, 0, step);
+    assert_true(rounds >= RANDOM_MIN_ROUNDS);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -891,8 +1322,13 @@ int main(void)
                                         ts_env_teardown),
         cmocka_unit_test_setup_teardown(test_detach_timeout_is_retryable, ts_env_setup,
                                         ts_env_teardown),
-        cmocka_unit_test_setup_teardown(test_detach_memory_mode, mem_pair_setup, mem_pair_teardown),
-        cmocka_unit_test_setup_teardown(test_detach_arguments, mem_pair_setup, mem_pair_teardown),
+        cmocka_unit_test_setup_teardown(test_detach_memory_mode, ts_pair_setup_connected,
+                                        ts_pair_teardown),
+        cmocka_unit_test_setup_teardown(test_detach_arguments, ts_pair_setup_connected,
+                                        ts_pair_teardown),
+        cmocka_unit_test_setup_teardown(test_random_rounds_tcp, ts_env_setup, random_tcp_teardown),
+        cmocka_unit_test_setup_teardown(test_random_rounds_memory, ts_pair_setup,
+                                        random_memory_teardown),
     };
 
     return cmocka_run_group_tests_name("detach", tests, ts_pki_setup, ts_pki_teardown);

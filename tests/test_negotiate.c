@@ -1,39 +1,9 @@
-/* Loopback TLS: protocol versions and ALPN, agreed and refused. */
-#include "support.h"
+/* Protocol versions, cipher suites and ALPN, agreed and refused, over the in-memory pair
+ * (support/pair.h). */
+#include "pair.h"
 
 #include <stdio.h>
 #include <string.h>
-
-/* What the server saw, copied out of its thread. */
-struct negotiated {
-    int handshake_rc;
-    char version[32];
-    char alpn[256];
-    char errmsg[TLSOCK__ERRMSG_SIZE];
-};
-
-static int serve_negotiation(struct tlsock_conn *conn, void *arg)
-{
-    struct negotiated *seen = arg;
-    const struct tlsock_info *info = NULL;
-    int rc = tlsock_handshake(conn);
-
-    seen->handshake_rc = rc;
-    snprintf(seen->errmsg, sizeof(seen->errmsg), "%s", tlsock_conn_errmsg(conn));
-    if (rc == 0) {
-        rc = tlsock_conn_info(conn, &info);
-    }
-    if (rc == 0) {
-        unsigned char byte;
-        size_t n = 0;
-
-        snprintf(seen->version, sizeof(seen->version), "%s", info->version);
-        snprintf(seen->alpn, sizeof(seen->alpn), "%s", info->alpn);
-        /* Wait for the client's close so that the client's checks run on a live session. */
-        (void)tlsock_read(conn, &byte, 1, &n);
-    }
-    return rc;
-}
 
 struct negotiate_case {
     const char *what;
@@ -45,7 +15,7 @@ struct negotiate_case {
     const char *gnutls_client_ciphers;
     const char *client_alpn; /* NULL: none */
     const char *server_alpn;
-    int client_rc;       /* of tlsock_connect() */
+    int client_rc;       /* of the client's handshake */
     const char *version; /* agreed, when client_rc == 0 */
     const char *alpn;
     const char *cipher;  /* agreed, when set */
@@ -177,43 +147,35 @@ static void run_cases(void **state, const struct negotiate_case *table, size_t c
 {
     for (size_t i = 0; i < count; i++) {
         const struct negotiate_case *c = &table[i];
-        struct negotiated seen = {.handshake_rc = TS_NOT_RUN};
-        struct tlsock_opts opts = ts_opts();
         const struct tlsock_info *info = NULL;
-        struct ts_env *env;
-        int rc;
+        struct ts_pair *p;
 
         print_message("%s\n", c->what);
-        ts_env_renew(state, i);
-        env = *state;
-        TS_ASSERT_RC(ts_server_ctx_new(&ts_pki.server, &env->sctx), 0);
-        TS_ASSERT_RC(ts_client_ctx_new(ts_pki.ca.cert, &env->cctx), 0);
-        setup_side(env->sctx, c->server_protocols, c->server_ciphers, c->server_alpn);
-        setup_side(env->cctx, c->client_protocols, client_ciphers(env->cctx, c), c->client_alpn);
-        TS_ASSERT_RC(ts_server_start(&env->srv, env->sctx, NULL, NULL, serve_negotiation, &seen),
-                     0);
-        rc = tlsock_connect(env->cctx, "127.0.0.1", env->srv.port, &opts, &env->client);
-        TS_ASSERT_RC(rc, c->client_rc);
-        if (rc == 0) {
-            TS_ASSERT_RC(tlsock_conn_info(env->client, &info), 0);
+        ts_pair_renew(state, i);
+        p = *state;
+        TS_ASSERT_RC(ts_server_ctx_new(&ts_pki.server, &p->sctx), 0);
+        TS_ASSERT_RC(ts_client_ctx_new(ts_pki.ca.cert, &p->cctx), 0);
+        setup_side(p->sctx, c->server_protocols, c->server_ciphers, c->server_alpn);
+        setup_side(p->cctx, c->client_protocols, client_ciphers(p->cctx, c), c->client_alpn);
+        TS_ASSERT_RC(ts_pair_attach(p, NULL, NULL), 0);
+        (void)ts_pair_handshake(p);
+        TS_ASSERT_RC_MSG(p->client_rc, c->client_rc, p->client_msg);
+        if (c->client_rc == 0) {
+            TS_ASSERT_RC(tlsock_conn_info(p->client, &info), 0);
             assert_string_equal(info->version, c->version);
             assert_string_equal(info->alpn, c->alpn);
             if (c->cipher != NULL) {
                 assert_string_equal(info->cipher, c->cipher);
             }
-            tlsock_close(env->client);
-            env->client = NULL;
-            ts_server_stop(&env->srv);
-            TS_ASSERT_RC_MSG(seen.handshake_rc, 0, seen.errmsg);
-            assert_string_equal(seen.version, c->version);
-            assert_string_equal(seen.alpn, c->alpn);
+            TS_ASSERT_RC_MSG(p->server_rc, 0, p->server_msg);
+            TS_ASSERT_RC(tlsock_conn_info(p->server, &info), 0);
+            assert_string_equal(info->version, c->version);
+            assert_string_equal(info->alpn, c->alpn);
         } else {
-            assert_null(env->client);
-            TS_ASSERT_CONTAINS(tlsock_errmsg(), c->message);
-            assert_true(tlsock_err_is_tls(rc));
-            ts_server_stop(&env->srv);
+            TS_ASSERT_CONTAINS(p->client_msg, c->message);
+            assert_true(tlsock_err_is_tls(p->client_rc));
             /* The server refused: its handshake failed too. */
-            assert_true(seen.handshake_rc < 0);
+            TS_ASSERT_FAILED(p->server_rc, p->server_msg);
         }
     }
 }
@@ -231,8 +193,8 @@ static void test_raw_cipher_strings(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_negotiation, ts_env_setup, ts_env_teardown),
-        cmocka_unit_test_setup_teardown(test_raw_cipher_strings, ts_env_setup, ts_env_teardown),
+        cmocka_unit_test_setup_teardown(test_negotiation, ts_pair_setup, ts_pair_teardown),
+        cmocka_unit_test_setup_teardown(test_raw_cipher_strings, ts_pair_setup, ts_pair_teardown),
     };
 
     return cmocka_run_group_tests_name("negotiate", tests, ts_pki_setup, ts_pki_teardown);

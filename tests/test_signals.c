@@ -1,20 +1,85 @@
-/* Loopback TLS: blocking calls interrupted by signals (EINTR) carry on instead of failing. */
+/*
+ * Loopback TLS: blocking calls interrupted by signals (EINTR) carry on instead of failing.
+ *
+ * The executable is linked with -Wl,--wrap=poll (tests/CMakeLists.txt): every poll() of the static
+ * library, where all of its waits happen, lands in __wrap_poll first, which counts the waits a
+ * signal interrupted and the waits that followed them. So each case proves that a wait inside the
+ * operation really returned EINTR and was resumed, and then that the operation succeeded.
+ */
 #include "support.h"
 
+#include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #define DELAY_MS 300
 #define BIG      (4u * 1024 * 1024)
+/* Far less than BIG: a writer that fills it has to wait for the reader. */
+#define SOCKET_BUFFER (64 * 1024)
 
 static void sleep_ms(int ms)
 {
     struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
 
     (void)nanosleep(&ts, NULL);
+}
+
+/* The test thread's poll() calls: how many returned EINTR, and how many came right after one. */
+struct poll_count {
+    unsigned calls;
+    unsigned eintr;
+    unsigned resumed;
+    bool last_eintr;
+};
+
+static _Thread_local struct poll_count polls;
+
+int __real_poll(struct pollfd *fds, nfds_t nfds, int timeout);
+int __wrap_poll(struct pollfd *fds, nfds_t nfds, int timeout);
+
+int __wrap_poll(struct pollfd *fds, nfds_t nfds, int timeout)
+{
+    int rc;
+
+    polls.calls++;
+    if (polls.last_eintr) {
+        polls.resumed++;
+    }
+    rc = __real_poll(fds, nfds, timeout);
+    polls.last_eintr = rc < 0 && errno == EINTR;
+    if (polls.last_eintr) {
+        polls.eintr++;
+    }
+    return rc;
+}
+
+/* Starts counting the calling thread's waits. */
+static void polls_reset(void)
+{
+    memset(&polls, 0, sizeof(polls));
+}
+
+/* The waits of an operation that succeeded (@p seen, counted since polls_reset()): some were
+ * interrupted, and every one was resumed. */
+static void assert_interrupted_and_resumed(const char *what, struct poll_count seen)
+{
+    print_message("%s: %u waits, %u interrupted (EINTR), %u resumed\n", what, seen.calls,
+                  seen.eintr, seen.resumed);
+    assert_true(seen.eintr > 0);
+    assert_int_equal(seen.resumed, seen.eintr);
+}
+
+/* Sets a socket's send or receive buffer to SOCKET_BUFFER bytes. */
+static void set_buffer(int fd, int which)
+{
+    int size = SOCKET_BUFFER;
+
+    (void)setsockopt(fd, SOL_SOCKET, which, &size, sizeof(size));
 }
 
 static void on_signal(int sig)
@@ -96,6 +161,9 @@ static int serve_slowly(struct tlsock_conn *conn, void *arg)
     if (rc == 0) {
         rc = tlsock_handshake(conn);
     }
+    if (rc == 0 && s->expect > 0) {
+        set_buffer(tlsock_conn_fd(conn), SO_RCVBUF);
+    }
     sleep_ms(s->reply_delay_ms);
     if (rc == 0) {
         rc = ts_read_full(conn, buf, s->expect);
@@ -110,7 +178,10 @@ static int serve_slowly(struct tlsock_conn *conn, void *arg)
     return rc;
 }
 
-static void run_interrupted(void **state, struct slow_server *s)
+/* Which of the client's operations the server makes wait. */
+enum waiting_op { WAIT_HANDSHAKE, WAIT_READ, WAIT_WRITE };
+
+static void run_interrupted(void **state, struct slow_server *s, enum waiting_op op)
 {
     struct ts_env *env = *state;
     struct tlsock_opts opts = ts_opts();
@@ -122,18 +193,31 @@ static void run_interrupted(void **state, struct slow_server *s)
     TS_ASSERT_RC(ts_client_ctx_new(ts_pki.ca.cert, &env->cctx), 0);
     TS_ASSERT_RC(ts_server_start(&env->srv, env->sctx, NULL, NULL, serve_slowly, s), 0);
     pester_start();
+    polls_reset();
     rc = tlsock_connect(env->cctx, "127.0.0.1", env->srv.port, &opts, &env->client);
     TS_ASSERT_RC(rc, 0);
+    if (op == WAIT_HANDSHAKE) {
+        assert_interrupted_and_resumed("connect and handshake", polls);
+    }
     if (s->expect > 0) {
         big = calloc(1, s->expect);
         assert_non_null(big);
+        /* Small socket buffers (no autotuning) on both ends, so that the write surely waits. */
+        set_buffer(tlsock_conn_fd(env->client), SO_SNDBUF);
+        polls_reset();
         rc = tlsock_write(env->client, big, s->expect);
         free(big);
         TS_ASSERT_RC_MSG(rc, 0, tlsock_conn_errmsg(env->client));
+        if (op == WAIT_WRITE) {
+            assert_interrupted_and_resumed("write", polls);
+        }
     }
+    polls_reset();
     TS_ASSERT_RC_MSG(ts_read_full(env->client, reply, 2), 0, tlsock_conn_errmsg(env->client));
     assert_memory_equal(reply, "ok", 2);
-    /* The waits really were interrupted, or the test proved nothing. */
+    if (op == WAIT_READ) {
+        assert_interrupted_and_resumed("read", polls);
+    }
     assert_true(pester_stop() > 0);
     tlsock_close(env->client);
     env->client = NULL;
@@ -145,14 +229,14 @@ static void test_handshake_interrupted(void **state)
 {
     struct slow_server s = {.handshake_delay_ms = DELAY_MS};
 
-    run_interrupted(state, &s);
+    run_interrupted(state, &s, WAIT_HANDSHAKE);
 }
 
 static void test_read_interrupted(void **state)
 {
     struct slow_server s = {.reply_delay_ms = DELAY_MS};
 
-    run_interrupted(state, &s);
+    run_interrupted(state, &s, WAIT_READ);
 }
 
 static void test_write_interrupted(void **state)
@@ -160,7 +244,7 @@ static void test_write_interrupted(void **state)
     /* The server reads nothing for a while, so the big write blocks on a full socket. */
     struct slow_server s = {.reply_delay_ms = DELAY_MS, .expect = BIG};
 
-    run_interrupted(state, &s);
+    run_interrupted(state, &s, WAIT_WRITE);
 }
 
 /* A client that connects late, from another thread. */
@@ -182,6 +266,7 @@ static void test_accept_interrupted(void **state)
     struct tlsock_listener *lis = NULL;
     struct tlsock_conn *conn = NULL;
     struct tlsock_opts opts = ts_opts();
+    struct poll_count seen;
     pthread_t client;
     uint16_t port;
     int rc;
@@ -191,11 +276,14 @@ static void test_accept_interrupted(void **state)
     port = tlsock_listener_port(lis);
     assert_int_equal(pthread_create(&client, NULL, late_client, &port), 0);
     pester_start();
+    polls_reset();
     rc = tlsock_accept(lis, &opts, &conn);
+    seen = polls;
     pthread_join(client, NULL);
     tlsock_close(conn);
     tlsock_listener_close(lis);
     TS_ASSERT_RC(rc, 0);
+    assert_interrupted_and_resumed("accept", seen);
     assert_true(pester_stop() > 0);
 }
 

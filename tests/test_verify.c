@@ -1,5 +1,6 @@
-/* Loopback TLS: the client rejects bad server certificates with EVERIFY and says why. */
-#include "support.h"
+/* The client rejects bad server certificates with EVERIFY and says why. The cases run over the
+ * in-memory pair (support/pair.h); those about tlsock_connect()'s host run over loopback. */
+#include "pair.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -120,23 +121,9 @@ static int free_leaves(void **state)
     return ts_pki_teardown(state);
 }
 
-struct server_result {
-    int handshake_rc;
-};
-
-static int serve_handshake(struct tlsock_conn *conn, void *arg)
-{
-    struct server_result *res = arg;
-
-    res->handshake_rc = tlsock_handshake(conn);
-    if (res->handshake_rc == 0) {
-        unsigned char byte;
-        size_t n = 0;
-
-        (void)tlsock_read(conn, &byte, 1, &n);
-    }
-    return res->handshake_rc;
-}
+/* The address the loopback cases connect to. In memory mode there is no host: a case that names
+ * no verify name and no servername verifies it as the name, as tlsock_connect() would. */
+#define HOST "127.0.0.1"
 
 enum trust {
     TRUST_CA,         /* ts_pki.ca */
@@ -153,7 +140,9 @@ struct verify_case {
     const char *servername;     /* opts.servername, NULL: default */
     const char *verify_name;    /* opts.verify_name, NULL: the servername or the host */
     int rc;
-    const char *message; /* substring of tlsock_errmsg() after a failure */
+    const char *message; /* substring of the client's message after a failure */
+    /* About the host given to tlsock_connect(): runs over loopback only. */
+    bool on_socket;
 };
 
 static const struct verify_case cases[] = {
@@ -174,7 +163,11 @@ static const struct verify_case cases[] = {
      .servername = "www.example.com",
      .verify_name = "localhost",
      .rc = 0},
-    {.what = "no SNI: the host is verified", .leaf = LEAF_GOOD, .servername = "", .rc = 0},
+    {.what = "no SNI: the host is verified",
+     .leaf = LEAF_GOOD,
+     .servername = "",
+     .rc = 0,
+     .on_socket = true},
     {.what = "wildcard matches one label",
      .leaf = LEAF_WILDCARD,
      .verify_name = "www.example.test",
@@ -238,69 +231,140 @@ static const struct verify_case cases[] = {
      .rc = 0},
 };
 
+static void make_contexts(const struct verify_case *c, struct tlsock_ctx **sctx,
+                          struct tlsock_ctx **cctx)
+{
+    const struct tlsock__pem_pair *leaf = &leaves[c->leaf];
+
+    TS_ASSERT_RC(ts_ctx_new(TLSOCK_SERVER, sctx), 0);
+    if (c->server_ciphers != NULL) {
+        TS_ASSERT_RC(tlsock_ctx_set_ciphers(*sctx, c->server_ciphers), 0);
+    }
+    TS_ASSERT_RC_MSG(tlsock_ctx_set_cert_mem(*sctx, leaf->cert, strlen(leaf->cert), leaf->key,
+                                             strlen(leaf->key)),
+                     0, tlsock_ctx_errmsg(*sctx));
+    switch (c->trust) {
+    case TRUST_CA:
+        TS_ASSERT_RC(ts_client_ctx_new(ts_pki.ca.cert, cctx), 0);
+        break;
+    case TRUST_EXPIRED_CA:
+        TS_ASSERT_RC(ts_client_ctx_new(expired_ca.cert, cctx), 0);
+        break;
+    case TRUST_SYSTEM:
+        TS_ASSERT_RC(ts_client_ctx_new(NULL, cctx), 0);
+        break;
+    case TRUST_NONE:
+        TS_ASSERT_RC(ts_client_ctx_new(NULL, cctx), 0);
+        TS_ASSERT_RC(tlsock_ctx_set_verify(*cctx, TLSOCK_VERIFY_NONE), 0);
+        break;
+    }
+}
+
+/* The client's handshake: its code, its message after a failure, its view after a success. */
+static void check_client(const struct verify_case *c, int rc, const char *message,
+                         struct tlsock_conn *client)
+{
+    const struct tlsock_info *info = NULL;
+
+    TS_ASSERT_RC_MSG(rc, c->rc, message);
+    if (rc != 0) {
+        TS_ASSERT_CONTAINS(message, c->message);
+        return;
+    }
+    TS_ASSERT_RC(tlsock_conn_info(client, &info), 0);
+    if (c->trust == TRUST_NONE) {
+        /* Not verified, and the info says so rather than "ok". */
+        assert_int_not_equal(info->verify_result, 0);
+        assert_string_not_equal(info->verify_message, "ok");
+    } else {
+        assert_int_equal(info->verify_result, 0);
+        assert_string_equal(info->verify_message, "ok");
+    }
+}
+
+/* The server's handshake: done, or ended by the client's alert. */
+static void check_server(const struct verify_case *c, int rc, const char *message)
+{
+    if (c->rc == 0) {
+        TS_ASSERT_RC_MSG(rc, 0, message);
+    } else {
+        TS_ASSERT_FAILED(rc, message);
+    }
+}
+
 static void test_verification(void **state)
 {
+    size_t index = 0;
+
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         const struct verify_case *c = &cases[i];
-        struct server_result res = {.handshake_rc = TS_NOT_RUN};
         struct tlsock_opts opts = ts_opts();
-        const struct tlsock__pem_pair *leaf = &leaves[c->leaf];
+        struct ts_pair *p;
+
+        if (c->on_socket) {
+            continue;
+        }
+        print_message("%s\n", c->what);
+        ts_pair_renew(state, index++);
+        p = *state;
+        opts.servername = c->servername;
+        opts.verify_name = c->verify_name;
+        if (c->verify_name == NULL && (c->servername == NULL || c->servername[0] == '\0')) {
+            opts.verify_name = HOST;
+        }
+        make_contexts(c, &p->sctx, &p->cctx);
+        TS_ASSERT_RC(ts_pair_attach(p, &opts, NULL), 0);
+        (void)ts_pair_handshake(p);
+        check_client(c, p->client_rc, p->client_msg, p->client);
+        check_server(c, p->server_rc, p->server_msg);
+    }
+}
+
+static int serve_handshake(struct tlsock_conn *conn, void *arg)
+{
+    int *handshake_rc = arg;
+
+    *handshake_rc = tlsock_handshake(conn);
+    if (*handshake_rc == 0) {
+        unsigned char byte;
+        size_t n = 0;
+
+        (void)tlsock_read(conn, &byte, 1, &n);
+    }
+    return *handshake_rc;
+}
+
+static void test_verification_on_socket(void **state)
+{
+    size_t index = 0;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const struct verify_case *c = &cases[i];
+        struct tlsock_opts opts = ts_opts();
+        int server_rc = TS_NOT_RUN;
         struct ts_env *env;
         int rc;
 
+        if (!c->on_socket) {
+            continue;
+        }
         print_message("%s\n", c->what);
-        ts_env_renew(state, i);
+        ts_env_renew(state, index++);
         env = *state;
         opts.servername = c->servername;
         opts.verify_name = c->verify_name;
-        TS_ASSERT_RC(ts_ctx_new(TLSOCK_SERVER, &env->sctx), 0);
-        if (c->server_ciphers != NULL) {
-            TS_ASSERT_RC(tlsock_ctx_set_ciphers(env->sctx, c->server_ciphers), 0);
-        }
-        TS_ASSERT_RC_MSG(tlsock_ctx_set_cert_mem(env->sctx, leaf->cert, strlen(leaf->cert),
-                                                 leaf->key, strlen(leaf->key)),
-                         0, tlsock_ctx_errmsg(env->sctx));
-        switch (c->trust) {
-        case TRUST_CA:
-            TS_ASSERT_RC(ts_client_ctx_new(ts_pki.ca.cert, &env->cctx), 0);
-            break;
-        case TRUST_EXPIRED_CA:
-            TS_ASSERT_RC(ts_client_ctx_new(expired_ca.cert, &env->cctx), 0);
-            break;
-        case TRUST_SYSTEM:
-            TS_ASSERT_RC(ts_client_ctx_new(NULL, &env->cctx), 0);
-            break;
-        case TRUST_NONE:
-            TS_ASSERT_RC(ts_client_ctx_new(NULL, &env->cctx), 0);
-            TS_ASSERT_RC(tlsock_ctx_set_verify(env->cctx, TLSOCK_VERIFY_NONE), 0);
-            break;
-        }
-        TS_ASSERT_RC(ts_server_start(&env->srv, env->sctx, NULL, NULL, serve_handshake, &res), 0);
-        rc = tlsock_connect(env->cctx, "127.0.0.1", env->srv.port, &opts, &env->client);
-        TS_ASSERT_RC(rc, c->rc);
+        make_contexts(c, &env->sctx, &env->cctx);
+        TS_ASSERT_RC(ts_server_start(&env->srv, env->sctx, NULL, NULL, serve_handshake, &server_rc),
+                     0);
+        rc = tlsock_connect(env->cctx, HOST, env->srv.port, &opts, &env->client);
+        check_client(c, rc, tlsock_errmsg(), env->client);
         if (rc != 0) {
             assert_null(env->client);
-            TS_ASSERT_CONTAINS(tlsock_errmsg(), c->message);
-            ts_server_stop(&env->srv);
-            /* The client's alert ended the server's handshake too. */
-            assert_true(res.handshake_rc < 0);
-        } else {
-            const struct tlsock_info *info = NULL;
-
-            TS_ASSERT_RC(tlsock_conn_info(env->client, &info), 0);
-            if (c->trust == TRUST_NONE) {
-                /* Not verified, and the info says so rather than "ok". */
-                assert_int_not_equal(info->verify_result, 0);
-                assert_string_not_equal(info->verify_message, "ok");
-            } else {
-                assert_int_equal(info->verify_result, 0);
-                assert_string_equal(info->verify_message, "ok");
-            }
-            tlsock_close(env->client);
-            env->client = NULL;
-            ts_server_stop(&env->srv);
-            TS_ASSERT_RC(res.handshake_rc, 0);
         }
+        tlsock_close(env->client);
+        env->client = NULL;
+        ts_server_stop(&env->srv);
+        check_server(c, server_rc, env->srv.errmsg);
     }
 }
 
@@ -325,7 +389,8 @@ static void test_rsa1024_refused_by_server_ctx(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_verification, ts_env_setup, ts_env_teardown),
+        cmocka_unit_test_setup_teardown(test_verification, ts_pair_setup, ts_pair_teardown),
+        cmocka_unit_test_setup_teardown(test_verification_on_socket, ts_env_setup, ts_env_teardown),
         cmocka_unit_test(test_rsa1024_refused_by_server_ctx),
     };
 

@@ -61,12 +61,7 @@ static int make_room(struct tlsock__buf *b, size_t more)
         while (cap < b->len + more) {
             cap *= 2;
         }
-        unsigned char *grown = realloc(b->data, cap);
-        if (grown == NULL) {
-            return TLSOCK_ENOMEM;
-        }
-        b->data = grown;
-        b->cap = cap;
+        return tlsock__buf_reserve(b, cap);
     }
     return 0;
 }

@@ -102,8 +102,6 @@ static int setting_apply(const struct tlsock__impl *impl, void *native,
         return impl->ctx_set_protocols(native, set->min_version, set->max_version, err);
     case TLSOCK__SET_CIPHERS:
         return impl->ctx_set_ciphers(native, set->text, err);
-    case TLSOCK__SET_CA_FILE:
-        return impl->ctx_add_ca_file(native, set->text, err);
     case TLSOCK__SET_CA_DIR:
         return impl->ctx_add_ca_dir(native, set->text, err);
     case TLSOCK__SET_CA_MEM:
@@ -216,15 +214,10 @@ int tlsock_ctx_set_impl(struct tlsock_ctx *ctx, int impl)
 {
     const struct tlsock__impl *chosen = NULL;
     void *native = NULL;
-    int rc;
+    int rc = setter_begin(ctx);
 
-    if (ctx == NULL) {
-        return tlsock__fail(NULL, TLSOCK_EINVAL, "context is NULL");
-    }
-    tlsock__err_clear(&ctx->err);
-    if (atomic_load(&ctx->frozen)) {
-        return tlsock__fail(&ctx->err, TLSOCK_EINVAL,
-                            "context is frozen: it has made a connection and can no longer change");
+    if (rc != 0) {
+        return rc;
     }
     if (impl != TLSOCK_IMPL_DEFAULT && impl != TLSOCK_IMPL_OPENSSL && impl != TLSOCK_IMPL_GNUTLS) {
         return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "unknown implementation %d", impl);

@@ -16,7 +16,6 @@
 enum tlsock__setting_kind {
     TLSOCK__SET_PROTOCOLS,
     TLSOCK__SET_CIPHERS,
-    TLSOCK__SET_CA_FILE,
     TLSOCK__SET_CA_DIR,
     TLSOCK__SET_CA_MEM,
     TLSOCK__SET_CA_SYSTEM,
@@ -29,7 +28,7 @@ struct tlsock__setting {
     enum tlsock__setting_kind kind;
     int min_version; /* PROTOCOLS */
     int max_version;
-    char *text; /* CIPHERS policy, CA path or PEM, CERT chain PEM, ALPN wire list */
+    char *text; /* CIPHERS policy, CA_DIR path, CA_MEM PEM, CERT chain PEM, ALPN wire list */
     size_t text_len;
     char *key; /* CERT: the key PEM, wiped when freed */
     size_t key_len;

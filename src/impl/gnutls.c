@@ -19,15 +19,19 @@
 #include <gnutls/x509.h>
 
 #include "impl.h"
+#include "text.h"
 #include "gnutls_int.h"
+#include "hello.h"
 
 struct gtls_conn {
     gnutls_session_t session;
     int role;
     struct tlsock__transport *t; /* the core's: every byte pull/push move goes through it */
     bool blocked;                /* the transport said "not now" during the current call */
-    bool offered_versions;       /* the ClientHello had supported_versions */
-    bool version_match;          /* and one of them is enabled here */
+    unsigned long moved;         /* bytes pull and push moved so far: progress (should_repeat) */
+    const char *refusal;         /* why our ClientHello hook refused the client (hello.h) */
+    const struct gtls_ctx *gc;   /* the context (the core holds a reference for us) */
+    bool drop_hello;             /* a refused renegotiation's ClientHello is queued in GnuTLS */
     unsigned char tail[7];       /* the last bytes received: a whole record if it was an alert */
     size_t tail_len;
     int verify_mode;
@@ -57,6 +61,7 @@ struct gtls_conn {
 static ssize_t gnutls_outcome(struct gtls_conn *c, ssize_t n)
 {
     if (n >= 0) {
+        c->moved += (unsigned long)n;
         return n;
     }
     if (n == TLSOCK__TRANSPORT_RETRY) {
@@ -274,8 +279,17 @@ static int fail_verify(struct gtls_conn *c, struct tlsock__err *err)
     peer_subject(c, subject, sizeof(subject));
     /* GnuTLS leaves the alert to us; OpenSSL's choice keeps the peer's view the same. */
     gnutls_alert_send(c->session, GNUTLS_AL_FATAL, verify_alert(status));
-    return tlsock__fail(err, TLSOCK_EVERIFY, "certificate verify failed: %s (status 0x%x)%s%s",
-                        reason, status, subject[0] != '\0' ? "; peer " : "", subject);
+    return tlsock__text_fail_verify(err, reason, TLSOCK__VERIFY_CODE_GNUTLS, status, subject);
+}
+
+/* The peer's fatal alert; a client refused for its versions learns how to allow older ones. */
+static int fail_alert(struct gtls_conn *c, int alert, struct tlsock__err *err)
+{
+    bool refused = c->role == TLSOCK_CLIENT && alert == GNUTLS_A_PROTOCOL_VERSION;
+
+    return tlsock__text_fail_alert(
+        err, alert,
+        refused ? tlsock__text_old_server_hint(c->min_version, c->max_version, true) : NULL);
 }
 
 /*
@@ -299,38 +313,39 @@ static int map_error(struct gtls_conn *c, int ret, struct tlsock__err *err)
     if (c->verify_failed) {
         return fail_verify(c, err);
     }
+    if (c->refusal != NULL) {
+        gnutls_alert_send(c->session, GNUTLS_AL_FATAL, GNUTLS_A_HANDSHAKE_FAILURE);
+        return tlsock__fail(err, TLSOCK_EPROTO, "%s", c->refusal);
+    }
     switch (ret) {
     case GNUTLS_E_NO_CERTIFICATE_FOUND:
     case GNUTLS_E_CERTIFICATE_REQUIRED:
         if (c->role == TLSOCK_SERVER) {
             /* A server requiring a client certificate got none: a verification failure. */
             gnutls_alert_send_appropriate(c->session, ret);
-            return tlsock__fail(err, TLSOCK_EVERIFY,
-                                "certificate verify failed: the client sent no certificate");
+            return tlsock__text_fail_no_client_cert(err);
         }
         break;
-    case GNUTLS_E_FATAL_ALERT_RECEIVED: {
-        int alert = (int)gnutls_alert_get(c->session);
-        return tlsock__fail(err, TLSOCK_EPROTO, "peer sent alert: %s (%d)",
-                            tlsock__alert_name(alert), alert);
-    }
+    case GNUTLS_E_FATAL_ALERT_RECEIVED:
+        return fail_alert(c, (int)gnutls_alert_get(c->session), err);
     case GNUTLS_E_DECRYPTION_FAILED:
         if (plaintext_alert(c) >= 0) {
-            int alert = plaintext_alert(c);
-            return tlsock__fail(err, TLSOCK_EPROTO, "peer sent alert: %s (%d)",
-                                tlsock__alert_name(alert), alert);
+            return fail_alert(c, plaintext_alert(c), err);
         }
         break;
-    case GNUTLS_E_REHANDSHAKE:
-        /* Only when a peer kept asking: gtls_read answers a request with no_renegotiation. */
-        return tlsock__fail(err, TLSOCK_EPROTO, "peer asked for renegotiation, which is refused");
+    case GNUTLS_E_UNSUPPORTED_VERSION_PACKET:
+        if (c->role == TLSOCK_CLIENT) {
+            /* The server chose a version we do not enable: tell it, as OpenSSL does. */
+            gnutls_alert_send(c->session, GNUTLS_AL_FATAL, GNUTLS_A_PROTOCOL_VERSION);
+            return tlsock__text_fail_old_server(err, c->min_version, c->max_version);
+        }
+        break;
     default:
         break;
     }
     if (c->t->eof) {
         /* The stream ended without close_notify (GnuTLS: premature termination, short packet). */
-        return tlsock__fail(err, TLSOCK_ETRUNCATED,
-                            "connection closed by peer without close_notify (truncated)");
+        return tlsock__text_fail_truncated(err);
     }
     /* GnuTLS leaves telling the peer to the application: best effort, never waited for. */
     gnutls_alert_send_appropriate(c->session, ret);
@@ -355,25 +370,15 @@ static void gtls_conn_free(void *tls)
     free(c);
 }
 
-/* Notes whether a supported_versions extension (RFC 8446 4.2.1) names a version we enable. */
-static int scan_extension(void *ctx, unsigned tls_id, const unsigned char *data, unsigned size)
+static bool has_share_priority(unsigned group, const void *arg)
 {
-    struct gtls_conn *c = ctx;
-
-    if (tls_id != 43 || size < 1) {
-        return 0;
-    }
-    c->offered_versions = true;
-    for (unsigned i = 1; i + 1 < size && i + 1 <= data[0]; i += 2) {
-        int v = data[i] << 8 | data[i + 1];
-        if (v >= c->min_version && v <= c->max_version) {
-            c->version_match = true;
-        }
-    }
-    return 0;
+    return tlsock__gtls_share_priority(arg, group) != NULL;
 }
 
 /*
+ * The ClientHello, before GnuTLS reads it, against the rules both implementations share
+ * (hello.h): a refusal is kept for map_error(), which sends its alert.
+ *
  * RFC 8446 4.2.1: a server that supports none of the versions in the client's supported_versions
  * aborts with protocol_version. GnuTLS would ignore the extension when it has TLS 1.3 disabled
  * and fail later for want of cipher suites (handshake_failure); OpenSSL answers protocol_version.
@@ -382,19 +387,26 @@ static int client_hello_hook(gnutls_session_t session, unsigned htype, unsigned 
                              unsigned incoming, const gnutls_datum_t *msg)
 {
     struct gtls_conn *c = gnutls_session_get_ptr(session);
+    struct tlsock__hello h;
 
     (void)htype;
     (void)when;
     (void)incoming;
-    c->offered_versions = false;
-    c->version_match = false;
-    if (gnutls_ext_raw_parse(c, scan_extension, msg, GNUTLS_EXT_RAW_FLAG_TLS_CLIENT_HELLO) < 0) {
+    if (!tlsock__hello_parse(&h, msg->data, msg->size)) {
         return 0; /* GnuTLS reports a malformed hello itself */
     }
-    if (c->offered_versions && !c->version_match) {
+    if (h.has_versions && tlsock__hello_version(&h, c->min_version, c->max_version) == 0) {
         return GNUTLS_E_UNSUPPORTED_VERSION_PACKET;
     }
-    return 0;
+    c->refusal = tlsock__hello_refusal(&h, c->min_version, c->max_version);
+    if (c->refusal != NULL) {
+        return GNUTLS_E_SAFE_RENEGOTIATION_FAILED;
+    }
+    /* TLS 1.3: the priorities that make GnuTLS use the client's first usable key share. */
+    unsigned group = tlsock__hello_version(&h, c->min_version, c->max_version) == 0x0304
+                         ? tlsock__hello_share(&h, has_share_priority, c->gc)
+                         : 0;
+    return group != 0 ? gnutls_priority_set(session, tlsock__gtls_share_priority(c->gc, group)) : 0;
 }
 
 /*
@@ -494,6 +506,7 @@ static int gtls_conn_new(void *nctx, const struct tlsock__conn_params *p, void *
         return tlsock__fail(err, TLSOCK_ENOMEM, "out of memory allocating a session");
     }
     c->role = p->role;
+    c->gc = gc;
     c->verify_mode = p->verify_mode;
     c->min_version = gc->prio_min;
     c->max_version = gc->prio_max;
@@ -548,21 +561,27 @@ fail:
 }
 
 /*
- * GnuTLS also answers EAGAIN after a record that carried no data for the caller (a TLS 1.3
- * NewSessionTicket or KeyUpdate), without reading on. Only the transport's own would-block is a
- * WANT code here, so such a call is repeated; the bound only guards against a GnuTLS surprise.
+ * GnuTLS answers EAGAIN without the transport having said "not now" whenever it wants another
+ * call: after each record of a handshake message split over several records (it takes one record
+ * per call), after a record that carried nothing for the caller (a TLS 1.3 NewSessionTicket or
+ * KeyUpdate). Only the transport's own would-block may become a WANT code: the bytes behind any
+ * other EAGAIN are already out of the socket or the memory transport, so a caller told to wait
+ * for input would wait for what has already arrived (a fixed bound of 64 calls left a ClientHello
+ * in 200 records unanswered). So a call is repeated as long as it moves bytes; a call that moves
+ * none and is not blocked either is GnuTLS's surprise, reported with the direction it gives.
  */
-enum { AGAIN_LIMIT = 64 };
-
-static bool should_repeat(struct gtls_conn *c, long ret, int *tries)
+static bool should_repeat(struct gtls_conn *c, long ret, unsigned long *moved_before)
 {
-    return ret == GNUTLS_E_AGAIN && !c->blocked && c->t->err == 0 && ++*tries < AGAIN_LIMIT;
+    bool progress = c->moved != *moved_before;
+
+    *moved_before = c->moved;
+    return ret == GNUTLS_E_AGAIN && !c->blocked && c->t->err == 0 && progress;
 }
 
 static int gtls_handshake(void *tls, struct tlsock__err *err)
 {
     struct gtls_conn *c = tls;
-    int tries = 0;
+    unsigned long moved = c->moved;
     int ret;
 
     if (c->max_version == 0) {
@@ -573,40 +592,60 @@ static int gtls_handshake(void *tls, struct tlsock__err *err)
     do {
         c->blocked = false;
         ret = gnutls_handshake(c->session);
-    } while (should_repeat(c, ret, &tries));
+    } while (should_repeat(c, ret, &moved));
     return ret == 0 ? 0 : map_error(c, ret, err);
 }
+
+/*
+ * Renegotiation is refused as OpenSSL's SSL_OP_NO_RENEGOTIATION refuses it: a no_renegotiation
+ * warning (RFC 5246 section 7.2.2), and the session goes on; a peer that insists fails its own
+ * handshake. A server's GnuTLS keeps the client's new ClientHello queued for gnutls_handshake():
+ * left there, it would fail the next read as an unexpected message, so the next read is the one
+ * that drops it (gnutls_record_recv discards a queued record of another type with
+ * GNUTLS_E_UNEXPECTED_PACKET).
+ */
+static void refuse_renegotiation(struct gtls_conn *c)
+{
+    gnutls_alert_send(c->session, GNUTLS_AL_WARNING, GNUTLS_A_NO_RENEGOTIATION);
+    c->drop_hello = c->role == TLSOCK_SERVER && gnutls_record_check_pending(c->session) > 0;
+}
+
+/* Warning alerts in a row before the peer is given up on, as OpenSSL does (five). */
+enum { WARNING_LIMIT = 5 };
 
 static int gtls_read(void *tls, void *buf, size_t len, size_t *nread, struct tlsock__err *err)
 {
     struct gtls_conn *c = tls;
+    unsigned long moved = c->moved;
     ssize_t ret;
+    int warnings = 0;
     int rc = 0;
-    int tries = 0;
 
     /* A warning alert (other than close_notify) carries no data either: read on. */
     for (;;) {
+        bool dropping = c->drop_hello;
         c->blocked = false;
+        c->drop_hello = false;
         ret = gnutls_record_recv(c->session, buf, len);
-        if (ret == GNUTLS_E_REHANDSHAKE && tries + 1 < AGAIN_LIMIT) {
-            /*
-             * Renegotiation is refused as OpenSSL's SSL_OP_NO_RENEGOTIATION does it: a
-             * no_renegotiation warning (RFC 5246 7.2.2), and the session goes on. Best effort:
-             * a peer that insists fails its own handshake.
-             */
-            gnutls_alert_send(c->session, GNUTLS_AL_WARNING, GNUTLS_A_NO_RENEGOTIATION);
-            tries++;
+        if (ret == GNUTLS_E_REHANDSHAKE) {
+            refuse_renegotiation(c);
             continue;
+        }
+        if (ret == GNUTLS_E_UNEXPECTED_PACKET && dropping) {
+            continue; /* that was the refused ClientHello leaving */
         }
         bool warning = ret == GNUTLS_E_WARNING_ALERT_RECEIVED &&
                        gnutls_alert_get(c->session) != GNUTLS_A_CLOSE_NOTIFY;
-        if (!should_repeat(c, ret, &tries) && !(warning && ++tries < AGAIN_LIMIT)) {
+        if (warning && ++warnings < WARNING_LIMIT) {
+            continue;
+        }
+        if (!should_repeat(c, ret, &moved)) {
             break;
         }
     }
     if (ret > 0) {
         *nread = (size_t)ret;
-    } else if (ret == 0 || ret == GNUTLS_E_WARNING_ALERT_RECEIVED) {
+    } else if (ret == 0) {
         rc = tlsock__fail(err, TLSOCK_ECLOSED, "peer sent close_notify");
     } else {
         rc = map_error(c, (int)ret, err);
@@ -622,13 +661,13 @@ static int gtls_write(void *tls, const void *buf, size_t len, size_t *nwritten,
      * After EAGAIN GnuTLS must be called again with the same data; the core repeats a write
      * with the same remaining buffer, so that holds. It sends at most one record per call.
      */
+    unsigned long moved = c->moved;
     ssize_t ret;
-    int tries = 0;
 
     do {
         c->blocked = false;
         ret = gnutls_record_send(c->session, buf, len);
-    } while (should_repeat(c, ret, &tries));
+    } while (should_repeat(c, ret, &moved));
     if (ret > 0) {
         *nwritten = (size_t)ret;
         return 0;
@@ -639,13 +678,13 @@ static int gtls_write(void *tls, const void *buf, size_t len, size_t *nwritten,
 static int gtls_shutdown(void *tls, struct tlsock__err *err)
 {
     struct gtls_conn *c = tls;
-    int tries = 0;
+    unsigned long moved = c->moved;
     int ret;
 
     do {
         c->blocked = false;
         ret = gnutls_bye(c->session, GNUTLS_SHUT_WR);
-    } while (should_repeat(c, ret, &tries));
+    } while (should_repeat(c, ret, &moved));
     /* Our close_notify may sit among collected records: it is out only once they are. */
     return ret == 0 ? tlsock__transport_flush(c->t, err) : map_error(c, ret, err);
 }
@@ -656,53 +695,35 @@ static int gtls_shutdown(void *tls, struct tlsock__err *err)
 
 static void format_sans(gnutls_x509_crt_t crt, char *out, size_t size)
 {
-    size_t used = 0;
+    struct tlsock__san_text text;
 
-    out[0] = '\0';
+    tlsock__san_text_init(&text, out, size);
     for (unsigned i = 0;; i++) {
         unsigned char name[256];
-        size_t len = sizeof(name) - 1;
-        char item[300] = "";
+        size_t len = sizeof(name);
         int type = gnutls_x509_crt_get_subject_alt_name(crt, i, name, &len, NULL);
         if (type == GNUTLS_E_SHORT_MEMORY_BUFFER) {
-            continue;
+            continue; /* longer than a DNS name can be */
         }
         if (type < 0) {
             break;
         }
         if (type == GNUTLS_SAN_DNSNAME) {
-            snprintf(item, sizeof(item), "DNS:%.*s", (int)len, (const char *)name);
+            tlsock__san_text_dns(&text, (const char *)name, len);
         } else if (type == GNUTLS_SAN_IPADDRESS) {
-            char addr[INET6_ADDRSTRLEN] = "?";
-            inet_ntop(len == 16 ? AF_INET6 : AF_INET, name, addr, sizeof(addr));
-            snprintf(item, sizeof(item), "IP:%s", addr);
-        } else {
-            continue;
+            tlsock__san_text_ip(&text, name, len);
         }
-        int n = snprintf(out + used, size - used, "%s%s", used > 0 ? "," : "", item);
-        if (n < 0 || (size_t)n >= size - used) {
-            break;
-        }
-        used += (size_t)n;
     }
 }
 
 static void fingerprint(const gnutls_datum_t *der, char out[TLSOCK_FINGERPRINT_SIZE])
 {
-    static const char hex[] = "0123456789ABCDEF";
     unsigned char md[32];
     size_t len = sizeof(md);
 
     out[0] = '\0';
-    if (gnutls_fingerprint(GNUTLS_DIG_SHA256, der, md, &len) < 0 ||
-        len * 3 != TLSOCK_FINGERPRINT_SIZE) {
-        return;
-    }
-    for (size_t i = 0; i < len; i++) {
-        out[3 * i] = hex[md[i] >> 4];
-        out[3 * i + 1] = hex[md[i] & 0x0f];
-        /* Separators between bytes; the last slot holds the terminating NUL. */
-        out[3 * i + 2] = i + 1 < len ? ':' : '\0';
+    if (gnutls_fingerprint(GNUTLS_DIG_SHA256, der, md, &len) >= 0 && len == sizeof(md)) {
+        tlsock__text_fingerprint(md, out);
     }
 }
 
@@ -777,13 +798,10 @@ static void gtls_get_info(void *tls, struct tlsock__info_buf *out)
         }
     }
     out->verify_result = (int)status;
-    if (c->verify_mode == TLSOCK_VERIFY_NONE) {
-        snprintf(out->verify_message, sizeof(out->verify_message), "not verified (disabled)");
-    } else if (peers == NULL || npeers == 0) {
-        snprintf(out->verify_message, sizeof(out->verify_message), "no peer certificate");
-    } else {
-        verify_reason(c, status, out->verify_message, sizeof(out->verify_message));
-    }
+    char reason[sizeof(out->verify_message)];
+    verify_reason(c, status, reason, sizeof(reason));
+    tlsock__text_verify_message(out->verify_message, sizeof(out->verify_message), c->verify_mode,
+                                peers != NULL && npeers > 0, reason);
     out->resumed = gnutls_session_is_resumed(s) != 0;
 }
 
@@ -829,7 +847,6 @@ const struct tlsock__impl tlsock__gnutls_impl = {
     .ctx_free = tlsock__gtls_ctx_free,
     .ctx_set_protocols = tlsock__gtls_ctx_set_protocols,
     .ctx_set_ciphers = tlsock__gtls_ctx_set_ciphers,
-    .ctx_add_ca_file = tlsock__gtls_ctx_add_ca_file,
     .ctx_add_ca_dir = tlsock__gtls_ctx_add_ca_dir,
     .ctx_add_ca_mem = tlsock__gtls_ctx_add_ca_mem,
     .ctx_add_ca_system = tlsock__gtls_ctx_add_ca_system,

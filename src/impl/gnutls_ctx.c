@@ -181,6 +181,82 @@ static int translate_raw(const char *raw, char *out, size_t size, struct tlsock_
     return rc;
 }
 
+/* Named groups GnuTLS offers and their code points (RFC 8446 section 4.2.7, RFC 7919). */
+static const struct {
+    unsigned code;
+    const char *name; /* gnutls_group_get_name() */
+} named_groups[] = {
+    {23, "SECP256R1"},  {24, "SECP384R1"},  {25, "SECP521R1"},  {29, "X25519"},
+    {30, "X448"},       {256, "FFDHE2048"}, {257, "FFDHE3072"}, {258, "FFDHE4096"},
+    {259, "FFDHE6144"}, {260, "FFDHE8192"},
+};
+
+static unsigned group_code(const char *name)
+{
+    for (size_t i = 0; name != NULL && i < sizeof(named_groups) / sizeof(named_groups[0]); i++) {
+        if (strcmp(name, named_groups[i].name) == 0) {
+            return named_groups[i].code;
+        }
+    }
+    return 0;
+}
+
+static void free_share_prios(struct gtls_share_prio *list, unsigned count)
+{
+    for (unsigned i = 0; i < count; i++) {
+        gnutls_priority_deinit(list[i].prio);
+    }
+}
+
+/*
+ * For every group @p base enables, the same priorities with that group alone, into @p out.
+ * GnuTLS picks the group by preference alone (and GnuTLS 3.7 prefers an elliptic curve to a
+ * finite field group whatever their order) and asks for its share with a HelloRetryRequest;
+ * gnutls.c hands a TLS 1.3 session the variant for the first share the client sent that we can
+ * use, which is the group OpenSSL's server takes.
+ */
+static int build_share_prios(const char *prio, gnutls_priority_t base,
+                             struct gtls_share_prio out[GTLS_MAX_SHARE_PRIOS], unsigned *count,
+                             struct tlsock__err *err)
+{
+    const unsigned *groups = NULL;
+    int n = gnutls_priority_group_list(base, &groups);
+
+    *count = 0;
+    for (int i = 0; i < n && *count < GTLS_MAX_SHARE_PRIOS; i++) {
+        const char *name = gnutls_group_get_name((gnutls_group_t)groups[i]);
+        unsigned code = group_code(name);
+        char variant[2560];
+        if (code == 0) {
+            continue; /* a group without a code point here: the base priorities serve it */
+        }
+        int used = snprintf(variant, sizeof(variant), "%s:-GROUP-ALL:+GROUP-%s", prio, name);
+        int ret = used > 0 && (size_t)used < sizeof(variant)
+                      ? gnutls_priority_init(&out[*count].prio, variant, NULL)
+                      : GNUTLS_E_SHORT_MEMORY_BUFFER;
+        if (ret < 0) {
+            free_share_prios(out, *count);
+            *count = 0;
+            return tlsock__fail(err, TLSOCK_ECONFIG,
+                                "gnutls: cannot make the priorities for key share %s: %s", name,
+                                gnutls_strerror(ret));
+        }
+        out[*count].group = code;
+        (*count)++;
+    }
+    return 0;
+}
+
+gnutls_priority_t tlsock__gtls_share_priority(const struct gtls_ctx *gc, unsigned group)
+{
+    for (unsigned i = 0; i < gc->share_prio_count; i++) {
+        if (gc->share_prio[i].group == group) {
+            return gc->share_prio[i].prio;
+        }
+    }
+    return NULL;
+}
+
 static const struct cipher_policy *find_policy(const char *name)
 {
     for (size_t i = 0; i < sizeof(cipher_policies) / sizeof(cipher_policies[0]); i++) {
@@ -232,11 +308,21 @@ int tlsock__gtls_build_priority(struct gtls_ctx *gc, const char *ciphers, int mi
         snprintf(vers, sizeof(vers), "-VERS-ALL:+VERS-TLS1.2");
     }
     /*
-     * RFC 5746 renegotiation indication always; no compression (GnuTLS has none in NORMAL).
+     * RFC 5746: a client requires the server's renegotiation_info (in TLS 1.2 and below, as
+     * OpenSSL's client does). A server's %SAFE_RENEGOTIATION would also refuse TLS 1.3 hellos
+     * without the signal, which RFC 8446 does not ask for: servers keep GnuTLS's default and
+     * refuse a TLS 1.2 client without the signal in gnutls.c's ClientHello hook, by the rule
+     * the OpenSSL side shares (hello.h). No compression (GnuTLS has none in NORMAL).
      * Renegotiation itself is refused when GnuTLS reports it (see gnutls.c).
      */
+    /*
+     * Servers choose by their own order (%SERVER_PRECEDENCE), as OpenSSL's server does with
+     * SSL_OP_CIPHER_SERVER_PREFERENCE; GnuTLS would follow the client's.
+     */
+    const char *role_part =
+        gc->role == TLSOCK_CLIENT ? ":%SAFE_RENEGOTIATION" : ":%SERVER_PRECEDENCE";
     size_t used = strlen(prio);
-    if ((size_t)snprintf(prio + used, sizeof(prio) - used, ":%s:%%SAFE_RENEGOTIATION", vers) >=
+    if ((size_t)snprintf(prio + used, sizeof(prio) - used, ":%s%s", vers, role_part) >=
         sizeof(prio) - used) {
         return tlsock__fail(err, TLSOCK_ECONFIG, "cipher policy \"%.200s\" is too long", ciphers);
     }
@@ -248,12 +334,24 @@ int tlsock__gtls_build_priority(struct gtls_ctx *gc, const char *ciphers, int mi
                             "string: %s at position %ld (\"%.40s\")",
                             ciphers, gnutls_strerror(ret), at, errpos != NULL ? errpos : "");
     }
+    struct gtls_share_prio shares[GTLS_MAX_SHARE_PRIOS];
+    unsigned share_count = 0;
+    if (gc->role == TLSOCK_SERVER) {
+        rc = build_share_prios(prio, cache, shares, &share_count, err);
+        if (rc != 0) {
+            gnutls_priority_deinit(cache);
+            return rc;
+        }
+    }
     if (gc->prio != NULL) {
         gnutls_priority_deinit(gc->prio);
     }
+    free_share_prios(gc->share_prio, gc->share_prio_count);
     gc->prio = cache;
     gc->prio_min = lowest;
     gc->prio_max = highest;
+    memcpy(gc->share_prio, shares, share_count * sizeof(shares[0]));
+    gc->share_prio_count = share_count;
     return rc;
 }
 
@@ -268,14 +366,6 @@ static int apply_trust(gnutls_certificate_credentials_t cred, const struct gtls_
     int ret = 0;
 
     switch (t->kind) {
-    case GTLS_TRUST_FILE:
-        ret = gnutls_certificate_set_x509_trust_file(cred, t->data, GNUTLS_X509_FMT_PEM);
-        if (ret <= 0) {
-            return tlsock__fail(err, TLSOCK_EX509_LOOKUP,
-                                "cannot load CA certificates from %.200s: %s", t->data,
-                                ret < 0 ? gnutls_strerror(ret) : "no certificate in it");
-        }
-        break;
     case GTLS_TRUST_DIR:
         ret = gnutls_certificate_set_x509_trust_dir(cred, t->data, GNUTLS_X509_FMT_PEM);
         if (ret < 0) {
@@ -313,7 +403,18 @@ static int new_cred(gnutls_certificate_credentials_t *out, struct tlsock__err *e
     /*
      * Verification flags are left at GnuTLS's defaults (no MD5 or SHA-1 signatures, no X.509v1
      * intermediate CAs); the priority's %PROFILE_* sets the minimum key sizes.
+     *
+     * DHE suites need a group for clients that name none (RFC 7919 section 4): ffdhe2048, as
+     * the OpenSSL side uses; a client listing RFC 7919 groups gets one of those (2048 bits and
+     * up). Without it GnuTLS leaves DHE out (GNUTLS_E_NO_CIPHER_SUITES).
      */
+    ret = gnutls_certificate_set_known_dh_params(*out, GNUTLS_SEC_PARAM_MEDIUM);
+    if (ret < 0) {
+        gnutls_certificate_free_credentials(*out);
+        *out = NULL;
+        return tlsock__fail(err, TLSOCK_ECONFIG, "gnutls: cannot set the DHE group: %s",
+                            gnutls_strerror(ret));
+    }
     return 0;
 }
 
@@ -330,6 +431,7 @@ void tlsock__gtls_ctx_free(void *nctx)
     if (gc->prio != NULL) {
         gnutls_priority_deinit(gc->prio);
     }
+    free_share_prios(gc->share_prio, gc->share_prio_count);
     while (gc->trust != NULL) {
         struct gtls_trust *next = gc->trust->next;
         free(gc->trust->data);
@@ -442,11 +544,6 @@ fail:
     free(t->data);
     free(t);
     return rc;
-}
-
-int tlsock__gtls_ctx_add_ca_file(void *nctx, const char *path, struct tlsock__err *err)
-{
-    return add_trust(nctx, GTLS_TRUST_FILE, path, strlen(path), err);
 }
 
 int tlsock__gtls_ctx_add_ca_dir(void *nctx, const char *path, struct tlsock__err *err)

@@ -18,11 +18,22 @@ struct gtls_trust {
 };
 
 enum gtls_trust_kind {
-    GTLS_TRUST_FILE,
     GTLS_TRUST_DIR,
     GTLS_TRUST_MEM,
     GTLS_TRUST_SYSTEM,
 };
+
+/*
+ * A server's priorities with one group alone: used for a TLS 1.3 ClientHello that carries a key
+ * share for that group, so that GnuTLS (which takes a group by preference and asks for its share
+ * with a HelloRetryRequest) uses the share it has.
+ */
+struct gtls_share_prio {
+    unsigned group; /* the named group's code point (IANA) */
+    gnutls_priority_t prio;
+};
+
+enum { GTLS_MAX_SHARE_PRIOS = 16 };
 
 struct gtls_ctx {
     gnutls_certificate_credentials_t cred;
@@ -33,6 +44,8 @@ struct gtls_ctx {
     gnutls_priority_t prio; /* built from ciphers and the protocol range by every setter */
     int prio_min;           /* the versions prio enables, 0 for none */
     int prio_max;
+    struct gtls_share_prio share_prio[GTLS_MAX_SHARE_PRIOS]; /* servers only */
+    unsigned share_prio_count;
     struct gtls_trust *trust; /* in the order added */
     bool has_cert;
     gnutls_datum_t *alpn; /* the protocols, preference order; data point into alpn_wire */
@@ -47,13 +60,15 @@ struct gtls_ctx {
 int tlsock__gtls_build_priority(struct gtls_ctx *gc, const char *ciphers, int min_version,
                                 int max_version, struct tlsock__err *err) TLSOCK__MUST_CHECK;
 
+/* The priorities for a ClientHello with a key share for @p group; NULL if we have none. */
+gnutls_priority_t tlsock__gtls_share_priority(const struct gtls_ctx *gc, unsigned group);
+
 /* Context operations (gnutls_ctx.c). */
 int tlsock__gtls_ctx_new(int role, void **out, struct tlsock__err *err);
 void tlsock__gtls_ctx_free(void *nctx);
 int tlsock__gtls_ctx_set_protocols(void *nctx, int min_version, int max_version,
                                    struct tlsock__err *err);
 int tlsock__gtls_ctx_set_ciphers(void *nctx, const char *policy, struct tlsock__err *err);
-int tlsock__gtls_ctx_add_ca_file(void *nctx, const char *path, struct tlsock__err *err);
 int tlsock__gtls_ctx_add_ca_dir(void *nctx, const char *path, struct tlsock__err *err);
 int tlsock__gtls_ctx_add_ca_mem(void *nctx, const char *pem, size_t len, struct tlsock__err *err);
 int tlsock__gtls_ctx_add_ca_system(void *nctx, struct tlsock__err *err);

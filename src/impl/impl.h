@@ -88,7 +88,6 @@ struct tlsock__impl {
     void (*ctx_free)(void *nctx);
     int (*ctx_set_protocols)(void *nctx, int min_version, int max_version, struct tlsock__err *err);
     int (*ctx_set_ciphers)(void *nctx, const char *policy, struct tlsock__err *err);
-    int (*ctx_add_ca_file)(void *nctx, const char *path, struct tlsock__err *err);
     int (*ctx_add_ca_dir)(void *nctx, const char *path, struct tlsock__err *err);
     int (*ctx_add_ca_mem)(void *nctx, const char *pem, size_t len, struct tlsock__err *err);
     int (*ctx_add_ca_system)(void *nctx, struct tlsock__err *err);

@@ -12,12 +12,16 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include <openssl/dh.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "hello.h"
 #include "impl.h"
+#include "text.h"
 #include "openssl_util.h"
 
 /* TLS 1.3 suites, strongest first; all AEAD, none weak. */
@@ -48,7 +52,9 @@ struct ossl_conn {
     SSL *ssl;
     struct tlsock__transport *t; /* the core's: every byte the BIO moves goes through it */
     int verify_mode;
-    int alert_received; /* last alert description from the peer, -1 if none */
+    int alert_received;       /* last alert description from the peer, -1 if none */
+    const char *refusal;      /* why our ClientHello callback refused the client (hello.h) */
+    char failed_subject[256]; /* the subject of the peer certificate verification refused */
     char servername[256];
 };
 
@@ -151,6 +157,44 @@ static void info_callback(const SSL *ssl, int where, int ret)
     }
 }
 
+/*
+ * The ClientHello against the rules both implementations share (hello.h). OpenSSL's server
+ * would accept a TLS 1.2 client that does not signal secure renegotiation (it only refuses to
+ * renegotiate with it); GnuTLS's refuses it, and so does tlsock on both.
+ */
+static int client_hello_cb(SSL *ssl, int *alert, void *arg)
+{
+    struct ossl_conn *c = SSL_get_app_data(ssl);
+    struct tlsock__hello h;
+    const unsigned char *data = NULL;
+    size_t len = 0;
+
+    (void)arg;
+    if (c == NULL) {
+        return SSL_CLIENT_HELLO_SUCCESS; /* not one of our sessions */
+    }
+    tlsock__hello_init(&h, (int)SSL_client_hello_get0_legacy_version(ssl));
+    len = SSL_client_hello_get0_ciphers(ssl, &data);
+    tlsock__hello_suites(&h, data, len);
+    static const unsigned types[] = {TLSOCK__EXT_SUPPORTED_VERSIONS,
+                                     TLSOCK__EXT_RENEGOTIATION_INFO};
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        if (SSL_client_hello_get0_ext(ssl, types[i], &data, &len) == 1) {
+            tlsock__hello_extension(&h, types[i], data, len);
+        }
+    }
+    /* 0 is "no bound" (a configure callback may have cleared tlsock's range). */
+    int min = SSL_get_min_proto_version(ssl);
+    int max = SSL_get_max_proto_version(ssl);
+    c->refusal =
+        tlsock__hello_refusal(&h, min != 0 ? min : TLS1_VERSION, max != 0 ? max : TLS1_3_VERSION);
+    if (c->refusal != NULL) {
+        *alert = TLSOCK__ALERT_HANDSHAKE_FAILURE;
+        return SSL_CLIENT_HELLO_ERROR;
+    }
+    return SSL_CLIENT_HELLO_SUCCESS;
+}
+
 /* RFC 7301 section 3.2: the server picks; no overlap is a fatal no_application_protocol. */
 static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
                        const unsigned char *in, unsigned int inlen, void *arg)
@@ -175,6 +219,27 @@ static int apply_policy(SSL_CTX *ctx, const struct cipher_policy *p, struct tlso
         return tlsock__ossl_fail(err, TLSOCK_ECONFIG, "cannot set the cipher policy");
     }
     return 0;
+}
+
+/*
+ * DHE suites need the server to have a group: RFC 7919's ffdhe2048 (112-bit security, what
+ * security level 2 asks for), as the GnuTLS side uses. OpenSSL's SSL_CTX_set_dh_auto would pick
+ * RFC 3526 primes, and smaller ones under weak certificates.
+ */
+static int set_dh_group(SSL_CTX *ctx, struct tlsock__err *err)
+{
+    EVP_PKEY_CTX *pctx = EVP_PKEY_CTX_new_from_name(NULL, "DH", NULL);
+    EVP_PKEY *group = NULL;
+    int rc = 0;
+
+    if (pctx == NULL || EVP_PKEY_paramgen_init(pctx) != 1 ||
+        EVP_PKEY_CTX_set_dh_nid(pctx, NID_ffdhe2048) != 1 || EVP_PKEY_paramgen(pctx, &group) != 1 ||
+        SSL_CTX_set0_tmp_dh_pkey(ctx, group) != 1) {
+        EVP_PKEY_free(group);
+        rc = tlsock__ossl_fail(err, TLSOCK_ECONFIG, "cannot set the DHE group ffdhe2048");
+    }
+    EVP_PKEY_CTX_free(pctx);
+    return rc;
 }
 
 static void ossl_ctx_free(void *nctx)
@@ -218,6 +283,9 @@ static int ossl_ctx_new(int role, void **out, struct tlsock__err *err)
         goto fail;
     }
     rc = apply_policy(ctx, &cipher_policies[0], err);
+    if (rc == 0 && role == TLSOCK_SERVER) {
+        rc = set_dh_group(ctx, err);
+    }
     if (rc != 0) {
         goto fail;
     }
@@ -227,6 +295,9 @@ static int ossl_ctx_new(int role, void **out, struct tlsock__err *err)
                                                                : X509_PURPOSE_SSL_CLIENT);
     SSL_CTX_set_default_passwd_cb(ctx, tlsock__ossl_no_passphrase);
     SSL_CTX_set_info_callback(ctx, info_callback);
+    if (role == TLSOCK_SERVER) {
+        SSL_CTX_set_client_hello_cb(ctx, client_hello_cb, NULL);
+    }
     SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
     *out = oc;
     return 0;
@@ -291,18 +362,6 @@ static int ossl_ctx_set_ciphers(void *nctx, const char *policy, struct tlsock__e
         }
     }
     return set_raw_ciphers(oc->ssl_ctx, policy, err);
-}
-
-static int ossl_ctx_add_ca_file(void *nctx, const char *path, struct tlsock__err *err)
-{
-    struct ossl_ctx *oc = nctx;
-    char what[TLSOCK__ERRMSG_SIZE / 2];
-
-    if (SSL_CTX_load_verify_file(oc->ssl_ctx, path) != 1) {
-        snprintf(what, sizeof(what), "cannot load CA certificates from %.200s", path);
-        return tlsock__ossl_fail(err, TLSOCK_EX509_LOOKUP, what);
-    }
-    return 0;
 }
 
 static int ossl_ctx_add_ca_dir(void *nctx, const char *path, struct tlsock__err *err)
@@ -465,6 +524,36 @@ static void ossl_conn_free(void *tls)
     free(c);
 }
 
+/* The certificate's subject in RFC 2253 order, as GnuTLS's side writes it (RFC 4514). */
+static void subject_text(X509 *cert, char *out, size_t size)
+{
+    BIO *mem = BIO_new(BIO_s_mem());
+
+    out[0] = '\0';
+    if (mem != NULL &&
+        X509_NAME_print_ex(mem, X509_get_subject_name(cert), 0, XN_FLAG_RFC2253) >= 0) {
+        int n = BIO_read(mem, out, (int)size - 1);
+        out[n > 0 ? n : 0] = '\0';
+    }
+    BIO_free(mem);
+}
+
+/*
+ * Keeps the subject of a certificate that fails verification for the message: OpenSSL does not
+ * keep a rejected peer certificate in the session (GnuTLS does), and the subject is part of it.
+ */
+static int verify_cb(int ok, X509_STORE_CTX *store)
+{
+    SSL *ssl = X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx());
+    struct ossl_conn *c = ssl != NULL ? SSL_get_app_data(ssl) : NULL;
+    X509 *leaf = X509_STORE_CTX_get0_cert(store);
+
+    if (!ok && c != NULL && leaf != NULL && c->failed_subject[0] == '\0') {
+        subject_text(leaf, c->failed_subject, sizeof(c->failed_subject));
+    }
+    return ok;
+}
+
 static int setup_verification(struct ossl_conn *c, const struct tlsock__conn_params *p,
                               struct tlsock__err *err)
 {
@@ -477,7 +566,7 @@ static int setup_verification(struct ossl_conn *c, const struct tlsock__conn_par
         } else if (p->verify_mode == TLSOCK_VERIFY_OPTIONAL) {
             mode = SSL_VERIFY_PEER;
         }
-        SSL_set_verify(ssl, mode, NULL);
+        SSL_set_verify(ssl, mode, mode != SSL_VERIFY_NONE ? verify_cb : NULL);
         return 0;
     }
     if (p->servername != NULL && SSL_set_tlsext_host_name(ssl, p->servername) != 1) {
@@ -487,7 +576,7 @@ static int setup_verification(struct ossl_conn *c, const struct tlsock__conn_par
         SSL_set_verify(ssl, SSL_VERIFY_NONE, NULL);
         return 0;
     }
-    SSL_set_verify(ssl, SSL_VERIFY_PEER, NULL);
+    SSL_set_verify(ssl, SSL_VERIFY_PEER, verify_cb);
     X509_VERIFY_PARAM *param = SSL_get0_param(ssl);
     /* "*.example.com" matches one label only: no partial wildcards like "w*.example.com". */
     X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
@@ -556,19 +645,13 @@ fail:
     return rc;
 }
 
-/* Explains a failed certificate verification: depth, subject and OpenSSL's reason. */
+/* Explains a failed certificate verification: OpenSSL's reason and code, the peer's subject. */
 static int fail_verify(struct ossl_conn *c, long result, struct tlsock__err *err)
 {
-    X509 *peer = SSL_get0_peer_certificate(c->ssl);
-    char subject[256] = "";
-
-    if (peer != NULL) {
-        X509_NAME_oneline(X509_get_subject_name(peer), subject, sizeof(subject));
-    }
     ERR_clear_error();
-    return tlsock__fail(err, TLSOCK_EVERIFY, "certificate verify failed: %s (code %ld)%s%s",
-                        X509_verify_cert_error_string(result), result,
-                        subject[0] != '\0' ? "; peer " : "", subject);
+    return tlsock__text_fail_verify(err, X509_verify_cert_error_string(result),
+                                    TLSOCK__VERIFY_CODE_OPENSSL, (unsigned long)result,
+                                    c->failed_subject);
 }
 
 /*
@@ -598,11 +681,14 @@ static int map_error(struct ossl_conn *c, int ret, struct tlsock__err *err)
         ERR_clear_error();
         return tlsock__transport_fail(c->t, err);
     }
+    if (c->refusal != NULL) {
+        ERR_clear_error();
+        return tlsock__fail(err, TLSOCK_EPROTO, "%s", c->refusal);
+    }
     if ((e == SSL_ERROR_SYSCALL && code == 0) ||
         ERR_GET_REASON(code) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
         ERR_clear_error();
-        return tlsock__fail(err, TLSOCK_ETRUNCATED,
-                            "connection closed by peer without close_notify (truncated)");
+        return tlsock__text_fail_truncated(err);
     }
     if (ERR_GET_REASON(code) == SSL_R_CERTIFICATE_VERIFY_FAILED && verify != X509_V_OK) {
         return fail_verify(c, verify, err);
@@ -610,14 +696,21 @@ static int map_error(struct ossl_conn *c, int ret, struct tlsock__err *err)
     if (ERR_GET_REASON(code) == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE) {
         /* A server requiring a client certificate got none: a verification failure. */
         ERR_clear_error();
-        return tlsock__fail(err, TLSOCK_EVERIFY,
-                            "certificate verify failed: the client sent no certificate");
+        return tlsock__text_fail_no_client_cert(err);
+    }
+    /* A client's server too old for it: the message says how to allow older versions. */
+    bool client = !SSL_is_server(c->ssl);
+    int min = SSL_get_min_proto_version(c->ssl);
+    int max = SSL_get_max_proto_version(c->ssl);
+    if (client && ERR_GET_REASON(code) == SSL_R_UNSUPPORTED_PROTOCOL) {
+        ERR_clear_error();
+        return tlsock__text_fail_old_server(err, min, max);
     }
     if (c->alert_received >= 0) {
-        int alert = c->alert_received;
+        bool refused = client && c->alert_received == SSL_AD_PROTOCOL_VERSION;
         ERR_clear_error();
-        return tlsock__fail(err, TLSOCK_EPROTO, "peer sent alert: %s (%d)",
-                            tlsock__alert_name(alert), alert);
+        return tlsock__text_fail_alert(
+            err, c->alert_received, refused ? tlsock__text_old_server_hint(min, max, true) : NULL);
     }
     return tlsock__ossl_fail(err, TLSOCK_EPROTO, "TLS error");
 }
@@ -671,28 +764,18 @@ static int ossl_shutdown(void *tls, struct tlsock__err *err)
 static void format_sans(X509 *cert, char *out, size_t size)
 {
     GENERAL_NAMES *names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
-    size_t used = 0;
+    struct tlsock__san_text text;
 
-    out[0] = '\0';
+    tlsock__san_text_init(&text, out, size);
     for (int i = 0; names != NULL && i < sk_GENERAL_NAME_num(names); i++) {
         const GENERAL_NAME *gn = sk_GENERAL_NAME_value(names, i);
-        char item[300] = "";
         if (gn->type == GEN_DNS) {
-            snprintf(item, sizeof(item), "DNS:%.*s", ASN1_STRING_length(gn->d.dNSName),
-                     (const char *)ASN1_STRING_get0_data(gn->d.dNSName));
+            tlsock__san_text_dns(&text, (const char *)ASN1_STRING_get0_data(gn->d.dNSName),
+                                 (size_t)ASN1_STRING_length(gn->d.dNSName));
         } else if (gn->type == GEN_IPADD) {
-            char addr[INET6_ADDRSTRLEN] = "?";
-            int family = ASN1_STRING_length(gn->d.iPAddress) == 16 ? AF_INET6 : AF_INET;
-            inet_ntop(family, ASN1_STRING_get0_data(gn->d.iPAddress), addr, sizeof(addr));
-            snprintf(item, sizeof(item), "IP:%s", addr);
-        } else {
-            continue;
+            tlsock__san_text_ip(&text, ASN1_STRING_get0_data(gn->d.iPAddress),
+                                (size_t)ASN1_STRING_length(gn->d.iPAddress));
         }
-        int n = snprintf(out + used, size - used, "%s%s", used > 0 ? "," : "", item);
-        if (n < 0 || (size_t)n >= size - used) {
-            break;
-        }
-        used += (size_t)n;
     }
     GENERAL_NAMES_free(names);
 }
@@ -717,24 +800,12 @@ static void ossl_get_info(void *tls, struct tlsock__info_buf *out)
     snprintf(out->servername, sizeof(out->servername), "%s", sni != NULL ? sni : "");
     out->verify_result = (int)SSL_get_verify_result(ssl);
     if (peer != NULL) {
-        BIO *mem = BIO_new(BIO_s_mem());
-        if (mem != NULL &&
-            X509_NAME_print_ex(mem, X509_get_subject_name(peer), 0, XN_FLAG_RFC2253) >= 0) {
-            int n = BIO_read(mem, out->peer_subject, sizeof(out->peer_subject) - 1);
-            out->peer_subject[n > 0 ? n : 0] = '\0';
-        }
-        BIO_free(mem);
+        subject_text(peer, out->peer_subject, sizeof(out->peer_subject));
         format_sans(peer, out->peer_sans, sizeof(out->peer_sans));
         tlsock__ossl_fingerprint(peer, out->peer_fingerprint);
     }
-    if (c->verify_mode == TLSOCK_VERIFY_NONE) {
-        snprintf(out->verify_message, sizeof(out->verify_message), "not verified (disabled)");
-    } else if (peer == NULL) {
-        snprintf(out->verify_message, sizeof(out->verify_message), "no peer certificate");
-    } else {
-        snprintf(out->verify_message, sizeof(out->verify_message), "%s",
-                 X509_verify_cert_error_string(out->verify_result));
-    }
+    tlsock__text_verify_message(out->verify_message, sizeof(out->verify_message), c->verify_mode,
+                                peer != NULL, X509_verify_cert_error_string(out->verify_result));
     out->resumed = SSL_session_reused(ssl) == 1;
     ERR_clear_error();
 }
@@ -790,7 +861,6 @@ const struct tlsock__impl tlsock__openssl_impl = {
     .ctx_free = ossl_ctx_free,
     .ctx_set_protocols = ossl_ctx_set_protocols,
     .ctx_set_ciphers = ossl_ctx_set_ciphers,
-    .ctx_add_ca_file = ossl_ctx_add_ca_file,
     .ctx_add_ca_dir = ossl_ctx_add_ca_dir,
     .ctx_add_ca_mem = ossl_ctx_add_ca_mem,
     .ctx_add_ca_system = ossl_ctx_add_ca_system,

@@ -4,6 +4,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 
+#include "text.h"
 #include "openssl_util.h"
 
 int tlsock__ossl_fail(struct tlsock__err *err, int code, const char *what)
@@ -29,20 +30,14 @@ int tlsock__ossl_no_passphrase(char *buf, int size, int rwflag, void *userdata)
 
 int tlsock__ossl_fingerprint(X509 *cert, char out[TLSOCK_FINGERPRINT_SIZE])
 {
-    static const char hex[] = "0123456789ABCDEF";
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int len = 0;
 
     out[0] = '\0';
     /* X509_digest hashes the DER exactly as it was read, not a re-encoding. */
-    if (X509_digest(cert, EVP_sha256(), md, &len) != 1 || len * 3 != TLSOCK_FINGERPRINT_SIZE) {
+    if (X509_digest(cert, EVP_sha256(), md, &len) != 1 || len != 32) {
         return -1;
     }
-    for (unsigned int i = 0; i < len; i++) {
-        out[3 * i] = hex[md[i] >> 4];
-        out[3 * i + 1] = hex[md[i] & 0x0f];
-        /* Separators between bytes; the last slot holds the terminating NUL. */
-        out[3 * i + 2] = i + 1 < len ? ':' : '\0';
-    }
+    tlsock__text_fingerprint(md, out);
     return 0;
 }

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # (a) `tlsock connect` against `openssl s_server`, with a certificate from `tlsock cert`:
 #     verified session, ALPN agreed, data both ways, clean close; TLS 1.2; client certificates.
-# (d) negative: a wrong --servername, an untrusted CA and the system store all exit 3;
-#     a silent server exits 4 with --timeout; a closed port exits 5.
+# (d) negative: a wrong --servername, an untrusted CA and the system store all exit 3, with the
+#     reason said once; a TLS 1.1-only server exits 6 with the flags that allow it; a silent
+#     server exits 4 with --timeout; a closed port exits 5.
 source "$(dirname "$0")/lib.sh"
 need OPENSSL_BIN
 
@@ -43,8 +44,11 @@ pass "tlsock connect --tls 1.2-1.2 --servername localhost to 127.0.0.1"
 expect_status 3 "wrong --servername is refused" \
     "$TLSOCK_BIN" connect "127.0.0.1:$SERVER_PORT" --ca "$WORK/certs/ca.pem" \
     --servername wrong.example --quiet --timeout 10000 </dev/null 2>"$WORK/wrongname.err"
-grep -q 'certificate verification failed' "$WORK/wrongname.err" ||
+grep -q 'certificate verification failed: hostname mismatch (' "$WORK/wrongname.err" ||
     fail "no verification message for the wrong name"
+# The reason follows the error's name once, not "verification failed: certificate verify failed".
+[ "$(grep -o -i 'verif' "$WORK/wrongname.err" | wc -l)" = 1 ] ||
+    fail "the verification failure repeats itself: $(cat "$WORK/wrongname.err")"
 expect_status 3 "a certificate from an untrusted CA is refused" \
     "$TLSOCK_BIN" connect "localhost:$SERVER_PORT" --ca "$WORK/other/ca.pem" --quiet \
     --timeout 10000 </dev/null 2>"$WORK/untrusted.err"
@@ -53,6 +57,28 @@ expect_status 3 "the system store does not trust a development CA" \
     2>"$WORK/system.err"
 # s_server must still be there: the refused clients did not break it.
 kill -0 "$SERVER_PID" 2>/dev/null || fail "s_server died"
+
+# A server that only speaks TLS 1.1: refused by default, with the flags that would allow it,
+# which then do, on every implementation.
+start_s_server s_server_old -cert "$WORK/certs/cert.pem" -key "$WORK/certs/key.pem" -rev \
+    -tls1_1 -cipher 'DEFAULT:@SECLEVEL=0'
+OLD_PORT=$PORT
+for impl in openssl gnutls; do
+    "$TLSOCK_BIN" version | grep -E "^ *$impl " | grep -vq 'not compiled in' || continue
+    expect_status 6 "$impl: a TLS 1.1-only server is refused by default" \
+        "$TLSOCK_BIN" connect "localhost:$OLD_PORT" --impl "$impl" --ca "$WORK/certs/ca.pem" \
+        --quiet --timeout 10000 </dev/null 2>"$WORK/old_$impl.err"
+    grep -q 'protocol_version (70); the server only speaks TLS 1.0/1.1: allow them with --tls 1.0 --ciphers legacy$' \
+        "$WORK/old_$impl.err" || fail "$impl: no hint naming --tls and --ciphers legacy"
+    status=0
+    "$TIMEOUT_BIN" -k 5 30 "$TLSOCK_BIN" connect "localhost:$OLD_PORT" --impl "$impl" \
+        --ca "$WORK/certs/ca.pem" --tls 1.0 --ciphers legacy --timeout 10000 <"$WORK/input" \
+        >"$WORK/old_$impl.out" 2>"$WORK/old_$impl.err" || status=$?
+    [ "$status" = 0 ] || fail "$impl: --tls 1.0 --ciphers legacy exited $status"
+    grep -Eq '^  version +TLSv1\.1$' "$WORK/old_$impl.err" || fail "$impl: TLS 1.1 was not used"
+    grep -qx 'poretni olleh' "$WORK/old_$impl.out" || fail "$impl: no data over TLS 1.1"
+    pass "$impl: tlsock connect --tls 1.0 --ciphers legacy to a TLS 1.1-only s_server"
+done
 
 # Client certificates: an s_server that requires one signed by the "client" CA.
 make_certs "$WORK/client" client.example

@@ -40,7 +40,8 @@ int cli_setup_exit_code(int err);
 
 /*
  * Prints "tlsock: <what>: <tlsock_strerror(err)>: <detail>" on stderr; the detail part is left
- * out when @p detail is NULL or empty.
+ * out when @p detail is NULL or empty. A detail that names the API call which would help (a
+ * server that only speaks TLS 1.0/1.1) names this tool's flags instead.
  */
 void cli_error(const char *what, int err, const char *detail);
 

@@ -3,7 +3,8 @@
  * TLS on the way, like stunnel. TLS termination: clients speak TLS, the target plaintext.
  * TLS origination (--tls-connect): clients speak plaintext, the target TLS, verified as
  * `tlsock connect` verifies. Both at once re-encrypts. Each of --threads threads runs a loop
- * with its own listener on the same port (SO_REUSEPORT); tunnel_pair.c moves the bytes.
+ * with its own listener on the same port (SO_REUSEPORT); tunnel_pair.h tells how each accepted
+ * client is forwarded.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -43,8 +44,9 @@ static void print_help(void)
           "given without --cert or --ca-out; the target speaks TLS with --tls-connect. Without\n"
           "--cert, accepted TLS uses a throw-away certificate for localhost, 127.0.0.1 and ::1.\n"
           "The first line on stdout is 'listening on HOST:PORT'. The end of the stream on one\n"
-          "side (FIN or close_notify) is passed on to the other. A failed connection is logged\n"
-          "on stderr and the tunnel goes on. SIGINT or SIGTERM stops it.\n\n"
+          "side (FIN or close_notify) is passed on to the other; a reset on one side closes\n"
+          "the other at once. A failed connection is logged on stderr and the tunnel goes on.\n"
+          "SIGINT or SIGTERM stops it.\n\n"
           "Options:\n"
           "      --accept HOST:PORT   address to accept clients on (port 0: any free port)\n"
           "      --connect HOST:PORT  the target each client is forwarded to\n"

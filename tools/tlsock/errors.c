@@ -4,6 +4,7 @@
  */
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "cli.h"
 
@@ -53,13 +54,32 @@ int cli_setup_exit_code(int err)
     return status;
 }
 
+/*
+ * Where the library's message tells a program which call would help, the user of this tool is
+ * told the flags instead (connect and tunnel take both).
+ */
+static const struct {
+    const char *api;
+    const char *flags;
+} api_hints[] = {
+    {"tlsock_ctx_set_protocols and the legacy cipher policy", "--tls 1.0 --ciphers legacy"},
+};
+
 void cli_error(const char *what, int err, const char *detail)
 {
-    if (detail != NULL && detail[0] != '\0') {
-        fprintf(stderr, "tlsock: %s: %s: %s\n", what, tlsock_strerror(err), detail);
-    } else {
+    if (detail == NULL || detail[0] == '\0') {
         fprintf(stderr, "tlsock: %s: %s\n", what, tlsock_strerror(err));
+        return;
     }
+    for (size_t i = 0; i < sizeof(api_hints) / sizeof(api_hints[0]); i++) {
+        const char *at = strstr(detail, api_hints[i].api);
+        if (at != NULL) {
+            fprintf(stderr, "tlsock: %s: %s: %.*s%s%s\n", what, tlsock_strerror(err),
+                    (int)(at - detail), detail, api_hints[i].flags, at + strlen(api_hints[i].api));
+            return;
+        }
+    }
+    fprintf(stderr, "tlsock: %s: %s: %s\n", what, tlsock_strerror(err), detail);
 }
 
 void cli_errorf(const char *fmt, ...)

@@ -1,7 +1,7 @@
 /*
- * `tlsock tunnel` internals: the listener of one loop (cmd_tunnel.c) and the forwarding between
- * an accepted client and its connection to the target (tunnel_pair.c). Everything here runs on
- * the loop's thread.
+ * `tlsock tunnel` internals: the listener of one loop (cmd_tunnel.c) and what it hands each
+ * accepted client to (tunnel_connect.c: the connection to the target, then the forwarding
+ * between the two, tunnel_pair.h). Everything here runs on the loop's thread.
  */
 #ifndef TLSOCK_CLI_TUNNEL_H
 #define TLSOCK_CLI_TUNNEL_H

@@ -1,7 +1,8 @@
 /*
- * stunnel as the TLS terminator in front of a plaintext echo server: the usual way to add TLS to
- * a server that has none, and so the natural thing to compare a tlsock_uv server with. The client
- * is the raw OpenSSL blocking echo client, the same as against the tlsock_uv server.
+ * The echo of async-echo-aes128gcm (case_echo.c) against three servers, always from the raw
+ * OpenSSL blocking client: stunnel as the TLS terminator in front of a plaintext echo server (the
+ * usual way to add TLS to a server that has none, and so the natural thing to compare a tlsock_uv
+ * server with), a tlsock_uv server, and for reference the raw OpenSSL blocking server.
  *
  * stunnel (Debian package stunnel4) is optional: without it the case is skipped. It runs as a
  * child process for the whole case, with a configuration written to a private temporary
@@ -9,15 +10,11 @@
  * Its CPU time comes from its process CPU clock (clock_getcpuclockid), the plaintext echo
  * thread's from its thread CPU clock.
  */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,8 +27,6 @@
 
 #include "async.h"
 
-extern char **environ;
-
 /* How long stunnel may take to listen, and to exit after SIGTERM. */
 #define START_TIMEOUT_MS 5000
 #define STOP_TIMEOUT_MS  2000
@@ -39,10 +34,9 @@ extern char **environ;
 static const char *const program_names[] = {"stunnel4", "stunnel"};
 
 struct stunnel_env {
-    void *raw; /* raw OpenSSL: the client */
     char dir[64];
     char path[512]; /* the stunnel program */
-    pid_t pid;
+    struct bench_child child;
     uint16_t port; /* stunnel's TLS port */
     /* The plaintext echo server behind stunnel. */
     int echo_fd;
@@ -81,21 +75,21 @@ static bool find_stunnel(char *out, size_t len)
     return found;
 }
 
-const char *bench_stunnel_missing(void)
+static const char *stunnel_missing(void)
 {
     char path[512];
 
     return find_stunnel(path, sizeof(path)) ? NULL : "stunnel not installed";
 }
 
-const char *bench_stunnel_version(void)
+static const char *stunnel_version(void)
 {
     static char version[128];
     char path[512];
     char cmd[600];
     FILE *p = NULL;
 
-    version[0] = '\0';
+    snprintf(version, sizeof(version), "stunnel not installed");
     if (!find_stunnel(path, sizeof(path))) {
         goto out;
     }
@@ -107,7 +101,7 @@ const char *bench_stunnel_version(void)
             version[strcspn(version, "\n")] = '\0';
             break;
         }
-        version[0] = '\0';
+        snprintf(version, sizeof(version), "stunnel, version unknown");
     }
     if (p != NULL) {
         (void)pclose(p);
@@ -152,21 +146,12 @@ static void remove_dir(const char *dir)
 /* A port nobody listens on right now, for stunnel's accept line. */
 static int free_port(uint16_t *port)
 {
-    struct sockaddr_in addr = {.sin_family = AF_INET};
-    socklen_t len = sizeof(addr);
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int rc = BENCH_ERROR;
+    int fd = bench_tcp_listen_fd("stunnel", false, port);
 
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0 &&
-        getsockname(fd, (struct sockaddr *)&addr, &len) == 0) {
-        *port = ntohs(addr.sin_port);
-        rc = BENCH_OK;
-    }
     if (fd >= 0) {
         close(fd);
     }
-    return rc;
+    return fd >= 0 ? BENCH_OK : BENCH_ERROR;
 }
 
 /* ---- The plaintext echo server, one connection at a time, in a thread ---- */
@@ -194,7 +179,6 @@ static void echo_plain(int fd)
 static void *echo_thread(void *arg)
 {
     struct stunnel_env *env = arg;
-    int one = 1;
 
     /* Bounded by the stop flag, polled every BENCH_ACCEPT_POLL_MS. */
     while (!atomic_load(&env->stop)) {
@@ -206,43 +190,17 @@ static void *echo_thread(void *arg)
         }
         if (fd >= 0) {
             /* Blocking, with the raw baselines' options (tcp.c): no Nagle, bounded waits. */
-            struct timeval tv = {.tv_sec = BENCH_IO_TIMEOUT_MS / 1000};
-            int flags = fcntl(fd, F_GETFL);
-
-            (void)fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
-            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-            setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+            (void)fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+            bench_tcp_options(fd);
             echo_plain(fd);
         }
     }
     return NULL;
 }
 
-static int echo_start(struct stunnel_env *env)
-{
-    struct sockaddr_in addr = {.sin_family = AF_INET};
-    socklen_t len = sizeof(addr);
-    int rc = BENCH_ERROR;
-
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    env->echo_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (env->echo_fd < 0 || bind(env->echo_fd, (struct sockaddr *)&addr, sizeof(addr)) != 0 ||
-        listen(env->echo_fd, 16) != 0 ||
-        getsockname(env->echo_fd, (struct sockaddr *)&addr, &len) != 0) {
-        fprintf(stderr, "stunnel: plaintext echo server: %s\n", strerror(errno));
-        goto out;
-    }
-    env->echo_port = ntohs(addr.sin_port);
-    rc = BENCH_OK;
-
-out:
-    return rc;
-}
-
 /* ---- stunnel itself ---- */
 
-static int write_config(struct stunnel_env *env, const struct bench_side_config *config)
+static int write_config(struct stunnel_env *env, const struct bench_config *config)
 {
     char conf[2048];
     int rc = write_file(env->dir, "cert.pem", config->cert_pem);
@@ -294,90 +252,39 @@ static void print_log(const struct stunnel_env *env)
     }
 }
 
-/* Waits for stunnel to accept connections on its port; fails if it exits first. */
-static int wait_listening(struct stunnel_env *env)
+/* Starts stunnel and waits for it to accept connections on its port; fails if it exits first. */
+static int start_stunnel(struct stunnel_env *env)
 {
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(env->port)};
-    int64_t deadline = bench_now_ns() + (int64_t)START_TIMEOUT_MS * 1000000;
-    int rc = BENCH_ERROR;
-    int status = 0;
-
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    while (rc != BENCH_OK && bench_now_ns() < deadline) {
-        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-        if (fd >= 0 && connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0) {
-            rc = BENCH_OK;
-        }
-        if (fd >= 0) {
-            close(fd);
-        }
-        if (rc != BENCH_OK && waitpid(env->pid, &status, WNOHANG) == env->pid) {
-            fprintf(stderr, "stunnel: exited at start (status %d)\n", status);
-            env->pid = -1;
-            break;
-        }
-        if (rc != BENCH_OK) {
-            usleep(10000);
-        }
-    }
-    if (rc != BENCH_OK) {
-        fprintf(stderr, "stunnel: not listening on port %u\n", env->port);
-        print_log(env);
-    }
-    return rc;
-}
-
-static int spawn_stunnel(struct stunnel_env *env)
-{
-    posix_spawn_file_actions_t actions;
     char conf[128];
     char log[128];
     char *argv[] = {env->path, conf, NULL};
+    int64_t deadline = bench_now_ns() + (int64_t)START_TIMEOUT_MS * 1000000;
     int rc;
 
     snprintf(conf, sizeof(conf), "%s/stunnel.conf", env->dir);
     snprintf(log, sizeof(log), "%s/stunnel.log", env->dir);
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log, O_WRONLY | O_CREAT | O_TRUNC,
-                                     0600);
-    posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
-    rc = posix_spawn(&env->pid, env->path, &actions, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&actions);
-    if (rc != 0) {
-        fprintf(stderr, "stunnel: cannot run %s: %s\n", env->path, strerror(rc));
-        env->pid = -1;
-    }
-    return rc == 0 ? BENCH_OK : BENCH_ERROR;
-}
+    rc = bench_child_spawn(&env->child, "stunnel", argv, log);
+    while (rc == BENCH_OK) {
+        int status = 0;
 
-/* SIGTERM, then SIGKILL if it has not exited after STOP_TIMEOUT_MS; always reaped. */
-static void stop_stunnel(struct stunnel_env *env)
-{
-    int64_t deadline = bench_now_ns() + (int64_t)STOP_TIMEOUT_MS * 1000000;
-    int status = 0;
-    pid_t done = 0;
-
-    if (env->pid <= 0) {
-        goto out;
-    }
-    (void)kill(env->pid, SIGTERM);
-    while (done == 0 && bench_now_ns() < deadline) {
-        done = waitpid(env->pid, &status, WNOHANG);
-        if (done == 0) {
-            usleep(5000);
+        if (bench_tcp_poke(env->port)) {
+            break;
+        }
+        if (waitpid(env->child.pid, &status, WNOHANG) == env->child.pid) {
+            fprintf(stderr, "stunnel: exited at start (status %d)\n", status);
+            env->child.pid = -1;
+            rc = BENCH_ERROR;
+        } else if (bench_now_ns() > deadline) {
+            fprintf(stderr, "stunnel: not listening on port %u\n", env->port);
+            rc = BENCH_ERROR;
+        } else {
+            usleep(10000);
         }
     }
-    if (done == 0) {
-        fprintf(stderr, "stunnel: did not exit on SIGTERM; killed\n");
-        (void)kill(env->pid, SIGKILL);
-        (void)waitpid(env->pid, &status, 0);
+    if (rc != BENCH_OK) {
+        print_log(env);
     }
-    env->pid = -1;
-
-out:
-    return;
+    return rc;
 }
 
 static void stunnel_teardown(void *envp)
@@ -385,9 +292,9 @@ static void stunnel_teardown(void *envp)
     struct stunnel_env *env = envp;
 
     if (env == NULL) {
-        goto out;
+        return;
     }
-    stop_stunnel(env);
+    (void)bench_child_stop(&env->child, SIGTERM, STOP_TIMEOUT_MS);
     if (env->echo_running) {
         atomic_store(&env->stop, true);
         pthread_join(env->echo_thread, NULL);
@@ -398,14 +305,11 @@ static void stunnel_teardown(void *envp)
     if (env->dir[0] != '\0') {
         remove_dir(env->dir);
     }
-    bench_raw_ops.teardown(env->raw);
     free(env);
-
-out:
-    return;
 }
 
-static int stunnel_setup(const struct bench_side_config *config, void **out)
+/* The case's setup: stunnel and the plaintext echo server behind it, for the whole case. */
+static int stunnel_setup(const struct bench_config *config, void **out)
 {
     struct stunnel_env *env = calloc(1, sizeof(*env));
     int rc = BENCH_ERROR;
@@ -413,11 +317,12 @@ static int stunnel_setup(const struct bench_side_config *config, void **out)
     if (env == NULL) {
         goto out;
     }
-    env->pid = -1;
-    env->echo_fd = -1;
+    env->child.pid = -1;
+    env->child.to = -1;
+    env->child.from = -1;
     atomic_init(&env->stop, false);
-    if (!find_stunnel(env->path, sizeof(env->path))) {
-        fprintf(stderr, "stunnel: not installed\n");
+    env->echo_fd = bench_tcp_listen_fd("stunnel echo", false, &env->echo_port);
+    if (!find_stunnel(env->path, sizeof(env->path)) || env->echo_fd < 0) {
         goto out;
     }
     snprintf(env->dir, sizeof(env->dir), "/tmp/tlsock-bench-XXXXXX");
@@ -426,26 +331,17 @@ static int stunnel_setup(const struct bench_side_config *config, void **out)
         env->dir[0] = '\0';
         goto out;
     }
-    rc = bench_raw_ops.setup(config, &env->raw);
-    if (rc == BENCH_OK) {
-        rc = echo_start(env);
-    }
-    if (rc == BENCH_OK) {
-        rc = free_port(&env->port);
-    }
+    rc = free_port(&env->port);
     if (rc == BENCH_OK) {
         rc = write_config(env, config);
     }
     /* Spawned before the echo thread exists: nothing but this thread runs during the spawn. */
     if (rc == BENCH_OK) {
-        rc = spawn_stunnel(env);
+        rc = start_stunnel(env);
     }
     if (rc == BENCH_OK) {
         env->echo_running = pthread_create(&env->echo_thread, NULL, echo_thread, env) == 0;
         rc = env->echo_running ? BENCH_OK : BENCH_ERROR;
-    }
-    if (rc == BENCH_OK) {
-        rc = wait_listening(env);
     }
     if (rc == BENCH_OK) {
         *out = env;
@@ -465,22 +361,22 @@ static int64_t clock_ns(clockid_t clock)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-static int stunnel_run(void *envp, const struct bench_limits *limits, struct bench_sample *out)
+/* The raw blocking echo client against stunnel; its server CPU is stunnel's and the echo's. */
+static int stunnel_echo(const struct bench_run *run, struct bench_sample *out)
 {
-    struct stunnel_env *env = envp;
+    struct stunnel_env *env = run->extra;
     clockid_t proc_clock;
     clockid_t echo_clock;
-    bool clocks = clock_getcpuclockid(env->pid, &proc_clock) == 0 &&
+    bool clocks = clock_getcpuclockid(env->child.pid, &proc_clock) == 0 &&
                   pthread_getcpuclockid(env->echo_thread, &echo_clock) == 0;
     int64_t cpu0 = clocks ? clock_ns(proc_clock) + clock_ns(echo_clock) : 0;
-    int rc = bench_echo_client(&bench_raw_ops, env->raw, env->port, limits, out);
+    int rc = bench_echo_client(run, env->port, out);
 
     if (rc == BENCH_OK && clocks) {
         /* The plaintext server and stunnel finish with the client's last byte echoed. */
-        double mib = (double)out->count / (1024.0 * 1024.0);
         int64_t cpu = clock_ns(proc_clock) + clock_ns(echo_clock) - cpu0;
 
-        out->server_cpu_us = (double)cpu / 1e3 / mib;
+        out->server_cpu_us = bench_us_per(cpu, bench_mib(out->count));
     }
     if (rc != BENCH_OK) {
         print_log(env);
@@ -488,9 +384,21 @@ static int stunnel_run(void *envp, const struct bench_limits *limits, struct ben
     return rc;
 }
 
-const struct bench_side bench_side_stunnel_echo = {
-    .name = "stunnel",
-    .setup = stunnel_setup,
-    .teardown = stunnel_teardown,
-    .run = stunnel_run,
+static const struct bench_case cases[] = {
+    {.name = "async-echo-stunnel",
+     .summary = "the echo of async-echo-aes128gcm from a raw OpenSSL blocking client: a "
+                "tlsock_uv server against stunnel (reference: raw blocking server)",
+     .sides = {{"stunnel", BENCH_LAYER_RAW, stunnel_echo},
+               {"tlsock", BENCH_LAYER_TLSOCK, bench_echo_uv_server},
+               {"raw", BENCH_LAYER_RAW, bench_echo_blocking}},
+     .left_name = "stunnel, TLS terminator in front of a plaintext echo server; every side has "
+                  "the raw OpenSSL blocking client",
+     .reference_label = "  vs raw blocking server",
+     .missing = stunnel_missing,
+     .version = stunnel_version,
+     .setup = stunnel_setup,
+     .teardown = stunnel_teardown,
+     BENCH_ECHO_CASE},
 };
+
+const struct bench_cases bench_stunnel_cases = BENCH_CASES(cases);

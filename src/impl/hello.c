@@ -1,0 +1,137 @@
+/*
+ * A server's decisions on a ClientHello, shared by the implementations; see hello.h.
+ */
+#include <string.h>
+
+#include "hello.h"
+
+static unsigned get16(const unsigned char *p)
+{
+    return (unsigned)p[0] << 8 | p[1];
+}
+
+/* The bit for TLS 1.0 (0x0301) to 1.3 (0x0304); 0 for anything else (SSL 3.0, GREASE). */
+static unsigned version_bit(unsigned v)
+{
+    return v >= 0x0301 && v <= 0x0304 ? 1u << (v - 0x0301) : 0;
+}
+
+void tlsock__hello_init(struct tlsock__hello *h, int legacy_version)
+{
+    memset(h, 0, sizeof(*h));
+    h->legacy_version = legacy_version;
+}
+
+void tlsock__hello_extension(struct tlsock__hello *h, unsigned type, const unsigned char *data,
+                             size_t len)
+{
+    if (type == TLSOCK__EXT_RENEGOTIATION_INFO) {
+        h->renegotiation = true;
+    } else if (type == TLSOCK__EXT_SUPPORTED_GROUPS && len >= 2) {
+        /* A two-byte length, then two bytes a group. */
+        for (size_t i = 2; i + 1 < len && h->ngroups < sizeof(h->groups) / sizeof(h->groups[0]);
+             i += 2) {
+            h->groups[h->ngroups++] = get16(data + i);
+        }
+    } else if (type == TLSOCK__EXT_KEY_SHARE && len >= 2) {
+        /* A two-byte length, then entries: group, two-byte length, key. */
+        for (size_t i = 2; i + 4 <= len && h->nshares < sizeof(h->shares) / sizeof(h->shares[0]);
+             i += 4 + get16(data + i + 2)) {
+            h->shares[h->nshares++] = get16(data + i);
+        }
+    } else if (type == TLSOCK__EXT_SUPPORTED_VERSIONS && len >= 1) {
+        /* A one-byte length, then two bytes a version. */
+        h->has_versions = true;
+        for (size_t i = 1; i + 1 < len && i + 1 <= data[0]; i += 2) {
+            h->versions |= version_bit(get16(data + i));
+        }
+    }
+}
+
+void tlsock__hello_suites(struct tlsock__hello *h, const unsigned char *suites, size_t len)
+{
+    for (size_t i = 0; i + 1 < len; i += 2) {
+        if (get16(suites + i) == TLSOCK__SUITE_RENEGOTIATION_SCSV) {
+            h->renegotiation = true;
+        }
+    }
+}
+
+bool tlsock__hello_parse(struct tlsock__hello *h, const unsigned char *b, size_t len)
+{
+    /* RFC 8446 section 4.1.2: version, random, session id, suites, compression, extensions. */
+    size_t off = 2 + 32;
+
+    if (len < off + 1) {
+        return false;
+    }
+    tlsock__hello_init(h, (int)get16(b));
+    off += 1 + b[off];
+    if (off + 2 > len || off + 2 + get16(b + off) > len) {
+        return false;
+    }
+    tlsock__hello_suites(h, b + off + 2, get16(b + off));
+    off += 2 + get16(b + off);
+    if (off + 1 > len) {
+        return false;
+    }
+    off += 1 + b[off];
+    if (off == len) {
+        return true; /* no extensions at all (RFC 5246 section 7.4.1.2) */
+    }
+    if (off + 2 > len || off + 2 + get16(b + off) != len) {
+        return false;
+    }
+    for (off += 2; off + 4 <= len; off += 4 + get16(b + off + 2)) {
+        size_t n = get16(b + off + 2);
+        if (off + 4 + n > len) {
+            return false;
+        }
+        tlsock__hello_extension(h, get16(b + off), b + off + 4, n);
+    }
+    return off == len;
+}
+
+int tlsock__hello_version(const struct tlsock__hello *h, int min_version, int max_version)
+{
+    if (h->has_versions) {
+        for (int v = max_version; v >= min_version; v--) {
+            if (h->versions & version_bit((unsigned)v)) {
+                return v;
+            }
+        }
+        return 0;
+    }
+    /* Without supported_versions, up to TLS 1.2: the client's version or the server's highest. */
+    int v = h->legacy_version < max_version ? h->legacy_version : max_version;
+    if (v > 0x0303) {
+        v = 0x0303;
+    }
+    return v >= min_version ? v : 0;
+}
+
+unsigned tlsock__hello_share(const struct tlsock__hello *h,
+                             bool (*usable)(unsigned group, const void *arg), const void *arg)
+{
+    /* RFC 8446 section 4.2.8: each share must be for a group the client lists. */
+    for (size_t i = 0; i < h->nshares; i++) {
+        for (size_t j = 0; j < h->ngroups; j++) {
+            if (h->groups[j] == h->shares[i] && usable(h->shares[i], arg)) {
+                return h->shares[i];
+            }
+        }
+    }
+    return 0;
+}
+
+const char *tlsock__hello_refusal(const struct tlsock__hello *h, int min_version, int max_version)
+{
+    int version = tlsock__hello_version(h, min_version, max_version);
+
+    /* No common version is refused for that reason, by the implementation. */
+    if (version != 0 && version <= 0x0303 && !h->renegotiation) {
+        return "the client does not support secure renegotiation (RFC 5746), which TLS 1.2 and "
+               "older require";
+    }
+    return NULL;
+}

@@ -1,0 +1,75 @@
+/*
+ * Words and formats both TLS implementations produce: certificate fingerprints, subjectAltName
+ * lists, why a verification failed, a truncated stream, a server older than the client allows.
+ * Implementations extract the raw facts with their own library (DER digests, SAN entries, a
+ * failure's reason and code) and leave the wording to this file, so that messages and session
+ * information never depend on the implementation.
+ */
+#ifndef TLSOCK_IMPL_TEXT_H
+#define TLSOCK_IMPL_TEXT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "impl.h"
+
+/* Writes the 32-byte SHA-256 digest @p md as "AB:CD:...:EF". */
+void tlsock__text_fingerprint(const unsigned char md[32], char out[TLSOCK_FINGERPRINT_SIZE]);
+
+/* A subjectAltName list being written into a fixed buffer: "DNS:a.example,IP:192.0.2.1". */
+struct tlsock__san_text {
+    char *out;
+    size_t size;
+    size_t used;
+    bool full; /* an entry did not fit: later ones are dropped too, so the list stays a prefix */
+};
+
+void tlsock__san_text_init(struct tlsock__san_text *t, char *out, size_t size);
+/* Adds a dNSName of @p len bytes (not NUL-terminated). */
+void tlsock__san_text_dns(struct tlsock__san_text *t, const char *name, size_t len);
+/* Adds an iPAddress of 4 or 16 bytes. */
+void tlsock__san_text_ip(struct tlsock__san_text *t, const unsigned char *addr, size_t len);
+
+/* What an implementation's own code behind a failed verification is. */
+enum tlsock__verify_code {
+    TLSOCK__VERIFY_CODE_NONE,    /* no code (no certificate at all) */
+    TLSOCK__VERIFY_CODE_OPENSSL, /* an X509_V_ERR_* value */
+    TLSOCK__VERIFY_CODE_GNUTLS,  /* gnutls_certificate_status_t bits */
+};
+
+/*
+ * Fails with TLSOCK_EVERIFY and "<reason> (<implementation>'s code); peer <subject>".
+ * @p reason is in OpenSSL's words (X509_verify_cert_error_string) whatever the implementation;
+ * @p subject is RFC 4514, "" when unknown. No prefix: tlsock_strerror(TLSOCK_EVERIFY) already
+ * says that verification failed.
+ */
+int tlsock__text_fail_verify(struct tlsock__err *err, const char *reason, int code_kind,
+                             unsigned long code, const char *subject);
+
+/* A server requiring a client certificate got none: TLSOCK_EVERIFY. */
+int tlsock__text_fail_no_client_cert(struct tlsock__err *err);
+
+/*
+ * tlsock_info.verify_message: "not verified (disabled)" without verification, "no peer
+ * certificate" without a certificate, else @p reason ("ok" when it verified).
+ */
+void tlsock__text_verify_message(char *out, size_t size, int verify_mode, bool has_peer,
+                                 const char *reason);
+
+/* The stream ended without close_notify: TLSOCK_ETRUNCATED. */
+int tlsock__text_fail_truncated(struct tlsock__err *err);
+
+/* The peer's fatal alert: TLSOCK_EPROTO, "peer sent alert: <RFC name> (<number>)<hint>". */
+int tlsock__text_fail_alert(struct tlsock__err *err, int alert, const char *hint);
+
+/* A client's server chose a version older than the client allows: TLSOCK_EPROTO. */
+int tlsock__text_fail_old_server(struct tlsock__err *err, int min_version, int max_version);
+
+/*
+ * A client whose server refused its versions (@p refused: a protocol_version alert) or chose an
+ * older one than it allows: the hint to append to the message, "" when none applies. The hint
+ * names tlsock_ctx_set_protocols and the legacy policy, which the CLI maps to its flags.
+ */
+const char *tlsock__text_old_server_hint(int min_version, int max_version, bool refused);
+
+#endif /* TLSOCK_IMPL_TEXT_H */

@@ -1,0 +1,114 @@
+/*
+ * Forwarding within a pair, the same routine for both directions: what is read from one side is
+ * written to the other.
+ *
+ * - Backpressure: a side stops being read (INPUT_PAUSED) while more than TUNNEL_QUEUE_HIGH
+ *   bytes wait to be written to the other side, and is read again once that is below
+ *   TUNNEL_QUEUE_LOW, so that TCP slows its peer down instead of the tunnel buffering.
+ * - Half-close: the clean end of one side's stream (TCP FIN, or TLS close_notify) is passed on
+ *   as the end of the other side's output (shutdown(SHUT_WR) after the queued data, or
+ *   tlsock_uv_shutdown(): close_notify and a FIN), and the other direction goes on until it
+ *   ends too; tunnel_pair.c then closes the pair.
+ * - Draining: once one side's stream is cut short (TLS without close_notify), the other side
+ *   gets what is queued for it and then its end, and what it still sends is read and dropped:
+ *   its peer is never left blocked writing to a tunnel that no longer reads.
+ */
+#include <stdlib.h>
+
+#include "tunnel_pair.h"
+
+static bool input_move_allowed(enum side_input from, enum side_input to)
+{
+    bool allowed = false;
+
+    switch (to) {
+    case INPUT_READING:
+        allowed = from == INPUT_WAITING || from == INPUT_PAUSED;
+        break;
+    case INPUT_PAUSED:
+        allowed = from == INPUT_READING;
+        break;
+    case INPUT_DROPPING:
+        allowed = from != INPUT_DROPPING && from != INPUT_ENDED;
+        break;
+    case INPUT_ENDED:
+        allowed = from != INPUT_ENDED;
+        break;
+    case INPUT_WAITING:
+        break;
+    }
+    return allowed;
+}
+
+static bool input_is_read(enum side_input input)
+{
+    return input == INPUT_READING || input == INPUT_DROPPING;
+}
+
+/*
+ * Moves @p side's input to @p to, and starts or stops reading the side to match. A move that
+ * is not allowed from where the input is changes nothing (resuming a side that has ended since
+ * it was paused, for example).
+ */
+static void set_input(struct tunnel_side *side, enum side_input to)
+{
+    bool was_read = input_is_read(side->input);
+
+    if (input_move_allowed(side->input, to)) {
+        side->input = to;
+        if (input_is_read(to) != was_read) {
+            tunnel_side_set_reading(side, input_is_read(to));
+        }
+    }
+}
+
+void tunnel_forward_start(struct tunnel_side *side)
+{
+    set_input(side, INPUT_READING);
+}
+
+void tunnel_forward_data(struct tunnel_side *from, char *data, size_t len)
+{
+    struct tunnel_side *to = tunnel_other_side(from);
+
+    if (from->input == INPUT_DROPPING || from->closing || to->closing ||
+        to->output != OUTPUT_OPEN) {
+        /* Draining, or nowhere to go. */
+        free(data);
+    } else {
+        from->bytes += len;
+        tunnel_pair_progress(from->pair);
+        if (tunnel_side_write(to, data, len) == 0 && tunnel_side_queue(to) > TUNNEL_QUEUE_HIGH) {
+            /* The receiver is slower than the sender: let TCP slow the sender down. */
+            set_input(from, INPUT_PAUSED);
+        }
+    }
+}
+
+void tunnel_forward_written(struct tunnel_side *to)
+{
+    struct tunnel_side *from = tunnel_other_side(to);
+
+    tunnel_pair_progress(to->pair);
+    if (from->input == INPUT_PAUSED && tunnel_side_queue(to) <= TUNNEL_QUEUE_LOW) {
+        set_input(from, INPUT_READING);
+    }
+}
+
+void tunnel_forward_ended(struct tunnel_side *side)
+{
+    set_input(side, INPUT_ENDED);
+    if (side->pair->phase == PAIR_FORWARDING) {
+        tunnel_side_end_output(tunnel_other_side(side));
+    }
+    tunnel_pair_check_done(side->pair);
+}
+
+void tunnel_forward_drain(struct tunnel_side *gone)
+{
+    struct tunnel_side *other = tunnel_other_side(gone);
+
+    set_input(gone, INPUT_ENDED);
+    set_input(other, INPUT_DROPPING);
+    tunnel_side_end_output(other);
+}
