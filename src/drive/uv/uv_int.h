@@ -212,7 +212,6 @@ struct tlsock_uv_conn {
     struct tlsock__uv_wq *wq; /* while writes are queued or in flight, else NULL */
 
     /* Deadlines, on the loop's clock (uv_now) in ms. */
-    uint32_t heap_idx;   /* place in the loop's deadline heap, UINT32_MAX when not in it */
     uint64_t due;        /* what the heap holds it for */
     uint64_t until;      /* the state's own deadline: connect, handshake, or the close's linger;
                             0: none */
@@ -222,22 +221,24 @@ struct tlsock_uv_conn {
     struct tlsock_uv_conn *kick_prev; /* the loop's list of connections to pump */
     struct tlsock_uv_conn *kick_next;
 
-    int failure;     /* the fatal code once the connection failed (DEAD, or closed after), else 0 */
-    uint8_t handles; /* the socket handle is initialised and its close callback has not run */
-    uint8_t state;   /* enum tlsock__uv_state */
-    uint8_t link;    /* enum tlsock__uv_link */
-    uint8_t rx;      /* enum tlsock__uv_rx */
-    uint8_t tx;      /* enum tlsock__uv_tx */
-    /* Facts independent of the states above, each a yes/no of its own: */
-    bool kicked;       /* on the loop's kick list */
-    bool outcome_told; /* on_connect (or on_accept_error) was called: finish owes no ECANCELED */
-    bool reading;      /* uv_read_start() is in effect: mirrors libuv's handle */
-    bool user_stopped; /* the application called tlsock_uv_read_stop() */
-    bool throttled;    /* reading paused: the write queue went over the limit and has not
-                          drained below half of it yet (hysteresis: a fact of the queue) */
-    bool adopted;      /* tls came from tlsock_uv_adopt(): its own fd is tlsock__conn_fd() */
-    bool borrowed_fd;  /* adopted over a socket tlsock does not own: no FIN, no drain */
-    bool buffers_held; /* the session keeps its record buffers: mirrors the implementation */
+    int failure;       /* the fatal code once the connection failed (DEAD, or closed after) */
+    uint32_t heap_idx; /* place in the loop's deadline heap, UINT32_MAX when not in it */
+    uint8_t handles;   /* the socket handle is initialised and its close callback has not run */
+    uint8_t state;     /* enum tlsock__uv_state */
+    uint8_t link;      /* enum tlsock__uv_link */
+    uint8_t rx;        /* enum tlsock__uv_rx */
+    uint8_t tx;        /* enum tlsock__uv_tx */
+    /* Facts independent of the states above, each a yes/no of its own (one byte for all): */
+    bool kicked : 1;       /* on the loop's kick list */
+    bool outcome_told : 1; /* on_connect (or on_accept_error) was called: finish owes no
+                              ECANCELED */
+    bool reading : 1;      /* uv_read_start() is in effect: mirrors libuv's handle */
+    bool user_stopped : 1; /* the application called tlsock_uv_read_stop() */
+    bool throttled : 1;    /* reading paused: the write queue went over the limit and has not
+                              drained below half of it yet (hysteresis: a fact of the queue) */
+    bool adopted : 1;      /* tls came from tlsock_uv_adopt(): its own fd is tlsock__conn_fd() */
+    bool borrowed_fd : 1;  /* adopted over a socket tlsock does not own: no FIN, no drain */
+    bool buffers_held : 1; /* the session keeps its record buffers: mirrors the implementation */
 };
 
 struct tlsock_uv_server {
