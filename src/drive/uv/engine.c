@@ -484,6 +484,8 @@ void tlsock__uv_pump(struct tlsock_uv_conn *c, bool read)
     if (read) {
         deliver_reads(c);
     }
+    /* Completions first: what their callbacks write goes into this pump's batch. */
+    tlsock__uv_complete_writes(c);
     if (c->state == TLSOCK__UV_OPEN || c->state == TLSOCK__UV_RELEASING) {
         rc = tlsock__uv_encrypt_writes(c);
         if (rc != 0) {
@@ -496,7 +498,6 @@ void tlsock__uv_pump(struct tlsock_uv_conn *c, bool read)
             tlsock__uv_report(c, rc);
         }
     }
-    tlsock__uv_complete_writes(c);
     if (c->state == TLSOCK__UV_CLOSING) {
         tlsock__uv_close_step(c);
     } else if (c->state == TLSOCK__UV_RELEASING) {

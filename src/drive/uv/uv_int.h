@@ -95,7 +95,8 @@ enum tlsock__uv_expiry {
 
 enum {
     TLSOCK__UV_QUEUE_LIMIT = 512 * 1024, /* default opts.queue_limit */
-    TLSOCK__UV_BATCH_PLAIN = 64 * 1024,  /* plaintext encrypted into one uv_write at most */
+    TLSOCK__UV_BATCH_PLAIN = 16 * 1024,  /* plaintext encrypted into one uv_write at most: one
+                                            record, so that bursts stay pipelined */
     TLSOCK__UV_READ_SIZE = 64 * 1024,    /* the loop's read buffer, lent for each read */
 };
 
