@@ -5,8 +5,10 @@
  * The peer is a tlsock_uv server on its own loop in a thread: it sends a pattern as fast as the
  * client takes it and records what the client sends; it closes once both are complete. The
  * client side runs in the test thread, on its own loop or blocking. Callbacks only record; the
- * test asserts after running the loop. */
-#include "support.h"
+ * test asserts after running the loop. Both loops are the harness's: the peer's a struct
+ * side_loop, the client's the test's own loop (struct env), each bounded by a guard and required
+ * to close at the end. */
+#include "support/uv_harness.h"
 
 #include <fcntl.h>
 #include <stdint.h>
@@ -16,8 +18,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <tlsock/uv.h>
-
 #define GUARD_MS 20000
 #define KIB      1024u
 #define MIB      (1024u * 1024u)
@@ -25,12 +25,8 @@
 /* ---- the peer: a uv server in a thread --------------------------------------------------------
  */
 
-struct peer {
-    pthread_t thread;
-    bool started;
-    uv_loop_t loop;
-    uv_timer_t guard;
-    struct ts_gate ready;
+struct remote {
+    struct side_loop sl;
     struct tlsock_ctx *ctx;
     struct tlsock_uv_server *server;
     struct tlsock_uv_conn *conn;
@@ -41,7 +37,6 @@ struct peer {
     size_t send_len;
     size_t expect_rx; /* close once this much arrived and everything was sent */
     /* what happened */
-    bool guard_fired;
     int connects;
     int accept_errors;
     int events;
@@ -55,7 +50,7 @@ struct peer {
     int closes;
 };
 
-static void peer_maybe_close(struct peer *p)
+static void peer_maybe_close(struct remote *p)
 {
     if (p->conn != NULL && p->writes_ok == p->writes_total && p->rx_len >= p->expect_rx) {
         tlsock_uv_close(p->conn);
@@ -64,7 +59,7 @@ static void peer_maybe_close(struct peer *p)
 
 static void peer_on_connect(struct tlsock_uv_conn *conn, int status)
 {
-    struct peer *p = tlsock_uv_conn_user(conn);
+    struct remote *p = tlsock_uv_conn_user(conn);
     size_t off = 0;
 
     p->connects++;
@@ -87,7 +82,7 @@ static void peer_on_connect(struct tlsock_uv_conn *conn, int status)
 
 static void peer_on_read(struct tlsock_uv_conn *conn, const void *data, size_t len)
 {
-    struct peer *p = tlsock_uv_conn_user(conn);
+    struct remote *p = tlsock_uv_conn_user(conn);
 
     if (p->rx_len + len > p->rx_cap) {
         size_t cap = p->rx_cap > 0 ? 2 * p->rx_cap : 64 * KIB;
@@ -108,7 +103,7 @@ static void peer_on_read(struct tlsock_uv_conn *conn, const void *data, size_t l
 
 static void peer_on_event(struct tlsock_uv_conn *conn, int code)
 {
-    struct peer *p = tlsock_uv_conn_user(conn);
+    struct remote *p = tlsock_uv_conn_user(conn);
 
     if (p->events++ == 0) {
         p->first_event = code;
@@ -118,7 +113,7 @@ static void peer_on_event(struct tlsock_uv_conn *conn, int code)
 
 static void peer_on_write(struct tlsock_uv_conn *conn, void *arg, int status)
 {
-    struct peer *p = tlsock_uv_conn_user(conn);
+    struct remote *p = tlsock_uv_conn_user(conn);
 
     (void)arg;
     if (status == 0) {
@@ -131,15 +126,15 @@ static void peer_on_write(struct tlsock_uv_conn *conn, void *arg, int status)
 
 static void peer_server_closed(struct tlsock_uv_server *server)
 {
-    struct peer *p = tlsock_uv_server_user(server);
+    struct remote *p = tlsock_uv_server_user(server);
 
     p->server = NULL;
-    uv_close((uv_handle_t *)&p->guard, NULL);
+    side_loop_end(&p->sl);
 }
 
 static void peer_on_close(struct tlsock_uv_conn *conn)
 {
-    struct peer *p = tlsock_uv_conn_user(conn);
+    struct remote *p = tlsock_uv_conn_user(conn);
 
     if (conn != p->conn) {
         return;
@@ -153,24 +148,28 @@ static void peer_on_close(struct tlsock_uv_conn *conn)
 
 static void peer_on_accept_error(struct tlsock_uv_server *server, int code, const char *message)
 {
-    struct peer *p = tlsock_uv_server_user(server);
+    struct remote *p = tlsock_uv_server_user(server);
 
     (void)code;
     (void)message;
     p->accept_errors++;
 }
 
-static void peer_guard(uv_timer_t *t)
+/* The guard fired, or the test ends early: close what is left so that the loop can close. */
+static void peer_stop(struct side_loop *sl)
 {
-    struct peer *p = t->data;
+    struct remote *p = sl->arg;
 
-    p->guard_fired = true;
-    uv_stop(&p->loop);
+    tlsock_uv_close(p->conn);
+    if (p->server != NULL) {
+        tlsock_uv_server_close(p->server, NULL);
+        p->server = NULL;
+    }
 }
 
-static void *peer_main(void *arg)
+static int peer_serve(struct side_loop *sl)
 {
-    struct peer *p = arg;
+    struct remote *p = sl->arg;
     struct tlsock_uv_opts o = TLSOCK_UV_OPTS_INIT;
 
     o.handshake_timeout_ms = TS_IO_TIMEOUT_MS;
@@ -181,29 +180,14 @@ static void *peer_main(void *arg)
     o.on_close = peer_on_close;
     o.on_accept_error = peer_on_accept_error;
     o.user = p;
-    uv_timer_init(&p->loop, &p->guard);
-    p->guard.data = p;
-    uv_timer_start(&p->guard, peer_guard, GUARD_MS, 0);
-    p->serve_rc = tlsock_uv_serve(&p->loop, p->ctx, "127.0.0.1", 0, 0, &o, &p->server);
+    p->serve_rc = tlsock_uv_serve(&sl->loop, p->ctx, "127.0.0.1", 0, 0, &o, &p->server);
     if (p->serve_rc == 0) {
         p->port = tlsock_uv_server_port(p->server);
-    } else {
-        uv_close((uv_handle_t *)&p->guard, NULL);
     }
-    ts_gate_open(&p->ready);
-    uv_run(&p->loop, UV_RUN_DEFAULT);
-    if (p->guard_fired) {
-        /* Something hung: close what is left so that the loop can be closed. */
-        tlsock_uv_close(p->conn);
-        if (p->server != NULL) {
-            tlsock_uv_server_close(p->server, peer_server_closed);
-        }
-        uv_run(&p->loop, UV_RUN_DEFAULT);
-    }
-    return NULL;
+    return p->serve_rc;
 }
 
-static int peer_start(struct peer *p, struct tlsock_ctx *ctx, const unsigned char *send,
+static int peer_start(struct remote *p, struct tlsock_ctx *ctx, const unsigned char *send,
                       size_t send_len, size_t expect_rx)
 {
     memset(p, 0, sizeof(*p));
@@ -211,45 +195,20 @@ static int peer_start(struct peer *p, struct tlsock_ctx *ctx, const unsigned cha
     p->send = send;
     p->send_len = send_len;
     p->expect_rx = expect_rx;
-    ts_gate_init(&p->ready);
-    if (uv_loop_init(&p->loop) != 0) {
-        return TS_ESETUP;
-    }
-    if (pthread_create(&p->thread, NULL, peer_main, p) != 0) {
-        uv_loop_close(&p->loop);
-        return TS_ESETUP;
-    }
-    p->started = true;
-    if (!ts_gate_wait(&p->ready, TS_IO_TIMEOUT_MS)) {
-        return TS_ESETUP;
-    }
-    return p->serve_rc;
+    return side_loop_start(&p->sl, peer_serve, peer_stop, p, GUARD_MS);
 }
 
 /* Joins the peer (it ends by itself once its client is gone); 0 if its loop closed cleanly. */
-static int peer_join(struct peer *p)
+static int peer_join(struct remote *p)
 {
-    int rc = 0;
-
-    if (!p->started) {
-        return 0;
-    }
-    pthread_join(p->thread, NULL);
-    p->started = false;
-    if (uv_loop_close(&p->loop) != 0) {
-        print_error("peer: uv_loop_close: handles are still open\n");
-        rc = -1;
-    }
-    ts_gate_destroy(&p->ready);
-    return rc;
+    return side_loop_join(&p->sl);
 }
 
 /* ---- the client side ------------------------------------------------------------------------ */
 
 struct client {
-    uv_loop_t loop;
-    uv_timer_t guard;
-    bool guard_fired;
+    struct env *env; /* the harness's: the loop, its guard, the teardown's checks */
+    uv_loop_t *loop;
     struct tlsock_uv_conn *conn;
     int connects;
     int connect_status;
@@ -380,23 +339,11 @@ static struct tlsock_uv_opts cli_opts(struct client *c)
     return o;
 }
 
-static void cli_guard(uv_timer_t *t)
-{
-    struct client *c = t->data;
-
-    c->guard_fired = true;
-    uv_stop(&c->loop);
-}
-
+/* Runs the loop until @p pred holds, bounded by the harness's guard (a failure fails the test). */
 static bool cli_run_until(struct client *c, bool (*pred)(struct client *c))
 {
-    for (int i = 0; i < 10000000 && !pred(c) && !c->guard_fired; i++) {
-        uv_run(&c->loop, UV_RUN_ONCE);
-    }
-    if (!pred(c)) {
-        print_error("run_until: condition not met before the %d ms guard\n", GUARD_MS);
-    }
-    return pred(c);
+    RUN_UNTIL(c->env, pred(c), GUARD_MS);
+    return true;
 }
 
 /* ---- fixture ------------------------------------------------------------------------------- */
@@ -404,7 +351,7 @@ static bool cli_run_until(struct client *c, bool (*pred)(struct client *c))
 struct fx {
     struct tlsock_ctx *sctx;
     struct tlsock_ctx *cctx;
-    struct peer peer;
+    struct remote peer;
     struct client cli;
     struct tlsock_conn *blocking; /* a blocking connection the test closes */
     struct tlsock_conn *mem_server;
@@ -414,21 +361,35 @@ struct fx {
     int raw_fd;
 };
 
+/* The teardown's hooks (struct env_extra): the client's connection. */
+static void fx_close(void *arg)
+{
+    struct fx *f = arg;
+
+    tlsock_uv_close(f->cli.conn);
+}
+
+static bool fx_closed(void *arg)
+{
+    struct fx *f = arg;
+
+    return f->cli.conn == NULL;
+}
+
 static int fx_setup(void **state)
 {
     struct fx *f = calloc(1, sizeof(*f));
+    void *env_state = NULL;
 
-    if (f == NULL) {
+    if (f == NULL || env_setup(&env_state) != 0) {
+        free(f);
         return -1;
     }
     f->raw_fd = -1;
+    f->cli.env = env_state;
+    f->cli.loop = &f->cli.env->loop;
+    f->cli.env->extra = (struct env_extra){.close = fx_close, .closed = fx_closed, .arg = f};
     *state = f;
-    if (uv_loop_init(&f->cli.loop) != 0) {
-        return -1;
-    }
-    uv_timer_init(&f->cli.loop, &f->cli.guard);
-    f->cli.guard.data = &f->cli;
-    uv_timer_start(&f->cli.guard, cli_guard, GUARD_MS, 0);
     if (ts_server_ctx_new(&ts_pki.server, &f->sctx) != 0 ||
         ts_client_ctx_new(ts_pki.ca.cert, &f->cctx) != 0) {
         return -1;
@@ -444,22 +405,15 @@ static bool cli_idle(struct client *c)
 static int fx_teardown(void **state)
 {
     struct fx *f = *state;
+    void *env_state = NULL;
     int rc = 0;
 
     if (f == NULL) {
         return 0;
     }
-    f->cli.guard_fired = false;
-    uv_timer_start(&f->cli.guard, cli_guard, GUARD_MS, 0);
-    tlsock_uv_close(f->cli.conn);
-    if (!cli_run_until(&f->cli, cli_idle)) {
-        rc = -1;
-    }
-    uv_close((uv_handle_t *)&f->cli.guard, NULL);
-    uv_run(&f->cli.loop, UV_RUN_DEFAULT);
-    if (uv_loop_close(&f->cli.loop) != 0) {
-        print_error("client: uv_loop_close: handles are still open\n");
-        uv_print_all_handles(&f->cli.loop, stderr);
+    /* The harness closes the client (fx_close) and requires its loop to close. */
+    env_state = f->cli.env;
+    if (env_teardown(&env_state) != 0) {
         rc = -1;
     }
     /* Closing the blocking side lets the peer finish and its thread end. */
@@ -540,7 +494,7 @@ static void test_adopt_then_release(void **state)
 
     /* Blocking to async while the peer keeps sending. */
     f->cli.release_at = f->down_len / 2;
-    TS_ASSERT_RC(tlsock_uv_adopt(&f->cli.loop, conn, &o, &uvc), 0);
+    TS_ASSERT_RC(tlsock_uv_adopt(f->cli.loop, conn, &o, &uvc), 0);
     f->blocking = NULL; /* the handle owns it now */
     f->cli.conn = uvc;
     assert_int_equal(f->cli.connects, 0); /* from the loop, never from the call */
@@ -568,7 +522,7 @@ static void test_adopt_then_release(void **state)
     tlsock_close(conn);
     f->blocking = NULL;
     assert_int_equal(peer_join(&f->peer), 0);
-    assert_false(f->peer.guard_fired);
+    assert_false(f->peer.sl.guard_fired);
     assert_int_equal(f->peer.rx_len, strlen(up));
     assert_memory_equal(f->peer.rx, up, strlen(up));
     assert_int_equal(f->peer.writes_failed, 0);
@@ -595,7 +549,7 @@ static void test_adopt_before_handshake(void **state)
     bo.verify_name = "localhost";
     TS_ASSERT_RC(tlsock_attach_fd(f->cctx, f->raw_fd, &bo, &conn), 0);
     f->blocking = conn;
-    TS_ASSERT_RC(tlsock_uv_adopt(&f->cli.loop, conn, &o, &uvc), 0);
+    TS_ASSERT_RC(tlsock_uv_adopt(f->cli.loop, conn, &o, &uvc), 0);
     f->blocking = NULL;
     f->cli.conn = uvc;
     assert_true(cli_run_until(&f->cli, cli_got_all_and_closed));
@@ -608,7 +562,7 @@ static void test_adopt_before_handshake(void **state)
     assert_true(flags >= 0);
     assert_int_equal(flags & O_NONBLOCK, 0);
     assert_int_equal(peer_join(&f->peer), 0);
-    assert_false(f->peer.guard_fired);
+    assert_false(f->peer.sl.guard_fired);
 }
 
 /* ---- (b) async to blocking ------------------------------------------------------------------- */
@@ -630,7 +584,7 @@ static void test_release_while_peer_sends(void **state)
     f->cli.send_len = up_len;
     f->cli.release_at = 256 * KIB;
     TS_ASSERT_RC(peer_start(&f->peer, f->sctx, f->down, f->down_len, up_len + 3), 0);
-    TS_ASSERT_RC(tlsock_uv_connect(&f->cli.loop, f->cctx, "localhost", f->peer.port, &o, &uvc), 0);
+    TS_ASSERT_RC(tlsock_uv_connect(f->cli.loop, f->cctx, "localhost", f->peer.port, &o, &uvc), 0);
     f->cli.conn = uvc;
     assert_true(cli_run_until(&f->cli, cli_released));
     TS_ASSERT_RC(f->cli.release_rc, 0);
@@ -650,7 +604,7 @@ static void test_release_while_peer_sends(void **state)
     tlsock_close(f->blocking);
     f->blocking = NULL;
     assert_int_equal(peer_join(&f->peer), 0);
-    assert_false(f->peer.guard_fired);
+    assert_false(f->peer.sl.guard_fired);
     assert_int_equal(f->peer.rx_len, up_len + 3);
     assert_memory_equal(f->peer.rx, up, up_len + 3);
 }
@@ -677,7 +631,7 @@ static void test_release_refused(void **state)
     TS_ASSERT_RC(peer_start(&f->peer, f->sctx, f->down, 0, 1), 0);
     o.read_idle_timeout_ms = 200;
     f->cli.keep_open_on_event = true;
-    TS_ASSERT_RC(tlsock_uv_connect(&f->cli.loop, f->cctx, "127.0.0.1", f->peer.port, &o, &uvc), 0);
+    TS_ASSERT_RC(tlsock_uv_connect(f->cli.loop, f->cctx, "127.0.0.1", f->peer.port, &o, &uvc), 0);
     f->cli.conn = uvc;
     /* Not ready yet. */
     TS_ASSERT_RC(tlsock_uv_release(uvc, cli_on_release), TLSOCK_EINVAL);
@@ -706,7 +660,7 @@ static void test_release_then_close(void **state)
 
     fx_down(f, 16, 16);
     TS_ASSERT_RC(peer_start(&f->peer, f->sctx, f->down, 0, 1), 0);
-    TS_ASSERT_RC(tlsock_uv_connect(&f->cli.loop, f->cctx, "127.0.0.1", f->peer.port, &o, &uvc), 0);
+    TS_ASSERT_RC(tlsock_uv_connect(f->cli.loop, f->cctx, "127.0.0.1", f->peer.port, &o, &uvc), 0);
     f->cli.conn = uvc;
     assert_true(cli_run_until(&f->cli, cli_connected));
     TS_ASSERT_RC(tlsock_uv_release(uvc, cli_on_release), 0);
@@ -804,7 +758,7 @@ static void test_adopt_refused(void **state)
     /* Memory mode: there is no socket to give the loop. */
     TS_ASSERT_RC(tlsock_attach_mem(f->cctx, &mo, &client), 0);
     f->blocking = client;
-    TS_ASSERT_RC(tlsock_uv_adopt(&f->cli.loop, client, &o, &uvc), TLSOCK_EINVAL);
+    TS_ASSERT_RC(tlsock_uv_adopt(f->cli.loop, client, &o, &uvc), TLSOCK_EINVAL);
     TS_ASSERT_CONTAINS(tlsock_errmsg(), "socket");
     assert_null(uvc);
     TS_ASSERT_RC(tlsock_attach_mem(f->sctx, &mo, &server), 0);
@@ -821,15 +775,15 @@ static void test_adopt_refused(void **state)
     const struct tlsock_io io = {.read = pipe_read, .write = pipe_write, .user = server};
     TS_ASSERT_RC(tlsock_attach_io(f->cctx, &io, &mo, &client), 0);
     f->blocking = client;
-    TS_ASSERT_RC(tlsock_uv_adopt(&f->cli.loop, client, &o, &uvc), TLSOCK_EINVAL);
+    TS_ASSERT_RC(tlsock_uv_adopt(f->cli.loop, client, &o, &uvc), TLSOCK_EINVAL);
     assert_null(uvc);
     TS_ASSERT_RC(handshake_in_memory(client, server, false), 0);
     /* Bad arguments. */
-    TS_ASSERT_RC(tlsock_uv_adopt(&f->cli.loop, NULL, &o, &uvc), TLSOCK_EINVAL);
+    TS_ASSERT_RC(tlsock_uv_adopt(f->cli.loop, NULL, &o, &uvc), TLSOCK_EINVAL);
     TS_ASSERT_RC(tlsock_uv_adopt(NULL, client, &o, &uvc), TLSOCK_EINVAL);
-    TS_ASSERT_RC(tlsock_uv_adopt(&f->cli.loop, client, NULL, &uvc), TLSOCK_EINVAL);
+    TS_ASSERT_RC(tlsock_uv_adopt(f->cli.loop, client, NULL, &uvc), TLSOCK_EINVAL);
     /* Nothing reached the loop. */
-    uv_run(&f->cli.loop, UV_RUN_NOWAIT);
+    uv_run(f->cli.loop, UV_RUN_NOWAIT);
     assert_int_equal(f->cli.connects + f->cli.closes, 0);
 }
 

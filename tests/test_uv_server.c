@@ -801,6 +801,83 @@ static void test_errors_call_no_callback(void **state)
     assert_no_anomaly(env);
 }
 
+/* ---- deadlines of many connections ---------------------------------------------------------- */
+
+#define DEADLINE_PAIRS    6
+#define DEADLINE_LONG_MS  400
+#define DEADLINE_SHORT_MS 100
+#define DEADLINE_SLACK    10 /* the loop's cached clock may lag the handshake's last step */
+
+static bool server_peers_evented(struct env *env, int n)
+{
+    int seen = 0;
+
+    for (int i = 0; i < env->npeers; i++) {
+        seen += env->peers[i].srv != NULL && env->peers[i].events > 0;
+    }
+    return seen == n;
+}
+
+/* The server connection made for client @p c (the next peer made after it). */
+static struct peer *served(struct env *env, struct peer *c)
+{
+    for (int i = 0; i < env->npeers; i++) {
+        if (&env->peers[i] == c && i + 1 < env->npeers) {
+            return &env->peers[i + 1];
+        }
+    }
+    return NULL;
+}
+
+static struct peer *connect_to(struct env *env, struct srv *s, const struct hooks *h, unsigned n)
+{
+    int before = s->connects;
+    struct peer *c = client_start(env, env->cctx, s->port, h, 0, n);
+
+    RUN_UNTIL(env, c->connects > 0 && s->connects == before + 1, WAIT_MS);
+    return c;
+}
+
+/*
+ * Every connection's deadlines sit in its loop's one timer (a heap of due times). Pairs of
+ * connections, the first to a server with a long read idle timeout, the second to one with a
+ * short one: each later connection's deadline comes first, so it must fire first, neither may
+ * fire early, and every one must fire.
+ */
+static void test_idle_deadlines_share_one_timer(void **state)
+{
+    struct env *env = *state;
+    struct tlsock_uv_opts extra = base_opts(NULL);
+    const struct hooks quiet = {.on_connect = close_on_failure, .on_event = close_on_event};
+    struct peer *longer[DEADLINE_PAIRS];
+    struct peer *shorter[DEADLINE_PAIRS];
+
+    make_contexts(env);
+    extra.read_idle_timeout_ms = DEADLINE_LONG_MS;
+    struct srv *slow = serve_ok(env, 0, env->sctx, &echo_server, &extra);
+    extra.read_idle_timeout_ms = DEADLINE_SHORT_MS;
+    struct srv *fast = serve_ok(env, 1, env->sctx, &echo_server, &extra);
+    for (int i = 0; i < DEADLINE_PAIRS; i++) {
+        longer[i] = served(env, connect_to(env, slow, &quiet, 2u * (unsigned)i));
+        shorter[i] = served(env, connect_to(env, fast, &quiet, 2u * (unsigned)i + 1));
+        assert_non_null(longer[i]);
+        assert_non_null(shorter[i]);
+    }
+    RUN_UNTIL(env, server_peers_evented(env, 2 * DEADLINE_PAIRS), WAIT_MS);
+    for (int i = 0; i < DEADLINE_PAIRS; i++) {
+        struct peer *l = longer[i];
+        struct peer *s = shorter[i];
+        TS_ASSERT_RC_MSG(l->event_rc, TLSOCK_ETIMEDOUT, l->event_msg);
+        TS_ASSERT_RC_MSG(s->event_rc, TLSOCK_ETIMEDOUT, s->event_msg);
+        assert_true(l->event_ms - l->connected_ms >= DEADLINE_LONG_MS - DEADLINE_SLACK);
+        assert_true(s->event_ms - s->connected_ms >= DEADLINE_SHORT_MS - DEADLINE_SLACK);
+        /* Made later, due earlier: it came first. */
+        assert_true(s->event_ms < l->event_ms);
+    }
+    RUN_UNTIL(env, conns_closed(env), WAIT_MS);
+    assert_no_anomaly(env);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -818,6 +895,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_options_reach_connections, env_setup, env_teardown),
         cmocka_unit_test_setup_teardown(test_ipv6_loopback, env_setup, env_teardown),
         cmocka_unit_test_setup_teardown(test_errors_call_no_callback, env_setup, env_teardown),
+        cmocka_unit_test_setup_teardown(test_idle_deadlines_share_one_timer, env_setup,
+                                        env_teardown),
     };
 
     return cmocka_run_group_tests_name("uv_server", tests, group_setup, group_teardown);

@@ -5,16 +5,15 @@
  * runs handshakes and echoes: each one must serve some of them, and together all of them.
  *
  * Each server thread only records (a cmocka failure would longjmp out of uv_run()); the test
- * thread asserts after joining. Every loop is bounded by a guard timer.
+ * thread asserts after joining. Every loop is the harness's struct side_loop: bounded by a
+ * guard, and required to close once its server is closed (nothing of the driver may stay).
  */
-#include "support.h"
+#include "support/uv_harness.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-#include <tlsock/uv.h>
 
 enum {
     LOOPS = 2,
@@ -24,30 +23,25 @@ enum {
 
 /* One loop, its thread and what it saw. */
 struct loop_thread {
-    uv_loop_t loop;
-    uv_async_t stop; /* the test thread asks the loop to end */
-    uv_timer_t guard;
+    struct side_loop sl;
     struct tlsock_ctx *ctx;
     struct tlsock_uv_server *server;
-    uint16_t port; /* in: 0 for the first loop, then the first one's port */
-    int rc;        /* tlsock_uv_serve's result */
-    struct ts_gate ready;
-    pthread_t thread;
+    uint16_t port;     /* in: 0 for the first loop, then the first one's port */
+    int rc;            /* tlsock_uv_serve's result */
     atomic_int served; /* connections that finished their handshake here */
     atomic_int open;   /* connections not closed yet */
     atomic_int errors; /* accept errors and events other than ECLOSED */
-    bool guard_fired;
-    double cpu_s; /* CPU time the thread used */
+    double cpu_s;      /* CPU time the thread used */
 };
 
-static void on_close(struct tlsock_uv_conn *conn)
+static void lt_on_close(struct tlsock_uv_conn *conn)
 {
     struct loop_thread *t = tlsock_uv_conn_user(conn);
 
     atomic_fetch_sub(&t->open, 1);
 }
 
-static void on_connect(struct tlsock_uv_conn *conn, int status)
+static void lt_on_connect(struct tlsock_uv_conn *conn, int status)
 {
     struct loop_thread *t = tlsock_uv_conn_user(conn);
 
@@ -61,7 +55,7 @@ static void on_connect(struct tlsock_uv_conn *conn, int status)
 }
 
 /* Echoes; the bytes are copied because the write needs them until on_write. */
-static void on_read(struct tlsock_uv_conn *conn, const void *data, size_t len)
+static void lt_on_read(struct tlsock_uv_conn *conn, const void *data, size_t len)
 {
     void *copy = malloc(len);
 
@@ -76,14 +70,14 @@ static void on_read(struct tlsock_uv_conn *conn, const void *data, size_t len)
     }
 }
 
-static void on_write(struct tlsock_uv_conn *conn, void *write_arg, int status)
+static void lt_on_write(struct tlsock_uv_conn *conn, void *write_arg, int status)
 {
     (void)conn;
     (void)status;
     free(write_arg);
 }
 
-static void on_event(struct tlsock_uv_conn *conn, int code)
+static void lt_on_event(struct tlsock_uv_conn *conn, int code)
 {
     struct loop_thread *t = tlsock_uv_conn_user(conn);
 
@@ -93,7 +87,7 @@ static void on_event(struct tlsock_uv_conn *conn, int code)
     tlsock_uv_close(conn);
 }
 
-static void on_accept_error(struct tlsock_uv_server *server, int code, const char *message)
+static void lt_on_accept_error(struct tlsock_uv_server *server, int code, const char *message)
 {
     struct loop_thread *t = tlsock_uv_server_user(server);
 
@@ -101,74 +95,40 @@ static void on_accept_error(struct tlsock_uv_server *server, int code, const cha
     atomic_fetch_add(&t->errors, 1);
 }
 
-static void close_handle(uv_handle_t *h, void *arg)
+/* In the loop's thread, when it is asked to end: the server closes, connections close with their
+ * peers. */
+static void stop_loop(struct side_loop *sl)
 {
-    (void)arg;
-    if (!uv_is_closing(h)) {
-        uv_close(h, NULL);
-    }
-}
+    struct loop_thread *t = sl->arg;
+    struct timespec cpu;
 
-/* Ends the loop: the server, then our own handles (connections close with their peers). */
-static void stop_loop(struct loop_thread *t)
-{
     if (t->server != NULL) {
         tlsock_uv_server_close(t->server, NULL);
         t->server = NULL;
     }
-    uv_close((uv_handle_t *)&t->stop, NULL);
-    uv_close((uv_handle_t *)&t->guard, NULL);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu);
+    t->cpu_s = (double)cpu.tv_sec + (double)cpu.tv_nsec / 1e9;
 }
 
-static void on_stop(uv_async_t *a)
+static int serve_on_loop(struct side_loop *sl)
 {
-    stop_loop(a->data);
-}
-
-static void on_guard(uv_timer_t *timer)
-{
-    struct loop_thread *t = timer->data;
-
-    t->guard_fired = true;
-    stop_loop(t);
-}
-
-static void *run_loop(void *arg)
-{
-    struct loop_thread *t = arg;
+    struct loop_thread *t = sl->arg;
     struct tlsock_uv_opts opts = TLSOCK_UV_OPTS_INIT;
-    struct timespec cpu;
 
-    opts.on_connect = on_connect;
-    opts.on_read = on_read;
-    opts.on_write = on_write;
-    opts.on_event = on_event;
-    opts.on_close = on_close;
-    opts.on_accept_error = on_accept_error;
+    opts.on_connect = lt_on_connect;
+    opts.on_read = lt_on_read;
+    opts.on_write = lt_on_write;
+    opts.on_event = lt_on_event;
+    opts.on_close = lt_on_close;
+    opts.on_accept_error = lt_on_accept_error;
     opts.handshake_timeout_ms = TS_IO_TIMEOUT_MS;
     opts.reuseport = true;
     opts.user = t;
-    uv_loop_init(&t->loop);
-    uv_async_init(&t->loop, &t->stop, on_stop);
-    t->stop.data = t;
-    uv_timer_init(&t->loop, &t->guard);
-    t->guard.data = t;
-    uv_timer_start(&t->guard, on_guard, GUARD_MS, 0);
-    t->rc = tlsock_uv_serve(&t->loop, t->ctx, "127.0.0.1", t->port, 128, &opts, &t->server);
+    t->rc = tlsock_uv_serve(&sl->loop, t->ctx, "127.0.0.1", t->port, 128, &opts, &t->server);
     if (t->rc == 0) {
         t->port = tlsock_uv_server_port(t->server);
-    } else {
-        stop_loop(t);
     }
-    ts_gate_open(&t->ready);
-    uv_run(&t->loop, UV_RUN_DEFAULT);
-    /* Anything left (it should not be) is closed so that the loop can be closed. */
-    uv_walk(&t->loop, close_handle, NULL);
-    uv_run(&t->loop, UV_RUN_DEFAULT);
-    uv_loop_close(&t->loop);
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu);
-    t->cpu_s = (double)cpu.tv_sec + (double)cpu.tv_nsec / 1e9;
-    return NULL;
+    return t->rc;
 }
 
 /* One blocking client: connect, send a line, read the echo, close. 0 or the failing code. */
@@ -209,10 +169,7 @@ static void test_every_loop_serves(void **state)
         struct loop_thread *t = &loops[i];
         t->ctx = server_ctx;
         t->port = i == 0 ? 0 : loops[0].port;
-        ts_gate_init(&t->ready);
-        assert_int_equal(pthread_create(&t->thread, NULL, run_loop, t), 0);
-        assert_true(ts_gate_wait(&t->ready, TS_IO_TIMEOUT_MS));
-        TS_ASSERT_RC(t->rc, 0);
+        TS_ASSERT_RC(side_loop_start(&t->sl, serve_on_loop, stop_loop, t, GUARD_MS), 0);
     }
     for (int i = 0; i < CLIENTS; i++) {
         int rc = client_once(client_ctx, loops[0].port, i);
@@ -229,10 +186,10 @@ static void test_every_loop_serves(void **state)
         struct timespec ten_ms = {0, 10 * 1000 * 1000};
         nanosleep(&ten_ms, NULL);
     }
+    int joined[LOOPS];
     for (int i = 0; i < LOOPS; i++) {
-        uv_async_send(&loops[i].stop);
-        pthread_join(loops[i].thread, NULL);
-        ts_gate_destroy(&loops[i].ready);
+        side_loop_stop(&loops[i].sl);
+        joined[i] = side_loop_join(&loops[i].sl);
     }
     tlsock_ctx_free(server_ctx);
     tlsock_ctx_free(client_ctx);
@@ -241,7 +198,7 @@ static void test_every_loop_serves(void **state)
     for (int i = 0; i < LOOPS; i++) {
         printf("loop %d: %d connections, %.3f s of CPU\n", i, atomic_load(&loops[i].served),
                loops[i].cpu_s);
-        assert_false(loops[i].guard_fired);
+        assert_int_equal(joined[i], 0);
         assert_int_equal(atomic_load(&loops[i].errors), 0);
         assert_int_equal(atomic_load(&loops[i].open), 0);
         /* Every loop, each on its own thread (core), did handshakes and echoes. */

@@ -112,8 +112,9 @@ struct tlsock_uv_opts {
     const char *verify_name;  /**< Clients: name the certificate must match, as in
                                    struct tlsock_opts. */
     int connect_timeout_ms;   /**< Clients: name lookup and TCP connect, every address
-                                   together. 0: none. */
-    int handshake_timeout_ms; /**< The TLS handshake. 0: the context's handshake timeout. */
+                                   together. 0: none; negative: TLSOCK_EINVAL. */
+    int handshake_timeout_ms; /**< The TLS handshake, and only it. 0: the context's handshake
+                                   timeout (none unless set); negative: TLSOCK_EINVAL. */
     tlsock_uv_connect_cb on_connect;           /**< ready, or failed to get ready */
     tlsock_uv_read_cb on_read;                 /**< data; NULL: discard it */
     tlsock_uv_event_cb on_event;               /**< end of stream and errors */
@@ -121,17 +122,23 @@ struct tlsock_uv_opts {
     tlsock_uv_close_cb on_close;               /**< closed; may be NULL */
     tlsock_uv_accept_error_cb on_accept_error; /**< servers: a client failed; may be NULL */
     int read_idle_timeout_ms; /**< TLSOCK_ETIMEDOUT event when nothing arrives for this long
-                                   while reading (not while stopped by tlsock_uv_read_stop());
-                                   0: none. */
+                                   while reading (not while reading is paused, by
+                                   tlsock_uv_read_stop() or by the queue limit); 0: none;
+                                   negative: TLSOCK_EINVAL. */
     int write_timeout_ms;     /**< TLSOCK_ETIMEDOUT event when written data has waited this long
                                    to reach the kernel (the peer does not read); also bounds the
-                                   flush in tlsock_uv_close() (5 s if 0). 0: none. */
+                                   flush in tlsock_uv_close() (5 s if 0). 0: none; negative:
+                                   TLSOCK_EINVAL. */
     const void *initial_data; /**< Sent right after the handshake, before on_connect; copied. */
     size_t initial_len;       /**< Length of @c initial_data. */
     bool reuseport;           /**< Servers: bind with SO_REUSEPORT, so that several servers (one
                                    loop per thread) share the port and the kernel spreads the
                                    clients among them. */
     void *user;               /**< The user pointer of the connection (and of the server). */
+    size_t queue_limit;       /**< Bytes a connection's write queue may hold (see
+                                   tlsock_uv_conn_write_queue_size()) before it stops reading
+                                   from the peer; reading resumes once the queue drained below
+                                   half of it. 0: 512 KiB. SIZE_MAX: never stop reading. */
 };
 
 /** Default options: no callbacks, no timeouts but the context's handshake timeout. */
@@ -185,7 +192,8 @@ TLSOCK_API void tlsock_uv_server_close(struct tlsock_uv_server *server,
                                        tlsock_uv_server_close_cb cb);
 
 /**
- * Encrypts @p len bytes and queues them. on_write(conn, @p write_arg, status) is called once
+ * Queues @p len bytes; the loop encrypts them (with the other writes made before it polls
+ * again, into one batch) and sends them. on_write(conn, @p write_arg, status) is called once
  * they reached the kernel (or failed). Writes are sent in order; before the handshake is done
  * they wait for it. The buffer must stay valid and unchanged until on_write.
  * @return 0; TLSOCK_EINVAL (closing, shut down, or after the connection died: see the event),
@@ -195,19 +203,27 @@ TLSOCK_API int tlsock_uv_write(struct tlsock_uv_conn *conn, const void *buf, siz
                                void *write_arg);
 
 /**
- * Bytes written with tlsock_uv_write() that have not reached the kernel yet (plaintext not
- * encrypted yet plus ciphertext not written yet): a writer that produces faster than the peer
- * reads stops when this grows (backpressure).
+ * The memory the connection's write queue holds, in bytes: the plaintext of tlsock_uv_write()
+ * requests not encrypted yet (the caller's buffers, kept alive by the queue), the ciphertext
+ * batches libuv has not written to the kernel yet (their storage and requests), and a small
+ * record per queued write. 0 once everything reached the kernel. Over opts.queue_limit the
+ * connection stops reading from the peer until it drained below half of it (backpressure: a
+ * peer that sends requests but never reads the answers stops being read); a writer that
+ * produces without being asked should also wait while this is large, and go on from on_write.
  */
 TLSOCK_API size_t tlsock_uv_conn_write_queue_size(const struct tlsock_uv_conn *conn);
 
 /**
  * Stops reading from the peer (backpressure: the kernel's buffers fill and TCP slows the peer
  * down). No on_read is called until tlsock_uv_read_start(); the idle timeout is suspended.
+ * Any state; 0, or TLSOCK_EINVAL for NULL.
  */
 TLSOCK_API int tlsock_uv_read_stop(struct tlsock_uv_conn *conn);
 
-/** Resumes reading; data TLS already holds is delivered first. Reading starts by itself. */
+/**
+ * Resumes reading; data TLS already holds is delivered first, from the loop. Reading starts by
+ * itself. 0; TLSOCK_EINVAL for NULL, or once the connection is being released, dead or closing.
+ */
 TLSOCK_API int tlsock_uv_read_start(struct tlsock_uv_conn *conn);
 
 /**

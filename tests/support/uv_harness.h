@@ -1,6 +1,8 @@
 /*
- * The harness of the libuv driver's tests (test_uv_server.c, test_uv_robust.c): one loop per test
- * in the test thread, every connection and server tracked.
+ * The one fixture of the libuv driver's tests: one loop per test in the test thread, every
+ * connection and server tracked (or, for tests that record in structures of their own, closed
+ * through struct env_extra), bounded waits, and a teardown that closes everything and requires
+ * the loop to close.
  *
  * Callbacks only record what happened (a cmocka failure would longjmp out of uv_run()) and flag
  * every breach of the header's rules they can see as an anomaly; the test asserts between runs of
@@ -42,6 +44,7 @@ struct hooks {
     void (*on_event)(struct peer *p, int code);
     void (*on_write)(struct peer *p, struct wbuf *w, int status);
     void (*on_close)(struct peer *p);
+    bool discard_rx; /* count received bytes in rx_len, store none (long streams, heap tests) */
 };
 
 /* A tlsock_uv_server and what its callbacks saw. opts.user points here. */
@@ -119,6 +122,17 @@ struct thread_slot {
     void *arg;
 };
 
+/*
+ * What a test keeps outside the harness's tracking (its own connections and servers, recorded
+ * in its own structures): the teardown calls close(arg) and runs the loop until closed(arg)
+ * holds, before it requires the loop to close.
+ */
+struct env_extra {
+    void (*close)(void *arg);
+    bool (*closed)(void *arg);
+    void *arg;
+};
+
 struct env {
     uv_loop_t loop;
     uv_timer_t guard;
@@ -144,6 +158,7 @@ struct env {
     struct ts_gate gate;
     const char *host; /* where servers listen and clients connect: 127.0.0.1 unless a test says */
     struct ts_server tsrv; /* a blocking TLS server thread, for async clients */
+    struct env_extra extra;
 };
 
 /* The environment of the running test; callbacks check the pointers they get against it. */
@@ -158,6 +173,42 @@ struct raw_watch {
     bool closed;
     size_t bytes; /* what came before the end (an alert, say) */
 };
+
+/*
+ * A second loop, run by a thread of its own: a peer that must go on while the test thread blocks,
+ * or one loop per thread. @c setup runs in that thread before the loop does (0 or a code);
+ * side_loop_stop() (any thread, also the loop's own) and the guard end the loop, calling
+ * @c stop in the loop's thread so that the test's handles (servers, connections) close;
+ * side_loop_join() then requires the loop to close, as env_teardown() does for the test's loop.
+ */
+struct side_loop {
+    uv_loop_t loop;
+    uv_async_t stop_req;
+    uv_timer_t guard;
+    pthread_t tid;
+    bool started;
+    bool stopping;
+    bool guard_fired;
+    int setup_rc;
+    int close_rc; /* uv_loop_close() once the loop ran dry */
+    struct ts_gate ready;
+    int (*setup)(struct side_loop *sl);
+    void (*stop)(struct side_loop *sl);
+    void *arg;
+};
+
+/* Starts @p sl's thread and waits until @c setup ran; returns what it returned. */
+int side_loop_start(struct side_loop *sl, int (*setup)(struct side_loop *sl),
+                    void (*stop)(struct side_loop *sl), void *arg, int guard_ms);
+
+/* Asks the loop to end, from another thread, once. */
+void side_loop_stop(struct side_loop *sl);
+
+/* Ends the loop from its own thread (a callback of it); a second call is a no-op. */
+void side_loop_end(struct side_loop *sl);
+
+/* Joins the thread: 0 if the loop ended without its guard and closed with nothing left on it. */
+int side_loop_join(struct side_loop *sl);
 
 /* Runs the loop until @p cond holds; fails the test after @p ms. */
 #define RUN_UNTIL(env, cond, ms)                                                                   \
@@ -186,6 +237,10 @@ void guard_stop(struct env *env);
 
 /* Runs the loop for @p ms: only to show that something does NOT happen. */
 void run_for(struct env *env, int ms);
+
+/* Runs the loop until @p pred(@p arg) holds, bounded by @p ms and RUN_MAX_ITER iterations;
+ * returns whether it holds (for tests whose conditions are functions rather than expressions). */
+bool env_run_until(struct env *env, bool (*pred)(void *arg), void *arg, int ms);
 
 /* cmocka setup: a fresh loop, guard timer and wake handle; SIGPIPE watched; host 127.0.0.1. */
 int env_setup(void **state);

@@ -16,9 +16,9 @@ static void retry_closed(uv_handle_t *handle);
 /* The handshake starts: the client speaks first. */
 static void connected(struct tlsock_uv_conn *c)
 {
-    uv_freeaddrinfo(c->conn->addrs);
-    free(c->conn);
-    c->conn = NULL;
+    uv_freeaddrinfo(c->connecting->addrs);
+    free(c->connecting);
+    c->connecting = NULL;
     /* TLS writes whole records; Nagle would only delay handshake flights. */
     (void)uv_tcp_nodelay(&c->tcp, 1);
     tlsock__uv_start_tls(c);
@@ -29,12 +29,12 @@ static void connect_cb(uv_connect_t *req, int status)
 {
     struct tlsock_uv_conn *c = req->data;
 
-    if (status == UV_ECANCELED || c->handles_closing || c->closing || c->dead != 0) {
+    if (status == UV_ECANCELED || c->state != TLSOCK__UV_CONNECTING) {
         return; /* closed, or timed out: the application closes it */
     }
     if (status < 0) {
         /* A failed attempt leaves the handle unusable: close it and start afresh. */
-        c->conn->last_error = status;
+        c->connecting->last_error = status;
         uv_close((uv_handle_t *)&c->tcp, retry_closed);
         return;
     }
@@ -47,11 +47,11 @@ static void retry_closed(uv_handle_t *handle)
     struct tlsock_uv_conn *c = handle->data;
 
     c->handles--;
-    if (c->handles_closing) {
-        tlsock__uv_maybe_finish(c);
+    if (c->state != TLSOCK__UV_CONNECTING) {
+        tlsock__uv_maybe_finish(c); /* closed (or timed out) meanwhile */
         return;
     }
-    uv_tcp_init(c->loop, &c->tcp); /* AF_UNSPEC: cannot fail */
+    uv_tcp_init(c->lp->loop, &c->tcp); /* AF_UNSPEC: cannot fail */
     c->handles++;
     try_next(c);
     tlsock__uv_settle(c);
@@ -59,11 +59,8 @@ static void retry_closed(uv_handle_t *handle)
 
 static void try_next(struct tlsock_uv_conn *c)
 {
-    struct tlsock__uv_connecting *cn = c->conn;
+    struct tlsock__uv_connecting *cn = c->connecting;
 
-    if (c->dead != 0) {
-        return; /* timed out while the previous attempt was being closed */
-    }
     if (cn->next != NULL) {
         const struct addrinfo *ai = cn->next;
         cn->next = ai->ai_next;
@@ -76,7 +73,6 @@ static void try_next(struct tlsock_uv_conn *c)
         return;
     }
     int err = cn->last_error != 0 ? cn->last_error : UV_EADDRNOTAVAIL;
-    c->sys_errno = -err;
     tlsock__uv_fail(c, TLSOCK_ESYS, "%s port %u: connect: %s (%s)", cn->host, (unsigned)cn->port,
                     uv_strerror(err), uv_err_name(err));
     tlsock__uv_report(c, TLSOCK_ESYS);
@@ -85,11 +81,11 @@ static void try_next(struct tlsock_uv_conn *c)
 static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 {
     struct tlsock_uv_conn *c = req->data;
-    struct tlsock__uv_connecting *cn = c->conn;
+    struct tlsock__uv_connecting *cn = c->connecting;
 
-    c->gai_pending = false;
-    if (c->handles_closing || c->closing || c->dead != 0) {
-        uv_freeaddrinfo(res);
+    cn->gai_pending = false;
+    if (c->state != TLSOCK__UV_RESOLVING) {
+        uv_freeaddrinfo(res); /* closed, or timed out */
         tlsock__uv_maybe_finish(c);
         return;
     }
@@ -103,7 +99,7 @@ static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     }
     cn->addrs = res;
     cn->next = res;
-    c->phase = TLSOCK__UV_CONNECTING;
+    tlsock__uv_enter(c, TLSOCK__UV_CONNECTING);
     try_next(c);
     tlsock__uv_settle(c);
 }
@@ -111,8 +107,8 @@ static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 int tlsock_uv_connect(uv_loop_t *loop, struct tlsock_ctx *ctx, const char *host, uint16_t port,
                       const struct tlsock_uv_opts *opts, struct tlsock_uv_conn **out)
 {
-    struct tlsock_uv_opts o = tlsock__uv_opts_copy(opts);
-    struct tlsock__uv_config cfg = tlsock__uv_config_of(&o);
+    struct tlsock_uv_opts o;
+    struct tlsock__uv_config *cfg = NULL;
     struct tlsock_conn *tls = NULL;
     struct tlsock_uv_conn *c = NULL;
     struct tlsock__uv_connecting *cn = NULL;
@@ -121,11 +117,15 @@ int tlsock_uv_connect(uv_loop_t *loop, struct tlsock_ctx *ctx, const char *host,
     int rc;
 
     tlsock__uv_sigpipe_init();
+    rc = tlsock__uv_opts_copy(opts, "tlsock_uv_connect", &o);
     if (loop == NULL || ctx == NULL || host == NULL || out == NULL || opts == NULL ||
         o.on_connect == NULL) {
         return tlsock__fail(NULL, TLSOCK_EINVAL,
                             "tlsock_uv_connect: loop, ctx, host, opts with on_connect and out are "
                             "required");
+    }
+    if (rc != 0) {
+        return rc;
     }
     if (tlsock__ctx_role(ctx) != TLSOCK_CLIENT) {
         return tlsock__fail(NULL, TLSOCK_EINVAL, "tlsock_uv_connect needs a client context");
@@ -143,14 +143,16 @@ int tlsock_uv_connect(uv_loop_t *loop, struct tlsock_ctx *ctx, const char *host,
     if (rc != 0) {
         return rc;
     }
-    c = tlsock__uv_conn_alloc(loop, &cfg, o.user);
+    cfg = tlsock__uv_config_new(&o);
+    c = cfg != NULL ? tlsock__uv_conn_alloc(loop, cfg, o.user) : NULL;
+    tlsock__uv_config_unref(cfg); /* the connection holds it */
     cn = calloc(1, sizeof(*cn) + strlen(host) + 1);
     if (c == NULL || cn == NULL) {
         rc = tlsock__fail(NULL, TLSOCK_ENOMEM, "out of memory allocating a connection");
         goto fail;
     }
     c->tls = tls;
-    c->conn = cn;
+    c->connecting = cn;
     strcpy(cn->host, host);
     cn->port = port;
     if (o.initial_data != NULL && o.initial_len > 0) {
@@ -174,20 +176,20 @@ int tlsock_uv_connect(uv_loop_t *loop, struct tlsock_ctx *ctx, const char *host,
                           "cannot resolve %s: %s", host, uv_strerror(rc));
         goto fail;
     }
-    c->gai_pending = true;
+    cn->gai_pending = true;
     uv_tcp_init(loop, &c->tcp); /* AF_UNSPEC: cannot fail */
     c->handles = 1;
-    tlsock__uv_timers_init(c);
-    c->phase = TLSOCK__UV_RESOLVING;
+    tlsock__uv_enter(c, TLSOCK__UV_RESOLVING);
     if (o.connect_timeout_ms > 0) {
         uv_update_time(loop); /* the loop's clock is cached: the deadline starts from now */
-        c->phase_deadline = uv_now(loop) + (uint64_t)o.connect_timeout_ms;
+        c->until = uv_now(loop) + (uint64_t)o.connect_timeout_ms;
     }
-    tlsock__uv_settle(c);
+    tlsock__uv_arm(c);
     *out = c;
     return 0;
 fail:
     if (c != NULL) {
+        c->connecting = NULL;
         tlsock__uv_conn_discard(c);
     }
     free(cn);

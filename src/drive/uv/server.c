@@ -20,42 +20,19 @@ static void accept_error(struct tlsock_uv_server *s, int code, const char *msg)
     }
 }
 
-static void server_maybe_finish(struct tlsock_uv_server *s)
-{
-    if (!s->listener_closed || s->clients > 0) {
-        return;
-    }
-    if (s->close_cb != NULL) {
-        s->close_cb(s);
-    }
-    tlsock_ctx_free(s->ctx);
-    free(s->initial);
-    free(s);
-}
-
-void tlsock__uv_server_client_done(struct tlsock_uv_server *s)
-{
-    s->clients--;
-    server_maybe_finish(s);
-}
-
 static void listener_closed(uv_handle_t *handle)
 {
     struct tlsock_uv_server *s = handle->data;
 
     s->listener_closed = true;
-    server_maybe_finish(s);
+    tlsock__uv_server_maybe_finish(s);
 }
 
 /* A client the application will never see: the driver closes it, silently. */
 static void drop_client(struct tlsock_uv_conn *c, int code, const char *msg)
 {
-    struct tlsock_uv_server *s = c->server;
-
-    c->silent = true;
-    c->connect_reported = true;
-    accept_error(s, code, msg);
-    tlsock__uv_close_all(c);
+    accept_error(c->server, code, msg);
+    tlsock__uv_close_all(c, TLSOCK__UV_CLOSED);
 }
 
 static void on_connection(uv_stream_t *listener, int status)
@@ -73,7 +50,7 @@ static void on_connection(uv_stream_t *listener, int status)
         accept_error(s, TLSOCK_ESYS, msg);
         return;
     }
-    c = tlsock__uv_conn_alloc(s->loop, &s->cfg, s->user);
+    c = tlsock__uv_conn_alloc(s->loop, s->cfg, s->user);
     if (c == NULL) {
         /* libuv accepts again only after uv_accept(); without memory there is no handle. */
         accept_error(s, TLSOCK_ENOMEM, "out of memory accepting a client");
@@ -81,7 +58,6 @@ static void on_connection(uv_stream_t *listener, int status)
     }
     uv_tcp_init(s->loop, &c->tcp);
     c->handles = 1;
-    tlsock__uv_timers_init(c);
     c->server = s;
     s->clients++;
     rc = uv_accept(listener, (uv_stream_t *)&c->tcp);
@@ -112,17 +88,21 @@ static void on_connection(uv_stream_t *listener, int status)
 int tlsock_uv_serve(uv_loop_t *loop, struct tlsock_ctx *ctx, const char *host, uint16_t port,
                     int backlog, const struct tlsock_uv_opts *opts, struct tlsock_uv_server **out)
 {
-    struct tlsock_uv_opts o = tlsock__uv_opts_copy(opts);
+    struct tlsock_uv_opts o;
     struct tlsock_uv_server *s = NULL;
     struct tlsock__err err = {0};
     int fd = -1;
     int rc;
 
     tlsock__uv_sigpipe_init();
+    rc = tlsock__uv_opts_copy(opts, "tlsock_uv_serve", &o);
     if (loop == NULL || ctx == NULL || out == NULL || opts == NULL || o.on_connect == NULL) {
         return tlsock__fail(NULL, TLSOCK_EINVAL,
                             "tlsock_uv_serve: loop, ctx, opts with on_connect and out are "
                             "required");
+    }
+    if (rc != 0) {
+        return rc;
     }
     if (tlsock__ctx_role(ctx) != TLSOCK_SERVER) {
         return tlsock__fail(NULL, TLSOCK_EINVAL, "tlsock_uv_serve needs a server context");
@@ -137,11 +117,18 @@ int tlsock_uv_serve(uv_loop_t *loop, struct tlsock_ctx *ctx, const char *host, u
     if (s == NULL) {
         return tlsock__fail(NULL, TLSOCK_ENOMEM, "out of memory allocating a server");
     }
+    /* The server keeps the loop's shared state while it lives: its clients come and go. */
+    s->lp = tlsock__uv_loop_use(loop);
+    s->cfg = tlsock__uv_config_new(&o);
+    if (s->lp == NULL || s->cfg == NULL) {
+        rc = tlsock__fail(NULL, TLSOCK_ENOMEM, "out of memory allocating a server");
+        goto free_server;
+    }
     if (o.initial_data != NULL && o.initial_len > 0) {
         s->initial = malloc(o.initial_len);
         if (s->initial == NULL) {
-            free(s);
-            return tlsock__fail(NULL, TLSOCK_ENOMEM, "out of memory copying initial data");
+            rc = tlsock__fail(NULL, TLSOCK_ENOMEM, "out of memory copying initial data");
+            goto free_server;
         }
         memcpy(s->initial, o.initial_data, o.initial_len);
         s->initial_len = o.initial_len;
@@ -174,13 +161,16 @@ int tlsock_uv_serve(uv_loop_t *loop, struct tlsock_ctx *ctx, const char *host, u
     /* Only the handshake timeout applies to a server's clients. */
     s->tls_opts = (struct tlsock_opts)TLSOCK_OPTS_INIT;
     s->tls_opts.handshake_timeout_ms = o.handshake_timeout_ms;
-    s->cfg = tlsock__uv_config_of(&o);
     s->on_accept_error = o.on_accept_error;
     s->user = o.user;
     s->port = tlsock__bound_port(fd);
     *out = s;
     return 0;
 free_server:
+    tlsock__uv_config_unref(s->cfg);
+    if (s->lp != NULL) {
+        tlsock__uv_loop_unref(s->lp);
+    }
     free(s->initial);
     free(s);
     return rc;

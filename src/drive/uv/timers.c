@@ -1,0 +1,121 @@
+/*
+ * A connection's deadlines: which apply in which state, the nearest one (what the loop's heap
+ * holds it for), and which one passed. Times are the loop's clock (uv_now), in ms.
+ *
+ *   state                 deadlines
+ *   RESOLVING, CONNECTING connect (until)
+ *   HANDSHAKING           handshake (until), write
+ *   OPEN                  write, idle
+ *   RELEASING             write
+ *   CLOSING               no progress for the close limit; the linger after our FIN (until)
+ *
+ * A deadline that moves later (every received byte moves the idle one) leaves the heap as it
+ * is: the connection comes up early, finds nothing passed, and goes back with the new time.
+ */
+#include "uv_int.h"
+
+enum {
+    CLOSE_DEFAULT_MS = 5000, /* graceful close bound without write_timeout_ms */
+};
+
+uint64_t tlsock__uv_close_limit(const struct tlsock_uv_conn *c)
+{
+    return (uint64_t)(c->cfg->write_timeout_ms > 0 ? c->cfg->write_timeout_ms : CLOSE_DEFAULT_MS);
+}
+
+/* Ciphertext waits in libuv: the peer must read it within write_timeout_ms of progress. */
+static bool write_applies(const struct tlsock_uv_conn *c)
+{
+    bool live = c->state == TLSOCK__UV_HANDSHAKING || c->state == TLSOCK__UV_OPEN ||
+                c->state == TLSOCK__UV_RELEASING;
+
+    return live && c->cfg->write_timeout_ms > 0 && tlsock__uv_inflight(c) > 0;
+}
+
+/* Reading for the application, not paused by it or by backpressure, the peer not done. */
+static bool idle_applies(const struct tlsock_uv_conn *c)
+{
+    return c->state == TLSOCK__UV_OPEN && c->cfg->read_idle_timeout_ms > 0 && !c->user_stopped &&
+           !c->throttled && !tlsock__uv_peer_notified(c);
+}
+
+static uint64_t write_due(const struct tlsock_uv_conn *c)
+{
+    return c->last_wprog + (uint64_t)c->cfg->write_timeout_ms;
+}
+
+static uint64_t idle_due(const struct tlsock_uv_conn *c)
+{
+    return c->last_rx + (uint64_t)c->cfg->read_idle_timeout_ms;
+}
+
+static uint64_t earlier(uint64_t a, uint64_t b)
+{
+    return a < b ? a : b;
+}
+
+/* The nearest deadline, UINT64_MAX for none. */
+static uint64_t next_deadline(const struct tlsock_uv_conn *c)
+{
+    uint64_t due = UINT64_MAX;
+
+    switch ((enum tlsock__uv_state)c->state) {
+    case TLSOCK__UV_RESOLVING:
+    case TLSOCK__UV_CONNECTING:
+    case TLSOCK__UV_HANDSHAKING:
+        due = c->until != 0 ? c->until : UINT64_MAX;
+        break;
+    case TLSOCK__UV_CLOSING:
+        due = c->last_wprog + tlsock__uv_close_limit(c);
+        due = c->until != 0 ? earlier(due, c->until) : due;
+        break;
+    default:
+        break;
+    }
+    if (write_applies(c)) {
+        due = earlier(due, write_due(c));
+    }
+    if (idle_applies(c)) {
+        due = earlier(due, idle_due(c));
+    }
+    return due;
+}
+
+void tlsock__uv_arm(struct tlsock_uv_conn *c)
+{
+    uint64_t due = next_deadline(c);
+
+    if (due == UINT64_MAX || c->heap_idx == UINT32_MAX || due < c->due) {
+        tlsock__uv_heap_set(c, due);
+    }
+}
+
+enum tlsock__uv_expiry tlsock__uv_expired(const struct tlsock_uv_conn *c, uint64_t now)
+{
+    bool until_passed = c->until != 0 && now >= c->until;
+
+    switch ((enum tlsock__uv_state)c->state) {
+    case TLSOCK__UV_RESOLVING:
+    case TLSOCK__UV_CONNECTING:
+        return until_passed ? TLSOCK__UV_EXP_CONNECT : TLSOCK__UV_EXP_NONE;
+    case TLSOCK__UV_HANDSHAKING:
+        if (until_passed) {
+            return TLSOCK__UV_EXP_HANDSHAKE;
+        }
+        break;
+    case TLSOCK__UV_CLOSING:
+        if (until_passed || now >= c->last_wprog + tlsock__uv_close_limit(c)) {
+            return TLSOCK__UV_EXP_CLOSE;
+        }
+        return TLSOCK__UV_EXP_NONE;
+    default:
+        break;
+    }
+    if (write_applies(c) && now >= write_due(c)) {
+        return TLSOCK__UV_EXP_WRITE;
+    }
+    if (idle_applies(c) && now >= idle_due(c)) {
+        return TLSOCK__UV_EXP_IDLE;
+    }
+    return TLSOCK__UV_EXP_NONE;
+}
