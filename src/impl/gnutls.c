@@ -43,8 +43,8 @@ struct gtls_conn {
     bool verify_ip;         /* verify_name is an IP literal: the peer must have it as IP SAN */
     unsigned char ip[16];   /* that address */
     size_t ip_len;          /* 4 or 16 */
-    char verify_name[256];  /* client: DNS name to verify, "" for none */
-    char servername[256];   /* client: SNI sent */
+    char *verify_name;      /* client: DNS name to verify, NULL for none */
+    char *servername;       /* client: SNI sent, NULL for none (and on servers) */
     gnutls_typed_vdata_st vdata[2];
     unsigned vdata_count;
 };
@@ -367,6 +367,8 @@ static void gtls_conn_free(void *tls)
     if (c->session != NULL) {
         gnutls_deinit(c->session);
     }
+    free(c->verify_name);
+    free(c->servername);
     free(c);
 }
 
@@ -484,7 +486,10 @@ static int setup_verification(struct gtls_conn *c, const struct tlsock__conn_par
         c->vdata[1].size = (unsigned)c->ip_len;
         c->vdata_count = 2;
     } else if (p->verify_name != NULL) {
-        snprintf(c->verify_name, sizeof(c->verify_name), "%s", p->verify_name);
+        c->verify_name = strdup(p->verify_name);
+        if (c->verify_name == NULL) {
+            return tlsock__fail(err, TLSOCK_ENOMEM, "out of memory keeping the name to verify");
+        }
         c->vdata[1].type = GNUTLS_DT_DNS_HOSTNAME;
         c->vdata[1].data = (unsigned char *)c->verify_name;
         c->vdata_count = 2;
@@ -511,7 +516,11 @@ static int gtls_conn_new(void *nctx, const struct tlsock__conn_params *p, void *
     c->min_version = gc->prio_min;
     c->max_version = gc->prio_max;
     if (p->servername != NULL) {
-        snprintf(c->servername, sizeof(c->servername), "%s", p->servername);
+        c->servername = strdup(p->servername);
+        if (c->servername == NULL) {
+            free(c);
+            return tlsock__fail(err, TLSOCK_ENOMEM, "out of memory allocating a session");
+        }
     }
     c->t = p->transport;
     ret = gnutls_init(&c->session,
@@ -779,7 +788,8 @@ static void gtls_get_info(void *tls, struct tlsock__info_buf *out)
             out->servername[0] = '\0';
         }
     } else {
-        snprintf(out->servername, sizeof(out->servername), "%s", c->servername);
+        snprintf(out->servername, sizeof(out->servername), "%s",
+                 c->servername != NULL ? c->servername : "");
     }
     if (peers != NULL && npeers > 0) {
         gnutls_x509_crt_t crt = NULL;

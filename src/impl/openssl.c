@@ -52,10 +52,10 @@ struct ossl_conn {
     SSL *ssl;
     struct tlsock__transport *t; /* the core's: every byte the BIO moves goes through it */
     int verify_mode;
-    int alert_received;       /* last alert description from the peer, -1 if none */
-    const char *refusal;      /* why our ClientHello callback refused the client (hello.h) */
-    char failed_subject[256]; /* the subject of the peer certificate verification refused */
-    char servername[256];
+    int alert_received;   /* last alert description from the peer, -1 if none */
+    const char *refusal;  /* why our ClientHello callback refused the client (hello.h) */
+    char *failed_subject; /* the subject of the peer certificate verification refused */
+    char *servername;     /* client: the SNI sent; NULL for none (and on servers) */
 };
 
 /* ---------------------------------------------------------------------------------------------
@@ -521,8 +521,13 @@ static void ossl_conn_free(void *tls)
         return;
     }
     SSL_free(c->ssl);
+    free(c->failed_subject);
+    free(c->servername);
     free(c);
 }
+
+/* The longest subject kept for a verification failure's message. */
+enum { SUBJECT_MAX = 256 };
 
 /* The certificate's subject in RFC 2253 order, as GnuTLS's side writes it (RFC 4514). */
 static void subject_text(X509 *cert, char *out, size_t size)
@@ -548,8 +553,12 @@ static int verify_cb(int ok, X509_STORE_CTX *store)
     struct ossl_conn *c = ssl != NULL ? SSL_get_app_data(ssl) : NULL;
     X509 *leaf = X509_STORE_CTX_get0_cert(store);
 
-    if (!ok && c != NULL && leaf != NULL && c->failed_subject[0] == '\0') {
-        subject_text(leaf, c->failed_subject, sizeof(c->failed_subject));
+    /* Allocated only when verification fails: an idle session carries no name buffers. */
+    if (!ok && c != NULL && leaf != NULL && c->failed_subject == NULL) {
+        c->failed_subject = malloc(SUBJECT_MAX);
+        if (c->failed_subject != NULL) {
+            subject_text(leaf, c->failed_subject, SUBJECT_MAX);
+        }
     }
     return ok;
 }
@@ -608,7 +617,11 @@ static int ossl_conn_new(void *nctx, const struct tlsock__conn_params *p, void *
     c->verify_mode = p->verify_mode;
     c->alert_received = -1;
     if (p->servername != NULL) {
-        snprintf(c->servername, sizeof(c->servername), "%s", p->servername);
+        c->servername = strdup(p->servername);
+        if (c->servername == NULL) {
+            free(c);
+            return tlsock__fail(err, TLSOCK_ENOMEM, "out of memory allocating a session");
+        }
     }
     c->t = p->transport;
     c->ssl = SSL_new(oc->ssl_ctx);
@@ -651,7 +664,7 @@ static int fail_verify(struct ossl_conn *c, long result, struct tlsock__err *err
     ERR_clear_error();
     return tlsock__text_fail_verify(err, X509_verify_cert_error_string(result),
                                     TLSOCK__VERIFY_CODE_OPENSSL, (unsigned long)result,
-                                    c->failed_subject);
+                                    c->failed_subject != NULL ? c->failed_subject : "");
 }
 
 /*
