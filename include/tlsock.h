@@ -375,7 +375,8 @@ struct tlsock_opts {
  * @param opts  options or NULL.
  * @param out   receives the connected, handshaken connection; free with tlsock_close().
  * @return 0; TLSOCK_ERESOLVE, TLSOCK_ESYS (connection refused, unreachable...), TLSOCK_ETIMEDOUT
- *         (connect), TLSOCK_EHANDSHAKE_TIMEOUT, TLSOCK_EVERIFY, TLSOCK_EPROTO, TLSOCK_ECONFIG, ...
+ *         (connect), TLSOCK_EHANDSHAKE_TIMEOUT, TLSOCK_EVERIFY, TLSOCK_EPROTO, TLSOCK_ECONFIG,
+ *         TLSOCK_ENOMEM (also when resolving ran out of memory), ...
  *         With TLS 1.3 the client finishes its handshake before the server has checked the
  *         client's certificate, so a server's refusal of it arrives with the first read
  *         (TLSOCK_EPROTO naming the alert), not here. On error nothing is returned; tlsock_errmsg()
@@ -600,7 +601,8 @@ TLSOCK_API int tlsock_conn_info(struct tlsock_conn *conn, const struct tlsock_in
  * @param ctx      a server context with a certificate; the listener holds a reference, and the
  *                 context is frozen here.
  * @param backlog  listen(2) backlog; 0 for a default.
- * @return 0; TLSOCK_ECONFIG (no certificate), TLSOCK_ERESOLVE, TLSOCK_ESYS (address in use...).
+ * @return 0; TLSOCK_ECONFIG (no certificate), TLSOCK_ERESOLVE, TLSOCK_ESYS (address in use...),
+ *         TLSOCK_ENOMEM (also when resolving ran out of memory).
  */
 TLSOCK_API int tlsock_listen(struct tlsock_ctx *ctx, const char *host, uint16_t port, int backlog,
                              struct tlsock_listener **out);
