@@ -569,8 +569,9 @@ static int setup_verification(struct ossl_conn *c, const struct tlsock__conn_par
         SSL_set_verify(ssl, mode, mode != SSL_VERIFY_NONE ? verify_cb : NULL);
         return 0;
     }
+    /* The core checked both names (length, IP literal): only memory can be missing here. */
     if (p->servername != NULL && SSL_set_tlsext_host_name(ssl, p->servername) != 1) {
-        return tlsock__ossl_fail(err, TLSOCK_EINVAL, "bad server name for SNI");
+        return tlsock__ossl_fail(err, TLSOCK_ENOMEM, "out of memory setting the server name");
     }
     if (p->verify_mode != TLSOCK_VERIFY_REQUIRED) {
         SSL_set_verify(ssl, SSL_VERIFY_NONE, NULL);
@@ -584,7 +585,7 @@ static int setup_verification(struct ossl_conn *c, const struct tlsock__conn_par
                  ? X509_VERIFY_PARAM_set1_ip_asc(param, p->verify_name)
                  : X509_VERIFY_PARAM_set1_host(param, p->verify_name, 0);
     if (ok != 1) {
-        return tlsock__ossl_fail(err, TLSOCK_EINVAL, "bad name to verify");
+        return tlsock__ossl_fail(err, TLSOCK_ENOMEM, "out of memory setting the name to verify");
     }
     return 0;
 }

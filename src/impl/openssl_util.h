@@ -8,7 +8,10 @@
 
 #include "impl.h"
 
-/* Fails with @p code and "what: OpenSSL's reason", then empties OpenSSL's error queue. */
+/*
+ * Fails with @p code and "what: OpenSSL's reason", then empties OpenSSL's error queue. When an
+ * allocation failed on the way (any error in the queue says so), the code is TLSOCK_ENOMEM.
+ */
 int tlsock__ossl_fail(struct tlsock__err *err, int code, const char *what);
 
 /*
