@@ -398,6 +398,10 @@ static int ossl_ctx_add_ca_mem(void *nctx, const char *pem, size_t len, struct t
         if (info->x509 == NULL) {
             continue;
         }
+        rc = tlsock__ossl_load_extensions(info->x509, err);
+        if (rc != 0) {
+            goto free_infos;
+        }
         if (X509_STORE_add_cert(store, info->x509) != 1) {
             rc = tlsock__ossl_fail(err, TLSOCK_EX509_LOOKUP, "cannot add a CA certificate");
             goto free_infos;

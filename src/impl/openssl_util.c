@@ -5,6 +5,7 @@
 
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/x509v3.h>
 
 #include "text.h"
 #include "openssl_util.h"
@@ -25,6 +26,14 @@ static unsigned long drain_errors(bool *oom)
     return last;
 }
 
+bool tlsock__ossl_out_of_memory(void)
+{
+    bool oom = false;
+
+    (void)drain_errors(&oom);
+    return oom;
+}
+
 int tlsock__ossl_fail(struct tlsock__err *err, int code, const char *what)
 {
     char reason[256] = "";
@@ -36,6 +45,17 @@ int tlsock__ossl_fail(struct tlsock__err *err, int code, const char *what)
     }
     return tlsock__fail(err, oom ? TLSOCK_ENOMEM : code, "%s%s%s", what,
                         reason[0] != '\0' ? ": " : "", reason);
+}
+
+int tlsock__ossl_load_extensions(X509 *cert, struct tlsock__err *err)
+{
+    ERR_clear_error();
+    /* Works them out and keeps the result in the certificate (the return value says nothing). */
+    (void)X509_get_extension_flags(cert);
+    if (tlsock__ossl_out_of_memory()) {
+        return tlsock__fail(err, TLSOCK_ENOMEM, "out of memory reading a certificate's extensions");
+    }
+    return 0;
 }
 
 int tlsock__ossl_no_passphrase(char *buf, int size, int rwflag, void *userdata)
