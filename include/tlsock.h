@@ -588,6 +588,8 @@ struct tlsock_info {
 /**
  * Returns what the connection negotiated, running the handshake first if needed. The structure
  * and its strings belong to the connection and stay valid until tlsock_close().
+ * @return 0; a handshake error; TLSOCK_ENOMEM when the description could not be made (nothing
+ *         incomplete is returned, and a later call tries again).
  */
 TLSOCK_API int tlsock_conn_info(struct tlsock_conn *conn, const struct tlsock_info **out);
 

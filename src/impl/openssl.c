@@ -528,18 +528,24 @@ static void ossl_conn_free(void *tls)
     free(c);
 }
 
-/* The certificate's subject in RFC 2253 order, as GnuTLS's side writes it (RFC 4514). */
-static void subject_text(X509 *cert, char *out, size_t size)
+/*
+ * The certificate's subject in RFC 2253 order, as GnuTLS's side writes it (RFC 4514); false when
+ * it could not be written (no memory).
+ */
+static bool subject_text(X509 *cert, char *out, size_t size)
 {
     BIO *mem = BIO_new(BIO_s_mem());
+    bool ok = false;
 
     out[0] = '\0';
     if (mem != NULL &&
         X509_NAME_print_ex(mem, X509_get_subject_name(cert), 0, XN_FLAG_RFC2253) >= 0) {
         int n = BIO_read(mem, out, (int)size - 1);
         out[n > 0 ? n : 0] = '\0';
+        ok = true;
     }
     BIO_free(mem);
+    return ok;
 }
 
 /*
@@ -553,7 +559,7 @@ static int verify_cb(int ok, X509_STORE_CTX *store)
     X509 *leaf = X509_STORE_CTX_get0_cert(store);
 
     if (!ok && c != NULL && leaf != NULL && c->failed_subject[0] == '\0') {
-        subject_text(leaf, c->failed_subject, sizeof(c->failed_subject));
+        (void)subject_text(leaf, c->failed_subject, sizeof(c->failed_subject));
     }
     return ok;
 }
@@ -766,9 +772,14 @@ static int ossl_shutdown(void *tls, struct tlsock__err *err)
  * Session information
  * ------------------------------------------------------------------------------------------- */
 
-static void format_sans(X509 *cert, char *out, size_t size)
+/*
+ * Lists the certificate's DNS and IP SANs; false when they could not be read for want of memory
+ * (an extension that does not decode otherwise lists nothing, as before).
+ */
+static bool format_sans(X509 *cert, char *out, size_t size)
 {
-    GENERAL_NAMES *names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+    int found = -1;
+    GENERAL_NAMES *names = X509_get_ext_d2i(cert, NID_subject_alt_name, &found, NULL);
     struct tlsock__san_text text;
 
     tlsock__san_text_init(&text, out, size);
@@ -783,9 +794,11 @@ static void format_sans(X509 *cert, char *out, size_t size)
         }
     }
     GENERAL_NAMES_free(names);
+    /* found >= 0 without names: the extension is there but was not decoded. */
+    return names != NULL || found < 0 || !tlsock__ossl_out_of_memory();
 }
 
-static void ossl_get_info(void *tls, struct tlsock__info_buf *out)
+static int ossl_get_info(void *tls, struct tlsock__info_buf *out, struct tlsock__err *err)
 {
     struct ossl_conn *c = tls;
     SSL *ssl = c->ssl;
@@ -804,15 +817,18 @@ static void ossl_get_info(void *tls, struct tlsock__info_buf *out)
         SSL_is_server(ssl) ? SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name) : c->servername;
     snprintf(out->servername, sizeof(out->servername), "%s", sni != NULL ? sni : "");
     out->verify_result = (int)SSL_get_verify_result(ssl);
-    if (peer != NULL) {
-        subject_text(peer, out->peer_subject, sizeof(out->peer_subject));
-        format_sans(peer, out->peer_sans, sizeof(out->peer_sans));
-        tlsock__ossl_fingerprint(peer, out->peer_fingerprint);
+    if (peer != NULL && (!subject_text(peer, out->peer_subject, sizeof(out->peer_subject)) ||
+                         !format_sans(peer, out->peer_sans, sizeof(out->peer_sans)) ||
+                         tlsock__ossl_fingerprint(peer, out->peer_fingerprint) != 0)) {
+        /* A valid certificate fails to print only for want of memory. */
+        return tlsock__ossl_fail(err, TLSOCK_ENOMEM,
+                                 "out of memory describing the peer's certificate");
     }
     tlsock__text_verify_message(out->verify_message, sizeof(out->verify_message), c->verify_mode,
                                 peer != NULL, X509_verify_cert_error_string(out->verify_result));
     out->resumed = SSL_session_reused(ssl) == 1;
     ERR_clear_error();
+    return 0;
 }
 
 static size_t ossl_pending(void *tls)
