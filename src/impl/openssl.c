@@ -127,19 +127,36 @@ static int bio_create(BIO *bio)
 }
 
 static BIO_METHOD *bio_method;
-static pthread_once_t bio_method_once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t bio_method_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static void bio_method_init(void)
+/*
+ * The BIO method every session shares, made by the first session that needs it; NULL without
+ * memory. Not with pthread_once: a method that could not be made is tried again by the next
+ * session, instead of failing every later session of the process.
+ */
+static BIO_METHOD *get_bio_method(void)
 {
-    BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "tlsock transport");
+    BIO_METHOD *m = NULL;
 
-    if (m != NULL) {
-        BIO_meth_set_read_ex(m, bio_read);
-        BIO_meth_set_write_ex(m, bio_write);
-        BIO_meth_set_ctrl(m, bio_ctrl);
-        BIO_meth_set_create(m, bio_create);
+    pthread_mutex_lock(&bio_method_lock);
+    if (bio_method == NULL) {
+        /*
+         * -1 when OpenSSL could not set up its type counter, which it then never tries again:
+         * any type serves, as tlsock never looks its BIOs up by type.
+         */
+        int index = BIO_get_new_index();
+        m = BIO_meth_new((index != -1 ? index : 0) | BIO_TYPE_SOURCE_SINK, "tlsock transport");
+        if (m != NULL) {
+            BIO_meth_set_read_ex(m, bio_read);
+            BIO_meth_set_write_ex(m, bio_write);
+            BIO_meth_set_ctrl(m, bio_ctrl);
+            BIO_meth_set_create(m, bio_create);
+        }
+        bio_method = m;
     }
-    bio_method = m;
+    m = bio_method;
+    pthread_mutex_unlock(&bio_method_lock);
+    return m;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -608,9 +625,10 @@ static int ossl_conn_new(void *nctx, const struct tlsock__conn_params *p, void *
     BIO *bio = NULL;
     int rc = 0;
 
-    pthread_once(&bio_method_once, bio_method_init);
-    if (bio_method == NULL) {
-        return tlsock__fail(err, TLSOCK_ENOMEM, "cannot create the OpenSSL BIO method");
+    BIO_METHOD *method = get_bio_method();
+
+    if (method == NULL) {
+        return tlsock__ossl_fail(err, TLSOCK_ENOMEM, "cannot create the OpenSSL BIO method");
     }
     c = calloc(1, sizeof(*c));
     if (c == NULL) {
@@ -623,7 +641,7 @@ static int ossl_conn_new(void *nctx, const struct tlsock__conn_params *p, void *
     }
     c->t = p->transport;
     c->ssl = SSL_new(oc->ssl_ctx);
-    bio = BIO_new(bio_method);
+    bio = BIO_new(method);
     if (c->ssl == NULL || bio == NULL) {
         BIO_free(bio);
         rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "cannot create an OpenSSL session");
