@@ -783,6 +783,14 @@ static int ossl_shutdown(void *tls, struct tlsock__err *err)
     ERR_clear_error();
     /* 0: our close_notify is sent; 1: the peer's had arrived too. Either way we are done. */
     ret = SSL_shutdown(c->ssl);
+    /*
+     * Except when the transport said "not now" twice: OpenSSL's second try at the close_notify
+     * takes only -1 from BIO_write for a retry (a write_ex BIO gives 0), returns 0 as if it were
+     * out, and only SSL_want_write() still tells: the next call sends it.
+     */
+    if (ret >= 0 && SSL_want_write(c->ssl)) {
+        return tlsock__transport_retry_code(c->t, TLSOCK_EWANT_WRITE, err);
+    }
     return ret >= 0 ? 0 : map_error(c, ret, err);
 }
 
