@@ -623,7 +623,9 @@ TLSOCK_API const char *tlsock_listener_errmsg(const struct tlsock_listener *lis)
  * TLS handshake is not run here, so a slow or silent client never blocks the accepting thread:
  * it runs on the first tlsock_handshake(), read or write on the new connection, bounded by the
  * handshake timeout. Options apply to the new connection.
- * @return 0, TLSOCK_ETIMEDOUT, TLSOCK_ESYS.
+ * @return 0, TLSOCK_ETIMEDOUT, TLSOCK_ESYS (accept(2) failed, e.g. EMFILE when the process is out
+ *         of descriptors: the client stays queued and a later call serves it), TLSOCK_ENOMEM. The
+ *         listener stays usable after any of them.
  */
 TLSOCK_API int tlsock_accept(struct tlsock_listener *lis, const struct tlsock_opts *opts,
                              struct tlsock_conn **out);

@@ -1,7 +1,8 @@
 /*
  * Two memory-mode connections in one thread (tlsock_attach_mem), and the wires that carry what
- * one drains to the other's feed. Nothing here allocates, so it may run while allocations are
- * being failed (alloc_fail.h); buffers for data are the caller's.
+ * one drains to the other's feed; or two connections over non-blocking callbacks that move their
+ * bytes themselves (tlsock_attach_io, `direct`). Nothing here allocates, so it may run while
+ * allocations are being failed (alloc_fail.h); buffers for data are the caller's.
  */
 #ifndef TLSOCK_TEST_MEM_PAIR_H
 #define TLSOCK_TEST_MEM_PAIR_H
@@ -22,6 +23,7 @@ struct ts_mem_pair {
     struct ts_wire s2c;
     bool client_done; /* its handshake returned 0 */
     bool server_done;
+    bool direct; /* callbacks move the bytes: no wire */
 };
 
 /*
@@ -37,17 +39,17 @@ void ts_mem_pair_init(struct ts_mem_pair *p, size_t chunk);
 void ts_mem_pair_close(struct ts_mem_pair *p);
 
 /*
- * Steps the handshakes that are not done yet and moves their output both ways, for at most
- * @p rounds rounds. Returns 0 once both are done, EWANT_READ if they are not done by then, or
- * the first code that is not a WANT (a failed handshake, feed or drain).
+ * Steps the handshakes that are not done yet and moves their output both ways (unless direct),
+ * for at most @p rounds rounds. Returns 0 once both are done, EWANT_READ if they are not done by
+ * then, or the first code that is not a WANT (a failed handshake, feed or drain).
  */
 int ts_mem_pair_handshake(struct ts_mem_pair *p, int rounds);
 
 /*
  * Data sent from one side to the other: the writer writes it all (repeated while it returns a
- * WANT code), the wire moves it, the reader reads at most @c max_read bytes per read (0: as many
- * as fit) into @c out. Progress is kept, so a transfer that failed can go on from where it
- * stopped.
+ * WANT code), the wire moves it (unless direct), the reader reads at most @c max_read bytes per
+ * read (0: as many as fit) into @c out. Progress is kept, so a transfer that failed can go on from
+ * where it stopped.
  */
 struct ts_transfer {
     bool from_client;
