@@ -181,10 +181,19 @@ static void *uv_malloc(size_t size)
     return fail_from(TS_ALLOC_UV) ? NULL : __real_malloc(size);
 }
 
-/* libuv frees for a size of 0 itself. */
+/*
+ * Counted, never failed: libuv grows its array of watched descriptors with realloc and aborts
+ * the process when that fails (by design), whoever asked it to watch one more.
+ */
 static void *uv_realloc(void *ptr, size_t size)
 {
-    return fail_from(TS_ALLOC_UV) ? NULL : __real_realloc(ptr, size);
+    if (counter.armed) {
+        counter.seen++;
+        if (counter.seen == counter.fail_at) {
+            counter.fail_at++; /* the next allocation fails instead */
+        }
+    }
+    return __real_realloc(ptr, size);
 }
 
 static void *uv_calloc(size_t n, size_t size)

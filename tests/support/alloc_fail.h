@@ -8,7 +8,9 @@
  *     by linking the `tlsock_test_alloc_fail` object library, whose link options wrap these
  *     symbols (-Wl,--wrap=...): the static library's calls land here first.
  *   - OpenSSL's allocations, routed here with CRYPTO_set_mem_functions() by ts_alloc_init();
- *   - libuv's, routed with uv_replace_allocator() (when the libuv driver is built).
+ *   - libuv's, routed with uv_replace_allocator() (when the libuv driver is built); its reallocs
+ *     are counted but never failed: libuv grows its array of watched descriptors with realloc
+ *     and aborts the process when that fails, by design.
  * GnuTLS's own allocations cannot be failed: it no longer lets an application replace its
  * allocator (gnutls_global_set_mem_functions() has no effect since 3.3). With GnuTLS contexts,
  * tlsock's and the other libraries' allocations still fail around it.
