@@ -375,7 +375,8 @@ struct tlsock_opts {
  * @param opts  options or NULL.
  * @param out   receives the connected, handshaken connection; free with tlsock_close().
  * @return 0; TLSOCK_ERESOLVE, TLSOCK_ESYS (connection refused, unreachable...), TLSOCK_ETIMEDOUT
- *         (connect), TLSOCK_EHANDSHAKE_TIMEOUT, TLSOCK_EVERIFY, TLSOCK_EPROTO, TLSOCK_ECONFIG, ...
+ *         (connect), TLSOCK_EHANDSHAKE_TIMEOUT, TLSOCK_EVERIFY, TLSOCK_EPROTO, TLSOCK_ECONFIG,
+ *         TLSOCK_ENOMEM (also when resolving ran out of memory), ...
  *         With TLS 1.3 the client finishes its handshake before the server has checked the
  *         client's certificate, so a server's refusal of it arrives with the first read
  *         (TLSOCK_EPROTO naming the alert), not here. On error nothing is returned; tlsock_errmsg()
@@ -587,6 +588,8 @@ struct tlsock_info {
 /**
  * Returns what the connection negotiated, running the handshake first if needed. The structure
  * and its strings belong to the connection and stay valid until tlsock_close().
+ * @return 0; a handshake error; TLSOCK_ENOMEM when the description could not be made (nothing
+ *         incomplete is returned, and a later call tries again).
  */
 TLSOCK_API int tlsock_conn_info(struct tlsock_conn *conn, const struct tlsock_info **out);
 
@@ -600,7 +603,8 @@ TLSOCK_API int tlsock_conn_info(struct tlsock_conn *conn, const struct tlsock_in
  * @param ctx      a server context with a certificate; the listener holds a reference, and the
  *                 context is frozen here.
  * @param backlog  listen(2) backlog; 0 for a default.
- * @return 0; TLSOCK_ECONFIG (no certificate), TLSOCK_ERESOLVE, TLSOCK_ESYS (address in use...).
+ * @return 0; TLSOCK_ECONFIG (no certificate), TLSOCK_ERESOLVE, TLSOCK_ESYS (address in use...),
+ *         TLSOCK_ENOMEM (also when resolving ran out of memory).
  */
 TLSOCK_API int tlsock_listen(struct tlsock_ctx *ctx, const char *host, uint16_t port, int backlog,
                              struct tlsock_listener **out);
@@ -619,7 +623,9 @@ TLSOCK_API const char *tlsock_listener_errmsg(const struct tlsock_listener *lis)
  * TLS handshake is not run here, so a slow or silent client never blocks the accepting thread:
  * it runs on the first tlsock_handshake(), read or write on the new connection, bounded by the
  * handshake timeout. Options apply to the new connection.
- * @return 0, TLSOCK_ETIMEDOUT, TLSOCK_ESYS.
+ * @return 0, TLSOCK_ETIMEDOUT, TLSOCK_ESYS (accept(2) failed, e.g. EMFILE when the process is out
+ *         of descriptors: the client stays queued and a later call serves it), TLSOCK_ENOMEM. The
+ *         listener stays usable after any of them.
  */
 TLSOCK_API int tlsock_accept(struct tlsock_listener *lis, const struct tlsock_opts *opts,
                              struct tlsock_conn **out);

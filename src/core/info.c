@@ -17,7 +17,12 @@ int tlsock__conn_info(struct tlsock_conn *conn, const struct tlsock_info **out)
             return tlsock__fail(&conn->err, TLSOCK_ENOMEM, "out of memory for connection info");
         }
         struct tlsock__info_buf *b = &info->buf;
-        conn->impl->get_info(conn->tls, b);
+        int rc = conn->impl->get_info(conn->tls, b, &conn->err);
+        if (rc != 0) {
+            /* Nothing incomplete is kept: the next call tries again. */
+            free(info);
+            return rc;
+        }
         info->pub = (struct tlsock_info){
             .impl = conn->impl->name,
             .version = b->version,

@@ -78,7 +78,7 @@ static int listen_host(const char *host, uint16_t port, int backlog, bool reusep
     snprintf(service, sizeof(service), "%u", (unsigned)port);
     rc = getaddrinfo(host, service, &hints, &list);
     if (rc != 0) {
-        return tlsock__fail(err, TLSOCK_ERESOLVE, "cannot resolve %s: %s", host, gai_strerror(rc));
+        return tlsock__resolve_fail(err, host, rc);
     }
     rc = tlsock__fail(err, TLSOCK_ERESOLVE, "no address to listen on");
     for (const struct addrinfo *ai = list; ai != NULL && rc != 0; ai = ai->ai_next) {

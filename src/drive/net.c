@@ -100,6 +100,14 @@ close_fd:
     return rc;
 }
 
+int tlsock__resolve_fail(struct tlsock__err *err, const char *host, int gai_rc)
+{
+    /* Out of memory is no fact about the name: the caller may try again. */
+    return tlsock__fail(err, gai_rc == EAI_MEMORY ? TLSOCK_ENOMEM : TLSOCK_ERESOLVE,
+                        "cannot resolve %s: %s", host,
+                        gai_rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(gai_rc));
+}
+
 int tlsock__tcp_connect(const char *host, uint16_t port, int64_t deadline_ns, int *fd_out,
                         struct tlsock__err *err)
 {
@@ -116,8 +124,7 @@ int tlsock__tcp_connect(const char *host, uint16_t port, int64_t deadline_ns, in
     }
     rc = getaddrinfo(host, service, &hints, &list);
     if (rc != 0) {
-        return tlsock__fail(err, TLSOCK_ERESOLVE, "cannot resolve %s: %s", host,
-                            rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
+        return tlsock__resolve_fail(err, host, rc);
     }
     /* Try each address in turn; the error reported is the last one's. */
     rc = tlsock__fail(err, TLSOCK_ERESOLVE, "no address");

@@ -13,6 +13,11 @@
 /* Resolves @p host and connects to each address in turn until @p deadline_ns; non-blocking fd. */
 int tlsock__tcp_connect(const char *host, uint16_t port, int64_t deadline_ns, int *fd_out,
                         struct tlsock__err *err) TLSOCK__MUST_CHECK;
+/*
+ * Reports getaddrinfo()'s failure @p gai_rc for @p host: TLSOCK_ENOMEM when it ran out of memory
+ * (EAI_MEMORY), else TLSOCK_ERESOLVE.
+ */
+int tlsock__resolve_fail(struct tlsock__err *err, const char *host, int gai_rc);
 /* Waits for @p events on @p fd until @p deadline_ns: 0, TLSOCK_ETIMEDOUT or TLSOCK_ESYS. */
 int tlsock__wait_fd(int fd, short events, int64_t deadline_ns, struct tlsock__err *err);
 /* Half-closes, drains unread input for a short bounded time, then closes @p fd. */

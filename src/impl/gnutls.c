@@ -251,19 +251,29 @@ static gnutls_alert_description_t verify_alert(unsigned status)
     return GNUTLS_A_BAD_CERTIFICATE;
 }
 
+/* The subject of @p crt, "" if it has none; returns GnuTLS's code. */
+static int subject_text(gnutls_x509_crt_t crt, char *out, size_t size)
+{
+    gnutls_datum_t dn = {NULL, 0};
+    /* RFC 4514 order, most specific first, as OpenSSL's XN_FLAG_RFC2253 prints it. */
+    int ret = gnutls_x509_crt_get_dn3(crt, &dn, 0);
+
+    out[0] = '\0';
+    if (ret >= 0) {
+        snprintf(out, size, "%s", (const char *)dn.data);
+        gnutls_free(dn.data);
+    }
+    return ret;
+}
+
 static void peer_subject(struct gtls_conn *c, char *out, size_t size)
 {
     unsigned n = 0;
     gnutls_x509_crt_t crt = import_peer(c, false, &n);
-    gnutls_datum_t dn = {NULL, 0};
 
     out[0] = '\0';
-    /* RFC 4514 order, most specific first, as OpenSSL's XN_FLAG_RFC2253 prints it. */
-    if (crt != NULL && gnutls_x509_crt_get_dn3(crt, &dn, 0) >= 0) {
-        snprintf(out, size, "%s", (const char *)dn.data);
-        gnutls_free(dn.data);
-    }
     if (crt != NULL) {
+        (void)subject_text(crt, out, size);
         gnutls_x509_crt_deinit(crt);
     }
 }
@@ -706,7 +716,8 @@ static int gtls_shutdown(void *tls, struct tlsock__err *err)
  * Session information
  * ------------------------------------------------------------------------------------------- */
 
-static void format_sans(gnutls_x509_crt_t crt, char *out, size_t size)
+/* Lists the DNS and IP SANs of @p crt; returns GnuTLS's code for the end of the list. */
+static int format_sans(gnutls_x509_crt_t crt, char *out, size_t size)
 {
     struct tlsock__san_text text;
 
@@ -719,7 +730,7 @@ static void format_sans(gnutls_x509_crt_t crt, char *out, size_t size)
             continue; /* longer than a DNS name can be */
         }
         if (type < 0) {
-            break;
+            return type;
         }
         if (type == GNUTLS_SAN_DNSNAME) {
             tlsock__san_text_dns(&text, (const char *)name, len);
@@ -729,15 +740,43 @@ static void format_sans(gnutls_x509_crt_t crt, char *out, size_t size)
     }
 }
 
-static void fingerprint(const gnutls_datum_t *der, char out[TLSOCK_FINGERPRINT_SIZE])
+static int fingerprint(const gnutls_datum_t *der, char out[TLSOCK_FINGERPRINT_SIZE])
 {
     unsigned char md[32];
     size_t len = sizeof(md);
+    int ret = gnutls_fingerprint(GNUTLS_DIG_SHA256, der, md, &len);
 
     out[0] = '\0';
-    if (gnutls_fingerprint(GNUTLS_DIG_SHA256, der, md, &len) >= 0 && len == sizeof(md)) {
+    if (ret >= 0 && len == sizeof(md)) {
         tlsock__text_fingerprint(md, out);
     }
+    return ret;
+}
+
+/*
+ * Subject, SANs and fingerprint of the peer's certificate @p der. A certificate that does not
+ * parse describes as far as it goes; GNUTLS_E_MEMORY_ERROR when memory was missing, else 0.
+ */
+static int describe_peer(const gnutls_datum_t *der, struct tlsock__info_buf *out)
+{
+    gnutls_x509_crt_t crt = NULL;
+    int ret = gnutls_x509_crt_init(&crt);
+    bool oom = ret == GNUTLS_E_MEMORY_ERROR;
+
+    if (ret >= 0) {
+        ret = gnutls_x509_crt_import(crt, der, GNUTLS_X509_FMT_DER);
+        oom = ret == GNUTLS_E_MEMORY_ERROR;
+        if (ret >= 0) {
+            oom = subject_text(crt, out->peer_subject, sizeof(out->peer_subject)) ==
+                      GNUTLS_E_MEMORY_ERROR ||
+                  format_sans(crt, out->peer_sans, sizeof(out->peer_sans)) == GNUTLS_E_MEMORY_ERROR;
+        }
+        gnutls_x509_crt_deinit(crt);
+    }
+    if (!oom) {
+        oom = fingerprint(der, out->peer_fingerprint) == GNUTLS_E_MEMORY_ERROR;
+    }
+    return oom ? GNUTLS_E_MEMORY_ERROR : 0;
 }
 
 /* The IANA name of the negotiated suite ("TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"). */
@@ -764,7 +803,7 @@ static const char *version_name(gnutls_protocol_t v)
     }
 }
 
-static void gtls_get_info(void *tls, struct tlsock__info_buf *out)
+static int gtls_get_info(void *tls, struct tlsock__info_buf *out, struct tlsock__err *err)
 {
     struct gtls_conn *c = tls;
     gnutls_session_t s = c->session;
@@ -792,15 +831,10 @@ static void gtls_get_info(void *tls, struct tlsock__info_buf *out)
                  c->servername != NULL ? c->servername : "");
     }
     if (peers != NULL && npeers > 0) {
-        gnutls_x509_crt_t crt = NULL;
-        peer_subject(c, out->peer_subject, sizeof(out->peer_subject));
-        if (gnutls_x509_crt_init(&crt) >= 0) {
-            if (gnutls_x509_crt_import(crt, &peers[0], GNUTLS_X509_FMT_DER) >= 0) {
-                format_sans(crt, out->peer_sans, sizeof(out->peer_sans));
-            }
-            gnutls_x509_crt_deinit(crt);
+        if (describe_peer(&peers[0], out) != 0) {
+            return tlsock__fail(err, TLSOCK_ENOMEM,
+                                "out of memory describing the peer's certificate");
         }
-        fingerprint(&peers[0], out->peer_fingerprint);
         /*
          * As OpenSSL records a verification result even when it is not enforced, verify here
          * with the same names and purpose when the handshake did not.
@@ -817,6 +851,7 @@ static void gtls_get_info(void *tls, struct tlsock__info_buf *out)
     tlsock__text_verify_message(out->verify_message, sizeof(out->verify_message), c->verify_mode,
                                 peers != NULL && npeers > 0, reason);
     out->resumed = gnutls_session_is_resumed(s) != 0;
+    return 0;
 }
 
 static size_t gtls_pending(void *tls)

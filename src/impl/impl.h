@@ -107,7 +107,11 @@ struct tlsock__impl {
     int (*write)(void *tls, const void *buf, size_t len, size_t *nwritten, struct tlsock__err *err);
     /* Sends close_notify; WANT codes until it is flushed. */
     int (*shutdown)(void *tls, struct tlsock__err *err);
-    void (*get_info)(void *tls, struct tlsock__info_buf *out);
+    /*
+     * Describes the session; 0, or an error (TLSOCK_ENOMEM when a description could not be made
+     * for want of memory): a field is never left out quietly.
+     */
+    int (*get_info)(void *tls, struct tlsock__info_buf *out, struct tlsock__err *err);
     /* Decrypted application data that a read returns without touching the transport. */
     size_t (*pending)(void *tls);
     /*

@@ -127,19 +127,36 @@ static int bio_create(BIO *bio)
 }
 
 static BIO_METHOD *bio_method;
-static pthread_once_t bio_method_once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t bio_method_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static void bio_method_init(void)
+/*
+ * The BIO method every session shares, made by the first session that needs it; NULL without
+ * memory. Not with pthread_once: a method that could not be made is tried again by the next
+ * session, instead of failing every later session of the process.
+ */
+static BIO_METHOD *get_bio_method(void)
 {
-    BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "tlsock transport");
+    BIO_METHOD *m = NULL;
 
-    if (m != NULL) {
-        BIO_meth_set_read_ex(m, bio_read);
-        BIO_meth_set_write_ex(m, bio_write);
-        BIO_meth_set_ctrl(m, bio_ctrl);
-        BIO_meth_set_create(m, bio_create);
+    pthread_mutex_lock(&bio_method_lock);
+    if (bio_method == NULL) {
+        /*
+         * -1 when OpenSSL could not set up its type counter, which it then never tries again:
+         * any type serves, as tlsock never looks its BIOs up by type.
+         */
+        int index = BIO_get_new_index();
+        m = BIO_meth_new((index != -1 ? index : 0) | BIO_TYPE_SOURCE_SINK, "tlsock transport");
+        if (m != NULL) {
+            BIO_meth_set_read_ex(m, bio_read);
+            BIO_meth_set_write_ex(m, bio_write);
+            BIO_meth_set_ctrl(m, bio_ctrl);
+            BIO_meth_set_create(m, bio_create);
+        }
+        bio_method = m;
     }
-    bio_method = m;
+    m = bio_method;
+    pthread_mutex_unlock(&bio_method_lock);
+    return m;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -398,6 +415,10 @@ static int ossl_ctx_add_ca_mem(void *nctx, const char *pem, size_t len, struct t
         if (info->x509 == NULL) {
             continue;
         }
+        rc = tlsock__ossl_load_extensions(info->x509, err);
+        if (rc != 0) {
+            goto free_infos;
+        }
         if (X509_STORE_add_cert(store, info->x509) != 1) {
             rc = tlsock__ossl_fail(err, TLSOCK_EX509_LOOKUP, "cannot add a CA certificate");
             goto free_infos;
@@ -529,18 +550,24 @@ static void ossl_conn_free(void *tls)
 /* The longest subject kept for a verification failure's message. */
 enum { SUBJECT_MAX = 256 };
 
-/* The certificate's subject in RFC 2253 order, as GnuTLS's side writes it (RFC 4514). */
-static void subject_text(X509 *cert, char *out, size_t size)
+/*
+ * The certificate's subject in RFC 2253 order, as GnuTLS's side writes it (RFC 4514); false when
+ * it could not be written (no memory).
+ */
+static bool subject_text(X509 *cert, char *out, size_t size)
 {
     BIO *mem = BIO_new(BIO_s_mem());
+    bool ok = false;
 
     out[0] = '\0';
     if (mem != NULL &&
         X509_NAME_print_ex(mem, X509_get_subject_name(cert), 0, XN_FLAG_RFC2253) >= 0) {
         int n = BIO_read(mem, out, (int)size - 1);
         out[n > 0 ? n : 0] = '\0';
+        ok = true;
     }
     BIO_free(mem);
+    return ok;
 }
 
 /*
@@ -557,7 +584,7 @@ static int verify_cb(int ok, X509_STORE_CTX *store)
     if (!ok && c != NULL && leaf != NULL && c->failed_subject == NULL) {
         c->failed_subject = malloc(SUBJECT_MAX);
         if (c->failed_subject != NULL) {
-            subject_text(leaf, c->failed_subject, SUBJECT_MAX);
+            (void)subject_text(leaf, c->failed_subject, SUBJECT_MAX);
         }
     }
     return ok;
@@ -578,8 +605,9 @@ static int setup_verification(struct ossl_conn *c, const struct tlsock__conn_par
         SSL_set_verify(ssl, mode, mode != SSL_VERIFY_NONE ? verify_cb : NULL);
         return 0;
     }
+    /* The core checked both names (length, IP literal): only memory can be missing here. */
     if (p->servername != NULL && SSL_set_tlsext_host_name(ssl, p->servername) != 1) {
-        return tlsock__ossl_fail(err, TLSOCK_EINVAL, "bad server name for SNI");
+        return tlsock__ossl_fail(err, TLSOCK_ENOMEM, "out of memory setting the server name");
     }
     if (p->verify_mode != TLSOCK_VERIFY_REQUIRED) {
         SSL_set_verify(ssl, SSL_VERIFY_NONE, NULL);
@@ -593,7 +621,7 @@ static int setup_verification(struct ossl_conn *c, const struct tlsock__conn_par
                  ? X509_VERIFY_PARAM_set1_ip_asc(param, p->verify_name)
                  : X509_VERIFY_PARAM_set1_host(param, p->verify_name, 0);
     if (ok != 1) {
-        return tlsock__ossl_fail(err, TLSOCK_EINVAL, "bad name to verify");
+        return tlsock__ossl_fail(err, TLSOCK_ENOMEM, "out of memory setting the name to verify");
     }
     return 0;
 }
@@ -606,9 +634,10 @@ static int ossl_conn_new(void *nctx, const struct tlsock__conn_params *p, void *
     BIO *bio = NULL;
     int rc = 0;
 
-    pthread_once(&bio_method_once, bio_method_init);
-    if (bio_method == NULL) {
-        return tlsock__fail(err, TLSOCK_ENOMEM, "cannot create the OpenSSL BIO method");
+    BIO_METHOD *method = get_bio_method();
+
+    if (method == NULL) {
+        return tlsock__ossl_fail(err, TLSOCK_ENOMEM, "cannot create the OpenSSL BIO method");
     }
     c = calloc(1, sizeof(*c));
     if (c == NULL) {
@@ -625,7 +654,7 @@ static int ossl_conn_new(void *nctx, const struct tlsock__conn_params *p, void *
     }
     c->t = p->transport;
     c->ssl = SSL_new(oc->ssl_ctx);
-    bio = BIO_new(bio_method);
+    bio = BIO_new(method);
     if (c->ssl == NULL || bio == NULL) {
         BIO_free(bio);
         rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "cannot create an OpenSSL session");
@@ -772,6 +801,14 @@ static int ossl_shutdown(void *tls, struct tlsock__err *err)
     ERR_clear_error();
     /* 0: our close_notify is sent; 1: the peer's had arrived too. Either way we are done. */
     ret = SSL_shutdown(c->ssl);
+    /*
+     * Except when the transport said "not now" twice: OpenSSL's second try at the close_notify
+     * takes only -1 from BIO_write for a retry (a write_ex BIO gives 0), returns 0 as if it were
+     * out, and only SSL_want_write() still tells: the next call sends it.
+     */
+    if (ret >= 0 && SSL_want_write(c->ssl)) {
+        return tlsock__transport_retry_code(c->t, TLSOCK_EWANT_WRITE, err);
+    }
     return ret >= 0 ? 0 : map_error(c, ret, err);
 }
 
@@ -779,9 +816,14 @@ static int ossl_shutdown(void *tls, struct tlsock__err *err)
  * Session information
  * ------------------------------------------------------------------------------------------- */
 
-static void format_sans(X509 *cert, char *out, size_t size)
+/*
+ * Lists the certificate's DNS and IP SANs; false when they could not be read for want of memory
+ * (an extension that does not decode otherwise lists nothing, as before).
+ */
+static bool format_sans(X509 *cert, char *out, size_t size)
 {
-    GENERAL_NAMES *names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+    int found = -1;
+    GENERAL_NAMES *names = X509_get_ext_d2i(cert, NID_subject_alt_name, &found, NULL);
     struct tlsock__san_text text;
 
     tlsock__san_text_init(&text, out, size);
@@ -796,9 +838,11 @@ static void format_sans(X509 *cert, char *out, size_t size)
         }
     }
     GENERAL_NAMES_free(names);
+    /* found >= 0 without names: the extension is there but was not decoded. */
+    return names != NULL || found < 0 || !tlsock__ossl_out_of_memory();
 }
 
-static void ossl_get_info(void *tls, struct tlsock__info_buf *out)
+static int ossl_get_info(void *tls, struct tlsock__info_buf *out, struct tlsock__err *err)
 {
     struct ossl_conn *c = tls;
     SSL *ssl = c->ssl;
@@ -817,15 +861,18 @@ static void ossl_get_info(void *tls, struct tlsock__info_buf *out)
         SSL_is_server(ssl) ? SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name) : c->servername;
     snprintf(out->servername, sizeof(out->servername), "%s", sni != NULL ? sni : "");
     out->verify_result = (int)SSL_get_verify_result(ssl);
-    if (peer != NULL) {
-        subject_text(peer, out->peer_subject, sizeof(out->peer_subject));
-        format_sans(peer, out->peer_sans, sizeof(out->peer_sans));
-        tlsock__ossl_fingerprint(peer, out->peer_fingerprint);
+    if (peer != NULL && (!subject_text(peer, out->peer_subject, sizeof(out->peer_subject)) ||
+                         !format_sans(peer, out->peer_sans, sizeof(out->peer_sans)) ||
+                         tlsock__ossl_fingerprint(peer, out->peer_fingerprint) != 0)) {
+        /* A valid certificate fails to print only for want of memory. */
+        return tlsock__ossl_fail(err, TLSOCK_ENOMEM,
+                                 "out of memory describing the peer's certificate");
     }
     tlsock__text_verify_message(out->verify_message, sizeof(out->verify_message), c->verify_mode,
                                 peer != NULL, X509_verify_cert_error_string(out->verify_result));
     out->resumed = SSL_session_reused(ssl) == 1;
     ERR_clear_error();
+    return 0;
 }
 
 static size_t ossl_pending(void *tls)

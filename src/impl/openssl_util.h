@@ -4,12 +4,29 @@
 #ifndef TLSOCK_OPENSSL_UTIL_H
 #define TLSOCK_OPENSSL_UTIL_H
 
+#include <stdbool.h>
+
 #include <openssl/x509.h>
 
 #include "impl.h"
 
-/* Fails with @p code and "what: OpenSSL's reason", then empties OpenSSL's error queue. */
+/*
+ * Fails with @p code and "what: OpenSSL's reason", then empties OpenSSL's error queue. When an
+ * allocation failed on the way (any error in the queue says so), the code is TLSOCK_ENOMEM.
+ */
 int tlsock__ossl_fail(struct tlsock__err *err, int code, const char *what);
+
+/* Empties OpenSSL's error queue; true when an error in it was an allocation failure. */
+bool tlsock__ossl_out_of_memory(void);
+
+/*
+ * Has OpenSSL work out @p cert's extensions now. It does that once per certificate and keeps the
+ * result, a failure for want of memory included: the certificate would then count as invalid for
+ * good, and a trust anchor kept in a context would fail every later verification. Done when the
+ * anchor is added, such a failure is TLSOCK_ENOMEM from the setter (the certificate must then be
+ * dropped). 0 otherwise, also for extensions that are invalid.
+ */
+int tlsock__ossl_load_extensions(X509 *cert, struct tlsock__err *err);
 
 /*
  * A PEM password callback that refuses: without one OpenSSL would prompt on the terminal for an
