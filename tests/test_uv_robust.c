@@ -1379,6 +1379,62 @@ static void test_pending_writes_canceled(void **state)
     }
 }
 
+/* ---- abort ---------------------------------------------------------------------------------- */
+
+/*
+ * tlsock_uv_abort() on a connection whose peer does not read, with megabytes queued: on_close
+ * comes at once (a graceful close would flush for up to 5 s first), every pending write completes
+ * once with ECANCELED (or 0 for what libuv had written before), the aborting side gets no event,
+ * and the peer, reading again, meets a reset (ESYS): never close_notify, never a clean end.
+ */
+static void test_abort(void **state)
+{
+    static const struct hooks reader = {.on_connect = stop_reading};
+    struct env *env = *state;
+    struct tlsock_uv_opts opts;
+    struct peer *client;
+    int64_t aborted_ms;
+    int canceled = 0;
+
+    ts_fill(pump_chunk, sizeof(pump_chunk), 5);
+    memset(&pump, 0, sizeof(pump));
+    pump.event = TS_NOT_RUN;
+    pump.dead_write_rc = TS_NOT_RUN;
+    make_contexts(env);
+    opts = base_opts(NULL);
+    serve_ok(env, 0, env->sctx, &pump_server, &opts);
+    client = client_start(env, env->cctx, env->srvs[0].port, &reader, 0, 0);
+    RUN_UNTIL(env, pump.p != NULL && pump.p->writes - pump.p->writes_done >= 4, WAIT_MS);
+    pump.p->close_called = true;
+    aborted_ms = tlsock_now_ms();
+    tlsock_uv_abort(pump.p->conn);
+    tlsock_uv_abort(pump.p->conn); /* again: nothing more happens */
+    RUN_UNTIL(env, pump.p->conn == NULL, WAIT_MS);
+    print_message("on_close %lld ms after the abort, %d writes queued\n",
+                  (long long)(tlsock_now_ms() - aborted_ms), pump.n);
+    assert_true(tlsock_now_ms() - aborted_ms < 2000);
+    assert_int_equal(pump.p->closes, 1);
+    assert_false(pump.dead);
+    for (int k = 0; k < pump.n; k++) {
+        assert_int_equal(pump.w[k].completions, 1);
+        if (pump.w[k].status == TLSOCK_ECANCELED) {
+            canceled++;
+        } else {
+            TS_ASSERT_RC(pump.w[k].status, 0);
+        }
+    }
+    assert_true(canceled > 0);
+
+    TS_ASSERT_RC(tlsock_uv_read_start(client->conn), 0);
+    RUN_UNTIL(env, client->events > 0, WAIT_MS);
+    TS_ASSERT_RC_MSG(client->event_rc, TLSOCK_ESYS, client->event_msg);
+    TS_ASSERT_CONTAINS(client->event_msg, "reset");
+    peer_close(client);
+    RUN_UNTIL(env, conns_closed(env), WAIT_MS);
+    tlsock_uv_abort(NULL);
+    assert_no_anomaly(env);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1393,6 +1449,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_write_errors_call_no_callback, env_setup,
                                         env_teardown),
         cmocka_unit_test_setup_teardown(test_pending_writes_canceled, env_setup, env_teardown),
+        cmocka_unit_test_setup_teardown(test_abort, env_setup, env_teardown),
     };
 
     return cmocka_run_group_tests_name("uv_robust", tests, ts_pki_setup, ts_pki_teardown);

@@ -236,6 +236,18 @@ TLSOCK_API int tlsock_uv_read_start(struct tlsock_uv_conn *conn);
 TLSOCK_API void tlsock_uv_close(struct tlsock_uv_conn *conn);
 
 /**
+ * Closes the connection at once, without a goodbye: reading stops, nothing queued is sent (the
+ * pending writes complete with TLSOCK_ECANCELED), no close_notify goes out, and the TCP
+ * connection is reset (SO_LINGER 0) instead of ended with a FIN, so that the peer learns at once
+ * that the stream was cut short, and never takes it for a complete one. For a proxy whose other
+ * side failed, or a peer that no longer reads. A socket given to tlsock_attach_fd() and adopted is
+ * the caller's: it is let go of, not reset. on_close follows, as after tlsock_uv_close(); a
+ * graceful close in progress is cut short the same way. Calling it again, or from within a
+ * callback, is safe. Accepts NULL.
+ */
+TLSOCK_API void tlsock_uv_abort(struct tlsock_uv_conn *conn);
+
+/**
  * Half-closes the connection: after the writes already queued, sends close_notify and then a
  * TCP FIN (none on a socket given to tlsock_attach_fd() and adopted), and goes on reading until
  * the peer ends too (on_event TLSOCK_ECLOSED, or another code, as usual). Later writes, and

@@ -170,8 +170,14 @@ void tunnel_side_close(struct tunnel_side *side, bool reset)
         /* Closing already. */
     } else if (side->tls) {
         side->closing = true;
-        /* (NULL: tlsock_uv_connect() refused to start.) */
-        tlsock_uv_close(side->conn);
+        /* (NULL: tlsock_uv_connect() refused to start.) A reset is passed on as one: no
+         * close_notify that would call the cut stream complete, and no flush to a peer that may
+         * not be reading. */
+        if (reset) {
+            tlsock_uv_abort(side->conn);
+        } else {
+            tlsock_uv_close(side->conn);
+        }
     } else {
         side->closing = true;
         /* NULL: the last connect attempt failed and its handle is closed already. A handle

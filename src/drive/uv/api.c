@@ -90,6 +90,13 @@ void tlsock_uv_close(struct tlsock_uv_conn *conn)
     }
 }
 
+void tlsock_uv_abort(struct tlsock_uv_conn *conn)
+{
+    if (conn != NULL) {
+        tlsock__uv_abort(conn);
+    }
+}
+
 int tlsock_uv_shutdown(struct tlsock_uv_conn *conn)
 {
     struct tlsock_uv_conn *c = conn;

@@ -199,6 +199,31 @@ void tlsock__uv_closing_read(struct tlsock_uv_conn *c, ssize_t nread)
     }
 }
 
+/* ---- aborting -------------------------------------------------------------------------------- */
+
+/*
+ * tlsock_uv_abort(): no goodbye. The socket closes now, with SO_LINGER 0 so that the kernel sends
+ * a reset instead of a FIN and drops what it still held of ours: the peer learns at once that the
+ * stream was cut short, never that it ended. What is queued completes with ECANCELED in finish.
+ * A socket the caller owns (adopted from tlsock_attach_fd()) is only let go of, not reset.
+ */
+void tlsock__uv_abort(struct tlsock_uv_conn *c)
+{
+    uv_os_fd_t fd = -1;
+
+    if (tlsock__uv_ended(c)) {
+        return;
+    }
+    if (tlsock__uv_link_up(c) && !c->borrowed_fd && uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0) {
+        struct linger reset = {.l_onoff = 1, .l_linger = 0};
+        (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
+    }
+    if (c->failure == 0) {
+        c->failure = TLSOCK_ECANCELED; /* nothing queued counts as written any more */
+    }
+    tlsock__uv_close_all(c, TLSOCK__UV_CLOSED);
+}
+
 /* ---- handing over (tlsock_uv_release) -------------------------------------------------------- */
 
 void tlsock__uv_release_failed(struct tlsock_uv_conn *c, int code)

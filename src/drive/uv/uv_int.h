@@ -288,6 +288,8 @@ void tlsock__uv_report(struct tlsock_uv_conn *c, int code);
 
 /* Begins closing (tlsock_uv_close() and the driver's own closes); no callback runs in it. */
 void tlsock__uv_close_begin(struct tlsock_uv_conn *c);
+/* tlsock_uv_abort(): the socket is reset and closed now; what is queued is canceled. */
+void tlsock__uv_abort(struct tlsock_uv_conn *c);
 /* The next steps of the graceful close (from the pump). */
 void tlsock__uv_close_step(struct tlsock_uv_conn *c);
 /* tlsock_uv_shutdown(): close_notify, then FIN, once every queued write is encrypted; 0 or the
