@@ -416,7 +416,7 @@ void tlsock__uv_maybe_finish(struct tlsock_uv_conn *c)
 
 void tlsock__uv_server_maybe_finish(struct tlsock_uv_server *s)
 {
-    if (!s->listener_closed || s->clients > 0) {
+    if (!s->listener_closed || s->clients > 0 || s->rejecting != TLSOCK__UV_REJECT_IDLE) {
         return;
     }
     if (s->close_cb != NULL) {

@@ -28,6 +28,43 @@ static void listener_closed(uv_handle_t *handle)
     tlsock__uv_server_maybe_finish(s);
 }
 
+static void on_connection(uv_stream_t *listener, int status);
+
+/* The turned-away client's handle is closed: the server may need it for the next one. */
+static void reject_closed(uv_handle_t *handle)
+{
+    struct tlsock_uv_server *s = handle->data;
+    bool queued = s->rejecting == TLSOCK__UV_REJECT_QUEUED;
+
+    s->rejecting = TLSOCK__UV_REJECT_IDLE;
+    if (queued && !s->closing) {
+        /* libuv holds the client that came meanwhile until someone accepts it. */
+        on_connection((uv_stream_t *)&s->tcp, 0);
+    }
+    tlsock__uv_server_maybe_finish(s);
+}
+
+/*
+ * A client for whom there is no memory: libuv holds its socket, and watches the listener again
+ * only once something accepts it. So the server's own spare handle accepts it and resets it at
+ * once (the client learns it was turned away); a client that comes while the spare closes waits
+ * until the spare is free. The spare needs no allocation.
+ */
+static void reject_client(struct tlsock_uv_server *s)
+{
+    if (s->rejecting != TLSOCK__UV_REJECT_IDLE) {
+        s->rejecting = TLSOCK__UV_REJECT_QUEUED;
+        return;
+    }
+    s->rejecting = TLSOCK__UV_REJECT_CLOSING;
+    uv_tcp_init(s->loop, &s->reject); /* AF_UNSPEC: cannot fail */
+    s->reject.data = s;
+    if (uv_accept((uv_stream_t *)&s->tcp, (uv_stream_t *)&s->reject) != 0 ||
+        uv_tcp_close_reset(&s->reject, reject_closed) != 0) {
+        uv_close((uv_handle_t *)&s->reject, reject_closed);
+    }
+}
+
 /* A client the application will never see: the driver closes it, silently. */
 static void drop_client(struct tlsock_uv_conn *c, int code, const char *msg)
 {
@@ -52,7 +89,7 @@ static void on_connection(uv_stream_t *listener, int status)
     }
     c = tlsock__uv_conn_alloc(s->loop, s->cfg, s->user);
     if (c == NULL) {
-        /* libuv accepts again only after uv_accept(); without memory there is no handle. */
+        reject_client(s);
         accept_error(s, TLSOCK_ENOMEM, "out of memory accepting a client");
         return;
     }

@@ -242,6 +242,13 @@ struct tlsock_uv_conn {
     bool buffers_held : 1; /* the session keeps its record buffers: mirrors the implementation */
 };
 
+/* A server's spare handle, which turns a client away when there is no memory for it. */
+enum tlsock__uv_reject {
+    TLSOCK__UV_REJECT_IDLE,    /* free */
+    TLSOCK__UV_REJECT_CLOSING, /* resetting a client: in use until its close callback */
+    TLSOCK__UV_REJECT_QUEUED,  /* ... and another client waits in libuv to be accepted */
+};
+
 struct tlsock_uv_server {
     uv_tcp_t tcp;
     uv_loop_t *loop;
@@ -257,6 +264,8 @@ struct tlsock_uv_server {
     size_t clients;       /* accepted connections not handed over or finished yet */
     bool closing;         /* tlsock_uv_server_close() was called (no more accepts) */
     bool listener_closed; /* ... and the listener's close callback ran */
+    uv_tcp_t reject;      /* turns a client away when there is no memory for it */
+    uint8_t rejecting;    /* enum tlsock__uv_reject: what the reject handle is doing */
     tlsock_uv_server_close_cb close_cb;
 };
 
