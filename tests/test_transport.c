@@ -29,20 +29,6 @@ static struct tlsock_opts client_opts(void)
     return opts;
 }
 
-/* Compares @p len received bytes with pattern @p seed. */
-static bool same_pattern(const unsigned char *got, size_t len, unsigned seed)
-{
-    unsigned char *want = malloc(len > 0 ? len : 1);
-    bool same = false;
-
-    if (want != NULL) {
-        ts_fill(want, len, seed);
-        same = memcmp(got, want, len) == 0;
-        free(want);
-    }
-    return same;
-}
-
 /* ---- blocking callbacks over file descriptors ------------------------------------------------ */
 
 /*
@@ -1177,7 +1163,7 @@ static void run_fault_case(struct ring_pair *p, const struct fault_case *c)
         memset(buf, 0, FAULT_SMALL);
         TS_ASSERT_RC_MSG(ts_read_full(p->client, buf, FAULT_SMALL), 0,
                          tlsock_conn_errmsg(p->client));
-        assert_true(same_pattern(buf, FAULT_SMALL, 5));
+        assert_true(ts_same_pattern(buf, FAULT_SMALL, 5));
         TS_ASSERT_RC(tlsock_write(p->client, "ok", 2), 0);
         TS_ASSERT_RC(ts_read_full(p->server, warm, 2), 0);
         assert_memory_equal(warm, "ok", 2);
