@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 #include "alloc_fail.h"
-#include "mem_pair.h"
+#include "pair.h"
 
 #if TS_HAVE_UV
 #include <tlsock/uv.h>
@@ -127,7 +127,7 @@ struct fa_env {
     struct tlsock_ctx *ctx;
     struct tlsock_conn *conn;
     struct tlsock_listener *lis;
-    struct ts_mem_pair pair;
+    struct ts_pair pair; /* its connections only: the contexts are the ones above */
     struct ts_transfer transfers[2];
     FILE *file;
     int fd;
@@ -219,7 +219,9 @@ static int fa_setup(void **state)
         return -1;
     }
     e->fd = -1;
-    ts_mem_pair_init(&e->pair, 0);
+    ts_pair_init(&e->pair);
+    /* A failed handshake step is checked as it failed: its alert does not move on. */
+    e->pair.stop_at_failure = true;
     snprintf(e->dir, sizeof(e->dir), "/tmp/tlsock-alloc-XXXXXX");
     if (mkdtemp(e->dir) == NULL) {
         free(e);
@@ -258,7 +260,7 @@ static void run_free(void *arg)
     }
     tlsock_close(e->conn);
     e->conn = NULL;
-    ts_mem_pair_close(&e->pair);
+    ts_pair_close(&e->pair);
     client_join(e, false);
     tlsock_listener_close(e->lis);
     e->lis = NULL;
@@ -341,32 +343,47 @@ static int ctx_new(int role, struct tlsock_ctx **out)
     return rc;
 }
 
-/* Memory-mode connections of @p cctx and @p sctx (unarmed). */
-static void pair_open(struct fa_env *e, struct tlsock_ctx *cctx, struct tlsock_ctx *sctx)
+/*
+ * The pair's memory-mode connections, of @p cctx and @p sctx (the pair's own contexts stay unset:
+ * the contexts are the run's); e->step says which attach failed: 0 the client's, 1 the server's.
+ */
+static int pair_attach(struct fa_env *e, struct tlsock_ctx *cctx, struct tlsock_ctx *sctx)
 {
     struct tlsock_opts opts = ts_opts();
+    int rc;
 
     opts.servername = "localhost";
-    ts_mem_pair_close(&e->pair);
-    TS_ASSERT_RC(tlsock_attach_mem(cctx, &opts, &e->pair.client), 0);
-    TS_ASSERT_RC(tlsock_attach_mem(sctx, NULL, &e->pair.server), 0);
+    e->step = 0;
+    rc = tlsock_attach_mem(cctx, &opts, &e->pair.client);
+    if (rc == 0) {
+        e->step = 1;
+        rc = tlsock_attach_mem(sctx, NULL, &e->pair.server);
+    }
+    return rc;
+}
+
+/* The pair's connections made again, of @p cctx and @p sctx (unarmed). */
+static void pair_open(struct fa_env *e, struct tlsock_ctx *cctx, struct tlsock_ctx *sctx)
+{
+    ts_pair_close(&e->pair);
+    TS_ASSERT_RC(pair_attach(e, cctx, sctx), 0);
 }
 
 /* The transfers both ways a memory-mode case runs: SIZE bytes each, read as they come. */
 static void transfers_init(struct fa_env *e)
 {
     e->transfers[0] =
-        (struct ts_transfer){.from_client = true, .data = e->out, .len = SIZE, .out = e->in};
+        (struct ts_transfer){.dir = TS_C2S, .data = e->out, .len = SIZE, .out = e->in};
     e->transfers[1] =
-        (struct ts_transfer){.from_client = false, .data = e->back, .len = SIZE, .out = e->in2};
+        (struct ts_transfer){.dir = TS_S2C, .data = e->back, .len = SIZE, .out = e->in2};
 }
 
 /* Runs (or goes on with) both transfers. */
 static int transfers_run(struct fa_env *e)
 {
-    int rc = ts_mem_pair_transfer(&e->pair, &e->transfers[0]);
+    int rc = ts_pair_run_transfer(&e->pair, &e->transfers[0]);
 
-    return rc != 0 ? rc : ts_mem_pair_transfer(&e->pair, &e->transfers[1]);
+    return rc != 0 ? rc : ts_pair_run_transfer(&e->pair, &e->transfers[1]);
 }
 
 /* The message of the memory pair's side that failed. */
@@ -509,7 +526,7 @@ static void verify_setter(struct fa_env *e, const struct setter *s)
         TS_ASSERT_RC(set_cert_file(e), 0);
     }
     pair_open(e, client ? e->ctx : e->cctx, client ? e->sctx : e->ctx);
-    TS_ASSERT_RC_MSG(ts_mem_pair_handshake(&e->pair, 20), 0, pair_message(e));
+    TS_ASSERT_RC_MSG(ts_pair_handshake(&e->pair), 0, pair_message(e));
     TS_ASSERT_RC(tlsock_conn_info(e->pair.client, &info), 0);
     assert_string_equal(info->version, s->version != NULL ? s->version : "TLSv1.3");
     assert_string_equal(info->alpn, s->alpn != NULL ? s->alpn : "");
@@ -756,27 +773,19 @@ static void test_accept(void **state)
 static int run_mem_handshake(void *arg)
 {
     struct fa_env *e = arg;
-    struct tlsock_opts opts = ts_opts();
-    int rc;
+    int rc = pair_attach(e, e->cctx, e->sctx);
 
-    opts.servername = "localhost";
-    e->step = 0;
-    rc = tlsock_attach_mem(e->cctx, &opts, &e->pair.client);
-    if (rc == 0) {
-        e->step = 1;
-        rc = tlsock_attach_mem(e->sctx, NULL, &e->pair.server);
-    }
     if (rc == 0) {
         e->step = 2;
-        rc = ts_mem_pair_handshake(&e->pair, 20);
+        rc = ts_pair_handshake(&e->pair);
     }
     return rc;
 }
 
 /*
  * After a failed step of a memory-mode pair, @p go_on goes on: a failure in a handshake, a read
- * or a write is sticky (the same code again), a failed feed is not (the bytes stay on the wire,
- * go in now, and everything gets through).
+ * or a write is sticky (the same code again), a failed feed is not (the pair's path holds the
+ * bytes, they go in now, and everything gets through).
  */
 static void resume(struct fa_env *e, int rc, int (*go_on)(struct fa_env *e))
 {
@@ -790,7 +799,7 @@ static void resume(struct fa_env *e, int rc, int (*go_on)(struct fa_env *e))
 
 static int go_on_handshake(struct fa_env *e)
 {
-    int rc = ts_mem_pair_handshake(&e->pair, 20);
+    int rc = ts_pair_handshake(&e->pair);
 
     return rc != 0 ? rc : transfers_run(e);
 }
@@ -841,7 +850,7 @@ static void setup_mem_data(void *arg)
     struct fa_env *e = arg;
 
     pair_open(e, e->cctx, e->sctx);
-    TS_ASSERT_RC_MSG(ts_mem_pair_handshake(&e->pair, 20), 0, pair_message(e));
+    TS_ASSERT_RC_MSG(ts_pair_handshake(&e->pair), 0, pair_message(e));
     transfers_init(e);
 }
 
@@ -1082,7 +1091,7 @@ static void setup_mem_detach(void *arg)
     /* The server's last data, then its close_notify. */
     TS_ASSERT_RC(tlsock_write(e->pair.server, e->back, TAIL), 0);
     TS_ASSERT_RC(tlsock_shutdown(e->pair.server), 0);
-    TS_ASSERT_RC(ts_wire_move(&e->pair.s2c, e->pair.server, e->pair.client), 0);
+    TS_ASSERT_RC(ts_pair_move(&e->pair, TS_S2C), 0);
 }
 
 /* 0 when @p rc is what the step expects (@p want); else @p rc, or TS_EMISMATCH for a 0. */
@@ -1117,7 +1126,7 @@ static int run_mem_detach(void *arg)
                     TLSOCK_EWANT_WRITE);
     }
     if (rc == 0) {
-        rc = ts_wire_move(&e->pair.c2s, e->pair.client, e->pair.server);
+        rc = ts_pair_move(&e->pair, TS_C2S);
     }
     if (rc == 0) {
         rc = tlsock_detach(e->pair.client, &e->fd, leftover, sizeof(leftover), &e->left);
@@ -1253,7 +1262,7 @@ static void check_set_impl(void *arg, int rc, enum ts_alloc_source source)
     assert_int_equal(tlsock_ctx_impl(e->ctx), other);
     /* Every replayed setting is in force on the other implementation. */
     pair_open(e, e->ctx, e->sctx);
-    TS_ASSERT_RC_MSG(ts_mem_pair_handshake(&e->pair, 20), 0, pair_message(e));
+    TS_ASSERT_RC_MSG(ts_pair_handshake(&e->pair), 0, pair_message(e));
     TS_ASSERT_RC(tlsock_conn_info(e->pair.client, &info), 0);
     assert_string_equal(info->version, "TLSv1.2");
     assert_string_equal(info->alpn, "http/1.1");

@@ -198,18 +198,15 @@ static int write_pattern(struct tlsock_conn *conn, size_t len, unsigned seed)
 static int read_pattern(struct tlsock_conn *conn, size_t len, unsigned seed)
 {
     unsigned char *got = malloc(len);
-    unsigned char *want = malloc(len);
     int rc = TS_ESETUP;
 
-    if (got != NULL && want != NULL) {
-        ts_fill(want, len, seed);
+    if (got != NULL) {
         rc = ts_read_full(conn, got, len);
-        if (rc == 0 && memcmp(got, want, len) != 0) {
+        if (rc == 0 && !ts_same_pattern(got, len, seed)) {
             rc = TS_EMISMATCH;
         }
     }
     free(got);
-    free(want);
     return rc;
 }
 
@@ -940,18 +937,6 @@ static unsigned round_seed(size_t round, int which)
     return (unsigned)(round * 4 + (size_t)which + 1000);
 }
 
-/* True when @p got holds @p len bytes of pattern @p seed. */
-static bool is_pattern(const unsigned char *got, size_t len, unsigned seed)
-{
-    unsigned char want[RANDOM_PLAIN_MAX];
-
-    if (len > sizeof(want)) {
-        return false;
-    }
-    ts_fill(want, len, seed);
-    return memcmp(got, want, len) == 0;
-}
-
 /* ---- over TCP: one thread per side ---- */
 
 /* One side of the TCP rounds; the server's half runs in the server thread. */
@@ -1046,10 +1031,11 @@ static int tcp_round(struct tcp_side *s, size_t round)
     set_cork(s->fd, 0);
     if (rc == 0) {
         s->step = "the peer's plaintext";
-        rc = move_all(s->fd, in + leftover_len, theirs - leftover_len, false) &&
-                     is_pattern(in, theirs, round_seed(round, first ? SEED_SECOND : SEED_FIRST))
-                 ? 0
-                 : TS_EMISMATCH;
+        rc =
+            move_all(s->fd, in + leftover_len, theirs - leftover_len, false) &&
+                    ts_same_pattern(in, theirs, round_seed(round, first ? SEED_SECOND : SEED_FIRST))
+                ? 0
+                : TS_EMISMATCH;
     }
     if (conn != NULL) {
         snprintf(s->errmsg, sizeof(s->errmsg), "%s", tlsock_conn_errmsg(conn));

@@ -27,7 +27,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "mem_pair.h"
+#include "pair.h"
 
 #if TS_HAVE_UV
 #include <tlsock/uv.h>
@@ -428,9 +428,7 @@ static ssize_t cb_write(void *user, const void *buf, size_t len)
 
 /* What a callback or memory case owns: both ends in the test thread. */
 struct pair_env {
-    struct tlsock_ctx *sctx;
-    struct tlsock_ctx *cctx;
-    struct ts_mem_pair pair;
+    struct ts_pair pair;
     struct cb_end ends[2];
     struct byte_queue queues[2];
     unsigned char out[SIZE];
@@ -456,42 +454,40 @@ static int pair_teardown(void **state)
     struct pair_env *p = *state;
 
     if (p != NULL) {
-        ts_mem_pair_close(&p->pair);
-        tlsock_ctx_free(p->sctx);
-        tlsock_ctx_free(p->cctx);
+        ts_pair_release(&p->pair);
         free(p);
         *state = NULL;
     }
     return 0;
 }
 
-/* Contexts for the client range @p protocols, after releasing the previous case's objects. */
+/*
+ * Contexts for the client range @p protocols, after releasing the previous case's objects; the
+ * handshake may take a round per byte and per "not now".
+ */
 static void pair_contexts(struct pair_env *p, const char *protocols)
 {
-    ts_mem_pair_close(&p->pair);
-    tlsock_ctx_free(p->sctx);
-    tlsock_ctx_free(p->cctx);
-    p->sctx = p->cctx = NULL;
-    TS_ASSERT_RC(ts_server_ctx_new(&ts_pki.server, &p->sctx), 0);
-    TS_ASSERT_RC(ts_client_ctx_new(ts_pki.ca.cert, &p->cctx), 0);
-    TS_ASSERT_RC(tlsock_ctx_set_protocols(p->cctx, protocols), 0);
+    ts_pair_release(&p->pair);
+    p->pair.rounds_max = 1000000;
+    TS_ASSERT_RC(ts_server_ctx_new(&ts_pki.server, &p->pair.sctx), 0);
+    TS_ASSERT_RC(ts_client_ctx_new(ts_pki.ca.cert, &p->pair.cctx), 0);
+    TS_ASSERT_RC(tlsock_ctx_set_protocols(p->pair.cctx, protocols), 0);
 }
 
 /* The handshake of version @p v, then @p size bytes each way read @p max_read at a time. */
 static void pair_exchange(struct pair_env *p, size_t v, size_t size, size_t max_read)
 {
     struct ts_transfer up = {
-        .from_client = true, .data = p->out, .len = size, .out = p->in, .max_read = max_read};
+        .dir = TS_C2S, .data = p->out, .len = size, .out = p->in, .max_read = max_read};
     struct ts_transfer down = {
-        .from_client = false, .data = p->back, .len = size, .out = p->in, .max_read = max_read};
+        .dir = TS_S2C, .data = p->back, .len = size, .out = p->in, .max_read = max_read};
     const struct tlsock_info *info = NULL;
 
-    TS_ASSERT_RC_MSG(ts_mem_pair_handshake(&p->pair, 1000000), 0,
-                     tlsock_conn_errmsg(p->pair.client));
+    TS_ASSERT_RC_MSG(ts_pair_handshake(&p->pair), 0, p->pair.client_msg);
     TS_ASSERT_RC(tlsock_conn_info(p->pair.client, &info), 0);
     assert_string_equal(info->version, versions[v].version);
-    TS_ASSERT_RC_MSG(ts_mem_pair_transfer(&p->pair, &up), 0, tlsock_conn_errmsg(p->pair.server));
-    TS_ASSERT_RC_MSG(ts_mem_pair_transfer(&p->pair, &down), 0, tlsock_conn_errmsg(p->pair.client));
+    TS_ASSERT_RC_MSG(ts_pair_run_transfer(&p->pair, &up), 0, tlsock_conn_errmsg(p->pair.server));
+    TS_ASSERT_RC_MSG(ts_pair_run_transfer(&p->pair, &down), 0, tlsock_conn_errmsg(p->pair.client));
 }
 
 struct cb_case {
@@ -516,10 +512,7 @@ static void run_cb_case(struct pair_env *p, const struct cb_case *c, size_t v)
                                      .wants = c->wants};
         io[i] = (struct tlsock_io){.read = cb_read, .write = cb_write, .user = &p->ends[i]};
     }
-    ts_mem_pair_init(&p->pair, 0);
-    p->pair.direct = true;
-    TS_ASSERT_RC(tlsock_attach_io(p->cctx, &io[0], &copts, &p->pair.client), 0);
-    TS_ASSERT_RC(tlsock_attach_io(p->sctx, &io[1], NULL, &p->pair.server), 0);
+    TS_ASSERT_RC(ts_pair_attach_io(&p->pair, &io[0], &io[1], &copts, NULL), 0);
     pair_exchange(p, v, c->size, c->max_move);
     print_message("%s (%s): %lu and %lu real moves, %lu and %lu WANT codes made up\n", c->what,
                   versions[v].version, p->ends[0].calls, p->ends[1].calls, p->ends[0].made_up,
@@ -560,9 +553,8 @@ static void test_memory_one_byte(void **state)
 
     copts.servername = "localhost";
     pair_contexts(p, versions[1].protocols);
-    ts_mem_pair_init(&p->pair, 1);
-    TS_ASSERT_RC(tlsock_attach_mem(p->cctx, &copts, &p->pair.client), 0);
-    TS_ASSERT_RC(tlsock_attach_mem(p->sctx, NULL, &p->pair.server), 0);
+    p->pair.path[TS_C2S].chunk = p->pair.path[TS_S2C].chunk = 1;
+    TS_ASSERT_RC(ts_pair_attach(&p->pair, &copts, NULL), 0);
     pair_exchange(p, 1, SIZE, 1);
 }
 

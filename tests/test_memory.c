@@ -17,19 +17,6 @@
 /* A TLS record header: content type, then the legacy version (RFC 8446 section 5.1). */
 #define TLS_HANDSHAKE_RECORD 0x16
 
-static bool same_pattern(const unsigned char *got, size_t len, unsigned seed)
-{
-    unsigned char *want = malloc(len > 0 ? len : 1);
-    bool same = false;
-
-    if (want != NULL) {
-        ts_fill(want, len, seed);
-        same = memcmp(got, want, len) == 0;
-        free(want);
-    }
-    return same;
-}
-
 /* Opens the shared fixture's pair (support/pair.h); the client trusts @p ca_pem and verifies
  * @p verify_name. */
 static void pair_open(struct ts_pair *p, const char *ca_pem, const char *verify_name)
@@ -724,7 +711,7 @@ static void test_poll_loop(void **state)
     for (int i = 0; i < 2; i++) {
         phases[i] = sides[i].phase;
         got[i] = sides[i].got;
-        intact[i] = got[i] == size && same_pattern(sides[i].rx, size, i == 0 ? 12 : 11);
+        intact[i] = got[i] == size && ts_same_pattern(sides[i].rx, size, i == 0 ? 12 : 11);
         free(sides[i].tx);
         free(sides[i].rx);
     }

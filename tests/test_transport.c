@@ -1,7 +1,7 @@
 /* TLS over any byte stream (tlsock_attach_io): blocking callbacks over a socketpair or pipes, a
  * non-blocking ring buffer, TLS inside TLS, error codes from callbacks, the socket transport
  * against a raw server (tiny buffers, truncation) and coalesced writes. */
-#include "support.h"
+#include "pair.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -27,20 +27,6 @@ static struct tlsock_opts client_opts(void)
 
     opts.verify_name = "localhost";
     return opts;
-}
-
-/* Compares @p len received bytes with pattern @p seed. */
-static bool same_pattern(const unsigned char *got, size_t len, unsigned seed)
-{
-    unsigned char *want = malloc(len > 0 ? len : 1);
-    bool same = false;
-
-    if (want != NULL) {
-        ts_fill(want, len, seed);
-        same = memcmp(got, want, len) == 0;
-        free(want);
-    }
-    return same;
 }
 
 /* ---- blocking callbacks over file descriptors ------------------------------------------------ */
@@ -573,22 +559,22 @@ static ssize_t ring_write(void *user, const void *buf, size_t len)
     return rc;
 }
 
-/* A client and a server connected by two rings, in one thread. */
+/* A client and a server connected by two rings, in one thread: the shared pair, direct. */
 struct ring_pair {
+    struct ts_pair pair;
     struct ring c2s;
     struct ring s2c;
     struct ring_end cli_end;
     struct ring_end srv_end;
-    struct tlsock_ctx *sctx;
-    struct tlsock_ctx *cctx;
-    struct tlsock_conn *client;
-    struct tlsock_conn *server;
 };
 
 static int ring_setup(void **state)
 {
     struct ring_pair *p = calloc(1, sizeof(*p));
 
+    if (p != NULL) {
+        ts_pair_init(&p->pair);
+    }
     *state = p;
     return p != NULL ? 0 : -1;
 }
@@ -601,12 +587,9 @@ static int ring_teardown(void **state)
         /* Faults off, so that closing never reports into a test that already ended. */
         p->cli_end.read_fault.on = p->cli_end.write_fault.on = false;
         p->srv_end.read_fault.on = p->srv_end.write_fault.on = false;
-        tlsock_close(p->client);
-        tlsock_close(p->server);
+        ts_pair_release(&p->pair);
         free(p->c2s.buf);
         free(p->s2c.buf);
-        tlsock_ctx_free(p->cctx);
-        tlsock_ctx_free(p->sctx);
         free(p);
         *state = NULL;
     }
@@ -624,8 +607,6 @@ static void ring_renew(void **state, size_t index)
 /* Creates both connections over rings of @p cap bytes; @p copts for the client (NULL: default). */
 static void ring_open(struct ring_pair *p, size_t cap, const struct tlsock_opts *copts)
 {
-    struct tlsock_opts sopts = ts_opts();
-    struct tlsock_opts def = client_opts();
     const struct tlsock_io cio = {.read = ring_read, .write = ring_write, .user = &p->cli_end};
     const struct tlsock_io sio = {.read = ring_read, .write = ring_write, .user = &p->srv_end};
 
@@ -638,89 +619,38 @@ static void ring_open(struct ring_pair *p, size_t cap, const struct tlsock_opts 
     p->cli_end.out = &p->c2s;
     p->srv_end.in = &p->c2s;
     p->srv_end.out = &p->s2c;
-    TS_ASSERT_RC(ts_server_ctx_new(&ts_pki.server, &p->sctx), 0);
-    TS_ASSERT_RC(ts_client_ctx_new(ts_pki.ca.cert, &p->cctx), 0);
-    TS_ASSERT_RC(tlsock_attach_io(p->cctx, &cio, copts != NULL ? copts : &def, &p->client), 0);
-    TS_ASSERT_RC(tlsock_attach_io(p->sctx, &sio, &sopts, &p->server), 0);
+    TS_ASSERT_RC(ts_server_ctx_new(&ts_pki.server, &p->pair.sctx), 0);
+    TS_ASSERT_RC(ts_client_ctx_new(ts_pki.ca.cert, &p->pair.cctx), 0);
+    /* The pair's default client options verify "localhost", as client_opts() does. */
+    TS_ASSERT_RC(ts_pair_attach_io(&p->pair, &cio, &sio, copts, NULL), 0);
 }
 
-/* Alternates both handshakes until both finish: 0, or the first error that is not a WANT. */
+/* Both handshakes, alternating, at most @p max_rounds rounds: 0, or the first error that is not a
+ * WANT; the rounds it took in *rounds (may be NULL). */
 static int ring_handshake(struct ring_pair *p, int max_rounds, int *rounds)
 {
-    int crc = TLSOCK_EWANT_READ;
-    int src = TLSOCK_EWANT_READ;
-    int i;
+    int rc;
 
-    for (i = 0; i < max_rounds && (crc != 0 || src != 0); i++) {
-        if (crc != 0) {
-            crc = tlsock_handshake(p->client);
-        }
-        if (src != 0) {
-            src = tlsock_handshake(p->server);
-        }
-        if ((crc != 0 && !is_want(crc)) || (src != 0 && !is_want(src))) {
-            break;
-        }
-    }
+    p->pair.rounds_max = max_rounds;
+    rc = ts_pair_handshake(&p->pair);
     if (rounds != NULL) {
-        *rounds = i;
+        *rounds = p->pair.rounds;
     }
-    return crc != 0 && !is_want(crc) ? crc : src;
+    return rc;
 }
 
 /*
- * Sends @p size bytes of pattern @p seed from @p from to @p to, alternating the writer and the
- * reader in one thread. The write is repeated with the same arguments while it returns
- * EWANT_WRITE, as the callback contract requires. Returns 0 or the first unexpected code.
+ * Sends @p size bytes of pattern @p seed along @p dir (ts_pair_transfer(): the write is repeated
+ * with the same arguments while it returns EWANT_WRITE, as the callback contract requires, and
+ * the reader reads in between); the writer's EWANT_WRITEs in *write_wants.
  */
-static int ring_transfer(struct tlsock_conn *from, struct tlsock_conn *to, size_t size,
-                         unsigned seed, size_t *write_wants)
+static int ring_transfer(struct ring_pair *p, enum ts_dir dir, size_t size, unsigned seed,
+                         size_t *write_wants)
 {
-    unsigned char *out = malloc(size);
-    unsigned char *in = malloc(size);
-    int wrc = TLSOCK_EWANT_WRITE;
-    int rc = TS_ESETUP;
-    size_t got = 0;
+    size_t before = p->pair.path[dir].write_wants;
+    int rc = ts_pair_transfer(&p->pair, dir, size, seed);
 
-    *write_wants = 0;
-    if (out == NULL || in == NULL) {
-        goto free_bufs;
-    }
-    ts_fill(out, size, seed);
-    rc = 0;
-    /* Every round moves at least one byte while the data flows; the count bounds a stall. */
-    for (size_t round = 0; round < 100000 && rc == 0 && (wrc != 0 || got < size); round++) {
-        int rrc = 0;
-
-        if (wrc != 0) {
-            wrc = tlsock_write(from, out, size);
-            if (wrc == TLSOCK_EWANT_WRITE) {
-                (*write_wants)++;
-            } else if (wrc != 0) {
-                rc = wrc;
-            }
-        }
-        /* Read until the ring runs dry; each successful read returns at least one byte. */
-        for (int r = 0; r < 1000 && rc == 0 && rrc == 0 && got < size; r++) {
-            size_t n = 0;
-
-            rrc = tlsock_read(to, in + got, size - got, &n);
-            if (rrc == 0) {
-                got += n;
-            } else if (rrc != TLSOCK_EWANT_READ) {
-                rc = rrc;
-            }
-        }
-    }
-    if (rc == 0 && (wrc != 0 || got != size)) {
-        rc = TLSOCK_ETIMEDOUT;
-    }
-    if (rc == 0 && memcmp(in, out, size) != 0) {
-        rc = TS_EMISMATCH;
-    }
-free_bufs:
-    free(out);
-    free(in);
+    *write_wants = p->pair.path[dir].write_wants - before;
     return rc;
 }
 
@@ -735,32 +665,31 @@ static void test_ring_buffer(void **state)
 
     ring_open(p, 4096, NULL);
     /* Nothing has arrived yet: the first steps ask for input instead of blocking. */
-    TS_ASSERT_RC(tlsock_handshake(p->server), TLSOCK_EWANT_READ);
-    TS_ASSERT_RC(tlsock_read(p->server, &byte, 1, &n), TLSOCK_EWANT_READ);
-    TS_ASSERT_RC_MSG(ring_handshake(p, 50, &rounds), 0, tlsock_conn_errmsg(p->client));
+    TS_ASSERT_RC(tlsock_handshake(p->pair.server), TLSOCK_EWANT_READ);
+    TS_ASSERT_RC(tlsock_read(p->pair.server, &byte, 1, &n), TLSOCK_EWANT_READ);
+    TS_ASSERT_RC_MSG(ring_handshake(p, 50, &rounds), 0, tlsock_conn_errmsg(p->pair.client));
     print_message("handshake in %d rounds\n", rounds);
 
-    TS_ASSERT_RC_MSG(ring_transfer(p->client, p->server, 1, 1, &wants), 0,
-                     tlsock_conn_errmsg(p->server));
-    TS_ASSERT_RC_MSG(ring_transfer(p->server, p->client, 16385, 2, &wants), 0,
-                     tlsock_conn_errmsg(p->client));
+    TS_ASSERT_RC_MSG(ring_transfer(p, TS_C2S, 1, 1, &wants), 0, tlsock_conn_errmsg(p->pair.server));
+    TS_ASSERT_RC_MSG(ring_transfer(p, TS_S2C, 16385, 2, &wants), 0,
+                     tlsock_conn_errmsg(p->pair.client));
     /* 16385 bytes are two records, larger than the ring: the writer had to wait. */
     assert_true(wants > 0);
-    TS_ASSERT_RC_MSG(ring_transfer(p->client, p->server, MIB, 3, &wants), 0,
-                     tlsock_conn_errmsg(p->server));
+    TS_ASSERT_RC_MSG(ring_transfer(p, TS_C2S, MIB, 3, &wants), 0,
+                     tlsock_conn_errmsg(p->pair.server));
     print_message("1 MiB client to server: %zu EWANT_WRITE returns\n", wants);
     assert_true(wants >= MIB / 4096 / 2);
-    TS_ASSERT_RC_MSG(ring_transfer(p->server, p->client, MIB, 4, &wants), 0,
-                     tlsock_conn_errmsg(p->client));
+    TS_ASSERT_RC_MSG(ring_transfer(p, TS_S2C, MIB, 4, &wants), 0,
+                     tlsock_conn_errmsg(p->pair.client));
     assert_true(wants > 0);
     assert_true(p->cli_end.want_writes > 0);
     assert_true(p->srv_end.want_writes > 0);
 
     /* Clean close through the rings. */
-    TS_ASSERT_RC(tlsock_shutdown(p->server), 0);
-    TS_ASSERT_RC(tlsock_read(p->client, &byte, 1, &n), TLSOCK_ECLOSED);
-    TS_ASSERT_RC(tlsock_shutdown(p->client), 0);
-    TS_ASSERT_RC(tlsock_read(p->server, &byte, 1, &n), TLSOCK_ECLOSED);
+    TS_ASSERT_RC(tlsock_shutdown(p->pair.server), 0);
+    TS_ASSERT_RC(tlsock_read(p->pair.client, &byte, 1, &n), TLSOCK_ECLOSED);
+    TS_ASSERT_RC(tlsock_shutdown(p->pair.client), 0);
+    TS_ASSERT_RC(tlsock_read(p->pair.server, &byte, 1, &n), TLSOCK_ECLOSED);
 }
 
 /*
@@ -782,7 +711,7 @@ static void test_short_callback_writes(void **state)
         p = *state;
         ring_open(p, 65536, NULL);
         p->cli_end.max_write = p->srv_end.max_write = caps[i];
-        TS_ASSERT_RC_MSG(ring_handshake(p, 20, &rounds[i]), 0, tlsock_conn_errmsg(p->client));
+        TS_ASSERT_RC_MSG(ring_handshake(p, 20, &rounds[i]), 0, tlsock_conn_errmsg(p->pair.client));
         print_message("at most %zu bytes per write (0: no limit): handshake in %d rounds, server "
                       "%zu calls for %zu bytes, client %zu calls for %zu bytes\n",
                       caps[i], rounds[i], p->srv_end.write_calls, p->srv_end.write_bytes,
@@ -793,11 +722,11 @@ static void test_short_callback_writes(void **state)
             assert_true(p->cli_end.write_calls * caps[i] >= p->cli_end.write_bytes);
             assert_int_equal(rounds[i], rounds[0]);
         }
-        TS_ASSERT_RC_MSG(ring_transfer(p->server, p->client, 40000, 1, &wants), 0,
-                         tlsock_conn_errmsg(p->client));
+        TS_ASSERT_RC_MSG(ring_transfer(p, TS_S2C, 40000, 1, &wants), 0,
+                         tlsock_conn_errmsg(p->pair.client));
         assert_int_equal(wants, 0);
-        TS_ASSERT_RC_MSG(ring_transfer(p->client, p->server, 40000, 2, &wants), 0,
-                         tlsock_conn_errmsg(p->server));
+        TS_ASSERT_RC_MSG(ring_transfer(p, TS_C2S, 40000, 2, &wants), 0,
+                         tlsock_conn_errmsg(p->pair.server));
         assert_int_equal(wants, 0);
         assert_int_equal(p->cli_end.want_writes, 0);
         assert_int_equal(p->srv_end.want_writes, 0);
@@ -1125,17 +1054,17 @@ static int fault_op(struct ring_pair *p, const struct fault_case *c, unsigned ch
     int rc;
 
     if (c->in_handshake) {
-        rc = tlsock_handshake(p->client);
+        rc = tlsock_handshake(p->pair.client);
         /* The server answers whatever the client managed to send, for the next attempt. */
         if (is_want(rc)) {
-            int ignored = tlsock_handshake(p->server);
+            int ignored = tlsock_handshake(p->pair.server);
             (void)ignored;
         }
     } else if (c->on_write) {
         ts_fill(buf, size, 6);
-        rc = tlsock_write(p->client, buf, size);
+        rc = tlsock_write(p->pair.client, buf, size);
     } else {
-        rc = tlsock_read(p->client, buf, FAULT_SMALL, &n);
+        rc = tlsock_read(p->pair.client, buf, FAULT_SMALL, &n);
     }
     return rc;
 }
@@ -1152,16 +1081,16 @@ static void run_fault_case(struct ring_pair *p, const struct fault_case *c)
     ring_open(p, 4 * FAULT_LARGE, NULL);
     if (c->in_handshake) {
         /* The ClientHello is out and the server's flight waits in the ring. */
-        TS_ASSERT_RC(tlsock_handshake(p->client), TLSOCK_EWANT_READ);
-        TS_ASSERT_RC(tlsock_handshake(p->server), TLSOCK_EWANT_READ);
+        TS_ASSERT_RC(tlsock_handshake(p->pair.client), TLSOCK_EWANT_READ);
+        TS_ASSERT_RC(tlsock_handshake(p->pair.server), TLSOCK_EWANT_READ);
     } else {
         TS_ASSERT_RC(ring_handshake(p, 20, NULL), 0);
         /* Consume the session tickets, so that the fault hits application data. */
-        TS_ASSERT_RC(tlsock_write(p->server, "warm", 4), 0);
-        TS_ASSERT_RC(ts_read_full(p->client, warm, 4), 0);
+        TS_ASSERT_RC(tlsock_write(p->pair.server, "warm", 4), 0);
+        TS_ASSERT_RC(ts_read_full(p->pair.client, warm, 4), 0);
         if (!c->on_write) {
             ts_fill(buf, FAULT_SMALL, 5);
-            TS_ASSERT_RC(tlsock_write(p->server, buf, FAULT_SMALL), 0);
+            TS_ASSERT_RC(tlsock_write(p->pair.server, buf, FAULT_SMALL), 0);
         }
     }
     *f = (struct fault){.on = true, .budget = c->after, .code = c->code};
@@ -1169,27 +1098,27 @@ static void run_fault_case(struct ring_pair *p, const struct fault_case *c)
     for (int i = 0; i < 10 && is_want(rc); i++) {
         rc = fault_op(p, c, buf);
     }
-    TS_ASSERT_RC_MSG(rc, c->expect, tlsock_conn_errmsg(p->client));
-    TS_ASSERT_CONTAINS(tlsock_conn_errmsg(p->client), c->msg);
+    TS_ASSERT_RC_MSG(rc, c->expect, tlsock_conn_errmsg(p->pair.client));
+    TS_ASSERT_CONTAINS(tlsock_conn_errmsg(p->pair.client), c->msg);
     f->on = false;
     if (c->retryable) {
         /* The callback delivers again: the very same record arrives intact. */
         memset(buf, 0, FAULT_SMALL);
-        TS_ASSERT_RC_MSG(ts_read_full(p->client, buf, FAULT_SMALL), 0,
-                         tlsock_conn_errmsg(p->client));
-        assert_true(same_pattern(buf, FAULT_SMALL, 5));
-        TS_ASSERT_RC(tlsock_write(p->client, "ok", 2), 0);
-        TS_ASSERT_RC(ts_read_full(p->server, warm, 2), 0);
+        TS_ASSERT_RC_MSG(ts_read_full(p->pair.client, buf, FAULT_SMALL), 0,
+                         tlsock_conn_errmsg(p->pair.client));
+        assert_true(ts_same_pattern(buf, FAULT_SMALL, 5));
+        TS_ASSERT_RC(tlsock_write(p->pair.client, "ok", 2), 0);
+        TS_ASSERT_RC(ts_read_full(p->pair.server, warm, 2), 0);
         assert_memory_equal(warm, "ok", 2);
     } else {
         /* Sticky: every later call returns the same code, whatever the callback does now. */
         TS_ASSERT_RC(fault_op(p, c, buf), c->expect);
-        TS_ASSERT_RC(tlsock_handshake(p->client), c->expect);
-        TS_ASSERT_RC(tlsock_read(p->client, buf, FAULT_SMALL, &n), c->expect);
-        TS_ASSERT_RC(tlsock_write(p->client, "x", 1), c->expect);
-        TS_ASSERT_RC(tlsock_shutdown(p->client), c->expect);
+        TS_ASSERT_RC(tlsock_handshake(p->pair.client), c->expect);
+        TS_ASSERT_RC(tlsock_read(p->pair.client, buf, FAULT_SMALL, &n), c->expect);
+        TS_ASSERT_RC(tlsock_write(p->pair.client, "x", 1), c->expect);
+        TS_ASSERT_RC(tlsock_shutdown(p->pair.client), c->expect);
         /* The detail keeps saying why the connection died. */
-        TS_ASSERT_CONTAINS(tlsock_conn_errmsg(p->client), c->msg);
+        TS_ASSERT_CONTAINS(tlsock_conn_errmsg(p->pair.client), c->msg);
     }
 }
 
@@ -1233,15 +1162,17 @@ static void test_want_code_from_callback(void **state)
         f = c->on_write ? &p->cli_end.write_fault : &p->cli_end.read_fault;
         if (!c->on_write) {
             /* The server's flight waits in the ring; the client's read callback holds it back. */
-            TS_ASSERT_RC(tlsock_handshake(p->client), TLSOCK_EWANT_READ);
-            TS_ASSERT_RC(tlsock_handshake(p->server), TLSOCK_EWANT_READ);
+            TS_ASSERT_RC(tlsock_handshake(p->pair.client), TLSOCK_EWANT_READ);
+            TS_ASSERT_RC(tlsock_handshake(p->pair.server), TLSOCK_EWANT_READ);
         }
         *f = (struct fault){.on = true, .budget = 0, .code = c->code};
-        TS_ASSERT_RC_MSG(tlsock_handshake(p->client), (int)c->code, tlsock_conn_errmsg(p->client));
-        TS_ASSERT_RC_MSG(tlsock_handshake(p->client), (int)c->code, tlsock_conn_errmsg(p->client));
+        TS_ASSERT_RC_MSG(tlsock_handshake(p->pair.client), (int)c->code,
+                         tlsock_conn_errmsg(p->pair.client));
+        TS_ASSERT_RC_MSG(tlsock_handshake(p->pair.client), (int)c->code,
+                         tlsock_conn_errmsg(p->pair.client));
         /* Not an error: once the transport moves again, the handshake completes. */
         f->on = false;
-        TS_ASSERT_RC_MSG(ring_handshake(p, 20, NULL), 0, tlsock_conn_errmsg(p->client));
+        TS_ASSERT_RC_MSG(ring_handshake(p, 20, NULL), 0, tlsock_conn_errmsg(p->pair.client));
     }
 }
 
@@ -1257,32 +1188,32 @@ static void test_op_deadline_in_callbacks(void **state)
 
     opts.verify_name = "localhost";
     ring_open(p, 65536, &opts);
-    p->cli_end.conn = p->client;
+    p->cli_end.conn = p->pair.client;
     /* Outside any operation there is none. */
-    assert_int_equal(tlsock_conn_op_deadline_ms(p->client), -1);
+    assert_int_equal(tlsock_conn_op_deadline_ms(p->pair.client), -1);
 
     deadline = tlsock_now_ms() + 60000;
-    TS_ASSERT_RC(tlsock_conn_set_deadline(p->client, deadline), 0);
+    TS_ASSERT_RC(tlsock_conn_set_deadline(p->pair.client, deadline), 0);
     TS_ASSERT_RC(ring_handshake(p, 20, NULL), 0);
     assert_true(p->cli_end.deadline_calls > 0);
     assert_int_equal(p->cli_end.deadline_min, deadline);
     assert_int_equal(p->cli_end.deadline_max, deadline);
 
     /* Without a deadline or a timeout: -1. */
-    TS_ASSERT_RC(tlsock_conn_set_deadline(p->client, -1), 0);
+    TS_ASSERT_RC(tlsock_conn_set_deadline(p->pair.client, -1), 0);
     p->cli_end.deadline_calls = 0;
-    TS_ASSERT_RC(tlsock_write(p->server, "abcd", 4), 0);
-    TS_ASSERT_RC(ts_read_full(p->client, buf, 4), 0);
+    TS_ASSERT_RC(tlsock_write(p->pair.server, "abcd", 4), 0);
+    TS_ASSERT_RC(ts_read_full(p->pair.client, buf, 4), 0);
     assert_true(p->cli_end.deadline_calls > 0);
     assert_int_equal(p->cli_end.deadline_min, -1);
     assert_int_equal(p->cli_end.deadline_max, -1);
 
     /* A per-operation timeout alone: now + timeout, taken when the operation starts. */
-    TS_ASSERT_RC(tlsock_conn_set_timeout(p->client, 30000), 0);
+    TS_ASSERT_RC(tlsock_conn_set_timeout(p->pair.client, 30000), 0);
     p->cli_end.deadline_calls = 0;
-    TS_ASSERT_RC(tlsock_write(p->server, "efgh", 4), 0);
+    TS_ASSERT_RC(tlsock_write(p->pair.server, "efgh", 4), 0);
     before = tlsock_now_ms();
-    TS_ASSERT_RC(ts_read_full(p->client, buf, 4), 0);
+    TS_ASSERT_RC(ts_read_full(p->pair.client, buf, 4), 0);
     after = tlsock_now_ms();
     assert_true(p->cli_end.deadline_calls > 0);
     assert_true(p->cli_end.deadline_min >= before + 30000);
@@ -1290,15 +1221,15 @@ static void test_op_deadline_in_callbacks(void **state)
 
     /* Both: whichever comes first. */
     deadline = tlsock_now_ms() + 20000;
-    TS_ASSERT_RC(tlsock_conn_set_deadline(p->client, deadline), 0);
+    TS_ASSERT_RC(tlsock_conn_set_deadline(p->pair.client, deadline), 0);
     p->cli_end.deadline_calls = 0;
-    TS_ASSERT_RC(tlsock_write(p->client, "ijkl", 4), 0);
+    TS_ASSERT_RC(tlsock_write(p->pair.client, "ijkl", 4), 0);
     assert_true(p->cli_end.deadline_calls > 0);
     assert_int_equal(p->cli_end.deadline_min, deadline);
     assert_int_equal(p->cli_end.deadline_max, deadline);
-    TS_ASSERT_RC(ts_read_full(p->server, buf, 4), 0);
+    TS_ASSERT_RC(ts_read_full(p->pair.server, buf, 4), 0);
     assert_memory_equal(buf, "ijkl", 4);
-    assert_int_equal(tlsock_conn_op_deadline_ms(p->client), -1);
+    assert_int_equal(tlsock_conn_op_deadline_ms(p->pair.client), -1);
 }
 
 /* ---- the socket transport, against a raw server ---------------------------------------------- */
@@ -1459,18 +1390,18 @@ static void test_coalescing(void **state)
 
     ts_fill(data, total, 7);
     p->cli_end.write_calls = p->cli_end.write_bytes = 0;
-    TS_ASSERT_RC(tlsock_write(p->client, data, total), 0);
+    TS_ASSERT_RC(tlsock_write(p->pair.client, data, total), 0);
     single_calls = p->cli_end.write_calls;
     single_bytes = p->cli_end.write_bytes;
-    TS_ASSERT_RC(ts_read_full(p->server, got, total), 0);
+    TS_ASSERT_RC(ts_read_full(p->pair.server, got, total), 0);
     assert_memory_equal(got, data, total);
 
     ts_fill(data, total, 8);
     p->cli_end.write_calls = p->cli_end.write_bytes = 0;
     for (size_t i = 0; i < 16; i++) {
-        TS_ASSERT_RC(tlsock_write(p->client, data + i * chunk, chunk), 0);
+        TS_ASSERT_RC(tlsock_write(p->pair.client, data + i * chunk, chunk), 0);
     }
-    TS_ASSERT_RC(ts_read_full(p->server, got, total), 0);
+    TS_ASSERT_RC(ts_read_full(p->pair.server, got, total), 0);
     assert_memory_equal(got, data, total);
     print_message("one 256 KiB write: %zu calls, %zu bytes; 16 writes: %zu calls, %zu bytes\n",
                   single_calls, single_bytes, p->cli_end.write_calls, p->cli_end.write_bytes);

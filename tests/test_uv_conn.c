@@ -324,19 +324,6 @@ static bool fx_all_closed(struct fx *f)
     return f->cli.conn == NULL && f->srv.conn == NULL && (f->server == NULL || f->server_closed);
 }
 
-static bool same_pattern(const unsigned char *got, size_t len, unsigned seed)
-{
-    unsigned char *want = malloc(len > 0 ? len : 1);
-    bool same = false;
-
-    if (want != NULL) {
-        ts_fill(want, len, seed);
-        same = memcmp(got, want, len) == 0;
-        free(want);
-    }
-    return same;
-}
-
 /* ---- fixture ------------------------------------------------------------------------------- */
 
 /* The teardown's hooks (struct env_extra): this file's connections and server. */
@@ -536,8 +523,8 @@ static void test_bulk_both_ways(void **state)
     assert_true(run_until(f, mib_both_ways));
     assert_int_equal(f->srv.rx_len, MIB);
     assert_int_equal(f->cli.rx_len, MIB);
-    assert_true(same_pattern(f->srv.rx, MIB, 1));
-    assert_true(same_pattern(f->cli.rx, MIB, 2));
+    assert_true(ts_same_pattern(f->srv.rx, MIB, 1));
+    assert_true(ts_same_pattern(f->cli.rx, MIB, 2));
     /* Every write completed once, with 0, in the order it was made. */
     assert_int_equal(f->cli.writes_done, f->cli.last_arg);
     assert_int_equal(f->cli.writes_ok, f->cli.writes_done);
@@ -981,7 +968,7 @@ static void test_close_flushes_pending(void **state)
     /* The server got every byte, then the close_notify. */
     TS_ASSERT_RC_MSG(f->srv.event_codes[0], TLSOCK_ECLOSED, f->srv.event_msg);
     assert_int_equal(f->srv.rx_len, MIB + 4);
-    assert_true(same_pattern(f->srv.rx, MIB, 7));
+    assert_true(ts_same_pattern(f->srv.rx, MIB, 7));
     assert_memory_equal(f->srv.rx + MIB, "tail", 4);
     TS_ASSERT_RC(f->srv.event_codes[0], TLSOCK_ECLOSED);
     /* Both writes completed with 0 before on_close; the refused one never completed. */
@@ -1085,7 +1072,7 @@ static void test_read_stop_start(void **state)
     assert_int_equal(f->cli.reads, 0); /* delivered from the loop, not from the call */
     assert_true(run_until(f, client_got_64k));
     assert_int_equal(f->cli.rx_len, 65536);
-    assert_true(same_pattern(f->cli.rx, 65536, 3));
+    assert_true(ts_same_pattern(f->cli.rx, 65536, 3));
     /* Reading again: the idle timeout runs again. */
     assert_true(run_until(f, client_event));
     TS_ASSERT_RC(f->cli.event_codes[0], TLSOCK_ETIMEDOUT);

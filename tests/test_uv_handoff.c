@@ -8,6 +8,7 @@
  * test asserts after running the loop. Both loops are the harness's: the peer's a struct
  * side_loop, the client's the test's own loop (struct env), each bounded by a guard and required
  * to close at the end. */
+#include "support/pair.h"
 #include "support/uv_harness.h"
 
 #include <fcntl.h>
@@ -354,9 +355,9 @@ struct fx {
     struct remote peer;
     struct client cli;
     struct tlsock_conn *blocking; /* a blocking connection the test closes */
-    struct tlsock_conn *mem_server;
-    unsigned char *down; /* what the peer sends */
-    unsigned char *up;   /* what the client sends */
+    struct ts_pair mem;           /* memory-mode and callback connections in this thread */
+    unsigned char *down;          /* what the peer sends */
+    unsigned char *up;            /* what the client sends */
     size_t down_len;
     int raw_fd;
 };
@@ -418,7 +419,7 @@ static int fx_teardown(void **state)
     }
     /* Closing the blocking side lets the peer finish and its thread end. */
     tlsock_close(f->blocking);
-    tlsock_close(f->mem_server);
+    ts_pair_release(&f->mem);
     if (peer_join(&f->peer) != 0) {
         rc = -1;
     }
@@ -674,13 +675,14 @@ static void test_release_then_close(void **state)
     assert_int_equal(f->cli.closes, 1);
 }
 
-/* A user transport over a memory-mode server in the same thread, for the adopt refusal test. */
+/* A user transport over the pair's memory-mode server in the same thread, for the adopt refusal
+ * test: the client's callbacks feed and drain the server themselves. */
 static ssize_t pipe_read(void *user, void *buf, size_t len)
 {
-    struct tlsock_conn *server = user;
+    struct ts_pair *p = user;
     size_t n = 0;
 
-    if (tlsock_drain(server, buf, len, &n) != 0) {
+    if (tlsock_drain(p->server, buf, len, &n) != 0) {
         return TLSOCK_EPROTO;
     }
     return n > 0 ? (ssize_t)n : TLSOCK_EWANT_READ;
@@ -688,56 +690,27 @@ static ssize_t pipe_read(void *user, void *buf, size_t len)
 
 static ssize_t pipe_write(void *user, const void *buf, size_t len)
 {
-    struct tlsock_conn *server = user;
+    struct ts_pair *p = user;
 
-    return tlsock_feed(server, buf, len) == 0 ? (ssize_t)len : TLSOCK_EPROTO;
+    return tlsock_feed(p->server, buf, len) == 0 ? (ssize_t)len : TLSOCK_EPROTO;
 }
 
-/* Runs both handshakes and one message until done; 0 when the client is still fully usable. The
- * server is in memory mode; the client too, or over callbacks that feed the server directly
- * (@p client_in_memory false). */
-static int handshake_in_memory(struct tlsock_conn *client, struct tlsock_conn *server,
-                               bool client_in_memory)
+/* Runs both handshakes and one message until done; 0 when the client is still fully usable. */
+static int pair_usable(struct ts_pair *p)
 {
     unsigned char buf[16384];
-    int crc = TLSOCK_EWANT_READ;
-    int src = TLSOCK_EWANT_READ;
     size_t n = 0;
+    int rc = ts_pair_handshake(p);
 
-    for (int i = 0; i < 50 && (crc != 0 || src != 0); i++) {
-        crc = tlsock_handshake(client);
-        if (client_in_memory) {
-            while (tlsock_drain(client, buf, sizeof(buf), &n) == 0 && n > 0) {
-                if (tlsock_feed(server, buf, n) != 0) {
-                    return TS_ESETUP;
-                }
-            }
-        }
-        src = tlsock_handshake(server);
-        if (client_in_memory) {
-            while (tlsock_drain(server, buf, sizeof(buf), &n) == 0 && n > 0) {
-                if (tlsock_feed(client, buf, n) != 0) {
-                    return TS_ESETUP;
-                }
-            }
-        }
-        if ((crc != 0 && crc != TLSOCK_EWANT_READ) || (src != 0 && src != TLSOCK_EWANT_READ)) {
-            print_error("handshake: client %s (%s), server %s (%s)\n", ts_rc_name(crc),
-                        tlsock_conn_errmsg(client), ts_rc_name(src), tlsock_conn_errmsg(server));
-            return crc != 0 && crc != TLSOCK_EWANT_READ ? crc : src;
-        }
-    }
-    if (crc != 0 || src != 0) {
-        return TLSOCK_ETIMEDOUT;
-    }
-    int rc = tlsock_write(client, "usable", 6);
-    if (rc == 0 && client_in_memory) {
-        while (tlsock_drain(client, buf, sizeof(buf), &n) == 0 && n > 0) {
-            rc = tlsock_feed(server, buf, n);
-        }
+    if (rc != 0) {
+        print_error("handshake: client %s (%s), server %s (%s)\n", ts_rc_name(p->client_rc),
+                    p->client_msg, ts_rc_name(p->server_rc), p->server_msg);
     }
     if (rc == 0) {
-        rc = tlsock_read(server, buf, sizeof(buf), &n);
+        rc = ts_pair_write(p, TS_C2S, "usable", 6);
+    }
+    if (rc == 0) {
+        rc = tlsock_read(p->server, buf, sizeof(buf), &n);
     }
     if (rc == 0 && (n != 6 || memcmp(buf, "usable", 6) != 0)) {
         rc = TS_EMISMATCH;
@@ -748,40 +721,32 @@ static int handshake_in_memory(struct tlsock_conn *client, struct tlsock_conn *s
 static void test_adopt_refused(void **state)
 {
     struct fx *f = *state;
+    struct ts_pair *p = &f->mem;
     struct tlsock_uv_opts o = cli_opts(&f->cli);
     struct tlsock_opts mo = ts_opts();
+    const struct tlsock_io io = {.read = pipe_read, .write = pipe_write, .user = p};
     struct tlsock_uv_conn *uvc = NULL;
-    struct tlsock_conn *client = NULL;
-    struct tlsock_conn *server = NULL;
 
     mo.verify_name = "localhost";
+    p->cctx = tlsock_ctx_ref(f->cctx);
+    p->sctx = tlsock_ctx_ref(f->sctx);
     /* Memory mode: there is no socket to give the loop. */
-    TS_ASSERT_RC(tlsock_attach_mem(f->cctx, &mo, &client), 0);
-    f->blocking = client;
-    TS_ASSERT_RC(tlsock_uv_adopt(f->cli.loop, client, &o, &uvc), TLSOCK_EINVAL);
+    TS_ASSERT_RC(ts_pair_attach(p, &mo, &mo), 0);
+    TS_ASSERT_RC(tlsock_uv_adopt(f->cli.loop, p->client, &o, &uvc), TLSOCK_EINVAL);
     TS_ASSERT_CONTAINS(tlsock_errmsg(), "socket");
     assert_null(uvc);
-    TS_ASSERT_RC(tlsock_attach_mem(f->sctx, &mo, &server), 0);
-    f->mem_server = server;
-    TS_ASSERT_RC(handshake_in_memory(client, server, true), 0);
-    tlsock_close(client);
-    tlsock_close(server);
-    f->blocking = NULL;
-    f->mem_server = NULL;
+    TS_ASSERT_RC(pair_usable(p), 0);
+    ts_pair_close(p);
 
-    /* User callbacks: the loop cannot drive them either. */
-    TS_ASSERT_RC(tlsock_attach_mem(f->sctx, &mo, &server), 0);
-    f->mem_server = server;
-    const struct tlsock_io io = {.read = pipe_read, .write = pipe_write, .user = server};
-    TS_ASSERT_RC(tlsock_attach_io(f->cctx, &io, &mo, &client), 0);
-    f->blocking = client;
-    TS_ASSERT_RC(tlsock_uv_adopt(f->cli.loop, client, &o, &uvc), TLSOCK_EINVAL);
+    /* User callbacks (over the memory-mode server): the loop cannot drive them either. */
+    TS_ASSERT_RC(ts_pair_attach_io(p, &io, NULL, &mo, &mo), 0);
+    TS_ASSERT_RC(tlsock_uv_adopt(f->cli.loop, p->client, &o, &uvc), TLSOCK_EINVAL);
     assert_null(uvc);
-    TS_ASSERT_RC(handshake_in_memory(client, server, false), 0);
+    TS_ASSERT_RC(pair_usable(p), 0);
     /* Bad arguments. */
     TS_ASSERT_RC(tlsock_uv_adopt(f->cli.loop, NULL, &o, &uvc), TLSOCK_EINVAL);
-    TS_ASSERT_RC(tlsock_uv_adopt(NULL, client, &o, &uvc), TLSOCK_EINVAL);
-    TS_ASSERT_RC(tlsock_uv_adopt(f->cli.loop, client, NULL, &uvc), TLSOCK_EINVAL);
+    TS_ASSERT_RC(tlsock_uv_adopt(NULL, p->client, &o, &uvc), TLSOCK_EINVAL);
+    TS_ASSERT_RC(tlsock_uv_adopt(f->cli.loop, p->client, NULL, &uvc), TLSOCK_EINVAL);
     /* Nothing reached the loop. */
     uv_run(f->cli.loop, UV_RUN_NOWAIT);
     assert_int_equal(f->cli.connects + f->cli.closes, 0);

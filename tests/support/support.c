@@ -279,13 +279,28 @@ struct tlsock_opts ts_opts(void)
 
 /* ---- data ------------------------------------------------------------------------------------ */
 
+/* Byte @p i of pattern @p seed. Mixing in i >> 8 and i >> 16 makes a record that lands at the
+ * wrong offset (a lost or duplicated 256-byte or 64 KiB block) differ from what was expected. */
+static unsigned char pattern_byte(size_t i, unsigned seed)
+{
+    return (unsigned char)(i * 31u + seed + (i >> 8) * 7u + (i >> 16) * 13u);
+}
+
 void ts_fill(unsigned char *buf, size_t len, unsigned seed)
 {
-    /* Mixing in i >> 8 and i >> 16 makes a record that lands at the wrong offset (a lost or
-     * duplicated 256-byte or 64 KiB block) differ from what was expected. */
     for (size_t i = 0; i < len; i++) {
-        buf[i] = (unsigned char)(i * 31u + seed + (i >> 8) * 7u + (i >> 16) * 13u);
+        buf[i] = pattern_byte(i, seed);
     }
+}
+
+bool ts_same_pattern(const unsigned char *got, size_t len, unsigned seed)
+{
+    for (size_t i = 0; i < len; i++) {
+        if (got[i] != pattern_byte(i, seed)) {
+            return false;
+        }
+    }
+    return true;
 }
 
 int ts_read_full(struct tlsock_conn *conn, void *buf, size_t len)
@@ -315,20 +330,6 @@ int ts_read_full(struct tlsock_conn *conn, void *buf, size_t len)
     return rc;
 }
 
-/* Checks @p len bytes of pattern @p seed; allocation failure counts as a setup failure. */
-static int check_pattern(const unsigned char *buf, size_t len, unsigned seed)
-{
-    unsigned char *want = malloc(len > 0 ? len : 1);
-    int rc = TS_ESETUP;
-
-    if (want != NULL) {
-        ts_fill(want, len, seed);
-        rc = memcmp(buf, want, len) == 0 ? 0 : TS_EMISMATCH;
-        free(want);
-    }
-    return rc;
-}
-
 int ts_serve_exchange(struct tlsock_conn *conn, void *arg)
 {
     struct ts_exchange *ex = arg;
@@ -346,7 +347,7 @@ int ts_serve_exchange(struct tlsock_conn *conn, void *arg)
         rc = ts_read_full(conn, buf, ex->size);
     }
     if (rc == 0) {
-        rc = check_pattern(buf, ex->size, 1);
+        rc = ts_same_pattern(buf, ex->size, 1) ? 0 : TS_EMISMATCH;
     }
     if (rc == 0) {
         ts_fill(buf, ex->size, 2);
@@ -385,7 +386,7 @@ int ts_client_exchange(struct tlsock_conn *conn, size_t size)
     }
     if (rc == 0) {
         step = "compare";
-        rc = check_pattern(buf, size, 2);
+        rc = ts_same_pattern(buf, size, 2) ? 0 : TS_EMISMATCH;
     }
     if (rc == 0) {
         /* The server shut down after its reply: a clean end, and no extra byte before it. */

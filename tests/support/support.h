@@ -150,6 +150,9 @@ struct tlsock_opts ts_opts(void);
 /* Fills @p buf with a pattern that does not repeat every 256 bytes and depends on @p seed. */
 void ts_fill(unsigned char *buf, size_t len, unsigned seed);
 
+/* Whether @p len bytes at @p got are pattern @p seed (what ts_fill() writes). Allocates nothing. */
+bool ts_same_pattern(const unsigned char *got, size_t len, unsigned seed);
+
 /* Reads exactly @p len bytes (bounded in count and time). Returns 0 or the failing code. */
 int ts_read_full(struct tlsock_conn *conn, void *buf, size_t len);
 
