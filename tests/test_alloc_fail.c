@@ -1563,10 +1563,8 @@ static void test_uv(void **state)
 
 /*
  * A server made before, only the handling of one client failed: the same server must serve the
- * next client. Known to fail (src/drive/uv/server.c, being reworked): when the client's handle
- * cannot be allocated, on_connection reports ENOMEM but returns without uv_accept(), so libuv
- * stops watching the listener for good and keeps the client's socket, never served nor closed.
- * Skipped until that is fixed; TS_RUN_KNOWN_BUGS=1 runs it.
+ * next client. When the client's own handle cannot be allocated, the server turns it away with
+ * its spare handle, so that libuv goes on watching the listener.
  */
 static void test_uv_server_goes_on(void **state)
 {
@@ -1579,9 +1577,6 @@ static void test_uv_server_goes_on(void **state)
         .teardown = nothing,
     };
 
-    if (getenv("TS_RUN_KNOWN_BUGS") == NULL) {
-        skip();
-    }
     contexts_make(e, protocol_rounds[0]);
     ts_alloc_loop(&c, e, MAX_RUNS, NULL);
 }
