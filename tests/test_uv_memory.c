@@ -55,6 +55,7 @@ static const unsigned char response[RESP_LEN];
 enum client_end { CLIENT_RUNNING, CLIENT_STALLED, CLIENT_SENT_ALL, CLIENT_FAILED };
 
 static struct {
+    struct env *env;
     struct tlsock_ctx *ctx;
     uint16_t port;
     long requests;
@@ -94,6 +95,7 @@ static void pipeliner(void *arg)
                  conn != NULL ? tlsock_conn_errmsg(conn) : tlsock_errmsg());
     }
     atomic_store(&client.end, end);
+    env_wake(client.env);
     /* Hold the connection while the test measures the server; then leave. */
     (void)ts_gate_wait(&client.leave, WAIT_MS);
     tlsock_close(conn);
@@ -156,6 +158,7 @@ static void run_client(struct env *env, struct srv *s, long requests, bool measu
     srv_side.p = NULL;
     srv_side.answered = 0;
     srv_side.max_queue = 0;
+    client.env = env;
     client.ctx = env->cctx;
     client.port = s->port;
     client.requests = requests;

@@ -429,7 +429,7 @@ static void script_main(void *arg)
         sp->rc = mc_handshake(&m);
     }
     atomic_store(&sp->ready, true);
-    uv_async_send(&sp->env->wake);
+    env_wake(sp->env);
     if (sp->rc == 0 && sp->script != SC_NO_READ_RESET) {
         /* The server's "ready" proves it handed the connection over (and wrote its session
          * tickets) before anything below happens. */

@@ -352,7 +352,7 @@ static ssize_t late_write(void *user, const void *buf, size_t len)
         /* Half the ClientHello now; taking fewer bytes than offered is allowed. */
         rc = send_all(lc->fd, buf, len / 2);
         atomic_store(&lc->half_sent, true);
-        uv_async_send(&lc->env->wake);
+        env_wake(lc->env);
         return rc < 0 ? rc : (ssize_t)(len / 2);
     }
     if (lc->writes == 2 && !ts_gate_wait(&lc->env->gate, WAIT_MS)) {

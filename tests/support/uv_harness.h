@@ -210,7 +210,10 @@ void side_loop_end(struct side_loop *sl);
 /* Joins the thread: 0 if the loop ended without its guard and closed with nothing left on it. */
 int side_loop_join(struct side_loop *sl);
 
-/* Runs the loop until @p cond holds; fails the test after @p ms. */
+/*
+ * Runs the loop until @p cond holds; fails the test after @p ms. Reached only thanks to the
+ * guard's own wake-up is a failure too: the loop slept through work it had (a lost wake-up).
+ */
 #define RUN_UNTIL(env, cond, ms)                                                                   \
     do {                                                                                           \
         guard_start((env), (ms));                                                                  \
@@ -218,7 +221,7 @@ int side_loop_join(struct side_loop *sl);
             uv_run(&(env)->loop, UV_RUN_ONCE);                                                     \
         }                                                                                          \
         guard_stop(env);                                                                           \
-        if (!(cond)) {                                                                             \
+        if (!(cond) || (env)->guard_fired) {                                                       \
             fail_msg("not reached within %d ms: %s (first anomaly: %s)", (int)(ms), #cond,         \
                      (env)->anomaly);                                                              \
         }                                                                                          \
@@ -239,7 +242,8 @@ void guard_stop(struct env *env);
 void run_for(struct env *env, int ms);
 
 /* Runs the loop until @p pred(@p arg) holds, bounded by @p ms and RUN_MAX_ITER iterations;
- * returns whether it holds (for tests whose conditions are functions rather than expressions). */
+ * returns whether it holds before the guard fired (for tests whose conditions are functions
+ * rather than expressions). */
 bool env_run_until(struct env *env, bool (*pred)(void *arg), void *arg, int ms);
 
 /* cmocka setup: a fresh loop, guard timer and wake handle; SIGPIPE watched; host 127.0.0.1. */
@@ -259,6 +263,12 @@ int env_teardown(void **state);
 
 /* Runs @p fn(@p arg) in a thread; it wakes the loop when done and the teardown joins it. */
 void thread_start(struct env *env, void (*fn)(void *arg), void *arg);
+
+/*
+ * Wakes the loop from another thread. A thread that changes what a RUN_UNTIL condition reads
+ * calls it afterwards; otherwise the loop may sleep until its guard fires, which fails the wait.
+ */
+void env_wake(struct env *env);
 
 /* The teardown closes @p fd unless the test closed it (raw_close). */
 void raw_track(struct env *env, int fd);

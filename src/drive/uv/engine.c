@@ -5,7 +5,7 @@
  * every libuv callback of a connection come here.
  *
  * Callback discipline (libuv's rules, include/tlsock/uv.h):
- *   - user callbacks run only from loop callbacks (read, write, shutdown, timer, prepare,
+ *   - user callbacks run only from loop callbacks (read, write, shutdown, timer, idle,
  *     close), never inside an API call: an API call that needs work done kicks the connection,
  *     and the loop runs its pump before it polls again;
  *   - a user callback may call anything on its connection, including tlsock_uv_close(): every

@@ -3,8 +3,10 @@
  * its own but its socket:
  *   - one uv_timer_t armed for the nearest deadline of all the loop's connections, which sit in
  *     a binary min-heap on their due time (conn->due, conn->heap_idx);
- *   - one uv_prepare_t that runs the pump of every kicked connection right before the loop
- *     polls (work an API call may not do itself, since no callback may run inside it);
+ *   - one uv_idle_t that runs the pump of every kicked connection on the loop's next turn (work
+ *     an API call may not do itself, since no callback may run inside it); an active idle handle
+ *     keeps the loop from blocking in its poll while work is kicked, also work kicked by the
+ *     kicked work itself (a prepare handle would let the poll block on it);
  *   - the read buffer, lent to libuv for one read at a time: TLS decrypts in place, and a
  *     connection keeps only the part of a record that has not fully arrived.
  *
@@ -30,7 +32,7 @@ static struct tlsock__uv_loop *registry;
 /* ---- the registry ---------------------------------------------------------------------------- */
 
 static void timer_cb(uv_timer_t *timer);
-static void prepare_cb(uv_prepare_t *prepare);
+static void idle_cb(uv_idle_t *idle);
 
 struct tlsock__uv_loop *tlsock__uv_loop_ref(uv_loop_t *loop, const struct tlsock__uv_hooks *hooks)
 {
@@ -47,9 +49,9 @@ struct tlsock__uv_loop *tlsock__uv_loop_ref(uv_loop_t *loop, const struct tlsock
             lp->timer_due = UINT64_MAX;
             /* Neither can fail. */
             uv_timer_init(loop, &lp->timer);
-            uv_prepare_init(loop, &lp->prepare);
+            uv_idle_init(loop, &lp->idle);
             lp->timer.data = lp;
-            lp->prepare.data = lp;
+            lp->idle.data = lp;
             lp->open_handles = 2;
             lp->next = registry;
             registry = lp;
@@ -87,7 +89,7 @@ void tlsock__uv_loop_unref(struct tlsock__uv_loop *lp)
     *pp = lp->next;
     pthread_mutex_unlock(&registry_lock);
     uv_close((uv_handle_t *)&lp->timer, handle_closed);
-    uv_close((uv_handle_t *)&lp->prepare, handle_closed);
+    uv_close((uv_handle_t *)&lp->idle, handle_closed);
 }
 
 /* ---- kicked connections: a FIFO through kick_prev/kick_next ---------------------------------- */
@@ -127,19 +129,19 @@ void tlsock__uv_kick(struct tlsock_uv_conn *c)
     }
     lp->kick_tail = c;
     lp->nkicked++;
-    if (!uv_is_active((uv_handle_t *)&lp->prepare)) {
-        uv_prepare_start(&lp->prepare, prepare_cb);
+    if (!uv_is_active((uv_handle_t *)&lp->idle)) {
+        uv_idle_start(&lp->idle, idle_cb);
     }
 }
 
 /*
- * Runs the connections kicked before this iteration; those a run kicks (its own or others)
- * wait for the next one. A run may take others off the list, never free them: memory goes only
- * from close callbacks.
+ * Runs the connections kicked before this turn; those a run kicks (its own or others) wait for
+ * the next turn, which comes without blocking since the idle handle stays active. A run may take
+ * others off the list, never free them: memory goes only from close callbacks.
  */
-static void prepare_cb(uv_prepare_t *prepare)
+static void idle_cb(uv_idle_t *idle)
 {
-    struct tlsock__uv_loop *lp = prepare->data;
+    struct tlsock__uv_loop *lp = idle->data;
     size_t n = lp->nkicked;
 
     while (n-- > 0 && lp->kicked != NULL) {
@@ -148,7 +150,7 @@ static void prepare_cb(uv_prepare_t *prepare)
         lp->hooks->run(c);
     }
     if (lp->kicked == NULL && lp->users > 0) {
-        uv_prepare_stop(prepare);
+        uv_idle_stop(idle);
     }
 }
 

@@ -23,7 +23,7 @@
  *                count (backpressure)
  *   timers.c     which deadline applies in which state, and when one passed
  *   loop.c       the per-loop state: registry keyed by uv_loop_t, one timer for every deadline
- *                (a min-heap), one prepare handle for kicked work, the read buffer
+ *                (a min-heap), one idle handle for kicked work, the read buffer
  *   state.c      the states' transition functions and the questions asked about them; errors;
  *                SIGPIPE
  */
@@ -120,10 +120,10 @@ struct tlsock__uv_loop {
     uv_loop_t *loop;
     const struct tlsock__uv_hooks *hooks;
     size_t users;                  /* connections and servers using it; freed after the last */
-    int open_handles;              /* timer and prepare not closed yet */
+    int open_handles;              /* timer and idle not closed yet */
     uv_timer_t timer;              /* armed for the nearest deadline of all the connections */
     uint64_t timer_due;            /* what it is armed for, UINT64_MAX for nothing */
-    uv_prepare_t prepare;          /* runs kicked connections before the loop polls */
+    uv_idle_t idle;                /* runs kicked connections on the loop's next turn */
     struct tlsock_uv_conn *kicked; /* FIFO, doubly linked through kick_prev/kick_next */
     struct tlsock_uv_conn *kick_tail;
     size_t nkicked;
