@@ -52,7 +52,7 @@ asan: bootstrap
 
 # The TLS suite under valgrind's memcheck: any leak or error fails the test.
 valgrind: build
-	ctest --test-dir $(BUILD) --output-on-failure -L '^tls$$' -T memcheck --overwrite MemoryCheckCommand=$$(command -v valgrind) \
+	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS) -L '^tls$$' -T memcheck --overwrite MemoryCheckCommand=$$(command -v valgrind) \
 		--overwrite MemoryCheckCommandOptions="--leak-check=full --error-exitcode=99 --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect"
 
 # Builds with one TLS implementation each (-Werror), and runs their tests: a build without a
