@@ -1301,6 +1301,11 @@ static struct {
     int connects;
     int status;
     int closes;
+    /* The data case: its connection, what it received, how its write and stream ended. */
+    struct tlsock_uv_conn *conn;
+    size_t rx_len;
+    int write_status;
+    int event;
 } uvc;
 
 static void uvc_on_connect(struct tlsock_uv_conn *conn, int status)
@@ -1535,6 +1540,159 @@ static void check_uv_client(void *arg, int rc, enum ts_alloc_source source)
     uv_loop_done();
 }
 
+/* ---- the libuv driver: data on an established connection --------------------------------- */
+
+static struct fa_env *uvd_env; /* the callbacks' test objects */
+
+static void uvd_on_connect(struct tlsock_uv_conn *conn, int status)
+{
+    uvc.connects++;
+    uvc.status = status;
+    uvc.conn = status == 0 ? conn : NULL;
+}
+
+static void uvd_on_read(struct tlsock_uv_conn *conn, const void *data, size_t len)
+{
+    (void)conn;
+    if (len <= SIZE - uvc.rx_len) {
+        memcpy(uvd_env->in + uvc.rx_len, data, len);
+    }
+    uvc.rx_len += len;
+}
+
+static void uvd_on_event(struct tlsock_uv_conn *conn, int code)
+{
+    (void)conn;
+    uvc.event = code;
+}
+
+static void uvd_on_write(struct tlsock_uv_conn *conn, void *write_arg, int status)
+{
+    (void)conn;
+    (void)write_arg;
+    uvc.write_status = status;
+}
+
+/* Runs the loop until @p done holds or the guard fires; whether @p done holds. */
+static bool uvd_run_until(bool (*done)(void))
+{
+    uvc.guard_fired = false;
+    (void)uv_timer_start(&uvc.guard, uvc_on_guard, 2 * TS_IO_TIMEOUT_MS, 0);
+    for (long i = 0; i < 10000000 && !done() && !uvc.guard_fired; i++) {
+        uv_run(&uvc.loop, UV_RUN_ONCE);
+    }
+    (void)uv_timer_stop(&uvc.guard);
+    return done();
+}
+
+static bool uvd_connected(void)
+{
+    return uvc.connects > 0;
+}
+
+static bool uvd_ended(void)
+{
+    return uvc.event != TS_NOT_RUN;
+}
+
+static bool uvd_closed(void)
+{
+    return uvc.closes > 0;
+}
+
+/* A uv client of the echo server, connected unarmed: the data path is what gets failed. */
+static void setup_uv_data(void *arg)
+{
+    struct fa_env *e = arg;
+    struct tlsock_uv_opts opts = TLSOCK_UV_OPTS_INIT;
+    struct tlsock_uv_conn *conn = NULL;
+
+    setup_uv_connect(arg);
+    uvd_env = e;
+    uvc.event = TS_NOT_RUN;
+    uvc.write_status = TS_NOT_RUN;
+    memset(e->in, 0, SIZE);
+    opts.servername = "localhost";
+    opts.connect_timeout_ms = TS_IO_TIMEOUT_MS;
+    opts.handshake_timeout_ms = TS_IO_TIMEOUT_MS;
+    opts.on_connect = uvd_on_connect;
+    opts.on_read = uvd_on_read;
+    opts.on_event = uvd_on_event;
+    opts.on_write = uvd_on_write;
+    opts.on_close = uvc_on_close;
+    TS_ASSERT_RC_MSG(tlsock_uv_connect(&uvc.loop, e->cctx, "127.0.0.1", e->echo.port, &opts, &conn),
+                     0, tlsock_errmsg());
+    assert_true(uvd_run_until(uvd_connected));
+    TS_ASSERT_RC(uvc.status, 0);
+}
+
+/* Where the data case's failure is explained: the thread's message for a refused write. */
+static bool uvd_write_refused;
+
+/*
+ * The exchange on the loop: SIZE bytes written, the server's SIZE bytes read back, then its
+ * close_notify. 0, or how it failed: tlsock_uv_write's code, the write's status, the stream's
+ * event, TS_EMISMATCH for wrong data, TS_NOT_RUN when the stream never ended (a hang).
+ */
+static int uv_data_once(struct fa_env *e)
+{
+    int rc = tlsock_uv_write(uvc.conn, e->out, SIZE, NULL);
+
+    uvd_write_refused = rc != 0;
+    if (rc != 0) {
+        return rc;
+    }
+    if (!uvd_run_until(uvd_ended)) {
+        return TS_NOT_RUN;
+    }
+    if (uvc.write_status != 0 && uvc.write_status != TS_NOT_RUN) {
+        return uvc.write_status;
+    }
+    if (uvc.event != TLSOCK_ECLOSED) {
+        return uvc.event;
+    }
+    return uvc.rx_len == SIZE && memcmp(e->in, e->back, SIZE) == 0 ? 0 : TS_EMISMATCH;
+}
+
+static int run_uv_data(void *arg)
+{
+    return uv_data_once(arg);
+}
+
+/* The message of the data case's outcome: the thread's for a refused write, else the
+ * connection's (a callback's status or event). */
+static const char *uv_data_message(int rc)
+{
+    if (rc == TS_NOT_RUN) {
+        return "the stream never ended";
+    }
+    return uvd_write_refused ? tlsock_errmsg() : tlsock_uv_conn_errmsg(uvc.conn);
+}
+
+static void check_uv_data(void *arg, int rc, enum ts_alloc_source source)
+{
+    struct fa_env *e = arg;
+
+    if (source != TS_ALLOC_NONE && rc != 0) {
+        assert_clean("uv data", source, rc, uv_data_message(rc));
+    } else {
+        TS_ASSERT_RC_MSG(rc, 0, uv_data_message(rc));
+    }
+    /* The failed connection closes (its close callback comes)... */
+    tlsock_uv_close(uvc.conn);
+    assert_true(uvd_run_until(uvd_closed));
+    uv_loop_done();
+    if (source != TS_ALLOC_NONE && rc != 0) {
+        /* ...and the context and the driver are intact: a new connection carries the data. */
+        setup_uv_data(e);
+        rc = uv_data_once(e);
+        TS_ASSERT_RC_MSG(rc, 0, uv_data_message(rc));
+        tlsock_uv_close(uvc.conn);
+        assert_true(uvd_run_until(uvd_closed));
+        uv_loop_done();
+    }
+}
+
 /* The libuv driver's client and server; TLS 1.3 (the handshake's allocations are the same). */
 static void test_uv(void **state)
 {
@@ -1554,9 +1712,18 @@ static void test_uv(void **state)
         .teardown = nothing,
     };
 
+    const struct ts_alloc_case d = {
+        .name = "uv data",
+        .setup = setup_uv_data,
+        .run = run_uv_data,
+        .check = check_uv_data,
+        .teardown = nothing,
+    };
+
     contexts_make(e, protocol_rounds[0]);
     echo_start(&e->echo, e->sctx);
     ts_alloc_loop(&c, e, MAX_RUNS, NULL);
+    ts_alloc_loop(&d, e, MAX_RUNS, NULL);
     echo_stop(&e->echo);
     ts_alloc_loop(&s, e, MAX_RUNS, NULL);
 }

@@ -28,7 +28,9 @@
  * 200809L (or _GNU_SOURCE) before including this header, as the async examples do.
  *
  * Every status and event code is a TLSOCK_E* value from <tlsock.h>; tlsock_uv_conn_errmsg() tells
- * why. Contexts are the same as for blocking use, and either implementation may be used.
+ * why. A call that fails at once (returns a code) says why in tlsock_errmsg(), the calling
+ * thread's message. Contexts are the same as for blocking use, and either implementation may be
+ * used.
  */
 #ifndef TLSOCK_UV_H
 #define TLSOCK_UV_H
