@@ -2,6 +2,7 @@
  * What both certificate generators decide alike; see certspec.h.
  */
 #include <arpa/inet.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "certspec.h"
@@ -123,6 +124,26 @@ unsigned tlsock__cert_key_usage(bool is_ca, enum tlsock__key_kind kind)
 void tlsock__cert_serial_shape(unsigned char serial[TLSOCK__SERIAL_BYTES])
 {
     serial[0] = (unsigned char)((serial[0] & 0x7f) | 0x40);
+}
+
+int tlsock__cert_output(const void *cert, size_t cert_len, const void *key, size_t key_len,
+                        struct tlsock__pem_pair *out, struct tlsock__err *err)
+{
+    char *cert_text = malloc(cert_len + 1);
+    char *key_text = malloc(key_len + 1);
+
+    if (cert_text == NULL || key_text == NULL) {
+        free(cert_text);
+        free(key_text);
+        return tlsock__fail(err, TLSOCK_ENOMEM, "out of memory for PEM output");
+    }
+    memcpy(cert_text, cert, cert_len);
+    cert_text[cert_len] = '\0';
+    memcpy(key_text, key, key_len);
+    key_text[key_len] = '\0';
+    out->cert = cert_text;
+    out->key = key_text;
+    return 0;
 }
 
 /* Letters, digits, '-', '.', '_' (seen in real names) and '*' (wildcards). */

@@ -58,6 +58,13 @@ unsigned tlsock__cert_key_usage(bool is_ca, enum tlsock__key_kind kind);
  * serial is always TLSOCK__SERIAL_BYTES long and never zero. */
 void tlsock__cert_serial_shape(unsigned char serial[TLSOCK__SERIAL_BYTES]);
 
+/*
+ * Hands the PEM texts to the caller: malloc'd NUL-terminated copies of @p cert_len bytes at
+ * @p cert and @p key_len at @p key in @p out, both or neither (TLSOCK_ENOMEM).
+ */
+int tlsock__cert_output(const void *cert, size_t cert_len, const void *key, size_t key_len,
+                        struct tlsock__pem_pair *out, struct tlsock__err *err) TLSOCK__MUST_CHECK;
+
 /* One subjectAltName entry of the host list. */
 struct tlsock__san_entry {
     bool is_ip;

@@ -9,7 +9,6 @@
  * kinds of names.
  */
 #include <limits.h>
-#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -422,27 +421,11 @@ out:
     return rc;
 }
 
-/* A malloc'd NUL-terminated copy of @p d (callers free() what the generator returns). */
-static int datum_to_string(const gnutls_datum_t *d, char **out, struct tlsock__err *err)
-{
-    char *copy = malloc((size_t)d->size + 1);
-
-    if (copy == NULL) {
-        return tlsock__fail(err, TLSOCK_ENOMEM, "out of memory for PEM output");
-    }
-    memcpy(copy, d->data, d->size);
-    copy[d->size] = '\0';
-    *out = copy;
-    return 0;
-}
-
 static int write_pem(gnutls_x509_crt_t cert, gnutls_x509_privkey_t key,
                      struct tlsock__pem_pair *out, struct tlsock__err *err)
 {
     gnutls_datum_t cert_pem = {NULL, 0};
     gnutls_datum_t key_pem = {NULL, 0};
-    char *cert_text = NULL;
-    char *key_text = NULL;
     int rc = 0;
     int ret = gnutls_x509_crt_export2(cert, GNUTLS_X509_FMT_PEM, &cert_pem);
 
@@ -453,23 +436,10 @@ static int write_pem(gnutls_x509_crt_t cert, gnutls_x509_privkey_t key,
     }
     if (ret < 0) {
         rc = gtls_fail(err, TLSOCK_ENOMEM, "PEM output", ret);
-        goto out;
+    } else {
+        rc =
+            tlsock__cert_output(cert_pem.data, cert_pem.size, key_pem.data, key_pem.size, out, err);
     }
-    rc = datum_to_string(&cert_pem, &cert_text, err);
-    if (rc == 0) {
-        rc = datum_to_string(&key_pem, &key_text, err);
-    }
-    if (rc != 0) {
-        goto out;
-    }
-    out->cert = cert_text;
-    out->key = key_text;
-    cert_text = NULL;
-    key_text = NULL;
-
-out:
-    free(key_text);
-    free(cert_text);
     if (key_pem.data != NULL) {
         gnutls_memset(key_pem.data, 0, key_pem.size);
     }

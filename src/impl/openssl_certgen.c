@@ -459,31 +459,6 @@ out:
     return rc;
 }
 
-/* Copies a memory BIO's contents into a malloc'd NUL-terminated string. */
-static int bio_to_string(BIO *bio, char **out, struct tlsock__err *err)
-{
-    int rc = 0;
-    char *data = NULL;
-    long len = BIO_get_mem_data(bio, &data);
-    char *copy = NULL;
-
-    if (len <= 0 || data == NULL) {
-        rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "PEM output");
-        goto out;
-    }
-    copy = malloc((size_t)len + 1);
-    if (copy == NULL) {
-        rc = tlsock__fail(err, TLSOCK_ENOMEM, "out of memory for PEM output");
-        goto out;
-    }
-    memcpy(copy, data, (size_t)len);
-    copy[len] = '\0';
-    *out = copy;
-
-out:
-    return rc;
-}
-
 static int write_pem(X509 *cert, EVP_PKEY *key, struct tlsock__pem_pair *out,
                      struct tlsock__err *err)
 {
@@ -492,6 +467,8 @@ static int write_pem(X509 *cert, EVP_PKEY *key, struct tlsock__pem_pair *out,
     BIO *kbio = BIO_new(BIO_s_mem());
     char *cert_pem = NULL;
     char *key_pem = NULL;
+    long cert_len = 0;
+    long key_len = 0;
 
     if (cbio == NULL || kbio == NULL) {
         rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "PEM output");
@@ -503,21 +480,15 @@ static int write_pem(X509 *cert, EVP_PKEY *key, struct tlsock__pem_pair *out,
         rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "PEM output");
         goto out;
     }
-    rc = bio_to_string(cbio, &cert_pem, err);
-    if (rc == 0) {
-        rc = bio_to_string(kbio, &key_pem, err);
-    }
-    if (rc != 0) {
+    cert_len = BIO_get_mem_data(cbio, &cert_pem);
+    key_len = BIO_get_mem_data(kbio, &key_pem);
+    if (cert_len <= 0 || key_len <= 0 || cert_pem == NULL || key_pem == NULL) {
+        rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "PEM output");
         goto out;
     }
-    out->cert = cert_pem;
-    out->key = key_pem;
-    cert_pem = NULL;
-    key_pem = NULL;
+    rc = tlsock__cert_output(cert_pem, (size_t)cert_len, key_pem, (size_t)key_len, out, err);
 
 out:
-    free(key_pem);
-    free(cert_pem);
     BIO_free(kbio);
     BIO_free(cbio);
     return rc;
