@@ -47,7 +47,7 @@ extern struct fz_pki fz_pki;
 
 #define FZ_HOST "localhost"
 
-/* Makes fz_pki; exits the process (77, "skipped") when the build cannot make certificates. */
+/* Makes fz_pki (aborts if that fails: every build can generate certificates). */
 void fz_setup(void);
 
 /* The implementation a selector bit asks for, or the other one when it is not compiled in. */

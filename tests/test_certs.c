@@ -1,6 +1,10 @@
-/* Unit tests: development certificates and fingerprints, checked against OpenSSL directly. */
+/*
+ * Unit tests: development certificates and fingerprints, checked against a TLS library used
+ * directly: OpenSSL when it is compiled in, else GnuTLS (tests/CMakeLists.txt links the one).
+ */
 #include "support.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <string.h>
 
@@ -10,6 +14,9 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
+#else
+#include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
 #endif
 
 #if TLSOCK_TEST_HAVE_OPENSSL
@@ -62,6 +69,70 @@ static bool signed_by(const char *child, const char *issuer)
     BIO_free(b2);
     return ok;
 }
+#else
+/* The first certificate of @p pem, or NULL. */
+static gnutls_x509_crt_t read_crt(const char *pem)
+{
+    gnutls_datum_t data = {.data = (unsigned char *)pem, .size = (unsigned)strlen(pem)};
+    gnutls_x509_crt_t crt = NULL;
+
+    if (gnutls_x509_crt_init(&crt) < 0) {
+        return NULL;
+    }
+    if (gnutls_x509_crt_import(crt, &data, GNUTLS_X509_FMT_PEM) < 0) {
+        gnutls_x509_crt_deinit(crt);
+        crt = NULL;
+    }
+    return crt;
+}
+
+static void reference_fingerprint(const char *pem, char out[TLSOCK_FINGERPRINT_SIZE])
+{
+    gnutls_x509_crt_t x = read_crt(pem);
+    unsigned char md[32];
+    size_t len = sizeof(md);
+
+    out[0] = '\0';
+    if (x != NULL && gnutls_x509_crt_get_fingerprint(x, GNUTLS_DIG_SHA256, md, &len) == 0 &&
+        len == 32) {
+        for (size_t i = 0; i < len; i++) {
+            snprintf(out + 3 * i, 4, i + 1 < len ? "%02X:" : "%02X", md[i]);
+        }
+    }
+    gnutls_x509_crt_deinit(x);
+}
+
+static bool has_san(const char *pem, const char *name)
+{
+    gnutls_x509_crt_t x = read_crt(pem);
+    unsigned char ip[16];
+    bool found = false;
+
+    if (x != NULL) {
+        if (inet_pton(AF_INET, name, ip) == 1) {
+            found = gnutls_x509_crt_check_ip(x, ip, 4, 0) != 0;
+        } else if (inet_pton(AF_INET6, name, ip) == 1) {
+            found = gnutls_x509_crt_check_ip(x, ip, 16, 0) != 0;
+        } else {
+            found = gnutls_x509_crt_check_hostname2(x, name, 0) != 0;
+        }
+    }
+    gnutls_x509_crt_deinit(x);
+    return found;
+}
+
+static bool signed_by(const char *child, const char *issuer)
+{
+    gnutls_x509_crt_t c = read_crt(child);
+    gnutls_x509_crt_t i = read_crt(issuer);
+    unsigned status = 1;
+    bool ok =
+        c != NULL && i != NULL && gnutls_x509_crt_verify(c, &i, 1, 0, &status) == 0 && status == 0;
+
+    gnutls_x509_crt_deinit(c);
+    gnutls_x509_crt_deinit(i);
+    return ok;
+}
 #endif
 
 static void test_fingerprint_format_and_value(void **state)
@@ -70,7 +141,6 @@ static void test_fingerprint_format_and_value(void **state)
     char fp[TLSOCK_FINGERPRINT_SIZE];
 
     (void)state;
-    TS_NEED_PKI();
     for (size_t n = 0; n < sizeof(pems) / sizeof(pems[0]); n++) {
         memset(fp, 'z', sizeof(fp));
         TS_ASSERT_RC(tlsock_cert_fingerprint(pems[n], strlen(pems[n]), fp), 0);
@@ -82,14 +152,9 @@ static void test_fingerprint_format_and_value(void **state)
                 assert_true(isxdigit((unsigned char)fp[i]) && !islower((unsigned char)fp[i]));
             }
         }
-#if TLSOCK_TEST_HAVE_OPENSSL
-        {
-            char expected[TLSOCK_FINGERPRINT_SIZE];
-
-            reference_fingerprint(pems[n], expected);
-            assert_string_equal(fp, expected);
-        }
-#endif
+        char expected[TLSOCK_FINGERPRINT_SIZE];
+        reference_fingerprint(pems[n], expected);
+        assert_string_equal(fp, expected);
     }
 }
 
@@ -101,7 +166,6 @@ static void test_fingerprint_of_first_certificate(void **state)
     char fp_ca[TLSOCK_FINGERPRINT_SIZE];
 
     (void)state;
-    TS_NEED_PKI();
     /* A chain file: the fingerprint is the first certificate's. */
     assert_true(strlen(ts_pki.server.cert) + strlen(ts_pki.ca.cert) < sizeof(chain));
     snprintf(chain, sizeof(chain), "%s%s", ts_pki.server.cert, ts_pki.ca.cert);
@@ -120,7 +184,6 @@ static void test_fingerprint_rejects_garbage(void **state)
     const char *pem = ts_pki.server.cert;
 
     (void)state;
-    TS_NEED_PKI();
     assert_true(tlsock_cert_fingerprint(garbage, strlen(garbage), fp) < 0);
     assert_true(tlsock_cert_fingerprint("", 0, fp) < 0);
     /* Only len bytes may be read: half a certificate is not a certificate. */
@@ -135,7 +198,6 @@ static void test_devcert(void **state)
     char *key = NULL;
 
     (void)state;
-    TS_NEED_PKI();
     TS_ASSERT_RC(tlsock_devcert_new("localhost,127.0.0.1,::1,example.test", &ca, &cert, &key), 0);
     assert_non_null(ca);
     assert_non_null(cert);
@@ -145,14 +207,12 @@ static void test_devcert(void **state)
     /* The header promises unencrypted PKCS#8. */
     assert_non_null(strstr(key, "-----BEGIN PRIVATE KEY-----"));
     assert_string_not_equal(ca, cert);
-#if TLSOCK_TEST_HAVE_OPENSSL
     assert_true(signed_by(cert, ca));
     assert_true(has_san(cert, "localhost"));
     assert_true(has_san(cert, "example.test"));
     assert_true(has_san(cert, "127.0.0.1"));
     assert_true(has_san(cert, "::1"));
     assert_false(has_san(cert, "other.test"));
-#endif
     /* The pair must be usable as a server identity (the key matches the certificate). */
     {
         struct tlsock_ctx *ctx = NULL;
@@ -181,45 +241,15 @@ static void test_devcert_bad_hosts(void **state)
     assert_null(key);
 }
 
-/* A build that cannot generate certificates says so (ECONFIG with the reason), outputs untouched.
- */
-static void test_no_generator(void **state)
-{
-    char *ca = NULL;
-    char *cert = NULL;
-    char *key = NULL;
-    char fp[TLSOCK_FINGERPRINT_SIZE] = "untouched";
-
-    (void)state;
-    if (ts_certgen_missing() == NULL) {
-        print_message("SKIP: this build can generate certificates; the case is for one that "
-                      "cannot\n");
-        skip();
-    }
-    TS_ASSERT_RC(tlsock_devcert_new("localhost", &ca, &cert, &key), TLSOCK_ECONFIG);
-    TS_ASSERT_CONTAINS(tlsock_errmsg(), "no TLS implementation can generate certificates");
-    assert_null(ca);
-    assert_null(cert);
-    assert_null(key);
-    TS_ASSERT_RC(tlsock_cert_fingerprint("x", 1, fp), TLSOCK_ECONFIG);
-    TS_ASSERT_CONTAINS(tlsock_errmsg(), "no TLS implementation can read certificates");
-    assert_string_equal(fp, "untouched");
-}
-
 /* The generator the other tests rely on: sanity of the shared fixtures themselves. */
 static void test_fixtures(void **state)
 {
     (void)state;
-    TS_NEED_PKI();
-#if TLSOCK_TEST_HAVE_OPENSSL
     assert_true(signed_by(ts_pki.server.cert, ts_pki.ca.cert));
     assert_true(signed_by(ts_pki.client.cert, ts_pki.ca.cert));
     assert_false(signed_by(ts_pki.server.cert, ts_pki.other_ca.cert));
     assert_true(has_san(ts_pki.server.cert, "localhost"));
     assert_true(has_san(ts_pki.server.cert, "::1"));
-#else
-    skip();
-#endif
 }
 
 int main(void)
@@ -230,10 +260,8 @@ int main(void)
         cmocka_unit_test(test_fingerprint_rejects_garbage),
         cmocka_unit_test(test_devcert),
         cmocka_unit_test(test_devcert_bad_hosts),
-        cmocka_unit_test(test_no_generator),
         cmocka_unit_test(test_fixtures),
     };
 
-    /* Without a generator only the argument checks and test_no_generator run. */
-    return cmocka_run_group_tests_name("certs", tests, ts_pki_setup_optional, ts_pki_teardown);
+    return cmocka_run_group_tests_name("certs", tests, ts_pki_setup, ts_pki_teardown);
 }

@@ -275,7 +275,6 @@ static void test_set_cert_mem(void **state)
 {
     struct tlsock_ctx *ctx = *state;
 
-    TS_NEED_PKI();
     for (size_t i = 0; i < sizeof(cert_cases) / sizeof(cert_cases[0]); i++) {
         const struct cert_case *c = &cert_cases[i];
         const char *cert = pem_text(c->cert);
@@ -357,11 +356,6 @@ static int files_setup(void **state)
     snprintf(f->empty, sizeof(f->empty), "%s/empty.pem", f->dir);
     snprintf(f->fifo, sizeof(f->fifo), "%s/fifo.pem", f->dir);
     snprintf(f->big, sizeof(f->big), "%s/big.pem", f->dir);
-    if (ts_pki.ca.cert == NULL) {
-        /* Nothing to write: the cases start with TS_NEED_PKI() and skip. */
-        rc = 0;
-        goto out;
-    }
     if (write_file(f->cert, ts_pki.server.cert) != 0 ||
         write_file(f->key, ts_pki.server.key) != 0 || write_file(f->garbage, garbage_pem) != 0 ||
         write_file(f->ca, ts_pki.ca.cert) != 0 || write_file(f->empty, "") != 0 ||
@@ -398,7 +392,6 @@ static void test_set_cert_file(void **state)
 {
     struct files *f = *state;
 
-    TS_NEED_PKI();
     TS_ASSERT_RC_MSG(tlsock_ctx_set_cert_file(f->ctx, f->cert, f->key), 0,
                      tlsock_ctx_errmsg(f->ctx));
     /* The header: ESYS when a file cannot be read. */
@@ -440,7 +433,6 @@ static void test_cert_files_not_pem(void **state)
         {.cert = f->garbage, .key = f->key, .named = f->garbage, .why = "certificate file"},
     };
 
-    TS_NEED_PKI();
     /* Without the non-blocking open a FIFO blocks forever: the alarm fails the test instead. */
     alarm(20);
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -476,7 +468,6 @@ static void test_set_ca(void **state)
 {
     struct files *f = *state;
 
-    TS_NEED_PKI();
     TS_ASSERT_RC_MSG(tlsock_ctx_set_ca_file(f->ctx, f->ca), 0, tlsock_ctx_errmsg(f->ctx));
     TS_ASSERT_RC_MSG(tlsock_ctx_set_ca_mem(f->ctx, ts_pki.ca.cert, strlen(ts_pki.ca.cert)), 0,
                      tlsock_ctx_errmsg(f->ctx));
@@ -496,7 +487,6 @@ static void test_set_ca_codes(void **state)
 {
     struct files *f = *state;
 
-    TS_NEED_PKI();
     TS_ASSERT_RC_MSG(tlsock_ctx_set_ca_file(f->ctx, f->missing), TLSOCK_EX509_LOOKUP,
                      tlsock_ctx_errmsg(f->ctx));
     TS_ASSERT_CONTAINS(tlsock_ctx_errmsg(f->ctx), "does-not-exist.pem");
@@ -611,7 +601,6 @@ static void test_frozen_after_connection(void **state)
     const char *key = ts_pki.server.key;
 
     (void)state;
-    TS_NEED_PKI();
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     TS_ASSERT_RC(ts_server_ctx_new(&ts_pki.server, &ctx), 0);
     /* Before freezing, setters work. */
@@ -648,7 +637,6 @@ static void test_role_mismatch(void **state)
     struct tlsock_conn *conn = NULL;
 
     (void)state;
-    TS_NEED_PKI();
     TS_ASSERT_RC(ts_client_ctx_new(ts_pki.ca.cert, &client), 0);
     TS_ASSERT_RC(ts_server_ctx_new(&ts_pki.server, &server), 0);
     /* A client context cannot listen; a server context cannot connect. The port is never
@@ -719,7 +707,6 @@ static void test_refcount(void **state)
     size_t size;
 
     (void)state;
-    TS_NEED_PKI();
     /* The implementation's one-time allocations (providers, tables) happen here, not below. */
     loaded_ctx_new(&ctx);
     tlsock_ctx_free(ctx);
@@ -825,7 +812,6 @@ static void test_null_free_and_close(void **state)
     pid_t pid;
 
     (void)state;
-    TS_NEED_PKI();
     /* A message on every object, and the thread's last one. */
     TS_ASSERT_RC(ts_server_ctx_new(&ts_pki.server, &ctx), 0);
     TS_ASSERT_RC(tlsock_listen(ctx, "127.0.0.1", 0, 0, &lis), 0);
@@ -947,5 +933,5 @@ int main(void)
     };
 
     /* Cases without certificates run in a build that cannot make any; the others skip. */
-    return cmocka_run_group_tests_name("ctx", tests, ts_pki_setup_optional, ts_pki_teardown);
+    return cmocka_run_group_tests_name("ctx", tests, ts_pki_setup, ts_pki_teardown);
 }

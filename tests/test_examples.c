@@ -130,5 +130,5 @@ int main(void)
         cmocka_unit_test_teardown(test_echo_server, child_stop),
     };
 
-    return cmocka_run_group_tests_name("examples", tests, ts_certgen_setup, NULL);
+    return cmocka_run_group_tests_name("examples", tests, NULL, NULL);
 }

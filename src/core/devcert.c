@@ -9,10 +9,14 @@
 /* Generated certificates start an hour in the past so that small clock skews do not matter. */
 enum { DEVCERT_BACKDATE_S = 3600, DEVCERT_CA_DAYS = 3650, DEVCERT_LEAF_DAYS = 30 };
 
-/* The default implementation if it can make certificates, else any that can. */
+/*
+ * The generator: OpenSSL's when it is compiled in, else GnuTLS's, whatever the default
+ * implementation. Both make the same certificates, which either implementation loads and
+ * verifies; one fixed choice keeps a process's certificates from depending on TLSOCK_IMPL.
+ */
 static const struct tlsock__impl *certgen_impl(void)
 {
-    static const int ids[] = {TLSOCK_IMPL_DEFAULT, TLSOCK_IMPL_OPENSSL, TLSOCK_IMPL_GNUTLS};
+    static const int ids[] = {TLSOCK_IMPL_OPENSSL, TLSOCK_IMPL_GNUTLS};
 
     for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
         const struct tlsock__impl *impl = tlsock__impl_get(ids[i]);

@@ -888,7 +888,7 @@ static const char *gtls_version(void)
 const struct tlsock__impl tlsock__gnutls_impl = {
     .name = "gnutls",
     .id = TLSOCK_IMPL_GNUTLS,
-    .caps = TLSOCK_CAP_ALPN,
+    .caps = TLSOCK_CAP_ALPN | TLSOCK_CAP_CERTGEN,
     .version = gtls_version,
     .ctx_native = gtls_ctx_native,
     .conn_native = gtls_conn_native,
@@ -909,6 +909,6 @@ const struct tlsock__impl tlsock__gnutls_impl = {
     .shutdown = gtls_shutdown,
     .get_info = gtls_get_info,
     .pending = gtls_pending,
-    .cert_generate = NULL,
-    .cert_fingerprint = NULL,
+    .cert_generate = tlsock__gtls_cert_generate,
+    .cert_fingerprint = tlsock__gtls_cert_fingerprint,
 };

@@ -6,7 +6,6 @@
  * syntax, so a host name can never smuggle extra values (such as "IP:" or "email:") into the
  * certificate, and a malformed entry is refused instead of being reinterpreted.
  */
-#include <arpa/inet.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -24,42 +23,25 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "certspec.h"
 #include "impl.h"
 #include "openssl_util.h"
 
-/* RFC 5280 4.1.2.2: positive, at most 20 octets; 16 random octets make collisions negligible. */
-#define SERIAL_BYTES 16
-
-/* RFC 1035 2.3.4: a full domain name is at most 253 characters in text form. */
-#define MAX_HOST_LEN 253
-
-/* keyUsage bit numbers, RFC 5280 4.2.1.3. */
-enum {
-    BIT_DIGITAL_SIGNATURE = 0,
-    BIT_KEY_ENCIPHERMENT = 2,
-    BIT_KEY_CERT_SIGN = 5,
-    BIT_CRL_SIGN = 6,
-};
-
-static int generate_key(const char *key_type, EVP_PKEY **out, bool *is_rsa, struct tlsock__err *err)
+static int generate_key(enum tlsock__key_kind kind, EVP_PKEY **out, struct tlsock__err *err)
 {
     int rc = 0;
     EVP_PKEY *key = NULL;
 
-    if (key_type == NULL || strcmp(key_type, "ec-p256") == 0) {
-        *is_rsa = false;
+    switch (kind) {
+    case TLSOCK__KEY_EC_P256:
         key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
-    } else if (strcmp(key_type, "rsa-2048") == 0) {
-        *is_rsa = true;
+        break;
+    case TLSOCK__KEY_RSA_2048:
         key = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
-    } else if (strcmp(key_type, "rsa-1024") == 0) {
-        *is_rsa = true;
+        break;
+    case TLSOCK__KEY_RSA_1024:
         key = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)1024);
-    } else {
-        rc = tlsock__fail(err, TLSOCK_ECONFIG,
-                          "unknown key type \"%.64s\" (expected ec-p256, rsa-2048 or rsa-1024)",
-                          key_type);
-        goto out;
+        break;
     }
     if (key == NULL) {
         rc = tlsock__ossl_fail(err, TLSOCK_ECONFIG, "key generation failed");
@@ -81,11 +63,6 @@ static int load_issuer(const struct tlsock__cert_spec *spec, X509 **cert_out, EV
     X509 *cert = NULL;
     EVP_PKEY *key = NULL;
 
-    if (spec->issuer_cert_pem == NULL || spec->issuer_key_pem == NULL) {
-        rc = tlsock__fail(err, TLSOCK_ECONFIG,
-                          "issuer certificate and issuer key must be given together");
-        goto out;
-    }
     cbio = BIO_new_mem_buf(spec->issuer_cert_pem, -1);
     kbio = BIO_new_mem_buf(spec->issuer_key_pem, -1);
     if (cbio == NULL || kbio == NULL) {
@@ -119,14 +96,13 @@ free_objects:
 free_bios:
     BIO_free(kbio);
     BIO_free(cbio);
-out:
     return rc;
 }
 
 static int set_serial(X509 *x, struct tlsock__err *err)
 {
     int rc = 0;
-    unsigned char bytes[SERIAL_BYTES];
+    unsigned char bytes[TLSOCK__SERIAL_BYTES];
     BIGNUM *bn = NULL;
     ASN1_INTEGER *serial = NULL;
 
@@ -134,9 +110,7 @@ static int set_serial(X509 *x, struct tlsock__err *err)
         rc = tlsock__ossl_fail(err, TLSOCK_ECONFIG, "random serial number");
         goto out;
     }
-    /* Clear the sign bit (serials must be positive) and set the next one, so the serial is
-     * always exactly SERIAL_BYTES long and never zero. */
-    bytes[0] = (unsigned char)((bytes[0] & 0x7f) | 0x40);
+    tlsock__cert_serial_shape(bytes);
     bn = BN_bin2bn(bytes, sizeof(bytes), NULL);
     if (bn == NULL) {
         rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "serial number");
@@ -155,14 +129,13 @@ out:
     return rc;
 }
 
-static int set_subject(X509 *x, const char *common_name, struct tlsock__err *err)
+static int set_subject(X509 *x, const char *cn, struct tlsock__err *err)
 {
     int rc = 0;
     X509_NAME *name = X509_get_subject_name(x);
-    const char *cn = common_name != NULL ? common_name : "tlsock development";
 
-    if (X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8, (const unsigned char *)"tlsock", -1,
-                                   -1, 0) != 1) {
+    if (X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8,
+                                   (const unsigned char *)TLSOCK__SUBJECT_O, -1, -1, 0) != 1) {
         rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "subject organization");
         goto out;
     }
@@ -177,50 +150,24 @@ out:
     return rc;
 }
 
-/* Letters, digits, '-', '.', '_' (seen in real names) and '*' (wildcards). */
-static bool is_dns_name(const char *s)
+/* Appends one subjectAltName entry to the GENERAL_NAMES in @p arg. */
+static int push_general_name(const struct tlsock__san_entry *entry, void *arg,
+                             struct tlsock__err *err)
 {
-    bool ok = s[0] != '\0';
-
-    for (const char *p = s; ok && *p != '\0'; p++) {
-        char c = *p;
-        ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-             c == '-' || c == '.' || c == '_' || c == '*';
-    }
-    return ok;
-}
-
-/* Appends one subjectAltName entry: IP when it parses as an address, otherwise DNS. */
-static int push_general_name(GENERAL_NAMES *names, const char *host, struct tlsock__err *err)
-{
+    GENERAL_NAMES *names = arg;
     int rc = 0;
-    unsigned char addr[16];
-    int addr_len = 0;
-    int type = GEN_DNS;
     ASN1_STRING *value = NULL;
     GENERAL_NAME *gn = NULL;
 
-    if (inet_pton(AF_INET, host, addr) == 1) {
-        type = GEN_IPADD;
-        addr_len = 4;
-    } else if (inet_pton(AF_INET6, host, addr) == 1) {
-        type = GEN_IPADD;
-        addr_len = 16;
-    } else if (!is_dns_name(host)) {
-        rc =
-            tlsock__fail(err, TLSOCK_ECONFIG,
-                         "\"%s\" is neither an IP address nor a DNS name for subjectAltName", host);
-        goto out;
-    }
-    if (type == GEN_IPADD) {
+    if (entry->is_ip) {
         value = ASN1_OCTET_STRING_new();
-        if (value == NULL || ASN1_OCTET_STRING_set(value, addr, addr_len) != 1) {
+        if (value == NULL || ASN1_OCTET_STRING_set(value, entry->ip, (int)entry->ip_len) != 1) {
             rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "subjectAltName");
             goto free_value;
         }
     } else {
         value = ASN1_IA5STRING_new();
-        if (value == NULL || ASN1_STRING_set(value, host, -1) != 1) {
+        if (value == NULL || ASN1_STRING_set(value, entry->dns, -1) != 1) {
             rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "subjectAltName");
             goto free_value;
         }
@@ -230,7 +177,7 @@ static int push_general_name(GENERAL_NAMES *names, const char *host, struct tlso
         rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "subjectAltName");
         goto free_value;
     }
-    GENERAL_NAME_set0_value(gn, type, value);
+    GENERAL_NAME_set0_value(gn, entry->is_ip ? GEN_IPADD : GEN_DNS, value);
     value = NULL;
     if (sk_GENERAL_NAME_push(names, gn) <= 0) {
         rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "subjectAltName");
@@ -242,17 +189,14 @@ free_name:
     GENERAL_NAME_free(gn);
 free_value:
     ASN1_STRING_free(value);
-out:
     return rc;
 }
 
-/* Builds subjectAltName from a comma-separated list; blanks around entries are ignored. */
+/* Builds subjectAltName from the host list (certspec.h). */
 static int add_subject_alt_name(X509 *x, const char *hosts, struct tlsock__err *err)
 {
     int rc = 0;
     GENERAL_NAMES *names = NULL;
-    const char *p = hosts;
-    char host[MAX_HOST_LEN + 1];
 
     if (hosts == NULL || hosts[0] == '\0') {
         goto out;
@@ -262,29 +206,7 @@ static int add_subject_alt_name(X509 *x, const char *hosts, struct tlsock__err *
         rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "subjectAltName");
         goto out;
     }
-    /* Each pass consumes one entry; the loop ends after the entry with no comma after it. */
-    while (rc == 0 && p != NULL) {
-        const char *comma = strchr(p, ',');
-        const char *end = comma != NULL ? comma : p + strlen(p);
-        size_t len;
-
-        while (p < end && (*p == ' ' || *p == '\t')) {
-            p++;
-        }
-        while (end > p && (end[-1] == ' ' || end[-1] == '\t')) {
-            end--;
-        }
-        len = (size_t)(end - p);
-        if (len == 0 || len > MAX_HOST_LEN) {
-            rc = tlsock__fail(err, TLSOCK_ECONFIG,
-                              "empty or over-long entry in host list \"%.200s\"", hosts);
-        } else {
-            memcpy(host, p, len);
-            host[len] = '\0';
-            rc = push_general_name(names, host, err);
-        }
-        p = comma != NULL ? comma + 1 : NULL;
-    }
+    rc = tlsock__cert_hosts_each(hosts, push_general_name, names, err);
     if (rc != 0) {
         goto free_names;
     }
@@ -320,24 +242,20 @@ out:
     return rc;
 }
 
-static int add_key_usage(X509 *x, bool is_ca, bool is_rsa, struct tlsock__err *err)
+static int add_key_usage(X509 *x, bool is_ca, enum tlsock__key_kind kind, struct tlsock__err *err)
 {
     int rc = 0;
     ASN1_BIT_STRING *ku = ASN1_BIT_STRING_new();
-    int ok;
+    unsigned bits = tlsock__cert_key_usage(is_ca, kind);
+    int ok = 1;
 
     if (ku == NULL) {
         rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "keyUsage");
         goto out;
     }
-    if (is_ca) {
-        ok = ASN1_BIT_STRING_set_bit(ku, BIT_KEY_CERT_SIGN, 1) &&
-             ASN1_BIT_STRING_set_bit(ku, BIT_CRL_SIGN, 1);
-    } else {
-        ok = ASN1_BIT_STRING_set_bit(ku, BIT_DIGITAL_SIGNATURE, 1);
-        /* RSA key transport (TLS 1.2 RSA suites) encrypts with the certificate's key. */
-        if (ok && is_rsa) {
-            ok = ASN1_BIT_STRING_set_bit(ku, BIT_KEY_ENCIPHERMENT, 1);
+    for (int bit = 0; ok && bit < 9; bit++) {
+        if ((bits & 1u << bit) != 0) {
+            ok = ASN1_BIT_STRING_set_bit(ku, bit, 1);
         }
     }
     if (!ok || X509_add1_ext_i2d(x, NID_key_usage, ku, 1, X509V3_ADD_DEFAULT) != 1) {
@@ -356,11 +274,6 @@ static int add_ext_key_usage(X509 *x, int eku_bits, struct tlsock__err *err)
     EXTENDED_KEY_USAGE *eku = NULL;
 
     if (eku_bits == 0) {
-        goto out;
-    }
-    if ((eku_bits & ~(TLSOCK__EKU_SERVER | TLSOCK__EKU_CLIENT)) != 0) {
-        rc = tlsock__fail(err, TLSOCK_ECONFIG, "unknown extended key usage bits 0x%x",
-                          (unsigned)eku_bits);
         goto out;
     }
     eku = sk_ASN1_OBJECT_new_null();
@@ -470,14 +383,14 @@ out:
     return rc;
 }
 
-static int add_extensions(X509 *x, const struct tlsock__cert_spec *spec, bool is_rsa, X509 *issuer,
-                          struct tlsock__err *err)
+static int add_extensions(X509 *x, const struct tlsock__cert_spec *spec, enum tlsock__key_kind kind,
+                          X509 *issuer, struct tlsock__err *err)
 {
     int rc;
 
     rc = add_basic_constraints(x, spec->is_ca, err);
     if (rc == 0) {
-        rc = add_key_usage(x, spec->is_ca, is_rsa, err);
+        rc = add_key_usage(x, spec->is_ca, kind, err);
     }
     if (rc == 0) {
         rc = add_ext_key_usage(x, spec->eku, err);
@@ -495,8 +408,9 @@ static int add_extensions(X509 *x, const struct tlsock__cert_spec *spec, bool is
 }
 
 /* Builds and signs the certificate for @p key; @p issuer NULL means self-signed. */
-static int build_cert(const struct tlsock__cert_spec *spec, EVP_PKEY *key, bool is_rsa,
-                      X509 *issuer, EVP_PKEY *issuer_key, X509 **out, struct tlsock__err *err)
+static int build_cert(const struct tlsock__cert_spec *spec, EVP_PKEY *key,
+                      enum tlsock__key_kind kind, X509 *issuer, EVP_PKEY *issuer_key, X509 **out,
+                      struct tlsock__err *err)
 {
     int rc = 0;
     X509 *x = X509_new();
@@ -515,7 +429,7 @@ static int build_cert(const struct tlsock__cert_spec *spec, EVP_PKEY *key, bool 
     if (rc != 0) {
         goto out;
     }
-    rc = set_subject(x, spec->common_name, err);
+    rc = set_subject(x, tlsock__cert_spec_cn(spec), err);
     if (rc != 0) {
         goto out;
     }
@@ -529,7 +443,7 @@ static int build_cert(const struct tlsock__cert_spec *spec, EVP_PKEY *key, bool 
         rc = tlsock__ossl_fail(err, TLSOCK_ECONFIG, "validity period");
         goto out;
     }
-    rc = add_extensions(x, spec, is_rsa, issuer, err);
+    rc = add_extensions(x, spec, kind, issuer, err);
     if (rc != 0) {
         goto out;
     }
@@ -545,31 +459,6 @@ out:
     return rc;
 }
 
-/* Copies a memory BIO's contents into a malloc'd NUL-terminated string. */
-static int bio_to_string(BIO *bio, char **out, struct tlsock__err *err)
-{
-    int rc = 0;
-    char *data = NULL;
-    long len = BIO_get_mem_data(bio, &data);
-    char *copy = NULL;
-
-    if (len <= 0 || data == NULL) {
-        rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "PEM output");
-        goto out;
-    }
-    copy = malloc((size_t)len + 1);
-    if (copy == NULL) {
-        rc = tlsock__fail(err, TLSOCK_ENOMEM, "out of memory for PEM output");
-        goto out;
-    }
-    memcpy(copy, data, (size_t)len);
-    copy[len] = '\0';
-    *out = copy;
-
-out:
-    return rc;
-}
-
 static int write_pem(X509 *cert, EVP_PKEY *key, struct tlsock__pem_pair *out,
                      struct tlsock__err *err)
 {
@@ -578,6 +467,8 @@ static int write_pem(X509 *cert, EVP_PKEY *key, struct tlsock__pem_pair *out,
     BIO *kbio = BIO_new(BIO_s_mem());
     char *cert_pem = NULL;
     char *key_pem = NULL;
+    long cert_len = 0;
+    long key_len = 0;
 
     if (cbio == NULL || kbio == NULL) {
         rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "PEM output");
@@ -589,21 +480,15 @@ static int write_pem(X509 *cert, EVP_PKEY *key, struct tlsock__pem_pair *out,
         rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "PEM output");
         goto out;
     }
-    rc = bio_to_string(cbio, &cert_pem, err);
-    if (rc == 0) {
-        rc = bio_to_string(kbio, &key_pem, err);
-    }
-    if (rc != 0) {
+    cert_len = BIO_get_mem_data(cbio, &cert_pem);
+    key_len = BIO_get_mem_data(kbio, &key_pem);
+    if (cert_len <= 0 || key_len <= 0 || cert_pem == NULL || key_pem == NULL) {
+        rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "PEM output");
         goto out;
     }
-    out->cert = cert_pem;
-    out->key = key_pem;
-    cert_pem = NULL;
-    key_pem = NULL;
+    rc = tlsock__cert_output(cert_pem, (size_t)cert_len, key_pem, (size_t)key_len, out, err);
 
 out:
-    free(key_pem);
-    free(cert_pem);
     BIO_free(kbio);
     BIO_free(cbio);
     return rc;
@@ -617,35 +502,25 @@ int tlsock__openssl_cert_generate(const struct tlsock__cert_spec *spec,
     EVP_PKEY *issuer_key = NULL;
     EVP_PKEY *key = NULL;
     X509 *cert = NULL;
-    bool is_rsa = false;
+    enum tlsock__key_kind kind = TLSOCK__KEY_EC_P256;
 
     /* Earlier unrelated failures in this thread must not be reported as ours. */
     ERR_clear_error();
-    if (out != NULL) {
-        out->cert = NULL;
-        out->key = NULL;
-    }
-    if (spec == NULL || out == NULL) {
-        rc = tlsock__fail(err, TLSOCK_EINVAL, "certificate generation: NULL argument");
+    rc = tlsock__cert_spec_check(spec, out, &kind, err);
+    if (rc != 0) {
         goto out;
     }
-    if (spec->not_after_s < spec->not_before_s) {
-        rc = tlsock__fail(err, TLSOCK_ECONFIG,
-                          "certificate would expire (%+lds) before it is valid (%+lds)",
-                          spec->not_after_s, spec->not_before_s);
-        goto out;
-    }
-    if (spec->issuer_cert_pem != NULL || spec->issuer_key_pem != NULL) {
+    if (spec->issuer_cert_pem != NULL) {
         rc = load_issuer(spec, &issuer, &issuer_key, err);
         if (rc != 0) {
             goto out;
         }
     }
-    rc = generate_key(spec->key_type, &key, &is_rsa, err);
+    rc = generate_key(kind, &key, err);
     if (rc != 0) {
         goto free_all;
     }
-    rc = build_cert(spec, key, is_rsa, issuer, issuer_key, &cert, err);
+    rc = build_cert(spec, key, kind, issuer, issuer_key, &cert, err);
     if (rc != 0) {
         goto free_all;
     }

@@ -83,54 +83,6 @@ int ts_leaf_make(const struct tlsock__pem_pair *issuer, const char *cn, const ch
     return ts_cert_make(&spec, out);
 }
 
-const char *ts_certgen_missing(void)
-{
-    if ((tlsock_impl_caps(TLSOCK_IMPL_OPENSSL) | tlsock_impl_caps(TLSOCK_IMPL_GNUTLS)) &
-        TLSOCK_CAP_CERTGEN) {
-        return NULL;
-    }
-    return "no TLS implementation in this build can generate certificates (the generator needs "
-           "OpenSSL: build with -DTLSOCK_WITH_OPENSSL=ON)";
-}
-
-void ts_skip_executable(const char *why)
-{
-    printf("SKIP: %s\n", why);
-    fflush(stdout);
-    exit(TS_SKIP_EXIT);
-}
-
-int ts_certgen_setup(void **state)
-{
-    const char *why = ts_certgen_missing();
-
-    (void)state;
-    if (why != NULL) {
-        ts_skip_executable(why);
-    }
-    return 0;
-}
-
-bool ts_pki_ready(void)
-{
-    if (ts_pki.ca.cert != NULL) {
-        return true;
-    }
-    const char *why = ts_certgen_missing();
-    print_message("SKIP: this case needs certificates: %s\n",
-                  why != NULL ? why : "ts_pki was not set up");
-    return false;
-}
-
-int ts_pki_setup_optional(void **state)
-{
-    if (ts_certgen_missing() != NULL) {
-        memset(&ts_pki, 0, sizeof(ts_pki));
-        return 0;
-    }
-    return ts_pki_setup(state);
-}
-
 int ts_pki_setup(void **state)
 {
     const struct tlsock__cert_spec ca = {
@@ -149,10 +101,7 @@ int ts_pki_setup(void **state)
 
     (void)state;
     memset(&ts_pki, 0, sizeof(ts_pki));
-    rc = ts_certgen_setup(state); /* exits, skipped, when the build cannot make certificates */
-    if (rc == 0) {
-        rc = ts_cert_make(&ca, &ts_pki.ca);
-    }
+    rc = ts_cert_make(&ca, &ts_pki.ca);
     if (rc == 0) {
         rc = ts_cert_make(&other_ca, &ts_pki.other_ca);
     }

@@ -72,46 +72,17 @@ struct ts_pki {
 
 extern struct ts_pki ts_pki;
 
-/* cmocka group setup / teardown making and freeing ts_pki. When no implementation compiled in
- * can generate certificates, ts_pki_setup() ends the executable as skipped (see below). */
+/*
+ * cmocka group setup / teardown making and freeing ts_pki. Every build can make certificates
+ * (each implementation has a generator; tlsock__cert_generate() uses OpenSSL's when both are
+ * compiled in), so nothing is skipped for want of them.
+ */
 int ts_pki_setup(void **state);
 int ts_pki_teardown(void **state);
 
-/* ---- skips ----------------------------------------------------------------------------------- */
-
-/*
- * A build without a certificate generator (today: without OpenSSL) cannot run what needs
- * certificates. Such a test is reported as skipped with the reason, never as passed:
- *   - a whole executable exits TS_SKIP_EXIT, which CTest shows as skipped (SKIP_RETURN_CODE in
- *     CMakeLists.txt): ts_pki_setup(), ts_certgen_setup(), and `ts_need_certgen PROGRAM...` for
- *     programs that are not cmocka tests;
- *   - in an executable whose other cases still run, ts_pki_setup_optional() is the group setup
- *     and each case that needs certificates starts with TS_NEED_PKI(), a cmocka skip() with the
- *     reason printed.
- */
+/* Exit status of a whole executable that cannot run here (CTest's SKIP_RETURN_CODE): it is
+ * listed as not run, never as passed. */
 #define TS_SKIP_EXIT 77
-
-/* Why this build cannot generate certificates, or NULL when it can. */
-const char *ts_certgen_missing(void);
-
-/* Prints "SKIP: <why>" and ends the executable with TS_SKIP_EXIT. */
-_Noreturn void ts_skip_executable(const char *why);
-
-/* cmocka group setup for executables that make certificates themselves: skips the executable
- * when the build cannot. */
-int ts_certgen_setup(void **state);
-
-/* Like ts_pki_setup(), but without a generator leaves ts_pki empty and returns 0. */
-int ts_pki_setup_optional(void **state);
-
-/* True when ts_pki holds certificates; else prints the reason for the skip. */
-bool ts_pki_ready(void);
-#define TS_NEED_PKI()                                                                              \
-    do {                                                                                           \
-        if (!ts_pki_ready()) {                                                                     \
-            skip();                                                                                \
-        }                                                                                          \
-    } while (0)
 
 /* Generates a certificate; prints the generator's reason on failure. Returns 0 or an error. */
 int ts_cert_make(const struct tlsock__cert_spec *spec, struct tlsock__pem_pair *out);
