@@ -758,18 +758,18 @@ static bool decode_base64_32(const char *text, unsigned char out[32])
     return n == 32 && (acc & ((1UL << bits) - 1)) == 0;
 }
 
-/* Decodes 64 hexadecimal digits, optionally with a colon between bytes. */
+/* Decodes 64 hexadecimal digits, optionally with one colon between bytes ("AB:CD:..."). */
 static bool decode_hex_32(const char *text, unsigned char out[32])
 {
     static const char digits[] = "0123456789abcdef";
     size_t n = 0;
 
     for (const char *p = text; *p != '\0'; p++) {
-        if (*p == ':' && n % 2 == 0 && n > 0 && p[1] != '\0') {
+        if (*p == ':' && n % 2 == 0 && n > 0 && p[-1] != ':' && p[1] != '\0') {
             continue;
         }
         const char *d = strchr(digits, tolower((unsigned char)*p));
-        if (d == NULL || *p == '\0' || n >= 64) {
+        if (d == NULL || n >= 64) {
             return false;
         }
         int v = (int)(d - digits);

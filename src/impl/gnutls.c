@@ -574,16 +574,16 @@ static const char *crl_reason(const struct gtls_ctx *gc, gnutls_x509_crt_t cert,
             continue;
         }
         time_t next = gnutls_x509_crl_get_next_update(crl);
-        if (gnutls_x509_crl_verify(crl, &issuer, 1, GNUTLS_VERIFY_DISABLE_TIME_CHECKS, &status) <
-                0 ||
-            (status & ~(unsigned)(GNUTLS_CERT_REVOCATION_DATA_SUPERSEDED |
-                                  GNUTLS_CERT_REVOCATION_DATA_ISSUED_IN_FUTURE)) != 0) {
-            reason = "CRL signature failure";
-        } else if (gnutls_x509_crl_get_this_update(crl) > now) {
+        /* Dates first: GnuTLS's CRL verification flags an expired CRL as invalid too. */
+        if (gnutls_x509_crl_get_this_update(crl) > now) {
             reason = "CRL is not yet valid";
+            *alert = GNUTLS_A_BAD_CERTIFICATE;
         } else if (next != (time_t)-1 && next < now) {
             reason = "CRL has expired";
             *alert = GNUTLS_A_CERTIFICATE_EXPIRED;
+        } else if (gnutls_x509_crl_verify(crl, &issuer, 1, 0, &status) < 0 || status != 0) {
+            reason = "CRL signature failure";
+            *alert = GNUTLS_A_BAD_CERTIFICATE;
         } else if (gnutls_x509_crt_check_revocation(cert, &crl, 1) == 1) {
             *alert = GNUTLS_A_CERTIFICATE_REVOKED;
             return "certificate revoked";
