@@ -56,6 +56,7 @@ struct gtls_conn {
     const struct tlsock__trust *trust; /* the context's trust checks (the core's) */
     struct tlsock_conn *owner;         /* shown to the verify callback */
     struct tlsock__err verify_err;     /* why a check of ours refused the peer, unset if not */
+    int verify_rc;                     /* and its code: TLSOCK_EVERIFY, or TLSOCK_ENOMEM */
     int verify_alert;                  /* the alert for that refusal */
 };
 
@@ -301,11 +302,11 @@ static int fail_verify(struct gtls_conn *c, struct tlsock__err *err)
     char reason[160];
     char subject[256];
 
-    if (tlsock__err_set(&c->verify_err)) {
+    if (tlsock__err_set(&c->verify_err) && c->verify_rc != 0) {
         gnutls_alert_send(c->session, GNUTLS_AL_FATAL,
                           c->verify_alert != 0 ? (gnutls_alert_description_t)c->verify_alert
                                                : verify_alert(status));
-        return tlsock__fail(err, TLSOCK_EVERIFY, "%s", tlsock__err_msg(&c->verify_err));
+        return tlsock__fail(err, c->verify_rc, "%s", tlsock__err_msg(&c->verify_err));
     }
     verify_reason(c, status, reason, sizeof(reason));
     peer_subject(c, subject, sizeof(subject));
@@ -488,8 +489,11 @@ static bool signed_by(gnutls_x509_crt_t cert, gnutls_x509_crt_t issuer)
            status == 0;
 }
 
-/* Builds @p ch for the session's peer; GnuTLS's code (memory) or 0. */
-static int chain_build(struct gtls_conn *c, struct gtls_chain *ch)
+/*
+ * Builds @p ch for the session's peer, or only imports the peer's certificates (the leaf is
+ * ch->peer[0]) unless @p walk; GnuTLS's code (memory) or 0.
+ */
+static int chain_build(struct gtls_conn *c, struct gtls_chain *ch, bool walk)
 {
     unsigned n = 0;
     const gnutls_datum_t *der = gnutls_certificate_get_peers(c->session, &n);
@@ -511,13 +515,20 @@ static int chain_build(struct gtls_conn *c, struct gtls_chain *ch)
             return ret;
         }
     }
-    gnutls_certificate_get_trust_list(c->gc->cred, &tl);
     ch->crt[ch->n++] = ch->peer[0];
     used[0] = true;
+    if (!walk) {
+        return 0;
+    }
+    gnutls_certificate_get_trust_list(c->gc->cred, &tl);
     while (ch->n <= CHAIN_MAX) {
         gnutls_x509_crt_t cur = ch->crt[ch->n - 1];
         gnutls_x509_crt_t issuer = NULL;
-        if (gnutls_x509_trust_list_get_issuer(tl, cur, &issuer, GNUTLS_TL_GET_COPY) >= 0) {
+        int ret = gnutls_x509_trust_list_get_issuer(tl, cur, &issuer, GNUTLS_TL_GET_COPY);
+        if (ret == GNUTLS_E_MEMORY_ERROR) {
+            return ret;
+        }
+        if (ret >= 0) {
             /* A trust anchor itself (a self-signed root sent or trusted as is) ends the chain. */
             if (gnutls_x509_crt_equals(cur, issuer)) {
                 gnutls_x509_crt_deinit(issuer);
@@ -614,13 +625,16 @@ static const char *revocation_reason(const struct gtls_conn *c, const struct gtl
     return NULL;
 }
 
-/* True when @p crt has a subjectAltName extension. */
-static bool has_san(gnutls_x509_crt_t crt)
+/* 1 when @p crt has a subjectAltName extension, 0 when not, GNUTLS_E_MEMORY_ERROR. */
+static int has_san(gnutls_x509_crt_t crt)
 {
     unsigned char name[256];
     size_t len = sizeof(name);
     int ret = gnutls_x509_crt_get_subject_alt_name(crt, 0, name, &len, NULL);
 
+    if (ret == GNUTLS_E_MEMORY_ERROR) {
+        return ret;
+    }
     return ret != GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE;
 }
 
@@ -687,7 +701,7 @@ static int trust_check(struct gtls_conn *c, const struct gtls_chain *ch, int rc,
     }
     if (trust_input(ch, n, chain, owned, spki) < 0) {
         /* Never let a peer through unchecked: without memory it is refused. */
-        rc = tlsock__fail(&c->verify_err, TLSOCK_EVERIFY,
+        rc = tlsock__fail(&c->verify_err, TLSOCK_ENOMEM,
                           "out of memory checking the peer's certificate chain");
     } else {
         rc = tlsock__trust_check(c->trust, &in, rc, &c->verify_err);
@@ -706,20 +720,25 @@ static int trust_check(struct gtls_conn *c, const struct gtls_chain *ch, int rc,
 static int verify_more(struct gtls_conn *c, unsigned *status)
 {
     struct gtls_chain ch;
-    char subject[256];
     int rc = 0;
-    int ret = chain_build(c, &ch);
+    /* Walking the chain costs a signature check a link: only for what needs the chain. */
+    int ret = chain_build(c, &ch, c->trust->crl_mode != 0 || tlsock__trust_needs_chain(c->trust));
+    int san = ret >= 0 && c->role == TLSOCK_CLIENT ? has_san(ch.peer[0]) : 1;
+    char subject[256];
 
-    if (ret == GNUTLS_E_MEMORY_ERROR) {
+    if (ret == GNUTLS_E_MEMORY_ERROR || san == GNUTLS_E_MEMORY_ERROR) {
         chain_free(&ch);
-        return tlsock__fail(&c->verify_err, TLSOCK_EVERIFY,
+        return tlsock__fail(&c->verify_err, TLSOCK_ENOMEM,
                             "out of memory checking the peer's certificate chain");
     }
-    subject[0] = '\0';
-    if (ch.npeer > 0) {
-        (void)subject_text(ch.peer[0], subject, sizeof(subject));
+    if (ret < 0) {
+        /* GnuTLS read the chain (more than CHAIN_MAX certificates it refuses itself). */
+        chain_free(&ch);
+        return tlsock__text_fail_verify(&c->verify_err, "cannot read the peer's certificate chain",
+                                        TLSOCK__VERIFY_CODE_NONE, 0, "");
     }
-    c->no_san = c->role == TLSOCK_CLIENT && ch.npeer > 0 && !has_san(ch.peer[0]);
+    (void)subject_text(ch.peer[0], subject, sizeof(subject));
+    c->no_san = san == 0;
     if (*status == 0 && c->no_san && c->vdata_count > 1) {
         *status = GNUTLS_CERT_INVALID | GNUTLS_CERT_UNEXPECTED_OWNER;
     }
@@ -771,6 +790,7 @@ static int verify_peer(gnutls_session_t session)
     tlsock__err_clear(&c->verify_err);
     c->verify_alert = 0;
     int rc = verify_more(c, &status);
+    c->verify_rc = rc;
     c->verify_status = status;
     c->verify_failed = rc != 0 || status != 0;
     return c->verify_failed ? GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR : 0;

@@ -62,6 +62,7 @@ struct ossl_conn {
     bool verify_ip;                    /* client: the name verified is an IP address */
     char *verify_name;                 /* client: the name verified, NULL for none */
     struct tlsock__err verify_err;     /* why verify_hook() refused the peer, unset if not */
+    int verify_rc;                     /* and its code: TLSOCK_EVERIFY, or TLSOCK_ENOMEM */
 };
 
 /* ---------------------------------------------------------------------------------------------
@@ -725,7 +726,7 @@ static int trust_check(struct ossl_conn *c, X509_STORE_CTX *store, int rc, const
         !chain_der(peer, peer_der, npeer) || !chain_der(chain, chain_der_out, nchain) ||
         !chain_spki(chain, spki, nchain)) {
         /* Never let a peer through unchecked: without memory it is refused. */
-        rc = tlsock__fail(&c->verify_err, TLSOCK_EVERIFY,
+        rc = tlsock__fail(&c->verify_err, TLSOCK_ENOMEM,
                           "out of memory checking the peer's certificate chain");
         goto out;
     }
@@ -782,6 +783,7 @@ static int verify_hook(X509_STORE_CTX *store, void *arg)
         /* Refused by a check of ours: an error whose alert is bad_certificate, as on GnuTLS. */
         X509_STORE_CTX_set_error(store, X509_V_ERR_CERT_REJECTED);
     }
+    c->verify_rc = rc;
     return rc == 0 ? 1 : 0;
 }
 
@@ -915,8 +917,8 @@ fail:
 static int fail_verify(struct ossl_conn *c, long result, struct tlsock__err *err)
 {
     ERR_clear_error();
-    if (tlsock__err_set(&c->verify_err)) {
-        return tlsock__fail(err, TLSOCK_EVERIFY, "%s", tlsock__err_msg(&c->verify_err));
+    if (tlsock__err_set(&c->verify_err) && c->verify_rc != 0) {
+        return tlsock__fail(err, c->verify_rc, "%s", tlsock__err_msg(&c->verify_err));
     }
     return tlsock__text_fail_verify(err, X509_verify_cert_error_string(result),
                                     TLSOCK__VERIFY_CODE_OPENSSL, (unsigned long)result,
