@@ -488,32 +488,42 @@ close_fd:
     return rc;
 }
 
-int tlsock_ctx_set_ca_file(struct tlsock_ctx *ctx, const char *path)
+/*
+ * Starts a setter that reads a trust file (@p what: "CA file", "CRL file") whole into *@p data:
+ * a NULL path is TLSOCK_EINVAL; a file that cannot be loaded, for whatever reason, is
+ * TLSOCK_EX509_LOOKUP (the header's promise), but for TLSOCK_ENOMEM.
+ */
+static int begin_trust_file(struct tlsock_ctx *ctx, const char *what, const char *path, char **data,
+                            size_t *len)
 {
-    char *pem = NULL;
-    size_t len = 0;
     int rc = setter_begin(ctx);
 
     if (rc != 0) {
         return rc;
     }
     if (path == NULL) {
-        return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "CA file path is NULL");
+        return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "%s path is NULL", what);
     }
-    rc = read_file("CA file", path, CA_FILE_MAX, &pem, &len, &ctx->err);
+    rc = read_file(what, path, CA_FILE_MAX, data, len, &ctx->err);
+    return rc == 0 || rc == TLSOCK_ENOMEM ? rc : TLSOCK_EX509_LOOKUP;
+}
+
+int tlsock_ctx_set_ca_file(struct tlsock_ctx *ctx, const char *path)
+{
+    char *pem = NULL;
+    size_t len = 0;
+    int rc = begin_trust_file(ctx, "CA file", path, &pem, &len);
+
     if (rc != 0) {
-        /* The header: a CA file that cannot be loaded, for whatever reason, is EX509_LOOKUP. */
-        rc = rc == TLSOCK_ENOMEM ? rc : TLSOCK_EX509_LOOKUP;
-        goto out;
+        return rc;
     }
     /* Kept as the PEM read now: a replay (tlsock_ctx_set_impl) never opens the file again. */
     rc = add_text_setting(ctx, TLSOCK__SET_CA_MEM, pem, len);
     if (rc != 0) {
         rc = fail_naming_files(&ctx->err, rc, "cannot load CA certificates from %s", path);
-        goto out;
+    } else {
+        ctx->ca_set = true;
     }
-    ctx->ca_set = true;
-out:
     free(pem);
     return rc;
 }
@@ -685,25 +695,16 @@ int tlsock_ctx_add_crl_file(struct tlsock_ctx *ctx, const char *path)
 {
     char *data = NULL;
     size_t len = 0;
-    int rc = setter_begin(ctx);
+    int rc = begin_trust_file(ctx, "CRL file", path, &data, &len);
 
     if (rc != 0) {
         return rc;
-    }
-    if (path == NULL) {
-        return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "CRL file path is NULL");
-    }
-    rc = read_file("CRL file", path, CA_FILE_MAX, &data, &len, &ctx->err);
-    if (rc != 0) {
-        rc = rc == TLSOCK_ENOMEM ? rc : TLSOCK_EX509_LOOKUP;
-        goto out;
     }
     /* Kept as read now, like a CA file: a replay never opens the file again. */
     rc = tlsock_ctx_add_crl_mem(ctx, data, len);
     if (rc != 0) {
         rc = fail_naming_files(&ctx->err, rc, "cannot load CRLs from %s", path);
     }
-out:
     free(data);
     return rc;
 }

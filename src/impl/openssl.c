@@ -760,8 +760,10 @@ static int verify_hook(X509_STORE_CTX *store, void *arg)
         return ok > 0 ? 1 : 0;
     }
     X509 *leaf = X509_STORE_CTX_get0_cert(store);
+    bool needs_chain = tlsock__trust_needs_chain(c->trust);
     char subject[SUBJECT_MAX] = "";
-    if (leaf != NULL) {
+    /* Only for messages: a peer that passes and has nothing else to check costs no printing. */
+    if (leaf != NULL && (ok <= 0 || needs_chain)) {
         (void)subject_text(leaf, subject, sizeof(subject));
     }
     tlsock__err_clear(&c->verify_err);
@@ -776,7 +778,7 @@ static int verify_hook(X509_STORE_CTX *store, void *arg)
                                       (unsigned long)code,
                                       c->failed_subject != NULL ? c->failed_subject : subject);
     }
-    if (tlsock__trust_needs_chain(c->trust)) {
+    if (needs_chain) {
         rc = trust_check(c, store, rc, subject);
     }
     if (rc != 0 && ok > 0) {
