@@ -314,6 +314,130 @@ TLSOCK_API int tlsock_ctx_set_cert_mem(struct tlsock_ctx *ctx, const char *chain
  */
 TLSOCK_API int tlsock_ctx_set_verify(struct tlsock_ctx *ctx, int mode);
 
+/* ---------------------------------------------------------------------------------------------
+ * Trust: revocation lists, key pinning, chain depth and a verify callback
+ *
+ * These add checks to the verification of tlsock_ctx_set_verify(); they never loosen it. They
+ * apply to a peer that is verified: a client with TLSOCK_VERIFY_REQUIRED, a server with
+ * TLSOCK_VERIFY_REQUIRED or TLSOCK_VERIFY_OPTIONAL when the client sends a certificate. A context
+ * that has any of them but does not verify (TLSOCK_VERIFY_NONE, the default for servers) refuses
+ * to make connections: the first connection fails with TLSOCK_ECONFIG. They run in the
+ * handshake, in this order: the implementation's own checks (chain, dates, purpose, host name,
+ * revocation), then the pins, then the depth, then the callback; the first failure ends the
+ * handshake with TLSOCK_EVERIFY and an alert to the peer, and tlsock_conn_errmsg() says why in
+ * the same words on every implementation. Like the other setters they are refused once the
+ * context is frozen, and tlsock_ctx_set_impl() keeps them.
+ * ------------------------------------------------------------------------------------------- */
+
+/** Which certificates of a verified chain the certificate revocation lists (CRLs) cover. */
+enum tlsock_crl_mode {
+    /** Only the peer's own certificate (the default once a CRL is added). */
+    TLSOCK_CRL_LEAF = 1,
+    /** Every certificate of the verified chain: the leaf, each intermediate CA and the trust
+     *  anchor (which its own CRL covers). */
+    TLSOCK_CRL_CHAIN = 2,
+};
+
+/**
+ * Adds certificate revocation lists from a file: PEM (one or more "X509 CRL" blocks) or one DER
+ * CRL. The file is read during the call (a regular file of at most 16 MiB, as for
+ * tlsock_ctx_set_ca_file()). Adding a CRL turns revocation checking on (TLSOCK_CRL_LEAF unless
+ * tlsock_ctx_set_crl_mode() chose otherwise). While it is on, each certificate checked must have
+ * a CRL from its issuer that is current and signed by that issuer, and must not be listed in it:
+ *   - a listed certificate: "certificate revoked";
+ *   - no CRL from its issuer: "unable to get certificate CRL" (refused rather than let through:
+ *     add an empty CRL for an issuer that revokes nothing);
+ *   - a CRL past its nextUpdate: "CRL has expired"; before its thisUpdate: "CRL is not yet
+ *     valid"; a bad signature: "CRL signature failure".
+ * All are TLSOCK_EVERIFY. tlsock never fetches CRLs: to use newer ones, make a new context.
+ * @return 0; TLSOCK_EINVAL (NULL path, frozen context); TLSOCK_EX509_LOOKUP when the file cannot
+ *         be read or holds no CRL (the message names the file); TLSOCK_ENOMEM.
+ */
+TLSOCK_API int tlsock_ctx_add_crl_file(struct tlsock_ctx *ctx, const char *path);
+
+/** Like tlsock_ctx_add_crl_file(), from @p len bytes of PEM or DER in memory (copied). */
+TLSOCK_API int tlsock_ctx_add_crl_mem(struct tlsock_ctx *ctx, const void *data, size_t len);
+
+/**
+ * Chooses what the CRLs cover (enum tlsock_crl_mode) and turns revocation checking on, also
+ * before any CRL is added (every certificate then fails with "unable to get certificate CRL"
+ * until one is). Returns 0 or TLSOCK_EINVAL (unknown mode, frozen context).
+ */
+TLSOCK_API int tlsock_ctx_set_crl_mode(struct tlsock_ctx *ctx, int mode);
+
+/**
+ * Pins a public key: the SHA-256 digest of a DER SubjectPublicKeyInfo, written "sha256/BASE64"
+ * (as in HPKP and curl's --pinnedpubkey), "sha256:BASE64", or 64 hexadecimal digits (colons
+ * between bytes allowed). Get it from a certificate with
+ *     openssl x509 -in cert.pem -pubkey -noout | openssl pkey -pubin -outform der |
+ *     openssl dgst -sha256 -binary | base64
+ * Call it again to add more pins (a backup key, a CA). Once a context has pins, the handshake
+ * succeeds only when some certificate of the verified chain (leaf, intermediates or trust
+ * anchor; never a certificate the peer sent that is not part of that chain) has a pinned key;
+ * otherwise it fails with TLSOCK_EVERIFY "no pinned key matches the peer's chain". Pinning adds
+ * to the chain verification, it does not replace it.
+ * @return 0, TLSOCK_EINVAL (malformed pin, frozen context), TLSOCK_ENOMEM.
+ */
+TLSOCK_API int tlsock_ctx_add_pin(struct tlsock_ctx *ctx, const char *pin);
+
+/**
+ * Limits the number of intermediate CA certificates between the peer's certificate and the
+ * trust anchor in the verified chain: 0 allows only a leaf issued by a trust anchor. A longer
+ * chain fails with TLSOCK_EVERIFY "certificate chain too long". -1 (the default) sets no limit.
+ * @return 0 or TLSOCK_EINVAL (below -1, frozen context).
+ */
+TLSOCK_API int tlsock_ctx_set_verify_depth(struct tlsock_ctx *ctx, int max_intermediates);
+
+/** One certificate in DER. */
+struct tlsock_cert_der {
+    const unsigned char *der;
+    size_t len;
+};
+
+/** What a verify callback is shown. Every pointer is valid during the callback only. */
+struct tlsock_verify_info {
+    struct tlsock_conn *conn; /**< the connection being verified: do not call tlsock on it */
+    int role;                 /**< the verifying side: TLSOCK_CLIENT or TLSOCK_SERVER */
+    int result;               /**< 0 when every check before the callback passed, else
+                                   TLSOCK_EVERIFY */
+    const char *message;      /**< "ok", or why it failed: what tlsock_conn_errmsg() will say */
+    const char *verify_name;  /**< client: the name or address verified; NULL on a server */
+    const struct tlsock_cert_der *peer_chain; /**< the certificates the peer sent, as sent
+                                                   (leaf first) */
+    size_t peer_chain_len;
+    const struct tlsock_cert_der *verified_chain; /**< when result is 0: the verified chain,
+                                                       leaf first, trust anchor last */
+    size_t verified_chain_len;                    /**< 0 when result is not 0 */
+};
+
+/** Size of the buffer a verify callback may write its reason into (NUL included). */
+#define TLSOCK_VERIFY_REASON_SIZE 160
+
+/**
+ * A verify callback: returns 0 to let the verdict stand, anything else to reject the peer. On a
+ * rejection it may write why into @p reason (NUL-terminated, at most reason_size bytes; left
+ * empty it reads "no reason given"), and the handshake fails with TLSOCK_EVERIFY and the message
+ * "rejected by the verify callback: <reason>". It cannot accept what the checks before it
+ * refused: when info->result is not 0 the handshake fails whatever it returns (it is still
+ * called, to see the verdict and the chain). To accept certificates tlsock would refuse, verify
+ * yourself with TLSOCK_VERIFY_NONE and tlsock_conn_native().
+ */
+typedef int (*tlsock_verify_fn)(const struct tlsock_verify_info *info, void *user, char *reason,
+                                size_t reason_size);
+
+/**
+ * Sets a callback (NULL removes it) called once per handshake in which the peer presents a
+ * certificate to verify, after every other check, with their verdict and the peer's chain. It
+ * runs in the handshake, on the thread that runs it: the caller of tlsock_handshake(), read or
+ * write for blocking and memory-mode connections, the loop's thread for <tlsock/uv.h>. It must
+ * not block for long (it holds up the handshake) nor call tlsock functions on the connection.
+ * @p user is passed to it and must outlive the context. Not called without verification
+ * (TLSOCK_VERIFY_NONE), nor on a server whose optional client certificate is absent.
+ * @return 0 or TLSOCK_EINVAL (frozen context).
+ */
+TLSOCK_API int tlsock_ctx_set_verify_callback(struct tlsock_ctx *ctx, tlsock_verify_fn fn,
+                                              void *user);
+
 /**
  * Sets the ALPN protocols as a comma-separated list in preference order, e.g. "h2,http/1.1".
  * A client offers them; a server picks its most preferred one the client offers and, when the

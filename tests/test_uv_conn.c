@@ -6,6 +6,7 @@
 #include "support/uv_harness.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -654,6 +655,61 @@ static void test_verify_wrong_name(void **state)
     TS_ASSERT_CONTAINS(tlsock_uv_conn_errmsg(f->cli.conn), "hostname mismatch");
 }
 
+/* The verify callback runs on the loop's thread, once, inside the handshake the loop drives. */
+struct verify_seen {
+    int calls;
+    pthread_t thread;
+    int result;
+    const char *reject; /* NULL: accept */
+};
+
+static int uv_verify_cb(const struct tlsock_verify_info *info, void *user, char *reason,
+                        size_t reason_size)
+{
+    struct verify_seen *v = user;
+
+    v->calls++;
+    v->thread = pthread_self();
+    v->result = info->result;
+    if (v->reject == NULL) {
+        return 0;
+    }
+    snprintf(reason, reason_size, "%s", v->reject);
+    return 1;
+}
+
+static void test_verify_callback(void **state)
+{
+    struct fx *f = *state;
+    struct verify_seen v = {0};
+
+    TS_ASSERT_RC(tlsock_ctx_set_verify_callback(f->cctx, uv_verify_cb, &v), 0);
+    start_server(f);
+    connect_client(f);
+    assert_int_equal(v.calls, 0); /* nothing is verified before the loop runs the handshake */
+    assert_true(run_until(f, both_connected));
+    TS_ASSERT_RC_MSG(f->cli.connect_status, 0, tlsock_uv_conn_errmsg(f->cli.conn));
+    assert_int_equal(v.calls, 1);
+    assert_true(pthread_equal(v.thread, pthread_self()));
+    assert_int_equal(v.result, 0);
+}
+
+static void test_verify_callback_rejects(void **state)
+{
+    struct fx *f = *state;
+    struct verify_seen v = {.reject = "not today"};
+
+    TS_ASSERT_RC(tlsock_ctx_set_verify_callback(f->cctx, uv_verify_cb, &v), 0);
+    start_server(f);
+    connect_client(f);
+    assert_true(run_until(f, client_connect_reported));
+    TS_ASSERT_RC_MSG(f->cli.connect_status, TLSOCK_EVERIFY, tlsock_uv_conn_errmsg(f->cli.conn));
+    TS_ASSERT_CONTAINS(tlsock_uv_conn_errmsg(f->cli.conn),
+                       "rejected by the verify callback: not today");
+    assert_int_equal(v.calls, 1);
+    assert_true(pthread_equal(v.thread, pthread_self()));
+}
+
 static void test_connect_refused(void **state)
 {
     struct fx *f = *state;
@@ -1251,6 +1307,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_initial_data, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_verify_untrusted, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_verify_wrong_name, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_verify_callback, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_verify_callback_rejects, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_connect_refused, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_bad_arguments, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_handshake_timeout_client, fx_setup, fx_teardown),

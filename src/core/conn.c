@@ -112,6 +112,8 @@ int tlsock__conn_new(struct tlsock_ctx *ctx, const struct tlsock__conn_setup *se
         .servername = names.sni[0] != '\0' ? names.sni : NULL,
         .verify_name = names.verify[0] != '\0' ? names.verify : NULL,
         .verify_mode = ctx->verify_mode,
+        .trust = &ctx->trust,
+        .owner = conn,
     };
     rc = ctx->impl->conn_new(ctx->native, &params, &conn->tls, &err);
     if (rc != 0) {

@@ -4,6 +4,7 @@
  * also kept as a setting, so that tlsock_ctx_set_impl() can rebuild the native context of another
  * implementation at any time before the context freezes, whatever the order of the calls.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -112,6 +113,8 @@ static int setting_apply(const struct tlsock__impl *impl, void *native,
         return impl->ctx_set_cert(native, set->text, set->text_len, set->key, set->key_len, err);
     case TLSOCK__SET_ALPN:
         return impl->ctx_set_alpn(native, (const unsigned char *)set->text, set->text_len, err);
+    case TLSOCK__SET_CRL:
+        return impl->ctx_add_crl(native, set->text, set->text_len, err);
     }
     return tlsock__fail(err, TLSOCK_EINVAL, "unknown setting %d", (int)set->kind);
 }
@@ -192,6 +195,7 @@ int tlsock_ctx_new(int role, struct tlsock_ctx **out)
     ctx->role = role;
     ctx->verify_mode = role == TLSOCK_CLIENT ? TLSOCK_VERIFY_REQUIRED : TLSOCK_VERIFY_NONE;
     ctx->handshake_timeout = TLSOCK_NO_TIMEOUT;
+    ctx->trust.max_depth = -1;
     rc = tlsock__default_impl(&ctx->impl);
     if (rc != 0) {
         goto fail;
@@ -287,6 +291,7 @@ void tlsock_ctx_free(struct tlsock_ctx *ctx)
     }
     ctx->impl->ctx_free(ctx->native);
     settings_free(ctx);
+    free(ctx->trust.pins);
     tlsock__err_free(&ctx->err);
     pthread_mutex_destroy(&ctx->freeze_lock);
     free(ctx);
@@ -483,32 +488,42 @@ close_fd:
     return rc;
 }
 
-int tlsock_ctx_set_ca_file(struct tlsock_ctx *ctx, const char *path)
+/*
+ * Starts a setter that reads a trust file (@p what: "CA file", "CRL file") whole into *@p data:
+ * a NULL path is TLSOCK_EINVAL; a file that cannot be loaded, for whatever reason, is
+ * TLSOCK_EX509_LOOKUP (the header's promise), but for TLSOCK_ENOMEM.
+ */
+static int begin_trust_file(struct tlsock_ctx *ctx, const char *what, const char *path, char **data,
+                            size_t *len)
 {
-    char *pem = NULL;
-    size_t len = 0;
     int rc = setter_begin(ctx);
 
     if (rc != 0) {
         return rc;
     }
     if (path == NULL) {
-        return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "CA file path is NULL");
+        return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "%s path is NULL", what);
     }
-    rc = read_file("CA file", path, CA_FILE_MAX, &pem, &len, &ctx->err);
+    rc = read_file(what, path, CA_FILE_MAX, data, len, &ctx->err);
+    return rc == 0 || rc == TLSOCK_ENOMEM ? rc : TLSOCK_EX509_LOOKUP;
+}
+
+int tlsock_ctx_set_ca_file(struct tlsock_ctx *ctx, const char *path)
+{
+    char *pem = NULL;
+    size_t len = 0;
+    int rc = begin_trust_file(ctx, "CA file", path, &pem, &len);
+
     if (rc != 0) {
-        /* The header: a CA file that cannot be loaded, for whatever reason, is EX509_LOOKUP. */
-        rc = rc == TLSOCK_ENOMEM ? rc : TLSOCK_EX509_LOOKUP;
-        goto out;
+        return rc;
     }
     /* Kept as the PEM read now: a replay (tlsock_ctx_set_impl) never opens the file again. */
     rc = add_text_setting(ctx, TLSOCK__SET_CA_MEM, pem, len);
     if (rc != 0) {
         rc = fail_naming_files(&ctx->err, rc, "cannot load CA certificates from %s", path);
-        goto out;
+    } else {
+        ctx->ca_set = true;
     }
-    ctx->ca_set = true;
-out:
     free(pem);
     return rc;
 }
@@ -655,6 +670,174 @@ int tlsock_ctx_set_verify(struct tlsock_ctx *ctx, int mode)
     return 0;
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * Trust: CRLs, pins, depth, verify callback
+ * ------------------------------------------------------------------------------------------- */
+
+int tlsock_ctx_add_crl_mem(struct tlsock_ctx *ctx, const void *data, size_t len)
+{
+    int rc = setter_begin(ctx);
+
+    if (rc != 0) {
+        return rc;
+    }
+    if (data == NULL || len == 0) {
+        return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "CRL data is empty");
+    }
+    rc = add_text_setting(ctx, TLSOCK__SET_CRL, data, len);
+    if (rc == 0 && ctx->trust.crl_mode == 0) {
+        ctx->trust.crl_mode = TLSOCK_CRL_LEAF;
+    }
+    return rc;
+}
+
+int tlsock_ctx_add_crl_file(struct tlsock_ctx *ctx, const char *path)
+{
+    char *data = NULL;
+    size_t len = 0;
+    int rc = begin_trust_file(ctx, "CRL file", path, &data, &len);
+
+    if (rc != 0) {
+        return rc;
+    }
+    /* Kept as read now, like a CA file: a replay never opens the file again. */
+    rc = tlsock_ctx_add_crl_mem(ctx, data, len);
+    if (rc != 0) {
+        rc = fail_naming_files(&ctx->err, rc, "cannot load CRLs from %s", path);
+    }
+    free(data);
+    return rc;
+}
+
+int tlsock_ctx_set_crl_mode(struct tlsock_ctx *ctx, int mode)
+{
+    int rc = setter_begin(ctx);
+
+    if (rc != 0) {
+        return rc;
+    }
+    if (mode != TLSOCK_CRL_LEAF && mode != TLSOCK_CRL_CHAIN) {
+        return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "unknown CRL mode %d", mode);
+    }
+    ctx->trust.crl_mode = mode;
+    return 0;
+}
+
+/* The value of one base64 character, -1 for anything else. */
+static int base64_value(char ch)
+{
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const char *at = ch != '\0' ? strchr(alphabet, ch) : NULL;
+
+    return at != NULL ? (int)(at - alphabet) : -1;
+}
+
+/* Decodes the 44 characters of base64 for 32 bytes (RFC 4648, one '=' of padding). */
+static bool decode_base64_32(const char *text, unsigned char out[32])
+{
+    unsigned long acc = 0;
+    int bits = 0;
+    size_t n = 0;
+
+    if (strlen(text) != 44 || text[43] != '=') {
+        return false;
+    }
+    for (size_t i = 0; i < 43; i++) {
+        int v = base64_value(text[i]);
+        if (v < 0) {
+            return false;
+        }
+        acc = (acc << 6) | (unsigned long)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[n++] = (unsigned char)(acc >> bits);
+        }
+    }
+    /* 43 characters carry 258 bits: 32 bytes and two bits that must be zero. */
+    return n == 32 && (acc & ((1UL << bits) - 1)) == 0;
+}
+
+/* Decodes 64 hexadecimal digits, optionally with one colon between bytes ("AB:CD:..."). */
+static bool decode_hex_32(const char *text, unsigned char out[32])
+{
+    static const char digits[] = "0123456789abcdef";
+    size_t n = 0;
+
+    for (const char *p = text; *p != '\0'; p++) {
+        if (*p == ':' && n % 2 == 0 && n > 0 && p[-1] != ':' && p[1] != '\0') {
+            continue;
+        }
+        const char *d = strchr(digits, tolower((unsigned char)*p));
+        if (d == NULL || n >= 64) {
+            return false;
+        }
+        int v = (int)(d - digits);
+        out[n / 2] = (unsigned char)(n % 2 == 0 ? v << 4 : out[n / 2] | v);
+        n++;
+    }
+    return n == 64;
+}
+
+int tlsock_ctx_add_pin(struct tlsock_ctx *ctx, const char *pin)
+{
+    unsigned char digest[32];
+    int rc = setter_begin(ctx);
+
+    if (rc != 0) {
+        return rc;
+    }
+    bool ok = false;
+    if (pin != NULL && (strncmp(pin, "sha256/", 7) == 0 || strncmp(pin, "sha256:", 7) == 0)) {
+        ok = decode_base64_32(pin + 7, digest);
+    } else if (pin != NULL) {
+        ok = decode_hex_32(pin, digest);
+    }
+    if (!ok) {
+        return tlsock__fail(&ctx->err, TLSOCK_EINVAL,
+                            "bad pin \"%.100s\": expected sha256/BASE64 (44 characters) or 64 "
+                            "hexadecimal digits",
+                            pin != NULL ? pin : "(null)");
+    }
+    unsigned char(*pins)[32] = realloc(ctx->trust.pins, (ctx->trust.pin_count + 1) * sizeof(*pins));
+    if (pins == NULL) {
+        return setter_end(ctx,
+                          tlsock__fail(&ctx->err, TLSOCK_ENOMEM, "out of memory adding a pin"));
+    }
+    memcpy(pins[ctx->trust.pin_count], digest, sizeof(digest));
+    ctx->trust.pins = pins;
+    ctx->trust.pin_count++;
+    return 0;
+}
+
+int tlsock_ctx_set_verify_depth(struct tlsock_ctx *ctx, int max_intermediates)
+{
+    int rc = setter_begin(ctx);
+
+    if (rc != 0) {
+        return rc;
+    }
+    if (max_intermediates < -1) {
+        return tlsock__fail(&ctx->err, TLSOCK_EINVAL,
+                            "verify depth must be -1 (no limit) or at least 0");
+    }
+    ctx->trust.max_depth = max_intermediates;
+    return 0;
+}
+
+int tlsock_ctx_set_verify_callback(struct tlsock_ctx *ctx, tlsock_verify_fn fn, void *user)
+{
+    int rc = setter_begin(ctx);
+
+    if (rc != 0) {
+        return rc;
+    }
+    ctx->trust.callback = fn;
+    ctx->trust.callback_user = user;
+    return 0;
+}
+
 int tlsock_ctx_set_alpn(struct tlsock_ctx *ctx, const char *list)
 {
     unsigned char wire[1024];
@@ -710,6 +893,14 @@ int tlsock__ctx_freeze(struct tlsock_ctx *ctx, struct tlsock__err *err)
         return tlsock__fail(err, TLSOCK_ECONFIG,
                             "server context has no certificate: call tlsock_ctx_set_cert_file or "
                             "tlsock_ctx_set_cert_mem");
+    }
+    const struct tlsock__trust *t = &ctx->trust;
+    if (ctx->verify_mode == TLSOCK_VERIFY_NONE &&
+        (t->crl_mode != 0 || t->pin_count > 0 || t->max_depth >= 0 || t->callback != NULL)) {
+        /* Checks that would never run must not look like protection. */
+        return tlsock__fail(err, TLSOCK_ECONFIG,
+                            "CRLs, pins, a verify depth or a verify callback are set but the "
+                            "context does not verify its peer: call tlsock_ctx_set_verify");
     }
     pthread_mutex_lock(&ctx->freeze_lock);
     if (!atomic_load(&ctx->frozen)) {

@@ -21,6 +21,7 @@ enum tlsock__setting_kind {
     TLSOCK__SET_CA_SYSTEM,
     TLSOCK__SET_CERT,
     TLSOCK__SET_ALPN,
+    TLSOCK__SET_CRL,
 };
 
 struct tlsock__setting {
@@ -28,7 +29,8 @@ struct tlsock__setting {
     enum tlsock__setting_kind kind;
     int min_version; /* PROTOCOLS */
     int max_version;
-    char *text; /* CIPHERS policy, CA_DIR path, CA_MEM PEM, CERT chain PEM, ALPN wire list */
+    char *text; /* CIPHERS policy, CA_DIR path, CA_MEM PEM, CERT chain PEM, ALPN wire list,
+                   CRL PEM or DER */
     size_t text_len;
     char *key; /* CERT: the key PEM, wiped when freed */
     size_t key_len;
@@ -48,6 +50,7 @@ struct tlsock_ctx {
     tlsock_conn_configure_fn on_conn;
     void *configure_user;
     int handshake_timeout;            /* ms, 0 (TLSOCK_NO_TIMEOUT) for none */
+    struct tlsock__trust trust;       /* CRL mode, pins, depth, verify callback */
     struct tlsock__setting *settings; /* every setter's effect, in order (replayed by set_impl) */
     struct tlsock__err err;
 };

@@ -18,8 +18,13 @@
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
 
+#include <gnutls/abstract.h>
+#include <gnutls/crypto.h>
+#include <time.h>
+
 #include "impl.h"
 #include "text.h"
+#include "trust.h"
 #include "gnutls_int.h"
 #include "hello.h"
 
@@ -47,6 +52,12 @@ struct gtls_conn {
     char *servername;       /* client: SNI sent, NULL for none (and on servers) */
     gnutls_typed_vdata_st vdata[2];
     unsigned vdata_count;
+    bool no_san;                       /* client: the peer's leaf has no subjectAltName */
+    const struct tlsock__trust *trust; /* the context's trust checks (the core's) */
+    struct tlsock_conn *owner;         /* shown to the verify callback */
+    struct tlsock__err verify_err;     /* why a check of ours refused the peer, unset if not */
+    int verify_rc;                     /* and its code: TLSOCK_EVERIFY, or TLSOCK_ENOMEM */
+    int verify_alert;                  /* the alert for that refusal */
 };
 
 /* ---------------------------------------------------------------------------------------------
@@ -220,7 +231,10 @@ static void verify_reason(struct gtls_conn *c, unsigned status, char *out, size_
     } else if (status & GNUTLS_CERT_INSECURE_ALGORITHM) {
         snprintf(out, size, "%s", weak_reason(c));
     } else if (status & GNUTLS_CERT_UNEXPECTED_OWNER) {
-        snprintf(out, size, "%s", c->verify_ip ? "IP address mismatch" : "hostname mismatch");
+        snprintf(out, size, "%s",
+                 c->no_san      ? tlsock__text_no_san_reason(c->verify_ip)
+                 : c->verify_ip ? "IP address mismatch"
+                                : "hostname mismatch");
     } else if (status & GNUTLS_CERT_REVOKED) {
         snprintf(out, size, "certificate revoked");
     } else if (status & GNUTLS_CERT_EXPIRED) {
@@ -247,6 +261,9 @@ static gnutls_alert_description_t verify_alert(unsigned status)
     }
     if (status & GNUTLS_CERT_PURPOSE_MISMATCH) {
         return GNUTLS_A_UNSUPPORTED_CERTIFICATE;
+    }
+    if (status & GNUTLS_CERT_REVOKED) {
+        return GNUTLS_A_CERTIFICATE_REVOKED;
     }
     return GNUTLS_A_BAD_CERTIFICATE;
 }
@@ -285,6 +302,12 @@ static int fail_verify(struct gtls_conn *c, struct tlsock__err *err)
     char reason[160];
     char subject[256];
 
+    if (tlsock__err_set(&c->verify_err) && c->verify_rc != 0) {
+        gnutls_alert_send(c->session, GNUTLS_AL_FATAL,
+                          c->verify_alert != 0 ? (gnutls_alert_description_t)c->verify_alert
+                                               : verify_alert(status));
+        return tlsock__fail(err, c->verify_rc, "%s", tlsock__err_msg(&c->verify_err));
+    }
     verify_reason(c, status, reason, sizeof(reason));
     peer_subject(c, subject, sizeof(subject));
     /* GnuTLS leaves the alert to us; OpenSSL's choice keeps the peer's view the same. */
@@ -379,6 +402,7 @@ static void gtls_conn_free(void *tls)
     }
     free(c->verify_name);
     free(c->servername);
+    tlsock__err_free(&c->verify_err);
     free(c);
 }
 
@@ -421,6 +445,330 @@ static int client_hello_hook(gnutls_session_t session, unsigned htype, unsigned 
     return group != 0 ? gnutls_priority_set(session, tlsock__gtls_share_priority(c->gc, group)) : 0;
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * Checks GnuTLS does not make: no subjectAltName, revocation as tlsock defines it, trust.h
+ * ------------------------------------------------------------------------------------------- */
+
+/* Longest chain walked: GnuTLS refuses peers sending more than 16 certificates anyway. */
+enum { CHAIN_MAX = 16 };
+
+/*
+ * The chain GnuTLS verified, rebuilt (it does not hand it out): the leaf, then each certificate
+ * the peer sent that issued the one before (name and signature), until one whose issuer is a
+ * trust anchor of the credentials, which ends the chain. The peer's certificates are imported
+ * once; owned[] marks those that are not also in peer[].
+ */
+struct gtls_chain {
+    gnutls_x509_crt_t peer[CHAIN_MAX];
+    unsigned npeer;
+    gnutls_x509_crt_t crt[CHAIN_MAX + 1];
+    unsigned n;
+    gnutls_x509_crt_t anchor; /* a copy from the trust list, NULL if none was appended */
+};
+
+static void chain_free(struct gtls_chain *ch)
+{
+    for (unsigned i = 0; i < ch->npeer; i++) {
+        gnutls_x509_crt_deinit(ch->peer[i]);
+    }
+    if (ch->anchor != NULL) {
+        gnutls_x509_crt_deinit(ch->anchor);
+    }
+}
+
+/* Whether @p issuer signed @p cert (dates are GnuTLS's verification's business, done already). */
+static bool signed_by(gnutls_x509_crt_t cert, gnutls_x509_crt_t issuer)
+{
+    unsigned status = 0;
+
+    return gnutls_x509_crt_check_issuer(cert, issuer) != 0 &&
+           gnutls_x509_crt_verify(cert, &issuer, 1,
+                                  GNUTLS_VERIFY_DISABLE_TIME_CHECKS |
+                                      GNUTLS_VERIFY_DISABLE_TRUSTED_TIME_CHECKS,
+                                  &status) >= 0 &&
+           status == 0;
+}
+
+/*
+ * Builds @p ch for the session's peer, or only imports the peer's certificates (the leaf is
+ * ch->peer[0]) unless @p walk; GnuTLS's code (memory) or 0.
+ */
+static int chain_build(struct gtls_conn *c, struct gtls_chain *ch, bool walk)
+{
+    unsigned n = 0;
+    const gnutls_datum_t *der = gnutls_certificate_get_peers(c->session, &n);
+    gnutls_x509_trust_list_t tl = NULL;
+    bool used[CHAIN_MAX] = {false};
+
+    memset(ch, 0, sizeof(*ch));
+    if (der == NULL || n == 0 || n > CHAIN_MAX) {
+        return GNUTLS_E_CERTIFICATE_ERROR;
+    }
+    for (unsigned i = 0; i < n; i++) {
+        int ret = gnutls_x509_crt_init(&ch->peer[i]);
+        if (ret < 0) {
+            return ret;
+        }
+        ch->npeer++;
+        ret = gnutls_x509_crt_import(ch->peer[i], &der[i], GNUTLS_X509_FMT_DER);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    ch->crt[ch->n++] = ch->peer[0];
+    used[0] = true;
+    if (!walk) {
+        return 0;
+    }
+    gnutls_certificate_get_trust_list(c->gc->cred, &tl);
+    while (ch->n <= CHAIN_MAX) {
+        gnutls_x509_crt_t cur = ch->crt[ch->n - 1];
+        gnutls_x509_crt_t issuer = NULL;
+        int ret = gnutls_x509_trust_list_get_issuer(tl, cur, &issuer, GNUTLS_TL_GET_COPY);
+        if (ret == GNUTLS_E_MEMORY_ERROR) {
+            return ret;
+        }
+        if (ret >= 0) {
+            /* A trust anchor itself (a self-signed root sent or trusted as is) ends the chain. */
+            if (gnutls_x509_crt_equals(cur, issuer)) {
+                gnutls_x509_crt_deinit(issuer);
+            } else {
+                ch->anchor = issuer;
+                ch->crt[ch->n++] = issuer;
+            }
+            return 0;
+        }
+        unsigned next = 0;
+        while (next < n && (used[next] || !signed_by(cur, ch->peer[next]))) {
+            next++;
+        }
+        if (next == n) {
+            return 0;
+        }
+        used[next] = true;
+        ch->crt[ch->n++] = ch->peer[next];
+    }
+    return 0;
+}
+
+/* Whether a CRL and a certificate name the same issuer (DER compare, as GnuTLS itself does). */
+static bool crl_issued_for(gnutls_x509_crl_t crl, gnutls_x509_crt_t cert)
+{
+    gnutls_datum_t a = {NULL, 0};
+    gnutls_datum_t b = {NULL, 0};
+    bool same = gnutls_x509_crl_get_raw_issuer_dn(crl, &a) >= 0 &&
+                gnutls_x509_crt_get_raw_issuer_dn(cert, &b) >= 0 && a.size == b.size &&
+                memcmp(a.data, b.data, a.size) == 0;
+
+    gnutls_free(a.data);
+    gnutls_free(b.data);
+    return same;
+}
+
+/*
+ * Checks @p cert against the context's CRLs from @p issuer (NULL: not known), in OpenSSL's
+ * order and words: a current CRL from the issuer with a good signature must exist, and must not
+ * list the certificate. Returns NULL when it passes, else the reason, with the alert OpenSSL
+ * sends for it in *@p alert. Wall-clock time, as GnuTLS uses for certificate dates.
+ */
+static const char *crl_reason(const struct gtls_ctx *gc, gnutls_x509_crt_t cert,
+                              gnutls_x509_crt_t issuer, int *alert)
+{
+    const char *reason = "unable to get certificate CRL";
+    time_t now = time(NULL);
+
+    *alert = GNUTLS_A_BAD_CERTIFICATE;
+    for (unsigned i = 0; issuer != NULL && i < gc->crl_count; i++) {
+        gnutls_x509_crl_t crl = gc->crls[i];
+        unsigned status = 0;
+        if (!crl_issued_for(crl, cert)) {
+            continue;
+        }
+        time_t next = gnutls_x509_crl_get_next_update(crl);
+        /* Dates first: GnuTLS's CRL verification flags an expired CRL as invalid too. */
+        if (gnutls_x509_crl_get_this_update(crl) > now) {
+            reason = "CRL is not yet valid";
+            *alert = GNUTLS_A_BAD_CERTIFICATE;
+        } else if (next != (time_t)-1 && next < now) {
+            reason = "CRL has expired";
+            *alert = GNUTLS_A_CERTIFICATE_EXPIRED;
+        } else if (gnutls_x509_crl_verify(crl, &issuer, 1, 0, &status) < 0 || status != 0) {
+            reason = "CRL signature failure";
+            *alert = GNUTLS_A_BAD_CERTIFICATE;
+        } else if (gnutls_x509_crt_check_revocation(cert, &crl, 1) == 1) {
+            *alert = GNUTLS_A_CERTIFICATE_REVOKED;
+            return "certificate revoked";
+        } else {
+            return NULL; /* a good CRL that does not list it; others from the issuer may be old */
+        }
+    }
+    return reason;
+}
+
+/* Revocation of the leaf, or of every certificate of the chain (the anchor by its own CRL). */
+static const char *revocation_reason(const struct gtls_conn *c, const struct gtls_chain *ch,
+                                     int *alert)
+{
+    unsigned last = c->trust->crl_mode == TLSOCK_CRL_CHAIN ? ch->n - 1 : 0;
+
+    for (unsigned i = 0; i <= last; i++) {
+        gnutls_x509_crt_t cert = ch->crt[i];
+        gnutls_x509_crt_t issuer = i + 1 < ch->n ? ch->crt[i + 1] : NULL;
+        if (issuer == NULL && gnutls_x509_crt_check_issuer(cert, cert) != 0) {
+            issuer = cert;
+        }
+        const char *reason = crl_reason(c->gc, cert, issuer, alert);
+        if (reason != NULL) {
+            return reason;
+        }
+    }
+    return NULL;
+}
+
+/* 1 when @p crt has a subjectAltName extension, 0 when not, GNUTLS_E_MEMORY_ERROR. */
+static int has_san(gnutls_x509_crt_t crt)
+{
+    unsigned char name[256];
+    size_t len = sizeof(name);
+    int ret = gnutls_x509_crt_get_subject_alt_name(crt, 0, name, &len, NULL);
+
+    if (ret == GNUTLS_E_MEMORY_ERROR) {
+        return ret;
+    }
+    return ret != GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE;
+}
+
+/* The first @p n certificates of @p ch in DER (kept in @p owned) and their SPKI digests. */
+static int trust_input(const struct gtls_chain *ch, unsigned n, struct tlsock_cert_der *chain,
+                       gnutls_datum_t *owned, unsigned char (*spki)[32])
+{
+    for (unsigned i = 0; i < n; i++) {
+        gnutls_pubkey_t key = NULL;
+        gnutls_datum_t der = {NULL, 0};
+        int ret = gnutls_x509_crt_export2(ch->crt[i], GNUTLS_X509_FMT_DER, &owned[i]);
+        if (ret >= 0) {
+            chain[i].der = owned[i].data;
+            chain[i].len = owned[i].size;
+            ret = gnutls_pubkey_init(&key);
+        }
+        if (ret >= 0) {
+            ret = gnutls_pubkey_import_x509(key, ch->crt[i], 0);
+        }
+        if (ret >= 0) {
+            ret = gnutls_pubkey_export2(key, GNUTLS_X509_FMT_DER, &der);
+        }
+        if (ret >= 0) {
+            ret = gnutls_hash_fast(GNUTLS_DIG_SHA256, der.data, der.size, spki[i]);
+        }
+        gnutls_free(der.data);
+        if (key != NULL) {
+            gnutls_pubkey_deinit(key);
+        }
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    return 0;
+}
+
+/* The shared checks of trust.h on the chain built; 0 or TLSOCK_EVERIFY in c->verify_err. */
+static int trust_check(struct gtls_conn *c, const struct gtls_chain *ch, int rc,
+                       const char *subject)
+{
+    unsigned npeer = 0;
+    const gnutls_datum_t *peers = gnutls_certificate_get_peers(c->session, &npeer);
+    struct tlsock_cert_der peer[CHAIN_MAX];
+    struct tlsock_cert_der chain[CHAIN_MAX + 1];
+    gnutls_datum_t owned[CHAIN_MAX + 1];
+    unsigned char spki[CHAIN_MAX + 1][32];
+    unsigned n = rc == 0 ? ch->n : 0;
+    struct tlsock__trust_input in = {
+        .info = {.conn = c->owner,
+                 .role = c->role,
+                 .verify_name = c->role == TLSOCK_CLIENT ? c->verify_name : NULL,
+                 .peer_chain = peer,
+                 .peer_chain_len = npeer < CHAIN_MAX ? npeer : CHAIN_MAX,
+                 .verified_chain = chain,
+                 .verified_chain_len = n},
+        .spki = (const unsigned char(*)[32])spki,
+        .subject = subject,
+    };
+
+    memset(owned, 0, sizeof(owned));
+    for (unsigned i = 0; i < in.info.peer_chain_len; i++) {
+        peer[i].der = peers[i].data;
+        peer[i].len = peers[i].size;
+    }
+    if (trust_input(ch, n, chain, owned, spki) < 0) {
+        /* Never let a peer through unchecked: without memory it is refused. */
+        rc = tlsock__fail(&c->verify_err, TLSOCK_ENOMEM,
+                          "out of memory checking the peer's certificate chain");
+    } else {
+        rc = tlsock__trust_check(c->trust, &in, rc, &c->verify_err);
+    }
+    for (unsigned i = 0; i < n; i++) {
+        gnutls_free(owned[i].data);
+    }
+    return rc;
+}
+
+/*
+ * GnuTLS's verification, then what it does not check: a name against a certificate without a
+ * subjectAltName (GnuTLS would fall back to the CN), revocation, and trust.h's checks. Returns
+ * 0 or TLSOCK_EVERIFY; the reason is in c->verify_err, or in c->verify_status alone.
+ */
+static int verify_more(struct gtls_conn *c, unsigned *status)
+{
+    struct gtls_chain ch;
+    int rc = 0;
+    /* Walking the chain costs a signature check a link: only for what needs the chain. */
+    int ret = chain_build(c, &ch, c->trust->crl_mode != 0 || tlsock__trust_needs_chain(c->trust));
+    int san = ret >= 0 && c->role == TLSOCK_CLIENT ? has_san(ch.peer[0]) : 1;
+    char subject[256];
+
+    if (ret == GNUTLS_E_MEMORY_ERROR || san == GNUTLS_E_MEMORY_ERROR) {
+        chain_free(&ch);
+        return tlsock__fail(&c->verify_err, TLSOCK_ENOMEM,
+                            "out of memory checking the peer's certificate chain");
+    }
+    if (ret < 0) {
+        /* GnuTLS read the chain (more than CHAIN_MAX certificates it refuses itself). */
+        chain_free(&ch);
+        return tlsock__text_fail_verify(&c->verify_err, "cannot read the peer's certificate chain",
+                                        TLSOCK__VERIFY_CODE_NONE, 0, "");
+    }
+    (void)subject_text(ch.peer[0], subject, sizeof(subject));
+    c->no_san = san == 0;
+    if (*status == 0 && c->no_san && c->vdata_count > 1) {
+        *status = GNUTLS_CERT_INVALID | GNUTLS_CERT_UNEXPECTED_OWNER;
+    }
+    if (*status == 0 && c->trust->crl_mode != 0) {
+        const char *reason = revocation_reason(c, &ch, &c->verify_alert);
+        if (reason != NULL) {
+            rc = tlsock__text_fail_verify(&c->verify_err, reason, TLSOCK__VERIFY_CODE_NONE, 0,
+                                          subject);
+            *status = GNUTLS_CERT_INVALID;
+        }
+    }
+    if (*status != 0 && rc == 0) {
+        char reason[160];
+        verify_reason(c, *status, reason, sizeof(reason));
+        rc = tlsock__text_fail_verify(&c->verify_err, reason, TLSOCK__VERIFY_CODE_GNUTLS, *status,
+                                      subject);
+        c->verify_alert = (int)verify_alert(*status);
+    }
+    if (tlsock__trust_needs_chain(c->trust)) {
+        int before = rc;
+        rc = trust_check(c, &ch, rc, subject);
+        if (rc != 0 && before == 0) {
+            c->verify_alert = GNUTLS_A_BAD_CERTIFICATE;
+            *status = GNUTLS_CERT_INVALID;
+        }
+    }
+    chain_free(&ch);
+    return rc;
+}
+
 /*
  * Verifies the peer's certificate during the handshake. A session-level callback rather than
  * gnutls_session_set_verify_cert2, because an optional client certificate may be absent and the
@@ -439,8 +787,12 @@ static int verify_peer(gnutls_session_t session)
     if (gnutls_certificate_verify_peers(session, c->vdata, c->vdata_count, &status) < 0) {
         status |= GNUTLS_CERT_INVALID;
     }
+    tlsock__err_clear(&c->verify_err);
+    c->verify_alert = 0;
+    int rc = verify_more(c, &status);
+    c->verify_rc = rc;
     c->verify_status = status;
-    c->verify_failed = status != 0;
+    c->verify_failed = rc != 0 || status != 0;
     return c->verify_failed ? GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR : 0;
 }
 
@@ -523,6 +875,8 @@ static int gtls_conn_new(void *nctx, const struct tlsock__conn_params *p, void *
     c->role = p->role;
     c->gc = gc;
     c->verify_mode = p->verify_mode;
+    c->trust = p->trust;
+    c->owner = p->owner;
     c->min_version = gc->prio_min;
     c->max_version = gc->prio_max;
     if (p->servername != NULL) {
@@ -900,6 +1254,7 @@ const struct tlsock__impl tlsock__gnutls_impl = {
     .ctx_add_ca_mem = tlsock__gtls_ctx_add_ca_mem,
     .ctx_add_ca_system = tlsock__gtls_ctx_add_ca_system,
     .ctx_set_cert = tlsock__gtls_ctx_set_cert,
+    .ctx_add_crl = tlsock__gtls_ctx_add_crl,
     .ctx_set_alpn = tlsock__gtls_ctx_set_alpn,
     .conn_new = gtls_conn_new,
     .conn_free = gtls_conn_free,

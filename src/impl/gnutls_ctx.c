@@ -438,6 +438,10 @@ void tlsock__gtls_ctx_free(void *nctx)
         free(gc->trust);
         gc->trust = next;
     }
+    for (unsigned i = 0; i < gc->crl_count; i++) {
+        gnutls_x509_crl_deinit(gc->crls[i]);
+    }
+    free(gc->crls);
     free(gc->ciphers);
     free(gc->alpn);
     free(gc->alpn_wire);
@@ -642,6 +646,53 @@ int tlsock__gtls_ctx_set_cert(void *nctx, const char *chain_pem, size_t chain_le
 fail:
     gnutls_certificate_free_credentials(cred);
     return rc;
+}
+
+/*
+ * CRLs are kept here rather than given to the credentials: GnuTLS would check them for every
+ * certificate it has one for and skip the others, while tlsock checks the leaf or the whole
+ * chain as the context asks and refuses a certificate whose issuer has no CRL (gnutls.c).
+ */
+int tlsock__gtls_ctx_add_crl(void *nctx, const void *data, size_t len, struct tlsock__err *err)
+{
+    struct gtls_ctx *gc = nctx;
+    gnutls_datum_t in = {.data = (unsigned char *)data, .size = (unsigned)len};
+    gnutls_x509_crl_t *list = NULL;
+    unsigned count = 0;
+    int ret;
+
+    if (memmem(data, len, "-----BEGIN", 10) != NULL) {
+        ret = gnutls_x509_crl_list_import2(&list, &count, &in, GNUTLS_X509_FMT_PEM, 0);
+    } else {
+        list = gnutls_malloc(sizeof(*list));
+        ret = list == NULL ? GNUTLS_E_MEMORY_ERROR : gnutls_x509_crl_init(&list[0]);
+        if (ret >= 0) {
+            ret = gnutls_x509_crl_import(list[0], &in, GNUTLS_X509_FMT_DER);
+            if (ret < 0) {
+                gnutls_x509_crl_deinit(list[0]);
+            }
+        }
+        count = ret >= 0 ? 1 : 0;
+    }
+    if (ret < 0 || count == 0) {
+        gnutls_free(list);
+        return tlsock__fail(err, ret == GNUTLS_E_MEMORY_ERROR ? TLSOCK_ENOMEM : TLSOCK_EX509_LOOKUP,
+                            "the data holds no CRL (PEM or DER)%s%s", ret < 0 ? ": " : "",
+                            ret < 0 ? gnutls_strerror(ret) : "");
+    }
+    gnutls_x509_crl_t *all = realloc(gc->crls, (gc->crl_count + count) * sizeof(*all));
+    if (all == NULL) {
+        for (unsigned i = 0; i < count; i++) {
+            gnutls_x509_crl_deinit(list[i]);
+        }
+        gnutls_free(list);
+        return tlsock__fail(err, TLSOCK_ENOMEM, "out of memory keeping CRLs");
+    }
+    memcpy(all + gc->crl_count, list, count * sizeof(*all));
+    gc->crls = all;
+    gc->crl_count += count;
+    gnutls_free(list);
+    return 0;
 }
 
 int tlsock__gtls_ctx_set_alpn(void *nctx, const unsigned char *wire, size_t len,

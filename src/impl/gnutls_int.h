@@ -6,6 +6,7 @@
 #define TLSOCK_GNUTLS_INT_H
 
 #include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
 
 #include "impl.h"
 
@@ -48,6 +49,8 @@ struct gtls_ctx {
     unsigned share_prio_count;
     struct gtls_trust *trust; /* in the order added */
     bool has_cert;
+    gnutls_x509_crl_t *crls; /* checked by gnutls.c itself, not given to the credentials */
+    unsigned crl_count;
     gnutls_datum_t *alpn; /* the protocols, preference order; data point into alpn_wire */
     unsigned alpn_count;
     unsigned char *alpn_wire;
@@ -74,6 +77,7 @@ int tlsock__gtls_ctx_add_ca_mem(void *nctx, const char *pem, size_t len, struct 
 int tlsock__gtls_ctx_add_ca_system(void *nctx, struct tlsock__err *err);
 int tlsock__gtls_ctx_set_cert(void *nctx, const char *chain_pem, size_t chain_len,
                               const char *key_pem, size_t key_len, struct tlsock__err *err);
+int tlsock__gtls_ctx_add_crl(void *nctx, const void *data, size_t len, struct tlsock__err *err);
 int tlsock__gtls_ctx_set_alpn(void *nctx, const unsigned char *wire, size_t len,
                               struct tlsock__err *err);
 

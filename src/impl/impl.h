@@ -18,6 +18,19 @@
 #include "base/base.h"
 #include "transport/transport.h"
 
+/*
+ * The checks a context adds to verification (include/tlsock.h, "Trust"), owned by the core's
+ * context and read by its sessions, which it outlives. Read-only once the context is frozen.
+ */
+struct tlsock__trust {
+    int crl_mode;              /* 0: no revocation check; TLSOCK_CRL_LEAF or TLSOCK_CRL_CHAIN */
+    unsigned char (*pins)[32]; /* SHA-256 of pinned SubjectPublicKeyInfos */
+    size_t pin_count;
+    int max_depth; /* intermediates allowed in the verified chain; -1: no limit */
+    tlsock_verify_fn callback;
+    void *callback_user;
+};
+
 /* What a new session needs to know; strings are only read during conn_new. */
 struct tlsock__conn_params {
     int role; /* TLSOCK_CLIENT or TLSOCK_SERVER */
@@ -30,6 +43,9 @@ struct tlsock__conn_params {
     const char *servername;  /* client SNI, NULL for none */
     const char *verify_name; /* client: DNS name or IP literal to verify, NULL for none */
     int verify_mode;         /* enum tlsock_verify */
+    /* The context's trust checks (trust.h runs the shared ones); valid until conn_free. */
+    const struct tlsock__trust *trust;
+    struct tlsock_conn *owner; /* the public connection, shown to the verify callback */
 };
 
 /* Storage behind struct tlsock_info, filled by get_info; pointers set by the core. */
@@ -93,6 +109,8 @@ struct tlsock__impl {
     int (*ctx_add_ca_system)(void *nctx, struct tlsock__err *err);
     int (*ctx_set_cert)(void *nctx, const char *chain_pem, size_t chain_len, const char *key_pem,
                         size_t key_len, struct tlsock__err *err);
+    /* Adds CRLs: PEM (one or more) or one DER CRL; TLSOCK_EX509_LOOKUP when there is none. */
+    int (*ctx_add_crl)(void *nctx, const void *data, size_t len, struct tlsock__err *err);
     /* Wire-format ALPN list (length-prefixed names); len 0 clears. */
     int (*ctx_set_alpn)(void *nctx, const unsigned char *wire, size_t len, struct tlsock__err *err);
 

@@ -22,6 +22,7 @@
 #include "hello.h"
 #include "impl.h"
 #include "text.h"
+#include "trust.h"
 #include "openssl_util.h"
 
 /* TLS 1.3 suites, strongest first; all AEAD, none weak. */
@@ -56,6 +57,12 @@ struct ossl_conn {
     const char *refusal;  /* why our ClientHello callback refused the client (hello.h) */
     char *failed_subject; /* the subject of the peer certificate verification refused */
     char *servername;     /* client: the SNI sent; NULL for none (and on servers) */
+    const struct tlsock__trust *trust; /* the context's trust checks (the core's) */
+    struct tlsock_conn *owner;         /* shown to the verify callback */
+    bool verify_ip;                    /* client: the name verified is an IP address */
+    char *verify_name;                 /* client: the name verified, NULL for none */
+    struct tlsock__err verify_err;     /* why verify_hook() refused the peer, unset if not */
+    int verify_rc;                     /* and its code: TLSOCK_EVERIFY, or TLSOCK_ENOMEM */
 };
 
 /* ---------------------------------------------------------------------------------------------
@@ -259,6 +266,8 @@ static int set_dh_group(SSL_CTX *ctx, struct tlsock__err *err)
     return rc;
 }
 
+static int verify_hook(X509_STORE_CTX *store, void *arg);
+
 static void ossl_ctx_free(void *nctx)
 {
     struct ossl_ctx *oc = nctx;
@@ -316,6 +325,7 @@ static int ossl_ctx_new(int role, void **out, struct tlsock__err *err)
         SSL_CTX_set_client_hello_cb(ctx, client_hello_cb, NULL);
     }
     SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    SSL_CTX_set_cert_verify_callback(ctx, verify_hook, NULL);
     *out = oc;
     return 0;
 fail:
@@ -446,6 +456,60 @@ static int ossl_ctx_add_ca_system(void *nctx, struct tlsock__err *err)
     return 0;
 }
 
+/* True when @p data looks like PEM rather than DER. */
+static bool is_pem(const void *data, size_t len)
+{
+    static const char begin[] = "-----BEGIN";
+
+    for (size_t i = 0; i + sizeof(begin) - 1 <= len; i++) {
+        if (memcmp((const char *)data + i, begin, sizeof(begin) - 1) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static int ossl_ctx_add_crl(void *nctx, const void *data, size_t len, struct tlsock__err *err)
+{
+    struct ossl_ctx *oc = nctx;
+    X509_STORE *store = SSL_CTX_get_cert_store(oc->ssl_ctx);
+    BIO *bio = BIO_new_mem_buf(data, (int)len);
+    bool pem = is_pem(data, len);
+    int added = 0;
+    int rc = 0;
+
+    if (bio == NULL) {
+        return tlsock__ossl_fail(err, TLSOCK_ENOMEM, "cannot read CRLs");
+    }
+    /* PEM may hold several CRLs (and other blocks, skipped); DER holds one. */
+    for (;;) {
+        X509_CRL *crl = pem ? PEM_read_bio_X509_CRL(bio, NULL, tlsock__ossl_no_passphrase, NULL)
+                            : d2i_X509_CRL_bio(bio, NULL);
+        if (crl == NULL) {
+            break;
+        }
+        int ok = X509_STORE_add_crl(store, crl);
+        X509_CRL_free(crl);
+        if (ok != 1) {
+            rc = tlsock__ossl_fail(err, TLSOCK_EX509_LOOKUP, "cannot add a CRL");
+            goto out;
+        }
+        added++;
+        if (!pem) {
+            break;
+        }
+    }
+    if (tlsock__ossl_out_of_memory()) {
+        rc = tlsock__fail(err, TLSOCK_ENOMEM, "out of memory reading CRLs");
+    } else if (added == 0) {
+        rc = tlsock__fail(err, TLSOCK_EX509_LOOKUP, "the data holds no CRL (PEM or DER)");
+    }
+out:
+    BIO_free(bio);
+    ERR_clear_error();
+    return rc;
+}
+
 static int ossl_ctx_set_cert(void *nctx, const char *chain_pem, size_t chain_len,
                              const char *key_pem, size_t key_len, struct tlsock__err *err)
 {
@@ -544,6 +608,8 @@ static void ossl_conn_free(void *tls)
     SSL_free(c->ssl);
     free(c->failed_subject);
     free(c->servername);
+    free(c->verify_name);
+    tlsock__err_free(&c->verify_err);
     free(c);
 }
 
@@ -590,6 +656,152 @@ static int verify_cb(int ok, X509_STORE_CTX *store)
     return ok;
 }
 
+/* True when @p cert carries a subjectAltName extension. */
+static bool has_san(X509 *cert)
+{
+    return X509_get_ext_by_NID(cert, NID_subject_alt_name, -1) >= 0;
+}
+
+/* The certificates of @p chain in DER, into @p out (n entries); false without memory. */
+static bool chain_der(STACK_OF(X509) * chain, struct tlsock_cert_der *out, int n)
+{
+    for (int i = 0; i < n; i++) {
+        unsigned char *der = NULL;
+        int len = i2d_X509(sk_X509_value(chain, i), &der);
+        if (len <= 0) {
+            return false;
+        }
+        out[i].der = der;
+        out[i].len = (size_t)len;
+    }
+    return true;
+}
+
+/* SHA-256 of each certificate's DER SubjectPublicKeyInfo (not only its key bits). */
+static bool chain_spki(STACK_OF(X509) * chain, unsigned char (*out)[32], int n)
+{
+    for (int i = 0; i < n; i++) {
+        unsigned char *der = NULL;
+        unsigned int md_len = 0;
+        int len = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(sk_X509_value(chain, i)), &der);
+        bool ok = len > 0 && EVP_Digest(der, (size_t)len, out[i], &md_len, EVP_sha256(), NULL) == 1;
+        OPENSSL_free(der);
+        if (!ok) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static void free_der(struct tlsock_cert_der *certs, int n)
+{
+    for (int i = 0; certs != NULL && i < n; i++) {
+        OPENSSL_free((void *)certs[i].der);
+    }
+    free(certs);
+}
+
+/*
+ * The shared checks (trust.h) on the chain OpenSSL verified: the peer's certificates, the
+ * verified chain and its keys' digests, made only when a pin, a depth or a callback needs them.
+ * Returns 0 or TLSOCK_EVERIFY with the reason in c->verify_err.
+ */
+static int trust_check(struct ossl_conn *c, X509_STORE_CTX *store, int rc, const char *subject)
+{
+    STACK_OF(X509) *peer = X509_STORE_CTX_get0_untrusted(store);
+    STACK_OF(X509) *chain = X509_STORE_CTX_get0_chain(store);
+    int npeer = peer != NULL ? sk_X509_num(peer) : 0;
+    int nchain = rc == 0 && chain != NULL ? sk_X509_num(chain) : 0;
+    struct tlsock__trust_input in = {
+        .info = {.conn = c->owner,
+                 .role = SSL_is_server(c->ssl) ? TLSOCK_SERVER : TLSOCK_CLIENT,
+                 .verify_name = c->verify_name},
+        .subject = subject,
+    };
+    struct tlsock_cert_der *peer_der = calloc((size_t)npeer + 1, sizeof(*peer_der));
+    struct tlsock_cert_der *chain_der_out = calloc((size_t)nchain + 1, sizeof(*chain_der_out));
+    unsigned char(*spki)[32] = calloc((size_t)nchain + 1, sizeof(*spki));
+
+    if (peer_der == NULL || chain_der_out == NULL || spki == NULL ||
+        !chain_der(peer, peer_der, npeer) || !chain_der(chain, chain_der_out, nchain) ||
+        !chain_spki(chain, spki, nchain)) {
+        /* Never let a peer through unchecked: without memory it is refused. */
+        rc = tlsock__fail(&c->verify_err, TLSOCK_ENOMEM,
+                          "out of memory checking the peer's certificate chain");
+        goto out;
+    }
+    in.info.peer_chain = peer_der;
+    in.info.peer_chain_len = (size_t)npeer;
+    in.info.verified_chain = chain_der_out;
+    in.info.verified_chain_len = (size_t)nchain;
+    in.spki = (const unsigned char(*)[32])spki;
+    rc = tlsock__trust_check(c->trust, &in, rc, &c->verify_err);
+out:
+    free_der(peer_der, npeer);
+    free_der(chain_der_out, nchain);
+    free(spki);
+    ERR_clear_error();
+    return rc;
+}
+
+/*
+ * OpenSSL's chain verification (X509_verify_cert), then the checks it does not make: a name
+ * checked against a certificate without a subjectAltName gets its own reason, and the shared
+ * ones of trust.h run. Any refusal is kept in c->verify_err for fail_verify().
+ */
+static int verify_hook(X509_STORE_CTX *store, void *arg)
+{
+    SSL *ssl = X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx());
+    struct ossl_conn *c = ssl != NULL ? SSL_get_app_data(ssl) : NULL;
+    int ok = X509_verify_cert(store);
+
+    (void)arg;
+    if (c == NULL || c->verify_mode == TLSOCK_VERIFY_NONE) {
+        return ok > 0 ? 1 : 0;
+    }
+    X509 *leaf = X509_STORE_CTX_get0_cert(store);
+    bool needs_chain = tlsock__trust_needs_chain(c->trust);
+    char subject[SUBJECT_MAX] = "";
+    /* Only for messages: a peer that passes and has nothing else to check costs no printing. */
+    if (leaf != NULL && (ok <= 0 || needs_chain)) {
+        (void)subject_text(leaf, subject, sizeof(subject));
+    }
+    tlsock__err_clear(&c->verify_err);
+    int rc = 0;
+    if (ok <= 0) {
+        int code = X509_STORE_CTX_get_error(store);
+        bool name = code == X509_V_ERR_HOSTNAME_MISMATCH || code == X509_V_ERR_IP_ADDRESS_MISMATCH;
+        const char *reason = name && leaf != NULL && !has_san(leaf)
+                                 ? tlsock__text_no_san_reason(c->verify_ip)
+                                 : X509_verify_cert_error_string(code);
+        rc = tlsock__text_fail_verify(&c->verify_err, reason, TLSOCK__VERIFY_CODE_OPENSSL,
+                                      (unsigned long)code,
+                                      c->failed_subject != NULL ? c->failed_subject : subject);
+    }
+    if (needs_chain) {
+        rc = trust_check(c, store, rc, subject);
+    }
+    if (rc != 0 && ok > 0) {
+        /* Refused by a check of ours: an error whose alert is bad_certificate, as on GnuTLS. */
+        X509_STORE_CTX_set_error(store, X509_V_ERR_CERT_REJECTED);
+    }
+    c->verify_rc = rc;
+    return rc == 0 ? 1 : 0;
+}
+
+/* Revocation as the context asks: OpenSSL's CRL flags, on this session's parameters. */
+static void setup_revocation(SSL *ssl, const struct tlsock__trust *trust)
+{
+    if (trust == NULL || trust->crl_mode == 0) {
+        return;
+    }
+    unsigned long flags = X509_V_FLAG_CRL_CHECK;
+    if (trust->crl_mode == TLSOCK_CRL_CHAIN) {
+        flags |= X509_V_FLAG_CRL_CHECK_ALL;
+    }
+    X509_VERIFY_PARAM_set_flags(SSL_get0_param(ssl), flags);
+}
+
 static int setup_verification(struct ossl_conn *c, const struct tlsock__conn_params *p,
                               struct tlsock__err *err)
 {
@@ -603,6 +815,9 @@ static int setup_verification(struct ossl_conn *c, const struct tlsock__conn_par
             mode = SSL_VERIFY_PEER;
         }
         SSL_set_verify(ssl, mode, mode != SSL_VERIFY_NONE ? verify_cb : NULL);
+        if (mode != SSL_VERIFY_NONE) {
+            setup_revocation(ssl, p->trust);
+        }
         return 0;
     }
     /* The core checked both names (length, IP literal): only memory can be missing here. */
@@ -614,12 +829,20 @@ static int setup_verification(struct ossl_conn *c, const struct tlsock__conn_par
         return 0;
     }
     SSL_set_verify(ssl, SSL_VERIFY_PEER, verify_cb);
+    setup_revocation(ssl, p->trust);
     X509_VERIFY_PARAM *param = SSL_get0_param(ssl);
-    /* "*.example.com" matches one label only: no partial wildcards like "w*.example.com". */
-    X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-    int ok = tlsock__is_ip_literal(p->verify_name)
-                 ? X509_VERIFY_PARAM_set1_ip_asc(param, p->verify_name)
-                 : X509_VERIFY_PARAM_set1_host(param, p->verify_name, 0);
+    /*
+     * "*.example.com" matches one label only: no partial wildcards like "w*.example.com". The
+     * subject's CN is never a name (RFC 6125 6.4.4 leaves it to the application; browsers and Go
+     * dropped it): a certificate without a subjectAltName matches nothing.
+     */
+    X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS |
+                                               X509_CHECK_FLAG_NEVER_CHECK_SUBJECT);
+    c->verify_ip = tlsock__is_ip_literal(p->verify_name);
+    c->verify_name = strdup(p->verify_name);
+    int ok = c->verify_name == NULL ? 0
+             : c->verify_ip         ? X509_VERIFY_PARAM_set1_ip_asc(param, p->verify_name)
+                                    : X509_VERIFY_PARAM_set1_host(param, p->verify_name, 0);
     if (ok != 1) {
         return tlsock__ossl_fail(err, TLSOCK_ENOMEM, "out of memory setting the name to verify");
     }
@@ -645,6 +868,8 @@ static int ossl_conn_new(void *nctx, const struct tlsock__conn_params *p, void *
     }
     c->verify_mode = p->verify_mode;
     c->alert_received = -1;
+    c->trust = p->trust;
+    c->owner = p->owner;
     if (p->servername != NULL) {
         c->servername = strdup(p->servername);
         if (c->servername == NULL) {
@@ -687,10 +912,16 @@ fail:
     return rc;
 }
 
-/* Explains a failed certificate verification: OpenSSL's reason and code, the peer's subject. */
+/*
+ * Explains a failed certificate verification: verify_hook()'s reason, or OpenSSL's reason and
+ * code with the peer's subject.
+ */
 static int fail_verify(struct ossl_conn *c, long result, struct tlsock__err *err)
 {
     ERR_clear_error();
+    if (tlsock__err_set(&c->verify_err) && c->verify_rc != 0) {
+        return tlsock__fail(err, c->verify_rc, "%s", tlsock__err_msg(&c->verify_err));
+    }
     return tlsock__text_fail_verify(err, X509_verify_cert_error_string(result),
                                     TLSOCK__VERIFY_CODE_OPENSSL, (unsigned long)result,
                                     c->failed_subject != NULL ? c->failed_subject : "");
@@ -930,6 +1161,7 @@ const struct tlsock__impl tlsock__openssl_impl = {
     .ctx_add_ca_mem = ossl_ctx_add_ca_mem,
     .ctx_add_ca_system = ossl_ctx_add_ca_system,
     .ctx_set_cert = ossl_ctx_set_cert,
+    .ctx_add_crl = ossl_ctx_add_crl,
     .ctx_set_alpn = ossl_ctx_set_alpn,
     .conn_new = ossl_conn_new,
     .conn_free = ossl_conn_free,

@@ -73,6 +73,34 @@ int tlsock__text_fail_verify(struct tlsock__err *err, const char *reason, int co
                         peer[0] != '\0' ? subject : "");
 }
 
+const char *tlsock__text_no_san_reason(bool ip)
+{
+    return ip ? "IP address mismatch: the certificate has no subjectAltName, and its CN is never "
+                "used as an address"
+              : "hostname mismatch: the certificate has no subjectAltName, and its CN is never "
+                "used as a host name";
+}
+
+int tlsock__text_fail_chain_too_long(struct tlsock__err *err, size_t intermediates, int max,
+                                     const char *subject)
+{
+    char reason[128];
+
+    snprintf(reason, sizeof(reason),
+             "certificate chain too long (%zu intermediate CAs, the verify depth allows %d)",
+             intermediates, max);
+    return tlsock__text_fail_verify(err, reason, TLSOCK__VERIFY_CODE_NONE, 0, subject);
+}
+
+int tlsock__text_fail_rejected(struct tlsock__err *err, const char *reason, const char *subject)
+{
+    char text[TLSOCK_VERIFY_REASON_SIZE + 64];
+
+    snprintf(text, sizeof(text), "rejected by the verify callback: %s",
+             reason[0] != '\0' ? reason : "no reason given");
+    return tlsock__text_fail_verify(err, text, TLSOCK__VERIFY_CODE_NONE, 0, subject);
+}
+
 int tlsock__text_fail_no_client_cert(struct tlsock__err *err)
 {
     return tlsock__fail(err, TLSOCK_EVERIFY, "the client sent no certificate");

@@ -46,6 +46,20 @@ enum tlsock__verify_code {
 int tlsock__text_fail_verify(struct tlsock__err *err, const char *reason, int code_kind,
                              unsigned long code, const char *subject);
 
+/*
+ * The reason for a name that does not match a certificate without a subjectAltName: no host
+ * name or address matches it (its CN is never used, as browsers and Go decide). @p ip: the name
+ * verified is an IP address.
+ */
+const char *tlsock__text_no_san_reason(bool ip);
+
+/* The verified chain has more intermediate CAs than allowed: TLSOCK_EVERIFY. */
+int tlsock__text_fail_chain_too_long(struct tlsock__err *err, size_t intermediates, int max,
+                                     const char *subject);
+
+/* The verify callback refused the peer with @p reason ("" for none given): TLSOCK_EVERIFY. */
+int tlsock__text_fail_rejected(struct tlsock__err *err, const char *reason, const char *subject);
+
 /* A server requiring a client certificate got none: TLSOCK_EVERIFY. */
 int tlsock__text_fail_no_client_cert(struct tlsock__err *err);
 
