@@ -30,8 +30,10 @@ struct tlsock__setting {
     int max_version;
     char *text; /* CIPHERS policy, CA_DIR path, CA_MEM PEM, CERT chain PEM, ALPN wire list */
     size_t text_len;
-    char *key; /* CERT: the key PEM, wiped when freed */
+    char *key; /* CERT: the key (PEM or DER, NULL for a PKCS#12 bundle), wiped when freed */
     size_t key_len;
+    int cert_kind; /* CERT: enum tlsock__cert_kind; text holds the chain or the bundle */
+    char *pass;    /* CERT: the passphrase the key needed (NULL if none), wiped when freed */
 };
 
 struct tlsock_ctx {
@@ -47,6 +49,9 @@ struct tlsock_ctx {
     tlsock_ctx_configure_fn on_ctx; /* configure callbacks, NULL if none */
     tlsock_conn_configure_fn on_conn;
     void *configure_user;
+    char *pass;                   /* tlsock_ctx_set_key_passphrase(), wiped when freed */
+    tlsock_passphrase_fn pass_cb; /* or tlsock_ctx_set_key_passphrase_cb(), NULL if none */
+    void *pass_user;
     int handshake_timeout;            /* ms, 0 (TLSOCK_NO_TIMEOUT) for none */
     struct tlsock__setting *settings; /* every setter's effect, in order (replayed by set_impl) */
     struct tlsock__err err;
