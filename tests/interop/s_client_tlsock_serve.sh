@@ -113,3 +113,31 @@ for impl in $IMPLS; do
         pass "serve --impl $impl, encrypted $form key with --key-pass-file: verified, echo"
     done
 done
+
+# examples/encrypted_key_server: the passphrase from a file through the callback, the encrypted
+# key and a PKCS#12 bundle, with each implementation; it serves one client and exits 0.
+"$TIMEOUT_BIN" 30 "$OPENSSL_BIN" pkcs12 -export -in "$WORK/certs/cert.pem" \
+    -inkey "$WORK/certs/key.pem" -passout "pass:a passphrase with spaces" -keypbe AES-256-CBC \
+    -certpbe AES-256-CBC -macalg sha256 -out "$WORK/certs/bundle.p12" ||
+    fail "openssl pkcs12 -export failed"
+if [ -n "${ENCRYPTED_KEY_SERVER_BIN:-}" ]; then
+    for impl in $IMPLS; do
+        for identity in key bundle; do
+            files=("$WORK/certs/cert.pem" "$WORK/certs/key.enc.pem")
+            [ "$identity" = bundle ] && files=("$WORK/certs/bundle.p12")
+            start_bg "example-$impl-$identity" env TLSOCK_IMPL="$impl" \
+                "$ENCRYPTED_KEY_SERVER_BIN" 0 "${files[@]}" "$WORK/certs/key.pass"
+            EXAMPLE_PID=$BG_PID
+            line=$(wait_for "$WORK/example-$impl-$identity.out" '^listening on port ' 10)
+            PORT=${line##* }
+            status=0
+            s_client_echo "s_client_example_${impl}_$identity" -connect "127.0.0.1:$PORT" \
+                "${VERIFY[@]}" || status=$?
+            [ "$status" = 0 ] || fail "example, $impl, $identity: s_client exited $status"
+            status=0
+            wait "$EXAMPLE_PID" || status=$?
+            [ "$status" = 0 ] || fail "example, $impl, $identity: exited $status"
+            pass "examples/encrypted_key_server ($impl, $identity): verified, echo, exit 0"
+        done
+    done
+fi
