@@ -111,8 +111,8 @@ static int load_pair(const struct tlsock__cert_src *src, struct gtls_cert *out,
     return load_key(src, &out->key, err);
 }
 
-/* Whether @p p12's MAC verifies with @p pass (NULL: the absent password). */
-static bool mac_ok(gnutls_pkcs12_t p12, const char *pass)
+/* Whether the MAC of @p p12 (a gnutls_pkcs12_t) verifies with @p pass (NULL: absent). */
+static bool mac_ok(void *p12, const char *pass)
 {
     return gnutls_pkcs12_verify_mac(p12, pass) == 0;
 }
@@ -136,20 +136,9 @@ static int load_pkcs12(const struct tlsock__cert_src *src, struct gtls_cert *out
         rc = tlsock__fail(err, code_of(ret), "not a PKCS#12 bundle: %s", gnutls_strerror(ret));
         goto out;
     }
-    /* Bundles without a password have an empty one, or none at all; only then ask. */
-    if (mac_ok(p12, "")) {
-        pass = "";
-    } else if (mac_ok(p12, NULL)) {
-        pass = NULL;
-    } else {
-        rc = tlsock__pass_get(src->pass, &pass, err);
-        if (rc != 0) {
-            goto out;
-        }
-        if (!mac_ok(p12, pass)) {
-            rc = tlsock__fail(err, TLSOCK_ECONFIG, "%s", TLSOCK__MSG_WRONG_P12_PASS);
-            goto out;
-        }
+    rc = tlsock__pkcs12_password(mac_ok, p12, src->pass, &pass, err);
+    if (rc != 0) {
+        goto out;
     }
     ret = gnutls_pkcs12_simple_parse(p12, pass, &out->key, &out->chain, &out->count, &extra,
                                      &extra_count, NULL, 0);

@@ -97,6 +97,14 @@ struct tlsock__pass {
  */
 int tlsock__pass_get(struct tlsock__pass *pass, const char **out, struct tlsock__err *err);
 
+/*
+ * The password of a PKCS#12 bundle, in *@p out: the one that @p mac_ok says verifies the bundle's
+ * MAC, tried in order: empty, absent (NULL), then the passphrase (asked for only then). 0, or
+ * TLSOCK_ECONFIG with the reason in @p err (no passphrase, or a wrong one).
+ */
+int tlsock__pkcs12_password(bool (*mac_ok)(void *p12, const char *password), void *p12,
+                            struct tlsock__pass *pass, const char **out, struct tlsock__err *err);
+
 /* Messages every implementation uses, so the same failure reads the same on each. */
 #define TLSOCK__MSG_WRONG_PASS     "wrong passphrase (the key cannot be decrypted)"
 #define TLSOCK__MSG_WRONG_P12_PASS "wrong passphrase (the PKCS#12 bundle's MAC does not verify)"

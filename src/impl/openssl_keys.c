@@ -115,10 +115,14 @@ static int load_key(const struct tlsock__cert_src *src, EVP_PKEY **key, struct t
     return tlsock__fail(err, TLSOCK_ECONFIG, "%s", TLSOCK__MSG_WRONG_PASS);
 }
 
-/* Whether @p p12's MAC verifies with @p pass (NULL: the absent password). */
-static bool mac_ok(PKCS12 *p12, const char *pass)
+/*
+ * Whether the MAC of @p p12 (a PKCS12 *) verifies with @p pass (NULL: absent). A bundle without
+ * a MAC takes the empty password (PKCS12_parse() tries the others).
+ */
+static bool mac_ok(void *p12, const char *pass)
 {
-    bool ok = PKCS12_verify_mac(p12, pass, pass != NULL ? -1 : 0) == 1;
+    bool ok = PKCS12_mac_present(p12) ? PKCS12_verify_mac(p12, pass, pass != NULL ? -1 : 0) == 1
+                                      : pass != NULL && pass[0] == '\0';
 
     ERR_clear_error();
     return ok;
@@ -136,20 +140,9 @@ static int load_pkcs12(const struct tlsock__cert_src *src, X509 **leaf, STACK_OF
     if (p12 == NULL) {
         return tlsock__ossl_fail(err, TLSOCK_ECONFIG, "not a PKCS#12 bundle");
     }
-    /* Bundles without a password have an empty one, or none at all; only then ask. */
-    if (!PKCS12_mac_present(p12) || mac_ok(p12, "")) {
-        pass = "";
-    } else if (mac_ok(p12, NULL)) {
-        pass = NULL;
-    } else {
-        rc = tlsock__pass_get(src->pass, &pass, err);
-        if (rc != 0) {
-            goto out;
-        }
-        if (!mac_ok(p12, pass)) {
-            rc = tlsock__fail(err, TLSOCK_ECONFIG, "%s", TLSOCK__MSG_WRONG_P12_PASS);
-            goto out;
-        }
+    rc = tlsock__pkcs12_password(mac_ok, p12, src->pass, &pass, err);
+    if (rc != 0) {
+        goto out;
     }
     if (PKCS12_parse(p12, pass, key, leaf, rest) != 1) {
         rc = tlsock__ossl_fail(err, TLSOCK_ECONFIG, "cannot read the PKCS#12 bundle");
