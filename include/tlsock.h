@@ -193,9 +193,10 @@ TLSOCK_API int tlsock_ctx_new(int role, struct tlsock_ctx **out);
 
 /**
  * Chooses the context's implementation, at any time before the context freezes: the settings
- * made so far are applied again, in order, to a new native context of @p impl (files given to
- * the file setters are read again). Changes made directly to the old native context
- * (tlsock_ctx_native()) are not carried over.
+ * made so far are applied again, in order, to a new native context of @p impl (from the bytes
+ * the setters read: files are not opened again; a protected key is decrypted with the
+ * passphrase it was loaded with, without calling the passphrase callback again). Changes made
+ * directly to the old native context (tlsock_ctx_native()) are not carried over.
  * @return 0; TLSOCK_EINVAL (unknown value, frozen context); TLSOCK_ECONFIG when @p impl was not
  *         compiled in, or refuses one of the settings (the message names it): the context then
  *         stays as it was.
