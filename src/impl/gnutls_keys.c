@@ -75,25 +75,26 @@ static int load_key(const struct tlsock__cert_src *src, gnutls_x509_privkey_t *o
     if (ret < 0) {
         return tlsock__fail(err, TLSOCK_ENOMEM, "gnutls: %s", gnutls_strerror(ret));
     }
+    /* Also while importing with the passphrase: an empty one would make GnuTLS ask for a PIN. */
     gnutls_x509_privkey_set_pin_function(key, ask_pin, &arg);
     ret = gnutls_x509_privkey_import2(key, &data, fmt, NULL, 0);
     if (ret < 0 && src->pass->asked && src->pass->rc == 0) {
         ret = gnutls_x509_privkey_import2(key, &data, fmt, src->pass->buf, 0);
-        if (ret == GNUTLS_E_DECRYPTION_FAILED) {
-            gnutls_x509_privkey_deinit(key);
-            return tlsock__fail(err, TLSOCK_ECONFIG, "%s", TLSOCK__MSG_WRONG_PASS);
-        }
     }
-    if (ret < 0) {
-        gnutls_x509_privkey_deinit(key);
-        if (src->pass->asked && src->pass->rc != 0) {
-            return tlsock__pass_get(src->pass, &pass, err);
-        }
-        return tlsock__fail(err, code_of(ret), "key holds no private key: %s",
-                            gnutls_strerror(ret));
+    /* The key outlives arg: it must not keep a PIN function that points to it. */
+    gnutls_x509_privkey_set_pin_function(key, NULL, NULL);
+    if (ret >= 0) {
+        *out = key;
+        return 0;
     }
-    *out = key;
-    return 0;
+    gnutls_x509_privkey_deinit(key);
+    if (src->pass->asked && src->pass->rc != 0) {
+        return tlsock__pass_get(src->pass, &pass, err);
+    }
+    if (src->pass->asked && ret == GNUTLS_E_DECRYPTION_FAILED) {
+        return tlsock__fail(err, TLSOCK_ECONFIG, "%s", TLSOCK__MSG_WRONG_PASS);
+    }
+    return tlsock__fail(err, code_of(ret), "key holds no private key: %s", gnutls_strerror(ret));
 }
 
 static int load_pair(const struct tlsock__cert_src *src, struct gtls_cert *out,
