@@ -193,9 +193,10 @@ TLSOCK_API int tlsock_ctx_new(int role, struct tlsock_ctx **out);
 
 /**
  * Chooses the context's implementation, at any time before the context freezes: the settings
- * made so far are applied again, in order, to a new native context of @p impl (files given to
- * the file setters are read again). Changes made directly to the old native context
- * (tlsock_ctx_native()) are not carried over.
+ * made so far are applied again, in order, to a new native context of @p impl (from the bytes
+ * the setters read: files are not opened again; a protected key is decrypted with the
+ * passphrase it was loaded with, without calling the passphrase callback again). Changes made
+ * directly to the old native context (tlsock_ctx_native()) are not carried over.
  * @return 0; TLSOCK_EINVAL (unknown value, frozen context); TLSOCK_ECONFIG when @p impl was not
  *         compiled in, or refuses one of the settings (the message names it): the context then
  *         stays as it was.
@@ -290,20 +291,93 @@ TLSOCK_API int tlsock_ctx_set_ca_mem(struct tlsock_ctx *ctx, const char *pem, si
 TLSOCK_API int tlsock_ctx_set_ca_system(struct tlsock_ctx *ctx);
 
 /**
- * Sets this side's certificate chain (leaf first, then intermediates) and private key from PEM
- * files, read during the call (both may be the same file). Returns TLSOCK_ECONFIG when a file
- * is not a regular file (a FIFO, a directory or a device: refused at once, without waiting for
- * it), is empty or larger than 1 MiB, holds no certificate or key, when the key does not match
- * the certificate, or when the key is weaker than the security level allows (RSA under 2048
- * bits with the default policies); TLSOCK_ESYS when a file cannot be opened or read. The
- * message names the file.
+ * Sets this side's certificate chain (leaf first, then intermediates) and private key from
+ * files, read during the call (both may be the same file). Each file is PEM or DER, detected
+ * from its content: PEM when it holds a "-----BEGIN " line, DER otherwise (a DER certificate
+ * file holds the leaf alone). The key may be unencrypted (PKCS#8, PKCS#1 or SEC1) or encrypted
+ * (PKCS#8 "ENCRYPTED PRIVATE KEY" in PEM or DER, or a traditional PEM key with
+ * "Proc-Type: 4,ENCRYPTED"): the passphrase then comes from tlsock_ctx_set_key_passphrase() or
+ * tlsock_ctx_set_key_passphrase_cb(), never from a terminal.
+ * @return 0; TLSOCK_ECONFIG when a file is not a regular file (a FIFO, a directory or a device:
+ *         refused at once, without waiting for it), is empty or larger than 1 MiB, holds no
+ *         certificate or key (truncated DER included), when the key is encrypted and no
+ *         passphrase was set, the passphrase callback refused or the passphrase is wrong, when
+ *         the key does not match the certificate, or when the key is weaker than the security
+ *         level allows (RSA under 2048 bits with the default policies); TLSOCK_ESYS when a file
+ *         cannot be opened or read. The message names both files ("certificate file A, key file
+ *         B: ...").
  */
 TLSOCK_API int tlsock_ctx_set_cert_file(struct tlsock_ctx *ctx, const char *chain_path,
                                         const char *key_path);
 
-/** Like tlsock_ctx_set_cert_file(), from PEM text in memory. */
+/**
+ * Like tlsock_ctx_set_cert_file(), from PEM or DER in memory (each detected as there); the
+ * messages say "certificate and key in memory".
+ */
 TLSOCK_API int tlsock_ctx_set_cert_mem(struct tlsock_ctx *ctx, const char *chain_pem,
                                        size_t chain_len, const char *key_pem, size_t key_len);
+
+/*
+ * Protected keys and PKCS#12 bundles. The passphrase is set before the certificate and key that
+ * need it: tlsock_ctx_set_cert_file(), tlsock_ctx_set_cert_mem() and the PKCS#12 setters ask for
+ * it during their call, and only when the key or bundle is protected. tlsock never prompts on a
+ * terminal, whatever the implementation: without a passphrase an encrypted key is
+ * TLSOCK_ECONFIG. The passphrase a key was loaded with is kept with it (wiped when the context is
+ * freed or the key replaced), so that tlsock_ctx_set_impl() loads it again without asking.
+ */
+
+/** Longest passphrase, in bytes (without a NUL). */
+#define TLSOCK_PASSPHRASE_MAX 1024
+
+/**
+ * Sets the passphrase of the keys and PKCS#12 bundles loaded after this call, replacing an
+ * earlier passphrase or callback; NULL clears both. @p pass is a NUL-terminated string of at most
+ * TLSOCK_PASSPHRASE_MAX bytes, copied: the caller may wipe it at once. The copy is wiped
+ * (explicit_bzero()) when replaced, cleared or freed with the context.
+ * @return 0; TLSOCK_EINVAL (frozen context, passphrase too long); TLSOCK_ENOMEM.
+ */
+TLSOCK_API int tlsock_ctx_set_key_passphrase(struct tlsock_ctx *ctx, const char *pass);
+
+/**
+ * Gives a key's passphrase when asked: writes at most @p size (TLSOCK_PASSPHRASE_MAX) bytes, with
+ * no NUL among them, to @p buf, their count to @p *len, and returns 0; or returns any other value
+ * to refuse, which fails the setter with TLSOCK_ECONFIG ("the passphrase callback refused (N)").
+ * @p buf belongs to tlsock, which wipes it after use: the callback must not keep it.
+ */
+typedef int (*tlsock_passphrase_fn)(char *buf, size_t size, size_t *len, void *user);
+
+/**
+ * Sets a callback that gives the passphrase of the keys and PKCS#12 bundles loaded after this
+ * call, replacing an earlier passphrase or callback; NULL clears both. The callback runs only
+ * inside tlsock_ctx_set_cert_file(), tlsock_ctx_set_cert_mem(), tlsock_ctx_set_pkcs12_file() and
+ * tlsock_ctx_set_pkcs12_mem(), on the thread that called them, at most once per call and only
+ * for a protected key or bundle (never again for tlsock_ctx_set_impl()). @p user is passed to it
+ * and must stay valid while those calls run.
+ * @return 0, or TLSOCK_EINVAL for a frozen context.
+ */
+TLSOCK_API int tlsock_ctx_set_key_passphrase_cb(struct tlsock_ctx *ctx, tlsock_passphrase_fn cb,
+                                                void *user);
+
+/**
+ * Sets this side's certificate chain and key from a PKCS#12 (.p12, .pfx) bundle in DER, read
+ * during the call: the key, the certificate that matches it, and the bundle's other certificates
+ * as the chain. Replaces an earlier certificate and key, as tlsock_ctx_set_cert_file() does. A
+ * bundle is tried with the empty passphrase first, then with the one set by
+ * tlsock_ctx_set_key_passphrase() or its callback. Bundles made with modern algorithms
+ * (`openssl pkcs12 -export -keypbe AES-256-CBC -certpbe AES-256-CBC`, OpenSSL 3's default) load
+ * on every implementation; RC2 and other legacy ones may not.
+ * @return 0; TLSOCK_ECONFIG when the file is not a regular file, is empty or larger than 1 MiB,
+ *         is not a PKCS#12 bundle, when its passphrase is wrong or missing ("wrong passphrase"),
+ *         when it holds no key or no certificate for it, or when the key is too weak; TLSOCK_ESYS
+ *         when the file cannot be opened or read. The message names the file.
+ */
+TLSOCK_API int tlsock_ctx_set_pkcs12_file(struct tlsock_ctx *ctx, const char *path);
+
+/**
+ * Like tlsock_ctx_set_pkcs12_file(), from a bundle of @p len bytes in memory (copied); the
+ * messages say "PKCS#12 bundle in memory".
+ */
+TLSOCK_API int tlsock_ctx_set_pkcs12_mem(struct tlsock_ctx *ctx, const void *data, size_t len);
 
 /**
  * Sets the verification mode (enum tlsock_verify). A verifying client needs a name to check:

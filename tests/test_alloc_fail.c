@@ -123,6 +123,8 @@ struct fa_env {
     char ca_path[96];
     char cert_path[96];
     char key_path[96];
+    char enc_key_path[96]; /* key_path encrypted (PKCS#8, AES-256) with FA_KEY_PASS */
+    char p12_path[96];     /* cert_path and key_path in a PKCS#12 bundle with FA_KEY_PASS */
     /* What one run makes and how far it got. */
     struct tlsock_ctx *ctx;
     struct tlsock_conn *conn;
@@ -230,6 +232,8 @@ static int fa_setup(void **state)
     snprintf(e->ca_path, sizeof(e->ca_path), "%s/ca.pem", e->dir);
     snprintf(e->cert_path, sizeof(e->cert_path), "%s/cert.pem", e->dir);
     snprintf(e->key_path, sizeof(e->key_path), "%s/key.pem", e->dir);
+    snprintf(e->enc_key_path, sizeof(e->enc_key_path), "%s/key.enc.pem", e->dir);
+    snprintf(e->p12_path, sizeof(e->p12_path), "%s/bundle.p12", e->dir);
     ts_fill(e->out, SIZE, 1);
     ts_fill(e->back, SIZE, 2);
     *state = e;
@@ -285,6 +289,8 @@ static int fa_teardown(void **state)
         unlink(e->ca_path);
         unlink(e->cert_path);
         unlink(e->key_path);
+        unlink(e->enc_key_path);
+        unlink(e->p12_path);
         rmdir(e->dir);
         free(e);
         *state = NULL;
@@ -460,6 +466,43 @@ static int set_cert_file(struct fa_env *e)
     return tlsock_ctx_set_cert_file(e->ctx, e->cert_path, e->key_path);
 }
 
+#define FA_KEY_PASS "alloc-fail-pass"
+
+/* The passphrase, then the encrypted key: its decryption fails too. */
+static int set_cert_file_encrypted(struct fa_env *e)
+{
+    int rc = tlsock_ctx_set_key_passphrase(e->ctx, FA_KEY_PASS);
+
+    return rc != 0 ? rc : tlsock_ctx_set_cert_file(e->ctx, e->cert_path, e->enc_key_path);
+}
+
+static int set_pkcs12_file(struct fa_env *e)
+{
+    int rc = tlsock_ctx_set_key_passphrase(e->ctx, FA_KEY_PASS);
+
+    return rc != 0 ? rc : tlsock_ctx_set_pkcs12_file(e->ctx, e->p12_path);
+}
+
+/*
+ * The encrypted key and the bundle, made by the openssl tool from the PEM files. One iteration
+ * of the key derivations and the MAC: each one allocates, and thousands of them would make
+ * thousands of runs of the same thing.
+ */
+static void make_protected_files(struct fa_env *e)
+{
+    char cmd[1024];
+
+    snprintf(cmd, sizeof(cmd),
+             "timeout 60 openssl pkcs8 -topk8 -v2 aes-256-cbc -iter 1 -in '%s' -passout "
+             "pass:" FA_KEY_PASS
+             " -out '%s' && timeout 60 openssl pkcs12 -export -in '%s' -inkey '%s' -passout "
+             "pass:" FA_KEY_PASS
+             " -keypbe AES-256-CBC -certpbe AES-256-CBC -iter 1 -nomaciter -macalg sha256 "
+             "-out '%s'",
+             e->key_path, e->enc_key_path, e->cert_path, e->key_path, e->p12_path);
+    assert_int_equal(system(cmd), 0);
+}
+
 static const struct setter setters[] = {
     {.name = "client context", .role = TLSOCK_CLIENT, .creates = true, .call = make_client},
     {.name = "server context", .role = TLSOCK_SERVER, .creates = true, .call = make_server},
@@ -472,6 +515,11 @@ static const struct setter setters[] = {
      .call = set_client_alpn,
      .alpn = "http/1.1"},
     {.name = "set_cert_file", .role = TLSOCK_SERVER, .own_cert = true, .call = set_cert_file},
+    {.name = "set_cert_file (encrypted key)",
+     .role = TLSOCK_SERVER,
+     .own_cert = true,
+     .call = set_cert_file_encrypted},
+    {.name = "set_pkcs12_file", .role = TLSOCK_SERVER, .own_cert = true, .call = set_pkcs12_file},
     {.name = "set_ca_mem (server)", .role = TLSOCK_SERVER, .call = set_ca_mem},
     {.name = "set_ciphers (server)", .role = TLSOCK_SERVER, .call = set_ciphers},
     {.name = "set_alpn (server)",
@@ -546,6 +594,7 @@ static void test_setters(void **state)
     write_file(e->ca_path, ts_pki.ca.cert);
     write_file(e->cert_path, ts_pki.server.cert);
     write_file(e->key_path, ts_pki.server.key);
+    make_protected_files(e);
     contexts_make(e, protocol_rounds[0]);
     /* The server's ALPN is for the client setter, the client's for the server's. */
     TS_ASSERT_RC(tlsock_ctx_set_alpn(e->sctx, "http/1.1"), 0);

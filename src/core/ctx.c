@@ -57,6 +57,15 @@ static bool replaces_earlier(enum tlsock__setting_kind kind)
            kind == TLSOCK__SET_CERT || kind == TLSOCK__SET_ALPN;
 }
 
+/* Frees a NUL-terminated passphrase, wiping it first; accepts NULL. */
+static void pass_free(char *pass)
+{
+    if (pass != NULL) {
+        explicit_bzero(pass, strlen(pass));
+        free(pass);
+    }
+}
+
 static void setting_free(struct tlsock__setting *set)
 {
     if (set == NULL) {
@@ -67,6 +76,11 @@ static void setting_free(struct tlsock__setting *set)
         explicit_bzero(set->key, set->key_len);
         free(set->key);
     }
+    if (set->cert_kind == TLSOCK__CERT_PKCS12 && set->text != NULL) {
+        /* The bundle holds the key. */
+        explicit_bzero(set->text, set->text_len);
+    }
+    pass_free(set->pass);
     free(set->text);
     free(set);
 }
@@ -94,6 +108,42 @@ static bool copy_bytes(const void *data, size_t len, char **out)
     return true;
 }
 
+/*
+ * Loads the certificate and key of a CERT setting into @p native of @p impl. The passphrase
+ * comes from @p pass when a setter loads them the first time, else (a replay) from the setting.
+ */
+static int cert_apply(const struct tlsock__impl *impl, void *native,
+                      const struct tlsock__setting *set, struct tlsock__pass *pass,
+                      struct tlsock__err *err)
+{
+    struct tlsock__pass *replay = NULL;
+    struct tlsock__cert_src src = {
+        .kind = set->cert_kind,
+        .chain = set->text,
+        .chain_len = set->text_len,
+        .key = set->key,
+        .key_len = set->key_len,
+        .pass = pass,
+    };
+    int rc = 0;
+
+    if (pass == NULL) {
+        /* Not on the stack: it holds a passphrase buffer of TLSOCK_PASSPHRASE_MAX bytes. */
+        replay = calloc(1, sizeof(*replay));
+        if (replay == NULL) {
+            return tlsock__fail(err, TLSOCK_ENOMEM, "out of memory loading a key");
+        }
+        replay->given = set->pass;
+        src.pass = replay;
+    }
+    rc = impl->ctx_set_cert(native, &src, err);
+    if (replay != NULL) {
+        explicit_bzero(replay, sizeof(*replay));
+        free(replay);
+    }
+    return rc;
+}
+
 /* Applies one setting to @p native of @p impl. */
 static int setting_apply(const struct tlsock__impl *impl, void *native,
                          const struct tlsock__setting *set, struct tlsock__err *err)
@@ -110,7 +160,7 @@ static int setting_apply(const struct tlsock__impl *impl, void *native,
     case TLSOCK__SET_CA_SYSTEM:
         return impl->ctx_add_ca_system(native, err);
     case TLSOCK__SET_CERT:
-        return impl->ctx_set_cert(native, set->text, set->text_len, set->key, set->key_len, err);
+        return cert_apply(impl, native, set, NULL, err);
     case TLSOCK__SET_ALPN:
         return impl->ctx_set_alpn(native, (const unsigned char *)set->text, set->text_len, err);
     case TLSOCK__SET_CRL:
@@ -119,19 +169,11 @@ static int setting_apply(const struct tlsock__impl *impl, void *native,
     return tlsock__fail(err, TLSOCK_EINVAL, "unknown setting %d", (int)set->kind);
 }
 
-/*
- * Applies @p set (owned by the caller until it succeeds) to the native context and keeps it;
- * a setting that replaces earlier ones drops them. On failure nothing is kept.
- */
-static int setting_add(struct tlsock_ctx *ctx, struct tlsock__setting *set)
+/* Keeps @p set, applied already, after the others; drops the earlier ones it replaces. */
+static void setting_keep(struct tlsock_ctx *ctx, struct tlsock__setting *set)
 {
-    int rc = setting_apply(ctx->impl, ctx->native, set, &ctx->err);
     struct tlsock__setting **link = &ctx->settings;
 
-    if (rc != 0) {
-        setting_free(set);
-        return setter_end(ctx, rc);
-    }
     while (*link != NULL) {
         struct tlsock__setting *cur = *link;
         if (cur->kind == set->kind && replaces_earlier(set->kind)) {
@@ -142,6 +184,21 @@ static int setting_add(struct tlsock_ctx *ctx, struct tlsock__setting *set)
         }
     }
     *link = set;
+}
+
+/*
+ * Applies @p set (owned by the caller until it succeeds) to the native context and keeps it;
+ * a setting that replaces earlier ones drops them. On failure nothing is kept.
+ */
+static int setting_add(struct tlsock_ctx *ctx, struct tlsock__setting *set)
+{
+    int rc = setting_apply(ctx->impl, ctx->native, set, &ctx->err);
+
+    if (rc != 0) {
+        setting_free(set);
+        return setter_end(ctx, rc);
+    }
+    setting_keep(ctx, set);
     return 0;
 }
 
@@ -292,6 +349,7 @@ void tlsock_ctx_free(struct tlsock_ctx *ctx)
     ctx->impl->ctx_free(ctx->native);
     settings_free(ctx);
     free(ctx->trust.pins);
+    pass_free(ctx->pass);
     tlsock__err_free(&ctx->err);
     pthread_mutex_destroy(&ctx->freeze_lock);
     free(ctx);
@@ -587,6 +645,50 @@ int tlsock_ctx_set_ca_system(struct tlsock_ctx *ctx)
     return rc;
 }
 
+/*
+ * Loads a certificate and key, or a PKCS#12 bundle (@p kind), with the context's passphrase, and
+ * keeps them as the CERT setting with the passphrase they needed. @p where names the source in
+ * messages. The caller has begun the setter.
+ */
+static int cert_load(struct tlsock_ctx *ctx, int kind, const char *chain, size_t chain_len,
+                     const char *key, size_t key_len, const char *where)
+{
+    struct tlsock__setting *set = setting_new(TLSOCK__SET_CERT, chain, chain_len);
+    struct tlsock__pass *pass = calloc(1, sizeof(*pass));
+    int rc = 0;
+
+    if (set == NULL || pass == NULL || (key != NULL && !copy_bytes(key, key_len, &set->key))) {
+        rc = tlsock__fail(&ctx->err, TLSOCK_ENOMEM, "out of memory");
+        goto out;
+    }
+    set->key_len = key_len;
+    set->cert_kind = kind;
+    pass->given = ctx->pass;
+    pass->cb = ctx->pass_cb;
+    pass->user = ctx->pass_user;
+    rc = cert_apply(ctx->impl, ctx->native, set, pass, &ctx->err);
+    if (rc == 0 && pass->asked && !copy_bytes(pass->buf, pass->len, &set->pass)) {
+        /* Without it tlsock_ctx_set_impl() could not load the key again. */
+        rc = tlsock__fail(&ctx->err, TLSOCK_ENOMEM, "out of memory keeping the passphrase");
+    }
+    if (rc != 0) {
+        goto out;
+    }
+    setting_keep(ctx, set);
+    set = NULL;
+    ctx->has_cert = true;
+out:
+    setting_free(set);
+    if (pass != NULL) {
+        explicit_bzero(pass, sizeof(*pass));
+        free(pass);
+    }
+    if (rc != 0) {
+        rc = fail_naming_files(&ctx->err, rc, "%s", where);
+    }
+    return setter_end(ctx, rc);
+}
+
 int tlsock_ctx_set_cert_mem(struct tlsock_ctx *ctx, const char *chain_pem, size_t chain_len,
                             const char *key_pem, size_t key_len)
 {
@@ -598,24 +700,22 @@ int tlsock_ctx_set_cert_mem(struct tlsock_ctx *ctx, const char *chain_pem, size_
     if (chain_pem == NULL || chain_len == 0 || key_pem == NULL || key_len == 0) {
         return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "certificate chain and key are required");
     }
-    struct tlsock__setting *set = setting_new(TLSOCK__SET_CERT, chain_pem, chain_len);
-    if (set != NULL && !copy_bytes(key_pem, key_len, &set->key)) {
-        setting_free(set);
-        set = NULL;
+    return cert_load(ctx, TLSOCK__CERT_PAIR, chain_pem, chain_len, key_pem, key_len,
+                     "certificate and key in memory");
+}
+
+/* Frees what read_file() read, wiping it: it may hold a private key. Accepts NULL. */
+static void file_free(char *data, size_t len)
+{
+    if (data != NULL) {
+        explicit_bzero(data, len);
+        free(data);
     }
-    if (set == NULL) {
-        return setter_end(ctx, tlsock__fail(&ctx->err, TLSOCK_ENOMEM, "out of memory"));
-    }
-    set->key_len = key_len;
-    rc = setting_add(ctx, set);
-    if (rc == 0) {
-        ctx->has_cert = true;
-    }
-    return rc;
 }
 
 int tlsock_ctx_set_cert_file(struct tlsock_ctx *ctx, const char *chain_path, const char *key_path)
 {
+    char where[TLSOCK__ERRMSG_SIZE];
     char *chain = NULL;
     char *key = NULL;
     size_t chain_len = 0;
@@ -636,18 +736,82 @@ int tlsock_ctx_set_cert_file(struct tlsock_ctx *ctx, const char *chain_path, con
     if (rc != 0) {
         goto out;
     }
-    rc = tlsock_ctx_set_cert_mem(ctx, chain, chain_len, key, key_len);
-    if (rc != 0) {
-        rc = fail_naming_files(&ctx->err, rc, "certificate file %s, key file %s", chain_path,
-                               key_path);
-    }
+    snprintf(where, sizeof(where), "certificate file %s, key file %s", chain_path, key_path);
+    rc = cert_load(ctx, TLSOCK__CERT_PAIR, chain, chain_len, key, key_len, where);
 out:
-    free(chain);
-    if (key != NULL) {
-        /* Private key material should not linger in freed memory. */
-        explicit_bzero(key, key_len);
-        free(key);
+    file_free(chain, chain_len);
+    file_free(key, key_len);
+    return rc;
+}
+
+int tlsock_ctx_set_key_passphrase(struct tlsock_ctx *ctx, const char *pass)
+{
+    char *copy = NULL;
+    int rc = setter_begin(ctx);
+
+    if (rc != 0) {
+        return rc;
     }
+    if (pass != NULL && strlen(pass) > TLSOCK_PASSPHRASE_MAX) {
+        return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "passphrase is longer than %d bytes",
+                            TLSOCK_PASSPHRASE_MAX);
+    }
+    if (pass != NULL && !copy_bytes(pass, strlen(pass), &copy)) {
+        return tlsock__fail(&ctx->err, TLSOCK_ENOMEM, "out of memory copying the passphrase");
+    }
+    pass_free(ctx->pass);
+    ctx->pass = copy;
+    ctx->pass_cb = NULL;
+    ctx->pass_user = NULL;
+    return 0;
+}
+
+int tlsock_ctx_set_key_passphrase_cb(struct tlsock_ctx *ctx, tlsock_passphrase_fn cb, void *user)
+{
+    int rc = setter_begin(ctx);
+
+    if (rc != 0) {
+        return rc;
+    }
+    pass_free(ctx->pass);
+    ctx->pass = NULL;
+    ctx->pass_cb = cb;
+    ctx->pass_user = cb != NULL ? user : NULL;
+    return 0;
+}
+
+int tlsock_ctx_set_pkcs12_mem(struct tlsock_ctx *ctx, const void *data, size_t len)
+{
+    int rc = setter_begin(ctx);
+
+    if (rc != 0) {
+        return rc;
+    }
+    if (data == NULL || len == 0) {
+        return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "PKCS#12 bundle is empty");
+    }
+    return cert_load(ctx, TLSOCK__CERT_PKCS12, data, len, NULL, 0, "PKCS#12 bundle in memory");
+}
+
+int tlsock_ctx_set_pkcs12_file(struct tlsock_ctx *ctx, const char *path)
+{
+    char where[TLSOCK__ERRMSG_SIZE];
+    char *data = NULL;
+    size_t len = 0;
+    int rc = setter_begin(ctx);
+
+    if (rc != 0) {
+        return rc;
+    }
+    if (path == NULL) {
+        return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "PKCS#12 file path is NULL");
+    }
+    rc = read_file("PKCS#12 file", path, PEM_FILE_MAX, &data, &len, &ctx->err);
+    if (rc == 0) {
+        snprintf(where, sizeof(where), "PKCS#12 file %s", path);
+        rc = cert_load(ctx, TLSOCK__CERT_PKCS12, data, len, NULL, 0, where);
+    }
+    file_free(data, len);
     return rc;
 }
 

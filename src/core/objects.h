@@ -32,8 +32,10 @@ struct tlsock__setting {
     char *text; /* CIPHERS policy, CA_DIR path, CA_MEM PEM, CERT chain PEM, ALPN wire list,
                    CRL PEM or DER */
     size_t text_len;
-    char *key; /* CERT: the key PEM, wiped when freed */
+    char *key; /* CERT: the key (PEM or DER, NULL for a PKCS#12 bundle), wiped when freed */
     size_t key_len;
+    int cert_kind; /* CERT: enum tlsock__cert_kind; text holds the chain or the bundle */
+    char *pass;    /* CERT: the passphrase the key needed (NULL if none), wiped when freed */
 };
 
 struct tlsock_ctx {
@@ -49,6 +51,9 @@ struct tlsock_ctx {
     tlsock_ctx_configure_fn on_ctx; /* configure callbacks, NULL if none */
     tlsock_conn_configure_fn on_conn;
     void *configure_user;
+    char *pass;                   /* tlsock_ctx_set_key_passphrase(), wiped when freed */
+    tlsock_passphrase_fn pass_cb; /* or tlsock_ctx_set_key_passphrase_cb(), NULL if none */
+    void *pass_user;
     int handshake_timeout;            /* ms, 0 (TLSOCK_NO_TIMEOUT) for none */
     struct tlsock__trust trust;       /* CRL mode, pins, depth, verify callback */
     struct tlsock__setting *settings; /* every setter's effect, in order (replayed by set_impl) */

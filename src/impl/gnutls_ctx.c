@@ -566,51 +566,37 @@ int tlsock__gtls_ctx_add_ca_system(void *nctx, struct tlsock__err *err)
 }
 
 /* Refuses a weak key of our own at once, as OpenSSL's security level does ("ee key too small"). */
-static int check_own_key(const struct gtls_ctx *gc, const char *chain_pem, size_t chain_len,
-                         struct tlsock__err *err)
+static int check_own_key(const struct gtls_ctx *gc, gnutls_x509_crt_t leaf, struct tlsock__err *err)
 {
-    gnutls_datum_t pem = {.data = (unsigned char *)chain_pem, .size = (unsigned)chain_len};
     const struct cipher_policy *policy = find_policy(gc->ciphers);
     int min_bits = policy != NULL ? policy->min_key_bits : 2048;
-    gnutls_x509_crt_t leaf = NULL;
     unsigned bits = 0;
-    int rc = 0;
-
-    int ret = gnutls_x509_crt_init(&leaf);
-    if (ret < 0) {
-        return tlsock__fail(err, TLSOCK_ENOMEM, "gnutls: %s", gnutls_strerror(ret));
-    }
-    /* Imports the first certificate of the chain: the leaf. */
-    ret = gnutls_x509_crt_import(leaf, &pem, GNUTLS_X509_FMT_PEM);
-    if (ret < 0) {
-        rc = tlsock__fail(err, TLSOCK_ECONFIG, "certificate PEM holds no certificate: %s",
-                          gnutls_strerror(ret));
-        goto out;
-    }
     int algo = gnutls_x509_crt_get_pk_algorithm(leaf, &bits);
     bool rsa_like = algo == GNUTLS_PK_RSA || algo == GNUTLS_PK_DSA || algo == GNUTLS_PK_RSA_PSS;
+
     if (rsa_like && (int)bits < min_bits) {
-        rc = tlsock__fail(err, TLSOCK_ECONFIG,
-                          "certificate refused: ee key too small (%u bits, the cipher policy "
-                          "needs %d)",
-                          bits, min_bits);
+        return tlsock__fail(err, TLSOCK_ECONFIG,
+                            "certificate refused: ee key too small (%u bits, the cipher policy "
+                            "needs %d)",
+                            bits, min_bits);
     }
-out:
-    gnutls_x509_crt_deinit(leaf);
-    return rc;
+    return 0;
 }
 
-int tlsock__gtls_ctx_set_cert(void *nctx, const char *chain_pem, size_t chain_len,
-                              const char *key_pem, size_t key_len, struct tlsock__err *err)
+int tlsock__gtls_ctx_set_cert(void *nctx, const struct tlsock__cert_src *src,
+                              struct tlsock__err *err)
 {
     struct gtls_ctx *gc = nctx;
     gnutls_certificate_credentials_t cred = NULL;
-    gnutls_datum_t chain = {.data = (unsigned char *)chain_pem, .size = (unsigned)chain_len};
-    gnutls_datum_t key = {.data = (unsigned char *)key_pem, .size = (unsigned)key_len};
-    int rc = check_own_key(gc, chain_pem, chain_len, err);
+    struct gtls_cert cert;
+    int rc = tlsock__gtls_load_cert(src, &cert, err);
 
     if (rc != 0) {
         return rc;
+    }
+    rc = check_own_key(gc, cert.chain[0], err);
+    if (rc != 0) {
+        goto free_cert;
     }
     /*
      * GnuTLS keeps every key pair added to a credentials object and picks among them; tlsock has
@@ -618,33 +604,35 @@ int tlsock__gtls_ctx_set_cert(void *nctx, const char *chain_pem, size_t chain_le
      */
     rc = new_cred(&cred, err);
     if (rc != 0) {
-        return rc;
+        goto free_cert;
     }
     for (const struct gtls_trust *t = gc->trust; t != NULL && rc == 0; t = t->next) {
         rc = apply_trust(cred, t, err);
     }
     if (rc != 0) {
-        goto fail;
+        goto free_cred;
     }
-    /* No password: an encrypted key fails here instead of prompting. */
-    int ret =
-        gnutls_certificate_set_x509_key_mem2(cred, &chain, &key, GNUTLS_X509_FMT_PEM, NULL, 0);
+    /* GnuTLS copies the certificates and the key. */
+    int ret = gnutls_certificate_set_x509_key(cred, cert.chain, cert.count, cert.key);
     if (ret == GNUTLS_E_CERTIFICATE_KEY_MISMATCH) {
-        rc = tlsock__fail(err, TLSOCK_ECONFIG, "private key does not match the certificate");
-        goto fail;
+        rc = tlsock__fail(err, TLSOCK_ECONFIG, "%s", TLSOCK__MSG_KEY_MISMATCH);
+        goto free_cred;
     }
     if (ret < 0) {
-        rc = tlsock__fail(err, TLSOCK_ECONFIG,
-                          "key PEM holds no private key (or the key is encrypted): %s",
-                          gnutls_strerror(ret));
-        goto fail;
+        rc = tlsock__fail(err, ret == GNUTLS_E_MEMORY_ERROR ? TLSOCK_ENOMEM : TLSOCK_ECONFIG,
+                          "certificate and key refused: %s", gnutls_strerror(ret));
+        goto free_cred;
     }
     gnutls_certificate_free_credentials(gc->cred);
     gc->cred = cred;
+    cred = NULL;
     gc->has_cert = true;
-    return 0;
-fail:
-    gnutls_certificate_free_credentials(cred);
+free_cred:
+    if (cred != NULL) {
+        gnutls_certificate_free_credentials(cred);
+    }
+free_cert:
+    tlsock__gtls_cert_free(&cert);
     return rc;
 }
 
@@ -661,7 +649,7 @@ int tlsock__gtls_ctx_add_crl(void *nctx, const void *data, size_t len, struct tl
     unsigned count = 0;
     int ret;
 
-    if (memmem(data, len, "-----BEGIN", 10) != NULL) {
+    if (tlsock__is_pem(data, len)) {
         ret = gnutls_x509_crl_list_import2(&list, &count, &in, GNUTLS_X509_FMT_PEM, 0);
     } else {
         list = gnutls_malloc(sizeof(*list));

@@ -56,6 +56,22 @@ struct gtls_ctx {
     unsigned char *alpn_wire;
 };
 
+/* This side's certificate chain (leaf first) and key, read but not yet in credentials. */
+struct gtls_cert {
+    gnutls_x509_crt_t *chain; /* gnutls_malloc()ed */
+    unsigned count;
+    gnutls_x509_privkey_t key;
+};
+
+/*
+ * Reads @p src's certificates and key (gnutls_keys.c), asking for the passphrase only when the
+ * key or bundle is protected. 0, or a TLSOCK_E* code with @p out emptied.
+ */
+int tlsock__gtls_load_cert(const struct tlsock__cert_src *src, struct gtls_cert *out,
+                           struct tlsock__err *err) TLSOCK__MUST_CHECK;
+/* Frees what tlsock__gtls_load_cert() read; the object is then empty. */
+void tlsock__gtls_cert_free(struct gtls_cert *cert);
+
 /*
  * Builds ctx->prio from ctx->ciphers and the protocol range; on failure leaves the previous
  * priorities in place and returns TLSOCK_ECONFIG with the reason in @p err.
@@ -75,8 +91,8 @@ int tlsock__gtls_ctx_set_ciphers(void *nctx, const char *policy, struct tlsock__
 int tlsock__gtls_ctx_add_ca_dir(void *nctx, const char *path, struct tlsock__err *err);
 int tlsock__gtls_ctx_add_ca_mem(void *nctx, const char *pem, size_t len, struct tlsock__err *err);
 int tlsock__gtls_ctx_add_ca_system(void *nctx, struct tlsock__err *err);
-int tlsock__gtls_ctx_set_cert(void *nctx, const char *chain_pem, size_t chain_len,
-                              const char *key_pem, size_t key_len, struct tlsock__err *err);
+int tlsock__gtls_ctx_set_cert(void *nctx, const struct tlsock__cert_src *src,
+                              struct tlsock__err *err);
 int tlsock__gtls_ctx_add_crl(void *nctx, const void *data, size_t len, struct tlsock__err *err);
 int tlsock__gtls_ctx_set_alpn(void *nctx, const unsigned char *wire, size_t len,
                               struct tlsock__err *err);

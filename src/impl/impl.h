@@ -90,6 +90,60 @@ struct tlsock__pem_pair {
     char *key;
 };
 
+/*
+ * A private key's passphrase, as the core was given it: asked for only when a key or bundle turns
+ * out to be protected, through tlsock__pass_get() (keys.c), which calls the application's
+ * callback at most once and keeps what it gave in @c buf for the rest of the load.
+ */
+struct tlsock__pass {
+    const char *given;       /* the passphrase string set, or NULL */
+    tlsock_passphrase_fn cb; /* else the application's callback, or NULL */
+    void *user;
+    bool asked; /* tlsock__pass_get() ran */
+    int rc;     /* its outcome: 0 (buf holds the passphrase) or TLSOCK_ECONFIG */
+    int cb_rc;  /* what the callback returned */
+    size_t len;
+    char buf[TLSOCK_PASSPHRASE_MAX + 1]; /* NUL-terminated; wiped by the core after the load */
+};
+
+/*
+ * The passphrase in *@p out (NUL-terminated), asked for the first time it is needed; 0, or
+ * TLSOCK_ECONFIG with the reason in @p err (none set, the callback refused or gave a bad
+ * length or a NUL). Later calls return the same outcome (writing the same message).
+ */
+int tlsock__pass_get(struct tlsock__pass *pass, const char **out, struct tlsock__err *err);
+
+/*
+ * The password of a PKCS#12 bundle, in *@p out: the one that @p mac_ok says verifies the bundle's
+ * MAC, tried in order: empty, absent (NULL), then the passphrase (asked for only then). 0, or
+ * TLSOCK_ECONFIG with the reason in @p err (no passphrase, or a wrong one).
+ */
+int tlsock__pkcs12_password(bool (*mac_ok)(void *p12, const char *password), void *p12,
+                            struct tlsock__pass *pass, const char **out, struct tlsock__err *err);
+
+/* Messages every implementation uses, so the same failure reads the same on each. */
+#define TLSOCK__MSG_WRONG_PASS     "wrong passphrase (the key cannot be decrypted)"
+#define TLSOCK__MSG_WRONG_P12_PASS "wrong passphrase (the PKCS#12 bundle's MAC does not verify)"
+#define TLSOCK__MSG_KEY_MISMATCH   "private key does not match the certificate"
+
+/* Whether @p data looks like PEM (a "-----BEGIN " line), else it is taken as DER. */
+bool tlsock__is_pem(const char *data, size_t len);
+
+/* What ctx_set_cert loads. */
+enum tlsock__cert_kind {
+    TLSOCK__CERT_PAIR,   /* chain and key, each PEM or DER */
+    TLSOCK__CERT_PKCS12, /* a PKCS#12 bundle (DER) in chain; key unused */
+};
+
+struct tlsock__cert_src {
+    int kind; /* enum tlsock__cert_kind */
+    const char *chain;
+    size_t chain_len;
+    const char *key;
+    size_t key_len;
+    struct tlsock__pass *pass; /* never NULL */
+};
+
 struct tlsock__impl {
     const char *name; /* "openssl" */
     int id;           /* enum tlsock_impl */
@@ -107,8 +161,12 @@ struct tlsock__impl {
     int (*ctx_add_ca_dir)(void *nctx, const char *path, struct tlsock__err *err);
     int (*ctx_add_ca_mem)(void *nctx, const char *pem, size_t len, struct tlsock__err *err);
     int (*ctx_add_ca_system)(void *nctx, struct tlsock__err *err);
-    int (*ctx_set_cert)(void *nctx, const char *chain_pem, size_t chain_len, const char *key_pem,
-                        size_t key_len, struct tlsock__err *err);
+    /*
+     * Replaces this side's certificate and key. Messages say what failed without naming where the
+     * bytes came from (the core adds the file names); the same failure gives the same words on
+     * every implementation (TLSOCK__MSG_*, tlsock__pass_get()).
+     */
+    int (*ctx_set_cert)(void *nctx, const struct tlsock__cert_src *src, struct tlsock__err *err);
     /* Adds CRLs: PEM (one or more) or one DER CRL; TLSOCK_EX509_LOOKUP when there is none. */
     int (*ctx_add_crl)(void *nctx, const void *data, size_t len, struct tlsock__err *err);
     /* Wire-format ALPN list (length-prefixed names); len 0 clears. */

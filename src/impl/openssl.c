@@ -456,25 +456,12 @@ static int ossl_ctx_add_ca_system(void *nctx, struct tlsock__err *err)
     return 0;
 }
 
-/* True when @p data looks like PEM rather than DER. */
-static bool is_pem(const void *data, size_t len)
-{
-    static const char begin[] = "-----BEGIN";
-
-    for (size_t i = 0; i + sizeof(begin) - 1 <= len; i++) {
-        if (memcmp((const char *)data + i, begin, sizeof(begin) - 1) == 0) {
-            return true;
-        }
-    }
-    return false;
-}
-
 static int ossl_ctx_add_crl(void *nctx, const void *data, size_t len, struct tlsock__err *err)
 {
     struct ossl_ctx *oc = nctx;
     X509_STORE *store = SSL_CTX_get_cert_store(oc->ssl_ctx);
     BIO *bio = BIO_new_mem_buf(data, (int)len);
-    bool pem = is_pem(data, len);
+    bool pem = tlsock__is_pem(data, len);
     int added = 0;
     int rc = 0;
 
@@ -510,61 +497,12 @@ out:
     return rc;
 }
 
-static int ossl_ctx_set_cert(void *nctx, const char *chain_pem, size_t chain_len,
-                             const char *key_pem, size_t key_len, struct tlsock__err *err)
+static int ossl_ctx_set_cert(void *nctx, const struct tlsock__cert_src *src,
+                             struct tlsock__err *err)
 {
     struct ossl_ctx *oc = nctx;
-    BIO *chain_bio = BIO_new_mem_buf(chain_pem, (int)chain_len);
-    BIO *key_bio = BIO_new_mem_buf(key_pem, (int)key_len);
-    X509 *leaf = NULL;
-    X509 *extra = NULL;
-    EVP_PKEY *key = NULL;
-    int rc = 0;
 
-    if (chain_bio == NULL || key_bio == NULL) {
-        rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "cannot read certificate PEM");
-        goto out;
-    }
-    leaf = PEM_read_bio_X509_AUX(chain_bio, NULL, tlsock__ossl_no_passphrase, NULL);
-    if (leaf == NULL) {
-        rc = tlsock__ossl_fail(err, TLSOCK_ECONFIG, "certificate PEM holds no certificate");
-        goto out;
-    }
-    /* Security level checks (e.g. RSA under 2048 bits) happen here. */
-    if (SSL_CTX_use_certificate(oc->ssl_ctx, leaf) != 1) {
-        rc = tlsock__ossl_fail(err, TLSOCK_ECONFIG, "certificate refused");
-        goto out;
-    }
-    SSL_CTX_clear_chain_certs(oc->ssl_ctx);
-    for (;;) {
-        extra = PEM_read_bio_X509(chain_bio, NULL, tlsock__ossl_no_passphrase, NULL);
-        if (extra == NULL) {
-            break;
-        }
-        if (SSL_CTX_add0_chain_cert(oc->ssl_ctx, extra) != 1) {
-            X509_free(extra);
-            rc = tlsock__ossl_fail(err, TLSOCK_ECONFIG, "chain certificate refused");
-            goto out;
-        }
-    }
-    ERR_clear_error(); /* the loop ends on a harmless "no start line" */
-    key = PEM_read_bio_PrivateKey(key_bio, NULL, tlsock__ossl_no_passphrase, NULL);
-    if (key == NULL) {
-        rc = tlsock__ossl_fail(err, TLSOCK_ECONFIG,
-                               "key PEM holds no private key (or the key is encrypted)");
-        goto out;
-    }
-    if (SSL_CTX_use_PrivateKey(oc->ssl_ctx, key) != 1 ||
-        SSL_CTX_check_private_key(oc->ssl_ctx) != 1) {
-        rc = tlsock__ossl_fail(err, TLSOCK_ECONFIG, "private key does not match the certificate");
-        goto out;
-    }
-out:
-    EVP_PKEY_free(key);
-    X509_free(leaf);
-    BIO_free(chain_bio);
-    BIO_free(key_bio);
-    return rc;
+    return tlsock__ossl_set_cert(oc->ssl_ctx, src, err);
 }
 
 static int ossl_ctx_set_alpn(void *nctx, const unsigned char *wire, size_t len,

@@ -6,6 +6,7 @@
 
 #include <stdbool.h>
 
+#include <openssl/ssl.h>
 #include <openssl/x509.h>
 
 #include "impl.h"
@@ -33,6 +34,13 @@ int tlsock__ossl_load_extensions(X509 *cert, struct tlsock__err *err);
  * encrypted key, blocking a library call on user input.
  */
 int tlsock__ossl_no_passphrase(char *buf, int size, int rwflag, void *userdata);
+
+/*
+ * Replaces @p ctx's certificate, chain and key with those of @p src (openssl_keys.c); on
+ * failure the context keeps what it had unless the certificate itself was taken.
+ */
+int tlsock__ossl_set_cert(SSL_CTX *ctx, const struct tlsock__cert_src *src,
+                          struct tlsock__err *err);
 
 /* Writes the SHA-256 fingerprint of @p cert as "AB:CD:..."; 0, or -1 if hashing failed. */
 int tlsock__ossl_fingerprint(X509 *cert, char out[TLSOCK_FINGERPRINT_SIZE]);

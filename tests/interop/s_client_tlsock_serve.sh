@@ -3,7 +3,9 @@
 #     from `tlsock cert` (chain and host name, failures fatal) and the echo comes back, over
 #     TLS 1.3 and 1.2. Also: a silent TCP client and a plaintext client do not stop the server
 #     from serving others; s_client refuses a wrong host name; `serve --client-ca` requires a
-#     client certificate; `serve --once` exits with the outcome of its one connection.
+#     client certificate; `serve --once` exits with the outcome of its one connection; on every
+#     implementation, an encrypted key with `--key-pass-file` (PKCS#8 PEM, and DER certificate
+#     with encrypted DER key).
 source "$(dirname "$0")/lib.sh"
 need OPENSSL_BIN
 
@@ -82,3 +84,60 @@ status=0
 wait "$ONCE_PID" || status=$?
 [ "$status" = 6 ] || fail "serve --once after a refused handshake exited $status, expected 6"
 pass "serve --once exits 6 when the client refuses the handshake"
+
+# --key-pass-file: encrypted keys made by the openssl tool, PEM and DER, served by each
+# implementation and verified by s_client.
+"$TIMEOUT_BIN" 30 "$OPENSSL_BIN" pkcs8 -topk8 -in "$WORK/certs/key.pem" -v2 aes-256-cbc \
+    -passout file:/dev/stdin -out "$WORK/certs/key.enc.pem" <<<"a passphrase with spaces" ||
+    fail "openssl pkcs8 failed"
+"$TIMEOUT_BIN" 30 "$OPENSSL_BIN" pkcs8 -topk8 -in "$WORK/certs/key.pem" -v2 aes-256-cbc \
+    -outform DER -passout file:/dev/stdin -out "$WORK/certs/key.enc.der" \
+    <<<"a passphrase with spaces" || fail "openssl pkcs8 -outform DER failed"
+"$TIMEOUT_BIN" 30 "$OPENSSL_BIN" x509 -in "$WORK/certs/cert.pem" -outform DER \
+    -out "$WORK/certs/cert.der" || fail "openssl x509 -outform DER failed"
+printf 'a passphrase with spaces\r\nsecond line ignored\n' >"$WORK/certs/key.pass"
+IMPLS=$("$TIMEOUT_BIN" 10 "$TLSOCK_BIN" version | awk 'NR > 1 && !/not compiled in/ {print $1}')
+for impl in $IMPLS; do
+    for form in pem der; do
+        cert=$WORK/certs/cert.pem
+        [ "$form" = der ] && cert=$WORK/certs/cert.der
+        start_tlsock_serve "enc-$impl-$form" --impl "$impl" --echo --cert "$cert" \
+            --key "$WORK/certs/key.enc.$form" --key-pass-file "$WORK/certs/key.pass"
+        status=0
+        s_client_echo "s_client_enc_${impl}_${form}" -connect "127.0.0.1:$PORT" "${VERIFY[@]}" ||
+            status=$?
+        [ "$status" = 0 ] || fail "$impl, $form: s_client exited $status"
+        grep -Eq '^ *Verify return code: 0 \(ok\)' "$WORK/s_client_enc_${impl}_${form}.out" ||
+            fail "$impl, $form: s_client did not verify the server"
+        stop_bg "$BG_PID" 10
+        pass "serve --impl $impl, encrypted $form key with --key-pass-file: verified, echo"
+    done
+done
+
+# examples/encrypted_key_server: the passphrase from a file through the callback, the encrypted
+# key and a PKCS#12 bundle, with each implementation; it serves one client and exits 0.
+"$TIMEOUT_BIN" 30 "$OPENSSL_BIN" pkcs12 -export -in "$WORK/certs/cert.pem" \
+    -inkey "$WORK/certs/key.pem" -passout "pass:a passphrase with spaces" -keypbe AES-256-CBC \
+    -certpbe AES-256-CBC -macalg sha256 -out "$WORK/certs/bundle.p12" ||
+    fail "openssl pkcs12 -export failed"
+if [ -n "${ENCRYPTED_KEY_SERVER_BIN:-}" ]; then
+    for impl in $IMPLS; do
+        for identity in key bundle; do
+            files=("$WORK/certs/cert.pem" "$WORK/certs/key.enc.pem")
+            [ "$identity" = bundle ] && files=("$WORK/certs/bundle.p12")
+            start_bg "example-$impl-$identity" env TLSOCK_IMPL="$impl" \
+                "$ENCRYPTED_KEY_SERVER_BIN" 0 "${files[@]}" "$WORK/certs/key.pass"
+            EXAMPLE_PID=$BG_PID
+            line=$(wait_for "$WORK/example-$impl-$identity.out" '^listening on port ' 10)
+            PORT=${line##* }
+            status=0
+            s_client_echo "s_client_example_${impl}_$identity" -connect "127.0.0.1:$PORT" \
+                "${VERIFY[@]}" || status=$?
+            [ "$status" = 0 ] || fail "example, $impl, $identity: s_client exited $status"
+            status=0
+            wait "$EXAMPLE_PID" || status=$?
+            [ "$status" = 0 ] || fail "example, $impl, $identity: exited $status"
+            pass "examples/encrypted_key_server ($impl, $identity): verified, echo, exit 0"
+        done
+    done
+fi

@@ -6,6 +6,8 @@
 # (b) An empty certificate, key or CA file: "is empty", naming the file.
 # (c) TLSOCK_IMPL naming no implementation: serve, connect and version fail with the value and
 #     the implementations compiled in; --impl still chooses one, and then serve and connect work.
+# (d) An encrypted --key with a wrong --key-pass-file, without one, or with one that cannot be
+#     read: exit 2 at once, naming the key file or the passphrase file.
 source "$(dirname "$0")/lib.sh"
 
 make_certs "$WORK/certs" localhost,127.0.0.1
@@ -61,9 +63,38 @@ refused serve-key-empty "$EMPTY_MSG" "key file" -- \
 refused connect-ca-empty "$EMPTY_MSG" "CA file" -- \
     "$TLSOCK_BIN" connect localhost:1 --ca "$WORK/empty.pem"
 
-# (c) The message names the value and what is compiled in (`tlsock version` lists it).
 IMPLS=$("$TIMEOUT_BIN" 10 "$TLSOCK_BIN" version | awk 'NR > 1 && !/not compiled in/ {print $1}')
 [ -n "$IMPLS" ] || fail "tlsock version lists no implementation"
+
+# (d) An encrypted key (made by the openssl tool) with a wrong passphrase file, without one, with
+#     one that cannot be read: refused at once on every implementation, stdin closed (nothing
+#     may prompt), the key file named.
+if [ -n "${OPENSSL_BIN:-}" ]; then
+    ENC=$WORK/key.enc.pem
+    "$TIMEOUT_BIN" 30 "$OPENSSL_BIN" pkcs8 -topk8 -in "$KEY" -v2 aes-256-cbc \
+        -passout pass:right-pass -out "$ENC" || fail "openssl pkcs8 failed"
+    echo wrong-pass >"$WORK/wrong.pass"
+    for impl in $IMPLS; do
+        refused "key-pass-wrong-$impl" "key file $ENC" "wrong passphrase" -- \
+            "$TLSOCK_BIN" serve --impl "$impl" --cert "$CERT" --key "$ENC" \
+            --key-pass-file "$WORK/wrong.pass"
+        refused "key-pass-none-$impl" "key file $ENC" "no passphrase was set (--key-pass-file)" -- \
+            "$TLSOCK_BIN" serve --impl "$impl" --cert "$CERT" --key "$ENC"
+    done
+    refused key-pass-missing "--key-pass-file $WORK/nosuch.pass: No such file" -- \
+        "$TLSOCK_BIN" serve --cert "$CERT" --key "$ENC" --key-pass-file "$WORK/nosuch.pass"
+    status=0
+    "$TIMEOUT_BIN" 10 "$TLSOCK_BIN" serve --key-pass-file "$WORK/wrong.pass" </dev/null \
+        >/dev/null 2>"$WORK/key-pass-usage.err" || status=$?
+    [ "$status" = 1 ] || fail "--key-pass-file without --cert: exit $status, expected 1"
+    grep -qF -- "--key-pass-file needs --cert" "$WORK/key-pass-usage.err" ||
+        fail "--key-pass-file without --cert: $(cat "$WORK/key-pass-usage.err")"
+    pass "--key-pass-file without --cert is a usage error"
+    refused key-pass-fifo "--key-pass-file $WORK/fifo.pem: not a regular file" -- \
+        "$TLSOCK_BIN" serve --cert "$CERT" --key "$ENC" --key-pass-file "$WORK/fifo.pem"
+fi
+
+# (c) The message names the value and what is compiled in (`tlsock version` lists it).
 WANT="set it to $(echo "$IMPLS" | paste -sd' ' | sed 's/ / or /g'), or unset it"
 refused impl-serve "TLSOCK_IMPL=nosuch names no TLS implementation" "$WANT" -- \
     env TLSOCK_IMPL=nosuch "$TLSOCK_BIN" serve

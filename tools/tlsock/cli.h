@@ -71,11 +71,12 @@ bool cli_parse_int(const char *arg, int min, int max, int *out);
 
 /* The context options that connect and serve share; NULL fields were not given. */
 struct cli_ctx_options {
-    const char *tls;     /* --tls MIN[-MAX] */
-    const char *ciphers; /* --ciphers POLICY */
-    const char *alpn;    /* --alpn LIST */
-    const char *cert;    /* --cert FILE */
-    const char *key;     /* --key FILE (defaults to the --cert file) */
+    const char *tls;           /* --tls MIN[-MAX] */
+    const char *ciphers;       /* --ciphers POLICY */
+    const char *alpn;          /* --alpn LIST */
+    const char *cert;          /* --cert FILE */
+    const char *key;           /* --key FILE (defaults to the --cert file) */
+    const char *key_pass_file; /* --key-pass-file FILE: the key's passphrase, first line */
 };
 
 /*
@@ -103,6 +104,7 @@ enum {
     CLI_OPT_HANDSHAKE_TIMEOUT,
     CLI_OPT_THREADS,
     CLI_OPT_IMPL,
+    CLI_OPT_KEY_PASS_FILE,
     CLI_OPT_SHARED_END,
 };
 
@@ -113,7 +115,8 @@ enum {
     {"ciphers", required_argument, NULL, 'P'}
 #define CLI_LONGOPTS_CERT \
     {"cert", required_argument, NULL, 'c'}, \
-    {"key", required_argument, NULL, 'K'}
+    {"key", required_argument, NULL, 'K'}, \
+    {"key-pass-file", required_argument, NULL, CLI_OPT_KEY_PASS_FILE}
 #define CLI_LONGOPTS_TRUST \
     {"ca", required_argument, NULL, 'C'}, \
     {"insecure", no_argument, NULL, 'k'}, \
@@ -171,8 +174,8 @@ int cli_parse_options(const struct cli_command *cmd, int argc, char **argv, void
                       struct cli_shared_options *shared);
 
 /*
- * "--key needs --cert": returns -1 to go on, or the exit status. Then --key defaults to the
- * --cert file.
+ * "--key needs --cert" (and so does --key-pass-file): returns -1 to go on, or the exit status.
+ * Then --key defaults to the --cert file.
  */
 int cli_check_cert_key(const char *cmd, struct cli_ctx_options *opts);
 

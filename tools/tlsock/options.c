@@ -4,10 +4,12 @@
  * throw-away certificate of the servers).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -99,6 +101,60 @@ void cli_format_hostport(const char *host, uint16_t port, char *out, size_t outl
     }
 }
 
+/*
+ * Sets the key passphrase from the first line of @p path (without its line end), so that it
+ * never appears on a command line. Reports failures; the copy read is wiped.
+ */
+static int set_key_pass(struct tlsock_ctx *ctx, const char *path)
+{
+    char pass[TLSOCK_PASSPHRASE_MAX + 2];
+    size_t len = 0;
+    ssize_t got = 0;
+    int err = TLSOCK_ECONFIG;
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    struct stat st;
+
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        cli_errorf("--key-pass-file %s: %s", path, strerror(errno));
+        goto close_fd;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        cli_errorf("--key-pass-file %s: not a regular file", path);
+        goto close_fd;
+    }
+    /* Bounded: each read adds bytes or ends the loop. */
+    while (len < sizeof(pass) - 1 && memchr(pass, '\n', len) == NULL) {
+        got = read(fd, pass + len, sizeof(pass) - 1 - len);
+        if (got > 0) {
+            len += (size_t)got;
+        } else if (got == 0 || errno != EINTR) {
+            break;
+        }
+    }
+    if (got < 0) {
+        cli_errorf("--key-pass-file %s: %s", path, strerror(errno));
+        goto wipe;
+    }
+    pass[len] = '\0';
+    pass[strcspn(pass, "\r\n")] = '\0';
+    if (strlen(pass) > TLSOCK_PASSPHRASE_MAX) {
+        cli_errorf("--key-pass-file %s: the passphrase is longer than %d bytes", path,
+                   TLSOCK_PASSPHRASE_MAX);
+        goto wipe;
+    }
+    err = tlsock_ctx_set_key_passphrase(ctx, pass);
+    if (err != 0) {
+        cli_error("--key-pass-file", err, tlsock_ctx_errmsg(ctx));
+    }
+wipe:
+    explicit_bzero(pass, sizeof(pass));
+close_fd:
+    if (fd >= 0) {
+        close(fd);
+    }
+    return err;
+}
+
 int cli_ctx_configure(struct tlsock_ctx *ctx, const struct cli_ctx_options *opts)
 {
     int err = 0;
@@ -121,6 +177,12 @@ int cli_ctx_configure(struct tlsock_ctx *ctx, const struct cli_ctx_options *opts
         err = tlsock_ctx_set_alpn(ctx, opts->alpn);
         if (err != 0) {
             cli_error("--alpn", err, tlsock_ctx_errmsg(ctx));
+            goto done;
+        }
+    }
+    if (opts->key_pass_file != NULL) {
+        err = set_key_pass(ctx, opts->key_pass_file);
+        if (err != 0) {
             goto done;
         }
     }
@@ -270,6 +332,9 @@ bool cli_shared_option(const char *cmd, struct cli_shared_options *opts, int opt
     case 'K':
         opts->ctx.key = arg;
         break;
+    case CLI_OPT_KEY_PASS_FILE:
+        opts->ctx.key_pass_file = arg;
+        break;
     case 'C':
         opts->ca = arg;
         break;
@@ -342,6 +407,9 @@ int cli_check_cert_key(const char *cmd, struct cli_ctx_options *opts)
 
     if (opts->key != NULL && opts->cert == NULL) {
         status = cli_usage_error(cmd, "--key needs --cert");
+    }
+    if (opts->key_pass_file != NULL && opts->cert == NULL) {
+        status = cli_usage_error(cmd, "--key-pass-file needs --cert");
     }
     if (opts->cert != NULL && opts->key == NULL) {
         opts->key = opts->cert;
