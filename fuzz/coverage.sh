@@ -24,6 +24,7 @@ rm -rf "$out"
 mkdir -p "$out"
 # fuzz_seeds is instrumented too: its profile is kept apart from the harnesses'.
 LLVM_PROFILE_FILE="$out/seeds.profraw" "$build/fuzz/fuzz_seeds" "$out/seeds" --keys >/dev/null
+"$src/fuzz/tool_seeds.sh" "$out/seeds"
 # llvm-cov takes the first program as an operand and the others as -object options.
 objects=""
 for h in server client certs session; do

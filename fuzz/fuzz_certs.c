@@ -8,11 +8,13 @@
  *           one never changes what existing corpus files mean)
  *   bytes 1-2: big-endian length of the first blob; the rest of the input is the second blob.
  *
- * To fuzz a new loader (DER and PKCS#12 are planned), append a row to loaders[] and add seeds to
- * fuzz/corpus/certs/ whose byte 0 names it (fuzz_seeds writes them; see docs/FUZZING.md).
+ * To fuzz a new loader, append a row to loaders[] and add seeds to fuzz/corpus/certs/ whose
+ * byte 0 names it (fuzz_seeds writes the PEM ones; fuzz/tool_seeds.sh makes DER, encrypted keys,
+ * PKCS#12 and CRLs with the openssl tool; see docs/FUZZING.md).
  */
 #include "fuzz.h"
 
+#include <stdbool.h>
 #include <string.h>
 
 /* Loads @p a (and @p b where the loader takes two blobs) into a fresh context of @p impl. */
@@ -40,22 +42,68 @@ static void check_result(struct tlsock_ctx *ctx, const char *what, int rc)
     }
 }
 
-/* A server's chain (a) and key (b); a pair that loads is then used for a connection, which
- * freezes the context with it. */
-static void load_cert_mem(int impl, const char *a, size_t a_len, const char *b, size_t b_len)
-{
-    struct tlsock_ctx *ctx = new_ctx(TLSOCK_SERVER, impl);
-    int rc = tlsock_ctx_set_cert_mem(ctx, a, a_len, b, b_len);
+/* The passphrase of the protected keys and bundles in the corpus (fuzz/tool_seeds.sh). */
+#define FUZZ_PASSPHRASE "tlsock-fuzz"
 
-    check_result(ctx, "set_cert_mem", rc);
+/* An identity that loaded (@p rc 0) is used for a connection, which freezes the context with
+ * it; then the context goes. */
+static void use_identity(struct tlsock_ctx *ctx, const char *what, int rc)
+{
+    check_result(ctx, what, rc);
     if (rc == 0) {
         struct tlsock_conn *conn = NULL;
         rc = tlsock_attach_mem(ctx, NULL, &conn);
         if (rc != 0) {
-            fz_fail("attach_mem after a certificate loaded: %s (%s)", tlsock_err_name(rc),
-                    tlsock_errmsg());
+            fz_fail("attach_mem after %s: %s (%s)", what, tlsock_err_name(rc), tlsock_errmsg());
         }
         tlsock_close(conn);
+    }
+    tlsock_ctx_free(ctx);
+}
+
+/* A server's chain (a) and key (b), PEM or DER, the key maybe encrypted (with
+ * FUZZ_PASSPHRASE when @p with_pass). */
+static void load_cert(int impl, const char *a, size_t a_len, const char *b, size_t b_len,
+                      bool with_pass)
+{
+    struct tlsock_ctx *ctx = new_ctx(TLSOCK_SERVER, impl);
+
+    if (with_pass) {
+        check_result(ctx, "set_key_passphrase",
+                     tlsock_ctx_set_key_passphrase(ctx, FUZZ_PASSPHRASE));
+    }
+    use_identity(ctx, "set_cert_mem", tlsock_ctx_set_cert_mem(ctx, a, a_len, b, b_len));
+}
+
+static void load_cert_mem(int impl, const char *a, size_t a_len, const char *b, size_t b_len)
+{
+    load_cert(impl, a, a_len, b, b_len, false);
+}
+
+static void load_cert_mem_pass(int impl, const char *a, size_t a_len, const char *b, size_t b_len)
+{
+    load_cert(impl, a, a_len, b, b_len, true);
+}
+
+/* A PKCS#12 bundle (a), with FUZZ_PASSPHRASE. */
+static void load_pkcs12_mem(int impl, const char *a, size_t a_len, const char *b, size_t b_len)
+{
+    struct tlsock_ctx *ctx = new_ctx(TLSOCK_SERVER, impl);
+
+    (void)b;
+    (void)b_len;
+    check_result(ctx, "set_key_passphrase", tlsock_ctx_set_key_passphrase(ctx, FUZZ_PASSPHRASE));
+    use_identity(ctx, "set_pkcs12_mem", tlsock_ctx_set_pkcs12_mem(ctx, a, a_len));
+}
+
+/* CRLs (a), then more of them (b), PEM or DER, into a client context. */
+static void load_crl_mem(int impl, const char *a, size_t a_len, const char *b, size_t b_len)
+{
+    struct tlsock_ctx *ctx = new_ctx(TLSOCK_CLIENT, impl);
+
+    check_result(ctx, "add_crl_mem", tlsock_ctx_add_crl_mem(ctx, a, a_len));
+    if (b_len > 0) {
+        check_result(ctx, "add_crl_mem (second)", tlsock_ctx_add_crl_mem(ctx, b, b_len));
     }
     tlsock_ctx_free(ctx);
 }
@@ -90,9 +138,9 @@ static const struct {
     const char *name;
     loader_fn load;
 } loaders[] = {
-    {"cert_mem", load_cert_mem},
-    {"ca_mem", load_ca_mem},
-    {"fingerprint", load_fingerprint},
+    {"cert_mem", load_cert_mem},       {"ca_mem", load_ca_mem},
+    {"fingerprint", load_fingerprint}, {"cert_mem_pass", load_cert_mem_pass},
+    {"pkcs12_mem", load_pkcs12_mem},   {"crl_mem", load_crl_mem},
 };
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)

@@ -19,6 +19,7 @@ work=$build/fuzz-work
 
 mkdir -p "$work/artifacts"
 "$build/fuzz/fuzz_seeds" "$work/seeds" --keys >/dev/null
+"$src/tool_seeds.sh" "$work/seeds"
 
 # -fno-sanitize-recover makes UBSan fatal; ASan's leak check runs after each input that leaks.
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}"

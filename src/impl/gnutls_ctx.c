@@ -583,6 +583,37 @@ static int check_own_key(const struct gtls_ctx *gc, gnutls_x509_crt_t leaf, stru
     return 0;
 }
 
+/*
+ * The pair is checked before it goes to gnutls_certificate_set_x509_key(): GnuTLS 3.7 keeps
+ * nothing of a pair it refuses but leaks the copy of the key it made (the fuzzer found it with
+ * keys whose parameters do not verify). So it is only given a valid key that matches the
+ * leaf; what it may still refuse then is out of memory.
+ */
+static int check_pair(gnutls_x509_crt_t leaf, gnutls_x509_privkey_t key, struct tlsock__err *err)
+{
+    unsigned char leaf_id[64];
+    unsigned char key_id[64];
+    size_t leaf_len = sizeof(leaf_id);
+    size_t key_len = sizeof(key_id);
+    int ret = gnutls_x509_privkey_verify_params(key);
+
+    if (ret < 0) {
+        return tlsock__fail(err, ret == GNUTLS_E_MEMORY_ERROR ? TLSOCK_ENOMEM : TLSOCK_ECONFIG,
+                            "the private key is not valid: %s", gnutls_strerror(ret));
+    }
+    ret = gnutls_x509_crt_get_key_id(leaf, GNUTLS_KEYID_USE_SHA256, leaf_id, &leaf_len);
+    if (ret >= 0) {
+        ret = gnutls_x509_privkey_get_key_id(key, GNUTLS_KEYID_USE_SHA256, key_id, &key_len);
+    }
+    if (ret == GNUTLS_E_MEMORY_ERROR) {
+        return tlsock__fail(err, TLSOCK_ENOMEM, "gnutls: %s", gnutls_strerror(ret));
+    }
+    if (ret < 0 || leaf_len != key_len || memcmp(leaf_id, key_id, key_len) != 0) {
+        return tlsock__fail(err, TLSOCK_ECONFIG, "%s", TLSOCK__MSG_KEY_MISMATCH);
+    }
+    return 0;
+}
+
 int tlsock__gtls_ctx_set_cert(void *nctx, const struct tlsock__cert_src *src,
                               struct tlsock__err *err)
 {
@@ -595,6 +626,9 @@ int tlsock__gtls_ctx_set_cert(void *nctx, const struct tlsock__cert_src *src,
         return rc;
     }
     rc = check_own_key(gc, cert.chain[0], err);
+    if (rc == 0) {
+        rc = check_pair(cert.chain[0], cert.key, err);
+    }
     if (rc != 0) {
         goto free_cert;
     }
