@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <gnutls/abstract.h>
 #include <gnutls/x509.h>
 
 #include "gnutls_int.h"
@@ -583,35 +584,64 @@ static int check_own_key(const struct gtls_ctx *gc, gnutls_x509_crt_t leaf, stru
     return 0;
 }
 
-/*
- * The pair is checked before it goes to gnutls_certificate_set_x509_key(): GnuTLS 3.7 keeps
- * nothing of a pair it refuses but leaks the copy of the key it made (the fuzzer found it with
- * keys whose parameters do not verify). So it is only given a valid key that matches the
- * leaf; what it may still refuse then is out of memory.
- */
-static int check_pair(gnutls_x509_crt_t leaf, gnutls_x509_privkey_t key, struct tlsock__err *err)
+/* A key whose parameters do not verify (e.g. a public point that is not the private key's) is
+ * refused when it is set, rather than by a handshake that cannot sign. */
+static int check_key_valid(gnutls_x509_privkey_t key, struct tlsock__err *err)
 {
-    unsigned char leaf_id[64];
-    unsigned char key_id[64];
-    size_t leaf_len = sizeof(leaf_id);
-    size_t key_len = sizeof(key_id);
     int ret = gnutls_x509_privkey_verify_params(key);
 
     if (ret < 0) {
         return tlsock__fail(err, ret == GNUTLS_E_MEMORY_ERROR ? TLSOCK_ENOMEM : TLSOCK_ECONFIG,
                             "the private key is not valid: %s", gnutls_strerror(ret));
     }
-    ret = gnutls_x509_crt_get_key_id(leaf, GNUTLS_KEYID_USE_SHA256, leaf_id, &leaf_len);
+    return 0;
+}
+
+/*
+ * Gives @p cert's chain and key to @p cred. gnutls_certificate_set_key() is used rather than
+ * gnutls_certificate_set_x509_key(): when it refuses a pair (a key that does not match, a curve
+ * it does not support) what was given stays the caller's to free, while the latter leaks the
+ * copy of the key it made (GnuTLS 3.7; the fuzzer found it). On success the credentials own the
+ * certificates and the key.
+ */
+static int give_pair(gnutls_certificate_credentials_t cred, const struct gtls_cert *cert,
+                     struct tlsock__err *err)
+{
+    gnutls_pcert_st *pcerts = gnutls_calloc(cert->count, sizeof(*pcerts));
+    gnutls_privkey_t key = NULL;
+    unsigned made = 0;
+    int ret = pcerts == NULL ? GNUTLS_E_MEMORY_ERROR : 0;
+
+    while (ret >= 0 && made < cert->count) {
+        ret = gnutls_pcert_import_x509(&pcerts[made], cert->chain[made], 0);
+        made += ret >= 0;
+    }
     if (ret >= 0) {
-        ret = gnutls_x509_privkey_get_key_id(key, GNUTLS_KEYID_USE_SHA256, key_id, &key_len);
+        ret = gnutls_privkey_init(&key);
     }
-    if (ret == GNUTLS_E_MEMORY_ERROR) {
-        return tlsock__fail(err, TLSOCK_ENOMEM, "gnutls: %s", gnutls_strerror(ret));
+    if (ret >= 0) {
+        ret = gnutls_privkey_import_x509(key, cert->key, GNUTLS_PRIVKEY_IMPORT_COPY);
     }
-    if (ret < 0 || leaf_len != key_len || memcmp(leaf_id, key_id, key_len) != 0) {
+    if (ret >= 0) {
+        /* Names NULL: GnuTLS takes them from the leaf, for its own SNI matching. */
+        ret = gnutls_certificate_set_key(cred, NULL, 0, pcerts, (int)cert->count, key);
+    }
+    if (ret >= 0) {
+        gnutls_free(pcerts); /* the array only: its contents belong to the credentials now */
+        return 0;
+    }
+    for (unsigned i = 0; i < made; i++) {
+        gnutls_pcert_deinit(&pcerts[i]);
+    }
+    gnutls_free(pcerts);
+    if (key != NULL) {
+        gnutls_privkey_deinit(key);
+    }
+    if (ret == GNUTLS_E_CERTIFICATE_KEY_MISMATCH) {
         return tlsock__fail(err, TLSOCK_ECONFIG, "%s", TLSOCK__MSG_KEY_MISMATCH);
     }
-    return 0;
+    return tlsock__fail(err, ret == GNUTLS_E_MEMORY_ERROR ? TLSOCK_ENOMEM : TLSOCK_ECONFIG,
+                        "certificate and key refused: %s", gnutls_strerror(ret));
 }
 
 int tlsock__gtls_ctx_set_cert(void *nctx, const struct tlsock__cert_src *src,
@@ -627,7 +657,7 @@ int tlsock__gtls_ctx_set_cert(void *nctx, const struct tlsock__cert_src *src,
     }
     rc = check_own_key(gc, cert.chain[0], err);
     if (rc == 0) {
-        rc = check_pair(cert.chain[0], cert.key, err);
+        rc = check_key_valid(cert.key, err);
     }
     if (rc != 0) {
         goto free_cert;
@@ -646,15 +676,8 @@ int tlsock__gtls_ctx_set_cert(void *nctx, const struct tlsock__cert_src *src,
     if (rc != 0) {
         goto free_cred;
     }
-    /* GnuTLS copies the certificates and the key. */
-    int ret = gnutls_certificate_set_x509_key(cred, cert.chain, cert.count, cert.key);
-    if (ret == GNUTLS_E_CERTIFICATE_KEY_MISMATCH) {
-        rc = tlsock__fail(err, TLSOCK_ECONFIG, "%s", TLSOCK__MSG_KEY_MISMATCH);
-        goto free_cred;
-    }
-    if (ret < 0) {
-        rc = tlsock__fail(err, ret == GNUTLS_E_MEMORY_ERROR ? TLSOCK_ENOMEM : TLSOCK_ECONFIG,
-                          "certificate and key refused: %s", gnutls_strerror(ret));
+    rc = give_pair(cred, &cert, err);
+    if (rc != 0) {
         goto free_cred;
     }
     gnutls_certificate_free_credentials(gc->cred);
