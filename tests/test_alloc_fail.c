@@ -23,6 +23,7 @@
 
 #include "alloc_fail.h"
 #include "pair.h"
+#include "workdir.h"
 
 #if TS_HAVE_UV
 #include <tlsock/uv.h>
@@ -119,7 +120,7 @@ struct fa_env {
     struct tlsock_ctx *cctx;
     struct echo_server echo;
     struct client_thread peer;
-    char dir[64]; /* PEM files for the file setters */
+    struct ts_workdir wd; /* PEM files for the file setters */
     char ca_path[96];
     char cert_path[96];
     char key_path[96];
@@ -204,15 +205,6 @@ static void assert_works(const char *what, bool tolerant, int rc, const char *ms
     }
 }
 
-static void write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-
-    assert_non_null(f);
-    assert_true(fputs(text, f) >= 0);
-    assert_int_equal(fclose(f), 0);
-}
-
 static int fa_setup(void **state)
 {
     struct fa_env *e = calloc(1, sizeof(*e));
@@ -224,16 +216,15 @@ static int fa_setup(void **state)
     ts_pair_init(&e->pair);
     /* A failed handshake step is checked as it failed: its alert does not move on. */
     e->pair.stop_at_failure = true;
-    snprintf(e->dir, sizeof(e->dir), "/tmp/tlsock-alloc-XXXXXX");
-    if (mkdtemp(e->dir) == NULL) {
+    if (ts_workdir_make(&e->wd, "alloc") != 0) {
         free(e);
         return -1;
     }
-    snprintf(e->ca_path, sizeof(e->ca_path), "%s/ca.pem", e->dir);
-    snprintf(e->cert_path, sizeof(e->cert_path), "%s/cert.pem", e->dir);
-    snprintf(e->key_path, sizeof(e->key_path), "%s/key.pem", e->dir);
-    snprintf(e->enc_key_path, sizeof(e->enc_key_path), "%s/key.enc.pem", e->dir);
-    snprintf(e->p12_path, sizeof(e->p12_path), "%s/bundle.p12", e->dir);
+    ts_workdir_path(&e->wd, "ca.pem", e->ca_path, sizeof(e->ca_path));
+    ts_workdir_path(&e->wd, "cert.pem", e->cert_path, sizeof(e->cert_path));
+    ts_workdir_path(&e->wd, "key.pem", e->key_path, sizeof(e->key_path));
+    ts_workdir_path(&e->wd, "key.enc.pem", e->enc_key_path, sizeof(e->enc_key_path));
+    ts_workdir_path(&e->wd, "bundle.p12", e->p12_path, sizeof(e->p12_path));
     ts_fill(e->out, SIZE, 1);
     ts_fill(e->back, SIZE, 2);
     *state = e;
@@ -286,12 +277,7 @@ static int fa_teardown(void **state)
         echo_stop(&e->echo);
         tlsock_ctx_free(e->sctx);
         tlsock_ctx_free(e->cctx);
-        unlink(e->ca_path);
-        unlink(e->cert_path);
-        unlink(e->key_path);
-        unlink(e->enc_key_path);
-        unlink(e->p12_path);
-        rmdir(e->dir);
+        (void)ts_workdir_remove(&e->wd);
         free(e);
         *state = NULL;
     }
@@ -490,17 +476,14 @@ static int set_pkcs12_file(struct fa_env *e)
  */
 static void make_protected_files(struct fa_env *e)
 {
-    char cmd[1024];
-
-    snprintf(cmd, sizeof(cmd),
-             "timeout 60 openssl pkcs8 -topk8 -v2 aes-256-cbc -iter 1 -in '%s' -passout "
-             "pass:" FA_KEY_PASS
-             " -out '%s' && timeout 60 openssl pkcs12 -export -in '%s' -inkey '%s' -passout "
-             "pass:" FA_KEY_PASS
-             " -keypbe AES-256-CBC -certpbe AES-256-CBC -iter 1 -nomaciter -macalg sha256 "
-             "-out '%s'",
-             e->key_path, e->enc_key_path, e->cert_path, e->key_path, e->p12_path);
-    assert_int_equal(system(cmd), 0);
+    assert_int_equal(ts_workdir_sh(&e->wd,
+                                   "timeout 60 openssl pkcs8 -topk8 -v2 aes-256-cbc -iter 1 "
+                                   "-in key.pem -passout pass:" FA_KEY_PASS " -out key.enc.pem && "
+                                   "timeout 60 openssl pkcs12 -export -in cert.pem -inkey key.pem "
+                                   "-passout pass:" FA_KEY_PASS " -keypbe AES-256-CBC "
+                                   "-certpbe AES-256-CBC -iter 1 -nomaciter -macalg sha256 "
+                                   "-out bundle.p12"),
+                     0);
 }
 
 static const struct setter setters[] = {
@@ -591,9 +574,11 @@ static void test_setters(void **state)
         .teardown = free_made_context,
     };
 
-    write_file(e->ca_path, ts_pki.ca.cert);
-    write_file(e->cert_path, ts_pki.server.cert);
-    write_file(e->key_path, ts_pki.server.key);
+    assert_int_equal(ts_workdir_write(&e->wd, "ca.pem", ts_pki.ca.cert, strlen(ts_pki.ca.cert)), 0);
+    assert_int_equal(
+        ts_workdir_write(&e->wd, "cert.pem", ts_pki.server.cert, strlen(ts_pki.server.cert)), 0);
+    assert_int_equal(
+        ts_workdir_write(&e->wd, "key.pem", ts_pki.server.key, strlen(ts_pki.server.key)), 0);
     make_protected_files(e);
     contexts_make(e, protocol_rounds[0]);
     /* The server's ALPN is for the client setter, the client's for the server's. */

@@ -8,8 +8,8 @@
  * the terminal.
  */
 #include "pair.h"
+#include "workdir.h"
 
-#include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -23,74 +23,29 @@
 #define PASS       "correct horse battery"
 #define WRONG_PASS "not the passphrase"
 
-static char dir[64];
+static struct ts_workdir wd;
 static struct tlsock__pem_pair rsa_leaf; /* an RSA-2048 server certificate for traditional RSA */
 
-/* The path of @p name in the temporary directory (a static buffer per call site is enough). */
-static const char *path_of(const char *name, char *buf, size_t size)
-{
-    snprintf(buf, size, "%s/%s", dir, name);
-    return buf;
-}
-#define PATH(name) path_of((name), (char[128]){0}, 128)
-
-static int write_file(const char *name, const void *data, size_t len)
-{
-    FILE *f = fopen(PATH(name), "wb");
-    int rc = -1;
-
-    if (f != NULL) {
-        rc = fwrite(data, 1, len, f) == len ? 0 : -1;
-        rc = fclose(f) == 0 ? rc : -1;
-    }
-    return rc;
-}
-
-/* The bytes of @p name in a malloc()ed buffer; NULL on failure. */
-static char *read_all(const char *name, size_t *len)
-{
-    FILE *f = fopen(PATH(name), "rb");
-    char *buf = NULL;
-    long size = 0;
-
-    if (f == NULL) {
-        return NULL;
-    }
-    if (fseek(f, 0, SEEK_END) == 0 && (size = ftell(f)) > 0 && fseek(f, 0, SEEK_SET) == 0) {
-        buf = malloc((size_t)size);
-        if (buf != NULL && fread(buf, 1, (size_t)size, f) != (size_t)size) {
-            free(buf);
-            buf = NULL;
-        }
-    }
-    fclose(f);
-    *len = (size_t)size;
-    return buf;
-}
+/* The path of @p name in the temporary directory, in a buffer of the enclosing block. */
+#define PATH(name) TS_WORKDIR_PATH(&wd, (name))
 
 /* Runs an `openssl` command in the temporary directory, bounded in time; 0 when it succeeded. */
 static int run_openssl(const char *args)
 {
-    char cmd[1024];
-    int status = 0;
-
-    snprintf(cmd, sizeof(cmd), "cd '%s' && timeout 60 openssl %s >/dev/null 2>openssl.err", dir,
-             args);
-    status = system(cmd);
-    if (status != 0) {
-        print_error("openssl %s: status %d\n", args, status);
-        snprintf(cmd, sizeof(cmd), "cat '%s/openssl.err' >&2", dir);
-        (void)system(cmd);
+    if (ts_workdir_sh(&wd, "timeout 60 openssl %s >/dev/null 2>openssl.err", args) != 0) {
+        (void)ts_workdir_sh(&wd, "cat openssl.err >&2");
+        return -1;
     }
-    return status == 0 ? 0 : -1;
+    return 0;
 }
 
 /* Keeps the first half of @p from as @p to: a truncated DER file. */
 static int truncate_copy(const char *from, const char *to)
 {
+    unsigned char *data = NULL;
     size_t len = 0;
-    char *data = read_all(from, &len);
-    int rc = data != NULL ? write_file(to, data, len / 2) : -1;
+    int rc = ts_workdir_read(&wd, from, &data, &len) == 0 ? ts_workdir_write(&wd, to, data, len / 2)
+                                                          : -1;
 
     free(data);
     return rc;
@@ -112,9 +67,8 @@ static int make_files(void **state)
     if (rc != 0) {
         return -1;
     }
-    /* A dependency scripts/bootstrap installs: without it the test fails, it does not skip. */
-    if (system("openssl version >/dev/null 2>&1") != 0) {
-        print_error("the openssl command-line tool, which makes the key files, is missing\n");
+    /* The openssl tool makes the key files: without it the test fails, it does not skip. */
+    if (ts_require_tool("openssl") != 0) {
         return -1;
     }
     rsa_spec.issuer_cert_pem = ts_pki.ca.cert;
@@ -122,9 +76,7 @@ static int make_files(void **state)
     if (ts_cert_make(&rsa_spec, &rsa_leaf) != 0) {
         return -1;
     }
-    snprintf(dir, sizeof(dir), "/tmp/tlsock-keys-XXXXXX");
-    if (mkdtemp(dir) == NULL) {
-        print_error("mkdtemp: %s\n", strerror(errno));
+    if (ts_workdir_make(&wd, "keys") != 0) {
         return -1;
     }
     const struct {
@@ -136,7 +88,7 @@ static int make_files(void **state)
         {"rsa.pem", rsa_leaf.cert},       {"rsa_key.pem", rsa_leaf.key},
     };
     for (size_t i = 0; i < sizeof(pems) / sizeof(pems[0]); i++) {
-        if (write_file(pems[i].name, pems[i].text, strlen(pems[i].text)) != 0) {
+        if (ts_workdir_write(&wd, pems[i].name, pems[i].text, strlen(pems[i].text)) != 0) {
             return -1;
         }
     }
@@ -167,12 +119,7 @@ static int make_files(void **state)
 
 static int remove_files(void **state)
 {
-    char cmd[128];
-
-    if (dir[0] != '\0') {
-        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-        (void)system(cmd);
-    }
+    (void)ts_workdir_remove(&wd);
     tlsock__pem_pair_free(&rsa_leaf);
     return ts_pki_teardown(state);
 }
@@ -422,33 +369,31 @@ static int load(struct tlsock_ctx *ctx, const struct key_case *c)
 {
     char cert_path[128];
     char key_path[128];
-    char *cert = NULL;
-    char *key = NULL;
+    unsigned char *cert = NULL;
+    unsigned char *key = NULL;
     size_t cert_len = 0;
     size_t key_len = 0;
     int rc = 0;
 
-    path_of(c->cert, cert_path, sizeof(cert_path));
+    ts_workdir_path(&wd, c->cert, cert_path, sizeof(cert_path));
     if (c->key != NULL) {
-        path_of(c->key, key_path, sizeof(key_path));
+        ts_workdir_path(&wd, c->key, key_path, sizeof(key_path));
     }
     switch (c->source) {
     case FILES:
         rc = tlsock_ctx_set_cert_file(ctx, cert_path, key_path);
         break;
     case MEMORY:
-        cert = read_all(c->cert, &cert_len);
-        key = read_all(c->key, &key_len);
-        assert_non_null(cert);
-        assert_non_null(key);
-        rc = tlsock_ctx_set_cert_mem(ctx, cert, cert_len, key, key_len);
+        assert_int_equal(ts_workdir_read(&wd, c->cert, &cert, &cert_len), 0);
+        assert_int_equal(ts_workdir_read(&wd, c->key, &key, &key_len), 0);
+        /* PEM or DER bytes, as read. */
+        rc = tlsock_ctx_set_cert_mem(ctx, (const char *)cert, cert_len, (const char *)key, key_len);
         break;
     case P12_FILE:
         rc = tlsock_ctx_set_pkcs12_file(ctx, cert_path);
         break;
     case P12_MEMORY:
-        cert = read_all(c->cert, &cert_len);
-        assert_non_null(cert);
+        assert_int_equal(ts_workdir_read(&wd, c->cert, &cert, &cert_len), 0);
         rc = tlsock_ctx_set_pkcs12_mem(ctx, cert, cert_len);
         break;
     }
@@ -470,7 +415,7 @@ static void check_message(const struct key_case *c, const char *msg)
         }
         if (at != NULL) {
             const char *name = strncmp(at, "@cert", 5) == 0 ? c->cert : c->key;
-            snprintf(want, sizeof(want), "%.*s%s/%s", (int)(at - m), m, dir, name);
+            snprintf(want, sizeof(want), "%.*s%s/%s", (int)(at - m), m, wd.path, name);
         } else {
             snprintf(want, sizeof(want), "%s", m);
         }

@@ -8,8 +8,8 @@
  * run time, in a temporary directory removed at the end (`openssl ca -revoke`, `-gencrl`).
  */
 #include "pair.h"
+#include "workdir.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +17,7 @@
 
 /* ---- certificates, CRLs and pins, made once -------------------------------------------------- */
 
-static char dir[64];
+static struct ts_workdir wd;
 
 enum cert {
     CERT_SERVER,         /* ts_pki.server */
@@ -36,7 +36,7 @@ enum cert {
 
 static struct tlsock__pem_pair certs[CERT_COUNT];
 
-/* Each CRL file as PEM and DER: <dir>/<name>.pem and <dir>/<name>.der. */
+/* Each CRL file as PEM and DER: <name>.pem and <name>.der in wd. */
 enum crl {
     CRL_ROOT = 1 << 0,         /* by ts_pki.ca: the revoked server, client and intermediate */
     CRL_ROOT_EXPIRED = 1 << 1, /* by ts_pki.ca, nothing revoked, nextUpdate in 2020 */
@@ -57,66 +57,10 @@ static struct {
     size_t len;
 } der_inter_leaf, der_ca, der_client;
 
-static int run(const char *fmt, ...) TLSOCK__PRINTF(1, 2);
-static int run(const char *fmt, ...)
+/* Writes the NUL-terminated @p text as the file @p name of the work directory. */
+static int write_text(const char *name, const char *text)
 {
-    char cmd[2048];
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof(cmd), fmt, ap);
-    va_end(ap);
-    int status = system(cmd);
-    if (status != 0) {
-        print_error("command failed (%d): %s\n", status, cmd);
-        return -1;
-    }
-    return 0;
-}
-
-static int write_file(const char *name, const char *text)
-{
-    char path[256];
-    FILE *f;
-
-    snprintf(path, sizeof(path), "%s/%s", dir, name);
-    f = fopen(path, "w");
-    if (f == NULL || fputs(text, f) < 0) {
-        print_error("cannot write %s\n", path);
-        if (f != NULL) {
-            fclose(f);
-        }
-        return -1;
-    }
-    return fclose(f) == 0 ? 0 : -1;
-}
-
-/* Reads <dir>/<name> into a malloc'd buffer (NUL-terminated). */
-static int read_file(const char *name, unsigned char **data, size_t *len)
-{
-    char path[256];
-    FILE *f;
-    long size;
-
-    snprintf(path, sizeof(path), "%s/%s", dir, name);
-    f = fopen(path, "rb");
-    if (f == NULL || fseek(f, 0, SEEK_END) != 0 || (size = ftell(f)) <= 0 ||
-        fseek(f, 0, SEEK_SET) != 0) {
-        print_error("cannot read %s\n", path);
-        if (f != NULL) {
-            fclose(f);
-        }
-        return -1;
-    }
-    *data = malloc((size_t)size + 1);
-    if (*data == NULL || fread(*data, 1, (size_t)size, f) != (size_t)size) {
-        fclose(f);
-        return -1;
-    }
-    (*data)[size] = '\0';
-    *len = (size_t)size;
-    fclose(f);
-    return 0;
+    return ts_workdir_write(&wd, name, text, strlen(text));
 }
 
 /*
@@ -130,32 +74,35 @@ static int make_crl(const char *name, const struct tlsock__pem_pair *issuer,
     int rc = 0;
 
     snprintf(file, sizeof(file), "%s-ca.pem", name);
-    rc |= write_file(file, issuer->cert);
+    rc |= write_text(file, issuer->cert);
     snprintf(file, sizeof(file), "%s-ca.key", name);
-    rc |= write_file(file, issuer->key);
+    rc |= write_text(file, issuer->key);
     snprintf(file, sizeof(file), "%s.cnf", name);
     char cnf[256];
     snprintf(cnf, sizeof(cnf),
              "[ca]\ndefault_ca = d\n[d]\ndatabase = %s.index\ndefault_md = sha256\n"
              "default_crl_days = 7\n",
              name);
-    rc |= write_file(file, cnf);
+    rc |= write_text(file, cnf);
     snprintf(file, sizeof(file), "%s.index", name);
-    rc |= write_file(file, "");
+    rc |= write_text(file, "");
     for (int i = 0; rc == 0 && revoked[i] != NULL; i++) {
         snprintf(file, sizeof(file), "%s-revoked%d.pem", name, i);
-        rc |= write_file(file, revoked[i]->cert);
-        rc |= run("cd %s && openssl ca -batch -config %s.cnf -keyfile %s-ca.key -cert %s-ca.pem "
-                  "-revoke %s >/dev/null 2>&1",
-                  dir, name, name, name, file);
+        rc |= write_text(file, revoked[i]->cert);
+        rc |= ts_workdir_sh(&wd,
+                            "openssl ca -batch -config %s.cnf -keyfile %s-ca.key -cert %s-ca.pem "
+                            "-revoke %s >/dev/null 2>&1",
+                            name, name, name, file);
     }
     if (rc == 0) {
-        rc = run("cd %s && openssl ca -batch -config %s.cnf -keyfile %s-ca.key -cert %s-ca.pem "
-                 "-gencrl %s -out %s.pem >/dev/null 2>&1 && "
-                 "openssl crl -in %s.pem -outform DER -out %s.der",
-                 dir, name, name, name,
-                 expired ? "-crl_lastupdate 20200101000000Z -crl_nextupdate 20200201000000Z" : "",
-                 name, name, name);
+        rc = ts_workdir_sh(
+            &wd,
+            "openssl ca -batch -config %s.cnf -keyfile %s-ca.key -cert %s-ca.pem "
+            "-gencrl %s -out %s.pem >/dev/null 2>&1 && "
+            "openssl crl -in %s.pem -outform DER -out %s.der",
+            name, name, name,
+            expired ? "-crl_lastupdate 20200101000000Z -crl_nextupdate 20200201000000Z" : "", name,
+            name, name);
     }
     return rc;
 }
@@ -163,29 +110,21 @@ static int make_crl(const char *name, const struct tlsock__pem_pair *issuer,
 /* The SPKI pin of @p pem: "sha256/BASE64", or 64 hexadecimal digits when @p hex. */
 static int make_pin(const char *pem, bool hex, char *out, size_t size)
 {
-    char cmd[512];
-    FILE *p;
+    unsigned char *text = NULL;
+    size_t len = 0;
 
-    if (write_file("pin-cert.pem", pem) != 0) {
+    if (write_text("pin-cert.pem", pem) != 0 ||
+        ts_workdir_sh(&wd,
+                      "openssl x509 -in pin-cert.pem -pubkey -noout | openssl pkey -pubin "
+                      "-outform der | openssl dgst -sha256 -binary | %s >pin.out",
+                      hex ? "od -An -tx1 | tr -d ' \\n'" : "base64") != 0 ||
+        ts_workdir_read(&wd, "pin.out", &text, &len) != 0) {
         return -1;
     }
-    snprintf(cmd, sizeof(cmd),
-             "openssl x509 -in %s/pin-cert.pem -pubkey -noout | openssl pkey -pubin -outform der "
-             "| openssl dgst -sha256 -binary | %s",
-             dir, hex ? "od -An -tx1 | tr -d ' \\n'" : "base64");
-    p = popen(cmd, "r");
-    if (p == NULL) {
-        return -1;
-    }
-    const char *prefix = hex ? "" : "sha256/";
-    size_t used = strlen(prefix);
-    memcpy(out, prefix, used + 1);
-    if (fgets(out + used, (int)(size - used), p) == NULL) {
-        pclose(p);
-        return -1;
-    }
-    out[strcspn(out, "\n")] = '\0';
-    return pclose(p) == 0 && strlen(out) == (hex ? 64 : 51) ? 0 : -1;
+    text[strcspn((char *)text, "\n")] = '\0';
+    snprintf(out, size, "%s%s", hex ? "" : "sha256/", (char *)text);
+    free(text);
+    return strlen(out) == (hex ? 64 : 51) ? 0 : -1;
 }
 
 static int make_der(const char *pem, const char *name, unsigned char **der, size_t *len)
@@ -193,12 +132,12 @@ static int make_der(const char *pem, const char *name, unsigned char **der, size
     char file[64];
 
     snprintf(file, sizeof(file), "%s.crt", name);
-    if (write_file(file, pem) != 0 ||
-        run("cd %s && openssl x509 -in %s.crt -outform DER -out %s.cder", dir, name, name) != 0) {
+    if (write_text(file, pem) != 0 ||
+        ts_workdir_sh(&wd, "openssl x509 -in %s.crt -outform DER -out %s.cder", name, name) != 0) {
         return -1;
     }
     snprintf(file, sizeof(file), "%s.cder", name);
-    return read_file(file, der, len);
+    return ts_workdir_read(&wd, file, der, len);
 }
 
 static int make_all(void **state)
@@ -209,13 +148,8 @@ static int make_all(void **state)
     if (rc != 0) {
         return -1;
     }
-    /* A dependency scripts/bootstrap installs: without it the test fails, it does not skip. */
-    if (system("openssl version >/dev/null 2>&1") != 0) {
-        print_error("the openssl command-line tool, which makes the CRLs, is missing\n");
-        return -1;
-    }
-    snprintf(dir, sizeof(dir), "/tmp/tlsock-trust-XXXXXX");
-    if (mkdtemp(dir) == NULL) {
+    /* The openssl tool makes the CRLs: without it the test fails, it does not skip. */
+    if (ts_require_tool("openssl") != 0 || ts_workdir_make(&wd, "trust") != 0) {
         return -1;
     }
     const struct tlsock__cert_spec ca_spec = {
@@ -284,9 +218,7 @@ static int free_all(void **state)
     free(der_inter_leaf.der);
     free(der_ca.der);
     free(der_client.der);
-    if (dir[0] != '\0') {
-        (void)run("rm -rf %s", dir);
-    }
+    (void)ts_workdir_remove(&wd);
     return ts_pki_teardown(state);
 }
 
@@ -304,7 +236,6 @@ static void add_crls(struct tlsock_ctx *ctx, unsigned crls, enum crl_how how)
 {
     for (int i = 0; i < CRL_KINDS; i++) {
         char file[64];
-        char path[256];
         unsigned char *data = NULL;
         size_t len = 0;
         bool der = how == CRL_FILE_DER || how == CRL_MEM_DER;
@@ -313,12 +244,12 @@ static void add_crls(struct tlsock_ctx *ctx, unsigned crls, enum crl_how how)
             continue;
         }
         snprintf(file, sizeof(file), "%s.%s", crl_names[i], der ? "der" : "pem");
-        snprintf(path, sizeof(path), "%s/%s", dir, file);
         if (how == CRL_FILE_PEM || how == CRL_FILE_DER) {
-            TS_ASSERT_RC_MSG(tlsock_ctx_add_crl_file(ctx, path), 0, tlsock_ctx_errmsg(ctx));
+            TS_ASSERT_RC_MSG(tlsock_ctx_add_crl_file(ctx, TS_WORKDIR_PATH(&wd, file)), 0,
+                             tlsock_ctx_errmsg(ctx));
             continue;
         }
-        assert_int_equal(read_file(file, &data, &len), 0);
+        assert_int_equal(ts_workdir_read(&wd, file, &data, &len), 0);
         int rc = tlsock_ctx_add_crl_mem(ctx, data, len);
         free(data);
         TS_ASSERT_RC_MSG(rc, 0, tlsock_ctx_errmsg(ctx));
@@ -884,13 +815,13 @@ static void test_setters(void **state)
     /* A certificate is not a CRL. */
     TS_ASSERT_RC(tlsock_ctx_add_crl_mem(ctx, ts_pki.ca.cert, strlen(ts_pki.ca.cert)),
                  TLSOCK_EX509_LOOKUP);
-    snprintf(path, sizeof(path), "%s/no-such.crl", dir);
+    ts_workdir_path(&wd, "no-such.crl", path, sizeof(path));
     TS_ASSERT_RC(tlsock_ctx_add_crl_file(ctx, path), TLSOCK_EX509_LOOKUP);
     TS_ASSERT_CONTAINS(tlsock_ctx_errmsg(ctx), path);
-    snprintf(path, sizeof(path), "%s/root-ca.pem", dir);
+    ts_workdir_path(&wd, "root-ca.pem", path, sizeof(path));
     TS_ASSERT_RC(tlsock_ctx_add_crl_file(ctx, path), TLSOCK_EX509_LOOKUP);
     TS_ASSERT_CONTAINS(tlsock_ctx_errmsg(ctx), path);
-    snprintf(path, sizeof(path), "%s/root.pem", dir);
+    ts_workdir_path(&wd, "root.pem", path, sizeof(path));
     TS_ASSERT_RC(tlsock_ctx_add_crl_file(ctx, path), 0);
     TS_ASSERT_RC(tlsock_ctx_set_verify_callback(ctx, verify_cb, NULL), 0);
     TS_ASSERT_RC(tlsock_ctx_set_verify_callback(ctx, NULL, NULL), 0);
