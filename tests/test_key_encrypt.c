@@ -19,6 +19,48 @@ static const int impls[] = {TLSOCK_IMPL_OPENSSL, TLSOCK_IMPL_GNUTLS};
 static const char *const key_types[] = {"ec-p256", "rsa-2048"};
 #define KEY_TYPE_COUNT (sizeof(key_types) / sizeof(key_types[0]))
 
+/* DER object identifiers: id-aes256-CBC (2.16.840.1.101.3.4.1.42), hmacWithSHA256. */
+static const unsigned char oid_aes256_cbc[] = {0x06, 0x09, 0x60, 0x86, 0x48, 0x01,
+                                               0x65, 0x03, 0x04, 0x01, 0x2a};
+static const unsigned char oid_hmac_sha256[] = {0x06, 0x08, 0x2a, 0x86, 0x48,
+                                                0x86, 0xf7, 0x0d, 0x02, 0x09};
+
+/* The DER inside the PEM block @p pem: its base64 lines decoded into @p der. */
+static size_t pem_to_der(const char *pem, unsigned char *der, size_t size)
+{
+    static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const char *p = strchr(pem, '\n');
+    unsigned long acc = 0;
+    int bits = 0;
+    size_t len = 0;
+
+    assert_non_null(p);
+    for (p++; *p != '\0' && *p != '-'; p++) {
+        const char *at = *p == '\n' || *p == '=' ? NULL : strchr(b64, *p);
+        if (at == NULL) {
+            continue;
+        }
+        acc = (acc << 6) | (unsigned long)(at - b64);
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            assert_true(len < size);
+            der[len++] = (unsigned char)(acc >> bits);
+        }
+    }
+    return len;
+}
+
+/* PBES2 with PBKDF2-HMAC-SHA256 and AES-256-CBC, whoever encrypted it. */
+static void assert_aes256(const char *enc_key)
+{
+    unsigned char der[4096];
+    size_t len = pem_to_der(enc_key, der, sizeof(der));
+
+    assert_non_null(memmem(der, len, oid_aes256_cbc, sizeof(oid_aes256_cbc)));
+    assert_non_null(memmem(der, len, oid_hmac_sha256, sizeof(oid_hmac_sha256)));
+}
+
 /* A self-signed certificate and its unencrypted key, made by @p gen. */
 static void make_pair(const struct tlsock__impl *gen, const char *key_type,
                       struct tlsock__pem_pair *out)
@@ -83,6 +125,7 @@ static void test_encrypted_key_loads_everywhere(void **state)
                 tlsock__err_free(&err);
                 assert_non_null(strstr(enc_key, ENC_HEADER));
                 assert_null(strstr(enc_key, "-----BEGIN PRIVATE KEY-----"));
+                assert_aes256(enc_key);
                 for (size_t l = 0; l < IMPL_COUNT; l++) {
                     if (tlsock__impl_get(impls[l]) == NULL) {
                         continue;
