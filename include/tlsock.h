@@ -858,6 +858,23 @@ TLSOCK_API int tlsock_devcert_new(const char *hosts, char **ca_pem, char **cert_
 TLSOCK_API int tlsock_cert_fingerprint(const char *pem, size_t len,
                                        char out[TLSOCK_FINGERPRINT_SIZE]);
 
+/**
+ * Encrypts a private key for storage: re-encodes the first unencrypted PEM private key in
+ * @p key_pem (@p len bytes; PKCS#8 "PRIVATE KEY" as tlsock_devcert_new() writes it, or a
+ * traditional "EC PRIVATE KEY"/"RSA PRIVATE KEY") as encrypted PKCS#8 PEM ("ENCRYPTED PRIVATE
+ * KEY": PBES2, PBKDF2 with HMAC-SHA256, AES-256-CBC) under @p pass, which
+ * tlsock_ctx_set_key_passphrase() then gives to load it, on every implementation. Made by the same
+ * implementation as tlsock_devcert_new(); the output has the same format on each.
+ * @param pass     NUL-terminated, 1 to TLSOCK_PASSPHRASE_MAX bytes.
+ * @param out_pem  receives the encrypted key (NUL-terminated); free with tlsock_free().
+ * @return 0; TLSOCK_EINVAL (NULL argument, empty or too long passphrase); TLSOCK_ECONFIG when
+ *         @p key_pem holds no unencrypted PEM key (an encrypted one included) or no
+ *         implementation compiled in can encrypt keys; TLSOCK_ENOMEM. Thread-safe; the thread's
+ *         message (tlsock_errmsg()) says why.
+ */
+TLSOCK_API int tlsock_key_encrypt(const char *key_pem, size_t len, const char *pass,
+                                  char **out_pem);
+
 /** Frees memory returned by tlsock (e.g. by tlsock_devcert_new()). Accepts NULL. */
 TLSOCK_API void tlsock_free(void *ptr);
 

@@ -104,6 +104,26 @@ int tlsock_cert_fingerprint(const char *pem, size_t len, char out[TLSOCK_FINGERP
     return impl->cert_fingerprint(pem, len, out, NULL);
 }
 
+int tlsock_key_encrypt(const char *key_pem, size_t len, const char *pass, char **out_pem)
+{
+    const struct tlsock__impl *impl = certgen_impl();
+
+    if (key_pem == NULL || pass == NULL || out_pem == NULL) {
+        return tlsock__fail(NULL, TLSOCK_EINVAL,
+                            "key encryption: key, passphrase and out are "
+                            "required");
+    }
+    if (pass[0] == '\0' || strlen(pass) > TLSOCK_PASSPHRASE_MAX) {
+        return tlsock__fail(NULL, TLSOCK_EINVAL,
+                            "key encryption: the passphrase must have 1 to %d bytes",
+                            TLSOCK_PASSPHRASE_MAX);
+    }
+    if (impl == NULL || impl->key_encrypt == NULL) {
+        return tlsock__fail(NULL, TLSOCK_ECONFIG, "no TLS implementation can encrypt keys");
+    }
+    return impl->key_encrypt(key_pem, len, pass, out_pem, NULL);
+}
+
 void tlsock_free(void *ptr)
 {
     free(ptr);

@@ -146,6 +146,19 @@ int tlsock__cert_output(const void *cert, size_t cert_len, const void *key, size
     return 0;
 }
 
+int tlsock__text_output(const void *text, size_t len, char **out, struct tlsock__err *err)
+{
+    char *copy = malloc(len + 1);
+
+    if (copy == NULL) {
+        return tlsock__fail(err, TLSOCK_ENOMEM, "out of memory for PEM output");
+    }
+    memcpy(copy, text, len);
+    copy[len] = '\0';
+    *out = copy;
+    return 0;
+}
+
 /* Letters, digits, '-', '.', '_' (seen in real names) and '*' (wildcards). */
 static bool is_dns_name(const char *s)
 {

@@ -65,6 +65,10 @@ void tlsock__cert_serial_shape(unsigned char serial[TLSOCK__SERIAL_BYTES]);
 int tlsock__cert_output(const void *cert, size_t cert_len, const void *key, size_t key_len,
                         struct tlsock__pem_pair *out, struct tlsock__err *err) TLSOCK__MUST_CHECK;
 
+/* A malloc'd NUL-terminated copy of the @p len bytes at @p text in @p *out (TLSOCK_ENOMEM). */
+int tlsock__text_output(const void *text, size_t len, char **out,
+                        struct tlsock__err *err) TLSOCK__MUST_CHECK;
+
 /* One subjectAltName entry of the host list. */
 struct tlsock__san_entry {
     bool is_ip;

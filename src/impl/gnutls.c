@@ -1266,4 +1266,5 @@ const struct tlsock__impl tlsock__gnutls_impl = {
     .pending = gtls_pending,
     .cert_generate = tlsock__gtls_cert_generate,
     .cert_fingerprint = tlsock__gtls_cert_fingerprint,
+    .key_encrypt = tlsock__gtls_key_encrypt,
 };

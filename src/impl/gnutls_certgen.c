@@ -521,3 +521,46 @@ out:
     gnutls_x509_crt_deinit(crt);
     return rc;
 }
+
+int tlsock__gtls_key_encrypt(const char *key_pem, size_t len, const char *pass, char **out,
+                             struct tlsock__err *err)
+{
+    gnutls_x509_privkey_t key = NULL;
+    gnutls_datum_t data = datum_of(key_pem, len);
+    gnutls_datum_t pem = {NULL, 0};
+    int rc = 0;
+    int ret;
+
+    if (key_pem == NULL || pass == NULL || out == NULL) {
+        return tlsock__fail(err, TLSOCK_EINVAL, "key encryption: NULL argument");
+    }
+    if (len == 0 || len > UINT_MAX) {
+        return tlsock__fail(err, TLSOCK_ECONFIG, "key encryption: bad PEM length %zu", len);
+    }
+    ret = gnutls_x509_privkey_init(&key);
+    if (ret < 0) {
+        return gtls_fail(err, TLSOCK_ENOMEM, "key encryption", ret);
+    }
+    /* Reads "PRIVATE KEY" and the traditional "EC/RSA PRIVATE KEY"; an encrypted one fails. */
+    ret = gnutls_x509_privkey_import(key, &data, GNUTLS_X509_FMT_PEM);
+    if (ret < 0) {
+        rc = gtls_fail(err, TLSOCK_ECONFIG, "key encryption: no unencrypted PEM key", ret);
+        goto out;
+    }
+    /* PBES2 (PBKDF2-HMAC-SHA256, AES-256-CBC), as OpenSSL's PKCS#8 output with aes-256-cbc. */
+    ret = gnutls_x509_privkey_export2_pkcs8(key, GNUTLS_X509_FMT_PEM, pass,
+                                            GNUTLS_PKCS_PBES2_AES_256, &pem);
+    if (ret < 0) {
+        rc = gtls_fail(err, TLSOCK_ENOMEM, "key encryption: PKCS#8 output", ret);
+        goto out;
+    }
+    rc = tlsock__text_output(pem.data, pem.size, out, err);
+
+out:
+    if (pem.data != NULL) {
+        gnutls_memset(pem.data, 0, pem.size);
+    }
+    gnutls_free(pem.data);
+    gnutls_x509_privkey_deinit(key);
+    return rc;
+}

@@ -97,10 +97,13 @@ int tlsock__gtls_ctx_add_crl(void *nctx, const void *data, size_t len, struct tl
 int tlsock__gtls_ctx_set_alpn(void *nctx, const unsigned char *wire, size_t len,
                               struct tlsock__err *err);
 
-/* Development certificates (gnutls_certgen.c), as impl.h's cert_generate and cert_fingerprint. */
+/* Development certificates (gnutls_certgen.c), as impl.h's cert_generate, cert_fingerprint
+ * and key_encrypt. */
 int tlsock__gtls_cert_generate(const struct tlsock__cert_spec *spec, struct tlsock__pem_pair *out,
                                struct tlsock__err *err) TLSOCK__MUST_CHECK;
 int tlsock__gtls_cert_fingerprint(const char *pem, size_t len, char out[TLSOCK_FINGERPRINT_SIZE],
                                   struct tlsock__err *err) TLSOCK__MUST_CHECK;
+int tlsock__gtls_key_encrypt(const char *key_pem, size_t len, const char *pass, char **out,
+                             struct tlsock__err *err) TLSOCK__MUST_CHECK;
 
 #endif /* TLSOCK_GNUTLS_INT_H */

@@ -203,6 +203,13 @@ struct tlsock__impl {
                          struct tlsock__err *err);
     int (*cert_fingerprint)(const char *pem, size_t len, char out[TLSOCK_FINGERPRINT_SIZE],
                             struct tlsock__err *err);
+    /*
+     * Re-encodes the first unencrypted PEM private key of @p key_pem (PKCS#8 or traditional) as
+     * encrypted PKCS#8 PEM (PBES2, AES-256-CBC) under @p pass, malloc'd NUL-terminated in
+     * @p *out; TLSOCK_ECONFIG when there is no such key. Same format on every implementation.
+     */
+    int (*key_encrypt)(const char *key_pem, size_t len, const char *pass, char **out,
+                       struct tlsock__err *err);
 };
 
 /*
@@ -224,6 +231,8 @@ int tlsock__openssl_cert_generate(const struct tlsock__cert_spec *spec,
                                   struct tlsock__pem_pair *out, struct tlsock__err *err);
 int tlsock__openssl_cert_fingerprint(const char *pem, size_t len, char out[TLSOCK_FINGERPRINT_SIZE],
                                      struct tlsock__err *err);
+int tlsock__openssl_key_encrypt(const char *key_pem, size_t len, const char *pass, char **out,
+                                struct tlsock__err *err);
 #endif
 
 #endif /* TLSOCK_IMPL_H */

@@ -1112,4 +1112,5 @@ const struct tlsock__impl tlsock__openssl_impl = {
     .hold_buffers = ossl_hold_buffers,
     .cert_generate = tlsock__openssl_cert_generate,
     .cert_fingerprint = tlsock__openssl_cert_fingerprint,
+    .key_encrypt = tlsock__openssl_key_encrypt,
 };

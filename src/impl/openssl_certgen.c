@@ -575,3 +575,57 @@ out:
     ERR_clear_error();
     return rc;
 }
+
+int tlsock__openssl_key_encrypt(const char *key_pem, size_t len, const char *pass, char **out,
+                                struct tlsock__err *err)
+{
+    int rc = 0;
+    BIO *in = NULL;
+    BIO *mem = NULL;
+    EVP_PKEY *key = NULL;
+    char *text = NULL;
+    long text_len = 0;
+
+    ERR_clear_error();
+    if (key_pem == NULL || pass == NULL || out == NULL) {
+        rc = tlsock__fail(err, TLSOCK_EINVAL, "key encryption: NULL argument");
+        goto out;
+    }
+    if (len == 0 || len > INT_MAX) {
+        rc = tlsock__fail(err, TLSOCK_ECONFIG, "key encryption: bad PEM length %zu", len);
+        goto out;
+    }
+    in = BIO_new_mem_buf(key_pem, (int)len);
+    mem = BIO_new(BIO_s_mem());
+    if (in == NULL || mem == NULL) {
+        rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "key encryption");
+        goto free_all;
+    }
+    /* No passphrase callback: an already encrypted key is refused, never prompted for. */
+    key = PEM_read_bio_PrivateKey(in, NULL, tlsock__ossl_no_passphrase, NULL);
+    if (key == NULL) {
+        rc = tlsock__ossl_fail(err, TLSOCK_ECONFIG, "key encryption: no unencrypted PEM key");
+        goto free_all;
+    }
+    /* PKCS#8 with PBES2 (PBKDF2-HMAC-SHA256, AES-256-CBC), as GnuTLS's PKCS_PBES2_AES_256. */
+    if (PEM_write_bio_PKCS8PrivateKey(mem, key, EVP_aes_256_cbc(), NULL, 0, NULL, (void *)pass) !=
+        1) {
+        rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "key encryption: PKCS#8 output");
+        goto free_all;
+    }
+    text_len = BIO_get_mem_data(mem, &text);
+    if (text_len <= 0 || text == NULL) {
+        rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "key encryption: PKCS#8 output");
+        goto free_all;
+    }
+    rc = tlsock__text_output(text, (size_t)text_len, out, err);
+    OPENSSL_cleanse(text, (size_t)text_len);
+
+free_all:
+    EVP_PKEY_free(key);
+    BIO_free(mem);
+    BIO_free(in);
+out:
+    ERR_clear_error();
+    return rc;
+}

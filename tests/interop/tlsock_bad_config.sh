@@ -78,7 +78,7 @@ if [ -n "${OPENSSL_BIN:-}" ]; then
         refused "key-pass-wrong-$impl" "key file $ENC" "wrong passphrase" -- \
             "$TLSOCK_BIN" serve --impl "$impl" --cert "$CERT" --key "$ENC" \
             --key-pass-file "$WORK/wrong.pass"
-        refused "key-pass-none-$impl" "key file $ENC" "no passphrase was set (--key-pass-file)" -- \
+        refused "key-pass-none-$impl" "key file $ENC" "no passphrase was set (--key-pass-file or --key-pass-env)" -- \
             "$TLSOCK_BIN" serve --impl "$impl" --cert "$CERT" --key "$ENC"
     done
     refused key-pass-missing "--key-pass-file $WORK/nosuch.pass: No such file" -- \

@@ -77,7 +77,11 @@ struct cli_ctx_options {
     const char *cert;          /* --cert FILE */
     const char *key;           /* --key FILE (defaults to the --cert file) */
     const char *key_pass_file; /* --key-pass-file FILE: the key's passphrase, first line */
+    const char *key_pass_env;  /* --key-pass-env VAR: the key's passphrase, VAR's value */
 };
+
+/* Most --crl files a command takes. */
+#define CLI_CRL_MAX 32
 
 /*
  * The options that several commands share, each command taking those in its getopt_long()
@@ -89,6 +93,10 @@ struct cli_shared_options {
     const char *ca;         /* --ca FILE|DIR; NULL: the system store */
     const char *servername; /* --servername NAME; NULL: from the host */
     bool insecure;          /* --insecure */
+    /* Revocation, for whichever side verifies a peer (connect, --client-ca, --tls-connect). */
+    const char *crls[CLI_CRL_MAX]; /* --crl FILE, repeatable */
+    size_t crl_count;
+    bool crl_chain; /* --crl-chain: every certificate of the chain, not only the leaf */
     /* The accepting side of the serving commands (serve, tunnel). */
     const char *ca_out;       /* --ca-out FILE */
     const char *client_ca;    /* --client-ca FILE */
@@ -105,6 +113,9 @@ enum {
     CLI_OPT_THREADS,
     CLI_OPT_IMPL,
     CLI_OPT_KEY_PASS_FILE,
+    CLI_OPT_KEY_PASS_ENV,
+    CLI_OPT_CRL,
+    CLI_OPT_CRL_CHAIN,
     CLI_OPT_SHARED_END,
 };
 
@@ -116,8 +127,13 @@ enum {
 #define CLI_LONGOPTS_CERT \
     {"cert", required_argument, NULL, 'c'}, \
     {"key", required_argument, NULL, 'K'}, \
-    {"key-pass-file", required_argument, NULL, CLI_OPT_KEY_PASS_FILE}
+    {"key-pass-file", required_argument, NULL, CLI_OPT_KEY_PASS_FILE}, \
+    {"key-pass-env", required_argument, NULL, CLI_OPT_KEY_PASS_ENV}
+#define CLI_LONGOPTS_CRL \
+    {"crl", required_argument, NULL, CLI_OPT_CRL}, \
+    {"crl-chain", no_argument, NULL, CLI_OPT_CRL_CHAIN}
 #define CLI_LONGOPTS_TRUST \
+    CLI_LONGOPTS_CRL, \
     {"ca", required_argument, NULL, 'C'}, \
     {"insecure", no_argument, NULL, 'k'}, \
     {"servername", required_argument, NULL, 's'}
@@ -174,10 +190,17 @@ int cli_parse_options(const struct cli_command *cmd, int argc, char **argv, void
                       struct cli_shared_options *shared);
 
 /*
- * "--key needs --cert" (and so does --key-pass-file): returns -1 to go on, or the exit status.
- * Then --key defaults to the --cert file.
+ * "--key needs --cert" (and so do --key-pass-file and --key-pass-env, which exclude each other):
+ * returns -1 to go on, or the exit status. Then --key defaults to the --cert file.
  */
 int cli_check_cert_key(const char *cmd, struct cli_ctx_options *opts);
+
+/*
+ * "--crl-chain needs --crl", and --crl needs a side that verifies its peer: @p verifies says
+ * whether one does, @p needs names what would make one ("--client-ca"). -1 or the exit status.
+ */
+int cli_check_crl_options(const char *cmd, const struct cli_shared_options *opts, bool verifies,
+                          const char *needs);
 
 /* cli_check_cert_key(), then "--ca-out only applies without --cert". -1 or the exit status. */
 int cli_check_server_options(const char *cmd, struct cli_shared_options *opts);
@@ -206,6 +229,16 @@ int cli_use_impl(const char *cmd, const char *name);
  */
 int cli_check_default_impl(void);
 
+/* Room for a passphrase read by cli_read_passphrase(): the longest, a line end and a NUL. */
+#define CLI_PASS_SIZE (TLSOCK_PASSPHRASE_MAX + 2)
+
+/*
+ * The passphrase of --key-pass-file (its first line) or --key-pass-env (the variable's value,
+ * which must be set and not empty) in @p pass; "" when neither was given. Returns 0, or
+ * TLSOCK_ECONFIG after saying why, naming the file or the variable. The caller wipes @p pass.
+ */
+int cli_read_passphrase(const struct cli_ctx_options *opts, char pass[CLI_PASS_SIZE]);
+
 /* Applies @p opts to @p ctx. On failure prints the error and returns the tlsock code. */
 int cli_ctx_configure(struct tlsock_ctx *ctx, const struct cli_ctx_options *opts);
 
@@ -214,6 +247,9 @@ int cli_ctx_configure(struct tlsock_ctx *ctx, const struct cli_ctx_options *opts
  * On failure prints the error and returns the tlsock code.
  */
 int cli_set_trust(struct tlsock_ctx *ctx, const char *ca, bool insecure);
+
+/* --crl FILE... and --crl-chain: revocation checks on @p ctx. Reports, naming the file. */
+int cli_set_crls(struct tlsock_ctx *ctx, const struct cli_shared_options *opts);
 
 /* --client-ca FILE: clients must present a certificate that chains to these CAs. Reports. */
 int cli_require_client_certs(struct tlsock_ctx *ctx, const char *ca_file);
@@ -254,6 +290,9 @@ void cli_peer_name(const struct tlsock_uv_conn *conn, char out[CLI_PEER_SIZE]);
 
 /* Prints the negotiated parameters of a session, one "name value" line each, with @p indent. */
 void cli_print_info(FILE *out, const struct tlsock_info *info, const char *indent);
+
+/* Writes one DER certificate to @p out as a PEM "CERTIFICATE" block. */
+void cli_print_pem_cert(FILE *out, const unsigned char *der, size_t len);
 
 /* Subcommands: argv[0] is the subcommand's name; each returns an exit status. */
 int cli_cmd_demo(int argc, char **argv);

@@ -9,15 +9,20 @@
 
 static void print_help(void)
 {
-    fputs("Usage: tlsock cert --out DIR --host NAME[,NAME|IP...]\n\n"
+    fputs("Usage: tlsock cert --out DIR --host NAME[,NAME|IP...] [--encrypt PASS-OPTION]\n\n"
           "Makes a development certificate authority and a server certificate it signs\n"
           "(ECDSA P-256, valid for 30 days) naming every NAME or IP address, and writes\n"
           "DIR/ca.pem, DIR/cert.pem and DIR/key.pem (mode 0600). DIR is created if missing.\n"
-          "The CA's private key is discarded: nothing else can be signed with it.\n\n"
+          "The CA's private key is discarded: nothing else can be signed with it.\n"
+          "With --encrypt, DIR/key.pem is encrypted PKCS#8 (AES-256-CBC) under the passphrase\n"
+          "of --key-pass-file or --key-pass-env, which serve and tunnel then take to load it.\n\n"
           "Options:\n"
-          "  -o, --out DIR      directory to write to\n"
-          "  -H, --host LIST    comma-separated DNS names and IP addresses\n"
-          "  -h, --help         show this help\n",
+          "  -o, --out DIR            directory to write to\n"
+          "  -H, --host LIST          comma-separated DNS names and IP addresses\n"
+          "      --encrypt            encrypt the key (needs a passphrase option)\n"
+          "      --key-pass-file FILE the passphrase: FILE's first line\n"
+          "      --key-pass-env VAR   the passphrase: the variable VAR\n"
+          "  -h, --help               show this help\n",
           stdout);
 }
 
@@ -39,7 +44,30 @@ done:
     return ok;
 }
 
-static int write_certs(const char *dir, const char *hosts)
+/* --encrypt: replaces *@p key with its encrypted form under the passphrase of @p pass_opts. */
+static int encrypt_key(const struct cli_ctx_options *pass_opts, char **key)
+{
+    char pass[CLI_PASS_SIZE];
+    char *encrypted = NULL;
+    int err = cli_read_passphrase(pass_opts, pass);
+
+    if (err != 0) {
+        goto wipe;
+    }
+    err = tlsock_key_encrypt(*key, strlen(*key), pass, &encrypted);
+    if (err != 0) {
+        cli_error("cannot encrypt the key", err, tlsock_errmsg());
+        goto wipe;
+    }
+    explicit_bzero(*key, strlen(*key));
+    tlsock_free(*key);
+    *key = encrypted;
+wipe:
+    explicit_bzero(pass, sizeof(pass));
+    return err;
+}
+
+static int write_certs(const char *dir, const char *hosts, const struct cli_ctx_options *pass_opts)
 {
     int status = CLI_EXIT_OK;
     char *ca = NULL;
@@ -53,6 +81,13 @@ static int write_certs(const char *dir, const char *hosts)
         status = cli_exit_code(err);
         goto done;
     }
+    if (pass_opts != NULL) {
+        err = encrypt_key(pass_opts, &key);
+        if (err != 0) {
+            status = cli_setup_exit_code(err);
+            goto free_pems;
+        }
+    }
     /* The key last, and alone in being private. */
     if (!cli_make_dirs(dir) || !write_pem(dir, "ca.pem", ca, 0644) ||
         !write_pem(dir, "cert.pem", cert, 0644) || !write_pem(dir, "key.pem", key, 0600)) {
@@ -65,6 +100,9 @@ static int write_certs(const char *dir, const char *hosts)
         printf("fingerprint SHA256 %s\n", fp);
     }
 free_pems:
+    if (key != NULL) {
+        explicit_bzero(key, strlen(key));
+    }
     tlsock_free(key);
     tlsock_free(cert);
     tlsock_free(ca);
@@ -72,17 +110,26 @@ done:
     return status;
 }
 
+enum {
+    OPT_ENCRYPT = CLI_OPT_SHARED_END,
+};
+
 int cli_cmd_cert(int argc, char **argv)
 {
     static const struct option longopts[] = {
         {"out", required_argument, NULL, 'o'},
         {"host", required_argument, NULL, 'H'},
+        {"encrypt", no_argument, NULL, OPT_ENCRYPT},
+        {"key-pass-file", required_argument, NULL, CLI_OPT_KEY_PASS_FILE},
+        {"key-pass-env", required_argument, NULL, CLI_OPT_KEY_PASS_ENV},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     int status = CLI_EXIT_OK;
     const char *dir = NULL;
     const char *hosts = NULL;
+    struct cli_ctx_options pass_opts = {0};
+    bool encrypt = false;
     int opt = 0;
     bool parsing = true;
 
@@ -97,6 +144,15 @@ int cli_cmd_cert(int argc, char **argv)
             break;
         case 'H':
             hosts = optarg;
+            break;
+        case OPT_ENCRYPT:
+            encrypt = true;
+            break;
+        case CLI_OPT_KEY_PASS_FILE:
+            pass_opts.key_pass_file = optarg;
+            break;
+        case CLI_OPT_KEY_PASS_ENV:
+            pass_opts.key_pass_env = optarg;
             break;
         case 'h':
             print_help();
@@ -114,7 +170,18 @@ int cli_cmd_cert(int argc, char **argv)
         status = cli_usage_error("cert", "--out and --host are required");
         goto done;
     }
-    status = write_certs(dir, hosts);
+    if (pass_opts.key_pass_file != NULL && pass_opts.key_pass_env != NULL) {
+        status = cli_usage_error("cert", "--key-pass-file and --key-pass-env exclude each other");
+        goto done;
+    }
+    if (encrypt != (pass_opts.key_pass_file != NULL || pass_opts.key_pass_env != NULL)) {
+        status = cli_usage_error("cert", encrypt ? "--encrypt needs --key-pass-file or "
+                                                   "--key-pass-env"
+                                                 : "--key-pass-file and --key-pass-env need "
+                                                   "--encrypt");
+        goto done;
+    }
+    status = write_certs(dir, hosts, encrypt ? &pass_opts : NULL);
 done:
     return status;
 }

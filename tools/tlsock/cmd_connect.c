@@ -11,6 +11,9 @@
 #include "connect_relay.h"
 #include "starttls.h"
 
+/* Most --pin options. */
+#define PIN_MAX 32
+
 struct connect_args {
     char host[CLI_HOST_MAX];
     uint16_t port;
@@ -19,6 +22,9 @@ struct connect_args {
     const char *starttls;             /* protocol of the plaintext preamble, NULL for none */
     int timeout_ms;                   /* 0: not given */
     bool quiet;
+    const char *pins[PIN_MAX]; /* --pin sha256:BASE64, repeatable */
+    size_t pin_count;
+    bool show_certs; /* --show-certs */
 };
 
 /* How long to wait for the peer's close_notify after stdin ends, unless --timeout says. */
@@ -43,6 +49,15 @@ static void print_help(void)
           "  -c, --cert FILE          client certificate chain (PEM or DER)\n"
           "  -K, --key FILE           client private key (PEM or DER; default: the --cert file)\n"
           "      --key-pass-file FILE an encrypted key's passphrase: FILE's first line\n"
+          "      --key-pass-env VAR   an encrypted key's passphrase: the variable VAR\n"
+          "      --crl FILE           refuse certificates revoked by these CRLs (PEM or DER;\n"
+          "                           repeatable; each certificate checked needs its\n"
+          "                           issuer's CRL)\n"
+          "      --crl-chain          check every certificate of the chain, not only the leaf\n"
+          "      --pin sha256:BASE64  accept only a chain with this public key (SHA-256 of\n"
+          "                           its SubjectPublicKeyInfo); repeatable, any one matches\n"
+          "      --show-certs         print the certificates the server sent, as PEM, on\n"
+          "                           stderr (also when verification fails)\n"
           "      --starttls smtp      speak SMTP in plaintext first (EHLO, STARTTLS), then TLS\n"
           "  -T, --timeout MS         bound the connect (with the STARTTLS preamble) and the\n"
           "                           handshake to MS each; give up (exit 4) when the server\n"
@@ -56,7 +71,11 @@ static void print_help(void)
           stdout);
 }
 
-enum { OPT_STARTTLS = CLI_OPT_SHARED_END };
+enum {
+    OPT_STARTTLS = CLI_OPT_SHARED_END,
+    OPT_PIN,
+    OPT_SHOW_CERTS,
+};
 
 static bool own_option(void *user, int opt, const char *arg, int *status)
 {
@@ -76,6 +95,14 @@ static bool own_option(void *user, int opt, const char *arg, int *status)
         }
     } else if (opt == 'q') {
         args->quiet = true;
+    } else if (opt == OPT_PIN) {
+        if (args->pin_count == PIN_MAX) {
+            *status = cli_usage_error("connect", "at most %d --pin options", PIN_MAX);
+        } else {
+            args->pins[args->pin_count++] = arg;
+        }
+    } else if (opt == OPT_SHOW_CERTS) {
+        args->show_certs = true;
     } else {
         mine = false;
     }
@@ -94,6 +121,8 @@ static int parse_args(int argc, char **argv, struct connect_args *args)
         {"starttls", required_argument, NULL, OPT_STARTTLS},
         {"impl", required_argument, NULL, CLI_OPT_IMPL},
         {"quiet", no_argument, NULL, 'q'},
+        {"pin", required_argument, NULL, OPT_PIN},
+        {"show-certs", no_argument, NULL, OPT_SHOW_CERTS},
         CLI_LONGOPTS_END,
     };
     static const struct cli_command cmd = {
@@ -113,6 +142,15 @@ static int parse_args(int argc, char **argv, struct connect_args *args)
         goto done;
     }
     status = cli_check_cert_key("connect", &args->shared.ctx);
+    if (status < 0) {
+        status = cli_check_crl_options("connect", &args->shared, !args->shared.insecure,
+                                       "verification (not --insecure)");
+    }
+    /* The pins and the chain are checked and shown by the verification --insecure turns off. */
+    if (status < 0 && args->shared.insecure && (args->pin_count > 0 || args->show_certs)) {
+        status = cli_usage_error("connect", "--pin and --show-certs need verification (not "
+                                            "--insecure)");
+    }
 done:
     return status;
 }
@@ -219,6 +257,40 @@ done:
     return err;
 }
 
+/* --show-certs: the verify callback sees the chain as the server sent it, verified or not. */
+static int show_certs(const struct tlsock_verify_info *info, void *user, char *reason,
+                      size_t reason_size)
+{
+    (void)user;
+    (void)reason;
+    (void)reason_size;
+    fprintf(stderr, "certificates sent by the server (%zu, leaf first)\n", info->peer_chain_len);
+    for (size_t i = 0; i < info->peer_chain_len; i++) {
+        cli_print_pem_cert(stderr, info->peer_chain[i].der, info->peer_chain[i].len);
+    }
+    return 0;
+}
+
+/* --pin and --show-certs on the client context. Reports failures. */
+static int set_connect_checks(const struct connect_args *args, struct tlsock_ctx *ctx)
+{
+    int err = 0;
+
+    for (size_t i = 0; i < args->pin_count && err == 0; i++) {
+        err = tlsock_ctx_add_pin(ctx, args->pins[i]);
+        if (err != 0) {
+            cli_error("--pin", err, tlsock_ctx_errmsg(ctx));
+        }
+    }
+    if (err == 0 && args->show_certs) {
+        err = tlsock_ctx_set_verify_callback(ctx, show_certs, NULL);
+        if (err != 0) {
+            cli_error("--show-certs", err, tlsock_ctx_errmsg(ctx));
+        }
+    }
+    return err;
+}
+
 /* Returns the exit status. */
 static int run(const struct connect_args *args)
 {
@@ -238,6 +310,11 @@ static int run(const struct connect_args *args)
     if (err != 0) {
         status = cli_setup_exit_code(err);
         goto done;
+    }
+    err = set_connect_checks(args, ctx);
+    if (err != 0) {
+        status = cli_setup_exit_code(err);
+        goto free_ctx;
     }
     opts.servername = args->shared.servername;
     if (args->timeout_ms > 0) {

@@ -33,8 +33,12 @@ static void print_help(void)
           "  -c, --cert FILE          certificate chain (PEM or DER)\n"
           "  -K, --key FILE           private key (PEM or DER; default: the --cert file)\n"
           "      --key-pass-file FILE an encrypted key's passphrase: FILE's first line\n"
+          "      --key-pass-env VAR   an encrypted key's passphrase: the variable VAR\n"
           "      --ca-out FILE        without --cert: write the throw-away CA to FILE\n"
           "      --client-ca FILE     require client certificates issued by these CAs\n"
+          "      --crl FILE           refuse client certificates revoked by these CRLs (PEM or\n"
+          "                           DER; repeatable; needs --client-ca)\n"
+          "      --crl-chain          check every certificate of the chain, not only the leaf\n"
           "  -e, --echo               echo every byte back (the default)\n"
           "  -H, --http               answer HTTP/1.x requests with a small text/plain page\n"
           "  -a, --alpn LIST          ALPN protocols to accept, in preference order\n"
@@ -92,6 +96,7 @@ static int parse_args(int argc, char **argv, struct serve_args *args)
     static const struct option longopts[] = {
         {"listen", required_argument, NULL, 'l'},
         CLI_LONGOPTS_SERVER,
+        CLI_LONGOPTS_CRL,
         /* The mode: echo (the default) or HTTP. */
         {"echo", no_argument, NULL, 'e'},
         {"http", no_argument, NULL, 'H'},
@@ -106,6 +111,10 @@ static int parse_args(int argc, char **argv, struct serve_args *args)
 
     if (status < 0) {
         status = cli_check_server_options("serve", &args->shared);
+    }
+    if (status < 0) {
+        status = cli_check_crl_options("serve", &args->shared, args->shared.client_ca != NULL,
+                                       "--client-ca (it checks client certificates)");
     }
     if (status < 0 && args->once && args->shared.threads > 1) {
         status = cli_usage_error("serve", "--once serves one connection: it takes no --threads");

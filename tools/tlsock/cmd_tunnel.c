@@ -54,6 +54,7 @@ static void print_help(void)
           "  -c, --cert FILE          certificate chain (PEM or DER)\n"
           "  -K, --key FILE           private key (PEM or DER; default: the --cert file)\n"
           "      --key-pass-file FILE an encrypted key's passphrase: FILE's first line\n"
+          "      --key-pass-env VAR   an encrypted key's passphrase: the variable VAR\n"
           "      --ca-out FILE        without --cert: write the throw-away CA to FILE\n"
           "      --client-ca FILE     require client certificates issued by these CAs\n"
           "      --handshake-timeout MS\n"
@@ -65,6 +66,10 @@ static void print_help(void)
           "  -k, --insecure           do not verify the target (anyone can impersonate it)\n"
           "  -s, --servername NAME    SNI to send and name the certificate must match\n"
           "Both:\n"
+          "      --crl FILE           refuse certificates revoked by these CRLs (PEM or DER;\n"
+          "                           repeatable): the target's with --tls-connect, clients'\n"
+          "                           with --client-ca\n"
+          "      --crl-chain          check every certificate of the chain, not only the leaf\n"
           "  -t, --tls MIN[-MAX]      protocol range, e.g. 1.3 or 1.2-1.3 (default 1.2-1.3)\n"
           "  -P, --ciphers POLICY     secure (default), compat, legacy, or the implementation's\n"
           "                           own cipher string\n"
@@ -121,6 +126,12 @@ static int check_args(struct tunnel_args *args)
     if (status < 0 && !args->tls_connect &&
         (shared->ca != NULL || shared->insecure || shared->servername != NULL)) {
         status = cli_usage_error("tunnel", "--ca, --insecure and --servername need --tls-connect");
+    }
+    if (status < 0) {
+        status = cli_check_crl_options("tunnel", shared,
+                                       (shared->client_ca != NULL && accept_tls) ||
+                                           (args->tls_connect && !shared->insecure),
+                                       "--client-ca or --tls-connect without --insecure");
     }
     return status;
 }
@@ -189,6 +200,8 @@ static int make_client_ctx(const struct tunnel_args *args, struct tlsock_ctx **o
     /* --cert is the accepting side's certificate, not a client certificate. */
     ctx_opts.cert = NULL;
     ctx_opts.key = NULL;
+    ctx_opts.key_pass_file = NULL;
+    ctx_opts.key_pass_env = NULL;
     return cli_client_ctx_new(&ctx_opts, &args->shared, out);
 }
 

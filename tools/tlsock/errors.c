@@ -63,7 +63,7 @@ static const struct {
     const char *flags;
 } api_hints[] = {
     {"tlsock_ctx_set_protocols and the legacy cipher policy", "--tls 1.0 --ciphers legacy"},
-    {"tlsock_ctx_set_key_passphrase", "--key-pass-file"},
+    {"tlsock_ctx_set_key_passphrase", "--key-pass-file or --key-pass-env"},
 };
 
 void cli_error(const char *what, int err, const char *detail)

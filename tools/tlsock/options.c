@@ -101,13 +101,29 @@ void cli_format_hostport(const char *host, uint16_t port, char *out, size_t outl
     }
 }
 
-/*
- * Sets the key passphrase from the first line of @p path (without its line end), so that it
- * never appears on a command line. Reports failures; the copy read is wiped.
- */
-static int set_key_pass(struct tlsock_ctx *ctx, const char *path)
+/* The passphrase in the environment variable @p name; an unset or empty one is an error. */
+static int read_pass_env(const char *name, char pass[CLI_PASS_SIZE])
 {
-    char pass[TLSOCK_PASSPHRASE_MAX + 2];
+    const char *value = getenv(name);
+    int err = TLSOCK_ECONFIG;
+
+    if (value == NULL) {
+        cli_errorf("--key-pass-env %s: the environment variable is not set", name);
+    } else if (value[0] == '\0') {
+        cli_errorf("--key-pass-env %s: the environment variable is empty", name);
+    } else if (strlen(value) > TLSOCK_PASSPHRASE_MAX) {
+        cli_errorf("--key-pass-env %s: the passphrase is longer than %d bytes", name,
+                   TLSOCK_PASSPHRASE_MAX);
+    } else {
+        snprintf(pass, CLI_PASS_SIZE, "%s", value);
+        err = 0;
+    }
+    return err;
+}
+
+/* The passphrase on the first line of @p path (without its line end). */
+static int read_pass_file(const char *path, char pass[CLI_PASS_SIZE])
+{
     size_t len = 0;
     ssize_t got = 0;
     int err = TLSOCK_ECONFIG;
@@ -123,8 +139,8 @@ static int set_key_pass(struct tlsock_ctx *ctx, const char *path)
         goto close_fd;
     }
     /* Bounded: each read adds bytes or ends the loop. */
-    while (len < sizeof(pass) - 1 && memchr(pass, '\n', len) == NULL) {
-        got = read(fd, pass + len, sizeof(pass) - 1 - len);
+    while (len < CLI_PASS_SIZE - 1 && memchr(pass, '\n', len) == NULL) {
+        got = read(fd, pass + len, CLI_PASS_SIZE - 1 - len);
         if (got > 0) {
             len += (size_t)got;
         } else if (got == 0 || errno != EINTR) {
@@ -133,25 +149,53 @@ static int set_key_pass(struct tlsock_ctx *ctx, const char *path)
     }
     if (got < 0) {
         cli_errorf("--key-pass-file %s: %s", path, strerror(errno));
-        goto wipe;
+        goto close_fd;
     }
     pass[len] = '\0';
     pass[strcspn(pass, "\r\n")] = '\0';
     if (strlen(pass) > TLSOCK_PASSPHRASE_MAX) {
         cli_errorf("--key-pass-file %s: the passphrase is longer than %d bytes", path,
                    TLSOCK_PASSPHRASE_MAX);
-        goto wipe;
+        goto close_fd;
     }
-    err = tlsock_ctx_set_key_passphrase(ctx, pass);
-    if (err != 0) {
-        cli_error("--key-pass-file", err, tlsock_ctx_errmsg(ctx));
-    }
-wipe:
-    explicit_bzero(pass, sizeof(pass));
+    err = 0;
 close_fd:
     if (fd >= 0) {
         close(fd);
     }
+    return err;
+}
+
+int cli_read_passphrase(const struct cli_ctx_options *opts, char pass[CLI_PASS_SIZE])
+{
+    int err = 0;
+
+    pass[0] = '\0';
+    if (opts->key_pass_file != NULL) {
+        err = read_pass_file(opts->key_pass_file, pass);
+    } else if (opts->key_pass_env != NULL) {
+        err = read_pass_env(opts->key_pass_env, pass);
+    }
+    if (err != 0) {
+        explicit_bzero(pass, CLI_PASS_SIZE);
+    }
+    return err;
+}
+
+/* --key-pass-file or --key-pass-env on @p ctx. Reports failures; the copy read is wiped. */
+static int set_key_pass(struct tlsock_ctx *ctx, const struct cli_ctx_options *opts)
+{
+    char pass[CLI_PASS_SIZE];
+    int err = cli_read_passphrase(opts, pass);
+
+    if (err == 0) {
+        err = tlsock_ctx_set_key_passphrase(ctx, pass);
+        if (err != 0) {
+            cli_error(opts->key_pass_file != NULL ? "--key-pass-file" : "--key-pass-env", err,
+                      tlsock_ctx_errmsg(ctx));
+        }
+    }
+    explicit_bzero(pass, sizeof(pass));
     return err;
 }
 
@@ -180,8 +224,8 @@ int cli_ctx_configure(struct tlsock_ctx *ctx, const struct cli_ctx_options *opts
             goto done;
         }
     }
-    if (opts->key_pass_file != NULL) {
-        err = set_key_pass(ctx, opts->key_pass_file);
+    if (opts->key_pass_file != NULL || opts->key_pass_env != NULL) {
+        err = set_key_pass(ctx, opts);
         if (err != 0) {
             goto done;
         }
@@ -255,6 +299,26 @@ int cli_set_trust(struct tlsock_ctx *ctx, const char *ca, bool insecure)
         cli_error("--ca", err, tlsock_ctx_errmsg(ctx));
     }
 done:
+    return err;
+}
+
+int cli_set_crls(struct tlsock_ctx *ctx, const struct cli_shared_options *opts)
+{
+    int err = 0;
+
+    for (size_t i = 0; i < opts->crl_count && err == 0; i++) {
+        err = tlsock_ctx_add_crl_file(ctx, opts->crls[i]);
+        if (err != 0) {
+            /* The library's message names the file. */
+            cli_error("--crl", err, tlsock_ctx_errmsg(ctx));
+        }
+    }
+    if (err == 0 && opts->crl_chain) {
+        err = tlsock_ctx_set_crl_mode(ctx, TLSOCK_CRL_CHAIN);
+        if (err != 0) {
+            cli_error("--crl-chain", err, tlsock_ctx_errmsg(ctx));
+        }
+    }
     return err;
 }
 
@@ -335,6 +399,19 @@ bool cli_shared_option(const char *cmd, struct cli_shared_options *opts, int opt
     case CLI_OPT_KEY_PASS_FILE:
         opts->ctx.key_pass_file = arg;
         break;
+    case CLI_OPT_KEY_PASS_ENV:
+        opts->ctx.key_pass_env = arg;
+        break;
+    case CLI_OPT_CRL:
+        if (opts->crl_count == CLI_CRL_MAX) {
+            *status = cli_usage_error(cmd, "at most %d --crl files", CLI_CRL_MAX);
+        } else {
+            opts->crls[opts->crl_count++] = arg;
+        }
+        break;
+    case CLI_OPT_CRL_CHAIN:
+        opts->crl_chain = true;
+        break;
     case 'C':
         opts->ca = arg;
         break;
@@ -407,12 +484,28 @@ int cli_check_cert_key(const char *cmd, struct cli_ctx_options *opts)
 
     if (opts->key != NULL && opts->cert == NULL) {
         status = cli_usage_error(cmd, "--key needs --cert");
-    }
-    if (opts->key_pass_file != NULL && opts->cert == NULL) {
+    } else if (opts->key_pass_file != NULL && opts->cert == NULL) {
         status = cli_usage_error(cmd, "--key-pass-file needs --cert");
+    } else if (opts->key_pass_env != NULL && opts->cert == NULL) {
+        status = cli_usage_error(cmd, "--key-pass-env needs --cert");
+    } else if (opts->key_pass_file != NULL && opts->key_pass_env != NULL) {
+        status = cli_usage_error(cmd, "--key-pass-file and --key-pass-env exclude each other");
     }
     if (opts->cert != NULL && opts->key == NULL) {
         opts->key = opts->cert;
+    }
+    return status;
+}
+
+int cli_check_crl_options(const char *cmd, const struct cli_shared_options *opts, bool verifies,
+                          const char *needs)
+{
+    int status = -1;
+
+    if (opts->crl_chain && opts->crl_count == 0) {
+        status = cli_usage_error(cmd, "--crl-chain needs --crl");
+    } else if (opts->crl_count > 0 && !verifies) {
+        status = cli_usage_error(cmd, "--crl needs %s", needs);
     }
     return status;
 }
@@ -449,6 +542,10 @@ static int ctx_new(int role, const struct cli_ctx_options *ctx_opts,
     }
     if (err == 0 && server && opts->client_ca != NULL) {
         err = cli_require_client_certs(ctx, opts->client_ca);
+    }
+    /* Only a side that verifies gets the CRLs (the library refuses them on one that does not). */
+    if (err == 0 && (server ? opts->client_ca != NULL : !opts->insecure)) {
+        err = cli_set_crls(ctx, opts);
     }
     if (err == 0 && server && ctx_opts->cert == NULL) {
         err = cli_use_devcert(ctx, opts->ca_out, fp);
