@@ -21,8 +21,8 @@ SUBSET_LABELS = ^(unit|fuzz)$$
 SUBSET_TLS = ^(data|verify|close|memory|detach|transport|uv_conn|example-memory-mode|interop-demo)$$
 
 .PHONY: all bootstrap bootstrap-fuzz build demo check asan valgrind bench install format \
-	format-check clean check-openssl-only check-gnutls-only single-impl fuzz-build fuzz fuzz-ci \
-	fuzz-coverage
+	format-check clean abi-check abi-baseline check-openssl-only check-gnutls-only single-impl \
+	fuzz-build fuzz fuzz-ci fuzz-coverage
 
 all: build
 
@@ -95,6 +95,14 @@ fuzz-coverage: bootstrap-fuzz
 	cmake -S . -B $(FUZZ_COV_BUILD) -G Ninja $(FUZZ_CMAKE_FLAGS) -DTLSOCK_FUZZ_COVERAGE=ON
 	cmake --build $(FUZZ_COV_BUILD) -j $(JOBS) --target fuzz
 	./fuzz/coverage.sh $(FUZZ_COV_BUILD) $(FUZZ_BUILD)/fuzz-work
+
+# The shared library's ABI against the baseline in abi/ (docs/ABI.md); abi-baseline rewrites the
+# baseline on purpose (refused for an incompatible change unless the soname was bumped).
+abi-check: build
+	./scripts/check-abi $(BUILD)
+
+abi-baseline: build
+	./scripts/check-abi --update $(BUILD)
 
 bench: build
 	./$(BUILD)/bench/tlsock-bench
