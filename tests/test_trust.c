@@ -42,9 +42,15 @@ enum crl {
     CRL_ROOT_EXPIRED = 1 << 1, /* by ts_pki.ca, nothing revoked, nextUpdate in 2020 */
     CRL_INTER = 1 << 2,        /* by CERT_INTER, nothing revoked */
     CRL_RINTER = 1 << 3,       /* by CERT_RINTER, nothing revoked */
+    CRL_ROOT_FUTURE = 1 << 4,  /* by ts_pki.ca, nothing revoked, thisUpdate in 2099 */
+    CRL_ROOT_BADSIG = 1 << 5,  /* CRL_ROOT with the last byte of its signature changed */
 };
-static const char *const crl_names[] = {"root", "root-expired", "inter", "rinter"};
-enum { CRL_KINDS = 4 };
+static const char *const crl_names[] = {"root",   "root-expired", "inter",
+                                        "rinter", "root-future",  "root-badsig"};
+enum { CRL_KINDS = 6 };
+
+/* The validity a CRL of make_crl() gets. */
+enum crl_time { CRL_NOW, CRL_EXPIRED, CRL_FUTURE };
 
 /* The pins of a few keys, "sha256/BASE64", and one in hexadecimal. */
 enum pin { PIN_SERVER, PIN_CA, PIN_OTHER_CA, PIN_CLIENT, PIN_COUNT };
@@ -64,12 +70,17 @@ static int write_text(const char *name, const char *text)
 }
 
 /*
- * A CRL by @p issuer listing @p revoked (NULL-terminated), as <name>.pem and <name>.der; with
- * @p expired its validity ended in 2020.
+ * A CRL by @p issuer listing @p revoked (NULL-terminated), as <name>.pem and <name>.der, valid
+ * from now for a week, or (@p when) from 2020 to February 2020, or from 2099.
  */
 static int make_crl(const char *name, const struct tlsock__pem_pair *issuer,
-                    const struct tlsock__pem_pair *const *revoked, bool expired)
+                    const struct tlsock__pem_pair *const *revoked, enum crl_time when)
 {
+    static const char *const validity[] = {
+        [CRL_NOW] = "",
+        [CRL_EXPIRED] = "-crl_lastupdate 20200101000000Z -crl_nextupdate 20200201000000Z",
+        [CRL_FUTURE] = "-crl_lastupdate 20990101000000Z -crl_nextupdate 20990201000000Z",
+    };
     char file[128];
     int rc = 0;
 
@@ -95,14 +106,11 @@ static int make_crl(const char *name, const struct tlsock__pem_pair *issuer,
                             name, name, name, file);
     }
     if (rc == 0) {
-        rc = ts_workdir_sh(
-            &wd,
-            "openssl ca -batch -config %s.cnf -keyfile %s-ca.key -cert %s-ca.pem "
-            "-gencrl %s -out %s.pem >/dev/null 2>&1 && "
-            "openssl crl -in %s.pem -outform DER -out %s.der",
-            name, name, name,
-            expired ? "-crl_lastupdate 20200101000000Z -crl_nextupdate 20200201000000Z" : "", name,
-            name, name);
+        rc = ts_workdir_sh(&wd,
+                           "openssl ca -batch -config %s.cnf -keyfile %s-ca.key -cert %s-ca.pem "
+                           "-gencrl %s -out %s.pem >/dev/null 2>&1 && "
+                           "openssl crl -in %s.pem -outform DER -out %s.der",
+                           name, name, name, validity[when], name, name, name);
     }
     return rc;
 }
@@ -190,10 +198,18 @@ static int make_all(void **state)
     const struct tlsock__pem_pair *root_revoked[] = {
         &certs[CERT_REVOKED_SERVER], &certs[CERT_REVOKED_CLIENT], &certs[CERT_RINTER], NULL};
     const struct tlsock__pem_pair *none[] = {NULL};
-    rc |= make_crl("root", &ts_pki.ca, root_revoked, false);
-    rc |= make_crl("root-expired", &ts_pki.ca, none, true);
-    rc |= make_crl("inter", &certs[CERT_INTER], none, false);
-    rc |= make_crl("rinter", &certs[CERT_RINTER], none, false);
+    rc |= make_crl("root", &ts_pki.ca, root_revoked, CRL_NOW);
+    rc |= make_crl("root-expired", &ts_pki.ca, none, CRL_EXPIRED);
+    rc |= make_crl("inter", &certs[CERT_INTER], none, CRL_NOW);
+    rc |= make_crl("rinter", &certs[CERT_RINTER], none, CRL_NOW);
+    rc |= make_crl("root-future", &ts_pki.ca, none, CRL_FUTURE);
+    /* The signature is the DER's last field: its last byte changed, it no longer verifies. */
+    rc |= ts_workdir_sh(&wd, "cp root.der root-badsig.der && size=$(wc -c <root.der) && "
+                             "last=$(tail -c 1 root.der | od -An -tu1 | tr -d ' ') && "
+                             "printf \"\\$(printf %%o $((last ^ 1)))\" | "
+                             "dd of=root-badsig.der bs=1 seek=$((size - 1)) conv=notrunc "
+                             "2>/dev/null && "
+                             "openssl crl -inform DER -in root-badsig.der -out root-badsig.pem");
 
     rc |= make_pin(ts_pki.server.cert, false, pins[PIN_SERVER], sizeof(pins[0]));
     rc |= make_pin(ts_pki.ca.cert, false, pins[PIN_CA], sizeof(pins[0]));
@@ -410,6 +426,22 @@ static const struct trust_case cases[] = {
      .crls = CRL_ROOT_EXPIRED,
      .rc = TLSOCK_EVERIFY,
      .message = "CRL has expired"},
+    {.what = "CRL not yet valid",
+     .cert = CERT_SERVER,
+     .crls = CRL_ROOT_FUTURE,
+     .rc = TLSOCK_EVERIFY,
+     .message = "CRL is not yet valid"},
+    {.what = "CRL whose signature does not verify",
+     .cert = CERT_SERVER,
+     .crls = CRL_ROOT_BADSIG,
+     .rc = TLSOCK_EVERIFY,
+     .message = "CRL signature failure"},
+    {.what = "chain mode: the root's CRL signature does not verify",
+     .cert = CERT_INTER_LEAF,
+     .crls = CRL_ROOT_BADSIG | CRL_INTER,
+     .crl_mode = TLSOCK_CRL_CHAIN,
+     .rc = TLSOCK_EVERIFY,
+     .message = "CRL signature failure"},
     {.what = "a CRL mode without any CRL",
      .cert = CERT_SERVER,
      .crl_mode = TLSOCK_CRL_LEAF,

@@ -92,6 +92,14 @@ if [ -n "${OPENSSL_BIN:-}" ]; then
     pass "--key-pass-file without --cert is a usage error"
     refused key-pass-fifo "--key-pass-file $WORK/fifo.pem: not a regular file" -- \
         "$TLSOCK_BIN" serve --cert "$CERT" --key "$ENC" --key-pass-file "$WORK/fifo.pem"
+    # The first line is the passphrase: an empty one, or one with a NUL byte, is refused as
+    # --key-pass-env refuses them (never a silently shorter passphrase).
+    printf '\nright-pass\n' >"$WORK/empty-line.pass"
+    refused key-pass-empty-line "--key-pass-file $WORK/empty-line.pass: the first line is empty" -- \
+        "$TLSOCK_BIN" serve --cert "$CERT" --key "$ENC" --key-pass-file "$WORK/empty-line.pass"
+    printf 'right\000-pass\n' >"$WORK/nul.pass"
+    refused key-pass-nul "--key-pass-file $WORK/nul.pass: the passphrase holds a NUL byte" -- \
+        "$TLSOCK_BIN" serve --cert "$CERT" --key "$ENC" --key-pass-file "$WORK/nul.pass"
 fi
 
 # (c) The message names the value and what is compiled in (`tlsock version` lists it).

@@ -151,14 +151,23 @@ static int read_pass_file(const char *path, char pass[CLI_PASS_SIZE])
         cli_errorf("--key-pass-file %s: %s", path, strerror(errno));
         goto close_fd;
     }
-    pass[len] = '\0';
-    pass[strcspn(pass, "\r\n")] = '\0';
-    if (strlen(pass) > TLSOCK_PASSPHRASE_MAX) {
+    /* The first line, without its line end; the same rules as for --key-pass-env. */
+    const char *nl = memchr(pass, '\n', len);
+    size_t first = nl != NULL ? (size_t)(nl - pass) : len;
+    if (first > 0 && pass[first - 1] == '\r') {
+        first--;
+    }
+    pass[first] = '\0';
+    if (first == 0) {
+        cli_errorf("--key-pass-file %s: the first line is empty", path);
+    } else if (memchr(pass, '\0', first) != NULL) {
+        cli_errorf("--key-pass-file %s: the passphrase holds a NUL byte", path);
+    } else if (first > TLSOCK_PASSPHRASE_MAX) {
         cli_errorf("--key-pass-file %s: the passphrase is longer than %d bytes", path,
                    TLSOCK_PASSPHRASE_MAX);
-        goto close_fd;
+    } else {
+        err = 0;
     }
-    err = 0;
 close_fd:
     if (fd >= 0) {
         close(fd);
