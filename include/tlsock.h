@@ -360,16 +360,20 @@ TLSOCK_API int tlsock_ctx_set_key_passphrase_cb(struct tlsock_ctx *ctx, tlsock_p
 
 /**
  * Sets this side's certificate chain and key from a PKCS#12 (.p12, .pfx) bundle in DER, read
- * during the call: the key, the certificate that matches it, and the bundle's other certificates
- * as the chain. Replaces an earlier certificate and key, as tlsock_ctx_set_cert_file() does. A
- * bundle is tried with the empty passphrase first, then with the one set by
- * tlsock_ctx_set_key_passphrase() or its callback. Bundles made with modern algorithms
- * (`openssl pkcs12 -export -keypbe AES-256-CBC -certpbe AES-256-CBC`, OpenSSL 3's default) load
- * on every implementation; RC2 and other legacy ones may not.
+ * during the call: the key, the certificate that matches it, and as the chain the bundle's
+ * certificates that lead from it towards its root, in order, without a self-signed root (other
+ * certificates in the bundle are not sent; the same on every implementation). Replaces an
+ * earlier certificate and key, as tlsock_ctx_set_cert_file() does. A bundle is tried with the
+ * empty passphrase first, then with the one set by tlsock_ctx_set_key_passphrase() or its
+ * callback. Bundles made with modern algorithms (`openssl pkcs12 -export -keypbe AES-256-CBC
+ * -certpbe AES-256-CBC`, OpenSSL 3's default) load on every implementation; RC2 and other legacy
+ * ones may not. An encrypted bundle without a MAC (`-nomac`) is refused: nothing protects its
+ * integrity.
  * @return 0; TLSOCK_ECONFIG when the file is not a regular file, is empty or larger than 1 MiB,
  *         is not a PKCS#12 bundle, when its passphrase is wrong or missing ("wrong passphrase"),
- *         when it holds no key or no certificate for it, or when the key is too weak; TLSOCK_ESYS
- *         when the file cannot be opened or read. The message names the file.
+ *         when it is encrypted without a MAC ("has no MAC"), when it holds no key or no
+ *         certificate for it, or when the key is too weak; TLSOCK_ESYS when the file cannot be
+ *         opened or read. The message names the file.
  */
 TLSOCK_API int tlsock_ctx_set_pkcs12_file(struct tlsock_ctx *ctx, const char *path);
 

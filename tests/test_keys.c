@@ -104,6 +104,11 @@ static int make_files(void **state)
         "-keypbe AES-256-CBC -certpbe AES-256-CBC -macalg sha256 -out bundle.p12",
         "pkcs12 -export -in cert.pem -inkey key.pem -passout pass: -keypbe AES-256-CBC "
         "-certpbe AES-256-CBC -macalg sha256 -out nopass.p12",
+        /* Without a MAC: only the bags' encryption tells the password. */
+        "pkcs12 -export -nomac -in cert.pem -inkey key.pem -passout pass:'" PASS "' "
+        "-keypbe AES-256-CBC -certpbe AES-256-CBC -out nomac.p12",
+        "pkcs12 -export -nomac -in cert.pem -inkey key.pem -passout pass: -keypbe NONE "
+        "-certpbe NONE -out nomac_nopass.p12",
     };
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
         if (run_openssl(commands[i]) != 0) {
@@ -241,6 +246,12 @@ static const struct key_case load_cases[] = {
      .pass_mode = PASS_CB,
      .pass = WRONG_PASS,
      .calls = 0},
+    {.what = "PKCS#12 without a MAC or a password: the callback is not called",
+     .source = P12_MEMORY,
+     .cert = "nomac_nopass.p12",
+     .pass_mode = PASS_CB,
+     .pass = WRONG_PASS,
+     .calls = 0},
 };
 
 static const struct key_case fail_cases[] = {
@@ -313,6 +324,14 @@ static const struct key_case fail_cases[] = {
      .cert = "bundle.p12",
      .rc = TLSOCK_ECONFIG,
      .messages = {"PKCS#12 file @cert", "no passphrase was set"}},
+    {.what = "PKCS#12 encrypted without a MAC: refused before any passphrase is asked for",
+     .source = P12_FILE,
+     .cert = "nomac.p12",
+     .pass_mode = PASS_CB,
+     .pass = PASS,
+     .calls = 0,
+     .rc = TLSOCK_ECONFIG,
+     .messages = {"PKCS#12 file @cert", "has no MAC"}},
     {.what = "PKCS#12 in memory, the callback gives a wrong passphrase",
      .source = P12_MEMORY,
      .cert = "bundle.p12",
@@ -470,6 +489,37 @@ static void test_load_and_handshake(void **state)
         TS_ASSERT_CONTAINS(info->peer_subject, TS_SERVER_CN);
         TS_ASSERT_RC(ts_pair_transfer(p, TS_S2C, 1000, 7), 0);
     }
+}
+
+/* What a client's verify callback saw: the number of certificates the server sent. */
+static int count_peer_chain(const struct tlsock_verify_info *info, void *user, char *reason,
+                            size_t reason_size)
+{
+    (void)reason;
+    (void)reason_size;
+    *(size_t *)user = info->peer_chain_len;
+    return 0;
+}
+
+/*
+ * A PKCS#12 bundle that holds its root CA besides the leaf (bundle.p12, made with -certfile):
+ * every implementation sends the leaf and its issuers without the self-signed root, so a server
+ * sends the same chain whichever implementation loaded the bundle.
+ */
+static void test_pkcs12_chain(void **state)
+{
+    struct ts_pair *p = *state;
+    size_t sent = 0;
+
+    TS_ASSERT_RC(ts_ctx_new(TLSOCK_SERVER, &p->sctx), 0);
+    TS_ASSERT_RC(tlsock_ctx_set_key_passphrase(p->sctx, PASS), 0);
+    TS_ASSERT_RC_MSG(tlsock_ctx_set_pkcs12_file(p->sctx, PATH("bundle.p12")), 0,
+                     tlsock_ctx_errmsg(p->sctx));
+    TS_ASSERT_RC(ts_client_ctx_new(ts_pki.ca.cert, &p->cctx), 0);
+    TS_ASSERT_RC(tlsock_ctx_set_verify_callback(p->cctx, count_peer_chain, &sent), 0);
+    TS_ASSERT_RC(ts_pair_attach(p, NULL, NULL), 0);
+    TS_ASSERT_RC_MSG(ts_pair_handshake(p), 0, p->client_rc != 0 ? p->client_msg : p->server_msg);
+    assert_int_equal(sent, 1);
 }
 
 static void test_load_failures(void **state)
@@ -647,6 +697,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_load_and_handshake, ts_pair_setup, ts_pair_teardown),
+        cmocka_unit_test_setup_teardown(test_pkcs12_chain, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test(test_load_failures),
         cmocka_unit_test(test_passphrase_cleared),
         cmocka_unit_test(test_no_terminal_prompt),

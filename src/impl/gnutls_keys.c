@@ -112,10 +112,40 @@ static int load_pair(const struct tlsock__cert_src *src, struct gtls_cert *out,
     return load_key(src, &out->key, err);
 }
 
-/* Whether the MAC of @p p12 (a gnutls_pkcs12_t) verifies with @p pass (NULL: absent). */
-static bool mac_ok(void *p12, const char *pass)
+/* Whether @p p12 (a gnutls_pkcs12_t) carries a MAC (`openssl pkcs12 -nomac` makes bundles
+ * without one). */
+static bool has_mac(void *p12)
 {
-    return gnutls_pkcs12_verify_mac(p12, pass) == 0;
+    unsigned mac = 0;
+    unsigned iterations = 0;
+    unsigned char salt[64];
+    unsigned salt_size = sizeof(salt);
+    char *oid = NULL;
+    int ret = gnutls_pkcs12_mac_info(p12, &mac, salt, &salt_size, &iterations, &oid);
+
+    gnutls_free(oid);
+    return ret >= 0 || ret == GNUTLS_E_SHORT_MEMORY_BUFFER;
+}
+
+/*
+ * Whether @p p12 (a gnutls_pkcs12_t) opens with @p pass (NULL: absent): its MAC verifies with
+ * it, or, for a bundle without a MAC, its key decrypts with it.
+ */
+static bool opens(void *p12, const char *pass)
+{
+    gnutls_x509_privkey_t key = NULL;
+    gnutls_x509_crt_t *chain = NULL;
+    unsigned count = 0;
+    bool ok = false;
+
+    if (has_mac(p12)) {
+        return gnutls_pkcs12_verify_mac(p12, pass) == 0;
+    }
+    ok = gnutls_pkcs12_simple_parse(p12, pass, &key, &chain, &count, NULL, NULL, NULL, 0) >= 0 &&
+         key != NULL;
+    struct gtls_cert found = {.chain = chain, .count = count, .key = key};
+    tlsock__gtls_cert_free(&found);
+    return ok;
 }
 
 static int load_pkcs12(const struct tlsock__cert_src *src, struct gtls_cert *out,
@@ -137,7 +167,7 @@ static int load_pkcs12(const struct tlsock__cert_src *src, struct gtls_cert *out
         rc = tlsock__fail(err, code_of(ret), "not a PKCS#12 bundle: %s", gnutls_strerror(ret));
         goto out;
     }
-    rc = tlsock__pkcs12_password(mac_ok, p12, src->pass, &pass, err);
+    rc = tlsock__pkcs12_password(has_mac, opens, p12, src->pass, &pass, err);
     if (rc != 0) {
         goto out;
     }

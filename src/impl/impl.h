@@ -114,17 +114,23 @@ struct tlsock__pass {
 int tlsock__pass_get(struct tlsock__pass *pass, const char **out, struct tlsock__err *err);
 
 /*
- * The password of a PKCS#12 bundle, in *@p out: the one that @p mac_ok says verifies the bundle's
- * MAC, tried in order: empty, absent (NULL), then the passphrase (asked for only then). 0, or
- * TLSOCK_ECONFIG with the reason in @p err (no passphrase, or a wrong one).
+ * The password of a PKCS#12 bundle, in *@p out: the first that @p opens says opens the bundle
+ * (its MAC verifies with it, or for a bundle without a MAC its key reads with it), tried in
+ * order: empty, absent (NULL), then the passphrase (asked for only then). A bundle without a MAC
+ * (@p has_mac) that needs a password is refused: nothing protects its integrity, and OpenSSL 3.0
+ * cannot read one. 0, or TLSOCK_ECONFIG with the reason in @p err.
  */
-int tlsock__pkcs12_password(bool (*mac_ok)(void *p12, const char *password), void *p12,
+int tlsock__pkcs12_password(bool (*has_mac)(void *p12),
+                            bool (*opens)(void *p12, const char *password), void *p12,
                             struct tlsock__pass *pass, const char **out, struct tlsock__err *err);
 
 /* Messages every implementation uses, so the same failure reads the same on each. */
 #define TLSOCK__MSG_WRONG_PASS     "wrong passphrase (the key cannot be decrypted)"
-#define TLSOCK__MSG_WRONG_P12_PASS "wrong passphrase (the PKCS#12 bundle's MAC does not verify)"
-#define TLSOCK__MSG_KEY_MISMATCH   "private key does not match the certificate"
+#define TLSOCK__MSG_WRONG_P12_PASS "wrong passphrase (the PKCS#12 bundle does not open with it)"
+#define TLSOCK__MSG_P12_NO_MAC                                                                     \
+    "the PKCS#12 bundle is encrypted but has no MAC (`openssl pkcs12 -nomac`): not supported, "    \
+    "export it with a MAC"
+#define TLSOCK__MSG_KEY_MISMATCH "private key does not match the certificate"
 
 /* Whether @p data looks like PEM (a "-----BEGIN " line), else it is taken as DER. */
 bool tlsock__is_pem(const char *data, size_t len);

@@ -53,19 +53,22 @@ int tlsock__pass_get(struct tlsock__pass *pass, const char **out, struct tlsock_
                         TLSOCK_PASSPHRASE_MAX);
 }
 
-int tlsock__pkcs12_password(bool (*mac_ok)(void *p12, const char *password), void *p12,
+int tlsock__pkcs12_password(bool (*has_mac)(void *p12),
+                            bool (*opens)(void *p12, const char *password), void *p12,
                             struct tlsock__pass *pass, const char **out, struct tlsock__err *err)
 {
     int rc = 0;
 
     /* Bundles without a password have an empty one, or none at all: only then ask. */
-    if (mac_ok(p12, "")) {
+    if (opens(p12, "")) {
         *out = "";
-    } else if (mac_ok(p12, NULL)) {
+    } else if (opens(p12, NULL)) {
         *out = NULL;
+    } else if (!has_mac(p12)) {
+        rc = tlsock__fail(err, TLSOCK_ECONFIG, "%s", TLSOCK__MSG_P12_NO_MAC);
     } else {
         rc = tlsock__pass_get(pass, out, err);
-        if (rc == 0 && !mac_ok(p12, *out)) {
+        if (rc == 0 && !opens(p12, *out)) {
             rc = tlsock__fail(err, TLSOCK_ECONFIG, "%s", TLSOCK__MSG_WRONG_P12_PASS);
         }
     }

@@ -9,6 +9,7 @@
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/pkcs12.h>
+#include <openssl/x509v3.h>
 #include <openssl/ssl.h>
 
 #include "openssl_util.h"
@@ -115,20 +116,74 @@ static int load_key(const struct tlsock__cert_src *src, EVP_PKEY **key, struct t
     return tlsock__fail(err, TLSOCK_ECONFIG, "%s", TLSOCK__MSG_WRONG_PASS);
 }
 
-/*
- * Whether the MAC of @p p12 (a PKCS12 *) verifies with @p pass (NULL: absent). A bundle without
- * a MAC takes the empty password (PKCS12_parse() tries the others).
- */
-static bool mac_ok(void *p12, const char *pass)
+/* Whether @p p12 (a PKCS12 *) carries a MAC (`openssl pkcs12 -nomac` makes bundles without). */
+static bool has_mac(void *p12)
 {
-    bool ok = PKCS12_mac_present(p12) ? PKCS12_verify_mac(p12, pass, pass != NULL ? -1 : 0) == 1
-                                      : pass != NULL && pass[0] == '\0';
+    return PKCS12_mac_present(p12) == 1;
+}
 
+/*
+ * Whether @p p12 (a PKCS12 *) opens with @p pass (NULL: absent): its MAC verifies with it, or,
+ * for a bundle without a MAC, its key reads with it.
+ */
+static bool opens(void *p12, const char *pass)
+{
+    bool ok = false;
+
+    if (PKCS12_mac_present(p12)) {
+        ok = PKCS12_verify_mac(p12, pass, pass != NULL ? -1 : 0) == 1;
+    } else {
+        EVP_PKEY *key = NULL;
+        X509 *cert = NULL;
+        STACK_OF(X509) *rest = NULL;
+        ok = PKCS12_parse(p12, pass, &key, &cert, &rest) == 1 && key != NULL;
+        EVP_PKEY_free(key);
+        X509_free(cert);
+        sk_X509_pop_free(rest, X509_free);
+    }
     ERR_clear_error();
     return ok;
 }
 
-/* The key, its certificate and the others from a DER PKCS#12 bundle. */
+/*
+ * Keeps of @p rest the certificates that chain @p leaf towards its root, in that order, without
+ * a self-signed one: what GnuTLS's gnutls_pkcs12_simple_parse() keeps, so that a bundle makes
+ * the same chain on every implementation (a root in the bundle, or an unrelated certificate, is
+ * not sent).
+ */
+static int issuer_path(X509 *leaf, STACK_OF(X509) * *rest, struct tlsock__err *err)
+{
+    STACK_OF(X509) *path = sk_X509_new_null();
+    X509 *cur = leaf;
+
+    if (path == NULL) {
+        return tlsock__fail(err, TLSOCK_ENOMEM, "out of memory");
+    }
+    /* Bounded: each step adds one of the bundle's certificates. */
+    for (int step = 0; step < sk_X509_num(*rest); step++) {
+        X509 *next = NULL;
+        for (int i = 0; i < sk_X509_num(*rest) && next == NULL; i++) {
+            X509 *c = sk_X509_value(*rest, i);
+            if (c != cur && X509_check_issued(c, cur) == X509_V_OK) {
+                next = c;
+            }
+        }
+        if (next == NULL || X509_check_issued(next, next) == X509_V_OK) {
+            break;
+        }
+        if (sk_X509_push(path, next) == 0) {
+            sk_X509_pop_free(path, X509_free);
+            return tlsock__fail(err, TLSOCK_ENOMEM, "out of memory");
+        }
+        X509_up_ref(next);
+        cur = next;
+    }
+    sk_X509_pop_free(*rest, X509_free);
+    *rest = path;
+    return 0;
+}
+
+/* The key, its certificate and its issuers (issuer_path()) from a DER PKCS#12 bundle. */
 static int load_pkcs12(const struct tlsock__cert_src *src, X509 **leaf, STACK_OF(X509) * *rest,
                        EVP_PKEY **key, struct tlsock__err *err)
 {
@@ -140,7 +195,7 @@ static int load_pkcs12(const struct tlsock__cert_src *src, X509 **leaf, STACK_OF
     if (p12 == NULL) {
         return tlsock__ossl_fail(err, TLSOCK_ECONFIG, "not a PKCS#12 bundle");
     }
-    rc = tlsock__pkcs12_password(mac_ok, p12, src->pass, &pass, err);
+    rc = tlsock__pkcs12_password(has_mac, opens, p12, src->pass, &pass, err);
     if (rc != 0) {
         goto out;
     }
@@ -156,6 +211,9 @@ static int load_pkcs12(const struct tlsock__cert_src *src, X509 **leaf, STACK_OF
     if (*rest == NULL) {
         *rest = sk_X509_new_null();
         rc = *rest == NULL ? tlsock__fail(err, TLSOCK_ENOMEM, "out of memory") : 0;
+    }
+    if (rc == 0) {
+        rc = issuer_path(*leaf, rest, err);
     }
 out:
     PKCS12_free(p12);
