@@ -157,6 +157,20 @@ static bool key_matches(gnutls_x509_crt_t crt, gnutls_x509_privkey_t key)
            alen == blen && memcmp(a, b, alen) == 0;
 }
 
+/* A PIN function that never gives one: the generator reads only unencrypted keys. */
+static int refuse_pin(void *userdata, int attempt, const char *token_url, const char *token_label,
+                      unsigned int flags, char *pin, size_t pin_max)
+{
+    (void)userdata;
+    (void)attempt;
+    (void)token_url;
+    (void)token_label;
+    (void)flags;
+    (void)pin;
+    (void)pin_max;
+    return GNUTLS_E_DECRYPTION_FAILED;
+}
+
 /* Loads the issuing CA's certificate and key and checks that they belong together. */
 static int load_issuer(const struct tlsock__cert_spec *spec, gnutls_x509_crt_t *cert_out,
                        gnutls_x509_privkey_t *key_out, struct tlsock__err *err)
@@ -181,8 +195,14 @@ static int load_issuer(const struct tlsock__cert_spec *spec, gnutls_x509_crt_t *
         rc = gtls_fail(err, TLSOCK_ECONFIG, "issuer certificate is not a PEM certificate", ret);
         goto free_objects;
     }
-    /* PLAIN: an encrypted key fails instead of asking an application's PIN callback. */
+    /*
+     * PLAIN: an encrypted PKCS#8 key fails. A traditional encrypted PEM key would still make
+     * GnuTLS ask a PIN function, and without one of the key's own it would ask the application's
+     * process-wide one: the key gets one that refuses.
+     */
+    gnutls_x509_privkey_set_pin_function(key, refuse_pin, NULL);
     ret = gnutls_x509_privkey_import2(key, &key_pem, GNUTLS_X509_FMT_PEM, NULL, GNUTLS_PKCS_PLAIN);
+    gnutls_x509_privkey_set_pin_function(key, NULL, NULL);
     if (ret < 0) {
         rc =
             gtls_fail(err, TLSOCK_ECONFIG, "issuer key is not an unencrypted PEM private key", ret);
