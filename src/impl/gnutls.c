@@ -211,6 +211,27 @@ static const char *weak_reason(struct gtls_conn *c)
     return reason;
 }
 
+static int format_sans(gnutls_x509_crt_t crt, char *out, size_t size);
+
+/* A name mismatch: the name expected and the leaf's names (text.h). */
+static void name_reason(struct gtls_conn *c, char *out, size_t size)
+{
+    char sans[TLSOCK__MISMATCH_SANS_SIZE] = "";
+    char ip[INET6_ADDRSTRLEN] = "";
+    unsigned n = 0;
+    gnutls_x509_crt_t leaf = c->no_san ? NULL : import_peer(c, false, &n);
+
+    if (leaf != NULL) {
+        (void)format_sans(leaf, sans, sizeof(sans));
+        gnutls_x509_crt_deinit(leaf);
+    }
+    if (c->verify_ip) {
+        inet_ntop(c->ip_len == 16 ? AF_INET6 : AF_INET, c->ip, ip, sizeof(ip));
+    }
+    tlsock__text_name_mismatch(out, size, c->verify_ip, c->verify_ip ? ip : c->verify_name,
+                               c->no_san ? "" : sans);
+}
+
 /*
  * The reason for a failed verification in OpenSSL's words (X509_verify_cert_error_string), so
  * that messages do not depend on the implementation, checked in the order OpenSSL's chain
@@ -230,11 +251,10 @@ static void verify_reason(struct gtls_conn *c, unsigned status, char *out, size_
         snprintf(out, size, "unsuitable certificate purpose");
     } else if (status & GNUTLS_CERT_INSECURE_ALGORITHM) {
         snprintf(out, size, "%s", weak_reason(c));
+    } else if (status & GNUTLS_CERT_SIGNATURE_FAILURE) {
+        snprintf(out, size, "certificate signature failure");
     } else if (status & GNUTLS_CERT_UNEXPECTED_OWNER) {
-        snprintf(out, size, "%s",
-                 c->no_san      ? tlsock__text_no_san_reason(c->verify_ip)
-                 : c->verify_ip ? "IP address mismatch"
-                                : "hostname mismatch");
+        name_reason(c, out, size);
     } else if (status & GNUTLS_CERT_REVOKED) {
         snprintf(out, size, "certificate revoked");
     } else if (status & GNUTLS_CERT_EXPIRED) {
@@ -299,7 +319,7 @@ static void peer_subject(struct gtls_conn *c, char *out, size_t size)
 static int fail_verify(struct gtls_conn *c, struct tlsock__err *err)
 {
     unsigned status = c->verify_status;
-    char reason[160];
+    char reason[TLSOCK__ERRMSG_SIZE];
     char subject[256];
 
     if (tlsock__err_set(&c->verify_err) && c->verify_rc != 0) {
@@ -359,6 +379,16 @@ static int map_error(struct gtls_conn *c, int ret, struct tlsock__err *err)
             return tlsock__text_fail_no_client_cert(err);
         }
         break;
+    case GNUTLS_E_KEY_USAGE_VIOLATION: {
+        /*
+         * The peer's key signed the handshake though its keyUsage forbids it: OpenSSL refuses
+         * such a certificate in its verification, for its purpose, with unsupported_certificate.
+         */
+        char subject[256];
+        peer_subject(c, subject, sizeof(subject));
+        gnutls_alert_send(c->session, GNUTLS_AL_FATAL, GNUTLS_A_UNSUPPORTED_CERTIFICATE);
+        return tlsock__text_fail_verify_at(err, "unsuitable certificate purpose", 0, subject);
+    }
     case GNUTLS_E_FATAL_ALERT_RECEIVED:
         return fail_alert(c, (int)gnutls_alert_get(c->session), err);
     case GNUTLS_E_DECRYPTION_FAILED:
@@ -607,7 +637,7 @@ static const char *crl_reason(const struct gtls_ctx *gc, gnutls_x509_crt_t cert,
 
 /* Revocation of the leaf, or of every certificate of the chain (the anchor by its own CRL). */
 static const char *revocation_reason(const struct gtls_conn *c, const struct gtls_chain *ch,
-                                     int *alert)
+                                     int *alert, unsigned *depth)
 {
     unsigned last = c->trust->crl_mode == TLSOCK_CRL_CHAIN ? ch->n - 1 : 0;
 
@@ -619,6 +649,7 @@ static const char *revocation_reason(const struct gtls_conn *c, const struct gtl
         }
         const char *reason = crl_reason(c->gc, cert, issuer, alert);
         if (reason != NULL) {
+            *depth = i;
             return reason;
         }
     }
@@ -712,19 +743,65 @@ static int trust_check(struct gtls_conn *c, const struct gtls_chain *ch, int rc,
     return rc;
 }
 
+/* Whether @p crt is outside its validity dates now (GnuTLS's wall clock). */
+static bool out_of_date(gnutls_x509_crt_t crt, unsigned status)
+{
+    time_t now = time(NULL);
+
+    return ((status & GNUTLS_CERT_EXPIRED) && gnutls_x509_crt_get_expiration_time(crt) < now) ||
+           ((status & GNUTLS_CERT_NOT_ACTIVATED) && gnutls_x509_crt_get_activation_time(crt) > now);
+}
+
+/*
+ * The depth of the certificate GnuTLS's @p status is about (it says what failed, not where), in
+ * the walked chain @p ch, as OpenSSL reports it: the first certificate out of its dates, the
+ * first CA that is not one, the first link whose signature does not verify or whose issuer is
+ * missing (the top of what could be built), the first weak signature; else the leaf.
+ */
+static unsigned failed_depth(const struct gtls_chain *ch, unsigned status)
+{
+    for (unsigned i = 0; i < ch->n; i++) {
+        gnutls_x509_crt_t crt = ch->crt[i];
+        if ((status & (GNUTLS_CERT_EXPIRED | GNUTLS_CERT_NOT_ACTIVATED)) &&
+            out_of_date(crt, status)) {
+            return i;
+        }
+        if ((status & GNUTLS_CERT_SIGNER_NOT_CA) && i > 0 &&
+            gnutls_x509_crt_get_ca_status(crt, NULL) <= 0) {
+            return i;
+        }
+        if ((status & (GNUTLS_CERT_SIGNER_NOT_FOUND | GNUTLS_CERT_SIGNATURE_FAILURE)) &&
+            (i + 1 == ch->n || !signed_by(crt, ch->crt[i + 1]))) {
+            /* A self-signed top verifies by itself but has no issuer to trust. */
+            return i;
+        }
+        if ((status & GNUTLS_CERT_INSECURE_ALGORITHM) && i + 1 < ch->n &&
+            !gnutls_sign_is_secure2(
+                (gnutls_sign_algorithm_t)gnutls_x509_crt_get_signature_algorithm(crt), 0)) {
+            return i;
+        }
+    }
+    return 0;
+}
+
 /*
  * GnuTLS's verification, then what it does not check: a name against a certificate without a
  * subjectAltName (GnuTLS would fall back to the CN), revocation, and trust.h's checks. Returns
- * 0 or TLSOCK_EVERIFY; the reason is in c->verify_err, or in c->verify_status alone.
+ * 0 or TLSOCK_EVERIFY; the reason is in c->verify_err, naming the certificate that failed.
  */
 static int verify_more(struct gtls_conn *c, unsigned *status)
 {
     struct gtls_chain ch;
     int rc = 0;
-    /* Walking the chain costs a signature check a link: only for what needs the chain. */
-    int ret = chain_build(c, &ch, c->trust->crl_mode != 0 || tlsock__trust_needs_chain(c->trust));
+    /*
+     * Walking the chain costs a signature check a link: only for what needs the chain, and for
+     * a failure, to say which certificate failed.
+     */
+    bool walk = *status != 0 || c->trust->crl_mode != 0 || tlsock__trust_needs_chain(c->trust);
+    int ret = chain_build(c, &ch, walk);
     int san = ret >= 0 && c->role == TLSOCK_CLIENT ? has_san(ch.peer[0]) : 1;
     char subject[256];
+    unsigned depth = 0;
 
     if (ret == GNUTLS_E_MEMORY_ERROR || san == GNUTLS_E_MEMORY_ERROR) {
         chain_free(&ch);
@@ -734,8 +811,8 @@ static int verify_more(struct gtls_conn *c, unsigned *status)
     if (ret < 0) {
         /* GnuTLS read the chain (more than CHAIN_MAX certificates it refuses itself). */
         chain_free(&ch);
-        return tlsock__text_fail_verify(&c->verify_err, "cannot read the peer's certificate chain",
-                                        TLSOCK__VERIFY_CODE_NONE, 0, "");
+        return tlsock__text_fail_verify_at(&c->verify_err,
+                                           "cannot read the peer's certificate chain", 0, "");
     }
     (void)subject_text(ch.peer[0], subject, sizeof(subject));
     c->no_san = san == 0;
@@ -743,18 +820,21 @@ static int verify_more(struct gtls_conn *c, unsigned *status)
         *status = GNUTLS_CERT_INVALID | GNUTLS_CERT_UNEXPECTED_OWNER;
     }
     if (*status == 0 && c->trust->crl_mode != 0) {
-        const char *reason = revocation_reason(c, &ch, &c->verify_alert);
+        const char *reason = revocation_reason(c, &ch, &c->verify_alert, &depth);
         if (reason != NULL) {
-            rc = tlsock__text_fail_verify(&c->verify_err, reason, TLSOCK__VERIFY_CODE_NONE, 0,
-                                          subject);
+            char bad[256];
+            (void)subject_text(ch.crt[depth], bad, sizeof(bad));
+            rc = tlsock__text_fail_verify_at(&c->verify_err, reason, (int)depth, bad);
             *status = GNUTLS_CERT_INVALID;
         }
     }
     if (*status != 0 && rc == 0) {
-        char reason[160];
+        char reason[TLSOCK__ERRMSG_SIZE];
+        char bad[256];
         verify_reason(c, *status, reason, sizeof(reason));
-        rc = tlsock__text_fail_verify(&c->verify_err, reason, TLSOCK__VERIFY_CODE_GNUTLS, *status,
-                                      subject);
+        depth = failed_depth(&ch, *status);
+        (void)subject_text(ch.crt[depth], bad, sizeof(bad));
+        rc = tlsock__text_fail_verify_at(&c->verify_err, reason, (int)depth, bad);
         c->verify_alert = (int)verify_alert(*status);
     }
     if (tlsock__trust_needs_chain(c->trust)) {

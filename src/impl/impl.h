@@ -82,6 +82,7 @@ struct tlsock__cert_spec {
     int eku;                     /* TLSOCK__EKU_* bits; 0: no extendedKeyUsage extension */
     const char *issuer_cert_pem; /* NULL: self-signed */
     const char *issuer_key_pem;
+    unsigned key_usage; /* keyUsage bits (1 << TLSOCK__KU_* of certspec.h); 0: the default */
 };
 
 /* A generated certificate and key, NUL-terminated PEM, owned by the caller (free()). */

@@ -682,6 +682,43 @@ out:
     return rc;
 }
 
+static bool format_sans(X509 *cert, char *out, size_t size);
+
+/*
+ * OpenSSL's refusal in c->verify_err, naming the certificate that failed (the error's depth and
+ * certificate): a name mismatch lists the name expected and the leaf's names, or says the leaf
+ * has no subjectAltName (OpenSSL never checks the CN, see setup_verification()).
+ */
+static int fail_chain(struct ossl_conn *c, X509_STORE_CTX *store, X509 *leaf)
+{
+    int code = X509_STORE_CTX_get_error(store);
+    int depth = X509_STORE_CTX_get_error_depth(store);
+    X509 *bad = X509_STORE_CTX_get_current_cert(store);
+    char subject[SUBJECT_MAX] = "";
+    char reason[TLSOCK__MISMATCH_SANS_SIZE + 256];
+
+    if (bad == NULL) {
+        bad = leaf;
+        depth = 0;
+    }
+    if (bad != NULL) {
+        (void)subject_text(bad, subject, sizeof(subject));
+    }
+    if ((code == X509_V_ERR_HOSTNAME_MISMATCH || code == X509_V_ERR_IP_ADDRESS_MISMATCH) &&
+        leaf != NULL) {
+        char sans[TLSOCK__MISMATCH_SANS_SIZE] = "";
+        if (has_san(leaf)) {
+            (void)format_sans(leaf, sans, sizeof(sans));
+        }
+        tlsock__text_name_mismatch(reason, sizeof(reason), c->verify_ip, c->verify_name, sans);
+    } else {
+        snprintf(reason, sizeof(reason), "%s", X509_verify_cert_error_string(code));
+    }
+    /* X509_verify_cert leaves its own errors (a signature that does not decode...) queued. */
+    ERR_clear_error();
+    return tlsock__text_fail_verify_at(&c->verify_err, reason, depth, subject);
+}
+
 /*
  * OpenSSL's chain verification (X509_verify_cert), then the checks it does not make: a name
  * checked against a certificate without a subjectAltName gets its own reason, and the shared
@@ -707,14 +744,7 @@ static int verify_hook(X509_STORE_CTX *store, void *arg)
     tlsock__err_clear(&c->verify_err);
     int rc = 0;
     if (ok <= 0) {
-        int code = X509_STORE_CTX_get_error(store);
-        bool name = code == X509_V_ERR_HOSTNAME_MISMATCH || code == X509_V_ERR_IP_ADDRESS_MISMATCH;
-        const char *reason = name && leaf != NULL && !has_san(leaf)
-                                 ? tlsock__text_no_san_reason(c->verify_ip)
-                                 : X509_verify_cert_error_string(code);
-        rc = tlsock__text_fail_verify(&c->verify_err, reason, TLSOCK__VERIFY_CODE_OPENSSL,
-                                      (unsigned long)code,
-                                      c->failed_subject != NULL ? c->failed_subject : subject);
+        rc = fail_chain(c, store, leaf);
     }
     if (needs_chain) {
         rc = trust_check(c, store, rc, subject);
@@ -895,6 +925,10 @@ static int map_error(struct ossl_conn *c, int ret, struct tlsock__err *err)
     if (c->refusal != NULL) {
         ERR_clear_error();
         return tlsock__fail(err, TLSOCK_EPROTO, "%s", c->refusal);
+    }
+    if (c->verify_rc != 0 && tlsock__err_set(&c->verify_err)) {
+        /* verify_hook() refused the peer, whatever OpenSSL queued first. */
+        return fail_verify(c, verify, err);
     }
     if ((e == SSL_ERROR_SYSCALL && code == 0) ||
         ERR_GET_REASON(code) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {

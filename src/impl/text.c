@@ -3,6 +3,7 @@
  */
 #include <arpa/inet.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/socket.h>
 
 #include "text.h"
@@ -28,15 +29,22 @@ void tlsock__san_text_init(struct tlsock__san_text *t, char *out, size_t size)
     out[0] = '\0';
 }
 
+/* Room kept at the end of a list for ",...", which says that entries were left out. */
+#define SAN_MORE ",..."
+
 static void san_add(struct tlsock__san_text *t, const char *kind, const char *value, int len)
 {
     if (t->full) {
         return;
     }
-    int n = snprintf(t->out + t->used, t->size - t->used, "%s%s:%.*s", t->used > 0 ? "," : "", kind,
-                     len, value);
-    if (n < 0 || (size_t)n >= t->size - t->used) {
+    size_t room = t->size - t->used;
+    int n = snprintf(t->out + t->used, room, "%s%s:%.*s", t->used > 0 ? "," : "", kind, len, value);
+    if (n < 0 || (size_t)n + sizeof(SAN_MORE) > room) {
+        /* The entry leaves no room for the mark: it is dropped and the mark says so. */
         t->out[t->used] = '\0';
+        if (room >= sizeof(SAN_MORE)) {
+            memcpy(t->out + t->used, SAN_MORE, sizeof(SAN_MORE));
+        }
         t->full = true;
         return;
     }
@@ -58,19 +66,23 @@ void tlsock__san_text_ip(struct tlsock__san_text *t, const unsigned char *addr, 
     san_add(t, "IP", text, (int)sizeof(text));
 }
 
+int tlsock__text_fail_verify_at(struct tlsock__err *err, const char *reason, int depth,
+                                const char *subject)
+{
+    /* The certificate that failed: its place in the chain (0: the peer's own) and its name. */
+    if (subject == NULL || subject[0] == '\0') {
+        return tlsock__fail(err, TLSOCK_EVERIFY, "%s (depth %d)", reason, depth);
+    }
+    return tlsock__fail(err, TLSOCK_EVERIFY, "%s (depth %d: %s)", reason, depth, subject);
+}
+
 int tlsock__text_fail_verify(struct tlsock__err *err, const char *reason, int code_kind,
                              unsigned long code, const char *subject)
 {
-    char detail[64] = "";
-    const char *peer = subject != NULL && subject[0] != '\0' ? "; peer " : "";
-
-    if (code_kind == TLSOCK__VERIFY_CODE_OPENSSL) {
-        snprintf(detail, sizeof(detail), " (OpenSSL code %lu)", code);
-    } else if (code_kind == TLSOCK__VERIFY_CODE_GNUTLS) {
-        snprintf(detail, sizeof(detail), " (GnuTLS status 0x%lx)", code);
-    }
-    return tlsock__fail(err, TLSOCK_EVERIFY, "%s%s%s%s", reason, detail, peer,
-                        peer[0] != '\0' ? subject : "");
+    /* The implementation's code is in tlsock_info.verify_result: the words are the same. */
+    (void)code_kind;
+    (void)code;
+    return tlsock__text_fail_verify_at(err, reason, 0, subject);
 }
 
 const char *tlsock__text_no_san_reason(bool ip)
@@ -79,6 +91,17 @@ const char *tlsock__text_no_san_reason(bool ip)
                 "used as an address"
               : "hostname mismatch: the certificate has no subjectAltName, and its CN is never "
                 "used as a host name";
+}
+
+void tlsock__text_name_mismatch(char *out, size_t size, bool ip, const char *expected,
+                                const char *sans)
+{
+    if (sans == NULL || sans[0] == '\0') {
+        snprintf(out, size, "%s", tlsock__text_no_san_reason(ip));
+        return;
+    }
+    snprintf(out, size, "%s: expected %s, the certificate names %s",
+             ip ? "IP address mismatch" : "hostname mismatch", expected, sans);
 }
 
 int tlsock__text_fail_chain_too_long(struct tlsock__err *err, size_t intermediates, int max,
