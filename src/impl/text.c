@@ -2,7 +2,9 @@
  * Words and formats both TLS implementations produce; see text.h.
  */
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <stdio.h>
+#include <strings.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -179,4 +181,79 @@ int tlsock__text_fail_old_server(struct tlsock__err *err, int min_version, int m
     return tlsock__fail(err, TLSOCK_EPROTO,
                         "the server chose an older protocol version than this client allows%s",
                         tlsock__text_old_server_hint(min_version, max_version, false));
+}
+
+void tlsock__text_serial(const unsigned char *bytes, size_t len, char *out, size_t size)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t used = 0;
+
+    /* DER may carry a leading zero byte to keep the INTEGER positive: it is not a digit. */
+    while (len > 1 && bytes[0] == 0) {
+        bytes++;
+        len--;
+    }
+    for (size_t i = 0; i < len && used + 3 <= size; i++) {
+        out[used++] = hex[bytes[i] >> 4];
+        out[used++] = hex[bytes[i] & 0x0f];
+    }
+    out[used < size ? used : size - 1] = '\0';
+}
+
+void tlsock__text_group(const char *name, char *out, size_t size)
+{
+    /* OpenSSL's curve names for the IANA ones (RFC 8422 appendix A). */
+    static const struct {
+        const char *alias;
+        const char *iana;
+    } aliases[] = {{"prime256v1", "secp256r1"},
+                   {"P-256", "secp256r1"},
+                   {"P-384", "secp384r1"},
+                   {"P-521", "secp521r1"}};
+    size_t i = 0;
+
+    for (size_t a = 0; a < sizeof(aliases) / sizeof(aliases[0]); a++) {
+        if (strcasecmp(name, aliases[a].alias) == 0) {
+            name = aliases[a].iana;
+        }
+    }
+    for (; name[i] != '\0' && i + 1 < size; i++) {
+        out[i] = (char)tolower((unsigned char)name[i]);
+    }
+    out[i] = '\0';
+}
+
+void tlsock__text_sigalg(int kind, int hash_bits, char *out, size_t size)
+{
+    static const char *const curves[] = {"secp256r1", "secp384r1", "secp521r1"};
+
+    switch (kind) {
+    case TLSOCK__SIG_RSA_PKCS1:
+        snprintf(out, size, "rsa_pkcs1_sha%d", hash_bits == 160 ? 1 : hash_bits);
+        break;
+    case TLSOCK__SIG_RSA_PSS_RSAE:
+        snprintf(out, size, "rsa_pss_rsae_sha%d", hash_bits);
+        break;
+    case TLSOCK__SIG_RSA_PSS_PSS:
+        snprintf(out, size, "rsa_pss_pss_sha%d", hash_bits);
+        break;
+    case TLSOCK__SIG_ECDSA:
+        /* RFC 8446 4.2.3 names the curve with the hash; TLS 1.2's code points are the same. */
+        if (hash_bits == 160) {
+            snprintf(out, size, "ecdsa_sha1");
+        } else {
+            int c = hash_bits == 256 ? 0 : hash_bits == 384 ? 1 : 2;
+            snprintf(out, size, "ecdsa_%s_sha%d", curves[c], hash_bits);
+        }
+        break;
+    case TLSOCK__SIG_ED25519:
+        snprintf(out, size, "ed25519");
+        break;
+    case TLSOCK__SIG_ED448:
+        snprintf(out, size, "ed448");
+        break;
+    default:
+        snprintf(out, size, "%s", "");
+        break;
+    }
 }

@@ -113,4 +113,31 @@ int tlsock__text_fail_old_server(struct tlsock__err *err, int min_version, int m
  */
 const char *tlsock__text_old_server_hint(int min_version, int max_version, bool refused);
 
+/*
+ * A certificate's serial number from the @p len bytes of its INTEGER (big-endian; a leading zero
+ * byte dropped): upper-case hexadecimal without separators, e.g. "4F1A09".
+ */
+void tlsock__text_serial(const unsigned char *bytes, size_t len, char *out, size_t size);
+
+/* A key exchange group's IANA name in lower case ("x25519", "secp256r1", "ffdhe2048") from the
+ * implementation's name for it ("X25519", "prime256v1", "FFDHE2048"...). */
+void tlsock__text_group(const char *name, char *out, size_t size);
+
+/* The kind of a handshake signature (TLS SignatureScheme, RFC 8446 4.2.3). */
+enum tlsock__sig_kind {
+    TLSOCK__SIG_NONE,
+    TLSOCK__SIG_RSA_PKCS1,
+    TLSOCK__SIG_RSA_PSS_RSAE, /* RSASSA-PSS with an rsaEncryption key */
+    TLSOCK__SIG_RSA_PSS_PSS,  /* RSASSA-PSS with an RSASSA-PSS key */
+    TLSOCK__SIG_ECDSA,
+    TLSOCK__SIG_ED25519,
+    TLSOCK__SIG_ED448,
+};
+
+/*
+ * The RFC 8446 name of a signature scheme from its kind and hash size in bits (160 for SHA-1):
+ * "rsa_pss_rsae_sha256", "ecdsa_secp256r1_sha256", "ed25519"; "" for TLSOCK__SIG_NONE.
+ */
+void tlsock__text_sigalg(int kind, int hash_bits, char *out, size_t size);
+
 #endif /* TLSOCK_IMPL_TEXT_H */
