@@ -698,6 +698,11 @@ static int fail_chain(struct ossl_conn *c, X509_STORE_CTX *store, X509 *leaf)
     char subject[SUBJECT_MAX] = "";
     char reason[TLSOCK__MISMATCH_SANS_SIZE + 256];
 
+    if (code == X509_V_ERR_OUT_OF_MEM) {
+        ERR_clear_error();
+        return tlsock__fail(&c->verify_err, TLSOCK_ENOMEM,
+                            "out of memory verifying the peer's certificate chain");
+    }
     if (bad == NULL) {
         bad = leaf;
         depth = 0;
