@@ -785,6 +785,27 @@ struct tlsock_info {
     int verify_result;            /**< 0 when the peer verified, else the implementation's code */
     const char *verify_message;   /**< "ok" or why verification failed or was skipped */
     bool resumed;                 /**< session resumed */
+    /* Appended (issue 11): the same on every implementation. Without a peer certificate the
+     * strings are "" and the numbers 0. On a server, the peer is the client: after mutual TLS
+     * these fields are the client's identity, and peer_verified says it was verified. */
+    const char *peer_issuer; /**< the leaf's issuer, RFC 4514 as peer_subject */
+    const char *peer_serial; /**< the leaf's serial number in hexadecimal, upper case,
+                                  without leading zero bytes, e.g. "4F1A09" */
+    int64_t peer_not_before; /**< the leaf's validity, seconds since 1970-01-01 UTC */
+    int64_t peer_not_after;
+    const char *peer_spki_sha256; /**< SHA-256 of the leaf's DER SubjectPublicKeyInfo,
+                                       AB:CD:...; tlsock_ctx_add_pin() takes it as it is */
+    size_t peer_chain_len;        /**< certificates the peer sent, leaf first: see
+                                       tlsock_conn_peer_cert_der() */
+    bool peer_verified;           /**< the peer's certificate was verified and passed */
+    const char *group;            /**< key exchange group, IANA name in lower case: "x25519",
+                                       "secp256r1", "ffdhe2048"; "" when none (RSA key
+                                       transport, a TLS 1.2 resumption) */
+    const char *peer_sigalg;      /**< how the peer signed the handshake, RFC 8446 name:
+                                       "ecdsa_secp256r1_sha256", "rsa_pss_rsae_sha256"; "" when
+                                       it did not sign (no certificate, a resumption) */
+    const char *peer_addr;        /**< the socket's peer, "192.0.2.1:443" or "[2001:db8::1]:443";
+                                       "" for user callbacks and memory mode */
 };
 
 /**
@@ -794,6 +815,59 @@ struct tlsock_info {
  *         incomplete is returned, and a later call tries again).
  */
 TLSOCK_API int tlsock_conn_info(struct tlsock_conn *conn, const struct tlsock_info **out);
+
+/* ---------------------------------------------------------------------------------------------
+ * Peer certificates and keying material
+ *
+ * Each function runs the handshake first if needed (as tlsock_conn_info() does) and fails with
+ * its error. The pointers they return belong to the connection and stay valid until it is
+ * closed (tlsock_close()); they never change meanwhile.
+ * ------------------------------------------------------------------------------------------- */
+
+/**
+ * The @p index-th certificate the peer sent (0: its own, then its chain as sent), in DER.
+ * tlsock_info.peer_chain_len says how many there are.
+ * @return 0; TLSOCK_EINVAL when @p index is not below that count (none without a peer
+ *         certificate) or an out-parameter is NULL; TLSOCK_ENOMEM; a handshake error.
+ */
+TLSOCK_API int tlsock_conn_peer_cert_der(struct tlsock_conn *conn, size_t index,
+                                         const unsigned char **der, size_t *len);
+
+/**
+ * As tlsock_conn_peer_cert_der(), in PEM: "-----BEGIN CERTIFICATE-----", base64 in lines of 64
+ * characters, "-----END CERTIFICATE-----" and a newline; NUL-terminated, @p len without the NUL.
+ */
+TLSOCK_API int tlsock_conn_peer_cert_pem(struct tlsock_conn *conn, size_t index, const char **pem,
+                                         size_t *len);
+
+/**
+ * Exports @p len bytes of keying material (RFC 5705; RFC 8446 section 7.5 for TLS 1.3) into
+ * @p out: both ends of a session get the same bytes for the same @p label and context, and
+ * nobody else can compute them. @p label is a NUL-terminated string, not empty (RFC 5705
+ * section 4: registered, or starting with "EXPERIMENTAL"). @p context NULL means no context;
+ * with TLS 1.2, no context and an empty one (a pointer with @p context_len 0) give different
+ * bytes; with TLS 1.3 they are the same. @p len is 1 to 16384.
+ * @return 0; TLSOCK_EINVAL (NULL or empty label, bad length); TLSOCK_EPROTO when the
+ *         implementation refuses; a handshake error.
+ */
+TLSOCK_API int tlsock_conn_export_keying_material(struct tlsock_conn *conn, const char *label,
+                                                  const void *context, size_t context_len,
+                                                  void *out, size_t len);
+
+/** Length of the tls-exporter channel binding (RFC 9266). */
+#define TLSOCK_CHANNEL_BINDING_SIZE 32
+
+/**
+ * The `tls-exporter` channel binding of RFC 9266: 32 bytes exported with the label
+ * "EXPORTER-Channel-Binding" and an empty context, which an authentication protocol (SCRAM-PLUS,
+ * for instance) binds to. It is only safe when the exporter is tied to this handshake: a TLS 1.3
+ * session, or TLS 1.2 with the extended master secret (RFC 7627); otherwise an attacker in the
+ * middle can make two sessions with the same value (the triple handshake attack), and this
+ * refuses with TLSOCK_EINVAL ("channel binding needs TLS 1.3 or the extended master secret").
+ * @return 0, TLSOCK_EINVAL, or as tlsock_conn_export_keying_material().
+ */
+TLSOCK_API int tlsock_conn_channel_binding(struct tlsock_conn *conn,
+                                           unsigned char out[TLSOCK_CHANNEL_BINDING_SIZE]);
 
 /* ---------------------------------------------------------------------------------------------
  * Listeners

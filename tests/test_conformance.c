@@ -933,14 +933,14 @@ static void assert_verify_message(const char *msg, const char *reason)
     char prefix[128];
 
     /* The reason first: tlsock_strerror(TLSOCK_EVERIFY) already says what failed. */
-    snprintf(prefix, sizeof(prefix), "%s (", reason);
+    snprintf(prefix, sizeof(prefix), "%s", reason);
     if (strncmp(msg, prefix, strlen(prefix)) != 0) {
         print_error("\"%s\" does not start with \"%s\"\n", msg, prefix);
         fail();
     }
     /* Once: no "certificate verify failed: " inside either. */
     assert_null(strcasestr(msg, "verif"));
-    TS_ASSERT_CONTAINS(msg, "); peer CN=" TS_SERVER_CN);
+    TS_ASSERT_CONTAINS(msg, " (depth 0: CN=" TS_SERVER_CN);
 }
 
 /* Issue 10.9: the words of a failed verification, a truncated stream, and a too-old server. */

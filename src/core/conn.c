@@ -152,7 +152,7 @@ void tlsock__conn_free(struct tlsock_conn *conn)
     conn->impl->conn_free(conn->tls);
     tlsock__transport_free(&conn->transport);
     tlsock__buf_free(&conn->stash);
-    free(conn->info);
+    tlsock__conn_info_free(conn->info);
     tlsock__err_free(&conn->err);
     tlsock_ctx_free(conn->ctx);
     free(conn);

@@ -169,6 +169,15 @@ size_t tlsock__conn_stashed(const struct tlsock_conn *conn);
 
 /* What tlsock_conn_info() returns, made on first use once the handshake is done. */
 int tlsock__conn_info(struct tlsock_conn *conn, const struct tlsock_info **out) TLSOCK__MUST_CHECK;
+/* The public calls of the same names, once the handshake is done (TLSOCK_EINVAL before). */
+int tlsock__conn_peer_cert_der(struct tlsock_conn *conn, size_t index, const unsigned char **der,
+                               size_t *len) TLSOCK__MUST_CHECK;
+int tlsock__conn_peer_cert_pem(struct tlsock_conn *conn, size_t index, const char **pem,
+                               size_t *len) TLSOCK__MUST_CHECK;
+int tlsock__conn_export(struct tlsock_conn *conn, const char *label, const void *context,
+                        size_t context_len, void *out, size_t len) TLSOCK__MUST_CHECK;
+int tlsock__conn_channel_binding(struct tlsock_conn *conn,
+                                 unsigned char out[TLSOCK_CHANNEL_BINDING_SIZE]) TLSOCK__MUST_CHECK;
 
 /* ---- certificates (devcert.c) ---------------------------------------------------------------- */
 

@@ -93,6 +93,11 @@ struct tlsock_conn {
 struct tlsock__conn_info {
     struct tlsock__info_buf buf;
     struct tlsock_info pub;
+    char peer_addr[64];
+    char **pem; /* the peer's certificates in PEM, each made on first use; else NULL */
 };
+
+/* Frees @p info, its chain and its PEM texts; accepts NULL. */
+void tlsock__conn_info_free(struct tlsock__conn_info *info);
 
 #endif /* TLSOCK_CORE_OBJECTS_H */

@@ -110,9 +110,12 @@ const char *tlsock__cert_spec_cn(const struct tlsock__cert_spec *spec)
     return spec->common_name != NULL ? spec->common_name : TLSOCK__DEFAULT_CN;
 }
 
-unsigned tlsock__cert_key_usage(bool is_ca, enum tlsock__key_kind kind)
+unsigned tlsock__cert_key_usage(const struct tlsock__cert_spec *spec, enum tlsock__key_kind kind)
 {
-    if (is_ca) {
+    if (spec->key_usage != 0) {
+        return spec->key_usage;
+    }
+    if (spec->is_ca) {
         return 1u << TLSOCK__KU_KEY_CERT_SIGN | 1u << TLSOCK__KU_CRL_SIGN;
     }
     if (kind == TLSOCK__KEY_EC_P256) {

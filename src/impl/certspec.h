@@ -50,9 +50,10 @@ const char *tlsock__cert_spec_cn(const struct tlsock__cert_spec *spec);
 /*
  * The keyUsage bits (1 << TLSOCK__KU_*) of a certificate: keyCertSign and cRLSign for a CA;
  * digitalSignature for a leaf, and keyEncipherment too for an RSA key (TLS 1.2 RSA key transport
- * encrypts with the certificate's key). The extension is critical.
+ * encrypts with the certificate's key), unless the spec gives its own bits (tests of certificates
+ * with the wrong key usage). The extension is critical.
  */
-unsigned tlsock__cert_key_usage(bool is_ca, enum tlsock__key_kind kind);
+unsigned tlsock__cert_key_usage(const struct tlsock__cert_spec *spec, enum tlsock__key_kind kind);
 
 /* Shapes random bytes into a serial: sign bit clear (positive) and the next bit set, so the
  * serial is always TLSOCK__SERIAL_BYTES long and never zero. */

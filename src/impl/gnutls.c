@@ -211,6 +211,27 @@ static const char *weak_reason(struct gtls_conn *c)
     return reason;
 }
 
+static int format_sans(gnutls_x509_crt_t crt, char *out, size_t size);
+
+/* A name mismatch: the name expected and the leaf's names (text.h). */
+static void name_reason(struct gtls_conn *c, char *out, size_t size)
+{
+    char sans[TLSOCK__MISMATCH_SANS_SIZE] = "";
+    char ip[INET6_ADDRSTRLEN] = "";
+    unsigned n = 0;
+    gnutls_x509_crt_t leaf = c->no_san ? NULL : import_peer(c, false, &n);
+
+    if (leaf != NULL) {
+        (void)format_sans(leaf, sans, sizeof(sans));
+        gnutls_x509_crt_deinit(leaf);
+    }
+    if (c->verify_ip) {
+        inet_ntop(c->ip_len == 16 ? AF_INET6 : AF_INET, c->ip, ip, sizeof(ip));
+    }
+    tlsock__text_name_mismatch(out, size, c->verify_ip, c->verify_ip ? ip : c->verify_name,
+                               c->no_san ? "" : sans);
+}
+
 /*
  * The reason for a failed verification in OpenSSL's words (X509_verify_cert_error_string), so
  * that messages do not depend on the implementation, checked in the order OpenSSL's chain
@@ -230,11 +251,10 @@ static void verify_reason(struct gtls_conn *c, unsigned status, char *out, size_
         snprintf(out, size, "unsuitable certificate purpose");
     } else if (status & GNUTLS_CERT_INSECURE_ALGORITHM) {
         snprintf(out, size, "%s", weak_reason(c));
+    } else if (status & GNUTLS_CERT_SIGNATURE_FAILURE) {
+        snprintf(out, size, "certificate signature failure");
     } else if (status & GNUTLS_CERT_UNEXPECTED_OWNER) {
-        snprintf(out, size, "%s",
-                 c->no_san      ? tlsock__text_no_san_reason(c->verify_ip)
-                 : c->verify_ip ? "IP address mismatch"
-                                : "hostname mismatch");
+        name_reason(c, out, size);
     } else if (status & GNUTLS_CERT_REVOKED) {
         snprintf(out, size, "certificate revoked");
     } else if (status & GNUTLS_CERT_EXPIRED) {
@@ -299,7 +319,7 @@ static void peer_subject(struct gtls_conn *c, char *out, size_t size)
 static int fail_verify(struct gtls_conn *c, struct tlsock__err *err)
 {
     unsigned status = c->verify_status;
-    char reason[160];
+    char reason[TLSOCK__ERRMSG_SIZE];
     char subject[256];
 
     if (tlsock__err_set(&c->verify_err) && c->verify_rc != 0) {
@@ -359,6 +379,16 @@ static int map_error(struct gtls_conn *c, int ret, struct tlsock__err *err)
             return tlsock__text_fail_no_client_cert(err);
         }
         break;
+    case GNUTLS_E_KEY_USAGE_VIOLATION: {
+        /*
+         * The peer's key signed the handshake though its keyUsage forbids it: OpenSSL refuses
+         * such a certificate in its verification, for its purpose, with unsupported_certificate.
+         */
+        char subject[256];
+        peer_subject(c, subject, sizeof(subject));
+        gnutls_alert_send(c->session, GNUTLS_AL_FATAL, GNUTLS_A_UNSUPPORTED_CERTIFICATE);
+        return tlsock__text_fail_verify_at(err, "unsuitable certificate purpose", 0, subject);
+    }
     case GNUTLS_E_FATAL_ALERT_RECEIVED:
         return fail_alert(c, (int)gnutls_alert_get(c->session), err);
     case GNUTLS_E_DECRYPTION_FAILED:
@@ -607,7 +637,7 @@ static const char *crl_reason(const struct gtls_ctx *gc, gnutls_x509_crt_t cert,
 
 /* Revocation of the leaf, or of every certificate of the chain (the anchor by its own CRL). */
 static const char *revocation_reason(const struct gtls_conn *c, const struct gtls_chain *ch,
-                                     int *alert)
+                                     int *alert, unsigned *depth)
 {
     unsigned last = c->trust->crl_mode == TLSOCK_CRL_CHAIN ? ch->n - 1 : 0;
 
@@ -619,6 +649,7 @@ static const char *revocation_reason(const struct gtls_conn *c, const struct gtl
         }
         const char *reason = crl_reason(c->gc, cert, issuer, alert);
         if (reason != NULL) {
+            *depth = i;
             return reason;
         }
     }
@@ -712,19 +743,77 @@ static int trust_check(struct gtls_conn *c, const struct gtls_chain *ch, int rc,
     return rc;
 }
 
+/* Whether @p crt is outside its validity dates now (GnuTLS's wall clock). */
+static bool out_of_date(gnutls_x509_crt_t crt, unsigned status)
+{
+    time_t now = time(NULL);
+
+    return ((status & GNUTLS_CERT_EXPIRED) && gnutls_x509_crt_get_expiration_time(crt) < now) ||
+           ((status & GNUTLS_CERT_NOT_ACTIVATED) && gnutls_x509_crt_get_activation_time(crt) > now);
+}
+
+/*
+ * The depth of the certificate GnuTLS's @p status is about (it says what failed, not where), in
+ * the walked chain @p ch, as OpenSSL reports it: the first certificate out of its dates, the
+ * first CA that is not one, the first link whose signature does not verify or whose issuer is
+ * missing (the top of what could be built), the first weak signature; else the leaf.
+ */
+static unsigned failed_depth(const struct gtls_chain *ch, unsigned status, gnutls_x509_crt_t *bad)
+{
+    *bad = ch->crt[0];
+    for (unsigned i = 0; i < ch->n; i++) {
+        gnutls_x509_crt_t crt = ch->crt[i];
+        *bad = crt;
+        if ((status & (GNUTLS_CERT_EXPIRED | GNUTLS_CERT_NOT_ACTIVATED)) &&
+            out_of_date(crt, status)) {
+            return i;
+        }
+        if ((status & GNUTLS_CERT_SIGNER_NOT_CA) && i > 0 &&
+            gnutls_x509_crt_get_ca_status(crt, NULL) <= 0) {
+            return i;
+        }
+        /* The walk stops below an issuer that is not a CA (signed_by refuses it): it failed. */
+        for (unsigned j = 0;
+             (status & GNUTLS_CERT_SIGNER_NOT_CA) && i + 1 == ch->n && j < ch->npeer; j++) {
+            if (ch->peer[j] != crt && gnutls_x509_crt_check_issuer(crt, ch->peer[j]) != 0 &&
+                gnutls_x509_crt_get_ca_status(ch->peer[j], NULL) <= 0) {
+                *bad = ch->peer[j];
+                return i + 1;
+            }
+        }
+        if ((status & (GNUTLS_CERT_SIGNER_NOT_FOUND | GNUTLS_CERT_SIGNATURE_FAILURE)) &&
+            (i + 1 == ch->n || !signed_by(crt, ch->crt[i + 1]))) {
+            /* A self-signed top verifies by itself but has no issuer to trust. */
+            return i;
+        }
+        if ((status & GNUTLS_CERT_INSECURE_ALGORITHM) && i + 1 < ch->n &&
+            !gnutls_sign_is_secure2(
+                (gnutls_sign_algorithm_t)gnutls_x509_crt_get_signature_algorithm(crt), 0)) {
+            return i;
+        }
+    }
+    *bad = ch->crt[0];
+    return 0;
+}
+
 /*
  * GnuTLS's verification, then what it does not check: a name against a certificate without a
  * subjectAltName (GnuTLS would fall back to the CN), revocation, and trust.h's checks. Returns
- * 0 or TLSOCK_EVERIFY; the reason is in c->verify_err, or in c->verify_status alone.
+ * 0 or TLSOCK_EVERIFY; the reason is in c->verify_err, naming the certificate that failed.
  */
 static int verify_more(struct gtls_conn *c, unsigned *status)
 {
     struct gtls_chain ch;
     int rc = 0;
-    /* Walking the chain costs a signature check a link: only for what needs the chain. */
-    int ret = chain_build(c, &ch, c->trust->crl_mode != 0 || tlsock__trust_needs_chain(c->trust));
+    /*
+     * Walking the chain costs a signature check a link: only for what needs the chain, and for
+     * a failure, to say which certificate failed.
+     */
+    bool walk = *status != 0 || c->trust->crl_mode != 0 || tlsock__trust_needs_chain(c->trust);
+    int ret = chain_build(c, &ch, walk);
     int san = ret >= 0 && c->role == TLSOCK_CLIENT ? has_san(ch.peer[0]) : 1;
     char subject[256];
+    unsigned depth = 0;
 
     if (ret == GNUTLS_E_MEMORY_ERROR || san == GNUTLS_E_MEMORY_ERROR) {
         chain_free(&ch);
@@ -734,8 +823,8 @@ static int verify_more(struct gtls_conn *c, unsigned *status)
     if (ret < 0) {
         /* GnuTLS read the chain (more than CHAIN_MAX certificates it refuses itself). */
         chain_free(&ch);
-        return tlsock__text_fail_verify(&c->verify_err, "cannot read the peer's certificate chain",
-                                        TLSOCK__VERIFY_CODE_NONE, 0, "");
+        return tlsock__text_fail_verify_at(&c->verify_err,
+                                           "cannot read the peer's certificate chain", 0, "");
     }
     (void)subject_text(ch.peer[0], subject, sizeof(subject));
     c->no_san = san == 0;
@@ -743,18 +832,22 @@ static int verify_more(struct gtls_conn *c, unsigned *status)
         *status = GNUTLS_CERT_INVALID | GNUTLS_CERT_UNEXPECTED_OWNER;
     }
     if (*status == 0 && c->trust->crl_mode != 0) {
-        const char *reason = revocation_reason(c, &ch, &c->verify_alert);
+        const char *reason = revocation_reason(c, &ch, &c->verify_alert, &depth);
         if (reason != NULL) {
-            rc = tlsock__text_fail_verify(&c->verify_err, reason, TLSOCK__VERIFY_CODE_NONE, 0,
-                                          subject);
+            char bad[256];
+            (void)subject_text(ch.crt[depth], bad, sizeof(bad));
+            rc = tlsock__text_fail_verify_at(&c->verify_err, reason, (int)depth, bad);
             *status = GNUTLS_CERT_INVALID;
         }
     }
     if (*status != 0 && rc == 0) {
-        char reason[160];
+        char reason[TLSOCK__ERRMSG_SIZE];
+        char bad[256];
         verify_reason(c, *status, reason, sizeof(reason));
-        rc = tlsock__text_fail_verify(&c->verify_err, reason, TLSOCK__VERIFY_CODE_GNUTLS, *status,
-                                      subject);
+        gnutls_x509_crt_t failed = NULL;
+        depth = failed_depth(&ch, *status, &failed);
+        (void)subject_text(failed, bad, sizeof(bad));
+        rc = tlsock__text_fail_verify_at(&c->verify_err, reason, (int)depth, bad);
         c->verify_alert = (int)verify_alert(*status);
     }
     if (tlsock__trust_needs_chain(c->trust)) {
@@ -1107,6 +1200,112 @@ static int fingerprint(const gnutls_datum_t *der, char out[TLSOCK_FINGERPRINT_SI
     return ret;
 }
 
+/* The leaf's issuer, serial, dates and key digest; GnuTLS's code. */
+static int describe_leaf(gnutls_x509_crt_t crt, struct tlsock__info_buf *out)
+{
+    gnutls_datum_t dn = {NULL, 0};
+    gnutls_datum_t spki = {NULL, 0};
+    gnutls_pubkey_t key = NULL;
+    unsigned char serial[64];
+    size_t serial_len = sizeof(serial);
+    unsigned char md[32];
+    int ret = gnutls_x509_crt_get_issuer_dn3(crt, &dn, 0);
+
+    if (ret >= 0) {
+        snprintf(out->peer_issuer, sizeof(out->peer_issuer), "%s", (const char *)dn.data);
+        ret = gnutls_x509_crt_get_serial(crt, serial, &serial_len);
+    }
+    if (ret >= 0) {
+        tlsock__text_serial(serial, serial_len, out->peer_serial, sizeof(out->peer_serial));
+        out->peer_not_before = (int64_t)gnutls_x509_crt_get_activation_time(crt);
+        out->peer_not_after = (int64_t)gnutls_x509_crt_get_expiration_time(crt);
+        ret = gnutls_pubkey_init(&key);
+    }
+    if (ret >= 0) {
+        ret = gnutls_pubkey_import_x509(key, crt, 0);
+    }
+    if (ret >= 0) {
+        ret = gnutls_pubkey_export2(key, GNUTLS_X509_FMT_DER, &spki);
+    }
+    if (ret >= 0) {
+        ret = gnutls_hash_fast(GNUTLS_DIG_SHA256, spki.data, spki.size, md);
+    }
+    if (ret >= 0) {
+        tlsock__text_fingerprint(md, out->peer_spki_sha256);
+    }
+    gnutls_free(dn.data);
+    gnutls_free(spki.data);
+    if (key != NULL) {
+        gnutls_pubkey_deinit(key);
+    }
+    return ret;
+}
+
+/* Copies of the certificates the peer sent, leaf first; false without memory. */
+static bool copy_peer_chain(const gnutls_datum_t *peers, unsigned n, struct tlsock__info_buf *out)
+{
+    out->peer_chain = calloc(n, sizeof(*out->peer_chain));
+    if (out->peer_chain == NULL) {
+        return false;
+    }
+    for (unsigned i = 0; i < n; i++) {
+        unsigned char *der = malloc(peers[i].size);
+        if (der == NULL) {
+            return false;
+        }
+        memcpy(der, peers[i].data, peers[i].size);
+        out->peer_chain[i].der = der;
+        out->peer_chain[i].len = peers[i].size;
+        out->peer_chain_len = i + 1;
+    }
+    return true;
+}
+
+/* The RFC 8446 name of GnuTLS's signature algorithm @p sign. */
+static void sigalg_name(gnutls_sign_algorithm_t sign, char *out, size_t size)
+{
+    int kind = TLSOCK__SIG_NONE;
+
+    switch (sign) {
+    case GNUTLS_SIGN_RSA_SHA1:
+    case GNUTLS_SIGN_RSA_SHA256:
+    case GNUTLS_SIGN_RSA_SHA384:
+    case GNUTLS_SIGN_RSA_SHA512:
+        kind = TLSOCK__SIG_RSA_PKCS1;
+        break;
+    case GNUTLS_SIGN_RSA_PSS_RSAE_SHA256:
+    case GNUTLS_SIGN_RSA_PSS_RSAE_SHA384:
+    case GNUTLS_SIGN_RSA_PSS_RSAE_SHA512:
+        kind = TLSOCK__SIG_RSA_PSS_RSAE;
+        break;
+    case GNUTLS_SIGN_RSA_PSS_SHA256:
+    case GNUTLS_SIGN_RSA_PSS_SHA384:
+    case GNUTLS_SIGN_RSA_PSS_SHA512:
+        kind = TLSOCK__SIG_RSA_PSS_PSS;
+        break;
+    case GNUTLS_SIGN_ECDSA_SHA1:
+    case GNUTLS_SIGN_ECDSA_SHA256:
+    case GNUTLS_SIGN_ECDSA_SHA384:
+    case GNUTLS_SIGN_ECDSA_SHA512:
+    case GNUTLS_SIGN_ECDSA_SECP256R1_SHA256:
+    case GNUTLS_SIGN_ECDSA_SECP384R1_SHA384:
+    case GNUTLS_SIGN_ECDSA_SECP521R1_SHA512:
+        kind = TLSOCK__SIG_ECDSA;
+        break;
+    case GNUTLS_SIGN_EDDSA_ED25519:
+        kind = TLSOCK__SIG_ED25519;
+        break;
+    case GNUTLS_SIGN_EDDSA_ED448:
+        kind = TLSOCK__SIG_ED448;
+        break;
+    default:
+        break;
+    }
+    gnutls_digest_algorithm_t dig = gnutls_sign_get_hash_algorithm(sign);
+    int bits = dig == GNUTLS_DIG_SHA1 ? 160 : (int)gnutls_hash_get_len(dig) * 8;
+    tlsock__text_sigalg(kind, bits, out, size);
+}
+
 /*
  * Subject, SANs and fingerprint of the peer's certificate @p der. A certificate that does not
  * parse describes as far as it goes; GNUTLS_E_MEMORY_ERROR when memory was missing, else 0.
@@ -1121,9 +1320,11 @@ static int describe_peer(const gnutls_datum_t *der, struct tlsock__info_buf *out
         ret = gnutls_x509_crt_import(crt, der, GNUTLS_X509_FMT_DER);
         oom = ret == GNUTLS_E_MEMORY_ERROR;
         if (ret >= 0) {
-            oom = subject_text(crt, out->peer_subject, sizeof(out->peer_subject)) ==
-                      GNUTLS_E_MEMORY_ERROR ||
-                  format_sans(crt, out->peer_sans, sizeof(out->peer_sans)) == GNUTLS_E_MEMORY_ERROR;
+            oom =
+                subject_text(crt, out->peer_subject, sizeof(out->peer_subject)) ==
+                    GNUTLS_E_MEMORY_ERROR ||
+                format_sans(crt, out->peer_sans, sizeof(out->peer_sans)) == GNUTLS_E_MEMORY_ERROR ||
+                describe_leaf(crt, out) == GNUTLS_E_MEMORY_ERROR;
         }
         gnutls_x509_crt_deinit(crt);
     }
@@ -1185,7 +1386,7 @@ static int gtls_get_info(void *tls, struct tlsock__info_buf *out, struct tlsock_
                  c->servername != NULL ? c->servername : "");
     }
     if (peers != NULL && npeers > 0) {
-        if (describe_peer(&peers[0], out) != 0) {
+        if (describe_peer(&peers[0], out) != 0 || !copy_peer_chain(peers, npeers, out)) {
             return tlsock__fail(err, TLSOCK_ENOMEM,
                                 "out of memory describing the peer's certificate");
         }
@@ -1205,7 +1406,40 @@ static int gtls_get_info(void *tls, struct tlsock__info_buf *out, struct tlsock_
     tlsock__text_verify_message(out->verify_message, sizeof(out->verify_message), c->verify_mode,
                                 peers != NULL && npeers > 0, reason);
     out->resumed = gnutls_session_is_resumed(s) != 0;
+    gnutls_group_t group = gnutls_group_get(s);
+    const char *group_name = group != 0 ? gnutls_group_get_name(group) : NULL;
+    tlsock__text_group(group_name != NULL ? group_name : "", out->group, sizeof(out->group));
+    if (peers != NULL && npeers > 0) {
+        /* The peer's signature: the server's for a client, the client's for a server. */
+        int sign = c->role == TLSOCK_CLIENT ? gnutls_sign_algorithm_get(s)
+                                            : gnutls_sign_algorithm_get_client(s);
+        sigalg_name(sign > 0 ? (gnutls_sign_algorithm_t)sign : GNUTLS_SIGN_UNKNOWN,
+                    out->peer_sigalg, sizeof(out->peer_sigalg));
+    }
     return 0;
+}
+
+static int gtls_export(void *tls, const char *label, size_t label_len, const void *context,
+                       size_t context_len, void *out, size_t len, struct tlsock__err *err)
+{
+    struct gtls_conn *c = tls;
+    /* NULL is "no context" (TLS 1.2 tells it from an empty one); a pointer, even to 0 bytes,
+     * is a context. */
+    int ret = gnutls_prf_rfc5705(c->session, label_len, label, context_len, context, len, out);
+
+    if (ret < 0) {
+        return tlsock__fail(err, TLSOCK_EPROTO, "cannot export keying material: %s",
+                            gnutls_strerror(ret));
+    }
+    return 0;
+}
+
+static bool gtls_exporter_bound(void *tls)
+{
+    struct gtls_conn *c = tls;
+
+    return gnutls_protocol_get_version(c->session) == GNUTLS_TLS1_3 ||
+           gnutls_session_ext_master_secret_status(c->session) != 0;
 }
 
 static size_t gtls_pending(void *tls)
@@ -1263,6 +1497,8 @@ const struct tlsock__impl tlsock__gnutls_impl = {
     .write = gtls_write,
     .shutdown = gtls_shutdown,
     .get_info = gtls_get_info,
+    .export_keying_material = gtls_export,
+    .exporter_bound = gtls_exporter_bound,
     .pending = gtls_pending,
     .cert_generate = tlsock__gtls_cert_generate,
     .cert_fingerprint = tlsock__gtls_cert_fingerprint,

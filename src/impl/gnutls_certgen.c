@@ -366,8 +366,8 @@ static int add_extensions(gnutls_x509_crt_t crt, const struct tlsock__cert_spec 
 
     if (ret >= 0) {
         /* gnutls_x509_crt_set_key_usage marks the extension critical. */
-        ret = gnutls_x509_crt_set_key_usage(
-            crt, gnutls_key_usage(tlsock__cert_key_usage(spec->is_ca, kind)));
+        ret = gnutls_x509_crt_set_key_usage(crt,
+                                            gnutls_key_usage(tlsock__cert_key_usage(spec, kind)));
     }
     if (ret < 0) {
         return gtls_fail(err, TLSOCK_ENOMEM, "basicConstraints and keyUsage", ret);

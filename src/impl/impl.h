@@ -60,6 +60,16 @@ struct tlsock__info_buf {
     char verify_message[160];
     int verify_result;
     bool resumed;
+    char peer_issuer[512];
+    char peer_serial[48]; /* tlsock__text_serial() */
+    int64_t peer_not_before;
+    int64_t peer_not_after;
+    char peer_spki_sha256[TLSOCK_FINGERPRINT_SIZE];
+    char group[32];       /* tlsock__text_group() */
+    char peer_sigalg[48]; /* tlsock__text_sigalg() */
+    /* The certificates the peer sent, leaf first: malloc'd, each DER malloc'd; the core frees. */
+    struct tlsock_cert_der *peer_chain;
+    size_t peer_chain_len;
 };
 
 /* Extended key usage bits for generated certificates. */
@@ -82,6 +92,7 @@ struct tlsock__cert_spec {
     int eku;                     /* TLSOCK__EKU_* bits; 0: no extendedKeyUsage extension */
     const char *issuer_cert_pem; /* NULL: self-signed */
     const char *issuer_key_pem;
+    unsigned key_usage; /* keyUsage bits (1 << TLSOCK__KU_* of certspec.h); 0: the default */
 };
 
 /* A generated certificate and key, NUL-terminated PEM, owned by the caller (free()). */
@@ -194,6 +205,15 @@ struct tlsock__impl {
      * for want of memory): a field is never left out quietly.
      */
     int (*get_info)(void *tls, struct tlsock__info_buf *out, struct tlsock__err *err);
+    /*
+     * Keying material exporter (RFC 5705, RFC 8446 7.5) after the handshake: @p context NULL
+     * for none. 0, or TLSOCK_EPROTO with the implementation's reason.
+     */
+    int (*export_keying_material)(void *tls, const char *label, size_t label_len,
+                                  const void *context, size_t context_len, void *out, size_t len,
+                                  struct tlsock__err *err);
+    /* Whether the exporter is bound to this handshake: TLS 1.3, or TLS 1.2 with EMS (RFC 7627). */
+    bool (*exporter_bound)(void *tls);
     /* Decrypted application data that a read returns without touching the transport. */
     size_t (*pending)(void *tls);
     /*

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include <openssl/dh.h>
 #include <openssl/err.h>
@@ -682,6 +683,48 @@ out:
     return rc;
 }
 
+static bool format_sans(X509 *cert, char *out, size_t size);
+
+/*
+ * OpenSSL's refusal in c->verify_err, naming the certificate that failed (the error's depth and
+ * certificate): a name mismatch lists the name expected and the leaf's names, or says the leaf
+ * has no subjectAltName (OpenSSL never checks the CN, see setup_verification()).
+ */
+static int fail_chain(struct ossl_conn *c, X509_STORE_CTX *store, X509 *leaf)
+{
+    int code = X509_STORE_CTX_get_error(store);
+    int depth = X509_STORE_CTX_get_error_depth(store);
+    X509 *bad = X509_STORE_CTX_get_current_cert(store);
+    char subject[SUBJECT_MAX] = "";
+    char reason[TLSOCK__MISMATCH_SANS_SIZE + 256];
+
+    if (code == X509_V_ERR_OUT_OF_MEM) {
+        ERR_clear_error();
+        return tlsock__fail(&c->verify_err, TLSOCK_ENOMEM,
+                            "out of memory verifying the peer's certificate chain");
+    }
+    if (bad == NULL) {
+        bad = leaf;
+        depth = 0;
+    }
+    if (bad != NULL) {
+        (void)subject_text(bad, subject, sizeof(subject));
+    }
+    if ((code == X509_V_ERR_HOSTNAME_MISMATCH || code == X509_V_ERR_IP_ADDRESS_MISMATCH) &&
+        leaf != NULL) {
+        char sans[TLSOCK__MISMATCH_SANS_SIZE] = "";
+        if (has_san(leaf)) {
+            (void)format_sans(leaf, sans, sizeof(sans));
+        }
+        tlsock__text_name_mismatch(reason, sizeof(reason), c->verify_ip, c->verify_name, sans);
+    } else {
+        snprintf(reason, sizeof(reason), "%s", X509_verify_cert_error_string(code));
+    }
+    /* X509_verify_cert leaves its own errors (a signature that does not decode...) queued. */
+    ERR_clear_error();
+    return tlsock__text_fail_verify_at(&c->verify_err, reason, depth, subject);
+}
+
 /*
  * OpenSSL's chain verification (X509_verify_cert), then the checks it does not make: a name
  * checked against a certificate without a subjectAltName gets its own reason, and the shared
@@ -707,14 +750,7 @@ static int verify_hook(X509_STORE_CTX *store, void *arg)
     tlsock__err_clear(&c->verify_err);
     int rc = 0;
     if (ok <= 0) {
-        int code = X509_STORE_CTX_get_error(store);
-        bool name = code == X509_V_ERR_HOSTNAME_MISMATCH || code == X509_V_ERR_IP_ADDRESS_MISMATCH;
-        const char *reason = name && leaf != NULL && !has_san(leaf)
-                                 ? tlsock__text_no_san_reason(c->verify_ip)
-                                 : X509_verify_cert_error_string(code);
-        rc = tlsock__text_fail_verify(&c->verify_err, reason, TLSOCK__VERIFY_CODE_OPENSSL,
-                                      (unsigned long)code,
-                                      c->failed_subject != NULL ? c->failed_subject : subject);
+        rc = fail_chain(c, store, leaf);
     }
     if (needs_chain) {
         rc = trust_check(c, store, rc, subject);
@@ -896,6 +932,10 @@ static int map_error(struct ossl_conn *c, int ret, struct tlsock__err *err)
         ERR_clear_error();
         return tlsock__fail(err, TLSOCK_EPROTO, "%s", c->refusal);
     }
+    if (c->verify_rc != 0 && tlsock__err_set(&c->verify_err)) {
+        /* verify_hook() refused the peer, whatever OpenSSL queued first. */
+        return fail_verify(c, verify, err);
+    }
     if ((e == SSL_ERROR_SYSCALL && code == 0) ||
         ERR_GET_REASON(code) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
         ERR_clear_error();
@@ -1021,6 +1061,111 @@ static bool format_sans(X509 *cert, char *out, size_t size)
     return names != NULL || found < 0 || !tlsock__ossl_out_of_memory();
 }
 
+/* The leaf's issuer, serial, dates and key digest; false without memory. */
+static bool describe_leaf(X509 *cert, struct tlsock__info_buf *out)
+{
+    BIO *mem = BIO_new(BIO_s_mem());
+    const ASN1_INTEGER *serial = X509_get0_serialNumber(cert);
+    unsigned char *spki = NULL;
+    int spki_len = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert), &spki);
+    unsigned char md[32];
+    unsigned int md_len = 0;
+    struct tm tm;
+    bool ok = mem != NULL && spki_len > 0 &&
+              X509_NAME_print_ex(mem, X509_get_issuer_name(cert), 0, XN_FLAG_RFC2253) >= 0 &&
+              EVP_Digest(spki, (size_t)spki_len, md, &md_len, EVP_sha256(), NULL) == 1;
+
+    if (ok) {
+        int n = BIO_read(mem, out->peer_issuer, (int)sizeof(out->peer_issuer) - 1);
+        out->peer_issuer[n > 0 ? n : 0] = '\0';
+        tlsock__text_fingerprint(md, out->peer_spki_sha256);
+        tlsock__text_serial(ASN1_STRING_get0_data(serial), (size_t)ASN1_STRING_length(serial),
+                            out->peer_serial, sizeof(out->peer_serial));
+        if (ASN1_TIME_to_tm(X509_get0_notBefore(cert), &tm) == 1) {
+            out->peer_not_before = (int64_t)timegm(&tm);
+        }
+        if (ASN1_TIME_to_tm(X509_get0_notAfter(cert), &tm) == 1) {
+            out->peer_not_after = (int64_t)timegm(&tm);
+        }
+    }
+    OPENSSL_free(spki);
+    BIO_free(mem);
+    return ok;
+}
+
+/*
+ * The certificates the peer sent, leaf first, copied: a client's SSL_get_peer_cert_chain holds
+ * the leaf, a server's does not.
+ */
+static bool copy_peer_chain(SSL *ssl, X509 *leaf, struct tlsock__info_buf *out)
+{
+    STACK_OF(X509) *chain = SSL_get_peer_cert_chain(ssl);
+    int n = chain != NULL ? sk_X509_num(chain) : 0;
+    bool with_leaf = SSL_is_server(ssl) || n == 0;
+    size_t total = (size_t)n + (with_leaf ? 1 : 0);
+
+    out->peer_chain = calloc(total, sizeof(*out->peer_chain));
+    if (out->peer_chain == NULL) {
+        return false;
+    }
+    for (size_t i = 0; i < total; i++) {
+        X509 *x = with_leaf ? (i == 0 ? leaf : sk_X509_value(chain, (int)i - 1))
+                            : sk_X509_value(chain, (int)i);
+        int len = i2d_X509(x, NULL);
+        unsigned char *der = len > 0 ? malloc((size_t)len) : NULL;
+        unsigned char *p = der;
+        if (der == NULL || i2d_X509(x, &p) != len) {
+            free(der);
+            return false;
+        }
+        out->peer_chain[i].der = der;
+        out->peer_chain[i].len = (size_t)len;
+        out->peer_chain_len = i + 1;
+    }
+    return true;
+}
+
+/* The key exchange group and the peer's handshake signature, in IANA's names. */
+static void describe_handshake(SSL *ssl, X509 *peer, struct tlsock__info_buf *out)
+{
+    int group = SSL_get_negotiated_group(ssl);
+    const char *name = group != 0 ? SSL_group_to_name(ssl, group) : NULL;
+    int type = NID_undef;
+    int hash = NID_undef;
+    int kind = TLSOCK__SIG_NONE;
+
+    tlsock__text_group(name != NULL ? name : "", out->group, sizeof(out->group));
+    if (peer == NULL || SSL_get_peer_signature_type_nid(ssl, &type) != 1 ||
+        SSL_get_peer_signature_nid(ssl, &hash) != 1) {
+        return;
+    }
+    switch (type) {
+    case EVP_PKEY_RSA:
+        kind = TLSOCK__SIG_RSA_PKCS1;
+        break;
+    case EVP_PKEY_RSA_PSS:
+        /* rsae: PSS with an rsaEncryption key; pss: with an RSASSA-PSS key. */
+        kind = EVP_PKEY_get_base_id(X509_get0_pubkey(peer)) == EVP_PKEY_RSA_PSS
+                   ? TLSOCK__SIG_RSA_PSS_PSS
+                   : TLSOCK__SIG_RSA_PSS_RSAE;
+        break;
+    case EVP_PKEY_EC:
+        kind = TLSOCK__SIG_ECDSA;
+        break;
+    case EVP_PKEY_ED25519:
+        kind = TLSOCK__SIG_ED25519;
+        break;
+    case EVP_PKEY_ED448:
+        kind = TLSOCK__SIG_ED448;
+        break;
+    default:
+        break;
+    }
+    const EVP_MD *md = EVP_get_digestbynid(hash);
+    tlsock__text_sigalg(kind, md != NULL ? EVP_MD_get_size(md) * 8 : 0, out->peer_sigalg,
+                        sizeof(out->peer_sigalg));
+}
+
 static int ossl_get_info(void *tls, struct tlsock__info_buf *out, struct tlsock__err *err)
 {
     struct ossl_conn *c = tls;
@@ -1042,7 +1187,8 @@ static int ossl_get_info(void *tls, struct tlsock__info_buf *out, struct tlsock_
     out->verify_result = (int)SSL_get_verify_result(ssl);
     if (peer != NULL && (!subject_text(peer, out->peer_subject, sizeof(out->peer_subject)) ||
                          !format_sans(peer, out->peer_sans, sizeof(out->peer_sans)) ||
-                         tlsock__ossl_fingerprint(peer, out->peer_fingerprint) != 0)) {
+                         tlsock__ossl_fingerprint(peer, out->peer_fingerprint) != 0 ||
+                         !describe_leaf(peer, out) || !copy_peer_chain(ssl, peer, out))) {
         /* A valid certificate fails to print only for want of memory. */
         return tlsock__ossl_fail(err, TLSOCK_ENOMEM,
                                  "out of memory describing the peer's certificate");
@@ -1050,8 +1196,29 @@ static int ossl_get_info(void *tls, struct tlsock__info_buf *out, struct tlsock_
     tlsock__text_verify_message(out->verify_message, sizeof(out->verify_message), c->verify_mode,
                                 peer != NULL, X509_verify_cert_error_string(out->verify_result));
     out->resumed = SSL_session_reused(ssl) == 1;
+    describe_handshake(ssl, peer, out);
     ERR_clear_error();
     return 0;
+}
+
+static int ossl_export(void *tls, const char *label, size_t label_len, const void *context,
+                       size_t context_len, void *out, size_t len, struct tlsock__err *err)
+{
+    struct ossl_conn *c = tls;
+
+    ERR_clear_error();
+    if (SSL_export_keying_material(c->ssl, out, len, label, label_len, context, context_len,
+                                   context != NULL) != 1) {
+        return tlsock__ossl_fail(err, TLSOCK_EPROTO, "cannot export keying material");
+    }
+    return 0;
+}
+
+static bool ossl_exporter_bound(void *tls)
+{
+    struct ossl_conn *c = tls;
+
+    return SSL_version(c->ssl) >= TLS1_3_VERSION || SSL_get_extms_support(c->ssl) == 1;
 }
 
 static size_t ossl_pending(void *tls)
@@ -1118,6 +1285,8 @@ const struct tlsock__impl tlsock__openssl_impl = {
     .write = ossl_write,
     .shutdown = ossl_shutdown,
     .get_info = ossl_get_info,
+    .export_keying_material = ossl_export,
+    .exporter_bound = ossl_exporter_bound,
     .pending = ossl_pending,
     .hold_buffers = ossl_hold_buffers,
     .cert_generate = tlsock__openssl_cert_generate,

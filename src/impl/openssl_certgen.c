@@ -242,11 +242,12 @@ out:
     return rc;
 }
 
-static int add_key_usage(X509 *x, bool is_ca, enum tlsock__key_kind kind, struct tlsock__err *err)
+static int add_key_usage(X509 *x, const struct tlsock__cert_spec *spec, enum tlsock__key_kind kind,
+                         struct tlsock__err *err)
 {
     int rc = 0;
     ASN1_BIT_STRING *ku = ASN1_BIT_STRING_new();
-    unsigned bits = tlsock__cert_key_usage(is_ca, kind);
+    unsigned bits = tlsock__cert_key_usage(spec, kind);
     int ok = 1;
 
     if (ku == NULL) {
@@ -390,7 +391,7 @@ static int add_extensions(X509 *x, const struct tlsock__cert_spec *spec, enum tl
 
     rc = add_basic_constraints(x, spec->is_ca, err);
     if (rc == 0) {
-        rc = add_key_usage(x, spec->is_ca, kind, err);
+        rc = add_key_usage(x, spec, kind, err);
     }
     if (rc == 0) {
         rc = add_ext_key_usage(x, spec->eku, err);

@@ -2,7 +2,10 @@
  * Words and formats both TLS implementations produce; see text.h.
  */
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <stdio.h>
+#include <strings.h>
+#include <string.h>
 #include <sys/socket.h>
 
 #include "text.h"
@@ -28,15 +31,22 @@ void tlsock__san_text_init(struct tlsock__san_text *t, char *out, size_t size)
     out[0] = '\0';
 }
 
+/* Room kept at the end of a list for ",...", which says that entries were left out. */
+#define SAN_MORE ",..."
+
 static void san_add(struct tlsock__san_text *t, const char *kind, const char *value, int len)
 {
     if (t->full) {
         return;
     }
-    int n = snprintf(t->out + t->used, t->size - t->used, "%s%s:%.*s", t->used > 0 ? "," : "", kind,
-                     len, value);
-    if (n < 0 || (size_t)n >= t->size - t->used) {
+    size_t room = t->size - t->used;
+    int n = snprintf(t->out + t->used, room, "%s%s:%.*s", t->used > 0 ? "," : "", kind, len, value);
+    if (n < 0 || (size_t)n + sizeof(SAN_MORE) > room) {
+        /* The entry leaves no room for the mark: it is dropped and the mark says so. */
         t->out[t->used] = '\0';
+        if (room >= sizeof(SAN_MORE)) {
+            memcpy(t->out + t->used, SAN_MORE, sizeof(SAN_MORE));
+        }
         t->full = true;
         return;
     }
@@ -58,19 +68,23 @@ void tlsock__san_text_ip(struct tlsock__san_text *t, const unsigned char *addr, 
     san_add(t, "IP", text, (int)sizeof(text));
 }
 
+int tlsock__text_fail_verify_at(struct tlsock__err *err, const char *reason, int depth,
+                                const char *subject)
+{
+    /* The certificate that failed: its place in the chain (0: the peer's own) and its name. */
+    if (subject == NULL || subject[0] == '\0') {
+        return tlsock__fail(err, TLSOCK_EVERIFY, "%s (depth %d)", reason, depth);
+    }
+    return tlsock__fail(err, TLSOCK_EVERIFY, "%s (depth %d: %s)", reason, depth, subject);
+}
+
 int tlsock__text_fail_verify(struct tlsock__err *err, const char *reason, int code_kind,
                              unsigned long code, const char *subject)
 {
-    char detail[64] = "";
-    const char *peer = subject != NULL && subject[0] != '\0' ? "; peer " : "";
-
-    if (code_kind == TLSOCK__VERIFY_CODE_OPENSSL) {
-        snprintf(detail, sizeof(detail), " (OpenSSL code %lu)", code);
-    } else if (code_kind == TLSOCK__VERIFY_CODE_GNUTLS) {
-        snprintf(detail, sizeof(detail), " (GnuTLS status 0x%lx)", code);
-    }
-    return tlsock__fail(err, TLSOCK_EVERIFY, "%s%s%s%s", reason, detail, peer,
-                        peer[0] != '\0' ? subject : "");
+    /* The implementation's code is in tlsock_info.verify_result: the words are the same. */
+    (void)code_kind;
+    (void)code;
+    return tlsock__text_fail_verify_at(err, reason, 0, subject);
 }
 
 const char *tlsock__text_no_san_reason(bool ip)
@@ -79,6 +93,17 @@ const char *tlsock__text_no_san_reason(bool ip)
                 "used as an address"
               : "hostname mismatch: the certificate has no subjectAltName, and its CN is never "
                 "used as a host name";
+}
+
+void tlsock__text_name_mismatch(char *out, size_t size, bool ip, const char *expected,
+                                const char *sans)
+{
+    if (sans == NULL || sans[0] == '\0') {
+        snprintf(out, size, "%s", tlsock__text_no_san_reason(ip));
+        return;
+    }
+    snprintf(out, size, "%s: expected %s, the certificate names %s",
+             ip ? "IP address mismatch" : "hostname mismatch", expected, sans);
 }
 
 int tlsock__text_fail_chain_too_long(struct tlsock__err *err, size_t intermediates, int max,
@@ -156,4 +181,79 @@ int tlsock__text_fail_old_server(struct tlsock__err *err, int min_version, int m
     return tlsock__fail(err, TLSOCK_EPROTO,
                         "the server chose an older protocol version than this client allows%s",
                         tlsock__text_old_server_hint(min_version, max_version, false));
+}
+
+void tlsock__text_serial(const unsigned char *bytes, size_t len, char *out, size_t size)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t used = 0;
+
+    /* DER may carry a leading zero byte to keep the INTEGER positive: it is not a digit. */
+    while (len > 1 && bytes[0] == 0) {
+        bytes++;
+        len--;
+    }
+    for (size_t i = 0; i < len && used + 3 <= size; i++) {
+        out[used++] = hex[bytes[i] >> 4];
+        out[used++] = hex[bytes[i] & 0x0f];
+    }
+    out[used < size ? used : size - 1] = '\0';
+}
+
+void tlsock__text_group(const char *name, char *out, size_t size)
+{
+    /* OpenSSL's curve names for the IANA ones (RFC 8422 appendix A). */
+    static const struct {
+        const char *alias;
+        const char *iana;
+    } aliases[] = {{"prime256v1", "secp256r1"},
+                   {"P-256", "secp256r1"},
+                   {"P-384", "secp384r1"},
+                   {"P-521", "secp521r1"}};
+    size_t i = 0;
+
+    for (size_t a = 0; a < sizeof(aliases) / sizeof(aliases[0]); a++) {
+        if (strcasecmp(name, aliases[a].alias) == 0) {
+            name = aliases[a].iana;
+        }
+    }
+    for (; name[i] != '\0' && i + 1 < size; i++) {
+        out[i] = (char)tolower((unsigned char)name[i]);
+    }
+    out[i] = '\0';
+}
+
+void tlsock__text_sigalg(int kind, int hash_bits, char *out, size_t size)
+{
+    static const char *const curves[] = {"secp256r1", "secp384r1", "secp521r1"};
+
+    switch (kind) {
+    case TLSOCK__SIG_RSA_PKCS1:
+        snprintf(out, size, "rsa_pkcs1_sha%d", hash_bits == 160 ? 1 : hash_bits);
+        break;
+    case TLSOCK__SIG_RSA_PSS_RSAE:
+        snprintf(out, size, "rsa_pss_rsae_sha%d", hash_bits);
+        break;
+    case TLSOCK__SIG_RSA_PSS_PSS:
+        snprintf(out, size, "rsa_pss_pss_sha%d", hash_bits);
+        break;
+    case TLSOCK__SIG_ECDSA:
+        /* RFC 8446 4.2.3 names the curve with the hash; TLS 1.2's code points are the same. */
+        if (hash_bits == 160) {
+            snprintf(out, size, "ecdsa_sha1");
+        } else {
+            int c = hash_bits == 256 ? 0 : hash_bits == 384 ? 1 : 2;
+            snprintf(out, size, "ecdsa_%s_sha%d", curves[c], hash_bits);
+        }
+        break;
+    case TLSOCK__SIG_ED25519:
+        snprintf(out, size, "ed25519");
+        break;
+    case TLSOCK__SIG_ED448:
+        snprintf(out, size, "ed448");
+        break;
+    default:
+        snprintf(out, size, "%s", "");
+        break;
+    }
 }

@@ -21,7 +21,8 @@ struct tlsock__san_text {
     char *out;
     size_t size;
     size_t used;
-    bool full; /* an entry did not fit: later ones are dropped too, so the list stays a prefix */
+    bool full; /* an entry did not fit: it and later ones are dropped, so the list stays a
+                  prefix, and the list ends with ",..." */
 };
 
 void tlsock__san_text_init(struct tlsock__san_text *t, char *out, size_t size);
@@ -38,10 +39,19 @@ enum tlsock__verify_code {
 };
 
 /*
- * Fails with TLSOCK_EVERIFY and "<reason> (<implementation>'s code); peer <subject>".
- * @p reason is in OpenSSL's words (X509_verify_cert_error_string) whatever the implementation;
- * @p subject is RFC 4514, "" when unknown. No prefix: tlsock_strerror(TLSOCK_EVERIFY) already
- * says that verification failed.
+ * Fails with TLSOCK_EVERIFY and "<reason> (depth <depth>: <subject>)": the certificate that
+ * failed, by its place in the chain (0: the peer's own, 1: its issuer...) and its subject
+ * (RFC 4514; "" when unknown, which leaves out ": <subject>"). @p reason is in OpenSSL's words
+ * (X509_verify_cert_error_string) whatever the implementation. No prefix:
+ * tlsock_strerror(TLSOCK_EVERIFY) already says that verification failed. The same failure
+ * reads the same on every implementation (docs/identity.md, "Verification messages").
+ */
+int tlsock__text_fail_verify_at(struct tlsock__err *err, const char *reason, int depth,
+                                const char *subject);
+
+/*
+ * tlsock__text_fail_verify_at() at depth 0 (the peer's own certificate). @p code_kind and
+ * @p code are not written: the implementation's code is tlsock_info.verify_result.
  */
 int tlsock__text_fail_verify(struct tlsock__err *err, const char *reason, int code_kind,
                              unsigned long code, const char *subject);
@@ -52,6 +62,17 @@ int tlsock__text_fail_verify(struct tlsock__err *err, const char *reason, int co
  * verified is an IP address.
  */
 const char *tlsock__text_no_san_reason(bool ip);
+
+/*
+ * The reason for a name the certificate does not have: "hostname mismatch: expected <name>, the
+ * certificate names DNS:a,IP:b" (a tlsock__san_text list, @p sans), or the reason of
+ * tlsock__text_no_san_reason() when @p sans is NULL or "" (no subjectAltName).
+ */
+void tlsock__text_name_mismatch(char *out, size_t size, bool ip, const char *expected,
+                                const char *sans);
+
+/* Room for a name mismatch's SAN list in a message (tlsock__san_text; longer ones end ",..."). */
+#define TLSOCK__MISMATCH_SANS_SIZE 200
 
 /* The verified chain has more intermediate CAs than allowed: TLSOCK_EVERIFY. */
 int tlsock__text_fail_chain_too_long(struct tlsock__err *err, size_t intermediates, int max,
@@ -91,5 +112,32 @@ int tlsock__text_fail_old_server(struct tlsock__err *err, int min_version, int m
  * names tlsock_ctx_set_protocols and the legacy policy, which the CLI maps to its flags.
  */
 const char *tlsock__text_old_server_hint(int min_version, int max_version, bool refused);
+
+/*
+ * A certificate's serial number from the @p len bytes of its INTEGER (big-endian; a leading zero
+ * byte dropped): upper-case hexadecimal without separators, e.g. "4F1A09".
+ */
+void tlsock__text_serial(const unsigned char *bytes, size_t len, char *out, size_t size);
+
+/* A key exchange group's IANA name in lower case ("x25519", "secp256r1", "ffdhe2048") from the
+ * implementation's name for it ("X25519", "prime256v1", "FFDHE2048"...). */
+void tlsock__text_group(const char *name, char *out, size_t size);
+
+/* The kind of a handshake signature (TLS SignatureScheme, RFC 8446 4.2.3). */
+enum tlsock__sig_kind {
+    TLSOCK__SIG_NONE,
+    TLSOCK__SIG_RSA_PKCS1,
+    TLSOCK__SIG_RSA_PSS_RSAE, /* RSASSA-PSS with an rsaEncryption key */
+    TLSOCK__SIG_RSA_PSS_PSS,  /* RSASSA-PSS with an RSASSA-PSS key */
+    TLSOCK__SIG_ECDSA,
+    TLSOCK__SIG_ED25519,
+    TLSOCK__SIG_ED448,
+};
+
+/*
+ * The RFC 8446 name of a signature scheme from its kind and hash size in bits (160 for SHA-1):
+ * "rsa_pss_rsae_sha256", "ecdsa_secp256r1_sha256", "ed25519"; "" for TLSOCK__SIG_NONE.
+ */
+void tlsock__text_sigalg(int kind, int hash_bits, char *out, size_t size);
 
 #endif /* TLSOCK_IMPL_TEXT_H */

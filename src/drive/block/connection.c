@@ -286,6 +286,52 @@ void tlsock_close(struct tlsock_conn *conn)
     tlsock__conn_free(conn);
 }
 
+/* Begins a call about the finished handshake (running it if needed), as tlsock_conn_info. */
+static int begin_after_handshake(struct tlsock_conn *conn, bool args_ok)
+{
+    int rc = tlsock__conn_begin(conn);
+
+    if (rc != 0) {
+        return rc;
+    }
+    if (!args_ok) {
+        return tlsock__fail(tlsock__conn_err(conn), TLSOCK_EINVAL, "an out-parameter is NULL");
+    }
+    return tlsock__block_handshake(conn);
+}
+
+int tlsock_conn_peer_cert_der(struct tlsock_conn *conn, size_t index, const unsigned char **der,
+                              size_t *len)
+{
+    int rc = begin_after_handshake(conn, der != NULL && len != NULL);
+
+    return rc != 0 ? rc : tlsock__conn_peer_cert_der(conn, index, der, len);
+}
+
+int tlsock_conn_peer_cert_pem(struct tlsock_conn *conn, size_t index, const char **pem, size_t *len)
+{
+    int rc = begin_after_handshake(conn, pem != NULL && len != NULL);
+
+    return rc != 0 ? rc : tlsock__conn_peer_cert_pem(conn, index, pem, len);
+}
+
+int tlsock_conn_export_keying_material(struct tlsock_conn *conn, const char *label,
+                                       const void *context, size_t context_len, void *out,
+                                       size_t len)
+{
+    int rc = begin_after_handshake(conn, out != NULL);
+
+    return rc != 0 ? rc : tlsock__conn_export(conn, label, context, context_len, out, len);
+}
+
+int tlsock_conn_channel_binding(struct tlsock_conn *conn,
+                                unsigned char out[TLSOCK_CHANNEL_BINDING_SIZE])
+{
+    int rc = begin_after_handshake(conn, out != NULL);
+
+    return rc != 0 ? rc : tlsock__conn_channel_binding(conn, out);
+}
+
 int tlsock_conn_info(struct tlsock_conn *conn, const struct tlsock_info **out)
 {
     int rc = tlsock__conn_begin(conn);
