@@ -1477,16 +1477,20 @@ static int uv_serve_start(struct fa_env *e, struct tlsock_uv_server **out)
     return tlsock_uv_serve(&uvc.loop, e->sctx, "127.0.0.1", 0, 0, &opts, out);
 }
 
+/* A client of a run that failed the server's allocations gives up after this, so that the run
+ * ends when the server drops it without a word. */
+#define UV_CLIENT_GIVE_UP_MS 1000
+
 /*
- * One blocking client (in its thread, closing right after its handshake) of @p server, the loop
- * run until it is done: 0 when the server handed it over, its accept error, TS_NOT_RUN when the
- * server said nothing (or nothing came before the guard timer: a hang).
+ * One blocking client (in its thread, closing right after its handshake, giving up after
+ * @p give_up_ms) of @p server, the loop run until it is done: 0 when the server handed it over,
+ * its accept error, TS_NOT_RUN when the server said nothing (or nothing came before the guard
+ * timer: a hang).
  */
-static int uv_serve_client(struct fa_env *e, struct tlsock_uv_server *server)
+static int uv_serve_client(struct fa_env *e, struct tlsock_uv_server *server, int give_up_ms)
 {
     int connects = uvc.connects;
-    /* A client never served gives up after this, so that the run ends. */
-    int rc = client_start(e, tlsock_uv_server_port(server), 1000);
+    int rc = client_start(e, tlsock_uv_server_port(server), give_up_ms);
 
     if (rc != 0) {
         return rc;
@@ -1521,7 +1525,7 @@ static int uv_serve_once(struct fa_env *e)
     int rc = uv_serve_start(e, &server);
 
     if (rc == 0) {
-        rc = uv_serve_client(e, server);
+        rc = uv_serve_client(e, server, UV_CLIENT_GIVE_UP_MS);
         uv_serve_stop(server);
     }
     return rc;
@@ -1556,7 +1560,7 @@ static void setup_uv_client(void *arg)
 
 static int run_uv_client(void *arg)
 {
-    return uv_serve_client(arg, uv_server);
+    return uv_serve_client(arg, uv_server, UV_CLIENT_GIVE_UP_MS);
 }
 
 static void check_uv_client(void *arg, int rc, enum ts_alloc_source source)
@@ -1565,8 +1569,9 @@ static void check_uv_client(void *arg, int rc, enum ts_alloc_source source)
 
     if (source != TS_ALLOC_NONE && rc != 0) {
         assert_clean("uv serve: a client", source, rc, uv_message(rc));
-        /* The server goes on: it serves the next client. */
-        rc = uv_serve_client(e, uv_server);
+        /* The server goes on: it serves the next client (on a loaded machine, however long its
+         * handshake takes). */
+        rc = uv_serve_client(e, uv_server, TS_IO_TIMEOUT_MS);
     }
     TS_ASSERT_RC_MSG(rc, 0, uv_message(rc));
     uv_serve_stop(uv_server);

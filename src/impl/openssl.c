@@ -944,16 +944,6 @@ static int map_error(struct ossl_conn *c, int ret, struct tlsock__err *err)
     if (ERR_GET_REASON(code) == SSL_R_CERTIFICATE_VERIFY_FAILED && verify != X509_V_OK) {
         return fail_verify(c, verify, err);
     }
-    /*
-     * A refused chain is OpenSSL's last error, but a failed signature check (of a certificate or
-     * a CRL) leaves its own errors before it in the queue: the verdict is EVERIFY all the same,
-     * unless verification ran out of memory (then it is ENOMEM, below).
-     */
-    if (ERR_GET_REASON(ERR_peek_last_error()) == SSL_R_CERTIFICATE_VERIFY_FAILED &&
-        verify != X509_V_OK && verify != X509_V_ERR_OUT_OF_MEM &&
-        ERR_GET_REASON(code) != ERR_R_MALLOC_FAILURE) {
-        return fail_verify(c, verify, err);
-    }
     if (ERR_GET_REASON(code) == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE) {
         /* A server requiring a client certificate got none: a verification failure. */
         ERR_clear_error();
