@@ -6,7 +6,9 @@
 #     with an unknown name gets the first one, the default;
 # (b) curl --resolve b.example:PORT through `tunnel` to python3's http.server, verified against
 #     b.example's CA, and a.example's CA refuses it;
-# (c) usage errors: --key before any --cert, two --key for one --cert, two --cert on connect.
+# (c) usage errors: --key before any --cert, two --key for one --cert, two --cert on connect;
+# (d) examples/two_names_server on every implementation: a.example, b.example and no SNI as in
+#     (a); its SNI callback refuses x.invalid, which s_client sees as an unrecognized_name alert.
 source "$(dirname "$0")/lib.sh"
 need OPENSSL_BIN CURL_BIN PYTHON3_BIN
 
@@ -76,3 +78,32 @@ expect_status 1 "two --cert on connect" "$TLSOCK_BIN" connect "${TWO[@]}" 127.0.
 "$TLSOCK_BIN" serve --cert "$WORK/a/cert.pem" --key "$WORK/a/key.pem" --key "$WORK/b/key.pem" \
     2>"$WORK/usage.err" || true
 grep -q 'one --key per --cert' "$WORK/usage.err" || fail "no reason for two --key"
+
+# (d) examples/two_names_server: four clients, then it exits 0.
+if [ -n "${TWO_NAMES_SERVER_BIN:-}" ]; then
+    for impl in $IMPLS; do
+        start_bg "example-$impl" env TLSOCK_IMPL="$impl" "$TWO_NAMES_SERVER_BIN" 0 \
+            "$WORK/a/cert.pem" "$WORK/a/key.pem" "$WORK/b/cert.pem" "$WORK/b/key.pem" 4
+        EXAMPLE_PID=$BG_PID
+        line=$(wait_for "$WORK/example-$impl.out" '^listening on port ' 10)
+        PORT=${line##* }
+        s_client_verifies "example-a-$impl" "$WORK/a" a.example -servername a.example
+        s_client_verifies "example-b-$impl" "$WORK/b" b.example -servername b.example
+        s_client_verifies "example-none-$impl" "$WORK/a" a.example -noservername
+        status=0
+        "$TIMEOUT_BIN" -k 5 30 "$OPENSSL_BIN" s_client -connect "127.0.0.1:$PORT" \
+            -servername x.invalid </dev/null >"$WORK/example-refused-$impl.out" 2>&1 ||
+            status=$?
+        [ "$status" != 0 ] || fail "$impl: the example accepted x.invalid"
+        grep -qi 'unrecognized name' "$WORK/example-refused-$impl.out" ||
+            fail "$impl: s_client did not get unrecognized_name"
+        status=0
+        wait "$EXAMPLE_PID" || status=$?
+        [ "$status" = 0 ] || fail "example, $impl: exited $status"
+        grep -q 'client asks for b.example' "$WORK/example-$impl.err" ||
+            fail "$impl: the SNI callback did not log b.example"
+        grep -q 'client asks for (no name)' "$WORK/example-$impl.err" ||
+            fail "$impl: the SNI callback did not log a client without a name"
+        pass "examples/two_names_server ($impl): a.example, b.example, no SNI, x.invalid refused"
+    done
+fi
