@@ -137,105 +137,132 @@ static void expect_cert(struct ts_pair *p, const char *name, enum cert_id want)
     TS_ASSERT_CONTAINS(info->peer_subject, cert_specs[want].cn);
 }
 
-static void test_exact_names(void **state)
-{
-    struct ts_pair *p = *state;
-    static const enum cert_id ids[] = {CERT_DEFAULT, CERT_A, CERT_B};
-
-    server_with(p, ids, 3);
-    client_with(p, NULL, NULL, NULL);
-    expect_cert(p, "a.example.com", CERT_A);
-    expect_cert(p, "b.example.com", CERT_B);
-    expect_cert(p, "default.example.com", CERT_DEFAULT);
-    /* DNS names compare without case (RFC 4343). */
-    expect_cert(p, "A.Example.COM", CERT_A);
-}
-
-static void test_wildcard(void **state)
-{
-    struct ts_pair *p = *state;
-    static const enum cert_id ids[] = {CERT_DEFAULT, CERT_A, CERT_B, CERT_PARTIAL};
-
-    server_with(p, ids, 4);
-    client_with(p, NULL, NULL, NULL);
-    expect_cert(p, "x.wild.example.com", CERT_B);
-    /* One label only: two levels, or none, are not the wildcard's. */
-    expect_cert(p, "y.x.wild.example.com", CERT_DEFAULT);
-    expect_cert(p, "wild.example.com", CERT_DEFAULT);
-    /* A partial label ("f*") matches nothing. */
-    expect_cert(p, "foo.example.com", CERT_DEFAULT);
-    expect_cert(p, "f.example.com", CERT_DEFAULT);
-}
-
-static void test_default(void **state)
-{
-    struct ts_pair *p = *state;
-    static const enum cert_id ids[] = {CERT_A, CERT_DEFAULT, CERT_B};
-
-    server_with(p, ids, 3);
-    client_with(p, NULL, NULL, NULL);
-    /* The first added, for no SNI and for a name nobody has. */
-    expect_cert(p, "", CERT_A);
-    expect_cert(p, "unknown.example.org", CERT_A);
-    /* Names still win over the default. */
-    expect_cert(p, "default.example.com", CERT_DEFAULT);
-
-    ts_pair_release(p);
-    server_with(p, ids, 3);
-    client_with(p, NULL, NULL, NULL);
-    TS_ASSERT_RC_MSG(tlsock_ctx_set_default_cert(p->sctx, 2), 0, tlsock_ctx_errmsg(p->sctx));
-    expect_cert(p, "", CERT_B);
-    expect_cert(p, "unknown.example.org", CERT_B);
-    expect_cert(p, "a.example.com", CERT_A);
-}
-
 /* The cipher lists of a TLS 1.2 client that takes only one kind of certificate. */
 #define ECDSA_ONLY_OSSL "ECDHE-ECDSA-AES128-GCM-SHA256"
 #define ECDSA_ONLY_GTLS "NORMAL:-KX-ALL:+ECDHE-ECDSA"
 #define RSA_ONLY_OSSL   "ECDHE-RSA-AES128-GCM-SHA256"
 #define RSA_ONLY_GTLS   "NORMAL:-KX-ALL:+ECDHE-RSA"
 
-static void test_ecdsa_rsa(void **state)
+enum { MAX_CERTS = 5, MAX_PROBES = 6 };
+
+/* A server's certificates, a client, and the certificate each SNI it sends must get. */
+struct choice_case {
+    const char *what;
+    enum cert_id ids[MAX_CERTS]; /* in the order added, the first one set */
+    size_t count;
+    int default_index; /* for tlsock_ctx_set_default_cert(), or -1 */
+    const char *protocols;
+    const char *ossl_ciphers; /* with gtls_ciphers: the client's raw list, or NULL */
+    const char *gtls_ciphers;
+    struct {
+        const char *sni; /* "": none */
+        enum cert_id want;
+    } probes[MAX_PROBES];
+    size_t probe_count;
+};
+
+static const struct choice_case choice_cases[] = {
+    {.what = "exact names, any case (RFC 4343)",
+     .ids = {CERT_DEFAULT, CERT_A, CERT_B},
+     .count = 3,
+     .default_index = -1,
+     .probes = {{"a.example.com", CERT_A},
+                {"b.example.com", CERT_B},
+                {"default.example.com", CERT_DEFAULT},
+                {"A.Example.COM", CERT_A}},
+     .probe_count = 4},
+    {.what = "wildcards: one whole left-most label",
+     .ids = {CERT_DEFAULT, CERT_A, CERT_B, CERT_PARTIAL},
+     .count = 4,
+     .default_index = -1,
+     .probes = {{"x.wild.example.com", CERT_B},
+                {"y.x.wild.example.com", CERT_DEFAULT}, /* two levels */
+                {"wild.example.com", CERT_DEFAULT},     /* none */
+                {"foo.example.com", CERT_DEFAULT},      /* "f*" is a partial label */
+                {"f.example.com", CERT_DEFAULT}},
+     .probe_count = 5},
+    {.what = "the first added is the default",
+     .ids = {CERT_A, CERT_DEFAULT, CERT_B},
+     .count = 3,
+     .default_index = -1,
+     .probes = {{"", CERT_A},
+                {"unknown.example.org", CERT_A},
+                {"default.example.com", CERT_DEFAULT}},
+     .probe_count = 3},
+    {.what = "tlsock_ctx_set_default_cert",
+     .ids = {CERT_A, CERT_DEFAULT, CERT_B},
+     .count = 3,
+     .default_index = 2,
+     .probes = {{"", CERT_B}, {"unknown.example.org", CERT_B}, {"a.example.com", CERT_A}},
+     .probe_count = 3},
+    {.what = "an ECDSA-only TLS 1.2 client gets the ECDSA chain",
+     .ids = {CERT_DEFAULT, CERT_RSA, CERT_EC},
+     .count = 3,
+     .default_index = -1,
+     .protocols = "1.2-1.2",
+     .ossl_ciphers = ECDSA_ONLY_OSSL,
+     .gtls_ciphers = ECDSA_ONLY_GTLS,
+     .probes = {{"dual.example.com", CERT_EC}},
+     .probe_count = 1},
+    {.what = "an RSA-only TLS 1.2 client gets the RSA chain",
+     .ids = {CERT_DEFAULT, CERT_EC, CERT_RSA},
+     .count = 3,
+     .default_index = -1,
+     .protocols = "1.2-1.2",
+     .ossl_ciphers = RSA_ONLY_OSSL,
+     .gtls_ciphers = RSA_ONLY_GTLS,
+     .probes = {{"dual.example.com", CERT_RSA}},
+     .probe_count = 1},
+    {.what = "a TLS 1.3 client that takes both gets the first added (RSA)",
+     .ids = {CERT_DEFAULT, CERT_RSA, CERT_EC},
+     .count = 3,
+     .default_index = -1,
+     .probes = {{"dual.example.com", CERT_RSA}},
+     .probe_count = 1},
+    {.what = "a TLS 1.2 client that takes both gets the first added (ECDSA)",
+     .ids = {CERT_DEFAULT, CERT_EC, CERT_RSA},
+     .count = 3,
+     .default_index = -1,
+     .protocols = "1.2-1.2",
+     .probes = {{"dual.example.com", CERT_EC}},
+     .probe_count = 1},
+    {.what = "no SNI, RSA only: the default's RSA twin",
+     .ids = {CERT_EC, CERT_A, CERT_RSA},
+     .count = 3,
+     .default_index = -1,
+     .protocols = "1.2-1.2",
+     .ossl_ciphers = RSA_ONLY_OSSL,
+     .gtls_ciphers = RSA_ONLY_GTLS,
+     .probes = {{"", CERT_RSA}},
+     .probe_count = 1},
+    {.what = "no SNI, ECDSA only: the default itself",
+     .ids = {CERT_EC, CERT_A, CERT_RSA},
+     .count = 3,
+     .default_index = -1,
+     .protocols = "1.2-1.2",
+     .ossl_ciphers = ECDSA_ONLY_OSSL,
+     .gtls_ciphers = ECDSA_ONLY_GTLS,
+     .probes = {{"", CERT_EC}},
+     .probe_count = 1},
+};
+
+static void test_choice(void **state)
 {
-    struct ts_pair *p = *state;
-    static const enum cert_id rsa_first[] = {CERT_DEFAULT, CERT_RSA, CERT_EC};
-    static const enum cert_id ec_first[] = {CERT_DEFAULT, CERT_EC, CERT_RSA};
-
-    server_with(p, rsa_first, 3);
-    client_with(p, "1.2-1.2", ECDSA_ONLY_OSSL, ECDSA_ONLY_GTLS);
-    expect_cert(p, "dual.example.com", CERT_EC);
-    ts_pair_release(p);
-    server_with(p, rsa_first, 3);
-    client_with(p, "1.2-1.2", RSA_ONLY_OSSL, RSA_ONLY_GTLS);
-    expect_cert(p, "dual.example.com", CERT_RSA);
-    ts_pair_release(p);
-    /* A client that takes both gets the first added, in TLS 1.3 and 1.2. */
-    server_with(p, rsa_first, 3);
-    client_with(p, NULL, NULL, NULL);
-    expect_cert(p, "dual.example.com", CERT_RSA);
-    ts_pair_release(p);
-    server_with(p, ec_first, 3);
-    client_with(p, "1.2-1.2", NULL, NULL);
-    expect_cert(p, "dual.example.com", CERT_EC);
-    ts_pair_release(p);
-    server_with(p, ec_first, 3);
-    client_with(p, "1.2-1.2", RSA_ONLY_OSSL, RSA_ONLY_GTLS);
-    expect_cert(p, "dual.example.com", CERT_RSA);
-}
-
-static void test_ecdsa_rsa_default(void **state)
-{
-    struct ts_pair *p = *state;
-    static const enum cert_id ids[] = {CERT_EC, CERT_A, CERT_RSA};
-
-    /* The default's twin for the same names serves a client without SNI that cannot take it. */
-    server_with(p, ids, 3);
-    client_with(p, "1.2-1.2", RSA_ONLY_OSSL, RSA_ONLY_GTLS);
-    expect_cert(p, "", CERT_RSA);
-    ts_pair_release(p);
-    server_with(p, ids, 3);
-    client_with(p, "1.2-1.2", ECDSA_ONLY_OSSL, ECDSA_ONLY_GTLS);
-    expect_cert(p, "", CERT_EC);
+    for (size_t i = 0; i < sizeof(choice_cases) / sizeof(choice_cases[0]); i++) {
+        const struct choice_case *c = &choice_cases[i];
+        ts_pair_renew(state, i);
+        struct ts_pair *p = *state;
+        print_message("case: %s\n", c->what);
+        server_with(p, c->ids, c->count);
+        if (c->default_index >= 0) {
+            TS_ASSERT_RC_MSG(tlsock_ctx_set_default_cert(p->sctx, (size_t)c->default_index), 0,
+                             tlsock_ctx_errmsg(p->sctx));
+        }
+        client_with(p, c->protocols, c->ossl_ciphers, c->gtls_ciphers);
+        for (size_t j = 0; j < c->probe_count; j++) {
+            expect_cert(p, c->probes[j].sni, c->probes[j].want);
+        }
+    }
 }
 
 /* What the SNI callback saw and answers. */
@@ -405,11 +432,7 @@ static void test_setters(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_exact_names, ts_pair_setup, ts_pair_teardown),
-        cmocka_unit_test_setup_teardown(test_wildcard, ts_pair_setup, ts_pair_teardown),
-        cmocka_unit_test_setup_teardown(test_default, ts_pair_setup, ts_pair_teardown),
-        cmocka_unit_test_setup_teardown(test_ecdsa_rsa, ts_pair_setup, ts_pair_teardown),
-        cmocka_unit_test_setup_teardown(test_ecdsa_rsa_default, ts_pair_setup, ts_pair_teardown),
+        cmocka_unit_test_setup_teardown(test_choice, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_callback_chooses, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_callback_refuses, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_set_impl_replay, ts_pair_setup, ts_pair_teardown),

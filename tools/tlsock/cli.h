@@ -72,6 +72,17 @@ bool cli_parse_int(const char *arg, int min, int max, int *out);
 /* Most --cert/--key pairs a command takes. */
 #define CLI_CERT_MAX 32
 
+/* The --help lines of the serving commands' (serve, tunnel) certificates and keys. */
+#define CLI_HELP_SERVER_CERT                                                                       \
+    "  -c, --cert FILE          certificate chain (PEM or DER); repeat --cert (each\n"             \
+    "                           with its --key) for several names: the client's SNI\n"             \
+    "                           picks by the certificates' DNS names, the first is\n"              \
+    "                           the default\n"                                                     \
+    "  -K, --key FILE           the key of the --cert before it (PEM or DER; default:\n"           \
+    "                           that --cert file)\n"                                               \
+    "      --key-pass-file FILE encrypted keys' passphrase: FILE's first line\n"                   \
+    "      --key-pass-env VAR   encrypted keys' passphrase: the variable VAR\n"
+
 /* The context options that connect and serve share; NULL fields were not given. */
 struct cli_ctx_options {
     const char *tls;     /* --tls MIN[-MAX] */
