@@ -199,9 +199,19 @@ void tlsock__ossl_chain_free(struct ossl_chain *chain)
 /* The leaf's key kind and DNS subjectAltNames, for choosing among a server's chains. */
 static int get_facts(X509 *leaf, struct tlsock__cert_facts *facts, struct tlsock__err *err)
 {
-    int id = EVP_PKEY_get_base_id(X509_get0_pubkey(leaf));
-    GENERAL_NAMES *sans = X509_get_ext_d2i(leaf, NID_subject_alt_name, NULL, NULL);
+    EVP_PKEY *pub = X509_get0_pubkey(leaf);
+    GENERAL_NAMES *sans = NULL;
     int rc = 0;
+
+    /* The public key is decoded lazily; only memory can make it missing after load_chain(). */
+    if (pub == NULL) {
+        return tlsock__ossl_fail(err, TLSOCK_ENOMEM, "out of memory reading the certificate");
+    }
+    int id = EVP_PKEY_get_base_id(pub);
+    sans = X509_get_ext_d2i(leaf, NID_subject_alt_name, NULL, NULL);
+    if (sans == NULL && tlsock__ossl_out_of_memory()) {
+        return tlsock__fail(err, TLSOCK_ENOMEM, "out of memory reading the certificate's names");
+    }
 
     facts->key_kind = id == EVP_PKEY_EC    ? TLSOCK__SIGN_EC
                       : id == EVP_PKEY_RSA ? TLSOCK__SIGN_RSA
