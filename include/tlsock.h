@@ -383,6 +383,86 @@ TLSOCK_API int tlsock_ctx_set_pkcs12_file(struct tlsock_ctx *ctx, const char *pa
  */
 TLSOCK_API int tlsock_ctx_set_pkcs12_mem(struct tlsock_ctx *ctx, const void *data, size_t len);
 
+/* ---------------------------------------------------------------------------------------------
+ * Several certificates: a server chooses its chain by the client's name and key support
+ *
+ * A server context holds any number of certificates (chain and key), numbered from 0 in the order
+ * they were added. tlsock_ctx_set_cert_file() and the other set_ functions replace them all with
+ * one (index 0); the add_ functions below append one more. For each client the server presents
+ * exactly one of them, chosen the same way on every implementation:
+ *   1. the SNI callback, if one is set, may choose (tlsock_ctx_set_sni_callback());
+ *   2. else the certificates with a DNS subjectAltName equal to the client's SNI (ignoring case);
+ *   3. else those with a wildcard name matching it: "*.example.com" matches "a.example.com" but
+ *      neither "a.b.example.com" nor "example.com"; the wildcard must be the whole left-most label
+ *      ("f*.example.com" matches nothing) with at least two labels after it ("*.com" matches
+ *      nothing);
+ *   4. else (no SNI, or a name no certificate has) the default certificate, the first added
+ *      unless tlsock_ctx_set_default_cert() says otherwise, together with the certificates that
+ *      have exactly the same DNS names as it.
+ * Among the certificates of one step, the first (in index order; the default first in step 4) whose
+ * key the client supports is presented: an ECDSA key needs an ECDSA signature scheme in the
+ * client's signature_algorithms (and, in TLS 1.2, an ECDHE-ECDSA cipher suite), an RSA key an RSA
+ * scheme (RSA-PSS in TLS 1.3) and, in TLS 1.2, an RSA suite. So an ECDSA and an RSA chain for the
+ * same names serve every client with the best one it takes. When it supports none of them, the
+ * first is presented and the handshake fails as it would with that one alone.
+ * Only DNS subjectAltNames take part: the subject's common name and IP addresses never do.
+ * Everything here is kept by tlsock_ctx_set_impl() like the other settings.
+ */
+
+/**
+ * Adds a certificate chain and key from files to a server context, after the ones it has,
+ * instead of replacing them as tlsock_ctx_set_cert_file() does; same formats, passphrase and
+ * checks. The new certificate's index is the number the context had before.
+ * @return as tlsock_ctx_set_cert_file(); on failure the context keeps what it had.
+ */
+TLSOCK_API int tlsock_ctx_add_cert_file(struct tlsock_ctx *ctx, const char *chain_path,
+                                        const char *key_path);
+
+/** Like tlsock_ctx_add_cert_file(), from PEM or DER in memory (as tlsock_ctx_set_cert_mem()). */
+TLSOCK_API int tlsock_ctx_add_cert_mem(struct tlsock_ctx *ctx, const char *chain_pem,
+                                       size_t chain_len, const char *key_pem, size_t key_len);
+
+/** Like tlsock_ctx_add_cert_file(), from a PKCS#12 bundle (as tlsock_ctx_set_pkcs12_file()). */
+TLSOCK_API int tlsock_ctx_add_pkcs12_file(struct tlsock_ctx *ctx, const char *path);
+
+/** Like tlsock_ctx_add_cert_file(), from a PKCS#12 bundle in memory (copied). */
+TLSOCK_API int tlsock_ctx_add_pkcs12_mem(struct tlsock_ctx *ctx, const void *data, size_t len);
+
+/** The number of certificates @p ctx holds (0 for NULL). Thread-safe once the context is frozen. */
+TLSOCK_API size_t tlsock_ctx_cert_count(const struct tlsock_ctx *ctx);
+
+/**
+ * Makes certificate @p index the default: the one presented to clients that send no SNI or a name
+ * no certificate has (step 4 above). Replacing the certificates (a set_ function) makes index 0
+ * the default again.
+ * @return 0; TLSOCK_EINVAL for a frozen context or an index the context does not have.
+ */
+TLSOCK_API int tlsock_ctx_set_default_cert(struct tlsock_ctx *ctx, size_t index);
+
+/** An SNI callback's answer: let tlsock choose by name (steps 2 to 4 above). */
+#define TLSOCK_SNI_AUTO (-1)
+/** An SNI callback's answer: refuse the client with an unrecognized_name alert (RFC 6066). */
+#define TLSOCK_SNI_REFUSE (-2)
+
+/**
+ * Chooses the certificate for a client: @p servername is the name it sent (NUL-terminated, as
+ * sent; NULL when it sent none). Returns the index of one of the context's certificates, which is
+ * presented as it is (no choice by key type), TLSOCK_SNI_AUTO, or TLSOCK_SNI_REFUSE: the handshake
+ * then fails with an unrecognized_name alert, the server's with TLSOCK_EPROTO ("the SNI callback
+ * refused the client's server name") and the client's with the alert's name in its message. Any
+ * other value fails the handshake the same way with an internal_error alert. Runs on the thread
+ * doing the server's handshake, once per ClientHello (twice after a HelloRetryRequest), possibly on
+ * several threads at once; it must not call tlsock on the same connection.
+ */
+typedef int (*tlsock_sni_fn)(const char *servername, void *user);
+
+/**
+ * Sets (or with NULL clears) the SNI callback of a server context; @p user is passed to it and
+ * must stay valid while the context makes connections.
+ * @return 0; TLSOCK_EINVAL for a frozen context or a client context.
+ */
+TLSOCK_API int tlsock_ctx_set_sni_callback(struct tlsock_ctx *ctx, tlsock_sni_fn fn, void *user);
+
 /**
  * Sets the verification mode (enum tlsock_verify). A verifying client needs a name to check:
  * tlsock_connect() takes it from the host; tlsock_attach_fd(), tlsock_attach_io() and

@@ -113,6 +113,7 @@ int tlsock__conn_new(struct tlsock_ctx *ctx, const struct tlsock__conn_setup *se
         .verify_name = names.verify[0] != '\0' ? names.verify : NULL,
         .verify_mode = ctx->verify_mode,
         .trust = &ctx->trust,
+        .certsel = &ctx->certsel,
         .owner = conn,
     };
     rc = ctx->impl->conn_new(ctx->native, &params, &conn->tls, &err);

@@ -53,8 +53,27 @@ static int setter_end(struct tlsock_ctx *ctx, int rc)
 /* Settings whose last call wins; the CA ones add up. */
 static bool replaces_earlier(enum tlsock__setting_kind kind)
 {
-    return kind == TLSOCK__SET_PROTOCOLS || kind == TLSOCK__SET_CIPHERS ||
-           kind == TLSOCK__SET_CERT || kind == TLSOCK__SET_ALPN;
+    return kind == TLSOCK__SET_PROTOCOLS || kind == TLSOCK__SET_CIPHERS || kind == TLSOCK__SET_ALPN;
+}
+
+/* Whether @p set drops the earlier settings like @p cur when it is kept. */
+static bool drops(const struct tlsock__setting *set, const struct tlsock__setting *cur)
+{
+    if (cur->kind != set->kind) {
+        return false;
+    }
+    /* tlsock_ctx_set_cert_*() replace every certificate, tlsock_ctx_add_cert_*() add one. */
+    return set->kind == TLSOCK__SET_CERT ? !set->cert_add : replaces_earlier(set->kind);
+}
+
+/* Forgets the certificates' facts (tlsock__certsel), keeping the array; the callback stays. */
+static void certsel_forget(struct tlsock__certsel *sel)
+{
+    for (size_t i = 0; i < sel->count; i++) {
+        free(sel->certs[i].names);
+    }
+    sel->count = 0;
+    sel->default_index = 0;
 }
 
 /* Frees a NUL-terminated passphrase, wiping it first; accepts NULL. */
@@ -110,15 +129,18 @@ static bool copy_bytes(const void *data, size_t len, char **out)
 
 /*
  * Loads the certificate and key of a CERT setting into @p native of @p impl. The passphrase
- * comes from @p pass when a setter loads them the first time, else (a replay) from the setting.
+ * comes from @p pass when a setter loads them the first time, else (a replay) from the setting;
+ * @p facts receives the certificate's names and key kind the first time (NULL for a replay).
  */
 static int cert_apply(const struct tlsock__impl *impl, void *native,
                       const struct tlsock__setting *set, struct tlsock__pass *pass,
-                      struct tlsock__err *err)
+                      struct tlsock__cert_facts *facts, struct tlsock__err *err)
 {
     struct tlsock__pass *replay = NULL;
     struct tlsock__cert_src src = {
         .kind = set->cert_kind,
+        .add = set->cert_add,
+        .facts = facts,
         .chain = set->text,
         .chain_len = set->text_len,
         .key = set->key,
@@ -160,7 +182,7 @@ static int setting_apply(const struct tlsock__impl *impl, void *native,
     case TLSOCK__SET_CA_SYSTEM:
         return impl->ctx_add_ca_system(native, err);
     case TLSOCK__SET_CERT:
-        return cert_apply(impl, native, set, NULL, err);
+        return cert_apply(impl, native, set, NULL, NULL, err);
     case TLSOCK__SET_ALPN:
         return impl->ctx_set_alpn(native, (const unsigned char *)set->text, set->text_len, err);
     case TLSOCK__SET_CRL:
@@ -176,7 +198,7 @@ static void setting_keep(struct tlsock_ctx *ctx, struct tlsock__setting *set)
 
     while (*link != NULL) {
         struct tlsock__setting *cur = *link;
-        if (cur->kind == set->kind && replaces_earlier(set->kind)) {
+        if (drops(set, cur)) {
             *link = cur->next;
             setting_free(cur);
         } else {
@@ -348,6 +370,8 @@ void tlsock_ctx_free(struct tlsock_ctx *ctx)
     }
     ctx->impl->ctx_free(ctx->native);
     settings_free(ctx);
+    certsel_forget(&ctx->certsel);
+    free(ctx->certsel.certs);
     free(ctx->trust.pins);
     pass_free(ctx->pass);
     tlsock__err_free(&ctx->err);
@@ -650,23 +674,32 @@ int tlsock_ctx_set_ca_system(struct tlsock_ctx *ctx)
  * keeps them as the CERT setting with the passphrase they needed. @p where names the source in
  * messages. The caller has begun the setter.
  */
-static int cert_load(struct tlsock_ctx *ctx, int kind, const char *chain, size_t chain_len,
-                     const char *key, size_t key_len, const char *where)
+static int cert_load(struct tlsock_ctx *ctx, int kind, bool add, const char *chain,
+                     size_t chain_len, const char *key, size_t key_len, const char *where)
 {
     struct tlsock__setting *set = setting_new(TLSOCK__SET_CERT, chain, chain_len);
     struct tlsock__pass *pass = calloc(1, sizeof(*pass));
+    struct tlsock__cert_facts facts = {0};
+    struct tlsock__certsel *sel = &ctx->certsel;
+    /* Room for the new facts first: once the implementation holds the chain, nothing may fail. */
+    struct tlsock__cert_facts *room = realloc(sel->certs, (sel->count + 1) * sizeof(*room));
     int rc = 0;
 
-    if (set == NULL || pass == NULL || (key != NULL && !copy_bytes(key, key_len, &set->key))) {
+    if (room != NULL) {
+        sel->certs = room;
+    }
+    if (set == NULL || pass == NULL || room == NULL ||
+        (key != NULL && !copy_bytes(key, key_len, &set->key))) {
         rc = tlsock__fail(&ctx->err, TLSOCK_ENOMEM, "out of memory");
         goto out;
     }
     set->key_len = key_len;
     set->cert_kind = kind;
+    set->cert_add = add;
     pass->given = ctx->pass;
     pass->cb = ctx->pass_cb;
     pass->user = ctx->pass_user;
-    rc = cert_apply(ctx->impl, ctx->native, set, pass, &ctx->err);
+    rc = cert_apply(ctx->impl, ctx->native, set, pass, &facts, &ctx->err);
     if (rc == 0 && pass->asked && !copy_bytes(pass->buf, pass->len, &set->pass)) {
         /* Without it tlsock_ctx_set_impl() could not load the key again. */
         rc = tlsock__fail(&ctx->err, TLSOCK_ENOMEM, "out of memory keeping the passphrase");
@@ -676,8 +709,14 @@ static int cert_load(struct tlsock_ctx *ctx, int kind, const char *chain, size_t
     }
     setting_keep(ctx, set);
     set = NULL;
+    if (!add) {
+        certsel_forget(sel);
+    }
+    sel->certs[sel->count++] = facts;
+    facts.names = NULL;
     ctx->has_cert = true;
 out:
+    free(facts.names);
     setting_free(set);
     if (pass != NULL) {
         explicit_bzero(pass, sizeof(*pass));
@@ -689,8 +728,8 @@ out:
     return setter_end(ctx, rc);
 }
 
-int tlsock_ctx_set_cert_mem(struct tlsock_ctx *ctx, const char *chain_pem, size_t chain_len,
-                            const char *key_pem, size_t key_len)
+static int cert_mem(struct tlsock_ctx *ctx, bool add, const char *chain_pem, size_t chain_len,
+                    const char *key_pem, size_t key_len)
 {
     int rc = setter_begin(ctx);
 
@@ -700,8 +739,20 @@ int tlsock_ctx_set_cert_mem(struct tlsock_ctx *ctx, const char *chain_pem, size_
     if (chain_pem == NULL || chain_len == 0 || key_pem == NULL || key_len == 0) {
         return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "certificate chain and key are required");
     }
-    return cert_load(ctx, TLSOCK__CERT_PAIR, chain_pem, chain_len, key_pem, key_len,
+    return cert_load(ctx, TLSOCK__CERT_PAIR, add, chain_pem, chain_len, key_pem, key_len,
                      "certificate and key in memory");
+}
+
+int tlsock_ctx_set_cert_mem(struct tlsock_ctx *ctx, const char *chain_pem, size_t chain_len,
+                            const char *key_pem, size_t key_len)
+{
+    return cert_mem(ctx, false, chain_pem, chain_len, key_pem, key_len);
+}
+
+int tlsock_ctx_add_cert_mem(struct tlsock_ctx *ctx, const char *chain_pem, size_t chain_len,
+                            const char *key_pem, size_t key_len)
+{
+    return cert_mem(ctx, true, chain_pem, chain_len, key_pem, key_len);
 }
 
 /* Frees what read_file() read, wiping it: it may hold a private key. Accepts NULL. */
@@ -713,7 +764,7 @@ static void file_free(char *data, size_t len)
     }
 }
 
-int tlsock_ctx_set_cert_file(struct tlsock_ctx *ctx, const char *chain_path, const char *key_path)
+static int cert_file(struct tlsock_ctx *ctx, bool add, const char *chain_path, const char *key_path)
 {
     char where[TLSOCK__ERRMSG_SIZE];
     char *chain = NULL;
@@ -737,11 +788,21 @@ int tlsock_ctx_set_cert_file(struct tlsock_ctx *ctx, const char *chain_path, con
         goto out;
     }
     snprintf(where, sizeof(where), "certificate file %s, key file %s", chain_path, key_path);
-    rc = cert_load(ctx, TLSOCK__CERT_PAIR, chain, chain_len, key, key_len, where);
+    rc = cert_load(ctx, TLSOCK__CERT_PAIR, add, chain, chain_len, key, key_len, where);
 out:
     file_free(chain, chain_len);
     file_free(key, key_len);
     return rc;
+}
+
+int tlsock_ctx_set_cert_file(struct tlsock_ctx *ctx, const char *chain_path, const char *key_path)
+{
+    return cert_file(ctx, false, chain_path, key_path);
+}
+
+int tlsock_ctx_add_cert_file(struct tlsock_ctx *ctx, const char *chain_path, const char *key_path)
+{
+    return cert_file(ctx, true, chain_path, key_path);
 }
 
 int tlsock_ctx_set_key_passphrase(struct tlsock_ctx *ctx, const char *pass)
@@ -780,7 +841,7 @@ int tlsock_ctx_set_key_passphrase_cb(struct tlsock_ctx *ctx, tlsock_passphrase_f
     return 0;
 }
 
-int tlsock_ctx_set_pkcs12_mem(struct tlsock_ctx *ctx, const void *data, size_t len)
+static int pkcs12_mem(struct tlsock_ctx *ctx, bool add, const void *data, size_t len)
 {
     int rc = setter_begin(ctx);
 
@@ -790,10 +851,10 @@ int tlsock_ctx_set_pkcs12_mem(struct tlsock_ctx *ctx, const void *data, size_t l
     if (data == NULL || len == 0) {
         return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "PKCS#12 bundle is empty");
     }
-    return cert_load(ctx, TLSOCK__CERT_PKCS12, data, len, NULL, 0, "PKCS#12 bundle in memory");
+    return cert_load(ctx, TLSOCK__CERT_PKCS12, add, data, len, NULL, 0, "PKCS#12 bundle in memory");
 }
 
-int tlsock_ctx_set_pkcs12_file(struct tlsock_ctx *ctx, const char *path)
+static int pkcs12_file(struct tlsock_ctx *ctx, bool add, const char *path)
 {
     char where[TLSOCK__ERRMSG_SIZE];
     char *data = NULL;
@@ -809,10 +870,66 @@ int tlsock_ctx_set_pkcs12_file(struct tlsock_ctx *ctx, const char *path)
     rc = read_file("PKCS#12 file", path, PEM_FILE_MAX, &data, &len, &ctx->err);
     if (rc == 0) {
         snprintf(where, sizeof(where), "PKCS#12 file %s", path);
-        rc = cert_load(ctx, TLSOCK__CERT_PKCS12, data, len, NULL, 0, where);
+        rc = cert_load(ctx, TLSOCK__CERT_PKCS12, add, data, len, NULL, 0, where);
     }
     file_free(data, len);
     return rc;
+}
+
+int tlsock_ctx_set_pkcs12_mem(struct tlsock_ctx *ctx, const void *data, size_t len)
+{
+    return pkcs12_mem(ctx, false, data, len);
+}
+
+int tlsock_ctx_add_pkcs12_mem(struct tlsock_ctx *ctx, const void *data, size_t len)
+{
+    return pkcs12_mem(ctx, true, data, len);
+}
+
+int tlsock_ctx_set_pkcs12_file(struct tlsock_ctx *ctx, const char *path)
+{
+    return pkcs12_file(ctx, false, path);
+}
+
+int tlsock_ctx_add_pkcs12_file(struct tlsock_ctx *ctx, const char *path)
+{
+    return pkcs12_file(ctx, true, path);
+}
+
+size_t tlsock_ctx_cert_count(const struct tlsock_ctx *ctx)
+{
+    return ctx != NULL ? ctx->certsel.count : 0;
+}
+
+int tlsock_ctx_set_default_cert(struct tlsock_ctx *ctx, size_t index)
+{
+    int rc = setter_begin(ctx);
+
+    if (rc != 0) {
+        return rc;
+    }
+    if (index >= ctx->certsel.count) {
+        return tlsock__fail(&ctx->err, TLSOCK_EINVAL,
+                            "no certificate %zu: the context has %zu (numbered from 0)", index,
+                            ctx->certsel.count);
+    }
+    ctx->certsel.default_index = index;
+    return 0;
+}
+
+int tlsock_ctx_set_sni_callback(struct tlsock_ctx *ctx, tlsock_sni_fn fn, void *user)
+{
+    int rc = setter_begin(ctx);
+
+    if (rc != 0) {
+        return rc;
+    }
+    if (ctx->role != TLSOCK_SERVER) {
+        return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "an SNI callback is for server contexts");
+    }
+    ctx->certsel.callback = fn;
+    ctx->certsel.callback_user = fn != NULL ? user : NULL;
+    return 0;
 }
 
 int tlsock_ctx_set_verify(struct tlsock_ctx *ctx, int mode)

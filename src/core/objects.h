@@ -36,6 +36,7 @@ struct tlsock__setting {
     size_t key_len;
     int cert_kind; /* CERT: enum tlsock__cert_kind; text holds the chain or the bundle */
     char *pass;    /* CERT: the passphrase the key needed (NULL if none), wiped when freed */
+    bool cert_add; /* CERT: added after the others (tlsock_ctx_add_*), else replaced them */
 };
 
 struct tlsock_ctx {
@@ -56,6 +57,7 @@ struct tlsock_ctx {
     void *pass_user;
     int handshake_timeout;            /* ms, 0 (TLSOCK_NO_TIMEOUT) for none */
     struct tlsock__trust trust;       /* CRL mode, pins, depth, verify callback */
+    struct tlsock__certsel certsel;   /* the certificates' names and keys, default, SNI callback */
     struct tlsock__setting *settings; /* every setter's effect, in order (replayed by set_impl) */
     struct tlsock__err err;
 };

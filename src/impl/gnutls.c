@@ -26,6 +26,7 @@
 #include "text.h"
 #include "trust.h"
 #include "gnutls_int.h"
+#include "certsel.h"
 #include "hello.h"
 
 struct gtls_conn {
@@ -35,9 +36,11 @@ struct gtls_conn {
     bool blocked;                /* the transport said "not now" during the current call */
     unsigned long moved;         /* bytes pull and push moved so far: progress (should_repeat) */
     const char *refusal;         /* why our ClientHello hook refused the client (hello.h) */
-    const struct gtls_ctx *gc;   /* the context (the core holds a reference for us) */
-    bool drop_hello;             /* a refused renegotiation's ClientHello is queued in GnuTLS */
-    unsigned char tail[7];       /* the last bytes received: a whole record if it was an alert */
+    int refusal_alert;           /* and the alert to send for it */
+    const struct tlsock__certsel *certsel; /* servers: the core's choice among the chains */
+    const struct gtls_ctx *gc;             /* the context (the core holds a reference for us) */
+    bool drop_hello;       /* a refused renegotiation's ClientHello is queued in GnuTLS */
+    unsigned char tail[7]; /* the last bytes received: a whole record if it was an alert */
     size_t tail_len;
     int verify_mode;
     int min_version; /* the versions our priorities enable */
@@ -367,7 +370,8 @@ static int map_error(struct gtls_conn *c, int ret, struct tlsock__err *err)
         return fail_verify(c, err);
     }
     if (c->refusal != NULL) {
-        gnutls_alert_send(c->session, GNUTLS_AL_FATAL, GNUTLS_A_HANDSHAKE_FAILURE);
+        gnutls_alert_send(c->session, GNUTLS_AL_FATAL,
+                          (gnutls_alert_description_t)c->refusal_alert);
         return tlsock__fail(err, TLSOCK_EPROTO, "%s", c->refusal);
     }
     switch (ret) {
@@ -442,6 +446,28 @@ static bool has_share_priority(unsigned group, const void *arg)
 }
 
 /*
+ * The credentials of the chain the core's rules choose for this client (certsel.h), before
+ * GnuTLS picks a certificate from the session's credentials.
+ */
+static int choose_chain(struct gtls_conn *c, const struct tlsock__hello *h)
+{
+    struct tlsock__certsel_choice choice;
+
+    if (c->certsel == NULL || !c->gc->has_cert) {
+        return 0;
+    }
+    tlsock__certsel_pick(c->certsel, h, tlsock__hello_version(h, c->min_version, c->max_version),
+                         &choice);
+    if (choice.refusal != NULL) {
+        c->refusal = choice.refusal;
+        c->refusal_alert = choice.alert;
+        return GNUTLS_E_UNRECOGNIZED_NAME;
+    }
+    return gnutls_credentials_set(c->session, GNUTLS_CRD_CERTIFICATE,
+                                  tlsock__gtls_chain_cred(c->gc, choice.index));
+}
+
+/*
  * The ClientHello, before GnuTLS reads it, against the rules both implementations share
  * (hello.h): a refusal is kept for map_error(), which sends its alert.
  *
@@ -465,8 +491,13 @@ static int client_hello_hook(gnutls_session_t session, unsigned htype, unsigned 
         return GNUTLS_E_UNSUPPORTED_VERSION_PACKET;
     }
     c->refusal = tlsock__hello_refusal(&h, c->min_version, c->max_version);
+    c->refusal_alert = GNUTLS_A_HANDSHAKE_FAILURE;
     if (c->refusal != NULL) {
         return GNUTLS_E_SAFE_RENEGOTIATION_FAILED;
+    }
+    int ret = choose_chain(c, &h);
+    if (ret < 0) {
+        return ret;
     }
     /* TLS 1.3: the priorities that make GnuTLS use the client's first usable key share. */
     unsigned group = tlsock__hello_version(&h, c->min_version, c->max_version) == 0x0304
@@ -969,6 +1000,7 @@ static int gtls_conn_new(void *nctx, const struct tlsock__conn_params *p, void *
     c->gc = gc;
     c->verify_mode = p->verify_mode;
     c->trust = p->trust;
+    c->certsel = p->role == TLSOCK_SERVER ? p->certsel : NULL;
     c->owner = p->owner;
     c->min_version = gc->prio_min;
     c->max_version = gc->prio_max;

@@ -13,6 +13,7 @@
 #include <gnutls/abstract.h>
 #include <gnutls/x509.h>
 
+#include "certsel.h"
 #include "gnutls_int.h"
 
 /*
@@ -419,6 +420,22 @@ static int new_cred(gnutls_certificate_credentials_t *out, struct tlsock__err *e
     return 0;
 }
 
+/* Frees the credentials of the chains after the first. */
+static void free_more(struct gtls_ctx *gc)
+{
+    for (size_t i = 0; i < gc->more_count; i++) {
+        gnutls_certificate_free_credentials(gc->more[i]);
+    }
+    free(gc->more);
+    gc->more = NULL;
+    gc->more_count = 0;
+}
+
+gnutls_certificate_credentials_t tlsock__gtls_chain_cred(const struct gtls_ctx *gc, size_t index)
+{
+    return index == 0 || index > gc->more_count ? gc->cred : gc->more[index - 1];
+}
+
 void tlsock__gtls_ctx_free(void *nctx)
 {
     struct gtls_ctx *gc = nctx;
@@ -429,6 +446,7 @@ void tlsock__gtls_ctx_free(void *nctx)
     if (gc->cred != NULL) {
         gnutls_certificate_free_credentials(gc->cred);
     }
+    free_more(gc);
     if (gc->prio != NULL) {
         gnutls_priority_deinit(gc->prio);
     }
@@ -536,6 +554,9 @@ static int add_trust(struct gtls_ctx *gc, int kind, const char *data, size_t len
         t->data[len] = '\0';
     }
     rc = apply_trust(gc->cred, t, err);
+    for (size_t i = 0; rc == 0 && i < gc->more_count; i++) {
+        rc = apply_trust(gc->more[i], t, err);
+    }
     if (rc != 0) {
         goto fail;
     }
@@ -644,14 +665,64 @@ static int give_pair(gnutls_certificate_credentials_t cred, const struct gtls_ce
                         "certificate and key refused: %s", gnutls_strerror(ret));
 }
 
+/* The leaf's key kind and DNS subjectAltNames, for choosing among a server's chains. */
+static int get_facts(gnutls_x509_crt_t leaf, struct tlsock__cert_facts *facts,
+                     struct tlsock__err *err)
+{
+    int algo = gnutls_x509_crt_get_pk_algorithm(leaf, NULL);
+    char name[256];
+    int rc = 0;
+
+    facts->key_kind = algo == GNUTLS_PK_EC    ? TLSOCK__SIGN_EC
+                      : algo == GNUTLS_PK_RSA ? TLSOCK__SIGN_RSA
+                                              : TLSOCK__SIGN_OTHER;
+    for (unsigned seq = 0; rc == 0; seq++) {
+        size_t size = sizeof(name);
+        int ret = gnutls_x509_crt_get_subject_alt_name(leaf, seq, name, &size, NULL);
+        if (ret == GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE) {
+            break;
+        }
+        /* A DNS name longer than 255 bytes (RFC 1035 section 2.3.4) is no name a client sends. */
+        if (ret == GNUTLS_SAN_DNSNAME) {
+            rc = tlsock__cert_facts_add_name(facts, name, size, err);
+        } else if (ret == GNUTLS_E_MEMORY_ERROR) {
+            rc = tlsock__fail(err, TLSOCK_ENOMEM, "out of memory reading the certificate's names");
+        }
+    }
+    return rc;
+}
+
+/* New credentials with the context's trust, for a certificate. */
+static int cred_with_trust(const struct gtls_ctx *gc, gnutls_certificate_credentials_t *out,
+                           struct tlsock__err *err)
+{
+    int rc = new_cred(out, err);
+
+    for (const struct gtls_trust *t = gc->trust; t != NULL && rc == 0; t = t->next) {
+        rc = apply_trust(*out, t, err);
+    }
+    if (rc != 0 && *out != NULL) {
+        gnutls_certificate_free_credentials(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
 int tlsock__gtls_ctx_set_cert(void *nctx, const struct tlsock__cert_src *src,
                               struct tlsock__err *err)
 {
     struct gtls_ctx *gc = nctx;
     gnutls_certificate_credentials_t cred = NULL;
     struct gtls_cert cert;
-    int rc = tlsock__gtls_load_cert(src, &cert, err);
+    gnutls_certificate_credentials_t *room =
+        realloc(gc->more, (gc->more_count + 1) * sizeof(*room));
+    int rc = 0;
 
+    if (room == NULL) {
+        return tlsock__fail(err, TLSOCK_ENOMEM, "out of memory adding a certificate");
+    }
+    gc->more = room;
+    rc = tlsock__gtls_load_cert(src, &cert, err);
     if (rc != 0) {
         return rc;
     }
@@ -659,29 +730,31 @@ int tlsock__gtls_ctx_set_cert(void *nctx, const struct tlsock__cert_src *src,
     if (rc == 0) {
         rc = check_key_valid(cert.key, err);
     }
+    if (rc == 0 && src->facts != NULL) {
+        rc = get_facts(cert.chain[0], src->facts, err);
+    }
     if (rc != 0) {
         goto free_cert;
     }
     /*
-     * GnuTLS keeps every key pair added to a credentials object and picks among them; tlsock has
-     * one certificate per context, so a new one goes into fresh credentials with the same trust.
+     * GnuTLS keeps every key pair added to a credentials object and picks among them by rules of
+     * its own; tlsock gives each chain credentials of its own with the same trust.
      */
-    rc = new_cred(&cred, err);
+    rc = cred_with_trust(gc, &cred, err);
     if (rc != 0) {
         goto free_cert;
-    }
-    for (const struct gtls_trust *t = gc->trust; t != NULL && rc == 0; t = t->next) {
-        rc = apply_trust(cred, t, err);
-    }
-    if (rc != 0) {
-        goto free_cred;
     }
     rc = give_pair(cred, &cert, err);
     if (rc != 0) {
         goto free_cred;
     }
-    gnutls_certificate_free_credentials(gc->cred);
-    gc->cred = cred;
+    if (src->add && gc->has_cert) {
+        gc->more[gc->more_count++] = cred;
+    } else {
+        free_more(gc);
+        gnutls_certificate_free_credentials(gc->cred);
+        gc->cred = cred;
+    }
     cred = NULL;
     gc->has_cert = true;
 free_cred:

@@ -49,6 +49,13 @@ struct gtls_ctx {
     unsigned share_prio_count;
     struct gtls_trust *trust; /* in the order added */
     bool has_cert;
+    /*
+     * The chains after the first (which is in cred), each in credentials of its own with the same
+     * trust: a ClientHello chooses one (certsel.h) and the session takes its credentials, so that
+     * GnuTLS never picks among pairs by its own rules. more[i] holds chain i + 1.
+     */
+    gnutls_certificate_credentials_t *more;
+    size_t more_count;
     gnutls_x509_crl_t *crls; /* checked by gnutls.c itself, not given to the credentials */
     unsigned crl_count;
     gnutls_datum_t *alpn; /* the protocols, preference order; data point into alpn_wire */
@@ -81,6 +88,9 @@ int tlsock__gtls_build_priority(struct gtls_ctx *gc, const char *ciphers, int mi
 
 /* The priorities for a ClientHello with a key share for @p group; NULL if we have none. */
 gnutls_priority_t tlsock__gtls_share_priority(const struct gtls_ctx *gc, unsigned group);
+
+/* The credentials holding chain @p index (numbered as the core's certsel). */
+gnutls_certificate_credentials_t tlsock__gtls_chain_cred(const struct gtls_ctx *gc, size_t index);
 
 /* Context operations (gnutls_ctx.c). */
 int tlsock__gtls_ctx_new(int role, void **out, struct tlsock__err *err);

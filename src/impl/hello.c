@@ -22,10 +22,43 @@ void tlsock__hello_init(struct tlsock__hello *h, int legacy_version)
     h->legacy_version = legacy_version;
 }
 
+/*
+ * RFC 6066 section 3: a two-byte list length, then entries of a type byte and a two-byte length;
+ * the host_name entry (type 0) is the name. A name tlsock could not hold or compare (too long,
+ * holding a NUL) counts as no name, as does a malformed list.
+ */
+static void take_servername(struct tlsock__hello *h, const unsigned char *data, size_t len)
+{
+    for (size_t i = 2; len >= 2 && i + 3 <= len;) {
+        size_t n = get16(data + i + 1);
+        if (i + 3 + n > len) {
+            return;
+        }
+        if (data[i] == 0) {
+            if (n > 0 && n < sizeof(h->servername) && memchr(data + i + 3, 0, n) == NULL) {
+                memcpy(h->servername, data + i + 3, n);
+                h->servername[n] = '\0';
+                h->has_servername = true;
+            }
+            return;
+        }
+        i += 3 + n;
+    }
+}
+
 void tlsock__hello_extension(struct tlsock__hello *h, unsigned type, const unsigned char *data,
                              size_t len)
 {
-    if (type == TLSOCK__EXT_RENEGOTIATION_INFO) {
+    if (type == TLSOCK__EXT_SERVER_NAME) {
+        take_servername(h, data, len);
+    } else if (type == TLSOCK__EXT_SIGNATURE_ALGORITHMS && len >= 2) {
+        /* A two-byte length, then two bytes a scheme (RFC 8446 section 4.2.3). */
+        h->has_sigalgs = true;
+        for (size_t i = 2; i + 1 < len && h->nsigalgs < sizeof(h->sigalgs) / sizeof(h->sigalgs[0]);
+             i += 2) {
+            h->sigalgs[h->nsigalgs++] = get16(data + i);
+        }
+    } else if (type == TLSOCK__EXT_RENEGOTIATION_INFO) {
         h->renegotiation = true;
     } else if (type == TLSOCK__EXT_SUPPORTED_GROUPS && len >= 2) {
         /* A two-byte length, then two bytes a group. */
@@ -48,12 +81,42 @@ void tlsock__hello_extension(struct tlsock__hello *h, unsigned type, const unsig
     }
 }
 
+/*
+ * Whether a TLS 1.2 suite is authenticated by ECDSA (1) or by RSA (2) certificates, else 0: the
+ * suites either implementation offers (IANA TLS Cipher Suites registry; RFC 8422, 5289, 7905,
+ * 5288, 5246, 7251, 6655).
+ */
+static int suite_auth(unsigned suite)
+{
+    static const unsigned ecdsa[] = {0xc009, 0xc00a, 0xc023, 0xc024, 0xc02b, 0xc02c,
+                                     0xcca9, 0xc0ac, 0xc0ad, 0xc0ae, 0xc0af};
+    static const unsigned rsa[] = {0x002f, 0x0035, 0x003c, 0x003d, 0x0033, 0x0039, 0x0067,
+                                   0x006b, 0x009c, 0x009d, 0x009e, 0x009f, 0xc013, 0xc014,
+                                   0xc027, 0xc028, 0xc02f, 0xc030, 0xcca8, 0xccaa, 0xc09c,
+                                   0xc09d, 0xc09e, 0xc09f, 0xc0a0, 0xc0a1, 0xc0a2, 0xc0a3};
+
+    for (size_t i = 0; i < sizeof(ecdsa) / sizeof(ecdsa[0]); i++) {
+        if (ecdsa[i] == suite) {
+            return 1;
+        }
+    }
+    for (size_t i = 0; i < sizeof(rsa) / sizeof(rsa[0]); i++) {
+        if (rsa[i] == suite) {
+            return 2;
+        }
+    }
+    return 0;
+}
+
 void tlsock__hello_suites(struct tlsock__hello *h, const unsigned char *suites, size_t len)
 {
     for (size_t i = 0; i + 1 < len; i += 2) {
-        if (get16(suites + i) == TLSOCK__SUITE_RENEGOTIATION_SCSV) {
+        unsigned suite = get16(suites + i);
+        if (suite == TLSOCK__SUITE_RENEGOTIATION_SCSV) {
             h->renegotiation = true;
         }
+        h->suites_ecdsa = h->suites_ecdsa || suite_auth(suite) == 1;
+        h->suites_rsa = h->suites_rsa || suite_auth(suite) == 2;
     }
 }
 

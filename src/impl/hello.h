@@ -11,12 +11,16 @@
 
 /* Extension and cipher suite code points used here (IANA TLS registries). */
 enum {
+    TLSOCK__EXT_SERVER_NAME = 0,               /* RFC 6066 section 3 */
     TLSOCK__EXT_SUPPORTED_GROUPS = 10,         /* RFC 8446 section 4.2.7 */
     TLSOCK__EXT_KEY_SHARE = 51,                /* RFC 8446 section 4.2.8 */
+    TLSOCK__EXT_SIGNATURE_ALGORITHMS = 13,     /* RFC 8446 section 4.2.3 */
     TLSOCK__EXT_SUPPORTED_VERSIONS = 43,       /* RFC 8446 section 4.2.1 */
     TLSOCK__EXT_RENEGOTIATION_INFO = 0xff01,   /* RFC 5746 section 3.2 */
     TLSOCK__SUITE_RENEGOTIATION_SCSV = 0x00ff, /* RFC 5746 section 3.3 */
     TLSOCK__ALERT_HANDSHAKE_FAILURE = 40,
+    TLSOCK__ALERT_INTERNAL_ERROR = 80,
+    TLSOCK__ALERT_UNRECOGNIZED_NAME = 112,
 };
 
 struct tlsock__hello {
@@ -28,6 +32,13 @@ struct tlsock__hello {
     size_t ngroups;
     unsigned shares[8]; /* the groups of key_share's entries, in the client's order */
     size_t nshares;
+    bool has_servername;  /* server_name carried a host_name (RFC 6066 section 3) */
+    char servername[256]; /* that name, NUL-terminated; longer or with a NUL: ignored */
+    bool has_sigalgs;     /* a signature_algorithms extension was present */
+    unsigned sigalgs[64]; /* its schemes (code points), the first ones */
+    size_t nsigalgs;
+    bool suites_ecdsa; /* cipher_suites offers a TLS 1.2 suite authenticated by ECDSA */
+    bool suites_rsa;   /* ... or by RSA */
 };
 
 /* Starts @p h for a ClientHello whose legacy_version is @p legacy_version. */

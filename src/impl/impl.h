@@ -31,6 +31,35 @@ struct tlsock__trust {
     void *callback_user;
 };
 
+/* A certificate's key, as far as choosing a chain for a client goes. */
+enum tlsock__sign_kind {
+    TLSOCK__SIGN_OTHER, /* e.g. Ed25519: offered to every client */
+    TLSOCK__SIGN_RSA,
+    TLSOCK__SIGN_EC,
+};
+
+/* What the server-side selection knows of one certificate: its key and its DNS SANs. */
+struct tlsock__cert_facts {
+    int key_kind;     /* enum tlsock__sign_kind */
+    char *names;      /* the leaf's DNS subjectAltNames, lowercase, each NUL-terminated, then an
+                         empty one; malloc()ed; NULL: none */
+    size_t names_len; /* bytes before that empty one */
+};
+
+/*
+ * A server context's certificates, in the order added (the implementation numbers its chains the
+ * same way), the default and the application's SNI callback (include/tlsock.h, "Several
+ * certificates"). Owned by the core's context; read-only once it is frozen, and it outlives its
+ * sessions. certsel.c chooses among them.
+ */
+struct tlsock__certsel {
+    struct tlsock__cert_facts *certs;
+    size_t count;
+    size_t default_index;
+    tlsock_sni_fn callback;
+    void *callback_user;
+};
+
 /* What a new session needs to know; strings are only read during conn_new. */
 struct tlsock__conn_params {
     int role; /* TLSOCK_CLIENT or TLSOCK_SERVER */
@@ -46,6 +75,8 @@ struct tlsock__conn_params {
     /* The context's trust checks (trust.h runs the shared ones); valid until conn_free. */
     const struct tlsock__trust *trust;
     struct tlsock_conn *owner; /* the public connection, shown to the verify callback */
+    /* Servers: the context's certificates, to choose from per ClientHello (certsel.h). */
+    const struct tlsock__certsel *certsel;
 };
 
 /* Storage behind struct tlsock_info, filled by get_info; pointers set by the core. */
@@ -154,6 +185,9 @@ enum tlsock__cert_kind {
 
 struct tlsock__cert_src {
     int kind; /* enum tlsock__cert_kind */
+    bool add; /* true: one more chain (the next index); false: replaces every earlier one */
+    /* Filled in with what the selection needs (the caller frees names), or NULL (a replay). */
+    struct tlsock__cert_facts *facts;
     const char *chain;
     size_t chain_len;
     const char *key;
@@ -179,8 +213,9 @@ struct tlsock__impl {
     int (*ctx_add_ca_mem)(void *nctx, const char *pem, size_t len, struct tlsock__err *err);
     int (*ctx_add_ca_system)(void *nctx, struct tlsock__err *err);
     /*
-     * Replaces this side's certificate and key. Messages say what failed without naming where the
-     * bytes came from (the core adds the file names); the same failure gives the same words on
+     * Replaces this side's certificates and keys with @p src, or adds it after them (src->add);
+     * the chains are numbered in that order from 0. Messages say what failed without naming where
+     * the bytes came from (the core adds the file names); the same failure gives the same words on
      * every implementation (TLSOCK__MSG_*, tlsock__pass_get()).
      */
     int (*ctx_set_cert)(void *nctx, const struct tlsock__cert_src *src, struct tlsock__err *err);

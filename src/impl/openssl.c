@@ -20,6 +20,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "certsel.h"
 #include "hello.h"
 #include "impl.h"
 #include "text.h"
@@ -48,14 +49,18 @@ struct ossl_ctx {
     int role;
     unsigned char *alpn; /* wire format; the server's preference list */
     size_t alpn_len;
+    struct ossl_chain *chains; /* every chain, numbered as the core's certsel */
+    size_t nchains;
 };
 
 struct ossl_conn {
     SSL *ssl;
     struct tlsock__transport *t; /* the core's: every byte the BIO moves goes through it */
     int verify_mode;
-    int alert_received;   /* last alert description from the peer, -1 if none */
-    const char *refusal;  /* why our ClientHello callback refused the client (hello.h) */
+    int alert_received;        /* last alert description from the peer, -1 if none */
+    const char *refusal;       /* why our ClientHello callback refused the client (hello.h) */
+    const struct ossl_ctx *oc; /* servers: the context's chains */
+    const struct tlsock__certsel *certsel; /* and the core's choice among them */
     char *failed_subject; /* the subject of the peer certificate verification refused */
     char *servername;     /* client: the SNI sent; NULL for none (and on servers) */
     const struct tlsock__trust *trust; /* the context's trust checks (the core's) */
@@ -183,6 +188,33 @@ static void info_callback(const SSL *ssl, int where, int ret)
 }
 
 /*
+ * Installs the chain the core's rules choose for this client (certsel.h) as the session's only
+ * certificate: OpenSSL keeps one per key type and would pick among them by itself.
+ */
+static int choose_chain(SSL *ssl, struct ossl_conn *c, const struct tlsock__hello *h, int version,
+                        int *alert)
+{
+    struct tlsock__certsel_choice choice;
+
+    if (c->certsel == NULL || c->oc->nchains == 0) {
+        return SSL_CLIENT_HELLO_SUCCESS;
+    }
+    tlsock__certsel_pick(c->certsel, h, version, &choice);
+    if (choice.refusal != NULL) {
+        c->refusal = choice.refusal;
+        *alert = choice.alert;
+        return SSL_CLIENT_HELLO_ERROR;
+    }
+    const struct ossl_chain *chain = &c->oc->chains[choice.index];
+    SSL_certs_clear(ssl);
+    if (SSL_use_cert_and_key(ssl, chain->leaf, chain->key, chain->rest, 1) != 1) {
+        *alert = TLSOCK__ALERT_INTERNAL_ERROR;
+        return SSL_CLIENT_HELLO_ERROR;
+    }
+    return SSL_CLIENT_HELLO_SUCCESS;
+}
+
+/*
  * The ClientHello against the rules both implementations share (hello.h). OpenSSL's server
  * would accept a TLS 1.2 client that does not signal secure renegotiation (it only refuses to
  * renegotiate with it); GnuTLS's refuses it, and so does tlsock on both.
@@ -201,8 +233,8 @@ static int client_hello_cb(SSL *ssl, int *alert, void *arg)
     tlsock__hello_init(&h, (int)SSL_client_hello_get0_legacy_version(ssl));
     len = SSL_client_hello_get0_ciphers(ssl, &data);
     tlsock__hello_suites(&h, data, len);
-    static const unsigned types[] = {TLSOCK__EXT_SUPPORTED_VERSIONS,
-                                     TLSOCK__EXT_RENEGOTIATION_INFO};
+    static const unsigned types[] = {TLSOCK__EXT_SUPPORTED_VERSIONS, TLSOCK__EXT_RENEGOTIATION_INFO,
+                                     TLSOCK__EXT_SERVER_NAME, TLSOCK__EXT_SIGNATURE_ALGORITHMS};
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
         if (SSL_client_hello_get0_ext(ssl, types[i], &data, &len) == 1) {
             tlsock__hello_extension(&h, types[i], data, len);
@@ -211,13 +243,14 @@ static int client_hello_cb(SSL *ssl, int *alert, void *arg)
     /* 0 is "no bound" (a configure callback may have cleared tlsock's range). */
     int min = SSL_get_min_proto_version(ssl);
     int max = SSL_get_max_proto_version(ssl);
-    c->refusal =
-        tlsock__hello_refusal(&h, min != 0 ? min : TLS1_VERSION, max != 0 ? max : TLS1_3_VERSION);
+    min = min != 0 ? min : TLS1_VERSION;
+    max = max != 0 ? max : TLS1_3_VERSION;
+    c->refusal = tlsock__hello_refusal(&h, min, max);
     if (c->refusal != NULL) {
         *alert = TLSOCK__ALERT_HANDSHAKE_FAILURE;
         return SSL_CLIENT_HELLO_ERROR;
     }
-    return SSL_CLIENT_HELLO_SUCCESS;
+    return choose_chain(ssl, c, &h, tlsock__hello_version(&h, min, max), alert);
 }
 
 /* RFC 7301 section 3.2: the server picks; no overlap is a fatal no_application_protocol. */
@@ -278,6 +311,10 @@ static void ossl_ctx_free(void *nctx)
     }
     SSL_CTX_free(oc->ssl_ctx);
     free(oc->alpn);
+    for (size_t i = 0; i < oc->nchains; i++) {
+        tlsock__ossl_chain_free(&oc->chains[i]);
+    }
+    free(oc->chains);
     free(oc);
 }
 
@@ -502,8 +539,25 @@ static int ossl_ctx_set_cert(void *nctx, const struct tlsock__cert_src *src,
                              struct tlsock__err *err)
 {
     struct ossl_ctx *oc = nctx;
+    struct ossl_chain chain;
+    struct ossl_chain *room = realloc(oc->chains, (oc->nchains + 1) * sizeof(*room));
 
-    return tlsock__ossl_set_cert(oc->ssl_ctx, src, err);
+    if (room == NULL) {
+        return tlsock__fail(err, TLSOCK_ENOMEM, "out of memory adding a certificate");
+    }
+    oc->chains = room;
+    int rc = tlsock__ossl_load_cert(oc->ssl_ctx, src, &chain, err);
+    if (rc != 0) {
+        return rc;
+    }
+    if (!src->add) {
+        for (size_t i = 0; i < oc->nchains; i++) {
+            tlsock__ossl_chain_free(&oc->chains[i]);
+        }
+        oc->nchains = 0;
+    }
+    oc->chains[oc->nchains++] = chain;
+    return 0;
 }
 
 static int ossl_ctx_set_alpn(void *nctx, const unsigned char *wire, size_t len,
@@ -844,6 +898,10 @@ static int ossl_conn_new(void *nctx, const struct tlsock__conn_params *p, void *
     c->alert_received = -1;
     c->trust = p->trust;
     c->owner = p->owner;
+    if (p->role == TLSOCK_SERVER) {
+        c->oc = oc;
+        c->certsel = p->certsel;
+    }
     if (p->servername != NULL) {
         c->servername = strdup(p->servername);
         if (c->servername == NULL) {

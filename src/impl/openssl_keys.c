@@ -12,6 +12,9 @@
 #include <openssl/x509v3.h>
 #include <openssl/ssl.h>
 
+#include <openssl/x509v3.h>
+
+#include "certsel.h"
 #include "openssl_util.h"
 
 /* What the decoder's passphrase callback needs. */
@@ -243,27 +246,72 @@ static int install(SSL_CTX *ctx, X509 *leaf, STACK_OF(X509) * rest, EVP_PKEY *ke
     return 0;
 }
 
-int tlsock__ossl_set_cert(SSL_CTX *ctx, const struct tlsock__cert_src *src, struct tlsock__err *err)
+void tlsock__ossl_chain_free(struct ossl_chain *chain)
 {
-    X509 *leaf = NULL;
-    STACK_OF(X509) *rest = NULL;
-    EVP_PKEY *key = NULL;
+    EVP_PKEY_free(chain->key);
+    X509_free(chain->leaf);
+    sk_X509_pop_free(chain->rest, X509_free);
+    memset(chain, 0, sizeof(*chain));
+}
+
+/* The leaf's key kind and DNS subjectAltNames, for choosing among a server's chains. */
+static int get_facts(X509 *leaf, struct tlsock__cert_facts *facts, struct tlsock__err *err)
+{
+    EVP_PKEY *pub = X509_get0_pubkey(leaf);
+    GENERAL_NAMES *sans = NULL;
+    int rc = 0;
+
+    /* The public key is decoded lazily; only memory can make it missing after load_chain(). */
+    if (pub == NULL) {
+        return tlsock__ossl_fail(err, TLSOCK_ENOMEM, "out of memory reading the certificate");
+    }
+    int id = EVP_PKEY_get_base_id(pub);
+    sans = X509_get_ext_d2i(leaf, NID_subject_alt_name, NULL, NULL);
+    if (sans == NULL && tlsock__ossl_out_of_memory()) {
+        return tlsock__fail(err, TLSOCK_ENOMEM, "out of memory reading the certificate's names");
+    }
+
+    facts->key_kind = id == EVP_PKEY_EC    ? TLSOCK__SIGN_EC
+                      : id == EVP_PKEY_RSA ? TLSOCK__SIGN_RSA
+                                           : TLSOCK__SIGN_OTHER;
+    for (int i = 0; rc == 0 && i < sk_GENERAL_NAME_num(sans); i++) {
+        const GENERAL_NAME *gn = sk_GENERAL_NAME_value(sans, i);
+        if (gn->type == GEN_DNS) {
+            rc = tlsock__cert_facts_add_name(facts,
+                                             (const char *)ASN1_STRING_get0_data(gn->d.dNSName),
+                                             (size_t)ASN1_STRING_length(gn->d.dNSName), err);
+        }
+    }
+    GENERAL_NAMES_free(sans);
+    ERR_clear_error();
+    return rc;
+}
+
+int tlsock__ossl_load_cert(SSL_CTX *ctx, const struct tlsock__cert_src *src, struct ossl_chain *out,
+                           struct tlsock__err *err)
+{
+    struct ossl_chain chain = {0};
     int rc = 0;
 
     ERR_clear_error();
     if (src->kind == TLSOCK__CERT_PKCS12) {
-        rc = load_pkcs12(src, &leaf, &rest, &key, err);
+        rc = load_pkcs12(src, &chain.leaf, &chain.rest, &chain.key, err);
     } else {
-        rc = load_chain(src->chain, src->chain_len, &leaf, &rest, err);
+        rc = load_chain(src->chain, src->chain_len, &chain.leaf, &chain.rest, err);
         if (rc == 0) {
-            rc = load_key(src, &key, err);
+            rc = load_key(src, &chain.key, err);
         }
     }
-    if (rc == 0) {
-        rc = install(ctx, leaf, rest, key, err);
+    if (rc == 0 && src->facts != NULL) {
+        rc = get_facts(chain.leaf, src->facts, err);
     }
-    EVP_PKEY_free(key);
-    X509_free(leaf);
-    sk_X509_pop_free(rest, X509_free);
-    return rc;
+    if (rc == 0) {
+        rc = install(ctx, chain.leaf, chain.rest, chain.key, err);
+    }
+    if (rc != 0) {
+        tlsock__ossl_chain_free(&chain);
+        return rc;
+    }
+    *out = chain;
+    return 0;
 }

@@ -35,12 +35,24 @@ int tlsock__ossl_load_extensions(X509 *cert, struct tlsock__err *err);
  */
 int tlsock__ossl_no_passphrase(char *buf, int size, int rwflag, void *userdata);
 
+/* One of a server's chains: what a session installs when a ClientHello chooses it. */
+struct ossl_chain {
+    X509 *leaf;
+    STACK_OF(X509) * rest;
+    EVP_PKEY *key;
+};
+
+/* Frees what @p chain holds; accepts an empty one. */
+void tlsock__ossl_chain_free(struct ossl_chain *chain);
+
 /*
- * Replaces @p ctx's certificate, chain and key with those of @p src (openssl_keys.c); on
- * failure the context keeps what it had unless the certificate itself was taken.
+ * Reads @p src's chain and key, checks them and gives them to @p ctx as its certificate, chain
+ * and key (openssl_keys.c); on failure the context keeps what it had unless the certificate
+ * itself was taken. On success *@p out holds references for the sessions, and src->facts (if
+ * not NULL) the names and key kind (certsel.h).
  */
-int tlsock__ossl_set_cert(SSL_CTX *ctx, const struct tlsock__cert_src *src,
-                          struct tlsock__err *err);
+int tlsock__ossl_load_cert(SSL_CTX *ctx, const struct tlsock__cert_src *src, struct ossl_chain *out,
+                           struct tlsock__err *err);
 
 /* Writes the SHA-256 fingerprint of @p cert as "AB:CD:..."; 0, or -1 if hashing failed. */
 int tlsock__ossl_fingerprint(X509 *cert, char out[TLSOCK_FINGERPRINT_SIZE]);

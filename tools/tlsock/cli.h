@@ -69,13 +69,33 @@ void cli_format_hostport(const char *host, uint16_t port, char *out, size_t outl
 /* Parses a decimal integer in [min, max]; returns true on success. */
 bool cli_parse_int(const char *arg, int min, int max, int *out);
 
+/* Most --cert/--key pairs a command takes. */
+#define CLI_CERT_MAX 32
+
+/* The --help lines of the serving commands' (serve, tunnel) certificates and keys. */
+#define CLI_HELP_SERVER_CERT                                                                       \
+    "  -c, --cert FILE          certificate chain (PEM or DER); repeat --cert (each\n"             \
+    "                           with its --key) for several names: the client's SNI\n"             \
+    "                           picks by the certificates' DNS names, the first is\n"              \
+    "                           the default\n"                                                     \
+    "  -K, --key FILE           the key of the --cert before it (PEM or DER; default:\n"           \
+    "                           that --cert file)\n"                                               \
+    "      --key-pass-file FILE encrypted keys' passphrase: FILE's first line\n"                   \
+    "      --key-pass-env VAR   encrypted keys' passphrase: the variable VAR\n"
+
 /* The context options that connect and serve share; NULL fields were not given. */
 struct cli_ctx_options {
-    const char *tls;           /* --tls MIN[-MAX] */
-    const char *ciphers;       /* --ciphers POLICY */
-    const char *alpn;          /* --alpn LIST */
-    const char *cert;          /* --cert FILE */
-    const char *key;           /* --key FILE (defaults to the --cert file) */
+    const char *tls;     /* --tls MIN[-MAX] */
+    const char *ciphers; /* --ciphers POLICY */
+    const char *alpn;    /* --alpn LIST */
+    /*
+     * --cert FILE, repeatable on the serving commands: one chain per name, chosen by the client's
+     * SNI (the first is the default); keys[i] is the --key FILE given after certs[i], NULL until
+     * cli_check_cert_key() makes it the --cert file.
+     */
+    const char *certs[CLI_CERT_MAX];
+    const char *keys[CLI_CERT_MAX];
+    size_t cert_count;
     const char *key_pass_file; /* --key-pass-file FILE: the key's passphrase, first line */
     const char *key_pass_env;  /* --key-pass-env VAR: the key's passphrase, VAR's value */
 };

@@ -142,6 +142,9 @@ static int parse_args(int argc, char **argv, struct connect_args *args)
         goto done;
     }
     status = cli_check_cert_key("connect", &args->shared.ctx);
+    if (status < 0 && args->shared.ctx.cert_count > 1) {
+        status = cli_usage_error("connect", "a client has one certificate: one --cert");
+    }
     if (status < 0) {
         status = cli_check_crl_options("connect", &args->shared, !args->shared.insecure,
                                        "verification (not --insecure)");

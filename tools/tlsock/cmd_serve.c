@@ -29,11 +29,8 @@ static void print_help(void)
           "concurrently on event loops, each with a handshake timeout (10 s unless set) and a\n"
           "60 s idle timeout. SIGINT or SIGTERM stops it.\n\n"
           "Options:\n"
-          "  -l, --listen HOST:PORT   address to listen on (default 127.0.0.1:0, any port)\n"
-          "  -c, --cert FILE          certificate chain (PEM or DER)\n"
-          "  -K, --key FILE           private key (PEM or DER; default: the --cert file)\n"
-          "      --key-pass-file FILE an encrypted key's passphrase: FILE's first line\n"
-          "      --key-pass-env VAR   an encrypted key's passphrase: the variable VAR\n"
+          "  -l, --listen HOST:PORT   address to listen on (default 127.0.0.1:0, any "
+          "port)\n" CLI_HELP_SERVER_CERT
           "      --ca-out FILE        without --cert: write the throw-away CA to FILE\n"
           "      --client-ca FILE     require client certificates issued by these CAs\n"
           "      --crl FILE           refuse client certificates revoked by these CRLs (PEM or\n"

@@ -50,11 +50,7 @@ static void print_help(void)
           "Options:\n"
           "      --accept HOST:PORT   address to accept clients on (port 0: any free port)\n"
           "      --connect HOST:PORT  the target each client is forwarded to\n"
-          "Clients speak TLS (TLS termination):\n"
-          "  -c, --cert FILE          certificate chain (PEM or DER)\n"
-          "  -K, --key FILE           private key (PEM or DER; default: the --cert file)\n"
-          "      --key-pass-file FILE an encrypted key's passphrase: FILE's first line\n"
-          "      --key-pass-env VAR   an encrypted key's passphrase: the variable VAR\n"
+          "Clients speak TLS (TLS termination):\n" CLI_HELP_SERVER_CERT
           "      --ca-out FILE        without --cert: write the throw-away CA to FILE\n"
           "      --client-ca FILE     require client certificates issued by these CAs\n"
           "      --handshake-timeout MS\n"
@@ -113,7 +109,7 @@ static int check_args(struct tunnel_args *args)
 {
     int status = -1;
     const struct cli_shared_options *shared = &args->shared;
-    bool accept_tls = shared->ctx.cert != NULL || shared->ca_out != NULL || !args->tls_connect;
+    bool accept_tls = shared->ctx.cert_count > 0 || shared->ca_out != NULL || !args->tls_connect;
 
     if (args->accept_arg == NULL || args->connect_arg == NULL) {
         status = cli_usage_error("tunnel", "--accept and --connect are both required");
@@ -198,8 +194,7 @@ static int make_client_ctx(const struct tunnel_args *args, struct tlsock_ctx **o
     struct cli_ctx_options ctx_opts = args->shared.ctx;
 
     /* --cert is the accepting side's certificate, not a client certificate. */
-    ctx_opts.cert = NULL;
-    ctx_opts.key = NULL;
+    ctx_opts.cert_count = 0;
     ctx_opts.key_pass_file = NULL;
     ctx_opts.key_pass_env = NULL;
     return cli_client_ctx_new(&ctx_opts, &args->shared, out);
@@ -389,7 +384,7 @@ static int run(const struct tunnel_args *args)
                         sizeof(settings.target));
     settings.servername = args->shared.servername;
     settings.accept_tls =
-        args->shared.ctx.cert != NULL || args->shared.ca_out != NULL || !args->tls_connect;
+        args->shared.ctx.cert_count > 0 || args->shared.ca_out != NULL || !args->tls_connect;
     settings.handshake_timeout_ms = args->shared.handshake_timeout_ms;
     settings.connect_timeout_ms = args->connect_timeout_ms;
     settings.idle_timeout_ms = args->idle_timeout_ms;

@@ -239,8 +239,11 @@ int cli_ctx_configure(struct tlsock_ctx *ctx, const struct cli_ctx_options *opts
             goto done;
         }
     }
-    if (opts->cert != NULL) {
-        err = tlsock_ctx_set_cert_file(ctx, opts->cert, opts->key != NULL ? opts->key : opts->cert);
+    /* The first pair replaces, the others add: the server chooses among them by SNI. */
+    for (size_t i = 0; i < opts->cert_count; i++) {
+        const char *key = opts->keys[i] != NULL ? opts->keys[i] : opts->certs[i];
+        err = i == 0 ? tlsock_ctx_set_cert_file(ctx, opts->certs[i], key)
+                     : tlsock_ctx_add_cert_file(ctx, opts->certs[i], key);
         if (err != 0) {
             cli_error("--cert/--key", err, tlsock_ctx_errmsg(ctx));
             goto done;
@@ -400,10 +403,21 @@ bool cli_shared_option(const char *cmd, struct cli_shared_options *opts, int opt
         opts->ctx.alpn = arg;
         break;
     case 'c':
-        opts->ctx.cert = arg;
+        if (opts->ctx.cert_count == CLI_CERT_MAX) {
+            *status = cli_usage_error(cmd, "at most %d --cert files", CLI_CERT_MAX);
+        } else {
+            opts->ctx.certs[opts->ctx.cert_count++] = arg;
+        }
         break;
     case 'K':
-        opts->ctx.key = arg;
+        /* Pairs in order: each --key belongs to the --cert just before it. */
+        if (opts->ctx.cert_count == 0) {
+            *status = cli_usage_error(cmd, "--key needs --cert");
+        } else if (opts->ctx.keys[opts->ctx.cert_count - 1] != NULL) {
+            *status = cli_usage_error(cmd, "one --key per --cert, each after its --cert");
+        } else {
+            opts->ctx.keys[opts->ctx.cert_count - 1] = arg;
+        }
         break;
     case CLI_OPT_KEY_PASS_FILE:
         opts->ctx.key_pass_file = arg;
@@ -491,17 +505,17 @@ int cli_check_cert_key(const char *cmd, struct cli_ctx_options *opts)
 {
     int status = -1;
 
-    if (opts->key != NULL && opts->cert == NULL) {
-        status = cli_usage_error(cmd, "--key needs --cert");
-    } else if (opts->key_pass_file != NULL && opts->cert == NULL) {
+    if (opts->key_pass_file != NULL && opts->cert_count == 0) {
         status = cli_usage_error(cmd, "--key-pass-file needs --cert");
-    } else if (opts->key_pass_env != NULL && opts->cert == NULL) {
+    } else if (opts->key_pass_env != NULL && opts->cert_count == 0) {
         status = cli_usage_error(cmd, "--key-pass-env needs --cert");
     } else if (opts->key_pass_file != NULL && opts->key_pass_env != NULL) {
         status = cli_usage_error(cmd, "--key-pass-file and --key-pass-env exclude each other");
     }
-    if (opts->cert != NULL && opts->key == NULL) {
-        opts->key = opts->cert;
+    for (size_t i = 0; i < opts->cert_count; i++) {
+        if (opts->keys[i] == NULL) {
+            opts->keys[i] = opts->certs[i];
+        }
     }
     return status;
 }
@@ -523,7 +537,7 @@ int cli_check_server_options(const char *cmd, struct cli_shared_options *opts)
 {
     int status = cli_check_cert_key(cmd, &opts->ctx);
 
-    if (status < 0 && opts->ca_out != NULL && opts->ctx.cert != NULL) {
+    if (status < 0 && opts->ca_out != NULL && opts->ctx.cert_count > 0) {
         status = cli_usage_error(cmd, "--ca-out only applies without --cert");
     }
     return status;
@@ -556,7 +570,7 @@ static int ctx_new(int role, const struct cli_ctx_options *ctx_opts,
     if (err == 0 && (server ? opts->client_ca != NULL : !opts->insecure)) {
         err = cli_set_crls(ctx, opts);
     }
-    if (err == 0 && server && ctx_opts->cert == NULL) {
+    if (err == 0 && server && ctx_opts->cert_count == 0) {
         err = cli_use_devcert(ctx, opts->ca_out, fp);
     }
     if (err == 0) {
