@@ -36,10 +36,14 @@ struct tlsock_ctx *tlsock__ctx_slot_get(struct tlsock__ctx_slot *slot)
     return ctx;
 }
 
-void tlsock__ctx_slot_swap(struct tlsock__ctx_slot *slot, struct tlsock_ctx *ctx)
+int tlsock__ctx_slot_set(struct tlsock__ctx_slot *slot, struct tlsock_ctx *ctx, const char *caller)
 {
     struct tlsock_ctx *old;
+    int rc = tlsock__server_ctx_ready(ctx, caller);
 
+    if (rc != 0) {
+        return rc;
+    }
     tlsock_ctx_ref(ctx);
     pthread_mutex_lock(&slot->lock);
     old = slot->ctx;
@@ -47,6 +51,7 @@ void tlsock__ctx_slot_swap(struct tlsock__ctx_slot *slot, struct tlsock_ctx *ctx
     pthread_mutex_unlock(&slot->lock);
     /* Outside the lock: the last reference frees the implementation's context. */
     tlsock_ctx_free(old);
+    return 0;
 }
 
 void tlsock__ctx_slot_destroy(struct tlsock__ctx_slot *slot)

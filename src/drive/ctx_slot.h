@@ -27,8 +27,12 @@ int tlsock__server_ctx_ready(struct tlsock_ctx *ctx, const char *caller) TLSOCK_
 void tlsock__ctx_slot_init(struct tlsock__ctx_slot *slot, struct tlsock_ctx *ctx);
 /* A reference on the current context, for one new connection; the caller frees it. */
 struct tlsock_ctx *tlsock__ctx_slot_get(struct tlsock__ctx_slot *slot);
-/* Puts a reference on @p ctx (already checked ready) in the slot and drops the old one. */
-void tlsock__ctx_slot_swap(struct tlsock__ctx_slot *slot, struct tlsock_ctx *ctx);
+/*
+ * Checks @p ctx as tlsock__server_ctx_ready() does, then puts a reference on it in the slot and
+ * drops the old one; on an error the slot is unchanged.
+ */
+int tlsock__ctx_slot_set(struct tlsock__ctx_slot *slot, struct tlsock_ctx *ctx,
+                         const char *caller) TLSOCK__MUST_CHECK;
 /* Drops the slot's reference; the slot is unusable afterwards. */
 void tlsock__ctx_slot_destroy(struct tlsock__ctx_slot *slot);
 

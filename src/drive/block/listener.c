@@ -55,17 +55,11 @@ int tlsock_listen(struct tlsock_ctx *ctx, const char *host, uint16_t port, int b
 
 int tlsock_listener_set_ctx(struct tlsock_listener *lis, struct tlsock_ctx *ctx)
 {
-    int rc;
-
     if (lis == NULL || ctx == NULL) {
         return tlsock__fail(NULL, TLSOCK_EINVAL,
                             "tlsock_listener_set_ctx: lis and ctx are required");
     }
-    rc = tlsock__server_ctx_ready(ctx, "tlsock_listener_set_ctx");
-    if (rc == 0) {
-        tlsock__ctx_slot_swap(&lis->ctx, ctx);
-    }
-    return rc;
+    return tlsock__ctx_slot_set(&lis->ctx, ctx, "tlsock_listener_set_ctx");
 }
 
 uint16_t tlsock_listener_port(const struct tlsock_listener *lis)

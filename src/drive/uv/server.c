@@ -217,17 +217,11 @@ uint16_t tlsock_uv_server_port(const struct tlsock_uv_server *server)
 
 int tlsock_uv_server_set_ctx(struct tlsock_uv_server *server, struct tlsock_ctx *ctx)
 {
-    int rc;
-
     if (server == NULL || ctx == NULL) {
         return tlsock__fail(NULL, TLSOCK_EINVAL,
                             "tlsock_uv_server_set_ctx: server and ctx are required");
     }
-    rc = tlsock__server_ctx_ready(ctx, "tlsock_uv_server_set_ctx");
-    if (rc == 0) {
-        tlsock__ctx_slot_swap(&server->ctx, ctx);
-    }
-    return rc;
+    return tlsock__ctx_slot_set(&server->ctx, ctx, "tlsock_uv_server_set_ctx");
 }
 
 void *tlsock_uv_server_user(const struct tlsock_uv_server *server)
