@@ -5,7 +5,7 @@
 # working; then a broken key file and SIGHUP: the log says why, and new clients still get B.
 # `serve --threads 2` gets the new certificate on both loops.
 source "$(dirname "$0")/lib.sh"
-need OPENSSL_BIN
+need OPENSSL_BIN PYTHON3_BIN
 
 for n in a b; do
     "$TIMEOUT_BIN" 30 "$OPENSSL_BIN" req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
@@ -33,7 +33,7 @@ subject_seen() {
 # pass the first one on to its whole group and ignore the next).
 hup() {
     local child
-    child=$(cat "/proc/$1/task/$1/children" 2>/dev/null | awk '{print $1}')
+    child=$(awk '{print $1}' "/proc/$1/task/$1/children" 2>/dev/null)
     [ -n "$child" ] || fail "no tlsock process under pid $1"
     kill -HUP "$child"
 }
@@ -68,10 +68,8 @@ check_reloads() {
         [ "$got" = reload-b ] || fail "$name: after SIGHUP client $i saw '$got', expected reload-b"
     done
 
-    if [ "$1" = serve ]; then
-        echo "still-here-$name" >&3
-        wait_for "$WORK/$name-live.out" "still-here-$name" 10 >/dev/null
-    fi
+    echo "still-here-$name" >&3
+    wait_for "$WORK/$name-live.out" "still-here-$name" 10 >/dev/null
     exec 3>&-
     wait "$live" || fail "$name: the client connected before the reload failed"
 
@@ -92,7 +90,8 @@ check_reloads() {
 
 check_reloads serve serve --echo
 check_reloads serve-threads serve --echo --threads 2
-# A target for the tunnel: anything that accepts; the TLS side is what is checked.
-start_tlsock target serve --echo
-check_reloads tunnel tunnel --accept 127.0.0.1:0 --connect "127.0.0.1:$PORT"
+# The tunnel's target: a plaintext echo server.
+start_bg target "$PYTHON3_BIN" "$(dirname "$0")/plain_server.py" echo
+line=$(wait_for "$WORK/target.out" '^listening on 127\.0\.0\.1:[0-9]+' 10)
+check_reloads tunnel tunnel --accept 127.0.0.1:0 --connect "127.0.0.1:${line##*:}"
 pass "SIGHUP reloads serve, serve --threads and tunnel; a broken key keeps the old certificate"
