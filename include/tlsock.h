@@ -990,6 +990,27 @@ TLSOCK_API int tlsock_accept(struct tlsock_listener *lis, const struct tlsock_op
 TLSOCK_API void tlsock_listener_close(struct tlsock_listener *lis);
 
 /* ---------------------------------------------------------------------------------------------
+ * Reloading a listener's context
+ * ------------------------------------------------------------------------------------------- */
+
+/**
+ * Swaps in a new server context, atomically: every tlsock_accept() that starts after it returns
+ * makes its connection with @p ctx; connections made before keep the context they were made
+ * with (each holds its own reference), so live sessions are not disturbed. The listener takes a
+ * reference on @p ctx (the caller keeps its own) and drops its reference on the old context,
+ * which is freed when its last connection is closed. This is how a server reloads its
+ * certificates without a restart: build a new context from the files, then swap it in.
+ *
+ * @p ctx is checked and frozen first, as tlsock_listen() does; on an error the listener keeps
+ * its context and nothing changes.
+ * Thread safety: may be called from any thread, while other threads accept on @p lis (it must
+ * not race with tlsock_listener_close()).
+ * @return 0; TLSOCK_EINVAL (NULL argument, a client context); the freeze's error (ECONFIG: no
+ *         certificate, a configure callback failed...). The thread's message says why.
+ */
+TLSOCK_API int tlsock_listener_set_ctx(struct tlsock_listener *lis, struct tlsock_ctx *ctx);
+
+/* ---------------------------------------------------------------------------------------------
  * Development certificates and helpers
  * ------------------------------------------------------------------------------------------- */
 

@@ -194,6 +194,22 @@ TLSOCK_API void tlsock_uv_server_close(struct tlsock_uv_server *server,
                                        tlsock_uv_server_close_cb cb);
 
 /**
+ * Swaps in a new server context, atomically, as tlsock_listener_set_ctx() does: clients accepted
+ * after it returns handshake with @p ctx; connections accepted before (in their handshake or
+ * handed to the application) keep theirs. The server references @p ctx and drops its reference
+ * on the old context, which is freed when its last connection is gone. @p ctx is checked and
+ * frozen first; on an error the server keeps its context.
+ *
+ * Thread safety: unlike the other functions here, it may be called from any thread (a reload
+ * thread, or one loop's signal handler updating the servers of several loops), as long as the
+ * server is not freed meanwhile: call it before tlsock_uv_server_close(), or from the server's
+ * loop before the close callback.
+ * @return 0; TLSOCK_EINVAL (NULL argument, a client context); the freeze's error (ECONFIG...).
+ *         The thread's message says why.
+ */
+TLSOCK_API int tlsock_uv_server_set_ctx(struct tlsock_uv_server *server, struct tlsock_ctx *ctx);
+
+/**
  * Queues @p len bytes; the loop encrypts them (with the other writes made before it polls
  * again, into one batch) and sends them. on_write(conn, @p write_arg, status) is called once
  * they reached the kernel (or failed). Writes are sent in order; before the handshake is done

@@ -27,6 +27,9 @@ int tlsock__ctx_freeze(struct tlsock_ctx *ctx, struct tlsock__err *err) TLSOCK__
 /* TLSOCK_CLIENT or TLSOCK_SERVER. */
 int tlsock__ctx_role(const struct tlsock_ctx *ctx);
 
+/* References held on @p ctx now: for tests, which see who still holds a swapped-out context. */
+int tlsock__ctx_refs(const struct tlsock_ctx *ctx);
+
 /* ---- creating and freeing connections (conn.c) ----------------------------------------------- */
 
 /* What a new connection runs over. */

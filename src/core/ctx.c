@@ -384,6 +384,11 @@ int tlsock__ctx_role(const struct tlsock_ctx *ctx)
     return ctx->role;
 }
 
+int tlsock__ctx_refs(const struct tlsock_ctx *ctx)
+{
+    return atomic_load(&ctx->refs);
+}
+
 const char *tlsock_ctx_errmsg(const struct tlsock_ctx *ctx)
 {
     return ctx != NULL ? tlsock__err_msg(&ctx->err) : "context is NULL";

@@ -27,7 +27,10 @@ static void print_help(void)
           "--cert it makes a throw-away certificate for localhost, 127.0.0.1 and ::1 and\n"
           "prints 'fingerprint SHA256 ...' on the second line. Connections are served\n"
           "concurrently on event loops, each with a handshake timeout (10 s unless set) and a\n"
-          "60 s idle timeout. SIGINT or SIGTERM stops it.\n\n"
+          "60 s idle timeout. SIGINT or SIGTERM stops it. SIGHUP reloads --cert, --key,\n"
+          "--client-ca and --crl from their files for new connections (open ones keep theirs);\n"
+          "a file that fails to load leaves the old ones serving, and either way one line on\n"
+          "stderr says what happened.\n\n"
           "Options:\n"
           "  -l, --listen HOST:PORT   address to listen on (default 127.0.0.1:0, any "
           "port)\n" CLI_HELP_SERVER_CERT
@@ -187,12 +190,18 @@ static void loop_stop_accepting(struct cli_loop *loop)
     }
 }
 
+static struct tlsock_uv_server *loop_tls_server(struct cli_loop *loop)
+{
+    return ((struct serve_loop *)loop->user)->server;
+}
+
 static const struct cli_loop_ops serve_loop_ops = {
     .user_size = sizeof(struct serve_loop),
     .nomem_msg = "cannot start serving",
     .start_accepting = loop_start_accepting,
     .stop_accepting = loop_stop_accepting,
     .close_all = serve_close_all,
+    .tls_server = loop_tls_server,
 };
 
 /* Returns the exit status. */
@@ -217,7 +226,7 @@ static int run(const struct serve_args *args)
         err = serve_once(args, &settings, ctx, fp);
     } else {
         err = cli_loops_serve(&serve_loop_ops, args->shared.threads, &settings, ctx, args->host,
-                              args->port, fp);
+                              args->port, fp, &args->shared);
     }
     status = cli_exit_code(err);
     tlsock_ctx_free(ctx);

@@ -46,7 +46,9 @@ static void print_help(void)
           "The first line on stdout is 'listening on HOST:PORT'. The end of the stream on one\n"
           "side (FIN or close_notify) is passed on to the other; a reset on one side closes\n"
           "the other at once. A failed connection is logged on stderr and the tunnel goes on.\n"
-          "SIGINT or SIGTERM stops it.\n\n"
+          "SIGINT or SIGTERM stops it. SIGHUP reloads the accepting side's --cert, --key,\n"
+          "--client-ca and --crl for new clients (open connections keep theirs); a file that\n"
+          "fails to load leaves the old ones serving; one line on stderr says which.\n\n"
           "Options:\n"
           "      --accept HOST:PORT   address to accept clients on (port 0: any free port)\n"
           "      --connect HOST:PORT  the target each client is forwarded to\n"
@@ -358,6 +360,11 @@ static void loop_stop_accepting(struct cli_loop *loop)
     stop_listening(loop->user);
 }
 
+static struct tlsock_uv_server *loop_tls_server(struct cli_loop *loop)
+{
+    return ((struct tunnel_loop *)loop->user)->server;
+}
+
 static const struct cli_loop_ops tunnel_loop_ops = {
     .user_size = sizeof(struct tunnel_loop),
     .nomem_msg = "cannot start the tunnel",
@@ -365,6 +372,7 @@ static const struct cli_loop_ops tunnel_loop_ops = {
     .listening = loop_listening,
     .stop_accepting = loop_stop_accepting,
     .close_all = tunnel_close_all,
+    .tls_server = loop_tls_server,
 };
 
 /* Returns the exit status. */
@@ -404,7 +412,7 @@ static int run(const struct tunnel_args *args)
     sa.sa_handler = SIG_IGN;
     sigaction(SIGPIPE, &sa, NULL);
     err = cli_loops_serve(&tunnel_loop_ops, args->shared.threads, &settings, server_ctx,
-                          args->accept_host, args->accept_port, fp);
+                          args->accept_host, args->accept_port, fp, &args->shared);
     status = cli_exit_code(err);
 free_ctx:
     tlsock_ctx_free(settings.client_ctx);

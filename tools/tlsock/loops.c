@@ -1,12 +1,15 @@
 /*
- * One libuv loop per thread for the serving commands, and their common stop. libuv handles
- * belong to their loop's thread, so the signal handler on loop 0 only wakes every loop
- * (uv_async_send() is the one thread-safe libuv call) and each loop stops itself.
+ * One libuv loop per thread for the serving commands, and their common stop and reload. libuv
+ * handles belong to their loop's thread, so the signal handler on loop 0 only wakes every loop
+ * (uv_async_send() is the one thread-safe libuv call) and each loop stops itself; a reload swaps
+ * each server's context from loop 0 (tlsock_uv_server_set_ctx() is thread-safe).
  */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <tlsock/uv.h>
 
 #include "cli.h"
 #include "loops.h"
@@ -84,6 +87,7 @@ static void request_stop(struct cli_loops *loops)
      */
     unref_handle((uv_handle_t *)&loops->sigint);
     unref_handle((uv_handle_t *)&loops->sigterm);
+    unref_handle((uv_handle_t *)&loops->sighup);
     if (!loops->stop_requested) {
         loops->stop_requested = true;
         for (int i = 0; i < loops->count; i++) {
@@ -96,6 +100,102 @@ static void on_signal(uv_signal_t *handle, int signum)
 {
     (void)signum;
     request_stop(handle->data);
+}
+
+/* The files a reload read, for its log line: "--cert F --key F [--cert F --key F]...
+ * [--client-ca F] [--crl F]...". */
+static void describe_reload(const struct cli_shared_options *opts, char *out, size_t size)
+{
+    size_t len = 0;
+
+    out[0] = '\0';
+    for (size_t i = 0; i < opts->ctx.cert_count && len < size; i++) {
+        const char *key = opts->ctx.keys[i] != NULL ? opts->ctx.keys[i] : opts->ctx.certs[i];
+        len += (size_t)snprintf(out + len, size - len, "%s--cert %s --key %s", i > 0 ? " " : "",
+                                opts->ctx.certs[i], key);
+    }
+    if (opts->client_ca != NULL && len < size) {
+        len += (size_t)snprintf(out + len, size - len, " --client-ca %s", opts->client_ca);
+    }
+    for (size_t i = 0; i < opts->crl_count && opts->client_ca != NULL && len < size; i++) {
+        len += (size_t)snprintf(out + len, size - len, " --crl %s", opts->crls[i]);
+    }
+}
+
+/*
+ * SIGHUP: a new server context from the same options, the same way as at start, swapped into
+ * every loop's server. Built once and shared: each server holds its own reference, and the old
+ * context goes when its last connection does. A failure leaves every server as it was.
+ */
+static void reload(struct cli_loops *loops)
+{
+    const struct cli_shared_options *opts = loops->reload;
+    struct tlsock_ctx *ctx = NULL;
+    char fp[TLSOCK_FINGERPRINT_SIZE] = "";
+    char loaded[1024];
+    int err = 0;
+
+    if (opts == NULL || opts->ctx.cert_count == 0) {
+        cli_errorf("SIGHUP: nothing to reload (%s)", opts == NULL
+                                                         ? "clients speak plaintext"
+                                                         : "no --cert, a throw-away certificate");
+        return;
+    }
+    /* cli_server_ctx_new() reports what failed, naming the option and the file. */
+    err = cli_server_ctx_new(opts, &ctx, fp);
+    for (int i = 0; i < loops->count && err == 0; i++) {
+        struct tlsock_uv_server *server = loops->loops[i].ops->tls_server(&loops->loops[i]);
+        /* Only the first can fail (it freezes the context); the others take it as it is. */
+        err = server != NULL ? tlsock_uv_server_set_ctx(server, ctx) : 0;
+        if (err != 0) {
+            cli_error("SIGHUP", err, tlsock_errmsg());
+        }
+    }
+    if (err != 0) {
+        cli_errorf("SIGHUP: reload failed (%s); still serving the previous configuration",
+                   tlsock_err_name(err));
+    } else {
+        describe_reload(opts, loaded, sizeof(loaded));
+        cli_errorf("SIGHUP: reloaded %s", loaded);
+    }
+    tlsock_ctx_free(ctx);
+}
+
+static void on_reload_signal(uv_signal_t *handle, int signum)
+{
+    struct cli_loops *loops = handle->data;
+
+    (void)signum;
+    /* Once stopping, the servers close on their own threads: leave them alone. */
+    if (!loops->stop_requested) {
+        reload(loops);
+    }
+}
+
+static int start_signals(struct cli_loops *loops)
+{
+    uv_loop_t *main_loop = &loops->loops[0].uv;
+    int err = uv_signal_init(main_loop, &loops->sigint);
+
+    if (err == 0) {
+        loops->sigint.data = loops;
+        err = uv_signal_init(main_loop, &loops->sigterm);
+    }
+    if (err == 0) {
+        loops->sigterm.data = loops;
+        err = uv_signal_start(&loops->sigint, on_signal, SIGINT);
+    }
+    if (err == 0) {
+        err = uv_signal_start(&loops->sigterm, on_signal, SIGTERM);
+    }
+    if (err == 0) {
+        err = uv_signal_init(main_loop, &loops->sighup);
+    }
+    if (err == 0) {
+        loops->sighup.data = loops;
+        err = uv_signal_start(&loops->sighup, on_reload_signal, SIGHUP);
+    }
+    return err;
 }
 
 int cli_loops_init(struct cli_loops *loops, int count, const struct cli_loop_ops *ops)
@@ -126,6 +226,13 @@ int cli_loops_init(struct cli_loops *loops, int count, const struct cli_loop_ops
         uv_timer_init(&loop->uv, &loop->stop_timer);
         loop->stop_timer.data = loop;
     }
+    /* Before the "listening on" line: a script that sees it may send SIGHUP at once. */
+    if (err == 0) {
+        err = start_signals(loops);
+        if (err != 0) {
+            cli_errorf("cannot handle SIGINT, SIGTERM and SIGHUP: %s", uv_strerror(err));
+        }
+    }
 done:
     return err;
 }
@@ -138,34 +245,11 @@ static void *run_thread(void *arg)
     return NULL;
 }
 
-static int start_signals(struct cli_loops *loops)
-{
-    uv_loop_t *main_loop = &loops->loops[0].uv;
-    int err = uv_signal_init(main_loop, &loops->sigint);
-
-    if (err == 0) {
-        loops->sigint.data = loops;
-        err = uv_signal_init(main_loop, &loops->sigterm);
-    }
-    if (err == 0) {
-        loops->sigterm.data = loops;
-        err = uv_signal_start(&loops->sigint, on_signal, SIGINT);
-    }
-    if (err == 0) {
-        err = uv_signal_start(&loops->sigterm, on_signal, SIGTERM);
-    }
-    return err;
-}
-
 int cli_loops_run(struct cli_loops *loops)
 {
-    int err = start_signals(loops);
+    int err = 0;
     int rc = 0;
 
-    if (err != 0) {
-        cli_errorf("cannot handle SIGINT and SIGTERM: %s", uv_strerror(err));
-        request_stop(loops);
-    }
     for (int i = 1; i < loops->count && err == 0; i++) {
         rc = pthread_create(&loops->loops[i].thread, NULL, run_thread, &loops->loops[i]);
         if (rc != 0) {
@@ -203,7 +287,8 @@ void cli_print_listening(const char *host, uint16_t port, const char *fp, char *
 }
 
 int cli_loops_serve(const struct cli_loop_ops *ops, int count, const void *settings,
-                    struct tlsock_ctx *ctx, const char *host, uint16_t port, const char *fp)
+                    struct tlsock_ctx *ctx, const char *host, uint16_t port, const char *fp,
+                    const struct cli_shared_options *reload)
 {
     struct cli_loops loops;
     char *users = calloc((size_t)count, ops->user_size);
@@ -215,6 +300,8 @@ int cli_loops_serve(const struct cli_loop_ops *ops, int count, const void *setti
         goto done;
     }
     err = cli_loops_init(&loops, count, ops) == 0 ? 0 : TLSOCK_ESYS;
+    /* A plaintext listener (ctx NULL) has no context to swap. */
+    loops.reload = ctx != NULL && ops->tls_server != NULL ? reload : NULL;
     for (int i = 0; i < loops.count; i++) {
         loops.loops[i].user = users + (size_t)i * ops->user_size;
     }
@@ -265,15 +352,19 @@ static void close_signals(struct cli_loops *loops)
     sigemptyset(&stop_signals);
     sigaddset(&stop_signals, SIGINT);
     sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGHUP);
     memset(&ignore, 0, sizeof(ignore));
     ignore.sa_handler = SIG_IGN;
     pthread_sigmask(SIG_BLOCK, &stop_signals, &old_mask);
     close_handle((uv_handle_t *)&loops->sigint);
     close_handle((uv_handle_t *)&loops->sigterm);
+    close_handle((uv_handle_t *)&loops->sighup);
     if (loops->stop_requested) {
         sigaction(SIGINT, &ignore, NULL);
         sigaction(SIGTERM, &ignore, NULL);
     }
+    /* A reload that comes while the process leaves must not kill it (SIGHUP's default). */
+    sigaction(SIGHUP, &ignore, NULL);
     pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
 }
 

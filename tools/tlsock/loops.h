@@ -1,7 +1,9 @@
 /*
  * The event loops of the serving commands (serve, tunnel): one libuv loop per thread, each with
- * its own listener on the same port (SO_REUSEPORT), and one stop for all of them on SIGINT or
- * SIGTERM.
+ * its own listener on the same port (SO_REUSEPORT), one stop for all of them on SIGINT or
+ * SIGTERM, and one reload on SIGHUP: loop 0 builds the new server context from the options, as
+ * at start, and swaps it into every loop's server (tlsock_uv_server_set_ctx() may be called from
+ * any thread); a context that cannot be built leaves the old one serving.
  *
  * A stop runs on every loop, in its own thread: the command stops accepting, open connections
  * get CLI_LOOP_GRACE_MS to finish on their own, then the command closes them; a loop whose
@@ -22,7 +24,9 @@
 #define CLI_LOOP_CLOSE_WAIT_MS 6000
 
 struct cli_loop;
+struct cli_shared_options;
 struct tlsock_ctx;
+struct tlsock_uv_server;
 
 /* What a command keeps and does on each of its loops. */
 struct cli_loop_ops {
@@ -41,6 +45,8 @@ struct cli_loop_ops {
      * listener; harmless when there is none. */
     void (*stop_accepting)(struct cli_loop *loop);
     void (*close_all)(struct cli_loop *loop); /* close every open connection */
+    /* Optional: the loop's TLS server, whose context a reload swaps; NULL when it has none. */
+    struct tlsock_uv_server *(*tls_server)(struct cli_loop *loop);
 };
 
 struct cli_loop {
@@ -63,11 +69,15 @@ struct cli_loops {
     struct cli_loop *loops;
     uv_signal_t sigint;
     uv_signal_t sigterm;
+    uv_signal_t sighup;
+    /* What SIGHUP rebuilds the server context from; NULL: nothing to reload. */
+    const struct cli_shared_options *reload;
     bool stop_requested;
 };
 
 /*
- * Makes @p count loops (count >= 1), each ready to stop through @p ops. The command then sets up
+ * Makes @p count loops (count >= 1), each ready to stop through @p ops, with the signal handlers
+ * on loop 0 (they run once it does). The command then sets up
  * its listeners on loops->loops[i].uv (before cli_loops_run(), from this thread). Returns 0 or a
  * libuv error, reported on stderr.
  */
@@ -82,11 +92,13 @@ int cli_loops_run(struct cli_loops *loops);
 /*
  * Until SIGINT or SIGTERM: makes @p count loops with @p ops, starts accepting on every one, all
  * on the port the first one got (SO_REUSEPORT with more than one loop), prints the "listening
- * on" lines (cli_print_listening()), then runs them (cli_loops_run()) and frees them. Returns 0
- * or a TLSOCK_E* code, reported.
+ * on" lines (cli_print_listening()), then runs them (cli_loops_run()) and frees them. SIGHUP
+ * rebuilds the server context from @p reload (cli_server_ctx_new(), as @p ctx was made; NULL
+ * when there is none to rebuild) and swaps it in. Returns 0 or a TLSOCK_E* code, reported.
  */
 int cli_loops_serve(const struct cli_loop_ops *ops, int count, const void *settings,
-                    struct tlsock_ctx *ctx, const char *host, uint16_t port, const char *fp);
+                    struct tlsock_ctx *ctx, const char *host, uint16_t port, const char *fp,
+                    const struct cli_shared_options *reload);
 
 /*
  * Prints "listening on HOST:PORT" and, unless @p fp is empty, the certificate's fingerprint on

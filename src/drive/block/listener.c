@@ -13,10 +13,11 @@
 #include <unistd.h>
 
 #include "block.h"
+#include "drive/ctx_slot.h"
 #include "drive/net.h"
 
 struct tlsock_listener {
-    struct tlsock_ctx *ctx; /* referenced */
+    struct tlsock__ctx_slot ctx; /* tlsock_listener_set_ctx() swaps it while others accept */
     int fd;
     uint16_t port;
     struct tlsock__err err;
@@ -26,19 +27,13 @@ int tlsock_listen(struct tlsock_ctx *ctx, const char *host, uint16_t port, int b
                   struct tlsock_listener **out)
 {
     struct tlsock_listener *lis = NULL;
-    struct tlsock__err err = {0};
     int fd = -1;
     int rc;
 
     if (ctx == NULL || out == NULL) {
         return tlsock__fail(NULL, TLSOCK_EINVAL, "listen: ctx and out are required");
     }
-    if (tlsock__ctx_role(ctx) != TLSOCK_SERVER) {
-        return tlsock__fail(NULL, TLSOCK_EINVAL, "listen needs a server context");
-    }
-    /* A server that cannot serve should fail here, not at its first client. */
-    rc = tlsock__ctx_freeze(ctx, &err);
-    tlsock__err_free(&err); /* the thread's message has it */
+    rc = tlsock__server_ctx_ready(ctx, "listen");
     if (rc != 0) {
         return rc;
     }
@@ -51,11 +46,20 @@ int tlsock_listen(struct tlsock_ctx *ctx, const char *host, uint16_t port, int b
         close(fd);
         return tlsock__fail(NULL, TLSOCK_ENOMEM, "out of memory allocating a listener");
     }
-    lis->ctx = tlsock_ctx_ref(ctx);
+    tlsock__ctx_slot_init(&lis->ctx, ctx);
     lis->fd = fd;
     lis->port = tlsock__bound_port(fd);
     *out = lis;
     return 0;
+}
+
+int tlsock_listener_set_ctx(struct tlsock_listener *lis, struct tlsock_ctx *ctx)
+{
+    if (lis == NULL || ctx == NULL) {
+        return tlsock__fail(NULL, TLSOCK_EINVAL,
+                            "tlsock_listener_set_ctx: lis and ctx are required");
+    }
+    return tlsock__ctx_slot_set(&lis->ctx, ctx, "tlsock_listener_set_ctx");
 }
 
 uint16_t tlsock_listener_port(const struct tlsock_listener *lis)
@@ -104,7 +108,9 @@ int tlsock_accept(struct tlsock_listener *lis, const struct tlsock_opts *opts,
                 .fd = fd,
                 .owns_fd = true,
             };
-            rc = tlsock__conn_new(lis->ctx, &setup, opts, out);
+            struct tlsock_ctx *ctx = tlsock__ctx_slot_get(&lis->ctx);
+            rc = tlsock__conn_new(ctx, &setup, opts, out);
+            tlsock_ctx_free(ctx); /* the connection holds its own reference */
             if (rc != 0) {
                 close(fd);
             }
@@ -134,7 +140,7 @@ void tlsock_listener_close(struct tlsock_listener *lis)
         return;
     }
     close(lis->fd);
-    tlsock_ctx_free(lis->ctx);
+    tlsock__ctx_slot_destroy(&lis->ctx);
     tlsock__err_free(&lis->err);
     free(lis);
 }

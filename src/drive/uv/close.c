@@ -422,7 +422,7 @@ void tlsock__uv_server_maybe_finish(struct tlsock_uv_server *s)
     if (s->close_cb != NULL) {
         s->close_cb(s);
     }
-    tlsock_ctx_free(s->ctx);
+    tlsock__ctx_slot_destroy(&s->ctx);
     tlsock__uv_config_unref(s->cfg);
     free(s->initial);
     if (s->lp != NULL) {

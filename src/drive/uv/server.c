@@ -105,7 +105,9 @@ static void on_connection(uv_stream_t *listener, int status)
         return;
     }
     const struct tlsock__conn_setup setup = {.kind = TLSOCK__TRANSPORT_MEMORY, .fd = -1};
-    rc = tlsock__conn_new(s->ctx, &setup, &s->tls_opts, &c->tls);
+    struct tlsock_ctx *ctx = tlsock__ctx_slot_get(&s->ctx);
+    rc = tlsock__conn_new(ctx, &setup, &s->tls_opts, &c->tls);
+    tlsock_ctx_free(ctx); /* the connection holds its own reference */
     if (rc == 0 && s->initial != NULL) {
         /* The server outlives its clients' handshakes, and the data is encrypted by then. */
         rc = tlsock__uv_queue_initial(c, s->initial, s->initial_len, false);
@@ -127,7 +129,6 @@ int tlsock_uv_serve(uv_loop_t *loop, struct tlsock_ctx *ctx, const char *host, u
 {
     struct tlsock_uv_opts o;
     struct tlsock_uv_server *s = NULL;
-    struct tlsock__err err = {0};
     int fd = -1;
     int rc;
 
@@ -141,12 +142,7 @@ int tlsock_uv_serve(uv_loop_t *loop, struct tlsock_ctx *ctx, const char *host, u
     if (rc != 0) {
         return rc;
     }
-    if (tlsock__ctx_role(ctx) != TLSOCK_SERVER) {
-        return tlsock__fail(NULL, TLSOCK_EINVAL, "tlsock_uv_serve needs a server context");
-    }
-    /* A server that cannot serve should fail here, not at its first client. */
-    rc = tlsock__ctx_freeze(ctx, &err);
-    tlsock__err_free(&err); /* the thread's message has it */
+    rc = tlsock__server_ctx_ready(ctx, "tlsock_uv_serve");
     if (rc != 0) {
         return rc;
     }
@@ -154,6 +150,7 @@ int tlsock_uv_serve(uv_loop_t *loop, struct tlsock_ctx *ctx, const char *host, u
     if (s == NULL) {
         return tlsock__fail(NULL, TLSOCK_ENOMEM, "out of memory allocating a server");
     }
+    tlsock__ctx_slot_init(&s->ctx, ctx);
     /* The server keeps the loop's shared state while it lives: its clients come and go. */
     s->lp = tlsock__uv_loop_use(loop);
     s->cfg = tlsock__uv_config_new(&o);
@@ -194,7 +191,6 @@ int tlsock_uv_serve(uv_loop_t *loop, struct tlsock_ctx *ctx, const char *host, u
         return rc;
     }
     s->loop = loop;
-    s->ctx = tlsock_ctx_ref(ctx);
     /* Only the handshake timeout applies to a server's clients. */
     s->tls_opts = (struct tlsock_opts)TLSOCK_OPTS_INIT;
     s->tls_opts.handshake_timeout_ms = o.handshake_timeout_ms;
@@ -204,6 +200,7 @@ int tlsock_uv_serve(uv_loop_t *loop, struct tlsock_ctx *ctx, const char *host, u
     *out = s;
     return 0;
 free_server:
+    tlsock__ctx_slot_destroy(&s->ctx);
     tlsock__uv_config_unref(s->cfg);
     if (s->lp != NULL) {
         tlsock__uv_loop_unref(s->lp);
@@ -216,6 +213,15 @@ free_server:
 uint16_t tlsock_uv_server_port(const struct tlsock_uv_server *server)
 {
     return server != NULL ? server->port : 0;
+}
+
+int tlsock_uv_server_set_ctx(struct tlsock_uv_server *server, struct tlsock_ctx *ctx)
+{
+    if (server == NULL || ctx == NULL) {
+        return tlsock__fail(NULL, TLSOCK_EINVAL,
+                            "tlsock_uv_server_set_ctx: server and ctx are required");
+    }
+    return tlsock__ctx_slot_set(&server->ctx, ctx, "tlsock_uv_server_set_ctx");
 }
 
 void *tlsock_uv_server_user(const struct tlsock_uv_server *server)

@@ -37,6 +37,7 @@
 #include <uv.h>
 
 #include "core/core.h"
+#include "drive/ctx_slot.h"
 #include "drive/net.h"
 #include "tlsock/uv.h"
 
@@ -253,7 +254,7 @@ struct tlsock_uv_server {
     uv_tcp_t tcp;
     uv_loop_t *loop;
     struct tlsock__uv_loop *lp;
-    struct tlsock_ctx *ctx; /* referenced */
+    struct tlsock__ctx_slot ctx; /* tlsock_uv_server_set_ctx() swaps it from any thread */
     struct tlsock_opts tls_opts;
     struct tlsock__uv_config *cfg; /* referenced; given to each client */
     tlsock_uv_accept_error_cb on_accept_error;

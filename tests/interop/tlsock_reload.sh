@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# SIGHUP reloads `tlsock serve` and `tlsock tunnel` (accepting side), with certificates made by
+# the openssl tool: started with certificate A, the files replaced by B, SIGHUP: the log says
+# what was reloaded and a new openssl s_client sees B, while a client connected before keeps
+# working; then a broken key file and SIGHUP: the log says why, and new clients still get B.
+# `serve --threads 2` gets the new certificate on both loops.
+source "$(dirname "$0")/lib.sh"
+need OPENSSL_BIN PYTHON3_BIN
+
+for n in a b; do
+    "$TIMEOUT_BIN" 30 "$OPENSSL_BIN" req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+        -keyout "$WORK/$n.key" -out "$WORK/$n.pem" -subj "/CN=reload-$n" -days 2 \
+        -addext subjectAltName=DNS:localhost,IP:127.0.0.1 >>"$WORK/openssl.out" 2>&1 ||
+        fail "openssl req failed: $(cat "$WORK/openssl.out")"
+done
+
+# use NAME: the served files become certificate NAME (a or b).
+use() {
+    cp "$WORK/$1.pem" "$WORK/cert.pem"
+    cp "$WORK/$1.key" "$WORK/key.pem"
+}
+
+# subject_seen NAME PORT: the CN a new s_client sees on PORT (verified against both certificates).
+subject_seen() {
+    cat "$WORK/a.pem" "$WORK/b.pem" >"$WORK/both.pem"
+    "$TIMEOUT_BIN" -k 5 20 "$OPENSSL_BIN" s_client -connect "127.0.0.1:$2" -verify_return_error \
+        -CAfile "$WORK/both.pem" </dev/null >"$WORK/$1.out" 2>"$WORK/$1.err" ||
+        fail "$1: s_client failed: $(cat "$WORK/$1.err")"
+    sed -nE 's/^subject=.*CN ?= ?(reload-[ab]).*/\1/p' "$WORK/$1.out" | head -1
+}
+
+# hup PID: SIGHUP to the tlsock process under the timeout(1) that start_bg made (timeout would
+# pass the first one on to its whole group and ignore the next).
+hup() {
+    local child
+    child=$(awk '{print $1}' "/proc/$1/task/$1/children" 2>/dev/null)
+    [ -n "$child" ] || fail "no tlsock process under pid $1"
+    kill -HUP "$child"
+}
+
+# check_reloads NAME COMMAND ARGS...: the whole sequence against `tlsock COMMAND ARGS`.
+check_reloads() {
+    local name=$1
+    shift
+    local pid got
+    use a
+    start_tlsock "$name" "$@" --cert "$WORK/cert.pem" --key "$WORK/key.pem"
+    pid=$BG_PID
+    got=$(subject_seen "$name-first" "$PORT")
+    [ "$got" = reload-a ] || fail "$name: first client saw '$got', expected reload-a"
+
+    # A client connected before the reload keeps its session (and A).
+    mkfifo "$WORK/$name-live.in"
+    "$TIMEOUT_BIN" -k 5 30 "$OPENSSL_BIN" s_client -connect "127.0.0.1:$PORT" \
+        <"$WORK/$name-live.in" >"$WORK/$name-live.out" 2>"$WORK/$name-live.err" &
+    local live=$!
+    BG_PIDS+=("$live")
+    exec 3>"$WORK/$name-live.in"
+    wait_for "$WORK/$name-live.out" '^subject=.*reload-a' 10 >/dev/null
+
+    use b
+    hup "$pid"
+    wait_for "$WORK/$name.err" "SIGHUP: reloaded --cert $WORK/cert.pem --key $WORK/key.pem" 10 \
+        >/dev/null
+    # Several clients: with --threads the kernel spreads them over the loops' listeners.
+    for i in 1 2 3 4 5 6; do
+        got=$(subject_seen "$name-after-$i" "$PORT")
+        [ "$got" = reload-b ] || fail "$name: after SIGHUP client $i saw '$got', expected reload-b"
+    done
+
+    echo "still-here-$name" >&3
+    wait_for "$WORK/$name-live.out" "still-here-$name" 10 >/dev/null
+    exec 3>&-
+    wait "$live" || fail "$name: the client connected before the reload failed"
+
+    echo "not a key" >"$WORK/key.pem"
+    hup "$pid"
+    wait_for "$WORK/$name.err" 'SIGHUP: reload failed \(ECONFIG\); still serving the previous' 10 \
+        >/dev/null
+    grep -qF -- "key file $WORK/key.pem" "$WORK/$name.err" ||
+        fail "$name: the log does not name the broken key: $(cat "$WORK/$name.err")"
+    got=$(subject_seen "$name-broken" "$PORT")
+    [ "$got" = reload-b ] || fail "$name: after a failed reload a new client saw '$got'"
+    running "$pid" || fail "$name: the server stopped"
+    [ "$(grep -c 'SIGHUP: reloaded' "$WORK/$name.err")" = 1 ] ||
+        fail "$name: expected one successful reload: $(cat "$WORK/$name.err")"
+    stop_bg "$pid" 10
+    [ "$STOPPED_STATUS" = 0 ] || fail "$name: exit status $STOPPED_STATUS after SIGTERM"
+}
+
+check_reloads serve serve --echo
+check_reloads serve-threads serve --echo --threads 2
+# The tunnel's target: a plaintext echo server.
+start_bg target "$PYTHON3_BIN" "$(dirname "$0")/plain_server.py" echo
+line=$(wait_for "$WORK/target.out" '^listening on 127\.0\.0\.1:[0-9]+' 10)
+check_reloads tunnel tunnel --accept 127.0.0.1:0 --connect "127.0.0.1:${line##*:}"
+pass "SIGHUP reloads serve, serve --threads and tunnel; a broken key keeps the old certificate"
