@@ -52,12 +52,14 @@ struct gtls_conn {
     char *servername;       /* client: SNI sent, NULL for none (and on servers) */
     gnutls_typed_vdata_st vdata[2];
     unsigned vdata_count;
-    bool no_san;                       /* client: the peer's leaf has no subjectAltName */
-    const struct tlsock__trust *trust; /* the context's trust checks (the core's) */
-    struct tlsock_conn *owner;         /* shown to the verify callback */
-    struct tlsock__err verify_err;     /* why a check of ours refused the peer, unset if not */
-    int verify_rc;                     /* and its code: TLSOCK_EVERIFY, or TLSOCK_ENOMEM */
-    int verify_alert;                  /* the alert for that refusal */
+    bool no_san;                        /* client: the peer's leaf has no subjectAltName */
+    const struct tlsock__trust *trust;  /* the context's trust checks (the core's) */
+    struct tlsock_conn *owner;          /* shown to the verify callback */
+    struct tlsock__err verify_err;      /* why a check of ours refused the peer, unset if not */
+    int verify_rc;                      /* and its code: TLSOCK_EVERIFY, or TLSOCK_ENOMEM */
+    int verify_alert;                   /* the alert for that refusal */
+    const unsigned char *ocsp_response; /* server: the core's staple, NULL for none */
+    size_t ocsp_response_len;
 };
 
 /* ---------------------------------------------------------------------------------------------
@@ -713,6 +715,24 @@ static int trust_check(struct gtls_conn *c, const struct gtls_chain *ch, int rc,
 }
 
 /*
+ * The stapled OCSP response of a client that asked for one, after every other check (as on
+ * OpenSSL, where the staple of TLS 1.2 arrives after the certificate is verified).
+ */
+static int ocsp_check(struct gtls_conn *c, const struct gtls_chain *ch, const char *subject)
+{
+    /* A leaf trusted as its own anchor is its own issuer. */
+    gnutls_x509_crt_t issuer = ch->n > 1 ? ch->crt[1] : ch->crt[0];
+    int finding = tlsock__gtls_ocsp_finding(c->session, ch->crt[0], issuer);
+    int must_staple = tlsock__gtls_must_staple(ch->crt[0]);
+
+    if (finding < 0 || must_staple < 0) {
+        return tlsock__fail(&c->verify_err, TLSOCK_ENOMEM,
+                            "out of memory checking the stapled OCSP response");
+    }
+    return tlsock__ocsp_check(c->trust, finding, must_staple == 1, subject, &c->verify_err);
+}
+
+/*
  * GnuTLS's verification, then what it does not check: a name against a certificate without a
  * subjectAltName (GnuTLS would fall back to the CN), revocation, and trust.h's checks. Returns
  * 0 or TLSOCK_EVERIFY; the reason is in c->verify_err, or in c->verify_status alone.
@@ -722,7 +742,9 @@ static int verify_more(struct gtls_conn *c, unsigned *status)
     struct gtls_chain ch;
     int rc = 0;
     /* Walking the chain costs a signature check a link: only for what needs the chain. */
-    int ret = chain_build(c, &ch, c->trust->crl_mode != 0 || tlsock__trust_needs_chain(c->trust));
+    bool ocsp = c->role == TLSOCK_CLIENT && tlsock__ocsp_wanted(c->trust);
+    int ret =
+        chain_build(c, &ch, c->trust->crl_mode != 0 || ocsp || tlsock__trust_needs_chain(c->trust));
     int san = ret >= 0 && c->role == TLSOCK_CLIENT ? has_san(ch.peer[0]) : 1;
     char subject[256];
 
@@ -765,8 +787,34 @@ static int verify_more(struct gtls_conn *c, unsigned *status)
             *status = GNUTLS_CERT_INVALID;
         }
     }
+    if (rc == 0 && ocsp) {
+        rc = ocsp_check(c, &ch, subject);
+        if (rc != 0) {
+            c->verify_alert = TLSOCK__ALERT_BAD_STATUS;
+            *status = GNUTLS_CERT_INVALID;
+        }
+    }
     chain_free(&ch);
     return rc;
+}
+
+/*
+ * GnuTLS clients (3.7) always ask for a staple, and gnutls_certificate_verify_peers() checks it,
+ * and must-staple, by rules of its own: its findings are dropped, and ocsp_check() decides when
+ * the context asks for OCSP, as OpenSSL's side does (tlsock gives GnuTLS no CRLs, so a revocation
+ * can only be its OCSP check's).
+ */
+static unsigned without_ocsp(const struct gtls_conn *c, unsigned status)
+{
+    const unsigned ocsp_bits =
+        GNUTLS_CERT_REVOKED | GNUTLS_CERT_MISSING_OCSP_STATUS | GNUTLS_CERT_INVALID_OCSP_STATUS |
+        GNUTLS_CERT_REVOCATION_DATA_SUPERSEDED | GNUTLS_CERT_REVOCATION_DATA_ISSUED_IN_FUTURE;
+
+    if (c->role != TLSOCK_CLIENT || (status & ocsp_bits) == 0) {
+        return status;
+    }
+    status &= ~ocsp_bits;
+    return status == GNUTLS_CERT_INVALID ? 0 : status;
 }
 
 /*
@@ -787,6 +835,7 @@ static int verify_peer(gnutls_session_t session)
     if (gnutls_certificate_verify_peers(session, c->vdata, c->vdata_count, &status) < 0) {
         status |= GNUTLS_CERT_INVALID;
     }
+    status = without_ocsp(c, status);
     tlsock__err_clear(&c->verify_err);
     c->verify_alert = 0;
     int rc = verify_more(c, &status);
@@ -877,6 +926,10 @@ static int gtls_conn_new(void *nctx, const struct tlsock__conn_params *p, void *
     c->verify_mode = p->verify_mode;
     c->trust = p->trust;
     c->owner = p->owner;
+    if (p->role == TLSOCK_SERVER) {
+        c->ocsp_response = p->ocsp_response;
+        c->ocsp_response_len = p->ocsp_response_len;
+    }
     c->min_version = gc->prio_min;
     c->max_version = gc->prio_max;
     if (p->servername != NULL) {
@@ -931,6 +984,24 @@ static int gtls_conn_new(void *nctx, const struct tlsock__conn_params *p, void *
 fail:
     gtls_conn_free(c);
     return rc;
+}
+
+int tlsock__gtls_staple(gnutls_session_t session, void *ptr, gnutls_datum_t *resp)
+{
+    const struct gtls_conn *c = gnutls_session_get_ptr(session);
+
+    (void)ptr;
+    if (c == NULL || c->ocsp_response == NULL) {
+        return GNUTLS_E_NO_CERTIFICATE_STATUS;
+    }
+    /* GnuTLS frees it; without memory the server staples nothing, which a client may accept. */
+    resp->data = gnutls_malloc(c->ocsp_response_len);
+    if (resp->data == NULL) {
+        return GNUTLS_E_NO_CERTIFICATE_STATUS;
+    }
+    memcpy(resp->data, c->ocsp_response, c->ocsp_response_len);
+    resp->size = (unsigned)c->ocsp_response_len;
+    return 0;
 }
 
 /*
