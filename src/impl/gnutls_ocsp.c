@@ -14,8 +14,11 @@
 /* Whether the response has a status about @p leaf; -1 without memory. */
 static int find_single(gnutls_ocsp_resp_t resp, gnutls_x509_crt_t leaf, unsigned *index)
 {
+    /* Bounded by the response: GnuTLS reports the index past the last one. */
     for (unsigned i = 0;; i++) {
-        int ret = gnutls_ocsp_resp_get_single(resp, i, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+        unsigned status = 0;
+        /* Something must be read: with every output NULL, GnuTLS reports success for any index. */
+        int ret = gnutls_ocsp_resp_get_single(resp, i, NULL, NULL, NULL, NULL, &status, NULL, NULL,
                                               NULL, NULL);
         if (ret == GNUTLS_E_MEMORY_ERROR) {
             return -1;
