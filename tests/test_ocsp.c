@@ -364,6 +364,89 @@ static void test_table_tls13(void **state)
     run_table(state, "1.3");
 }
 
+/* ---- both generators ------------------------------------------------------------------------ */
+
+/* A handshake of a server presenting @p leaf and stapling the file @p staple (NULL: none). */
+static void handshake_with(void **state, size_t index, const struct tlsock__pem_pair *leaf,
+                           const char *staple)
+{
+    struct tlsock_opts copts = ts_opts();
+    struct ts_pair *p;
+
+    ts_pair_renew(state, index);
+    p = *state;
+    TS_ASSERT_RC(ts_server_ctx_new(leaf, &p->sctx), 0);
+    TS_ASSERT_RC(ts_client_ctx_new(ts_pki.ca.cert, &p->cctx), 0);
+    if (staple != NULL) {
+        TS_ASSERT_RC_MSG(tlsock_ctx_set_ocsp_response_file(p->sctx, TS_WORKDIR_PATH(&wd, staple)),
+                         0, tlsock_ctx_errmsg(p->sctx));
+    }
+    TS_ASSERT_RC(tlsock_ctx_set_ocsp_mode(p->cctx, TLSOCK_OCSP_REQUEST), 0);
+    copts.verify_name = TS_PAIR_NAME;
+    TS_ASSERT_RC(ts_pair_attach(p, &copts, NULL), 0);
+    (void)ts_pair_handshake(p);
+}
+
+/*
+ * Each generator compiled in (the table uses one) makes must-staple leaves and OCSP responders
+ * that both implementations read as such.
+ */
+static void test_generators(void **state)
+{
+    static const int impls[] = {TLSOCK_IMPL_OPENSSL, TLSOCK_IMPL_GNUTLS};
+    int made = 0;
+
+    for (size_t i = 0; i < sizeof(impls) / sizeof(impls[0]); i++) {
+        const struct tlsock__impl *impl = tlsock__impl_get(impls[i]);
+        if (impl == NULL) {
+            continue;
+        }
+        struct tlsock__cert_spec spec = {
+            .common_name = "generated must-staple",
+            .hosts = TS_SERVER_HOSTS,
+            .not_before_s = -3600,
+            .not_after_s = 86400,
+            .eku = TLSOCK__EKU_SERVER,
+            .must_staple = true,
+            .issuer_cert_pem = ts_pki.ca.cert,
+            .issuer_key_pem = ts_pki.ca.key,
+        };
+        struct tlsock__pem_pair must = {0};
+        struct tlsock__pem_pair responder = {0};
+        struct tlsock__err err = {0};
+        print_message("%s generator\n", impl->name);
+        TS_ASSERT_RC_MSG(impl->cert_generate(&spec, &must, &err), 0, tlsock__err_msg(&err));
+        spec.common_name = "generated responder";
+        spec.hosts = NULL;
+        spec.eku = TLSOCK__EKU_OCSP;
+        spec.must_staple = false;
+        TS_ASSERT_RC_MSG(impl->cert_generate(&spec, &responder, &err), 0, tlsock__err_msg(&err));
+        tlsock__err_free(&err);
+
+        handshake_with(state, 2 * i, &must, NULL);
+        struct ts_pair *p = *state;
+        TS_ASSERT_RC_MSG(p->client_rc, TLSOCK_EVERIFY, p->client_msg);
+        TS_ASSERT_CONTAINS(p->client_msg, "no stapled OCSP response, and the certificate requires "
+                                          "one; peer CN=generated must-staple");
+
+        /* The server's own certificate, stapled by the generated responder. */
+        assert_int_equal(write_text("gen-responder.pem", responder.cert), 0);
+        assert_int_equal(write_text("gen-responder.key", responder.key), 0);
+        assert_int_equal(ts_workdir_sh(&wd, "openssl ocsp -index index.txt -CA ca.pem "
+                                            "-rsigner gen-responder.pem -rkey gen-responder.key "
+                                            "-reqin good.req -respout gen.der -ndays 1 "
+                                            ">/dev/null 2>&1"),
+                         0);
+        handshake_with(state, 2 * i + 1, &ts_pki.server, "gen.der");
+        p = *state;
+        TS_ASSERT_RC_MSG(p->client_rc, 0, p->client_msg);
+        tlsock__pem_pair_free(&must);
+        tlsock__pem_pair_free(&responder);
+        made++;
+    }
+    assert_true(made > 0);
+}
+
 /* ---- settings -------------------------------------------------------------------------------- */
 
 /* The staple and the mode survive a change of implementation (ts_role_impl's is set again). */
@@ -499,6 +582,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_table_tls12, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_table_tls13, ts_pair_setup, ts_pair_teardown),
+        cmocka_unit_test_setup_teardown(test_generators, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_kept_by_set_impl, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_replaced, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_mode_needs_verification, ts_pair_setup,
