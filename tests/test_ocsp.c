@@ -7,7 +7,7 @@
  * The responses are made with the `openssl ocsp` tool from the certificates generated at run time,
  * in a temporary directory removed at the end; the tool always dates a response from now, so the
  * expired and not yet valid ones are made with OpenSSL's OCSP functions (the reference library of
- * the tests; a build without OpenSSL skips those two cases, shown as SKIPPED).
+ * the tests; a build without OpenSSL skips those, test_dates_*, shown as SKIPPED).
  */
 #include "pair.h"
 #include "workdir.h"
@@ -341,27 +341,47 @@ static void run_case(void **state, size_t index, const struct ocsp_case *c, cons
     TS_ASSERT_CONTAINS(p->server_msg, "bad_certificate_status_response");
 }
 
-static void run_table(void **state, const char *version)
+/* Whether a case needs a response dated by OpenSSL's API rather than by the tool. */
+static bool dated(const struct ocsp_case *c)
 {
+    return c->resp == RESP_EXPIRED || c->resp == RESP_NOT_YET;
+}
+
+/* The cases of the table that are (@p want_dated) or are not dated ones. */
+static void run_table(void **state, const char *version, bool want_dated)
+{
+    if (want_dated && !resp_made[RESP_EXPIRED]) {
+        /* A build without OpenSSL, the reference library that dates them. */
+        skip();
+    }
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         const struct ocsp_case *c = &cases[i];
-        print_message("TLS %s: %s\n", version, c->what);
-        if (c->resp != RESP_NONE && !resp_made[c->resp]) {
-            /* Only the dated responses, in a build without OpenSSL to make them. */
-            skip();
+        if (dated(c) != want_dated) {
+            continue;
         }
+        print_message("TLS %s: %s\n", version, c->what);
         run_case(state, i, c, version);
     }
 }
 
 static void test_table_tls12(void **state)
 {
-    run_table(state, "1.2-1.2");
+    run_table(state, "1.2-1.2", false);
 }
 
 static void test_table_tls13(void **state)
 {
-    run_table(state, "1.3");
+    run_table(state, "1.3", false);
+}
+
+static void test_dates_tls12(void **state)
+{
+    run_table(state, "1.2-1.2", true);
+}
+
+static void test_dates_tls13(void **state)
+{
+    run_table(state, "1.3", true);
 }
 
 /* ---- both generators ------------------------------------------------------------------------ */
@@ -582,6 +602,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_table_tls12, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_table_tls13, ts_pair_setup, ts_pair_teardown),
+        cmocka_unit_test_setup_teardown(test_dates_tls12, ts_pair_setup, ts_pair_teardown),
+        cmocka_unit_test_setup_teardown(test_dates_tls13, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_generators, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_kept_by_set_impl, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_replaced, ts_pair_setup, ts_pair_teardown),
