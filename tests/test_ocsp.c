@@ -288,6 +288,34 @@ static const struct ocsp_case cases[] = {
     {.what = "off: a must-staple leaf without a staple", .cert = CERT_MUST_STAPLE},
 };
 
+/* A fresh pair (index: ts_pair_renew's) whose server presents @p leaf; the client trusts the CA
+ * and has OCSP @p mode. */
+static struct ts_pair *contexts(void **state, size_t index, const struct tlsock__pem_pair *leaf,
+                                int mode)
+{
+    struct ts_pair *p;
+
+    ts_pair_renew(state, index);
+    p = *state;
+    TS_ASSERT_RC(ts_server_ctx_new(leaf, &p->sctx), 0);
+    TS_ASSERT_RC(ts_client_ctx_new(ts_pki.ca.cert, &p->cctx), 0);
+    TS_ASSERT_RC(tlsock_ctx_set_ocsp_mode(p->cctx, mode), 0);
+    return p;
+}
+
+/* Attaches both sides, the client verifying TS_PAIR_NAME, and runs the handshake. */
+static void handshake(struct ts_pair *p)
+{
+    struct tlsock_opts copts = ts_opts();
+
+    copts.verify_name = TS_PAIR_NAME;
+    TS_ASSERT_RC(ts_pair_attach(p, &copts, NULL), 0);
+    (void)ts_pair_handshake(p);
+    if (p->client_rc != 0) {
+        print_message("  client: %s (%s)\n", ts_rc_name(p->client_rc), p->client_msg);
+    }
+}
+
 /* Sets the staple of a case on the server context. */
 static void set_staple(struct tlsock_ctx *sctx, enum resp resp, bool from_file)
 {
@@ -313,23 +341,12 @@ static void set_staple(struct tlsock_ctx *sctx, enum resp resp, bool from_file)
 /* One handshake of @p c with both sides limited to @p version; checks the client's outcome. */
 static void run_case(void **state, size_t index, const struct ocsp_case *c, const char *version)
 {
-    struct tlsock_opts copts = ts_opts();
-    struct ts_pair *p;
+    struct ts_pair *p = contexts(state, index, &certs[c->cert], c->mode);
 
-    ts_pair_renew(state, index);
-    p = *state;
-    TS_ASSERT_RC(ts_server_ctx_new(&certs[c->cert], &p->sctx), 0);
-    TS_ASSERT_RC(ts_client_ctx_new(ts_pki.ca.cert, &p->cctx), 0);
     TS_ASSERT_RC(tlsock_ctx_set_protocols(p->sctx, version), 0);
     TS_ASSERT_RC(tlsock_ctx_set_protocols(p->cctx, version), 0);
     set_staple(p->sctx, c->resp, c->from_file);
-    TS_ASSERT_RC(tlsock_ctx_set_ocsp_mode(p->cctx, c->mode), 0);
-    copts.verify_name = TS_PAIR_NAME;
-    TS_ASSERT_RC(ts_pair_attach(p, &copts, NULL), 0);
-    (void)ts_pair_handshake(p);
-    if (p->client_rc != 0) {
-        print_message("  client: %s (%s)\n", ts_rc_name(p->client_rc), p->client_msg);
-    }
+    handshake(p);
     TS_ASSERT_RC_MSG(p->client_rc, c->rc, p->client_msg);
     if (c->rc == 0) {
         TS_ASSERT_RC_MSG(p->server_rc, 0, p->server_msg);
@@ -390,21 +407,13 @@ static void test_dates_tls13(void **state)
 static void handshake_with(void **state, size_t index, const struct tlsock__pem_pair *leaf,
                            const char *staple)
 {
-    struct tlsock_opts copts = ts_opts();
-    struct ts_pair *p;
+    struct ts_pair *p = contexts(state, index, leaf, TLSOCK_OCSP_REQUEST);
 
-    ts_pair_renew(state, index);
-    p = *state;
-    TS_ASSERT_RC(ts_server_ctx_new(leaf, &p->sctx), 0);
-    TS_ASSERT_RC(ts_client_ctx_new(ts_pki.ca.cert, &p->cctx), 0);
     if (staple != NULL) {
         TS_ASSERT_RC_MSG(tlsock_ctx_set_ocsp_response_file(p->sctx, TS_WORKDIR_PATH(&wd, staple)),
                          0, tlsock_ctx_errmsg(p->sctx));
     }
-    TS_ASSERT_RC(tlsock_ctx_set_ocsp_mode(p->cctx, TLSOCK_OCSP_REQUEST), 0);
-    copts.verify_name = TS_PAIR_NAME;
-    TS_ASSERT_RC(ts_pair_attach(p, &copts, NULL), 0);
-    (void)ts_pair_handshake(p);
+    handshake(p);
 }
 
 /*
@@ -472,18 +481,9 @@ static void test_generators(void **state)
 /* The staple and the mode survive a change of implementation (ts_role_impl's is set again). */
 static void test_kept_by_set_impl(void **state)
 {
-    struct ts_pair *p = *state;
-    struct tlsock_opts copts = ts_opts();
-    unsigned char *der = NULL;
-    size_t len = 0;
+    struct ts_pair *p = contexts(state, 0, &certs[CERT_REVOKED], TLSOCK_OCSP_REQUIRE);
 
-    TS_ASSERT_RC(ts_server_ctx_new(&certs[CERT_REVOKED], &p->sctx), 0);
-    TS_ASSERT_RC(ts_client_ctx_new(ts_pki.ca.cert, &p->cctx), 0);
-    assert_int_equal(ts_workdir_read(&wd, "revoked.der", &der, &len), 0);
-    int rc = tlsock_ctx_set_ocsp_response_mem(p->sctx, der, len);
-    free(der);
-    TS_ASSERT_RC(rc, 0);
-    TS_ASSERT_RC(tlsock_ctx_set_ocsp_mode(p->cctx, TLSOCK_OCSP_REQUIRE), 0);
+    set_staple(p->sctx, RESP_REVOKED, false);
     for (int i = 0; i < 2; i++) {
         int role = i == 0 ? TLSOCK_SERVER : TLSOCK_CLIENT;
         struct tlsock_ctx *ctx = i == 0 ? p->sctx : p->cctx;
@@ -494,9 +494,7 @@ static void test_kept_by_set_impl(void **state)
         }
         TS_ASSERT_RC(tlsock_ctx_set_impl(ctx, ts_role_impl(role)), 0);
     }
-    copts.verify_name = TS_PAIR_NAME;
-    TS_ASSERT_RC(ts_pair_attach(p, &copts, NULL), 0);
-    (void)ts_pair_handshake(p);
+    handshake(p);
     TS_ASSERT_RC_MSG(p->client_rc, TLSOCK_EVERIFY, p->client_msg);
     TS_ASSERT_CONTAINS(p->client_msg, "certificate revoked (stapled OCSP response)");
 }
@@ -504,29 +502,18 @@ static void test_kept_by_set_impl(void **state)
 /* A later call replaces the staple (a reload reads the file again); length 0 removes it. */
 static void test_replaced(void **state)
 {
-    struct ts_pair *p = *state;
-    struct tlsock_opts copts = ts_opts();
+    struct ts_pair *p = contexts(state, 0, &ts_pki.server, TLSOCK_OCSP_REQUIRE);
 
-    TS_ASSERT_RC(ts_server_ctx_new(&ts_pki.server, &p->sctx), 0);
-    TS_ASSERT_RC(ts_client_ctx_new(ts_pki.ca.cert, &p->cctx), 0);
-    TS_ASSERT_RC(tlsock_ctx_set_ocsp_response_file(p->sctx, TS_WORKDIR_PATH(&wd, "foreign.der")),
-                 0);
-    TS_ASSERT_RC(tlsock_ctx_set_ocsp_response_file(p->sctx, TS_WORKDIR_PATH(&wd, "good.der")), 0);
-    TS_ASSERT_RC(tlsock_ctx_set_ocsp_mode(p->cctx, TLSOCK_OCSP_REQUIRE), 0);
-    copts.verify_name = TS_PAIR_NAME;
-    TS_ASSERT_RC(ts_pair_attach(p, &copts, NULL), 0);
-    TS_ASSERT_RC_MSG(ts_pair_handshake(p), 0, p->client_msg);
+    set_staple(p->sctx, RESP_FOREIGN, true);
+    set_staple(p->sctx, RESP_GOOD, true);
+    handshake(p);
     TS_ASSERT_RC_MSG(p->client_rc, 0, p->client_msg);
+    TS_ASSERT_RC_MSG(p->server_rc, 0, p->server_msg);
 
-    ts_pair_renew(state, 1);
-    p = *state;
-    TS_ASSERT_RC(ts_server_ctx_new(&ts_pki.server, &p->sctx), 0);
-    TS_ASSERT_RC(ts_client_ctx_new(ts_pki.ca.cert, &p->cctx), 0);
-    TS_ASSERT_RC(tlsock_ctx_set_ocsp_response_file(p->sctx, TS_WORKDIR_PATH(&wd, "good.der")), 0);
+    p = contexts(state, 1, &ts_pki.server, TLSOCK_OCSP_REQUIRE);
+    set_staple(p->sctx, RESP_GOOD, true);
     TS_ASSERT_RC(tlsock_ctx_set_ocsp_response_mem(p->sctx, NULL, 0), 0);
-    TS_ASSERT_RC(tlsock_ctx_set_ocsp_mode(p->cctx, TLSOCK_OCSP_REQUIRE), 0);
-    TS_ASSERT_RC(ts_pair_attach(p, &copts, NULL), 0);
-    (void)ts_pair_handshake(p);
+    handshake(p);
     TS_ASSERT_RC_MSG(p->client_rc, TLSOCK_EVERIFY, p->client_msg);
     TS_ASSERT_CONTAINS(p->client_msg, "no stapled OCSP response, and one is required");
 }

@@ -548,12 +548,12 @@ close_fd:
 }
 
 /*
- * Starts a setter that reads a trust file (@p what: "CA file", "CRL file") whole into *@p data:
- * a NULL path is TLSOCK_EINVAL; a file that cannot be loaded, for whatever reason, is
- * TLSOCK_EX509_LOOKUP (the header's promise), but for TLSOCK_ENOMEM.
+ * Starts a setter that reads a file (@p what: "CA file", "OCSP response") of at most @p max bytes
+ * whole into *@p data: a NULL path is TLSOCK_EINVAL; a file that cannot be loaded, for whatever
+ * reason, is @p code (the header's promise), but for TLSOCK_ENOMEM.
  */
-static int begin_trust_file(struct tlsock_ctx *ctx, const char *what, const char *path, char **data,
-                            size_t *len)
+static int begin_file_setter(struct tlsock_ctx *ctx, const char *what, const char *path, size_t max,
+                             int code, char **data, size_t *len)
 {
     int rc = setter_begin(ctx);
 
@@ -563,8 +563,15 @@ static int begin_trust_file(struct tlsock_ctx *ctx, const char *what, const char
     if (path == NULL) {
         return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "%s path is NULL", what);
     }
-    rc = read_file(what, path, CA_FILE_MAX, data, len, &ctx->err);
-    return rc == 0 || rc == TLSOCK_ENOMEM ? rc : TLSOCK_EX509_LOOKUP;
+    rc = read_file(what, path, max, data, len, &ctx->err);
+    return rc == 0 || rc == TLSOCK_ENOMEM ? rc : code;
+}
+
+/* A CA or CRL file: TLSOCK_EX509_LOOKUP when it cannot be read. */
+static int begin_trust_file(struct tlsock_ctx *ctx, const char *what, const char *path, char **data,
+                            size_t *len)
+{
+    return begin_file_setter(ctx, what, path, CA_FILE_MAX, TLSOCK_EX509_LOOKUP, data, len);
 }
 
 int tlsock_ctx_set_ca_file(struct tlsock_ctx *ctx, const char *path)
@@ -1089,21 +1096,9 @@ int tlsock_ctx_set_ocsp_response_file(struct tlsock_ctx *ctx, const char *path)
 {
     char *data = NULL;
     size_t len = 0;
-    int rc = setter_begin(ctx);
+    int rc =
+        begin_file_setter(ctx, "OCSP response", path, PEM_FILE_MAX, TLSOCK_ECONFIG, &data, &len);
 
-    if (rc != 0) {
-        return rc;
-    }
-    if (path == NULL) {
-        return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "OCSP response path is NULL");
-    }
-    rc = read_file("OCSP response", path, PEM_FILE_MAX, &data, &len, &ctx->err);
-    if (rc != 0 && rc != TLSOCK_ENOMEM) {
-        /* The reason names the file; whatever it is, the configuration is what is wrong. */
-        char reason[TLSOCK__ERRMSG_SIZE];
-        snprintf(reason, sizeof(reason), "%s", tlsock__err_msg(&ctx->err));
-        rc = tlsock__fail(&ctx->err, TLSOCK_ECONFIG, "%s", reason);
-    }
     if (rc == 0) {
         rc = tlsock_ctx_set_ocsp_response_mem(ctx, data, len);
         if (rc == TLSOCK_ECONFIG) {

@@ -13,26 +13,9 @@
 source "$(dirname "$0")/lib.sh"
 need OPENSSL_BIN
 
-IMPLS=$("$TIMEOUT_BIN" 10 "$TLSOCK_BIN" version | awk 'NR > 1 && !/not compiled in/ {print $1}')
-[ -n "$IMPLS" ] || fail "tlsock version lists no implementation"
-
+tlsock_impls
 PKI=$WORK/pki
 mkdir -p "$PKI"
-ossl() {
-    "$TIMEOUT_BIN" 30 "$OPENSSL_BIN" "$@" >>"$WORK/openssl.out" 2>&1 || fail "openssl $1 failed"
-}
-new_key() {
-    ossl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$PKI/$1.key"
-}
-# issue NAME EXTENSIONS: $PKI/NAME.pem for $PKI/NAME.key, signed by the root.
-issue() {
-    new_key "$1"
-    printf '%b' "$2" >"$PKI/$1.ext"
-    ossl req -new -key "$PKI/$1.key" -subj "/CN=$1" -out "$PKI/$1.csr"
-    ossl x509 -req -in "$PKI/$1.csr" -CA "$PKI/root.pem" -CAkey "$PKI/root.key" -set_serial \
-        "0x$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')" -days 30 -extfile "$PKI/$1.ext" \
-        -out "$PKI/$1.pem"
-}
 # respond NAME: $PKI/NAME.der, the root's answer about $PKI/NAME.pem from the index.
 respond() {
     ossl ocsp -issuer "$PKI/root.pem" -cert "$PKI/$1.pem" -no_nonce -reqout "$PKI/$1.req"
@@ -40,14 +23,14 @@ respond() {
         -rkey "$PKI/root.key" -reqin "$PKI/$1.req" -respout "$PKI/$1.der" -ndays 1
 }
 
-new_key root
-ossl req -x509 -new -key "$PKI/root.key" -subj "/CN=cli ocsp root" -days 30 \
-    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
-    -out "$PKI/root.pem"
+new_root "cli ocsp root"
 LEAF_EXT='subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n'
-issue good "$LEAF_EXT"
-issue revoked "$LEAF_EXT"
-issue must "${LEAF_EXT}tlsfeature=status_request\n"
+for name in good revoked must; do
+    new_key "$name"
+done
+issue good root "$LEAF_EXT"
+issue revoked root "$LEAF_EXT"
+issue must root "${LEAF_EXT}tlsfeature=status_request\n"
 : >"$PKI/index.txt"
 printf '[ca]\ndefault_ca = d\n[d]\ndatabase = %s\ndefault_md = sha256\n' "$PKI/index.txt" \
     >"$PKI/ca.cnf"
@@ -58,32 +41,23 @@ ossl ca "${CA[@]}" -revoke "$PKI/revoked.pem"
 respond good
 respond revoked
 
-connect_run() {
-    local name=$1
-    local want=$2
-    shift 2
-    local got=0
-    "$TIMEOUT_BIN" -k 5 30 "$TLSOCK_BIN" connect "$@" </dev/null >"$WORK/$name.out" \
-        2>"$WORK/$name.err" || got=$?
-    [ "$got" = "$want" ] || fail "$name: exit status $got, expected $want: $(cat "$WORK/$name.err")"
-}
-has() {
-    grep -qF -- "$2" "$WORK/$1.err" || fail "$1: no '$2' in: $(cat "$WORK/$1.err")"
-}
 TRUST=(--ca "$PKI/root.pem")
 
 for serve_impl in $IMPLS; do
-    start_tlsock_serve "good-$serve_impl" --impl "$serve_impl" --cert "$PKI/good.pem" \
-        --key "$PKI/good.key" --ocsp-response "$PKI/good.der"
+    # serve_port NAME CERT [STAPLE]: a server of CERT (stapling STAPLE); sets PORT.
+    serve_port() {
+        local staple=()
+        [ -z "${3:-}" ] || staple=(--ocsp-response "$PKI/$3.der")
+        start_tlsock_serve "$1-$serve_impl" --impl "$serve_impl" --cert "$PKI/$2.pem" \
+            --key "$PKI/$2.key" "${staple[@]}"
+    }
+    serve_port good good good
     GOOD_PORT=$PORT
-    start_tlsock_serve "bare-$serve_impl" --impl "$serve_impl" --cert "$PKI/good.pem" \
-        --key "$PKI/good.key"
+    serve_port bare good
     BARE_PORT=$PORT
-    start_tlsock_serve "revoked-$serve_impl" --impl "$serve_impl" --cert "$PKI/revoked.pem" \
-        --key "$PKI/revoked.key" --ocsp-response "$PKI/revoked.der"
+    serve_port revoked revoked revoked
     REVOKED_PORT=$PORT
-    start_tlsock_serve "must-$serve_impl" --impl "$serve_impl" --cert "$PKI/must.pem" \
-        --key "$PKI/must.key"
+    serve_port must must
     MUST_PORT=$PORT
 
     # (a) other clients read the staple
