@@ -596,6 +596,79 @@ typedef int (*tlsock_verify_fn)(const struct tlsock_verify_info *info, void *use
 TLSOCK_API int tlsock_ctx_set_verify_callback(struct tlsock_ctx *ctx, tlsock_verify_fn fn,
                                               void *user);
 
+/* ---------------------------------------------------------------------------------------------
+ * OCSP stapling (RFC 6066 section 8, RFC 8446 section 4.4.2.1, RFC 6960, RFC 7633)
+ *
+ * A server staples a DER OCSP response it is given to its certificate, for clients that ask
+ * (status_request): in the CertificateStatus message in TLS 1.2, in the leaf's Certificate entry
+ * in TLS 1.3. A client asks for a staple, checks it, and may require one. tlsock never fetches
+ * anything from the network: getting fresh responses from the CA's responder (for instance with
+ * `openssl ocsp -issuer ... -cert ... -url ... -respout`) is the application's job. Refused once
+ * the context is frozen, like the other setters, and kept by tlsock_ctx_set_impl().
+ * ------------------------------------------------------------------------------------------- */
+
+/** What a client does about OCSP staples (tlsock_ctx_set_ocsp_mode()). */
+enum tlsock_ocsp_mode {
+    /** Do not ask for a staple, ignore must-staple (the default). */
+    TLSOCK_OCSP_OFF = 0,
+    /** Ask for a staple; check it when the server sends one; a missing staple passes unless the
+     *  certificate is must-staple. */
+    TLSOCK_OCSP_REQUEST = 1,
+    /** Ask for a staple and require a valid one. */
+    TLSOCK_OCSP_REQUIRE = 2,
+};
+
+/**
+ * Chooses whether a client asks for a stapled OCSP response and what it demands of it (enum
+ * tlsock_ocsp_mode). With TLSOCK_OCSP_REQUEST or TLSOCK_OCSP_REQUIRE, a staple the server sends
+ * is checked after the certificate chain and the checks of the trust block (the verify callback
+ * included: in TLS 1.2 the staple arrives after the certificate); it must:
+ *   - be a successful OCSP response that parses ("stapled OCSP response cannot be parsed",
+ *     "stapled OCSP response is not successful");
+ *   - hold a status for the server's certificate, identified by its issuer in the verified chain
+ *     ("stapled OCSP response is for another certificate");
+ *   - be signed by that issuer itself, or by a responder certificate it issued that has the
+ *     OCSPSigning extended key usage, sent in the response and within its dates ("stapled OCSP
+ *     response is not signed by the certificate's issuer or a responder it authorized");
+ *   - be current, with five minutes of clock skew allowed: thisUpdate not in the future ("stapled
+ *     OCSP response is not yet valid"), nextUpdate, when present, not in the past ("stapled OCSP
+ *     response has expired");
+ *   - say "good" ("certificate revoked (stapled OCSP response)", "stapled OCSP response says the
+ *     certificate status is unknown").
+ * No staple is a failure with TLSOCK_OCSP_REQUIRE ("no stapled OCSP response, and one is
+ * required"), and in both modes when the leaf is must-staple (a TLS feature extension listing
+ * status_request, RFC 7633: "no stapled OCSP response, and the certificate requires one"). Every
+ * failure is TLSOCK_EVERIFY with the peer's subject, the same words on every implementation, and
+ * a bad_certificate_status_response alert to the server. Only the leaf's status is checked.
+ * The modes need a verifying client (TLSOCK_VERIFY_REQUIRED, the default): a client context with
+ * TLSOCK_VERIFY_NONE and a mode other than TLSOCK_OCSP_OFF fails its first connection with
+ * TLSOCK_ECONFIG.
+ * @return 0; TLSOCK_EINVAL (unknown mode, a server context, frozen context).
+ */
+TLSOCK_API int tlsock_ctx_set_ocsp_mode(struct tlsock_ctx *ctx, int mode);
+
+/**
+ * Sets the OCSP response a server staples (DER, as `openssl ocsp -respout` writes it), read from
+ * @p path during the call (a regular file of at most 1 MiB). It replaces the response set before;
+ * call it again on a new context to pick up a renewed file (a reload). The server sends it to
+ * every client that asks for a staple, in TLS 1.2 and TLS 1.3, and nothing to clients that do
+ * not; it does not check the response against its certificate or its dates (clients do): keep it
+ * fresh, since a client requiring a valid staple refuses an expired one. With several
+ * certificates (tlsock_ctx_add_cert_file()) the response is the first certificate's: it is
+ * stapled only when that one is presented.
+ * @return 0; TLSOCK_EINVAL (NULL path, a client context, frozen context); TLSOCK_ECONFIG when the
+ *         file cannot be read or is not a DER OCSP response (the message names the file);
+ *         TLSOCK_ENOMEM.
+ */
+TLSOCK_API int tlsock_ctx_set_ocsp_response_file(struct tlsock_ctx *ctx, const char *path);
+
+/**
+ * Like tlsock_ctx_set_ocsp_response_file(), from @p len bytes of DER in memory (copied during the
+ * call). @p len 0 removes the response: the server staples nothing.
+ */
+TLSOCK_API int tlsock_ctx_set_ocsp_response_mem(struct tlsock_ctx *ctx, const void *der,
+                                                size_t len);
+
 /**
  * Sets the ALPN protocols as a comma-separated list in preference order, e.g. "h2,http/1.1".
  * A client offers them; a server picks its most preferred one the client offers and, when the

@@ -115,6 +115,8 @@ int tlsock__conn_new(struct tlsock_ctx *ctx, const struct tlsock__conn_setup *se
         .trust = &ctx->trust,
         .certsel = &ctx->certsel,
         .owner = conn,
+        .ocsp_response = ctx->ocsp_response,
+        .ocsp_response_len = ctx->ocsp_response_len,
     };
     rc = ctx->impl->conn_new(ctx->native, &params, &conn->tls, &err);
     if (rc != 0) {

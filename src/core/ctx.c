@@ -373,6 +373,7 @@ void tlsock_ctx_free(struct tlsock_ctx *ctx)
     certsel_forget(&ctx->certsel);
     free(ctx->certsel.certs);
     free(ctx->trust.pins);
+    free(ctx->ocsp_response);
     pass_free(ctx->pass);
     tlsock__err_free(&ctx->err);
     pthread_mutex_destroy(&ctx->freeze_lock);
@@ -576,12 +577,12 @@ close_fd:
 }
 
 /*
- * Starts a setter that reads a trust file (@p what: "CA file", "CRL file") whole into *@p data:
- * a NULL path is TLSOCK_EINVAL; a file that cannot be loaded, for whatever reason, is
- * TLSOCK_EX509_LOOKUP (the header's promise), but for TLSOCK_ENOMEM.
+ * Starts a setter that reads a file (@p what: "CA file", "OCSP response") of at most @p max bytes
+ * whole into *@p data: a NULL path is TLSOCK_EINVAL; a file that cannot be loaded, for whatever
+ * reason, is @p code (the header's promise), but for TLSOCK_ENOMEM.
  */
-static int begin_trust_file(struct tlsock_ctx *ctx, const char *what, const char *path, char **data,
-                            size_t *len)
+static int begin_file_setter(struct tlsock_ctx *ctx, const char *what, const char *path, size_t max,
+                             int code, char **data, size_t *len)
 {
     int rc = setter_begin(ctx);
 
@@ -591,8 +592,15 @@ static int begin_trust_file(struct tlsock_ctx *ctx, const char *what, const char
     if (path == NULL) {
         return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "%s path is NULL", what);
     }
-    rc = read_file(what, path, CA_FILE_MAX, data, len, &ctx->err);
-    return rc == 0 || rc == TLSOCK_ENOMEM ? rc : TLSOCK_EX509_LOOKUP;
+    rc = read_file(what, path, max, data, len, &ctx->err);
+    return rc == 0 || rc == TLSOCK_ENOMEM ? rc : code;
+}
+
+/* A CA or CRL file: TLSOCK_EX509_LOOKUP when it cannot be read. */
+static int begin_trust_file(struct tlsock_ctx *ctx, const char *what, const char *path, char **data,
+                            size_t *len)
+{
+    return begin_file_setter(ctx, what, path, CA_FILE_MAX, TLSOCK_EX509_LOOKUP, data, len);
 }
 
 int tlsock_ctx_set_ca_file(struct tlsock_ctx *ctx, const char *path)
@@ -1124,6 +1132,108 @@ int tlsock_ctx_set_verify_callback(struct tlsock_ctx *ctx, tlsock_verify_fn fn, 
     return 0;
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * OCSP stapling
+ * ------------------------------------------------------------------------------------------- */
+
+int tlsock_ctx_set_ocsp_mode(struct tlsock_ctx *ctx, int mode)
+{
+    int rc = setter_begin(ctx);
+
+    if (rc != 0) {
+        return rc;
+    }
+    if (ctx->role != TLSOCK_CLIENT) {
+        return tlsock__fail(&ctx->err, TLSOCK_EINVAL,
+                            "the OCSP mode is for clients; servers staple a response set with "
+                            "tlsock_ctx_set_ocsp_response_file");
+    }
+    if (mode != TLSOCK_OCSP_OFF && mode != TLSOCK_OCSP_REQUEST && mode != TLSOCK_OCSP_REQUIRE) {
+        return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "unknown OCSP mode %d", mode);
+    }
+    ctx->trust.ocsp_mode = mode;
+    return 0;
+}
+
+/*
+ * Whether @p der is one DER SEQUENCE of exactly @p len bytes whose first element is an
+ * ENUMERATED (OCSPResponse's responseStatus, RFC 6960 section 4.2.1): enough to catch a PEM file
+ * or another object given by mistake. What the response says is for clients to check.
+ */
+static bool looks_like_ocsp_response(const unsigned char *der, size_t len)
+{
+    if (len < 5 || der[0] != 0x30) {
+        return false;
+    }
+    size_t header = 2;
+    size_t body = der[1];
+    if (der[1] & 0x80) {
+        size_t n = der[1] & 0x7f;
+        if (n == 0 || n > 3 || len < 2 + n) {
+            return false;
+        }
+        body = 0;
+        for (size_t i = 0; i < n; i++) {
+            body = body << 8 | der[2 + i];
+        }
+        header = 2 + n;
+    }
+    return header + body == len && len > header && der[header] == 0x0a;
+}
+
+int tlsock_ctx_set_ocsp_response_mem(struct tlsock_ctx *ctx, const void *der, size_t len)
+{
+    unsigned char *copy = NULL;
+    int rc = setter_begin(ctx);
+
+    if (rc != 0) {
+        return rc;
+    }
+    if (ctx->role != TLSOCK_SERVER) {
+        return tlsock__fail(&ctx->err, TLSOCK_EINVAL,
+                            "an OCSP response is stapled by servers; clients set an OCSP mode");
+    }
+    if (len > 0 && der == NULL) {
+        return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "OCSP response is NULL");
+    }
+    if (len > 0 && !looks_like_ocsp_response(der, len)) {
+        return setter_end(ctx, tlsock__fail(&ctx->err, TLSOCK_ECONFIG,
+                                            "not a DER OCSP response (%zu bytes)", len));
+    }
+    if (len > 0) {
+        copy = malloc(len);
+        if (copy == NULL) {
+            return setter_end(ctx, tlsock__fail(&ctx->err, TLSOCK_ENOMEM,
+                                                "out of memory keeping the OCSP response"));
+        }
+        memcpy(copy, der, len);
+    }
+    free(ctx->ocsp_response);
+    ctx->ocsp_response = copy;
+    ctx->ocsp_response_len = len;
+    return 0;
+}
+
+int tlsock_ctx_set_ocsp_response_file(struct tlsock_ctx *ctx, const char *path)
+{
+    char *data = NULL;
+    size_t len = 0;
+    int rc =
+        begin_file_setter(ctx, "OCSP response", path, PEM_FILE_MAX, TLSOCK_ECONFIG, &data, &len);
+
+    if (rc == 0) {
+        rc = tlsock_ctx_set_ocsp_response_mem(ctx, data, len);
+        if (rc == TLSOCK_ECONFIG) {
+            rc = fail_naming_files(&ctx->err, rc, "cannot load an OCSP response from %s", path);
+        }
+    }
+    if (rc != 0) {
+        tlsock__publish(&ctx->err);
+    }
+    free(data);
+    return rc;
+}
+
 int tlsock_ctx_set_alpn(struct tlsock_ctx *ctx, const char *list)
 {
     unsigned char wire[1024];
@@ -1187,6 +1297,11 @@ int tlsock__ctx_freeze(struct tlsock_ctx *ctx, struct tlsock__err *err)
         return tlsock__fail(err, TLSOCK_ECONFIG,
                             "CRLs, pins, a verify depth or a verify callback are set but the "
                             "context does not verify its peer: call tlsock_ctx_set_verify");
+    }
+    if (ctx->verify_mode == TLSOCK_VERIFY_NONE && t->ocsp_mode != TLSOCK_OCSP_OFF) {
+        return tlsock__fail(err, TLSOCK_ECONFIG,
+                            "an OCSP mode is set but the context does not verify its peer: call "
+                            "tlsock_ctx_set_verify");
     }
     pthread_mutex_lock(&ctx->freeze_lock);
     if (!atomic_load(&ctx->frozen)) {

@@ -94,7 +94,7 @@ int tlsock__cert_spec_check(const struct tlsock__cert_spec *spec, struct tlsock_
     if (rc != 0) {
         return rc;
     }
-    if ((spec->eku & ~(TLSOCK__EKU_SERVER | TLSOCK__EKU_CLIENT)) != 0) {
+    if ((spec->eku & ~(TLSOCK__EKU_SERVER | TLSOCK__EKU_CLIENT | TLSOCK__EKU_OCSP)) != 0) {
         return tlsock__fail(err, TLSOCK_ECONFIG, "unknown extended key usage bits 0x%x",
                             (unsigned)spec->eku);
     }

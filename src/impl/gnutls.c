@@ -38,6 +38,7 @@ struct gtls_conn {
     const char *refusal;         /* why our ClientHello hook refused the client (hello.h) */
     int refusal_alert;           /* and the alert to send for it */
     const struct tlsock__certsel *certsel; /* servers: the core's choice among the chains */
+    size_t chain_index;                    /* servers: the chain chosen for this client */
     const struct gtls_ctx *gc;             /* the context (the core holds a reference for us) */
     bool drop_hello;       /* a refused renegotiation's ClientHello is queued in GnuTLS */
     unsigned char tail[7]; /* the last bytes received: a whole record if it was an alert */
@@ -55,12 +56,14 @@ struct gtls_conn {
     char *servername;       /* client: SNI sent, NULL for none (and on servers) */
     gnutls_typed_vdata_st vdata[2];
     unsigned vdata_count;
-    bool no_san;                       /* client: the peer's leaf has no subjectAltName */
-    const struct tlsock__trust *trust; /* the context's trust checks (the core's) */
-    struct tlsock_conn *owner;         /* shown to the verify callback */
-    struct tlsock__err verify_err;     /* why a check of ours refused the peer, unset if not */
-    int verify_rc;                     /* and its code: TLSOCK_EVERIFY, or TLSOCK_ENOMEM */
-    int verify_alert;                  /* the alert for that refusal */
+    bool no_san;                        /* client: the peer's leaf has no subjectAltName */
+    const struct tlsock__trust *trust;  /* the context's trust checks (the core's) */
+    struct tlsock_conn *owner;          /* shown to the verify callback */
+    struct tlsock__err verify_err;      /* why a check of ours refused the peer, unset if not */
+    int verify_rc;                      /* and its code: TLSOCK_EVERIFY, or TLSOCK_ENOMEM */
+    int verify_alert;                   /* the alert for that refusal */
+    const unsigned char *ocsp_response; /* server: the core's staple, NULL for none */
+    size_t ocsp_response_len;
 };
 
 /* ---------------------------------------------------------------------------------------------
@@ -463,6 +466,7 @@ static int choose_chain(struct gtls_conn *c, const struct tlsock__hello *h)
         c->refusal_alert = choice.alert;
         return GNUTLS_E_UNRECOGNIZED_NAME;
     }
+    c->chain_index = choice.index;
     return gnutls_credentials_set(c->session, GNUTLS_CRD_CERTIFICATE,
                                   tlsock__gtls_chain_cred(c->gc, choice.index));
 }
@@ -828,6 +832,24 @@ static unsigned failed_depth(const struct gtls_chain *ch, unsigned status, gnutl
 }
 
 /*
+ * The stapled OCSP response of a client that asked for one, after every other check (as on
+ * OpenSSL, where the staple of TLS 1.2 arrives after the certificate is verified).
+ */
+static int ocsp_check(struct gtls_conn *c, const struct gtls_chain *ch, const char *subject)
+{
+    /* A leaf trusted as its own anchor is its own issuer. */
+    gnutls_x509_crt_t issuer = ch->n > 1 ? ch->crt[1] : ch->crt[0];
+    int finding = tlsock__gtls_ocsp_finding(c->session, ch->crt[0], issuer);
+    int must_staple = tlsock__gtls_must_staple(ch->crt[0]);
+
+    if (finding < 0 || must_staple < 0) {
+        return tlsock__fail(&c->verify_err, TLSOCK_ENOMEM,
+                            "out of memory checking the stapled OCSP response");
+    }
+    return tlsock__ocsp_check(c->trust, finding, must_staple == 1, subject, &c->verify_err);
+}
+
+/*
  * GnuTLS's verification, then what it does not check: a name against a certificate without a
  * subjectAltName (GnuTLS would fall back to the CN), revocation, and trust.h's checks. Returns
  * 0 or TLSOCK_EVERIFY; the reason is in c->verify_err, naming the certificate that failed.
@@ -837,10 +859,13 @@ static int verify_more(struct gtls_conn *c, unsigned *status)
     struct gtls_chain ch;
     int rc = 0;
     /*
-     * Walking the chain costs a signature check a link: only for what needs the chain, and for
-     * a failure, to say which certificate failed.
+     * Walking the chain costs a signature check a link: only for what needs the chain (CRLs,
+     * pins, depth, the verify callback, a staple to check), and for a failure, to say which
+     * certificate failed.
      */
-    bool walk = *status != 0 || c->trust->crl_mode != 0 || tlsock__trust_needs_chain(c->trust);
+    bool ocsp = c->role == TLSOCK_CLIENT && tlsock__ocsp_wanted(c->trust);
+    bool walk =
+        *status != 0 || c->trust->crl_mode != 0 || ocsp || tlsock__trust_needs_chain(c->trust);
     int ret = chain_build(c, &ch, walk);
     int san = ret >= 0 && c->role == TLSOCK_CLIENT ? has_san(ch.peer[0]) : 1;
     char subject[256];
@@ -889,8 +914,34 @@ static int verify_more(struct gtls_conn *c, unsigned *status)
             *status = GNUTLS_CERT_INVALID;
         }
     }
+    if (rc == 0 && ocsp) {
+        rc = ocsp_check(c, &ch, subject);
+        if (rc != 0) {
+            c->verify_alert = TLSOCK__ALERT_BAD_STATUS;
+            *status = GNUTLS_CERT_INVALID;
+        }
+    }
     chain_free(&ch);
     return rc;
+}
+
+/*
+ * GnuTLS clients (3.7) always ask for a staple, and gnutls_certificate_verify_peers() checks it,
+ * and must-staple, by rules of its own: its findings are dropped, and ocsp_check() decides when
+ * the context asks for OCSP, as OpenSSL's side does (tlsock gives GnuTLS no CRLs, so a revocation
+ * can only be its OCSP check's).
+ */
+static unsigned without_ocsp(const struct gtls_conn *c, unsigned status)
+{
+    const unsigned ocsp_bits =
+        GNUTLS_CERT_REVOKED | GNUTLS_CERT_MISSING_OCSP_STATUS | GNUTLS_CERT_INVALID_OCSP_STATUS |
+        GNUTLS_CERT_REVOCATION_DATA_SUPERSEDED | GNUTLS_CERT_REVOCATION_DATA_ISSUED_IN_FUTURE;
+
+    if (c->role != TLSOCK_CLIENT || (status & ocsp_bits) == 0) {
+        return status;
+    }
+    status &= ~ocsp_bits;
+    return status == GNUTLS_CERT_INVALID ? 0 : status;
 }
 
 /*
@@ -911,6 +962,7 @@ static int verify_peer(gnutls_session_t session)
     if (gnutls_certificate_verify_peers(session, c->vdata, c->vdata_count, &status) < 0) {
         status |= GNUTLS_CERT_INVALID;
     }
+    status = without_ocsp(c, status);
     tlsock__err_clear(&c->verify_err);
     c->verify_alert = 0;
     int rc = verify_more(c, &status);
@@ -1002,6 +1054,10 @@ static int gtls_conn_new(void *nctx, const struct tlsock__conn_params *p, void *
     c->trust = p->trust;
     c->certsel = p->role == TLSOCK_SERVER ? p->certsel : NULL;
     c->owner = p->owner;
+    if (p->role == TLSOCK_SERVER) {
+        c->ocsp_response = p->ocsp_response;
+        c->ocsp_response_len = p->ocsp_response_len;
+    }
     c->min_version = gc->prio_min;
     c->max_version = gc->prio_max;
     if (p->servername != NULL) {
@@ -1056,6 +1112,25 @@ static int gtls_conn_new(void *nctx, const struct tlsock__conn_params *p, void *
 fail:
     gtls_conn_free(c);
     return rc;
+}
+
+int tlsock__gtls_staple(gnutls_session_t session, void *ptr, gnutls_datum_t *resp)
+{
+    const struct gtls_conn *c = gnutls_session_get_ptr(session);
+
+    (void)ptr;
+    /* The response is the first certificate's (tlsock.h): stapled only with that one. */
+    if (c == NULL || c->ocsp_response == NULL || c->chain_index != 0) {
+        return GNUTLS_E_NO_CERTIFICATE_STATUS;
+    }
+    /* GnuTLS frees it; without memory the server staples nothing, which a client may accept. */
+    resp->data = gnutls_malloc(c->ocsp_response_len);
+    if (resp->data == NULL) {
+        return GNUTLS_E_NO_CERTIFICATE_STATUS;
+    }
+    memcpy(resp->data, c->ocsp_response, c->ocsp_response_len);
+    resp->size = (unsigned)c->ocsp_response_len;
+    return 0;
 }
 
 /*

@@ -15,6 +15,7 @@
 #include <gnutls/abstract.h>
 #include <gnutls/crypto.h>
 #include <gnutls/gnutls.h>
+#include <gnutls/x509-ext.h>
 #include <gnutls/x509.h>
 
 #include "certspec.h"
@@ -320,6 +321,9 @@ static int add_eku(gnutls_x509_crt_t crt, int eku, struct tlsock__err *err)
     if (ret >= 0 && (eku & TLSOCK__EKU_CLIENT) != 0) {
         ret = gnutls_x509_crt_set_key_purpose_oid(crt, GNUTLS_KP_TLS_WWW_CLIENT, 0);
     }
+    if (ret >= 0 && (eku & TLSOCK__EKU_OCSP) != 0) {
+        ret = gnutls_x509_crt_set_key_purpose_oid(crt, GNUTLS_KP_OCSP_SIGNING, 0);
+    }
     if (ret < 0) {
         return gtls_fail(err, TLSOCK_ENOMEM, "extendedKeyUsage", ret);
     }
@@ -354,6 +358,30 @@ static int add_authority_key_id(gnutls_x509_crt_t crt, gnutls_x509_crt_t issuer,
     return 0;
 }
 
+/* RFC 7633 "must staple": a TLS feature extension listing status_request (5), not critical. */
+static int add_must_staple(gnutls_x509_crt_t crt, bool must_staple, struct tlsock__err *err)
+{
+    gnutls_x509_tlsfeatures_t features = NULL;
+
+    if (!must_staple) {
+        return 0;
+    }
+    int ret = gnutls_x509_tlsfeatures_init(&features);
+    if (ret >= 0) {
+        ret = gnutls_x509_tlsfeatures_add(features, 5);
+    }
+    if (ret >= 0) {
+        ret = gnutls_x509_crt_set_tlsfeatures(crt, features);
+    }
+    if (features != NULL) {
+        gnutls_x509_tlsfeatures_deinit(features);
+    }
+    if (ret < 0) {
+        return gtls_fail(err, TLSOCK_ENOMEM, "TLS feature", ret);
+    }
+    return 0;
+}
+
 /* The extensions, in the order and with the criticality of openssl_certgen.c. */
 static int add_extensions(gnutls_x509_crt_t crt, const struct tlsock__cert_spec *spec,
                           enum tlsock__key_kind kind, gnutls_x509_crt_t issuer,
@@ -373,6 +401,9 @@ static int add_extensions(gnutls_x509_crt_t crt, const struct tlsock__cert_spec 
         return gtls_fail(err, TLSOCK_ENOMEM, "basicConstraints and keyUsage", ret);
     }
     rc = add_eku(crt, spec->eku, err);
+    if (rc == 0) {
+        rc = add_must_staple(crt, spec->must_staple, err);
+    }
     if (rc == 0) {
         rc = tlsock__cert_hosts_each(spec->hosts, add_san, crt, err);
     }

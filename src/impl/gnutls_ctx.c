@@ -410,6 +410,7 @@ static int new_cred(gnutls_certificate_credentials_t *out, struct tlsock__err *e
      * the OpenSSL side uses; a client listing RFC 7919 groups gets one of those (2048 bits and
      * up). Without it GnuTLS leaves DHE out (GNUTLS_E_NO_CIPHER_SUITES).
      */
+    gnutls_certificate_set_ocsp_status_request_function(*out, tlsock__gtls_staple, NULL);
     ret = gnutls_certificate_set_known_dh_params(*out, GNUTLS_SEC_PARAM_MEDIUM);
     if (ret < 0) {
         gnutls_certificate_free_credentials(*out);

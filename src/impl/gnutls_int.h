@@ -107,6 +107,21 @@ int tlsock__gtls_ctx_add_crl(void *nctx, const void *data, size_t len, struct tl
 int tlsock__gtls_ctx_set_alpn(void *nctx, const unsigned char *wire, size_t len,
                               struct tlsock__err *err);
 
+/*
+ * What the session's stapled OCSP response says about @p leaf, issued by @p issuer
+ * (gnutls_ocsp.c): an enum tlsock__ocsp_finding (trust.h), or -1 without memory.
+ */
+int tlsock__gtls_ocsp_finding(gnutls_session_t session, gnutls_x509_crt_t leaf,
+                              gnutls_x509_crt_t issuer);
+/* 1 when @p leaf is must-staple (a TLS feature status_request, RFC 7633), 0 if not, -1 no memory.
+ */
+int tlsock__gtls_must_staple(gnutls_x509_crt_t leaf);
+/*
+ * The credentials' OCSP status request function (gnutls.c): the session's staple, which a
+ * server sends to a client that asks for one, in TLS 1.2 and 1.3.
+ */
+int tlsock__gtls_staple(gnutls_session_t session, void *ptr, gnutls_datum_t *resp);
+
 /* Development certificates (gnutls_certgen.c), as impl.h's cert_generate, cert_fingerprint
  * and key_encrypt. */
 int tlsock__gtls_cert_generate(const struct tlsock__cert_spec *spec, struct tlsock__pem_pair *out,

@@ -29,6 +29,7 @@ struct tlsock__trust {
     int max_depth; /* intermediates allowed in the verified chain; -1: no limit */
     tlsock_verify_fn callback;
     void *callback_user;
+    int ocsp_mode; /* clients: enum tlsock_ocsp_mode (0, TLSOCK_OCSP_OFF: no staple asked for) */
 };
 
 /* A certificate's key, as far as choosing a chain for a client goes. */
@@ -77,6 +78,12 @@ struct tlsock__conn_params {
     struct tlsock_conn *owner; /* the public connection, shown to the verify callback */
     /* Servers: the context's certificates, to choose from per ClientHello (certsel.h). */
     const struct tlsock__certsel *certsel;
+    /*
+     * Servers: a DER OCSP response to staple when the client asks for one (NULL, 0: none), owned
+     * by the core's context and valid until conn_free. Never checked or fetched here.
+     */
+    const unsigned char *ocsp_response;
+    size_t ocsp_response_len;
 };
 
 /* Storage behind struct tlsock_info, filled by get_info; pointers set by the core. */
@@ -107,6 +114,7 @@ struct tlsock__info_buf {
 enum {
     TLSOCK__EKU_SERVER = 1 << 0,
     TLSOCK__EKU_CLIENT = 1 << 1,
+    TLSOCK__EKU_OCSP = 1 << 2, /* OCSPSigning: a delegated OCSP responder */
 };
 
 /*
@@ -121,6 +129,7 @@ struct tlsock__cert_spec {
     long not_before_s;           /* offset from now, e.g. -3600 */
     long not_after_s;            /* offset from now, e.g. 30 * 86400 */
     int eku;                     /* TLSOCK__EKU_* bits; 0: no extendedKeyUsage extension */
+    bool must_staple;            /* TLS feature extension status_request (RFC 7633) */
     const char *issuer_cert_pem; /* NULL: self-signed */
     const char *issuer_key_pem;
     unsigned key_usage; /* keyUsage bits (1 << TLSOCK__KU_* of certspec.h); 0: the default */

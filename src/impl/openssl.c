@@ -61,14 +61,18 @@ struct ossl_conn {
     const char *refusal;       /* why our ClientHello callback refused the client (hello.h) */
     const struct ossl_ctx *oc; /* servers: the context's chains */
     const struct tlsock__certsel *certsel; /* and the core's choice among them */
+    size_t chain_index;                    /* the chain chosen for this client */
     char *failed_subject; /* the subject of the peer certificate verification refused */
     char *servername;     /* client: the SNI sent; NULL for none (and on servers) */
-    const struct tlsock__trust *trust; /* the context's trust checks (the core's) */
-    struct tlsock_conn *owner;         /* shown to the verify callback */
-    bool verify_ip;                    /* client: the name verified is an IP address */
-    char *verify_name;                 /* client: the name verified, NULL for none */
-    struct tlsock__err verify_err;     /* why verify_hook() refused the peer, unset if not */
-    int verify_rc;                     /* and its code: TLSOCK_EVERIFY, or TLSOCK_ENOMEM */
+    const struct tlsock__trust *trust;  /* the context's trust checks (the core's) */
+    struct tlsock_conn *owner;          /* shown to the verify callback */
+    bool verify_ip;                     /* client: the name verified is an IP address */
+    char *verify_name;                  /* client: the name verified, NULL for none */
+    struct tlsock__err verify_err;      /* why verify_hook() refused the peer, unset if not */
+    int verify_rc;                      /* and its code: TLSOCK_EVERIFY, or TLSOCK_ENOMEM */
+    bool ocsp_refused;                  /* client_status_cb() refused the staple (verify_err) */
+    const unsigned char *ocsp_response; /* server: the core's staple, NULL for none */
+    size_t ocsp_response_len;
 };
 
 /* ---------------------------------------------------------------------------------------------
@@ -205,6 +209,7 @@ static int choose_chain(SSL *ssl, struct ossl_conn *c, const struct tlsock__hell
         *alert = choice.alert;
         return SSL_CLIENT_HELLO_ERROR;
     }
+    c->chain_index = choice.index;
     const struct ossl_chain *chain = &c->oc->chains[choice.index];
     SSL_certs_clear(ssl);
     if (SSL_use_cert_and_key(ssl, chain->leaf, chain->key, chain->rest, 1) != 1) {
@@ -301,6 +306,8 @@ static int set_dh_group(SSL_CTX *ctx, struct tlsock__err *err)
 }
 
 static int verify_hook(X509_STORE_CTX *store, void *arg);
+static int server_status_cb(SSL *ssl, void *arg);
+static int client_status_cb(SSL *ssl, void *arg);
 
 static void ossl_ctx_free(void *nctx)
 {
@@ -364,6 +371,12 @@ static int ossl_ctx_new(int role, void **out, struct tlsock__err *err)
     }
     SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
     SSL_CTX_set_cert_verify_callback(ctx, verify_hook, NULL);
+    /* Called only for sessions that ask (a client) or are asked (a server) for a staple. */
+    if (role == TLSOCK_SERVER) {
+        SSL_CTX_set_tlsext_status_cb(ctx, server_status_cb);
+    } else {
+        SSL_CTX_set_tlsext_status_cb(ctx, client_status_cb);
+    }
     *out = oc;
     return 0;
 fail:
@@ -817,6 +830,67 @@ static int verify_hook(X509_STORE_CTX *store, void *arg)
     return rc == 0 ? 1 : 0;
 }
 
+/*
+ * A server asked for a staple (RFC 6066 section 8): the core's response, in the CertificateStatus
+ * message (TLS 1.2) or the leaf's Certificate entry (TLS 1.3). Without one, or without memory
+ * for OpenSSL's copy, the server staples nothing, which a client may accept.
+ */
+static int server_status_cb(SSL *ssl, void *arg)
+{
+    struct ossl_conn *c = SSL_get_app_data(ssl);
+
+    (void)arg;
+    /* The response is the first certificate's (tlsock.h): stapled only with that one. */
+    if (c == NULL || c->ocsp_response == NULL || c->chain_index != 0) {
+        return SSL_TLSEXT_ERR_NOACK;
+    }
+    unsigned char *copy = OPENSSL_memdup(c->ocsp_response, c->ocsp_response_len);
+    if (copy == NULL ||
+        SSL_set_tlsext_status_ocsp_resp(ssl, copy, (long)c->ocsp_response_len) != 1) {
+        OPENSSL_free(copy);
+        ERR_clear_error();
+        return SSL_TLSEXT_ERR_NOACK;
+    }
+    return SSL_TLSEXT_ERR_OK;
+}
+
+/*
+ * A client that asked for a staple, once the chain is verified (in TLS 1.2 the staple follows
+ * the certificate): the shared verdict of trust.h on what openssl_ocsp.c finds. 0 refuses with
+ * bad_certificate_status_response; the reason is in c->verify_err.
+ */
+static int client_status_cb(SSL *ssl, void *arg)
+{
+    struct ossl_conn *c = SSL_get_app_data(ssl);
+    STACK_OF(X509) *chain = SSL_get0_verified_chain(ssl);
+    const unsigned char *der = NULL;
+    char subject[SUBJECT_MAX] = "";
+
+    (void)arg;
+    if (c == NULL || c->verify_mode != TLSOCK_VERIFY_REQUIRED || !tlsock__ocsp_wanted(c->trust)) {
+        return 1;
+    }
+    if (chain == NULL || sk_X509_num(chain) < 1) {
+        /* Verification passed, so this cannot be; never let the peer through unchecked. */
+        return 0;
+    }
+    X509 *leaf = sk_X509_value(chain, 0);
+    /* A leaf trusted as its own anchor is its own issuer. */
+    X509 *issuer = sk_X509_num(chain) > 1 ? sk_X509_value(chain, 1) : leaf;
+    long len = SSL_get_tlsext_status_ocsp_resp(ssl, &der);
+    int finding = tlsock__ossl_ocsp_finding(der, len, leaf, issuer);
+    (void)subject_text(leaf, subject, sizeof(subject));
+    tlsock__err_clear(&c->verify_err);
+    int rc = finding < 0 ? tlsock__fail(&c->verify_err, TLSOCK_ENOMEM,
+                                        "out of memory checking the stapled OCSP response")
+                         : tlsock__ocsp_check(c->trust, finding, tlsock__ossl_must_staple(leaf),
+                                              subject, &c->verify_err);
+    ERR_clear_error();
+    c->verify_rc = rc;
+    c->ocsp_refused = rc != 0;
+    return rc == 0 ? 1 : 0;
+}
+
 /* Revocation as the context asks: OpenSSL's CRL flags, on this session's parameters. */
 static void setup_revocation(SSL *ssl, const struct tlsock__trust *trust)
 {
@@ -858,6 +932,10 @@ static int setup_verification(struct ossl_conn *c, const struct tlsock__conn_par
     }
     SSL_set_verify(ssl, SSL_VERIFY_PEER, verify_cb);
     setup_revocation(ssl, p->trust);
+    if (tlsock__ocsp_wanted(p->trust) &&
+        SSL_set_tlsext_status_type(ssl, TLSEXT_STATUSTYPE_ocsp) != 1) {
+        return tlsock__ossl_fail(err, TLSOCK_ENOMEM, "cannot ask for a stapled OCSP response");
+    }
     X509_VERIFY_PARAM *param = SSL_get0_param(ssl);
     /*
      * "*.example.com" matches one label only: no partial wildcards like "w*.example.com". The
@@ -901,6 +979,8 @@ static int ossl_conn_new(void *nctx, const struct tlsock__conn_params *p, void *
     if (p->role == TLSOCK_SERVER) {
         c->oc = oc;
         c->certsel = p->certsel;
+        c->ocsp_response = p->ocsp_response;
+        c->ocsp_response_len = p->ocsp_response_len;
     }
     if (p->servername != NULL) {
         c->servername = strdup(p->servername);
@@ -989,6 +1069,10 @@ static int map_error(struct ossl_conn *c, int ret, struct tlsock__err *err)
     if (c->refusal != NULL) {
         ERR_clear_error();
         return tlsock__fail(err, TLSOCK_EPROTO, "%s", c->refusal);
+    }
+    if (c->ocsp_refused) {
+        ERR_clear_error();
+        return tlsock__fail(err, c->verify_rc, "%s", tlsock__err_msg(&c->verify_err));
     }
     if (c->verify_rc != 0 && tlsock__err_set(&c->verify_err)) {
         /* verify_hook() refused the peer, whatever OpenSSL queued first. */

@@ -293,6 +293,11 @@ static int add_ext_key_usage(X509 *x, int eku_bits, struct tlsock__err *err)
         rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "extendedKeyUsage");
         goto free_eku;
     }
+    if ((eku_bits & TLSOCK__EKU_OCSP) != 0 &&
+        sk_ASN1_OBJECT_push(eku, OBJ_nid2obj(NID_OCSP_sign)) <= 0) {
+        rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "extendedKeyUsage");
+        goto free_eku;
+    }
     if (X509_add1_ext_i2d(x, NID_ext_key_usage, eku, 0, X509V3_ADD_DEFAULT) != 1) {
         rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "extendedKeyUsage");
         goto free_eku;
@@ -384,6 +389,32 @@ out:
     return rc;
 }
 
+/* RFC 7633 "must staple": a TLS feature extension listing status_request (5), not critical. */
+static int add_must_staple(X509 *x, bool must_staple, struct tlsock__err *err)
+{
+    int rc = 0;
+    TLS_FEATURE *features = NULL;
+    ASN1_INTEGER *status_request = NULL;
+
+    if (!must_staple) {
+        return 0;
+    }
+    features = sk_ASN1_INTEGER_new_null();
+    status_request = ASN1_INTEGER_new();
+    if (features == NULL || status_request == NULL || ASN1_INTEGER_set(status_request, 5) != 1 ||
+        sk_ASN1_INTEGER_push(features, status_request) <= 0) {
+        ASN1_INTEGER_free(status_request);
+        rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "TLS feature");
+        goto out;
+    }
+    if (X509_add1_ext_i2d(x, NID_tlsfeature, features, 0, X509V3_ADD_DEFAULT) != 1) {
+        rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "TLS feature");
+    }
+out:
+    sk_ASN1_INTEGER_pop_free(features, ASN1_INTEGER_free);
+    return rc;
+}
+
 static int add_extensions(X509 *x, const struct tlsock__cert_spec *spec, enum tlsock__key_kind kind,
                           X509 *issuer, struct tlsock__err *err)
 {
@@ -395,6 +426,9 @@ static int add_extensions(X509 *x, const struct tlsock__cert_spec *spec, enum tl
     }
     if (rc == 0) {
         rc = add_ext_key_usage(x, spec->eku, err);
+    }
+    if (rc == 0) {
+        rc = add_must_staple(x, spec->must_staple, err);
     }
     if (rc == 0) {
         rc = add_subject_alt_name(x, spec->hosts, err);

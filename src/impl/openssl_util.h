@@ -57,4 +57,13 @@ int tlsock__ossl_load_cert(SSL_CTX *ctx, const struct tlsock__cert_src *src, str
 /* Writes the SHA-256 fingerprint of @p cert as "AB:CD:..."; 0, or -1 if hashing failed. */
 int tlsock__ossl_fingerprint(X509 *cert, char out[TLSOCK_FINGERPRINT_SIZE]);
 
+/*
+ * What the stapled OCSP response @p der (NULL or @p len 0: none) says about @p leaf, issued by
+ * @p issuer (openssl_ocsp.c): an enum tlsock__ocsp_finding (trust.h), or -1 without memory.
+ */
+int tlsock__ossl_ocsp_finding(const unsigned char *der, long len, X509 *leaf, X509 *issuer);
+
+/* Whether @p leaf is must-staple: a TLS feature extension listing status_request (RFC 7633). */
+bool tlsock__ossl_must_staple(X509 *leaf);
+
 #endif /* TLSOCK_OPENSSL_UTIL_H */

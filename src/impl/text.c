@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 
 #include "text.h"
+#include "trust.h"
 
 void tlsock__text_fingerprint(const unsigned char md[32], char out[TLSOCK_FINGERPRINT_SIZE])
 {
@@ -104,6 +105,34 @@ void tlsock__text_name_mismatch(char *out, size_t size, bool ip, const char *exp
     }
     snprintf(out, size, "%s: expected %s, the certificate names %s",
              ip ? "IP address mismatch" : "hostname mismatch", expected, sans);
+}
+
+const char *tlsock__text_ocsp_reason(int finding, bool must_staple)
+{
+    switch (finding) {
+    case TLSOCK__OCSP_NONE:
+        return must_staple ? "no stapled OCSP response, and the certificate requires one"
+                           : "no stapled OCSP response, and one is required";
+    case TLSOCK__OCSP_MALFORMED:
+        return "stapled OCSP response cannot be parsed";
+    case TLSOCK__OCSP_NOT_SUCCESSFUL:
+        return "stapled OCSP response is not successful";
+    case TLSOCK__OCSP_OTHER_CERT:
+        return "stapled OCSP response is for another certificate";
+    case TLSOCK__OCSP_BAD_SIGNER:
+        return "stapled OCSP response is not signed by the certificate's issuer or a responder it "
+               "authorized";
+    case TLSOCK__OCSP_NOT_YET_VALID:
+        return "stapled OCSP response is not yet valid";
+    case TLSOCK__OCSP_EXPIRED:
+        return "stapled OCSP response has expired";
+    case TLSOCK__OCSP_REVOKED:
+        return "certificate revoked (stapled OCSP response)";
+    case TLSOCK__OCSP_UNKNOWN:
+        return "stapled OCSP response says the certificate status is unknown";
+    default:
+        return "stapled OCSP response refused";
+    }
 }
 
 int tlsock__text_fail_chain_too_long(struct tlsock__err *err, size_t intermediates, int max,

@@ -81,6 +81,12 @@ int tlsock__text_fail_chain_too_long(struct tlsock__err *err, size_t intermediat
 /* The verify callback refused the peer with @p reason ("" for none given): TLSOCK_EVERIFY. */
 int tlsock__text_fail_rejected(struct tlsock__err *err, const char *reason, const char *subject);
 
+/*
+ * Why a stapled OCSP response (enum tlsock__ocsp_finding, trust.h) was refused; for a missing one,
+ * @p must_staple says whether the certificate or the client's setting demanded it.
+ */
+const char *tlsock__text_ocsp_reason(int finding, bool must_staple);
+
 /* A server requiring a client certificate got none: TLSOCK_EVERIFY. */
 int tlsock__text_fail_no_client_cert(struct tlsock__err *err);
 

@@ -57,3 +57,22 @@ int tlsock__trust_check(const struct tlsock__trust *t, struct tlsock__trust_inpu
     }
     return rc;
 }
+
+bool tlsock__ocsp_wanted(const struct tlsock__trust *t)
+{
+    return t != NULL && t->ocsp_mode != TLSOCK_OCSP_OFF;
+}
+
+int tlsock__ocsp_check(const struct tlsock__trust *t, int finding, bool must_staple,
+                       const char *subject, struct tlsock__err *err)
+{
+    if (!tlsock__ocsp_wanted(t) || finding == TLSOCK__OCSP_GOOD) {
+        return 0;
+    }
+    if (finding == TLSOCK__OCSP_NONE && t->ocsp_mode != TLSOCK_OCSP_REQUIRE && !must_staple) {
+        /* RFC 6066: a server may ignore the request; only a must-staple leaf insists. */
+        return 0;
+    }
+    return tlsock__text_fail_verify(err, tlsock__text_ocsp_reason(finding, must_staple),
+                                    TLSOCK__VERIFY_CODE_NONE, 0, subject);
+}

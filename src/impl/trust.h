@@ -38,4 +38,41 @@ bool tlsock__trust_needs_chain(const struct tlsock__trust *t);
 int tlsock__trust_check(const struct tlsock__trust *t, struct tlsock__trust_input *in, int rc,
                         struct tlsock__err *err);
 
+/*
+ * What an implementation found in a stapled OCSP response, with its own library, checking in
+ * this order (the first finding wins, so both report the same one): present, parses and is
+ * successful, holds the leaf's status (CertID from the leaf and its issuer in the verified
+ * chain), signed by the issuer or a responder certificate the issuer signed with OCSPSigning and
+ * within its dates, thisUpdate not after now + TLSOCK__OCSP_SKEW, nextUpdate (if any) not before
+ * now - TLSOCK__OCSP_SKEW, then the certificate status.
+ */
+enum tlsock__ocsp_finding {
+    TLSOCK__OCSP_GOOD,
+    TLSOCK__OCSP_NONE, /* no staple */
+    TLSOCK__OCSP_MALFORMED,
+    TLSOCK__OCSP_NOT_SUCCESSFUL,
+    TLSOCK__OCSP_OTHER_CERT,
+    TLSOCK__OCSP_BAD_SIGNER,
+    TLSOCK__OCSP_NOT_YET_VALID,
+    TLSOCK__OCSP_EXPIRED,
+    TLSOCK__OCSP_REVOKED,
+    TLSOCK__OCSP_UNKNOWN,
+};
+
+/* Clock skew allowed on a response's dates, in seconds. */
+#define TLSOCK__OCSP_SKEW 300
+
+/* The TLS alert for a refused staple (RFC 6066): bad_certificate_status_response. */
+#define TLSOCK__ALERT_BAD_STATUS 113
+
+/* Whether a client of @p t asks for a staple (and so checks one). */
+bool tlsock__ocsp_wanted(const struct tlsock__trust *t);
+
+/*
+ * The client's verdict on @p finding for a leaf that is must-staple or not: 0, or TLSOCK_EVERIFY
+ * with the shared words (text.c) and @p subject in @p err.
+ */
+int tlsock__ocsp_check(const struct tlsock__trust *t, int finding, bool must_staple,
+                       const char *subject, struct tlsock__err *err);
+
 #endif /* TLSOCK_IMPL_TRUST_H */

@@ -251,6 +251,53 @@ make_certs() {
     done
 }
 
+# tlsock_impls: sets IMPLS to the implementations `tlsock version` lists as compiled in.
+tlsock_impls() {
+    IMPLS=$("$TIMEOUT_BIN" 10 "$TLSOCK_BIN" version | awk 'NR > 1 && !/not compiled in/ {print $1}')
+    [ -n "$IMPLS" ] || fail "tlsock version lists no implementation"
+}
+
+# A PKI made with the openssl tool in the directory $PKI, which the script sets.
+# ossl ARGS...: runs `openssl ARGS` (bounded), output to $WORK/openssl.out; fails on an error.
+ossl() {
+    "$TIMEOUT_BIN" 30 "$OPENSSL_BIN" "$@" >>"$WORK/openssl.out" 2>&1 || fail "openssl $1 failed"
+}
+# new_key NAME: an EC P-256 key in $PKI/NAME.key.
+new_key() {
+    ossl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$PKI/$1.key"
+}
+# new_root CN: a self-signed CA, $PKI/root.pem and $PKI/root.key.
+new_root() {
+    new_key root
+    ossl req -x509 -new -key "$PKI/root.key" -subj "/CN=$1" -days 30 \
+        -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
+        -out "$PKI/root.pem"
+}
+# issue NAME ISSUER EXTENSIONS: $PKI/NAME.pem for $PKI/NAME.key, signed by ISSUER.
+issue() {
+    printf '%b' "$3" >"$PKI/$1.ext"
+    ossl req -new -key "$PKI/$1.key" -subj "/CN=$1" -out "$PKI/$1.csr"
+    ossl x509 -req -in "$PKI/$1.csr" -CA "$PKI/$2.pem" -CAkey "$PKI/$2.key" -set_serial \
+        "0x$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')" -days 30 -extfile "$PKI/$1.ext" \
+        -out "$PKI/$1.pem"
+}
+
+# connect_run NAME WANT CONNECT-ARGS...: `tlsock connect` with stdin closed must exit WANT; its
+# stderr is $WORK/NAME.err.
+connect_run() {
+    local name=$1
+    local want=$2
+    shift 2
+    local got=0
+    "$TIMEOUT_BIN" -k 5 30 "$TLSOCK_BIN" connect "$@" </dev/null >"$WORK/$name.out" \
+        2>"$WORK/$name.err" || got=$?
+    [ "$got" = "$want" ] || fail "$name: exit status $got, expected $want: $(cat "$WORK/$name.err")"
+}
+# has NAME TEXT: $WORK/NAME.err contains TEXT.
+has() {
+    grep -qF -- "$2" "$WORK/$1.err" || fail "$1: no '$2' in: $(cat "$WORK/$1.err")"
+}
+
 # The tool under test must exist: a missing binary is a failure, never a skip.
 if [ -z "${TLSOCK_BIN:-}" ] || [ ! -x "$TLSOCK_BIN" ]; then
     fail "TLSOCK_BIN '${TLSOCK_BIN:-}' is not an executable (build the tlsock_cli target)"

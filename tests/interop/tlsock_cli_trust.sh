@@ -17,26 +17,9 @@
 source "$(dirname "$0")/lib.sh"
 need OPENSSL_BIN
 
-IMPLS=$("$TIMEOUT_BIN" 10 "$TLSOCK_BIN" version | awk 'NR > 1 && !/not compiled in/ {print $1}')
-[ -n "$IMPLS" ] || fail "tlsock version lists no implementation"
-
+tlsock_impls
 PKI=$WORK/pki
 mkdir -p "$PKI"
-ossl() {
-    "$TIMEOUT_BIN" 30 "$OPENSSL_BIN" "$@" >>"$WORK/openssl.out" 2>&1 || fail "openssl $1 failed"
-}
-# new_key NAME: an EC P-256 key in $PKI/NAME.key.
-new_key() {
-    ossl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$PKI/$1.key"
-}
-# issue NAME ISSUER EXTENSIONS: $PKI/NAME.pem for $PKI/NAME.key, signed by ISSUER.
-issue() {
-    printf '%b' "$3" >"$PKI/$1.ext"
-    ossl req -new -key "$PKI/$1.key" -subj "/CN=$1" -out "$PKI/$1.csr"
-    ossl x509 -req -in "$PKI/$1.csr" -CA "$PKI/$2.pem" -CAkey "$PKI/$2.key" -set_serial \
-        "0x$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')" -days 30 -extfile "$PKI/$1.ext" \
-        -out "$PKI/$1.pem"
-}
 # crl CA REVOKED...: $PKI/CA.crl, from CA, listing the REVOKED certificates.
 crl() {
     local ca=$1
@@ -55,10 +38,7 @@ crl() {
 
 CA_EXT='basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n'
 LEAF_EXT='subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n'
-new_key root
-ossl req -x509 -new -key "$PKI/root.key" -subj "/CN=cli trust root" -days 30 \
-    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
-    -out "$PKI/root.pem"
+new_root "cli trust root"
 for name in good revoked; do
     new_key "$name"
     issue "$name" root "$LEAF_EXT"
@@ -70,22 +50,6 @@ issue leaf2 inter "$LEAF_EXT"
 cat "$PKI/leaf2.pem" "$PKI/inter.pem" >"$PKI/leaf2-chain.pem"
 crl root revoked inter
 crl inter
-
-# connect_run NAME WANT CONNECT-ARGS...: `tlsock connect` with stdin closed must exit WANT; its
-# stderr is $WORK/NAME.err.
-connect_run() {
-    local name=$1
-    local want=$2
-    shift 2
-    local got=0
-    "$TIMEOUT_BIN" -k 5 30 "$TLSOCK_BIN" connect "$@" </dev/null >"$WORK/$name.out" \
-        2>"$WORK/$name.err" || got=$?
-    [ "$got" = "$want" ] || fail "$name: exit status $got, expected $want: $(cat "$WORK/$name.err")"
-}
-# has NAME TEXT: $WORK/NAME.err contains TEXT.
-has() {
-    grep -qF -- "$2" "$WORK/$1.err" || fail "$1: no '$2' in: $(cat "$WORK/$1.err")"
-}
 
 start_tlsock_serve good --cert "$PKI/good.pem" --key "$PKI/good.key"
 GOOD_PORT=$PORT

@@ -118,11 +118,12 @@ struct cli_shared_options {
     size_t crl_count;
     bool crl_chain; /* --crl-chain: every certificate of the chain, not only the leaf */
     /* The accepting side of the serving commands (serve, tunnel). */
-    const char *ca_out;       /* --ca-out FILE */
-    const char *client_ca;    /* --client-ca FILE */
-    int handshake_timeout_ms; /* --handshake-timeout MS */
-    int threads;              /* --threads N */
-    bool verbose;             /* -v, --verbose */
+    const char *ca_out;        /* --ca-out FILE */
+    const char *client_ca;     /* --client-ca FILE */
+    const char *ocsp_response; /* --ocsp-response FILE: the DER OCSP response to staple */
+    int handshake_timeout_ms;  /* --handshake-timeout MS */
+    int threads;               /* --threads N */
+    bool verbose;              /* -v, --verbose */
 };
 
 /* Long-option values of the shared options; a command's own start at CLI_OPT_SHARED_END. */
@@ -136,6 +137,7 @@ enum {
     CLI_OPT_KEY_PASS_ENV,
     CLI_OPT_CRL,
     CLI_OPT_CRL_CHAIN,
+    CLI_OPT_OCSP_RESPONSE,
     CLI_OPT_SHARED_END,
 };
 
@@ -161,6 +163,7 @@ enum {
     CLI_LONGOPTS_CERT, \
     {"ca-out", required_argument, NULL, CLI_OPT_CA_OUT}, \
     {"client-ca", required_argument, NULL, CLI_OPT_CLIENT_CA}, \
+    {"ocsp-response", required_argument, NULL, CLI_OPT_OCSP_RESPONSE}, \
     {"handshake-timeout", required_argument, NULL, CLI_OPT_HANDSHAKE_TIMEOUT}, \
     {"threads", required_argument, NULL, CLI_OPT_THREADS}, \
     {"impl", required_argument, NULL, CLI_OPT_IMPL}, \

@@ -25,6 +25,7 @@ struct connect_args {
     const char *pins[PIN_MAX]; /* --pin sha256:BASE64, repeatable */
     size_t pin_count;
     bool show_certs; /* --show-certs */
+    int ocsp_mode;   /* --ocsp MODE: enum tlsock_ocsp_mode */
 };
 
 /* How long to wait for the peer's close_notify after stdin ends, unless --timeout says. */
@@ -58,6 +59,10 @@ static void print_help(void)
           "                           its SubjectPublicKeyInfo); repeatable, any one matches\n"
           "      --show-certs         print the certificates the server sent, as PEM, on\n"
           "                           stderr (also when verification fails)\n"
+          "      --ocsp MODE          request: ask for a stapled OCSP response and check it\n"
+          "                           when sent (must-staple certificates need one);\n"
+          "                           require: also refuse a server that staples none;\n"
+          "                           off (default): do not ask\n"
           "      --starttls smtp      speak SMTP in plaintext first (EHLO, STARTTLS), then TLS\n"
           "  -T, --timeout MS         bound the connect (with the STARTTLS preamble) and the\n"
           "                           handshake to MS each; give up (exit 4) when the server\n"
@@ -75,6 +80,7 @@ enum {
     OPT_STARTTLS = CLI_OPT_SHARED_END,
     OPT_PIN,
     OPT_SHOW_CERTS,
+    OPT_OCSP,
 };
 
 static bool own_option(void *user, int opt, const char *arg, int *status)
@@ -103,6 +109,17 @@ static bool own_option(void *user, int opt, const char *arg, int *status)
         }
     } else if (opt == OPT_SHOW_CERTS) {
         args->show_certs = true;
+    } else if (opt == OPT_OCSP) {
+        if (strcmp(arg, "require") == 0) {
+            args->ocsp_mode = TLSOCK_OCSP_REQUIRE;
+        } else if (strcmp(arg, "request") == 0) {
+            args->ocsp_mode = TLSOCK_OCSP_REQUEST;
+        } else if (strcmp(arg, "off") == 0) {
+            args->ocsp_mode = TLSOCK_OCSP_OFF;
+        } else {
+            *status =
+                cli_usage_error("connect", "--ocsp wants request, require or off, not '%s'", arg);
+        }
     } else {
         mine = false;
     }
@@ -123,6 +140,7 @@ static int parse_args(int argc, char **argv, struct connect_args *args)
         {"quiet", no_argument, NULL, 'q'},
         {"pin", required_argument, NULL, OPT_PIN},
         {"show-certs", no_argument, NULL, OPT_SHOW_CERTS},
+        {"ocsp", required_argument, NULL, OPT_OCSP},
         CLI_LONGOPTS_END,
     };
     static const struct cli_command cmd = {
@@ -153,6 +171,9 @@ static int parse_args(int argc, char **argv, struct connect_args *args)
     if (status < 0 && args->shared.insecure && (args->pin_count > 0 || args->show_certs)) {
         status = cli_usage_error("connect", "--pin and --show-certs need verification (not "
                                             "--insecure)");
+    }
+    if (status < 0 && args->shared.insecure && args->ocsp_mode != TLSOCK_OCSP_OFF) {
+        status = cli_usage_error("connect", "--ocsp needs verification (not --insecure)");
     }
 done:
     return status;
@@ -274,7 +295,7 @@ static int show_certs(const struct tlsock_verify_info *info, void *user, char *r
     return 0;
 }
 
-/* --pin and --show-certs on the client context. Reports failures. */
+/* --pin, --ocsp and --show-certs on the client context. Reports failures. */
 static int set_connect_checks(const struct connect_args *args, struct tlsock_ctx *ctx)
 {
     int err = 0;
@@ -283,6 +304,12 @@ static int set_connect_checks(const struct connect_args *args, struct tlsock_ctx
         err = tlsock_ctx_add_pin(ctx, args->pins[i]);
         if (err != 0) {
             cli_error("--pin", err, tlsock_ctx_errmsg(ctx));
+        }
+    }
+    if (err == 0 && args->ocsp_mode != TLSOCK_OCSP_OFF) {
+        err = tlsock_ctx_set_ocsp_mode(ctx, args->ocsp_mode);
+        if (err != 0) {
+            cli_error("--ocsp", err, tlsock_ctx_errmsg(ctx));
         }
     }
     if (err == 0 && args->show_certs) {

@@ -39,6 +39,8 @@ static void print_help(void)
           "      --crl FILE           refuse client certificates revoked by these CRLs (PEM or\n"
           "                           DER; repeatable; needs --client-ca)\n"
           "      --crl-chain          check every certificate of the chain, not only the leaf\n"
+          "      --ocsp-response FILE staple this DER OCSP response (openssl ocsp -respout) for\n"
+          "                           clients that ask for one\n"
           "  -e, --echo               echo every byte back (the default)\n"
           "  -H, --http               answer HTTP/1.x requests with a small text/plain page\n"
           "  -a, --alpn LIST          ALPN protocols to accept, in preference order\n"

@@ -58,6 +58,8 @@ static void print_help(void)
           "      --handshake-timeout MS\n"
           "                           drop clients that have not finished the TLS handshake\n"
           "                           MS milliseconds after they connected (default 10000)\n"
+          "      --ocsp-response FILE staple this DER OCSP response (openssl ocsp -respout) for\n"
+          "                           clients that ask for one\n"
           "The target speaks TLS (TLS origination):\n"
           "      --tls-connect        connect to the target with TLS and verify it\n"
           "  -C, --ca FILE|DIR        trust these CA certificates instead of the system store\n"
@@ -120,6 +122,9 @@ static int check_args(struct tunnel_args *args)
     }
     if (status < 0 && shared->client_ca != NULL && !accept_tls) {
         status = cli_usage_error("tunnel", "--client-ca needs clients that speak TLS (--cert)");
+    }
+    if (status < 0 && shared->ocsp_response != NULL && !accept_tls) {
+        status = cli_usage_error("tunnel", "--ocsp-response needs clients that speak TLS (--cert)");
     }
     if (status < 0 && !args->tls_connect &&
         (shared->ca != NULL || shared->insecure || shared->servername != NULL)) {

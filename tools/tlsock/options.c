@@ -450,6 +450,9 @@ bool cli_shared_option(const char *cmd, struct cli_shared_options *opts, int opt
     case CLI_OPT_CLIENT_CA:
         opts->client_ca = arg;
         break;
+    case CLI_OPT_OCSP_RESPONSE:
+        opts->ocsp_response = arg;
+        break;
     case CLI_OPT_HANDSHAKE_TIMEOUT:
         if (!cli_parse_int(arg, 1, CLI_MS_MAX, &opts->handshake_timeout_ms)) {
             *status = cli_usage_error(
@@ -569,6 +572,13 @@ static int ctx_new(int role, const struct cli_ctx_options *ctx_opts,
     /* Only a side that verifies gets the CRLs (the library refuses them on one that does not). */
     if (err == 0 && (server ? opts->client_ca != NULL : !opts->insecure)) {
         err = cli_set_crls(ctx, opts);
+    }
+    if (err == 0 && server && opts->ocsp_response != NULL) {
+        /* Read now; a reload makes a new context, which reads the file again. */
+        err = tlsock_ctx_set_ocsp_response_file(ctx, opts->ocsp_response);
+        if (err != 0) {
+            cli_error("--ocsp-response", err, tlsock_ctx_errmsg(ctx));
+        }
     }
     if (err == 0 && server && ctx_opts->cert_count == 0) {
         err = cli_use_devcert(ctx, opts->ca_out, fp);
