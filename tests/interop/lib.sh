@@ -93,6 +93,15 @@ start_bg() {
     BG_PIDS+=("$BG_PID")
 }
 
+# hup PID: SIGHUP to the tlsock process under the timeout(1) that start_bg made (timeout would
+# pass the first one on to its whole group and ignore the next).
+hup() {
+    local child
+    child=$(awk '{print $1}' "/proc/$1/task/$1/children" 2>/dev/null)
+    [ -n "$child" ] || fail "no tlsock process under pid $1"
+    kill -HUP "$child"
+}
+
 # wait_for FILE REGEX SECONDS: waits until a line of FILE matches REGEX (grep -E) and prints
 # the first such line; fails after SECONDS.
 wait_for() {

@@ -10,6 +10,8 @@
 #     revoked (stapled OCSP response)", a must-staple certificate without a staple is exit 3 with
 #     `request`.
 # (c) A bad --ocsp-response file is exit 2 naming it; --ocsp with --insecure is exit 1.
+# (d) SIGHUP makes serve read --ocsp-response again: a good staple replaced by a revoked one for
+#     the same certificate is what clients get after the reload.
 source "$(dirname "$0")/lib.sh"
 need OPENSSL_BIN
 
@@ -125,3 +127,25 @@ has "$name" "not a DER OCSP response"
 connect_run insecure 1 --insecure --ocsp require "localhost:$S_PORT"
 has insecure "--ocsp needs verification"
 pass "a PEM file as --ocsp-response is exit 2 naming it; --ocsp --insecure is exit 1"
+
+# (d) a renewed response is picked up on SIGHUP
+cp "$PKI/good.der" "$PKI/current.der"
+start_tlsock_serve reload-ocsp --cert "$PKI/good.pem" --key "$PKI/good.key" \
+    --ocsp-response "$PKI/current.der"
+RELOAD_PID=$BG_PID
+RELOAD_PORT=$PORT
+connect_run reload-before 0 "${TRUST[@]}" --ocsp require "localhost:$RELOAD_PORT"
+# The responder's view changes: good is revoked (in a copy of the index), and answers so.
+cp "$PKI/index.txt" "$PKI/index2.txt"
+sed "s|$PKI/index.txt|$PKI/index2.txt|" "$PKI/ca.cnf" >"$PKI/ca2.cnf"
+ossl ca -batch -config "$PKI/ca2.cnf" -keyfile "$PKI/root.key" -cert "$PKI/root.pem" \
+    -revoke "$PKI/good.pem"
+ossl ocsp -index "$PKI/index2.txt" -CA "$PKI/root.pem" -rsigner "$PKI/root.pem" \
+    -rkey "$PKI/root.key" -reqin "$PKI/good.req" -respout "$PKI/current.der" -ndays 1
+hup "$RELOAD_PID"
+wait_for "$WORK/reload-ocsp.err" "SIGHUP: reloaded .*--ocsp-response $PKI/current.der" 10 \
+    >/dev/null
+connect_run reload-after 3 "${TRUST[@]}" --ocsp request "localhost:$RELOAD_PORT"
+has reload-after "certificate revoked (stapled OCSP response)"
+stop_bg "$RELOAD_PID" 10
+pass "SIGHUP: serve staples the renewed --ocsp-response (revoked now), and says it loaded it"

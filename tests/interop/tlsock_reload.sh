@@ -29,15 +29,6 @@ subject_seen() {
     sed -nE 's/^subject=.*CN ?= ?(reload-[ab]).*/\1/p' "$WORK/$1.out" | head -1
 }
 
-# hup PID: SIGHUP to the tlsock process under the timeout(1) that start_bg made (timeout would
-# pass the first one on to its whole group and ignore the next).
-hup() {
-    local child
-    child=$(awk '{print $1}' "/proc/$1/task/$1/children" 2>/dev/null)
-    [ -n "$child" ] || fail "no tlsock process under pid $1"
-    kill -HUP "$child"
-}
-
 # check_reloads NAME COMMAND ARGS...: the whole sequence against `tlsock COMMAND ARGS`.
 check_reloads() {
     local name=$1

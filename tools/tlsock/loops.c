@@ -103,7 +103,7 @@ static void on_signal(uv_signal_t *handle, int signum)
 }
 
 /* The files a reload read, for its log line: "--cert F --key F [--cert F --key F]...
- * [--client-ca F] [--crl F]...". */
+ * [--client-ca F] [--crl F]... [--ocsp-response F]". */
 static void describe_reload(const struct cli_shared_options *opts, char *out, size_t size)
 {
     size_t len = 0;
@@ -119,6 +119,9 @@ static void describe_reload(const struct cli_shared_options *opts, char *out, si
     }
     for (size_t i = 0; i < opts->crl_count && opts->client_ca != NULL && len < size; i++) {
         len += (size_t)snprintf(out + len, size - len, " --crl %s", opts->crls[i]);
+    }
+    if (opts->ocsp_response != NULL && len < size) {
+        len += (size_t)snprintf(out + len, size - len, " --ocsp-response %s", opts->ocsp_response);
     }
 }
 
