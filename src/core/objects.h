@@ -55,10 +55,10 @@ struct tlsock_ctx {
     char *pass;                   /* tlsock_ctx_set_key_passphrase(), wiped when freed */
     tlsock_passphrase_fn pass_cb; /* or tlsock_ctx_set_key_passphrase_cb(), NULL if none */
     void *pass_user;
-    int handshake_timeout;            /* ms, 0 (TLSOCK_NO_TIMEOUT) for none */
-    struct tlsock__trust trust;       /* CRL mode, pins, depth, verify callback, OCSP mode */
-    struct tlsock__certsel certsel;   /* the certificates' names and keys, default, SNI callback */
-    unsigned char *ocsp_response;     /* servers: the DER OCSP response to staple, NULL if none */
+    int handshake_timeout;          /* ms, 0 (TLSOCK_NO_TIMEOUT) for none */
+    struct tlsock__trust trust;     /* CRL mode, pins, depth, verify callback, OCSP mode */
+    struct tlsock__certsel certsel; /* the certificates' names and keys, default, SNI callback */
+    unsigned char *ocsp_response;   /* servers: the DER OCSP response to staple, NULL if none */
     size_t ocsp_response_len;
     struct tlsock__setting *settings; /* every setter's effect, in order (replayed by set_impl) */
     struct tlsock__err err;
