@@ -29,9 +29,13 @@ enum cert {
     C_BAD_KU,     /* keyUsage keyCertSign only */
     C_LEAF_CA,    /* a leaf (CA:FALSE) that issues C_UNDER_LEAF */
     C_UNDER_LEAF,
-    C_BAD_SIG,   /* ts_pki.server-like, a byte of its signature flipped */
-    C_CN_ONLY,   /* CN localhost, no subjectAltName */
-    C_MANY_SANS, /* MANY_SANS names, localhost last */
+    C_BAD_SIG,    /* ts_pki.server-like, a byte of its signature flipped */
+    C_CN_ONLY,    /* CN localhost, no subjectAltName */
+    C_MANY_SANS,  /* MANY_SANS names, localhost last */
+    C_SHA1,       /* signed by the root with SHA-1 */
+    C_NC_CA,      /* a CA under the root that may only issue for example.test (nameConstraints) */
+    C_NC_INSIDE,  /* under C_NC_CA: www.example.test, within its constraint */
+    C_NC_OUTSIDE, /* under C_NC_CA: localhost, outside its constraint */
     C_COUNT,
 };
 
@@ -100,6 +104,12 @@ static int make_certs(void **state)
         [C_BAD_SIG] = {.common_name = "bad-signature", .hosts = TS_SERVER_HOSTS},
         [C_CN_ONLY] = {.common_name = "localhost"},
         [C_MANY_SANS] = {.common_name = "many-sans"},
+        [C_SHA1] = {.common_name = "sha1", .hosts = TS_SERVER_HOSTS, .sha1 = true},
+        [C_NC_CA] = {.common_name = "constrained CA",
+                     .is_ca = true,
+                     .permitted_dns = "example.test"},
+        [C_NC_INSIDE] = {.common_name = "nc-inside", .hosts = "www.example.test"},
+        [C_NC_OUTSIDE] = {.common_name = "nc-outside", .hosts = TS_SERVER_HOSTS},
     };
     size_t cap = MANY_SANS * 24 + 16;
     int rc = ts_pki_setup(state);
@@ -130,6 +140,8 @@ static int make_certs(void **state)
             issuer = &ts_pki.other_ca;
         } else if (i == C_UNDER_LEAF) {
             issuer = &certs[C_LEAF_CA];
+        } else if (i == C_NC_INSIDE || i == C_NC_OUTSIDE) {
+            issuer = &certs[C_NC_CA];
         }
         if (i != C_SELF) {
             s[i].issuer_cert_pem = issuer->cert;
@@ -220,6 +232,13 @@ static const struct matrix_case cases[] = {
      false, NULL},
     {"thousands of SANs, the last one matches", C_MANY_SANS, C_ROOT, "localhost", NULL, 0, NULL,
      false, NULL},
+    /* The server's legacy policy lets it load the certificate; the client's refuses it. */
+    {"SHA-1 signature", C_SHA1, C_ROOT, NULL, "legacy", TLSOCK_EVERIFY,
+     "CA signature digest algorithm too weak (depth 0: CN=sha1,O=tlsock)", false, NULL},
+    {"within the CA's name constraints", C_NC_INSIDE, C_NC_CA, "www.example.test", NULL, 0, NULL,
+     false, NULL},
+    {"outside the CA's name constraints", C_NC_OUTSIDE, C_NC_CA, NULL, NULL, TLSOCK_EVERIFY,
+     "permitted subtree violation (depth 0: CN=nc-outside,O=tlsock)", false, NULL},
     {"thousands of SANs, none matches", C_MANY_SANS, C_ROOT, "wrong.example", NULL, TLSOCK_EVERIFY,
      "hostname mismatch: expected wrong.example, the certificate names "
      "DNS:h0.example.test,DNS:h1.example.test,",
@@ -285,10 +304,40 @@ static void test_matrix(void **state)
     }
 }
 
+/*
+ * A server's own certificate signed with SHA-1: refused when it is set under a policy with a
+ * security level (secure, compat), as a peer would refuse it, and taken under "legacy"; the same
+ * on every implementation.
+ */
+static void test_own_sha1_certificate(void **state)
+{
+    static const char *const policies[] = {"secure", "compat", "legacy"};
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(policies) / sizeof(policies[0]); i++) {
+        struct tlsock_ctx *ctx = NULL;
+        const struct tlsock__pem_pair *c = &certs[C_SHA1];
+        bool legacy = strcmp(policies[i], "legacy") == 0;
+
+        TS_ASSERT_RC(ts_ctx_new(TLSOCK_SERVER, &ctx), 0);
+        TS_ASSERT_RC(tlsock_ctx_set_ciphers(ctx, policies[i]), 0);
+        int rc = tlsock_ctx_set_cert_mem(ctx, c->cert, strlen(c->cert), c->key, strlen(c->key));
+        print_message("%s: %s\n", policies[i], tlsock_ctx_errmsg(ctx));
+        if (legacy) {
+            TS_ASSERT_RC_MSG(rc, 0, tlsock_ctx_errmsg(ctx));
+        } else {
+            TS_ASSERT_RC_MSG(rc, TLSOCK_ECONFIG, tlsock_ctx_errmsg(ctx));
+            TS_ASSERT_CONTAINS(tlsock_ctx_errmsg(ctx), "ca md too weak");
+        }
+        tlsock_ctx_free(ctx);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_matrix, ts_pair_setup, ts_pair_teardown),
+        cmocka_unit_test(test_own_sha1_certificate),
     };
 
     return cmocka_run_group_tests_name("cert_matrix", tests, make_certs, free_certs);

@@ -255,6 +255,9 @@ static void verify_reason(struct gtls_conn *c, unsigned status, char *out, size_
         snprintf(out, size, "invalid CA certificate");
     } else if (status & GNUTLS_CERT_PURPOSE_MISMATCH) {
         snprintf(out, size, "unsuitable certificate purpose");
+    } else if (status & GNUTLS_CERT_SIGNER_CONSTRAINTS_FAILURE) {
+        /* Name constraints are the one signer constraint a chain of ours can break. */
+        snprintf(out, size, "permitted subtree violation");
     } else if (status & GNUTLS_CERT_INSECURE_ALGORITHM) {
         snprintf(out, size, "%s", weak_reason(c));
     } else if (status & GNUTLS_CERT_SIGNATURE_FAILURE) {

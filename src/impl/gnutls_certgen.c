@@ -382,6 +382,31 @@ static int add_must_staple(gnutls_x509_crt_t crt, bool must_staple, struct tlsoc
     return 0;
 }
 
+/* A critical nameConstraints extension permitting the one DNS subtree @p dns (NULL: none). */
+static int add_name_constraints(gnutls_x509_crt_t crt, const char *dns, struct tlsock__err *err)
+{
+    gnutls_x509_name_constraints_t nc = NULL;
+
+    if (dns == NULL) {
+        return 0;
+    }
+    gnutls_datum_t name = {.data = (unsigned char *)dns, .size = (unsigned)strlen(dns)};
+    int ret = gnutls_x509_name_constraints_init(&nc);
+    if (ret >= 0) {
+        ret = gnutls_x509_name_constraints_add_permitted(nc, GNUTLS_SAN_DNSNAME, &name);
+    }
+    if (ret >= 0) {
+        ret = gnutls_x509_crt_set_name_constraints(crt, nc, 1);
+    }
+    if (nc != NULL) {
+        gnutls_x509_name_constraints_deinit(nc);
+    }
+    if (ret < 0) {
+        return gtls_fail(err, TLSOCK_ENOMEM, "nameConstraints", ret);
+    }
+    return 0;
+}
+
 /* The extensions, in the order and with the criticality of openssl_certgen.c. */
 static int add_extensions(gnutls_x509_crt_t crt, const struct tlsock__cert_spec *spec,
                           enum tlsock__key_kind kind, gnutls_x509_crt_t issuer,
@@ -403,6 +428,9 @@ static int add_extensions(gnutls_x509_crt_t crt, const struct tlsock__cert_spec 
     rc = add_eku(crt, spec->eku, err);
     if (rc == 0) {
         rc = add_must_staple(crt, spec->must_staple, err);
+    }
+    if (rc == 0) {
+        rc = add_name_constraints(crt, spec->permitted_dns, err);
     }
     if (rc == 0) {
         rc = tlsock__cert_hosts_each(spec->hosts, add_san, crt, err);
@@ -459,7 +487,8 @@ static int build_cert(const struct tlsock__cert_spec *spec, gnutls_x509_privkey_
     }
     /* Signing copies the issuer's subject into the certificate's issuer name. */
     ret = gnutls_x509_crt_sign2(crt, issuer != NULL ? issuer : crt,
-                                issuer_key != NULL ? issuer_key : key, GNUTLS_DIG_SHA256, 0);
+                                issuer_key != NULL ? issuer_key : key,
+                                spec->sha1 ? GNUTLS_DIG_SHA1 : GNUTLS_DIG_SHA256, 0);
     if (ret < 0) {
         rc = gtls_fail(err, TLSOCK_ECONFIG, "signing the certificate", ret);
         goto out;

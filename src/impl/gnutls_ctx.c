@@ -606,6 +606,33 @@ static int check_own_key(const struct gtls_ctx *gc, gnutls_x509_crt_t leaf, stru
     return 0;
 }
 
+/*
+ * Refuses our own chain when a certificate in it (other than a self-signed one) is signed with
+ * SHA-1 or MD5 and the cipher policy has a security level, as OpenSSL does ("ca md too weak");
+ * peers at such a level would refuse it anyway.
+ */
+static int check_own_signatures(const struct gtls_ctx *gc, const struct gtls_cert *cert,
+                                struct tlsock__err *err)
+{
+    const struct cipher_policy *policy = find_policy(gc->ciphers);
+
+    if (policy != NULL && policy->min_key_bits == 0) {
+        return 0; /* legacy: security level 0 */
+    }
+    for (unsigned i = 0; i < cert->count; i++) {
+        int sign = gnutls_x509_crt_get_signature_algorithm(cert->chain[i]);
+        gnutls_digest_algorithm_t hash = sign > 0 ? gnutls_sign_get_hash_algorithm(sign) : 0;
+        bool self_signed = gnutls_x509_crt_check_issuer(cert->chain[i], cert->chain[i]) != 0;
+        if (!self_signed && (hash == GNUTLS_DIG_SHA1 || hash == GNUTLS_DIG_MD5)) {
+            return tlsock__fail(err, TLSOCK_ECONFIG,
+                                "certificate refused: ca md too weak (certificate %u of the chain "
+                                "is signed with %s; the cipher policy needs SHA-256 or better)",
+                                i + 1, gnutls_digest_get_name(hash));
+        }
+    }
+    return 0;
+}
+
 /* A key whose parameters do not verify (e.g. a public point that is not the private key's) is
  * refused when it is set, rather than by a handshake that cannot sign. */
 static int check_key_valid(gnutls_x509_privkey_t key, struct tlsock__err *err)
@@ -728,6 +755,9 @@ int tlsock__gtls_ctx_set_cert(void *nctx, const struct tlsock__cert_src *src,
         return rc;
     }
     rc = check_own_key(gc, cert.chain[0], err);
+    if (rc == 0) {
+        rc = check_own_signatures(gc, &cert, err);
+    }
     if (rc == 0) {
         rc = check_key_valid(cert.key, err);
     }

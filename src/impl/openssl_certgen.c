@@ -415,6 +415,41 @@ out:
     return rc;
 }
 
+/* A critical nameConstraints extension permitting the one DNS subtree @p dns (NULL: none). */
+static int add_name_constraints(X509 *x, const char *dns, struct tlsock__err *err)
+{
+    int rc = 0;
+    NAME_CONSTRAINTS *nc = NULL;
+    GENERAL_SUBTREE *subtree = NULL;
+
+    if (dns == NULL) {
+        return 0;
+    }
+    nc = NAME_CONSTRAINTS_new();
+    subtree = GENERAL_SUBTREE_new();
+    if (nc == NULL || subtree == NULL ||
+        (nc->permittedSubtrees = sk_GENERAL_SUBTREE_new_null()) == NULL) {
+        rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "nameConstraints");
+        goto out;
+    }
+    subtree->base->type = GEN_DNS;
+    subtree->base->d.dNSName = ASN1_IA5STRING_new();
+    if (subtree->base->d.dNSName == NULL ||
+        ASN1_STRING_set(subtree->base->d.dNSName, dns, (int)strlen(dns)) != 1 ||
+        sk_GENERAL_SUBTREE_push(nc->permittedSubtrees, subtree) <= 0) {
+        rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "nameConstraints");
+        goto out;
+    }
+    subtree = NULL; /* the constraints own it now */
+    if (X509_add1_ext_i2d(x, NID_name_constraints, nc, 1, X509V3_ADD_DEFAULT) != 1) {
+        rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "nameConstraints");
+    }
+out:
+    GENERAL_SUBTREE_free(subtree);
+    NAME_CONSTRAINTS_free(nc);
+    return rc;
+}
+
 static int add_extensions(X509 *x, const struct tlsock__cert_spec *spec, enum tlsock__key_kind kind,
                           X509 *issuer, struct tlsock__err *err)
 {
@@ -429,6 +464,9 @@ static int add_extensions(X509 *x, const struct tlsock__cert_spec *spec, enum tl
     }
     if (rc == 0) {
         rc = add_must_staple(x, spec->must_staple, err);
+    }
+    if (rc == 0) {
+        rc = add_name_constraints(x, spec->permitted_dns, err);
     }
     if (rc == 0) {
         rc = add_subject_alt_name(x, spec->hosts, err);
@@ -482,7 +520,8 @@ static int build_cert(const struct tlsock__cert_spec *spec, EVP_PKEY *key,
     if (rc != 0) {
         goto out;
     }
-    if (X509_sign(x, issuer_key != NULL ? issuer_key : key, EVP_sha256()) <= 0) {
+    if (X509_sign(x, issuer_key != NULL ? issuer_key : key,
+                  spec->sha1 ? EVP_sha1() : EVP_sha256()) <= 0) {
         rc = tlsock__ossl_fail(err, TLSOCK_ECONFIG, "signing the certificate");
         goto out;
     }
