@@ -957,8 +957,9 @@ struct tlsock_info {
     const char *peer_sigalg;      /**< how the peer signed the handshake, RFC 8446 name:
                                        "ecdsa_secp256r1_sha256", "rsa_pss_rsae_sha256"; "" when
                                        it did not sign (no certificate, a resumption) */
-    const char *peer_addr;        /**< the socket's peer, "192.0.2.1:443" or "[2001:db8::1]:443";
-                                       "" for user callbacks and memory mode */
+    const char *peer_addr;        /**< the socket's peer, "192.0.2.1:443" or "[2001:db8::1]:443"
+                                       (also for a tlsock_uv connection's session, from the
+                                       loop's socket); "" for user callbacks and memory mode */
 };
 
 /**

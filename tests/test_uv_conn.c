@@ -1290,6 +1290,17 @@ static void test_getpeername(void **state)
                      tlsock_uv_server_port(f->server));
     assert_int_equal(ntohl(((struct sockaddr_in *)&seen)->sin_addr.s_addr), INADDR_LOOPBACK);
     TS_ASSERT_RC(tlsock_uv_conn_peername(f->cli.conn, NULL), TLSOCK_EINVAL);
+    /* tlsock_conn_info() says the same of the sessions underneath: the server's session was
+     * made by the loop, the client's adopted. */
+    char want[64];
+    const struct tlsock_info *info = NULL;
+    snprintf(want, sizeof(want), "127.0.0.1:%u",
+             (unsigned)ntohs(((struct sockaddr_in *)&local)->sin_port));
+    TS_ASSERT_RC(tlsock_conn_info(tlsock_uv_conn_tls(f->srv.conn), &info), 0);
+    assert_string_equal(info->peer_addr, want);
+    snprintf(want, sizeof(want), "127.0.0.1:%u", (unsigned)tlsock_uv_server_port(f->server));
+    TS_ASSERT_RC(tlsock_conn_info(tlsock_uv_conn_tls(f->cli.conn), &info), 0);
+    assert_string_equal(info->peer_addr, want);
     tlsock_uv_close(f->cli.conn);
     tlsock_uv_close(f->srv.conn);
     assert_true(run_until(f, fx_conns_closed));

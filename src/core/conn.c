@@ -80,6 +80,7 @@ int tlsock__conn_new(struct tlsock_ctx *ctx, const struct tlsock__conn_setup *se
     conn->ctx = tlsock_ctx_ref(ctx);
     conn->impl = ctx->impl;
     conn->fd = setup->kind == TLSOCK__TRANSPORT_SOCKET ? setup->fd : -1;
+    conn->addr_fd = -1;
     conn->owns_fd = setup->owns_fd;
     conn->state = TLSOCK__HANDSHAKING;
     conn->timeout_ms = o.timeout_ms;
@@ -289,6 +290,11 @@ bool tlsock__conn_peer_closed(const struct tlsock_conn *conn)
 int tlsock__conn_socket(const struct tlsock_conn *conn)
 {
     return conn->transport.kind == TLSOCK__TRANSPORT_SOCKET ? conn->transport.fd : -1;
+}
+
+void tlsock__conn_set_addr_fd(struct tlsock_conn *conn, int fd)
+{
+    conn->addr_fd = fd;
 }
 
 int tlsock__conn_fd(const struct tlsock_conn *conn)

@@ -100,6 +100,12 @@ bool tlsock__conn_peer_closed(const struct tlsock_conn *conn);
 int tlsock__conn_socket(const struct tlsock_conn *conn);
 /* The connection's socket even while memory mode carries its bytes (hand-off); -1 if none. */
 int tlsock__conn_fd(const struct tlsock_conn *conn);
+/*
+ * A driver that moves the bytes of a memory-mode connection over a socket of its own names it
+ * here, so that tlsock_conn_info() can give the peer's address; the core only asks it for that,
+ * never reads, writes or closes it. -1 before the driver closes it.
+ */
+void tlsock__conn_set_addr_fd(struct tlsock_conn *conn, int fd);
 /* tlsock opened the socket, and closes it when the connection ends. */
 bool tlsock__conn_owns_fd(const struct tlsock_conn *conn);
 /* The socket's fcntl flags from before tlsock made it non-blocking. */

@@ -12,16 +12,21 @@
 
 #include "objects.h"
 
-/* The socket's peer as "192.0.2.1:443" or "[2001:db8::1]:443"; "" without a socket. */
+/*
+ * The peer of the connection's socket, or of the socket a loop moves its bytes over, as
+ * "192.0.2.1:443" or "[2001:db8::1]:443"; "" without a socket (callbacks, memory mode).
+ */
 static void peer_addr(const struct tlsock_conn *conn, char *out, size_t size)
 {
     struct sockaddr_storage ss;
     socklen_t len = sizeof(ss);
     char host[INET6_ADDRSTRLEN] = "";
+    int fd = conn->transport.kind == TLSOCK__TRANSPORT_SOCKET ? conn->transport.fd
+             : conn->fd >= 0                                  ? conn->fd
+                                                              : conn->addr_fd;
 
     out[0] = '\0';
-    if (conn->transport.kind != TLSOCK__TRANSPORT_SOCKET ||
-        getpeername(conn->transport.fd, (struct sockaddr *)&ss, &len) != 0) {
+    if (fd < 0 || getpeername(fd, (struct sockaddr *)&ss, &len) != 0) {
         return;
     }
     if (ss.ss_family == AF_INET) {

@@ -77,9 +77,10 @@ struct tlsock_conn {
     void *tls;                          /* the implementation's session */
     struct tlsock__transport transport; /* every byte of ciphertext moves through it */
     int fd;                             /* the socket, also while a loop drives it; else -1 */
-    bool owns_fd;                       /* opened by tlsock: closed when the connection ends */
-    bool sent_close;                    /* our close_notify is out */
-    bool peer_closed;                   /* the peer's close_notify arrived */
+    int addr_fd;      /* a loop's own socket, only asked for the peer's address; else -1 */
+    bool owns_fd;     /* opened by tlsock: closed when the connection ends */
+    bool sent_close;  /* our close_notify is out */
+    bool peer_closed; /* the peer's close_notify arrived */
     enum tlsock__state state;
     int sticky;                     /* fatal error code once state is FAILED */
     int saved_flags;                /* the socket's fcntl flags when tlsock took it */

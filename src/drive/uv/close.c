@@ -318,6 +318,7 @@ void tlsock__uv_close_all(struct tlsock_uv_conn *c, enum tlsock__uv_state to)
         uv_cancel((uv_req_t *)&c->connecting->gai);
     }
     if (c->handles > 0 && !uv_is_closing((uv_handle_t *)&c->tcp)) {
+        tlsock__uv_forget_addr(c);
         uv_close((uv_handle_t *)&c->tcp, c->lp->hooks->closed);
     } else if (c->handles == 0) {
         /* The socket closed before (its link broke): finish from the loop, never from here. */

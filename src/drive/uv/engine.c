@@ -112,12 +112,25 @@ struct tlsock_uv_conn *tlsock__uv_conn_alloc(uv_loop_t *loop, struct tlsock__uv_
 void tlsock__uv_start_tls(struct tlsock_uv_conn *c)
 {
     int ms = tlsock__conn_handshake_timeout(c->tls);
+    int fd = -1;
+
+    /* tlsock_conn_info() gives the peer's address from the loop's socket. */
+    if (uv_fileno((const uv_handle_t *)&c->tcp, &fd) == 0) {
+        tlsock__conn_set_addr_fd(c->tls, fd);
+    }
 
     uv_update_time(c->lp->loop); /* the loop's clock is cached: deadlines start from now */
     tlsock__uv_link_enter(c, TLSOCK__UV_LINK_UP);
     tlsock__uv_enter(c, TLSOCK__UV_HANDSHAKING);
     c->until = ms > 0 ? uv_now(c->lp->loop) + (uint64_t)ms : 0;
     c->last_rx = uv_now(c->lp->loop);
+}
+
+void tlsock__uv_forget_addr(struct tlsock_uv_conn *c)
+{
+    if (c->tls != NULL) {
+        tlsock__conn_set_addr_fd(c->tls, -1);
+    }
 }
 
 /* ---- the TLS session's steps: memory mode never waits, so each runs once and settles ----------

@@ -141,6 +141,7 @@ void tlsock__uv_link_broke(struct tlsock_uv_conn *c)
     tlsock__uv_link_enter(c, TLSOCK__UV_LINK_BROKEN);
     c->reading = false;
     if (!uv_is_closing((uv_handle_t *)&c->tcp)) {
+        tlsock__uv_forget_addr(c);
         uv_close((uv_handle_t *)&c->tcp, c->lp->hooks->closed);
     }
 }

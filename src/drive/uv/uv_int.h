@@ -286,6 +286,8 @@ struct tlsock_uv_conn *tlsock__uv_conn_alloc(uv_loop_t *loop, struct tlsock__uv_
                                              void *user);
 /* The TCP connection exists: the handshake runs from the loop. */
 void tlsock__uv_start_tls(struct tlsock_uv_conn *c);
+/* The socket is about to close: the session no longer asks it for the peer's address. */
+void tlsock__uv_forget_addr(struct tlsock_uv_conn *c);
 /* Runs everything that can progress; user callbacks run only from here and from close.c. */
 void tlsock__uv_pump(struct tlsock_uv_conn *c, bool read);
 /* Reading and the deadline follow the state; call after every change from the loop. */
