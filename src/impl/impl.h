@@ -132,8 +132,8 @@ struct tlsock__cert_spec {
     bool must_staple;            /* TLS feature extension status_request (RFC 7633) */
     const char *issuer_cert_pem; /* NULL: self-signed */
     const char *issuer_key_pem;
-    unsigned key_usage; /* keyUsage bits (1 << TLSOCK__KU_* of certspec.h); 0: the default */
-    bool sha1;          /* signed with SHA-1 instead of SHA-256 (tests: a weak signature) */
+    unsigned key_usage;        /* keyUsage bits (1 << TLSOCK__KU_* of certspec.h); 0: the default */
+    bool sha1;                 /* signed with SHA-1 instead of SHA-256 (tests: a weak signature) */
     const char *permitted_dns; /* a CA's nameConstraints: the one DNS subtree it may issue for */
 };
 
