@@ -24,6 +24,7 @@
 
 #include "impl.h"
 #include "text.h"
+#include "der.h"
 #include "trust.h"
 #include "gnutls_int.h"
 #include "certsel.h"
@@ -558,8 +559,8 @@ static bool signed_by(gnutls_x509_crt_t cert, gnutls_x509_crt_t issuer)
 }
 
 /*
- * Builds @p ch for the session's peer, or only imports the peer's certificates (the leaf is
- * ch->peer[0]) unless @p walk; GnuTLS's code (memory) or 0.
+ * Builds @p ch for the session's peer, or unless @p walk only reads its leaf (ch->peer[0]);
+ * GnuTLS's code (memory) or 0.
  */
 static int chain_build(struct gtls_conn *c, struct gtls_chain *ch, bool walk)
 {
@@ -572,7 +573,8 @@ static int chain_build(struct gtls_conn *c, struct gtls_chain *ch, bool walk)
     if (der == NULL || n == 0 || n > CHAIN_MAX) {
         return GNUTLS_E_CERTIFICATE_ERROR;
     }
-    for (unsigned i = 0; i < n; i++) {
+    /* Without a walk only the leaf is looked at: the others are not read (a handshake's cost). */
+    for (unsigned i = 0; i < (walk ? n : 1); i++) {
         int ret = gnutls_x509_crt_init(&ch->peer[i]);
         if (ret < 0) {
             return ret;
@@ -869,9 +871,25 @@ static int verify_more(struct gtls_conn *c, unsigned *status)
     bool ocsp = c->role == TLSOCK_CLIENT && tlsock__ocsp_wanted(c->trust);
     bool walk =
         *status != 0 || c->trust->crl_mode != 0 || ocsp || tlsock__trust_needs_chain(c->trust);
+    /* A client that checked a name must know whether GnuTLS could have matched the CN. */
+    bool name_checked = c->role == TLSOCK_CLIENT && c->vdata_count > 1;
+
+    if (!walk && !name_checked) {
+        return 0; /* verified, and nothing of ours to check: no certificate is read again */
+    }
+    if (!walk) {
+        /* Verified: only whether the leaf has a subjectAltName matters, read from its DER
+         * without parsing it again (a handshake's cost) unless the DER reader cannot tell. */
+        unsigned n = 0;
+        const gnutls_datum_t *der = gnutls_certificate_get_peers(c->session, &n);
+        int found = n > 0 ? tlsock__der_has_san(der[0].data, der[0].size) : -1;
+        if (found == 1) {
+            return 0;
+        }
+    }
     int ret = chain_build(c, &ch, walk);
-    int san = ret >= 0 && c->role == TLSOCK_CLIENT ? has_san(ch.peer[0]) : 1;
-    char subject[256];
+    int san = ret >= 0 && name_checked ? has_san(ch.peer[0]) : 1;
+    char subject[256] = "";
     unsigned depth = 0;
 
     if (ret == GNUTLS_E_MEMORY_ERROR || san == GNUTLS_E_MEMORY_ERROR) {
@@ -885,7 +903,10 @@ static int verify_more(struct gtls_conn *c, unsigned *status)
         return tlsock__text_fail_verify_at(&c->verify_err,
                                            "cannot read the peer's certificate chain", 0, "");
     }
-    (void)subject_text(ch.peer[0], subject, sizeof(subject));
+    if (walk) {
+        /* For the trust checks' messages; a failure names its own certificate. */
+        (void)subject_text(ch.peer[0], subject, sizeof(subject));
+    }
     c->no_san = san == 0;
     if (*status == 0 && c->no_san && c->vdata_count > 1) {
         *status = GNUTLS_CERT_INVALID | GNUTLS_CERT_UNEXPECTED_OWNER;
