@@ -210,6 +210,10 @@ static int choose_chain(SSL *ssl, struct ossl_conn *c, const struct tlsock__hell
         return SSL_CLIENT_HELLO_ERROR;
     }
     c->chain_index = choice.index;
+    if (c->oc->nchains == 1) {
+        /* The context's one chain, which the SSL_CTX presents: no copy per session. */
+        return SSL_CLIENT_HELLO_SUCCESS;
+    }
     const struct ossl_chain *chain = &c->oc->chains[choice.index];
     SSL_certs_clear(ssl);
     if (SSL_use_cert_and_key(ssl, chain->leaf, chain->key, chain->rest, 1) != 1) {
