@@ -86,3 +86,40 @@ start_bg target "$PYTHON3_BIN" "$(dirname "$0")/plain_server.py" echo
 line=$(wait_for "$WORK/target.out" '^listening on 127\.0\.0\.1:[0-9]+' 10)
 check_reloads tunnel tunnel --accept 127.0.0.1:0 --connect "127.0.0.1:${line##*:}"
 pass "SIGHUP reloads serve, serve --threads and tunnel; a broken key keeps the old certificate"
+
+# The tunnel's target side: TLS to a server of certificate b, trusted through --ca FILE. FILE
+# holds a first (the target is refused), then b: after SIGHUP the tunnel connects.
+start_tlsock_serve reload-target --cert "$WORK/b.pem" --key "$WORK/b.key"
+TARGET_PORT=$PORT
+cp "$WORK/a.pem" "$WORK/target-ca.pem"
+start_tlsock reload-tunnel-target tunnel --accept 127.0.0.1:0 --tls-connect \
+    --connect "localhost:$TARGET_PORT" --ca "$WORK/target-ca.pem"
+TUNNEL_PID=$BG_PID
+TUNNEL_PORT=$PORT
+# through_tunnel NAME: a line sent through the tunnel (plaintext in), echoed by the target.
+through_tunnel() {
+    printf 'ping\n' | "$TIMEOUT_BIN" -k 5 10 "$PYTHON3_BIN" -c '
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
+s.sendall(sys.stdin.buffer.read())
+s.shutdown(socket.SHUT_WR)
+data = b""
+while True:
+    chunk = s.recv(4096)
+    if not chunk:
+        break
+    data += chunk
+sys.stdout.buffer.write(data)
+' "$TUNNEL_PORT" >"$WORK/$1.out" 2>"$WORK/$1.err" || true
+}
+through_tunnel before-target-reload
+grep -q ping "$WORK/before-target-reload.out" && fail "the tunnel reached a target its CA does not sign"
+wait_for "$WORK/reload-tunnel-target.err" "unable to get local issuer certificate|self-signed" 10 >/dev/null
+cp "$WORK/b.pem" "$WORK/target-ca.pem"
+hup "$TUNNEL_PID"
+wait_for "$WORK/reload-tunnel-target.err" "SIGHUP: reloaded the target's CAs and CRLs" 10 >/dev/null
+through_tunnel after-target-reload
+grep -q ping "$WORK/after-target-reload.out" ||
+    fail "after SIGHUP the tunnel still refuses the target: $(tail -3 "$WORK/reload-tunnel-target.err")"
+stop_bg "$TUNNEL_PID" 10
+pass "SIGHUP reloads the tunnel's target CAs: a target refused before is reached after"

@@ -356,7 +356,7 @@ static void loop_listening(struct cli_loop *loop, const char *where)
     if (settings->verbose) {
         fprintf(stderr, "tlsock: forwarding %s on %s to %s %s\n",
                 settings->accept_tls ? "TLS" : "plaintext", where,
-                settings->client_ctx != NULL ? "TLS" : "plaintext", settings->target);
+                settings->tls_connect ? "TLS" : "plaintext", settings->target);
     }
 }
 
@@ -370,6 +370,39 @@ static struct tlsock_uv_server *loop_tls_server(struct cli_loop *loop)
     return ((struct tunnel_loop *)loop->user)->server;
 }
 
+/* The tunnel's arguments, for a SIGHUP's new target context (one tunnel per process). */
+static const struct tunnel_args *reload_args;
+
+/*
+ * SIGHUP: a new context for the connections to the target (its --ca, --crl...), made as at
+ * start, in *@p out; swapped in by swap_target() once everything of the reload is made. Reports
+ * what failed. Nothing to do without --tls-connect.
+ */
+static int reload_target(const void *settings, struct tlsock_ctx **out)
+{
+    const struct tunnel_settings *s = settings;
+
+    *out = NULL;
+    return s->tls_connect ? make_client_ctx(reload_args, out) : 0;
+}
+
+/* Puts @p ctx (made by reload_target()) in the settings' place; the old one goes with its last
+ * connection. */
+static void swap_target(const void *settings, struct tlsock_ctx *ctx)
+{
+    const struct tunnel_settings *s = settings;
+    struct tlsock_ctx *old = NULL;
+
+    if (!s->tls_connect || ctx == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&s->client->lock);
+    old = s->client->ctx;
+    s->client->ctx = tlsock_ctx_ref(ctx);
+    pthread_mutex_unlock(&s->client->lock);
+    tlsock_ctx_free(old);
+}
+
 static const struct cli_loop_ops tunnel_loop_ops = {
     .user_size = sizeof(struct tunnel_loop),
     .nomem_msg = "cannot start the tunnel",
@@ -378,12 +411,15 @@ static const struct cli_loop_ops tunnel_loop_ops = {
     .stop_accepting = loop_stop_accepting,
     .close_all = tunnel_close_all,
     .tls_server = loop_tls_server,
+    .reload_target = reload_target,
+    .swap_target = swap_target,
 };
 
 /* Returns the exit status. */
 static int run(const struct tunnel_args *args)
 {
     struct tunnel_settings settings;
+    struct tunnel_target_ctx target = {.lock = PTHREAD_MUTEX_INITIALIZER, .ctx = NULL};
     struct tlsock_ctx *server_ctx = NULL;
     char fp[TLSOCK_FINGERPRINT_SIZE] = "";
     struct sigaction sa;
@@ -405,9 +441,12 @@ static int run(const struct tunnel_args *args)
     if (settings.accept_tls) {
         err = cli_server_ctx_new(&args->shared, &server_ctx, fp);
     }
+    settings.tls_connect = args->tls_connect;
+    settings.client = &target;
     if (err == 0 && args->tls_connect) {
-        err = make_client_ctx(args, &settings.client_ctx);
+        err = make_client_ctx(args, &target.ctx);
     }
+    reload_args = args;
     if (err != 0) {
         status = cli_setup_exit_code(err);
         goto free_ctx;
@@ -420,7 +459,8 @@ static int run(const struct tunnel_args *args)
                           args->accept_host, args->accept_port, fp, &args->shared);
     status = cli_exit_code(err);
 free_ctx:
-    tlsock_ctx_free(settings.client_ctx);
+    tlsock_ctx_free(target.ctx);
+    pthread_mutex_destroy(&target.lock);
     tlsock_ctx_free(server_ctx);
     return status;
 }

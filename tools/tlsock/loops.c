@@ -133,34 +133,50 @@ static void describe_reload(const struct cli_shared_options *opts, char *out, si
 static void reload(struct cli_loops *loops)
 {
     const struct cli_shared_options *opts = loops->reload;
+    const struct cli_loop_ops *ops = loops->loops[0].ops;
     struct tlsock_ctx *ctx = NULL;
+    struct tlsock_ctx *target = NULL;
     char fp[TLSOCK_FINGERPRINT_SIZE] = "";
-    char loaded[1024];
+    char loaded[1024] = "";
+    bool server = opts != NULL && opts->ctx.cert_count > 0 && ops->tls_server != NULL;
     int err = 0;
 
-    if (opts == NULL || opts->ctx.cert_count == 0) {
+    if (!server && ops->reload_target == NULL) {
         cli_errorf("SIGHUP: nothing to reload (%s)", opts == NULL
                                                          ? "clients speak plaintext"
                                                          : "no --cert, a throw-away certificate");
         return;
     }
-    /* cli_server_ctx_new() reports what failed, naming the option and the file. */
-    err = cli_server_ctx_new(opts, &ctx, fp);
-    for (int i = 0; i < loops->count && err == 0; i++) {
-        struct tlsock_uv_server *server = loops->loops[i].ops->tls_server(&loops->loops[i]);
+    /* Everything is made first: a failure leaves every context as it was. cli_server_ctx_new()
+     * and reload_target() report what failed, naming the option and the file. */
+    if (server) {
+        err = cli_server_ctx_new(opts, &ctx, fp);
+    }
+    if (err == 0 && ops->reload_target != NULL) {
+        err = ops->reload_target(loops->settings, &target);
+    }
+    for (int i = 0; i < loops->count && err == 0 && server; i++) {
+        struct tlsock_uv_server *s = ops->tls_server(&loops->loops[i]);
         /* Only the first can fail (it freezes the context); the others take it as it is. */
-        err = server != NULL ? tlsock_uv_server_set_ctx(server, ctx) : 0;
+        err = s != NULL ? tlsock_uv_server_set_ctx(s, ctx) : 0;
         if (err != 0) {
             cli_error("SIGHUP", err, tlsock_errmsg());
         }
+    }
+    if (err == 0 && target != NULL) {
+        ops->swap_target(loops->settings, target);
     }
     if (err != 0) {
         cli_errorf("SIGHUP: reload failed (%s); still serving the previous configuration",
                    tlsock_err_name(err));
     } else {
-        describe_reload(opts, loaded, sizeof(loaded));
-        cli_errorf("SIGHUP: reloaded %s", loaded);
+        if (server) {
+            describe_reload(opts, loaded, sizeof(loaded));
+        }
+        cli_errorf("SIGHUP: reloaded %s%s%s", loaded, target != NULL && server ? " " : "",
+                   target != NULL ? "the target's CAs and CRLs" : "");
     }
+    tlsock_ctx_free(target);
     tlsock_ctx_free(ctx);
 }
 
@@ -304,7 +320,9 @@ int cli_loops_serve(const struct cli_loop_ops *ops, int count, const void *setti
     }
     err = cli_loops_init(&loops, count, ops) == 0 ? 0 : TLSOCK_ESYS;
     /* A plaintext listener (ctx NULL) has no context to swap. */
-    loops.reload = ctx != NULL && ops->tls_server != NULL ? reload : NULL;
+    loops.reload =
+        (ctx != NULL && ops->tls_server != NULL) || ops->reload_target != NULL ? reload : NULL;
+    loops.settings = settings;
     for (int i = 0; i < loops.count; i++) {
         loops.loops[i].user = users + (size_t)i * ops->user_size;
     }

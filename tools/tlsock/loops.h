@@ -47,6 +47,13 @@ struct cli_loop_ops {
     void (*close_all)(struct cli_loop *loop); /* close every open connection */
     /* Optional: the loop's TLS server, whose context a reload swaps; NULL when it has none. */
     struct tlsock_uv_server *(*tls_server)(struct cli_loop *loop);
+    /*
+     * Optional: a reload's new context for outgoing connections, made from @p settings into
+     * *@p out (NULL: none to swap), before anything is swapped; 0 or a reported TLSOCK_E* code.
+     * swap_target() then puts it in place (called on loop 0, with the reload's other swaps).
+     */
+    int (*reload_target)(const void *settings, struct tlsock_ctx **out);
+    void (*swap_target)(const void *settings, struct tlsock_ctx *ctx);
 };
 
 struct cli_loop {
@@ -72,6 +79,7 @@ struct cli_loops {
     uv_signal_t sighup;
     /* What SIGHUP rebuilds the server context from; NULL: nothing to reload. */
     const struct cli_shared_options *reload;
+    const void *settings; /* the command's, for ops->reload_target() */
     bool stop_requested;
 };
 

@@ -12,20 +12,35 @@
 #include <tlsock.h>
 #include <tlsock/uv.h>
 
+#include <pthread.h>
+
 #include "cli.h"
 #include "loops.h"
 
-/* How every client is forwarded; fixed once the tunnel runs. */
+/*
+ * The context of the connections to the target (--tls-connect). Every loop reads it when it
+ * connects, and SIGHUP replaces it: a lock keeps a reader from taking one being freed.
+ */
+struct tunnel_target_ctx {
+    pthread_mutex_t lock;
+    struct tlsock_ctx *ctx; /* NULL: plaintext to the target */
+};
+
+/* The target context with a reference for the caller (tlsock_ctx_free()), or NULL. */
+struct tlsock_ctx *tunnel_target_ctx_get(struct tunnel_target_ctx *t);
+
+/* How every client is forwarded; fixed once the tunnel runs but for the target context. */
 struct tunnel_settings {
     char connect_host[CLI_HOST_MAX];
     uint16_t connect_port;
-    char target[CLI_HOST_MAX + 16]; /* --connect HOST:PORT, for messages */
-    struct tlsock_ctx *client_ctx;  /* --tls-connect: TLS to the target; NULL: plaintext */
-    const char *servername;         /* --servername; NULL: from the host */
-    bool accept_tls;                /* clients speak TLS */
-    int handshake_timeout_ms;       /* accepted TLS clients */
-    int connect_timeout_ms;         /* TCP connect, and TLS handshake, to the target */
-    int idle_timeout_ms;            /* 0: none */
+    char target[CLI_HOST_MAX + 16];   /* --connect HOST:PORT, for messages */
+    bool tls_connect;                 /* --tls-connect: TLS to the target */
+    struct tunnel_target_ctx *client; /* its context, when tls_connect */
+    const char *servername;           /* --servername; NULL: from the host */
+    bool accept_tls;                  /* clients speak TLS */
+    int handshake_timeout_ms;         /* accepted TLS clients */
+    int connect_timeout_ms;           /* TCP connect, and TLS handshake, to the target */
+    int idle_timeout_ms;              /* 0: none */
     bool verbose;
 };
 

@@ -25,6 +25,16 @@ static void connect_failed(struct tunnel_pair *pair, int code, const char *detai
     tunnel_pair_finish(pair);
 }
 
+struct tlsock_ctx *tunnel_target_ctx_get(struct tunnel_target_ctx *t)
+{
+    struct tlsock_ctx *ctx = NULL;
+
+    pthread_mutex_lock(&t->lock);
+    ctx = t->ctx != NULL ? tlsock_ctx_ref(t->ctx) : NULL;
+    pthread_mutex_unlock(&t->lock);
+    return ctx;
+}
+
 static void on_target_tls_connect(struct tlsock_uv_conn *conn, int status)
 {
     struct tunnel_side *side = tlsock_uv_conn_user(conn);
@@ -128,7 +138,8 @@ static void connect_target(struct tunnel_pair *pair)
     char port[8];
     int err = 0;
 
-    if (settings->client_ctx != NULL) {
+    if (settings->tls_connect) {
+        struct tlsock_ctx *ctx = tunnel_target_ctx_get(settings->client);
         pair->target.tls = true;
         opts.servername = settings->servername;
         opts.connect_timeout_ms = settings->connect_timeout_ms;
@@ -136,8 +147,10 @@ static void connect_target(struct tunnel_pair *pair)
         opts.on_connect = on_target_tls_connect;
         tunnel_side_tls_callbacks(&opts);
         opts.user = &pair->target;
-        err = tlsock_uv_connect(uv, settings->client_ctx, settings->connect_host,
-                                settings->connect_port, &opts, &pair->target.conn);
+        /* The connection holds a reference of its own. */
+        err = tlsock_uv_connect(uv, ctx, settings->connect_host, settings->connect_port, &opts,
+                                &pair->target.conn);
+        tlsock_ctx_free(ctx);
         if (err != 0) {
             pair->target.conn = NULL;
             connect_failed(pair, err, tlsock_errmsg());
