@@ -302,6 +302,25 @@ connect_run() {
         2>"$WORK/$name.err" || got=$?
     [ "$got" = "$want" ] || fail "$name: exit status $got, expected $want: $(cat "$WORK/$name.err")"
 }
+# plain_exchange PORT INFILE NAME: a plaintext TCP client of 127.0.0.1:PORT sends INFILE, shuts
+# its sending side down and writes everything it gets back to $WORK/NAME.out (stderr to
+# $WORK/NAME.err); returns its exit status.
+plain_exchange() {
+    "$TIMEOUT_BIN" -k 5 30 "$PYTHON3_BIN" -c '
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=20)
+s.sendall(open(sys.argv[2], "rb").read())
+s.shutdown(socket.SHUT_WR)
+got = b""
+while True:
+    d = s.recv(65536)
+    if not d:
+        break
+    got += d
+sys.stdout.buffer.write(got)
+' "$1" "$2" >"$WORK/$3.out" 2>"$WORK/$3.err"
+}
+
 # has NAME TEXT: $WORK/NAME.err contains TEXT.
 has() {
     grep -qF -- "$2" "$WORK/$1.err" || fail "$1: no '$2' in: $(cat "$WORK/$1.err")"

@@ -97,20 +97,9 @@ start_tlsock reload-tunnel-target tunnel --accept 127.0.0.1:0 --tls-connect \
 TUNNEL_PID=$BG_PID
 TUNNEL_PORT=$PORT
 # through_tunnel NAME: a line sent through the tunnel (plaintext in), echoed by the target.
+printf 'ping\n' >"$WORK/ping.in"
 through_tunnel() {
-    printf 'ping\n' | "$TIMEOUT_BIN" -k 5 10 "$PYTHON3_BIN" -c '
-import socket, sys
-s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
-s.sendall(sys.stdin.buffer.read())
-s.shutdown(socket.SHUT_WR)
-data = b""
-while True:
-    chunk = s.recv(4096)
-    if not chunk:
-        break
-    data += chunk
-sys.stdout.buffer.write(data)
-' "$TUNNEL_PORT" >"$WORK/$1.out" 2>"$WORK/$1.err" || true
+    plain_exchange "$TUNNEL_PORT" "$WORK/ping.in" "$1" || true
 }
 through_tunnel before-target-reload
 grep -q ping "$WORK/before-target-reload.out" && fail "the tunnel reached a target its CA does not sign"

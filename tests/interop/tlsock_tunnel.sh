@@ -79,19 +79,7 @@ start_tlsock halforig tunnel --accept 127.0.0.1:0 \
     --connect "localhost:$HALF_TUNNEL_PORT" --tls-connect --ca "$WORK/certs/ca.pem"
 HALF_ORIG_PORT=$PORT
 status=0
-"$TIMEOUT_BIN" -k 5 30 "$PYTHON3_BIN" -c '
-import socket, sys
-s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=20)
-s.sendall(open(sys.argv[2], "rb").read())
-s.shutdown(socket.SHUT_WR)
-got = b""
-while True:
-    d = s.recv(65536)
-    if not d:
-        break
-    got += d
-sys.stdout.write(got.decode())
-' "$HALF_ORIG_PORT" "$WORK/half.in" >"$WORK/halforig.out" 2>"$WORK/halforig.err" || status=$?
+plain_exchange "$HALF_ORIG_PORT" "$WORK/half.in" halforig || status=$?
 [ "$status" = 0 ] || fail "plaintext client through two tunnels exited $status"
 [ "$(cat "$WORK/halforig.out")" = "$want" ] ||
     fail "plain -> TLS half-close: got '$(cat "$WORK/halforig.out")'"
