@@ -27,6 +27,8 @@
 
 #if TS_HAVE_UV
 #include <tlsock/uv.h>
+
+#include "loop_turn.h"
 #endif
 
 /* Two records and a bit: data crosses a record boundary. */
@@ -1396,7 +1398,7 @@ static int uv_connect_once(struct fa_env *e)
     uvc.guard_fired = false;
     (void)uv_timer_start(&uvc.guard, uvc_on_guard, 2 * TS_IO_TIMEOUT_MS, 0);
     for (long i = 0; i < 10000000 && uvc.closes == closes && !uvc.guard_fired; i++) {
-        uv_run(&uvc.loop, UV_RUN_ONCE);
+        loop_turn(&uvc.loop);
     }
     (void)uv_timer_stop(&uvc.guard);
     if (uvc.closes == closes || uvc.connects != connects + 1) {
@@ -1500,7 +1502,7 @@ static int uv_serve_client(struct fa_env *e, struct tlsock_uv_server *server, in
     (void)uv_timer_start(&uvc.guard, uvc_on_guard, 2 * TS_IO_TIMEOUT_MS, 0);
     (void)uv_timer_start(&uvc.wake, uvc_on_wake, 5, 5);
     for (long i = 0; i < 10000000 && !atomic_load(&e->peer.done) && !uvc.guard_fired; i++) {
-        uv_run(&uvc.loop, UV_RUN_ONCE);
+        loop_turn(&uvc.loop);
     }
     (void)uv_timer_stop(&uvc.wake);
     (void)uv_timer_stop(&uvc.guard);
@@ -1514,7 +1516,7 @@ static void uv_serve_stop(struct tlsock_uv_server *server)
     uvc.server_closed = false;
     tlsock_uv_server_close(server, uvs_on_server_close);
     for (long i = 0; i < 10000000 && !uvc.server_closed; i++) {
-        uv_run(&uvc.loop, UV_RUN_ONCE);
+        loop_turn(&uvc.loop);
     }
 }
 
@@ -1618,7 +1620,7 @@ static bool uvd_run_until(bool (*done)(void))
     uvc.guard_fired = false;
     (void)uv_timer_start(&uvc.guard, uvc_on_guard, 2 * TS_IO_TIMEOUT_MS, 0);
     for (long i = 0; i < 10000000 && !done() && !uvc.guard_fired; i++) {
-        uv_run(&uvc.loop, UV_RUN_ONCE);
+        loop_turn(&uvc.loop);
     }
     (void)uv_timer_stop(&uvc.guard);
     return done();

@@ -31,6 +31,8 @@
 
 #if TS_HAVE_UV
 #include <tlsock/uv.h>
+
+#include "loop_turn.h"
 #endif
 
 /*
@@ -783,7 +785,7 @@ static long run_loop(uv_loop_t *loop, int ms, bool (*until)(void))
     }
     /* Bounded by the timer; the count bounds a loop that would not even run it. */
     for (; rounds < 10000000 && !watch.tick && !(until != NULL && until()); rounds++) {
-        uv_run(loop, UV_RUN_ONCE);
+        loop_turn(loop);
     }
     uv_close((uv_handle_t *)&timer, NULL);
     uv_close((uv_handle_t *)&wake, NULL);

@@ -72,7 +72,7 @@ static void raw_watch_run(struct env *env, int fd, size_t min_bytes)
     assert_int_equal(uv_poll_start(&w.poll, UV_READABLE | UV_DISCONNECT, raw_watch_cb), 0);
     guard_start(env, TS_IO_TIMEOUT_MS);
     for (long i = 0; i < RUN_MAX_ITER && !done && !env->guard_fired; i++) {
-        uv_run(&env->loop, UV_RUN_ONCE);
+        loop_turn(&env->loop);
         done = min_bytes > 0 ? w.bytes >= min_bytes || w.ended : w.ended;
     }
     guard_stop(env);

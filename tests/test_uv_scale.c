@@ -589,7 +589,7 @@ static void server_closed_cb(struct tlsock_uv_server *server)
         for (long ru_i_ = 0; ru_i_ < PHASE_MAX_ITER && !(cond) && !(pa)->env->guard_fired &&       \
                              !(pa)->have[TAG_FATAL];                                               \
              ru_i_++) {                                                                            \
-            uv_run(&(pa)->env->loop, UV_RUN_ONCE);                                                 \
+            loop_turn(&(pa)->env->loop);                                                           \
         }                                                                                          \
         guard_stop((pa)->env);                                                                     \
         if ((pa)->have[TAG_FATAL]) {                                                               \

@@ -116,7 +116,7 @@ void run_for(struct env *env, int ms)
 {
     guard_start(env, ms);
     for (long i = 0; i < RUN_MAX_ITER && !env->guard_fired; i++) {
-        uv_run(&env->loop, UV_RUN_ONCE);
+        loop_turn(&env->loop);
     }
     guard_stop(env);
 }
@@ -125,7 +125,7 @@ bool env_run_until(struct env *env, bool (*pred)(void *arg), void *arg, int ms)
 {
     guard_start(env, ms);
     for (long i = 0; i < RUN_MAX_ITER && !pred(arg) && !env->guard_fired; i++) {
-        uv_run(&env->loop, UV_RUN_ONCE);
+        loop_turn(&env->loop);
     }
     guard_stop(env);
     return pred(arg) && !env->guard_fired;
@@ -245,7 +245,7 @@ int env_teardown(void **state)
     }
     guard_start(env, WAIT_MS);
     for (long i = 0; i < RUN_MAX_ITER && !all_closed(env) && !env->guard_fired; i++) {
-        uv_run(&env->loop, UV_RUN_ONCE);
+        loop_turn(&env->loop);
     }
     guard_stop(env);
     /* Drained thanks to the guard's wake-up only: the loop slept through work it had. */
@@ -1087,7 +1087,7 @@ void assert_raw_sees_end(struct env *env, int fd)
     assert_int_equal(uv_poll_start(&w.poll, UV_READABLE | UV_DISCONNECT, raw_watch_cb), 0);
     guard_start(env, TS_IO_TIMEOUT_MS);
     for (long i = 0; i < RUN_MAX_ITER && !w.ended && !env->guard_fired; i++) {
-        uv_run(&env->loop, UV_RUN_ONCE);
+        loop_turn(&env->loop);
     }
     guard_stop(env);
     uv_close((uv_handle_t *)&w.poll, raw_watch_closed);

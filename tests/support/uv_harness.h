@@ -18,6 +18,7 @@
 #define TLSOCK_TEST_UV_HARNESS_H
 
 #include "support.h"
+#include "loop_turn.h"
 
 #include <sys/types.h>
 
@@ -218,7 +219,7 @@ int side_loop_join(struct side_loop *sl);
     do {                                                                                           \
         guard_start((env), (ms));                                                                  \
         for (long ru_i_ = 0; ru_i_ < RUN_MAX_ITER && !(cond) && !(env)->guard_fired; ru_i_++) {    \
-            uv_run(&(env)->loop, UV_RUN_ONCE);                                                     \
+            loop_turn(&(env)->loop);                                                               \
         }                                                                                          \
         guard_stop(env);                                                                           \
         if (!(cond) || (env)->guard_fired) {                                                       \
