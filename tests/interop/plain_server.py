@@ -12,6 +12,8 @@ MODE is one of:
                nothing: a silent peer for idle timeouts.
     echo       every byte goes back, written before the next read (so a client that does not
                read stops this server from reading); the connection ends after the client's FIN.
+    double     as echo, but every piece goes back twice (the statistics tell the directions
+               apart).
 
 The first line on stdout is "listening on 127.0.0.1:PORT". Every socket operation has a
 timeout, and each connection is served in its own daemon thread; the test kills the process.
@@ -24,7 +26,7 @@ import threading
 IO_TIMEOUT = 20.0
 
 
-def echo(conn):
+def echo(conn, times=1):
     with conn:
         conn.settimeout(IO_TIMEOUT)
         try:
@@ -32,7 +34,7 @@ def echo(conn):
                 data = conn.recv(65536)
                 if not data:
                     break
-                conn.sendall(data)
+                conn.sendall(data * times)
             conn.shutdown(socket.SHUT_WR)
         except OSError as exc:
             print("plain_server: %s" % exc, file=sys.stderr, flush=True)
@@ -57,7 +59,7 @@ def halfclose(conn):
 
 
 def main():
-    serve = {"halfclose": halfclose, "echo": echo}[sys.argv[1]]
+    serve = {"halfclose": halfclose, "echo": echo, "double": lambda c: echo(c, 2)}[sys.argv[1]]
     lis = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     lis.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     lis.bind(("127.0.0.1", 0))

@@ -123,6 +123,7 @@ struct cli_shared_options {
     const char *ocsp_response; /* --ocsp-response FILE: the DER OCSP response to staple */
     int handshake_timeout_ms;  /* --handshake-timeout MS */
     int threads;               /* --threads N */
+    int stats_s;               /* --stats SECONDS; 0: no periodic line */
     bool verbose;              /* -v, --verbose */
 };
 
@@ -138,6 +139,7 @@ enum {
     CLI_OPT_CRL,
     CLI_OPT_CRL_CHAIN,
     CLI_OPT_OCSP_RESPONSE,
+    CLI_OPT_STATS,
     CLI_OPT_SHARED_END,
 };
 
@@ -167,7 +169,8 @@ enum {
     {"handshake-timeout", required_argument, NULL, CLI_OPT_HANDSHAKE_TIMEOUT}, \
     {"threads", required_argument, NULL, CLI_OPT_THREADS}, \
     {"impl", required_argument, NULL, CLI_OPT_IMPL}, \
-    {"verbose", no_argument, NULL, 'v'}
+    {"verbose", no_argument, NULL, 'v'}, \
+    {"stats", required_argument, NULL, CLI_OPT_STATS}
 #define CLI_LONGOPTS_END \
     {"help", no_argument, NULL, 'h'}, \
     {NULL, 0, NULL, 0}

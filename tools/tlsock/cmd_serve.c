@@ -55,7 +55,10 @@ static void print_help(void)
           "  -1, --once               serve one connection, then exit with its outcome\n"
           "      --impl NAME          TLS implementation: openssl or gnutls (default: TLSOCK_IMPL\n"
           "                           or openssl)\n"
-          "  -v, --verbose            log every connection, not only failures\n"
+          "      --stats SECONDS      print the figures of the stop's summary (connections,\n"
+          "                           bytes, handshakes failed by kind) every SECONDS\n"
+          "  -v, --verbose            log every connection, and every failed handshake (else\n"
+          "                           one per kind in 10 s, the others counted)\n"
           "  -h, --help               show this help\n",
           stdout);
 }

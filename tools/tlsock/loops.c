@@ -13,6 +13,7 @@
 
 #include "cli.h"
 #include "loops.h"
+#include "stats.h"
 
 /* Closes a handle once; one that was never initialised (still zeroed) is skipped. */
 static void close_handle(uv_handle_t *handle)
@@ -88,6 +89,10 @@ static void request_stop(struct cli_loops *loops)
     unref_handle((uv_handle_t *)&loops->sigint);
     unref_handle((uv_handle_t *)&loops->sigterm);
     unref_handle((uv_handle_t *)&loops->sighup);
+    /* No more --stats lines: the summary follows the stop. */
+    if (loops->stats_timer.loop != NULL) {
+        uv_timer_stop(&loops->stats_timer);
+    }
     if (!loops->stop_requested) {
         loops->stop_requested = true;
         for (int i = 0; i < loops->count; i++) {
@@ -305,10 +310,29 @@ void cli_print_listening(const char *host, uint16_t port, const char *fp, char *
     }
 }
 
+static void on_stats_timer(uv_timer_t *timer)
+{
+    (void)timer;
+    cli_stats_print("stats");
+}
+
+/* --stats SECONDS: a line every SECONDS on loop 0, which it does not keep running. */
+static void start_stats(struct cli_loops *loops, int seconds)
+{
+    uint64_t ms = (uint64_t)seconds * 1000;
+
+    /* Neither fails on an initialised loop (libuv 1.x). */
+    uv_timer_init(&loops->loops[0].uv, &loops->stats_timer);
+    uv_timer_start(&loops->stats_timer, on_stats_timer, ms, ms);
+    uv_unref((uv_handle_t *)&loops->stats_timer);
+}
+
 int cli_loops_serve(const struct cli_loop_ops *ops, int count, const void *settings,
                     struct tlsock_ctx *ctx, const char *host, uint16_t port, const char *fp,
-                    const struct cli_shared_options *reload)
+                    const struct cli_shared_options *shared)
 {
+    bool ran = false;
+
     struct cli_loops loops;
     char *users = calloc((size_t)count, ops->user_size);
     char where[CLI_HOST_MAX + 16];
@@ -321,11 +345,12 @@ int cli_loops_serve(const struct cli_loop_ops *ops, int count, const void *setti
     err = cli_loops_init(&loops, count, ops) == 0 ? 0 : TLSOCK_ESYS;
     /* A plaintext listener (ctx NULL) has no context to swap. */
     loops.reload =
-        (ctx != NULL && ops->tls_server != NULL) || ops->reload_target != NULL ? reload : NULL;
+        (ctx != NULL && ops->tls_server != NULL) || ops->reload_target != NULL ? shared : NULL;
     loops.settings = settings;
     for (int i = 0; i < loops.count; i++) {
         loops.loops[i].user = users + (size_t)i * ops->user_size;
     }
+    cli_stats_start(shared->verbose);
     for (int i = 0; i < loops.count && err == 0; i++) {
         err = ops->start_accepting(&loops.loops[i], settings, ctx, host, &port, count > 1);
     }
@@ -334,7 +359,11 @@ int cli_loops_serve(const struct cli_loop_ops *ops, int count, const void *setti
         if (ops->listening != NULL) {
             ops->listening(&loops.loops[0], where);
         }
+        if (shared->stats_s > 0) {
+            start_stats(&loops, shared->stats_s);
+        }
         err = cli_loops_run(&loops) == 0 ? 0 : TLSOCK_ESYS;
+        ran = true;
     } else {
         for (int i = 0; i < loops.count; i++) {
             ops->stop_accepting(&loops.loops[i]);
@@ -342,6 +371,9 @@ int cli_loops_serve(const struct cli_loop_ops *ops, int count, const void *setti
     }
     cli_loops_free(&loops);
     free(users);
+    if (ran) {
+        cli_stats_print("summary");
+    }
 done:
     return err;
 }
@@ -350,7 +382,9 @@ void cli_report_accept_error(int code, const char *message, int handshake_timeou
 {
     char detail[128];
 
-    if (code == TLSOCK_EHANDSHAKE_TIMEOUT) {
+    if (!cli_stats_handshake_failed(code, message)) {
+        /* Counted, and said in a later line. */
+    } else if (code == TLSOCK_EHANDSHAKE_TIMEOUT) {
         snprintf(detail, sizeof(detail),
                  "not finished within %d ms (--handshake-timeout); client dropped",
                  handshake_timeout_ms);
@@ -400,6 +434,7 @@ void cli_loops_free(struct cli_loops *loops)
         close_handle((uv_handle_t *)&loop->stop_async);
         close_handle((uv_handle_t *)&loop->stop_timer);
         if (i == 0) {
+            close_handle((uv_handle_t *)&loops->stats_timer);
             close_signals(loops);
         }
         /* Runs the close callbacks still due, the command's included. */
@@ -413,11 +448,13 @@ void cli_loops_free(struct cli_loops *loops)
 void cli_loop_conn_opened(struct cli_loop *loop)
 {
     loop->open++;
+    cli_stats_conn_opened();
 }
 
 void cli_loop_conn_closed(struct cli_loop *loop)
 {
     loop->open--;
+    cli_stats_conn_closed();
     if (loop->stopping && loop->open == 0) {
         finish_stop(loop);
     }

@@ -77,6 +77,7 @@ struct cli_loops {
     uv_signal_t sigint;
     uv_signal_t sigterm;
     uv_signal_t sighup;
+    uv_timer_t stats_timer; /* --stats SECONDS, on loop 0 */
     /* What SIGHUP rebuilds the server context from; NULL: nothing to reload. */
     const struct cli_shared_options *reload;
     const void *settings; /* the command's, for ops->reload_target() */
@@ -101,12 +102,14 @@ int cli_loops_run(struct cli_loops *loops);
  * Until SIGINT or SIGTERM: makes @p count loops with @p ops, starts accepting on every one, all
  * on the port the first one got (SO_REUSEPORT with more than one loop), prints the "listening
  * on" lines (cli_print_listening()), then runs them (cli_loops_run()) and frees them. SIGHUP
- * rebuilds the server context from @p reload (cli_server_ctx_new(), as @p ctx was made; NULL
- * when there is none to rebuild) and swaps it in. Returns 0 or a TLSOCK_E* code, reported.
+ * rebuilds the server context from @p shared (cli_server_ctx_new(), as @p ctx was made) and
+ * swaps it in. Counts what happens (stats.h): with @p shared's --stats, prints a line every so
+ * many seconds, and once the loops ended after a stop, the summary. Returns 0 or a TLSOCK_E*
+ * code, reported.
  */
 int cli_loops_serve(const struct cli_loop_ops *ops, int count, const void *settings,
                     struct tlsock_ctx *ctx, const char *host, uint16_t port, const char *fp,
-                    const struct cli_shared_options *reload);
+                    const struct cli_shared_options *shared);
 
 /*
  * Prints "listening on HOST:PORT" and, unless @p fp is empty, the certificate's fingerprint on
@@ -115,7 +118,8 @@ int cli_loops_serve(const struct cli_loop_ops *ops, int count, const void *setti
 void cli_print_listening(const char *host, uint16_t port, const char *fp, char *where);
 
 /*
- * Reports a TLS client that failed before it was accepted; a handshake timeout names the
+ * Counts a TLS client that failed before it was accepted and reports it, unless others of its
+ * kind were reported just before (cli_stats_handshake_failed()); a handshake timeout names the
  * --handshake-timeout of @p handshake_timeout_ms.
  */
 void cli_report_accept_error(int code, const char *message, int handshake_timeout_ms);

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "stats.h"
 
 int cli_bad_option(const char *cmd, int opt, char **argv)
 {
@@ -463,6 +464,12 @@ bool cli_shared_option(const char *cmd, struct cli_shared_options *opts, int opt
         if (!cli_parse_int(arg, 1, CLI_THREADS_MAX, &opts->threads)) {
             *status = cli_usage_error(cmd, "--threads wants a number from 1 to %d, not '%s'",
                                       CLI_THREADS_MAX, arg);
+        }
+        break;
+    case CLI_OPT_STATS:
+        if (!cli_parse_int(arg, 1, CLI_STATS_MAX_S, &opts->stats_s)) {
+            *status = cli_usage_error(cmd, "--stats wants seconds from 1 to %d, not '%s'",
+                                      CLI_STATS_MAX_S, arg);
         }
         break;
     case CLI_OPT_IMPL:

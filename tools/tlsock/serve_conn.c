@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "serve.h"
+#include "stats.h"
 
 #define IDLE_TIMEOUT_MS 60000
 
@@ -73,6 +74,9 @@ static void on_connect(struct tlsock_uv_conn *conn, int status)
     struct serve_conn *sc = NULL;
     size_t head_size = settings->mode == SERVE_HTTP ? SERVE_HTTP_HEAD_MAX : 0;
 
+    if (status == 0) {
+        cli_stats_accepted(true);
+    }
     if (status != 0 || owner->once_taken ||
         (owner->loop != NULL && cli_loop_stopping(owner->loop))) {
         refuse(conn);
@@ -106,6 +110,7 @@ static void on_read(struct tlsock_uv_conn *conn, const void *data, size_t len)
 {
     struct serve_conn *sc = tlsock_uv_conn_user(conn);
 
+    cli_stats_bytes(true, len);
     if (sc == NULL || sc->closing) {
         /* Refused, or ending: nothing more is done with its data. */
     } else if (sc->owner->settings->mode == SERVE_HTTP) {
@@ -208,6 +213,7 @@ int serve_conn_send(struct serve_conn *sc, const void *data, size_t len)
         free(copy);
         goto done;
     }
+    cli_stats_bytes(false, len);
     if (!sc->paused && tlsock_uv_conn_write_queue_size(sc->uv) > SERVE_QUEUE_HIGH) {
         /* The client does not read as fast as it sends: let TCP slow it down. */
         sc->paused = true;

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "stats.h"
 #include "tunnel_pair.h"
 
 void tunnel_free_handle(uv_handle_t *handle)
@@ -183,6 +184,7 @@ void tunnel_start_plain(struct tunnel_loop *tl, uv_tcp_t *tcp)
     struct sockaddr_storage ss;
     int sslen = sizeof(ss);
 
+    cli_stats_accepted(false);
     if (pair == NULL) {
         uv_close((uv_handle_t *)tcp, tunnel_free_handle);
         goto done;
@@ -225,6 +227,9 @@ static void on_client_tls_connect(struct tlsock_uv_conn *conn, int status)
     struct tunnel_loop *tl = tlsock_uv_conn_user(conn);
     struct tunnel_pair *pair = NULL;
 
+    if (status == 0) {
+        cli_stats_accepted(true);
+    }
     if (status == 0 && !cli_loop_stopping(tl->loop)) {
         pair = tunnel_pair_new(tl);
     }

@@ -15,6 +15,7 @@
  */
 #include <stdlib.h>
 
+#include "stats.h"
 #include "tunnel_pair.h"
 
 static bool input_move_allowed(enum side_input from, enum side_input to)
@@ -77,6 +78,8 @@ void tunnel_forward_data(struct tunnel_side *from, char *data, size_t len)
         free(data);
     } else {
         from->bytes += len;
+        /* In: from the client to the target; out: back. */
+        cli_stats_bytes(from == &from->pair->client, len);
         tunnel_pair_progress(from->pair);
         if (tunnel_side_write(to, data, len) == 0 && tunnel_side_queue(to) > TUNNEL_QUEUE_HIGH) {
             /* The receiver is slower than the sender: let TCP slow the sender down. */
