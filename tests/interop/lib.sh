@@ -93,11 +93,16 @@ start_bg() {
     BG_PIDS+=("$BG_PID")
 }
 
+# bg_child PID: the program that start_bg runs under the timeout(1) PID (empty once it ended).
+bg_child() {
+    awk '{print $1}' "/proc/$1/task/$1/children" 2>/dev/null || true
+}
+
 # hup PID: SIGHUP to the tlsock process under the timeout(1) that start_bg made (timeout would
 # pass the first one on to its whole group and ignore the next).
 hup() {
     local child
-    child=$(awk '{print $1}' "/proc/$1/task/$1/children" 2>/dev/null)
+    child=$(bg_child "$1")
     [ -n "$child" ] || fail "no tlsock process under pid $1"
     kill -HUP "$child"
 }
@@ -205,14 +210,19 @@ running() {
     [ -n "$state" ] && [ "$state" != Z ]
 }
 
-# stop_bg PID SECONDS: sends SIGTERM to a process started with start_bg (timeout passes it on)
-# and waits for it to exit; sets STOPPED_STATUS and STOPPED_MS. Fails after SECONDS.
+# stop_bg PID SECONDS: sends SIGTERM to the program a start_bg PID runs and waits for it to exit;
+# sets STOPPED_STATUS (timeout(1) exits with the program's status) and STOPPED_MS. Fails after
+# SECONDS. The signal goes to the program itself, not through timeout: timeout follows a signal
+# it passes on with SIGCONT to the whole group, and a late SIGCONT cancels the stop with which
+# LeakSanitizer suspends the exiting program to scan it, which then never ends (ASan builds).
 stop_bg() {
     local pid=$1
     local limit=$2
     local start
+    local child
     start=$(($(date +%s%N) / 1000000))
-    kill -TERM "$pid" 2>/dev/null || true
+    child=$(bg_child "$pid")
+    kill -TERM "${child:-$pid}" 2>/dev/null || true
     for _ in $(seq 1 $((limit * 20))); do
         running "$pid" || break
         sleep 0.05
