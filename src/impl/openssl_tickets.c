@@ -77,8 +77,7 @@ wipe:
     return rc;
 }
 
-int tlsock__ossl_set_tickets(SSL_CTX *ctx, const struct tlsock__tickets *t,
-                             struct tlsock__err *err)
+int tlsock__ossl_set_tickets(SSL_CTX *ctx, const struct tlsock__tickets *t, struct tlsock__err *err)
 {
     /* RFC 8446 4.2.10: no max_early_data in our tickets, so no client sends early data. */
     if (SSL_CTX_set_max_early_data(ctx, 0) != 1) {

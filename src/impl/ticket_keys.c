@@ -102,8 +102,9 @@ int tlsock__ticket_keys_parse(struct tlsock__tickets *t, const char *data, size_
     char *end = NULL;
     unsigned long period = p != NULL ? strtoul(p, &end, 10) : 0;
     if (p == NULL || end == p || *end != '\n' || period < 1 || period > 7 * 86400UL) {
-        return tlsock__fail(err, TLSOCK_ECONFIG,
-                            "ticket key file: missing or bad \"period\" line (1 to 604800 seconds)");
+        return tlsock__fail(
+            err, TLSOCK_ECONFIG,
+            "ticket key file: missing or bad \"period\" line (1 to 604800 seconds)");
     }
     const char *s = field(text, "secret");
     size_t i = 0;
