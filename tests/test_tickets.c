@@ -28,6 +28,7 @@
 /* A client's saved session, in its implementation's own form. */
 struct saved {
     int impl;
+    bool ticket; /* the session holds a ticket from the server */
 #if TLSOCK_TEST_HAVE_OPENSSL
     SSL_SESSION *ossl;
 #endif
@@ -47,6 +48,7 @@ static void saved_clear(struct saved *s)
     s->gtls.data = NULL;
     s->gtls.size = 0;
 #endif
+    s->ticket = false;
 }
 
 /* @p to becomes a copy of @p from, which keeps its own. */
@@ -54,6 +56,7 @@ static void saved_copy(struct saved *to, const struct saved *from)
 {
     memset(to, 0, sizeof(*to));
     to->impl = from->impl;
+    to->ticket = from->ticket;
 #if TLSOCK_TEST_HAVE_OPENSSL
     if (from->ossl != NULL) {
         assert_int_equal(SSL_SESSION_up_ref(from->ossl), 1);
@@ -99,18 +102,52 @@ static void save(struct saved *s, struct tlsock_conn *client)
     if (s->impl == TLSOCK_IMPL_OPENSSL) {
         s->ossl = SSL_get1_session(native);
         assert_non_null(s->ossl);
+        s->ticket = SSL_SESSION_has_ticket(s->ossl) == 1;
     }
 #endif
 #if TLSOCK_TEST_HAVE_GNUTLS
     if (s->impl == TLSOCK_IMPL_GNUTLS) {
         assert_int_equal(gnutls_session_get_data2(native, &s->gtls), 0);
+        s->ticket = (gnutls_session_get_flags(native) & GNUTLS_SFLAGS_SESSION_TICKET) != 0;
     }
 #endif
     (void)native;
 }
 
+/* Whether @p a and @p b hold the same ticket, or both none. */
+static bool same_ticket(const struct saved *a, const struct saved *b)
+{
+    if (!a->ticket || !b->ticket) {
+        return a->ticket == b->ticket;
+    }
+#if TLSOCK_TEST_HAVE_OPENSSL
+    if (a->impl == TLSOCK_IMPL_OPENSSL) {
+        const unsigned char *ta = NULL;
+        const unsigned char *tb = NULL;
+        size_t la = 0;
+        size_t lb = 0;
+        if (a->ossl != NULL) {
+            SSL_SESSION_get0_ticket(a->ossl, &ta, &la);
+        }
+        if (b->ossl != NULL) {
+            SSL_SESSION_get0_ticket(b->ossl, &tb, &lb);
+        }
+        return la == lb && (la == 0 || memcmp(ta, tb, la) == 0);
+    }
+#endif
+#if TLSOCK_TEST_HAVE_GNUTLS
+    if (a->impl == TLSOCK_IMPL_GNUTLS) {
+        return a->gtls.size == b->gtls.size &&
+               (a->gtls.size == 0 || memcmp(a->gtls.data, b->gtls.data, a->gtls.size) == 0);
+    }
+#endif
+    (void)b;
+    return true;
+}
+
 struct fixture {
     struct saved saved;
+    bool tickets_off; /* the server sends no tickets: the client's stays as it was */
     char dir[64];
     char keys[96];
 };
@@ -164,7 +201,9 @@ static struct tlsock_ctx *server_ctx(const char *range, const char *keys, bool t
 /*
  * One connection to @p sctx (the pair takes a reference) offering @p f's saved session: data
  * from the server so that a TLS 1.3 client reads the tickets, the session saved again; whether
- * it resumed.
+ * it resumed. On TLS 1.3, with tickets on, every connection (a resumed one too) must leave the
+ * client a new ticket: a ticket is for one use (RFC 8446 C.4), and GnuTLS clients hold to that;
+ * with tickets off, none.
  */
 static bool connect_once(struct fixture *f, struct tlsock_ctx *sctx, const char *range)
 {
@@ -186,7 +225,13 @@ static bool connect_once(struct fixture *f, struct tlsock_ctx *sctx, const char 
     bool resumed = info->resumed;
     TS_ASSERT_RC(tlsock_conn_info(p.server, &info), 0);
     assert_int_equal(info->resumed, resumed); /* both sides agree */
+    struct saved offered;
+    saved_copy(&offered, &f->saved);
     save(&f->saved, p.client);
+    if (strcmp(range, "1.3") == 0) {
+        assert_int_equal(same_ticket(&f->saved, &offered), f->tickets_off);
+    }
+    saved_clear(&offered);
     ts_pair_release(&p);
     return resumed;
 }
@@ -216,6 +261,7 @@ static void test_off_no_resumption(void **state)
     for (size_t i = 0; i < 2; i++) {
         struct tlsock_ctx *sctx = server_ctx(ranges[i], NULL, false);
         saved_clear(&f->saved);
+        f->tickets_off = true;
         assert_false(connect_once(f, sctx, ranges[i]));
 #if TLSOCK_TEST_HAVE_OPENSSL
         if (f->saved.impl == TLSOCK_IMPL_OPENSSL) {

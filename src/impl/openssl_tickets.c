@@ -40,8 +40,11 @@ static int use_key(const unsigned char *k, unsigned char *iv, EVP_CIPHER_CTX *cc
 
 /*
  * Encrypting: the current period's key. Decrypting: the ticket's key name against the current
- * and the previous period's; 2 asks OpenSSL to issue a new ticket (under the current key) for a
- * ticket made under the previous one; 0 for any other name: a full handshake.
+ * and the previous period's; 0 for any other name: a full handshake. 2 asks OpenSSL to issue a
+ * new ticket (under the current key): for a ticket made under the previous key, and on TLS 1.3
+ * always, because there OpenSSL sends no ticket after a resumption the callback answered with 1,
+ * and a client that uses each TLS 1.3 ticket once (RFC 8446 C.4; GnuTLS's) would have none left
+ * for its next connection. TLS 1.2 clients keep their ticket when no new one comes (RFC 5077 3.3).
  */
 static int ticket_key_cb(SSL *ssl, unsigned char key_name[16], unsigned char *iv,
                          EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc)
@@ -68,7 +71,8 @@ static int ticket_key_cb(SSL *ssl, unsigned char key_name[16], unsigned char *iv
             break;
         }
         if (CRYPTO_memcmp(key_name, k + NAME_AT, NAME_LEN) == 0) {
-            rc = use_key(k, iv, cctx, hctx, 0) == 0 ? (back == 0 ? 1 : 2) : -1;
+            bool renew = back > 0 || SSL_version(ssl) >= TLS1_3_VERSION;
+            rc = use_key(k, iv, cctx, hctx, 0) == 0 ? (renew ? 2 : 1) : -1;
             break;
         }
     }
