@@ -26,10 +26,16 @@ void tlsock__ticket_keys_set_clock(int64_t (*now)(void))
     atomic_store(&key_clock, now);
 }
 
-int64_t tlsock__ticket_period_now(const struct tlsock__tickets *t)
+int64_t tlsock__ticket_clock_now(void)
 {
     int64_t (*now)(void) = atomic_load(&key_clock);
-    int64_t s = now != NULL ? now() : (int64_t)time(NULL);
+
+    return now != NULL ? now() : (int64_t)time(NULL);
+}
+
+int64_t tlsock__ticket_period_now(const struct tlsock__tickets *t)
+{
+    int64_t s = tlsock__ticket_clock_now();
 
     return t->period > 0 && s > 0 ? s / (int64_t)t->period : 0;
 }

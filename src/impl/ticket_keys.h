@@ -36,6 +36,12 @@ typedef bool (*tlsock__hmac_sha256_fn)(const unsigned char *key, size_t key_len,
                                        const unsigned char *data, size_t data_len,
                                        unsigned char out[32]);
 
+/*
+ * The key clock: unix seconds, time() unless a test replaced it. The one clock every
+ * implementation's ticket code reads (they read none of their own).
+ */
+int64_t tlsock__ticket_clock_now(void);
+
 /* The current period's number under the key clock (unix seconds / period). */
 int64_t tlsock__ticket_period_now(const struct tlsock__tickets *t);
 
