@@ -420,7 +420,8 @@ static void test_lifetime_tls12(void **state)
 #if TLSOCK_TEST_HAVE_OPENSSL
 /*
  * TLS 1.3: the ticket_lifetime the client was told, as an OpenSSL client reports it (a GnuTLS
- * client does not; main() runs this case only in rows with an OpenSSL client).
+ * client does not; main() runs this case only in rows with an OpenSSL client), and no
+ * max_early_data in the ticket.
  */
 static void test_lifetime_tls13(void **state)
 {
@@ -437,6 +438,8 @@ static void test_lifetime_tls13(void **state)
         assert_int_equal(f->saved.impl, TLSOCK_IMPL_OPENSSL);
         assert_int_equal(SSL_SESSION_get_ticket_lifetime_hint(f->saved.ossl),
                          lifetimes[i] != 0 ? lifetimes[i] : 7200);
+        /* RFC 8446 4.2.10: the ticket allows no early data. */
+        assert_int_equal(SSL_SESSION_get_max_early_data(f->saved.ossl), 0);
         tlsock_ctx_free(sctx);
     }
 }
