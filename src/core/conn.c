@@ -118,6 +118,7 @@ int tlsock__conn_new(struct tlsock_ctx *ctx, const struct tlsock__conn_setup *se
         .owner = conn,
         .ocsp_response = ctx->ocsp_response,
         .ocsp_response_len = ctx->ocsp_response_len,
+        .keylog = tlsock__keylog_on(&ctx->keylog) ? &ctx->keylog : NULL,
     };
     rc = ctx->impl->conn_new(ctx->native, &params, &conn->tls, &err);
     if (rc != 0) {

@@ -281,6 +281,7 @@ int tlsock_ctx_new(int role, struct tlsock_ctx **out)
     ctx->handshake_timeout = TLSOCK_NO_TIMEOUT;
     ctx->trust.max_depth = -1;
     ctx->tickets.lifetime = TLSOCK__TICKET_LIFETIME_DEFAULT;
+    tlsock__keylog_init(&ctx->keylog);
     rc = tlsock__default_impl(&ctx->impl);
     if (rc != 0) {
         goto fail;
@@ -382,6 +383,9 @@ void tlsock_ctx_free(struct tlsock_ctx *ctx)
     free(ctx->ocsp_response);
     explicit_bzero(&ctx->tickets, sizeof(ctx->tickets));
     pass_free(ctx->pass);
+    if (ctx->keylog.fd >= 0) {
+        close(ctx->keylog.fd);
+    }
     tlsock__err_free(&ctx->err);
     pthread_mutex_destroy(&ctx->freeze_lock);
     free(ctx);
@@ -1282,6 +1286,43 @@ int tlsock_ctx_set_handshake_timeout(struct tlsock_ctx *ctx, int timeout_ms)
         return tlsock__fail(&ctx->err, TLSOCK_EINVAL, "timeout must be >= 0 (0: none)");
     }
     ctx->handshake_timeout = timeout_ms;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Key log: kept by the core, not the native context, so a change of implementation keeps it.
+ * ------------------------------------------------------------------------------------------- */
+
+int tlsock_ctx_set_keylog(struct tlsock_ctx *ctx, tlsock_keylog_fn fn, void *user)
+{
+    int rc = setter_begin(ctx);
+
+    if (rc != 0) {
+        return rc;
+    }
+    ctx->keylog.fn = fn;
+    ctx->keylog.user = user;
+    return 0;
+}
+
+int tlsock_ctx_set_keylog_file(struct tlsock_ctx *ctx, const char *path)
+{
+    int fd = -1;
+    int rc = setter_begin(ctx);
+
+    if (rc != 0) {
+        return rc;
+    }
+    if (path != NULL) {
+        rc = tlsock__keylog_open(path, &fd, &ctx->err);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    if (ctx->keylog.fd >= 0) {
+        close(ctx->keylog.fd);
+    }
+    ctx->keylog.fd = fd;
     return 0;
 }
 

@@ -24,8 +24,9 @@ struct connect_args {
     bool quiet;
     const char *pins[PIN_MAX]; /* --pin sha256:BASE64, repeatable */
     size_t pin_count;
-    bool show_certs; /* --show-certs */
-    int ocsp_mode;   /* --ocsp MODE: enum tlsock_ocsp_mode */
+    bool show_certs;    /* --show-certs */
+    int ocsp_mode;      /* --ocsp MODE: enum tlsock_ocsp_mode */
+    const char *keylog; /* --keylog FILE, NULL for none */
 };
 
 /* How long to wait for the peer's close_notify after stdin ends, unless --timeout says. */
@@ -63,6 +64,10 @@ static void print_help(void)
           "                           when sent (must-staple certificates need one);\n"
           "                           require: also refuse a server that staples none;\n"
           "                           off (default): do not ask\n"
+          "      --keylog FILE        append the session's secrets to FILE in the NSS key log\n"
+          "                           format, for Wireshark (anyone with FILE and a capture\n"
+          "                           reads the traffic); SSLKEYLOGFILE is not read by\n"
+          "                           itself: pass --keylog \"$SSLKEYLOGFILE\"\n"
           "      --starttls smtp      speak SMTP in plaintext first (EHLO, STARTTLS), then TLS\n"
           "  -T, --timeout MS         bound the connect (with the STARTTLS preamble) and the\n"
           "                           handshake to MS each; give up (exit 4) when the server\n"
@@ -81,6 +86,7 @@ enum {
     OPT_PIN,
     OPT_SHOW_CERTS,
     OPT_OCSP,
+    OPT_KEYLOG,
 };
 
 static bool own_option(void *user, int opt, const char *arg, int *status)
@@ -109,6 +115,8 @@ static bool own_option(void *user, int opt, const char *arg, int *status)
         }
     } else if (opt == OPT_SHOW_CERTS) {
         args->show_certs = true;
+    } else if (opt == OPT_KEYLOG) {
+        args->keylog = arg;
     } else if (opt == OPT_OCSP) {
         if (strcmp(arg, "require") == 0) {
             args->ocsp_mode = TLSOCK_OCSP_REQUIRE;
@@ -141,6 +149,7 @@ static int parse_args(int argc, char **argv, struct connect_args *args)
         {"pin", required_argument, NULL, OPT_PIN},
         {"show-certs", no_argument, NULL, OPT_SHOW_CERTS},
         {"ocsp", required_argument, NULL, OPT_OCSP},
+        {"keylog", required_argument, NULL, OPT_KEYLOG},
         CLI_LONGOPTS_END,
     };
     static const struct cli_command cmd = {
@@ -295,7 +304,7 @@ static int show_certs(const struct tlsock_verify_info *info, void *user, char *r
     return 0;
 }
 
-/* --pin, --ocsp and --show-certs on the client context. Reports failures. */
+/* --pin, --ocsp, --show-certs and --keylog on the client context. Reports failures. */
 static int set_connect_checks(const struct connect_args *args, struct tlsock_ctx *ctx)
 {
     int err = 0;
@@ -316,6 +325,12 @@ static int set_connect_checks(const struct connect_args *args, struct tlsock_ctx
         err = tlsock_ctx_set_verify_callback(ctx, show_certs, NULL);
         if (err != 0) {
             cli_error("--show-certs", err, tlsock_ctx_errmsg(ctx));
+        }
+    }
+    if (err == 0 && args->keylog != NULL) {
+        err = tlsock_ctx_set_keylog_file(ctx, args->keylog);
+        if (err != 0) {
+            cli_error("--keylog", err, tlsock_ctx_errmsg(ctx));
         }
     }
     return err;
