@@ -98,7 +98,10 @@ int tlsock__ossl_set_tickets(SSL_CTX *ctx, const struct tlsock__tickets *t, stru
     }
     SSL_CTX_clear_options(ctx, SSL_OP_NO_TICKET);
     SSL_CTX_set_timeout(ctx, (long)t->lifetime);
-    SSL_CTX_set_app_data(ctx, (void *)t);
+    /* Setting ex_data allocates: unchecked, the callback would find no keys (NULL). */
+    if (SSL_CTX_set_app_data(ctx, (void *)t) != 1) {
+        return tlsock__ossl_fail(err, TLSOCK_ENOMEM, "cannot attach the ticket keys");
+    }
     if (SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_key_cb) != 1) {
         return tlsock__ossl_fail(err, TLSOCK_ECONFIG, "cannot set the ticket key callback");
     }
