@@ -721,7 +721,7 @@ TLSOCK_API int tlsock_ctx_set_ticket_lifetime(struct tlsock_ctx *ctx, unsigned s
 
 /**
  * Loads the ticket key secret and rotation period from the key file at @p path (the format is in
- * docs/tickets.md; tlsock_ticket_keys_write() or `tlsock ticket-keys` makes one). Servers
+ * docs/tickets.md; tlsock_ticket_keys_write() or `tlsock cert --ticket-keys` makes one). Servers
  * loading the same file, in one process or several, with either implementation, use the same
  * keys at the same time. The file must be a regular file that only its owner can read
  * (mode 0600 or stricter). The file is read now; a later change needs a new context (the CLI
