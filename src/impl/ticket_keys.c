@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "impl/text.h"
 #include "tlsock.h"
 
 #define KEY_LABEL  "tlsock ticket key"
@@ -60,20 +61,6 @@ bool tlsock__ticket_key_derive(const struct tlsock__tickets *t, int64_t n,
     return true;
 }
 
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
-
 /* The value after "@p name " on a line of @p text, or NULL. */
 static const char *field(const char *text, const char *name)
 {
@@ -115,7 +102,7 @@ int tlsock__ticket_keys_parse(struct tlsock__tickets *t, const char *data, size_
     const char *s = field(text, "secret");
     size_t i = 0;
     for (; s != NULL && i < 2 * sizeof(secret); i++) {
-        if (hex_value(s[i]) < 0) {
+        if (tlsock__text_hex_value(s[i]) < 0) {
             break;
         }
     }
@@ -125,7 +112,8 @@ int tlsock__ticket_keys_parse(struct tlsock__tickets *t, const char *data, size_
                             "ticket key file: missing or bad \"secret\" line (64 hex digits)");
     }
     for (i = 0; i < sizeof(secret); i++) {
-        secret[i] = (unsigned char)(hex_value(s[2 * i]) << 4 | hex_value(s[2 * i + 1]));
+        secret[i] = (unsigned char)(tlsock__text_hex_value(s[2 * i]) << 4 |
+                                    tlsock__text_hex_value(s[2 * i + 1]));
     }
     memcpy(t->secret, secret, sizeof(secret));
     t->period = (unsigned)period;
