@@ -686,6 +686,62 @@ TLSOCK_API int tlsock_ctx_set_alpn(struct tlsock_ctx *ctx, const char *list);
 TLSOCK_API int tlsock_ctx_set_handshake_timeout(struct tlsock_ctx *ctx, int timeout_ms);
 
 /* ---------------------------------------------------------------------------------------------
+ * Session tickets (servers; docs/tickets.md)
+ *
+ * A server context issues session tickets (RFC 5077 for TLS 1.2, RFC 8446 section 4.6.1 for
+ * TLS 1.3) by default on both implementations, so returning clients resume without a full
+ * handshake. Tickets are encrypted under keys derived from one secret: the key of the current
+ * period encrypts, the previous period's is still accepted (a client resuming with it gets a
+ * ticket under the current key where the implementation can re-issue; see the docs), older ones
+ * are refused and the client gets a full handshake. Without a key file the secret is random, made
+ * when the context freezes, and the period is the ticket lifetime. Early data (0-RTT) is never
+ * accepted and tickets never allow it.
+ *
+ * These setters act on server contexts before they freeze (TLSOCK_EINVAL on a client context or
+ * after the first connection); the context keeps its own copy of everything. Like every setter,
+ * they are not for two threads at once on one context; the frozen context is shared freely.
+ * ------------------------------------------------------------------------------------------- */
+
+/**
+ * Turns session tickets on (@p on true, the default) or off. Off: no NewSessionTicket is sent
+ * on TLS 1.3 or 1.2, and a ticket a client offers is ignored (a full handshake).
+ * Returns 0 or TLSOCK_EINVAL (NULL, client context, frozen).
+ */
+TLSOCK_API int tlsock_ctx_set_tickets(struct tlsock_ctx *ctx, bool on);
+
+/**
+ * Sets how long a ticket may be used, in seconds (1 to 604800, RFC 8446's 7 days; default 7200,
+ * two hours). It is the ticket_lifetime (TLS 1.3) or ticket_lifetime_hint (TLS 1.2) sent to the
+ * client, and the server refuses a ticket older than that. On TLS 1.3 a client may keep using the
+ * lifetime of the ticket it was given; on TLS 1.2 it is a hint. When no key file sets the
+ * rotation period, the period is this lifetime. Returns 0 or TLSOCK_EINVAL (out of range, NULL,
+ * client context, frozen).
+ */
+TLSOCK_API int tlsock_ctx_set_ticket_lifetime(struct tlsock_ctx *ctx, unsigned seconds);
+
+/**
+ * Loads the ticket key secret and rotation period from the key file at @p path (the format is in
+ * docs/tickets.md; tlsock_ticket_keys_write() or `tlsock cert --ticket-keys` makes one). Servers
+ * loading the same file, in one process or several, with either implementation, use the same
+ * keys at the same time. The file must be a regular file that only its owner can read
+ * (mode 0600 or stricter). The file is read now; a later change needs a new context (the CLI
+ * re-reads it on SIGHUP). Returns 0, TLSOCK_ECONFIG (missing, unreadable, readable by others,
+ * malformed: the message names the file and the reason) or TLSOCK_EINVAL (NULL, client context,
+ * frozen).
+ */
+TLSOCK_API int tlsock_ctx_set_ticket_keys_file(struct tlsock_ctx *ctx, const char *path);
+
+/**
+ * Writes a new ticket key file at @p path: a fresh random secret and a rotation period of
+ * @p period_s seconds (1 to 604800; 0: 7200). The file is created with mode 0600 under a
+ * temporary name and renamed over @p path, so servers reading it never see half a file. Writing a
+ * new file replaces the secret: tickets issued under the old one stop resuming once servers
+ * reload it. Thread-safe. Returns 0, TLSOCK_EINVAL (NULL path, period out of range) or
+ * TLSOCK_ECONFIG (cannot write; the thread's message says why).
+ */
+TLSOCK_API int tlsock_ticket_keys_write(const char *path, unsigned period_s);
+
+/* ---------------------------------------------------------------------------------------------
  * Key log (the NSS key log format that SSLKEYLOGFILE names, for Wireshark and friends)
  *
  * A key log holds the secrets of each session: with it, anyone holding a capture of the traffic

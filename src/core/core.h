@@ -26,6 +26,11 @@ int tlsock__ctx_freeze(struct tlsock_ctx *ctx, struct tlsock__err *err) TLSOCK__
 
 /* TLSOCK_CLIENT or TLSOCK_SERVER. */
 int tlsock__ctx_role(const struct tlsock_ctx *ctx);
+/* Starts a public setter of a context (ctx.c): EINVAL when NULL or frozen, else clears its message.
+ */
+int tlsock__ctx_setter_begin(struct tlsock_ctx *ctx) TLSOCK__MUST_CHECK;
+/* At freeze, servers: the ticket keys made (a random secret without a file) and handed over. */
+int tlsock__ctx_tickets_freeze(struct tlsock_ctx *ctx, struct tlsock__err *err) TLSOCK__MUST_CHECK;
 
 /* References held on @p ctx now: for tests, which see who still holds a swapped-out context. */
 int tlsock__ctx_refs(const struct tlsock_ctx *ctx);

@@ -37,6 +37,11 @@ static int setter_begin(struct tlsock_ctx *ctx)
     return 0;
 }
 
+int tlsock__ctx_setter_begin(struct tlsock_ctx *ctx)
+{
+    return setter_begin(ctx);
+}
+
 /* Publishes an implementation's failure detail to the thread's last message. */
 static int setter_end(struct tlsock_ctx *ctx, int rc)
 {
@@ -275,6 +280,7 @@ int tlsock_ctx_new(int role, struct tlsock_ctx **out)
     ctx->verify_mode = role == TLSOCK_CLIENT ? TLSOCK_VERIFY_REQUIRED : TLSOCK_VERIFY_NONE;
     ctx->handshake_timeout = TLSOCK_NO_TIMEOUT;
     ctx->trust.max_depth = -1;
+    ctx->tickets.lifetime = TLSOCK__TICKET_LIFETIME_DEFAULT;
     tlsock__keylog_init(&ctx->keylog);
     rc = tlsock__default_impl(&ctx->impl);
     if (rc != 0) {
@@ -375,6 +381,7 @@ void tlsock_ctx_free(struct tlsock_ctx *ctx)
     free(ctx->certsel.certs);
     free(ctx->trust.pins);
     free(ctx->ocsp_response);
+    explicit_bzero(&ctx->tickets, sizeof(ctx->tickets));
     pass_free(ctx->pass);
     if (ctx->keylog.fd >= 0) {
         close(ctx->keylog.fd);
@@ -1350,6 +1357,9 @@ int tlsock__ctx_freeze(struct tlsock_ctx *ctx, struct tlsock__err *err)
         bool needs_store = ctx->role == TLSOCK_CLIENT && ctx->verify_mode != TLSOCK_VERIFY_NONE;
         if (!ctx->ca_set && needs_store) {
             rc = ctx->impl->ctx_add_ca_system(ctx->native, err);
+        }
+        if (rc == 0 && ctx->role == TLSOCK_SERVER) {
+            rc = tlsock__ctx_tickets_freeze(ctx, err);
         }
         if (rc == 0 && ctx->on_ctx != NULL) {
             /* The user's callback sees the context exactly as tlsock configured it. */

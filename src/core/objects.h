@@ -61,6 +61,7 @@ struct tlsock_ctx {
     struct tlsock__certsel certsel; /* the certificates' names and keys, default, SNI callback */
     unsigned char *ocsp_response;   /* servers: the DER OCSP response to staple, NULL if none */
     size_t ocsp_response_len;
+    struct tlsock__tickets tickets;   /* servers: session tickets (tickets.c) */
     struct tlsock__setting *settings; /* every setter's effect, in order (replayed by set_impl) */
     struct tlsock__keylog keylog;     /* callback and file; the core's, not the native context's */
     struct tlsock__err err;

@@ -43,6 +43,7 @@ struct gtls_conn {
     size_t chain_index;                    /* servers: the chain chosen for this client */
     const struct gtls_ctx *gc;             /* the context (the core holds a reference for us) */
     bool drop_hello;       /* a refused renegotiation's ClientHello is queued in GnuTLS */
+    bool tickets_keyed;    /* servers: the ticket key is chosen (a retried hello keeps it) */
     unsigned char tail[7]; /* the last bytes received: a whole record if it was an alert */
     size_t tail_len;
     int verify_mode;
@@ -508,6 +509,14 @@ static int client_hello_hook(gnutls_session_t session, unsigned htype, unsigned 
     int ret = choose_chain(c, &h);
     if (ret < 0) {
         return ret;
+    }
+    if (c->gc->tickets != NULL && !c->tickets_keyed) {
+        c->tickets_keyed = true;
+        ret = tlsock__gtls_tickets_hello(session, c->gc->tickets,
+                                         h.has_ticket ? h.ticket_name : NULL);
+        if (ret < 0) {
+            return ret;
+        }
     }
     /* TLS 1.3: the priorities that make GnuTLS use the client's first usable key share. */
     unsigned group = tlsock__hello_version(&h, c->min_version, c->max_version) == 0x0304
@@ -1148,6 +1157,9 @@ static int gtls_conn_new(void *nctx, const struct tlsock__conn_params *p, void *
     if (p->role == TLSOCK_SERVER) {
         gnutls_handshake_set_hook_function(c->session, GNUTLS_HANDSHAKE_CLIENT_HELLO,
                                            GNUTLS_HOOK_PRE, client_hello_hook);
+        if (gc->tickets != NULL) {
+            tlsock__gtls_tickets_start(c->session, gc->tickets);
+        }
     }
     rc = setup_verification(c, p, err);
     if (rc != 0) {
@@ -1654,6 +1666,7 @@ const struct tlsock__impl tlsock__gnutls_impl = {
     .ctx_set_cert = tlsock__gtls_ctx_set_cert,
     .ctx_add_crl = tlsock__gtls_ctx_add_crl,
     .ctx_set_alpn = tlsock__gtls_ctx_set_alpn,
+    .ctx_set_tickets = tlsock__gtls_ctx_set_tickets,
     .conn_new = gtls_conn_new,
     .conn_free = gtls_conn_free,
     .handshake = gtls_handshake,

@@ -844,6 +844,18 @@ int tlsock__gtls_ctx_add_crl(void *nctx, const void *data, size_t len, struct tl
     return 0;
 }
 
+int tlsock__gtls_ctx_set_tickets(void *nctx, const struct tlsock__tickets *t,
+                                 struct tlsock__err *err)
+{
+    struct gtls_ctx *gc = nctx;
+
+    (void)err;
+    /* GnuTLS servers send no tickets until a session enables them, and never take early data
+     * unless a session is initialised with GNUTLS_ENABLE_EARLY_DATA, which tlsock never sets. */
+    gc->tickets = t->off ? NULL : t;
+    return 0;
+}
+
 int tlsock__gtls_ctx_set_alpn(void *nctx, const unsigned char *wire, size_t len,
                               struct tlsock__err *err)
 {

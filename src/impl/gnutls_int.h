@@ -61,6 +61,7 @@ struct gtls_ctx {
     gnutls_datum_t *alpn; /* the protocols, preference order; data point into alpn_wire */
     unsigned alpn_count;
     unsigned char *alpn_wire;
+    const struct tlsock__tickets *tickets; /* servers: the core's, NULL when tickets are off */
 };
 
 /* This side's certificate chain (leaf first) and key, read but not yet in credentials. */
@@ -104,6 +105,17 @@ int tlsock__gtls_ctx_add_ca_system(void *nctx, struct tlsock__err *err);
 int tlsock__gtls_ctx_set_cert(void *nctx, const struct tlsock__cert_src *src,
                               struct tlsock__err *err);
 int tlsock__gtls_ctx_add_crl(void *nctx, const void *data, size_t len, struct tlsock__err *err);
+int tlsock__gtls_ctx_set_tickets(void *nctx, const struct tlsock__tickets *t,
+                                 struct tlsock__err *err);
+/* A server session's ticket lifetime (gnutls_tickets.c), before its handshake. */
+int tlsock__gtls_tickets_start(gnutls_session_t session, const struct tlsock__tickets *t);
+/*
+ * From the ClientHello hook, once a session: tickets enabled under the key of the offered
+ * ticket's period (@p ticket_name, NULL for none) if it is the current or the previous one, else
+ * the current one's. A GnuTLS error code, or 0.
+ */
+int tlsock__gtls_tickets_hello(gnutls_session_t session, const struct tlsock__tickets *t,
+                               const unsigned char *ticket_name);
 int tlsock__gtls_ctx_set_alpn(void *nctx, const unsigned char *wire, size_t len,
                               struct tlsock__err *err);
 

@@ -72,6 +72,14 @@ void tlsock__hello_extension(struct tlsock__hello *h, unsigned type, const unsig
              i += 4 + get16(data + i + 2)) {
             h->shares[h->nshares++] = get16(data + i);
         }
+    } else if (type == TLSOCK__EXT_SESSION_TICKET && len >= sizeof(h->ticket_name)) {
+        memcpy(h->ticket_name, data, sizeof(h->ticket_name));
+        h->has_ticket = true;
+    } else if (type == TLSOCK__EXT_PRE_SHARED_KEY && len >= 4 + sizeof(h->ticket_name) &&
+               get16(data + 2) >= sizeof(h->ticket_name) && 4 + get16(data + 2) <= len) {
+        /* identities' two-byte length, then the first identity's two-byte length and bytes. */
+        memcpy(h->ticket_name, data + 4, sizeof(h->ticket_name));
+        h->has_ticket = true;
     } else if (type == TLSOCK__EXT_SUPPORTED_VERSIONS && len >= 1) {
         /* A one-byte length, then two bytes a version. */
         h->has_versions = true;

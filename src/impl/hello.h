@@ -17,6 +17,8 @@ enum {
     TLSOCK__EXT_SIGNATURE_ALGORITHMS = 13,     /* RFC 8446 section 4.2.3 */
     TLSOCK__EXT_SUPPORTED_VERSIONS = 43,       /* RFC 8446 section 4.2.1 */
     TLSOCK__EXT_RENEGOTIATION_INFO = 0xff01,   /* RFC 5746 section 3.2 */
+    TLSOCK__EXT_SESSION_TICKET = 35,           /* RFC 5077 section 3.2 */
+    TLSOCK__EXT_PRE_SHARED_KEY = 41,           /* RFC 8446 section 4.2.11 */
     TLSOCK__SUITE_RENEGOTIATION_SCSV = 0x00ff, /* RFC 5746 section 3.3 */
     TLSOCK__ALERT_HANDSHAKE_FAILURE = 40,
     TLSOCK__ALERT_INTERNAL_ERROR = 80,
@@ -39,6 +41,12 @@ struct tlsock__hello {
     size_t nsigalgs;
     bool suites_ecdsa; /* cipher_suites offers a TLS 1.2 suite authenticated by ECDSA */
     bool suites_rsa;   /* ... or by RSA */
+    /*
+     * The first 16 bytes of the ticket offered (session_ticket, or pre_shared_key's first
+     * identity): the key name of tickets tlsock's servers make (ticket_keys.h).
+     */
+    bool has_ticket;
+    unsigned char ticket_name[16];
 };
 
 /* Starts @p h for a ClientHello whose legacy_version is @p legacy_version. */

@@ -16,6 +16,7 @@
 #include <stddef.h>
 
 #include "base/base.h"
+#include "impl/ticket_keys.h"
 #include "transport/transport.h"
 
 /*
@@ -238,6 +239,12 @@ struct tlsock__impl {
     int (*ctx_add_crl)(void *nctx, const void *data, size_t len, struct tlsock__err *err);
     /* Wire-format ALPN list (length-prefixed names); len 0 clears. */
     int (*ctx_set_alpn)(void *nctx, const unsigned char *wire, size_t len, struct tlsock__err *err);
+    /*
+     * Servers, once at freeze: session tickets as @p t says (off, or on with its lifetime and
+     * keys, ticket_keys.h), and never early data. @p t is owned by the core's context and
+     * outlives the native context.
+     */
+    int (*ctx_set_tickets)(void *nctx, const struct tlsock__tickets *t, struct tlsock__err *err);
 
     /* Sessions. */
     int (*conn_new)(void *nctx, const struct tlsock__conn_params *params, void **out,

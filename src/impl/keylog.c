@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "keylog.h"
+#include "text.h"
 
 /* The longest label (CLIENT_HANDSHAKE_TRAFFIC_SECRET has 31 characters) and secret we write. */
 enum { LABEL_MAX = 48, RANDOM_LEN = 32, SECRET_MAX = 64 };
@@ -121,20 +122,6 @@ void tlsock__keylog_secret(const struct tlsock__keylog *kl, const char *label,
     emit(kl, label, strlen(label), client_random, random_len, secret, secret_len);
 }
 
-static int hex_value(char ch)
-{
-    if (ch >= '0' && ch <= '9') {
-        return ch - '0';
-    }
-    if (ch >= 'a' && ch <= 'f') {
-        return ch - 'a' + 10;
-    }
-    if (ch >= 'A' && ch <= 'F') {
-        return ch - 'A' + 10;
-    }
-    return -1;
-}
-
 /* Decodes the hex field at *@p text up to a space or the end, at most @p max bytes. */
 static bool take_hex(const char **text, unsigned char *out, size_t max, size_t *len)
 {
@@ -142,8 +129,8 @@ static bool take_hex(const char **text, unsigned char *out, size_t max, size_t *
     size_t n = 0;
 
     while (*s != '\0' && *s != ' ') {
-        int hi = hex_value(s[0]);
-        int lo = hi >= 0 ? hex_value(s[1]) : -1;
+        int hi = tlsock__text_hex_value(s[0]);
+        int lo = hi >= 0 ? tlsock__text_hex_value(s[1]) : -1;
         if (lo < 0 || n == max) {
             return false;
         }

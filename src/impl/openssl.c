@@ -593,6 +593,12 @@ static int ossl_ctx_set_cert(void *nctx, const struct tlsock__cert_src *src,
     return 0;
 }
 
+static int ossl_ctx_set_tickets(void *nctx, const struct tlsock__tickets *t,
+                                struct tlsock__err *err)
+{
+    return tlsock__ossl_set_tickets(((struct ossl_ctx *)nctx)->ssl_ctx, t, err);
+}
+
 static int ossl_ctx_set_alpn(void *nctx, const unsigned char *wire, size_t len,
                              struct tlsock__err *err)
 {
@@ -1447,6 +1453,7 @@ const struct tlsock__impl tlsock__openssl_impl = {
     .ctx_set_cert = ossl_ctx_set_cert,
     .ctx_add_crl = ossl_ctx_add_crl,
     .ctx_set_alpn = ossl_ctx_set_alpn,
+    .ctx_set_tickets = ossl_ctx_set_tickets,
     .conn_new = ossl_conn_new,
     .conn_free = ossl_conn_free,
     .handshake = ossl_handshake,

@@ -66,4 +66,8 @@ int tlsock__ossl_ocsp_finding(const unsigned char *der, long len, X509 *leaf, X5
 /* Whether @p leaf is must-staple: a TLS feature extension listing status_request (RFC 7633). */
 bool tlsock__ossl_must_staple(X509 *leaf);
 
+/* Servers: session tickets as @p t says, keys from ticket_keys.h (openssl_tickets.c). */
+int tlsock__ossl_set_tickets(SSL_CTX *ctx, const struct tlsock__tickets *t,
+                             struct tlsock__err *err);
+
 #endif /* TLSOCK_OPENSSL_UTIL_H */

@@ -229,6 +229,20 @@ void tlsock__text_serial(const unsigned char *bytes, size_t len, char *out, size
     out[used < size ? used : size - 1] = '\0';
 }
 
+int tlsock__text_hex_value(char ch)
+{
+    if (ch >= '0' && ch <= '9') {
+        return ch - '0';
+    }
+    if (ch >= 'a' && ch <= 'f') {
+        return ch - 'a' + 10;
+    }
+    if (ch >= 'A' && ch <= 'F') {
+        return ch - 'A' + 10;
+    }
+    return -1;
+}
+
 void tlsock__text_group(const char *name, char *out, size_t size)
 {
     /* OpenSSL's curve names for the IANA ones (RFC 8422 appendix A). */

@@ -125,6 +125,9 @@ const char *tlsock__text_old_server_hint(int min_version, int max_version, bool 
  */
 void tlsock__text_serial(const unsigned char *bytes, size_t len, char *out, size_t size);
 
+/* The value (0 to 15) of the hexadecimal digit @p ch, either case; -1 for any other character. */
+int tlsock__text_hex_value(char ch);
+
 /* A key exchange group's IANA name in lower case ("x25519", "secp256r1", "ffdhe2048") from the
  * implementation's name for it ("X25519", "prime256v1", "FFDHE2048"...). */
 void tlsock__text_group(const char *name, char *out, size_t size);

@@ -25,6 +25,7 @@ enum {
     TS_CT_APPDATA = 23,
     TS_HS_CLIENT_HELLO = 1,
     TS_HS_SERVER_HELLO = 2,
+    TS_HS_NEW_SESSION_TICKET = 4,
 };
 
 /* A growable byte buffer. */

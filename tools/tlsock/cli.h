@@ -83,6 +83,13 @@ bool cli_parse_int(const char *arg, int min, int max, int *out);
     "      --key-pass-file FILE encrypted keys' passphrase: FILE's first line\n"                   \
     "      --key-pass-env VAR   encrypted keys' passphrase: the variable VAR\n"
 
+/* The --help lines of the serving commands' session tickets. */
+#define CLI_HELP_SERVER_TICKETS                                                                    \
+    "      --ticket-keys FILE   session ticket keys from FILE (tlsock cert --ticket-keys),\n"      \
+    "                           shared by the servers that read it (default: random keys\n"        \
+    "                           of this process)\n"                                                \
+    "      --no-tickets         issue no session tickets (no TLS 1.3 resumption)\n"
+
 /* The context options that connect and serve share; NULL fields were not given. */
 struct cli_ctx_options {
     const char *tls;     /* --tls MIN[-MAX] */
@@ -121,6 +128,8 @@ struct cli_shared_options {
     const char *ca_out;        /* --ca-out FILE */
     const char *client_ca;     /* --client-ca FILE */
     const char *ocsp_response; /* --ocsp-response FILE: the DER OCSP response to staple */
+    const char *ticket_keys;   /* --ticket-keys FILE: the session ticket key file */
+    bool no_tickets;           /* --no-tickets */
     int handshake_timeout_ms;  /* --handshake-timeout MS */
     int threads;               /* --threads N */
     int stats_s;               /* --stats SECONDS; 0: no periodic line */
@@ -140,6 +149,8 @@ enum {
     CLI_OPT_CRL_CHAIN,
     CLI_OPT_OCSP_RESPONSE,
     CLI_OPT_STATS,
+    CLI_OPT_TICKET_KEYS,
+    CLI_OPT_NO_TICKETS,
     CLI_OPT_SHARED_END,
 };
 
@@ -166,6 +177,8 @@ enum {
     {"ca-out", required_argument, NULL, CLI_OPT_CA_OUT}, \
     {"client-ca", required_argument, NULL, CLI_OPT_CLIENT_CA}, \
     {"ocsp-response", required_argument, NULL, CLI_OPT_OCSP_RESPONSE}, \
+    {"ticket-keys", required_argument, NULL, CLI_OPT_TICKET_KEYS}, \
+    {"no-tickets", no_argument, NULL, CLI_OPT_NO_TICKETS}, \
     {"handshake-timeout", required_argument, NULL, CLI_OPT_HANDSHAKE_TIMEOUT}, \
     {"threads", required_argument, NULL, CLI_OPT_THREADS}, \
     {"impl", required_argument, NULL, CLI_OPT_IMPL}, \

@@ -1,6 +1,7 @@
 /*
  * `tlsock cert`: writes a throw-away CA, a server certificate it signs and the server's key to a
- * directory, so that other tools (openssl, curl, browsers) can be pointed at them.
+ * directory, so that other tools (openssl, curl, browsers) can be pointed at them; or, with
+ * --ticket-keys, a new session ticket key file for serve and tunnel.
  */
 #include <getopt.h>
 #include <string.h>
@@ -9,19 +10,26 @@
 
 static void print_help(void)
 {
-    fputs("Usage: tlsock cert --out DIR --host NAME[,NAME|IP...] [--encrypt PASS-OPTION]\n\n"
+    fputs("Usage: tlsock cert --out DIR --host NAME[,NAME|IP...] [--encrypt PASS-OPTION]\n"
+          "       tlsock cert --ticket-keys FILE [--period SECONDS]\n\n"
           "Makes a development certificate authority and a server certificate it signs\n"
           "(ECDSA P-256, valid for 30 days) naming every NAME or IP address, and writes\n"
           "DIR/ca.pem, DIR/cert.pem and DIR/key.pem (mode 0600). DIR is created if missing.\n"
           "The CA's private key is discarded: nothing else can be signed with it.\n"
           "With --encrypt, DIR/key.pem is encrypted PKCS#8 (AES-256-CBC) under the passphrase\n"
           "of --key-pass-file or --key-pass-env, which serve and tunnel then take to load it.\n\n"
+          "With --ticket-keys, writes a new session ticket key file instead (a random secret\n"
+          "and a rotation period; mode 0600, replacing FILE in one rename) for serve and\n"
+          "tunnel --ticket-keys: servers sharing it resume each other's sessions. Tickets\n"
+          "issued under the old file stop resuming once the servers reload (SIGHUP).\n\n"
           "Options:\n"
           "  -o, --out DIR            directory to write to\n"
           "  -H, --host LIST          comma-separated DNS names and IP addresses\n"
           "      --encrypt            encrypt the key (needs a passphrase option)\n"
           "      --key-pass-file FILE the passphrase: FILE's first line\n"
           "      --key-pass-env VAR   the passphrase: the variable VAR\n"
+          "      --ticket-keys FILE   write a session ticket key file\n"
+          "      --period SECONDS     its key rotation period, 1 to 604800 (default 7200)\n"
           "  -h, --help               show this help\n",
           stdout);
 }
@@ -110,8 +118,23 @@ done:
     return status;
 }
 
+/* --ticket-keys: a new key file at @p path rotating every @p period seconds (0: default). */
+static int write_ticket_keys(const char *path, int period)
+{
+    int err = tlsock_ticket_keys_write(path, (unsigned)period);
+
+    if (err != 0) {
+        cli_error("cannot write the ticket key file", err, tlsock_errmsg());
+        return err == TLSOCK_ECONFIG ? CLI_EXIT_NETWORK : cli_exit_code(err);
+    }
+    printf("wrote %s\n", path);
+    return CLI_EXIT_OK;
+}
+
 enum {
     OPT_ENCRYPT = CLI_OPT_SHARED_END,
+    OPT_TICKET_KEYS,
+    OPT_PERIOD,
 };
 
 int cli_cmd_cert(int argc, char **argv)
@@ -122,6 +145,8 @@ int cli_cmd_cert(int argc, char **argv)
         {"encrypt", no_argument, NULL, OPT_ENCRYPT},
         {"key-pass-file", required_argument, NULL, CLI_OPT_KEY_PASS_FILE},
         {"key-pass-env", required_argument, NULL, CLI_OPT_KEY_PASS_ENV},
+        {"ticket-keys", required_argument, NULL, OPT_TICKET_KEYS},
+        {"period", required_argument, NULL, OPT_PERIOD},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -129,6 +154,8 @@ int cli_cmd_cert(int argc, char **argv)
     const char *dir = NULL;
     const char *hosts = NULL;
     struct cli_ctx_options pass_opts = {0};
+    const char *ticket_keys = NULL;
+    int period = 0;
     bool encrypt = false;
     int opt = 0;
     bool parsing = true;
@@ -154,6 +181,16 @@ int cli_cmd_cert(int argc, char **argv)
         case CLI_OPT_KEY_PASS_ENV:
             pass_opts.key_pass_env = optarg;
             break;
+        case OPT_TICKET_KEYS:
+            ticket_keys = optarg;
+            break;
+        case OPT_PERIOD:
+            if (!cli_parse_int(optarg, 1, 7 * 86400, &period)) {
+                status =
+                    cli_usage_error("cert", "--period wants 1 to 604800 seconds, not '%s'", optarg);
+                goto done;
+            }
+            break;
         case 'h':
             print_help();
             goto done;
@@ -164,6 +201,16 @@ int cli_cmd_cert(int argc, char **argv)
     }
     if (optind < argc) {
         status = cli_usage_error("cert", "unexpected argument '%s'", argv[optind]);
+        goto done;
+    }
+    if (ticket_keys != NULL) {
+        status = dir != NULL || hosts != NULL || encrypt
+                     ? cli_usage_error("cert", "--ticket-keys excludes --out, --host and --encrypt")
+                     : write_ticket_keys(ticket_keys, period);
+        goto done;
+    }
+    if (period != 0) {
+        status = cli_usage_error("cert", "--period needs --ticket-keys");
         goto done;
     }
     if (dir == NULL || hosts == NULL) {

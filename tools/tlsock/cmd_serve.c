@@ -28,9 +28,9 @@ static void print_help(void)
           "prints 'fingerprint SHA256 ...' on the second line. Connections are served\n"
           "concurrently on event loops, each with a handshake timeout (10 s unless set) and a\n"
           "60 s idle timeout. SIGINT or SIGTERM stops it. SIGHUP reloads --cert, --key,\n"
-          "--client-ca and --crl from their files for new connections (open ones keep theirs);\n"
-          "a file that fails to load leaves the old ones serving, and either way one line on\n"
-          "stderr says what happened.\n\n"
+          "--client-ca, --crl and --ticket-keys from their files for new connections (open\n"
+          "ones keep theirs); a file that fails to load leaves the old ones serving, and\n"
+          "either way one line on stderr says what happened.\n\n"
           "Options:\n"
           "  -l, --listen HOST:PORT   address to listen on (default 127.0.0.1:0, any "
           "port)\n" CLI_HELP_SERVER_CERT
@@ -40,7 +40,7 @@ static void print_help(void)
           "                           DER; repeatable; needs --client-ca)\n"
           "      --crl-chain          check every certificate of the chain, not only the leaf\n"
           "      --ocsp-response FILE staple this DER OCSP response (openssl ocsp -respout) for\n"
-          "                           clients that ask for one\n"
+          "                           clients that ask for one\n" CLI_HELP_SERVER_TICKETS
           "  -e, --echo               echo every byte back (the default)\n"
           "  -H, --http               answer HTTP/1.x requests with a small text/plain page\n"
           "  -a, --alpn LIST          ALPN protocols to accept, in preference order\n"

@@ -47,8 +47,9 @@ static void print_help(void)
           "side (FIN or close_notify) is passed on to the other; a reset on one side closes\n"
           "the other at once. A failed connection is logged on stderr and the tunnel goes on.\n"
           "SIGINT or SIGTERM stops it. SIGHUP reloads the accepting side's --cert, --key,\n"
-          "--client-ca and --crl for new clients (open connections keep theirs); a file that\n"
-          "fails to load leaves the old ones serving; one line on stderr says which.\n\n"
+          "--client-ca, --crl and --ticket-keys for new clients (open connections keep\n"
+          "theirs); a file that fails to load leaves the old ones serving; one line on stderr\n"
+          "says which.\n\n"
           "Options:\n"
           "      --accept HOST:PORT   address to accept clients on (port 0: any free port)\n"
           "      --connect HOST:PORT  the target each client is forwarded to\n"
@@ -59,7 +60,7 @@ static void print_help(void)
           "                           drop clients that have not finished the TLS handshake\n"
           "                           MS milliseconds after they connected (default 10000)\n"
           "      --ocsp-response FILE staple this DER OCSP response (openssl ocsp -respout) for\n"
-          "                           clients that ask for one\n"
+          "                           clients that ask for one\n" CLI_HELP_SERVER_TICKETS
           "The target speaks TLS (TLS origination):\n"
           "      --tls-connect        connect to the target with TLS and verify it\n"
           "  -C, --ca FILE|DIR        trust these CA certificates instead of the system store\n"
@@ -128,6 +129,10 @@ static int check_args(struct tunnel_args *args)
     }
     if (status < 0 && shared->ocsp_response != NULL && !accept_tls) {
         status = cli_usage_error("tunnel", "--ocsp-response needs clients that speak TLS (--cert)");
+    }
+    if (status < 0 && (shared->ticket_keys != NULL || shared->no_tickets) && !accept_tls) {
+        status = cli_usage_error("tunnel", "--ticket-keys and --no-tickets need clients that speak "
+                                           "TLS (--cert)");
     }
     if (status < 0 && !args->tls_connect &&
         (shared->ca != NULL || shared->insecure || shared->servername != NULL)) {

@@ -108,7 +108,7 @@ static void on_signal(uv_signal_t *handle, int signum)
 }
 
 /* The files a reload read, for its log line: "--cert F --key F [--cert F --key F]...
- * [--client-ca F] [--crl F]... [--ocsp-response F]". */
+ * [--client-ca F] [--crl F]... [--ocsp-response F] [--ticket-keys F]". */
 static void describe_reload(const struct cli_shared_options *opts, char *out, size_t size)
 {
     size_t len = 0;
@@ -127,6 +127,9 @@ static void describe_reload(const struct cli_shared_options *opts, char *out, si
     }
     if (opts->ocsp_response != NULL && len < size) {
         len += (size_t)snprintf(out + len, size - len, " --ocsp-response %s", opts->ocsp_response);
+    }
+    if (opts->ticket_keys != NULL && len < size) {
+        len += (size_t)snprintf(out + len, size - len, " --ticket-keys %s", opts->ticket_keys);
     }
 }
 

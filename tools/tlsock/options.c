@@ -454,6 +454,12 @@ bool cli_shared_option(const char *cmd, struct cli_shared_options *opts, int opt
     case CLI_OPT_OCSP_RESPONSE:
         opts->ocsp_response = arg;
         break;
+    case CLI_OPT_TICKET_KEYS:
+        opts->ticket_keys = arg;
+        break;
+    case CLI_OPT_NO_TICKETS:
+        opts->no_tickets = true;
+        break;
     case CLI_OPT_HANDSHAKE_TIMEOUT:
         if (!cli_parse_int(arg, 1, CLI_MS_MAX, &opts->handshake_timeout_ms)) {
             *status = cli_usage_error(
@@ -550,7 +556,26 @@ int cli_check_server_options(const char *cmd, struct cli_shared_options *opts)
     if (status < 0 && opts->ca_out != NULL && opts->ctx.cert_count > 0) {
         status = cli_usage_error(cmd, "--ca-out only applies without --cert");
     }
+    if (status < 0 && opts->ticket_keys != NULL && opts->no_tickets) {
+        status = cli_usage_error(cmd, "--ticket-keys and --no-tickets exclude each other");
+    }
     return status;
+}
+
+/* A server's session tickets: off (--no-tickets) or keys from --ticket-keys, read now. */
+static int set_tickets(struct tlsock_ctx *ctx, const struct cli_shared_options *opts)
+{
+    int err = 0;
+
+    if (opts->no_tickets) {
+        err = tlsock_ctx_set_tickets(ctx, false);
+    } else if (opts->ticket_keys != NULL) {
+        err = tlsock_ctx_set_ticket_keys_file(ctx, opts->ticket_keys);
+    }
+    if (err != 0) {
+        cli_error(opts->no_tickets ? "--no-tickets" : "--ticket-keys", err, tlsock_ctx_errmsg(ctx));
+    }
+    return err;
 }
 
 /*
@@ -586,6 +611,9 @@ static int ctx_new(int role, const struct cli_ctx_options *ctx_opts,
         if (err != 0) {
             cli_error("--ocsp-response", err, tlsock_ctx_errmsg(ctx));
         }
+    }
+    if (err == 0 && server) {
+        err = set_tickets(ctx, opts);
     }
     if (err == 0 && server && ctx_opts->cert_count == 0) {
         err = cli_use_devcert(ctx, opts->ca_out, fp);
