@@ -284,6 +284,11 @@ int tlsock_ctx_new(int role, struct tlsock_ctx **out)
         tlsock__publish(&ctx->err);
         goto fail;
     }
+    rc = tlsock__sessions_init(ctx);
+    if (rc != 0) {
+        ctx->impl->ctx_free(ctx->native);
+        goto fail;
+    }
     *out = ctx;
     return 0;
 fail:
@@ -369,6 +374,7 @@ void tlsock_ctx_free(struct tlsock_ctx *ctx)
         return;
     }
     ctx->impl->ctx_free(ctx->native);
+    tlsock__sessions_free(ctx);
     settings_free(ctx);
     certsel_forget(&ctx->certsel);
     free(ctx->certsel.certs);
@@ -1317,6 +1323,9 @@ int tlsock__ctx_freeze(struct tlsock_ctx *ctx, struct tlsock__err *err)
                 rc = tlsock__fail(err, rc < 0 ? rc : TLSOCK_ECONFIG,
                                   "the context configure callback failed (%d)", rc);
             }
+        }
+        if (rc == 0) {
+            rc = tlsock__sessions_freeze(ctx, err);
         }
         if (rc == 0) {
             atomic_store(&ctx->frozen, true);

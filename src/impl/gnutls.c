@@ -65,6 +65,7 @@ struct gtls_conn {
     int verify_alert;                   /* the alert for that refusal */
     const unsigned char *ocsp_response; /* server: the core's staple, NULL for none */
     size_t ocsp_response_len;
+    struct gtls_sess sess; /* resumption (gnutls_session.c) */
 };
 
 /* ---------------------------------------------------------------------------------------------
@@ -1128,6 +1129,9 @@ static int gtls_conn_new(void *nctx, const struct tlsock__conn_params *p, void *
                                            GNUTLS_HOOK_PRE, client_hello_hook);
     }
     rc = setup_verification(c, p, err);
+    if (rc == 0) {
+        rc = tlsock__gtls_sessions_setup(c->session, &c->sess, &p->session, p->role, gc, err);
+    }
     if (rc != 0) {
         goto fail;
     }
@@ -1194,6 +1198,9 @@ static int gtls_handshake(void *tls, struct tlsock__err *err)
         /* GnuTLS's word for a close_notify in the handshake. */
         return tlsock__text_fail_closed_in_handshake(err);
     }
+    if (ret == 0) {
+        tlsock__gtls_sessions_report(c->session, &c->sess, true);
+    }
     return ret == 0 ? 0 : map_error(c, ret, err);
 }
 
@@ -1244,6 +1251,7 @@ static int gtls_read(void *tls, void *buf, size_t len, size_t *nread, struct tls
             break;
         }
     }
+    tlsock__gtls_sessions_report(c->session, &c->sess, false);
     if (ret > 0) {
         *nread = (size_t)ret;
     } else if (ret == 0) {
@@ -1630,6 +1638,7 @@ const struct tlsock__impl tlsock__gnutls_impl = {
     .get_info = gtls_get_info,
     .export_keying_material = gtls_export,
     .exporter_bound = gtls_exporter_bound,
+    .sha256 = tlsock__gtls_sha256,
     .pending = gtls_pending,
     .cert_generate = tlsock__gtls_cert_generate,
     .cert_fingerprint = tlsock__gtls_cert_fingerprint,

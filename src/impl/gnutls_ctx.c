@@ -448,6 +448,7 @@ void tlsock__gtls_ctx_free(void *nctx)
         gnutls_certificate_free_credentials(gc->cred);
     }
     free_more(gc);
+    tlsock__gtls_server_tickets_free(gc);
     if (gc->prio != NULL) {
         gnutls_priority_deinit(gc->prio);
     }
@@ -490,6 +491,9 @@ int tlsock__gtls_ctx_new(int role, void **out, struct tlsock__err *err)
         goto fail;
     }
     rc = tlsock__gtls_build_priority(gc, gc->ciphers, gc->min_version, gc->max_version, err);
+    if (rc == 0 && role == TLSOCK_SERVER) {
+        rc = tlsock__gtls_server_tickets_init(gc, err);
+    }
     if (rc != 0) {
         goto fail;
     }

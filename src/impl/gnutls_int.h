@@ -61,7 +61,30 @@ struct gtls_ctx {
     gnutls_datum_t *alpn; /* the protocols, preference order; data point into alpn_wire */
     unsigned alpn_count;
     unsigned char *alpn_wire;
+    gnutls_datum_t ticket_key; /* servers: the session ticket key (gnutls_session.c) */
 };
+
+/* A session's resumption state (gnutls_session.c); its address is the session's db pointer. */
+struct gtls_sess {
+    struct tlsock__session_io io;
+    bool ticket_pending; /* a client received a NewSessionTicket not reported yet */
+};
+
+/* ---- resumption (gnutls_session.c) ---------------------------------------------------------- */
+
+/* Servers: one random session ticket key per context (freed with it). 0 or TLSOCK_ENOMEM. */
+int tlsock__gtls_server_tickets_init(struct gtls_ctx *gc, struct tlsock__err *err);
+void tlsock__gtls_server_tickets_free(struct gtls_ctx *gc);
+/*
+ * Gives @p s the core's @p io (copied into @p gs, which must live as long as @p s): a server's
+ * tickets and session-ID cache, a client's session to offer and its ticket hook. 0 or an error.
+ */
+int tlsock__gtls_sessions_setup(gnutls_session_t s, struct gtls_sess *gs,
+                                const struct tlsock__session_io *io, int role,
+                                const struct gtls_ctx *gc, struct tlsock__err *err);
+/* After a handshake (@p handshake_done) or a read: a client reports a new session, if any. */
+void tlsock__gtls_sessions_report(gnutls_session_t s, struct gtls_sess *gs, bool handshake_done);
+int tlsock__gtls_sha256(const void *data, size_t len, unsigned char out[32]);
 
 /* This side's certificate chain (leaf first) and key, read but not yet in credentials. */
 struct gtls_cert {

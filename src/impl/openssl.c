@@ -73,6 +73,7 @@ struct ossl_conn {
     bool ocsp_refused;                  /* client_status_cb() refused the staple (verify_err) */
     const unsigned char *ocsp_response; /* server: the core's staple, NULL for none */
     size_t ocsp_response_len;
+    struct tlsock__session_io sess; /* resumption (openssl_session.c) */
 };
 
 /* ---------------------------------------------------------------------------------------------
@@ -375,6 +376,7 @@ static int ossl_ctx_new(int role, void **out, struct tlsock__err *err)
     }
     SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
     SSL_CTX_set_cert_verify_callback(ctx, verify_hook, NULL);
+    tlsock__ossl_sessions_ctx(ctx, role);
     /* Called only for sessions that ask (a client) or are asked (a server) for a staple. */
     if (role == TLSOCK_SERVER) {
         SSL_CTX_set_tlsext_status_cb(ctx, server_status_cb);
@@ -1018,6 +1020,12 @@ static int ossl_conn_new(void *nctx, const struct tlsock__conn_params *p, void *
         SSL_set_accept_state(c->ssl);
     }
     rc = setup_verification(c, p, err);
+    if (rc == 0) {
+        c->sess = p->session;
+        c->sess.offer = NULL; /* read only now */
+        rc = tlsock__ossl_sessions_conn(c->ssl, &c->sess, p->session.offer,
+                                        p->session.offer_len, err);
+    }
     if (rc != 0) {
         goto fail;
     }
@@ -1120,6 +1128,7 @@ static int ossl_handshake(void *tls, struct tlsock__err *err)
     ERR_clear_error();
     ret = SSL_do_handshake(c->ssl);
     if (ret == 1) {
+        tlsock__ossl_sessions_done(c->ssl);
         return 0;
     }
     int rc = map_error(c, ret, err);
@@ -1423,6 +1432,7 @@ const struct tlsock__impl tlsock__openssl_impl = {
     .get_info = ossl_get_info,
     .export_keying_material = ossl_export,
     .exporter_bound = ossl_exporter_bound,
+    .sha256 = tlsock__ossl_sha256,
     .pending = ossl_pending,
     .hold_buffers = ossl_hold_buffers,
     .cert_generate = tlsock__openssl_cert_generate,

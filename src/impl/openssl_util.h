@@ -66,4 +66,19 @@ int tlsock__ossl_ocsp_finding(const unsigned char *der, long len, X509 *leaf, X5
 /* Whether @p leaf is must-staple: a TLS feature extension listing status_request (RFC 7633). */
 bool tlsock__ossl_must_staple(X509 *leaf);
 
+/* ---- resumption (openssl_session.c) --------------------------------------------------------- */
+
+/* Sends the context's sessions to the core's caches instead of OpenSSL's internal one. */
+void tlsock__ossl_sessions_ctx(SSL_CTX *ctx, int role);
+/*
+ * Gives @p ssl the core's @p io (valid until SSL_free) and, for a client, the session to offer
+ * (ignored when it does not load). 0 or TLSOCK_ENOMEM.
+ */
+int tlsock__ossl_sessions_conn(SSL *ssl, const struct tlsock__session_io *io,
+                               const unsigned char *offer, size_t offer_len,
+                               struct tlsock__err *err);
+/* After a handshake: a TLS 1.2 client reports its session (TLS 1.3 ones come as tickets). */
+void tlsock__ossl_sessions_done(SSL *ssl);
+int tlsock__ossl_sha256(const void *data, size_t len, unsigned char out[32]);
+
 #endif /* TLSOCK_OPENSSL_UTIL_H */
