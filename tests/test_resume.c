@@ -152,6 +152,22 @@ static void test_other_sni(void **state)
     tlsock_ctx_free(cctx);
 }
 
+/* A session the server does not know (another server context: other ticket keys, no cache) is
+ * offered, refused, and reported as not resumed on both ends. */
+static void test_server_refuses(void **state)
+{
+    struct ts_pair *p = *state;
+    struct tlsock_ctx *cctx = client_ctx("1.2-1.3", false);
+
+    p->sctx = server_ctx();
+    assert_resumed(connect_once(p, cctx, NULL, true, NULL, NULL), false);
+    tlsock_ctx_free(p->sctx);
+    p->sctx = server_ctx();
+    assert_resumed(connect_once(p, cctx, NULL, true, NULL, NULL), false);
+    assert_resumed(connect_once(p, cctx, NULL, true, NULL, NULL), true);
+    tlsock_ctx_free(cctx);
+}
+
 /* A TLS 1.3 ticket leaves the cache when offered: a connection that reads no new one leaves none. */
 static void test_ticket_once(void **state)
 {
@@ -346,6 +362,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cache_off, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_other_sni, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_ticket_once, ts_pair_setup, ts_pair_teardown),
+        cmocka_unit_test_setup_teardown(test_server_refuses, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_import_tls13, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_import_tls12, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_import_other_range, ts_pair_setup, ts_pair_teardown),
