@@ -168,7 +168,8 @@ static void test_server_refuses(void **state)
     tlsock_ctx_free(cctx);
 }
 
-/* A TLS 1.3 ticket leaves the cache when offered: a connection that reads no new one leaves none. */
+/* A TLS 1.3 ticket leaves the cache when offered: a connection that reads no new one leaves none.
+ */
 static void test_ticket_once(void **state)
 {
     struct ts_pair *p = *state;
@@ -288,7 +289,8 @@ static void test_import_bad(void **state)
     TS_ASSERT_CONTAINS(tlsock_ctx_errmsg(b), "format version");
     free(longer);
     /* Another implementation's export. */
-    int other = tlsock_ctx_impl(a) == TLSOCK_IMPL_OPENSSL ? TLSOCK_IMPL_GNUTLS : TLSOCK_IMPL_OPENSSL;
+    int other =
+        tlsock_ctx_impl(a) == TLSOCK_IMPL_OPENSSL ? TLSOCK_IMPL_GNUTLS : TLSOCK_IMPL_OPENSSL;
     struct tlsock_ctx *c = NULL;
     TS_ASSERT_RC(tlsock_ctx_new(TLSOCK_CLIENT, &c), 0);
     if (tlsock_ctx_set_impl(c, other) == 0) {
@@ -366,14 +368,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_import_tls13, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_import_tls12, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_import_other_range, ts_pair_setup, ts_pair_teardown),
-        cmocka_unit_test_setup_teardown(test_import_other_anchors, ts_pair_setup,
-                                        ts_pair_teardown),
-        cmocka_unit_test_setup_teardown(test_import_before_freeze, ts_pair_setup,
-                                        ts_pair_teardown),
+        cmocka_unit_test_setup_teardown(test_import_other_anchors, ts_pair_setup, ts_pair_teardown),
+        cmocka_unit_test_setup_teardown(test_import_before_freeze, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_import_bad, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_session_id_cache, ts_pair_setup, ts_pair_teardown),
-        cmocka_unit_test_setup_teardown(test_session_id_cache_off, ts_pair_setup,
-                                        ts_pair_teardown),
+        cmocka_unit_test_setup_teardown(test_session_id_cache_off, ts_pair_setup, ts_pair_teardown),
     };
     return cmocka_run_group_tests(tests, ts_pki_setup, ts_pki_teardown);
 }

@@ -25,7 +25,8 @@ enum {
 };
 static const unsigned char MAGIC[4] = {'T', 'L', 'S', 'K'};
 
-/* How long a client keeps a session it was given: RFC 8446 4.6.1 caps ticket lifetimes at 7 days. */
+/* How long a client keeps a session it was given: RFC 8446 4.6.1 caps ticket lifetimes at 7 days.
+ */
 static const int64_t CLIENT_LIFETIME_NS = 7LL * 86400 * 1000000000;
 
 static void put16(unsigned char *p, unsigned v)
@@ -48,9 +49,9 @@ int tlsock__sessions_init(struct tlsock_ctx *ctx)
     ctx->session_max = ctx->role == TLSOCK_CLIENT ? TLSOCK_SESSION_CACHE_CLIENT_DEFAULT
                                                   : TLSOCK_SESSION_CACHE_SERVER_DEFAULT;
     ctx->sessions = tlsock__scache_new(ctx->session_max);
-    return ctx->sessions != NULL ? 0
-                                 : tlsock__fail(NULL, TLSOCK_ENOMEM,
-                                                "out of memory allocating a session cache");
+    return ctx->sessions != NULL
+               ? 0
+               : tlsock__fail(NULL, TLSOCK_ENOMEM, "out of memory allocating a session cache");
 }
 
 void tlsock__sessions_free(struct tlsock_ctx *ctx)
@@ -140,8 +141,8 @@ int tlsock__sessions_freeze(struct tlsock_ctx *ctx, struct tlsock__err *err)
  * ------------------------------------------------------------------------------------------- */
 
 /* The key of a client connection: port, then host, SNI and name verified, each u16 length first. */
-static unsigned char *key_make(uint16_t port, const char *host, const char *sni,
-                               const char *verify, size_t *len)
+static unsigned char *key_make(uint16_t port, const char *host, const char *sni, const char *verify,
+                               size_t *len)
 {
     const char *parts[3] = {host, sni, verify};
     size_t n = 2;
@@ -202,7 +203,7 @@ static void on_session(struct tlsock_conn *conn, const unsigned char *data, size
     if (conn->ctx->sessions != NULL) {
         /* Without memory the next connection makes a full handshake. */
         tlsock__scache_put(conn->ctx->sessions, s->key, s->key_len, value, s->last_len,
-                                 tlsock__now_ns() + CLIENT_LIFETIME_NS);
+                           tlsock__now_ns() + CLIENT_LIFETIME_NS);
     }
 }
 
@@ -310,8 +311,8 @@ int tlsock_ctx_session_import(struct tlsock_ctx *ctx, const void *data, size_t l
         return tlsock__fail(NULL, TLSOCK_EINVAL, "context is NULL");
     }
     tlsock__err_clear(&ctx->err);
-    size_t key_len = p != NULL && len > EXPORT_HEAD ? key_span(p + EXPORT_HEAD, len - EXPORT_HEAD)
-                                                    : 0;
+    size_t key_len =
+        p != NULL && len > EXPORT_HEAD ? key_span(p + EXPORT_HEAD, len - EXPORT_HEAD) : 0;
     size_t at = EXPORT_HEAD + key_len;
     if (ctx->role != TLSOCK_CLIENT) {
         rc = IMPORT_FAIL(ctx, TLSOCK_EINVAL, "session import: only client contexts offer sessions");

@@ -10,12 +10,12 @@
 #include "session_cache.h"
 
 struct entry {
-    struct entry *chain;            /* the next entry of the same bucket */
-    struct entry *newer, *older;    /* the use order: head is the most recently used */
+    struct entry *chain;         /* the next entry of the same bucket */
+    struct entry *newer, *older; /* the use order: head is the most recently used */
     int64_t expires_ns;
     size_t key_len, val_len;
-    unsigned char *val;             /* points into data, after the key */
-    unsigned char data[];           /* key, then value */
+    unsigned char *val;   /* points into data, after the key */
+    unsigned char data[]; /* key, then value */
 };
 
 struct tlsock__scache {

@@ -125,8 +125,8 @@ int tlsock__gtls_sessions_setup(gnutls_session_t s, struct gtls_sess *gs,
         return 0;
     }
     if (io->on_session != NULL) {
-        gnutls_handshake_set_hook_function(s, GNUTLS_HANDSHAKE_NEW_SESSION_TICKET,
-                                           GNUTLS_HOOK_POST, ticket_hook);
+        gnutls_handshake_set_hook_function(s, GNUTLS_HANDSHAKE_NEW_SESSION_TICKET, GNUTLS_HOOK_POST,
+                                           ticket_hook);
     }
     if (io->offer != NULL) {
         const gnutls_datum_t data = {(unsigned char *)io->offer, (unsigned)io->offer_len};

@@ -1023,8 +1023,8 @@ static int ossl_conn_new(void *nctx, const struct tlsock__conn_params *p, void *
     if (rc == 0) {
         c->sess = p->session;
         c->sess.offer = NULL; /* read only now */
-        rc = tlsock__ossl_sessions_conn(c->ssl, &c->sess, p->session.offer,
-                                        p->session.offer_len, err);
+        rc = tlsock__ossl_sessions_conn(c->ssl, &c->sess, p->session.offer, p->session.offer_len,
+                                        err);
     }
     if (rc != 0) {
         goto fail;

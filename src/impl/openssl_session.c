@@ -85,7 +85,7 @@ static int server_new_session(SSL *ssl, SSL_SESSION *sess)
     /* Without memory a later client makes a full handshake. */
     if (n > 0) {
         tlsock__scache_put(io->server_cache, id, id_len, der, n,
-                                 tlsock__now_ns() + io->server_lifetime_ns);
+                           tlsock__now_ns() + io->server_lifetime_ns);
     }
     free(der);
     return 0;
