@@ -123,6 +123,8 @@ void tlsock__conn_info_free(struct tlsock__conn_info *info);
 /* The context's default session cache (tlsock_ctx_new); 0 or TLSOCK_ENOMEM (thread's message). */
 int tlsock__sessions_init(struct tlsock_ctx *ctx) TLSOCK__MUST_CHECK;
 void tlsock__sessions_free(struct tlsock_ctx *ctx);
+/* A new cache of @p max_entries (0: none) for a context not frozen yet; 0 or TLSOCK_ENOMEM. */
+int tlsock__sessions_resize(struct tlsock_ctx *ctx, size_t max_entries) TLSOCK__MUST_CHECK;
 /* The digest of the configuration sessions belong to, once by the freeze; 0 or TLSOCK_ENOMEM. */
 int tlsock__sessions_freeze(struct tlsock_ctx *ctx, struct tlsock__err *err) TLSOCK__MUST_CHECK;
 /*

@@ -60,17 +60,10 @@ void tlsock__sessions_free(struct tlsock_ctx *ctx)
     ctx->sessions = NULL;
 }
 
-int tlsock_ctx_set_session_cache(struct tlsock_ctx *ctx, size_t max_entries)
+int tlsock__sessions_resize(struct tlsock_ctx *ctx, size_t max_entries)
 {
-    if (ctx == NULL) {
-        return tlsock__fail(NULL, TLSOCK_EINVAL, "context is NULL");
-    }
-    tlsock__err_clear(&ctx->err);
-    if (atomic_load(&ctx->frozen)) {
-        return tlsock__fail(&ctx->err, TLSOCK_EINVAL,
-                            "context is frozen: it has made a connection and can no longer change");
-    }
     struct tlsock__scache *cache = NULL;
+
     if (max_entries > 0) {
         cache = tlsock__scache_new(max_entries);
         if (cache == NULL) {
