@@ -1288,7 +1288,10 @@ int tlsock_ctx_set_session_cache(struct tlsock_ctx *ctx, size_t max_entries)
 {
     int rc = setter_begin(ctx);
 
-    return setter_end(ctx, rc != 0 ? rc : tlsock__sessions_resize(ctx, max_entries));
+    if (rc != 0) {
+        return rc;
+    }
+    return setter_end(ctx, tlsock__sessions_resize(ctx, max_entries));
 }
 
 int tlsock__ctx_freeze(struct tlsock_ctx *ctx, struct tlsock__err *err)
