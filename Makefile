@@ -5,6 +5,7 @@ OPENSSL_ONLY_BUILD ?= build-openssl-only
 GNUTLS_ONLY_BUILD ?= build-gnutls-only
 FUZZ_BUILD ?= build-fuzz
 FUZZ_COV_BUILD ?= build-fuzz-cov
+DEB_BUILD ?= build-deb
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 # Fuzzing (docs/FUZZING.md): seconds per harness, and the compiler (clang, for libFuzzer).
@@ -21,7 +22,7 @@ SUBSET_LABELS = ^(unit|fuzz)$$
 SUBSET_TLS = ^(data|verify|close|memory|detach|transport|uv_conn|example-memory-mode|interop-demo)$$
 
 .PHONY: all bootstrap bootstrap-fuzz build demo check asan valgrind bench install format \
-	format-check clean abi-check abi-baseline check-openssl-only check-gnutls-only single-impl \
+	format-check clean deb abi-check abi-baseline check-openssl-only check-gnutls-only single-impl \
 	fuzz-build fuzz fuzz-ci fuzz-coverage
 
 all: build
@@ -110,6 +111,11 @@ bench: build
 install: build
 	cmake --install $(BUILD)
 
+# Debian packages libtlsock0, libtlsock-dev and tlsock in $(DEB_BUILD) (a /usr build of the
+# library and tool), checked: contents, dependencies, installable, examples build against them.
+deb: bootstrap
+	./scripts/check-deb $(DEB_BUILD)
+
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
@@ -118,4 +124,4 @@ format-check:
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(OPENSSL_ONLY_BUILD) $(GNUTLS_ONLY_BUILD) $(FUZZ_BUILD) \
-		$(FUZZ_COV_BUILD)
+		$(FUZZ_COV_BUILD) $(DEB_BUILD)

@@ -686,6 +686,75 @@ TLSOCK_API int tlsock_ctx_set_alpn(struct tlsock_ctx *ctx, const char *list);
 TLSOCK_API int tlsock_ctx_set_handshake_timeout(struct tlsock_ctx *ctx, int timeout_ms);
 
 /* ---------------------------------------------------------------------------------------------
+ * Key log (the NSS key log format that SSLKEYLOGFILE names, for Wireshark and friends)
+ *
+ * A key log holds the secrets of each session: with it, anyone holding a capture of the traffic
+ * can decrypt it. Turn it on only to debug, and treat the file like a private key. One line per
+ * secret, the same labels and the same lowercase hex on every implementation, client and server
+ * contexts alike:
+ *   TLS 1.2: `CLIENT_RANDOM <client random> <master secret>`
+ *   TLS 1.3: `CLIENT_HANDSHAKE_TRAFFIC_SECRET`, `SERVER_HANDSHAKE_TRAFFIC_SECRET`,
+ *            `CLIENT_TRAFFIC_SECRET_0`, `SERVER_TRAFFIC_SECRET_0`, `EXPORTER_SECRET`, each
+ *            followed by the client random and the secret
+ * (64 hex digits for the client random, twice the hash's length for the secret). The order of
+ * the lines of one handshake may differ between implementations.
+ *
+ * tlsock never honours the SSLKEYLOGFILE environment variable by itself, on any implementation:
+ * an environment variable must not make a server leak its secrets without its code saying so
+ * (GnuTLS would by itself; tlsock turns that off). An application that wants the variable passes
+ * it on: `tlsock_ctx_set_keylog_file(ctx, getenv("SSLKEYLOGFILE"))` when it is set, or with the
+ * CLI, `tlsock connect --keylog "$SSLKEYLOGFILE"`.
+ *
+ * Both setters are context configuration: refused once the context is frozen (TLSOCK_EINVAL),
+ * kept by tlsock_ctx_set_impl(). Both may be set; each line then goes to the callback and to the
+ * file.
+ * ------------------------------------------------------------------------------------------- */
+
+/**
+ * A key log callback: @p line is one line of the key log, NUL-terminated, without a newline,
+ * valid only during the call. It is called during the handshake, on the thread that runs it (the
+ * caller of tlsock_handshake(), read or write, or the loop's thread for <tlsock/uv.h>): with a
+ * context shared by several threads, on any of them, possibly at the same time. It must not
+ * block for long, nor call tlsock functions on the connection.
+ */
+typedef void (*tlsock_keylog_fn)(const char *line, void *user);
+
+/**
+ * Sets a callback (NULL removes it) that receives every key log line of the context's
+ * connections. @p user is passed to it and must outlive the context.
+ * @return 0 or TLSOCK_EINVAL (NULL context, frozen context).
+ */
+TLSOCK_API int tlsock_ctx_set_keylog(struct tlsock_ctx *ctx, tlsock_keylog_fn fn, void *user);
+
+/**
+ * Appends the key log of the context's connections to the file @p path (NULL: stop), each line
+ * ended by a newline. The file is opened during the call (created with mode 0600 if it does not
+ * exist; an existing file keeps its mode) and stays open until the context is freed or another
+ * call replaces it. It must be a regular file. Each line is written with one write(2) on a
+ * descriptor opened with O_APPEND, so lines from several threads, contexts or processes sharing
+ * the file never interleave. A line that cannot be written (disk full) is lost silently: the
+ * handshake goes on.
+ * @return 0; TLSOCK_EINVAL (NULL context, frozen context); TLSOCK_ECONFIG when the file cannot be
+ *         opened for appending or is not a regular file (the message names it and says why).
+ */
+TLSOCK_API int tlsock_ctx_set_keylog_file(struct tlsock_ctx *ctx, const char *path);
+
+/* ---------------------------------------------------------------------------------------------
+ * Random bytes
+ * ------------------------------------------------------------------------------------------- */
+
+/**
+ * Fills @p buf with @p len cryptographically secure random bytes from the default
+ * implementation's generator (OpenSSL's RAND_bytes(), GnuTLS's gnutls_rnd() at
+ * GNUTLS_RND_RANDOM), for keys, tokens and nonces. Both reseed after fork(), so a child never
+ * repeats its parent's bytes. Thread-safe. @p len 0 writes nothing (@p buf may then be NULL).
+ * @return 0; TLSOCK_EINVAL (NULL @p buf with @p len > 0); TLSOCK_ECONFIG (no implementation
+ *         compiled in or chosen); TLSOCK_ESYS when the generator fails (the thread's message,
+ *         tlsock_errmsg(), says why: @p buf must then not be used).
+ */
+TLSOCK_API int tlsock_random(void *buf, size_t len);
+
+/* ---------------------------------------------------------------------------------------------
  * Connections
  * ------------------------------------------------------------------------------------------- */
 

@@ -119,6 +119,7 @@ int tlsock__conn_new(struct tlsock_ctx *ctx, const struct tlsock__conn_setup *se
         .owner = conn,
         .ocsp_response = ctx->ocsp_response,
         .ocsp_response_len = ctx->ocsp_response_len,
+        .keylog = tlsock__keylog_on(&ctx->keylog) ? &ctx->keylog : NULL,
     };
     rc = tlsock__sessions_conn_new(conn, setup->port, setup->host != NULL ? setup->host : "",
                                    names.sni, names.verify, &params.session, &offer);

@@ -275,6 +275,7 @@ int tlsock_ctx_new(int role, struct tlsock_ctx **out)
     ctx->verify_mode = role == TLSOCK_CLIENT ? TLSOCK_VERIFY_REQUIRED : TLSOCK_VERIFY_NONE;
     ctx->handshake_timeout = TLSOCK_NO_TIMEOUT;
     ctx->trust.max_depth = -1;
+    tlsock__keylog_init(&ctx->keylog);
     rc = tlsock__default_impl(&ctx->impl);
     if (rc != 0) {
         goto fail;
@@ -381,6 +382,9 @@ void tlsock_ctx_free(struct tlsock_ctx *ctx)
     free(ctx->trust.pins);
     free(ctx->ocsp_response);
     pass_free(ctx->pass);
+    if (ctx->keylog.fd >= 0) {
+        close(ctx->keylog.fd);
+    }
     tlsock__err_free(&ctx->err);
     pthread_mutex_destroy(&ctx->freeze_lock);
     free(ctx);
@@ -1292,6 +1296,43 @@ int tlsock_ctx_set_session_cache(struct tlsock_ctx *ctx, size_t max_entries)
         return rc;
     }
     return setter_end(ctx, tlsock__sessions_resize(ctx, max_entries));
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Key log: kept by the core, not the native context, so a change of implementation keeps it.
+ * ------------------------------------------------------------------------------------------- */
+
+int tlsock_ctx_set_keylog(struct tlsock_ctx *ctx, tlsock_keylog_fn fn, void *user)
+{
+    int rc = setter_begin(ctx);
+
+    if (rc != 0) {
+        return rc;
+    }
+    ctx->keylog.fn = fn;
+    ctx->keylog.user = user;
+    return 0;
+}
+
+int tlsock_ctx_set_keylog_file(struct tlsock_ctx *ctx, const char *path)
+{
+    int fd = -1;
+    int rc = setter_begin(ctx);
+
+    if (rc != 0) {
+        return rc;
+    }
+    if (path != NULL) {
+        rc = tlsock__keylog_open(path, &fd, &ctx->err);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    if (ctx->keylog.fd >= 0) {
+        close(ctx->keylog.fd);
+    }
+    ctx->keylog.fd = fd;
+    return 0;
 }
 
 int tlsock__ctx_freeze(struct tlsock_ctx *ctx, struct tlsock__err *err)

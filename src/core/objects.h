@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "core.h"
+#include "impl/keylog.h"
 
 /* What a context setter applied to the native context (ctx.c), kept for a change of impl. */
 enum tlsock__setting_kind {
@@ -61,6 +62,7 @@ struct tlsock_ctx {
     unsigned char *ocsp_response;   /* servers: the DER OCSP response to staple, NULL if none */
     size_t ocsp_response_len;
     struct tlsock__setting *settings; /* every setter's effect, in order (replayed by set_impl) */
+    struct tlsock__keylog keylog;     /* callback and file; the core's, not the native context's */
     struct tlsock__err err;
     /* Resumption (session.c): client sessions or a server's TLS 1.2 session IDs; NULL: off. */
     struct tlsock__scache *sessions;

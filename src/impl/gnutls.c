@@ -23,6 +23,7 @@
 #include <time.h>
 
 #include "impl.h"
+#include "keylog.h"
 #include "text.h"
 #include "der.h"
 #include "trust.h"
@@ -65,7 +66,8 @@ struct gtls_conn {
     int verify_alert;                   /* the alert for that refusal */
     const unsigned char *ocsp_response; /* server: the core's staple, NULL for none */
     size_t ocsp_response_len;
-    struct gtls_sess sess; /* resumption (gnutls_session.c) */
+    struct gtls_sess sess;               /* resumption (gnutls_session.c) */
+    const struct tlsock__keylog *keylog; /* the core's, NULL when the context keeps none */
 };
 
 /* ---------------------------------------------------------------------------------------------
@@ -1062,6 +1064,20 @@ static int setup_verification(struct gtls_conn *c, const struct tlsock__conn_par
     return 0;
 }
 
+static int keylog_func(gnutls_session_t session, const char *label, const gnutls_datum_t *secret)
+{
+    const struct gtls_conn *c = gnutls_session_get_ptr(session);
+    gnutls_datum_t client_random = {0};
+    gnutls_datum_t server_random = {0};
+
+    if (c != NULL && c->keylog != NULL) {
+        gnutls_session_get_random(session, &client_random, &server_random);
+        tlsock__keylog_secret(c->keylog, label, client_random.data, client_random.size,
+                              secret->data, secret->size);
+    }
+    return 0;
+}
+
 static int gtls_conn_new(void *nctx, const struct tlsock__conn_params *p, void **out,
                          struct tlsock__err *err)
 {
@@ -1079,6 +1095,7 @@ static int gtls_conn_new(void *nctx, const struct tlsock__conn_params *p, void *
     c->trust = p->trust;
     c->certsel = p->role == TLSOCK_SERVER ? p->certsel : NULL;
     c->owner = p->owner;
+    c->keylog = p->keylog;
     if (p->role == TLSOCK_SERVER) {
         c->ocsp_response = p->ocsp_response;
         c->ocsp_response_len = p->ocsp_response_len;
@@ -1124,6 +1141,11 @@ static int gtls_conn_new(void *nctx, const struct tlsock__conn_params *p, void *
     gnutls_session_set_ptr(c->session, c);
     gnutls_transport_set_vec_push_function(c->session, vec_push_func);
     gnutls_transport_set_pull_function(c->session, pull_func);
+    /*
+     * On every session, key log or not: it replaces GnuTLS's default, which appends to the file
+     * SSLKEYLOGFILE names by itself; tlsock honours no such variable (include/tlsock.h).
+     */
+    gnutls_session_set_keylog_function(c->session, keylog_func);
     if (p->role == TLSOCK_SERVER) {
         gnutls_handshake_set_hook_function(c->session, GNUTLS_HANDSHAKE_CLIENT_HELLO,
                                            GNUTLS_HOOK_PRE, client_hello_hook);
@@ -1612,6 +1634,17 @@ static const char *gtls_version(void)
     return version_text;
 }
 
+/* GnuTLS's generator notices a fork() and reseeds the child's state. */
+static int gtls_random(void *buf, size_t len, struct tlsock__err *err)
+{
+    int ret = gnutls_rnd(GNUTLS_RND_RANDOM, buf, len);
+
+    if (ret < 0) {
+        return tlsock__fail(err, TLSOCK_ESYS, "gnutls_rnd failed: %s", gnutls_strerror(ret));
+    }
+    return 0;
+}
+
 const struct tlsock__impl tlsock__gnutls_impl = {
     .name = "gnutls",
     .id = TLSOCK_IMPL_GNUTLS,
@@ -1643,4 +1676,5 @@ const struct tlsock__impl tlsock__gnutls_impl = {
     .cert_generate = tlsock__gtls_cert_generate,
     .cert_fingerprint = tlsock__gtls_cert_fingerprint,
     .key_encrypt = tlsock__gtls_key_encrypt,
+    .random = gtls_random,
 };

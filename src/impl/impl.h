@@ -87,6 +87,8 @@ struct tlsock__session_io {
     int64_t server_lifetime_ns; /* how long a stored server session lasts */
 };
 
+struct tlsock__keylog;
+
 /* What a new session needs to know; strings are only read during conn_new. */
 struct tlsock__conn_params {
     int role; /* TLSOCK_CLIENT or TLSOCK_SERVER */
@@ -111,6 +113,8 @@ struct tlsock__conn_params {
     const unsigned char *ocsp_response;
     size_t ocsp_response_len;
     struct tlsock__session_io session; /* resumption */
+    /* The context's key log (keylog.h), valid until conn_free; NULL when it has none. */
+    const struct tlsock__keylog *keylog;
 };
 
 /* Storage behind struct tlsock_info, filled by get_info; pointers set by the core. */
@@ -312,6 +316,11 @@ struct tlsock__impl {
      */
     int (*key_encrypt)(const char *key_pem, size_t len, const char *pass, char **out,
                        struct tlsock__err *err);
+    /*
+     * Fills @p buf with @p len bytes of the implementation's cryptographically secure generator,
+     * which reseeds after fork(); 0, or TLSOCK_ESYS with its reason.
+     */
+    int (*random)(void *buf, size_t len, struct tlsock__err *err);
 };
 
 /*

@@ -6,6 +6,7 @@
  * errno so that errors are reported exactly. Nothing here waits: a would-block becomes a WANT code.
  */
 #include <arpa/inet.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,12 +18,14 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
 #include "certsel.h"
 #include "hello.h"
 #include "impl.h"
+#include "keylog.h"
 #include "text.h"
 #include "trust.h"
 #include "openssl_util.h"
@@ -73,7 +76,8 @@ struct ossl_conn {
     bool ocsp_refused;                  /* client_status_cb() refused the staple (verify_err) */
     const unsigned char *ocsp_response; /* server: the core's staple, NULL for none */
     size_t ocsp_response_len;
-    struct tlsock__session_io sess; /* resumption (openssl_session.c) */
+    struct tlsock__session_io sess;      /* resumption (openssl_session.c) */
+    const struct tlsock__keylog *keylog; /* the core's, NULL when the context keeps none */
 };
 
 /* ---------------------------------------------------------------------------------------------
@@ -330,6 +334,16 @@ static void ossl_ctx_free(void *nctx)
     free(oc);
 }
 
+/* OpenSSL's line goes through the shared key log writer, so it reads as GnuTLS's. */
+static void keylog_cb(const SSL *ssl, const char *line)
+{
+    const struct ossl_conn *c = SSL_get_app_data(ssl);
+
+    if (c != NULL && c->keylog != NULL) {
+        tlsock__keylog_line(c->keylog, line);
+    }
+}
+
 static int ossl_ctx_new(int role, void **out, struct tlsock__err *err)
 {
     struct ossl_ctx *oc = calloc(1, sizeof(*oc));
@@ -353,6 +367,8 @@ static int ossl_ctx_new(int role, void **out, struct tlsock__err *err)
                                  SSL_OP_CIPHER_SERVER_PREFERENCE);
     SSL_CTX_clear_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_LEGACY_SERVER_CONNECT);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    /* Set once here, not per session: the SSL_CTX is shared by threads once frozen. */
+    SSL_CTX_set_keylog_callback(ctx, keylog_cb);
     if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
         SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) != 1) {
         rc = tlsock__ossl_fail(err, TLSOCK_ECONFIG, "cannot set the protocol range");
@@ -982,6 +998,7 @@ static int ossl_conn_new(void *nctx, const struct tlsock__conn_params *p, void *
     c->alert_received = -1;
     c->trust = p->trust;
     c->owner = p->owner;
+    c->keylog = p->keylog;
     if (p->role == TLSOCK_SERVER) {
         c->oc = oc;
         c->certsel = p->certsel;
@@ -1406,6 +1423,22 @@ static const char *ossl_version(void)
     return OpenSSL_version(OPENSSL_VERSION);
 }
 
+/* OpenSSL 3's DRBG reseeds in a child after fork() by itself. */
+static int ossl_random(void *buf, size_t len, struct tlsock__err *err)
+{
+    unsigned char *p = buf;
+
+    while (len > 0) {
+        int n = len > INT_MAX ? INT_MAX : (int)len;
+        if (RAND_bytes(p, n) != 1) {
+            return tlsock__ossl_fail(err, TLSOCK_ESYS, "RAND_bytes failed");
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
 const struct tlsock__impl tlsock__openssl_impl = {
     .name = "openssl",
     .id = TLSOCK_IMPL_OPENSSL,
@@ -1438,4 +1471,5 @@ const struct tlsock__impl tlsock__openssl_impl = {
     .cert_generate = tlsock__openssl_cert_generate,
     .cert_fingerprint = tlsock__openssl_cert_fingerprint,
     .key_encrypt = tlsock__openssl_key_encrypt,
+    .random = ossl_random,
 };

@@ -30,6 +30,7 @@ struct connect_args {
     const char *sess_in;  /* --sess-in FILE: a session to offer, NULL for none */
     const char *sess_out; /* --sess-out FILE: where to save the last session, NULL for none */
     int reconnect;        /* --reconnect N: connections after the first */
+    const char *keylog;   /* --keylog FILE, NULL for none */
 };
 
 /* How long to wait for the peer's close_notify after stdin ends, unless --timeout says. */
@@ -73,6 +74,10 @@ static void print_help(void)
           "                           it holds the session's secrets)\n"
           "      --reconnect N        after the first connection, connect N more times and\n"
           "                           print \"connection I: resumed yes|no\" for each\n"
+          "      --keylog FILE        append the session's secrets to FILE in the NSS key log\n"
+          "                           format, for Wireshark (anyone with FILE and a capture\n"
+          "                           reads the traffic); SSLKEYLOGFILE is not read by\n"
+          "                           itself: pass --keylog \"$SSLKEYLOGFILE\"\n"
           "      --starttls smtp      speak SMTP in plaintext first (EHLO, STARTTLS), then TLS\n"
           "  -T, --timeout MS         bound the connect (with the STARTTLS preamble) and the\n"
           "                           handshake to MS each; give up (exit 4) when the server\n"
@@ -94,6 +99,7 @@ enum {
     OPT_SESS_IN,
     OPT_SESS_OUT,
     OPT_RECONNECT,
+    OPT_KEYLOG,
 };
 
 static bool own_option(void *user, int opt, const char *arg, int *status)
@@ -130,6 +136,8 @@ static bool own_option(void *user, int opt, const char *arg, int *status)
         }
     } else if (opt == OPT_SHOW_CERTS) {
         args->show_certs = true;
+    } else if (opt == OPT_KEYLOG) {
+        args->keylog = arg;
     } else if (opt == OPT_OCSP) {
         if (strcmp(arg, "require") == 0) {
             args->ocsp_mode = TLSOCK_OCSP_REQUIRE;
@@ -165,6 +173,7 @@ static int parse_args(int argc, char **argv, struct connect_args *args)
         {"sess-in", required_argument, NULL, OPT_SESS_IN},
         {"sess-out", required_argument, NULL, OPT_SESS_OUT},
         {"reconnect", required_argument, NULL, OPT_RECONNECT},
+        {"keylog", required_argument, NULL, OPT_KEYLOG},
         CLI_LONGOPTS_END,
     };
     static const struct cli_command cmd = {
@@ -321,7 +330,7 @@ static int show_certs(const struct tlsock_verify_info *info, void *user, char *r
     return 0;
 }
 
-/* --pin, --ocsp and --show-certs on the client context. Reports failures. */
+/* --pin, --ocsp, --show-certs and --keylog on the client context. Reports failures. */
 static int set_connect_checks(const struct connect_args *args, struct tlsock_ctx *ctx)
 {
     int err = 0;
@@ -342,6 +351,12 @@ static int set_connect_checks(const struct connect_args *args, struct tlsock_ctx
         err = tlsock_ctx_set_verify_callback(ctx, show_certs, NULL);
         if (err != 0) {
             cli_error("--show-certs", err, tlsock_ctx_errmsg(ctx));
+        }
+    }
+    if (err == 0 && args->keylog != NULL) {
+        err = tlsock_ctx_set_keylog_file(ctx, args->keylog);
+        if (err != 0) {
+            cli_error("--keylog", err, tlsock_ctx_errmsg(ctx));
         }
     }
     return err;

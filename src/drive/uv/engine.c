@@ -538,10 +538,10 @@ static void written_cb(uv_write_t *req, int status)
         return; /* canceled by the close: what is pending completes in finish */
     }
     if (status < 0) {
-        /* The first transport error is the connection's: the cancellations that follow it
-         * (UV_ECANCELED, from closing the socket) change nothing. */
+        /* The first failure is the connection's, message included: the cancellations that
+         * follow it (UV_ECANCELED, from closing the socket) change nothing. */
         bool first = c->failure == 0 && c->link == TLSOCK__UV_LINK_UP;
-        int rc = tlsock__uv_sys_fail(c, status, "connection reset");
+        int rc = first ? tlsock__uv_sys_fail(c, status, "connection reset") : 0;
         tlsock__uv_link_broke(c);
         if (c->state == TLSOCK__UV_CLOSING) {
             tlsock__uv_close_all(c, TLSOCK__UV_CLOSED);
