@@ -334,6 +334,13 @@ static void ossl_ctx_free(void *nctx)
     free(oc);
 }
 
+const struct tlsock__session_io *tlsock__ossl_session_io(const SSL *ssl)
+{
+    const struct ossl_conn *c = SSL_get_app_data(ssl);
+
+    return c != NULL ? &c->sess : NULL;
+}
+
 /* OpenSSL's line goes through the shared key log writer, so it reads as GnuTLS's. */
 static void keylog_cb(const SSL *ssl, const char *line)
 {
@@ -1037,14 +1044,13 @@ static int ossl_conn_new(void *nctx, const struct tlsock__conn_params *p, void *
         SSL_set_accept_state(c->ssl);
     }
     rc = setup_verification(c, p, err);
-    if (rc == 0) {
-        c->sess = p->session;
-        c->sess.offer = NULL; /* read only now */
-        rc = tlsock__ossl_sessions_conn(c->ssl, &c->sess, p->session.offer, p->session.offer_len,
-                                        err);
-    }
     if (rc != 0) {
         goto fail;
+    }
+    c->sess = p->session;
+    c->sess.offer = NULL; /* read only now */
+    if (p->session.offer != NULL) {
+        tlsock__ossl_sessions_offer(c->ssl, p->session.offer, p->session.offer_len);
     }
     *out = c;
     return 0;

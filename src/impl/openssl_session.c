@@ -1,10 +1,10 @@
 /*
  * Resumption on OpenSSL (docs/sessions.md): sessions go to and come from the core's stores
  * (core/session_cache.c) through OpenSSL's external cache callbacks, never OpenSSL's internal
- * cache, so that both implementations keep the same sessions for the same time. Each SSL carries
- * the core's session_io (impl.h) in an ex_data slot of its own.
+ * cache, so that both implementations keep the same sessions for the same time. Each SSL reaches
+ * the core's session_io (impl.h) through its connection (tlsock__ossl_session_io()): no ex_data
+ * index, whose process-wide setup could fail once and then fail every later session.
  */
-#include <pthread.h>
 #include <stdlib.h>
 
 #include <openssl/err.h>
@@ -12,19 +12,6 @@
 
 #include "openssl_util.h"
 #include "core/session_cache.h"
-
-static int io_index = -1;
-static pthread_once_t io_once = PTHREAD_ONCE_INIT;
-
-static void io_index_init(void)
-{
-    io_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
-}
-
-static const struct tlsock__session_io *io_of(const SSL *ssl)
-{
-    return io_index >= 0 ? SSL_get_ex_data(ssl, io_index) : NULL;
-}
 
 /* The session serialized (malloc'd) in *@p der; its length, 0 on failure. */
 static size_t serialize(SSL_SESSION *sess, unsigned char **der)
@@ -47,7 +34,7 @@ static size_t serialize(SSL_SESSION *sess, unsigned char **der)
 /* Gives a client's resumable session to the core. */
 static void report(SSL *ssl, SSL_SESSION *sess)
 {
-    const struct tlsock__session_io *io = io_of(ssl);
+    const struct tlsock__session_io *io = tlsock__ossl_session_io(ssl);
     unsigned char *der = NULL;
 
     if (io == NULL || io->on_session == NULL || sess == NULL || !SSL_SESSION_is_resumable(sess)) {
@@ -72,7 +59,7 @@ static int client_new_session(SSL *ssl, SSL_SESSION *sess)
 /* Servers: a new TLS 1.2 session into the session-ID cache. */
 static int server_new_session(SSL *ssl, SSL_SESSION *sess)
 {
-    const struct tlsock__session_io *io = io_of(ssl);
+    const struct tlsock__session_io *io = tlsock__ossl_session_io(ssl);
     unsigned int id_len = 0;
     const unsigned char *id = SSL_SESSION_get_id(sess, &id_len);
     unsigned char *der = NULL;
@@ -94,7 +81,7 @@ static int server_new_session(SSL *ssl, SSL_SESSION *sess)
 /* Servers: a TLS 1.2 client's session ID looked up. */
 static SSL_SESSION *server_get_session(SSL *ssl, const unsigned char *id, int id_len, int *copy)
 {
-    const struct tlsock__session_io *io = io_of(ssl);
+    const struct tlsock__session_io *io = tlsock__ossl_session_io(ssl);
     unsigned char *der = NULL;
     size_t n = 0;
     SSL_SESSION *sess = NULL;
@@ -124,24 +111,16 @@ void tlsock__ossl_sessions_ctx(SSL_CTX *ctx, int role)
     SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
 }
 
-int tlsock__ossl_sessions_conn(SSL *ssl, const struct tlsock__session_io *io,
-                               const unsigned char *offer, size_t offer_len,
-                               struct tlsock__err *err)
+void tlsock__ossl_sessions_offer(SSL *ssl, const unsigned char *offer, size_t offer_len)
 {
-    pthread_once(&io_once, io_index_init);
-    if (io_index < 0 || SSL_set_ex_data(ssl, io_index, (void *)io) != 1) {
-        return tlsock__ossl_fail(err, TLSOCK_ENOMEM, "cannot create an OpenSSL session");
+    const unsigned char *p = offer;
+    SSL_SESSION *sess = d2i_SSL_SESSION(NULL, &p, (long)offer_len);
+
+    /* A session that does not load or fit is not offered: a full handshake, no error. */
+    if (sess == NULL || SSL_set_session(ssl, sess) != 1) {
+        ERR_clear_error();
     }
-    if (offer != NULL) {
-        const unsigned char *p = offer;
-        SSL_SESSION *sess = d2i_SSL_SESSION(NULL, &p, (long)offer_len);
-        /* A session that does not load or fit is not offered: a full handshake, no error. */
-        if (sess == NULL || SSL_set_session(ssl, sess) != 1) {
-            ERR_clear_error();
-        }
-        SSL_SESSION_free(sess);
-    }
-    return 0;
+    SSL_SESSION_free(sess);
 }
 
 void tlsock__ossl_sessions_done(SSL *ssl)

@@ -70,13 +70,10 @@ bool tlsock__ossl_must_staple(X509 *leaf);
 
 /* Sends the context's sessions to the core's caches instead of OpenSSL's internal one. */
 void tlsock__ossl_sessions_ctx(SSL_CTX *ctx, int role);
-/*
- * Gives @p ssl the core's @p io (valid until SSL_free) and, for a client, the session to offer
- * (ignored when it does not load). 0 or TLSOCK_ENOMEM.
- */
-int tlsock__ossl_sessions_conn(SSL *ssl, const struct tlsock__session_io *io,
-                               const unsigned char *offer, size_t offer_len,
-                               struct tlsock__err *err);
+/* A client's session to offer (native, i2d_SSL_SESSION); one that does not load is ignored. */
+void tlsock__ossl_sessions_offer(SSL *ssl, const unsigned char *offer, size_t offer_len);
+/* The core's session_io of @p ssl's connection (openssl.c), NULL for an SSL that is not ours. */
+const struct tlsock__session_io *tlsock__ossl_session_io(const SSL *ssl);
 /* After a handshake: a TLS 1.2 client reports its session (TLS 1.3 ones come as tickets). */
 void tlsock__ossl_sessions_done(SSL *ssl);
 int tlsock__ossl_sha256(const void *data, size_t len, unsigned char out[32]);
