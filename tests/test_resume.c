@@ -75,6 +75,9 @@ static struct outcome connect_once(struct ts_pair *p, struct tlsock_ctx *cctx, c
     TS_ASSERT_RC(tlsock_conn_info(p->server, &si), 0);
     out.client_resumed = ci->resumed;
     out.server_resumed = si->resumed;
+    /* Resumed or not, both ends name the SNI of this handshake (not the first one's). */
+    assert_string_equal(ci->servername, sni != NULL ? sni : "");
+    assert_string_equal(si->servername, sni != NULL ? sni : "");
     if (export != NULL) {
         TS_ASSERT_RC_MSG(tlsock_conn_session_export(p->client, export, export_len), 0,
                          tlsock_conn_errmsg(p->client));
@@ -98,10 +101,10 @@ static void cache_resumes(void **state, const char *version)
     struct tlsock_ctx *cctx = client_ctx(version, false);
 
     p->sctx = server_ctx();
-    assert_resumed(connect_once(p, cctx, NULL, true, NULL, NULL), false);
-    assert_resumed(connect_once(p, cctx, NULL, true, NULL, NULL), true);
+    assert_resumed(connect_once(p, cctx, TS_PAIR_NAME, true, NULL, NULL), false);
+    assert_resumed(connect_once(p, cctx, TS_PAIR_NAME, true, NULL, NULL), true);
     /* TLS 1.3: the second connection's new ticket; TLS 1.2: the session, kept. */
-    assert_resumed(connect_once(p, cctx, NULL, true, NULL, NULL), true);
+    assert_resumed(connect_once(p, cctx, TS_PAIR_NAME, true, NULL, NULL), true);
     tlsock_ctx_free(cctx);
 }
 
@@ -341,8 +344,8 @@ static void session_ids(void **state, size_t server_cache, bool resumed)
     TS_ASSERT_RC(tlsock_ctx_set_configure(cctx, NULL, no_tickets, cctx), 0);
     p->sctx = server_ctx();
     TS_ASSERT_RC(tlsock_ctx_set_session_cache(p->sctx, server_cache), 0);
-    assert_resumed(connect_once(p, cctx, NULL, true, NULL, NULL), false);
-    assert_resumed(connect_once(p, cctx, NULL, true, NULL, NULL), resumed);
+    assert_resumed(connect_once(p, cctx, TS_PAIR_NAME, true, NULL, NULL), false);
+    assert_resumed(connect_once(p, cctx, TS_PAIR_NAME, true, NULL, NULL), resumed);
     tlsock_ctx_free(cctx);
 }
 

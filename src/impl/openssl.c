@@ -62,11 +62,12 @@ struct ossl_conn {
     int verify_mode;
     int alert_received;        /* last alert description from the peer, -1 if none */
     const char *refusal;       /* why our ClientHello callback refused the client (hello.h) */
+    int refusal_rc;            /* and its code: 0 for TLSOCK_EPROTO, or TLSOCK_ENOMEM */
     const struct ossl_ctx *oc; /* servers: the context's chains */
     const struct tlsock__certsel *certsel; /* and the core's choice among them */
     size_t chain_index;                    /* the chain chosen for this client */
     char *failed_subject; /* the subject of the peer certificate verification refused */
-    char *servername;     /* client: the SNI sent; NULL for none (and on servers) */
+    char *servername;     /* the SNI sent (client) or received (server); NULL for none */
     const struct tlsock__trust *trust;  /* the context's trust checks (the core's) */
     struct tlsock_conn *owner;          /* shown to the verify callback */
     bool verify_ip;                     /* client: the name verified is an IP address */
@@ -262,6 +263,19 @@ static int client_hello_cb(SSL *ssl, int *alert, void *arg)
     c->refusal = tlsock__hello_refusal(&h, min, max);
     if (c->refusal != NULL) {
         *alert = TLSOCK__ALERT_HANDSHAKE_FAILURE;
+        return SSL_CLIENT_HELLO_ERROR;
+    }
+    /*
+     * Kept for get_info: on a resumed TLS 1.2 session SSL_get_servername() gives the name the
+     * session's first handshake accepted, and tlsock accepts none (no servername callback), so
+     * it would say none. Replaced after a HelloRetryRequest.
+     */
+    free(c->servername);
+    c->servername = h.has_servername ? strdup(h.servername) : NULL;
+    if (h.has_servername && c->servername == NULL) {
+        c->refusal = "out of memory keeping the client's server name";
+        c->refusal_rc = TLSOCK_ENOMEM;
+        *alert = TLSOCK__ALERT_INTERNAL_ERROR;
         return SSL_CLIENT_HELLO_ERROR;
     }
     return choose_chain(ssl, c, &h, tlsock__hello_version(&h, min, max), alert);
@@ -1103,7 +1117,8 @@ static int map_error(struct ossl_conn *c, int ret, struct tlsock__err *err)
     }
     if (c->refusal != NULL) {
         ERR_clear_error();
-        return tlsock__fail(err, TLSOCK_EPROTO, "%s", c->refusal);
+        return tlsock__fail(err, c->refusal_rc != 0 ? c->refusal_rc : TLSOCK_EPROTO, "%s",
+                            c->refusal);
     }
     if (c->ocsp_refused) {
         ERR_clear_error();
@@ -1349,9 +1364,8 @@ static int ossl_get_info(void *tls, struct tlsock__info_buf *out, struct tlsock_
              cipher != NULL ? SSL_CIPHER_standard_name(cipher) : "");
     SSL_get0_alpn_selected(ssl, &alpn, &alpn_len);
     snprintf(out->alpn, sizeof(out->alpn), "%.*s", (int)alpn_len, alpn != NULL ? (char *)alpn : "");
-    const char *sni =
-        SSL_is_server(ssl) ? SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name) : c->servername;
-    snprintf(out->servername, sizeof(out->servername), "%s", sni != NULL ? sni : "");
+    snprintf(out->servername, sizeof(out->servername), "%s",
+             c->servername != NULL ? c->servername : "");
     out->verify_result = (int)SSL_get_verify_result(ssl);
     if (peer != NULL && (!subject_text(peer, out->peer_subject, sizeof(out->peer_subject)) ||
                          !format_sans(peer, out->peer_sans, sizeof(out->peer_sans)) ||
