@@ -5,7 +5,8 @@
 # (b) --sess-out, then a new process with --sess-in: "resumed yes";
 # (c) that file offered to another server (its own key and certificate, the same port, name and
 #     trust): "resumed no", exit 0, no error;
-# (d) a file that is not a session: a warning naming it, a full handshake, exit 0.
+# (d) a file that is not a session: a warning naming it, a full handshake, exit 0;
+# (e) examples/resumed_client against `serve --http`: its second run resumes from its file.
 source "$(dirname "$0")/lib.sh"
 
 make_certs "$WORK/a" localhost
@@ -67,4 +68,21 @@ for server in $IMPLS; do
         stop_bg "$BG_PID" 10
         pass "$pair: a file that is not a session: a warning naming it, a full handshake"
     done
+done
+
+# (e) The export/import example, one process per run, on every server implementation.
+[ -n "${RESUMED_CLIENT_BIN:-}" ] || fail "RESUMED_CLIENT_BIN is not set (examples not built?)"
+for server in $IMPLS; do
+    start_tlsock_serve "http-$server" --impl "$server" --http --cert "$WORK/a/cert.pem" \
+        --key "$WORK/a/key.pem"
+    for run in 1 2; do
+        "$TIMEOUT_BIN" -k 5 30 "$RESUMED_CLIENT_BIN" localhost "$PORT" "$WORK/example-$server" \
+            "$WORK/a/ca.pem" >"$WORK/example-$server-$run.out" 2>"$WORK/example-$server-$run.err" ||
+            fail "resumed_client run $run exited $?: $(cat "$WORK/example-$server-$run.err")"
+        grep -q '^HTTP/1' "$WORK/example-$server-$run.out" || fail "resumed_client: no HTTP reply"
+    done
+    has "example-$server-1" "resumed no"
+    has "example-$server-2" "resumed yes"
+    stop_bg "$BG_PID" 10
+    pass "$server: examples/resumed_client resumes across runs through its file"
 done
