@@ -1253,6 +1253,76 @@ TLSOCK_API int tlsock_cert_fingerprint(const char *pem, size_t len,
 TLSOCK_API int tlsock_key_encrypt(const char *key_pem, size_t len, const char *pass,
                                   char **out_pem);
 
+/* ---------------------------------------------------------------------------------------------
+ * Sessions: resumption (docs/sessions.md)
+ *
+ * A client context keeps the sessions its connections get in a cache, on by default, and offers
+ * one to the next connection to the same place: the same host and port given to tlsock_connect()
+ * or tlsock_uv_connect() (none for the attach functions), the same SNI and the same name to
+ * verify. A TLS 1.3 ticket is offered once: it leaves the cache when it is offered, and the
+ * tickets the server sends on that connection put fresh ones in. A TLS 1.2 session stays until it
+ * expires or is replaced. A session that the server refuses is never an error: the handshake is a
+ * full one, and tlsock_info.resumed says which it was, on both ends.
+ *
+ * A server context keeps a TLS 1.2 session-ID cache (for clients that send no session tickets),
+ * the same on every implementation: bounded, shared by its connections; an entry expires after
+ * the server's session lifetime, the one its tickets have (tlsock_ctx_set_ticket_lifetime(), two
+ * hours by default). Tickets themselves are set in "Session tickets".
+ *
+ * All of it is thread-safe: connections of one context on several threads share its caches.
+ * ------------------------------------------------------------------------------------------- */
+
+/** Entries of a client context's session cache unless tlsock_ctx_set_session_cache() says. */
+#define TLSOCK_SESSION_CACHE_CLIENT_DEFAULT 256
+/** Entries of a server context's TLS 1.2 session-ID cache unless set. */
+#define TLSOCK_SESSION_CACHE_SERVER_DEFAULT 4096
+
+/**
+ * Sizes the context's session cache: a client's cache of sessions to resume, a server's TLS 1.2
+ * session-ID cache. @p max_entries 0 turns it off (a client then offers no session, not even
+ * imported ones; a server answers no session ID). When full, the least recently used entry goes.
+ * @return 0; TLSOCK_EINVAL (NULL, or the context is frozen). Not thread-safe: a setter.
+ */
+TLSOCK_API int tlsock_ctx_set_session_cache(struct tlsock_ctx *ctx, size_t max_entries);
+
+/**
+ * The connection's latest resumable session, as bytes an application may keep (in a file, across
+ * runs) and give back to tlsock_ctx_session_import() of a context with the same configuration.
+ *
+ * When there is one: on a client, after a TLS 1.2 handshake; with TLS 1.3 only once a ticket
+ * arrived, which the server sends after the handshake, so after the first tlsock_read() that
+ * returned data (or after the server's first reply in any case). Each export gives the latest
+ * ticket received.
+ *
+ * The bytes are a tlsock header (magic "TLSK", format version, implementation, host, port, SNI,
+ * name verified, protocol version, a SHA-256 digest of the context's implementation, trust
+ * anchors, verification settings, protocol range and certificate) followed by the
+ * implementation's own serialized session. They hold the session's secrets: keep them as
+ * carefully as a private key.
+ * @param out  receives the bytes (malloc'd; free with tlsock_free()).
+ * @param len  receives their length.
+ * @return 0; TLSOCK_EINVAL (NULL argument, a server connection, the session cache of the context
+ *         is off, or no resumable session yet: "no resumable session yet ..."); TLSOCK_ENOMEM.
+ *         The connection's message says why; the connection is unaffected. Call from the thread
+ *         that uses the connection.
+ */
+TLSOCK_API int tlsock_conn_session_export(struct tlsock_conn *conn, unsigned char **out,
+                                          size_t *len);
+
+/**
+ * Puts a session exported by tlsock_conn_session_export() into the client context's cache, under
+ * the host, port, SNI and name it was exported for, to be offered by the next connection to them.
+ * May be called before or after the context froze, from any thread. A session exported by a
+ * context of another configuration (the digest differs: other trust anchors, protocol range,
+ * certificate, verification) is accepted but dropped: it is never offered, so the connection
+ * makes a full handshake. The bytes are copied.
+ * @return 0 (stored, or dropped as said); TLSOCK_EINVAL for bytes that are not an export (bad
+ *         magic, unknown format version, truncated, trailing bytes), an export of another
+ *         implementation, a server context or one whose session cache is off; TLSOCK_ENOMEM. The
+ *         context's message (tlsock_ctx_errmsg()) and the thread's say why.
+ */
+TLSOCK_API int tlsock_ctx_session_import(struct tlsock_ctx *ctx, const void *data, size_t len);
+
 /** Frees memory returned by tlsock (e.g. by tlsock_devcert_new()). Accepts NULL. */
 TLSOCK_API void tlsock_free(void *ptr);
 

@@ -351,8 +351,8 @@ static size_t tls12_tickets(struct tlsock_ctx *sctx, uint32_t *hint)
 /*
  * Off: no ticket sent (the client holds none; on TLS 1.2 no NewSessionTicket crosses the wire),
  * and a ticket the client offers is ignored, even one made under the same key file by a server
- * with tickets on. (On TLS 1.2 an OpenSSL server may still resume a client by session ID from its
- * own session cache, which is not a ticket, so TLS 1.2 resumption is not asserted beyond that.)
+ * with tickets on. (On TLS 1.2 a server may still resume a client by session ID from its
+ * session-ID cache, which is not a ticket, so TLS 1.2 resumption is not asserted beyond that.)
  */
 static void test_off_no_resumption(void **state)
 {

@@ -107,7 +107,8 @@ int tlsock__conn_new(struct tlsock_ctx *ctx, const struct tlsock__conn_setup *se
             goto free_transport;
         }
     }
-    const struct tlsock__conn_params params = {
+    unsigned char *offer = NULL;
+    struct tlsock__conn_params params = {
         .role = ctx->role,
         .transport = &conn->transport,
         .servername = names.sni[0] != '\0' ? names.sni : NULL,
@@ -120,7 +121,12 @@ int tlsock__conn_new(struct tlsock_ctx *ctx, const struct tlsock__conn_setup *se
         .ocsp_response_len = ctx->ocsp_response_len,
         .keylog = tlsock__keylog_on(&ctx->keylog) ? &ctx->keylog : NULL,
     };
-    rc = ctx->impl->conn_new(ctx->native, &params, &conn->tls, &err);
+    rc = tlsock__sessions_conn_new(conn, setup->port, setup->host != NULL ? setup->host : "",
+                                   names.sni, names.verify, &params.session, &offer);
+    if (rc == 0) {
+        rc = ctx->impl->conn_new(ctx->native, &params, &conn->tls, &err);
+    }
+    free(offer);
     if (rc != 0) {
         goto restore_flags;
     }
@@ -142,6 +148,7 @@ restore_flags:
 free_transport:
     tlsock__transport_free(&conn->transport);
 free_conn:
+    tlsock__sessions_conn_free(conn);
     tlsock_ctx_free(conn->ctx);
     free(conn);
 free_err:
@@ -158,6 +165,7 @@ void tlsock__conn_free(struct tlsock_conn *conn)
     tlsock__transport_free(&conn->transport);
     tlsock__buf_free(&conn->stash);
     tlsock__conn_info_free(conn->info);
+    tlsock__sessions_conn_free(conn);
     tlsock__err_free(&conn->err);
     tlsock_ctx_free(conn->ctx);
     free(conn);

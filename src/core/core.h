@@ -43,6 +43,7 @@ struct tlsock__conn_setup {
     int fd;                     /* SOCKET: a connected socket; else -1 */
     bool owns_fd;               /* SOCKET: tlsock opened it, and closes it at the end */
     const char *host;           /* client: name connected to, for SNI and verification */
+    uint16_t port;              /* client: the port connected to (0: unknown), for resumption */
     const struct tlsock_io *io; /* CALLBACKS: the application's callbacks */
 };
 

@@ -291,6 +291,11 @@ int tlsock_ctx_new(int role, struct tlsock_ctx **out)
         tlsock__publish(&ctx->err);
         goto fail;
     }
+    rc = tlsock__sessions_init(ctx);
+    if (rc != 0) {
+        ctx->impl->ctx_free(ctx->native);
+        goto fail;
+    }
     *out = ctx;
     return 0;
 fail:
@@ -376,6 +381,7 @@ void tlsock_ctx_free(struct tlsock_ctx *ctx)
         return;
     }
     ctx->impl->ctx_free(ctx->native);
+    tlsock__sessions_free(ctx);
     settings_free(ctx);
     certsel_forget(&ctx->certsel);
     free(ctx->certsel.certs);
@@ -1289,6 +1295,16 @@ int tlsock_ctx_set_handshake_timeout(struct tlsock_ctx *ctx, int timeout_ms)
     return 0;
 }
 
+int tlsock_ctx_set_session_cache(struct tlsock_ctx *ctx, size_t max_entries)
+{
+    int rc = setter_begin(ctx);
+
+    if (rc != 0) {
+        return rc;
+    }
+    return setter_end(ctx, tlsock__sessions_resize(ctx, max_entries));
+}
+
 /* ---------------------------------------------------------------------------------------------
  * Key log: kept by the core, not the native context, so a change of implementation keeps it.
  * ------------------------------------------------------------------------------------------- */
@@ -1368,6 +1384,9 @@ int tlsock__ctx_freeze(struct tlsock_ctx *ctx, struct tlsock__err *err)
                 rc = tlsock__fail(err, rc < 0 ? rc : TLSOCK_ECONFIG,
                                   "the context configure callback failed (%d)", rc);
             }
+        }
+        if (rc == 0) {
+            rc = tlsock__sessions_freeze(ctx, err);
         }
         if (rc == 0) {
             atomic_store(&ctx->frozen, true);

@@ -65,6 +65,18 @@ struct tlsock_ctx {
     struct tlsock__setting *settings; /* every setter's effect, in order (replayed by set_impl) */
     struct tlsock__keylog keylog;     /* callback and file; the core's, not the native context's */
     struct tlsock__err err;
+    /* Resumption (session.c): client sessions or a server's TLS 1.2 session IDs; NULL: off. */
+    struct tlsock__scache *sessions;
+    size_t session_max;
+    unsigned char session_digest[32]; /* the configuration sessions belong to, set by the freeze */
+};
+
+/* A client connection's resumption state (session.c). */
+struct tlsock__conn_sessions {
+    unsigned char *key; /* where its sessions are cached; NULL: not cached */
+    size_t key_len;
+    unsigned char *last; /* the latest session reported, as a cache value; NULL: none yet */
+    size_t last_len;
 };
 
 /* Where a connection's TLS session is. */
@@ -95,6 +107,7 @@ struct tlsock_conn {
     struct tlsock__buf stash;       /* application data that arrived while detaching */
     struct tlsock__conn_info *info; /* made by the first tlsock_conn_info(), else NULL */
     struct tlsock__err err;
+    struct tlsock__conn_sessions sessions;
 };
 
 /* What tlsock_conn_info() returns, and the storage behind its strings. */
@@ -107,5 +120,24 @@ struct tlsock__conn_info {
 
 /* Frees @p info, its chain and its PEM texts; accepts NULL. */
 void tlsock__conn_info_free(struct tlsock__conn_info *info);
+
+/* ---- resumption (session.c) ----------------------------------------------------------------- */
+
+/* The context's default session cache (tlsock_ctx_new); 0 or TLSOCK_ENOMEM (thread's message). */
+int tlsock__sessions_init(struct tlsock_ctx *ctx) TLSOCK__MUST_CHECK;
+void tlsock__sessions_free(struct tlsock_ctx *ctx);
+/* A new cache of @p max_entries (0: none) for a context not frozen yet; 0 or TLSOCK_ENOMEM. */
+int tlsock__sessions_resize(struct tlsock_ctx *ctx, size_t max_entries) TLSOCK__MUST_CHECK;
+/* The digest of the configuration sessions belong to, once by the freeze; 0 or TLSOCK_ENOMEM. */
+int tlsock__sessions_freeze(struct tlsock_ctx *ctx, struct tlsock__err *err) TLSOCK__MUST_CHECK;
+/*
+ * Fills @p io for a new connection: a server's session-ID cache, or a client's cache key (from
+ * @p port, @p host, @p sni and @p verify, "" for none) and the session to offer, taken out of
+ * the cache, in *@p offer (free() it once conn_new has run). 0 or TLSOCK_ENOMEM.
+ */
+int tlsock__sessions_conn_new(struct tlsock_conn *conn, uint16_t port, const char *host,
+                              const char *sni, const char *verify, struct tlsock__session_io *io,
+                              unsigned char **offer) TLSOCK__MUST_CHECK;
+void tlsock__sessions_conn_free(struct tlsock_conn *conn);
 
 #endif /* TLSOCK_CORE_OBJECTS_H */

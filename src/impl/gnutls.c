@@ -67,6 +67,7 @@ struct gtls_conn {
     int verify_alert;                   /* the alert for that refusal */
     const unsigned char *ocsp_response; /* server: the core's staple, NULL for none */
     size_t ocsp_response_len;
+    struct gtls_sess sess;               /* resumption (gnutls_session.c) */
     const struct tlsock__keylog *keylog; /* the core's, NULL when the context keeps none */
 };
 
@@ -1165,6 +1166,7 @@ static int gtls_conn_new(void *nctx, const struct tlsock__conn_params *p, void *
     if (rc != 0) {
         goto fail;
     }
+    tlsock__gtls_sessions_setup(c->session, &c->sess, &p->session, p->role);
     *out = c;
     return 0;
 fail:
@@ -1228,6 +1230,9 @@ static int gtls_handshake(void *tls, struct tlsock__err *err)
         /* GnuTLS's word for a close_notify in the handshake. */
         return tlsock__text_fail_closed_in_handshake(err);
     }
+    if (ret == 0) {
+        tlsock__gtls_sessions_report(c->session, &c->sess, true);
+    }
     return ret == 0 ? 0 : map_error(c, ret, err);
 }
 
@@ -1278,6 +1283,7 @@ static int gtls_read(void *tls, void *buf, size_t len, size_t *nread, struct tls
             break;
         }
     }
+    tlsock__gtls_sessions_report(c->session, &c->sess, false);
     if (ret > 0) {
         *nread = (size_t)ret;
     } else if (ret == 0) {
@@ -1676,6 +1682,7 @@ const struct tlsock__impl tlsock__gnutls_impl = {
     .get_info = gtls_get_info,
     .export_keying_material = gtls_export,
     .exporter_bound = gtls_exporter_bound,
+    .sha256 = tlsock__gtls_sha256,
     .pending = gtls_pending,
     .cert_generate = tlsock__gtls_cert_generate,
     .cert_fingerprint = tlsock__gtls_cert_fingerprint,

@@ -64,6 +64,25 @@ struct gtls_ctx {
     const struct tlsock__tickets *tickets; /* servers: the core's, NULL when tickets are off */
 };
 
+/* A session's resumption state (gnutls_session.c); its address is the session's db pointer. */
+struct gtls_sess {
+    struct tlsock__session_io io;
+    bool ticket_pending; /* a client received a NewSessionTicket not reported yet */
+};
+
+/* ---- resumption (gnutls_session.c) ---------------------------------------------------------- */
+
+/*
+ * Gives @p s the core's @p io (copied into @p gs, which must live as long as @p s): a server's
+ * session-ID cache, a client's session to offer and its ticket hook (a server's tickets are
+ * gnutls_tickets.c's).
+ */
+void tlsock__gtls_sessions_setup(gnutls_session_t s, struct gtls_sess *gs,
+                                 const struct tlsock__session_io *io, int role);
+/* After a handshake (@p handshake_done) or a read: a client reports a new session, if any. */
+void tlsock__gtls_sessions_report(gnutls_session_t s, struct gtls_sess *gs, bool handshake_done);
+int tlsock__gtls_sha256(const void *data, size_t len, unsigned char out[32]);
+
 /* This side's certificate chain (leaf first) and key, read but not yet in credentials. */
 struct gtls_cert {
     gnutls_x509_crt_t *chain; /* gnutls_malloc()ed */

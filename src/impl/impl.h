@@ -62,6 +62,32 @@ struct tlsock__certsel {
     void *callback_user;
 };
 
+struct tlsock__scache; /* core/session_cache.h */
+
+/*
+ * Resumption (core/session.c, docs/sessions.md): what the core gives a new session, kept by the
+ * implementation (a pointer to it must stay valid until conn_free, so it copies it into its own
+ * session and points to that copy).
+ */
+struct tlsock__session_io {
+    /* Clients: the native serialized session to offer (i2d_SSL_SESSION, gnutls_session_get_data2),
+     * NULL for none; read only in conn_new. One that does not load is ignored, never an error. */
+    const unsigned char *offer;
+    size_t offer_len;
+    /*
+     * Clients: called with each new resumable session, serialized the same way (copied by the
+     * core): at the end of every TLS 1.2 handshake, full or resumed, and for every TLS 1.3
+     * NewSessionTicket. @p version: 0x0303, 0x0304. NULL: none wanted.
+     */
+    void (*on_session)(struct tlsock_conn *owner, const unsigned char *data, size_t len,
+                       int version);
+    struct tlsock_conn *owner;
+    /* Servers: the context's TLS 1.2 session-ID cache (session ID -> serialized session), NULL:
+     * off. Servers never put TLS 1.3 sessions in it. */
+    struct tlsock__scache *server_cache;
+    int64_t server_lifetime_ns; /* how long a stored server session lasts */
+};
+
 struct tlsock__keylog;
 
 /* What a new session needs to know; strings are only read during conn_new. */
@@ -87,6 +113,7 @@ struct tlsock__conn_params {
      */
     const unsigned char *ocsp_response;
     size_t ocsp_response_len;
+    struct tlsock__session_io session; /* resumption */
     /* The context's key log (keylog.h), valid until conn_free; NULL when it has none. */
     const struct tlsock__keylog *keylog;
 };
@@ -280,6 +307,9 @@ struct tlsock__impl {
      * capability: nothing observable depends on it but memory use and speed.
      */
     void (*hold_buffers)(void *tls, bool hold);
+
+    /* SHA-256 of @p len bytes (the session digest of core/session.c); 0 or TLSOCK_ENOMEM. */
+    int (*sha256)(const void *data, size_t len, unsigned char out[32]);
 
     /* Development certificates (TLSOCK_CAP_CERTGEN); NULL when not supported. */
     int (*cert_generate)(const struct tlsock__cert_spec *spec, struct tlsock__pem_pair *out,

@@ -62,11 +62,12 @@ struct ossl_conn {
     int verify_mode;
     int alert_received;        /* last alert description from the peer, -1 if none */
     const char *refusal;       /* why our ClientHello callback refused the client (hello.h) */
+    int refusal_rc;            /* and its code: 0 for TLSOCK_EPROTO, or TLSOCK_ENOMEM */
     const struct ossl_ctx *oc; /* servers: the context's chains */
     const struct tlsock__certsel *certsel; /* and the core's choice among them */
     size_t chain_index;                    /* the chain chosen for this client */
     char *failed_subject; /* the subject of the peer certificate verification refused */
-    char *servername;     /* client: the SNI sent; NULL for none (and on servers) */
+    char *servername;     /* the SNI sent (client) or received (server); NULL for none */
     const struct tlsock__trust *trust;  /* the context's trust checks (the core's) */
     struct tlsock_conn *owner;          /* shown to the verify callback */
     bool verify_ip;                     /* client: the name verified is an IP address */
@@ -76,6 +77,7 @@ struct ossl_conn {
     bool ocsp_refused;                  /* client_status_cb() refused the staple (verify_err) */
     const unsigned char *ocsp_response; /* server: the core's staple, NULL for none */
     size_t ocsp_response_len;
+    struct tlsock__session_io sess;      /* resumption (openssl_session.c) */
     const struct tlsock__keylog *keylog; /* the core's, NULL when the context keeps none */
 };
 
@@ -263,6 +265,19 @@ static int client_hello_cb(SSL *ssl, int *alert, void *arg)
         *alert = TLSOCK__ALERT_HANDSHAKE_FAILURE;
         return SSL_CLIENT_HELLO_ERROR;
     }
+    /*
+     * Kept for get_info: on a resumed TLS 1.2 session SSL_get_servername() gives the name the
+     * session's first handshake accepted, and tlsock accepts none (no servername callback), so
+     * it would say none. Replaced after a HelloRetryRequest.
+     */
+    free(c->servername);
+    c->servername = h.has_servername ? strdup(h.servername) : NULL;
+    if (h.has_servername && c->servername == NULL) {
+        c->refusal = "out of memory keeping the client's server name";
+        c->refusal_rc = TLSOCK_ENOMEM;
+        *alert = TLSOCK__ALERT_INTERNAL_ERROR;
+        return SSL_CLIENT_HELLO_ERROR;
+    }
     return choose_chain(ssl, c, &h, tlsock__hello_version(&h, min, max), alert);
 }
 
@@ -333,6 +348,13 @@ static void ossl_ctx_free(void *nctx)
     free(oc);
 }
 
+const struct tlsock__session_io *tlsock__ossl_session_io(const SSL *ssl)
+{
+    const struct ossl_conn *c = SSL_get_app_data(ssl);
+
+    return c != NULL ? &c->sess : NULL;
+}
+
 /* OpenSSL's line goes through the shared key log writer, so it reads as GnuTLS's. */
 static void keylog_cb(const SSL *ssl, const char *line)
 {
@@ -391,6 +413,7 @@ static int ossl_ctx_new(int role, void **out, struct tlsock__err *err)
     }
     SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
     SSL_CTX_set_cert_verify_callback(ctx, verify_hook, NULL);
+    tlsock__ossl_sessions_ctx(ctx, role);
     /* Called only for sessions that ask (a client) or are asked (a server) for a staple. */
     if (role == TLSOCK_SERVER) {
         SSL_CTX_set_tlsext_status_cb(ctx, server_status_cb);
@@ -1044,6 +1067,11 @@ static int ossl_conn_new(void *nctx, const struct tlsock__conn_params *p, void *
     if (rc != 0) {
         goto fail;
     }
+    c->sess = p->session;
+    c->sess.offer = NULL; /* read only now */
+    if (p->session.offer != NULL) {
+        tlsock__ossl_sessions_offer(c->ssl, p->session.offer, p->session.offer_len);
+    }
     *out = c;
     return 0;
 fail:
@@ -1095,7 +1123,8 @@ static int map_error(struct ossl_conn *c, int ret, struct tlsock__err *err)
     }
     if (c->refusal != NULL) {
         ERR_clear_error();
-        return tlsock__fail(err, TLSOCK_EPROTO, "%s", c->refusal);
+        return tlsock__fail(err, c->refusal_rc != 0 ? c->refusal_rc : TLSOCK_EPROTO, "%s",
+                            c->refusal);
     }
     if (c->ocsp_refused) {
         ERR_clear_error();
@@ -1143,6 +1172,7 @@ static int ossl_handshake(void *tls, struct tlsock__err *err)
     ERR_clear_error();
     ret = SSL_do_handshake(c->ssl);
     if (ret == 1) {
+        tlsock__ossl_sessions_done(c->ssl);
         return 0;
     }
     int rc = map_error(c, ret, err);
@@ -1340,9 +1370,8 @@ static int ossl_get_info(void *tls, struct tlsock__info_buf *out, struct tlsock_
              cipher != NULL ? SSL_CIPHER_standard_name(cipher) : "");
     SSL_get0_alpn_selected(ssl, &alpn, &alpn_len);
     snprintf(out->alpn, sizeof(out->alpn), "%.*s", (int)alpn_len, alpn != NULL ? (char *)alpn : "");
-    const char *sni =
-        SSL_is_server(ssl) ? SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name) : c->servername;
-    snprintf(out->servername, sizeof(out->servername), "%s", sni != NULL ? sni : "");
+    snprintf(out->servername, sizeof(out->servername), "%s",
+             c->servername != NULL ? c->servername : "");
     out->verify_result = (int)SSL_get_verify_result(ssl);
     if (peer != NULL && (!subject_text(peer, out->peer_subject, sizeof(out->peer_subject)) ||
                          !format_sans(peer, out->peer_sans, sizeof(out->peer_sans)) ||
@@ -1463,6 +1492,7 @@ const struct tlsock__impl tlsock__openssl_impl = {
     .get_info = ossl_get_info,
     .export_keying_material = ossl_export,
     .exporter_bound = ossl_exporter_bound,
+    .sha256 = tlsock__ossl_sha256,
     .pending = ossl_pending,
     .hold_buffers = ossl_hold_buffers,
     .cert_generate = tlsock__openssl_cert_generate,

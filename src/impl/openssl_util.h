@@ -70,4 +70,16 @@ bool tlsock__ossl_must_staple(X509 *leaf);
 int tlsock__ossl_set_tickets(SSL_CTX *ctx, const struct tlsock__tickets *t,
                              struct tlsock__err *err);
 
+/* ---- resumption (openssl_session.c) --------------------------------------------------------- */
+
+/* Sends the context's sessions to the core's caches instead of OpenSSL's internal one. */
+void tlsock__ossl_sessions_ctx(SSL_CTX *ctx, int role);
+/* A client's session to offer (native, i2d_SSL_SESSION); one that does not load is ignored. */
+void tlsock__ossl_sessions_offer(SSL *ssl, const unsigned char *offer, size_t offer_len);
+/* The core's session_io of @p ssl's connection (openssl.c), NULL for an SSL that is not ours. */
+const struct tlsock__session_io *tlsock__ossl_session_io(const SSL *ssl);
+/* After a handshake: a TLS 1.2 client reports its session (TLS 1.3 ones come as tickets). */
+void tlsock__ossl_sessions_done(SSL *ssl);
+int tlsock__ossl_sha256(const void *data, size_t len, unsigned char out[32]);
+
 #endif /* TLSOCK_OPENSSL_UTIL_H */

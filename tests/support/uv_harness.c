@@ -1007,6 +1007,13 @@ void server_close(struct srv *s)
 struct peer *client_start(struct env *env, struct tlsock_ctx *ctx, uint16_t port,
                           const struct hooks *hooks, size_t tx_len, unsigned seed)
 {
+    return client_start_named(env, ctx, port, NULL, NULL, hooks, tx_len, seed);
+}
+
+struct peer *client_start_named(struct env *env, struct tlsock_ctx *ctx, uint16_t port,
+                                const char *servername, const char *verify_name,
+                                const struct hooks *hooks, size_t tx_len, unsigned seed)
+{
     struct peer *p = peer_new(env);
     struct tlsock_uv_opts opts;
 
@@ -1020,6 +1027,8 @@ struct peer *client_start(struct env *env, struct tlsock_ctx *ctx, uint16_t port
     }
     opts = base_opts(p);
     opts.on_connect = on_client_connect;
+    opts.servername = servername;
+    opts.verify_name = verify_name;
     TS_ASSERT_RC(tlsock_uv_connect(&env->loop, ctx, env->host, port, &opts, &p->conn), 0);
     assert_non_null(p->conn);
     return p;

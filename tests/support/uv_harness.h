@@ -340,6 +340,11 @@ void server_close(struct srv *s);
 struct peer *client_start(struct env *env, struct tlsock_ctx *ctx, uint16_t port,
                           const struct hooks *hooks, size_t tx_len, unsigned seed);
 
+/* client_start() sending @p servername and verifying @p verify_name (NULL: the host's). */
+struct peer *client_start_named(struct env *env, struct tlsock_ctx *ctx, uint16_t port,
+                                const char *servername, const char *verify_name,
+                                const struct hooks *hooks, size_t tx_len, unsigned seed);
+
 /* Every server-side connection closed. */
 bool server_peers_closed(struct env *env);
 

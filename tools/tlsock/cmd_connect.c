@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "connect_session.h"
 #include "connect_relay.h"
 #include "starttls.h"
 
@@ -24,9 +25,12 @@ struct connect_args {
     bool quiet;
     const char *pins[PIN_MAX]; /* --pin sha256:BASE64, repeatable */
     size_t pin_count;
-    bool show_certs;    /* --show-certs */
-    int ocsp_mode;      /* --ocsp MODE: enum tlsock_ocsp_mode */
-    const char *keylog; /* --keylog FILE, NULL for none */
+    bool show_certs;      /* --show-certs */
+    int ocsp_mode;        /* --ocsp MODE: enum tlsock_ocsp_mode */
+    const char *sess_in;  /* --sess-in FILE: a session to offer, NULL for none */
+    const char *sess_out; /* --sess-out FILE: where to save the last session, NULL for none */
+    int reconnect;        /* --reconnect N: connections after the first */
+    const char *keylog;   /* --keylog FILE, NULL for none */
 };
 
 /* How long to wait for the peer's close_notify after stdin ends, unless --timeout says. */
@@ -64,6 +68,12 @@ static void print_help(void)
           "                           when sent (must-staple certificates need one);\n"
           "                           require: also refuse a server that staples none;\n"
           "                           off (default): do not ask\n"
+          "      --sess-in FILE       offer the session saved in FILE (by --sess-out); one that\n"
+          "                           cannot be used means a full handshake, not a failure\n"
+          "      --sess-out FILE      save the last connection's session in FILE (mode 0600;\n"
+          "                           it holds the session's secrets)\n"
+          "      --reconnect N        after the first connection, connect N more times and\n"
+          "                           print \"connection I: resumed yes|no\" for each\n"
           "      --keylog FILE        append the session's secrets to FILE in the NSS key log\n"
           "                           format, for Wireshark (anyone with FILE and a capture\n"
           "                           reads the traffic); SSLKEYLOGFILE is not read by\n"
@@ -86,6 +96,9 @@ enum {
     OPT_PIN,
     OPT_SHOW_CERTS,
     OPT_OCSP,
+    OPT_SESS_IN,
+    OPT_SESS_OUT,
+    OPT_RECONNECT,
     OPT_KEYLOG,
 };
 
@@ -112,6 +125,14 @@ static bool own_option(void *user, int opt, const char *arg, int *status)
             *status = cli_usage_error("connect", "at most %d --pin options", PIN_MAX);
         } else {
             args->pins[args->pin_count++] = arg;
+        }
+    } else if (opt == OPT_SESS_IN) {
+        args->sess_in = arg;
+    } else if (opt == OPT_SESS_OUT) {
+        args->sess_out = arg;
+    } else if (opt == OPT_RECONNECT) {
+        if (!cli_parse_int(arg, 0, 1000, &args->reconnect)) {
+            *status = cli_usage_error("connect", "--reconnect wants 0 to 1000, not '%s'", arg);
         }
     } else if (opt == OPT_SHOW_CERTS) {
         args->show_certs = true;
@@ -149,6 +170,9 @@ static int parse_args(int argc, char **argv, struct connect_args *args)
         {"pin", required_argument, NULL, OPT_PIN},
         {"show-certs", no_argument, NULL, OPT_SHOW_CERTS},
         {"ocsp", required_argument, NULL, OPT_OCSP},
+        {"sess-in", required_argument, NULL, OPT_SESS_IN},
+        {"sess-out", required_argument, NULL, OPT_SESS_OUT},
+        {"reconnect", required_argument, NULL, OPT_RECONNECT},
         {"keylog", required_argument, NULL, OPT_KEYLOG},
         CLI_LONGOPTS_END,
     };
@@ -183,6 +207,8 @@ static int parse_args(int argc, char **argv, struct connect_args *args)
     }
     if (status < 0 && args->shared.insecure && args->ocsp_mode != TLSOCK_OCSP_OFF) {
         status = cli_usage_error("connect", "--ocsp needs verification (not --insecure)");
+    } else if (args->reconnect > 0 && args->starttls != NULL) {
+        status = cli_usage_error("connect", "--reconnect does not go with --starttls");
     }
 done:
     return status;
@@ -361,6 +387,9 @@ static int run(const struct connect_args *args)
         status = cli_setup_exit_code(err);
         goto free_ctx;
     }
+    if (args->sess_in != NULL) {
+        cli_session_load(ctx, args->sess_in);
+    }
     opts.servername = args->shared.servername;
     if (args->timeout_ms > 0) {
         opts.connect_timeout_ms = args->timeout_ms;
@@ -381,9 +410,20 @@ static int run(const struct connect_args *args)
     if (!args->quiet) {
         print_summary(conn, args);
     }
+    if (args->reconnect > 0 || args->sess_in != NULL) {
+        cli_session_report(conn, 1);
+    }
     err = cli_relay(conn, &params);
     status = cli_exit_code(err);
+    if (args->sess_out != NULL && args->reconnect == 0) {
+        cli_session_save(conn, args->sess_out);
+    }
     tlsock_close(conn);
+    for (int i = 0; status == CLI_EXIT_OK && i < args->reconnect; i++) {
+        const char *out = i + 1 == args->reconnect ? args->sess_out : NULL;
+        err = cli_session_reconnect(ctx, args->host, args->port, &opts, i + 2, out);
+        status = cli_exit_code(err);
+    }
     if (fd >= 0) {
         cli_plain_close(fd);
     }

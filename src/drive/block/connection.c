@@ -129,6 +129,7 @@ int tlsock_connect(struct tlsock_ctx *ctx, const char *host, uint16_t port,
         .fd = fd,
         .owns_fd = true,
         .host = host,
+        .port = port,
     };
     rc = tlsock__conn_new(ctx, &setup, opts, &conn);
     if (rc != 0) {

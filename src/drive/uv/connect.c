@@ -134,6 +134,7 @@ int tlsock_uv_connect(uv_loop_t *loop, struct tlsock_ctx *ctx, const char *host,
         .kind = TLSOCK__TRANSPORT_MEMORY,
         .fd = -1,
         .host = host,
+        .port = port,
     };
     struct tlsock_opts tls_opts = TLSOCK_OPTS_INIT;
     tls_opts.servername = o.servername;

@@ -1,0 +1,126 @@
+/*
+ * Resumption on GnuTLS (docs/sessions.md): a client's sessions go to the core's cache as they
+ * come (the end of a TLS 1.2 handshake, each TLS 1.3 NewSessionTicket), a server's TLS 1.2
+ * sessions to the core's session-ID cache (core/session_cache.c) through GnuTLS's db functions,
+ * the same store OpenSSL's side uses. The session's db pointer is its struct gtls_sess.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <gnutls/crypto.h>
+
+#include "gnutls_int.h"
+#include "core/session_cache.h"
+
+/* ---- the server's session-ID cache ---------------------------------------------------------- */
+
+static int db_store(void *ptr, gnutls_datum_t key, gnutls_datum_t data)
+{
+    const struct gtls_sess *gs = ptr;
+
+    if (gs->io.server_cache == NULL || key.size == 0) {
+        return -1;
+    }
+    int rc = tlsock__scache_put(gs->io.server_cache, key.data, key.size, data.data, data.size,
+                                tlsock__now_ns() + gs->io.server_lifetime_ns);
+    return rc == 0 ? 0 : -1;
+}
+
+static gnutls_datum_t db_retrieve(void *ptr, gnutls_datum_t key)
+{
+    const struct gtls_sess *gs = ptr;
+    gnutls_datum_t out = {NULL, 0};
+    unsigned char *val = NULL;
+    size_t len = 0;
+
+    if (gs->io.server_cache != NULL &&
+        tlsock__scache_get(gs->io.server_cache, key.data, key.size, false, &val, &len)) {
+        /* GnuTLS frees it with gnutls_free. */
+        out.data = gnutls_malloc(len);
+        if (out.data != NULL) {
+            memcpy(out.data, val, len);
+            out.size = (unsigned)len;
+        }
+        free(val);
+    }
+    return out;
+}
+
+static int db_remove(void *ptr, gnutls_datum_t key)
+{
+    const struct gtls_sess *gs = ptr;
+
+    if (gs->io.server_cache != NULL) {
+        tlsock__scache_remove(gs->io.server_cache, key.data, key.size);
+    }
+    return 0;
+}
+
+/* ---- clients -------------------------------------------------------------------------------- */
+
+/* A NewSessionTicket was processed: reported after the call that read it (sessions_report()). */
+static int ticket_hook(gnutls_session_t s, unsigned htype, unsigned when, unsigned incoming,
+                       const gnutls_datum_t *msg)
+{
+    struct gtls_sess *gs = gnutls_db_get_ptr(s);
+
+    (void)htype;
+    (void)when;
+    (void)incoming;
+    (void)msg;
+    if (gs != NULL) {
+        gs->ticket_pending = true;
+    }
+    return 0;
+}
+
+void tlsock__gtls_sessions_setup(gnutls_session_t s, struct gtls_sess *gs,
+                                 const struct tlsock__session_io *io, int role)
+{
+    gs->io = *io;
+    gs->io.offer = NULL; /* read only now */
+    gnutls_db_set_ptr(s, gs);
+    if (role == TLSOCK_SERVER) {
+        if (io->server_cache != NULL) {
+            gnutls_db_set_retrieve_function(s, db_retrieve);
+            gnutls_db_set_store_function(s, db_store);
+            gnutls_db_set_remove_function(s, db_remove);
+            gnutls_db_set_cache_expiration(s, (int)(io->server_lifetime_ns / 1000000000));
+        }
+        return;
+    }
+    if (io->on_session != NULL) {
+        gnutls_handshake_set_hook_function(s, GNUTLS_HANDSHAKE_NEW_SESSION_TICKET, GNUTLS_HOOK_POST,
+                                           ticket_hook);
+    }
+    if (io->offer != NULL) {
+        const gnutls_datum_t data = {(unsigned char *)io->offer, (unsigned)io->offer_len};
+        /* A session that does not load is not offered: a full handshake, never an error. */
+        (void)gnutls_session_set_data(s, data.data, data.size);
+    }
+}
+
+void tlsock__gtls_sessions_report(gnutls_session_t s, struct gtls_sess *gs, bool handshake_done)
+{
+    gnutls_datum_t data = {NULL, 0};
+    int version = (int)gnutls_protocol_get_version(s);
+
+    if (gs->io.on_session == NULL) {
+        return;
+    }
+    /* GNUTLS_TLS1_2 = 4, GNUTLS_TLS1_3 = 5; the core speaks wire versions. */
+    bool tls13 = version == GNUTLS_TLS1_3;
+    if (!(gs->ticket_pending || (handshake_done && !tls13))) {
+        return;
+    }
+    gs->ticket_pending = false;
+    if (gnutls_session_get_data2(s, &data) == 0 && data.size > 0) {
+        gs->io.on_session(gs->io.owner, data.data, data.size, tls13 ? 0x0304 : 0x0303);
+    }
+    gnutls_free(data.data);
+}
+
+int tlsock__gtls_sha256(const void *data, size_t len, unsigned char out[32])
+{
+    return gnutls_hash_fast(GNUTLS_DIG_SHA256, data, len, out) == 0 ? 0 : TLSOCK_ENOMEM;
+}
