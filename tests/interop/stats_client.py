@@ -10,6 +10,9 @@
         connects and sends nothing until the server closes (its handshake timeout).
     stats_client.py PORT reset
         sends the start of a ClientHello record, then resets the connection (SO_LINGER 0).
+    stats_client.py PORT drop CAFILE
+        a TLS connection (verified as localhost): sends a line, reads its echo, then resets the
+        connection (SO_LINGER 0) instead of ending it: an error of an open connection.
 
 Every socket operation has a timeout; the exit status is 0 when the client did its part.
 """
@@ -71,6 +74,18 @@ def main():
         sock.sendall(bytes([22, 3, 1, 2, 0, 1, 0, 1, 252, 3, 3]))
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         sock.close()
+    elif mode == "drop":
+        ctx = ssl.create_default_context(cafile=sys.argv[3])
+        conn = ctx.wrap_socket(connect(port), server_hostname="localhost")
+        conn.sendall(b"ping\n")
+        got = b""
+        while len(got) < 5:
+            data = conn.recv(64)
+            if not data:
+                sys.exit("stats_client: no echo")
+            got += data
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
     else:
         sys.exit("stats_client: unknown mode " + mode)
 

@@ -9,6 +9,8 @@
 # (b) MODE periodic: --stats 1 prints the same figures while it runs; three failures of one kind
 #     log one full line and "2 more protocol failures not logged" (or 1 and 1 around a stats line);
 #     with --verbose, three lines.
+# (c) MODE errors: three clients reset their connection after their handshake: one full line
+#     and "tlsock: connection: 2 more reset failures not logged"; with --verbose, three lines.
 source "$(dirname "$0")/lib.sh"
 need PYTHON3_BIN OPENSSL_BIN
 
@@ -119,6 +121,31 @@ periodic)
     grep -q 'not logged' "$WORK/verbose.err" && fail "--verbose left failures unlogged"
     grep -q '^tlsock: stats:' "$WORK/verbose.err" && fail "a stats line without --stats"
     pass "--verbose logs each of three protocol failures"
+    ;;
+errors)
+    for verbose in no yes; do
+        name=errors-verbose-$verbose
+        args=(--ca-out "$WORK/$name-ca.pem")
+        [ "$verbose" = yes ] && args+=(--verbose)
+        start_tlsock_serve "$name" "${args[@]}"
+        pid=$BG_PID
+        for _ in 1 2 3; do
+            "${CLIENT[@]}" "$PORT" drop "$WORK/$name-ca.pem" || fail "$name: the dropping client"
+        done
+        # The server notices each reset when it reads next: the summary comes after all three.
+        wait_for "$WORK/$name.err" '\(ECONNRESET\)' 10 >/dev/null
+        sleep 0.5
+        stop_bg "$pid" 15
+        full=$(grep -c '^tlsock: .*: read: .*(ECONNRESET)' "$WORK/$name.err" || true)
+        said=$(awk '/^tlsock: connection: [0-9]+ more reset failures not logged/ { n += $3 }
+            END { print n + 0 }' "$WORK/$name.err")
+        if [ "$verbose" = yes ]; then
+            [ "$full" = 3 ] && [ "$said" = 0 ] || fail "$name: $full lines and $said more, not 3 and 0"
+        else
+            [ "$full" = 1 ] && [ "$said" = 2 ] || fail "$name: $full lines and $said more, not 1 and 2"
+        fi
+        pass "$name: three resets after the handshake: $full full lines, $said more said"
+    done
     ;;
 *)
     fail "unknown mode $MODE"

@@ -118,9 +118,10 @@ if [ -n "${OPENSSL_BIN:-}" ] && [ -x "$OPENSSL_BIN" ]; then
     pass "curl http -> tunnel --tls-connect --ca -> openssl s_server -www: the status page"
 fi
 
-# (d) An untrusted target: the system store does not know the development CA.
+# (d) An untrusted target: the system store does not know the development CA. --verbose logs
+# each refusal (without it, repeated ones of a kind are counted: tlsock_stats.sh errors).
 start_tlsock untrusted tunnel --accept 127.0.0.1:0 --connect "127.0.0.1:$HTTPS_PORT" \
-    --tls-connect
+    --tls-connect --verbose
 UNTRUSTED_PID=$BG_PID
 UNTRUSTED_PORT=$PORT
 for i in 1 2; do

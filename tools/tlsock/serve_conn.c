@@ -27,9 +27,13 @@ static void log_session(struct serve_conn *sc)
 void serve_conn_log_error(struct serve_conn *sc, const char *what, int err)
 {
     char where[CLI_PEER_SIZE + 32];
+    const char *detail = tlsock_uv_conn_errmsg(sc->uv);
 
+    if (!cli_stats_conn_error(err, detail)) {
+        return; /* counted, and said in a later line */
+    }
     snprintf(where, sizeof(where), "%s: %s", sc->peer, what);
-    cli_error(where, err, tlsock_uv_conn_errmsg(sc->uv));
+    cli_error(where, err, detail);
 }
 
 /* A client we do not take (a stop, or --once already has its connection): closed at once. */

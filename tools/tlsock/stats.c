@@ -16,6 +16,16 @@
 static const char *const kind_names[CLI_STATS_KINDS] = {"verify", "timeout", "protocol", "reset",
                                                         "other"};
 
+/*
+ * One log whose repeated lines are aggregated: per kind, when it was last logged in full (0:
+ * never) and how many were not logged since. Under stats.lock.
+ */
+struct log_window {
+    const char *what; /* the lines' "tlsock: <what>: N more ..." */
+    int64_t logged_ms[CLI_STATS_KINDS];
+    unsigned long long unlogged[CLI_STATS_KINDS];
+};
+
 static struct {
     atomic_ullong connections;
     atomic_ullong handshakes_ok;
@@ -26,11 +36,12 @@ static struct {
     atomic_ullong peak;
     int64_t start_ms;
     bool verbose;
-    /* Under lock: when each kind was last logged in full (0: never), and failures since. */
     pthread_mutex_t lock;
-    int64_t logged_ms[CLI_STATS_KINDS];
-    unsigned long long unlogged[CLI_STATS_KINDS];
-} stats = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    struct log_window handshakes; /* failed handshakes */
+    struct log_window errors;     /* errors of connections after their handshake */
+} stats = {.lock = PTHREAD_MUTEX_INITIALIZER,
+           .handshakes = {.what = "handshake"},
+           .errors = {.what = "connection"}};
 
 void cli_stats_start(bool verbose)
 {
@@ -90,38 +101,49 @@ void cli_stats_accepted(bool tls)
     }
 }
 
-/* Says how many failures of @p kind were not logged, if any; under the lock. */
-static void say_unlogged(enum cli_stats_kind kind)
+/* Says how many failures of @p kind @p w did not log, if any; under the lock. */
+static void say_unlogged(struct log_window *w, enum cli_stats_kind kind)
 {
-    if (stats.unlogged[kind] > 0) {
-        fprintf(stderr,
-                "tlsock: handshake: %llu more %s failures not logged (--verbose logs each)\n",
-                stats.unlogged[kind], kind_names[kind]);
-        stats.unlogged[kind] = 0;
+    if (w->unlogged[kind] > 0) {
+        fprintf(stderr, "tlsock: %s: %llu more %s failures not logged (--verbose logs each)\n",
+                w->what, w->unlogged[kind], kind_names[kind]);
+        w->unlogged[kind] = 0;
     }
+}
+
+/* Whether @p w logs a failure of @p kind in full now: the first of its kind in the window. */
+static bool log_now(struct log_window *w, enum cli_stats_kind kind)
+{
+    int64_t now = tlsock_now_ms();
+    bool log = stats.verbose;
+
+    if (!log) {
+        pthread_mutex_lock(&stats.lock);
+        log = w->logged_ms[kind] == 0 || now - w->logged_ms[kind] >= CLI_STATS_WINDOW_MS;
+        if (log) {
+            say_unlogged(w, kind);
+            /* Never 0 once logged: the clock may start near 0. */
+            w->logged_ms[kind] = now > 0 ? now : 1;
+        } else {
+            w->unlogged[kind]++;
+        }
+        pthread_mutex_unlock(&stats.lock);
+    }
+    return log;
 }
 
 bool cli_stats_handshake_failed(int code, const char *message)
 {
     enum cli_stats_kind kind = kind_of(code, message);
-    int64_t now = tlsock_now_ms();
-    bool log = stats.verbose;
 
     atomic_fetch_add_explicit(&stats.connections, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&stats.failed[kind], 1, memory_order_relaxed);
-    if (!log) {
-        pthread_mutex_lock(&stats.lock);
-        log = stats.logged_ms[kind] == 0 || now - stats.logged_ms[kind] >= CLI_STATS_WINDOW_MS;
-        if (log) {
-            say_unlogged(kind);
-            /* Never 0 once logged: the clock may start near 0. */
-            stats.logged_ms[kind] = now > 0 ? now : 1;
-        } else {
-            stats.unlogged[kind]++;
-        }
-        pthread_mutex_unlock(&stats.lock);
-    }
-    return log;
+    return log_now(&stats.handshakes, kind);
+}
+
+bool cli_stats_conn_error(int code, const char *message)
+{
+    return log_now(&stats.errors, kind_of(code, message));
 }
 
 void cli_stats_conn_opened(void)
@@ -154,7 +176,8 @@ void cli_stats_print(const char *label)
 
     pthread_mutex_lock(&stats.lock);
     for (int k = 0; k < CLI_STATS_KINDS; k++) {
-        say_unlogged((enum cli_stats_kind)k);
+        say_unlogged(&stats.handshakes, (enum cli_stats_kind)k);
+        say_unlogged(&stats.errors, (enum cli_stats_kind)k);
         failed[k] = atomic_load_explicit(&stats.failed[k], memory_order_relaxed);
         failed_all += failed[k];
     }

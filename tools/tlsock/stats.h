@@ -1,6 +1,6 @@
 /*
  * What the serving commands (serve, tunnel) did, for the summary printed on SIGINT or SIGTERM and
- * the lines of --stats SECONDS; and the aggregation of repeated handshake failures in the log.
+ * the lines of --stats SECONDS; and the aggregation of repeated failures in the log.
  * One set of counters per process, updated from every loop's thread (atomics); docs/tlsock.1
  * (STATISTICS) says what each figure counts.
  */
@@ -32,6 +32,14 @@ void cli_stats_accepted(bool tls);
  * the others are counted, and said on the next full one, --stats line or summary.
  */
 bool cli_stats_handshake_failed(int code, const char *message);
+
+/*
+ * An error (@p code, @p message) of a connection after its handshake (a reset, a truncation, a
+ * timeout, the tunnel's target refused): not counted in the figures, but logged like failed
+ * handshakes, each kind in its own window ("tlsock: connection: N more reset failures not
+ * logged"). Returns whether to log it in full.
+ */
+bool cli_stats_conn_error(int code, const char *message);
 
 /* A connection handed to the command opened or closed: the peak of those open at once. */
 void cli_stats_conn_opened(void);

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "stats.h"
 #include "tunnel_pair.h"
 
 #define TUNNEL_DRAIN_MS 5000 /* as tlsock_uv_close() bounds its flush */
@@ -41,6 +42,9 @@ void tunnel_pair_log_error(struct tunnel_pair *pair, const char *what, int code,
 {
     char where[CLI_PEER_SIZE + CLI_HOST_MAX + 64];
 
+    if (!cli_stats_conn_error(code, detail)) {
+        return; /* counted, and said in a later line */
+    }
     snprintf(where, sizeof(where), "%s: %s", pair->peer, what);
     cli_error(where, code, detail);
 }
