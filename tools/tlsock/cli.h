@@ -88,7 +88,9 @@ bool cli_parse_int(const char *arg, int min, int max, int *out);
     "      --ticket-keys FILE   session ticket keys from FILE (tlsock cert --ticket-keys),\n"      \
     "                           shared by the servers that read it (default: random keys\n"        \
     "                           of this process)\n"                                                \
-    "      --no-tickets         issue no session tickets (no TLS 1.3 resumption)\n"
+    "      --no-tickets         issue no session tickets (no TLS 1.3 resumption)\n"                \
+    "      --session-store URL  keep TLS 1.2 sessions in Redis, redis://HOST[:PORT][/DB],\n"       \
+    "                           shared by the servers that use it\n"
 
 /* The context options that connect and serve share; NULL fields were not given. */
 struct cli_ctx_options {
@@ -130,6 +132,7 @@ struct cli_shared_options {
     const char *ocsp_response; /* --ocsp-response FILE: the DER OCSP response to staple */
     const char *ticket_keys;   /* --ticket-keys FILE: the session ticket key file */
     bool no_tickets;           /* --no-tickets */
+    const char *session_store; /* --session-store URL: TLS 1.2 sessions in Redis */
     int handshake_timeout_ms;  /* --handshake-timeout MS */
     int threads;               /* --threads N */
     int stats_s;               /* --stats SECONDS; 0: no periodic line */
@@ -151,6 +154,7 @@ enum {
     CLI_OPT_STATS,
     CLI_OPT_TICKET_KEYS,
     CLI_OPT_NO_TICKETS,
+    CLI_OPT_SESSION_STORE,
     CLI_OPT_SHARED_END,
 };
 
@@ -179,6 +183,7 @@ enum {
     {"ocsp-response", required_argument, NULL, CLI_OPT_OCSP_RESPONSE}, \
     {"ticket-keys", required_argument, NULL, CLI_OPT_TICKET_KEYS}, \
     {"no-tickets", no_argument, NULL, CLI_OPT_NO_TICKETS}, \
+    {"session-store", required_argument, NULL, CLI_OPT_SESSION_STORE}, \
     {"handshake-timeout", required_argument, NULL, CLI_OPT_HANDSHAKE_TIMEOUT}, \
     {"threads", required_argument, NULL, CLI_OPT_THREADS}, \
     {"impl", required_argument, NULL, CLI_OPT_IMPL}, \

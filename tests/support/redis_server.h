@@ -1,0 +1,49 @@
+/*
+ * A real redis-server for the Redis store's tests (test_redis.c): started on a free loopback port
+ * with no persistence, waited for until it answers PING, paused (SIGSTOP) to play a slow server,
+ * killed and started again on the same port, and stopped at the end. redis-server is a
+ * dependency scripts/bootstrap installs; a test executable without it exits 77 (skipped).
+ *
+ * Functions print what failed and return 0 or -1, so that group setups can use them.
+ */
+#ifndef TLSOCK_TEST_REDIS_SERVER_H
+#define TLSOCK_TEST_REDIS_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct ts_redis {
+    pid_t pid; /* 0: not running */
+    uint16_t port;
+    char url[64]; /* redis://127.0.0.1:PORT */
+};
+
+/* True if redis-server is on PATH. */
+bool ts_redis_available(void);
+
+/* Starts a server on a free loopback port (retrying on a port taken meanwhile). */
+int ts_redis_start(struct ts_redis *r);
+
+/* Starts the server again on its port, after ts_redis_kill(). */
+int ts_redis_restart(struct ts_redis *r);
+
+/* SIGKILL and wait: the server is gone at once, as in a crash. */
+int ts_redis_kill(struct ts_redis *r);
+
+/* SIGSTOP / SIGCONT: a server that accepts connections but never answers, then answers again. */
+int ts_redis_pause(struct ts_redis *r);
+int ts_redis_resume(struct ts_redis *r);
+
+/* Stops the server (SIGTERM, then SIGKILL after 5 s) and waits for it. Nothing if not running. */
+void ts_redis_stop(struct ts_redis *r);
+
+/*
+ * Runs one command (words separated by spaces, no quoting) on a fresh connection and writes its
+ * reply as text into @p out: a string or status as is, an integer in decimal, nil as "(nil)",
+ * an error as "ERR ...". Returns 0 or -1 (no connection, no reply within 2 s).
+ */
+int ts_redis_cmd(const struct ts_redis *r, const char *cmd, char *out, size_t cap);
+
+#endif

@@ -1,0 +1,664 @@
+/*
+ * libtlsock_redis (include/tlsock/redis.h) against a real redis-server (support/redis_server.h):
+ * the session store interface from several threads, expiry, misses, an outage (killed and
+ * paused servers: gets stay immediate, complete as misses within the timeout, one warning, the
+ * store reconnects by itself), the bounded queue, a clean free, the URL, and the ticket key file
+ * shared through Redis under its lease.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "redis_server.h"
+#include "support.h"
+#include "tlsock/redis.h"
+#include "workdir.h"
+
+enum {
+    WAIT_MS = 8000,    /* longest wait for something the store does by itself */
+    IMMEDIATE_MS = 10, /* a call that must not wait for Redis returns within this */
+    THREADS = 4,
+    KEYS_PER_THREAD = 50,
+};
+
+static struct ts_redis server;
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t unix_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
+
+    nanosleep(&ts, NULL);
+}
+
+/* ---- a get's completion, waited for ------------------------------------------------------- */
+
+struct answer {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int calls;
+    bool hit;
+    char value[256];
+    size_t len;
+};
+
+static void answer_init(struct answer *a)
+{
+    memset(a, 0, sizeof(*a));
+    pthread_mutex_init(&a->lock, NULL);
+    pthread_cond_init(&a->cond, NULL);
+}
+
+static void answer_destroy(struct answer *a)
+{
+    pthread_mutex_destroy(&a->lock);
+    pthread_cond_destroy(&a->cond);
+}
+
+static void on_answer(void *arg, const void *value, size_t len)
+{
+    struct answer *a = arg;
+
+    pthread_mutex_lock(&a->lock);
+    a->calls++;
+    a->hit = value != NULL;
+    a->len = len < sizeof(a->value) ? len : sizeof(a->value) - 1;
+    if (value != NULL) {
+        memcpy(a->value, value, a->len);
+    }
+    a->value[a->len] = '\0';
+    pthread_cond_broadcast(&a->cond);
+    pthread_mutex_unlock(&a->lock);
+}
+
+/* Waits up to @p ms for the answer; true if it came. */
+static bool answer_wait(struct answer *a, int ms)
+{
+    int64_t until = now_ms() + ms;
+    bool came;
+
+    pthread_mutex_lock(&a->lock);
+    while (a->calls == 0 && now_ms() < until) {
+        pthread_mutex_unlock(&a->lock);
+        sleep_ms(1);
+        pthread_mutex_lock(&a->lock);
+    }
+    came = a->calls > 0;
+    pthread_mutex_unlock(&a->lock);
+    return came;
+}
+
+/*
+ * A get of @p key through the interface: *took_ms is how long get() itself took; the answer is
+ * waited for up to @p wait_ms. Returns whether it came; the answer is in @p a.
+ */
+static bool get_key(const struct tlsock_session_store *st, const char *key, struct answer *a,
+                    int wait_ms, int64_t *took_ms)
+{
+    int64_t t0 = now_ms();
+
+    answer_init(a);
+    st->get(st->user, key, strlen(key), on_answer, a);
+    if (took_ms != NULL) {
+        *took_ms = now_ms() - t0;
+    }
+    return answer_wait(a, wait_ms);
+}
+
+/* Asserts a hit with @p expected, or a miss (NULL), answered exactly once. */
+static void assert_get(const struct tlsock_session_store *st, const char *key, const char *expected)
+{
+    struct answer a;
+
+    assert_true(get_key(st, key, &a, WAIT_MS, NULL));
+    assert_int_equal(a.calls, 1);
+    if (expected == NULL) {
+        assert_false(a.hit);
+        assert_int_equal(a.len, 0);
+    } else {
+        assert_true(a.hit);
+        assert_string_equal(a.value, expected);
+    }
+    answer_destroy(&a);
+}
+
+/* ---- log lines ----------------------------------------------------------------------------- */
+
+struct log {
+    atomic_int warnings; /* "unusable" lines */
+    atomic_int backs;    /* "is back" lines */
+};
+
+static void on_log(void *user, const char *msg)
+{
+    struct log *l = user;
+
+    print_message("store log: %s\n", msg);
+    if (strstr(msg, "unusable") != NULL) {
+        atomic_fetch_add(&l->warnings, 1);
+    }
+    if (strstr(msg, "is back") != NULL) {
+        atomic_fetch_add(&l->backs, 1);
+    }
+}
+
+static bool wait_connected(struct tlsock_redis_store *store, bool want, int ms)
+{
+    int64_t until = now_ms() + ms;
+
+    while (tlsock_redis_store_connected(store) != want && now_ms() < until) {
+        sleep_ms(5);
+    }
+    return tlsock_redis_store_connected(store) == want;
+}
+
+static struct tlsock_redis_store *store_new(struct log *log)
+{
+    struct tlsock_redis_store *store = NULL;
+
+    TS_ASSERT_RC_MSG(tlsock_redis_store_new(server.url, &store), 0, tlsock_redis_errmsg());
+    if (log != NULL) {
+        assert_int_equal(tlsock_redis_store_set_log(store, on_log, log), 0);
+    }
+    assert_true(wait_connected(store, true, WAIT_MS));
+    return store;
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    return ts_redis_start(&server);
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    ts_redis_stop(&server);
+    return 0;
+}
+
+/* Each case starts on an empty, running server. */
+static int setup(void **state)
+{
+    char out[64];
+
+    (void)state;
+    if (server.pid == 0 && ts_redis_restart(&server) != 0) {
+        return -1;
+    }
+    ts_redis_resume(&server);
+    return ts_redis_cmd(&server, "FLUSHALL", out, sizeof(out));
+}
+
+/* ---- the session store --------------------------------------------------------------------- */
+
+struct worker {
+    const struct tlsock_session_store *st;
+    int id;
+    int good; /* keys read back as written, then missing after remove */
+};
+
+static void *worker_run(void *arg)
+{
+    struct worker *w = arg;
+
+    for (int i = 0; i < KEYS_PER_THREAD; i++) {
+        char key[64];
+        char value[64];
+        struct answer a;
+        bool ok;
+
+        snprintf(key, sizeof(key), "tlsock:sess:test:%d:%d", w->id, i);
+        snprintf(value, sizeof(value), "session %d of thread %d", i, w->id);
+        w->st->put(w->st->user, key, strlen(key), value, strlen(value), unix_ms() + 60000);
+        ok = get_key(w->st, key, &a, WAIT_MS, NULL) && a.calls == 1 && a.hit &&
+             strcmp(a.value, value) == 0;
+        answer_destroy(&a);
+        w->st->remove(w->st->user, key, strlen(key));
+        ok = ok && get_key(w->st, key, &a, WAIT_MS, NULL) && a.calls == 1 && !a.hit;
+        answer_destroy(&a);
+        w->good += ok ? 1 : 0;
+    }
+    return NULL;
+}
+
+static void test_put_get_remove_threads(void **state)
+{
+    struct tlsock_redis_store *store = store_new(NULL);
+    const struct tlsock_session_store *st = tlsock_redis_store_session_store(store);
+    pthread_t threads[THREADS];
+    struct worker workers[THREADS];
+    char out[64];
+
+    (void)state;
+    for (int i = 0; i < THREADS; i++) {
+        workers[i] = (struct worker){.st = st, .id = i};
+        assert_int_equal(pthread_create(&threads[i], NULL, worker_run, &workers[i]), 0);
+    }
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(threads[i], NULL);
+        assert_int_equal(workers[i].good, KEYS_PER_THREAD);
+    }
+    /* Binary values with NUL bytes, stored with an expiry Redis knows (PTTL). */
+    st->put(st->user, "k\0bin", 5, "v\0al", 4, unix_ms() + 30000);
+    assert_get(st, "nothing", NULL); /* same queue: the put is in Redis once this answered */
+    assert_int_equal(ts_redis_cmd(&server, "EXISTS k", out, sizeof(out)), 0);
+    assert_string_equal(out, "0");
+    {
+        struct answer a;
+
+        answer_init(&a);
+        st->get(st->user, "k\0bin", 5, on_answer, &a);
+        assert_true(answer_wait(&a, WAIT_MS));
+        assert_true(a.hit);
+        assert_int_equal(a.len, 4);
+        assert_memory_equal(a.value, "v\0al", 4);
+        answer_destroy(&a);
+    }
+    st->put(st->user, "ttl", 3, "x", 1, unix_ms() + 30000);
+    assert_get(st, "ttl", "x");
+    assert_int_equal(ts_redis_cmd(&server, "PTTL ttl", out, sizeof(out)), 0);
+    assert_true(atoi(out) > 25000 && atoi(out) <= 30000);
+    tlsock_redis_store_free(store);
+}
+
+static void test_expiry(void **state)
+{
+    struct tlsock_redis_store *store = store_new(NULL);
+    const struct tlsock_session_store *st = tlsock_redis_store_session_store(store);
+
+    (void)state;
+    st->put(st->user, "short", 5, "lived", 5, unix_ms() + 300);
+    st->put(st->user, "past", 4, "gone", 4, unix_ms() - 1000);
+    assert_get(st, "short", "lived");
+    assert_get(st, "past", NULL);
+    sleep_ms(500);
+    assert_get(st, "short", NULL);
+    tlsock_redis_store_free(store);
+}
+
+static void test_missing_key(void **state)
+{
+    struct tlsock_redis_store *store = store_new(NULL);
+    const struct tlsock_session_store *st = tlsock_redis_store_session_store(store);
+
+    (void)state;
+    assert_get(st, "tlsock:sess:never-stored", NULL);
+    tlsock_redis_store_free(store);
+}
+
+/*
+ * While Redis is unusable, @p gets gets each return within IMMEDIATE_MS and are answered, as
+ * misses, within the timeout (plus scheduling slack).
+ */
+static void gets_while_down(const struct tlsock_session_store *st, int gets, int timeout_ms)
+{
+    for (int i = 0; i < gets; i++) {
+        struct answer a;
+        int64_t took;
+        int64_t t0 = now_ms();
+
+        assert_true(get_key(st, "any", &a, timeout_ms + 500, &took));
+        assert_true(took < IMMEDIATE_MS);
+        assert_true(now_ms() - t0 <= timeout_ms + 500);
+        assert_int_equal(a.calls, 1);
+        assert_false(a.hit);
+        answer_destroy(&a);
+        sleep_ms(20);
+    }
+}
+
+static void test_killed_and_restarted(void **state)
+{
+    struct log log = {0};
+    struct tlsock_redis_store *store = store_new(&log);
+    const struct tlsock_session_store *st = tlsock_redis_store_session_store(store);
+
+    (void)state;
+    assert_int_equal(tlsock_redis_store_set_timeout(store, 100), 0);
+    st->put(st->user, "before", 6, "outage", 6, unix_ms() + 60000);
+    assert_get(st, "before", "outage");
+    assert_int_equal(ts_redis_kill(&server), 0);
+    gets_while_down(st, 30, 100); /* over 0.6 s: several reconnect attempts */
+    st->put(st->user, "during", 6, "outage", 6, unix_ms() + 60000); /* dropped */
+    assert_int_equal(atomic_load(&log.warnings), 1);
+    assert_int_equal(atomic_load(&log.backs), 0);
+
+    assert_int_equal(ts_redis_restart(&server), 0);
+    assert_true(wait_connected(store, true, WAIT_MS));
+    assert_int_equal(atomic_load(&log.backs), 1);
+    assert_int_equal(atomic_load(&log.warnings), 1);
+    st->put(st->user, "after", 5, "restart", 7, unix_ms() + 60000);
+    assert_get(st, "after", "restart");
+    assert_get(st, "during", NULL);
+    tlsock_redis_store_free(store);
+}
+
+static void test_paused(void **state)
+{
+    struct log log = {0};
+    struct tlsock_redis_store *store = store_new(&log);
+    const struct tlsock_session_store *st = tlsock_redis_store_session_store(store);
+
+    (void)state;
+    assert_int_equal(tlsock_redis_store_set_timeout(store, 150), 0);
+    assert_int_equal(ts_redis_pause(&server), 0);
+    /* The first get waits for its timeout, the others miss at once: Redis is down for them. */
+    gets_while_down(st, 20, 150);
+    assert_false(tlsock_redis_store_connected(store));
+    assert_int_equal(atomic_load(&log.warnings), 1);
+    assert_int_equal(ts_redis_resume(&server), 0);
+    assert_true(wait_connected(store, true, WAIT_MS));
+    assert_int_equal(atomic_load(&log.backs), 1);
+    assert_int_equal(atomic_load(&log.warnings), 1);
+    st->put(st->user, "resumed", 7, "yes", 3, unix_ms() + 60000);
+    assert_get(st, "resumed", "yes");
+    tlsock_redis_store_free(store);
+}
+
+static atomic_int bulk_calls;
+
+static void on_bulk(void *arg, const void *value, size_t len)
+{
+    (void)arg;
+    (void)value;
+    (void)len;
+    atomic_fetch_add(&bulk_calls, 1);
+}
+
+/* Beyond TLSOCK_REDIS_QUEUE_MAX requests, gets miss at once; free answers the rest. */
+static void test_queue_bound_and_free(void **state)
+{
+    struct tlsock_redis_store *store = store_new(NULL);
+    const struct tlsock_session_store *st = tlsock_redis_store_session_store(store);
+    int extra = 500;
+    int immediate = 0;
+
+    (void)state;
+    assert_int_equal(tlsock_redis_store_set_timeout(store, 30000), 0);
+    assert_int_equal(ts_redis_pause(&server), 0);
+    atomic_store(&bulk_calls, 0);
+    for (int i = 0; i < TLSOCK_REDIS_QUEUE_MAX + extra; i++) {
+        int before = atomic_load(&bulk_calls);
+
+        st->get(st->user, "k", 1, on_bulk, NULL);
+        immediate += atomic_load(&bulk_calls) > before ? 1 : 0;
+    }
+    assert_int_equal(immediate, extra);
+    assert_int_equal(atomic_load(&bulk_calls), extra);
+    tlsock_redis_store_free(store); /* Redis still paused: every waiting get answered, once */
+    assert_int_equal(atomic_load(&bulk_calls), TLSOCK_REDIS_QUEUE_MAX + extra);
+    assert_int_equal(ts_redis_resume(&server), 0);
+}
+
+static void test_not_running_at_start(void **state)
+{
+    struct log log = {0};
+    struct tlsock_redis_store *store = NULL;
+    struct answer a;
+    int64_t took;
+
+    (void)state;
+    assert_int_equal(ts_redis_kill(&server), 0);
+    TS_ASSERT_RC_MSG(tlsock_redis_store_new(server.url, &store), 0, tlsock_redis_errmsg());
+    assert_int_equal(tlsock_redis_store_set_log(store, on_log, &log), 0);
+    assert_true(get_key(tlsock_redis_store_session_store(store), "x", &a, 1000, &took));
+    assert_true(took < IMMEDIATE_MS);
+    assert_false(a.hit);
+    answer_destroy(&a);
+    assert_int_equal(ts_redis_restart(&server), 0);
+    assert_true(wait_connected(store, true, WAIT_MS));
+    /* The warning may come before set_log (then on stderr); either way one outage, one end. */
+    assert_true(atomic_load(&log.warnings) <= 1);
+    assert_int_equal(atomic_load(&log.backs), atomic_load(&log.warnings));
+    tlsock_redis_store_free(store);
+}
+
+static void test_url(void **state)
+{
+    static const char *const bad[] = {
+        "http://127.0.0.1:6379", "redis://",        "redis://:6379",
+        "redis://h:0",           "redis://h:70000", "redis://h:12x",
+        "redis://h/db",          "redis://[::1",    "redis://h:1/2/3",
+    };
+    struct tlsock_redis_store *store = (struct tlsock_redis_store *)1;
+    char url[96];
+    char out[64];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(tlsock_redis_store_new(bad[i], &store), TLSOCK_EINVAL);
+        assert_null(store);
+        assert_non_null(strstr(tlsock_redis_errmsg(), bad[i]));
+    }
+    assert_int_equal(tlsock_redis_store_new(NULL, &store), TLSOCK_EINVAL);
+    assert_int_equal(tlsock_redis_store_set_timeout(NULL, 100), TLSOCK_EINVAL);
+    assert_null(tlsock_redis_store_session_store(NULL));
+    tlsock_redis_store_free(NULL);
+    /* /DB selects the database: the entry lands in database 3, not 0. */
+    snprintf(url, sizeof(url), "%s/3", server.url);
+    TS_ASSERT_RC_MSG(tlsock_redis_store_new(url, &store), 0, tlsock_redis_errmsg());
+    assert_true(wait_connected(store, true, WAIT_MS));
+    assert_int_equal(tlsock_redis_store_set_timeout(store, 0), TLSOCK_EINVAL);
+    {
+        const struct tlsock_session_store *st = tlsock_redis_store_session_store(store);
+
+        st->put(st->user, "in3", 3, "v", 1, unix_ms() + 60000);
+        assert_get(st, "in3", "v");
+    }
+    assert_int_equal(ts_redis_cmd(&server, "EXISTS in3", out, sizeof(out)), 0);
+    assert_string_equal(out, "0");
+    tlsock_redis_store_free(store);
+}
+
+/* ---- ticket keys --------------------------------------------------------------------------- */
+
+struct keys_job {
+    struct tlsock_redis_store *store;
+    const char *path;
+    pthread_barrier_t *start;
+    int rc;
+    bool created;
+    bool changed;
+};
+
+static void *keys_run(void *arg)
+{
+    struct keys_job *j = arg;
+
+    pthread_barrier_wait(j->start);
+    j->rc = tlsock_redis_store_ticket_keys(j->store, j->path, 600, &j->changed, &j->created);
+    return NULL;
+}
+
+static char *read_text(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    char *text = calloc(1, 4096);
+
+    assert_non_null(f);
+    assert_non_null(text);
+    assert_true(fread(text, 1, 4095, f) > 0);
+    fclose(f);
+    return text;
+}
+
+static void test_ticket_keys_shared(void **state)
+{
+    struct ts_workdir wd;
+    struct tlsock_redis_store *stores[2] = {store_new(NULL), store_new(NULL)};
+    pthread_barrier_t start;
+    pthread_t threads[2];
+    struct keys_job jobs[2];
+    char paths[2][TS_WORKDIR_PATH_MAX];
+    char redis_text[512];
+    char *texts[2];
+    struct stat st;
+    struct tlsock_ctx *ctx = NULL;
+
+    (void)state;
+    assert_int_equal(ts_workdir_make(&wd, "redis"), 0);
+    pthread_barrier_init(&start, NULL, 2);
+    for (int i = 0; i < 2; i++) {
+        ts_workdir_path(&wd, i == 0 ? "a.keys" : "b.keys", paths[i], sizeof(paths[i]));
+        jobs[i] = (struct keys_job){.store = stores[i], .path = paths[i], .start = &start};
+        assert_int_equal(pthread_create(&threads[i], NULL, keys_run, &jobs[i]), 0);
+    }
+    for (int i = 0; i < 2; i++) {
+        pthread_join(threads[i], NULL);
+        TS_ASSERT_RC_MSG(jobs[i].rc, 0, tlsock_redis_errmsg());
+        assert_true(jobs[i].changed);
+        texts[i] = read_text(paths[i]);
+        assert_int_equal(stat(paths[i], &st), 0);
+        assert_int_equal(st.st_mode & 0777, 0600);
+    }
+    /* One made the secret under the lease; both hold its text, the one in Redis. */
+    assert_true(jobs[0].created != jobs[1].created);
+    assert_string_equal(texts[0], texts[1]);
+    assert_int_equal(
+        ts_redis_cmd(&server, "GET " TLSOCK_REDIS_TICKET_KEYS_KEY, redis_text, sizeof(redis_text)),
+        0);
+    assert_string_equal(redis_text, texts[0]);
+    assert_non_null(strstr(texts[0], "\nperiod 600\n"));
+    /* The file is one a server context loads. */
+    TS_ASSERT_RC(ts_ctx_new(TLSOCK_SERVER, &ctx), 0);
+    TS_ASSERT_RC_MSG(tlsock_ctx_set_ticket_keys_file(ctx, paths[0]), 0, tlsock_ctx_errmsg(ctx));
+    tlsock_ctx_free(ctx);
+    /* Again: nothing new is made and the file is left alone. */
+    TS_ASSERT_RC_MSG(tlsock_redis_store_ticket_keys(stores[1], paths[1], 600, &jobs[1].changed,
+                                                    &jobs[1].created),
+                     0, tlsock_redis_errmsg());
+    assert_false(jobs[1].changed);
+    assert_false(jobs[1].created);
+    for (int i = 0; i < 2; i++) {
+        free(texts[i]);
+        tlsock_redis_store_free(stores[i]);
+    }
+    pthread_barrier_destroy(&start);
+    ts_workdir_remove(&wd);
+}
+
+static atomic_int reloads;
+
+static void on_reload(void *user, const char *path)
+{
+    (void)user;
+    (void)path;
+    atomic_fetch_add(&reloads, 1);
+}
+
+static void test_ticket_keys_rotate(void **state)
+{
+    struct ts_workdir wd;
+    struct tlsock_redis_store *a = store_new(NULL);
+    struct tlsock_redis_store *b = store_new(NULL);
+    const char *path_a;
+    const char *path_b;
+    char *before;
+    char *text_a;
+    char *text_b;
+    bool rotated = false;
+    int64_t until;
+
+    (void)state;
+    assert_int_equal(ts_workdir_make(&wd, "redis"), 0);
+    path_a = strdup(TS_WORKDIR_PATH(&wd, "a.keys"));
+    path_b = strdup(TS_WORKDIR_PATH(&wd, "b.keys"));
+    TS_ASSERT_RC_MSG(tlsock_redis_store_ticket_keys(a, path_a, 0, NULL, NULL), 0,
+                     tlsock_redis_errmsg());
+    atomic_store(&reloads, 0);
+    TS_ASSERT_RC_MSG(tlsock_redis_store_watch_ticket_keys(b, path_b, 100, on_reload, NULL), 0,
+                     tlsock_redis_errmsg());
+    assert_int_equal(tlsock_redis_store_watch_ticket_keys(b, path_b, 100, NULL, NULL),
+                     TLSOCK_EINVAL);
+    until = now_ms() + WAIT_MS;
+    while (atomic_load(&reloads) < 1 && now_ms() < until) {
+        sleep_ms(10);
+    }
+    assert_int_equal(atomic_load(&reloads), 1);
+    before = read_text(path_b);
+
+    /* The lease was a's (it made the secret and still holds it): b cannot rotate, a can. */
+    TS_ASSERT_RC_MSG(tlsock_redis_store_rotate_ticket_keys(b, path_b, 0, &rotated), 0,
+                     tlsock_redis_errmsg());
+    assert_false(rotated);
+    TS_ASSERT_RC_MSG(tlsock_redis_store_rotate_ticket_keys(a, path_a, 0, &rotated), 0,
+                     tlsock_redis_errmsg());
+    assert_true(rotated);
+    text_a = read_text(path_a);
+    assert_string_not_equal(text_a, before);
+    /* b's watcher picks the new secret up at its next poll. */
+    until = now_ms() + WAIT_MS;
+    while (atomic_load(&reloads) < 2 && now_ms() < until) {
+        sleep_ms(10);
+    }
+    assert_int_equal(atomic_load(&reloads), 2);
+    text_b = read_text(path_b);
+    assert_string_equal(text_a, text_b);
+    tlsock_redis_store_free(b); /* stops the watcher */
+    tlsock_redis_store_free(a);
+    free(before);
+    free(text_a);
+    free(text_b);
+    free((void *)path_a);
+    free((void *)path_b);
+    ts_workdir_remove(&wd);
+}
+
+static void test_ticket_keys_down(void **state)
+{
+    struct tlsock_redis_store *store = store_new(NULL);
+    bool changed = true;
+
+    (void)state;
+    assert_int_equal(ts_redis_kill(&server), 0);
+    assert_int_equal(tlsock_redis_store_ticket_keys(store, "/nonexistent/k", 0, &changed, NULL),
+                     TLSOCK_ETIMEDOUT);
+    assert_false(changed);
+    assert_non_null(strstr(tlsock_redis_errmsg(), server.url));
+    assert_int_equal(tlsock_redis_store_ticket_keys(store, NULL, 0, NULL, NULL), TLSOCK_EINVAL);
+    tlsock_redis_store_free(store);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_put_get_remove_threads, setup),
+        cmocka_unit_test_setup(test_expiry, setup),
+        cmocka_unit_test_setup(test_missing_key, setup),
+        cmocka_unit_test_setup(test_killed_and_restarted, setup),
+        cmocka_unit_test_setup(test_paused, setup),
+        cmocka_unit_test_setup(test_queue_bound_and_free, setup),
+        cmocka_unit_test_setup(test_not_running_at_start, setup),
+        cmocka_unit_test_setup(test_url, setup),
+        cmocka_unit_test_setup(test_ticket_keys_shared, setup),
+        cmocka_unit_test_setup(test_ticket_keys_rotate, setup),
+        cmocka_unit_test_setup(test_ticket_keys_down, setup),
+    };
+
+    if (!ts_redis_available()) {
+        fprintf(stderr, "redis-server is not installed (scripts/bootstrap installs it)\n");
+        return TS_SKIP_EXIT;
+    }
+    return cmocka_run_group_tests_name("redis", tests, group_setup, group_teardown);
+}
