@@ -2,6 +2,9 @@
 #   libtlsock0     component lib:  the shared library (runtime)
 #   libtlsock-dev  component dev:  headers, static library, .so link, pkg-config, CMake package
 #   tlsock         component tool: the command-line tool and its manual page
+# and, when libtlsock_redis is built, so that only its users get hiredis:
+#   libtlsock-redis0     component redis:     the Redis store's shared library
+#   libtlsock-redis-dev  component redis-dev: its header, .so link and pkg-config file
 # Runtime dependencies come from dpkg-shlibdeps. The development package depends on the exact
 # library version and on the development files of what tlsock.pc names in Requires.private
 # (pkg-config resolves those even without --static; the static library needs them), libuv's
@@ -9,6 +12,9 @@
 set(CPACK_GENERATOR DEB)
 set(CPACK_DEB_COMPONENT_INSTALL ON)
 set(CPACK_COMPONENTS_ALL lib dev tool)
+if(TLSOCK_WITH_REDIS)
+  list(APPEND CPACK_COMPONENTS_ALL redis redis-dev)
+endif()
 set(CPACK_PACKAGE_NAME tlsock)
 set(CPACK_PACKAGE_VENDOR "tlsock")
 set(CPACK_PACKAGE_CONTACT "tlsock developers <tlsock@localhost>")
@@ -18,8 +24,9 @@ set(CPACK_PACKAGING_INSTALL_PREFIX ${CMAKE_INSTALL_PREFIX})
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_SECTION libs)
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
-# The tool links the library of the same build: dpkg-shlibdeps finds it there.
-set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS_PRIVATE_DIRS ${PROJECT_BINARY_DIR}/src)
+# The tool links the libraries of the same build: dpkg-shlibdeps finds them there.
+set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS_PRIVATE_DIRS ${PROJECT_BINARY_DIR}/src
+  ${PROJECT_BINARY_DIR}/src/redis)
 
 set(CPACK_DEBIAN_LIB_PACKAGE_NAME libtlsock0)
 set(CPACK_DEBIAN_LIB_DESCRIPTION "tlsock: TLS over TCP sockets for C - shared library
@@ -48,5 +55,19 @@ set(CPACK_DEBIAN_TOOL_PACKAGE_SECTION net)
 set(CPACK_DEBIAN_TOOL_PACKAGE_DEPENDS "libtlsock0 (= ${PROJECT_VERSION})")
 set(CPACK_DEBIAN_TOOL_DESCRIPTION "tlsock: TLS over TCP sockets for C - command-line tool
  tlsock demo, connect, serve, cert, tunnel and version.")
+
+set(CPACK_DEBIAN_REDIS_PACKAGE_NAME libtlsock-redis0)
+set(CPACK_DEBIAN_REDIS_PACKAGE_DEPENDS "libtlsock0 (= ${PROJECT_VERSION})")
+set(CPACK_DEBIAN_REDIS_DESCRIPTION "tlsock: TLS over TCP sockets for C - Redis session store
+ A session store and ticket key distribution in Redis for tlsock servers (hiredis).")
+set(CPACK_DEBIAN_REDIS-DEV_PACKAGE_NAME libtlsock-redis-dev)
+set(CPACK_DEBIAN_REDIS-DEV_PACKAGE_SECTION libdevel)
+set(CPACK_DEBIAN_REDIS-DEV_PACKAGE_DEPENDS
+  "libtlsock-redis0 (= ${PROJECT_VERSION}), libtlsock-dev (= ${PROJECT_VERSION}), libhiredis-dev")
+set(CPACK_DEBIAN_REDIS-DEV_DESCRIPTION "tlsock: TLS over TCP sockets for C - Redis store files
+ The header tlsock/redis.h, the .so link and the pkg-config file tlsock-redis.")
+if(TLSOCK_WITH_REDIS)
+  string(APPEND CPACK_DEBIAN_TOOL_PACKAGE_DEPENDS ", libtlsock-redis0 (= ${PROJECT_VERSION})")
+endif()
 
 include(CPack)
