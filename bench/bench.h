@@ -92,6 +92,17 @@ struct bench_ops {
     int (*mem_new)(void *env, bool client, void **conn);
     int (*mem_drain)(void *conn, void *buf, size_t cap, size_t *n);
     int (*mem_feed)(void *conn, const void *buf, size_t len);
+
+    /*
+     * Client resumption (the resume cases). set_resume: whether the next connections offer the
+     * session the client kept (true) or none (false, the default). keep_session: called once the
+     * client has read the server's tickets, keeps the latest session for the next connection, as a
+     * real client does; NULL when the layer does it by itself (tlsock's session cache). resumed:
+     * whether the connection resumed a session.
+     */
+    void (*set_resume)(void *env, bool on);
+    int (*keep_session)(void *conn);
+    bool (*resumed)(void *conn);
 };
 
 /* Raw OpenSSL (side_raw.c), tlsock over its fd path and over user callbacks (side_tlsock.c). */
@@ -127,6 +138,10 @@ struct bench_sample {
     /* Idle connections: the server process's growth per connection held, besides RSS. */
     double heap_per_conn;     /* malloc'ed bytes in use (mallinfo2) */
     double tls_heap_per_conn; /* of which the TLS library's (OpenSSL only; -1: not counted) */
+    /* Resume cases: full handshakes/s of the same workload in the same run, and the timed
+     * connections that resumed (rate and count are the resumed ones'). */
+    double full_rate;
+    uint64_t resumed;
 };
 
 /* ---- Cases ---- */
@@ -174,6 +189,7 @@ struct bench_measure {
     const char *client_cpu; /* the row of the client's (writer's) CPU per unit; NULL: none */
     const char *server_cpu; /* the server's (reader's); NULL: none */
     bool sends;             /* a row of the writer's send calls per MiB */
+    bool resumption;        /* rows of full handshakes and of the speed-up resumed / full */
 };
 
 /*
@@ -185,6 +201,8 @@ extern const struct bench_measure bench_memory_mode;
 extern const struct bench_measure bench_handshakes;
 extern const struct bench_measure bench_echo;
 extern const struct bench_measure bench_idle;
+extern const struct bench_measure bench_resumption;
+extern const struct bench_measure bench_latency;
 
 struct bench_case {
     const char *name;
@@ -274,12 +292,17 @@ struct bench_result {
     double sends_per_mib[MAX_SIDES];
     double heap_per_conn[MAX_SIDES];
     double tls_heap_per_conn[MAX_SIDES]; /* <0: not counted */
+    double full_rate[MAX_SIDES];         /* resume cases: full handshakes of the same workload */
+    uint64_t count[MAX_SIDES];           /* handshakes timed over all rounds */
+    uint64_t resumed[MAX_SIDES];         /* of which resumed (resume cases) */
     /*
      * Medians of the per-round ratios tlsock / raw: each round's runs are adjacent in time, so a
      * ratio within a round is less exposed to changing machine load than a ratio of medians.
      */
     struct bench_ratio rate_ratio;
     struct bench_ratio reference_ratio; /* tlsock / reference, when there is one */
+    struct bench_ratio full_ratio;      /* resume cases: tlsock / raw on full handshakes */
+    double speedup[MAX_SIDES];          /* resume cases: median per-round resumed / full rate */
     double client_cpu_ratio;
     double server_cpu_ratio;
     double sends_ratio;
@@ -347,6 +370,8 @@ enum bench_serve {
     BENCH_SERVE_CLOSE, /* close each client right after its handshake, until stopped */
     BENCH_SERVE_DRAIN, /* read one connection until close_notify, then end */
     BENCH_SERVE_ECHO,  /* write back what one connection sends until close_notify, then end */
+    BENCH_SERVE_REPLY, /* write back one read's worth of each client's bytes, close, until stopped
+                        */
 };
 
 #define BENCH_MAX_SERVER_THREADS 64

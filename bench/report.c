@@ -34,6 +34,19 @@ const struct bench_measure bench_echo = {
     .server_cpu = "  server CPU per MiB",
 };
 
+const struct bench_measure bench_resumption = {
+    .unit = "hs/s",
+    .handshakes = true,
+    .client_cpu = "  client CPU per resumed hs",
+    .server_cpu = "  server CPU per resumed hs",
+    .resumption = true,
+};
+
+const struct bench_measure bench_latency = {
+    .unit = "ms",
+    .handshakes = true,
+};
+
 const struct bench_measure bench_idle = {
     .unit = "B/conn",
     .per_connection = true,
@@ -45,6 +58,7 @@ enum row_kind {
     ROW_INFO,   /* tlsock / reference, with the ratio's quartiles */
     ROW_LOWER,  /* a cost: lower is better */
     ROW_EXTRA,  /* a cost per connection, with the difference tlsock - raw, for information */
+    ROW_FACTOR, /* a dimensionless factor per side (two decimals), for information */
 };
 
 /* One line of the table. */
@@ -67,8 +81,9 @@ static void print_row(const struct row *row, const char *target)
     } else if (row->kind == ROW_TARGET || row->kind == ROW_INFO) {
         snprintf(spread, sizeof(spread), "%.3f-%.3f", row->ratio.q1, row->ratio.q3);
     }
-    printf("%-*s %10.1f %10.1f  %-6s %6.3f  %-12s %s\n", NAME_WIDTH, row->name, row->left,
-           row->right, row->unit, row->ratio.median, spread, target);
+    printf("%-*s %10.*f %10.*f  %-6s %6.3f  %-12s %s\n", NAME_WIDTH, row->name,
+           row->kind == ROW_FACTOR ? 2 : 1, row->left, row->kind == ROW_FACTOR ? 2 : 1, row->right,
+           row->unit, row->ratio.median, spread, target);
 }
 
 static struct bench_ratio plain(double value)
@@ -89,6 +104,10 @@ static void print_case(const struct bench_case *bc, const struct bench_result *r
          m->per_connection ? ROW_BUDGET : ROW_TARGET},
         {bc->reference_label != NULL ? bc->reference_label : "  vs tlsock fd fast path", m->unit,
          res->rate[SIDE_REFERENCE], res->rate[SIDE_TLSOCK], res->reference_ratio, ROW_INFO},
+        {"  full hs, same workload", m->unit, res->full_rate[SIDE_RAW], res->full_rate[SIDE_TLSOCK],
+         res->full_ratio, ROW_INFO},
+        {"  resumed / full (speed-up)", "x", res->speedup[SIDE_RAW], res->speedup[SIDE_TLSOCK],
+         quotient(res->speedup[SIDE_TLSOCK], res->speedup[SIDE_RAW]), ROW_FACTOR},
         {m->client_cpu, "us", res->client_cpu_us[SIDE_RAW], res->client_cpu_us[SIDE_TLSOCK],
          plain(res->client_cpu_ratio), ROW_LOWER},
         {m->server_cpu, "us", res->server_cpu_us[SIDE_RAW], res->server_cpu_us[SIDE_TLSOCK],
@@ -106,6 +125,8 @@ static void print_case(const struct bench_case *bc, const struct bench_result *r
     const bool shown[] = {
         true,
         res->sides > SIDE_REFERENCE,
+        m->resumption,
+        m->resumption,
         m->client_cpu != NULL,
         m->server_cpu != NULL,
         m->sends,
@@ -117,6 +138,7 @@ static void print_case(const struct bench_case *bc, const struct bench_result *r
         [ROW_INFO] = "(information)",
         [ROW_LOWER] = "(lower is better)",
         [ROW_EXTRA] = "(information)",
+        [ROW_FACTOR] = "(information)",
     };
     char target[64];
 
@@ -155,6 +177,14 @@ static void print_notes(const struct bench_case *bc, const struct bench_result *
         printf("%s: %d connections per side, growth of the server process from its warm-up "
                "connections to all connections established and idle\n",
                bc->name, res->connections);
+    }
+    if (res->ok && bc->measure->resumption) {
+        printf("%s: resumed %llu of %llu timed connections (raw), %llu of %llu (tlsock); the "
+               "full-handshake runs resumed none (checked)\n",
+               bc->name, (unsigned long long)res->resumed[SIDE_RAW],
+               (unsigned long long)res->count[SIDE_RAW],
+               (unsigned long long)res->resumed[SIDE_TLSOCK],
+               (unsigned long long)res->count[SIDE_TLSOCK]);
     }
     if (res->note[0] != '\0') {
         printf("%s: note: %s\n", bc->name, res->note);

@@ -128,6 +128,7 @@ struct rounds {
     double sends[MAX_SIDES][MAX_ROUNDS];
     double heap[MAX_SIDES][MAX_ROUNDS];
     double tls_heap[MAX_SIDES][MAX_ROUNDS];
+    double full[MAX_SIDES][MAX_ROUNDS];
 };
 
 static void record(struct rounds *rd, int s, int r, const struct bench_sample *sample)
@@ -138,6 +139,7 @@ static void record(struct rounds *rd, int s, int r, const struct bench_sample *s
     rd->sends[s][r] = sample->sends_per_mib;
     rd->heap[s][r] = sample->heap_per_conn;
     rd->tls_heap[s][r] = sample->tls_heap_per_conn;
+    rd->full[s][r] = sample->full_rate;
 }
 
 static void summarise(const struct rounds *rd, int n, struct bench_result *res)
@@ -149,7 +151,10 @@ static void summarise(const struct rounds *rd, int n, struct bench_result *res)
         res->sends_per_mib[s] = median(rd->sends[s], n);
         res->heap_per_conn[s] = median(rd->heap[s], n);
         res->tls_heap_per_conn[s] = median(rd->tls_heap[s], n);
+        res->full_rate[s] = median(rd->full[s], n);
+        res->speedup[s] = ratio_of(rd->rate[s], rd->full[s], n).median;
     }
+    res->full_ratio = ratio_of(rd->full[SIDE_TLSOCK], rd->full[SIDE_RAW], n);
     res->rate_ratio = ratio_of(rd->rate[SIDE_TLSOCK], rd->rate[SIDE_RAW], n);
     if (res->sides > SIDE_REFERENCE) {
         res->reference_ratio = ratio_of(rd->rate[SIDE_TLSOCK], rd->rate[SIDE_REFERENCE], n);
@@ -352,6 +357,8 @@ int bench_run_case(const struct bench_case *bc, const struct bench_options *opts
 
             rc = run_side(bc, s, &base, &limits, &sample, res);
             record(&rd, s, r, &sample);
+            res->count[s] += sample.count;
+            res->resumed[s] += sample.resumed;
         }
         if (rc == BENCH_OK && opts->verbose) {
             print_round(bc, &rd, r, res->sides);

@@ -28,6 +28,19 @@ static int serve(struct bench_server *srv, void *conn)
     return rc == BENCH_CLOSED ? BENCH_OK : rc;
 }
 
+/* A request and its response: one read, written back. */
+static int reply(struct bench_server *srv, void *conn)
+{
+    unsigned char buf[512];
+    size_t n = 0;
+    int rc = srv->ops->read(conn, buf, sizeof(buf), &n);
+
+    if (rc == BENCH_OK) {
+        rc = srv->ops->write(conn, buf, n);
+    }
+    return rc;
+}
+
 static void *server_main(void *arg)
 {
     struct bench_server *srv = arg;
@@ -53,7 +66,9 @@ static void *server_main(void *arg)
         if (rc == BENCH_OK) {
             atomic_fetch_add(&srv->handshakes, 1);
         }
-        if (rc == BENCH_OK && srv->serve != BENCH_SERVE_CLOSE) {
+        if (rc == BENCH_OK && srv->serve == BENCH_SERVE_REPLY) {
+            rc = reply(srv, conn);
+        } else if (rc == BENCH_OK && srv->serve != BENCH_SERVE_CLOSE) {
             int64_t serve0 = bench_thread_cpu_ns();
 
             rc = serve(srv, conn);

@@ -16,6 +16,8 @@
 struct raw_env {
     SSL_CTX *server;
     SSL_CTX *client;
+    SSL_SESSION *session; /* the client's latest, for the next connection (resume cases) */
+    bool resume;          /* offer it */
 };
 
 #ifdef BENCH_HAVE_GNUTLS
@@ -23,12 +25,17 @@ struct gtls_env {
     gnutls_certificate_credentials_t server_cred;
     gnutls_certificate_credentials_t client_cred;
     gnutls_priority_t prio;
+    gnutls_datum_t ticket_key; /* the server's session ticket key */
+    gnutls_datum_t session;    /* the client's latest session data (resume cases) */
+    bool resume;               /* offer it */
 };
 #endif
 
 struct tls_env {
     struct tlsock_ctx *server;
-    struct tlsock_ctx *client;
+    struct tlsock_ctx *client;       /* session cache on, the default */
+    struct tlsock_ctx *fresh_client; /* session cache off: full handshakes in the resume cases */
+    struct tlsock_ctx *connect_ctx;  /* the one connections use: client unless set_resume(false) */
     struct tlsock_opts accept_opts;
     struct tlsock_opts connect_opts;
 };

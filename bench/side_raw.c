@@ -22,6 +22,7 @@
 struct raw_conn {
     SSL *ssl;
     int fd; /* -1 in memory mode */
+    struct raw_env *env;
 };
 
 void bench_ssl_error(const char *what)
@@ -111,6 +112,7 @@ static void raw_teardown(void *envp)
     struct raw_env *env = envp;
 
     if (env != NULL) {
+        SSL_SESSION_free(env->session);
         SSL_CTX_free(env->server);
         SSL_CTX_free(env->client);
         free(env);
@@ -197,7 +199,8 @@ static int new_conn(struct raw_env *env, bool client, int fd, void **out)
         SSL_set_connect_state(ssl);
         /* tlsock clients send SNI and verify the chain and the host name; so does the baseline. */
         ok = SSL_set_tlsext_host_name(ssl, BENCH_SERVER_NAME) == 1 &&
-             SSL_set1_host(ssl, BENCH_SERVER_NAME) == 1;
+             SSL_set1_host(ssl, BENCH_SERVER_NAME) == 1 &&
+             (!env->resume || env->session == NULL || SSL_set_session(ssl, env->session) == 1);
     } else if (ok) {
         SSL_set_accept_state(ssl);
     }
@@ -214,6 +217,7 @@ static int new_conn(struct raw_env *env, bool client, int fd, void **out)
     }
     conn->ssl = ssl;
     conn->fd = fd;
+    conn->env = env;
     *out = conn;
     return BENCH_OK;
 }
@@ -374,6 +378,39 @@ static int raw_mem_feed(void *connp, const void *buf, size_t len)
     return BENCH_OK;
 }
 
+static void raw_set_resume(void *envp, bool on)
+{
+    struct raw_env *env = envp;
+
+    env->resume = on;
+}
+
+/*
+ * After the client read the server's TLS 1.3 tickets, the connection's session is the one of the
+ * latest ticket (OpenSSL makes a new SSL_SESSION per ticket): what the next connection offers.
+ */
+static int raw_keep_session(void *connp)
+{
+    struct raw_conn *conn = connp;
+    SSL_SESSION *session = SSL_get1_session(conn->ssl);
+
+    if (session == NULL || SSL_SESSION_is_resumable(session) != 1) {
+        fprintf(stderr, "raw: no resumable session after reading the tickets\n");
+        SSL_SESSION_free(session);
+        return BENCH_ERROR;
+    }
+    SSL_SESSION_free(conn->env->session);
+    conn->env->session = session;
+    return BENCH_OK;
+}
+
+static bool raw_resumed(void *connp)
+{
+    struct raw_conn *conn = connp;
+
+    return SSL_session_reused(conn->ssl) == 1;
+}
+
 const struct bench_ops bench_raw_ops = {
     .name = "raw",
     .setup = raw_setup,
@@ -392,4 +429,7 @@ const struct bench_ops bench_raw_ops = {
     .mem_new = raw_mem_new,
     .mem_drain = raw_mem_drain,
     .mem_feed = raw_mem_feed,
+    .set_resume = raw_set_resume,
+    .keep_session = raw_keep_session,
+    .resumed = raw_resumed,
 };

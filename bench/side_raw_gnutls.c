@@ -31,6 +31,7 @@ static const struct {
 
 struct gtls_conn {
     gnutls_session_t session;
+    struct gtls_env *env;
     int fd;
     bool handshaken;
     bool bye_sent;
@@ -104,6 +105,8 @@ static void gtls_teardown(void *envp)
         if (env->prio != NULL) {
             gnutls_priority_deinit(env->prio);
         }
+        gnutls_free(env->ticket_key.data);
+        gnutls_free(env->session.data);
         free(env);
     }
 }
@@ -147,6 +150,16 @@ static int gtls_setup(const struct bench_config *config, void **out)
     if (rc != BENCH_OK) {
         goto out;
     }
+    /*
+     * The server issues session tickets, as tlsock's servers (and OpenSSL's) do by default: the
+     * same work per handshake on every side, and what the resume cases resume with.
+     */
+    ret = gnutls_session_ticket_key_generate(&env->ticket_key);
+    if (ret < 0) {
+        gnutls_failure("session ticket key", ret);
+        rc = BENCH_ERROR;
+        goto out;
+    }
     *out = env;
     env = NULL;
 
@@ -177,7 +190,7 @@ static void gtls_close(void *connp)
 }
 
 /* A session on connected socket @p fd; takes the fd over, even on failure. */
-static int wrap_fd(const struct gtls_env *env, unsigned flags, int fd, struct gtls_conn **out)
+static int wrap_fd(struct gtls_env *env, unsigned flags, int fd, struct gtls_conn **out)
 {
     int rc = BENCH_ERROR;
     struct gtls_conn *conn = calloc(1, sizeof(*conn));
@@ -189,6 +202,7 @@ static int wrap_fd(const struct gtls_env *env, unsigned flags, int fd, struct gt
         goto out;
     }
     conn->fd = fd;
+    conn->env = env;
     ret = gnutls_init(&conn->session, flags);
     if (ret < 0) {
         gnutls_failure("gnutls_init", ret);
@@ -200,6 +214,11 @@ static int wrap_fd(const struct gtls_env *env, unsigned flags, int fd, struct gt
     if (ret >= 0) {
         ret = gnutls_credentials_set(conn->session, GNUTLS_CRD_CERTIFICATE,
                                      flags == GNUTLS_SERVER ? env->server_cred : env->client_cred);
+    }
+    if (ret >= 0 && flags == GNUTLS_SERVER) {
+        ret = gnutls_session_ticket_enable_server(conn->session, &env->ticket_key);
+    } else if (ret >= 0 && env->resume && env->session.size > 0) {
+        ret = gnutls_session_set_data(conn->session, env->session.data, env->session.size);
     }
     if (ret < 0) {
         gnutls_failure("session configuration", ret);
@@ -365,6 +384,38 @@ static const char *gtls_impl(void *connp)
     return "gnutls";
 }
 
+static void gtls_set_resume(void *envp, bool on)
+{
+    struct gtls_env *env = envp;
+
+    env->resume = on;
+}
+
+/* After the client read the server's TLS 1.3 ticket: the session data the next one offers. */
+static int gtls_keep_session(void *connp)
+{
+    struct gtls_conn *conn = connp;
+    gnutls_datum_t data = {NULL, 0};
+    int ret = (gnutls_session_get_flags(conn->session) & GNUTLS_SFLAGS_SESSION_TICKET) != 0
+                  ? gnutls_session_get_data2(conn->session, &data)
+                  : GNUTLS_E_INVALID_SESSION;
+
+    if (ret < 0) {
+        gnutls_failure("no resumable session after reading the ticket", ret);
+        return BENCH_ERROR;
+    }
+    gnutls_free(conn->env->session.data);
+    conn->env->session = data;
+    return BENCH_OK;
+}
+
+static bool gtls_resumed(void *connp)
+{
+    struct gtls_conn *conn = connp;
+
+    return gnutls_session_is_resumed(conn->session) != 0;
+}
+
 const struct bench_ops bench_raw_gnutls_ops = {
     .name = "raw-gnutls",
     .setup = gtls_setup,
@@ -380,5 +431,8 @@ const struct bench_ops bench_raw_gnutls_ops = {
     .close = gtls_close,
     .cipher = gtls_cipher,
     .impl = gtls_impl,
+    .set_resume = gtls_set_resume,
+    .keep_session = gtls_keep_session,
+    .resumed = gtls_resumed,
     /* No memory-mode case runs on GnuTLS. */
 };

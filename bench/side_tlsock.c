@@ -61,8 +61,51 @@ static void tls_teardown(void *envp)
     if (env != NULL) {
         tlsock_ctx_free(env->server);
         tlsock_ctx_free(env->client);
+        tlsock_ctx_free(env->fresh_client);
         free(env);
     }
+}
+
+/*
+ * A context of @p role on the case's implementation, TLS 1.3 only, with the case's suite and
+ * the server's certificate or the client's CA; a client's session cache is off if @p no_cache.
+ */
+static int ctx_new(const struct bench_config *config, int role, bool no_cache,
+                   struct tlsock_ctx **out)
+{
+    struct tlsock_ctx *ctx = NULL;
+    int rc = check(tlsock_ctx_new(role, &ctx), "context", NULL, NULL);
+
+    /*
+     * Pinned, so that a TLSOCK_IMPL environment variable cannot pair tlsock on one implementation
+     * with the other's raw baseline; set_impl must precede every other setter.
+     */
+    if (rc == BENCH_OK) {
+        rc = check(tlsock_ctx_set_impl(ctx, config->impl), "implementation", ctx, NULL);
+    }
+    if (rc == BENCH_OK) {
+        rc = check(tlsock_ctx_set_protocols(ctx, "1.3"), "protocols", ctx, NULL);
+    }
+    if (rc == BENCH_OK && role == TLSOCK_SERVER) {
+        rc = check(tlsock_ctx_set_cert_mem(ctx, config->cert_pem, strlen(config->cert_pem),
+                                           config->key_pem, strlen(config->key_pem)),
+                   "server certificate", ctx, NULL);
+    } else if (rc == BENCH_OK) {
+        rc = check(tlsock_ctx_set_ca_mem(ctx, config->ca_pem, strlen(config->ca_pem)), "CA", ctx,
+                   NULL);
+    }
+    if (rc == BENCH_OK && no_cache) {
+        rc = check(tlsock_ctx_set_session_cache(ctx, 0), "session cache", ctx, NULL);
+    }
+    if (rc == BENCH_OK) {
+        rc = select_suite(ctx, config->suite);
+    }
+    if (rc == BENCH_OK) {
+        *out = ctx;
+    } else {
+        tlsock_ctx_free(ctx);
+    }
+    return rc;
 }
 
 static int tls_setup(const struct bench_config *config, void **out)
@@ -75,36 +118,17 @@ static int tls_setup(const struct bench_config *config, void **out)
         fprintf(stderr, "tlsock: out of memory\n");
         goto out;
     }
-    if (check(tlsock_ctx_new(TLSOCK_SERVER, &env->server), "server context", NULL, NULL) !=
-            BENCH_OK ||
-        check(tlsock_ctx_new(TLSOCK_CLIENT, &env->client), "client context", NULL, NULL) !=
-            BENCH_OK) {
-        goto out;
-    }
-    /*
-     * Pinned, so that a TLSOCK_IMPL environment variable cannot pair tlsock on one implementation
-     * with the other's raw baseline; set_impl must precede every other setter.
-     */
-    if (check(tlsock_ctx_set_impl(env->server, config->impl), "implementation", env->server,
-              NULL) != 0 ||
-        check(tlsock_ctx_set_impl(env->client, config->impl), "implementation", env->client,
-              NULL) != 0 ||
-        check(tlsock_ctx_set_protocols(env->server, "1.3"), "protocols", env->server, NULL) != 0 ||
-        check(tlsock_ctx_set_protocols(env->client, "1.3"), "protocols", env->client, NULL) != 0 ||
-        check(tlsock_ctx_set_cert_mem(env->server, config->cert_pem, strlen(config->cert_pem),
-                                      config->key_pem, strlen(config->key_pem)),
-              "server certificate", env->server, NULL) != 0 ||
-        check(tlsock_ctx_set_ca_mem(env->client, config->ca_pem, strlen(config->ca_pem)), "CA",
-              env->client, NULL) != 0) {
-        goto out;
-    }
-    rc = select_suite(env->server, config->suite);
+    rc = ctx_new(config, TLSOCK_SERVER, false, &env->server);
     if (rc == BENCH_OK) {
-        rc = select_suite(env->client, config->suite);
+        rc = ctx_new(config, TLSOCK_CLIENT, false, &env->client);
+    }
+    if (rc == BENCH_OK) {
+        rc = ctx_new(config, TLSOCK_CLIENT, true, &env->fresh_client);
     }
     if (rc != BENCH_OK) {
         goto out;
     }
+    env->connect_ctx = env->client;
     env->accept_opts = init;
     env->accept_opts.connect_timeout_ms = BENCH_ACCEPT_POLL_MS;
     env->accept_opts.handshake_timeout_ms = BENCH_IO_TIMEOUT_MS;
@@ -117,7 +141,6 @@ static int tls_setup(const struct bench_config *config, void **out)
     env->connect_opts.timeout_ms = BENCH_IO_TIMEOUT_MS;
     *out = env;
     env = NULL;
-    rc = BENCH_OK;
 
 out:
     tls_teardown(env);
@@ -187,7 +210,7 @@ static int tls_connect(void *envp, uint16_t port, void **out)
 {
     struct tls_env *env = envp;
     struct tlsock_conn *conn = NULL;
-    int rc = check(tlsock_connect(env->client, "127.0.0.1", port, &env->connect_opts, &conn),
+    int rc = check(tlsock_connect(env->connect_ctx, "127.0.0.1", port, &env->connect_opts, &conn),
                    "connect", NULL, NULL);
 
     return rc == BENCH_OK ? wrap(conn, -1, out) : rc;
@@ -277,11 +300,27 @@ static int tls_mem_feed(void *connp, const void *buf, size_t len)
     return check(tlsock_feed(c->tls, buf, len), "feed", NULL, c);
 }
 
+/* Resumption is the session cache's: a cache-off context makes full handshakes. */
+static void tls_set_resume(void *envp, bool on)
+{
+    struct tls_env *env = envp;
+
+    env->connect_ctx = on ? env->client : env->fresh_client;
+}
+
+static bool tls_resumed(void *connp)
+{
+    struct tls_conn *c = connp;
+    const struct tlsock_info *info = NULL;
+
+    return tlsock_conn_info(c->tls, &info) == 0 && info->resumed;
+}
+
 /* What the fd path and the callback path do the same way, once connected. */
 #define TLS_CONN_OPS                                                                               \
     .setup = tls_setup, .teardown = tls_teardown, .handshake = tls_handshake, .write = tls_write,  \
     .read = tls_read, .shutdown = tls_shutdown, .close = tls_close, .cipher = tls_cipher,          \
-    .impl = tls_impl
+    .impl = tls_impl, .set_resume = tls_set_resume, .resumed = tls_resumed
 
 const struct bench_ops bench_tlsock_ops = {
     .name = "tlsock",
@@ -360,7 +399,7 @@ static int io_connect(void *envp, uint16_t port, void **out)
     int rc = bench_tcp_connect("tlsock", port, &fd);
 
     if (rc == BENCH_OK) {
-        rc = io_attach(env->client, &env->connect_opts, fd, out);
+        rc = io_attach(env->connect_ctx, &env->connect_opts, fd, out);
     }
     if (rc == BENCH_OK) {
         rc = tls_handshake(*out);
