@@ -35,17 +35,8 @@ set(CPACK_DEBIAN_LIB_DESCRIPTION "tlsock: TLS over TCP sockets for C - shared li
 
 set(CPACK_DEBIAN_DEV_PACKAGE_NAME libtlsock-dev)
 set(CPACK_DEBIAN_DEV_PACKAGE_SECTION libdevel)
-set(TLSOCK_DEB_DEV_DEPENDS "libtlsock0 (= ${PROJECT_VERSION})")
-if(TLSOCK_WITH_OPENSSL)
-  string(APPEND TLSOCK_DEB_DEV_DEPENDS ", libssl-dev (>= 3.0)")
-endif()
-if(TLSOCK_WITH_GNUTLS)
-  string(APPEND TLSOCK_DEB_DEV_DEPENDS ", libgnutls28-dev (>= 3.7)")
-endif()
-if(TLSOCK_WITH_UV)
-  string(APPEND TLSOCK_DEB_DEV_DEPENDS ", libuv1-dev (>= 1.44)")
-endif()
-set(CPACK_DEBIAN_DEV_PACKAGE_DEPENDS ${TLSOCK_DEB_DEV_DEPENDS})
+list(JOIN TLSOCK_DEB_DEV_REQUIRES ", " TLSOCK_DEB_DEV_REQUIRES) # made with tlsock.pc's
+set(CPACK_DEBIAN_DEV_PACKAGE_DEPENDS "libtlsock0 (= ${PROJECT_VERSION}), ${TLSOCK_DEB_DEV_REQUIRES}")
 set(CPACK_DEBIAN_DEV_DESCRIPTION "tlsock: TLS over TCP sockets for C - development files
  Headers, the static library, pkg-config files (tlsock, tlsock-uv) and the CMake package
  (tlsock::tlsock, tlsock::uv).")
