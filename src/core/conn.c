@@ -126,7 +126,7 @@ int tlsock__conn_new(struct tlsock_ctx *ctx, const struct tlsock__conn_setup *se
     if (rc == 0) {
         rc = ctx->impl->conn_new(ctx->native, &params, &conn->tls, &err);
     }
-    free(offer);
+    tlsock__sessions_offer_free(conn, &params.session, offer);
     if (rc != 0) {
         goto restore_flags;
     }

@@ -133,11 +133,15 @@ int tlsock__sessions_freeze(struct tlsock_ctx *ctx, struct tlsock__err *err) TLS
 /*
  * Fills @p io for a new connection: a server's session-ID cache, or a client's cache key (from
  * @p port, @p host, @p sni and @p verify, "" for none) and the session to offer, taken out of
- * the cache, in *@p offer (free() it once conn_new has run). 0 or TLSOCK_ENOMEM.
+ * the cache, in *@p offer and io->offer_native (tlsock__sessions_offer_free() once conn_new has
+ * run). 0 or TLSOCK_ENOMEM.
  */
 int tlsock__sessions_conn_new(struct tlsock_conn *conn, uint16_t port, const char *host,
                               const char *sni, const char *verify, struct tlsock__session_io *io,
                               unsigned char **offer) TLSOCK__MUST_CHECK;
+/* After the implementation's conn_new: frees the offer and the native session in @p io. */
+void tlsock__sessions_offer_free(struct tlsock_conn *conn, struct tlsock__session_io *io,
+                                 unsigned char *offer);
 void tlsock__sessions_conn_free(struct tlsock_conn *conn);
 
 #endif /* TLSOCK_CORE_OBJECTS_H */

@@ -179,12 +179,16 @@ static size_t key_span(const unsigned char *data, size_t len)
  * ------------------------------------------------------------------------------------------- */
 
 /* The implementation's report of a new session: kept for export, and cached for the next one. */
-static void on_session(struct tlsock_conn *conn, const unsigned char *data, size_t len, int version)
+static void on_session(struct tlsock_conn *conn, const unsigned char *data, size_t len, int version,
+                       void *native)
 {
     struct tlsock__conn_sessions *s = &conn->sessions;
     unsigned char *value = malloc(VALUE_HEAD + len);
 
     if (value == NULL) {
+        if (native != NULL) {
+            conn->impl->session_free(native);
+        }
         return; /* not resuming is never an error */
     }
     memcpy(value, conn->ctx->session_digest, DIGEST_LEN);
@@ -194,9 +198,16 @@ static void on_session(struct tlsock_conn *conn, const unsigned char *data, size
     s->last = value;
     s->last_len = VALUE_HEAD + len;
     if (conn->ctx->sessions != NULL) {
-        /* Without memory the next connection makes a full handshake. */
-        tlsock__scache_put(conn->ctx->sessions, s->key, s->key_len, value, s->last_len,
-                           tlsock__now_ns() + CLIENT_LIFETIME_NS);
+        /*
+         * The parsed session next to its bytes, so that offering it costs no decoding (which
+         * for OpenSSL parses the server's certificate key again). Without memory the next
+         * connection makes a full handshake.
+         */
+        tlsock__scache_put_native(conn->ctx->sessions, s->key, s->key_len, value, s->last_len,
+                                  native, conn->impl->session_free,
+                                  tlsock__now_ns() + CLIENT_LIFETIME_NS);
+    } else if (native != NULL) {
+        conn->impl->session_free(native);
     }
 }
 
@@ -227,17 +238,33 @@ int tlsock__sessions_conn_new(struct tlsock_conn *conn, uint16_t port, const cha
     io->on_session = on_session;
     unsigned char *value = NULL;
     size_t len = 0;
+    void *native = NULL;
     /* Taken out: a TLS 1.3 ticket is offered once; the new ones replace it. */
-    if (tlsock__scache_get(ctx->sessions, s->key, s->key_len, true, &value, &len)) {
+    if (tlsock__scache_take(ctx->sessions, s->key, s->key_len, &value, &len, &native)) {
         if (len > VALUE_HEAD && memcmp(value, ctx->session_digest, DIGEST_LEN) == 0) {
             *offer = value;
             io->offer = value + VALUE_HEAD;
             io->offer_len = len - VALUE_HEAD;
+            io->offer_native = native;
+            native = NULL;
         } else {
             free(value);
         }
     }
+    if (native != NULL) {
+        ctx->impl->session_free(native);
+    }
     return 0;
+}
+
+void tlsock__sessions_offer_free(struct tlsock_conn *conn, struct tlsock__session_io *io,
+                                 unsigned char *offer)
+{
+    if (io->offer_native != NULL) {
+        conn->impl->session_free(io->offer_native);
+        io->offer_native = NULL;
+    }
+    free(offer);
 }
 
 void tlsock__sessions_conn_free(struct tlsock_conn *conn)

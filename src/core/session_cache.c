@@ -1,7 +1,8 @@
 /*
  * The in-process session store (session_cache.h): a hash table of chained entries, all of them
  * also on one list in order of use, under one mutex. Values are copied in and out, so nothing an
- * entry holds is ever shared with a caller.
+ * entry holds is ever shared with a caller. An entry may also own one native object (a client's
+ * parsed session), which only leaves it with the entry (tlsock__scache_take()) or is freed with it.
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -14,7 +15,9 @@ struct entry {
     struct entry *newer, *older; /* the use order: head is the most recently used */
     int64_t expires_ns;
     size_t key_len, val_len;
-    unsigned char *val;   /* points into data, after the key */
+    unsigned char *val; /* points into data, after the key */
+    void *native;       /* owned: freed with native_free unless taken; NULL: none */
+    void (*native_free)(void *native);
     unsigned char data[]; /* key, then value */
 };
 
@@ -59,6 +62,14 @@ struct tlsock__scache *tlsock__scache_new(size_t max)
     return c;
 }
 
+static void entry_free(struct entry *e)
+{
+    if (e->native != NULL) {
+        e->native_free(e->native);
+    }
+    free(e);
+}
+
 void tlsock__scache_free(struct tlsock__scache *c)
 {
     if (c == NULL) {
@@ -67,7 +78,7 @@ void tlsock__scache_free(struct tlsock__scache *c)
     struct entry *e = c->head;
     while (e != NULL) {
         struct entry *next = e->older;
-        free(e);
+        entry_free(e);
         e = next;
     }
     free(c->buckets);
@@ -124,7 +135,7 @@ static void drop(struct tlsock__scache *c, struct entry **slot)
     *slot = e->chain;
     unlink_use(c, e);
     c->count--;
-    free(e);
+    entry_free(e);
 }
 
 static void drop_entry(struct tlsock__scache *c, struct entry *e)
@@ -154,6 +165,13 @@ static void make_room(struct tlsock__scache *c, int64_t now)
 int tlsock__scache_put(struct tlsock__scache *c, const void *key, size_t key_len, const void *val,
                        size_t val_len, int64_t expires_ns)
 {
+    return tlsock__scache_put_native(c, key, key_len, val, val_len, NULL, NULL, expires_ns);
+}
+
+int tlsock__scache_put_native(struct tlsock__scache *c, const void *key, size_t key_len,
+                              const void *val, size_t val_len, void *native,
+                              void (*native_free)(void *native), int64_t expires_ns)
+{
     struct entry *e = malloc(sizeof(*e) + key_len + val_len);
 
     pthread_mutex_lock(&c->lock);
@@ -163,8 +181,13 @@ int tlsock__scache_put(struct tlsock__scache *c, const void *key, size_t key_len
     }
     if (e == NULL) {
         pthread_mutex_unlock(&c->lock);
+        if (native != NULL) {
+            native_free(native);
+        }
         return tlsock__fail(NULL, TLSOCK_ENOMEM, "out of memory storing a session");
     }
+    e->native = native;
+    e->native_free = native_free;
     make_room(c, tlsock__now_ns());
     memcpy(e->data, key, key_len);
     e->val = e->data + key_len;
@@ -206,6 +229,33 @@ bool tlsock__scache_get(struct tlsock__scache *c, const void *key, size_t key_le
             unlink_use(c, e);
             link_use(c, e);
         }
+    }
+    pthread_mutex_unlock(&c->lock);
+    return found;
+}
+
+bool tlsock__scache_take(struct tlsock__scache *c, const void *key, size_t key_len,
+                         unsigned char **val, size_t *val_len, void **native)
+{
+    bool found = false;
+
+    *native = NULL;
+    pthread_mutex_lock(&c->lock);
+    struct entry **slot = find(c, key, key_len);
+    if (slot != NULL && (*slot)->expires_ns > tlsock__now_ns()) {
+        struct entry *e = *slot;
+        *val = malloc(e->val_len > 0 ? e->val_len : 1);
+        if (*val != NULL) {
+            memcpy(*val, e->val, e->val_len);
+            *val_len = e->val_len;
+            /* The entry's reference goes with the value: the object is never shared. */
+            *native = e->native;
+            e->native = NULL;
+            found = true;
+        }
+    }
+    if (slot != NULL) {
+        drop(c, slot); /* taken, expired, or no memory to take it with */
     }
     pthread_mutex_unlock(&c->lock);
     return found;

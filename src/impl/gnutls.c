@@ -31,8 +31,19 @@
 #include "certsel.h"
 #include "hello.h"
 
+/*
+ * A session's handshake (gtls_handshake): GnuTLS's own, then on a TLS 1.3 server with tickets on
+ * the tickets (send_tickets()), then done. RUNNING -> TICKETS -> DONE, or RUNNING -> DONE.
+ */
+enum gtls_stage {
+    GTLS_RUNNING,
+    GTLS_TICKETS,
+    GTLS_DONE,
+};
+
 struct gtls_conn {
     gnutls_session_t session;
+    enum gtls_stage stage;
     int role;
     struct tlsock__transport *t; /* the core's: every byte pull/push move goes through it */
     bool blocked;                /* the transport said "not now" during the current call */
@@ -1119,8 +1130,15 @@ static int gtls_conn_new(void *nctx, const struct tlsock__conn_params *p, void *
         }
     }
     c->t = p->transport;
-    ret = gnutls_init(&c->session,
-                      (p->role == TLSOCK_CLIENT ? GNUTLS_CLIENT : GNUTLS_SERVER) | GNUTLS_NONBLOCK);
+    /*
+     * A server's TLS 1.3 tickets wait for the client's Finished (send_tickets()): GnuTLS would
+     * send them with its own Finished, and then nothing follows the client's Finished, so a
+     * client with Nagle on holds its first request back until the delayed ACK (about 40 ms).
+     */
+    ret = gnutls_init(
+        &c->session,
+        (p->role == TLSOCK_CLIENT ? GNUTLS_CLIENT : (GNUTLS_SERVER | GNUTLS_NO_AUTO_SEND_TICKET)) |
+            GNUTLS_NONBLOCK);
     if (ret < 0) {
         rc = tlsock__fail(err, TLSOCK_ENOMEM, "cannot create a GnuTLS session: %s",
                           gnutls_strerror(ret));
@@ -1211,6 +1229,31 @@ static bool should_repeat(struct gtls_conn *c, long ret, unsigned long *moved_be
     return ret == GNUTLS_E_AGAIN && !c->blocked && c->t->err == 0 && progress;
 }
 
+/* The tickets GnuTLS sends by itself after a TLS 1.3 handshake (TLS13_TICKETS_TO_SEND). */
+enum { TICKETS_PER_HANDSHAKE = 2 };
+
+/*
+ * A TLS 1.3 server's tickets, once the client's Finished is read: they follow it at once, so a
+ * client with Nagle on is not left waiting for an ACK. The handshake is not over until they are
+ * out: a transport that says "not now" makes it a WANT_WRITE, and the next step sends the rest
+ * (GnuTLS resumes a ticket send it could not flush instead of making new tickets).
+ */
+static int send_tickets(struct gtls_conn *c, struct tlsock__err *err)
+{
+    unsigned long moved = c->moved;
+    int ret;
+
+    do {
+        c->blocked = false;
+        ret = gnutls_session_ticket_send(c->session, TICKETS_PER_HANDSHAKE, 0);
+    } while (should_repeat(c, ret, &moved));
+    if (ret == GNUTLS_E_AGAIN || ret == GNUTLS_E_INTERRUPTED) {
+        /* Only writes happen here, whatever direction GnuTLS last recorded. */
+        return tlsock__transport_retry_code(c->t, TLSOCK_EWANT_WRITE, err);
+    }
+    return ret == 0 ? 0 : map_error(c, ret, err);
+}
+
 static int gtls_handshake(void *tls, struct tlsock__err *err)
 {
     struct gtls_conn *c = tls;
@@ -1222,18 +1265,32 @@ static int gtls_handshake(void *tls, struct tlsock__err *err)
                             "no protocol version available: TLS 1.0 and 1.1 need the legacy "
                             "cipher policy");
     }
-    do {
-        c->blocked = false;
-        ret = gnutls_handshake(c->session);
-    } while (should_repeat(c, ret, &moved));
-    if (ret == GNUTLS_E_SESSION_EOF && c->t->err == 0 && !c->t->eof) {
-        /* GnuTLS's word for a close_notify in the handshake. */
-        return tlsock__text_fail_closed_in_handshake(err);
-    }
-    if (ret == 0) {
+    if (c->stage == GTLS_RUNNING) {
+        do {
+            c->blocked = false;
+            ret = gnutls_handshake(c->session);
+        } while (should_repeat(c, ret, &moved));
+        if (ret == GNUTLS_E_SESSION_EOF && c->t->err == 0 && !c->t->eof) {
+            /* GnuTLS's word for a close_notify in the handshake. */
+            return tlsock__text_fail_closed_in_handshake(err);
+        }
+        if (ret != 0) {
+            return map_error(c, ret, err);
+        }
         tlsock__gtls_sessions_report(c->session, &c->sess, true);
+        /* Tickets off: GnuTLS was given no ticket key, and nothing is sent. */
+        bool tickets = c->role == TLSOCK_SERVER && c->tickets_keyed &&
+                       gnutls_protocol_get_version(c->session) == GNUTLS_TLS1_3;
+        c->stage = tickets ? GTLS_TICKETS : GTLS_DONE;
     }
-    return ret == 0 ? 0 : map_error(c, ret, err);
+    if (c->stage == GTLS_TICKETS) {
+        int rc = send_tickets(c, err);
+        if (rc != 0) {
+            return rc;
+        }
+        c->stage = GTLS_DONE;
+    }
+    return 0;
 }
 
 /*

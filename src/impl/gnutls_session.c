@@ -79,6 +79,7 @@ void tlsock__gtls_sessions_setup(gnutls_session_t s, struct gtls_sess *gs,
 {
     gs->io = *io;
     gs->io.offer = NULL; /* read only now */
+    gs->io.offer_native = NULL;
     gnutls_db_set_ptr(s, gs);
     if (role == TLSOCK_SERVER) {
         if (io->server_cache != NULL) {
@@ -115,7 +116,7 @@ void tlsock__gtls_sessions_report(gnutls_session_t s, struct gtls_sess *gs, bool
     }
     gs->ticket_pending = false;
     if (gnutls_session_get_data2(s, &data) == 0 && data.size > 0) {
-        gs->io.on_session(gs->io.owner, data.data, data.size, tls13 ? 0x0304 : 0x0303);
+        gs->io.on_session(gs->io.owner, data.data, data.size, tls13 ? 0x0304 : 0x0303, NULL);
     }
     gnutls_free(data.data);
 }

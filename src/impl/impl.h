@@ -75,12 +75,20 @@ struct tlsock__session_io {
     const unsigned char *offer;
     size_t offer_len;
     /*
+     * Clients: the same session as the implementation's own object, made by this implementation
+     * (on_session's @p native), to offer without decoding @p offer again; NULL: decode @p offer.
+     * The core keeps its reference and frees it after conn_new (the session takes its own).
+     */
+    void *offer_native;
+    /*
      * Clients: called with each new resumable session, serialized the same way (copied by the
      * core): at the end of every TLS 1.2 handshake, full or resumed, and for every TLS 1.3
-     * NewSessionTicket. @p version: 0x0303, 0x0304. NULL: none wanted.
+     * NewSessionTicket. @p version: 0x0303, 0x0304. @p native: NULL, or the session as an object
+     * of the implementation's own that no connection uses, whose reference the core takes over
+     * (freed with session_free, or given back as offer_native). NULL: none wanted.
      */
     void (*on_session)(struct tlsock_conn *owner, const unsigned char *data, size_t len,
-                       int version);
+                       int version, void *native);
     struct tlsock_conn *owner;
     /* Servers: the context's TLS 1.2 session-ID cache (session ID -> serialized session), NULL:
      * off. Servers never put TLS 1.3 sessions in it. */
@@ -307,6 +315,12 @@ struct tlsock__impl {
      * capability: nothing observable depends on it but memory use and speed.
      */
     void (*hold_buffers)(void *tls, bool hold);
+
+    /*
+     * Frees a native session of session_io's on_session (any thread, possibly under a session
+     * cache's lock: it must not call back into the core). NULL: the implementation reports none.
+     */
+    void (*session_free)(void *native);
 
     /* SHA-256 of @p len bytes (the session digest of core/session.c); 0 or TLSOCK_ENOMEM. */
     int (*sha256)(const void *data, size_t len, unsigned char out[32]);

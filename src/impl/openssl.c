@@ -1069,8 +1069,9 @@ static int ossl_conn_new(void *nctx, const struct tlsock__conn_params *p, void *
     }
     c->sess = p->session;
     c->sess.offer = NULL; /* read only now */
+    c->sess.offer_native = NULL;
     if (p->session.offer != NULL) {
-        tlsock__ossl_sessions_offer(c->ssl, p->session.offer, p->session.offer_len);
+        tlsock__ossl_sessions_offer(c->ssl, &p->session);
     }
     *out = c;
     return 0;
@@ -1492,6 +1493,7 @@ const struct tlsock__impl tlsock__openssl_impl = {
     .get_info = ossl_get_info,
     .export_keying_material = ossl_export,
     .exporter_bound = ossl_exporter_bound,
+    .session_free = tlsock__ossl_session_free,
     .sha256 = tlsock__ossl_sha256,
     .pending = ossl_pending,
     .hold_buffers = ossl_hold_buffers,

@@ -42,7 +42,18 @@ static void report(SSL *ssl, SSL_SESSION *sess)
     }
     size_t n = serialize(sess, &der);
     if (n > 0) {
-        io->on_session(io->owner, der, n, SSL_SESSION_get_protocol_version(sess));
+        /*
+         * A copy for the cache, so that the next connection offers it without d2i_SSL_SESSION
+         * (which decodes the server's key again: as much work as a resumed handshake). A copy,
+         * not a reference: this connection keeps changing its own session (a fatal alert marks it
+         * not resumable), and the copy is touched by no one until a later connection takes it.
+         * Without memory, only the bytes are kept.
+         */
+        SSL_SESSION *copy = SSL_SESSION_dup(sess);
+        if (copy == NULL) {
+            ERR_clear_error();
+        }
+        io->on_session(io->owner, der, n, SSL_SESSION_get_protocol_version(sess), copy);
     }
     free(der);
 }
@@ -111,16 +122,27 @@ void tlsock__ossl_sessions_ctx(SSL_CTX *ctx, int role)
     SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
 }
 
-void tlsock__ossl_sessions_offer(SSL *ssl, const unsigned char *offer, size_t offer_len)
+void tlsock__ossl_sessions_offer(SSL *ssl, const struct tlsock__session_io *io)
 {
-    const unsigned char *p = offer;
-    SSL_SESSION *sess = d2i_SSL_SESSION(NULL, &p, (long)offer_len);
+    SSL_SESSION *sess = io->offer_native;
 
+    /* Only a session that came as bytes (an import) is decoded; the core keeps its reference. */
+    if (sess == NULL) {
+        const unsigned char *p = io->offer;
+        sess = d2i_SSL_SESSION(NULL, &p, (long)io->offer_len);
+    } else {
+        SSL_SESSION_up_ref(sess);
+    }
     /* A session that does not load or fit is not offered: a full handshake, no error. */
     if (sess == NULL || SSL_set_session(ssl, sess) != 1) {
         ERR_clear_error();
     }
     SSL_SESSION_free(sess);
+}
+
+void tlsock__ossl_session_free(void *native)
+{
+    SSL_SESSION_free(native);
 }
 
 void tlsock__ossl_sessions_done(SSL *ssl)

@@ -74,8 +74,13 @@ int tlsock__ossl_set_tickets(SSL_CTX *ctx, const struct tlsock__tickets *t,
 
 /* Sends the context's sessions to the core's caches instead of OpenSSL's internal one. */
 void tlsock__ossl_sessions_ctx(SSL_CTX *ctx, int role);
-/* A client's session to offer (native, i2d_SSL_SESSION); one that does not load is ignored. */
-void tlsock__ossl_sessions_offer(SSL *ssl, const unsigned char *offer, size_t offer_len);
+/*
+ * A client's session to offer: @p io's SSL_SESSION, else its bytes (i2d_SSL_SESSION) decoded; one
+ * that does not load is ignored.
+ */
+void tlsock__ossl_sessions_offer(SSL *ssl, const struct tlsock__session_io *io);
+/* The impl's session_free: an SSL_SESSION reported to on_session. */
+void tlsock__ossl_session_free(void *native);
 /* The core's session_io of @p ssl's connection (openssl.c), NULL for an SSL that is not ours. */
 const struct tlsock__session_io *tlsock__ossl_session_io(const SSL *ssl);
 /* After a handshake: a TLS 1.2 client reports its session (TLS 1.3 ones come as tickets). */
