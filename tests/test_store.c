@@ -1,0 +1,341 @@
+/*
+ * The pluggable session store (include/tlsock.h, "Session store"; docs/sessions.md) on every
+ * (client, server) pair, over the in-memory pair driven by the blocking calls: a test store that
+ * records its calls answers at once, from another thread after a delay, never (then late, after
+ * the connection ended), or with a miss. TLS 1.2 resumes through it by session ID (the server's
+ * tickets are off); a get that never answers makes a full handshake within the bound; TLS 1.3
+ * (tickets) and a ClientHello without a session ID call no get.
+ */
+#include "pair.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+enum mode { ANSWER_NOW, ANSWER_LATER, ANSWER_NEVER, ANSWER_MISS };
+
+enum { ENTRIES = 8, CALLS = 32, KEY_MAX = 192 };
+
+struct test_store {
+    pthread_mutex_t lock;
+    enum mode mode;
+    int delay_ms;
+    struct {
+        char key[KEY_MAX];
+        size_t key_len;
+        unsigned char *value;
+        size_t len;
+    } e[ENTRIES];
+    size_t n;
+    char calls[CALLS + 1]; /* 'p' put, 'g' get, 'r' remove, in order */
+    int64_t expires_ms;    /* of the last put */
+    char last_key[KEY_MAX];
+    /* ANSWER_LATER: the thread; ANSWER_NEVER: the done kept for the test to call late */
+    pthread_t thread;
+    bool thread_started;
+    tlsock_store_done_fn held_done;
+    void *held_arg;
+    unsigned char *answer; /* what the thread answers with */
+    size_t answer_len;
+};
+
+static void record(struct test_store *s, char call, const void *key, size_t key_len)
+{
+    size_t n = strlen(s->calls);
+
+    if (n < CALLS) {
+        s->calls[n] = call;
+    }
+    if (key_len < sizeof(s->last_key)) {
+        memcpy(s->last_key, key, key_len);
+        s->last_key[key_len] = '\0';
+    }
+}
+
+/* The entry under @p key, or NULL. */
+static size_t find(struct test_store *s, const void *key, size_t key_len)
+{
+    for (size_t i = 0; i < s->n; i++) {
+        if (s->e[i].key_len == key_len && memcmp(s->e[i].key, key, key_len) == 0) {
+            return i;
+        }
+    }
+    return ENTRIES;
+}
+
+static void *answer_later(void *arg)
+{
+    struct test_store *s = arg;
+
+    usleep((useconds_t)s->delay_ms * 1000);
+    s->held_done(s->held_arg, s->answer, s->answer_len);
+    return NULL;
+}
+
+static void store_get(void *user, const void *key, size_t key_len, tlsock_store_done_fn done,
+                      void *arg)
+{
+    struct test_store *s = user;
+
+    pthread_mutex_lock(&s->lock);
+    record(s, 'g', key, key_len);
+    size_t i = find(s, key, key_len);
+    const unsigned char *value = i < ENTRIES ? s->e[i].value : NULL;
+    size_t len = i < ENTRIES ? s->e[i].len : 0;
+    enum mode mode = s->mode;
+    if (mode == ANSWER_LATER || mode == ANSWER_NEVER) {
+        s->held_done = done;
+        s->held_arg = arg;
+        s->answer = value != NULL ? malloc(len) : NULL;
+        s->answer_len = s->answer != NULL ? len : 0;
+        if (s->answer != NULL) {
+            memcpy(s->answer, value, len);
+        }
+    }
+    if (mode == ANSWER_LATER) {
+        assert_int_equal(pthread_create(&s->thread, NULL, answer_later, s), 0);
+        s->thread_started = true;
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (mode == ANSWER_NOW) {
+        done(arg, value, len);
+    } else if (mode == ANSWER_MISS) {
+        done(arg, NULL, 0);
+    }
+}
+
+static void store_put(void *user, const void *key, size_t key_len, const void *value, size_t len,
+                      int64_t expires_ms)
+{
+    struct test_store *s = user;
+
+    pthread_mutex_lock(&s->lock);
+    record(s, 'p', key, key_len);
+    s->expires_ms = expires_ms;
+    size_t i = find(s, key, key_len);
+    if (i == ENTRIES && s->n < ENTRIES && key_len <= sizeof(s->e[0].key)) {
+        i = s->n++;
+        memcpy(s->e[i].key, key, key_len);
+        s->e[i].key_len = key_len;
+    }
+    if (i < ENTRIES) {
+        free(s->e[i].value);
+        s->e[i].value = malloc(len);
+        assert_non_null(s->e[i].value);
+        memcpy(s->e[i].value, value, len);
+        s->e[i].len = len;
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+static void store_remove(void *user, const void *key, size_t key_len)
+{
+    struct test_store *s = user;
+
+    pthread_mutex_lock(&s->lock);
+    record(s, 'r', key, key_len);
+    pthread_mutex_unlock(&s->lock);
+}
+
+static void store_init(struct test_store *s, enum mode mode)
+{
+    memset(s, 0, sizeof(*s));
+    pthread_mutex_init(&s->lock, NULL);
+    s->mode = mode;
+    s->delay_ms = 300;
+}
+
+static void store_free(struct test_store *s)
+{
+    if (s->thread_started) {
+        pthread_join(s->thread, NULL);
+    }
+    for (size_t i = 0; i < s->n; i++) {
+        free(s->e[i].value);
+    }
+    free(s->answer);
+    pthread_mutex_destroy(&s->lock);
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A server context keeping its sessions in @p s, tickets off (TLS 1.2 resumes by session ID). */
+static struct tlsock_ctx *server_ctx(struct test_store *s, bool tickets)
+{
+    struct tlsock_ctx *ctx = NULL;
+    const struct tlsock_session_store store = {
+        .get = store_get, .put = store_put, .remove = store_remove, .user = s};
+
+    TS_ASSERT_RC(ts_server_ctx_new(&ts_pki.server, &ctx), 0);
+    TS_ASSERT_RC(tlsock_ctx_set_tickets(ctx, tickets), 0);
+    TS_ASSERT_RC(tlsock_ctx_set_session_store(ctx, &store), 0);
+    return ctx;
+}
+
+/* One connection; whether the server resumed (the client must say the same). */
+static bool connect_once(struct ts_pair *p, int handshake_timeout_ms)
+{
+    struct tlsock_opts copts = ts_opts();
+    struct tlsock_opts sopts = ts_opts();
+    const struct tlsock_info *ci = NULL;
+    const struct tlsock_info *si = NULL;
+    char buf[2];
+
+    copts.verify_name = TS_PAIR_NAME;
+    sopts.handshake_timeout_ms = handshake_timeout_ms;
+    TS_ASSERT_RC(ts_pair_attach(p, &copts, &sopts), 0);
+    TS_ASSERT_RC_MSG(ts_pair_handshake(p), 0, p->server_msg);
+    /* A TLS 1.3 client has processed the tickets that came before the server's first bytes. */
+    TS_ASSERT_RC(ts_pair_write(p, TS_S2C, "hi", 2), 0);
+    TS_ASSERT_RC(ts_pair_read(p, TS_S2C, buf, 2), 0);
+    TS_ASSERT_RC(tlsock_conn_info(p->client, &ci), 0);
+    TS_ASSERT_RC(tlsock_conn_info(p->server, &si), 0);
+    assert_int_equal(ci->resumed, si->resumed);
+    bool resumed = si->resumed;
+    ts_pair_close(p);
+    return resumed;
+}
+
+static struct tlsock_ctx *client_ctx(const char *protocols)
+{
+    struct tlsock_ctx *ctx = NULL;
+
+    TS_ASSERT_RC(ts_client_ctx_new(ts_pki.ca.cert, &ctx), 0);
+    TS_ASSERT_RC(tlsock_ctx_set_protocols(ctx, protocols), 0);
+    return ctx;
+}
+
+/* Two TLS 1.2 connections through a store in @p mode: whether the second resumed. */
+static bool resume_through(void **state, struct test_store *s, int handshake_timeout_ms)
+{
+    struct ts_pair *p = *state;
+
+    p->cctx = client_ctx("1.2-1.2");
+    p->sctx = server_ctx(s, false);
+    assert_false(connect_once(p, handshake_timeout_ms));
+    /* The first ClientHello carries no session ID: no get, one put. */
+    assert_string_equal(s->calls, "p");
+    TS_ASSERT_CONTAINS(s->last_key, "tlsock:sess:");
+    assert_int_equal(strlen(s->last_key), strlen("tlsock:sess:") + 64 + 1 + 64);
+    /* The server's session lifetime: two hours by default. */
+    int64_t left = s->expires_ms - wall_ms();
+    assert_true(left > 7200 * 1000 - 60000 && left <= 7200 * 1000);
+    return connect_once(p, handshake_timeout_ms);
+}
+
+static void test_answer_now(void **state)
+{
+    struct test_store s;
+
+    store_init(&s, ANSWER_NOW);
+    assert_true(resume_through(state, &s, 0));
+    assert_string_equal(s.calls, "pg");
+    store_free(&s);
+}
+
+static void test_answer_later(void **state)
+{
+    struct test_store s;
+
+    store_init(&s, ANSWER_LATER);
+    s.mode = ANSWER_NOW;
+    int64_t start = 0;
+    /* The first connection puts; the second's get is answered from another thread. */
+    struct ts_pair *p = *state;
+    p->cctx = client_ctx("1.2-1.2");
+    p->sctx = server_ctx(&s, false);
+    assert_false(connect_once(p, 0));
+    s.mode = ANSWER_LATER;
+    start = tlsock_now_ms();
+    assert_true(connect_once(p, 0));
+    assert_true(tlsock_now_ms() - start >= s.delay_ms - 10);
+    assert_string_equal(s.calls, "pg");
+    store_free(&s);
+}
+
+/* A get never answered: a full handshake once the bound passed (half the handshake timeout),
+ * and its done, called after the connection ended, changes nothing. */
+static void test_answer_never(void **state)
+{
+    struct test_store s;
+    struct ts_pair *p = *state;
+
+    store_init(&s, ANSWER_NOW);
+    p->cctx = client_ctx("1.2-1.2");
+    p->sctx = server_ctx(&s, false);
+    assert_false(connect_once(p, 600));
+    s.mode = ANSWER_NEVER;
+    int64_t start = tlsock_now_ms();
+    assert_false(connect_once(p, 600));
+    int64_t took = tlsock_now_ms() - start;
+    assert_true(took >= 290 && took < 600);
+    assert_string_equal(s.calls, "pgp");
+    assert_non_null(s.held_done);
+    s.held_done(s.held_arg, s.answer, s.answer_len);
+    store_free(&s);
+}
+
+static void test_miss(void **state)
+{
+    struct test_store s;
+
+    store_init(&s, ANSWER_MISS);
+    assert_false(resume_through(state, &s, 0));
+    assert_string_equal(s.calls, "pgp");
+    store_free(&s);
+}
+
+/* TLS 1.3 resumes by ticket: the store sees nothing, although the ClientHello carries a
+ * (compatibility) session ID. */
+static void test_tls13_no_calls(void **state)
+{
+    struct ts_pair *p = *state;
+    struct test_store s;
+
+    store_init(&s, ANSWER_NOW);
+    p->cctx = client_ctx("1.2-1.3");
+    p->sctx = server_ctx(&s, true);
+    assert_false(connect_once(p, 0));
+    assert_true(connect_once(p, 0));
+    assert_string_equal(s.calls, "");
+    store_free(&s);
+}
+
+static void test_set_store_checks(void **state)
+{
+    struct tlsock_ctx *ctx = NULL;
+    const struct tlsock_session_store half = {.get = store_get};
+
+    (void)state;
+    TS_ASSERT_RC(ts_client_ctx_new(ts_pki.ca.cert, &ctx), 0);
+    TS_ASSERT_RC(tlsock_ctx_set_session_store(ctx, &half), TLSOCK_EINVAL);
+    TS_ASSERT_CONTAINS(tlsock_ctx_errmsg(ctx), "only server contexts");
+    tlsock_ctx_free(ctx);
+    TS_ASSERT_RC(ts_server_ctx_new(&ts_pki.server, &ctx), 0);
+    TS_ASSERT_RC(tlsock_ctx_set_session_store(ctx, &half), TLSOCK_EINVAL);
+    TS_ASSERT_CONTAINS(tlsock_ctx_errmsg(ctx), "get, put and remove are required");
+    TS_ASSERT_RC(tlsock_ctx_set_session_store(ctx, NULL), 0);
+    TS_ASSERT_RC(tlsock_ctx_set_session_store(NULL, NULL), TLSOCK_EINVAL);
+    tlsock_ctx_free(ctx);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_answer_now, ts_pair_setup, ts_pair_teardown),
+        cmocka_unit_test_setup_teardown(test_answer_later, ts_pair_setup, ts_pair_teardown),
+        cmocka_unit_test_setup_teardown(test_answer_never, ts_pair_setup, ts_pair_teardown),
+        cmocka_unit_test_setup_teardown(test_miss, ts_pair_setup, ts_pair_teardown),
+        cmocka_unit_test_setup_teardown(test_tls13_no_calls, ts_pair_setup, ts_pair_teardown),
+        cmocka_unit_test(test_set_store_checks),
+    };
+    return cmocka_run_group_tests(tests, ts_pki_setup, ts_pki_teardown);
+}
