@@ -9,10 +9,15 @@
 #include "pair.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#if TLSOCK_TEST_HAVE_UV
+#include "uv_harness.h"
+#endif
 
 enum mode { ANSWER_NOW, ANSWER_LATER, ANSWER_NEVER, ANSWER_MISS };
 
@@ -39,6 +44,7 @@ struct test_store {
     void *held_arg;
     unsigned char *answer; /* what the thread answers with */
     size_t answer_len;
+    atomic_bool answered; /* ANSWER_LATER: the thread is about to call done */
 };
 
 static void record(struct test_store *s, char call, const void *key, size_t key_len)
@@ -70,6 +76,7 @@ static void *answer_later(void *arg)
     struct test_store *s = arg;
 
     usleep((useconds_t)s->delay_ms * 1000);
+    atomic_store(&s->answered, true);
     s->held_done(s->held_arg, s->answer, s->answer_len);
     return NULL;
 }
@@ -327,6 +334,213 @@ static void test_set_store_checks(void **state)
     tlsock_ctx_free(ctx);
 }
 
+#if TLSOCK_TEST_HAVE_UV
+/*
+ * The same store under a tlsock_uv server (docs/async.md, "Session store"): its handshake waits
+ * for the get without blocking the loop, and goes on when the done comes, from any thread.
+ */
+
+static int uv_server_resumed = -1; /* what the last server connection reported in on_connect */
+
+static void uv_server_connected(struct peer *p, int status)
+{
+    const struct tlsock_info *info = NULL;
+
+    uv_server_resumed = -1;
+    if (status == 0 && tlsock_conn_info(tlsock_uv_conn_tls(p->conn), &info) == 0) {
+        uv_server_resumed = info->resumed ? 1 : 0;
+    }
+}
+
+static const struct hooks uv_store_server = {
+    .on_connect = uv_server_connected,
+    .on_read = echo_back,
+    .on_event = close_on_event,
+};
+
+/* A uv server of a context keeping its sessions in @p s (TLS 1.2 by ID), with @p handshake_ms. */
+static struct srv *uv_store_serve(struct env *env, struct test_store *s, int handshake_ms)
+{
+    struct tlsock_uv_opts opts = base_opts(NULL);
+
+    env->sctx = server_ctx(s, false);
+    env->cctx = client_ctx("1.2-1.2");
+    opts.handshake_timeout_ms = handshake_ms;
+    return serve_ok(env, 0, env->sctx, &uv_store_server, &opts);
+}
+
+/* An echo client of @p port started; run the loop until it and the server's side are closed. */
+static struct peer *uv_echo_start(struct env *env, struct tlsock_ctx *ctx, uint16_t port)
+{
+    struct peer *c = client_start(env, ctx, port, &echo_client, 100, 3);
+
+    c->close_when_echoed = true;
+    return c;
+}
+
+/* One echo through the server at @p port: whether the server resumed. */
+static bool uv_echo_once(struct env *env, uint16_t port)
+{
+    struct peer *c = uv_echo_start(env, env->cctx, port);
+
+    uv_server_resumed = -1;
+    RUN_UNTIL(env, c->conn == NULL && server_peers_closed(env), WAIT_MS);
+    TS_ASSERT_RC_MSG(c->connect_rc, 0, c->connect_msg);
+    assert_true(echoed(c));
+    assert_no_anomaly(env);
+    assert_int_not_equal(uv_server_resumed, -1);
+    return uv_server_resumed == 1;
+}
+
+static void test_uv_answer_now(void **state)
+{
+    struct env *env = *state;
+    struct test_store s;
+
+    store_init(&s, ANSWER_NOW);
+    struct srv *srv = uv_store_serve(env, &s, 0);
+    assert_false(uv_echo_once(env, srv->port));
+    assert_true(uv_echo_once(env, srv->port));
+    assert_string_equal(s.calls, "pg");
+    server_close(srv);
+    RUN_UNTIL(env, all_closed(env), WAIT_MS);
+    store_free(&s);
+}
+
+/* What happened on the loop while the get was pending. */
+struct meanwhile {
+    struct env *env;
+    struct test_store *s;
+    uint16_t port;
+    uv_timer_t timer;
+    bool timer_fired_pending; /* the timer fired before the done came */
+    struct peer *other;       /* a client without a session, started from the timer */
+    bool other_ready_pending; /* ... which connected before the done came */
+};
+
+static void other_connected(struct peer *p, int status)
+{
+    struct meanwhile *m = p->env->extra.arg;
+
+    m->other_ready_pending = status == 0 && !atomic_load(&m->s->answered);
+    echo_client.on_connect(p, status);
+}
+
+static struct hooks other_hooks;
+
+static void meanwhile_fire(uv_timer_t *timer)
+{
+    struct meanwhile *m = timer->data;
+
+    m->timer_fired_pending = !atomic_load(&m->s->answered);
+    other_hooks = echo_client;
+    other_hooks.on_connect = other_connected;
+    m->other = client_start(m->env, m->env->cctx2, m->port, &other_hooks, 100, 5);
+    m->other->close_when_echoed = true;
+}
+
+static void meanwhile_close(void *arg)
+{
+    struct meanwhile *m = arg;
+
+    if (!uv_is_closing((uv_handle_t *)&m->timer)) {
+        uv_close((uv_handle_t *)&m->timer, NULL);
+    }
+}
+
+static bool meanwhile_closed(void *arg)
+{
+    struct meanwhile *m = arg;
+
+    return !uv_is_active((uv_handle_t *)&m->timer);
+}
+
+/* The done comes from another thread 300 ms later: the handshake resumes then, and meanwhile
+ * the loop runs a timer and another client's full handshake on the same server. */
+static void test_uv_answer_later(void **state)
+{
+    struct env *env = *state;
+    struct test_store s;
+    static struct meanwhile m; /* the teardown closes its timer after a failed assertion */
+
+    m = (struct meanwhile){.env = env, .s = &s};
+    store_init(&s, ANSWER_NOW);
+    struct srv *srv = uv_store_serve(env, &s, 0);
+    env->cctx2 = client_ctx("1.2-1.2");
+    assert_false(uv_echo_once(env, srv->port));
+    s.mode = ANSWER_LATER;
+    m.port = srv->port;
+    assert_int_equal(uv_timer_init(&env->loop, &m.timer), 0);
+    m.timer.data = &m;
+    env->extra =
+        (struct env_extra){.close = meanwhile_close, .closed = meanwhile_closed, .arg = &m};
+    assert_int_equal(uv_timer_start(&m.timer, meanwhile_fire, 100, 0), 0);
+    uv_server_resumed = -1;
+    struct peer *c = uv_echo_start(env, env->cctx, srv->port);
+    RUN_UNTIL(env, c->conn == NULL && m.other != NULL && m.other->conn == NULL, WAIT_MS);
+    TS_ASSERT_RC_MSG(c->connect_rc, 0, c->connect_msg);
+    assert_true(echoed(c));
+    assert_true(echoed(m.other));
+    assert_true(atomic_load(&s.answered));
+    assert_true(m.timer_fired_pending);
+    assert_true(m.other_ready_pending);
+    RUN_UNTIL(env, server_peers_closed(env), WAIT_MS);
+    assert_no_anomaly(env);
+    /* The resumed connection answered last: what it reported is the last one. */
+    assert_int_equal(uv_server_resumed, 1);
+    /* The other client's full handshake put its session while the get was pending. */
+    assert_string_equal(s.calls, "pgp");
+    server_close(srv);
+    RUN_UNTIL(env, all_closed(env), WAIT_MS);
+    store_free(&s);
+}
+
+/* A get never answered: a full handshake within the bound (half of 600 ms), and the done,
+ * called after the server closed, is harmless. */
+static void test_uv_answer_never(void **state)
+{
+    struct env *env = *state;
+    struct test_store s;
+
+    store_init(&s, ANSWER_NOW);
+    struct srv *srv = uv_store_serve(env, &s, 600);
+    assert_false(uv_echo_once(env, srv->port));
+    s.mode = ANSWER_NEVER;
+    assert_false(uv_echo_once(env, srv->port));
+    assert_string_equal(s.calls, "pgp");
+    server_close(srv);
+    RUN_UNTIL(env, all_closed(env), WAIT_MS);
+    assert_non_null(s.held_done);
+    s.held_done(s.held_arg, s.answer, s.answer_len);
+    store_free(&s);
+}
+
+/* The client goes away while the get is pending (bound: 1 s): the server's connection fails at
+ * once, without waiting for the bound, and the late done is harmless. */
+static void test_uv_close_pending(void **state)
+{
+    struct env *env = *state;
+    struct test_store s;
+
+    store_init(&s, ANSWER_NOW);
+    struct srv *srv = uv_store_serve(env, &s, 20000);
+    assert_false(uv_echo_once(env, srv->port));
+    s.mode = ANSWER_NEVER;
+    struct peer *c = uv_echo_start(env, env->cctx, srv->port);
+    RUN_UNTIL(env, s.held_done != NULL, WAIT_MS);
+    peer_close(c);
+    /* Well before the bound: the peer's end gave up the get. */
+    RUN_UNTIL(env, srv->accept_errors == 1, 700);
+    RUN_UNTIL(env, c->conn == NULL && server_peers_closed(env), WAIT_MS);
+    assert_int_equal(srv->connects, 1);
+    assert_string_equal(s.calls, "pg");
+    s.held_done(s.held_arg, s.answer, s.answer_len);
+    server_close(srv);
+    RUN_UNTIL(env, all_closed(env), WAIT_MS);
+    store_free(&s);
+}
+#endif /* TLSOCK_TEST_HAVE_UV */
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -336,6 +550,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_miss, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_tls13_no_calls, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test(test_set_store_checks),
+#if TLSOCK_TEST_HAVE_UV
+        cmocka_unit_test_setup_teardown(test_uv_answer_now, env_setup, env_teardown),
+        cmocka_unit_test_setup_teardown(test_uv_answer_later, env_setup, env_teardown),
+        cmocka_unit_test_setup_teardown(test_uv_answer_never, env_setup, env_teardown),
+        cmocka_unit_test_setup_teardown(test_uv_close_pending, env_setup, env_teardown),
+#endif
     };
     return cmocka_run_group_tests(tests, ts_pki_setup, ts_pki_teardown);
 }
