@@ -220,8 +220,13 @@ static struct tlsock_ctx *client_ctx(const char *protocols)
     return ctx;
 }
 
-/* Two TLS 1.2 connections through a store in @p mode: whether the second resumed. */
-static bool resume_through(void **state, struct test_store *s, int handshake_timeout_ms)
+/*
+ * Two TLS 1.2 connections through a store answering in @p mode for the second (the first offers
+ * no session ID, so it only puts): whether the second resumed, and in @p second_ms how long it
+ * took.
+ */
+static bool resume_through(void **state, struct test_store *s, enum mode mode,
+                           int handshake_timeout_ms, int64_t *second_ms)
 {
     struct ts_pair *p = *state;
 
@@ -235,35 +240,33 @@ static bool resume_through(void **state, struct test_store *s, int handshake_tim
     /* The server's session lifetime: two hours by default. */
     int64_t left = s->expires_ms - wall_ms();
     assert_true(left > 7200 * 1000 - 60000 && left <= 7200 * 1000);
-    return connect_once(p, handshake_timeout_ms);
+    s->mode = mode;
+    int64_t start = tlsock_now_ms();
+    bool resumed = connect_once(p, handshake_timeout_ms);
+    *second_ms = tlsock_now_ms() - start;
+    return resumed;
 }
 
 static void test_answer_now(void **state)
 {
     struct test_store s;
+    int64_t took = 0;
 
     store_init(&s, ANSWER_NOW);
-    assert_true(resume_through(state, &s, 0));
+    assert_true(resume_through(state, &s, ANSWER_NOW, 0, &took));
     assert_string_equal(s.calls, "pg");
     store_free(&s);
 }
 
+/* The second connection's get is answered from another thread. */
 static void test_answer_later(void **state)
 {
     struct test_store s;
+    int64_t took = 0;
 
-    store_init(&s, ANSWER_LATER);
-    s.mode = ANSWER_NOW;
-    int64_t start = 0;
-    /* The first connection puts; the second's get is answered from another thread. */
-    struct ts_pair *p = *state;
-    p->cctx = client_ctx("1.2-1.2");
-    p->sctx = server_ctx(&s, false);
-    assert_false(connect_once(p, 0));
-    s.mode = ANSWER_LATER;
-    start = tlsock_now_ms();
-    assert_true(connect_once(p, 0));
-    assert_true(tlsock_now_ms() - start >= s.delay_ms - 10);
+    store_init(&s, ANSWER_NOW);
+    assert_true(resume_through(state, &s, ANSWER_LATER, 0, &took));
+    assert_true(took >= s.delay_ms - 10);
     assert_string_equal(s.calls, "pg");
     store_free(&s);
 }
@@ -273,16 +276,10 @@ static void test_answer_later(void **state)
 static void test_answer_never(void **state)
 {
     struct test_store s;
-    struct ts_pair *p = *state;
+    int64_t took = 0;
 
     store_init(&s, ANSWER_NOW);
-    p->cctx = client_ctx("1.2-1.2");
-    p->sctx = server_ctx(&s, false);
-    assert_false(connect_once(p, 600));
-    s.mode = ANSWER_NEVER;
-    int64_t start = tlsock_now_ms();
-    assert_false(connect_once(p, 600));
-    int64_t took = tlsock_now_ms() - start;
+    assert_false(resume_through(state, &s, ANSWER_NEVER, 600, &took));
     assert_true(took >= 290 && took < 600);
     assert_string_equal(s.calls, "pgp");
     assert_non_null(s.held_done);
@@ -294,8 +291,10 @@ static void test_miss(void **state)
 {
     struct test_store s;
 
-    store_init(&s, ANSWER_MISS);
-    assert_false(resume_through(state, &s, 0));
+    int64_t took = 0;
+
+    store_init(&s, ANSWER_NOW);
+    assert_false(resume_through(state, &s, ANSWER_MISS, 0, &took));
     assert_string_equal(s.calls, "pgp");
     store_free(&s);
 }
@@ -392,19 +391,32 @@ static bool uv_echo_once(struct env *env, uint16_t port)
     return uv_server_resumed == 1;
 }
 
+/* A store answering at once, served, and its first connection: a full handshake and a put. */
+static struct srv *uv_store_first(struct env *env, struct test_store *s, int handshake_ms)
+{
+    store_init(s, ANSWER_NOW);
+    struct srv *srv = uv_store_serve(env, s, handshake_ms);
+    assert_false(uv_echo_once(env, srv->port));
+    return srv;
+}
+
+/* The server closed, then the store freed. */
+static void uv_store_end(struct env *env, struct srv *srv, struct test_store *s)
+{
+    server_close(srv);
+    RUN_UNTIL(env, all_closed(env), WAIT_MS);
+    store_free(s);
+}
+
 static void test_uv_answer_now(void **state)
 {
     struct env *env = *state;
     struct test_store s;
 
-    store_init(&s, ANSWER_NOW);
-    struct srv *srv = uv_store_serve(env, &s, 0);
-    assert_false(uv_echo_once(env, srv->port));
+    struct srv *srv = uv_store_first(env, &s, 0);
     assert_true(uv_echo_once(env, srv->port));
     assert_string_equal(s.calls, "pg");
-    server_close(srv);
-    RUN_UNTIL(env, all_closed(env), WAIT_MS);
-    store_free(&s);
+    uv_store_end(env, srv, &s);
 }
 
 /* What happened on the loop while the get was pending. */
@@ -464,10 +476,8 @@ static void test_uv_answer_later(void **state)
     static struct meanwhile m; /* the teardown closes its timer after a failed assertion */
 
     m = (struct meanwhile){.env = env, .s = &s};
-    store_init(&s, ANSWER_NOW);
-    struct srv *srv = uv_store_serve(env, &s, 0);
+    struct srv *srv = uv_store_first(env, &s, 0);
     env->cctx2 = client_ctx("1.2-1.2");
-    assert_false(uv_echo_once(env, srv->port));
     s.mode = ANSWER_LATER;
     m.port = srv->port;
     assert_int_equal(uv_timer_init(&env->loop, &m.timer), 0);
@@ -490,9 +500,7 @@ static void test_uv_answer_later(void **state)
     assert_int_equal(uv_server_resumed, 1);
     /* The other client's full handshake put its session while the get was pending. */
     assert_string_equal(s.calls, "pgp");
-    server_close(srv);
-    RUN_UNTIL(env, all_closed(env), WAIT_MS);
-    store_free(&s);
+    uv_store_end(env, srv, &s);
 }
 
 /* A get never answered: a full handshake within the bound (half of 600 ms), and the done,
@@ -502,9 +510,7 @@ static void test_uv_answer_never(void **state)
     struct env *env = *state;
     struct test_store s;
 
-    store_init(&s, ANSWER_NOW);
-    struct srv *srv = uv_store_serve(env, &s, 600);
-    assert_false(uv_echo_once(env, srv->port));
+    struct srv *srv = uv_store_first(env, &s, 600);
     s.mode = ANSWER_NEVER;
     assert_false(uv_echo_once(env, srv->port));
     assert_string_equal(s.calls, "pgp");
@@ -522,9 +528,7 @@ static void test_uv_close_pending(void **state)
     struct env *env = *state;
     struct test_store s;
 
-    store_init(&s, ANSWER_NOW);
-    struct srv *srv = uv_store_serve(env, &s, 20000);
-    assert_false(uv_echo_once(env, srv->port));
+    struct srv *srv = uv_store_first(env, &s, 20000);
     s.mode = ANSWER_NEVER;
     struct peer *c = uv_echo_start(env, env->cctx, srv->port);
     RUN_UNTIL(env, s.held_done != NULL, WAIT_MS);
@@ -535,9 +539,7 @@ static void test_uv_close_pending(void **state)
     assert_int_equal(srv->connects, 1);
     assert_string_equal(s.calls, "pg");
     s.held_done(s.held_arg, s.answer, s.answer_len);
-    server_close(srv);
-    RUN_UNTIL(env, all_closed(env), WAIT_MS);
-    store_free(&s);
+    uv_store_end(env, srv, &s);
 }
 #endif /* TLSOCK_TEST_HAVE_UV */
 
