@@ -1324,7 +1324,7 @@ TLSOCK_API int tlsock_conn_session_export(struct tlsock_conn *conn, unsigned cha
 TLSOCK_API int tlsock_ctx_session_import(struct tlsock_ctx *ctx, const void *data, size_t len);
 
 /* ---------------------------------------------------------------------------------------------
- * Session store: a server's TLS 1.2 sessions kept outside the process (docs/sessions.md, "A
+ * Session stores: a server's TLS 1.2 sessions kept outside the process (docs/sessions.md, "A
  * shared session store")
  *
  * By default a server context keeps its TLS 1.2 session-ID cache in the process. Several
