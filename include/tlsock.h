@@ -1323,6 +1323,66 @@ TLSOCK_API int tlsock_conn_session_export(struct tlsock_conn *conn, unsigned cha
  */
 TLSOCK_API int tlsock_ctx_session_import(struct tlsock_ctx *ctx, const void *data, size_t len);
 
+/* ---------------------------------------------------------------------------------------------
+ * Session stores: a server's TLS 1.2 sessions kept outside the process (docs/sessions.md, "A
+ * shared session store")
+ *
+ * By default a server context keeps its TLS 1.2 session-ID cache in the process. Several
+ * processes or machines serving the same clients can share one store instead (Redis, memcached,
+ * a database): tlsock_ctx_set_session_store() gives the context three functions, and then
+ *   - a new TLS 1.2 session is put, under its key, until now + the server's session lifetime
+ *     (tlsock_ctx_set_ticket_lifetime());
+ *   - a ClientHello that will negotiate TLS 1.2 and offers a session ID without a ticket starts a
+ *     get before the implementation sees the hello, and the handshake waits for its done; a
+ *     TLS 1.3 hello, one that offers a ticket, or one without a session ID calls nothing;
+ *   - a session the implementation drops is removed.
+ * The wait is bounded: a get whose done has not come within TLSOCK_STORE_WAIT_MS, and within half
+ * the handshake timeout when the connection has one (and before its deadline), counts as a miss
+ * and the handshake goes on as a full one; the late done is then harmless. The blocking calls
+ * (also tlsock_handshake() on a memory-mode connection) wait for it on a condition variable; a
+ * tlsock_uv connection never blocks its loop: its handshake pauses, other work on the loop goes
+ * on, and the done, from whatever thread, is carried back to the loop.
+ *
+ * Threads: get, put and remove are called on the thread that drives the connection: the caller of
+ * the blocking calls, the loop's thread for tlsock_uv connections; so from several threads at once
+ * when several threads drive connections of the context. done may be called from any thread,
+ * once, before or after get returns. Keys (at most 160 bytes) and values are opaque bytes, only
+ * valid during the call: "tlsock:sess:", the context's configuration digest and the session ID,
+ * in hex, then the implementation's serialized session, which holds its secrets (keep the store
+ * private).
+ * ------------------------------------------------------------------------------------------- */
+
+/** How long a handshake waits at most for a session store's get, in ms. */
+#define TLSOCK_STORE_WAIT_MS 1000
+
+/**
+ * Completion of tlsock_session_store.get: @p value (@p len bytes) is the entry, or NULL with
+ * @p len 0 when there is none, it expired, or the store failed (a failed lookup is a miss: the
+ * handshake goes on as a full one). @p value is only valid during the call. Called exactly once
+ * per get, from any thread, possibly before get returns.
+ */
+typedef void (*tlsock_store_done_fn)(void *arg, const void *value, size_t len);
+
+/** A shared session store: what a server context keeps its TLS 1.2 sessions in. */
+struct tlsock_session_store {
+    /** Looks @p key up; calls @p done(@p arg, ...) exactly once (see tlsock_store_done_fn). */
+    void (*get)(void *user, const void *key, size_t key_len, tlsock_store_done_fn done, void *arg);
+    /** Stores a copy of @p value under @p key until @p expires_ms (Unix time in ms); best effort,
+     *  no completion; must not block for long (queue it). */
+    void (*put)(void *user, const void *key, size_t key_len, const void *value, size_t len,
+                int64_t expires_ms);
+    /** Forgets @p key; best effort, no completion. */
+    void (*remove)(void *user, const void *key, size_t key_len);
+    /** Passed to each of the above. */
+    void *user;
+};
+
+/** Makes @p ctx (a server context, not frozen) keep its session-ID cache in @p store instead of
+ *  the in-process cache; the struct is copied, @p store->user must outlive the context (and every
+ *  connection made from it). NULL goes back to the in-process cache. */
+TLSOCK_API int tlsock_ctx_set_session_store(struct tlsock_ctx *ctx,
+                                            const struct tlsock_session_store *store);
+
 /** Frees memory returned by tlsock (e.g. by tlsock_devcert_new()). Accepts NULL. */
 TLSOCK_API void tlsock_free(void *ptr);
 

@@ -32,21 +32,7 @@
 extern "C" {
 #endif
 
-/*
- * The session store interface (include/tlsock.h, block "Session store"), declared here until the
- * core's declaration is merged; the core defines TLSOCK_SESSION_STORE_DECLARED with it.
- */
-#ifndef TLSOCK_SESSION_STORE_DECLARED
-#define TLSOCK_SESSION_STORE_DECLARED
-typedef void (*tlsock_store_done_fn)(void *arg, const void *value, size_t len);
-struct tlsock_session_store {
-    void (*get)(void *user, const void *key, size_t key_len, tlsock_store_done_fn done, void *arg);
-    void (*put)(void *user, const void *key, size_t key_len, const void *value, size_t len,
-                int64_t expires_ms);
-    void (*remove)(void *user, const void *key, size_t key_len);
-    void *user;
-};
-#endif
+/* The store it makes is a struct tlsock_session_store (include/tlsock.h, "Session stores"). */
 
 /** A connection to one Redis server, with its thread. Opaque. */
 struct tlsock_redis_store;

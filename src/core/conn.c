@@ -166,6 +166,7 @@ void tlsock__conn_free(struct tlsock_conn *conn)
     tlsock__buf_free(&conn->stash);
     tlsock__conn_info_free(conn->info);
     tlsock__sessions_conn_free(conn);
+    tlsock__store_conn_free(conn);
     tlsock__err_free(&conn->err);
     tlsock_ctx_free(conn->ctx);
     free(conn);
@@ -222,7 +223,10 @@ int tlsock__conn_handshake_step(struct tlsock_conn *conn)
     if (conn->state == TLSOCK__OPEN) {
         return 0;
     }
-    int rc = conn->impl->handshake(conn->tls, &conn->err);
+    int rc = tlsock__store_gate(conn);
+    if (rc == 0) {
+        rc = conn->impl->handshake(conn->tls, &conn->err);
+    }
     if (rc == 0) {
         conn->state = TLSOCK__OPEN;
     } else if (rc == TLSOCK_ETIMEDOUT) {

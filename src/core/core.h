@@ -134,6 +134,34 @@ void tlsock__conn_set_op_deadline(struct tlsock_conn *conn, int64_t deadline_ns)
 size_t tlsock__conn_write_done(const struct tlsock_conn *conn);
 void tlsock__conn_set_write_done(struct tlsock_conn *conn, size_t done);
 
+/* ---- the session store's look-ups (store.c) ----------------------------------------------------
+ */
+/*
+ * A server's pending get (include/tlsock.h, "Session store"): the handshake step returns
+ * TLSOCK_EWANT_READ while tlsock__conn_store_waiting(). The blocking driver waits for it with
+ * tlsock__lookup_wait(); an event loop is told through the notify function it set (called from
+ * the thread of the store's done, under the look-up's lock: it must only queue the look-up, whose
+ * reference it is given and drops with tlsock__lookup_unref()), then steps again on its own
+ * thread. A driver that stops waiting (the bound
+ * passed) calls tlsock__conn_store_give_up(): the handshake goes on as a full one.
+ */
+struct tlsock__lookup;
+typedef void (*tlsock__lookup_notify_fn)(void *arg, struct tlsock__lookup *lookup);
+/* Sets the function told of completed gets, for the look-ups started from now on. */
+void tlsock__conn_set_store_notify(struct tlsock_conn *conn, tlsock__lookup_notify_fn fn,
+                                   void *arg);
+/* A get was started and has not been taken in yet. */
+bool tlsock__conn_store_waiting(const struct tlsock_conn *conn);
+/* When the pending get counts as a miss (tlsock__now_ns() time). */
+int64_t tlsock__conn_store_deadline(const struct tlsock_conn *conn);
+/* Gives up on the pending get: a miss. */
+void tlsock__conn_store_give_up(struct tlsock_conn *conn);
+/* Waits until the pending get's done came (true) or @p deadline_ns passed (false). */
+bool tlsock__lookup_wait(struct tlsock_conn *conn, int64_t deadline_ns);
+/* A queued look-up: whether its connection gave up on it (or ended); then the reference goes. */
+bool tlsock__lookup_abandoned(struct tlsock__lookup *lookup);
+void tlsock__lookup_unref(struct tlsock__lookup *lookup);
+
 /* ---- memory mode, for drivers that feed and drain (memory.c) --------------------------------- */
 
 /* Received ciphertext, queued for TLS (copied); 0 or TLSOCK_ENOMEM. */

@@ -68,7 +68,8 @@ struct tlsock_ctx {
     /* Resumption (session.c): client sessions or a server's TLS 1.2 session IDs; NULL: off. */
     struct tlsock__scache *sessions;
     size_t session_max;
-    unsigned char session_digest[32]; /* the configuration sessions belong to, set by the freeze */
+    unsigned char session_digest[32];  /* the configuration sessions belong to, set by the freeze */
+    struct tlsock_session_store store; /* servers: tlsock_ctx_set_session_store(); get NULL: none */
 };
 
 /* A client connection's resumption state (session.c). */
@@ -77,6 +78,19 @@ struct tlsock__conn_sessions {
     size_t key_len;
     unsigned char *last; /* the latest session reported, as a cache value; NULL: none yet */
     size_t last_len;
+};
+
+/* A server connection's look-up in the context's session store (store.c). */
+struct tlsock__conn_store {
+    int phase;                     /* enum in store.c: before the ClientHello, waiting, done */
+    struct tlsock__lookup *lookup; /* while waiting: the get's record, shared with its done */
+    int64_t deadline_ns;           /* while waiting: when the get counts as a miss */
+    unsigned char id[32];          /* the session ID looked up */
+    size_t id_len;
+    unsigned char *slot; /* what the get found, for the implementation's retrieve; NULL: none */
+    size_t slot_len;
+    tlsock__lookup_notify_fn notify; /* the driver's, told when a get completes; NULL: none */
+    void *notify_arg;
 };
 
 /* Where a connection's TLS session is. */
@@ -108,6 +122,7 @@ struct tlsock_conn {
     struct tlsock__conn_info *info; /* made by the first tlsock_conn_info(), else NULL */
     struct tlsock__err err;
     struct tlsock__conn_sessions sessions;
+    struct tlsock__conn_store store;
 };
 
 /* What tlsock_conn_info() returns, and the storage behind its strings. */
@@ -143,5 +158,17 @@ int tlsock__sessions_conn_new(struct tlsock_conn *conn, uint16_t port, const cha
 void tlsock__sessions_offer_free(struct tlsock_conn *conn, struct tlsock__session_io *io,
                                  unsigned char *offer);
 void tlsock__sessions_conn_free(struct tlsock_conn *conn);
+
+/* ---- the server's session-ID cache: in-process or the application's store (store.c) ------- */
+/* Fills the server side of @p io: the context's cache or store. */
+void tlsock__store_conn_io(struct tlsock_conn *conn, struct tlsock__session_io *io);
+/*
+ * Before a server's implementation sees the ClientHello: starts the store's get for a TLS 1.2
+ * session ID (once), and while it has not answered returns TLSOCK_EWANT_READ; 0 to go on, or
+ * the transport's WANT code or failure while the hello has not fully arrived.
+ */
+int tlsock__store_gate(struct tlsock_conn *conn);
+/* Forgets a pending get (its done stays harmless) and the slot. */
+void tlsock__store_conn_free(struct tlsock_conn *conn);
 
 #endif /* TLSOCK_CORE_OBJECTS_H */

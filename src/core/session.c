@@ -221,9 +221,9 @@ int tlsock__sessions_conn_new(struct tlsock_conn *conn, uint16_t port, const cha
     memset(io, 0, sizeof(*io));
     io->owner = conn;
     if (ctx->role == TLSOCK_SERVER) {
-        io->server_cache = ctx->sessions;
         /* One lifetime for a server's sessions, by ID or by ticket. */
         io->server_lifetime_ns = (int64_t)ctx->tickets.lifetime * 1000000000;
+        tlsock__store_conn_io(conn, io);
         return 0;
     }
     /* Without a name there is nothing to tell one server from another by: no cache. */

@@ -10,7 +10,6 @@
 #include <gnutls/crypto.h>
 
 #include "gnutls_int.h"
-#include "core/session_cache.h"
 
 /* ---- the server's session-ID cache ---------------------------------------------------------- */
 
@@ -18,12 +17,11 @@ static int db_store(void *ptr, gnutls_datum_t key, gnutls_datum_t data)
 {
     const struct gtls_sess *gs = ptr;
 
-    if (gs->io.server_cache == NULL || key.size == 0) {
+    if (gs->io.server_put == NULL || key.size == 0) {
         return -1;
     }
-    int rc = tlsock__scache_put(gs->io.server_cache, key.data, key.size, data.data, data.size,
-                                tlsock__now_ns() + gs->io.server_lifetime_ns);
-    return rc == 0 ? 0 : -1;
+    gs->io.server_put(gs->io.owner, key.data, key.size, data.data, data.size);
+    return 0;
 }
 
 static gnutls_datum_t db_retrieve(void *ptr, gnutls_datum_t key)
@@ -33,8 +31,8 @@ static gnutls_datum_t db_retrieve(void *ptr, gnutls_datum_t key)
     unsigned char *val = NULL;
     size_t len = 0;
 
-    if (gs->io.server_cache != NULL &&
-        tlsock__scache_get(gs->io.server_cache, key.data, key.size, false, &val, &len)) {
+    if (gs->io.server_get != NULL &&
+        gs->io.server_get(gs->io.owner, key.data, key.size, &val, &len)) {
         /* GnuTLS frees it with gnutls_free. */
         out.data = gnutls_malloc(len);
         if (out.data != NULL) {
@@ -50,8 +48,8 @@ static int db_remove(void *ptr, gnutls_datum_t key)
 {
     const struct gtls_sess *gs = ptr;
 
-    if (gs->io.server_cache != NULL) {
-        tlsock__scache_remove(gs->io.server_cache, key.data, key.size);
+    if (gs->io.server_remove != NULL) {
+        gs->io.server_remove(gs->io.owner, key.data, key.size);
     }
     return 0;
 }
@@ -82,7 +80,7 @@ void tlsock__gtls_sessions_setup(gnutls_session_t s, struct gtls_sess *gs,
     gs->io.offer_native = NULL;
     gnutls_db_set_ptr(s, gs);
     if (role == TLSOCK_SERVER) {
-        if (io->server_cache != NULL) {
+        if (io->server_get != NULL) {
             gnutls_db_set_retrieve_function(s, db_retrieve);
             gnutls_db_set_store_function(s, db_store);
             gnutls_db_set_remove_function(s, db_remove);

@@ -49,6 +49,9 @@ static void take_servername(struct tlsock__hello *h, const unsigned char *data, 
 void tlsock__hello_extension(struct tlsock__hello *h, unsigned type, const unsigned char *data,
                              size_t len)
 {
+    if ((type == TLSOCK__EXT_SESSION_TICKET && len > 0) || type == TLSOCK__EXT_PRE_SHARED_KEY) {
+        h->ticket_ext = true;
+    }
     if (type == TLSOCK__EXT_SERVER_NAME) {
         take_servername(h, data, len);
     } else if (type == TLSOCK__EXT_SIGNATURE_ALGORITHMS && len >= 2) {
@@ -137,6 +140,10 @@ bool tlsock__hello_parse(struct tlsock__hello *h, const unsigned char *b, size_t
         return false;
     }
     tlsock__hello_init(h, (int)get16(b));
+    if (b[off] <= sizeof(h->session_id) && off + 1 + b[off] <= len) {
+        h->session_id_len = b[off];
+        memcpy(h->session_id, b + off + 1, h->session_id_len);
+    }
     off += 1 + b[off];
     if (off + 2 > len || off + 2 + get16(b + off) > len) {
         return false;

@@ -47,6 +47,11 @@ struct tlsock__hello {
      */
     bool has_ticket;
     unsigned char ticket_name[16];
+    /* legacy_session_id (tlsock__hello_parse() only): a TLS 1.2 client's resumption attempt, or
+     * TLS 1.3's middlebox compatibility bytes (RFC 8446 appendix D.4). */
+    unsigned char session_id[32];
+    size_t session_id_len;
+    bool ticket_ext; /* a non-empty session_ticket, or a pre_shared_key extension, is present */
 };
 
 /* Starts @p h for a ClientHello whose legacy_version is @p legacy_version. */

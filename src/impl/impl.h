@@ -62,8 +62,6 @@ struct tlsock__certsel {
     void *callback_user;
 };
 
-struct tlsock__scache; /* core/session_cache.h */
-
 /*
  * Resumption (core/session.c, docs/sessions.md): what the core gives a new session, kept by the
  * implementation (a pointer to it must stay valid until conn_free, so it copies it into its own
@@ -90,9 +88,17 @@ struct tlsock__session_io {
     void (*on_session)(struct tlsock_conn *owner, const unsigned char *data, size_t len,
                        int version, void *native);
     struct tlsock_conn *owner;
-    /* Servers: the context's TLS 1.2 session-ID cache (session ID -> serialized session), NULL:
-     * off. Servers never put TLS 1.3 sessions in it. */
-    struct tlsock__scache *server_cache;
+    /*
+     * Servers: the context's TLS 1.2 session-ID cache (session ID -> serialized session), the
+     * in-process one or the application's store (core/store.c); NULL server_get: off. Servers
+     * never put TLS 1.3 sessions in it. server_get never waits: with a store it only reads what
+     * the core looked up before the implementation saw the ClientHello.
+     */
+    void (*server_put)(struct tlsock_conn *owner, const unsigned char *id, size_t id_len,
+                       const unsigned char *data, size_t len);
+    bool (*server_get)(struct tlsock_conn *owner, const unsigned char *id, size_t id_len,
+                       unsigned char **data, size_t *len); /* malloc'd copy in *data */
+    void (*server_remove)(struct tlsock_conn *owner, const unsigned char *id, size_t id_len);
     int64_t server_lifetime_ns; /* how long a stored server session lasts */
 };
 

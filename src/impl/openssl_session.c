@@ -11,7 +11,6 @@
 #include <openssl/sha.h>
 
 #include "openssl_util.h"
-#include "core/session_cache.h"
 
 /* The session serialized (malloc'd) in *@p der; its length, 0 on failure. */
 static size_t serialize(SSL_SESSION *sess, unsigned char **der)
@@ -75,15 +74,14 @@ static int server_new_session(SSL *ssl, SSL_SESSION *sess)
     const unsigned char *id = SSL_SESSION_get_id(sess, &id_len);
     unsigned char *der = NULL;
 
-    if (io == NULL || io->server_cache == NULL || id_len == 0 ||
+    if (io == NULL || io->server_put == NULL || id_len == 0 ||
         SSL_SESSION_get_protocol_version(sess) >= TLS1_3_VERSION) {
         return 0;
     }
     size_t n = serialize(sess, &der);
     /* Without memory a later client makes a full handshake. */
     if (n > 0) {
-        tlsock__scache_put(io->server_cache, id, id_len, der, n,
-                           tlsock__now_ns() + io->server_lifetime_ns);
+        io->server_put(io->owner, id, id_len, der, n);
     }
     free(der);
     return 0;
@@ -98,8 +96,8 @@ static SSL_SESSION *server_get_session(SSL *ssl, const unsigned char *id, int id
     SSL_SESSION *sess = NULL;
 
     *copy = 0; /* the session returned is OpenSSL's to free */
-    if (io != NULL && io->server_cache != NULL && id_len > 0 &&
-        tlsock__scache_get(io->server_cache, id, (size_t)id_len, false, &der, &n)) {
+    if (io != NULL && io->server_get != NULL && id_len > 0 &&
+        io->server_get(io->owner, id, (size_t)id_len, &der, &n)) {
         const unsigned char *p = der;
         sess = d2i_SSL_SESSION(NULL, &p, (long)n);
         free(der);

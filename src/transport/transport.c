@@ -88,6 +88,37 @@ ssize_t tlsock__transport_read(struct tlsock__transport *t, void *buf, size_t le
     return outcome(t, n, len, true);
 }
 
+ssize_t tlsock__transport_fill(struct tlsock__transport *t, size_t need)
+{
+    unsigned char buf[4096];
+
+    while (tlsock__buf_pending(&t->in) < need) {
+        size_t len = need - tlsock__buf_pending(&t->in);
+        ssize_t n;
+        len = len < sizeof(buf) ? len : sizeof(buf);
+        switch (t->kind) {
+        case TLSOCK__TRANSPORT_SOCKET:
+            n = tlsock__sock_recv(t->fd, buf, len, &t->sys_errno);
+            break;
+        case TLSOCK__TRANSPORT_CALLBACKS:
+            n = t->io.read(t->io.user, buf, len);
+            break;
+        default:
+            return memory_read(t);
+        }
+        n = outcome(t, n, len, true);
+        if (n <= 0) {
+            return n;
+        }
+        if (tlsock__buf_append(&t->in, buf, (size_t)n) != 0) {
+            t->why = "out of memory reading ahead";
+            t->err = TLSOCK_ENOMEM;
+            return TLSOCK__TRANSPORT_FAILED;
+        }
+    }
+    return (ssize_t)tlsock__buf_pending(&t->in);
+}
+
 /* One write to the transport itself, nothing collected. */
 static ssize_t raw_write(struct tlsock__transport *t, const void *buf, size_t len)
 {

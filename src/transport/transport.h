@@ -66,6 +66,11 @@ void tlsock__transport_free(struct tlsock__transport *t);
 
 /* >0 bytes read, 0 at the end of the stream, TLSOCK__TRANSPORT_RETRY or _FAILED. */
 ssize_t tlsock__transport_read(struct tlsock__transport *t, void *buf, size_t len);
+/*
+ * Reads ahead until @p need bytes wait in the input queue, without consuming any (TLS reads them
+ * later): how many wait, 0 at the end of the stream, TLSOCK__TRANSPORT_RETRY or _FAILED.
+ */
+ssize_t tlsock__transport_fill(struct tlsock__transport *t, size_t need);
 /* >0 bytes taken, TLSOCK__TRANSPORT_RETRY or _FAILED. Collects them while corked. */
 ssize_t tlsock__transport_write(struct tlsock__transport *t, const void *buf, size_t len);
 /*

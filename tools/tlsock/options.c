@@ -601,15 +601,10 @@ static int set_session_store(struct tlsock_ctx *ctx, const char *url)
             return err;
         }
     }
-#ifdef TLSOCK_HAVE_SESSION_STORE
-    /* The lead enables this at the merge with the core's session store (issue 12). */
     err = tlsock_ctx_set_session_store(ctx, tlsock_redis_store_session_store(store));
     if (err != 0) {
         cli_error("--session-store", err, tlsock_ctx_errmsg(ctx));
     }
-#else
-    (void)ctx;
-#endif
     return err;
 #else
     (void)ctx;

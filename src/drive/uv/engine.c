@@ -118,6 +118,7 @@ void tlsock__uv_start_tls(struct tlsock_uv_conn *c)
     if (uv_fileno((const uv_handle_t *)&c->tcp, &fd) == 0) {
         tlsock__conn_set_addr_fd(c->tls, fd);
     }
+    tlsock__uv_watch_store(c);
 
     uv_update_time(c->lp->loop); /* the loop's clock is cached: deadlines start from now */
     tlsock__uv_link_enter(c, TLSOCK__UV_LINK_UP);
@@ -450,6 +451,10 @@ static void become_open(struct tlsock_uv_conn *c)
 
 static void handshake_step(struct tlsock_uv_conn *c)
 {
+    /* A server's session-store get waits only for a peer that may still answer. */
+    if (tlsock__uv_rx_eof(c) && tlsock__conn_store_waiting(c->tls)) {
+        tlsock__conn_store_give_up(c->tls);
+    }
     int rc = tls_handshake(c);
     int frc = tlsock__uv_flush(c);
 
@@ -607,6 +612,11 @@ static void expire(struct tlsock_uv_conn *c)
     case TLSOCK__UV_EXP_HANDSHAKE:
         tlsock__uv_report(c,
                           tlsock__uv_fail(c, TLSOCK_EHANDSHAKE_TIMEOUT, "TLS handshake timed out"));
+        break;
+    case TLSOCK__UV_EXP_STORE:
+        /* The get counts as a miss: the handshake goes on as a full one. */
+        tlsock__conn_store_give_up(c->tls);
+        tlsock__uv_pump(c, true);
         break;
     case TLSOCK__UV_EXP_WRITE:
         /* The peer does not read: our data may stay half sent, so the connection is dead. */

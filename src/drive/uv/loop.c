@@ -8,10 +8,13 @@
  *     keeps the loop from blocking in its poll while work is kicked, also work kicked by the
  *     kicked work itself (a prepare handle would let the poll block on it);
  *   - the read buffer, lent to libuv for one read at a time: TLS decrypts in place, and a
- *     connection keeps only the part of a record that has not fully arrived.
+ *     connection keeps only the part of a record that has not fully arrived;
+ *   - one uv_async_t (unreferenced: it never keeps the loop alive) and a locked queue of the
+ *     session-store gets whose done came, from whatever thread: the loop kicks their
+ *     connections, whose handshake then goes on (core/store.c).
  *
  * loop->data is the application's, so the state is found in a small registry keyed by the
- * uv_loop_t pointer. It is counted by its connections and servers; after the last one, its two
+ * uv_loop_t pointer. It is counted by its connections and servers; after the last one, its three
  * handles close and, from their close callbacks, the memory goes: a loop with nothing of tlsock
  * on it has no handle of tlsock's, and uv_loop_close() succeeds once the loop ran them.
  */
@@ -26,6 +29,13 @@ enum {
     HEAP_MIN = 16,
 };
 
+/* A get's done that came for a connection of the loop; holds a reference on the look-up. */
+struct tlsock__uv_answer {
+    struct tlsock__uv_answer *next;
+    struct tlsock__lookup *lookup;
+    struct tlsock_uv_conn *conn; /* touched only while the look-up is not abandoned */
+};
+
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct tlsock__uv_loop *registry;
 
@@ -33,6 +43,9 @@ static struct tlsock__uv_loop *registry;
 
 static void timer_cb(uv_timer_t *timer);
 static void idle_cb(uv_idle_t *idle);
+static void async_cb(uv_async_t *async);
+static struct tlsock__uv_answer *answers_take(struct tlsock__uv_loop *lp);
+static void answers_drop(struct tlsock__uv_answer *a);
 
 struct tlsock__uv_loop *tlsock__uv_loop_ref(uv_loop_t *loop, const struct tlsock__uv_hooks *hooks)
 {
@@ -43,6 +56,11 @@ struct tlsock__uv_loop *tlsock__uv_loop_ref(uv_loop_t *loop, const struct tlsock
     }
     if (lp == NULL) {
         lp = calloc(1, sizeof(*lp));
+        /* The async handle can fail (its descriptor): then nothing was made. */
+        if (lp != NULL && uv_async_init(loop, &lp->async, async_cb) != 0) {
+            free(lp);
+            lp = NULL;
+        }
         if (lp != NULL) {
             lp->loop = loop;
             lp->hooks = hooks;
@@ -50,9 +68,12 @@ struct tlsock__uv_loop *tlsock__uv_loop_ref(uv_loop_t *loop, const struct tlsock
             /* Neither can fail. */
             uv_timer_init(loop, &lp->timer);
             uv_idle_init(loop, &lp->idle);
+            uv_unref((uv_handle_t *)&lp->async);
+            pthread_mutex_init(&lp->answers_lock, NULL);
             lp->timer.data = lp;
             lp->idle.data = lp;
-            lp->open_handles = 2;
+            lp->async.data = lp;
+            lp->open_handles = 3;
             lp->next = registry;
             registry = lp;
         }
@@ -69,6 +90,7 @@ static void handle_closed(uv_handle_t *handle)
     struct tlsock__uv_loop *lp = handle->data;
 
     if (--lp->open_handles == 0) {
+        pthread_mutex_destroy(&lp->answers_lock);
         free(lp->heap);
         free(lp->rbuf);
         free(lp);
@@ -88,8 +110,81 @@ void tlsock__uv_loop_unref(struct tlsock__uv_loop *lp)
     }
     *pp = lp->next;
     pthread_mutex_unlock(&registry_lock);
+    /* Every connection is gone, so every look-up was abandoned: no done queues any more. */
+    answers_drop(answers_take(lp));
     uv_close((uv_handle_t *)&lp->timer, handle_closed);
     uv_close((uv_handle_t *)&lp->idle, handle_closed);
+    uv_close((uv_handle_t *)&lp->async, handle_closed);
+}
+
+/* ---- session-store answers, from any thread ---------------------------------------------------
+ */
+
+/*
+ * The core's notify (core/core.h), in the thread of the store's done, under the look-up's lock,
+ * and only while the connection has not abandoned the look-up: the connection, and so its loop
+ * state, are alive (a connection abandons its look-up before it lets go of the loop). Without
+ * memory for the answer the get's bound gives the handshake a full one.
+ */
+static void store_answered(void *arg, struct tlsock__lookup *lookup)
+{
+    struct tlsock_uv_conn *c = arg;
+    struct tlsock__uv_loop *lp = c->lp;
+    struct tlsock__uv_answer *a = malloc(sizeof(*a));
+
+    if (a == NULL) {
+        tlsock__lookup_unref(lookup);
+        return;
+    }
+    a->lookup = lookup;
+    a->conn = c;
+    pthread_mutex_lock(&lp->answers_lock);
+    a->next = lp->answers;
+    lp->answers = a;
+    pthread_mutex_unlock(&lp->answers_lock);
+    uv_async_send(&lp->async);
+}
+
+void tlsock__uv_watch_store(struct tlsock_uv_conn *c)
+{
+    tlsock__conn_set_store_notify(c->tls, store_answered, c);
+}
+
+static struct tlsock__uv_answer *answers_take(struct tlsock__uv_loop *lp)
+{
+    pthread_mutex_lock(&lp->answers_lock);
+    struct tlsock__uv_answer *a = lp->answers;
+    lp->answers = NULL;
+    pthread_mutex_unlock(&lp->answers_lock);
+    return a;
+}
+
+static void answers_drop(struct tlsock__uv_answer *a)
+{
+    while (a != NULL) {
+        struct tlsock__uv_answer *next = a->next;
+        tlsock__lookup_unref(a->lookup);
+        free(a);
+        a = next;
+    }
+}
+
+/*
+ * The loop's side: each answer's connection runs its pump from the kick list, unless it gave up
+ * on the get (its bound passed) or ended, which abandoned the look-up on this thread. The
+ * look-up's lock is taken only here, outside answers_lock (the notify holds them the other way).
+ */
+static void async_cb(uv_async_t *async)
+{
+    struct tlsock__uv_loop *lp = async->data;
+    struct tlsock__uv_answer *a = answers_take(lp);
+
+    for (struct tlsock__uv_answer *i = a; i != NULL; i = i->next) {
+        if (!tlsock__lookup_abandoned(i->lookup) && !tlsock__uv_ended(i->conn)) {
+            tlsock__uv_kick(i->conn);
+        }
+    }
+    answers_drop(a);
 }
 
 /* ---- kicked connections: a FIFO through kick_prev/kick_next ---------------------------------- */

@@ -4,7 +4,8 @@
  *
  *   state                 deadlines
  *   RESOLVING, CONNECTING connect (until)
- *   HANDSHAKING           handshake (until), write
+ *   HANDSHAKING           handshake (until), write; a server's session-store get (its bound,
+ *                         on the core's clock: core/store.c)
  *   OPEN                  write, idle
  *   RELEASING             write
  *   CLOSING               no progress for the close limit; the linger after our FIN (until)
@@ -54,6 +55,22 @@ static uint64_t earlier(uint64_t a, uint64_t b)
     return a < b ? a : b;
 }
 
+/* A server's handshake waits for the session store's get (core/store.c). */
+static bool store_applies(const struct tlsock_uv_conn *c)
+{
+    return c->state == TLSOCK__UV_HANDSHAKING && tlsock__conn_store_waiting(c->tls);
+}
+
+/* The get's bound, from the core's clock onto the loop's, rounded up so that it has passed on
+ * the core's clock when the loop's timer fires. */
+static uint64_t store_due(const struct tlsock_uv_conn *c)
+{
+    int64_t left_ns = tlsock__conn_store_deadline(c->tls) - tlsock__now_ns();
+    uint64_t left_ms = left_ns > 0 ? (uint64_t)(left_ns + 999999) / 1000000 : 0;
+
+    return uv_now(c->lp->loop) + left_ms;
+}
+
 /* The nearest deadline, UINT64_MAX for none. */
 static uint64_t next_deadline(const struct tlsock_uv_conn *c)
 {
@@ -71,6 +88,9 @@ static uint64_t next_deadline(const struct tlsock_uv_conn *c)
         break;
     default:
         break;
+    }
+    if (store_applies(c)) {
+        due = earlier(due, store_due(c));
     }
     if (write_applies(c)) {
         due = earlier(due, write_due(c));
@@ -101,6 +121,9 @@ enum tlsock__uv_expiry tlsock__uv_expired(const struct tlsock_uv_conn *c, uint64
     case TLSOCK__UV_HANDSHAKING:
         if (until_passed) {
             return TLSOCK__UV_EXP_HANDSHAKE;
+        }
+        if (store_applies(c) && tlsock__now_ns() >= tlsock__conn_store_deadline(c->tls)) {
+            return TLSOCK__UV_EXP_STORE;
         }
         break;
     case TLSOCK__UV_CLOSING:

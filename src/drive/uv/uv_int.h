@@ -23,13 +23,15 @@
  *                count (backpressure)
  *   timers.c     which deadline applies in which state, and when one passed
  *   loop.c       the per-loop state: registry keyed by uv_loop_t, one timer for every deadline
- *                (a min-heap), one idle handle for kicked work, the read buffer
+ *                (a min-heap), one idle handle for kicked work, the read buffer, one async
+ *                handle that carries session-store answers back from any thread
  *   state.c      the states' transition functions and the questions asked about them; errors;
  *                SIGPIPE
  */
 #ifndef TLSOCK_UV_INT_H
 #define TLSOCK_UV_INT_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -89,6 +91,7 @@ enum tlsock__uv_expiry {
     TLSOCK__UV_EXP_NONE,
     TLSOCK__UV_EXP_CONNECT,   /* lookup and TCP connect */
     TLSOCK__UV_EXP_HANDSHAKE, /* the TLS handshake */
+    TLSOCK__UV_EXP_STORE,     /* the session store's get: it counts as a miss */
     TLSOCK__UV_EXP_WRITE,     /* ciphertext waited write_timeout_ms without progress */
     TLSOCK__UV_EXP_IDLE,      /* nothing arrived for read_idle_timeout_ms */
     TLSOCK__UV_EXP_CLOSE,     /* the graceful close: no progress, or the linger ended */
@@ -115,13 +118,15 @@ struct tlsock__uv_hooks {
     uv_close_cb closed;                       /* the connection's socket is closed */
 };
 
+struct tlsock__uv_answer; /* loop.c */
+
 /* What a loop's connections and servers share (loop.c). */
 struct tlsock__uv_loop {
     struct tlsock__uv_loop *next; /* the registry */
     uv_loop_t *loop;
     const struct tlsock__uv_hooks *hooks;
     size_t users;                  /* connections and servers using it; freed after the last */
-    int open_handles;              /* timer and idle not closed yet */
+    int open_handles;              /* timer, idle and async not closed yet */
     uv_timer_t timer;              /* armed for the nearest deadline of all the connections */
     uint64_t timer_due;            /* what it is armed for, UINT64_MAX for nothing */
     uv_idle_t idle;                /* runs kicked connections on the loop's next turn */
@@ -133,6 +138,11 @@ struct tlsock__uv_loop {
     uint32_t heap_cap;
     unsigned char *rbuf; /* headroom + the read buffer: allocated by the first read */
     bool rbuf_lent;      /* lent to libuv for one read (a fact of the buffer, not of a state) */
+    /* Session-store gets whose done came (from any thread): queued under answers_lock, and the
+     * async handle wakes the loop to kick their connections. */
+    uv_async_t async;
+    pthread_mutex_t answers_lock;
+    struct tlsock__uv_answer *answers;
 };
 
 /* One tlsock_uv_write() request; its buffer stays the caller's until it completes. */
@@ -380,6 +390,8 @@ struct tlsock__uv_loop *tlsock__uv_loop_ref(uv_loop_t *loop, const struct tlsock
 void tlsock__uv_loop_unref(struct tlsock__uv_loop *lp);
 /* Asks the loop to run the connection's pump before it polls (never inside an API call). */
 void tlsock__uv_kick(struct tlsock_uv_conn *c);
+/* The connection's session-store gets wake the loop when their done comes (from any thread). */
+void tlsock__uv_watch_store(struct tlsock_uv_conn *c);
 /* Takes the connection off the kick list and out of the deadline heap (it ends). */
 void tlsock__uv_loop_forget(struct tlsock_uv_conn *c);
 /* Sets the connection's place in the deadline heap: @p due, or none for UINT64_MAX. */

@@ -1,0 +1,454 @@
+/*
+ * A server's TLS 1.2 session-ID cache: the context's in-process cache (session_cache.c), or the
+ * application's store (include/tlsock.h, "Session store"; docs/sessions.md).
+ *
+ * A store answers later, maybe from another thread, while the implementations ask for a session
+ * synchronously, in the middle of their ClientHello processing. So the core reads the ClientHello
+ * ahead of the implementation (the gate, before the first handshake step), starts the get, and
+ * makes the handshake wait (TLSOCK_EWANT_READ) until the done came or the driver gave up; the
+ * answer goes into a one-entry slot that the implementation's retrieve callback reads.
+ *
+ * A get's record (struct tlsock__lookup) is shared by the connection and the store's done, and
+ * counted: the done may come after the connection gave up or ended, and then only drops its
+ * reference. An event loop's queue holds a reference too (tlsock__lookup_ref()).
+ */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "impl/hello.h"
+#include "objects.h"
+#include "session_cache.h"
+
+enum {
+    PHASE_HELLO,   /* the ClientHello has not been looked at */
+    PHASE_WAITING, /* a get was started */
+    PHASE_DONE,    /* nothing more to look up: the implementation goes on */
+};
+
+enum {
+    HELLO_MAX = 64 * 1024, /* a ClientHello longer than this is left to the implementation */
+    HELLO_RECORDS = 8,     /* ... and one in more records than this */
+    RECORD_HANDSHAKE = 22,
+    MSG_CLIENT_HELLO = 1,
+    KEY_MAX = 160,
+};
+
+static const char KEY_PREFIX[] = "tlsock:sess:";
+
+struct tlsock__lookup {
+    pthread_mutex_t lock;
+    pthread_cond_t cond; /* the blocking driver waits on it (CLOCK_MONOTONIC) */
+    int refs;
+    bool done;      /* the store's done came */
+    bool abandoned; /* the connection gave up on it or ended: the done keeps nothing */
+    unsigned char *value;
+    size_t len;
+    tlsock__lookup_notify_fn notify;
+    void *notify_arg;
+};
+
+/* ---- the context's setter ---------------------------------------------------------------------
+ */
+
+int tlsock_ctx_set_session_store(struct tlsock_ctx *ctx, const struct tlsock_session_store *store)
+{
+    int rc = tlsock__ctx_setter_begin(ctx);
+
+    if (rc != 0) {
+        return rc;
+    }
+    if (ctx->role != TLSOCK_SERVER) {
+        rc = tlsock__fail(&ctx->err, TLSOCK_EINVAL,
+                          "session store: only server contexts keep sessions in a store");
+    } else if (store != NULL &&
+               (store->get == NULL || store->put == NULL || store->remove == NULL)) {
+        rc = tlsock__fail(&ctx->err, TLSOCK_EINVAL,
+                          "session store: get, put and remove are required");
+    }
+    if (rc != 0) {
+        tlsock__publish(&ctx->err);
+        return rc;
+    }
+    memset(&ctx->store, 0, sizeof(ctx->store));
+    if (store != NULL) {
+        ctx->store = *store;
+    }
+    return 0;
+}
+
+/* ---- keys -------------------------------------------------------------------------------------
+ */
+
+static char *hex(char *p, const unsigned char *data, size_t len)
+{
+    static const char digits[] = "0123456789abcdef";
+
+    for (size_t i = 0; i < len; i++) {
+        *p++ = digits[data[i] >> 4];
+        *p++ = digits[data[i] & 15];
+    }
+    return p;
+}
+
+/* "tlsock:sess:", the configuration digest, ':', the session ID (at most 32 bytes), in hex. */
+static size_t key_make(const struct tlsock_ctx *ctx, const unsigned char *id, size_t id_len,
+                       char key[KEY_MAX])
+{
+    char *p = key;
+
+    memcpy(p, KEY_PREFIX, sizeof(KEY_PREFIX) - 1);
+    p = hex(p + sizeof(KEY_PREFIX) - 1, ctx->session_digest, sizeof(ctx->session_digest));
+    *p++ = ':';
+    p = hex(p, id, id_len < 32 ? id_len : 32);
+    return (size_t)(p - key);
+}
+
+/* ---- the implementation's side: the in-process cache, or the store and the slot ---------------
+ */
+
+static void cache_put(struct tlsock_conn *conn, const unsigned char *id, size_t id_len,
+                      const unsigned char *data, size_t len)
+{
+    int64_t lifetime = (int64_t)conn->ctx->tickets.lifetime * 1000000000;
+
+    /* Without memory a later client makes a full handshake. */
+    (void)tlsock__scache_put(conn->ctx->sessions, id, id_len, data, len,
+                             tlsock__now_ns() + lifetime);
+}
+
+static bool cache_get(struct tlsock_conn *conn, const unsigned char *id, size_t id_len,
+                      unsigned char **data, size_t *len)
+{
+    return tlsock__scache_get(conn->ctx->sessions, id, id_len, false, data, len);
+}
+
+static void cache_remove(struct tlsock_conn *conn, const unsigned char *id, size_t id_len)
+{
+    tlsock__scache_remove(conn->ctx->sessions, id, id_len);
+}
+
+static void store_put(struct tlsock_conn *conn, const unsigned char *id, size_t id_len,
+                      const unsigned char *data, size_t len)
+{
+    const struct tlsock_ctx *ctx = conn->ctx;
+    struct timespec ts;
+    char key[KEY_MAX];
+
+    /* The store's expiry is Unix time: stores compare it with their own clocks. */
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t now_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    ctx->store.put(ctx->store.user, key, key_make(ctx, id, id_len, key), data, len,
+                   now_ms + (int64_t)ctx->tickets.lifetime * 1000);
+}
+
+/* The slot, never the store: what the gate looked up for this ClientHello's session ID. */
+static bool store_get(struct tlsock_conn *conn, const unsigned char *id, size_t id_len,
+                      unsigned char **data, size_t *len)
+{
+    struct tlsock__conn_store *st = &conn->store;
+
+    if (st->slot == NULL || id_len != st->id_len || memcmp(id, st->id, id_len) != 0) {
+        return false;
+    }
+    *data = st->slot;
+    *len = st->slot_len;
+    st->slot = NULL;
+    return true;
+}
+
+static void store_remove(struct tlsock_conn *conn, const unsigned char *id, size_t id_len)
+{
+    const struct tlsock_ctx *ctx = conn->ctx;
+    char key[KEY_MAX];
+
+    ctx->store.remove(ctx->store.user, key, key_make(ctx, id, id_len, key));
+}
+
+void tlsock__store_conn_io(struct tlsock_conn *conn, struct tlsock__session_io *io)
+{
+    const struct tlsock_ctx *ctx = conn->ctx;
+
+    if (ctx->store.get != NULL) {
+        io->server_put = store_put;
+        io->server_get = store_get;
+        io->server_remove = store_remove;
+    } else if (ctx->sessions != NULL) {
+        io->server_put = cache_put;
+        io->server_get = cache_get;
+        io->server_remove = cache_remove;
+    }
+}
+
+/* ---- look-ups ---------------------------------------------------------------------------------
+ */
+
+void tlsock__lookup_unref(struct tlsock__lookup *l)
+{
+    pthread_mutex_lock(&l->lock);
+    int refs = --l->refs;
+    pthread_mutex_unlock(&l->lock);
+    if (refs == 0) {
+        pthread_cond_destroy(&l->cond);
+        pthread_mutex_destroy(&l->lock);
+        free(l->value);
+        free(l);
+    }
+}
+
+bool tlsock__lookup_abandoned(struct tlsock__lookup *l)
+{
+    pthread_mutex_lock(&l->lock);
+    bool abandoned = l->abandoned;
+    pthread_mutex_unlock(&l->lock);
+    return abandoned;
+}
+
+/* The store's done, from any thread: the connection's reference may be gone already. */
+static void lookup_done(void *arg, const void *value, size_t len)
+{
+    struct tlsock__lookup *l = arg;
+
+    pthread_mutex_lock(&l->lock);
+    if (!l->abandoned && value != NULL && len > 0) {
+        l->value = malloc(len); /* without memory: a miss */
+        if (l->value != NULL) {
+            memcpy(l->value, value, len);
+            l->len = len;
+        }
+    }
+    l->done = true;
+    pthread_cond_broadcast(&l->cond);
+    if (!l->abandoned && l->notify != NULL) {
+        l->refs++; /* the notified driver's */
+        l->notify(l->notify_arg, l);
+    }
+    pthread_mutex_unlock(&l->lock);
+    tlsock__lookup_unref(l);
+}
+
+static struct tlsock__lookup *lookup_new(const struct tlsock__conn_store *st)
+{
+    struct tlsock__lookup *l = calloc(1, sizeof(*l));
+    pthread_condattr_t attr;
+
+    if (l == NULL) {
+        return NULL;
+    }
+    pthread_mutex_init(&l->lock, NULL);
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&l->cond, &attr);
+    pthread_condattr_destroy(&attr);
+    l->refs = 2; /* the connection's and the done's */
+    l->notify = st->notify;
+    l->notify_arg = st->notify_arg;
+    return l;
+}
+
+/* The connection lets go of its get: with @p take, the slot keeps what came, if anything. */
+static void lookup_drop(struct tlsock__conn_store *st, bool take)
+{
+    struct tlsock__lookup *l = st->lookup;
+
+    pthread_mutex_lock(&l->lock);
+    l->abandoned = true;
+    if (take && l->done && l->value != NULL) {
+        st->slot = l->value;
+        st->slot_len = l->len;
+        l->value = NULL;
+    }
+    pthread_mutex_unlock(&l->lock);
+    tlsock__lookup_unref(l);
+    st->lookup = NULL;
+    st->phase = PHASE_DONE;
+}
+
+void tlsock__conn_set_store_notify(struct tlsock_conn *conn, tlsock__lookup_notify_fn fn, void *arg)
+{
+    conn->store.notify = fn;
+    conn->store.notify_arg = arg;
+}
+
+bool tlsock__conn_store_waiting(const struct tlsock_conn *conn)
+{
+    return conn->store.phase == PHASE_WAITING;
+}
+
+int64_t tlsock__conn_store_deadline(const struct tlsock_conn *conn)
+{
+    return conn->store.deadline_ns;
+}
+
+void tlsock__conn_store_give_up(struct tlsock_conn *conn)
+{
+    /* A done that came just now counts as late too: the wait decided. */
+    if (conn->store.lookup != NULL) {
+        lookup_drop(&conn->store, false);
+    }
+}
+
+bool tlsock__lookup_wait(struct tlsock_conn *conn, int64_t deadline_ns)
+{
+    struct tlsock__lookup *l = conn->store.lookup;
+    struct timespec ts = {deadline_ns / 1000000000, deadline_ns % 1000000000};
+    int rc = 0;
+
+    if (l == NULL) {
+        return true;
+    }
+    /* The one wait of the core's, for the blocking driver only (an event loop is notified). */
+    pthread_mutex_lock(&l->lock);
+    while (!l->done && rc == 0) {
+        rc = pthread_cond_timedwait(&l->cond, &l->lock, &ts);
+    }
+    bool done = l->done;
+    pthread_mutex_unlock(&l->lock);
+    return done;
+}
+
+void tlsock__store_conn_free(struct tlsock_conn *conn)
+{
+    if (conn->store.lookup != NULL) {
+        lookup_drop(&conn->store, false);
+    }
+    free(conn->store.slot);
+    conn->store.slot = NULL;
+}
+
+/* ---- the gate ---------------------------------------------------------------------------------
+ */
+
+static unsigned get16(const unsigned char *p)
+{
+    return (unsigned)p[0] << 8 | p[1];
+}
+
+/*
+ * The ClientHello at the start of the input, parsed into @p h (1), reading ahead as needed: 0
+ * when there is none to look at (not a handshake record, not a ClientHello, malformed, too long,
+ * the stream ended), else the transport's retry or failure (TLSOCK__TRANSPORT_*).
+ */
+static int hello_read(struct tlsock_conn *conn, struct tlsock__hello *h)
+{
+    struct tlsock__transport *t = &conn->transport;
+    struct tlsock__buf msg = {0};
+    size_t off = 0;
+    int rc = 0;
+
+    for (int records = 0; records < HELLO_RECORDS; records++) {
+        ssize_t n = tlsock__transport_fill(t, off + 5);
+        const unsigned char *in = t->in.data + t->in.off;
+        if (n > 0 && in[off] == RECORD_HANDSHAKE) {
+            n = tlsock__transport_fill(t, off + 5 + get16(in + off + 3));
+            in = t->in.data + t->in.off;
+        } else if (n > 0) {
+            break;
+        }
+        if (n <= 0) {
+            rc = (int)n;
+            break;
+        }
+        size_t rlen = get16(in + off + 3);
+        if (tlsock__buf_append(&msg, in + off + 5, rlen) != 0) {
+            break; /* without memory: no look-up */
+        }
+        off += 5 + rlen;
+        const unsigned char *m = msg.data + msg.off;
+        size_t have = tlsock__buf_pending(&msg);
+        if (have >= 4) {
+            size_t body = (size_t)m[1] << 16 | get16(m + 2);
+            if (m[0] != MSG_CLIENT_HELLO || body > HELLO_MAX) {
+                break;
+            }
+            if (have >= 4 + body) {
+                rc = tlsock__hello_parse(h, m + 4, body) ? 1 : 0;
+                break;
+            }
+        }
+    }
+    tlsock__buf_free(&msg);
+    return rc;
+}
+
+/* The version range the server enables: its last tlsock_ctx_set_protocols(), else 1.2-1.3. */
+static void protocols(const struct tlsock_ctx *ctx, int *min, int *max)
+{
+    *min = 0x0303;
+    *max = 0x0304;
+    for (const struct tlsock__setting *s = ctx->settings; s != NULL; s = s->next) {
+        if (s->kind == TLSOCK__SET_PROTOCOLS) {
+            *min = s->min_version;
+            *max = s->max_version;
+        }
+    }
+}
+
+/* Starts the get of the session @p h offers by ID, when it will resume a TLS 1.2 session by ID. */
+static void lookup_start(struct tlsock_conn *conn, const struct tlsock__hello *h)
+{
+    struct tlsock_ctx *ctx = conn->ctx;
+    struct tlsock__conn_store *st = &conn->store;
+    int min = 0;
+    int max = 0;
+    char key[KEY_MAX];
+
+    protocols(ctx, &min, &max);
+    int version = tlsock__hello_version(h, min, max);
+    /* TLS 1.3 resumes by ticket only; a ticket offered is the implementation's to take. */
+    if (h->session_id_len == 0 || h->ticket_ext || version == 0 || version > 0x0303) {
+        return;
+    }
+    st->lookup = lookup_new(st);
+    if (st->lookup == NULL) {
+        return; /* without memory: a full handshake */
+    }
+    memcpy(st->id, h->session_id, h->session_id_len);
+    st->id_len = h->session_id_len;
+    int64_t wait = TLSOCK_STORE_WAIT_MS;
+    if (conn->handshake_timeout_ms > 0 && conn->handshake_timeout_ms / 2 < wait) {
+        wait = conn->handshake_timeout_ms / 2;
+    }
+    st->deadline_ns = tlsock__now_ns() + wait * 1000000;
+    if (conn->deadline_ns < st->deadline_ns) {
+        st->deadline_ns = conn->deadline_ns;
+    }
+    st->phase = PHASE_WAITING;
+    ctx->store.get(ctx->store.user, key, key_make(ctx, st->id, st->id_len, key), lookup_done,
+                   st->lookup);
+}
+
+int tlsock__store_gate(struct tlsock_conn *conn)
+{
+    struct tlsock__conn_store *st = &conn->store;
+    struct tlsock__hello h;
+
+    if (st->phase == PHASE_DONE || conn->ctx->role != TLSOCK_SERVER ||
+        conn->ctx->store.get == NULL) {
+        return 0;
+    }
+    if (st->phase == PHASE_HELLO) {
+        int rc = hello_read(conn, &h);
+        if (rc == TLSOCK__TRANSPORT_RETRY) {
+            return tlsock__transport_retry_code(&conn->transport, TLSOCK_EWANT_READ, &conn->err);
+        }
+        if (rc == TLSOCK__TRANSPORT_FAILED) {
+            return tlsock__transport_fail(&conn->transport, &conn->err);
+        }
+        st->phase = PHASE_DONE;
+        if (rc == 1) {
+            lookup_start(conn, &h);
+        }
+    }
+    if (st->phase == PHASE_WAITING) {
+        pthread_mutex_lock(&st->lookup->lock);
+        bool done = st->lookup->done;
+        pthread_mutex_unlock(&st->lookup->lock);
+        if (!done) {
+            return TLSOCK_EWANT_READ;
+        }
+        lookup_drop(st, true);
+    }
+    return 0;
+}
