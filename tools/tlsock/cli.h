@@ -90,7 +90,8 @@ bool cli_parse_int(const char *arg, int min, int max, int *out);
     "                           of this process)\n"                                                \
     "      --no-tickets         issue no session tickets (no TLS 1.3 resumption)\n"                \
     "      --session-store URL  keep TLS 1.2 sessions in Redis, redis://HOST[:PORT][/DB],\n"       \
-    "                           shared by the servers that use it\n"
+    "                           shared by the servers that use it, and (without\n"                 \
+    "                           --ticket-keys or --no-tickets) their ticket keys\n"
 
 /* The context options that connect and serve share; NULL fields were not given. */
 struct cli_ctx_options {

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -584,18 +585,71 @@ static int set_tickets(struct tlsock_ctx *ctx, const struct cli_shared_options *
     return err;
 }
 
+#if TLSOCK_CLI_WITH_REDIS
+/* The ticket key file --session-store keeps from Redis: in a directory of its own, removed at
+ * exit. Empty until made. */
+static char shared_keys_dir[256];
+static char shared_keys_path[300];
+
+static void remove_shared_keys(void)
+{
+    unlink(shared_keys_path);
+    rmdir(shared_keys_dir);
+}
+
+/*
+ * --session-store without --ticket-keys or --no-tickets: the ticket secret of every server on
+ * this Redis (tlsock_redis_store_ticket_keys(), made under the lease by the first one), written
+ * to a file of this process and loaded, at start and at each reload (SIGHUP). Redis not answering
+ * is no failure: the file of the last time it did, if any, or this process's own keys serve.
+ */
+static int share_ticket_keys(struct tlsock_ctx *ctx, struct tlsock_redis_store *store)
+{
+    const char *tmp = getenv("TMPDIR");
+    int err;
+
+    if (shared_keys_path[0] == '\0') {
+        snprintf(shared_keys_dir, sizeof(shared_keys_dir), "%s/tlsock-keys-XXXXXX",
+                 tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp");
+        if (mkdtemp(shared_keys_dir) == NULL) {
+            cli_errorf("--session-store: cannot make a directory for the ticket keys: %s",
+                       strerror(errno));
+            return TLSOCK_ESYS;
+        }
+        snprintf(shared_keys_path, sizeof(shared_keys_path), "%s/ticket-keys", shared_keys_dir);
+        atexit(remove_shared_keys);
+    }
+    err = tlsock_redis_store_ticket_keys(store, shared_keys_path, 0, NULL, NULL);
+    if (err != 0) {
+        cli_errorf("warning: --session-store: no shared ticket keys from Redis (%s); %s",
+                   tlsock_redis_errmsg(),
+                   access(shared_keys_path, R_OK) == 0 ? "keeping the last ones"
+                                                       : "this process's own keys serve");
+        if (access(shared_keys_path, R_OK) != 0) {
+            return 0;
+        }
+    }
+    err = tlsock_ctx_set_ticket_keys_file(ctx, shared_keys_path);
+    if (err != 0) {
+        cli_error("--session-store", err, tlsock_ctx_errmsg(ctx));
+    }
+    return err;
+}
+#endif
+
 /*
  * --session-store: the process's one Redis store (made at the first server context, kept until
- * exit, so that every context of a reload uses it), handed to the context.
+ * exit, so that every context of a reload uses it), handed to the context; and, unless
+ * --ticket-keys or --no-tickets says otherwise, the ticket secret shared through it.
  */
-static int set_session_store(struct tlsock_ctx *ctx, const char *url)
+static int set_session_store(struct tlsock_ctx *ctx, const struct cli_shared_options *opts)
 {
 #if TLSOCK_CLI_WITH_REDIS
     static struct tlsock_redis_store *store;
     int err = 0;
 
     if (store == NULL) {
-        err = tlsock_redis_store_new(url, &store);
+        err = tlsock_redis_store_new(opts->session_store, &store);
         if (err != 0) {
             cli_error("--session-store", err, tlsock_redis_errmsg());
             return err;
@@ -604,11 +658,13 @@ static int set_session_store(struct tlsock_ctx *ctx, const char *url)
     err = tlsock_ctx_set_session_store(ctx, tlsock_redis_store_session_store(store));
     if (err != 0) {
         cli_error("--session-store", err, tlsock_ctx_errmsg(ctx));
+    } else if (opts->ticket_keys == NULL && !opts->no_tickets) {
+        err = share_ticket_keys(ctx, store);
     }
     return err;
 #else
     (void)ctx;
-    (void)url;
+    (void)opts;
     cli_error("--session-store", TLSOCK_ECONFIG,
               "this tlsock was built without Redis support (libtlsock_redis, needs hiredis)");
     return TLSOCK_ECONFIG;
@@ -653,7 +709,7 @@ static int ctx_new(int role, const struct cli_ctx_options *ctx_opts,
         err = set_tickets(ctx, opts);
     }
     if (err == 0 && server && opts->session_store != NULL) {
-        err = set_session_store(ctx, opts->session_store);
+        err = set_session_store(ctx, opts);
     }
     if (err == 0 && server && ctx_opts->cert_count == 0) {
         err = cli_use_devcert(ctx, opts->ca_out, fp);
