@@ -144,24 +144,6 @@ static void assert_get(const struct tlsock_session_store *st, const char *key, c
 
 /* ---- log lines ----------------------------------------------------------------------------- */
 
-struct log {
-    atomic_int warnings; /* "unusable" lines */
-    atomic_int backs;    /* "is back" lines */
-};
-
-static void on_log(void *user, const char *msg)
-{
-    struct log *l = user;
-
-    print_message("store log: %s\n", msg);
-    if (strstr(msg, "unusable") != NULL) {
-        atomic_fetch_add(&l->warnings, 1);
-    }
-    if (strstr(msg, "is back") != NULL) {
-        atomic_fetch_add(&l->backs, 1);
-    }
-}
-
 static bool wait_connected(struct tlsock_redis_store *store, bool want, int ms)
 {
     int64_t until = now_ms() + ms;
@@ -172,13 +154,13 @@ static bool wait_connected(struct tlsock_redis_store *store, bool want, int ms)
     return tlsock_redis_store_connected(store) == want;
 }
 
-static struct tlsock_redis_store *store_new(struct log *log)
+static struct tlsock_redis_store *store_new(struct ts_redis_log *log)
 {
     struct tlsock_redis_store *store = NULL;
 
     TS_ASSERT_RC_MSG(tlsock_redis_store_new(server.url, &store), 0, tlsock_redis_errmsg());
     if (log != NULL) {
-        assert_int_equal(tlsock_redis_store_set_log(store, on_log, log), 0);
+        assert_int_equal(tlsock_redis_store_set_log(store, ts_redis_on_log, log), 0);
     }
     assert_true(wait_connected(store, true, WAIT_MS));
     return store;
@@ -330,7 +312,7 @@ static void gets_while_down(const struct tlsock_session_store *st, int gets, int
 
 static void test_killed_and_restarted(void **state)
 {
-    struct log log = {0};
+    struct ts_redis_log log = {0};
     struct tlsock_redis_store *store = store_new(&log);
     const struct tlsock_session_store *st = tlsock_redis_store_session_store(store);
 
@@ -356,7 +338,7 @@ static void test_killed_and_restarted(void **state)
 
 static void test_paused(void **state)
 {
-    struct log log = {0};
+    struct ts_redis_log log = {0};
     struct tlsock_redis_store *store = store_new(&log);
     const struct tlsock_session_store *st = tlsock_redis_store_session_store(store);
 
@@ -413,7 +395,7 @@ static void test_queue_bound_and_free(void **state)
 
 static void test_not_running_at_start(void **state)
 {
-    struct log log = {0};
+    struct ts_redis_log log = {0};
     struct tlsock_redis_store *store = NULL;
     struct answer a;
     int64_t took;
@@ -421,7 +403,7 @@ static void test_not_running_at_start(void **state)
     (void)state;
     assert_int_equal(ts_redis_kill(&server), 0);
     TS_ASSERT_RC_MSG(tlsock_redis_store_new(server.url, &store), 0, tlsock_redis_errmsg());
-    assert_int_equal(tlsock_redis_store_set_log(store, on_log, &log), 0);
+    assert_int_equal(tlsock_redis_store_set_log(store, ts_redis_on_log, &log), 0);
     assert_true(get_key(tlsock_redis_store_session_store(store), "x", &a, 1000, &took));
     assert_true(took < IMMEDIATE_MS);
     assert_false(a.hit);

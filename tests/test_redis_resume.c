@@ -34,59 +34,7 @@ enum {
 
 static struct ts_redis redis;
 
-/* What the last connection's ends reported in on_connect: 1 resumed, 0 not, -1 not connected. */
-static int client_resumed = -1;
-static int server_resumed = -1;
-
-static int resumed_of(struct peer *p, int status)
-{
-    const struct tlsock_info *info = NULL;
-
-    if (status != 0 || tlsock_conn_info(tlsock_uv_conn_tls(p->conn), &info) != 0) {
-        return -1;
-    }
-    return info->resumed ? 1 : 0;
-}
-
-static void client_connected(struct peer *p, int status)
-{
-    client_resumed = resumed_of(p, status);
-    echo_client.on_connect(p, status);
-}
-
-static void server_connected(struct peer *p, int status)
-{
-    server_resumed = resumed_of(p, status);
-}
-
-/* echo_client's, recording on_connect (made in group_setup: echo_client is not a constant). */
-static struct hooks client_hooks;
-
-static const struct hooks resume_server = {
-    .on_connect = server_connected,
-    .on_read = echo_back,
-    .on_event = close_on_event,
-};
-
 /* ---- the store's log ----------------------------------------------------------------------- */
-
-struct log {
-    atomic_int warnings; /* "unusable" lines */
-    atomic_int backs;    /* "is back" lines */
-};
-
-static void on_log(void *user, const char *msg)
-{
-    struct log *l = user;
-
-    print_message("store log: %s\n", msg);
-    if (strstr(msg, "unusable") != NULL) {
-        atomic_fetch_add(&l->warnings, 1);
-    }
-    if (strstr(msg, "is back") != NULL) {
-        atomic_fetch_add(&l->backs, 1);
-    }
-}
 
 /* ---- what each test made, freed after the harness closed the servers and contexts ----------- */
 
@@ -129,11 +77,11 @@ static bool wait_connected(struct tlsock_redis_store *store, int ms)
 }
 
 /* stores[@p i] on the test's Redis, connected, logging to @p log (may be NULL). */
-static struct tlsock_redis_store *store_new(int i, struct log *log)
+static struct tlsock_redis_store *store_new(int i, struct ts_redis_log *log)
 {
     TS_ASSERT_RC_MSG(tlsock_redis_store_new(redis.url, &stores[i]), 0, tlsock_redis_errmsg());
     if (log != NULL) {
-        assert_int_equal(tlsock_redis_store_set_log(stores[i], on_log, log), 0);
+        assert_int_equal(tlsock_redis_store_set_log(stores[i], ts_redis_on_log, log), 0);
     }
     assert_true(wait_connected(stores[i], STORE_WAIT_MS));
     return stores[i];
@@ -141,8 +89,6 @@ static struct tlsock_redis_store *store_new(int i, struct log *log)
 
 static int group_setup(void **state)
 {
-    client_hooks = echo_client;
-    client_hooks.on_connect = client_connected;
     if (ts_redis_start(&redis) != 0) {
         return -1;
     }
@@ -223,17 +169,17 @@ static void server_gone(struct env *env, struct srv *s)
 /* One echo of env->cctx to @p port; returns whether it resumed, which both ends must agree on. */
 static bool connect_once(struct env *env, uint16_t port)
 {
-    client_resumed = -1;
-    server_resumed = -1;
-    struct peer *c = client_start(env, env->cctx, port, &client_hooks, TX_LEN, 7);
+    resume_client_seen = -1;
+    resume_server_seen = -1;
+    struct peer *c = client_start(env, env->cctx, port, &resume_client, TX_LEN, 7);
     c->close_when_echoed = true;
     RUN_UNTIL(env, c->conn == NULL && server_peers_closed(env), WAIT_MS);
     TS_ASSERT_RC_MSG(c->connect_rc, 0, c->connect_msg);
     assert_true(echoed(c));
     assert_no_anomaly(env);
-    assert_int_not_equal(client_resumed, -1);
-    assert_int_equal(server_resumed, client_resumed);
-    return client_resumed == 1;
+    assert_int_not_equal(resume_client_seen, -1);
+    assert_int_equal(resume_server_seen, resume_client_seen);
+    return resume_client_seen == 1;
 }
 
 static void client_ctx(struct env *env, const char *protocols)
@@ -243,6 +189,19 @@ static void client_ctx(struct env *env, const char *protocols)
 }
 
 /* ---- two servers sharing Redis ------------------------------------------------------------- */
+
+/* After server A closed, on its port: server B (env->thread_ctx[0]) resumes the client's session,
+ * server C (env->thread_ctx[1]) does not. */
+static void others_on(struct env *env, uint16_t port)
+{
+    struct srv *b = serve_on(env, 1, env->thread_ctx[0], port);
+    assert_true(connect_once(env, port));
+    server_gone(env, b);
+
+    struct srv *c = serve_on(env, 2, env->thread_ctx[1], port);
+    assert_false(connect_once(env, port));
+    server_gone(env, c);
+}
 
 /*
  * TLS 1.2 by session ID (the servers' tickets are off): a session made on server A, kept in Redis
@@ -273,14 +232,7 @@ static void test_tls12_across_servers(void **state)
     assert_string_equal(out, "1");
     assert_true(connect_once(env, port));
     server_gone(env, a);
-
-    struct srv *b = serve_on(env, 1, env->thread_ctx[0], port);
-    assert_true(connect_once(env, port));
-    server_gone(env, b);
-
-    struct srv *c = serve_on(env, 2, env->thread_ctx[1], port);
-    assert_false(connect_once(env, port));
-    server_gone(env, c);
+    others_on(env, port);
 }
 
 /*
@@ -329,14 +281,7 @@ static void test_tls13_ticket_keys_through_redis(void **state)
     uint16_t port = a->port;
     assert_false(connect_once(env, port));
     server_gone(env, a);
-
-    struct srv *b = serve_on(env, 1, env->thread_ctx[0], port);
-    assert_true(connect_once(env, port));
-    server_gone(env, b);
-
-    struct srv *c = serve_on(env, 2, env->thread_ctx[1], port);
-    assert_false(connect_once(env, port));
-    server_gone(env, c);
+    others_on(env, port);
 }
 
 /* ---- Redis failing under a server ---------------------------------------------------------- */
@@ -418,7 +363,7 @@ static int handshakes_while_down(struct env *env, uint16_t port)
 }
 
 /* A server with the store, two connections: a full handshake, then one resumed through Redis. */
-static uint16_t serve_and_resume(struct env *env, struct log *log)
+static uint16_t serve_and_resume(struct env *env, struct ts_redis_log *log)
 {
     client_ctx(env, "1.2-1.2");
     env->sctx = server_ctx(store_new(0, log), false);
@@ -430,7 +375,7 @@ static uint16_t serve_and_resume(struct env *env, struct log *log)
 
 /* After the outage: the store says Redis is back, once; the client's latest session was made
  * while puts were dropped, so its next connection is full, and the one after resumes. */
-static void resumes_again(struct env *env, uint16_t port, struct log *log)
+static void resumes_again(struct env *env, uint16_t port, struct ts_redis_log *log)
 {
     assert_true(wait_connected(stores[0], STORE_WAIT_MS));
     assert_int_equal(atomic_load(&log->backs), 1);
@@ -443,7 +388,7 @@ static void resumes_again(struct env *env, uint16_t port, struct log *log)
 static void test_killed_then_restarted(void **state)
 {
     struct env *env = *state;
-    struct log log = {0};
+    struct ts_redis_log log = {0};
 
     uint16_t port = serve_and_resume(env, &log);
     assert_int_equal(ts_redis_kill(&redis), 0);
@@ -458,7 +403,7 @@ static void test_killed_then_restarted(void **state)
 static void test_paused_then_continued(void **state)
 {
     struct env *env = *state;
-    struct log log = {0};
+    struct ts_redis_log log = {0};
 
     uint16_t port = serve_and_resume(env, &log);
     assert_int_equal(ts_redis_pause(&redis), 0);

@@ -11,47 +11,6 @@
 
 #define TX_LEN 3000
 
-/* What the last connection's ends reported in on_connect: 1 resumed, 0 not, -1 not connected. */
-static int client_resumed = -1;
-static int server_resumed = -1;
-
-static int resumed_of(struct peer *p, int status)
-{
-    const struct tlsock_info *info = NULL;
-
-    if (status != 0 || tlsock_conn_info(tlsock_uv_conn_tls(p->conn), &info) != 0) {
-        return -1;
-    }
-    return info->resumed ? 1 : 0;
-}
-
-static void client_connected(struct peer *p, int status)
-{
-    client_resumed = resumed_of(p, status);
-    echo_client.on_connect(p, status);
-}
-
-static void server_connected(struct peer *p, int status)
-{
-    server_resumed = resumed_of(p, status);
-}
-
-/* echo_client's, recording on_connect (made in group_setup: echo_client is not a constant). */
-static struct hooks client_hooks;
-
-static const struct hooks resume_server = {
-    .on_connect = server_connected,
-    .on_read = echo_back,
-    .on_event = close_on_event,
-};
-
-static int group_setup(void **state)
-{
-    client_hooks = echo_client;
-    client_hooks.on_connect = client_connected;
-    return ts_pki_setup(state);
-}
-
 /*
  * One echo of @p ctx to env->host:@p port (SNI @p sni and name @p verify, NULL: the host's),
  * which both ends must report as @p resumed.
@@ -59,16 +18,16 @@ static int group_setup(void **state)
 static void connect_once(struct env *env, struct tlsock_ctx *ctx, uint16_t port, const char *sni,
                          const char *verify, bool resumed)
 {
-    client_resumed = -1;
-    server_resumed = -1;
-    struct peer *c = client_start_named(env, ctx, port, sni, verify, &client_hooks, TX_LEN, 7);
+    resume_client_seen = -1;
+    resume_server_seen = -1;
+    struct peer *c = client_start_named(env, ctx, port, sni, verify, &resume_client, TX_LEN, 7);
     c->close_when_echoed = true;
     RUN_UNTIL(env, c->conn == NULL && server_peers_closed(env), WAIT_MS);
     TS_ASSERT_RC_MSG(c->connect_rc, 0, c->connect_msg);
     assert_true(echoed(c));
     assert_no_anomaly(env);
-    assert_int_equal(client_resumed, resumed);
-    assert_int_equal(server_resumed, resumed);
+    assert_int_equal(resume_client_seen, resumed);
+    assert_int_equal(resume_server_seen, resumed);
 }
 
 static void cache_resumes(void **state, const char *protocols)
@@ -147,5 +106,5 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_other_host, env_setup, env_teardown),
     };
 
-    return cmocka_run_group_tests_name("uv_resume", tests, group_setup, ts_pki_teardown);
+    return cmocka_run_group_tests_name("uv_resume", tests, ts_pki_setup, ts_pki_teardown);
 }

@@ -178,6 +178,21 @@ s_client_echo() {
     return "$status"
 }
 
+# pki_client NAME PORT ARGS...: s_client_echo to 127.0.0.1:PORT, verified against the CA of
+# make_certs "$WORK/pki"; fails the script if s_client fails.
+pki_client() {
+    local name=$1
+    local port=$2
+    shift 2
+    s_client_echo "$name" -connect "127.0.0.1:$port" -CAfile "$WORK/pki/ca.pem" \
+        -verify_return_error "$@" || fail "$name: s_client failed: $(cat "$WORK/$name.err")"
+}
+
+# s_client_session NAME: "New, TLSv1.3", "Reused, TLSv1.2"... of s_client's output NAME.
+s_client_session() {
+    sed -nE 's/^(New|Reused), (TLSv1\.[23]),.*/\1, \2/p' "$WORK/$1.out" | head -1
+}
+
 # gnutls_cli_echo NAME PORT CAFILE: gnutls-cli verifies localhost:PORT against CAFILE (chain and
 # host name), sends a token and waits for its echo; returns gnutls-cli's exit status, with its
 # output in $WORK/NAME.out.

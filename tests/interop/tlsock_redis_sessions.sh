@@ -45,7 +45,8 @@ redis_port=$(free_port)
 start_bg redis "$REDIS_SERVER_BIN" --port "$redis_port" --bind 127.0.0.1 --save '' \
     --appendonly no
 redis_pid=$BG_PID
-redis_ping "$redis_port" || fail "redis-server on $redis_port does not answer: $(cat "$WORK/redis.out")"
+redis_ping "$redis_port" ||
+    fail "redis-server on $redis_port does not answer: $(cat "$WORK/redis.out")"
 store="redis://127.0.0.1:$redis_port"
 
 # serve NAME ARGS...: a serve process on $impl with the shared certificate and its own TMPDIR
@@ -58,23 +59,9 @@ serve() {
         --cert "$WORK/pki/cert.pem" --key "$WORK/pki/key.pem" "$@"
 }
 
-# client NAME PORT ARGS...: s_client_echo to PORT, verified.
-client() {
-    local name=$1
-    local port=$2
-    shift 2
-    s_client_echo "$name" -connect "127.0.0.1:$port" -CAfile "$WORK/pki/ca.pem" \
-        -verify_return_error "$@" || fail "$name: s_client failed: $(cat "$WORK/$name.err")"
-}
-
-# resumed NAME: "Reused, TLSv1.2", "New, TLSv1.3"... of s_client's output NAME.
-resumed() {
-    sed -nE 's/^(New|Reused), (TLSv1\.[23]),.*/\1, \2/p' "$WORK/$1.out" | head -1
-}
-
 # expect NAME WANT: s_client's output NAME says WANT.
 expect() {
-    [ "$(resumed "$1")" = "$2" ] || fail "$1: $(resumed "$1"), expected $2"
+    [ "$(s_client_session "$1")" = "$2" ] || fail "$1: $(s_client_session "$1"), expected $2"
 }
 
 serve a --session-store "$store"
@@ -85,24 +72,24 @@ serve own
 port_own=$PORT
 
 # ---- TLS 1.2 by session ID ---------------------------------------------------------------------
-client first12 "$port_a" -tls1_2 -no_ticket -sess_out "$WORK/sess12.pem"
+pki_client first12 "$port_a" -tls1_2 -no_ticket -sess_out "$WORK/sess12.pem"
 expect first12 "New, TLSv1.2"
 [ -s "$WORK/sess12.pem" ] || fail "first12: no session"
-client across12 "$port_b" -tls1_2 -no_ticket -sess_in "$WORK/sess12.pem"
+pki_client across12 "$port_b" -tls1_2 -no_ticket -sess_in "$WORK/sess12.pem"
 expect across12 "Reused, TLSv1.2"
 pass "$impl: a TLS 1.2 session (by ID) from one serve process resumes on another through Redis"
-client own12 "$port_own" -tls1_2 -no_ticket -sess_in "$WORK/sess12.pem"
+pki_client own12 "$port_own" -tls1_2 -no_ticket -sess_in "$WORK/sess12.pem"
 expect own12 "New, TLSv1.2"
 pass "$impl: not on a serve process without --session-store"
 
 # ---- TLS 1.3 tickets, the secret shared through Redis -------------------------------------------
-client first13 "$port_a" -tls1_3 -sess_out "$WORK/sess13.pem"
+pki_client first13 "$port_a" -tls1_3 -sess_out "$WORK/sess13.pem"
 expect first13 "New, TLSv1.3"
 [ -s "$WORK/sess13.pem" ] || fail "first13: serve a sent no ticket"
-client across13 "$port_b" -tls1_3 -sess_in "$WORK/sess13.pem"
+pki_client across13 "$port_b" -tls1_3 -sess_in "$WORK/sess13.pem"
 expect across13 "Reused, TLSv1.3"
 pass "$impl: a TLS 1.3 ticket from one serve process resumes on another (ticket keys via Redis)"
-client own13 "$port_own" -tls1_3 -sess_in "$WORK/sess13.pem"
+pki_client own13 "$port_own" -tls1_3 -sess_in "$WORK/sess13.pem"
 expect own13 "New, TLSv1.3"
 pass "$impl: not on a serve process with keys of its own"
 
@@ -124,8 +111,8 @@ stop_bg "$redis_pid" 10
 serve down --session-store "$store"
 grep -q "warning: --session-store: no shared ticket keys from Redis" "$WORK/down.err" ||
     fail "serve down: no warning: $(cat "$WORK/down.err")"
-client down12 "$PORT" -tls1_2 -no_ticket -sess_in "$WORK/sess12.pem"
+pki_client down12 "$PORT" -tls1_2 -no_ticket -sess_in "$WORK/sess12.pem"
 expect down12 "New, TLSv1.2"
-client down13 "$PORT" -tls1_3
+pki_client down13 "$PORT" -tls1_3
 expect down13 "New, TLSv1.3"
 pass "$impl: with Redis down, serve starts, warns and serves full handshakes"

@@ -36,24 +36,10 @@ serve() {
         --key "$WORK/pki/key.pem" "$@"
 }
 
-# client NAME PORT ARGS...: s_client_echo to PORT (verified, TLS 1.3 unless ARGS say otherwise).
-client() {
-    local name=$1
-    local port=$2
-    shift 2
-    s_client_echo "$name" -connect "127.0.0.1:$port" -CAfile "$WORK/pki/ca.pem" \
-        -verify_return_error "$@" || fail "$name: s_client failed: $(cat "$WORK/$name.err")"
-}
-
 # expect NAME LINE: s_client's output NAME has exactly the line LINE (a fixed string).
 expect() {
     grep -qxF -- "$2" "$WORK/$1.out" ||
         fail "$1: no line '$2' in: $(grep -E '^(New|Reused|Early)' "$WORK/$1.out" | tr '\n' ' ')"
-}
-
-# resumed NAME: "Reused, TLSv1.3" or "New, TLSv1.3" of s_client's output NAME.
-resumed() {
-    sed -nE 's/^(New|Reused), (TLSv1\.[23]),.*/\1, \2/p' "$WORK/$1.out" | head -1
 }
 
 # ---- two processes sharing the key file -------------------------------------------------------
@@ -64,16 +50,17 @@ port_b=$PORT pid_b=$BG_PID
 serve own
 port_own=$PORT
 
-client first "$port_a" -tls1_3 -sess_out "$WORK/sess.pem"
-[ "$(resumed first)" = "New, TLSv1.3" ] || fail "first: $(resumed first), expected a full handshake"
+pki_client first "$port_a" -tls1_3 -sess_out "$WORK/sess.pem"
+[ "$(s_client_session first)" = "New, TLSv1.3" ] ||
+    fail "first: $(s_client_session first), expected a full handshake"
 [ -s "$WORK/sess.pem" ] || fail "first: server a sent no ticket"
-client across "$port_b" -tls1_3 -sess_in "$WORK/sess.pem"
-[ "$(resumed across)" = "Reused, TLSv1.3" ] ||
-    fail "across: a's session on b: $(resumed across), expected Reused, TLSv1.3"
+pki_client across "$port_b" -tls1_3 -sess_in "$WORK/sess.pem"
+[ "$(s_client_session across)" = "Reused, TLSv1.3" ] ||
+    fail "across: a's session on b: $(s_client_session across), expected Reused, TLSv1.3"
 pass "$impl: a session from one serve process resumes on another sharing --ticket-keys"
-client own-keys "$port_own" -tls1_3 -sess_in "$WORK/sess.pem"
-[ "$(resumed own-keys)" = "New, TLSv1.3" ] ||
-    fail "own-keys: a server without the key file resumed: $(resumed own-keys)"
+pki_client own-keys "$port_own" -tls1_3 -sess_in "$WORK/sess.pem"
+[ "$(s_client_session own-keys)" = "New, TLSv1.3" ] ||
+    fail "own-keys: a server without the key file resumed: $(s_client_session own-keys)"
 pass "$impl: not on a server with keys of its own"
 
 # ---- 0-RTT ------------------------------------------------------------------------------------
@@ -81,7 +68,7 @@ pass "$impl: not on a server with keys of its own"
     fail "openssl sess_id: $(cat "$WORK/sess.txt")"
 grep -qE '^ *Max Early Data: 0$' "$WORK/sess.txt" ||
     fail "the ticket allows early data: $(cat "$WORK/sess.txt")"
-client early-plain "$port_b" -tls1_3 -sess_in "$WORK/sess.pem" -early_data "$WORK/early.txt"
+pki_client early-plain "$port_b" -tls1_3 -sess_in "$WORK/sess.pem" -early_data "$WORK/early.txt"
 expect early-plain "Early data was not sent"
 ! grep -qF "$early_token" "$WORK/early-plain.out" || fail "early-plain: the early data was echoed"
 
@@ -111,9 +98,9 @@ exec 4>&-
 "$OPENSSL_BIN" sess_id -in "$WORK/sess-ed.pem" -noout -text >"$WORK/sess-ed.txt" 2>&1 ||
     fail "openssl sess_id: $(cat "$WORK/sess-ed.txt")"
 grep -qE '^ *Max Early Data: 16384$' "$WORK/sess-ed.txt" || fail "the copy allows no early data"
-client early "$port_b" -tls1_3 -sess_in "$WORK/sess-ed.pem" -early_data "$WORK/early.txt"
-[ "$(resumed early)" = "Reused, TLSv1.3" ] ||
-    fail "early: $(resumed early), expected Reused, TLSv1.3"
+pki_client early "$port_b" -tls1_3 -sess_in "$WORK/sess-ed.pem" -early_data "$WORK/early.txt"
+[ "$(s_client_session early)" = "Reused, TLSv1.3" ] ||
+    fail "early: $(s_client_session early), expected Reused, TLSv1.3"
 expect early "Early data was rejected"
 # s_client_echo's token came back after the handshake; the early data never did.
 ! grep -qF "$early_token" "$WORK/early.out" || fail "early: the server echoed the early data"
@@ -124,31 +111,33 @@ chmod 644 "$WORK/keys"
 hup "$pid_b"
 wait_for "$WORK/b.err" "ticket key file $WORK/keys is readable by others" 10 >/dev/null
 wait_for "$WORK/b.err" 'SIGHUP: reload failed' 10 >/dev/null
-client bad-file "$port_b" -tls1_3 -sess_in "$WORK/sess.pem"
-[ "$(resumed bad-file)" = "Reused, TLSv1.3" ] ||
-    fail "bad-file: after a bad key file b no longer resumes: $(resumed bad-file)"
+pki_client bad-file "$port_b" -tls1_3 -sess_in "$WORK/sess.pem"
+[ "$(s_client_session bad-file)" = "Reused, TLSv1.3" ] ||
+    fail "bad-file: after a bad key file b no longer resumes: $(s_client_session bad-file)"
 pass "$impl: SIGHUP with a bad key file keeps the keys"
 
 "$TLSOCK_BIN" cert --ticket-keys "$WORK/keys" >>"$WORK/keys.out" 2>&1 || fail "new key file"
 hup "$pid_a"
 wait_for "$WORK/a.err" "SIGHUP: reloaded --cert .* --ticket-keys $WORK/keys" 10 >/dev/null
-client new-file "$port_a" -tls1_3 -sess_in "$WORK/sess.pem" -sess_out "$WORK/sess2.pem"
-[ "$(resumed new-file)" = "New, TLSv1.3" ] ||
-    fail "new-file: a reloaded a new secret, yet the old session resumed: $(resumed new-file)"
-client new-session "$port_a" -tls1_3 -sess_in "$WORK/sess2.pem"
-[ "$(resumed new-session)" = "Reused, TLSv1.3" ] ||
-    fail "new-session: under the new key file: $(resumed new-session)"
+pki_client new-file "$port_a" -tls1_3 -sess_in "$WORK/sess.pem" -sess_out "$WORK/sess2.pem"
+[ "$(s_client_session new-file)" = "New, TLSv1.3" ] ||
+    fail "new-file: a reloaded a new secret, yet the old session resumed:" \
+        "$(s_client_session new-file)"
+pki_client new-session "$port_a" -tls1_3 -sess_in "$WORK/sess2.pem"
+[ "$(s_client_session new-session)" = "Reused, TLSv1.3" ] ||
+    fail "new-session: under the new key file: $(s_client_session new-session)"
 pass "$impl: SIGHUP reloads a new key file (old sessions give a full handshake)"
 
 # ---- --no-tickets ------------------------------------------------------------------------------
 serve off --no-tickets
 port_off=$PORT
-client off-13 "$port_off" -tls1_3 -sess_out "$WORK/off.pem"
+pki_client off-13 "$port_off" -tls1_3 -sess_out "$WORK/off.pem"
 [ ! -s "$WORK/off.pem" ] || fail "off-13: --no-tickets sent a TLS 1.3 ticket"
-client off-offered "$port_off" -tls1_3 -sess_in "$WORK/sess2.pem"
-[ "$(resumed off-offered)" = "New, TLSv1.3" ] || fail "off-offered: $(resumed off-offered)"
-client off-12 "$port_off" -tls1_2 -sess_out "$WORK/off12.pem"
-client off-12-again "$port_off" -tls1_2 -sess_in "$WORK/off12.pem"
-[ "$(resumed off-12-again)" = "Reused, TLSv1.2" ] ||
-    fail "off-12-again: $(resumed off-12-again), expected Reused, TLSv1.2 (by session ID)"
+pki_client off-offered "$port_off" -tls1_3 -sess_in "$WORK/sess2.pem"
+[ "$(s_client_session off-offered)" = "New, TLSv1.3" ] ||
+    fail "off-offered: $(s_client_session off-offered)"
+pki_client off-12 "$port_off" -tls1_2 -sess_out "$WORK/off12.pem"
+pki_client off-12-again "$port_off" -tls1_2 -sess_in "$WORK/off12.pem"
+[ "$(s_client_session off-12-again)" = "Reused, TLSv1.2" ] ||
+    fail "off-12-again: $(s_client_session off-12-again), expected Reused, TLSv1.2 (by session ID)"
 pass "$impl: --no-tickets: no TLS 1.3 resumption; TLS 1.2 resumes by session ID"

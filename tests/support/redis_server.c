@@ -207,3 +207,16 @@ int ts_redis_cmd(const struct ts_redis *r, const char *cmd, char *out, size_t ca
     redisFree(c);
     return rc;
 }
+
+void ts_redis_on_log(void *user, const char *msg)
+{
+    struct ts_redis_log *l = user;
+
+    printf("store log: %s\n", msg);
+    if (strstr(msg, "unusable") != NULL) {
+        atomic_fetch_add(&l->warnings, 1);
+    }
+    if (strstr(msg, "is back") != NULL) {
+        atomic_fetch_add(&l->backs, 1);
+    }
+}

@@ -9,6 +9,7 @@
 #ifndef TLSOCK_TEST_REDIS_SERVER_H
 #define TLSOCK_TEST_REDIS_SERVER_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -45,5 +46,14 @@ void ts_redis_stop(struct ts_redis *r);
  * an error as "ERR ...". Returns 0 or -1 (no connection, no reply within 2 s).
  */
 int ts_redis_cmd(const struct ts_redis *r, const char *cmd, char *out, size_t cap);
+
+/* What a store logged (tlsock_redis_store_set_log(store, ts_redis_on_log, &log)): outages and
+ * their ends. Each line is printed too. */
+struct ts_redis_log {
+    atomic_int warnings; /* "unusable" lines */
+    atomic_int backs;    /* "is back" lines */
+};
+
+void ts_redis_on_log(void *user, const char *msg);
 
 #endif

@@ -948,6 +948,42 @@ const struct hooks echo_server = {
     .on_event = close_on_event,
 };
 
+int resume_client_seen = -1;
+int resume_server_seen = -1;
+
+static int resumed_of(struct peer *p, int status)
+{
+    const struct tlsock_info *info = NULL;
+
+    if (status != 0 || tlsock_conn_info(tlsock_uv_conn_tls(p->conn), &info) != 0) {
+        return -1;
+    }
+    return info->resumed ? 1 : 0;
+}
+
+static void resume_client_connected(struct peer *p, int status)
+{
+    resume_client_seen = resumed_of(p, status);
+    send_tx(p, status);
+}
+
+static void resume_server_connected(struct peer *p, int status)
+{
+    resume_server_seen = resumed_of(p, status);
+}
+
+const struct hooks resume_client = {
+    .on_connect = resume_client_connected,
+    .on_read = check_echo,
+    .on_event = close_on_event,
+};
+
+const struct hooks resume_server = {
+    .on_connect = resume_server_connected,
+    .on_read = echo_back,
+    .on_event = close_on_event,
+};
+
 bool echoed(const struct peer *p)
 {
     return p->connect_rc == 0 && p->rx_len == p->tx_len &&

@@ -322,6 +322,15 @@ extern const struct hooks echo_client;
 /* Server connections: echo everything, close at the end of the stream or on an error. */
 extern const struct hooks echo_server;
 
+/* What the last connection's ends reported in on_connect for resumption tests: 1 resumed, 0 not,
+ * -1 not connected (the test resets them before each connection). */
+extern int resume_client_seen;
+extern int resume_server_seen;
+
+/* echo_client and an echoing server that record tlsock_info.resumed in the above. */
+extern const struct hooks resume_client;
+extern const struct hooks resume_server;
+
 /* The peer connected and got back exactly what it sent. */
 bool echoed(const struct peer *p);
 
