@@ -28,7 +28,9 @@
 enum {
     STORE_WAIT_MS = 8000, /* longest wait for the store to connect or reconnect by itself */
     TICK_MS = 10,         /* the loop's probe timer */
-    MAX_GAP_MS = 150,     /* the probe is never later than this: well under the store's 200 ms */
+    REQUEST_MS = 600,     /* the store's request timeout here: what a blocking get would take */
+    MAX_GAP_MS = 300,     /* the probe is never later than this: well under REQUEST_MS, with room
+                             for a loaded machine (sanitizers, parallel tests) */
     OUTAGE_HANDSHAKES = 6,
 };
 
@@ -80,6 +82,7 @@ static bool wait_connected(struct tlsock_redis_store *store, int ms)
 static struct tlsock_redis_store *store_new(int i, struct ts_redis_log *log)
 {
     TS_ASSERT_RC_MSG(tlsock_redis_store_new(redis.url, &stores[i]), 0, tlsock_redis_errmsg());
+    assert_int_equal(tlsock_redis_store_set_timeout(stores[i], REQUEST_MS), 0);
     if (log != NULL) {
         assert_int_equal(tlsock_redis_store_set_log(stores[i], ts_redis_on_log, log), 0);
     }
@@ -407,9 +410,9 @@ static void test_paused_then_continued(void **state)
 
     uint16_t port = serve_and_resume(env, &log);
     assert_int_equal(ts_redis_pause(&redis), 0);
-    /* The first get waits for the store's timeout (200 ms) without holding the loop; then Redis
-     * is down for the store and the others miss at once. The loop ran meanwhile. */
-    assert_true(handshakes_while_down(env, port) >= 200);
+    /* The first get waits for the store's timeout (REQUEST_MS) without holding the loop; then
+     * Redis is down for the store and the others miss at once. The loop ran meanwhile. */
+    assert_true(handshakes_while_down(env, port) >= REQUEST_MS);
     assert_false(tlsock_redis_store_connected(stores[0]));
     assert_int_equal(atomic_load(&log.warnings), 1);
     assert_int_equal(atomic_load(&log.backs), 0);
