@@ -124,11 +124,6 @@ static bool cache_get(struct tlsock_conn *conn, const unsigned char *id, size_t 
     return tlsock__scache_get(conn->ctx->sessions, id, id_len, false, data, len);
 }
 
-static void cache_remove(struct tlsock_conn *conn, const unsigned char *id, size_t id_len)
-{
-    tlsock__scache_remove(conn->ctx->sessions, id, id_len);
-}
-
 static void store_put(struct tlsock_conn *conn, const unsigned char *id, size_t id_len,
                       const unsigned char *data, size_t len)
 {
@@ -158,12 +153,28 @@ static bool store_get(struct tlsock_conn *conn, const unsigned char *id, size_t 
     return true;
 }
 
-static void store_remove(struct tlsock_conn *conn, const unsigned char *id, size_t id_len)
+/* The context's, for the implementations that drop sessions outside a connection (impl.h). */
+static void ctx_remove(struct tlsock_ctx *ctx, const unsigned char *id, size_t id_len)
 {
-    const struct tlsock_ctx *ctx = conn->ctx;
     char key[KEY_MAX];
 
-    ctx->store.remove(ctx->store.user, key, key_make(ctx, id, id_len, key));
+    if (ctx->store.get != NULL) {
+        ctx->store.remove(ctx->store.user, key, key_make(ctx, id, id_len, key));
+    } else if (ctx->sessions != NULL) {
+        tlsock__scache_remove(ctx->sessions, id, id_len);
+    }
+}
+
+static void conn_remove(struct tlsock_conn *conn, const unsigned char *id, size_t id_len)
+{
+    ctx_remove(conn->ctx, id, id_len);
+}
+
+void tlsock__store_ctx_freeze(struct tlsock_ctx *ctx)
+{
+    if (ctx->impl->ctx_set_session_remove != NULL) {
+        ctx->impl->ctx_set_session_remove(ctx->native, ctx_remove, ctx);
+    }
 }
 
 void tlsock__store_conn_io(struct tlsock_conn *conn, struct tlsock__session_io *io)
@@ -173,11 +184,11 @@ void tlsock__store_conn_io(struct tlsock_conn *conn, struct tlsock__session_io *
     if (ctx->store.get != NULL) {
         io->server_put = store_put;
         io->server_get = store_get;
-        io->server_remove = store_remove;
+        io->server_remove = conn_remove;
     } else if (ctx->sessions != NULL) {
         io->server_put = cache_put;
         io->server_get = cache_get;
-        io->server_remove = cache_remove;
+        io->server_remove = conn_remove;
     }
 }
 
