@@ -1371,7 +1371,8 @@ struct tlsock_session_store {
      *  no completion; must not block for long (queue it). */
     void (*put)(void *user, const void *key, size_t key_len, const void *value, size_t len,
                 int64_t expires_ms);
-    /** Forgets @p key; best effort, no completion. */
+    /** Forgets @p key (a session that ended with a fatal error; it may never have been put);
+     *  best effort, no completion, from any thread; must not block for long. */
     void (*remove)(void *user, const void *key, size_t key_len);
     /** Passed to each of the above. */
     void *user;

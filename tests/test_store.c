@@ -299,6 +299,42 @@ static void test_miss(void **state)
     store_free(&s);
 }
 
+/*
+ * A session that ends with a fatal alert is no longer resumable: the server removes it from the
+ * store, under the key it was put and got with. Here a resumed connection's server reads a
+ * forged record (bad_record_mac).
+ */
+static void test_fatal_alert_removes(void **state)
+{
+    struct ts_pair *p = *state;
+    struct test_store s;
+    struct tlsock_opts copts = ts_opts();
+    const struct tlsock_info *si = NULL;
+    char key[KEY_MAX];
+    unsigned char forged[5 + 32] = {23, 3, 3, 0, 32};
+    char buf[8];
+    size_t n = 0;
+
+    store_init(&s, ANSWER_NOW);
+    p->cctx = client_ctx("1.2-1.2");
+    p->sctx = server_ctx(&s, false);
+    assert_false(connect_once(p, 0));
+    memcpy(key, s.last_key, sizeof(key));
+    copts.verify_name = TS_PAIR_NAME;
+    TS_ASSERT_RC(ts_pair_attach(p, &copts, NULL), 0);
+    TS_ASSERT_RC_MSG(ts_pair_handshake(p), 0, p->server_msg);
+    TS_ASSERT_RC(tlsock_conn_info(p->server, &si), 0);
+    assert_true(si->resumed);
+    assert_string_equal(s.calls, "pg");
+    TS_ASSERT_RC(tlsock_feed(p->server, forged, sizeof(forged)), 0);
+    TS_ASSERT_RC(tlsock_read(p->server, buf, sizeof(buf), &n), TLSOCK_EPROTO);
+    assert_string_equal(s.calls, "pgr");
+    assert_string_equal(s.last_key, key);
+    ts_pair_close(p);
+    assert_string_equal(s.calls, "pgr");
+    store_free(&s);
+}
+
 /* TLS 1.3 resumes by ticket: the store sees nothing, although the ClientHello carries a
  * (compatibility) session ID. */
 static void test_tls13_no_calls(void **state)
@@ -522,13 +558,16 @@ static void test_uv_answer_never(void **state)
 }
 
 /* The client goes away while the get is pending (bound: 1 s): the server's connection fails at
- * once, without waiting for the bound, and the late done is harmless. */
+ * once, without waiting for the bound, and the late done is harmless. The failed handshake's new
+ * session is removed, never the stored one the client offered. */
 static void test_uv_close_pending(void **state)
 {
     struct env *env = *state;
     struct test_store s;
+    char stored[KEY_MAX];
 
     struct srv *srv = uv_store_first(env, &s, 20000);
+    memcpy(stored, s.last_key, sizeof(stored));
     s.mode = ANSWER_NEVER;
     struct peer *c = uv_echo_start(env, env->cctx, srv->port);
     RUN_UNTIL(env, s.held_done != NULL, WAIT_MS);
@@ -537,7 +576,9 @@ static void test_uv_close_pending(void **state)
     RUN_UNTIL(env, srv->accept_errors == 1, 700);
     RUN_UNTIL(env, c->conn == NULL && server_peers_closed(env), WAIT_MS);
     assert_int_equal(srv->connects, 1);
-    assert_string_equal(s.calls, "pg");
+    assert_string_equal(s.calls, "pgr");
+    TS_ASSERT_CONTAINS(s.last_key, "tlsock:sess:");
+    assert_string_not_equal(s.last_key, stored);
     s.held_done(s.held_arg, s.answer, s.answer_len);
     uv_store_end(env, srv, &s);
 }
@@ -550,6 +591,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_answer_later, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_answer_never, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_miss, ts_pair_setup, ts_pair_teardown),
+        cmocka_unit_test_setup_teardown(test_fatal_alert_removes, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_tls13_no_calls, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test(test_set_store_checks),
 #if TLSOCK_TEST_HAVE_UV

@@ -138,12 +138,13 @@ void tlsock__conn_set_write_done(struct tlsock_conn *conn, size_t done);
  */
 /*
  * A server's pending get (include/tlsock.h, "Session store"): the handshake step returns
- * TLSOCK_EWANT_READ while tlsock__conn_store_waiting(). The blocking driver waits for it with
- * tlsock__lookup_wait(); an event loop is told through the notify function it set (called from
- * the thread of the store's done, under the look-up's lock: it must only queue the look-up, whose
- * reference it is given and drops with tlsock__lookup_unref()), then steps again on its own
- * thread. A driver that stops waiting (the bound
- * passed) calls tlsock__conn_store_give_up(): the handshake goes on as a full one.
+ * TLSOCK_EWANT_READ while tlsock__conn_store_waiting(). The core never waits for it: a driver is
+ * told through the notify function it set (called from the thread of the store's done, under the
+ * look-up's lock, only while the connection has not given the look-up up: it must only record
+ * or queue the look-up and wake its own thread, never call into the core; it is given a
+ * reference, dropped later with tlsock__lookup_unref()), then steps again on its own thread. A
+ * driver that stops waiting (the bound passed) calls tlsock__conn_store_give_up(): the handshake
+ * goes on as a full one, and no notify comes after it returns.
  */
 struct tlsock__lookup;
 typedef void (*tlsock__lookup_notify_fn)(void *arg, struct tlsock__lookup *lookup);
@@ -156,8 +157,6 @@ bool tlsock__conn_store_waiting(const struct tlsock_conn *conn);
 int64_t tlsock__conn_store_deadline(const struct tlsock_conn *conn);
 /* Gives up on the pending get: a miss. */
 void tlsock__conn_store_give_up(struct tlsock_conn *conn);
-/* Waits until the pending get's done came (true) or @p deadline_ns passed (false). */
-bool tlsock__lookup_wait(struct tlsock_conn *conn, int64_t deadline_ns);
 /* A queued look-up: whether its connection gave up on it (or ended); then the reference goes. */
 bool tlsock__lookup_abandoned(struct tlsock__lookup *lookup);
 void tlsock__lookup_unref(struct tlsock__lookup *lookup);

@@ -1375,6 +1375,7 @@ int tlsock__ctx_freeze(struct tlsock_ctx *ctx, struct tlsock__err *err)
             rc = ctx->impl->ctx_add_ca_system(ctx->native, err);
         }
         if (rc == 0 && ctx->role == TLSOCK_SERVER) {
+            tlsock__store_ctx_freeze(ctx);
             rc = tlsock__ctx_tickets_freeze(ctx, err);
         }
         if (rc == 0 && ctx->on_ctx != NULL) {

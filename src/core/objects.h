@@ -162,6 +162,8 @@ void tlsock__sessions_conn_free(struct tlsock_conn *conn);
 /* ---- the server's session-ID cache: in-process or the application's store (store.c) ------- */
 /* Fills the server side of @p io: the context's cache or store. */
 void tlsock__store_conn_io(struct tlsock_conn *conn, struct tlsock__session_io *io);
+/* At freeze: gives the implementation the context's remove (impl.h, ctx_set_session_remove). */
+void tlsock__store_ctx_freeze(struct tlsock_ctx *ctx);
 /*
  * Before a server's implementation sees the ClientHello: starts the store's get for a TLS 1.2
  * session ID (once), and while it has not answered returns TLSOCK_EWANT_READ; 0 to go on, or

@@ -10,7 +10,8 @@
  *
  * A get's record (struct tlsock__lookup) is shared by the connection and the store's done, and
  * counted: the done may come after the connection gave up or ended, and then only drops its
- * reference. An event loop's queue holds a reference too (tlsock__lookup_ref()).
+ * reference. The driver told of the done holds a reference too (its notify's). The core only
+ * records and tells: the drivers wait (core.h).
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -39,7 +40,6 @@ static const char KEY_PREFIX[] = "tlsock:sess:";
 
 struct tlsock__lookup {
     pthread_mutex_t lock;
-    pthread_cond_t cond; /* the blocking driver waits on it (CLOCK_MONOTONIC) */
     int refs;
     bool done;      /* the store's done came */
     bool abandoned; /* the connection gave up on it or ended: the done keeps nothing */
@@ -124,11 +124,6 @@ static bool cache_get(struct tlsock_conn *conn, const unsigned char *id, size_t 
     return tlsock__scache_get(conn->ctx->sessions, id, id_len, false, data, len);
 }
 
-static void cache_remove(struct tlsock_conn *conn, const unsigned char *id, size_t id_len)
-{
-    tlsock__scache_remove(conn->ctx->sessions, id, id_len);
-}
-
 static void store_put(struct tlsock_conn *conn, const unsigned char *id, size_t id_len,
                       const unsigned char *data, size_t len)
 {
@@ -158,12 +153,28 @@ static bool store_get(struct tlsock_conn *conn, const unsigned char *id, size_t 
     return true;
 }
 
-static void store_remove(struct tlsock_conn *conn, const unsigned char *id, size_t id_len)
+/* The context's, for the implementations that drop sessions outside a connection (impl.h). */
+static void ctx_remove(struct tlsock_ctx *ctx, const unsigned char *id, size_t id_len)
 {
-    const struct tlsock_ctx *ctx = conn->ctx;
     char key[KEY_MAX];
 
-    ctx->store.remove(ctx->store.user, key, key_make(ctx, id, id_len, key));
+    if (ctx->store.get != NULL) {
+        ctx->store.remove(ctx->store.user, key, key_make(ctx, id, id_len, key));
+    } else if (ctx->sessions != NULL) {
+        tlsock__scache_remove(ctx->sessions, id, id_len);
+    }
+}
+
+static void conn_remove(struct tlsock_conn *conn, const unsigned char *id, size_t id_len)
+{
+    ctx_remove(conn->ctx, id, id_len);
+}
+
+void tlsock__store_ctx_freeze(struct tlsock_ctx *ctx)
+{
+    if (ctx->impl->ctx_set_session_remove != NULL) {
+        ctx->impl->ctx_set_session_remove(ctx->native, ctx_remove, ctx);
+    }
 }
 
 void tlsock__store_conn_io(struct tlsock_conn *conn, struct tlsock__session_io *io)
@@ -173,11 +184,11 @@ void tlsock__store_conn_io(struct tlsock_conn *conn, struct tlsock__session_io *
     if (ctx->store.get != NULL) {
         io->server_put = store_put;
         io->server_get = store_get;
-        io->server_remove = store_remove;
+        io->server_remove = conn_remove;
     } else if (ctx->sessions != NULL) {
         io->server_put = cache_put;
         io->server_get = cache_get;
-        io->server_remove = cache_remove;
+        io->server_remove = conn_remove;
     }
 }
 
@@ -190,7 +201,6 @@ void tlsock__lookup_unref(struct tlsock__lookup *l)
     int refs = --l->refs;
     pthread_mutex_unlock(&l->lock);
     if (refs == 0) {
-        pthread_cond_destroy(&l->cond);
         pthread_mutex_destroy(&l->lock);
         free(l->value);
         free(l);
@@ -219,7 +229,6 @@ static void lookup_done(void *arg, const void *value, size_t len)
         }
     }
     l->done = true;
-    pthread_cond_broadcast(&l->cond);
     if (!l->abandoned && l->notify != NULL) {
         l->refs++; /* the notified driver's */
         l->notify(l->notify_arg, l);
@@ -231,16 +240,11 @@ static void lookup_done(void *arg, const void *value, size_t len)
 static struct tlsock__lookup *lookup_new(const struct tlsock__conn_store *st)
 {
     struct tlsock__lookup *l = calloc(1, sizeof(*l));
-    pthread_condattr_t attr;
 
     if (l == NULL) {
         return NULL;
     }
     pthread_mutex_init(&l->lock, NULL);
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&l->cond, &attr);
-    pthread_condattr_destroy(&attr);
     l->refs = 2; /* the connection's and the done's */
     l->notify = st->notify;
     l->notify_arg = st->notify_arg;
@@ -287,25 +291,6 @@ void tlsock__conn_store_give_up(struct tlsock_conn *conn)
     if (conn->store.lookup != NULL) {
         lookup_drop(&conn->store, false);
     }
-}
-
-bool tlsock__lookup_wait(struct tlsock_conn *conn, int64_t deadline_ns)
-{
-    struct tlsock__lookup *l = conn->store.lookup;
-    struct timespec ts = {deadline_ns / 1000000000, deadline_ns % 1000000000};
-    int rc = 0;
-
-    if (l == NULL) {
-        return true;
-    }
-    /* The one wait of the core's, for the blocking driver only (an event loop is notified). */
-    pthread_mutex_lock(&l->lock);
-    while (!l->done && rc == 0) {
-        rc = pthread_cond_timedwait(&l->cond, &l->lock, &ts);
-    }
-    bool done = l->done;
-    pthread_mutex_unlock(&l->lock);
-    return done;
 }
 
 void tlsock__store_conn_free(struct tlsock_conn *conn)

@@ -388,6 +388,13 @@ static int map_error(struct gtls_conn *c, int ret, struct tlsock__err *err)
     if (c->t->err != 0) {
         return tlsock__transport_fail(c->t, err);
     }
+    if (c->role == TLSOCK_SERVER) {
+        /*
+         * A session that fails is not resumed again: OpenSSL drops it from the cache whenever a
+         * fatal alert is sent or received; GnuTLS leaves that to the application.
+         */
+        gnutls_db_remove_session(c->session);
+    }
     if (c->verify_failed) {
         return fail_verify(c, err);
     }

@@ -102,6 +102,10 @@ struct tlsock__session_io {
     int64_t server_lifetime_ns; /* how long a stored server session lasts */
 };
 
+/* Drops session @p id from the session-ID cache of the core's context @p owner. */
+typedef void (*tlsock__session_remove_fn)(struct tlsock_ctx *owner, const unsigned char *id,
+                                          size_t id_len);
+
 struct tlsock__keylog;
 
 /* What a new session needs to know; strings are only read during conn_new. */
@@ -286,6 +290,15 @@ struct tlsock__impl {
      * outlives the native context.
      */
     int (*ctx_set_tickets)(void *nctx, const struct tlsock__tickets *t, struct tlsock__err *err);
+    /*
+     * Servers, once at freeze: how to drop a session from the context's session-ID cache when
+     * the implementation drops one outside any connection's session_io (OpenSSL's remove
+     * callback is given only its SSL_CTX): @p remove(@p owner, id, id_len), from any thread.
+     * @p owner outlives the native context. NULL: the implementation removes through
+     * session_io.server_remove only.
+     */
+    void (*ctx_set_session_remove)(void *nctx, tlsock__session_remove_fn remove,
+                                   struct tlsock_ctx *owner);
 
     /* Sessions. */
     int (*conn_new)(void *nctx, const struct tlsock__conn_params *params, void **out,

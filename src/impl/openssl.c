@@ -54,6 +54,7 @@ struct ossl_ctx {
     size_t alpn_len;
     struct ossl_chain *chains; /* every chain, numbered as the core's certsel */
     size_t nchains;
+    struct tlsock__ossl_ctx_data data; /* the SSL_CTX's app data */
 };
 
 struct ossl_conn {
@@ -380,6 +381,11 @@ static int ossl_ctx_new(int role, void **out, struct tlsock__err *err)
         goto fail;
     }
     SSL_CTX *ctx = oc->ssl_ctx;
+    /* Setting ex_data allocates: unchecked, the callbacks would find nothing (NULL). */
+    if (SSL_CTX_set_app_data(ctx, &oc->data) != 1) {
+        rc = tlsock__ossl_fail(err, TLSOCK_ENOMEM, "cannot attach the context's data");
+        goto fail;
+    }
     /*
      * Every default is set here explicitly rather than inherited from the distribution's
      * openssl.cnf, so tlsock behaves the same wherever it runs.
@@ -619,7 +625,19 @@ static int ossl_ctx_set_cert(void *nctx, const struct tlsock__cert_src *src,
 static int ossl_ctx_set_tickets(void *nctx, const struct tlsock__tickets *t,
                                 struct tlsock__err *err)
 {
-    return tlsock__ossl_set_tickets(((struct ossl_ctx *)nctx)->ssl_ctx, t, err);
+    struct ossl_ctx *oc = nctx;
+
+    oc->data.tickets = t;
+    return tlsock__ossl_set_tickets(oc->ssl_ctx, t, err);
+}
+
+static void ossl_ctx_set_session_remove(void *nctx, tlsock__session_remove_fn remove,
+                                        struct tlsock_ctx *owner)
+{
+    struct ossl_ctx *oc = nctx;
+
+    oc->data.remove = remove;
+    oc->data.remove_owner = owner;
 }
 
 static int ossl_ctx_set_alpn(void *nctx, const unsigned char *wire, size_t len,
@@ -1484,6 +1502,7 @@ const struct tlsock__impl tlsock__openssl_impl = {
     .ctx_add_crl = ossl_ctx_add_crl,
     .ctx_set_alpn = ossl_ctx_set_alpn,
     .ctx_set_tickets = ossl_ctx_set_tickets,
+    .ctx_set_session_remove = ossl_ctx_set_session_remove,
     .conn_new = ossl_conn_new,
     .conn_free = ossl_conn_free,
     .handshake = ossl_handshake,

@@ -105,6 +105,24 @@ static SSL_SESSION *server_get_session(SSL *ssl, const unsigned char *id, int id
     return sess;
 }
 
+/*
+ * Servers: OpenSSL drops a session it will not resume (one that ended with a fatal alert, sent
+ * or received, or an expired one it was given), and so does the context's cache. OpenSSL tells
+ * only the context, so the core's cache is the context's (struct tlsock__ossl_ctx_data).
+ */
+static void server_remove_session(SSL_CTX *ctx, SSL_SESSION *sess)
+{
+    const struct tlsock__ossl_ctx_data *d = SSL_CTX_get_app_data(ctx);
+    unsigned int id_len = 0;
+    const unsigned char *id = SSL_SESSION_get_id(sess, &id_len);
+
+    /* TLS 1.3 sessions are never put in it. */
+    if (d != NULL && d->remove != NULL && id_len > 0 &&
+        SSL_SESSION_get_protocol_version(sess) < TLS1_3_VERSION) {
+        d->remove(d->remove_owner, id, id_len);
+    }
+}
+
 void tlsock__ossl_sessions_ctx(SSL_CTX *ctx, int role)
 {
     if (role == TLSOCK_CLIENT) {
@@ -115,6 +133,7 @@ void tlsock__ossl_sessions_ctx(SSL_CTX *ctx, int role)
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER | SSL_SESS_CACHE_NO_INTERNAL);
     SSL_CTX_sess_set_new_cb(ctx, server_new_session);
     SSL_CTX_sess_set_get_cb(ctx, server_get_session);
+    SSL_CTX_sess_set_remove_cb(ctx, server_remove_session);
     /* Resuming a session of a server that verifies clients needs one (any fixed value). */
     static const unsigned char sid_ctx[] = "tlsock";
     SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);

@@ -49,7 +49,8 @@ static int use_key(const unsigned char *k, unsigned char *iv, EVP_CIPHER_CTX *cc
 static int ticket_key_cb(SSL *ssl, unsigned char key_name[16], unsigned char *iv,
                          EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc)
 {
-    const struct tlsock__tickets *t = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+    const struct tlsock__ossl_ctx_data *d = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+    const struct tlsock__tickets *t = d->tickets;
     unsigned char k[TLSOCK__TICKET_KEY_SIZE];
     int64_t now = tlsock__ticket_period_now(t);
     int rc = 0;
@@ -98,10 +99,6 @@ int tlsock__ossl_set_tickets(SSL_CTX *ctx, const struct tlsock__tickets *t, stru
     }
     SSL_CTX_clear_options(ctx, SSL_OP_NO_TICKET);
     SSL_CTX_set_timeout(ctx, (long)t->lifetime);
-    /* Setting ex_data allocates: unchecked, the callback would find no keys (NULL). */
-    if (SSL_CTX_set_app_data(ctx, (void *)t) != 1) {
-        return tlsock__ossl_fail(err, TLSOCK_ENOMEM, "cannot attach the ticket keys");
-    }
     if (SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_key_cb) != 1) {
         return tlsock__ossl_fail(err, TLSOCK_ECONFIG, "cannot set the ticket key callback");
     }

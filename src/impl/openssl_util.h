@@ -66,7 +66,21 @@ int tlsock__ossl_ocsp_finding(const unsigned char *der, long len, X509 *leaf, X5
 /* Whether @p leaf is must-staple: a TLS feature extension listing status_request (RFC 7633). */
 bool tlsock__ossl_must_staple(X509 *leaf);
 
-/* Servers: session tickets as @p t says, keys from ticket_keys.h (openssl_tickets.c). */
+/*
+ * What OpenSSL's context-wide callbacks, which are given no connection, reach through the
+ * SSL_CTX's app data: part of the implementation's context (openssl.c), which owns the SSL_CTX.
+ * Set at freeze, read-only after.
+ */
+struct tlsock__ossl_ctx_data {
+    const struct tlsock__tickets *tickets; /* servers: the core's ticket keys (openssl_tickets.c) */
+    tlsock__session_remove_fn remove;      /* servers: the core's session-ID cache, NULL: none */
+    struct tlsock_ctx *remove_owner;       /* ... and its context (openssl_session.c) */
+};
+
+/*
+ * Servers: session tickets as @p t says, keys from ticket_keys.h (openssl_tickets.c); the ticket
+ * callback finds @p t in the SSL_CTX's struct tlsock__ossl_ctx_data, which the caller set.
+ */
 int tlsock__ossl_set_tickets(SSL_CTX *ctx, const struct tlsock__tickets *t,
                              struct tlsock__err *err);
 
