@@ -142,12 +142,13 @@ void tlsock__conn_set_write_done(struct tlsock_conn *conn, size_t done);
  * told through the notify function it set (called from the thread of the store's done, under the
  * look-up's lock, only while the connection has not given the look-up up: it must only record
  * or queue the look-up and wake its own thread, never call into the core; it is given a
- * reference, dropped later with tlsock__lookup_unref()), then steps again on its own thread. A
+ * reference, dropped later with tlsock__lookup_unref(), or returns false to leave it to the core
+ * when it could not keep it, out of memory), then steps again on its own thread. A
  * driver that stops waiting (the bound passed) calls tlsock__conn_store_give_up(): the handshake
  * goes on as a full one, and no notify comes after it returns.
  */
 struct tlsock__lookup;
-typedef void (*tlsock__lookup_notify_fn)(void *arg, struct tlsock__lookup *lookup);
+typedef bool (*tlsock__lookup_notify_fn)(void *arg, struct tlsock__lookup *lookup);
 /* Sets the function told of completed gets, for the look-ups started from now on. */
 void tlsock__conn_set_store_notify(struct tlsock_conn *conn, tlsock__lookup_notify_fn fn,
                                    void *arg);

@@ -230,8 +230,10 @@ static void lookup_done(void *arg, const void *value, size_t len)
     }
     l->done = true;
     if (!l->abandoned && l->notify != NULL) {
-        l->refs++; /* the notified driver's */
-        l->notify(l->notify_arg, l);
+        l->refs++; /* the notified driver's, unless it could not keep it */
+        if (!l->notify(l->notify_arg, l)) {
+            l->refs--; /* never the last: this function's own goes below */
+        }
     }
     pthread_mutex_unlock(&l->lock);
     tlsock__lookup_unref(l);

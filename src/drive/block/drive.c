@@ -21,7 +21,7 @@ struct store_waiter {
 };
 
 /* The core's notify: under the look-up's lock, so only the waiter's lock is taken here. */
-static void store_answered(void *arg, struct tlsock__lookup *lookup)
+static bool store_answered(void *arg, struct tlsock__lookup *lookup)
 {
     struct store_waiter *w = arg;
 
@@ -29,6 +29,7 @@ static void store_answered(void *arg, struct tlsock__lookup *lookup)
     w->done = lookup;
     pthread_cond_signal(&w->cond);
     pthread_mutex_unlock(&w->lock);
+    return true;
 }
 
 static void waiter_init(struct tlsock_conn *conn, struct store_waiter *w)

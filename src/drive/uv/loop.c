@@ -126,15 +126,16 @@ void tlsock__uv_loop_unref(struct tlsock__uv_loop *lp)
  * state, are alive (a connection abandons its look-up before it lets go of the loop). Without
  * memory for the answer the get's bound gives the handshake a full one.
  */
-static void store_answered(void *arg, struct tlsock__lookup *lookup)
+static bool store_answered(void *arg, struct tlsock__lookup *lookup)
 {
     struct tlsock_uv_conn *c = arg;
     struct tlsock__uv_loop *lp = c->lp;
     struct tlsock__uv_answer *a = malloc(sizeof(*a));
 
     if (a == NULL) {
-        tlsock__lookup_unref(lookup);
-        return;
+        /* Not queued: the core keeps the reference (unref here would take the look-up's lock,
+         * which the core holds), and the bound gives the connection a full handshake. */
+        return false;
     }
     a->lookup = lookup;
     a->conn = c;
@@ -143,6 +144,7 @@ static void store_answered(void *arg, struct tlsock__lookup *lookup)
     lp->answers = a;
     pthread_mutex_unlock(&lp->answers_lock);
     uv_async_send(&lp->async);
+    return true;
 }
 
 void tlsock__uv_watch_store(struct tlsock_uv_conn *c)
