@@ -68,13 +68,11 @@ static ssize_t memory_read(struct tlsock__transport *t)
     return outcome(t, t->in_eof ? 0 : TLSOCK_EWANT_READ, 0, true);
 }
 
-ssize_t tlsock__transport_read(struct tlsock__transport *t, void *buf, size_t len)
+/* One read from where the bytes come from (not what was read ahead): bytes, 0 or a code. */
+static ssize_t source_read(struct tlsock__transport *t, void *buf, size_t len)
 {
     ssize_t n;
 
-    if (tlsock__buf_pending(&t->in) > 0) {
-        return (ssize_t)tlsock__buf_take(&t->in, buf, len);
-    }
     switch (t->kind) {
     case TLSOCK__TRANSPORT_SOCKET:
         n = tlsock__sock_recv(t->fd, buf, len, &t->sys_errno);
@@ -83,9 +81,17 @@ ssize_t tlsock__transport_read(struct tlsock__transport *t, void *buf, size_t le
         n = t->io.read(t->io.user, buf, len);
         break;
     default:
-        return memory_read(t);
+        return memory_read(t); /* memory mode's bytes are all in t->in already */
     }
     return outcome(t, n, len, true);
+}
+
+ssize_t tlsock__transport_read(struct tlsock__transport *t, void *buf, size_t len)
+{
+    if (tlsock__buf_pending(&t->in) > 0) {
+        return (ssize_t)tlsock__buf_take(&t->in, buf, len);
+    }
+    return source_read(t, buf, len);
 }
 
 ssize_t tlsock__transport_fill(struct tlsock__transport *t, size_t need)
@@ -94,19 +100,8 @@ ssize_t tlsock__transport_fill(struct tlsock__transport *t, size_t need)
 
     while (tlsock__buf_pending(&t->in) < need) {
         size_t len = need - tlsock__buf_pending(&t->in);
-        ssize_t n;
         len = len < sizeof(buf) ? len : sizeof(buf);
-        switch (t->kind) {
-        case TLSOCK__TRANSPORT_SOCKET:
-            n = tlsock__sock_recv(t->fd, buf, len, &t->sys_errno);
-            break;
-        case TLSOCK__TRANSPORT_CALLBACKS:
-            n = t->io.read(t->io.user, buf, len);
-            break;
-        default:
-            return memory_read(t);
-        }
-        n = outcome(t, n, len, true);
+        ssize_t n = source_read(t, buf, len);
         if (n <= 0) {
             return n;
         }
