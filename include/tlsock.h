@@ -1319,7 +1319,8 @@ TLSOCK_API int tlsock_conn_session_export(struct tlsock_conn *conn, unsigned cha
  * @return 0 (stored, or dropped as said); TLSOCK_EINVAL for bytes that are not an export (bad
  *         magic, unknown format version, truncated, trailing bytes), an export of another
  *         implementation, a server context or one whose session cache is off; TLSOCK_ENOMEM. The
- *         context's message (tlsock_ctx_errmsg()) and the thread's say why.
+ *         thread's message (tlsock_errmsg()) says why; before the context froze, its message
+ *         (tlsock_ctx_errmsg()) too (after, imports on several threads do not share it).
  */
 TLSOCK_API int tlsock_ctx_session_import(struct tlsock_ctx *ctx, const void *data, size_t len);
 

@@ -451,6 +451,20 @@ static void test_url(void **state)
     assert_int_equal(ts_redis_cmd(&server, "EXISTS in3", out, sizeof(out)), 0);
     assert_string_equal(out, "0");
     tlsock_redis_store_free(store);
+    /* A database the server does not have (16 by default): the link never comes up, rather
+     * than up on database 0, and gets miss. */
+    snprintf(url, sizeof(url), "%s/99", server.url);
+    TS_ASSERT_RC_MSG(tlsock_redis_store_new(url, &store), 0, tlsock_redis_errmsg());
+    assert_false(wait_connected(store, true, 1000));
+    {
+        const struct tlsock_session_store *st = tlsock_redis_store_session_store(store);
+
+        st->put(st->user, "in99", 4, "v", 1, unix_ms() + 60000);
+        assert_get(st, "in99", NULL);
+    }
+    assert_int_equal(ts_redis_cmd(&server, "EXISTS in99", out, sizeof(out)), 0);
+    assert_string_equal(out, "0");
+    tlsock_redis_store_free(store);
 }
 
 /* ---- ticket keys --------------------------------------------------------------------------- */

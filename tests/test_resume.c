@@ -118,6 +118,38 @@ static void test_cache_tls12(void **state)
     cache_resumes(state, "1.2-1.2");
 }
 
+/*
+ * RFC 5246 section 7.2.2: a TLS 1.2 session whose connection ends with a fatal alert is not
+ * resumed: the client's cache forgets it. The second connection resumes, then takes a forged
+ * record (bad_record_mac); the third is a full handshake.
+ */
+static void test_failed_not_resumed(void **state)
+{
+    struct ts_pair *p = *state;
+    struct tlsock_ctx *cctx = client_ctx("1.2-1.2", false);
+    struct tlsock_opts copts = ts_opts();
+    unsigned char forged[5 + 32] = {23, 3, 3, 0, 32};
+    const struct tlsock_info *ci = NULL;
+    char buf[1];
+    size_t n = 0;
+
+    p->sctx = server_ctx();
+    assert_resumed(connect_once(p, cctx, TS_PAIR_NAME, true, NULL, NULL), false);
+    copts.verify_name = TS_PAIR_NAME;
+    copts.servername = TS_PAIR_NAME;
+    p->cctx = cctx;
+    TS_ASSERT_RC(ts_pair_attach(p, &copts, NULL), 0);
+    TS_ASSERT_RC_MSG(ts_pair_handshake(p), 0, p->client_msg);
+    TS_ASSERT_RC(tlsock_conn_info(p->client, &ci), 0);
+    assert_true(ci->resumed);
+    TS_ASSERT_RC(tlsock_feed(p->client, forged, sizeof(forged)), 0);
+    TS_ASSERT_RC(tlsock_read(p->client, buf, sizeof(buf), &n), TLSOCK_EPROTO);
+    ts_pair_close(p);
+    p->cctx = NULL;
+    assert_resumed(connect_once(p, cctx, TS_PAIR_NAME, true, NULL, NULL), false);
+    tlsock_ctx_free(cctx);
+}
+
 static void test_cache_off(void **state)
 {
     struct ts_pair *p = *state;
@@ -364,6 +396,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_cache_tls13, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_cache_tls12, ts_pair_setup, ts_pair_teardown),
+        cmocka_unit_test_setup_teardown(test_failed_not_resumed, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_cache_off, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_other_sni, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_ticket_once, ts_pair_setup, ts_pair_teardown),

@@ -197,6 +197,9 @@ int tlsock__conn_settle(struct tlsock_conn *conn, int rc, bool timeout_retryable
     if (rc == TLSOCK_ECLOSED) {
         conn->peer_closed = true;
     } else if (!(rc == TLSOCK_ETIMEDOUT && timeout_retryable)) {
+        if (conn->state != TLSOCK__FAILED) {
+            tlsock__sessions_conn_failed(conn);
+        }
         conn->state = TLSOCK__FAILED;
         conn->sticky = rc;
     }

@@ -157,6 +157,8 @@ int tlsock__sessions_conn_new(struct tlsock_conn *conn, uint16_t port, const cha
 /* After the implementation's conn_new: frees the offer and the native session in @p io. */
 void tlsock__sessions_offer_free(struct tlsock_conn *conn, struct tlsock__session_io *io,
                                  unsigned char *offer);
+/* A client connection failed (fatal alert, cut, transport error): its place's session goes. */
+void tlsock__sessions_conn_failed(struct tlsock_conn *conn);
 void tlsock__sessions_conn_free(struct tlsock_conn *conn);
 
 /* ---- the server's session-ID cache: in-process or the application's store (store.c) ------- */

@@ -267,6 +267,16 @@ void tlsock__sessions_offer_free(struct tlsock_conn *conn, struct tlsock__sessio
     free(offer);
 }
 
+void tlsock__sessions_conn_failed(struct tlsock_conn *conn)
+{
+    /* RFC 5246 section 7.2.2: a session whose connection ended with a fatal alert (or was cut)
+     * must not be resumed. What this connection put, or a connection to the same place, goes. */
+    if (conn->ctx->role == TLSOCK_CLIENT && conn->ctx->sessions != NULL &&
+        conn->sessions.key != NULL) {
+        tlsock__scache_remove(conn->ctx->sessions, conn->sessions.key, conn->sessions.key_len);
+    }
+}
+
 void tlsock__sessions_conn_free(struct tlsock_conn *conn)
 {
     free(conn->sessions.key);
@@ -320,8 +330,13 @@ int tlsock_conn_session_export(struct tlsock_conn *conn, unsigned char **out, si
     return 0;
 }
 
-/* Fails an import with @p fmt's reason, on the context and the thread. */
-#define IMPORT_FAIL(ctx, code, ...) tlsock__fail(&(ctx)->err, (code), __VA_ARGS__)
+/*
+ * Fails an import with @p fmt's reason, on the thread and, before the context froze, on the
+ * context too: afterwards imports may run on several threads at once, and the context's message
+ * is not theirs to share.
+ */
+#define IMPORT_FAIL(ctx, code, ...)                                                                \
+    tlsock__fail(atomic_load(&(ctx)->frozen) ? NULL : &(ctx)->err, (code), __VA_ARGS__)
 
 int tlsock_ctx_session_import(struct tlsock_ctx *ctx, const void *data, size_t len)
 {
@@ -331,7 +346,9 @@ int tlsock_ctx_session_import(struct tlsock_ctx *ctx, const void *data, size_t l
     if (ctx == NULL) {
         return tlsock__fail(NULL, TLSOCK_EINVAL, "context is NULL");
     }
-    tlsock__err_clear(&ctx->err);
+    if (!atomic_load(&ctx->frozen)) {
+        tlsock__err_clear(&ctx->err);
+    }
     size_t key_len =
         p != NULL && len > EXPORT_HEAD ? key_span(p + EXPORT_HEAD, len - EXPORT_HEAD) : 0;
     size_t at = EXPORT_HEAD + key_len;

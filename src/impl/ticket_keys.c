@@ -88,6 +88,7 @@ int tlsock__ticket_keys_parse(struct tlsock__tickets *t, const char *data, size_
     memcpy(text, data, len);
     text[len] = '\0';
     if (strncmp(text, FILE_MAGIC "\n", sizeof(FILE_MAGIC)) != 0) {
+        explicit_bzero(text, sizeof(text));
         return tlsock__fail(err, TLSOCK_ECONFIG,
                             "not a ticket key file: the first line must be \"" FILE_MAGIC "\"");
     }
@@ -95,6 +96,7 @@ int tlsock__ticket_keys_parse(struct tlsock__tickets *t, const char *data, size_
     char *end = NULL;
     unsigned long period = p != NULL ? strtoul(p, &end, 10) : 0;
     if (p == NULL || end == p || *end != '\n' || period < 1 || period > 7 * 86400UL) {
+        explicit_bzero(text, sizeof(text));
         return tlsock__fail(
             err, TLSOCK_ECONFIG,
             "ticket key file: missing or bad \"period\" line (1 to 604800 seconds)");
@@ -107,7 +109,7 @@ int tlsock__ticket_keys_parse(struct tlsock__tickets *t, const char *data, size_
         }
     }
     if (s == NULL || i != 2 * sizeof(secret) || (s[i] != '\n' && s[i] != '\0')) {
-        memset(text, 0, sizeof(text));
+        explicit_bzero(text, sizeof(text));
         return tlsock__fail(err, TLSOCK_ECONFIG,
                             "ticket key file: missing or bad \"secret\" line (64 hex digits)");
     }
@@ -118,8 +120,8 @@ int tlsock__ticket_keys_parse(struct tlsock__tickets *t, const char *data, size_
     memcpy(t->secret, secret, sizeof(secret));
     t->period = (unsigned)period;
     t->have_secret = true;
-    memset(secret, 0, sizeof(secret));
-    memset(text, 0, sizeof(text));
+    explicit_bzero(secret, sizeof(secret));
+    explicit_bzero(text, sizeof(text));
     return 0;
 }
 
@@ -157,6 +159,7 @@ int tlsock__ticket_keys_load(struct tlsock__tickets *t, const char *path, struct
     if (n < 0) {
         rc = tlsock__fail(err, TLSOCK_ECONFIG, "cannot read ticket key file %s: %s", path,
                           strerror(errno));
+        explicit_bzero(buf, sizeof(buf)); /* what a partial read got */
         goto close_fd;
     }
     rc = tlsock__ticket_keys_parse(t, buf, len, err);
@@ -165,7 +168,7 @@ int tlsock__ticket_keys_load(struct tlsock__tickets *t, const char *path, struct
         snprintf(why, sizeof(why), "%s", tlsock__err_msg(err));
         rc = tlsock__fail(err, rc, "%s: %s", path, why);
     }
-    memset(buf, 0, sizeof(buf));
+    explicit_bzero(buf, sizeof(buf));
 close_fd:
     close(fd);
     return rc;
@@ -183,5 +186,5 @@ void tlsock__ticket_keys_format(const unsigned char secret[TLSOCK__TICKET_SECRET
     }
     hex[sizeof(hex) - 1] = '\0';
     snprintf(out, 128, FILE_MAGIC "\nperiod %u\nsecret %s\n", period, hex);
-    memset(hex, 0, sizeof(hex));
+    explicit_bzero(hex, sizeof(hex));
 }

@@ -212,6 +212,20 @@ static void on_timeouts(uv_timer_t *t)
     schedule_timeouts(s);
 }
 
+/* SELECT's reply: an error (a database the server does not have) must not leave the link to
+ * come UP on database 0 with the PING that follows. */
+static void on_select(struct redisAsyncContext *ac, void *reply_, void *priv)
+{
+    struct tlsock_redis_store *s = ac->data;
+    redisReply *reply = reply_;
+
+    (void)priv;
+    if (reply != NULL && reply->type == REDIS_REPLY_ERROR && ac == s->ac) {
+        /* hiredis defers the free that link_drop asks for until this callback returns. */
+        link_drop(s, reply->str, REDIS__LINK_DOWN);
+    }
+}
+
 static void on_reply(struct redisAsyncContext *ac, void *reply_, void *priv)
 {
     struct tlsock_redis_store *s = ac->data;
@@ -351,7 +365,7 @@ static void link_connect(struct tlsock_redis_store *s)
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
     s->ac = ac;
     if (s->db != 0) {
-        redisAsyncCommand(ac, NULL, NULL, "SELECT %d", s->db);
+        redisAsyncCommand(ac, on_select, NULL, "SELECT %d", s->db);
     }
     ping = req_new(REQ_PING, NULL, 0, NULL, 0);
     if (ping == NULL) {
@@ -429,11 +443,11 @@ static bool enqueue(struct tlsock_redis_store *s, struct redis__req *r)
             s->queue_head = r;
         }
         s->queue_tail = r;
-    }
-    pthread_mutex_unlock(&s->lock);
-    if (ok) {
+        /* Under the lock: once it is released, a free racing with this call may end the
+         * store's thread and free the handle. */
         uv_async_send(&s->wake);
     }
+    pthread_mutex_unlock(&s->lock);
     return ok;
 }
 

@@ -608,6 +608,11 @@ static int share_ticket_keys(struct tlsock_ctx *ctx, struct tlsock_redis_store *
     const char *tmp = getenv("TMPDIR");
     int err;
 
+    /*
+     * Redis is asked from this thread only at start-up, before anything is served: then a
+     * watcher thread keeps the file current, and a reload (SIGHUP, on a serving loop) only reads
+     * the file, never waiting for Redis.
+     */
     if (shared_keys_path[0] == '\0') {
         snprintf(shared_keys_dir, sizeof(shared_keys_dir), "%s/tlsock-keys-XXXXXX",
                  tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp");
@@ -618,16 +623,19 @@ static int share_ticket_keys(struct tlsock_ctx *ctx, struct tlsock_redis_store *
         }
         snprintf(shared_keys_path, sizeof(shared_keys_path), "%s/ticket-keys", shared_keys_dir);
         atexit(remove_shared_keys);
-    }
-    err = tlsock_redis_store_ticket_keys(store, shared_keys_path, 0, NULL, NULL);
-    if (err != 0) {
-        cli_errorf("warning: --session-store: no shared ticket keys from Redis (%s); %s",
-                   tlsock_redis_errmsg(),
-                   access(shared_keys_path, R_OK) == 0 ? "keeping the last ones"
-                                                       : "this process's own keys serve");
-        if (access(shared_keys_path, R_OK) != 0) {
-            return 0;
+        err = tlsock_redis_store_ticket_keys(store, shared_keys_path, 0, NULL, NULL);
+        if (err != 0) {
+            cli_errorf("warning: --session-store: no shared ticket keys from Redis yet (%s); "
+                       "this process's own keys serve until SIGHUP after Redis has them",
+                       tlsock_redis_errmsg());
         }
+        if (tlsock_redis_store_watch_ticket_keys(store, shared_keys_path, 0, NULL, NULL) != 0) {
+            cli_errorf("warning: --session-store: the ticket keys are not watched (%s)",
+                       tlsock_redis_errmsg());
+        }
+    }
+    if (access(shared_keys_path, R_OK) != 0) {
+        return 0; /* none from Redis yet: the context's own keys */
     }
     err = tlsock_ctx_set_ticket_keys_file(ctx, shared_keys_path);
     if (err != 0) {
