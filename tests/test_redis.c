@@ -393,6 +393,35 @@ static void test_queue_bound_and_free(void **state)
     assert_int_equal(ts_redis_resume(&server), 0);
 }
 
+/* Beyond TLSOCK_REDIS_QUEUE_BYTES of keys and values held, a get misses at once too. */
+static void test_queue_byte_bound(void **state)
+{
+    struct tlsock_redis_store *store = store_new(NULL);
+    const struct tlsock_session_store *st = tlsock_redis_store_session_store(store);
+    size_t value_len = (TLSOCK_REDIS_QUEUE_BYTES / 8) - 1; /* with its 1-byte key: an eighth */
+    unsigned char *value = calloc(1, value_len);
+    int before = 0;
+
+    (void)state;
+    assert_non_null(value);
+    assert_int_equal(tlsock_redis_store_set_timeout(store, 30000), 0);
+    assert_int_equal(ts_redis_pause(&server), 0);
+    atomic_store(&bulk_calls, 0);
+    /* Eight puts of an eighth each hold all of it (far fewer requests than the count bound):
+     * a get, one byte more, misses at once. */
+    for (int i = 0; i < 8; i++) {
+        st->put(st->user, "p", 1, value, value_len, unix_ms() + 60000);
+    }
+    before = atomic_load(&bulk_calls);
+    st->get(st->user, "k", 1, on_bulk, NULL);
+    assert_int_equal(before, 0);
+    assert_int_equal(atomic_load(&bulk_calls), 1);
+    tlsock_redis_store_free(store);
+    assert_int_equal(atomic_load(&bulk_calls), 1);
+    assert_int_equal(ts_redis_resume(&server), 0);
+    free(value);
+}
+
 static void test_not_running_at_start(void **state)
 {
     struct ts_redis_log log = {0};
@@ -646,6 +675,7 @@ int main(void)
         cmocka_unit_test_setup(test_paused, setup),
         cmocka_unit_test_setup(test_queue_bound_and_free, setup),
         cmocka_unit_test_setup(test_not_running_at_start, setup),
+        cmocka_unit_test_setup(test_queue_byte_bound, setup),
         cmocka_unit_test_setup(test_url, setup),
         cmocka_unit_test_setup(test_ticket_keys_shared, setup),
         cmocka_unit_test_setup(test_ticket_keys_rotate, setup),

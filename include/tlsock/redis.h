@@ -41,6 +41,10 @@ struct tlsock_redis_store;
  *  puts are dropped. */
 #define TLSOCK_REDIS_QUEUE_MAX 4096
 
+/** Most bytes of keys and values those requests hold together (puts carry whole sessions);
+ *  beyond it, the same as beyond TLSOCK_REDIS_QUEUE_MAX. */
+#define TLSOCK_REDIS_QUEUE_BYTES (8u << 20)
+
 /** Default time a request waits for Redis before it counts as a miss, in milliseconds. */
 #define TLSOCK_REDIS_TIMEOUT_MS 200
 

@@ -46,8 +46,9 @@ struct tlsock_redis_store {
 
     struct tlsock_session_store iface;
     atomic_int timeout_ms;
-    atomic_bool up;     /* link == UP: callers' gets go to Redis, else miss at once */
-    atomic_int pending; /* requests queued or waiting for Redis (TLSOCK_REDIS_QUEUE_MAX) */
+    atomic_bool up;              /* link == UP: callers' gets go to Redis, else miss at once */
+    atomic_int pending;          /* requests queued or waiting for Redis (TLSOCK_REDIS_QUEUE_MAX) */
+    atomic_size_t pending_bytes; /* their keys and values (TLSOCK_REDIS_QUEUE_BYTES) */
 
     /* The request queue from callers to the store's thread, and the log callback. */
     pthread_mutex_t lock;

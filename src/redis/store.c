@@ -87,6 +87,7 @@ void redis__log(struct tlsock_redis_store *s, const char *fmt, ...)
 static void req_free(struct tlsock_redis_store *s, struct redis__req *r)
 {
     atomic_fetch_sub(&s->pending, 1);
+    atomic_fetch_sub(&s->pending_bytes, r->key_len + r->value_len);
     free(r);
 }
 
@@ -242,7 +243,7 @@ static void on_reply(struct redisAsyncContext *ac, void *reply_, void *priv)
                 link_move(s, REDIS__LINK_UP, NULL);
             }
         }
-    } else if (!r->answered) {
+    } else if (r->kind == REQ_GET && !r->answered) {
         r->answered = true;
         if (reply != NULL && reply->type == REDIS_REPLY_STRING) {
             r->done(r->arg, reply->str, reply->len);
@@ -260,7 +261,6 @@ static void req_send(struct tlsock_redis_store *s, struct redis__req *r)
     const char *argv[5];
     size_t lens[5];
     int argc = 0;
-    bool waits = r->kind == REQ_GET || r->kind == REQ_PING;
     const char *cmd = r->kind == REQ_GET   ? "GET"
                       : r->kind == REQ_PUT ? "SET"
                       : r->kind == REQ_DEL ? "DEL"
@@ -280,14 +280,14 @@ static void req_send(struct tlsock_redis_store *s, struct redis__req *r)
         argv[argc] = r->px;
         lens[argc++] = strlen(r->px);
     }
-    if (redisAsyncCommandArgv(s->ac, waits ? on_reply : NULL, waits ? r : NULL, argc, argv, lens) !=
-        REDIS_OK) {
+    /*
+     * Every request, puts and removes too, stays counted (requests and bytes) until its reply or
+     * its timeout: hiredis's output buffer holds what a slow Redis has not read, so that is what
+     * the queue's bounds must cover, and a put nobody answers marks the link down as a get does.
+     */
+    if (redisAsyncCommandArgv(s->ac, on_reply, r, argc, argv, lens) != REDIS_OK) {
         req_miss(r);
         req_free(s, r);
-        return;
-    }
-    if (!waits) {
-        req_free(s, r); /* hiredis copied the command into its output buffer */
         return;
     }
     r->deadline_ms = uv_now(&s->loop) + (uint64_t)atomic_load(&s->timeout_ms);
@@ -451,20 +451,25 @@ static bool enqueue(struct tlsock_redis_store *s, struct redis__req *r)
     return ok;
 }
 
-/* A new request if Redis is up and the queue has room, else NULL. */
+/* A new request if Redis is up and the queue has room (requests and bytes), else NULL. */
 static struct redis__req *admit(struct tlsock_redis_store *s, enum req_kind kind, const void *key,
                                 size_t key_len, const void *value, size_t value_len)
 {
     struct redis__req *r = NULL;
+    size_t bytes = key_len + value_len;
 
     if (!atomic_load(&s->up)) {
         return NULL;
     }
-    if (atomic_fetch_add(&s->pending, 1) < TLSOCK_REDIS_QUEUE_MAX) {
+    /* Both counted first, so that racing callers never pass a limit together. */
+    size_t held = atomic_fetch_add(&s->pending_bytes, bytes);
+    if (atomic_fetch_add(&s->pending, 1) < TLSOCK_REDIS_QUEUE_MAX &&
+        held + bytes <= TLSOCK_REDIS_QUEUE_BYTES) {
         r = req_new(kind, key, key_len, value, value_len);
     }
     if (r == NULL) {
         atomic_fetch_sub(&s->pending, 1);
+        atomic_fetch_sub(&s->pending_bytes, bytes);
     }
     return r;
 }
@@ -624,6 +629,7 @@ int tlsock_redis_store_new(const char *url, struct tlsock_redis_store **out)
     atomic_init(&s->timeout_ms, TLSOCK_REDIS_TIMEOUT_MS);
     atomic_init(&s->up, false);
     atomic_init(&s->pending, 0);
+    atomic_init(&s->pending_bytes, 0);
     s->iface = (struct tlsock_session_store){
         .get = store_get, .put = store_put, .remove = store_remove, .user = s};
     s->backoff_ms = BACKOFF_MIN_MS;
