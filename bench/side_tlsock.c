@@ -310,10 +310,9 @@ static void tls_set_resume(void *envp, bool on)
 
 static bool tls_resumed(void *connp)
 {
-    struct tls_conn *c = connp;
-    const struct tlsock_info *info = NULL;
+    const struct tls_conn *c = connp;
 
-    return tlsock_conn_info(c->tls, &info) == 0 && info->resumed;
+    return tlsock_conn_resumed(c->tls);
 }
 
 /* What the fd path and the callback path do the same way, once connected. */

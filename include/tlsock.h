@@ -1095,6 +1095,14 @@ struct tlsock_info {
  */
 TLSOCK_API int tlsock_conn_info(struct tlsock_conn *conn, const struct tlsock_info **out);
 
+/**
+ * Whether the connection's session was resumed (tlsock_info.resumed) without describing the
+ * rest: no allocation, no formatting, for a client that checks every connection. It never runs
+ * the handshake: false before the handshake is done, after it failed, and for NULL.
+ * Thread-safety: as the connection's other calls (one thread at a time).
+ */
+TLSOCK_API bool tlsock_conn_resumed(const struct tlsock_conn *conn);
+
 /* ---------------------------------------------------------------------------------------------
  * Peer certificates and keying material
  *

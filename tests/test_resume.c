@@ -65,6 +65,10 @@ static struct outcome connect_once(struct ts_pair *p, struct tlsock_ctx *cctx, c
     copts.servername = sni;
     p->cctx = cctx;
     TS_ASSERT_RC(ts_pair_attach(p, &copts, NULL), 0);
+    /* tlsock_conn_resumed() never runs the handshake: false until it is done (and for NULL). */
+    assert_false(tlsock_conn_resumed(NULL));
+    assert_false(tlsock_conn_resumed(p->client));
+    assert_false(tlsock_conn_resumed(p->server));
     TS_ASSERT_RC_MSG(ts_pair_handshake(p), 0, p->client_msg);
     if (read) {
         TS_ASSERT_RC(ts_pair_write(p, TS_S2C, "hi", 2), 0);
@@ -75,6 +79,9 @@ static struct outcome connect_once(struct ts_pair *p, struct tlsock_ctx *cctx, c
     TS_ASSERT_RC(tlsock_conn_info(p->server, &si), 0);
     out.client_resumed = ci->resumed;
     out.server_resumed = si->resumed;
+    /* The cheap accessor tells the same as the full description. */
+    assert_int_equal(tlsock_conn_resumed(p->client), ci->resumed);
+    assert_int_equal(tlsock_conn_resumed(p->server), si->resumed);
     /* Resumed or not, both ends name the SNI of this handshake (not the first one's). */
     assert_string_equal(ci->servername, sni != NULL ? sni : "");
     assert_string_equal(si->servername, sni != NULL ? sni : "");

@@ -101,7 +101,10 @@ int tlsock__conn_new(struct tlsock_ctx *ctx, const struct tlsock__conn_setup *se
     if (rc != 0) {
         goto free_conn;
     }
-    if (conn->fd >= 0) {
+    if (conn->fd >= 0 && setup->owns_fd) {
+        /* tlsock opened it non-blocking (SOCK_NONBLOCK): no fcntl to learn what it knows. */
+        conn->saved_flags = O_RDWR | O_NONBLOCK;
+    } else if (conn->fd >= 0) {
         rc = tlsock__set_nonblocking(conn->fd, &conn->saved_flags, &err);
         if (rc != 0) {
             goto free_transport;
@@ -346,6 +349,11 @@ size_t tlsock_conn_pending(const struct tlsock_conn *conn)
     return tlsock__buf_pending(&conn->stash) + conn->impl->pending(conn->tls);
 }
 
+bool tlsock_conn_resumed(const struct tlsock_conn *conn)
+{
+    return conn != NULL && conn->state == TLSOCK__OPEN && conn->impl->resumed(conn->tls);
+}
+
 void tlsock__conn_hold_buffers(struct tlsock_conn *conn, bool hold)
 {
     if (conn->impl->hold_buffers != NULL) {
@@ -391,6 +399,11 @@ int64_t tlsock__conn_handshake_deadline(const struct tlsock_conn *conn)
 void tlsock__conn_set_op_deadline(struct tlsock_conn *conn, int64_t deadline_ns)
 {
     conn->op_deadline_ns = deadline_ns;
+}
+
+void tlsock__conn_set_caller_polls(struct tlsock_conn *conn, bool on)
+{
+    conn->transport.caller_polls = on;
 }
 
 size_t tlsock__conn_write_done(const struct tlsock_conn *conn)

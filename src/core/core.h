@@ -41,7 +41,7 @@ int tlsock__ctx_refs(const struct tlsock_ctx *ctx);
 struct tlsock__conn_setup {
     enum tlsock__transport_kind kind;
     int fd;                     /* SOCKET: a connected socket; else -1 */
-    bool owns_fd;               /* SOCKET: tlsock opened it, and closes it at the end */
+    bool owns_fd;               /* SOCKET: tlsock opened it non-blocking, and closes it */
     const char *host;           /* client: name connected to, for SNI and verification */
     uint16_t port;              /* client: the port connected to (0: unknown), for resumption */
     const struct tlsock_io *io; /* CALLBACKS: the application's callbacks */
@@ -130,6 +130,8 @@ int64_t tlsock__conn_op_deadline(const struct tlsock_conn *conn);
 int64_t tlsock__conn_handshake_deadline(const struct tlsock_conn *conn);
 /* While a blocking operation waits: its deadline, for tlsock_conn_op_deadline_ms(). */
 void tlsock__conn_set_op_deadline(struct tlsock_conn *conn, int64_t deadline_ns);
+/* While a blocking operation runs: it polls the socket after every retry (transport.h). */
+void tlsock__conn_set_caller_polls(struct tlsock_conn *conn, bool on);
 /* A write interrupted by a WANT code: the bytes already written, kept for its repetition. */
 size_t tlsock__conn_write_done(const struct tlsock_conn *conn);
 void tlsock__conn_set_write_done(struct tlsock_conn *conn, size_t done);

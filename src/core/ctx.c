@@ -1378,6 +1378,9 @@ int tlsock__ctx_freeze(struct tlsock_ctx *ctx, struct tlsock__err *err)
             tlsock__store_ctx_freeze(ctx);
             rc = tlsock__ctx_tickets_freeze(ctx, err);
         }
+        if (rc == 0 && ctx->impl->ctx_set_keylog != NULL) {
+            ctx->impl->ctx_set_keylog(ctx->native, tlsock__keylog_on(&ctx->keylog));
+        }
         if (rc == 0 && ctx->on_ctx != NULL) {
             /* The user's callback sees the context exactly as tlsock configured it. */
             rc = ctx->on_ctx(ctx->impl->ctx_native(ctx->native), ctx->configure_user);

@@ -1593,6 +1593,13 @@ static const char *version_name(gnutls_protocol_t v)
     }
 }
 
+static bool gtls_resumed(void *tls)
+{
+    const struct gtls_conn *c = tls;
+
+    return gnutls_session_is_resumed(c->session) != 0;
+}
+
 static int gtls_get_info(void *tls, struct tlsock__info_buf *out, struct tlsock__err *err)
 {
     struct gtls_conn *c = tls;
@@ -1744,6 +1751,7 @@ const struct tlsock__impl tlsock__gnutls_impl = {
     .write = gtls_write,
     .shutdown = gtls_shutdown,
     .get_info = gtls_get_info,
+    .resumed = gtls_resumed,
     .export_keying_material = gtls_export,
     .exporter_bound = gtls_exporter_bound,
     .sha256 = tlsock__gtls_sha256,

@@ -299,6 +299,12 @@ struct tlsock__impl {
      */
     void (*ctx_set_session_remove)(void *nctx, tlsock__session_remove_fn remove,
                                    struct tlsock_ctx *owner);
+    /*
+     * Once at freeze, before the configure callback: whether the context keeps a key log. An
+     * implementation that formats key log lines itself (OpenSSL) does that work only when
+     * @p on; NULL: the implementation hands over its secrets per connection at no cost.
+     */
+    void (*ctx_set_keylog)(void *nctx, bool on);
 
     /* Sessions. */
     int (*conn_new)(void *nctx, const struct tlsock__conn_params *params, void **out,
@@ -316,6 +322,8 @@ struct tlsock__impl {
      * for want of memory): a field is never left out quietly.
      */
     int (*get_info)(void *tls, struct tlsock__info_buf *out, struct tlsock__err *err);
+    /* After the handshake: the session was resumed. Cheap: no allocation, no formatting. */
+    bool (*resumed)(void *tls);
     /*
      * Keying material exporter (RFC 5705, RFC 8446 7.5) after the handshake: @p context NULL
      * for none. 0, or TLSOCK_EPROTO with the implementation's reason.

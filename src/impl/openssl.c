@@ -366,6 +366,18 @@ static void keylog_cb(const SSL *ssl, const char *line)
     }
 }
 
+/*
+ * Set at freeze, never per session (the SSL_CTX is shared by threads once frozen), and only for
+ * a context that keeps a key log: with a callback set, OpenSSL formats every secret of every
+ * handshake into a line, in hex, whether or not the line is wanted.
+ */
+static void ossl_ctx_set_keylog(void *nctx, bool on)
+{
+    struct ossl_ctx *oc = nctx;
+
+    SSL_CTX_set_keylog_callback(oc->ssl_ctx, on ? keylog_cb : NULL);
+}
+
 static int ossl_ctx_new(int role, void **out, struct tlsock__err *err)
 {
     struct ossl_ctx *oc = calloc(1, sizeof(*oc));
@@ -394,8 +406,6 @@ static int ossl_ctx_new(int role, void **out, struct tlsock__err *err)
                                  SSL_OP_CIPHER_SERVER_PREFERENCE);
     SSL_CTX_clear_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_LEGACY_SERVER_CONNECT);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-    /* Set once here, not per session: the SSL_CTX is shared by threads once frozen. */
-    SSL_CTX_set_keylog_callback(ctx, keylog_cb);
     if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
         SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) != 1) {
         rc = tlsock__ossl_fail(err, TLSOCK_ECONFIG, "cannot set the protocol range");
@@ -1374,6 +1384,13 @@ static void describe_handshake(SSL *ssl, X509 *peer, struct tlsock__info_buf *ou
                         sizeof(out->peer_sigalg));
 }
 
+static bool ossl_resumed(void *tls)
+{
+    const struct ossl_conn *c = tls;
+
+    return SSL_session_reused(c->ssl) == 1;
+}
+
 static int ossl_get_info(void *tls, struct tlsock__info_buf *out, struct tlsock__err *err)
 {
     struct ossl_conn *c = tls;
@@ -1402,7 +1419,7 @@ static int ossl_get_info(void *tls, struct tlsock__info_buf *out, struct tlsock_
     }
     tlsock__text_verify_message(out->verify_message, sizeof(out->verify_message), c->verify_mode,
                                 peer != NULL, X509_verify_cert_error_string(out->verify_result));
-    out->resumed = SSL_session_reused(ssl) == 1;
+    out->resumed = ossl_resumed(c);
     describe_handshake(ssl, peer, out);
     ERR_clear_error();
     return 0;
@@ -1503,6 +1520,7 @@ const struct tlsock__impl tlsock__openssl_impl = {
     .ctx_set_alpn = ossl_ctx_set_alpn,
     .ctx_set_tickets = ossl_ctx_set_tickets,
     .ctx_set_session_remove = ossl_ctx_set_session_remove,
+    .ctx_set_keylog = ossl_ctx_set_keylog,
     .conn_new = ossl_conn_new,
     .conn_free = ossl_conn_free,
     .handshake = ossl_handshake,
@@ -1510,6 +1528,7 @@ const struct tlsock__impl tlsock__openssl_impl = {
     .write = ossl_write,
     .shutdown = ossl_shutdown,
     .get_info = ossl_get_info,
+    .resumed = ossl_resumed,
     .export_keying_material = ossl_export,
     .exporter_bound = ossl_exporter_bound,
     .session_free = tlsock__ossl_session_free,

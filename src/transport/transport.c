@@ -75,6 +75,12 @@ static ssize_t source_read(struct tlsock__transport *t, void *buf, size_t len)
 
     switch (t->kind) {
     case TLSOCK__TRANSPORT_SOCKET:
+        if (t->caller_polls && t->sent) {
+            /* The answer to what was just sent: the caller's poll waits for it (transport.h). */
+            t->sent = false;
+            return outcome(t, TLSOCK_EWANT_READ, len, true);
+        }
+        t->sent = false;
         n = tlsock__sock_recv(t->fd, buf, len, &t->sys_errno);
         break;
     case TLSOCK__TRANSPORT_CALLBACKS:
@@ -122,6 +128,7 @@ static ssize_t raw_write(struct tlsock__transport *t, const void *buf, size_t le
     switch (t->kind) {
     case TLSOCK__TRANSPORT_SOCKET:
         n = tlsock__sock_send(t->fd, buf, len, &t->sys_errno);
+        t->sent = t->sent || n > 0;
         break;
     case TLSOCK__TRANSPORT_CALLBACKS:
         n = t->io.write(t->io.user, buf, len);
@@ -229,7 +236,9 @@ ssize_t tlsock__transport_writev(struct tlsock__transport *t, const struct iovec
     if (r < 0) {
         return r;
     }
-    return outcome(t, tlsock__sock_sendmsg(t->fd, iov, n, &t->sys_errno), total, false);
+    ssize_t sent = tlsock__sock_sendmsg(t->fd, iov, n, &t->sys_errno);
+    t->sent = t->sent || sent > 0;
+    return outcome(t, sent, total, false);
 }
 
 void tlsock__transport_cork(struct tlsock__transport *t, bool corked)

@@ -53,6 +53,16 @@ struct tlsock__transport {
     int want;               /* the transport's own WANT code behind a retry, 0 if none */
     int sys_errno;          /* errno behind a TLSOCK_ESYS from the socket */
     const char *why;        /* a failure the transport explains itself (broken contract...) */
+    /*
+     * SOCKET: the caller polls the socket after every retry (the blocking driver, for the length
+     * of one operation), so a read right after a send reports "not yet" without a recv: the
+     * peer cannot have answered a flight just sent, and the failed recv would be a system call
+     * per flight that a blocking program does not make. The poll that follows waits for the
+     * answer, or returns at once when it is there already. Never set otherwise: a caller that
+     * waits for readability edge-triggered would wait for an edge that already came.
+     */
+    bool caller_polls;
+    bool sent; /* SOCKET: bytes left by send since the last read */
 };
 
 /*

@@ -99,6 +99,7 @@ int tlsock__drive(struct tlsock_conn *conn, tlsock__step_fn step, void *arg, int
 
     /* Callbacks may ask for it (tlsock_conn_op_deadline_ms) to bound their own waiting. */
     tlsock__conn_set_op_deadline(conn, deadline_ns);
+    tlsock__conn_set_caller_polls(conn, true);
     waiter_init(conn, &w);
     for (;;) {
         rc = step(conn, arg);
@@ -122,6 +123,7 @@ int tlsock__drive(struct tlsock_conn *conn, tlsock__step_fn step, void *arg, int
         }
     }
     waiter_destroy(conn, &w);
+    tlsock__conn_set_caller_polls(conn, false);
     tlsock__conn_set_op_deadline(conn, INT64_MAX);
     return rc;
 }

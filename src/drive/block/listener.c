@@ -99,6 +99,16 @@ int tlsock_accept(struct tlsock_listener *lis, const struct tlsock_opts *opts,
     }
     int64_t deadline = tlsock__deadline_after(timeout_ms);
     for (;;) {
+        /*
+         * Poll, then accept: two system calls per client, as a blocking program's poll and
+         * accept. Accepting first costs a failed accept whenever no client waits, which is the
+         * usual case for a thread that accepts one client at a time; another thread may still
+         * take the client between the two, and the loop polls again.
+         */
+        rc = tlsock__wait_fd(lis->fd, POLLIN, deadline, &lis->err);
+        if (rc != 0) {
+            break;
+        }
         int fd = accept4(lis->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (fd >= 0) {
             int one = 1;
@@ -118,10 +128,6 @@ int tlsock_accept(struct tlsock_listener *lis, const struct tlsock_opts *opts,
         }
         if (!accept_error_is_transient(errno)) {
             rc = tlsock__fail(&lis->err, TLSOCK_ESYS, "accept: %s", strerror(errno));
-            break;
-        }
-        rc = tlsock__wait_fd(lis->fd, POLLIN, deadline, &lis->err);
-        if (rc != 0) {
             break;
         }
     }
