@@ -387,6 +387,7 @@ void tlsock_ctx_free(struct tlsock_ctx *ctx)
     free(ctx->certsel.certs);
     free(ctx->trust.pins);
     free(ctx->ocsp_response);
+    tlsock__ticket_cache_free(&ctx->tickets);
     explicit_bzero(&ctx->tickets, sizeof(ctx->tickets));
     pass_free(ctx->pass);
     if (ctx->keylog.fd >= 0) {

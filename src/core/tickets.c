@@ -86,6 +86,9 @@ int tlsock__ctx_tickets_freeze(struct tlsock_ctx *ctx, struct tlsock__err *err)
         t->period = t->lifetime;
         t->have_secret = true;
     }
+    if (!t->off && t->cache == NULL && !tlsock__ticket_cache_new(t)) {
+        return tlsock__fail(err, TLSOCK_ENOMEM, "out of memory for the ticket key cache");
+    }
     return ctx->impl->ctx_set_tickets(ctx->native, t, err);
 }
 

@@ -78,7 +78,7 @@ int tlsock__gtls_tickets_hello(gnutls_session_t session, const struct tlsock__ti
     int ret = GNUTLS_E_INTERNAL_ERROR;
 
     for (int64_t back = ticket_name != NULL ? 1 : 0; back >= 0; back--) {
-        if (!tlsock__ticket_key_derive(t, now - back, hmac_sha256, k)) {
+        if (!tlsock__ticket_key(t, now - back, hmac_sha256, k)) {
             goto wipe;
         }
         if (back == 0 || names_ticket(k, ticket_name, t->lifetime)) {

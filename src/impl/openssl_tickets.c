@@ -56,7 +56,7 @@ static int ticket_key_cb(SSL *ssl, unsigned char key_name[16], unsigned char *iv
     int rc = 0;
 
     if (enc) {
-        if (tlsock__ticket_key_derive(t, now, hmac_sha256, k) &&
+        if (tlsock__ticket_key(t, now, hmac_sha256, k) &&
             RAND_bytes(iv, EVP_CIPHER_get_iv_length(EVP_aes_256_cbc())) == 1 &&
             use_key(k, iv, cctx, hctx, 1) == 0) {
             memcpy(key_name, k + NAME_AT, NAME_LEN);
@@ -67,7 +67,7 @@ static int ticket_key_cb(SSL *ssl, unsigned char key_name[16], unsigned char *iv
         goto wipe;
     }
     for (int64_t back = 0; back < 2; back++) {
-        if (!tlsock__ticket_key_derive(t, now - back, hmac_sha256, k)) {
+        if (!tlsock__ticket_key(t, now - back, hmac_sha256, k)) {
             rc = -1;
             break;
         }

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,6 +60,67 @@ bool tlsock__ticket_key_derive(const struct tlsock__tickets *t, int64_t n,
         }
     }
     return true;
+}
+
+/* The two periods' keys a server uses at a time: the current and the previous one. */
+struct tlsock__ticket_cache {
+    pthread_mutex_t lock;
+    bool valid[2];
+    int64_t period[2];
+    unsigned char key[2][TLSOCK__TICKET_KEY_SIZE];
+    unsigned next; /* the slot the next new period replaces */
+};
+
+bool tlsock__ticket_cache_new(struct tlsock__tickets *t)
+{
+    struct tlsock__ticket_cache *c = calloc(1, sizeof(*c));
+
+    if (c == NULL || pthread_mutex_init(&c->lock, NULL) != 0) {
+        free(c);
+        return false;
+    }
+    t->cache = c;
+    return true;
+}
+
+void tlsock__ticket_cache_free(struct tlsock__tickets *t)
+{
+    struct tlsock__ticket_cache *c = t->cache;
+
+    if (c != NULL) {
+        pthread_mutex_destroy(&c->lock);
+        explicit_bzero(c, sizeof(*c));
+        free(c);
+        t->cache = NULL;
+    }
+}
+
+bool tlsock__ticket_key(const struct tlsock__tickets *t, int64_t n, tlsock__hmac_sha256_fn hmac,
+                        unsigned char out[TLSOCK__TICKET_KEY_SIZE])
+{
+    struct tlsock__ticket_cache *c = t->cache;
+    bool ok = true;
+
+    if (c == NULL) {
+        return tlsock__ticket_key_derive(t, n, hmac, out);
+    }
+    pthread_mutex_lock(&c->lock);
+    unsigned i = 0;
+    while (i < 2 && !(c->valid[i] && c->period[i] == n)) {
+        i++;
+    }
+    if (i == 2) {
+        /* Derived under the lock: the threads that ask for a new period wait for one HMAC run. */
+        i = c->next;
+        c->next = 1 - i;
+        c->valid[i] = ok = tlsock__ticket_key_derive(t, n, hmac, c->key[i]);
+        c->period[i] = n;
+    }
+    if (ok) {
+        memcpy(out, c->key[i], TLSOCK__TICKET_KEY_SIZE);
+    }
+    pthread_mutex_unlock(&c->lock);
+    return ok;
 }
 
 /* The value after "@p name " on a line of @p text, or NULL. */

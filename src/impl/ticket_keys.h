@@ -29,6 +29,8 @@ struct tlsock__tickets {
     unsigned period;   /* seconds between key rotations; 0 until the keys are set */
     unsigned char secret[TLSOCK__TICKET_SECRET_SIZE];
     bool have_secret; /* from a key file; else the context makes a random one at freeze */
+    /* The keys derived last (tlsock__ticket_key); made at freeze, NULL before and for tests. */
+    struct tlsock__ticket_cache *cache;
 };
 
 /* HMAC-SHA256 of @p data under @p key into @p out; false on failure. Given by an implementation. */
@@ -52,6 +54,19 @@ int64_t tlsock__ticket_period_now(const struct tlsock__tickets *t);
 bool tlsock__ticket_key_derive(const struct tlsock__tickets *t, int64_t n,
                                tlsock__hmac_sha256_fn hmac,
                                unsigned char out[TLSOCK__TICKET_KEY_SIZE]);
+
+/*
+ * The key of period @p n as tlsock__ticket_key_derive() makes it, derived once per period and
+ * context: a busy server asks for the same two keys for every ticket it issues or opens, and
+ * three HMACs per ticket cost about as much as the rest of a resumed handshake's symmetric work.
+ * Thread-safe; without a cache (t->cache NULL) it derives every time.
+ */
+bool tlsock__ticket_key(const struct tlsock__tickets *t, int64_t n, tlsock__hmac_sha256_fn hmac,
+                        unsigned char out[TLSOCK__TICKET_KEY_SIZE]);
+/* The cache of @p t, made when its keys are final (freeze); false for want of memory. */
+bool tlsock__ticket_cache_new(struct tlsock__tickets *t);
+/* Wipes and frees the cache of @p t (may be NULL). */
+void tlsock__ticket_cache_free(struct tlsock__tickets *t);
 
 /*
  * Tests only: the key clock (unix seconds) is @p now instead of time(); NULL restores time().
