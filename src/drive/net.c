@@ -34,7 +34,9 @@ static int poll_timeout(int64_t deadline_ns)
     return ms > 24 * 3600 * 1000 ? 24 * 3600 * 1000 : (int)ms;
 }
 
-int tlsock__wait_fd(int fd, short events, int64_t deadline_ns, struct tlsock__err *err)
+/* tlsock__wait_fd(), also giving what poll() reported in *@p revents. */
+static int wait_fd_revents(int fd, short events, int64_t deadline_ns, short *revents,
+                           struct tlsock__err *err)
 {
     struct pollfd pfd = {.fd = fd, .events = events};
 
@@ -42,6 +44,7 @@ int tlsock__wait_fd(int fd, short events, int64_t deadline_ns, struct tlsock__er
         int timeout = poll_timeout(deadline_ns);
         int n = poll(&pfd, 1, timeout);
         if (n > 0) {
+            *revents = pfd.revents;
             return 0;
         }
         if (n == 0) {
@@ -54,6 +57,13 @@ int tlsock__wait_fd(int fd, short events, int64_t deadline_ns, struct tlsock__er
             return tlsock__fail(err, TLSOCK_ESYS, "poll: %s", strerror(errno));
         }
     }
+}
+
+int tlsock__wait_fd(int fd, short events, int64_t deadline_ns, struct tlsock__err *err)
+{
+    short revents = 0;
+
+    return wait_fd_revents(fd, events, deadline_ns, &revents, err);
 }
 
 /* Connects one address; 0 with *fd_out set, or an error with the reason in @p err. */
@@ -78,12 +88,17 @@ static int connect_one(const struct addrinfo *ai, int64_t deadline_ns, int *fd_o
         rc = tlsock__fail(err, TLSOCK_ESYS, "connect: %s", strerror(errno));
         goto close_fd;
     }
-    rc = tlsock__wait_fd(fd, POLLOUT, deadline_ns, err);
+    short revents = 0;
+    rc = wait_fd_revents(fd, POLLOUT, deadline_ns, &revents, err);
     if (rc != 0) {
         if (rc == TLSOCK_ETIMEDOUT) {
             tlsock__fail(err, rc, "connect timed out");
         }
         goto close_fd;
+    }
+    if (revents == POLLOUT) {
+        /* Writable without an error or hang-up: connected; a failure raises POLLERR. */
+        goto connected;
     }
     if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0) {
         soerr = errno;
