@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include <uv.h>
 
@@ -84,6 +85,12 @@ int bench_echo_uv_server(const struct bench_run *run, struct bench_sample *out);
  * the client's CPU time, not the server's.
  */
 int bench_echo_client(const struct bench_run *run, uint16_t port, struct bench_sample *out);
+
+/* Finds program @p name in PATH (proc.c); @p out gets its full path. */
+bool bench_find_program(const char *name, char *out, size_t len);
+
+/* @p clock in nanoseconds (proc.c): a child's CPU clock (clock_getcpuclockid), a thread's. */
+int64_t bench_clock_ns(clockid_t clock);
 
 /* A child process (proc.c), spoken to through pipes or writing to a log file. */
 struct bench_child {

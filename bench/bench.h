@@ -244,6 +244,7 @@ struct bench_cases {
 extern const struct bench_cases bench_throughput_cases;
 extern const struct bench_cases bench_memory_cases;
 extern const struct bench_cases bench_handshake_cases;
+extern const struct bench_cases bench_resume_redis_cases; /* skipped without Redis */
 #ifdef BENCH_HAVE_UV
 extern const struct bench_cases bench_echo_cases;
 extern const struct bench_cases bench_stunnel_cases;

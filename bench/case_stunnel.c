@@ -46,31 +46,12 @@ struct stunnel_env {
     atomic_bool stop;
 };
 
-/* Finds @p name in PATH; @p out gets the full path. */
-static bool find_program(const char *name, char *out, size_t len)
-{
-    const char *path = getenv("PATH");
-    bool found = false;
-
-    while (path != NULL && *path != '\0' && !found) {
-        const char *end = strchr(path, ':');
-        size_t dirlen = end != NULL ? (size_t)(end - path) : strlen(path);
-
-        if (dirlen > 0) {
-            snprintf(out, len, "%.*s/%s", (int)dirlen, path, name);
-            found = access(out, X_OK) == 0;
-        }
-        path = end != NULL ? end + 1 : NULL;
-    }
-    return found;
-}
-
 static bool find_stunnel(char *out, size_t len)
 {
     bool found = false;
 
     for (size_t i = 0; i < sizeof(program_names) / sizeof(program_names[0]) && !found; i++) {
-        found = find_program(program_names[i], out, len);
+        found = bench_find_program(program_names[i], out, len);
     }
     return found;
 }
@@ -353,14 +334,6 @@ out:
     return rc;
 }
 
-static int64_t clock_ns(clockid_t clock)
-{
-    struct timespec ts = {0, 0};
-
-    (void)clock_gettime(clock, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 /* The raw blocking echo client against stunnel; its server CPU is stunnel's and the echo's. */
 static int stunnel_echo(const struct bench_run *run, struct bench_sample *out)
 {
@@ -369,12 +342,12 @@ static int stunnel_echo(const struct bench_run *run, struct bench_sample *out)
     clockid_t echo_clock;
     bool clocks = clock_getcpuclockid(env->child.pid, &proc_clock) == 0 &&
                   pthread_getcpuclockid(env->echo_thread, &echo_clock) == 0;
-    int64_t cpu0 = clocks ? clock_ns(proc_clock) + clock_ns(echo_clock) : 0;
+    int64_t cpu0 = clocks ? bench_clock_ns(proc_clock) + bench_clock_ns(echo_clock) : 0;
     int rc = bench_echo_client(run, env->port, out);
 
     if (rc == BENCH_OK && clocks) {
         /* The plaintext server and stunnel finish with the client's last byte echoed. */
-        int64_t cpu = clock_ns(proc_clock) + clock_ns(echo_clock) - cpu0;
+        int64_t cpu = bench_clock_ns(proc_clock) + bench_clock_ns(echo_clock) - cpu0;
 
         out->server_cpu_us = bench_us_per(cpu, bench_mib(out->count));
     }

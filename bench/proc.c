@@ -1,5 +1,5 @@
 /*
- * Child processes of the async cases (the idle case's servers, stunnel): started with
+ * Child processes of the async cases (the idle case's servers, stunnel, redis-server): started with
  * posix_spawn, spoken to a line at a time with a bound on every wait, always reaped, killed when
  * they do not exit in time.
  */
@@ -9,13 +9,41 @@
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "async.h"
 
 extern char **environ;
+
+bool bench_find_program(const char *name, char *out, size_t len)
+{
+    const char *path = getenv("PATH");
+    bool found = false;
+
+    while (path != NULL && *path != '\0' && !found) {
+        const char *end = strchr(path, ':');
+        size_t dirlen = end != NULL ? (size_t)(end - path) : strlen(path);
+
+        if (dirlen > 0) {
+            snprintf(out, len, "%.*s/%s", (int)dirlen, path, name);
+            found = access(out, X_OK) == 0;
+        }
+        path = end != NULL ? end + 1 : NULL;
+    }
+    return found;
+}
+
+int64_t bench_clock_ns(clockid_t clock)
+{
+    struct timespec ts = {0, 0};
+
+    (void)clock_gettime(clock, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
 
 int bench_child_spawn(struct bench_child *c, const char *name, char *const argv[], const char *log)
 {

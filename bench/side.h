@@ -28,6 +28,12 @@ struct gtls_env {
     gnutls_datum_t ticket_key; /* the server's session ticket key */
     gnutls_datum_t session;    /* the client's latest session data (resume cases) */
     bool resume;               /* offer it */
+    /*
+     * When set, called on each server session instead of enabling tickets: the TLS 1.2
+     * session-ID cases (case_resume_redis.c) give the server a session cache there.
+     */
+    int (*server_session)(gnutls_session_t session, void *arg);
+    void *server_session_arg;
 };
 #endif
 

@@ -215,7 +215,9 @@ static int wrap_fd(struct gtls_env *env, unsigned flags, int fd, struct gtls_con
         ret = gnutls_credentials_set(conn->session, GNUTLS_CRD_CERTIFICATE,
                                      flags == GNUTLS_SERVER ? env->server_cred : env->client_cred);
     }
-    if (ret >= 0 && flags == GNUTLS_SERVER) {
+    if (ret >= 0 && flags == GNUTLS_SERVER && env->server_session != NULL) {
+        ret = env->server_session(conn->session, env->server_session_arg);
+    } else if (ret >= 0 && flags == GNUTLS_SERVER) {
         ret = gnutls_session_ticket_enable_server(conn->session, &env->ticket_key);
     } else if (ret >= 0 && env->resume && env->session.size > 0) {
         ret = gnutls_session_set_data(conn->session, env->session.data, env->session.size);
@@ -391,14 +393,19 @@ static void gtls_set_resume(void *envp, bool on)
     env->resume = on;
 }
 
-/* After the client read the server's TLS 1.3 ticket: the session data the next one offers. */
+/*
+ * After the client read the server's TLS 1.3 ticket: the session data the next one offers. In
+ * TLS 1.2 without tickets (case_resume_redis.c) the handshake's own session, by its ID.
+ */
 static int gtls_keep_session(void *connp)
 {
     struct gtls_conn *conn = connp;
     gnutls_datum_t data = {NULL, 0};
-    int ret = (gnutls_session_get_flags(conn->session) & GNUTLS_SFLAGS_SESSION_TICKET) != 0
-                  ? gnutls_session_get_data2(conn->session, &data)
-                  : GNUTLS_E_INVALID_SESSION;
+    bool tls13 = gnutls_protocol_get_version(conn->session) == GNUTLS_TLS1_3;
+    int ret =
+        !tls13 || (gnutls_session_get_flags(conn->session) & GNUTLS_SFLAGS_SESSION_TICKET) != 0
+            ? gnutls_session_get_data2(conn->session, &data)
+            : GNUTLS_E_INVALID_SESSION;
 
     if (ret < 0) {
         gnutls_failure("no resumable session after reading the ticket", ret);
