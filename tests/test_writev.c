@@ -53,6 +53,19 @@ static void count(size_t buffers, ssize_t n)
     }
 }
 
+/* The TLS records @p len bytes hold when they are whole records; 1 when they are not. */
+static size_t records_in(const unsigned char *p, size_t len)
+{
+    size_t off = 0;
+    size_t n = 0;
+
+    while (off + 5 <= len) {
+        off += 5 + ((size_t)p[off + 3] << 8 | p[off + 4]);
+        n++;
+    }
+    return off == len && n > 0 ? n : 1;
+}
+
 ssize_t __wrap_send(int fd, const void *buf, size_t len, int flags)
 {
     size_t cap = atomic_load(&send_cap);
@@ -63,7 +76,7 @@ ssize_t __wrap_send(int fd, const void *buf, size_t len, int flags)
         return -1;
     }
     n = __real_send(fd, buf, cap > 0 && len > cap ? cap : len, flags);
-    count(1, n);
+    count(records_in(buf, len), n);
     return n;
 }
 
@@ -93,7 +106,11 @@ ssize_t __wrap_sendmsg(int fd, const struct msghdr *msg, int flags)
         m.msg_iovlen = k;
     }
     n = __real_sendmsg(fd, &m, flags);
-    count(msg->msg_iovlen, n);
+    size_t records = 0;
+    for (size_t i = 0; i < msg->msg_iovlen; i++) {
+        records += records_in(msg->msg_iov[i].iov_base, msg->msg_iov[i].iov_len);
+    }
+    count(records, n);
     return n;
 }
 
@@ -167,9 +184,11 @@ static void run_writev_case(struct ts_env *env, const struct writev_case *c,
 }
 
 /*
- * GnuTLS queues a whole flight (ServerHello and ChangeCipherSpec; then EncryptedExtensions to
- * Finished) and hands it to its vector push at once: on the socket that must be one sendmsg of
- * several records, not one send per record.
+ * A handshake flight leaves in one call of several records (a send of the records collected while
+ * the handshake step ran, or a sendmsg of them), not one send per record, on both ends and both
+ * implementations: GnuTLS pushes a TLS 1.3 client's compatibility ChangeCipherSpec on its own,
+ * and a peer that leaves Nagle on would then hold the client's Finished for a delayed ACK.
+ * Records are counted from the bytes of each call (`buffers`).
  */
 static void test_flight_in_one_send(void **state)
 {
@@ -192,10 +211,12 @@ static void test_flight_in_one_send(void **state)
                       server_hs.bytes, client_hs.calls, client_hs.buffers);
         assert_true(server_hs.calls > 0);
         assert_true(client_hs.calls > 0);
-        if (tlsock_ctx_impl(env->sctx) == TLSOCK_IMPL_GNUTLS) {
-            assert_true(server_hs.multi > 0);
-            assert_true(server_hs.calls < server_hs.buffers);
-        }
+        assert_true(server_hs.multi > 0);
+        assert_true(server_hs.calls < server_hs.buffers);
+        /* The client's second flight: ChangeCipherSpec and Finished (TLS 1.2: with its key
+         * exchange) in one call. */
+        assert_true(client_hs.multi > 0);
+        assert_true(client_hs.calls < client_hs.buffers);
     }
 }
 

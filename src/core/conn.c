@@ -229,9 +229,29 @@ int tlsock__conn_handshake_step(struct tlsock_conn *conn)
     if (conn->state == TLSOCK__OPEN) {
         return 0;
     }
-    int rc = tlsock__store_gate(conn);
+    /*
+     * A flight leaves in one send, as one write of a blocking program does: GnuTLS pushes some
+     * records on their own (a TLS 1.3 client's compatibility ChangeCipherSpec before its
+     * Finished), and a peer that leaves Nagle on then holds the second send until the first is
+     * acknowledged. What a step collected and could not send goes first in the next one.
+     * Sockets only: a read callback may block until the peer answers a flight still collected.
+     * A read while records wait collected is a real one: the peer's earlier flight may be there.
+     */
+    int rc = tlsock__transport_flush(&conn->transport, &conn->err);
     if (rc == 0) {
+        rc = tlsock__store_gate(conn);
+    }
+    if (rc == 0) {
+        bool cork =
+            conn->impl->flight_in_pieces && conn->transport.kind == TLSOCK__TRANSPORT_SOCKET;
+        tlsock__transport_cork(&conn->transport, cork);
         rc = conn->impl->handshake(conn->tls, &conn->err);
+        tlsock__transport_cork(&conn->transport, false);
+        /* Also after a failure: the alert that says why is among the collected records. */
+        int flushed = tlsock__transport_flush(&conn->transport, &conn->err);
+        if (flushed != 0 && (rc == 0 || rc == TLSOCK_EWANT_READ || rc == TLSOCK_EWANT_WRITE)) {
+            rc = flushed;
+        }
     }
     if (rc == 0) {
         conn->state = TLSOCK__OPEN;
@@ -404,6 +424,11 @@ void tlsock__conn_set_op_deadline(struct tlsock_conn *conn, int64_t deadline_ns)
 void tlsock__conn_set_caller_polls(struct tlsock_conn *conn, bool on)
 {
     conn->transport.caller_polls = on;
+}
+
+void tlsock__conn_polled(struct tlsock_conn *conn)
+{
+    tlsock__transport_polled(&conn->transport);
 }
 
 size_t tlsock__conn_write_done(const struct tlsock_conn *conn)

@@ -132,6 +132,8 @@ int64_t tlsock__conn_handshake_deadline(const struct tlsock_conn *conn);
 void tlsock__conn_set_op_deadline(struct tlsock_conn *conn, int64_t deadline_ns);
 /* While a blocking operation runs: it polls the socket after every retry (transport.h). */
 void tlsock__conn_set_caller_polls(struct tlsock_conn *conn, bool on);
+/* The blocking driver polled the connection's socket (transport.h, caller_polls). */
+void tlsock__conn_polled(struct tlsock_conn *conn);
 /* A write interrupted by a WANT code: the bytes already written, kept for its repetition. */
 size_t tlsock__conn_write_done(const struct tlsock_conn *conn);
 void tlsock__conn_set_write_done(struct tlsock_conn *conn, size_t done);

@@ -1728,6 +1728,7 @@ static int gtls_random(void *buf, size_t len, struct tlsock__err *err)
 
 const struct tlsock__impl tlsock__gnutls_impl = {
     .name = "gnutls",
+    .flight_in_pieces = true,
     .id = TLSOCK_IMPL_GNUTLS,
     .caps = TLSOCK_CAP_ALPN | TLSOCK_CAP_CERTGEN,
     .version = gtls_version,

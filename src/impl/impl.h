@@ -260,6 +260,12 @@ struct tlsock__impl {
     const char *name; /* "openssl" */
     int id;           /* enum tlsock_impl */
     unsigned caps;    /* TLSOCK_CAP_* */
+    /*
+     * The implementation hands a flight to the transport in several writes (GnuTLS pushes a TLS
+     * 1.3 client's compatibility ChangeCipherSpec on its own): the core collects a handshake
+     * step's records on a socket and sends them at once. OpenSSL writes a flight in one write.
+     */
+    bool flight_in_pieces;
     const char *(*version)(void);
     /* The native handles behind tlsock_ctx_native() and tlsock_conn_native(). */
     void *(*ctx_native)(void *nctx);

@@ -76,11 +76,9 @@ static ssize_t source_read(struct tlsock__transport *t, void *buf, size_t len)
     switch (t->kind) {
     case TLSOCK__TRANSPORT_SOCKET:
         if (t->caller_polls && t->sent) {
-            /* The answer to what was just sent: the caller's poll waits for it (transport.h). */
-            t->sent = false;
+            /* The answer to what is being sent: the caller's poll waits for it (transport.h). */
             return outcome(t, TLSOCK_EWANT_READ, len, true);
         }
-        t->sent = false;
         n = tlsock__sock_recv(t->fd, buf, len, &t->sys_errno);
         break;
     case TLSOCK__TRANSPORT_CALLBACKS:
@@ -239,6 +237,11 @@ ssize_t tlsock__transport_writev(struct tlsock__transport *t, const struct iovec
     ssize_t sent = tlsock__sock_sendmsg(t->fd, iov, n, &t->sys_errno);
     t->sent = t->sent || sent > 0;
     return outcome(t, sent, total, false);
+}
+
+void tlsock__transport_polled(struct tlsock__transport *t)
+{
+    t->sent = false;
 }
 
 void tlsock__transport_cork(struct tlsock__transport *t, bool corked)

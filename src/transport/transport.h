@@ -55,14 +55,15 @@ struct tlsock__transport {
     const char *why;        /* a failure the transport explains itself (broken contract...) */
     /*
      * SOCKET: the caller polls the socket after every retry (the blocking driver, for the length
-     * of one operation), so a read right after a send reports "not yet" without a recv: the
-     * peer cannot have answered a flight just sent, and the failed recv would be a system call
-     * per flight that a blocking program does not make. The poll that follows waits for the
-     * answer, or returns at once when it is there already. Never set otherwise: a caller that
-     * waits for readability edge-triggered would wait for an edge that already came.
+     * of one operation), so a read after a send and before the caller's next poll reports "not
+     * yet" without a recv: the peer cannot have answered a flight it has not seen, and the
+     * failed recv would be a system call per flight that a blocking program does not make. The poll
+     * that follows waits for the answer, or returns at once when it is there already. Never set
+     * otherwise: a caller that waits for readability edge-triggered would wait for an edge that
+     * already came.
      */
     bool caller_polls;
-    bool sent; /* SOCKET: bytes left by send since the last read */
+    bool sent; /* SOCKET: bytes left by send since the caller last polled */
 };
 
 /*
@@ -92,6 +93,8 @@ ssize_t tlsock__transport_write(struct tlsock__transport *t, const void *buf, si
  */
 ssize_t tlsock__transport_writev(struct tlsock__transport *t, const struct iovec *iov, int n);
 
+/* The caller polled the socket: what was sent before may have been answered (caller_polls). */
+void tlsock__transport_polled(struct tlsock__transport *t);
 /* Collects the records of the writes that follow (true) until uncorked (false). */
 void tlsock__transport_cork(struct tlsock__transport *t, bool corked);
 /*

@@ -113,6 +113,7 @@ int tlsock__drive(struct tlsock_conn *conn, tlsock__step_fn step, void *arg, int
         }
         short events = rc == TLSOCK_EWANT_READ ? POLLIN : POLLOUT;
         rc = tlsock__wait_fd(fd, events, deadline_ns, err);
+        tlsock__conn_polled(conn);
         if (rc == TLSOCK_ETIMEDOUT) {
             rc = tlsock__fail(err, timeout_code, "%s: no progress before the deadline",
                               timeout_code == TLSOCK_EHANDSHAKE_TIMEOUT ? "TLS handshake timed out"
