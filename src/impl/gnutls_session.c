@@ -63,8 +63,7 @@ static gnutls_datum_t db_retrieve(void *ptr, gnutls_datum_t key)
             out.size = (unsigned)len;
         }
     }
-    explicit_bzero(val, len); /* the session's master secret */
-    free(val);
+    tlsock__free_secret(val, len); /* the session's master secret */
     return out;
 }
 
@@ -139,6 +138,9 @@ void tlsock__gtls_sessions_report(gnutls_session_t s, struct gtls_sess *gs, bool
     gs->ticket_pending = false;
     if (gnutls_session_get_data2(s, &data) == 0 && data.size > 0) {
         gs->io.on_session(gs->io.owner, data.data, data.size, tls13 ? 0x0304 : 0x0303, NULL);
+    }
+    if (data.data != NULL) {
+        gnutls_memset(data.data, 0, data.size); /* the core keeps its own copy */
     }
     gnutls_free(data.data);
 }
