@@ -4,7 +4,8 @@
 #   tlsock         component tool: the command-line tool and its manual page
 # and, when libtlsock_redis is built, so that only its users get hiredis:
 #   libtlsock-redis0     component redis:     the Redis store's shared library
-#   libtlsock-redis-dev  component redis-dev: its header, .so link and pkg-config file
+#   libtlsock-redis-dev  component redis-dev: its header, .so link, pkg-config file and CMake
+#                                             targets (tlsock::redis)
 # Runtime dependencies come from dpkg-shlibdeps. The development package depends on the exact
 # library version and on the development files of what tlsock.pc names in Requires.private
 # (pkg-config resolves those even without --static; the static library needs them), libuv's
@@ -56,7 +57,8 @@ set(CPACK_DEBIAN_REDIS-DEV_PACKAGE_SECTION libdevel)
 set(CPACK_DEBIAN_REDIS-DEV_PACKAGE_DEPENDS
   "libtlsock-redis0 (= ${PROJECT_VERSION}), libtlsock-dev (= ${PROJECT_VERSION}), libhiredis-dev")
 set(CPACK_DEBIAN_REDIS-DEV_DESCRIPTION "tlsock: TLS over TCP sockets for C - Redis store files
- The header tlsock/redis.h, the .so link and the pkg-config file tlsock-redis.")
+ The header tlsock/redis.h, the .so link, the pkg-config file tlsock-redis and the
+ CMake target tlsock::redis.")
 if(TLSOCK_WITH_REDIS)
   string(APPEND CPACK_DEBIAN_TOOL_PACKAGE_DEPENDS ", libtlsock-redis0 (= ${PROJECT_VERSION})")
 endif()

@@ -37,6 +37,7 @@ struct test_store {
     char calls[CALLS + 1]; /* 'p' put, 'g' get, 'r' remove, in order */
     int64_t expires_ms;    /* of the last put */
     char last_key[KEY_MAX];
+    char removed_key[KEY_MAX]; /* of the last remove */
     /* ANSWER_LATER: the thread; ANSWER_NEVER: the done kept for the test to call late */
     pthread_t thread;
     bool thread_started;
@@ -143,6 +144,7 @@ static void store_remove(void *user, const void *key, size_t key_len)
 
     pthread_mutex_lock(&s->lock);
     record(s, 'r', key, key_len);
+    memcpy(s->removed_key, s->last_key, sizeof(s->removed_key));
     pthread_mutex_unlock(&s->lock);
 }
 
@@ -332,6 +334,38 @@ static void test_fatal_alert_removes(void **state)
     assert_string_equal(s.last_key, key);
     ts_pair_close(p);
     assert_string_equal(s.calls, "pgr");
+    store_free(&s);
+}
+
+/*
+ * A stored session past the server's session lifetime (a store that keeps entries longer than the
+ * expiry it was given, as this one does) is refused and removed on the look-up, by either server
+ * implementation: OpenSSL drops it itself (its remove callback), GnuTLS only refuses it and tlsock
+ * removes it. Both count whole seconds and refuse a session more than the lifetime (1 s) old.
+ */
+static void test_expired_removed(void **state)
+{
+    struct ts_pair *p = *state;
+    struct test_store s;
+    char key[KEY_MAX];
+
+    store_init(&s, ANSWER_NOW);
+    p->cctx = client_ctx("1.2-1.2");
+    p->sctx = server_ctx(&s, false);
+    TS_ASSERT_RC(tlsock_ctx_set_ticket_lifetime(p->sctx, 1), 0);
+    assert_false(connect_once(p, 0));
+    time_t made = time(NULL); /* not before the session's own time */
+    assert_string_equal(s.calls, "p");
+    memcpy(key, s.last_key, sizeof(key));
+    for (int i = 0; i < 80 && time(NULL) < made + 2; i++) {
+        usleep(50 * 1000);
+    }
+    assert_true(time(NULL) >= made + 2);
+    assert_false(connect_once(p, 0));
+    /* The get found it, the server removed it under the same key, then put the new session. */
+    assert_string_equal(s.calls, "pgrp");
+    assert_string_equal(s.removed_key, key);
+    assert_string_not_equal(s.last_key, key);
     store_free(&s);
 }
 
@@ -592,6 +626,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_answer_never, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_miss, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_fatal_alert_removes, ts_pair_setup, ts_pair_teardown),
+        cmocka_unit_test_setup_teardown(test_expired_removed, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_tls13_no_calls, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test(test_set_store_checks),
 #if TLSOCK_TEST_HAVE_UV

@@ -128,8 +128,10 @@ typedef void (*tlsock_redis_keys_fn)(void *user, const char *path);
 /**
  * Starts a thread that calls tlsock_redis_store_ticket_keys(@p path, 0) every @p interval_ms
  * (0: a quarter of the file's period), and @p fn (may be NULL) when the file changed, so that
- * the server reloads it (the CLI reloads on SIGHUP). Failures are logged once per outage and
- * retried at the next poll. One watcher per store; it stops with tlsock_redis_store_free().
+ * the server reloads it: @p fn runs on the watcher's thread between two polls, so it should only
+ * wake the server (a uv_async_send(), which is what the CLI does), which then loads the file
+ * into a new context. Failures are logged once per outage and retried at the next poll. One
+ * watcher per store; it stops with tlsock_redis_store_free(), after which @p fn is not called.
  * Returns 0, TLSOCK_EINVAL (NULL path, a watcher already running) or TLSOCK_ESYS.
  */
 TLSOCK_API int tlsock_redis_store_watch_ticket_keys(struct tlsock_redis_store *store,

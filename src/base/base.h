@@ -62,6 +62,10 @@ int64_t tlsock__now_ns(void);
 /* Absolute deadline for a timeout in ms (0 meaning none, per the API): INT64_MAX if none. */
 int64_t tlsock__deadline_after(int timeout_ms);
 
+/* Wipes @p len bytes at @p p (explicit_bzero: not optimised away), then frees it; NULL does
+ * nothing. For what holds secrets: serialized sessions, keys. (buffer.c) */
+void tlsock__free_secret(void *p, size_t len);
+
 /* ---- a byte queue (buffer.c) ----------------------------------------------------------------- */
 
 /* Append at the end, take from the front. Zeroed is empty and holds no storage. */

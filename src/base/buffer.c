@@ -149,6 +149,14 @@ size_t tlsock__buf_pending(const struct tlsock__buf *b)
     return b->len - b->off;
 }
 
+void tlsock__free_secret(void *p, size_t len)
+{
+    if (p != NULL) {
+        explicit_bzero(p, len);
+        free(p);
+    }
+}
+
 void tlsock__buf_free(struct tlsock__buf *b)
 {
     if (!borrowed(b)) {

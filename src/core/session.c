@@ -194,7 +194,7 @@ static void on_session(struct tlsock_conn *conn, const unsigned char *data, size
     memcpy(value, conn->ctx->session_digest, DIGEST_LEN);
     put16(value + DIGEST_LEN, (unsigned)version);
     memcpy(value + VALUE_HEAD, data, len);
-    free(s->last);
+    tlsock__free_secret(s->last, s->last_len);
     s->last = value;
     s->last_len = VALUE_HEAD + len;
     if (conn->ctx->sessions != NULL) {
@@ -248,7 +248,7 @@ int tlsock__sessions_conn_new(struct tlsock_conn *conn, uint16_t port, const cha
             io->offer_native = native;
             native = NULL;
         } else {
-            free(value);
+            tlsock__free_secret(value, len);
         }
     }
     if (native != NULL) {
@@ -264,7 +264,8 @@ void tlsock__sessions_offer_free(struct tlsock_conn *conn, struct tlsock__sessio
         conn->impl->session_free(io->offer_native);
         io->offer_native = NULL;
     }
-    free(offer);
+    /* What tlsock__sessions_conn_new() took: the offered session after its header. */
+    tlsock__free_secret(offer, offer != NULL ? VALUE_HEAD + io->offer_len : 0);
 }
 
 void tlsock__sessions_conn_failed(struct tlsock_conn *conn)
@@ -280,7 +281,7 @@ void tlsock__sessions_conn_failed(struct tlsock_conn *conn)
 void tlsock__sessions_conn_free(struct tlsock_conn *conn)
 {
     free(conn->sessions.key);
-    free(conn->sessions.last);
+    tlsock__free_secret(conn->sessions.last, conn->sessions.last_len);
 }
 
 int tlsock_conn_session_export(struct tlsock_conn *conn, unsigned char **out, size_t *len)

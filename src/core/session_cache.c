@@ -67,6 +67,8 @@ static void entry_free(struct entry *e)
     if (e->native != NULL) {
         e->native_free(e->native);
     }
+    /* The value is a serialized session: its master secret or resumption secret. */
+    explicit_bzero(e->data, e->key_len + e->val_len);
     free(e);
 }
 

@@ -202,7 +202,7 @@ void tlsock__lookup_unref(struct tlsock__lookup *l)
     pthread_mutex_unlock(&l->lock);
     if (refs == 0) {
         pthread_mutex_destroy(&l->lock);
-        free(l->value);
+        tlsock__free_secret(l->value, l->len);
         free(l);
     }
 }
@@ -300,7 +300,7 @@ void tlsock__store_conn_free(struct tlsock_conn *conn)
     if (conn->store.lookup != NULL) {
         lookup_drop(&conn->store, false);
     }
-    free(conn->store.slot);
+    tlsock__free_secret(conn->store.slot, conn->store.slot_len);
     conn->store.slot = NULL;
 }
 

@@ -24,6 +24,20 @@ static int db_store(void *ptr, gnutls_datum_t key, gnutls_datum_t data)
     return 0;
 }
 
+/*
+ * Whether GnuTLS will refuse the stored session @p entry as expired: its own test
+ * (_gnutls_check_resumed_params: older than the server's cache expiration, or from the future),
+ * on tlsock's key clock, which is GnuTLS's time() unless an application replaced either.
+ */
+static bool entry_expired(const struct gtls_sess *gs, unsigned char *val, size_t len)
+{
+    gnutls_datum_t entry = {val, (unsigned)len};
+    int64_t made = (int64_t)gnutls_db_check_entry_time(&entry);
+    int64_t now = tlsock__ticket_clock_now();
+
+    return made != 0 && (now - made > gs->io.server_lifetime_ns / 1000000000 || made > now);
+}
+
 static gnutls_datum_t db_retrieve(void *ptr, gnutls_datum_t key)
 {
     const struct gtls_sess *gs = ptr;
@@ -31,16 +45,25 @@ static gnutls_datum_t db_retrieve(void *ptr, gnutls_datum_t key)
     unsigned char *val = NULL;
     size_t len = 0;
 
-    if (gs->io.server_get != NULL &&
-        gs->io.server_get(gs->io.owner, key.data, key.size, &val, &len)) {
+    if (gs->io.server_get == NULL ||
+        !gs->io.server_get(gs->io.owner, key.data, key.size, &val, &len)) {
+        return out;
+    }
+    if (entry_expired(gs, val, len)) {
+        /* GnuTLS only refuses it; OpenSSL also drops it from the cache (its remove callback):
+         * both servers remove it, so a store keeping entries past their expiry is cleaned. */
+        if (gs->io.server_remove != NULL) {
+            gs->io.server_remove(gs->io.owner, key.data, key.size);
+        }
+    } else {
         /* GnuTLS frees it with gnutls_free. */
         out.data = gnutls_malloc(len);
         if (out.data != NULL) {
             memcpy(out.data, val, len);
             out.size = (unsigned)len;
         }
-        free(val);
     }
+    tlsock__free_secret(val, len); /* the session's master secret */
     return out;
 }
 
@@ -115,6 +138,9 @@ void tlsock__gtls_sessions_report(gnutls_session_t s, struct gtls_sess *gs, bool
     gs->ticket_pending = false;
     if (gnutls_session_get_data2(s, &data) == 0 && data.size > 0) {
         gs->io.on_session(gs->io.owner, data.data, data.size, tls13 ? 0x0304 : 0x0303, NULL);
+    }
+    if (data.data != NULL) {
+        gnutls_memset(data.data, 0, data.size); /* the core keeps its own copy */
     }
     gnutls_free(data.data);
 }

@@ -23,7 +23,7 @@ static size_t serialize(SSL_SESSION *sess, unsigned char **der)
         return 0;
     }
     if (i2d_SSL_SESSION(sess, &p) != n) {
-        free(*der);
+        tlsock__free_secret(*der, (size_t)n);
         *der = NULL;
         return 0;
     }
@@ -54,7 +54,7 @@ static void report(SSL *ssl, SSL_SESSION *sess)
         }
         io->on_session(io->owner, der, n, SSL_SESSION_get_protocol_version(sess), copy);
     }
-    free(der);
+    tlsock__free_secret(der, n); /* the session's secrets: the core keeps its own copy */
 }
 
 /* Clients: each TLS 1.3 ticket as it arrives (TLS 1.2 ones at the handshake's end). */
@@ -83,7 +83,7 @@ static int server_new_session(SSL *ssl, SSL_SESSION *sess)
     if (n > 0) {
         io->server_put(io->owner, id, id_len, der, n);
     }
-    free(der);
+    tlsock__free_secret(der, n);
     return 0;
 }
 
@@ -100,7 +100,7 @@ static SSL_SESSION *server_get_session(SSL *ssl, const unsigned char *id, int id
         io->server_get(io->owner, id, (size_t)id_len, &der, &n)) {
         const unsigned char *p = der;
         sess = d2i_SSL_SESSION(NULL, &p, (long)n);
-        free(der);
+        tlsock__free_secret(der, n);
     }
     return sess;
 }

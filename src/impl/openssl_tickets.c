@@ -88,6 +88,8 @@ int tlsock__ossl_set_tickets(SSL_CTX *ctx, const struct tlsock__tickets *t, stru
     if (SSL_CTX_set_max_early_data(ctx, 0) != 1) {
         return tlsock__ossl_fail(err, TLSOCK_ECONFIG, "cannot turn early data off");
     }
+    /* The lifetime of sessions, tickets or not: the session-ID cache's entries have it too. */
+    SSL_CTX_set_timeout(ctx, (long)t->lifetime);
     if (t->off) {
         /*
          * SSL_OP_NO_TICKET alone still sends TLS 1.3 tickets (stateful ones); no ticket at all
@@ -98,7 +100,6 @@ int tlsock__ossl_set_tickets(SSL_CTX *ctx, const struct tlsock__tickets *t, stru
         return 0;
     }
     SSL_CTX_clear_options(ctx, SSL_OP_NO_TICKET);
-    SSL_CTX_set_timeout(ctx, (long)t->lifetime);
     if (SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_key_cb) != 1) {
         return tlsock__ossl_fail(err, TLSOCK_ECONFIG, "cannot set the ticket key callback");
     }

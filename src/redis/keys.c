@@ -6,6 +6,10 @@
  *
  * These calls wait for Redis, so they use their own blocking hiredis connection on the calling
  * thread, never the store's asynchronous one.
+ *
+ * The key text is the secret of every ticket: each buffer that held it is wiped before it goes,
+ * ours and the replies and read buffer hiredis hands over. hiredis's own copies of a command it
+ * sends (a new secret's SET) are freed inside hiredis, which wipes nothing.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -44,6 +48,15 @@ static void sleep_ms(int ms)
     }
 }
 
+/* Frees @p c, wiping its read buffer first: the replies it parsed (the key text) stay in it. */
+static void sync_free(redisContext *c)
+{
+    if (c != NULL && c->reader != NULL && c->reader->buf != NULL) {
+        explicit_bzero(c->reader->buf, c->reader->len);
+    }
+    redisFree(c);
+}
+
 static REDIS__MUST_CHECK int sync_connect(struct tlsock_redis_store *s, redisContext **out)
 {
     int ms = sync_timeout_ms(s);
@@ -74,7 +87,7 @@ static REDIS__MUST_CHECK int sync_connect(struct tlsock_redis_store *s, redisCon
     return 0;
 
 fail:
-    redisFree(c);
+    sync_free(c);
     return err;
 }
 
@@ -113,6 +126,9 @@ static REDIS__MUST_CHECK int get_text(struct tlsock_redis_store *s, redisContext
     } else if (*found) {
         memcpy(text, r->str, r->len);
         text[r->len] = '\0';
+    }
+    if (*found) {
+        explicit_bzero(r->str, r->len);
     }
     freeReplyObject(r);
     return err;
@@ -208,7 +224,10 @@ static REDIS__MUST_CHECK int write_if_changed(const char *path, const char *text
     bool written;
 
     *changed = false;
-    if (read_file(path, old, &old_len) == 0 && old_len == len && memcmp(old, text, len) == 0) {
+    bool same =
+        read_file(path, old, &old_len) == 0 && old_len == len && memcmp(old, text, len) == 0;
+    explicit_bzero(old, sizeof(old));
+    if (same) {
         return 0;
     }
     tmp_name(path, "tmp", tmp, sizeof(tmp));
@@ -305,7 +324,8 @@ int tlsock_redis_store_ticket_keys(struct tlsock_redis_store *store, const char 
     if (changed != NULL) {
         *changed = wrote;
     }
-    redisFree(c);
+    explicit_bzero(text, sizeof(text));
+    sync_free(c);
     return err;
 }
 
@@ -340,7 +360,8 @@ int tlsock_redis_store_rotate_ticket_keys(struct tlsock_redis_store *store, cons
             *rotated = true;
         }
     }
-    redisFree(c);
+    explicit_bzero(text, sizeof(text));
+    sync_free(c);
     return err;
 }
 
@@ -362,6 +383,7 @@ static unsigned watch_interval(struct tlsock_redis_store *s)
         if (p != NULL) {
             period = (unsigned)strtoul(p + 8, NULL, 10);
         }
+        explicit_bzero(text, sizeof(text));
     }
     return period * 250 > WATCH_MIN_MS ? period * 250 : WATCH_MIN_MS;
 }

@@ -88,6 +88,8 @@ static void req_free(struct tlsock_redis_store *s, struct redis__req *r)
 {
     atomic_fetch_sub(&s->pending, 1);
     atomic_fetch_sub(&s->pending_bytes, r->key_len + r->value_len);
+    /* A put's value is a serialized session: its master secret. */
+    explicit_bzero(r->data, r->key_len + r->value_len);
     free(r);
 }
 
@@ -247,6 +249,8 @@ static void on_reply(struct redisAsyncContext *ac, void *reply_, void *priv)
         r->answered = true;
         if (reply != NULL && reply->type == REDIS_REPLY_STRING) {
             r->done(r->arg, reply->str, reply->len);
+            /* A session, which hiredis frees without wiping once this returns. */
+            explicit_bzero(reply->str, reply->len);
         } else {
             r->done(r->arg, NULL, 0);
         }

@@ -7,6 +7,10 @@
 #  - TLS 1.3 tickets: --session-store without --ticket-keys shares the ticket secret through
 #    Redis (tlsock_redis_store_ticket_keys()), so a ticket from a resumes on b; not on a serve
 #    process with keys of its own. The key file each process keeps is removed when it exits;
+#  - a ticket secret replaced in Redis (the key text written there, as docs/sessions.md says) is
+#    picked up by every --session-store process on its own, without SIGHUP: a ticket issued after
+#    the change resumes on a server holding only the new key file and on the other process, and
+#    a ticket from before the change no longer resumes;
 #  - Redis not answering at start: serve starts anyway, says so once, and serves full handshakes.
 # Exits 77 (skipped) only when redis-server (or openssl, python3) is not installed.
 source "$(dirname "$0")/lib.sh"
@@ -105,6 +109,73 @@ stop_bg "$pid_b" 10
 left=$(find "$WORK/tmp-a" "$WORK/tmp-b" -mindepth 1)
 [ -z "$left" ] || fail "the ticket key files outlived serve: $left"
 pass "$impl: the shared ticket key files are removed at exit"
+
+# ---- a secret replaced in Redis, picked up without SIGHUP ---------------------------------------
+# redis_set KEY FILE: SET KEY to FILE's bytes on our redis-server.
+redis_set() {
+    "$TIMEOUT_BIN" 15 "$PYTHON3_BIN" - "$redis_port" "$1" "$2" <<'EOF'
+import socket, sys
+key = sys.argv[2].encode()
+value = open(sys.argv[3], "rb").read()
+cmd = b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(key), key, len(value), value)
+with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5) as s:
+    s.sendall(cmd)
+    reply = s.recv(64)
+sys.exit(0 if reply.startswith(b"+OK") else 1)
+EOF
+}
+# A period of 8 s: the processes poll Redis every quarter of it (2 s).
+"$TLSOCK_BIN" cert --ticket-keys "$WORK/keys1" --period 8 >/dev/null
+"$TLSOCK_BIN" cert --ticket-keys "$WORK/keys2" --period 8 >/dev/null
+redis_set tlsock:ticket-keys "$WORK/keys1" || fail "cannot SET the first ticket keys in Redis"
+serve c --session-store "$store"
+port_c=$PORT
+# d without --cert: a reload keeps its throw-away certificate, so the CA it wrote at start still
+# verifies it after the keys changed.
+mkdir -p "$WORK/tmp-d"
+TMPDIR="$WORK/tmp-d" start_tlsock_serve d --impl "$impl" --ca-out "$WORK/d-ca.pem" \
+    --session-store "$store"
+port_d=$PORT
+cp "$WORK/d-ca.pem" "$WORK/d-ca-start.pem"
+# d_client NAME ARGS...: s_client to d, verified against the CA d wrote at start.
+d_client() {
+    local name=$1
+    shift
+    s_client_echo "$name" -connect "127.0.0.1:$port_d" -CAfile "$WORK/d-ca-start.pem" \
+        -verify_return_error "$@" || fail "$name: s_client failed: $(cat "$WORK/$name.err")"
+}
+pki_client before13 "$port_c" -tls1_3 -sess_out "$WORK/before13.pem"
+expect before13 "New, TLSv1.3"
+redis_set tlsock:ticket-keys "$WORK/keys2" || fail "cannot SET the new ticket keys in Redis"
+serve k2 --ticket-keys "$WORK/keys2"
+port_k2=$PORT
+# Until a fresh ticket of c resumes on a server of the new key file alone (bounded: c polls every
+# 2 s, so 20 tries of about half a second each are plenty).
+picked=false
+for i in $(seq 1 20); do
+    pki_client "after13-$i" "$port_c" -tls1_3 -sess_out "$WORK/after13.pem"
+    pki_client "onk2-$i" "$port_k2" -tls1_3 -sess_in "$WORK/after13.pem"
+    if [ "$(s_client_session "onk2-$i")" = "Reused, TLSv1.3" ]; then
+        picked=true
+        break
+    fi
+    sleep 0.3
+done
+$picked || fail "serve c never issued tickets under the secret replaced in Redis: $(cat "$WORK/c.err")"
+wait_for "$WORK/c.err" "new ticket keys from Redis: reloaded" 5 >/dev/null
+pass "$impl: serve picks up a ticket secret replaced in Redis by itself"
+# d polls on its own schedule: its reload line within a few polls, then a new ticket of c resumes
+# there (a fresh one: with 8 s periods, one from before the wait may be two periods old).
+wait_for "$WORK/d.err" "new ticket keys from Redis: reloaded" 15 >/dev/null
+pki_client for-d "$port_c" -tls1_3 -sess_out "$WORK/for-d.pem"
+d_client across-new -tls1_3 -sess_in "$WORK/for-d.pem"
+expect across-new "Reused, TLSv1.3"
+d_client before-on-d -tls1_3 -sess_in "$WORK/before13.pem"
+expect before-on-d "New, TLSv1.3"
+if grep -q SIGHUP "$WORK/c.err" "$WORK/d.err"; then
+    fail "a SIGHUP line: $(cat "$WORK/c.err" "$WORK/d.err")"
+fi
+pass "$impl: a ticket issued after the change resumes on the other process, one from before does not"
 
 # ---- Redis not answering at start ---------------------------------------------------------------
 stop_bg "$redis_pid" 10

@@ -91,7 +91,8 @@ bool cli_parse_int(const char *arg, int min, int max, int *out);
     "      --no-tickets         issue no session tickets (no TLS 1.3 resumption)\n"                \
     "      --session-store URL  keep TLS 1.2 sessions in Redis, redis://HOST[:PORT][/DB],\n"       \
     "                           shared by the servers that use it, and (without\n"                 \
-    "                           --ticket-keys or --no-tickets) their ticket keys\n"
+    "                           --ticket-keys or --no-tickets) their ticket keys: a secret\n"      \
+    "                           replaced in Redis is picked up without SIGHUP\n"
 
 /* The context options that connect and serve share; NULL fields were not given. */
 struct cli_ctx_options {
@@ -258,6 +259,14 @@ int cli_check_server_options(const char *cmd, struct cli_shared_options *opts);
 int cli_server_ctx_new(const struct cli_shared_options *opts, struct tlsock_ctx **out,
                        char fp[TLSOCK_FINGERPRINT_SIZE]);
 
+/*
+ * --session-store: calls @p fn(@p user), from the ticket key watcher's thread, each time the
+ * ticket key file kept from Redis was rewritten (another server replaced the secret), and at once
+ * if it was since a server context last read it; @p fn must only wake a loop (uv_async_send()).
+ * NULL stops the calls; once this returns, none runs. Does nothing without Redis support.
+ */
+void cli_on_shared_keys_changed(void (*fn)(void *user), void *user);
+
 /* A client context: @p ctx_opts, then the trust of @p opts (cli_set_trust()). Reports failures. */
 int cli_client_ctx_new(const struct cli_ctx_options *ctx_opts,
                        const struct cli_shared_options *opts, struct tlsock_ctx **out);
@@ -305,7 +314,9 @@ int cli_require_client_certs(struct tlsock_ctx *ctx, const char *ca_file);
 /*
  * Without --cert: gives @p ctx a throw-away certificate for CLI_DEVCERT_HOSTS, before it makes
  * a connection (it freezes then); writes the CA that signed it to @p ca_out unless NULL, and
- * its fingerprint to @p fp, for printing after "listening on", which must stay first. Reports.
+ * its fingerprint to @p fp, for printing after "listening on", which must stay first. The
+ * certificate is made at the first call; later ones (a reload's context) get the same one and
+ * write no CA. Reports.
  */
 int cli_use_devcert(struct tlsock_ctx *ctx, const char *ca_out, char fp[TLSOCK_FINGERPRINT_SIZE]);
 

@@ -134,25 +134,29 @@ static void describe_reload(const struct cli_shared_options *opts, char *out, si
 }
 
 /*
- * SIGHUP: a new server context from the same options, the same way as at start, swapped into
- * every loop's server. Built once and shared: each server holds its own reference, and the old
- * context goes when its last connection does. A failure leaves every server as it was.
+ * SIGHUP (@p keys false), or a ticket secret replaced in Redis (@p keys true: the server context
+ * only, and with a throw-away certificate too, which the new context keeps): a new server context
+ * from the same options, the same way as at start, swapped into every loop's server. Built once
+ * and shared: each server holds its own reference, and the old context goes when its last
+ * connection does. A failure leaves every server as it was.
  */
-static void reload(struct cli_loops *loops)
+static void reload(struct cli_loops *loops, bool keys)
 {
     const struct cli_shared_options *opts = loops->reload;
     const struct cli_loop_ops *ops = loops->loops[0].ops;
+    const char *why = keys ? "new ticket keys from Redis" : "SIGHUP";
     struct tlsock_ctx *ctx = NULL;
     struct tlsock_ctx *target = NULL;
     char fp[TLSOCK_FINGERPRINT_SIZE] = "";
     char loaded[1024] = "";
-    bool server = opts != NULL && opts->ctx.cert_count > 0 && ops->tls_server != NULL;
+    bool server = opts != NULL && ops->tls_server != NULL && (keys || opts->ctx.cert_count > 0);
+    bool with_target = !keys && ops->reload_target != NULL;
     int err = 0;
 
-    if (!server && ops->reload_target == NULL) {
-        cli_errorf("SIGHUP: nothing to reload (%s)", opts == NULL
-                                                         ? "clients speak plaintext"
-                                                         : "no --cert, a throw-away certificate");
+    if (!server && !with_target) {
+        cli_errorf("%s: nothing to reload (%s)", why,
+                   opts == NULL ? "clients speak plaintext"
+                                : "no --cert, a throw-away certificate");
         return;
     }
     /* Everything is made first: a failure leaves every context as it was. cli_server_ctx_new()
@@ -160,7 +164,7 @@ static void reload(struct cli_loops *loops)
     if (server) {
         err = cli_server_ctx_new(opts, &ctx, fp);
     }
-    if (err == 0 && ops->reload_target != NULL) {
+    if (err == 0 && with_target) {
         err = ops->reload_target(loops->settings, &target);
     }
     for (int i = 0; i < loops->count && err == 0 && server; i++) {
@@ -168,15 +172,17 @@ static void reload(struct cli_loops *loops)
         /* Only the first can fail (it freezes the context); the others take it as it is. */
         err = s != NULL ? tlsock_uv_server_set_ctx(s, ctx) : 0;
         if (err != 0) {
-            cli_error("SIGHUP", err, tlsock_errmsg());
+            cli_error(why, err, tlsock_errmsg());
         }
     }
     if (err == 0 && target != NULL) {
         ops->swap_target(loops->settings, target);
     }
     if (err != 0) {
-        cli_errorf("SIGHUP: reload failed (%s); still serving the previous configuration",
+        cli_errorf("%s: reload failed (%s); still serving the previous configuration", why,
                    tlsock_err_name(err));
+    } else if (keys) {
+        cli_errorf("%s: reloaded; new connections use them", why);
     } else {
         if (server) {
             describe_reload(opts, loaded, sizeof(loaded));
@@ -195,8 +201,35 @@ static void on_reload_signal(uv_signal_t *handle, int signum)
     (void)signum;
     /* Once stopping, the servers close on their own threads: leave them alone. */
     if (!loops->stop_requested) {
-        reload(loops);
+        reload(loops, false);
     }
+}
+
+static void on_keys_async(uv_async_t *async)
+{
+    struct cli_loops *loops = async->data;
+
+    if (!loops->stop_requested) {
+        reload(loops, true);
+    }
+}
+
+/* From the ticket key watcher's thread (cli_on_shared_keys_changed()). */
+static void wake_for_keys(void *user)
+{
+    struct cli_loops *loops = user;
+
+    uv_async_send(&loops->keys_async);
+}
+
+/* --session-store: new ticket keys reload the server context on loop 0 (not kept running by it). */
+static void watch_keys(struct cli_loops *loops)
+{
+    /* Does not fail on an initialised loop (libuv 1.x). */
+    uv_async_init(&loops->loops[0].uv, &loops->keys_async, on_keys_async);
+    loops->keys_async.data = loops;
+    uv_unref((uv_handle_t *)&loops->keys_async);
+    cli_on_shared_keys_changed(wake_for_keys, loops);
 }
 
 static int start_signals(struct cli_loops *loops)
@@ -350,6 +383,10 @@ int cli_loops_serve(const struct cli_loop_ops *ops, int count, const void *setti
     loops.reload =
         (ctx != NULL && ops->tls_server != NULL) || ops->reload_target != NULL ? shared : NULL;
     loops.settings = settings;
+    if (err == 0 && loops.reload != NULL && ctx != NULL && shared->session_store != NULL &&
+        shared->ticket_keys == NULL && !shared->no_tickets) {
+        watch_keys(&loops);
+    }
     for (int i = 0; i < loops.count; i++) {
         loops.loops[i].user = users + (size_t)i * ops->user_size;
     }
@@ -428,6 +465,10 @@ static void close_signals(struct cli_loops *loops)
 
 void cli_loops_free(struct cli_loops *loops)
 {
+    /* No more wake-ups from the watcher's thread once this returns. */
+    if (loops->keys_async.loop != NULL) {
+        cli_on_shared_keys_changed(NULL, NULL);
+    }
     for (int i = 0; i < loops->count; i++) {
         struct cli_loop *loop = &loops->loops[i];
 
@@ -438,6 +479,7 @@ void cli_loops_free(struct cli_loops *loops)
         close_handle((uv_handle_t *)&loop->stop_timer);
         if (i == 0) {
             close_handle((uv_handle_t *)&loops->stats_timer);
+            close_handle((uv_handle_t *)&loops->keys_async);
             close_signals(loops);
         }
         /* Runs the close callbacks still due, the command's included. */

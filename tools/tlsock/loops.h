@@ -3,7 +3,10 @@
  * its own listener on the same port (SO_REUSEPORT), one stop for all of them on SIGINT or
  * SIGTERM, and one reload on SIGHUP: loop 0 builds the new server context from the options, as
  * at start, and swaps it into every loop's server (tlsock_uv_server_set_ctx() may be called from
- * any thread); a context that cannot be built leaves the old one serving.
+ * any thread); a context that cannot be built leaves the old one serving. With --session-store,
+ * the same reload of the server context (not of a tunnel's target) follows a ticket secret
+ * replaced in Redis: the watcher thread that rewrote the key file wakes loop 0, which only reads
+ * local files, never waiting for Redis.
  *
  * A stop runs on every loop, in its own thread: the command stops accepting, open connections
  * get CLI_LOOP_GRACE_MS to finish on their own, then the command closes them; a loop whose
@@ -78,6 +81,8 @@ struct cli_loops {
     uv_signal_t sigterm;
     uv_signal_t sighup;
     uv_timer_t stats_timer; /* --stats SECONDS, on loop 0 */
+    /* --session-store: the ticket key watcher wakes loop 0 through it to reload the keys. */
+    uv_async_t keys_async;
     /* What SIGHUP rebuilds the server context from; NULL: nothing to reload. */
     const struct cli_shared_options *reload;
     const void *settings; /* the command's, for ops->reload_target() */
@@ -103,9 +108,9 @@ int cli_loops_run(struct cli_loops *loops);
  * on the port the first one got (SO_REUSEPORT with more than one loop), prints the "listening
  * on" lines (cli_print_listening()), then runs them (cli_loops_run()) and frees them. SIGHUP
  * rebuilds the server context from @p shared (cli_server_ctx_new(), as @p ctx was made) and
- * swaps it in. Counts what happens (stats.h): with @p shared's --stats, prints a line every so
- * many seconds, and once the loops ended after a stop, the summary. Returns 0 or a TLSOCK_E*
- * code, reported.
+ * swaps it in; so does new ticket keys' arrival with --session-store. Counts what happens
+ * (stats.h): with @p shared's --stats, prints a line every so many seconds, and once the loops
+ * ended after a stop, the summary. Returns 0 or a TLSOCK_E* code, reported.
  */
 int cli_loops_serve(const struct cli_loop_ops *ops, int count, const void *settings,
                     struct tlsock_ctx *ctx, const char *host, uint16_t port, const char *fp,

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -352,36 +353,50 @@ int cli_require_client_certs(struct tlsock_ctx *ctx, const char *ca_file)
     return err;
 }
 
-int cli_use_devcert(struct tlsock_ctx *ctx, const char *ca_out, char fp[TLSOCK_FINGERPRINT_SIZE])
+/* The process's throw-away certificate, made once: every context of a reload presents it too. */
+static struct {
+    char *ca, *cert, *key;
+    char fp[TLSOCK_FINGERPRINT_SIZE];
+} devcert;
+
+static int make_devcert(const char *ca_out)
 {
-    char *ca = NULL;
-    char *cert = NULL;
-    char *key = NULL;
-    int err = tlsock_devcert_new(CLI_DEVCERT_HOSTS, &ca, &cert, &key);
+    int err = tlsock_devcert_new(CLI_DEVCERT_HOSTS, &devcert.ca, &devcert.cert, &devcert.key);
 
     if (err != 0) {
         cli_error("cannot make a certificate", err, tlsock_errmsg());
-        goto done;
+        return err;
     }
-    err = tlsock_ctx_set_cert_mem(ctx, cert, strlen(cert), key, strlen(key));
-    if (err != 0) {
-        cli_error("cannot use the certificate", err, tlsock_ctx_errmsg(ctx));
-        goto free_pems;
-    }
-    err = tlsock_cert_fingerprint(cert, strlen(cert), fp);
+    err = tlsock_cert_fingerprint(devcert.cert, strlen(devcert.cert), devcert.fp);
     if (err != 0) {
         cli_error("cannot fingerprint the certificate", err, tlsock_errmsg());
-        goto free_pems;
-    }
-    if (ca_out != NULL && !cli_write_file(ca_out, ca, 0644)) {
+    } else if (ca_out != NULL && !cli_write_file(ca_out, devcert.ca, 0644)) {
         err = TLSOCK_ESYS;
     }
-free_pems:
-    tlsock_free(key);
-    tlsock_free(cert);
-    tlsock_free(ca);
-done:
+    if (err != 0) {
+        tlsock_free(devcert.key);
+        tlsock_free(devcert.cert);
+        tlsock_free(devcert.ca);
+        memset(&devcert, 0, sizeof(devcert));
+    }
     return err;
+}
+
+int cli_use_devcert(struct tlsock_ctx *ctx, const char *ca_out, char fp[TLSOCK_FINGERPRINT_SIZE])
+{
+    int err = devcert.cert != NULL ? 0 : make_devcert(ca_out);
+
+    if (err != 0) {
+        return err;
+    }
+    err = tlsock_ctx_set_cert_mem(ctx, devcert.cert, strlen(devcert.cert), devcert.key,
+                                  strlen(devcert.key));
+    if (err != 0) {
+        cli_error("cannot use the certificate", err, tlsock_ctx_errmsg(ctx));
+        return err;
+    }
+    memcpy(fp, devcert.fp, sizeof(devcert.fp));
+    return 0;
 }
 
 void cli_shared_options_init(struct cli_shared_options *opts)
@@ -591,17 +606,52 @@ static int set_tickets(struct tlsock_ctx *ctx, const struct cli_shared_options *
 static char shared_keys_dir[256];
 static char shared_keys_path[300];
 
+/*
+ * Who is told when the watcher rewrote that file (cli_on_shared_keys_changed()), and whether it
+ * changed since a context last read it. The watcher's thread and the serving loop 0 meet here.
+ */
+static pthread_mutex_t keys_lock = PTHREAD_MUTEX_INITIALIZER;
+static void (*keys_changed_fn)(void *user);
+static void *keys_changed_user;
+static bool keys_unread;
+
 static void remove_shared_keys(void)
 {
     unlink(shared_keys_path);
     rmdir(shared_keys_dir);
 }
 
+/* The watcher's thread: the file holds a secret replaced in Redis. */
+static void on_shared_keys_written(void *user, const char *path)
+{
+    (void)user;
+    (void)path;
+    pthread_mutex_lock(&keys_lock);
+    keys_unread = true;
+    if (keys_changed_fn != NULL) {
+        keys_changed_fn(keys_changed_user);
+    }
+    pthread_mutex_unlock(&keys_lock);
+}
+
+void cli_on_shared_keys_changed(void (*fn)(void *user), void *user)
+{
+    pthread_mutex_lock(&keys_lock);
+    keys_changed_fn = fn;
+    keys_changed_user = user;
+    /* A change between the context's read and now is not lost. */
+    if (fn != NULL && keys_unread) {
+        fn(user);
+    }
+    pthread_mutex_unlock(&keys_lock);
+}
+
 /*
  * --session-store without --ticket-keys or --no-tickets: the ticket secret of every server on
  * this Redis (tlsock_redis_store_ticket_keys(), made under the lease by the first one), written
- * to a file of this process and loaded, at start and at each reload (SIGHUP). Redis not answering
- * is no failure: the file of the last time it did, if any, or this process's own keys serve.
+ * to a file of this process and loaded, at start and at each reload (SIGHUP, or the watcher
+ * seeing a new secret). Redis not answering is no failure: the file of the last time it did, if
+ * any, or this process's own keys serve.
  */
 static int share_ticket_keys(struct tlsock_ctx *ctx, struct tlsock_redis_store *store)
 {
@@ -610,8 +660,8 @@ static int share_ticket_keys(struct tlsock_ctx *ctx, struct tlsock_redis_store *
 
     /*
      * Redis is asked from this thread only at start-up, before anything is served: then a
-     * watcher thread keeps the file current, and a reload (SIGHUP, on a serving loop) only reads
-     * the file, never waiting for Redis.
+     * watcher thread keeps the file current and says when it changed (the serving loops then
+     * reload), and a reload, on a serving loop, only reads the file, never waiting for Redis.
      */
     if (shared_keys_path[0] == '\0') {
         snprintf(shared_keys_dir, sizeof(shared_keys_dir), "%s/tlsock-keys-XXXXXX",
@@ -626,14 +676,18 @@ static int share_ticket_keys(struct tlsock_ctx *ctx, struct tlsock_redis_store *
         err = tlsock_redis_store_ticket_keys(store, shared_keys_path, 0, NULL, NULL);
         if (err != 0) {
             cli_errorf("warning: --session-store: no shared ticket keys from Redis yet (%s); "
-                       "this process's own keys serve until SIGHUP after Redis has them",
+                       "this process's own keys serve until Redis has them",
                        tlsock_redis_errmsg());
         }
-        if (tlsock_redis_store_watch_ticket_keys(store, shared_keys_path, 0, NULL, NULL) != 0) {
+        if (tlsock_redis_store_watch_ticket_keys(store, shared_keys_path, 0, on_shared_keys_written,
+                                                 NULL) != 0) {
             cli_errorf("warning: --session-store: the ticket keys are not watched (%s)",
                        tlsock_redis_errmsg());
         }
     }
+    pthread_mutex_lock(&keys_lock);
+    keys_unread = false;
+    pthread_mutex_unlock(&keys_lock);
     if (access(shared_keys_path, R_OK) != 0) {
         return 0; /* none from Redis yet: the context's own keys */
     }
@@ -642,6 +696,12 @@ static int share_ticket_keys(struct tlsock_ctx *ctx, struct tlsock_redis_store *
         cli_error("--session-store", err, tlsock_ctx_errmsg(ctx));
     }
     return err;
+}
+#else
+void cli_on_shared_keys_changed(void (*fn)(void *user), void *user)
+{
+    (void)fn;
+    (void)user;
 }
 #endif
 
