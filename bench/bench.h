@@ -54,6 +54,7 @@ struct bench_config {
     const char *key_pem;  /* server key */
     const char *suite;    /* TLS 1.3 suite to select, NULL for the implementation's default */
     int impl;             /* TLSOCK_IMPL_OPENSSL or TLSOCK_IMPL_GNUTLS: tlsock's and the raw one */
+    bool no_tickets;      /* servers send no session ticket (every layer); default: they do */
 };
 
 /* The operations a blocking workload uses. Connections and listeners are opaque to it. */
@@ -65,7 +66,10 @@ struct bench_ops {
     /* Listens on 127.0.0.1 with an ephemeral port. */
     int (*listen)(void *env, void **lis, uint16_t *port);
     void (*listen_close)(void *lis);
-    /* Waits up to BENCH_ACCEPT_POLL_MS for a client; BENCH_AGAIN when none came. */
+    /*
+     * Waits for a client; BENCH_AGAIN when none came in a while (the raw sides: the listener's
+     * BENCH_IO_TIMEOUT_MS; tlsock: the accept timeout). bench_server_stop() wakes it.
+     */
     int (*accept)(void *env, void *lis, void **conn);
     /* Server side: runs the handshake on an accepted connection (or a memory-mode one). */
     int (*handshake)(void *conn);
@@ -132,9 +136,12 @@ struct bench_sample {
     double client_cpu_us; /* thread CPU time per handshake, or per MiB transferred */
     double server_cpu_us;
     double sends_per_mib; /* writer's send calls per MiB (throughput) */
-    uint64_t count;       /* bytes, handshakes or connections */
-    char cipher[64];      /* as negotiated (handshakes: the first connection) */
-    char impl[16];        /* the implementation that carried it */
+    /* System calls per unit (bench_syscalls), client (writer) and server (reader) thread. */
+    double client_syscalls;
+    double server_syscalls;
+    uint64_t count;  /* bytes, handshakes or connections */
+    char cipher[64]; /* as negotiated (handshakes: the first connection) */
+    char impl[16];   /* the implementation that carried it */
     /* Idle connections: the server process's growth per connection held, besides RSS. */
     double heap_per_conn;     /* malloc'ed bytes in use (mallinfo2) */
     double tls_heap_per_conn; /* of which the TLS library's (OpenSSL only; -1: not counted) */
@@ -183,13 +190,15 @@ enum { SIDE_RAW = 0, SIDE_TLSOCK = 1, SIDE_REFERENCE = 2, MAX_SIDES = 3 };
 
 /* What a workload counts and how the table shows it; shared by the cases that run it. */
 struct bench_measure {
-    const char *unit;       /* of the rate: "MiB/s", "hs/s", "B/conn" */
-    bool handshakes;        /* the runs' count limits are handshakes, not bytes */
-    bool per_connection;    /* idle: memory per connection against a budget above raw */
-    const char *client_cpu; /* the row of the client's (writer's) CPU per unit; NULL: none */
-    const char *server_cpu; /* the server's (reader's); NULL: none */
-    bool sends;             /* a row of the writer's send calls per MiB */
-    bool resumption;        /* rows of full handshakes and of the speed-up resumed / full */
+    const char *unit;            /* of the rate: "MiB/s", "hs/s", "B/conn" */
+    bool handshakes;             /* the runs' count limits are handshakes, not bytes */
+    bool per_connection;         /* idle: memory per connection against a budget above raw */
+    const char *client_cpu;      /* the row of the client's (writer's) CPU per unit; NULL: none */
+    const char *server_cpu;      /* the server's (reader's); NULL: none */
+    bool sends;                  /* a row of the writer's send calls per MiB */
+    const char *client_syscalls; /* the row of the client's (writer's) system calls per unit */
+    const char *server_syscalls; /* the server's (reader's); NULL: no such row */
+    bool resumption;             /* rows of full handshakes and of the speed-up resumed / full */
 };
 
 /*
@@ -211,6 +220,7 @@ struct bench_case {
     const char *key_type; /* of the certificates: "rsa-2048", NULL for ECDSA P-256 */
     const char *suite;    /* TLS 1.3 suite, NULL for the default */
     int impl;             /* TLSOCK_IMPL_GNUTLS for the -gnutls cases; otherwise OpenSSL */
+    bool no_tickets;      /* servers of every layer send no session ticket (bench_config) */
     size_t write_size;    /* bytes per write */
     size_t window;        /* echo: bytes in flight */
     int concurrency;      /* async handshakes: in flight; idle: connections (--connections) */
@@ -272,11 +282,11 @@ struct bench_options {
     int connections; /* idle cases: connections held, 0 for each case's own */
 };
 
-/* A ratio's median over the rounds and its quartiles. */
+/* A ratio over the rounds: the median of the per-round ratios, and the lowest and highest. */
 struct bench_ratio {
     double median;
-    double q1;
-    double q3;
+    double min;
+    double max;
 };
 
 /* What one case produced: medians per side and per-round ratios. */
@@ -291,6 +301,8 @@ struct bench_result {
     double client_cpu_us[MAX_SIDES];
     double server_cpu_us[MAX_SIDES];
     double sends_per_mib[MAX_SIDES];
+    double client_syscalls[MAX_SIDES];
+    double server_syscalls[MAX_SIDES];
     double heap_per_conn[MAX_SIDES];
     double tls_heap_per_conn[MAX_SIDES]; /* <0: not counted */
     double full_rate[MAX_SIDES];         /* resume cases: full handshakes of the same workload */
@@ -307,6 +319,8 @@ struct bench_result {
     double client_cpu_ratio;
     double server_cpu_ratio;
     double sends_ratio;
+    double client_syscalls_ratio;
+    double server_syscalls_ratio;
     char cipher[MAX_SIDES][64];
     char impl[MAX_SIDES][16];
     int connections;
@@ -323,6 +337,22 @@ int bench_run_case(const struct bench_case *bc, const struct bench_options *opts
 /* The target column: ">= 0.98 met", "<= raw+1024 MISSED", "(information)". */
 void bench_target(const struct bench_case *bc, const struct bench_result *res, char *buf,
                   size_t len);
+
+/*
+ * The ratio tlsock / raw a chart shows for a case, and its target as a ratio (0: none): the
+ * per-round ratios, or for an idle case (one round, a budget in bytes) the ratio of the two
+ * figures and (raw + budget) / raw.
+ */
+struct bench_ratio bench_chart_ratio(const struct bench_case *bc, const struct bench_result *res,
+                                     double *target);
+
+/*
+ * Writes the results of the cases that ran to @p path as tab-separated values, one line per
+ * case, for scripts/bench-chart (the columns are in docs/BENCHMARKS.md). Returns BENCH_OK or
+ * BENCH_ERROR (printed).
+ */
+int bench_write_data(const char *path, const struct bench_case *const *cases, size_t ncases,
+                     const struct bench_result *results);
 
 /* Prints the results table and the notes under it for the cases that ran. */
 void bench_print_table(const struct bench_case *const *cases, size_t ncases,
@@ -342,10 +372,11 @@ double bench_us_per(int64_t ns, double units);
 const unsigned char *bench_payload(void);
 
 /*
- * Send calls made by the calling thread: tlsock's send() through a linker wrap (sendcount.c),
- * the raw baseline's socket writes through a BIO callback. Thread-local, so the server thread's
- * few writes (session tickets) do not count against the writer.
+ * System calls made by the calling thread so far, and of them the socket writes (write, writev,
+ * send, sendto, sendmsg), counted at libc's functions for every side alike (syscount.c).
+ * Thread-local, so that each thread counts its own: take the difference over what you measure.
  */
+extern _Thread_local uint64_t bench_syscalls;
 extern _Thread_local uint64_t bench_send_calls;
 
 /*
@@ -390,9 +421,11 @@ struct bench_server {
     atomic_int rc;                   /* a failure, BENCH_OK if none */
     atomic_uint_fast64_t handshakes; /* completed server handshakes */
     atomic_int_fast64_t cpu_ns;      /* CPU time of all its threads */
+    atomic_uint_fast64_t syscalls;   /* system calls of all its threads (bench_syscalls) */
     uint64_t bytes;                  /* DRAIN and ECHO: application bytes read */
     int64_t end_ns;                  /* when close_notify arrived */
     int64_t serve_cpu_ns;            /* CPU time spent serving the connection */
+    uint64_t serve_syscalls;         /* system calls made serving it */
 };
 
 int bench_server_start(struct bench_server *srv, const struct bench_ops *ops, void *env,
@@ -401,16 +434,20 @@ int bench_server_start(struct bench_server *srv, const struct bench_ops *ops, vo
 int bench_server_stop(struct bench_server *srv);
 
 /*
- * Plain loopback TCP (tcp.c): blocking sockets with TCP_NODELAY and BENCH_IO_TIMEOUT_MS send and
- * receive timeouts, as tlsock sets them. @p side names the caller in error messages.
- * bench_tcp_accept waits up to BENCH_ACCEPT_POLL_MS (BENCH_AGAIN). bench_tcp_close is tlsock's
- * graceful close: half-close, bounded drain, close.
+ * Plain loopback TCP (tcp.c). @p side names the caller in error messages.
+ * bench_tcp_listen, bench_tcp_accept and bench_tcp_dial are the raw baselines' lean sockets: a
+ * blocking listener with TCP_NODELAY and BENCH_IO_TIMEOUT_MS send and receive timeouts, which the
+ * accepted sockets inherit (no call per connection), accept4 that blocks until a client comes or
+ * the timeout (BENCH_AGAIN), and a client socket with TCP_NODELAY only (its peer's timeouts bound
+ * it). bench_tcp_connect is a client socket with TCP_NODELAY and the timeouts, for the cases' own
+ * clients. bench_tcp_close is tlsock's graceful close: half-close, bounded drain, close.
  */
 int bench_tcp_listen_fd(const char *side, bool nonblocking, uint16_t *port);
 int bench_tcp_listen(const char *side, void **lis, uint16_t *port);
 void bench_tcp_listen_close(void *lis);
 int bench_tcp_accept(const char *side, void *lis, int *fd);
 int bench_tcp_connect(const char *side, uint16_t port, int *fd);
+int bench_tcp_dial(const char *side, uint16_t port, int *fd);
 void bench_tcp_options(int fd);
 void bench_tcp_close(int fd);
 /* Connects to 127.0.0.1:@p port and hangs up (wakes a server in accept); false if refused. */

@@ -2,9 +2,11 @@
  * Handshakes, one connection at a time over loopback TCP: the client (the calling thread)
  * connects, completes a TLS 1.3 handshake and closes, again and again for the run's duration; the
  * server thread accepts, handshakes and closes. Besides handshakes per second: client and server
- * CPU time per handshake.
+ * CPU time and system calls per handshake.
  *
- * - handshake-*: full handshakes, closed right after the handshake (the server's tickets unread).
+ * - handshake-*: full handshakes from a client that keeps no session, closed right after the
+ *   handshake; servers send no ticket, or in the handshake-*-tickets cases their default tickets
+ *   (OpenSSL and tlsock on OpenSSL two, GnuTLS one), which the client does not read.
  * - resume-*: a client that keeps sessions, like a real one: after its handshake it reads until
  *   the server's close_notify, so it gets the tickets the server sent after the handshake, and
  *   keeps the latest for its next connection (raw: SSL_get1_session, gnutls_session_get_data2;
@@ -31,7 +33,14 @@ struct loop {
     uint64_t n;
     uint64_t resumed;
     int64_t elapsed_ns;
-    int64_t cpu_ns; /* the client thread's */
+    int64_t cpu_ns;    /* the client thread's */
+    uint64_t syscalls; /* the client thread's */
+};
+
+/* What the server thread of one timed loop spent. */
+struct server_cost {
+    int64_t cpu_ns;
+    uint64_t syscalls;
 };
 
 /*
@@ -62,6 +71,7 @@ static int connect_loop(const struct bench_run *run, uint16_t port, bool tickets
     int64_t budget_ns = (int64_t)(run->limits.seconds * 1e9);
     int64_t start_ns = bench_now_ns();
     int64_t cpu0 = bench_thread_cpu_ns();
+    uint64_t calls0 = bench_syscalls;
     int rc = BENCH_OK;
 
     memset(lp, 0, sizeof(*lp));
@@ -79,6 +89,8 @@ static int connect_loop(const struct bench_run *run, uint16_t port, bool tickets
         }
         if (rc == BENCH_OK) {
             lp->n++;
+            /* Like for like: SSL_session_reused(), gnutls_session_is_resumed() and
+             * tlsock_conn_resumed() only read a flag. */
             lp->resumed += ops->resumed(conn) ? 1 : 0;
         }
         if (conn != NULL) {
@@ -87,6 +99,7 @@ static int connect_loop(const struct bench_run *run, uint16_t port, bool tickets
         lp->elapsed_ns = bench_now_ns() - start_ns;
     }
     lp->cpu_ns = bench_thread_cpu_ns() - cpu0;
+    lp->syscalls = bench_syscalls - calls0;
     return rc;
 }
 
@@ -95,7 +108,7 @@ static int connect_loop(const struct bench_run *run, uint16_t port, bool tickets
  * all (@p resume) or none of the timed connections resumed.
  */
 static int timed(const struct bench_run *run, bool tickets, bool resume, int priming,
-                 struct loop *lp, int64_t *server_cpu_ns, struct bench_sample *out)
+                 struct loop *lp, struct server_cost *cost, struct bench_sample *out)
 {
     const struct bench_ops *ops = run->ops;
     struct bench_server srv;
@@ -131,7 +144,8 @@ static int timed(const struct bench_run *run, bool tickets, bool resume, int pri
                 resume ? "all" : "none");
         rc = BENCH_ERROR;
     }
-    *server_cpu_ns = started ? srv.cpu_ns : 0;
+    cost->cpu_ns = started ? atomic_load(&srv.cpu_ns) : 0;
+    cost->syscalls = started ? atomic_load(&srv.syscalls) : 0;
     return rc;
 }
 
@@ -140,23 +154,34 @@ static double per_second(const struct loop *lp)
     return (double)lp->n / ((double)lp->elapsed_ns / 1e9);
 }
 
-static void fill(const struct loop *lp, int64_t server_cpu_ns, struct bench_sample *out)
+static void fill(const struct loop *lp, const struct server_cost *srv, struct bench_sample *out)
 {
+    double n = (double)lp->n;
+
     out->count = lp->n;
     out->resumed = lp->resumed;
     out->rate = per_second(lp);
-    out->client_cpu_us = bench_us_per(lp->cpu_ns, (double)lp->n);
-    out->server_cpu_us = bench_us_per(server_cpu_ns, (double)lp->n);
+    out->client_cpu_us = bench_us_per(lp->cpu_ns, n);
+    out->server_cpu_us = bench_us_per(srv->cpu_ns, n);
+    out->client_syscalls = n > 0 ? (double)lp->syscalls / n : 0;
+    out->server_syscalls = n > 0 ? (double)srv->syscalls / n : 0;
 }
 
+/*
+ * Full handshakes from a client that keeps no session, like the lean raw client (tlsock: the
+ * context with its session cache off), and closes right after the handshake without reading
+ * what the server sent after it (tickets, in the -tickets cases).
+ */
 static int handshakes(const struct bench_run *run, struct bench_sample *out)
 {
     struct loop lp;
-    int64_t server_cpu_ns = 0;
-    int rc = timed(run, false, false, 0, &lp, &server_cpu_ns, out);
+    struct server_cost srv = {0};
+    int rc;
 
+    run->ops->set_resume(run->env, false);
+    rc = timed(run, false, false, 0, &lp, &srv, out);
     if (rc == BENCH_OK) {
-        fill(&lp, server_cpu_ns, out);
+        fill(&lp, &srv, out);
     }
     return rc;
 }
@@ -171,18 +196,18 @@ static int resumptions(const struct bench_run *run, struct bench_sample *out)
 {
     struct loop full;
     struct loop resumed;
-    int64_t server_cpu_ns = 0;
+    struct server_cost srv = {0};
     int rc;
 
     run->ops->set_resume(run->env, false);
-    rc = timed(run, true, false, 0, &full, &server_cpu_ns, out);
+    rc = timed(run, true, false, 0, &full, &srv, out);
     run->ops->set_resume(run->env, true);
     if (rc == BENCH_OK) {
-        rc = timed(run, true, true, 1, &resumed, &server_cpu_ns, out);
+        rc = timed(run, true, true, 1, &resumed, &srv, out);
     }
     run->ops->set_resume(run->env, false);
     if (rc == BENCH_OK) {
-        fill(&resumed, server_cpu_ns, out);
+        fill(&resumed, &srv, out);
         out->full_rate = per_second(&full);
     }
     return rc;
@@ -314,19 +339,41 @@ static int nagle_tickets_on(const struct bench_run *run, struct bench_sample *ou
 
 static const struct bench_case cases[] = {
     {.name = "handshake-ecdsa-p256",
-     .summary = "full TLS 1.3 handshakes on new connections, ECDSA P-256 certificates",
+     .summary = "full TLS 1.3 handshakes on new connections, ECDSA P-256, no tickets (both sides)",
+     .no_tickets = true,
+     HANDSHAKE_CASE},
+    {.name = "handshake-ecdsa-p256-tickets",
+     .summary = "as handshake-ecdsa-p256, servers send tickets (both sides), client does not read",
      HANDSHAKE_CASE},
     {.name = "handshake-rsa2048",
-     .summary = "full TLS 1.3 handshakes on new connections, RSA-2048 certificates",
+     .summary = "full TLS 1.3 handshakes on new connections, RSA-2048, no tickets (both sides)",
+     .key_type = "rsa-2048",
+     .no_tickets = true,
+     HANDSHAKE_CASE},
+    {.name = "handshake-rsa2048-tickets",
+     .summary = "as handshake-rsa2048, servers send tickets (both sides), client does not read",
      .key_type = "rsa-2048",
      HANDSHAKE_CASE},
     {.name = "handshake-ecdsa-p256-gnutls",
      .summary = "as handshake-ecdsa-p256, tlsock on GnuTLS against raw GnuTLS",
      .impl = TLSOCK_IMPL_GNUTLS,
      .rounds = BENCH_GNUTLS_ROUNDS,
+     .no_tickets = true,
+     HANDSHAKE_CASE},
+    {.name = "handshake-ecdsa-p256-tickets-gnutls",
+     .summary = "as handshake-ecdsa-p256-tickets, tlsock on GnuTLS against raw GnuTLS",
+     .impl = TLSOCK_IMPL_GNUTLS,
+     .rounds = BENCH_GNUTLS_ROUNDS,
      HANDSHAKE_CASE},
     {.name = "handshake-rsa2048-gnutls",
      .summary = "as handshake-rsa2048, tlsock on GnuTLS against raw GnuTLS",
+     .key_type = "rsa-2048",
+     .impl = TLSOCK_IMPL_GNUTLS,
+     .rounds = BENCH_GNUTLS_ROUNDS,
+     .no_tickets = true,
+     HANDSHAKE_CASE},
+    {.name = "handshake-rsa2048-tickets-gnutls",
+     .summary = "as handshake-rsa2048-tickets, tlsock on GnuTLS against raw GnuTLS",
      .key_type = "rsa-2048",
      .impl = TLSOCK_IMPL_GNUTLS,
      .rounds = BENCH_GNUTLS_ROUNDS,

@@ -3,8 +3,8 @@
  * write_size bytes at a time for the run's duration and a server thread reading until
  * close_notify. The clock starts after the handshake and stops when the server reads
  * close_notify, so every byte counted was received and decrypted; the server checks that it read
- * every byte written. Besides MiB/s: each thread's CPU time per MiB, and the writer's send calls
- * per MiB (bench_send_calls).
+ * every byte written. Besides MiB/s: each thread's CPU time and system calls per MiB, and the
+ * writer's send calls per MiB (bench_syscalls, bench_send_calls).
  */
 #include <stdio.h>
 
@@ -28,6 +28,7 @@ static int throughput(const struct bench_run *run, struct bench_sample *out)
     int64_t write_cpu_ns = 0;
     uint64_t sent = 0;
     uint64_t sends = 0;
+    uint64_t calls = 0;
     int rc = bench_server_start(&srv, ops, run->env, BENCH_SERVE_DRAIN, 1);
 
     if (rc != BENCH_OK) {
@@ -43,6 +44,7 @@ static int throughput(const struct bench_run *run, struct bench_sample *out)
     start_ns = bench_now_ns();
     cpu0 = bench_thread_cpu_ns();
     sends = bench_send_calls;
+    calls = bench_syscalls;
     while (rc == BENCH_OK && sent < run->limits.max_count &&
            bench_now_ns() - start_ns < budget_ns) {
         rc = ops->write(conn, chunk, chunk_len);
@@ -56,6 +58,7 @@ static int throughput(const struct bench_run *run, struct bench_sample *out)
         rc = ops->shutdown(conn);
     }
     write_cpu_ns = bench_thread_cpu_ns() - cpu0;
+    calls = bench_syscalls - calls;
 
 stop:
     /*
@@ -82,6 +85,8 @@ stop:
         out->client_cpu_us = bench_us_per(write_cpu_ns, mib);
         out->server_cpu_us = bench_us_per(srv.serve_cpu_ns, mib);
         out->sends_per_mib = (double)sends / mib;
+        out->client_syscalls = (double)calls / mib;
+        out->server_syscalls = (double)srv.serve_syscalls / mib;
     }
 
 out:

@@ -2,11 +2,13 @@
  * tlsock-bench: tlsock against the TLS implementation it wraps (raw OpenSSL, or raw GnuTLS in the
  * -gnutls cases), same process, same workload, interleaved rounds.
  *
- *   tlsock-bench [--list] [--seconds S] [--rounds N] [--connections N] [--verbose] [CASE...]
+ *   tlsock-bench [--list] [--seconds S] [--rounds N] [--connections N] [--data FILE]
+ *                [--verbose] [CASE...]
  *
  * The cases come from the case files (case_*.c), in the order of case_files[] below; run.c runs
  * each the same way and prints one line per case on stderr as it finishes, report.c the table at
- * the end. The idle cases' server processes are this program executed again (case_idle.c).
+ * the end and, with --data, the data file that scripts/bench-chart draws. The idle cases' server
+ * processes are this program executed again (case_idle.c).
  */
 #include <fnmatch.h>
 #include <getopt.h>
@@ -26,7 +28,7 @@
 
 #define DEFAULT_SECONDS 0.4
 #define MAX_SECONDS     60.0
-#define MAX_CASES       32
+#define MAX_CASES       64
 /* The idle cases' default; at most what the bench machine's 20,000 descriptors per process allow.
  */
 #define DEFAULT_CONNECTIONS 10000
@@ -43,6 +45,7 @@ static const struct bench_cases *const case_files[] = {
 
 struct options {
     struct bench_options run;
+    const char *data; /* --data: where to write the results for the chart, or NULL */
     const struct bench_case *cases[MAX_CASES];
     size_t ncases;
     bool selected[MAX_CASES];
@@ -52,13 +55,15 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: tlsock-bench [--list] [--seconds S] [--rounds N] [--connections N]\n"
-            "                    [--verbose] [CASE...]\n"
+            "                    [--data FILE] [--verbose] [CASE...]\n"
             "  --list           list the cases and exit\n"
             "  --seconds S      length of each measured run (default %.1f)\n"
             "  --rounds N       raw/tlsock rounds per case, median reported (default %d,\n"
             "                   %d for the -gnutls cases, %d for the async cases; the idle\n"
             "                   cases always run one)\n"
             "  --connections N  connections the idle cases hold (default %d, at most %d)\n"
+            "  --data FILE      also write the results to FILE, tab-separated, for\n"
+            "                   scripts/bench-chart\n"
             "  --verbose        print every round\n"
             "CASE is a name or a shell pattern ('async-*'); without CASE, every case runs.\n",
             DEFAULT_SECONDS, BENCH_ROUNDS, BENCH_GNUTLS_ROUNDS, BENCH_ASYNC_ROUNDS,
@@ -98,18 +103,15 @@ static int number(const char *name, double min, double max, bool whole, double *
 static int parse_args(int argc, char **argv, struct options *opts)
 {
     static const struct option longopts[] = {
-        {"list", no_argument, NULL, 'l'},
-        {"seconds", required_argument, NULL, 's'},
-        {"rounds", required_argument, NULL, 'r'},
-        {"verbose", no_argument, NULL, 'v'},
-        {"help", no_argument, NULL, 'h'},
-        {"connections", required_argument, NULL, 'c'},
-        {NULL, 0, NULL, 0},
+        {"list", no_argument, NULL, 'l'},         {"seconds", required_argument, NULL, 's'},
+        {"rounds", required_argument, NULL, 'r'}, {"verbose", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},         {"connections", required_argument, NULL, 'c'},
+        {"data", required_argument, NULL, 'd'},   {NULL, 0, NULL, 0},
     };
     int rc = ARGS_RUN;
     double value = 0;
     bool any = false;
-    int c = getopt_long(argc, argv, "ls:r:c:vh", longopts, NULL);
+    int c = getopt_long(argc, argv, "ls:r:c:d:vh", longopts, NULL);
 
     opts->run.seconds = DEFAULT_SECONDS;
     opts->run.rounds = BENCH_ROUNDS;
@@ -128,6 +130,8 @@ static int parse_args(int argc, char **argv, struct options *opts)
         } else if (c == 'c') {
             rc = number("connections", 1, MAX_CONNECTIONS, true, &value);
             opts->run.connections = (int)value;
+        } else if (c == 'd') {
+            opts->data = optarg;
         } else if (c == 'v') {
             opts->run.verbose = true;
         } else {
@@ -135,7 +139,7 @@ static int parse_args(int argc, char **argv, struct options *opts)
             rc = c == 'h' ? ARGS_DONE : ARGS_BAD;
         }
         if (rc == ARGS_RUN) {
-            c = getopt_long(argc, argv, "ls:r:c:vh", longopts, NULL);
+            c = getopt_long(argc, argv, "ls:r:c:d:vh", longopts, NULL);
         }
     }
     for (int i = optind; rc == ARGS_RUN && i < argc; i++) {
@@ -181,7 +185,8 @@ static void print_header(const struct options *opts)
     printf("cpus online:  %ld\n", sysconf(_SC_NPROCESSORS_ONLN));
     printf("method:       %d rounds of %.2f s per side and case (%d in the -gnutls cases,\n"
            "              %d in the async cases, 1 in the idle cases), order rotating; values\n"
-           "              are medians, ratio is the median of the per-round ratios tlsock/raw\n",
+           "              are medians, ratio is the median of the per-round ratios tlsock/raw,\n"
+           "              min-max their lowest and highest\n",
            opts->run.rounds, opts->run.seconds,
            opts->run.rounds_set ? opts->run.rounds : BENCH_GNUTLS_ROUNDS,
            opts->run.rounds_set ? opts->run.rounds : BENCH_ASYNC_ROUNDS);
@@ -219,5 +224,9 @@ int main(int argc, char **argv)
         }
     }
     bench_print_table(opts.cases, opts.ncases, results, opts.run.rounds);
+    if (opts.data != NULL &&
+        bench_write_data(opts.data, opts.cases, opts.ncases, results) != BENCH_OK) {
+        failures++;
+    }
     return failures == 0 ? 0 : 1;
 }

@@ -1,9 +1,12 @@
 /*
  * The results table of tlsock-bench: one block of rows per case, the main figure with its target
- * first, then the figures that explain it (the reference side, CPU time per unit, send calls per
- * MiB; heap per idle connection), then the negotiated suites and notes.
+ * first, then the figures that explain it (the reference side, CPU time and system calls per
+ * unit, send calls per MiB; heap per idle connection), then the negotiated suites and notes. And
+ * the same results as a data file for the chart (bench_write_data).
  */
+#include <errno.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "bench.h"
 
@@ -14,6 +17,8 @@ const struct bench_measure bench_bulk = {
     .client_cpu = "  writer CPU per MiB",
     .server_cpu = "  reader CPU per MiB",
     .sends = true,
+    .client_syscalls = "  writer syscalls per MiB",
+    .server_syscalls = "  reader syscalls per MiB",
 };
 
 const struct bench_measure bench_memory_mode = {
@@ -26,6 +31,8 @@ const struct bench_measure bench_handshakes = {
     .handshakes = true,
     .client_cpu = "  client CPU per hs",
     .server_cpu = "  server CPU per hs",
+    .client_syscalls = "  client syscalls per hs",
+    .server_syscalls = "  server syscalls per hs",
 };
 
 const struct bench_measure bench_echo = {
@@ -39,6 +46,8 @@ const struct bench_measure bench_resumption = {
     .handshakes = true,
     .client_cpu = "  client CPU per resumed hs",
     .server_cpu = "  server CPU per resumed hs",
+    .client_syscalls = "  client syscalls per resumed hs",
+    .server_syscalls = "  server syscalls per resumed hs",
     .resumption = true,
 };
 
@@ -55,7 +64,7 @@ const struct bench_measure bench_idle = {
 enum row_kind {
     ROW_TARGET, /* the case's main figure, against its target (bench_target) */
     ROW_BUDGET, /* the same per idle connection, against a budget above raw */
-    ROW_INFO,   /* tlsock / reference, with the ratio's quartiles */
+    ROW_INFO,   /* tlsock / reference, with the per-round ratios' range */
     ROW_LOWER,  /* a cost: lower is better */
     ROW_EXTRA,  /* a cost per connection, with the difference tlsock - raw, for information */
     ROW_FACTOR, /* a dimensionless factor per side (two decimals), for information */
@@ -76,10 +85,10 @@ static void print_row(const struct row *row, const char *target)
     char spread[32] = "";
 
     if (row->kind == ROW_BUDGET || row->kind == ROW_EXTRA) {
-        /* A budget is a difference, so the difference takes the quartiles' place. */
+        /* A budget is a difference, so the difference takes the range's place. */
         snprintf(spread, sizeof(spread), "%+.0f", row->right - row->left);
     } else if (row->kind == ROW_TARGET || row->kind == ROW_INFO) {
-        snprintf(spread, sizeof(spread), "%.3f-%.3f", row->ratio.q1, row->ratio.q3);
+        snprintf(spread, sizeof(spread), "%.3f-%.3f", row->ratio.min, row->ratio.max);
     }
     printf("%-*s %10.*f %10.*f  %-6s %6.3f  %-12s %s\n", NAME_WIDTH, row->name,
            row->kind == ROW_FACTOR ? 2 : 1, row->left, row->kind == ROW_FACTOR ? 2 : 1, row->right,
@@ -88,7 +97,7 @@ static void print_row(const struct row *row, const char *target)
 
 static struct bench_ratio plain(double value)
 {
-    return (struct bench_ratio){.median = value, .q1 = value, .q3 = value};
+    return (struct bench_ratio){.median = value, .min = value, .max = value};
 }
 
 static struct bench_ratio quotient(double num, double den)
@@ -114,6 +123,10 @@ static void print_case(const struct bench_case *bc, const struct bench_result *r
          plain(res->server_cpu_ratio), ROW_LOWER},
         {"  writer sends per MiB", "calls", res->sends_per_mib[SIDE_RAW],
          res->sends_per_mib[SIDE_TLSOCK], plain(res->sends_ratio), ROW_LOWER},
+        {m->client_syscalls, "calls", res->client_syscalls[SIDE_RAW],
+         res->client_syscalls[SIDE_TLSOCK], plain(res->client_syscalls_ratio), ROW_LOWER},
+        {m->server_syscalls, "calls", res->server_syscalls[SIDE_RAW],
+         res->server_syscalls[SIDE_TLSOCK], plain(res->server_syscalls_ratio), ROW_LOWER},
         {"  heap in use per conn", m->unit, res->heap_per_conn[SIDE_RAW],
          res->heap_per_conn[SIDE_TLSOCK],
          quotient(res->heap_per_conn[SIDE_TLSOCK], res->heap_per_conn[SIDE_RAW]), ROW_EXTRA},
@@ -130,6 +143,8 @@ static void print_case(const struct bench_case *bc, const struct bench_result *r
         m->client_cpu != NULL,
         m->server_cpu != NULL,
         m->sends,
+        m->client_syscalls != NULL,
+        m->server_syscalls != NULL,
         m->per_connection,
         m->per_connection && res->tls_heap_per_conn[SIDE_RAW] >= 0 &&
             res->tls_heap_per_conn[SIDE_TLSOCK] >= 0,
@@ -195,7 +210,7 @@ void bench_print_table(const struct bench_case *const *cases, size_t ncases,
                        const struct bench_result *results, int default_rounds)
 {
     printf("\n%-*s %10s %10s  %-6s %6s  %-12s %s\n", NAME_WIDTH, "case", "raw", "tlsock", "unit",
-           "ratio", "ratio IQR", "target");
+           "ratio", "min-max", "target");
     for (size_t i = 0; i < ncases; i++) {
         if (results[i].ran && results[i].skipped) {
             printf("%-*s %10s\n", NAME_WIDTH, cases[i]->name, "SKIPPED");
@@ -211,4 +226,62 @@ void bench_print_table(const struct bench_case *const *cases, size_t ncases,
             print_notes(cases[i], &results[i], default_rounds);
         }
     }
+}
+
+struct bench_ratio bench_chart_ratio(const struct bench_case *bc, const struct bench_result *res,
+                                     double *target)
+{
+    double raw = res->rate[SIDE_RAW];
+    struct bench_ratio ratio = res->rate_ratio;
+
+    *target = bc->target;
+    if (bc->measure->per_connection) {
+        ratio = quotient(res->rate[SIDE_TLSOCK], raw);
+        *target = raw > 0 ? (raw + bc->budget) / raw : 0;
+    }
+    return ratio;
+}
+
+/*
+ * One line per case that ran to the end: name, unit, the two figures, the ratio's min, median
+ * and max, the target as a ratio (0: none) and whether it was met (1, 0; -1: no target). The
+ * header line names the columns; docs/BENCHMARKS.md describes them.
+ */
+int bench_write_data(const char *path, const struct bench_case *const *cases, size_t ncases,
+                     const struct bench_result *results)
+{
+    FILE *f = fopen(path, "w");
+    int rc = BENCH_OK;
+
+    if (f == NULL) {
+        fprintf(stderr, "tlsock-bench: %s: %s\n", path, strerror(errno));
+        return BENCH_ERROR;
+    }
+    fprintf(f, "case\tunit\traw\ttlsock\tratio_min\tratio_median\tratio_max\ttarget\tmet\n");
+    for (size_t i = 0; i < ncases; i++) {
+        const struct bench_result *res = &results[i];
+        double target = 0;
+        struct bench_ratio ratio;
+        int met;
+
+        if (!res->ran || !res->ok) {
+            continue;
+        }
+        ratio = bench_chart_ratio(cases[i], res, &target);
+        if (target <= 0) {
+            met = -1;
+        } else if (cases[i]->measure->per_connection) {
+            met = ratio.median <= target; /* a budget: at most */
+        } else {
+            met = ratio.median >= target;
+        }
+        fprintf(f, "%s\t%s\t%.6g\t%.6g\t%.6f\t%.6f\t%.6f\t%.6f\t%d\n", cases[i]->name,
+                cases[i]->measure->unit, res->rate[SIDE_RAW], res->rate[SIDE_TLSOCK], ratio.min,
+                ratio.median, ratio.max, target, met);
+    }
+    if (fclose(f) != 0) {
+        fprintf(stderr, "tlsock-bench: %s: %s\n", path, strerror(errno));
+        rc = BENCH_ERROR;
+    }
+    return rc;
 }

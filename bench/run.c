@@ -87,25 +87,29 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* The @p q quantile (0 to 1) of @p n values, interpolating between the two nearest ranks. */
-static double quantile(const double *values, int n, double q)
+/* The median, lowest and highest of @p n values (the mean of the middle two for even n). */
+static struct bench_ratio spread(const double *values, int n)
 {
     double sorted[MAX_ROUNDS];
-    double pos = q * (n - 1);
-    int lo = (int)pos;
-    int hi = lo + 1 < n ? lo + 1 : lo;
 
     memcpy(sorted, values, (size_t)n * sizeof(double));
     qsort(sorted, (size_t)n, sizeof(double), cmp_double);
-    return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo);
+    return (struct bench_ratio){
+        .median = (sorted[(n - 1) / 2] + sorted[n / 2]) / 2,
+        .min = sorted[0],
+        .max = sorted[n - 1],
+    };
 }
 
 static double median(const double *values, int n)
 {
-    return quantile(values, n, 0.5);
+    return spread(values, n).median;
 }
 
-/* Median and quartiles of the per-round ratios num / den. */
+/*
+ * Median, lowest and highest of the per-round ratios num / den: a case whose rounds land in two
+ * modes shows it in the range, which quartiles would hide.
+ */
 static struct bench_ratio ratio_of(const double *num, const double *den, int n)
 {
     double ratios[MAX_ROUNDS];
@@ -113,11 +117,7 @@ static struct bench_ratio ratio_of(const double *num, const double *den, int n)
     for (int r = 0; r < n; r++) {
         ratios[r] = den[r] > 0 ? num[r] / den[r] : 0;
     }
-    return (struct bench_ratio){
-        .median = median(ratios, n),
-        .q1 = quantile(ratios, n, 0.25),
-        .q3 = quantile(ratios, n, 0.75),
-    };
+    return spread(ratios, n);
 }
 
 /* Per-round figures of one case, indexed [side][round]. */
@@ -126,6 +126,8 @@ struct rounds {
     double ccpu[MAX_SIDES][MAX_ROUNDS];
     double scpu[MAX_SIDES][MAX_ROUNDS];
     double sends[MAX_SIDES][MAX_ROUNDS];
+    double csys[MAX_SIDES][MAX_ROUNDS];
+    double ssys[MAX_SIDES][MAX_ROUNDS];
     double heap[MAX_SIDES][MAX_ROUNDS];
     double tls_heap[MAX_SIDES][MAX_ROUNDS];
     double full[MAX_SIDES][MAX_ROUNDS];
@@ -137,6 +139,8 @@ static void record(struct rounds *rd, int s, int r, const struct bench_sample *s
     rd->ccpu[s][r] = sample->client_cpu_us;
     rd->scpu[s][r] = sample->server_cpu_us;
     rd->sends[s][r] = sample->sends_per_mib;
+    rd->csys[s][r] = sample->client_syscalls;
+    rd->ssys[s][r] = sample->server_syscalls;
     rd->heap[s][r] = sample->heap_per_conn;
     rd->tls_heap[s][r] = sample->tls_heap_per_conn;
     rd->full[s][r] = sample->full_rate;
@@ -149,6 +153,8 @@ static void summarise(const struct rounds *rd, int n, struct bench_result *res)
         res->client_cpu_us[s] = median(rd->ccpu[s], n);
         res->server_cpu_us[s] = median(rd->scpu[s], n);
         res->sends_per_mib[s] = median(rd->sends[s], n);
+        res->client_syscalls[s] = median(rd->csys[s], n);
+        res->server_syscalls[s] = median(rd->ssys[s], n);
         res->heap_per_conn[s] = median(rd->heap[s], n);
         res->tls_heap_per_conn[s] = median(rd->tls_heap[s], n);
         res->full_rate[s] = median(rd->full[s], n);
@@ -162,6 +168,8 @@ static void summarise(const struct rounds *rd, int n, struct bench_result *res)
     res->client_cpu_ratio = ratio_of(rd->ccpu[SIDE_TLSOCK], rd->ccpu[SIDE_RAW], n).median;
     res->server_cpu_ratio = ratio_of(rd->scpu[SIDE_TLSOCK], rd->scpu[SIDE_RAW], n).median;
     res->sends_ratio = ratio_of(rd->sends[SIDE_TLSOCK], rd->sends[SIDE_RAW], n).median;
+    res->client_syscalls_ratio = ratio_of(rd->csys[SIDE_TLSOCK], rd->csys[SIDE_RAW], n).median;
+    res->server_syscalls_ratio = ratio_of(rd->ssys[SIDE_TLSOCK], rd->ssys[SIDE_RAW], n).median;
 }
 
 /* ---- The verdict ---- */
@@ -196,8 +204,8 @@ static void progress(const struct bench_case *bc, const struct bench_result *res
                 bc->name, res->rate[SIDE_RAW], res->rate[SIDE_TLSOCK], bc->measure->unit,
                 res->rate[SIDE_TLSOCK] - res->rate[SIDE_RAW], target, res->seconds);
     } else {
-        fprintf(stderr, "%-*s ratio %.3f (IQR %.3f-%.3f)  %s  (%.1f s)\n", NAME_WIDTH, bc->name,
-                res->rate_ratio.median, res->rate_ratio.q1, res->rate_ratio.q3, target,
+        fprintf(stderr, "%-*s ratio %.3f (min %.3f, max %.3f)  %s  (%.1f s)\n", NAME_WIDTH,
+                bc->name, res->rate_ratio.median, res->rate_ratio.min, res->rate_ratio.max, target,
                 res->seconds);
     }
 }
@@ -312,7 +320,8 @@ int bench_run_case(const struct bench_case *bc, const struct bench_options *opts
     const struct bench_limits warm = limits_of(bc, opts, true);
     const struct bench_limits limits = limits_of(bc, opts, false);
     struct bench_certs certs = {0};
-    struct bench_config config = {.suite = bc->suite, .impl = case_impl(bc)};
+    struct bench_config config = {
+        .suite = bc->suite, .impl = case_impl(bc), .no_tickets = bc->no_tickets};
     struct bench_run base = {.raw_ops = bench_raw_ops_for(config.impl), .config = &config};
     struct bench_sample sample;
     int64_t start_ns = bench_now_ns();

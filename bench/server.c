@@ -45,6 +45,7 @@ static void *server_main(void *arg)
 {
     struct bench_server *srv = arg;
     int64_t cpu0 = bench_thread_cpu_ns();
+    uint64_t calls0 = bench_syscalls;
     bool done = false;
 
     /* Bounded by the stop flag, which the client sets once its own bounded loop is over. */
@@ -70,10 +71,12 @@ static void *server_main(void *arg)
             rc = reply(srv, conn);
         } else if (rc == BENCH_OK && srv->serve != BENCH_SERVE_CLOSE) {
             int64_t serve0 = bench_thread_cpu_ns();
+            uint64_t serve_calls0 = bench_syscalls;
 
             rc = serve(srv, conn);
             srv->end_ns = bench_now_ns();
             srv->serve_cpu_ns = bench_thread_cpu_ns() - serve0;
+            srv->serve_syscalls = bench_syscalls - serve_calls0;
             done = true;
         }
         if (conn != NULL) {
@@ -85,6 +88,7 @@ static void *server_main(void *arg)
         }
     }
     atomic_fetch_add(&srv->cpu_ns, bench_thread_cpu_ns() - cpu0);
+    atomic_fetch_add(&srv->syscalls, bench_syscalls - calls0);
     atomic_fetch_sub(&srv->running, 1);
     return NULL;
 }

@@ -1,9 +1,11 @@
 /*
- * The baseline: OpenSSL used directly, the way a careful program would with blocking sockets
- * (or with memory BIOs in memory mode).
- * It is given the same certificates, protocol version and cipher suite as the tlsock side, and
- * the same TCP options tlsock sets (TCP_NODELAY on both ends; tcp.c), so that the ratio between
- * the two measures what tlsock adds on top of OpenSSL and nothing else.
+ * The baseline: OpenSSL used directly, the leanest correct program for each workload: blocking
+ * sockets with OpenSSL's own socket BIO (or memory BIOs in memory mode), nothing per connection
+ * that the workload does not need. It is given the same certificates, protocol version, cipher
+ * suite and ticket setting as the tlsock side, the same TCP options tlsock sets (TCP_NODELAY on
+ * both ends) and the same close (close_notify, then tlsock's graceful close; tcp.c), so that the
+ * ratio between the two measures what tlsock adds on top of OpenSSL and nothing else. Per
+ * connection, docs/BENCHMARKS.md lists every call.
  */
 #include <errno.h>
 #include <limits.h>
@@ -134,6 +136,10 @@ static int raw_setup(const struct bench_config *config, void **out)
         bench_ssl_error("SSL_CTX_new");
         goto out;
     }
+    /* No ticket: none sent after the handshake (TLS 1.3 tickets are counted, not an option). */
+    if (config->no_tickets) {
+        SSL_CTX_set_num_tickets(env->server, 0);
+    }
     if (ctx_common(env->server, config->suite) != BENCH_OK ||
         ctx_common(env->client, config->suite) != BENCH_OK ||
         load_server_cert(env->server, config->cert_pem, config->key_pem) != BENCH_OK ||
@@ -156,25 +162,6 @@ static int raw_listen(void *envp, void **out, uint16_t *port)
 }
 
 /*
- * Counts the socket BIO's writes, one write(2) each on a blocking socket, for the send calls per
- * MiB figure (bench_send_calls). An increment per call of some 16 KiB: no measurable cost.
- */
-static long count_writes(BIO *bio, int oper, const char *argp, size_t len, int argi, long argl,
-                         int ret, size_t *processed)
-{
-    (void)bio;
-    (void)argp;
-    (void)len;
-    (void)argi;
-    (void)argl;
-    (void)processed;
-    if (oper == (BIO_CB_WRITE | BIO_CB_RETURN)) {
-        bench_send_calls++;
-    }
-    return ret;
-}
-
-/*
  * A new SSL object on connected socket @p fd (taken over, even on failure), or on two memory BIOs
  * with @p fd -1 (memory mode), in the client or the server state.
  */
@@ -186,9 +173,7 @@ static int new_conn(struct raw_env *env, bool client, int fd, void **out)
     BIO *wbio = fd < 0 ? BIO_new(BIO_s_mem()) : NULL;
     bool ok = conn != NULL && ssl != NULL && (fd >= 0 ? SSL_set_fd(ssl, fd) == 1 : in && wbio);
 
-    if (ok && fd >= 0) {
-        BIO_set_callback_ex(SSL_get_wbio(ssl), count_writes);
-    } else if (ok) {
+    if (ok && fd < 0) {
         /* An empty input BIO means "no more yet" (WANT_READ), not the end of the stream. */
         BIO_set_mem_eof_return(in, -1);
         SSL_set_bio(ssl, in, wbio);
@@ -269,7 +254,7 @@ static void raw_close(void *connp)
 static int raw_connect(void *envp, uint16_t port, void **out)
 {
     int fd = -1;
-    int rc = bench_tcp_connect("raw", port, &fd);
+    int rc = bench_tcp_dial("raw", port, &fd);
 
     if (rc == BENCH_OK) {
         rc = new_conn(envp, true, fd, out);

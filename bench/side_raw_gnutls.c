@@ -1,8 +1,9 @@
 /*
- * The GnuTLS baseline: GnuTLS used directly, the way a careful program would with blocking
- * sockets (gnutls_transport_set_int, so GnuTLS does its own socket I/O). It gets the same
- * certificates, protocol version and cipher suite as the tlsock side on GnuTLS and the same TCP
- * behaviour (tcp.c), so that the ratio measures what tlsock adds on top of GnuTLS.
+ * The GnuTLS baseline: GnuTLS used directly, the leanest correct program for each workload:
+ * blocking sockets (gnutls_transport_set_int, so GnuTLS does its own socket I/O), nothing per
+ * connection that the workload does not need. It gets the same certificates, protocol version,
+ * cipher suite and ticket setting as the tlsock side on GnuTLS and the same TCP behaviour and
+ * close (tcp.c), so that the ratio measures what tlsock adds on top of GnuTLS.
  *
  * Built only with GnuTLS (BENCH_HAVE_GNUTLS); the -gnutls cases are skipped otherwise.
  */
@@ -151,10 +152,11 @@ static int gtls_setup(const struct bench_config *config, void **out)
         goto out;
     }
     /*
-     * The server issues session tickets, as tlsock's servers (and OpenSSL's) do by default: the
-     * same work per handshake on every side, and what the resume cases resume with.
+     * The server issues session tickets unless the case turns them off, as tlsock's servers (and
+     * OpenSSL's) do by default: the same work per handshake on every side, and what the resume
+     * cases resume with.
      */
-    ret = gnutls_session_ticket_key_generate(&env->ticket_key);
+    ret = config->no_tickets ? 0 : gnutls_session_ticket_key_generate(&env->ticket_key);
     if (ret < 0) {
         gnutls_failure("session ticket key", ret);
         rc = BENCH_ERROR;
@@ -218,7 +220,9 @@ static int wrap_fd(struct gtls_env *env, unsigned flags, int fd, struct gtls_con
     if (ret >= 0 && flags == GNUTLS_SERVER && env->server_session != NULL) {
         ret = env->server_session(conn->session, env->server_session_arg);
     } else if (ret >= 0 && flags == GNUTLS_SERVER) {
-        ret = gnutls_session_ticket_enable_server(conn->session, &env->ticket_key);
+        ret = env->ticket_key.size > 0
+                  ? gnutls_session_ticket_enable_server(conn->session, &env->ticket_key)
+                  : 0;
     } else if (ret >= 0 && env->resume && env->session.size > 0) {
         ret = gnutls_session_set_data(conn->session, env->session.data, env->session.size);
     }
@@ -277,7 +281,7 @@ static int gtls_connect(void *envp, uint16_t port, void **out)
     struct gtls_env *env = envp;
     struct gtls_conn *conn = NULL;
     int fd = -1;
-    int rc = bench_tcp_connect("raw-gnutls", port, &fd);
+    int rc = bench_tcp_dial("raw-gnutls", port, &fd);
     int ret;
 
     if (rc == BENCH_OK) {
@@ -307,11 +311,7 @@ out:
     return rc;
 }
 
-/*
- * gnutls_record_send sends at most one record per call, and on a blocking socket all of it:
- * GnuTLS's own push makes one system call per record, which is what the send count records
- * (tlsock's sends are counted at the system call; docs/BENCHMARKS.md has the strace check).
- */
+/* gnutls_record_send sends at most one record per call, and on a blocking socket all of it. */
 static int gtls_write(void *connp, const void *buf, size_t len)
 {
     struct gtls_conn *conn = connp;
@@ -326,7 +326,6 @@ static int gtls_write(void *connp, const void *buf, size_t len)
 
         if (ret > 0) {
             done += (size_t)ret;
-            bench_send_calls++;
         } else if (!should_retry((int)ret, &tries)) {
             gnutls_failure("gnutls_record_send", ret == 0 ? GNUTLS_E_INTERNAL_ERROR : (int)ret);
             rc = BENCH_ERROR;

@@ -94,6 +94,9 @@ static int ctx_new(const struct bench_config *config, int role, bool no_cache,
         rc = check(tlsock_ctx_set_ca_mem(ctx, config->ca_pem, strlen(config->ca_pem)), "CA", ctx,
                    NULL);
     }
+    if (rc == BENCH_OK && role == TLSOCK_SERVER && config->no_tickets) {
+        rc = check(tlsock_ctx_set_tickets(ctx, false), "tickets off", ctx, NULL);
+    }
     if (rc == BENCH_OK && no_cache) {
         rc = check(tlsock_ctx_set_session_cache(ctx, 0), "session cache", ctx, NULL);
     }
@@ -130,7 +133,8 @@ static int tls_setup(const struct bench_config *config, void **out)
     }
     env->connect_ctx = env->client;
     env->accept_opts = init;
-    env->accept_opts.connect_timeout_ms = BENCH_ACCEPT_POLL_MS;
+    /* As long as the raw listener's (tcp.c); bench_server_stop() wakes an accept sooner. */
+    env->accept_opts.connect_timeout_ms = BENCH_IO_TIMEOUT_MS;
     env->accept_opts.handshake_timeout_ms = BENCH_IO_TIMEOUT_MS;
     env->accept_opts.timeout_ms = BENCH_IO_TIMEOUT_MS;
     env->connect_opts = init;
@@ -395,7 +399,7 @@ static int io_connect(void *envp, uint16_t port, void **out)
 {
     struct tls_env *env = envp;
     int fd = -1;
-    int rc = bench_tcp_connect("tlsock", port, &fd);
+    int rc = bench_tcp_dial("tlsock", port, &fd);
 
     if (rc == BENCH_OK) {
         rc = io_attach(env->connect_ctx, &env->connect_opts, fd, out);

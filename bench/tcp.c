@@ -1,7 +1,8 @@
 /*
  * Plain TCP over loopback for the raw baselines (side_raw.c, side_raw_gnutls.c) and whatever
  * else in the bench needs a socket: blocking sockets with the socket-level behaviour tlsock has
- * on purpose, so that the ratios do not count it as tlsock's overhead.
+ * on purpose (TCP_NODELAY, the graceful close), so that the ratios do not count it as tlsock's
+ * overhead, and no system call per connection that a lean program would not make.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -71,6 +72,11 @@ int bench_tcp_listen_fd(const char *side, bool nonblocking, uint16_t *port)
     return fd;
 }
 
+/*
+ * Set once on the listener: Linux copies the socket options into every socket it accepts, so
+ * the server's connections get TCP_NODELAY and the timeouts without a call each, and the
+ * receive timeout also bounds the wait in accept4.
+ */
 int bench_tcp_listen(const char *side, void **out, uint16_t *port)
 {
     int rc = BENCH_ERROR;
@@ -81,6 +87,9 @@ int bench_tcp_listen(const char *side, void **out, uint16_t *port)
     } else {
         lis->fd = bench_tcp_listen_fd(side, false, port);
         rc = lis->fd >= 0 ? BENCH_OK : BENCH_ERROR;
+    }
+    if (rc == BENCH_OK) {
+        bench_tcp_options(lis->fd);
     }
     if (rc == BENCH_OK) {
         *out = lis;
@@ -100,41 +109,40 @@ void bench_tcp_listen_close(void *lisp)
     }
 }
 
+/* One accept4 a connection: no poll first, no option to set (bench_tcp_listen). */
 int bench_tcp_accept(const char *side, void *lisp, int *fd)
 {
     struct tcp_listener *lis = lisp;
-    struct pollfd pfd = {.fd = lis->fd, .events = POLLIN};
-    int rc = BENCH_AGAIN;
-    int n = poll(&pfd, 1, BENCH_ACCEPT_POLL_MS);
+    int rc = BENCH_OK;
 
-    if (n <= 0) {
-        /* A timeout, or EINTR: either way the caller checks its stop flag and comes back. */
-        goto out;
-    }
     *fd = accept4(lis->fd, NULL, NULL, SOCK_CLOEXEC);
-    if (*fd < 0) {
+    if (*fd < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        /* The listener's timeout, or a signal: the caller checks its stop flag and comes back. */
+        rc = BENCH_AGAIN;
+    } else if (*fd < 0) {
         fprintf(stderr, "%s: accept: %s\n", side, strerror(errno));
         rc = BENCH_ERROR;
-        goto out;
     }
-    bench_tcp_options(*fd);
-    rc = BENCH_OK;
-
-out:
     return rc;
 }
 
-int bench_tcp_connect(const char *side, uint16_t port, int *out)
+/* A client socket with TCP_NODELAY, and the timeouts if @p timeouts. */
+static int tcp_connect(const char *side, uint16_t port, bool timeouts, int *out)
 {
     struct sockaddr_in addr = loopback(port);
     int rc = BENCH_ERROR;
+    int one = 1;
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
     if (fd < 0) {
         fprintf(stderr, "%s: socket: %s\n", side, strerror(errno));
         goto out;
     }
-    bench_tcp_options(fd);
+    if (timeouts) {
+        bench_tcp_options(fd);
+    } else {
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    }
     if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) != 0) {
         fprintf(stderr, "%s: connect: %s\n", side, strerror(errno));
         close(fd);
@@ -145,6 +153,21 @@ int bench_tcp_connect(const char *side, uint16_t port, int *out)
 
 out:
     return rc;
+}
+
+int bench_tcp_connect(const char *side, uint16_t port, int *out)
+{
+    return tcp_connect(side, port, true, out);
+}
+
+/*
+ * The raw baselines' client: no timeouts of its own. Its peer is one of the bench's servers,
+ * whose sockets have them (or a tlsock_uv server, bounded by its loop's timers), and which closes
+ * the connection on any failure, so a client blocked in a read or a write is woken in time.
+ */
+int bench_tcp_dial(const char *side, uint16_t port, int *out)
+{
+    return tcp_connect(side, port, false, out);
 }
 
 /*
