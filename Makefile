@@ -21,7 +21,8 @@ SINGLE_IMPL_TESTS ?= all
 SUBSET_LABELS = ^(unit|fuzz)$$
 SUBSET_TLS = ^(data|verify|close|memory|detach|transport|uv_conn|example-memory-mode|interop-demo)$$
 
-.PHONY: all bootstrap bootstrap-fuzz build demo check asan valgrind bench install format \
+.PHONY: all bootstrap bootstrap-fuzz bootstrap-bench build demo check asan valgrind bench bench-chart \
+	install format \
 	format-check clean deb abi-check abi-baseline check-openssl-only check-gnutls-only single-impl \
 	fuzz-build fuzz fuzz-ci fuzz-coverage
 
@@ -32,6 +33,9 @@ bootstrap:
 
 bootstrap-fuzz:
 	@./scripts/bootstrap fuzz
+
+bootstrap-bench:
+	@./scripts/bootstrap bench
 
 $(BUILD)/build.ninja: | bootstrap
 	cmake -S . -B $(BUILD) -G Ninja -DTLSOCK_WERROR=ON $(CMAKE_FLAGS)
@@ -105,8 +109,14 @@ abi-check: build
 abi-baseline: build
 	./scripts/check-abi --update $(BUILD)
 
-bench: build
-	./$(BUILD)/bench/tlsock-bench
+# Every case with 2 s runs, its results kept in docs/bench.tsv and drawn in docs/bench.svg
+# (docs/BENCHMARKS.md); bench-chart draws the kept results again.
+bench: build bootstrap-bench
+	./$(BUILD)/bench/tlsock-bench --seconds 2 --rounds 7 --data docs/bench.tsv
+	./scripts/bench-chart docs/bench.tsv docs/bench.svg
+
+bench-chart: bootstrap-bench
+	./scripts/bench-chart docs/bench.tsv docs/bench.svg
 
 install: build
 	cmake --install $(BUILD)
