@@ -353,6 +353,12 @@ void tlsock__conn_hold_buffers(struct tlsock_conn *conn, bool hold)
     }
 }
 
+void tlsock__conn_rest(struct tlsock_conn *conn)
+{
+    tlsock__conn_input_trim(conn);
+    tlsock__conn_hold_buffers(conn, false);
+}
+
 /* ---------------------------------------------------------------------------------------------
  * Limits
  * ------------------------------------------------------------------------------------------- */
