@@ -115,5 +115,23 @@ int bench_child_stop(struct bench_child *c, int sig, int timeout_ms);
  */
 #define BENCH_IDLE_CHILD_ARG "--idle-child"
 int bench_idle_child(int argc, char **argv);
+/*
+ * One side of an idle case (case_idle.c): starts the server process of @p kind ("raw",
+ * "tlsock", "raw-block", "tlsock-block") on the case's implementation, opens the warm-up
+ * connections and then run->limits.concurrency more from tlsock_uv clients, and fills @p out
+ * with the server's growth per connection.
+ */
+int bench_idle_run(const struct bench_run *run, const char *kind, struct bench_sample *out);
+/*
+ * In a server process: answers the parent's command byte @p cmd ('c': "count N", 'm': "mark RSS
+ * HEAP TLS N CIPHER IMPL") about the @p held connections.
+ */
+void bench_idle_answer(char cmd, uint64_t held, const char *cipher, const char *impl);
+/*
+ * The server process of the blocking idle cases (case_idle_block.c): accepts and handshakes
+ * clients with @p ops (a blocking layer set up in @p env) one at a time, holds them idle, and
+ * answers the commands on its stdin until it closes; returns the exit status.
+ */
+int bench_idle_block_server(const struct bench_ops *ops, void *env);
 
 #endif /* TLSOCK_BENCH_ASYNC_H */

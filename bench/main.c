@@ -33,9 +33,10 @@
 #define MAX_CONNECTIONS     19000
 
 static const struct bench_cases *const case_files[] = {
-    &bench_throughput_cases, &bench_memory_cases,  &bench_handshake_cases,
+    &bench_throughput_cases, &bench_memory_cases,     &bench_handshake_cases,
 #ifdef BENCH_HAVE_UV
-    &bench_echo_cases,       &bench_stunnel_cases, &bench_async_handshake_cases, &bench_idle_cases,
+    &bench_echo_cases,       &bench_stunnel_cases,    &bench_async_handshake_cases,
+    &bench_idle_cases,       &bench_idle_block_cases,
 #endif
 };
 
