@@ -1076,8 +1076,9 @@ static int ossl_conn_new(void *nctx, const struct tlsock__conn_params *p, void *
     }
     /*
      * Memory mode serves event loops holding many mostly idle sessions: their record buffers
-     * go back to the allocator whenever they are empty. Other transports keep them (bulk
-     * throughput on the fast path).
+     * go back to the allocator whenever they are empty. Other transports keep them while a call
+     * runs (bulk throughput on the fast path); the drivers give them back when the session goes
+     * idle (ossl_hold_buffers).
      */
     if (p->transport->kind == TLSOCK__TRANSPORT_MEMORY) {
         SSL_set_mode(c->ssl, SSL_MODE_RELEASE_BUFFERS);
