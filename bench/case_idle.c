@@ -46,9 +46,6 @@
 #include "async.h"
 #include "side.h"
 
-#define CONNECTIONS 10000
-/* From docs/DESIGN.md: raw OpenSSL's memory per idle connection with released buffers + 1 KiB. */
-#define BUDGET 1024.0
 /* Connections opened and left open before the baseline is measured. */
 #define WARM_CONNECTIONS 64
 /* Client handshakes in flight. */
@@ -622,7 +619,8 @@ static int measure(struct bench_child *server, uint64_t target, struct figures *
     return rc;
 }
 
-int bench_idle_run(const struct bench_run *run, const char *kind, struct bench_sample *out)
+/* One side, @p kind "raw" or "tlsock", its server process's kind suffixed with run->extra. */
+static int idle(const struct bench_run *run, const char *kind, struct bench_sample *out)
 {
     char impl[16];
     char kind_arg[16];
@@ -640,7 +638,8 @@ int bench_idle_run(const struct bench_run *run, const char *kind, struct bench_s
     unsigned port = 0;
     int rc;
 
-    snprintf(kind_arg, sizeof(kind_arg), "%s", kind);
+    snprintf(kind_arg, sizeof(kind_arg), "%s%s", kind,
+             run->extra != NULL ? (const char *)run->extra : "");
     snprintf(impl, sizeof(impl), "%s", tlsock_impl_name(run->config->impl));
     client_config.impl = TLSOCK_IMPL_OPENSSL;
     raise_fd_limit();
@@ -702,34 +701,26 @@ int bench_idle_run(const struct bench_run *run, const char *kind, struct bench_s
     return rc;
 }
 
-static int raw_idle(const struct bench_run *run, struct bench_sample *out)
+int bench_idle_raw(const struct bench_run *run, struct bench_sample *out)
 {
-    return bench_idle_run(run, "raw", out);
+    return idle(run, "raw", out);
 }
 
-static int uv_idle(const struct bench_run *run, struct bench_sample *out)
+int bench_idle_tlsock(const struct bench_run *run, struct bench_sample *out)
 {
-    return bench_idle_run(run, "tlsock", out);
+    return idle(run, "tlsock", out);
 }
-
-/* Both cases: the same measure, connections, budget and sides, one run each. */
-#define IDLE_CASE                                                                                  \
-    .measure = &bench_idle, .concurrency = CONNECTIONS, .one_round = true, .budget = BUDGET,       \
-    .sides = {                                                                                     \
-        {"raw", BENCH_LAYER_RAW, raw_idle},                                                        \
-        {"tlsock", BENCH_LAYER_TLSOCK, uv_idle},                                                   \
-    }
 
 static const struct bench_case cases[] = {
     {.name = "async-idle-10k",
      .summary = "server memory per idle TLS connection, 10,000 of them on one tlsock_uv loop, "
                 "against raw OpenSSL with SSL_MODE_RELEASE_BUFFERS on epoll",
-     IDLE_CASE},
+     BENCH_IDLE_CASE},
     {.name = "async-idle-10k-gnutls",
      .summary = "as async-idle-10k with the tlsock_uv server on GnuTLS, against raw GnuTLS on "
                 "epoll",
      .impl = TLSOCK_IMPL_GNUTLS,
-     IDLE_CASE},
+     BENCH_IDLE_CASE},
 };
 
 const struct bench_cases bench_idle_cases = BENCH_CASES(cases);

@@ -18,10 +18,6 @@
 
 #include "async.h"
 
-#define CONNECTIONS 10000
-/* From docs/DESIGN.md: raw memory per idle connection + 1 KiB. */
-#define BUDGET 1024.0
-
 /* The server process's connections, held until its stdin closes. */
 struct held {
     void **conns;
@@ -110,23 +106,18 @@ int bench_idle_block_server(const struct bench_ops *ops, void *env)
     return rc == BENCH_OK ? 0 : 1;
 }
 
-static int raw_idle(const struct bench_run *run, struct bench_sample *out)
+/* The sides' server processes are the blocking kinds (bench_idle_raw, bench_idle_tlsock). */
+static int block_setup(const struct bench_config *config, void **extra)
 {
-    return bench_idle_run(run, "raw-block", out);
+    (void)config;
+    *extra = (void *)"-block";
+    return BENCH_OK;
 }
 
-static int tlsock_idle(const struct bench_run *run, struct bench_sample *out)
+static void block_teardown(void *extra)
 {
-    return bench_idle_run(run, "tlsock-block", out);
+    (void)extra;
 }
-
-/* Both cases: the same measure, connections, budget and sides, one run each. */
-#define IDLE_BLOCK_CASE                                                                            \
-    .measure = &bench_idle, .concurrency = CONNECTIONS, .one_round = true, .budget = BUDGET,       \
-    .sides = {                                                                                     \
-        {"raw", BENCH_LAYER_RAW, raw_idle},                                                        \
-        {"tlsock", BENCH_LAYER_TLSOCK, tlsock_idle},                                               \
-    }
 
 static const struct bench_case cases[] = {
     {.name = "idle-block",
@@ -134,11 +125,15 @@ static const struct bench_case cases[] = {
          "server memory per idle TLS connection accepted on the blocking API (tlsock_accept, "
          "tlsock_handshake), against raw OpenSSL with SSL_MODE_RELEASE_BUFFERS on blocking "
          "sockets",
-     IDLE_BLOCK_CASE},
+     .setup = block_setup,
+     .teardown = block_teardown,
+     BENCH_IDLE_CASE},
     {.name = "idle-block-gnutls",
      .summary = "as idle-block with tlsock on GnuTLS, against raw GnuTLS on blocking sockets",
      .impl = TLSOCK_IMPL_GNUTLS,
-     IDLE_BLOCK_CASE},
+     .setup = block_setup,
+     .teardown = block_teardown,
+     BENCH_IDLE_CASE},
 };
 
 const struct bench_cases bench_idle_block_cases = BENCH_CASES(cases);
