@@ -122,5 +122,36 @@ int bench_child_stop(struct bench_child *c, int sig, int timeout_ms);
  */
 #define BENCH_IDLE_CHILD_ARG "--idle-child"
 int bench_idle_child(int argc, char **argv);
+/* The idle cases' connections by default, and their target: raw + BENCH_IDLE_BUDGET bytes per
+ * connection (docs/DESIGN.md: raw with released buffers + 1 KiB). */
+#define BENCH_IDLE_CONNECTIONS 10000
+#define BENCH_IDLE_BUDGET      1024.0
+/*
+ * The two sides of an idle case (case_idle.c): each starts a server process of its kind ("raw",
+ * "tlsock"; with the suffix the case's setup puts in run->extra, "-block" for
+ * case_idle_block.c's), opens the warm-up connections and then run->limits.concurrency more from
+ * tlsock_uv clients, and fills @p out with the server's growth per connection.
+ */
+int bench_idle_raw(const struct bench_run *run, struct bench_sample *out);
+int bench_idle_tlsock(const struct bench_run *run, struct bench_sample *out);
+/* What every idle case has: one run per side, the measure, the connections and the budget. */
+#define BENCH_IDLE_CASE                                                                            \
+    .measure = &bench_idle, .concurrency = BENCH_IDLE_CONNECTIONS, .one_round = true,              \
+    .budget = BENCH_IDLE_BUDGET,                                                                   \
+    .sides = {                                                                                     \
+        {"raw", BENCH_LAYER_RAW, bench_idle_raw},                                                  \
+        {"tlsock", BENCH_LAYER_TLSOCK, bench_idle_tlsock},                                         \
+    }
+/*
+ * In a server process: answers the parent's command byte @p cmd ('c': "count N", 'm': "mark RSS
+ * HEAP TLS N CIPHER IMPL") about the @p held connections.
+ */
+void bench_idle_answer(char cmd, uint64_t held, const char *cipher, const char *impl);
+/*
+ * The server process of the blocking idle cases (case_idle_block.c): accepts and handshakes
+ * clients with @p ops (a blocking layer set up in @p env) one at a time, holds them idle, and
+ * answers the commands on its stdin until it closes; returns the exit status.
+ */
+int bench_idle_block_server(const struct bench_ops *ops, void *env);
 
 #endif /* TLSOCK_BENCH_ASYNC_H */

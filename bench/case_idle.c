@@ -5,7 +5,8 @@
  * Each side's server runs in a fresh process, so that nothing freed by an earlier run (the other
  * side's, or another case's) is reused and hides growth: tlsock-bench executes itself
  * (/proc/self/exe BENCH_IDLE_CHILD_ARG raw|tlsock openssl|gnutls, the case's certificates in its
- * environment), which prints "port P" and then answers each byte on its stdin:
+ * environment; raw-block|tlsock-block for the blocking cases of case_idle_block.c, which measure
+ * the same way), which prints "port P" and then answers each byte on its stdin:
  *
  *   'c'  ->  "count N"                          connections established and held
  *   'm'  ->  "mark RSS HEAP TLS N CIPHER IMPL"  its memory now
@@ -45,9 +46,6 @@
 #include "async.h"
 #include "side.h"
 
-#define CONNECTIONS 10000
-/* From docs/DESIGN.md: raw OpenSSL's memory per idle connection with released buffers + 1 KiB. */
-#define BUDGET 1024.0
 /* Connections opened and left open before the baseline is measured. */
 #define WARM_CONNECTIONS 64
 /* Client handshakes in flight. */
@@ -116,8 +114,7 @@ static void count_free(void *p, const char *file, int line)
     free(p);
 }
 
-/* Answers the parent's command byte @p cmd about the @p held connections. */
-static void answer(char cmd, uint64_t held, const char *cipher, const char *impl)
+void bench_idle_answer(char cmd, uint64_t held, const char *cipher, const char *impl)
 {
     long long pages = 0;
     long long rss = -1;
@@ -370,7 +367,7 @@ static int raw_server(const struct raw_tls *tls)
 
                 quit = len <= 0;
                 for (ssize_t k = 0; k < len; k++) {
-                    answer(cmd[k], raw.held, raw.cipher, raw.impl);
+                    bench_idle_answer(cmd[k], raw.held, raw.cipher, raw.impl);
                 }
             } else {
                 raw_step(tls, events[i].data.ptr);
@@ -397,7 +394,7 @@ static void uv_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
 static void uv_on_stdin(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf)
 {
     for (ssize_t k = 0; k < n; k++) {
-        answer(buf->base[k], uv_srv.held, uv_srv.cipher, uv_srv.impl);
+        bench_idle_answer(buf->base[k], uv_srv.held, uv_srv.cipher, uv_srv.impl);
     }
     if (n < 0) {
         bench_uv_server_close(&uv_srv);
@@ -430,7 +427,9 @@ static int uv_server(struct tls_env *env)
 
 int bench_idle_child(int argc, char **argv)
 {
-    bool tlsock = argc == 2 && strcmp(argv[0], "tlsock") == 0;
+    /* "raw" or "tlsock" on epoll or a loop; "raw-block" or "tlsock-block" (case_idle_block.c). */
+    bool block = argc == 2 && strstr(argv[0], "-block") != NULL;
+    bool tlsock = argc == 2 && strncmp(argv[0], "tlsock", 6) == 0;
     struct bench_config config = {
         .ca_pem = getenv(pem_vars[0]),
         .cert_pem = getenv(pem_vars[1]),
@@ -453,11 +452,15 @@ int bench_idle_child(int argc, char **argv)
     }
     raw.env = env;
     snprintf(raw.impl, sizeof(raw.impl), "%s", tlsock_impl_name(config.impl));
-    if (tlsock) {
-        status = uv_server(env);
-    } else if (config.impl == TLSOCK_IMPL_OPENSSL) {
+    if (!tlsock && config.impl == TLSOCK_IMPL_OPENSSL) {
         /* A server holding many idle connections frees their record buffers between uses. */
         SSL_CTX_set_mode(((struct raw_env *)env)->server, SSL_MODE_RELEASE_BUFFERS);
+    }
+    if (block) {
+        status = bench_idle_block_server(ops, env);
+    } else if (tlsock) {
+        status = uv_server(env);
+    } else if (config.impl == TLSOCK_IMPL_OPENSSL) {
         status = raw_server(&raw_openssl);
 #ifdef BENCH_HAVE_GNUTLS
     } else {
@@ -616,10 +619,12 @@ static int measure(struct bench_child *server, uint64_t target, struct figures *
     return rc;
 }
 
-static int idle(const struct bench_run *run, char *kind, struct bench_sample *out)
+/* One side, @p kind "raw" or "tlsock", its server process's kind suffixed with run->extra. */
+static int idle(const struct bench_run *run, const char *kind, struct bench_sample *out)
 {
     char impl[16];
-    char *argv[] = {"/proc/self/exe", BENCH_IDLE_CHILD_ARG, kind, impl, NULL};
+    char kind_arg[16];
+    char *argv[] = {"/proc/self/exe", BENCH_IDLE_CHILD_ARG, kind_arg, impl, NULL};
     const char *pems[] = {run->config->ca_pem, run->config->cert_pem, run->config->key_pem};
     /* The same clients for every server: tlsock on OpenSSL. */
     struct bench_config client_config = *run->config;
@@ -633,6 +638,8 @@ static int idle(const struct bench_run *run, char *kind, struct bench_sample *ou
     unsigned port = 0;
     int rc;
 
+    snprintf(kind_arg, sizeof(kind_arg), "%s%s", kind,
+             run->extra != NULL ? (const char *)run->extra : "");
     snprintf(impl, sizeof(impl), "%s", tlsock_impl_name(run->config->impl));
     client_config.impl = TLSOCK_IMPL_OPENSSL;
     raise_fd_limit();
@@ -694,34 +701,26 @@ static int idle(const struct bench_run *run, char *kind, struct bench_sample *ou
     return rc;
 }
 
-static int raw_idle(const struct bench_run *run, struct bench_sample *out)
+int bench_idle_raw(const struct bench_run *run, struct bench_sample *out)
 {
     return idle(run, "raw", out);
 }
 
-static int uv_idle(const struct bench_run *run, struct bench_sample *out)
+int bench_idle_tlsock(const struct bench_run *run, struct bench_sample *out)
 {
     return idle(run, "tlsock", out);
 }
-
-/* Both cases: the same measure, connections, budget and sides, one run each. */
-#define IDLE_CASE                                                                                  \
-    .measure = &bench_idle, .concurrency = CONNECTIONS, .one_round = true, .budget = BUDGET,       \
-    .sides = {                                                                                     \
-        {"raw", BENCH_LAYER_RAW, raw_idle},                                                        \
-        {"tlsock", BENCH_LAYER_TLSOCK, uv_idle},                                                   \
-    }
 
 static const struct bench_case cases[] = {
     {.name = "async-idle-10k",
      .summary = "server memory per idle TLS connection, 10,000 of them on one tlsock_uv loop, "
                 "against raw OpenSSL with SSL_MODE_RELEASE_BUFFERS on epoll",
-     IDLE_CASE},
+     BENCH_IDLE_CASE},
     {.name = "async-idle-10k-gnutls",
      .summary = "as async-idle-10k with the tlsock_uv server on GnuTLS, against raw GnuTLS on "
                 "epoll",
      .impl = TLSOCK_IMPL_GNUTLS,
-     IDLE_CASE},
+     BENCH_IDLE_CASE},
 };
 
 const struct bench_cases bench_idle_cases = BENCH_CASES(cases);

@@ -35,11 +35,11 @@
 #define MAX_CONNECTIONS     19000
 
 static const struct bench_cases *const case_files[] = {
-    &bench_throughput_cases,   &bench_memory_cases,  &bench_handshake_cases,
+    &bench_throughput_cases,   &bench_memory_cases,     &bench_handshake_cases,
     &bench_resume_redis_cases, /* listed even without Redis, then skipped with a note */
 #ifdef BENCH_HAVE_UV
-    &bench_echo_cases,         &bench_stunnel_cases, &bench_async_handshake_cases,
-    &bench_idle_cases,
+    &bench_echo_cases,         &bench_stunnel_cases,    &bench_async_handshake_cases,
+    &bench_idle_cases,         &bench_idle_block_cases,
 #endif
 };
 

@@ -1,7 +1,6 @@
 /* Unit tests: context creation, setters and their errors, freezing, reference counts, NULLs. */
 #include "support.h"
 
-#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,24 +13,6 @@
 
 #if TLSOCK_TEST_HAVE_UV
 #include "tlsock/uv.h"
-#endif
-
-/* Which allocator counts the heap in this build (heap_in_use()). */
-#if defined(__SANITIZE_ADDRESS__)
-#define TEST_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define TEST_ASAN 1
-#endif
-#endif
-#if defined(TEST_ASAN)
-/* From <sanitizer/allocator_interface.h>, which not every compiler ships. */
-size_t __sanitizer_get_current_allocated_bytes(void);
-#elif defined(__has_include)
-#if __has_include(<valgrind/memcheck.h>)
-#include <valgrind/memcheck.h>
-#define TEST_MEMCHECK 1
-#endif
 #endif
 
 /* A context pointer a failing _new must leave untouched ("out-parameters are written only on
@@ -649,34 +630,6 @@ static void test_role_mismatch(void **state)
     tlsock_ctx_free(server);
 }
 
-/*
- * Bytes of heap in use, as the allocator of this build counts them: ASan's, valgrind's (a quick
- * leak check counts every live block) or glibc's. Whatever the build, a context's allocations
- * show up here, so a free that comes too early or not at all is seen without a sanitizer.
- */
-static size_t heap_in_use(void)
-{
-#if defined(TEST_ASAN)
-    return __sanitizer_get_current_allocated_bytes();
-#else
-#if defined(TEST_MEMCHECK)
-    if (RUNNING_ON_VALGRIND) {
-        unsigned long leaked = 0;
-        unsigned long dubious = 0;
-        unsigned long reachable = 0;
-        unsigned long suppressed = 0;
-
-        VALGRIND_DO_QUICK_LEAK_CHECK;
-        VALGRIND_COUNT_LEAKS(leaked, dubious, reachable, suppressed);
-        return leaked + dubious + reachable + suppressed;
-    }
-#endif
-    struct mallinfo2 mi = mallinfo2();
-
-    return mi.uordblks + mi.hblkhd;
-#endif
-}
-
 /* A server context with a certificate and a CA loaded: a few kilobytes of heap at least. */
 static void loaded_ctx_new(struct tlsock_ctx **ctx)
 {
@@ -690,7 +643,7 @@ static void loaded_ctx_new(struct tlsock_ctx **ctx)
 /* The heap is back near @p base: less than half of what the context took is still in use. */
 static bool freed(size_t base, size_t size)
 {
-    return heap_in_use() < base + size / 2;
+    return ts_heap_in_use() < base + size / 2;
 }
 
 /*
@@ -712,10 +665,10 @@ static void test_refcount(void **state)
     tlsock_ctx_free(ctx);
     ctx = NULL;
 
-    base = heap_in_use();
+    base = ts_heap_in_use();
     loaded_ctx_new(&ctx);
-    assert_true(heap_in_use() > base);
-    size = heap_in_use() - base;
+    assert_true(ts_heap_in_use() > base);
+    size = ts_heap_in_use() - base;
     print_message("a %s context takes %zu bytes of heap\n", tlsock_impl_name(tlsock_ctx_impl(ctx)),
                   size);
     /* The meter works and sees the context. */
@@ -739,7 +692,7 @@ static void test_refcount(void **state)
     TS_ASSERT_RC(tlsock_attach_mem(first, NULL, &conn), 0);
     TS_ASSERT_RC(tlsock_handshake(conn), TLSOCK_EWANT_READ);
     tlsock_close(conn);
-    base = heap_in_use();
+    base = ts_heap_in_use();
     loaded_ctx_new(&ctx);
     TS_ASSERT_RC(tlsock_attach_mem(ctx, NULL, &conn), 0);
     tlsock_ctx_free(ctx);

@@ -162,11 +162,21 @@ free_err:
     return rc;
 }
 
+/* The detach's stash, made by its first byte and gone with its last. */
+static void stash_free(struct tlsock_conn *conn)
+{
+    if (conn->stash != NULL) {
+        tlsock__buf_free(conn->stash);
+        free(conn->stash);
+        conn->stash = NULL;
+    }
+}
+
 void tlsock__conn_free(struct tlsock_conn *conn)
 {
     conn->impl->conn_free(conn->tls);
     tlsock__transport_free(&conn->transport);
-    tlsock__buf_free(&conn->stash);
+    stash_free(conn);
     tlsock__conn_info_free(conn->info);
     tlsock__sessions_conn_free(conn);
     tlsock__store_conn_free(conn);
@@ -265,8 +275,11 @@ int tlsock__conn_handshake_step(struct tlsock_conn *conn)
 int tlsock__conn_read_step(struct tlsock_conn *conn, void *buf, size_t len, size_t *nread)
 {
     /* Data that arrived while a detach waited for close_notify comes first. */
-    if (tlsock__buf_pending(&conn->stash) > 0) {
-        *nread = tlsock__buf_take(&conn->stash, buf, len);
+    if (tlsock__conn_stashed(conn) > 0) {
+        *nread = tlsock__buf_take(conn->stash, buf, len);
+        if (tlsock__buf_pending(conn->stash) == 0) {
+            stash_free(conn);
+        }
         return 0;
     }
     if (conn->peer_closed) {
@@ -366,7 +379,7 @@ size_t tlsock_conn_pending(const struct tlsock_conn *conn)
     if (conn == NULL || conn->state != TLSOCK__OPEN) {
         return 0;
     }
-    return tlsock__buf_pending(&conn->stash) + conn->impl->pending(conn->tls);
+    return tlsock__conn_stashed(conn) + conn->impl->pending(conn->tls);
 }
 
 bool tlsock_conn_resumed(const struct tlsock_conn *conn)
@@ -379,6 +392,12 @@ void tlsock__conn_hold_buffers(struct tlsock_conn *conn, bool hold)
     if (conn->impl->hold_buffers != NULL) {
         conn->impl->hold_buffers(conn->tls, hold);
     }
+}
+
+void tlsock__conn_rest(struct tlsock_conn *conn)
+{
+    tlsock__conn_input_trim(conn);
+    tlsock__conn_hold_buffers(conn, false);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -475,7 +494,10 @@ int tlsock_conn_set_deadline(struct tlsock_conn *conn, int64_t deadline_ms)
 
 int tlsock__conn_stash(struct tlsock_conn *conn, const void *data, size_t len)
 {
-    if (tlsock__buf_append(&conn->stash, data, len) != 0) {
+    if (conn->stash == NULL) {
+        conn->stash = calloc(1, sizeof(*conn->stash));
+    }
+    if (conn->stash == NULL || tlsock__buf_append(conn->stash, data, len) != 0) {
         return tlsock__fail(&conn->err, TLSOCK_ENOMEM, "out of memory keeping received data");
     }
     return 0;
@@ -483,5 +505,5 @@ int tlsock__conn_stash(struct tlsock_conn *conn, const void *data, size_t len)
 
 size_t tlsock__conn_stashed(const struct tlsock_conn *conn)
 {
-    return tlsock__buf_pending(&conn->stash);
+    return conn->stash != NULL ? tlsock__buf_pending(conn->stash) : 0;
 }

@@ -204,6 +204,11 @@ int tlsock__conn_to_memory(struct tlsock_conn *conn) TLSOCK__MUST_CHECK;
 int tlsock__conn_to_socket(struct tlsock_conn *conn, int fd, bool owns_fd) TLSOCK__MUST_CHECK;
 /* Tells the implementation the session is busy (@p hold) or idle: see impl.h hold_buffers. */
 void tlsock__conn_hold_buffers(struct tlsock_conn *conn, bool hold);
+/*
+ * The connection goes idle (a blocking call returns): the implementation gives back its record
+ * buffers and the input queue its storage, each unless it holds bytes of a record in flight.
+ */
+void tlsock__conn_rest(struct tlsock_conn *conn);
 
 /* ---- detach (conn.c) ------------------------------------------------------------------------- */
 

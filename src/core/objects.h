@@ -80,15 +80,14 @@ struct tlsock__conn_sessions {
     size_t last_len;
 };
 
-/* A server connection's look-up in the context's session store (store.c). */
+/*
+ * A server connection's look-up in the context's session store (store.c). What a get needs is
+ * allocated when one starts (struct tlsock__store_get): most connections never make one, and an
+ * idle connection keeps none.
+ */
 struct tlsock__conn_store {
-    int phase;                     /* enum in store.c: before the ClientHello, waiting, done */
-    struct tlsock__lookup *lookup; /* while waiting: the get's record, shared with its done */
-    int64_t deadline_ns;           /* while waiting: when the get counts as a miss */
-    unsigned char id[32];          /* the session ID looked up */
-    size_t id_len;
-    unsigned char *slot; /* what the get found, for the implementation's retrieve; NULL: none */
-    size_t slot_len;
+    int phase;                       /* enum in store.c: before the ClientHello, waiting, done */
+    struct tlsock__store_get *get;   /* from the get's start until the slot is used; else NULL */
     tlsock__lookup_notify_fn notify; /* the driver's, told when a get completes; NULL: none */
     void *notify_arg;
 };
@@ -118,7 +117,7 @@ struct tlsock_conn {
     int64_t deadline_ns;            /* absolute, INT64_MAX for none */
     int64_t op_deadline_ns;         /* of the blocking operation in progress */
     size_t write_done;              /* a write interrupted by a WANT code: bytes done */
-    struct tlsock__buf stash;       /* application data that arrived while detaching */
+    struct tlsock__buf *stash;      /* application data that arrived while detaching; or NULL */
     struct tlsock__conn_info *info; /* made by the first tlsock_conn_info(), else NULL */
     struct tlsock__err err;
     struct tlsock__conn_sessions sessions;

@@ -49,6 +49,16 @@ struct tlsock__lookup {
     void *notify_arg;
 };
 
+/* A connection's get, from its start until the implementation used the slot (or it missed). */
+struct tlsock__store_get {
+    struct tlsock__lookup *lookup; /* while waiting: the get's record, shared with its done */
+    int64_t deadline_ns;           /* while waiting: when the get counts as a miss */
+    unsigned char id[32];          /* the session ID looked up */
+    size_t id_len;
+    unsigned char *slot; /* what the get found, for the implementation's retrieve; NULL: none */
+    size_t slot_len;
+};
+
 /* ---- the context's setter ---------------------------------------------------------------------
  */
 
@@ -142,14 +152,16 @@ static void store_put(struct tlsock_conn *conn, const unsigned char *id, size_t 
 static bool store_get(struct tlsock_conn *conn, const unsigned char *id, size_t id_len,
                       unsigned char **data, size_t *len)
 {
-    struct tlsock__conn_store *st = &conn->store;
+    struct tlsock__store_get *get = conn->store.get;
 
-    if (st->slot == NULL || id_len != st->id_len || memcmp(id, st->id, id_len) != 0) {
+    if (get == NULL || get->slot == NULL || id_len != get->id_len ||
+        memcmp(id, get->id, id_len) != 0) {
         return false;
     }
-    *data = st->slot;
-    *len = st->slot_len;
-    st->slot = NULL;
+    *data = get->slot;
+    *len = get->slot_len;
+    free(get);
+    conn->store.get = NULL;
     return true;
 }
 
@@ -253,21 +265,29 @@ static struct tlsock__lookup *lookup_new(const struct tlsock__conn_store *st)
     return l;
 }
 
-/* The connection lets go of its get: with @p take, the slot keeps what came, if anything. */
+/*
+ * The connection lets go of its get's record: with @p take, the slot keeps what came, if
+ * anything; without a slot the get itself goes too.
+ */
 static void lookup_drop(struct tlsock__conn_store *st, bool take)
 {
-    struct tlsock__lookup *l = st->lookup;
+    struct tlsock__store_get *get = st->get;
+    struct tlsock__lookup *l = get->lookup;
 
     pthread_mutex_lock(&l->lock);
     l->abandoned = true;
     if (take && l->done && l->value != NULL) {
-        st->slot = l->value;
-        st->slot_len = l->len;
+        get->slot = l->value;
+        get->slot_len = l->len;
         l->value = NULL;
     }
     pthread_mutex_unlock(&l->lock);
     tlsock__lookup_unref(l);
-    st->lookup = NULL;
+    get->lookup = NULL;
+    if (get->slot == NULL) {
+        free(get);
+        st->get = NULL;
+    }
     st->phase = PHASE_DONE;
 }
 
@@ -284,24 +304,33 @@ bool tlsock__conn_store_waiting(const struct tlsock_conn *conn)
 
 int64_t tlsock__conn_store_deadline(const struct tlsock_conn *conn)
 {
-    return conn->store.deadline_ns;
+    return conn->store.get != NULL ? conn->store.get->deadline_ns : INT64_MAX;
+}
+
+/* Whether the connection still holds its get's record (it waits, or gave up on nothing yet). */
+static bool holds_lookup(const struct tlsock_conn *conn)
+{
+    return conn->store.get != NULL && conn->store.get->lookup != NULL;
 }
 
 void tlsock__conn_store_give_up(struct tlsock_conn *conn)
 {
     /* A done that came just now counts as late too: the wait decided. */
-    if (conn->store.lookup != NULL) {
+    if (holds_lookup(conn)) {
         lookup_drop(&conn->store, false);
     }
 }
 
 void tlsock__store_conn_free(struct tlsock_conn *conn)
 {
-    if (conn->store.lookup != NULL) {
+    if (holds_lookup(conn)) {
         lookup_drop(&conn->store, false);
     }
-    tlsock__free_secret(conn->store.slot, conn->store.slot_len);
-    conn->store.slot = NULL;
+    if (conn->store.get != NULL) {
+        tlsock__free_secret(conn->store.get->slot, conn->store.get->slot_len);
+        free(conn->store.get);
+        conn->store.get = NULL;
+    }
 }
 
 /* ---- the gate ---------------------------------------------------------------------------------
@@ -387,23 +416,28 @@ static void lookup_start(struct tlsock_conn *conn, const struct tlsock__hello *h
     if (h->session_id_len == 0 || h->ticket_ext || version == 0 || version > 0x0303) {
         return;
     }
-    st->lookup = lookup_new(st);
-    if (st->lookup == NULL) {
+    struct tlsock__store_get *get = calloc(1, sizeof(*get));
+    if (get != NULL) {
+        get->lookup = lookup_new(st);
+    }
+    if (get == NULL || get->lookup == NULL) {
+        free(get);
         return; /* without memory: a full handshake */
     }
-    memcpy(st->id, h->session_id, h->session_id_len);
-    st->id_len = h->session_id_len;
+    memcpy(get->id, h->session_id, h->session_id_len);
+    get->id_len = h->session_id_len;
     int64_t wait = TLSOCK_STORE_WAIT_MS;
     if (conn->handshake_timeout_ms > 0 && conn->handshake_timeout_ms / 2 < wait) {
         wait = conn->handshake_timeout_ms / 2;
     }
-    st->deadline_ns = tlsock__now_ns() + wait * 1000000;
-    if (conn->deadline_ns < st->deadline_ns) {
-        st->deadline_ns = conn->deadline_ns;
+    get->deadline_ns = tlsock__now_ns() + wait * 1000000;
+    if (conn->deadline_ns < get->deadline_ns) {
+        get->deadline_ns = conn->deadline_ns;
     }
+    st->get = get;
     st->phase = PHASE_WAITING;
-    ctx->store.get(ctx->store.user, key, key_make(ctx, st->id, st->id_len, key), lookup_done,
-                   st->lookup);
+    ctx->store.get(ctx->store.user, key, key_make(ctx, get->id, get->id_len, key), lookup_done,
+                   get->lookup);
 }
 
 int tlsock__store_gate(struct tlsock_conn *conn)
@@ -429,9 +463,10 @@ int tlsock__store_gate(struct tlsock_conn *conn)
         }
     }
     if (st->phase == PHASE_WAITING) {
-        pthread_mutex_lock(&st->lookup->lock);
-        bool done = st->lookup->done;
-        pthread_mutex_unlock(&st->lookup->lock);
+        struct tlsock__lookup *l = st->get->lookup;
+        pthread_mutex_lock(&l->lock);
+        bool done = l->done;
+        pthread_mutex_unlock(&l->lock);
         if (!done) {
             return TLSOCK_EWANT_READ;
         }

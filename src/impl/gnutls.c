@@ -42,44 +42,46 @@ enum gtls_stage {
 };
 
 struct gtls_conn {
+    /* Pointers and sizes first, then ints, then bytes: no padding between them (memory per
+     * idle connection). */
     gnutls_session_t session;
-    enum gtls_stage stage;
-    int role;
     struct tlsock__transport *t; /* the core's: every byte pull/push move goes through it */
-    bool blocked;                /* the transport said "not now" during the current call */
     unsigned long moved;         /* bytes pull and push moved so far: progress (should_repeat) */
     const char *refusal;         /* why our ClientHello hook refused the client (hello.h) */
-    int refusal_alert;           /* and the alert to send for it */
     const struct tlsock__certsel *certsel; /* servers: the core's choice among the chains */
     size_t chain_index;                    /* servers: the chain chosen for this client */
     const struct gtls_ctx *gc;             /* the context (the core holds a reference for us) */
-    bool drop_hello;       /* a refused renegotiation's ClientHello is queued in GnuTLS */
-    bool tickets_keyed;    /* servers: the ticket key is chosen (a retried hello keeps it) */
-    unsigned char tail[7]; /* the last bytes received: a whole record if it was an alert */
-    size_t tail_len;
+    char *verify_name;                     /* client: DNS name to verify, NULL for none */
+    char *servername;                      /* client: SNI sent, NULL for none (and on servers) */
+    const struct tlsock__trust *trust;     /* the context's trust checks (the core's) */
+    struct tlsock_conn *owner;             /* shown to the verify callback */
+    const unsigned char *ocsp_response;    /* server: the core's staple, NULL for none */
+    size_t ocsp_response_len;
+    const struct tlsock__keylog *keylog; /* the core's, NULL when the context keeps none */
+    gnutls_typed_vdata_st vdata[2];
+    struct tlsock__err verify_err; /* why a check of ours refused the peer, unset if not */
+    struct gtls_sess sess;         /* resumption (gnutls_session.c) */
+    enum gtls_stage stage;
+    int role;
+    int refusal_alert; /* the alert to send for refusal */
     int verify_mode;
     int min_version; /* the versions our priorities enable */
     int max_version;
+    unsigned verify_status; /* gnutls_certificate_status_t bits, 0 when verified */
+    int verify_rc;          /* verify_err's code: TLSOCK_EVERIFY, or TLSOCK_ENOMEM */
+    int verify_alert;       /* the alert for verify_err's refusal */
+    bool blocked;           /* the transport said "not now" during the current call */
+    bool drop_hello;        /* a refused renegotiation's ClientHello is queued in GnuTLS */
+    bool tickets_keyed;     /* servers: the ticket key is chosen (a retried hello keeps it) */
     bool verifying;         /* the peer is verified during the handshake */
     bool verify_failed;     /* and verification failed: verify_status says why */
-    unsigned verify_status; /* gnutls_certificate_status_t bits, 0 when verified */
     bool verify_ip;         /* verify_name is an IP literal: the peer must have it as IP SAN */
-    unsigned char ip[16];   /* that address */
-    size_t ip_len;          /* 4 or 16 */
-    char *verify_name;      /* client: DNS name to verify, NULL for none */
-    char *servername;       /* client: SNI sent, NULL for none (and on servers) */
-    gnutls_typed_vdata_st vdata[2];
-    unsigned vdata_count;
-    bool no_san;                        /* client: the peer's leaf has no subjectAltName */
-    const struct tlsock__trust *trust;  /* the context's trust checks (the core's) */
-    struct tlsock_conn *owner;          /* shown to the verify callback */
-    struct tlsock__err verify_err;      /* why a check of ours refused the peer, unset if not */
-    int verify_rc;                      /* and its code: TLSOCK_EVERIFY, or TLSOCK_ENOMEM */
-    int verify_alert;                   /* the alert for that refusal */
-    const unsigned char *ocsp_response; /* server: the core's staple, NULL for none */
-    size_t ocsp_response_len;
-    struct gtls_sess sess;               /* resumption (gnutls_session.c) */
-    const struct tlsock__keylog *keylog; /* the core's, NULL when the context keeps none */
+    bool no_san;            /* client: the peer's leaf has no subjectAltName */
+    unsigned char tail[7];  /* the last bytes received: a whole record if it was an alert */
+    unsigned char tail_len;
+    unsigned char ip[16]; /* verify_ip: that address */
+    unsigned char ip_len; /* 4 or 16 */
+    unsigned char vdata_count;
 };
 
 /* ---------------------------------------------------------------------------------------------

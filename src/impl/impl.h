@@ -342,10 +342,11 @@ struct tlsock__impl {
     /* Decrypted application data that a read returns without touching the transport. */
     size_t (*pending)(void *tls);
     /*
-     * A hint from an event loop driver: @p hold true while the session is busy (keep record
-     * buffers from one record to the next), false once it is idle (give them back, now and
-     * whenever they empty). NULL: the implementation keeps nothing worth giving back. Not a
-     * capability: nothing observable depends on it but memory use and speed.
+     * A hint from a driver: @p hold true while the session is busy (keep record buffers from one
+     * record to the next), false once it is idle (give them back, now and whenever they empty):
+     * the blocking driver around each call, the libuv driver around each pump. NULL: the
+     * implementation keeps nothing worth giving back. Not a capability: nothing observable
+     * depends on it but memory use and speed.
      */
     void (*hold_buffers)(void *tls, bool hold);
 

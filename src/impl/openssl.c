@@ -183,13 +183,22 @@ static BIO_METHOD *get_bio_method(void)
     return m;
 }
 
+/*
+ * The session's own connection, from the BIO that carries it (SSL_set_app_data would allocate
+ * the session's ex_data stack: some 80 bytes per connection, kept for its life).
+ */
+static struct ossl_conn *conn_of(const SSL *ssl)
+{
+    return BIO_get_data(SSL_get_rbio(ssl));
+}
+
 /* ---------------------------------------------------------------------------------------------
  * Contexts
  * ------------------------------------------------------------------------------------------- */
 
 static void info_callback(const SSL *ssl, int where, int ret)
 {
-    struct ossl_conn *c = SSL_get_app_data(ssl);
+    struct ossl_conn *c = conn_of(ssl);
 
     /* close_notify (0) is not an error; keep the last real alert for the error message. */
     /* SSL_CB_READ_ALERT is two bits (alert | read); a written alert shares the alert bit. */
@@ -237,7 +246,7 @@ static int choose_chain(SSL *ssl, struct ossl_conn *c, const struct tlsock__hell
  */
 static int client_hello_cb(SSL *ssl, int *alert, void *arg)
 {
-    struct ossl_conn *c = SSL_get_app_data(ssl);
+    struct ossl_conn *c = conn_of(ssl);
     struct tlsock__hello h;
     const unsigned char *data = NULL;
     size_t len = 0;
@@ -351,7 +360,7 @@ static void ossl_ctx_free(void *nctx)
 
 const struct tlsock__session_io *tlsock__ossl_session_io(const SSL *ssl)
 {
-    const struct ossl_conn *c = SSL_get_app_data(ssl);
+    const struct ossl_conn *c = conn_of(ssl);
 
     return c != NULL ? &c->sess : NULL;
 }
@@ -359,7 +368,7 @@ const struct tlsock__session_io *tlsock__ossl_session_io(const SSL *ssl)
 /* OpenSSL's line goes through the shared key log writer, so it reads as GnuTLS's. */
 static void keylog_cb(const SSL *ssl, const char *line)
 {
-    const struct ossl_conn *c = SSL_get_app_data(ssl);
+    const struct ossl_conn *c = conn_of(ssl);
 
     if (c != NULL && c->keylog != NULL) {
         tlsock__keylog_line(c->keylog, line);
@@ -726,7 +735,7 @@ static bool subject_text(X509 *cert, char *out, size_t size)
 static int verify_cb(int ok, X509_STORE_CTX *store)
 {
     SSL *ssl = X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx());
-    struct ossl_conn *c = ssl != NULL ? SSL_get_app_data(ssl) : NULL;
+    struct ossl_conn *c = ssl != NULL ? conn_of(ssl) : NULL;
     X509 *leaf = X509_STORE_CTX_get0_cert(store);
 
     /* Allocated only when verification fails: an idle session carries no name buffers. */
@@ -877,7 +886,7 @@ static int fail_chain(struct ossl_conn *c, X509_STORE_CTX *store, X509 *leaf)
 static int verify_hook(X509_STORE_CTX *store, void *arg)
 {
     SSL *ssl = X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx());
-    struct ossl_conn *c = ssl != NULL ? SSL_get_app_data(ssl) : NULL;
+    struct ossl_conn *c = ssl != NULL ? conn_of(ssl) : NULL;
     int ok = X509_verify_cert(store);
 
     (void)arg;
@@ -914,7 +923,7 @@ static int verify_hook(X509_STORE_CTX *store, void *arg)
  */
 static int server_status_cb(SSL *ssl, void *arg)
 {
-    struct ossl_conn *c = SSL_get_app_data(ssl);
+    struct ossl_conn *c = conn_of(ssl);
 
     (void)arg;
     /* The response is the first certificate's (tlsock.h): stapled only with that one. */
@@ -938,7 +947,7 @@ static int server_status_cb(SSL *ssl, void *arg)
  */
 static int client_status_cb(SSL *ssl, void *arg)
 {
-    struct ossl_conn *c = SSL_get_app_data(ssl);
+    struct ossl_conn *c = conn_of(ssl);
     STACK_OF(X509) *chain = SSL_get0_verified_chain(ssl);
     const unsigned char *der = NULL;
     char subject[SUBJECT_MAX] = "";
@@ -1077,15 +1086,15 @@ static int ossl_conn_new(void *nctx, const struct tlsock__conn_params *p, void *
     }
     /*
      * Memory mode serves event loops holding many mostly idle sessions: their record buffers
-     * go back to the allocator whenever they are empty. Other transports keep them (bulk
-     * throughput on the fast path).
+     * go back to the allocator whenever they are empty. Other transports keep them while a call
+     * runs (bulk throughput on the fast path); the drivers give them back when the session goes
+     * idle (ossl_hold_buffers).
      */
     if (p->transport->kind == TLSOCK__TRANSPORT_MEMORY) {
         SSL_set_mode(c->ssl, SSL_MODE_RELEASE_BUFFERS);
     }
     BIO_set_data(bio, c);
     SSL_set_bio(c->ssl, bio, bio);
-    SSL_set_app_data(c->ssl, c);
     if (p->role == TLSOCK_CLIENT) {
         SSL_set_connect_state(c->ssl);
     } else {

@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdio.h>
@@ -11,6 +12,24 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+
+/* Which allocator counts the heap in this build (ts_heap_in_use()). */
+#if defined(__SANITIZE_ADDRESS__)
+#define TS_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TS_ASAN 1
+#endif
+#endif
+#if defined(TS_ASAN)
+/* From <sanitizer/allocator_interface.h>, which not every compiler ships. */
+size_t __sanitizer_get_current_allocated_bytes(void);
+#elif defined(__has_include)
+#if __has_include(<valgrind/memcheck.h>)
+#include <valgrind/memcheck.h>
+#define TS_MEMCHECK 1
+#endif
+#endif
 
 struct ts_pki ts_pki;
 
@@ -685,4 +704,29 @@ void ts_env_renew(void **state, size_t index)
         assert_int_equal(ts_env_teardown(state), 0);
         assert_int_equal(ts_env_setup(state), 0);
     }
+}
+
+/* ---- the heap -------------------------------------------------------------------------------- */
+
+size_t ts_heap_in_use(void)
+{
+#if defined(TS_ASAN)
+    return __sanitizer_get_current_allocated_bytes();
+#else
+#if defined(TS_MEMCHECK)
+    if (RUNNING_ON_VALGRIND) {
+        unsigned long leaked = 0;
+        unsigned long dubious = 0;
+        unsigned long reachable = 0;
+        unsigned long suppressed = 0;
+
+        VALGRIND_DO_QUICK_LEAK_CHECK;
+        VALGRIND_COUNT_LEAKS(leaked, dubious, reachable, suppressed);
+        return leaked + dubious + reachable + suppressed;
+    }
+#endif
+    struct mallinfo2 mi = mallinfo2();
+
+    return mi.uordblks + mi.hblkhd;
+#endif
 }

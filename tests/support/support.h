@@ -232,4 +232,13 @@ void ts_env_renew(void **state, size_t index);
 /* Opens the gate, closes the client, stops the server and frees the contexts. */
 int ts_env_teardown(void **state);
 
+/* ---- the heap -------------------------------------------------------------------------------- */
+
+/*
+ * Bytes of heap in use, as the allocator of this build counts them: ASan's, valgrind's (a quick
+ * leak check counts every live block) or glibc's (mallinfo2: every arena, mmapped chunks too).
+ * Whatever the build, tlsock's allocations and its implementations' show up here.
+ */
+size_t ts_heap_in_use(void);
+
 #endif /* TLSOCK_TEST_SUPPORT_H */

@@ -101,6 +101,8 @@ int tlsock__drive(struct tlsock_conn *conn, tlsock__step_fn step, void *arg, int
     tlsock__conn_set_op_deadline(conn, deadline_ns);
     tlsock__conn_set_caller_polls(conn, true);
     waiter_init(conn, &w);
+    /* Records move: the implementation keeps its buffers from one to the next until we return. */
+    tlsock__conn_hold_buffers(conn, true);
     for (;;) {
         rc = step(conn, arg);
         if (rc == TLSOCK_EWANT_READ && tlsock__conn_store_waiting(conn)) {
@@ -126,5 +128,11 @@ int tlsock__drive(struct tlsock_conn *conn, tlsock__step_fn step, void *arg, int
     waiter_destroy(conn, &w);
     tlsock__conn_set_caller_polls(conn, false);
     tlsock__conn_set_op_deadline(conn, INT64_MAX);
+    /*
+     * Between calls a blocking connection is idle, maybe for long (a thread-per-connection
+     * server's clients between requests): it keeps no record buffers and no input storage
+     * unless a record is in flight.
+     */
+    tlsock__conn_rest(conn);
     return rc;
 }
