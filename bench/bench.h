@@ -66,6 +66,8 @@ struct bench_ops {
     /* Listens on 127.0.0.1 with an ephemeral port. */
     int (*listen)(void *env, void **lis, uint16_t *port);
     void (*listen_close)(void *lis);
+    /* The listening socket, for a server that also waits on something else (idle-block). */
+    int (*listen_fd)(void *lis);
     /*
      * Waits for a client; BENCH_AGAIN when none came in a while (the raw sides: the listener's
      * BENCH_IO_TIMEOUT_MS; tlsock: the accept timeout). bench_server_stop() wakes it.
@@ -446,6 +448,8 @@ int bench_server_stop(struct bench_server *srv);
 int bench_tcp_listen_fd(const char *side, bool nonblocking, uint16_t *port);
 int bench_tcp_listen(const char *side, void **lis, uint16_t *port);
 void bench_tcp_listen_close(void *lis);
+/* The socket of a bench_tcp_listen() listener. */
+int bench_tcp_listener_fd(void *lis);
 int bench_tcp_accept(const char *side, void *lis, int *fd);
 int bench_tcp_connect(const char *side, uint16_t port, int *fd);
 int bench_tcp_dial(const char *side, uint16_t port, int *fd);

@@ -79,10 +79,17 @@ int bench_idle_block_server(const struct bench_ops *ops, void *env)
         printf("port %u\n", port);
         fflush(stdout);
     }
-    /* Between accepts (BENCH_ACCEPT_POLL_MS at most), the parent's commands. */
+    /*
+     * Between accepts, the parent's commands: the accept waits only when the listener has a
+     * client, so a command waits BENCH_ACCEPT_POLL_MS at most (the sides' accepts wait longer).
+     */
     while (rc == BENCH_OK && serve_stdin(&h)) {
         void *conn = NULL;
+        struct pollfd pfd = {.fd = ops->listen_fd(lis), .events = POLLIN};
 
+        if (poll(&pfd, 1, BENCH_ACCEPT_POLL_MS) != 1) {
+            continue;
+        }
         rc = ops->accept(env, lis, &conn);
         if (rc == BENCH_OK) {
             rc = ops->handshake(conn);

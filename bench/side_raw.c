@@ -402,6 +402,7 @@ const struct bench_ops bench_raw_ops = {
     .teardown = raw_teardown,
     .listen = raw_listen,
     .listen_close = bench_tcp_listen_close,
+    .listen_fd = bench_tcp_listener_fd,
     .accept = raw_accept,
     .handshake = raw_handshake,
     .connect = raw_connect,

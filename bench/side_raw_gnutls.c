@@ -428,6 +428,7 @@ const struct bench_ops bench_raw_gnutls_ops = {
     .teardown = gtls_teardown,
     .listen = gtls_listen,
     .listen_close = bench_tcp_listen_close,
+    .listen_fd = bench_tcp_listener_fd,
     .accept = gtls_accept,
     .handshake = gtls_handshake,
     .connect = gtls_connect,

@@ -170,6 +170,11 @@ static int wrap(struct tlsock_conn *tls, int fd, void **out)
     return c != NULL ? BENCH_OK : BENCH_ERROR;
 }
 
+static int tls_listen_fd(void *lis)
+{
+    return tlsock_listener_fd(lis);
+}
+
 static int tls_listen(void *envp, void **out, uint16_t *port)
 {
     struct tls_env *env = envp;
@@ -328,6 +333,7 @@ static bool tls_resumed(void *connp)
 const struct bench_ops bench_tlsock_ops = {
     .name = "tlsock",
     .listen = tls_listen,
+    .listen_fd = tls_listen_fd,
     .listen_close = tls_listen_close,
     .accept = tls_accept,
     .connect = tls_connect,
@@ -417,6 +423,7 @@ const struct bench_ops bench_tlsock_io_ops = {
     .name = "tlsock-io",
     .listen = io_listen,
     .listen_close = bench_tcp_listen_close,
+    .listen_fd = bench_tcp_listener_fd,
     .accept = io_accept,
     .connect = io_connect,
     TLS_CONN_OPS,

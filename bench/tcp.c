@@ -109,6 +109,13 @@ void bench_tcp_listen_close(void *lisp)
     }
 }
 
+int bench_tcp_listener_fd(void *lisp)
+{
+    const struct tcp_listener *lis = lisp;
+
+    return lis->fd;
+}
+
 /* One accept4 a connection: no poll first, no option to set (bench_tcp_listen). */
 int bench_tcp_accept(const char *side, void *lisp, int *fd)
 {
