@@ -40,12 +40,14 @@
 /*
  * Data moves in chunks of one fixed size: a plaintext read fills one, a TLS read (a record at
  * most) is copied into one, and the chunk travels with the write to the other side until it
- * completes. A loop keeps up to TUNNEL_SPARE_MAX free chunks while it has a pair open (as many
- * as a queue between HIGH and LOW takes), so a steady stream allocates nothing; they are freed
- * once the loop's last pair closes, so an idle tunnel holds none.
+ * completes. A loop keeps up to TUNNEL_SPARE_MAX free chunks while it has a pair open: what one
+ * event may have in flight (libuv reads up to 32 times 64 KiB of TLS per event, 128 records,
+ * each a chunk written at once and given back from the next loop turn), so a steady stream
+ * allocates nothing; they are freed once the loop's last pair closes, so an idle tunnel holds
+ * none.
  */
 #define TUNNEL_CHUNK_SIZE (16 * 1024)
-#define TUNNEL_SPARE_MAX  32
+#define TUNNEL_SPARE_MAX  160
 
 struct tunnel_chunk {
     struct tunnel_chunk *next; /* the loop's spare list */

@@ -359,15 +359,30 @@ static int feed_input(struct tlsock_uv_conn *c, const uv_buf_t *buf, size_t n, b
         return tlsock__conn_feed(c->tls, buf->base, n);
     }
     (void)tlsock__conn_input_peek(c->tls, buf->base - left, left);
+    struct tlsock__buf kept = tlsock__conn_input_take(c->tls);
+    tlsock__uv_storage_put(c->lp, kept.data, kept.cap);
     tlsock__conn_input_borrow(c->tls, buf->base - left, left + n);
     *borrowed = true;
     return 0;
 }
 
-/* Borrowed input becomes owned (a partial record at most); none left keeps no storage. */
+/* Borrowed input becomes owned (a partial record at most, in a spare block); none left keeps no
+ * storage. */
 static void keep_input(struct tlsock_uv_conn *c)
 {
-    if (c->tls == NULL || tlsock__conn_input_own(c->tls) == 0) {
+    void *block = NULL;
+
+    if (c->tls == NULL) {
+        return;
+    }
+    if (tlsock__conn_input_pending(c->tls) > 0) {
+        block = tlsock__uv_spare_get(c->lp, TLSOCK__UV_SPARE_BLOCK);
+    }
+    if (block != NULL && tlsock__conn_input_own_into(c->tls, block, TLSOCK__UV_BLOCK)) {
+        return;
+    }
+    tlsock__uv_spare_put(c->lp, TLSOCK__UV_SPARE_BLOCK, block);
+    if (tlsock__conn_input_own(c->tls) == 0) {
         return;
     }
     tlsock__uv_report(c, tlsock__uv_fail(c, TLSOCK_ENOMEM, "out of memory keeping input"));
@@ -470,21 +485,26 @@ static void handshake_step(struct tlsock_uv_conn *c)
     }
 }
 
-/* The session is about to work: its implementation keeps its record buffers meanwhile. */
+/* The session is about to work: its implementation keeps its record buffers meanwhile, and the
+ * loop its spares. */
 static void hold_buffers(struct tlsock_uv_conn *c)
 {
     if (!c->buffers_held && c->tls != NULL && c->state >= TLSOCK__UV_HANDSHAKING) {
         c->buffers_held = true;
         tlsock__conn_hold_buffers(c->tls, true);
+        tlsock__uv_loop_busy(c->lp, true);
     }
 }
 
-/* Nothing in flight either way any more: an idle connection holds no record buffers. */
+/* Nothing in flight either way for TLSOCK__UV_HOLD_MS (timers.c): an idle connection holds no
+ * record buffers. Not at once: a stream pauses between reads, and would free and allocate its
+ * buffers for every one. */
 static void maybe_idle(struct tlsock_uv_conn *c)
 {
     if (c->buffers_held && tlsock__uv_writes_idle(c) && tlsock__conn_input_pending(c->tls) == 0) {
         c->buffers_held = false;
         tlsock__conn_hold_buffers(c->tls, false);
+        tlsock__uv_loop_busy(c->lp, false);
     }
 }
 
@@ -525,10 +545,15 @@ void tlsock__uv_pump(struct tlsock_uv_conn *c, bool read)
     if (tlsock__uv_ended(c)) {
         return;
     }
-    /* An idle connection keeps no input storage, no write side, no record buffers. */
-    tlsock__conn_input_trim(c->tls);
+    /* An idle connection keeps no input storage, no write side, and soon no record buffers. */
+    if (tlsock__conn_input_pending(c->tls) == 0) {
+        struct tlsock__buf kept = tlsock__conn_input_take(c->tls);
+        tlsock__uv_storage_put(c->lp, kept.data, kept.cap);
+    }
     tlsock__uv_writes_trim(c);
-    maybe_idle(c);
+    if (c->state != TLSOCK__UV_OPEN) {
+        maybe_idle(c); /* nothing waits for the hold to pass but an open connection */
+    }
     tlsock__uv_settle(c);
 }
 
@@ -630,6 +655,9 @@ static void expire(struct tlsock_uv_conn *c)
         tlsock__uv_report(c, tlsock__uv_fail(c, TLSOCK_ETIMEDOUT,
                                              "read timed out: nothing arrived for %d ms",
                                              c->cfg->read_idle_timeout_ms));
+        break;
+    case TLSOCK__UV_EXP_RELEASE:
+        maybe_idle(c);
         break;
     case TLSOCK__UV_EXP_NONE:
         break;
