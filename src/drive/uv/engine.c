@@ -305,16 +305,19 @@ static bool may_deliver(const struct tlsock_uv_conn *c)
     return c->state == TLSOCK__UV_OPEN && !c->user_stopped && !tlsock__uv_peer_notified(c);
 }
 
-/* Decrypts what was fed and delivers it, until TLS wants more or the application stops. */
-static void deliver_reads(struct tlsock_uv_conn *c)
+/* Decrypts what was fed and delivers it, until TLS wants more or the application stops; whether
+ * anything was delivered. */
+static bool deliver_reads(struct tlsock_uv_conn *c)
 {
     unsigned char buf[DECRYPT_BUF];
+    bool delivered = false;
     int rc = 0;
 
     while (may_deliver(c)) {
         size_t n = 0;
         rc = tls_read(c, buf, sizeof(buf), &n);
         if (rc == 0) {
+            delivered = true;
             if (c->cfg->on_read != NULL) {
                 c->cfg->on_read(c, buf, n);
             }
@@ -343,6 +346,7 @@ static void deliver_reads(struct tlsock_uv_conn *c)
             tlsock__uv_report(c, rc);
         }
     }
+    return delivered;
 }
 
 /*
@@ -510,6 +514,7 @@ static void maybe_idle(struct tlsock_uv_conn *c)
 
 void tlsock__uv_pump(struct tlsock_uv_conn *c, bool read)
 {
+    bool moved = false; /* application data went either way */
     int rc = 0;
 
     if (tlsock__uv_ended(c)) {
@@ -520,10 +525,10 @@ void tlsock__uv_pump(struct tlsock_uv_conn *c, bool read)
         handshake_step(c);
     }
     if (read) {
-        deliver_reads(c);
+        moved = deliver_reads(c);
     }
     /* Completions first: what their callbacks write goes into this pump's batch. */
-    tlsock__uv_complete_writes(c);
+    moved = tlsock__uv_complete_writes(c) || moved;
     if (c->state == TLSOCK__UV_OPEN || c->state == TLSOCK__UV_RELEASING) {
         rc = tlsock__uv_encrypt_writes(c);
         if (rc != 0) {
@@ -551,8 +556,10 @@ void tlsock__uv_pump(struct tlsock_uv_conn *c, bool read)
         tlsock__uv_storage_put(c->lp, kept.data, kept.cap);
     }
     tlsock__uv_writes_trim(c);
-    if (c->state != TLSOCK__UV_OPEN) {
-        maybe_idle(c); /* nothing waits for the hold to pass but an open connection */
+    if (c->state != TLSOCK__UV_OPEN || !moved) {
+        /* The hold is for a stream between its reads: a connection that only finished its
+         * handshake, or is closing, lets go at once. */
+        maybe_idle(c);
     }
     tlsock__uv_settle(c);
 }

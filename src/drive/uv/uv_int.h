@@ -389,8 +389,9 @@ void tlsock__uv_writes_trim(struct tlsock_uv_conn *c);
 int tlsock__uv_flush(struct tlsock_uv_conn *c) TLSOCK__MUST_CHECK;
 /* A batch completed: the counters move; returns its connection. */
 struct tlsock_uv_conn *tlsock__uv_batch_done(uv_write_t *req, int status);
-/* Completes, in order, the requests libuv has written (their on_write runs). */
-void tlsock__uv_complete_writes(struct tlsock_uv_conn *c);
+/* Completes, in order, the requests libuv has written (their on_write runs); whether one of the
+ * application's completed. */
+bool tlsock__uv_complete_writes(struct tlsock_uv_conn *c);
 /* The connection ends: every request completes, 0 if written, else TLSOCK_ECANCELED. */
 void tlsock__uv_finish_writes(struct tlsock_uv_conn *c, bool callbacks);
 /* Frees the write side (the connection is freed; batches in flight are done). */

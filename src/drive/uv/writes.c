@@ -341,9 +341,10 @@ static void write_free(struct tlsock_uv_conn *c, struct tlsock__uv_write *w)
     rec_put(c, w);
 }
 
-void tlsock__uv_complete_writes(struct tlsock_uv_conn *c)
+bool tlsock__uv_complete_writes(struct tlsock_uv_conn *c)
 {
     struct tlsock__uv_wq *q = c->wq;
+    bool completed = false;
 
     while (q != NULL && q->head != NULL && q->head != q->enc && q->head->end <= q->cipher_done &&
            c->failure == 0 && !tlsock__uv_ended(c)) {
@@ -356,10 +357,12 @@ void tlsock__uv_complete_writes(struct tlsock_uv_conn *c)
             q->tail = NULL;
         }
         write_free(c, w);
+        completed = completed || !internal;
         if (!internal && c->cfg->on_write != NULL) {
             c->cfg->on_write(c, arg, 0);
         }
     }
+    return completed;
 }
 
 void tlsock__uv_finish_writes(struct tlsock_uv_conn *c, bool callbacks)
