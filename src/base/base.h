@@ -91,6 +91,9 @@ void tlsock__buf_free(struct tlsock__buf *b);
 void tlsock__buf_borrow(struct tlsock__buf *b, const void *data, size_t len);
 /* Copies what is left of borrowed bytes into owned storage (nothing: no storage); else no-op. */
 int tlsock__buf_own(struct tlsock__buf *b) TLSOCK__MUST_CHECK;
+/* As tlsock__buf_own(), into the caller's malloc()ed @p storage of @p cap bytes when what is left
+ * fits (true: @p b owns it now); false changes nothing. */
+bool tlsock__buf_own_into(struct tlsock__buf *b, void *storage, size_t cap);
 
 /* ---- host names (host.c) --------------------------------------------------------------------- */
 

@@ -41,6 +41,18 @@ int tlsock__buf_own(struct tlsock__buf *b)
     return tlsock__buf_append(b, lent.data + lent.off, n);
 }
 
+bool tlsock__buf_own_into(struct tlsock__buf *b, void *storage, size_t cap)
+{
+    size_t n = tlsock__buf_pending(b);
+
+    if (!borrowed(b) || n == 0 || n > cap) {
+        return false;
+    }
+    memcpy(storage, b->data + b->off, n);
+    *b = (struct tlsock__buf){.data = storage, .len = n, .off = 0, .cap = cap};
+    return true;
+}
+
 /* Makes room for @p more bytes after those stored (owned storage, front space reused first). */
 static int make_room(struct tlsock__buf *b, size_t more)
 {

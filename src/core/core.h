@@ -183,12 +183,21 @@ size_t tlsock__conn_input_peek(const struct tlsock_conn *conn, void *buf, size_t
  */
 void tlsock__conn_input_borrow(struct tlsock_conn *conn, const void *data, size_t len);
 int tlsock__conn_input_own(struct tlsock_conn *conn) TLSOCK__MUST_CHECK;
+/* As tlsock__conn_input_own(), into the caller's malloc()ed @p storage of @p cap bytes when what
+ * is left fits: true when the queue took it (a driver's pooled block). */
+bool tlsock__conn_input_own_into(struct tlsock_conn *conn, void *storage, size_t cap);
+/* Takes the input queue's owned storage (borrowed bytes: nothing) and leaves the queue empty;
+ * the caller frees what it gets. */
+struct tlsock__buf tlsock__conn_input_take(struct tlsock_conn *conn);
 /* Frees the input storage when nothing is queued: an idle connection holds none. */
 void tlsock__conn_input_trim(struct tlsock_conn *conn);
 /* Ciphertext waiting to be sent. */
 size_t tlsock__conn_output_pending(const struct tlsock_conn *conn);
 /* Makes room for @p cap bytes of output in all, at once; 0 or TLSOCK_ENOMEM. */
 int tlsock__conn_output_reserve(struct tlsock_conn *conn, size_t cap) TLSOCK__MUST_CHECK;
+/* Gives the empty output queue the caller's malloc()ed @p storage of @p cap bytes (a driver's
+ * pooled block); false, and nothing taken, when the queue has storage already. */
+bool tlsock__conn_output_lend(struct tlsock_conn *conn, void *storage, size_t cap);
 /* Takes the output queue's storage (data, off, len, cap; free() it) and leaves it empty. */
 struct tlsock__buf tlsock__conn_output_take(struct tlsock_conn *conn);
 

@@ -116,6 +116,31 @@ int tlsock__conn_input_own(struct tlsock_conn *conn)
     return 0;
 }
 
+bool tlsock__conn_input_own_into(struct tlsock_conn *conn, void *storage, size_t cap)
+{
+    return tlsock__buf_own_into(&conn->transport.in, storage, cap);
+}
+
+struct tlsock__buf tlsock__conn_input_take(struct tlsock_conn *conn)
+{
+    struct tlsock__buf taken = conn->transport.in;
+
+    if (taken.cap == 0) {
+        taken = (struct tlsock__buf){0}; /* borrowed: the lender's */
+    }
+    conn->transport.in = (struct tlsock__buf){0};
+    return taken;
+}
+
+bool tlsock__conn_output_lend(struct tlsock_conn *conn, void *storage, size_t cap)
+{
+    if (conn->transport.out.data != NULL) {
+        return false;
+    }
+    conn->transport.out = (struct tlsock__buf){.data = storage, .cap = cap};
+    return true;
+}
+
 void tlsock__conn_input_trim(struct tlsock_conn *conn)
 {
     if (tlsock__buf_pending(&conn->transport.in) == 0) {

@@ -23,6 +23,7 @@ static _Thread_local struct {
     enum ts_alloc_source injected; /* where the failure was injected, NONE until then */
     unsigned long seen;
     unsigned long fail_at;
+    unsigned long by_source[4]; /* seen, per enum ts_alloc_source */
 } counter;
 
 /* Counts one allocation of an armed thread, made by @p source; true when it is to fail. */
@@ -32,6 +33,7 @@ static bool fail_from(enum ts_alloc_source source)
         return false;
     }
     counter.seen++;
+    counter.by_source[source]++;
     if (counter.seen != counter.fail_at) {
         return false;
     }
@@ -50,6 +52,12 @@ void ts_alloc_arm(unsigned long fail_at)
     counter.injected = TS_ALLOC_NONE;
     counter.seen = 0;
     counter.fail_at = fail_at;
+    memset(counter.by_source, 0, sizeof(counter.by_source));
+}
+
+unsigned long ts_alloc_counted(enum ts_alloc_source source)
+{
+    return counter.by_source[source];
 }
 
 enum ts_alloc_source ts_alloc_disarm(unsigned long *count)

@@ -45,6 +45,10 @@ void ts_alloc_arm(unsigned long fail_at);
  * and, in @p count (may be NULL), how many allocations it counted. */
 enum ts_alloc_source ts_alloc_disarm(unsigned long *count);
 
+/* Of the allocations the last armed period counted, how many @p source made (TS_ALLOC_TLSOCK:
+ * tlsock's and the test's own, through libc). */
+unsigned long ts_alloc_counted(enum ts_alloc_source source);
+
 /*
  * One operation under allocation failure. The hooks run in the test thread and may use cmocka's
  * assertions; only run() is armed.

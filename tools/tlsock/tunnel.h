@@ -44,13 +44,17 @@ struct tunnel_settings {
     bool verbose;
 };
 
-/* The listener of one loop and its pairs. */
+struct tunnel_chunk; /* tunnel_pair.h */
+
+/* The listener of one loop, its pairs, and the chunks they move data in. */
 struct tunnel_loop {
     const struct tunnel_settings *settings;
     struct cli_loop *loop;
     struct tlsock_uv_server *server; /* clients speak TLS */
     uv_tcp_t *listener;              /* clients speak plaintext; freed when closed */
     struct tunnel_pair *pairs;       /* open pairs, for a stop */
+    struct tunnel_chunk *spare;      /* free chunks, kept while a pair is open */
+    unsigned nspare;                 /* at most TUNNEL_SPARE_MAX */
 };
 
 /* The options of the TLS server that accepts clients (callbacks, timeouts, user pointer). */

@@ -13,8 +13,6 @@
  *   gets what is queued for it and then its end, and what it still sends is read and dropped:
  *   its peer is never left blocked writing to a tunnel that no longer reads.
  */
-#include <stdlib.h>
-
 #include "stats.h"
 #include "tunnel_pair.h"
 
@@ -68,20 +66,21 @@ void tunnel_forward_start(struct tunnel_side *side)
     set_input(side, INPUT_READING);
 }
 
-void tunnel_forward_data(struct tunnel_side *from, char *data, size_t len)
+void tunnel_forward_data(struct tunnel_side *from, struct tunnel_chunk *chunk)
 {
     struct tunnel_side *to = tunnel_other_side(from);
+    size_t len = chunk->len;
 
     if (from->input == INPUT_DROPPING || from->closing || to->closing ||
         to->output != OUTPUT_OPEN) {
         /* Draining, or nowhere to go. */
-        free(data);
+        tunnel_chunk_put(from->pair->owner, chunk);
     } else {
         from->bytes += len;
         /* In: from the client to the target; out: back. */
         cli_stats_bytes(from == &from->pair->client, len);
         tunnel_pair_progress(from->pair);
-        if (tunnel_side_write(to, data, len) == 0 && tunnel_side_queue(to) > TUNNEL_QUEUE_HIGH) {
+        if (tunnel_side_write(to, chunk) == 0 && tunnel_side_queue(to) > TUNNEL_QUEUE_HIGH) {
             /* The receiver is slower than the sender: let TCP slow the sender down. */
             set_input(from, INPUT_PAUSED);
         }

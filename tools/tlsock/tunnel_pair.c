@@ -98,6 +98,9 @@ void tunnel_pair_release(struct tunnel_pair *pair)
     uv_freeaddrinfo(pair->addrs);
     cli_loop_conn_closed(owner->loop);
     free(pair);
+    if (owner->pairs == NULL) {
+        tunnel_chunk_drain(owner);
+    }
 done:
     return;
 }

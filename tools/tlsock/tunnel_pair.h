@@ -37,6 +37,26 @@
 #define TUNNEL_QUEUE_HIGH (256 * 1024)
 #define TUNNEL_QUEUE_LOW  (64 * 1024)
 
+/*
+ * Data moves in chunks of one fixed size: a plaintext read fills one, a TLS read (a record at
+ * most) is copied into one, and the chunk travels with the write to the other side until it
+ * completes. A loop keeps up to TUNNEL_SPARE_MAX free chunks while it has a pair open: what one
+ * event may have in flight (libuv reads up to 32 times 64 KiB of TLS per event, 128 records,
+ * each a chunk written at once and given back from the next loop turn), so a steady stream
+ * allocates nothing; they are freed once the loop's last pair closes, so an idle tunnel holds
+ * none.
+ */
+#define TUNNEL_CHUNK_SIZE (16 * 1024)
+#define TUNNEL_SPARE_MAX  160
+
+struct tunnel_chunk {
+    struct tunnel_chunk *next; /* the loop's spare list */
+    uv_write_t req;            /* its plaintext write */
+    uv_buf_t buf;
+    size_t len;
+    char data[TUNNEL_CHUNK_SIZE];
+};
+
 enum pair_phase {
     PAIR_CONNECTING, /* the target is being connected; the client is not read */
     PAIR_FORWARDING, /* both ways, each until its end is passed on */
@@ -130,8 +150,8 @@ struct tunnel_side *tunnel_other_side(struct tunnel_side *side);
 /* Starts reading @p side (the pair is forwarding). */
 void tunnel_forward_start(struct tunnel_side *side);
 
-/* @p data (malloc()ed, taken) was read from @p from: written to the other side, or dropped. */
-void tunnel_forward_data(struct tunnel_side *from, char *data, size_t len);
+/* @p chunk (taken) was read from @p from: written to the other side, or dropped. */
+void tunnel_forward_data(struct tunnel_side *from, struct tunnel_chunk *chunk);
 
 /* A write to @p to completed: the other side may be read again. */
 void tunnel_forward_written(struct tunnel_side *to);
@@ -150,8 +170,17 @@ void tunnel_forward_drain(struct tunnel_side *gone);
 /* Starts or stops reading @p side. */
 void tunnel_side_set_reading(struct tunnel_side *side, bool on);
 
-/* Writes @p data (malloc()ed, taken) to @p side. Returns 0, or an error already reported. */
-int tunnel_side_write(struct tunnel_side *side, char *data, size_t len);
+/* Writes @p chunk (taken) to @p side. Returns 0, or an error already reported. */
+int tunnel_side_write(struct tunnel_side *side, struct tunnel_chunk *chunk);
+
+/* A chunk from @p tl's spares, or malloc()ed; NULL without memory. */
+struct tunnel_chunk *tunnel_chunk_get(struct tunnel_loop *tl);
+
+/* Gives @p chunk (may be NULL) back to @p tl's spares, or frees it when they are full. */
+void tunnel_chunk_put(struct tunnel_loop *tl, struct tunnel_chunk *chunk);
+
+/* Frees @p tl's spare chunks (its last pair closed). */
+void tunnel_chunk_drain(struct tunnel_loop *tl);
 
 /* Bytes written to @p side and not yet handed to the kernel. */
 size_t tunnel_side_queue(const struct tunnel_side *side);

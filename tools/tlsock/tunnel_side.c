@@ -3,38 +3,76 @@
  * operation below does the same job on either; the callbacks of both transports turn what
  * happens into the same few calls of tunnel_forward.c and tunnel_pair.c.
  */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "tunnel_pair.h"
 
-#define TUNNEL_READ_SIZE (64 * 1024)
+/* The chunk whose data @p p points to. */
+static struct tunnel_chunk *chunk_of(void *p)
+{
+    return (struct tunnel_chunk *)((char *)p - offsetof(struct tunnel_chunk, data));
+}
 
-/* A plaintext write and the data it owns. */
-struct plain_write {
-    uv_write_t req;
-    uv_buf_t buf;
-};
+struct tunnel_chunk *tunnel_chunk_get(struct tunnel_loop *tl)
+{
+    struct tunnel_chunk *chunk = tl->spare;
+
+    if (chunk != NULL) {
+        tl->spare = chunk->next;
+        tl->nspare--;
+    } else {
+        chunk = malloc(sizeof(*chunk));
+    }
+    if (chunk != NULL) {
+        chunk->len = 0;
+    }
+    return chunk;
+}
+
+void tunnel_chunk_put(struct tunnel_loop *tl, struct tunnel_chunk *chunk)
+{
+    if (chunk == NULL) {
+        /* Nothing. */
+    } else if (tl->nspare < TUNNEL_SPARE_MAX) {
+        chunk->next = tl->spare;
+        tl->spare = chunk;
+        tl->nspare++;
+    } else {
+        free(chunk);
+    }
+}
+
+void tunnel_chunk_drain(struct tunnel_loop *tl)
+{
+    while (tl->spare != NULL) {
+        struct tunnel_chunk *next = tl->spare->next;
+        free(tl->spare);
+        tl->spare = next;
+    }
+    tl->nspare = 0;
+}
 
 static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
 {
-    (void)handle;
+    struct tunnel_side *side = handle->data;
+    struct tunnel_chunk *chunk = tunnel_chunk_get(side->pair->owner);
+
     (void)suggested;
-    buf->base = malloc(TUNNEL_READ_SIZE);
-    buf->len = buf->base != NULL ? TUNNEL_READ_SIZE : 0;
+    *buf = uv_buf_init(chunk != NULL ? chunk->data : NULL, chunk != NULL ? TUNNEL_CHUNK_SIZE : 0);
 }
 
 static void on_plain_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
     struct tunnel_side *side = stream->data;
-    char *data = NULL;
+    struct tunnel_chunk *chunk = buf->base != NULL ? chunk_of(buf->base) : NULL;
 
     if (nread > 0) {
-        /* The buffer travels on with the write; a small read should not pin 64 KiB. */
-        data = realloc(buf->base, (size_t)nread);
-        tunnel_forward_data(side, data != NULL ? data : buf->base, (size_t)nread);
+        chunk->len = (size_t)nread;
+        tunnel_forward_data(side, chunk);
     } else {
-        free(buf->base);
+        tunnel_chunk_put(side->pair->owner, chunk);
         if (nread == UV_EOF) {
             tunnel_forward_ended(side);
         } else if (nread < 0) {
@@ -68,11 +106,10 @@ void tunnel_side_set_reading(struct tunnel_side *side, bool on)
 
 static void on_plain_write(uv_write_t *req, int status)
 {
-    struct plain_write *w = (struct plain_write *)req;
+    struct tunnel_chunk *chunk = req->data;
     struct tunnel_side *side = req->handle->data;
 
-    free(w->buf.base);
-    free(w);
+    tunnel_chunk_put(side->pair->owner, chunk);
     if (status == UV_ECANCELED || side->closing) {
         /* Dropped by a close. */
     } else if (status != 0) {
@@ -82,27 +119,22 @@ static void on_plain_write(uv_write_t *req, int status)
     }
 }
 
-int tunnel_side_write(struct tunnel_side *side, char *data, size_t len)
+int tunnel_side_write(struct tunnel_side *side, struct tunnel_chunk *chunk)
 {
-    struct plain_write *w = NULL;
     int err = 0;
 
     if (side->tls) {
-        err = tlsock_uv_write(side->conn, data, len, data);
+        err = tlsock_uv_write(side->conn, chunk->data, chunk->len, chunk);
         if (err != 0) {
-            free(data);
+            tunnel_chunk_put(side->pair->owner, chunk);
             tunnel_pair_failed(side, err, tlsock_uv_conn_errmsg(side->conn));
         }
     } else {
-        w = malloc(sizeof(*w));
-        err = w == NULL ? UV_ENOMEM : 0;
-        if (err == 0) {
-            w->buf = uv_buf_init(data, (unsigned)len);
-            err = uv_write(&w->req, (uv_stream_t *)side->tcp, &w->buf, 1, on_plain_write);
-        }
+        chunk->req.data = chunk;
+        chunk->buf = uv_buf_init(chunk->data, (unsigned)chunk->len);
+        err = uv_write(&chunk->req, (uv_stream_t *)side->tcp, &chunk->buf, 1, on_plain_write);
         if (err != 0) {
-            free(data);
-            free(w);
+            tunnel_chunk_put(side->pair->owner, chunk);
             tunnel_pair_failed(side, TLSOCK_ESYS, uv_strerror(err));
         }
     }
@@ -197,21 +229,23 @@ void tunnel_side_drop_tcp(struct tunnel_side *side)
 static void on_tls_read(struct tlsock_uv_conn *conn, const void *data, size_t len)
 {
     struct tunnel_side *side = tlsock_uv_conn_user(conn);
-    char *copy = NULL;
+    const char *p = data;
 
-    if (side == NULL || side->closing) {
-        goto done;
+    /* @p data is valid only during this call; the write needs it until it completes. A call
+     * carries a record at most, one chunk; more is split all the same. A failure closes the
+     * side, which ends the loop. */
+    while (len > 0 && side != NULL && !side->closing) {
+        struct tunnel_chunk *chunk = tunnel_chunk_get(side->pair->owner);
+        if (chunk == NULL) {
+            tunnel_pair_failed(side, TLSOCK_ENOMEM, NULL);
+            break;
+        }
+        chunk->len = len < TUNNEL_CHUNK_SIZE ? len : TUNNEL_CHUNK_SIZE;
+        memcpy(chunk->data, p, chunk->len);
+        p += chunk->len;
+        len -= chunk->len;
+        tunnel_forward_data(side, chunk);
     }
-    /* @p data is valid only during this call; the write needs it until it completes. */
-    copy = malloc(len);
-    if (copy == NULL) {
-        tunnel_pair_failed(side, TLSOCK_ENOMEM, NULL);
-        goto done;
-    }
-    memcpy(copy, data, len);
-    tunnel_forward_data(side, copy, len);
-done:
-    return;
 }
 
 static void on_tls_event(struct tlsock_uv_conn *conn, int code)
@@ -235,7 +269,11 @@ static void on_tls_write(struct tlsock_uv_conn *conn, void *write_arg, int statu
 {
     struct tunnel_side *side = tlsock_uv_conn_user(conn);
 
-    free(write_arg);
+    if (side != NULL) {
+        tunnel_chunk_put(side->pair->owner, write_arg);
+    } else {
+        free(write_arg);
+    }
     if (side == NULL || status == TLSOCK_ECANCELED || side->closing) {
         /* Dropped by a close. */
     } else if (status != 0) {

@@ -314,6 +314,10 @@ void tlsock__uv_close_all(struct tlsock_uv_conn *c, enum tlsock__uv_state to)
     tlsock__uv_enter(c, to);
     c->reading = false;
     tlsock__uv_loop_forget(c);
+    if (c->buffers_held) {
+        /* The loop no longer counts it busy (the session keeps its buffers until it goes). */
+        tlsock__uv_loop_busy(c->lp, false);
+    }
     if (c->connecting != NULL && c->connecting->gai_pending) {
         uv_cancel((uv_req_t *)&c->connecting->gai);
     }

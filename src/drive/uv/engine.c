@@ -305,16 +305,19 @@ static bool may_deliver(const struct tlsock_uv_conn *c)
     return c->state == TLSOCK__UV_OPEN && !c->user_stopped && !tlsock__uv_peer_notified(c);
 }
 
-/* Decrypts what was fed and delivers it, until TLS wants more or the application stops. */
-static void deliver_reads(struct tlsock_uv_conn *c)
+/* Decrypts what was fed and delivers it, until TLS wants more or the application stops; whether
+ * anything was delivered. */
+static bool deliver_reads(struct tlsock_uv_conn *c)
 {
     unsigned char buf[DECRYPT_BUF];
+    bool delivered = false;
     int rc = 0;
 
     while (may_deliver(c)) {
         size_t n = 0;
         rc = tls_read(c, buf, sizeof(buf), &n);
         if (rc == 0) {
+            delivered = true;
             if (c->cfg->on_read != NULL) {
                 c->cfg->on_read(c, buf, n);
             }
@@ -343,6 +346,7 @@ static void deliver_reads(struct tlsock_uv_conn *c)
             tlsock__uv_report(c, rc);
         }
     }
+    return delivered;
 }
 
 /*
@@ -359,15 +363,30 @@ static int feed_input(struct tlsock_uv_conn *c, const uv_buf_t *buf, size_t n, b
         return tlsock__conn_feed(c->tls, buf->base, n);
     }
     (void)tlsock__conn_input_peek(c->tls, buf->base - left, left);
+    struct tlsock__buf kept = tlsock__conn_input_take(c->tls);
+    tlsock__uv_storage_put(c->lp, kept.data, kept.cap);
     tlsock__conn_input_borrow(c->tls, buf->base - left, left + n);
     *borrowed = true;
     return 0;
 }
 
-/* Borrowed input becomes owned (a partial record at most); none left keeps no storage. */
+/* Borrowed input becomes owned (a partial record at most, in a spare block); none left keeps no
+ * storage. */
 static void keep_input(struct tlsock_uv_conn *c)
 {
-    if (c->tls == NULL || tlsock__conn_input_own(c->tls) == 0) {
+    void *block = NULL;
+
+    if (c->tls == NULL) {
+        return;
+    }
+    if (tlsock__conn_input_pending(c->tls) > 0) {
+        block = tlsock__uv_spare_get(c->lp, TLSOCK__UV_SPARE_BLOCK);
+    }
+    if (block != NULL && tlsock__conn_input_own_into(c->tls, block, TLSOCK__UV_BLOCK)) {
+        return;
+    }
+    tlsock__uv_spare_put(c->lp, TLSOCK__UV_SPARE_BLOCK, block);
+    if (tlsock__conn_input_own(c->tls) == 0) {
         return;
     }
     tlsock__uv_report(c, tlsock__uv_fail(c, TLSOCK_ENOMEM, "out of memory keeping input"));
@@ -470,26 +489,32 @@ static void handshake_step(struct tlsock_uv_conn *c)
     }
 }
 
-/* The session is about to work: its implementation keeps its record buffers meanwhile. */
+/* The session is about to work: its implementation keeps its record buffers meanwhile, and the
+ * loop its spares. */
 static void hold_buffers(struct tlsock_uv_conn *c)
 {
     if (!c->buffers_held && c->tls != NULL && c->state >= TLSOCK__UV_HANDSHAKING) {
         c->buffers_held = true;
         tlsock__conn_hold_buffers(c->tls, true);
+        tlsock__uv_loop_busy(c->lp, true);
     }
 }
 
-/* Nothing in flight either way any more: an idle connection holds no record buffers. */
+/* Nothing in flight either way for TLSOCK__UV_HOLD_MS (timers.c): an idle connection holds no
+ * record buffers. Not at once: a stream pauses between reads, and would free and allocate its
+ * buffers for every one. */
 static void maybe_idle(struct tlsock_uv_conn *c)
 {
     if (c->buffers_held && tlsock__uv_writes_idle(c) && tlsock__conn_input_pending(c->tls) == 0) {
         c->buffers_held = false;
         tlsock__conn_hold_buffers(c->tls, false);
+        tlsock__uv_loop_busy(c->lp, false);
     }
 }
 
 void tlsock__uv_pump(struct tlsock_uv_conn *c, bool read)
 {
+    bool moved = false; /* application data went either way */
     int rc = 0;
 
     if (tlsock__uv_ended(c)) {
@@ -500,10 +525,10 @@ void tlsock__uv_pump(struct tlsock_uv_conn *c, bool read)
         handshake_step(c);
     }
     if (read) {
-        deliver_reads(c);
+        moved = deliver_reads(c);
     }
     /* Completions first: what their callbacks write goes into this pump's batch. */
-    tlsock__uv_complete_writes(c);
+    moved = tlsock__uv_complete_writes(c) || moved;
     if (c->state == TLSOCK__UV_OPEN || c->state == TLSOCK__UV_RELEASING) {
         rc = tlsock__uv_encrypt_writes(c);
         if (rc != 0) {
@@ -525,10 +550,17 @@ void tlsock__uv_pump(struct tlsock_uv_conn *c, bool read)
     if (tlsock__uv_ended(c)) {
         return;
     }
-    /* An idle connection keeps no input storage, no write side, no record buffers. */
-    tlsock__conn_input_trim(c->tls);
+    /* An idle connection keeps no input storage, no write side, and soon no record buffers. */
+    if (tlsock__conn_input_pending(c->tls) == 0) {
+        struct tlsock__buf kept = tlsock__conn_input_take(c->tls);
+        tlsock__uv_storage_put(c->lp, kept.data, kept.cap);
+    }
     tlsock__uv_writes_trim(c);
-    maybe_idle(c);
+    if (c->state != TLSOCK__UV_OPEN || !moved) {
+        /* The hold is for a stream between its reads: a connection that only finished its
+         * handshake, or is closing, lets go at once. */
+        maybe_idle(c);
+    }
     tlsock__uv_settle(c);
 }
 
@@ -630,6 +662,9 @@ static void expire(struct tlsock_uv_conn *c)
         tlsock__uv_report(c, tlsock__uv_fail(c, TLSOCK_ETIMEDOUT,
                                              "read timed out: nothing arrived for %d ms",
                                              c->cfg->read_idle_timeout_ms));
+        break;
+    case TLSOCK__UV_EXP_RELEASE:
+        maybe_idle(c);
         break;
     case TLSOCK__UV_EXP_NONE:
         break;

@@ -85,11 +85,24 @@ struct tlsock__uv_loop *tlsock__uv_loop_ref(uv_loop_t *loop, const struct tlsock
     return lp;
 }
 
+static void spares_free(struct tlsock__uv_loop *lp)
+{
+    for (int k = 0; k < TLSOCK__UV_SPARE_KINDS; k++) {
+        while (lp->spare[k] != NULL) {
+            void *next = *(void **)lp->spare[k];
+            free(lp->spare[k]);
+            lp->spare[k] = next;
+        }
+        lp->nspare[k] = 0;
+    }
+}
+
 static void handle_closed(uv_handle_t *handle)
 {
     struct tlsock__uv_loop *lp = handle->data;
 
     if (--lp->open_handles == 0) {
+        spares_free(lp);
         pthread_mutex_destroy(&lp->answers_lock);
         free(lp->heap);
         free(lp->rbuf);
@@ -443,5 +456,55 @@ void tlsock__uv_read_release(struct tlsock__uv_loop *lp, const uv_buf_t *buf)
         lp->rbuf_lent = false;
     } else {
         free(buf->base);
+    }
+}
+
+/* ---- spares ---------------------------------------------------------------------------------- */
+
+static const size_t spare_size[TLSOCK__UV_SPARE_KINDS] = {TLSOCK__UV_BLOCK, TLSOCK__UV_SMALL};
+static const uint32_t spare_max[TLSOCK__UV_SPARE_KINDS] = {TLSOCK__UV_SPARE_BLOCKS,
+                                                           TLSOCK__UV_SPARE_SMALL};
+
+void *tlsock__uv_spare_get(struct tlsock__uv_loop *lp, enum tlsock__uv_spare_kind kind)
+{
+    void *p = lp->spare[kind];
+
+    if (p != NULL) {
+        lp->spare[kind] = *(void **)p;
+        lp->nspare[kind]--;
+        return p;
+    }
+    return malloc(spare_size[kind]);
+}
+
+void tlsock__uv_spare_put(struct tlsock__uv_loop *lp, enum tlsock__uv_spare_kind kind, void *p)
+{
+    if (p == NULL) {
+        return;
+    }
+    if (lp->busy == 0 || lp->nspare[kind] >= spare_max[kind]) {
+        free(p);
+        return;
+    }
+    *(void **)p = lp->spare[kind];
+    lp->spare[kind] = p;
+    lp->nspare[kind]++;
+}
+
+void tlsock__uv_storage_put(struct tlsock__uv_loop *lp, void *data, size_t cap)
+{
+    if (cap == TLSOCK__UV_BLOCK) {
+        tlsock__uv_spare_put(lp, TLSOCK__UV_SPARE_BLOCK, data);
+    } else {
+        free(data);
+    }
+}
+
+void tlsock__uv_loop_busy(struct tlsock__uv_loop *lp, bool busy)
+{
+    if (busy) {
+        lp->busy++;
+    } else if (--lp->busy == 0) {
+        spares_free(lp);
     }
 }

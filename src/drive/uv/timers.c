@@ -6,7 +6,8 @@
  *   RESOLVING, CONNECTING connect (until)
  *   HANDSHAKING           handshake (until), write; a server's session-store get (its bound,
  *                         on the core's clock: core/store.c)
- *   OPEN                  write, idle
+ *   OPEN                  write, idle; the record buffers' release (TLSOCK__UV_HOLD_MS
+ *                         after the last activity)
  *   RELEASING             write
  *   CLOSING               no progress for the close limit; the linger after our FIN (until)
  *
@@ -48,6 +49,21 @@ static uint64_t write_due(const struct tlsock_uv_conn *c)
 static uint64_t idle_due(const struct tlsock_uv_conn *c)
 {
     return c->last_rx + (uint64_t)c->cfg->read_idle_timeout_ms;
+}
+
+/* An open connection holds its record buffers with nothing in flight: they go once it has been
+ * idle (nothing received, no write progress) for TLSOCK__UV_HOLD_MS. */
+static bool release_applies(const struct tlsock_uv_conn *c)
+{
+    return c->state == TLSOCK__UV_OPEN && c->buffers_held && tlsock__uv_writes_idle(c) &&
+           tlsock__conn_input_pending(c->tls) == 0;
+}
+
+static uint64_t release_due(const struct tlsock_uv_conn *c)
+{
+    uint64_t last = c->last_rx > c->last_wprog ? c->last_rx : c->last_wprog;
+
+    return last + TLSOCK__UV_HOLD_MS;
 }
 
 static uint64_t earlier(uint64_t a, uint64_t b)
@@ -98,6 +114,9 @@ static uint64_t next_deadline(const struct tlsock_uv_conn *c)
     if (idle_applies(c)) {
         due = earlier(due, idle_due(c));
     }
+    if (release_applies(c)) {
+        due = earlier(due, release_due(c));
+    }
     return due;
 }
 
@@ -139,6 +158,9 @@ enum tlsock__uv_expiry tlsock__uv_expired(const struct tlsock_uv_conn *c, uint64
     }
     if (idle_applies(c) && now >= idle_due(c)) {
         return TLSOCK__UV_EXP_IDLE;
+    }
+    if (release_applies(c) && now >= release_due(c)) {
+        return TLSOCK__UV_EXP_RELEASE;
     }
     return TLSOCK__UV_EXP_NONE;
 }

@@ -95,6 +95,7 @@ enum tlsock__uv_expiry {
     TLSOCK__UV_EXP_WRITE,     /* ciphertext waited write_timeout_ms without progress */
     TLSOCK__UV_EXP_IDLE,      /* nothing arrived for read_idle_timeout_ms */
     TLSOCK__UV_EXP_CLOSE,     /* the graceful close: no progress, or the linger ended */
+    TLSOCK__UV_EXP_RELEASE,   /* idle for TLSOCK__UV_HOLD_MS: the record buffers go */
 };
 
 enum {
@@ -102,6 +103,22 @@ enum {
     TLSOCK__UV_BATCH_PLAIN = 16 * 1024,  /* plaintext encrypted into one uv_write at most: one
                                             record, so that bursts stay pipelined */
     TLSOCK__UV_READ_SIZE = 64 * 1024,    /* the loop's read buffer, lent for each read */
+    TLSOCK__UV_BLOCK = 20 * 1024,        /* a spare block: one batch's ciphertext (a record of
+                                            16 KiB and its overhead), or a partial record kept
+                                            between reads (TLS 1.2: 16 KiB + 2 KiB + 5) */
+    TLSOCK__UV_SMALL = 256,              /* a spare record: a write request, a batch, a write
+                                            side */
+    TLSOCK__UV_SPARE_BLOCKS = 32,        /* spares a loop keeps at most, of each kind */
+    TLSOCK__UV_SPARE_SMALL = 128,
+    TLSOCK__UV_HOLD_MS = 50, /* an idle connection keeps its record buffers this
+                                long: a stream's pauses between reads free nothing */
+};
+
+/* What a loop keeps spares of (loop.c). */
+enum tlsock__uv_spare_kind {
+    TLSOCK__UV_SPARE_BLOCK, /* TLSOCK__UV_BLOCK bytes */
+    TLSOCK__UV_SPARE_REC,   /* TLSOCK__UV_SMALL bytes */
+    TLSOCK__UV_SPARE_KINDS
 };
 
 struct tlsock_uv_conn;
@@ -136,6 +153,12 @@ struct tlsock__uv_loop {
     struct tlsock_uv_conn **heap; /* min-heap of connections on their due time */
     uint32_t heap_len;
     uint32_t heap_cap;
+    /* Spare blocks and records, kept while a connection of the loop is busy (holds its record
+     * buffers), freed when the last one goes idle: data moving allocates nothing, an idle loop
+     * holds no spares. */
+    void *spare[TLSOCK__UV_SPARE_KINDS];
+    uint32_t nspare[TLSOCK__UV_SPARE_KINDS];
+    size_t busy;         /* connections with buffers_held */
     unsigned char *rbuf; /* headroom + the read buffer: allocated by the first read */
     bool rbuf_lent;      /* lent to libuv for one read (a fact of the buffer, not of a state) */
     /* Session-store gets whose done came (from any thread): queued under answers_lock, and the
@@ -366,8 +389,9 @@ void tlsock__uv_writes_trim(struct tlsock_uv_conn *c);
 int tlsock__uv_flush(struct tlsock_uv_conn *c) TLSOCK__MUST_CHECK;
 /* A batch completed: the counters move; returns its connection. */
 struct tlsock_uv_conn *tlsock__uv_batch_done(uv_write_t *req, int status);
-/* Completes, in order, the requests libuv has written (their on_write runs). */
-void tlsock__uv_complete_writes(struct tlsock_uv_conn *c);
+/* Completes, in order, the requests libuv has written (their on_write runs); whether one of the
+ * application's completed. */
+bool tlsock__uv_complete_writes(struct tlsock_uv_conn *c);
 /* The connection ends: every request completes, 0 if written, else TLSOCK_ECANCELED. */
 void tlsock__uv_finish_writes(struct tlsock_uv_conn *c, bool callbacks);
 /* Frees the write side (the connection is freed; batches in flight are done). */
@@ -403,6 +427,16 @@ void tlsock__uv_read_release(struct tlsock__uv_loop *lp, const uv_buf_t *buf);
 /* The buffer is the loop's: TLS may read it in place, with this much headroom in front. */
 bool tlsock__uv_read_is_loops(const struct tlsock__uv_loop *lp, const uv_buf_t *buf);
 size_t tlsock__uv_read_headroom(void);
+
+/* A spare of @p kind, or malloc()ed; NULL without memory. Not zeroed. */
+void *tlsock__uv_spare_get(struct tlsock__uv_loop *lp, enum tlsock__uv_spare_kind kind);
+/* Gives @p p (may be NULL) back to the spares, or frees it when they are full or none is kept. */
+void tlsock__uv_spare_put(struct tlsock__uv_loop *lp, enum tlsock__uv_spare_kind kind, void *p);
+/* Storage of @p cap bytes given back: a spare block if it is one's size, else freed. */
+void tlsock__uv_storage_put(struct tlsock__uv_loop *lp, void *data, size_t cap);
+/* A connection began (@p busy) or stopped holding its record buffers; after the last one the
+ * spares are freed. */
+void tlsock__uv_loop_busy(struct tlsock__uv_loop *lp, bool busy);
 
 /* ---- state.c --------------------------------------------------------------------------------- */
 

@@ -23,13 +23,35 @@ enum {
     PACE = 256 * 1024,                /* batches waiting in libuv before encrypting more waits */
 };
 
+/* Requests, batches and the write side come from the loop's spare records, ciphertext from its
+ * spare blocks: a stream of writes allocates nothing once the spares are there. */
+_Static_assert(sizeof(struct tlsock__uv_write) <= TLSOCK__UV_SMALL, "a spare record holds a write");
+_Static_assert(sizeof(struct tlsock__uv_batch) <= TLSOCK__UV_SMALL, "a spare record holds a batch");
+_Static_assert(sizeof(struct tlsock__uv_wq) <= TLSOCK__UV_SMALL, "a spare record holds the queue");
+
+/* A zeroed spare record; NULL without memory. */
+static void *rec_get(struct tlsock_uv_conn *c, size_t size)
+{
+    void *p = tlsock__uv_spare_get(c->lp, TLSOCK__UV_SPARE_REC);
+
+    if (p != NULL) {
+        memset(p, 0, size);
+    }
+    return p;
+}
+
+static void rec_put(struct tlsock_uv_conn *c, void *p)
+{
+    tlsock__uv_spare_put(c->lp, TLSOCK__UV_SPARE_REC, p);
+}
+
 /* ---- the queue ------------------------------------------------------------------------------- */
 
 /* The write side, made on first use; NULL without memory. */
 static struct tlsock__uv_wq *wq_of(struct tlsock_uv_conn *c)
 {
     if (c->wq == NULL) {
-        c->wq = calloc(1, sizeof(*c->wq));
+        c->wq = rec_get(c, sizeof(*c->wq));
     }
     return c->wq;
 }
@@ -37,7 +59,7 @@ static struct tlsock__uv_wq *wq_of(struct tlsock_uv_conn *c)
 int tlsock__uv_queue_write(struct tlsock_uv_conn *c, const void *buf, size_t len, void *arg)
 {
     struct tlsock__uv_wq *q = wq_of(c);
-    struct tlsock__uv_write *w = q != NULL ? calloc(1, sizeof(*w)) : NULL;
+    struct tlsock__uv_write *w = q != NULL ? rec_get(c, sizeof(*w)) : NULL;
 
     if (w == NULL) {
         return TLSOCK_ENOMEM;
@@ -62,7 +84,7 @@ int tlsock__uv_queue_write(struct tlsock_uv_conn *c, const void *buf, size_t len
 int tlsock__uv_queue_initial(struct tlsock_uv_conn *c, const void *data, size_t len, bool copy)
 {
     struct tlsock__uv_wq *q = wq_of(c);
-    struct tlsock__uv_write *w = q != NULL ? calloc(1, sizeof(*w)) : NULL;
+    struct tlsock__uv_write *w = q != NULL ? rec_get(c, sizeof(*w)) : NULL;
 
     if (w == NULL) {
         return TLSOCK_ENOMEM;
@@ -70,7 +92,7 @@ int tlsock__uv_queue_initial(struct tlsock_uv_conn *c, const void *data, size_t 
     if (copy) {
         unsigned char *buf = malloc(len);
         if (buf == NULL) {
-            free(w);
+            rec_put(c, w);
             return TLSOCK_ENOMEM;
         }
         memcpy(buf, data, len);
@@ -133,7 +155,7 @@ bool tlsock__uv_writes_idle(const struct tlsock_uv_conn *c)
 void tlsock__uv_writes_trim(struct tlsock_uv_conn *c)
 {
     if (c->wq != NULL && tlsock__uv_writes_idle(c)) {
-        free(c->wq);
+        rec_put(c, c->wq);
         c->wq = NULL;
     }
 }
@@ -152,13 +174,13 @@ int tlsock__uv_flush(struct tlsock_uv_conn *c)
 
     if (n == 0 || !tlsock__uv_link_up(c) || c->tx >= TLSOCK__UV_TX_FIN_SENT) {
         /* Nothing to send, or too late to send it: keep no storage. */
-        tlsock__buf_free(&out);
+        tlsock__uv_storage_put(c->lp, out.data, out.cap);
         return 0;
     }
     q = wq_of(c);
-    b = q != NULL ? malloc(sizeof(*b)) : NULL;
+    b = q != NULL ? rec_get(c, sizeof(*b)) : NULL;
     if (b == NULL) {
-        tlsock__buf_free(&out);
+        tlsock__uv_storage_put(c->lp, out.data, out.cap);
         return tlsock__uv_fail(c, TLSOCK_ENOMEM, "out of memory sending");
     }
     b->conn = c;
@@ -170,8 +192,8 @@ int tlsock__uv_flush(struct tlsock_uv_conn *c)
     sync_attempt = c->tcp.write_queue_size == 0;
     rc = uv_write(&b->req, (uv_stream_t *)&c->tcp, &ub, 1, c->lp->hooks->written);
     if (rc != 0) {
-        free(b->data);
-        free(b);
+        tlsock__uv_storage_put(c->lp, b->data, b->cap);
+        rec_put(c, b);
         rc = tlsock__uv_sys_fail(c, rc, "write");
         tlsock__uv_link_broke(c);
         return rc;
@@ -207,8 +229,8 @@ struct tlsock_uv_conn *tlsock__uv_batch_done(uv_write_t *req, int status)
     if (status == 0) {
         c->last_wprog = uv_now(c->lp->loop);
     }
-    free(b->data);
-    free(b);
+    tlsock__uv_storage_put(c->lp, b->data, b->cap);
+    rec_put(c, b);
     return c;
 }
 
@@ -240,8 +262,19 @@ static void reserve_batch(struct tlsock_uv_conn *c)
         plain += n;
         records += (n + PLAIN_CHUNK - 1) / PLAIN_CHUNK;
     }
-    if (plain > 0 && tlsock__conn_output_reserve(c->tls, tlsock__conn_output_pending(c->tls) +
-                                                             plain + records * RECORD_SLACK) != 0) {
+    size_t need = tlsock__conn_output_pending(c->tls) + plain + records * RECORD_SLACK;
+
+    if (plain == 0) {
+        return;
+    }
+    if (need <= TLSOCK__UV_BLOCK && tlsock__conn_output_pending(c->tls) == 0) {
+        /* A spare block, if the queue has no storage yet (a flush took the last batch's). */
+        void *block = tlsock__uv_spare_get(c->lp, TLSOCK__UV_SPARE_BLOCK);
+        if (block != NULL && !tlsock__conn_output_lend(c->tls, block, TLSOCK__UV_BLOCK)) {
+            tlsock__uv_spare_put(c->lp, TLSOCK__UV_SPARE_BLOCK, block);
+        }
+    }
+    if (tlsock__conn_output_reserve(c->tls, need) != 0) {
         return; /* without memory now the output grows record by record; a failure shows there */
     }
 }
@@ -299,18 +332,19 @@ int tlsock__uv_encrypt_writes(struct tlsock_uv_conn *c)
 
 /* ---- completions ----------------------------------------------------------------------------- */
 
-static void write_free(struct tlsock__uv_wq *q, struct tlsock__uv_write *w)
+static void write_free(struct tlsock_uv_conn *c, struct tlsock__uv_write *w)
 {
-    q->nwrites--;
+    c->wq->nwrites--;
     if (w->owned) {
         free((void *)w->buf);
     }
-    free(w);
+    rec_put(c, w);
 }
 
-void tlsock__uv_complete_writes(struct tlsock_uv_conn *c)
+bool tlsock__uv_complete_writes(struct tlsock_uv_conn *c)
 {
     struct tlsock__uv_wq *q = c->wq;
+    bool completed = false;
 
     while (q != NULL && q->head != NULL && q->head != q->enc && q->head->end <= q->cipher_done &&
            c->failure == 0 && !tlsock__uv_ended(c)) {
@@ -322,11 +356,13 @@ void tlsock__uv_complete_writes(struct tlsock_uv_conn *c)
         if (q->head == NULL) {
             q->tail = NULL;
         }
-        write_free(q, w);
+        write_free(c, w);
+        completed = completed || !internal;
         if (!internal && c->cfg->on_write != NULL) {
             c->cfg->on_write(c, arg, 0);
         }
     }
+    return completed;
 }
 
 void tlsock__uv_finish_writes(struct tlsock_uv_conn *c, bool callbacks)
@@ -350,7 +386,7 @@ void tlsock__uv_finish_writes(struct tlsock_uv_conn *c, bool callbacks)
             q->enc = q->head;
         }
         q->plain_queued -= w->len - w->done;
-        write_free(q, w);
+        write_free(c, w);
         if (callbacks && !internal && c->cfg->on_write != NULL) {
             c->cfg->on_write(c, arg, written ? 0 : TLSOCK_ECANCELED);
         }
@@ -361,6 +397,6 @@ void tlsock__uv_finish_writes(struct tlsock_uv_conn *c, bool callbacks)
 
 void tlsock__uv_writes_free(struct tlsock_uv_conn *c)
 {
-    free(c->wq);
+    rec_put(c, c->wq);
     c->wq = NULL;
 }
