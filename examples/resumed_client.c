@@ -15,7 +15,6 @@ int main(int argc, char **argv)
 {
     struct tlsock_ctx *ctx = NULL;
     struct tlsock_conn *conn = NULL;
-    const struct tlsock_info *info = NULL;
     unsigned char saved[16384];
     unsigned char *session = NULL;
     char buf[4096];
@@ -42,8 +41,8 @@ int main(int argc, char **argv)
     if (rc == 0) {
         rc = tlsock_connect(ctx, argv[1], (uint16_t)atoi(argv[2]), NULL, &conn);
     }
-    if (rc == 0 && tlsock_conn_info(conn, &info) == 0) {
-        fprintf(stderr, "resumed %s\n", info->resumed ? "yes" : "no");
+    if (rc == 0) {
+        fprintf(stderr, "resumed %s\n", tlsock_conn_resumed(conn) ? "yes" : "no");
     }
     if (rc == 0) {
         static const char get[] = "GET / HTTP/1.0\r\n\r\n";
