@@ -68,13 +68,14 @@ static int say_goodbye(struct tlsock_uv_conn *c)
     tlsock__uv_tx_enter(c, TLSOCK__UV_TX_NOTIFIED);
     if (tlsock__uv_link_up(c) && tlsock__conn_is_open(c->tls) && !tlsock__conn_sent_close(c->tls)) {
         rc = tls_close_notify(c);
-        int frc = tlsock__uv_flush(c);
         if (rc == TLSOCK_EWANT_READ || rc == TLSOCK_EWANT_WRITE) {
             rc = 0;
         }
-        rc = rc != 0 ? tlsock__uv_tls_fail(c, rc) : frc;
+        rc = rc != 0 ? tlsock__uv_tls_fail(c, rc) : 0;
     }
-    return rc;
+    /* With what the pump left before it (the handshake's last flight): one write, before FIN. */
+    int frc = tlsock__uv_flush(c);
+    return rc != 0 ? rc : frc;
 }
 
 /* A shutdown request lives until its callback, which always runs before the socket's close. */

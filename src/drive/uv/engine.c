@@ -339,13 +339,7 @@ static bool deliver_reads(struct tlsock_uv_conn *c)
         }
         break;
     }
-    /* Reading may have produced output (a key update answer). */
-    if (!tlsock__uv_ended(c) && tlsock__conn_output_pending(c->tls) > 0) {
-        rc = tlsock__uv_flush(c);
-        if (rc != 0) {
-            tlsock__uv_report(c, rc);
-        }
-    }
+    /* Output reading produced (a key update answer) leaves at the end of the pump. */
     return delivered;
 }
 
@@ -475,14 +469,17 @@ static void handshake_step(struct tlsock_uv_conn *c)
         tlsock__conn_store_give_up(c->tls);
     }
     int rc = tls_handshake(c);
-    int frc = tlsock__uv_flush(c);
 
     if (rc == 0) {
+        /* The last flight (a server's tickets, a client's Finished) waits for the rest of the
+         * pump: what on_connect writes, or the close_notify of a close it asks for, leaves in
+         * the same write. */
         become_open(c);
-        if (frc != 0) {
-            tlsock__uv_report(c, frc);
-        }
-    } else if (!is_want(rc)) {
+        return;
+    }
+    int frc = tlsock__uv_flush(c);
+
+    if (!is_want(rc)) {
         tlsock__uv_report(c, tls_or_reset_fail(c, rc));
     } else if (frc != 0) {
         tlsock__uv_report(c, frc);
@@ -509,6 +506,18 @@ static void maybe_idle(struct tlsock_uv_conn *c)
         c->buffers_held = false;
         tlsock__conn_hold_buffers(c->tls, false);
         tlsock__uv_loop_busy(c->lp, false);
+    }
+}
+
+/* Sends what the pump's steps left in the output (the handshake's last flight, what reading
+ * produced) in one write. */
+static void flush_left(struct tlsock_uv_conn *c)
+{
+    if (c->state != TLSOCK__UV_DEAD && tlsock__conn_output_pending(c->tls) > 0) {
+        int rc = tlsock__uv_flush(c);
+        if (rc != 0) {
+            tlsock__uv_report(c, rc);
+        }
     }
 }
 
@@ -544,9 +553,14 @@ void tlsock__uv_pump(struct tlsock_uv_conn *c, bool read)
     if (c->state == TLSOCK__UV_CLOSING) {
         tlsock__uv_close_step(c);
     } else if (c->state == TLSOCK__UV_RELEASING) {
+        flush_left(c); /* the blocking side takes over once libuv wrote everything */
         keep_input(c); /* the blocking side takes over what is left of the input */
         tlsock__uv_handover_step(c);
     }
+    if (tlsock__uv_ended(c)) {
+        return;
+    }
+    flush_left(c);
     if (tlsock__uv_ended(c)) {
         return;
     }

@@ -7,8 +7,11 @@
  * A closing server stops accepting at once and is freed when its listener is closed and no
  * client it accepted is still in its handshake or its cleanup (clients counts them).
  */
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "uv_int.h"
@@ -119,9 +122,23 @@ static void on_connection(uv_stream_t *listener, int status)
         drop_client(c, rc, tlsock_errmsg());
         return;
     }
-    (void)uv_tcp_nodelay(&c->tcp, 1);
+#ifndef __linux__
+    (void)uv_tcp_nodelay(&c->tcp, 1); /* Linux: inherited from the listener (listen_nodelay) */
+#endif
     tlsock__uv_start_tls(c);
     tlsock__uv_pump(c, true);
+}
+
+/*
+ * Handshake flights and small writes go out at once (Nagle would hold a second small segment
+ * until the first is acknowledged). Linux copies TCP_NODELAY from the listener to each socket
+ * accept() returns, which saves a setsockopt() per client; elsewhere each client sets it.
+ */
+static void listen_nodelay(int fd)
+{
+    int on = 1;
+
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
 }
 
 int tlsock_uv_serve(uv_loop_t *loop, struct tlsock_ctx *ctx, const char *host, uint16_t port,
@@ -174,6 +191,7 @@ int tlsock_uv_serve(uv_loop_t *loop, struct tlsock_ctx *ctx, const char *host, u
     if (rc != 0) {
         goto free_server;
     }
+    listen_nodelay(fd);
     /* Cannot fail for AF_UNSPEC; the socket is ours until uv_tcp_open took it. */
     uv_tcp_init(loop, &s->tcp);
     s->tcp.data = s;
