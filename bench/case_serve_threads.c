@@ -1,0 +1,476 @@
+/*
+ * Multi-core scaling of the serving commands (issue 13, point 4): `tlsock serve --threads 1`
+ * against `--threads 2`, and the same for `tlsock tunnel` terminating TLS in front of a plain
+ * sink. Both servers are the CLI binary of this build, run as child processes for the whole case
+ * (one per thread count, each idle while the other is measured), with the bench's certificate,
+ * TLS 1.3 only and no session tickets; every connection is a full ECDSA handshake.
+ *
+ * The clients are CLIENT_THREADS threads of the bench process, each connecting, handshaking with
+ * the case's raw baseline client and closing (close_notify, then the graceful close that waits
+ * for the server's end), one connection after another, for the run's time. The figure is the
+ * server process's CPU time per handshake, read from its process CPU clock
+ * (clock_getcpuclockid: the utime + stime of all its threads, as /proc/PID/stat has them, in
+ * nanoseconds rather than clock ticks) before and after the run: the clients' CPU is the bench's,
+ * not the server's. On a machine whose few cores the clients share with the server, the rate
+ * cannot double with a second server thread (the clients need CPU too), but a server whose threads
+ * do not get in each other's way (locks, shared cache lines) spends the same CPU per handshake
+ * with two threads as with one; that is what the target checks. The rate and its ratio are
+ * reported for information; docs/BENCHMARKS.md says more.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "async.h"
+
+/* CPU per handshake with two threads at most this much of one thread's ("flat"). */
+#define THREADS_TARGET 1.05
+
+/* Client threads: enough connections in flight to keep two server threads busy. */
+#define CLIENT_THREADS 4
+
+/* How long a server may take to say it listens, and to exit after SIGTERM. */
+#define START_TIMEOUT_MS 5000
+#define STOP_TIMEOUT_MS  5000
+
+/* The tunnel's plain sink: connections it holds at once. */
+#define SINK_MAX_CONNS 256
+
+/* The thread counts the two sides measure. */
+static const int side_threads[2] = {1, 2};
+
+struct threads_env {
+    bool tunnel;
+    char dir[64]; /* cert.pem, key.pem and the servers' logs */
+    struct bench_child child[2];
+    uint16_t port[2];
+    /* The tunnel's target: a plain server that reads each connection to its end and closes. */
+    int sink_fd;
+    uint16_t sink_port;
+    pthread_t sink_thread;
+    bool sink_running;
+    atomic_bool stop;
+};
+
+/* What the client threads of one run share. */
+struct clients {
+    const struct bench_run *run;
+    uint16_t port;
+    int64_t deadline_ns;
+    atomic_uint_fast64_t handshakes;
+    atomic_bool failed;
+    char cipher[64]; /* thread 0's first connection */
+    char impl[16];
+};
+
+static const char *cli_missing(void)
+{
+    return access(BENCH_TLSOCK_CLI, X_OK) == 0 ? NULL
+                                               : "the tlsock CLI (" BENCH_TLSOCK_CLI ") not built";
+}
+
+static int write_file(const char *dir, const char *name, const char *text)
+{
+    char path[128];
+    size_t len = strlen(text);
+    int fd;
+    int rc = BENCH_ERROR;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd >= 0 && write(fd, text, len) == (ssize_t)len) {
+        rc = BENCH_OK;
+    } else {
+        fprintf(stderr, "threads: cannot write %s: %s\n", path, strerror(errno));
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    return rc;
+}
+
+static void remove_dir(const char *dir)
+{
+    static const char *const files[] = {"cert.pem", "key.pem", "server-1.log", "server-2.log"};
+    char path[128];
+
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, files[i]);
+        (void)unlink(path);
+    }
+    (void)rmdir(dir);
+}
+
+static void print_log(const char *path)
+{
+    char line[512];
+    FILE *f = fopen(path, "r");
+
+    while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+        fprintf(stderr, "threads: %s", line);
+    }
+    if (f != NULL) {
+        fclose(f);
+    }
+}
+
+/* ---- The tunnel's plain sink: one thread, every connection read to its end, then closed ---- */
+
+static void sink_accept(struct pollfd *pfds, nfds_t *n)
+{
+    int fd = accept4(pfds[0].fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+
+    if (fd >= 0 && *n < SINK_MAX_CONNS) {
+        pfds[*n] = (struct pollfd){.fd = fd, .events = POLLIN};
+        (*n)++;
+    } else if (fd >= 0) {
+        close(fd);
+    }
+}
+
+/* Reads what @p pfd's connection has; closes it at its end. Returns whether it is closed. */
+static bool sink_read(struct pollfd *pfd)
+{
+    char buf[4096];
+    ssize_t got = recv(pfd->fd, buf, sizeof(buf), 0);
+    bool closed = got == 0 || (got < 0 && errno != EAGAIN && errno != EINTR);
+
+    if (closed) {
+        close(pfd->fd);
+    }
+    return closed;
+}
+
+static void *sink_thread(void *arg)
+{
+    struct threads_env *env = arg;
+    static struct pollfd pfds[SINK_MAX_CONNS];
+    nfds_t n = 1;
+
+    pfds[0] = (struct pollfd){.fd = env->sink_fd, .events = POLLIN};
+    /* Bounded by the stop flag, seen within BENCH_ACCEPT_POLL_MS. */
+    while (!atomic_load(&env->stop)) {
+        if (poll(pfds, n, BENCH_ACCEPT_POLL_MS) <= 0) {
+            continue;
+        }
+        for (nfds_t i = n - 1; i > 0; i--) {
+            if (pfds[i].revents != 0 && sink_read(&pfds[i])) {
+                pfds[i] = pfds[--n];
+            }
+        }
+        if (pfds[0].revents != 0) {
+            sink_accept(pfds, &n);
+        }
+    }
+    for (nfds_t i = 1; i < n; i++) {
+        close(pfds[i].fd);
+    }
+    return NULL;
+}
+
+/* ---- The servers ---- */
+
+/* "listening on 127.0.0.1:PORT" in the server's log: its first line once it listens. */
+static bool read_port(const char *log, uint16_t *port)
+{
+    char line[128] = "";
+    unsigned value = 0;
+    FILE *f = fopen(log, "r");
+    bool found = f != NULL && fgets(line, sizeof(line), f) != NULL &&
+                 sscanf(line, "listening on 127.0.0.1:%u", &value) == 1 && value > 0 &&
+                 value <= UINT16_MAX;
+
+    if (f != NULL) {
+        fclose(f);
+    }
+    *port = (uint16_t)value;
+    return found;
+}
+
+/* Starts side @p s's server and waits until it listens; fails if it exits first. */
+static int start_server(struct threads_env *env, const struct bench_config *config, int s)
+{
+    char cert[128];
+    char key[128];
+    char log[128];
+    char threads[16];
+    char target[32];
+    char *argv[24];
+    int argc = 0;
+    int64_t deadline = bench_now_ns() + (int64_t)START_TIMEOUT_MS * 1000000;
+    int rc;
+
+    snprintf(cert, sizeof(cert), "%s/cert.pem", env->dir);
+    snprintf(key, sizeof(key), "%s/key.pem", env->dir);
+    snprintf(log, sizeof(log), "%s/server-%d.log", env->dir, side_threads[s]);
+    snprintf(threads, sizeof(threads), "%d", side_threads[s]);
+    snprintf(target, sizeof(target), "127.0.0.1:%u", env->sink_port);
+    argv[argc++] = BENCH_TLSOCK_CLI;
+    if (env->tunnel) {
+        argv[argc++] = "tunnel";
+        argv[argc++] = "--accept";
+        argv[argc++] = "127.0.0.1:0";
+        argv[argc++] = "--connect";
+        argv[argc++] = target;
+    } else {
+        argv[argc++] = "serve";
+        argv[argc++] = "--listen";
+        argv[argc++] = "127.0.0.1:0";
+    }
+    argv[argc++] = "--cert";
+    argv[argc++] = cert;
+    argv[argc++] = "--key";
+    argv[argc++] = key;
+    argv[argc++] = "--tls";
+    argv[argc++] = "1.3";
+    argv[argc++] = "--no-tickets";
+    argv[argc++] = "--impl";
+    argv[argc++] = config->impl == TLSOCK_IMPL_GNUTLS ? "gnutls" : "openssl";
+    argv[argc++] = "--threads";
+    argv[argc++] = threads;
+    argv[argc] = NULL;
+    rc = bench_child_spawn(&env->child[s], env->tunnel ? "tunnel" : "serve", argv, log);
+    while (rc == BENCH_OK && !read_port(log, &env->port[s])) {
+        int status = 0;
+
+        if (waitpid(env->child[s].pid, &status, WNOHANG) == env->child[s].pid) {
+            fprintf(stderr, "threads: the server exited at start (status %d)\n", status);
+            env->child[s].pid = -1;
+            rc = BENCH_ERROR;
+        } else if (bench_now_ns() > deadline) {
+            fprintf(stderr, "threads: the server did not listen in %d ms\n", START_TIMEOUT_MS);
+            rc = BENCH_ERROR;
+        } else {
+            usleep(10000);
+        }
+    }
+    if (rc != BENCH_OK) {
+        print_log(log);
+    }
+    return rc;
+}
+
+static void threads_teardown(void *envp)
+{
+    struct threads_env *env = envp;
+
+    if (env == NULL) {
+        return;
+    }
+    for (int s = 0; s < 2; s++) {
+        (void)bench_child_stop(&env->child[s], SIGTERM, STOP_TIMEOUT_MS);
+    }
+    if (env->sink_running) {
+        atomic_store(&env->stop, true);
+        pthread_join(env->sink_thread, NULL);
+    }
+    if (env->sink_fd >= 0) {
+        close(env->sink_fd);
+    }
+    if (env->dir[0] != '\0') {
+        remove_dir(env->dir);
+    }
+    free(env);
+}
+
+/* The case's setup: the sink (tunnel), then the two servers, for the whole case. */
+static int setup(const struct bench_config *config, bool tunnel, void **out)
+{
+    struct threads_env *env = calloc(1, sizeof(*env));
+    int rc = BENCH_ERROR;
+
+    if (env == NULL) {
+        goto out;
+    }
+    env->tunnel = tunnel;
+    env->sink_fd = -1;
+    for (int s = 0; s < 2; s++) {
+        env->child[s].pid = -1;
+        env->child[s].to = -1;
+        env->child[s].from = -1;
+    }
+    atomic_init(&env->stop, false);
+    snprintf(env->dir, sizeof(env->dir), "/tmp/tlsock-bench-XXXXXX");
+    if (mkdtemp(env->dir) == NULL) {
+        fprintf(stderr, "threads: mkdtemp: %s\n", strerror(errno));
+        env->dir[0] = '\0';
+        goto out;
+    }
+    rc = write_file(env->dir, "cert.pem", config->cert_pem);
+    if (rc == BENCH_OK) {
+        rc = write_file(env->dir, "key.pem", config->key_pem);
+    }
+    if (rc == BENCH_OK && tunnel) {
+        env->sink_fd = bench_tcp_listen_fd("threads sink", true, &env->sink_port);
+        rc = env->sink_fd >= 0 ? BENCH_OK : BENCH_ERROR;
+    }
+    /* Spawned before the sink thread exists: nothing but this thread runs during the spawns. */
+    for (int s = 0; rc == BENCH_OK && s < 2; s++) {
+        rc = start_server(env, config, s);
+    }
+    if (rc == BENCH_OK && tunnel) {
+        env->sink_running = pthread_create(&env->sink_thread, NULL, sink_thread, env) == 0;
+        rc = env->sink_running ? BENCH_OK : BENCH_ERROR;
+    }
+    if (rc == BENCH_OK) {
+        *out = env;
+        env = NULL;
+    }
+
+out:
+    threads_teardown(env);
+    return rc;
+}
+
+static int serve_setup(const struct bench_config *config, void **out)
+{
+    return setup(config, false, out);
+}
+
+static int tunnel_setup(const struct bench_config *config, void **out)
+{
+    return setup(config, true, out);
+}
+
+/* ---- The clients ---- */
+
+static void *client_thread(void *arg)
+{
+    struct clients *cl = arg;
+    const struct bench_ops *ops = cl->run->raw_ops;
+    bool first = true;
+
+    while (!atomic_load(&cl->failed) && bench_now_ns() < cl->deadline_ns &&
+           atomic_load(&cl->handshakes) < cl->run->limits.max_count) {
+        void *conn = NULL;
+
+        if (ops->connect(cl->run->raw_env, cl->port, &conn) != BENCH_OK) {
+            atomic_store(&cl->failed, true);
+            break;
+        }
+        if (first && cl->cipher[0] == '\0') {
+            snprintf(cl->cipher, sizeof(cl->cipher), "%s", ops->cipher(conn));
+            snprintf(cl->impl, sizeof(cl->impl), "%s", ops->impl(conn));
+        }
+        first = false;
+        ops->close(conn);
+        atomic_fetch_add(&cl->handshakes, 1);
+    }
+    return NULL;
+}
+
+/*
+ * One run against side @p s's server: CLIENT_THREADS clients for the run's time. The rate is the
+ * server's CPU per handshake, full_rate the handshakes per second, client_cpu_us the bench
+ * process's CPU (the clients') per handshake.
+ */
+static int run_threads(const struct bench_run *run, int s, struct bench_sample *out)
+{
+    struct threads_env *env = run->extra;
+    static struct clients cl;
+    pthread_t threads[CLIENT_THREADS];
+    int started = 0;
+    clockid_t server_clock;
+    int64_t start_ns;
+    int64_t server0;
+    int64_t client0;
+    int64_t elapsed;
+    uint64_t n;
+    int rc = BENCH_OK;
+
+    if (clock_getcpuclockid(env->child[s].pid, &server_clock) != 0) {
+        fprintf(stderr, "threads: no CPU clock for the server process\n");
+        return BENCH_ERROR;
+    }
+    memset(&cl, 0, sizeof(cl));
+    cl.run = run;
+    cl.port = env->port[s];
+    atomic_init(&cl.handshakes, 0);
+    atomic_init(&cl.failed, false);
+    start_ns = bench_now_ns();
+    cl.deadline_ns = start_ns + (int64_t)(run->limits.seconds * 1e9);
+    server0 = bench_clock_ns(server_clock);
+    client0 = bench_clock_ns(CLOCK_PROCESS_CPUTIME_ID);
+    for (; started < CLIENT_THREADS; started++) {
+        if (pthread_create(&threads[started], NULL, client_thread, &cl) != 0) {
+            atomic_store(&cl.failed, true);
+            break;
+        }
+    }
+    for (int i = 0; i < started; i++) {
+        pthread_join(threads[i], NULL);
+    }
+    /* Every client waited for the server's end of its connection: the server is done with it. */
+    elapsed = bench_now_ns() - start_ns;
+    n = atomic_load(&cl.handshakes);
+    if (atomic_load(&cl.failed) || n == 0) {
+        fprintf(stderr, "threads: %s --threads %d: %s\n", env->tunnel ? "tunnel" : "serve",
+                side_threads[s], n == 0 ? "no handshake completed" : "a client failed");
+        rc = BENCH_ERROR;
+    }
+    out->rate = bench_us_per(bench_clock_ns(server_clock) - server0, (double)n);
+    out->client_cpu_us =
+        bench_us_per(bench_clock_ns(CLOCK_PROCESS_CPUTIME_ID) - client0, (double)n);
+    out->full_rate = elapsed > 0 ? (double)n * 1e9 / (double)elapsed : 0;
+    out->count = n;
+    snprintf(out->cipher, sizeof(out->cipher), "%s", cl.cipher);
+    snprintf(out->impl, sizeof(out->impl), "%s", cl.impl);
+    return rc;
+}
+
+static int run_one_thread(const struct bench_run *run, struct bench_sample *out)
+{
+    return run_threads(run, 0, out);
+}
+
+static int run_two_threads(const struct bench_run *run, struct bench_sample *out)
+{
+    return run_threads(run, 1, out);
+}
+
+/* What the four cases share: the measure, the sides, the target, the server. */
+#define THREADS_CASE                                                                               \
+    .measure = &bench_threads, .no_tickets = true, .target = THREADS_TARGET,                       \
+    .rounds = BENCH_ASYNC_ROUNDS, .missing = cli_missing, .teardown = threads_teardown,            \
+    .sides = {{"1 thread", BENCH_LAYER_RAW, run_one_thread},                                       \
+              {"2 threads", BENCH_LAYER_TLSOCK, run_two_threads}}
+
+static const struct bench_case cases[] = {
+    {.name = "serve-threads",
+     .summary = "server CPU per full ECDSA handshake of `tlsock serve --threads 2` against "
+                "--threads 1 (no tickets; clients: 4 raw OpenSSL threads of the bench)",
+     .left_name = "`tlsock serve --threads 1`, the tlsock column --threads 2 (both OpenSSL)",
+     .setup = serve_setup,
+     THREADS_CASE},
+    {.name = "serve-threads-gnutls",
+     .summary = "serve-threads with the server on GnuTLS (clients: raw GnuTLS)",
+     .impl = TLSOCK_IMPL_GNUTLS,
+     .left_name = "`tlsock serve --threads 1`, the tlsock column --threads 2 (both GnuTLS)",
+     .setup = serve_setup,
+     THREADS_CASE},
+    {.name = "tunnel-threads",
+     .summary = "server CPU per full ECDSA handshake of `tlsock tunnel --threads 2` against "
+                "--threads 1, terminating TLS in front of a plain sink",
+     .left_name = "`tlsock tunnel --threads 1`, the tlsock column --threads 2 (both OpenSSL)",
+     .setup = tunnel_setup,
+     THREADS_CASE},
+    {.name = "tunnel-threads-gnutls",
+     .summary = "tunnel-threads with the tunnel on GnuTLS (clients: raw GnuTLS)",
+     .impl = TLSOCK_IMPL_GNUTLS,
+     .left_name = "`tlsock tunnel --threads 1`, the tlsock column --threads 2 (both GnuTLS)",
+     .setup = tunnel_setup,
+     THREADS_CASE},
+};
+
+const struct bench_cases bench_serve_threads_cases = BENCH_CASES(cases);
