@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -47,14 +48,36 @@
 /* The tunnel's plain sink: connections it holds at once. */
 #define SINK_MAX_CONNS 256
 
-/* The thread counts the two sides measure. */
-static const int side_threads[2] = {1, 2};
+/*
+ * The servers, all running for the whole case: --threads 1, --threads 2, and a second
+ * --threads 1 process. The sides: 1 thread, 2 threads, and for reference 2 processes of 1 thread
+ * each (servers 0 and 2, the clients spread over both): the same CPUs busy as with 2 threads,
+ * nothing shared between the two servers. What 2 threads cost above that reference is what
+ * the threads' sharing of one process costs (locks, shared cache lines); what the reference
+ * costs above 1 thread is the machine's (CPUs shared with the clients, caches, scheduling).
+ */
+#define SERVERS 3
+static const int server_threads[SERVERS] = {1, 2, 1};
+static const char *const server_logs[SERVERS] = {"server-1.log", "server-2.log", "server-1b.log"};
+
+struct side_servers {
+    int n;
+    int server[2];
+};
+
+static const char *const run_names[MAX_SIDES] = {"1 thread", "2 threads", "2 processes"};
+
+static const struct side_servers side_servers[MAX_SIDES] = {
+    {1, {0, 0}},
+    {1, {1, 0}},
+    {2, {0, 2}},
+};
 
 struct threads_env {
     bool tunnel;
     char dir[64]; /* cert.pem, key.pem and the servers' logs */
-    struct bench_child child[2];
-    uint16_t port[2];
+    struct bench_child child[SERVERS];
+    uint16_t port[SERVERS];
     /* The tunnel's target: a plain server that reads each connection to its end and closes. */
     int sink_fd;
     uint16_t sink_port;
@@ -66,7 +89,9 @@ struct threads_env {
 /* What the client threads of one run share. */
 struct clients {
     const struct bench_run *run;
-    uint16_t port;
+    uint16_t port[2]; /* client thread i uses port[i % nports] */
+    int nports;
+    atomic_int next; /* the next client thread's index */
     int64_t deadline_ns;
     atomic_uint_fast64_t handshakes;
     atomic_bool failed;
@@ -102,11 +127,15 @@ static int write_file(const char *dir, const char *name, const char *text)
 
 static void remove_dir(const char *dir)
 {
-    static const char *const files[] = {"cert.pem", "key.pem", "server-1.log", "server-2.log"};
+    static const char *const files[] = {"cert.pem", "key.pem"};
     char path[128];
 
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
         snprintf(path, sizeof(path), "%s/%s", dir, files[i]);
+        (void)unlink(path);
+    }
+    for (int i = 0; i < SERVERS; i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, server_logs[i]);
         (void)unlink(path);
     }
     (void)rmdir(dir);
@@ -198,7 +227,7 @@ static bool read_port(const char *log, uint16_t *port)
     return found;
 }
 
-/* Starts side @p s's server and waits until it listens; fails if it exits first. */
+/* Starts server @p s and waits until it listens; fails if it exits first. */
 static int start_server(struct threads_env *env, const struct bench_config *config, int s)
 {
     char cert[128];
@@ -213,8 +242,8 @@ static int start_server(struct threads_env *env, const struct bench_config *conf
 
     snprintf(cert, sizeof(cert), "%s/cert.pem", env->dir);
     snprintf(key, sizeof(key), "%s/key.pem", env->dir);
-    snprintf(log, sizeof(log), "%s/server-%d.log", env->dir, side_threads[s]);
-    snprintf(threads, sizeof(threads), "%d", side_threads[s]);
+    snprintf(log, sizeof(log), "%s/%s", env->dir, server_logs[s]);
+    snprintf(threads, sizeof(threads), "%d", server_threads[s]);
     snprintf(target, sizeof(target), "127.0.0.1:%u", env->sink_port);
     argv[argc++] = BENCH_TLSOCK_CLI;
     if (env->tunnel) {
@@ -268,7 +297,7 @@ static void threads_teardown(void *envp)
     if (env == NULL) {
         return;
     }
-    for (int s = 0; s < 2; s++) {
+    for (int s = 0; s < SERVERS; s++) {
         (void)bench_child_stop(&env->child[s], SIGTERM, STOP_TIMEOUT_MS);
     }
     if (env->sink_running) {
@@ -295,7 +324,7 @@ static int setup(const struct bench_config *config, bool tunnel, void **out)
     }
     env->tunnel = tunnel;
     env->sink_fd = -1;
-    for (int s = 0; s < 2; s++) {
+    for (int s = 0; s < SERVERS; s++) {
         env->child[s].pid = -1;
         env->child[s].to = -1;
         env->child[s].from = -1;
@@ -316,7 +345,7 @@ static int setup(const struct bench_config *config, bool tunnel, void **out)
         rc = env->sink_fd >= 0 ? BENCH_OK : BENCH_ERROR;
     }
     /* Spawned before the sink thread exists: nothing but this thread runs during the spawns. */
-    for (int s = 0; rc == BENCH_OK && s < 2; s++) {
+    for (int s = 0; rc == BENCH_OK && s < SERVERS; s++) {
         rc = start_server(env, config, s);
     }
     if (rc == BENCH_OK && tunnel) {
@@ -349,13 +378,15 @@ static void *client_thread(void *arg)
 {
     struct clients *cl = arg;
     const struct bench_ops *ops = cl->run->raw_ops;
+    int index = atomic_fetch_add(&cl->next, 1);
+    uint16_t port = cl->port[index % cl->nports];
     bool first = true;
 
     while (!atomic_load(&cl->failed) && bench_now_ns() < cl->deadline_ns &&
            atomic_load(&cl->handshakes) < cl->run->limits.max_count) {
         void *conn = NULL;
 
-        if (ops->connect(cl->run->raw_env, cl->port, &conn) != BENCH_OK) {
+        if (ops->connect(cl->run->raw_env, port, &conn) != BENCH_OK) {
             atomic_store(&cl->failed, true);
             break;
         }
@@ -370,10 +401,70 @@ static void *client_thread(void *arg)
     return NULL;
 }
 
+/* Voluntary context switches of process @p pid so far: the times one of its threads slept. */
+static uint64_t sleeps_of(pid_t pid)
+{
+    char path[64];
+    char line[128];
+    uint64_t total = 0;
+    struct dirent *de;
+    DIR *dir;
+
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+    dir = opendir(path);
+    while (dir != NULL && (de = readdir(dir)) != NULL) {
+        FILE *f;
+
+        if (de->d_name[0] == '.') {
+            continue;
+        }
+        snprintf(path, sizeof(path), "/proc/%d/task/%.16s/status", (int)pid, de->d_name);
+        f = fopen(path, "r");
+        while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+            unsigned long long v = 0;
+
+            if (sscanf(line, "voluntary_ctxt_switches: %llu", &v) == 1) {
+                total += v;
+            }
+        }
+        if (f != NULL) {
+            fclose(f);
+        }
+    }
+    if (dir != NULL) {
+        closedir(dir);
+    }
+    return total;
+}
+
+/* What side @p s's server processes have spent so far. */
+struct servers_use {
+    int64_t cpu_ns;
+    uint64_t sleeps;
+};
+
+/* False if a CPU clock is missing (a server exited). */
+static bool servers_use(const struct threads_env *env, int s, struct servers_use *use)
+{
+    const struct side_servers *ss = &side_servers[s];
+    bool ok = true;
+
+    memset(use, 0, sizeof(*use));
+    for (int i = 0; i < ss->n && ok; i++) {
+        pid_t pid = env->child[ss->server[i]].pid;
+        clockid_t clock;
+
+        ok = clock_getcpuclockid(pid, &clock) == 0;
+        use->cpu_ns += ok ? bench_clock_ns(clock) : 0;
+        use->sleeps += ok ? sleeps_of(pid) : 0;
+    }
+    return ok;
+}
+
 /*
- * One run against side @p s's server: CLIENT_THREADS clients for the run's time. The rate is the
- * server's CPU per handshake, full_rate the handshakes per second, client_cpu_us the bench
- * process's CPU (the clients') per handshake.
+ * One run against side @p s's servers: CLIENT_THREADS clients for the run's time. The rate is the
+ * servers' CPU per handshake, full_rate the handshakes per second, client_cpu_us the bench
+ * process's CPU (the clients') per handshake, server_syscalls the servers' sleeps per handshake.
  */
 static int run_threads(const struct bench_run *run, int s, struct bench_sample *out)
 {
@@ -381,28 +472,27 @@ static int run_threads(const struct bench_run *run, int s, struct bench_sample *
     static struct clients cl;
     pthread_t threads[CLIENT_THREADS];
     int started = 0;
-    clockid_t server_clock;
     int64_t start_ns;
-    int64_t server0;
+    struct servers_use use0;
+    struct servers_use use1;
     int64_t client0;
     int64_t elapsed;
     uint64_t n;
     int rc = BENCH_OK;
 
-    if (clock_getcpuclockid(env->child[s].pid, &server_clock) != 0) {
-        fprintf(stderr, "threads: no CPU clock for the server process\n");
-        return BENCH_ERROR;
-    }
     memset(&cl, 0, sizeof(cl));
     cl.run = run;
-    cl.port = env->port[s];
+    cl.nports = side_servers[s].n;
+    for (int i = 0; i < cl.nports; i++) {
+        cl.port[i] = env->port[side_servers[s].server[i]];
+    }
     atomic_init(&cl.handshakes, 0);
-    atomic_init(&cl.failed, false);
+    atomic_init(&cl.next, 0);
+    atomic_init(&cl.failed, !servers_use(env, s, &use0));
     start_ns = bench_now_ns();
     cl.deadline_ns = start_ns + (int64_t)(run->limits.seconds * 1e9);
-    server0 = bench_clock_ns(server_clock);
     client0 = bench_clock_ns(CLOCK_PROCESS_CPUTIME_ID);
-    for (; started < CLIENT_THREADS; started++) {
+    for (; !atomic_load(&cl.failed) && started < CLIENT_THREADS; started++) {
         if (pthread_create(&threads[started], NULL, client_thread, &cl) != 0) {
             atomic_store(&cl.failed, true);
             break;
@@ -414,12 +504,13 @@ static int run_threads(const struct bench_run *run, int s, struct bench_sample *
     /* Every client waited for the server's end of its connection: the server is done with it. */
     elapsed = bench_now_ns() - start_ns;
     n = atomic_load(&cl.handshakes);
-    if (atomic_load(&cl.failed) || n == 0) {
-        fprintf(stderr, "threads: %s --threads %d: %s\n", env->tunnel ? "tunnel" : "serve",
-                side_threads[s], n == 0 ? "no handshake completed" : "a client failed");
+    if (!servers_use(env, s, &use1) || atomic_load(&cl.failed) || n == 0) {
+        fprintf(stderr, "threads: %s, %s: %s\n", env->tunnel ? "tunnel" : "serve", run_names[s],
+                n == 0 ? "no handshake completed" : "a client failed");
         rc = BENCH_ERROR;
     }
-    out->rate = bench_us_per(bench_clock_ns(server_clock) - server0, (double)n);
+    out->rate = bench_us_per(use1.cpu_ns - use0.cpu_ns, (double)n);
+    out->server_syscalls = n > 0 ? (double)(use1.sleeps - use0.sleeps) / (double)n : 0;
     out->client_cpu_us =
         bench_us_per(bench_clock_ns(CLOCK_PROCESS_CPUTIME_ID) - client0, (double)n);
     out->full_rate = elapsed > 0 ? (double)n * 1e9 / (double)elapsed : 0;
@@ -431,20 +522,27 @@ static int run_threads(const struct bench_run *run, int s, struct bench_sample *
 
 static int run_one_thread(const struct bench_run *run, struct bench_sample *out)
 {
-    return run_threads(run, 0, out);
+    return run_threads(run, SIDE_RAW, out);
 }
 
 static int run_two_threads(const struct bench_run *run, struct bench_sample *out)
 {
-    return run_threads(run, 1, out);
+    return run_threads(run, SIDE_TLSOCK, out);
+}
+
+static int run_two_processes(const struct bench_run *run, struct bench_sample *out)
+{
+    return run_threads(run, SIDE_REFERENCE, out);
 }
 
 /* What the four cases share: the measure, the sides, the target, the server. */
 #define THREADS_CASE                                                                               \
     .measure = &bench_threads, .no_tickets = true, .target = THREADS_TARGET,                       \
     .rounds = BENCH_ASYNC_ROUNDS, .missing = cli_missing, .teardown = threads_teardown,            \
+    .reference_label = "  vs 2 processes of 1 thread",                                             \
     .sides = {{"1 thread", BENCH_LAYER_RAW, run_one_thread},                                       \
-              {"2 threads", BENCH_LAYER_TLSOCK, run_two_threads}}
+              {"2 threads", BENCH_LAYER_TLSOCK, run_two_threads},                                  \
+              {"2 processes", BENCH_LAYER_RAW, run_two_processes}}
 
 static const struct bench_case cases[] = {
     {.name = "serve-threads",

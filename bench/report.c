@@ -62,6 +62,7 @@ const struct bench_measure bench_threads = {
     .unit = "us/hs",
     .cost = true,
     .client_cpu = "  client CPU per hs",
+    .server_syscalls = "  server calls that slept, per hs",
     .rate_row = "  handshakes/s",
     .rate_unit = "hs/s",
 };
