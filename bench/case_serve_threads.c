@@ -18,8 +18,6 @@
  * reported for information; docs/BENCHMARKS.md says more.
  */
 #include <errno.h>
-#include <fcntl.h>
-#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -29,7 +27,6 @@
 #include <string.h>
 #include <dirent.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -59,6 +56,8 @@
 #define SERVERS 3
 static const int server_threads[SERVERS] = {1, 2, 1};
 static const char *const server_logs[SERVERS] = {"server-1.log", "server-2.log", "server-1b.log"};
+static const char *const dir_files[] = {"cert.pem", "key.pem", "server-1.log", "server-2.log",
+                                        "server-1b.log"};
 
 struct side_servers {
     int n;
@@ -103,55 +102,6 @@ static const char *cli_missing(void)
 {
     return access(BENCH_TLSOCK_CLI, X_OK) == 0 ? NULL
                                                : "the tlsock CLI (" BENCH_TLSOCK_CLI ") not built";
-}
-
-static int write_file(const char *dir, const char *name, const char *text)
-{
-    char path[128];
-    size_t len = strlen(text);
-    int fd;
-    int rc = BENCH_ERROR;
-
-    snprintf(path, sizeof(path), "%s/%s", dir, name);
-    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd >= 0 && write(fd, text, len) == (ssize_t)len) {
-        rc = BENCH_OK;
-    } else {
-        fprintf(stderr, "threads: cannot write %s: %s\n", path, strerror(errno));
-    }
-    if (fd >= 0) {
-        close(fd);
-    }
-    return rc;
-}
-
-static void remove_dir(const char *dir)
-{
-    static const char *const files[] = {"cert.pem", "key.pem"};
-    char path[128];
-
-    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
-        snprintf(path, sizeof(path), "%s/%s", dir, files[i]);
-        (void)unlink(path);
-    }
-    for (int i = 0; i < SERVERS; i++) {
-        snprintf(path, sizeof(path), "%s/%s", dir, server_logs[i]);
-        (void)unlink(path);
-    }
-    (void)rmdir(dir);
-}
-
-static void print_log(const char *path)
-{
-    char line[512];
-    FILE *f = fopen(path, "r");
-
-    while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
-        fprintf(stderr, "threads: %s", line);
-    }
-    if (f != NULL) {
-        fclose(f);
-    }
 }
 
 /* ---- The tunnel's plain sink: one thread, every connection read to its end, then closed ---- */
@@ -210,12 +160,19 @@ static void *sink_thread(void *arg)
 
 /* ---- The servers ---- */
 
+/* What waiting for a server to listen looks at. */
+struct listening {
+    const char *log;
+    uint16_t *port;
+};
+
 /* "listening on 127.0.0.1:PORT" in the server's log: its first line once it listens. */
-static bool read_port(const char *log, uint16_t *port)
+static bool read_port(void *arg)
 {
+    const struct listening *l = arg;
     char line[128] = "";
     unsigned value = 0;
-    FILE *f = fopen(log, "r");
+    FILE *f = fopen(l->log, "r");
     bool found = f != NULL && fgets(line, sizeof(line), f) != NULL &&
                  sscanf(line, "listening on 127.0.0.1:%u", &value) == 1 && value > 0 &&
                  value <= UINT16_MAX;
@@ -223,7 +180,7 @@ static bool read_port(const char *log, uint16_t *port)
     if (f != NULL) {
         fclose(f);
     }
-    *port = (uint16_t)value;
+    *l->port = (uint16_t)value;
     return found;
 }
 
@@ -237,7 +194,6 @@ static int start_server(struct threads_env *env, const struct bench_config *conf
     char target[32];
     char *argv[24];
     int argc = 0;
-    int64_t deadline = bench_now_ns() + (int64_t)START_TIMEOUT_MS * 1000000;
     int rc;
 
     snprintf(cert, sizeof(cert), "%s/cert.pem", env->dir);
@@ -270,22 +226,13 @@ static int start_server(struct threads_env *env, const struct bench_config *conf
     argv[argc++] = threads;
     argv[argc] = NULL;
     rc = bench_child_spawn(&env->child[s], env->tunnel ? "tunnel" : "serve", argv, log);
-    while (rc == BENCH_OK && !read_port(log, &env->port[s])) {
-        int status = 0;
+    if (rc == BENCH_OK) {
+        struct listening l = {.log = log, .port = &env->port[s]};
 
-        if (waitpid(env->child[s].pid, &status, WNOHANG) == env->child[s].pid) {
-            fprintf(stderr, "threads: the server exited at start (status %d)\n", status);
-            env->child[s].pid = -1;
-            rc = BENCH_ERROR;
-        } else if (bench_now_ns() > deadline) {
-            fprintf(stderr, "threads: the server did not listen in %d ms\n", START_TIMEOUT_MS);
-            rc = BENCH_ERROR;
-        } else {
-            usleep(10000);
-        }
+        rc = bench_child_wait(&env->child[s], read_port, &l, START_TIMEOUT_MS);
     }
     if (rc != BENCH_OK) {
-        print_log(log);
+        bench_print_file("threads", log);
     }
     return rc;
 }
@@ -308,7 +255,7 @@ static void threads_teardown(void *envp)
         close(env->sink_fd);
     }
     if (env->dir[0] != '\0') {
-        remove_dir(env->dir);
+        bench_remove_dir(env->dir, dir_files, sizeof(dir_files) / sizeof(dir_files[0]));
     }
     free(env);
 }
@@ -336,9 +283,9 @@ static int setup(const struct bench_config *config, bool tunnel, void **out)
         env->dir[0] = '\0';
         goto out;
     }
-    rc = write_file(env->dir, "cert.pem", config->cert_pem);
+    rc = bench_write_file(env->dir, "cert.pem", config->cert_pem);
     if (rc == BENCH_OK) {
-        rc = write_file(env->dir, "key.pem", config->key_pem);
+        rc = bench_write_file(env->dir, "key.pem", config->key_pem);
     }
     if (rc == BENCH_OK && tunnel) {
         env->sink_fd = bench_tcp_listen_fd("threads sink", true, &env->sink_port);
