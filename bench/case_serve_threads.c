@@ -1,9 +1,10 @@
 /*
  * Multi-core scaling of the serving commands (issue 13, point 4): `tlsock serve --threads 1`
  * against `--threads 2`, and the same for `tlsock tunnel` terminating TLS in front of a plain
- * sink. Both servers are the CLI binary of this build, run as child processes for the whole case
- * (one per thread count, each idle while the other is measured), with the bench's certificate,
- * TLS 1.3 only and no session tickets; every connection is a full ECDSA handshake.
+ * sink. The servers are the CLI binary of this build, run as child processes for the whole case
+ * (one per thread count and a second one-thread process for reference, each idle while the others
+ * are measured), with the bench's certificate, TLS 1.3 only and no session tickets; every
+ * connection is a full ECDSA handshake.
  *
  * The clients are CLIENT_THREADS threads of the bench process, each connecting, handshaking with
  * the case's raw baseline client and closing (close_notify, then the graceful close that waits
@@ -17,6 +18,7 @@
  * with two threads as with one; that is what the target checks. The rate and its ratio are
  * reported for information; docs/BENCHMARKS.md says more.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -25,7 +27,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <dirent.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -94,7 +95,7 @@ struct clients {
     int64_t deadline_ns;
     atomic_uint_fast64_t handshakes;
     atomic_bool failed;
-    char cipher[64]; /* thread 0's first connection */
+    char cipher[64]; /* client thread 0's first connection's, written by that thread only */
     char impl[16];
 };
 
@@ -337,7 +338,7 @@ static void *client_thread(void *arg)
             atomic_store(&cl->failed, true);
             break;
         }
-        if (first && cl->cipher[0] == '\0') {
+        if (first && index == 0) {
             snprintf(cl->cipher, sizeof(cl->cipher), "%s", ops->cipher(conn));
             snprintf(cl->impl, sizeof(cl->impl), "%s", ops->impl(conn));
         }
@@ -495,25 +496,33 @@ static const struct bench_case cases[] = {
     {.name = "serve-threads",
      .summary = "server CPU per full ECDSA handshake of `tlsock serve --threads 2` against "
                 "--threads 1 (no tickets; clients: 4 raw OpenSSL threads of the bench)",
-     .left_name = "`tlsock serve --threads 1`, the tlsock column --threads 2 (both OpenSSL)",
+     .left_name =
+         "`tlsock serve --threads 1` (in the 'vs 2 processes' row: two such processes), the "
+         "tlsock column --threads 2 (all OpenSSL)",
      .setup = serve_setup,
      THREADS_CASE},
     {.name = "serve-threads-gnutls",
      .summary = "serve-threads with the server on GnuTLS (clients: raw GnuTLS)",
      .impl = TLSOCK_IMPL_GNUTLS,
-     .left_name = "`tlsock serve --threads 1`, the tlsock column --threads 2 (both GnuTLS)",
+     .left_name =
+         "`tlsock serve --threads 1` (in the 'vs 2 processes' row: two such processes), the "
+         "tlsock column --threads 2 (all GnuTLS)",
      .setup = serve_setup,
      THREADS_CASE},
     {.name = "tunnel-threads",
      .summary = "server CPU per full ECDSA handshake of `tlsock tunnel --threads 2` against "
                 "--threads 1, terminating TLS in front of a plain sink",
-     .left_name = "`tlsock tunnel --threads 1`, the tlsock column --threads 2 (both OpenSSL)",
+     .left_name =
+         "`tlsock tunnel --threads 1` (in the 'vs 2 processes' row: two such processes), the "
+         "tlsock column --threads 2 (all OpenSSL)",
      .setup = tunnel_setup,
      THREADS_CASE},
     {.name = "tunnel-threads-gnutls",
      .summary = "tunnel-threads with the tunnel on GnuTLS (clients: raw GnuTLS)",
      .impl = TLSOCK_IMPL_GNUTLS,
-     .left_name = "`tlsock tunnel --threads 1`, the tlsock column --threads 2 (both GnuTLS)",
+     .left_name =
+         "`tlsock tunnel --threads 1` (in the 'vs 2 processes' row: two such processes), the "
+         "tlsock column --threads 2 (all GnuTLS)",
      .setup = tunnel_setup,
      THREADS_CASE},
 };
