@@ -117,6 +117,21 @@ int bench_child_send(struct bench_child *c, const char *text);
 int bench_child_stop(struct bench_child *c, int sig, int timeout_ms);
 
 /*
+ * Waits up to @p timeout_ms, checking every 10 ms, for @p ready(@p arg) to say the child started
+ * (listens, say). BENCH_ERROR, printed, when the child exits first (it is then reaped) or time
+ * runs out.
+ */
+int bench_child_wait(struct bench_child *c, bool (*ready)(void *arg), void *arg, int timeout_ms);
+
+/* Files of a child's private directory (proc.c): @p text into @p dir/@p name, mode 0600;
+ * BENCH_ERROR, printed, on failure. */
+int bench_write_file(const char *dir, const char *name, const char *text);
+/* Removes the files @p names (@p n of them) from @p dir, then @p dir. */
+void bench_remove_dir(const char *dir, const char *const *names, size_t n);
+/* Copies the file @p path (a child's log) to stderr, each line after "@p prefix: ". */
+void bench_print_file(const char *prefix, const char *path);
+
+/*
  * The idle case's child processes: tlsock-bench executes itself with BENCH_IDLE_CHILD_ARG as its
  * first argument (case_idle.c); returns the exit status.
  */

@@ -148,7 +148,8 @@ struct bench_sample {
     double heap_per_conn;     /* malloc'ed bytes in use (mallinfo2) */
     double tls_heap_per_conn; /* of which the TLS library's (OpenSSL only; -1: not counted) */
     /* Resume cases: full handshakes/s of the same workload in the same run, and the timed
-     * connections that resumed (rate and count are the resumed ones'). */
+     * connections that resumed (rate and count are the resumed ones'). Threads cases: the
+     * handshakes/s (rate is the server's CPU per handshake). */
     double full_rate;
     uint64_t resumed;
 };
@@ -201,6 +202,12 @@ struct bench_measure {
     const char *client_syscalls; /* the row of the client's (writer's) system calls per unit */
     const char *server_syscalls; /* the server's (reader's); NULL: no such row */
     bool resumption;             /* rows of full handshakes and of the speed-up resumed / full */
+    /* A row of a second rate per side (the samples' full_rate) and its per-round ratio; NULL:
+     * none. Its unit is rate_unit. */
+    const char *rate_row;
+    const char *rate_unit;
+    /* The main figure is a cost (CPU per handshake): the target is an upper bound on the ratio. */
+    bool cost;
 };
 
 /*
@@ -214,6 +221,7 @@ extern const struct bench_measure bench_echo;
 extern const struct bench_measure bench_idle;
 extern const struct bench_measure bench_resumption;
 extern const struct bench_measure bench_latency;
+extern const struct bench_measure bench_threads;
 
 struct bench_case {
     const char *name;
@@ -263,6 +271,7 @@ extern const struct bench_cases bench_stunnel_cases;
 extern const struct bench_cases bench_async_handshake_cases;
 extern const struct bench_cases bench_idle_cases;
 extern const struct bench_cases bench_idle_block_cases;
+extern const struct bench_cases bench_serve_threads_cases; /* skipped without the tlsock CLI */
 #endif
 
 /* ---- Running cases (run.c) and reporting them (report.c) ---- */
@@ -308,9 +317,10 @@ struct bench_result {
     double server_syscalls[MAX_SIDES];
     double heap_per_conn[MAX_SIDES];
     double tls_heap_per_conn[MAX_SIDES]; /* <0: not counted */
-    double full_rate[MAX_SIDES];         /* resume cases: full handshakes of the same workload */
-    uint64_t count[MAX_SIDES];           /* handshakes timed over all rounds */
-    uint64_t resumed[MAX_SIDES];         /* of which resumed (resume cases) */
+    double full_rate[MAX_SIDES]; /* resume cases: full handshakes of the same workload; threads
+                                    cases: handshakes/s (measure rate_row) */
+    uint64_t count[MAX_SIDES];   /* handshakes timed over all rounds */
+    uint64_t resumed[MAX_SIDES]; /* of which resumed (resume cases) */
     /*
      * Medians of the per-round ratios tlsock / raw: each round's runs are adjacent in time, so a
      * ratio within a round is less exposed to changing machine load than a ratio of medians.

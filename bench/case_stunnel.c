@@ -21,7 +21,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -92,37 +91,7 @@ out:
     return version;
 }
 
-static int write_file(const char *dir, const char *name, const char *text)
-{
-    char path[128];
-    int fd;
-    size_t len = strlen(text);
-    int rc = BENCH_ERROR;
-
-    snprintf(path, sizeof(path), "%s/%s", dir, name);
-    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd >= 0 && write(fd, text, len) == (ssize_t)len) {
-        rc = BENCH_OK;
-    } else {
-        fprintf(stderr, "stunnel: cannot write %s: %s\n", path, strerror(errno));
-    }
-    if (fd >= 0) {
-        close(fd);
-    }
-    return rc;
-}
-
-static void remove_dir(const char *dir)
-{
-    static const char *const files[] = {"cert.pem", "key.pem", "stunnel.conf", "stunnel.log"};
-    char path[128];
-
-    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
-        snprintf(path, sizeof(path), "%s/%s", dir, files[i]);
-        (void)unlink(path);
-    }
-    (void)rmdir(dir);
-}
+static const char *const dir_files[] = {"cert.pem", "key.pem", "stunnel.conf", "stunnel.log"};
 
 /* A port nobody listens on right now, for stunnel's accept line. */
 static int free_port(uint16_t *port)
@@ -184,10 +153,10 @@ static void *echo_thread(void *arg)
 static int write_config(struct stunnel_env *env, const struct bench_config *config)
 {
     char conf[2048];
-    int rc = write_file(env->dir, "cert.pem", config->cert_pem);
+    int rc = bench_write_file(env->dir, "cert.pem", config->cert_pem);
 
     if (rc == BENCH_OK) {
-        rc = write_file(env->dir, "key.pem", config->key_pem);
+        rc = bench_write_file(env->dir, "key.pem", config->key_pem);
     }
     /*
      * TLS 1.3 only with the case's suite, TCP_NODELAY on both sockets as tlsock and the baselines
@@ -212,7 +181,7 @@ static int write_config(struct stunnel_env *env, const struct bench_config *conf
              config->suite != NULL ? "ciphersuites = " : "",
              config->suite != NULL ? config->suite : "", config->suite != NULL ? "\n" : "");
     if (rc == BENCH_OK) {
-        rc = write_file(env->dir, "stunnel.conf", conf);
+        rc = bench_write_file(env->dir, "stunnel.conf", conf);
     }
     return rc;
 }
@@ -220,17 +189,16 @@ static int write_config(struct stunnel_env *env, const struct bench_config *conf
 static void print_log(const struct stunnel_env *env)
 {
     char path[128];
-    char line[512];
-    FILE *f;
 
     snprintf(path, sizeof(path), "%s/stunnel.log", env->dir);
-    f = fopen(path, "r");
-    while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
-        fprintf(stderr, "stunnel: %s", line);
-    }
-    if (f != NULL) {
-        fclose(f);
-    }
+    bench_print_file("stunnel", path);
+}
+
+static bool listening(void *arg)
+{
+    const struct stunnel_env *env = arg;
+
+    return bench_tcp_poke(env->port);
 }
 
 /* Starts stunnel and waits for it to accept connections on its port; fails if it exits first. */
@@ -239,28 +207,13 @@ static int start_stunnel(struct stunnel_env *env)
     char conf[128];
     char log[128];
     char *argv[] = {env->path, conf, NULL};
-    int64_t deadline = bench_now_ns() + (int64_t)START_TIMEOUT_MS * 1000000;
     int rc;
 
     snprintf(conf, sizeof(conf), "%s/stunnel.conf", env->dir);
     snprintf(log, sizeof(log), "%s/stunnel.log", env->dir);
     rc = bench_child_spawn(&env->child, "stunnel", argv, log);
-    while (rc == BENCH_OK) {
-        int status = 0;
-
-        if (bench_tcp_poke(env->port)) {
-            break;
-        }
-        if (waitpid(env->child.pid, &status, WNOHANG) == env->child.pid) {
-            fprintf(stderr, "stunnel: exited at start (status %d)\n", status);
-            env->child.pid = -1;
-            rc = BENCH_ERROR;
-        } else if (bench_now_ns() > deadline) {
-            fprintf(stderr, "stunnel: not listening on port %u\n", env->port);
-            rc = BENCH_ERROR;
-        } else {
-            usleep(10000);
-        }
+    if (rc == BENCH_OK) {
+        rc = bench_child_wait(&env->child, listening, env, START_TIMEOUT_MS);
     }
     if (rc != BENCH_OK) {
         print_log(env);
@@ -284,7 +237,7 @@ static void stunnel_teardown(void *envp)
         close(env->echo_fd);
     }
     if (env->dir[0] != '\0') {
-        remove_dir(env->dir);
+        bench_remove_dir(env->dir, dir_files, sizeof(dir_files) / sizeof(dir_files[0]));
     }
     free(env);
 }

@@ -1,7 +1,7 @@
 /*
- * Child processes of the async cases (the idle case's servers, stunnel, redis-server): started with
- * posix_spawn, spoken to a line at a time with a bound on every wait, always reaped, killed when
- * they do not exit in time.
+ * Child processes of the async cases (the idle case's servers, stunnel, redis-server, the tlsock
+ * CLI): started with posix_spawn, spoken to a line at a time with a bound on every wait, always
+ * reaped, killed when they do not exit in time; and the files of their private directories.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -175,4 +175,70 @@ int bench_child_stop(struct bench_child *c, int sig, int timeout_ms)
     c->from = -1;
     c->pid = -1;
     return rc;
+}
+
+int bench_child_wait(struct bench_child *c, bool (*ready)(void *arg), void *arg, int timeout_ms)
+{
+    int64_t deadline = bench_now_ns() + (int64_t)timeout_ms * 1000000;
+    int rc = BENCH_OK;
+
+    while (rc == BENCH_OK && !ready(arg)) {
+        int status = 0;
+
+        if (waitpid(c->pid, &status, WNOHANG) == c->pid) {
+            fprintf(stderr, "%s: exited at start (status %d)\n", c->name, status);
+            c->pid = -1;
+            rc = BENCH_ERROR;
+        } else if (bench_now_ns() > deadline) {
+            fprintf(stderr, "%s: not ready in %d ms\n", c->name, timeout_ms);
+            rc = BENCH_ERROR;
+        } else {
+            usleep(10000);
+        }
+    }
+    return rc;
+}
+
+int bench_write_file(const char *dir, const char *name, const char *text)
+{
+    char path[128];
+    size_t len = strlen(text);
+    int fd;
+    int rc = BENCH_ERROR;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd >= 0 && write(fd, text, len) == (ssize_t)len) {
+        rc = BENCH_OK;
+    } else {
+        fprintf(stderr, "tlsock-bench: cannot write %s: %s\n", path, strerror(errno));
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    return rc;
+}
+
+void bench_remove_dir(const char *dir, const char *const *names, size_t n)
+{
+    char path[128];
+
+    for (size_t i = 0; i < n; i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+        (void)unlink(path);
+    }
+    (void)rmdir(dir);
+}
+
+void bench_print_file(const char *prefix, const char *path)
+{
+    char line[512];
+    FILE *f = fopen(path, "r");
+
+    while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+        fprintf(stderr, "%s: %s", prefix, line);
+    }
+    if (f != NULL) {
+        fclose(f);
+    }
 }

@@ -181,6 +181,9 @@ void bench_target(const struct bench_case *bc, const struct bench_result *res, c
 
     if (bc->measure->per_connection) {
         snprintf(buf, len, "<= raw%+.0f %s", bc->budget, diff <= bc->budget ? "met" : "MISSED");
+    } else if (bc->target > 0 && bc->measure->cost) {
+        snprintf(buf, len, "<= %.2f %s", bc->target,
+                 res->rate_ratio.median <= bc->target ? "met" : "MISSED");
     } else if (bc->target > 0) {
         snprintf(buf, len, ">= %.2f %s", bc->target,
                  res->rate_ratio.median >= bc->target ? "met" : "MISSED");
