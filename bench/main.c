@@ -39,7 +39,7 @@ static const struct bench_cases *const case_files[] = {
     &bench_resume_redis_cases, /* listed even without Redis, then skipped with a note */
 #ifdef BENCH_HAVE_UV
     &bench_echo_cases,         &bench_stunnel_cases,    &bench_async_handshake_cases,
-    &bench_idle_cases,         &bench_idle_block_cases,
+    &bench_idle_cases,         &bench_idle_block_cases, &bench_tunnel_cases,
 #endif
 };
 
