@@ -272,6 +272,7 @@ extern const struct bench_cases bench_async_handshake_cases;
 extern const struct bench_cases bench_idle_cases;
 extern const struct bench_cases bench_idle_block_cases;
 extern const struct bench_cases bench_serve_threads_cases; /* skipped without the tlsock CLI */
+extern const struct bench_cases bench_tunnel_cases;        /* skipped without haproxy, stunnel */
 #endif
 
 /* ---- Running cases (run.c) and reporting them (report.c) ---- */

@@ -40,6 +40,7 @@ static const struct bench_cases *const case_files[] = {
 #ifdef BENCH_HAVE_UV
     &bench_echo_cases,         &bench_stunnel_cases,    &bench_async_handshake_cases,
     &bench_idle_cases,         &bench_idle_block_cases, &bench_serve_threads_cases,
+    &bench_tunnel_cases,
 #endif
 };
 

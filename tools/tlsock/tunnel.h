@@ -55,6 +55,10 @@ struct tunnel_loop {
     struct tunnel_pair *pairs;       /* open pairs, for a stop */
     struct tunnel_chunk *spare;      /* free chunks, kept while a pair is open */
     unsigned nspare;                 /* at most TUNNEL_SPARE_MAX */
+    /* Sides with TLS records gathered, forwarded by the check handle at the end of the loop's
+     * turn (tunnel_side.c); the handle is made on first use and closed with the last pair. */
+    struct tunnel_side *flushing;
+    uv_check_t *flush;
 };
 
 /* The options of the TLS server that accepts clients (callbacks, timeouts, user pointer). */

@@ -95,6 +95,8 @@ void tunnel_pair_release(struct tunnel_pair *pair)
     if (pair->next != NULL) {
         pair->next->prev = pair->prev;
     }
+    tunnel_side_forget(&pair->client);
+    tunnel_side_forget(&pair->target);
     uv_freeaddrinfo(pair->addrs);
     cli_loop_conn_closed(owner->loop);
     free(pair);

@@ -38,16 +38,18 @@
 #define TUNNEL_QUEUE_LOW  (64 * 1024)
 
 /*
- * Data moves in chunks of one fixed size: a plaintext read fills one, a TLS read (a record at
- * most) is copied into one, and the chunk travels with the write to the other side until it
- * completes. A loop keeps up to TUNNEL_SPARE_MAX free chunks while it has a pair open: what one
- * event may have in flight (libuv reads up to 32 times 64 KiB of TLS per event, 128 records,
- * each a chunk written at once and given back from the next loop turn), so a steady stream
- * allocates nothing; they are freed once the loop's last pair closes, so an idle tunnel holds
- * none.
+ * Data moves in chunks of one fixed size: a plaintext read fills one, and the records a TLS side
+ * delivers (16 KiB of plaintext at most each) are gathered into one until it is full or the
+ * loop's turn ends (its check phase), so that the plaintext side gets one write per chunk, not
+ * one per record (a write on loopback costs about as much as decrypting the record). The chunk
+ * travels with the write to the other side until it completes. A loop keeps up to
+ * TUNNEL_SPARE_MAX free chunks while it has a pair open: what one event may have in flight
+ * (libuv reads up to 32 times 64 KiB of TLS per event, each about a chunk written at once and
+ * given back from the next loop turn), so a steady stream allocates nothing; they are freed once
+ * the loop's last pair closes, so an idle tunnel holds none.
  */
-#define TUNNEL_CHUNK_SIZE (16 * 1024)
-#define TUNNEL_SPARE_MAX  160
+#define TUNNEL_CHUNK_SIZE (64 * 1024)
+#define TUNNEL_SPARE_MAX  40
 
 struct tunnel_chunk {
     struct tunnel_chunk *next; /* the loop's spare list */
@@ -92,6 +94,12 @@ struct tunnel_side {
     enum side_output output;
     bool closing;   /* its handle is being closed: nothing more goes either way */
     uint64_t bytes; /* read from this side and forwarded */
+    /* TLS: records read from this side and not forwarded yet (a chunk not full), and its place
+     * in the loop's list of sides to forward them at the end of the loop's turn. */
+    struct tunnel_chunk *gather;
+    struct tunnel_side *flush_prev;
+    struct tunnel_side *flush_next;
+    bool flush_listed;
 };
 
 struct tunnel_pair {
@@ -179,8 +187,14 @@ struct tunnel_chunk *tunnel_chunk_get(struct tunnel_loop *tl);
 /* Gives @p chunk (may be NULL) back to @p tl's spares, or frees it when they are full. */
 void tunnel_chunk_put(struct tunnel_loop *tl, struct tunnel_chunk *chunk);
 
-/* Frees @p tl's spare chunks (its last pair closed). */
+/* Frees @p tl's spare chunks and closes its flush handle (its last pair closed). */
 void tunnel_chunk_drain(struct tunnel_loop *tl);
+
+/* Forwards what @p side gathered now (before its end is passed on, and at the end of a turn). */
+void tunnel_side_flush(struct tunnel_side *side);
+
+/* The pair is being freed: what @p side gathered is dropped, and it leaves the flush list. */
+void tunnel_side_forget(struct tunnel_side *side);
 
 /* Bytes written to @p side and not yet handed to the kernel. */
 size_t tunnel_side_queue(const struct tunnel_side *side);

@@ -52,6 +52,90 @@ void tunnel_chunk_drain(struct tunnel_loop *tl)
         tl->spare = next;
     }
     tl->nspare = 0;
+    if (tl->flush != NULL) {
+        uv_close((uv_handle_t *)tl->flush, tunnel_free_handle);
+        tl->flush = NULL;
+    }
+}
+
+static void flush_unlist(struct tunnel_side *side)
+{
+    struct tunnel_loop *tl = side->pair->owner;
+
+    if (!side->flush_listed) {
+        return;
+    }
+    if (side->flush_prev != NULL) {
+        side->flush_prev->flush_next = side->flush_next;
+    } else {
+        tl->flushing = side->flush_next;
+    }
+    if (side->flush_next != NULL) {
+        side->flush_next->flush_prev = side->flush_prev;
+    }
+    side->flush_prev = NULL;
+    side->flush_next = NULL;
+    side->flush_listed = false;
+}
+
+void tunnel_side_flush(struct tunnel_side *side)
+{
+    struct tunnel_chunk *chunk = side->gather;
+
+    flush_unlist(side);
+    side->gather = NULL;
+    if (chunk != NULL) {
+        /* Dropped there if the pair no longer forwards from this side. */
+        tunnel_forward_data(side, chunk);
+    }
+}
+
+void tunnel_side_forget(struct tunnel_side *side)
+{
+    flush_unlist(side);
+    tunnel_chunk_put(side->pair->owner, side->gather);
+    side->gather = NULL;
+}
+
+/* The end of the loop's turn (check phase): every side's gathered records go on. */
+static void on_flush(uv_check_t *check)
+{
+    struct tunnel_loop *tl = check->data;
+
+    /* Forwarding may close a pair but frees none (that waits for close callbacks), and reads
+     * nothing, so the list only shrinks. */
+    while (tl->flushing != NULL) {
+        tunnel_side_flush(tl->flushing);
+    }
+    uv_check_stop(check);
+}
+
+/* Puts @p side on the list forwarded at the end of the turn; false without memory. */
+static bool flush_later(struct tunnel_side *side)
+{
+    struct tunnel_loop *tl = side->pair->owner;
+
+    if (side->flush_listed) {
+        return true;
+    }
+    if (tl->flush == NULL) {
+        tl->flush = malloc(sizeof(*tl->flush));
+        if (tl->flush == NULL) {
+            return false;
+        }
+        uv_check_init(&tl->loop->uv, tl->flush);
+        tl->flush->data = tl;
+    }
+    if (tl->flushing == NULL) {
+        uv_check_start(tl->flush, on_flush);
+    } else {
+        tl->flushing->flush_prev = side;
+    }
+    side->flush_next = tl->flushing;
+    side->flush_prev = NULL;
+    tl->flushing = side;
+    side->flush_listed = true;
+    return true;
 }
 
 static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
@@ -232,19 +316,33 @@ static void on_tls_read(struct tlsock_uv_conn *conn, const void *data, size_t le
     const char *p = data;
 
     /* @p data is valid only during this call; the write needs it until it completes. A call
-     * carries a record at most, one chunk; more is split all the same. A failure closes the
-     * side, which ends the loop. */
+     * carries a record at most; records are gathered into the side's chunk, forwarded when it
+     * is full and otherwise at the end of the loop's turn. A failure closes the side, which
+     * ends the loop. */
     while (len > 0 && side != NULL && !side->closing) {
-        struct tunnel_chunk *chunk = tunnel_chunk_get(side->pair->owner);
+        struct tunnel_chunk *chunk = side->gather;
+        size_t n;
+
         if (chunk == NULL) {
-            tunnel_pair_failed(side, TLSOCK_ENOMEM, NULL);
-            break;
+            chunk = tunnel_chunk_get(side->pair->owner);
+            if (chunk == NULL) {
+                tunnel_pair_failed(side, TLSOCK_ENOMEM, NULL);
+                break;
+            }
+            side->gather = chunk;
         }
-        chunk->len = len < TUNNEL_CHUNK_SIZE ? len : TUNNEL_CHUNK_SIZE;
-        memcpy(chunk->data, p, chunk->len);
-        p += chunk->len;
-        len -= chunk->len;
-        tunnel_forward_data(side, chunk);
+        n = TUNNEL_CHUNK_SIZE - chunk->len;
+        n = len < n ? len : n;
+        memcpy(chunk->data + chunk->len, p, n);
+        chunk->len += n;
+        p += n;
+        len -= n;
+        if (chunk->len == TUNNEL_CHUNK_SIZE) {
+            tunnel_side_flush(side);
+        }
+    }
+    if (side != NULL && !side->closing && side->gather != NULL && !flush_later(side)) {
+        tunnel_side_flush(side);
     }
 }
 
@@ -255,10 +353,12 @@ static void on_tls_event(struct tlsock_uv_conn *conn, int code)
     if (side == NULL || side->closing) {
         /* Refused, or closing. */
     } else if (code == TLSOCK_ECLOSED) {
-        /* Nothing more comes from this side; writing to it goes on. */
+        /* Nothing more comes from this side; writing to it goes on. What it sent goes first. */
+        tunnel_side_flush(side);
         tunnel_forward_ended(side);
     } else if (code == TLSOCK_ETRUNCATED) {
         /* Common (many peers skip close_notify), but the data may have been cut short. */
+        tunnel_side_flush(side);
         tunnel_pair_truncated(side, code, tlsock_uv_conn_errmsg(conn));
     } else {
         tunnel_pair_failed(side, code, tlsock_uv_conn_errmsg(conn));
