@@ -131,11 +131,11 @@ int tlsock__conn_new(struct tlsock_ctx *ctx, const struct tlsock__conn_setup *se
         .keylog = tlsock__keylog_on(&ctx->keylog) ? &ctx->keylog : NULL,
     };
     rc = tlsock__sessions_conn_new(conn, setup->port, setup->host != NULL ? setup->host : "",
-                                   names.sni, names.verify, &params.session, &offer);
+                                   names.sni, names.verify, &params.session, &params.offer, &offer);
     if (rc == 0) {
         rc = ctx->impl->conn_new(ctx->native, &params, &conn->tls, &err);
     }
-    tlsock__sessions_offer_free(conn, &params.session, offer);
+    tlsock__sessions_offer_free(conn, &params.offer, offer);
     if (rc != 0) {
         goto restore_flags;
     }

@@ -68,7 +68,8 @@ struct tlsock_ctx {
     /* Resumption (session.c): client sessions or a server's TLS 1.2 session IDs; NULL: off. */
     struct tlsock__scache *sessions;
     size_t session_max;
-    unsigned char session_digest[32];  /* the configuration sessions belong to, set by the freeze */
+    unsigned char session_digest[32]; /* the configuration sessions belong to, set by the freeze */
+    struct tlsock__session_hooks session_hooks; /* servers: set by the freeze */
     struct tlsock_session_store store; /* servers: tlsock_ctx_set_session_store(); get NULL: none */
 };
 
@@ -147,23 +148,25 @@ int tlsock__sessions_freeze(struct tlsock_ctx *ctx, struct tlsock__err *err) TLS
 /*
  * Fills @p io for a new connection: a server's session-ID cache, or a client's cache key (from
  * @p port, @p host, @p sni and @p verify, "" for none) and the session to offer, taken out of
- * the cache, in *@p offer and io->offer_native (tlsock__sessions_offer_free() once conn_new has
- * run). 0 or TLSOCK_ENOMEM.
+ * the cache, in *@p held and @p offer (tlsock__sessions_offer_free() once conn_new has run).
+ * 0 or TLSOCK_ENOMEM.
  */
 int tlsock__sessions_conn_new(struct tlsock_conn *conn, uint16_t port, const char *host,
                               const char *sni, const char *verify, struct tlsock__session_io *io,
-                              unsigned char **offer) TLSOCK__MUST_CHECK;
-/* After the implementation's conn_new: frees the offer and the native session in @p io. */
-void tlsock__sessions_offer_free(struct tlsock_conn *conn, struct tlsock__session_io *io,
-                                 unsigned char *offer);
+                              struct tlsock__session_offer *offer,
+                              unsigned char **held) TLSOCK__MUST_CHECK;
+/* After the implementation's conn_new: frees @p held and the native session in @p offer. */
+void tlsock__sessions_offer_free(struct tlsock_conn *conn, struct tlsock__session_offer *offer,
+                                 unsigned char *held);
 /* A client connection failed (fatal alert, cut, transport error): its place's session goes. */
 void tlsock__sessions_conn_failed(struct tlsock_conn *conn);
 void tlsock__sessions_conn_free(struct tlsock_conn *conn);
 
 /* ---- the server's session-ID cache: in-process or the application's store (store.c) ------- */
-/* Fills the server side of @p io: the context's cache or store. */
-void tlsock__store_conn_io(struct tlsock_conn *conn, struct tlsock__session_io *io);
-/* At freeze: gives the implementation the context's remove (impl.h, ctx_set_session_remove). */
+/*
+ * At freeze: fills the context's session hooks (its cache or store) and gives the implementation
+ * the context's remove (impl.h, ctx_set_session_remove).
+ */
 void tlsock__store_ctx_freeze(struct tlsock_ctx *ctx);
 /*
  * Before a server's implementation sees the ClientHello: starts the store's get for a TLS 1.2

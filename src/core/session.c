@@ -211,19 +211,22 @@ static void on_session(struct tlsock_conn *conn, const unsigned char *data, size
     }
 }
 
+/* A client's hooks: with a cache key, or none (nothing to tell one server from another by). */
+static const struct tlsock__session_hooks client_hooks = {.on_session = on_session};
+static const struct tlsock__session_hooks no_hooks = {0};
+
 int tlsock__sessions_conn_new(struct tlsock_conn *conn, uint16_t port, const char *host,
                               const char *sni, const char *verify, struct tlsock__session_io *io,
-                              unsigned char **offer)
+                              struct tlsock__session_offer *offer, unsigned char **held)
 {
     struct tlsock_ctx *ctx = conn->ctx;
 
-    *offer = NULL;
-    memset(io, 0, sizeof(*io));
+    *held = NULL;
+    memset(offer, 0, sizeof(*offer));
     io->owner = conn;
+    io->hooks = &no_hooks;
     if (ctx->role == TLSOCK_SERVER) {
-        /* One lifetime for a server's sessions, by ID or by ticket. */
-        io->server_lifetime_ns = (int64_t)ctx->tickets.lifetime * 1000000000;
-        tlsock__store_conn_io(conn, io);
+        io->hooks = &ctx->session_hooks;
         return 0;
     }
     /* Without a name there is nothing to tell one server from another by: no cache. */
@@ -235,17 +238,17 @@ int tlsock__sessions_conn_new(struct tlsock_conn *conn, uint16_t port, const cha
     if (s->key == NULL) {
         return tlsock__fail(NULL, TLSOCK_ENOMEM, "out of memory allocating a connection");
     }
-    io->on_session = on_session;
+    io->hooks = &client_hooks;
     unsigned char *value = NULL;
     size_t len = 0;
     void *native = NULL;
     /* Taken out: a TLS 1.3 ticket is offered once; the new ones replace it. */
     if (tlsock__scache_take(ctx->sessions, s->key, s->key_len, &value, &len, &native)) {
         if (len > VALUE_HEAD && memcmp(value, ctx->session_digest, DIGEST_LEN) == 0) {
-            *offer = value;
-            io->offer = value + VALUE_HEAD;
-            io->offer_len = len - VALUE_HEAD;
-            io->offer_native = native;
+            *held = value;
+            offer->data = value + VALUE_HEAD;
+            offer->len = len - VALUE_HEAD;
+            offer->native = native;
             native = NULL;
         } else {
             tlsock__free_secret(value, len);
@@ -257,15 +260,15 @@ int tlsock__sessions_conn_new(struct tlsock_conn *conn, uint16_t port, const cha
     return 0;
 }
 
-void tlsock__sessions_offer_free(struct tlsock_conn *conn, struct tlsock__session_io *io,
-                                 unsigned char *offer)
+void tlsock__sessions_offer_free(struct tlsock_conn *conn, struct tlsock__session_offer *offer,
+                                 unsigned char *held)
 {
-    if (io->offer_native != NULL) {
-        conn->impl->session_free(io->offer_native);
-        io->offer_native = NULL;
+    if (offer->native != NULL) {
+        conn->impl->session_free(offer->native);
+        offer->native = NULL;
     }
     /* What tlsock__sessions_conn_new() took: the offered session after its header. */
-    tlsock__free_secret(offer, offer != NULL ? VALUE_HEAD + io->offer_len : 0);
+    tlsock__free_secret(held, held != NULL ? VALUE_HEAD + offer->len : 0);
 }
 
 void tlsock__sessions_conn_failed(struct tlsock_conn *conn)

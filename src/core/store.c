@@ -184,23 +184,21 @@ static void conn_remove(struct tlsock_conn *conn, const unsigned char *id, size_
 
 void tlsock__store_ctx_freeze(struct tlsock_ctx *ctx)
 {
+    struct tlsock__session_hooks *h = &ctx->session_hooks;
+
+    /* One lifetime for a server's sessions, by ID or by ticket. */
+    h->server_lifetime_ns = (int64_t)ctx->tickets.lifetime * 1000000000;
+    if (ctx->store.get != NULL) {
+        h->server_put = store_put;
+        h->server_get = store_get;
+        h->server_remove = conn_remove;
+    } else if (ctx->sessions != NULL) {
+        h->server_put = cache_put;
+        h->server_get = cache_get;
+        h->server_remove = conn_remove;
+    }
     if (ctx->impl->ctx_set_session_remove != NULL) {
         ctx->impl->ctx_set_session_remove(ctx->native, ctx_remove, ctx);
-    }
-}
-
-void tlsock__store_conn_io(struct tlsock_conn *conn, struct tlsock__session_io *io)
-{
-    const struct tlsock_ctx *ctx = conn->ctx;
-
-    if (ctx->store.get != NULL) {
-        io->server_put = store_put;
-        io->server_get = store_get;
-        io->server_remove = conn_remove;
-    } else if (ctx->sessions != NULL) {
-        io->server_put = cache_put;
-        io->server_get = cache_get;
-        io->server_remove = conn_remove;
     }
 }
 

@@ -1193,7 +1193,7 @@ static int gtls_conn_new(void *nctx, const struct tlsock__conn_params *p, void *
     if (rc != 0) {
         goto fail;
     }
-    tlsock__gtls_sessions_setup(c->session, &c->sess, &p->session, p->role);
+    tlsock__gtls_sessions_setup(c->session, &c->sess, &p->session, &p->offer, p->role);
     *out = c;
     return 0;
 fail:

@@ -74,11 +74,12 @@ struct gtls_sess {
 
 /*
  * Gives @p s the core's @p io (copied into @p gs, which must live as long as @p s): a server's
- * session-ID cache, a client's session to offer and its ticket hook (a server's tickets are
- * gnutls_tickets.c's).
+ * session-ID cache, or a client's ticket hook and the session to offer, @p offer (a server's
+ * tickets are gnutls_tickets.c's).
  */
 void tlsock__gtls_sessions_setup(gnutls_session_t s, struct gtls_sess *gs,
-                                 const struct tlsock__session_io *io, int role);
+                                 const struct tlsock__session_io *io,
+                                 const struct tlsock__session_offer *offer, int role);
 /* After a handshake (@p handshake_done) or a read: a client reports a new session, if any. */
 void tlsock__gtls_sessions_report(gnutls_session_t s, struct gtls_sess *gs, bool handshake_done);
 int tlsock__gtls_sha256(const void *data, size_t len, unsigned char out[32]);
