@@ -74,11 +74,12 @@ struct tlsock_ctx {
 };
 
 /* A client connection's resumption state (session.c). */
+/* A client connection's sessions, when they are cached (one allocation with the key). */
 struct tlsock__conn_sessions {
-    unsigned char *key; /* where its sessions are cached; NULL: not cached */
-    size_t key_len;
     unsigned char *last; /* the latest session reported, as a cache value; NULL: none yet */
     size_t last_len;
+    size_t key_len;
+    unsigned char key[]; /* where its sessions are cached */
 };
 
 /*
@@ -121,7 +122,7 @@ struct tlsock_conn {
     struct tlsock__buf *stash;      /* application data that arrived while detaching; or NULL */
     struct tlsock__conn_info *info; /* made by the first tlsock_conn_info(), else NULL */
     struct tlsock__err err;
-    struct tlsock__conn_sessions sessions;
+    struct tlsock__conn_sessions *sessions; /* clients whose sessions are cached, else NULL */
     struct tlsock__conn_store store;
 };
 

@@ -9,6 +9,7 @@
  * serialized session: an entry whose digest is not the context's (an import from a context
  * configured otherwise) is dropped when it would be offered.
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -134,8 +135,9 @@ int tlsock__sessions_freeze(struct tlsock_ctx *ctx, struct tlsock__err *err)
  * ------------------------------------------------------------------------------------------- */
 
 /* The key of a client connection: port, then host, SNI and name verified, each u16 length first. */
-static unsigned char *key_make(uint16_t port, const char *host, const char *sni, const char *verify,
-                               size_t *len)
+/* A client connection's sessions, under a key of @p port and the names; NULL: out of memory. */
+static struct tlsock__conn_sessions *key_make(uint16_t port, const char *host, const char *sni,
+                                              const char *verify)
 {
     const char *parts[3] = {host, sni, verify};
     size_t n = 2;
@@ -143,11 +145,14 @@ static unsigned char *key_make(uint16_t port, const char *host, const char *sni,
     for (int i = 0; i < 3; i++) {
         n += 2 + strlen(parts[i]);
     }
-    unsigned char *key = malloc(n);
-    if (key == NULL) {
+    struct tlsock__conn_sessions *s = malloc(offsetof(struct tlsock__conn_sessions, key) + n);
+    if (s == NULL) {
         return NULL;
     }
-    unsigned char *p = key;
+    s->last = NULL;
+    s->last_len = 0;
+    s->key_len = n;
+    unsigned char *p = s->key;
     put16(p, port);
     p += 2;
     for (int i = 0; i < 3; i++) {
@@ -156,8 +161,7 @@ static unsigned char *key_make(uint16_t port, const char *host, const char *sni,
         memcpy(p + 2, parts[i], l);
         p += 2 + l;
     }
-    *len = n;
-    return key;
+    return s;
 }
 
 /* The length of the key at the start of @p data (key_make()'s format), 0 if it is not one. */
@@ -182,7 +186,7 @@ static size_t key_span(const unsigned char *data, size_t len)
 static void on_session(struct tlsock_conn *conn, const unsigned char *data, size_t len, int version,
                        void *native)
 {
-    struct tlsock__conn_sessions *s = &conn->sessions;
+    struct tlsock__conn_sessions *s = conn->sessions; /* set: the hooks come with it */
     unsigned char *value = malloc(VALUE_HEAD + len);
 
     if (value == NULL) {
@@ -233,9 +237,9 @@ int tlsock__sessions_conn_new(struct tlsock_conn *conn, uint16_t port, const cha
     if (ctx->sessions == NULL || (host[0] == '\0' && sni[0] == '\0' && verify[0] == '\0')) {
         return 0;
     }
-    struct tlsock__conn_sessions *s = &conn->sessions;
-    s->key = key_make(port, host, sni, verify, &s->key_len);
-    if (s->key == NULL) {
+    struct tlsock__conn_sessions *s = key_make(port, host, sni, verify);
+    conn->sessions = s;
+    if (s == NULL) {
         return tlsock__fail(NULL, TLSOCK_ENOMEM, "out of memory allocating a connection");
     }
     io->hooks = &client_hooks;
@@ -275,16 +279,18 @@ void tlsock__sessions_conn_failed(struct tlsock_conn *conn)
 {
     /* RFC 5246 section 7.2.2: a session whose connection ended with a fatal alert (or was cut)
      * must not be resumed. What this connection put, or a connection to the same place, goes. */
-    if (conn->ctx->role == TLSOCK_CLIENT && conn->ctx->sessions != NULL &&
-        conn->sessions.key != NULL) {
-        tlsock__scache_remove(conn->ctx->sessions, conn->sessions.key, conn->sessions.key_len);
+    if (conn->ctx->role == TLSOCK_CLIENT && conn->ctx->sessions != NULL && conn->sessions != NULL) {
+        tlsock__scache_remove(conn->ctx->sessions, conn->sessions->key, conn->sessions->key_len);
     }
 }
 
 void tlsock__sessions_conn_free(struct tlsock_conn *conn)
 {
-    free(conn->sessions.key);
-    tlsock__free_secret(conn->sessions.last, conn->sessions.last_len);
+    if (conn->sessions != NULL) {
+        tlsock__free_secret(conn->sessions->last, conn->sessions->last_len);
+        free(conn->sessions);
+        conn->sessions = NULL;
+    }
 }
 
 int tlsock_conn_session_export(struct tlsock_conn *conn, unsigned char **out, size_t *len)
@@ -294,13 +300,13 @@ int tlsock_conn_session_export(struct tlsock_conn *conn, unsigned char **out, si
     if (rc != 0) {
         return rc;
     }
-    const struct tlsock__conn_sessions *s = &conn->sessions;
+    const struct tlsock__conn_sessions *s = conn->sessions;
     if (out == NULL || len == NULL) {
         rc = tlsock__fail(&conn->err, TLSOCK_EINVAL, "session export: out and len are required");
     } else if (conn->ctx->role != TLSOCK_CLIENT) {
         rc = tlsock__fail(&conn->err, TLSOCK_EINVAL,
                           "session export: only client connections have sessions to export");
-    } else if (s->key == NULL) {
+    } else if (s == NULL) {
         rc = tlsock__fail(&conn->err, TLSOCK_EINVAL,
                           "session export: the context's session cache is off, or the connection "
                           "has no host, SNI or name to verify to keep it under");
