@@ -77,6 +77,7 @@ struct gtls_conn {
     bool verify_failed;     /* and verification failed: verify_status says why */
     bool verify_ip;         /* verify_name is an IP literal: the peer must have it as IP SAN */
     bool no_san;            /* client: the peer's leaf has no subjectAltName */
+    bool ticket_pending;    /* client: a NewSessionTicket not reported yet (gnutls_session.c) */
     unsigned char tail[7];  /* the last bytes received: a whole record if it was an alert */
     unsigned char tail_len;
     unsigned char ip[16]; /* verify_ip: that address */
@@ -1199,6 +1200,13 @@ static int gtls_conn_new(void *nctx, const struct tlsock__conn_params *p, void *
 fail:
     gtls_conn_free(c);
     return rc;
+}
+
+bool *tlsock__gtls_ticket_pending(gnutls_session_t session)
+{
+    struct gtls_conn *c = gnutls_session_get_ptr(session);
+
+    return c != NULL ? &c->ticket_pending : NULL;
 }
 
 int tlsock__gtls_staple(gnutls_session_t session, void *ptr, gnutls_datum_t *resp)

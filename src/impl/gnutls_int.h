@@ -67,8 +67,13 @@ struct gtls_ctx {
 /* A session's resumption state (gnutls_session.c); its address is the session's db pointer. */
 struct gtls_sess {
     struct tlsock__session_io io;
-    bool ticket_pending; /* a client received a NewSessionTicket not reported yet */
 };
+/*
+ * Whether a client received a NewSessionTicket not reported yet: a flag of its connection
+ * (gnutls.c), with the connection's other bytes (memory per idle connection). NULL for a
+ * session that is not ours.
+ */
+bool *tlsock__gtls_ticket_pending(gnutls_session_t session);
 
 /* ---- resumption (gnutls_session.c) ---------------------------------------------------------- */
 

@@ -83,14 +83,14 @@ static int db_remove(void *ptr, gnutls_datum_t key)
 static int ticket_hook(gnutls_session_t s, unsigned htype, unsigned when, unsigned incoming,
                        const gnutls_datum_t *msg)
 {
-    struct gtls_sess *gs = gnutls_db_get_ptr(s);
+    bool *pending = tlsock__gtls_ticket_pending(s);
 
     (void)htype;
     (void)when;
     (void)incoming;
     (void)msg;
-    if (gs != NULL) {
-        gs->ticket_pending = true;
+    if (pending != NULL) {
+        *pending = true;
     }
     return 0;
 }
@@ -131,10 +131,11 @@ void tlsock__gtls_sessions_report(gnutls_session_t s, struct gtls_sess *gs, bool
     }
     /* GNUTLS_TLS1_2 = 4, GNUTLS_TLS1_3 = 5; the core speaks wire versions. */
     bool tls13 = version == GNUTLS_TLS1_3;
-    if (!(gs->ticket_pending || (handshake_done && !tls13))) {
+    bool *pending = tlsock__gtls_ticket_pending(s);
+    if (!(*pending || (handshake_done && !tls13))) {
         return;
     }
-    gs->ticket_pending = false;
+    *pending = false;
     if (gnutls_session_get_data2(s, &data) == 0 && data.size > 0) {
         gs->io.hooks->on_session(gs->io.owner, data.data, data.size, tls13 ? 0x0304 : 0x0303, NULL);
     }
