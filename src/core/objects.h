@@ -88,7 +88,6 @@ struct tlsock__conn_sessions {
  * idle connection keeps none.
  */
 struct tlsock__conn_store {
-    int phase;                       /* enum in store.c: before the ClientHello, waiting, done */
     struct tlsock__store_get *get;   /* from the get's start until the slot is used; else NULL */
     tlsock__lookup_notify_fn notify; /* the driver's, told when a get completes; NULL: none */
     void *notify_arg;
@@ -102,23 +101,23 @@ enum tlsock__state {
 };
 
 struct tlsock_conn {
-    struct tlsock_ctx *ctx; /* referenced */
-    const struct tlsock__impl *impl;
-    void *tls;                          /* the implementation's session */
+    struct tlsock_ctx *ctx;             /* referenced */
+    void *tls;                          /* the implementation's session (ctx->impl's) */
     struct tlsock__transport transport; /* every byte of ciphertext moves through it */
     int fd;                             /* the socket, also while a loop drives it; else -1 */
-    int addr_fd;      /* a loop's own socket, only asked for the peer's address; else -1 */
-    bool owns_fd;     /* opened by tlsock: closed when the connection ends */
-    bool sent_close;  /* our close_notify is out */
-    bool peer_closed; /* the peer's close_notify arrived */
-    enum tlsock__state state;
-    int sticky;                     /* fatal error code once state is FAILED */
-    int saved_flags;                /* the socket's fcntl flags when tlsock took it */
-    int timeout_ms;                 /* per read, write, close_notify; 0: none */
-    int handshake_timeout_ms;       /* 0: none */
-    int64_t deadline_ns;            /* absolute, INT64_MAX for none */
-    int64_t op_deadline_ns;         /* of the blocking operation in progress */
-    size_t write_done;              /* a write interrupted by a WANT code: bytes done */
+    int addr_fd;              /* a loop's own socket, only asked for the peer's address; else -1 */
+    bool owns_fd;             /* opened by tlsock: closed when the connection ends */
+    bool sent_close;          /* our close_notify is out */
+    bool peer_closed;         /* the peer's close_notify arrived */
+    uint8_t state;            /* enum tlsock__state (a byte: memory per idle connection) */
+    int sticky;               /* fatal error code once state is FAILED */
+    int saved_flags;          /* the socket's fcntl flags when tlsock took it */
+    int timeout_ms;           /* per read, write, close_notify; 0: none */
+    int handshake_timeout_ms; /* 0: none */
+    int store_phase;        /* the store gate's (store.c): before the ClientHello, waiting, done */
+    int64_t deadline_ns;    /* absolute, INT64_MAX for none */
+    int64_t op_deadline_ns; /* of the blocking operation in progress */
+    size_t write_done;      /* a write interrupted by a WANT code: bytes done */
     struct tlsock__buf *stash;      /* application data that arrived while detaching; or NULL */
     struct tlsock__conn_info *info; /* made by the first tlsock_conn_info(), else NULL */
     struct tlsock__err err;

@@ -191,7 +191,7 @@ static void on_session(struct tlsock_conn *conn, const unsigned char *data, size
 
     if (value == NULL) {
         if (native != NULL) {
-            conn->impl->session_free(native);
+            conn->ctx->impl->session_free(native);
         }
         return; /* not resuming is never an error */
     }
@@ -208,10 +208,10 @@ static void on_session(struct tlsock_conn *conn, const unsigned char *data, size
          * connection makes a full handshake.
          */
         tlsock__scache_put_native(conn->ctx->sessions, s->key, s->key_len, value, s->last_len,
-                                  native, conn->impl->session_free,
+                                  native, conn->ctx->impl->session_free,
                                   tlsock__now_ns() + CLIENT_LIFETIME_NS);
     } else if (native != NULL) {
-        conn->impl->session_free(native);
+        conn->ctx->impl->session_free(native);
     }
 }
 
@@ -268,7 +268,7 @@ void tlsock__sessions_offer_free(struct tlsock_conn *conn, struct tlsock__sessio
                                  unsigned char *held)
 {
     if (offer->native != NULL) {
-        conn->impl->session_free(offer->native);
+        conn->ctx->impl->session_free(offer->native);
         offer->native = NULL;
     }
     /* What tlsock__sessions_conn_new() took: the offered session after its header. */
@@ -329,7 +329,7 @@ int tlsock_conn_session_export(struct tlsock_conn *conn, unsigned char **out, si
     /* magic, format, impl, key, then the value's length and the value (digest, version, native) */
     memcpy(p, MAGIC, 4);
     p[4] = FORMAT_VERSION;
-    p[5] = (unsigned char)conn->impl->id;
+    p[5] = (unsigned char)conn->ctx->impl->id;
     memcpy(p + EXPORT_HEAD, s->key, s->key_len);
     unsigned char *q = p + EXPORT_HEAD + s->key_len;
     put16(q, (unsigned)(s->last_len >> 16));
