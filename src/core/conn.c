@@ -57,6 +57,10 @@ static int client_names(const struct tlsock_ctx *ctx, const char *host, const st
     return 0;
 }
 
+/* Memory per idle connection (docs/async.md, "Memory"): a 256-byte glibc chunk on x86-64. */
+_Static_assert(sizeof(struct tlsock_conn) <= 31 * sizeof(void *),
+               "the core's connection grew: memory per idle connection");
+
 int tlsock__conn_new(struct tlsock_ctx *ctx, const struct tlsock__conn_setup *setup,
                      const struct tlsock_opts *opts, struct tlsock_conn **out)
 {

@@ -84,6 +84,9 @@ struct gtls_conn {
     unsigned char ip_len; /* 4 or 16 */
     unsigned char vdata_count;
 };
+/* Memory per idle connection (docs/async.md, "Memory"): a 272-byte glibc chunk on x86-64. */
+_Static_assert(sizeof(struct gtls_conn) <= 33 * sizeof(void *),
+               "the session grew: memory per idle connection");
 
 /* ---------------------------------------------------------------------------------------------
  * Pull and push: GnuTLS's reads and writes go to the core's transport

@@ -82,6 +82,9 @@ struct ossl_conn {
     bool verify_ip;     /* client: the name verified is an IP address */
     bool ocsp_refused;  /* client_status_cb() refused the staple (verify_err) */
 };
+/* Memory per idle connection (docs/async.md, "Memory"): a 176-byte glibc chunk on x86-64. */
+_Static_assert(sizeof(struct ossl_conn) <= 21 * sizeof(void *),
+               "the session grew: memory per idle connection");
 
 /* ---------------------------------------------------------------------------------------------
  * Error reporting

@@ -89,6 +89,10 @@ struct tlsock__uv_loop *tlsock__uv_loop_use(uv_loop_t *loop)
     return tlsock__uv_loop_ref(loop, &hooks);
 }
 
+/* Memory per idle connection (docs/async.md, "Memory"): a 384-byte glibc chunk on x86-64. */
+_Static_assert(sizeof(struct tlsock_uv_conn) <= sizeof(uv_tcp_t) + 128,
+               "the driver's connection grew: memory per idle connection");
+
 struct tlsock_uv_conn *tlsock__uv_conn_alloc(uv_loop_t *loop, struct tlsock__uv_config *cfg,
                                              void *user)
 {
