@@ -57,6 +57,10 @@ static int client_names(const struct tlsock_ctx *ctx, const char *host, const st
     return 0;
 }
 
+/* Memory per idle connection (docs/async.md, "Memory"): a 256-byte glibc chunk on x86-64. */
+_Static_assert(sizeof(struct tlsock_conn) <= 31 * sizeof(void *),
+               "the core's connection grew: memory per idle connection");
+
 int tlsock__conn_new(struct tlsock_ctx *ctx, const struct tlsock__conn_setup *setup,
                      const struct tlsock_opts *opts, struct tlsock_conn **out)
 {
@@ -78,7 +82,6 @@ int tlsock__conn_new(struct tlsock_ctx *ctx, const struct tlsock__conn_setup *se
         goto free_err;
     }
     conn->ctx = tlsock_ctx_ref(ctx);
-    conn->impl = ctx->impl;
     conn->fd = setup->kind == TLSOCK__TRANSPORT_SOCKET ? setup->fd : -1;
     conn->addr_fd = -1;
     conn->owns_fd = setup->owns_fd;
@@ -131,11 +134,11 @@ int tlsock__conn_new(struct tlsock_ctx *ctx, const struct tlsock__conn_setup *se
         .keylog = tlsock__keylog_on(&ctx->keylog) ? &ctx->keylog : NULL,
     };
     rc = tlsock__sessions_conn_new(conn, setup->port, setup->host != NULL ? setup->host : "",
-                                   names.sni, names.verify, &params.session, &offer);
+                                   names.sni, names.verify, &params.session, &params.offer, &offer);
     if (rc == 0) {
         rc = ctx->impl->conn_new(ctx->native, &params, &conn->tls, &err);
     }
-    tlsock__sessions_offer_free(conn, &params.session, offer);
+    tlsock__sessions_offer_free(conn, &params.offer, offer);
     if (rc != 0) {
         goto restore_flags;
     }
@@ -180,7 +183,7 @@ static void stash_free(struct tlsock_conn *conn)
 
 void tlsock__conn_free(struct tlsock_conn *conn)
 {
-    conn->impl->conn_free(conn->tls);
+    conn->ctx->impl->conn_free(conn->tls);
     tlsock__transport_free(&conn->transport);
     stash_free(conn);
     tlsock__conn_info_free(conn->info);
@@ -259,9 +262,9 @@ int tlsock__conn_handshake_step(struct tlsock_conn *conn)
     }
     if (rc == 0) {
         bool cork =
-            conn->impl->flight_in_pieces && conn->transport.kind == TLSOCK__TRANSPORT_SOCKET;
+            conn->ctx->impl->flight_in_pieces && conn->transport.kind == TLSOCK__TRANSPORT_SOCKET;
         tlsock__transport_cork(&conn->transport, cork);
-        rc = conn->impl->handshake(conn->tls, &conn->err);
+        rc = conn->ctx->impl->handshake(conn->tls, &conn->err);
         tlsock__transport_cork(&conn->transport, false);
         /* Also after a failure: the alert that says why is among the collected records. */
         int flushed = tlsock__transport_flush(&conn->transport, &conn->err);
@@ -291,12 +294,12 @@ int tlsock__conn_read_step(struct tlsock_conn *conn, void *buf, size_t len, size
     if (conn->peer_closed) {
         return tlsock__fail(&conn->err, TLSOCK_ECLOSED, "the peer already sent close_notify");
     }
-    return conn->impl->read(conn->tls, buf, len, nread, &conn->err);
+    return conn->ctx->impl->read(conn->tls, buf, len, nread, &conn->err);
 }
 
 int tlsock__conn_write_step(struct tlsock_conn *conn, const void *buf, size_t len, size_t *nwritten)
 {
-    return conn->impl->write(conn->tls, buf, len, nwritten, &conn->err);
+    return conn->ctx->impl->write(conn->tls, buf, len, nwritten, &conn->err);
 }
 
 int tlsock__conn_flush_step(struct tlsock_conn *conn)
@@ -314,7 +317,7 @@ int tlsock__conn_close_notify_step(struct tlsock_conn *conn)
     if (conn->sent_close) {
         return 0;
     }
-    int rc = conn->impl->shutdown(conn->tls, &conn->err);
+    int rc = conn->ctx->impl->shutdown(conn->tls, &conn->err);
     if (rc == 0) {
         conn->sent_close = true;
     }
@@ -377,7 +380,7 @@ int tlsock_conn_fd(const struct tlsock_conn *conn)
 
 void *tlsock_conn_native(struct tlsock_conn *conn)
 {
-    return conn != NULL ? conn->impl->conn_native(conn->tls) : NULL;
+    return conn != NULL ? conn->ctx->impl->conn_native(conn->tls) : NULL;
 }
 
 size_t tlsock_conn_pending(const struct tlsock_conn *conn)
@@ -385,18 +388,18 @@ size_t tlsock_conn_pending(const struct tlsock_conn *conn)
     if (conn == NULL || conn->state != TLSOCK__OPEN) {
         return 0;
     }
-    return tlsock__conn_stashed(conn) + conn->impl->pending(conn->tls);
+    return tlsock__conn_stashed(conn) + conn->ctx->impl->pending(conn->tls);
 }
 
 bool tlsock_conn_resumed(const struct tlsock_conn *conn)
 {
-    return conn != NULL && conn->state == TLSOCK__OPEN && conn->impl->resumed(conn->tls);
+    return conn != NULL && conn->state == TLSOCK__OPEN && conn->ctx->impl->resumed(conn->tls);
 }
 
 void tlsock__conn_hold_buffers(struct tlsock_conn *conn, bool hold)
 {
-    if (conn->impl->hold_buffers != NULL) {
-        conn->impl->hold_buffers(conn->tls, hold);
+    if (conn->ctx->impl->hold_buffers != NULL) {
+        conn->ctx->impl->hold_buffers(conn->tls, hold);
     }
 }
 

@@ -74,7 +74,7 @@ int tlsock__conn_info(struct tlsock_conn *conn, const struct tlsock_info **out)
             return tlsock__fail(&conn->err, TLSOCK_ENOMEM, "out of memory for connection info");
         }
         struct tlsock__info_buf *b = &info->buf;
-        int rc = conn->impl->get_info(conn->tls, b, &conn->err);
+        int rc = conn->ctx->impl->get_info(conn->tls, b, &conn->err);
         if (rc != 0) {
             /* Nothing incomplete is kept: the next call tries again. */
             free_chain(b);
@@ -83,7 +83,7 @@ int tlsock__conn_info(struct tlsock_conn *conn, const struct tlsock_info **out)
         }
         peer_addr(conn, info->peer_addr, sizeof(info->peer_addr));
         info->pub = (struct tlsock_info){
-            .impl = conn->impl->name,
+            .impl = conn->ctx->impl->name,
             .version = b->version,
             .cipher = b->cipher,
             .alpn = b->alpn,
@@ -217,8 +217,8 @@ int tlsock__conn_export(struct tlsock_conn *conn, const char *label, const void 
                             "context length are required",
                             EXPORT_MAX);
     }
-    return conn->impl->export_keying_material(conn->tls, label, strlen(label), context, context_len,
-                                              out, len, &conn->err);
+    return conn->ctx->impl->export_keying_material(conn->tls, label, strlen(label), context,
+                                                   context_len, out, len, &conn->err);
 }
 
 int tlsock__conn_channel_binding(struct tlsock_conn *conn,
@@ -229,7 +229,7 @@ int tlsock__conn_channel_binding(struct tlsock_conn *conn,
                             "channel binding: the handshake is not done");
     }
     /* RFC 9266 section 3: without TLS 1.3 or EMS the value may be shared with another session. */
-    if (!conn->impl->exporter_bound(conn->tls)) {
+    if (!conn->ctx->impl->exporter_bound(conn->tls)) {
         return tlsock__fail(&conn->err, TLSOCK_EINVAL,
                             "channel binding needs TLS 1.3 or the extended master secret (RFC "
                             "7627): this TLS 1.2 session has neither");

@@ -68,16 +68,18 @@ struct tlsock_ctx {
     /* Resumption (session.c): client sessions or a server's TLS 1.2 session IDs; NULL: off. */
     struct tlsock__scache *sessions;
     size_t session_max;
-    unsigned char session_digest[32];  /* the configuration sessions belong to, set by the freeze */
+    unsigned char session_digest[32]; /* the configuration sessions belong to, set by the freeze */
+    struct tlsock__session_hooks session_hooks; /* servers: set by the freeze */
     struct tlsock_session_store store; /* servers: tlsock_ctx_set_session_store(); get NULL: none */
 };
 
 /* A client connection's resumption state (session.c). */
+/* A client connection's sessions, when they are cached (one allocation with the key). */
 struct tlsock__conn_sessions {
-    unsigned char *key; /* where its sessions are cached; NULL: not cached */
-    size_t key_len;
     unsigned char *last; /* the latest session reported, as a cache value; NULL: none yet */
     size_t last_len;
+    size_t key_len;
+    unsigned char key[]; /* where its sessions are cached */
 };
 
 /*
@@ -86,7 +88,6 @@ struct tlsock__conn_sessions {
  * idle connection keeps none.
  */
 struct tlsock__conn_store {
-    int phase;                       /* enum in store.c: before the ClientHello, waiting, done */
     struct tlsock__store_get *get;   /* from the get's start until the slot is used; else NULL */
     tlsock__lookup_notify_fn notify; /* the driver's, told when a get completes; NULL: none */
     void *notify_arg;
@@ -100,27 +101,27 @@ enum tlsock__state {
 };
 
 struct tlsock_conn {
-    struct tlsock_ctx *ctx; /* referenced */
-    const struct tlsock__impl *impl;
-    void *tls;                          /* the implementation's session */
+    struct tlsock_ctx *ctx;             /* referenced */
+    void *tls;                          /* the implementation's session (ctx->impl's) */
     struct tlsock__transport transport; /* every byte of ciphertext moves through it */
     int fd;                             /* the socket, also while a loop drives it; else -1 */
-    int addr_fd;      /* a loop's own socket, only asked for the peer's address; else -1 */
-    bool owns_fd;     /* opened by tlsock: closed when the connection ends */
-    bool sent_close;  /* our close_notify is out */
-    bool peer_closed; /* the peer's close_notify arrived */
-    enum tlsock__state state;
-    int sticky;                     /* fatal error code once state is FAILED */
-    int saved_flags;                /* the socket's fcntl flags when tlsock took it */
-    int timeout_ms;                 /* per read, write, close_notify; 0: none */
-    int handshake_timeout_ms;       /* 0: none */
-    int64_t deadline_ns;            /* absolute, INT64_MAX for none */
-    int64_t op_deadline_ns;         /* of the blocking operation in progress */
-    size_t write_done;              /* a write interrupted by a WANT code: bytes done */
+    int addr_fd;              /* a loop's own socket, only asked for the peer's address; else -1 */
+    bool owns_fd;             /* opened by tlsock: closed when the connection ends */
+    bool sent_close;          /* our close_notify is out */
+    bool peer_closed;         /* the peer's close_notify arrived */
+    uint8_t state;            /* enum tlsock__state (a byte: memory per idle connection) */
+    int sticky;               /* fatal error code once state is FAILED */
+    int saved_flags;          /* the socket's fcntl flags when tlsock took it */
+    int timeout_ms;           /* per read, write, close_notify; 0: none */
+    int handshake_timeout_ms; /* 0: none */
+    int store_phase;        /* the store gate's (store.c): before the ClientHello, waiting, done */
+    int64_t deadline_ns;    /* absolute, INT64_MAX for none */
+    int64_t op_deadline_ns; /* of the blocking operation in progress */
+    size_t write_done;      /* a write interrupted by a WANT code: bytes done */
     struct tlsock__buf *stash;      /* application data that arrived while detaching; or NULL */
     struct tlsock__conn_info *info; /* made by the first tlsock_conn_info(), else NULL */
     struct tlsock__err err;
-    struct tlsock__conn_sessions sessions;
+    struct tlsock__conn_sessions *sessions; /* clients whose sessions are cached, else NULL */
     struct tlsock__conn_store store;
 };
 
@@ -147,23 +148,25 @@ int tlsock__sessions_freeze(struct tlsock_ctx *ctx, struct tlsock__err *err) TLS
 /*
  * Fills @p io for a new connection: a server's session-ID cache, or a client's cache key (from
  * @p port, @p host, @p sni and @p verify, "" for none) and the session to offer, taken out of
- * the cache, in *@p offer and io->offer_native (tlsock__sessions_offer_free() once conn_new has
- * run). 0 or TLSOCK_ENOMEM.
+ * the cache, in *@p held and @p offer (tlsock__sessions_offer_free() once conn_new has run).
+ * 0 or TLSOCK_ENOMEM.
  */
 int tlsock__sessions_conn_new(struct tlsock_conn *conn, uint16_t port, const char *host,
                               const char *sni, const char *verify, struct tlsock__session_io *io,
-                              unsigned char **offer) TLSOCK__MUST_CHECK;
-/* After the implementation's conn_new: frees the offer and the native session in @p io. */
-void tlsock__sessions_offer_free(struct tlsock_conn *conn, struct tlsock__session_io *io,
-                                 unsigned char *offer);
+                              struct tlsock__session_offer *offer,
+                              unsigned char **held) TLSOCK__MUST_CHECK;
+/* After the implementation's conn_new: frees @p held and the native session in @p offer. */
+void tlsock__sessions_offer_free(struct tlsock_conn *conn, struct tlsock__session_offer *offer,
+                                 unsigned char *held);
 /* A client connection failed (fatal alert, cut, transport error): its place's session goes. */
 void tlsock__sessions_conn_failed(struct tlsock_conn *conn);
 void tlsock__sessions_conn_free(struct tlsock_conn *conn);
 
 /* ---- the server's session-ID cache: in-process or the application's store (store.c) ------- */
-/* Fills the server side of @p io: the context's cache or store. */
-void tlsock__store_conn_io(struct tlsock_conn *conn, struct tlsock__session_io *io);
-/* At freeze: gives the implementation the context's remove (impl.h, ctx_set_session_remove). */
+/*
+ * At freeze: fills the context's session hooks (its cache or store) and gives the implementation
+ * the context's remove (impl.h, ctx_set_session_remove).
+ */
 void tlsock__store_ctx_freeze(struct tlsock_ctx *ctx);
 /*
  * Before a server's implementation sees the ClientHello: starts the store's get for a TLS 1.2

@@ -9,6 +9,7 @@
  * serialized session: an entry whose digest is not the context's (an import from a context
  * configured otherwise) is dropped when it would be offered.
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -134,8 +135,9 @@ int tlsock__sessions_freeze(struct tlsock_ctx *ctx, struct tlsock__err *err)
  * ------------------------------------------------------------------------------------------- */
 
 /* The key of a client connection: port, then host, SNI and name verified, each u16 length first. */
-static unsigned char *key_make(uint16_t port, const char *host, const char *sni, const char *verify,
-                               size_t *len)
+/* A client connection's sessions, under a key of @p port and the names; NULL: out of memory. */
+static struct tlsock__conn_sessions *key_make(uint16_t port, const char *host, const char *sni,
+                                              const char *verify)
 {
     const char *parts[3] = {host, sni, verify};
     size_t n = 2;
@@ -143,11 +145,14 @@ static unsigned char *key_make(uint16_t port, const char *host, const char *sni,
     for (int i = 0; i < 3; i++) {
         n += 2 + strlen(parts[i]);
     }
-    unsigned char *key = malloc(n);
-    if (key == NULL) {
+    struct tlsock__conn_sessions *s = malloc(offsetof(struct tlsock__conn_sessions, key) + n);
+    if (s == NULL) {
         return NULL;
     }
-    unsigned char *p = key;
+    s->last = NULL;
+    s->last_len = 0;
+    s->key_len = n;
+    unsigned char *p = s->key;
     put16(p, port);
     p += 2;
     for (int i = 0; i < 3; i++) {
@@ -156,8 +161,7 @@ static unsigned char *key_make(uint16_t port, const char *host, const char *sni,
         memcpy(p + 2, parts[i], l);
         p += 2 + l;
     }
-    *len = n;
-    return key;
+    return s;
 }
 
 /* The length of the key at the start of @p data (key_make()'s format), 0 if it is not one. */
@@ -182,12 +186,12 @@ static size_t key_span(const unsigned char *data, size_t len)
 static void on_session(struct tlsock_conn *conn, const unsigned char *data, size_t len, int version,
                        void *native)
 {
-    struct tlsock__conn_sessions *s = &conn->sessions;
+    struct tlsock__conn_sessions *s = conn->sessions; /* set: the hooks come with it */
     unsigned char *value = malloc(VALUE_HEAD + len);
 
     if (value == NULL) {
         if (native != NULL) {
-            conn->impl->session_free(native);
+            conn->ctx->impl->session_free(native);
         }
         return; /* not resuming is never an error */
     }
@@ -204,48 +208,51 @@ static void on_session(struct tlsock_conn *conn, const unsigned char *data, size
          * connection makes a full handshake.
          */
         tlsock__scache_put_native(conn->ctx->sessions, s->key, s->key_len, value, s->last_len,
-                                  native, conn->impl->session_free,
+                                  native, conn->ctx->impl->session_free,
                                   tlsock__now_ns() + CLIENT_LIFETIME_NS);
     } else if (native != NULL) {
-        conn->impl->session_free(native);
+        conn->ctx->impl->session_free(native);
     }
 }
 
+/* A client's hooks: with a cache key, or none (nothing to tell one server from another by). */
+static const struct tlsock__session_hooks client_hooks = {.on_session = on_session};
+static const struct tlsock__session_hooks no_hooks = {0};
+
 int tlsock__sessions_conn_new(struct tlsock_conn *conn, uint16_t port, const char *host,
                               const char *sni, const char *verify, struct tlsock__session_io *io,
-                              unsigned char **offer)
+                              struct tlsock__session_offer *offer, unsigned char **held)
 {
     struct tlsock_ctx *ctx = conn->ctx;
 
-    *offer = NULL;
-    memset(io, 0, sizeof(*io));
+    *held = NULL;
+    memset(offer, 0, sizeof(*offer));
     io->owner = conn;
+    io->hooks = &no_hooks;
     if (ctx->role == TLSOCK_SERVER) {
-        /* One lifetime for a server's sessions, by ID or by ticket. */
-        io->server_lifetime_ns = (int64_t)ctx->tickets.lifetime * 1000000000;
-        tlsock__store_conn_io(conn, io);
+        io->hooks = &ctx->session_hooks;
         return 0;
     }
     /* Without a name there is nothing to tell one server from another by: no cache. */
     if (ctx->sessions == NULL || (host[0] == '\0' && sni[0] == '\0' && verify[0] == '\0')) {
         return 0;
     }
-    struct tlsock__conn_sessions *s = &conn->sessions;
-    s->key = key_make(port, host, sni, verify, &s->key_len);
-    if (s->key == NULL) {
+    struct tlsock__conn_sessions *s = key_make(port, host, sni, verify);
+    conn->sessions = s;
+    if (s == NULL) {
         return tlsock__fail(NULL, TLSOCK_ENOMEM, "out of memory allocating a connection");
     }
-    io->on_session = on_session;
+    io->hooks = &client_hooks;
     unsigned char *value = NULL;
     size_t len = 0;
     void *native = NULL;
     /* Taken out: a TLS 1.3 ticket is offered once; the new ones replace it. */
     if (tlsock__scache_take(ctx->sessions, s->key, s->key_len, &value, &len, &native)) {
         if (len > VALUE_HEAD && memcmp(value, ctx->session_digest, DIGEST_LEN) == 0) {
-            *offer = value;
-            io->offer = value + VALUE_HEAD;
-            io->offer_len = len - VALUE_HEAD;
-            io->offer_native = native;
+            *held = value;
+            offer->data = value + VALUE_HEAD;
+            offer->len = len - VALUE_HEAD;
+            offer->native = native;
             native = NULL;
         } else {
             tlsock__free_secret(value, len);
@@ -257,31 +264,33 @@ int tlsock__sessions_conn_new(struct tlsock_conn *conn, uint16_t port, const cha
     return 0;
 }
 
-void tlsock__sessions_offer_free(struct tlsock_conn *conn, struct tlsock__session_io *io,
-                                 unsigned char *offer)
+void tlsock__sessions_offer_free(struct tlsock_conn *conn, struct tlsock__session_offer *offer,
+                                 unsigned char *held)
 {
-    if (io->offer_native != NULL) {
-        conn->impl->session_free(io->offer_native);
-        io->offer_native = NULL;
+    if (offer->native != NULL) {
+        conn->ctx->impl->session_free(offer->native);
+        offer->native = NULL;
     }
     /* What tlsock__sessions_conn_new() took: the offered session after its header. */
-    tlsock__free_secret(offer, offer != NULL ? VALUE_HEAD + io->offer_len : 0);
+    tlsock__free_secret(held, held != NULL ? VALUE_HEAD + offer->len : 0);
 }
 
 void tlsock__sessions_conn_failed(struct tlsock_conn *conn)
 {
     /* RFC 5246 section 7.2.2: a session whose connection ended with a fatal alert (or was cut)
      * must not be resumed. What this connection put, or a connection to the same place, goes. */
-    if (conn->ctx->role == TLSOCK_CLIENT && conn->ctx->sessions != NULL &&
-        conn->sessions.key != NULL) {
-        tlsock__scache_remove(conn->ctx->sessions, conn->sessions.key, conn->sessions.key_len);
+    if (conn->ctx->role == TLSOCK_CLIENT && conn->ctx->sessions != NULL && conn->sessions != NULL) {
+        tlsock__scache_remove(conn->ctx->sessions, conn->sessions->key, conn->sessions->key_len);
     }
 }
 
 void tlsock__sessions_conn_free(struct tlsock_conn *conn)
 {
-    free(conn->sessions.key);
-    tlsock__free_secret(conn->sessions.last, conn->sessions.last_len);
+    if (conn->sessions != NULL) {
+        tlsock__free_secret(conn->sessions->last, conn->sessions->last_len);
+        free(conn->sessions);
+        conn->sessions = NULL;
+    }
 }
 
 int tlsock_conn_session_export(struct tlsock_conn *conn, unsigned char **out, size_t *len)
@@ -291,13 +300,13 @@ int tlsock_conn_session_export(struct tlsock_conn *conn, unsigned char **out, si
     if (rc != 0) {
         return rc;
     }
-    const struct tlsock__conn_sessions *s = &conn->sessions;
+    const struct tlsock__conn_sessions *s = conn->sessions;
     if (out == NULL || len == NULL) {
         rc = tlsock__fail(&conn->err, TLSOCK_EINVAL, "session export: out and len are required");
     } else if (conn->ctx->role != TLSOCK_CLIENT) {
         rc = tlsock__fail(&conn->err, TLSOCK_EINVAL,
                           "session export: only client connections have sessions to export");
-    } else if (s->key == NULL) {
+    } else if (s == NULL) {
         rc = tlsock__fail(&conn->err, TLSOCK_EINVAL,
                           "session export: the context's session cache is off, or the connection "
                           "has no host, SNI or name to verify to keep it under");
@@ -320,7 +329,7 @@ int tlsock_conn_session_export(struct tlsock_conn *conn, unsigned char **out, si
     /* magic, format, impl, key, then the value's length and the value (digest, version, native) */
     memcpy(p, MAGIC, 4);
     p[4] = FORMAT_VERSION;
-    p[5] = (unsigned char)conn->impl->id;
+    p[5] = (unsigned char)conn->ctx->impl->id;
     memcpy(p + EXPORT_HEAD, s->key, s->key_len);
     unsigned char *q = p + EXPORT_HEAD + s->key_len;
     put16(q, (unsigned)(s->last_len >> 16));

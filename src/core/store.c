@@ -184,23 +184,21 @@ static void conn_remove(struct tlsock_conn *conn, const unsigned char *id, size_
 
 void tlsock__store_ctx_freeze(struct tlsock_ctx *ctx)
 {
+    struct tlsock__session_hooks *h = &ctx->session_hooks;
+
+    /* One lifetime for a server's sessions, by ID or by ticket. */
+    h->server_lifetime_ns = (int64_t)ctx->tickets.lifetime * 1000000000;
+    if (ctx->store.get != NULL) {
+        h->server_put = store_put;
+        h->server_get = store_get;
+        h->server_remove = conn_remove;
+    } else if (ctx->sessions != NULL) {
+        h->server_put = cache_put;
+        h->server_get = cache_get;
+        h->server_remove = conn_remove;
+    }
     if (ctx->impl->ctx_set_session_remove != NULL) {
         ctx->impl->ctx_set_session_remove(ctx->native, ctx_remove, ctx);
-    }
-}
-
-void tlsock__store_conn_io(struct tlsock_conn *conn, struct tlsock__session_io *io)
-{
-    const struct tlsock_ctx *ctx = conn->ctx;
-
-    if (ctx->store.get != NULL) {
-        io->server_put = store_put;
-        io->server_get = store_get;
-        io->server_remove = conn_remove;
-    } else if (ctx->sessions != NULL) {
-        io->server_put = cache_put;
-        io->server_get = cache_get;
-        io->server_remove = conn_remove;
     }
 }
 
@@ -269,8 +267,9 @@ static struct tlsock__lookup *lookup_new(const struct tlsock__conn_store *st)
  * The connection lets go of its get's record: with @p take, the slot keeps what came, if
  * anything; without a slot the get itself goes too.
  */
-static void lookup_drop(struct tlsock__conn_store *st, bool take)
+static void lookup_drop(struct tlsock_conn *conn, bool take)
 {
+    struct tlsock__conn_store *st = &conn->store;
     struct tlsock__store_get *get = st->get;
     struct tlsock__lookup *l = get->lookup;
 
@@ -288,7 +287,7 @@ static void lookup_drop(struct tlsock__conn_store *st, bool take)
         free(get);
         st->get = NULL;
     }
-    st->phase = PHASE_DONE;
+    conn->store_phase = PHASE_DONE;
 }
 
 void tlsock__conn_set_store_notify(struct tlsock_conn *conn, tlsock__lookup_notify_fn fn, void *arg)
@@ -299,7 +298,7 @@ void tlsock__conn_set_store_notify(struct tlsock_conn *conn, tlsock__lookup_noti
 
 bool tlsock__conn_store_waiting(const struct tlsock_conn *conn)
 {
-    return conn->store.phase == PHASE_WAITING;
+    return conn->store_phase == PHASE_WAITING;
 }
 
 int64_t tlsock__conn_store_deadline(const struct tlsock_conn *conn)
@@ -317,14 +316,14 @@ void tlsock__conn_store_give_up(struct tlsock_conn *conn)
 {
     /* A done that came just now counts as late too: the wait decided. */
     if (holds_lookup(conn)) {
-        lookup_drop(&conn->store, false);
+        lookup_drop(conn, false);
     }
 }
 
 void tlsock__store_conn_free(struct tlsock_conn *conn)
 {
     if (holds_lookup(conn)) {
-        lookup_drop(&conn->store, false);
+        lookup_drop(conn, false);
     }
     if (conn->store.get != NULL) {
         tlsock__free_secret(conn->store.get->slot, conn->store.get->slot_len);
@@ -435,7 +434,7 @@ static void lookup_start(struct tlsock_conn *conn, const struct tlsock__hello *h
         get->deadline_ns = conn->deadline_ns;
     }
     st->get = get;
-    st->phase = PHASE_WAITING;
+    conn->store_phase = PHASE_WAITING;
     ctx->store.get(ctx->store.user, key, key_make(ctx, get->id, get->id_len, key), lookup_done,
                    get->lookup);
 }
@@ -445,11 +444,11 @@ int tlsock__store_gate(struct tlsock_conn *conn)
     struct tlsock__conn_store *st = &conn->store;
     struct tlsock__hello h;
 
-    if (st->phase == PHASE_DONE || conn->ctx->role != TLSOCK_SERVER ||
+    if (conn->store_phase == PHASE_DONE || conn->ctx->role != TLSOCK_SERVER ||
         conn->ctx->store.get == NULL) {
         return 0;
     }
-    if (st->phase == PHASE_HELLO) {
+    if (conn->store_phase == PHASE_HELLO) {
         int rc = hello_read(conn, &h);
         if (rc == TLSOCK__TRANSPORT_RETRY) {
             return tlsock__transport_retry_code(&conn->transport, TLSOCK_EWANT_READ, &conn->err);
@@ -457,12 +456,12 @@ int tlsock__store_gate(struct tlsock_conn *conn)
         if (rc == TLSOCK__TRANSPORT_FAILED) {
             return tlsock__transport_fail(&conn->transport, &conn->err);
         }
-        st->phase = PHASE_DONE;
+        conn->store_phase = PHASE_DONE;
         if (rc == 1) {
             lookup_start(conn, &h);
         }
     }
-    if (st->phase == PHASE_WAITING) {
+    if (conn->store_phase == PHASE_WAITING) {
         struct tlsock__lookup *l = st->get->lookup;
         pthread_mutex_lock(&l->lock);
         bool done = l->done;
@@ -470,7 +469,7 @@ int tlsock__store_gate(struct tlsock_conn *conn)
         if (!done) {
             return TLSOCK_EWANT_READ;
         }
-        lookup_drop(st, true);
+        lookup_drop(conn, true);
     }
     return 0;
 }

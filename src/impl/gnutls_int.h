@@ -67,18 +67,24 @@ struct gtls_ctx {
 /* A session's resumption state (gnutls_session.c); its address is the session's db pointer. */
 struct gtls_sess {
     struct tlsock__session_io io;
-    bool ticket_pending; /* a client received a NewSessionTicket not reported yet */
 };
+/*
+ * Whether a client received a NewSessionTicket not reported yet: a flag of its connection
+ * (gnutls.c), with the connection's other bytes (memory per idle connection). NULL for a
+ * session that is not ours.
+ */
+bool *tlsock__gtls_ticket_pending(gnutls_session_t session);
 
 /* ---- resumption (gnutls_session.c) ---------------------------------------------------------- */
 
 /*
  * Gives @p s the core's @p io (copied into @p gs, which must live as long as @p s): a server's
- * session-ID cache, a client's session to offer and its ticket hook (a server's tickets are
- * gnutls_tickets.c's).
+ * session-ID cache, or a client's ticket hook and the session to offer, @p offer (a server's
+ * tickets are gnutls_tickets.c's).
  */
 void tlsock__gtls_sessions_setup(gnutls_session_t s, struct gtls_sess *gs,
-                                 const struct tlsock__session_io *io, int role);
+                                 const struct tlsock__session_io *io,
+                                 const struct tlsock__session_offer *offer, int role);
 /* After a handshake (@p handshake_done) or a read: a client reports a new session, if any. */
 void tlsock__gtls_sessions_report(gnutls_session_t s, struct gtls_sess *gs, bool handshake_done);
 int tlsock__gtls_sha256(const void *data, size_t len, unsigned char out[32]);

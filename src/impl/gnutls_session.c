@@ -17,10 +17,10 @@ static int db_store(void *ptr, gnutls_datum_t key, gnutls_datum_t data)
 {
     const struct gtls_sess *gs = ptr;
 
-    if (gs->io.server_put == NULL || key.size == 0) {
+    if (gs->io.hooks->server_put == NULL || key.size == 0) {
         return -1;
     }
-    gs->io.server_put(gs->io.owner, key.data, key.size, data.data, data.size);
+    gs->io.hooks->server_put(gs->io.owner, key.data, key.size, data.data, data.size);
     return 0;
 }
 
@@ -35,7 +35,7 @@ static bool entry_expired(const struct gtls_sess *gs, unsigned char *val, size_t
     int64_t made = (int64_t)gnutls_db_check_entry_time(&entry);
     int64_t now = tlsock__ticket_clock_now();
 
-    return made != 0 && (now - made > gs->io.server_lifetime_ns / 1000000000 || made > now);
+    return made != 0 && (now - made > gs->io.hooks->server_lifetime_ns / 1000000000 || made > now);
 }
 
 static gnutls_datum_t db_retrieve(void *ptr, gnutls_datum_t key)
@@ -45,15 +45,15 @@ static gnutls_datum_t db_retrieve(void *ptr, gnutls_datum_t key)
     unsigned char *val = NULL;
     size_t len = 0;
 
-    if (gs->io.server_get == NULL ||
-        !gs->io.server_get(gs->io.owner, key.data, key.size, &val, &len)) {
+    if (gs->io.hooks->server_get == NULL ||
+        !gs->io.hooks->server_get(gs->io.owner, key.data, key.size, &val, &len)) {
         return out;
     }
     if (entry_expired(gs, val, len)) {
         /* GnuTLS only refuses it; OpenSSL also drops it from the cache (its remove callback):
          * both servers remove it, so a store keeping entries past their expiry is cleaned. */
-        if (gs->io.server_remove != NULL) {
-            gs->io.server_remove(gs->io.owner, key.data, key.size);
+        if (gs->io.hooks->server_remove != NULL) {
+            gs->io.hooks->server_remove(gs->io.owner, key.data, key.size);
         }
     } else {
         /* GnuTLS frees it with gnutls_free. */
@@ -71,8 +71,8 @@ static int db_remove(void *ptr, gnutls_datum_t key)
 {
     const struct gtls_sess *gs = ptr;
 
-    if (gs->io.server_remove != NULL) {
-        gs->io.server_remove(gs->io.owner, key.data, key.size);
+    if (gs->io.hooks->server_remove != NULL) {
+        gs->io.hooks->server_remove(gs->io.owner, key.data, key.size);
     }
     return 0;
 }
@@ -83,40 +83,39 @@ static int db_remove(void *ptr, gnutls_datum_t key)
 static int ticket_hook(gnutls_session_t s, unsigned htype, unsigned when, unsigned incoming,
                        const gnutls_datum_t *msg)
 {
-    struct gtls_sess *gs = gnutls_db_get_ptr(s);
+    bool *pending = tlsock__gtls_ticket_pending(s);
 
     (void)htype;
     (void)when;
     (void)incoming;
     (void)msg;
-    if (gs != NULL) {
-        gs->ticket_pending = true;
+    if (pending != NULL) {
+        *pending = true;
     }
     return 0;
 }
 
 void tlsock__gtls_sessions_setup(gnutls_session_t s, struct gtls_sess *gs,
-                                 const struct tlsock__session_io *io, int role)
+                                 const struct tlsock__session_io *io,
+                                 const struct tlsock__session_offer *offer, int role)
 {
     gs->io = *io;
-    gs->io.offer = NULL; /* read only now */
-    gs->io.offer_native = NULL;
     gnutls_db_set_ptr(s, gs);
     if (role == TLSOCK_SERVER) {
-        if (io->server_get != NULL) {
+        if (io->hooks->server_get != NULL) {
             gnutls_db_set_retrieve_function(s, db_retrieve);
             gnutls_db_set_store_function(s, db_store);
             gnutls_db_set_remove_function(s, db_remove);
-            gnutls_db_set_cache_expiration(s, (int)(io->server_lifetime_ns / 1000000000));
+            gnutls_db_set_cache_expiration(s, (int)(io->hooks->server_lifetime_ns / 1000000000));
         }
         return;
     }
-    if (io->on_session != NULL) {
+    if (io->hooks->on_session != NULL) {
         gnutls_handshake_set_hook_function(s, GNUTLS_HANDSHAKE_NEW_SESSION_TICKET, GNUTLS_HOOK_POST,
                                            ticket_hook);
     }
-    if (io->offer != NULL) {
-        const gnutls_datum_t data = {(unsigned char *)io->offer, (unsigned)io->offer_len};
+    if (offer->data != NULL) {
+        const gnutls_datum_t data = {(unsigned char *)offer->data, (unsigned)offer->len};
         /* A session that does not load is not offered: a full handshake, never an error. */
         (void)gnutls_session_set_data(s, data.data, data.size);
     }
@@ -127,17 +126,18 @@ void tlsock__gtls_sessions_report(gnutls_session_t s, struct gtls_sess *gs, bool
     gnutls_datum_t data = {NULL, 0};
     int version = (int)gnutls_protocol_get_version(s);
 
-    if (gs->io.on_session == NULL) {
+    if (gs->io.hooks->on_session == NULL) {
         return;
     }
     /* GNUTLS_TLS1_2 = 4, GNUTLS_TLS1_3 = 5; the core speaks wire versions. */
     bool tls13 = version == GNUTLS_TLS1_3;
-    if (!(gs->ticket_pending || (handshake_done && !tls13))) {
+    bool *pending = tlsock__gtls_ticket_pending(s);
+    if (!(*pending || (handshake_done && !tls13))) {
         return;
     }
-    gs->ticket_pending = false;
+    *pending = false;
     if (gnutls_session_get_data2(s, &data) == 0 && data.size > 0) {
-        gs->io.on_session(gs->io.owner, data.data, data.size, tls13 ? 0x0304 : 0x0303, NULL);
+        gs->io.hooks->on_session(gs->io.owner, data.data, data.size, tls13 ? 0x0304 : 0x0303, NULL);
     }
     if (data.data != NULL) {
         gnutls_memset(data.data, 0, data.size); /* the core keeps its own copy */

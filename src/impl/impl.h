@@ -63,31 +63,20 @@ struct tlsock__certsel {
 };
 
 /*
- * Resumption (core/session.c, docs/sessions.md): what the core gives a new session, kept by the
- * implementation (a pointer to it must stay valid until conn_free, so it copies it into its own
- * session and points to that copy).
+ * Resumption (core/session.c, docs/sessions.md): the core's hooks, one set per context and the
+ * same for all its connections (memory per idle connection: a session keeps a pointer to them,
+ * never a copy). Read-only once the context is frozen; they outlive its sessions.
  */
-struct tlsock__session_io {
-    /* Clients: the native serialized session to offer (i2d_SSL_SESSION, gnutls_session_get_data2),
-     * NULL for none; read only in conn_new. One that does not load is ignored, never an error. */
-    const unsigned char *offer;
-    size_t offer_len;
+struct tlsock__session_hooks {
     /*
-     * Clients: the same session as the implementation's own object, made by this implementation
-     * (on_session's @p native), to offer without decoding @p offer again; NULL: decode @p offer.
-     * The core keeps its reference and frees it after conn_new (the session takes its own).
-     */
-    void *offer_native;
-    /*
-     * Clients: called with each new resumable session, serialized the same way (copied by the
-     * core): at the end of every TLS 1.2 handshake, full or resumed, and for every TLS 1.3
-     * NewSessionTicket. @p version: 0x0303, 0x0304. @p native: NULL, or the session as an object
-     * of the implementation's own that no connection uses, whose reference the core takes over
-     * (freed with session_free, or given back as offer_native). NULL: none wanted.
+     * Clients: called with each new resumable session, serialized the same way as an offer
+     * (copied by the core): at the end of every TLS 1.2 handshake, full or resumed, and for every
+     * TLS 1.3 NewSessionTicket. @p version: 0x0303, 0x0304. @p native: NULL, or the session as an
+     * object of the implementation's own that no connection uses, whose reference the core takes
+     * over (freed with session_free, or given back as offer_native). NULL: none wanted.
      */
     void (*on_session)(struct tlsock_conn *owner, const unsigned char *data, size_t len,
                        int version, void *native);
-    struct tlsock_conn *owner;
     /*
      * Servers: the context's TLS 1.2 session-ID cache (session ID -> serialized session), the
      * in-process one or the application's store (core/store.c); NULL server_get: off. Servers
@@ -100,6 +89,26 @@ struct tlsock__session_io {
                        unsigned char **data, size_t *len); /* malloc'd copy in *data */
     void (*server_remove)(struct tlsock_conn *owner, const unsigned char *id, size_t id_len);
     int64_t server_lifetime_ns; /* how long a stored server session lasts */
+};
+
+/* What a session keeps of the core's resumption (copied into the implementation's session). */
+struct tlsock__session_io {
+    const struct tlsock__session_hooks *hooks; /* never NULL */
+    struct tlsock_conn *owner;                 /* the first argument of every hook */
+};
+
+/* Clients: the session to offer, read only in conn_new. */
+struct tlsock__session_offer {
+    /* The native serialized session (i2d_SSL_SESSION, gnutls_session_get_data2), NULL for none.
+     * One that does not load is ignored, never an error. */
+    const unsigned char *data;
+    size_t len;
+    /*
+     * The same session as the implementation's own object, made by this implementation
+     * (on_session's @p native), to offer without decoding @p data again; NULL: decode @p data.
+     * The core keeps its reference and frees it after conn_new (the session takes its own).
+     */
+    void *native;
 };
 
 /* Drops session @p id from the session-ID cache of the core's context @p owner. */
@@ -131,7 +140,8 @@ struct tlsock__conn_params {
      */
     const unsigned char *ocsp_response;
     size_t ocsp_response_len;
-    struct tlsock__session_io session; /* resumption */
+    struct tlsock__session_io session;  /* resumption */
+    struct tlsock__session_offer offer; /* clients: the session to offer */
     /* The context's key log (keylog.h), valid until conn_free; NULL when it has none. */
     const struct tlsock__keylog *keylog;
 };
@@ -298,10 +308,10 @@ struct tlsock__impl {
     int (*ctx_set_tickets)(void *nctx, const struct tlsock__tickets *t, struct tlsock__err *err);
     /*
      * Servers, once at freeze: how to drop a session from the context's session-ID cache when
-     * the implementation drops one outside any connection's session_io (OpenSSL's remove
+     * the implementation drops one outside any connection (OpenSSL's remove
      * callback is given only its SSL_CTX): @p remove(@p owner, id, id_len), from any thread.
      * @p owner outlives the native context. NULL: the implementation removes through
-     * session_io.server_remove only.
+     * the session hooks' server_remove only.
      */
     void (*ctx_set_session_remove)(void *nctx, tlsock__session_remove_fn remove,
                                    struct tlsock_ctx *owner);
@@ -351,7 +361,7 @@ struct tlsock__impl {
     void (*hold_buffers)(void *tls, bool hold);
 
     /*
-     * Frees a native session of session_io's on_session (any thread, possibly under a session
+     * Frees a native session of on_session's (any thread, possibly under a session
      * cache's lock: it must not call back into the core). NULL: the implementation reports none.
      */
     void (*session_free)(void *native);

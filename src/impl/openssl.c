@@ -58,29 +58,33 @@ struct ossl_ctx {
 };
 
 struct ossl_conn {
+    /* Pointers and sizes, then ints, then bytes: no holes (memory per idle connection). */
     SSL *ssl;
     struct tlsock__transport *t; /* the core's: every byte the BIO moves goes through it */
-    int verify_mode;
-    int alert_received;        /* last alert description from the peer, -1 if none */
-    const char *refusal;       /* why our ClientHello callback refused the client (hello.h) */
-    int refusal_rc;            /* and its code: 0 for TLSOCK_EPROTO, or TLSOCK_ENOMEM */
-    const struct ossl_ctx *oc; /* servers: the context's chains */
+    const char *refusal;         /* why our ClientHello callback refused the client (hello.h) */
+    const struct ossl_ctx *oc;   /* servers: the context's chains */
     const struct tlsock__certsel *certsel; /* and the core's choice among them */
     size_t chain_index;                    /* the chain chosen for this client */
     char *failed_subject; /* the subject of the peer certificate verification refused */
     char *servername;     /* the SNI sent (client) or received (server); NULL for none */
     const struct tlsock__trust *trust;  /* the context's trust checks (the core's) */
     struct tlsock_conn *owner;          /* shown to the verify callback */
-    bool verify_ip;                     /* client: the name verified is an IP address */
     char *verify_name;                  /* client: the name verified, NULL for none */
     struct tlsock__err verify_err;      /* why verify_hook() refused the peer, unset if not */
-    int verify_rc;                      /* and its code: TLSOCK_EVERIFY, or TLSOCK_ENOMEM */
-    bool ocsp_refused;                  /* client_status_cb() refused the staple (verify_err) */
     const unsigned char *ocsp_response; /* server: the core's staple, NULL for none */
     size_t ocsp_response_len;
     struct tlsock__session_io sess;      /* resumption (openssl_session.c) */
     const struct tlsock__keylog *keylog; /* the core's, NULL when the context keeps none */
+    int verify_mode;
+    int alert_received; /* last alert description from the peer, -1 if none */
+    int refusal_rc;     /* refusal's code: 0 for TLSOCK_EPROTO, or TLSOCK_ENOMEM */
+    int verify_rc;      /* verify_err's code: TLSOCK_EVERIFY, or TLSOCK_ENOMEM */
+    bool verify_ip;     /* client: the name verified is an IP address */
+    bool ocsp_refused;  /* client_status_cb() refused the staple (verify_err) */
 };
+/* Memory per idle connection (docs/async.md, "Memory"): a 176-byte glibc chunk on x86-64. */
+_Static_assert(sizeof(struct ossl_conn) <= 21 * sizeof(void *),
+               "the session grew: memory per idle connection");
 
 /* ---------------------------------------------------------------------------------------------
  * Error reporting
@@ -1105,10 +1109,8 @@ static int ossl_conn_new(void *nctx, const struct tlsock__conn_params *p, void *
         goto fail;
     }
     c->sess = p->session;
-    c->sess.offer = NULL; /* read only now */
-    c->sess.offer_native = NULL;
-    if (p->session.offer != NULL) {
-        tlsock__ossl_sessions_offer(c->ssl, &p->session);
+    if (p->offer.data != NULL) {
+        tlsock__ossl_sessions_offer(c->ssl, &p->offer);
     }
     *out = c;
     return 0;

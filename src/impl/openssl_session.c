@@ -36,7 +36,8 @@ static void report(SSL *ssl, SSL_SESSION *sess)
     const struct tlsock__session_io *io = tlsock__ossl_session_io(ssl);
     unsigned char *der = NULL;
 
-    if (io == NULL || io->on_session == NULL || sess == NULL || !SSL_SESSION_is_resumable(sess)) {
+    if (io == NULL || io->hooks->on_session == NULL || sess == NULL ||
+        !SSL_SESSION_is_resumable(sess)) {
         return;
     }
     size_t n = serialize(sess, &der);
@@ -52,7 +53,7 @@ static void report(SSL *ssl, SSL_SESSION *sess)
         if (copy == NULL) {
             ERR_clear_error();
         }
-        io->on_session(io->owner, der, n, SSL_SESSION_get_protocol_version(sess), copy);
+        io->hooks->on_session(io->owner, der, n, SSL_SESSION_get_protocol_version(sess), copy);
     }
     tlsock__free_secret(der, n); /* the session's secrets: the core keeps its own copy */
 }
@@ -74,14 +75,14 @@ static int server_new_session(SSL *ssl, SSL_SESSION *sess)
     const unsigned char *id = SSL_SESSION_get_id(sess, &id_len);
     unsigned char *der = NULL;
 
-    if (io == NULL || io->server_put == NULL || id_len == 0 ||
+    if (io == NULL || io->hooks->server_put == NULL || id_len == 0 ||
         SSL_SESSION_get_protocol_version(sess) >= TLS1_3_VERSION) {
         return 0;
     }
     size_t n = serialize(sess, &der);
     /* Without memory a later client makes a full handshake. */
     if (n > 0) {
-        io->server_put(io->owner, id, id_len, der, n);
+        io->hooks->server_put(io->owner, id, id_len, der, n);
     }
     tlsock__free_secret(der, n);
     return 0;
@@ -96,8 +97,8 @@ static SSL_SESSION *server_get_session(SSL *ssl, const unsigned char *id, int id
     SSL_SESSION *sess = NULL;
 
     *copy = 0; /* the session returned is OpenSSL's to free */
-    if (io != NULL && io->server_get != NULL && id_len > 0 &&
-        io->server_get(io->owner, id, (size_t)id_len, &der, &n)) {
+    if (io != NULL && io->hooks->server_get != NULL && id_len > 0 &&
+        io->hooks->server_get(io->owner, id, (size_t)id_len, &der, &n)) {
         const unsigned char *p = der;
         sess = d2i_SSL_SESSION(NULL, &p, (long)n);
         tlsock__free_secret(der, n);
@@ -139,14 +140,14 @@ void tlsock__ossl_sessions_ctx(SSL_CTX *ctx, int role)
     SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
 }
 
-void tlsock__ossl_sessions_offer(SSL *ssl, const struct tlsock__session_io *io)
+void tlsock__ossl_sessions_offer(SSL *ssl, const struct tlsock__session_offer *offer)
 {
-    SSL_SESSION *sess = io->offer_native;
+    SSL_SESSION *sess = offer->native;
 
     /* Only a session that came as bytes (an import) is decoded; the core keeps its reference. */
     if (sess == NULL) {
-        const unsigned char *p = io->offer;
-        sess = d2i_SSL_SESSION(NULL, &p, (long)io->offer_len);
+        const unsigned char *p = offer->data;
+        sess = d2i_SSL_SESSION(NULL, &p, (long)offer->len);
     } else {
         SSL_SESSION_up_ref(sess);
     }

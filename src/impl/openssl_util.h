@@ -92,7 +92,7 @@ void tlsock__ossl_sessions_ctx(SSL_CTX *ctx, int role);
  * A client's session to offer: @p io's SSL_SESSION, else its bytes (i2d_SSL_SESSION) decoded; one
  * that does not load is ignored.
  */
-void tlsock__ossl_sessions_offer(SSL *ssl, const struct tlsock__session_io *io);
+void tlsock__ossl_sessions_offer(SSL *ssl, const struct tlsock__session_offer *offer);
 /* The impl's session_free: an SSL_SESSION reported to on_session. */
 void tlsock__ossl_session_free(void *native);
 /* The core's session_io of @p ssl's connection (openssl.c), NULL for an SSL that is not ours. */

@@ -19,11 +19,16 @@ int tlsock__transport_init(struct tlsock__transport *t, enum tlsock__transport_k
     memset(t, 0, sizeof(*t));
     t->kind = kind;
     t->fd = kind == TLSOCK__TRANSPORT_SOCKET ? fd : -1;
-    if (kind == TLSOCK__TRANSPORT_CALLBACKS) {
-        t->io = *io;
-    }
     if (tlsock__buf_append(&t->in, preread, preread_len) != 0) {
         return tlsock__fail(err, TLSOCK_ENOMEM, "out of memory copying preread bytes");
+    }
+    if (kind == TLSOCK__TRANSPORT_CALLBACKS) {
+        t->io = malloc(sizeof(*t->io));
+        if (t->io == NULL) {
+            tlsock__buf_free(&t->in);
+            return tlsock__fail(err, TLSOCK_ENOMEM, "out of memory allocating a connection");
+        }
+        *t->io = *io;
     }
     return 0;
 }
@@ -32,6 +37,8 @@ void tlsock__transport_free(struct tlsock__transport *t)
 {
     tlsock__buf_free(&t->in);
     tlsock__buf_free(&t->out);
+    free(t->io);
+    t->io = NULL;
 }
 
 /*
@@ -82,7 +89,7 @@ static ssize_t source_read(struct tlsock__transport *t, void *buf, size_t len)
         n = tlsock__sock_recv(t->fd, buf, len, &t->sys_errno);
         break;
     case TLSOCK__TRANSPORT_CALLBACKS:
-        n = t->io.read(t->io.user, buf, len);
+        n = t->io->read(t->io->user, buf, len);
         break;
     default:
         return memory_read(t); /* memory mode's bytes are all in t->in already */
@@ -129,7 +136,7 @@ static ssize_t raw_write(struct tlsock__transport *t, const void *buf, size_t le
         t->sent = t->sent || n > 0;
         break;
     case TLSOCK__TRANSPORT_CALLBACKS:
-        n = t->io.write(t->io.user, buf, len);
+        n = t->io->write(t->io->user, buf, len);
         break;
     default:
         if (tlsock__buf_append(&t->out, buf, len) != 0) {

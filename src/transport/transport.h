@@ -43,7 +43,7 @@ enum {
 struct tlsock__transport {
     enum tlsock__transport_kind kind;
     int fd;                 /* SOCKET: the socket; -1 otherwise */
-    struct tlsock_io io;    /* CALLBACKS: the application's callbacks */
+    struct tlsock_io *io;   /* CALLBACKS: the application's callbacks (a copy), else NULL */
     struct tlsock__buf in;  /* received, not consumed yet: read before the transport */
     struct tlsock__buf out; /* to send: corked records, or memory mode's output */
     bool in_eof;            /* MEMORY: the driver said no more input will come */

@@ -134,13 +134,13 @@ int tlsock_uv_conn_peername(const struct tlsock_uv_conn *conn, struct sockaddr_s
 
 void *tlsock_uv_conn_user(const struct tlsock_uv_conn *conn)
 {
-    return conn != NULL ? conn->user : NULL;
+    return conn != NULL ? conn->tcp.data : NULL;
 }
 
 void tlsock_uv_conn_set_user(struct tlsock_uv_conn *conn, void *user)
 {
     if (conn != NULL) {
-        conn->user = user;
+        conn->tcp.data = user;
     }
 }
 

@@ -319,8 +319,9 @@ void tlsock__uv_close_all(struct tlsock_uv_conn *c, enum tlsock__uv_state to)
         /* The loop no longer counts it busy (the session keeps its buffers until it goes). */
         tlsock__uv_loop_busy(c->lp, false);
     }
-    if (c->connecting != NULL && c->connecting->gai_pending) {
-        uv_cancel((uv_req_t *)&c->connecting->gai);
+    struct tlsock__uv_connecting *cn = tlsock__uv_connecting_of(c);
+    if (cn != NULL && cn->gai_pending) {
+        uv_cancel((uv_req_t *)&cn->gai);
     }
     if (c->handles > 0 && !uv_is_closing((uv_handle_t *)&c->tcp)) {
         tlsock__uv_forget_addr(c);
@@ -360,8 +361,8 @@ void tlsock__uv_conn_discard(struct tlsock_uv_conn *c)
 /* The last callbacks, in order, then the memory. */
 static void finish(struct tlsock_uv_conn *c)
 {
-    struct tlsock_uv_server *server = c->server; /* still the server's: the application never
-                                                    saw it, so no callback */
+    struct tlsock_uv_server *server = tlsock__uv_server_of(c); /* still the server's: the
+                                                    application never saw it, so no callback */
     tlsock_uv_release_cb release_cb = c->release_cb;
 
     tlsock__uv_loop_forget(c);
@@ -391,9 +392,10 @@ static void finish(struct tlsock_uv_conn *c)
     if (c->tls != NULL) {
         tlsock__uv_tls_drop(c->tls);
     }
-    if (c->connecting != NULL) {
-        uv_freeaddrinfo(c->connecting->addrs);
-        free(c->connecting);
+    struct tlsock__uv_connecting *cn = tlsock__uv_connecting_of(c);
+    if (cn != NULL) {
+        uv_freeaddrinfo(cn->addrs);
+        free(cn);
     }
     tlsock__err_free(&c->err);
     tlsock__uv_config_unref(c->cfg);
@@ -406,7 +408,7 @@ static void finish(struct tlsock_uv_conn *c)
 
 void tlsock__uv_socket_closed(uv_handle_t *handle)
 {
-    struct tlsock_uv_conn *c = handle->data;
+    struct tlsock_uv_conn *c = tlsock__uv_conn_of(handle);
 
     c->handles--;
     tlsock__uv_maybe_finish(c);
@@ -414,8 +416,9 @@ void tlsock__uv_socket_closed(uv_handle_t *handle)
 
 void tlsock__uv_maybe_finish(struct tlsock_uv_conn *c)
 {
-    if (c->handles == 0 && tlsock__uv_ended(c) &&
-        !(c->connecting != NULL && c->connecting->gai_pending)) {
+    const struct tlsock__uv_connecting *cn = tlsock__uv_connecting_of(c);
+
+    if (c->handles == 0 && tlsock__uv_ended(c) && !(cn != NULL && cn->gai_pending)) {
         finish(c);
     }
 }

@@ -16,9 +16,9 @@ static void retry_closed(uv_handle_t *handle);
 /* The handshake starts: the client speaks first. */
 static void connected(struct tlsock_uv_conn *c)
 {
-    uv_freeaddrinfo(c->connecting->addrs);
-    free(c->connecting);
-    c->connecting = NULL;
+    uv_freeaddrinfo(c->origin.connecting->addrs);
+    free(c->origin.connecting);
+    c->origin.connecting = NULL;
     /* TLS writes whole records; Nagle would only delay handshake flights. */
     (void)uv_tcp_nodelay(&c->tcp, 1);
     tlsock__uv_start_tls(c);
@@ -34,7 +34,7 @@ static void connect_cb(uv_connect_t *req, int status)
     }
     if (status < 0) {
         /* A failed attempt leaves the handle unusable: close it and start afresh. */
-        c->connecting->last_error = status;
+        c->origin.connecting->last_error = status;
         uv_close((uv_handle_t *)&c->tcp, retry_closed);
         return;
     }
@@ -44,7 +44,7 @@ static void connect_cb(uv_connect_t *req, int status)
 /* The tcp handle of a failed attempt is closed: the next address gets a fresh one. */
 static void retry_closed(uv_handle_t *handle)
 {
-    struct tlsock_uv_conn *c = handle->data;
+    struct tlsock_uv_conn *c = tlsock__uv_conn_of(handle);
 
     c->handles--;
     if (c->state != TLSOCK__UV_CONNECTING) {
@@ -59,7 +59,7 @@ static void retry_closed(uv_handle_t *handle)
 
 static void try_next(struct tlsock_uv_conn *c)
 {
-    struct tlsock__uv_connecting *cn = c->connecting;
+    struct tlsock__uv_connecting *cn = c->origin.connecting;
 
     if (cn->next != NULL) {
         const struct addrinfo *ai = cn->next;
@@ -81,7 +81,7 @@ static void try_next(struct tlsock_uv_conn *c)
 static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 {
     struct tlsock_uv_conn *c = req->data;
-    struct tlsock__uv_connecting *cn = c->connecting;
+    struct tlsock__uv_connecting *cn = c->origin.connecting;
 
     cn->gai_pending = false;
     if (c->state != TLSOCK__UV_RESOLVING) {
@@ -153,7 +153,7 @@ int tlsock_uv_connect(uv_loop_t *loop, struct tlsock_ctx *ctx, const char *host,
         goto fail;
     }
     c->tls = tls;
-    c->connecting = cn;
+    c->origin.connecting = cn;
     strcpy(cn->host, host);
     cn->port = port;
     if (o.initial_data != NULL && o.initial_len > 0) {
@@ -190,7 +190,7 @@ int tlsock_uv_connect(uv_loop_t *loop, struct tlsock_ctx *ctx, const char *host,
     return 0;
 fail:
     if (c != NULL) {
-        c->connecting = NULL;
+        c->origin.connecting = NULL;
         tlsock__uv_conn_discard(c);
     }
     free(cn);

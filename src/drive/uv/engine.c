@@ -13,6 +13,7 @@
  *     socket's close callback (close.c), after on_close returned.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -88,6 +89,10 @@ struct tlsock__uv_loop *tlsock__uv_loop_use(uv_loop_t *loop)
     return tlsock__uv_loop_ref(loop, &hooks);
 }
 
+/* Memory per idle connection (docs/async.md, "Memory"): a 384-byte glibc chunk on x86-64. */
+_Static_assert(sizeof(struct tlsock_uv_conn) <= sizeof(uv_tcp_t) + 128,
+               "the driver's connection grew: memory per idle connection");
+
 struct tlsock_uv_conn *tlsock__uv_conn_alloc(uv_loop_t *loop, struct tlsock__uv_config *cfg,
                                              void *user)
 {
@@ -103,10 +108,24 @@ struct tlsock_uv_conn *tlsock__uv_conn_alloc(uv_loop_t *loop, struct tlsock__uv_
     }
     c->cfg = cfg;
     cfg->refs++;
-    c->user = user;
-    c->tcp.data = c;
+    c->tcp.data = user;
     c->heap_idx = UINT32_MAX;
     return c;
+}
+
+struct tlsock_uv_conn *tlsock__uv_conn_of(const uv_handle_t *handle)
+{
+    return (struct tlsock_uv_conn *)((char *)handle - offsetof(struct tlsock_uv_conn, tcp));
+}
+
+struct tlsock_uv_server *tlsock__uv_server_of(const struct tlsock_uv_conn *c)
+{
+    return c->accepted ? c->origin.server : NULL;
+}
+
+struct tlsock__uv_connecting *tlsock__uv_connecting_of(const struct tlsock_uv_conn *c)
+{
+    return c->accepted ? NULL : c->origin.connecting;
 }
 
 void tlsock__uv_start_tls(struct tlsock_uv_conn *c)
@@ -174,8 +193,8 @@ void tlsock__uv_report(struct tlsock_uv_conn *c, int code)
     }
     if (tlsock__uv_before_ready(c)) {
         c->outcome_told = true;
-        if (c->server != NULL) {
-            struct tlsock_uv_server *s = c->server;
+        struct tlsock_uv_server *s = tlsock__uv_server_of(c);
+        if (s != NULL) {
             const char *msg =
                 tlsock__err_set(&c->err) ? tlsock__err_msg(&c->err) : tlsock_strerror(code);
             /* The application never saw this client: the driver closes it itself. */
@@ -388,7 +407,7 @@ static void keep_input(struct tlsock_uv_conn *c)
 
 static void alloc_cb(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
 {
-    struct tlsock_uv_conn *c = handle->data;
+    struct tlsock_uv_conn *c = tlsock__uv_conn_of(handle);
 
     (void)suggested;
     tlsock__uv_read_alloc(c->lp, buf);
@@ -396,7 +415,7 @@ static void alloc_cb(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
 
 static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
-    struct tlsock_uv_conn *c = stream->data;
+    struct tlsock_uv_conn *c = tlsock__uv_conn_of((const uv_handle_t *)stream);
     bool borrowed = false;
     int rc = 0;
 
@@ -442,14 +461,16 @@ static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 /* The handshake is done: initial data goes out, then the application gets the connection. */
 static void become_open(struct tlsock_uv_conn *c)
 {
-    struct tlsock_uv_server *s = c->server;
+    struct tlsock_uv_server *s = tlsock__uv_server_of(c);
     int rc = 0;
 
     tlsock__uv_enter(c, TLSOCK__UV_OPEN);
     c->until = 0;
     c->last_rx = uv_now(c->lp->loop);
     rc = tlsock__uv_encrypt_writes(c);
-    c->server = NULL; /* handed to the application: the server no longer waits for it */
+    if (s != NULL) {
+        c->origin.server = NULL; /* handed to the application: the server no longer waits for it */
+    }
     c->outcome_told = true;
     if (c->cfg->on_connect != NULL) {
         c->cfg->on_connect(c, 0);
@@ -649,9 +670,9 @@ static void expire(struct tlsock_uv_conn *c)
         return;
     case TLSOCK__UV_EXP_CONNECT:
         rc = tlsock__uv_fail(c, TLSOCK_ETIMEDOUT, "connect timed out");
-        if (c->connecting != NULL && c->connecting->gai_pending) {
+        if (tlsock__uv_connecting_of(c) != NULL && c->origin.connecting->gai_pending) {
             /* If the lookup already runs, its callback comes later and is ignored. */
-            uv_cancel((uv_req_t *)&c->connecting->gai);
+            uv_cancel((uv_req_t *)&c->origin.connecting->gai);
         }
         tlsock__uv_report(c, rc);
         break;

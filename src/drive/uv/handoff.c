@@ -18,7 +18,7 @@
 
 static void abandoned(uv_handle_t *handle)
 {
-    tlsock__uv_conn_discard(handle->data);
+    tlsock__uv_conn_discard(tlsock__uv_conn_of(handle));
 }
 
 /* Closes a handle that never became a connection; the caller keeps the session. */

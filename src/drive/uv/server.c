@@ -71,7 +71,7 @@ static void reject_client(struct tlsock_uv_server *s)
 /* A client the application will never see: the driver closes it, silently. */
 static void drop_client(struct tlsock_uv_conn *c, int code, const char *msg)
 {
-    accept_error(c->server, code, msg);
+    accept_error(c->origin.server, code, msg);
     tlsock__uv_close_all(c, TLSOCK__UV_CLOSED);
 }
 
@@ -98,7 +98,8 @@ static void on_connection(uv_stream_t *listener, int status)
     }
     uv_tcp_init(s->loop, &c->tcp);
     c->handles = 1;
-    c->server = s;
+    c->accepted = true;
+    c->origin.server = s;
     s->clients++;
     rc = uv_accept(listener, (uv_stream_t *)&c->tcp);
     if (rc != 0) {

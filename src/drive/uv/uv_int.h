@@ -233,14 +233,19 @@ struct tlsock__uv_config {
 };
 
 struct tlsock_uv_conn {
-    uv_tcp_t tcp;
+    uv_tcp_t tcp; /* its data is the application's user pointer (tlsock__uv_conn_of()) */
     struct tlsock__uv_loop *lp;
-    struct tlsock_conn *tls;                  /* memory mode while the loop drives it */
-    struct tlsock_uv_server *server;          /* accepted and not handed over yet, else NULL */
-    struct tlsock__uv_connecting *connecting; /* client while connecting, else NULL */
-    tlsock_uv_release_cb release_cb;          /* RELEASING until the hand-over or its failure */
-    struct tlsock__uv_config *cfg;            /* referenced */
-    void *user;
+    struct tlsock_conn *tls; /* memory mode while the loop drives it */
+    /*
+     * Never both, and accepted tells which (memory per idle connection): read them through
+     * tlsock__uv_server_of() and tlsock__uv_connecting_of().
+     */
+    union {
+        struct tlsock_uv_server *server;          /* accepted, not handed over yet; else NULL */
+        struct tlsock__uv_connecting *connecting; /* client while connecting, else NULL */
+    } origin;
+    tlsock_uv_release_cb release_cb; /* RELEASING until the hand-over or its failure */
+    struct tlsock__uv_config *cfg;   /* referenced */
     struct tlsock__err
         err; /* its storage comes with the first error: idle connections stay small */
 
@@ -274,6 +279,7 @@ struct tlsock_uv_conn {
     bool adopted : 1;      /* tls came from tlsock_uv_adopt(): its own fd is tlsock__conn_fd() */
     bool borrowed_fd : 1;  /* adopted over a socket tlsock does not own: no FIN, no drain */
     bool buffers_held : 1; /* the session keeps its record buffers: mirrors the implementation */
+    bool accepted : 1;     /* came from a server's listener: origin is the server's */
 };
 
 /* A server's spare handle, which turns a client away when there is no memory for it. */
@@ -317,6 +323,12 @@ struct tlsock__uv_loop *tlsock__uv_loop_use(uv_loop_t *loop);
  * without memory. */
 struct tlsock_uv_conn *tlsock__uv_conn_alloc(uv_loop_t *loop, struct tlsock__uv_config *cfg,
                                              void *user);
+/* The connection whose socket handle is @p handle. */
+struct tlsock_uv_conn *tlsock__uv_conn_of(const uv_handle_t *handle);
+/* The server an accepted connection waits in until its hand-over; NULL otherwise. */
+struct tlsock_uv_server *tlsock__uv_server_of(const struct tlsock_uv_conn *c);
+/* A client's connecting state while it connects; NULL otherwise. */
+struct tlsock__uv_connecting *tlsock__uv_connecting_of(const struct tlsock_uv_conn *c);
 /* The TCP connection exists: the handshake runs from the loop. */
 void tlsock__uv_start_tls(struct tlsock_uv_conn *c);
 /* The socket is about to close: the session no longer asks it for the peer's address. */
