@@ -182,7 +182,8 @@ ssize_t tlsock__transport_write(struct tlsock__transport *t, const void *buf, si
             return n;
         }
     }
-    if (!t->corked || len > CORK_CAP || tlsock__buf_reserve(&t->out, CORK_CAP) != 0) {
+    if (!t->corked || len > CORK_CAP ||
+        tlsock__buf_reserve(&t->out, t->flight ? len : CORK_CAP) != 0) {
         /* Without memory to collect in, the write just is not coalesced. */
         return raw_write(t, buf, len);
     }
@@ -251,9 +252,16 @@ void tlsock__transport_polled(struct tlsock__transport *t)
     t->sent = false;
 }
 
+void tlsock__transport_cork_flight(struct tlsock__transport *t)
+{
+    t->corked = true;
+    t->flight = true;
+}
+
 void tlsock__transport_cork(struct tlsock__transport *t, bool corked)
 {
     t->corked = corked;
+    t->flight = false;
     if (!corked && tlsock__buf_pending(&t->out) == 0 && t->kind != TLSOCK__TRANSPORT_MEMORY) {
         tlsock__buf_free(&t->out);
     }

@@ -48,6 +48,7 @@ struct tlsock__transport {
     struct tlsock__buf out; /* to send: corked records, or memory mode's output */
     bool in_eof;            /* MEMORY: the driver said no more input will come */
     bool corked;            /* collect records in out until CORK_CAP (SOCKET, CALLBACKS) */
+    bool flight;            /* corked for one handshake flight: collect only what comes */
     bool eof;               /* a read met the end of the stream */
     int err;                /* TLSOCK_E* from the transport (ETIMEDOUT with a retry), 0 if none */
     int want;               /* the transport's own WANT code behind a retry, 0 if none */
@@ -97,6 +98,12 @@ ssize_t tlsock__transport_writev(struct tlsock__transport *t, const struct iovec
 void tlsock__transport_polled(struct tlsock__transport *t);
 /* Collects the records of the writes that follow (true) until uncorked (false). */
 void tlsock__transport_cork(struct tlsock__transport *t, bool corked);
+/*
+ * As tlsock__transport_cork(t, true) for the records of one handshake flight (a few KiB): the
+ * storage grows with what comes instead of a bulk write's 64 KiB up front, whose malloc and free
+ * per flight cost page faults and a trim of the heap. Uncorked with tlsock__transport_cork().
+ */
+void tlsock__transport_cork_flight(struct tlsock__transport *t);
 /*
  * Hands collected records to the transport: 0, a WANT code, or an error (reported in @p err).
  * Memory mode's output stays for the driver: nothing to do.
