@@ -182,15 +182,23 @@ ssize_t tlsock__transport_write(struct tlsock__transport *t, const void *buf, si
             return n;
         }
     }
-    if (!t->corked || len > CORK_CAP ||
-        tlsock__buf_reserve(&t->out, t->flight ? len : CORK_CAP) != 0) {
-        /* Without memory to collect in, the write just is not coalesced. */
-        return raw_write(t, buf, len);
+    /*
+     * A bulk write reserves its whole cap at once; a flight's storage grows with what comes.
+     * With the room, the bytes are collected; without it (uncorked, too big, no memory), they
+     * leave now, after any records collected before them.
+     */
+    if (t->corked && len <= CORK_CAP &&
+        (t->flight || tlsock__buf_reserve(&t->out, CORK_CAP) == 0) &&
+        tlsock__buf_append(&t->out, buf, len) == 0) {
+        return (ssize_t)len;
     }
-    if (tlsock__buf_append(&t->out, buf, len) != 0) {
-        return raw_write(t, buf, len); /* cannot happen: the room was reserved */
+    if (tlsock__buf_pending(&t->out) > 0) {
+        ssize_t n = flush_collected(t);
+        if (n < 0) {
+            return n;
+        }
     }
-    return (ssize_t)len;
+    return raw_write(t, buf, len);
 }
 
 /*
