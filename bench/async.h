@@ -130,6 +130,13 @@ int bench_write_file(const char *dir, const char *name, const char *text);
 void bench_remove_dir(const char *dir, const char *const *names, size_t n);
 /* Copies the file @p path (a child's log) to stderr, each line after "@p prefix: ". */
 void bench_print_file(const char *prefix, const char *path);
+/*
+ * stunnel.conf in @p dir (case_stunnel.c): TLS 1.3 termination on 127.0.0.1:@p accept_port to
+ * 127.0.0.1:@p connect_port with dir/cert.pem and dir/key.pem, in the foreground, warnings only,
+ * TCP_NODELAY both ways; @p extra: more lines of the service, each ending in a newline.
+ */
+int bench_write_stunnel_conf(const char *dir, uint16_t accept_port, uint16_t connect_port,
+                             const char *extra);
 
 /*
  * The idle case's child processes: tlsock-bench executes itself with BENCH_IDLE_CHILD_ARG as its

@@ -150,18 +150,12 @@ static void *echo_thread(void *arg)
 
 /* ---- stunnel itself ---- */
 
-static int write_config(struct stunnel_env *env, const struct bench_config *config)
+int bench_write_stunnel_conf(const char *dir, uint16_t accept_port, uint16_t connect_port,
+                             const char *extra)
 {
     char conf[2048];
-    int rc = bench_write_file(env->dir, "cert.pem", config->cert_pem);
 
-    if (rc == BENCH_OK) {
-        rc = bench_write_file(env->dir, "key.pem", config->key_pem);
-    }
-    /*
-     * TLS 1.3 only with the case's suite, TCP_NODELAY on both sockets as tlsock and the baselines
-     * set it, in the foreground so that the pid is stunnel's, logging warnings only.
-     */
+    /* In the foreground so that the pid is stunnel's; TCP_NODELAY as tlsock and the baselines. */
     snprintf(conf, sizeof(conf),
              "foreground = yes\n"
              "pid =\n"
@@ -174,14 +168,27 @@ static int write_config(struct stunnel_env *env, const struct bench_config *conf
              "key = %s/key.pem\n"
              "sslVersionMin = TLSv1.3\n"
              "sslVersionMax = TLSv1.3\n"
-             "%s%s%s"
+             "%s"
              "socket = l:TCP_NODELAY=1\n"
              "socket = r:TCP_NODELAY=1\n",
-             env->port, env->echo_port, env->dir, env->dir,
-             config->suite != NULL ? "ciphersuites = " : "",
-             config->suite != NULL ? config->suite : "", config->suite != NULL ? "\n" : "");
+             accept_port, connect_port, dir, dir, extra);
+    return bench_write_file(dir, "stunnel.conf", conf);
+}
+
+static int write_config(struct stunnel_env *env, const struct bench_config *config)
+{
+    char suite[256] = "";
+    int rc = bench_write_file(env->dir, "cert.pem", config->cert_pem);
+
     if (rc == BENCH_OK) {
-        rc = bench_write_file(env->dir, "stunnel.conf", conf);
+        rc = bench_write_file(env->dir, "key.pem", config->key_pem);
+    }
+    /* TLS 1.3 only, with the case's suite. */
+    if (config->suite != NULL) {
+        snprintf(suite, sizeof(suite), "ciphersuites = %s\n", config->suite);
+    }
+    if (rc == BENCH_OK) {
+        rc = bench_write_stunnel_conf(env->dir, env->port, env->echo_port, suite);
     }
     return rc;
 }

@@ -179,60 +179,38 @@ static const char *const files[] = {"cert.pem",    "key.pem",     "both.pem",
                                     "openssl.cnf", "haproxy.cfg", "stunnel.conf",
                                     "haproxy.log", "tlsock.log",  "stunnel.log"};
 
-static int write_file(const char *dir, const char *name, const char *a, const char *b)
-{
-    char path[128];
-    FILE *f;
-    int rc = BENCH_ERROR;
-
-    snprintf(path, sizeof(path), "%s/%s", dir, name);
-    f = fopen(path, "w");
-    if (f != NULL && fputs(a, f) >= 0 && (b == NULL || fputs(b, f) >= 0)) {
-        rc = BENCH_OK;
-    }
-    if (f == NULL || fclose(f) != 0) {
-        rc = BENCH_ERROR;
-    }
-    if (rc != BENCH_OK) {
-        fprintf(stderr, "tunnel: cannot write %s: %s\n", path, strerror(errno));
-    }
-    return rc;
-}
-
 static void print_log(const char *dir, const char *name)
 {
     char path[128];
-    char line[512];
-    FILE *f;
 
     snprintf(path, sizeof(path), "%s/%s", dir, name);
-    f = fopen(path, "r");
-    while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
-        fprintf(stderr, "%s: %s", name, line);
-    }
-    if (f != NULL) {
-        fclose(f);
-    }
+    bench_print_file(name, path);
 }
 
 static int write_configs(const struct tunnel_env *env, const struct bench_config *config)
 {
     char text[2048];
-    int rc = write_file(env->dir, "cert.pem", config->cert_pem, NULL);
+    int rc = bench_write_file(env->dir, "cert.pem", config->cert_pem);
 
     if (rc == BENCH_OK) {
-        rc = write_file(env->dir, "key.pem", config->key_pem, NULL);
+        rc = bench_write_file(env->dir, "key.pem", config->key_pem);
     }
     if (rc == BENCH_OK) {
         /* haproxy's crt: the chain and the key in one file. */
-        rc = write_file(env->dir, "both.pem", config->cert_pem, config->key_pem);
+        size_t size = strlen(config->cert_pem) + strlen(config->key_pem) + 1;
+        char *both = malloc(size);
+        rc = both != NULL ? BENCH_OK : BENCH_ERROR;
+        if (both != NULL) {
+            snprintf(both, size, "%s%s", config->cert_pem, config->key_pem);
+            rc = bench_write_file(env->dir, "both.pem", both);
+            free(both);
+        }
     }
     if (rc == BENCH_OK) {
         /* Read by haproxy's and stunnel's OpenSSL: no TLS 1.3 ticket, stateful or not. */
-        rc = write_file(env->dir, "openssl.cnf",
-                        "openssl_conf = init\n[init]\nssl_conf = ssl\n[ssl]\n"
-                        "system_default = defaults\n[defaults]\nNumTickets = 0\n",
-                        NULL);
+        rc = bench_write_file(env->dir, "openssl.cnf",
+                              "openssl_conf = init\n[init]\nssl_conf = ssl\n[ssl]\n"
+                              "system_default = defaults\n[defaults]\nNumTickets = 0\n");
     }
     snprintf(text, sizeof(text),
              "global\n"
@@ -252,27 +230,11 @@ static int write_configs(const struct tunnel_env *env, const struct bench_config
              "  server s 127.0.0.1:%u\n",
              env->threads, env->proxies[PROXY_HAPROXY].port, env->dir, env->sink.port);
     if (rc == BENCH_OK) {
-        rc = write_file(env->dir, "haproxy.cfg", text, NULL);
+        rc = bench_write_file(env->dir, "haproxy.cfg", text);
     }
-    snprintf(text, sizeof(text),
-             "foreground = yes\n"
-             "pid =\n"
-             "syslog = no\n"
-             "debug = 4\n"
-             "[tlsock-bench]\n"
-             "accept = 127.0.0.1:%u\n"
-             "connect = 127.0.0.1:%u\n"
-             "cert = %s/cert.pem\n"
-             "key = %s/key.pem\n"
-             "sslVersionMin = TLSv1.3\n"
-             "sslVersionMax = TLSv1.3\n"
-             "options = NO_TICKET\n"
-             "sessionResume = no\n"
-             "socket = l:TCP_NODELAY=1\n"
-             "socket = r:TCP_NODELAY=1\n",
-             env->proxies[PROXY_STUNNEL].port, env->sink.port, env->dir, env->dir);
     if (rc == BENCH_OK) {
-        rc = write_file(env->dir, "stunnel.conf", text, NULL);
+        rc = bench_write_stunnel_conf(env->dir, env->proxies[PROXY_STUNNEL].port, env->sink.port,
+                                      "options = NO_TICKET\nsessionResume = no\n");
     }
     return rc;
 }

@@ -162,7 +162,7 @@ static ssize_t flush_collected(struct tlsock__transport *t)
         }
         tlsock__buf_drop(&t->out, (size_t)n);
     }
-    if (!t->corked) {
+    if (t->cork == TLSOCK__UNCORKED) {
         tlsock__buf_free(&t->out); /* an idle connection keeps no output storage */
     }
     return 0;
@@ -176,7 +176,7 @@ ssize_t tlsock__transport_write(struct tlsock__transport *t, const void *buf, si
         return raw_write(t, buf, len);
     }
     /* Collected records go first, also when uncorked, so that bytes never overtake them. */
-    if ((!t->corked || collected + len > CORK_CAP) && collected > 0) {
+    if ((t->cork == TLSOCK__UNCORKED || collected + len > CORK_CAP) && collected > 0) {
         ssize_t n = flush_collected(t);
         if (n < 0) {
             return n;
@@ -187,8 +187,8 @@ ssize_t tlsock__transport_write(struct tlsock__transport *t, const void *buf, si
      * With the room, the bytes are collected; without it (uncorked, too big, no memory), they
      * leave now, after any records collected before them.
      */
-    if (t->corked && len <= CORK_CAP &&
-        (t->flight || tlsock__buf_reserve(&t->out, CORK_CAP) == 0) &&
+    if (t->cork != TLSOCK__UNCORKED && len <= CORK_CAP &&
+        (t->cork == TLSOCK__CORK_FLIGHT || tlsock__buf_reserve(&t->out, CORK_CAP) == 0) &&
         tlsock__buf_append(&t->out, buf, len) == 0) {
         return (ssize_t)len;
     }
@@ -242,7 +242,7 @@ ssize_t tlsock__transport_writev(struct tlsock__transport *t, const struct iovec
         return 0;
     }
     /* One buffer goes out exactly as tlsock__transport_write sends it (send, not sendmsg). */
-    if (t->kind != TLSOCK__TRANSPORT_SOCKET || t->corked || n == 1) {
+    if (t->kind != TLSOCK__TRANSPORT_SOCKET || t->cork != TLSOCK__UNCORKED || n == 1) {
         return write_each(t, iov, n);
     }
     /* Collected records go first, never overtaken (see tlsock__transport_write). */
@@ -262,14 +262,12 @@ void tlsock__transport_polled(struct tlsock__transport *t)
 
 void tlsock__transport_cork_flight(struct tlsock__transport *t)
 {
-    t->corked = true;
-    t->flight = true;
+    t->cork = TLSOCK__CORK_FLIGHT;
 }
 
 void tlsock__transport_cork(struct tlsock__transport *t, bool corked)
 {
-    t->corked = corked;
-    t->flight = false;
+    t->cork = corked ? TLSOCK__CORK_BULK : TLSOCK__UNCORKED;
     if (!corked && tlsock__buf_pending(&t->out) == 0 && t->kind != TLSOCK__TRANSPORT_MEMORY) {
         tlsock__buf_free(&t->out);
     }

@@ -34,6 +34,13 @@ enum tlsock__transport_kind {
     TLSOCK__TRANSPORT_MEMORY,
 };
 
+/* Whether writes are collected, and how much storage is taken for them at once. */
+enum tlsock__cork {
+    TLSOCK__UNCORKED,    /* every write goes out */
+    TLSOCK__CORK_BULK,   /* collected in CORK_CAP of storage taken at once */
+    TLSOCK__CORK_FLIGHT, /* one handshake flight: storage grows with what comes */
+};
+
 /* Results of tlsock__transport_read/write besides a byte count. */
 enum {
     TLSOCK__TRANSPORT_RETRY = -1, /* not now: try again later (want or err says why) */
@@ -47,8 +54,7 @@ struct tlsock__transport {
     struct tlsock__buf in;  /* received, not consumed yet: read before the transport */
     struct tlsock__buf out; /* to send: corked records, or memory mode's output */
     bool in_eof;            /* MEMORY: the driver said no more input will come */
-    bool corked;            /* collect records in out until CORK_CAP (SOCKET, CALLBACKS) */
-    bool flight;            /* corked for one handshake flight: collect only what comes */
+    uint8_t cork;           /* enum tlsock__cork: collect records in out? (SOCKET, CALLBACKS) */
     bool eof;               /* a read met the end of the stream */
     int err;                /* TLSOCK_E* from the transport (ETIMEDOUT with a retry), 0 if none */
     int want;               /* the transport's own WANT code behind a retry, 0 if none */
