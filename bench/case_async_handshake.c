@@ -19,7 +19,8 @@
 #include "async.h"
 #include "side.h"
 
-#define CONCURRENCY 32
+#define CONCURRENCY            32
+#define ASYNC_HANDSHAKE_TARGET 0.98
 /* tlsock: client loops (threads), and connections in flight on each at most. */
 #define CLIENT_LOOPS  2
 #define MAX_IN_FLIGHT 64
@@ -332,9 +333,10 @@ static int uv_handshakes(const struct bench_run *run, struct bench_sample *out)
     return rc;
 }
 
-/* Both cases: ECDSA P-256 certificates, 32 in flight, for information (see the head comment). */
+/* Both cases: ECDSA P-256 certificates, 32 in flight (issue 13: 0.98 of raw on the uv driver). */
 #define ASYNC_HANDSHAKE_CASE                                                                       \
     .measure = &bench_handshakes, .concurrency = CONCURRENCY, .rounds = BENCH_ASYNC_ROUNDS,        \
+    .target = ASYNC_HANDSHAKE_TARGET,                                                              \
     .sides = {                                                                                     \
         {"raw", BENCH_LAYER_RAW, blocking_handshakes},                                             \
         {"tlsock", BENCH_LAYER_TLSOCK, uv_handshakes},                                             \

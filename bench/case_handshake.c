@@ -25,8 +25,9 @@
 
 #include "side.h"
 
-/* From docs/DESIGN.md: full handshakes at least 0.97 of raw; issue 12: resumed ones too. */
-#define HANDSHAKE_TARGET 0.97
+/* Issue 13: full handshakes at least 0.98 of raw; issue 12: resumed ones at least 0.97. */
+#define HANDSHAKE_TARGET 0.98
+#define RESUME_TARGET    0.97
 
 /* What the client's connections of one timed loop did. */
 struct loop {
@@ -381,14 +382,14 @@ static const struct bench_case cases[] = {
     {.name = "resume-ecdsa-p256",
      .summary = "resumed TLS 1.3 handshakes (tickets) and full ones, same run, ECDSA P-256",
      .measure = &bench_resumption,
-     .target = HANDSHAKE_TARGET,
+     .target = RESUME_TARGET,
      .sides = BENCH_SIDES(resumptions)},
     {.name = "resume-ecdsa-p256-gnutls",
      .summary = "as resume-ecdsa-p256, tlsock on GnuTLS against raw GnuTLS",
      .measure = &bench_resumption,
      .impl = TLSOCK_IMPL_GNUTLS,
      .rounds = BENCH_GNUTLS_ROUNDS,
-     .target = HANDSHAKE_TARGET,
+     .target = RESUME_TARGET,
      .sides = BENCH_SIDES(resumptions)},
     {.name = "nagle",
      .summary = "handshake + first request, client with Nagle on, tlsock server tickets off / on",

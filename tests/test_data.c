@@ -3,9 +3,12 @@
 #include "support.h"
 
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 struct size_case {
@@ -104,7 +107,17 @@ struct server_view {
     char version[32];
     char servername[256];
     char peer_subject[512];
+    bool nodelay; /* the accepted socket has TCP_NODELAY (inherited from the listener on Linux) */
 };
+
+/* Whether @p conn's socket sends small segments at once: TLS flights must not wait for Nagle. */
+static bool has_nodelay(const struct tlsock_conn *conn)
+{
+    int on = 0;
+    socklen_t len = sizeof(on);
+
+    return getsockopt(tlsock_conn_fd(conn), IPPROTO_TCP, TCP_NODELAY, &on, &len) == 0 && on != 0;
+}
 
 static int serve_info(struct tlsock_conn *conn, void *arg)
 {
@@ -115,6 +128,7 @@ static int serve_info(struct tlsock_conn *conn, void *arg)
     int rc = tlsock_handshake(conn);
 
     view->handshake_rc = rc;
+    view->nodelay = has_nodelay(conn);
     if (rc == 0) {
         rc = tlsock_conn_info(conn, &info);
     }
@@ -190,6 +204,7 @@ static void test_info(void **state)
         TS_ASSERT_RC(tlsock_conn_info(env->client, &info), 0);
         check_client_info(info, tlsock_impl_name(tlsock_ctx_impl(env->cctx)), c->want_sni);
         assert_true(tlsock_conn_fd(env->client) >= 0);
+        assert_true(has_nodelay(env->client));
         tlsock_close(env->client);
         env->client = NULL;
         ts_server_stop(&env->srv);
@@ -199,6 +214,7 @@ static void test_info(void **state)
         assert_string_equal(view.servername, c->want_sni);
         /* No client certificate was asked for. */
         assert_string_equal(view.peer_subject, "");
+        assert_true(view.nodelay);
         TS_ASSERT_RC(view.final_rc, TLSOCK_ECLOSED);
     }
 }

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -32,6 +33,13 @@ static int listen_one(const struct addrinfo *ai, int backlog, bool reuseport, in
         rc = tlsock__fail(err, TLSOCK_ESYS, "SO_REUSEPORT: %s", strerror(errno));
         goto close_fd;
     }
+    /*
+     * Handshake flights and small writes go out at once (Nagle would hold a second small segment
+     * until the first is acknowledged). Linux copies TCP_NODELAY from the listener to each socket
+     * accept() returns, which saves a setsockopt() per client; elsewhere each client sets it
+     * (tlsock__accepted_nodelay()).
+     */
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (ai->ai_family == AF_INET6) {
         /* Dual stack when bound to "::"; harmless for specific IPv6 addresses. */
         int zero = 0;
@@ -50,6 +58,17 @@ static int listen_one(const struct addrinfo *ai, int backlog, bool reuseport, in
 close_fd:
     close(fd);
     return rc;
+}
+
+void tlsock__accepted_nodelay(int fd)
+{
+#ifdef __linux__
+    (void)fd; /* inherited from the listener (listen_one()) */
+#else
+    int one = 1;
+
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+#endif
 }
 
 uint16_t tlsock__bound_port(int fd)

@@ -25,11 +25,13 @@ void tlsock__graceful_close(int fd);
 
 /*
  * A listening socket (listen.c) on @p host (NULL: every address, dual stack when possible) and
- * @p port, non-blocking and close-on-exec; @p reuseport sets SO_REUSEPORT before bind. On failure
- * the thread's message says why.
+ * @p port, non-blocking, close-on-exec and with TCP_NODELAY; @p reuseport sets SO_REUSEPORT
+ * before bind. On failure the thread's message says why.
  */
 int tlsock__listen_socket(const char *host, uint16_t port, int backlog, bool reuseport,
                           int *fd_out) TLSOCK__MUST_CHECK;
+/* Gives a socket accepted from such a listener TCP_NODELAY where it does not inherit it. */
+void tlsock__accepted_nodelay(int fd);
 /* The port a bound socket got (the kernel picks one for port 0); 0 if unknown. */
 uint16_t tlsock__bound_port(int fd);
 

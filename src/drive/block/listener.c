@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -111,8 +110,7 @@ int tlsock_accept(struct tlsock_listener *lis, const struct tlsock_opts *opts,
         }
         int fd = accept4(lis->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (fd >= 0) {
-            int one = 1;
-            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+            tlsock__accepted_nodelay(fd);
             const struct tlsock__conn_setup setup = {
                 .kind = TLSOCK__TRANSPORT_SOCKET,
                 .fd = fd,

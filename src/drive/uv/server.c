@@ -8,7 +8,6 @@
  * client it accepted is still in its handshake or its cleanup (clients counts them).
  */
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -124,22 +123,10 @@ static void on_connection(uv_stream_t *listener, int status)
         return;
     }
 #ifndef __linux__
-    (void)uv_tcp_nodelay(&c->tcp, 1); /* Linux: inherited from the listener (listen_nodelay) */
+    (void)uv_tcp_nodelay(&c->tcp, 1); /* Linux: inherited from the listener (listen.c) */
 #endif
     tlsock__uv_start_tls(c);
     tlsock__uv_pump(c, true);
-}
-
-/*
- * Handshake flights and small writes go out at once (Nagle would hold a second small segment
- * until the first is acknowledged). Linux copies TCP_NODELAY from the listener to each socket
- * accept() returns, which saves a setsockopt() per client; elsewhere each client sets it.
- */
-static void listen_nodelay(int fd)
-{
-    int on = 1;
-
-    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
 }
 
 int tlsock_uv_serve(uv_loop_t *loop, struct tlsock_ctx *ctx, const char *host, uint16_t port,
@@ -192,7 +179,6 @@ int tlsock_uv_serve(uv_loop_t *loop, struct tlsock_ctx *ctx, const char *host, u
     if (rc != 0) {
         goto free_server;
     }
-    listen_nodelay(fd);
     /* Cannot fail for AF_UNSPEC; the socket is ours until uv_tcp_open took it. */
     uv_tcp_init(loop, &s->tcp);
     s->tcp.data = s;
