@@ -16,6 +16,7 @@
 
 #include "cli.h"
 #include "loops.h"
+#include "stats.h"
 #include "tunnel.h"
 
 #define CONNECT_TIMEOUT_MS 10000  /* default of --connect-timeout */
@@ -234,7 +235,11 @@ static void on_plain_client(uv_stream_t *listener, int status)
         free(tcp);
     }
     if (err != 0) {
-        cli_error("accept", TLSOCK_ESYS, uv_strerror(err));
+        /* Out of descriptors, every client fails alike: one line per kind and window, the
+         * others counted (as a TLS listener's accept errors are). */
+        if (cli_stats_conn_error(TLSOCK_ESYS, uv_strerror(err))) {
+            cli_error("accept", TLSOCK_ESYS, uv_strerror(err));
+        }
     } else {
         tunnel_start_plain(tl, tcp);
     }
