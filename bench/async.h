@@ -45,6 +45,7 @@ struct bench_uv_server {
     int64_t echo_cpu0_ns;
     int64_t echo_cpu_ns;    /* from the echo connection's handshake to its close_notify */
     int64_t thread_cpu_ns;  /* the whole loop, once stopped */
+    uint64_t syscalls;      /* the loop thread's system calls (bench_syscalls), once stopped */
     struct srv_conn *conns; /* the connections held */
     struct echo_buf *pool;  /* echo: free copy buffers */
     int pooled;

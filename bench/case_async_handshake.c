@@ -43,6 +43,7 @@ struct par_state {
     atomic_uint_fast64_t counted;   /* client handshakes that completed before the deadline */
     atomic_uint_fast64_t client_hs; /* all client handshakes */
     atomic_int_fast64_t client_cpu_ns;
+    atomic_uint_fast64_t client_syscalls;
     atomic_bool named; /* the cipher and implementation were recorded */
     char cipher[64];
     char impl[16];
@@ -52,6 +53,7 @@ static void *client_thread(void *arg)
 {
     struct par_state *st = arg;
     int64_t cpu0 = bench_thread_cpu_ns();
+    uint64_t calls0 = bench_syscalls;
     uint64_t counted = 0;
     uint64_t all = 0;
 
@@ -76,6 +78,7 @@ static void *client_thread(void *arg)
     atomic_fetch_add(&st->counted, counted);
     atomic_fetch_add(&st->client_hs, all);
     atomic_fetch_add(&st->client_cpu_ns, bench_thread_cpu_ns() - cpu0);
+    atomic_fetch_add(&st->client_syscalls, bench_syscalls - calls0);
     return NULL;
 }
 
@@ -119,6 +122,8 @@ static int blocking_handshakes(const struct bench_run *run, struct bench_sample 
         out->rate = (double)st.counted / run->limits.seconds;
         out->client_cpu_us = bench_us_per(st.client_cpu_ns, (double)st.client_hs);
         out->server_cpu_us = bench_us_per(srv.cpu_ns, (double)srv.handshakes);
+        out->client_syscalls = (double)st.client_syscalls / (double)st.client_hs;
+        out->server_syscalls = (double)atomic_load(&srv.syscalls) / (double)srv.handshakes;
         snprintf(out->cipher, sizeof(out->cipher), "%s", st.cipher);
         snprintf(out->impl, sizeof(out->impl), "%s", st.impl);
     }
@@ -148,6 +153,7 @@ struct hs_client {
     uint64_t counted; /* completed before the deadline */
     uint64_t all;
     int64_t cpu_ns;
+    uint64_t syscalls; /* the loop thread's, once it ended */
     int rc;
     bool named;
     char cipher[64];
@@ -241,6 +247,7 @@ static void *hs_thread(void *arg)
 {
     struct hs_client *c = arg;
     int64_t cpu0 = bench_thread_cpu_ns();
+    uint64_t calls0 = bench_syscalls;
 
     for (int i = 0; i < c->in_flight && c->rc == BENCH_OK; i++) {
         c->slots[i].client = c;
@@ -248,6 +255,7 @@ static void *hs_thread(void *arg)
     }
     (void)uv_run(&c->loop, UV_RUN_DEFAULT);
     c->cpu_ns = bench_thread_cpu_ns() - cpu0;
+    c->syscalls = bench_syscalls - calls0;
     return NULL;
 }
 
@@ -262,6 +270,7 @@ static int uv_handshakes(const struct bench_run *run, struct bench_sample *out)
     uint64_t counted = 0;
     uint64_t all = 0;
     int64_t cpu_ns = 0;
+    uint64_t syscalls = 0;
 
     memset(clients, 0, sizeof(clients));
     rc = bench_uv_server_init(&srv, env->server, BENCH_UV_CLOSE);
@@ -313,6 +322,7 @@ static int uv_handshakes(const struct bench_run *run, struct bench_sample *out)
         counted += c->counted;
         all += c->all;
         cpu_ns += c->cpu_ns;
+        syscalls += c->syscalls;
         if (c->named && out->cipher[0] == '\0') {
             snprintf(out->cipher, sizeof(out->cipher), "%s", c->cipher);
             snprintf(out->impl, sizeof(out->impl), "%s", c->impl);
@@ -326,6 +336,8 @@ static int uv_handshakes(const struct bench_run *run, struct bench_sample *out)
         out->rate = (double)counted / limits->seconds;
         out->client_cpu_us = bench_us_per(cpu_ns, (double)all);
         out->server_cpu_us = bench_us_per(srv.thread_cpu_ns, (double)srv.handshakes);
+        out->client_syscalls = (double)syscalls / (double)all;
+        out->server_syscalls = (double)srv.syscalls / (double)srv.handshakes;
     } else if (rc == BENCH_OK) {
         fprintf(stderr, "tlsock-uv: no handshake completed\n");
         rc = BENCH_ERROR;

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/random.h>
 #include <sys/select.h>
@@ -84,6 +85,11 @@ WRAP(ssize_t, sendto,
 WRAP(ssize_t, sendmsg, (int fd, const struct msghdr *msg, int flags), (fd, msg, flags), 1)
 WRAP(int, poll, (struct pollfd * fds, nfds_t n, int ms), (fds, n, ms), 0)
 WRAP(int, select, (int n, fd_set *r, fd_set *w, fd_set *e, struct timeval *tv), (n, r, w, e, tv), 0)
+/* libuv's loop (the async cases): its waits and its interest changes. */
+WRAP(int, epoll_wait, (int epfd, struct epoll_event *ev, int n, int ms), (epfd, ev, n, ms), 0)
+WRAP(int, epoll_pwait, (int epfd, struct epoll_event *ev, int n, int ms, const sigset_t *mask),
+     (epfd, ev, n, ms, mask), 0)
+WRAP(int, epoll_ctl, (int epfd, int op, int fd, struct epoll_event *ev), (epfd, op, fd, ev), 0)
 WRAP(int, socket, (int domain, int type, int proto), (domain, type, proto), 0)
 WRAP(int, connect, (int fd, const struct sockaddr *addr, socklen_t len), (fd, addr, len), 0)
 WRAP(int, accept, (int fd, struct sockaddr *addr, socklen_t *len), (fd, addr, len), 0)

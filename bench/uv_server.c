@@ -291,6 +291,7 @@ static void srv_on_wake(uv_async_t *wake)
 void bench_uv_server_run(struct bench_uv_server *srv)
 {
     int64_t cpu0 = bench_thread_cpu_ns();
+    uint64_t calls0 = bench_syscalls;
 
     /* Ends when the server and every connection are closed, after bench_uv_server_close. */
     (void)uv_run(&srv->loop, UV_RUN_DEFAULT);
@@ -299,6 +300,7 @@ void bench_uv_server_run(struct bench_uv_server *srv)
         (void)uv_run(&srv->loop, UV_RUN_DEFAULT);
     }
     srv->thread_cpu_ns = bench_thread_cpu_ns() - cpu0;
+    srv->syscalls = bench_syscalls - calls0;
 }
 
 static void *srv_thread(void *arg)
