@@ -112,7 +112,7 @@ abi-baseline: build
 # Every case with 2 s runs, its results kept in docs/bench.tsv and drawn in docs/bench.svg
 # (docs/BENCHMARKS.md); bench-chart draws the kept results again.
 bench: build bootstrap-bench
-	./$(BUILD)/bench/tlsock-bench --seconds 2 --rounds 5 --data docs/bench.tsv
+	./$(BUILD)/bench/tlsock-bench --seconds 2 --rounds 7 --data docs/bench.tsv
 	./scripts/bench-chart docs/bench.tsv docs/bench.svg
 
 bench-chart: bootstrap-bench
