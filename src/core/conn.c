@@ -436,15 +436,27 @@ void tlsock__conn_set_handshake_timeout(struct tlsock_conn *conn, int timeout_ms
     conn->handshake_timeout_ms = timeout_ms;
 }
 
+/*
+ * Memory mode never waits for its transport: the timeouts bound nothing there but a server's
+ * session-store get, whose own bound already takes half the handshake timeout and the deadline
+ * (store.c). So no clock is read for them per call: only the absolute deadline applies.
+ */
+static int64_t deadline_after(const struct tlsock_conn *conn, int timeout_ms)
+{
+    return conn->transport.kind == TLSOCK__TRANSPORT_MEMORY
+               ? conn->deadline_ns
+               : min_deadline(conn->deadline_ns, tlsock__deadline_after(timeout_ms));
+}
+
 int64_t tlsock__conn_op_deadline(const struct tlsock_conn *conn)
 {
-    return min_deadline(conn->deadline_ns, tlsock__deadline_after(conn->timeout_ms));
+    return deadline_after(conn, conn->timeout_ms);
 }
 
 int64_t tlsock__conn_handshake_deadline(const struct tlsock_conn *conn)
 {
     /* Only the handshake timeout bounds the handshake: the operation timeout is per read/write. */
-    return min_deadline(conn->deadline_ns, tlsock__deadline_after(conn->handshake_timeout_ms));
+    return deadline_after(conn, conn->handshake_timeout_ms);
 }
 
 void tlsock__conn_set_op_deadline(struct tlsock_conn *conn, int64_t deadline_ns)

@@ -124,9 +124,12 @@ int tlsock__conn_timeout(const struct tlsock_conn *conn);
 /* ms, 0 for none. */
 int tlsock__conn_handshake_timeout(const struct tlsock_conn *conn);
 void tlsock__conn_set_handshake_timeout(struct tlsock_conn *conn, int timeout_ms);
-/* The deadline of the next blocking read, write or close_notify: its timeout or the deadline. */
+/*
+ * The deadline of the next blocking read, write or close_notify: its timeout or the deadline
+ * (memory mode: the deadline alone, read without a clock: nothing there waits on a timeout).
+ */
 int64_t tlsock__conn_op_deadline(const struct tlsock_conn *conn);
-/* The deadline of a blocking handshake: the handshake timeout or the deadline. */
+/* The deadline of a blocking handshake: the handshake timeout or the deadline (as above). */
 int64_t tlsock__conn_handshake_deadline(const struct tlsock_conn *conn);
 /* While a blocking operation waits: its deadline, for tlsock_conn_op_deadline_ms(). */
 void tlsock__conn_set_op_deadline(struct tlsock_conn *conn, int64_t deadline_ns);
@@ -158,6 +161,9 @@ void tlsock__conn_set_store_notify(struct tlsock_conn *conn, tlsock__lookup_noti
                                    void *arg);
 /* A get was started and has not been taken in yet. */
 bool tlsock__conn_store_waiting(const struct tlsock_conn *conn);
+/* A get may still start or is pending (a server with a store, its ClientHello not looked at yet
+ * or its get not taken in): the driver must set its notify before stepping. */
+bool tlsock__conn_store_may_wait(const struct tlsock_conn *conn);
 /* When the pending get counts as a miss (tlsock__now_ns() time). */
 int64_t tlsock__conn_store_deadline(const struct tlsock_conn *conn);
 /* Gives up on the pending get: a miss. */

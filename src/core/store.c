@@ -301,6 +301,12 @@ bool tlsock__conn_store_waiting(const struct tlsock_conn *conn)
     return conn->store_phase == PHASE_WAITING;
 }
 
+bool tlsock__conn_store_may_wait(const struct tlsock_conn *conn)
+{
+    return conn->store_phase != PHASE_DONE && conn->ctx->role == TLSOCK_SERVER &&
+           conn->ctx->store.get != NULL;
+}
+
 int64_t tlsock__conn_store_deadline(const struct tlsock_conn *conn)
 {
     return conn->store.get != NULL ? conn->store.get->deadline_ns : INT64_MAX;

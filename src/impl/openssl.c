@@ -1120,6 +1120,18 @@ fail:
 }
 
 /*
+ * Empties the thread's error queue before an I/O call, as SSL_get_error() needs. Peeking first:
+ * the queue is nearly always empty (every failure path clears it), and ERR_clear_error() clears
+ * all its slots each time, 2% of a memory-mode bulk transfer.
+ */
+static void clear_queue(void)
+{
+    if (ERR_peek_error() != 0) {
+        ERR_clear_error();
+    }
+}
+
+/*
  * Explains a failed certificate verification: verify_hook()'s reason, or OpenSSL's reason and
  * code with the peer's subject.
  */
@@ -1209,7 +1221,7 @@ static int ossl_handshake(void *tls, struct tlsock__err *err)
     struct ossl_conn *c = tls;
     int ret;
 
-    ERR_clear_error();
+    clear_queue();
     ret = SSL_do_handshake(c->ssl);
     if (ret == 1) {
         tlsock__ossl_sessions_done(c->ssl);
@@ -1225,7 +1237,7 @@ static int ossl_read(void *tls, void *buf, size_t len, size_t *nread, struct tls
     struct ossl_conn *c = tls;
     int ret;
 
-    ERR_clear_error();
+    clear_queue();
     ret = SSL_read_ex(c->ssl, buf, len, nread);
     return ret == 1 ? 0 : map_error(c, ret, err);
 }
@@ -1236,7 +1248,7 @@ static int ossl_write(void *tls, const void *buf, size_t len, size_t *nwritten,
     struct ossl_conn *c = tls;
     int ret;
 
-    ERR_clear_error();
+    clear_queue();
     ret = SSL_write_ex(c->ssl, buf, len, nwritten);
     return ret == 1 ? 0 : map_error(c, ret, err);
 }
@@ -1246,7 +1258,7 @@ static int ossl_shutdown(void *tls, struct tlsock__err *err)
     struct ossl_conn *c = tls;
     int ret;
 
-    ERR_clear_error();
+    clear_queue();
     /* 0: our close_notify is sent; 1: the peer's had arrived too. Either way we are done. */
     ret = SSL_shutdown(c->ssl);
     /*

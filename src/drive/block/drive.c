@@ -100,7 +100,11 @@ int tlsock__drive(struct tlsock_conn *conn, tlsock__step_fn step, void *arg, int
     /* Callbacks may ask for it (tlsock_conn_op_deadline_ms) to bound their own waiting. */
     tlsock__conn_set_op_deadline(conn, deadline_ns);
     tlsock__conn_set_caller_polls(conn, true);
-    waiter_init(conn, &w);
+    /* Only a server's handshake with a store looks a session up: no waiter for other calls. */
+    bool store = tlsock__conn_store_may_wait(conn);
+    if (store) {
+        waiter_init(conn, &w);
+    }
     /*
      * On a socket: records move, so the implementation keeps its buffers from one to the next
      * until we return (below). Callbacks and memory mode keep the implementation's default: their
@@ -113,7 +117,7 @@ int tlsock__drive(struct tlsock_conn *conn, tlsock__step_fn step, void *arg, int
     }
     for (;;) {
         rc = step(conn, arg);
-        if (rc == TLSOCK_EWANT_READ && tlsock__conn_store_waiting(conn)) {
+        if (store && rc == TLSOCK_EWANT_READ && tlsock__conn_store_waiting(conn)) {
             wait_store(conn, &w, deadline_ns);
             continue;
         }
@@ -133,7 +137,9 @@ int tlsock__drive(struct tlsock_conn *conn, tlsock__step_fn step, void *arg, int
             break;
         }
     }
-    waiter_destroy(conn, &w);
+    if (store) {
+        waiter_destroy(conn, &w);
+    }
     tlsock__conn_set_caller_polls(conn, false);
     tlsock__conn_set_op_deadline(conn, INT64_MAX);
     /*
