@@ -141,6 +141,11 @@ ssize_t __wrap_sendmsg(int fd, const struct msghdr *msg, int flags);
 int __wrap_poll(struct pollfd *fds, nfds_t nfds, int timeout);
 int __wrap_accept4(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags);
 
+/* Armed by a test in its own thread: what the next real recv of that thread returned. */
+static _Thread_local bool first_recv_armed;
+static _Thread_local ssize_t first_recv_rc;
+static _Thread_local int first_recv_errno;
+
 ssize_t __wrap_recv(int fd, void *buf, size_t len, int flags)
 {
     int e = inject(F_RECV, true);
@@ -149,7 +154,13 @@ ssize_t __wrap_recv(int fd, void *buf, size_t len, int flags)
         errno = e;
         return -1;
     }
-    return moved(F_RECV, __real_recv(fd, buf, limit(len), flags));
+    ssize_t n = __real_recv(fd, buf, limit(len), flags);
+    if (first_recv_armed) {
+        first_recv_armed = false;
+        first_recv_rc = n;
+        first_recv_errno = n < 0 ? errno : 0;
+    }
+    return moved(F_RECV, n);
 }
 
 ssize_t __wrap_send(int fd, const void *buf, size_t len, int flags)
@@ -348,6 +359,43 @@ static void test_socket(void **state)
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]) * VERSIONS; i++) {
         ts_env_renew(state, i);
         run_socket_case(*state, &cases[i / VERSIONS], i % VERSIONS);
+    }
+}
+
+/*
+ * A client's first read on a connection tlsock_connect() opened waits for the driver's poll: the
+ * server says nothing before the ClientHello, which a GnuTLS client still holds collected when it
+ * first reads (its flight leaves in one send). So its first recv gets the server's answer; a recv
+ * before the poll would only fail (EAGAIN), a system call per handshake.
+ */
+static void test_first_read_waits(void **state)
+{
+    struct ts_env *env = *state;
+
+    for (size_t v = 0; v < VERSIONS; v++) {
+        struct ts_exchange ex = {.size = 100};
+        struct tlsock_opts opts = ts_opts();
+
+        ts_env_renew(state, v);
+        env = *state;
+        TS_ASSERT_RC(ts_server_ctx_new(&ts_pki.server, &env->sctx), 0);
+        TS_ASSERT_RC(ts_client_ctx_new(ts_pki.ca.cert, &env->cctx), 0);
+        TS_ASSERT_RC(tlsock_ctx_set_protocols(env->cctx, versions[v].protocols), 0);
+        TS_ASSERT_RC(ts_server_start(&env->srv, env->sctx, NULL, NULL, ts_serve_exchange, &ex), 0);
+        first_recv_rc = 0;
+        first_recv_armed = true;
+        TS_ASSERT_RC_MSG(tlsock_connect(env->cctx, "127.0.0.1", env->srv.port, &opts, &env->client),
+                         0, tlsock_errmsg());
+        print_message("%s: the client's first recv returned %zd (%s)\n", versions[v].version,
+                      first_recv_rc, first_recv_rc < 0 ? strerror(first_recv_errno) : "data");
+        assert_false(first_recv_armed);
+        assert_true(first_recv_rc > 0);
+        TS_ASSERT_RC_MSG(ts_client_exchange(env->client, ex.size), 0,
+                         tlsock_conn_errmsg(env->client));
+        tlsock_close(env->client);
+        env->client = NULL;
+        ts_server_stop(&env->srv);
+        TS_ASSERT_RC_MSG(env->srv.result, 0, env->srv.errmsg);
     }
 }
 
@@ -865,6 +913,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_socket, ts_env_setup, faults_teardown),
+        cmocka_unit_test_setup_teardown(test_first_read_waits, ts_env_setup, faults_teardown),
         cmocka_unit_test_setup_teardown(test_callbacks, pair_setup, pair_teardown),
         cmocka_unit_test_setup_teardown(test_memory_one_byte, pair_setup, pair_teardown),
         cmocka_unit_test_setup_teardown(test_accept_emfile, ts_env_setup, accept_teardown),

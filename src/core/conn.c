@@ -108,11 +108,13 @@ int tlsock__conn_new(struct tlsock_ctx *ctx, const struct tlsock__conn_setup *se
         /* tlsock opened it non-blocking (SOCK_NONBLOCK): no fcntl to learn what it knows. */
         conn->saved_flags = O_RDWR | O_NONBLOCK;
         /*
-         * A client it just accepted sends its ClientHello after the TCP handshake that woke the
-         * accept, and it is rarely there yet: the first read waits for the blocking driver's
-         * poll instead of failing first, as a read after a send does (transport.h).
+         * The first read waits for the blocking driver's poll instead of failing first, as a read
+         * after a send does (transport.h). A client it just accepted sends its ClientHello after
+         * the TCP handshake that woke the accept, and it is rarely there yet; a server it just
+         * connected to says nothing before our ClientHello, which is still collected when a
+         * GnuTLS client reads for the first time (its flight leaves in one send).
          */
-        conn->transport.sent = ctx->role == TLSOCK_SERVER;
+        conn->transport.sent = true;
     } else if (conn->fd >= 0) {
         rc = tlsock__set_nonblocking(conn->fd, &conn->saved_flags, &err);
         if (rc != 0) {
