@@ -122,9 +122,10 @@ static void on_connection(uv_stream_t *listener, int status)
         drop_client(c, rc, tlsock_errmsg());
         return;
     }
-#ifndef __linux__
-    (void)uv_tcp_nodelay(&c->tcp, 1); /* Linux: inherited from the listener (listen.c) */
-#endif
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0) {
+        tlsock__accepted_nodelay(fd); /* the one rule for both drivers (listen.c) */
+    }
     tlsock__uv_start_tls(c);
     tlsock__uv_pump(c, true);
 }
