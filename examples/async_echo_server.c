@@ -1,15 +1,18 @@
 /*
- * A TLS echo server on a libuv loop, many clients at once in one thread:
- * usage `async_echo_server PORT [CHAIN.pem KEY.pem]`.
+ * A TLS echo server on libuv loops, many clients at once on each:
+ * usage `async_echo_server [-t THREADS] PORT [CHAIN.pem KEY.pem]`.
  *
  * Without a certificate it makes a development one for localhost and prints the CA that signed
  * it on stdout, so that a client can trust it. TLSOCK_IMPL=gnutls (or openssl) picks the TLS
- * implementation. SIGINT or SIGTERM stops accepting; the program ends when the last client
- * has gone.
+ * implementation. With -t, THREADS loops (one per thread) serve the port: the main thread's
+ * server listens and gives each client to the loop with the fewest connections
+ * (tlsock_uv_serve_shared()). SIGINT or SIGTERM stops accepting; the program ends when the last
+ * client has gone.
  *
- *     ./async_echo_server 8443 > ca.pem &
+ *     ./async_echo_server -t 4 8443 > ca.pem &
  *     ./async_client localhost 8443 hello ca.pem
  */
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,7 +27,17 @@ struct client {
     bool paused;
 };
 
+/* A loop of its own thread, whose server shares the main loop's listener. */
+struct worker {
+    uv_loop_t loop;
+    uv_async_t stop; /* the main thread's signal handler wakes the loop through it to stop */
+    struct tlsock_uv_server *server;
+    pthread_t thread;
+};
+
 static struct tlsock_uv_server *server;
+static struct worker *workers;
+static int worker_count; /* running */
 static uv_signal_t sigint_watcher;
 static uv_signal_t sigterm_watcher;
 
@@ -126,12 +139,64 @@ static void on_accept_error(struct tlsock_uv_server *srv, int code, const char *
     fprintf(stderr, "async_echo_server: handshake: %s (%s)\n", tlsock_strerror(code), message);
 }
 
+/* In a worker's thread: its server closes; its loop ends once its clients have gone. */
+static void on_worker_stop(uv_async_t *stop)
+{
+    struct worker *w = stop->data;
+
+    tlsock_uv_server_close(w->server, NULL);
+    uv_close((uv_handle_t *)stop, NULL);
+}
+
+static void *run_worker(void *arg)
+{
+    struct worker *w = arg;
+
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    return NULL;
+}
+
+/* @p count loops in threads of their own, sharing the main loop's listener; 0 or an error. */
+static int start_workers(int count, struct tlsock_ctx *ctx, const struct tlsock_uv_opts *opts)
+{
+    int rc = 0;
+
+    workers = calloc((size_t)count, sizeof(*workers));
+    if (workers == NULL) {
+        return TLSOCK_ENOMEM;
+    }
+    for (int i = 0; i < count && rc == 0; i++) {
+        struct worker *w = &workers[i];
+        /* Set up before its thread runs it, so from this thread. */
+        uv_loop_init(&w->loop);
+        uv_async_init(&w->loop, &w->stop, on_worker_stop);
+        w->stop.data = w;
+        rc = tlsock_uv_serve_shared(&w->loop, ctx, server, opts, &w->server);
+        if (rc == 0 && pthread_create(&w->thread, NULL, run_worker, w) != 0) {
+            rc = TLSOCK_ESYS;
+        }
+        if (rc != 0) {
+            /* This loop never ran: what it has closes here; the others stop as after a signal. */
+            tlsock_uv_server_close(w->server, NULL);
+            uv_close((uv_handle_t *)&w->stop, NULL);
+            uv_run(&w->loop, UV_RUN_DEFAULT);
+            uv_loop_close(&w->loop);
+        } else {
+            worker_count = i + 1;
+        }
+    }
+    return rc;
+}
+
 /* SIGINT, SIGTERM: stop accepting; uv_run() returns once the connected clients have gone. */
 static void on_signal(uv_signal_t *watcher, int signum)
 {
     (void)watcher;
     (void)signum;
     tlsock_uv_server_close(server, NULL); /* a second call is a no-op */
+    for (int i = 0; i < worker_count; i++) {
+        uv_async_send(&workers[i].stop); /* the one libuv call for another thread's loop */
+    }
     /*
      * The watchers stay (a second signal, as timeout(1) sends, must not kill us), but no
      * longer keep the loop running.
@@ -145,10 +210,17 @@ int main(int argc, char **argv)
     uv_loop_t *loop = uv_default_loop();
     struct tlsock_ctx *ctx = NULL;
     struct tlsock_uv_opts opts = TLSOCK_UV_OPTS_INIT;
+    const char *program = argv[0];
+    int threads = 1;
     int rc;
 
-    if (argc != 2 && argc != 4) {
-        fprintf(stderr, "usage: %s PORT [CHAIN.pem KEY.pem]\n", argv[0]);
+    if (argc > 2 && strcmp(argv[1], "-t") == 0) {
+        threads = atoi(argv[2]);
+        argc -= 2;
+        argv += 2;
+    }
+    if ((argc != 2 && argc != 4) || threads < 1) {
+        fprintf(stderr, "usage: %s [-t THREADS] PORT [CHAIN.pem KEY.pem]\n", program);
         return 2;
     }
     /* Every client gets these callbacks and timeouts. */
@@ -162,6 +234,12 @@ int main(int argc, char **argv)
     opts.read_idle_timeout_ms = 60000; /* ...and so is an idle one */
     opts.write_timeout_ms = 60000;     /* ...and one that stops reading */
 
+    /* First, so that on_signal() can end everything from here on. */
+    uv_signal_init(loop, &sigint_watcher);
+    uv_signal_start(&sigint_watcher, on_signal, SIGINT);
+    uv_signal_init(loop, &sigterm_watcher);
+    uv_signal_start(&sigterm_watcher, on_signal, SIGTERM);
+
     rc = tlsock_ctx_new(TLSOCK_SERVER, &ctx);
     if (rc == 0) {
         rc = load_identity(ctx, argc, argv);
@@ -169,19 +247,20 @@ int main(int argc, char **argv)
     if (rc == 0) {
         rc = tlsock_uv_serve(loop, ctx, NULL, (uint16_t)atoi(argv[1]), 0, &opts, &server);
     }
-    if (rc != 0) {
-        fprintf(stderr, "async_echo_server: %s (%s)\n", tlsock_strerror(rc),
-                ctx != NULL ? tlsock_ctx_errmsg(ctx) : tlsock_errmsg());
-        tlsock_ctx_free(ctx);
-        return 1;
+    if (rc == 0 && threads > 1) {
+        rc = start_workers(threads - 1, ctx, &opts);
     }
-    fprintf(stderr, "async_echo_server: listening on port %u (%s)\n", tlsock_uv_server_port(server),
-            tlsock_impl_name(tlsock_ctx_impl(ctx)));
-    uv_signal_init(loop, &sigint_watcher);
-    uv_signal_start(&sigint_watcher, on_signal, SIGINT);
-    uv_signal_init(loop, &sigterm_watcher);
-    uv_signal_start(&sigterm_watcher, on_signal, SIGTERM);
-
+    if (rc != 0) {
+        /* The context's own message while it was being set up, the thread's after. */
+        const char *why = ctx != NULL && tlsock_ctx_errmsg(ctx)[0] != '\0' ? tlsock_ctx_errmsg(ctx)
+                                                                           : tlsock_errmsg();
+        fprintf(stderr, "async_echo_server: %s (%s)\n", tlsock_strerror(rc), why);
+        on_signal(&sigterm_watcher, SIGTERM); /* closes what started; the loops end */
+    } else {
+        fprintf(stderr, "async_echo_server: listening on port %u (%s) on %d thread%s\n",
+                tlsock_uv_server_port(server), tlsock_impl_name(tlsock_ctx_impl(ctx)), threads,
+                threads > 1 ? "s" : "");
+    }
     uv_run(loop, UV_RUN_DEFAULT);
 
     /* Closing the watchers restores the default action: we are leaving, ignore more signals. */
@@ -190,7 +269,12 @@ int main(int argc, char **argv)
     signal(SIGINT, SIG_IGN);
     signal(SIGTERM, SIG_IGN);
     uv_run(loop, UV_RUN_DEFAULT); /* runs the close callbacks */
-    tlsock_ctx_free(ctx);         /* the server held its own reference while it ran */
+    for (int i = 0; i < worker_count; i++) {
+        pthread_join(workers[i].thread, NULL); /* its loop ended: its clients have gone */
+        uv_loop_close(&workers[i].loop);
+    }
+    free(workers);
+    tlsock_ctx_free(ctx); /* the servers held their own references while they ran */
     uv_loop_close(loop);
-    return 0;
+    return rc == 0 ? 0 : 1;
 }

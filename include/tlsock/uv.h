@@ -135,7 +135,8 @@ struct tlsock_uv_opts {
     size_t initial_len;       /**< Length of @c initial_data. */
     bool reuseport;           /**< Servers: bind with SO_REUSEPORT, so that several servers (one
                                    loop per thread) share the port and the kernel spreads the
-                                   clients among them. */
+                                   clients among them, by a hash of their addresses (see
+                                   tlsock_uv_serve_shared() to spread them by load). */
     void *user;               /**< The user pointer of the connection (and of the server). */
     size_t queue_limit;       /**< Bytes a connection's write queue may hold (see
                                    tlsock_uv_conn_write_queue_size()) before it stops reading
@@ -177,6 +178,37 @@ TLSOCK_API int tlsock_uv_connect(uv_loop_t *loop, struct tlsock_ctx *ctx, const 
 TLSOCK_API int tlsock_uv_serve(uv_loop_t *loop, struct tlsock_ctx *ctx, const char *host,
                                uint16_t port, int backlog, const struct tlsock_uv_opts *opts,
                                struct tlsock_uv_server **out);
+
+/**
+ * Serves on @p first's listener from @p loop too: one port and one accept queue for several
+ * loops, one per thread. @p first's loop accepts every client and gives it to the server of the
+ * group (@p first and every server made with it) that has the fewest connections (in their
+ * handshake, or handed to the application and not closed yet), @p first on a tie. That
+ * server's loop runs the client's handshake and everything after, with that server's context,
+ * options and callbacks (on_connect, on_accept_error, the user pointer...). Clients thus spread
+ * by load, where opts.reuseport spreads them by a hash of their addresses: two long transfers
+ * never share a loop while another loop has none.
+ *
+ * Each server of the group is closed on its own, with tlsock_uv_server_close() from its loop.
+ * A closed server is given no more clients; clients given to it that its loop had not started
+ * yet are reset, as a full listen backlog would turn them away. Once @p first is closed, nobody
+ * accepts: close the others too.
+ *
+ * Threads: call it from the thread that runs @p loop (or before that loop runs), while @p first
+ * is open; @p first's loop may be running in another thread. opts.reuseport is ignored.
+ * Cost: a client given to another loop costs the listening loop a dup(2) and a close(2) of its
+ * socket, and a wake-up of that loop.
+ *
+ * @param first  a server made by tlsock_uv_serve(), on another loop (or the same one).
+ * @param ctx    a server context with a certificate, as for tlsock_uv_serve() (it may be
+ *               @p first's); referenced and frozen.
+ * @return 0; TLSOCK_EINVAL (no on_connect, @p first not made by tlsock_uv_serve() or closed),
+ *         TLSOCK_ECONFIG (no certificate), TLSOCK_ENOMEM.
+ */
+TLSOCK_API int tlsock_uv_serve_shared(uv_loop_t *loop, struct tlsock_ctx *ctx,
+                                      struct tlsock_uv_server *first,
+                                      const struct tlsock_uv_opts *opts,
+                                      struct tlsock_uv_server **out);
 
 /** The port a server is bound to. */
 TLSOCK_API uint16_t tlsock_uv_server_port(const struct tlsock_uv_server *server);

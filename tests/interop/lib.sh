@@ -154,6 +154,37 @@ listeners_on() {
         awk -v port=":$hex" 'substr($2, length($2) - 4) == port && $4 == "0A"' | wc -l
 }
 
+# hold_s_client NAME ARGS...: starts `openssl s_client ARGS` with its stdin on a FIFO that stays
+# open until release_s_clients (HELD_FD is the descriptor that feeds it, for more input). Its
+# output is in $WORK/NAME.out.
+HELD_PIDS=()
+HELD_FDS=()
+hold_s_client() {
+    local name=$1
+    shift
+    mkfifo "$WORK/$name.in"
+    "$TIMEOUT_BIN" -k 5 30 "$OPENSSL_BIN" s_client "$@" <"$WORK/$name.in" >"$WORK/$name.out" \
+        2>"$WORK/$name.err" &
+    HELD_PIDS+=("$!")
+    BG_PIDS+=("$!")
+    exec {HELD_FD}>"$WORK/$name.in"
+    HELD_FDS+=("$HELD_FD")
+}
+
+# release_s_clients WHAT: ends the input of every client hold_s_client started; fails, naming
+# WHAT, unless each one then exits 0.
+release_s_clients() {
+    local fd pid
+    for fd in "${HELD_FDS[@]}"; do
+        exec {fd}>&-
+    done
+    for pid in "${HELD_PIDS[@]}"; do
+        wait "$pid" || fail "$1: a client held open failed"
+    done
+    HELD_PIDS=()
+    HELD_FDS=()
+}
+
 # s_client_echo NAME ARGS...: runs `openssl s_client ARGS` with its stdin on a FIFO, sends a
 # token, waits for the echo, then ends the input (s_client sends close_notify and leaves) and
 # returns s_client's exit status. Its output is in $WORK/NAME.out, checked after it exits

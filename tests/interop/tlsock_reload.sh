@@ -53,11 +53,21 @@ check_reloads() {
     hup "$pid"
     wait_for "$WORK/$name.err" "SIGHUP: reloaded --cert $WORK/cert.pem --key $WORK/key.pem" 10 \
         >/dev/null
-    # Several clients: with --threads the kernel spreads them over the loops' listeners.
+    # With --threads 2 each client goes to the loop with fewer connections (loop 0 on a tie).
+    # Three clients held open after the reload, next to the one from before it, put at least one
+    # new client on each loop wherever that one landed: all must see B.
+    local h
+    for h in 1 2 3; do
+        hold_s_client "$name-held$h" -connect "127.0.0.1:$PORT"
+        wait_for "$WORK/$name-held$h.out" '^subject=.*reload-' 10 >/dev/null
+        grep -q '^subject=.*reload-b' "$WORK/$name-held$h.out" ||
+            fail "$name: client $h held after SIGHUP did not see reload-b"
+    done
     for i in 1 2 3 4 5 6; do
         got=$(subject_seen "$name-after-$i" "$PORT")
         [ "$got" = reload-b ] || fail "$name: after SIGHUP client $i saw '$got', expected reload-b"
     done
+    release_s_clients "$name, after the reload"
 
     echo "still-here-$name" >&3
     wait_for "$WORK/$name-live.out" "still-here-$name" 10 >/dev/null

@@ -1,6 +1,7 @@
 /*
  * `tlsock serve`: a TLS echo or HTTP server on the libuv driver. Each of --threads threads runs
- * a loop with its own server on the same port (SO_REUSEPORT, the kernel spreads the clients);
+ * a loop with its own server; loop 0's listener gives each client to the one with the fewest
+ * connections (tlsock_uv_serve_shared());
  * every connection has a handshake and an idle timeout, so a bad or silent client never stops
  * the server or holds up the others.
  */
@@ -50,8 +51,8 @@ static void print_help(void)
           "      --handshake-timeout MS\n"
           "                           drop clients that have not finished the TLS handshake\n"
           "                           MS milliseconds after they connected (default 10000)\n"
-          "      --threads N          N threads, each with its own event loop and listener on\n"
-          "                           the same port (SO_REUSEPORT); default 1\n"
+          "      --threads N          N threads, each with its own event loop; each client goes\n"
+          "                           to the one with the fewest connections; default 1\n"
           "  -1, --once               serve one connection, then exit with its outcome\n"
           "      --impl NAME          TLS implementation: openssl or gnutls (default: TLSOCK_IMPL\n"
           "                           or openssl)\n"
@@ -127,17 +128,21 @@ static int parse_args(int argc, char **argv, struct serve_args *args)
     return status;
 }
 
-/* Serves on @p host:@p port on @p uv; on failure says why and returns the error. */
+/* Serves on @p host:@p port on @p uv, or on @p share's listener; on failure says why and returns
+ * the error. */
 static int start_server(struct serve_loop *sl, uv_loop_t *uv, struct tlsock_ctx *ctx,
-                        const char *host, uint16_t port, bool reuseport)
+                        const char *host, uint16_t port, struct tlsock_uv_server *share)
 {
     struct tlsock_uv_opts opts = TLSOCK_UV_OPTS_INIT;
     char where[CLI_HOST_MAX + 16];
     int err = 0;
 
     serve_conn_opts(sl, &opts);
-    opts.reuseport = reuseport;
-    err = tlsock_uv_serve(uv, ctx, host, port, 0, &opts, &sl->server);
+    if (share != NULL) {
+        err = tlsock_uv_serve_shared(uv, ctx, share, &opts, &sl->server);
+    } else {
+        err = tlsock_uv_serve(uv, ctx, host, port, 0, &opts, &sl->server);
+    }
     if (err != 0) {
         sl->server = NULL;
         cli_format_hostport(host, port, where, sizeof(where));
@@ -159,7 +164,7 @@ static int serve_once(const struct serve_args *args, const struct serve_settings
         err = TLSOCK_ESYS;
         goto done;
     }
-    err = start_server(&sl, &uv, ctx, args->host, args->port, false);
+    err = start_server(&sl, &uv, ctx, args->host, args->port, NULL);
     if (err == 0) {
         cli_print_listening(args->host, tlsock_uv_server_port(sl.server), fp, NULL);
         /* Ends once the server closed after its one client and that client is gone. */
@@ -171,15 +176,18 @@ done:
     return err;
 }
 
+/* Always TLS: a shared listener with several loops, so reuseport is never asked for. */
 static int loop_start_accepting(struct cli_loop *loop, const void *settings, struct tlsock_ctx *ctx,
-                                const char *host, uint16_t *port, bool reuseport)
+                                const char *host, uint16_t *port, struct tlsock_uv_server *share,
+                                bool reuseport)
 {
     struct serve_loop *sl = loop->user;
     int err = 0;
 
+    (void)reuseport;
     sl->settings = settings;
     sl->loop = loop;
-    err = start_server(sl, &loop->uv, ctx, host, *port, reuseport);
+    err = start_server(sl, &loop->uv, ctx, host, *port, share);
     if (err == 0) {
         *port = tlsock_uv_server_port(sl->server);
     }

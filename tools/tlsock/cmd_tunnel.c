@@ -2,9 +2,10 @@
  * `tlsock tunnel`: accepts TCP connections and forwards each to a target, adding or removing
  * TLS on the way, like stunnel. TLS termination: clients speak TLS, the target plaintext.
  * TLS origination (--tls-connect): clients speak plaintext, the target TLS, verified as
- * `tlsock connect` verifies. Both at once re-encrypts. Each of --threads threads runs a loop
- * with its own listener on the same port (SO_REUSEPORT); tunnel_pair.h tells how each accepted
- * client is forwarded.
+ * `tlsock connect` verifies. Both at once re-encrypts. Each of --threads threads runs a loop:
+ * TLS clients come from loop 0's listener, to the loop with the fewest connections
+ * (tlsock_uv_serve_shared()); plaintext ones from a listener per loop on the same port
+ * (SO_REUSEPORT). tunnel_pair.h tells how each accepted client is forwarded.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -79,8 +80,9 @@ static void print_help(void)
           "                           to MS each (default 10000)\n"
           "      --idle-timeout MS    close a connection when no data moved either way for MS\n"
           "                           milliseconds (default 300000; 0: never)\n"
-          "      --threads N          N threads, each with its own event loop and listener on\n"
-          "                           the same port (SO_REUSEPORT); default 1\n"
+          "      --threads N          N threads, each with its own event loop; TLS clients go to\n"
+          "                           the one with the fewest connections, plaintext ones are\n"
+          "                           spread by the kernel (SO_REUSEPORT); default 1\n"
           "      --impl NAME          TLS implementation: openssl or gnutls (default: TLSOCK_IMPL\n"
           "                           or openssl)\n"
           "      --stats SECONDS      print the figures of the stop's summary (connections,\n"
@@ -313,17 +315,21 @@ done:
     return err;
 }
 
-/* Listens for TLS clients; *port is the port it got. Reports failures. */
+/* Listens for TLS clients, or takes them from @p share's listener; *port is the port it got.
+ * Reports failures. */
 static int listen_tls(struct tunnel_loop *tl, struct tlsock_ctx *ctx, const char *host,
-                      uint16_t *port, bool reuseport)
+                      uint16_t *port, struct tlsock_uv_server *share)
 {
     struct tlsock_uv_opts opts = TLSOCK_UV_OPTS_INIT;
     char where[CLI_HOST_MAX + 16];
     int err = 0;
 
     tunnel_accept_opts(tl, &opts);
-    opts.reuseport = reuseport;
-    err = tlsock_uv_serve(&tl->loop->uv, ctx, host, *port, 0, &opts, &tl->server);
+    if (share != NULL) {
+        err = tlsock_uv_serve_shared(&tl->loop->uv, ctx, share, &opts, &tl->server);
+    } else {
+        err = tlsock_uv_serve(&tl->loop->uv, ctx, host, *port, 0, &opts, &tl->server);
+    }
     if (err != 0) {
         tl->server = NULL;
         cli_format_hostport(host, *port, where, sizeof(where));
@@ -347,7 +353,8 @@ static void stop_listening(struct tunnel_loop *tl)
 }
 
 static int loop_start_accepting(struct cli_loop *loop, const void *settings, struct tlsock_ctx *ctx,
-                                const char *host, uint16_t *port, bool reuseport)
+                                const char *host, uint16_t *port, struct tlsock_uv_server *share,
+                                bool reuseport)
 {
     struct tunnel_loop *tl = loop->user;
     int err = 0;
@@ -355,7 +362,7 @@ static int loop_start_accepting(struct cli_loop *loop, const void *settings, str
     tl->settings = settings;
     tl->loop = loop;
     if (ctx != NULL) {
-        err = listen_tls(tl, ctx, host, port, reuseport);
+        err = listen_tls(tl, ctx, host, port, share);
     } else {
         err = listen_plain(tl, host, port, reuseport);
     }

@@ -392,7 +392,11 @@ int cli_loops_serve(const struct cli_loop_ops *ops, int count, const void *setti
     }
     cli_stats_start(shared->verbose);
     for (int i = 0; i < loops.count && err == 0; i++) {
-        err = ops->start_accepting(&loops.loops[i], settings, ctx, host, &port, count > 1);
+        /* TLS clients go to the least loaded loop; SO_REUSEPORT would hash them to one. */
+        struct tlsock_uv_server *share =
+            i > 0 && ops->tls_server != NULL ? ops->tls_server(&loops.loops[0]) : NULL;
+        err = ops->start_accepting(&loops.loops[i], settings, ctx, host, &port, share,
+                                   count > 1 && share == NULL);
     }
     if (err == 0) {
         cli_print_listening(host, port, fp, where);

@@ -1,6 +1,8 @@
 /*
- * The event loops of the serving commands (serve, tunnel): one libuv loop per thread, each with
- * its own listener on the same port (SO_REUSEPORT), one stop for all of them on SIGINT or
+ * The event loops of the serving commands (serve, tunnel): one libuv loop per thread, all serving
+ * one port. A TLS listener is loop 0's, which gives each client to the loop with the fewest
+ * connections (tlsock_uv_serve_shared()); plaintext ones are a listener per loop with
+ * SO_REUSEPORT, spread by the kernel. One stop for all of them on SIGINT or
  * SIGTERM, and one reload on SIGHUP: loop 0 builds the new server context from the options, as
  * at start, and swaps it into every loop's server (tlsock_uv_server_set_ctx() may be called from
  * any thread); a context that cannot be built leaves the old one serving. With --session-store,
@@ -38,10 +40,13 @@ struct cli_loop_ops {
     /*
      * Sets up the loop's user for @p settings and listens on @p host, port *@p port (0: any),
      * for TLS clients with @p ctx, for plaintext ones when it is NULL; sets *@p port to the port
-     * it got. Reports failures.
+     * it got. With @p share (loop 0's TLS server, for the other loops), it serves on that
+     * server's listener instead (tlsock_uv_serve_shared()); @p reuseport: its own listener
+     * binds with SO_REUSEPORT. Reports failures.
      */
     int (*start_accepting)(struct cli_loop *loop, const void *settings, struct tlsock_ctx *ctx,
-                           const char *host, uint16_t *port, bool reuseport);
+                           const char *host, uint16_t *port, struct tlsock_uv_server *share,
+                           bool reuseport);
     /* Optional: more lines once every loop listens on @p where; called on loop 0. */
     void (*listening)(struct cli_loop *loop, const char *where);
     /* When a stop reaches the loop, on its thread (and after a failed start): close the
@@ -105,7 +110,8 @@ int cli_loops_run(struct cli_loops *loops);
 
 /*
  * Until SIGINT or SIGTERM: makes @p count loops with @p ops, starts accepting on every one, all
- * on the port the first one got (SO_REUSEPORT with more than one loop), prints the "listening
+ * on the port the first one got (TLS: on loop 0's listener, by load; plaintext: SO_REUSEPORT
+ * with more than one loop), prints the "listening
  * on" lines (cli_print_listening()), then runs them (cli_loops_run()) and frees them. SIGHUP
  * rebuilds the server context from @p shared (cli_server_ctx_new(), as @p ctx was made) and
  * swaps it in; so does new ticket keys' arrival with --session-store. Counts what happens

@@ -349,8 +349,15 @@ void tlsock__uv_tls_drop(struct tlsock_conn *tls)
     tlsock__conn_free(tls);
 }
 
+/* The connection no longer counts as its server's load (group.c), from its first farewell on. */
+static void leave_load(struct tlsock_uv_conn *c)
+{
+    atomic_fetch_sub_explicit(&c->cfg->live, 1, memory_order_relaxed);
+}
+
 void tlsock__uv_conn_discard(struct tlsock_uv_conn *c)
 {
+    leave_load(c);
     tlsock__uv_finish_writes(c, false);
     tlsock__uv_writes_free(c);
     tlsock__uv_config_unref(c->cfg);
@@ -365,6 +372,7 @@ static void finish(struct tlsock_uv_conn *c)
                                                     application never saw it, so no callback */
     tlsock_uv_release_cb release_cb = c->release_cb;
 
+    leave_load(c);
     tlsock__uv_loop_forget(c);
     if (server == NULL) {
         if (!c->outcome_told) {

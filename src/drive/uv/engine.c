@@ -64,6 +64,7 @@ struct tlsock__uv_config *tlsock__uv_config_new(const struct tlsock_uv_opts *o)
     if (cfg != NULL) {
         *cfg = (struct tlsock__uv_config){
             .refs = 1,
+            .live = 0,
             .on_connect = o->on_connect,
             .on_read = o->on_read,
             .on_event = o->on_event,
@@ -108,6 +109,7 @@ struct tlsock_uv_conn *tlsock__uv_conn_alloc(uv_loop_t *loop, struct tlsock__uv_
     }
     c->cfg = cfg;
     cfg->refs++;
+    atomic_fetch_add_explicit(&cfg->live, 1, memory_order_relaxed);
     c->tcp.data = user;
     c->heap_idx = UINT32_MAX;
     return c;

@@ -13,7 +13,10 @@
  *   api.c        the public calls on a connection (write, read_stop/start, close, shutdown,
  *                accessors)
  *   connect.c    tlsock_uv_connect(): lookup, TCP connect, then the engine
- *   server.c     tlsock_uv_serve(): the listener and its clients' hand-over
+ *   server.c     tlsock_uv_serve() and tlsock_uv_serve_shared(): the listener, the clients
+ *                handed in from another loop, and each client's hand-over to the application
+ *   group.c      the servers that share one listener: who is least loaded, the clients handed
+ *                from the listening loop to another (the only state shared across threads)
  *   handoff.c    tlsock_uv_adopt() and tlsock_uv_release()
  *   engine.c     the pump: handshake, delivering reads, reports, reading, deadlines that pass,
  *                and every libuv callback of a connection; creating connections
@@ -32,6 +35,7 @@
 #define TLSOCK_UV_INT_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -222,6 +226,9 @@ struct tlsock__uv_connecting {
  * server's connections share the server's. */
 struct tlsock__uv_config {
     size_t refs; /* the server and connections holding it (all on one loop) */
+    /* Connections made with it and not finished yet: a server's load, which the loop that
+     * accepts for a group of servers reads from its own thread (group.c). */
+    atomic_size_t live;
     tlsock_uv_connect_cb on_connect;
     tlsock_uv_read_cb on_read;
     tlsock_uv_event_cb on_event;
@@ -289,8 +296,22 @@ enum tlsock__uv_reject {
     TLSOCK__UV_REJECT_QUEUED,  /* ... and another client waits in libuv to be accepted */
 };
 
+/* Most clients handed to a server and not taken by its loop yet; more go elsewhere. */
+#define TLSOCK__UV_INBOX_MAX 64
+
+/* Clients the listening loop accepted for another server of its group (under the group's lock). */
+struct tlsock__uv_inbox {
+    int fds[TLSOCK__UV_INBOX_MAX]; /* accepted sockets, oldest first */
+    size_t count;
+    size_t pending; /* handed and not yet counted in cfg->live: count, and those being taken */
+};
+
 struct tlsock_uv_server {
-    uv_tcp_t tcp;
+    uv_tcp_t tcp;                   /* the listener; only the group's first server has one */
+    uv_async_t wake;                /* the others: their loop's wake-up for clients in the inbox */
+    bool listens;                   /* tcp is used (else wake) */
+    struct tlsock__uv_group *group; /* the servers sharing the listener, this one included */
+    struct tlsock__uv_inbox inbox;
     uv_loop_t *loop;
     struct tlsock__uv_loop *lp;
     struct tlsock__ctx_slot ctx; /* tlsock_uv_server_set_ctx() swaps it from any thread */
@@ -375,6 +396,30 @@ void tlsock__uv_conn_discard(struct tlsock_uv_conn *c);
 void tlsock__uv_server_client_done(struct tlsock_uv_server *s);
 /* The server's listener is closed: freed once no client is left. */
 void tlsock__uv_server_maybe_finish(struct tlsock_uv_server *s);
+
+/* ---- group.c: servers on several loops sharing one listener --------------------------------- */
+
+/* A group of one: @p s, which listens. 0 or TLSOCK_ENOMEM. */
+int tlsock__uv_group_new(struct tlsock_uv_server *s) TLSOCK__MUST_CHECK;
+/* Adds @p s to @p first's group; any thread. 0, TLSOCK_EINVAL (first closed) or TLSOCK_ENOMEM. */
+int tlsock__uv_group_join(struct tlsock_uv_server *first,
+                          struct tlsock_uv_server *s) TLSOCK__MUST_CHECK;
+/*
+ * Takes @p s out of its group, which hands it nothing more once this returns, and drops its
+ * reference. Moves the clients still in its inbox to @p fds (TLSOCK__UV_INBOX_MAX entries) and
+ * returns how many.
+ */
+size_t tlsock__uv_group_leave(struct tlsock_uv_server *s, int *fds);
+/* The server of the listener's group with the fewest connections, @p listener on a tie. */
+struct tlsock_uv_server *tlsock__uv_group_pick(struct tlsock_uv_server *listener);
+/* Puts @p fd into @p to's inbox and wakes its loop; false if @p to left @p listener's group (it
+ * may be freed: only the group is read then) or its inbox is full. */
+bool tlsock__uv_group_give(struct tlsock_uv_server *listener, struct tlsock_uv_server *to, int fd);
+/* Moves @p s's inbox to @p fds (TLSOCK__UV_INBOX_MAX entries); returns how many. They count as
+ * its load until tlsock__uv_group_taken(). */
+size_t tlsock__uv_group_take(struct tlsock_uv_server *s, int *fds);
+/* @p n clients taken by tlsock__uv_group_take() are connections now (or gone). */
+void tlsock__uv_group_taken(struct tlsock_uv_server *s, size_t n);
 
 /* ---- writes.c -------------------------------------------------------------------------------- */
 
