@@ -38,6 +38,7 @@ struct worker {
 static struct tlsock_uv_server *server;
 static struct worker *workers;
 static int worker_count; /* running */
+static bool stopping;    /* the workers were told to stop (their stop handles close then) */
 static uv_signal_t sigint_watcher;
 static uv_signal_t sigterm_watcher;
 
@@ -173,6 +174,7 @@ static int start_workers(int count, struct tlsock_ctx *ctx, const struct tlsock_
         w->stop.data = w;
         rc = tlsock_uv_serve_shared(&w->loop, ctx, server, opts, &w->server);
         if (rc == 0 && pthread_create(&w->thread, NULL, run_worker, w) != 0) {
+            fprintf(stderr, "async_echo_server: cannot start thread %d\n", i + 2);
             rc = TLSOCK_ESYS;
         }
         if (rc != 0) {
@@ -194,9 +196,10 @@ static void on_signal(uv_signal_t *watcher, int signum)
     (void)watcher;
     (void)signum;
     tlsock_uv_server_close(server, NULL); /* a second call is a no-op */
-    for (int i = 0; i < worker_count; i++) {
+    for (int i = 0; i < worker_count && !stopping; i++) {
         uv_async_send(&workers[i].stop); /* the one libuv call for another thread's loop */
     }
+    stopping = true;
     /*
      * The watchers stay (a second signal, as timeout(1) sends, must not kill us), but no
      * longer keep the loop running.

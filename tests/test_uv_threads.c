@@ -275,6 +275,16 @@ static void test_shared_listener_spreads_by_load(void **state)
         tlsock_uv_serve_shared(&loops[1].sl.loop, server_ctx, loops[1].server, &opts, &bad),
         TLSOCK_EINVAL);
     assert_null(bad);
+    /* ... nor one closed already (before its close callback ran: it still exists). */
+    uv_loop_t here;
+    struct tlsock_uv_server *closed = NULL;
+    assert_int_equal(uv_loop_init(&here), 0);
+    TS_ASSERT_RC(tlsock_uv_serve(&here, server_ctx, "127.0.0.1", 0, 0, &opts, &closed), 0);
+    tlsock_uv_server_close(closed, NULL);
+    assert_int_equal(tlsock_uv_serve_shared(&here, server_ctx, closed, &opts, &bad), TLSOCK_EINVAL);
+    assert_null(bad);
+    uv_run(&here, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&here), 0);
 
     /* Held open, one after another: the loads go 0-0, 1-0, 1-1, 2-1: they alternate. */
     for (int i = 0; i < 4; i++) {

@@ -189,21 +189,26 @@ TLSOCK_API int tlsock_uv_serve(uv_loop_t *loop, struct tlsock_ctx *ctx, const ch
  * by load, where opts.reuseport spreads them by a hash of their addresses: two long transfers
  * never share a loop while another loop has none.
  *
+ * When the chosen server cannot take the client (64 of them wait for its loop already, or it
+ * was closed meanwhile), @p first serves it, with its own context and callbacks. A client whose
+ * socket cannot be duplicated (no descriptor left) goes to @p first's on_accept_error.
+ *
  * Each server of the group is closed on its own, with tlsock_uv_server_close() from its loop.
  * A closed server is given no more clients; clients given to it that its loop had not started
  * yet are reset, as a full listen backlog would turn them away. Once @p first is closed, nobody
  * accepts: close the others too.
  *
  * Threads: call it from the thread that runs @p loop (or before that loop runs), while @p first
- * is open; @p first's loop may be running in another thread. opts.reuseport is ignored.
+ * is open and cannot be closed meanwhile (by its own loop's thread); @p first's loop may be
+ * running in another thread. opts.reuseport is ignored.
  * Cost: a client given to another loop costs the listening loop a dup(2) and a close(2) of its
  * socket, and a wake-up of that loop.
  *
  * @param first  a server made by tlsock_uv_serve(), on another loop (or the same one).
  * @param ctx    a server context with a certificate, as for tlsock_uv_serve() (it may be
  *               @p first's); referenced and frozen.
- * @return 0; TLSOCK_EINVAL (no on_connect, @p first not made by tlsock_uv_serve() or closed),
- *         TLSOCK_ECONFIG (no certificate), TLSOCK_ENOMEM.
+ * @return 0; TLSOCK_EINVAL (no on_connect, @p first NULL, not made by tlsock_uv_serve(), or
+ *         closed already), TLSOCK_ECONFIG (no certificate), TLSOCK_ENOMEM.
  */
 TLSOCK_API int tlsock_uv_serve_shared(uv_loop_t *loop, struct tlsock_ctx *ctx,
                                       struct tlsock_uv_server *first,

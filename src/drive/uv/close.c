@@ -349,7 +349,7 @@ void tlsock__uv_tls_drop(struct tlsock_conn *tls)
     tlsock__conn_free(tls);
 }
 
-/* The connection no longer counts as its server's load (group.c), from its first farewell on. */
+/* The connection no longer counts as its server's load (group.c): its last callbacks are due. */
 static void leave_load(struct tlsock_uv_conn *c)
 {
     atomic_fetch_sub_explicit(&c->cfg->live, 1, memory_order_relaxed);

@@ -50,10 +50,9 @@ int tlsock__uv_group_join(struct tlsock_uv_server *first, struct tlsock_uv_serve
     struct tlsock__uv_group *g = first->group;
     int rc = 0;
 
+    /* first is open (the caller checked), so its group is and it leads it. */
     pthread_mutex_lock(&g->lock);
-    if (g->count == 0 || g->servers[0] != first) {
-        rc = TLSOCK_EINVAL; /* the listener closed: nothing would reach the new server */
-    } else if (g->count == g->capacity) {
+    if (g->count == g->capacity) {
         struct tlsock_uv_server **more = realloc(g->servers, 2 * g->capacity * sizeof(*more));
         if (more == NULL) {
             rc = TLSOCK_ENOMEM;

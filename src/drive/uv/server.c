@@ -240,7 +240,11 @@ static void on_wake(uv_async_t *wake)
     size_t n = tlsock__uv_group_take(s, fds);
 
     for (size_t i = 0; i < n; i++) {
-        serve_fd(s, fds[i]);
+        if (s->closing) {
+            reset_fd(fds[i]); /* closed from a callback: as for its inbox (server_close) */
+        } else {
+            serve_fd(s, fds[i]);
+        }
     }
     tlsock__uv_group_taken(s, n);
 }
@@ -364,9 +368,9 @@ int tlsock_uv_serve_shared(uv_loop_t *loop, struct tlsock_ctx *ctx, struct tlsoc
     struct tlsock_uv_server *s = NULL;
     int rc = check_server_args(loop, ctx, opts, out, "tlsock_uv_serve_shared", &o);
 
-    if (rc == 0 && (first == NULL || !first->listens)) {
+    if (rc == 0 && (first == NULL || !first->listens || first->closing)) {
         rc = tlsock__fail(NULL, TLSOCK_EINVAL,
-                          "tlsock_uv_serve_shared: first must be a server made by "
+                          "tlsock_uv_serve_shared: first must be an open server made by "
                           "tlsock_uv_serve()");
     }
     if (rc != 0) {
@@ -381,9 +385,7 @@ int tlsock_uv_serve_shared(uv_loop_t *loop, struct tlsock_ctx *ctx, struct tlsoc
     s->wake.data = s;
     rc = tlsock__uv_group_join(first, s);
     if (rc != 0) {
-        rc = tlsock__fail(NULL, rc,
-                          rc == TLSOCK_ENOMEM ? "out of memory allocating a server"
-                                              : "tlsock_uv_serve_shared: first is closed");
+        rc = tlsock__fail(NULL, rc, "out of memory allocating a server");
         tlsock_uv_server_close(s, NULL);
         return rc;
     }

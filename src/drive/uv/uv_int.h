@@ -401,7 +401,7 @@ void tlsock__uv_server_maybe_finish(struct tlsock_uv_server *s);
 
 /* A group of one: @p s, which listens. 0 or TLSOCK_ENOMEM. */
 int tlsock__uv_group_new(struct tlsock_uv_server *s) TLSOCK__MUST_CHECK;
-/* Adds @p s to @p first's group; any thread. 0, TLSOCK_EINVAL (first closed) or TLSOCK_ENOMEM. */
+/* Adds @p s to open @p first's group; any thread. 0 or TLSOCK_ENOMEM. */
 int tlsock__uv_group_join(struct tlsock_uv_server *first,
                           struct tlsock_uv_server *s) TLSOCK__MUST_CHECK;
 /*
