@@ -138,11 +138,7 @@ static int start_server(struct serve_loop *sl, uv_loop_t *uv, struct tlsock_ctx 
     int err = 0;
 
     serve_conn_opts(sl, &opts);
-    if (share != NULL) {
-        err = tlsock_uv_serve_shared(uv, ctx, share, &opts, &sl->server);
-    } else {
-        err = tlsock_uv_serve(uv, ctx, host, port, 0, &opts, &sl->server);
-    }
+    err = cli_uv_serve(uv, ctx, host, port, share, &opts, &sl->server);
     if (err != 0) {
         sl->server = NULL;
         cli_format_hostport(host, port, where, sizeof(where));

@@ -325,11 +325,7 @@ static int listen_tls(struct tunnel_loop *tl, struct tlsock_ctx *ctx, const char
     int err = 0;
 
     tunnel_accept_opts(tl, &opts);
-    if (share != NULL) {
-        err = tlsock_uv_serve_shared(&tl->loop->uv, ctx, share, &opts, &tl->server);
-    } else {
-        err = tlsock_uv_serve(&tl->loop->uv, ctx, host, *port, 0, &opts, &tl->server);
-    }
+    err = cli_uv_serve(&tl->loop->uv, ctx, host, *port, share, &opts, &tl->server);
     if (err != 0) {
         tl->server = NULL;
         cli_format_hostport(host, *port, where, sizeof(where));

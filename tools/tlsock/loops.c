@@ -422,6 +422,14 @@ done:
     return err;
 }
 
+int cli_uv_serve(uv_loop_t *uv, struct tlsock_ctx *ctx, const char *host, uint16_t port,
+                 struct tlsock_uv_server *share, const struct tlsock_uv_opts *opts,
+                 struct tlsock_uv_server **out)
+{
+    return share != NULL ? tlsock_uv_serve_shared(uv, ctx, share, opts, out)
+                         : tlsock_uv_serve(uv, ctx, host, port, 0, opts, out);
+}
+
 void cli_report_accept_error(int code, const char *message, int handshake_timeout_ms)
 {
     char detail[128];

@@ -31,6 +31,7 @@
 struct cli_loop;
 struct cli_shared_options;
 struct tlsock_ctx;
+struct tlsock_uv_opts;
 struct tlsock_uv_server;
 
 /* What a command keeps and does on each of its loops. */
@@ -134,6 +135,14 @@ void cli_print_listening(const char *host, uint16_t port, const char *fp, char *
  * --handshake-timeout of @p handshake_timeout_ms.
  */
 void cli_report_accept_error(int code, const char *message, int handshake_timeout_ms);
+
+/*
+ * Serves TLS on @p uv: on @p host:@p port, or, with @p share (loop 0's server, for the other
+ * loops), on that server's listener (tlsock_uv_serve_shared()). tlsock_uv_serve()'s result.
+ */
+int cli_uv_serve(uv_loop_t *uv, struct tlsock_ctx *ctx, const char *host, uint16_t port,
+                 struct tlsock_uv_server *share, const struct tlsock_uv_opts *opts,
+                 struct tlsock_uv_server **out);
 
 /* Frees what cli_loops_init() made; an abandoned loop is left as it is. */
 void cli_loops_free(struct cli_loops *loops);

@@ -70,6 +70,18 @@ int tlsock__uv_group_join(struct tlsock_uv_server *first, struct tlsock_uv_serve
     return rc;
 }
 
+/* Moves @p s's inbox to @p fds; returns how many. Under the group's lock. */
+static size_t move_inbox(struct tlsock_uv_server *s, int *fds)
+{
+    size_t n = s->inbox.count;
+
+    for (size_t i = 0; i < n; i++) {
+        fds[i] = s->inbox.fds[i];
+    }
+    s->inbox.count = 0;
+    return n;
+}
+
 size_t tlsock__uv_group_leave(struct tlsock_uv_server *s, int *fds)
 {
     struct tlsock__uv_group *g = s->group;
@@ -87,11 +99,7 @@ size_t tlsock__uv_group_leave(struct tlsock_uv_server *s, int *fds)
             break;
         }
     }
-    n = s->inbox.count;
-    for (size_t i = 0; i < n; i++) {
-        fds[i] = s->inbox.fds[i];
-    }
-    s->inbox.count = 0;
+    n = move_inbox(s, fds);
     s->inbox.pending = 0;
     last = --g->refs == 0;
     pthread_mutex_unlock(&g->lock);
@@ -155,11 +163,7 @@ size_t tlsock__uv_group_take(struct tlsock_uv_server *s, int *fds)
     size_t n;
 
     pthread_mutex_lock(&g->lock);
-    n = s->inbox.count;
-    for (size_t i = 0; i < n; i++) {
-        fds[i] = s->inbox.fds[i];
-    }
-    s->inbox.count = 0;
+    n = move_inbox(s, fds);
     pthread_mutex_unlock(&g->lock);
     return n;
 }

@@ -82,6 +82,19 @@ static void drop_client(struct tlsock_uv_conn *c, int code, const char *msg)
     tlsock__uv_close_all(c, TLSOCK__UV_CLOSED);
 }
 
+/* Accepting failed with libuv error @p rc: reported, and @p c (may be NULL) dropped. */
+static void accept_failed(struct tlsock_uv_server *s, struct tlsock_uv_conn *c, int rc)
+{
+    char msg[160];
+
+    snprintf(msg, sizeof(msg), "accept: %s (%s)", uv_strerror(rc), uv_err_name(rc));
+    if (c != NULL) {
+        drop_client(c, TLSOCK_ESYS, msg);
+    } else {
+        accept_error(s, TLSOCK_ESYS, msg);
+    }
+}
+
 /* A client whose socket c->tcp holds: its handshake starts on the loop. */
 static void serve_client(struct tlsock_uv_server *s, struct tlsock_uv_conn *c)
 {
@@ -147,10 +160,8 @@ static void serve_fd(struct tlsock_uv_server *s, int fd)
     }
     rc = uv_tcp_open(&c->tcp, fd);
     if (rc != 0) {
-        char msg[160];
         close(fd);
-        snprintf(msg, sizeof(msg), "accept: %s (%s)", uv_strerror(rc), uv_err_name(rc));
-        drop_client(c, TLSOCK_ESYS, msg);
+        accept_failed(s, c, rc);
         return;
     }
     serve_client(s, c);
@@ -188,9 +199,7 @@ static bool hand_over(struct tlsock_uv_server *s, struct tlsock_uv_server *to)
     }
     uv_close((uv_handle_t *)tcp, free_handle);
     if (rc != 0) {
-        char msg[160];
-        snprintf(msg, sizeof(msg), "accept: %s (%s)", uv_strerror(rc), uv_err_name(rc));
-        accept_error(s, TLSOCK_ESYS, msg);
+        accept_failed(s, NULL, rc);
     } else if (!tlsock__uv_group_give(s, to, dup_fd)) {
         serve_fd(s, dup_fd); /* it left meanwhile, or has a backlog: served here */
     }
@@ -207,9 +216,7 @@ static void on_connection(uv_stream_t *listener, int status)
         return;
     }
     if (status < 0) {
-        char msg[160];
-        snprintf(msg, sizeof(msg), "accept: %s (%s)", uv_strerror(status), uv_err_name(status));
-        accept_error(s, TLSOCK_ESYS, msg);
+        accept_failed(s, NULL, status);
         return;
     }
     struct tlsock_uv_server *to = tlsock__uv_group_pick(s);
@@ -224,9 +231,7 @@ static void on_connection(uv_stream_t *listener, int status)
     }
     rc = uv_accept(listener, (uv_stream_t *)&c->tcp);
     if (rc != 0) {
-        char msg[160];
-        snprintf(msg, sizeof(msg), "accept: %s (%s)", uv_strerror(rc), uv_err_name(rc));
-        drop_client(c, TLSOCK_ESYS, msg);
+        accept_failed(s, c, rc);
         return;
     }
     serve_client(s, c);
