@@ -476,6 +476,12 @@ void tlsock__conn_polled(struct tlsock_conn *conn)
     tlsock__transport_polled(&conn->transport);
 }
 
+bool tlsock__conn_quick_ack_due(const struct tlsock_conn *conn)
+{
+    return conn->state == TLSOCK__HANDSHAKING && conn->ctx->role == TLSOCK_SERVER &&
+           conn->ctx->impl->server_silent_after_finished(conn->tls);
+}
+
 size_t tlsock__conn_write_done(const struct tlsock_conn *conn)
 {
     return conn->write_done;

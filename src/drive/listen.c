@@ -71,6 +71,18 @@ void tlsock__accepted_nodelay(int fd)
 #endif
 }
 
+void tlsock__quick_ack(int fd)
+{
+#ifdef TCP_QUICKACK
+    int one = 1;
+
+    /* Not sticky: the kernel leaves quick-ACK mode again by itself, so it is set per flight. */
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
+#else
+    (void)fd;
+#endif
+}
+
 uint16_t tlsock__bound_port(int fd)
 {
     struct sockaddr_storage ss;

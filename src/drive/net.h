@@ -32,6 +32,12 @@ int tlsock__listen_socket(const char *host, uint16_t port, int backlog, bool reu
                           int *fd_out) TLSOCK__MUST_CHECK;
 /* Gives a socket accepted from such a listener TCP_NODELAY where it does not inherit it. */
 void tlsock__accepted_nodelay(int fd);
+/*
+ * Makes the kernel acknowledge the next segment that arrives on TCP socket @p fd at once, not
+ * after its delayed-ACK timer (TCP_QUICKACK, Linux; elsewhere nothing). Best effort: a socket
+ * that is no TCP socket keeps its ACKs as they were.
+ */
+void tlsock__quick_ack(int fd);
 /* The port a bound socket got (the kernel picks one for port 0); 0 if unknown. */
 uint16_t tlsock__bound_port(int fd);
 

@@ -1613,6 +1613,18 @@ static bool gtls_resumed(void *tls)
     return gnutls_session_is_resumed(c->session) != 0;
 }
 
+static bool gtls_server_silent_after_finished(void *tls)
+{
+    const struct gtls_conn *c = tls;
+
+    if (c->role != TLSOCK_SERVER || c->stage != GTLS_RUNNING ||
+        gnutls_handshake_get_last_out(c->session) != GNUTLS_HANDSHAKE_FINISHED) {
+        return false;
+    }
+    /* TLS 1.3 with a ticket key: send_tickets() follows the client's Finished. */
+    return gnutls_protocol_get_version(c->session) != GNUTLS_TLS1_3 || !c->tickets_keyed;
+}
+
 static int gtls_get_info(void *tls, struct tlsock__info_buf *out, struct tlsock__err *err)
 {
     struct gtls_conn *c = tls;
@@ -1766,6 +1778,7 @@ const struct tlsock__impl tlsock__gnutls_impl = {
     .shutdown = gtls_shutdown,
     .get_info = gtls_get_info,
     .resumed = gtls_resumed,
+    .server_silent_after_finished = gtls_server_silent_after_finished,
     .export_keying_material = gtls_export,
     .exporter_bound = gtls_exporter_bound,
     .sha256 = tlsock__gtls_sha256,

@@ -342,6 +342,12 @@ struct tlsock__impl {
     /* After the handshake: the session was resumed. Cheap: no allocation, no formatting. */
     bool (*resumed)(void *tls);
     /*
+     * A server in its handshake that has sent its Finished, waits for the client's, and sends
+     * nothing of its own once it has read it: TLS 1.2 resumption, or TLS 1.3 without tickets
+     * (a TLS 1.3 server's tickets follow the client's Finished). Cheap: reads state only.
+     */
+    bool (*server_silent_after_finished)(void *tls);
+    /*
      * Keying material exporter (RFC 5705, RFC 8446 7.5) after the handshake: @p context NULL
      * for none. 0, or TLSOCK_EPROTO with the implementation's reason.
      */

@@ -1414,6 +1414,22 @@ static bool ossl_resumed(void *tls)
     return SSL_session_reused(c->ssl) == 1;
 }
 
+static bool ossl_server_silent_after_finished(void *tls)
+{
+    const struct ossl_conn *c = tls;
+
+    /*
+     * The state names the last message written until the next one is read; a TLS 1.3 server
+     * moves on from its Finished to TLS_ST_EARLY_DATA, whether early data comes or not.
+     */
+    OSSL_HANDSHAKE_STATE state = SSL_get_state(c->ssl);
+    if (!SSL_is_server(c->ssl) || (state != TLS_ST_SW_FINISHED && state != TLS_ST_EARLY_DATA)) {
+        return false;
+    }
+    /* TLS 1.3: OpenSSL sends its tickets once the client's Finished is read (none when off). */
+    return SSL_version(c->ssl) != TLS1_3_VERSION || SSL_get_num_tickets(c->ssl) == 0;
+}
+
 static int ossl_get_info(void *tls, struct tlsock__info_buf *out, struct tlsock__err *err)
 {
     struct ossl_conn *c = tls;
@@ -1552,6 +1568,7 @@ const struct tlsock__impl tlsock__openssl_impl = {
     .shutdown = ossl_shutdown,
     .get_info = ossl_get_info,
     .resumed = ossl_resumed,
+    .server_silent_after_finished = ossl_server_silent_after_finished,
     .export_keying_material = ossl_export,
     .exporter_bound = ossl_exporter_bound,
     .session_free = tlsock__ossl_session_free,

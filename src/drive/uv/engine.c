@@ -500,12 +500,18 @@ static void handshake_step(struct tlsock_uv_conn *c)
         become_open(c);
         return;
     }
+    size_t flight = tlsock__conn_output_pending(c->tls);
     int frc = tlsock__uv_flush(c);
+    uv_os_fd_t fd;
 
     if (!is_want(rc)) {
         tlsock__uv_report(c, tls_or_reset_fail(c, rc));
     } else if (frc != 0) {
         tlsock__uv_report(c, frc);
+    } else if (flight > 0 && tlsock__conn_quick_ack_due(c->tls) &&
+               uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0) {
+        /* Once per flight: the client's Finished gets no reply to carry its ACK (core.h). */
+        tlsock__quick_ack(fd);
     }
 }
 

@@ -1,0 +1,261 @@
+/*
+ * A client's Finished is acknowledged at once, whether or not the server has anything to send
+ * after it. When the server's Finished went out first and nothing of the server's follows the
+ * client's (TLS 1.3 without tickets, TLS 1.2 resumption), the kernel would hold the ACK for its
+ * delayed-ACK timer (at least 40 ms on Linux), and a client that leaves Nagle on holds its first
+ * request back until then. So the server puts its socket in quick-ACK mode once its Finished is
+ * out (core.h, tlsock__conn_quick_ack_due()); where TLS 1.3 tickets follow, they carry the ACK.
+ *
+ * Each case connects a plain client socket (Nagle on, as ts_raw_connect() leaves it), attaches a
+ * tlsock client to it and handshakes; then the client socket's TCP_INFO must show every segment
+ * acknowledged within ACK_BOUND_MS, half the shortest delayed ACK. The server says nothing after
+ * its handshake until the client is done. Servers: the blocking API, and the libuv driver.
+ */
+#include "support.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#if TS_HAVE_UV
+#include "uv_harness.h"
+#endif
+
+/* Linux delays an ACK by at least 40 ms (TCP_DELACK_MIN); a quick ACK takes microseconds. */
+#define ACK_BOUND_MS 20
+
+/* What one client connection saw. */
+struct client_result {
+    int rc;     /* of the attach and the handshake */
+    bool acked; /* the server acknowledged all the client sent within ACK_BOUND_MS */
+    bool resumed;
+    char msg[TLSOCK__ERRMSG_SIZE];
+};
+
+/* Whether the peer acknowledged every segment @p fd sent, waiting up to @p ms. */
+static bool all_acked_within(int fd, int ms)
+{
+    int64_t until = tlsock_now_ms() + ms;
+
+    for (;;) {
+        struct tcp_info ti;
+        socklen_t len = sizeof(ti);
+
+        if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0) {
+            return false;
+        }
+        if (ti.tcpi_unacked == 0) {
+            return true;
+        }
+        if (tlsock_now_ms() >= until) {
+            return false;
+        }
+        usleep(100);
+    }
+}
+
+/* One client connection to 127.0.0.1:@p port: handshake, then the ACK check, then close. */
+static void client_round(struct tlsock_ctx *cctx, uint16_t port, struct client_result *out)
+{
+    struct tlsock_opts opts = ts_opts();
+    struct tlsock_conn *conn = NULL;
+    int fd = -1;
+
+    memset(out, 0, sizeof(*out));
+    opts.servername = "localhost"; /* ts_pki.server's name, and the session cache's key */
+    out->rc = ts_raw_connect("127.0.0.1", port, 0, &fd);
+    if (out->rc == 0) {
+        out->rc = tlsock_attach_fd(cctx, fd, &opts, &conn);
+    }
+    if (out->rc == 0) {
+        out->rc = tlsock_handshake(conn);
+    }
+    if (out->rc == 0) {
+        out->acked = all_acked_within(fd, ACK_BOUND_MS);
+        out->resumed = tlsock_conn_resumed(conn);
+    } else {
+        snprintf(out->msg, sizeof(out->msg), "%s",
+                 conn != NULL ? tlsock_conn_errmsg(conn) : tlsock_errmsg());
+    }
+    tlsock_close(conn);
+    if (fd >= 0) {
+        close(fd);
+    }
+}
+
+/* Contexts for one case: protocol range @p version, server tickets on or off. */
+static void make_ctxs(const char *version, bool tickets, struct tlsock_ctx **cctx,
+                      struct tlsock_ctx **sctx)
+{
+    TS_ASSERT_RC(ts_client_ctx_new(ts_pki.ca.cert, cctx), 0);
+    TS_ASSERT_RC(ts_server_ctx_new(&ts_pki.server, sctx), 0);
+    TS_ASSERT_RC(tlsock_ctx_set_protocols(*cctx, version), 0);
+    TS_ASSERT_RC(tlsock_ctx_set_protocols(*sctx, version), 0);
+    TS_ASSERT_RC(tlsock_ctx_set_tickets(*sctx, tickets), 0);
+}
+
+static void assert_round(const struct client_result *r, bool resumed, const char *what)
+{
+    TS_ASSERT_RC_MSG(r->rc, 0, r->msg);
+    if (r->resumed != resumed) {
+        fail_msg("%s: the connection %s resumed", what, r->resumed ? "was" : "was not");
+    }
+    if (!r->acked) {
+        fail_msg("%s: the client's Finished was not acknowledged within %d ms", what, ACK_BOUND_MS);
+    }
+}
+
+/* ---- the blocking API's server ------------------------------------------------------------ */
+
+/* Handshakes, then waits (saying nothing) until the client is done. */
+static int serve_silently(struct tlsock_conn *conn, void *arg)
+{
+    int rc = tlsock_handshake(conn);
+
+    (void)ts_gate_wait(arg, TS_IO_TIMEOUT_MS);
+    return rc;
+}
+
+/* One connection to a blocking server of @p sctx. */
+static void blocking_round(struct tlsock_ctx *cctx, struct tlsock_ctx *sctx,
+                           struct client_result *out)
+{
+    struct ts_server srv;
+    struct ts_gate gate;
+
+    ts_gate_init(&gate);
+    TS_ASSERT_RC(ts_server_start(&srv, sctx, NULL, NULL, serve_silently, &gate), 0);
+    client_round(cctx, srv.port, out);
+    ts_gate_open(&gate);
+    ts_server_stop(&srv);
+    ts_gate_destroy(&gate);
+    if (out->rc == 0) {
+        TS_ASSERT_RC_MSG(srv.result, 0, srv.errmsg);
+    }
+}
+
+/* Full handshakes, then (@p resume) a resumed one, each acknowledged at once. */
+static void blocking_case(const char *version, bool tickets, bool resume)
+{
+    struct tlsock_ctx *cctx = NULL;
+    struct tlsock_ctx *sctx = NULL;
+    struct client_result r;
+
+    make_ctxs(version, tickets, &cctx, &sctx);
+    blocking_round(cctx, sctx, &r);
+    assert_round(&r, false, "full handshake");
+    if (resume) {
+        blocking_round(cctx, sctx, &r);
+        assert_round(&r, true, "resumed handshake");
+    }
+    tlsock_ctx_free(cctx);
+    tlsock_ctx_free(sctx);
+}
+
+/* Nothing follows the client's Finished: the quick ACK is the only prompt one. */
+static void test_blocking_tls13_without_tickets(void **state)
+{
+    (void)state;
+    blocking_case("1.3", false, false);
+}
+
+/* The tickets follow the client's Finished and carry its ACK. */
+static void test_blocking_tls13_with_tickets(void **state)
+{
+    (void)state;
+    blocking_case("1.3", true, false);
+}
+
+/* A TLS 1.2 resumption ends with the client's Finished; a full handshake with the server's. */
+static void test_blocking_tls12_resumption(void **state)
+{
+    (void)state;
+    blocking_case("1.2-1.2", true, true);
+}
+
+/* ---- the libuv driver's server ------------------------------------------------------------ */
+
+#if TS_HAVE_UV
+
+struct uv_round {
+    struct env *env;
+    struct tlsock_ctx *cctx;
+    uint16_t port;
+    struct client_result result;
+    atomic_bool done;
+};
+
+static void uv_client_main(void *arg)
+{
+    struct uv_round *ur = arg;
+
+    client_round(ur->cctx, ur->port, &ur->result);
+    atomic_store(&ur->done, true);
+    env_wake(ur->env);
+}
+
+/* One blocking client against the test loop's server @p s, run from a thread of its own. */
+static void uv_round(struct env *env, struct srv *s, struct tlsock_ctx *cctx,
+                     struct client_result *out)
+{
+    struct uv_round ur = {.env = env, .cctx = cctx, .port = s->port};
+
+    atomic_init(&ur.done, false);
+    thread_start(env, uv_client_main, &ur);
+    RUN_UNTIL(env, atomic_load(&ur.done), WAIT_MS);
+    RUN_UNTIL(env, conns_closed(env), WAIT_MS);
+    *out = ur.result;
+}
+
+static void uv_case(void **state, const char *version, bool tickets, bool resume)
+{
+    struct env *env = *state;
+    struct client_result r;
+
+    make_ctxs(version, tickets, &env->cctx, &env->sctx);
+    /* Its clients get no callback that writes: the server says nothing after the handshake. */
+    struct srv *s = serve_ok(env, 0, env->sctx, NULL, NULL);
+    uv_round(env, s, env->cctx, &r);
+    assert_round(&r, false, "full handshake");
+    if (resume) {
+        uv_round(env, s, env->cctx, &r);
+        assert_round(&r, true, "resumed handshake");
+    }
+    assert_no_anomaly(env);
+}
+
+static void test_uv_tls13_without_tickets(void **state)
+{
+    uv_case(state, "1.3", false, false);
+}
+
+static void test_uv_tls13_with_tickets(void **state)
+{
+    uv_case(state, "1.3", true, false);
+}
+
+static void test_uv_tls12_resumption(void **state)
+{
+    uv_case(state, "1.2-1.2", true, true);
+}
+
+#endif /* TS_HAVE_UV */
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_blocking_tls13_without_tickets),
+        cmocka_unit_test(test_blocking_tls13_with_tickets),
+        cmocka_unit_test(test_blocking_tls12_resumption),
+#if TS_HAVE_UV
+        cmocka_unit_test_setup_teardown(test_uv_tls13_without_tickets, env_setup, env_teardown),
+        cmocka_unit_test_setup_teardown(test_uv_tls13_with_tickets, env_setup, env_teardown),
+        cmocka_unit_test_setup_teardown(test_uv_tls12_resumption, env_setup, env_teardown),
+#endif
+    };
+    return cmocka_run_group_tests_name("quick_ack", tests, ts_pki_setup, ts_pki_teardown);
+}
