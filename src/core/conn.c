@@ -476,6 +476,11 @@ void tlsock__conn_polled(struct tlsock_conn *conn)
     tlsock__transport_polled(&conn->transport);
 }
 
+bool tlsock__conn_sent_since_poll(const struct tlsock_conn *conn)
+{
+    return conn->transport.sent;
+}
+
 bool tlsock__conn_quick_ack_due(const struct tlsock_conn *conn)
 {
     return conn->state == TLSOCK__HANDSHAKING && conn->ctx->role == TLSOCK_SERVER &&

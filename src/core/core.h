@@ -137,12 +137,16 @@ void tlsock__conn_set_op_deadline(struct tlsock_conn *conn, int64_t deadline_ns)
 void tlsock__conn_set_caller_polls(struct tlsock_conn *conn, bool on);
 /* The blocking driver polled the connection's socket (transport.h, caller_polls). */
 void tlsock__conn_polled(struct tlsock_conn *conn);
+/* Bytes left through the connection's socket since the blocking driver last polled it. */
+bool tlsock__conn_sent_since_poll(const struct tlsock_conn *conn);
 /*
  * After a handshake step that wants to read: whether the driver should make the kernel
  * acknowledge what arrives next at once (tlsock__quick_ack(), drive/net.h). True for a server
  * that has sent its Finished and will send nothing after the client's: the client's Finished
  * would wait for a delayed ACK (40 ms on Linux), and a client that leaves Nagle on holds its
  * first request back until then. Where TLS 1.3 tickets follow the Finished, they carry the ACK.
+ * Once per flight: the drivers ask only after a step that sent bytes (the client's last flight
+ * may come in pieces, and the socket stays in quick-ACK mode until the server sends again).
  */
 bool tlsock__conn_quick_ack_due(const struct tlsock_conn *conn);
 /* A write interrupted by a WANT code: the bytes already written, kept for its repetition. */

@@ -1417,13 +1417,11 @@ static bool ossl_resumed(void *tls)
 static bool ossl_server_silent_after_finished(void *tls)
 {
     const struct ossl_conn *c = tls;
+    unsigned char md[EVP_MAX_MD_SIZE];
 
-    /*
-     * The state names the last message written until the next one is read; a TLS 1.3 server
-     * moves on from its Finished to TLS_ST_EARLY_DATA, whether early data comes or not.
-     */
-    OSSL_HANDSHAKE_STATE state = SSL_get_state(c->ssl);
-    if (!SSL_is_server(c->ssl) || (state != TLS_ST_SW_FINISHED && state != TLS_ST_EARLY_DATA)) {
+    /* Our Finished is out and the client's not read yet (no Finished after a retry request). */
+    if (!SSL_is_server(c->ssl) || SSL_get_finished(c->ssl, md, sizeof(md)) == 0 ||
+        SSL_get_peer_finished(c->ssl, md, sizeof(md)) != 0) {
         return false;
     }
     /* TLS 1.3: OpenSSL sends its tickets once the client's Finished is read (none when off). */

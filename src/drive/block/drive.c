@@ -125,7 +125,8 @@ int tlsock__drive(struct tlsock_conn *conn, tlsock__step_fn step, void *arg, int
         if ((rc != TLSOCK_EWANT_READ && rc != TLSOCK_EWANT_WRITE) || fd < 0) {
             break;
         }
-        if (rc == TLSOCK_EWANT_READ && tlsock__conn_quick_ack_due(conn)) {
+        if (rc == TLSOCK_EWANT_READ && tlsock__conn_sent_since_poll(conn) &&
+            tlsock__conn_quick_ack_due(conn)) {
             tlsock__quick_ack(fd); /* the client's Finished gets no reply to carry its ACK */
         }
         short events = rc == TLSOCK_EWANT_READ ? POLLIN : POLLOUT;

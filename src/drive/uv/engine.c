@@ -508,7 +508,7 @@ static void handshake_step(struct tlsock_uv_conn *c)
         tlsock__uv_report(c, tls_or_reset_fail(c, rc));
     } else if (frc != 0) {
         tlsock__uv_report(c, frc);
-    } else if (flight > 0 && tlsock__conn_quick_ack_due(c->tls) &&
+    } else if (rc == TLSOCK_EWANT_READ && flight > 0 && tlsock__conn_quick_ack_due(c->tls) &&
                uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0) {
         /* Once per flight: the client's Finished gets no reply to carry its ACK (core.h). */
         tlsock__quick_ack(fd);
