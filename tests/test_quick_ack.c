@@ -177,6 +177,31 @@ static void assert_round(const struct client_result *r, bool resumed, int quick_
     }
 }
 
+/* One client connection against a driver's server (@p driver: what that driver needs). */
+typedef void (*round_fn)(void *driver, struct tlsock_ctx *cctx, bool tickets,
+                         struct client_result *out);
+
+/*
+ * Case @p qc against one driver: a full handshake, then (resume) a resumed one, each
+ * acknowledged at once, with the TCP_QUICKACK calls of each connection counted.
+ */
+static void run_case(const struct quick_case *qc, round_fn round, void *driver,
+                     struct tlsock_ctx *cctx)
+{
+    struct client_result r;
+
+    atomic_store(&quick_ack_calls, 0);
+    round(driver, cctx, tickets_follow(qc), &r);
+    r.quick_acks = atomic_exchange(&quick_ack_calls, 0);
+    /* A TLS 1.2 full handshake ends with the server's Finished: nothing to acknowledge fast. */
+    assert_round(&r, false, qc->resume ? 0 : qc->quick_acks, "full handshake");
+    if (qc->resume) {
+        round(driver, cctx, tickets_follow(qc), &r);
+        r.quick_acks = atomic_exchange(&quick_ack_calls, 0);
+        assert_round(&r, true, qc->quick_acks, "resumed handshake");
+    }
+}
+
 /* ---- the blocking API's server ------------------------------------------------------------ */
 
 /* Handshakes, then waits (saying nothing) until the client is done. */
@@ -188,41 +213,32 @@ static int serve_silently(struct tlsock_conn *conn, void *arg)
     return rc;
 }
 
-/* One connection to a blocking server of @p sctx. */
-static void blocking_round(struct tlsock_ctx *cctx, struct tlsock_ctx *sctx, bool tickets,
+/* One connection to a blocking server of @p sctxp (a struct tlsock_ctx *). */
+static void blocking_round(void *sctxp, struct tlsock_ctx *cctx, bool tickets,
                            struct client_result *out)
 {
+    struct tlsock_ctx *sctx = sctxp;
     struct ts_server srv;
     struct ts_gate gate;
 
     ts_gate_init(&gate);
-    atomic_store(&quick_ack_calls, 0);
     TS_ASSERT_RC(ts_server_start(&srv, sctx, NULL, NULL, serve_silently, &gate), 0);
     client_round(cctx, srv.port, tickets, out);
     ts_gate_open(&gate);
     ts_server_stop(&srv);
     ts_gate_destroy(&gate);
-    out->quick_acks = atomic_load(&quick_ack_calls);
     if (out->rc == 0) {
         TS_ASSERT_RC_MSG(srv.result, 0, srv.errmsg);
     }
 }
 
-/* A full handshake, then (resume) a resumed one, each acknowledged at once. */
 static void blocking_case(const struct quick_case *qc)
 {
     struct tlsock_ctx *cctx = NULL;
     struct tlsock_ctx *sctx = NULL;
-    struct client_result r;
 
     make_ctxs(qc, &cctx, &sctx);
-    blocking_round(cctx, sctx, tickets_follow(qc), &r);
-    /* A TLS 1.2 full handshake ends with the server's Finished: nothing to acknowledge fast. */
-    assert_round(&r, false, qc->resume ? 0 : qc->quick_acks, "full handshake");
-    if (qc->resume) {
-        blocking_round(cctx, sctx, tickets_follow(qc), &r);
-        assert_round(&r, true, qc->quick_acks, "resumed handshake");
-    }
+    run_case(qc, blocking_round, sctx, cctx);
     tlsock_ctx_free(cctx);
     tlsock_ctx_free(sctx);
 }
@@ -282,35 +298,30 @@ static void uv_client_main(void *arg)
     env_wake(ur->env);
 }
 
-/* One blocking client against the test loop's server @p s, run from a thread of its own. */
-static void uv_round(struct env *env, struct srv *s, struct tlsock_ctx *cctx, bool tickets,
-                     struct client_result *out)
+/*
+ * One blocking client against the test loop's server @p sp (a struct srv *), run from a thread
+ * of its own.
+ */
+static void uv_round(void *sp, struct tlsock_ctx *cctx, bool tickets, struct client_result *out)
 {
+    struct srv *s = sp;
+    struct env *env = s->env;
     struct uv_round ur = {.env = env, .cctx = cctx, .port = s->port, .tickets = tickets};
 
     atomic_init(&ur.done, false);
-    atomic_store(&quick_ack_calls, 0);
     thread_start(env, uv_client_main, &ur);
     RUN_UNTIL(env, atomic_load(&ur.done), WAIT_MS);
     RUN_UNTIL(env, conns_closed(env), WAIT_MS);
     *out = ur.result;
-    out->quick_acks = atomic_load(&quick_ack_calls);
 }
 
 static void uv_case(void **state, const struct quick_case *qc)
 {
     struct env *env = *state;
-    struct client_result r;
 
     make_ctxs(qc, &env->cctx, &env->sctx);
     /* Its clients get no callback that writes: the server says nothing after the handshake. */
-    struct srv *s = serve_ok(env, 0, env->sctx, NULL, NULL);
-    uv_round(env, s, env->cctx, tickets_follow(qc), &r);
-    assert_round(&r, false, qc->resume ? 0 : qc->quick_acks, "full handshake");
-    if (qc->resume) {
-        uv_round(env, s, env->cctx, tickets_follow(qc), &r);
-        assert_round(&r, true, qc->quick_acks, "resumed handshake");
-    }
+    run_case(qc, uv_round, serve_ok(env, 0, env->sctx, NULL, NULL), env->cctx);
     assert_no_anomaly(env);
 }
 
