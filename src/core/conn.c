@@ -252,10 +252,12 @@ int tlsock__conn_handshake_step(struct tlsock_conn *conn)
     }
     /*
      * A client's flight leaves in one send, as one write of a blocking program does: GnuTLS
-     * pushes a TLS 1.3 client's compatibility ChangeCipherSpec on its own, and a server that
-     * leaves Nagle on then holds the Finished that follows until the first is acknowledged.
+     * pushes a TLS 1.3 client's compatibility ChangeCipherSpec on its own, and a client socket
+     * that leaves Nagle on then holds the Finished that follows until the server acknowledges
+     * the first (its delayed ACK: 40 ms).
      * Not a server's: GnuTLS pushes its ServerHello before it signs, so the client derives its
      * keys meanwhile (collected, the flight waited for the signature: 10% fewer handshakes/s).
+     * GnuTLS ends the flight itself once its Finished is in it (tlsock__transport_end_flight).
      * What a step collected and could not send goes first in the next one. Sockets only: a
      * read callback may block until the peer answers a flight still collected. A read while
      * records wait collected is a real one: the peer's earlier flight may be there.

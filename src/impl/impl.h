@@ -273,8 +273,9 @@ struct tlsock__impl {
     /*
      * The implementation hands a flight to the transport in several writes (GnuTLS pushes a TLS
      * 1.3 client's compatibility ChangeCipherSpec on its own): the core collects a client's
-     * handshake step's records on a socket and sends them at once. OpenSSL writes a flight in
-     * one write.
+     * handshake step's records on a socket and sends them at once, when the implementation says
+     * the flight is complete (tlsock__transport_end_flight) or the step ends. OpenSSL writes a
+     * flight in one write.
      */
     bool flight_in_pieces;
     const char *(*version)(void);

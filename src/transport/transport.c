@@ -265,6 +265,14 @@ void tlsock__transport_cork_flight(struct tlsock__transport *t)
     t->cork = TLSOCK__CORK_FLIGHT;
 }
 
+void tlsock__transport_end_flight(struct tlsock__transport *t)
+{
+    if (t->cork == TLSOCK__CORK_FLIGHT) {
+        t->cork = TLSOCK__UNCORKED;
+        (void)flush_collected(t);
+    }
+}
+
 void tlsock__transport_cork(struct tlsock__transport *t, bool corked)
 {
     t->cork = corked ? TLSOCK__CORK_BULK : TLSOCK__UNCORKED;

@@ -111,6 +111,13 @@ void tlsock__transport_cork(struct tlsock__transport *t, bool corked);
  */
 void tlsock__transport_cork_flight(struct tlsock__transport *t);
 /*
+ * The flight collected since tlsock__transport_cork_flight() is complete: it leaves now, and the
+ * writes that follow are not collected. A no-op without a flight cork. A send that fails or says
+ * "not now" keeps the bytes collected, ahead of any later write, for the caller's next
+ * tlsock__transport_flush(), which reports it.
+ */
+void tlsock__transport_end_flight(struct tlsock__transport *t);
+/*
  * Hands collected records to the transport: 0, a WANT code, or an error (reported in @p err).
  * Memory mode's output stays for the driver: nothing to do.
  */
