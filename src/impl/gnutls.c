@@ -175,12 +175,12 @@ static ssize_t vec_push_func(gnutls_transport_ptr_t ptr, const giovec_t *iov, in
          * the call repeated at once.
          */
         c->blocked = true;
-    } else if (n > 0 && c->role == TLSOCK_CLIENT && c->stage == GTLS_RUNNING &&
-               gnutls_handshake_get_last_out(c->session) == GNUTLS_HANDSHAKE_FINISHED) {
+    } else if (n > 0 && gnutls_handshake_get_last_out(c->session) == GNUTLS_HANDSHAKE_FINISHED) {
         /*
-         * The client's last flight (its ChangeCipherSpec, collected, and now its Finished) is
+         * A client's last flight (its ChangeCipherSpec, collected, and now its Finished) is
          * complete: it leaves at once, as GnuTLS's own socket I/O sends it, and not when the step
          * ends, after the key derivations GnuTLS makes next (15 to 20 us on the server's wait).
+         * Only a client's handshake step is collected; for any other write this is a no-op.
          */
         tlsock__transport_end_flight(c->t);
     }
