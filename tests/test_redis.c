@@ -336,6 +336,35 @@ static void test_killed_and_restarted(void **state)
     tlsock_redis_store_free(store);
 }
 
+/* A log function slow to return: the line is counted only after SLOW_LOG_MS. */
+enum { SLOW_LOG_MS = 300 };
+
+static void slow_log(void *user, const char *msg)
+{
+    sleep_ms(SLOW_LOG_MS);
+    ts_redis_on_log(user, msg);
+}
+
+/*
+ * A caller that sees tlsock_redis_store_connected() change has the line that says why, however
+ * long the log function takes: the state is published after it returns.
+ */
+static void test_log_before_state(void **state)
+{
+    struct ts_redis_log log = {0};
+    struct tlsock_redis_store *store = store_new(NULL);
+
+    (void)state;
+    assert_int_equal(tlsock_redis_store_set_log(store, slow_log, &log), 0);
+    assert_int_equal(ts_redis_kill(&server), 0);
+    assert_true(wait_connected(store, false, WAIT_MS));
+    assert_int_equal(atomic_load(&log.warnings), 1);
+    assert_int_equal(ts_redis_restart(&server), 0);
+    assert_true(wait_connected(store, true, WAIT_MS));
+    assert_int_equal(atomic_load(&log.backs), 1);
+    tlsock_redis_store_free(store);
+}
+
 static void test_paused(void **state)
 {
     struct ts_redis_log log = {0};
@@ -673,6 +702,7 @@ int main(void)
         cmocka_unit_test_setup(test_missing_key, setup),
         cmocka_unit_test_setup(test_killed_and_restarted, setup),
         cmocka_unit_test_setup(test_paused, setup),
+        cmocka_unit_test_setup(test_log_before_state, setup),
         cmocka_unit_test_setup(test_queue_bound_and_free, setup),
         cmocka_unit_test_setup(test_not_running_at_start, setup),
         cmocka_unit_test_setup(test_queue_byte_bound, setup),

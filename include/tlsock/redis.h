@@ -93,7 +93,10 @@ TLSOCK_API int tlsock_redis_store_set_timeout(struct tlsock_redis_store *store, 
 TLSOCK_API int tlsock_redis_store_set_log(struct tlsock_redis_store *store, tlsock_redis_log_fn fn,
                                           void *user);
 
-/** True while the store is connected to Redis and Redis answers. Any thread. */
+/**
+ * True while the store is connected to Redis and Redis answers. Any thread. When it changes,
+ * the log line that says why (tlsock_redis_store_set_log: an outage, its end) has been given.
+ */
 TLSOCK_API bool tlsock_redis_store_connected(struct tlsock_redis_store *store);
 
 /**

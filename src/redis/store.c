@@ -125,7 +125,9 @@ static void on_reconnect(uv_timer_t *t)
 
 /*
  * The one place the link changes state; @p why says why Redis is unusable (moves to DOWN).
- * A first move to DOWN logs the outage; the move to UP after it logs its end.
+ * A first move to DOWN logs the outage; the move to UP after it logs its end. `up` is published
+ * last, so that a thread that sees tlsock_redis_store_connected() change has the line that says
+ * why (include/tlsock/redis.h); a request admitted meanwhile meets the new state and misses.
  */
 static void link_move(struct tlsock_redis_store *s, enum redis__link to, const char *why)
 {
@@ -139,7 +141,6 @@ static void link_move(struct tlsock_redis_store *s, enum redis__link to, const c
         return; /* e.g. a failure reported twice for one connection */
     }
     s->link = to;
-    atomic_store(&s->up, to == REDIS__LINK_UP);
     if (to == REDIS__LINK_DOWN) {
         if (!s->warned) {
             s->warned = true;
@@ -157,6 +158,7 @@ static void link_move(struct tlsock_redis_store *s, enum redis__link to, const c
             redis__log(s, "tlsock: Redis session store %s is back", s->url);
         }
     }
+    atomic_store(&s->up, to == REDIS__LINK_UP);
 }
 
 /* Drops the connection (hiredis completes its requests as misses) and moves to DOWN. */
