@@ -6,6 +6,11 @@
  * peer certificate object (an X509, reference counted) of the connection that received the
  * ticket; a session that came as bytes (an import) has a certificate of its own.
  *
+ * Nor is a session encoded (i2d_SSL_SESSION) when it arrives, only when it is exported: the
+ * encoding takes the whole session, the server's certificate with it, and a client that resumes
+ * gets a new ticket on every connection. The executable wraps i2d_SSL_SESSION at link time to
+ * count its calls.
+ *
  * GnuTLS keeps no session object apart from a connection (gnutls_session_set_data takes bytes),
  * so its clients have nothing to reuse: this test exists only in OpenSSL-client rows (CMake's
  * CLIENTS openssl).
@@ -19,6 +24,18 @@
 
 #include "pair.h"
 #include "support.h"
+
+/* Sessions encoded by anyone in the process (the servers encode none of TLS 1.3). */
+static int encodes;
+
+int __real_i2d_SSL_SESSION(const SSL_SESSION *in, unsigned char **pp);
+int __wrap_i2d_SSL_SESSION(const SSL_SESSION *in, unsigned char **pp);
+
+int __wrap_i2d_SSL_SESSION(const SSL_SESSION *in, unsigned char **pp)
+{
+    encodes++;
+    return __real_i2d_SSL_SESSION(in, pp);
+}
 
 /* The peer certificate object of the session offered to the last connection (NULL: none). */
 static const X509 *offered_peer;
@@ -77,16 +94,21 @@ static void test_cached_session_object_offered(void **state)
     /* Registered for OpenSSL clients only: any other row is a mistake in CMakeLists.txt. */
     assert_int_equal(tlsock_ctx_impl(cctx), TLSOCK_IMPL_OPENSSL);
     TS_ASSERT_RC(ts_server_ctx_new(&ts_pki.server, &sctx), 0);
+    encodes = 0;
     connect_read(&first, cctx, sctx);
-    assert_null(offered_peer); /* nothing cached yet */
+    assert_null(offered_peer);    /* nothing cached yet */
+    assert_int_equal(encodes, 0); /* its tickets, cached as objects */
     /* Kept open, so that its certificate object stays alive and its address unique. */
     const X509 *peer = SSL_get0_peer_certificate(tlsock_conn_native(first.client));
     assert_non_null(peer);
     TS_ASSERT_RC(tlsock_conn_session_export(first.client, &data, &len), 0);
+    assert_int_not_equal(encodes, 0);
 
+    int exported = encodes;
     connect_read(&second, cctx, sctx);
     assert_true(resumed(second.client));
     assert_ptr_equal(offered_peer, peer); /* the cached object, not a decoded copy */
+    assert_int_equal(encodes, exported);  /* nor the ticket of the resumed connection encoded */
 
     /* An import is bytes: decoded, a certificate object of its own, and it still resumes. */
     TS_ASSERT_RC(tlsock_ctx_session_import(imported, data, len), 0);

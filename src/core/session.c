@@ -7,7 +7,8 @@
  * verified, in the same bytes as the export header carries them (key_write()). Its value is the
  * context digest and protocol version the session was made with, then the implementation's own
  * serialized session: an entry whose digest is not the context's (an import from a context
- * configured otherwise) is dropped when it would be offered.
+ * configured otherwise) is dropped when it would be offered. An entry the implementation gave as
+ * its own object only (impl.h, on_session) has no serialized session after the header.
  */
 #include <stddef.h>
 #include <stdio.h>
@@ -182,7 +183,10 @@ static size_t key_span(const unsigned char *data, size_t len)
  * Client connections
  * ------------------------------------------------------------------------------------------- */
 
-/* The implementation's report of a new session: kept for export, and cached for the next one. */
+/*
+ * The implementation's report of a new session: kept for export, and cached for the next one.
+ * Without @p data (impl.h) the value is the header alone, and only @p native can be offered.
+ */
 static void on_session(struct tlsock_conn *conn, const unsigned char *data, size_t len, int version,
                        void *native)
 {
@@ -197,7 +201,9 @@ static void on_session(struct tlsock_conn *conn, const unsigned char *data, size
     }
     memcpy(value, conn->ctx->session_digest, DIGEST_LEN);
     put16(value + DIGEST_LEN, (unsigned)version);
-    memcpy(value + VALUE_HEAD, data, len);
+    if (len > 0) {
+        memcpy(value + VALUE_HEAD, data, len);
+    }
     tlsock__free_secret(s->last, s->last_len);
     s->last = value;
     s->last_len = VALUE_HEAD + len;
@@ -248,9 +254,10 @@ int tlsock__sessions_conn_new(struct tlsock_conn *conn, uint16_t port, const cha
     void *native = NULL;
     /* Taken out: a TLS 1.3 ticket is offered once; the new ones replace it. */
     if (tlsock__scache_take(ctx->sessions, s->key, s->key_len, &value, &len, &native)) {
-        if (len > VALUE_HEAD && memcmp(value, ctx->session_digest, DIGEST_LEN) == 0) {
+        bool offerable = len > VALUE_HEAD || (len == VALUE_HEAD && native != NULL);
+        if (offerable && memcmp(value, ctx->session_digest, DIGEST_LEN) == 0) {
             *held = value;
-            offer->data = value + VALUE_HEAD;
+            offer->data = len > VALUE_HEAD ? value + VALUE_HEAD : NULL;
             offer->len = len - VALUE_HEAD;
             offer->native = native;
             native = NULL;
@@ -319,9 +326,17 @@ int tlsock_conn_session_export(struct tlsock_conn *conn, unsigned char **out, si
         tlsock__publish(&conn->err);
         return rc;
     }
-    size_t n = EXPORT_HEAD + s->key_len + 4 + s->last_len;
-    unsigned char *p = malloc(n);
+    /* A session the implementation gave without its bytes (impl.h, on_session) is encoded now. */
+    unsigned char *native = NULL;
+    size_t native_len = 0;
+    if (s->last_len == VALUE_HEAD && conn->ctx->impl->conn_session_bytes != NULL) {
+        rc = conn->ctx->impl->conn_session_bytes(conn->tls, &native, &native_len);
+    }
+    size_t value_len = s->last_len + native_len;
+    size_t n = EXPORT_HEAD + s->key_len + 4 + value_len;
+    unsigned char *p = rc == 0 ? malloc(n) : NULL;
     if (p == NULL) {
+        tlsock__free_secret(native, native_len);
         rc = tlsock__fail(&conn->err, TLSOCK_ENOMEM, "out of memory exporting a session");
         tlsock__publish(&conn->err);
         return rc;
@@ -332,9 +347,13 @@ int tlsock_conn_session_export(struct tlsock_conn *conn, unsigned char **out, si
     p[5] = (unsigned char)conn->ctx->impl->id;
     memcpy(p + EXPORT_HEAD, s->key, s->key_len);
     unsigned char *q = p + EXPORT_HEAD + s->key_len;
-    put16(q, (unsigned)(s->last_len >> 16));
-    put16(q + 2, (unsigned)(s->last_len & 0xffff));
+    put16(q, (unsigned)(value_len >> 16));
+    put16(q + 2, (unsigned)(value_len & 0xffff));
     memcpy(q + 4, s->last, s->last_len);
+    if (native_len > 0) {
+        memcpy(q + 4 + s->last_len, native, native_len);
+    }
+    tlsock__free_secret(native, native_len);
     *out = p;
     *len = n;
     return 0;

@@ -1109,7 +1109,7 @@ static int ossl_conn_new(void *nctx, const struct tlsock__conn_params *p, void *
         goto fail;
     }
     c->sess = p->session;
-    if (p->offer.data != NULL) {
+    if (p->offer.data != NULL || p->offer.native != NULL) {
         tlsock__ossl_sessions_offer(c->ssl, &p->offer);
     }
     *out = c;
@@ -1407,6 +1407,13 @@ static void describe_handshake(SSL *ssl, X509 *peer, struct tlsock__info_buf *ou
                         sizeof(out->peer_sigalg));
 }
 
+static int ossl_conn_session_bytes(void *tls, unsigned char **data, size_t *len)
+{
+    const struct ossl_conn *c = tls;
+
+    return tlsock__ossl_session_bytes(c->ssl, data, len);
+}
+
 static bool ossl_resumed(void *tls)
 {
     const struct ossl_conn *c = tls;
@@ -1570,6 +1577,7 @@ const struct tlsock__impl tlsock__openssl_impl = {
     .export_keying_material = ossl_export,
     .exporter_bound = ossl_exporter_bound,
     .session_free = tlsock__ossl_session_free,
+    .conn_session_bytes = ossl_conn_session_bytes,
     .sha256 = tlsock__ossl_sha256,
     .pending = ossl_pending,
     .hold_buffers = ossl_hold_buffers,

@@ -30,32 +30,44 @@ static size_t serialize(SSL_SESSION *sess, unsigned char **der)
     return (size_t)n;
 }
 
-/* Gives a client's resumable session to the core. */
+/*
+ * Gives a client's resumable session to the core, as an object only: a copy, so that the next
+ * connection offers it without d2i_SSL_SESSION (which decodes the server's key again: as much
+ * work as a resumed handshake), and without its bytes, which only an export needs
+ * (tlsock__ossl_session_bytes()): i2d_SSL_SESSION encodes the whole session, the server's
+ * certificate with it, and a client that resumes gets a ticket per connection. A copy, not a
+ * reference: this connection keeps changing its own session (a fatal alert marks it not
+ * resumable), and the copy is touched by no one until a later connection takes it. Without
+ * memory there is nothing to report: the next connection makes a full handshake.
+ */
 static void report(SSL *ssl, SSL_SESSION *sess)
 {
     const struct tlsock__session_io *io = tlsock__ossl_session_io(ssl);
-    unsigned char *der = NULL;
 
     if (io == NULL || io->hooks->on_session == NULL || sess == NULL ||
         !SSL_SESSION_is_resumable(sess)) {
         return;
     }
-    size_t n = serialize(sess, &der);
-    if (n > 0) {
-        /*
-         * A copy for the cache, so that the next connection offers it without d2i_SSL_SESSION
-         * (which decodes the server's key again: as much work as a resumed handshake). A copy,
-         * not a reference: this connection keeps changing its own session (a fatal alert marks it
-         * not resumable), and the copy is touched by no one until a later connection takes it.
-         * Without memory, only the bytes are kept.
-         */
-        SSL_SESSION *copy = SSL_SESSION_dup(sess);
-        if (copy == NULL) {
-            ERR_clear_error();
-        }
-        io->hooks->on_session(io->owner, der, n, SSL_SESSION_get_protocol_version(sess), copy);
+    SSL_SESSION *copy = SSL_SESSION_dup(sess);
+    if (copy == NULL) {
+        ERR_clear_error();
+        return;
     }
-    tlsock__free_secret(der, n); /* the session's secrets: the core keeps its own copy */
+    io->hooks->on_session(io->owner, NULL, 0, SSL_SESSION_get_protocol_version(sess), copy);
+}
+
+int tlsock__ossl_session_bytes(SSL *ssl, unsigned char **der, size_t *len)
+{
+    /* The latest session reported: OpenSSL makes a new one per ticket and keeps it as the SSL's. */
+    SSL_SESSION *sess = SSL_get_session(ssl);
+
+    *der = NULL;
+    *len = sess != NULL ? serialize(sess, der) : 0;
+    if (*len == 0) {
+        ERR_clear_error();
+        return TLSOCK_ENOMEM;
+    }
+    return 0;
 }
 
 /* Clients: each TLS 1.3 ticket as it arrives (TLS 1.2 ones at the handshake's end). */

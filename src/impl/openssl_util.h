@@ -97,6 +97,11 @@ void tlsock__ossl_sessions_offer(SSL *ssl, const struct tlsock__session_offer *o
 void tlsock__ossl_session_free(void *native);
 /* The core's session_io of @p ssl's connection (openssl.c), NULL for an SSL that is not ours. */
 const struct tlsock__session_io *tlsock__ossl_session_io(const SSL *ssl);
+/*
+ * The impl's conn_session_bytes: the session @p ssl reported last, serialized (i2d_SSL_SESSION)
+ * into *@p der (malloc'd). 0, or TLSOCK_ENOMEM.
+ */
+int tlsock__ossl_session_bytes(SSL *ssl, unsigned char **der, size_t *len);
 /* After a handshake: a TLS 1.2 client reports its session (TLS 1.3 ones come as tickets). */
 void tlsock__ossl_sessions_done(SSL *ssl);
 int tlsock__ossl_sha256(const void *data, size_t len, unsigned char out[32]);
