@@ -7,8 +7,8 @@
  * T - 1. To follow the shared schedule instead, each session is given the master key of the
  * ticket's period: the ClientHello hook reads the offered ticket's key name (hello.h) and finds
  * which of the current and the previous period's keys, under GnuTLS's current or previous step,
- * names it; with none (no ticket, or an older one) the current period's key, under which an old
- * ticket does not decrypt and the handshake is a full one.
+ * names it (the current period's first); with none (no ticket, or an older one) the current
+ * period's key, under which an old ticket does not decrypt and the handshake is a full one.
  *
  * Our side reads no clock of its own: "now" is the key clock (tlsock__ticket_clock_now), which is
  * time() unless a test replaced it. GnuTLS computes its own step from gnutls_time(), which is
@@ -73,21 +73,30 @@ int tlsock__gtls_tickets_start(gnutls_session_t session, const struct tlsock__ti
 int tlsock__gtls_tickets_hello(gnutls_session_t session, const struct tlsock__tickets *t,
                                const unsigned char *ticket_name)
 {
-    unsigned char k[TLSOCK__TICKET_KEY_SIZE];
+    unsigned char current[TLSOCK__TICKET_KEY_SIZE];
+    unsigned char previous[TLSOCK__TICKET_KEY_SIZE];
+    unsigned char *use = current;
     int64_t now = tlsock__ticket_period_now(t);
     int ret = GNUTLS_E_INTERNAL_ERROR;
 
-    for (int64_t back = ticket_name != NULL ? 1 : 0; back >= 0; back--) {
-        if (!tlsock__ticket_key(t, now - back, hmac_sha256, k)) {
+    if (!tlsock__ticket_key(t, now, hmac_sha256, current)) {
+        goto wipe;
+    }
+    /* Most tickets are from the current period: look there first, as each name tried costs a
+     * SHA3-512. The previous period's key is derived only for a ticket the current one does not
+     * name; a ticket neither names gets the current key, and a full handshake. */
+    if (ticket_name != NULL && !names_ticket(current, ticket_name, t->lifetime)) {
+        if (!tlsock__ticket_key(t, now - 1, hmac_sha256, previous)) {
             goto wipe;
         }
-        if (back == 0 || names_ticket(k, ticket_name, t->lifetime)) {
-            break;
+        if (names_ticket(previous, ticket_name, t->lifetime)) {
+            use = previous;
         }
     }
-    gnutls_datum_t key = {.data = k, .size = MASTER_LEN};
+    gnutls_datum_t key = {.data = use, .size = MASTER_LEN};
     ret = gnutls_session_ticket_enable_server(session, &key);
 wipe:
-    gnutls_memset(k, 0, sizeof(k));
+    gnutls_memset(current, 0, sizeof(current));
+    gnutls_memset(previous, 0, sizeof(previous));
     return ret;
 }
