@@ -154,6 +154,10 @@ static bool wait_connected(struct tlsock_redis_store *store, bool want, int ms)
     return tlsock_redis_store_connected(store) == want;
 }
 
+/* What the store of a test logged. Not on the test's stack: a test that fails an assertion leaves
+ * its store running (it is not freed), and the store may log after the test is gone. */
+static struct ts_redis_log store_log;
+
 static struct tlsock_redis_store *store_new(struct ts_redis_log *log)
 {
     struct tlsock_redis_store *store = NULL;
@@ -189,6 +193,7 @@ static int setup(void **state)
         return -1;
     }
     ts_redis_resume(&server);
+    ts_redis_log_clear(&store_log);
     return ts_redis_cmd(&server, "FLUSHALL", out, sizeof(out));
 }
 
@@ -312,8 +317,7 @@ static void gets_while_down(const struct tlsock_session_store *st, int gets, int
 
 static void test_killed_and_restarted(void **state)
 {
-    struct ts_redis_log log = {0};
-    struct tlsock_redis_store *store = store_new(&log);
+    struct tlsock_redis_store *store = store_new(&store_log);
     const struct tlsock_session_store *st = tlsock_redis_store_session_store(store);
 
     (void)state;
@@ -323,13 +327,13 @@ static void test_killed_and_restarted(void **state)
     assert_int_equal(ts_redis_kill(&server), 0);
     gets_while_down(st, 30, 100); /* over 0.6 s: several reconnect attempts */
     st->put(st->user, "during", 6, "outage", 6, unix_ms() + 60000); /* dropped */
-    assert_int_equal(atomic_load(&log.warnings), 1);
-    assert_int_equal(atomic_load(&log.backs), 0);
+    assert_int_equal(atomic_load(&store_log.warnings), 1);
+    assert_int_equal(atomic_load(&store_log.backs), 0);
 
     assert_int_equal(ts_redis_restart(&server), 0);
     assert_true(wait_connected(store, true, WAIT_MS));
-    assert_int_equal(atomic_load(&log.backs), 1);
-    assert_int_equal(atomic_load(&log.warnings), 1);
+    assert_int_equal(atomic_load(&store_log.backs), 1);
+    assert_int_equal(atomic_load(&store_log.warnings), 1);
     st->put(st->user, "after", 5, "restart", 7, unix_ms() + 60000);
     assert_get(st, "after", "restart");
     assert_get(st, "during", NULL);
@@ -351,24 +355,22 @@ static void slow_log(void *user, const char *msg)
  */
 static void test_log_before_state(void **state)
 {
-    struct ts_redis_log log = {0};
     struct tlsock_redis_store *store = store_new(NULL);
 
     (void)state;
-    assert_int_equal(tlsock_redis_store_set_log(store, slow_log, &log), 0);
+    assert_int_equal(tlsock_redis_store_set_log(store, slow_log, &store_log), 0);
     assert_int_equal(ts_redis_kill(&server), 0);
     assert_true(wait_connected(store, false, WAIT_MS));
-    assert_int_equal(atomic_load(&log.warnings), 1);
+    assert_int_equal(atomic_load(&store_log.warnings), 1);
     assert_int_equal(ts_redis_restart(&server), 0);
     assert_true(wait_connected(store, true, WAIT_MS));
-    assert_int_equal(atomic_load(&log.backs), 1);
+    assert_int_equal(atomic_load(&store_log.backs), 1);
     tlsock_redis_store_free(store);
 }
 
 static void test_paused(void **state)
 {
-    struct ts_redis_log log = {0};
-    struct tlsock_redis_store *store = store_new(&log);
+    struct tlsock_redis_store *store = store_new(&store_log);
     const struct tlsock_session_store *st = tlsock_redis_store_session_store(store);
 
     (void)state;
@@ -377,11 +379,11 @@ static void test_paused(void **state)
     /* The first get waits for its timeout, the others miss at once: Redis is down for them. */
     gets_while_down(st, 20, 150);
     assert_false(tlsock_redis_store_connected(store));
-    assert_int_equal(atomic_load(&log.warnings), 1);
+    assert_int_equal(atomic_load(&store_log.warnings), 1);
     assert_int_equal(ts_redis_resume(&server), 0);
     assert_true(wait_connected(store, true, WAIT_MS));
-    assert_int_equal(atomic_load(&log.backs), 1);
-    assert_int_equal(atomic_load(&log.warnings), 1);
+    assert_int_equal(atomic_load(&store_log.backs), 1);
+    assert_int_equal(atomic_load(&store_log.warnings), 1);
     st->put(st->user, "resumed", 7, "yes", 3, unix_ms() + 60000);
     assert_get(st, "resumed", "yes");
     tlsock_redis_store_free(store);
@@ -453,7 +455,6 @@ static void test_queue_byte_bound(void **state)
 
 static void test_not_running_at_start(void **state)
 {
-    struct ts_redis_log log = {0};
     struct tlsock_redis_store *store = NULL;
     struct answer a;
     int64_t took;
@@ -461,7 +462,7 @@ static void test_not_running_at_start(void **state)
     (void)state;
     assert_int_equal(ts_redis_kill(&server), 0);
     TS_ASSERT_RC_MSG(tlsock_redis_store_new(server.url, &store), 0, tlsock_redis_errmsg());
-    assert_int_equal(tlsock_redis_store_set_log(store, ts_redis_on_log, &log), 0);
+    assert_int_equal(tlsock_redis_store_set_log(store, ts_redis_on_log, &store_log), 0);
     assert_true(get_key(tlsock_redis_store_session_store(store), "x", &a, 1000, &took));
     assert_true(took < IMMEDIATE_MS);
     assert_false(a.hit);
@@ -469,8 +470,8 @@ static void test_not_running_at_start(void **state)
     assert_int_equal(ts_redis_restart(&server), 0);
     assert_true(wait_connected(store, true, WAIT_MS));
     /* The warning may come before set_log (then on stderr); either way one outage, one end. */
-    assert_true(atomic_load(&log.warnings) <= 1);
-    assert_int_equal(atomic_load(&log.backs), atomic_load(&log.warnings));
+    assert_true(atomic_load(&store_log.warnings) <= 1);
+    assert_int_equal(atomic_load(&store_log.backs), atomic_load(&store_log.warnings));
     tlsock_redis_store_free(store);
 }
 

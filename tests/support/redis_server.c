@@ -220,3 +220,9 @@ void ts_redis_on_log(void *user, const char *msg)
         atomic_fetch_add(&l->backs, 1);
     }
 }
+
+void ts_redis_log_clear(struct ts_redis_log *log)
+{
+    atomic_store(&log->warnings, 0);
+    atomic_store(&log->backs, 0);
+}

@@ -55,5 +55,7 @@ struct ts_redis_log {
 };
 
 void ts_redis_on_log(void *user, const char *msg);
+/* Counts nothing logged yet (before a test that reuses @p log). */
+void ts_redis_log_clear(struct ts_redis_log *log);
 
 #endif
