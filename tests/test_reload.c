@@ -22,7 +22,9 @@
 #define CN_B       "tlsock-reload-b"
 #define MAX_ECHO   4
 #define LOAD_CONNS 60
-#define MSG        "reload ping"
+/* The longest a client waits for the swapper's next swap. */
+#define SWAP_WAIT_MS 10000
+#define MSG          "reload ping"
 
 static struct tlsock__pem_pair leaf_b;
 
@@ -270,9 +272,25 @@ static void test_listener_swap(void **state)
     tlsock_ctx_free(a);
 }
 
+/*
+ * Waits (bounded) until the swapper counting in *@p swaps has swapped once more; false if it did
+ * not. Clients wait so before each few handshakes: a loaded machine may leave the swapper
+ * unscheduled for as long as many handshakes take, and all of them would see one context.
+ */
+static bool next_swap(atomic_int *swaps)
+{
+    int before = atomic_load(swaps);
+
+    for (int i = 0; i < SWAP_WAIT_MS && atomic_load(swaps) == before; i++) {
+        sleep_ms(1);
+    }
+    return atomic_load(swaps) != before;
+}
+
 struct load_client {
     struct tlsock_ctx *cctx;
     uint16_t port;
+    atomic_int *swaps; /* the swapper's count */
     int done;
     int failures;
     int seen_a;
@@ -289,6 +307,11 @@ static void *load_client_thread(void *arg)
         struct tlsock_conn *conn = NULL;
         char buf[sizeof(MSG)];
         char seen = '?';
+
+        if (i % 4 == 0 && !next_swap(lc->swaps)) {
+            print_error("client %d: the swapper did not swap\n", i);
+            lc->failures++;
+        }
         int rc = tlsock_connect(lc->cctx, "127.0.0.1", lc->port, &opts, &conn);
 
         if (rc == 0) {
@@ -312,21 +335,19 @@ static void *load_client_thread(void *arg)
 }
 
 /*
- * Swaps between @p a and @p b until @p finished, at most 10,000 times; returns the swaps made and
- * counts those that failed in *@p failed. Records rather than asserts: it may run in a thread of
- * its own.
+ * Swaps between @p a and @p b until @p finished, at most 10,000 times, counting the swaps made in
+ * *@p swaps as it goes (another thread may watch it) and those that failed in *@p failed. Records
+ * rather than asserts: it may run in a thread of its own.
  */
-static int swap_until(int (*set)(void *obj, struct tlsock_ctx *ctx), void *obj,
-                      struct tlsock_ctx *a, struct tlsock_ctx *b, atomic_bool *finished,
-                      int *failed)
+static void swap_until(int (*set)(void *obj, struct tlsock_ctx *ctx), void *obj,
+                       struct tlsock_ctx *a, struct tlsock_ctx *b, atomic_bool *finished,
+                       atomic_int *swaps, int *failed)
 {
-    int swaps = 0;
-
-    for (; swaps < 10000 && !atomic_load(finished); swaps++) {
-        *failed += set(obj, swaps % 2 == 0 ? b : a) != 0;
+    for (int i = 0; i < 10000 && !atomic_load(finished); i++) {
+        *failed += set(obj, i % 2 == 0 ? b : a) != 0;
+        atomic_store(swaps, i + 1);
         sleep_ms(1);
     }
-    return swaps;
 }
 
 static void test_listener_swap_under_load(void **state)
@@ -337,7 +358,7 @@ static void test_listener_swap_under_load(void **state)
     struct blk_server bs;
     pthread_t tid;
     int swap_failures = 0;
-    int swaps;
+    atomic_int swaps;
 
     (void)state;
     TS_ASSERT_RC(ts_server_ctx_new(&ts_pki.server, &a), 0);
@@ -345,19 +366,21 @@ static void test_listener_swap_under_load(void **state)
     TS_ASSERT_RC(ts_client_ctx_new(ts_pki.ca.cert, &lc.cctx), 0);
     blk_start(&bs, a, LOAD_CONNS, true);
     lc.port = tlsock_listener_port(bs.lis);
+    atomic_init(&swaps, 0);
+    lc.swaps = &swaps;
     assert_int_equal(pthread_create(&tid, NULL, load_client_thread, &lc), 0);
-    swaps = swap_until(listener_set, bs.lis, a, b, &lc.finished, &swap_failures);
+    swap_until(listener_set, bs.lis, a, b, &lc.finished, &swaps, &swap_failures);
     pthread_join(tid, NULL);
     blk_stop(&bs);
-    print_message("%d swaps, %d connections: %d saw A, %d saw B\n", swaps, lc.done, lc.seen_a,
-                  lc.seen_b);
+    print_message("%d swaps, %d connections: %d saw A, %d saw B\n", atomic_load(&swaps), lc.done,
+                  lc.seen_a, lc.seen_b);
     assert_int_equal(lc.done, LOAD_CONNS);
     assert_int_equal(lc.failures, 0);
     assert_int_equal(bs.serial_failures, 0);
     assert_int_equal(lc.seen_a + lc.seen_b, LOAD_CONNS);
     /* The swaps took effect while the clients came (each handshake spans several swaps). */
     assert_true(lc.seen_a > 0 && lc.seen_b > 0);
-    assert_true(swaps > 0);
+    assert_true(atomic_load(&swaps) > 0);
     assert_int_equal(swap_failures, 0);
     /* Every reference the swaps and connections took was given back. */
     assert_int_equal(tlsock__ctx_refs(a), 1);
@@ -432,7 +455,7 @@ struct swapper {
     struct tlsock_ctx *a;
     struct tlsock_ctx *b;
     atomic_bool finished;
-    int swaps;
+    atomic_int swaps;
     int failed;
 };
 
@@ -441,7 +464,7 @@ static void swap_thread(void *arg)
 {
     struct swapper *sw = arg;
 
-    sw->swaps = swap_until(uv_server_set, sw->server, sw->a, sw->b, &sw->finished, &sw->failed);
+    swap_until(uv_server_set, sw->server, sw->a, sw->b, &sw->finished, &sw->swaps, &sw->failed);
 }
 
 #define UV_LOAD_CLIENTS 40
@@ -462,9 +485,13 @@ static void test_uv_swap_under_load(void **state)
     sw.server = s->server;
     thread_start(env, swap_thread, &sw);
     for (int i = 0; i < UV_LOAD_CLIENTS; i++) {
+        /* A few at a time, each few after one more swap, so that the handshakes spread over the
+         * swaps. */
+        if (i % 4 == 0) {
+            assert_true(next_swap(&sw.swaps));
+        }
         clients[i] = client_start(env, env->cctx, s->port, &echo_client, 100, (unsigned)i);
         clients[i]->close_when_echoed = true;
-        /* A few at a time, so that the handshakes spread over the swaps. */
         if (i % 4 == 3) {
             RUN_UNTIL(env, echoed(clients[i]), WAIT_MS);
         }
@@ -476,12 +503,12 @@ static void test_uv_swap_under_load(void **state)
     }
     atomic_store(&sw.finished, true);
     RUN_UNTIL(env, conns_closed(env), WAIT_MS);
-    print_message("%d swaps, %d clients: %d saw A, %d saw B\n", sw.swaps, UV_LOAD_CLIENTS, seen_a,
-                  seen_b);
+    print_message("%d swaps, %d clients: %d saw A, %d saw B\n", atomic_load(&sw.swaps),
+                  UV_LOAD_CLIENTS, seen_a, seen_b);
     assert_int_equal(s->accept_errors, 0);
     assert_int_equal(seen_a + seen_b, UV_LOAD_CLIENTS);
     assert_true(seen_a > 0 && seen_b > 0);
-    assert_true(sw.swaps > 0);
+    assert_true(atomic_load(&sw.swaps) > 0);
     assert_int_equal(sw.failed, 0);
     server_close(s);
     RUN_UNTIL(env, all_closed(env), WAIT_MS);
