@@ -7,6 +7,19 @@ FUZZ_BUILD ?= build-fuzz
 FUZZ_COV_BUILD ?= build-fuzz-cov
 DEB_BUILD ?= build-deb
 JOBS ?= $(shell nproc)
+# Tests run at once by `make check` and the single-implementation builds. Those suites wait on
+# sockets, timers and child programs about half the time (at one test per CPU, 2 CPUs ran 4 min
+# of CPU in 4 min), so they run two tests per CPU. The sanitizer and valgrind suites keep the CPUs
+# busy at one test per CPU, and run JOBS at once.
+TEST_JOBS ?= $(shell echo $$(( $$(nproc) * 2 )))
+# The implementation pairs `make valgrind` runs: `all` (the definition of done), or `same`, only
+# openssl-openssl and gnutls-gnutls, which exercise each implementation's code in both roles at
+# half the time (.ci/run; the cross pairs run in `make check` and `make asan` there).
+VALGRIND_PAIRS ?= all
+ifeq ($(filter all same,$(VALGRIND_PAIRS)),)
+$(error VALGRIND_PAIRS is all or same, not '$(VALGRIND_PAIRS)')
+endif
+VALGRIND_EXCLUDE_same = -LE '^(openssl-gnutls|gnutls-openssl)$$'
 CMAKE_FLAGS ?=
 # Fuzzing (docs/FUZZING.md): seconds per harness, and the compiler (clang, for libFuzzer).
 FUZZ_SECONDS ?= 60
@@ -47,7 +60,7 @@ demo: build
 	./$(BUILD)/tools/tlsock/tlsock demo
 
 check: build
-	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
+	ctest --test-dir $(BUILD) --output-on-failure -j $(TEST_JOBS)
 
 asan: bootstrap
 	cmake -S . -B $(ASAN_BUILD) -G Ninja -DTLSOCK_WERROR=ON -DTLSOCK_SANITIZE=ON \
@@ -56,9 +69,12 @@ asan: bootstrap
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 		ctest --test-dir $(ASAN_BUILD) --output-on-failure -j $(JOBS)
 
-# The TLS suite under valgrind's memcheck: any leak or error fails the test.
+# The TLS suite under valgrind's memcheck: any leak or error fails the test. VALGRIND_PAIRS=same
+# leaves out the cross pairs.
 valgrind: build
-	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS) -L '^tls$$' -T memcheck --overwrite MemoryCheckCommand=$$(command -v valgrind) \
+	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS) -L '^tls$$' \
+		$(VALGRIND_EXCLUDE_$(VALGRIND_PAIRS)) \
+		-T memcheck --overwrite MemoryCheckCommand=$$(command -v valgrind) \
 		--overwrite MemoryCheckCommandOptions="--leak-check=full --error-exitcode=99 --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect"
 
 # Builds with one TLS implementation each (-Werror), and runs their tests (both implementations
@@ -75,11 +91,11 @@ single-impl:
 		$(SINGLE_FLAGS) $(CMAKE_FLAGS)
 	cmake --build $(SINGLE_BUILD) -j $(JOBS)
 ifeq ($(SINGLE_IMPL_TESTS),all)
-	./scripts/ctest-all-run --test-dir $(SINGLE_BUILD) --output-on-failure -j $(JOBS)
+	./scripts/ctest-all-run --test-dir $(SINGLE_BUILD) --output-on-failure -j $(TEST_JOBS)
 else
-	./scripts/ctest-all-run --test-dir $(SINGLE_BUILD) --output-on-failure -j $(JOBS) \
+	./scripts/ctest-all-run --test-dir $(SINGLE_BUILD) --output-on-failure -j $(TEST_JOBS) \
 		-L '$(SUBSET_LABELS)'
-	./scripts/ctest-all-run --test-dir $(SINGLE_BUILD) --output-on-failure -j $(JOBS) \
+	./scripts/ctest-all-run --test-dir $(SINGLE_BUILD) --output-on-failure -j $(TEST_JOBS) \
 		-R '$(SUBSET_TLS)'
 endif
 
