@@ -369,24 +369,33 @@ static int handshakes_while_down(struct env *env, uint16_t port)
     return took;
 }
 
-/* A server with the store, two connections: a full handshake, then one resumed through Redis. */
-static uint16_t serve_and_resume(struct env *env, struct ts_redis_log *log)
+/* A server with the store (logging to store_log), two connections: a full handshake, then one
+ * resumed through Redis. */
+static uint16_t serve_and_resume(struct env *env)
 {
     client_ctx(env, "1.2-1.2");
-    env->sctx = server_ctx(store_new(0, log), false);
+    env->sctx = server_ctx(store_new(0, &store_log), false);
     struct srv *s = serve_on(env, 0, env->sctx, 0);
     assert_false(connect_once(env, s->port));
     assert_true(connect_once(env, s->port));
     return s->port;
 }
 
+/* During the outage: the store knows Redis is down, and said so once. */
+static void store_is_down(void)
+{
+    assert_false(tlsock_redis_store_connected(stores[0]));
+    assert_int_equal(atomic_load(&store_log.warnings), 1);
+    assert_int_equal(atomic_load(&store_log.backs), 0);
+}
+
 /* After the outage: the store says Redis is back, once; the client's latest session was made
  * while puts were dropped, so its next connection is full, and the one after resumes. */
-static void resumes_again(struct env *env, uint16_t port, struct ts_redis_log *log)
+static void resumes_again(struct env *env, uint16_t port)
 {
     assert_true(wait_connected(stores[0], STORE_WAIT_MS));
-    assert_int_equal(atomic_load(&log->backs), 1);
-    assert_int_equal(atomic_load(&log->warnings), 1);
+    assert_int_equal(atomic_load(&store_log.backs), 1);
+    assert_int_equal(atomic_load(&store_log.warnings), 1);
     (void)connect_once(env, port);
     assert_true(connect_once(env, port));
     assert_true(connect_once(env, port));
@@ -395,29 +404,25 @@ static void resumes_again(struct env *env, uint16_t port, struct ts_redis_log *l
 static void test_killed_then_restarted(void **state)
 {
     struct env *env = *state;
-    uint16_t port = serve_and_resume(env, &store_log);
+    uint16_t port = serve_and_resume(env);
     assert_int_equal(ts_redis_kill(&redis), 0);
     handshakes_while_down(env, port);
-    assert_false(tlsock_redis_store_connected(stores[0]));
-    assert_int_equal(atomic_load(&store_log.warnings), 1);
-    assert_int_equal(atomic_load(&store_log.backs), 0);
+    store_is_down();
     assert_int_equal(ts_redis_restart(&redis), 0);
-    resumes_again(env, port, &store_log);
+    resumes_again(env, port);
 }
 
 static void test_paused_then_continued(void **state)
 {
     struct env *env = *state;
-    uint16_t port = serve_and_resume(env, &store_log);
+    uint16_t port = serve_and_resume(env);
     assert_int_equal(ts_redis_pause(&redis), 0);
     /* The first get waits for the store's timeout (REQUEST_MS) without holding the loop; then
      * Redis is down for the store and the others miss at once. The loop ran meanwhile. */
     assert_true(handshakes_while_down(env, port) >= REQUEST_MS);
-    assert_false(tlsock_redis_store_connected(stores[0]));
-    assert_int_equal(atomic_load(&store_log.warnings), 1);
-    assert_int_equal(atomic_load(&store_log.backs), 0);
+    store_is_down();
     assert_int_equal(ts_redis_resume(&redis), 0);
-    resumes_again(env, port, &store_log);
+    resumes_again(env, port);
 }
 
 int main(void)
