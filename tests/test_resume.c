@@ -224,6 +224,55 @@ static void test_ticket_once(void **state)
     tlsock_ctx_free(cctx);
 }
 
+/*
+ * Two connections of one context made before either handshakes: a TLS 1.2 session stays in the
+ * cache when offered, so both resume; a TLS 1.3 ticket is offered once, so only the first does.
+ * Then a connection that is made and closed without a handshake: the TLS 1.2 session is still
+ * there for the next one.
+ */
+static void concurrent_offers(void **state, const char *version, bool both)
+{
+    struct ts_pair *p = *state;
+    struct tlsock_ctx *cctx = client_ctx(version, false);
+    struct tlsock_opts copts = ts_opts();
+    struct ts_pair second;
+    const struct tlsock_info *info = NULL;
+
+    p->sctx = server_ctx();
+    assert_resumed(connect_once(p, cctx, NULL, true, NULL, NULL), false);
+    copts.verify_name = TS_PAIR_NAME;
+    ts_pair_init(&second);
+    second.cctx = cctx;
+    second.sctx = p->sctx;
+    p->cctx = cctx;
+    TS_ASSERT_RC(ts_pair_attach(p, &copts, NULL), 0);
+    TS_ASSERT_RC(ts_pair_attach(&second, &copts, NULL), 0);
+    TS_ASSERT_RC_MSG(ts_pair_handshake(p), 0, p->client_msg);
+    TS_ASSERT_RC_MSG(ts_pair_handshake(&second), 0, second.client_msg);
+    TS_ASSERT_RC(tlsock_conn_info(p->client, &info), 0);
+    assert_true(info->resumed);
+    TS_ASSERT_RC(tlsock_conn_info(second.client, &info), 0);
+    assert_int_equal(info->resumed, both);
+    ts_pair_close(&second); /* its contexts are p's and this test's, freed by them */
+    ts_pair_close(p);
+
+    TS_ASSERT_RC(ts_pair_attach(p, &copts, NULL), 0);
+    ts_pair_close(p);
+    p->cctx = NULL;
+    assert_resumed(connect_once(p, cctx, NULL, true, NULL, NULL), both);
+    tlsock_ctx_free(cctx);
+}
+
+static void test_concurrent_tls12(void **state)
+{
+    concurrent_offers(state, "1.2-1.2", true);
+}
+
+static void test_concurrent_tls13(void **state)
+{
+    concurrent_offers(state, "1.3", false);
+}
+
 /* ---- export and import ----------------------------------------------------------------------- */
 
 /* A session exported by a @p from context, imported into a @p to one: resumed or not. */
@@ -341,6 +390,11 @@ static void test_import_bad(void **state)
     }
     /* A server context has no client cache. */
     TS_ASSERT_RC(tlsock_ctx_session_import(p->sctx, data, len), TLSOCK_EINVAL);
+    /* After the freeze the thread's message says why (the context's is not the import's). */
+    TS_ASSERT_RC(tlsock_ctx_session_import(a, garbage, sizeof(garbage)), TLSOCK_EINVAL);
+    TS_ASSERT_CONTAINS(tlsock_errmsg(), "bad magic");
+    TS_ASSERT_RC(tlsock_ctx_session_import(a, data, len - 1), TLSOCK_EINVAL);
+    TS_ASSERT_CONTAINS(tlsock_errmsg(), "truncated or malformed");
     /* And the good one still imports and resumes. */
     TS_ASSERT_RC(tlsock_ctx_session_import(b, data, len), 0);
     assert_resumed(connect_once(p, b, NULL, true, NULL, NULL), true);
@@ -407,6 +461,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cache_off, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_other_sni, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_ticket_once, ts_pair_setup, ts_pair_teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_tls12, ts_pair_setup, ts_pair_teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_tls13, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_server_refuses, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_import_tls13, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_import_tls12, ts_pair_setup, ts_pair_teardown),

@@ -11,6 +11,7 @@
 #include "records.h"
 #include "support.h"
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -558,6 +559,20 @@ static void test_shared_file(void **state)
     }
 }
 
+/* Writes the three parts to @p path, mode 0600 as a key file must be. */
+static void write_key_text(const char *path, const char *a, const char *b, const char *c)
+{
+    const char *parts[] = {a, b, c};
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+
+    assert_true(fd >= 0);
+    assert_int_equal(fchmod(fd, 0600), 0);
+    for (size_t i = 0; i < 3; i++) {
+        assert_int_equal(write(fd, parts[i], strlen(parts[i])), (ssize_t)strlen(parts[i]));
+    }
+    assert_int_equal(close(fd), 0);
+}
+
 /* Key file errors: each ECONFIG naming the file and the reason. */
 static void test_key_file_errors(void **state)
 {
@@ -595,6 +610,15 @@ static void test_key_file_errors(void **state)
     assert_int_equal(truncate(f->keys, 5), 0);
     TS_ASSERT_RC(tlsock_ctx_set_ticket_keys_file(sctx, f->keys), TLSOCK_ECONFIG);
     TS_ASSERT_CONTAINS(tlsock_ctx_errmsg(sctx), "not a ticket key file");
+
+    /* The lines in any order after the first; the last one may lack its newline. */
+    static const char secret[] = "secret 000102030405060708090a0b0c0d0e0f"
+                                 "101112131415161718191a1b1c1d1e1f\n";
+    write_key_text(f->keys, "tlsock-ticket-keys 1\n", secret, "period 60");
+    TS_ASSERT_RC_MSG(tlsock_ctx_set_ticket_keys_file(sctx, f->keys), 0, tlsock_ctx_errmsg(sctx));
+    write_key_text(f->keys, "tlsock-ticket-keys 1\n", secret, "period 60s\n");
+    TS_ASSERT_RC(tlsock_ctx_set_ticket_keys_file(sctx, f->keys), TLSOCK_ECONFIG);
+    TS_ASSERT_CONTAINS(tlsock_ctx_errmsg(sctx), "bad \"period\" line");
     tlsock_ctx_free(sctx);
 }
 

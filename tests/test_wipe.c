@@ -99,7 +99,7 @@ static void test_store_drops_wiped(void **state)
     assert_false(tlsock__scache_get(c, "c", 1, false, &out, &out_len));
     /* taken: the entry goes, the copy is the caller's, freed wiped */
     assert_int_equal(tlsock__scache_put(c, "d", 1, v, sizeof(v), later), 0);
-    assert_true(tlsock__scache_take(c, "d", 1, &out, &out_len, &native));
+    assert_true(tlsock__scache_take(c, "d", 1, NULL, &out, &out_len, &native));
     assert_int_equal(out_len, sizeof(v));
     tlsock__free_secret(out, out_len);
     /* left in the store when it is freed */

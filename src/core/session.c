@@ -221,6 +221,17 @@ static void on_session(struct tlsock_conn *conn, const unsigned char *data, size
     }
 }
 
+/*
+ * Whether a cached session stays in the cache when offered: a TLS 1.2 (or older) session is resumed
+ * as often as the server accepts it, by any number of connections at once, until it expires or is
+ * replaced; a TLS 1.3 ticket is offered once (RFC 8446 appendix C.4), and the tickets the server
+ * sends on that connection replace it.
+ */
+static bool reusable(const unsigned char *value, size_t len)
+{
+    return len >= VALUE_HEAD && get16(value + DIGEST_LEN) < 0x0304;
+}
+
 /* A client's hooks: with a cache key, or none (nothing to tell one server from another by). */
 static const struct tlsock__session_hooks client_hooks = {.on_session = on_session};
 static const struct tlsock__session_hooks no_hooks = {0};
@@ -252,8 +263,8 @@ int tlsock__sessions_conn_new(struct tlsock_conn *conn, uint16_t port, const cha
     unsigned char *value = NULL;
     size_t len = 0;
     void *native = NULL;
-    /* Taken out: a TLS 1.3 ticket is offered once; the new ones replace it. */
-    if (tlsock__scache_take(ctx->sessions, s->key, s->key_len, &value, &len, &native)) {
+    const struct tlsock__scache_reuse reuse = {reusable, ctx->impl->session_dup};
+    if (tlsock__scache_take(ctx->sessions, s->key, s->key_len, &reuse, &value, &len, &native)) {
         bool offerable = len > VALUE_HEAD || (len == VALUE_HEAD && native != NULL);
         if (offerable && memcmp(value, ctx->session_digest, DIGEST_LEN) == 0) {
             *held = value;
@@ -400,8 +411,7 @@ int tlsock_ctx_session_import(struct tlsock_ctx *ctx, const void *data, size_t l
         rc = IMPORT_FAIL(ctx, TLSOCK_EINVAL, "session import: truncated or malformed session");
     }
     if (rc != 0) {
-        tlsock__publish(&ctx->err);
-        return rc;
+        return rc; /* IMPORT_FAIL set the thread's message (and the context's before the freeze) */
     }
     const unsigned char *value = p + at + 4;
     /* Another context's session is never offered (the freeze's digest; before it, at the offer). */
@@ -411,7 +421,7 @@ int tlsock_ctx_session_import(struct tlsock_ctx *ctx, const void *data, size_t l
     rc = tlsock__scache_put(ctx->sessions, p + EXPORT_HEAD, key_len, value, len - at - 4,
                             tlsock__now_ns() + CLIENT_LIFETIME_NS);
     if (rc != 0) {
-        tlsock__fail(&ctx->err, rc, "out of memory importing a session");
+        IMPORT_FAIL(ctx, rc, "out of memory importing a session");
     }
     return rc;
 }

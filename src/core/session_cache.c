@@ -2,7 +2,8 @@
  * The in-process session store (session_cache.h): a hash table of chained entries, all of them
  * also on one list in order of use, under one mutex. Values are copied in and out, so nothing an
  * entry holds is ever shared with a caller. An entry may also own one native object (a client's
- * parsed session), which only leaves it with the entry (tlsock__scache_take()) or is freed with it.
+ * parsed session), which only leaves it with the entry (tlsock__scache_take()) or is freed with it;
+ * an entry that stays when taken gives a copy.
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -237,9 +238,11 @@ bool tlsock__scache_get(struct tlsock__scache *c, const void *key, size_t key_le
 }
 
 bool tlsock__scache_take(struct tlsock__scache *c, const void *key, size_t key_len,
-                         unsigned char **val, size_t *val_len, void **native)
+                         const struct tlsock__scache_reuse *reuse, unsigned char **val,
+                         size_t *val_len, void **native)
 {
     bool found = false;
+    bool stays = false;
 
     *native = NULL;
     pthread_mutex_lock(&c->lock);
@@ -250,13 +253,22 @@ bool tlsock__scache_take(struct tlsock__scache *c, const void *key, size_t key_l
         if (*val != NULL) {
             memcpy(*val, e->val, e->val_len);
             *val_len = e->val_len;
-            /* The entry's reference goes with the value: the object is never shared. */
+            found = true;
+            stays = reuse != NULL && reuse->reusable != NULL && reuse->reusable(e->val, e->val_len);
+        }
+        if (stays) {
+            /* A copy: the object is never shared (a connection changes its session). */
+            *native = e->native != NULL && reuse->native_dup != NULL ? reuse->native_dup(e->native)
+                                                                     : NULL;
+            unlink_use(c, e);
+            link_use(c, e);
+        } else if (found) {
+            /* The entry's reference goes with the value. */
             *native = e->native;
             e->native = NULL;
-            found = true;
         }
     }
-    if (slot != NULL) {
+    if (slot != NULL && !stays) {
         drop(c, slot); /* taken, expired, or no memory to take it with */
     }
     pthread_mutex_unlock(&c->lock);

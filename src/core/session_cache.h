@@ -32,19 +32,32 @@ int tlsock__scache_put(struct tlsock__scache *c, const void *key, size_t key_len
  * Like tlsock__scache_put(), the entry also owning @p native (NULL: none), an object made from
  * the value (a client's parsed session) that it frees with @p native_free when it is dropped;
  * when the put fails, @p native is freed at once. The object is never shared: it leaves the store
- * only with tlsock__scache_take(). Note that native_free may run under the store's lock.
+ * with tlsock__scache_take(), or a copy of it does. Note that native_free may run under the
+ * store's lock.
  */
 int tlsock__scache_put_native(struct tlsock__scache *c, const void *key, size_t key_len,
                               const void *val, size_t val_len, void *native,
                               void (*native_free)(void *native), int64_t expires_ns);
 /*
+ * How tlsock__scache_take() treats an entry whose value @p reusable says is offered again and
+ * again (a TLS 1.2 session, until it expires or is replaced): the entry stays, and the caller
+ * gets a copy of its native object made by @p native_dup (which may give NULL without memory).
+ * NULL (the whole struct or reusable): every entry is taken.
+ */
+struct tlsock__scache_reuse {
+    bool (*reusable)(const unsigned char *val, size_t val_len);
+    void *(*native_dup)(void *native);
+};
+
+/*
  * A malloc'd copy of the value under @p key in *@p val (the caller frees it) and the entry's
- * native object in *@p native (NULL if it had none; then the caller owns it), the entry removed.
- * False when there is none, it expired or memory ran out (the entry is removed all the same and
- * *@p native is NULL).
+ * native object in *@p native (NULL if it had none; then the caller owns it), the entry removed;
+ * unless @p reuse keeps it (above). False when there is none, it expired or memory ran out (then
+ * the entry is removed all the same and *@p native is NULL).
  */
 bool tlsock__scache_take(struct tlsock__scache *c, const void *key, size_t key_len,
-                         unsigned char **val, size_t *val_len, void **native);
+                         const struct tlsock__scache_reuse *reuse, unsigned char **val,
+                         size_t *val_len, void **native);
 /*
  * A malloc'd copy of the value under @p key in *@p val (the caller frees it), removing the entry
  * when @p take. False when there is none, it expired (then it is removed) or memory ran out.

@@ -378,6 +378,14 @@ struct tlsock__impl {
     void (*session_free)(void *native);
 
     /*
+     * A copy of a native session of on_session's, for a cache entry that stays after its session
+     * was offered (a TLS 1.2 session): the copy goes to the connection, which may change it. NULL
+     * without memory (the connection then offers nothing). Same threads and lock as session_free;
+     * NULL when session_free is.
+     */
+    void *(*session_dup)(void *native);
+
+    /*
      * Clients: the connection's latest session reported to on_session without its bytes,
      * serialized as an offer's data: a malloc'd copy in *@p data (the caller wipes and frees it
      * with tlsock__free_secret). 0, or TLSOCK_ENOMEM. NULL: on_session always gives the bytes.

@@ -1577,6 +1577,7 @@ const struct tlsock__impl tlsock__openssl_impl = {
     .export_keying_material = ossl_export,
     .exporter_bound = ossl_exporter_bound,
     .session_free = tlsock__ossl_session_free,
+    .session_dup = tlsock__ossl_session_dup,
     .conn_session_bytes = ossl_conn_session_bytes,
     .sha256 = tlsock__ossl_sha256,
     .pending = ossl_pending,

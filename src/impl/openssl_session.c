@@ -175,6 +175,16 @@ void tlsock__ossl_session_free(void *native)
     SSL_SESSION_free(native);
 }
 
+void *tlsock__ossl_session_dup(void *native)
+{
+    SSL_SESSION *copy = SSL_SESSION_dup(native);
+
+    if (copy == NULL) {
+        ERR_clear_error();
+    }
+    return copy;
+}
+
 void tlsock__ossl_sessions_done(SSL *ssl)
 {
     if (!SSL_is_server(ssl) && SSL_version(ssl) < TLS1_3_VERSION) {

@@ -93,8 +93,9 @@ void tlsock__ossl_sessions_ctx(SSL_CTX *ctx, int role);
  * that does not load is ignored.
  */
 void tlsock__ossl_sessions_offer(SSL *ssl, const struct tlsock__session_offer *offer);
-/* The impl's session_free: an SSL_SESSION reported to on_session. */
+/* The impl's session_free and session_dup: an SSL_SESSION reported to on_session. */
 void tlsock__ossl_session_free(void *native);
+void *tlsock__ossl_session_dup(void *native);
 /* The core's session_io of @p ssl's connection (openssl.c), NULL for an SSL that is not ours. */
 const struct tlsock__session_io *tlsock__ossl_session_io(const SSL *ssl);
 /*

@@ -157,7 +157,9 @@ int tlsock__ticket_keys_parse(struct tlsock__tickets *t, const char *data, size_
     const char *p = field(text, "period");
     char *end = NULL;
     unsigned long period = p != NULL ? strtoul(p, &end, 10) : 0;
-    if (p == NULL || end == p || *end != '\n' || period < 1 || period > 7 * 86400UL) {
+    /* Like "secret", the line may end the file without its newline. */
+    if (p == NULL || end == p || (*end != '\n' && *end != '\0') || period < 1 ||
+        period > 7 * 86400UL) {
         explicit_bzero(text, sizeof(text));
         return tlsock__fail(
             err, TLSOCK_ECONFIG,
