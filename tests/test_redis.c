@@ -27,6 +27,7 @@ enum {
 };
 
 static struct ts_redis server;
+static struct ts_redis replica; /* test_writes_refused's; stopped by the group teardown too */
 
 static int64_t now_ms(void)
 {
@@ -158,16 +159,21 @@ static bool wait_connected(struct tlsock_redis_store *store, bool want, int ms)
  * its store running (it is not freed), and the store may log after the test is gone. */
 static struct ts_redis_log store_log;
 
-static struct tlsock_redis_store *store_new(struct ts_redis_log *log)
+static struct tlsock_redis_store *store_at(const char *url, struct ts_redis_log *log)
 {
     struct tlsock_redis_store *store = NULL;
 
-    TS_ASSERT_RC_MSG(tlsock_redis_store_new(server.url, &store), 0, tlsock_redis_errmsg());
+    TS_ASSERT_RC_MSG(tlsock_redis_store_new(url, &store), 0, tlsock_redis_errmsg());
     if (log != NULL) {
         assert_int_equal(tlsock_redis_store_set_log(store, ts_redis_on_log, log), 0);
     }
     assert_true(wait_connected(store, true, WAIT_MS));
     return store;
+}
+
+static struct tlsock_redis_store *store_new(struct ts_redis_log *log)
+{
+    return store_at(server.url, log);
 }
 
 static int group_setup(void **state)
@@ -180,6 +186,7 @@ static int group_teardown(void **state)
 {
     (void)state;
     ts_redis_stop(&server);
+    ts_redis_stop(&replica);
     return 0;
 }
 
@@ -526,6 +533,61 @@ static void test_url(void **state)
     tlsock_redis_store_free(store);
 }
 
+/* Refusal lines that name the replica and Redis's reason, counted besides ts_redis_on_log's. */
+static atomic_int readonly_lines;
+
+static void readonly_log(void *user, const char *msg)
+{
+    if (strstr(msg, replica.url) != NULL && strstr(msg, "refuses writes (READONLY ") != NULL) {
+        atomic_fetch_add(&readonly_lines, 1);
+    }
+    ts_redis_on_log(user, msg);
+}
+
+/*
+ * A Redis that answers PING and GET but refuses writes (a replica: READONLY): the first refused
+ * put logs one warning naming Redis's reason, the link stays up, more refused puts and removes
+ * log nothing more; once it takes writes again (promoted), the next put logs that once.
+ */
+static void test_writes_refused(void **state)
+{
+    struct tlsock_redis_store *store;
+    const struct tlsock_session_store *st;
+    char out[64];
+
+    (void)state;
+    assert_int_equal(ts_redis_start_replica(&replica), 0);
+    atomic_store(&readonly_lines, 0);
+    store = store_at(replica.url, NULL);
+    assert_int_equal(tlsock_redis_store_set_log(store, readonly_log, &store_log), 0);
+    st = tlsock_redis_store_session_store(store);
+    st->put(st->user, "refused", 7, "v", 1, unix_ms() + 60000);
+    assert_get(st, "refused", NULL); /* same queue: the put's reply came before this answer */
+    assert_int_equal(atomic_load(&store_log.refused), 1);
+    assert_int_equal(atomic_load(&readonly_lines), 1);
+    assert_true(tlsock_redis_store_connected(store));
+    for (int i = 0; i < 5; i++) {
+        st->put(st->user, "refused", 7, "v", 1, unix_ms() + 60000);
+        st->remove(st->user, "refused", 7);
+    }
+    assert_get(st, "refused", NULL);
+    assert_int_equal(atomic_load(&store_log.refused), 1);
+    assert_int_equal(atomic_load(&store_log.taken), 0);
+    assert_int_equal(atomic_load(&store_log.warnings), 0);
+    assert_true(tlsock_redis_store_connected(store));
+
+    assert_int_equal(ts_redis_cmd(&replica, "REPLICAOF NO ONE", out, sizeof(out)), 0);
+    assert_string_equal(out, "OK");
+    st->put(st->user, "taken", 5, "yes", 3, unix_ms() + 60000);
+    assert_get(st, "taken", "yes");
+    st->put(st->user, "taken2", 6, "yes", 3, unix_ms() + 60000);
+    assert_get(st, "taken2", "yes");
+    assert_int_equal(atomic_load(&store_log.taken), 1);
+    assert_int_equal(atomic_load(&store_log.refused), 1);
+    tlsock_redis_store_free(store);
+    ts_redis_stop(&replica);
+}
+
 /* ---- ticket keys --------------------------------------------------------------------------- */
 
 struct keys_job {
@@ -708,6 +770,7 @@ int main(void)
         cmocka_unit_test_setup(test_not_running_at_start, setup),
         cmocka_unit_test_setup(test_queue_byte_bound, setup),
         cmocka_unit_test_setup(test_url, setup),
+        cmocka_unit_test_setup(test_writes_refused, setup),
         cmocka_unit_test_setup(test_ticket_keys_shared, setup),
         cmocka_unit_test_setup(test_ticket_keys_rotate, setup),
         cmocka_unit_test_setup(test_ticket_keys_down, setup),

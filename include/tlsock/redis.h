@@ -13,7 +13,10 @@
  * completion comes from the store's thread (or at once, in the caller, when Redis is down or the
  * queue is full). When Redis is down or does not answer within the timeout, every get is a miss
  * (a full handshake), puts are dropped, one warning is logged per outage, and the store
- * reconnects by itself (100 ms, doubling to 5 s), logging once when Redis is back.
+ * reconnects by itself (100 ms, doubling to 5 s), logging once when Redis is back. When Redis
+ * answers but refuses writes (a replica's READONLY, OOM under maxmemory noeviction, MISCONF, an
+ * ACL), the store stays connected (gets may still hit) but no session is stored: one warning
+ * names Redis's reason, and one line says when a write is taken again.
  *
  * The ticket key functions are the exception: they talk to Redis from the calling thread and
  * wait for it (at most a few timeouts); call them at start-up or from a thread of their own
@@ -87,8 +90,9 @@ tlsock_redis_store_session_store(struct tlsock_redis_store *store);
 TLSOCK_API int tlsock_redis_store_set_timeout(struct tlsock_redis_store *store, int timeout_ms);
 
 /**
- * Sends the store's log lines (an outage, its end) to @p fn (NULL: standard error, the
- * default). Any thread; @p fn is called from the store's thread. Returns 0 or TLSOCK_EINVAL.
+ * Sends the store's log lines (an outage, its end; writes refused, taken again) to @p fn (NULL:
+ * standard error, the default). Any thread; @p fn is called from the store's thread. Returns 0 or
+ * TLSOCK_EINVAL.
  */
 TLSOCK_API int tlsock_redis_store_set_log(struct tlsock_redis_store *store, tlsock_redis_log_fn fn,
                                           void *user);
