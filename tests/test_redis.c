@@ -675,6 +675,114 @@ static void test_ticket_keys_shared(void **state)
     ts_workdir_remove(&wd);
 }
 
+/* The text Redis holds under TLSOCK_REDIS_TICKET_KEYS_KEY, "(nil)" when none. */
+static char *redis_keys_text(void)
+{
+    char *text = calloc(1, 4096);
+
+    assert_non_null(text);
+    assert_int_equal(ts_redis_cmd(&server, "GET " TLSOCK_REDIS_TICKET_KEYS_KEY, text, 4096), 0);
+    return text;
+}
+
+/*
+ * Empties Redis (as a restart without persistence does), then asks @p store for the key file at
+ * @p path, which must succeed; returns the file's text after.
+ */
+static char *keys_after_flush(struct tlsock_redis_store *store, const char *path, unsigned period_s,
+                              bool *changed, bool *created)
+{
+    char out[64];
+
+    assert_int_equal(ts_redis_cmd(&server, "FLUSHALL", out, sizeof(out)), 0);
+    TS_ASSERT_RC_MSG(tlsock_redis_store_ticket_keys(store, path, period_s, changed, created), 0,
+                     tlsock_redis_errmsg());
+    return read_text(path);
+}
+
+/*
+ * Redis loses the key text (FLUSHALL: a restart without persistence, an eviction, a failover
+ * to a replica without it): the server that takes the lease next publishes its key file again
+ * rather than a new secret, so Redis and every file keep the secret tickets were issued under.
+ * With no valid key file (the first start, or a file no server would load), a new one is made.
+ */
+static void test_ticket_keys_republished(void **state)
+{
+    struct ts_workdir wd;
+    struct tlsock_redis_store *a = store_new(NULL);
+    struct tlsock_redis_store *b = store_new(NULL);
+    char path_a[TS_WORKDIR_PATH_MAX];
+    char path_b[TS_WORKDIR_PATH_MAX];
+    char path_c[TS_WORKDIR_PATH_MAX];
+    char *before;
+    char *text;
+    char *in_redis;
+    bool changed = true;
+    bool created = true;
+    FILE *f;
+
+    (void)state;
+    assert_int_equal(ts_workdir_make(&wd, "redis"), 0);
+    ts_workdir_path(&wd, "a.keys", path_a, sizeof(path_a));
+    ts_workdir_path(&wd, "b.keys", path_b, sizeof(path_b));
+    ts_workdir_path(&wd, "c.keys", path_c, sizeof(path_c));
+    TS_ASSERT_RC_MSG(tlsock_redis_store_ticket_keys(a, path_a, 600, NULL, &created), 0,
+                     tlsock_redis_errmsg());
+    assert_true(created);
+    TS_ASSERT_RC_MSG(tlsock_redis_store_ticket_keys(b, path_b, 600, NULL, &created), 0,
+                     tlsock_redis_errmsg());
+    assert_false(created);
+    before = read_text(path_a);
+
+    /* b, which did not make the secret, takes the lease (gone with the flush) and publishes its
+     * file, whatever period it asks for: the same text everywhere, nothing written or made. */
+    text = keys_after_flush(b, path_b, 300, &changed, &created);
+    assert_false(created);
+    assert_false(changed);
+    assert_string_equal(text, before);
+    free(text);
+    in_redis = redis_keys_text();
+    assert_string_equal(in_redis, before);
+    free(in_redis);
+    TS_ASSERT_RC_MSG(tlsock_redis_store_ticket_keys(a, path_a, 600, &changed, &created), 0,
+                     tlsock_redis_errmsg());
+    assert_false(created);
+    assert_false(changed);
+    text = read_text(path_a);
+    assert_string_equal(text, before);
+    free(text);
+
+    /* No file and no text in Redis: a new secret, in Redis and the file. */
+    text = keys_after_flush(a, path_c, 600, &changed, &created);
+    assert_true(created);
+    assert_true(changed);
+    assert_string_not_equal(text, before);
+    in_redis = redis_keys_text();
+    assert_string_equal(in_redis, text);
+    free(in_redis);
+    free(text);
+
+    /* A file no server would load (a short secret) is not published: a new secret replaces it. */
+    f = fopen(path_c, "w");
+    assert_non_null(f);
+    assert_true(fputs("tlsock-ticket-keys 1\nperiod 600\nsecret 00\n", f) >= 0);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(chmod(path_c, 0600), 0);
+    text = keys_after_flush(a, path_c, 600, &changed, &created);
+    assert_true(created);
+    assert_true(changed);
+    assert_null(strstr(text, "\nsecret 00\n"));
+    in_redis = redis_keys_text();
+    assert_string_equal(in_redis, text);
+    free(in_redis);
+    free(text);
+
+    free(before);
+    tlsock_redis_store_free(a);
+    tlsock_redis_store_free(b);
+    ts_workdir_remove(&wd);
+}
+
 static atomic_int reloads;
 
 static void on_reload(void *user, const char *path)
@@ -772,6 +880,7 @@ int main(void)
         cmocka_unit_test_setup(test_url, setup),
         cmocka_unit_test_setup(test_writes_refused, setup),
         cmocka_unit_test_setup(test_ticket_keys_shared, setup),
+        cmocka_unit_test_setup(test_ticket_keys_republished, setup),
         cmocka_unit_test_setup(test_ticket_keys_rotate, setup),
         cmocka_unit_test_setup(test_ticket_keys_down, setup),
     };

@@ -106,12 +106,16 @@ TLSOCK_API bool tlsock_redis_store_connected(struct tlsock_redis_store *store);
 /**
  * Makes the ticket key file at @p path (mode 0600, written under a temporary name and renamed)
  * hold the key text kept in Redis under TLSOCK_REDIS_TICKET_KEYS_KEY. If Redis has none, one
- * server makes it: the one that takes the lease (TLSOCK_REDIS_TICKET_LEASE_KEY, SET NX with an
- * expiry) writes a fresh secret with tlsock_ticket_keys_write() and a period of @p period_s
- * seconds (0: 7200); the others wait for its text. Load the file with
- * tlsock_ctx_set_ticket_keys_file(). Blocks the calling thread for at most a few timeouts.
- * @p changed (may be NULL) tells whether the file was written (false: it already held the text);
- * @p created (may be NULL) whether this call made the secret. Returns 0, TLSOCK_EINVAL,
+ * server puts it there: the one that takes the lease (TLSOCK_REDIS_TICKET_LEASE_KEY, SET NX with
+ * an expiry); the others wait for its text. That server publishes the file already at @p path if
+ * tlsock_ctx_set_ticket_keys_file() would load it (Redis lost the text: restarted without
+ * persistence, flushed, evicted it, failed over to a replica without it; the servers' files
+ * still hold the secret of the tickets out there), and only without one (the first start) writes
+ * a fresh secret with tlsock_ticket_keys_write() and a period of @p period_s seconds (0: 7200).
+ * Load the file with tlsock_ctx_set_ticket_keys_file(). Blocks the calling thread for at most a
+ * few timeouts. @p changed (may be NULL) tells whether the file was written (false: it already
+ * held the text); @p created (may be NULL) whether this call made a new secret (false when it
+ * published the file it had, or took the text from Redis). Returns 0, TLSOCK_EINVAL,
  * TLSOCK_ETIMEDOUT (Redis unreachable or no text in time) or TLSOCK_ECONFIG (cannot write the
  * file, or Redis holds no key file); tlsock_redis_errmsg() says why.
  */
