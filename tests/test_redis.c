@@ -27,6 +27,7 @@ enum {
 };
 
 static struct ts_redis server;
+static struct ts_redis replica; /* test_writes_refused's; stopped by the group teardown too */
 
 static int64_t now_ms(void)
 {
@@ -158,16 +159,21 @@ static bool wait_connected(struct tlsock_redis_store *store, bool want, int ms)
  * its store running (it is not freed), and the store may log after the test is gone. */
 static struct ts_redis_log store_log;
 
-static struct tlsock_redis_store *store_new(struct ts_redis_log *log)
+static struct tlsock_redis_store *store_at(const char *url, struct ts_redis_log *log)
 {
     struct tlsock_redis_store *store = NULL;
 
-    TS_ASSERT_RC_MSG(tlsock_redis_store_new(server.url, &store), 0, tlsock_redis_errmsg());
+    TS_ASSERT_RC_MSG(tlsock_redis_store_new(url, &store), 0, tlsock_redis_errmsg());
     if (log != NULL) {
         assert_int_equal(tlsock_redis_store_set_log(store, ts_redis_on_log, log), 0);
     }
     assert_true(wait_connected(store, true, WAIT_MS));
     return store;
+}
+
+static struct tlsock_redis_store *store_new(struct ts_redis_log *log)
+{
+    return store_at(server.url, log);
 }
 
 static int group_setup(void **state)
@@ -180,6 +186,7 @@ static int group_teardown(void **state)
 {
     (void)state;
     ts_redis_stop(&server);
+    ts_redis_stop(&replica);
     return 0;
 }
 
@@ -526,6 +533,61 @@ static void test_url(void **state)
     tlsock_redis_store_free(store);
 }
 
+/* Refusal lines that name the replica and Redis's reason, counted besides ts_redis_on_log's. */
+static atomic_int readonly_lines;
+
+static void readonly_log(void *user, const char *msg)
+{
+    if (strstr(msg, replica.url) != NULL && strstr(msg, "refuses writes (READONLY ") != NULL) {
+        atomic_fetch_add(&readonly_lines, 1);
+    }
+    ts_redis_on_log(user, msg);
+}
+
+/*
+ * A Redis that answers PING and GET but refuses writes (a replica: READONLY): the first refused
+ * put logs one warning naming Redis's reason, the link stays up, more refused puts and removes
+ * log nothing more; once it takes writes again (promoted), the next put logs that once.
+ */
+static void test_writes_refused(void **state)
+{
+    struct tlsock_redis_store *store;
+    const struct tlsock_session_store *st;
+    char out[64];
+
+    (void)state;
+    assert_int_equal(ts_redis_start_replica(&replica), 0);
+    atomic_store(&readonly_lines, 0);
+    store = store_at(replica.url, NULL);
+    assert_int_equal(tlsock_redis_store_set_log(store, readonly_log, &store_log), 0);
+    st = tlsock_redis_store_session_store(store);
+    st->put(st->user, "refused", 7, "v", 1, unix_ms() + 60000);
+    assert_get(st, "refused", NULL); /* same queue: the put's reply came before this answer */
+    assert_int_equal(atomic_load(&store_log.refused), 1);
+    assert_int_equal(atomic_load(&readonly_lines), 1);
+    assert_true(tlsock_redis_store_connected(store));
+    for (int i = 0; i < 5; i++) {
+        st->put(st->user, "refused", 7, "v", 1, unix_ms() + 60000);
+        st->remove(st->user, "refused", 7);
+    }
+    assert_get(st, "refused", NULL);
+    assert_int_equal(atomic_load(&store_log.refused), 1);
+    assert_int_equal(atomic_load(&store_log.taken), 0);
+    assert_int_equal(atomic_load(&store_log.warnings), 0);
+    assert_true(tlsock_redis_store_connected(store));
+
+    assert_int_equal(ts_redis_cmd(&replica, "REPLICAOF NO ONE", out, sizeof(out)), 0);
+    assert_string_equal(out, "OK");
+    st->put(st->user, "taken", 5, "yes", 3, unix_ms() + 60000);
+    assert_get(st, "taken", "yes");
+    st->put(st->user, "taken2", 6, "yes", 3, unix_ms() + 60000);
+    assert_get(st, "taken2", "yes");
+    assert_int_equal(atomic_load(&store_log.taken), 1);
+    assert_int_equal(atomic_load(&store_log.refused), 1);
+    tlsock_redis_store_free(store);
+    ts_redis_stop(&replica);
+}
+
 /* ---- ticket keys --------------------------------------------------------------------------- */
 
 struct keys_job {
@@ -610,6 +672,114 @@ static void test_ticket_keys_shared(void **state)
         tlsock_redis_store_free(stores[i]);
     }
     pthread_barrier_destroy(&start);
+    ts_workdir_remove(&wd);
+}
+
+/* The text Redis holds under TLSOCK_REDIS_TICKET_KEYS_KEY, "(nil)" when none. */
+static char *redis_keys_text(void)
+{
+    char *text = calloc(1, 4096);
+
+    assert_non_null(text);
+    assert_int_equal(ts_redis_cmd(&server, "GET " TLSOCK_REDIS_TICKET_KEYS_KEY, text, 4096), 0);
+    return text;
+}
+
+/*
+ * Empties Redis (as a restart without persistence does), then asks @p store for the key file at
+ * @p path, which must succeed; returns the file's text after.
+ */
+static char *keys_after_flush(struct tlsock_redis_store *store, const char *path, unsigned period_s,
+                              bool *changed, bool *created)
+{
+    char out[64];
+
+    assert_int_equal(ts_redis_cmd(&server, "FLUSHALL", out, sizeof(out)), 0);
+    TS_ASSERT_RC_MSG(tlsock_redis_store_ticket_keys(store, path, period_s, changed, created), 0,
+                     tlsock_redis_errmsg());
+    return read_text(path);
+}
+
+/*
+ * Redis loses the key text (FLUSHALL: a restart without persistence, an eviction, a failover
+ * to a replica without it): the server that takes the lease next publishes its key file again
+ * rather than a new secret, so Redis and every file keep the secret tickets were issued under.
+ * With no valid key file (the first start, or a file no server would load), a new one is made.
+ */
+static void test_ticket_keys_republished(void **state)
+{
+    struct ts_workdir wd;
+    struct tlsock_redis_store *a = store_new(NULL);
+    struct tlsock_redis_store *b = store_new(NULL);
+    char path_a[TS_WORKDIR_PATH_MAX];
+    char path_b[TS_WORKDIR_PATH_MAX];
+    char path_c[TS_WORKDIR_PATH_MAX];
+    char *before;
+    char *text;
+    char *in_redis;
+    bool changed = true;
+    bool created = true;
+    FILE *f;
+
+    (void)state;
+    assert_int_equal(ts_workdir_make(&wd, "redis"), 0);
+    ts_workdir_path(&wd, "a.keys", path_a, sizeof(path_a));
+    ts_workdir_path(&wd, "b.keys", path_b, sizeof(path_b));
+    ts_workdir_path(&wd, "c.keys", path_c, sizeof(path_c));
+    TS_ASSERT_RC_MSG(tlsock_redis_store_ticket_keys(a, path_a, 600, NULL, &created), 0,
+                     tlsock_redis_errmsg());
+    assert_true(created);
+    TS_ASSERT_RC_MSG(tlsock_redis_store_ticket_keys(b, path_b, 600, NULL, &created), 0,
+                     tlsock_redis_errmsg());
+    assert_false(created);
+    before = read_text(path_a);
+
+    /* b, which did not make the secret, takes the lease (gone with the flush) and publishes its
+     * file, whatever period it asks for: the same text everywhere, nothing written or made. */
+    text = keys_after_flush(b, path_b, 300, &changed, &created);
+    assert_false(created);
+    assert_false(changed);
+    assert_string_equal(text, before);
+    free(text);
+    in_redis = redis_keys_text();
+    assert_string_equal(in_redis, before);
+    free(in_redis);
+    TS_ASSERT_RC_MSG(tlsock_redis_store_ticket_keys(a, path_a, 600, &changed, &created), 0,
+                     tlsock_redis_errmsg());
+    assert_false(created);
+    assert_false(changed);
+    text = read_text(path_a);
+    assert_string_equal(text, before);
+    free(text);
+
+    /* No file and no text in Redis: a new secret, in Redis and the file. */
+    text = keys_after_flush(a, path_c, 600, &changed, &created);
+    assert_true(created);
+    assert_true(changed);
+    assert_string_not_equal(text, before);
+    in_redis = redis_keys_text();
+    assert_string_equal(in_redis, text);
+    free(in_redis);
+    free(text);
+
+    /* A file no server would load (a short secret) is not published: a new secret replaces it. */
+    f = fopen(path_c, "w");
+    assert_non_null(f);
+    assert_true(fputs("tlsock-ticket-keys 1\nperiod 600\nsecret 00\n", f) >= 0);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(chmod(path_c, 0600), 0);
+    text = keys_after_flush(a, path_c, 600, &changed, &created);
+    assert_true(created);
+    assert_true(changed);
+    assert_null(strstr(text, "\nsecret 00\n"));
+    in_redis = redis_keys_text();
+    assert_string_equal(in_redis, text);
+    free(in_redis);
+    free(text);
+
+    free(before);
+    tlsock_redis_store_free(a);
+    tlsock_redis_store_free(b);
     ts_workdir_remove(&wd);
 }
 
@@ -708,7 +878,9 @@ int main(void)
         cmocka_unit_test_setup(test_not_running_at_start, setup),
         cmocka_unit_test_setup(test_queue_byte_bound, setup),
         cmocka_unit_test_setup(test_url, setup),
+        cmocka_unit_test_setup(test_writes_refused, setup),
         cmocka_unit_test_setup(test_ticket_keys_shared, setup),
+        cmocka_unit_test_setup(test_ticket_keys_republished, setup),
         cmocka_unit_test_setup(test_ticket_keys_rotate, setup),
         cmocka_unit_test_setup(test_ticket_keys_down, setup),
     };

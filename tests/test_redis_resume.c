@@ -245,7 +245,9 @@ static void test_tls12_across_servers(void **state)
 /*
  * TLS 1.3 tickets: each server's store writes the ticket key file from Redis (A's makes the
  * secret under the lease, B's picks it up), each context loads its own copy; a ticket from A
- * resumes on B, and not on a server whose key file is its own.
+ * resumes on B, and not on a server whose key file is its own. Redis loses the text after A
+ * issued the ticket (FLUSHALL: a restart without persistence): A's store, asking first, publishes
+ * A's file again rather than a new secret, so B, which asks only then, still resumes it.
  */
 static void test_tls13_ticket_keys_through_redis(void **state)
 {
@@ -253,6 +255,7 @@ static void test_tls13_ticket_keys_through_redis(void **state)
     char path_a[TS_WORKDIR_PATH_MAX];
     char path_b[TS_WORKDIR_PATH_MAX];
     char path_own[TS_WORKDIR_PATH_MAX];
+    char out[64];
     bool changed = false;
     bool created = false;
 
@@ -266,28 +269,34 @@ static void test_tls13_ticket_keys_through_redis(void **state)
         tlsock_redis_errmsg());
     assert_true(changed);
     assert_true(created);
+    TS_ASSERT_RC(tlsock_ticket_keys_write(path_own, 600), 0);
+
+    client_ctx(env, "1.3");
+    env->sctx = server_ctx(NULL, true);
+    TS_ASSERT_RC_MSG(tlsock_ctx_set_ticket_keys_file(env->sctx, path_a), 0,
+                     tlsock_ctx_errmsg(env->sctx));
+    struct srv *a = serve_on(env, 0, env->sctx, 0);
+    uint16_t port = a->port;
+    assert_false(connect_once(env, port));
+    server_gone(env, a);
+
+    assert_int_equal(ts_redis_cmd(&redis, "FLUSHALL", out, sizeof(out)), 0);
+    TS_ASSERT_RC_MSG(tlsock_redis_store_ticket_keys(stores[0], path_a, 600, &changed, &created), 0,
+                     tlsock_redis_errmsg());
+    assert_false(changed);
+    assert_false(created); /* A published its file: no new secret */
     TS_ASSERT_RC_MSG(
         tlsock_redis_store_ticket_keys(store_new(1, NULL), path_b, 600, &changed, &created), 0,
         tlsock_redis_errmsg());
     assert_true(changed);
     assert_false(created); /* B did not make a secret: it took A's from Redis */
-    TS_ASSERT_RC(tlsock_ticket_keys_write(path_own, 600), 0);
 
-    client_ctx(env, "1.3");
-    env->sctx = server_ctx(NULL, true);
     env->thread_ctx[0] = server_ctx(NULL, true);
     env->thread_ctx[1] = server_ctx(NULL, true);
-    TS_ASSERT_RC_MSG(tlsock_ctx_set_ticket_keys_file(env->sctx, path_a), 0,
-                     tlsock_ctx_errmsg(env->sctx));
     TS_ASSERT_RC_MSG(tlsock_ctx_set_ticket_keys_file(env->thread_ctx[0], path_b), 0,
                      tlsock_ctx_errmsg(env->thread_ctx[0]));
     TS_ASSERT_RC_MSG(tlsock_ctx_set_ticket_keys_file(env->thread_ctx[1], path_own), 0,
                      tlsock_ctx_errmsg(env->thread_ctx[1]));
-
-    struct srv *a = serve_on(env, 0, env->sctx, 0);
-    uint16_t port = a->port;
-    assert_false(connect_once(env, port));
-    server_gone(env, a);
     others_on(env, port);
 }
 

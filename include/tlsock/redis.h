@@ -13,7 +13,10 @@
  * completion comes from the store's thread (or at once, in the caller, when Redis is down or the
  * queue is full). When Redis is down or does not answer within the timeout, every get is a miss
  * (a full handshake), puts are dropped, one warning is logged per outage, and the store
- * reconnects by itself (100 ms, doubling to 5 s), logging once when Redis is back.
+ * reconnects by itself (100 ms, doubling to 5 s), logging once when Redis is back. When Redis
+ * answers but refuses writes (a replica's READONLY, OOM under maxmemory noeviction, MISCONF, an
+ * ACL), the store stays connected (gets may still hit) but no session is stored: one warning
+ * names Redis's reason, and one line says when a write is taken again.
  *
  * The ticket key functions are the exception: they talk to Redis from the calling thread and
  * wait for it (at most a few timeouts); call them at start-up or from a thread of their own
@@ -87,8 +90,9 @@ tlsock_redis_store_session_store(struct tlsock_redis_store *store);
 TLSOCK_API int tlsock_redis_store_set_timeout(struct tlsock_redis_store *store, int timeout_ms);
 
 /**
- * Sends the store's log lines (an outage, its end) to @p fn (NULL: standard error, the
- * default). Any thread; @p fn is called from the store's thread. Returns 0 or TLSOCK_EINVAL.
+ * Sends the store's log lines (an outage, its end; writes refused, taken again) to @p fn (NULL:
+ * standard error, the default). Any thread; @p fn is called from the store's thread. Returns 0 or
+ * TLSOCK_EINVAL.
  */
 TLSOCK_API int tlsock_redis_store_set_log(struct tlsock_redis_store *store, tlsock_redis_log_fn fn,
                                           void *user);
@@ -102,12 +106,16 @@ TLSOCK_API bool tlsock_redis_store_connected(struct tlsock_redis_store *store);
 /**
  * Makes the ticket key file at @p path (mode 0600, written under a temporary name and renamed)
  * hold the key text kept in Redis under TLSOCK_REDIS_TICKET_KEYS_KEY. If Redis has none, one
- * server makes it: the one that takes the lease (TLSOCK_REDIS_TICKET_LEASE_KEY, SET NX with an
- * expiry) writes a fresh secret with tlsock_ticket_keys_write() and a period of @p period_s
- * seconds (0: 7200); the others wait for its text. Load the file with
- * tlsock_ctx_set_ticket_keys_file(). Blocks the calling thread for at most a few timeouts.
- * @p changed (may be NULL) tells whether the file was written (false: it already held the text);
- * @p created (may be NULL) whether this call made the secret. Returns 0, TLSOCK_EINVAL,
+ * server puts it there: the one that takes the lease (TLSOCK_REDIS_TICKET_LEASE_KEY, SET NX with
+ * an expiry); the others wait for its text. That server publishes the file already at @p path if
+ * tlsock_ctx_set_ticket_keys_file() would load it (Redis lost the text: restarted without
+ * persistence, flushed, evicted it, failed over to a replica without it; the servers' files
+ * still hold the secret of the tickets out there), and only without one (the first start) writes
+ * a fresh secret with tlsock_ticket_keys_write() and a period of @p period_s seconds (0: 7200).
+ * Load the file with tlsock_ctx_set_ticket_keys_file(). Blocks the calling thread for at most a
+ * few timeouts. @p changed (may be NULL) tells whether the file was written (false: it already
+ * held the text); @p created (may be NULL) whether this call made a new secret (false when it
+ * published the file it had, or took the text from Redis). Returns 0, TLSOCK_EINVAL,
  * TLSOCK_ETIMEDOUT (Redis unreachable or no text in time) or TLSOCK_ECONFIG (cannot write the
  * file, or Redis holds no key file); tlsock_redis_errmsg() says why.
  */

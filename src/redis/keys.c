@@ -9,7 +9,7 @@
  *
  * The key text is the secret of every ticket: each buffer that held it is wiped before it goes,
  * ours and the replies and read buffer hiredis hands over. hiredis's own copies of a command it
- * sends (a new secret's SET) are freed inside hiredis, which wipes nothing.
+ * sends (the SET of the key text) are freed inside hiredis, which wipes nothing.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -261,6 +261,54 @@ static REDIS__MUST_CHECK int set_text(struct tlsock_redis_store *s, redisContext
     return err;
 }
 
+/*
+ * The text of the key file at @p path, with @p valid true, if a server would load it: the checks
+ * are tlsock_ctx_set_ticket_keys_file()'s own (a regular file of mode 0600, the format), made on
+ * a context of our own. Missing or not loadable: @p valid false. An error only when no context
+ * can be made to check it.
+ */
+static REDIS__MUST_CHECK int local_text(const char *path, char text[KEY_TEXT_MAX], bool *valid)
+{
+    struct tlsock_ctx *ctx = NULL;
+    size_t len = 0;
+    int err = tlsock_ctx_new(TLSOCK_SERVER, &ctx);
+
+    *valid = false;
+    if (err != 0) {
+        return redis__fail(err, "cannot check the ticket key file %s: %s", path, tlsock_errmsg());
+    }
+    /* A text that fills the buffer may have been cut short: not one to share. */
+    *valid = tlsock_ctx_set_ticket_keys_file(ctx, path) == 0 && read_file(path, text, &len) == 0 &&
+             len < KEY_TEXT_MAX - 1;
+    tlsock_ctx_free(ctx);
+    return 0;
+}
+
+/*
+ * Under the lease, with no text in Redis: SETs the text of the key file at @p path if it is a
+ * valid one, else of a fresh secret (@p made true). Redis loses the text when it restarts without
+ * persistence, is flushed, evicts it or fails over to a replica without it, while every server
+ * still uses the secret in its file: a new one would end every ticket issued so far, and tickets
+ * from a server that has it would fail on the others until their next poll. Only a server with no
+ * key file yet (the first start) makes one.
+ */
+static REDIS__MUST_CHECK int publish_text(struct tlsock_redis_store *s, redisContext *c,
+                                          const char *path, unsigned period_s,
+                                          char text[KEY_TEXT_MAX], bool *made)
+{
+    bool valid = false;
+    int err = local_text(path, text, &valid);
+
+    *made = err == 0 && !valid;
+    if (*made) {
+        err = new_text(path, period_s, text);
+    }
+    if (err == 0) {
+        err = set_text(s, c, text);
+    }
+    return err;
+}
+
 static int64_t mono_ms(void)
 {
     struct timespec ts;
@@ -277,6 +325,7 @@ int tlsock_redis_store_ticket_keys(struct tlsock_redis_store *store, const char 
     bool found = false;
     bool held = false;
     bool wrote = false;
+    bool made = false;
     int64_t give_up;
     int err;
 
@@ -297,13 +346,10 @@ int tlsock_redis_store_ticket_keys(struct tlsock_redis_store *store, const char 
         err = take_lease(store, c, &held);
     }
     if (err == 0 && !found && held) {
-        err = new_text(path, period_s, text);
-        if (err == 0) {
-            err = set_text(store, c, text);
-        }
+        err = publish_text(store, c, path, period_s, text, &made);
         found = err == 0;
         if (found && created != NULL) {
-            *created = true;
+            *created = made;
         }
     }
     /* Another server holds the lease: its text comes within the lease. */

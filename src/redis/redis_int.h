@@ -68,7 +68,8 @@ struct tlsock_redis_store {
     enum redis__link link;
     struct redis__req *inflight; /* gets and PINGs waiting for a reply, oldest first */
     unsigned backoff_ms;
-    bool warned; /* an outage was logged and its end was not */
+    bool warned;         /* an outage was logged and its end was not */
+    bool writes_refused; /* Redis refused the last put or remove (logged once, store.c) */
 
     /* The ticket key watcher (keys.c). */
     bool watching;

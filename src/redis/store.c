@@ -231,6 +231,29 @@ static void on_select(struct redisAsyncContext *ac, void *reply_, void *priv)
     }
 }
 
+/*
+ * A put's or remove's reply. Redis may refuse writes while it answers PING and GET: a replica
+ * (READONLY), maxmemory with noeviction (OOM), a failed snapshot (MISCONF), an ACL. No session is
+ * then shared, so the first refusal is logged with Redis's reason, and the first write taken after
+ * it says so; the lines in between would be one per handshake. The link stays UP: gets may still
+ * hit (a replica's copy, the entries stored before Redis filled up), and DOWN would only turn
+ * those hits into misses and reconnect to a Redis that answers the PING at once.
+ */
+static void on_write_reply(struct tlsock_redis_store *s, const redisReply *reply)
+{
+    bool refused = reply->type == REDIS_REPLY_ERROR;
+
+    if (refused && !s->writes_refused) {
+        redis__log(s,
+                   "tlsock: Redis session store %s refuses writes (%s): sessions are not shared "
+                   "until it takes them",
+                   s->url, reply->str);
+    } else if (!refused && s->writes_refused) {
+        redis__log(s, "tlsock: Redis session store %s takes writes again", s->url);
+    }
+    s->writes_refused = refused;
+}
+
 static void on_reply(struct redisAsyncContext *ac, void *reply_, void *priv)
 {
     struct tlsock_redis_store *s = ac->data;
@@ -247,6 +270,8 @@ static void on_reply(struct redisAsyncContext *ac, void *reply_, void *priv)
                 link_move(s, REDIS__LINK_UP, NULL);
             }
         }
+    } else if ((r->kind == REQ_PUT || r->kind == REQ_DEL) && reply != NULL) {
+        on_write_reply(s, reply);
     } else if (r->kind == REQ_GET && !r->answered) {
         r->answered = true;
         if (reply != NULL && reply->type == REDIS_REPLY_STRING) {

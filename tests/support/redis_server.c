@@ -110,6 +110,27 @@ int ts_redis_start(struct ts_redis *r)
     return -1;
 }
 
+int ts_redis_start_replica(struct ts_redis *r)
+{
+    uint16_t primary;
+    char cmd[64];
+    char out[64];
+
+    if (ts_redis_start(r) != 0) {
+        return -1;
+    }
+    /* A port free a moment ago (not the replica's, which it holds): the replica never syncs. */
+    if (free_port(&primary) == 0) {
+        snprintf(cmd, sizeof(cmd), "REPLICAOF 127.0.0.1 %u", primary);
+        if (ts_redis_cmd(r, cmd, out, sizeof(out)) == 0 && strcmp(out, "OK") == 0) {
+            return 0;
+        }
+    }
+    fprintf(stderr, "redis fixture: cannot make the server on port %u a replica\n", r->port);
+    ts_redis_stop(r);
+    return -1;
+}
+
 int ts_redis_restart(struct ts_redis *r)
 {
     for (int i = 0; i < START_TRIES; i++) {
@@ -219,10 +240,18 @@ void ts_redis_on_log(void *user, const char *msg)
     if (strstr(msg, "is back") != NULL) {
         atomic_fetch_add(&l->backs, 1);
     }
+    if (strstr(msg, "refuses writes") != NULL) {
+        atomic_fetch_add(&l->refused, 1);
+    }
+    if (strstr(msg, "takes writes again") != NULL) {
+        atomic_fetch_add(&l->taken, 1);
+    }
 }
 
 void ts_redis_log_clear(struct ts_redis_log *log)
 {
     atomic_store(&log->warnings, 0);
     atomic_store(&log->backs, 0);
+    atomic_store(&log->refused, 0);
+    atomic_store(&log->taken, 0);
 }

@@ -27,6 +27,12 @@ bool ts_redis_available(void);
 /* Starts a server on a free loopback port (retrying on a port taken meanwhile). */
 int ts_redis_start(struct ts_redis *r);
 
+/*
+ * Starts a server and makes it a replica of a primary that does not exist (a port nothing listens
+ * on): it answers PING and GET but refuses every write (READONLY) until `REPLICAOF NO ONE`.
+ */
+int ts_redis_start_replica(struct ts_redis *r);
+
 /* Starts the server again on its port, after ts_redis_kill(). */
 int ts_redis_restart(struct ts_redis *r);
 
@@ -48,10 +54,12 @@ void ts_redis_stop(struct ts_redis *r);
 int ts_redis_cmd(const struct ts_redis *r, const char *cmd, char *out, size_t cap);
 
 /* What a store logged (tlsock_redis_store_set_log(store, ts_redis_on_log, &log)): outages and
- * their ends. Each line is printed too. */
+ * their ends, writes refused and taken again. Each line is printed too. */
 struct ts_redis_log {
     atomic_int warnings; /* "unusable" lines */
     atomic_int backs;    /* "is back" lines */
+    atomic_int refused;  /* "refuses writes" lines */
+    atomic_int taken;    /* "takes writes again" lines */
 };
 
 void ts_redis_on_log(void *user, const char *msg);
