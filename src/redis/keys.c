@@ -5,7 +5,9 @@
  * and only by the server holding the lease (SET NX PX), so two servers never race to make two.
  *
  * These calls wait for Redis, so they use their own blocking hiredis connection on the calling
- * thread, never the store's asynchronous one.
+ * thread, never the store's asynchronous one. One store makes one such call at a time (its
+ * keys_lock): otherwise the watcher could write the text it read before a rotation over the file
+ * the rotation just wrote, and the server would reload the retired secret.
  *
  * The key text is the secret of every ticket: each buffer that held it is wiped before it goes,
  * ours and the replies and read buffer hiredis hands over. hiredis's own copies of a command it
@@ -338,6 +340,7 @@ int tlsock_redis_store_ticket_keys(struct tlsock_redis_store *store, const char 
     if (store == NULL || path == NULL) {
         return redis__fail(TLSOCK_EINVAL, "NULL argument");
     }
+    pthread_mutex_lock(&store->keys_lock);
     err = sync_connect(store, &c);
     if (err == 0) {
         err = get_text(store, c, text, &found);
@@ -372,6 +375,7 @@ int tlsock_redis_store_ticket_keys(struct tlsock_redis_store *store, const char 
     }
     explicit_bzero(text, sizeof(text));
     sync_free(c);
+    pthread_mutex_unlock(&store->keys_lock);
     return err;
 }
 
@@ -390,6 +394,7 @@ int tlsock_redis_store_rotate_ticket_keys(struct tlsock_redis_store *store, cons
     if (store == NULL || path == NULL) {
         return redis__fail(TLSOCK_EINVAL, "NULL argument");
     }
+    pthread_mutex_lock(&store->keys_lock);
     err = sync_connect(store, &c);
     if (err == 0) {
         err = take_lease(store, c, &held);
@@ -408,6 +413,7 @@ int tlsock_redis_store_rotate_ticket_keys(struct tlsock_redis_store *store, cons
     }
     explicit_bzero(text, sizeof(text));
     sync_free(c);
+    pthread_mutex_unlock(&store->keys_lock);
     return err;
 }
 

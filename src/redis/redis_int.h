@@ -71,7 +71,8 @@ struct tlsock_redis_store {
     bool warned;         /* an outage was logged and its end was not */
     bool writes_refused; /* Redis refused the last put or remove (logged once, store.c) */
 
-    /* The ticket key watcher (keys.c). */
+    /* The ticket key watcher (keys.c), and the lock that runs one ticket key call at a time. */
+    pthread_mutex_t keys_lock;
     bool watching;
     pthread_t watcher;
     pthread_cond_t watch_cond;

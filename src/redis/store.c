@@ -669,9 +669,14 @@ int tlsock_redis_store_new(const char *url, struct tlsock_redis_store **out)
         err = redis__fail(TLSOCK_ESYS, "pthread_mutex_init failed");
         goto free_store;
     }
+    if (pthread_mutex_init(&s->keys_lock, NULL) != 0) {
+        err = redis__fail(TLSOCK_ESYS, "pthread_mutex_init failed");
+        pthread_mutex_destroy(&s->lock);
+        goto free_store;
+    }
     if (uv_loop_init(&s->loop) != 0) {
         err = redis__fail(TLSOCK_ESYS, "uv_loop_init failed");
-        goto free_lock;
+        goto free_locks;
     }
     uv_async_init(&s->loop, &s->wake, on_wake);
     uv_timer_init(&s->loop, &s->reconnect);
@@ -692,7 +697,8 @@ close_loop:
     uv_close((uv_handle_t *)&s->timeouts, on_handle_closed);
     uv_run(&s->loop, UV_RUN_DEFAULT);
     uv_loop_close(&s->loop);
-free_lock:
+free_locks:
+    pthread_mutex_destroy(&s->keys_lock);
     pthread_mutex_destroy(&s->lock);
 free_store:
     free(s);
@@ -711,6 +717,7 @@ void tlsock_redis_store_free(struct tlsock_redis_store *store)
     uv_async_send(&store->wake);
     uv_thread_join(&store->thread);
     uv_loop_close(&store->loop);
+    pthread_mutex_destroy(&store->keys_lock);
     pthread_mutex_destroy(&store->lock);
     free(store);
 }

@@ -67,6 +67,8 @@ static int spawn(struct ts_redis *r)
 
     snprintf(port, sizeof(port), "%u", r->port);
     snprintf(r->url, sizeof(r->url), "redis://127.0.0.1:%u", r->port);
+    /* Else the child's freopen() writes out again what the test printed and did not flush. */
+    fflush(NULL);
     pid = fork();
     if (pid < 0) {
         fprintf(stderr, "redis fixture: fork: %s\n", strerror(errno));
