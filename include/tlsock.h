@@ -753,7 +753,9 @@ TLSOCK_API int tlsock_ticket_keys_write(const char *path, unsigned period_s);
  *            `CLIENT_TRAFFIC_SECRET_0`, `SERVER_TRAFFIC_SECRET_0`, `EXPORTER_SECRET`, each
  *            followed by the client random and the secret
  * (64 hex digits for the client random, twice the hash's length for the secret). The order of
- * the lines of one handshake may differ between implementations.
+ * the lines of one handshake may differ between implementations. A resumed handshake writes the
+ * same lines (TLS 1.2: its CLIENT_RANDOM line, with the session's master secret). No other label
+ * is written: not the TLS 1.3 early-data secrets, since tlsock never sends nor accepts early data.
  *
  * tlsock never honours the SSLKEYLOGFILE environment variable by itself, on any implementation:
  * an environment variable must not make a server leak its secrets without its code saying so

@@ -127,8 +127,15 @@ static struct entry check_lines(const struct lines *l, bool tls13,
     size_t nlabels = tls13 ? 5 : 1;
     struct entry key = {0};
 
-    assert_int_equal(l->n, nlabels);
-    assert_int_equal(l->calls, nlabels);
+    if (l->n != nlabels || l->calls != nlabels) {
+        /* Names the labels, so that a failure says which line is missing or extra. */
+        char seen[MAX_LINES * LINE_MAX_LEN] = "";
+        for (size_t j = 0; j < l->n; j++) {
+            strncat(seen, l->text[j], strcspn(l->text[j], " "));
+            strcat(seen, " ");
+        }
+        fail_msg("%zu lines (%zu calls), %zu expected: %s", l->n, l->calls, nlabels, seen);
+    }
     for (size_t i = 0; i < nlabels; i++) {
         size_t seen = 0;
         for (size_t j = 0; j < l->n; j++) {
@@ -384,6 +391,22 @@ static void check_exporter(struct tlsock_conn *conn, bool tls13, const struct en
 
 /* ---- the callback ---------------------------------------------------------------------------- */
 
+/*
+ * The lines each end of the pair's handshake logged: the version's labels once each, the same
+ * secrets on both ends, and the secrets of the session (its exporter).
+ */
+static void check_both(struct ts_pair *p, bool tls13, const struct lines *client,
+                       const struct lines *server, const struct hellos *h)
+{
+    struct entry ckey = check_lines(client, tls13, h->client_random);
+    struct entry skey = check_lines(server, tls13, h->client_random);
+
+    assert_int_equal(ckey.secret_len, skey.secret_len);
+    assert_memory_equal(ckey.secret, skey.secret, ckey.secret_len);
+    check_exporter(p->client, tls13, &ckey, h);
+    check_exporter(p->server, tls13, &skey, h);
+}
+
 static void run_callback(struct ts_pair *p, bool tls13)
 {
     struct lines client = {0};
@@ -394,14 +417,7 @@ static void run_callback(struct ts_pair *p, bool tls13)
     TS_ASSERT_RC(tlsock_ctx_set_keylog(p->cctx, collect, &client), 0);
     TS_ASSERT_RC(tlsock_ctx_set_keylog(p->sctx, collect, &server), 0);
     handshake(p, &h);
-
-    struct entry ckey = check_lines(&client, tls13, h.client_random);
-    struct entry skey = check_lines(&server, tls13, h.client_random);
-    /* Both ends log the same secrets. */
-    assert_int_equal(ckey.secret_len, skey.secret_len);
-    assert_memory_equal(ckey.secret, skey.secret, ckey.secret_len);
-    check_exporter(p->client, tls13, &ckey, &h);
-    check_exporter(p->server, tls13, &skey, &h);
+    check_both(p, tls13, &client, &server, &h);
 
     /* Frozen by the connection: the setters refuse, and the callback stays. */
     TS_ASSERT_RC(tlsock_ctx_set_keylog(p->cctx, NULL, NULL), TLSOCK_EINVAL);
@@ -419,6 +435,72 @@ static void test_callback_tls13(void **state)
 static void test_callback_tls12(void **state)
 {
     run_callback(*state, false);
+}
+
+/* Whether both ends of the pair's connection say it resumed a session. */
+static void assert_resumed(const struct ts_pair *p, bool resumed)
+{
+    const struct tlsock_info *ci = NULL;
+    const struct tlsock_info *si = NULL;
+
+    TS_ASSERT_RC(tlsock_conn_info(p->client, &ci), 0);
+    TS_ASSERT_RC(tlsock_conn_info(p->server, &si), 0);
+    assert_int_equal(ci->resumed, resumed);
+    assert_int_equal(si->resumed, resumed);
+}
+
+/*
+ * A second connection of the same client context, which offers the first one's session: resumed,
+ * or (@p refused) to a new server context, which cannot resume it. Either way each end logs the
+ * lines of a full handshake, no more: no early-data secret in TLS 1.3 (tlsock never sends nor
+ * accepts early data, yet GnuTLS derives them when a ticket is offered), and in TLS 1.2 the
+ * CLIENT_RANDOM line of the resumed master secret (which GnuTLS does not derive again), once.
+ */
+static void run_second(struct ts_pair *p, bool tls13, bool refused)
+{
+    struct lines client = {0};
+    struct lines server = {0};
+    struct hellos h;
+    char buf[2];
+
+    make_contexts(p, tls13 ? "1.3" : "1.2-1.2");
+    TS_ASSERT_RC(tlsock_ctx_set_keylog(p->cctx, collect, &client), 0);
+    TS_ASSERT_RC(tlsock_ctx_set_keylog(p->sctx, collect, &server), 0);
+    handshake(p, &h);
+    assert_resumed(p, false);
+    /* A TLS 1.3 client has the server's tickets once it has read the bytes after them. */
+    TS_ASSERT_RC(ts_pair_write(p, TS_S2C, "hi", 2), 0);
+    TS_ASSERT_RC(ts_pair_read(p, TS_S2C, buf, 2), 0);
+    ts_pair_close(p);
+    if (refused) {
+        /* Other ticket keys and an empty cache: the offered session is unknown to it. */
+        tlsock_ctx_free(p->sctx);
+        p->sctx = NULL;
+        TS_ASSERT_RC(ts_server_ctx_new(&ts_pki.server, &p->sctx), 0);
+        TS_ASSERT_RC(tlsock_ctx_set_keylog(p->sctx, collect, &server), 0);
+    }
+    memset(&client, 0, sizeof(client));
+    memset(&server, 0, sizeof(server));
+
+    handshake(p, &h);
+    assert_resumed(p, !refused);
+    check_both(p, tls13, &client, &server, &h);
+    ts_pair_release(p);
+}
+
+static void test_resumed_tls13(void **state)
+{
+    run_second(*state, true, false);
+}
+
+static void test_resumed_tls12(void **state)
+{
+    run_second(*state, false, false);
+}
+
+static void test_refused_tls13(void **state)
+{
+    run_second(*state, true, true);
 }
 
 /* ---- the file -------------------------------------------------------------------------------- */
@@ -668,6 +750,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_callback_tls13, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_callback_tls12, ts_pair_setup, ts_pair_teardown),
+        cmocka_unit_test_setup_teardown(test_resumed_tls13, ts_pair_setup, ts_pair_teardown),
+        cmocka_unit_test_setup_teardown(test_resumed_tls12, ts_pair_setup, ts_pair_teardown),
+        cmocka_unit_test_setup_teardown(test_refused_tls13, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_file_tls13, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_file_tls12, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_none, ts_pair_setup, ts_pair_teardown),

@@ -78,6 +78,7 @@ struct gtls_conn {
     bool verify_ip;         /* verify_name is an IP literal: the peer must have it as IP SAN */
     bool no_san;            /* client: the peer's leaf has no subjectAltName */
     bool ticket_pending;    /* client: a NewSessionTicket not reported yet (gnutls_session.c) */
+    bool master_logged;     /* GnuTLS handed over the CLIENT_RANDOM line (keylog_master()) */
     unsigned char tail[7];  /* the last bytes received: a whole record if it was an alert */
     unsigned char tail_len;
     unsigned char ip[16]; /* verify_ip: that address */
@@ -1107,7 +1108,7 @@ static int setup_verification(struct gtls_conn *c, const struct tlsock__conn_par
 
 static int keylog_func(gnutls_session_t session, const char *label, const gnutls_datum_t *secret)
 {
-    const struct gtls_conn *c = gnutls_session_get_ptr(session);
+    struct gtls_conn *c = gnutls_session_get_ptr(session);
     gnutls_datum_t client_random = {0};
     gnutls_datum_t server_random = {0};
 
@@ -1115,8 +1116,36 @@ static int keylog_func(gnutls_session_t session, const char *label, const gnutls
         gnutls_session_get_random(session, &client_random, &server_random);
         tlsock__keylog_secret(c->keylog, label, client_random.data, client_random.size,
                               secret->data, secret->size);
+        if (strcmp(label, "CLIENT_RANDOM") == 0) {
+            c->master_logged = true;
+        }
     }
     return 0;
+}
+
+/*
+ * A TLS 1.2 (or earlier) handshake that resumed a session takes its master secret from it: GnuTLS
+ * derives nothing, so hands over no CLIENT_RANDOM line, where OpenSSL writes one on every
+ * handshake. Without it a capture of the resumed connection cannot be decrypted: written here,
+ * once the handshake is done, from the session's client random and master secret, unless GnuTLS
+ * wrote it (a full handshake). The secret is GnuTLS's own (not ours to wipe); the line holding its
+ * hex is wiped by the writer.
+ */
+static void keylog_master(struct gtls_conn *c)
+{
+    gnutls_datum_t client_random = {0};
+    gnutls_datum_t server_random = {0};
+    gnutls_datum_t master = {0};
+
+    if (c->keylog == NULL || c->master_logged ||
+        gnutls_protocol_get_version(c->session) == GNUTLS_TLS1_3) {
+        return;
+    }
+    gnutls_session_get_random(c->session, &client_random, &server_random);
+    gnutls_session_get_master_secret(c->session, &master);
+    tlsock__keylog_secret(c->keylog, "CLIENT_RANDOM", client_random.data, client_random.size,
+                          master.data, master.size);
+    c->master_logged = true;
 }
 
 static int gtls_conn_new(void *nctx, const struct tlsock__conn_params *p, void **out,
@@ -1305,6 +1334,7 @@ static int gtls_handshake(void *tls, struct tlsock__err *err)
         if (ret != 0) {
             return map_error(c, ret, err);
         }
+        keylog_master(c);
         tlsock__gtls_sessions_report(c->session, &c->sess, true);
         /* Tickets off: GnuTLS was given no ticket key, and nothing is sent. */
         bool tickets = c->role == TLSOCK_SERVER && c->tickets_keyed &&

@@ -52,18 +52,30 @@ int tlsock__keylog_open(const char *path, int *fd, struct tlsock__err *err)
     return 0;
 }
 
+/*
+ * The labels written (include/tlsock.h, "Key log"): the same set on both implementations, which
+ * hand over more. GnuTLS derives the early secrets (CLIENT_EARLY_TRAFFIC_SECRET,
+ * EARLY_EXPORTER_SECRET) whenever a TLS 1.3 client offers a ticket (accepted or not) and a server
+ * accepts one, and hands them over; OpenSSL only when early data is attempted. tlsock never sends
+ * nor accepts early data, so those secrets protect nothing on the wire: dropped, on both.
+ */
 static bool label_ok(const char *label, size_t len)
 {
-    if (len == 0 || len > LABEL_MAX) {
-        return false;
-    }
-    for (size_t i = 0; i < len; i++) {
-        char ch = label[i];
-        if (!((ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_')) {
-            return false;
+    static const char *const labels[] = {
+        "CLIENT_RANDOM", /* TLS 1.2 and before: the master secret */
+        "CLIENT_HANDSHAKE_TRAFFIC_SECRET",
+        "SERVER_HANDSHAKE_TRAFFIC_SECRET",
+        "CLIENT_TRAFFIC_SECRET_0",
+        "SERVER_TRAFFIC_SECRET_0",
+        "EXPORTER_SECRET",
+    };
+
+    for (size_t i = 0; i < sizeof(labels) / sizeof(labels[0]); i++) {
+        if (strlen(labels[i]) == len && memcmp(labels[i], label, len) == 0) {
+            return true;
         }
     }
-    return true;
+    return false;
 }
 
 static char *put_hex(char *out, const unsigned char *data, size_t len)

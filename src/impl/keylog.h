@@ -34,8 +34,8 @@ int tlsock__keylog_open(const char *path, int *fd, struct tlsock__err *err);
 
 /*
  * Writes the line "@p label <client random> <secret>" in lowercase hex to the callback and the
- * file of @p kl. A label that is not [A-Z0-9_]+ or too long, or a random or secret of an unusual
- * length, writes nothing: only what the format allows leaves.
+ * file of @p kl. A label that is not one tlsock documents (the early-data secrets, say), or a
+ * random or secret of an unusual length, writes nothing: both implementations write the same set.
  */
 void tlsock__keylog_secret(const struct tlsock__keylog *kl, const char *label,
                            const unsigned char *client_random, size_t random_len,
