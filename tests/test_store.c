@@ -8,10 +8,12 @@
  */
 #include "pair.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -616,6 +618,80 @@ static void test_uv_close_pending(void **state)
     s.held_done(s.held_arg, s.answer, s.answer_len);
     uv_store_end(env, srv, &s);
 }
+/*
+ * A ClientHello with a session ID from a fresh client of @p protocols, in memory mode, into
+ * @p out (at most @p cap bytes); its length.
+ */
+static size_t client_hello(const char *protocols, unsigned char *out, size_t cap)
+{
+    struct tlsock_ctx *ctx = NULL;
+    struct tlsock_conn *conn = NULL;
+    struct tlsock_opts opts = ts_opts();
+    size_t n = 0;
+
+    TS_ASSERT_RC(ts_client_ctx_new(ts_pki.ca.cert, &ctx), 0);
+    TS_ASSERT_RC(tlsock_ctx_set_protocols(ctx, protocols), 0);
+    opts.verify_name = "localhost";
+    TS_ASSERT_RC(tlsock_attach_mem(ctx, &opts, &conn), 0);
+    TS_ASSERT_RC(tlsock_handshake(conn), TLSOCK_EWANT_READ);
+    TS_ASSERT_RC(tlsock_drain(conn, out, cap, &n), 0);
+    assert_true(n > 0 && n < cap);
+    tlsock_close(conn);
+    tlsock_ctx_free(ctx);
+    return n;
+}
+
+/*
+ * A client that streams data after its ClientHello while the server's get is pending: the server
+ * stops reading once a whole record waits, so what it holds is bounded and the socket pushes back
+ * on the client. The client's ClientHello carries a session ID (the compatibility one of a client
+ * that also offers TLS 1.3), the server speaks TLS 1.2 only, so it asks the store, which never
+ * answers; the stream goes on for FLOOD_MS, well within the get's bound (1 s). Reading it all, as
+ * before, let 32 MiB through in that time (the server kept it); now a few MiB at most fit in the
+ * sockets' buffers.
+ */
+static void test_uv_flood_while_pending(void **state)
+{
+    enum { FLOOD_MS = 500, FLOOD_MAX = 32 << 20, CHUNK = 64 * 1024, HELD_MAX = 16 << 20 };
+    struct env *env = *state;
+    struct test_store s;
+    struct tlsock_uv_opts opts = base_opts(NULL);
+    static unsigned char chunk[CHUNK];
+    unsigned char hello[4096];
+    size_t sent = 0;
+    int fd = -1;
+
+    store_init(&s, ANSWER_NEVER);
+    env->sctx = server_ctx(&s, false);
+    TS_ASSERT_RC(tlsock_ctx_set_protocols(env->sctx, "1.2-1.2"), 0);
+    opts.handshake_timeout_ms = 20000;
+    struct srv *srv = serve_ok(env, 0, env->sctx, &uv_store_server, &opts);
+    size_t hello_len = client_hello("1.2-1.3", hello, sizeof(hello));
+    assert_int_equal(ts_raw_connect("127.0.0.1", srv->port, 0, &fd), 0);
+    raw_track(env, fd);
+    assert_int_equal(send_all(fd, hello, hello_len), (ssize_t)hello_len);
+    RUN_UNTIL(env, s.held_done != NULL, WAIT_MS);
+
+    int64_t until = tlsock_now_ms() + FLOOD_MS;
+    while (sent < FLOOD_MAX && tlsock_now_ms() < until) {
+        ssize_t n = send(fd, chunk, sizeof(chunk), MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n > 0) {
+            sent += (size_t)n;
+        } else {
+            assert_true(errno == EAGAIN || errno == EWOULDBLOCK);
+            run_for(env, 1); /* the server reads, or does not */
+        }
+    }
+    print_message("%zu bytes went into the socket in %d ms\n", sent, FLOOD_MS);
+    assert_true(sent < HELD_MAX);
+    /* Still in its handshake, waiting for the get: nothing failed, nothing connected. */
+    assert_int_equal(srv->accept_errors, 0);
+    assert_int_equal(srv->connects, 0);
+    raw_close(env, fd);
+    RUN_UNTIL(env, srv->accept_errors == 1, WAIT_MS);
+    s.held_done(s.held_arg, NULL, 0);
+    uv_store_end(env, srv, &s);
+}
 #endif /* TLSOCK_TEST_HAVE_UV */
 
 int main(void)
@@ -633,6 +709,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_uv_answer_now, env_setup, env_teardown),
         cmocka_unit_test_setup_teardown(test_uv_answer_later, env_setup, env_teardown),
         cmocka_unit_test_setup_teardown(test_uv_answer_never, env_setup, env_teardown),
+        cmocka_unit_test_setup_teardown(test_uv_flood_while_pending, env_setup, env_teardown),
         cmocka_unit_test_setup_teardown(test_uv_close_pending, env_setup, env_teardown),
 #endif
     };

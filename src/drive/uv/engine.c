@@ -269,7 +269,14 @@ static bool wants_reading(const struct tlsock_uv_conn *c)
     }
     switch ((enum tlsock__uv_state)c->state) {
     case TLSOCK__UV_HANDSHAKING:
-        return true; /* whatever the queue holds: the handshake needs the peer's flights */
+        /*
+         * The handshake needs the peer's flights, whatever the write queue holds. But input TLS
+         * does not take must not grow without bound: while a session store's get holds the
+         * handshake (up to its bound), a peer could stream data into our memory as fast as it
+         * sends. With a whole record waiting TLS can always go on, so reading stops there, and
+         * the socket's buffers push back on the peer.
+         */
+        return tlsock__conn_input_pending(c->tls) < TLSOCK__UV_BLOCK;
     case TLSOCK__UV_OPEN:
         return !c->user_stopped && !c->throttled && !tlsock__uv_peer_notified(c);
     case TLSOCK__UV_CLOSING:
