@@ -1290,7 +1290,8 @@ TLSOCK_API int tlsock_key_encrypt(const char *key_pem, size_t len, const char *p
 /**
  * Sizes the context's session cache: a client's cache of sessions to resume, a server's TLS 1.2
  * session-ID cache. @p max_entries 0 turns it off (a client then offers no session, not even
- * imported ones; a server keeps no session IDs: a client that offers one gets a full handshake). When full, the least recently used entry goes.
+ * imported ones; a server keeps no session IDs: a client that offers one gets a full handshake).
+ * When full, the least recently used entry goes.
  * @return 0; TLSOCK_EINVAL (NULL, or the context is frozen). Not thread-safe: a setter.
  */
 TLSOCK_API int tlsock_ctx_set_session_cache(struct tlsock_ctx *ctx, size_t max_entries);
