@@ -396,6 +396,44 @@ static void test_paused(void **state)
     tlsock_redis_store_free(store);
 }
 
+/*
+ * A Redis that answers the connection's PING but not the writes (CLIENT PAUSE WRITE; a loaded
+ * Redis looks the same): each put times out and drops the link, and the next connection comes up
+ * at once. The store must back off across those rounds (100, 200, 400, 800 ms...) rather than
+ * start over at 100 ms after each PING, which made two log lines and a batch of misses several
+ * times a second for as long as it lasted. Rounds: a put, the link down, then up again.
+ */
+static void test_pings_but_no_writes(void **state)
+{
+    enum { ROUNDS = 4 };
+    struct tlsock_redis_store *store = store_new(&store_log);
+    const struct tlsock_session_store *st = tlsock_redis_store_session_store(store);
+    int64_t down_ms[ROUNDS];
+    char out[64];
+
+    (void)state;
+    assert_int_equal(tlsock_redis_store_set_timeout(store, 100), 0);
+    assert_int_equal(ts_redis_cmd(&server, "CLIENT PAUSE 30000 WRITE", out, sizeof(out)), 0);
+    for (int i = 0; i < ROUNDS; i++) {
+        st->put(st->user, "stalled", 7, "write", 5, unix_ms() + 60000);
+        assert_true(wait_connected(store, false, WAIT_MS));
+        int64_t down = now_ms();
+        assert_true(wait_connected(store, true, WAIT_MS));
+        down_ms[i] = now_ms() - down;
+        print_message("round %d: down for %lld ms\n", i, (long long)down_ms[i]);
+    }
+    assert_int_equal(ts_redis_cmd(&server, "CLIENT UNPAUSE", out, sizeof(out)), 0);
+    /* The fourth reconnection waited 800 ms; starting over each time, it waited 100. */
+    assert_true(down_ms[ROUNDS - 1] >= 600);
+    assert_int_equal(atomic_load(&store_log.warnings), ROUNDS);
+    assert_int_equal(atomic_load(&store_log.backs), ROUNDS);
+    /* Once Redis answers the requests again, the link works and stays up. */
+    st->put(st->user, "after", 5, "pause", 5, unix_ms() + 60000);
+    assert_get(st, "after", "pause");
+    assert_true(tlsock_redis_store_connected(store));
+    tlsock_redis_store_free(store);
+}
+
 static atomic_int bulk_calls;
 
 static void on_bulk(void *arg, const void *value, size_t len)
@@ -1010,6 +1048,7 @@ int main(void)
         cmocka_unit_test_setup(test_missing_key, setup),
         cmocka_unit_test_setup(test_killed_and_restarted, setup),
         cmocka_unit_test_setup(test_paused, setup),
+        cmocka_unit_test_setup(test_pings_but_no_writes, setup),
         cmocka_unit_test_setup(test_log_before_state, setup),
         cmocka_unit_test_setup(test_queue_bound_and_free, setup),
         cmocka_unit_test_setup(test_not_running_at_start, setup),

@@ -68,8 +68,10 @@ struct tlsock_redis_store {
     enum redis__link link;
     struct redis__req *inflight; /* gets and PINGs waiting for a reply, oldest first */
     unsigned backoff_ms;
-    bool warned;         /* an outage was logged and its end was not */
-    bool writes_refused; /* Redis refused the last put or remove (logged once, store.c) */
+    uint64_t up_since_ms; /* uv_now() of the last move to UP */
+    bool served;          /* Redis answered a get, put or remove since then */
+    bool warned;          /* an outage was logged and its end was not */
+    bool writes_refused;  /* Redis refused the last put or remove (logged once, store.c) */
 
     /* The ticket key watcher (keys.c), and the lock that runs one ticket key call at a time. */
     pthread_mutex_t keys_lock;

@@ -124,10 +124,23 @@ static void on_reconnect(uv_timer_t *t)
 }
 
 /*
+ * Whether the link that is going down had worked: Redis answered a request on it, or it stayed up
+ * for BACKOFF_MAX_MS. Otherwise Redis answers the connection's PING but not the requests (loaded,
+ * or refusing them slowly), and reconnecting at once would only go round again: two log lines and
+ * a batch of misses per round, several times a second.
+ */
+static bool link_had_worked(struct tlsock_redis_store *s)
+{
+    return s->served || uv_now(&s->loop) - s->up_since_ms >= BACKOFF_MAX_MS;
+}
+
+/*
  * The one place the link changes state; @p why says why Redis is unusable (moves to DOWN).
  * A first move to DOWN logs the outage; the move to UP after it logs its end. `up` is published
  * last, so that a thread that sees tlsock_redis_store_connected() change has the line that says
  * why (include/tlsock/redis.h); a request admitted meanwhile meets the new state and misses.
+ * The reconnection delay doubles from BACKOFF_MIN_MS to BACKOFF_MAX_MS while connections fail or
+ * do not work, and starts over after one that worked.
  */
 static void link_move(struct tlsock_redis_store *s, enum redis__link to, const char *why)
 {
@@ -142,6 +155,9 @@ static void link_move(struct tlsock_redis_store *s, enum redis__link to, const c
     }
     s->link = to;
     if (to == REDIS__LINK_DOWN) {
+        if (from == REDIS__LINK_UP && link_had_worked(s)) {
+            s->backoff_ms = BACKOFF_MIN_MS;
+        }
         if (!s->warned) {
             s->warned = true;
             redis__log(s,
@@ -152,7 +168,8 @@ static void link_move(struct tlsock_redis_store *s, enum redis__link to, const c
         uv_timer_start(&s->reconnect, on_reconnect, s->backoff_ms, 0);
         s->backoff_ms = s->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : s->backoff_ms * 2;
     } else if (to == REDIS__LINK_UP) {
-        s->backoff_ms = BACKOFF_MIN_MS;
+        s->up_since_ms = uv_now(&s->loop);
+        s->served = false;
         if (s->warned) {
             s->warned = false;
             redis__log(s, "tlsock: Redis session store %s is back", s->url);
@@ -261,6 +278,9 @@ static void on_reply(struct redisAsyncContext *ac, void *reply_, void *priv)
     redisReply *reply = reply_;
 
     inflight_unlink(r);
+    if (r->kind != REQ_PING && reply != NULL && ac == s->ac) {
+        s->served = true; /* Redis answers requests on this link (link_had_worked) */
+    }
     if (r->kind == REQ_PING) {
         if (reply != NULL && ac == s->ac && s->link == REDIS__LINK_CONNECTING) {
             if (reply->type == REDIS_REPLY_ERROR) {
