@@ -14,6 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <hiredis/hiredis.h>
+
 #include "redis_server.h"
 #include "support.h"
 #include "tlsock/redis.h"
@@ -1025,6 +1027,98 @@ static void test_ticket_keys_rotate_during_poll(void **state)
     ts_workdir_remove(&wd);
 }
 
+/*
+ * tlsock_ticket_keys_write(), wrapped at link time: the store calls it to make a new secret while
+ * it holds the lease. Armed, it first plays another server that took the lease after this one's
+ * expired (the store stalled meanwhile): the lease is "another-server"'s, and with steal_text set
+ * that server has already put its own key text in Redis.
+ */
+static bool steal_lease;
+static const char *steal_text;
+
+int __real_tlsock_ticket_keys_write(const char *path, unsigned period_s);
+int __wrap_tlsock_ticket_keys_write(const char *path, unsigned period_s);
+
+int __wrap_tlsock_ticket_keys_write(const char *path, unsigned period_s)
+{
+    if (steal_lease) {
+        redisContext *c = redisConnect("127.0.0.1", server.port);
+        redisReply *r = NULL;
+
+        steal_lease = false;
+        if (c != NULL && c->err == 0) {
+            r = redisCommand(c, "SET %s another-server PX 10000", TLSOCK_REDIS_TICKET_LEASE_KEY);
+            freeReplyObject(r);
+            r = steal_text == NULL
+                    ? NULL
+                    : redisCommand(c, "SET %s %s", TLSOCK_REDIS_TICKET_KEYS_KEY, steal_text);
+            freeReplyObject(r);
+        }
+        redisFree(c);
+    }
+    return __real_tlsock_ticket_keys_write(path, period_s);
+}
+
+/*
+ * A store whose lease expired while it made a new secret (another server took it meanwhile) does
+ * not write that secret: the text is set only while the lease is this store's, in one step on
+ * Redis. A rotation then reports nothing rotated and leaves Redis and the file alone; fetching the
+ * keys from an empty Redis takes the other server's text instead of its own.
+ */
+static void test_lease_lost_meanwhile(void **state)
+{
+    struct ts_workdir wd;
+    struct tlsock_redis_store *a = store_new(NULL);
+    char path[TS_WORKDIR_PATH_MAX];
+    char other_path[TS_WORKDIR_PATH_MAX];
+    bool rotated = true;
+    bool created = true;
+    char out[64];
+
+    (void)state;
+    assert_int_equal(ts_workdir_make(&wd, "redis"), 0);
+    ts_workdir_path(&wd, "a.keys", path, sizeof(path));
+    ts_workdir_path(&wd, "other.keys", other_path, sizeof(other_path));
+    TS_ASSERT_RC_MSG(tlsock_redis_store_ticket_keys(a, path, 0, NULL, NULL), 0,
+                     tlsock_redis_errmsg());
+    char *before = redis_keys_text();
+
+    steal_lease = true;
+    TS_ASSERT_RC_MSG(tlsock_redis_store_rotate_ticket_keys(a, path, 0, &rotated), 0,
+                     tlsock_redis_errmsg());
+    assert_false(steal_lease); /* it made a secret, and lost the lease first */
+    assert_false(rotated);
+    char *after = redis_keys_text();
+    char *file = read_text(path);
+    assert_string_equal(after, before);
+    assert_string_equal(file, before);
+    free(after);
+    free(file);
+
+    /* Redis empty, no key file here: the other server's text is the one taken. */
+    TS_ASSERT_RC(__real_tlsock_ticket_keys_write(other_path, 600), 0);
+    char *other = read_text(other_path);
+    assert_int_equal(ts_redis_cmd(&server, "FLUSHALL", out, sizeof(out)), 0);
+    assert_int_equal(unlink(path), 0);
+    steal_lease = true;
+    steal_text = other;
+    TS_ASSERT_RC_MSG(tlsock_redis_store_ticket_keys(a, path, 0, NULL, &created), 0,
+                     tlsock_redis_errmsg());
+    steal_text = NULL;
+    assert_false(steal_lease);
+    assert_false(created);
+    file = read_text(path);
+    after = redis_keys_text();
+    assert_string_equal(after, other);
+    assert_string_equal(file, other);
+    free(after);
+    free(file);
+    free(other);
+    free(before);
+    tlsock_redis_store_free(a);
+    ts_workdir_remove(&wd);
+}
+
 static void test_ticket_keys_down(void **state)
 {
     struct tlsock_redis_store *store = store_new(NULL);
@@ -1059,6 +1153,7 @@ int main(void)
         cmocka_unit_test_setup(test_ticket_keys_republished, setup),
         cmocka_unit_test_setup(test_ticket_keys_rotate, setup),
         cmocka_unit_test_setup(test_ticket_keys_rotate_during_poll, setup),
+        cmocka_unit_test_setup(test_lease_lost_meanwhile, setup),
         cmocka_unit_test_setup(test_ticket_keys_down, setup),
     };
 

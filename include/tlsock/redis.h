@@ -127,7 +127,9 @@ TLSOCK_API int tlsock_redis_store_ticket_keys(struct tlsock_redis_store *store, 
  * Replaces the shared secret (the periods rotate by themselves; this is for a secret that must
  * go): takes the lease, and if this server got it, writes a fresh secret with a period of
  * @p period_s (0: 7200) to Redis and to @p path. Another server holding the lease is not an
- * error: @p rotated is false and that server's secret is the one the others pick up. Blocks like
+ * error: @p rotated is false and that server's secret is the one the others pick up. The text is
+ * written only while the lease is still this server's (checked in the same step on Redis), so a
+ * server that stalled past its lease's expiry never overwrites its successor's. Blocks like
  * tlsock_redis_store_ticket_keys(). Returns 0, TLSOCK_EINVAL, TLSOCK_ETIMEDOUT or TLSOCK_ECONFIG.
  */
 TLSOCK_API int tlsock_redis_store_rotate_ticket_keys(struct tlsock_redis_store *store,

@@ -251,16 +251,30 @@ static REDIS__MUST_CHECK int write_if_changed(const char *path, const char *text
     return 0;
 }
 
+/*
+ * SETs the key text if this store still holds the lease, checked and written in one step on the
+ * server (a script): a server that took the lease and then stalled past its expiry (paused,
+ * swapping) must not overwrite the text of the one that took the lease after it. @p stored false:
+ * the lease is another's now.
+ */
 static REDIS__MUST_CHECK int set_text(struct tlsock_redis_store *s, redisContext *c,
-                                      const char *text)
+                                      const char *text, bool *stored)
 {
-    const char *argv[] = {"SET", TLSOCK_REDIS_TICKET_KEYS_KEY, text};
-    size_t lens[] = {3, strlen(argv[1]), strlen(text)};
-    redisReply *r = command(s, c, 3, argv, lens);
-    int err = r != NULL ? 0 : TLSOCK_ETIMEDOUT;
+    static const char script[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+                                 "return redis.call('SET', KEYS[2], ARGV[2]) end return false";
+    const char *argv[] = {
+        "EVAL",      script, "2", TLSOCK_REDIS_TICKET_LEASE_KEY, TLSOCK_REDIS_TICKET_KEYS_KEY,
+        s->lease_id, text};
+    size_t lens[7];
+    redisReply *r;
 
+    for (size_t i = 0; i < 7; i++) {
+        lens[i] = strlen(argv[i]);
+    }
+    r = command(s, c, 7, argv, lens);
+    *stored = r != NULL && r->type == REDIS_REPLY_STATUS;
     freeReplyObject(r);
-    return err;
+    return r != NULL ? 0 : TLSOCK_ETIMEDOUT;
 }
 
 /*
@@ -292,21 +306,23 @@ static REDIS__MUST_CHECK int local_text(const char *path, char text[KEY_TEXT_MAX
  * persistence, is flushed, evicts it or fails over to a replica without it, while every server
  * still uses the secret in its file: a new one would end every ticket issued so far, and tickets
  * from a server that has it would fail on the others until their next poll. Only a server with no
- * key file yet (the first start) makes one.
+ * key file yet (the first start) makes one. @p stored false: the lease went to another server
+ * meanwhile (set_text()), whose text is the one to take.
  */
 static REDIS__MUST_CHECK int publish_text(struct tlsock_redis_store *s, redisContext *c,
                                           const char *path, unsigned period_s,
-                                          char text[KEY_TEXT_MAX], bool *made)
+                                          char text[KEY_TEXT_MAX], bool *made, bool *stored)
 {
     bool valid = false;
     int err = local_text(path, text, &valid);
 
+    *stored = false;
     *made = err == 0 && !valid;
     if (*made) {
         err = new_text(path, period_s, text);
     }
     if (err == 0) {
-        err = set_text(s, c, text);
+        err = set_text(s, c, text, stored);
     }
     return err;
 }
@@ -349,8 +365,7 @@ int tlsock_redis_store_ticket_keys(struct tlsock_redis_store *store, const char 
         err = take_lease(store, c, &held);
     }
     if (err == 0 && !found && held) {
-        err = publish_text(store, c, path, period_s, text, &made);
-        found = err == 0;
+        err = publish_text(store, c, path, period_s, text, &made, &found);
         if (found && created != NULL) {
             *created = made;
         }
@@ -400,15 +415,18 @@ int tlsock_redis_store_rotate_ticket_keys(struct tlsock_redis_store *store, cons
         err = take_lease(store, c, &held);
     }
     if (err == 0 && held) {
+        bool stored = false;
+
         err = new_text(path, period_s, text);
         if (err == 0) {
-            err = set_text(store, c, text);
+            err = set_text(store, c, text, &stored);
         }
-        if (err == 0) {
+        /* Not stored: the lease went to another server meanwhile, which may rotate. */
+        if (err == 0 && stored) {
             err = write_if_changed(path, text, &wrote);
-        }
-        if (err == 0 && rotated != NULL) {
-            *rotated = true;
+            if (err == 0 && rotated != NULL) {
+                *rotated = true;
+            }
         }
     }
     explicit_bzero(text, sizeof(text));
