@@ -7,6 +7,11 @@
 #     Each cut stream is aborted, not closed as if it were complete: the TLS client sees a reset
 #     (no close_notify) and the plaintext target ECONNRESET (no FIN). The completed exchange
 #     ends cleanly: close_notify to the client, FIN to the target, the whole answer through.
+# (b) --idle-timeout 1000 with a stalled direction: the client sends 240 KiB and close_notify,
+#     the target reads nothing, so the tunnel has data queued for the target and its end (a
+#     shutdown) behind it when the timeout fires. Both ends see a reset: the client no
+#     close_notify, the target ECONNRESET instead of the data and a FIN, although libuv's
+#     uv_tcp_close_reset() refuses a handle with a shutdown pending.
 source "$(dirname "$0")/lib.sh"
 need PYTHON3_BIN
 
@@ -89,3 +94,15 @@ pass "SIGTERM, an exchange completed within the grace: close_notify and FIN, all
 grep -q 'a stream is cut short: resetting both sides' "$WORK/tunnel_stop.err" ||
     fail "stop: the aborts were not logged"
 
+# (b) The idle timeout, a shutdown pending towards a target that does not read.
+TUNNEL_ARGS=(--idle-timeout 1000)
+start_peers stall
+finish_peers stall 1
+line=$(case_line stall)
+both_reset "idle timeout, stalled target with a shutdown pending" "$line"
+[ "$(field got "$line")" -lt 245760 ] || fail "idle timeout: every byte went through: $line"
+pass "--idle-timeout, a stalled target with data and a shutdown queued: reset on both ends ($line)"
+grep -q 'nothing moved for 1000 ms' "$WORK/tunnel_stall.err" ||
+    fail "the idle timeout was not logged"
+stop_bg "$TUNNEL_PID" 10
+[ "$STOPPED_STATUS" = 0 ] || fail "the tunnel exited $STOPPED_STATUS after SIGTERM"
