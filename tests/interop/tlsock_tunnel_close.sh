@@ -73,7 +73,7 @@ start_peers stop
 read -r -t 30 line <&"$FROM_PEERS" || fail "stop: the peers did not get going"
 [ "$line" = "sync ready" ] || fail "stop: unexpected line from the peers: $line"
 # SIGTERM to the tunnel (as stop_bg sends it), then at once "go": the complete target answers
-# 0.3 s later, within the stop's second of grace. stop_bg's own SIGTERM then changes nothing.
+# 0.2 s later, within the stop's second of grace. stop_bg's own SIGTERM then changes nothing.
 child=$(bg_child "$TUNNEL_PID")
 kill -TERM "${child:-$TUNNEL_PID}"
 echo go >&"$TO_PEERS"
