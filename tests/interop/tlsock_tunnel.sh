@@ -14,7 +14,8 @@
 # (d) negative: with --tls-connect, a target whose certificate the tunnel does not trust (system
 #     store) or whose name is wrong fails each connection, logged with the reason, and the
 #     tunnel goes on.
-# (e) --idle-timeout closes a connection on which nothing moves; --threads 2 shares the port;
+# (e) --idle-timeout resets a connection on which nothing moves (its streams have not ended:
+#     the client exits 5, the plaintext server sees ECONNRESET); --threads 2 shares the port;
 #     usage errors exit 1; SIGTERM exits 0.
 source "$(dirname "$0")/lib.sh"
 need PYTHON3_BIN CURL_BIN
@@ -157,12 +158,17 @@ status=0
     --quiet <&6 >"$WORK/idle_client.out" 2>"$WORK/idle_client.err" || status=$?
 elapsed=$(($(date +%s%N) / 1000000 - start))
 exec 6>&-
-[ "$status" = 0 ] || fail "the idle client exited $status"
+# Neither stream had ended: the connection is reset, not closed as if it were complete, so the
+# client exits 5 (no close_notify) and the plaintext server's read fails with ECONNRESET.
+[ "$status" = 5 ] ||
+    fail "the idle client exited $status, not 5 (reset): $(cat "$WORK/idle_client.err")"
 if [ "$elapsed" -lt 250 ] || [ "$elapsed" -ge 5000 ]; then
     fail "idle connection ended after ${elapsed} ms"
 fi
 wait_for "$WORK/idle.err" 'nothing moved for 300 ms' 5 >/dev/null
-pass "--idle-timeout 300: the silent connection was closed (close_notify) after ${elapsed} ms"
+wait_for "$WORK/idle.err" 'a stream is cut short: resetting both sides' 5 >/dev/null
+wait_for "$WORK/halfclose.err" 'reset by peer' 5 >/dev/null
+pass "--idle-timeout 300: the silent connection was reset on both sides after ${elapsed} ms"
 
 # --threads 2: one TLS listener (loop 0's, which gives each client to the least loaded loop),
 # and it still forwards.

@@ -78,7 +78,7 @@ static void print_help(void)
           "                           own cipher string\n"
           "      --connect-timeout MS bound the TCP connect and the TLS handshake to the target\n"
           "                           to MS each (default 10000)\n"
-          "      --idle-timeout MS    close a connection when no data moved either way for MS\n"
+          "      --idle-timeout MS    reset a connection when no data moved either way for MS\n"
           "                           milliseconds (default 300000; 0: never)\n"
           "      --threads N          N threads, each with its own event loop; TLS clients go to\n"
           "                           the one with the fewest connections, plaintext ones are\n"

@@ -13,7 +13,12 @@
  *   the other side gets what was queued for it, then its end (DRAINING); what it still sends is
  *   dropped, and it is closed once it ends too, or when nothing could be written to it for
  *   TUNNEL_DRAIN_MS.
- * - --idle-timeout and a stop close both sides (tunnel_pair_finish()).
+ * - --idle-timeout, the draining bound and a stop end the pair from outside its streams
+ *   (pair_cut()). A pair still open then nearly always has a stream that has not ended (else
+ *   tunnel_pair_check_done() would have closed it), or data queued that will never be sent:
+ *   closing it cleanly (close_notify, FIN) would tell the peers that the cut stream is complete,
+ *   which close-delimited protocols would believe. So it is aborted, as on a reset; only a pair
+ *   whose streams have all ended and been passed on is closed cleanly.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -126,6 +131,7 @@ static int phase_limit_ms(const struct tunnel_pair *pair)
 }
 
 static void on_timer(uv_timer_t *timer);
+static void pair_cut(struct tunnel_pair *pair);
 
 /* Arms the timer for the rest of the phase's bound, @p since ms of which have passed. */
 static void arm_timer(struct tunnel_pair *pair, uint64_t since)
@@ -156,7 +162,7 @@ static void on_timer(uv_timer_t *timer)
                     "tlsock: %s: nothing passed on for %d ms after the truncation; closing\n",
                     pair->peer, limit);
         }
-        tunnel_pair_finish(pair);
+        pair_cut(pair);
     }
 }
 
@@ -283,12 +289,29 @@ void tunnel_pair_check_done(struct tunnel_pair *pair)
     }
 }
 
+/*
+ * Ends the pair from outside its streams (a timer, a stop): cleanly only if every stream has
+ * ended and been passed on (both sides done, as for tunnel_pair_check_done()); else a stream is
+ * cut, and both sides are aborted (TCP RST, tlsock_uv_abort()), so that neither peer takes what
+ * it got for the whole stream.
+ */
+static void pair_cut(struct tunnel_pair *pair)
+{
+    bool ended =
+        pair->phase != PAIR_CONNECTING && side_done(&pair->client) && side_done(&pair->target);
+
+    if (!ended && pair->phase != PAIR_CLOSED && pair->owner->settings->verbose) {
+        fprintf(stderr, "tlsock: %s: a stream is cut short: resetting both sides\n", pair->peer);
+    }
+    pair_close(pair, !ended);
+}
+
 void tunnel_close_all(struct cli_loop *loop)
 {
     struct tunnel_loop *tl = loop->user;
 
     /* Close callbacks come later, from the loop: the list stays as it is here. */
     for (struct tunnel_pair *pair = tl->pairs; pair != NULL; pair = pair->next) {
-        tunnel_pair_finish(pair);
+        pair_cut(pair);
     }
 }

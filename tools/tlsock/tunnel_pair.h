@@ -21,8 +21,10 @@
  *            `-----------------> CLOSED <------------------------------'
  *
  * and from any phase to CLOSED on a reset or an error on either side: an abort, which resets
- * the plaintext sides. CLOSED is the end: every handle is being closed, and the pair is freed
- * after the last close callback.
+ * both sides (TCP RST; tlsock_uv_abort() for TLS). The idle timeout, the draining bound and a
+ * stop abort the pair the same way unless every stream through it has ended and been passed on:
+ * a cut stream is never closed as if it were complete. CLOSED is the end: every handle is being
+ * closed, and the pair is freed after the last close callback.
  */
 #ifndef TLSOCK_CLI_TUNNEL_PAIR_H
 #define TLSOCK_CLI_TUNNEL_PAIR_H
@@ -135,7 +137,8 @@ void tunnel_pair_forward(struct tunnel_pair *pair);
 /* Data moved: the idle and draining bounds count from now. */
 void tunnel_pair_progress(struct tunnel_pair *pair);
 
-/* Closes both sides; what is queued for a TLS side is still sent, then close_notify. */
+/* Closes both sides cleanly: what is queued for a TLS side is still sent, then close_notify
+ * (a pair whose streams all ended, or one whose client sent nothing through yet). */
 void tunnel_pair_finish(struct tunnel_pair *pair);
 
 /* @p side was reset or failed: logged, and both sides are closed at once (an abort). */
@@ -204,7 +207,9 @@ void tunnel_side_end_output(struct tunnel_side *side);
 
 /*
  * Closes @p side's handle; its close callback releases the pair. A plaintext side drops what is
- * queued for it, and with @p reset sends a TCP reset; a TLS side is closed by tlsock_uv_close().
+ * queued for it; a TLS side sends it, then close_notify (tlsock_uv_close()). With @p reset
+ * (an abort) either sends a TCP reset instead, and a TLS side drops its queue too
+ * (tlsock_uv_abort()).
  */
 void tunnel_side_close(struct tunnel_side *side, bool reset);
 

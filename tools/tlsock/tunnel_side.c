@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/socket.h>
+
 #include "tunnel_pair.h"
 
 /* The chunk whose data @p p points to. */
@@ -280,6 +282,24 @@ static void on_tcp_closed(uv_handle_t *handle)
     tunnel_pair_release(side->pair);
 }
 
+/*
+ * uv_tcp_close_reset() refuses a handle with a shutdown pending (UV_EINVAL): the end of the
+ * stream passed on, queued behind writes its peer has not taken. Closed as usual, it would send
+ * what the kernel holds and then a FIN, a clean end of a stream that was cut. SO_LINGER {1, 0}
+ * set here makes the close(2) that uv_close() does send a reset instead, as uv_tcp_close_reset()
+ * would; the pending shutdown is cancelled by the close, before its FIN went out.
+ */
+static void linger_reset(uv_tcp_t *tcp)
+{
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    uv_os_fd_t fd;
+
+    if (uv_fileno((uv_handle_t *)tcp, &fd) == 0) {
+        /* On failure (not connected yet, say) the close is the usual one: nothing better. */
+        (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    }
+}
+
 void tunnel_side_close(struct tunnel_side *side, bool reset)
 {
     if (side->closing) {
@@ -296,9 +316,11 @@ void tunnel_side_close(struct tunnel_side *side, bool reset)
         }
     } else {
         side->closing = true;
-        /* NULL: the last connect attempt failed and its handle is closed already. A handle
-         * that cannot be reset (a shutdown is pending) is closed as usual. */
+        /* NULL: the last connect attempt failed and its handle is closed already. */
         if (side->tcp != NULL && (!reset || uv_tcp_close_reset(side->tcp, on_tcp_closed) != 0)) {
+            if (reset) {
+                linger_reset(side->tcp);
+            }
             uv_close((uv_handle_t *)side->tcp, on_tcp_closed);
         }
     }
