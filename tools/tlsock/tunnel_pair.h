@@ -35,7 +35,10 @@
 
 #include "tunnel.h"
 
-/* A side is not read while more than HIGH bytes wait to be written to the other, until LOW. */
+/*
+ * A side is not read while the other side holds more than HIGH bytes, until LOW (what "holds"
+ * means, and the memory a pair keeps with it: tunnel_forward.c).
+ */
 #define TUNNEL_QUEUE_HIGH (256 * 1024)
 #define TUNNEL_QUEUE_LOW  (64 * 1024)
 
@@ -96,6 +99,9 @@ struct tunnel_side {
     enum side_output output;
     bool closing;   /* its handle is being closed: nothing more goes either way */
     uint64_t bytes; /* read from this side and forwarded */
+    /* Chunks written to this side whose write has not completed yet (each holds a whole chunk,
+     * whatever it carries): counted by tunnel_forward.c for backpressure. */
+    size_t writing;
     /* TLS: records read from this side and not forwarded yet (a chunk not full), and its place
      * in the loop's list of sides to forward them at the end of the loop's turn. */
     struct tunnel_chunk *gather;
