@@ -475,6 +475,10 @@ static void become_open(struct tlsock_uv_conn *c)
 
     tlsock__uv_enter(c, TLSOCK__UV_OPEN);
     c->until = 0;
+    /* The loop's clock is cached since its last poll, before this step's TLS work (a slow machine
+     * or a busy turn takes tens of ms): the idle timeout starts when the application gets the
+     * connection, not before. */
+    uv_update_time(c->lp->loop);
     c->last_rx = uv_now(c->lp->loop);
     rc = tlsock__uv_encrypt_writes(c);
     if (s != NULL) {
