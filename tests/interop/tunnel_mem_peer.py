@@ -16,11 +16,14 @@ target uses CERTFILE and KEYFILE. The TLS end (the sender) then
    it reads, far less than its 256 KiB limit;
 2. sends TINY records of 1 byte each, PACE apart so that the tunnel reads them one by one.
 
+If the records all reached the kernel (the stall was only the tunnel running late on a busy
+machine), both steps are done again, ATTEMPTS times at most.
+
 It prints one line, "fill=N tiny=N kernel=N data_kib=N data_after_kib=N rss_kib=N
-rss_after_kib=N": the bytes sent to fill, the records sent (fewer if the sender was blocked for
-BLOCKED_S), the growth of what reached the kernel towards the receiver during step 2 (about 0: the
-stall held), and the tunnel's VmData and VmRSS before and after step 2. Every wait is bounded; it
-exits 0 once it printed the line.
+rss_after_kib=N attempts=N": the bytes sent to fill, the records sent (fewer if the sender was
+blocked for BLOCKED_S), the growth of what reached the kernel towards the receiver during step 2
+(about 0: the stall held), the tunnel's VmData and VmRSS before and after step 2 (of the last
+attempt), and the attempts. Every wait is bounded; it exits 0 once it printed the line.
 """
 import os
 import struct
@@ -37,6 +40,7 @@ TINY = 3000
 PACE = 0.001
 TINY_LIMIT = 30.0
 BLOCKED_S = 5.0
+ATTEMPTS = 3  # fills and records, when the records went through (see main())
 
 
 def proc_status(pid, field):
@@ -48,11 +52,11 @@ def proc_status(pid, field):
     raise RuntimeError("no %s in /proc/%d/status" % (field, pid))
 
 
-def towards_port(port):
-    """Bytes in the kernel on the way to the receiver's end, local port PORT (IPv4 loopback): what
-    the tunnel's socket to it has not had acknowledged (tx_queue) and what it has not read
-    (rx_queue)."""
-    total = 0
+def queues_towards(port):
+    """The kernel's queues on the way to the receiver's end, local port PORT (IPv4 loopback): what
+    the tunnel's socket to it has not had acknowledged (tx_queue), and what the receiver has not
+    read (rx_queue)."""
+    tunnel_tx = receiver_rx = 0
     with open("/proc/net/tcp") as f:
         next(f)
         for line in f:
@@ -60,10 +64,15 @@ def towards_port(port):
             local, remote, queues = fields[1], fields[2], fields[4]
             tx, rx = (int(x, 16) for x in queues.split(":"))
             if int(remote.split(":")[1], 16) == port:
-                total += tx  # the tunnel's socket to it
+                tunnel_tx += tx  # the tunnel's socket to it
             elif int(local.split(":")[1], 16) == port and int(remote.split(":")[1], 16) != 0:
-                total += rx  # the receiver's end (not a listener)
-    return total
+                receiver_rx += rx  # the receiver's end (not a listener)
+    return tunnel_tx, receiver_rx
+
+
+def towards_port(port):
+    """Bytes in the kernel on the way to the receiver's end (queues_towards(), both queues)."""
+    return sum(queues_towards(port))
 
 
 def settled(port, quiet):
@@ -78,6 +87,49 @@ def settled(port, quiet):
         if now != last:
             last, since = now, time.monotonic()
     return last
+
+
+def fill(sender, towards):
+    """Sends FILL_PIECE pieces until one no longer all reaches the kernel towards the receiver;
+    returns the bytes sent."""
+    piece = os.urandom(FILL_PIECE)
+    filled = 0
+    before = settled(towards, SETTLE_S)
+    start = time.monotonic()
+    while True:
+        if time.monotonic() - start > FILL_LIMIT:
+            raise RuntimeError("the path to the receiver did not stall in %.0f s" % FILL_LIMIT)
+        sender.sendall(piece)
+        filled += len(piece)
+        now = settled(towards, SETTLE_S)
+        # A busy machine may only have delayed the tunnel: a stall is confirmed at length, and
+        # only with bytes waiting in the tunnel's socket to the receiver (its window is closed;
+        # while it is open they leave at once on loopback), not merely not written yet.
+        if (
+            now - before < len(piece)
+            and settled(towards, CONFIRM_S) - before < len(piece)
+            and queues_towards(towards)[0] > 0
+        ):
+            return filled  # some of it waits in the tunnel: stalled
+        before = towards_port(towards)
+
+
+def send_tiny(sender):
+    """Sends up to TINY records of 1 byte, PACE apart; returns how many, and whether the sender
+    was blocked (the tunnel no longer reads it)."""
+    sender.settimeout(BLOCKED_S)
+    sent = 0
+    start = time.monotonic()
+    try:
+        while sent < TINY and time.monotonic() - start < TINY_LIMIT:
+            sender.sendall(b"x")
+            sent += 1
+            time.sleep(PACE)
+    except socket.timeout:
+        return sent, True
+    finally:
+        sender.settimeout(10)
+    return sent, False
 
 
 def main():
@@ -111,39 +163,23 @@ def main():
     sender, receiver = (client, target) if mode == "termination" else (target, client)
     towards = receiver.getsockname()[1]
 
-    piece = os.urandom(FILL_PIECE)
+    # A stall seen on a busy machine may only have been the tunnel running late: then the records
+    # go through (the kernel takes them), and the path is filled further and the records tried
+    # again, a few times at most.
     filled = 0
-    before = settled(towards, SETTLE_S)
-    start = time.monotonic()
-    while True:
-        if time.monotonic() - start > FILL_LIMIT:
-            raise RuntimeError("the path to the receiver did not stall in %.0f s" % FILL_LIMIT)
-        sender.sendall(piece)
-        filled += len(piece)
-        now = settled(towards, SETTLE_S)
-        # A busy machine may only have delayed the tunnel: a stall is confirmed at length.
-        if now - before < len(piece) and settled(towards, CONFIRM_S) - before < len(piece):
-            break  # some of it waits in the tunnel: stalled
-        before = towards_port(towards)
-
-    data0, rss0 = proc_status(pid, "VmData"), proc_status(pid, "VmRSS")
-    kernel0 = towards_port(towards)
-    sender.settimeout(BLOCKED_S)
-    sent = 0
-    start = time.monotonic()
-    try:
-        while sent < TINY and time.monotonic() - start < TINY_LIMIT:
-            sender.sendall(b"x")
-            sent += 1
-            time.sleep(PACE)
-    except socket.timeout:
-        pass  # blocked: the tunnel does not read the sender any more
-    time.sleep(0.5)  # the tunnel reads what it is going to read
-    kernel = towards_port(towards) - kernel0
-    data1, rss1 = proc_status(pid, "VmData"), proc_status(pid, "VmRSS")
+    for attempt in range(1, ATTEMPTS + 1):
+        filled += fill(sender, towards)
+        data0, rss0 = proc_status(pid, "VmData"), proc_status(pid, "VmRSS")
+        kernel0 = towards_port(towards)
+        sent, blocked = send_tiny(sender)
+        time.sleep(0.5)  # the tunnel reads what it is going to read
+        kernel = towards_port(towards) - kernel0
+        data1, rss1 = proc_status(pid, "VmData"), proc_status(pid, "VmRSS")
+        if kernel < sent or blocked:
+            break
     print(
-        "fill=%d tiny=%d kernel=%d data_kib=%d data_after_kib=%d rss_kib=%d rss_after_kib=%d"
-        % (filled, sent, kernel, data0, data1, rss0, rss1),
+        "fill=%d tiny=%d kernel=%d data_kib=%d data_after_kib=%d rss_kib=%d rss_after_kib=%d "
+        "attempts=%d" % (filled, sent, kernel, data0, data1, rss0, rss1, attempt),
         flush=True,
     )
     # A reset each: the tunnel drops what it queued at once.
