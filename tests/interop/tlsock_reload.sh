@@ -122,3 +122,14 @@ grep -q ping "$WORK/after-target-reload.out" ||
     fail "after SIGHUP the tunnel still refuses the target: $(tail -3 "$WORK/reload-tunnel-target.err")"
 stop_bg "$TUNNEL_PID" 10
 pass "SIGHUP reloads the tunnel's target CAs: a target refused before is reached after"
+
+# Nothing to reload: a tunnel serving a throw-away certificate (no --cert) to a plaintext target
+# says so, and does not claim a reload.
+start_tlsock reload-nothing tunnel --accept 127.0.0.1:0 --connect "127.0.0.1:${line##*:}"
+NOTHING_PID=$BG_PID
+hup "$NOTHING_PID"
+wait_for "$WORK/reload-nothing.err" "SIGHUP: nothing to reload" 10 >/dev/null
+grep -q "SIGHUP: reloaded" "$WORK/reload-nothing.err" &&
+    fail "a tunnel with nothing to reload said it reloaded: $(cat "$WORK/reload-nothing.err")"
+stop_bg "$NOTHING_PID" 10
+pass "SIGHUP on a tunnel with a throw-away certificate and a plaintext target: nothing to reload"

@@ -187,6 +187,11 @@ expect_status 1 "tunnel without --connect is a usage error" \
     "$TLSOCK_BIN" tunnel --accept 127.0.0.1:0 2>/dev/null
 expect_status 1 "tunnel --ca without --tls-connect is a usage error" \
     "$TLSOCK_BIN" tunnel --accept 127.0.0.1:0 --connect 127.0.0.1:1 --ca /dev/null 2>/dev/null
+# Plaintext clients (--tls-connect without --cert) have no TLS sessions to share: refused, not
+# ignored.
+expect_status 1 "tunnel --session-store with plaintext clients is a usage error" \
+    "$TLSOCK_BIN" tunnel --accept 127.0.0.1:0 --connect 127.0.0.1:1 --tls-connect \
+    --session-store redis://127.0.0.1:1 2>/dev/null
 
 stop_bg "$TERM_PID" 15
 [ "$STOPPED_STATUS" = 0 ] || fail "tunnel exited $STOPPED_STATUS after SIGTERM"

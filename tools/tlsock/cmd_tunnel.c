@@ -137,6 +137,9 @@ static int check_args(struct tunnel_args *args)
         status = cli_usage_error("tunnel", "--ticket-keys and --no-tickets need clients that speak "
                                            "TLS (--cert)");
     }
+    if (status < 0 && shared->session_store != NULL && !accept_tls) {
+        status = cli_usage_error("tunnel", "--session-store needs clients that speak TLS (--cert)");
+    }
     if (status < 0 && !args->tls_connect &&
         (shared->ca != NULL || shared->insecure || shared->servername != NULL)) {
         status = cli_usage_error("tunnel", "--ca, --insecure and --servername need --tls-connect");

@@ -183,6 +183,11 @@ static void reload(struct cli_loops *loops, bool keys)
                    tlsock_err_name(err));
     } else if (keys) {
         cli_errorf("%s: reloaded; new connections use them", why);
+    } else if (!server && target == NULL) {
+        /* A tunnel with a throw-away certificate whose target speaks plaintext. */
+        cli_errorf("%s: nothing to reload (no --cert, a throw-away certificate; the target "
+                   "speaks plaintext)",
+                   why);
     } else {
         if (server) {
             describe_reload(opts, loaded, sizeof(loaded));
