@@ -890,42 +890,39 @@ static void test_ticket_keys_rotate(void **state)
     ts_workdir_remove(&wd);
 }
 
+/* Waits (bounded) until @p flag is true; returns it. */
+static bool wait_flag(atomic_bool *flag, int ms)
+{
+    int64_t until = now_ms() + ms;
+
+    while (!atomic_load(flag) && now_ms() < until) {
+        sleep_ms(5);
+    }
+    return atomic_load(flag);
+}
+
 /*
  * rename(), wrapped at link time: the key files are written under a temporary name and renamed.
- * Armed, the next rename() on another thread than the test's waits until the test releases it
- * (at most GATE_MS): a watcher caught between reading Redis and writing the file.
+ * Armed, the next rename() (the test arms it when only the watcher will rename) waits until the
+ * test releases it, at most GATE_MS: a watcher caught between reading Redis and writing the file.
  */
 enum { GATE_MS = 5000 };
 
 static struct {
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    pthread_t test_thread;
-    bool armed;
-    bool holding; /* a rename waits */
-    bool released;
-} gate = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+    atomic_bool armed;
+    atomic_bool holding; /* a rename waits */
+    atomic_bool released;
+} gate;
 
 int __real_rename(const char *from, const char *to);
 int __wrap_rename(const char *from, const char *to);
 
 int __wrap_rename(const char *from, const char *to)
 {
-    pthread_mutex_lock(&gate.lock);
-    if (gate.armed && !pthread_equal(pthread_self(), gate.test_thread)) {
-        int64_t until = now_ms() + GATE_MS;
-
-        gate.armed = false;
-        gate.holding = true;
-        pthread_cond_broadcast(&gate.cond);
-        while (!gate.released && now_ms() < until) {
-            pthread_mutex_unlock(&gate.lock);
-            sleep_ms(5);
-            pthread_mutex_lock(&gate.lock);
-        }
-        gate.holding = false;
+    if (atomic_exchange(&gate.armed, false)) {
+        atomic_store(&gate.holding, true);
+        (void)wait_flag(&gate.released, GATE_MS);
     }
-    pthread_mutex_unlock(&gate.lock);
     return __real_rename(from, to);
 }
 
@@ -946,17 +943,6 @@ static void *rotate_run(void *arg)
     return NULL;
 }
 
-/* Waits (bounded) until @p flag is true; returns it. */
-static bool wait_flag(atomic_bool *flag, int ms)
-{
-    int64_t until = now_ms() + ms;
-
-    while (!atomic_load(flag) && now_ms() < until) {
-        sleep_ms(5);
-    }
-    return atomic_load(flag);
-}
-
 /*
  * A rotation while the store's own watcher is between reading the text from Redis and writing
  * it to the same file: the watcher's old text must not land over the rotation's new one (the
@@ -969,7 +955,6 @@ static void test_ticket_keys_rotate_during_poll(void **state)
     struct ts_workdir wd;
     struct tlsock_redis_store *a = store_new(NULL);
     struct rotate_job job = {.store = a};
-    bool held;
     pthread_t rotator;
     char *text;
     char *in_redis;
@@ -984,33 +969,20 @@ static void test_ticket_keys_rotate_during_poll(void **state)
     /* Polls every second: the first poll finds the file current and writes nothing. */
     TS_ASSERT_RC_MSG(tlsock_redis_store_watch_ticket_keys(a, job.path, 1000, on_reload, NULL), 0,
                      tlsock_redis_errmsg());
-    pthread_mutex_lock(&gate.lock);
-    gate.test_thread = pthread_self();
-    gate.released = false;
-    gate.armed = true;
-    pthread_mutex_unlock(&gate.lock);
+    atomic_store(&gate.holding, false);
+    atomic_store(&gate.released, false);
+    atomic_store(&gate.armed, true);
     assert_int_equal(unlink(job.path), 0);
-    int64_t until = now_ms() + GATE_MS;
-    pthread_mutex_lock(&gate.lock);
-    while (!gate.holding && now_ms() < until) {
-        pthread_mutex_unlock(&gate.lock);
-        sleep_ms(5);
-        pthread_mutex_lock(&gate.lock);
-    }
-    held = gate.holding;
-    pthread_mutex_unlock(&gate.lock);
-    assert_true(held);
+    assert_true(wait_flag(&gate.holding, GATE_MS));
 
     /* The rotation: done at once without the lock, else waiting for the watcher's call. */
     assert_int_equal(pthread_create(&rotator, NULL, rotate_run, &job), 0);
     (void)wait_flag(&job.done, 500);
-    pthread_mutex_lock(&gate.lock);
-    gate.released = true;
-    pthread_mutex_unlock(&gate.lock);
+    atomic_store(&gate.released, true);
     pthread_join(rotator, NULL);
     TS_ASSERT_RC_MSG(job.rc, 0, tlsock_redis_errmsg());
     assert_true(job.rotated);
-    until = now_ms() + WAIT_MS;
+    int64_t until = now_ms() + WAIT_MS;
     while (atomic_load(&reloads) < 1 && now_ms() < until) {
         sleep_ms(5);
     }

@@ -377,6 +377,36 @@ sys.stdout.buffer.write(got)
 ' "$1" "$2" >"$WORK/$3.out" 2>"$WORK/$3.err"
 }
 
+# start_peers_coproc WHAT SECONDS CMD...: runs CMD (a peer script that talks to this one through
+# its standard input and output) as a coprocess for at most SECONDS, its stderr in
+# $WORK/peers_WHAT.err; sets PEERS_BG (stopped by cleanup if still running), FROM_PEERS and TO_PEERS
+# (descriptors of its output and input) and PEERS_FIRST, its first line, read within 10 s.
+start_peers_coproc() {
+    local what=$1 seconds=$2
+    shift 2
+    coproc PEERS { "$TIMEOUT_BIN" -k 5 "$seconds" "$@" 2>"$WORK/peers_$what.err"; }
+    PEERS_BG=$PEERS_PID
+    BG_PIDS+=("$PEERS_BG")
+    # Copies: bash closes the coproc's own descriptors as soon as the coproc exits.
+    exec {FROM_PEERS}<&"${PEERS[0]}" {TO_PEERS}>&"${PEERS[1]}"
+    read -r -t 10 PEERS_FIRST <&"$FROM_PEERS" || fail "$what: the peers did not start"
+}
+
+# end_peers WHAT [CONTEXT]: closes the descriptors of start_peers_coproc, and fails unless the
+# peer script exited 0 (the message has CONTEXT and its stderr).
+end_peers() {
+    local status=0
+    exec {FROM_PEERS}<&- {TO_PEERS}>&-
+    wait "$PEERS_BG" || status=$?
+    [ "$status" = 0 ] ||
+        fail "$1: the peers exited $status: ${2:-}$(cat "$WORK/peers_$1.err")"
+}
+
+# field NAME LINE: the value of NAME=... in LINE (a peer script's report).
+field() {
+    sed -nE "s/.*(^| )$1=([^ ]*).*/\\2/p" <<<"$2"
+}
+
 # has NAME TEXT: $WORK/NAME.err contains TEXT.
 has() {
     grep -qF -- "$2" "$WORK/$1.err" || fail "$1: no '$2' in: $(cat "$WORK/$1.err")"

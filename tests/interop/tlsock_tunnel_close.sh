@@ -19,26 +19,14 @@ PEER="$(dirname "$0")/tunnel_close_peer.py"
 make_certs "$WORK/certs" localhost,127.0.0.1
 CERT=(--cert "$WORK/certs/cert.pem" --key "$WORK/certs/key.pem")
 
-# field NAME LINE: the value of NAME=... in a line of the peer script.
-field() {
-    sed -nE "s/.*(^| )$1=([^ ]*).*/\\2/p" <<<"$2"
-}
-
 # start_peers MODE: starts the peer script in MODE and a tunnel to its target (extra tunnel
 # arguments in TUNNEL_ARGS); sets TUNNEL_PID and FROM_PEERS/TO_PEERS, the script's output and
 # input.
 start_peers() {
     local mode=$1
-    local line
-    coproc PEERS { "$TIMEOUT_BIN" -k 5 60 "$PYTHON3_BIN" "$PEER" "$mode" \
-        "$WORK/certs/ca.pem" 2>"$WORK/peers_$mode.err"; }
-    PEERS_BG=$PEERS_PID
-    BG_PIDS+=("$PEERS_BG")
-    # Copies: bash closes the coproc's own descriptors as soon as the coproc exits.
-    exec {FROM_PEERS}<&"${PEERS[0]}" {TO_PEERS}>&"${PEERS[1]}"
-    read -r -t 10 line <&"$FROM_PEERS" || fail "$mode: the peers did not start"
-    start_tlsock "tunnel_$mode" tunnel --accept 127.0.0.1:0 --connect "127.0.0.1:${line##*:}" \
-        "${CERT[@]}" --verbose "${TUNNEL_ARGS[@]}"
+    start_peers_coproc "$mode" 60 "$PYTHON3_BIN" "$PEER" "$mode" "$WORK/certs/ca.pem"
+    start_tlsock "tunnel_$mode" tunnel --accept 127.0.0.1:0 \
+        --connect "127.0.0.1:${PEERS_FIRST##*:}" "${CERT[@]}" --verbose "${TUNNEL_ARGS[@]}"
     TUNNEL_PID=$BG_PID
     echo "$PORT" >&"$TO_PEERS"
 }
@@ -50,14 +38,12 @@ case_line() {
 
 # finish_peers MODE N: reads the N case lines into LINES and checks the script's status.
 finish_peers() {
-    local line status=0
+    local line
     LINES=""
     while read -r -t 40 line <&"$FROM_PEERS"; do
         LINES+="$line"$'\n'
     done
-    exec {FROM_PEERS}<&- {TO_PEERS}>&-
-    wait "$PEERS_BG" || status=$?
-    [ "$status" = 0 ] || fail "$1: the peers exited $status: $LINES $(cat "$WORK/peers_$1.err")"
+    end_peers "$1" "$LINES "
     [ "$(grep -c '^case=' <<<"$LINES")" = "$2" ] || fail "$1: not $2 cases: $LINES"
 }
 

@@ -21,35 +21,21 @@ CERTS=("$WORK/certs/ca.pem" "$WORK/certs/cert.pem" "$WORK/certs/key.pem")
 TINY=3000
 LIMIT_KIB=$((16 * 1024)) # the buffers of one stalled direction: 320 KiB, and spares
 
-# field NAME LINE: the value of NAME=... in a line of the peer script.
-field() {
-    sed -nE "s/.*(^| )$1=([^ ]*).*/\\2/p" <<<"$2"
-}
-
 # run_mode MODE TUNNEL_ARGS...: one connection through a tunnel of its own.
 run_mode() {
     local mode=$1
     shift
-    local line target_port tunnel_pid pid status=0
-    coproc PEERS { "$TIMEOUT_BIN" -k 5 60 "$PYTHON3_BIN" "$PEER" "$mode" "${CERTS[@]}" \
-        2>"$WORK/peers_$mode.err"; }
-    local peers_pid=$PEERS_PID
-    BG_PIDS+=("$peers_pid")
-    local from_peers to_peers
-    # Copies: bash closes the coproc's own descriptors as soon as the coproc exits.
-    exec {from_peers}<&"${PEERS[0]}" {to_peers}>&"${PEERS[1]}"
-    read -r -t 10 line <&"$from_peers" || fail "$mode: the peers did not start"
-    target_port=${line##*:}
-    start_tlsock "tunnel_$mode" tunnel --accept 127.0.0.1:0 --connect "127.0.0.1:$target_port" "$@"
+    local line tunnel_pid pid
+    start_peers_coproc "$mode" 60 "$PYTHON3_BIN" "$PEER" "$mode" "${CERTS[@]}"
+    start_tlsock "tunnel_$mode" tunnel --accept 127.0.0.1:0 \
+        --connect "127.0.0.1:${PEERS_FIRST##*:}" "$@"
     tunnel_pid=$BG_PID
     pid=$(bg_child "$tunnel_pid")
     [ -n "$pid" ] || fail "$mode: no tunnel process"
-    echo "$PORT $pid" >&"$to_peers"
-    read -r -t 50 line <&"$from_peers" ||
+    echo "$PORT $pid" >&"$TO_PEERS"
+    read -r -t 50 line <&"$FROM_PEERS" ||
         fail "$mode: no result from the peers: $(cat "$WORK/peers_$mode.err")"
-    exec {from_peers}<&- {to_peers}>&-
-    wait "$peers_pid" || status=$?
-    [ "$status" = 0 ] || fail "$mode: the peers exited $status: $(cat "$WORK/peers_$mode.err")"
+    end_peers "$mode"
     echo "$mode: $line"
 
     local tiny kernel grew rss

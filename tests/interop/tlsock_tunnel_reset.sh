@@ -31,11 +31,6 @@ CERTS=("$WORK/certs/ca.pem" "$WORK/certs/cert.pem" "$WORK/certs/key.pem")
 FAST_MS=5000      # a side reset at once, plaintext or TLS
 DRAIN_MS=10000    # a survivor that does not read is drained, then closed after 5 s of silence
 
-# field NAME LINE: the value of NAME=... in a line of the peer script.
-field() {
-    sed -nE "s/.*(^| )$1=([^ ]*).*/\\2/p" <<<"$2"
-}
-
 # wait_count FILE REGEX N SECONDS: waits until N lines of FILE match REGEX (grep -E); false if
 # they do not within SECONDS.
 wait_count() {
@@ -92,36 +87,27 @@ run_mode() {
     TARGET=$3
     local cases=$4
     shift 4
-    local line target_port tunnel_pid status=0 n=0
-    coproc PEERS { "$TIMEOUT_BIN" -k 5 80 "$PYTHON3_BIN" "$PEER" "$CLIENT" "$TARGET" \
-        "${CERTS[@]}" 2>"$WORK/peers_$MODE.err"; }
-    local peers_pid=$PEERS_PID
-    BG_PIDS+=("$peers_pid")
-    local from_peers to_peers
-    # Copies: bash closes the coproc's own descriptors as soon as the coproc exits.
-    exec {from_peers}<&"${PEERS[0]}" {to_peers}>&"${PEERS[1]}"
-    read -r -t 10 line <&"$from_peers" || fail "$MODE: the peers did not start"
-    target_port=${line##*:}
+    local line target_port tunnel_pid n=0
+    start_peers_coproc "$MODE" 80 "$PYTHON3_BIN" "$PEER" "$CLIENT" "$TARGET" "${CERTS[@]}"
+    target_port=${PEERS_FIRST##*:}
     start_tlsock "tunnel_$MODE" tunnel --impl "$IMPL" --accept 127.0.0.1:0 \
         --connect "127.0.0.1:$target_port" --verbose "$@"
     tunnel_pid=$BG_PID
-    echo "$PORT" >&"$to_peers"
+    echo "$PORT" >&"$TO_PEERS"
     local truncations=0
-    while read -r -t 60 line <&"$from_peers"; do
+    while read -r -t 60 line <&"$FROM_PEERS"; do
         if [ "$line" = "sync truncated" ]; then
             # The peers go on once the tunnel has seen the end of the stream.
             truncations=$((truncations + 1))
             wait_count "$WORK/tunnel_$MODE.err" 'without close_notify \(truncated\)' \
                 "$truncations" 10 || fail "$MODE: truncation $truncations was not logged"
-            echo go >&"$to_peers"
+            echo go >&"$TO_PEERS"
         else
             check_case "$line"
             n=$((n + 1))
         fi
     done
-    exec {from_peers}<&- {to_peers}>&-
-    wait "$peers_pid" || status=$?
-    [ "$status" = 0 ] || fail "$MODE: the peers exited $status: $(cat "$WORK/peers_$MODE.err")"
+    end_peers "$MODE"
     [ "$n" = "$cases" ] || fail "$MODE: $n cases ran, not $cases"
     # Each side's reset is logged as a reset of that side, each truncation as one.
     grep -Eq ": client: system call failed: .*(reset|broken pipe)" "$WORK/tunnel_$MODE.err" ||

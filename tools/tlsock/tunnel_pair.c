@@ -282,23 +282,27 @@ static bool side_done(const struct tunnel_side *side)
     return done;
 }
 
+/* Every stream through @p pair has ended and been passed on. */
+static bool pair_ended(const struct tunnel_pair *pair)
+{
+    return pair->phase != PAIR_CONNECTING && side_done(&pair->client) && side_done(&pair->target);
+}
+
 void tunnel_pair_check_done(struct tunnel_pair *pair)
 {
-    if (pair->phase != PAIR_CONNECTING && side_done(&pair->client) && side_done(&pair->target)) {
+    if (pair_ended(pair)) {
         tunnel_pair_finish(pair);
     }
 }
 
 /*
  * Ends the pair from outside its streams (a timer, a stop): cleanly only if every stream has
- * ended and been passed on (both sides done, as for tunnel_pair_check_done()); else a stream is
- * cut, and both sides are aborted (TCP RST, tlsock_uv_abort()), so that neither peer takes what
- * it got for the whole stream.
+ * ended and been passed on (pair_ended()); else a stream is cut, and both sides are aborted (TCP
+ * RST, tlsock_uv_abort()), so that neither peer takes what it got for the whole stream.
  */
 static void pair_cut(struct tunnel_pair *pair)
 {
-    bool ended =
-        pair->phase != PAIR_CONNECTING && side_done(&pair->client) && side_done(&pair->target);
+    bool ended = pair_ended(pair);
 
     if (!ended && pair->phase != PAIR_CLOSED && pair->owner->settings->verbose) {
         fprintf(stderr, "tlsock: %s: a stream is cut short: resetting both sides\n", pair->peer);
