@@ -169,6 +169,7 @@ static bool same_ticket(const struct saved *a, const struct saved *b)
 
 struct fixture {
     struct saved saved;
+    const struct tlsock__pem_pair *client_cert; /* the client's certificate, NULL for none */
     bool tickets_off; /* the server sends no tickets: the client holds none after connecting */
     char dir[64];
     char keys[96];
@@ -261,6 +262,11 @@ static bool connect_once(struct fixture *f, struct tlsock_ctx *sctx, const char 
     TS_ASSERT_RC(ts_client_ctx_new(ts_pki.ca.cert, &p.cctx), 0);
     TS_ASSERT_RC(tlsock_ctx_set_protocols(p.cctx, range), 0);
     TS_ASSERT_RC(tlsock_ctx_set_configure(p.cctx, NULL, offer_saved, &f->saved), 0);
+    if (f->client_cert != NULL) {
+        const struct tlsock__pem_pair *c = f->client_cert;
+        TS_ASSERT_RC(
+            tlsock_ctx_set_cert_mem(p.cctx, c->cert, strlen(c->cert), c->key, strlen(c->key)), 0);
+    }
     f->saved.impl = tlsock_ctx_impl(p.cctx);
     p.sctx = tlsock_ctx_ref(sctx);
     TS_ASSERT_RC(ts_pair_open(&p), 0);
@@ -559,6 +565,55 @@ static void test_shared_file(void **state)
     }
 }
 
+/* A server_ctx() with tickets under @p keys that requires client certificates from ts_pki.ca,
+ * with a verify depth of @p depth (-1: the default). */
+static struct tlsock_ctx *verifying_ctx(const char *range, const char *keys, int depth)
+{
+    struct tlsock_ctx *sctx = server_ctx(range, keys, true);
+
+    TS_ASSERT_RC(tlsock_ctx_set_ca_mem(sctx, ts_pki.ca.cert, strlen(ts_pki.ca.cert)), 0);
+    TS_ASSERT_RC(tlsock_ctx_set_verify(sctx, TLSOCK_VERIFY_REQUIRED), 0);
+    if (depth >= 0) {
+        TS_ASSERT_RC(tlsock_ctx_set_verify_depth(sctx, depth), 0);
+    }
+    return sctx;
+}
+
+/*
+ * Servers sharing one key file but verifying client certificates differently: a resumed session
+ * is not verified again, so a ticket resumes only on a server that verifies clients the same way
+ * (docs/tickets.md). A ticket from a server that asks for no certificate must not let the client
+ * skip the certificate a verifying server requires (it gets a full handshake, with its
+ * certificate checked); a verifying server's ticket resumes on another configured alike, and not
+ * on one whose verification differs (a verify depth here), nor on the server asking for none.
+ */
+static void test_client_auth_binding(void **state)
+{
+    struct fixture *f = *state;
+
+    TS_ASSERT_RC(tlsock_ticket_keys_write(f->keys, 0), 0);
+    f->client_cert = &ts_pki.client;
+    for (size_t i = 0; i < 2; i++) {
+        struct tlsock_ctx *plain = server_ctx(ranges[i], f->keys, true);
+        struct tlsock_ctx *a = verifying_ctx(ranges[i], f->keys, -1);
+        struct tlsock_ctx *b = verifying_ctx(ranges[i], f->keys, -1);
+        struct tlsock_ctx *depth = verifying_ctx(ranges[i], f->keys, 3);
+        saved_clear(&f->saved);
+        assert_false(connect_once(f, plain, ranges[i]));
+        assert_true(connect_once(f, plain, ranges[i]));
+        assert_false(connect_once(f, a, ranges[i]));
+        assert_true(connect_once(f, b, ranges[i]));
+        assert_false(connect_once(f, depth, ranges[i]));
+        assert_true(connect_once(f, depth, ranges[i]));
+        assert_false(connect_once(f, plain, ranges[i]));
+        tlsock_ctx_free(plain);
+        tlsock_ctx_free(a);
+        tlsock_ctx_free(b);
+        tlsock_ctx_free(depth);
+    }
+    f->client_cert = NULL;
+}
+
 /* Writes the three parts to @p path, mode 0600 as a key file must be. */
 static void write_key_text(const char *path, const char *a, const char *b, const char *c)
 {
@@ -631,6 +686,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_lifetime_tls12, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rotation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shared_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_client_auth_binding, setup, teardown),
         cmocka_unit_test_setup_teardown(test_key_file_errors, setup, teardown),
 #if TLSOCK_TEST_HAVE_OPENSSL
         /* Last: only in rows with an OpenSSL client (see the case). */

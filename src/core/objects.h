@@ -145,6 +145,9 @@ void tlsock__sessions_free(struct tlsock_ctx *ctx);
 int tlsock__sessions_resize(struct tlsock_ctx *ctx, size_t max_entries) TLSOCK__MUST_CHECK;
 /* The digest of the configuration sessions belong to, once by the freeze; 0 or TLSOCK_ENOMEM. */
 int tlsock__sessions_freeze(struct tlsock_ctx *ctx, struct tlsock__err *err) TLSOCK__MUST_CHECK;
+/* The digest of how a server verifies client certificates (session.c); 0 or TLSOCK_ENOMEM. */
+int tlsock__sessions_verify_digest(const struct tlsock_ctx *ctx,
+                                   unsigned char out[32]) TLSOCK__MUST_CHECK;
 /*
  * Fills @p io for a new connection: a server's session-ID cache, or a client's cache key (from
  * @p port, @p host, @p sni and @p verify, "" for none) and the session to offer, taken out of

@@ -131,6 +131,38 @@ int tlsock__sessions_freeze(struct tlsock_ctx *ctx, struct tlsock__err *err)
     return rc == 0 ? 0 : tlsock__fail(err, rc, "out of memory making the session digest");
 }
 
+/*
+ * How a server verifies client certificates, for its ticket keys (tlsock__tickets.binding): the
+ * mode, the trust anchors, CRLs, pins, depth and OCSP mode; not its own certificates, protocols
+ * or ciphers, which a resumed session does not depend on for the client's identity. A verify
+ * callback's own rules are not in it. 0 or TLSOCK_ENOMEM.
+ */
+int tlsock__sessions_verify_digest(const struct tlsock_ctx *ctx, unsigned char out[32])
+{
+    struct tlsock__buf in = {0};
+    const struct tlsock__trust *t = &ctx->trust;
+    int rc = digest_int(&in, ctx->verify_mode);
+
+    rc = rc != 0 ? rc : digest_int(&in, ctx->ca_set);
+    rc = rc != 0 ? rc : digest_int(&in, t->crl_mode);
+    rc = rc != 0 ? rc : digest_int(&in, t->max_depth);
+    rc = rc != 0 ? rc : digest_int(&in, t->ocsp_mode);
+    rc = rc != 0 ? rc : digest_add(&in, t->pins, t->pin_count * sizeof(*t->pins));
+    for (const struct tlsock__setting *s = ctx->settings; s != NULL && rc == 0; s = s->next) {
+        if (s->kind != TLSOCK__SET_CA_DIR && s->kind != TLSOCK__SET_CA_MEM &&
+            s->kind != TLSOCK__SET_CA_SYSTEM && s->kind != TLSOCK__SET_CRL) {
+            continue;
+        }
+        rc = digest_int(&in, s->kind);
+        rc = rc != 0 ? rc : digest_add(&in, s->text, s->text_len);
+    }
+    if (rc == 0) {
+        rc = ctx->impl->sha256(in.data, in.len, out);
+    }
+    tlsock__buf_free(&in);
+    return rc;
+}
+
 /* ---------------------------------------------------------------------------------------------
  * Keys
  * ------------------------------------------------------------------------------------------- */

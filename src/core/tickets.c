@@ -86,6 +86,13 @@ int tlsock__ctx_tickets_freeze(struct tlsock_ctx *ctx, struct tlsock__err *err)
         t->period = t->lifetime;
         t->have_secret = true;
     }
+    /* Set before any key is derived: keys are derived for connections, made after the freeze. */
+    if (!t->off && ctx->verify_mode != TLSOCK_VERIFY_NONE) {
+        if (tlsock__sessions_verify_digest(ctx, t->binding) != 0) {
+            return tlsock__fail(err, TLSOCK_ENOMEM, "out of memory binding the ticket keys");
+        }
+        t->bound = true;
+    }
     if (!t->off && t->cache == NULL && !tlsock__ticket_cache_new(t)) {
         return tlsock__fail(err, TLSOCK_ENOMEM, "out of memory for the ticket key cache");
     }

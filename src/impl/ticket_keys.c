@@ -46,16 +46,19 @@ bool tlsock__ticket_key_derive(const struct tlsock__tickets *t, int64_t n,
                                tlsock__hmac_sha256_fn hmac,
                                unsigned char out[TLSOCK__TICKET_KEY_SIZE])
 {
-    unsigned char msg[sizeof(KEY_LABEL) - 1 + 8 + 1];
+    unsigned char msg[sizeof(KEY_LABEL) - 1 + 8 + 1 + sizeof(t->binding)];
     size_t label = sizeof(KEY_LABEL) - 1;
+    /* Without a binding the message ends after the block number, as the format always had it. */
+    size_t len = t->bound ? sizeof(msg) : sizeof(msg) - sizeof(t->binding);
 
     memcpy(msg, KEY_LABEL, label);
     for (int i = 0; i < 8; i++) {
         msg[label + (size_t)i] = (unsigned char)((uint64_t)n >> (56 - 8 * i));
     }
+    memcpy(msg + label + 8 + 1, t->binding, sizeof(t->binding));
     for (unsigned char i = 0; i < TLSOCK__TICKET_KEY_SIZE / 32; i++) {
         msg[label + 8] = i;
-        if (!hmac(t->secret, sizeof(t->secret), msg, sizeof(msg), out + 32 * i)) {
+        if (!hmac(t->secret, sizeof(t->secret), msg, len, out + 32 * i)) {
             return false;
         }
     }

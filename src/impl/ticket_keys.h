@@ -29,6 +29,16 @@ struct tlsock__tickets {
     unsigned period;   /* seconds between key rotations; 0 until the keys are set */
     unsigned char secret[TLSOCK__TICKET_SECRET_SIZE];
     bool have_secret; /* from a key file; else the context makes a random one at freeze */
+    /*
+     * Servers that verify client certificates: a digest of how they verify them, made at freeze
+     * and mixed into every key (tlsock__ticket_key_derive), so that a ticket only resumes on a
+     * server that verifies clients the same way. A resumed session is not verified again: a
+     * ticket from a server sharing the key file that asks no certificate (or trusts other CAs,
+     * or has an older CRL) must not let a client in without one. Servers that do not verify
+     * clients have none (bound false) and use the plain keys.
+     */
+    bool bound;
+    unsigned char binding[32];
     /* The keys derived last (tlsock__ticket_key); made at freeze, NULL before and for tests. */
     struct tlsock__ticket_cache *cache;
 };
@@ -49,7 +59,8 @@ int64_t tlsock__ticket_period_now(const struct tlsock__tickets *t);
 
 /*
  * The key of period @p n: block i (0, 1, 2) is HMAC-SHA256(secret, "tlsock ticket key" ||
- * n as 8 bytes big-endian || i as one byte). False if the HMAC failed.
+ * n as 8 bytes big-endian || i as one byte [|| the 32-byte binding, when bound]). False if the
+ * HMAC failed.
  */
 bool tlsock__ticket_key_derive(const struct tlsock__tickets *t, int64_t n,
                                tlsock__hmac_sha256_fn hmac,

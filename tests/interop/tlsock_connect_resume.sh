@@ -2,7 +2,8 @@
 # Client resumption from the command line (docs/sessions.md), `tlsock connect` against
 # `tlsock serve`, for every pair of client and server implementations:
 # (a) --reconnect 2: "connection 1: resumed no", then "resumed yes" twice (the context's cache);
-# (b) --sess-out, then a new process with --sess-in: "resumed yes";
+# (b) --sess-out (over a file of mode 0644, left mode 0600), then a new process with --sess-in:
+#     "resumed yes";
 # (c) that file offered to another server (its own key and certificate, the same port, name and
 #     trust): "resumed no", exit 0, no error;
 # (d) a file that is not a session: a warning naming it, a full handshake, exit 0;
@@ -44,6 +45,9 @@ for server in $IMPLS; do
         expect_resumed "reconnect-$pair" "no yes yes"
         pass "$pair: --reconnect 2 resumes the second and third connections"
 
+        # A file that is already there, readable by others (an older run's, or made by hand):
+        # --sess-out must still leave the secrets readable by the owner only.
+        install -m 644 /dev/null "$WORK/sess-$pair"
         connect_run "out-$pair" 0 "${C[@]}" --sess-out "$WORK/sess-$pair" "localhost:$PORT"
         expect_resumed "out-$pair" "no"
         [ -s "$WORK/sess-$pair" ] || fail "$pair: --sess-out wrote nothing"

@@ -5,6 +5,8 @@
 #    (TLS 1.3), and not on a third server with keys of its own;
 #  - SIGHUP reloads the key file: after a new file, the old session no longer resumes there; a
 #    bad file (readable by others) keeps the keys serving;
+#  - a server sharing the key file that requires client certificates: a ticket from one that asks
+#    for none gives a full handshake there, and a client without a certificate is refused;
 #  - 0-RTT: the tickets allow no early data, so s_client sends none ("Early data was not sent");
 #    given a copy of the session that claims to allow it (session_early_data.py), s_client sends
 #    early data under a ticket the server can decrypt: the session resumes, the early data is
@@ -62,6 +64,25 @@ pki_client own-keys "$port_own" -tls1_3 -sess_in "$WORK/sess.pem"
 [ "$(s_client_session own-keys)" = "New, TLSv1.3" ] ||
     fail "own-keys: a server without the key file resumed: $(s_client_session own-keys)"
 pass "$impl: not on a server with keys of its own"
+
+# ---- a server that requires client certificates, sharing the key file -------------------------
+# A resumed session is not verified again: a ticket from a (no client certificates asked) must
+# not let a client without a certificate into a server that requires one. It gets a full
+# handshake, and is refused.
+serve auth --ticket-keys "$WORK/keys" --client-ca "$WORK/pki/ca.pem"
+port_auth=$PORT
+pki_client first12 "$port_a" -tls1_2 -sess_out "$WORK/sess12.pem"
+for v in 1_3 1_2; do
+    in="$WORK/sess.pem"
+    [ "$v" = 1_3 ] || in="$WORK/sess12.pem"
+    sleep 1 | "$TIMEOUT_BIN" -k 5 20 "$OPENSSL_BIN" s_client -connect "127.0.0.1:$port_auth" \
+        -CAfile "$WORK/pki/ca.pem" "-tls$v" -sess_in "$in" >"$WORK/auth-$v.out" 2>&1 || true
+    ! grep -q '^Reused,' "$WORK/auth-$v.out" ||
+        fail "auth-$v: a ticket from a server asking no certificate resumed on one requiring it"
+    grep -qE 'alert (certificate required|handshake failure|decode error)' "$WORK/auth-$v.out" ||
+        fail "auth-$v: the client without a certificate was not refused: $(cat "$WORK/auth-$v.out")"
+done
+pass "$impl: a ticket does not skip the client certificate of a server sharing the key file"
 
 # ---- 0-RTT ------------------------------------------------------------------------------------
 "$OPENSSL_BIN" sess_id -in "$WORK/sess.pem" -noout -text >"$WORK/sess.txt" 2>&1 ||

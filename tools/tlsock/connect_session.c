@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "connect_session.h"
@@ -44,8 +45,19 @@ void cli_session_save(struct tlsock_conn *conn, const char *path)
         fprintf(stderr, "tlsock: warning: --sess-out %s: %s\n", path, tlsock_conn_errmsg(conn));
         return;
     }
-    /* The session's secrets: readable by the owner only. */
+    /*
+     * The session's secrets: readable by the owner only. open() keeps the mode of a file that
+     * exists (a session file of an older run, or one the user made), so it is set before the
+     * secrets are written.
+     */
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd >= 0 && fchmod(fd, 0600) != 0) {
+        fprintf(stderr, "tlsock: warning: --sess-out %s: cannot chmod 600: %s\n", path,
+                strerror(errno));
+        close(fd);
+        tlsock_free(data);
+        return;
+    }
     FILE *f = fd >= 0 ? fdopen(fd, "wb") : NULL;
     bool ok = f != NULL && fwrite(data, 1, len, f) == len;
     if (f != NULL) {
