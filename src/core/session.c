@@ -98,6 +98,27 @@ static int digest_int(struct tlsock__buf *in, long v)
     return digest_add(in, text, (size_t)n);
 }
 
+/* A trust anchor or CRL setting: what decides whom a verification accepts. */
+static bool is_trust_setting(const struct tlsock__setting *s)
+{
+    return s->kind == TLSOCK__SET_CA_DIR || s->kind == TLSOCK__SET_CA_MEM ||
+           s->kind == TLSOCK__SET_CA_SYSTEM || s->kind == TLSOCK__SET_CRL;
+}
+
+/* How @p ctx verifies its peer, but for its trust settings: mode, CA use, CRLs, depth, OCSP, pins.
+ */
+static int digest_verification(struct tlsock__buf *in, const struct tlsock_ctx *ctx)
+{
+    const struct tlsock__trust *t = &ctx->trust;
+    int rc = digest_int(in, ctx->verify_mode);
+
+    rc = rc != 0 ? rc : digest_int(in, ctx->ca_set);
+    rc = rc != 0 ? rc : digest_int(in, t->crl_mode);
+    rc = rc != 0 ? rc : digest_int(in, t->max_depth);
+    rc = rc != 0 ? rc : digest_int(in, t->ocsp_mode);
+    return rc != 0 ? rc : digest_add(in, t->pins, t->pin_count * sizeof(*t->pins));
+}
+
 /*
  * What a session's safety depends on, so that no context offers a session another one made:
  * the implementation, how the peer is verified (mode, trust anchors, CRLs, pins, depth, OCSP),
@@ -106,15 +127,9 @@ static int digest_int(struct tlsock__buf *in, long v)
 int tlsock__sessions_freeze(struct tlsock_ctx *ctx, struct tlsock__err *err)
 {
     struct tlsock__buf in = {0};
-    const struct tlsock__trust *t = &ctx->trust;
     int rc = digest_int(&in, ctx->impl->id);
 
-    rc = rc != 0 ? rc : digest_int(&in, ctx->verify_mode);
-    rc = rc != 0 ? rc : digest_int(&in, ctx->ca_set);
-    rc = rc != 0 ? rc : digest_int(&in, t->crl_mode);
-    rc = rc != 0 ? rc : digest_int(&in, t->max_depth);
-    rc = rc != 0 ? rc : digest_int(&in, t->ocsp_mode);
-    rc = rc != 0 ? rc : digest_add(&in, t->pins, t->pin_count * sizeof(*t->pins));
+    rc = rc != 0 ? rc : digest_verification(&in, ctx);
     for (const struct tlsock__setting *s = ctx->settings; s != NULL && rc == 0; s = s->next) {
         if (s->kind == TLSOCK__SET_CIPHERS || s->kind == TLSOCK__SET_ALPN) {
             continue;
@@ -133,28 +148,20 @@ int tlsock__sessions_freeze(struct tlsock_ctx *ctx, struct tlsock__err *err)
 
 /*
  * How a server verifies client certificates, for its ticket keys (tlsock__tickets.binding): the
- * mode, the trust anchors, CRLs, pins, depth and OCSP mode; not its own certificates, protocols
- * or ciphers, which a resumed session does not depend on for the client's identity. A verify
- * callback's own rules are not in it. 0 or TLSOCK_ENOMEM.
+ * verification above and the trust settings; not its own certificates, protocols or ciphers,
+ * which do not decide who the client is. A verify callback's own rules are not in it.
+ * 0 or TLSOCK_ENOMEM.
  */
 int tlsock__sessions_verify_digest(const struct tlsock_ctx *ctx, unsigned char out[32])
 {
     struct tlsock__buf in = {0};
-    const struct tlsock__trust *t = &ctx->trust;
-    int rc = digest_int(&in, ctx->verify_mode);
+    int rc = digest_verification(&in, ctx);
 
-    rc = rc != 0 ? rc : digest_int(&in, ctx->ca_set);
-    rc = rc != 0 ? rc : digest_int(&in, t->crl_mode);
-    rc = rc != 0 ? rc : digest_int(&in, t->max_depth);
-    rc = rc != 0 ? rc : digest_int(&in, t->ocsp_mode);
-    rc = rc != 0 ? rc : digest_add(&in, t->pins, t->pin_count * sizeof(*t->pins));
     for (const struct tlsock__setting *s = ctx->settings; s != NULL && rc == 0; s = s->next) {
-        if (s->kind != TLSOCK__SET_CA_DIR && s->kind != TLSOCK__SET_CA_MEM &&
-            s->kind != TLSOCK__SET_CA_SYSTEM && s->kind != TLSOCK__SET_CRL) {
-            continue;
+        if (is_trust_setting(s)) {
+            rc = digest_int(&in, s->kind);
+            rc = rc != 0 ? rc : digest_add(&in, s->text, s->text_len);
         }
-        rc = digest_int(&in, s->kind);
-        rc = rc != 0 ? rc : digest_add(&in, s->text, s->text_len);
     }
     if (rc == 0) {
         rc = ctx->impl->sha256(in.data, in.len, out);
