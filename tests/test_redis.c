@@ -203,6 +203,10 @@ static int setup(void **state)
     }
     ts_redis_resume(&server);
     ts_redis_log_clear(&store_log);
+    /* test_idle_closed's setting, left behind if it failed half-way. */
+    if (ts_redis_cmd(&server, "CONFIG SET timeout 0", out, sizeof(out)) != 0) {
+        return -1;
+    }
     return ts_redis_cmd(&server, "FLUSHALL", out, sizeof(out));
 }
 
@@ -346,6 +350,55 @@ static void test_killed_and_restarted(void **state)
     st->put(st->user, "after", 5, "restart", 7, unix_ms() + 60000);
     assert_get(st, "after", "restart");
     assert_get(st, "during", NULL);
+    tlsock_redis_store_free(store);
+}
+
+/* The connections Redis accepted so far (INFO stats, whose first field it is). */
+static long connections_received(void)
+{
+    char out[128];
+    const char *p;
+
+    assert_int_equal(ts_redis_cmd(&server, "INFO stats", out, sizeof(out)), 0);
+    p = strstr(out, "total_connections_received:");
+    assert_non_null(p);
+    return strtol(p + strlen("total_connections_received:"), NULL, 10);
+}
+
+/*
+ * Redis closing the store's connection while nothing waits on it (its `timeout` setting, 300 s in
+ * many deployments; 1 s here) is no outage: the store reconnects at once and logs nothing. It
+ * logged an outage and its end for every idle period, and with a close sooner than 5 s after
+ * connecting, each reconnection waited twice as long as the one before (up to 5 s of misses).
+ */
+static void test_idle_closed(void **state)
+{
+    struct tlsock_redis_store *store = store_new(&store_log);
+    const struct tlsock_session_store *st = tlsock_redis_store_session_store(store);
+    int64_t until;
+    long before;
+    long closes;
+    char out[64];
+
+    (void)state;
+    before = connections_received();
+    assert_int_equal(ts_redis_cmd(&server, "CONFIG SET timeout 1", out, sizeof(out)), 0);
+    assert_string_equal(out, "OK");
+    /* Redis closes a client idle for more than 1 s within about a second more. */
+    until = now_ms() + 5000;
+    while (now_ms() < until) {
+        sleep_ms(50);
+    }
+    assert_int_equal(ts_redis_cmd(&server, "CONFIG SET timeout 0", out, sizeof(out)), 0);
+    /* Less the two commands above and this one, each on a connection of its own. */
+    closes = connections_received() - before - 3;
+    print_message("Redis closed the idle store's connection %ld times\n", closes);
+    assert_true(closes >= 1);
+    assert_int_equal(atomic_load(&store_log.warnings), 0);
+    assert_int_equal(atomic_load(&store_log.backs), 0);
+    assert_true(wait_connected(store, true, 1000));
+    st->put(st->user, "idle", 4, "closed", 6, unix_ms() + 60000);
+    assert_get(st, "idle", "closed");
     tlsock_redis_store_free(store);
 }
 
@@ -1115,6 +1168,7 @@ int main(void)
         cmocka_unit_test_setup(test_killed_and_restarted, setup),
         cmocka_unit_test_setup(test_paused, setup),
         cmocka_unit_test_setup(test_pings_but_no_writes, setup),
+        cmocka_unit_test_setup(test_idle_closed, setup),
         cmocka_unit_test_setup(test_log_before_state, setup),
         cmocka_unit_test_setup(test_queue_bound_and_free, setup),
         cmocka_unit_test_setup(test_not_running_at_start, setup),

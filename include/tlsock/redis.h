@@ -14,7 +14,9 @@
  * queue is full). When Redis is down or does not answer within the timeout, every get is a miss
  * (a full handshake), puts are dropped, one warning is logged per outage, and the store
  * reconnects by itself (100 ms, doubling to 5 s; the delay starts over only after a connection
- * on which Redis answered a request, or that lasted 5 s), logging once when Redis is back. When
+ * on which Redis answered a request, or that lasted 5 s), logging once when Redis is back. A
+ * connection Redis closes while nothing waits on it (its idle `timeout`) is made again at once,
+ * with no log line unless that fails. When
  * Redis answers but refuses writes (a replica's READONLY, OOM under maxmemory noeviction, MISCONF,
  * an ACL), the store stays connected (gets may still hit) but no session is stored: one warning
  * names Redis's reason, and one line says when a write is taken again.

@@ -70,6 +70,7 @@ struct tlsock_redis_store {
     unsigned backoff_ms;
     uint64_t up_since_ms; /* uv_now() of the last move to UP */
     bool served;          /* Redis answered a get, put or remove since then */
+    bool lost;            /* the connection went with a request unanswered (store.c, idle) */
     bool warned;          /* an outage was logged and its end was not */
     bool writes_refused;  /* Redis refused the last put or remove (logged once, store.c) */
 

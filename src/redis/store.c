@@ -21,6 +21,7 @@ enum {
     BACKOFF_MIN_MS = 100,
     BACKOFF_MAX_MS = 5000,
     TIMEOUT_MAX_MS = 60000,
+    IDLE_MIN_MS = 1000, /* Redis's shortest idle `timeout` (1 s): see on_disconnect() */
 };
 
 enum req_kind { REQ_GET, REQ_PUT, REQ_DEL, REQ_PING };
@@ -135,7 +136,8 @@ static bool link_had_worked(struct tlsock_redis_store *s)
 }
 
 /*
- * The one place the link changes state; @p why says why Redis is unusable (moves to DOWN).
+ * The one place the link changes state (but for link_reopen()); @p why says why Redis is unusable
+ * (moves to DOWN).
  * A first move to DOWN logs the outage; the move to UP after it logs its end. `up` is published
  * last, so that a thread that sees tlsock_redis_store_connected() change has the line that says
  * why (include/tlsock/redis.h); a request admitted meanwhile meets the new state and misses.
@@ -176,6 +178,19 @@ static void link_move(struct tlsock_redis_store *s, enum redis__link to, const c
         }
     }
     atomic_store(&s->up, to == REDIS__LINK_UP);
+}
+
+/*
+ * UP to DOWN with no outage: Redis closed a connection nothing waited on (on_disconnect()). The
+ * next connection is made at once, and logs nothing unless it fails: then link_move() logs the
+ * outage, since `warned` is still false.
+ */
+static void link_reopen(struct tlsock_redis_store *s)
+{
+    s->link = REDIS__LINK_DOWN;
+    s->backoff_ms = BACKOFF_MIN_MS;
+    uv_timer_start(&s->reconnect, on_reconnect, 0, 0);
+    atomic_store(&s->up, false);
 }
 
 /* Drops the connection (hiredis completes its requests as misses) and moves to DOWN. */
@@ -281,6 +296,9 @@ static void on_reply(struct redisAsyncContext *ac, void *reply_, void *priv)
     if (r->kind != REQ_PING && reply != NULL && ac == s->ac) {
         s->served = true; /* Redis answers requests on this link (link_had_worked) */
     }
+    if (reply == NULL && ac == s->ac) {
+        s->lost = true; /* the connection went before this answer (on_disconnect) */
+    }
     if (r->kind == REQ_PING) {
         if (reply != NULL && ac == s->ac && s->link == REDIS__LINK_CONNECTING) {
             if (reply->type == REDIS_REPLY_ERROR) {
@@ -361,14 +379,31 @@ static void on_connect(const struct redisAsyncContext *ac, int status)
     }
 }
 
+/*
+ * Redis closed the connection, or it broke. Redis closes a connection idle for its `timeout`
+ * (300 s in many deployments), and CLIENT KILL does the same: with nothing waiting on it, nothing
+ * was lost, and an outage line with its end for every idle period (and misses for a growing
+ * reconnection delay) would be wrong. So a close seen as end of stream, on a link UP for at least
+ * IDLE_MIN_MS, with no request unanswered (hiredis answered them with NULL just before, setting
+ * `lost`), reconnects at once and quietly. A Redis that stops or restarts closes idle
+ * connections the same way: the reconnection then fails, and that is the outage logged.
+ */
 static void on_disconnect(const struct redisAsyncContext *ac, int status)
 {
     struct tlsock_redis_store *s = ac->data;
 
     (void)status;
     if (ac == s->ac) {
+        bool idle = ac->err == REDIS_ERR_EOF && s->link == REDIS__LINK_UP && !s->lost &&
+                    uv_now(&s->loop) - s->up_since_ms >= IDLE_MIN_MS;
+
         s->ac = NULL; /* hiredis frees it after this callback */
-        link_move(s, REDIS__LINK_DOWN, ac->errstr[0] != '\0' ? ac->errstr : "connection closed");
+        if (idle) {
+            link_reopen(s);
+        } else {
+            link_move(s, REDIS__LINK_DOWN,
+                      ac->errstr[0] != '\0' ? ac->errstr : "connection closed");
+        }
     }
 }
 
@@ -415,6 +450,7 @@ static void link_connect(struct tlsock_redis_store *s)
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
     s->ac = ac;
+    s->lost = false;
     if (s->db != 0) {
         redisAsyncCommand(ac, on_select, NULL, "SELECT %d", s->db);
     }
