@@ -203,8 +203,10 @@ static int setup(void **state)
     }
     ts_redis_resume(&server);
     ts_redis_log_clear(&store_log);
-    /* test_idle_closed's setting, left behind if it failed half-way. */
-    if (ts_redis_cmd(&server, "CONFIG SET timeout 0", out, sizeof(out)) != 0) {
+    /* test_idle_closed's and test_reads_refused's settings, left behind if one failed
+     * half-way. */
+    if (ts_redis_cmd(&server, "CONFIG SET timeout 0", out, sizeof(out)) != 0 ||
+        ts_redis_cmd(&server, "ACL SETUSER default +@all", out, sizeof(out)) != 0) {
         return -1;
     }
     return ts_redis_cmd(&server, "FLUSHALL", out, sizeof(out));
@@ -679,6 +681,40 @@ static void test_writes_refused(void **state)
     assert_int_equal(atomic_load(&store_log.refused), 1);
     tlsock_redis_store_free(store);
     ts_redis_stop(&replica);
+}
+
+/*
+ * A Redis that answers PING and takes writes but refuses GET (an ACL that leaves it out, such as
+ * one with write-only keys, %W~tlsock:*; a value of another type under the key): every session
+ * misses, so no TLS 1.2 session resumes on any server, and that went unsaid. The first refused
+ * get logs one line with Redis's reason, the link stays up, more refusals log nothing more, and
+ * the first get answered after them says so once.
+ */
+static void test_reads_refused(void **state)
+{
+    struct tlsock_redis_store *store = store_new(&store_log);
+    const struct tlsock_session_store *st = tlsock_redis_store_session_store(store);
+    char out[64];
+
+    (void)state;
+    st->put(st->user, "kept", 4, "v", 1, unix_ms() + 60000);
+    assert_get(st, "kept", "v");
+    assert_int_equal(ts_redis_cmd(&server, "ACL SETUSER default -get", out, sizeof(out)), 0);
+    assert_string_equal(out, "OK");
+    for (int i = 0; i < 5; i++) {
+        assert_get(st, "kept", NULL);
+    }
+    assert_int_equal(atomic_load(&store_log.reads_refused), 1);
+    assert_int_equal(atomic_load(&store_log.reads_back), 0);
+    assert_int_equal(atomic_load(&store_log.warnings), 0);
+    assert_true(tlsock_redis_store_connected(store));
+
+    assert_int_equal(ts_redis_cmd(&server, "ACL SETUSER default +get", out, sizeof(out)), 0);
+    assert_get(st, "kept", "v");
+    assert_get(st, "missing", NULL); /* a miss is an answer too: no line */
+    assert_int_equal(atomic_load(&store_log.reads_back), 1);
+    assert_int_equal(atomic_load(&store_log.reads_refused), 1);
+    tlsock_redis_store_free(store);
 }
 
 /* ---- ticket keys --------------------------------------------------------------------------- */
@@ -1175,6 +1211,7 @@ int main(void)
         cmocka_unit_test_setup(test_queue_byte_bound, setup),
         cmocka_unit_test_setup(test_url, setup),
         cmocka_unit_test_setup(test_writes_refused, setup),
+        cmocka_unit_test_setup(test_reads_refused, setup),
         cmocka_unit_test_setup(test_ticket_keys_shared, setup),
         cmocka_unit_test_setup(test_ticket_keys_republished, setup),
         cmocka_unit_test_setup(test_ticket_keys_rotate, setup),

@@ -19,7 +19,9 @@
  * with no log line unless that fails. When
  * Redis answers but refuses writes (a replica's READONLY, OOM under maxmemory noeviction, MISCONF,
  * an ACL), the store stays connected (gets may still hit) but no session is stored: one warning
- * names Redis's reason, and one line says when a write is taken again.
+ * names Redis's reason, and one line says when a write is taken again. Likewise when Redis
+ * refuses GET (an ACL without it, a value of another type): every get misses, one warning names
+ * the reason, and one line says when a get is answered again.
  *
  * The ticket key functions are the exception: they talk to Redis from the calling thread and
  * wait for it (at most a few timeouts); call them at start-up or from a thread of their own

@@ -73,6 +73,7 @@ struct tlsock_redis_store {
     bool lost;            /* the connection went with a request unanswered (store.c, idle) */
     bool warned;          /* an outage was logged and its end was not */
     bool writes_refused;  /* Redis refused the last put or remove (logged once, store.c) */
+    bool reads_refused;   /* Redis refused the last get (logged once, store.c) */
 
     /* The ticket key watcher (keys.c), and the lock that runs one ticket key call at a time. */
     pthread_mutex_t keys_lock;

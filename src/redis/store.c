@@ -286,6 +286,28 @@ static void on_write_reply(struct tlsock_redis_store *s, const redisReply *reply
     s->writes_refused = refused;
 }
 
+/*
+ * A get's reply. Redis may refuse GET while it answers PING and takes writes: an ACL that leaves
+ * GET out (write-only keys, %W~), a value of another type under the key (WRONGTYPE). Every
+ * session then misses and no TLS 1.2 session resumes anywhere, which a deployer must hear of:
+ * the first refusal is logged with Redis's reason, and the first get answered after it (a hit or
+ * a miss) says so, as for writes.
+ */
+static void on_read_reply(struct tlsock_redis_store *s, const redisReply *reply)
+{
+    bool refused = reply->type == REDIS_REPLY_ERROR;
+
+    if (refused && !s->reads_refused) {
+        redis__log(s,
+                   "tlsock: Redis session store %s refuses reads (%s): sessions are not resumed "
+                   "until it answers them",
+                   s->url, reply->str);
+    } else if (!refused && s->reads_refused) {
+        redis__log(s, "tlsock: Redis session store %s answers reads again", s->url);
+    }
+    s->reads_refused = refused;
+}
+
 static void on_reply(struct redisAsyncContext *ac, void *reply_, void *priv)
 {
     struct tlsock_redis_store *s = ac->data;
@@ -312,6 +334,9 @@ static void on_reply(struct redisAsyncContext *ac, void *reply_, void *priv)
         on_write_reply(s, reply);
     } else if (r->kind == REQ_GET && !r->answered) {
         r->answered = true;
+        if (reply != NULL) {
+            on_read_reply(s, reply);
+        }
         if (reply != NULL && reply->type == REDIS_REPLY_STRING) {
             r->done(r->arg, reply->str, reply->len);
             /* A session, which hiredis frees without wiping once this returns. */
