@@ -30,6 +30,7 @@ enum {
 
 static struct ts_redis server;
 static struct ts_redis replica; /* test_writes_refused's; stopped by the group teardown too */
+static struct ts_redis authed;  /* test_credentials's: requirepass and an ACL user; the same */
 
 static int64_t now_ms(void)
 {
@@ -189,6 +190,7 @@ static int group_teardown(void **state)
     (void)state;
     ts_redis_stop(&server);
     ts_redis_stop(&replica);
+    ts_redis_stop(&authed);
     return 0;
 }
 
@@ -717,6 +719,98 @@ static void test_reads_refused(void **state)
     tlsock_redis_store_free(store);
 }
 
+/* What test_credentials's stores logged: lines naming Redis's refusal, lines with a password. */
+static atomic_int wrongpass_lines;
+static atomic_int password_lines;
+
+static void credentials_log(void *user, const char *msg)
+{
+    if (strstr(msg, "WRONGPASS") != NULL) {
+        atomic_fetch_add(&wrongpass_lines, 1);
+    }
+    if (strstr(msg, "pw") != NULL) {
+        atomic_fetch_add(&password_lines, 1);
+    }
+    ts_redis_on_log(user, msg);
+}
+
+/*
+ * A Redis with a password (requirepass) and an ACL user, the way most deployments run one: the
+ * URL's credentials, redis://USER:PASSWORD@HOST:PORT/DB (percent-encoded) or :PASSWORD@ for the
+ * default user, are sent with AUTH by the store's connection and by the ticket key calls'. A
+ * wrong password keeps the link down and logs Redis's reason once; no message, log line or
+ * error ever shows the password. The URL used to be refused ("the port is not 1 to 65535").
+ */
+static void test_credentials(void **state)
+{
+    static const char *const bad[] = {
+        "redis://alice@127.0.0.1:1",        /* no ':' before the password */
+        "redis://alice:a%4@127.0.0.1:1",    /* a cut-short escape */
+        "redis://alice:a%zzpw@127.0.0.1:1", /* not hex */
+    };
+    struct tlsock_redis_store *store;
+    const struct tlsock_session_store *st;
+    struct ts_workdir wd;
+    char url[160];
+    char path[TS_WORKDIR_PATH_MAX];
+    char out[64];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(tlsock_redis_store_new(bad[i], &store), TLSOCK_EINVAL);
+        print_message("%s: %s\n", bad[i], tlsock_redis_errmsg());
+        assert_null(strstr(tlsock_redis_errmsg(), "pw"));
+    }
+    assert_int_equal(ts_redis_start(&authed), 0);
+    assert_int_equal(
+        ts_redis_cmd(&authed, "ACL SETUSER alice on >al/ce@pw ~tlsock:* +@all", out, sizeof(out)),
+        0);
+    assert_string_equal(out, "OK");
+    /* Last: ts_redis_cmd() cannot talk to it any more. */
+    assert_int_equal(ts_redis_cmd(&authed, "CONFIG SET requirepass default-pw", out, sizeof(out)),
+                     0);
+    assert_string_equal(out, "OK");
+    atomic_store(&wrongpass_lines, 0);
+    atomic_store(&password_lines, 0);
+
+    /* The ACL user, on database 2, with a '/' and an '@' in the password. */
+    snprintf(url, sizeof(url), "redis://alice:al%%2Fce%%40pw@127.0.0.1:%u/2", authed.port);
+    TS_ASSERT_RC_MSG(tlsock_redis_store_new(url, &store), 0, tlsock_redis_errmsg());
+    assert_int_equal(tlsock_redis_store_set_log(store, credentials_log, &store_log), 0);
+    assert_true(wait_connected(store, true, WAIT_MS));
+    st = tlsock_redis_store_session_store(store);
+    st->put(st->user, "tlsock:sess:a", 13, "alice's", 7, unix_ms() + 60000);
+    assert_get(st, "tlsock:sess:a", "alice's");
+    assert_int_equal(ts_workdir_make(&wd, "redis-auth"), 0);
+    ts_workdir_path(&wd, "keys", path, sizeof(path));
+    TS_ASSERT_RC_MSG(tlsock_redis_store_ticket_keys(store, path, 0, NULL, NULL), 0,
+                     tlsock_redis_errmsg());
+    tlsock_redis_store_free(store);
+
+    /* The default user, by its password alone. */
+    snprintf(url, sizeof(url), "redis://:default-pw@127.0.0.1:%u", authed.port);
+    store = store_at(url, &store_log);
+    st = tlsock_redis_store_session_store(store);
+    st->put(st->user, "k", 1, "default's", 9, unix_ms() + 60000);
+    assert_get(st, "k", "default's");
+    tlsock_redis_store_free(store);
+
+    /* A wrong password: down, one line with Redis's reason, and the key calls fail with it. */
+    snprintf(url, sizeof(url), "redis://alice:wrong-pw@127.0.0.1:%u", authed.port);
+    TS_ASSERT_RC_MSG(tlsock_redis_store_new(url, &store), 0, tlsock_redis_errmsg());
+    assert_int_equal(tlsock_redis_store_set_log(store, credentials_log, &store_log), 0);
+    assert_false(wait_connected(store, true, 1000));
+    assert_int_equal(tlsock_redis_store_ticket_keys(store, path, 0, NULL, NULL), TLSOCK_ETIMEDOUT);
+    print_message("ticket keys: %s\n", tlsock_redis_errmsg());
+    assert_non_null(strstr(tlsock_redis_errmsg(), "WRONGPASS"));
+    assert_null(strstr(tlsock_redis_errmsg(), "pw"));
+    tlsock_redis_store_free(store);
+    assert_int_equal(atomic_load(&wrongpass_lines), 1);
+    assert_int_equal(atomic_load(&password_lines), 0);
+    ts_workdir_remove(&wd);
+    ts_redis_stop(&authed);
+}
+
 /* ---- ticket keys --------------------------------------------------------------------------- */
 
 struct keys_job {
@@ -1212,6 +1306,7 @@ int main(void)
         cmocka_unit_test_setup(test_url, setup),
         cmocka_unit_test_setup(test_writes_refused, setup),
         cmocka_unit_test_setup(test_reads_refused, setup),
+        cmocka_unit_test_setup(test_credentials, setup),
         cmocka_unit_test_setup(test_ticket_keys_shared, setup),
         cmocka_unit_test_setup(test_ticket_keys_republished, setup),
         cmocka_unit_test_setup(test_ticket_keys_rotate, setup),

@@ -249,9 +249,9 @@ static void on_timeouts(uv_timer_t *t)
     schedule_timeouts(s);
 }
 
-/* SELECT's reply: an error (a database the server does not have) must not leave the link to
- * come UP on database 0 with the PING that follows. */
-static void on_select(struct redisAsyncContext *ac, void *reply_, void *priv)
+/* AUTH's or SELECT's reply: an error (a wrong password, a database the server does not have)
+ * must not leave the link to come UP with the PING that follows. */
+static void on_setup(struct redisAsyncContext *ac, void *reply_, void *priv)
 {
     struct tlsock_redis_store *s = ac->data;
     redisReply *reply = reply_;
@@ -476,8 +476,15 @@ static void link_connect(struct tlsock_redis_store *s)
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
     s->ac = ac;
     s->lost = false;
+    if (s->pass[0] != '\0') {
+        const char *argv[3];
+        size_t lens[3];
+        int argc = redis__auth_argv(s, argv, lens);
+
+        redisAsyncCommandArgv(ac, on_setup, NULL, argc, argv, lens);
+    }
     if (s->db != 0) {
-        redisAsyncCommand(ac, on_select, NULL, "SELECT %d", s->db);
+        redisAsyncCommand(ac, on_setup, NULL, "SELECT %d", s->db);
     }
     ping = req_new(REQ_PING, NULL, 0, NULL, 0);
     if (ping == NULL) {
@@ -643,20 +650,124 @@ static void store_remove(void *user, const void *key, size_t key_len)
 
 /* ---- the public functions ------------------------------------------------------------------ */
 
-/* redis://HOST[:PORT][/DB] into @p s; HOST may be [IPv6]. */
+int redis__auth_argv(const struct tlsock_redis_store *s, const char *argv[3], size_t lens[3])
+{
+    int argc = 0;
+
+    argv[argc] = "AUTH";
+    lens[argc++] = 4;
+    if (s->user[0] != '\0') {
+        argv[argc] = s->user;
+        lens[argc++] = strlen(s->user);
+    }
+    argv[argc] = s->pass;
+    lens[argc++] = strlen(s->pass);
+    return argc;
+}
+
+/*
+ * @p url with the password of its user information (SCHEME://[USER]:PASSWORD@...) as "***", into
+ * @p out: what messages and log lines show, since they go where other people read them. The user
+ * information ends at the last '@' before the path.
+ */
+static void redact_url(const char *url, char *out, size_t size)
+{
+    const char *auth = strstr(url, "://");
+    const char *auth_end;
+    const char *at = NULL;
+    const char *colon;
+
+    if (auth == NULL) {
+        snprintf(out, size, "%s", url);
+        return;
+    }
+    auth += 3;
+    auth_end = auth + strcspn(auth, "/");
+    for (const char *p = auth; p < auth_end; p++) {
+        at = *p == '@' ? p : at;
+    }
+    colon = at != NULL ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
+    if (colon == NULL) {
+        snprintf(out, size, "%s", url);
+    } else {
+        snprintf(out, size, "%.*s:***%s", (int)(colon - url), url, at);
+    }
+}
+
+static int hex_digit(char c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+/* The @p len bytes at @p in, percent-decoded, into @p out (NUL-terminated); false if malformed,
+ * too long, or holding a NUL. */
+static bool percent_decode(const char *in, size_t len, char *out, size_t size)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < len; i++) {
+        int c = (unsigned char)in[i];
+
+        if (c == '%') {
+            if (len - i < 3 || hex_digit(in[i + 1]) < 0 || hex_digit(in[i + 2]) < 0) {
+                return false;
+            }
+            c = hex_digit(in[i + 1]) * 16 + hex_digit(in[i + 2]);
+            i += 2;
+        }
+        if (c == 0 || n + 1 >= size) {
+            return false;
+        }
+        out[n++] = (char)c;
+    }
+    out[n] = '\0';
+    return true;
+}
+
+/*
+ * redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] into @p s; HOST may be [IPv6]; USER and PASSWORD are
+ * percent-encoded ('@', ':', '/' and '%' in them must be). Messages show the URL with the password
+ * as "***" (s->url).
+ */
 static int parse_url(struct tlsock_redis_store *s, const char *url)
 {
     static const char scheme[] = "redis://";
     const char *p = url;
     const char *host_end;
+    const char *at = NULL;
     size_t host_len;
     char *end;
 
-    if (strlen(url) >= sizeof(s->url) || strncmp(url, scheme, sizeof(scheme) - 1) != 0) {
-        return redis__fail(TLSOCK_EINVAL, "'%s' is not a redis://HOST[:PORT][/DB] URL", url);
+    redact_url(url, s->url, sizeof(s->url));
+    url = s->url; /* from here on, for the messages */
+    if (strlen(p) >= sizeof(s->url) || strncmp(p, scheme, sizeof(scheme) - 1) != 0) {
+        return redis__fail(TLSOCK_EINVAL,
+                           "'%s' is not a redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] URL", url);
     }
-    snprintf(s->url, sizeof(s->url), "%s", url);
     p += sizeof(scheme) - 1;
+    for (const char *q = p; *q != '\0' && *q != '/'; q++) {
+        at = *q == '@' ? q : at;
+    }
+    if (at != NULL) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+
+        if (colon == NULL) {
+            return redis__fail(TLSOCK_EINVAL,
+                               "'%s': the credentials are [USER]:PASSWORD@, percent-encoded", url);
+        }
+        if (!percent_decode(p, (size_t)(colon - p), s->user, sizeof(s->user)) ||
+            !percent_decode(colon + 1, (size_t)(at - colon - 1), s->pass, sizeof(s->pass)) ||
+            s->pass[0] == '\0') {
+            return redis__fail(TLSOCK_EINVAL,
+                               "'%s': no password, or the user or the password is too long "
+                               "or not percent-encoded",
+                               url);
+        }
+        p = at + 1;
+    }
     if (*p == '[') {
         host_end = strchr(p, ']');
         if (host_end == NULL) {
@@ -782,6 +893,7 @@ free_locks:
     pthread_mutex_destroy(&s->keys_lock);
     pthread_mutex_destroy(&s->lock);
 free_store:
+    explicit_bzero(s->pass, sizeof(s->pass));
     free(s);
     return err;
 }
@@ -800,6 +912,7 @@ void tlsock_redis_store_free(struct tlsock_redis_store *store)
     uv_loop_close(&store->loop);
     pthread_mutex_destroy(&store->keys_lock);
     pthread_mutex_destroy(&store->lock);
+    explicit_bzero(store->pass, sizeof(store->pass));
     free(store);
 }
 
