@@ -123,8 +123,10 @@ TLSOCK_API bool tlsock_redis_store_connected(struct tlsock_redis_store *store);
  * few timeouts. @p changed (may be NULL) tells whether the file was written (false: it already
  * held the text); @p created (may be NULL) whether this call made a new secret (false when it
  * published the file it had, or took the text from Redis). Returns 0, TLSOCK_EINVAL,
- * TLSOCK_ETIMEDOUT (Redis unreachable or no text in time) or TLSOCK_ECONFIG (cannot write the
- * file, or Redis holds no key file); tlsock_redis_errmsg() says why.
+ * TLSOCK_ETIMEDOUT (Redis unreachable, no text in time, or a command Redis refused: a replica's
+ * READONLY, an ACL's NOPERM, WRONGPASS, another type under the key) or TLSOCK_ECONFIG (cannot
+ * write the file, or Redis holds no key file); tlsock_redis_errmsg() says why, with Redis's
+ * reason.
  */
 TLSOCK_API int tlsock_redis_store_ticket_keys(struct tlsock_redis_store *store, const char *path,
                                               unsigned period_s, bool *changed, bool *created);
