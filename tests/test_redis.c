@@ -30,6 +30,7 @@ enum {
 
 static struct ts_redis server;
 static struct ts_redis replica; /* test_writes_refused's; stopped by the group teardown too */
+static struct ts_redis authed;  /* test_credentials's: requirepass and an ACL user; the same */
 
 static int64_t now_ms(void)
 {
@@ -189,6 +190,7 @@ static int group_teardown(void **state)
     (void)state;
     ts_redis_stop(&server);
     ts_redis_stop(&replica);
+    ts_redis_stop(&authed);
     return 0;
 }
 
@@ -203,6 +205,12 @@ static int setup(void **state)
     }
     ts_redis_resume(&server);
     ts_redis_log_clear(&store_log);
+    /* test_idle_closed's and test_reads_refused's settings, left behind if one failed
+     * half-way. */
+    if (ts_redis_cmd(&server, "CONFIG SET timeout 0", out, sizeof(out)) != 0 ||
+        ts_redis_cmd(&server, "ACL SETUSER default +@all", out, sizeof(out)) != 0) {
+        return -1;
+    }
     return ts_redis_cmd(&server, "FLUSHALL", out, sizeof(out));
 }
 
@@ -346,6 +354,55 @@ static void test_killed_and_restarted(void **state)
     st->put(st->user, "after", 5, "restart", 7, unix_ms() + 60000);
     assert_get(st, "after", "restart");
     assert_get(st, "during", NULL);
+    tlsock_redis_store_free(store);
+}
+
+/* The connections Redis accepted so far (INFO stats, whose first field it is). */
+static long connections_received(void)
+{
+    char out[128];
+    const char *p;
+
+    assert_int_equal(ts_redis_cmd(&server, "INFO stats", out, sizeof(out)), 0);
+    p = strstr(out, "total_connections_received:");
+    assert_non_null(p);
+    return strtol(p + strlen("total_connections_received:"), NULL, 10);
+}
+
+/*
+ * Redis closing the store's connection while nothing waits on it (its `timeout` setting, 300 s in
+ * many deployments; 1 s here) is no outage: the store reconnects at once and logs nothing. It
+ * logged an outage and its end for every idle period, and with a close sooner than 5 s after
+ * connecting, each reconnection waited twice as long as the one before (up to 5 s of misses).
+ */
+static void test_idle_closed(void **state)
+{
+    struct tlsock_redis_store *store = store_new(&store_log);
+    const struct tlsock_session_store *st = tlsock_redis_store_session_store(store);
+    int64_t until;
+    long before;
+    long closes;
+    char out[64];
+
+    (void)state;
+    before = connections_received();
+    assert_int_equal(ts_redis_cmd(&server, "CONFIG SET timeout 1", out, sizeof(out)), 0);
+    assert_string_equal(out, "OK");
+    /* Redis closes a client idle for more than 1 s within about a second more. */
+    until = now_ms() + 5000;
+    while (now_ms() < until) {
+        sleep_ms(50);
+    }
+    assert_int_equal(ts_redis_cmd(&server, "CONFIG SET timeout 0", out, sizeof(out)), 0);
+    /* Less the two commands above and this one, each on a connection of its own. */
+    closes = connections_received() - before - 3;
+    print_message("Redis closed the idle store's connection %ld times\n", closes);
+    assert_true(closes >= 1);
+    assert_int_equal(atomic_load(&store_log.warnings), 0);
+    assert_int_equal(atomic_load(&store_log.backs), 0);
+    assert_true(wait_connected(store, true, 1000));
+    st->put(st->user, "idle", 4, "closed", 6, unix_ms() + 60000);
+    assert_get(st, "idle", "closed");
     tlsock_redis_store_free(store);
 }
 
@@ -626,6 +683,132 @@ static void test_writes_refused(void **state)
     assert_int_equal(atomic_load(&store_log.refused), 1);
     tlsock_redis_store_free(store);
     ts_redis_stop(&replica);
+}
+
+/*
+ * A Redis that answers PING and takes writes but refuses GET (an ACL that leaves it out, such as
+ * one with write-only keys, %W~tlsock:*; a value of another type under the key): every session
+ * misses, so no TLS 1.2 session resumes on any server, and that went unsaid. The first refused
+ * get logs one line with Redis's reason, the link stays up, more refusals log nothing more, and
+ * the first get answered after them says so once.
+ */
+static void test_reads_refused(void **state)
+{
+    struct tlsock_redis_store *store = store_new(&store_log);
+    const struct tlsock_session_store *st = tlsock_redis_store_session_store(store);
+    char out[64];
+
+    (void)state;
+    st->put(st->user, "kept", 4, "v", 1, unix_ms() + 60000);
+    assert_get(st, "kept", "v");
+    assert_int_equal(ts_redis_cmd(&server, "ACL SETUSER default -get", out, sizeof(out)), 0);
+    assert_string_equal(out, "OK");
+    for (int i = 0; i < 5; i++) {
+        assert_get(st, "kept", NULL);
+    }
+    assert_int_equal(atomic_load(&store_log.reads_refused), 1);
+    assert_int_equal(atomic_load(&store_log.reads_back), 0);
+    assert_int_equal(atomic_load(&store_log.warnings), 0);
+    assert_true(tlsock_redis_store_connected(store));
+
+    assert_int_equal(ts_redis_cmd(&server, "ACL SETUSER default +get", out, sizeof(out)), 0);
+    assert_get(st, "kept", "v");
+    assert_get(st, "missing", NULL); /* a miss is an answer too: no line */
+    assert_int_equal(atomic_load(&store_log.reads_back), 1);
+    assert_int_equal(atomic_load(&store_log.reads_refused), 1);
+    tlsock_redis_store_free(store);
+}
+
+/* What test_credentials's stores logged: lines naming Redis's refusal, lines with a password. */
+static atomic_int wrongpass_lines;
+static atomic_int password_lines;
+
+static void credentials_log(void *user, const char *msg)
+{
+    if (strstr(msg, "WRONGPASS") != NULL) {
+        atomic_fetch_add(&wrongpass_lines, 1);
+    }
+    if (strstr(msg, "pw") != NULL) {
+        atomic_fetch_add(&password_lines, 1);
+    }
+    ts_redis_on_log(user, msg);
+}
+
+/*
+ * A Redis with a password (requirepass) and an ACL user, the way most deployments run one: the
+ * URL's credentials, redis://USER:PASSWORD@HOST:PORT/DB (percent-encoded) or :PASSWORD@ for the
+ * default user, are sent with AUTH by the store's connection and by the ticket key calls'. A
+ * wrong password keeps the link down and logs Redis's reason once; no message, log line or
+ * error ever shows the password. The URL used to be refused ("the port is not 1 to 65535").
+ */
+static void test_credentials(void **state)
+{
+    static const char *const bad[] = {
+        "redis://alice@127.0.0.1:1",        /* no ':' before the password */
+        "redis://alice:a%4@127.0.0.1:1",    /* a cut-short escape */
+        "redis://alice:a%zzpw@127.0.0.1:1", /* not hex */
+    };
+    struct tlsock_redis_store *store;
+    const struct tlsock_session_store *st;
+    struct ts_workdir wd;
+    char url[160];
+    char path[TS_WORKDIR_PATH_MAX];
+    char out[64];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(tlsock_redis_store_new(bad[i], &store), TLSOCK_EINVAL);
+        print_message("%s: %s\n", bad[i], tlsock_redis_errmsg());
+        assert_null(strstr(tlsock_redis_errmsg(), "pw"));
+    }
+    assert_int_equal(ts_redis_start(&authed), 0);
+    assert_int_equal(
+        ts_redis_cmd(&authed, "ACL SETUSER alice on >al/ce@pw ~tlsock:* +@all", out, sizeof(out)),
+        0);
+    assert_string_equal(out, "OK");
+    /* Last: ts_redis_cmd() cannot talk to it any more. */
+    assert_int_equal(ts_redis_cmd(&authed, "CONFIG SET requirepass default-pw", out, sizeof(out)),
+                     0);
+    assert_string_equal(out, "OK");
+    atomic_store(&wrongpass_lines, 0);
+    atomic_store(&password_lines, 0);
+
+    /* The ACL user, on database 2, with a '/' and an '@' in the password. */
+    snprintf(url, sizeof(url), "redis://alice:al%%2Fce%%40pw@127.0.0.1:%u/2", authed.port);
+    TS_ASSERT_RC_MSG(tlsock_redis_store_new(url, &store), 0, tlsock_redis_errmsg());
+    assert_int_equal(tlsock_redis_store_set_log(store, credentials_log, &store_log), 0);
+    assert_true(wait_connected(store, true, WAIT_MS));
+    st = tlsock_redis_store_session_store(store);
+    st->put(st->user, "tlsock:sess:a", 13, "alice's", 7, unix_ms() + 60000);
+    assert_get(st, "tlsock:sess:a", "alice's");
+    assert_int_equal(ts_workdir_make(&wd, "redis-auth"), 0);
+    ts_workdir_path(&wd, "keys", path, sizeof(path));
+    TS_ASSERT_RC_MSG(tlsock_redis_store_ticket_keys(store, path, 0, NULL, NULL), 0,
+                     tlsock_redis_errmsg());
+    tlsock_redis_store_free(store);
+
+    /* The default user, by its password alone. */
+    snprintf(url, sizeof(url), "redis://:default-pw@127.0.0.1:%u", authed.port);
+    store = store_at(url, &store_log);
+    st = tlsock_redis_store_session_store(store);
+    st->put(st->user, "k", 1, "default's", 9, unix_ms() + 60000);
+    assert_get(st, "k", "default's");
+    tlsock_redis_store_free(store);
+
+    /* A wrong password: down, one line with Redis's reason, and the key calls fail with it. */
+    snprintf(url, sizeof(url), "redis://alice:wrong-pw@127.0.0.1:%u", authed.port);
+    TS_ASSERT_RC_MSG(tlsock_redis_store_new(url, &store), 0, tlsock_redis_errmsg());
+    assert_int_equal(tlsock_redis_store_set_log(store, credentials_log, &store_log), 0);
+    assert_false(wait_connected(store, true, 1000));
+    assert_int_equal(tlsock_redis_store_ticket_keys(store, path, 0, NULL, NULL), TLSOCK_ETIMEDOUT);
+    print_message("ticket keys: %s\n", tlsock_redis_errmsg());
+    assert_non_null(strstr(tlsock_redis_errmsg(), "WRONGPASS"));
+    assert_null(strstr(tlsock_redis_errmsg(), "pw"));
+    tlsock_redis_store_free(store);
+    assert_int_equal(atomic_load(&wrongpass_lines), 1);
+    assert_int_equal(atomic_load(&password_lines), 0);
+    ts_workdir_remove(&wd);
+    ts_redis_stop(&authed);
 }
 
 /* ---- ticket keys --------------------------------------------------------------------------- */
@@ -1115,12 +1298,15 @@ int main(void)
         cmocka_unit_test_setup(test_killed_and_restarted, setup),
         cmocka_unit_test_setup(test_paused, setup),
         cmocka_unit_test_setup(test_pings_but_no_writes, setup),
+        cmocka_unit_test_setup(test_idle_closed, setup),
         cmocka_unit_test_setup(test_log_before_state, setup),
         cmocka_unit_test_setup(test_queue_bound_and_free, setup),
         cmocka_unit_test_setup(test_not_running_at_start, setup),
         cmocka_unit_test_setup(test_queue_byte_bound, setup),
         cmocka_unit_test_setup(test_url, setup),
         cmocka_unit_test_setup(test_writes_refused, setup),
+        cmocka_unit_test_setup(test_reads_refused, setup),
+        cmocka_unit_test_setup(test_credentials, setup),
         cmocka_unit_test_setup(test_ticket_keys_shared, setup),
         cmocka_unit_test_setup(test_ticket_keys_republished, setup),
         cmocka_unit_test_setup(test_ticket_keys_rotate, setup),

@@ -14,10 +14,14 @@
  * queue is full). When Redis is down or does not answer within the timeout, every get is a miss
  * (a full handshake), puts are dropped, one warning is logged per outage, and the store
  * reconnects by itself (100 ms, doubling to 5 s; the delay starts over only after a connection
- * on which Redis answered a request, or that lasted 5 s), logging once when Redis is back. When
+ * on which Redis answered a request, or that lasted 5 s), logging once when Redis is back. A
+ * connection Redis closes while nothing waits on it (its idle `timeout`) is made again at once,
+ * with no log line unless that fails. When
  * Redis answers but refuses writes (a replica's READONLY, OOM under maxmemory noeviction, MISCONF,
  * an ACL), the store stays connected (gets may still hit) but no session is stored: one warning
- * names Redis's reason, and one line says when a write is taken again.
+ * names Redis's reason, and one line says when a write is taken again. Likewise when Redis
+ * refuses GET (an ACL without it, a value of another type): every get misses, one warning names
+ * the reason, and one line says when a get is answered again.
  *
  * The ticket key functions are the exception: they talk to Redis from the calling thread and
  * wait for it (at most a few timeouts); call them at start-up or from a thread of their own
@@ -62,9 +66,11 @@ struct tlsock_redis_store;
 typedef void (*tlsock_redis_log_fn)(void *user, const char *msg);
 
 /**
- * Makes a store for the Redis at @p url, `redis://HOST[:PORT][/DB]` (HOST a name, an IPv4
- * address or an IPv6 one in brackets; PORT 6379 by default; DB 0 by default), and starts its
- * thread, which connects in the background: until it has, gets miss. Returns 0 with the store in
+ * Makes a store for the Redis at @p url, `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]` (HOST a
+ * name, an IPv4 address or an IPv6 one in brackets; PORT 6379 by default; DB 0 by default; USER
+ * and PASSWORD percent-encoded, sent with AUTH on every connection: `:PASSWORD@` for requirepass,
+ * `USER:PASSWORD@` for an ACL user; messages and log lines show the password as `***`), and starts
+ * its thread, which connects in the background: until it has, gets miss. Returns 0 with the store in
  * @p out, TLSOCK_EINVAL (NULL argument, malformed URL) or TLSOCK_ENOMEM / TLSOCK_ESYS (the thread
  * or loop could not be made); tlsock_redis_errmsg() says why.
  */
@@ -117,8 +123,10 @@ TLSOCK_API bool tlsock_redis_store_connected(struct tlsock_redis_store *store);
  * few timeouts. @p changed (may be NULL) tells whether the file was written (false: it already
  * held the text); @p created (may be NULL) whether this call made a new secret (false when it
  * published the file it had, or took the text from Redis). Returns 0, TLSOCK_EINVAL,
- * TLSOCK_ETIMEDOUT (Redis unreachable or no text in time) or TLSOCK_ECONFIG (cannot write the
- * file, or Redis holds no key file); tlsock_redis_errmsg() says why.
+ * TLSOCK_ETIMEDOUT (Redis unreachable, no text in time, or a command Redis refused: a replica's
+ * READONLY, an ACL's NOPERM, WRONGPASS, another type under the key) or TLSOCK_ECONFIG (cannot
+ * write the file, or Redis holds no key file); tlsock_redis_errmsg() says why, with Redis's
+ * reason.
  */
 TLSOCK_API int tlsock_redis_store_ticket_keys(struct tlsock_redis_store *store, const char *path,
                                               unsigned period_s, bool *changed, bool *created);

@@ -59,6 +59,22 @@ static void sync_free(redisContext *c)
     redisFree(c);
 }
 
+/* A command's reply; NULL (with the message set) when Redis did not answer or answered an error. */
+static redisReply *command(struct tlsock_redis_store *s, redisContext *c, int argc,
+                           const char **argv, const size_t *lens)
+{
+    redisReply *r = redisCommandArgv(c, argc, argv, lens);
+
+    if (r == NULL) {
+        redis__fail(TLSOCK_ETIMEDOUT, "Redis at %s: %s failed: %s", s->url, argv[0], c->errstr);
+    } else if (r->type == REDIS_REPLY_ERROR) {
+        redis__fail(TLSOCK_ETIMEDOUT, "Redis at %s: %s failed: %s", s->url, argv[0], r->str);
+        freeReplyObject(r);
+        r = NULL;
+    }
+    return r;
+}
+
 static REDIS__MUST_CHECK int sync_connect(struct tlsock_redis_store *s, redisContext **out)
 {
     int ms = sync_timeout_ms(s);
@@ -75,15 +91,34 @@ static REDIS__MUST_CHECK int sync_connect(struct tlsock_redis_store *s, redisCon
         err = redis__fail(TLSOCK_ESYS, "cannot set a timeout on the Redis connection");
         goto fail;
     }
-    if (s->db != 0) {
-        redisReply *r = redisCommand(c, "SELECT %d", s->db);
-        bool ok = r != NULL && r->type == REDIS_REPLY_STATUS;
+    /* command() fails with Redis's reason (a wrong password, an ACL, a database it has not). */
+    if (s->pass[0] != '\0') {
+        const char *argv[3];
+        size_t lens[3];
+        int argc = redis__auth_argv(s, argv, lens);
+        redisReply *r = command(s, c, argc, argv, lens);
 
-        freeReplyObject(r);
-        if (!ok) {
-            err = redis__fail(TLSOCK_ETIMEDOUT, "Redis at %s: SELECT %d failed", s->url, s->db);
+        if (r == NULL) {
+            err = TLSOCK_ETIMEDOUT;
             goto fail;
         }
+        freeReplyObject(r);
+    }
+    if (s->db != 0) {
+        char db[16];
+        const char *argv[] = {"SELECT", db};
+        size_t lens[2];
+        redisReply *r;
+
+        snprintf(db, sizeof(db), "%d", s->db);
+        lens[0] = strlen(argv[0]);
+        lens[1] = strlen(db);
+        r = command(s, c, 2, argv, lens);
+        if (r == NULL) {
+            err = TLSOCK_ETIMEDOUT;
+            goto fail;
+        }
+        freeReplyObject(r);
     }
     *out = c;
     return 0;
@@ -91,22 +126,6 @@ static REDIS__MUST_CHECK int sync_connect(struct tlsock_redis_store *s, redisCon
 fail:
     sync_free(c);
     return err;
-}
-
-/* A command's reply; NULL (with the message set) when Redis did not answer or answered an error. */
-static redisReply *command(struct tlsock_redis_store *s, redisContext *c, int argc,
-                           const char **argv, const size_t *lens)
-{
-    redisReply *r = redisCommandArgv(c, argc, argv, lens);
-
-    if (r == NULL) {
-        redis__fail(TLSOCK_ETIMEDOUT, "Redis at %s: %s failed: %s", s->url, argv[0], c->errstr);
-    } else if (r->type == REDIS_REPLY_ERROR) {
-        redis__fail(TLSOCK_ETIMEDOUT, "Redis at %s: %s failed: %s", s->url, argv[0], r->str);
-        freeReplyObject(r);
-        r = NULL;
-    }
-    return r;
 }
 
 /* GET of the key text into @p text (NUL-terminated); @p found false when there is none. */

@@ -38,8 +38,10 @@ enum redis__link {
 
 struct tlsock_redis_store {
     /* Parsed from the URL; read-only after _new. */
-    char url[256];
+    char url[256]; /* the URL with its password as "***": for messages and log lines */
     char host[256];
+    char user[128]; /* AUTH's user and password, percent-decoded; user "" with a password: */
+    char pass[256]; /* the default user's (requirepass); pass "": no AUTH */
     int port;
     int db;
     char lease_id[33]; /* this store's lease value: 16 random bytes in hex */
@@ -70,8 +72,10 @@ struct tlsock_redis_store {
     unsigned backoff_ms;
     uint64_t up_since_ms; /* uv_now() of the last move to UP */
     bool served;          /* Redis answered a get, put or remove since then */
+    bool lost;            /* the connection went with a request unanswered (store.c, idle) */
     bool warned;          /* an outage was logged and its end was not */
     bool writes_refused;  /* Redis refused the last put or remove (logged once, store.c) */
+    bool reads_refused;   /* Redis refused the last get (logged once, store.c) */
 
     /* The ticket key watcher (keys.c), and the lock that runs one ticket key call at a time. */
     pthread_mutex_t keys_lock;
@@ -90,6 +94,9 @@ int redis__fail(int code, const char *fmt, ...) REDIS__PRINTF(2, 3);
 
 /* Logs one line through the store's log callback (standard error by default). */
 void redis__log(struct tlsock_redis_store *s, const char *fmt, ...) REDIS__PRINTF(2, 3);
+
+/* AUTH's arguments for the URL's credentials (s->pass not empty): returns their count. */
+int redis__auth_argv(const struct tlsock_redis_store *s, const char *argv[3], size_t lens[3]);
 
 /* Stops and joins the ticket key watcher if one runs (keys.c). */
 void redis__watch_stop(struct tlsock_redis_store *s);

@@ -21,6 +21,7 @@ enum {
     BACKOFF_MIN_MS = 100,
     BACKOFF_MAX_MS = 5000,
     TIMEOUT_MAX_MS = 60000,
+    IDLE_MIN_MS = 1000, /* Redis's shortest idle `timeout` (1 s): see on_disconnect() */
 };
 
 enum req_kind { REQ_GET, REQ_PUT, REQ_DEL, REQ_PING };
@@ -135,7 +136,8 @@ static bool link_had_worked(struct tlsock_redis_store *s)
 }
 
 /*
- * The one place the link changes state; @p why says why Redis is unusable (moves to DOWN).
+ * The one place the link changes state (but for link_reopen()); @p why says why Redis is unusable
+ * (moves to DOWN).
  * A first move to DOWN logs the outage; the move to UP after it logs its end. `up` is published
  * last, so that a thread that sees tlsock_redis_store_connected() change has the line that says
  * why (include/tlsock/redis.h); a request admitted meanwhile meets the new state and misses.
@@ -176,6 +178,19 @@ static void link_move(struct tlsock_redis_store *s, enum redis__link to, const c
         }
     }
     atomic_store(&s->up, to == REDIS__LINK_UP);
+}
+
+/*
+ * UP to DOWN with no outage: Redis closed a connection nothing waited on (on_disconnect()). The
+ * next connection is made at once, and logs nothing unless it fails: then link_move() logs the
+ * outage, since `warned` is still false.
+ */
+static void link_reopen(struct tlsock_redis_store *s)
+{
+    s->link = REDIS__LINK_DOWN;
+    s->backoff_ms = BACKOFF_MIN_MS;
+    uv_timer_start(&s->reconnect, on_reconnect, 0, 0);
+    atomic_store(&s->up, false);
 }
 
 /* Drops the connection (hiredis completes its requests as misses) and moves to DOWN. */
@@ -234,9 +249,9 @@ static void on_timeouts(uv_timer_t *t)
     schedule_timeouts(s);
 }
 
-/* SELECT's reply: an error (a database the server does not have) must not leave the link to
- * come UP on database 0 with the PING that follows. */
-static void on_select(struct redisAsyncContext *ac, void *reply_, void *priv)
+/* AUTH's or SELECT's reply: an error (a wrong password, a database the server does not have)
+ * must not leave the link to come UP with the PING that follows. */
+static void on_setup(struct redisAsyncContext *ac, void *reply_, void *priv)
 {
     struct tlsock_redis_store *s = ac->data;
     redisReply *reply = reply_;
@@ -271,6 +286,28 @@ static void on_write_reply(struct tlsock_redis_store *s, const redisReply *reply
     s->writes_refused = refused;
 }
 
+/*
+ * A get's reply. Redis may refuse GET while it answers PING and takes writes: an ACL that leaves
+ * GET out (write-only keys, %W~), a value of another type under the key (WRONGTYPE). Every
+ * session then misses and no TLS 1.2 session resumes anywhere, which a deployer must hear of:
+ * the first refusal is logged with Redis's reason, and the first get answered after it (a hit or
+ * a miss) says so, as for writes.
+ */
+static void on_read_reply(struct tlsock_redis_store *s, const redisReply *reply)
+{
+    bool refused = reply->type == REDIS_REPLY_ERROR;
+
+    if (refused && !s->reads_refused) {
+        redis__log(s,
+                   "tlsock: Redis session store %s refuses reads (%s): sessions are not resumed "
+                   "until it answers them",
+                   s->url, reply->str);
+    } else if (!refused && s->reads_refused) {
+        redis__log(s, "tlsock: Redis session store %s answers reads again", s->url);
+    }
+    s->reads_refused = refused;
+}
+
 static void on_reply(struct redisAsyncContext *ac, void *reply_, void *priv)
 {
     struct tlsock_redis_store *s = ac->data;
@@ -280,6 +317,9 @@ static void on_reply(struct redisAsyncContext *ac, void *reply_, void *priv)
     inflight_unlink(r);
     if (r->kind != REQ_PING && reply != NULL && ac == s->ac) {
         s->served = true; /* Redis answers requests on this link (link_had_worked) */
+    }
+    if (reply == NULL && ac == s->ac) {
+        s->lost = true; /* the connection went before this answer (on_disconnect) */
     }
     if (r->kind == REQ_PING) {
         if (reply != NULL && ac == s->ac && s->link == REDIS__LINK_CONNECTING) {
@@ -294,6 +334,9 @@ static void on_reply(struct redisAsyncContext *ac, void *reply_, void *priv)
         on_write_reply(s, reply);
     } else if (r->kind == REQ_GET && !r->answered) {
         r->answered = true;
+        if (reply != NULL) {
+            on_read_reply(s, reply);
+        }
         if (reply != NULL && reply->type == REDIS_REPLY_STRING) {
             r->done(r->arg, reply->str, reply->len);
             /* A session, which hiredis frees without wiping once this returns. */
@@ -361,14 +404,31 @@ static void on_connect(const struct redisAsyncContext *ac, int status)
     }
 }
 
+/*
+ * Redis closed the connection, or it broke. Redis closes a connection idle for its `timeout`
+ * (300 s in many deployments), and CLIENT KILL does the same: with nothing waiting on it, nothing
+ * was lost, and an outage line with its end for every idle period (and misses for a growing
+ * reconnection delay) would be wrong. So a close seen as end of stream, on a link UP for at least
+ * IDLE_MIN_MS, with no request unanswered (hiredis answered them with NULL just before, setting
+ * `lost`), reconnects at once and quietly. A Redis that stops or restarts closes idle
+ * connections the same way: the reconnection then fails, and that is the outage logged.
+ */
 static void on_disconnect(const struct redisAsyncContext *ac, int status)
 {
     struct tlsock_redis_store *s = ac->data;
 
     (void)status;
     if (ac == s->ac) {
+        bool idle = ac->err == REDIS_ERR_EOF && s->link == REDIS__LINK_UP && !s->lost &&
+                    uv_now(&s->loop) - s->up_since_ms >= IDLE_MIN_MS;
+
         s->ac = NULL; /* hiredis frees it after this callback */
-        link_move(s, REDIS__LINK_DOWN, ac->errstr[0] != '\0' ? ac->errstr : "connection closed");
+        if (idle) {
+            link_reopen(s);
+        } else {
+            link_move(s, REDIS__LINK_DOWN,
+                      ac->errstr[0] != '\0' ? ac->errstr : "connection closed");
+        }
     }
 }
 
@@ -415,8 +475,16 @@ static void link_connect(struct tlsock_redis_store *s)
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
     s->ac = ac;
+    s->lost = false;
+    if (s->pass[0] != '\0') {
+        const char *argv[3];
+        size_t lens[3];
+        int argc = redis__auth_argv(s, argv, lens);
+
+        redisAsyncCommandArgv(ac, on_setup, NULL, argc, argv, lens);
+    }
     if (s->db != 0) {
-        redisAsyncCommand(ac, on_select, NULL, "SELECT %d", s->db);
+        redisAsyncCommand(ac, on_setup, NULL, "SELECT %d", s->db);
     }
     ping = req_new(REQ_PING, NULL, 0, NULL, 0);
     if (ping == NULL) {
@@ -582,20 +650,124 @@ static void store_remove(void *user, const void *key, size_t key_len)
 
 /* ---- the public functions ------------------------------------------------------------------ */
 
-/* redis://HOST[:PORT][/DB] into @p s; HOST may be [IPv6]. */
+int redis__auth_argv(const struct tlsock_redis_store *s, const char *argv[3], size_t lens[3])
+{
+    int argc = 0;
+
+    argv[argc] = "AUTH";
+    lens[argc++] = 4;
+    if (s->user[0] != '\0') {
+        argv[argc] = s->user;
+        lens[argc++] = strlen(s->user);
+    }
+    argv[argc] = s->pass;
+    lens[argc++] = strlen(s->pass);
+    return argc;
+}
+
+/*
+ * @p url with the password of its user information (SCHEME://[USER]:PASSWORD@...) as "***", into
+ * @p out: what messages and log lines show, since they go where other people read them. The user
+ * information ends at the last '@' before the path.
+ */
+static void redact_url(const char *url, char *out, size_t size)
+{
+    const char *auth = strstr(url, "://");
+    const char *auth_end;
+    const char *at = NULL;
+    const char *colon;
+
+    if (auth == NULL) {
+        snprintf(out, size, "%s", url);
+        return;
+    }
+    auth += 3;
+    auth_end = auth + strcspn(auth, "/");
+    for (const char *p = auth; p < auth_end; p++) {
+        at = *p == '@' ? p : at;
+    }
+    colon = at != NULL ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
+    if (colon == NULL) {
+        snprintf(out, size, "%s", url);
+    } else {
+        snprintf(out, size, "%.*s:***%s", (int)(colon - url), url, at);
+    }
+}
+
+static int hex_digit(char c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+/* The @p len bytes at @p in, percent-decoded, into @p out (NUL-terminated); false if malformed,
+ * too long, or holding a NUL. */
+static bool percent_decode(const char *in, size_t len, char *out, size_t size)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < len; i++) {
+        int c = (unsigned char)in[i];
+
+        if (c == '%') {
+            if (len - i < 3 || hex_digit(in[i + 1]) < 0 || hex_digit(in[i + 2]) < 0) {
+                return false;
+            }
+            c = hex_digit(in[i + 1]) * 16 + hex_digit(in[i + 2]);
+            i += 2;
+        }
+        if (c == 0 || n + 1 >= size) {
+            return false;
+        }
+        out[n++] = (char)c;
+    }
+    out[n] = '\0';
+    return true;
+}
+
+/*
+ * redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] into @p s; HOST may be [IPv6]; USER and PASSWORD are
+ * percent-encoded ('@', ':', '/' and '%' in them must be). Messages show the URL with the password
+ * as "***" (s->url).
+ */
 static int parse_url(struct tlsock_redis_store *s, const char *url)
 {
     static const char scheme[] = "redis://";
     const char *p = url;
     const char *host_end;
+    const char *at = NULL;
     size_t host_len;
     char *end;
 
-    if (strlen(url) >= sizeof(s->url) || strncmp(url, scheme, sizeof(scheme) - 1) != 0) {
-        return redis__fail(TLSOCK_EINVAL, "'%s' is not a redis://HOST[:PORT][/DB] URL", url);
+    redact_url(url, s->url, sizeof(s->url));
+    url = s->url; /* from here on, for the messages */
+    if (strlen(p) >= sizeof(s->url) || strncmp(p, scheme, sizeof(scheme) - 1) != 0) {
+        return redis__fail(TLSOCK_EINVAL,
+                           "'%s' is not a redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] URL", url);
     }
-    snprintf(s->url, sizeof(s->url), "%s", url);
     p += sizeof(scheme) - 1;
+    for (const char *q = p; *q != '\0' && *q != '/'; q++) {
+        at = *q == '@' ? q : at;
+    }
+    if (at != NULL) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+
+        if (colon == NULL) {
+            return redis__fail(TLSOCK_EINVAL,
+                               "'%s': the credentials are [USER]:PASSWORD@, percent-encoded", url);
+        }
+        if (!percent_decode(p, (size_t)(colon - p), s->user, sizeof(s->user)) ||
+            !percent_decode(colon + 1, (size_t)(at - colon - 1), s->pass, sizeof(s->pass)) ||
+            s->pass[0] == '\0') {
+            return redis__fail(TLSOCK_EINVAL,
+                               "'%s': no password, or the user or the password is too long "
+                               "or not percent-encoded",
+                               url);
+        }
+        p = at + 1;
+    }
     if (*p == '[') {
         host_end = strchr(p, ']');
         if (host_end == NULL) {
@@ -721,6 +893,7 @@ free_locks:
     pthread_mutex_destroy(&s->keys_lock);
     pthread_mutex_destroy(&s->lock);
 free_store:
+    explicit_bzero(s->pass, sizeof(s->pass));
     free(s);
     return err;
 }
@@ -739,6 +912,7 @@ void tlsock_redis_store_free(struct tlsock_redis_store *store)
     uv_loop_close(&store->loop);
     pthread_mutex_destroy(&store->keys_lock);
     pthread_mutex_destroy(&store->lock);
+    explicit_bzero(store->pass, sizeof(store->pass));
     free(store);
 }
 

@@ -11,6 +11,9 @@
 #    picked up by every --session-store process on its own, without SIGHUP: a ticket issued after
 #    the change resumes on a server holding only the new key file and on the other process, and
 #    a ticket from before the change no longer resumes;
+#  - a Redis with requirepass and the narrowest ACL user docs/sessions.md gives: two serve
+#    processes with the user's credentials in the URL share sessions and tickets; a wrong password
+#    gives full handshakes and Redis's reason, never the password;
 #  - Redis not answering at start: serve starts anyway, says so once, and serves full handshakes.
 # Exits 77 (skipped) only when redis-server (or openssl, python3) is not installed.
 source "$(dirname "$0")/lib.sh"
@@ -176,6 +179,49 @@ if grep -q SIGHUP "$WORK/c.err" "$WORK/d.err"; then
     fail "a SIGHUP line: $(cat "$WORK/c.err" "$WORK/d.err")"
 fi
 pass "$impl: a ticket issued after the change resumes on the other process, one from before does not"
+
+# ---- a Redis with a password and an ACL user -----------------------------------------------------
+# redis_cmd WORD...: one command (no AUTH) on our redis-server; true if Redis answers +OK.
+redis_cmd() {
+    "$TIMEOUT_BIN" 15 "$PYTHON3_BIN" - "$redis_port" "$@" <<'EOF'
+import socket, sys
+words = [w.encode() for w in sys.argv[2:]]
+cmd = b"*%d\r\n" % len(words) + b"".join(b"$%d\r\n%s\r\n" % (len(w), w) for w in words)
+with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5) as s:
+    s.sendall(cmd)
+    reply = s.recv(64)
+sys.exit(0 if reply.startswith(b"+OK") else 1)
+EOF
+}
+# The narrowest user docs/sessions.md gives, then requirepass: nothing gets in without them.
+redis_cmd ACL SETUSER tlsock on '>t@ls pw' '~tlsock:*' -@all +ping +get +set +del +select +eval ||
+    fail "cannot make the ACL user"
+redis_cmd CONFIG SET requirepass 'default pw' || fail "cannot set requirepass"
+authed="redis://tlsock:t%40ls%20pw@127.0.0.1:$redis_port/1"
+serve ua --session-store "$authed"
+port_ua=$PORT
+serve ub --session-store "$authed"
+port_ub=$PORT
+pki_client auth12 "$port_ua" -tls1_2 -no_ticket -sess_out "$WORK/auth12.pem"
+expect auth12 "New, TLSv1.2"
+pki_client auth12b "$port_ub" -tls1_2 -no_ticket -sess_in "$WORK/auth12.pem"
+expect auth12b "Reused, TLSv1.2"
+pki_client auth13 "$port_ua" -tls1_3 -sess_out "$WORK/auth13.pem"
+pki_client auth13b "$port_ub" -tls1_3 -sess_in "$WORK/auth13.pem"
+expect auth13b "Reused, TLSv1.3"
+if grep -i "redis\|warning" "$WORK/ua.err" "$WORK/ub.err"; then
+    fail "serve with the ACL user's URL complained"
+fi
+pass "$impl: an ACL user's credentials in the URL (AUTH): sessions and tickets shared"
+serve wrongpw --session-store "redis://tlsock:wrong-pw@127.0.0.1:$redis_port/1"
+pki_client wrongpw12 "$PORT" -tls1_2 -no_ticket
+expect wrongpw12 "New, TLSv1.2"
+wait_for "$WORK/wrongpw.err" "WRONGPASS" 5 >/dev/null ||
+    fail "serve wrongpw: no WRONGPASS line: $(cat "$WORK/wrongpw.err")"
+if grep -q "wrong-pw" "$WORK/wrongpw.err"; then
+    fail "serve showed the password: $(cat "$WORK/wrongpw.err")"
+fi
+pass "$impl: a wrong password: full handshakes, Redis's reason logged, the password never shown"
 
 # ---- Redis not answering at start ---------------------------------------------------------------
 stop_bg "$redis_pid" 10

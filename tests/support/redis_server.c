@@ -248,6 +248,12 @@ void ts_redis_on_log(void *user, const char *msg)
     if (strstr(msg, "takes writes again") != NULL) {
         atomic_fetch_add(&l->taken, 1);
     }
+    if (strstr(msg, "refuses reads") != NULL) {
+        atomic_fetch_add(&l->reads_refused, 1);
+    }
+    if (strstr(msg, "answers reads again") != NULL) {
+        atomic_fetch_add(&l->reads_back, 1);
+    }
 }
 
 void ts_redis_log_clear(struct ts_redis_log *log)
@@ -256,4 +262,6 @@ void ts_redis_log_clear(struct ts_redis_log *log)
     atomic_store(&log->backs, 0);
     atomic_store(&log->refused, 0);
     atomic_store(&log->taken, 0);
+    atomic_store(&log->reads_refused, 0);
+    atomic_store(&log->reads_back, 0);
 }

@@ -54,12 +54,15 @@ void ts_redis_stop(struct ts_redis *r);
 int ts_redis_cmd(const struct ts_redis *r, const char *cmd, char *out, size_t cap);
 
 /* What a store logged (tlsock_redis_store_set_log(store, ts_redis_on_log, &log)): outages and
- * their ends, writes refused and taken again. Each line is printed too. */
+ * their ends, writes refused and taken again, reads refused and answered again. Each line is
+ * printed too. */
 struct ts_redis_log {
-    atomic_int warnings; /* "unusable" lines */
-    atomic_int backs;    /* "is back" lines */
-    atomic_int refused;  /* "refuses writes" lines */
-    atomic_int taken;    /* "takes writes again" lines */
+    atomic_int warnings;      /* "unusable" lines */
+    atomic_int backs;         /* "is back" lines */
+    atomic_int refused;       /* "refuses writes" lines */
+    atomic_int taken;         /* "takes writes again" lines */
+    atomic_int reads_refused; /* "refuses reads" lines */
+    atomic_int reads_back;    /* "answers reads again" lines */
 };
 
 void ts_redis_on_log(void *user, const char *msg);

@@ -89,7 +89,8 @@ bool cli_parse_int(const char *arg, int min, int max, int *out);
     "                           shared by the servers that read it (default: random keys\n"        \
     "                           of this process)\n"                                                \
     "      --no-tickets         issue no session tickets (no TLS 1.3 resumption)\n"                \
-    "      --session-store URL  keep TLS 1.2 sessions in Redis, redis://HOST[:PORT][/DB],\n"       \
+    "      --session-store URL  keep TLS 1.2 sessions in Redis,\n"                                 \
+    "                           redis://[[USER]:PASSWORD@]HOST[:PORT][/DB],\n"                     \
     "                           shared by the servers that use it, and (without\n"                 \
     "                           --ticket-keys or --no-tickets) their ticket keys: a secret\n"      \
     "                           replaced in Redis is picked up without SIGHUP\n"
