@@ -792,8 +792,8 @@ TLSOCK_API int tlsock_ctx_set_keylog(struct tlsock_ctx *ctx, tlsock_keylog_fn fn
  * exist; an existing file keeps its mode) and stays open until the context is freed or another
  * call replaces it. It must be a regular file. Each line is written with one write(2) on a
  * descriptor opened with O_APPEND, so lines from several threads, contexts or processes sharing
- * the file never interleave. A line that cannot be written (disk full) is lost silently: the
- * handshake goes on.
+ * the file never interleave. A line that cannot be written (disk full, or a file at the
+ * process's RLIMIT_FSIZE: no SIGXFSZ is raised) is lost silently: the handshake goes on.
  * @return 0; TLSOCK_EINVAL (NULL context, frozen context); TLSOCK_ECONFIG when the file cannot be
  *         opened for appending or is not a regular file (the message names it and says why).
  */

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -615,6 +616,57 @@ static void test_none(void **state)
     assert_int_equal(ts_workdir_remove(&wd), 0);
 }
 
+/*
+ * A key log file that has reached the process's RLIMIT_FSIZE: its lines are lost and the
+ * handshake goes on, as for a full disk. A write(2) past the limit raises SIGXFSZ, which ends the
+ * process by default. The handshake runs in a child, so that the limit and a death by the signal
+ * stay there; the child checks with plain code (no cmocka assertion in it) and answers with its
+ * exit status.
+ */
+static void test_file_size_limit(void **state)
+{
+    struct ts_pair *p = *state;
+    struct ts_workdir wd = {0};
+    char full[1024];
+    struct stat st;
+    int status = 0;
+
+    memset(full, '#', sizeof(full) - 1);
+    full[sizeof(full) - 1] = '\n';
+    assert_int_equal(ts_workdir_make(&wd, "keylog"), 0);
+    assert_int_equal(ts_workdir_write(&wd, "full.log", full, sizeof(full)), 0);
+    make_contexts(p, "1.3");
+    TS_ASSERT_RC(tlsock_ctx_set_keylog_file(p->cctx, TS_WORKDIR_PATH(&wd, "full.log")), 0);
+    TS_ASSERT_RC(tlsock_ctx_set_keylog_file(p->sctx, TS_WORKDIR_PATH(&wd, "full.log")), 0);
+    TS_ASSERT_RC(ts_pair_attach(p, NULL, NULL), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct rlimit lim;
+        int code = 2; /* the limit could not be set */
+        if (getrlimit(RLIMIT_FSIZE, &lim) == 0 && lim.rlim_max >= sizeof(full)) {
+            lim.rlim_cur = sizeof(full);
+            if (setrlimit(RLIMIT_FSIZE, &lim) == 0) {
+                code = ts_pair_handshake(p) == 0 && p->server_rc == 0 ? 0 : 3;
+            }
+        }
+        _exit(code);
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (WIFSIGNALED(status)) {
+        fail_msg("the handshake's process died of signal %d (%s)", WTERMSIG(status),
+                 strsignal(WTERMSIG(status)));
+    }
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    /* Not a byte past the limit. */
+    assert_int_equal(stat(TS_WORKDIR_PATH(&wd, "full.log"), &st), 0);
+    assert_int_equal(st.st_size, (off_t)sizeof(full));
+    ts_pair_release(p);
+    assert_int_equal(ts_workdir_remove(&wd), 0);
+}
+
 /* Files that cannot be a key log: ECONFIG naming them; NULL contexts: EINVAL. */
 static void test_bad_files(void **state)
 {
@@ -756,6 +808,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_file_tls13, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_file_tls12, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_none, ts_pair_setup, ts_pair_teardown),
+        cmocka_unit_test_setup_teardown(test_file_size_limit, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_bad_files, ts_pair_setup, ts_pair_teardown),
 #if TS_BOTH_IMPLS
         cmocka_unit_test_setup_teardown(test_kept_by_set_impl, ts_pair_setup, ts_pair_teardown),

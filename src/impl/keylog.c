@@ -4,8 +4,11 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "keylog.h"
@@ -89,14 +92,37 @@ static char *put_hex(char *out, const unsigned char *data, size_t len)
     return out;
 }
 
-/* One write(2) for the whole line: with O_APPEND, lines of concurrent writers never mix. */
+/*
+ * One write(2) for the whole line: with O_APPEND, lines of concurrent writers never mix.
+ *
+ * A file that has reached the process's RLIMIT_FSIZE makes write(2) raise SIGXFSZ, whose default
+ * action ends the process: a debugging aid must not kill a server. The signal is blocked in this
+ * thread around the write, so that the write fails with EFBIG and the line is lost like any line
+ * that cannot be written. The SIGXFSZ it raised is then taken back (it would be delivered when
+ * the mask is restored); one that was already pending belongs to the application and is left.
+ */
 static void append_line(int fd, const char *line, size_t len)
 {
+    sigset_t xfsz;
+    sigset_t old;
+    sigset_t pending;
+    bool was_pending = false;
     ssize_t n;
 
+    sigemptyset(&xfsz);
+    sigaddset(&xfsz, SIGXFSZ);
+    pthread_sigmask(SIG_BLOCK, &xfsz, &old);
+    if (sigpending(&pending) == 0) {
+        was_pending = sigismember(&pending, SIGXFSZ) == 1;
+    }
     do {
         n = write(fd, line, len);
     } while (n < 0 && errno == EINTR);
+    if (n < 0 && errno == EFBIG && !was_pending) {
+        const struct timespec now = {0, 0};
+        (void)sigtimedwait(&xfsz, NULL, &now);
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
 static void emit(const struct tlsock__keylog *kl, const char *label, size_t label_len,
