@@ -725,11 +725,11 @@ TLSOCK_API int tlsock_ctx_set_ticket_lifetime(struct tlsock_ctx *ctx, unsigned s
  * loading the same file, in one process or several, with either implementation, use the same
  * keys at the same time, as long as they verify client certificates alike: a server that verifies
  * them mixes how (mode, CAs, CRLs, pins, depth, OCSP mode) into its keys, so that a resumed
- * session, which is not verified again, never skips a check. The file must be a regular file that only its owner can read
- * (mode 0600 or stricter). The file is read now; a later change needs a new context (the CLI
- * re-reads it on SIGHUP). Returns 0, TLSOCK_ECONFIG (missing, unreadable, readable by others,
- * malformed: the message names the file and the reason) or TLSOCK_EINVAL (NULL, client context,
- * frozen).
+ * session, which is not verified again, never skips a check. The file must be a regular file that
+ * only its owner can read (mode 0600 or stricter). The file is read now; a later change needs a new
+ * context (the CLI re-reads it on SIGHUP). Returns 0, TLSOCK_ECONFIG (missing, unreadable, readable
+ * by others, malformed: the message names the file and the reason) or TLSOCK_EINVAL (NULL, client
+ * context, frozen).
  */
 TLSOCK_API int tlsock_ctx_set_ticket_keys_file(struct tlsock_ctx *ctx, const char *path);
 

@@ -70,9 +70,9 @@ typedef void (*tlsock_redis_log_fn)(void *user, const char *msg);
  * name, an IPv4 address or an IPv6 one in brackets; PORT 6379 by default; DB 0 by default; USER
  * and PASSWORD percent-encoded, sent with AUTH on every connection: `:PASSWORD@` for requirepass,
  * `USER:PASSWORD@` for an ACL user; messages and log lines show the password as `***`), and starts
- * its thread, which connects in the background: until it has, gets miss. Returns 0 with the store in
- * @p out, TLSOCK_EINVAL (NULL argument, malformed URL) or TLSOCK_ENOMEM / TLSOCK_ESYS (the thread
- * or loop could not be made); tlsock_redis_errmsg() says why.
+ * its thread, which connects in the background: until it has, gets miss. Returns 0 with the store
+ * in @p out, TLSOCK_EINVAL (NULL argument, malformed URL) or TLSOCK_ENOMEM / TLSOCK_ESYS (the
+ * thread or loop could not be made); tlsock_redis_errmsg() says why.
  */
 TLSOCK_API int tlsock_redis_store_new(const char *url, struct tlsock_redis_store **out);
 
