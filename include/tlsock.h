@@ -714,8 +714,9 @@ TLSOCK_API int tlsock_ctx_set_tickets(struct tlsock_ctx *ctx, bool on);
  * two hours). It is the ticket_lifetime (TLS 1.3) or ticket_lifetime_hint (TLS 1.2) sent to the
  * client, and the server refuses a ticket older than that. On TLS 1.3 a client may keep using the
  * lifetime of the ticket it was given; on TLS 1.2 it is a hint. When no key file sets the
- * rotation period, the period is this lifetime. Returns 0 or TLSOCK_EINVAL (out of range, NULL,
- * client context, frozen).
+ * rotation period, the period is this lifetime. A key file's period shorter than this lifetime
+ * ends tickets sooner (after one to two periods, docs/tickets.md): keep the period at least the
+ * lifetime. Returns 0 or TLSOCK_EINVAL (out of range, NULL, client context, frozen).
  */
 TLSOCK_API int tlsock_ctx_set_ticket_lifetime(struct tlsock_ctx *ctx, unsigned seconds);
 
