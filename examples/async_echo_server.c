@@ -6,8 +6,9 @@
  * it on stdout, so that a client can trust it. TLSOCK_IMPL=gnutls (or openssl) picks the TLS
  * implementation. With -t, THREADS loops (one per thread) serve the port: the main thread's
  * server listens and gives each client to the loop with the fewest connections
- * (tlsock_uv_serve_shared()). SIGINT or SIGTERM stops accepting; the program ends when the last
- * client has gone.
+ * (tlsock_uv_serve_shared()). SIGINT or SIGTERM stops accepting and resets the clients still in
+ * their handshake (tlsock_uv_server_abort()); the program ends when the last connected client
+ * has gone.
  *
  *     ./async_echo_server -t 4 8443 > ca.pem &
  *     ./async_client localhost 8443 hello ca.pem
@@ -137,6 +138,9 @@ static void on_close(struct tlsock_uv_conn *conn)
 static void on_accept_error(struct tlsock_uv_server *srv, int code, const char *message)
 {
     (void)srv;
+    if (code == TLSOCK_ECANCELED) {
+        return; /* our stop reset it (tlsock_uv_server_abort()) */
+    }
     fprintf(stderr, "async_echo_server: handshake: %s (%s)\n", tlsock_strerror(code), message);
 }
 
@@ -145,7 +149,7 @@ static void on_worker_stop(uv_async_t *stop)
 {
     struct worker *w = stop->data;
 
-    tlsock_uv_server_close(w->server, NULL);
+    tlsock_uv_server_abort(w->server, NULL); /* a silent client would hold the loop up */
     uv_close((uv_handle_t *)stop, NULL);
 }
 
@@ -190,12 +194,16 @@ static int start_workers(int count, struct tlsock_ctx *ctx, const struct tlsock_
     return rc;
 }
 
-/* SIGINT, SIGTERM: stop accepting; uv_run() returns once the connected clients have gone. */
+/*
+ * SIGINT, SIGTERM: stop accepting and reset the clients still in their handshake, which a
+ * silent one would otherwise hold up to its timeout; uv_run() returns once the connected
+ * clients have gone.
+ */
 static void on_signal(uv_signal_t *watcher, int signum)
 {
     (void)watcher;
     (void)signum;
-    tlsock_uv_server_close(server, NULL); /* a second call is a no-op */
+    tlsock_uv_server_abort(server, NULL); /* a second call is a no-op */
     for (int i = 0; i < worker_count && !stopping; i++) {
         uv_async_send(&workers[i].stop); /* the one libuv call for another thread's loop */
     }

@@ -618,6 +618,31 @@ static void test_uv_close_pending(void **state)
     s.held_done(s.held_arg, s.answer, s.answer_len);
     uv_store_end(env, srv, &s);
 }
+
+/* tlsock_uv_server_abort() while the get is pending (bound: 1 s): the client is reset at once and
+ * reported with ECANCELED, without waiting for the bound; the late done is harmless. */
+static void test_uv_abort_pending(void **state)
+{
+    struct env *env = *state;
+    struct test_store s;
+
+    struct srv *srv = uv_store_first(env, &s, 20000);
+    s.mode = ANSWER_NEVER;
+    struct peer *c = uv_echo_start(env, env->cctx, srv->port);
+    RUN_UNTIL(env, s.held_done != NULL, WAIT_MS);
+    server_abort(srv);
+    RUN_UNTIL(env, srv->accept_errors == 1, 700);
+    TS_ASSERT_RC_MSG(env->aerr[0].code, TLSOCK_ECANCELED, env->aerr[0].msg);
+    RUN_UNTIL(env, c->connect_rc != TS_NOT_RUN && srv->close_cbs == 1, WAIT_MS);
+    TS_ASSERT_RC_MSG(c->connect_rc, TLSOCK_ESYS, c->connect_msg);
+    TS_ASSERT_CONTAINS(c->connect_msg, "ECONNRESET");
+    peer_close(c);
+    assert_int_equal(srv->connects, 1);
+    assert_no_anomaly(env);
+    s.held_done(s.held_arg, s.answer, s.answer_len);
+    uv_store_end(env, srv, &s);
+}
+
 /*
  * A ClientHello with a session ID from a fresh client of @p protocols, in memory mode, into
  * @p out (at most @p cap bytes); its length.
@@ -711,6 +736,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_uv_answer_never, env_setup, env_teardown),
         cmocka_unit_test_setup_teardown(test_uv_flood_while_pending, env_setup, env_teardown),
         cmocka_unit_test_setup_teardown(test_uv_close_pending, env_setup, env_teardown),
+        cmocka_unit_test_setup_teardown(test_uv_abort_pending, env_setup, env_teardown),
 #endif
     };
     return cmocka_run_group_tests(tests, ts_pki_setup, ts_pki_teardown);

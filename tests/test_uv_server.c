@@ -2,8 +2,9 @@
  * The libuv driver's server (tlsock/uv.h), written from the contract in the header: port 0 and
  * tlsock_uv_server_port(), many clients at once, clients that fail before they are handed over
  * (on_accept_error), graceful tlsock_uv_server_close() (also with clients still in, or failing,
- * their handshake), SO_REUSEPORT, the server's options reaching its connections, IPv6 loopback,
- * and calls that fail without calling back.
+ * their handshake), tlsock_uv_server_abort() (clients in their handshake reset), SO_REUSEPORT, the
+ * server's options reaching its connections, IPv6 loopback, and calls that fail without calling
+ * back.
  *
  * The harness (support/uv_harness.h, shared with test_uv_robust.c): every test runs one loop in
  * the test thread. Callbacks only record what happened (a cmocka
@@ -577,6 +578,136 @@ static void test_close_waits_for_failing_handshakes(void **state)
     assert_no_anomaly(env);
 }
 
+/* ---- abort ----------------------------------------------------------------------------------- */
+
+/* Far beyond any wait of a test: only an abort ends these handshakes in time. */
+#define ABORT_HANDSHAKE_MS (4 * WAIT_MS)
+
+/* The first bytes of a ClientHello: a client half way through its first flight. */
+static const char half_hello[] = "\x16\x03\x01\x01\x00\x01\x00\x00\xfc\x03\x03";
+
+/*
+ * Two raw clients in their handshake on @p s: raw[0] says nothing, raw[1] sent half a
+ * ClientHello. Then a good async client, served and left open: the accept queue is FIFO, so once
+ * it is handed over the raw ones have been accepted. Returns the good client.
+ */
+static struct peer *clients_in_handshake(struct env *env, struct srv *s, int raw[2])
+{
+    struct peer *a;
+
+    assert_int_equal(ts_raw_connect("127.0.0.1", s->port, 0, &raw[0]), 0);
+    raw_track(env, raw[0]);
+    assert_int_equal(ts_raw_connect("127.0.0.1", s->port, 0, &raw[1]), 0);
+    raw_track(env, raw[1]);
+    assert_int_equal(send(raw[1], half_hello, sizeof(half_hello) - 1, MSG_NOSIGNAL),
+                     (ssize_t)(sizeof(half_hello) - 1));
+    a = client_start(env, env->cctx, s->port, &echo_client, 1000, 1);
+    RUN_UNTIL(env, echoed(a) && s->connects == 1, WAIT_MS);
+    assert_int_equal(env->naerr, 0);
+    return a;
+}
+
+/* The raw client's connection was reset: no alert, no end of stream, ECONNRESET. */
+static void assert_raw_reset(int fd, const char *what)
+{
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    char buf[64];
+    ssize_t n;
+
+    assert_int_equal(poll(&pfd, 1, TS_IO_TIMEOUT_MS), 1);
+    n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+    if (!(n < 0 && errno == ECONNRESET)) {
+        fail_msg("%s: a read gave %s, not a reset", what,
+                 n > 0    ? "data"
+                 : n == 0 ? "the end of the stream"
+                          : strerror(errno));
+    }
+}
+
+/* Both raw clients of clients_in_handshake() went to on_accept_error with ECANCELED, before the
+ * close callback, and were reset. */
+static void assert_handshakes_canceled(struct env *env, struct srv *s, const int raw[2])
+{
+    assert_int_equal(env->naerr, 2);
+    for (int i = 0; i < env->naerr; i++) {
+        TS_ASSERT_RC_MSG(env->aerr[i].code, TLSOCK_ECANCELED, env->aerr[i].msg);
+        assert_ptr_equal(env->aerr[i].srv, s);
+    }
+    assert_int_equal(s->accept_errors_at_close_cb, 2);
+    assert_raw_reset(raw[0], "the silent client");
+    assert_raw_reset(raw[1], "the client with half a ClientHello");
+    assert_int_equal(s->connects, 1);
+}
+
+/*
+ * tlsock_uv_server_abort(): the clients in their handshake (one silent, one half way through its
+ * ClientHello) are reset without waiting for their handshake timeout, each reported with
+ * ECANCELED from the loop (not within the call); the close callback follows; a second call, and
+ * a close after it, are no-ops; the connection already handed over keeps working after the
+ * server is gone.
+ */
+static void test_abort_resets_handshakes(void **state)
+{
+    struct env *env = *state;
+    struct tlsock_uv_opts opts = base_opts(NULL);
+    int raw[2] = {-1, -1};
+    struct peer *a;
+    struct srv *s;
+
+    make_contexts(env);
+    opts.handshake_timeout_ms = ABORT_HANDSHAKE_MS;
+    s = serve_ok(env, 0, env->sctx, &echo_server, &opts);
+    a = clients_in_handshake(env, s, raw);
+
+    server_abort(s);
+    if (s->server == NULL || env->naerr > 0) {
+        fail_msg("a callback ran within tlsock_uv_server_abort()");
+    }
+    tlsock_uv_server_abort(s->server, stray_server_close);
+    tlsock_uv_server_close(s->server, stray_server_close);
+    RUN_UNTIL(env, s->close_cbs == 1, WAIT_MS);
+    assert_handshakes_canceled(env, s, raw);
+
+    echo_round(env, a, 777, 3);
+    peer_close(a);
+    RUN_UNTIL(env, all_closed(env), WAIT_MS);
+    assert_int_equal(a->events, 0);
+    run_for(env, 50);
+    assert_int_equal(s->close_cbs, 1);
+    assert_no_anomaly(env);
+}
+
+/*
+ * tlsock_uv_server_abort() after tlsock_uv_server_close(): the close waits for the handshakes;
+ * the abort stops the wait, resets them as above, and the close callback given to the close is
+ * the one that runs (the abort's is ignored).
+ */
+static void test_abort_after_close(void **state)
+{
+    struct env *env = *state;
+    struct tlsock_uv_opts opts = base_opts(NULL);
+    int raw[2] = {-1, -1};
+    struct peer *a;
+    struct srv *s;
+
+    make_contexts(env);
+    opts.handshake_timeout_ms = ABORT_HANDSHAKE_MS;
+    s = serve_ok(env, 0, env->sctx, &echo_server, &opts);
+    a = clients_in_handshake(env, s, raw);
+
+    server_close(s);
+    run_for(env, 200);
+    if (s->close_cbs > 0 || env->naerr > 0) {
+        fail_msg("the graceful close did not wait for the clients in their handshake");
+    }
+    tlsock_uv_server_abort(s->server, stray_server_close);
+    RUN_UNTIL(env, s->close_cbs == 1, WAIT_MS);
+    assert_handshakes_canceled(env, s, raw);
+
+    echo_round(env, a, 555, 5);
+    assert_no_anomaly(env);
+}
+
 /* ---- SO_REUSEPORT ---------------------------------------------------------------------------- */
 
 #define REUSEPORT_CLIENTS 32
@@ -913,6 +1044,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_graceful_close, env_setup, env_teardown),
         cmocka_unit_test_setup_teardown(test_close_waits_for_failing_handshakes, env_setup,
                                         env_teardown),
+        cmocka_unit_test_setup_teardown(test_abort_resets_handshakes, env_setup, env_teardown),
+        cmocka_unit_test_setup_teardown(test_abort_after_close, env_setup, env_teardown),
         cmocka_unit_test_setup_teardown(test_reuseport, env_setup, env_teardown),
         cmocka_unit_test_setup_teardown(test_port_in_use, env_setup, env_teardown),
         cmocka_unit_test_setup_teardown(test_options_reach_connections, env_setup, env_teardown),

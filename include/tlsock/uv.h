@@ -89,8 +89,9 @@ typedef void (*tlsock_uv_close_cb)(struct tlsock_uv_conn *conn);
 
 /**
  * A server's client failed before it was handed to the application (handshake or verification
- * failure, handshake timeout, reset, accept(2) error). The server goes on; the client's
- * connection is already closed. @p message is valid only during the call.
+ * failure, handshake timeout, reset, accept(2) error; TLSOCK_ECANCELED: the server was aborted,
+ * tlsock_uv_server_abort()). The server goes on; the client's connection is already closed. @p
+ * message is valid only during the call.
  */
 typedef void (*tlsock_uv_accept_error_cb)(struct tlsock_uv_server *server, int code,
                                           const char *message);
@@ -193,7 +194,8 @@ TLSOCK_API int tlsock_uv_serve(uv_loop_t *loop, struct tlsock_ctx *ctx, const ch
  * was closed meanwhile), @p first serves it, with its own context and callbacks. A client whose
  * socket cannot be duplicated (no descriptor left) goes to @p first's on_accept_error.
  *
- * Each server of the group is closed on its own, with tlsock_uv_server_close() from its loop.
+ * Each server of the group is closed on its own, with tlsock_uv_server_close() (or
+ * tlsock_uv_server_abort()) from its loop.
  * A closed server is given no more clients; clients given to it that its loop had not started
  * yet are reset, as a full listen backlog would turn them away. Once @p first is closed, nobody
  * accepts: close the others too.
@@ -228,6 +230,35 @@ TLSOCK_API void *tlsock_uv_server_user(const struct tlsock_uv_server *server);
  * server is left. Calling it twice is a no-op.
  */
 TLSOCK_API void tlsock_uv_server_close(struct tlsock_uv_server *server,
+                                       tlsock_uv_server_close_cb cb);
+
+/**
+ * Closes a server without waiting for handshakes: it stops accepting at once, as
+ * tlsock_uv_server_close() does, and every client of this server still in its handshake
+ * (accepted and not handed to the application yet: silent, half way through, waiting for the
+ * session store's answer, or given to this server by the listening loop of its
+ * tlsock_uv_serve_shared() group and started) is reset. Each such client goes to
+ * on_accept_error with TLSOCK_ECANCELED, from the loop, never within this call (one that failed
+ * already and was reported is only reset); none goes to on_connect any more. Clients given to
+ * the server that its loop had not started yet are reset too, as tlsock_uv_server_close() does.
+ * Connections already handed to the application are not touched: close them with
+ * tlsock_uv_close() or tlsock_uv_abort() if they are to end too.
+ *
+ * The peer sees a TCP reset (SO_LINGER 0), no alert and no close_notify, as with
+ * tlsock_uv_abort(): a client in its handshake learns at once that it was turned away.
+ *
+ * @p cb (may be NULL) is called, from the loop, when nothing of the server is left, which now
+ * means once the reset clients' sockets are closed: within a few loop turns. After
+ * tlsock_uv_server_close() (to stop waiting for the handshakes it let finish) the server still
+ * closes, the reset clients go as above, and @p cb is ignored: the close callback given there
+ * is the one called. Calling it a second time is a no-op; NULL is accepted. Each server of a
+ * group is aborted on its own, from its loop; only its own clients are reset.
+ *
+ * Threads and lifetime: as tlsock_uv_server_close(): from the server's loop thread, on a server
+ * whose close callback has not run yet. It may be called from any callback, on_accept_error
+ * included.
+ */
+TLSOCK_API void tlsock_uv_server_abort(struct tlsock_uv_server *server,
                                        tlsock_uv_server_close_cb cb);
 
 /**

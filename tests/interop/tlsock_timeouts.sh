@@ -5,6 +5,10 @@
 #     connects meanwhile is served.
 # (c) `tlsock connect --timeout 500` to a server that completes the handshake and then sends
 #     nothing exits 4, also after an echo; data that keeps coming resets the idle clock.
+# (d) SIGTERM to `tlsock serve --threads 2` and to `tlsock tunnel`, each with
+#     --handshake-timeout 60000 and silent clients in their handshake: each exits 0 within a
+#     few seconds, not after the handshake timeout, and the silent clients see their connection
+#     end.
 source "$(dirname "$0")/lib.sh"
 
 # now_ms: the wall clock in milliseconds.
@@ -84,3 +88,43 @@ elapsed=$(($(now_ms) - start))
 [ "$(wc -l <"$WORK/busy.out")" = 4 ] || fail "not all four echoes arrived"
 [ "$elapsed" -gt 1500 ] || fail "the session took only ${elapsed} ms, proving nothing"
 pass "echoes every 500 ms kept a --timeout 1500 client alive for ${elapsed} ms; clean close"
+
+# (d) silent_clients_stop NAME COUNT: opens COUNT silent connections to $PORT, lets the server
+# accept them, stops the server started as $STOP_PID and checks how fast it went and that each
+# silent client's connection ended.
+silent_clients_stop() {
+    local name=$1
+    local count=$2
+    local fds=()
+    local fd
+    for _ in $(seq 1 "$count"); do
+        exec {fd}<>"/dev/tcp/127.0.0.1/$PORT"
+        fds+=("$fd")
+    done
+    sleep 0.5
+    kill -0 "$STOP_PID" 2>/dev/null || fail "$name died"
+    stop_bg "$STOP_PID" 10
+    [ "$STOPPED_STATUS" = 0 ] || fail "$name exited $STOPPED_STATUS after SIGTERM"
+    [ "$STOPPED_MS" -lt 3000 ] ||
+        fail "$name took ${STOPPED_MS} ms to stop with silent clients in their handshake"
+    for fd in "${fds[@]}"; do
+        # Reset, or ended: cat returns at once; an open connection makes timeout(1) give 124.
+        status=0
+        "$TIMEOUT_BIN" 5 cat <&"$fd" >/dev/null 2>&1 || status=$?
+        exec {fd}<&-
+        [ "$status" != 124 ] || fail "$name: a silent client's connection stayed open"
+    done
+    pass "$name --handshake-timeout 60000: stopped ${STOPPED_MS} ms after SIGTERM" \
+        "with $count silent clients in their handshake"
+}
+
+# With two loops the listening one hands every other client to the second (fewest connections).
+start_tlsock_serve serve_stop --echo --threads 2 --handshake-timeout 60000
+STOP_PID=$BG_PID
+silent_clients_stop "serve --threads 2" 3
+
+# The target is never reached: no client finishes its handshake.
+start_tlsock tunnel_stop tunnel --accept 127.0.0.1:0 --connect 127.0.0.1:9 \
+    --handshake-timeout 60000
+STOP_PID=$BG_PID
+silent_clients_stop tunnel 2

@@ -1039,6 +1039,14 @@ void server_close(struct srv *s)
     }
 }
 
+void server_abort(struct srv *s)
+{
+    if (s->server != NULL && !s->close_called) {
+        s->close_called = true;
+        tlsock_uv_server_abort(s->server, srv_close_cb);
+    }
+}
+
 /* An async client of env->host:@p port sending @p tx_len bytes of pattern @p seed. */
 struct peer *client_start(struct env *env, struct tlsock_ctx *ctx, uint16_t port,
                           const struct hooks *hooks, size_t tx_len, unsigned seed)

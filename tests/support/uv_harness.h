@@ -345,6 +345,9 @@ struct srv *serve_ok(struct env *env, int index, struct tlsock_ctx *ctx, const s
 /* tlsock_uv_server_close() once, if still open. */
 void server_close(struct srv *s);
 
+/* tlsock_uv_server_abort() with the bookkeeping close callback, if not closed yet. */
+void server_abort(struct srv *s);
+
 /* An async client of env->host:@p port sending @p tx_len bytes of pattern @p seed. */
 struct peer *client_start(struct env *env, struct tlsock_ctx *ctx, uint16_t port,
                           const struct hooks *hooks, size_t tx_len, unsigned seed);

@@ -190,12 +190,13 @@ static int loop_start_accepting(struct cli_loop *loop, const void *settings, str
     return err;
 }
 
+/* Handshakes in progress are reset too: on_connect would refuse them once the stop came. */
 static void loop_stop_accepting(struct cli_loop *loop)
 {
     struct serve_loop *sl = loop->user;
 
     if (sl->server != NULL) {
-        tlsock_uv_server_close(sl->server, NULL);
+        tlsock_uv_server_abort(sl->server, NULL);
     }
 }
 

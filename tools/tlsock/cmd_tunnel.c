@@ -339,10 +339,11 @@ static int listen_tls(struct tunnel_loop *tl, struct tlsock_ctx *ctx, const char
     return err;
 }
 
+/* Handshakes in progress are reset too: on_connect would refuse them once the stop came. */
 static void stop_listening(struct tunnel_loop *tl)
 {
     if (tl->server != NULL) {
-        tlsock_uv_server_close(tl->server, NULL);
+        tlsock_uv_server_abort(tl->server, NULL);
         tl->server = NULL;
     }
     if (tl->listener != NULL) {

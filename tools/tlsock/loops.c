@@ -439,7 +439,9 @@ void cli_report_accept_error(int code, const char *message, int handshake_timeou
 {
     char detail[128];
 
-    if (!cli_stats_handshake_failed(code, message)) {
+    if (code == TLSOCK_ECANCELED) {
+        /* A stop reset it (tlsock_uv_server_abort()): the command's doing, not the client's. */
+    } else if (!cli_stats_handshake_failed(code, message)) {
         /* Counted, and said in a later line. */
     } else if (code == TLSOCK_EHANDSHAKE_TIMEOUT) {
         snprintf(detail, sizeof(detail),

@@ -10,9 +10,11 @@
  * replaced in Redis: the watcher thread that rewrote the key file wakes loop 0, which only reads
  * local files, never waiting for Redis.
  *
- * A stop runs on every loop, in its own thread: the command stops accepting, open connections
- * get CLI_LOOP_GRACE_MS to finish on their own, then the command closes them; a loop whose
- * connections are still not gone CLI_LOOP_CLOSE_WAIT_MS later is abandoned with a message.
+ * A stop runs on every loop, in its own thread: the command stops accepting and resets the
+ * clients still in their TLS handshake (tlsock_uv_server_abort(): one that finished it would be
+ * refused anyway), open connections get CLI_LOOP_GRACE_MS to finish on their own, then the
+ * command closes them; a loop whose connections are still not gone CLI_LOOP_CLOSE_WAIT_MS later
+ * is abandoned with a message.
  */
 #ifndef TLSOCK_CLI_LOOPS_H
 #define TLSOCK_CLI_LOOPS_H
@@ -51,7 +53,8 @@ struct cli_loop_ops {
     /* Optional: more lines once every loop listens on @p where; called on loop 0. */
     void (*listening)(struct cli_loop *loop, const char *where);
     /* When a stop reaches the loop, on its thread (and after a failed start): close the
-     * listener; harmless when there is none. */
+     * listener and reset the clients still in their handshake (tlsock_uv_server_abort());
+     * harmless when there is none. */
     void (*stop_accepting)(struct cli_loop *loop);
     void (*close_all)(struct cli_loop *loop); /* close every open connection */
     /* Optional: the loop's TLS server, whose context a reload swaps; NULL when it has none. */
@@ -132,7 +135,8 @@ void cli_print_listening(const char *host, uint16_t port, const char *fp, char *
 /*
  * Counts a TLS client that failed before it was accepted and reports it, unless others of its
  * kind were reported just before (cli_stats_handshake_failed()); a handshake timeout names the
- * --handshake-timeout of @p handshake_timeout_ms.
+ * --handshake-timeout of @p handshake_timeout_ms. TLSOCK_ECANCELED (a stop reset the client)
+ * is neither counted nor reported.
  */
 void cli_report_accept_error(int code, const char *message, int handshake_timeout_ms);
 

@@ -370,6 +370,10 @@ static void finish(struct tlsock_uv_conn *c)
 {
     struct tlsock_uv_server *server = tlsock__uv_server_of(c); /* still the server's: the
                                                     application never saw it, so no callback */
+
+    if (server != NULL) {
+        tlsock__uv_server_untrack(server, c); /* before release_cb is read: they share storage */
+    }
     tlsock_uv_release_cb release_cb = c->release_cb;
 
     leave_load(c);
@@ -441,11 +445,61 @@ void tlsock__uv_server_maybe_finish(struct tlsock_uv_server *s)
     }
     tlsock__ctx_slot_destroy(&s->ctx);
     tlsock__uv_config_unref(s->cfg);
+    free(s->waiting);
     free(s->initial);
     if (s->lp != NULL) {
         tlsock__uv_loop_unref(s->lp);
     }
     free(s);
+}
+
+enum {
+    WAITING_MIN = 16, /* the waiting array's first size, and the least it shrinks to */
+};
+
+int tlsock__uv_server_track(struct tlsock_uv_server *s, struct tlsock_uv_conn *c)
+{
+    if (s->nwaiting == s->waiting_cap) {
+        size_t cap = s->waiting_cap > 0 ? 2 * s->waiting_cap : WAITING_MIN;
+        struct tlsock_uv_conn **more = realloc(s->waiting, cap * sizeof(*more));
+        if (more == NULL) {
+            return TLSOCK_ENOMEM;
+        }
+        s->waiting = more;
+        s->waiting_cap = cap;
+    }
+    c->server_slot = s->nwaiting;
+    s->waiting[s->nwaiting++] = c;
+    return 0;
+}
+
+/* Few clients wait any more: the array gives back what a burst of them grew it to, so that a
+ * server's idle connections cost it nothing. */
+static void waiting_shrink(struct tlsock_uv_server *s)
+{
+    if (s->nwaiting == 0) {
+        free(s->waiting);
+        s->waiting = NULL;
+        s->waiting_cap = 0;
+    } else if (s->waiting_cap > WAITING_MIN && s->nwaiting <= s->waiting_cap / 4) {
+        struct tlsock_uv_conn **less = realloc(s->waiting, s->waiting_cap / 2 * sizeof(*less));
+        if (less != NULL) {
+            s->waiting = less;
+            s->waiting_cap /= 2;
+        }
+    }
+}
+
+void tlsock__uv_server_untrack(struct tlsock_uv_server *s, struct tlsock_uv_conn *c)
+{
+    size_t slot = c->server_slot;
+    struct tlsock_uv_conn *last = s->waiting[--s->nwaiting];
+
+    /* The last one takes the leaving one's place (order does not matter). */
+    s->waiting[slot] = last;
+    last->server_slot = slot;
+    c->release_cb = NULL; /* the storage is release_cb's from now on */
+    waiting_shrink(s);
 }
 
 void tlsock__uv_server_client_done(struct tlsock_uv_server *s)

@@ -482,7 +482,9 @@ static void become_open(struct tlsock_uv_conn *c)
     c->last_rx = uv_now(c->lp->loop);
     rc = tlsock__uv_encrypt_writes(c);
     if (s != NULL) {
-        c->origin.server = NULL; /* handed to the application: the server no longer waits for it */
+        /* Handed to the application: the server no longer waits for it (nor resets it). */
+        tlsock__uv_server_untrack(s, c);
+        c->origin.server = NULL;
     }
     c->outcome_told = true;
     if (c->cfg->on_connect != NULL) {
@@ -561,12 +563,33 @@ static void flush_left(struct tlsock_uv_conn *c)
     }
 }
 
+/*
+ * tlsock_uv_server_abort() was called on the server this client still waits in (kicked by it, or
+ * woken by the peer first): the client is never handed over. It fails as a handshake timeout
+ * does, with TLSOCK_ECANCELED (unless on_accept_error was told of an earlier failure), and is
+ * reset as tlsock_uv_abort() resets a connection: the peer learns at once. Whether it was.
+ */
+static bool cancel_if_aborted(struct tlsock_uv_conn *c)
+{
+    const struct tlsock_uv_server *s = tlsock__uv_server_of(c);
+
+    if (s == NULL || !s->aborted) {
+        return false;
+    }
+    if (!c->outcome_told) {
+        tlsock__uv_report(
+            c, tlsock__uv_fail(c, TLSOCK_ECANCELED, "the server was aborted during the handshake"));
+    }
+    tlsock__uv_abort(c);
+    return true;
+}
+
 void tlsock__uv_pump(struct tlsock_uv_conn *c, bool read)
 {
     bool moved = false; /* application data went either way */
     int rc = 0;
 
-    if (tlsock__uv_ended(c)) {
+    if (tlsock__uv_ended(c) || cancel_if_aborted(c)) {
         return;
     }
     hold_buffers(c);

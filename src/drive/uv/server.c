@@ -11,7 +11,8 @@
  *
  * A closing server stops accepting at once and is freed when its listener (or wake-up handle)
  * is closed and no client it accepted is still in its handshake or its cleanup (clients counts
- * them).
+ * them, the waiting array lists them). An aborting server also kicks each of those clients, whose
+ * pump then resets it (engine.c) instead of going on with its handshake.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -128,6 +129,10 @@ static struct tlsock_uv_conn *new_client(struct tlsock_uv_server *s)
 {
     struct tlsock_uv_conn *c = tlsock__uv_conn_alloc(s->loop, s->cfg, s->user);
 
+    if (c != NULL && tlsock__uv_server_track(s, c) != 0) {
+        tlsock__uv_conn_discard(c); /* no handle yet */
+        c = NULL;
+    }
     if (c != NULL) {
         uv_tcp_init(s->loop, &c->tcp);
         c->handles = 1;
@@ -437,4 +442,18 @@ void tlsock_uv_server_close(struct tlsock_uv_server *server, tlsock_uv_server_cl
     }
     uv_close(server->listens ? (uv_handle_t *)&server->tcp : (uv_handle_t *)&server->wake,
              listener_closed);
+}
+
+void tlsock_uv_server_abort(struct tlsock_uv_server *server, tlsock_uv_server_close_cb cb)
+{
+    if (server == NULL || server->aborted) {
+        return;
+    }
+    server->aborted = true;
+    tlsock_uv_server_close(server, cb); /* a no-op after an earlier close: its cb stays */
+    /* Each waiting client resets itself from the loop (its pump sees the flag): no callback
+     * runs within this call. */
+    for (size_t i = 0; i < server->nwaiting; i++) {
+        tlsock__uv_kick(server->waiting[i]);
+    }
 }

@@ -251,8 +251,17 @@ struct tlsock_uv_conn {
         struct tlsock_uv_server *server;          /* accepted, not handed over yet; else NULL */
         struct tlsock__uv_connecting *connecting; /* client while connecting, else NULL */
     } origin;
-    tlsock_uv_release_cb release_cb; /* RELEASING until the hand-over or its failure */
-    struct tlsock__uv_config *cfg;   /* referenced */
+    /*
+     * Never both (memory per idle connection): an accepted client's place in its server's
+     * waiting array while it waits there (tlsock__uv_server_of() is not NULL), and release_cb
+     * only after that (tlsock_uv_release() needs OPEN, which a client reaches only once it left
+     * the array, which then sets release_cb to NULL).
+     */
+    union {
+        tlsock_uv_release_cb release_cb; /* RELEASING until the hand-over or its failure */
+        size_t server_slot;              /* index in the server's waiting array */
+    };
+    struct tlsock__uv_config *cfg; /* referenced */
     struct tlsock__err
         err; /* its storage comes with the first error: idle connections stay small */
 
@@ -322,9 +331,15 @@ struct tlsock_uv_server {
     unsigned char *initial; /* opts.initial_data, copied */
     size_t initial_len;
     uint16_t port;
-    size_t clients;       /* accepted connections not handed over or finished yet */
+    size_t clients; /* accepted connections not handed over or finished yet */
+    /* The same clients, for tlsock_uv_server_abort() to find them; each knows its index
+     * (server_slot). Grows by doubling, shrinks when a quarter full, freed when empty. */
+    struct tlsock_uv_conn **waiting;
+    size_t nwaiting;
+    size_t waiting_cap;
     bool closing;         /* tlsock_uv_server_close() was called (no more accepts) */
     bool listener_closed; /* ... and the listener's close callback ran */
+    bool aborted;         /* tlsock_uv_server_abort() was called: its waiting clients are reset */
     uv_tcp_t reject;      /* turns a client away when there is no memory for it */
     uint8_t rejecting;    /* enum tlsock__uv_reject: what the reject handle is doing */
     tlsock_uv_server_close_cb close_cb;
@@ -392,6 +407,11 @@ void tlsock__uv_socket_closed(uv_handle_t *handle);
 void tlsock__uv_maybe_finish(struct tlsock_uv_conn *c);
 /* Frees a connection none of whose handles was initialised yet, with its queued writes. */
 void tlsock__uv_conn_discard(struct tlsock_uv_conn *c);
+/* A client @p s accepted waits in it (its waiting array, server_slot); 0 or TLSOCK_ENOMEM. */
+int tlsock__uv_server_track(struct tlsock_uv_server *s,
+                            struct tlsock_uv_conn *c) TLSOCK__MUST_CHECK;
+/* The client leaves the waiting array (hand-over, or finish); release_cb is NULL after. */
+void tlsock__uv_server_untrack(struct tlsock_uv_server *s, struct tlsock_uv_conn *c);
 /* A server's client was handed over or finished. */
 void tlsock__uv_server_client_done(struct tlsock_uv_server *s);
 /* The server's listener is closed: freed once no client is left. */
