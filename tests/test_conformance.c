@@ -573,6 +573,91 @@ static void test_renegotiation_signal_tls13(void **state)
     wire_exchange(p);
 }
 
+/* ---- an SSLv2-format ClientHello --------------------------------------------------------------
+ */
+
+/*
+ * An SSLv2-format ClientHello for TLS 1.2 (RFC 5246 appendix E.2), its two-byte record header
+ * included: ECDHE suites for either key type, the SCSV if @p scsv, a 32-byte challenge. Such a
+ * hello has no extensions: the SCSV is its only renegotiation signal. Returns its length.
+ */
+static size_t v2_hello(unsigned char *out, bool scsv)
+{
+    static const unsigned suites[] = {0xc02b, 0xc02f, 0xc02c, 0xc030};
+    size_t nspecs = sizeof(suites) / sizeof(suites[0]) + (scsv ? 1 : 0);
+    size_t body = 9 + 3 * nspecs + 32;
+    unsigned char *p = out;
+
+    *p++ = (unsigned char)(0x80 | (body >> 8));
+    *p++ = (unsigned char)(body & 0xff);
+    *p++ = 1; /* client_hello */
+    *p++ = 3; /* version 3.3: TLS 1.2 */
+    *p++ = 3;
+    *p++ = 0;
+    *p++ = (unsigned char)(3 * nspecs); /* cipher_spec_length */
+    *p++ = 0;                           /* session_id_length */
+    *p++ = 0;
+    *p++ = 0; /* challenge_length */
+    *p++ = 32;
+    for (size_t i = 0; i < sizeof(suites) / sizeof(suites[0]); i++) {
+        *p++ = 0; /* a TLS suite: 0x00 and its two bytes */
+        *p++ = (unsigned char)(suites[i] >> 8);
+        *p++ = (unsigned char)(suites[i] & 0xff);
+    }
+    if (scsv) {
+        *p++ = 0;
+        *p++ = 0;
+        *p++ = 0xff; /* TLS_EMPTY_RENEGOTIATION_INFO_SCSV */
+    }
+    memset(p, 0x5a, 32);
+    p += 32;
+    return (size_t)(p - out);
+}
+
+/*
+ * Found by outside testing: the renegotiation signal rule holds for an SSLv2-format hello too.
+ * GnuTLS delivers one to a hook of its own type, so its server skipped tlsock's rules and
+ * answered a hello without the SCSV; OpenSSL's server read its three-byte cipher specs as
+ * two-byte suites and missed an SCSV that was there.
+ */
+static void test_sslv2_hello(void **state)
+{
+    for (size_t scsv = 0; scsv <= 1; scsv++) {
+        struct peers *p = peers_renew(state, scsv);
+        unsigned char hello[128];
+        unsigned char out[4096];
+        size_t n = 0;
+
+        print_message("an SSLv2-format hello %s the SCSV\n", scsv ? "with" : "without");
+        peers_contexts(p, NULL);
+        peers_attach(p);
+        TS_ASSERT_RC(tlsock_feed(p->server, hello, v2_hello(hello, scsv != 0)), 0);
+        int rc = tlsock_handshake(p->server);
+        const char *msg = tlsock_conn_errmsg(p->server);
+        (void)tlsock_drain(p->server, out, sizeof(out), &n);
+        if (scsv == 0) {
+            TS_ASSERT_RC_MSG(rc, TLSOCK_EPROTO, msg);
+            TS_ASSERT_CONTAINS(msg, "does not support secure renegotiation (RFC 5746)");
+            /* A fatal handshake_failure alert: record type 21, level 2, description 40. */
+            assert_true(n >= 7);
+            assert_int_equal(out[0], 21);
+            assert_int_equal(out[5], 2);
+            assert_int_equal(out[6], 40);
+            continue;
+        }
+        /* Not refused for want of the signal: GnuTLS answers with its ServerHello; OpenSSL finds
+         * no suite for a hello without supported_groups, which is its own call. */
+        if (rc != TLSOCK_EWANT_READ) {
+            TS_ASSERT_RC_MSG(rc, TLSOCK_EPROTO, msg);
+            assert_null(strstr(msg, "RFC 5746"));
+        } else {
+            assert_true(n >= 6);
+            assert_int_equal(out[0], 22); /* handshake */
+            assert_int_equal(out[5], 2);  /* server_hello */
+        }
+    }
+}
+
 /* ---- the server's cipher order --------------------------------------------------------------- */
 
 static const struct order_case {
@@ -1121,6 +1206,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_dhe, dhe_setup, peers_teardown),
         cmocka_unit_test_setup_teardown(test_renegotiation_signal_tls12, peers_setup,
                                         peers_teardown),
+        cmocka_unit_test_setup_teardown(test_sslv2_hello, peers_setup, peers_teardown),
         cmocka_unit_test_setup_teardown(test_server_cipher_order, peers_setup, peers_teardown),
         cmocka_unit_test_setup_teardown(test_no_needless_hello_retry, peers_setup, peers_teardown),
         cmocka_unit_test_setup_teardown(test_share_for_second_group, peers_setup, peers_teardown),

@@ -526,10 +526,19 @@ static int client_hello_hook(gnutls_session_t session, unsigned htype, unsigned 
     struct gtls_conn *c = gnutls_session_get_ptr(session);
     struct tlsock__hello h;
 
-    (void)htype;
     (void)when;
-    (void)incoming;
-    if (!tlsock__hello_parse(&h, msg->data, msg->size)) {
+    if (!incoming) {
+        return 0; /* the hook sees every message, ours too: only the client's hello matters */
+    }
+    if (htype == GNUTLS_HANDSHAKE_CLIENT_HELLO_V2) {
+        /* GnuTLS takes an SSLv2-format hello for TLS up to 1.2: the same rules apply to it,
+         * and one it could parse but tlsock cannot is refused rather than let through. */
+        if (!tlsock__hello_parse_v2(&h, msg->data, msg->size)) {
+            return GNUTLS_E_UNEXPECTED_PACKET_LENGTH;
+        }
+    } else if (htype != GNUTLS_HANDSHAKE_CLIENT_HELLO) {
+        return 0;
+    } else if (!tlsock__hello_parse(&h, msg->data, msg->size)) {
         return 0; /* GnuTLS reports a malformed hello itself */
     }
     if (h.has_versions && tlsock__hello_version(&h, c->min_version, c->max_version) == 0) {
@@ -1224,8 +1233,10 @@ static int gtls_conn_new(void *nctx, const struct tlsock__conn_params *p, void *
      */
     gnutls_session_set_keylog_function(c->session, keylog_func);
     if (p->role == TLSOCK_SERVER) {
-        gnutls_handshake_set_hook_function(c->session, GNUTLS_HANDSHAKE_CLIENT_HELLO,
-                                           GNUTLS_HOOK_PRE, client_hello_hook);
+        /* Any type: an SSLv2-format hello comes as GNUTLS_HANDSHAKE_CLIENT_HELLO_V2, which a
+         * hook for GNUTLS_HANDSHAKE_CLIENT_HELLO never sees (its rules would be skipped). */
+        gnutls_handshake_set_hook_function(c->session, GNUTLS_HANDSHAKE_ANY, GNUTLS_HOOK_PRE,
+                                           client_hello_hook);
         if (gc->tickets != NULL) {
             tlsock__gtls_tickets_start(c->session, gc->tickets);
         }

@@ -119,16 +119,47 @@ static int suite_auth(unsigned suite)
     return 0;
 }
 
+static void take_suite(struct tlsock__hello *h, unsigned suite)
+{
+    if (suite == TLSOCK__SUITE_RENEGOTIATION_SCSV) {
+        h->renegotiation = true;
+    }
+    h->suites_ecdsa = h->suites_ecdsa || suite_auth(suite) == 1;
+    h->suites_rsa = h->suites_rsa || suite_auth(suite) == 2;
+}
+
 void tlsock__hello_suites(struct tlsock__hello *h, const unsigned char *suites, size_t len)
 {
     for (size_t i = 0; i + 1 < len; i += 2) {
-        unsigned suite = get16(suites + i);
-        if (suite == TLSOCK__SUITE_RENEGOTIATION_SCSV) {
-            h->renegotiation = true;
-        }
-        h->suites_ecdsa = h->suites_ecdsa || suite_auth(suite) == 1;
-        h->suites_rsa = h->suites_rsa || suite_auth(suite) == 2;
+        take_suite(h, get16(suites + i));
     }
+}
+
+void tlsock__hello_suites_v2(struct tlsock__hello *h, const unsigned char *specs, size_t len)
+{
+    /* Specs whose first byte is not 0 are SSL 2.0 ciphers: no TLS suite, never chosen. */
+    for (size_t i = 0; i + 2 < len; i += 3) {
+        if (specs[i] == 0) {
+            take_suite(h, get16(specs + i + 1));
+        }
+    }
+}
+
+bool tlsock__hello_parse_v2(struct tlsock__hello *h, const unsigned char *b, size_t len)
+{
+    /* Four two-byte fields: version, then the lengths of the specs, session id and challenge. */
+    if (len < 8) {
+        return false;
+    }
+    size_t specs = get16(b + 2);
+    size_t rest = (size_t)get16(b + 4) + get16(b + 6);
+
+    if (specs % 3 != 0 || 8 + specs + rest != len) {
+        return false;
+    }
+    tlsock__hello_init(h, (int)get16(b));
+    tlsock__hello_suites_v2(h, b + 8, specs);
+    return true;
 }
 
 bool tlsock__hello_parse(struct tlsock__hello *h, const unsigned char *b, size_t len)

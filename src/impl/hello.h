@@ -61,6 +61,17 @@ void tlsock__hello_extension(struct tlsock__hello *h, unsigned type, const unsig
                              size_t len);
 /* Takes in the cipher_suites vector's body (two bytes a suite). */
 void tlsock__hello_suites(struct tlsock__hello *h, const unsigned char *suites, size_t len);
+/*
+ * Takes in the cipher_specs of an SSLv2-format ClientHello (RFC 5246 appendix E.2: three bytes a
+ * spec; a TLS suite is 0x00 and its two bytes). Such a hello carries no extensions, so the SCSV
+ * among them is its only renegotiation signal (RFC 5746 section 3.3).
+ */
+void tlsock__hello_suites_v2(struct tlsock__hello *h, const unsigned char *specs, size_t len);
+/*
+ * Parses an SSLv2-format ClientHello as GnuTLS's hook gives it: from its version on (version,
+ * cipher_spec_length, session_id_length, challenge_length, then the three). False if malformed.
+ */
+bool tlsock__hello_parse_v2(struct tlsock__hello *h, const unsigned char *body, size_t len);
 /* Parses a whole ClientHello body (after the handshake header); false if it is malformed. */
 bool tlsock__hello_parse(struct tlsock__hello *h, const unsigned char *body, size_t len);
 

@@ -261,7 +261,12 @@ static int client_hello_cb(SSL *ssl, int *alert, void *arg)
     }
     tlsock__hello_init(&h, (int)SSL_client_hello_get0_legacy_version(ssl));
     len = SSL_client_hello_get0_ciphers(ssl, &data);
-    tlsock__hello_suites(&h, data, len);
+    if (SSL_client_hello_isv2(ssl)) {
+        /* An SSLv2-format hello: OpenSSL gives its cipher specs as they are, three bytes each. */
+        tlsock__hello_suites_v2(&h, data, len);
+    } else {
+        tlsock__hello_suites(&h, data, len);
+    }
     static const unsigned types[] = {TLSOCK__EXT_SUPPORTED_VERSIONS, TLSOCK__EXT_RENEGOTIATION_INFO,
                                      TLSOCK__EXT_SERVER_NAME, TLSOCK__EXT_SIGNATURE_ALGORITHMS};
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
