@@ -264,48 +264,27 @@ static void on_setup(struct redisAsyncContext *ac, void *reply_, void *priv)
 }
 
 /*
- * A put's or remove's reply. Redis may refuse writes while it answers PING and GET: a replica
- * (READONLY), maxmemory with noeviction (OOM), a failed snapshot (MISCONF), an ACL. No session is
- * then shared, so the first refusal is logged with Redis's reason, and the first write taken after
- * it says so; the lines in between would be one per handshake. The link stays UP: gets may still
+ * Redis may answer PING but refuse a kind of request: writes (a replica's READONLY, maxmemory with
+ * noeviction's OOM, a failed snapshot's MISCONF, an ACL) or reads (an ACL that leaves GET out,
+ * write-only keys %W~, a value of another type under the key: WRONGTYPE). No session is then
+ * shared, or none resumes, which a deployer must hear of: the first refusal of @p kind is logged
+ * with Redis's reason and @p effect, and the first request of that kind taken after it says so
+ * (@p taken); the lines in between would be one per handshake. The link stays UP: gets may still
  * hit (a replica's copy, the entries stored before Redis filled up), and DOWN would only turn
  * those hits into misses and reconnect to a Redis that answers the PING at once.
  */
-static void on_write_reply(struct tlsock_redis_store *s, const redisReply *reply)
+static void note_refusal(struct tlsock_redis_store *s, const redisReply *reply, const char *kind,
+                         const char *effect, const char *taken, bool *refused_before)
 {
     bool refused = reply->type == REDIS_REPLY_ERROR;
 
-    if (refused && !s->writes_refused) {
-        redis__log(s,
-                   "tlsock: Redis session store %s refuses writes (%s): sessions are not shared "
-                   "until it takes them",
-                   s->url, reply->str);
-    } else if (!refused && s->writes_refused) {
-        redis__log(s, "tlsock: Redis session store %s takes writes again", s->url);
+    if (refused && !*refused_before) {
+        redis__log(s, "tlsock: Redis session store %s refuses %s (%s): %s", s->url, kind,
+                   reply->str, effect);
+    } else if (!refused && *refused_before) {
+        redis__log(s, "tlsock: Redis session store %s %s again", s->url, taken);
     }
-    s->writes_refused = refused;
-}
-
-/*
- * A get's reply. Redis may refuse GET while it answers PING and takes writes: an ACL that leaves
- * GET out (write-only keys, %W~), a value of another type under the key (WRONGTYPE). Every
- * session then misses and no TLS 1.2 session resumes anywhere, which a deployer must hear of:
- * the first refusal is logged with Redis's reason, and the first get answered after it (a hit or
- * a miss) says so, as for writes.
- */
-static void on_read_reply(struct tlsock_redis_store *s, const redisReply *reply)
-{
-    bool refused = reply->type == REDIS_REPLY_ERROR;
-
-    if (refused && !s->reads_refused) {
-        redis__log(s,
-                   "tlsock: Redis session store %s refuses reads (%s): sessions are not resumed "
-                   "until it answers them",
-                   s->url, reply->str);
-    } else if (!refused && s->reads_refused) {
-        redis__log(s, "tlsock: Redis session store %s answers reads again", s->url);
-    }
-    s->reads_refused = refused;
+    *refused_before = refused;
 }
 
 static void on_reply(struct redisAsyncContext *ac, void *reply_, void *priv)
@@ -331,11 +310,13 @@ static void on_reply(struct redisAsyncContext *ac, void *reply_, void *priv)
             }
         }
     } else if ((r->kind == REQ_PUT || r->kind == REQ_DEL) && reply != NULL) {
-        on_write_reply(s, reply);
+        note_refusal(s, reply, "writes", "sessions are not shared until it takes them",
+                     "takes writes", &s->writes_refused);
     } else if (r->kind == REQ_GET && !r->answered) {
         r->answered = true;
         if (reply != NULL) {
-            on_read_reply(s, reply);
+            note_refusal(s, reply, "reads", "sessions are not resumed until it answers them",
+                         "answers reads", &s->reads_refused);
         }
         if (reply != NULL && reply->type == REDIS_REPLY_STRING) {
             r->done(r->arg, reply->str, reply->len);
