@@ -607,6 +607,19 @@ static struct peer *clients_in_handshake(struct env *env, struct srv *s, int raw
     return a;
 }
 
+/* An echo server whose handshake timeout no test waits for, with clients_in_handshake() on it. */
+static struct srv *serve_with_handshakes(struct env *env, int raw[2], struct peer **a)
+{
+    struct tlsock_uv_opts opts = base_opts(NULL);
+    struct srv *s;
+
+    make_contexts(env);
+    opts.handshake_timeout_ms = ABORT_HANDSHAKE_MS;
+    s = serve_ok(env, 0, env->sctx, &echo_server, &opts);
+    *a = clients_in_handshake(env, s, raw);
+    return s;
+}
+
 /* The raw client's connection was reset: no alert, no end of stream, ECONNRESET. */
 static void assert_raw_reset(int fd, const char *what)
 {
@@ -649,15 +662,9 @@ static void assert_handshakes_canceled(struct env *env, struct srv *s, const int
 static void test_abort_resets_handshakes(void **state)
 {
     struct env *env = *state;
-    struct tlsock_uv_opts opts = base_opts(NULL);
     int raw[2] = {-1, -1};
     struct peer *a;
-    struct srv *s;
-
-    make_contexts(env);
-    opts.handshake_timeout_ms = ABORT_HANDSHAKE_MS;
-    s = serve_ok(env, 0, env->sctx, &echo_server, &opts);
-    a = clients_in_handshake(env, s, raw);
+    struct srv *s = serve_with_handshakes(env, raw, &a);
 
     server_abort(s);
     if (s->server == NULL || env->naerr > 0) {
@@ -685,15 +692,9 @@ static void test_abort_resets_handshakes(void **state)
 static void test_abort_after_close(void **state)
 {
     struct env *env = *state;
-    struct tlsock_uv_opts opts = base_opts(NULL);
     int raw[2] = {-1, -1};
     struct peer *a;
-    struct srv *s;
-
-    make_contexts(env);
-    opts.handshake_timeout_ms = ABORT_HANDSHAKE_MS;
-    s = serve_ok(env, 0, env->sctx, &echo_server, &opts);
-    a = clients_in_handshake(env, s, raw);
+    struct srv *s = serve_with_handshakes(env, raw, &a);
 
     server_close(s);
     run_for(env, 200);
