@@ -73,6 +73,34 @@ static int write_text(const char *name, const char *text)
  * A CRL by @p issuer listing @p revoked (NULL-terminated), as <name>.pem and <name>.der, valid
  * from now for a week, or (@p when) from 2020 to February 2020, or from 2099.
  */
+/*
+ * <to>.der and <to>.pem: CRL <from> with one bit of its signature flipped (the DER's last byte
+ * is the signature's), so that it no longer verifies.
+ */
+static int copy_with_bad_signature(const char *from, const char *to)
+{
+    unsigned char *der = NULL;
+    size_t len = 0;
+    char name[64];
+    int rc = 0;
+
+    snprintf(name, sizeof(name), "%s.der", from);
+    rc = ts_workdir_read(&wd, name, &der, &len);
+    if (rc == 0 && len == 0) {
+        rc = -1;
+    }
+    if (rc == 0) {
+        der[len - 1] ^= 1;
+        snprintf(name, sizeof(name), "%s.der", to);
+        rc = ts_workdir_write(&wd, name, der, len);
+    }
+    free(der);
+    if (rc == 0) {
+        rc = ts_workdir_sh(&wd, "openssl crl -inform DER -in %s.der -out %s.pem", to, to);
+    }
+    return rc;
+}
+
 static int make_crl(const char *name, const struct tlsock__pem_pair *issuer,
                     const struct tlsock__pem_pair *const *revoked, enum crl_time when)
 {
@@ -203,13 +231,7 @@ static int make_all(void **state)
     rc |= make_crl("inter", &certs[CERT_INTER], none, CRL_NOW);
     rc |= make_crl("rinter", &certs[CERT_RINTER], none, CRL_NOW);
     rc |= make_crl("root-future", &ts_pki.ca, none, CRL_FUTURE);
-    /* The signature is the DER's last field: its last byte changed, it no longer verifies. */
-    rc |= ts_workdir_sh(&wd, "cp root.der root-badsig.der && size=$(wc -c <root.der) && "
-                             "last=$(tail -c 1 root.der | od -An -tu1 | tr -d ' ') && "
-                             "printf \"\\$(printf %%o $((last ^ 1)))\" | "
-                             "dd of=root-badsig.der bs=1 seek=$((size - 1)) conv=notrunc "
-                             "2>/dev/null && "
-                             "openssl crl -inform DER -in root-badsig.der -out root-badsig.pem");
+    rc |= copy_with_bad_signature("root", "root-badsig");
 
     rc |= make_pin(ts_pki.server.cert, false, pins[PIN_SERVER], sizeof(pins[0]));
     rc |= make_pin(ts_pki.ca.cert, false, pins[PIN_CA], sizeof(pins[0]));
