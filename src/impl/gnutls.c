@@ -422,8 +422,16 @@ static int map_error(struct gtls_conn *c, int ret, struct tlsock__err *err)
     case GNUTLS_E_NO_CERTIFICATE_FOUND:
     case GNUTLS_E_CERTIFICATE_REQUIRED:
         if (c->role == TLSOCK_SERVER) {
-            /* A server requiring a client certificate got none: a verification failure. */
-            gnutls_alert_send_appropriate(c->session, ret);
+            /*
+             * A server requiring a client certificate got none: a verification failure. TLS 1.3
+             * has certificate_required for it (RFC 8446 section 4.4.2.4); TLS 1.2 answers an
+             * empty Certificate with handshake_failure (RFC 5246 section 7.4.6), as OpenSSL
+             * does. GnuTLS's own alert for GNUTLS_E_NO_CERTIFICATE_FOUND is decode_error, which
+             * tells the client its well-formed message was malformed.
+             */
+            bool tls13 = gnutls_protocol_get_version(c->session) == GNUTLS_TLS1_3;
+            gnutls_alert_send(c->session, GNUTLS_AL_FATAL,
+                              tls13 ? GNUTLS_A_CERTIFICATE_REQUIRED : GNUTLS_A_HANDSHAKE_FAILURE);
             return tlsock__text_fail_no_client_cert(err);
         }
         break;
