@@ -987,8 +987,10 @@ TLSOCK_API int tlsock_handshake(struct tlsock_conn *conn);
  * Reads up to @p len bytes of application data, waiting until at least one byte is available.
  * @p len must be at least 1 (TLSOCK_EINVAL otherwise).
  * @param nread  receives the number of bytes read (at least 1 on success).
- * @return 0; TLSOCK_ECLOSED when the peer sent close_notify (every later read returns it too);
- *         TLSOCK_ETRUNCATED when the connection ended without close_notify; TLSOCK_ETIMEDOUT
+ * @return 0; TLSOCK_ECLOSED when the peer sent close_notify (every later read returns it too;
+ *         on GnuTLS also a TLS 1.3 user_canceled, which Java's TLS sends before close_notify:
+ *         see docs/implementations.md); TLSOCK_ETRUNCATED when the connection ended without
+ *         close_notify; TLSOCK_ETIMEDOUT
  *         (retryable: the connection stays usable); or another fatal error.
  */
 TLSOCK_API int tlsock_read(struct tlsock_conn *conn, void *buf, size_t len, size_t *nread);

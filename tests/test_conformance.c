@@ -183,6 +183,18 @@ static int wire_handshake(struct peers *p, int *crc, int *src)
     return TS_ESTALL;
 }
 
+/* A read of @p conn, retried a few times past records that carry no data (a TLS 1.3 client
+ * reads the server's tickets first). */
+static int read_past_tickets(struct tlsock_conn *conn, char *buf, size_t len, size_t *n)
+{
+    int rc = TLSOCK_EWANT_READ;
+
+    for (int i = 0; i < 4 && rc == TLSOCK_EWANT_READ; i++) {
+        rc = tlsock_read(conn, buf, len, n);
+    }
+    return rc;
+}
+
 /* Application data both ways after the handshake, through the wire. */
 static void wire_exchange(struct peers *p)
 {
@@ -200,11 +212,7 @@ static void wire_exchange(struct peers *p)
     assert_memory_equal(buf, ping, sizeof(ping));
     TS_ASSERT_RC_MSG(tlsock_write(p->server, pong, sizeof(pong)), 0, tlsock_conn_errmsg(p->server));
     TS_ASSERT_RC(wire_move(&p->wire, &p->wire.s2c, p->server, p->client, &moved), 0);
-    /* A TLS 1.3 client reads the server's tickets first: bounded retries. */
-    int rc = TLSOCK_EWANT_READ;
-    for (int i = 0; i < 4 && rc == TLSOCK_EWANT_READ; i++) {
-        rc = tlsock_read(p->client, buf, sizeof(buf), &n);
-    }
+    int rc = read_past_tickets(p->client, buf, sizeof(buf), &n);
     TS_ASSERT_RC_MSG(rc, 0, tlsock_conn_errmsg(p->client));
     assert_int_equal(n, sizeof(pong));
     assert_memory_equal(buf, pong, sizeof(pong));
@@ -1090,10 +1098,7 @@ static void test_message_truncated(void **state)
     peers_attach(p);
     TS_ASSERT_RC(wire_handshake(p, &crc, &src), 0);
     TS_ASSERT_RC(tlsock_feed_eof(p->client), 0);
-    int rc = TLSOCK_EWANT_READ;
-    for (int i = 0; i < 4 && rc == TLSOCK_EWANT_READ; i++) {
-        rc = tlsock_read(p->client, buf, sizeof(buf), &n);
-    }
+    int rc = read_past_tickets(p->client, buf, sizeof(buf), &n);
     TS_ASSERT_RC_MSG(rc, TLSOCK_ETRUNCATED, tlsock_conn_errmsg(p->client));
     TS_ASSERT_CONTAINS(tlsock_strerror(rc), "(truncated)");
     assert_null(strstr(tlsock_conn_errmsg(p->client), "(truncated)"));
@@ -1187,6 +1192,76 @@ static void test_message_old_server_answers(void **state)
     assert_string_equal(tlsock_conn_errmsg(p->client), want);
 }
 
+/* ---- closure alerts -------------------------------------------------------------------------- */
+
+#if TLSOCK_TEST_HAVE_GNUTLS
+/* Java's TLS closes a TLS 1.3 socket whose peer has not closed yet with user_canceled, then
+ * close_notify (its duplex close). OpenSSL has no call that sends a user_canceled. */
+static int send_user_canceled(struct tlsock_conn *conn)
+{
+    int ret =
+        gnutls_alert_send(tlsock_conn_native(conn), GNUTLS_AL_WARNING, GNUTLS_A_USER_CANCELED);
+
+    return ret == 0 ? 0 : TS_ESETUP;
+}
+#endif
+
+/*
+ * RFC 8446 section 6.1: user_canceled is a closure alert, which "SHOULD be followed by a
+ * close_notify". A peer that ends its stream with both (data, user_canceled, close_notify) is a
+ * clean end on both implementations: the data, then TLSOCK_ECLOSED, and closing in turn works.
+ * GnuTLS invalidates a TLS 1.3 session on any alert but close_notify, so a GnuTLS receiver used
+ * to fail with EPROTO "peer sent alert: user_canceled (90)" instead (a tunnel then reset the
+ * other side, dropping what was queued for it). The sender is a GnuTLS peer driven through its
+ * session; rows with none skip.
+ */
+static void test_user_canceled_ends_stream(void **state)
+{
+    static const char *const versions[] = {"1.3", "1.2-1.2"};
+    size_t ran = 0;
+
+    for (size_t i = 0; i < 4; i++) {
+        struct peers *p = peers_renew(state, i);
+        const char *version = versions[i / 2];
+        bool client_sends = i % 2 == 0; /* else the server sends */
+
+        peers_contexts(p, version);
+        if (tlsock_ctx_impl(client_sends ? p->cctx : p->sctx) != TLSOCK_IMPL_GNUTLS) {
+            continue;
+        }
+#if TLSOCK_TEST_HAVE_GNUTLS
+        print_message("protocols %s, the %s sends user_canceled and close_notify\n", version,
+                      client_sends ? "client" : "server");
+        peers_attach(p);
+        struct tlsock_conn *from = client_sends ? p->client : p->server;
+        struct tlsock_conn *to = client_sends ? p->server : p->client;
+        struct ts_flow *flow = client_sends ? &p->wire.c2s : &p->wire.s2c;
+        char buf[16];
+        size_t n = 0;
+        size_t moved = 0;
+        int crc = 0;
+        int src = 0;
+
+        TS_ASSERT_RC(wire_handshake(p, &crc, &src), 0);
+        TS_ASSERT_RC(tlsock_write(from, "bye", 3), 0);
+        TS_ASSERT_RC(send_user_canceled(from), 0);
+        TS_ASSERT_RC(tlsock_shutdown(from), 0);
+        TS_ASSERT_RC(wire_move(&p->wire, flow, from, to, &moved), 0);
+        TS_ASSERT_RC_MSG(read_past_tickets(to, buf, sizeof(buf), &n), 0, tlsock_conn_errmsg(to));
+        assert_int_equal(n, 3);
+        assert_memory_equal(buf, "bye", 3);
+        TS_ASSERT_RC_MSG(tlsock_read(to, buf, sizeof(buf), &n), TLSOCK_ECLOSED,
+                         tlsock_conn_errmsg(to));
+        TS_ASSERT_RC(tlsock_read(to, buf, sizeof(buf), &n), TLSOCK_ECLOSED);
+        TS_ASSERT_RC_MSG(tlsock_shutdown(to), 0, tlsock_conn_errmsg(to));
+        ran++;
+#endif
+    }
+    if (ran == 0) {
+        skip(); /* no GnuTLS peer in this row to send user_canceled */
+    }
+}
+
 /* Whether this row's client contexts are GnuTLS's. */
 static bool client_is_gnutls(void)
 {
@@ -1217,6 +1292,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_message_old_server_refuses, peers_setup,
                                         peers_teardown),
         cmocka_unit_test_setup_teardown(test_message_old_server_answers, peers_setup,
+                                        peers_teardown),
+        cmocka_unit_test_setup_teardown(test_user_canceled_ends_stream, peers_setup,
                                         peers_teardown),
         /* Last: only for GnuTLS clients (see the case). */
         cmocka_unit_test_setup_teardown(test_renegotiation_signal_tls13, peers_setup,

@@ -3,7 +3,8 @@
  * checked by a handshake the client verifies over the in-memory pair. The key files are made from
  * ts_pki by the `openssl` command-line tool (not by the code under test) in a temporary
  * directory: PKCS#8 with AES-256 in PEM and DER, traditional "Proc-Type: 4,ENCRYPTED" EC and RSA
- * keys, DER certificates and keys, PKCS#12 bundles with and without a password. Failures must be
+ * keys, DER certificates and keys, PKCS#12 bundles with and without a password, EC keys that
+ * leave out their optional public key (as Java writes them). Failures must be
  * TLSOCK_ECONFIG with the files named, and a missing passphrase must never become a prompt on
  * the terminal.
  */
@@ -100,6 +101,11 @@ static int make_files(void **state)
         "rsa -in rsa_key.pem -aes256 -traditional -passout pass:'" PASS "' -out rsa_trad.pem",
         "x509 -in cert.pem -outform DER -out cert.der",
         "pkey -in key.pem -outform DER -out key.der",
+        /* RFC 5915 makes the public key optional; Java leaves it out of every EC key. */
+        "ec -in key.pem -no_public -out key_nopub.pem",
+        "pkcs8 -topk8 -nocrypt -in key_nopub.pem -out key8_nopub.pem",
+        "pkcs8 -topk8 -nocrypt -in key_nopub.pem -outform DER -out key8_nopub.der",
+        "ec -in client_key.pem -no_public -out client_key_nopub.pem",
         "pkcs12 -export -in cert.pem -inkey key.pem -certfile ca.pem -passout pass:'" PASS "' "
         "-keypbe AES-256-CBC -certpbe AES-256-CBC -macalg sha256 -out bundle.p12",
         "pkcs12 -export -in cert.pem -inkey key.pem -passout pass: -keypbe AES-256-CBC "
@@ -223,6 +229,14 @@ static const struct key_case load_cases[] = {
      .source = MEMORY,
      .cert = "cert.der",
      .key = "key.der"},
+    {.what = "EC key without its public key, SEC1 PEM", .cert = "cert.pem", .key = "key_nopub.pem"},
+    {.what = "EC key without its public key, PKCS#8 PEM (as Java writes it)",
+     .cert = "cert.pem",
+     .key = "key8_nopub.pem"},
+    {.what = "EC key without its public key, PKCS#8 DER in memory",
+     .source = MEMORY,
+     .cert = "cert.der",
+     .key = "key8_nopub.der"},
     {.what = "DER certificate, encrypted PKCS#8 DER key, callback",
      .cert = "cert.der",
      .key = "key8.der",
@@ -357,6 +371,11 @@ static const struct key_case fail_cases[] = {
      .pass = PASS,
      .rc = TLSOCK_ECONFIG,
      .messages = {"certificate file @cert", "key file @key", "does not match the certificate"}},
+    {.what = "EC key without its public key, of another certificate",
+     .cert = "cert.pem",
+     .key = "client_key_nopub.pem",
+     .rc = TLSOCK_ECONFIG,
+     .messages = {"key file @key", "does not match the certificate"}},
     {.what = "key and certificate that do not match, in memory",
      .source = MEMORY,
      .cert = "cert.der",

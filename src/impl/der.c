@@ -110,3 +110,60 @@ int tlsock__der_has_san(const unsigned char *der, size_t len)
      * extensions. */
     return fields >= 6 ? 0 : -1;
 }
+
+enum { DER_INTEGER = 0x02, DER_OCTETS = 0x04, DER_SEQUENCE = 0x30, DER_PUBLIC_KEY = 0xa1 };
+
+/* Enters the SEQUENCE at *@p at (*@p end becomes its end) and reads its version, a one-byte
+ * INTEGER; -1 when they are not there. */
+static int versioned(const unsigned char **at, const unsigned char **end)
+{
+    struct tlv seq;
+    struct tlv version;
+
+    if (!next_tlv(at, *end, &seq) || seq.tag != DER_SEQUENCE) {
+        return -1;
+    }
+    *at = seq.p;
+    *end = seq.p + seq.len;
+    if (!next_tlv(at, *end, &version) || version.tag != DER_INTEGER || version.len != 1) {
+        return -1;
+    }
+    return version.p[0];
+}
+
+bool tlsock__der_ec_key_without_point(const unsigned char *der, size_t len,
+                                      const unsigned char **scalar, size_t *scalar_len)
+{
+    /* AlgorithmIdentifier: id-ecPublicKey (1.2.840.10045.2.1), then the curve. */
+    static const unsigned char ec_oid[] = {0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01};
+    const unsigned char *at = der;
+    const unsigned char *end = der + len;
+    struct tlv field;
+    int version = versioned(&at, &end);
+
+    if (version == 0) {
+        /* PKCS#8 version 0: the algorithm, then the ECPrivateKey in an OCTET STRING. */
+        struct tlv algorithm;
+        if (!next_tlv(&at, end, &algorithm) || algorithm.tag != DER_SEQUENCE ||
+            algorithm.len < sizeof(ec_oid) || memcmp(algorithm.p, ec_oid, sizeof(ec_oid)) != 0 ||
+            !next_tlv(&at, end, &field) || field.tag != DER_OCTETS) {
+            return false;
+        }
+        at = field.p;
+        end = field.p + field.len;
+        version = versioned(&at, &end);
+    }
+    /* ECPrivateKey version 1: the scalar, then [0] parameters and [1] publicKey if present. */
+    if (version != 1 || !next_tlv(&at, end, &field) || field.tag != DER_OCTETS || field.len == 0) {
+        return false;
+    }
+    *scalar = field.p;
+    *scalar_len = field.len;
+    while (at < end) {
+        struct tlv optional;
+        if (!next_tlv(&at, end, &optional) || optional.tag == DER_PUBLIC_KEY) {
+            return false;
+        }
+    }
+    return true;
+}

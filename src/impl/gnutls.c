@@ -79,6 +79,7 @@ struct gtls_conn {
     bool no_san;            /* client: the peer's leaf has no subjectAltName */
     bool ticket_pending;    /* client: a NewSessionTicket not reported yet (gnutls_session.c) */
     bool master_logged;     /* GnuTLS handed over the CLIENT_RANDOM line (keylog_master()) */
+    bool peer_canceled;     /* the peer ended a TLS 1.3 session with user_canceled (gtls_read) */
     unsigned char tail[7];  /* the last bytes received: a whole record if it was an alert */
     unsigned char tail_len;
     unsigned char ip[16]; /* verify_ip: that address */
@@ -422,8 +423,16 @@ static int map_error(struct gtls_conn *c, int ret, struct tlsock__err *err)
     case GNUTLS_E_NO_CERTIFICATE_FOUND:
     case GNUTLS_E_CERTIFICATE_REQUIRED:
         if (c->role == TLSOCK_SERVER) {
-            /* A server requiring a client certificate got none: a verification failure. */
-            gnutls_alert_send_appropriate(c->session, ret);
+            /*
+             * A server requiring a client certificate got none: a verification failure. TLS 1.3
+             * has certificate_required for it (RFC 8446 section 4.4.2.4); TLS 1.2 answers an
+             * empty Certificate with handshake_failure (RFC 5246 section 7.4.6), as OpenSSL
+             * does. GnuTLS's own alert for GNUTLS_E_NO_CERTIFICATE_FOUND is decode_error, which
+             * tells the client its well-formed message was malformed.
+             */
+            bool tls13 = gnutls_protocol_get_version(c->session) == GNUTLS_TLS1_3;
+            gnutls_alert_send(c->session, GNUTLS_AL_FATAL,
+                              tls13 ? GNUTLS_A_CERTIFICATE_REQUIRED : GNUTLS_A_HANDSHAKE_FAILURE);
             return tlsock__text_fail_no_client_cert(err);
         }
         break;
@@ -1376,6 +1385,22 @@ static void refuse_renegotiation(struct gtls_conn *c)
     c->drop_hello = c->role == TLSOCK_SERVER && gnutls_record_check_pending(c->session) > 0;
 }
 
+/*
+ * TLS 1.3 has two closure alerts (RFC 8446 section 6.1): close_notify, and user_canceled, which
+ * "SHOULD be followed by a close_notify". Java's TLS sends both when a TLS 1.3 socket is closed
+ * before the peer's close_notify came (its duplex close: it reads nothing more). OpenSSL reads
+ * past user_canceled to the close_notify; GnuTLS takes every TLS 1.3 alert but close_notify as
+ * fatal and invalidates the session, so the close_notify behind it can never be read. After the
+ * handshake it is then the peer's end of stream, as on OpenSSL (TLSOCK_ECLOSED), not a protocol
+ * error: data the peer sent before it was all read, and only the peer can send it (the alert is
+ * encrypted). TLS 1.2's user_canceled is a warning, which gtls_read() reads past.
+ */
+static bool canceled_by_peer(struct gtls_conn *c)
+{
+    return gnutls_protocol_get_version(c->session) == GNUTLS_TLS1_3 &&
+           gnutls_alert_get(c->session) == GNUTLS_A_USER_CANCELED;
+}
+
 /* Warning alerts in a row before the peer is given up on, as OpenSSL does (five). */
 enum { WARNING_LIMIT = 5 };
 
@@ -1414,6 +1439,9 @@ static int gtls_read(void *tls, void *buf, size_t len, size_t *nread, struct tls
         *nread = (size_t)ret;
     } else if (ret == 0) {
         rc = tlsock__fail(err, TLSOCK_ECLOSED, "peer sent close_notify");
+    } else if (ret == GNUTLS_E_FATAL_ALERT_RECEIVED && canceled_by_peer(c)) {
+        c->peer_canceled = true;
+        rc = tlsock__fail(err, TLSOCK_ECLOSED, "peer ended the session with user_canceled");
     } else {
         rc = map_error(c, (int)ret, err);
     }
@@ -1431,6 +1459,11 @@ static int gtls_write(void *tls, const void *buf, size_t len, size_t *nwritten,
     unsigned long moved = c->moved;
     ssize_t ret;
 
+    if (c->peer_canceled) {
+        /* GnuTLS encrypts nothing more once the session is invalidated (canceled_by_peer()). */
+        return tlsock__fail(err, TLSOCK_EPROTO,
+                            "cannot write: the peer ended the session with user_canceled");
+    }
     do {
         c->blocked = false;
         ret = gnutls_record_send(c->session, buf, len);
@@ -1448,6 +1481,14 @@ static int gtls_shutdown(void *tls, struct tlsock__err *err)
     unsigned long moved = c->moved;
     int ret;
 
+    if (c->peer_canceled) {
+        /*
+         * Nothing can be sent after the peer's user_canceled (canceled_by_peer()). The peer
+         * canceled the whole session and waits for no close_notify (Java's TLS has closed its
+         * socket by then); the caller's FIN still ends the stream.
+         */
+        return 0;
+    }
     do {
         c->blocked = false;
         ret = gnutls_bye(c->session, GNUTLS_SHUT_WR);

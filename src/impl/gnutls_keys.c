@@ -9,6 +9,7 @@
 #include <gnutls/pkcs12.h>
 #include <gnutls/x509.h>
 
+#include "der.h"
 #include "gnutls_int.h"
 
 void tlsock__gtls_cert_free(struct gtls_cert *cert)
@@ -97,6 +98,61 @@ static int load_key(const struct tlsock__cert_src *src, gnutls_x509_privkey_t *o
     return tlsock__fail(err, code_of(ret), "key holds no private key: %s", gnutls_strerror(ret));
 }
 
+/*
+ * The key of @p src as GnuTLS could not read it: an unencrypted EC key without its public key,
+ * which RFC 5915 makes optional and Java leaves out of every EC key it writes (keytool, and so
+ * what `openssl pkcs12 -nodes` extracts from its keystores); GnuTLS 3.7 cannot read such a key,
+ * OpenSSL computes the public key. Its public key is the leaf's, so the key is made from the
+ * private scalar and the leaf's point, and then checked: a scalar that is not the point's (the
+ * key of another certificate) is refused as a mismatch. @p rc is load_key()'s failure, returned
+ * with its message for any other key.
+ */
+static int ec_key_from_leaf(const struct tlsock__cert_src *src, struct gtls_cert *out, int rc,
+                            struct tlsock__err *err)
+{
+    gnutls_datum_t pem = {.data = (unsigned char *)src->key, .size = (unsigned)src->key_len};
+    gnutls_datum_t der = pem;
+    gnutls_datum_t decoded = {NULL, 0};
+    gnutls_datum_t x = {NULL, 0};
+    gnutls_datum_t y = {NULL, 0};
+    gnutls_ecc_curve_t curve = GNUTLS_ECC_CURVE_INVALID;
+    gnutls_x509_privkey_t key = NULL;
+    const unsigned char *k = NULL;
+    size_t k_len = 0;
+
+    if (tlsock__is_pem(src->key, src->key_len)) {
+        if (gnutls_pem_base64_decode2("PRIVATE KEY", &pem, &decoded) < 0 &&
+            gnutls_pem_base64_decode2("EC PRIVATE KEY", &pem, &decoded) < 0) {
+            return rc;
+        }
+        der = decoded;
+    }
+    if (tlsock__der_ec_key_without_point(der.data, der.size, &k, &k_len) &&
+        gnutls_x509_crt_get_pk_ecc_raw(out->chain[0], &curve, &x, &y) >= 0 &&
+        gnutls_x509_privkey_init(&key) >= 0) {
+        gnutls_datum_t scalar = {.data = (unsigned char *)k, .size = (unsigned)k_len};
+        if (gnutls_x509_privkey_import_ecc_raw(key, curve, &x, &y, &scalar) >= 0 &&
+            gnutls_x509_privkey_verify_params(key) >= 0) {
+            out->key = key;
+            key = NULL;
+            tlsock__err_clear(err);
+            rc = 0;
+        } else {
+            rc = tlsock__fail(err, TLSOCK_ECONFIG, "%s", TLSOCK__MSG_KEY_MISMATCH);
+        }
+    }
+    if (key != NULL) {
+        gnutls_x509_privkey_deinit(key);
+    }
+    gnutls_free(x.data);
+    gnutls_free(y.data);
+    if (decoded.data != NULL) {
+        gnutls_memset(decoded.data, 0, decoded.size); /* the private key */
+        gnutls_free(decoded.data);
+    }
+    return rc;
+}
+
 static int load_pair(const struct tlsock__cert_src *src, struct gtls_cert *out,
                      struct tlsock__err *err)
 {
@@ -109,7 +165,9 @@ static int load_pair(const struct tlsock__cert_src *src, struct gtls_cert *out,
                             tlsock__is_pem(src->chain, src->chain_len) ? "PEM" : "DER",
                             gnutls_strerror(ret));
     }
-    return load_key(src, &out->key, err);
+    int rc = load_key(src, &out->key, err);
+    /* An encrypted key (one that asked for its passphrase) is left as GnuTLS read it. */
+    return rc == TLSOCK_ECONFIG && !src->pass->asked ? ec_key_from_leaf(src, out, rc, err) : rc;
 }
 
 /* Whether @p p12 (a gnutls_pkcs12_t) carries a MAC (`openssl pkcs12 -nomac` makes bundles
