@@ -10,6 +10,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if TLSOCK_TEST_HAVE_OPENSSL
+#include <openssl/ssl.h>
+#endif
+#if TLSOCK_TEST_HAVE_GNUTLS
+#include <gnutls/gnutls.h>
+#endif
+
 /* The certificates, made once per executable, all issued by ts_pki.ca. */
 enum cert_id {
     CERT_DEFAULT, /* default.example.com */
@@ -265,6 +272,60 @@ static void test_choice(void **state)
     }
 }
 
+/*
+ * A TLS 1.2 client whose supported_groups list X25519 alone, so no curve an ECDSA certificate
+ * uses, set on the session in its own library's words (@p user: the client's implementation).
+ */
+static int x25519_only(void *session, void *user)
+{
+    int rc = TLSOCK_ECONFIG;
+
+#if TLSOCK_TEST_HAVE_OPENSSL
+    if (*(const int *)user == TLSOCK_IMPL_OPENSSL && SSL_set1_groups_list(session, "X25519") == 1) {
+        rc = 0;
+    }
+#endif
+#if TLSOCK_TEST_HAVE_GNUTLS
+    if (*(const int *)user == TLSOCK_IMPL_GNUTLS &&
+        gnutls_priority_set_direct(
+            session, "NORMAL:-VERS-ALL:+VERS-TLS1.2:-GROUP-ALL:+GROUP-X25519", NULL) == 0) {
+        rc = 0;
+    }
+#endif
+    return rc;
+}
+
+/*
+ * RFC 8422 section 5.3: a TLS 1.2 server's ECDSA key must be on a curve the client lists. Such a
+ * client gets the RSA twin when there is one, and is refused the same way on both
+ * implementations when there is none (GnuTLS's server presented the P-256 key regardless;
+ * OpenSSL's failed with "no shared cipher" even with the RSA twin there, as tlsock had chosen
+ * the ECDSA chain for it).
+ */
+static void test_tls12_ecdsa_curve(void **state)
+{
+    struct ts_pair *p = *state;
+    static const enum cert_id twins[] = {CERT_DEFAULT, CERT_EC, CERT_RSA};
+    static const enum cert_id ecdsa_only[] = {CERT_EC};
+    static int client_impl;
+
+    server_with(p, twins, 3);
+    client_with(p, "1.2-1.2", NULL, NULL);
+    client_impl = tlsock_ctx_impl(p->cctx);
+    TS_ASSERT_RC(tlsock_ctx_set_configure(p->cctx, NULL, x25519_only, &client_impl), 0);
+    expect_cert(p, "dual.example.com", CERT_RSA);
+
+    ts_pair_close(p);
+    tlsock_ctx_free(p->sctx);
+    p->sctx = NULL;
+    server_with(p, ecdsa_only, 1);
+    TS_ASSERT_FAILED(connect_as(p, "dual.example.com"), p->client_msg);
+    assert_int_equal(p->server_rc, TLSOCK_EPROTO);
+    TS_ASSERT_CONTAINS(p->server_msg, "supported_groups do not list the curve");
+    assert_int_equal(p->client_rc, TLSOCK_EPROTO);
+    TS_ASSERT_CONTAINS(p->client_msg, "handshake_failure (40)");
+}
+
 /* What the SNI callback saw and answers. */
 struct sni_calls {
     int calls;
@@ -433,6 +494,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_choice, ts_pair_setup, ts_pair_teardown),
+        cmocka_unit_test_setup_teardown(test_tls12_ecdsa_curve, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_callback_chooses, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_callback_refuses, ts_pair_setup, ts_pair_teardown),
 #if TS_BOTH_IMPLS /* a replay needs another implementation to start from */

@@ -267,8 +267,10 @@ static int client_hello_cb(SSL *ssl, int *alert, void *arg)
     } else {
         tlsock__hello_suites(&h, data, len);
     }
+    /* supported_groups: a TLS 1.2 client's curves limit the ECDSA keys certsel.c may choose. */
     static const unsigned types[] = {TLSOCK__EXT_SUPPORTED_VERSIONS, TLSOCK__EXT_RENEGOTIATION_INFO,
-                                     TLSOCK__EXT_SERVER_NAME, TLSOCK__EXT_SIGNATURE_ALGORITHMS};
+                                     TLSOCK__EXT_SERVER_NAME, TLSOCK__EXT_SIGNATURE_ALGORITHMS,
+                                     TLSOCK__EXT_SUPPORTED_GROUPS};
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
         if (SSL_client_hello_get0_ext(ssl, types[i], &data, &len) == 1) {
             tlsock__hello_extension(&h, types[i], data, len);
