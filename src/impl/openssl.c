@@ -81,6 +81,7 @@ struct ossl_conn {
     int verify_rc;      /* verify_err's code: TLSOCK_EVERIFY, or TLSOCK_ENOMEM */
     bool verify_ip;     /* client: the name verified is an IP address */
     bool ocsp_refused;  /* client_status_cb() refused the staple (verify_err) */
+    bool truncated;     /* OpenSSL met the end of the stream without close_notify (bio_ctrl) */
 };
 /* Memory per idle connection (docs/async.md, "Memory"): a 176-byte glibc chunk on x86-64. */
 _Static_assert(sizeof(struct ossl_conn) <= 21 * sizeof(void *),
@@ -128,6 +129,15 @@ static int bio_write(BIO *bio, const char *buf, size_t len, size_t *nwritten)
     struct ossl_conn *c = BIO_get_data(bio);
 
     BIO_clear_retry_flags(bio);
+    if (c->truncated) {
+        /*
+         * What OpenSSL writes once the stream was cut short is the decode_error alert it sends for
+         * that: a peer that ended its side without close_notify sent nothing malformed, and
+         * GnuTLS sends it nothing. Dropped, so that both implementations end the same way.
+         */
+        *nwritten = len;
+        return 1;
+    }
     return bio_outcome(bio, tlsock__transport_write(c->t, buf, len), nwritten, false);
 }
 
@@ -141,7 +151,11 @@ static long bio_ctrl(BIO *bio, int cmd, long num, void *ptr)
     case BIO_CTRL_FLUSH:
         return 1;
     case BIO_CTRL_EOF:
-        /* OpenSSL asks this to tell a truncated stream from a would-block. */
+        /* OpenSSL asks this to tell a truncated stream from a would-block, once a read found
+         * nothing: a yes is a truncation, which OpenSSL answers with an alert (bio_write). */
+        if (c != NULL && c->t->eof) {
+            c->truncated = true;
+        }
         return c != NULL && c->t->eof;
     default:
         return 0;
