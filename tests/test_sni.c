@@ -272,23 +272,30 @@ static void test_choice(void **state)
     }
 }
 
-/*
- * A TLS 1.2 client whose supported_groups list X25519 alone, so no curve an ECDSA certificate
- * uses, set on the session in its own library's words (@p user: the client's implementation).
- */
-static int x25519_only(void *session, void *user)
+/* A client's groups or signature schemes, set on each of its sessions in its own library's words
+ * by client_limits(). */
+struct client_limits {
+    int impl;                 /* the client's implementation */
+    const char *ossl_groups;  /* SSL_set1_groups_list(), or NULL */
+    const char *ossl_sigalgs; /* SSL_set1_sigalgs_list(), or NULL */
+    const char *gtls_prio;    /* gnutls_priority_set_direct() */
+};
+
+static int client_limits(void *session, void *user)
 {
+    const struct client_limits *l = user;
     int rc = TLSOCK_ECONFIG;
 
 #if TLSOCK_TEST_HAVE_OPENSSL
-    if (*(const int *)user == TLSOCK_IMPL_OPENSSL && SSL_set1_groups_list(session, "X25519") == 1) {
+    if (l->impl == TLSOCK_IMPL_OPENSSL &&
+        (l->ossl_groups == NULL || SSL_set1_groups_list(session, l->ossl_groups) == 1) &&
+        (l->ossl_sigalgs == NULL || SSL_set1_sigalgs_list(session, l->ossl_sigalgs) == 1)) {
         rc = 0;
     }
 #endif
 #if TLSOCK_TEST_HAVE_GNUTLS
-    if (*(const int *)user == TLSOCK_IMPL_GNUTLS &&
-        gnutls_priority_set_direct(
-            session, "NORMAL:-VERS-ALL:+VERS-TLS1.2:-GROUP-ALL:+GROUP-X25519", NULL) == 0) {
+    if (l->impl == TLSOCK_IMPL_GNUTLS &&
+        gnutls_priority_set_direct(session, l->gtls_prio, NULL) == 0) {
         rc = 0;
     }
 #endif
@@ -307,12 +314,15 @@ static void test_tls12_ecdsa_curve(void **state)
     struct ts_pair *p = *state;
     static const enum cert_id twins[] = {CERT_DEFAULT, CERT_EC, CERT_RSA};
     static const enum cert_id ecdsa_only[] = {CERT_EC};
-    static int client_impl;
+    static struct client_limits x25519_only = {
+        .ossl_groups = "X25519",
+        .gtls_prio = "NORMAL:-VERS-ALL:+VERS-TLS1.2:-GROUP-ALL:+GROUP-X25519",
+    };
 
     server_with(p, twins, 3);
     client_with(p, "1.2-1.2", NULL, NULL);
-    client_impl = tlsock_ctx_impl(p->cctx);
-    TS_ASSERT_RC(tlsock_ctx_set_configure(p->cctx, NULL, x25519_only, &client_impl), 0);
+    x25519_only.impl = tlsock_ctx_impl(p->cctx);
+    TS_ASSERT_RC(tlsock_ctx_set_configure(p->cctx, NULL, client_limits, &x25519_only), 0);
     expect_cert(p, "dual.example.com", CERT_RSA);
 
     ts_pair_close(p);
@@ -324,6 +334,28 @@ static void test_tls12_ecdsa_curve(void **state)
     TS_ASSERT_CONTAINS(p->server_msg, "supported_groups do not list the curve");
     assert_int_equal(p->client_rc, TLSOCK_EPROTO);
     TS_ASSERT_CONTAINS(p->client_msg, "handshake_failure (40)");
+}
+
+/*
+ * RFC 8446 section 4.2.3: a TLS 1.3 ECDSA scheme names its curve, so a client offering
+ * ecdsa_secp384r1_sha384 alone takes no P-256 key. It gets the RSA twin; tlsock presented the
+ * P-256 chain (an ECDSA scheme was offered) and both implementations then failed the handshake.
+ */
+static void test_tls13_ecdsa_scheme(void **state)
+{
+    struct ts_pair *p = *state;
+    static const enum cert_id twins[] = {CERT_DEFAULT, CERT_EC, CERT_RSA};
+    static struct client_limits p384_schemes = {
+        .ossl_sigalgs = "ecdsa_secp384r1_sha384:rsa_pss_rsae_sha256",
+        .gtls_prio = "NORMAL:-VERS-ALL:+VERS-TLS1.3:-SIGN-ALL:+SIGN-ECDSA-SECP384R1-SHA384:"
+                     "+SIGN-RSA-PSS-RSAE-SHA256",
+    };
+
+    server_with(p, twins, 3);
+    client_with(p, "1.3", NULL, NULL);
+    p384_schemes.impl = tlsock_ctx_impl(p->cctx);
+    TS_ASSERT_RC(tlsock_ctx_set_configure(p->cctx, NULL, client_limits, &p384_schemes), 0);
+    expect_cert(p, "dual.example.com", CERT_RSA);
 }
 
 /* What the SNI callback saw and answers. */
@@ -495,6 +527,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_choice, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_tls12_ecdsa_curve, ts_pair_setup, ts_pair_teardown),
+        cmocka_unit_test_setup_teardown(test_tls13_ecdsa_scheme, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_callback_chooses, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_callback_refuses, ts_pair_setup, ts_pair_teardown),
 #if TS_BOTH_IMPLS /* a replay needs another implementation to start from */

@@ -83,9 +83,9 @@ static bool curve_listed(const struct tlsock__hello *h, unsigned ec_group)
 
 /*
  * Whether the client can take a certificate with the key of @p f: RFC 8446 section 4.2.3
- * (TLS 1.3 signs with the schemes of signature_algorithms, RSA only with RSASSA-PSS), RFC 5246
- * section 7.4.1.4.1 (TLS 1.2 also needs a suite for the key, and for ECDSA its curve; without the
- * extension any scheme of the suite's kind will do).
+ * (TLS 1.3 signs with the schemes of signature_algorithms, ECDSA with the one of its curve, RSA
+ * only with RSASSA-PSS), RFC 5246 section 7.4.1.4.1 (TLS 1.2 also needs a suite for the key, and
+ * for ECDSA its curve; without the extension any scheme of the suite's kind will do).
  */
 static bool supports(const struct tlsock__hello *h, int version, const struct tlsock__cert_facts *f)
 {
@@ -93,10 +93,14 @@ static bool supports(const struct tlsock__hello *h, int version, const struct tl
     static const unsigned rsa[] = {0x0804, 0x0805, 0x0806, 0x0401, 0x0501, 0x0601, 0x0201};
     int kind = f->key_kind;
 
+    if (kind == TLSOCK__SIGN_EC && version == 0x0304) {
+        /* A TLS 1.3 ECDSA scheme names its curve: P-256 keys sign with 0x0403 alone, and so on. */
+        size_t curve = f->ec_group >= 23 && f->ec_group <= 25 ? f->ec_group - 23 : 3;
+        return curve < 3 ? offers(h, &ecdsa[curve], 1) : offers(h, ecdsa, 3);
+    }
     if (kind == TLSOCK__SIGN_EC) {
-        return version == 0x0304 ? offers(h, ecdsa, 3)
-                                 : h->suites_ecdsa && (!h->has_sigalgs || offers(h, ecdsa, 4)) &&
-                                       curve_listed(h, f->ec_group);
+        return h->suites_ecdsa && (!h->has_sigalgs || offers(h, ecdsa, 4)) &&
+               curve_listed(h, f->ec_group);
     }
     if (kind == TLSOCK__SIGN_RSA) {
         return version == 0x0304 ? offers(h, rsa, 3)
