@@ -275,7 +275,9 @@ TLSOCK_API int tlsock_ctx_set_ciphers(struct tlsock_ctx *ctx, const char *policy
  * Adds trust anchors (CA certificates) from a PEM file. The file is read during the call; it
  * must be a regular file of at most 16 MiB (a FIFO or a device is refused at once, without
  * waiting for it). Setting any CA replaces the default system store for this context; call
- * tlsock_ctx_set_ca_system() as well to keep both.
+ * tlsock_ctx_set_ca_system() as well to keep both. Every certificate given is a trust anchor,
+ * self-signed or not: an intermediate CA alone accepts the chains under it (on both
+ * implementations; the same for every CA setter).
  * @return 0, or TLSOCK_EX509_LOOKUP when the file cannot be read, is not a regular file, is
  *         empty or holds no certificate (as do the other CA setters); the message names the file.
  */
