@@ -406,7 +406,8 @@ TLSOCK_API int tlsock_ctx_set_pkcs12_mem(struct tlsock_ctx *ctx, const void *dat
  * client's signature_algorithms (in TLS 1.3 the one of its curve, such as ecdsa_secp256r1_sha256
  * for P-256; and, in TLS 1.2, an ECDHE-ECDSA cipher suite and its curve in the client's
  * supported_groups, RFC 8422 section 5.3), an RSA key an RSA scheme (RSA-PSS in TLS 1.3) and, in
- * TLS 1.2, an RSA suite. So an ECDSA and an RSA chain for the same names serve every
+ * TLS 1.2, an RSA suite, an Ed25519 key the ed25519 scheme (and, in TLS 1.2, an ECDHE-ECDSA
+ * suite). So an ECDSA and an RSA chain for the same names serve every
  * client with the best one it takes. When it supports none of them, the first is presented and
  * the handshake fails as it would with that one alone; an ECDSA key whose curve a TLS 1.2 client
  * does not list is refused by tlsock itself on both implementations (TLSOCK_EPROTO,

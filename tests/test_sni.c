@@ -358,6 +358,54 @@ static void test_tls13_ecdsa_scheme(void **state)
     expect_cert(p, "dual.example.com", CERT_RSA);
 }
 
+/*
+ * An Ed25519 certificate for dual.example.com, self-signed, valid until 2126 (the clients here do
+ * not verify). Made once with the openssl tool, as no generator of tlsock makes Ed25519 keys:
+ *   openssl genpkey -algorithm ED25519 -out ed.key
+ *   openssl req -x509 -new -key ed.key -subj /CN=sni-ed25519 -days 36500 \
+ *       -addext subjectAltName=DNS:dual.example.com -addext basicConstraints=critical,CA:FALSE
+ */
+static const char ed25519_cert[] =
+    "-----BEGIN CERTIFICATE-----\n"
+    "MIIBXTCCAQ+gAwIBAgIUEtYnSIgelGqZ/JdVIi5qAIStxRAwBQYDK2VwMBYxFDAS\n"
+    "BgNVBAMMC3NuaS1lZDI1NTE5MCAXDTI2MTIwODAxMDM1NVoYDzIxMjYxMTE0MDEw\n"
+    "MzU1WjAWMRQwEgYDVQQDDAtzbmktZWQyNTUxOTAqMAUGAytlcAMhAOkeh1U6EBbV\n"
+    "19t1hwbnPQg0aHgu+8085kEqq075n0too20wazAdBgNVHQ4EFgQUduGYl6NULwKb\n"
+    "IO5ijFRb5R/f35wwHwYDVR0jBBgwFoAUduGYl6NULwKbIO5ijFRb5R/f35wwGwYD\n"
+    "VR0RBBQwEoIQZHVhbC5leGFtcGxlLmNvbTAMBgNVHRMBAf8EAjAAMAUGAytlcANB\n"
+    "ADh2LreuMJu5Vfcm9FXC+uV2YLyrF+bSYifV5qp8j1v9SfBdeWHSVHwZXfFTsRok\n"
+    "ukH+kV4Wk7ZavXHRMJ95Tw8=\n"
+    "-----END CERTIFICATE-----\n";
+static const char ed25519_key[] =
+    "-----BEGIN PRIVATE KEY-----\n"
+    "MC4CAQAwBQYDK2VwBCIEIOqt4VSKlB+c/gkg1h1edmCm6kdXpHTxPLuEnqwWGj+E\n"
+    "-----END PRIVATE KEY-----\n";
+
+/*
+ * An Ed25519 key is taken only by a client offering the ed25519 scheme (RFC 8446 section 4.2.3,
+ * RFC 8422 section 5.1.3). A client without it gets the ECDSA twin; tlsock offered an Ed25519
+ * chain to every client, so one added first failed such clients on both implementations.
+ */
+static void test_ed25519_twin(void **state)
+{
+    struct ts_pair *p = *state;
+    static struct client_limits no_ed25519 = {
+        .ossl_sigalgs = "ecdsa_secp256r1_sha256:rsa_pss_rsae_sha256",
+        .gtls_prio = "NORMAL:-VERS-ALL:+VERS-TLS1.3:-SIGN-ALL:+SIGN-ECDSA-SECP256R1-SHA256:"
+                     "+SIGN-RSA-PSS-RSAE-SHA256",
+    };
+
+    assert_int_equal(ts_ctx_new(TLSOCK_SERVER, &p->sctx), 0);
+    TS_ASSERT_RC_MSG(tlsock_ctx_set_cert_mem(p->sctx, ed25519_cert, strlen(ed25519_cert),
+                                             ed25519_key, strlen(ed25519_key)),
+                     0, tlsock_ctx_errmsg(p->sctx));
+    add_cert(p->sctx, CERT_EC, false);
+    client_with(p, "1.3", NULL, NULL);
+    no_ed25519.impl = tlsock_ctx_impl(p->cctx);
+    TS_ASSERT_RC(tlsock_ctx_set_configure(p->cctx, NULL, client_limits, &no_ed25519), 0);
+    expect_cert(p, "dual.example.com", CERT_EC);
+}
+
 /* What the SNI callback saw and answers. */
 struct sni_calls {
     int calls;
@@ -528,6 +576,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_choice, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_tls12_ecdsa_curve, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_tls13_ecdsa_scheme, ts_pair_setup, ts_pair_teardown),
+        cmocka_unit_test_setup_teardown(test_ed25519_twin, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_callback_chooses, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_callback_refuses, ts_pair_setup, ts_pair_teardown),
 #if TS_BOTH_IMPLS /* a replay needs another implementation to start from */

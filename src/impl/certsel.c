@@ -106,6 +106,12 @@ static bool supports(const struct tlsock__hello *h, int version, const struct tl
         return version == 0x0304 ? offers(h, rsa, 3)
                                  : h->suites_rsa && (!h->has_sigalgs || offers(h, rsa, 7));
     }
+    if (kind == TLSOCK__SIGN_ED25519) {
+        /* RFC 8446 section 4.2.3 and RFC 8422 section 5.1.3 (TLS 1.2: an ECDHE-ECDSA suite, and
+         * the scheme, which a client without the extension does not take). */
+        static const unsigned ed25519 = 0x0807;
+        return offers(h, &ed25519, 1) && (version == 0x0304 || h->suites_ecdsa);
+    }
     return true;
 }
 

@@ -701,9 +701,10 @@ static int get_facts(gnutls_x509_crt_t leaf, struct tlsock__cert_facts *facts,
     char name[256];
     int rc = 0;
 
-    facts->key_kind = algo == GNUTLS_PK_EC    ? TLSOCK__SIGN_EC
-                      : algo == GNUTLS_PK_RSA ? TLSOCK__SIGN_RSA
-                                              : TLSOCK__SIGN_OTHER;
+    facts->key_kind = algo == GNUTLS_PK_EC              ? TLSOCK__SIGN_EC
+                      : algo == GNUTLS_PK_RSA           ? TLSOCK__SIGN_RSA
+                      : algo == GNUTLS_PK_EDDSA_ED25519 ? TLSOCK__SIGN_ED25519
+                                                        : TLSOCK__SIGN_OTHER;
     if (algo == GNUTLS_PK_EC) {
         gnutls_ecc_curve_t curve = GNUTLS_ECC_CURVE_INVALID;
         gnutls_datum_t x = {NULL, 0};

@@ -35,9 +35,10 @@ struct tlsock__trust {
 
 /* A certificate's key, as far as choosing a chain for a client goes. */
 enum tlsock__sign_kind {
-    TLSOCK__SIGN_OTHER, /* e.g. Ed25519: offered to every client */
+    TLSOCK__SIGN_OTHER, /* e.g. Ed448: offered to every client */
     TLSOCK__SIGN_RSA,
     TLSOCK__SIGN_EC,
+    TLSOCK__SIGN_ED25519,
 };
 
 /* What the server-side selection knows of one certificate: its key and its DNS SANs. */

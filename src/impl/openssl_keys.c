@@ -271,9 +271,10 @@ static int get_facts(X509 *leaf, struct tlsock__cert_facts *facts, struct tlsock
         return tlsock__fail(err, TLSOCK_ENOMEM, "out of memory reading the certificate's names");
     }
 
-    facts->key_kind = id == EVP_PKEY_EC    ? TLSOCK__SIGN_EC
-                      : id == EVP_PKEY_RSA ? TLSOCK__SIGN_RSA
-                                           : TLSOCK__SIGN_OTHER;
+    facts->key_kind = id == EVP_PKEY_EC        ? TLSOCK__SIGN_EC
+                      : id == EVP_PKEY_RSA     ? TLSOCK__SIGN_RSA
+                      : id == EVP_PKEY_ED25519 ? TLSOCK__SIGN_ED25519
+                                               : TLSOCK__SIGN_OTHER;
     if (id == EVP_PKEY_EC) {
         char curve[64] = "";
         (void)EVP_PKEY_get_group_name(pub, curve, sizeof(curve), NULL);
