@@ -275,7 +275,9 @@ TLSOCK_API int tlsock_ctx_set_ciphers(struct tlsock_ctx *ctx, const char *policy
  * Adds trust anchors (CA certificates) from a PEM file. The file is read during the call; it
  * must be a regular file of at most 16 MiB (a FIFO or a device is refused at once, without
  * waiting for it). Setting any CA replaces the default system store for this context; call
- * tlsock_ctx_set_ca_system() as well to keep both.
+ * tlsock_ctx_set_ca_system() as well to keep both. Every certificate given is a trust anchor,
+ * self-signed or not: an intermediate CA alone accepts the chains under it (on both
+ * implementations; the same for every CA setter).
  * @return 0, or TLSOCK_EX509_LOOKUP when the file cannot be read, is not a regular file, is
  *         empty or holds no certificate (as do the other CA setters); the message names the file.
  */
@@ -401,10 +403,15 @@ TLSOCK_API int tlsock_ctx_set_pkcs12_mem(struct tlsock_ctx *ctx, const void *dat
  *      have exactly the same DNS names as it.
  * Among the certificates of one step, the first (in index order; the default first in step 4) whose
  * key the client supports is presented: an ECDSA key needs an ECDSA signature scheme in the
- * client's signature_algorithms (and, in TLS 1.2, an ECDHE-ECDSA cipher suite), an RSA key an RSA
- * scheme (RSA-PSS in TLS 1.3) and, in TLS 1.2, an RSA suite. So an ECDSA and an RSA chain for the
- * same names serve every client with the best one it takes. When it supports none of them, the
- * first is presented and the handshake fails as it would with that one alone.
+ * client's signature_algorithms (in TLS 1.3 the one of its curve, such as ecdsa_secp256r1_sha256
+ * for P-256; and, in TLS 1.2, an ECDHE-ECDSA cipher suite and its curve in the client's
+ * supported_groups, RFC 8422 section 5.3), an RSA key an RSA scheme (RSA-PSS in TLS 1.3) and, in
+ * TLS 1.2, an RSA suite, an Ed25519 key the ed25519 scheme (and, in TLS 1.2, an ECDHE-ECDSA
+ * suite). So an ECDSA and an RSA chain for the same names serve every
+ * client with the best one it takes. When it supports none of them, the first is presented and
+ * the handshake fails as it would with that one alone; an ECDSA key whose curve a TLS 1.2 client
+ * does not list is refused by tlsock itself on both implementations (TLSOCK_EPROTO,
+ * handshake_failure).
  * Only DNS subjectAltNames take part: the subject's common name and IP addresses never do.
  * Everything here is kept by tlsock_ctx_set_impl() like the other settings.
  */

@@ -658,6 +658,45 @@ static int verify_cb(const struct tlsock_verify_info *info, void *user, char *re
     return 1;
 }
 
+/*
+ * A trust anchor need not be self-signed: a context that trusts an intermediate CA alone accepts
+ * the chains under it, as a server's and as a client's, on every pair. OpenSSL's verification
+ * went on to look for a root and refused ("unable to get issuer certificate"), GnuTLS's accepted.
+ */
+static void test_intermediate_as_anchor(void **state)
+{
+    struct ts_pair *p = *state;
+    struct tlsock__pem_pair client = {0};
+    const char *inter = certs[CERT_INTER].cert;
+
+    /* The client trusts the intermediate only; the server sends the leaf and the intermediate. */
+    TS_ASSERT_RC(ts_ctx_new(TLSOCK_SERVER, &p->sctx), 0);
+    set_cert(p->sctx, CERT_INTER_LEAF);
+    TS_ASSERT_RC(ts_client_ctx_new(inter, &p->cctx), 0);
+    TS_ASSERT_RC(ts_pair_attach(p, NULL, NULL), 0);
+    TS_ASSERT_RC_MSG(ts_pair_handshake(p), 0, p->client_msg);
+
+    /* A server requiring client certificates under the intermediate, trusting it alone. */
+    ts_pair_release(p);
+    assert_int_equal(
+        ts_leaf_make(&certs[CERT_INTER], "inter-client", NULL, TLSOCK__EKU_CLIENT, &client), 0);
+    TS_ASSERT_RC(ts_server_ctx_new(&ts_pki.server, &p->sctx), 0);
+    TS_ASSERT_RC(tlsock_ctx_set_ca_mem(p->sctx, inter, strlen(inter)), 0);
+    TS_ASSERT_RC(tlsock_ctx_set_verify(p->sctx, TLSOCK_VERIFY_REQUIRED), 0);
+    TS_ASSERT_RC(ts_client_ctx_new(ts_pki.ca.cert, &p->cctx), 0);
+    size_t len = strlen(client.cert) + strlen(inter) + 1;
+    char *chain = malloc(len);
+    assert_non_null(chain);
+    snprintf(chain, len, "%s%s", client.cert, inter);
+    int rc = tlsock_ctx_set_cert_mem(p->cctx, chain, strlen(chain), client.key, strlen(client.key));
+    free(chain);
+    free(client.cert);
+    free(client.key);
+    TS_ASSERT_RC_MSG(rc, 0, tlsock_ctx_errmsg(p->cctx));
+    TS_ASSERT_RC(ts_pair_attach(p, NULL, NULL), 0);
+    TS_ASSERT_RC_MSG(ts_pair_handshake(p), 0, p->server_msg);
+}
+
 /* The client verifies the chain leaf, intermediate, root (CERT_INTER_LEAF). */
 static struct seen *client_callback(struct ts_pair *p, struct seen *seen, const char *verify_name)
 {
@@ -900,6 +939,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_table, ts_pair_setup, ts_pair_teardown),
+        cmocka_unit_test_setup_teardown(test_intermediate_as_anchor, ts_pair_setup,
+                                        ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_callback_accepts, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_callback_rejects, ts_pair_setup, ts_pair_teardown),
         cmocka_unit_test_setup_teardown(test_callback_rejects_without_reason, ts_pair_setup,

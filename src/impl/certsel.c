@@ -62,23 +62,55 @@ static bool offers(const struct tlsock__hello *h, const unsigned *schemes, size_
 }
 
 /*
- * Whether the client can take a certificate with a key of @p kind: RFC 8446 section 4.2.3
- * (TLS 1.3 signs with the schemes of signature_algorithms, RSA only with RSASSA-PSS), RFC 5246
- * section 7.4.1.4.1 (TLS 1.2 also needs a suite for the key; without the extension any scheme
- * of the suite's kind will do).
+ * Whether a TLS 1.2 (or older) client takes an ECDSA key on the curve @p ec_group: RFC 8422
+ * section 5.3 (and RFC 4492 before it) wants a curve the client lists in supported_groups, and
+ * OpenSSL's server refuses any other. A client without the extension takes any; a list longer
+ * than what the hello keeps, or a curve tlsock does not name, is given the benefit of the doubt.
  */
-static bool supports(const struct tlsock__hello *h, int version, int kind)
+static bool curve_listed(const struct tlsock__hello *h, unsigned ec_group)
+{
+    if (ec_group == 0 || h->ngroups == 0 ||
+        h->ngroups == sizeof(h->groups) / sizeof(h->groups[0])) {
+        return true;
+    }
+    for (size_t i = 0; i < h->ngroups; i++) {
+        if (h->groups[i] == ec_group) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * Whether the client can take a certificate with the key of @p f: RFC 8446 section 4.2.3
+ * (TLS 1.3 signs with the schemes of signature_algorithms, ECDSA with the one of its curve, RSA
+ * only with RSASSA-PSS), RFC 5246 section 7.4.1.4.1 (TLS 1.2 also needs a suite for the key, and
+ * for ECDSA its curve; without the extension any scheme of the suite's kind will do).
+ */
+static bool supports(const struct tlsock__hello *h, int version, const struct tlsock__cert_facts *f)
 {
     static const unsigned ecdsa[] = {0x0403, 0x0503, 0x0603, 0x0203};
     static const unsigned rsa[] = {0x0804, 0x0805, 0x0806, 0x0401, 0x0501, 0x0601, 0x0201};
+    int kind = f->key_kind;
 
+    if (kind == TLSOCK__SIGN_EC && version == 0x0304) {
+        /* A TLS 1.3 ECDSA scheme names its curve: P-256 keys sign with 0x0403 alone, and so on. */
+        size_t curve = f->ec_group >= 23 && f->ec_group <= 25 ? f->ec_group - 23 : 3;
+        return curve < 3 ? offers(h, &ecdsa[curve], 1) : offers(h, ecdsa, 3);
+    }
     if (kind == TLSOCK__SIGN_EC) {
-        return version == 0x0304 ? offers(h, ecdsa, 3)
-                                 : h->suites_ecdsa && (!h->has_sigalgs || offers(h, ecdsa, 4));
+        return h->suites_ecdsa && (!h->has_sigalgs || offers(h, ecdsa, 4)) &&
+               curve_listed(h, f->ec_group);
     }
     if (kind == TLSOCK__SIGN_RSA) {
         return version == 0x0304 ? offers(h, rsa, 3)
                                  : h->suites_rsa && (!h->has_sigalgs || offers(h, rsa, 7));
+    }
+    if (kind == TLSOCK__SIGN_ED25519) {
+        /* RFC 8446 section 4.2.3 and RFC 8422 section 5.1.3 (TLS 1.2: an ECDHE-ECDSA suite, and
+         * the scheme, which a client without the extension does not take). */
+        static const unsigned ed25519 = 0x0807;
+        return offers(h, &ed25519, 1) && (version == 0x0304 || h->suites_ecdsa);
     }
     return true;
 }
@@ -122,7 +154,7 @@ static bool pick_among(const struct tlsock__certsel *sel, const struct tlsock__h
 {
     bool any = false;
 
-    if (kind == MATCH_DEFAULT && supports(h, version, sel->certs[sel->default_index].key_kind)) {
+    if (kind == MATCH_DEFAULT && supports(h, version, &sel->certs[sel->default_index])) {
         *out = sel->default_index;
         return true;
     }
@@ -130,7 +162,7 @@ static bool pick_among(const struct tlsock__certsel *sel, const struct tlsock__h
         if (!is_candidate(sel, i, kind, h->servername)) {
             continue;
         }
-        if (supports(h, version, sel->certs[i].key_kind)) {
+        if (supports(h, version, &sel->certs[i])) {
             *out = i;
             return true;
         }
@@ -169,9 +201,20 @@ void tlsock__certsel_pick(const struct tlsock__certsel *sel, const struct tlsock
     if (sel->count == 0) {
         return;
     }
-    if (h->has_servername && (pick_among(sel, h, version, MATCH_EXACT, &out->index) ||
-                              pick_among(sel, h, version, MATCH_WILDCARD, &out->index))) {
-        return;
+    if (!(h->has_servername && (pick_among(sel, h, version, MATCH_EXACT, &out->index) ||
+                                pick_among(sel, h, version, MATCH_WILDCARD, &out->index)))) {
+        (void)pick_among(sel, h, version, MATCH_DEFAULT, &out->index);
     }
-    (void)pick_among(sel, h, version, MATCH_DEFAULT, &out->index);
+    /*
+     * An ECDSA key on a curve the TLS 1.2 client does not list is refused the same way on both
+     * implementations: OpenSSL's server would fail for want of a cipher suite, GnuTLS's would
+     * present the key anyway (RFC 8422 section 5.3 forbids it).
+     */
+    const struct tlsock__cert_facts *f = &sel->certs[out->index];
+    if (version != 0 && version < 0x0304 && f->key_kind == TLSOCK__SIGN_EC &&
+        !curve_listed(h, f->ec_group)) {
+        out->refusal = "the client's supported_groups do not list the curve of the certificate's "
+                       "ECDSA key, which TLS 1.2 requires (RFC 8422 section 5.3)";
+        out->alert = TLSOCK__ALERT_HANDSHAKE_FAILURE;
+    }
 }

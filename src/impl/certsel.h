@@ -20,8 +20,9 @@ struct tlsock__certsel_choice {
  * Chooses for the client of @p h, which negotiates @p version (0x0303 or 0x0304; 0 when unknown):
  * the application's callback first, if any; else the certificates whose DNS names match the
  * client's SNI exactly, else those a wildcard matches, else the default; among them the first
- * whose key the client supports (signature algorithms, and TLS 1.2 cipher suites), else the
- * first of them.
+ * whose key the client supports (signature algorithms, and TLS 1.2 cipher suites and ECDSA
+ * curves), else the first of them. A TLS 1.2 client refused for the curve of the chosen ECDSA key
+ * gets a refusal, so that both implementations refuse it alike.
  */
 void tlsock__certsel_pick(const struct tlsock__certsel *sel, const struct tlsock__hello *h,
                           int version, struct tlsock__certsel_choice *out);

@@ -701,9 +701,23 @@ static int get_facts(gnutls_x509_crt_t leaf, struct tlsock__cert_facts *facts,
     char name[256];
     int rc = 0;
 
-    facts->key_kind = algo == GNUTLS_PK_EC    ? TLSOCK__SIGN_EC
-                      : algo == GNUTLS_PK_RSA ? TLSOCK__SIGN_RSA
-                                              : TLSOCK__SIGN_OTHER;
+    facts->key_kind = algo == GNUTLS_PK_EC              ? TLSOCK__SIGN_EC
+                      : algo == GNUTLS_PK_RSA           ? TLSOCK__SIGN_RSA
+                      : algo == GNUTLS_PK_EDDSA_ED25519 ? TLSOCK__SIGN_ED25519
+                                                        : TLSOCK__SIGN_OTHER;
+    if (algo == GNUTLS_PK_EC) {
+        gnutls_ecc_curve_t curve = GNUTLS_ECC_CURVE_INVALID;
+        gnutls_datum_t x = {NULL, 0};
+        gnutls_datum_t y = {NULL, 0};
+        if (gnutls_x509_crt_get_pk_ecc_raw(leaf, &curve, &x, &y) == 0) {
+            gnutls_free(x.data);
+            gnutls_free(y.data);
+        }
+        facts->ec_group = curve == GNUTLS_ECC_CURVE_SECP256R1   ? 23
+                          : curve == GNUTLS_ECC_CURVE_SECP384R1 ? 24
+                          : curve == GNUTLS_ECC_CURVE_SECP521R1 ? 25
+                                                                : 0;
+    }
     for (unsigned seq = 0; rc == 0; seq++) {
         size_t size = sizeof(name);
         int ret = gnutls_x509_crt_get_subject_alt_name(leaf, seq, name, &size, NULL);

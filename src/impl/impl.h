@@ -35,17 +35,20 @@ struct tlsock__trust {
 
 /* A certificate's key, as far as choosing a chain for a client goes. */
 enum tlsock__sign_kind {
-    TLSOCK__SIGN_OTHER, /* e.g. Ed25519: offered to every client */
+    TLSOCK__SIGN_OTHER, /* e.g. Ed448: offered to every client */
     TLSOCK__SIGN_RSA,
     TLSOCK__SIGN_EC,
+    TLSOCK__SIGN_ED25519,
 };
 
 /* What the server-side selection knows of one certificate: its key and its DNS SANs. */
 struct tlsock__cert_facts {
-    int key_kind;     /* enum tlsock__sign_kind */
-    char *names;      /* the leaf's DNS subjectAltNames, lowercase, each NUL-terminated, then an
-                         empty one; malloc()ed; NULL: none */
-    size_t names_len; /* bytes before that empty one */
+    int key_kind;      /* enum tlsock__sign_kind */
+    unsigned ec_group; /* an ECDSA key's curve as a TLS named group (23 P-256, 24 P-384, 25 P-521);
+                          0: not ECDSA, or another curve */
+    char *names;       /* the leaf's DNS subjectAltNames, lowercase, each NUL-terminated, then an
+                          empty one; malloc()ed; NULL: none */
+    size_t names_len;  /* bytes before that empty one */
 };
 
 /*

@@ -81,6 +81,7 @@ struct ossl_conn {
     int verify_rc;      /* verify_err's code: TLSOCK_EVERIFY, or TLSOCK_ENOMEM */
     bool verify_ip;     /* client: the name verified is an IP address */
     bool ocsp_refused;  /* client_status_cb() refused the staple (verify_err) */
+    bool truncated;     /* OpenSSL met the end of the stream without close_notify (bio_ctrl) */
 };
 /* Memory per idle connection (docs/async.md, "Memory"): a 176-byte glibc chunk on x86-64. */
 _Static_assert(sizeof(struct ossl_conn) <= 21 * sizeof(void *),
@@ -128,6 +129,15 @@ static int bio_write(BIO *bio, const char *buf, size_t len, size_t *nwritten)
     struct ossl_conn *c = BIO_get_data(bio);
 
     BIO_clear_retry_flags(bio);
+    if (c->truncated) {
+        /*
+         * What OpenSSL writes once the stream was cut short is the decode_error alert it sends for
+         * that: a peer that ended its side without close_notify sent nothing malformed, and
+         * GnuTLS sends it nothing. Dropped, so that both implementations end the same way.
+         */
+        *nwritten = len;
+        return 1;
+    }
     return bio_outcome(bio, tlsock__transport_write(c->t, buf, len), nwritten, false);
 }
 
@@ -141,7 +151,11 @@ static long bio_ctrl(BIO *bio, int cmd, long num, void *ptr)
     case BIO_CTRL_FLUSH:
         return 1;
     case BIO_CTRL_EOF:
-        /* OpenSSL asks this to tell a truncated stream from a would-block. */
+        /* OpenSSL asks this to tell a truncated stream from a would-block, once a read found
+         * nothing: a yes is a truncation, which OpenSSL answers with an alert (bio_write). */
+        if (c != NULL && c->t->eof) {
+            c->truncated = true;
+        }
         return c != NULL && c->t->eof;
     default:
         return 0;
@@ -267,8 +281,10 @@ static int client_hello_cb(SSL *ssl, int *alert, void *arg)
     } else {
         tlsock__hello_suites(&h, data, len);
     }
+    /* supported_groups: a TLS 1.2 client's curves limit the ECDSA keys certsel.c may choose. */
     static const unsigned types[] = {TLSOCK__EXT_SUPPORTED_VERSIONS, TLSOCK__EXT_RENEGOTIATION_INFO,
-                                     TLSOCK__EXT_SERVER_NAME, TLSOCK__EXT_SIGNATURE_ALGORITHMS};
+                                     TLSOCK__EXT_SERVER_NAME, TLSOCK__EXT_SIGNATURE_ALGORITHMS,
+                                     TLSOCK__EXT_SUPPORTED_GROUPS};
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
         if (SSL_client_hello_get0_ext(ssl, types[i], &data, &len) == 1) {
             tlsock__hello_extension(&h, types[i], data, len);
@@ -423,6 +439,12 @@ static int ossl_ctx_new(int role, void **out, struct tlsock__err *err)
     SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
                                  SSL_OP_CIPHER_SERVER_PREFERENCE);
     SSL_CTX_clear_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_LEGACY_SERVER_CONNECT);
+    /*
+     * Every certificate the context trusts is a trust anchor, as on GnuTLS: a CA file holding an
+     * intermediate CA accepts the chains under it. OpenSSL alone would go on to a self-signed
+     * root and refuse without one ("unable to get issuer certificate").
+     */
+    X509_VERIFY_PARAM_set_flags(SSL_CTX_get0_param(ctx), X509_V_FLAG_PARTIAL_CHAIN);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
         SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) != 1) {

@@ -271,9 +271,18 @@ static int get_facts(X509 *leaf, struct tlsock__cert_facts *facts, struct tlsock
         return tlsock__fail(err, TLSOCK_ENOMEM, "out of memory reading the certificate's names");
     }
 
-    facts->key_kind = id == EVP_PKEY_EC    ? TLSOCK__SIGN_EC
-                      : id == EVP_PKEY_RSA ? TLSOCK__SIGN_RSA
-                                           : TLSOCK__SIGN_OTHER;
+    facts->key_kind = id == EVP_PKEY_EC        ? TLSOCK__SIGN_EC
+                      : id == EVP_PKEY_RSA     ? TLSOCK__SIGN_RSA
+                      : id == EVP_PKEY_ED25519 ? TLSOCK__SIGN_ED25519
+                                               : TLSOCK__SIGN_OTHER;
+    if (id == EVP_PKEY_EC) {
+        char curve[64] = "";
+        (void)EVP_PKEY_get_group_name(pub, curve, sizeof(curve), NULL);
+        facts->ec_group = strcmp(curve, "prime256v1") == 0  ? 23
+                          : strcmp(curve, "secp384r1") == 0 ? 24
+                          : strcmp(curve, "secp521r1") == 0 ? 25
+                                                            : 0;
+    }
     for (int i = 0; rc == 0 && i < sk_GENERAL_NAME_num(sans); i++) {
         const GENERAL_NAME *gn = sk_GENERAL_NAME_value(sans, i);
         if (gn->type == GEN_DNS) {
