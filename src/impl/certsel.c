@@ -81,6 +81,22 @@ static bool curve_listed(const struct tlsock__hello *h, unsigned ec_group)
     return false;
 }
 
+/* The TLS 1.3 signature scheme of an ECDSA key on @p ec_group (RFC 8446 section 4.2.3); 0 for a
+ * curve tlsock does not name. */
+static unsigned tls13_ecdsa_scheme(unsigned ec_group)
+{
+    switch (ec_group) {
+    case TLSOCK__GROUP_SECP256R1:
+        return 0x0403;
+    case TLSOCK__GROUP_SECP384R1:
+        return 0x0503;
+    case TLSOCK__GROUP_SECP521R1:
+        return 0x0603;
+    default:
+        return 0;
+    }
+}
+
 /*
  * Whether the client can take a certificate with the key of @p f: RFC 8446 section 4.2.3
  * (TLS 1.3 signs with the schemes of signature_algorithms, ECDSA with the one of its curve, RSA
@@ -95,8 +111,8 @@ static bool supports(const struct tlsock__hello *h, int version, const struct tl
 
     if (kind == TLSOCK__SIGN_EC && version == 0x0304) {
         /* A TLS 1.3 ECDSA scheme names its curve: P-256 keys sign with 0x0403 alone, and so on. */
-        size_t curve = f->ec_group >= 23 && f->ec_group <= 25 ? f->ec_group - 23 : 3;
-        return curve < 3 ? offers(h, &ecdsa[curve], 1) : offers(h, ecdsa, 3);
+        unsigned scheme = tls13_ecdsa_scheme(f->ec_group);
+        return scheme != 0 ? offers(h, &scheme, 1) : offers(h, ecdsa, 3);
     }
     if (kind == TLSOCK__SIGN_EC) {
         return h->suites_ecdsa && (!h->has_sigalgs || offers(h, ecdsa, 4)) &&

@@ -713,9 +713,9 @@ static int get_facts(gnutls_x509_crt_t leaf, struct tlsock__cert_facts *facts,
             gnutls_free(x.data);
             gnutls_free(y.data);
         }
-        facts->ec_group = curve == GNUTLS_ECC_CURVE_SECP256R1   ? 23
-                          : curve == GNUTLS_ECC_CURVE_SECP384R1 ? 24
-                          : curve == GNUTLS_ECC_CURVE_SECP521R1 ? 25
+        facts->ec_group = curve == GNUTLS_ECC_CURVE_SECP256R1   ? TLSOCK__GROUP_SECP256R1
+                          : curve == GNUTLS_ECC_CURVE_SECP384R1 ? TLSOCK__GROUP_SECP384R1
+                          : curve == GNUTLS_ECC_CURVE_SECP521R1 ? TLSOCK__GROUP_SECP521R1
                                                                 : 0;
     }
     for (unsigned seq = 0; rc == 0; seq++) {

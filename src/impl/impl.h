@@ -41,11 +41,18 @@ enum tlsock__sign_kind {
     TLSOCK__SIGN_ED25519,
 };
 
+/* The ECDSA curves the selection tells apart, as TLS named groups (RFC 8446 section 4.2.7). */
+enum tlsock__ec_group {
+    TLSOCK__GROUP_SECP256R1 = 23,
+    TLSOCK__GROUP_SECP384R1 = 24,
+    TLSOCK__GROUP_SECP521R1 = 25,
+};
+
 /* What the server-side selection knows of one certificate: its key and its DNS SANs. */
 struct tlsock__cert_facts {
     int key_kind;      /* enum tlsock__sign_kind */
-    unsigned ec_group; /* an ECDSA key's curve as a TLS named group (23 P-256, 24 P-384, 25 P-521);
-                          0: not ECDSA, or another curve */
+    unsigned ec_group; /* an ECDSA key's curve (enum tlsock__ec_group); 0: not ECDSA, or another
+                          curve */
     char *names;       /* the leaf's DNS subjectAltNames, lowercase, each NUL-terminated, then an
                           empty one; malloc()ed; NULL: none */
     size_t names_len;  /* bytes before that empty one */

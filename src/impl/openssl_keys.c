@@ -278,9 +278,9 @@ static int get_facts(X509 *leaf, struct tlsock__cert_facts *facts, struct tlsock
     if (id == EVP_PKEY_EC) {
         char curve[64] = "";
         (void)EVP_PKEY_get_group_name(pub, curve, sizeof(curve), NULL);
-        facts->ec_group = strcmp(curve, "prime256v1") == 0  ? 23
-                          : strcmp(curve, "secp384r1") == 0 ? 24
-                          : strcmp(curve, "secp521r1") == 0 ? 25
+        facts->ec_group = strcmp(curve, "prime256v1") == 0  ? TLSOCK__GROUP_SECP256R1
+                          : strcmp(curve, "secp384r1") == 0 ? TLSOCK__GROUP_SECP384R1
+                          : strcmp(curve, "secp521r1") == 0 ? TLSOCK__GROUP_SECP521R1
                                                             : 0;
     }
     for (int i = 0; rc == 0 && i < sk_GENERAL_NAME_num(sans); i++) {
